@@ -1,0 +1,43 @@
+# dynopt: every target works on a fresh machine with only Python and pip.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+
+.PHONY: run test experiments figures bench lint clean install
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: install, run the default experiment suite, say where the results went
+run: $(STAMP)
+	$(PY) -m experiments run-all --quick
+	@echo "results and figures: $(CURDIR)/results/<experiment>/ (config.json, metrics.json, data.npz, *.png)"
+
+## full-size experiments
+experiments: $(STAMP)
+	$(PY) -m experiments run-all
+
+## regenerate every figure from saved results (runs an experiment first where none is saved)
+figures: $(STAMP)
+	$(PY) -m experiments figures
+
+test: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest -n $(JOBS) -q
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dynopt experiments tests benchmarks
+	$(VENV)/bin/ruff format --check dynopt experiments tests benchmarks
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,18 @@
+"""dynopt: optimization algorithms as discretized dynamical systems.
+
+Problem -> Flow -> `solve` (diffrax reference) and `Flow.discretize` (optax) -> `run` -> `compare`.
+"""
+
+from importlib.metadata import version as _version
+
+from . import flows as flows, lyapunov as lyapunov, problems as problems
+from ._compare import compare as compare
+from ._discretization import Discretization as Discretization
+from ._order import fit_order as fit_order
+from ._problem import Problem as Problem
+from ._run import run as run
+from ._solve import SolveError as SolveError, solve as solve, stiffness_ratio as stiffness_ratio
+from ._trajectory import Comparison as Comparison, Trajectory as Trajectory
+
+
+__version__ = _version("dynopt")

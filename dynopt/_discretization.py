@@ -1,0 +1,75 @@
+"""`Discretization`: an optax transform together with its continuous-time step."""
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._custom_types import Array, ScalarLike
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Raise `ValueError` unless every entry of a concrete `value` is finite and > 0.
+
+    Traced values (inside `jit`/`vmap`) cannot be inspected and are let through.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return
+    arr = np.asarray(value, dtype=float)
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value}.")
+
+
+class Discretization(eqx.Module):
+    r"""A discrete optimizer and its clock: step $k$ of `transform` sits at time $t = k\,\Delta t$.
+
+    The transform is rebuilt from `factory(**hyperparams, **options)` on access, so the numeric
+    hyper-parameters are pytree leaves: a `Discretization` can be passed through `jit` and `vmap`
+    (a sweep over step sizes compiles once), while `factory` (e.g. `optax.sgd`) stays static.
+
+    **Arguments:**
+
+    - `factory`: a function returning an `optax.GradientTransformation`, e.g. `optax.sgd`.
+    - `hyperparams`: its numeric keyword arguments (the discrete hyper-parameters), as arrays.
+    - `dt`: the continuous time advanced by one step.
+    - `options`: static keyword arguments (booleans, names), as a tuple of `(key, value)` pairs.
+
+    **Example:** gradient descent with step $h$ is
+    `Discretization(optax.sgd, {"learning_rate": h}, dt=h)`.
+    """
+
+    factory: Callable[..., optax.GradientTransformation] = eqx.field(static=True)
+    hyperparams: dict[str, Array]
+    dt: Array
+    options: tuple[tuple[str, Any], ...] = eqx.field(static=True, default=())
+
+    def __init__(
+        self,
+        factory: Callable[..., optax.GradientTransformation],
+        hyperparams: dict[str, ScalarLike],
+        dt: ScalarLike,
+        options: tuple[tuple[str, Any], ...] = (),
+    ):
+        check_positive("dt", dt)
+        self.factory = factory
+        self.hyperparams = {k: jnp.asarray(v) for k, v in hyperparams.items()}
+        self.dt = jnp.asarray(dt)
+        self.options = tuple(options)
+
+    @property
+    def transform(self) -> optax.GradientTransformation:
+        """The optax transform with these hyper-parameters."""
+        return self.factory(**self.hyperparams, **dict(self.options))
+
+    def astype(self, dtype) -> "Discretization":
+        """Cast the floating hyper-parameters (not `dt`) to `dtype`, so that a float32 run stays
+        float32 under strict dtype promotion."""
+        hp = {
+            k: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
+            for k, v in self.hyperparams.items()
+        }
+        return eqx.tree_at(lambda d: d.hyperparams, self, hp)

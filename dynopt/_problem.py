@@ -1,0 +1,111 @@
+"""`Problem`: a loss over a pytree of parameters, plus what is known about it."""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._custom_types import Array, Key, Params, Scalar
+
+
+def _is_concrete(tree) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+
+
+class Problem(eqx.Module):
+    r"""An objective $L(\theta)$ over a pytree of parameters $\theta$.
+
+    **Arguments:**
+
+    - `loss_fn`: `params -> scalar`. Must return a scalar (checked at construction).
+    - `params0`: the initial parameters $\theta_0$; any pytree of floating arrays.
+    - `name`: a label used in results and figures.
+    - `minimizer`: a known minimizer $\theta^*$ (same tree structure as `params0`), or `None`.
+    - `stochastic_loss_fn`: `(params, key) -> scalar`, the loss on one random minibatch, or
+      `None` for deterministic problems. `run(..., key=...)` differentiates this.
+    - `hessian`: for quadratics, the constant Hessian $H$ acting on the raveled parameters
+      (`jax.flatten_util.ravel_pytree` order), else `None`.
+    - `flow_solution`: `t -> params`, the closed-form gradient-flow solution $\theta(t)$ from
+      `params0`, when one is known (quadratics), else `None`.
+    - `data`: for finite sums $L = \frac1n\sum_i \ell(\theta; x_i)$, the per-sample data (a pytree
+      with a leading sample axis), else `None`.
+    - `sample_loss_fn`: `(params, sample) -> scalar`, the per-sample loss $\ell$, or `None`.
+    - `batch_size`: the minibatch size used by `stochastic_loss_fn`, or `None`.
+
+    **Raises:** `ValueError` if the loss is not scalar, `params0` holds non-finite or
+    non-floating values, or `minimizer` has another tree structure than `params0`.
+    """
+
+    loss_fn: Callable[[Params], Scalar]
+    params0: Params
+    name: str = eqx.field(static=True, default="problem")
+    minimizer: Params | None = None
+    stochastic_loss_fn: Callable[[Params, Key], Scalar] | None = None
+    hessian: Array | None = None
+    flow_solution: Callable[[Array], Params] | None = None
+    data: Params | None = None
+    sample_loss_fn: Callable[[Params, Params], Scalar] | None = None
+    batch_size: int | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        if not callable(self.loss_fn):
+            raise ValueError(f"loss_fn must be callable, got {type(self.loss_fn).__name__}.")
+        leaves = jax.tree.leaves(self.params0)
+        if not leaves:
+            raise ValueError("params0 must contain at least one array.")
+        for leaf in leaves:
+            if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+                raise ValueError(
+                    f"params0 must hold floating arrays; got dtype {jnp.result_type(leaf)}. "
+                    "Write e.g. jnp.array([1.0, 2.0]) instead of jnp.array([1, 2])."
+                )
+        if _is_concrete(self.params0):
+            if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in leaves):
+                raise ValueError("params0 contains NaN or inf; every initial value must be finite.")
+        out = jax.eval_shape(self.loss_fn, self.params0)
+        if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == ()):
+            shape = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+            raise ValueError(
+                f"loss_fn must return a scalar, got shape {shape}. Reduce it, e.g. with "
+                "jnp.mean or jnp.sum."
+            )
+        for name in ("minimizer",):
+            other = getattr(self, name)
+            if other is None:
+                continue
+            s0, s1 = jax.tree.structure(self.params0), jax.tree.structure(other)
+            if s0 != s1:
+                raise ValueError(
+                    f"{name} must have the tree structure of params0: got {s1}, expected {s0}."
+                )
+            for a, b in zip(jax.tree.leaves(self.params0), jax.tree.leaves(other)):
+                if jnp.shape(a) != jnp.shape(b):
+                    raise ValueError(
+                        f"{name} leaf shape {jnp.shape(b)} does not match params0 leaf shape "
+                        f"{jnp.shape(a)}."
+                    )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}.")
+
+    def loss(self, params: Params) -> Scalar:
+        """The full (deterministic) loss $L(\\theta)$."""
+        return self.loss_fn(params)
+
+    def grad(self, params: Params) -> Params:
+        """$\\nabla L(\\theta)$, a pytree like `params`."""
+        return jax.grad(self.loss_fn)(params)
+
+    def stochastic_loss(self, params: Params, key: Key) -> Scalar:
+        """The loss on one random minibatch drawn with `key`."""
+        if self.stochastic_loss_fn is None:
+            raise ValueError(
+                f"Problem {self.name!r} has no stochastic_loss_fn; build it with a finite-sum "
+                "factory (e.g. problems.linear_regression) or pass stochastic_loss_fn=."
+            )
+        return self.stochastic_loss_fn(params, key)
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(self.params0))

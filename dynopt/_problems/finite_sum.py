@@ -1,0 +1,210 @@
+r"""Finite-sum losses $L(\theta) = \frac1n \sum_i \ell(\theta; x_i) + R(\theta)$ with minibatches."""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import Array, Key, Params, Scalar
+from .._problem import Problem
+
+
+def _batch_loss(params: Params, data: Params, sample_loss_fn, regularizer) -> Scalar:
+    per_sample = jax.vmap(sample_loss_fn, in_axes=(None, 0))(params, data)
+    return jnp.mean(per_sample) + regularizer(params)
+
+
+def _minibatch_loss(
+    params: Params, key: Key, data: Params, sample_loss_fn, regularizer, batch_size: int
+) -> Scalar:
+    n = jax.tree.leaves(data)[0].shape[0]
+    # Sampling without replacement: the minibatch gradient is unbiased, with covariance
+    # (1/B)(n-B)/(n-1) Sigma, the finite-population correction of the per-sample covariance Sigma.
+    idx = jax.random.choice(key, n, (batch_size,), replace=False)
+    batch = jax.tree.map(lambda x: x[idx], data)
+    return _batch_loss(params, batch, sample_loss_fn, regularizer)
+
+
+def _no_regularizer(params: Params) -> Scalar:
+    leaf = jax.tree.leaves(params)[0]
+    return jnp.zeros((), leaf.dtype)
+
+
+def _l2(params: Params, strength: Array) -> Scalar:
+    return 0.5 * strength * sum(jnp.sum(x * x) for x in jax.tree.leaves(params))
+
+
+def finite_sum(
+    sample_loss_fn: Callable[[Params, Params], Scalar],
+    data: Params,
+    params0: Params,
+    *,
+    batch_size: int,
+    regularizer: Callable[[Params], Scalar] | None = None,
+    minimizer: Params | None = None,
+    name: str = "finite_sum",
+) -> Problem:
+    r"""A finite-sum problem $L(\theta) = \frac1n\sum_{i=1}^n \ell(\theta; x_i) + R(\theta)$.
+
+    `stochastic_loss(params, key)` averages $\ell$ over `batch_size` samples drawn without
+    replacement (plus the full regularizer $R$).
+
+    **Arguments:**
+
+    - `sample_loss_fn`: $\ell$, `(params, sample) -> scalar`, where `sample` is one slice of `data`.
+    - `data`: a pytree of arrays sharing a leading sample axis of length $n$.
+    - `batch_size`: $B$, with $1 \le B \le n$.
+    """
+    sizes = {x.shape[0] for x in jax.tree.leaves(data)}
+    if len(sizes) != 1:
+        raise ValueError(f"every data array must share the leading sample axis; got sizes {sizes}.")
+    (n,) = sizes
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must be in [1, {n}] (the number of samples), got {batch_size}.")
+    regularizer = _no_regularizer if regularizer is None else regularizer
+    loss_fn = eqx.Partial(
+        _batch_loss, data=data, sample_loss_fn=sample_loss_fn, regularizer=regularizer
+    )
+    stochastic = eqx.Partial(
+        _minibatch_loss,
+        data=data,
+        sample_loss_fn=sample_loss_fn,
+        regularizer=regularizer,
+        batch_size=batch_size,
+    )
+    return Problem(
+        loss_fn=loss_fn,
+        params0=params0,
+        name=name,
+        minimizer=minimizer,
+        stochastic_loss_fn=stochastic,
+        data=data,
+        sample_loss_fn=sample_loss_fn,
+        batch_size=batch_size,
+    )
+
+
+def _squared_error(w: Array, sample: tuple[Array, Array]) -> Scalar:
+    x, y = sample
+    return 0.5 * (x @ w - y) ** 2
+
+
+def linear_regression(
+    num_samples: int = 256,
+    dim: int = 10,
+    *,
+    batch_size: int = 32,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> Problem:
+    r"""Least squares $L(w) = \frac{1}{2n}\sum_i (x_i^\top w - y_i)^2$ on synthetic data.
+
+    $x_i \sim \mathcal N(0, I_d)$, $y_i = x_i^\top w_\star + \text{noise}\cdot\xi_i$; start $w_0 = 0$.
+    The minimizer is the least-squares solution $(X^\top X)^{-1}X^\top y$ (exact).
+    """
+    if num_samples < 1 or dim < 1:
+        raise ValueError(f"num_samples and dim must be >= 1, got {num_samples}, {dim}.")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}.")
+    kx, kw, kn = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.normal(kx, (num_samples, dim))
+    w_true = jax.random.normal(kw, (dim,))
+    y = x @ w_true + noise * jax.random.normal(kn, (num_samples,))
+    w_ls = jnp.linalg.lstsq(x, y)[0]
+    return finite_sum(
+        _squared_error,
+        (x, y),
+        jnp.zeros(dim),
+        batch_size=batch_size,
+        minimizer=w_ls,
+        name=f"linear_regression(n={num_samples}, d={dim})",
+    )
+
+
+def _logistic(w: Array, sample: tuple[Array, Array]) -> Scalar:
+    x, y = sample  # y in {-1, +1}
+    return jnp.logaddexp(0.0, -y * (x @ w))
+
+
+def logistic_regression(
+    num_samples: int = 256,
+    dim: int = 10,
+    *,
+    batch_size: int = 32,
+    l2: float = 1e-2,
+    seed: int = 0,
+) -> Problem:
+    r"""$L(w) = \frac1n\sum_i \log(1 + e^{-y_i x_i^\top w}) + \frac{\lambda}{2}\|w\|^2$.
+
+    Synthetic data: $x_i \sim \mathcal N(0, I_d)$, labels $y_i = \pm1$ drawn from the logistic model
+    with a random $w_\star$ (so the data are not separable); start $w_0 = 0$. With $\lambda > 0$ the
+    loss is strongly convex; its minimizer is not known in closed form (`minimizer=None`).
+    """
+    if num_samples < 1 or dim < 1:
+        raise ValueError(f"num_samples and dim must be >= 1, got {num_samples}, {dim}.")
+    if l2 < 0:
+        raise ValueError(f"l2 must be >= 0, got {l2}.")
+    kx, kw, ky = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.normal(kx, (num_samples, dim))
+    w_true = 2.0 * jax.random.normal(kw, (dim,)) / jnp.sqrt(dim)
+    p = jax.nn.sigmoid(x @ w_true)
+    y = jnp.where(jax.random.uniform(ky, (num_samples,)) < p, 1.0, -1.0)
+    return finite_sum(
+        _logistic,
+        (x, y),
+        jnp.zeros(dim),
+        batch_size=batch_size,
+        regularizer=eqx.Partial(_l2, strength=jnp.asarray(l2)),
+        name=f"logistic_regression(n={num_samples}, d={dim})",
+    )
+
+
+def _mlp_apply(params: Params, x: Array) -> Array:
+    h = x
+    for layer in params[:-1]:
+        h = jnp.tanh(h @ layer["w"] + layer["b"])
+    last = params[-1]
+    return (h @ last["w"] + last["b"])[0]
+
+
+def _mlp_sample_loss(params: Params, sample: tuple[Array, Array]) -> Scalar:
+    x, y = sample
+    return 0.5 * (_mlp_apply(params, x) - y) ** 2
+
+
+def mlp_regression(
+    num_samples: int = 256,
+    dim: int = 4,
+    *,
+    width: int = 32,
+    depth: int = 2,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> Problem:
+    r"""Mean squared error of a tanh MLP (`depth` hidden layers of `width`) on a synthetic target
+    $y = \sin(x^\top a) + \tfrac12\cos(x^\top b)$. Params are a list of `{"w", "b"}` dicts
+    (LeCun-normal initialization), a non-trivial pytree.
+    """
+    if min(num_samples, dim, width, depth) < 1:
+        raise ValueError("num_samples, dim, width and depth must all be >= 1.")
+    keys = jax.random.split(jax.random.key(seed), depth + 4)
+    x = jax.random.normal(keys[0], (num_samples, dim))
+    a = jax.random.normal(keys[1], (dim,)) / jnp.sqrt(dim)
+    b = jax.random.normal(keys[2], (dim,)) / jnp.sqrt(dim)
+    y = jnp.sin(x @ a) + 0.5 * jnp.cos(x @ b)
+    sizes = [dim] + [width] * depth + [1]
+    params0 = [
+        {
+            "w": jax.random.normal(k, (m, n)) / jnp.sqrt(m),
+            "b": jnp.zeros(n),
+        }
+        for k, m, n in zip(keys[3:], sizes[:-1], sizes[1:])
+    ]
+    return finite_sum(
+        _mlp_sample_loss,
+        (x, y),
+        params0,
+        batch_size=batch_size,
+        name=f"mlp_regression(n={num_samples}, d={dim}, width={width}, depth={depth})",
+    )

@@ -1,0 +1,222 @@
+"""`solve`: the diffrax reference solution of a flow."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ._custom_types import ArrayLike, Params, ScalarLike
+from ._flows.base import AbstractFlow
+from ._problem import Problem
+from ._trajectory import Trajectory
+
+
+SOLVERS = {
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "kvaerno5": diffrax.Kvaerno5,
+}
+_ALIASES = {"explicit": "tsit5", "implicit": "kvaerno5"}
+STIFFNESS_THRESHOLD = 1e4
+_DENSE_HESSIAN_MAX_DIM = 1000
+
+
+class SolveError(RuntimeError):
+    """A reference solve failed; the message names the cause and what to change."""
+
+
+def _require_x64() -> None:
+    if not jax.config.jax_enable_x64:
+        raise ValueError(
+            "reference solves run in float64: call jax.config.update('jax_enable_x64', True) "
+            "at the start of your program (dynopt does not change global JAX config on import)."
+        )
+
+
+def check_times(ts: ArrayLike, t0: ScalarLike) -> jax.Array:
+    """Validate save times: a non-empty, finite, strictly increasing 1-D array with ts[0] >= t0."""
+    arr = np.asarray(ts, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {arr.shape}.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("ts must be finite.")
+    if arr.size > 1 and not np.all(np.diff(arr) > 0):
+        raise ValueError("ts must be strictly increasing.")
+    if arr[0] < t0:
+        raise ValueError(f"ts must start at or after t0={t0}, got ts[0]={arr[0]}.")
+    if arr[-1] <= t0:
+        raise ValueError(f"the horizon ts[-1] must be > t0={t0}, got {arr[-1]}.")
+    return jnp.asarray(arr)
+
+
+def stiffness_ratio(problem: Problem, params: Params, horizon: float) -> float:
+    r"""$\lambda_{\max} / \max(\lambda_{\min}, 1/T)$ for the Hessian eigenvalue magnitudes $\lambda$
+    of the loss at `params` and the horizon $T$: the spread of time scales a solver must resolve
+    over $[t_0, t_0+T]$ (the condition number once $T \ge 1/\lambda_{\min}$).
+
+    For more than 1000 parameters only $\lambda_{\max}$ is estimated (power iteration on
+    Hessian-vector products) and the ratio is $\lambda_{\max} T$.
+    """
+    flat, unravel = ravel_pytree(params)
+    flat = flat.astype(jnp.float64)
+
+    def f(x):
+        return problem.loss(unravel(x))
+
+    if flat.size <= _DENSE_HESSIAN_MAX_DIM:
+        hess = jax.jit(jax.hessian(f))(flat)
+        lam = np.abs(np.linalg.eigvalsh(0.5 * (np.asarray(hess) + np.asarray(hess).T)))
+        lam_max, lam_min = float(lam.max()), float(lam.min())
+    else:
+
+        @jax.jit
+        def power(x):
+            def body(v, _):
+                hv = jax.jvp(jax.grad(f), (x,), (v,))[1]
+                return hv / (jnp.linalg.norm(hv) + 1e-300), jnp.linalg.norm(hv)
+
+            v0 = jax.random.normal(jax.random.key(0), x.shape, x.dtype)
+            _, norms = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=50)
+            return norms[-1]
+
+        lam_max, lam_min = float(power(flat)), 0.0
+    if not np.isfinite(lam_max):
+        return float("inf")
+    return lam_max / max(lam_min, 1.0 / horizon)
+
+
+def _pick_solver(solver, problem: Problem, params0: Params, horizon: float):
+    if solver is None:
+        ratio = stiffness_ratio(problem, params0, horizon)
+        name = "kvaerno5" if ratio >= STIFFNESS_THRESHOLD else "tsit5"
+        return SOLVERS[name](), name, ratio
+    if isinstance(solver, str):
+        key = _ALIASES.get(solver.lower(), solver.lower())
+        if key not in SOLVERS:
+            valid = sorted([*SOLVERS, *_ALIASES])
+            raise ValueError(f"unknown solver {solver!r}; choose one of {valid} or pass a diffrax solver.")
+        return SOLVERS[key](), key, None
+    if isinstance(solver, diffrax.AbstractSolver):
+        return solver, type(solver).__name__.lower(), None
+    raise ValueError(f"solver must be None, a name or a diffrax.AbstractSolver, got {solver!r}.")
+
+
+def _vector_field(t, y, args):
+    flow, problem = args
+    return flow.vector_field(t, y, problem)
+
+
+def dense_solve(flow, problem, solver, t0, t1, ts, rtol, atol, max_steps) -> diffrax.Solution:
+    """The raw diffrax solve behind `solve` and `compare` (traceable; never throws)."""
+    y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(_vector_field),
+        solver,
+        t0,
+        t1,
+        None,
+        y0,
+        args=(flow, problem),
+        saveat=diffrax.SaveAt(ts=ts, dense=True),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+        throw=False,
+    )
+
+
+@eqx.filter_jit
+def _solve_jit(flow, problem, solver, t0, ts, rtol, atol, max_steps):
+    sol = dense_solve(flow, problem, solver, t0, ts[-1], ts, rtol, atol, max_steps)
+    params = jax.vmap(flow.params)(sol.ys)
+    loss = jax.vmap(problem.loss)(params)
+    return sol, params, loss
+
+
+def raise_for_result(result, *, what: str, max_steps: int, rtol: float, atol: float, stiffness=None):
+    """Turn a diffrax RESULTS code (possibly batched) into a `SolveError` naming what to change."""
+    codes = np.atleast_1d(np.asarray(result._value))
+    bad = np.flatnonzero(codes != diffrax.RESULTS.successful._value)
+    if bad.size == 0:
+        return
+    code = int(codes[bad[0]])
+    message = diffrax.RESULTS._index_to_message[code]
+    where = f" (batch entries {bad.tolist()})" if codes.size > 1 else ""
+    stiff = f"; estimated stiffness ratio {stiffness:.3g}" if stiffness is not None else ""
+    if code == diffrax.RESULTS.max_steps_reached._value:
+        advice = (
+            f"raise max_steps= (now {max_steps}), loosen rtol/atol (now {rtol:g}/{atol:g}), "
+            "shorten the horizon, or pass solver='implicit' (Kvaerno5) if the problem is stiff"
+        )
+    elif code == diffrax.RESULTS.dt_min_reached._value:
+        advice = "the step size underflowed: the flow may blow up or be non-smooth before t1; shorten the horizon"
+    else:
+        advice = (
+            "the state may have become non-finite (blow-up in finite time?): shorten the horizon, "
+            "or try solver='implicit'"
+        )
+    raise SolveError(f"{what} failed{where}: {message.strip()} To fix: {advice}{stiff}.")
+
+
+def solve(
+    flow: AbstractFlow,
+    problem: Problem,
+    ts: ArrayLike,
+    *,
+    t0: ScalarLike = 0.0,
+    solver=None,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    max_steps: int = 16_384,
+) -> Trajectory:
+    r"""Reference solution of `flow` on `problem` by diffrax, in float64, saved at `ts`.
+
+    The state starts at `flow.init(problem.params0)` at time `t0`. The returned `Trajectory` keeps
+    the dense interpolation, so `traj.evaluate(t)` gives $\theta(t)$ at any $t \in [t_0, t_1]$.
+
+    **Arguments:**
+
+    - `ts`: strictly increasing save times with `t0 <= ts[0]`; $t_1$ = `ts[-1]`.
+    - `solver`: `None` (automatic: `Tsit5`, or `Kvaerno5` when the stiffness ratio
+      $\lambda_{\max}/\max(\lambda_{\min}, 1/(t_1-t_0))$ of the Hessian at $\theta_0$ is
+      $\ge 10^4$), a name (`"tsit5"`, `"dopri5"`, `"dopri8"`, `"kvaerno5"`, `"explicit"`,
+      `"implicit"`) or any `diffrax.AbstractSolver`.
+    - `rtol`, `atol`: the `PIDController` tolerances (error $\le$ atol + rtol·|y| per step).
+    - `max_steps`: the solver's step budget. Dense output stores every step, so memory grows as
+      ~`8 * max_steps * state_size` floats.
+
+    **Returns:** a `Trajectory` with `solver` naming the solver used and `stats` from diffrax.
+
+    **Raises:** `ValueError` for bad times, tolerances or solver names, or without float64;
+    `SolveError` when diffrax stops early (max steps, step-size underflow, non-finite state),
+    saying what to change.
+    """
+    _require_x64()
+    if not isinstance(flow, AbstractFlow):
+        raise ValueError(f"flow must be a dynopt flow (AbstractFlow), got {type(flow).__name__}.")
+    t0 = float(t0)
+    ts = check_times(ts, t0)
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
+    if int(max_steps) < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps}.")
+    horizon = float(ts[-1]) - t0
+    solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, horizon)
+    sol, params, loss = _solve_jit(flow, problem, solver_obj, t0, ts, rtol, atol, int(max_steps))
+    raise_for_result(
+        sol.result, what=f"solve({name})", max_steps=int(max_steps), rtol=rtol, atol=atol,
+        stiffness=ratio,
+    )
+    stats = {k: v for k, v in sol.stats.items() if k != "max_steps"}
+    return Trajectory(
+        ts=ts,
+        params=params,
+        loss=loss,
+        diverged_at=jnp.asarray(-1),
+        interpolation=sol.interpolation,
+        flow=flow,
+        solver=name,
+        stats=stats,
+    )
