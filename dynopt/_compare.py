@@ -33,7 +33,7 @@ def _error_run(flow, problem, ref_flow, interp, h, n):
         inner, err_max, _ = c
         inner = step(inner)
         params, _, diverged_at, k = inner
-        t = jnp.minimum(k * disc.dt, interp.t1)
+        t = jnp.minimum(k.astype(disc.dt.dtype) * disc.dt, interp.t1)
         ref = ref_flow.params(interp.evaluate(t))
         err = jnp.linalg.norm(ravel(params) - ravel(ref))
         return inner, jnp.maximum(err_max, err), err

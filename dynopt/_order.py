@@ -16,8 +16,9 @@ def fit_order(step_sizes: Float[Array, " k"], errors: Float[Array, " k"]) -> Flo
     x = jnp.where(ok, jnp.log(jnp.where(ok, h, 1.0)), 0.0)
     y = jnp.where(ok, jnp.log(jnp.where(ok, e, 1.0)), 0.0)
     n = jnp.sum(ok)
-    xm = jnp.sum(x) / jnp.maximum(n, 1)
-    ym = jnp.sum(y) / jnp.maximum(n, 1)
+    nf = jnp.maximum(n, 1).astype(x.dtype)
+    xm = jnp.sum(x) / nf
+    ym = jnp.sum(y) / nf
     sxx = jnp.sum(jnp.where(ok, (x - xm) ** 2, 0.0))
     sxy = jnp.sum(jnp.where(ok, (x - xm) * (y - ym), 0.0))
     slope = sxy / jnp.where(sxx > 0, sxx, 1.0)

@@ -70,7 +70,7 @@ def _run_one(tx, dt, problem: Problem, num_steps: int, every: int, key):
     loss = jax.vmap(problem.loss)(params)
     steps = jnp.arange(0, num_steps + 1, every)
     return Trajectory(
-        ts=steps * dt, params=params, loss=loss, diverged_at=carry[2], steps=steps
+        ts=steps.astype(dt.dtype) * dt, params=params, loss=loss, diverged_at=carry[2], steps=steps
     )
 
 

@@ -52,6 +52,33 @@ def check_times(ts: ArrayLike, t0: ScalarLike) -> jax.Array:
     return jnp.asarray(arr)
 
 
+def _raveled_loss(problem: Problem, params: Params):
+    flat, unravel = ravel_pytree(params)
+    return flat.astype(jnp.float64), lambda x: problem.loss(unravel(x))
+
+
+@eqx.filter_jit
+def _hessian_matrix(problem: Problem, params: Params) -> jax.Array:
+    flat, f = _raveled_loss(problem, params)
+    hess = jax.hessian(f)(flat)
+    return 0.5 * (hess + hess.T)
+
+
+@eqx.filter_jit
+def _top_eigenvalue(problem: Problem, params: Params) -> jax.Array:
+    """|lambda_max| of the Hessian by 50 power iterations on Hessian-vector products."""
+    flat, f = _raveled_loss(problem, params)
+
+    def body(v, _):
+        hv = jax.jvp(jax.grad(f), (flat,), (v,))[1]
+        norm = jnp.linalg.norm(hv)
+        return hv / jnp.where(norm > 0, norm, 1.0), norm
+
+    v0 = jax.random.normal(jax.random.key(0), flat.shape, flat.dtype)
+    _, norms = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=50)
+    return norms[-1]
+
+
 def stiffness_ratio(problem: Problem, params: Params, horizon: float) -> float:
     r"""$\lambda_{\max} / \max(\lambda_{\min}, 1/T)$ for the Hessian eigenvalue magnitudes $\lambda$
     of the loss at `params` and the horizon $T$: the spread of time scales a solver must resolve
@@ -60,29 +87,12 @@ def stiffness_ratio(problem: Problem, params: Params, horizon: float) -> float:
     For more than 1000 parameters only $\lambda_{\max}$ is estimated (power iteration on
     Hessian-vector products) and the ratio is $\lambda_{\max} T$.
     """
-    flat, unravel = ravel_pytree(params)
-    flat = flat.astype(jnp.float64)
-
-    def f(x):
-        return problem.loss(unravel(x))
-
-    if flat.size <= _DENSE_HESSIAN_MAX_DIM:
-        hess = jax.jit(jax.hessian(f))(flat)
-        lam = np.abs(np.linalg.eigvalsh(0.5 * (np.asarray(hess) + np.asarray(hess).T)))
+    size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(params))
+    if size <= _DENSE_HESSIAN_MAX_DIM:
+        lam = np.abs(np.linalg.eigvalsh(np.asarray(_hessian_matrix(problem, params))))
         lam_max, lam_min = float(lam.max()), float(lam.min())
     else:
-
-        @jax.jit
-        def power(x):
-            def body(v, _):
-                hv = jax.jvp(jax.grad(f), (x,), (v,))[1]
-                return hv / (jnp.linalg.norm(hv) + 1e-300), jnp.linalg.norm(hv)
-
-            v0 = jax.random.normal(jax.random.key(0), x.shape, x.dtype)
-            _, norms = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=50)
-            return norms[-1]
-
-        lam_max, lam_min = float(power(flat)), 0.0
+        lam_max, lam_min = float(_top_eigenvalue(problem, params)), 0.0
     if not np.isfinite(lam_max):
         return float("inf")
     return lam_max / max(lam_min, 1.0 / horizon)

@@ -64,11 +64,11 @@ def quadratic(
     if rotate:
         a = jax.random.normal(jax.random.key(seed), (d, d), dtype=flat0.dtype)
         q, r = jnp.linalg.qr(a)
-        q = q * jnp.sign(jnp.diag(r))  # Haar-distributed
+        q = q * jnp.sign(jnp.diag(r))[None, :]  # Haar-distributed
     else:
         q = jnp.eye(d, dtype=flat0.dtype)
     lam = lam.astype(flat0.dtype)
-    hessian = (q * lam) @ q.T
+    hessian = (q * lam[None, :]) @ q.T
     hessian = 0.5 * (hessian + hessian.T)
     c0 = q.T @ (flat0 - xstar)
     loss_fn = eqx.Partial(_quadratic_loss, hessian=hessian, minimizer=xstar)

@@ -1,0 +1,23 @@
+"""Strict numerics for the whole test run (as diffrax's test suite): float64, strict dtype
+promotion, rank promotion raises; fresh PRNG keys from a fixture; figures on the Agg backend."""
+
+import os
+
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax
+import pytest
+
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def getkey():
+    """`getkey()` returns a new PRNG key each call (deterministic per test)."""
+    counter = iter(range(10**9))
+    base = jax.random.key(5678)
+    return lambda: jax.random.fold_in(base, next(counter))

@@ -1,0 +1,93 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dynopt
+from dynopt import flows, problems
+
+from .helpers import TraceCounter
+
+
+HS = 1.0 / jnp.array([40.0, 80.0, 160.0, 320.0])
+
+
+def _quadratic():
+    return problems.quadratic([1.0, 10.0], rotate=True, seed=2)
+
+
+def test_gd_is_first_order_against_gradient_flow():
+    c = dynopt.compare(flows.GradientFlow(), _quadratic(), HS, 1.0)
+    assert abs(float(c.order) - 1.0) <= 0.1
+    assert np.all(np.diff(np.asarray(c.errors)) < 0)
+    assert not bool(jnp.any(c.diverged))
+
+
+def test_gd_is_second_order_against_modified_flow():
+    c = dynopt.compare(
+        flows.GradientFlow(), _quadratic(), HS, 1.0, reference=flows.ModifiedGradientFlow
+    )
+    assert abs(float(c.order) - 2.0) <= 0.1
+    assert abs(float(c.final_order) - 2.0) <= 0.1
+
+
+def test_gd_error_matches_closed_form_on_quadratic():
+    """The error compare reports equals |(I - hH)^k x0 - exp(-kh H) x0| maximised over k."""
+    p = _quadratic()
+    c = dynopt.compare(flows.GradientFlow(), p, HS, 1.0)
+    hess = np.asarray(p.hessian)
+    lam, q = np.linalg.eigh(hess)
+    x0 = np.ones(2)
+    for h, err in zip(np.asarray(HS), np.asarray(c.errors)):
+        n = round(1.0 / h)
+        ks = np.arange(n + 1)[:, None]
+        gd = ((1 - h * lam)[None, :] ** ks) * (q.T @ x0)[None, :]
+        flow = np.exp(-h * ks * lam[None, :]) * (q.T @ x0)[None, :]
+        assert err == pytest.approx(np.max(np.linalg.norm(gd - flow, axis=1)), rel=1e-7)
+
+
+def test_orders_on_rosenbrock_and_logistic():
+    hs = 1.0 / jnp.array([4000.0, 8000.0, 16000.0, 32000.0])
+    c = dynopt.compare(flows.GradientFlow(), problems.rosenbrock(), hs, 0.5)
+    assert abs(float(c.order) - 1.0) <= 0.1
+    p = problems.logistic_regression(num_samples=64, dim=4)
+    hs = 1.0 / jnp.array([4.0, 8.0, 16.0, 32.0])
+    c = dynopt.compare(flows.GradientFlow(), p, hs, 2.0, reference=flows.ModifiedGradientFlow)
+    assert abs(float(c.order) - 2.0) <= 0.1
+
+
+def test_no_recompilation_for_new_step_sizes():
+    counter = TraceCounter(lambda x: jnp.sum(x**2) + 0.1 * jnp.sum(x**4))
+    p = dynopt.Problem(counter, jnp.array([1.0, -1.0]))
+    dynopt.compare(flows.GradientFlow(), p, [0.1, 0.05, 0.025], 1.0)
+    traced = counter.count
+    dynopt.compare(flows.GradientFlow(), p, [0.2, 0.1, 0.05], 1.0)
+    dynopt.compare(flows.GradientFlow(), p, [0.25, 0.125, 0.0625], 1.0)
+    assert counter.count == traced
+
+
+def test_diverged_step_size_is_flagged_and_excluded_from_fit():
+    p = problems.quadratic([1.0, 20.0])
+    # 0.25 > 2/20: the stiff mode grows 4x per step and overflows float64 within the horizon.
+    hs = [0.25, 0.01, 0.005, 0.0025, 0.00125]
+    c = dynopt.compare(flows.GradientFlow(), p, hs, 80.0)
+    assert bool(c.diverged[0]) and not bool(jnp.any(c.diverged[1:]))
+    assert np.isinf(float(c.errors[0]))
+    assert abs(float(c.order) - 1.0) <= 0.1
+
+
+def test_compare_bad_input():
+    p = _quadratic()
+    with pytest.raises(ValueError, match="step_sizes must be finite and > 0"):
+        dynopt.compare(flows.GradientFlow(), p, [0.1, -0.1], 1.0)
+    with pytest.raises(ValueError, match="t1 must be finite and > 0"):
+        dynopt.compare(flows.GradientFlow(), p, [0.1], 0.0)
+    with pytest.raises(ValueError, match="integer multiple"):
+        dynopt.compare(flows.GradientFlow(), p, [0.3], 1.0)
+    with pytest.raises(ValueError, match="reference must be"):
+        dynopt.compare(flows.GradientFlow(), p, [0.1], 1.0, reference=3)
+
+
+def test_fit_order_recovers_slope():
+    h = jnp.array([0.1, 0.05, 0.025, 0.0125])
+    assert float(dynopt.fit_order(h, 3.0 * h**1.5)) == pytest.approx(1.5, abs=1e-12)
+    assert np.isnan(float(dynopt.fit_order(h, jnp.array([jnp.inf] * 3 + [1.0]))))

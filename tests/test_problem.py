@@ -1,0 +1,115 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+import dynopt
+from dynopt import problems
+
+from .helpers import tree_max_abs_diff
+
+
+def test_quadratic_hessian_and_closed_form_pytree():
+    params0 = {"a": jnp.array([1.0, -2.0]), "b": jnp.array([[0.5], [3.0]])}
+    lam = jnp.array([0.1, 1.0, 10.0, 100.0])
+    p = problems.quadratic(lam, params0=params0, rotate=True, seed=3)
+    np.testing.assert_allclose(np.linalg.eigvalsh(np.asarray(p.hessian)), np.asarray(lam), rtol=1e-12)
+    # Independent oracle: the matrix exponential.
+    flat0 = jnp.concatenate([params0["a"], params0["b"].ravel()])
+    for t in [0.0, 0.3, 2.0]:
+        expected = scipy.linalg.expm(-t * np.asarray(p.hessian)) @ np.asarray(flat0)
+        got = p.flow_solution(jnp.asarray(t))
+        got_flat = np.concatenate([np.asarray(got["a"]), np.asarray(got["b"]).ravel()])
+        np.testing.assert_allclose(got_flat, expected, rtol=1e-12, atol=1e-13)
+    assert jax.tree.structure(p.minimizer) == jax.tree.structure(params0)
+
+
+def test_quadratic_gradient_is_hessian_times_offset():
+    p = problems.quadratic([1.0, 4.0, 9.0], rotate=True, minimizer=jnp.array([1.0, 2.0, 3.0]))
+    x = jnp.array([0.3, -0.2, 5.0])
+    np.testing.assert_allclose(p.grad(x), p.hessian @ (x - jnp.array([1.0, 2.0, 3.0])), rtol=1e-13)
+
+
+def test_rosenbrock_minimizer():
+    p = problems.rosenbrock()
+    assert float(p.loss(p.minimizer)) == 0.0
+    assert tree_max_abs_diff(p.grad(p.minimizer), jnp.zeros(2)) == 0.0
+    p4 = problems.rosenbrock(4)
+    assert float(p4.loss(jnp.ones(4))) == 0.0
+
+
+def test_linear_regression_minimizer_is_stationary():
+    p = problems.linear_regression(num_samples=64, dim=5, batch_size=8)
+    assert float(jnp.linalg.norm(p.grad(p.minimizer))) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "factory", [problems.linear_regression, problems.logistic_regression, problems.mlp_regression]
+)
+def test_full_batch_minibatch_equals_loss(factory):
+    p = factory(num_samples=40, batch_size=40)
+    key = jax.random.key(1)
+    np.testing.assert_allclose(p.stochastic_loss(p.params0, key), p.loss(p.params0), rtol=1e-13)
+
+
+def test_minibatch_gradient_unbiased_and_deterministic():
+    p = problems.linear_regression(num_samples=50, dim=3, batch_size=5, seed=2)
+    w = jnp.array([0.3, -1.0, 2.0])
+    keys = jax.random.split(jax.random.key(0), 20_000)
+    grads = jax.vmap(lambda k: jax.grad(p.stochastic_loss)(w, k))(keys)
+    full = p.grad(w)
+    # Monte-Carlo error: 5 standard errors of the mean, per coordinate.
+    sem = grads.std(axis=0) / np.sqrt(len(keys))
+    assert np.all(np.abs(grads.mean(axis=0) - full) < 5 * sem)
+    k = jax.random.key(7)
+    assert float(p.stochastic_loss(w, k)) == float(p.stochastic_loss(w, k))
+
+
+def test_custom_problem_pytree():
+    def loss(params):
+        return jnp.sum(params["w"] ** 2) + jnp.sum((params["b"] - 1.0) ** 4)
+
+    p = dynopt.Problem(loss, {"w": jnp.ones((2, 3)), "b": jnp.zeros(4)}, name="custom")
+    assert p.num_params == 10
+
+
+def test_non_scalar_loss_raises():
+    with pytest.raises(ValueError, match="loss_fn must return a scalar"):
+        dynopt.Problem(lambda x: x**2, jnp.ones(3))
+
+
+def test_nan_params0_raises():
+    with pytest.raises(ValueError, match="params0 contains NaN"):
+        dynopt.Problem(lambda x: jnp.sum(x**2), jnp.array([1.0, jnp.nan]))
+
+
+def test_integer_params0_raises():
+    with pytest.raises(ValueError, match="params0 must hold floating"):
+        dynopt.Problem(lambda x: jnp.sum(x), jnp.array([1, 2]))
+
+
+def test_minimizer_structure_mismatch_raises():
+    with pytest.raises(ValueError, match="minimizer must have the tree structure of params0"):
+        dynopt.Problem(
+            lambda p: jnp.sum(p["a"] ** 2), {"a": jnp.ones(2)}, minimizer=(jnp.zeros(2),)
+        )
+    with pytest.raises(ValueError, match="minimizer leaf shape"):
+        dynopt.Problem(lambda p: jnp.sum(p**2), jnp.ones(2), minimizer=jnp.zeros(3))
+
+
+def test_bad_factory_arguments_raise():
+    with pytest.raises(ValueError, match="batch_size must be in"):
+        problems.linear_regression(num_samples=10, batch_size=11)
+    with pytest.raises(ValueError, match="eigenvalues"):
+        problems.quadratic(jnp.ones((2, 2)))
+    with pytest.raises(ValueError, match="params0 has 3 scalars but 2 eigenvalues"):
+        problems.quadratic([1.0, 2.0], params0=jnp.ones(3))
+    with pytest.raises(ValueError, match="dim must be >= 2"):
+        problems.rosenbrock(1)
+
+
+def test_stochastic_loss_missing_raises():
+    p = problems.rosenbrock()
+    with pytest.raises(ValueError, match="no stochastic_loss_fn"):
+        p.stochastic_loss(p.params0, jax.random.key(0))

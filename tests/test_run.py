@@ -1,0 +1,127 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import dynopt
+from dynopt import flows, problems
+
+from .helpers import TraceCounter, tree_max_abs_diff
+
+
+def test_run_is_deterministic_given_key_and_depends_on_it():
+    p = problems.linear_regression(num_samples=64, dim=4, batch_size=8)
+    disc = flows.GradientFlow().discretize(0.05)
+    a = dynopt.run(disc, p, 50, key=jax.random.key(3))
+    b = dynopt.run(disc, p, 50, key=jax.random.key(3))
+    c = dynopt.run(disc, p, 50, key=jax.random.key(4))
+    assert np.array_equal(a.params, b.params)
+    assert not np.array_equal(a.params, c.params)
+
+
+def test_stochastic_run_matches_manual_optax_loop():
+    p = problems.logistic_regression(num_samples=30, dim=3, batch_size=4)
+    h, n, key = 0.2, 12, jax.random.key(9)
+    traj = dynopt.run(flows.GradientFlow().discretize(h), p, n, key=key)
+    params = p.params0
+    for k in range(n):
+        g = jax.grad(p.stochastic_loss)(params, jax.random.fold_in(key, k))
+        params = params - h * g
+    np.testing.assert_allclose(traj.params[-1], params, rtol=1e-13, atol=1e-15)
+
+
+def test_every_thins_saving():
+    p = problems.rosenbrock()
+    disc = flows.GradientFlow().discretize(1e-3)
+    full = dynopt.run(disc, p, 60)
+    thin = dynopt.run(disc, p, 60, every=20)
+    np.testing.assert_array_equal(thin.params, full.params[::20])
+    np.testing.assert_allclose(thin.ts, [0.0, 0.02, 0.04, 0.06], rtol=1e-15)
+    assert thin.params.shape == (4, 2) and thin.loss.shape == (4,)
+
+
+def test_divergence_detected_at_stability_boundary():
+    lam_max = 10.0
+    p = problems.quadratic([0.5, 2.0, lam_max], rotate=True)
+    n = 20_000
+    boundary = 2.0 / lam_max
+    below = dynopt.run(flows.GradientFlow().discretize(0.98 * boundary), p, n, every=1000)
+    above = dynopt.run(flows.GradientFlow().discretize(1.02 * boundary), p, n, every=1000)
+    assert int(below.diverged_at) == -1 and bool(jnp.all(jnp.isfinite(below.loss)))
+    assert int(above.diverged_at) > 0
+    # Predicted step: the top mode grows by |1 - h lam| per step, the loss by its square, until the
+    # loss (1/2) lam c^2 |1 - h lam|^(2k) overflows float64.
+    q = np.linalg.eigh(np.asarray(p.hessian))[1][:, -1]
+    c = float(q @ np.asarray(p.params0))
+    growth = abs(1 - 1.02 * boundary * lam_max)
+    k_pred = (np.log(np.finfo(np.float64).max) - np.log(0.5 * lam_max * c**2)) / (2 * np.log(growth))
+    assert abs(int(above.diverged_at) - k_pred) <= 2
+    # No NaN flood: the run keeps its last finite iterate.
+    assert bool(jnp.all(jnp.isfinite(above.params)))
+
+
+def test_batched_step_sizes_match_single_runs():
+    p = problems.quadratic([1.0, 3.0], rotate=True)
+    hs = jnp.array([0.1, 0.2, 0.3])
+    batch = dynopt.run(flows.GradientFlow().discretize(hs), p, 30)
+    assert batch.params.shape == (3, 31, 2) and batch.diverged_at.shape == (3,)
+    for i, h in enumerate([0.1, 0.2, 0.3]):
+        single = dynopt.run(flows.GradientFlow().discretize(h), p, 30)
+        np.testing.assert_allclose(batch.params[i], single.params, rtol=1e-14)
+        np.testing.assert_allclose(batch.ts[i], single.ts, rtol=1e-14)
+
+
+def test_batched_keys():
+    p = problems.linear_regression(num_samples=32, dim=2, batch_size=4)
+    keys = jax.random.split(jax.random.key(0), 5)
+    disc = flows.GradientFlow().discretize(jnp.array([0.01, 0.02]))
+    traj = dynopt.run(disc, p, 10, key=keys)
+    assert traj.params.shape == (2, 5, 11, 2)
+    single = dynopt.run(flows.GradientFlow().discretize(0.02), p, 10, key=keys[3])
+    np.testing.assert_allclose(traj.params[1, 3], single.params, rtol=1e-14)
+
+
+def test_no_recompilation_for_new_step_sizes():
+    counter = TraceCounter(lambda x: jnp.sum(x**4) + jnp.sum(x**2))
+    p = dynopt.Problem(counter, jnp.array([1.0, -0.5]))
+    dynopt.run(flows.GradientFlow().discretize(jnp.array([0.1, 0.2])), p, 20)
+    traced = counter.count
+    dynopt.run(flows.GradientFlow().discretize(jnp.array([0.05, 0.07])), p, 20)
+    dynopt.run(flows.GradientFlow().discretize(0.3), p, 20)
+    traced_single = counter.count
+    dynopt.run(flows.GradientFlow().discretize(0.01), p, 20)
+    assert counter.count == traced_single and traced_single > traced
+
+
+def test_run_accepts_plain_optax_transform_and_pytree():
+    def loss(params):
+        return jnp.sum(params["a"] ** 2) + jnp.sum((params["b"] - 2.0) ** 2)
+
+    p = dynopt.Problem(loss, {"a": jnp.ones((2, 2)), "b": jnp.zeros(3)})
+    traj = dynopt.run(optax.sgd(0.1, momentum=0.9), p, 5)
+    params, state, tx = p.params0, optax.sgd(0.1, momentum=0.9).init(p.params0), optax.sgd(0.1, momentum=0.9)
+    for _ in range(5):
+        u, state = tx.update(jax.grad(loss)(params), state, params)
+        params = optax.apply_updates(params, u)
+    assert tree_max_abs_diff(traj.final_params, params) < 1e-14
+    np.testing.assert_array_equal(traj.ts, np.arange(6.0))
+
+
+def test_float32_run_stays_float32():
+    p = dynopt.Problem(lambda x: jnp.sum(x**2), jnp.ones(3, jnp.float32))
+    traj = dynopt.run(flows.GradientFlow().discretize(0.1), p, 5)
+    assert traj.params.dtype == jnp.float32
+
+
+def test_run_bad_input():
+    p = problems.rosenbrock()
+    disc = flows.GradientFlow().discretize(0.001)
+    with pytest.raises(ValueError, match="num_steps must be a positive integer"):
+        dynopt.run(disc, p, 0)
+    with pytest.raises(ValueError, match="every must be a positive integer dividing"):
+        dynopt.run(disc, p, 10, every=3)
+    with pytest.raises(ValueError, match="no stochastic_loss_fn"):
+        dynopt.run(disc, p, 10, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="transform must be"):
+        dynopt.run(lambda g: g, p, 10)

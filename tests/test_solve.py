@@ -1,0 +1,101 @@
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate
+
+import dynopt
+from dynopt import flows, problems
+
+
+@pytest.mark.parametrize(
+    "eigenvalues",
+    [[1.0, 2.0], [1.0, 10.0, 100.0], [0.01, 0.5, 3.0, 30.0]],
+)
+def test_solve_matches_quadratic_closed_form(eigenvalues):
+    params0 = {"x": jnp.linspace(-1.0, 1.0, len(eigenvalues) - 1), "y": jnp.array(2.0)}
+    p = problems.quadratic(eigenvalues, params0=params0, rotate=True, seed=1)
+    ts = jnp.linspace(0.0, 5.0, 26)
+    traj = dynopt.solve(flows.GradientFlow(), p, ts)
+    exact = jax.vmap(p.flow_solution)(ts)
+    for a, b in zip(jax.tree.leaves(traj.params), jax.tree.leaves(exact)):
+        assert float(jnp.max(jnp.abs(a - b))) <= 1e-8
+    # Dense output at times off the save grid.
+    for t in [0.123, 1.7, 4.99]:
+        got, want = traj.evaluate(t), p.flow_solution(jnp.asarray(t))
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert float(jnp.max(jnp.abs(a - b))) <= 1e-8
+    np.testing.assert_allclose(traj.loss, jax.vmap(p.loss)(exact), rtol=1e-7, atol=1e-12)
+    assert traj.solver == "tsit5" and int(traj.diverged_at) == -1
+
+
+def test_stiff_problem_switches_to_implicit_and_is_accurate():
+    p = problems.quadratic([1.0, 1e3, 1e5], rotate=True)
+    ts = jnp.array([0.5, 1.0, 2.0])
+    traj = dynopt.solve(flows.GradientFlow(), p, ts, rtol=1e-10, atol=1e-12)
+    assert traj.solver == "kvaerno5"
+    exact = jax.vmap(p.flow_solution)(ts)
+    assert float(jnp.max(jnp.abs(traj.params - exact))) <= 1e-8
+    assert dynopt.stiffness_ratio(p, p.params0, 2.0) == pytest.approx(1e5, rel=1e-6)
+
+
+def test_explicit_choice_is_respected():
+    p = problems.quadratic([1.0, 2.0])
+    ts = jnp.array([1.0])
+    assert dynopt.solve(flows.GradientFlow(), p, ts, solver="implicit").solver == "kvaerno5"
+    assert dynopt.solve(flows.GradientFlow(), p, ts, solver="dopri8").solver == "dopri8"
+    assert dynopt.solve(flows.GradientFlow(), p, ts, solver=diffrax.Dopri5()).solver == "dopri5"
+
+
+def test_solve_rosenbrock_matches_scipy_dop853():
+    p = problems.rosenbrock()
+    ts = np.linspace(0.0, 2.0, 9)
+    traj = dynopt.solve(flows.GradientFlow(), p, ts, rtol=1e-12, atol=1e-14)
+
+    def rhs(t, x):
+        a, b = x
+        return [2 * (1 - a) + 400 * a * (b - a * a), -200 * (b - a * a)]
+
+    ref = scipy.integrate.solve_ivp(
+        rhs, (0.0, 2.0), [-1.2, 1.0], method="DOP853", rtol=1e-12, atol=1e-14, t_eval=ts
+    )
+    # Both solvers meet ~1e-12 local tolerances; the flow contracts here, so global errors stay
+    # within a few orders of that.
+    np.testing.assert_allclose(np.asarray(traj.params), ref.y.T, rtol=0, atol=1e-8)
+
+
+def test_unknown_solver_raises():
+    with pytest.raises(ValueError, match="unknown solver 'rk99'"):
+        dynopt.solve(flows.GradientFlow(), problems.rosenbrock(), [1.0], solver="rk99")
+
+
+@pytest.mark.parametrize(
+    ("ts", "match"),
+    [
+        ([1.0, 0.5], "strictly increasing"),
+        ([[1.0]], "1-D"),
+        ([], "1-D"),
+        ([0.0], "horizon"),
+        ([-1.0, 1.0], "start at or after t0"),
+        ([1.0, float("nan")], "finite"),
+    ],
+)
+def test_bad_times_raise(ts, match):
+    with pytest.raises(ValueError, match=match):
+        dynopt.solve(flows.GradientFlow(), problems.rosenbrock(), ts)
+
+
+def test_max_steps_failure_names_the_fix():
+    with pytest.raises(dynopt.SolveError, match="max_steps= \\(now 5\\)"):
+        dynopt.solve(flows.GradientFlow(), problems.rosenbrock(), [10.0], max_steps=5)
+
+
+def test_bad_tolerances_raise():
+    with pytest.raises(ValueError, match="rtol and atol"):
+        dynopt.solve(flows.GradientFlow(), problems.rosenbrock(), [1.0], rtol=0.0)
+
+
+def test_non_flow_raises():
+    with pytest.raises(ValueError, match="flow must be a dynopt flow"):
+        dynopt.solve(lambda t, y: y, problems.rosenbrock(), [1.0])
