@@ -32,7 +32,7 @@ def _error_run(flow, problem, ref_flow, interp, h, n):
     def body(c):
         inner, err_max, _ = c
         inner = step(inner)
-        params, _, diverged_at, k = inner
+        params, _, _, k = inner
         t = jnp.minimum(k.astype(disc.dt.dtype) * disc.dt, interp.t1)
         ref = ref_flow.params(interp.evaluate(t))
         err = jnp.linalg.norm(ravel(params) - ravel(ref))
@@ -129,12 +129,25 @@ def compare(
         raise ValueError("reference(step_size) must return a dynopt flow (AbstractFlow).")
     solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, t1)
     errs, finals, div, result = _compare_jit(
-        flow, problem, ref, per_step, jnp.asarray(hs), jnp.asarray(ns, dtype=int), t1,
-        solver_obj, rtol, atol, int(max_steps),
+        flow,
+        problem,
+        ref,
+        per_step,
+        jnp.asarray(hs),
+        jnp.asarray(ns, dtype=int),
+        t1,
+        solver_obj,
+        rtol,
+        atol,
+        int(max_steps),
     )
     raise_for_result(
-        result, what=f"compare: reference solve({name})", max_steps=int(max_steps), rtol=rtol,
-        atol=atol, stiffness=ratio,
+        result,
+        what=f"compare: reference solve({name})",
+        max_steps=int(max_steps),
+        rtol=rtol,
+        atol=atol,
+        stiffness=ratio,
     )
     hs_j = jnp.asarray(hs)
     return Comparison(

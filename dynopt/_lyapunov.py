@@ -8,13 +8,12 @@ from ._problem import Problem
 from ._trajectory import Trajectory
 
 
-def loss_rate(
-    reference: Trajectory, problem: Problem, ts: ArrayLike
-) -> Float[Array, " n"]:
+def loss_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
     r"""$\frac{d}{dt}L(\theta(t))$ measured on the reference's dense interpolation: the exact time
     derivative (`jax.jvp` in $t$) of $L$ composed with diffrax's interpolating polynomial. This does
     not use the flow's vector field, so comparing it with the rate a flow predicts (e.g.
-    $-\|\nabla L\|^2$ for gradient flow) checks the solved trajectory, to the interpolation accuracy.
+    $-\|\nabla L\|^2$ for gradient flow) checks the solved trajectory, to the interpolation
+    accuracy.
     """
     ts = jnp.asarray(ts)
 

@@ -105,12 +105,15 @@ def _as_key(key):
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.ndim > 1:
-            raise ValueError(f"key must be one PRNG key or a 1-D batch of keys, got shape {key.shape}.")
+            raise ValueError(
+                f"key must be one PRNG key or a 1-D batch of keys, got shape {key.shape}."
+            )
         return key
     if key.dtype == jnp.uint32 and key.shape[-1:] == (2,) and key.ndim <= 2:
         return jax.random.wrap_key_data(key)
     raise ValueError(
-        f"key must be a jax.random.key (or a batch of them), got dtype {key.dtype}, shape {key.shape}."
+        "key must be a jax.random.key (or a batch of them), got dtype "
+        f"{key.dtype}, shape {key.shape}."
     )
 
 
@@ -160,7 +163,9 @@ def run(
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
     if not isinstance(every, int) or every < 1 or num_steps % every != 0:
-        raise ValueError(f"every must be a positive integer dividing num_steps={num_steps}, got {every!r}.")
+        raise ValueError(
+            f"every must be a positive integer dividing num_steps={num_steps}, got {every!r}."
+        )
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a dynopt.Problem, got {type(problem).__name__}.")
     key = _as_key(key)

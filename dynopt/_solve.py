@@ -107,7 +107,9 @@ def _pick_solver(solver, problem: Problem, params0: Params, horizon: float):
         key = _ALIASES.get(solver.lower(), solver.lower())
         if key not in SOLVERS:
             valid = sorted([*SOLVERS, *_ALIASES])
-            raise ValueError(f"unknown solver {solver!r}; choose one of {valid} or pass a diffrax solver.")
+            raise ValueError(
+                f"unknown solver {solver!r}; choose one of {valid} or pass a diffrax solver."
+            )
         return SOLVERS[key](), key, None
     if isinstance(solver, diffrax.AbstractSolver):
         return solver, type(solver).__name__.lower(), None
@@ -145,7 +147,9 @@ def _solve_jit(flow, problem, solver, t0, ts, rtol, atol, max_steps):
     return sol, params, loss
 
 
-def raise_for_result(result, *, what: str, max_steps: int, rtol: float, atol: float, stiffness=None):
+def raise_for_result(
+    result, *, what: str, max_steps: int, rtol: float, atol: float, stiffness=None
+):
     """Turn a diffrax RESULTS code (possibly batched) into a `SolveError` naming what to change."""
     codes = np.atleast_1d(np.asarray(result._value))
     bad = np.flatnonzero(codes != diffrax.RESULTS.successful._value)
@@ -161,7 +165,10 @@ def raise_for_result(result, *, what: str, max_steps: int, rtol: float, atol: fl
             "shorten the horizon, or pass solver='implicit' (Kvaerno5) if the problem is stiff"
         )
     elif code == diffrax.RESULTS.dt_min_reached._value:
-        advice = "the step size underflowed: the flow may blow up or be non-smooth before t1; shorten the horizon"
+        advice = (
+            "the step size underflowed: the flow may blow up or be non-smooth before t1; "
+            "shorten the horizon"
+        )
     else:
         advice = (
             "the state may have become non-finite (blow-up in finite time?): shorten the horizon, "
@@ -216,7 +223,11 @@ def solve(
     solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, horizon)
     sol, params, loss = _solve_jit(flow, problem, solver_obj, t0, ts, rtol, atol, int(max_steps))
     raise_for_result(
-        sol.result, what=f"solve({name})", max_steps=int(max_steps), rtol=rtol, atol=atol,
+        sol.result,
+        what=f"solve({name})",
+        max_steps=int(max_steps),
+        rtol=rtol,
+        atol=atol,
         stiffness=ratio,
     )
     stats = {k: v for k, v in sol.stats.items() if k != "max_steps"}

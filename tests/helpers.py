@@ -9,7 +9,8 @@ def tree_allclose(x, y, *, rtol=0.0, atol=0.0) -> bool:
     if sx != sy:
         return False
     return all(
-        np.shape(a) == np.shape(b) and np.allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+        np.shape(a) == np.shape(b)
+        and np.allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
         for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y))
     )
 

@@ -51,8 +51,8 @@ def test_gd_equals_optax_sgd_and_diffrax_euler():
     traj = dynopt.run(disc, problem, n)
     for k in range(n + 1):
         assert tree_max_abs_diff(ours[k], reference[k]) <= 1e-14
-        euler_k = jax.tree.map(lambda x: x[k], euler.ys)
-        run_k = jax.tree.map(lambda x: x[k], traj.params)
+        euler_k = jax.tree.map(lambda x, k=k: x[k], euler.ys)
+        run_k = jax.tree.map(lambda x, k=k: x[k], traj.params)
         assert tree_max_abs_diff(ours[k], euler_k) <= 1e-14
         assert tree_max_abs_diff(ours[k], run_k) <= 1e-14
 
@@ -110,4 +110,9 @@ def test_discretization_is_traceable_under_vmap():
     out = jax.vmap(first_update)(hs)
     g = problem.grad(problem.params0)
     for i, h in enumerate([0.1, 0.2]):
-        assert tree_max_abs_diff(jax.tree.map(lambda x: x[i], out), jax.tree.map(lambda x: -h * x, g)) < 1e-15
+        assert (
+            tree_max_abs_diff(
+                jax.tree.map(lambda x, i=i: x[i], out), jax.tree.map(lambda x, h=h: -h * x, g)
+            )
+            < 1e-15
+        )

@@ -14,7 +14,9 @@ def test_quadratic_hessian_and_closed_form_pytree():
     params0 = {"a": jnp.array([1.0, -2.0]), "b": jnp.array([[0.5], [3.0]])}
     lam = jnp.array([0.1, 1.0, 10.0, 100.0])
     p = problems.quadratic(lam, params0=params0, rotate=True, seed=3)
-    np.testing.assert_allclose(np.linalg.eigvalsh(np.asarray(p.hessian)), np.asarray(lam), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.linalg.eigvalsh(np.asarray(p.hessian)), np.asarray(lam), rtol=1e-12
+    )
     # Independent oracle: the matrix exponential.
     flat0 = jnp.concatenate([params0["a"], params0["b"].ravel()])
     for t in [0.0, 0.3, 2.0]:

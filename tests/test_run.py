@@ -55,7 +55,9 @@ def test_divergence_detected_at_stability_boundary():
     q = np.linalg.eigh(np.asarray(p.hessian))[1][:, -1]
     c = float(q @ np.asarray(p.params0))
     growth = abs(1 - 1.02 * boundary * lam_max)
-    k_pred = (np.log(np.finfo(np.float64).max) - np.log(0.5 * lam_max * c**2)) / (2 * np.log(growth))
+    k_pred = (np.log(np.finfo(np.float64).max) - np.log(0.5 * lam_max * c**2)) / (
+        2 * np.log(growth)
+    )
     assert abs(int(above.diverged_at) - k_pred) <= 2
     # No NaN flood: the run keeps its last finite iterate.
     assert bool(jnp.all(jnp.isfinite(above.params)))
@@ -100,7 +102,11 @@ def test_run_accepts_plain_optax_transform_and_pytree():
 
     p = dynopt.Problem(loss, {"a": jnp.ones((2, 2)), "b": jnp.zeros(3)})
     traj = dynopt.run(optax.sgd(0.1, momentum=0.9), p, 5)
-    params, state, tx = p.params0, optax.sgd(0.1, momentum=0.9).init(p.params0), optax.sgd(0.1, momentum=0.9)
+    params, state, tx = (
+        p.params0,
+        optax.sgd(0.1, momentum=0.9).init(p.params0),
+        optax.sgd(0.1, momentum=0.9),
+    )
     for _ in range(5):
         u, state = tx.update(jax.grad(loss)(params), state, params)
         params = optax.apply_updates(params, u)

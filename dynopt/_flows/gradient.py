@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import optax
 
 from .._custom_types import Params, ScalarLike
-from .._discretization import Discretization, check_positive
+from .._discretization import check_positive, Discretization
 from .._problem import Problem
 from .base import AbstractFlow
 
@@ -55,11 +55,12 @@ class ModifiedGradientFlow(AbstractFlow):
       \nabla\tilde L = \nabla L + \tfrac{h}{2}\nabla^2 L\,\nabla L.$$
 
     GD with step $h$ (`discretize(h)`, the same `optax.sgd(h)` as `GradientFlow`) tracks this flow
-    with global error $O(h^2)$ on bounded time intervals, against $O(h)$ for the plain gradient flow.
+    with global error $O(h^2)$ on bounded time intervals, against $O(h)$ for the plain gradient
+    flow.
     The Hessian-vector product is a `jax.jvp` of the gradient; no Hessian is formed.
 
-    `compare(GradientFlow(), problem, hs, t1, reference=ModifiedGradientFlow)` measures GD against the
-    modified flow of each step size in the sweep.
+    `compare(GradientFlow(), problem, hs, t1, reference=ModifiedGradientFlow)` measures GD against
+    the modified flow of each step size in the sweep.
 
     **Arguments:**
 

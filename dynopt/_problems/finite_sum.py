@@ -1,4 +1,4 @@
-r"""Finite-sum losses $L(\theta) = \frac1n \sum_i \ell(\theta; x_i) + R(\theta)$ with minibatches."""
+r"""Finite sums $L(\theta) = \frac1n \sum_i \ell(\theta; x_i) + R(\theta)$, with minibatches."""
 
 from collections.abc import Callable
 
@@ -61,7 +61,9 @@ def finite_sum(
         raise ValueError(f"every data array must share the leading sample axis; got sizes {sizes}.")
     (n,) = sizes
     if not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must be in [1, {n}] (the number of samples), got {batch_size}.")
+        raise ValueError(
+            f"batch_size must be in [1, {n}] (the number of samples), got {batch_size}."
+        )
     regularizer = _no_regularizer if regularizer is None else regularizer
     loss_fn = eqx.Partial(
         _batch_loss, data=data, sample_loss_fn=sample_loss_fn, regularizer=regularizer
@@ -100,7 +102,8 @@ def linear_regression(
 ) -> Problem:
     r"""Least squares $L(w) = \frac{1}{2n}\sum_i (x_i^\top w - y_i)^2$ on synthetic data.
 
-    $x_i \sim \mathcal N(0, I_d)$, $y_i = x_i^\top w_\star + \text{noise}\cdot\xi_i$; start $w_0 = 0$.
+    $x_i \sim \mathcal N(0, I_d)$, $y_i = x_i^\top w_\star + \text{noise}\cdot\xi_i$;
+    start $w_0 = 0$.
     The minimizer is the least-squares solution $(X^\top X)^{-1}X^\top y$ (exact).
     """
     if num_samples < 1 or dim < 1:

@@ -29,7 +29,7 @@ def quadratic(
     seed: int = 0,
     name: str | None = None,
 ) -> Problem:
-    r"""$L(\theta) = \tfrac12 (\theta-\theta^*)^\top H (\theta-\theta^*)$ with $H = Q\Lambda Q^\top$.
+    r"""$L(\theta) = \tfrac12 (\theta-\theta^*)^\top H (\theta-\theta^*)$, $H = Q\Lambda Q^\top$.
 
     The gradient flow $\dot\theta = -H(\theta-\theta^*)$ has the closed form
     $\theta(t) = \theta^* + Q e^{-\Lambda t} Q^\top(\theta_0 - \theta^*)$, exposed as

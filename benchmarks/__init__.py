@@ -1,0 +1,1 @@
+"""dynopt benchmarks (`make bench`)."""

@@ -1,0 +1,112 @@
+"""All of dynopt's figures. Pure functions of saved results; matplotlib's object API (no pyplot
+state, no GUI backend needed). Each `plot_*` draws on a given `Axes`; `save` writes atomically."""
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+
+def figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.2, height: float = 3.4):
+    """A new `Figure` with an `nrows x ncols` grid of axes (returned as a flat list)."""
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    return fig, axes
+
+
+def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
+    """Write `fig` as PNG via a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def plot_error_vs_step_size(
+    ax: Axes,
+    step_sizes,
+    errors,
+    *,
+    label: str,
+    order: float | None = None,
+    marker: str = "o",
+    color=None,
+) -> None:
+    """Log-log error against step size, with the fitted order in the legend. Non-finite errors
+    (diverged runs) are drawn as crosses on the top edge."""
+    h, e = np.asarray(step_sizes, float), np.asarray(errors, float)
+    ok = np.isfinite(e) & (e > 0)
+    text = label if order is None or not np.isfinite(order) else f"{label} (slope {order:.2f})"
+    (line,) = ax.loglog(h[ok], e[ok], marker=marker, label=text, color=color)
+    if np.any(~ok):
+        top = np.max(e[ok]) * 3 if np.any(ok) else 1.0
+        ax.scatter(h[~ok], np.full((~ok).sum(), top), marker="x", color=line.get_color())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("step size h")
+    ax.set_ylabel("max error over [0, t1]")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_slope_guide(ax: Axes, step_sizes, anchor_error: float, order: float, **kwargs) -> None:
+    """A dashed line of slope `order` through (max h, anchor_error)."""
+    h = np.asarray(step_sizes, float)
+    hs = np.array([h.min(), h.max()])
+    ax.loglog(hs, anchor_error * (hs / h.max()) ** order, "k--", lw=0.8, alpha=0.6, **kwargs)
+
+
+def plot_loss_curves(
+    ax: Axes,
+    curves: Sequence[tuple[np.ndarray, np.ndarray, str]],
+    *,
+    diverged_at: Sequence[float | None] | None = None,
+    clip: float = 1e20,
+) -> None:
+    """Loss against time on a log scale, cut at `clip` (diverging runs leave the axes there);
+    `diverged_at[i]` not None marks run i's last drawn point with a cross."""
+    for i, (t, loss, label) in enumerate(curves):
+        t, loss = np.asarray(t, float), np.asarray(loss, float)
+        ok = np.isfinite(loss) & (loss > 0) & (loss <= clip)
+        (line,) = ax.semilogy(t[ok], loss[ok], label=label)
+        if diverged_at is not None and diverged_at[i] is not None and np.any(ok):
+            ax.plot(t[ok][-1], loss[ok][-1], "x", color=line.get_color(), ms=9, mew=2)
+    ax.set_xlabel("t")
+    ax.set_ylabel("loss")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_rate_check(ax: Axes, t, measured, predicted, *, label: str) -> None:
+    """A measured rate (e.g. dL/dt) against its predicted identity."""
+    ax.plot(np.asarray(t), np.asarray(measured), lw=2, alpha=0.6, label=f"{label}: measured")
+    ax.plot(np.asarray(t), np.asarray(predicted), "k:", label=f"{label}: predicted identity")
+    ax.set_xlabel("t")
+    ax.grid(True, alpha=0.3)
+
+
+def plot_contour_paths(
+    ax: Axes,
+    loss_grid: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    paths: Sequence[tuple[np.ndarray, str]],
+) -> None:
+    """Log-spaced contours of a 2-D loss with parameter paths (arrays of shape (n, 2)) on top."""
+    levels = np.geomspace(max(np.min(loss_grid), 1e-3), np.max(loss_grid), 20)
+    ax.contour(xs, ys, loss_grid, levels=levels, colors="0.7", linewidths=0.6)
+    for path, label in paths:
+        path = np.asarray(path)
+        path = path[np.all(np.isfinite(path), axis=1)]
+        ax.plot(path[:, 0], path[:, 1], ".-", ms=2, lw=1, label=label)
+    ax.set_xlabel(r"$\theta_1$")
+    ax.set_ylabel(r"$\theta_2$")

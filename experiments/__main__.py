@@ -1,0 +1,70 @@
+"""Command line: python -m experiments list | run NAME [--quick] [--seed N] [--out DIR] |
+run-all [--quick] | figures [NAME ...]"""
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from . import DEFAULT_RESULTS, EXPERIMENTS, get, replot, run_experiment
+
+
+# Figures the README shows: (experiment, file) -> docs path. `figures` refreshes them.
+README_FIGURES = {("gd_flow", "orders.png"): Path("docs/figures/gd_flow_orders.png")}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the experiments")
+    p_run = sub.add_parser("run", help="run one experiment")
+    p_run.add_argument("name")
+    p_all = sub.add_parser("run-all", help="run every experiment")
+    for p in (p_run, p_all):
+        p.add_argument("--quick", action="store_true", help="small settings (seconds)")
+        p.add_argument("--seed", type=int, default=0)
+    p_run.add_argument(
+        "--out", type=Path, default=None, help="results folder (default results/NAME)"
+    )
+    p_fig = sub.add_parser("figures", help="redraw figures from saved results")
+    p_fig.add_argument("names", nargs="*")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for name in sorted(EXPERIMENTS):
+            doc = (get(name).__doc__ or "").strip().splitlines()
+            print(f"{name:16s} {doc[0] if doc else ''}")
+        return 0
+    if args.command == "run":
+        try:
+            get(args.name)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        out = run_experiment(args.name, quick=args.quick, seed=args.seed, out=args.out)
+        print(f"{args.name}: results and figures in {out}/")
+        return 0
+    if args.command == "run-all":
+        for name in sorted(EXPERIMENTS):
+            out = run_experiment(name, quick=args.quick, seed=args.seed)
+            print(f"{name}: results and figures in {out}/")
+        return 0
+    if args.command == "figures":
+        for name in args.names or sorted(EXPERIMENTS):
+            folder = DEFAULT_RESULTS / name
+            if not (folder / "metrics.json").exists():
+                run_experiment(name)
+            paths = replot(name)
+            print(f"{name}: {', '.join(str(p) for p in paths)}")
+        for (name, file), target in README_FIGURES.items():
+            source = DEFAULT_RESULTS / name / file
+            if source.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                print(f"README figure refreshed: {target}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

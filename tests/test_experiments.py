@@ -1,0 +1,90 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import experiments
+from experiments import __main__ as cli
+from experiments._io import load_results, write_results
+
+
+@pytest.fixture(scope="module", params=sorted(experiments.EXPERIMENTS))
+def quick_run(request, tmp_path_factory):
+    """Each experiment's quick mode, run once per test module."""
+    name = request.param
+    return name, experiments.run_experiment(
+        name, quick=True, seed=0, out=tmp_path_factory.mktemp(name) / name
+    )
+
+
+def test_quick_mode_writes_results_and_figures(quick_run):
+    name, out = quick_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["seed"] == 0 and metrics["quick"] is True
+    assert {"jax", "optax", "diffrax", "equinox"} <= set(metrics["versions"])
+    assert metrics["wall_time_s"] > 0
+    assert json.loads((out / "config.json").read_text())["quick"] is True
+    pngs = list(out.glob("*.png"))
+    assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
+    # Figures are a pure function of the saved data.
+    before = {p.name for p in pngs}
+    assert {p.name for p in experiments.replot(name, out)} == before
+
+
+def test_gd_flow_headline_numbers(quick_run):
+    """Golden values for gd_flow --quick. If this fails after a deliberate change of the
+    experiment, rerun `python -m experiments run gd_flow --quick` and update the bounds."""
+    name, out = quick_run
+    if name != "gd_flow":
+        pytest.skip("gd_flow only")
+    m = json.loads((out / "metrics.json").read_text())
+    for prob in m["problems"].values():
+        assert abs(prob["order_gd_vs_flow"] - 1.0) <= 0.1
+        assert abs(prob["order_gd_vs_modified_flow"] - 2.0) <= 0.1
+        assert prob["lyapunov_max_rel_deviation"] < 1e-6
+    assert m["closed_form_max_abs_error"] <= 1e-8
+    lo, hi = m["stability"]["found_boundary_interval"]
+    assert lo < m["stability"]["predicted_boundary"] < hi
+
+
+def test_unknown_experiment_lists_available():
+    with pytest.raises(ValueError, match=r"unknown experiment 'nope'; available: .*gd_flow"):
+        experiments.get("nope")
+    assert cli.main(["run", "nope"]) == 2
+
+
+def test_cli_list(capsys):
+    assert cli.main(["list"]) == 0
+    assert "gd_flow" in capsys.readouterr().out
+
+
+def test_cli_entry_point_runs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert "gd_flow" in proc.stdout
+
+
+def test_writer_is_atomic_on_failure(tmp_path):
+    out = tmp_path / "exp"
+    write_results(
+        out, config={"a": 1}, metrics={"m": 1.0}, arrays={"x": np.arange(3)}, figures=lambda d: []
+    )
+
+    def broken(_):
+        raise RuntimeError("interrupted while drawing")
+
+    with pytest.raises(RuntimeError):
+        write_results(
+            out, config={"a": 2}, metrics={"m": 2.0}, arrays={"x": np.arange(4)}, figures=broken
+        )
+    metrics, arrays = load_results(out)
+    assert metrics == {"m": 1.0} and arrays["x"].shape == (3,)
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
