@@ -40,7 +40,7 @@ def _error_run(flow, problem, ref_flow, interp, h, n):
 
     params0 = problem.params0
     zero = jnp.zeros((), jnp.float64)
-    init = ((params0, tx.init(params0), jnp.asarray(-1), jnp.asarray(0)), zero, zero)
+    init = ((params0, disc.init(params0, problem), jnp.asarray(-1), jnp.asarray(0)), zero, zero)
     (_, _, diverged_at, _), err_max, err_last = jax.lax.while_loop(cond, body, init)
     inf = jnp.asarray(jnp.inf, jnp.float64)
     diverged = diverged_at >= 0

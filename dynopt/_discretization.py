@@ -37,6 +37,10 @@ class Discretization(eqx.Module):
     - `hyperparams`: its numeric keyword arguments (the discrete hyper-parameters), as arrays.
     - `dt`: the continuous time advanced by one step.
     - `options`: static keyword arguments (booleans, names), as a tuple of `(key, value)` pairs.
+    - `init_fn`: `None` (the transform's own `init`, e.g. optax's zero momentum), or a module-level
+      function `(discretization, params, problem) -> opt_state` for discretizations whose
+      correspondence needs another initial state (a half-step velocity, a slow-manifold momentum).
+      `run` and `compare` start from `discretization.init(params, problem)`.
 
     **Example:** gradient descent with step $h$ is
     `Discretization(optax.sgd, {"learning_rate": h}, dt=h)`.
@@ -46,6 +50,7 @@ class Discretization(eqx.Module):
     hyperparams: dict[str, Array]
     dt: Array
     options: tuple[tuple[str, Any], ...] = eqx.field(static=True, default=())
+    init_fn: Callable[..., Any] | None = eqx.field(static=True, default=None)
 
     def __init__(
         self,
@@ -53,17 +58,25 @@ class Discretization(eqx.Module):
         hyperparams: dict[str, ScalarLike],
         dt: ScalarLike,
         options: tuple[tuple[str, Any], ...] = (),
+        init_fn: Callable[..., Any] | None = None,
     ):
         check_positive("dt", dt)
         self.factory = factory
         self.hyperparams = {k: jnp.asarray(v) for k, v in hyperparams.items()}
         self.dt = jnp.asarray(dt)
         self.options = tuple(options)
+        self.init_fn = init_fn
 
     @property
     def transform(self) -> optax.GradientTransformation:
         """The optax transform with these hyper-parameters."""
         return self.factory(**self.hyperparams, **dict(self.options))
+
+    def init(self, params, problem):
+        """The optimizer state at step 0: `transform.init(params)` unless `init_fn` is set."""
+        if self.init_fn is None:
+            return self.transform.init(params)
+        return self.init_fn(self, params, problem)
 
     def astype(self, dtype) -> "Discretization":
         """Cast the floating hyper-parameters (not `dt`) to `dtype`, so that a float32 run stays

@@ -56,15 +56,16 @@ def make_step(tx: optax.GradientTransformation, problem: Problem, key: Key | Non
     return step
 
 
-def _run_one(tx, dt, problem: Problem, num_steps: int, every: int, key):
+def _run_one(tx, dt, problem: Problem, num_steps: int, every: int, key, opt_state0=None):
     params0 = problem.params0
     step = make_step(tx, problem, key)
+    opt_state0 = tx.init(params0) if opt_state0 is None else opt_state0
 
     def block(carry, _):
         carry = jax.lax.fori_loop(0, every, lambda _, c: step(c), carry)
         return carry, carry[0]
 
-    carry0 = (params0, tx.init(params0), jnp.asarray(-1), jnp.asarray(0))
+    carry0 = (params0, opt_state0, jnp.asarray(-1), jnp.asarray(0))
     carry, saved = jax.lax.scan(block, carry0, None, length=num_steps // every)
     params = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs]), params0, saved)
     loss = jax.vmap(problem.loss)(params)
@@ -80,7 +81,8 @@ def _run_discretization(disc: Discretization, problem, num_steps, every, key):
 
     def one(d, k):
         d = d.astype(dtype)
-        return _run_one(d.transform, d.dt, problem, num_steps, every, k)
+        state0 = d.init(problem.params0, problem)
+        return _run_one(d.transform, d.dt, problem, num_steps, every, k, state0)
 
     if key is not None and key.ndim == 1:  # a batch of seeds
         one = jax.vmap(one, in_axes=(None, 0))

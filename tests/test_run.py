@@ -131,3 +131,21 @@ def test_run_bad_input():
         dynopt.run(disc, p, 10, key=jax.random.key(0))
     with pytest.raises(ValueError, match="transform must be"):
         dynopt.run(lambda g: g, p, 10)
+
+
+def _warm_start(disc, params, problem):
+    # Heavy ball started on the slow manifold: trace = grad / (1 - momentum).
+    g = problem.grad(params)
+    return (optax.TraceState(trace=g / (1 - disc.hyperparams["momentum"])), optax.EmptyState())
+
+
+def test_discretization_init_fn_sets_the_initial_state():
+    p = problems.quadratic([1.0, 2.0])
+    disc = dynopt.Discretization(
+        optax.sgd, {"learning_rate": 0.1, "momentum": 0.5}, dt=0.1, init_fn=_warm_start
+    )
+    traj = dynopt.run(disc, p, 1)
+    # First step from the warm state: trace = g + 0.5 * g / 0.5 = 2 g.
+    np.testing.assert_allclose(traj.params[1], p.params0 - 0.1 * 2 * p.grad(p.params0), rtol=1e-14)
+    plain = dynopt.run(dynopt.Discretization(optax.sgd, {"learning_rate": 0.1}, dt=0.1), p, 1)
+    np.testing.assert_allclose(plain.params[1], p.params0 - 0.1 * p.grad(p.params0), rtol=1e-14)
