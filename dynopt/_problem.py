@@ -71,19 +71,16 @@ class Problem(eqx.Module):
                 f"loss_fn must return a scalar, got shape {shape}. Reduce it, e.g. with "
                 "jnp.mean or jnp.sum."
             )
-        for name in ("minimizer",):
-            other = getattr(self, name)
-            if other is None:
-                continue
-            s0, s1 = jax.tree.structure(self.params0), jax.tree.structure(other)
+        if self.minimizer is not None:
+            s0, s1 = jax.tree.structure(self.params0), jax.tree.structure(self.minimizer)
             if s0 != s1:
                 raise ValueError(
-                    f"{name} must have the tree structure of params0: got {s1}, expected {s0}."
+                    f"minimizer must have the tree structure of params0: got {s1}, expected {s0}."
                 )
-            for a, b in zip(jax.tree.leaves(self.params0), jax.tree.leaves(other)):
+            for a, b in zip(jax.tree.leaves(self.params0), jax.tree.leaves(self.minimizer)):
                 if jnp.shape(a) != jnp.shape(b):
                     raise ValueError(
-                        f"{name} leaf shape {jnp.shape(b)} does not match params0 leaf shape "
+                        f"minimizer leaf shape {jnp.shape(b)} does not match params0 leaf shape "
                         f"{jnp.shape(a)}."
                     )
         if self.batch_size is not None and self.batch_size < 1:

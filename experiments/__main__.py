@@ -2,6 +2,7 @@
 run-all [--quick] | figures [NAME ...]"""
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -50,9 +51,14 @@ def main(argv=None) -> int:
             print(f"{name}: results and figures in {out}/")
         return 0
     if args.command == "figures":
+        readme_sources = {name for name, _ in README_FIGURES}
         for name in args.names or sorted(EXPERIMENTS):
-            folder = DEFAULT_RESULTS / name
-            if not (folder / "metrics.json").exists():
+            metrics_file = DEFAULT_RESULTS / name / "metrics.json"
+            # README figures come from full-size runs; other figures redraw whatever is saved.
+            missing = not metrics_file.exists()
+            if missing or (
+                name in readme_sources and json.loads(metrics_file.read_text())["quick"]
+            ):
                 run_experiment(name)
             paths = replot(name)
             print(f"{name}: {', '.join(str(p) for p in paths)}")
