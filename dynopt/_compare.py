@@ -14,6 +14,7 @@ from ._flows.base import AbstractFlow
 from ._order import fit_order
 from ._problem import Problem
 from ._run import _floating_dtype, make_step
+from ._sharding import gather, sweep_map
 from ._solve import _pick_solver, _require_x64, dense_solve, raise_for_result
 from ._trajectory import Comparison
 
@@ -49,24 +50,29 @@ def _error_run(flow, problem, ref_flow, interp, h, n):
 
 @eqx.filter_jit
 def _compare_jit(flow, problem, reference, per_step, hs, ns, t1, solver, rtol, atol, max_steps):
-    ts = jnp.asarray([t1])
+    def solve_ref(ref, problem, solver):
+        ts = jnp.asarray([t1])
+        return dense_solve(ref, problem, solver, 0.0, t1, ts, rtol, atol, max_steps)
 
-    def reference_for(h):
-        ref = reference(h) if per_step else reference
-        return ref, dense_solve(ref, problem, solver, 0.0, t1, ts, rtol, atol, max_steps)
-
+    # The step sizes are the sweep axis, split across devices (`sweep_map`).
     if per_step:
 
-        def one(h, n):
-            ref, sol = reference_for(h)
+        def one(hn, shared):
+            (h, n), (flow, problem, solver) = hn, shared
+            ref = reference(h)
+            sol = solve_ref(ref, problem, solver)
             return (*_error_run(flow, problem, ref, sol.interpolation, h, n), sol.result)
 
-        errs, finals, div, result = jax.vmap(one)(hs, ns)
+        errs, finals, div, result = sweep_map(one, (hs, ns), (flow, problem, solver))
     else:
-        ref, sol = reference_for(None)
-        errs, finals, div = jax.vmap(
-            lambda h, n: _error_run(flow, problem, ref, sol.interpolation, h, n)
-        )(hs, ns)
+        sol = solve_ref(reference, problem, solver)
+
+        def one(hn, shared):
+            (h, n), (flow, problem, ref, interp) = hn, shared
+            return _error_run(flow, problem, ref, interp, h, n)
+
+        shared = (flow, problem, reference, sol.interpolation)
+        errs, finals, div = sweep_map(one, (hs, ns), shared)
         result = sol.result
     return errs, finals, div, result
 
@@ -92,6 +98,9 @@ def compare(
 
     All step sizes run in one compiled program (`vmap` over $h$, a `while_loop` over steps, no
     stored trajectories): calling again with new step sizes of the same count does not recompile.
+    With several devices (GPUs, hosts after `jax.distributed.initialize()`, or CPU devices from
+    `XLA_FLAGS=--xla_force_host_platform_device_count=N`) the step sizes are split across all of
+    them, padded to a multiple of the device count; the numbers are those of one device.
 
     **Arguments:**
 
@@ -128,18 +137,20 @@ def compare(
     if per_step and not isinstance(reference(float(hs[0])), AbstractFlow):
         raise ValueError("reference(step_size) must return a dynopt flow (AbstractFlow).")
     solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, t1)
-    errs, finals, div, result = _compare_jit(
-        flow,
-        problem,
-        ref,
-        per_step,
-        jnp.asarray(hs),
-        jnp.asarray(ns, dtype=int),
-        t1,
-        solver_obj,
-        rtol,
-        atol,
-        int(max_steps),
+    errs, finals, div, result = gather(
+        _compare_jit(
+            flow,
+            problem,
+            ref,
+            per_step,
+            jnp.asarray(hs),
+            jnp.asarray(ns, dtype=int),
+            t1,
+            solver_obj,
+            rtol,
+            atol,
+            int(max_steps),
+        )
     )
     raise_for_result(
         result,

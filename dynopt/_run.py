@@ -8,6 +8,7 @@ import optax
 from ._custom_types import Key, Params
 from ._discretization import Discretization
 from ._problem import Problem
+from ._sharding import sweep_map
 from ._trajectory import Trajectory
 
 
@@ -79,26 +80,30 @@ def _run_one(tx, dt, problem: Problem, num_steps: int, every: int, key, opt_stat
 def _run_discretization(disc: Discretization, problem, num_steps, every, key):
     dtype = _floating_dtype(problem.params0)
 
-    def one(d, k):
+    def one(d, k, prob):
         d = d.astype(dtype)
-        state0 = d.init(problem.params0, problem)
-        return _run_one(d.transform, d.dt, problem, num_steps, every, k, state0)
+        state0 = d.init(prob.params0, prob)
+        return _run_one(d.transform, d.dt, prob, num_steps, every, k, state0)
 
-    if key is not None and key.ndim == 1:  # a batch of seeds
-        one = jax.vmap(one, in_axes=(None, 0))
+    seeds = key is not None and key.ndim == 1
+    # The outer batch axis (step sizes, else seeds) is the sweep axis, split across devices.
     if disc.dt.ndim == 1:  # a batch of step sizes
-        one = jax.vmap(one, in_axes=(0, None))
-    return one(disc, key)
+        if seeds:
+            one = jax.vmap(one, in_axes=(None, 0, None))
+        return sweep_map(lambda d, s: one(d, *s), disc, (key, problem))
+    if seeds:
+        return sweep_map(lambda k, s: one(s[0], k, s[1]), key, (disc, problem))
+    return one(disc, key, problem)
 
 
 @eqx.filter_jit
 def _run_transform(tx, problem, num_steps, every, key):
-    def one(k):
-        return _run_one(tx, jnp.asarray(1.0), problem, num_steps, every, k)
+    def one(k, prob):
+        return _run_one(tx, jnp.asarray(1.0), prob, num_steps, every, k)
 
-    if key is not None and key.ndim == 1:
-        one = jax.vmap(one)
-    return one(key)
+    if key is not None and key.ndim == 1:  # a batch of seeds, split across devices
+        return sweep_map(one, key, problem)
+    return one(key, problem)
 
 
 def _as_key(key):
@@ -160,7 +165,9 @@ def run(
     **Returns:** a `Trajectory` with $N/\text{every} + 1$ saved points (including $\theta_0$) and
     `diverged_at` = the first step whose loss or iterate was non-finite (then the run stops
     updating and keeps its last finite iterate), or $-1$. Extra leading axes for batches:
-    step sizes first, then seeds.
+    step sizes first, then seeds. With several devices the outer batch axis is split across all
+    of them (`NamedSharding` on a one-axis mesh; any batch size, padded and trimmed), so the
+    outputs come back sharded along it; see `dynopt._sharding` for multi-host use.
     """
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
