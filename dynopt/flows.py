@@ -1,7 +1,21 @@
 """Continuous-time models of optimizers (`eqx.Module`s deriving from `AbstractFlow`)."""
 
+from ._flows.adaptive import (
+    AdamFlow as AdamFlow,
+    AdamState as AdamState,
+    RMSPropFlow as RMSPropFlow,
+    RMSPropState as RMSPropState,
+    SignFlow as SignFlow,
+)
 from ._flows.base import AbstractFlow as AbstractFlow
 from ._flows.gradient import (
     GradientFlow as GradientFlow,
     ModifiedGradientFlow as ModifiedGradientFlow,
+)
+from ._flows.polyak import PolyakFlow as PolyakFlow
+from ._flows.preconditioned import (
+    check_preconditioner as check_preconditioner,
+    DiagonalPreconditioner as DiagonalPreconditioner,
+    NewtonPreconditioner as NewtonPreconditioner,
+    PreconditionedFlow as PreconditionedFlow,
 )

@@ -1,0 +1,169 @@
+r"""Preconditioned gradient flows $\dot\theta = -P(\theta)\nabla L$, $P$ SPD: diagonal, Newton."""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from .._custom_types import Array, Params, ScalarLike
+from .._discretization import check_positive, Discretization
+from .._problem import Problem
+from .._transforms.adaptive import preconditioned_sgd
+from .base import AbstractFlow
+
+
+LossFn = Callable[[Params], Array]
+
+
+class DiagonalPreconditioner(eqx.Module):
+    r"""$P(\theta)v = d(\theta)\odot v$ for `diagonal(params) -> d` (a pytree like `params`, all
+    entries $> 0$). `diagonal` must be hashable (e.g. a module-level function)."""
+
+    diagonal: Callable[[Params], Params] = eqx.field(static=True)
+
+    def __call__(self, params: Params, v: Params, loss_fn: LossFn | None = None) -> Params:
+        return jax.tree.map(jnp.multiply, self.diagonal(params), v)
+
+
+class NewtonPreconditioner(eqx.Module):
+    r"""$P(\theta)v = (\nabla^2 L(\theta) + \mu I)^{-1} v$, solved with lineax on the operator
+    $u \mapsto \nabla^2 L\,u + \mu u$ built from Hessian-vector products (`jax.jvp` of the
+    gradient; no Hessian is formed by hand).
+
+    **Arguments:**
+
+    - `damping` $\mu \ge 0$ (Levenberg-Marquardt; 0 is pure Newton).
+    - `linear_solver`: `"cholesky"` (lineax materializes the operator from $d$ HVPs, then
+      Cholesky: exact, for small $d$) or `"cg"` (matrix-free conjugate gradients, `rtol`/`atol`).
+
+    Both assume $\nabla^2 L + \mu I \succ 0$ along the path (check it with
+    `PreconditionedFlow(..., check_on=problem)` at the start).
+    """
+
+    damping: float = eqx.field(static=True, default=0.0)
+    linear_solver: str = eqx.field(static=True, default="cholesky")
+    rtol: float = eqx.field(static=True, default=1e-12)
+    atol: float = eqx.field(static=True, default=1e-14)
+
+    def __check_init__(self):
+        if not (np.isfinite(self.damping) and self.damping >= 0):
+            raise ValueError(f"damping must be finite and >= 0, got {self.damping}.")
+        if self.linear_solver not in ("cholesky", "cg"):
+            raise ValueError(
+                f"linear_solver must be 'cholesky' or 'cg', got {self.linear_solver!r}."
+            )
+
+    def __call__(self, params: Params, v: Params, loss_fn: LossFn | None = None) -> Params:
+        if loss_fn is None:
+            raise ValueError("NewtonPreconditioner needs the loss: pass loss_fn (value_fn).")
+        grad = jax.grad(loss_fn)
+
+        def matvec(u):
+            hu = jax.jvp(grad, (params,), (u,))[1]
+            return jax.tree.map(lambda a, b: a + self.damping * b, hu, u)
+
+        structure = jax.eval_shape(lambda: v)
+        tags = (lx.symmetric_tag, lx.positive_semidefinite_tag)
+        op = lx.FunctionLinearOperator(matvec, structure, tags)
+        if self.linear_solver == "cholesky":
+            solver = lx.Cholesky()
+        else:
+            solver = lx.CG(rtol=self.rtol, atol=self.atol, max_steps=10 * _size(v) + 10)
+        return lx.linear_solve(op, v, solver).value
+
+
+def _size(tree) -> int:
+    return sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(tree))
+
+
+def preconditioner_matrix(P, params: Params, loss_fn: LossFn | None) -> np.ndarray:
+    """$P(\\theta)$ as a dense matrix on the raveled parameters (one column per basis vector)."""
+    flat, unravel = ravel_pytree(params)
+
+    def apply(u):
+        return ravel_pytree(P(params, unravel(u), loss_fn))[0]
+
+    return np.asarray(jax.jit(jax.vmap(apply))(jnp.eye(flat.size, dtype=flat.dtype))).T
+
+
+class PreconditionedFlow(AbstractFlow):
+    r"""The preconditioned gradient flow $\dot\theta = -P(\theta)\nabla L(\theta)$ for a
+    symmetric positive-definite $P(\theta)$.
+
+    **Lyapunov:** $\frac{d}{dt}L = -\nabla L^\top P\,\nabla L \le 0$: $L$ is a Lyapunov function
+    for every such $P$ (post 3: descent needs only $\dot L < 0$).
+    Examples: `DiagonalPreconditioner(d)` (per-coordinate rates, $P = \mathrm{diag}\,d(\theta)$);
+    `NewtonPreconditioner()` ($P = \nabla^2L^{-1}$: on a quadratic,
+    $\theta(t) = \theta^* + e^{-t}(\theta_0 - \theta^*)$, every direction at rate 1).
+
+    **Discretization:** preconditioned GD $\theta_{k+1} = \theta_k - hP(\theta_k)\nabla L(\theta_k)$
+    (`dynopt.transforms.preconditioned_sgd`), explicit Euler, order 1, $t = kh$ (damped Newton
+    for the Newton preconditioner).
+
+    **Arguments:**
+
+    - `P`: `P(params, v, loss_fn) -> P(θ) v`, linear in `v` (`loss_fn` is the loss, for
+      Hessian-based $P$). Must be hashable: a module-level function, or an `eqx.Module` whose
+      fields are static (it becomes part of the compiled program).
+    - `check_on`: optional `Problem`; if given, $P(\theta_0)$ is materialized at
+      `check_on.params0` and must be symmetric (to $10^{-8}$ relative) and positive definite,
+      else `ValueError`. Only that sample point is checked; $P$ elsewhere is the caller's promise.
+    """
+
+    P: Callable[[Params, Params, LossFn | None], Params] = eqx.field(static=True)
+
+    def __init__(self, P, *, check_on: Problem | None = None):
+        if not callable(P):
+            raise ValueError(f"P must be callable P(params, v, loss_fn), got {type(P).__name__}.")
+        try:
+            hash(P)
+        except TypeError as e:
+            raise ValueError(
+                "P must be hashable (a module-level function, or an eqx.Module with static "
+                "fields): it is compiled into the optimizer, not traced."
+            ) from e
+        self.P = P
+        if check_on is not None:
+            check_preconditioner(P, check_on.params0, check_on.loss)
+
+    def init(self, params: Params) -> Params:
+        return params
+
+    def vector_field(self, t: ScalarLike, state: Params, problem: Problem) -> Params:
+        del t
+        direction = self.P(state, problem.grad(state), problem.loss)
+        return jax.tree.map(jnp.negative, direction)
+
+    def params(self, state: Params) -> Params:
+        return state
+
+    def discretize(self, step_size: ScalarLike) -> Discretization:
+        check_positive("step_size", step_size)
+        return Discretization(
+            preconditioned_sgd,
+            {"learning_rate": step_size},
+            dt=step_size,
+            options=(("precondition", self.P),),
+        )
+
+
+def check_preconditioner(P, params: Params, loss_fn: LossFn | None = None) -> None:
+    """`ValueError` naming `P` unless $P(\\theta)$ at `params` is symmetric (relative asymmetry
+    $\\le 10^{-8}$) and positive definite (smallest eigenvalue of its symmetric part $> 0$)."""
+    mat = preconditioner_matrix(P, params, loss_fn)
+    scale = max(float(np.max(np.abs(mat))), np.finfo(float).tiny)
+    asym = float(np.max(np.abs(mat - mat.T))) / scale
+    if not np.all(np.isfinite(mat)) or asym > 1e-8:
+        raise ValueError(
+            f"P must be symmetric: at the sample point max|P - P^T|/max|P| = {asym:.3g} > 1e-8."
+        )
+    lam_min = float(np.min(np.linalg.eigvalsh(0.5 * (mat + mat.T))))
+    if lam_min <= 0:
+        raise ValueError(
+            f"P must be positive definite: at the sample point its smallest eigenvalue is "
+            f"{lam_min:.3g} <= 0 (for Newton, add damping or start where the Hessian is SPD)."
+        )

@@ -1,0 +1,14 @@
+"""optax-compatible transforms that optax lacks (`GradientTransformationExtraArgs` where they need
+the loss or the gradient function)."""
+
+from ._transforms.adaptive import (
+    global_rmsprop as global_rmsprop,
+    polyak_sgd as polyak_sgd,
+    preconditioned_sgd as preconditioned_sgd,
+    scale_by_global_rms as scale_by_global_rms,
+    scale_by_preconditioner as scale_by_preconditioner,
+    scale_by_truncated_polyak as scale_by_truncated_polyak,
+    ScaleByGlobalRmsState as ScaleByGlobalRmsState,
+    truncated_polyak_sgd as truncated_polyak_sgd,
+    with_standard_promotion as with_standard_promotion,
+)

@@ -1,0 +1,189 @@
+"""RMSprop, Adam and sign flows: identities with optax, the G_{k+1} ordering, orders, limits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import dynopt
+from dynopt import flows, problems, transforms
+
+from .helpers import tree_max_abs_diff
+
+
+def _pytree_problem():
+    def loss(p):
+        return (
+            jnp.sum((p["w"] - 1.0) ** 2 * jnp.array([1.0, 3.0])[None, :])
+            + jnp.sum(jnp.cos(p["b"]))
+            + 0.1 * jnp.sum(p["w"]) ** 2 * jnp.sum(p["b"] ** 2)
+        )
+
+    params0 = {"w": jnp.array([[0.5, -1.0], [2.0, 0.0]]), "b": jnp.array([0.3, 1.2, -0.7])}
+    return dynopt.Problem(loss, params0, name="pytree")
+
+
+def _optax_loop(tx, problem, n):
+    """Reference iterates of a plain optax transform (standard promotion: optax's own code)."""
+
+    @jax.jit
+    def step(params, state):
+        value, g = jax.value_and_grad(problem.loss)(params)
+        updates, state = tx.update(g, state, params, value=value)
+        return optax.apply_updates(params, updates), state
+
+    with jax.numpy_dtype_promotion("standard"):
+        params, state = problem.params0, tx.init(problem.params0)
+        for _ in range(n):
+            params, state = step(params, state)
+    return params
+
+
+def test_rmsprop_coordinate_is_optax_rmsprop():
+    problem, h, n = _pytree_problem(), 0.05, 30
+    flow = flows.RMSPropFlow(kappa=3.0, eps=1e-3, initial_scale=0.5)
+    disc = flow.discretize(h)
+    assert disc.factory is optax.rmsprop and dict(disc.options) == {"eps_in_sqrt": True}
+    ref = optax.rmsprop(h, decay=1 - 3.0 * h, eps=1e-3, initial_scale=0.5, eps_in_sqrt=True)
+    ours = dynopt.run(disc, problem, n)
+    assert tree_max_abs_diff(ours.final_params, _optax_loop(ref, problem, n)) <= 1e-12
+
+
+def test_rmsprop_step_uses_the_updated_second_moment():
+    """θ_{k+1} = θ_k - γ g_k / sqrt(G_{k+1} + ε) with G_{k+1} = λ G_k + (1-λ) g_k²."""
+    problem = problems.quadratic([1.0, 10.0], params0=jnp.array([1.0, -2.0]))
+    gamma, lam, eps, G0 = 0.1, 0.5, 1e-2, 4.0
+    flow, dt = flows.RMSPropFlow.from_hyperparams(gamma, lam, eps, initial_scale=G0)
+    theta1 = dynopt.run(flow.discretize(dt), problem, 1).params[1]
+    g = np.array([1.0, -20.0])
+    G1 = lam * G0 + (1 - lam) * g**2
+    np.testing.assert_allclose(theta1, problem.params0 - gamma * g / np.sqrt(G1 + eps), rtol=1e-14)
+    old_ordering = problem.params0 - gamma * g / np.sqrt(G0 + eps)
+    assert np.max(np.abs(theta1 - old_ordering)) > 0.1
+
+
+def test_global_rmsprop_keeps_the_gradient_direction():
+    problem, h, n = _pytree_problem(), 0.05, 25
+    disc = flows.RMSPropFlow(2.0, 1e-3, norm="global", initial_scale=1.0).discretize(h)
+    traj = dynopt.run(disc, problem, n)
+    # Manual eq. 14: one scalar G, the step is -γ g / sqrt(G_{k+1} + ε).
+    params, G = problem.params0, 1.0
+    lam = 1 - 2.0 * h
+    grad = jax.jit(jax.grad(problem.loss_fn))
+    for _ in range(n):
+        g = grad(params)
+        G = lam * G + (1 - lam) * float(optax.tree.norm(g, squared=True))
+        step = jax.tree.map(lambda x, G=G: -h * x / np.sqrt(G + 1e-3), g)
+        params = optax.apply_updates(params, step)
+    assert tree_max_abs_diff(traj.final_params, params) <= 1e-12
+    # For one scalar parameter the global form is optax.rmsprop itself.
+    one = dynopt.Problem(lambda x: jnp.sum(x**4), jnp.array([1.3]))
+    a = dynopt.run(transforms.global_rmsprop(0.1, 0.8, 1e-4), one, 20).final_params
+    b = _optax_loop(optax.rmsprop(0.1, decay=0.8, eps=1e-4), one, 20)
+    np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+def test_from_hyperparams_inverts_discretize():
+    flow, dt = flows.RMSPropFlow.from_hyperparams(0.01, 0.9, 1e-6)
+    hp = flow.discretize(dt).hyperparams
+    np.testing.assert_allclose([float(flow.kappa), dt], [10.0, 0.01], rtol=1e-14)
+    np.testing.assert_allclose([hp["learning_rate"], hp["decay"], hp["eps"]], [0.01, 0.9, 1e-6])
+    flow, dt = flows.AdamFlow.from_hyperparams(1e-3, 0.9, 0.999, 1e-8)
+    np.testing.assert_allclose([flow.a1, flow.a2], [100.0, 1.0], rtol=1e-12)
+    hp = flow.discretize(dt).hyperparams
+    np.testing.assert_allclose([hp["b1"], hp["b2"], hp["eps"]], [0.9, 0.999, 1e-8], rtol=1e-14)
+
+
+def test_adam_is_optax_adam():
+    problem, h, n = _pytree_problem(), 0.02, 30
+    flow = flows.AdamFlow(a1=5.0, a2=20.0, eps=1e-6)
+    ours = dynopt.run(flow.discretize(h), problem, n)  # strict promotion in the library path
+    ref = optax.adam(h, b1=1 - 5.0 * h, b2=1 - 20.0 * h, eps=1e-6)
+    assert tree_max_abs_diff(ours.final_params, _optax_loop(ref, problem, n)) <= 1e-12
+
+
+def test_adam_flow_starts_from_the_bias_corrected_limit():
+    """At t = 0 the corrections are 0/0; the field uses their limits m̂ = g, v̂ = g²."""
+    problem = problems.quadratic([1.0, 4.0], params0=jnp.array([0.5, -1.0]))
+    flow = flows.AdamFlow(2.0, 3.0, eps=1e-3)
+    state0 = flow.init(problem.params0)
+    g = problem.grad(problem.params0)
+    v0 = flow.vector_field(0.0, state0, problem).params
+    np.testing.assert_allclose(v0, -g / (jnp.abs(g) + 1e-3), rtol=1e-15)
+    # Just after 0 the exact corrections give the same limit (continuity of the field).
+    t = 1e-9
+    state = flows.AdamState(problem.params0, 2.0 * t * g, 3.0 * t * g**2)
+    np.testing.assert_allclose(flow.vector_field(t, state, problem).params, v0, rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        flows.RMSPropFlow(2.0, 1e-8, initial_scale=100.0),
+        flows.AdamFlow(1.0, 5.0, 1e-8),
+    ],
+    ids=["rmsprop", "adam"],
+)
+def test_first_order_against_the_flow(flow):
+    """Both maps are first order on an anisotropic quadratic (κ = 10) over [0, 1]."""
+    problem = problems.quadratic([1.0, 10.0], params0=jnp.array([1.0, 1.0]))
+    cmp = dynopt.compare(flow, problem, 1.0 / np.array([64, 128, 256, 512]), 1.0)
+    assert abs(float(cmp.order) - 1.0) <= 0.1
+
+
+def test_sign_flow_width_and_sign_sgd_against_the_exact_sign_flow():
+    """Diagonal quadratic: the exact (Filippov) sign flow is x_i(t) = sign(x_i0) max(|x_i0|-t, 0).
+    The regularized reference (width w) is off by ≲ w/λ_min; sign_sgd by ≤ h (chattering)."""
+    problem = problems.quadratic([1.0, 10.0], params0=jnp.array([1.0, -0.5]))
+    x0 = np.array([1.0, -0.5])
+
+    def exact(t):
+        t = np.asarray(t)[..., None]
+        return np.sign(x0) * np.maximum(np.abs(x0) - t, 0.0)
+
+    ts = jnp.linspace(0.0, 1.5, 151)
+    w = 1e-2
+    ref = dynopt.solve(flows.SignFlow(width=w), problem, ts)
+    err = np.max(np.abs(np.asarray(ref.params) - exact(ts)))
+    assert 0.3 * w < err <= 1.0 * w  # measured 0.66 w: an O(w) effect, not smaller
+    hs = jnp.array([0.1, 0.05, 0.025, 0.0125])
+    disc = flows.SignFlow().discretize(hs)
+    assert disc.factory is optax.sign_sgd
+    traj = dynopt.run(disc, problem, 200)
+    errs = np.max(np.abs(np.asarray(traj.params) - exact(traj.ts)), axis=(1, 2))
+    assert np.all(errs <= np.asarray(hs) * (1 + 1e-9))
+    assert abs(float(dynopt.fit_order(hs, jnp.asarray(errs))) - 1.0) <= 0.1
+
+
+def test_rmsprop_large_kappa_approaches_the_sign_like_flow():
+    """κ → ∞: G → g⊙g and the RMSprop flow → θ' = -g/sqrt(g² + ε) = SignFlow(√ε), lag O(1/κ)."""
+    problem = problems.quadratic([1.0, 10.0], params0=jnp.array([1.0, -0.5]))
+    ts = jnp.linspace(0.0, 0.5, 51)
+    eps = 1e-2
+    sign = dynopt.solve(flows.SignFlow(width=np.sqrt(eps)), problem, ts).params
+    errs = []
+    for kappa in (100.0, 1000.0):  # arrays: the second solve reuses the compiled program
+        flow = flows.RMSPropFlow(jnp.asarray(kappa), eps)
+        errs.append(float(jnp.max(jnp.abs(dynopt.solve(flow, problem, ts).params - sign))))
+    assert 5 < errs[0] / errs[1] < 20  # O(1/κ): a factor 10 per decade
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: flows.RMSPropFlow(kappa=0.0),
+        lambda: flows.RMSPropFlow(kappa=1.0, eps=-1e-8),
+        lambda: flows.RMSPropFlow(kappa=1.0, norm="blockwise"),
+        lambda: flows.RMSPropFlow.from_hyperparams(0.1, 1.0),
+        lambda: flows.RMSPropFlow.from_hyperparams(0.1, -0.1),
+        lambda: flows.RMSPropFlow(kappa=20.0).discretize(0.1),
+        lambda: flows.AdamFlow(a1=-1.0, a2=1.0),
+        lambda: flows.AdamFlow.from_hyperparams(0.1, 0.9, 1.5),
+        lambda: flows.SignFlow(width=-1.0),
+    ],
+)
+def test_bad_input(make):
+    match = r"kappa|eps|norm|decay|step_size|a1|b2|width"
+    with pytest.raises(ValueError, match=match):
+        make()
