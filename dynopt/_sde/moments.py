@@ -1,0 +1,195 @@
+r"""Exact first and second moments of SGD, of its SDE and of Euler–Maruyama on quadratic finite
+sums (linear regression, $\frac12\lambda\theta^2$ with noisy per-sample gradients).
+
+With per-sample gradients $g_i(\theta^*+e) = A_i e + q_i$ (every $\ell_i$ quadratic),
+$H = \nabla^2 L$, $\delta A_i = A_i - \bar A$, $\delta q_i = q_i - \bar q$, the gradient
+covariance is
+$\Sigma(e) = \frac1n\sum_i(\delta A_i e + \delta q_i)(\delta A_i e + \delta q_i)^\top$, and its
+mean over the law of $e$ with mean $m$ and second moment $M = \mathbb E[ee^\top]$ is
+$$S(m, M) = \tfrac1n\textstyle\sum_i \big(\delta A_i M \delta A_i + \delta A_i m\,\delta q_i^\top
+  + \delta q_i m^\top \delta A_i + \delta q_i\delta q_i^\top\big).$$
+With $\kappa = \eta c/B$ (see `SGDNoise`) the moments close exactly:
+
+- SDE: $\dot m = -Hm$, $\dot M = -HM - MH + \kappa S(m, M)$;
+- a step $h$ of Euler–Maruyama: $m^+ = (I-hH)m$, $M^+ = (I-hH)M(I-hH) + h\kappa S(m, M)$.
+  SGD itself is the case $h = \eta$ (its noise is not Gaussian, but only its covariance
+  $c\Sigma/B$ enters second moments).
+
+Stationary: $HM + MH - hHMH = \kappa S(0, M)$, so on $\frac12\lambda\theta^2$ with
+$\Sigma = \sigma^2$: $V = \kappa\sigma^2/(\lambda(2 - h\lambda))$, i.e.
+$\eta c\sigma^2/(B\lambda(2-\eta\lambda))$ for SGD and
+$\eta c\sigma^2/(2B\lambda)$ for the SDE ($h = 0$).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from .._custom_types import Array, Float, Params
+from .sgd import SGDNoise
+
+
+def _quadratic_data(sde: SGDNoise, flat0: Float[Array, " d"]):
+    p = sde.problem
+    unravel = ravel_pytree(p.params0)[1]
+
+    def loss(y):
+        return p.loss(unravel(y))
+
+    def sample_loss(y, sample):
+        return p.sample_loss_fn(unravel(y), sample)
+
+    h = jax.hessian(loss)(flat0)
+    xstar = flat0 - jnp.linalg.solve(h, jax.grad(loss)(flat0))  # one Newton step: exact
+    a = jax.vmap(jax.hessian(sample_loss), in_axes=(None, 0))(xstar, p.data)
+    q = jax.vmap(jax.grad(sample_loss), in_axes=(None, 0))(xstar, p.data)
+    da = a - jnp.mean(a, axis=0, keepdims=True)
+    dq = q - jnp.mean(q, axis=0, keepdims=True)
+    return h, xstar, flat0 - xstar, da, dq, loss(xstar)
+
+
+def _noise_mean(m, big_m, da, dq):
+    n = da.shape[0]
+    amq = jnp.einsum("ijk,k,il->ijl", da, m, dq)
+    s = jnp.einsum("ijk,kl,ilm->jm", da, big_m, da) + jnp.einsum("ij,ik->jk", dq, dq)
+    return (s + jnp.sum(amq, axis=0) + jnp.sum(amq, axis=0).T) / n
+
+
+def _pack(m, big_m):
+    return jnp.concatenate([m, big_m.ravel()])
+
+
+def _unpack(z, d):
+    return z[:d], z[d:].reshape(d, d)
+
+
+def _linear_system(sde, h, continuous: bool, data):
+    """The moment dynamics as z' = K z + b (continuous) or z+ = F z + b (step h): (K or F, b)."""
+    hess, _, _, da, dq, _ = data
+    d = hess.shape[0]
+    kappa = sde.noise_scale.astype(hess.dtype)
+    eye = jnp.eye(d, dtype=hess.dtype)
+
+    def rhs(z):
+        m, big_m = _unpack(z, d)
+        if continuous:
+            dm = -hess @ m
+            dbig = -hess @ big_m - big_m @ hess + kappa * _noise_mean(m, big_m, da, dq)
+        else:
+            step = eye - h * hess
+            dm = step @ m
+            dbig = step @ big_m @ step + h * kappa * _noise_mean(m, big_m, da, dq)
+        return _pack(dm, dbig)
+
+    zero = jnp.zeros(d + d * d, hess.dtype)
+    return jax.jacfwd(rhs)(zero), rhs(zero)
+
+
+def _affine(mat, b):
+    """[[mat, b], [0, 1]]: an affine map as one matrix acting on (z, 1)."""
+    n = mat.shape[0]
+    return jnp.zeros((n + 1, n + 1), mat.dtype).at[:n, :n].set(mat).at[:n, n].set(b).at[n, n].set(1)
+
+
+def _power(a, k):
+    """a**k for a traced integer k < 2**40 (binary powering: one program for every k)."""
+
+    def body(_, carry):
+        result, base, k = carry
+        result = jnp.where(k % 2 == 1, result @ base, result)
+        return result, base @ base, k // 2
+
+    eye = jnp.eye(a.shape[0], dtype=a.dtype)
+    return jax.lax.fori_loop(0, 40, body, (eye, a, k))[0]
+
+
+class QuadraticMoments(eqx.Module):
+    """Exact moments at times `ts`: `mean` $(T, d)$, `covariance` $(T, d, d)$ and
+    `expected_loss` $\\mathbb E L(\\theta_t)$ $(T,)$ (exact for quadratic $L$)."""
+
+    ts: Float[Array, " T"]
+    mean: Float[Array, "T d"]
+    covariance: Float[Array, "T d d"]
+    expected_loss: Float[Array, " T"]
+
+
+@eqx.filter_jit
+def _moments(sde, flat0, ts, steps, h, continuous: bool):
+    data = _quadratic_data(sde, flat0)
+    hess, xstar, m0, _, _, loss_star = data
+    d = hess.shape[0]
+    mat, b = _linear_system(sde, h, continuous, data)
+    z0 = jnp.concatenate([_pack(m0, jnp.outer(m0, m0)), jnp.ones(1, m0.dtype)])
+    if continuous:
+        gen = _affine(mat, b).at[-1, -1].set(0.0)  # d/dt (z, 1) = (K z + b, 0)
+        zs = jax.vmap(lambda t: jax.scipy.linalg.expm(gen * t) @ z0)(ts)
+    else:
+        zs = jax.vmap(lambda k: _power(_affine(mat, b), k) @ z0)(steps)
+    m, big_m = jax.vmap(lambda z: _unpack(z[:-1], d))(zs)
+    mean = xstar[None] + m
+    cov = big_m - jnp.einsum("ti,tj->tij", m, m)
+    exp_loss = loss_star + 0.5 * jnp.einsum("ij,tji->t", hess, big_m)
+    return QuadraticMoments(ts=ts, mean=mean, covariance=cov, expected_loss=exp_loss)
+
+
+def quadratic_moments(
+    sde: SGDNoise,
+    ts: Float[Array, " T"],
+    *,
+    step: float | None = None,
+    x0: Params | None = None,
+) -> QuadraticMoments:
+    r"""Exact mean, covariance and $\mathbb E L$ at times `ts` (from $\theta_0$ = `x0`, default
+    `problem.params0`, at $t = 0$) for a finite sum whose per-sample losses are quadratic.
+
+    - `step=None`: the SDE of `sde` (linear moment ODE, solved by a matrix exponential);
+    - `step=h`: Euler–Maruyama of that SDE with step $h$; `step=sde.learning_rate` is SGD
+      itself (times `ts` must then be multiples of $h$).
+
+    One jitted program per problem shape: new step sizes, learning rates, batch sizes and times
+    reuse it. For non-quadratic losses the result is the moment dynamics of the linearisation at
+    the minimizer found by one Newton step from `x0` (an approximation).
+    """
+    flat0 = ravel_pytree(sde.problem.params0 if x0 is None else x0)[0]
+    ts_np = np.asarray(ts, dtype=np.float64)
+    if ts_np.ndim != 1 or np.any(ts_np < 0):
+        raise ValueError("ts must be a 1-D array of times >= 0.")
+    if step is None:
+        steps, h = np.zeros(ts_np.shape, int), 0.0
+    else:
+        h = float(step)
+        if not h > 0:
+            raise ValueError(f"step must be > 0, got {step}.")
+        steps = ts_np / h
+        if not np.allclose(steps, np.round(steps), rtol=0, atol=1e-6):
+            raise ValueError(f"ts must be multiples of step={h:g}.")
+        steps = np.round(steps).astype(int)
+    return _moments(
+        sde, flat0, jnp.asarray(ts_np), jnp.asarray(steps), jnp.asarray(h), step is None
+    )
+
+
+@eqx.filter_jit
+def _stationary(sde, flat0, h, continuous: bool):
+    data = _quadratic_data(sde, flat0)
+    d = data[0].shape[0]
+    mat, b = _linear_system(sde, h, continuous, data)
+    # Stationary second moment with zero mean: solve on the M block only.
+    blk = mat[d:, d:] if continuous else mat[d:, d:] - jnp.eye(d * d, dtype=mat.dtype)
+    big_m = jnp.linalg.solve(blk, -b[d:]).reshape(d, d)
+    if continuous:
+        return big_m
+    rho = jnp.max(jnp.abs(jnp.linalg.eigvals(mat[d:, d:])))
+    return jnp.where(rho < 1, big_m, jnp.nan)
+
+
+def quadratic_stationary_covariance(
+    sde: SGDNoise, *, step: float | None = None
+) -> Float[Array, "d d"]:
+    r"""The exact stationary covariance $M$: $HM + MH - hHMH = \kappa S(0, M)$ with $h$ = `step`
+    (`None`: the SDE, $h = 0$; `sde.learning_rate`: SGD). `nan` if the recursion is unstable."""
+    flat0 = ravel_pytree(sde.problem.params0)[0]
+    h = 0.0 if step is None else float(step)
+    return _stationary(sde, flat0, jnp.asarray(h), step is None)

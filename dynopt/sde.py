@@ -1,0 +1,19 @@
+"""Stochastic flows: SGD noise as an SDE, Langevin and Kramers dynamics, simulated by diffrax.
+
+Gibbs-constant convention: $d\\theta = -\\nabla L\\,dt + \\sigma\\,dW$ has stationary law
+$\\propto \\exp(-2L/\\sigma^2) = \\exp(-L/T)$ with $T = \\sigma^2/2$ (see `dynopt._sde.base`).
+"""
+
+from ._sde.base import AbstractSDE as AbstractSDE, temperature_of as temperature_of
+from ._sde.langevin import Kramers as Kramers, Langevin as Langevin
+from ._sde.moments import (
+    quadratic_moments as quadratic_moments,
+    quadratic_stationary_covariance as quadratic_stationary_covariance,
+    QuadraticMoments as QuadraticMoments,
+)
+from ._sde.sgd import SGDNoise as SGDNoise
+from ._sde.simulate import (
+    first_passage as first_passage,
+    SDEPaths as SDEPaths,
+    simulate as simulate,
+)

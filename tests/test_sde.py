@@ -1,0 +1,330 @@
+"""dynopt.sde: Gibbs laws with the right constants, SGD's noise model, exact moments, simulation.
+
+Monte-Carlo checks use fixed keys and a tolerance of 3 standard errors (computed from the sample);
+each time-discretisation bias is either computed exactly or shown to be far below one SE.
+"""
+
+import itertools
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import dynopt
+from dynopt import problems, sde
+
+
+LAM = 2.0
+
+
+def _quadratic(x):
+    return 0.5 * LAM * jnp.sum(x * x)
+
+
+def _double_well(x):
+    return jnp.sum((x * x - 1.0) ** 2)
+
+
+def _sample_quadratic(theta, x, lam):
+    # l(theta; x) = lam theta^2 / 2 - x theta: gradient lam theta - x, variance of x per sample.
+    return 0.5 * lam * jnp.sum(theta * theta) - jnp.sum(x * theta)
+
+
+def _noisy_quadratic(n=64, lam=1.0, sigma=1.0, batch_size=4):
+    x = np.random.default_rng(0).normal(size=n)
+    x = (x - x.mean()) / x.std() * sigma  # per-sample gradient variance exactly sigma^2
+    loss = eqx.Partial(_sample_quadratic, lam=jnp.asarray(lam))
+    return problems.finite_sum(
+        loss, jnp.asarray(x)[:, None], jnp.array([1.0]), batch_size=batch_size
+    )
+
+
+def _variance_and_se(x):
+    """Sample variance and its standard error sqrt((m4 - s^4)/N)."""
+    x = np.asarray(x, float)
+    d = x - x.mean()
+    v = np.mean(d**2)
+    return v, np.sqrt((np.mean(d**4) - v**2) / x.size)
+
+
+def test_gibbs_convention_langevin_and_kramers():
+    """d theta = -grad L dt + sigma dW has Var = sigma^2/(2 lam) on L = lam theta^2/2, i.e. the law
+    exp(-2L/sigma^2) = exp(-L/T) with T = sigma^2/2 (post 1's eq. (9) would give sigma^2/lam)."""
+    sigma = 1.2
+    temp = sde.temperature_of(sigma)
+    assert float(temp) == pytest.approx(0.72, rel=1e-15)
+    ts = jnp.array([0.0, 4.0])  # 8 relaxation times of exp(-2 lam t)
+    paths = sde.simulate(
+        sde.Langevin(_quadratic, temp), jnp.array([1.0]), ts, jax.random.key(0), 4000, dt=0.02
+    )
+    assert paths.solver == "ShARK" and paths.ys.shape == (4000, 2, 1)
+    v, se = _variance_and_se(paths.ys[:, -1, 0])
+    expected = sigma**2 / (2 * LAM)  # the ShARK bias at dt = 0.02 is O(dt^2) ~ 1e-3 SE
+    assert abs(v - expected) < 3 * se
+    assert abs(v - sigma**2 / LAM) > 20 * se  # the convention without the 2 is far off
+
+    kramers = sde.Kramers(_quadratic, damping=1.0, temperature=temp)
+    kp = sde.simulate(
+        kramers, jnp.array([1.0]), jnp.array([0.0, 12.0]), jax.random.key(1), 4000, dt=0.02
+    )
+    vx, sex = _variance_and_se(kp.ys[:, -1, 0])
+    vv, sev = _variance_and_se(kp.ys[:, -1, 1])
+    assert abs(vx - float(temp) / LAM) < 3 * sex  # theta-marginal: the same Gibbs law
+    assert abs(vv - float(temp)) < 3 * sev  # Maxwell: v ~ N(0, T)
+    y = jnp.array([0.3, -0.4])
+    np.testing.assert_allclose(
+        kramers.log_stationary_density(y), -(0.08 + 0.5 * LAM * 0.09) / float(temp), rtol=1e-14
+    )
+
+
+def test_simulate_is_deterministic_bit_for_bit():
+    model = sde.Langevin(_quadratic, 0.5)
+    ts = jnp.array([0.0, 4.0])
+    a = sde.simulate(model, jnp.array([1.0]), ts, jax.random.key(0), 4000, dt=0.02)
+    b = sde.simulate(model, jnp.array([1.0]), ts, jax.random.key(0), 4000, dt=0.02)
+    c = sde.simulate(model, jnp.array([1.0]), ts, jax.random.key(1), 4000, dt=0.02)
+    np.testing.assert_array_equal(a.ys, b.ys)
+    assert not np.array_equal(a.ys[:, -1], c.ys[:, -1])
+
+
+def test_gibbs_histogram_double_well():
+    """Langevin on (x^2 - 1)^2 at T = 0.4, started at the saddle (the symmetric start never
+    excites the slow well-to-well mode, so t = 6 is stationary): chi-square against exp(-L/T)."""
+    temp, num = 0.4, 4000
+    paths = sde.simulate(
+        sde.Langevin(_double_well, temp),
+        jnp.array([0.0]),
+        jnp.array([0.0, 6.0]),
+        jax.random.key(2),
+        num,
+        dt=0.01,
+    )
+    x = np.asarray(paths.ys[:, -1, 0])
+    edges = np.concatenate([[-np.inf], np.linspace(-1.8, 1.8, 19), [np.inf]])
+    counts = np.histogram(x, edges)[0]
+    grid = np.linspace(-4.0, 4.0, 200_001)
+
+    def probs(log_p):
+        w = np.exp(log_p - log_p.max())
+        cdf = np.concatenate([[0.0], np.cumsum(0.5 * (w[1:] + w[:-1]) * np.diff(grid))])
+        cdf /= cdf[-1]
+        return np.diff(np.interp(np.clip(edges, grid[0], grid[-1]), grid, cdf))
+
+    loss = (grid**2 - 1) ** 2
+    dof = len(counts) - 1
+    chi2 = np.sum((counts - num * probs(-loss / temp)) ** 2 / (num * probs(-loss / temp)))
+    assert chi2 < stats.chi2.ppf(0.999, dof)
+    # exp(-L/sigma^2) with sigma^2 = 2T (post 1's eq. (9) read literally) is rejected.
+    wrong = probs(-loss / (2 * temp))
+    assert np.sum((counts - num * wrong) ** 2 / (num * wrong)) > 10 * stats.chi2.ppf(0.999, dof)
+
+
+def test_minibatch_covariance_is_exact_by_enumeration():
+    p = problems.linear_regression(num_samples=6, dim=2, batch_size=2)
+    theta = jnp.array([0.3, -0.7])
+    per_sample = jax.vmap(jax.grad(p.sample_loss_fn), in_axes=(None, 0))(theta, p.data)
+    for replace in (False, True):
+        model = sde.SGDNoise(p, 0.1, 2, replace=replace)
+        pairs = (
+            itertools.product(range(6), repeat=2)
+            if replace
+            else itertools.combinations(range(6), 2)
+        )
+        grads = np.asarray(per_sample)[np.array(list(pairs))].mean(axis=1)  # every minibatch
+        exact = np.cov(grads.T, bias=True)
+        np.testing.assert_allclose(model.minibatch_covariance(theta), exact, rtol=1e-12, atol=1e-14)
+    assert float(sde.SGDNoise(p, 0.1, 2).finite_population_factor) == pytest.approx(0.8)
+    assert float(sde.SGDNoise(p, 0.1, 6).finite_population_factor) == 0.0  # B = n: plain GD
+
+
+def test_diffusion_factorisations():
+    p = problems.linear_regression(num_samples=20, dim=3, batch_size=4)
+    y = jnp.array([0.2, -0.1, 0.5])
+    full = sde.SGDNoise(p, 0.05, 4)
+    target = np.asarray(full.noise_scale * full.gradient_covariance(y))
+    for kind, rank in (("full", None), ("samples", None), ("lowrank", 3)):
+        model = sde.SGDNoise(p, 0.05, 4, covariance=kind, rank=rank)
+        g = np.asarray(model.diffusion(0.0, y, None))
+        assert g.shape == (3, model.noise_dim(y))
+        np.testing.assert_allclose(g @ g.T, target, rtol=1e-11, atol=1e-15)
+    low = sde.SGDNoise(p, 0.05, 4, covariance="lowrank", rank=1)
+    g = np.asarray(low.diffusion(0.0, y, None))
+    w = np.linalg.eigvalsh(target)
+    np.testing.assert_allclose(np.linalg.eigvalsh(g @ g.T)[-1], w[-1], rtol=1e-11)
+    diag = sde.SGDNoise(p, 0.05, 4, covariance="diagonal").diffusion(0.0, y, None)
+    np.testing.assert_allclose(diag.as_matrix() ** 2, np.diag(np.diag(target)), rtol=1e-11)
+
+
+def test_sgd_problem_samples_as_the_model_assumes():
+    p = problems.linear_regression(num_samples=10, dim=2, batch_size=5)
+    theta = jnp.array([0.4, 0.1])
+    keys = jax.random.split(jax.random.key(3), 10_000)
+    for replace in (False, True):
+        model = sde.SGDNoise(p, 0.1, 3, replace=replace)
+        q = model.sgd_problem()
+        assert q.batch_size == 3
+        grads = jax.jit(jax.vmap(jax.grad(q.stochastic_loss), in_axes=(None, 0)))
+        g = np.asarray(grads(theta, keys))
+        v, se = _variance_and_se(g[:, 0])
+        assert abs(v - float(model.minibatch_covariance(theta)[0, 0])) < 3 * se
+    assert sde.SGDNoise(p, 0.1, 5).sgd_problem() is p
+
+
+def test_stationary_variance_closed_forms_and_monte_carlo():
+    """1-D: SGD eta c s^2/(B lam (2 - eta lam)) vs SDE eta c s^2/(2 B lam), exact; then SGD (optax
+    via dynopt.run) and Euler-Maruyama (diffrax) Monte Carlo against their exact laws."""
+    n, lam, sigma, b = 64, 1.0, 1.0, 4
+    p = _noisy_quadratic(n, lam, sigma, b)
+    c = (n - b) / (n - 1)
+    for eta in (0.5, 0.1):
+        model = sde.SGDNoise(p, eta, b)
+        sgd_v = float(sde.quadratic_stationary_covariance(model, step=eta)[0, 0])
+        sde_v = float(sde.quadratic_stationary_covariance(model)[0, 0])
+        assert sgd_v == pytest.approx(eta * c * sigma**2 / (b * lam * (2 - eta * lam)), rel=1e-12)
+        assert sde_v == pytest.approx(eta * c * sigma**2 / (2 * b * lam), rel=1e-12)
+        ts = jnp.array([0.0, 1.0, 3.0])
+        mom = sde.quadratic_moments(model, ts, step=eta)
+        k = np.asarray(ts) / eta
+        np.testing.assert_allclose(mom.mean[:, 0], (1 - eta * lam) ** k, rtol=1e-12)
+        np.testing.assert_allclose(
+            mom.covariance[:, 0, 0],
+            sgd_v * (1 - (1 - eta * lam) ** (2 * k)),
+            rtol=1e-12,
+            atol=1e-16,
+        )
+        cont = sde.quadratic_moments(model, ts)
+        np.testing.assert_allclose(cont.mean[:, 0], np.exp(-lam * np.asarray(ts)), rtol=1e-12)
+        np.testing.assert_allclose(
+            cont.covariance[:, 0, 0], sde_v * (1 - np.exp(-2 * lam * np.asarray(ts))), rtol=1e-10
+        )
+
+    eta, steps = 0.5, 24  # stationary: (1 - eta lam)^(2 * 24) ~ 4e-15
+    model = sde.SGDNoise(p, eta, b)
+    keys = jax.random.split(jax.random.key(4), 4000)
+    traj = dynopt.run(model.discretize(), model.sgd_problem(), steps, key=keys, every=steps)
+    v, se = _variance_and_se(traj.params[:, -1, 0])
+    assert abs(v - float(sde.quadratic_stationary_covariance(model, step=eta)[0, 0])) < 3 * se
+    assert abs(v - float(sde.quadratic_stationary_covariance(model)[0, 0])) > 5 * se
+    h = eta / 4
+    paths = sde.simulate(model, None, jnp.array([0.0, 12.0]), jax.random.key(5), 4000, dt=h)
+    assert paths.solver == "Euler"
+    v, se = _variance_and_se(paths.ys[:, -1, 0])
+    assert abs(v - float(sde.quadratic_stationary_covariance(model, step=h)[0, 0])) < 3 * se
+
+
+def test_quadratic_moments_match_monte_carlo_on_linear_regression():
+    """E L(theta_t) from the exact moment recursion vs SGD runs (d = 3, state-dependent noise)."""
+    p = problems.linear_regression(num_samples=32, dim=3, batch_size=4, noise=0.5)
+    eta = 0.1
+    model = sde.SGDNoise(p, eta, 4)
+    ts = jnp.array([0.0, 1.0, 2.0, 4.0])
+    exact = sde.quadratic_moments(model, ts, step=eta)
+    keys = jax.random.split(jax.random.key(6), 2000)
+    traj = dynopt.run(model.discretize(), model.sgd_problem(), 40, key=keys, every=10)
+    loss = np.asarray(traj.loss)[:, [0, 1, 2, 4]]
+    mc, se = loss.mean(0), loss.std(0) / np.sqrt(loss.shape[0])
+    assert np.all(np.abs(mc - np.asarray(exact.expected_loss)) <= 3 * se + 1e-12)
+    np.testing.assert_allclose(
+        exact.mean[-1],
+        traj.params[:, -1].mean(0),
+        atol=3 * float(np.max(traj.params[:, -1].std(0))) / np.sqrt(2000),
+    )
+
+
+def _unstable(x):
+    return jnp.sum(0.5 * x * x - 0.25 * x**4)  # wells edge at |x| = 1; beyond it, blow-up
+
+
+def test_blowup_is_flagged_and_not_averaged_in():
+    paths = sde.simulate(
+        sde.Langevin(_unstable, 0.3),
+        jnp.array([0.0]),
+        jnp.linspace(0.0, 20.0, 21),
+        jax.random.key(7),
+        200,
+        dt=0.01,
+        solver=diffrax.Euler(),
+    )
+    bad = np.asarray(paths.diverged)
+    assert 0 < bad.sum() < 200
+    blow = np.asarray(paths.blowup_time)
+    first_nan = np.argmin(np.all(np.isfinite(np.asarray(paths.ys)), axis=-1), axis=1)
+    np.testing.assert_array_equal(blow[bad], np.asarray(paths.ts)[first_nan[bad]])
+    assert np.all(np.isinf(blow[~bad]))
+    mean, se = paths.expectation(lambda th: th[0] ** 2)
+    assert np.all(np.isfinite(mean)) and np.all(np.isfinite(se))
+    np.testing.assert_allclose(
+        mean, np.mean(np.asarray(paths.ys)[~bad, :, 0] ** 2, axis=0), rtol=1e-13
+    )
+
+
+def _zero(x):
+    return jnp.zeros((), x.dtype) * jnp.sum(x)
+
+
+def test_first_passage_of_brownian_motion():
+    """sqrt(2T) W exits (-a, a) at E tau = a^2/(2T). Monitoring on a grid of step dt overshoots the
+    level by beta sqrt(2T dt), beta = -zeta(1/2)/sqrt(2 pi) = 0.5826 (Broadie-Glasserman-Kou)."""
+    temp, a, dt = 0.5, 1.0, 1e-3
+    tau = sde.first_passage(
+        sde.Langevin(_zero, temp),
+        jnp.array([0.0]),
+        lambda y: jnp.abs(y[0]) >= a,
+        20.0,
+        jax.random.key(8),
+        1000,
+        dt=dt,
+        solver=diffrax.Euler(),  # exact in law for Brownian motion
+    )
+    tau = np.asarray(tau)
+    assert np.all(np.isfinite(tau))
+    level = a + 0.5826 * np.sqrt(2 * temp * dt)
+    assert abs(tau.mean() - level**2 / (2 * temp)) < 3 * tau.std() / np.sqrt(tau.size)
+
+
+def test_bad_input():
+    p = problems.linear_regression(num_samples=8, dim=2, batch_size=2)
+    with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, 8\]"):
+        sde.SGDNoise(p, 0.1, 0)
+    with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, 8\]"):
+        sde.SGDNoise(p, 0.1, 9)
+    with pytest.raises(ValueError, match="learning_rate must be finite and > 0"):
+        sde.SGDNoise(p, -0.1, 2)
+    with pytest.raises(ValueError, match="problem must be a finite-sum"):
+        sde.SGDNoise(problems.rosenbrock(), 0.1, 2)
+    with pytest.raises(ValueError, match="covariance must be one of"):
+        sde.SGDNoise(p, 0.1, 2, covariance="cholesky")
+    with pytest.raises(ValueError, match=r"rank must be an integer in \[1, 2\]"):
+        sde.SGDNoise(p, 0.1, 2, covariance="lowrank", rank=3)
+    with pytest.raises(ValueError, match="temperature must be a finite scalar >= 0"):
+        sde.Langevin(_quadratic, -1.0)
+    with pytest.raises(ValueError, match="damping must be a finite scalar >= 0"):
+        sde.Kramers(_quadratic, -0.5, 1.0)
+    with pytest.raises(ValueError, match="potential must be callable"):
+        sde.Langevin(3.0, 1.0)
+    model = sde.Langevin(_quadratic, 1.0)
+    ts = jnp.array([0.0, 1.0])
+    with pytest.raises(ValueError, match="potential must return a scalar"):
+        sde.simulate(
+            sde.Langevin(lambda x: x**2, 1.0), jnp.array([1.0, 2.0]), ts, jax.random.key(0), 2
+        )
+    with pytest.raises(ValueError, match="num_paths must be a positive integer"):
+        sde.simulate(model, jnp.array([1.0]), ts, jax.random.key(0), 0)
+    with pytest.raises(ValueError, match="ts must be a 1-D increasing"):
+        sde.simulate(model, jnp.array([1.0]), jnp.array([1.0, 0.0]), jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="every save time must be t0"):
+        sde.simulate(
+            model, jnp.array([1.0]), jnp.array([0.0, 0.25, 1.0]), jax.random.key(0), 2, dt=0.1
+        )
+    with pytest.raises(ValueError, match="below float32 resolution"):
+        sde.simulate(
+            model, jnp.array([1.0]), jnp.array([1e5, 1e5 + 0.01]), jax.random.key(0), 2, dt=1e-3
+        )
+    with pytest.raises(ValueError, match="additive noise only"):
+        sde.simulate(
+            sde.SGDNoise(p, 0.1, 2), None, ts, jax.random.key(0), 2, solver=diffrax.ShARK()
+        )
