@@ -12,3 +12,11 @@ from ._transforms.adaptive import (
     truncated_polyak_sgd as truncated_polyak_sgd,
     with_standard_promotion as with_standard_promotion,
 )
+from ._transforms.nesterov import (
+    implicit_midpoint_momentum as implicit_midpoint_momentum,
+    ImplicitMomentumState as ImplicitMomentumState,
+    MomentumState as MomentumState,
+    nag as nag,
+    NagState as NagState,
+    nesterov_momentum as nesterov_momentum,
+)

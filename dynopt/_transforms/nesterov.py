@@ -1,0 +1,236 @@
+r"""Nesterov-type momentum transforms optax lacks: a general look-ahead (standard Nesterov and Su's
+midpoint look-ahead), the implicit midpoint momentum scheme, and Su–Boyd–Candès NAG with momentum
+$(k-1)/(k+r-1)$.
+
+Velocities are kept in parameter units, $v_n = \theta_n - \theta_{n-1}$ (optax's `trace` is
+$-v/\alpha$). Every look-ahead method exists in two forms:
+
+- `reparametrize=True`, the framework form: the held parameters *are* the look-ahead point
+  $\Theta_n = \theta_n + c\beta v_n$, so the gradient `run` (or any training loop) passes in is the
+  one the method needs: one gradient per step, a plain `GradientTransformation`.
+- `reparametrize=False`: the held parameters are $\theta_n$ and the gradient at the look-ahead
+  point is evaluated through `value_fn` (a `GradientTransformationExtraArgs`, the way optax's line
+  searches take `value_fn`); the gradient passed in is unused. These are the iterates a
+  continuous-time comparison needs.
+
+The two forms give the same iterates: $\Theta_n - c\beta v_n = \theta_n$ (tested).
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._custom_types import Array, ScalarLike
+
+
+def _like(x: Any, leaf: Array) -> Array:
+    """A hyper-parameter in the dtype of a parameter leaf (strict promotion, dtype kept)."""
+    return jnp.asarray(x, dtype=jnp.result_type(leaf))
+
+
+def _grad_at(value_fn, point, name: str):
+    if value_fn is None:
+        raise ValueError(
+            f"{name}(..., reparametrize=False) evaluates the gradient at the look-ahead point and "
+            "needs update(..., value_fn=loss_fn); dynopt.run passes it. Use reparametrize=True for "
+            "a one-gradient-per-step transform."
+        )
+    return jax.grad(value_fn)(point)
+
+
+class MomentumState(NamedTuple):
+    """`velocity`: $v_n = \\theta_n - \\theta_{n-1}$ (zero at the start)."""
+
+    velocity: optax.Updates
+
+
+def nesterov_momentum(
+    learning_rate: ScalarLike,
+    momentum: ScalarLike,
+    lookahead: ScalarLike = 1.0,
+    *,
+    reparametrize: bool = True,
+) -> optax.GradientTransformation:
+    r"""Momentum with the gradient at a look-ahead point (Su, post 1, eq. 20 and standard Nesterov):
+
+    $$v_{n+1} = \beta v_n - \alpha\nabla L(\theta_n + c\,\beta v_n),\qquad
+      \theta_{n+1} = \theta_n + v_{n+1}.$$
+
+    `lookahead` $c = 1$ is standard Nesterov (with `reparametrize=True` it equals
+    `optax.sgd(α, momentum=β, nesterov=True)`); $c = 1/2$ is Su's midpoint look-ahead
+    $\theta_n + \tfrac\beta2 v_n$, an explicit approximation of the implicit midpoint scheme;
+    $c = 0$ is heavy ball.
+
+    Framework form (`reparametrize=True`), with $\Theta_n = \theta_n + c\beta v_n$ held:
+    $\Theta_{n+1} = \Theta_n + (1 + c\beta)v_{n+1} - c\beta v_n$ with the gradient at $\Theta_n$.
+
+    **Continuous time:** with $\beta = 1 - ah$, $\alpha = h^2$ (post 1, eq. 18) the
+    $\theta$-iterates follow $\ddot\theta + a\dot\theta + \nabla L = 0$ at $t = nh$ to
+    **first order** only: the look-ahead adds $c\,h\,\nabla^2L\,\dot\theta$ to the local
+    truncation error (the "gradient correction" of high-resolution ODEs), which no choice of
+    $(\alpha, \beta)$ cancels.
+    On $\tfrac\lambda2\theta^2$ the scheme is stable iff $\alpha\lambda < 2(1+\beta)/(1+2c\beta)$.
+
+    **Arguments:** `learning_rate` $\alpha$, `momentum` $\beta$, `lookahead` $c$;
+    `reparametrize` as above.
+    """
+
+    def init_fn(params):
+        return MomentumState(velocity=optax.tree.zeros_like(params))
+
+    def velocity(g, v):
+        return _like(momentum, v) * v - _like(learning_rate, v) * g
+
+    def update_fn(updates, state, params=None, **extra_args):
+        v = state.velocity
+        if reparametrize:
+            new_v = jax.tree.map(velocity, updates, v)
+
+            def step(nv, ov):
+                cb = _like(lookahead, ov) * _like(momentum, ov)
+                return (1 + cb) * nv - cb * ov
+
+            return jax.tree.map(step, new_v, v), MomentumState(new_v)
+        point = jax.tree.map(
+            lambda p, ov: p + _like(lookahead, ov) * _like(momentum, ov) * ov, params, v
+        )
+        g = _grad_at(extra_args.get("value_fn"), point, "nesterov_momentum")
+        new_v = jax.tree.map(velocity, g, v)
+        return new_v, MomentumState(new_v)
+
+    if reparametrize:
+        return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class ImplicitMomentumState(NamedTuple):
+    """`velocity` $v_n$; `iterations`: fixed-point iterations used by the last step (diagnostic)."""
+
+    velocity: optax.Updates
+    iterations: Array
+
+
+def implicit_midpoint_momentum(
+    learning_rate: ScalarLike,
+    momentum: ScalarLike,
+    tol: ScalarLike | None = None,
+    max_iter: int = 100,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Su's implicit momentum scheme (post 1, eq. 19), the gradient at the midpoint of the step:
+
+    $$v_{n+1} = \beta v_n - \alpha\nabla L\!\left(\theta_n + \tfrac12 v_{n+1}\right),\qquad
+      \theta_{n+1} = \theta_n + v_{n+1},$$
+
+    solved by the fixed-point iteration $v^{(j+1)} = \beta v_n - \alpha\nabla L(\theta_n +
+    v^{(j)}/2)$ from the explicit predictor $v^{(0)} = \beta v_n - \alpha\nabla L(\theta_n)$ (the
+    gradient passed in), stopping when $\|v^{(j+1)} - v^{(j)}\|_\infty \le
+    \text{tol}\,\|v^{(j+1)}\|_\infty$ or after `max_iter` iterations. The iteration contracts with
+    factor $q = \alpha\lambda_{\max}/2$ ($\lambda_{\max}$ the largest Hessian eigenvalue along the
+    step), so on stopping the solve error is at most $\tfrac{q}{1-q}\,\text{tol}\,\|v\|_\infty$;
+    for $q \ge 1$ it diverges (the transform's practical stability limit
+    $\alpha\lambda_{\max} < 2$, although the exact implicit scheme is stable on every convex
+    quadratic).
+
+    The held parameters are $\theta_n$; the extra gradients come from `value_fn` (required).
+    First order against $\ddot\theta + a\dot\theta + \nabla L = 0$ with $\beta = 1 - ah$,
+    $\alpha = h^2$ (eq. 18), like the look-ahead methods.
+
+    **Arguments:** `learning_rate` $\alpha$, `momentum` $\beta$, `tol` (default: 16 machine
+    epsilons of the parameters' dtype), `max_iter`.
+    """
+
+    def init_fn(params):
+        return ImplicitMomentumState(
+            velocity=optax.tree.zeros_like(params), iterations=jnp.zeros([], jnp.int32)
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        value_fn = extra_args.get("value_fn")
+        v = state.velocity
+        dtype = optax.tree.dtype(params, "highest")
+        rtol = 16 * jnp.finfo(dtype).eps if tol is None else tol
+        rtol = jnp.asarray(rtol, dtype=dtype)
+
+        def velocity(g, ov):
+            return _like(momentum, ov) * ov - _like(learning_rate, ov) * g
+
+        def picard(w):
+            point = jax.tree.map(lambda p, wi: p + wi / 2, params, w)
+            g = _grad_at(value_fn, point, "implicit_midpoint_momentum")
+            return jax.tree.map(velocity, g, v)
+
+        def sup(tree):
+            return jnp.max(jnp.stack([jnp.max(jnp.abs(x)).astype(dtype) for x in tree]))
+
+        def cond(carry):
+            _, _, j, err = carry
+            return (j < max_iter) & (err > 0)
+
+        def body(carry):
+            w, _, j, _ = carry
+            new = picard(w)
+            diff = sup(jax.tree.leaves(jax.tree.map(jnp.subtract, new, w)))
+            size = sup(jax.tree.leaves(new))
+            # err > 0 keeps iterating; NaNs stop the loop (and the run reports divergence).
+            err = jnp.where(diff <= rtol * size, 0.0, jnp.where(jnp.isfinite(diff), diff, 0.0))
+            return new, w, j + 1, err.astype(dtype)
+
+        w0 = jax.tree.map(velocity, updates, v)
+        init = (w0, w0, jnp.asarray(0, jnp.int32), jnp.asarray(1.0, dtype))
+        new_v, _, iters, _ = jax.lax.while_loop(cond, body, init)
+        return new_v, ImplicitMomentumState(new_v, iters)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class NagState(NamedTuple):
+    """`count` $k$ (steps taken, int32); `previous`: $x_k$ (framework form) or $x_{k-1}$."""
+
+    count: Array
+    previous: optax.Params
+
+
+def nag(
+    learning_rate: ScalarLike, r: ScalarLike = 3.0, *, reparametrize: bool = True
+) -> optax.GradientTransformation:
+    r"""Nesterov's accelerated gradient with momentum $(k-1)/(k+r-1)$ (Su, Boyd & Candès 2016):
+
+    $$x_k = y_{k-1} - s\nabla f(y_{k-1}),\qquad
+      y_k = x_k + \frac{k-1}{k+r-1}(x_k - x_{k-1}),\qquad x_0 = y_0.$$
+
+    With step $s$ = `learning_rate` and $t = k\sqrt s$, $x_k$ follows the Nesterov ODE
+    $\ddot X + \tfrac rt\dot X + \nabla f(X) = 0$, $X(0) = x_0$, $\dot X(0) = 0$
+    (`dynopt.flows.NesterovODE`); $r = 3$ is Nesterov's original method. optax has no such
+    schedule (its `nesterov=True` uses a constant momentum).
+
+    `reparametrize=True` holds $y_k$ (gradient passed in, one per step);
+    `reparametrize=False` holds $x_k$ and takes $\nabla f(y_{k-1})$ through `value_fn`.
+    """
+
+    def init_fn(params):
+        return NagState(count=jnp.zeros([], jnp.int32), previous=params)
+
+    def coefficient(k, leaf):
+        # (k-1)/(k+r-1), and 0 for k <= 1 (no momentum before two iterates exist; avoids 0/0).
+        kf = jnp.maximum(k, 1).astype(jnp.result_type(leaf))
+        return jnp.where(k > 1, (kf - 1) / (kf + _like(r, leaf) - 1), jnp.zeros_like(kf))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        k = optax.safe_increment(state.count)
+        if reparametrize:  # params = y_{k-1}, previous = x_{k-1}
+            x = jax.tree.map(lambda y, g: y - _like(learning_rate, y) * g, params, updates)
+            y = jax.tree.map(lambda xk, xp: xk + coefficient(k, xk) * (xk - xp), x, state.previous)
+            return jax.tree.map(jnp.subtract, y, params), NagState(k, x)
+        # params = x_{k-1}, previous = x_{k-2} (x_{-1} = x_0, so y_0 = x_0)
+        y = jax.tree.map(
+            lambda xk, xp: xk + coefficient(k - 1, xk) * (xk - xp), params, state.previous
+        )
+        g = _grad_at(extra_args.get("value_fn"), y, "nag")
+        x = jax.tree.map(lambda yk, gk: yk - _like(learning_rate, yk) * gk, y, g)
+        return jax.tree.map(jnp.subtract, x, params), NagState(k, params)
+
+    if reparametrize:
+        return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
