@@ -15,6 +15,8 @@ from types import ModuleType
 # name -> module; an experiment is one module plus one line here.
 EXPERIMENTS: dict[str, str] = {
     "gd_flow": "experiments.gd_flow",
+    "momentum": "experiments.momentum",
+    "nesterov": "experiments.nesterov",
 }
 DEFAULT_RESULTS = Path("results")
 

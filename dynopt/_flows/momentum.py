@@ -241,7 +241,7 @@ class HeavyBall(AbstractFlow):
                 return al < 2
             else:
                 d, t = beta, 1 + beta - al
-            return abs(d) < 1 and abs(t) < 1 + d
+            return abs(d) <= 1 and abs(t) < 1 + d  # |D| = 1: undamped, marginally stable
 
         lo, hi = 1e-3, 1e-3  # every scheme is stable for small z
         while stable(hi) and hi < 1e6:

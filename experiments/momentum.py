@@ -1,0 +1,387 @@
+"""Heavy ball as a discretized damped oscillator (Su, post 1): leapfrog vs naive maps, the two
+scaling regimes, stability limits, and momentum jumping over a shallow minimum."""
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import dynopt
+from dynopt import flows, plotting, problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Run card. `python -m experiments run momentum [--quick]`.
+
+    (1) Heavy ball θ'' + aθ' + ∇L = 0 against `optax.sgd(α, momentum=β)` on the damped oscillator
+    L = θ²/2 (a = 0.5, closed form) and on Rosenbrock (a = 2): error vs h for Su's leapfrog map
+    with the half-step initial velocity (order 2), the same map from optax's zero trace (order 1),
+    the naive map β = 1 - ah, α = h² (order 1), the conformal-symplectic map β = e^{-ah} (order 1),
+    and (full mode) the Nesterov variants (order 1). (2) The other scaling regime: β = 0.9 fixed,
+    η → 0 against θ' = -∇L/(1-β) at t = kη (order 1). (3) Largest stable h·√λmax per scheme on a
+    quadratic (a = 1, λmax = 100), by multisection over batched runs vs the Schur–Cohn prediction.
+    (4) Tilted double well L = (x²-1)² + 0.3x from rest at x = 1.5: gradient flow stays in the
+    shallow basin; heavy ball crosses the barrier iff the damping is below a critical value, found
+    by bisection (flow) and multisection (leapfrog, h = 0.05).
+    Runtime on 2 CPU cores: quick < 30 s, full < 3 min. Headline: orders 2.00 (leapfrog,
+    half-step start) vs 1.00 (zero trace, Euler map); leapfrog stable up to h√λmax = 2.000;
+    critical damping ≈ 0.650 on the double well (flow) and ≈ 0.647 (h = 0.05).
+    """
+
+    seed: int = 0
+    quick: bool = False
+    osc_damping: float = 0.5
+    osc_t1: float = 8.0
+    osc_steps: tuple[int, ...] = (40, 80, 160, 320, 640)
+    rosen_damping: float = 2.0
+    rosen_t1: float = 1.0
+    rosen_steps: tuple[int, ...] = (400, 800, 1600, 3200, 6400)
+    schemes: tuple[str, ...] = (
+        "leapfrog",
+        "leapfrog_zero_trace",
+        "euler",
+        "conformal",
+        "nesterov",
+        "nesterov_midpoint",
+        "implicit_midpoint",
+    )
+    rosen_schemes: tuple[str, ...] = ("leapfrog", "leapfrog_zero_trace", "euler", "conformal")
+    fixed_momentum: float = 0.9
+    fixed_t1: float = 1.0
+    fixed_steps: tuple[int, ...] = (100, 200, 400, 800, 1600)
+    stab_damping: float = 1.0
+    stab_lambda: float = 100.0
+    stab_schemes: tuple[str, ...] = (
+        "leapfrog",
+        "euler",
+        "conformal",
+        "nesterov",
+        "nesterov_midpoint",
+        "implicit_midpoint",
+    )
+    stab_steps: int = 4000
+    stab_grid: int = 24
+    stab_rounds: int = 3
+    well_tilt: float = 0.3
+    well_x0: float = 1.5
+    well_t1: float = 40.0
+    well_step: float = 0.05
+    well_bisections: int = 30
+
+
+def make_config(quick: bool = False, seed: int = 0) -> Config:
+    if not quick:
+        return Config(seed=seed)
+    return Config(
+        seed=seed,
+        quick=True,
+        osc_steps=(40, 80, 160, 320),
+        rosen_steps=(400, 800, 1600, 3200),
+        schemes=("leapfrog", "leapfrog_zero_trace", "euler"),
+        rosen_schemes=(),
+        fixed_steps=(100, 200, 400, 800),
+        stab_schemes=("leapfrog",),
+        stab_steps=2000,
+        stab_grid=16,
+        stab_rounds=2,
+        well_bisections=20,
+    )
+
+
+def _flow(scheme: str, damping: float) -> flows.HeavyBall:
+    if scheme == "leapfrog_zero_trace":
+        return flows.HeavyBall(damping, scheme="leapfrog", half_step=False)
+    return flows.HeavyBall(damping, scheme=scheme)
+
+
+def oscillator_solution(t, damping: float, x0: float = 1.0):
+    """θ'' + aθ' + θ = 0, θ(0) = x0, θ'(0) = 0, for 0 <= a < 2 (underdamped)."""
+    w = np.sqrt(1.0 - damping**2 / 4)
+    t = np.asarray(t)
+    return x0 * np.exp(-damping * t / 2) * (np.cos(w * t) + damping / (2 * w) * np.sin(w * t))
+
+
+def _orders(problem, damping, t1, steps, schemes) -> dict:
+    hs = t1 / np.asarray(steps, dtype=float)
+    out = {"step_sizes": hs}
+    for scheme in schemes:
+        c = dynopt.compare(_flow(scheme, damping), problem, hs, t1)
+        out[scheme] = {"errors": np.asarray(c.errors), "order": float(c.order), "solver": c.solver}
+    return out
+
+
+def measure_stability_limit(
+    flow: flows.HeavyBall, lambda_max: float, *, num_steps: int, grid: int, rounds: int
+) -> tuple[float, float]:
+    """Bracket [stable, unstable] of the largest stable $z = h\\sqrt{\\lambda_{\\max}}$ on
+    $\\tfrac{\\lambda}{2}x^2$ from $x_0 = 1$: `rounds` of a `grid`-point batched run (one compiled
+    program) over the current bracket, unstable = diverged or $|x_N| > |x_0|$ after `num_steps`.
+    """
+    problem = problems.quadratic(jnp.array([lambda_max]))
+    lo, hi = 0.05, 3.0
+    for _ in range(rounds):
+        zs = np.linspace(lo, hi, grid)
+        traj = dynopt.run(
+            flow.discretize(jnp.asarray(zs / np.sqrt(lambda_max))),
+            problem,
+            num_steps,
+            every=num_steps,
+        )
+        final = np.abs(np.asarray(traj.params)[:, -1, 0])
+        unstable = np.asarray(traj.diverged) | (final > 1.0)
+        if not unstable.any():
+            return float(hi), float("inf")
+        first = int(np.argmax(unstable))
+        if first == 0:
+            return float("nan"), float(zs[0])
+        lo, hi = float(zs[first - 1]), float(zs[first])
+    return lo, hi
+
+
+def _stability(config: Config) -> dict:
+    out = {}
+    for scheme in config.stab_schemes:
+        flow = flows.HeavyBall(config.stab_damping, scheme=scheme)
+        lo, hi = measure_stability_limit(
+            flow,
+            config.stab_lambda,
+            num_steps=config.stab_steps,
+            grid=config.stab_grid,
+            rounds=config.stab_rounds,
+        )
+        out[scheme] = {
+            "predicted": flow.stability_limit(config.stab_lambda),
+            "measured_bracket": [lo, hi],
+            "measured": 0.5 * (lo + hi),
+        }
+    return out
+
+
+def _crossed(xs: np.ndarray, barrier_x: float) -> np.ndarray:
+    return np.min(xs, axis=-1) < barrier_x
+
+
+def _double_well(config: Config) -> tuple[dict, dict]:
+    problem = problems.double_well(tilt=config.well_tilt, params0=jnp.array([config.well_x0]))
+    # Local maximum of (x²-1)² + tilt·x between the wells: 4x³ - 4x + tilt = 0, middle root.
+    roots = np.sort(np.roots([4.0, 0.0, -4.0, config.well_tilt]).real)
+    barrier_x = float(roots[1])
+    ts = jnp.linspace(0.0, config.well_t1, 2001)
+
+    def crosses_flow(a: float) -> bool:
+        traj = dynopt.solve(flows.HeavyBall(a), problem, ts)
+        return bool(_crossed(np.asarray(traj.params)[:, 0], barrier_x))
+
+    lo, hi = 0.0, 4.0  # crosses at lo, stays at hi
+    for _ in range(config.well_bisections):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if crosses_flow(mid) else (lo, mid)
+    critical_flow = 0.5 * (lo + hi)
+
+    # The leapfrog discretization: one batched run over dampings per multisection round.
+    h, n = config.well_step, round(config.well_t1 / config.well_step)
+    dlo, dhi = 0.0, 4.0
+    for _ in range(3):
+        grid = np.linspace(dlo, dhi, 32)
+        traj = dynopt.run(flows.HeavyBall(jnp.asarray(grid)).discretize(h), problem, n)
+        crossed = _crossed(np.asarray(traj.params)[..., 0], barrier_x)
+        last = int(np.flatnonzero(crossed).max())
+        dlo, dhi = float(grid[last]), float(grid[min(last + 1, grid.size - 1)])
+    critical_leapfrog = 0.5 * (dlo + dhi)
+
+    gd = dynopt.run(flows.GradientFlow().discretize(h), problem, n)
+    dampings = (0.5 * critical_flow, 0.95 * critical_flow, 1.05 * critical_flow)
+    paths = {
+        f"well_hb_{i}": np.asarray(dynopt.solve(flows.HeavyBall(a), problem, ts).params)[:, 0]
+        for i, a in enumerate(dampings)
+    }
+    xs = np.linspace(-1.8, 1.8, 361)
+    metrics = {
+        "tilt": config.well_tilt,
+        "x0": config.well_x0,
+        "barrier_x": barrier_x,
+        "critical_damping_flow": critical_flow,
+        "critical_damping_flow_bracket": [lo, hi],
+        "critical_damping_leapfrog": critical_leapfrog,
+        "critical_damping_leapfrog_bracket": [dlo, dhi],
+        "leapfrog_step": h,
+        "gradient_descent_final_x": float(gd.params[-1, 0]),
+        "gradient_descent_crossed": bool(_crossed(np.asarray(gd.params)[:, 0], barrier_x)),
+        "path_dampings": list(dampings),
+    }
+    arrays = {
+        "well_ts": np.asarray(ts),
+        "well_gd_ts": np.asarray(gd.ts),
+        "well_gd": np.asarray(gd.params)[:, 0],
+        "well_x": xs,
+        "well_loss": np.asarray(jax.vmap(problem.loss)(jnp.asarray(xs)[:, None])),
+        **paths,
+    }
+    return metrics, arrays
+
+
+def run(config: Config) -> tuple[dict, dict]:
+    osc = problems.quadratic(jnp.array([1.0]), name="oscillator")
+    rosen = problems.rosenbrock()
+    metrics: dict = {}
+    if not config.quick:  # the reference against the closed form (tests check it too)
+        ts = jnp.linspace(0.0, config.osc_t1, 201)
+        ref = dynopt.solve(flows.HeavyBall(config.osc_damping), osc, ts)
+        exact = oscillator_solution(np.asarray(ts), config.osc_damping)
+        metrics["oscillator_closed_form_max_abs_error"] = float(
+            np.max(np.abs(ref.params[:, 0] - exact))
+        )
+    arrays: dict = {}
+
+    osc_res = _orders(osc, config.osc_damping, config.osc_t1, config.osc_steps, config.schemes)
+    rosen_res = _orders(
+        rosen, config.rosen_damping, config.rosen_t1, config.rosen_steps, config.rosen_schemes
+    )
+    for name, res, damping, t1 in (
+        ("oscillator", osc_res, config.osc_damping, config.osc_t1),
+        ("rosenbrock", rosen_res, config.rosen_damping, config.rosen_t1),
+    ):
+        metrics[name] = {
+            "damping": damping,
+            "t1": t1,
+            "orders": {s: res[s]["order"] for s in res if s != "step_sizes"},
+            "max_errors": {s: res[s]["errors"].tolist() for s in res if s != "step_sizes"},
+        }
+        arrays[f"{name}_step_sizes"] = res["step_sizes"]
+        for s in res:
+            if s != "step_sizes":
+                arrays[f"{name}_err_{s}"] = res[s]["errors"]
+
+    # Regime 2: beta fixed, eta -> 0, against theta' = -grad L / (1 - beta) at t = k eta.
+    etas = config.fixed_t1 / np.asarray(config.fixed_steps, dtype=float)
+    fixed = dynopt.compare(
+        flows.RescaledGradientFlow(config.fixed_momentum), osc, etas, config.fixed_t1
+    )
+    metrics["fixed_momentum"] = {
+        "momentum": config.fixed_momentum,
+        "t1": config.fixed_t1,
+        "order": float(fixed.order),
+        "max_errors": np.asarray(fixed.errors).tolist(),
+    }
+    arrays["fixed_step_sizes"] = etas
+    arrays["fixed_errors"] = np.asarray(fixed.errors)
+
+    metrics["stability"] = {
+        "damping": config.stab_damping,
+        "lambda_max": config.stab_lambda,
+        "steps_per_run": config.stab_steps,
+        "schemes": _stability(config),
+    }
+    beta, r = 0.9, 0.1
+    beta_new = float(flows.rescale_momentum(beta, r))
+    a_old = float(flows.HeavyBall.from_hyperparams(0.01, beta)[0].damping)
+    a_new = float(flows.HeavyBall.from_hyperparams(0.01 * r, beta_new)[0].damping)
+    metrics["tuning_rule"] = {
+        "momentum": beta,
+        "lr_ratio": r,
+        "new_momentum": beta_new,
+        "leapfrog_damping_before": a_old,
+        "leapfrog_damping_after": a_new,
+    }
+    well_metrics, well_arrays = _double_well(config)
+    metrics["double_well"] = well_metrics
+    arrays.update(well_arrays)
+    return metrics, arrays
+
+
+_LABELS = {
+    "leapfrog": "leapfrog map, half-step start",
+    "leapfrog_zero_trace": "leapfrog map, optax zero trace",
+    "euler": "naive map β = 1 - ah, α = h²",
+    "conformal": "conformal map β = e^{-ah}",
+    "nesterov": "Nesterov look-ahead θ + βv",
+    "nesterov_midpoint": "Su midpoint look-ahead θ + βv/2",
+    "implicit_midpoint": "implicit midpoint (eq. 19)",
+}
+_MARKERS = "osv^D<>"
+
+
+def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    paths = []
+    names = [n for n in ("oscillator", "rosenbrock") if metrics[n]["orders"]]
+    fig, axes = plotting.figure(len(names) + 1, width=4.6, height=3.8)
+    for ax, name in zip(axes, names):
+        m = metrics[name]
+        hs = arrays[f"{name}_step_sizes"]
+        for i, scheme in enumerate(m["orders"]):
+            plotting.plot_error_vs_step_size(
+                ax,
+                hs,
+                arrays[f"{name}_err_{scheme}"],
+                label=_LABELS[scheme],
+                order=m["orders"][scheme],
+                marker=_MARKERS[i % len(_MARKERS)],
+            )
+        ax.set_title(f"{name}: heavy ball a = {m['damping']:g}, t1 = {m['t1']:g}", fontsize=10)
+        ax.legend(fontsize=6.5)
+    fm = metrics["fixed_momentum"]
+    plotting.plot_error_vs_step_size(
+        axes[-1],
+        arrays["fixed_step_sizes"],
+        arrays["fixed_errors"],
+        label=f"sgd(η, β={fm['momentum']:g}) vs θ' = -∇L/(1-β)",
+        order=fm["order"],
+    )
+    axes[-1].set_xlabel("learning rate η (t = kη)")
+    axes[-1].set_title("fixed β, η → 0 (oscillator)", fontsize=10)
+    axes[-1].legend(fontsize=7)
+    paths.append(plotting.save(fig, out_dir / "orders.png"))
+
+    st = metrics["stability"]
+    fig, axes = plotting.figure(1, width=6.0, height=3.6)
+    names = list(st["schemes"])
+    x = np.arange(len(names))
+    pred = [st["schemes"][s]["predicted"] for s in names]
+    meas = [st["schemes"][s]["measured"] for s in names]
+    axes[0].bar(x - 0.2, pred, width=0.4, label="predicted (Schur–Cohn)")
+    axes[0].bar(x + 0.2, meas, width=0.4, label=f"measured ({st['steps_per_run']} steps)")
+    axes[0].set_xticks(x, names, rotation=20, fontsize=8)
+    axes[0].set_ylabel("largest stable h·√λmax")
+    axes[0].set_title(
+        f"stability on a quadratic, a = {st['damping']:g}, λmax = {st['lambda_max']:g}", fontsize=10
+    )
+    axes[0].legend(fontsize=8)
+    axes[0].grid(True, axis="y", alpha=0.3)
+    paths.append(plotting.save(fig, out_dir / "stability.png"))
+
+    dw = metrics["double_well"]
+    fig, axes = plotting.figure(2, width=4.8, height=3.6)
+    axes[0].plot(arrays["well_x"], arrays["well_loss"], "k")
+    axes[0].axvline(dw["barrier_x"], color="0.6", ls=":")
+    axes[0].plot(
+        [dw["x0"]],
+        [float(np.interp(dw["x0"], arrays["well_x"], arrays["well_loss"]))],
+        "ro",
+        label="start (at rest)",
+    )
+    axes[0].set_xlabel("x")
+    axes[0].set_ylabel("L(x)")
+    axes[0].set_title(f"L = (x²-1)² + {dw['tilt']:g}x", fontsize=10)
+    axes[0].legend(fontsize=8)
+    ts = arrays["well_ts"]
+    axes[1].plot(
+        arrays["well_gd_ts"], arrays["well_gd"], "k", label=f"GD, h = {dw['leapfrog_step']:g}"
+    )
+    for i, a in enumerate(dw["path_dampings"]):
+        axes[1].plot(ts, arrays[f"well_hb_{i}"], label=f"heavy ball a = {a:.3f}")
+    axes[1].axhline(dw["barrier_x"], color="0.6", ls=":", label="barrier")
+    axes[1].set_xlabel("t")
+    axes[1].set_ylabel("x(t)")
+    axes[1].set_title(
+        f"critical damping: flow {dw['critical_damping_flow']:.4f}, "
+        f"leapfrog h={dw['leapfrog_step']:g} {dw['critical_damping_leapfrog']:.4f}",
+        fontsize=9,
+    )
+    axes[1].legend(fontsize=7)
+    axes[1].grid(True, alpha=0.3)
+    paths.append(plotting.save(fig, out_dir / "double_well.png"))
+    return paths
