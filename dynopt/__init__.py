@@ -5,7 +5,13 @@ Problem -> Flow -> `solve` (diffrax reference) and `Flow.discretize` (optax) -> 
 
 from importlib.metadata import version as _version
 
-from . import flows as flows, lyapunov as lyapunov, problems as problems, sde as sde
+from . import (
+    flows as flows,
+    games as games,
+    lyapunov as lyapunov,
+    problems as problems,
+    sde as sde,
+)
 from ._compare import compare as compare
 from ._discretization import Discretization as Discretization
 from ._order import fit_order as fit_order

@@ -1,0 +1,143 @@
+"""A small real GAN: MLP generator and discriminator on a 2-D mixture of 8 Gaussians."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import Array, Key
+from .game import Game
+from .regularizers import AbstractPenalty, total_penalty
+
+
+def mixture_modes(num_modes: int = 8, radius: float = 2.0) -> Array:
+    """The mode centres $r(\\cos 2\\pi k/m, \\sin 2\\pi k/m)$, shape `(m, 2)`."""
+    angles = jnp.linspace(0.0, 2 * jnp.pi, num_modes, endpoint=False)
+    return radius * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+def sample_mixture(key: Key, n: int, num_modes: int = 8, radius: float = 2.0, std: float = 0.02):
+    """`n` samples of the equal-weight mixture of isotropic Gaussians (std `std`) at the modes."""
+    k_mode, k_noise = jax.random.split(key)
+    modes = mixture_modes(num_modes, radius)
+    idx = jax.random.randint(k_mode, (n,), 0, num_modes)
+    return modes[idx] + std * jax.random.normal(k_noise, (n, 2), modes.dtype)
+
+
+def mlp_init(key: Key, sizes: tuple[int, ...], dtype=jnp.float64) -> list[dict]:
+    """Weights of an MLP with layer widths `sizes` (LeCun-normal weights, zero biases)."""
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [
+        {
+            "w": jax.random.normal(k, (m, n), dtype) / jnp.sqrt(jnp.asarray(m, dtype)),
+            "b": jnp.zeros((n,), dtype),
+        }
+        for k, m, n in zip(keys, sizes[:-1], sizes[1:])
+    ]
+
+
+def mlp(params: list[dict], x: Array) -> Array:
+    """tanh hidden layers, linear output; `x` is one sample (vmap for batches)."""
+    for layer in params[:-1]:
+        x = jnp.tanh(x @ layer["w"] + layer["b"])
+    return x @ params[-1]["w"] + params[-1]["b"]
+
+
+def mlp_critic(phi, x):
+    """The discriminator's logit for one sample `x` (shape `(2,)`)."""
+    return mlp(phi, x)[0]
+
+
+class _MixtureLoss(eqx.Module):
+    """Non-saturating GAN losses on one minibatch drawn from `key` (both players see the same
+    real batch, latent batch and penalty randomness)."""
+
+    player: str = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True)
+    latent_dim: int = eqx.field(static=True)
+    radius: float = eqx.field(static=True)
+    std: float = eqx.field(static=True)
+    penalties: tuple[AbstractPenalty, ...]
+
+    def __call__(self, phi, theta, key):
+        k_real, k_latent, k_pen = jax.random.split(key, 3)
+        dtype = jax.tree.leaves(theta)[0].dtype
+        z = jax.random.normal(k_latent, (self.batch_size, self.latent_dim), dtype)
+        x_fake = jax.vmap(mlp, in_axes=(None, 0))(theta, z)
+        d_fake = jax.vmap(mlp_critic, in_axes=(None, 0))(phi, x_fake)
+        if self.player == "g":
+            return jnp.mean(jax.nn.softplus(-d_fake))
+        x_real = sample_mixture(k_real, self.batch_size, radius=self.radius, std=self.std)
+        x_real = x_real.astype(dtype)
+        d_real = jax.vmap(mlp_critic, in_axes=(None, 0))(phi, x_real)
+        loss = jnp.mean(jax.nn.softplus(-d_real)) + jnp.mean(jax.nn.softplus(d_fake))
+        return loss + total_penalty(self.penalties, mlp_critic, phi, x_real, x_fake, k_pen)
+
+
+def mixture_gan(
+    key: Key,
+    *,
+    hidden: int = 64,
+    depth: int = 2,
+    latent_dim: int = 2,
+    batch_size: int = 128,
+    radius: float = 2.0,
+    std: float = 0.02,
+    penalties: tuple[AbstractPenalty, ...] = (),
+    dtype=jnp.float64,
+) -> Game:
+    r"""A non-saturating GAN on the 8-Gaussian ring (radius `radius`, mode std `std`): MLPs
+    $G_\theta: \mathbb R^{\text{latent}} \to \mathbb R^2$, $D_\varphi: \mathbb R^2 \to \mathbb R$
+    with `depth` tanh layers of width `hidden`; `penalties` are added to D's loss. A stochastic
+    `Game`: each step draws one minibatch of `batch_size` real and latent samples."""
+    if hidden < 1 or depth < 1 or latent_dim < 1 or batch_size < 1:
+        raise ValueError("hidden, depth, latent_dim and batch_size must be positive integers.")
+    k_d, k_g = jax.random.split(key)
+    phi0 = mlp_init(k_d, (2, *(hidden,) * depth, 1), dtype)
+    theta0 = mlp_init(k_g, (latent_dim, *(hidden,) * depth, 2), dtype)
+    common = dict(
+        batch_size=batch_size,
+        latent_dim=latent_dim,
+        radius=radius,
+        std=std,
+        penalties=tuple(penalties),
+    )
+    return Game(
+        _MixtureLoss("d", **common),
+        _MixtureLoss("g", **{**common, "penalties": ()}),
+        phi0,
+        theta0,
+        name="8-gaussians gan",
+        stochastic=True,
+    )
+
+
+def generate(theta, key: Key, n: int, latent_dim: int = 2) -> Array:
+    """`n` generator samples."""
+    dtype = jax.tree.leaves(theta)[0].dtype
+    z = jax.random.normal(key, (n, latent_dim), dtype)
+    return jax.vmap(mlp, in_axes=(None, 0))(theta, z)
+
+
+def mode_statistics(samples: Array, num_modes: int = 8, radius: float = 2.0, std: float = 0.02):
+    r"""Mode coverage as in the unrolled-GAN benchmark: a sample is *high quality* if it lies
+    within $3\sigma$ of its nearest mode; a mode is *covered* if it receives at least
+    $\frac14$ of its share ($n/(4m)$) of the high-quality samples. Returns
+    `(modes_covered, fraction_high_quality)`."""
+    modes = mixture_modes(num_modes, radius).astype(samples.dtype)
+    dist = jnp.linalg.norm(samples[:, None, :] - modes[None], axis=-1)
+    nearest, d_min = jnp.argmin(dist, axis=1), jnp.min(dist, axis=1)
+    good = d_min < 3 * std
+    counts = jnp.sum((nearest[:, None] == jnp.arange(num_modes)[None]) & good[:, None], axis=0)
+    covered = jnp.sum(4 * num_modes * counts >= samples.shape[0])
+    return covered, jnp.mean(good.astype(samples.dtype))
+
+
+def sliced_wasserstein(key: Key, x: Array, y: Array, num_projections: int = 128) -> Array:
+    r"""Sliced 1-Wasserstein distance between two equal-size 2-D samples: the mean over random
+    unit directions $u$ of $W_1(u\cdot x, u\cdot y)$ (sorted differences)."""
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {x.shape}, {y.shape}.")
+    u = jax.random.normal(key, (num_projections, x.shape[1]), x.dtype)
+    u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
+    px, py = jnp.sort(x @ u.T, axis=0), jnp.sort(y @ u.T, axis=0)
+    return jnp.mean(jnp.abs(px - py))

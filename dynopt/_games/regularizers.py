@@ -1,0 +1,123 @@
+r"""Discriminator regularizers as composable pieces: each is a penalty
+$R(\varphi) \ge 0$ added to D's loss, `penalty(critic, phi, x_real, x_fake, key) -> scalar`,
+with `critic(phi, x) -> scalar` for one sample $x$ and sample batches `x_real`, `x_fake`.
+
+They change the trajectory (unlike the generator EMA, which `run_game(..., ema_decays=...)`
+tracks beside the run). On the Dirac GAN ($D(x) = \varphi\cdot x$, so $\nabla_x D = \varphi$):
+`GradientPenalty(λ, c)` is $\lambda(\|\varphi\| - c)^2$ (post 4, eq. 15), `R1(γ)` and
+`WeightDecay(γ)` are both $\frac\gamma2\|\varphi\|^2$, adding $-\gamma\varphi$ to $\dot\varphi$.
+"""
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from .._custom_types import ScalarLike
+
+
+def _check_weight(name: str, weight) -> None:
+    if isinstance(weight, jax.core.Tracer):
+        return
+    w = np.asarray(weight, dtype=float)
+    if w.shape != () or not np.isfinite(w) or w < 0:
+        raise ValueError(f"{name} weight must be a finite number >= 0, got {weight}.")
+
+
+def _input_gradients(critic, phi, xs):
+    return jax.vmap(jax.grad(critic, argnums=1), in_axes=(None, 0))(phi, xs)
+
+
+class AbstractPenalty(eqx.Module):
+    """A discriminator penalty $R(\\varphi; x_{real}, x_{fake})$ with a non-negative weight."""
+
+    weight: eqx.AbstractVar[ScalarLike]
+    name: ClassVar[str]
+
+    def __check_init__(self):
+        _check_weight(type(self).__name__, self.weight)
+
+    @abc.abstractmethod
+    def __call__(self, critic, phi, x_real, x_fake, key=None):
+        raise NotImplementedError
+
+
+class GradientPenalty(AbstractPenalty):
+    r"""$\lambda\,\mathbb E_{x\sim r}\big(\|\nabla_x D_\varphi(x)\| - c\big)^2$: one-centred
+    ($c = 1$, WGAN-GP, Gulrajani et al.) or zero-centred ($c = 0$, WGAN-div / Mescheder et al.;
+    then $\lambda\,\mathbb E\|\nabla_x D\|^2$ without a square root).
+
+    **Arguments:** `weight` $\lambda \ge 0$; `center` $c \in \{0, 1\}$ (any $c \ge 0$);
+    `points`: where $r$ samples: `"interpolates"` ($\epsilon x_{real} + (1-\epsilon)x_{fake}$,
+    $\epsilon \sim U(0,1)$ from `key`, or $\frac12$ without a key), `"real"` or `"fake"`.
+    """
+
+    weight: ScalarLike
+    center: float = eqx.field(static=True, default=0.0)
+    points: str = eqx.field(static=True, default="interpolates")
+    name: ClassVar[str] = "gp"
+
+    def __check_init__(self):
+        _check_weight("GradientPenalty", self.weight)
+        if not self.center >= 0:
+            raise ValueError(f"GradientPenalty center must be >= 0, got {self.center}.")
+        if self.points not in ("interpolates", "real", "fake"):
+            raise ValueError(
+                f"GradientPenalty points must be 'interpolates', 'real' or 'fake', got "
+                f"{self.points!r}."
+            )
+
+    def __call__(self, critic, phi, x_real, x_fake, key=None):
+        if self.points == "real":
+            xs = x_real
+        elif self.points == "fake":
+            xs = x_fake
+        else:
+            if key is None:
+                eps = jnp.full((x_real.shape[0], 1), 0.5, x_real.dtype)
+            else:
+                eps = jax.random.uniform(key, (x_real.shape[0], 1), x_real.dtype)
+            xs = eps * x_real + (1 - eps) * x_fake
+        sq = jnp.sum(_input_gradients(critic, phi, xs) ** 2, axis=-1)
+        if self.center == 0:
+            return self.weight * jnp.mean(sq)
+        return self.weight * jnp.mean((jnp.sqrt(sq) - self.center) ** 2)
+
+
+class R1(AbstractPenalty):
+    r"""R1 (Mescheder et al. 2018): $\frac\gamma2\mathbb E_{x\sim p_{data}}\|\nabla_x
+    D_\varphi(x)\|^2$, the zero-centred penalty on real data. Dirac GAN: adds $-\gamma\varphi$
+    to $\dot\varphi$ (their `GAN_GradPenalty`)."""
+
+    weight: ScalarLike
+    name: ClassVar[str] = "r1"
+
+    def __call__(self, critic, phi, x_real, x_fake, key=None):
+        del x_fake, key
+        return 0.5 * self.weight * jnp.mean(jnp.sum(_input_gradients(critic, phi, x_real) ** 2, -1))
+
+
+class WeightDecay(AbstractPenalty):
+    r"""L2 on the discriminator's weights, $\frac\gamma2\|\varphi\|^2$ (post 4's cheap
+    alternative to a gradient penalty): adds $-\gamma\varphi$ to $\dot\varphi$."""
+
+    weight: ScalarLike
+    name: ClassVar[str] = "l2"
+
+    def __call__(self, critic, phi, x_real, x_fake, key=None):
+        del critic, x_real, x_fake, key
+        flat, _ = ravel_pytree(phi)
+        return 0.5 * self.weight * jnp.sum(flat**2)
+
+
+def total_penalty(penalties, critic, phi, x_real, x_fake, key=None):
+    """The sum of `penalties` (each with its own key from `key`)."""
+    total = jnp.zeros((), jnp.result_type(*jax.tree.leaves(phi)))
+    for i, pen in enumerate(penalties):
+        k = None if key is None else jax.random.fold_in(key, i)
+        total = total + pen(critic, phi, x_real, x_fake, k)
+    return total

@@ -1,0 +1,312 @@
+r"""Discrete game dynamics as optax transforms over the joint pytree $z = (\varphi, \theta)$, and
+each scheme's continuous limit, first-order modified flow and linear one-step map.
+
+Every transform is fed the game gradient $\xi(z_k) = (\nabla_\varphi\ell_D, \nabla_\theta\ell_G)$
+as `updates` (so `optax.apply_updates` gives the next iterate). Schemes that evaluate $\xi$ at
+another point are `optax.GradientTransformationExtraArgs` and take `grad_fn` ($z \mapsto \xi(z)$
+on the same minibatch) as an extra argument, as optax's line searches take `value_fn`.
+
+With $v = -\xi$, $J = \partial v/\partial z$ and step $h$ (Rosca et al. 2021, backward error
+analysis at $O(h)$), each scheme follows $\dot z = w + h\,w_1$ with global error $O(h^2)$:
+
+- simultaneous GDA, $z + hv(z)$: $w = v$, $w_1 = -\tfrac12 Jv$;
+- alternating GDA (D first), $\varphi^+ = \varphi + hv_\varphi(z)$,
+  $\theta^+ = \theta + hv_\theta(\varphi^+,\theta)$: $w = v$,
+  $w_1 = -\tfrac12 Jv + (0, J_{\theta\varphi}v_\varphi)$;
+- consensus, $z + h(v - \gamma J^\top v)$: $w = v - \gamma J^\top v$, $w_1 = -\tfrac12 J_w w$;
+- extragradient, $z + hv(z + hv(z))$: $w = v$, $w_1 = +\tfrac12 Jv$;
+- optimistic GDA, $z + h(2v_k - v_{k-1})$: $w = v$, $w_1 = +\tfrac12 Jv$ (principal root).
+"""
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._custom_types import ScalarLike
+from .._discretization import check_positive, Discretization
+from .game import Game, GameParams
+
+
+def _check_params(params, name: str):
+    if params is None:
+        raise ValueError(f"{name} needs params=(phi, theta) in update().")
+
+
+def _scaled(tree, factor):
+    return jax.tree.map(lambda x: (factor * x).astype(x.dtype), tree)
+
+
+def simultaneous_gda(learning_rate: ScalarLike) -> optax.GradientTransformationExtraArgs:
+    r"""Simultaneous gradient descent–ascent $z_{k+1} = z_k - h\,\xi(z_k)$: this *is*
+    `optax.sgd(learning_rate)` applied to the game gradient, and is returned as such."""
+    return optax.sgd(learning_rate)
+
+
+def alternating_gda(
+    learning_rate: ScalarLike, d_first: bool = True
+) -> optax.GradientTransformationExtraArgs:
+    r"""Alternating GDA: one player steps, then the other sees the new parameters,
+    $\varphi^+ = \varphi - h\xi_\varphi(\varphi,\theta)$,
+    $\theta^+ = \theta - h\xi_\theta(\varphi^+,\theta)$ (`d_first=True`; else $\theta$ first).
+    Needs `grad_fn` (extra argument)."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None, *, grad_fn, **extra):
+        del extra
+        _check_params(params, "alternating_gda")
+        phi, theta = params
+        if d_first:
+            d_phi = _scaled(updates[0], -learning_rate)
+            d_theta = _scaled(grad_fn((optax.apply_updates(phi, d_phi), theta))[1], -learning_rate)
+        else:
+            d_theta = _scaled(updates[1], -learning_rate)
+            d_phi = _scaled(grad_fn((phi, optax.apply_updates(theta, d_theta)))[0], -learning_rate)
+        return (d_phi, d_theta), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def consensus_optimization(
+    learning_rate: ScalarLike, gamma: ScalarLike
+) -> optax.GradientTransformationExtraArgs:
+    r"""Consensus optimization (Mescheder et al. 2017): $z_{k+1} = z_k - h(\xi + \gamma\nabla
+    \mathcal H)$ with $\mathcal H = \frac12\|\xi\|^2$, $\nabla\mathcal H = J_\xi^\top\xi$ (one
+    vector–Jacobian product of `grad_fn`, the extra argument)."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None, *, grad_fn, **extra):
+        del extra
+        _check_params(params, "consensus_optimization")
+        _, pullback = jax.vjp(grad_fn, params)
+        (grad_h,) = pullback(updates)
+        u = jax.tree.map(lambda x, y: -learning_rate * (x + gamma * y), updates, grad_h)
+        return jax.tree.map(lambda a, x: a.astype(x.dtype), u, updates), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def extragradient(learning_rate: ScalarLike) -> optax.GradientTransformationExtraArgs:
+    r"""Extragradient (Korpelevich): $z_{k+1/2} = z_k - h\xi(z_k)$,
+    $z_{k+1} = z_k - h\xi(z_{k+1/2})$. Needs `grad_fn` (extra argument)."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None, *, grad_fn, **extra):
+        del extra
+        _check_params(params, "extragradient")
+        half = optax.apply_updates(params, _scaled(updates, -learning_rate))
+        return _scaled(grad_fn(half), -learning_rate), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def optimistic_gda(learning_rate: ScalarLike) -> optax.GradientTransformationExtraArgs:
+    r"""Optimistic GDA $z_{k+1} = z_k - h(2\xi_k - \xi_{k-1})$ (first step: $\xi_{-1} = \xi_0$,
+    plain GDA). This *is* `optax.optimistic_gradient_descent(learning_rate)` (alpha = beta = 1)
+    applied to the game gradient, and is returned as such."""
+    return optax.optimistic_gradient_descent(learning_rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemes: the transform, its continuous limit, drift and linear one-step map in one object.
+
+
+def _jvp_field(game: Game, z: GameParams, tangent: GameParams) -> GameParams:
+    return jax.jvp(game.vector_field, (z,), (tangent,))[1]
+
+
+def _axpy(a, x, y):
+    """a * x + y over pytrees."""
+    return jax.tree.map(lambda xi, yi: a * xi + yi, x, y)
+
+
+def _spectral_radius(m: np.ndarray) -> float:
+    return float(np.max(np.abs(np.linalg.eigvals(m))))
+
+
+class AbstractScheme(eqx.Module):
+    r"""A discrete game dynamic: `discretize(h)` (the optax transform and its clock $t = kh$),
+    `field(game, z)` (its $h \to 0$ limit $w$), `drift(game, z)` (the $O(h)$ term $w_1$ of its
+    modified flow $\dot z = w + h w_1$) and `step_matrix(J, h, num_phi)` (its exact one-step
+    map on the linear game $v(z) = Jz$)."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def discretize(self, step_size: ScalarLike) -> Discretization:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def field(self, game: Game, z: GameParams) -> GameParams:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def drift(self, game: Game, z: GameParams) -> GameParams:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def step_matrix(self, jac: np.ndarray, step_size: float, num_phi: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def growth(self, jac, step_size: float, num_phi: int) -> float:
+        """The predicted per-step growth factor of $\\|z_k - z^*\\|$ near an equilibrium with
+        Jacobian `jac`: the spectral radius of `step_matrix` (> 1: diverges, < 1: converges)."""
+        return _spectral_radius(self.step_matrix(np.asarray(jac), float(step_size), num_phi))
+
+
+class Simultaneous(AbstractScheme):
+    """Simultaneous GDA, `optax.sgd(h)` on the game gradient; drift $-\\frac12 Jv$."""
+
+    name: ClassVar[str] = "simultaneous"
+
+    def discretize(self, step_size):
+        check_positive("step_size", step_size)
+        return Discretization(simultaneous_gda, {"learning_rate": step_size}, dt=step_size)
+
+    def field(self, game, z):
+        return game.vector_field(z)
+
+    def drift(self, game, z):
+        return _scaled(_jvp_field(game, z, game.vector_field(z)), -0.5)
+
+    def step_matrix(self, jac, step_size, num_phi):
+        return np.eye(len(jac)) + step_size * jac
+
+
+class Alternating(AbstractScheme):
+    r"""Alternating GDA (`d_first`: the discriminator steps first); drift
+    $-\frac12 Jv + (0, J_{\theta\varphi}v_\varphi)$ (D first) or $-\frac12 Jv +
+    (J_{\varphi\theta}v_\theta, 0)$ (G first)."""
+
+    d_first: bool = eqx.field(static=True, default=True)
+    name: ClassVar[str] = "alternating"
+
+    def discretize(self, step_size):
+        check_positive("step_size", step_size)
+        return Discretization(
+            alternating_gda,
+            {"learning_rate": step_size},
+            dt=step_size,
+            options=(("d_first", self.d_first),),
+        )
+
+    def field(self, game, z):
+        return game.vector_field(z)
+
+    def drift(self, game, z):
+        v_phi, v_theta = game.vector_field(z)
+        jv = _jvp_field(game, z, (v_phi, v_theta))
+        if self.d_first:
+            cross = _jvp_field(game, z, (v_phi, jax.tree.map(jnp.zeros_like, v_theta)))[1]
+            return (_scaled(jv[0], -0.5), _axpy(-0.5, jv[1], cross))
+        cross = _jvp_field(game, z, (jax.tree.map(jnp.zeros_like, v_phi), v_theta))[0]
+        return (_axpy(-0.5, jv[0], cross), _scaled(jv[1], -0.5))
+
+    def step_matrix(self, jac, step_size, num_phi):
+        n, h = len(jac), step_size
+        first = np.arange(num_phi) if self.d_first else np.arange(num_phi, n)
+        m1 = np.eye(n)
+        m1[first] += h * jac[first]  # the first player moves ...
+        m2 = np.eye(n)
+        second = np.setdiff1d(np.arange(n), first)
+        m2[second] += h * jac[second]  # ... then the second sees its new parameters
+        return m2 @ m1
+
+
+class Consensus(AbstractScheme):
+    r"""Consensus optimization with weight $\gamma \ge 0$: Euler on $w = v - \gamma J^\top v$,
+    drift $-\frac12 J_w w$. On the Dirac GAN the flow's eigenvalues are $-\gamma/4 \pm i/2$."""
+
+    gamma: ScalarLike = 1.0
+    name: ClassVar[str] = "consensus"
+
+    def __check_init__(self):
+        if not isinstance(self.gamma, jax.core.Tracer) and not float(self.gamma) >= 0:
+            raise ValueError(f"gamma must be >= 0, got {self.gamma}.")
+
+    def discretize(self, step_size):
+        check_positive("step_size", step_size)
+        return Discretization(
+            consensus_optimization,
+            {"learning_rate": step_size, "gamma": self.gamma},
+            dt=step_size,
+        )
+
+    def field(self, game, z):
+        v, pullback = jax.vjp(game.vector_field, z)
+        (jtv,) = pullback(v)
+        return _axpy(-self.gamma, jtv, v)
+
+    def drift(self, game, z):
+        w = self.field(game, z)
+        return _scaled(jax.jvp(lambda x: self.field(game, x), (z,), (w,))[1], -0.5)
+
+    def step_matrix(self, jac, step_size, num_phi):
+        return np.eye(len(jac)) + step_size * (jac - float(self.gamma) * jac.T @ jac)
+
+
+class Extragradient(AbstractScheme):
+    """Extragradient; drift $+\\frac12 Jv$ (the opposite of simultaneous GDA's)."""
+
+    name: ClassVar[str] = "extragradient"
+
+    def discretize(self, step_size):
+        check_positive("step_size", step_size)
+        return Discretization(extragradient, {"learning_rate": step_size}, dt=step_size)
+
+    def field(self, game, z):
+        return game.vector_field(z)
+
+    def drift(self, game, z):
+        return _scaled(_jvp_field(game, z, game.vector_field(z)), 0.5)
+
+    def step_matrix(self, jac, step_size, num_phi):
+        hj = step_size * jac
+        return np.eye(len(jac)) + hj + hj @ hj
+
+
+class Optimistic(AbstractScheme):
+    """Optimistic GDA (`optax.optimistic_gradient_descent`); principal-root drift
+    $+\\frac12 Jv$. Its step matrix acts on $(z_k, z_{k-1})$."""
+
+    name: ClassVar[str] = "optimistic"
+
+    def discretize(self, step_size):
+        check_positive("step_size", step_size)
+        return Discretization(optimistic_gda, {"learning_rate": step_size}, dt=step_size)
+
+    def field(self, game, z):
+        return game.vector_field(z)
+
+    def drift(self, game, z):
+        return _scaled(_jvp_field(game, z, game.vector_field(z)), 0.5)
+
+    def step_matrix(self, jac, step_size, num_phi):
+        n, hj = len(jac), step_size * jac
+        return np.block([[np.eye(n) + 2 * hj, -hj], [np.eye(n), np.zeros((n, n))]])
+
+
+SCHEMES: dict[str, type[AbstractScheme]] = {
+    cls.name: cls for cls in (Simultaneous, Alternating, Consensus, Extragradient, Optimistic)
+}
+
+
+def scheme(name: str, **kwargs) -> AbstractScheme:
+    """The scheme called `name` (`"simultaneous"`, `"alternating"`, `"consensus"`,
+    `"extragradient"`, `"optimistic"`) with its options, e.g. `scheme("consensus", gamma=0.5)`."""
+    if name not in SCHEMES:
+        raise ValueError(f"unknown scheme {name!r}; valid schemes: {', '.join(SCHEMES)}.")
+    return SCHEMES[name](**kwargs)

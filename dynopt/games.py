@@ -1,0 +1,50 @@
+"""Two-player games as dynamical systems (post 4): game flows, GDA-type schemes as optax
+transforms, their modified flows, discriminator regularizers, the Dirac GAN and a small
+mixture GAN."""
+
+from ._games.dirac import (
+    dirac_gan as dirac_gan,
+    dirac_linear_solution as dirac_linear_solution,
+    DIRAC_VARIANTS as DIRAC_VARIANTS,
+    linear_critic as linear_critic,
+    normalized_critic as normalized_critic,
+    POST4_CASES as POST4_CASES,
+)
+from ._games.flows import GameFlow as GameFlow, ModifiedGameFlow as ModifiedGameFlow
+from ._games.game import Game as Game, minmax as minmax
+from ._games.mixture import (
+    generate as generate,
+    mixture_gan as mixture_gan,
+    mixture_modes as mixture_modes,
+    mlp_critic as mlp_critic,
+    mode_statistics as mode_statistics,
+    sample_mixture as sample_mixture,
+    sliced_wasserstein as sliced_wasserstein,
+)
+from ._games.regularizers import (
+    AbstractPenalty as AbstractPenalty,
+    GradientPenalty as GradientPenalty,
+    R1 as R1,
+    total_penalty as total_penalty,
+    WeightDecay as WeightDecay,
+)
+from ._games.run import (
+    compare_game as compare_game,
+    GameTrajectory as GameTrajectory,
+    run_game as run_game,
+)
+from ._games.schemes import (
+    AbstractScheme as AbstractScheme,
+    Alternating as Alternating,
+    alternating_gda as alternating_gda,
+    Consensus as Consensus,
+    consensus_optimization as consensus_optimization,
+    Extragradient as Extragradient,
+    extragradient as extragradient,
+    Optimistic as Optimistic,
+    optimistic_gda as optimistic_gda,
+    scheme as scheme,
+    SCHEMES as SCHEMES,
+    Simultaneous as Simultaneous,
+    simultaneous_gda as simultaneous_gda,
+)
