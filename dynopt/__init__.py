@@ -10,6 +10,7 @@ from . import (
     games as games,
     lyapunov as lyapunov,
     problems as problems,
+    rnn as rnn,
     sde as sde,
 )
 from ._compare import compare as compare

@@ -1,0 +1,190 @@
+r"""`ODECell`: an explicit Runge–Kutta step of a parametrised vector field, unrolled as an RNN.
+
+Post 5's observation: the Euler scheme $x_{n+1} = x_n + h f(x_n, nh)$ is a recursion
+$y_t = F(y_{t-1}, t)$, i.e. an RNN whose weights are the ODE's parameters. The cell below is that
+recursion for any explicit tableau; `lax.scan` plays the role of Keras' `K.rnn`.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._custom_types import Array, Float, Params, PyTree, ScalarLike
+from .._discretization import check_positive
+
+
+VectorField = Callable[[Float[Array, ""], Array, PyTree], Array]
+
+
+class _Tableau(NamedTuple):
+    r"""An explicit Butcher tableau: stage i evaluates f at $t + c_i h$,
+    $y + h\sum_{j<i} a_{ij} k_j$; the step is $y + h\sum_i b_i k_i$."""
+
+    a: tuple[tuple[float, ...], ...]  # rows 2..s of the strictly lower triangle
+    b: tuple[float, ...]
+    c: tuple[float, ...]  # c_1 = 0 included
+
+
+def _from_diffrax(solver) -> _Tableau:
+    # diffrax's own coefficients, so the cell and the solver it is tested against cannot disagree
+    # on the method, only on the arithmetic.
+    tab = solver.tableau
+    return _Tableau(
+        a=tuple(tuple(float(x) for x in row) for row in tab.a_lower),
+        b=tuple(float(x) for x in tab.b_sol),
+        c=(0.0, *(float(x) for x in tab.c)),
+    )
+
+
+# Classic RK4 (Kutta 1901); diffrax ships no solver with this tableau.
+RK4_TABLEAU = _Tableau(
+    a=((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
+    b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
+    c=(0.0, 0.5, 0.5, 1.0),
+)
+TABLEAUS: dict[str, _Tableau] = {
+    "euler": _Tableau(a=(), b=(1.0,), c=(0.0,)),
+    "heun": _from_diffrax(diffrax.Heun),
+    "midpoint": _from_diffrax(diffrax.Midpoint),
+    "ralston": _from_diffrax(diffrax.Ralston),
+    "bosh3": _from_diffrax(diffrax.Bosh3),
+    "rk4": RK4_TABLEAU,
+}
+ORDERS = {"euler": 1, "heun": 2, "midpoint": 2, "ralston": 2, "bosh3": 3, "rk4": 4}
+
+
+def _check_params_positive(params: PyTree) -> None:
+    for leaf in jax.tree.leaves(params):
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        arr = np.asarray(leaf, dtype=float)
+        if not np.all(np.isfinite(arr) & (arr > 0)):
+            raise ValueError(
+                "log_params=True needs every parameter finite and > 0 (they are stored as logs), "
+                f"got {arr}. Use log_params=False for parameters that may be <= 0."
+            )
+
+
+class ODECell(eqx.Module):
+    r"""An RNN cell that is one explicit Runge–Kutta step of $\dot y = f(t, y; \theta)$.
+
+    $$y_{n+1} = y_n + h\sum_{i=1}^s b_i k_i,\qquad
+      k_i = \tilde f\Big(t_n + c_i h,\; y_n + h\sum_{j<i} a_{ij}k_j\Big),\qquad
+      \tilde f = \operatorname{clip}(f, -M, M),$$
+
+    so with `method="euler"` this is post 5's eq. (6), $x((n+1)h) = x(nh) + h f(x(nh), nh)$.
+    The cell's weights are $\theta$; unrolling it over $n$ steps (`cell(y0, n)`, one `lax.scan`)
+    solves the ODE on the grid $t_n = t_0 + nh$, and differentiating through the unroll is
+    discretise-then-optimise parameter inference (post 5's "backward pass").
+
+    **Arguments:**
+
+    - `vector_field`: `f(t, y, params) -> dy/dt` (the diffrax `ODETerm` signature), with `y` an
+      array; keep it a module-level function (it is static, so a new closure recompiles).
+    - `params`: the ODE parameters $\theta$ (any pytree of floating arrays), in natural units.
+    - `step_size`: $h > 0$.
+    - `method`: `"euler"`, `"heun"`, `"midpoint"`, `"ralston"`, `"bosh3"` (diffrax's tableaus) or
+      `"rk4"` (classic).
+    - `clip`: `None` or $M > 0$: clip every evaluation of $f$ to $[-M, M]$ (post 5 uses
+      $M = 10^5$ "to prevent gradient explosion"). The cell then integrates $\tilde f$ exactly as
+      the named method would.
+    - `log_params`: store $\log\theta$ as the trainable leaves (positivity by construction; also
+      makes gradients scale-free when parameters span orders of magnitude).
+
+    **Raises:** `ValueError` for $h \le 0$, an unknown method, $M \le 0$, or non-positive
+    parameters with `log_params=True`.
+    """
+
+    vector_field: VectorField = eqx.field(static=True)
+    params: PyTree  # the trainable leaves: θ, or log θ when log_params
+    step_size: Float[Array, ""]
+    method: str = eqx.field(static=True)
+    clip: float | None = eqx.field(static=True)
+    log_params: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        vector_field: VectorField,
+        params: Params,
+        step_size: ScalarLike,
+        *,
+        method: str = "euler",
+        clip: float | None = None,
+        log_params: bool = False,
+    ):
+        if not callable(vector_field):
+            raise ValueError(
+                f"vector_field must be callable f(t, y, params), got {vector_field!r}."
+            )
+        check_positive("step_size", step_size)
+        if method not in TABLEAUS:
+            raise ValueError(f"method must be one of {sorted(TABLEAUS)}, got {method!r}.")
+        if clip is not None:
+            check_positive("clip", clip)
+            clip = float(clip)
+        params = jax.tree.map(jnp.asarray, params)
+        if log_params:
+            _check_params_positive(params)
+            params = jax.tree.map(jnp.log, params)
+        self.vector_field = vector_field
+        self.params = params
+        self.step_size = jnp.asarray(step_size)
+        self.method = method
+        self.clip = clip
+        self.log_params = bool(log_params)
+
+    @property
+    def parameters(self) -> Params:
+        """$\\theta$ in natural units (`exp` of the stored leaves when `log_params`)."""
+        return self.natural(self.params)
+
+    def natural(self, raw: PyTree) -> Params:
+        """Map trainable leaves (as stored in `params`) to natural parameters $\\theta$."""
+        return jax.tree.map(jnp.exp, raw) if self.log_params else raw
+
+    def with_params(self, raw: PyTree) -> "ODECell":
+        """The same cell with new trainable leaves (in the stored, possibly log, units)."""
+        return eqx.tree_at(lambda c: c.params, self, raw)
+
+    def field(self, t: ScalarLike, y: Array) -> Array:
+        """$\\tilde f(t, y) = \\operatorname{clip}(f(t, y; \\theta), -M, M)$."""
+        dy = self.vector_field(t, y, self.parameters)
+        return dy if self.clip is None else jnp.clip(dy, -self.clip, self.clip)
+
+    def step(self, t: ScalarLike, y: Array) -> Array:
+        """One RNN step $y_n \\mapsto y_{n+1}$ from time $t = t_n$."""
+        tab, h = TABLEAUS[self.method], self.step_size.astype(y.dtype)
+        ks = []
+        for i, c_i in enumerate(tab.c):
+            row = tab.a[i - 1] if i > 0 else ()
+            incr = [a * k for a, k in zip(row, ks) if a != 0.0]
+            y_i = y + h * sum(incr[1:], incr[0]) if incr else y
+            ks.append(self.field(t + c_i * h, y_i))
+        incr = [b * k for b, k in zip(tab.b, ks) if b != 0.0]
+        return y + h * sum(incr[1:], incr[0])
+
+    def times(self, num_steps: int, t0: ScalarLike = 0.0) -> Float[Array, " n+1"]:
+        """The grid $t_n = t_0 + nh$, $n = 0..N$."""
+        h = self.step_size
+        return jnp.asarray(t0, h.dtype) + h * jnp.arange(num_steps + 1, dtype=h.dtype)
+
+    def __call__(
+        self, y0: Array, num_steps: int, *, t0: ScalarLike = 0.0
+    ) -> Float[Array, "n+1 ..."]:
+        """Unroll the cell: $y_0, y_1, \\dots, y_N$ at `times(num_steps, t0)` (one `lax.scan`)."""
+        if not isinstance(num_steps, int | np.integer) or num_steps < 1:
+            raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
+        y0 = jnp.asarray(y0)
+        ts = self.times(int(num_steps), t0).astype(y0.dtype)
+
+        def body(y, t):
+            y = self.step(t, y)
+            return y, y
+
+        _, ys = jax.lax.scan(body, y0, ts[:-1])
+        return jnp.concatenate([y0[None], ys])
