@@ -1,0 +1,70 @@
+"""`make bench` = `python -m benchmarks`: writes results/bench/bench.json and bench.md and prints
+the table.
+
+    python -m benchmarks [--only transform,sweep,solver,bandwidth,suite] [--repeats N]
+                         [--experiments quick|full|both|none] [--tiny] [--out DIR]
+
+Every row is a ratio against what a user would otherwise run, measured side by side in this
+process: medians over `--repeats` calls after a warm-up call, compile time reported apart.
+`--tiny` shrinks every size (a smoke test of the code, not a measurement). The default run takes
+about 5 minutes on 2 CPU cores; `--experiments both` adds every experiment's full mode.
+On a GPU machine the same command runs there unchanged (rows record the device).
+"""
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+
+BENCHMARKS = {
+    "transform": "benchmarks.transform_overhead",
+    "sweep": "benchmarks.sweep",
+    "solver": "benchmarks.solver",
+    "bandwidth": "benchmarks.bandwidth",
+    "suite": "benchmarks.suite",
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per median")
+    parser.add_argument("--experiments", choices=["quick", "full", "both", "none"], default="quick")
+    parser.add_argument("--tiny", action="store_true", help="toy sizes (tests the code only)")
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmarks {unknown}; choose from {sorted(BENCHMARKS)}")
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # an entry point: references run in float64
+    from ._common import Config, load_average, machine, markdown, versions, write
+
+    config = Config(tiny=args.tiny, repeats=args.repeats, experiments=args.experiments)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    report = {"machine": machine(), "versions": versions(), "config": settings, "rows": []}
+    start = time.perf_counter()
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"[bench] {name} ...", flush=True)
+        rows = importlib.import_module(BENCHMARKS[name]).run(config)
+        device = report["machine"]["platform"]
+        report["rows"] += [r | {"device": device} for r in rows]
+        print(f"[bench] {name}: {len(rows)} rows in {time.perf_counter() - t0:.1f} s", flush=True)
+        report["machine"]["load_average_end"] = load_average()
+        report["total_s"] = time.perf_counter() - start
+        write(report, args.out)  # after each benchmark, so a partial run still leaves results
+    js, md = write(report, args.out)
+    print()
+    print(markdown(report))
+    print(f"[bench] {len(report['rows'])} rows in {report['total_s']:.0f} s: {js}, {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

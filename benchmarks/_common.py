@@ -1,0 +1,190 @@
+"""Shared timing, row and report helpers for `python -m benchmarks`.
+
+Every row times dynopt and the baseline a user would otherwise write, side by side in the same
+process: the first call (trace + compile + one run) is timed on its own, then the median of
+`repeats` further calls is the run time; compile time is first call minus that median.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """`tiny`: toy sizes and one repeat (tests); `repeats`: timed calls per median;
+    `experiments`: which experiment modes to time (`quick`, `full`, `both`, `none`)."""
+
+    tiny: bool = False
+    repeats: int = 5
+    experiments: str = "quick"
+
+
+def block(x: Any) -> Any:
+    return jax.block_until_ready(x)
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """`(first_call_s, median_s)`: the first call alone, then the median of `repeats` calls
+    after `warmup - 1` further untimed calls."""
+    start = time.perf_counter()
+    block(fn())
+    first = time.perf_counter() - start
+    for _ in range(max(warmup - 1, 0)):
+        block(fn())
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        block(fn())
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times)
+
+
+def row(
+    benchmark: str,
+    case: str,
+    *,
+    dynopt_s: float | None,
+    baseline: str,
+    baseline_s: float | None,
+    ratio: float | None = None,
+    target: float | None = None,
+    higher_is_better: bool = True,
+    note: str = "",
+    **extra: Any,
+) -> dict:
+    """One measurement. `ratio` defaults to baseline_s / dynopt_s (> 1: dynopt is faster);
+    `met` compares it with `target` (>= when `higher_is_better`, else <=)."""
+    if ratio is None and dynopt_s and baseline_s:
+        ratio = baseline_s / dynopt_s
+    met = None
+    if target is not None and ratio is not None:
+        met = bool(ratio >= target) if higher_is_better else bool(ratio <= target)
+    return {
+        "benchmark": benchmark,
+        "case": case,
+        "dynopt_s": dynopt_s,
+        "baseline": baseline,
+        "baseline_s": baseline_s,
+        "ratio": ratio,
+        "target": target,
+        "target_is": ">=" if higher_is_better else "<=",
+        "met": met,
+        "note": note,
+        **extra,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine() -> dict:
+    dev = jax.devices()[0]
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "platform": dev.platform,
+        "device_kind": dev.device_kind,
+        "device_count": jax.device_count(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "load_average_start": load_average(),
+    }
+
+
+def versions() -> dict:
+    from experiments._io import package_versions
+
+    out = package_versions()
+    try:
+        import scipy
+
+        out["scipy"] = scipy.__version__
+    except ImportError:
+        out["scipy"] = "not installed"
+    return out
+
+
+def fmt_time(s: float | None) -> str:
+    if s is None:
+        return "—"
+    if s >= 1.0:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} µs"
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    v = report["versions"]
+    lines = [
+        f"Measured on {m['cpu']} ({m['cpu_count']} cores, {m['memory_gib']} GiB), "
+        f"{m['platform']} ×{m['device_count']}, load average {m.get('load_average_start')} at "
+        f"start / {m.get('load_average_end')} at end; jax {v.get('jax')}, optax {v.get('optax')}, "
+        f"diffrax {v.get('diffrax')}, scipy {v.get('scipy')}.",
+        "",
+        "| benchmark | case | dynopt | baseline | baseline time | ratio | target | met | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3g}"
+        target = "—" if r["target"] is None else f"{r['target_is']} {r['target']:g}"
+        met = {True: "yes", False: "**no**", None: "—"}[r["met"]]
+        cells = [
+            r["benchmark"],
+            r["case"],
+            fmt_time(r["dynopt_s"]),
+            r["baseline"],
+            fmt_time(r["baseline_s"]),
+            ratio,
+            target,
+            met,
+            r["note"],
+        ]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict, out_dir: Path) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js, md = out_dir / "bench.json", out_dir / "bench.md"
+    tmp = out_dir / ".bench.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2, default=float))
+    os.replace(tmp, js)
+    md.write_text(markdown(report))
+    return js, md

@@ -1,0 +1,98 @@
+"""Benchmark 5: the experiment suite. Wall time and compile time of every registered experiment
+(`experiments.EXPERIMENTS`), quick and/or full mode, each in a fresh Python process so that no
+compiled program is shared between them (process start-up and imports are excluded).
+
+Compile time is what JAX's monitoring events report (tracing, lowering to MLIR, XLA compilation),
+summed over the run. There is no baseline to divide by: the row's target is the 30 s budget of a
+quick mode (tests/test_experiments.py) and no target for full modes.
+"""
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ._common import Config, row
+
+
+CHILD = """
+import json, sys, time
+import jax
+compile_s = [0.0]
+EVENTS = {
+    "/jax/core/compile/backend_compile_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/jaxpr_trace_duration",
+}
+def listen(event, duration, **kwargs):
+    if event in EVENTS:
+        compile_s[0] += duration
+jax.monitoring.register_event_duration_secs_listener(listen)
+from experiments import run_experiment
+name, quick, out = sys.argv[1], sys.argv[2] == "quick", sys.argv[3]
+start = time.perf_counter()
+run_experiment(name, quick=quick, out=out)
+wall = time.perf_counter() - start
+print(json.dumps({"wall_s": wall, "compile_s": compile_s[0]}))
+"""
+QUICK_BUDGET_S = 30.0
+
+
+def _modes(config: Config) -> list[str]:
+    return {"quick": ["quick"], "full": ["full"], "both": ["quick", "full"], "none": []}[
+        config.experiments
+    ]
+
+
+def time_experiment(name: str, mode: str, timeout: float = 1800.0) -> dict:
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, name, mode, str(Path(tmp) / name)],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(config: Config, names: list[str] | None = None) -> list[dict]:
+    from experiments import EXPERIMENTS
+
+    rows = []
+    for mode in _modes(config):
+        for name in names if names is not None else sorted(EXPERIMENTS):
+            print(f"  experiment suite: {name} ({mode})", flush=True)
+            m = time_experiment(name, mode)
+            if "error" in m:
+                rows.append(
+                    row(
+                        "experiment suite",
+                        f"{name} ({mode})",
+                        dynopt_s=None,
+                        baseline="—",
+                        baseline_s=None,
+                        note=f"failed: {m['error']}",
+                    )
+                )
+                continue
+            quick = mode == "quick"
+            rows.append(
+                row(
+                    "experiment suite",
+                    f"{name} ({mode})",
+                    dynopt_s=m["wall_s"],
+                    baseline="quick-mode budget" if quick else "—",
+                    baseline_s=QUICK_BUDGET_S if quick else None,
+                    target=1.0 if quick else None,
+                    note=f"compile {m['compile_s']:.1f} s of {m['wall_s']:.1f} s wall"
+                    + ("; ratio = budget / wall" if quick else ""),
+                    compile_s=m["compile_s"],
+                    mode=mode,
+                )
+            )
+    return rows

@@ -1,0 +1,81 @@
+"""The benchmark code (not its timings): the report schema, the ratio/target logic, and the
+equivalences the transform-overhead rows rely on."""
+
+import json
+
+import jax
+import pytest
+
+from benchmarks import transform_overhead
+from benchmarks.__main__ import main
+from benchmarks._common import markdown, row
+
+
+REQUIRED = {"benchmark", "case", "dynopt_s", "baseline", "baseline_s", "ratio", "target", "met"}
+
+
+def test_bench_cli_writes_json_and_markdown(tmp_path, capsys):
+    with jax.numpy_dtype_promotion("standard"):  # an entry point, like `make bench`
+        assert (
+            main(["--tiny", "--repeats", "1", "--only", "bandwidth", "--out", str(tmp_path)]) == 0
+        )
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert {"machine", "versions", "rows"} <= set(report)
+    assert report["machine"]["cpu_count"] >= 1 and "jax" in report["versions"]
+    assert len(report["rows"]) == 2
+    for r in report["rows"]:
+        assert REQUIRED <= set(r), REQUIRED - set(r)
+        assert r["dynopt_s"] > 0 and r["baseline_s"] > 0 and 0 < r["ratio"]
+        assert r["met"] == (r["ratio"] >= r["target"])
+    md = (tmp_path / "bench.md").read_text()
+    assert md.count("\n| bandwidth |") == 2 and "| benchmark | case |" in md
+    assert "| bandwidth |" in capsys.readouterr().out
+
+
+def test_row_ratio_and_target_logic():
+    r = row("b", "c", dynopt_s=1.0, baseline="x", baseline_s=4.0, target=3.0)
+    assert r["ratio"] == 4.0 and r["met"] is True
+    r = row(
+        "b",
+        "c",
+        dynopt_s=1.1,
+        baseline="x",
+        baseline_s=1.0,
+        ratio=1.1,
+        target=1.05,
+        higher_is_better=False,
+    )
+    assert r["met"] is False and r["target_is"] == "<="
+    r = row("b", "c", dynopt_s=None, baseline="—", baseline_s=None, note="failed")
+    assert r["ratio"] is None and r["met"] is None
+    text = markdown(
+        {
+            "machine": {
+                "cpu": "x",
+                "cpu_count": 2,
+                "memory_gib": 1,
+                "platform": "cpu",
+                "device_count": 1,
+            },
+            "versions": {},
+            "rows": [r],
+        }
+    )
+    assert "| b | c | — | — | — | — | — | — | failed |" in text
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        p
+        for p in transform_overhead.PAIRS
+        if p.identical and hasattr(transform_overhead.flows, p.flow)
+    ],
+    ids=lambda p: p.flow,
+)
+def test_transform_pairs_equal_their_optax_transform(pair):
+    """`_measure` raises unless dynopt's discretization and the optax baseline give the same
+    iterates (float32, 1000 steps from the same start)."""
+    with jax.numpy_dtype_promotion("standard"):
+        m = transform_overhead._measure(pair, 1000, repeats=1)
+    assert m["max_abs_diff"] <= 1e-5 and m["steps_per_call"] == 1000
