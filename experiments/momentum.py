@@ -322,7 +322,9 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
                 marker=_MARKERS[i % len(_MARKERS)],
             )
         ax.set_title(f"{name}: heavy ball a = {m['damping']:g}, t1 = {m['t1']:g}", fontsize=10)
-        ax.legend(fontsize=6.5)
+        low = min(float(np.min(arrays[f"{name}_err_{s}"])) for s in m["orders"])
+        ax.set_ylim(bottom=low / 60)  # room for the legend under the curves
+        ax.legend(fontsize=6.5, loc="lower right")
     fm = metrics["fixed_momentum"]
     plotting.plot_error_vs_step_size(
         axes[-1],
@@ -343,7 +345,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     pred = [st["schemes"][s]["predicted"] for s in names]
     meas = [st["schemes"][s]["measured"] for s in names]
     axes[0].bar(x - 0.2, pred, width=0.4, label="predicted (Schur–Cohn)")
-    axes[0].bar(x + 0.2, meas, width=0.4, label=f"measured ({st['steps_per_run']} steps)")
+    bars = axes[0].bar(x + 0.2, meas, width=0.4, label=f"measured ({st['steps_per_run']} steps)")
+    axes[0].bar_label(bars, labels=[f"{v:.4f}" for v in meas], fontsize=7)
     axes[0].set_xticks(x, names, rotation=20, fontsize=8)
     axes[0].set_ylabel("largest stable h·√λmax")
     axes[0].set_title(
