@@ -6,6 +6,7 @@ Problem -> Flow -> `solve` (diffrax reference) and `Flow.discretize` (optax) -> 
 from importlib.metadata import version as _version
 
 from . import (
+    characteristics as characteristics,
     flows as flows,
     games as games,
     lyapunov as lyapunov,

@@ -1,0 +1,1 @@
+"""First-order PDEs by the method of characteristics (public API in `dynopt.characteristics`)."""

@@ -1,0 +1,186 @@
+r"""Fully nonlinear first-order PDEs $F(x, u, \nabla u) = 0$ by the Charpit (characteristic
+strip) system, with every partial derivative of $F$ by autodiff."""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+
+from .._custom_types import ArrayLike
+from .integrate import check_initial, check_options, integrate
+from .solution import Characteristics
+
+
+class _Field(eqx.Module):
+    r"""$z = (x, u, p) \mapsto (F_p,\ p\cdot F_p,\ -F_x - F_u p)$, flat (eq. 18)."""
+
+    F: Callable
+    n: int = eqx.field(static=True)
+
+    def __call__(self, z):
+        n = self.n
+        x, u, p = z[:n], z[n], z[n + 1 :]
+        Fx, Fu, Fp = jax.grad(self.F, argnums=(0, 1, 2))(x, u, p)
+        return jnp.concatenate([Fp, jnp.dot(p, Fp)[None], -Fx - Fu * p])
+
+
+def _initial_strip(F, initial, n, scalar_sigma):
+    """sigma, guess -> (x0, u0, p0) flat and the residual: p0 solves F(x0, u0, p0) = 0 and the
+    strip conditions p0 . dx0/dsigma_j = du0/dsigma_j (the initial data's derivative, eq. 22)
+    by Newton from `guess`."""
+
+    def x0u0(sig):
+        return initial(sig[0] if scalar_sigma else sig)
+
+    def strip(sig, guess):
+        x0, u0 = x0u0(sig)
+        T = jax.jacfwd(lambda q: x0u0(q)[0])(sig)  # (n, n-1)
+        du = jax.jacfwd(lambda q: x0u0(q)[1])(sig)  # (n-1,)
+
+        def residual(p, _):
+            return jnp.concatenate([F(x0, u0, p)[None], T.T @ p - du])
+
+        if guess is None:
+            guess = jnp.linalg.pinv(T.T) @ du  # the strip conditions' min-norm solution
+        sol = optx.root_find(residual, optx.Newton(rtol=1e-13, atol=1e-13), guess, throw=False)
+        return jnp.concatenate([x0, u0[None], sol.value]), jnp.max(jnp.abs(residual(sol.value, 0)))
+
+    return strip
+
+
+@eqx.filter_jit
+def _initial_p(F, initial, p_guess, n, sigma, scalar_sigma):
+    strip = _initial_strip(F, initial, n, scalar_sigma)
+
+    def one(sig):
+        if p_guess is None:
+            guess = None
+        elif callable(p_guess):
+            guess = jnp.asarray(p_guess(sig[0] if scalar_sigma else sig), jnp.float64)
+        else:
+            guess = jnp.asarray(p_guess, jnp.float64)
+        z0, res = strip(sig, guess)
+        return z0[n + 1 :], res
+
+    return jax.vmap(one)(sigma)
+
+
+@eqx.filter_jit
+def _launch(F, initial, n, sigma, p0s, scalar_sigma):
+    # Newton restarted at the root found: dp0/dsigma by the implicit function theorem (optimistix
+    # differentiates the root find), now with a finite, non-singular Jacobian.
+    strip = _initial_strip(F, initial, n, scalar_sigma)
+
+    def one(sig, p0):
+        def z0(q):
+            return strip(q, p0)[0]
+
+        return z0(sig), jax.jacfwd(z0)(sig)
+
+    return jax.vmap(one)(sigma, p0s)
+
+
+@eqx.filter_jit
+def _residual(F, n, zs):
+    return jax.vmap(jax.vmap(lambda z: F(z[:n], z[n], z[n + 1 :])))(zs)
+
+
+def charpit(
+    F: Callable,
+    initial: Callable,
+    sigma: ArrayLike,
+    s: ArrayLike,
+    *,
+    p_guess=None,
+    on_blowup: str = "raise",
+    u_max: float = 1e8,
+    solver=None,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    max_steps: int = 16_384,
+) -> Characteristics:
+    r"""Solve $F(x, u, p) = 0$, $p = \nabla u$, $x \in \mathbb{R}^n$, with $u = u_0$ on the
+    initial manifold $x = x_0(\sigma)$, along the Charpit system (post 6, eq. 18)
+
+    $$\frac{dx}{ds} = F_p,\qquad \frac{dp}{ds} = -F_x - F_u\,p,\qquad
+      \frac{du}{ds} = p\cdot F_p,$$
+
+    with $F_x, F_u, F_p$ from `jax.grad(F)`. The initial $p_0(\sigma)$ solves the $n$ equations
+    $F(x_0, u_0, p_0) = 0$ and $p_0\cdot\partial x_0/\partial\sigma_j = \partial u_0/\partial
+    \sigma_j$ (the derivative of the initial data) by `optimistix.Newton`; its derivative in
+    $\sigma$ (by the implicit function theorem) starts the tangent equations used for crossing
+    detection. Along exact characteristics $dF/ds = 0$: `residual` measures the drift.
+    With $F = \alpha\cdot p - \beta$ this reduces to `quasilinear` (eq. 27).
+
+    **Arguments:** as `quasilinear`, with
+
+    - `F`: `(x (n,), u (), p (n,)) -> scalar`.
+    - `p_guess`: Newton's start for $p_0$: `None` (the min-norm solution of the strip conditions),
+      an `(n,)` array, or `sigma -> (n,)`. Where $F = 0$ has several roots (eikonal: $\pm$ the
+      normal) the guess picks the branch.
+
+    **Raises:** `ValueError` if `F` is not scalar, `u0` is not scalar, shapes mismatch, or no
+    initial $p_0$ is found; `BlowUpError` for a horizon past a blow-up; `dynopt.SolveError`.
+    """
+    check_options(on_blowup, u_max, rtol, atol, max_steps)
+    if not callable(F):
+        raise ValueError(f"F must be a function (x, u, p) -> scalar, got {type(F).__name__}.")
+    sig, n, u_shape = check_initial(initial, sigma)
+    if u_shape != ():
+        raise ValueError(
+            f"charpit solves scalar PDEs: initial(sigma)[1] (u0) must be a scalar, got shape "
+            f"{u_shape}. Systems sharing one operator are solved by `quasilinear`."
+        )
+    scalar_sigma = jnp.ndim(jnp.asarray(sigma)) == 1
+    x0, u0 = jax.eval_shape(initial, sig[0, 0] if scalar_sigma else sig[0])
+    f_out = jax.eval_shape(F, x0, u0, x0)
+    if f_out.shape != ():
+        raise ValueError(
+            f"F(x, u, p) must return a scalar, got shape {f_out.shape}. For a system, write one "
+            "scalar equation (e.g. a sum of squares is NOT equivalent: it loses the strip "
+            "structure) or use `quasilinear` with a vector u."
+        )
+    if p_guess is not None and not callable(p_guess) and np.shape(p_guess) != (n,):
+        raise ValueError(
+            f"p_guess must have shape ({n},) or be a function, got {np.shape(p_guess)}."
+        )
+    p0s, res0 = _initial_p(F, initial, p_guess, n, sig, scalar_sigma)
+    res0 = np.asarray(res0)
+    bad = np.flatnonzero(~(res0 <= 1e-8))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"no initial p0 with F(x0, u0, p0) = 0 consistent with the initial data at "
+            f"sigma={np.asarray(sigma)[i].tolist()} (residual {res0[i]:.3g} after Newton). Pass "
+            "p_guess= closer to the branch you want, or check that F = 0 is solvable there."
+        )
+    z0s, Z0s = _launch(F, initial, n, sig, p0s, scalar_sigma)
+    ss, zs, dets, blowup, name = integrate(
+        _Field(F, n),
+        n,
+        (),
+        z0s,
+        Z0s,
+        jnp.asarray(sigma),
+        s,
+        on_blowup=on_blowup,
+        u_max=u_max,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+    )
+    return Characteristics(
+        sigma=jnp.asarray(sigma),
+        s=ss,
+        x=zs[..., :n],
+        u=zs[..., n],
+        p=zs[..., n + 1 :],
+        det=dets,
+        residual=_residual(F, n, zs),
+        blowup=blowup,
+        solver=name,
+    )

@@ -1,0 +1,120 @@
+r"""Quasilinear first-order PDEs $\alpha(x,u)\cdot\nabla u = \beta(x,u)$ by characteristics."""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import ArrayLike
+from .integrate import check_initial, check_options, integrate, tangents
+from .solution import Characteristics
+
+
+class _Field(eqx.Module):
+    r"""$z = (x, u) \mapsto (\alpha, \beta)$, flat. A Module, so that solving the same PDE again
+    (same `alpha`, `beta` objects) reuses the compiled solver."""
+
+    alpha: Callable
+    beta: Callable
+    n: int = eqx.field(static=True)
+    u_shape: tuple[int, ...] = eqx.field(static=True)
+
+    def __call__(self, z):
+        x, u = z[: self.n], z[self.n :].reshape(self.u_shape)
+        return jnp.concatenate([self.alpha(x, u), jnp.ravel(self.beta(x, u))])
+
+
+@eqx.filter_jit
+def _launch(initial, sigma, scalar_sigma):
+    def z0(sig):
+        x0, u0 = initial(sig[0] if scalar_sigma else sig)
+        return jnp.concatenate([x0, jnp.ravel(u0)])
+
+    return tangents(z0, sigma)
+
+
+def quasilinear(
+    alpha: Callable,
+    beta: Callable,
+    initial: Callable,
+    sigma: ArrayLike,
+    s: ArrayLike,
+    *,
+    on_blowup: str = "raise",
+    u_max: float = 1e8,
+    solver=None,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    max_steps: int = 16_384,
+) -> Characteristics:
+    r"""Solve $\alpha(x,u)\cdot\nabla u = \beta(x,u)$, $x \in \mathbb{R}^n$, with $u = u_0$ on the
+    initial manifold $x = x_0(\sigma)$, along the characteristics (post 6, eq. 5)
+
+    $$\frac{dx}{ds} = \alpha(x,u),\qquad \frac{du}{ds} = \beta(x,u),\qquad
+      (x, u)(0) = (x_0(\sigma), u_0(\sigma)).$$
+
+    Time-dependent equations take $x = (t, x_1, \dots)$ with $\alpha_t = 1$, so that $s = t$.
+    A vector $u \in \mathbb{R}^k$ with vector $\beta$ solves a system sharing the operator
+    $\alpha\cdot\nabla$ (eq. 29). The tangent $\partial(x,u)/\partial\sigma$ is integrated along
+    (a `jax.jvp` of the characteristic field), so characteristic crossings are detected where
+    $\det[\partial x/\partial\sigma,\ \alpha]$ changes sign; $|u| \ge$ `u_max` flags a divergence.
+    Both are `diffrax.Event`s located by a root find.
+
+    **Arguments:**
+
+    - `alpha`: `(x, u) -> (n,)`; `beta`: `(x, u) -> shape of u`.
+    - `initial`: `sigma -> (x0 (n,), u0 (scalar or (k,)))`, differentiable in `sigma`.
+    - `sigma`: the initial-manifold parameters, `(m,)` for $n=2$ or `(m, n-1)`.
+    - `s`: strictly increasing save values of the characteristic parameter, `s[0] >= 0`.
+    - `on_blowup`: `"raise"` (a `BlowUpError` if any characteristic blows up before `s[-1]`) or
+      `"stop"` (each characteristic stops at its blow-up; later entries are NaN).
+    - `u_max`: the divergence threshold; `solver`: a name or diffrax solver (default Tsit5);
+      `rtol`, `atol`, `max_steps`: the diffrax controller and step budget.
+
+    **Returns:** `Characteristics` (points, blow-up report; `.on_grid(points)` interpolates).
+
+    **Raises:** `ValueError` for mismatched shapes, bad options or an initial curve that is
+    characteristic; `BlowUpError` (a `ValueError`) for a horizon past a blow-up with
+    `on_blowup="raise"`; `dynopt.SolveError` if diffrax fails for another reason.
+    """
+    check_options(on_blowup, u_max, rtol, atol, max_steps)
+    if not (callable(alpha) and callable(beta)):
+        raise ValueError("alpha and beta must be functions (x, u) -> array.")
+    sig, n, u_shape = check_initial(initial, sigma)
+    scalar_sigma = jnp.ndim(jnp.asarray(sigma)) == 1
+    x0, u0 = jax.eval_shape(initial, sig[0, 0] if scalar_sigma else sig[0])
+    a_out = jax.eval_shape(alpha, x0, u0)
+    if a_out.shape != (n,):
+        raise ValueError(f"alpha(x, u) must return shape ({n},) like x, got {a_out.shape}.")
+    b_out = jax.eval_shape(beta, x0, u0)
+    if b_out.shape != u_shape:
+        raise ValueError(f"beta(x, u) must return the shape of u, {u_shape}, got {b_out.shape}.")
+    z0s, Z0s = _launch(initial, sig, scalar_sigma)
+    ss, zs, dets, blowup, name = integrate(
+        _Field(alpha, beta, n, u_shape),
+        n,
+        u_shape,
+        z0s,
+        Z0s,
+        jnp.asarray(sigma),
+        s,
+        on_blowup=on_blowup,
+        u_max=u_max,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+    )
+    m, T = zs.shape[:2]
+    return Characteristics(
+        sigma=jnp.asarray(sigma),
+        s=ss,
+        x=zs[..., :n],
+        u=zs[..., n:].reshape(m, T, *u_shape),
+        p=None,
+        det=dets,
+        residual=None,
+        blowup=blowup,
+        solver=name,
+    )

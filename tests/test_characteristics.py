@@ -1,0 +1,247 @@
+"""dynopt.characteristics against closed forms: post 6's examples, Burgers, the eikonal equation, a
+shared-operator system, and density transport under gradient flow on a quadratic."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+from dynopt import characteristics as ch, flows, problems
+
+
+# Module-level PDEs: a solve of the same PDE with the same shapes reuses the compiled solver.
+def _alpha1(x, u):  # u_t + x u_x = u^2 (post 6, eq. 8), x = (t, x)
+    del u
+    return jnp.stack([jnp.ones_like(x[0]), x[1]])
+
+
+def _beta1(x, u):
+    del x
+    return u**2
+
+
+def _initial1(s):
+    return jnp.stack([jnp.zeros_like(s), s]), jnp.sin(s)
+
+
+def _F_heat(x, u, p):  # u_t = u_x^2 (eq. 19)
+    del x, u
+    return p[0] - p[1] ** 2
+
+
+def _initial_heat(s):
+    return jnp.stack([jnp.zeros_like(s), s]), s**2
+
+
+SIG1 = jnp.linspace(-3.0, 3.0, 25)
+
+
+def test_quasilinear_closed_form_blowup_and_grid():
+    """Eq. 12 before blow-up; blow-up at t = 1/f(sigma) (where t f(x e^-t) = 1) to 1e-6."""
+    r = ch.quasilinear(
+        _alpha1, _beta1, _initial1, SIG1, jnp.linspace(0.0, 1.5, 16), on_blowup="stop"
+    )
+    f = np.sin(np.asarray(SIG1))
+    t_star = np.where(f > 0, 1.0 / np.where(f > 0, f, 1.0), np.inf)
+    hit = t_star < 1.5
+    b = r.blowup
+    assert np.array_equal(np.asarray(b.kind), np.where(hit, 2, 0))
+    assert np.max(np.abs(np.asarray(b.s)[hit] - t_star[hit])) < 1e-6
+    # The place: the characteristic x = sigma e^t at t*.
+    x_star = np.asarray(SIG1)[hit] * np.exp(t_star[hit])
+    assert np.max(np.abs(np.asarray(b.x)[hit, 1] - x_star) / np.abs(x_star)) < 1e-6
+    assert np.all(np.isinf(np.asarray(b.s)[~hit]))
+    first = b.first()
+    assert first["count"] == int(hit.sum()) and first["s"] == pytest.approx(t_star.min(), abs=1e-6)
+    # The surface against eq. 12 where |u| is moderate (the closed form evaluated at a computed x
+    # amplifies the x error by |du/dx| ~ u^2 near the pole).
+    t, x, u = (np.asarray(a) for a in (r.x[..., 0], r.x[..., 1], r.u))
+    fx = np.sin(x * np.exp(-t))
+    exact = fx / (1.0 - t * fx)
+    ok = np.isfinite(u) & (np.abs(u) < 100.0)
+    assert ok.sum() > 0.8 * u.size
+    assert np.max(np.abs(u - exact)[ok] / (1.0 + np.abs(exact[ok]))) < 1e-8
+    assert np.all(np.isnan(u[~np.asarray(r.valid)]))
+    # Scattered points onto a grid: piecewise-linear interpolation error O(h^2).
+    tt, xx = np.meshgrid(np.linspace(0.0, 0.5, 11), np.linspace(-1.0, 1.0, 21), indexing="ij")
+    grid = r.on_grid(np.stack([tt, xx], -1))
+    fg = np.sin(xx * np.exp(-tt))
+    assert np.nanmax(np.abs(grid - fg / (1 - tt * fg))) < 2e-2
+    assert np.all(np.isfinite(grid))
+    # A horizon past the first blow-up is an error that gives its time and place.
+    with pytest.raises(ch.BlowUpError, match=r"u diverges at s=1\.00") as info:
+        ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, jnp.linspace(0.0, 1.5, 16))
+    assert info.value.blowup.first()["index"] == first["index"]
+
+
+def test_charpit_reduces_to_quasilinear():
+    """F = alpha . p - beta in the Charpit system gives the quasilinear characteristics (eq. 27)."""
+    ss = jnp.linspace(0.0, 0.95, 16)
+    q = ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, ss)
+    c = ch.charpit(lambda x, u, p: jnp.dot(_alpha1(x, u), p) - _beta1(x, u), _initial1, SIG1, ss)
+    assert np.max(np.abs(np.asarray(c.x - q.x))) < 1e-8
+    assert np.max(np.abs(np.asarray(c.u - q.u)) / (1 + np.abs(np.asarray(q.u)))) < 1e-8
+    # F = 0 kept to the solver's relative tolerance of its terms p_t, x p_x and u^2.
+    p, x, u = np.asarray(c.p), np.asarray(c.x), np.asarray(c.u)
+    scale = 1.0 + np.abs(p[..., 0]) + np.abs(x[..., 1] * p[..., 1]) + u**2
+    assert np.max(np.abs(np.asarray(c.residual)) / scale) < 1e-10
+    # p_x = u_x of eq. 12 at t = 0 is f'(sigma); p_t = -x u_x + u^2 from the PDE.
+    assert np.allclose(np.asarray(c.p[:, 0, 1]), np.cos(np.asarray(SIG1)), atol=1e-12)
+
+
+def test_charpit_ut_equals_ux_squared():
+    """u_t = u_x^2, u(x,0) = x^2: u = x^2/(1-4t) (eq. 26), characteristics meet at t = 1/4."""
+    sig = jnp.linspace(-1.0, 1.0, 11)
+    r = ch.charpit(_F_heat, _initial_heat, sig, jnp.linspace(0.0, 0.3, 16), on_blowup="stop")
+    t, x, u = (np.asarray(a) for a in (r.x[..., 0], r.x[..., 1], r.u))
+    ok = np.isfinite(u)
+    assert np.max(np.abs(u - x**2 / (1 - 4 * t))[ok]) < 1e-10
+    assert np.max(np.abs(np.asarray(r.p[..., 1]) - 2 * x / (1 - 4 * t))[ok]) < 1e-9
+    assert np.nanmax(np.abs(np.asarray(r.residual))) < 1e-10  # F = 0 preserved
+    b = r.blowup
+    assert np.all(np.asarray(b.kind) == 1)  # a crossing, not a divergence
+    assert np.max(np.abs(np.asarray(b.s) - 0.25)) < 1e-6
+    assert np.max(np.abs(np.asarray(b.x)[:, 1])) < 1e-6  # all meet at x = 0
+    assert np.nanmax(np.abs(np.asarray(r.det) - (1 - 4 * np.asarray(r.s)))) < 1e-9
+    with pytest.raises(ch.BlowUpError, match=r"characteristics cross.*s=0\.25"):
+        ch.charpit(_F_heat, _initial_heat, sig, jnp.linspace(0.0, 0.3, 16))
+
+
+def test_burgers_shock_time():
+    """u_t + u u_x = 0, u(x,0) = exp(-x^2): characteristic sigma meets its neighbours at
+    t = -1/f'(sigma); the first shock is at t = sqrt(e/2), x = sqrt(2)."""
+    sig = jnp.linspace(-1.0, 2.5, 36)
+    r = ch.quasilinear(
+        lambda x, u: jnp.stack([jnp.ones_like(u), u]),
+        lambda x, u: jnp.zeros_like(u),
+        lambda s: (jnp.stack([jnp.zeros_like(s), s]), jnp.exp(-(s**2))),
+        sig,
+        jnp.linspace(0.0, 2.0, 5),
+        on_blowup="stop",
+    )
+    s_ = np.asarray(sig)
+    df = -2 * s_ * np.exp(-(s_**2))
+    t_c = np.where(df < -0.5, -1.0 / np.where(df < 0, df, -1.0), np.inf)
+    hit = np.asarray(r.blowup.kind) == 1
+    assert np.array_equal(hit, np.isfinite(t_c))
+    assert np.max(np.abs(np.asarray(r.blowup.s)[hit] - t_c[hit])) < 1e-6
+    x_c = s_ + np.exp(-(s_**2)) * t_c
+    assert np.max(np.abs(np.asarray(r.blowup.x)[hit, 1] - x_c[hit])) < 1e-6
+    first = r.blowup.first()
+    assert first["s"] >= np.sqrt(np.e / 2) - 1e-9 and first["s"] < np.sqrt(np.e / 2) + 1e-3
+
+
+def test_shared_operator_system():
+    """(d_t + c d_x) u = A u for u in R^2 (eq. 29): u(t, x) = expm(A t) u0(x - c t)."""
+    A = jnp.array([[0.0, 1.0], [-1.0, -0.2]])
+    c = 0.7
+    r = ch.quasilinear(
+        lambda x, u: jnp.array([1.0, c]),
+        lambda x, u: A @ u,
+        lambda s: (jnp.stack([jnp.zeros_like(s), s]), jnp.stack([jnp.cos(s), jnp.exp(-(s**2))])),
+        jnp.linspace(-2.0, 2.0, 9),
+        jnp.linspace(0.0, 3.0, 7),
+    )
+    t, x = np.asarray(r.x[..., 0]), np.asarray(r.x[..., 1])
+    y = x - c * t
+    for j, tj in enumerate(np.asarray(r.s)):
+        u0 = np.stack([np.cos(y[:, j]), np.exp(-(y[:, j] ** 2))], -1)
+        exact = u0 @ scipy.linalg.expm(np.asarray(A) * tj).T
+        assert np.max(np.abs(np.asarray(r.u[:, j]) - exact)) < 1e-9
+    assert r.u.shape == (9, 7, 2)
+
+
+def test_eikonal_from_a_circle():
+    """|grad u| = 1, u = 0 on the circle of radius R: outward u = |x| - R; inward characteristics
+    meet at the centre at s = R (a caustic)."""
+    R = 1.5
+
+    def F(x, u, p):
+        return 0.5 * (jnp.dot(p, p) - 1.0)
+
+    def circle(a):
+        return R * jnp.stack([jnp.cos(a), jnp.sin(a)]), jnp.zeros_like(a)
+
+    sig = jnp.linspace(0.0, 2 * jnp.pi, 12, endpoint=False)
+    out = ch.charpit(F, circle, sig, jnp.linspace(0.0, 2.0, 5), p_guess=lambda a: circle(a)[0])
+    dist = np.linalg.norm(np.asarray(out.x), axis=-1)
+    assert np.max(np.abs(np.asarray(out.u) - (dist - R))) < 1e-10
+    assert np.max(np.abs(np.asarray(out.residual))) < 1e-10
+    inward = ch.charpit(
+        F, circle, sig, jnp.linspace(0.0, 2.0, 5), p_guess=lambda a: -circle(a)[0], on_blowup="stop"
+    )
+    assert np.all(np.asarray(inward.blowup.kind) == 1)
+    assert np.max(np.abs(np.asarray(inward.blowup.s) - R)) < 1e-6
+    assert np.max(np.abs(np.asarray(inward.blowup.x))) < 1e-6
+    # Without a guess Newton starts at p = 0, where F's Jacobian is singular: a clear error.
+    with pytest.raises(ValueError, match=r"no initial p0 .* Pass p_guess="):
+        ch.charpit(F, circle, sig, jnp.linspace(0.0, 2.0, 5))
+
+
+def test_density_transport_gaussian_on_quadratic(getkey):
+    """Gradient flow on 1/2 x^T H x carries N(0, I) to N(0, e^{-Ht} e^{-Ht}): along a
+    characteristic log rho grows at the rate tr H. Hutchinson is unbiased for it."""
+    prob = problems.quadratic(jnp.array([0.5, 1.0, 3.0]), rotate=True, seed=2)
+    H = np.asarray(prob.hessian)
+    x0 = jax.random.normal(getkey(), (64, 3))
+    logp0 = -0.5 * jnp.sum(x0**2, 1) - 1.5 * jnp.log(2 * jnp.pi)
+    ts = jnp.linspace(0.0, 1.0, 3)
+    exact = ch.transport_density(flows.GradientFlow(), prob, x0, logp0, ts)
+    for j, t in enumerate(np.asarray(ts)):
+        E = scipy.linalg.expm(-H * t)
+        cov = E @ E.T
+        y = np.asarray(exact.states[:, j])
+        assert np.allclose(y, np.asarray(x0) @ E.T, atol=1e-10)
+        logpdf = scipy.stats.multivariate_normal(np.zeros(3), cov).logpdf(y)
+        assert np.max(np.abs(np.asarray(exact.log_density[:, j]) - logpdf)) < 1e-9
+    hutch = ch.transport_density(
+        flows.GradientFlow(), prob, x0, logp0, ts, trace="hutchinson", key=getkey(), num_probes=2
+    )
+    assert np.allclose(np.asarray(hutch.states), np.asarray(exact.states), atol=1e-12)
+    # Per sample the estimate of tr H is v^T H v averaged over 2 probes: unbiased, not exact.
+    est = np.asarray(hutch.log_density[:, -1] - logp0)
+    assert np.std(est) > 1e-3
+    assert abs(est.mean() - np.trace(H)) < 4 * est.std() / np.sqrt(est.size)
+
+
+def test_bad_input():
+    ss = jnp.linspace(0.0, 1.0, 3)
+    with pytest.raises(ValueError, match=r"F.*must return a scalar"):
+        ch.charpit(lambda x, u, p: p, _initial_heat, SIG1, ss)
+    with pytest.raises(ValueError, match=r"alpha\(x, u\) must return shape \(2,\)"):
+        ch.quasilinear(lambda x, u: x[:1], _beta1, _initial1, SIG1, ss)
+    with pytest.raises(ValueError, match=r"beta\(x, u\) must return the shape of u"):
+        ch.quasilinear(_alpha1, lambda x, u: jnp.stack([u, u]), _initial1, SIG1, ss)
+    with pytest.raises(ValueError, match="initial manifold must have dimension n-1 = 1"):
+        ch.quasilinear(_alpha1, _beta1, lambda s: _initial1(s[0]), jnp.ones((4, 2)), ss)
+    with pytest.raises(ValueError, match=r"x0\) must be a 1-D array of n >= 2"):
+        ch.quasilinear(_alpha1, _beta1, lambda s: (s, s), SIG1, ss)
+    with pytest.raises(ValueError, match="u0\\) must be a scalar"):
+        ch.charpit(_F_heat, lambda s: (jnp.stack([s, s]), jnp.stack([s, s])), SIG1, ss)
+    with pytest.raises(ValueError, match="on_blowup must be 'raise' or 'stop'"):
+        ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, ss, on_blowup="ignore")
+    with pytest.raises(ValueError, match="u_max must be finite and > 0"):
+        ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, ss, u_max=-1.0)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, jnp.array([0.0, 1.0, 0.5]))
+    with pytest.raises(ValueError, match=r"p_guess must have shape \(2,\)"):
+        ch.charpit(_F_heat, _initial_heat, SIG1, ss, p_guess=jnp.ones(3))
+    # The initial line t = x is characteristic for u_t + u_x = 0 (alpha = (1, 1) along it).
+    with pytest.raises(ValueError, match="initial curve is characteristic"):
+        ch.quasilinear(
+            lambda x, u: jnp.ones(2), lambda x, u: u, lambda s: (jnp.stack([s, s]), s), SIG1, ss
+        )
+    prob = problems.double_well()
+    with pytest.raises(ValueError, match="key="):
+        ch.transport_density(
+            flows.GradientFlow(), prob, jnp.ones((3, 1)), jnp.zeros(3), ss, trace="hutchinson"
+        )
+    with pytest.raises(ValueError, match=r"params0 leaves must have shape \(m"):
+        ch.transport_density(flows.GradientFlow(), prob, jnp.ones((3, 2)), jnp.zeros(3), ss)
+    with pytest.raises(ValueError, match=r"one value per sample, shape \(3,\)"):
+        ch.transport_density(flows.GradientFlow(), prob, jnp.ones((3, 1)), jnp.zeros(4), ss)
+    with pytest.raises(ValueError, match="trace must be 'exact' or 'hutchinson'"):
+        ch.transport_density(
+            flows.GradientFlow(), prob, jnp.ones((3, 1)), jnp.zeros(3), ss, trace="x"
+        )
