@@ -62,7 +62,7 @@ def test_leapfrog_is_su_eqs_13_to_16():
     a, h, n = 0.7, 0.05, 200
     problem = problems.rosenbrock(params0=jnp.array([-1.2, 1.0]))
     traj = dynopt.run(flows.HeavyBall(a).discretize(h), problem, n)
-    grad = jax.grad(problem.loss)
+    grad = jax.jit(jax.grad(problem.loss))
     theta = np.array([-1.2, 1.0])
     eta = h / 2 * np.asarray(grad(jnp.asarray(theta)))
     for k in range(n):
@@ -82,7 +82,7 @@ def test_optax_heavy_ball_is_conformal_symplectic_euler():
     assert np.allclose(float(disc.hyperparams["learning_rate"]), alpha, rtol=1e-14)
     assert np.allclose(float(disc.hyperparams["momentum"]), mu, rtol=1e-14)
     xs = dynopt.run(optax.sgd(alpha, momentum=mu), problem, n).params
-    grad = jax.grad(problem.loss)
+    grad = jax.jit(jax.grad(problem.loss))
     gamma, q, p = -np.log(mu) / h, np.array([-1.2, 1.0]), np.zeros(2)
     for k in range(n):
         p = np.exp(-gamma * h) * p - h * np.asarray(grad(jnp.asarray(q)))

@@ -133,7 +133,7 @@ def test_theta_reparametrization_identity(lookahead):
     v = np.diff(theta, axis=0, prepend=theta[:1])  # v_n = θ_n - θ_{n-1}, v_0 = 0
     assert np.max(np.abs(big - lookahead * beta * v - theta)) < 1e-12
     # ... and θ follows Su's eq. (20) directly (numpy oracle).
-    grad = jax.grad(problems.rosenbrock().loss)
+    grad = jax.jit(jax.grad(problems.rosenbrock().loss))
     th, vv = np.array([-1.2, 1.0]), np.zeros(2)
     for n in range(theta.shape[0] - 1):
         vv = beta * vv - alpha * np.asarray(grad(jnp.asarray(th + lookahead * beta * vv)))
@@ -156,7 +156,7 @@ def test_nag_matches_su_boyd_candes_recursion():
     s, r = 1e-3, 3.0
     x_form = _rosenbrock_run(transforms.nag(s, r, reparametrize=False))
     y_form = _rosenbrock_run(transforms.nag(s, r))
-    grad = jax.grad(problems.rosenbrock().loss)
+    grad = jax.jit(jax.grad(problems.rosenbrock().loss))
     x_prev = y = x = np.array([-1.2, 1.0])
     for k in range(1, x_form.shape[0]):
         x = y - s * np.asarray(grad(jnp.asarray(y)))
