@@ -15,6 +15,7 @@ from types import ModuleType
 # name -> module; an experiment is one module plus one line here.
 EXPERIMENTS: dict[str, str] = {
     "gd_flow": "experiments.gd_flow",
+    "sgd_sde": "experiments.sgd_sde",
     "momentum": "experiments.momentum",
     "nesterov": "experiments.nesterov",
 }

@@ -116,12 +116,14 @@ class QuadraticMoments(eqx.Module):
 
 
 @eqx.filter_jit
-def _moments(sde, flat0, ts, steps, h, continuous: bool):
+def _moments(sde, flat0, ts, steps, h, continuous: bool, mean0, cov0):
     data = _quadratic_data(sde, flat0)
     hess, xstar, m0, _, _, loss_star = data
+    m0 = mean0 - xstar
+    big_m0 = cov0 + jnp.outer(m0, m0)
     d = hess.shape[0]
     mat, b = _linear_system(sde, h, continuous, data)
-    z0 = jnp.concatenate([_pack(m0, jnp.outer(m0, m0)), jnp.ones(1, m0.dtype)])
+    z0 = jnp.concatenate([_pack(m0, big_m0), jnp.ones(1, m0.dtype)])
     if continuous:
         gen = _affine(mat, b).at[-1, -1].set(0.0)  # d/dt (z, 1) = (K z + b, 0)
         zs = jax.vmap(lambda t: jax.scipy.linalg.expm(gen * t) @ z0)(ts)
@@ -140,9 +142,12 @@ def quadratic_moments(
     *,
     step: float | None = None,
     x0: Params | None = None,
+    covariance0: Float[Array, "d d"] | None = None,
 ) -> QuadraticMoments:
     r"""Exact mean, covariance and $\mathbb E L$ at times `ts` (from $\theta_0$ = `x0`, default
     `problem.params0`, at $t = 0$) for a finite sum whose per-sample losses are quadratic.
+    A random start (e.g. the end of a previous phase of a schedule) is given by its mean `x0` and
+    `covariance0` (default 0).
 
     - `step=None`: the SDE of `sde` (linear moment ODE, solved by a matrix exponential);
     - `step=h`: Euler–Maruyama of that SDE with step $h$; `step=sde.learning_rate` is SGD
@@ -153,6 +158,7 @@ def quadratic_moments(
     the minimizer found by one Newton step from `x0` (an approximation).
     """
     flat0 = ravel_pytree(sde.problem.params0 if x0 is None else x0)[0]
+    cov0 = jnp.zeros((flat0.size,) * 2, flat0.dtype) if covariance0 is None else covariance0
     ts_np = np.asarray(ts, dtype=np.float64)
     if ts_np.ndim != 1 or np.any(ts_np < 0):
         raise ValueError("ts must be a 1-D array of times >= 0.")
@@ -167,7 +173,14 @@ def quadratic_moments(
             raise ValueError(f"ts must be multiples of step={h:g}.")
         steps = np.round(steps).astype(int)
     return _moments(
-        sde, flat0, jnp.asarray(ts_np), jnp.asarray(steps), jnp.asarray(h), step is None
+        sde,
+        flat0,
+        jnp.asarray(ts_np),
+        jnp.asarray(steps),
+        jnp.asarray(h),
+        step is None,
+        flat0,
+        jnp.asarray(cov0, flat0.dtype),
     )
 
 
