@@ -12,6 +12,7 @@ skipped (flows land over time).
 """
 
 import dataclasses
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -139,6 +140,17 @@ def _loop(num_steps: int, tx_of: Callable):
     return jax.jit(run, donate_argnums=(1, 2))
 
 
+def _loop_kernels(jitted, *args) -> int:
+    """Fused kernels XLA emits for one update (the `fori_loop` body): a load-independent check
+    that the traced hyper-parameters compile to the same program as optax's constants."""
+    text = jitted.lower(*args).compile().as_text()
+    body = re.search(r"while\(.*?body=(%?[\w.\-]+)", text)
+    if body is None:
+        return -1
+    block_text = re.search(r"\n" + re.escape(body.group(1)) + r" .*?\n\}", text, re.S)
+    return len(re.findall(r"= \S+ fusion\(", block_text.group(0))) if block_text else -1
+
+
 def _steps_per_call(size: int) -> int:
     return max(1, min(1000, 10_000_000 // (size * 4)))
 
@@ -170,6 +182,10 @@ def _measure(pair: Pair, size: int, repeats: int) -> dict:
     del a, b
 
     state = {"ours": fresh(disc.transform), "theirs": fresh(base_tx)}
+    kernels = (
+        _loop_kernels(ours, disc, *state["ours"]),
+        _loop_kernels(theirs, None, *state["theirs"]),
+    )
 
     def call(name):
         start = time.perf_counter()
@@ -186,7 +202,13 @@ def _measure(pair: Pair, size: int, repeats: int) -> dict:
         for name in state:
             times[name].append(call(name))
     med = {k: statistics.median(v) / n for k, v in times.items()}
-    return {"ours": med["ours"], "theirs": med["theirs"], "steps_per_call": n, "max_abs_diff": diff}
+    return {
+        "ours": med["ours"],
+        "theirs": med["theirs"],
+        "steps_per_call": n,
+        "max_abs_diff": diff,
+        "kernels": kernels,
+    }
 
 
 def run(config: Config) -> list[dict]:
@@ -208,10 +230,12 @@ def run(config: Config) -> list[dict]:
                     ratio=m["ours"] / m["theirs"],
                     target=None if not pair.identical else 1.05,
                     higher_is_better=False,
-                    note="overhead row: ratio = dynopt/optax per-step time (≤ 1 is no overhead)"
+                    note="overhead row: ratio = dynopt/optax per-step time; fused kernels per "
+                    f"update {m['kernels'][0]} vs {m['kernels'][1]}"
                     + ("" if pair.identical else "; not the same algorithm, no target"),
                     steps_per_call=m["steps_per_call"],
                     max_abs_diff=m["max_abs_diff"],
+                    kernels_dynopt_optax=list(m["kernels"]),
                     params=size,
                 )
             )
