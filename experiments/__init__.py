@@ -18,6 +18,7 @@ EXPERIMENTS: dict[str, str] = {
     "sgd_sde": "experiments.sgd_sde",
     "momentum": "experiments.momentum",
     "nesterov": "experiments.nesterov",
+    "adaptive": "experiments.adaptive",
 }
 DEFAULT_RESULTS = Path("results")
 

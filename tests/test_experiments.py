@@ -50,6 +50,25 @@ def test_gd_flow_headline_numbers(quick_run):
     assert lo < m["stability"]["predicted_boundary"] < hi
 
 
+def test_adaptive_headline_numbers(quick_run):
+    """Golden values for adaptive --quick. If this fails after a deliberate change of the
+    experiment, rerun `python -m experiments run adaptive --quick` and update the bounds."""
+    name, out = quick_run
+    if name != "adaptive":
+        pytest.skip("adaptive only")
+    m = json.loads((out / "metrics.json").read_text())
+    quad = m["orders"]["quadratic"]
+    assert abs(quad["order_rmsprop_G0_g0sq"] - 1.0) <= 0.1  # optax.rmsprop vs RMSPropFlow
+    assert abs(quad["order_adam"] - 1.0) <= 0.1  # optax.adam vs AdamFlow
+    assert abs(m["limits"]["kappa_slope"] + 1.0) <= 0.1  # κ → ∞: O(1/κ) to the sign-like flow
+    assert abs(m["limits"]["width_slope"] - 1.0) <= 0.1  # SignFlow(w) is O(w) off the exact flow
+    nrm = m["normalization"]
+    assert nrm["global"]["max_angle_to_minus_grad_deg"] < 1e-4  # eq. 14 keeps -∇L's direction
+    assert nrm["coordinate"]["max_angle_to_minus_grad_deg"] > 30  # eq. 15 turns it
+    assert 0.8 < m["displacement"]["quantiles_5_50_95"][1] < 1.2  # steps of length ≈ γ
+    assert abs(m["polyak_post3"]["gd_final_x"] - 3.0) < 1e-6
+
+
 def test_unknown_experiment_lists_available():
     with pytest.raises(ValueError, match=r"unknown experiment 'nope'; available: .*gd_flow"):
         experiments.get("nope")

@@ -73,7 +73,9 @@ class NewtonPreconditioner(eqx.Module):
             solver = lx.Cholesky()
         else:
             solver = lx.CG(rtol=self.rtol, atol=self.atol, max_steps=10 * _size(v) + 10)
-        return lx.linear_solve(op, v, solver).value
+        # throw=False: a failed solve (e.g. Cholesky of an indefinite Hessian) returns NaN, which
+        # `solve` reports as a SolveError and `run` as divergence, instead of a runtime crash.
+        return lx.linear_solve(op, v, solver, throw=False).value
 
 
 def _size(tree) -> int:
@@ -155,9 +157,14 @@ def check_preconditioner(P, params: Params, loss_fn: LossFn | None = None) -> No
     """`ValueError` naming `P` unless $P(\\theta)$ at `params` is symmetric (relative asymmetry
     $\\le 10^{-8}$) and positive definite (smallest eigenvalue of its symmetric part $> 0$)."""
     mat = preconditioner_matrix(P, params, loss_fn)
+    if not np.all(np.isfinite(mat)):
+        raise ValueError(
+            "P must be positive definite: P(θ) at the sample point is not finite (for Newton: "
+            "the Hessian there is singular or indefinite; add damping)."
+        )
     scale = max(float(np.max(np.abs(mat))), np.finfo(float).tiny)
     asym = float(np.max(np.abs(mat - mat.T))) / scale
-    if not np.all(np.isfinite(mat)) or asym > 1e-8:
+    if asym > 1e-8:
         raise ValueError(
             f"P must be symmetric: at the sample point max|P - P^T|/max|P| = {asym:.3g} > 1e-8."
         )

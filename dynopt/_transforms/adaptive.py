@@ -120,7 +120,9 @@ def polyak_sgd(
     $(L-L^*)g/(h\|g\|^2)$ (scaling acts as $1/h$; identical only for $h = 1$).
     """
     return optax.chain(
-        optax.scale_by_polyak(f_min=f_min, max_learning_rate=max_learning_rate),
+        with_standard_promotion(
+            optax.scale_by_polyak(f_min=f_min, max_learning_rate=max_learning_rate)
+        ),
         optax.scale_by_learning_rate(learning_rate),
     )
 
@@ -160,11 +162,14 @@ def preconditioned_sgd(
 def with_standard_promotion(
     tx: optax.GradientTransformation,
 ) -> optax.GradientTransformationExtraArgs:
-    """Run `tx`'s `init`/`update` under `jax.numpy_dtype_promotion("standard")`.
+    """Run `tx`'s `init`/`update` under `jax.numpy_dtype_promotion("standard")` and return the
+    updates in the incoming gradient's dtypes.
 
-    optax 0.2.8's bias correction computes `1 - decay**count` with an `int32` count, which raises
-    under `jax_numpy_dtype_promotion="strict"` once `decay` is an array (as in a traced sweep).
-    The wrapped transform performs exactly the same operations.
+    Two optax 0.2.8 blocks are not strict-promotion clean: Adam's bias correction computes
+    `1 - decay**count` with an `int32` count (raises once `decay` is an array, as in a traced
+    sweep), and `scale_by_polyak` mixes in a float64 `jnp.array(0.0)` under x64 (raises for
+    float32 params, and would promote their updates to float64). The wrapped transform performs
+    the same operations; only the final cast is added (a no-op when the dtypes already agree).
     """
     tx = optax.with_extra_args_support(tx)
 
@@ -174,7 +179,8 @@ def with_standard_promotion(
 
     def update_fn(updates, state, params=None, **extra_args):
         with jax.numpy_dtype_promotion("standard"):
-            return tx.update(updates, state, params, **extra_args)
+            new, state = tx.update(updates, state, params, **extra_args)
+        return optax.tree.cast_like(new, updates), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -1,0 +1,194 @@
+"""Polyak and preconditioned flows, the Lyapunov identities of every adaptive flow, and the
+conformance battery for the transforms of dynopt._transforms.adaptive."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import dynopt
+from dynopt import flows, lyapunov, problems
+
+from .helpers import TraceCounter, tree_max_abs_diff
+
+
+def _post3_loss(x):
+    x = x[0]
+    return x * (x - 1) * (x - 3) ** 2 + 1.62276
+
+
+def test_post3_example_truncated_polyak_escapes_gd_does_not():
+    """Post 3: x0 = 4, h = 0.01, 2500 steps, M = 1000 ends near the global minimum x ≈ 0.407;
+    GD ends in the local minimum x = 3. Also: the run is Su's update formula, step by step."""
+    p = dynopt.Problem(_post3_loss, jnp.array([4.0]), name="post3")
+    polyak = dynopt.run(flows.PolyakFlow(M=1000.0).discretize(0.01), p, 2500)
+    gd = dynopt.run(flows.GradientFlow().discretize(0.01), p, 2500)
+    assert abs(float(gd.final_params[0]) - 3.0) < 1e-9
+    # Golden value: the escape is chaotic (jumps of up to h*M*L ≈ 16); perturbing x0 by 1e-9
+    # changes where step 2500 lands. This run ends at 0.40693, f = 5.5e-7.
+    assert abs(float(polyak.final_params[0]) - 0.4069) < 1e-3 and float(polyak.loss[-1]) < 1e-5
+    g = jax.jit(jax.grad(lambda x: _post3_loss(jnp.atleast_1d(x))))
+    x, xs = 4.0, [4.0]
+    for _ in range(200):  # before the chaotic phase
+        gx = float(g(x))
+        x += 0.01 * -np.sign(gx) * min(abs(gx) / gx**2, 1000) * float(_post3_loss(jnp.array([x])))
+        xs.append(x)
+    np.testing.assert_allclose(np.asarray(polyak.params[:201, 0]), xs, rtol=1e-12)
+
+
+def test_polyak_flow_loss_decays_exactly_as_exp_minus_t():
+    p = problems.rosenbrock()
+    ts = jnp.linspace(0.0, 8.0, 81)
+    ref = dynopt.solve(flows.PolyakFlow(), p, ts)
+    rel = np.asarray(ref.loss) / (float(ref.loss[0]) * np.exp(-np.asarray(ts))) - 1.0
+    assert np.max(np.abs(rel)) < 1e-7  # rtol 1e-10 per step, 8 time units
+    assert float(lyapunov.identity_deviation(ref, p, ts)) < 1e-6
+
+
+def test_polyak_discretizations():
+    g, L, h = jnp.array([3.0, 4.0]), 10.0, 0.1
+    untrunc = flows.PolyakFlow().discretize(h).transform
+    u, _ = untrunc.update(g, untrunc.init(g), g, value=L)
+    np.testing.assert_allclose(u, -h * L * g / 25.0, rtol=1e-15)
+    trunc = flows.PolyakFlow(M=0.1).discretize(h).transform  # min(1/|g|, M) = M = 0.1
+    u, _ = trunc.update(g, trunc.init(g), g, value=L)
+    np.testing.assert_allclose(u, -h * L * 0.1 * g / 5.0, rtol=1e-15)
+    big = flows.PolyakFlow(M=1e6).discretize(h).transform  # truncation inactive: untruncated
+    np.testing.assert_allclose(big.update(g, big.init(g), g, value=L)[0], -h * L * g / 25.0)
+    # Why not optax.polyak_sgd(scaling=h): optax 0.2.8 divides by |h g|^2, so steps scale as 1/h.
+    tx = optax.polyak_sgd(max_learning_rate=jnp.inf, scaling=h)
+    np.testing.assert_allclose(tx.update(g, tx.init(g), g, value=L)[0], -L * g / (h * 25.0))
+
+
+def _newton_problem():
+    return problems.quadratic([1.0, 100.0], params0=jnp.array([1.0, -2.0]), rotate=True)
+
+
+def test_newton_flow_closed_form_and_solvers_agree():
+    """P = H^{-1} on a quadratic: θ(t) = θ* + e^{-t}(θ0 - θ*), every direction at rate 1."""
+    p = _newton_problem()
+    ts = jnp.linspace(0.0, 3.0, 31)
+    flow = flows.PreconditionedFlow(flows.NewtonPreconditioner(), check_on=p)
+    ref = dynopt.solve(flow, p, ts)
+    exact = np.exp(-np.asarray(ts))[:, None] * np.asarray(p.params0)
+    assert np.max(np.abs(np.asarray(ref.params) - exact)) < 1e-8
+    assert float(lyapunov.identity_deviation(ref, p, ts)) < 1e-6
+    v = jnp.array([0.3, -1.0])
+    via_cg = flows.NewtonPreconditioner(linear_solver="cg")(p.params0, v, p.loss)
+    np.testing.assert_allclose(via_cg, jnp.linalg.solve(p.hessian, v), rtol=1e-10)
+    # Preconditioned GD with Newton's P: damped Newton, θ_{k+1} = (1 - h) θ_k on a quadratic.
+    traj = dynopt.run(flow.discretize(0.25), p, 8)
+    np.testing.assert_allclose(traj.final_params, 0.75**8 * p.params0, rtol=1e-12)
+
+
+def _diag(params):
+    return jax.tree.map(lambda x: 1.0 / (1.0 + x**2), params)
+
+
+def test_diagonal_preconditioner_lyapunov_and_euler():
+    p = problems.rosenbrock()
+    flow = flows.PreconditionedFlow(flows.DiagonalPreconditioner(_diag), check_on=p)
+    ts = jnp.linspace(0.0, 0.5, 51)
+    ref = dynopt.solve(flow, p, ts)
+    measured = lyapunov.loss_rate(ref, p, ts)
+    predicted = -lyapunov.preconditioned_norm_sq(ref, p, ts, flow.P)
+    assert float(lyapunov.max_relative_deviation(measured, predicted)) < 1e-6
+    assert np.all(np.asarray(measured) < 0)
+    traj = dynopt.run(flow.discretize(1e-3), p, 3)
+    x = p.params0
+    for _ in range(3):
+        x = x - 1e-3 * _diag(x) * p.grad(x)
+    np.testing.assert_allclose(traj.final_params, x, rtol=1e-14)
+
+
+def _nonsymmetric(params, v, loss_fn):
+    return jnp.array([[1.0, 2.0], [0.0, 1.0]]) @ v
+
+
+def _indefinite(params, v, loss_fn):
+    return jnp.array([1.0, -1.0]) * v
+
+
+def test_preconditioner_validation():
+    p = problems.quadratic([1.0, 2.0])
+    with pytest.raises(ValueError, match="P must be symmetric"):
+        flows.PreconditionedFlow(_nonsymmetric, check_on=p)
+    with pytest.raises(ValueError, match="P must be positive definite"):
+        flows.PreconditionedFlow(_indefinite, check_on=p)
+    saddle = problems.quadratic([1.0, -2.0])
+    with pytest.raises(ValueError, match="P must be positive definite"):
+        flows.PreconditionedFlow(flows.NewtonPreconditioner(), check_on=saddle)
+    flows.PreconditionedFlow(flows.NewtonPreconditioner(damping=3.0), check_on=saddle)
+    with pytest.raises(ValueError, match="P must be hashable"):
+        flows.PreconditionedFlow(eqx.Partial(_indefinite, loss_fn=None, v=jnp.ones(2)))
+    with pytest.raises(ValueError, match="damping"):
+        flows.NewtonPreconditioner(damping=-1.0)
+    with pytest.raises(ValueError, match="linear_solver"):
+        flows.NewtonPreconditioner(linear_solver="qr")
+    with pytest.raises(ValueError, match="M must be finite and > 0"):
+        flows.PolyakFlow(M=0.0)
+
+
+@pytest.mark.parametrize(
+    "flow, tol",
+    [
+        (flows.PolyakFlow(M=0.05), 1e-6),
+        (flows.RMSPropFlow(3.0, 1e-4), 1e-6),
+        (flows.AdamFlow(2.0, 5.0, 1e-8), 1e-6),
+    ],
+    ids=["polyak-truncated", "rmsprop", "adam"],
+)
+def test_lyapunov_identities(flow, tol):
+    """dL/dt measured on the solved trajectory vs the flow's closed-form rate, to solver accuracy;
+    for all but Adam the rate is <= 0 (L is a Lyapunov function)."""
+    p = problems.rosenbrock()
+    ts = jnp.linspace(0.0, 0.5, 51)
+    ref = dynopt.solve(flow, p, ts)
+    assert float(lyapunov.identity_deviation(ref, p, ts)) < tol
+    if not isinstance(flow, flows.AdamFlow):
+        assert np.all(np.asarray(lyapunov.predicted_rate(ref, p, ts)) <= 0)
+
+
+# Conformance battery: every transform of this issue, as built by its Discretization.
+_P = flows.PreconditionedFlow(flows.DiagonalPreconditioner(_diag))
+_BATTERY = {
+    "rmsprop": lambda h: flows.RMSPropFlow(2.0, 1e-4).discretize(h),
+    "global_rmsprop": lambda h: flows.RMSPropFlow(2.0, 1e-4, norm="global").discretize(h),
+    "adam": lambda h: flows.AdamFlow(2.0, 5.0, 1e-6).discretize(h),
+    "sign_sgd": lambda h: flows.SignFlow().discretize(h),
+    "polyak_sgd": lambda h: flows.PolyakFlow().discretize(h),
+    "truncated_polyak_sgd": lambda h: flows.PolyakFlow(M=1.0).discretize(h),
+    "preconditioned_sgd": lambda h: _P.discretize(h),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BATTERY))
+def test_conformance(name):
+    make = _BATTERY[name]
+
+    def loss(p):
+        return jnp.sum((p["a"] - 1.0) ** 2) + 2.0 * jnp.sum(p["b"] ** 2) + 0.1
+
+    counter = TraceCounter(loss)
+    p32 = dynopt.Problem(
+        counter, {"a": jnp.zeros((2, 2), jnp.float32), "b": jnp.ones(3, jnp.float32)}
+    )
+    # Pytree params, float32 kept, converges on a bowl, no recompilation for a new step size.
+    traj = dynopt.run(make(0.05), p32, 400, every=400)
+    first = counter.count
+    dynopt.run(make(0.04), p32, 400, every=400)
+    assert counter.count == first
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(traj.params))
+    assert float(traj.loss[-1]) < 0.2 * float(traj.loss[0])
+    # Works inside optax.chain and under inject_hyperparams (float64 here).
+    disc = make(0.05)
+    p64 = dynopt.Problem(loss, {"a": jnp.zeros((2, 2)), "b": jnp.ones(3)})
+    a = dynopt.run(disc, p64, 5).final_params
+    kwargs = {**disc.hyperparams, **dict(disc.options)}
+    static = tuple(k for k, v in kwargs.items() if not isinstance(v, jax.Array))
+    with jax.numpy_dtype_promotion("standard"):  # inject_hyperparams casts hyper-params itself
+        injected = optax.inject_hyperparams(disc.factory, static_args=static)(**kwargs)
+        b = dynopt.run(optax.chain(optax.identity(), injected), p64, 5).final_params
+    assert tree_max_abs_diff(a, b) <= 1e-12
