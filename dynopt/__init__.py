@@ -13,6 +13,7 @@ from . import (
     problems as problems,
     rnn as rnn,
     sde as sde,
+    transforms as transforms,
 )
 from ._compare import compare as compare
 from ._discretization import Discretization as Discretization
