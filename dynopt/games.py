@@ -8,7 +8,9 @@ from ._games.dirac import (
     DIRAC_VARIANTS as DIRAC_VARIANTS,
     linear_critic as linear_critic,
     normalized_critic as normalized_critic,
+    PHI0 as PHI0,
     POST4_CASES as POST4_CASES,
+    THETA0 as THETA0,
 )
 from ._games.flows import GameFlow as GameFlow, ModifiedGameFlow as ModifiedGameFlow
 from ._games.game import Game as Game, minmax as minmax

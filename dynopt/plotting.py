@@ -110,3 +110,46 @@ def plot_contour_paths(
         ax.plot(path[:, 0], path[:, 1], ".-", ms=2, lw=1, label=label)
     ax.set_xlabel(r"$\theta_1$")
     ax.set_ylabel(r"$\theta_2$")
+
+
+def plot_phase_portrait(
+    ax: Axes,
+    paths: Sequence[tuple[np.ndarray, str]],
+    *,
+    window: float | None = None,
+    equilibrium=(0.0, 0.0),
+) -> None:
+    """2-D trajectories (arrays of shape (n, 2), e.g. a generator's θ) with their start marked by
+    a dot and the equilibrium by a red dot; `window` sets the axes to ±window."""
+    for path, label in paths:
+        path = np.asarray(path)
+        path = path[np.all(np.isfinite(path), axis=1)]
+        (line,) = ax.plot(path[:, 0], path[:, 1], lw=0.8, label=label)
+        ax.plot(path[0, 0], path[0, 1], "o", color=line.get_color(), ms=4)
+    ax.plot([equilibrium[0]], [equilibrium[1]], "o", color="red", ms=6)
+    if window is not None:
+        ax.set_xlim(-window, window)
+        ax.set_ylim(-window, window)
+    ax.set_aspect("equal")
+    ax.set_xlabel(r"$\theta_1$")
+    ax.set_ylabel(r"$\theta_2$")
+    ax.grid(True, alpha=0.3)
+
+
+def plot_predicted_vs_measured(
+    ax: Axes, groups: Sequence[tuple[np.ndarray, np.ndarray, str]], *, marker: str = "o"
+) -> None:
+    """Measured values against predicted ones, one marker series per group, on the y = x line."""
+    lo, hi = np.inf, -np.inf
+    for predicted, measured, label in groups:
+        p, m = np.asarray(predicted, float), np.asarray(measured, float)
+        ax.plot(p, m, marker, ls="none", label=label, alpha=0.8)
+        ok = np.isfinite(p) & np.isfinite(m)
+        if np.any(ok):
+            lo, hi = min(lo, p[ok].min(), m[ok].min()), max(hi, p[ok].max(), m[ok].max())
+    if np.isfinite(lo):
+        pad = 0.05 * (hi - lo) if hi > lo else 0.01
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8, label="y = x")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("measured")
+    ax.grid(True, alpha=0.3)

@@ -19,6 +19,7 @@ EXPERIMENTS: dict[str, str] = {
     "momentum": "experiments.momentum",
     "nesterov": "experiments.nesterov",
     "adaptive": "experiments.adaptive",
+    "gan_dynamics": "experiments.gan_dynamics",
 }
 DEFAULT_RESULTS = Path("results")
 

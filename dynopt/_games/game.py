@@ -112,9 +112,7 @@ class Game(eqx.Module):
     def jacobian(self, z: GameParams, key: Key | None = None) -> Array:
         r"""The Jacobian $J = \partial v/\partial z$ of the flow at $z$, a dense matrix in
         `ravel_pytree((phi, theta))` order ($\varphi$ block first)."""
-        flat, unravel = ravel_pytree(z)
-        field = lambda x: ravel_pytree(self.vector_field(unravel(x), key))[0]
-        return jax.jacfwd(field)(flat)
+        return _jacobian(self.vector_field, z, key)
 
     def eigenvalues(self, z: GameParams | None = None, key: Key | None = None) -> np.ndarray:
         """Eigenvalues of `jacobian(z)` (default: at `equilibrium`), sorted by real part. The
@@ -138,6 +136,13 @@ class Game(eqx.Module):
         if self.stochastic:
             raise ValueError(f"game {self.name!r} is stochastic: it has no deterministic problem.")
         return Problem(self.hamiltonian, self.params0, name=self.name, minimizer=self.equilibrium)
+
+
+@eqx.filter_jit
+def _jacobian(field_fn, z, key):
+    """Dense Jacobian of `field_fn(z, key)` in raveled order (one compiled program per field)."""
+    flat, unravel = ravel_pytree(z)
+    return jax.jacfwd(lambda x: ravel_pytree(field_fn(unravel(x), key))[0])(flat)
 
 
 def minmax(
