@@ -293,7 +293,7 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     paths.append(plotting.save(fig, out_dir / "limits.png"))
 
     dis = metrics["displacement"]
-    fig, axes = plotting.figure(1, width=5.0)
+    fig, axes = plotting.figure(1, width=5.8)
     ratio = arrays["hist_ratio"]
     bins = np.geomspace(max(ratio[ratio > 0].min(), 1e-4), ratio.max() * 1.01, 60)
     axes[0].hist(ratio[ratio > 0], bins=bins)

@@ -125,8 +125,9 @@ class RMSPropFlow(AbstractFlow):
 
     def discretize(self, step_size: ScalarLike) -> Discretization:
         decay = _rate_step("kappa", self.kappa, step_size)
-        hp = {"learning_rate": step_size, "decay": decay, "eps": self.eps}
-        hp["initial_scale"] = self.initial_scale
+        hp = dict(
+            learning_rate=step_size, decay=decay, eps=self.eps, initial_scale=self.initial_scale
+        )
         if self.norm == "global":
             return Discretization(global_rmsprop, hp, dt=step_size)
         return Discretization(optax.rmsprop, hp, dt=step_size, options=(("eps_in_sqrt", True),))
