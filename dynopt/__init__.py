@@ -7,6 +7,7 @@ from importlib.metadata import version as _version
 
 from . import (
     characteristics as characteristics,
+    densities as densities,
     flows as flows,
     games as games,
     lyapunov as lyapunov,

@@ -1,0 +1,210 @@
+r"""The 1-D SDE of the path-integral series, $dx = p(x,t)\,dt + \sqrt{\alpha}\,dW$ (post 7,
+eq. 48), its exact Gaussian transition densities, and the result type of every density route.
+
+**Convention.** $\alpha$ is the *variance rate*: $\mathrm{Var}(dx) = \alpha\,dt$. An SDE written
+$dx = b\,dt + \sigma\,dW$ has $\alpha = \sigma^2$ (post 8's σ-vs-σ² note in SEEDS.md). The
+Fokker–Planck equation (post 2, eq. 12) is
+$$\partial_t P = \tfrac{\alpha}{2}\partial_x^2 P - \partial_x(pP).$$
+"""
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._custom_types import Array, Float, Scalar, ScalarLike
+from .._sde.base import AbstractSDE
+
+
+def check_positive(name: str, value) -> None:
+    """`ValueError` unless `value` is a finite scalar > 0 (skipped for tracers)."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    arr = np.asarray(value, dtype=float)
+    if arr.shape != () or not np.isfinite(arr) or not arr > 0:
+        raise ValueError(f"{name} must be a finite scalar > 0, got {value}.")
+
+
+def check_uniform_grid(name: str, grid) -> np.ndarray:
+    """`ValueError` unless `grid` is 1-D, uniform, increasing, with >= 3 points."""
+    g = np.asarray(grid, dtype=np.float64)
+    if g.ndim != 1 or g.size < 3:
+        raise ValueError(f"{name} must be a 1-D array of >= 3 points, got shape {g.shape}.")
+    d = np.diff(g)
+    if not np.all(d > 0) or not np.allclose(d, d[0], rtol=1e-9, atol=0.0):
+        raise ValueError(f"{name} must be uniform and increasing (e.g. np.linspace(a, b, m)).")
+    return g
+
+
+class ScalarSDE(AbstractSDE):
+    r"""$dx = p(x, t)\,dt + \sqrt{\alpha}\,dW$ in one dimension (post 7, eq. 48).
+
+    A `dynopt.sde` model (additive noise, so `dynopt.sde.simulate` uses ShARK), and the input of
+    every density route in `dynopt.densities`.
+
+    **Arguments:**
+
+    - `drift`: $p(x, t)$, a callable on two scalars returning a scalar.
+    - `alpha`: the variance rate $\alpha > 0$ (noise $\sigma\,dW$ means $\alpha=\sigma^2$).
+
+    **Raises:** `ValueError` for $\alpha \le 0$ or a non-callable drift.
+    """
+
+    drift_fn: Callable[[Scalar, Scalar], Scalar]
+    alpha: Float[Array, ""]
+    additive: ClassVar[bool] = True
+
+    def __init__(self, drift: Callable, alpha: ScalarLike):
+        if not callable(drift):
+            raise ValueError(f"drift must be callable (x, t) -> scalar, got {type(drift)}.")
+        check_positive("alpha", alpha)
+        self.drift_fn = drift
+        self.alpha = jnp.asarray(alpha, dtype=float)
+
+    def p(self, x: ScalarLike, t: ScalarLike) -> Scalar:
+        """The drift $p(x, t)$."""
+        return jnp.asarray(self.drift_fn(x, t))
+
+    def dp_dx(self, x: ScalarLike, t: ScalarLike) -> Scalar:
+        r"""$\partial_x p(x, t)$ by autodiff (the Jacobian terms of eqs. 62–66)."""
+        return jax.grad(lambda y: self.p(y, t))(jnp.asarray(x, dtype=float))
+
+    def init(self, x0) -> Float[Array, " 1"]:
+        return jnp.atleast_1d(jnp.asarray(x0, dtype=float)).reshape(1)
+
+    def check(self, y0) -> None:
+        out = jax.eval_shape(self.drift_fn, y0[0], y0[0])
+        if out.shape != ():
+            raise ValueError(f"drift must return a scalar, got shape {out.shape}.")
+
+    def drift(self, t, y, args):
+        del args
+        return jnp.reshape(self.p(y[0], t), (1,)).astype(y.dtype)
+
+    def diffusion(self, t, y, args):
+        del t, args
+        return jnp.sqrt(self.alpha).astype(y.dtype) * jnp.ones((1, 1), y.dtype)
+
+    def noise_dim(self, y0) -> int:
+        return 1
+
+    def params(self, y):
+        return y[..., 0]
+
+
+class Polynomial(eqx.Module):
+    r"""A time-independent polynomial drift $p(x) = \sum_k c_k x^k$ (`coeffs` = $c_0, c_1, \dots$).
+
+    Its coefficients are array leaves, so SDEs that differ only in them share compiled programs
+    (a plain Python callable is a static field: a new one means a new compilation)."""
+
+    coeffs: Float[Array, " k"]
+
+    def __init__(self, coeffs):
+        c = jnp.asarray(coeffs, dtype=float)
+        if c.ndim != 1 or c.size < 1:
+            raise ValueError(f"coeffs must be a non-empty 1-D array, got shape {c.shape}.")
+        self.coeffs = c
+
+    def __call__(self, x, t):
+        del t
+        return jnp.polyval(self.coeffs[::-1], jnp.asarray(x, dtype=float))
+
+
+def linear_sde(rate: ScalarLike, alpha: ScalarLike) -> ScalarSDE:
+    r"""$dx = \lambda x\,dt + \sqrt{\alpha}\,dW$: post 7's eq. (49) for $\lambda = 1$, OU for
+    $\lambda = -\theta < 0$."""
+    # Cubic-shaped coefficients: shares compiled programs with cubic drifts (double wells).
+    z = jnp.zeros(())
+    return ScalarSDE(Polynomial(jnp.stack([z, jnp.asarray(rate, dtype=float), z, z])), alpha)
+
+
+def linear_density(
+    x: Float[Array, "..."], t: ScalarLike, x0: ScalarLike, *, rate: ScalarLike, alpha: ScalarLike
+) -> Float[Array, "..."]:
+    r"""Exact transition density of $dx = \lambda x\,dt + \sqrt\alpha\,dW$:
+    $$P(x, t \mid x_0) = \mathcal N\big(x;\ x_0 e^{\lambda t},\
+      \alpha\,(e^{2\lambda t}-1)/(2\lambda)\big)\quad(\alpha t \text{ at } \lambda = 0).$$
+
+    **Raises:** `ValueError` for $\alpha \le 0$ or $t \le 0$.
+    """
+    check_positive("alpha", alpha)
+    check_positive("t", t)
+    rate, t, x0 = (jnp.asarray(v, dtype=float) for v in (rate, t, x0))
+    safe = jnp.where(rate == 0, 1.0, rate)
+    var = jnp.asarray(alpha, float) * jnp.where(
+        rate == 0, t, jnp.expm1(2.0 * safe * t) / (2.0 * safe)
+    )
+    mean = x0 * jnp.exp(rate * t)
+    return jnp.exp(-0.5 * (x - mean) ** 2 / var) / jnp.sqrt(2.0 * jnp.pi * var)
+
+
+def linear_cdf(
+    x: Float[Array, "..."], t: ScalarLike, x0: ScalarLike, *, rate: ScalarLike, alpha: ScalarLike
+) -> Float[Array, "..."]:
+    """The CDF of `linear_density` (for exact histogram-bin probabilities)."""
+    check_positive("alpha", alpha)
+    check_positive("t", t)
+    rate, t, x0 = (jnp.asarray(v, dtype=float) for v in (rate, t, x0))
+    safe = jnp.where(rate == 0, 1.0, rate)
+    var = jnp.asarray(alpha, float) * jnp.where(
+        rate == 0, t, jnp.expm1(2.0 * safe * t) / (2.0 * safe)
+    )
+    mean = x0 * jnp.exp(rate * t)
+    return jax.scipy.stats.norm.cdf((x - mean) / jnp.sqrt(var))
+
+
+def stationary_density(sde: ScalarSDE, grid: Float[Array, " m"]) -> Float[Array, " m"]:
+    r"""The stationary solution of Fokker–Planck for a time-independent drift,
+    $$P_\infty(x) \propto \exp\Big(\frac{2}{\alpha}\int^x p\,dy\Big),$$
+    with $\int^x p$ by Gauss–Legendre quadrature (exact for polynomial drifts), normalised on the
+    uniform `grid` (Riemann sum)."""
+    from .path_integral import antiderivative
+
+    g = jnp.asarray(check_uniform_grid("grid", grid))
+    h = g[1] - g[0]
+    phi = jax.vmap(lambda x: antiderivative(lambda y: sde.p(y, 0.0), x, g[0]))(g)
+    logd = 2.0 * phi / sde.alpha
+    d = jnp.exp(logd - jnp.max(logd))
+    return d / (jnp.sum(d) * h)
+
+
+class GridDensity(eqx.Module):
+    r"""A transition density $P(x, t_1 \mid x_0)$ on points `x`, from one of the routes.
+
+    **Fields:**
+
+    - `x`, `density`: the points and the density there.
+    - `t`: the time $t_1$.
+    - `mass`: $\int P\,dx$ over the points (Riemann sum with the point spacing).
+    - `lost_mass`: probability that left the grid (absorbed at its ends, or outside the
+      histogram range); a grid that does not cover the mass shows up here.
+    - `mass_defect`: |mass + lost_mass − initial mass|: the conservation check (route-specific).
+    - `method`: the route's name.
+    """
+
+    x: Float[Array, " m"]
+    density: Float[Array, " m"]
+    t: Float[Array, ""]
+    mass: Float[Array, ""]
+    lost_mass: Float[Array, ""]
+    mass_defect: Float[Array, ""]
+    method: str = eqx.field(static=True)
+
+    def error(self, exact: Callable[[Array], Array]) -> Float[Array, ""]:
+        """Max-norm error $\\max_i |P_i - P_{exact}(x_i)|$ against a callable density."""
+        return jnp.max(jnp.abs(self.density - exact(self.x)))
+
+
+def check_lost_mass(lost, mass_tol, where: str) -> None:
+    if mass_tol is None:
+        return
+    lost = float(lost)
+    if not lost <= mass_tol:
+        raise ValueError(
+            f"{where}: the grid does not cover the mass: lost mass {lost:.3e} > mass_tol="
+            f"{mass_tol:g}. Widen the grid (or pass mass_tol=None to accept and report it)."
+        )

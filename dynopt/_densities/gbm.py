@@ -1,0 +1,118 @@
+r"""Post 8's stock model: geometric Brownian motion, its log-normal law, and Black–Scholes.
+
+$dS = S(\mu\,dt + \sigma\,dW)$ (eq. 70). By Itô's lemma $x = \ln S$ obeys
+$dx = (\mu - \tfrac12\sigma^2)dt + \sigma\,dW$ (eq. 71): eq. (48) with constant drift
+$b = \mu - \sigma^2/2$ and **variance rate $\alpha = \sigma^2$**, hence (corrected eq. 77)
+$$P(S_T\mid S_0) = \frac{1}{S_T\sqrt{2\pi\sigma^2T}}
+  \exp\Big\{-\frac{[\ln(S_T/S_0) - (\mu-\tfrac12\sigma^2)T]^2}{2\sigma^2T}\Big\}.$$
+The post prints $\sigma$ where $\alpha = \sigma^2$ belongs (`printed=True` reproduces that form,
+for the measurement that rules it out).
+"""
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._custom_types import Array, Float, ScalarLike
+from .._sde.base import AbstractSDE
+from .base import check_positive, Polynomial, ScalarSDE
+
+
+def _check_s0(s0) -> None:
+    if isinstance(s0, jax.core.Tracer):
+        return
+    arr = np.asarray(s0, dtype=float)
+    if arr.shape != () or not np.isfinite(arr) or not arr > 0:
+        raise ValueError(f"S0 must be a finite price > 0 (ln S needs S > 0), got {s0}.")
+
+
+class GBM(AbstractSDE):
+    r"""$dS = S(\mu\,dt + \sigma\,dW)$, Itô, multiplicative noise (`simulate` uses Euler–Maruyama).
+
+    **Raises:** `ValueError` for $\sigma \le 0$ (at construction) or $S_0 \le 0$ (in `init`).
+    """
+
+    mu: Float[Array, ""]
+    sigma: Float[Array, ""]
+    additive: ClassVar[bool] = False
+
+    def __init__(self, mu: ScalarLike, sigma: ScalarLike):
+        check_positive("sigma", sigma)
+        self.mu = jnp.asarray(mu, dtype=float)
+        self.sigma = jnp.asarray(sigma, dtype=float)
+
+    def init(self, x0) -> Float[Array, " 1"]:
+        _check_s0(x0)
+        return jnp.atleast_1d(jnp.asarray(x0, dtype=float)).reshape(1)
+
+    def drift(self, t, y, args):
+        del t, args
+        return self.mu.astype(y.dtype) * y
+
+    def diffusion(self, t, y, args):
+        del t, args
+        return (self.sigma.astype(y.dtype) * y).reshape(1, 1)
+
+    def noise_dim(self, y0) -> int:
+        return 1
+
+    def params(self, y):
+        return y[..., 0]
+
+    def log_sde(self) -> ScalarSDE:
+        r"""$x = \ln S$: $dx = (\mu-\sigma^2/2)dt + \sigma dW$, a `ScalarSDE`, $\alpha=\sigma^2$."""
+        b = self.mu - 0.5 * self.sigma**2
+        z = jnp.zeros(())
+        return ScalarSDE(Polynomial(jnp.stack([b, z, z, z])), self.sigma**2)
+
+
+def lognormal_density(
+    s: Float[Array, "..."],
+    T: ScalarLike,
+    s0: ScalarLike,
+    *,
+    mu: ScalarLike,
+    sigma: ScalarLike,
+    printed: bool = False,
+) -> Float[Array, "..."]:
+    r"""The law of $S_T$ (corrected eq. 77, variance $\sigma^2T$); `printed=True` uses the
+    post's printed variance $\sigma T$ (the σ-vs-σ² slip), keeping the drift $\mu - \sigma^2/2$.
+
+    **Raises:** `ValueError` for $S_0 \le 0$, $\sigma \le 0$ or $T \le 0$.
+    """
+    _check_s0(s0)
+    check_positive("sigma", sigma)
+    check_positive("T", T)
+    s = jnp.asarray(s, dtype=float)
+    var = (sigma if printed else sigma**2) * T
+    b = mu - 0.5 * sigma**2
+    z = jnp.log(jnp.where(s > 0, s, 1.0) / s0) - b * T
+    d = jnp.exp(-0.5 * z**2 / var) / (jnp.where(s > 0, s, 1.0) * jnp.sqrt(2 * jnp.pi * var))
+    return jnp.where(s > 0, d, 0.0)
+
+
+def black_scholes_call(
+    s0: ScalarLike, strike: ScalarLike, rate: ScalarLike, sigma: ScalarLike, T: ScalarLike
+) -> Float[Array, ""]:
+    r"""$C = S_0\Phi(d_1) - Ke^{-rT}\Phi(d_2)$, $d_{1,2} = [\ln(S_0/K) + (r \pm \sigma^2/2)T]
+    /(\sigma\sqrt T)$: the price $e^{-rT}\mathbb E[(S_T - K)^+]$ under $\mu = r$.
+
+    **Raises:** `ValueError` for $S_0 \le 0$, strike $\le 0$, $\sigma \le 0$, $T \le 0$.
+    """
+    _check_s0(s0)
+    check_positive("strike", strike)
+    check_positive("sigma", sigma)
+    check_positive("T", T)
+    norm = jax.scipy.stats.norm.cdf
+    sq = sigma * jnp.sqrt(jnp.asarray(T, dtype=float))
+    d1 = (jnp.log(s0 / strike) + (rate + 0.5 * sigma**2) * T) / sq
+    return s0 * norm(d1) - strike * jnp.exp(-rate * T) * norm(d1 - sq)
+
+
+def discounted_payoff(
+    s_T: Float[Array, " N"], strike: ScalarLike, rate: ScalarLike, T: ScalarLike
+) -> Float[Array, " N"]:
+    """$e^{-rT}(S_T - K)^+$ per path (its mean ± standard error is the Monte-Carlo price)."""
+    return jnp.exp(-rate * T) * jnp.maximum(s_T - strike, 0.0)

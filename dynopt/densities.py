@@ -1,0 +1,47 @@
+r"""Transition densities of $dx = p(x,t)\,dt + \sqrt\alpha\,dW$ by four routes that agree
+(posts 7–8 of the path-integral series): Monte Carlo (diffrax), Fokker–Planck (method of lines,
+implicit diffrax solver), the time-sliced path integral (Itô and midpoint conventions, each with
+its Jacobian) and the asymmetric random walk; the Onsager–Machlup action and its boundary form
+(eq. 66 ⇔ 68–69); Itô's lemma by autodiff; geometric Brownian motion and Black–Scholes.
+
+Convention: $\alpha$ is the variance rate; $dx = b\,dt + \sigma\,dW$ has $\alpha = \sigma^2$.
+"""
+
+from ._densities.base import (
+    GridDensity as GridDensity,
+    linear_cdf as linear_cdf,
+    linear_density as linear_density,
+    linear_sde as linear_sde,
+    Polynomial as Polynomial,
+    ScalarSDE as ScalarSDE,
+    stationary_density as stationary_density,
+)
+from ._densities.fokker_planck import (
+    fokker_planck as fokker_planck,
+    short_time_density as short_time_density,
+)
+from ._densities.gbm import (
+    black_scholes_call as black_scholes_call,
+    discounted_payoff as discounted_payoff,
+    GBM as GBM,
+    lognormal_density as lognormal_density,
+)
+from ._densities.ito import ito_lemma as ito_lemma
+from ._densities.monte_carlo import (
+    histogram_density as histogram_density,
+    monte_carlo_density as monte_carlo_density,
+    monte_carlo_samples as monte_carlo_samples,
+    total_variation as total_variation,
+)
+from ._densities.path_integral import (
+    action_eq66 as action_eq66,
+    action_eq68 as action_eq68,
+    antiderivative as antiderivative,
+    boundary_term as boundary_term,
+    mehler_kernel as mehler_kernel,
+    onsager_machlup_action as onsager_machlup_action,
+    path_integral as path_integral,
+    potential_V as potential_V,
+    short_time_propagator as short_time_propagator,
+)
+from ._densities.random_walk import random_walk as random_walk

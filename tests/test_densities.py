@@ -1,0 +1,222 @@
+"""dynopt.densities: four routes to P(x, t | x0) against exact densities, with fitted orders;
+the Onsager–Machlup action and its boundary form; Itô's lemma; GBM and Black–Scholes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dynopt
+from dynopt import densities as D
+
+
+ALPHA, X0 = 0.5, 0.3
+LIN = D.linear_sde(1.0, ALPHA)  # post 7, eq. (49)
+
+
+def _exact(T, rate=1.0):
+    return lambda x: D.linear_density(x, T, X0, rate=rate, alpha=ALPHA)
+
+
+def test_mehler_identity():
+    # Post 7 [note]: e^{-T/2} e^{(xb^2 - xa^2)/2α} K_Mehler is the exact density of
+    # dx = x dt + √α dW.
+    T, xb = 0.7, jnp.linspace(-3.0, 5.0, 17)
+    lhs = (
+        jnp.exp(-T / 2) * jnp.exp((xb**2 - X0**2) / (2 * ALPHA)) * D.mehler_kernel(xb, X0, T, ALPHA)
+    )
+    np.testing.assert_allclose(lhs, _exact(T)(xb), rtol=1e-12, atol=0)
+
+
+def test_path_integral_conventions_orders():
+    T, grid, ns = 1.0, np.linspace(-6.0, 9.0, 601), np.array([8, 16, 32, 64])
+    eps = T / ns
+    err = {
+        c: np.array(
+            [
+                float(D.path_integral(LIN, X0, T, grid, int(n), convention=c).error(_exact(T)))
+                for n in ns
+            ]
+        )
+        for c in ("ito", "midpoint")
+    }
+    # Itô (pre-point = Euler–Maruyama kernel, no Jacobian): order 1; midpoint with its Jacobian
+    # (1 - ε p'/2): order 2 (its mean factor (1+ε/2)/(1-ε/2) = e^ε + O(ε³)).
+    assert 0.9 < float(dynopt.fit_order(eps, err["ito"])) < 1.1
+    assert 1.9 < float(dynopt.fit_order(eps, err["midpoint"])) < 2.1
+    assert err["midpoint"][-1] < 2e-5
+    # Each convention needs its own Jacobian: the midpoint rule without it carries exp(+∫p'/2 dt)
+    # = e^{T/2} for p = x, at every ε.
+    bad = D.path_integral(LIN, X0, T, grid, 64, jacobian=False, mass_tol=None)
+    assert abs(float(bad.mass) - np.exp(T / 2)) < 5e-3
+    np.testing.assert_allclose(bad.density / bad.mass, _exact(T)(bad.x), atol=5e-4)
+
+
+def test_fokker_planck_order_and_mass():
+    T, t0 = 1.0, 0.5
+    hs, errs = [], []
+    for m in (49, 65, 97, 129):
+        g = np.linspace(-6.0, 8.0, m)
+        res = D.fokker_planck(LIN, _exact(t0)(jnp.asarray(g)), g, t0, T, pad_to=129)
+        hs.append(g[1] - g[0])
+        errs.append(float(res.error(_exact(T))))
+        assert float(res.mass_defect) < 1e-12  # mass in the grid + outflow is conserved
+        assert 0 < float(res.lost_mass) < 1e-6  # the exact tails beyond [-6, 8] are ~1e-7
+    assert 1.9 < float(dynopt.fit_order(np.array(hs), np.array(errs))) < 2.1
+    # A grid that does not cover the mass: reported, or refused.
+    g = np.linspace(-2.0, 3.0, 65)
+    with pytest.raises(ValueError, match="lost mass"):
+        D.fokker_planck(LIN, _exact(t0)(jnp.asarray(g)), g, t0, T, pad_to=129, mass_tol=1e-2)
+    res = D.fokker_planck(LIN, _exact(t0)(jnp.asarray(g)), g, t0, T, pad_to=129, mass_tol=None)
+    assert float(res.lost_mass) > 0.05 and float(res.mass_defect) < 1e-12
+
+
+def test_random_walk_order():
+    T, dts = 0.5, np.array([1 / 50, 1 / 100, 1 / 200, 1 / 400])
+    errs = np.array(
+        [float(D.random_walk(LIN, X0, T, dt, (-4.0, 4.5)).error(_exact(T))) for dt in dts]
+    )
+    assert 0.9 < float(dynopt.fit_order(dts, errs)) < 1.1
+    assert errs[-1] < 2e-3
+    with pytest.raises(ValueError, match=r"\|p\| ds / alpha"):
+        D.random_walk(LIN, X0, T, 1 / 10, (-4.0, 4.5))  # q± leave [0, 1] at |x| > √(α/dt)
+    with pytest.raises(ValueError, match="integer"):
+        D.random_walk(LIN, X0, T, 0.3, (-4.0, 4.5))
+
+
+def test_monte_carlo_matches_exact_within_sampling_error(getkey):
+    T, edges = 0.5, np.linspace(-3.0, 4.0, 36)
+    cdf = lambda x: D.linear_cdf(x, T, X0, rate=1.0, alpha=ALPHA)
+    samples = D.monte_carlo_samples(LIN, X0, T, getkey(), 16_000, dt=0.05)
+    pi = np.diff(np.asarray(cdf(jnp.asarray(edges))))
+    ns = np.array([1000, 4000, 16_000])
+    tv = np.array(
+        [
+            float(D.total_variation(D.histogram_density(samples[:n], edges, T), edges, cdf))
+            for n in ns
+        ]
+    )
+    # E|π̂ - π| ≈ sqrt(2π(1-π)/(πN)) per bin (ShARK's weak error at dt = 0.05 is ~1e-4).
+    predicted = 0.5 * np.sum(np.sqrt(2 * pi * (1 - pi) / np.pi))[None] / np.sqrt(ns)
+    assert np.all((tv / predicted > 0.5) & (tv / predicted < 2.0)), tv / predicted
+
+
+def test_double_well_routes_agree_with_stationary_density():
+    # p = x - x³ = -V', stationary law ∝ exp((2/α)∫p dx) = exp(-2V/α).
+    sde = D.ScalarSDE(D.Polynomial([0.0, 1.0, 0.0, -1.0]), ALPHA)
+    grid = np.linspace(-2.5, 2.5, 129)
+    stat = D.stationary_density(sde, grid)
+    xg = jnp.asarray(grid)
+    V = xg**4 / 4 - xg**2 / 2
+    closed = jnp.exp(-2 * V / ALPHA)
+    np.testing.assert_allclose(stat, closed / (jnp.sum(closed) * (grid[1] - grid[0])), rtol=1e-12)
+    T = 6.0  # from the barrier top x0 = 0: symmetric, so no slow Kramers inter-well mode
+    fp = D.fokker_planck(sde, D.short_time_density(sde, 0.0, 0.05, grid), grid, 0.05, T, pad_to=129)
+    peak = float(jnp.max(stat))
+    assert float(jnp.max(jnp.abs(fp.density - stat))) < 5e-3 * peak
+    # Path integral: for a nonlinear drift the Itô and midpoint kernels are first order (the
+    # midpoint's second order above is special to linear p); the trapezoid rule (eq. 60) with its
+    # Jacobian is far closer at the same ε.
+    g = np.linspace(-2.5, 2.5, 201)
+    stat_g = D.stationary_density(sde, g)
+
+    def err(n, c):
+        return float(
+            jnp.max(jnp.abs(D.path_integral(sde, 0.0, T, g, n, convention=c).density - stat_g))
+        )
+
+    for c in ("ito", "midpoint"):
+        e1, e2 = err(96, c), err(192, c)
+        assert e1 < 0.06 * peak and 1.8 < e1 / e2 < 2.2, (c, e1, e2)
+    assert err(96, "trapezoid") < 1e-3 * peak
+
+
+def test_onsager_machlup_boundary_identity():
+    # Time-dependent drift, so the ∫∂_t p dx part of V (eq. 69) is exercised.
+    sde = D.ScalarSDE(lambda x, t: jnp.sin(t) * x - x**3 / 3 + 0.5, 0.7)
+
+    def path(t):
+        return jnp.cos(2 * t) + 0.3 * t
+
+    s66 = D.action_eq66(sde, path, 0.0, 1.5)
+    s68 = D.action_eq68(sde, path, 0.0, 1.5)
+    assert abs(float(s66 - s68)) < 1e-12 * max(1.0, abs(float(s66)))
+    assert abs(float(D.boundary_term(sde, path, 0.0, 1.5))) > 0.1  # the identity is not trivial
+    # The discrete midpoint action of the sampled path converges to eq. (66) at order 2.
+    ns = np.array([16, 32, 64, 128])
+    errs = []
+    for n in ns:
+        ts = jnp.linspace(0.0, 1.5, int(n) + 1)
+        errs.append(abs(float(D.onsager_machlup_action(sde, ts, jax.vmap(path)(ts)) - s66)))
+    assert 1.9 < float(dynopt.fit_order(1.5 / ns, np.array(errs))) < 2.1
+
+
+def test_ito_lemma_hand_derived():
+    mu, sig, theta, s = 0.1, 0.3, 2.0, 0.4
+    # ln S on GBM (post 8, eq. 71).
+    d, g = D.ito_lemma(lambda t, x: jnp.log(x), lambda t, x: mu * x, lambda t, x: sig * x, 0.0, 1.7)
+    assert abs(float(d) - (mu - sig**2 / 2)) < 1e-14 and abs(float(g) - sig) < 1e-14
+    # x² on OU: drift -2θx² + s², diffusion 2sx.
+    x = 0.8
+    d, g = D.ito_lemma(lambda t, x: x**2, lambda t, x: -theta * x, lambda t, x: s, 0.0, x)
+    assert abs(float(d) - (-2 * theta * x**2 + s**2)) < 1e-14 and abs(float(g) - 2 * s * x) < 1e-14
+    # e^{θt} x on OU is a martingale: drift 0, diffusion s e^{θt}.
+    d, g = D.ito_lemma(
+        lambda t, x: jnp.exp(theta * t) * x, lambda t, x: -theta * x, lambda t, x: s, 0.5, x
+    )
+    assert abs(float(d)) < 1e-13 and abs(float(g) - s * np.exp(theta * 0.5)) < 1e-13
+    # x1 x2 in 2-D with a full σ: drift x2 b1 + x1 b2 + (σσᵀ)_12, diffusion (x2, x1) σ.
+    b = jnp.array([0.3, -0.2])
+    S = jnp.array([[0.5, 0.1, 0.0], [0.2, 0.4, 0.3]])
+    xv = jnp.array([1.5, -0.7])
+    d, g = D.ito_lemma(lambda t, x: x[0] * x[1], lambda t, x: b, lambda t, x: S, 0.0, xv)
+    assert abs(float(d) - float(xv[1] * b[0] + xv[0] * b[1] + (S @ S.T)[0, 1])) < 1e-14
+    np.testing.assert_allclose(g, jnp.array([xv[1], xv[0]]) @ S, atol=1e-14)
+
+
+def test_gbm_lognormal_and_black_scholes(getkey):
+    mu, sig, T, s0 = 0.05, 0.4, 1.0, 100.0
+    s = jnp.linspace(1e-3, 1500.0, 150_001)  # the tail beyond 1500 is ~1e-11
+    ds = float(s[1] - s[0])
+    assert abs(float(jnp.sum(D.lognormal_density(s, T, s0, mu=mu, sigma=sig))) * ds - 1) < 1e-6
+    # ln S by Itô's lemma is additive-noise: ShARK on dx = (r - σ²/2)dt + σ dW is exact in law.
+    gbm = D.GBM(mu, sig)
+    x = D.monte_carlo_samples(gbm.log_sde(), np.log(s0), T, getkey(), 20_000, dt=0.25)
+    n = x.shape[0]
+    mean, var = float(jnp.mean(x)) - np.log(s0), float(jnp.var(x))
+    assert abs(mean - (mu - sig**2 / 2) * T) < 4 * np.sqrt(sig**2 * T / n)
+    assert abs(var - sig**2 * T) < 4 * sig**2 * T * np.sqrt(2 / n)
+    assert abs(var - sig * T) > 20 * sig**2 * T * np.sqrt(2 / n)  # the printed "σ" is not α
+    # Black–Scholes: MC under μ = r against the closed form.
+    r, K = 0.03, 110.0
+    xr = D.monte_carlo_samples(D.GBM(r, sig).log_sde(), np.log(s0), T, getkey(), 20_000, dt=0.25)
+    pay = D.discounted_payoff(jnp.exp(xr), K, r, T)
+    se = float(jnp.std(pay)) / np.sqrt(n)
+    assert abs(float(jnp.mean(pay)) - float(D.black_scholes_call(s0, K, r, sig, T))) < 4 * se
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="alpha must be a finite scalar > 0"):
+        D.ScalarSDE(lambda x, t: x, 0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        D.linear_sde(1.0, -1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        D.linear_density(jnp.zeros(3), 1.0, 0.0, rate=1.0, alpha=0.0)
+    with pytest.raises(ValueError, match="S0 must be a finite price > 0"):
+        D.lognormal_density(jnp.ones(3), 1.0, 0.0, mu=0.1, sigma=0.2)
+    with pytest.raises(ValueError, match="S0"):
+        D.black_scholes_call(-1.0, 1.0, 0.0, 0.2, 1.0)
+    with pytest.raises(ValueError, match="S0"):
+        D.GBM(0.1, 0.2).init(-5.0)
+    with pytest.raises(ValueError, match="sigma"):
+        D.GBM(0.1, 0.0)
+    with pytest.raises(ValueError, match="uniform"):
+        D.path_integral(LIN, 0.0, 1.0, np.array([0.0, 1.0, 3.0]), 4)
+    with pytest.raises(ValueError, match="convention"):
+        D.path_integral(LIN, 0.0, 1.0, np.linspace(-1, 1, 5), 4, convention="stratonovich")
+    with pytest.raises(ValueError, match="num_slices"):
+        D.path_integral(LIN, 0.0, 1.0, np.linspace(-1, 1, 5), 0)
+    with pytest.raises(ValueError, match="lost mass"):  # grid misses most of the mass
+        D.path_integral(LIN, X0, 1.0, np.linspace(-0.5, 0.5, 41), 8)
+    with pytest.raises(ValueError, match="x0"):
+        D.random_walk(LIN, 5.0, 1.0, 0.01, (-1.0, 1.0))
