@@ -18,6 +18,7 @@ EXPERIMENTS: dict[str, str] = {
     "sgd_sde": "experiments.sgd_sde",
     "momentum": "experiments.momentum",
     "nesterov": "experiments.nesterov",
+    "rnn_ode": "experiments.rnn_ode",
     "adaptive": "experiments.adaptive",
     "gan_dynamics": "experiments.gan_dynamics",
 }

@@ -16,6 +16,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, ArrayLike, Float, PyTree
@@ -85,10 +86,39 @@ def identifiability(
 
 @eqx.filter_jit
 def loss_profile(
-    model: ObservationModel, raw: PyTree, direction: ArrayLike, alphas: ArrayLike
+    model: ObservationModel,
+    raw: PyTree,
+    direction: ArrayLike,
+    alphas: ArrayLike,
+    solver: optx.AbstractLeastSquaresSolver | None = None,
+    max_steps: int = 100,
 ) -> Float[Array, " k"]:
-    r"""$L(\theta + \alpha v)$ for each $\alpha$ in `alphas`, with $v$ = `direction` in the
-    flattened stored units (e.g. a column of `Identifiability.directions`), vmapped."""
+    r"""The loss along a line through $\theta$ (flattened stored units; $v$ = `direction`, e.g. a
+    column of `Identifiability.directions`), vmapped over `alphas`:
+
+    - `solver=None`: the slice $L(\theta + \alpha v)$;
+    - an optimistix least-squares solver: the profile
+      $\min_\beta L(\theta + \alpha v + W\beta)$, with $W$ an orthonormal basis of $v^\perp$,
+      which follows a curved valley where the straight slice climbs out of it.
+    """
     flat, unravel = ravel_pytree(raw)
     v = jnp.asarray(direction, flat.dtype)
-    return jax.vmap(lambda a: model.loss(unravel(flat + a * v)))(jnp.asarray(alphas, flat.dtype))
+    v = v / jnp.linalg.norm(v)
+    alphas = jnp.asarray(alphas, flat.dtype)
+    if solver is None:
+        return jax.vmap(lambda a: model.loss(unravel(flat + a * v)))(alphas)
+    # Orthonormal complement of v from a QR of [v, I].
+    q, _ = jnp.linalg.qr(jnp.concatenate([v[:, None], jnp.eye(v.shape[0], dtype=v.dtype)], 1))
+    w = q[:, 1 : v.shape[0]]
+
+    def one(a):
+        def residuals(beta, _):
+            return model.residuals(unravel(flat + a * v + w @ beta))
+
+        beta0 = jnp.zeros(w.shape[1], flat.dtype)
+        sol = optx.least_squares(
+            residuals, solver, beta0, options={"jac": "bwd"}, max_steps=max_steps, throw=False
+        )
+        return jnp.sum(residuals(sol.value, None) ** 2)
+
+    return jax.vmap(one)(alphas)
