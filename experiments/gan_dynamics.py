@@ -413,7 +413,7 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         ]
         for p, m, _ in mod:
             ax.plot(p, m, "x", color="0.4", ms=4)
-        ax.set_xlabel("predicted growth per step − 1 (o: step matrix, x: modified flow)")
+        ax.set_xlabel("predicted − 1 (o: step matrix, x: modified flow)")
         ax.set_ylabel("measured growth per step − 1")
         ax.set_title(
             f"Dirac GAN ({gname}) near equilibrium, h ∈ {per['simultaneous']['step_sizes']}",

@@ -102,24 +102,23 @@ def _manual_step(name, game, z, h, prev_v=None):
 def test_scheme_transforms_match_their_update_formulas(name):
     """Battery: each scheme's discretization is the hand-written update (20 steps, nonlinear
     vanilla Dirac GAN), is a valid optax transform, and a new step size does not recompile."""
-    game = games.dirac_gan()
+    base = games.dirac_gan()
+    counter = TraceCounter(base.g_loss_fn)  # counts traces, i.e. compilations
+    game = games.Game(base.d_loss_fn, counter, base.phi0, base.theta0)
     sch = games.scheme(name, gamma=0.5) if name == "consensus" else games.scheme(name)
     h, n = 0.3, 20
     traj = games.run_game(sch.discretize(h), game, n)
     z, prev = game.params0, None
     for k in range(n):
-        z_new = _manual_step(name, game, z, h, prev)
-        prev = game.vector_field(z)
+        z_new = _manual_step(name, base, z, h, prev)
+        prev = base.vector_field(z)
         z = z_new
         assert tree_max_abs_diff(jax.tree.map(lambda x, i=k + 1: x[i], traj.params), z) < 1e-14
     np.testing.assert_allclose(traj.ts[-1], n * h, rtol=1e-15)
     assert int(traj.diverged_at) == -1
     # No recompilation for another step size (hyper-parameters are traced).
-    counter = TraceCounter(game.g_loss_fn)
-    counted = games.Game(game.d_loss_fn, counter, game.phi0, game.theta0)
-    games.run_game(sch.discretize(0.1), counted, 5)
     first = counter.count
-    games.run_game(sch.discretize(0.2), counted, 5)
+    games.run_game(sch.discretize(0.1), game, n)
     assert counter.count == first
 
 
@@ -201,20 +200,21 @@ def test_drift_terms_match_the_one_step_expansion(name):
 
 
 def test_modified_flow_tracks_alternating_gda_to_second_order():
+    """Global check of compare_game: alternating GDA vs its modified flow, fitted order 2 (the
+    plain flow's order 1 follows from the one-step expansion test above: r_flow ~ |w1| h^2)."""
     flow = games.GameFlow(games.dirac_gan(), games.Alternating())
     hs = np.array([0.2, 0.1, 0.05, 0.025])
-    first = games.compare_game(flow, hs, 2.0)
     second = games.compare_game(flow, hs, 2.0, reference="modified")
-    assert abs(float(first.order) - 1.0) < 0.1
     assert abs(float(second.order) - 2.0) < 0.1
-    assert np.all(np.asarray(second.errors) < 0.1 * np.asarray(first.errors))
+    # Against the plain flow the error at h = 0.2 is ~0.01 (anchor: experiment orders.png).
+    assert float(second.errors[0]) < 1e-3
 
 
 def test_references_wgan_invariant_and_linearization():
     # WGAN (eq. 12): |phi| is conserved exactly by the flow.
     wgan = games.dirac_gan("wgan")
     ts = jnp.linspace(0.0, 10.0, 101)
-    ref = dynopt.solve(games.GameFlow(wgan), wgan.problem, ts)
+    ref = dynopt.solve(games.GameFlow(wgan), wgan.problem, ts, solver="tsit5")
     drift = np.abs(np.linalg.norm(ref.params[0], axis=-1) - np.sqrt(0.05))
     assert drift.max() < 1e-8
     # Vanilla: from eps * z0 the flow is the rotation of eq. 8 up to O(eps^2) relative error.
