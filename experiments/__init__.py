@@ -21,6 +21,7 @@ EXPERIMENTS: dict[str, str] = {
     "rnn_ode": "experiments.rnn_ode",
     "adaptive": "experiments.adaptive",
     "gan_dynamics": "experiments.gan_dynamics",
+    "path_integral": "experiments.path_integral",
 }
 DEFAULT_RESULTS = Path("results")
 
