@@ -29,7 +29,8 @@ def test_mehler_identity():
 
 
 def test_path_integral_conventions_orders():
-    T, grid, ns = 1.0, np.linspace(-6.0, 9.0, 601), np.array([8, 16, 32, 64])
+    # Same shapes as the experiment's quick mode (shared compilations).
+    T, grid, ns = 0.5, np.linspace(-4.0, 4.5, 341), np.array([8, 16, 32, 64])
     eps = T / ns
     err = {
         c: np.array(
@@ -44,11 +45,11 @@ def test_path_integral_conventions_orders():
     # (1 - ε p'/2): order 2 (its mean factor (1+ε/2)/(1-ε/2) = e^ε + O(ε³)).
     assert 0.9 < float(dynopt.fit_order(eps, err["ito"])) < 1.1
     assert 1.9 < float(dynopt.fit_order(eps, err["midpoint"])) < 2.1
-    assert err["midpoint"][-1] < 2e-5
+    assert err["midpoint"][-1] < 5e-6
     # Each convention needs its own Jacobian: the midpoint rule without it carries exp(+∫p'/2 dt)
     # = e^{T/2} for p = x, at every ε.
     bad = D.path_integral(LIN, X0, T, grid, 64, jacobian=False, mass_tol=None)
-    assert abs(float(bad.mass) - np.exp(T / 2)) < 5e-3
+    assert abs(float(bad.mass) - np.exp(T / 2)) < 2e-3
     np.testing.assert_allclose(bad.density / bad.mass, _exact(T)(bad.x), atol=5e-4)
 
 
@@ -87,7 +88,7 @@ def test_random_walk_order():
 def test_monte_carlo_matches_exact_within_sampling_error(getkey):
     T, edges = 0.5, np.linspace(-3.0, 4.0, 36)
     cdf = lambda x: D.linear_cdf(x, T, X0, rate=1.0, alpha=ALPHA)
-    samples = D.monte_carlo_samples(LIN, X0, T, getkey(), 16_000, dt=0.05)
+    samples = D.monte_carlo_samples(LIN, X0, T, getkey(), 16_000, dt=0.05)  # as the experiment
     pi = np.diff(np.asarray(cdf(jnp.asarray(edges))))
     ns = np.array([1000, 4000, 16_000])
     tv = np.array(
@@ -117,7 +118,7 @@ def test_double_well_routes_agree_with_stationary_density():
     # Path integral: for a nonlinear drift the Itô and midpoint kernels are first order (the
     # midpoint's second order above is special to linear p); the trapezoid rule (eq. 60) with its
     # Jacobian is far closer at the same ε.
-    g = np.linspace(-2.5, 2.5, 201)
+    g = np.linspace(-2.5, 2.5, 341)
     stat_g = D.stationary_density(sde, g)
 
     def err(n, c):
@@ -181,7 +182,7 @@ def test_gbm_lognormal_and_black_scholes(getkey):
     assert abs(float(jnp.sum(D.lognormal_density(s, T, s0, mu=mu, sigma=sig))) * ds - 1) < 1e-6
     # ln S by Itô's lemma is additive-noise: ShARK on dx = (r - σ²/2)dt + σ dW is exact in law.
     gbm = D.GBM(mu, sig)
-    x = D.monte_carlo_samples(gbm.log_sde(), np.log(s0), T, getkey(), 20_000, dt=0.25)
+    x = D.monte_carlo_samples(gbm.log_sde(), np.log(s0), T, getkey(), 10_000, dt=0.25)
     n = x.shape[0]
     mean, var = float(jnp.mean(x)) - np.log(s0), float(jnp.var(x))
     assert abs(mean - (mu - sig**2 / 2) * T) < 4 * np.sqrt(sig**2 * T / n)
@@ -189,7 +190,7 @@ def test_gbm_lognormal_and_black_scholes(getkey):
     assert abs(var - sig * T) > 20 * sig**2 * T * np.sqrt(2 / n)  # the printed "σ" is not α
     # Black–Scholes: MC under μ = r against the closed form.
     r, K = 0.03, 110.0
-    xr = D.monte_carlo_samples(D.GBM(r, sig).log_sde(), np.log(s0), T, getkey(), 20_000, dt=0.25)
+    xr = D.monte_carlo_samples(D.GBM(r, sig).log_sde(), np.log(s0), T, getkey(), 10_000, dt=0.25)
     pay = D.discounted_payoff(jnp.exp(xr), K, r, T)
     se = float(jnp.std(pay)) / np.sqrt(n)
     assert abs(float(jnp.mean(pay)) - float(D.black_scholes_call(s0, K, r, sig, T))) < 4 * se

@@ -174,6 +174,7 @@ def antiderivative(f, x: ScalarLike, x_ref: ScalarLike = 0.0) -> Scalar:
     return half * jnp.sum(jnp.asarray(_GL_WEIGHTS) * jax.vmap(f)(ys))
 
 
+@eqx.filter_jit
 def onsager_machlup_action(
     sde: ScalarSDE, ts: Float[Array, " n+1"], xs: Float[Array, " n+1"]
 ) -> Scalar:
@@ -206,6 +207,7 @@ def _gauss_legendre(ta, tb):
     return ta + half * (jnp.asarray(_GL_NODES) + 1.0), half * jnp.asarray(_GL_WEIGHTS)
 
 
+@eqx.filter_jit
 def action_eq66(sde: ScalarSDE, path, ta: ScalarLike, tb: ScalarLike) -> Scalar:
     r"""Eq. (66): $S = \frac1\alpha\int_{t_a}^{t_b}[\tfrac12\dot x^2 - \dot xp + \tfrac12p^2 +
     \tfrac12\alpha\partial_xp]\,dt$ for a smooth `path` $t\mapsto x(t)$ ($\dot x$ by autodiff,
@@ -220,6 +222,7 @@ def action_eq66(sde: ScalarSDE, path, ta: ScalarLike, tb: ScalarLike) -> Scalar:
     return jnp.sum(ws * jax.vmap(integrand)(ts)) / sde.alpha
 
 
+@eqx.filter_jit
 def action_eq68(sde: ScalarSDE, path, ta: ScalarLike, tb: ScalarLike) -> Scalar:
     r"""The same action rewritten with eq. (67) into eqs. (68)–(69):
     $$S = \frac1\alpha\int_{t_a}^{t_b}\big(\tfrac12\dot x^2 - V(x,t)\big)dt
