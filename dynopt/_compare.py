@@ -15,7 +15,13 @@ from ._order import fit_order
 from ._problem import Problem
 from ._run import _floating_dtype, make_step
 from ._sharding import gather, sweep_map
-from ._solve import _pick_solver, _require_x64, dense_solve, raise_for_result
+from ._solve import (
+    _pick_solver,
+    _require_x64,
+    check_dense_memory,
+    dense_solve,
+    raise_for_result,
+)
 from ._trajectory import Comparison
 
 
@@ -136,6 +142,12 @@ def compare(
     ref = flow if reference is None else reference
     if per_step and not isinstance(reference(float(hs[0])), AbstractFlow):
         raise ValueError("reference(step_size) must return a dynopt flow (AbstractFlow).")
+    check_dense_memory(
+        ref(float(hs[0])) if per_step else ref,
+        problem,
+        int(max_steps),
+        copies=hs.size if per_step else 1,
+    )
     solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, t1)
     errs, finals, div, result = gather(
         _compare_jit(

@@ -121,7 +121,28 @@ def _vector_field(t, y, args):
     return flow.vector_field(t, y, problem)
 
 
-def dense_solve(flow, problem, solver, t0, t1, ts, rtol, atol, max_steps) -> diffrax.Solution:
+DENSE_MEMORY_LIMIT = 2 * 2**30  # bytes a dense solve may preallocate before we refuse
+
+
+def check_dense_memory(flow, problem, max_steps: int, copies: int = 1) -> None:
+    """Refuse a dense solve whose preallocated interpolation buffers would exceed 2 GiB.
+
+    diffrax's dense output reserves room for every possible step up front: about
+    `(stages + 2) * max_steps * state_size` float64s (9 per step and state entry for Tsit5).
+    """
+    size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(flow.init(problem.params0)))
+    need = 9 * 8 * int(max_steps) * size * copies
+    if need > DENSE_MEMORY_LIMIT:
+        raise ValueError(
+            f"dense output would preallocate about {need / 2**30:.1f} GiB (max_steps={max_steps} x "
+            f"{size} state entries{f' x {copies} references' if copies > 1 else ''}). Pass "
+            "dense=False to save only at ts, or lower max_steps."
+        )
+
+
+def dense_solve(
+    flow, problem, solver, t0, t1, ts, rtol, atol, max_steps, dense: bool = True
+) -> diffrax.Solution:
     """The raw diffrax solve behind `solve` and `compare` (traceable; never throws)."""
     y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
     return diffrax.diffeqsolve(
@@ -132,7 +153,7 @@ def dense_solve(flow, problem, solver, t0, t1, ts, rtol, atol, max_steps) -> dif
         None,
         y0,
         args=(flow, problem),
-        saveat=diffrax.SaveAt(ts=ts, dense=True),
+        saveat=diffrax.SaveAt(ts=ts, dense=dense),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
         throw=False,
@@ -140,8 +161,8 @@ def dense_solve(flow, problem, solver, t0, t1, ts, rtol, atol, max_steps) -> dif
 
 
 @eqx.filter_jit
-def _solve_jit(flow, problem, solver, t0, ts, rtol, atol, max_steps):
-    sol = dense_solve(flow, problem, solver, t0, ts[-1], ts, rtol, atol, max_steps)
+def _solve_jit(flow, problem, solver, t0, ts, rtol, atol, max_steps, dense):
+    sol = dense_solve(flow, problem, solver, t0, ts[-1], ts, rtol, atol, max_steps, dense)
     params = jax.vmap(flow.params)(sol.ys)
     loss = jax.vmap(problem.loss)(params)
     return sol, params, loss
@@ -187,6 +208,7 @@ def solve(
     rtol: float = 1e-10,
     atol: float = 1e-12,
     max_steps: int = 16_384,
+    dense: bool = True,
 ) -> Trajectory:
     r"""Reference solution of `flow` on `problem` by diffrax, in float64, saved at `ts`.
 
@@ -201,8 +223,10 @@ def solve(
       $\ge 10^4$), a name (`"tsit5"`, `"dopri5"`, `"dopri8"`, `"kvaerno5"`, `"explicit"`,
       `"implicit"`) or any `diffrax.AbstractSolver`.
     - `rtol`, `atol`: the `PIDController` tolerances (error $\le$ atol + rtol·|y| per step).
-    - `max_steps`: the solver's step budget. Dense output stores every step, so memory grows as
-      ~`8 * max_steps * state_size` floats.
+    - `max_steps`: the solver's step budget.
+    - `dense`: keep diffrax's dense interpolation (for `evaluate`). diffrax preallocates it for
+      `max_steps` steps, ~`9 * max_steps * state_size` floats (refused above 2 GiB with a
+      `ValueError`); `dense=False` saves only at `ts` and costs no such memory (large models).
 
     **Returns:** a `Trajectory` with `solver` naming the solver used and `stats` from diffrax.
 
@@ -219,9 +243,13 @@ def solve(
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
     if int(max_steps) < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps}.")
+    if dense:
+        check_dense_memory(flow, problem, int(max_steps))
     horizon = float(ts[-1]) - t0
     solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, horizon)
-    sol, params, loss = _solve_jit(flow, problem, solver_obj, t0, ts, rtol, atol, int(max_steps))
+    sol, params, loss = _solve_jit(
+        flow, problem, solver_obj, t0, ts, rtol, atol, int(max_steps), bool(dense)
+    )
     raise_for_result(
         sol.result,
         what=f"solve({name})",
@@ -236,7 +264,7 @@ def solve(
         params=params,
         loss=loss,
         diverged_at=jnp.asarray(-1),
-        interpolation=sol.interpolation,
+        interpolation=sol.interpolation if dense else None,
         flow=flow,
         solver=name,
         stats=stats,

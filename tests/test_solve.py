@@ -99,3 +99,19 @@ def test_bad_tolerances_raise():
 def test_non_flow_raises():
     with pytest.raises(ValueError, match="flow must be a dynopt flow"):
         dynopt.solve(lambda t, y: y, problems.rosenbrock(), [1.0])
+
+
+def test_dense_false_saves_memory_and_matches():
+    p = problems.quadratic([1.0, 10.0], rotate=True)
+    ts = jnp.array([0.5, 1.0])
+    dense = dynopt.solve(flows.GradientFlow(), p, ts)
+    sparse = dynopt.solve(flows.GradientFlow(), p, ts, dense=False)
+    np.testing.assert_allclose(sparse.params, dense.params, rtol=1e-13)
+    with pytest.raises(ValueError, match="dense output of a reference solve"):
+        sparse.evaluate(0.7)
+
+
+def test_dense_memory_guard_names_the_fix():
+    big = problems.quadratic(jnp.ones(50_000))
+    with pytest.raises(ValueError, match="Pass dense=False"):
+        dynopt.solve(flows.GradientFlow(), big, [1.0], max_steps=16_384)
