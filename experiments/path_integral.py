@@ -38,7 +38,7 @@ class Config:
     T: float = 0.5
     window: tuple[float, float] = (-4.0, 4.5)
     mc_paths: tuple[int, ...] = (1000, 4000, 16_000, 64_000, 256_000)
-    mc_dt: float = 0.05
+    mc_steps: int = 60  # every Monte-Carlo run: T/60 steps (one compiled program per path count)
     mc_bins: int = 36
     fp_sizes: tuple[int, ...] = (49, 65, 81, 97, 129)
     fp_t0: float = 0.25
@@ -47,7 +47,7 @@ class Config:
     rw_steps: tuple[int, ...] = (25, 50, 100, 200, 400)
     ou_T: float = 1.0
     dw_T: float = 6.0
-    dw_paths: int = 100_000
+    route_paths: int = 100_000
     stock_mu: float = 0.05
     stock_sigma: float = 0.4
     stock_s0: float = 100.0
@@ -64,12 +64,12 @@ def make_config(quick: bool = False, seed: int = 0) -> Config:
     return Config(
         seed=seed,
         quick=True,
-        mc_paths=(1000, 4000, 16_000),
+        mc_paths=(1000, 3000, 10_000),
         fp_sizes=(49, 65, 97, 129),
         pi_grid=341,
         pi_slices=(8, 16, 32, 64),
         rw_steps=(25, 50, 100, 200),
-        dw_paths=10_000,
+        route_paths=10_000,
         stock_paths=10_000,
         stock_steps=64,
     )
@@ -85,7 +85,7 @@ def _convergence(c: Config, key) -> tuple[dict, dict]:
     cdf = lambda x: D.linear_cdf(x, c.T, c.x0, rate=1.0, alpha=c.alpha)
     lo, hi = c.window
     edges = np.linspace(-3.0, 4.0, c.mc_bins)
-    samples = D.monte_carlo_samples(sde, c.x0, c.T, key, max(c.mc_paths), dt=c.mc_dt)
+    samples = D.monte_carlo_samples(sde, c.x0, c.T, key, max(c.mc_paths), dt=c.T / c.mc_steps)
     mc = [
         float(D.total_variation(D.histogram_density(samples[:n], edges, c.T), edges, cdf))
         for n in c.mc_paths
@@ -151,8 +151,7 @@ def _all_routes(c: Config, sde, x0, T, key, exact_fn, window, tag) -> tuple[dict
     pi_trap = D.path_integral(sde, x0, T, gp, n, convention="trapezoid")
     rw = D.random_walk(sde, x0, T, T / (max(c.rw_steps) * max(1, round(T / c.T))), window)
     edges = np.linspace(lo, hi, 51)
-    paths = c.dw_paths
-    mc = D.monte_carlo_density(sde, x0, T, edges, key, paths, dt=0.02)
+    mc = D.monte_carlo_density(sde, x0, T, edges, key, c.route_paths, dt=T / c.mc_steps)
     out, arrays = {}, {}
     for name, r in (
         ("fokker_planck", fp),
@@ -193,10 +192,10 @@ def _stock(c: Config, key) -> tuple[dict, dict]:
         )
     d, g = D.ito_lemma(lambda t, s: jnp.log(s), lambda t, s: mu * s, lambda t, s: sig * s, 0.0, s0)
     xr = D.monte_carlo_samples(
-        D.GBM(c.rate, sig).log_sde(), np.log(s0), T, k2, c.stock_paths, dt=T / 4
+        D.GBM(c.rate, sig).log_sde(), np.log(s0), T, k2, c.route_paths, dt=T / c.mc_steps
     )
     pay = D.discounted_payoff(jnp.exp(xr), c.strike, c.rate, T)
-    price, se = float(jnp.mean(pay)), float(jnp.std(pay)) / np.sqrt(n)
+    price, se = float(jnp.mean(pay)), float(jnp.std(pay)) / np.sqrt(pay.shape[0])
     bs = float(D.black_scholes_call(s0, c.strike, c.rate, sig, T))
     metrics = {
         "paths": n,
@@ -213,6 +212,7 @@ def _stock(c: Config, key) -> tuple[dict, dict]:
         "tv_hist_vs_printed_lognormal": tv["printed"],
         "ito_lemma_lnS_drift": float(d),
         "ito_lemma_lnS_diffusion": float(g),
+        "bs_paths": int(pay.shape[0]),
         "bs_call_mc": price,
         "bs_call_mc_se": se,
         "bs_call_closed_form": bs,

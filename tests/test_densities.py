@@ -88,16 +88,16 @@ def test_random_walk_order():
 def test_monte_carlo_matches_exact_within_sampling_error(getkey):
     T, edges = 0.5, np.linspace(-3.0, 4.0, 36)
     cdf = lambda x: D.linear_cdf(x, T, X0, rate=1.0, alpha=ALPHA)
-    samples = D.monte_carlo_samples(LIN, X0, T, getkey(), 16_000, dt=0.05)  # as the experiment
+    samples = D.monte_carlo_samples(LIN, X0, T, getkey(), 10_000, dt=T / 60)  # as the experiment
     pi = np.diff(np.asarray(cdf(jnp.asarray(edges))))
-    ns = np.array([1000, 4000, 16_000])
+    ns = np.array([1000, 3000, 10_000])
     tv = np.array(
         [
             float(D.total_variation(D.histogram_density(samples[:n], edges, T), edges, cdf))
             for n in ns
         ]
     )
-    # E|π̂ - π| ≈ sqrt(2π(1-π)/(πN)) per bin (ShARK's weak error at dt = 0.05 is ~1e-4).
+    # E|π̂ - π| ≈ sqrt(2π(1-π)/(πN)) per bin (ShARK's weak error at dt = T/60 is negligible).
     predicted = 0.5 * np.sum(np.sqrt(2 * pi * (1 - pi) / np.pi))[None] / np.sqrt(ns)
     assert np.all((tv / predicted > 0.5) & (tv / predicted < 2.0)), tv / predicted
 
@@ -182,7 +182,7 @@ def test_gbm_lognormal_and_black_scholes(getkey):
     assert abs(float(jnp.sum(D.lognormal_density(s, T, s0, mu=mu, sigma=sig))) * ds - 1) < 1e-6
     # ln S by Itô's lemma is additive-noise: ShARK on dx = (r - σ²/2)dt + σ dW is exact in law.
     gbm = D.GBM(mu, sig)
-    x = D.monte_carlo_samples(gbm.log_sde(), np.log(s0), T, getkey(), 10_000, dt=0.25)
+    x = D.monte_carlo_samples(gbm.log_sde(), np.log(s0), T, getkey(), 10_000, dt=T / 60)
     n = x.shape[0]
     mean, var = float(jnp.mean(x)) - np.log(s0), float(jnp.var(x))
     assert abs(mean - (mu - sig**2 / 2) * T) < 4 * np.sqrt(sig**2 * T / n)
@@ -190,7 +190,7 @@ def test_gbm_lognormal_and_black_scholes(getkey):
     assert abs(var - sig * T) > 20 * sig**2 * T * np.sqrt(2 / n)  # the printed "σ" is not α
     # Black–Scholes: MC under μ = r against the closed form.
     r, K = 0.03, 110.0
-    xr = D.monte_carlo_samples(D.GBM(r, sig).log_sde(), np.log(s0), T, getkey(), 10_000, dt=0.25)
+    xr = D.monte_carlo_samples(D.GBM(r, sig).log_sde(), np.log(s0), T, getkey(), 10_000, dt=T / 60)
     pay = D.discounted_payoff(jnp.exp(xr), K, r, T)
     se = float(jnp.std(pay)) / np.sqrt(n)
     assert abs(float(jnp.mean(pay)) - float(D.black_scholes_call(s0, K, r, sig, T))) < 4 * se
