@@ -153,3 +153,37 @@ def plot_predicted_vs_measured(
     ax.set_xlabel("predicted")
     ax.set_ylabel("measured")
     ax.grid(True, alpha=0.3)
+
+
+def plot_scalar_field(ax: Axes, x, y, values, *, label: str, clip: float = 10.0) -> None:
+    """A scalar field on a regular grid (`values[j, i]` at `(x[i], y[j])`) as a diverging colour
+    map clipped to ±`clip`; NaN (outside the computed region) stays blank."""
+    v = np.clip(np.asarray(values, float), -clip, clip)
+    mesh = ax.pcolormesh(x, y, v, cmap="RdBu_r", vmin=-clip, vmax=clip, shading="auto")
+    ax.figure.colorbar(mesh, ax=ax, label=label, shrink=0.85)
+
+
+def plot_characteristic_curves(
+    ax: Axes, x, y, *, every: int = 1, color="0.35", alpha: float = 0.6
+) -> None:
+    """Characteristic curves: row i of `x`, `y` (shape (m, T)) is one curve; NaN ends it."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    for xi, yi in zip(x[::every], y[::every]):
+        ax.plot(xi, yi, "-", color=color, lw=0.6, alpha=alpha)
+
+
+def plot_density_vs_histogram(ax: Axes, x, density, edges, histogram) -> None:
+    """A density curve (e.g. by characteristics) over a normalised histogram (e.g. Monte Carlo)."""
+    ax.stairs(
+        np.asarray(histogram, float),
+        np.asarray(edges, float),
+        fill=True,
+        alpha=0.35,
+        color="C0",
+        label="Monte-Carlo histogram",
+    )
+    ax.plot(
+        np.asarray(x, float), np.asarray(density, float), "C3-", lw=1.2, label="characteristics"
+    )
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")

@@ -22,6 +22,7 @@ EXPERIMENTS: dict[str, str] = {
     "adaptive": "experiments.adaptive",
     "gan_dynamics": "experiments.gan_dynamics",
     "path_integral": "experiments.path_integral",
+    "characteristics": "experiments.characteristics",
 }
 DEFAULT_RESULTS = Path("results")
 

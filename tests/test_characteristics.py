@@ -164,19 +164,27 @@ def test_eikonal_from_a_circle():
         return R * jnp.stack([jnp.cos(a), jnp.sin(a)]), jnp.zeros_like(a)
 
     sig = jnp.linspace(0.0, 2 * jnp.pi, 12, endpoint=False)
-    out = ch.charpit(F, circle, sig, jnp.linspace(0.0, 2.0, 5), p_guess=lambda a: circle(a)[0])
-    dist = np.linalg.norm(np.asarray(out.x), axis=-1)
-    assert np.max(np.abs(np.asarray(out.u) - (dist - R))) < 1e-10
-    assert np.max(np.abs(np.asarray(out.residual))) < 1e-10
-    inward = ch.charpit(
-        F, circle, sig, jnp.linspace(0.0, 2.0, 5), p_guess=lambda a: -circle(a)[0], on_blowup="stop"
+    normals = jax.vmap(lambda a: circle(a)[0])(sig)
+    # Both branches of F = 0 in one solve: outward (+normal) and inward (-normal) guesses.
+    r = ch.charpit(
+        F,
+        circle,
+        jnp.concatenate([sig, sig]),
+        jnp.linspace(0.0, 2.0, 5),
+        p_guess=jnp.concatenate([normals, -normals]),
+        on_blowup="stop",
     )
-    assert np.all(np.asarray(inward.blowup.kind) == 1)
-    assert np.max(np.abs(np.asarray(inward.blowup.s) - R)) < 1e-6
-    assert np.max(np.abs(np.asarray(inward.blowup.x))) < 1e-6
+    out, inward = slice(0, 12), slice(12, 24)
+    dist = np.linalg.norm(np.asarray(r.x[out]), axis=-1)
+    assert np.max(np.abs(np.asarray(r.u[out]) - (dist - R))) < 1e-10
+    assert np.nanmax(np.abs(np.asarray(r.residual))) < 1e-10
+    assert np.all(np.asarray(r.blowup.kind[out]) == 0)
+    assert np.all(np.asarray(r.blowup.kind[inward]) == 1)
+    assert np.max(np.abs(np.asarray(r.blowup.s[inward]) - R)) < 1e-6
+    assert np.max(np.abs(np.asarray(r.blowup.x[inward]))) < 1e-6
     # Without a guess Newton starts at p = 0, where F's Jacobian is singular: a clear error.
     with pytest.raises(ValueError, match=r"no initial p0 .* Pass p_guess="):
-        ch.charpit(F, circle, sig, jnp.linspace(0.0, 2.0, 5))
+        ch.charpit(F, circle, jnp.concatenate([sig, sig]), jnp.linspace(0.0, 2.0, 5))
 
 
 def test_density_transport_gaussian_on_quadratic(getkey):
@@ -225,7 +233,7 @@ def test_bad_input():
         ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, ss, u_max=-1.0)
     with pytest.raises(ValueError, match="strictly increasing"):
         ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, jnp.array([0.0, 1.0, 0.5]))
-    with pytest.raises(ValueError, match=r"p_guess must have shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"p_guess must have shape \(2,\) or \(25, 2\)"):
         ch.charpit(_F_heat, _initial_heat, SIG1, ss, p_guess=jnp.ones(3))
     # The initial line t = x is characteristic for u_t + u_x = 0 (alpha = (1, 1) along it).
     with pytest.raises(ValueError, match="initial curve is characteristic"):

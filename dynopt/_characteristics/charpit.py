@@ -27,60 +27,37 @@ class _Field(eqx.Module):
         return jnp.concatenate([Fp, jnp.dot(p, Fp)[None], -Fx - Fu * p])
 
 
-def _initial_strip(F, initial, n, scalar_sigma):
-    """sigma, guess -> (x0, u0, p0) flat and the residual: p0 solves F(x0, u0, p0) = 0 and the
-    strip conditions p0 . dx0/dsigma_j = du0/dsigma_j (the initial data's derivative, eq. 22)
-    by Newton from `guess`."""
+@eqx.filter_jit
+def _launch(F, initial, n, sigma, guesses, scalar_sigma):
+    """For each sigma: z0 = (x0, u0, p0), its tangent dz0/dsigma, and the residual at p0.
+
+    p0 solves R(p, sigma) = (F(x0, u0, p), p . dx0/dsigma_j - du0/dsigma_j) = 0 (F = 0 and the
+    strip conditions from the initial data's derivative, eq. 22) by Newton from the guess (NaN
+    rows: the strip conditions' min-norm solution). dp0/dsigma = -R_p^{-1} R_sigma by the
+    implicit function theorem."""
 
     def x0u0(sig):
         return initial(sig[0] if scalar_sigma else sig)
 
-    def strip(sig, guess):
+    def R(p, sig):
         x0, u0 = x0u0(sig)
         T = jax.jacfwd(lambda q: x0u0(q)[0])(sig)  # (n, n-1)
         du = jax.jacfwd(lambda q: x0u0(q)[1])(sig)  # (n-1,)
+        return jnp.concatenate([F(x0, u0, p)[None], T.T @ p - du])
 
-        def residual(p, _):
-            return jnp.concatenate([F(x0, u0, p)[None], T.T @ p - du])
+    def one(sig, guess):
+        x0, u0 = x0u0(sig)
+        T = jax.jacfwd(lambda q: x0u0(q)[0])(sig)
+        du = jax.jacfwd(lambda q: x0u0(q)[1])(sig)
+        min_norm = jnp.linalg.pinv(T.T) @ du
+        guess = jnp.where(jnp.isnan(guess), min_norm, guess)
+        p0 = optx.root_find(R, optx.Newton(rtol=1e-13, atol=1e-13), guess, sig, throw=False).value
+        dp = -jnp.linalg.solve(jax.jacfwd(R, 0)(p0, sig), jax.jacfwd(R, 1)(p0, sig))
+        z0 = jnp.concatenate([x0, u0[None], p0])
+        Z0 = jnp.concatenate([T, du[None], dp], axis=0)
+        return z0, Z0, jnp.max(jnp.abs(R(p0, sig)))
 
-        if guess is None:
-            guess = jnp.linalg.pinv(T.T) @ du  # the strip conditions' min-norm solution
-        sol = optx.root_find(residual, optx.Newton(rtol=1e-13, atol=1e-13), guess, throw=False)
-        return jnp.concatenate([x0, u0[None], sol.value]), jnp.max(jnp.abs(residual(sol.value, 0)))
-
-    return strip
-
-
-@eqx.filter_jit
-def _initial_p(F, initial, p_guess, n, sigma, scalar_sigma):
-    strip = _initial_strip(F, initial, n, scalar_sigma)
-
-    def one(sig):
-        if p_guess is None:
-            guess = None
-        elif callable(p_guess):
-            guess = jnp.asarray(p_guess(sig[0] if scalar_sigma else sig), jnp.float64)
-        else:
-            guess = jnp.asarray(p_guess, jnp.float64)
-        z0, res = strip(sig, guess)
-        return z0[n + 1 :], res
-
-    return jax.vmap(one)(sigma)
-
-
-@eqx.filter_jit
-def _launch(F, initial, n, sigma, p0s, scalar_sigma):
-    # Newton restarted at the root found: dp0/dsigma by the implicit function theorem (optimistix
-    # differentiates the root find), now with a finite, non-singular Jacobian.
-    strip = _initial_strip(F, initial, n, scalar_sigma)
-
-    def one(sig, p0):
-        def z0(q):
-            return strip(q, p0)[0]
-
-        return z0(sig), jax.jacfwd(z0)(sig)
-
-    return jax.vmap(one)(sigma, p0s)
+    return jax.vmap(one)(sigma, guesses)
 
 
 @eqx.filter_jit
@@ -119,8 +96,8 @@ def charpit(
 
     - `F`: `(x (n,), u (), p (n,)) -> scalar`.
     - `p_guess`: Newton's start for $p_0$: `None` (the min-norm solution of the strip conditions),
-      an `(n,)` array, or `sigma -> (n,)`. Where $F = 0$ has several roots (eikonal: $\pm$ the
-      normal) the guess picks the branch.
+      an `(n,)` or `(m, n)` array, or `sigma -> (n,)`. Where $F = 0$ has several roots
+      (eikonal: $\pm$ the normal) the guess picks the branch.
 
     **Raises:** `ValueError` if `F` is not scalar, `u0` is not scalar, shapes mismatch, or no
     initial $p_0$ is found; `BlowUpError` for a horizon past a blow-up; `dynopt.SolveError`.
@@ -143,11 +120,21 @@ def charpit(
             "scalar equation (e.g. a sum of squares is NOT equivalent: it loses the strip "
             "structure) or use `quasilinear` with a vector u."
         )
-    if p_guess is not None and not callable(p_guess) and np.shape(p_guess) != (n,):
+    m = sig.shape[0]
+    if p_guess is None:
+        guesses = jnp.full((m, n), jnp.nan)
+    elif callable(p_guess):
+        guesses = jax.vmap(lambda q: jnp.asarray(p_guess(q[0] if scalar_sigma else q)))(sig)
+    else:
+        guesses = jnp.asarray(p_guess, jnp.float64)
+        if guesses.shape == (n,):
+            guesses = jnp.broadcast_to(guesses, (m, n))
+    if guesses.shape != (m, n):
         raise ValueError(
-            f"p_guess must have shape ({n},) or be a function, got {np.shape(p_guess)}."
+            f"p_guess must have shape ({n},) or ({m}, {n}), or be a function sigma -> ({n},); "
+            f"got shape {guesses.shape}."
         )
-    p0s, res0 = _initial_p(F, initial, p_guess, n, sig, scalar_sigma)
+    z0s, Z0s, res0 = _launch(F, initial, n, sig, guesses.astype(jnp.float64), scalar_sigma)
     res0 = np.asarray(res0)
     bad = np.flatnonzero(~(res0 <= 1e-8))
     if bad.size:
@@ -157,7 +144,6 @@ def charpit(
             f"sigma={np.asarray(sigma)[i].tolist()} (residual {res0[i]:.3g} after Newton). Pass "
             "p_guess= closer to the branch you want, or check that F = 0 is solvable there."
         )
-    z0s, Z0s = _launch(F, initial, n, sig, p0s, scalar_sigma)
     ss, zs, dets, blowup, name = integrate(
         _Field(F, n),
         n,

@@ -101,13 +101,14 @@ def _vector_field(s, y, args):
 
 
 def _conditions(y, args):
-    """Both blow-up conditions, each 1 at s = 0 (or O(1) > 0) and 0 at the blow-up, with slope
-    O(1) in s there: the normalised det[dx/dsigma, dx/ds], and (u_max - |u|)/(u_max(1 + |u|)),
-    whose slope at |u| = u_max is O(1) for a pole u ~ 1/(s* - s), so that the root find's
-    |cond| < atol is a test on s and not on round-off in u."""
+    """Both blow-up conditions, positive at s = 0 and 0 at the blow-up, with slope O(1) in s
+    there: the normalised det[dx/dsigma, dx/ds], and (M^2 - |u|^2)/(M(1 + |u|^2)) for M = u_max,
+    whose slope at |u| = M is O(1) for a pole u ~ 1/(s* - s), so that the root find's
+    |cond| < atol tests s and not round-off in u. (|u|^2, not |u|: smooth at u = 0.)"""
     field, n, det0, (ulo, uhi), u_max = args
-    norm = jnp.linalg.norm(y[0][ulo:uhi])
-    return _det(field, n, *y) / det0, (u_max - norm) / (u_max * (1.0 + norm))
+    u = y[0][ulo:uhi]
+    q = jnp.sum(u * u)
+    return _det(field, n, *y) / det0, (u_max**2 - q) / (u_max * (1.0 + q))
 
 
 def _blowup_condition(t, y, args, **kwargs):

@@ -94,10 +94,52 @@ class Characteristics(eqx.Module):
         return self.s[None, :] <= self.blowup.s[:, None]
 
     def on_grid(self, points) -> np.ndarray:
-        """$u$ at `points` (shape `(..., n)`) by piecewise-linear interpolation of the valid
-        scattered points (Delaunay triangulation, `scipy.interpolate.griddata`). Points outside
-        the region swept by the characteristics get NaN. Host-side post-processing."""
-        return to_grid(self.x, self.u, points)
+        r"""$u$ at `points` (shape `(..., n)`), piecewise linear on the characteristic mesh.
+
+        For $n = 2$ the triangles are the cells of the $(\sigma_i, s_j)$ mesh whose corners are
+        all valid, so nothing is interpolated across a blow-up or a gap between characteristics
+        (a Delaunay triangulation would bridge them); for $n > 2$ it falls back to `to_grid`.
+        Points outside the mesh get NaN. Host-side post-processing."""
+        x, u = np.asarray(self.x, float), np.asarray(self.u, float)
+        if x.shape[-1] != 2 or np.ndim(self.sigma) != 1:
+            return to_grid(x, u, points)
+        return _mesh_interpolate(x, u, np.asarray(points, float))
+
+
+def _mesh_interpolate(x, u, points) -> np.ndarray:
+    from matplotlib.tri import LinearTriInterpolator, Triangulation
+
+    if points.shape[-1] != 2:
+        raise ValueError(f"points must have last dimension n=2, got {points.shape}.")
+    m, T = x.shape[:2]
+    values = u.reshape(m, T, -1)
+    ok = np.all(np.isfinite(x), -1) & np.all(np.isfinite(values), -1)
+    index = np.full((m, T), -1)
+    index[ok] = np.arange(ok.sum())
+    i, j = np.meshgrid(np.arange(m - 1), np.arange(T - 1), indexing="ij")
+    corners = [index[i, j], index[i + 1, j], index[i + 1, j + 1], index[i, j + 1]]
+    tris = np.concatenate(
+        [
+            np.stack([corners[0], corners[1], corners[2]], -1).reshape(-1, 3),
+            np.stack([corners[0], corners[2], corners[3]], -1).reshape(-1, 3),
+        ]
+    )
+    tris = tris[np.all(tris >= 0, axis=1)]
+    xs = x[ok]
+    tri = Triangulation(xs[:, 0], xs[:, 1], tris)
+    # Drop degenerate (zero-area) triangles, e.g. where characteristics meet.
+    a, b = xs[tris[:, 1]] - xs[tris[:, 0]], xs[tris[:, 2]] - xs[tris[:, 0]]
+    area = np.abs(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])
+    tri.set_mask(area <= 1e-14 * max(area.max(), 1e-300))
+    flat = points.reshape(-1, 2)
+    out = np.stack(
+        [
+            np.ma.filled(LinearTriInterpolator(tri, col)(flat[:, 0], flat[:, 1]), np.nan)
+            for col in values[ok].T
+        ],
+        -1,
+    ).reshape(*points.shape[:-1], values.shape[-1])
+    return out[..., 0] if u.ndim == 2 else out
 
 
 def to_grid(x, u, points) -> np.ndarray:
