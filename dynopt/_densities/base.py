@@ -157,13 +157,23 @@ def linear_cdf(
     return jax.scipy.stats.norm.cdf((x - mean) / jnp.sqrt(var))
 
 
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(48)
+
+
+def antiderivative(f, x: ScalarLike, x_ref: ScalarLike = 0.0) -> Scalar:
+    r"""$\int_{x_{ref}}^{x} f(y)\,dy$ by 48-point Gauss–Legendre (exact for polynomials of degree
+    $\le 95$; spectrally accurate for smooth $f$)."""
+    x, x_ref = jnp.asarray(x, float), jnp.asarray(x_ref, float)
+    half = 0.5 * (x - x_ref)
+    ys = x_ref + half * (jnp.asarray(_GL_NODES) + 1.0)
+    return half * jnp.sum(jnp.asarray(_GL_WEIGHTS) * jax.vmap(f)(ys))
+
+
 def stationary_density(sde: ScalarSDE, grid: Float[Array, " m"]) -> Float[Array, " m"]:
     r"""The stationary solution of Fokker–Planck for a time-independent drift,
     $$P_\infty(x) \propto \exp\Big(\frac{2}{\alpha}\int^x p\,dy\Big),$$
     with $\int^x p$ by Gauss–Legendre quadrature (exact for polynomial drifts), normalised on the
     uniform `grid` (Riemann sum)."""
-    from .path_integral import antiderivative
-
     g = jnp.asarray(check_uniform_grid("grid", grid))
     h = g[1] - g[0]
     phi = jax.vmap(lambda x: antiderivative(lambda y: sde.p(y, 0.0), x, g[0]))(g)

@@ -34,7 +34,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, Float, Scalar, ScalarLike
-from .base import check_lost_mass, check_positive, check_uniform_grid, GridDensity, ScalarSDE
+from .base import (
+    _GL_NODES,
+    _GL_WEIGHTS,
+    antiderivative,
+    check_lost_mass,
+    check_positive,
+    check_uniform_grid,
+    GridDensity,
+    ScalarSDE,
+)
 
 
 Convention = Literal["ito", "midpoint", "trapezoid"]
@@ -160,18 +169,6 @@ def mehler_kernel(
 
 
 # --------------------------------------------------------------------- actions and eq. 66 ⇔ 68
-
-
-_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(48)
-
-
-def antiderivative(f, x: ScalarLike, x_ref: ScalarLike = 0.0) -> Scalar:
-    r"""$\int_{x_{ref}}^{x} f(y)\,dy$ by 48-point Gauss–Legendre (exact for polynomials of degree
-    $\le 95$; spectrally accurate for smooth $f$)."""
-    x, x_ref = jnp.asarray(x, float), jnp.asarray(x_ref, float)
-    half = 0.5 * (x - x_ref)
-    ys = x_ref + half * (jnp.asarray(_GL_NODES) + 1.0)
-    return half * jnp.sum(jnp.asarray(_GL_WEIGHTS) * jax.vmap(f)(ys))
 
 
 @eqx.filter_jit
