@@ -253,3 +253,17 @@ def test_bad_input():
         ch.transport_density(
             flows.GradientFlow(), prob, jnp.ones((3, 1)), jnp.zeros(3), ss, trace="x"
         )
+
+
+def test_to_grid_is_exact_for_linear_data(getkey):
+    """Piecewise-linear interpolation reproduces a linear function; NaN outside the hull."""
+    pts = np.asarray(jax.random.uniform(getkey(), (200, 2)))
+    u = 1.5 * pts[:, 0] - 2.0 * pts[:, 1] + 0.3
+    q = np.array([[0.5, 0.5], [0.2, 0.7], [2.0, 2.0]])
+    out = ch.to_grid(pts, u, q)
+    assert np.allclose(out[:2], 1.5 * q[:2, 0] - 2.0 * q[:2, 1] + 0.3, atol=1e-12)
+    assert np.isnan(out[2])
+    line = ch.to_grid(pts[:, :1], np.stack([u, -u], -1), np.array([[0.5]]))
+    assert line.shape == (1, 2)
+    with pytest.raises(ValueError, match="points must have last dimension n=2"):
+        ch.to_grid(pts, u, np.zeros((3, 3)))

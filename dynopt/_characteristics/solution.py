@@ -1,6 +1,7 @@
 """What a characteristics solve returns: the points, the blow-up report, interpolation to a grid."""
 
 import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, Bool, Float, Int
@@ -19,7 +20,8 @@ class BlowUp(eqx.Module):
 
     - `kind`: 0 none before the horizon, 1 crossing ($\det[\partial x/\partial\sigma,\ dx/ds]$
       changes sign: neighbouring characteristics meet, a shock or caustic), 2 divergence
-      ($|u|$ reached `u_max`).
+      ($|u|$ reached `u_max`). (The determinant also vanishes where the characteristic speed
+      $dx/ds$ does; the PDEs here have a non-vanishing speed.)
     - `s`: the parameter value of the event ($+\infty$ where none). Crossings are located by
       diffrax's event root find on the dense solution. For a divergence, the root find locates
       $|u| = u_{\max}$ and one Newton step on $1/|u| = 0$ extrapolates to the pole (exact to
@@ -91,7 +93,8 @@ class Characteristics(eqx.Module):
 
     @property
     def valid(self) -> Bool[Array, "m T"]:
-        return self.s[None, :] <= self.blowup.s[:, None]
+        """Saved points before the characteristic's blow-up (the others are NaN)."""
+        return jnp.all(jnp.isfinite(self.x), axis=-1)
 
     def on_grid(self, points) -> np.ndarray:
         r"""$u$ at `points` (shape `(..., n)`), piecewise linear on the characteristic mesh.
