@@ -23,6 +23,7 @@ EXPERIMENTS: dict[str, str] = {
     "gan_dynamics": "experiments.gan_dynamics",
     "path_integral": "experiments.path_integral",
     "characteristics": "experiments.characteristics",
+    "holistic": "experiments.holistic",
 }
 DEFAULT_RESULTS = Path("results")
 

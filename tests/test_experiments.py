@@ -69,6 +69,31 @@ def test_adaptive_headline_numbers(quick_run):
     assert abs(m["polyak_post3"]["gd_final_x"] - 3.0) < 1e-6
 
 
+def test_holistic_headline_numbers(quick_run):
+    """Golden values for holistic --quick. If this fails after a deliberate change of the
+    experiment, rerun `python -m experiments run holistic --quick` and update the bounds."""
+    name, out = quick_run
+    if name != "holistic":
+        pytest.skip("holistic only")
+    m = json.loads((out / "metrics.json").read_text())
+    for flow, lyap in m["lyapunov"].items():
+        assert lyap["max_relative_deviation"] < 1e-6, flow  # dL/dt = predicted identity
+        assert (lyap["max_predicted_rate"] > 0) == (flow == "adam"), flow  # Adam: not Lyapunov
+    rms = m["rmsprop_plateau"]
+    assert abs(rms["plateau_slope_in_gamma"] - 1.0) < 1e-3  # chatter amplitude ∝ γ
+    assert np.allclose(rms["plateau_over_gamma"], 2**-0.5, rtol=1e-3)  # period-2 orbit ±γ/2
+    assert rms["plateau_vs_eps_max_abs_error_to_theory_over_gamma"] < 1e-6
+    for c in rms["crossovers_per_coordinate"]:
+        lo, hi = c["found"]
+        assert lo < c["predicted"] < hi  # ε* = (γλ/2)²
+    assert rms["gd_regime_contraction_max_abs_error"] < 1e-5  # GD with step γ/√ε
+    assert m["polyak_decay"]["max_relative_deviation_pointwise"] < 1e-7  # L = L(0)e^{-t}
+    p3 = m["post3"]
+    assert abs(p3["polyak_final_x"] - p3["global_min_x"]) < 1e-3
+    assert abs(p3["gd_final_x"] - 3.0) < 1e-6
+    assert 2.5 < p3["polyak_escape_t"] < 3.0
+
+
 def test_unknown_experiment_lists_available():
     with pytest.raises(ValueError, match=r"unknown experiment 'nope'; available: .*gd_flow"):
         experiments.get("nope")

@@ -1,0 +1,370 @@
+"""Post 3's holistic view, measured: L is a Lyapunov function for every flow, RMSprop never
+stops, the Polyak flow decays as e^{-t}, and post 3's 1-D truncated-Polyak example."""
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import dynopt
+from dynopt import flows, lyapunov, plotting, problems
+from experiments import adaptive
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Run card. `python -m experiments run holistic [--quick]`.
+
+    (1) Lyapunov: for GradientFlow, SignFlow(w), RMSPropFlow, AdamFlow, PolyakFlow (plain and
+    truncated) and PreconditionedFlow (diagonal, Newton) on Rosenbrock from (-1.2, 1), dL/dt
+    measured on the diffrax reference (`lyapunov.loss_rate`) against the identity the flow
+    predicts (`lyapunov.predicted_rate`), max relative deviation on [0, t1].
+    (2) RMSprop never stops: optax.rmsprop (λ = 0.9, via RMSPropFlow.from_hyperparams) on
+    diag(1, 10) from (1, 1); late-time RMS distance to θ* vs γ (one vmapped run) and vs ε at fixed
+    γ (another). Theory: the iterate locks onto the period-2 orbit θᵢ = ±aᵢ with
+    G = λᵢ²aᵢ² and γλᵢ/√(G+ε) = 2, i.e. aᵢ = √((γ/2)² − ε/λᵢ²)₊: slope 1 in γ (a = γ/2 for
+    ε → 0), and coordinate i converges (GD with step γ/√ε) once ε > εᵢ* = (γλᵢ/2)².
+    (3) Polyak flow: L(t)/L(0) against e^{-t} on Rosenbrock. (4) Post 3's 1-D example via
+    `experiments.adaptive._polyak`.
+    Runtime on 2 CPU cores: quick ≈ 19 s (4 of the 9 flows), full ≈ 43 s.
+    Headline (full): Lyapunov deviations 3e-14 (gradient) to 1.9e-7 (Polyak), all rates < 0
+    except Adam's (dL/dt up to +58: L is not a Lyapunov function for Adam); plateau slope
+    1.00001 in γ, plateau = γ/√2 (±γ/2 per coordinate); crossover ε* = (γλ_max/2)² = 2.5e-3
+    found in [2.2e-3, 3.2e-3] (λ = 1: 2.5e-5 in [2.2e-5, 3.2e-5]); GD-regime contraction
+    |1 − γλᵢ/√ε| to 2e-7; Polyak max |L/(L0 e^{-t}) − 1| = 4e-9 on [0, 12]; post 3: Polyak
+    escapes the x = 3 basin (barrier x = 1.843) at t = 2.72 and ends at 0.40693 (global min),
+    GD ends at x = 3.
+    """
+
+    seed: int = 0
+    quick: bool = False
+    lyap_t1: float = 3.0
+    lyap_points: int = 301
+    sign_width: float = 1e-2
+    rms_eigenvalues: tuple[float, float] = (1.0, 10.0)
+    rms_decay: float = 0.9
+    rms_gammas: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    rms_gamma_eps: float = 1e-12
+    rms_eps_gamma: float = 1e-2
+    rms_eps_range: tuple[float, float, int] = (1e-8, 1.0, 49)
+    rms_steps: int = 30_000
+    rms_window: int = 3000
+    lyap_flows: tuple[str, ...] = (
+        "gradient",
+        "sign",
+        "rmsprop",
+        "rmsprop_global",
+        "adam",
+        "polyak",
+        "polyak_truncated",
+        "diagonal",
+        "newton",
+    )
+    polyak_t1: float = 12.0
+    polyak_M: float = 1000.0
+    polyak_h: float = 0.01
+    polyak_steps: int = 2500
+
+
+def make_config(quick: bool = False, seed: int = 0) -> Config:
+    if not quick:
+        return Config(seed=seed)
+    return Config(
+        seed=seed,
+        quick=True,
+        lyap_points=101,
+        lyap_flows=("gradient", "rmsprop", "adam", "polyak"),
+        rms_gammas=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+        rms_eps_range=(1e-8, 1.0, 25),
+        rms_steps=6000,
+        rms_window=1000,
+    )
+
+
+def _diag_precond(params):
+    """A state-dependent diagonal preconditioner, d(θ) = 1/(1 + θ²) > 0."""
+    return 1.0 / (1.0 + params * params)
+
+
+def _lyapunov_flows(config: Config, prob: dynopt.Problem) -> dict:
+    g0sq = float(jnp.mean(prob.grad(prob.params0) ** 2))
+    return {
+        "gradient": flows.GradientFlow(),
+        "sign": flows.SignFlow(width=config.sign_width),
+        "rmsprop": flows.RMSPropFlow(2.0, 1e-8, initial_scale=g0sq),
+        "rmsprop_global": flows.RMSPropFlow(2.0, 1e-8, norm="global", initial_scale=g0sq),
+        "adam": flows.AdamFlow(1.0, 5.0, 1e-8),
+        "polyak": flows.PolyakFlow(),
+        "polyak_truncated": flows.PolyakFlow(M=0.1),
+        "diagonal": flows.PreconditionedFlow(
+            flows.DiagonalPreconditioner(_diag_precond), check_on=prob
+        ),
+        "newton": flows.PreconditionedFlow(flows.NewtonPreconditioner(), check_on=prob),
+    }
+
+
+def _lyapunov(config: Config) -> tuple[dict, dict]:
+    prob = problems.rosenbrock()
+    ts = jnp.linspace(0.0, config.lyap_t1, config.lyap_points)
+    ts_polyak = jnp.linspace(0.0, config.polyak_t1, 241)
+    metrics, arrays = {}, {"lyap_ts": np.asarray(ts)}
+    for name, flow in _lyapunov_flows(config, prob).items():
+        if name not in config.lyap_flows:
+            continue
+        solver = "implicit" if name == "sign" else None
+        # The Polyak reference runs to polyak_t1 (it also serves the L(t) = L(0)e^{-t} check).
+        horizon = ts_polyak if name == "polyak" else ts
+        ref = dynopt.solve(flow, prob, horizon, solver=solver, max_steps=65_536)
+        if name == "polyak":
+            arrays["polyak_decay_ts"] = np.asarray(ts_polyak)
+            arrays["polyak_decay_ratio"] = np.asarray(ref.loss) / float(ref.loss[0])
+        measured = np.asarray(lyapunov.loss_rate(ref, prob, ts))
+        predicted = np.asarray(lyapunov.predicted_rate(ref, prob, ts))
+        metrics[name] = {
+            "max_relative_deviation": float(lyapunov.max_relative_deviation(measured, predicted)),
+            "max_predicted_rate": float(predicted.max()),  # <= 0: L is a Lyapunov function
+            "loss_at_t1": float(prob.loss(ref.evaluate(ts[-1]))),
+        }
+        arrays[f"lyap_{name}_measured"] = measured
+        arrays[f"lyap_{name}_predicted"] = predicted
+    return metrics, arrays
+
+
+def _plateau_prediction(gamma, eps, lams) -> np.ndarray:
+    """RMS distance on the period-2 orbit: √(Σᵢ ((γ/2)² − ε/λᵢ²)₊)."""
+    a2 = (np.asarray(gamma)[..., None] / 2) ** 2 - np.asarray(eps)[..., None] / lams**2
+    return np.sqrt(np.maximum(a2, 0.0).sum(-1))
+
+
+def _rmsprop_runs(config: Config, prob, gamma, eps):
+    flow, dt = flows.RMSPropFlow.from_hyperparams(gamma, config.rms_decay, eps)
+    with jax.numpy_dtype_promotion("standard"):  # optax's rmsprop internals are not strict-clean
+        traj = dynopt.run(flow.discretize(dt), prob, config.rms_steps)
+    p = np.asarray(traj.params)  # (batch, steps + 1, 2); θ* = 0
+    late = p[:, -config.rms_window :]
+    return p, np.sqrt(np.mean(np.sum(late**2, -1), -1))
+
+
+def _rmsprop(config: Config) -> tuple[dict, dict]:
+    lams = np.asarray(config.rms_eigenvalues)
+    prob = problems.quadratic(jnp.asarray(lams), params0=jnp.ones(2))
+    # vs γ: one vmapped run over a 1-D array of learning rates.
+    gammas = np.asarray(config.rms_gammas)
+    _, plateau_g = _rmsprop_runs(config, prob, jnp.asarray(gammas), config.rms_gamma_eps)
+    slope = float(dynopt.fit_order(jnp.asarray(gammas), jnp.asarray(plateau_g)))
+    pred_g = _plateau_prediction(gammas, np.full_like(gammas, config.rms_gamma_eps), lams)
+    # vs ε at fixed γ: one vmapped run over a 1-D array of eps.
+    gamma = config.rms_eps_gamma
+    lo, hi, n = config.rms_eps_range
+    epss = np.geomspace(lo, hi, n)
+    p, plateau_e = _rmsprop_runs(config, prob, gamma, jnp.asarray(epss))
+    pred_e = _plateau_prediction(np.full_like(epss, gamma), epss, lams)
+    # Crossovers: the largest ε whose coordinate i still chatters, and the next sweep point.
+    late_abs = np.sqrt(np.mean(p[:, -config.rms_window :] ** 2, 1))  # (n, 2) per coordinate
+    floor = 1e-6 * gamma  # "stopped": 6 decades under the ε → 0 plateau
+    crossovers = []
+    for i, lam in enumerate(lams):
+        alive = np.flatnonzero(late_abs[:, i] > floor)
+        last = alive.max() if alive.size else -1
+        bracket = [float(epss[last]) if last >= 0 else 0.0, float(epss[min(last + 1, n - 1)])]
+        crossovers.append(
+            {"lambda": float(lam), "predicted": (gamma * lam / 2) ** 2, "found": bracket}
+        )
+    # GD regime: per-step contraction |θᵢ,k+1/θᵢ,k| vs |1 − γλᵢ/√ε| (G has decayed by step 500).
+    k0, k1 = 500, 600
+    gd = epss > 2 * (gamma * lams.max() / 2) ** 2
+    a0, a1 = np.abs(p[gd, k0]), np.abs(p[gd, k1])
+    predicted_c = np.abs(1 - gamma * lams / np.sqrt(epss[gd, None]))
+    # Fast-contracting coordinates (c < 0.5) reach round-off/underflow before step k1: skip them.
+    ok = (predicted_c >= 0.5) & (a0 > 0)
+    measured_c = (a1 / np.where(ok, a0, 1.0)) ** (1 / (k1 - k0))
+    contraction_err = float(np.max(np.abs(measured_c - predicted_c)[ok]))
+    metrics_gd = {"contraction_checked": int(ok.sum()), "contraction_of": int(ok.size)}
+    metrics = {
+        "decay": config.rms_decay,
+        "gamma_sweep_eps": config.rms_gamma_eps,
+        "plateau_slope_in_gamma": slope,
+        "plateau_over_gamma": (plateau_g / gammas).tolist(),
+        "plateau_vs_gamma_max_rel_error_to_theory": float(np.max(np.abs(plateau_g / pred_g - 1))),
+        "eps_sweep_gamma": gamma,
+        "crossover_total_predicted": float((gamma * lams.max() / 2) ** 2),
+        "crossover_total_found": crossovers[int(np.argmax(lams))]["found"],
+        "crossovers_per_coordinate": crossovers,
+        "plateau_vs_eps_max_abs_error_to_theory_over_gamma": float(
+            np.max(np.abs(plateau_e - pred_e)) / gamma
+        ),
+        "gd_regime_contraction_max_abs_error": contraction_err,
+        **metrics_gd,
+        "num_steps": config.rms_steps,
+        "late_window": config.rms_window,
+    }
+    arrays = {
+        "rms_gammas": gammas,
+        "rms_plateau_gamma": plateau_g,
+        "rms_plateau_gamma_pred": pred_g,
+        "rms_eps": epss,
+        "rms_plateau_eps": plateau_e,
+        "rms_plateau_eps_pred": pred_e,
+        "rms_eps_coordinates": late_abs,
+        "rms_eps_path_small": p[0, :2000],
+        "rms_eps_path_large": p[-1, :2000],
+    }
+    return metrics, arrays
+
+
+def _polyak_decay(config: Config, arrays: dict) -> dict:
+    """L(t)/L(0) of the untruncated Polyak flow's reference (solved in `_lyapunov`) vs e^{-t}."""
+    ts, ratio = arrays["polyak_decay_ts"], arrays["polyak_decay_ratio"]
+    expected = np.exp(-ts)
+    return {
+        "L0": float(problems.rosenbrock().loss(problems.rosenbrock().params0)),
+        "t1": config.polyak_t1,
+        "max_abs_deviation_of_L_over_L0": float(np.max(np.abs(ratio - expected))),
+        "max_relative_deviation_pointwise": float(np.max(np.abs(ratio / expected - 1))),
+    }
+
+
+def _post3(config: Config) -> tuple[dict, dict]:
+    metrics, arrays = adaptive._polyak(config)  # the same runs as the adaptive experiment
+    coeffs = np.poly([0.0, 1.0, 3.0, 3.0])  # x(x-1)(x-3)^2
+    crit = np.sort(np.roots(np.polyder(coeffs)).real)  # minimum, barrier (local max), x = 3
+    barrier = float(crit[1])
+    x = arrays["polyak_x"]
+    left = np.flatnonzero(x < barrier)
+    metrics["barrier_x"] = barrier
+    metrics["global_min_x"] = float(crit[0])
+    metrics["polyak_escape_t"] = float(arrays["polyak_ts"][left[0]]) if left.size else None
+    return metrics, arrays
+
+
+def run(config: Config) -> tuple[dict, dict]:
+    metrics, arrays = {}, {}
+    for key, part in [
+        ("lyapunov", _lyapunov),
+        ("rmsprop_plateau", _rmsprop),
+        ("post3", _post3),
+    ]:
+        m, a = part(config)
+        metrics[key] = m
+        arrays.update(a)
+    metrics["polyak_decay"] = _polyak_decay(config, arrays)
+    return metrics, arrays
+
+
+_LABELS = {
+    "gradient": "gradient flow",
+    "sign": "sign flow (w = 0.01)",
+    "rmsprop": "RMSprop flow",
+    "rmsprop_global": "RMSprop flow, global",
+    "adam": "Adam flow",
+    "polyak": "Polyak flow",
+    "polyak_truncated": "Polyak, M = 0.1",
+    "diagonal": "diagonal P = 1/(1+θ²)",
+    "newton": "Newton P = H⁻¹",
+}
+
+
+def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    paths = []
+    names = list(metrics["lyapunov"])
+    ncols = min(3, len(names))
+    fig, axes = plotting.figure(ncols, -(-len(names) // ncols), width=4.0, height=3.0)
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    t = arrays["lyap_ts"]
+    for ax, name in zip(axes, names):
+        meas = arrays[f"lyap_{name}_measured"]
+        pred = arrays[f"lyap_{name}_predicted"]
+        plotting.plot_rate_check(ax, t, -meas, -pred, label="−dL/dt")
+        ax.set_yscale("symlog", linthresh=1e-3)
+        dev = metrics["lyapunov"][name]["max_relative_deviation"]
+        up = metrics["lyapunov"][name]["max_predicted_rate"] > 0
+        note = "\n(dL/dt > 0 at times: not a Lyapunov function)" if up else ""
+        ax.set_title(f"{_LABELS[name]}: max rel. dev. {dev:.1e}{note}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Rosenbrock from (−1.2, 1): measured −dL/dt vs the flow's identity", fontsize=10)
+    paths.append(plotting.save(fig, out_dir / "lyapunov_rates.png"))
+
+    rm = metrics["rmsprop_plateau"]
+    fig, axes = plotting.figure(2, width=5.0, height=4.0)
+    g = arrays["rms_gammas"]
+    axes[0].loglog(g, arrays["rms_plateau_gamma"], "o", label="measured (late RMS ‖θ − θ*‖)")
+    axes[0].loglog(
+        g, arrays["rms_plateau_gamma_pred"], "k--", lw=0.8, label="γ/√2 (period-2 orbit)"
+    )
+    axes[0].set_xlabel("learning rate γ")
+    axes[0].set_ylabel("late-time distance to θ*")
+    axes[0].set_title(
+        f"optax.rmsprop, ε = {rm['gamma_sweep_eps']:g}: fitted slope "
+        f"{rm['plateau_slope_in_gamma']:.3f}",
+        fontsize=10,
+    )
+    axes[0].legend(fontsize=8)
+    axes[0].grid(True, which="both", alpha=0.3)
+    e = arrays["rms_eps"]
+    floor = 1e-9
+    axes[1].loglog(e, np.maximum(arrays["rms_plateau_eps"], floor), "o", label="measured, total")
+    coords = arrays["rms_eps_coordinates"]
+    for i, c in enumerate(rm["crossovers_per_coordinate"]):
+        axes[1].loglog(
+            e, np.maximum(coords[:, i], floor), ".", ms=4, label=f"coordinate λ = {c['lambda']:g}"
+        )
+        axes[1].axvline(c["predicted"], color=f"C{i + 1}", ls=":", lw=1)
+    pred = arrays["rms_plateau_eps_pred"]
+    axes[1].loglog(e[pred > 0], pred[pred > 0], "k--", lw=0.8, label="√Σ((γ/2)² − ε/λᵢ²)₊")
+    axes[1].axvline(rm["crossover_total_predicted"], color="k", ls=":", lw=1)
+    axes[1].set_xlabel("ε")
+    axes[1].set_ylabel(f"late-time distance (clipped at {floor:g})")
+    lo, hi = rm["crossover_total_found"]
+    axes[1].set_title(
+        f"γ = {rm['eps_sweep_gamma']:g}: GD (step γ/√ε) once ε > (γλ/2)²\n"
+        f"predicted ε* = {rm['crossover_total_predicted']:.2g}, found in [{lo:.2g}, {hi:.2g}]",
+        fontsize=9,
+    )
+    axes[1].legend(fontsize=7, loc="lower left")
+    axes[1].grid(True, which="both", alpha=0.3)
+    paths.append(plotting.save(fig, out_dir / "rmsprop_plateau.png"))
+
+    pd = metrics["polyak_decay"]
+    fig, axes = plotting.figure(2, width=4.6)
+    ts = arrays["polyak_decay_ts"]
+    axes[0].semilogy(ts, arrays["polyak_decay_ratio"], lw=2, alpha=0.6, label="L(t)/L(0)")
+    axes[0].semilogy(ts, np.exp(-ts), "k:", label="$e^{-t}$")
+    axes[0].set_xlabel("t")
+    axes[0].set_title(f"Polyak flow on Rosenbrock, L(0) = {pd['L0']:g}", fontsize=10)
+    axes[0].legend(fontsize=8)
+    axes[0].grid(True, alpha=0.3)
+    axes[1].semilogy(ts[1:], np.abs(arrays["polyak_decay_ratio"][1:] * np.exp(ts[1:]) - 1))
+    axes[1].set_xlabel("t")
+    axes[1].set_ylabel("$|L(t)/(L(0)e^{-t}) - 1|$")
+    axes[1].set_title(
+        f"max relative deviation {pd['max_relative_deviation_pointwise']:.1e}", fontsize=10
+    )
+    axes[1].grid(True, alpha=0.3)
+    paths.append(plotting.save(fig, out_dir / "polyak_decay.png"))
+
+    p3 = metrics["post3"]
+    fig, axes = plotting.figure(1, width=5.5)
+    axes[0].plot(arrays["polyak_ts"], arrays["polyak_x"], lw=1, label="truncated Polyak, M = 1000")
+    axes[0].plot(arrays["polyak_ts"], arrays["gd_x"], lw=2, label="gradient descent")
+    axes[0].axhline(p3["global_min_x"], color="k", ls=":", lw=0.8, label="global min")
+    axes[0].axhline(p3["barrier_x"], color="r", ls=":", lw=0.8, label="barrier (local max)")
+    axes[0].axhline(3.0, color="0.5", ls=":", lw=0.8, label="local min x = 3")
+    if p3["polyak_escape_t"] is not None:
+        axes[0].axvline(p3["polyak_escape_t"], color="r", ls="--", lw=0.8)
+    axes[0].set_ylim(-2.0, 8.0)
+    axes[0].set_xlabel("t = k h")
+    axes[0].set_ylabel("x")
+    esc = p3["polyak_escape_t"]
+    axes[0].set_title(
+        f"post 3, x0 = 4, h = 0.01: Polyak ends at {p3['polyak_final_x']:.4f} "
+        f"(escapes at t = {esc}), GD at {p3['gd_final_x']:.4f}",
+        fontsize=8,
+    )
+    axes[0].legend(fontsize=7)
+    axes[0].grid(True, alpha=0.3)
+    paths.append(plotting.save(fig, out_dir / "post3_example.png"))
+    return paths
