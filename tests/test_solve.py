@@ -112,6 +112,6 @@ def test_dense_false_saves_memory_and_matches():
 
 
 def test_dense_memory_guard_names_the_fix():
-    big = problems.quadratic(jnp.ones(50_000))
+    big = dynopt.Problem(lambda x: jnp.sum(x**2), jnp.zeros(50_000))
     with pytest.raises(ValueError, match="Pass dense=False"):
         dynopt.solve(flows.GradientFlow(), big, [1.0], max_steps=16_384)
