@@ -252,7 +252,8 @@ def compare_game(
         reference = _ModifiedFor(flow)
     per_step = reference is not None and not isinstance(reference, AbstractFlow)
     ref = flow if reference is None else reference
-    solver_obj, name, _ = _pick_solver(solver, None, None, t1)
+    # No stiffness estimate for games (no scalar loss): None means the explicit default.
+    solver_obj, name, _ = _pick_solver("tsit5" if solver is None else solver, None, None, t1)
     errs, finals, div, result = _compare_jit(
         flow,
         ref,
