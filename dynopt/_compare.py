@@ -54,6 +54,41 @@ def _error_run(flow, problem, ref_flow, interp, h, n):
     return jnp.where(diverged, inf, err_max), jnp.where(diverged, inf, err_last), diverged_at
 
 
+def matched_steps(step_sizes: ArrayLike, t1, dt_of) -> tuple[np.ndarray, np.ndarray, float]:
+    r"""Validate a sweep: `(hs, ns, t1)` with $N_h = t_1/\Delta t(h)$ an integer for every $h$."""
+    hs = np.asarray(step_sizes, dtype=np.float64)
+    if hs.ndim != 1 or hs.size == 0:
+        raise ValueError(f"step_sizes must be a non-empty 1-D array, got shape {hs.shape}.")
+    check_positive("step_sizes", hs)
+    check_positive("t1", t1)
+    t1 = float(t1)
+    dts = np.asarray([float(dt_of(h)) for h in hs])
+    ns = np.rint(t1 / dts)
+    bad = (ns < 1) | (np.abs(ns * dts - t1) > 1e-9 * t1)
+    if np.any(bad):
+        raise ValueError(
+            f"t1={t1} must be a positive integer multiple of each step's dt; it is not for step "
+            f"sizes {hs[bad].tolist()}. Choose t1 = N * dt (e.g. step sizes t1/N for integers N)."
+        )
+    return hs, ns, t1
+
+
+def make_comparison(hs, ns, errs, finals, diverged_at, t1: float, solver: str) -> Comparison:
+    """Assemble a `Comparison`, fitting the orders of the max and final errors."""
+    hs = jnp.asarray(hs)
+    return Comparison(
+        step_sizes=hs,
+        errors=errs,
+        final_errors=finals,
+        order=fit_order(hs, errs),
+        final_order=fit_order(hs, finals),
+        diverged_at=diverged_at,
+        num_steps=jnp.asarray(ns, dtype=int),
+        t1=t1,
+        solver=solver,
+    )
+
+
 @eqx.filter_jit
 def _compare_jit(flow, problem, reference, per_step, hs, ns, t1, solver, rtol, atol, max_steps):
     def solve_ref(ref, problem, solver):
@@ -122,20 +157,7 @@ def compare(
     _require_x64()
     if not isinstance(flow, AbstractFlow):
         raise ValueError(f"flow must be a dynopt flow (AbstractFlow), got {type(flow).__name__}.")
-    hs = np.asarray(step_sizes, dtype=np.float64)
-    if hs.ndim != 1 or hs.size == 0:
-        raise ValueError(f"step_sizes must be a non-empty 1-D array, got shape {hs.shape}.")
-    check_positive("step_sizes", hs)
-    check_positive("t1", t1)
-    t1 = float(t1)
-    dts = np.asarray([float(flow.discretize(h).dt) for h in hs])
-    ns = np.rint(t1 / dts)
-    if np.any(ns < 1) or np.any(np.abs(ns * dts - t1) > 1e-9 * t1):
-        bad = hs[(ns < 1) | (np.abs(ns * dts - t1) > 1e-9 * t1)]
-        raise ValueError(
-            f"t1={t1} must be a positive integer multiple of each step's dt; it is not for step "
-            f"sizes {bad.tolist()}. Choose t1 = N * dt (e.g. step sizes t1/N for integers N)."
-        )
+    hs, ns, t1 = matched_steps(step_sizes, t1, lambda h: flow.discretize(h).dt)
     per_step = reference is not None and not isinstance(reference, AbstractFlow)
     if per_step and not callable(reference):
         raise ValueError("reference must be None, a flow, or a callable step_size -> flow.")
@@ -172,18 +194,7 @@ def compare(
         atol=atol,
         stiffness=ratio,
     )
-    hs_j = jnp.asarray(hs)
-    return Comparison(
-        step_sizes=hs_j,
-        errors=errs,
-        final_errors=finals,
-        order=fit_order(hs_j, errs),
-        final_order=fit_order(hs_j, finals),
-        diverged_at=div,
-        num_steps=jnp.asarray(ns, dtype=int),
-        t1=t1,
-        solver=name,
-    )
+    return make_comparison(hs, ns, errs, finals, div, t1, name)
 
 
 __all__ = ["compare"]

@@ -9,10 +9,10 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from .._compare import make_comparison, matched_steps
 from .._custom_types import Array, ArrayLike, Float, Int, Key, PyTree
-from .._discretization import check_positive, Discretization
+from .._discretization import Discretization
 from .._flows.base import AbstractFlow
-from .._order import fit_order
 from .._run import _as_key, _batch_discretization, tree_all_finite
 from .._solve import _pick_solver, _require_x64, dense_solve, raise_for_result
 from .._trajectory import Comparison
@@ -235,15 +235,7 @@ def compare_game(
     _require_x64()
     if not isinstance(flow, GameFlow):
         raise ValueError(f"flow must be a dynopt.games.GameFlow, got {type(flow).__name__}.")
-    hs = np.asarray(step_sizes, dtype=np.float64)
-    if hs.ndim != 1 or hs.size == 0:
-        raise ValueError(f"step_sizes must be a non-empty 1-D array, got shape {hs.shape}.")
-    check_positive("step_sizes", hs)
-    check_positive("t1", t1)
-    t1 = float(t1)
-    ns = np.rint(t1 / hs)
-    if np.any(ns < 1) or np.any(np.abs(ns * hs - t1) > 1e-9 * t1):
-        raise ValueError(f"t1={t1} must be a positive integer multiple of each step size.")
+    hs, ns, t1 = matched_steps(step_sizes, t1, lambda h: h)  # game schemes step t = k h
     if isinstance(reference, str):
         if reference != "modified":
             raise ValueError(
@@ -273,18 +265,7 @@ def compare_game(
         rtol=rtol,
         atol=atol,
     )
-    hs_j = jnp.asarray(hs)
-    return Comparison(
-        step_sizes=hs_j,
-        errors=errs,
-        final_errors=finals,
-        order=fit_order(hs_j, errs),
-        final_order=fit_order(hs_j, finals),
-        diverged_at=div,
-        num_steps=jnp.asarray(ns, dtype=int),
-        t1=t1,
-        solver=name,
-    )
+    return make_comparison(hs, ns, errs, finals, div, t1, name)
 
 
 class _ModifiedFor(eqx.Module):
