@@ -11,17 +11,24 @@ from experiments import __main__ as cli
 from experiments._io import load_results, write_results
 
 
-@pytest.fixture(scope="module", params=sorted(experiments.EXPERIMENTS))
-def quick_run(request, tmp_path_factory):
-    """Each experiment's quick mode, run once per test module."""
-    name = request.param
-    return name, experiments.run_experiment(
-        name, quick=True, seed=0, out=tmp_path_factory.mktemp(name) / name
-    )
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    """`quick_results(name)`: the folder of `name`'s quick run, run at most once per module (per
+    test worker) and shared by the generic test and that experiment's golden-value test."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            out = tmp_path_factory.mktemp(name) / name
+            cache[name] = experiments.run_experiment(name, quick=True, seed=0, out=out)
+        return cache[name]
+
+    return get
 
 
-def test_quick_mode_writes_results_and_figures(quick_run):
-    name, out = quick_run
+@pytest.mark.parametrize("name", sorted(experiments.EXPERIMENTS))
+def test_quick_mode_writes_results_and_figures(name, quick_results):
+    out = quick_results(name)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["seed"] == 0 and metrics["quick"] is True
     assert {"jax", "optax", "diffrax", "equinox"} <= set(metrics["versions"])
@@ -34,12 +41,10 @@ def test_quick_mode_writes_results_and_figures(quick_run):
     assert {p.name for p in experiments.replot(name, out)} == before
 
 
-def test_gd_flow_headline_numbers(quick_run):
+def test_gd_flow_headline_numbers(quick_results):
     """Golden values for gd_flow --quick. If this fails after a deliberate change of the
     experiment, rerun `python -m experiments run gd_flow --quick` and update the bounds."""
-    name, out = quick_run
-    if name != "gd_flow":
-        pytest.skip("gd_flow only")
+    out = quick_results("gd_flow")
     m = json.loads((out / "metrics.json").read_text())
     for prob in m["problems"].values():
         assert abs(prob["order_gd_vs_flow"] - 1.0) <= 0.1
@@ -50,12 +55,10 @@ def test_gd_flow_headline_numbers(quick_run):
     assert lo < m["stability"]["predicted_boundary"] < hi
 
 
-def test_adaptive_headline_numbers(quick_run):
+def test_adaptive_headline_numbers(quick_results):
     """Golden values for adaptive --quick. If this fails after a deliberate change of the
     experiment, rerun `python -m experiments run adaptive --quick` and update the bounds."""
-    name, out = quick_run
-    if name != "adaptive":
-        pytest.skip("adaptive only")
+    out = quick_results("adaptive")
     m = json.loads((out / "metrics.json").read_text())
     quad = m["orders"]["quadratic"]
     assert abs(quad["order_rmsprop_G0_g0sq"] - 1.0) <= 0.1  # optax.rmsprop vs RMSPropFlow
@@ -69,12 +72,10 @@ def test_adaptive_headline_numbers(quick_run):
     assert abs(m["polyak_post3"]["gd_final_x"] - 3.0) < 1e-6
 
 
-def test_holistic_headline_numbers(quick_run):
+def test_holistic_headline_numbers(quick_results):
     """Golden values for holistic --quick. If this fails after a deliberate change of the
     experiment, rerun `python -m experiments run holistic --quick` and update the bounds."""
-    name, out = quick_run
-    if name != "holistic":
-        pytest.skip("holistic only")
+    out = quick_results("holistic")
     m = json.loads((out / "metrics.json").read_text())
     for flow, lyap in m["lyapunov"].items():
         assert lyap["max_relative_deviation"] < 1e-6, flow  # dL/dt = predicted identity
