@@ -20,6 +20,9 @@ from ._densities.fokker_planck import (
     fokker_planck as fokker_planck,
     short_time_density as short_time_density,
 )
+
+# d dimensions: dx = p(x, t) dt + √α dW in R^d (isotropic noise), densities on tensor grids.
+from ._densities.fokker_planck_nd import fokker_planck_nd as fokker_planck_nd
 from ._densities.gbm import (
     black_scholes_call as black_scholes_call,
     discounted_payoff as discounted_payoff,
@@ -33,6 +36,13 @@ from ._densities.monte_carlo import (
     monte_carlo_samples as monte_carlo_samples,
     total_variation as total_variation,
 )
+from ._densities.monte_carlo_nd import (
+    bin_probabilities as bin_probabilities,
+    histogram_density_nd as histogram_density_nd,
+    monte_carlo_density_nd as monte_carlo_density_nd,
+    monte_carlo_samples_nd as monte_carlo_samples_nd,
+    total_variation_nd as total_variation_nd,
+)
 from ._densities.path_integral import (
     action_eq66 as action_eq66,
     action_eq68 as action_eq68,
@@ -44,4 +54,21 @@ from ._densities.path_integral import (
     potential_V as potential_V,
     short_time_propagator as short_time_propagator,
 )
+from ._densities.path_integral_nd import (
+    path_integral_nd as path_integral_nd,
+    short_time_propagator_nd as short_time_propagator_nd,
+)
 from ._densities.random_walk import random_walk as random_walk
+from ._densities.random_walk_nd import random_walk_nd as random_walk_nd
+from ._densities.vector import (
+    gaussian_density as gaussian_density,
+    linear_density_nd as linear_density_nd,
+    linear_moments as linear_moments,
+    linear_vector_sde as linear_vector_sde,
+    LinearDrift as LinearDrift,
+    mesh_points as mesh_points,
+    short_time_density_nd as short_time_density_nd,
+    stationary_density_nd as stationary_density_nd,
+    TensorDensity as TensorDensity,
+    VectorSDE as VectorSDE,
+)

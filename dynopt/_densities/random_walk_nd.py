@@ -1,0 +1,125 @@
+r"""Route (d) in $d$ dimensions: the asymmetric random walk on the lattice
+$x_0 + \Delta s\,\mathbb Z^d$, $\Delta s^2 = \alpha\Delta t$.
+
+Every $\Delta t$ each coordinate steps $\pm\Delta s$ independently, $+$ with probability
+$\tfrac12(1 + p_i\Delta s/\alpha)$: the mean step is $p\,\Delta t$, the covariance
+$\alpha\Delta t\,I + O(\Delta t^2)$, so as $\Delta t \to 0$ it is $dx = p\,dt + \sqrt\alpha\,dW$.
+The law is evolved exactly by the master equation (the $2^d$ sign patterns $\sigma$)
+$$P_{k+1}(j) = \sum_{\sigma\in\{\pm1\}^d} \prod_i \tfrac12\big(1 + \sigma_i p_i(x_{j-\sigma})
+  \Delta s/\alpha\big)\,P_k(j - \sigma)$$
+on a window of the lattice; mass stepping out of it is absorbed (`lost_mass`). After $n$ steps
+only sites with every $j_i \equiv n \pmod 2$ are occupied (a sub-lattice of spacing $2\Delta s$),
+where the density is $P_n(j)/(2\Delta s)^d$. Requires $|p_i|\Delta s/\alpha \le 1$ on the window.
+"""
+
+import itertools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._custom_types import ScalarLike
+from .base import check_lost_mass, check_positive
+from .vector import check_dimension, check_point, mesh_points, TensorDensity, VectorSDE
+
+
+@eqx.filter_jit
+def _walk(sde, axes, nums, j0, ds, dt, n):
+    # Sites >= nums[i] on axis i are padding (absorbing; at least one per axis, so np.roll's
+    # wrap-around only ever moves zeros or lands in padding). n is traced.
+    d = len(axes)
+    shape = tuple(a.shape[0] for a in axes)
+    active = jnp.ones(shape, bool)
+    for i in range(d):
+        mask = jnp.arange(shape[i]) < nums[i]
+        active = active & mask.reshape([-1 if j == i else 1 for j in range(d)])
+    pts = mesh_points(axes).reshape(-1, d)
+    P0 = jnp.zeros(shape).at[tuple(j0)].set(1.0)
+    signs = list(itertools.product((1.0, -1.0), repeat=d))
+
+    def step(k, carry):
+        P, lost, ratio = carry
+        q = (jax.vmap(lambda x: sde.p(x, k * dt))(pts) * ds / sde.alpha).reshape(*shape, d)
+        new = jnp.zeros(shape)
+        for sigma in signs:
+            w = jnp.prod(0.5 * (1.0 + jnp.asarray(sigma).reshape(*[1] * d, d) * q), axis=-1)
+            new = new + jnp.roll(w * P, [int(s) for s in sigma], axis=tuple(range(d)))
+        out = jnp.sum(jnp.where(active, 0.0, new))
+        ratio = jnp.maximum(ratio, jnp.max(jnp.where(active[..., None], jnp.abs(q), 0.0)))
+        return jnp.where(active, new, 0.0), lost + out, ratio
+
+    zero = jnp.zeros(())
+    return jax.lax.fori_loop(0, n, step, (P0, zero, zero))
+
+
+def random_walk_nd(
+    sde: VectorSDE,
+    x0,
+    t1: ScalarLike,
+    dt: ScalarLike,
+    window,
+    *,
+    mass_tol: float | None = 1e-6,
+) -> TensorDensity:
+    r"""The $d$-dim asymmetric random walk's law at $t_1 = n\,\Delta t$, as a density on the
+    occupied sub-lattice inside `window` (one `(lo, hi)` per dimension).
+
+    **Raises:** `ValueError` for $\Delta t \le 0$, $t_1/\Delta t$ not an integer, a window that is
+    not one `(lo, hi)` pair per coordinate of $x_0$ or does not contain $x_0$,
+    $|p_i|\Delta s/\alpha > 1$ somewhere on the window, or a lost mass above `mass_tol`.
+    """
+    check_positive("dt", dt)
+    check_positive("t1", t1)
+    n = round(float(t1) / float(dt))
+    if n < 1 or abs(n * float(dt) - float(t1)) > 1e-9 * float(t1):
+        raise ValueError(f"t1/dt must be a positive integer, got t1={t1}, dt={dt}.")
+    win = np.asarray(window, dtype=np.float64)
+    x0 = np.asarray(x0, dtype=np.float64)
+    if win.ndim != 2 or win.shape[1] != 2 or x0.shape != (win.shape[0],):
+        raise ValueError(
+            f"window must be one (lo, hi) pair per coordinate of x0, got window shape {win.shape} "
+            f"for x0 of shape {x0.shape}."
+        )
+    d = win.shape[0]
+    check_dimension(sde, d)
+    check_point("x0", x0, d)
+    if not np.all((win[:, 0] <= x0) & (x0 <= win[:, 1])):
+        raise ValueError(f"x0={x0} must lie inside window={win.tolist()}.")
+    ds = float(np.sqrt(float(sde.alpha) * float(dt)))
+    js = [
+        np.arange(np.ceil((lo - c) / ds), np.floor((hi - c) / ds) + 1).astype(int)
+        for (lo, hi), c in zip(win, x0)
+    ]
+    nums = [j.size for j in js]
+    sizes = [1 << int(np.ceil(np.log2(m + 1))) for m in nums]  # power-of-two buckets, >= 1 pad
+    axes = tuple(c + ds * (j[0] + np.arange(s)).astype(float) for c, j, s in zip(x0, js, sizes))
+    j0 = [int(np.flatnonzero(j == 0)[0]) for j in js]
+    P, lost, ratio = _walk(
+        sde,
+        tuple(jnp.asarray(a) for a in axes),
+        jnp.asarray(nums),
+        jnp.asarray(j0),
+        jnp.asarray(ds),
+        jnp.asarray(float(dt)),
+        jnp.asarray(n),
+    )
+    if not float(ratio) <= 1.0:
+        raise ValueError(
+            f"|p_i| ds / alpha reaches {float(ratio):.3g} > 1 on the window: the walk's "
+            "probabilities (1 ± p_i ds/alpha)/2 leave [0, 1]. Use a smaller dt or a narrower "
+            "window."
+        )
+    check_lost_mass(lost, mass_tol, "random_walk_nd")
+    occ = [np.flatnonzero((j - n) % 2 == 0) for j in js]  # occupied sub-lattice, per axis
+    P_occ = P[np.ix_(*occ)]
+    mass = jnp.sum(P_occ)
+    return TensorDensity(
+        axes=tuple(jnp.asarray(a[o]) for a, o in zip(axes, occ)),
+        density=P_occ / (2 * ds) ** d,
+        t=jnp.asarray(t1, float),
+        mass=mass,
+        lost_mass=lost,
+        mass_defect=jnp.abs(mass + lost - 1.0),
+        method="random_walk",
+    )

@@ -1,0 +1,230 @@
+"""dynopt.densities in d dimensions: the four routes on tensor grids against the exact density of
+a linear SDE with a non-normal A, with fitted orders; Van Loan's covariance against independent
+computations; a 2-D double well's long-time law; the d = 1 reduction to the 1-D routes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.linalg
+
+import dynopt
+from dynopt import densities as D
+
+
+# Non-normal, non-diagonal, stable (eigenvalues -1 ± i): the rotation shears the Gaussian.
+A = np.array([[-1.0, 2.0], [-0.5, -1.0]])
+ALPHA, X0, T = 0.5, np.array([0.5, -0.3]), 0.5
+SDE = D.linear_vector_sde(A, ALPHA)
+MEAN, COV = D.linear_moments(A, T, X0, alpha=ALPHA)
+
+
+def EXACT(x):
+    return D.gaussian_density(x, MEAN, COV)
+
+
+PEAK = float(EXACT(MEAN))
+
+
+def test_linear_moments_van_loan():
+    # Non-normal A: Σ(t) = α ∫ e^{As} e^{Aᵀs} ds by scipy quadrature; mean e^{At} x0.
+    def integrand(s):
+        E = scipy.linalg.expm(A * s)
+        return ALPHA * E @ E.T
+
+    cov_quad = scipy.integrate.quad_vec(integrand, 0.0, T, epsabs=1e-14, epsrel=1e-13)[0]
+    np.testing.assert_allclose(COV, cov_quad, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(MEAN, scipy.linalg.expm(A * T) @ X0, rtol=1e-13)
+    # The Lyapunov equation dΣ/dt = AΣ + ΣAᵀ + αI (dΣ/dt by autodiff through expm).
+    dcov = jax.jacfwd(lambda t: D.linear_moments(A, t, X0, alpha=ALPHA)[1])(jnp.asarray(T))
+    np.testing.assert_allclose(dcov, A @ COV + COV @ A.T + ALPHA * np.eye(2), atol=1e-12)
+    # Diagonal A in d = 3: the product of the 1-D exact densities.
+    rates, x0, t = np.array([1.0, -0.5, 0.0]), np.array([0.3, -1.0, 2.0]), 0.7
+    x = jax.random.normal(jax.random.key(0), (20, 3))
+    prod = np.prod(
+        [D.linear_density(x[:, i], t, x0[i], rate=rates[i], alpha=ALPHA) for i in range(3)], 0
+    )
+    np.testing.assert_allclose(
+        D.linear_density_nd(x, t, x0, A=np.diag(rates), alpha=ALPHA), prod, rtol=1e-12
+    )
+
+
+def test_fokker_planck_nd_order_and_mass():
+    # 2-D finite volumes, Kvaerno5 on a (25² + 1)-dim state (one compiled program, padded).
+    t0, hs, errs = 0.2, [], []
+    m0, c0 = D.linear_moments(A, t0, X0, alpha=ALPHA)
+    for m in (17, 21, 25, 29):
+        axes = (np.linspace(-2.1, 2.5, m), np.linspace(-2.3, 1.9, m))
+        init = D.gaussian_density(D.mesh_points(axes), m0, c0)
+        res = D.fokker_planck_nd(SDE, init, axes, t0, T, pad_to=29)
+        hs.append(axes[0][1] - axes[0][0])
+        errs.append(float(res.error(EXACT)))
+        assert float(res.mass_defect) < 1e-12  # mass on the grid + outflow is conserved
+        assert abs(float(res.lost_mass)) < 1e-6
+    # Second order in h (h_y/h_x fixed); the finest error is ~2.5% of the peak at h = 0.16.
+    assert 1.9 < float(dynopt.fit_order(np.array(hs), np.array(errs))) < 2.1, errs
+    assert errs[-1] < 0.03 * PEAK
+    # A grid that does not cover the mass: refused, or reported with conservation intact.
+    axes = (np.linspace(-0.3, 1.3, 13), np.linspace(-1.1, 0.5, 13))
+    init = D.gaussian_density(D.mesh_points(axes), m0, c0)
+    with pytest.raises(ValueError, match="lost mass"):
+        D.fokker_planck_nd(SDE, init, axes, t0, T, pad_to=29, mass_tol=1e-2)
+    res = D.fokker_planck_nd(SDE, init, axes, t0, T, pad_to=29, mass_tol=None)
+    assert float(res.lost_mass) > 0.05 and float(res.mass_defect) < 1e-12
+
+
+def test_path_integral_nd_conventions_orders():
+    # h ≈ 0.09 ≤ √(αε) at the finest ε = T/32: the grid sums are spectrally accurate.
+    axes = (np.linspace(-2.3, 2.5, 53), np.linspace(-2.4, 2.0, 49))
+    ns = np.array([4, 8, 16, 32])
+    err = {
+        c: np.array(
+            [
+                float(D.path_integral_nd(SDE, X0, T, axes, int(n), convention=c).error(EXACT))
+                for n in ns
+            ]
+        )
+        for c in ("ito", "midpoint")
+    }
+    # Itô = the Euler–Maruyama kernel: order 1. Midpoint with |det(I - ε∇p/2)|: order 2 (Cayley
+    # mean map e^{εA} + O(ε³), per-slice covariance α∫e^{As}e^{Aᵀs}ds + O(ε³)).
+    assert 0.9 < float(dynopt.fit_order(T / ns, err["ito"])) < 1.1, err["ito"]
+    assert 1.9 < float(dynopt.fit_order(T / ns, err["midpoint"])) < 2.1, err["midpoint"]
+    assert err["midpoint"][-1] < 1e-4 * PEAK
+    # Without its Jacobian the midpoint rule carries Π|det(I - εA/2)|⁻¹ → exp(T tr A / 2)
+    # (= e^{-1/2} here): the wrong density, by a factor, at every ε.
+    bad = D.path_integral_nd(SDE, X0, T, axes, 32, jacobian=False, mass_tol=None)
+    assert abs(float(bad.mass) - np.exp(T * np.trace(A) / 2)) < 1e-4
+    assert float(jnp.max(jnp.abs(bad.density / bad.mass - bad.exact_on_grid(EXACT)))) < 2e-4
+
+
+def test_random_walk_nd_order():
+    window = [(-2.3, 2.5), (-2.4, 2.0)]
+    dts = T / np.array([64, 128, 256, 512])
+    errs = []
+    for dt in dts:
+        res = D.random_walk_nd(SDE, X0, T, dt, window)
+        errs.append(float(res.error(EXACT)))
+        assert float(res.mass_defect) < 1e-12 and float(res.lost_mass) < 1e-6
+    assert 0.9 < float(dynopt.fit_order(dts, np.array(errs))) < 1.1, errs
+    assert errs[-1] < 2e-3 * PEAK
+    with pytest.raises(ValueError, match=r"\|p_i\| ds / alpha"):  # |Ax| Δs/α > 1 at the corners
+        D.random_walk_nd(SDE, X0, T, T / 25, window)
+    with pytest.raises(ValueError, match="integer"):
+        D.random_walk_nd(SDE, X0, T, 0.3, window)
+    with pytest.raises(ValueError, match="inside window"):
+        D.random_walk_nd(SDE, np.array([3.0, 0.0]), T, T / 64, window)
+    with pytest.raises(ValueError, match="one \\(lo, hi\\) pair"):
+        D.random_walk_nd(SDE, X0, T, T / 64, [(-2.0, 2.0)])
+
+
+def test_monte_carlo_nd_matches_exact_within_sampling_error():
+    samples = D.monte_carlo_samples_nd(SDE, X0, T, jax.random.key(1), 40_000, dt=T / 20)
+    edges = (np.linspace(-1.5, 1.7, 17), np.linspace(-1.6, 1.2, 15))
+    pi = D.bin_probabilities(EXACT, edges)  # 8×8 Gauss–Legendre per bin
+    ns = np.array([2500, 5000, 10_000, 20_000, 40_000])
+    tv = np.array(
+        [float(D.total_variation_nd(D.histogram_density_nd(samples[:n], edges, T), pi)) for n in ns]
+    )
+    # E|π̂_b - π_b| ≈ sqrt(2π_b(1-π_b)/(πN)) per bin; ShARK's weak error at dt = T/20 is O(dt²).
+    p = np.asarray(pi)
+    predicted = 0.5 * np.sum(np.sqrt(2 * p * (1 - p) / np.pi)) / np.sqrt(ns)
+    assert np.all((tv / predicted > 0.7) & (tv / predicted < 1.4)), tv / predicted
+    assert -0.65 < float(dynopt.fit_order(ns.astype(float), tv)) < -0.35
+
+
+def test_double_well_2d_long_time_fokker_planck():
+    # U = (x² - 1)²/4 + y²/2, p = -∇U: stationary law ∝ exp(-2U/α).
+    sde = D.VectorSDE(lambda x, t: jnp.stack([x[0] - x[0] ** 3, -x[1]]), ALPHA)
+    # Cell Péclet |p_i| h_i / α ≤ 2 everywhere (central fluxes stay monotone; at |x| = 2.2 with
+    # h = 0.18 it is 3, and the absorbing faces then feed mass back in).
+    axes = (np.linspace(-2.0, 2.0, 29), np.linspace(-2.2, 2.2, 23))
+    stat = D.stationary_density_nd(sde, axes)
+    pts = D.mesh_points(axes)
+    U = (pts[..., 0] ** 2 - 1) ** 2 / 4 + pts[..., 1] ** 2 / 2
+    closed = jnp.exp(-2 * U / ALPHA)
+    vol = (axes[0][1] - axes[0][0]) * (axes[1][1] - axes[1][0])
+    np.testing.assert_allclose(stat, closed / (jnp.sum(closed) * vol), rtol=1e-12)
+    # From a Gaussian at the saddle (symmetric: the slow inter-well mode is not excited), T = 4
+    # (slowest excited mode e^{-2t}); what remains is the scheme's O(h²) stationary error, ~2%.
+    init = D.short_time_density_nd(sde, np.zeros(2), 0.25, axes)
+    fp = D.fokker_planck_nd(sde, init, axes, 0.25, 4.0, rtol=1e-6, atol=1e-9)
+    peak = float(jnp.max(stat))
+    assert float(jnp.max(jnp.abs(fp.density - stat))) < 0.03 * peak
+    assert float(fp.mass_defect) < 1e-12
+
+
+def test_d1_reduces_to_the_1d_routes():
+    # The d-dim code at d = 1 against the 1-D routes (same settings as tests/test_densities.py:
+    # shared compilations).
+    lin1, linv = D.linear_sde(1.0, ALPHA), D.linear_vector_sde([[1.0]], ALPHA)
+    x0, t1, g = 0.3, 0.5, np.linspace(-4.0, 4.5, 341)
+    a = D.path_integral(lin1, x0, t1, g, 8, convention="midpoint")
+    b = D.path_integral_nd(linv, [x0], t1, (g,), 8, convention="midpoint")
+    np.testing.assert_allclose(b.density, a.density, rtol=1e-12, atol=1e-14)
+    a = D.random_walk(lin1, x0, t1, 1 / 50, (-4.0, 4.5))
+    b = D.random_walk_nd(linv, [x0], t1, 1 / 50, [(-4.0, 4.5)])
+    np.testing.assert_allclose(b.axes[0], a.x, rtol=1e-14)
+    np.testing.assert_allclose(b.density, a.density, rtol=1e-12, atol=1e-14)
+    g = np.linspace(-6.0, 8.0, 49)
+    init = D.linear_density(jnp.asarray(g), 0.5, x0, rate=1.0, alpha=ALPHA)
+    a = D.fokker_planck(lin1, init, g, 0.5, 1.0, pad_to=129)
+    b = D.fokker_planck_nd(linv, init, (g,), 0.5, 1.0, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b.density, a.density, rtol=0, atol=1e-10)
+    # Same scheme, same adaptive steps: equal up to the solver tolerance (rtol 1e-9 of 7e-7).
+    np.testing.assert_allclose(b.lost_mass, a.lost_mass, rtol=1e-5, atol=0)
+    key = jax.random.key(3)
+    a = D.monte_carlo_samples(lin1, x0, t1, key, 1000, dt=t1 / 60)
+    b = D.monte_carlo_samples_nd(linv, [x0], t1, key, 1000, dt=t1 / 60)
+    np.testing.assert_array_equal(b[:, 0], a)  # the same diffrax paths
+
+
+def test_three_dimensions_coarse():
+    # d = 3 on coarse grids: the random walk (order 1) and the path integral against the exact
+    # 3-D Gaussian of a non-normal A.
+    A3 = np.array([[-1.0, 1.0, 0.0], [0.0, -1.0, 0.5], [0.3, 0.0, -1.5]])
+    x0, t1, alpha = np.array([0.2, -0.1, 0.3]), 0.3, 1.0
+    sde = D.linear_vector_sde(A3, alpha)
+    mean, cov = D.linear_moments(A3, t1, x0, alpha=alpha)
+    exact = lambda x: D.gaussian_density(x, mean, cov)
+    peak = float(exact(mean))
+    win = [(c - 2.6, c + 2.6) for c in x0]
+    e = [float(D.random_walk_nd(sde, x0, t1, t1 / n, win).error(exact)) for n in (24, 48)]
+    assert 1.8 < e[0] / e[1] < 2.2 and e[1] < 0.02 * peak, e
+    axes = tuple(np.linspace(c - 2.4, c + 2.4, 13) for c in x0)  # h = 0.4 ≈ √(αε)
+    pi = D.path_integral_nd(sde, x0, t1, axes, 3, mass_tol=1e-4)
+    assert float(pi.error(exact)) < 0.01 * peak
+
+
+def test_bad_input_nd():
+    with pytest.raises(ValueError, match="alpha must be a finite scalar > 0"):
+        D.VectorSDE(lambda x, t: -x, 0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        D.linear_vector_sde(A, -1.0)
+    with pytest.raises(ValueError, match="drift must be callable"):
+        D.VectorSDE(3.0, 1.0)
+    with pytest.raises(ValueError, match="square"):
+        D.linear_vector_sde(np.ones((2, 3)), 1.0)
+    wrong = D.VectorSDE(lambda x, t: x[:1], 1.0)
+    axes = (np.linspace(-1, 1, 5), np.linspace(-1, 1, 5))
+    with pytest.raises(ValueError, match=r"drift must map shape \(2,\) to \(2,\)"):
+        D.path_integral_nd(wrong, [0.0, 0.0], 1.0, axes, 2)
+    with pytest.raises(ValueError, match="drift must map"):
+        dynopt.sde.simulate(wrong, jnp.zeros(2), jnp.asarray([0.0, 1.0]), jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="x0 must have shape"):
+        D.path_integral_nd(SDE, [0.0, 0.0, 0.0], 1.0, axes, 2)
+    with pytest.raises(ValueError, match="uniform"):
+        D.path_integral_nd(SDE, X0, 1.0, (np.array([0.0, 1.0, 3.0]), axes[1]), 2)
+    with pytest.raises(ValueError, match="tuple of 1-D uniform grids"):
+        D.path_integral_nd(SDE, X0, 1.0, np.linspace(-1, 1, 5), 2)
+    with pytest.raises(ValueError, match="initial must have the grid's shape"):
+        D.fokker_planck_nd(SDE, jnp.ones((5, 4)), axes, 0.1, 0.5)
+    with pytest.raises(ValueError, match="pad_to"):
+        D.fokker_planck_nd(SDE, jnp.full((5, 5), 0.16), axes, 0.1, 0.5, pad_to=4)
+    with pytest.raises(ValueError, match="lost mass"):  # the grid misses most of the mass
+        D.path_integral_nd(SDE, X0, T, (np.linspace(0, 0.4, 9), np.linspace(-0.4, 0, 9)), 2)
+    with pytest.raises(ValueError, match="not a gradient field"):
+        D.stationary_density_nd(SDE, axes)
+    with pytest.raises(ValueError, match="edges"):
+        D.histogram_density_nd(jnp.zeros((4, 2)), (np.array([0.0, 1.0, 3.0]), axes[1]), 1.0)
