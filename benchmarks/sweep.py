@@ -1,5 +1,7 @@
-"""Benchmark 2: the sweep engine. K step sizes × N steps of gradient descent on the extended
-Rosenbrock function (d = 100 and 1000, float64), three ways:
+"""Benchmark 2: the sweep engine. K step sizes × N steps of gradient descent (float64) on two
+kinds of problem, d = 100 and 1000: the extended Rosenbrock function (elementwise: no data, the
+gradient costs O(d)) and logistic regression on n = 512 samples (a data matrix: K runs batched
+turn K matrix-vector products into one matrix-matrix product). Three ways:
 
 - dynopt: `dynopt.run(GradientFlow().discretize(hs), problem, N, every=N)`, all K runs in one
   vmapped, jitted scan (split across devices when there are several);
@@ -8,9 +10,16 @@ Rosenbrock function (d = 100 and 1000, float64), three ways:
 - (b) a Python loop over steps of a jitted optax update (the tutorial loop; h traced, compiled
   once), timed on a subset of the step sizes and scaled to K (its cost is linear in the runs).
 
-Reported as runs·steps per second and the ratio of times for the same K·N work.
+Reported as runs·steps per second and the ratio of times for the same K·N work. On a CPU with
+several cores the whole benchmark is repeated in a subprocess with
+`XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`, where `run` splits the sweep across
+the host devices (one per core) and the baselines run on one, as a Python loop does.
 """
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import jax
@@ -66,9 +75,17 @@ def _time(fn, repeats):
     return first, float(np.median(times)), out
 
 
-def _one_size(d: int, k: int, n: int, subset: int, repeats: int, target_b) -> list[dict]:
-    problem = problems.rosenbrock(d)
-    hs = jnp.linspace(1e-5, 4e-4, k)  # all below the stability limit ~1.3e-3
+def _problem(kind: str, d: int):
+    """The problem and K-independent step-size range (all below the stability limit)."""
+    if kind == "Rosenbrock":
+        return problems.rosenbrock(d), (1e-5, 4e-4)  # limit ~1.3e-3
+    # L <= ||X||^2 / (4n) <= (1 + sqrt(d/n))^2 / 4 < 1.5: stable for h < 1.3
+    return problems.logistic_regression(512, d, seed=0), (1e-2, 1.0)
+
+
+def _one_size(kind: str, d: int, k: int, n: int, subset: int, repeats: int, target_b) -> list[dict]:
+    problem, (lo, hi) = _problem(kind, d)
+    hs = jnp.linspace(lo, hi, k)
     disc = flows.GradientFlow().discretize(hs)
     work = k * n
 
@@ -96,7 +113,9 @@ def _one_size(d: int, k: int, n: int, subset: int, repeats: int, target_b) -> li
     )
     compile_b = max(first_b - loop_b_s, 0.0)
     loop_b_s *= k / subset
-    case = f"K={k} step sizes × N={n} steps, Rosenbrock d={d}"
+    devices = jax.device_count()
+    where = f", dynopt on {devices} host devices" if devices > 1 else ""
+    case = f"K={k} step sizes × N={n} steps, {kind} d={d}{where}"
     common = dict(
         dynopt_compile_s=max(first - ours, 0.0), dynopt_rate=work / ours, work_runs_steps=work
     )
@@ -129,12 +148,49 @@ def _one_size(d: int, k: int, n: int, subset: int, repeats: int, target_b) -> li
     ]
 
 
-def run(config: Config) -> list[dict]:
-    k, n = (8, 100) if config.tiny else (64, 1000)
-    dims = (10, 20) if config.tiny else (100, 1000)
-    subset = 2 if config.tiny else 4  # step sizes timed for the per-step loop (b)
+def _rows(tiny: bool, repeats: int) -> list[dict]:
+    k, n = (8, 100) if tiny else (64, 1000)
+    dims = (10, 20) if tiny else (100, 1000)
+    subset = 2 if tiny else 4  # step sizes timed for the per-step loop (b)
     rows = []
-    for d in dims:
-        target_b = 30.0 if d == dims[0] else None
-        rows += _one_size(d, k, n, subset, config.repeats, target_b)
+    for kind in ("Rosenbrock", "logistic regression"):
+        for d in dims:
+            target_b = 30.0 if d == dims[0] else None
+            heavy = kind != "Rosenbrock" and d == dims[-1]  # seconds per call: fewer repeats
+            reps = max(1, min(repeats, 3)) if heavy else repeats
+            rows += _one_size(kind, d, k, n, subset, reps, target_b)
     return rows
+
+
+def _on_host_devices(count: int, tiny: bool, repeats: int) -> list[dict]:
+    """The same rows in a fresh process whose CPU is split into `count` devices."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}"
+    ).strip()
+    args = [sys.executable, "-m", "benchmarks.sweep", "--repeats", str(repeats)]
+    out = subprocess.run(
+        args + (["--tiny"] if tiny else []), env=env, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"sweep benchmark on {count} host devices failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(config: Config) -> list[dict]:
+    rows = _rows(config.tiny, config.repeats)
+    cores = os.cpu_count() or 1
+    if jax.default_backend() == "cpu" and jax.device_count() == 1 and cores > 1:
+        rows += _on_host_devices(cores, config.tiny, config.repeats)
+    return rows
+
+
+if __name__ == "__main__":  # one process's rows as JSON (used by `run` for host devices)
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true")
+    cli = parser.parse_args()
+    jax.config.update("jax_enable_x64", True)
+    print(json.dumps(_rows(cli.tiny, cli.repeats), default=float))

@@ -5,7 +5,8 @@ dynopt's side passes the `Discretization` into `jit` (traced hyper-parameters, t
 rebuilt inside: what makes sweeps compile once); the baseline is the optax transform built with
 Python-float hyper-parameters closed over as constants, what a user writes. Both run the same
 `fori_loop` of updates on the gradient of L = ½‖θ‖² (g = θ, so the update dominates), with the
-parameters and state donated, timed alternately call by call.
+parameters and state donated, timed alternately call by call (at least 9 pairs of calls), each
+call running as many updates as fill ~20 ms (at 1e3 parameters, 1e5 updates).
 
 To add a discretization: one `Pair` in `PAIRS`. A pair whose flow is not in `dynopt.flows` is
 skipped (flows land over time).
@@ -122,10 +123,11 @@ def _half_sq(p) -> jax.Array:
     return 0.5 * sum(jnp.sum(x * x) for x in jax.tree.leaves(p))
 
 
-def _loop(num_steps: int, tx_of: Callable):
-    """`jit((hp, params, state) -> (params, state))`: `num_steps` updates with g = θ."""
+def _loop(tx_of: Callable):
+    """`jit((hp, n, params, state) -> (params, state))`: `n` updates with g = θ (`n` traced, so
+    calibrating the steps per call does not recompile)."""
 
-    def run(hp, params, state):
+    def run(hp, num_steps, params, state):
         tx = tx_of(hp)
         extra = isinstance(tx, optax.GradientTransformationExtraArgs)
 
@@ -137,7 +139,7 @@ def _loop(num_steps: int, tx_of: Callable):
 
         return jax.lax.fori_loop(0, num_steps, body, (params, state))
 
-    return jax.jit(run, donate_argnums=(1, 2))
+    return jax.jit(run, donate_argnums=(2, 3))
 
 
 def _loop_kernels(jitted, *args) -> int:
@@ -151,8 +153,8 @@ def _loop_kernels(jitted, *args) -> int:
     return len(re.findall(r"= \S+ fusion\(", block_text.group(0))) if block_text else -1
 
 
-def _steps_per_call(size: int) -> int:
-    return max(1, min(1000, 10_000_000 // (size * 4)))
+CHECK_STEPS = 1000  # updates over which dynopt and optax must give the same iterates
+CALL_S = 0.02  # each timed call runs ~20 ms of updates: dispatch and timer noise stay < 1%
 
 
 def _measure(pair: Pair, size: int, repeats: int) -> dict:
@@ -160,9 +162,9 @@ def _measure(pair: Pair, size: int, repeats: int) -> dict:
     hp = {k: float(v) for k, v in disc.hyperparams.items()}
     base_tx = pair.optax_tx(hp)
     params = _params(size)
-    n = _steps_per_call(size)
-    ours = _loop(n, lambda d: d.transform)
-    theirs = _loop(n, lambda _: base_tx)
+    n = jnp.asarray(CHECK_STEPS)  # for the equivalence check; calibrated for timing below
+    ours = _loop(lambda d: d.transform)
+    theirs = _loop(lambda _: base_tx)
 
     def fresh(tx):  # distinct buffers for every donated leaf (optax may share its zeros)
         copy = lambda t: jax.tree.map(lambda x: jnp.array(x, copy=True), t)
@@ -170,8 +172,8 @@ def _measure(pair: Pair, size: int, repeats: int) -> dict:
         return p, copy(tx.init(p))
 
     # Same start, same n steps: the iterates must agree where the pair says they are identical.
-    a = block(ours(disc, *fresh(disc.transform))[0])
-    b = block(theirs(None, *fresh(base_tx))[0])
+    a = block(ours(disc, n, *fresh(disc.transform))[0])
+    b = block(theirs(None, n, *fresh(base_tx))[0])
     diff = max(
         float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
     )
@@ -183,29 +185,32 @@ def _measure(pair: Pair, size: int, repeats: int) -> dict:
 
     state = {"ours": fresh(disc.transform), "theirs": fresh(base_tx)}
     kernels = (
-        _loop_kernels(ours, disc, *state["ours"]),
-        _loop_kernels(theirs, None, *state["theirs"]),
+        _loop_kernels(ours, disc, n, *state["ours"]),
+        _loop_kernels(theirs, None, n, *state["theirs"]),
     )
 
     def call(name):
         start = time.perf_counter()
         if name == "ours":
-            state[name] = block(ours(disc, *state[name]))
+            state[name] = block(ours(disc, n, *state[name]))
         else:
-            state[name] = block(theirs(None, *state[name]))
+            state[name] = block(theirs(None, n, *state[name]))
         return time.perf_counter() - start
 
     for name in state:  # warm-up (compiled above)
         call(name)
+    per_step = min(call(name) for name in state) / int(n)
+    n = jnp.asarray(int(min(100_000, max(1, round(CALL_S / per_step)))))
     times = {name: [] for name in state}
-    for _ in range(repeats):  # alternate, so load changes hit both sides alike
+    for _ in range(max(repeats, 9)):  # alternate, so load changes hit both sides alike
         for name in state:
             times[name].append(call(name))
-    med = {k: statistics.median(v) / n for k, v in times.items()}
+    med = {k: statistics.median(v) / int(n) for k, v in times.items()}
     return {
         "ours": med["ours"],
         "theirs": med["theirs"],
-        "steps_per_call": n,
+        "steps_per_call": int(n),
+        "checked_steps": CHECK_STEPS,
         "max_abs_diff": diff,
         "kernels": kernels,
     }

@@ -8,7 +8,7 @@ import optax
 from ._custom_types import Key, Params
 from ._discretization import Discretization
 from ._problem import Problem
-from ._sharding import sweep_map
+from ._sharding import sweep_apply
 from ._trajectory import Trajectory
 
 
@@ -21,6 +21,13 @@ def _floating_dtype(params: Params):
     return jnp.result_type(*jax.tree.leaves(params))
 
 
+def _value_fn(problem: Problem, key: Key | None, k):
+    if key is None:
+        return problem.loss
+    batch_key = jax.random.fold_in(key, k)
+    return lambda p: problem.stochastic_loss(p, batch_key)
+
+
 def make_step(tx: optax.GradientTransformation, problem: Problem, key: Key | None):
     """One guarded optimizer step: `(params, opt_state, diverged_at, k) -> same`.
 
@@ -31,14 +38,7 @@ def make_step(tx: optax.GradientTransformation, problem: Problem, key: Key | Non
 
     def step(carry):
         params, opt_state, diverged_at, k = carry
-        if key is None:
-            value_fn = problem.loss
-        else:
-            batch_key = jax.random.fold_in(key, k)
-
-            def value_fn(p):
-                return problem.stochastic_loss(p, batch_key)
-
+        value_fn = _value_fn(problem, key, k)
         value, grad = jax.value_and_grad(value_fn)(params)
         kwargs = dict(value=value, grad=grad, value_fn=value_fn) if extra else {}
         updates, new_state = tx.update(grad, opt_state, params, **kwargs)
@@ -57,53 +57,154 @@ def make_step(tx: optax.GradientTransformation, problem: Problem, key: Key | Non
     return step
 
 
-def _run_one(tx, dt, problem: Problem, num_steps: int, every: int, key, opt_state0=None):
-    params0 = problem.params0
-    step = make_step(tx, problem, key)
-    opt_state0 = tx.init(params0) if opt_state0 is None else opt_state0
+def make_fast_step(tx: optax.GradientTransformation, problem: Problem, key: Key | None):
+    """`make_step` without the checks: the same arithmetic, no loss evaluation (unless the
+    transform takes it), no finiteness reductions, no selects."""
+    extra = isinstance(tx, optax.GradientTransformationExtraArgs)
 
-    def block(carry, _):
-        carry = jax.lax.fori_loop(0, every, lambda _, c: step(c), carry)
-        return carry, carry[0]
+    def step(carry):
+        params, opt_state, diverged_at, k = carry
+        value_fn = _value_fn(problem, key, k)
+        if extra:
+            value, grad = jax.value_and_grad(value_fn)(params)
+            kwargs = dict(value=value, grad=grad, value_fn=value_fn)
+        else:
+            grad, kwargs = jax.grad(value_fn)(params), {}
+        updates, new_state = tx.update(grad, opt_state, params, **kwargs)
+        return optax.apply_updates(params, updates), new_state, diverged_at, k + 1
 
-    carry0 = (params0, opt_state0, jnp.asarray(-1), jnp.asarray(0))
-    carry, saved = jax.lax.scan(block, carry0, None, length=num_steps // every)
-    params = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs]), params0, saved)
-    loss = jax.vmap(problem.loss)(params)
-    steps = jnp.arange(0, num_steps + 1, every)
-    return Trajectory(
-        ts=steps.astype(dt.dtype) * dt, params=params, loss=loss, diverged_at=carry[2], steps=steps
+    return step
+
+
+def _select(mask, new, old):
+    """Per-run `where` for pytrees whose leaves carry the run axes of `mask` in front."""
+
+    def one(a, b):
+        m = jnp.reshape(mask, mask.shape + (1,) * (jnp.ndim(a) - mask.ndim))
+        return jnp.where(m, a, b)
+
+    return jax.tree.map(one, new, old)
+
+
+def _drive(setup, specs, problem: Problem, num_steps: int, every: int, batched: bool):
+    """The runs described by `specs` (one, or a 1-D batch when `batched`), saved every `every`
+    steps. `setup(spec, problem) -> (tx, dt, key, opt_state0)` builds one run.
+
+    Each block of `every` steps runs unchecked (`make_fast_step`); the block's end iterate and
+    its loss (needed for the saved trajectory anyway) are then checked. Only if some run of the
+    batch ended the block non-finite is the block replayed from its start with the per-step
+    check (`make_step`), for those runs, to find the first failing step and keep the last finite
+    iterate: the same result as checking every step, at the cost of checking once per block.
+    One `lax.cond` decides for the whole batch, so a batch without divergence never pays for
+    the replay.
+    """
+    lift = jax.vmap if batched else (lambda f: f)
+
+    def init(spec):
+        _, _, _, state0 = setup(spec, problem)
+        return problem.params0, state0, jnp.asarray(-1), jnp.asarray(0)
+
+    def block_of(make):
+        def block(spec, carry):
+            tx, _, key, _ = setup(spec, problem)
+            step = make(tx, problem, key)
+            return jax.lax.fori_loop(0, every, lambda _, c: step(c), carry)
+
+        return lift(block)
+
+    fast, guarded = block_of(make_fast_step), block_of(make_step)
+    loss_of, finite = lift(problem.loss), lift(tree_all_finite)
+
+    def block(state, _):
+        carry, last_loss = state
+        alive = carry[2] < 0
+        new = fast(specs, carry)
+        loss = loss_of(new[0])
+        bad = alive & ~(jnp.isfinite(loss) & finite(new[0]))
+
+        def replay(new_loss):
+            redo = guarded(specs, carry)
+            return _select(bad, (redo, loss_of(redo[0])), new_loss)
+
+        new, loss = jax.lax.cond(jnp.any(bad), replay, lambda x: x, (new, loss))
+        # A run that diverged in an earlier block stays frozen; its step counter moves on.
+        frozen = (carry[0], carry[1], carry[2], carry[3] + every)
+        new, loss = _select(alive, (new, loss), (frozen, last_loss))
+        return (new, loss), (new[0], loss)
+
+    carry0 = lift(init)(specs)
+    loss0 = loss_of(carry0[0])
+    (carry, _), (saved, losses) = jax.lax.scan(
+        block, (carry0, loss0), None, length=num_steps // every
     )
+    axis = 1 if batched else 0  # scan stacks blocks in front; runs go first
+    params = jax.tree.map(
+        lambda x0, xs: jnp.concatenate(
+            [jnp.expand_dims(x0, axis), jnp.moveaxis(xs, 0, axis)], axis
+        ),
+        carry0[0],
+        saved,
+    )
+    loss = jnp.concatenate([jnp.expand_dims(loss0, axis), jnp.moveaxis(losses, 0, axis)], axis)
+    dt = lift(lambda spec: jnp.asarray(setup(spec, problem)[1]))(specs)
+    steps = jnp.broadcast_to(jnp.arange(0, num_steps + 1, every), loss.shape)
+    ts = steps.astype(dt.dtype) * dt[..., None]
+    return Trajectory(ts=ts, params=params, loss=loss, diverged_at=carry[2], steps=steps)
+
+
+def _unflatten_runs(traj: Trajectory, shape: tuple[int, ...]) -> Trajectory:
+    return jax.tree.map(lambda x: jnp.reshape(x, shape + x.shape[1:]), traj)
 
 
 @eqx.filter_jit
 def _run_discretization(disc: Discretization, problem, num_steps, every, key):
     dtype = _floating_dtype(problem.params0)
 
-    def one(d, k, prob):
+    def setup(spec, prob):
+        d, k = spec
         d = d.astype(dtype)
-        state0 = d.init(prob.params0, prob)
-        return _run_one(d.transform, d.dt, prob, num_steps, every, k, state0)
+        return d.transform, d.dt, k, d.init(prob.params0, prob)
+
+    def drive(specs, prob, batched=True):
+        return _drive(setup, specs, prob, num_steps, every, batched)
 
     seeds = key is not None and key.ndim == 1
-    # The outer batch axis (step sizes, else seeds) is the sweep axis, split across devices.
-    if disc.dt.ndim == 1:  # a batch of step sizes
+    # The outer batch axis (step sizes, else seeds) is the sweep axis, split across devices;
+    # `_drive` runs each device's slice as one flat batch of runs.
+    if disc.dt.ndim == 1:  # a batch of step sizes (times a batch of seeds)
         if seeds:
-            one = jax.vmap(one, in_axes=(None, 0, None))
-        return sweep_map(lambda d, s: one(d, *s), disc, (key, problem))
+
+            def local(discs, shared):
+                keys, prob = shared
+                s, n = discs.dt.shape[0], keys.shape[0]
+                rows, cols = jnp.repeat(jnp.arange(s), n), jnp.tile(jnp.arange(n), s)
+                flat = (jax.tree.map(lambda x: x[rows], discs), keys[cols])
+                return _unflatten_runs(drive(flat, prob), (s, n))
+
+            return sweep_apply(local, disc, (key, problem))
+        return sweep_apply(lambda discs, prob: drive((discs, None), prob), disc, problem)
     if seeds:
-        return sweep_map(lambda k, s: one(s[0], k, s[1]), key, (disc, problem))
-    return one(disc, key, problem)
+
+        def local_seeds(keys, shared):
+            d, prob = shared
+            n = keys.shape[0]
+            ds = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), d)
+            return drive((ds, keys), prob)
+
+        return sweep_apply(local_seeds, key, (disc, problem))
+    return drive((disc, key), problem, batched=False)
 
 
 @eqx.filter_jit
 def _run_transform(tx, problem, num_steps, every, key):
-    def one(k, prob):
-        return _run_one(tx, jnp.asarray(1.0), prob, num_steps, every, k)
+    def setup(k, prob):
+        return tx, jnp.asarray(1.0), k, tx.init(prob.params0)
 
     if key is not None and key.ndim == 1:  # a batch of seeds, split across devices
-        return sweep_map(one, key, problem)
-    return one(key, problem)
+        return sweep_apply(
+            lambda keys, prob: _drive(setup, keys, prob, num_steps, every, True), key, problem
+        )
+    return _drive(setup, key, problem, num_steps, every, False)
 
 
 def _as_key(key):
@@ -164,7 +265,11 @@ def run(
 
     **Returns:** a `Trajectory` with $N/\text{every} + 1$ saved points (including $\theta_0$) and
     `diverged_at` = the first step whose loss or iterate was non-finite (then the run stops
-    updating and keeps its last finite iterate), or $-1$. Extra leading axes for batches:
+    updating and keeps its last finite iterate), or $-1$. The steps themselves run unchecked;
+    the iterate and loss at each saved point are checked, and a block that ends non-finite is
+    replayed with a check at every step to find that first step. (A loss that turns non-finite
+    and back to finite inside one block, with finite iterates throughout, is therefore not
+    reported.) Extra leading axes for batches:
     step sizes first, then seeds. With several devices the outer batch axis is split across all
     of them (`NamedSharding` on a one-axis mesh; any batch size, padded and trimmed), so the
     outputs come back sharded along it; see `dynopt._sharding` for multi-host use.

@@ -44,9 +44,19 @@ def sweep_map(fn: Callable, batched, shared):
     `batched` is a pytree of arrays sharing one leading (sweep) axis; `shared` is any pytree
     (its arrays are replicated, its other leaves static). Call it inside `jit`.
     """
+    return sweep_apply(jax.vmap(fn, in_axes=(0, None)), batched, shared)
+
+
+def sweep_apply(fn: Callable, batched, shared):
+    """`fn(batched, shared)` for a batch-aware `fn` (it maps a batch to a batch of outputs along
+    the same leading axis), each device applying it to its own slice of the sweep axis.
+
+    Like `sweep_map`, but `fn` sees the whole local batch: it may take decisions over it (one
+    `lax.cond` for the batch instead of a per-entry `select`). Call it inside `jit`.
+    """
     mesh = sweep_mesh()
     if mesh.size == 1:
-        return jax.vmap(fn, in_axes=(0, None))(batched, shared)
+        return fn(batched, shared)
     (n,) = {x.shape[0] for x in jax.tree.leaves(batched)}
     pad = -n % mesh.size
     if pad:
@@ -54,7 +64,7 @@ def sweep_map(fn: Callable, batched, shared):
     dynamic, static = eqx.partition(shared, eqx.is_array)
 
     def local(b, d):
-        return jax.vmap(fn, in_axes=(0, None))(b, eqx.combine(d, static))
+        return fn(b, eqx.combine(d, static))
 
     out = jax.shard_map(
         local,

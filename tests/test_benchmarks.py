@@ -79,5 +79,5 @@ def test_transform_pairs_equal_their_optax_transform(pair):
     many fused kernels per update as optax's constants."""
     with jax.numpy_dtype_promotion("standard"):
         m = transform_overhead._measure(pair, 1000, repeats=1)
-    assert m["max_abs_diff"] <= 1e-5 and m["steps_per_call"] == 1000
+    assert m["max_abs_diff"] <= 1e-5 and m["checked_steps"] == 1000 and m["steps_per_call"] >= 1
     assert m["kernels"][0] == m["kernels"][1] > 0

@@ -6,6 +6,7 @@ import pytest
 
 import dynopt
 from dynopt import flows, problems
+from dynopt._run import make_step
 
 from .helpers import TraceCounter, tree_max_abs_diff
 
@@ -61,6 +62,42 @@ def test_divergence_detected_at_stability_boundary():
     assert abs(int(above.diverged_at) - k_pred) <= 2
     # No NaN flood: the run keeps its last finite iterate.
     assert bool(jnp.all(jnp.isfinite(above.params)))
+
+
+def _per_step_checked(disc, problem, num_steps, key=None):
+    """The specification of `run`'s divergence handling: `make_step` (check every step) in a
+    plain scan, every iterate saved."""
+    step = make_step(disc.transform, problem, key)
+    carry0 = (problem.params0, disc.init(problem.params0, problem), jnp.asarray(-1), 0)
+
+    def body(c, _):
+        c = step(c)
+        return c, c[0]
+
+    carry, saved = jax.lax.scan(body, carry0, None, length=num_steps)
+    params = jnp.concatenate([problem.params0[None], saved])
+    return params, jax.vmap(problem.loss)(params), carry[2]
+
+
+@pytest.mark.parametrize("every", [1, 7, 50])
+def test_block_checks_equal_per_step_checks(every):
+    """`run` checks once per saved block and replays a failing block step by step: the same
+    `diverged_at`, frozen iterates and losses as a check at every step (the loss overflows at
+    steps 255 and 161: mid-block, and for every=7 at a block's end); the run that stays finite
+    is not touched by its batch-mates' replays."""
+    p = problems.quadratic([1.0, 10.0, 100.0], rotate=True)
+    hs = [0.019, 0.05, 0.1]  # stable; the loss overflows after ~256 steps; after ~160
+    n = 350
+    batch = dynopt.run(flows.GradientFlow().discretize(jnp.asarray(hs)), p, n, every=every)
+    for i, h in enumerate(hs):
+        params, loss, div = _per_step_checked(flows.GradientFlow().discretize(h), p, n)
+        assert int(batch.diverged_at[i]) == int(div)
+        np.testing.assert_array_equal(batch.params[i], params[::every])
+        np.testing.assert_array_equal(batch.loss[i], loss[::every])
+        single = dynopt.run(flows.GradientFlow().discretize(h), p, n, every=every)
+        np.testing.assert_array_equal(single.params, batch.params[i])
+    div = [int(d) for d in batch.diverged_at]
+    assert div[0] == -1 and div[1] > div[2] > 0
 
 
 def test_batched_step_sizes_match_single_runs():
