@@ -38,6 +38,10 @@ def _require_x64() -> None:
 
 def check_times(ts: ArrayLike, t0: ScalarLike) -> jax.Array:
     """Validate save times: a non-empty, finite, strictly increasing 1-D array with ts[0] >= t0."""
+    return jnp.asarray(_check_times(ts, t0))
+
+
+def _check_times(ts: ArrayLike, t0: ScalarLike) -> np.ndarray:
     arr = np.asarray(ts, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {arr.shape}.")
@@ -49,7 +53,7 @@ def check_times(ts: ArrayLike, t0: ScalarLike) -> jax.Array:
         raise ValueError(f"ts must start at or after t0={t0}, got ts[0]={arr[0]}.")
     if arr[-1] <= t0:
         raise ValueError(f"the horizon ts[-1] must be > t0={t0}, got {arr[-1]}.")
-    return jnp.asarray(arr)
+    return arr
 
 
 def _raveled_loss(problem: Problem, params: Params):
@@ -238,14 +242,15 @@ def solve(
     if not isinstance(flow, AbstractFlow):
         raise ValueError(f"flow must be a dynopt flow (AbstractFlow), got {type(flow).__name__}.")
     t0 = float(t0)
-    ts = check_times(ts, t0)
+    ts_host = _check_times(ts, t0)  # the horizon from host memory: no device round trip
+    ts = jnp.asarray(ts_host)
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
     if int(max_steps) < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps}.")
     if dense:
         check_dense_memory(flow, problem, int(max_steps))
-    horizon = float(ts[-1]) - t0
+    horizon = float(ts_host[-1]) - t0
     solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, horizon)
     sol, params, loss = _solve_jit(
         flow, problem, solver_obj, t0, ts, rtol, atol, int(max_steps), bool(dense)
