@@ -187,3 +187,26 @@ def plot_density_vs_histogram(ax: Axes, x, density, edges, histogram) -> None:
     )
     ax.set_xlabel("x")
     ax.set_ylabel("density")
+
+
+def plot_density_error_2d(
+    ax: Axes, x, y, error, *, exact_x, exact_y, exact, scale: float, label: str
+) -> None:
+    """A 2-D density route's pointwise error `error[i, j]` at `(x[i], y[j])` (diverging map,
+    ±`scale`), over the exact density's contours (`exact[i, j]` at `(exact_x[i], exact_y[j])`)."""
+    e = np.asarray(error, float).T
+    mesh = ax.pcolormesh(
+        np.asarray(x), np.asarray(y), e, cmap="RdBu_r", vmin=-scale, vmax=scale, shading="auto"
+    )
+    ax.contour(
+        np.asarray(exact_x),
+        np.asarray(exact_y),
+        np.asarray(exact, float).T,
+        6,
+        colors="k",
+        linewidths=0.6,
+        alpha=0.7,
+    )
+    ax.figure.colorbar(mesh, ax=ax, label=label, shrink=0.85)
+    ax.set_xlabel("x₁")
+    ax.set_ylabel("x₂")

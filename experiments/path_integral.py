@@ -27,8 +27,11 @@ class Config:
     T = 1: Euler–Maruyama paths of S measure Var(ln S_T) = σ²T (not the printed σT) and
     E ln S_T = (μ - σ²/2)T; Itô's lemma for ln S by autodiff; Black–Scholes call (K = 110,
     r = 0.03) by Monte Carlo vs closed form.
-    Runtime on 2 CPU cores: quick < 30 s, full ~2 min. Headline: slopes ≈ -0.5, 2, 1, 2, 1;
-    Var(ln S_T)/σ²T ≈ 1 (printed form off by 1/σ = 2.5x); BS call within 2 SE.
+    (5) 2-D: dx = Ax dt + √α dW with the non-normal A = [[-1, 2], [-0.5, -1]], x0 = (0.5, -0.3),
+    T = 0.5, against the exact Gaussian (Van Loan covariance): MC (tensor histogram, TV vs N),
+    Fokker–Planck (h), path integral (ε; Itô and midpoint with |det(I - ε∇p/2)|), walk (Δt).
+    Runtime on 2 CPU cores: quick ~45 s, full ~3 min. Headline: slopes ≈ -0.5, 2, 1, 2, 1 (in
+    1-D and in 2-D); Var(ln S_T)/σ²T ≈ 1 (printed form off by 1/σ = 2.5x); BS call within 2 SE.
     """
 
     seed: int = 0
@@ -56,6 +59,15 @@ class Config:
     stock_steps: int = 256
     strike: float = 110.0
     rate: float = 0.03
+    # (5) 2-D linear SDE (same shapes as tests/test_densities_nd.py in quick mode).
+    nd_A: tuple[tuple[float, ...], ...] = ((-1.0, 2.0), (-0.5, -1.0))
+    nd_x0: tuple[float, ...] = (0.5, -0.3)
+    nd_mc_paths: tuple[int, ...] = (2500, 5000, 10_000, 20_000, 40_000, 80_000, 160_000)
+    nd_mc_steps: int = 20
+    nd_fp_sizes: tuple[int, ...] = (17, 21, 25, 29, 33)
+    nd_fp_t0: float = 0.2
+    nd_pi_slices: tuple[int, ...] = (4, 8, 16, 32)
+    nd_rw_steps: tuple[int, ...] = (64, 128, 256, 512, 1024)
 
 
 def make_config(quick: bool = False, seed: int = 0) -> Config:
@@ -72,6 +84,9 @@ def make_config(quick: bool = False, seed: int = 0) -> Config:
         route_paths=10_000,
         stock_paths=10_000,
         stock_steps=64,
+        nd_mc_paths=(2500, 5000, 10_000, 20_000),
+        nd_fp_sizes=(17, 21, 25, 29),
+        nd_rw_steps=(64, 128, 256, 512),
     )
 
 
@@ -233,6 +248,94 @@ def _stock(c: Config, key) -> tuple[dict, dict]:
     return metrics, arrays
 
 
+def _two_d(c: Config, key) -> tuple[dict, dict]:
+    """The four routes in 2-D against the exact density of a non-normal linear SDE."""
+    A, x0, T = np.asarray(c.nd_A), np.asarray(c.nd_x0), c.T
+    sde = D.linear_vector_sde(A, c.alpha)
+    mean, cov = D.linear_moments(A, T, x0, alpha=c.alpha)
+    exact = lambda x: D.gaussian_density(x, mean, cov)
+    peak = float(exact(mean))
+    samples = D.monte_carlo_samples_nd(sde, x0, T, key, max(c.nd_mc_paths), dt=T / c.nd_mc_steps)
+    edges = (np.linspace(-1.5, 1.7, 17), np.linspace(-1.6, 1.2, 15))
+    probs = D.bin_probabilities(exact, edges)
+    hists = [D.histogram_density_nd(samples[:n], edges, T) for n in c.nd_mc_paths]
+    mc = [float(D.total_variation_nd(h, probs)) for h in hists]
+    m0, c0 = D.linear_moments(A, c.nd_fp_t0, x0, alpha=c.alpha)
+    fp_h, fp_err, fp_defect, fp_lost = [], [], [], []
+    for m in c.nd_fp_sizes:
+        axes = (np.linspace(-2.1, 2.5, m), np.linspace(-2.3, 1.9, m))
+        init = D.gaussian_density(D.mesh_points(axes), m0, c0)
+        # Solver tolerance 1e-6 ≪ the O(h²) error (≥ 1e-2): fewer implicit steps, each of which
+        # factorises a dense (M+1)² Jacobian.
+        fp = D.fokker_planck_nd(
+            sde, init, axes, c.nd_fp_t0, T, pad_to=max(c.nd_fp_sizes), rtol=1e-6, atol=1e-9
+        )
+        fp_h.append(axes[0][1] - axes[0][0])
+        fp_err.append(float(fp.error(exact)))
+        fp_defect.append(float(fp.mass_defect))
+        fp_lost.append(float(fp.lost_mass))
+    pi_axes = (np.linspace(-2.3, 2.5, 53), np.linspace(-2.4, 2.0, 49))
+    pi_res = {
+        conv: [D.path_integral_nd(sde, x0, T, pi_axes, n, convention=conv) for n in c.nd_pi_slices]
+        for conv in ("ito", "midpoint")
+    }
+    pi = {k: [float(r.error(exact)) for r in v] for k, v in pi_res.items()}
+    window = [(-2.3, 2.5), (-2.4, 2.0)]
+    rw_res = [D.random_walk_nd(sde, x0, T, T / n, window) for n in c.nd_rw_steps]
+    rw = [float(r.error(exact)) for r in rw_res]
+    eps = T / np.asarray(c.nd_pi_slices, float)
+    dts = T / np.asarray(c.nd_rw_steps, float)
+    metrics = {
+        "A": [list(r) for r in c.nd_A],
+        "x0": list(c.nd_x0),
+        "exact_peak": peak,
+        "mc_tv": mc,
+        "mc_slope_in_paths": _slope(c.nd_mc_paths, mc),
+        "fp_max_err": fp_err,
+        "fp_slope_in_h": _slope(fp_h, fp_err),
+        "fp_max_mass_defect": max(fp_defect),
+        "fp_lost_mass": fp_lost,
+        "pi_ito_max_err": pi["ito"],
+        "pi_ito_slope_in_eps": _slope(eps, pi["ito"]),
+        "pi_midpoint_max_err": pi["midpoint"],
+        "pi_midpoint_slope_in_eps": _slope(eps, pi["midpoint"]),
+        "rw_max_err": rw,
+        "rw_slope_in_dt": _slope(dts, rw),
+        "finest_max_err_over_peak": {
+            "fokker_planck": fp_err[-1] / peak,
+            "pi_ito": pi["ito"][-1] / peak,
+            "pi_midpoint": pi["midpoint"][-1] / peak,
+            "random_walk": rw[-1] / peak,
+        },
+    }
+    xs, ys = np.linspace(-1.6, 1.8, 121), np.linspace(-1.7, 1.3, 107)
+    grid = np.stack(np.meshgrid(xs, ys, indexing="ij"), axis=-1)
+    arrays = {
+        "nd_conv_mc_paths": np.asarray(c.nd_mc_paths, float),
+        "nd_conv_mc": np.asarray(mc),
+        "nd_conv_fp_h": np.asarray(fp_h),
+        "nd_conv_fp": np.asarray(fp_err),
+        "nd_conv_pi_eps": eps,
+        "nd_conv_pi_ito": np.asarray(pi["ito"]),
+        "nd_conv_pi_midpoint": np.asarray(pi["midpoint"]),
+        "nd_conv_rw_dt": dts,
+        "nd_conv_rw": np.asarray(rw),
+        "nd_exact_x": xs,
+        "nd_exact_y": ys,
+        "nd_exact_p": np.asarray(exact(jnp.asarray(grid))),
+    }
+    finest = {
+        "monte_carlo": hists[-1],
+        "fokker_planck": fp,
+        "pi_midpoint": pi_res["midpoint"][-1],
+        "random_walk": rw_res[-1],
+    }
+    for name, r in finest.items():
+        arrays[f"nd_{name}_x"], arrays[f"nd_{name}_y"] = (np.asarray(a) for a in r.axes)
+        arrays[f"nd_{name}_err"] = np.asarray(r.density - r.exact_on_grid(exact))
+    return metrics, arrays
+
+
 def run(config: Config) -> tuple[dict, dict]:
     c = config
     keys = jax.random.split(jax.random.key(c.seed), 4)
@@ -244,6 +347,8 @@ def run(config: Config) -> tuple[dict, dict]:
     dw_exact = lambda x: D.stationary_density(dw, x)  # normalised on each route's points
     dw_m, dw_a = _all_routes(c, dw, 0.0, c.dw_T, keys[2], dw_exact, (-2.5, 2.5), "dw")
     stock_m, stock_a = _stock(c, keys[3])
+    nd_m, nd_a = _two_d(c, jax.random.fold_in(keys[0], 2))
+    arrays.update(nd_a)
     arrays.update(ou_a)
     arrays.update(dw_a)
     arrays.update(stock_a)
@@ -252,6 +357,7 @@ def run(config: Config) -> tuple[dict, dict]:
         "ou_max_err": ou_m,
         "double_well_max_err": dw_m,
         "stock": stock_m,
+        "two_d": nd_m,
         "alpha": c.alpha,
     }
     return metrics, arrays
@@ -364,4 +470,77 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     axes[2].set_xlabel("S_T")
     axes[2].legend(fontsize=6)
     paths.append(plotting.save(fig, out_dir / "densities.png"))
+    if "two_d" in metrics:
+        paths.append(_plot_two_d(metrics["two_d"], arrays, out_dir))
     return paths
+
+
+def _plot_two_d(m: dict, arrays: dict, out_dir: Path) -> Path:
+    fig, axes = plotting.figure(3, nrows=2, width=3.6, height=3.1)
+    ex = dict(
+        exact_x=arrays["nd_exact_x"], exact_y=arrays["nd_exact_y"], exact=arrays["nd_exact_p"]
+    )
+    for ax, (name, title) in zip(
+        axes,
+        (
+            ("monte_carlo", f"(a) Monte Carlo, N = {int(arrays['nd_conv_mc_paths'][-1])}"),
+            ("fokker_planck", f"(b) Fokker–Planck, h = {arrays['nd_conv_fp_h'][-1]:.3f}"),
+            ("pi_midpoint", f"(c) midpoint path integral, ε = {arrays['nd_conv_pi_eps'][-1]:.3g}"),
+            ("random_walk", f"(d) random walk, Δt = {arrays['nd_conv_rw_dt'][-1]:.2g}"),
+        ),
+    ):
+        err = arrays[f"nd_{name}_err"]
+        plotting.plot_density_error_2d(
+            ax,
+            arrays[f"nd_{name}_x"],
+            arrays[f"nd_{name}_y"],
+            err,
+            scale=float(np.max(np.abs(err))),
+            label="P - exact",
+            **ex,
+        )
+        ax.set_title(title, fontsize=8)
+    for ax in axes[:4] + axes[5:]:
+        ax.set_xlim(arrays["nd_exact_x"][0], arrays["nd_exact_x"][-1])
+        ax.set_ylim(arrays["nd_exact_y"][0], arrays["nd_exact_y"][-1])
+    mesh = axes[5].contourf(ex["exact_x"], ex["exact_y"], ex["exact"].T, 12, cmap="viridis")
+    fig.colorbar(mesh, ax=axes[5], label="P(x, T | x0)", shrink=0.85)
+    axes[5].set_title("(f) exact density (Van Loan covariance)", fontsize=8)
+    axes[5].set_xlabel("x₁")
+    ax = axes[4]
+    series = (
+        ("nd_conv_mc_paths", "nd_conv_mc", "MC: N₀/N (TV)", m["mc_slope_in_paths"], True),
+        ("nd_conv_fp_h", "nd_conv_fp", "Fokker–Planck: h/h₀", m["fp_slope_in_h"], False),
+        ("nd_conv_pi_eps", "nd_conv_pi_ito", "Itô PI: ε/ε₀", m["pi_ito_slope_in_eps"], False),
+        (
+            "nd_conv_pi_eps",
+            "nd_conv_pi_midpoint",
+            "midpoint PI: ε/ε₀",
+            m["pi_midpoint_slope_in_eps"],
+            False,
+        ),
+        ("nd_conv_rw_dt", "nd_conv_rw", "walk: Δt/Δt₀", m["rw_slope_in_dt"], False),
+    )
+    for i, (xkey, ykey, label, slope, inverse) in enumerate(series):
+        x = arrays[xkey] / arrays[xkey][0]
+        plotting.plot_error_vs_step_size(
+            ax,
+            1.0 / x if inverse else x,
+            arrays[ykey],
+            label=label,
+            order=abs(slope),
+            marker="osD^v"[i],
+        )
+    ax.set_xlabel("discretization parameter / coarsest")
+    ax.set_ylabel("max |P - exact| (MC: TV)")
+    ax.set_title("(e) 2-D convergence of each route", fontsize=8)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi * 40)  # room for the legend above the data
+    ax.legend(fontsize=6, loc="upper left")
+    fig.suptitle(
+        "2-D: dx = Ax dt + √α dW, A = [[-1, 2], [-0.5, -1]] (non-normal), α = 0.5, "
+        "x0 = (0.5, -0.3), T = 0.5\n(a)-(d): each route's error at its finest setting over the "
+        "exact density's contours",
+        fontsize=9,
+    )
+    return plotting.save(fig, out_dir / "densities_2d.png")
