@@ -152,12 +152,28 @@ def _drive(setup, specs, problem: Problem, num_steps: int, every: int, batched: 
     return Trajectory(ts=ts, params=params, loss=loss, diverged_at=carry[2], steps=steps)
 
 
+def _drive_batch(setup, specs, problem: Problem, num_steps, every, batch_size: int | None):
+    """`_drive` on a 1-D batch of runs, `batch_size` runs at a time (`None`: all at once): the
+    batch is padded to a multiple of `batch_size`, cut into chunks that a `lax.map` runs one after
+    the other (each chunk vmapped), and trimmed again."""
+    (n,) = {x.shape[0] for x in jax.tree.leaves(specs)}
+    if batch_size is None or batch_size >= n:
+        return _drive(setup, specs, problem, num_steps, every, True)
+    if batch_size == 1:  # unbatched code, one run after another
+        return jax.lax.map(lambda s: _drive(setup, s, problem, num_steps, every, False), specs)
+    chunks = -(-n // batch_size)
+    index = jnp.minimum(jnp.arange(chunks * batch_size), n - 1)  # pad with the last run
+    split = jax.tree.map(lambda x: jnp.reshape(x[index], (chunks, batch_size, *x.shape[1:])), specs)
+    out = jax.lax.map(lambda c: _drive(setup, c, problem, num_steps, every, True), split)
+    return jax.tree.map(lambda x: jnp.reshape(x, (chunks * batch_size, *x.shape[2:]))[:n], out)
+
+
 def _unflatten_runs(traj: Trajectory, shape: tuple[int, ...]) -> Trajectory:
     return jax.tree.map(lambda x: jnp.reshape(x, shape + x.shape[1:]), traj)
 
 
 @eqx.filter_jit
-def _run_discretization(disc: Discretization, problem, num_steps, every, key):
+def _run_discretization(disc: Discretization, problem, num_steps, every, key, batch_size):
     dtype = _floating_dtype(problem.params0)
 
     def setup(spec, prob):
@@ -166,7 +182,9 @@ def _run_discretization(disc: Discretization, problem, num_steps, every, key):
         return d.transform, d.dt, k, d.init(prob.params0, prob)
 
     def drive(specs, prob, batched=True):
-        return _drive(setup, specs, prob, num_steps, every, batched)
+        if not batched:
+            return _drive(setup, specs, prob, num_steps, every, False)
+        return _drive_batch(setup, specs, prob, num_steps, every, batch_size)
 
     seeds = key is not None and key.ndim == 1
     # The outer batch axis (step sizes, else seeds) is the sweep axis, split across devices;
@@ -196,13 +214,15 @@ def _run_discretization(disc: Discretization, problem, num_steps, every, key):
 
 
 @eqx.filter_jit
-def _run_transform(tx, problem, num_steps, every, key):
+def _run_transform(tx, problem, num_steps, every, key, batch_size):
     def setup(k, prob):
         return tx, jnp.asarray(1.0), k, tx.init(prob.params0)
 
     if key is not None and key.ndim == 1:  # a batch of seeds, split across devices
         return sweep_apply(
-            lambda keys, prob: _drive(setup, keys, prob, num_steps, every, True), key, problem
+            lambda keys, prob: _drive_batch(setup, keys, prob, num_steps, every, batch_size),
+            key,
+            problem,
         )
     return _drive(setup, key, problem, num_steps, every, False)
 
@@ -247,6 +267,7 @@ def run(
     *,
     key: Key | None = None,
     every: int = 1,
+    batch_size: int | None = None,
 ) -> Trajectory:
     r"""Iterate an optax transform on `problem` for `num_steps` steps as one jitted `lax.scan`.
 
@@ -262,6 +283,11 @@ def run(
       step indices; a new transform object compiles anew).
     - `num_steps`: number of updates $N$; `every`: save every `every`-th iterate (must divide $N$).
     - `key`: `None` (full-batch gradients), one key, or a 1-D batch of keys (vmapped seeds).
+    - `batch_size`: for batches, run this many runs at a time (per device), the chunks one after
+      another in a `lax.map`; `None` runs the whole batch under one `vmap`. Smaller chunks bound
+      the memory of the per-step intermediates, and on a CPU they can be faster for gradients
+      with no data to share between runs (elementwise losses), whose batched kernels run
+      slower per element than single-run ones. Results do not depend on it.
 
     **Returns:** a `Trajectory` with $N/\text{every} + 1$ saved points (including $\theta_0$) and
     `diverged_at` = the first step whose loss or iterate was non-finite (then the run stops
@@ -282,6 +308,8 @@ def run(
         )
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a dynopt.Problem, got {type(problem).__name__}.")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be None or a positive integer, got {batch_size!r}.")
     key = _as_key(key)
     if key is not None and problem.stochastic_loss_fn is None:
         raise ValueError(
@@ -289,9 +317,11 @@ def run(
             "for full-batch gradients."
         )
     if isinstance(transform, Discretization):
-        return _run_discretization(_batch_discretization(transform), problem, num_steps, every, key)
+        return _run_discretization(
+            _batch_discretization(transform), problem, num_steps, every, key, batch_size
+        )
     if isinstance(transform, optax.GradientTransformation):
-        return _run_transform(transform, problem, num_steps, every, key)
+        return _run_transform(transform, problem, num_steps, every, key, batch_size)
     raise ValueError(
         "transform must be a dynopt.Discretization or an optax.GradientTransformation, got "
         f"{type(transform).__name__}."
