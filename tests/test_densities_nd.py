@@ -37,7 +37,7 @@ def test_linear_moments_van_loan():
     np.testing.assert_allclose(COV, cov_quad, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(MEAN, scipy.linalg.expm(A * T) @ X0, rtol=1e-13)
     # The Lyapunov equation dΣ/dt = AΣ + ΣAᵀ + αI (dΣ/dt by autodiff through expm).
-    dcov = jax.jacfwd(lambda t: D.linear_moments(A, t, X0, alpha=ALPHA)[1])(jnp.asarray(T))
+    dcov = jax.jit(jax.jacfwd(lambda t: D.linear_moments(A, t, X0, alpha=ALPHA)[1]))(T)
     np.testing.assert_allclose(dcov, A @ COV + COV @ A.T + ALPHA * np.eye(2), atol=1e-12)
     # Diagonal A in d = 3: the product of the 1-D exact densities.
     rates, x0, t = np.array([1.0, -0.5, 0.0]), np.array([0.3, -1.0, 2.0]), 0.7
@@ -65,11 +65,10 @@ def test_fokker_planck_nd_order_and_mass():
     # Second order in h (h_y/h_x fixed); the finest error is ~2.5% of the peak at h = 0.16.
     assert 1.9 < float(dynopt.fit_order(np.array(hs), np.array(errs))) < 2.1, errs
     assert errs[-1] < 0.03 * PEAK
-    # A grid that does not cover the mass: refused, or reported with conservation intact.
+    # A grid that does not cover the mass: reported, conservation intact (refused by default
+    # through the same check_lost_mass as every route; see test_bad_input_nd).
     axes = (np.linspace(-0.3, 1.3, 13), np.linspace(-1.1, 0.5, 13))
     init = D.gaussian_density(D.mesh_points(axes), m0, c0)
-    with pytest.raises(ValueError, match="lost mass"):
-        D.fokker_planck_nd(SDE, init, axes, t0, T, pad_to=29, rtol=1e-6, atol=1e-9, mass_tol=1e-2)
     res = D.fokker_planck_nd(SDE, init, axes, t0, T, pad_to=29, rtol=1e-6, atol=1e-9, mass_tol=None)
     assert float(res.lost_mass) > 0.05 and float(res.mass_defect) < 1e-12
 
@@ -175,10 +174,6 @@ def test_d1_reduces_to_the_1d_routes():
     np.testing.assert_allclose(b.density, a.density, rtol=0, atol=1e-10)
     # Same scheme, same adaptive steps: equal up to the solver tolerance (rtol 1e-9 of 7e-7).
     np.testing.assert_allclose(b.lost_mass, a.lost_mass, rtol=1e-5, atol=0)
-    key = jax.random.key(3)
-    a = D.monte_carlo_samples(lin1, x0, t1, key, 10_000, dt=t1 / 60)
-    b = D.monte_carlo_samples_nd(linv, [x0], t1, key, 10_000, dt=t1 / 60)
-    np.testing.assert_array_equal(b[:, 0], a)  # the same diffrax paths
 
 
 def test_three_dimensions_coarse():
@@ -191,9 +186,10 @@ def test_three_dimensions_coarse():
     exact = lambda x: D.gaussian_density(x, mean, cov)
     peak = float(exact(mean))
     win = [(c - 2.6, c + 2.6) for c in x0]
-    e = [float(D.random_walk_nd(sde, x0, t1, t1 / n, win).error(exact)) for n in (24, 48)]
-    assert 1.8 < e[0] / e[1] < 2.2 and e[1] < 0.02 * peak, e
-    axes = tuple(np.linspace(c - 2.4, c + 2.4, 13) for c in x0)  # h = 0.4 ≈ √(αε)
+    e = [float(D.random_walk_nd(sde, x0, t1, t1 / n, win).error(exact)) for n in (16, 32)]
+    assert 1.8 < e[0] / e[1] < 2.2 and e[1] < 0.03 * peak, e  # first order: 4.4% → 2.2%
+    # h = 0.4, √(αε) = 0.32: grid-sum error ~ exp(-2π²(0.32/0.4)²) ≈ 5e-6.
+    axes = tuple(np.linspace(c - 2.4, c + 2.4, 13) for c in x0)
     pi = D.path_integral_nd(sde, x0, t1, axes, 3, mass_tol=1e-4)
     assert float(pi.error(exact)) < 0.01 * peak
 

@@ -14,7 +14,14 @@ import numpy as np
 from .._custom_types import Array, Float, Key, ScalarLike
 from .._sde.simulate import simulate
 from .base import check_lost_mass, check_positive
-from .vector import check_dimension, check_point, TensorDensity, VectorSDE
+from .vector import (
+    check_dimension,
+    check_point,
+    evaluate_on,
+    mesh_points,
+    TensorDensity,
+    VectorSDE,
+)
 
 
 def _check_edges(edges) -> tuple[np.ndarray, ...]:
@@ -32,6 +39,18 @@ def _check_edges(edges) -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
+@jax.jit
+def _bin_fractions(s, edges):
+    nb = tuple(e.shape[0] - 1 for e in edges)
+    idx = jnp.stack(
+        [jnp.searchsorted(e, s[:, i], side="right") - 1 for i, e in enumerate(edges)], axis=1
+    )
+    inside = jnp.all((idx >= 0) & (idx < jnp.asarray(nb, dtype=idx.dtype)[None]), axis=1)
+    flat = jnp.ravel_multi_index(tuple(idx.T), nb, mode="clip")
+    counts = jnp.zeros(int(np.prod(nb))).at[flat].add(inside.astype(float)).reshape(nb)
+    return counts / s.shape[0]
+
+
 def histogram_density_nd(samples: Float[Array, "N d"], edges, t: ScalarLike) -> TensorDensity:
     """A $d$-dim histogram density on tensor bins `edges` (one uniform edge array per axis; bin
     centres as `axes`); samples outside every bin count as lost."""
@@ -39,15 +58,7 @@ def histogram_density_nd(samples: Float[Array, "N d"], edges, t: ScalarLike) -> 
     s = jnp.asarray(samples)
     if s.ndim != 2 or s.shape[1] != len(edges):
         raise ValueError(f"samples must have shape (N, {len(edges)}), got {s.shape}.")
-    nb = tuple(e.size - 1 for e in edges)
-    idx = jnp.stack(
-        [jnp.searchsorted(jnp.asarray(e), s[:, i], side="right") - 1 for i, e in enumerate(edges)],
-        axis=1,
-    )
-    inside = jnp.all((idx >= 0) & (idx < jnp.asarray(nb, dtype=idx.dtype)[None]), axis=1)
-    flat = jnp.ravel_multi_index(tuple(idx.T), nb, mode="clip")
-    counts = jnp.zeros(int(np.prod(nb))).at[flat].add(inside.astype(float)).reshape(nb)
-    probs = counts / s.shape[0]
+    probs = _bin_fractions(s, tuple(jnp.asarray(e) for e in edges))
     vol = float(np.prod([e[1] - e[0] for e in edges]))
     return TensorDensity(
         axes=tuple(jnp.asarray(0.5 * (e[1:] + e[:-1])) for e in edges),
@@ -107,8 +118,7 @@ def bin_probabilities(
         xs.append((0.5 * (e[1:] + e[:-1])[:, None] + half * gl_x[None]).reshape(-1))
         ws.append((half * gl_w[None]).reshape(-1))
     d = len(edges)
-    pts = jnp.stack(jnp.meshgrid(*(jnp.asarray(x) for x in xs), indexing="ij"), axis=-1)
-    vals = jax.vmap(density)(pts.reshape(-1, d)).reshape(pts.shape[:-1])
+    vals = evaluate_on(density, mesh_points(xs))
     for i, w in enumerate(ws):  # weight and reduce axis i: (b_i * q) -> (b_i, q) -> b_i
         shp = [1] * d
         shp[i] = -1

@@ -123,6 +123,7 @@ def linear_moments(
     return mean, 0.5 * (cov + cov.T)
 
 
+@jax.jit
 def gaussian_density(x: Float[Array, "... d"], mean, cov) -> Float[Array, "..."]:
     r"""$\mathcal N(x;\ \mu, \Sigma)$ for points `x` of shape $(\dots, d)$ (Cholesky solve)."""
     chol = jnp.linalg.cholesky(cov)
@@ -191,6 +192,13 @@ def check_point(name: str, x, d: int) -> Float[Array, " d"]:
     return x
 
 
+@eqx.filter_jit
+def evaluate_on(fn: Callable[[Array], Array], pts: Float[Array, "... d"]) -> Float[Array, "..."]:
+    """`fn` ($x:(d,) \\to$ scalar) at every point of `pts` (one compiled program per shape)."""
+    d = pts.shape[-1]
+    return jax.vmap(fn)(pts.reshape(-1, d)).reshape(pts.shape[:-1])
+
+
 class TensorDensity(eqx.Module):
     r"""A transition density $P(x, t_1 \mid x_0)$ on a tensor grid, from one of the $d$-dim
     routes (the $d$-dim `GridDensity`).
@@ -220,9 +228,7 @@ class TensorDensity(eqx.Module):
 
     def exact_on_grid(self, exact: Callable[[Array], Array]) -> Float[Array, "..."]:
         """`exact` (a callable $x:(d,) \\to$ density) at every grid point."""
-        pts = self.points
-        d = pts.shape[-1]
-        return jax.vmap(exact)(pts.reshape(-1, d)).reshape(pts.shape[:-1])
+        return evaluate_on(exact, self.points)
 
     def error(self, exact: Callable[[Array], Array]) -> Float[Array, ""]:
         """Max-norm error $\\max_i |P_i - P_{exact}(x_i)|$ (`exact`: $x:(d,)\\to$ density)."""
