@@ -30,8 +30,9 @@ class Config:
     (5) 2-D: dx = Ax dt + √α dW with the non-normal A = [[-1, 2], [-0.5, -1]], x0 = (0.5, -0.3),
     T = 0.5, against the exact Gaussian (Van Loan covariance): MC (tensor histogram, TV vs N),
     Fokker–Planck (h), path integral (ε; Itô and midpoint with |det(I - ε∇p/2)|), walk (Δt).
-    Runtime on 2 CPU cores: quick ~45 s, full ~3 min. Headline: slopes ≈ -0.5, 2, 1, 2, 1 (in
-    1-D and in 2-D); Var(ln S_T)/σ²T ≈ 1 (printed form off by 1/σ = 2.5x); BS call within 2 SE.
+    Runtime on 2 CPU cores (loaded): quick ~55 s (the 2-D section ~20 s of it), full ~2 min.
+    Headline: slopes ≈ -0.5, 2, 1, 2, 1 (in 1-D and in 2-D); Var(ln S_T)/σ²T ≈ 1 (printed form
+    off by 1/σ = 2.5x); BS call within 2 SE.
     """
 
     seed: int = 0

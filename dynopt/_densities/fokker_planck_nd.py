@@ -97,7 +97,7 @@ def fokker_planck_nd(
     atol: float = 1e-10,
     mass_tol: float | None = 1e-6,
     max_steps: int = 100_000,
-    pad_to: tuple[int, ...] | None = None,
+    pad_to: int | tuple[int, ...] | None = None,
 ) -> TensorDensity:
     r"""Evolve the density `initial` (values on the tensor grid `axes` at $t_0$, shape
     $(m_1,\dots,m_d)$) to $t_1$ by Fokker–Planck.
@@ -105,9 +105,9 @@ def fokker_planck_nd(
     A delta start has no grid representation: start at a small $t_0$ from an exact density or
     from `short_time_density_nd` (error $O(t_0)$).
 
-    `pad_to`: run on a state of these per-axis sizes (the extra cells inactive), so grids of
-    different sizes share one compiled program. The implicit solver factorises a dense
-    $(\prod$ `pad_to` $+1)^2$ Jacobian.
+    `pad_to`: run on a state of these per-axis sizes (an int: the same on every axis; the extra
+    cells inactive), so grids of different sizes share one compiled program. The implicit
+    solver factorises a dense $(\prod$ `pad_to` $+1)^2$ Jacobian.
 
     **Returns:** `TensorDensity` with `lost_mass` (flux out of the absorbing faces) and
     `mass_defect` = $|\sum P\prod h + L - \sum P_0\prod h|$.
