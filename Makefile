@@ -28,8 +28,10 @@ experiments: $(STAMP)
 figures: $(STAMP)
 	$(PY) -m experiments figures
 
+## one BLAS thread per test worker: JOBS workers already fill the cores (LAPACK LU inside the
+## implicit solvers runs 6-15x slower when OpenBLAS threads fight the other worker)
 test: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest -n $(JOBS) -q
+	MPLBACKEND=Agg OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -q
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

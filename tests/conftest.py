@@ -5,6 +5,8 @@ import os
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Test workers fill the cores already; a multi-threaded BLAS inside each fights the others.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax
 import pytest
