@@ -95,8 +95,8 @@ def _drive(setup, specs, problem: Problem, num_steps: int, every: int, batched: 
     batch ended the block non-finite is the block replayed from its start with the per-step
     check (`make_step`), for those runs, to find the first failing step and keep the last finite
     iterate: the same result as checking every step, at the cost of checking once per block.
-    One `lax.cond` decides for the whole batch, so a batch without divergence never pays for
-    the replay.
+    One decision for the whole batch (also when `run` itself is `vmap`ped), so a batch without
+    divergence never pays for the replay.
     """
     lift = jax.vmap if batched else (lambda f: f)
 
@@ -122,11 +122,17 @@ def _drive(setup, specs, problem: Problem, num_steps: int, every: int, batched: 
         loss = loss_of(new[0])
         bad = alive & ~(jnp.isfinite(loss) & finite(new[0]))
 
-        def replay(new_loss):
+        def replay(state):
+            _, new_loss = state
             redo = guarded(specs, carry)
-            return _select(bad, (redo, loss_of(redo[0])), new_loss)
+            return jnp.asarray(True), _select(bad, (redo, loss_of(redo[0])), new_loss)
 
-        new, loss = jax.lax.cond(jnp.any(bad), replay, lambda x: x, (new, loss))
+        # At most one pass; a `while_loop`, not a `cond`: under an outer `vmap` a batched `cond`
+        # becomes a `select` that always runs the replay, while a batched `while_loop` runs
+        # only as long as some entry needs it (zero passes when none diverged).
+        _, (new, loss) = jax.lax.while_loop(
+            lambda state: ~state[0], replay, (~jnp.any(bad), (new, loss))
+        )
         # A run that diverged in an earlier block stays frozen; its step counter moves on.
         frozen = (carry[0], carry[1], carry[2], carry[3] + every)
         new, loss = _select(alive, (new, loss), (frozen, last_loss))

@@ -52,7 +52,7 @@ def sweep_apply(fn: Callable, batched, shared):
     the same leading axis), each device applying it to its own slice of the sweep axis.
 
     Like `sweep_map`, but `fn` sees the whole local batch: it may take decisions over it (one
-    `lax.cond` for the batch instead of a per-entry `select`). Call it inside `jit`.
+    loop for the batch instead of a per-entry `select`). Call it inside `jit`.
     """
     mesh = sweep_mesh()
     if mesh.size == 1:

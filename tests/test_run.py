@@ -98,6 +98,12 @@ def test_block_checks_equal_per_step_checks(every):
         np.testing.assert_array_equal(single.params, batch.params[i])
     div = [int(d) for d in batch.diverged_at]
     assert div[0] == -1 and div[1] > div[2] > 0
+    # The same under an outer `vmap` of single runs (the decision to replay stays a loop).
+    outer = jax.vmap(lambda h: dynopt.run(flows.GradientFlow().discretize(h), p, n, every=every))(
+        jnp.asarray(hs)
+    )
+    np.testing.assert_array_equal(outer.params, batch.params)
+    np.testing.assert_array_equal(outer.diverged_at, batch.diverged_at)
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3])
