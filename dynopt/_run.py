@@ -86,9 +86,22 @@ def _select(mask, new, old):
     return jax.tree.map(one, new, old)
 
 
-def _drive(setup, specs, problem: Problem, num_steps: int, every: int, batched: bool):
-    """The runs described by `specs` (one, or a 1-D batch when `batched`), saved every `every`
-    steps. `setup(spec, problem) -> (tx, dt, key, opt_state0)` builds one run.
+def _lift(f, levels, *, spec: bool, state: bool, k: bool):
+    """Batch `f(spec?, state?, k?)` over the run axes: `levels` holds the `vmap` in_axes of
+    `spec` per batch axis, outermost first (`[]`: one run). `state` is batched on every axis;
+    the step counter `k` on none: all runs step in lockstep, and anything that depends only on
+    `k` and part of the spec (the minibatch of a seed, shared by every step size) is computed
+    once per distinct value, as nested `vmap`s do."""
+    for axes in reversed(levels):
+        in_axes = (axes,) * spec + (0,) * state + (None,) * k
+        f = jax.vmap(f, in_axes=in_axes)
+    return f
+
+
+def _drive(setup, specs, problem: Problem, num_steps: int, every: int, levels: list):
+    """The runs described by `specs` (one, or a batch with the `vmap` spec axes `levels`,
+    outermost first), saved every `every` steps. `setup(spec, problem) -> (tx, dt, key,
+    opt_state0)` builds one run.
 
     Each block of `every` steps runs unchecked (`make_fast_step`); the block's end iterate and
     its loss (needed for the saved trajectory anyway) are then checked. Only if some run of the
@@ -98,84 +111,89 @@ def _drive(setup, specs, problem: Problem, num_steps: int, every: int, batched: 
     One decision for the whole batch (also when `run` itself is `vmap`ped), so a batch without
     divergence never pays for the replay.
     """
-    lift = jax.vmap if batched else (lambda f: f)
 
     def init(spec):
         _, _, _, state0 = setup(spec, problem)
-        return problem.params0, state0, jnp.asarray(-1), jnp.asarray(0)
+        return problem.params0, state0, jnp.asarray(-1)
 
     def block_of(make):
-        def block(spec, carry):
+        def block(spec, state, k):
             tx, _, key, _ = setup(spec, problem)
             step = make(tx, problem, key)
-            return jax.lax.fori_loop(0, every, lambda _, c: step(c), carry)
+            return jax.lax.fori_loop(0, every, lambda _, c: step(c), (*state, k))[:3]
 
-        return lift(block)
+        return _lift(block, levels, spec=True, state=True, k=True)
 
     fast, guarded = block_of(make_fast_step), block_of(make_step)
-    loss_of, finite = lift(problem.loss), lift(tree_all_finite)
+    loss_of = _lift(problem.loss, levels, spec=False, state=True, k=False)
+    finite = _lift(tree_all_finite, levels, spec=False, state=True, k=False)
 
-    def block(state, _):
-        carry, last_loss = state
-        alive = carry[2] < 0
-        new = fast(specs, carry)
+    def block(carry, _):
+        state, last_loss, k = carry
+        alive = state[2] < 0
+        new = fast(specs, state, k)
         loss = loss_of(new[0])
         bad = alive & ~(jnp.isfinite(loss) & finite(new[0]))
 
-        def replay(state):
-            _, new_loss = state
-            redo = guarded(specs, carry)
+        def replay(pending):
+            _, new_loss = pending
+            redo = guarded(specs, state, k)
             return jnp.asarray(True), _select(bad, (redo, loss_of(redo[0])), new_loss)
 
         # At most one pass; a `while_loop`, not a `cond`: under an outer `vmap` a batched `cond`
         # becomes a `select` that always runs the replay, while a batched `while_loop` runs
         # only as long as some entry needs it (zero passes when none diverged).
         _, (new, loss) = jax.lax.while_loop(
-            lambda state: ~state[0], replay, (~jnp.any(bad), (new, loss))
+            lambda pending: ~pending[0], replay, (~jnp.any(bad), (new, loss))
         )
-        # A run that diverged in an earlier block stays frozen; its step counter moves on.
-        frozen = (carry[0], carry[1], carry[2], carry[3] + every)
-        new, loss = _select(alive, (new, loss), (frozen, last_loss))
-        return (new, loss), (new[0], loss)
+        # A run that diverged in an earlier block stays frozen.
+        new, loss = _select(alive, (new, loss), (state, last_loss))
+        return (new, loss, k + every), (new[0], loss)
 
-    carry0 = lift(init)(specs)
-    loss0 = loss_of(carry0[0])
-    (carry, _), (saved, losses) = jax.lax.scan(
-        block, (carry0, loss0), None, length=num_steps // every
+    state0 = _lift(init, levels, spec=True, state=False, k=False)(specs)
+    loss0 = loss_of(state0[0])
+    (state, _, _), (saved, losses) = jax.lax.scan(
+        block, (state0, loss0, jnp.asarray(0)), None, length=num_steps // every
     )
-    axis = 1 if batched else 0  # scan stacks blocks in front; runs go first
-    params = jax.tree.map(
-        lambda x0, xs: jnp.concatenate(
-            [jnp.expand_dims(x0, axis), jnp.moveaxis(xs, 0, axis)], axis
-        ),
-        carry0[0],
-        saved,
-    )
-    loss = jnp.concatenate([jnp.expand_dims(loss0, axis), jnp.moveaxis(losses, 0, axis)], axis)
-    dt = lift(lambda spec: jnp.asarray(setup(spec, problem)[1]))(specs)
+    axis = len(levels)  # scan stacks blocks in front; the run axes go first
+
+    def join(x0, xs):
+        return jnp.concatenate([jnp.expand_dims(x0, axis), jnp.moveaxis(xs, 0, axis)], axis)
+
+    params = jax.tree.map(join, state0[0], saved)
+    loss = join(loss0, losses)
+    dt_of = lambda spec: jnp.asarray(setup(spec, problem)[1])
+    dt = _lift(dt_of, levels, spec=True, state=False, k=False)(specs)
     steps = jnp.broadcast_to(jnp.arange(0, num_steps + 1, every), loss.shape)
     ts = steps.astype(dt.dtype) * dt[..., None]
-    return Trajectory(ts=ts, params=params, loss=loss, diverged_at=carry[2], steps=steps)
+    return Trajectory(ts=ts, params=params, loss=loss, diverged_at=state[2], steps=steps)
 
 
-def _drive_batch(setup, specs, problem: Problem, num_steps, every, batch_size: int | None):
-    """`_drive` on a 1-D batch of runs, `batch_size` runs at a time (`None`: all at once): the
-    batch is padded to a multiple of `batch_size`, cut into chunks that a `lax.map` runs one after
-    the other (each chunk vmapped), and trimmed again."""
-    (n,) = {x.shape[0] for x in jax.tree.leaves(specs)}
+def _drive_batch(setup, specs, problem: Problem, num_steps, every, levels, batch_size):
+    """`_drive` on a batch of runs, `batch_size` entries of the outer batch axis at a time
+    (`None`: all at once): that axis is padded to a multiple of `batch_size`, cut into chunks
+    that a `lax.map` runs one after the other (each chunk vmapped), and trimmed again."""
+    outer = levels[0]  # 0: every spec leaf is batched; else (disc axis, key axis)
+    if outer == 0:
+        batched, rebuild = specs, lambda b: b
+    elif outer == (0, None):
+        batched, rebuild = specs[0], lambda b: (b, specs[1])
+    else:
+        batched, rebuild = specs[1], lambda b: (specs[0], b)
+    (n,) = {x.shape[0] for x in jax.tree.leaves(batched)}
     if batch_size is None or batch_size >= n:
-        return _drive(setup, specs, problem, num_steps, every, True)
-    if batch_size == 1:  # unbatched code, one run after another
-        return jax.lax.map(lambda s: _drive(setup, s, problem, num_steps, every, False), specs)
+        return _drive(setup, specs, problem, num_steps, every, levels)
+    if batch_size == 1:  # no vmap over the outer axis: one entry after another
+        return jax.lax.map(
+            lambda b: _drive(setup, rebuild(b), problem, num_steps, every, levels[1:]), batched
+        )
     chunks = -(-n // batch_size)
-    index = jnp.minimum(jnp.arange(chunks * batch_size), n - 1)  # pad with the last run
-    split = jax.tree.map(lambda x: jnp.reshape(x[index], (chunks, batch_size, *x.shape[1:])), specs)
-    out = jax.lax.map(lambda c: _drive(setup, c, problem, num_steps, every, True), split)
+    index = jnp.minimum(jnp.arange(chunks * batch_size), n - 1)  # pad with the last entry
+    split = jax.tree.map(
+        lambda x: jnp.reshape(x[index], (chunks, batch_size, *x.shape[1:])), batched
+    )
+    out = jax.lax.map(lambda b: _drive(setup, rebuild(b), problem, num_steps, every, levels), split)
     return jax.tree.map(lambda x: jnp.reshape(x, (chunks * batch_size, *x.shape[2:]))[:n], out)
-
-
-def _unflatten_runs(traj: Trajectory, shape: tuple[int, ...]) -> Trajectory:
-    return jax.tree.map(lambda x: jnp.reshape(x, shape + x.shape[1:]), traj)
 
 
 @eqx.filter_jit
@@ -187,36 +205,25 @@ def _run_discretization(disc: Discretization, problem, num_steps, every, key, ba
         d = d.astype(dtype)
         return d.transform, d.dt, k, d.init(prob.params0, prob)
 
-    def drive(specs, prob, batched=True):
-        if not batched:
-            return _drive(setup, specs, prob, num_steps, every, False)
-        return _drive_batch(setup, specs, prob, num_steps, every, batch_size)
+    def drive(specs, prob, levels):
+        return _drive_batch(setup, specs, prob, num_steps, every, levels, batch_size)
 
     seeds = key is not None and key.ndim == 1
-    # The outer batch axis (step sizes, else seeds) is the sweep axis, split across devices;
-    # `_drive` runs each device's slice as one flat batch of runs.
+    # The outer batch axis (step sizes, else seeds) is the sweep axis, split across devices.
+    # Step sizes × seeds stay two nested vmaps: what depends on the seed alone (the minibatch
+    # indices of every step) is computed once per seed, not once per step size and seed.
     if disc.dt.ndim == 1:  # a batch of step sizes (times a batch of seeds)
         if seeds:
-
-            def local(discs, shared):
-                keys, prob = shared
-                s, n = discs.dt.shape[0], keys.shape[0]
-                rows, cols = jnp.repeat(jnp.arange(s), n), jnp.tile(jnp.arange(n), s)
-                flat = (jax.tree.map(lambda x: x[rows], discs), keys[cols])
-                return _unflatten_runs(drive(flat, prob), (s, n))
-
-            return sweep_apply(local, disc, (key, problem))
-        return sweep_apply(lambda discs, prob: drive((discs, None), prob), disc, problem)
+            levels = [(0, None), (None, 0)]
+            return sweep_apply(
+                lambda discs, sh: drive((discs, sh[0]), sh[1], levels), disc, (key, problem)
+            )
+        return sweep_apply(lambda discs, prob: drive((discs, None), prob, [0]), disc, problem)
     if seeds:
-
-        def local_seeds(keys, shared):
-            d, prob = shared
-            n = keys.shape[0]
-            ds = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), d)
-            return drive((ds, keys), prob)
-
-        return sweep_apply(local_seeds, key, (disc, problem))
-    return drive((disc, key), problem, batched=False)
+        return sweep_apply(
+            lambda keys, sh: drive((sh[0], keys), sh[1], [(None, 0)]), key, (disc, problem)
+        )
+    return _drive(setup, (disc, key), problem, num_steps, every, [])
 
 
 @eqx.filter_jit
@@ -226,11 +233,11 @@ def _run_transform(tx, problem, num_steps, every, key, batch_size):
 
     if key is not None and key.ndim == 1:  # a batch of seeds, split across devices
         return sweep_apply(
-            lambda keys, prob: _drive_batch(setup, keys, prob, num_steps, every, batch_size),
+            lambda keys, prob: _drive_batch(setup, keys, prob, num_steps, every, [0], batch_size),
             key,
             problem,
         )
-    return _drive(setup, key, problem, num_steps, every, False)
+    return _drive(setup, key, problem, num_steps, every, [])
 
 
 def _as_key(key):
