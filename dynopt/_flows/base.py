@@ -3,23 +3,37 @@
 import abc
 
 import equinox as eqx
+import jax
+import optax
 
-from .._custom_types import Params, ScalarLike, State
+from .._custom_types import Params, Scalar, ScalarLike, State
 from .._discretization import Discretization
 from .._problem import Problem
 
 
 class AbstractFlow(eqx.Module):
-    r"""A continuous-time model $\dot y = f(t, y; L)$ of an optimizer, with state $y$
-    (the parameters, possibly with velocities or moment estimates).
+    r"""A continuous-time model $dy = f(t, y; L)\,dt\ [+\ g(t, y; L)\,dW]$ of an optimizer, with
+    state $y$ (the parameters, possibly with velocities or moment estimates).
 
     Subclasses are final `eqx.Module`s implementing:
 
     - `init(params) -> state`: the state at $t_0$ for initial parameters.
-    - `vector_field(t, state, problem) -> dstate`: the right-hand side $f$.
+    - `vector_field(t, state, problem) -> dstate`: the drift $f$.
     - `params(state) -> params`: the parameter part of a state.
     - `discretize(step_size) -> Discretization`: the optax optimizer this flow models, with the
-      discrete↔continuous map of hyper-parameters and the time step $\Delta t$.
+      discrete↔continuous map of hyper-parameters and the time step $\Delta t$ (the flow's
+      default discretization map).
+
+    and optionally (the defaults below say "nothing declared"):
+
+    - `diffusion(t, state, problem)`: the noise coefficient $g$ of an Itô SDE flow
+      (`None`: an ODE). Stochastic flows (Langevin, Kramers, SGD noise) declare it; `solve`
+      integrates the drift, `dynopt.sde.simulate` and the density routes the SDE.
+    - `loss_rate(t, state, problem)`: $\frac{d}{dt}L(\theta(t))$ predicted along the flow
+      (its Lyapunov identity). Default: the chain rule $\langle\nabla L, \dot\theta\rangle$ of the
+      vector field; flows with a closed-form identity (e.g. $-\|\nabla L\|^2$) override it.
+    - `closed_form(problem)`: `t -> state`, the exact solution from `init(problem.params0)` when
+      one is known for this problem (`None` otherwise).
     """
 
     @abc.abstractmethod
@@ -37,3 +51,25 @@ class AbstractFlow(eqx.Module):
     @abc.abstractmethod
     def discretize(self, step_size: ScalarLike) -> Discretization:
         raise NotImplementedError
+
+    def diffusion(self, t: ScalarLike, state: State, problem: Problem):
+        """The diffusion coefficient of an SDE flow; `None` for an ODE (the default)."""
+        del t, state, problem
+        return None
+
+    def loss_rate(self, t: ScalarLike, state: State, problem: Problem) -> Scalar:
+        r"""$\frac{d}{dt}L(\theta(t)) = \langle\nabla L(\theta), \dot\theta\rangle$ at `state`."""
+        grad = problem.grad(self.params(state))
+        dtheta = self.params(self.vector_field(t, state, problem))
+        return optax.tree.vdot(grad, dtheta)
+
+    def closed_form(self, problem: Problem):
+        """`t -> state`, the exact solution on `problem` when known; `None` (the default)."""
+        del problem
+        return None
+
+
+def is_stochastic(flow: AbstractFlow, problem: Problem) -> bool:
+    """Whether `flow` declares a diffusion on `problem` (checked by shape, nothing is run)."""
+    state = jax.eval_shape(flow.init, problem.params0)
+    return jax.eval_shape(lambda s: flow.diffusion(0.0, s, problem), state) is not None

@@ -1,0 +1,183 @@
+r"""Input validation in three tiers, in one place (as diffrax does it):
+
+1. **construction** — a concrete value out of range raises `ValueError` naming the argument and
+   the valid range, before anything is compiled;
+2. **trace time** — the same functions on a traced value (inside `jit`/`vmap`/`grad`) cannot
+   inspect it, so they
+3. **wrap it in `eqx.error_if`**: a bad value at run time raises inside the compiled program
+   (under `vmap`, if any entry is bad) instead of silently producing a negative decay or a NaN.
+
+Every numeric hyper-parameter of a flow or a discretization map goes through `interval` (or
+one of its shorthands); flows declare their fields with `hyperparameter(...)`, which makes them
+array leaves (no recompilation for new values) and validates them on construction.
+
+```python
+kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
+eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
+```
+"""
+
+import functools as ft
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_traced(value: Any) -> bool:
+    """Whether any leaf of `value` is a JAX tracer (its value is unknown at trace time)."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(value))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}" if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+def describe_range(
+    lower: float | None, upper: float | None, lower_open: bool, upper_open: bool
+) -> str:
+    """'(0, 1]', '>= 0', '> 0', ... for an error message."""
+    if lower is not None and upper is not None:
+        left, right = "(" if lower_open else "[", ")" if upper_open else "]"
+        return f"in {left}{_fmt(lower)}, {_fmt(upper)}{right}"
+    if lower is not None:
+        return f"{'>' if lower_open else '>='} {_fmt(lower)}"
+    if upper is not None:
+        return f"{'<' if upper_open else '<='} {_fmt(upper)}"
+    return "finite"
+
+
+def _bad_mask(xp, arr, lower, upper, lower_open, upper_open, allow_inf):
+    # xp: numpy for concrete values (no tracers even inside a jit trace), jax.numpy for traced.
+    bad = xp.isnan(arr) if allow_inf else ~xp.isfinite(arr)
+    if lower is not None:
+        bad = bad | ((arr <= lower) if lower_open else (arr < lower))
+    if upper is not None:
+        bad = bad | ((arr >= upper) if upper_open else (arr > upper))
+    return bad
+
+
+def interval(
+    name: str,
+    value: Any,
+    *,
+    lower: float | None = None,
+    upper: float | None = None,
+    lower_open: bool = False,
+    upper_open: bool = False,
+    allow_inf: bool = False,
+    hint: str = "",
+) -> Any:
+    r"""Check that every entry of `value` is a real number in the given range.
+
+    Concrete values: raise `ValueError("{name} must be {range}, got {value}. {hint}")`.
+    Traced values: return `value` wrapped in `eqx.error_if` with the same message, so the check
+    runs inside the compiled program. The caller must use the *returned* value for the check to
+    take effect under `jit`.
+
+    **Arguments:** `name` (as the user wrote it), `value` (scalar or array), the bounds
+    (`None`: unbounded; `*_open`: strict inequality), `allow_inf` (accept $\pm\infty$ within the
+    bounds), `hint` (what to write instead).
+
+    **Returns:** `value` (unchanged when concrete).
+
+    **Raises:** `ValueError` for a concrete value out of range or not a real number.
+    """
+    rng = describe_range(lower, upper, lower_open, upper_open)
+    msg = f"{name} must be {rng}, got {{}}." + (f" {hint}" if hint else "")
+    if is_traced(value):
+        arr = jnp.asarray(value)
+        if not jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(
+            arr.dtype, jnp.complexfloating
+        ):
+            raise ValueError(msg.format(f"a traced value of dtype {arr.dtype}"))
+        bad = jnp.any(_bad_mask(jnp, arr, lower, upper, lower_open, upper_open, allow_inf))
+        return eqx.error_if(value, bad, msg.format("a value out of range (inside jit/vmap)"))
+    if isinstance(value, str | bytes) or value is None:
+        raise ValueError(msg.format(repr(value)))
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # ragged lists and other non-arrays
+        raise ValueError(msg.format(repr(value))) from e
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.integer)
+        or np.issubdtype(arr.dtype, np.floating)
+        or arr.dtype == np.bool_
+        or str(arr.dtype) == "bfloat16"
+    ):
+        raise ValueError(msg.format(repr(value)))
+    arr = arr.astype(np.float64)
+    if arr.size == 0 or np.any(_bad_mask(np, arr, lower, upper, lower_open, upper_open, allow_inf)):
+        shown = value if arr.size <= 8 else f"an array with {arr.size} entries out of range"
+        raise ValueError(msg.format(shown))
+    return value
+
+
+def positive(name: str, value: Any, *, hint: str = "") -> Any:
+    """`interval(name, value, lower=0, lower_open=True)`: finite and > 0."""
+    return interval(name, value, lower=0.0, lower_open=True, hint=hint)
+
+
+def nonnegative(name: str, value: Any, *, hint: str = "") -> Any:
+    """Finite and >= 0."""
+    return interval(name, value, lower=0.0, hint=hint)
+
+
+def decay(name: str, value: Any, *, hint: str = "") -> Any:
+    """An EMA decay / momentum in [0, 1)."""
+    return interval(name, value, lower=0.0, upper=1.0, upper_open=True, hint=hint)
+
+
+def _convert(name: str, bounds: dict, value: Any) -> jax.Array:
+    value = interval(name, value, **bounds)
+    return jnp.asarray(value)
+
+
+_MISSING = object()
+
+
+def hyperparameter(name: str, *, default: Any = _MISSING, **bounds) -> Any:
+    """An `eqx.field` for a numeric hyper-parameter: converted to an array leaf (so a new value
+    never recompiles) and validated by `interval(name, ..., **bounds)` on construction (concrete
+    values) or inside the compiled program (traced values).
+
+    **Arguments:** `name` (the field's name, for messages), `default` (optional), and the keyword
+    bounds of `interval`.
+    """
+    converter = ft.partial(_convert, name, bounds)
+    if default is _MISSING:
+        return eqx.field(converter=converter)
+    return eqx.field(converter=converter, default=default)
+
+
+def choice(name: str, value: Any, options: tuple) -> Any:
+    """`ValueError` unless `value` is one of `options`."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}.")
+    return value
+
+
+def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
+    """`ValueError` unless `value` is a Python (or NumPy) integer >= 1 (bool is not)."""
+    if value is None and allow_none:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be a positive integer{extra}, got {value!r}.")
+    return int(value)
+
+
+__all__ = [
+    "choice",
+    "decay",
+    "describe_range",
+    "hyperparameter",
+    "interval",
+    "is_traced",
+    "nonnegative",
+    "positive",
+    "positive_int",
+]
