@@ -1,4 +1,5 @@
-"""`solve`: the diffrax reference solution of a flow."""
+"""`solve`: the diffrax reference solution of a flow; `integrate`: the one place that calls
+`diffrax.diffeqsolve`; `raise_for_result`: the one translation of its failures to `SolveError`."""
 
 import diffrax
 import equinox as eqx
@@ -7,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._custom_types import ArrayLike, Params, ScalarLike
+from ._custom_types import ArrayLike, Params, PyTree, ScalarLike
 from ._flows.base import AbstractFlow
 from ._problem import Problem
 from ._trajectory import Trajectory
@@ -144,23 +145,74 @@ def check_dense_memory(flow, problem, max_steps: int, copies: int = 1) -> None:
         )
 
 
+def integrate(
+    terms: diffrax.AbstractTerm,
+    solver: diffrax.AbstractSolver,
+    t0: ScalarLike,
+    t1: ScalarLike,
+    y0: PyTree,
+    *,
+    controller: diffrax.AbstractStepSizeController,
+    max_steps: int,
+    saveat: diffrax.SaveAt | None = None,
+    args: PyTree = None,
+    dt0: ScalarLike | None = None,
+    event: diffrax.Event | None = None,
+    adjoint: diffrax.AbstractAdjoint | None = None,
+) -> diffrax.Solution:
+    r"""The one place where dynopt calls `diffrax.diffeqsolve` (traceable, `vmap`-able).
+
+    Every integration in dynopt goes through here: `solve`/`compare` (adaptive ODE),
+    `dynopt.sde.simulate` and `first_passage` (fixed-step SDE), the characteristics and density
+    transport, the ODE-RNN observation model and the Fokker–Planck method of lines. Each call
+    site keeps its deliberate choices, expressed as arguments: the `controller` (a
+    `PIDController(rtol, atol)` for references, `StepTo(grid)` for SDEs and fixed-grid models),
+    `saveat`, an `event`, the `adjoint`.
+
+    It never throws (`throw=False`, as equinox advises under `vmap`): a failed solve returns
+    with `sol.result` set; call `raise_for_result` on it outside `jit` to get a `SolveError`
+    saying what happened and what to change (or, inside a loss, mask with
+    `diffrax.is_successful(sol.result)`).
+
+    **Arguments:** as `diffrax.diffeqsolve`, with `controller` (its `stepsize_controller`) and
+    `max_steps` required (an unbounded solve can hang on a stiff flow); `adjoint=None` is
+    diffrax's default `RecursiveCheckpointAdjoint`.
+
+    **Returns:** the `diffrax.Solution`.
+    """
+    return diffrax.diffeqsolve(
+        terms,
+        solver,
+        t0,
+        t1,
+        dt0,
+        y0,
+        args=args,
+        saveat=diffrax.SaveAt(t1=True) if saveat is None else saveat,
+        stepsize_controller=controller,
+        adjoint=diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
+        event=event,
+        max_steps=int(max_steps),
+        throw=False,
+    )
+
+
 def dense_solve(
     flow, problem, solver, t0, t1, ts, rtol, atol, max_steps, dense: bool = True
 ) -> diffrax.Solution:
-    """The raw diffrax solve behind `solve` and `compare` (traceable; never throws)."""
+    """The reference solve of a flow's drift behind `solve` and `compare` (traceable; never
+    throws): Tsit5/Kvaerno5/... with `PIDController(rtol, atol)`, saved at `ts`."""
     y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
-    return diffrax.diffeqsolve(
+    return integrate(
         diffrax.ODETerm(_vector_field),
         solver,
         t0,
         t1,
-        None,
         y0,
         args=(flow, problem),
         saveat=diffrax.SaveAt(ts=ts, dense=dense),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
-        throw=False,
     )
 
 
@@ -172,34 +224,87 @@ def _solve_jit(flow, problem, solver, t0, ts, rtol, atol, max_steps, dense):
     return sol, params, loss
 
 
-def raise_for_result(
-    result, *, what: str, max_steps: int, rtol: float, atol: float, stiffness=None
-):
-    """Turn a diffrax RESULTS code (possibly batched) into a `SolveError` naming what to change."""
-    codes = np.atleast_1d(np.asarray(result._value))
-    bad = np.flatnonzero(codes != diffrax.RESULTS.successful._value)
-    if bad.size == 0:
-        return
-    code = int(codes[bad[0]])
-    message = diffrax.RESULTS._index_to_message[code]
-    where = f" (batch entries {bad.tolist()})" if codes.size > 1 else ""
-    stiff = f"; estimated stiffness ratio {stiffness:.3g}" if stiffness is not None else ""
-    if code == diffrax.RESULTS.max_steps_reached._value:
-        advice = (
-            f"raise max_steps= (now {max_steps}), loosen rtol/atol (now {rtol:g}/{atol:g}), "
-            "shorten the horizon, or pass solver='implicit' (Kvaerno5) if the problem is stiff"
+def _advice(name: str, max_steps: int | None, rtol: float | None, atol: float | None) -> str:
+    tol = f" (now {rtol:g}/{atol:g})" if rtol is not None and atol is not None else ""
+    steps = f" (now {max_steps})" if max_steps is not None else ""
+    if name == "max_steps_reached":
+        return (
+            f"raise max_steps={steps}, loosen rtol/atol{tol}, shorten the horizon, or pass "
+            "solver='implicit' (Kvaerno5) if the problem is stiff"
         )
-    elif code == diffrax.RESULTS.dt_min_reached._value:
-        advice = (
+    if name == "dt_min_reached":
+        return (
             "the step size underflowed: the flow may blow up or be non-smooth before t1; "
             "shorten the horizon"
         )
-    else:
-        advice = (
-            "the state may have become non-finite (blow-up in finite time?): shorten the horizon, "
-            "or try solver='implicit'"
+    if name in ("nonlinear_max_steps_reached", "nonlinear_divergence"):
+        return (
+            "the implicit solver's Newton iteration failed on a step it could not shrink (a "
+            "fixed step, or a Jacobian that is singular or changes too fast): use an adaptive "
+            f"controller or smaller steps, loosen rtol/atol{tol}, or try an explicit solver"
         )
-    raise SolveError(f"{what} failed{where}: {message.strip()} To fix: {advice}{stiff}.")
+    if name in ("singular", "breakdown", "stagnation", "conlim", "nonfinite_input"):
+        return (
+            "a linear solve inside the implicit solver failed (singular Jacobian or non-finite "
+            "state): check the vector field for NaN/inf, or try an explicit solver"
+        )
+    return (
+        "the state may have become non-finite (blow-up in finite time?): shorten the horizon, "
+        "or try solver='implicit'"
+    )
+
+
+def raise_for_result(
+    result,
+    *,
+    what: str,
+    max_steps: int | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    stiffness: float | None = None,
+) -> None:
+    r"""Turn a diffrax `RESULTS` item (possibly batched, from `vmap`) into a `SolveError`.
+
+    Uses only diffrax's public enumeration API: `result == diffrax.RESULTS.successful`
+    (element-wise under a batch) and `diffrax.RESULTS[item]` for the message. The error names
+    the failure, which batch entries failed, and what to change (`max_steps`, the tolerances,
+    the solver, the horizon). After a terminating event, map `event_occurred` to success first
+    (`diffrax.is_okay`).
+
+    **Raises:** `SolveError` unless every entry is `successful`.
+    """
+    ok = np.atleast_1d(np.asarray(result == diffrax.RESULTS.successful))
+    bad = np.flatnonzero(~ok)
+    if bad.size == 0:
+        return
+    first = jax.tree.map(lambda v: np.asarray(np.reshape(np.asarray(v), -1)[bad[0]]), result)
+    name = next(
+        (n for n in _RESULT_NAMES if bool(np.asarray(first == getattr(diffrax.RESULTS, n)))),
+        "unknown",
+    )
+    message = diffrax.RESULTS[first].strip()
+    where = f" (batch entries {bad.tolist()} of {ok.size})" if ok.size > 1 else ""
+    stiff = f"; estimated stiffness ratio {stiffness:.3g}" if stiffness is not None else ""
+    advice = _advice(name, max_steps, rtol, atol)
+    raise SolveError(f"{what} failed{where}: {name}: {message} To fix: {advice}{stiff}.")
+
+
+# The failure modes `raise_for_result` gives advice for (diffrax.RESULTS item names).
+_RESULT_NAMES = (
+    "max_steps_reached",
+    "dt_min_reached",
+    "nonlinear_max_steps_reached",
+    "nonlinear_divergence",
+    "singular",
+    "breakdown",
+    "stagnation",
+    "conlim",
+    "nonfinite_input",
+    "nonfinite",
+    "max_steps_rejected",
+    "event_occurred",
+    "internal_error",
+)
 
 
 def solve(
@@ -218,6 +323,11 @@ def solve(
 
     The state starts at `flow.init(problem.params0)` at time `t0`. The returned `Trajectory` keeps
     the dense interpolation, so `traj.evaluate(t)` gives $\theta(t)$ at any $t \in [t_0, t_1]$.
+
+    A flow with noise (`flow.diffusion(...)` not `None`: `dynopt.sde.Langevin`, `Kramers`,
+    `SGDNoise`) is solved for its **drift** $f$ only: the noiseless flow, its small-noise limit
+    and the mean-field path (e.g. `Langevin` at any temperature gives the gradient flow). Sample
+    paths of the SDE come from `dynopt.sde.simulate`.
 
     **Arguments:**
 

@@ -11,7 +11,7 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, ArrayLike, Float, Key, Params, ScalarLike
 from .._flows.base import AbstractFlow
 from .._problem import Problem
-from .._solve import _pick_solver, _require_x64, check_times, raise_for_result
+from .._solve import _pick_solver, _require_x64, check_times, integrate, raise_for_result
 
 
 class DensityTransport(eqx.Module):
@@ -62,18 +62,16 @@ def _transport(flow, problem, params0, logp0, probes, ts, t0, solver, rtol, atol
     divergence = _divergence_hutchinson if hutch else _divergence_exact
 
     def one(y0, lp0, pr):
-        return diffrax.diffeqsolve(
+        return integrate(
             diffrax.ODETerm(_vector_field),
             solver,
             t0,
             ts[-1],
-            None,
             (y0, lp0),
             args=(flow, problem, unravel, pr, divergence),
             saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            controller=diffrax.PIDController(rtol=rtol, atol=atol),
             max_steps=max_steps,
-            throw=False,
         )
 
     sol = jax.vmap(one)(y0s, logp0, probes)

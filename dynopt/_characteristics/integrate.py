@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from .. import _solve
 from .._solve import _pick_solver, _require_x64, check_times, raise_for_result
 from .solution import BlowUp, BlowUpError, CROSSING, DIVERGENCE, KIND_NAMES, NO_BLOWUP
 
@@ -136,19 +137,17 @@ def _integrate(field, n, ulo, uhi, z0s, Z0s, ss, solver, rtol, atol, max_steps, 
 
     def one(z0, Z0):
         args = (field, n, _det(field, n, z0, Z0), (ulo, uhi), u_max)
-        sol = diffrax.diffeqsolve(
+        sol = _solve.integrate(
             diffrax.ODETerm(_vector_field),
             solver,
             0.0,
             ss[-1],
-            None,
             (z0, Z0),
             args=args,
             saveat=saveat,
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            controller=diffrax.PIDController(rtol=rtol, atol=atol),
             event=event,
             max_steps=max_steps,
-            throw=False,
         )
         (zs, Zs), (zf, Zf) = sol.ys
         dets = jax.vmap(lambda a, b: _det(field, n, a, b))(zs, Zs) / args[2]

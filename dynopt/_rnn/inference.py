@@ -28,6 +28,7 @@ import optimistix as optx
 from .._custom_types import Array, ArrayLike, Bool, Float, Int, PyTree, ScalarLike
 from .._problem import Problem
 from .._run import run
+from .._solve import integrate
 from .cell import ODECell
 
 
@@ -114,19 +115,17 @@ class ObservationModel(eqx.Module):
         cell = self.cell.with_params(raw)
         if self.route == "unrolled":
             return cell(self.y0, self.num_steps, t0=self.t0)[self.indices]
-        sol = diffrax.diffeqsolve(
+        sol = integrate(
             diffrax.ODETerm(_vector_field),
             self.solver,
             self.t0,
             self.obs.ts[-1],
-            None,
             self.y0,
             args=cell,
             saveat=diffrax.SaveAt(ts=self.obs.ts),
-            stepsize_controller=self.controller,
+            controller=self.controller,
             adjoint=self.adjoint,
             max_steps=self.max_steps,
-            throw=False,
         )
         # A failed solve (blow-up, step budget) must read as a non-finite loss, not as the
         # partial trajectory diffrax returns: `run` then flags the step as diverged.
