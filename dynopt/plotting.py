@@ -1,26 +1,70 @@
 """All of dynopt's figures. Pure functions of saved results; matplotlib's object API (no pyplot
-state, no GUI backend needed). Each `plot_*` draws on a given `Axes`; `save` writes atomically."""
+state, no GUI backend needed).
 
+`panels(n)` gives exactly n axes (no blank slots); each `plot_*` draws on a given `Axes`; `save`
+finishes a figure before writing it atomically: one font size per role (`FONT`), legends that list
+only drawn data, log axes whose tick labels never collide and always show at least two labels,
+axis labels and titles wrapped to their panel, and empty axes removed. Figure defects are fixed
+here, once, not in each experiment.
+"""
+
+import itertools
+import math
 import os
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colors as mcolors
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import Collection, PathCollection
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+
+# The one font-size setting (points), by role; `save` applies it to every figure.
+FONT = {"title": 9.0, "label": 9.0, "tick": 8.0, "legend": 7.0, "text": 8.0, "suptitle": 10.0}
+KEY = "key"  # gid of legend-only proxy artists that explain a style (see `key_entry`)
+
+
+# --- figures and panels -----------------------------------------------------------------------
 
 
 def figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.2, height: float = 3.4):
-    """A new `Figure` with an `nrows x ncols` grid of axes (returned as a flat list)."""
+    """A new `Figure` with an `nrows x ncols` grid of axes (returned as a flat list). Prefer
+    `panels(n)`, which never leaves a blank slot; `save` removes axes left empty."""
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     return fig, axes
 
 
+def panels(n: int, *, ncols: int | None = None, width: float = 4.2, height: float = 3.4):
+    """A new `Figure` with exactly `n` axes in rows of `ncols` (default: one row up to 4, else
+    rows of 3 or 4); a shorter last row is centred, so no slot is left blank."""
+    if n < 1:
+        raise ValueError(f"panels needs n >= 1, got {n}")
+    if ncols is None:
+        ncols = n if n <= 4 else min((4, 3), key=lambda c: (-n % c, -c))  # fullest last row
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    grid = fig.add_gridspec(nrows, 2 * ncols)
+    axes = []
+    for i in range(n):
+        row, col = divmod(i, ncols)
+        in_row = min(ncols, n - row * ncols)
+        start = 2 * col + (ncols - in_row)  # centre a short last row
+        axes.append(fig.add_subplot(grid[row, start : start + 2]))
+    return fig, axes
+
+
 def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
-    """Write `fig` as PNG via a temporary file and an atomic rename."""
+    """`finish` the figure, then write it as PNG via a temporary file and an atomic rename."""
+    finish(fig)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
@@ -34,6 +78,232 @@ def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     return path
 
 
+def finish(fig: Figure) -> None:
+    """Apply dynopt's figure rules in place (idempotent); `save` calls it."""
+    if not hasattr(fig.canvas, "get_renderer"):
+        FigureCanvasAgg(fig)  # text extents need a renderer
+    for ax in list(fig.axes):
+        if _is_empty(ax):
+            ax.remove()
+    for ax in fig.axes:
+        _fonts(ax)
+        _prune_legend(ax)
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                _log_ticks(ax, axis)
+    if fig._suptitle is not None:
+        fig._suptitle.set_fontsize(FONT["suptitle"])
+    for text in fig.texts:
+        text.set_fontsize(FONT["text"])
+    fig.canvas.draw()
+    _wrap_labels(fig)
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                _thin_colliding(fig, axis)
+
+
+def _is_empty(ax: Axes) -> bool:
+    if hasattr(ax, "_colorbar"):  # a colorbar's axes
+        return False
+    return not (ax.has_data() or ax.texts or ax.tables or ax.artists or ax.get_legend())
+
+
+def _fonts(ax: Axes) -> None:
+    ax.title.set_fontsize(FONT["title"])
+    for side in (ax._left_title, ax._right_title):
+        side.set_fontsize(FONT["title"])
+    ax.xaxis.label.set_fontsize(FONT["label"])
+    ax.yaxis.label.set_fontsize(FONT["label"])
+    ax.tick_params(labelsize=FONT["tick"])
+    for text in ax.texts:
+        text.set_fontsize(FONT["text"])
+    legend = ax.get_legend()
+    if legend is not None:
+        for text in legend.get_texts():
+            text.set_fontsize(FONT["legend"])
+        if legend.get_title().get_text():
+            legend.get_title().set_fontsize(FONT["legend"])
+
+
+def _drawn(artist) -> bool:
+    """Whether a legend handle shows data in its axes (or is a declared style key)."""
+    if artist.get_gid() == KEY:
+        return True
+    if not artist.get_visible():
+        return False
+    if isinstance(artist, Line2D):
+        x, y = (np.asarray(v, float) for v in artist.get_data())
+        return bool(np.any(np.isfinite(x) & np.isfinite(y)))
+    if isinstance(artist, PathCollection):  # scatter: a marker per offset
+        off = np.asarray(artist.get_offsets(), float)
+        return bool(off.size) and bool(np.any(np.all(np.isfinite(off), axis=-1)))
+    if isinstance(artist, Collection):
+        return len(artist.get_paths()) > 0
+    patches = getattr(artist, "patches", None)  # bar containers
+    if patches is not None:
+        return len(patches) > 0
+    return True
+
+
+def _prune_legend(ax: Axes) -> None:
+    legend = ax.get_legend()
+    if legend is None:
+        return
+    handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    artists, artist_labels = ax.get_legend_handles_labels()
+    by_label = dict(zip(artist_labels, artists))
+    keep = [
+        (h, lab) for h, lab in zip(handles, labels) if lab not in by_label or _drawn(by_label[lab])
+    ]
+    if len(keep) == len(labels):
+        return
+    if not keep:
+        legend.remove()
+        return
+    ax.legend(
+        [by_label.get(lab, h) for h, lab in keep],
+        [lab for _, lab in keep],
+        loc=legend._loc,
+        ncols=legend._ncols,
+        fontsize=FONT["legend"],
+    )
+
+
+def legend(ax: Axes, **kwargs) -> None:
+    """`ax.legend` over the labelled artists that show data (and `key_entry` proxies)."""
+    handles, labels = ax.get_legend_handles_labels()
+    keep = [(h, lab) for h, lab in zip(handles, labels) if _drawn(h)]
+    if keep:
+        ax.legend(*zip(*keep), fontsize=FONT["legend"], **kwargs)
+
+
+def key_entry(ax: Axes, label: str, *args, **style) -> None:
+    """A legend-only entry explaining a style used by several drawn curves (e.g. "dashed:
+    reference"); `fmt` and `style` as for `ax.plot`."""
+    (line,) = ax.plot([], [], *args, label=label, **style)
+    line.set_gid(KEY)
+
+
+# --- tick labels ------------------------------------------------------------------------------
+
+_SUP = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _sci(v: float, _pos=None) -> str:
+    """`10⁻³`, `3×10⁻⁴`, `2.5×10²`: compact, unambiguous log-axis tick labels."""
+    if v <= 0 or not np.isfinite(v):
+        return ""
+    e = math.floor(math.log10(v) + 1e-9)
+    m = v / 10.0**e
+    exp = f"10{str(e).translate(_SUP)}"
+    if abs(m - 1) < 1e-6:
+        return exp
+    if 0 <= e <= 2:
+        return f"{v:.3g}"
+    return f"{m:.2g}×{exp}"
+
+
+def log_ticks(lo: float, hi: float, *, max_ticks: int = 6) -> list[float]:
+    """At least two and at most `max_ticks` round values in [lo, hi] for a log axis: powers of ten
+    when the range spans a few decades, 1-2-5 or 1-2-…-9 mantissas within a decade, and the two
+    ends rounded to two digits over a range too narrow for any of those."""
+    lo, hi = min(lo, hi), max(lo, hi)
+    if not (lo > 0 and np.isfinite(hi)):
+        return []
+    tol = 1e-9
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    for subs in ((1.0,), (1.0, 3.0), (1.0, 2.0, 5.0), tuple(float(m) for m in range(1, 10))):
+        ticks = [
+            m * 10.0**k
+            for k in range(k0, k1 + 1)
+            for m in subs
+            if lo * (1 - tol) <= m * 10.0**k <= hi * (1 + tol)
+        ]
+        if len(ticks) >= 2:
+            if len(ticks) > max_ticks:  # many decades: every n-th power of ten
+                decades = [t for t in ticks if abs(math.log10(t) - round(math.log10(t))) < tol]
+                stride = math.ceil(len(decades) / max_ticks)
+                ticks = decades[::stride] if len(decades) >= 2 else ticks[:: len(ticks) // 2]
+            return ticks
+    # Narrower than the gap between two 1..9 mantissas: the ends, rounded inwards.
+    e = math.floor(math.log10(hi))
+    for digits in range(1, 5):
+        step = 10.0 ** (e - digits)
+        a = float(f"{math.ceil(lo / step - tol) * step:.{digits + 1}g}")
+        b = float(f"{math.floor(hi / step + tol) * step:.{digits + 1}g}")
+        if b > a:
+            return [a, b]
+    return [lo, hi]
+
+
+def _log_ticks(ax: Axes, axis) -> None:
+    lo, hi = axis.get_view_interval()
+    ticks = log_ticks(lo, hi)
+    if len(ticks) < 2:
+        return
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(_sci))
+    axis.set_minor_locator(LogLocator(subs="auto"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _label_boxes(fig: Figure, axis):
+    renderer = fig.canvas.get_renderer()
+    lo, hi = sorted(axis.get_view_interval())
+    out = []
+    for tick in axis.get_major_ticks():
+        label = tick.label1
+        if label.get_visible() and label.get_text() and lo <= tick.get_loc() <= hi * 1.000001:
+            out.append((tick.get_loc(), label.get_window_extent(renderer)))
+    return sorted(out, key=lambda p: p[0])
+
+
+def _collide(boxes, pad: float = 2.0) -> bool:
+    for (_, a), (_, b) in itertools.pairwise(boxes):
+        if a.x1 + pad > b.x0 and b.x1 + pad > a.x0 and a.y1 + pad > b.y0 and b.y1 + pad > a.y0:
+            return True
+    return False
+
+
+def _thin_colliding(fig: Figure, axis) -> None:
+    """Drop every other major tick label until none overlaps (at least two remain)."""
+    for _ in range(4):
+        boxes = _label_boxes(fig, axis)
+        if len(boxes) <= 2 or not _collide(boxes):
+            return
+        keep = [loc for loc, _ in boxes][::2]
+        if len(keep) < 2:
+            keep = [boxes[0][0], boxes[-1][0]]
+        axis.set_major_locator(FixedLocator(keep))
+        fig.canvas.draw()
+
+
+def _wrap_labels(fig: Figure) -> None:
+    """Wrap axis labels and titles longer than their panel (clipped or colliding otherwise)."""
+    renderer = fig.canvas.get_renderer()
+    changed = False
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        for text, length in (
+            (ax.xaxis.label, box.width),
+            (ax.yaxis.label, box.height),
+            (ax.title, box.width * 1.15),
+        ):
+            s = text.get_text()
+            size = text.get_window_extent(renderer)
+            extent = max(size.width, size.height)
+            if s and "\n" not in s and "$" not in s and extent > length > 0:
+                width = max(12, int(len(s) * length / extent))
+                text.set_text(textwrap.fill(s, width))
+                changed = True
+    if changed:
+        fig.canvas.draw()
+
+
+# --- the plots --------------------------------------------------------------------------------
+
+
 def plot_error_vs_step_size(
     ax: Axes,
     step_sizes,
@@ -43,17 +313,17 @@ def plot_error_vs_step_size(
     order: float | None = None,
     marker: str = "o",
     color=None,
+    **style,
 ) -> None:
     """Log-log error against step size, with the fitted order in the legend. Non-finite errors
     (diverged runs) are drawn as crosses on the top edge."""
     h, e = np.asarray(step_sizes, float), np.asarray(errors, float)
     ok = np.isfinite(e) & (e > 0)
     text = label if order is None or not np.isfinite(order) else f"{label} (slope {order:.2f})"
-    (line,) = ax.loglog(h[ok], e[ok], marker=marker, label=text, color=color)
+    (line,) = ax.loglog(h[ok], e[ok], marker=marker, label=text, color=color, **style)
     if np.any(~ok):
         top = np.max(e[ok]) * 3 if np.any(ok) else 1.0
         ax.scatter(h[~ok], np.full((~ok).sum(), top), marker="x", color=line.get_color())
-    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("step size h")
     ax.set_ylabel("max error over [0, t1]")
     ax.grid(True, which="both", alpha=0.3)
@@ -66,30 +336,81 @@ def plot_slope_guide(ax: Axes, step_sizes, anchor_error: float, order: float, **
     ax.loglog(hs, anchor_error * (hs / h.max()) ** order, "k--", lw=0.8, alpha=0.6, **kwargs)
 
 
+def plot_orders(
+    ax: Axes,
+    step_sizes,
+    series: Sequence[tuple[np.ndarray, str, float | None]],
+    *,
+    guides: Sequence[float | None] | None = None,
+) -> None:
+    """Errors against step size, one `(errors, label, fitted order)` per series, each with a
+    dashed slope guide of `guides[i]` (default: the order rounded) through its smallest-h point,
+    where the asymptotic regime is."""
+    h = np.asarray(step_sizes, float)
+    markers = "osD^v<>"
+    for i, (errors, label, order) in enumerate(series):
+        plot_error_vs_step_size(ax, h, errors, label=label, order=order, marker=markers[i % 7])
+        guide = (guides[i] if guides is not None else None) or (
+            round(order) if order is not None and np.isfinite(order) else None
+        )
+        e = np.asarray(errors, float)
+        j = int(np.argmin(h))
+        if guide and np.isfinite(e[j]) and e[j] > 0:
+            plot_slope_guide(ax, h, e[j] * (h.max() / h[j]) ** guide, guide)
+    key_entry(ax, "slope guides", "k--", lw=0.8, alpha=0.6)
+    legend(ax)
+
+
 def plot_loss_curves(
     ax: Axes,
     curves: Sequence[tuple[np.ndarray, np.ndarray, str]],
     *,
     diverged_at: Sequence[float | None] | None = None,
     clip: float = 1e20,
+    headroom: float = 100.0,
 ) -> None:
-    """Loss against time on a log scale, cut at `clip` (diverging runs leave the axes there);
-    `diverged_at[i]` not None marks run i's last drawn point with a cross."""
-    for i, (t, loss, label) in enumerate(curves):
+    """Loss against time on a log scale. `diverged_at[i]` is run i's divergence time (or None):
+    it is marked by a cross at that time on the top edge. The y-range covers the runs that did not
+    diverge (and every run's start) with `headroom`, so a diverging run leaves the axes instead of
+    stretching them over tens of decades."""
+    diverged_at = list(diverged_at) if diverged_at is not None else [None] * len(curves)
+    lo, hi = np.inf, 0.0
+    lines = []
+    for (t, loss, label), div in zip(curves, diverged_at):
         t, loss = np.asarray(t, float), np.asarray(loss, float)
         ok = np.isfinite(loss) & (loss > 0) & (loss <= clip)
+        if div is not None:
+            ok &= t <= div
         (line,) = ax.semilogy(t[ok], loss[ok], label=label)
-        if diverged_at is not None and diverged_at[i] is not None and np.any(ok):
-            ax.plot(t[ok][-1], loss[ok][-1], "x", color=line.get_color(), ms=9, mew=2)
+        lines.append(line)
+        if np.any(ok):
+            lo = min(lo, loss[ok].min())
+            hi = max(hi, loss[ok][0] if div is not None else loss[ok].max())
+    if np.isfinite(lo) and hi > 0:
+        ax.set_ylim(lo / 3, hi * headroom)
+    for line, div in zip(lines, diverged_at):
+        if div is not None:
+            ax.plot(
+                [div], [1.0], "x", color=line.get_color(), ms=9, mew=2,
+                transform=ax.get_xaxis_transform(), clip_on=False,
+            )  # fmt: skip
+    if any(d is not None for d in diverged_at):
+        key_entry(ax, "× divergence (non-finite)", "kx", ls="none")
     ax.set_xlabel("t")
     ax.set_ylabel("loss")
     ax.grid(True, which="both", alpha=0.3)
 
 
 def plot_rate_check(ax: Axes, t, measured, predicted, *, label: str) -> None:
-    """A measured rate (e.g. dL/dt) against its predicted identity."""
-    ax.plot(np.asarray(t), np.asarray(measured), lw=2, alpha=0.6, label=f"{label}: measured")
-    ax.plot(np.asarray(t), np.asarray(predicted), "k:", label=f"{label}: predicted identity")
+    """A measured rate (e.g. dL/dt) against its predicted identity: measured as a wide pale band,
+    predicted as a dark dashed line with markers, so both stay visible where they coincide."""
+    t = np.asarray(t)
+    ax.plot(t, np.asarray(measured), lw=5, alpha=0.35, label=f"{label}: measured")
+    every = max(1, t.size // 12)
+    ax.plot(
+        t, np.asarray(predicted), "--", color="k", lw=1, marker="o", ms=3, markevery=every,
+        label=f"{label}: predicted identity",
+    )  # fmt: skip
     ax.set_xlabel("t")
     ax.grid(True, alpha=0.3)
 
@@ -101,13 +422,15 @@ def plot_contour_paths(
     ys: np.ndarray,
     paths: Sequence[tuple[np.ndarray, str]],
 ) -> None:
-    """Log-spaced contours of a 2-D loss with parameter paths (arrays of shape (n, 2)) on top."""
+    """Log-spaced contours of a 2-D loss with parameter paths (arrays of shape (n, 2)) on top;
+    later paths are drawn thinner and dashed, so one over another stays visible."""
     levels = np.geomspace(max(np.min(loss_grid), 1e-3), np.max(loss_grid), 20)
     ax.contour(xs, ys, loss_grid, levels=levels, colors="0.7", linewidths=0.6)
-    for path, label in paths:
+    for i, (path, label) in enumerate(paths):
         path = np.asarray(path)
         path = path[np.all(np.isfinite(path), axis=1)]
-        ax.plot(path[:, 0], path[:, 1], ".-", ms=2, lw=1, label=label)
+        style = dict(lw=3, alpha=0.45) if i == 0 else dict(lw=1, ls=("--", ":", "-.")[i % 3])
+        ax.plot(path[:, 0], path[:, 1], label=label, **style)
     ax.set_xlabel(r"$\theta_1$")
     ax.set_ylabel(r"$\theta_2$")
 
@@ -120,13 +443,15 @@ def plot_phase_portrait(
     equilibrium=(0.0, 0.0),
 ) -> None:
     """2-D trajectories (arrays of shape (n, 2), e.g. a generator's θ) with their start marked by
-    a dot and the equilibrium by a red dot; `window` sets the axes to ±window."""
-    for path, label in paths:
+    a dot and the equilibrium by a red dot; `window` sets the axes to ±window. Later paths are
+    dashed, so coinciding paths stay distinguishable."""
+    for i, (path, label) in enumerate(paths):
         path = np.asarray(path)
         path = path[np.all(np.isfinite(path), axis=1)]
-        (line,) = ax.plot(path[:, 0], path[:, 1], lw=0.8, label=label)
+        ls = ("-", "--", ":", "-.")[i % 4]
+        (line,) = ax.plot(path[:, 0], path[:, 1], lw=0.9 if i else 1.6, ls=ls, label=label)
         ax.plot(path[0, 0], path[0, 1], "o", color=line.get_color(), ms=4)
-    ax.plot([equilibrium[0]], [equilibrium[1]], "o", color="red", ms=6)
+    ax.plot([equilibrium[0]], [equilibrium[1]], "o", color="red", ms=6, label="equilibrium")
     if window is not None:
         ax.set_xlim(-window, window)
         ax.set_ylim(-window, window)
@@ -155,12 +480,45 @@ def plot_predicted_vs_measured(
     ax.grid(True, alpha=0.3)
 
 
-def plot_scalar_field(ax: Axes, x, y, values, *, label: str, clip: float = 10.0) -> None:
-    """A scalar field on a regular grid (`values[j, i]` at `(x[i], y[j])`) as a diverging colour
-    map clipped to ±`clip`; NaN (outside the computed region) stays blank."""
-    v = np.clip(np.asarray(values, float), -clip, clip)
-    mesh = ax.pcolormesh(x, y, v, cmap="RdBu_r", vmin=-clip, vmax=clip, shading="auto")
+def color_norm(values, *, clip: float | None = None) -> tuple[mcolors.Normalize, str]:
+    """A colour scale that uses the whole map for `values` (NaN ignored, |v| capped at `clip`):
+    `(norm, cmap)`, diverging around 0 with each sign stretched to its own extreme when the
+    values take both signs, sequential otherwise."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if clip is not None:
+        v = np.clip(v, -clip, clip)
+    if v.size == 0:
+        return mcolors.Normalize(0.0, 1.0), "viridis"
+    lo, hi = float(v.min()), float(v.max())
+    if lo < 0 < hi:
+        return mcolors.TwoSlopeNorm(0.0, lo, hi), "RdBu_r"
+    if hi <= 0:
+        return mcolors.Normalize(lo, hi if hi > lo else lo + 1), "Blues_r"
+    return mcolors.Normalize(lo, hi if hi > lo else lo + 1), "Reds"
+
+
+def plot_density_map(
+    ax: Axes, x, y, values, *, label: str, clip: float | None = None, log: bool = False
+) -> None:
+    """A field on a regular grid (`values[j, i]` at `(x[i], y[j])`) with a colour scale over the
+    whole map (`color_norm`; `log=True`: a log scale over the positive values), NaN blank."""
+    v = np.asarray(values, float)
+    if log:
+        pos = v[np.isfinite(v) & (v > 0)]
+        norm, cmap = mcolors.LogNorm(pos.min(), pos.max()), "viridis"
+        v = np.where(v > 0, v, np.nan)
+    else:
+        norm, cmap = color_norm(v, clip=clip)
+        if clip is not None:
+            v = np.clip(v, -clip, clip)
+    mesh = ax.pcolormesh(x, y, v, cmap=cmap, norm=norm, shading="auto")
     ax.figure.colorbar(mesh, ax=ax, label=label, shrink=0.85)
+
+
+def plot_scalar_field(ax: Axes, x, y, values, *, label: str, clip: float = 10.0) -> None:
+    """`plot_density_map` with |values| capped at `clip` (kept for older callers)."""
+    plot_density_map(ax, x, y, values, label=label, clip=clip)
 
 
 def plot_characteristic_curves(

@@ -1,8 +1,9 @@
 """dynopt's experiments: a registry and one shared runner.
 
-Each experiment module defines a frozen `Config` dataclass (with `seed` and `quick` fields, its
-docstring the run card), `make_config(quick, seed) -> Config`, a pure `run(config) ->
-(metrics, arrays)`, and `plot(metrics, arrays, out_dir) -> list[Path]` that only reads results.
+Each experiment module is a run card (`experiments/_card.py`): a frozen `Config` (its docstring
+the card, its `QUICK` the quick-mode override), `SECTIONS` that return typed results, and `FIGURES`
+drawn from the saved results alone. Modules not yet converted still define `make_config(quick,
+seed)`, `run(config) -> (metrics, arrays)` and `plot(metrics, arrays, out_dir)`.
 `python -m experiments list|run NAME [--quick] [--seed N] [--out DIR]|run-all|figures`.
 """
 
@@ -10,6 +11,8 @@ import importlib
 import time
 from pathlib import Path
 from types import ModuleType
+
+from . import _card
 
 
 # name -> module; an experiment is one module plus one line here.
@@ -47,10 +50,17 @@ def run_experiment(
     from ._io import device_info, package_versions, write_results
 
     module = get(name)
-    config = module.make_config(quick=quick, seed=seed)
+    card = hasattr(module, "SECTIONS")
+    if card:
+        config = _card.configure(module.Config, quick=quick, seed=seed)
+    else:
+        config = module.make_config(quick=quick, seed=seed)
     out = Path(out) if out is not None else DEFAULT_RESULTS / name
     start = time.perf_counter()
-    metrics, arrays = module.run(config)
+    if card:
+        metrics, arrays = _card.run_sections(module.SECTIONS, config)
+    else:
+        metrics, arrays = module.run(config)
     wall = time.perf_counter() - start
     metrics = {
         "experiment": name,
@@ -66,15 +76,27 @@ def run_experiment(
         config=config,
         metrics=metrics,
         arrays=arrays,
-        figures=lambda tmp: module.plot(metrics, arrays, tmp),
+        figures=lambda tmp: _figures(module, tmp),
     )
 
 
 def replot(name: str, out: Path | None = None) -> list[Path]:
     """Redraw an experiment's figures from its saved results (no recomputation)."""
-    from ._io import load_results
-
     module = get(name)
     out = Path(out) if out is not None else DEFAULT_RESULTS / name
-    metrics, arrays = load_results(out)
-    return module.plot(metrics, arrays, out)
+    return _figures(module, out, source=out)
+
+
+def _figures(module: ModuleType, out_dir: Path, source: Path | None = None) -> list[Path]:
+    """Draw `module`'s figures into `out_dir` from the results saved in `source` (default: the
+    same folder), so figures only ever see saved data."""
+    import json
+
+    from ._io import load_results
+
+    source = out_dir if source is None else source
+    metrics, arrays = load_results(source)
+    if not hasattr(module, "SECTIONS"):
+        return module.plot(metrics, arrays, out_dir)
+    config = json.loads((Path(source) / "config.json").read_text())
+    return _card.draw(module, metrics, arrays, out_dir, config)

@@ -1,18 +1,26 @@
+"""dynopt.plotting on small fixtures: the figure rules that `save` enforces."""
+
+import itertools
+
 import numpy as np
+import pytest
 
 from dynopt import plotting
 
 
+def _labels(fig, axis):
+    return plotting._label_boxes(fig, axis)
+
+
 def test_plotting_functions_write_pngs(tmp_path):
-    fig, axes = plotting.figure(2, 2)
+    fig, axes = plotting.panels(4)
     hs = np.array([0.1, 0.05, 0.025])
-    plotting.plot_error_vs_step_size(
-        axes[0], hs, np.array([np.inf, 0.05, 0.025]), label="e", order=1.0
+    plotting.plot_orders(
+        axes[0], hs, [(np.array([np.inf, 0.05, 0.025]), "e", 1.0), (hs**2, "f", 2.0)]
     )
-    plotting.plot_slope_guide(axes[0], hs, 0.1, 1.0)
     t = np.linspace(0, 1, 20)
     plotting.plot_loss_curves(
-        axes[1], [(t, np.exp(-t), "a"), (t, np.exp(40 * t), "b")], diverged_at=[None, 10]
+        axes[1], [(t, np.exp(-t), "a"), (t, np.exp(40 * t), "b")], diverged_at=[None, 0.5]
     )
     plotting.plot_rate_check(axes[2], t, -np.exp(-t), -np.exp(-t), label="dL/dt")
     x = np.linspace(-1, 1, 11)
@@ -21,3 +29,108 @@ def test_plotting_functions_write_pngs(tmp_path):
     path = plotting.save(fig, tmp_path / "sub" / "f.png")
     assert path.exists() and path.stat().st_size > 10_000
     assert list(path.parent.iterdir()) == [path]  # no temp files left
+
+
+# Ranges that collided ("3×10⁻⁴4×10⁻⁴") or showed one label over decades before.
+RANGES = [(1.5e-2, 5e-1), (1.8e-3, 1.6e-2), (3e-4, 4.6e-4), (6e-5, 1e-3), (1e-60, 1e4), (2.0, 3.0)]
+
+
+@pytest.mark.parametrize("lo,hi", RANGES)
+@pytest.mark.parametrize("width", [2.2, 4.2])
+def test_log_tick_labels_never_collide_and_are_at_least_two(lo, hi, width):
+    fig, (ax,) = plotting.panels(1, width=width)
+    x = np.geomspace(lo, hi, 5)
+    ax.loglog(x, x**2, "o-")
+    plotting.finish(fig)
+    for axis in (ax.xaxis, ax.yaxis):
+        boxes = _labels(fig, axis)
+        assert len(boxes) >= 2, (lo, hi, [b for b, _ in boxes])
+        for (_, a), (_, b) in itertools.pairwise(boxes):
+            assert not a.overlaps(b), (lo, hi)
+
+
+def test_log_ticks_values():
+    assert plotting.log_ticks(1e-3, 1e-1) == pytest.approx([1e-3, 1e-2, 1e-1])
+    assert plotting.log_ticks(1.8e-3, 1.6e-2) == pytest.approx([3e-3, 1e-2])
+    assert len(plotting.log_ticks(1e-60, 1e4)) <= 6
+    narrow = plotting.log_ticks(3.1e-4, 3.3e-4)
+    assert len(narrow) == 2 and 3.1e-4 <= narrow[0] < narrow[1] <= 3.3e-4
+    assert plotting._sci(3e-4) == "3×10⁻⁴" and plotting._sci(1e-2) == "10⁻²"
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_panels_fill_every_slot(n):
+    fig, axes = plotting.panels(n)
+    assert len(axes) == n == len(fig.axes)
+    rows = {}
+    for ax in axes:
+        ss = ax.get_subplotspec()
+        rows.setdefault(ss.rowspan.start, []).append(ss.colspan)
+    full = max(len(r) for r in rows.values())
+    for spans in rows.values():  # every row centred: equal margins left and right
+        left, right = spans[0].start, 2 * full - spans[-1].stop
+        assert left == right
+
+
+def test_save_removes_empty_axes(tmp_path):
+    fig, axes = plotting.figure(2, 2)
+    for ax in axes[:3]:
+        ax.plot([0, 1], [0, 1])
+    plotting.save(fig, tmp_path / "f.png")
+    assert len(fig.axes) == 3
+
+
+def test_legend_lists_only_drawn_data(tmp_path):
+    fig, (ax,) = plotting.panels(1)
+    ax.plot([0, 1], [0, 1], label="drawn")
+    ax.plot([], [], label="empty")
+    ax.plot([0, 1], [np.nan, np.nan], label="all NaN")
+    ax.scatter([], [], label="empty scatter")
+    plotting.key_entry(ax, "dashed: reference", "k--")
+    ax.legend()
+    plotting.save(fig, tmp_path / "f.png")
+    shown = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert shown == ["drawn", "dashed: reference"]
+
+
+def test_one_font_size_per_role(tmp_path):
+    fig, (ax,) = plotting.panels(1)
+    ax.plot([1, 2], [1, 2], label="a")
+    ax.set_title("title", fontsize=20)
+    ax.set_xlabel("x", fontsize=3)
+    ax.legend(fontsize=15)
+    plotting.save(fig, tmp_path / "f.png")
+    assert ax.title.get_fontsize() == plotting.FONT["title"]
+    assert ax.xaxis.label.get_fontsize() == plotting.FONT["label"]
+    assert {t.get_fontsize() for t in ax.get_legend().get_texts()} == {plotting.FONT["legend"]}
+
+
+def test_long_labels_are_wrapped_to_the_panel(tmp_path):
+    fig, (ax,) = plotting.panels(1, width=2.5, height=2.0)
+    ax.plot([1, 2], [1, 2])
+    ax.set_ylabel("a very long y-axis label that is longer than the panel is high, clipped")
+    plotting.save(fig, tmp_path / "f.png")
+    renderer = fig.canvas.get_renderer()
+    assert "\n" in ax.yaxis.label.get_text()
+    assert ax.yaxis.label.get_window_extent(renderer).height <= fig.bbox.height
+
+
+def test_loss_curves_clip_divergence_and_mark_its_time(tmp_path):
+    fig, (ax,) = plotting.panels(1)
+    t = np.linspace(0, 10, 101)
+    blowup = np.where(t < 6, np.exp(10 * t), np.inf)  # 26 decades, then non-finite at t = 6
+    plotting.plot_loss_curves(
+        ax, [(t, np.exp(-t), "converges"), (t, blowup, "diverges")], diverged_at=[None, 6.0]
+    )
+    plotting.save(fig, tmp_path / "f.png")
+    lo, hi = ax.get_ylim()
+    assert np.log10(hi / lo) < 10  # not tens of decades
+    marks = [ln for ln in ax.lines if ln.get_marker() == "x" and len(ln.get_xdata())]
+    assert [float(m.get_xdata()[0]) for m in marks] == [6.0]
+
+
+def test_color_norm_uses_the_whole_map():
+    norm, cmap = plotting.color_norm(np.array([[-1.0, 0.0], [4.0, np.nan]]))
+    assert cmap == "RdBu_r" and norm(-1.0) == 0.0 and norm(4.0) == 1.0 and norm(0.0) == 0.5
+    norm, cmap = plotting.color_norm(np.array([0.5, 2.0, 300.0]), clip=10.0)
+    assert norm(0.5) == 0.0 and norm(10.0) == 1.0

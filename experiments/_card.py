@@ -1,0 +1,132 @@
+"""Run cards: an experiment is a Config, a list of sections that return typed results, and figures.
+
+An experiment module defines
+
+- `Config`: a frozen dataclass whose docstring is the run card (the command, the expected runtime,
+  the headline numbers), with fields `seed` and `quick` and a class attribute `QUICK`: the fields
+  that `--quick` overrides, declared once;
+- `SECTIONS`: `{key: section}`, each `section(config) -> result`. A result is typed: a dataclass of
+  numbers, strings, lists, nested dicts and arrays (fields annotated `Array`), or a
+  `dict[str, result]`; the return annotation says which;
+- `FIGURES`: `{file name: draw}`, each `draw(results) -> Figure` a pure function of the results.
+
+The runner applies `QUICK`, times each section, writes the numbers to `metrics.json` under the
+section's key and the arrays to `data.npz` under `section/field` keys, and rebuilds the typed
+results from exactly those two files for the figures: a figure can only show what was saved, and
+`python -m experiments figures` redraws it without recomputing.
+"""
+
+import dataclasses
+import time
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+Array = np.ndarray  # a result field annotated `Array` (or `Array | None`) goes to data.npz
+_MISSING = object()
+
+
+def configure(config_cls: type, *, quick: bool = False, seed: int = 0):
+    """`config_cls(seed=seed)`, with `config_cls.QUICK` applied when `quick`."""
+    config = config_cls(seed=seed)
+    if quick:
+        config = dataclasses.replace(config, quick=True, **getattr(config_cls, "QUICK", {}))
+    return config
+
+
+def _is_array_hint(hint) -> bool:
+    if hint is Array:
+        return True
+    args = typing.get_args(hint)
+    return bool(args) and Array in args and all(a in (Array, type(None)) for a in args)
+
+
+def _split(value, hint, path: str, arrays: dict):
+    """The JSON part of `value` (typed by `hint`); its arrays go into `arrays` by path."""
+    if _is_array_hint(hint):
+        if value is not None:
+            arrays[path] = np.asarray(value)
+        return _MISSING
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        out = {}
+        for f in dataclasses.fields(hint):
+            sub = _split(getattr(value, f.name), hints[f.name], f"{path}/{f.name}", arrays)
+            if sub is not _MISSING:
+                out[f.name] = sub
+        return out
+    if typing.get_origin(hint) is dict:
+        _, item = typing.get_args(hint)
+        out = {str(k): _split(v, item, f"{path}/{k}", arrays) for k, v in value.items()}
+        out = {k: v for k, v in out.items() if v is not _MISSING}
+        return out if out or not _is_array_hint(item) else _MISSING
+    return value
+
+
+def _join(tree, hint, path: str, arrays: Mapping[str, np.ndarray]):
+    """Inverse of `_split`: the typed result at `path` from saved JSON and arrays."""
+    if _is_array_hint(hint):
+        return arrays.get(path)
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        kwargs = {
+            f.name: _join(tree.get(f.name), hints[f.name], f"{path}/{f.name}", arrays)
+            for f in dataclasses.fields(hint)
+        }
+        return hint(**kwargs)
+    if typing.get_origin(hint) is dict:
+        _, item = typing.get_args(hint)
+        if _is_array_hint(item):  # a dict of arrays: its keys are in data.npz alone
+            keys = [k[len(path) + 1 :] for k in arrays if k.startswith(f"{path}/")]
+            return {k: arrays[f"{path}/{k}"] for k in keys if "/" not in k}
+        return {k: _join(v, item, f"{path}/{k}", arrays) for k, v in tree.items()}
+    if hint is float:
+        # JSON has no inf/nan: the writer stores them as null or as their string.
+        return float("nan") if tree is None else float(tree)
+    return tree
+
+
+def _result_hint(section: Callable):
+    hint = typing.get_type_hints(section).get("return")
+    if hint is None:
+        raise TypeError(f"section {section.__name__} needs a return annotation (its result type)")
+    return hint
+
+
+def run_sections(sections: Mapping[str, Callable], config) -> tuple[dict, dict]:
+    """Run each section in order, timed: `(metrics, arrays)` keyed by section."""
+    metrics: dict[str, Any] = {"section_wall_time_s": {}}
+    arrays: dict[str, np.ndarray] = {}
+    for key, section in sections.items():
+        start = time.perf_counter()
+        result = section(config)
+        metrics["section_wall_time_s"][key] = time.perf_counter() - start
+        metrics[key] = _split(result, _result_hint(section), key, arrays)
+    return metrics, arrays
+
+
+def results_from(sections: Mapping[str, Callable], metrics: dict, arrays: Mapping, config=None):
+    """The typed results (attribute per section) rebuilt from saved metrics and arrays; `meta`
+    holds the run's metadata (seed, quick, wall times, versions) and `config` its config."""
+    typed = {
+        key: _join(metrics[key], _result_hint(section), key, arrays)
+        for key, section in sections.items()
+    }
+    meta = {k: v for k, v in metrics.items() if k not in sections}
+    return types.SimpleNamespace(**typed, meta=meta, config=config)
+
+
+def draw(module, metrics: dict, arrays: Mapping, out_dir: Path, config=None) -> list[Path]:
+    """Draw and save every figure of `module.FIGURES` from saved results into `out_dir`."""
+    from dynopt import plotting
+
+    results = results_from(module.SECTIONS, metrics, arrays, config)
+    return [
+        plotting.save(figure(results), Path(out_dir) / name)
+        for name, figure in module.FIGURES.items()
+    ]
