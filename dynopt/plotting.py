@@ -347,7 +347,7 @@ def plot_orders(
     dashed slope guide of `guides[i]` (default: the order rounded) through its smallest-h point,
     where the asymptotic regime is."""
     h = np.asarray(step_sizes, float)
-    markers = "osD^v<>"
+    markers, drawn = "osD^v<>", []
     for i, (errors, label, order) in enumerate(series):
         plot_error_vs_step_size(ax, h, errors, label=label, order=order, marker=markers[i % 7])
         guide = (guides[i] if guides is not None else None) or (
@@ -355,10 +355,21 @@ def plot_orders(
         )
         e = np.asarray(errors, float)
         j = int(np.argmin(h))
-        if guide and np.isfinite(e[j]) and e[j] > 0:
-            plot_slope_guide(ax, h, e[j] * (h.max() / h[j]) ** guide, guide)
-    key_entry(ax, "slope guides", "k--", lw=0.8, alpha=0.6)
+        if guide and np.isfinite(e[j]) and e[j] > 0:  # a factor 2 below the data, visible
+            plot_slope_guide(ax, h, 0.5 * e[j] * (h.max() / h[j]) ** guide, guide)
+            drawn.append(f"{guide:g}")
+    if drawn:
+        key_entry(ax, f"slope {', '.join(dict.fromkeys(drawn))} guides", "k--", lw=0.8, alpha=0.6)
     legend(ax)
+
+
+_STYLES = (
+    dict(ls="-", lw=2.4, alpha=0.6),
+    dict(ls="--", lw=1.3),
+    dict(ls="-.", lw=1.3),
+    dict(ls=":", lw=1.6),
+    dict(ls=(0, (5, 1, 1, 1, 1, 1)), lw=1.2),
+)
 
 
 def plot_loss_curves(
@@ -368,6 +379,7 @@ def plot_loss_curves(
     diverged_at: Sequence[float | None] | None = None,
     clip: float = 1e20,
     headroom: float = 100.0,
+    decades: float = 20.0,
 ) -> None:
     """Loss against time on a log scale. `diverged_at[i]` is run i's divergence time (or None):
     it is marked by a cross at that time on the top edge. The y-range covers the runs that did not
@@ -381,13 +393,15 @@ def plot_loss_curves(
         ok = np.isfinite(loss) & (loss > 0) & (loss <= clip)
         if div is not None:
             ok &= t <= div
-        (line,) = ax.semilogy(t[ok], loss[ok], label=label)
+        style = _STYLES[len(lines) % len(_STYLES)]
+        (line,) = ax.semilogy(t[ok], loss[ok], label=label, **style)
         lines.append(line)
         if np.any(ok):
             lo = min(lo, loss[ok].min())
             hi = max(hi, loss[ok][0] if div is not None else loss[ok].max())
     if np.isfinite(lo) and hi > 0:
-        ax.set_ylim(lo / 3, hi * headroom)
+        top = hi * headroom
+        ax.set_ylim(max(lo / 3, top / 10.0**decades), top)
     for line, div in zip(lines, diverged_at):
         if div is not None:
             ax.plot(

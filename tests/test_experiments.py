@@ -50,7 +50,7 @@ def test_gd_flow_headline_numbers(quick_results):
         assert abs(prob["order_gd_vs_flow"] - 1.0) <= 0.1
         assert abs(prob["order_gd_vs_modified_flow"] - 2.0) <= 0.1
         assert prob["lyapunov_max_rel_deviation"] < 1e-6
-    assert m["closed_form_max_abs_error"] <= 1e-8
+    assert m["closed_form"]["max_abs_error"] <= 1e-8
     lo, hi = m["stability"]["found_boundary_interval"]
     assert lo < m["stability"]["predicted_boundary"] < hi
 
