@@ -527,7 +527,11 @@ def plot_density_map(
         if clip is not None:
             v = np.clip(v, -clip, clip)
     mesh = ax.pcolormesh(x, y, v, cmap=cmap, norm=norm, shading="auto")
-    ax.figure.colorbar(mesh, ax=ax, label=label, shrink=0.85)
+    bar = ax.figure.colorbar(mesh, ax=ax, label=label, shrink=0.85)
+    if isinstance(norm, mcolors.TwoSlopeNorm):  # ticks on both sides, each at its own scale
+        lo, hi = norm.vmin, norm.vmax
+        bar.set_ticks([lo, lo / 2, 0.0, hi / 2, hi])
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
 
 
 def plot_scalar_field(ax: Axes, x, y, values, *, label: str, clip: float = 10.0) -> None:

@@ -1,7 +1,7 @@
 """First-order PDEs by characteristics (post 6): closed forms, blow-up times, density transport."""
 
 import dataclasses
-from pathlib import Path
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +9,8 @@ import numpy as np
 import scipy.special
 
 from dynopt import characteristics as ch, flows, plotting, problems
+
+from ._card import Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +47,7 @@ class Config:
     cloud_mean: float = 0.2
     cloud_std: float = 0.5
 
-
-def make_config(quick: bool = False, seed: int = 0) -> Config:
-    if not quick:
-        return Config(seed=seed)
-    return Config(
-        seed=seed,
-        quick=True,
+    QUICK: ClassVar[dict] = dict(
         ex1_points=31,
         ex1_saves=21,
         heat_points=21,
@@ -61,6 +57,98 @@ def make_config(quick: bool = False, seed: int = 0) -> Config:
         density_samples=20_000,
         density_bins=40,
     )
+
+
+@dataclasses.dataclass
+class Example1:
+    """u_t + x u_x = u² for one initial profile f: characteristics vs eq. 12 and its blow-up."""
+
+    max_rel_error_vs_eq12: float
+    points_compared: int
+    blowups_detected: int
+    blowups_expected: int
+    max_blowup_time_error: float
+    max_blowup_place_error: float
+    first_blowup: dict
+    grid_interp_max_error: float
+    grid_t: Array
+    grid_x: Array
+    x: Array  # (characteristics, saves, 2): (t, x) along each
+    u: Array
+    blowup_s: Array
+    blowup_x: Array
+    grid_u: Array  # u interpolated on (grid_t, grid_x)
+    curve_t: Array  # the closed-form blow-up curve t f(x e^{-t}) = 1
+    curve_x: Array
+
+
+@dataclasses.dataclass
+class Heat:
+    """u_t = u_x², u(x, 0) = x² by the Charpit system."""
+
+    max_abs_error_vs_eq26: float
+    max_abs_F_residual: float
+    blowup_kind: str
+    max_blowup_time_error: float
+    max_blowup_place_error: float
+    x: Array
+    u: Array
+    s: Array
+    residual: Array
+    blowup_s: Array
+
+
+@dataclasses.dataclass
+class Burgers:
+    crossings_detected: int
+    crossings_expected: int
+    max_crossing_time_error: float
+    max_crossing_place_error: float
+    first_shock_grid: dict
+    first_shock_refined: dict
+    first_shock_exact: dict
+    first_shock_time_error: float
+    first_shock_place_error: float
+    sigma: Array
+    x: Array
+    u: Array
+    blowup_s: Array
+    blowup_x: Array
+    exact_t: Array
+
+
+@dataclasses.dataclass
+class Eikonal:
+    max_abs_error_vs_distance: float
+    max_abs_F_residual: float
+    outward_blowups: int
+    caustic_kind: str
+    max_caustic_time_error: float
+    max_caustic_place_error: float
+    out_x: Array
+    out_u: Array
+    in_x: Array
+    in_u: Array
+    s: Array
+    residual: Array
+
+
+@dataclasses.dataclass
+class Density:
+    """A Gaussian cloud under gradient flow on the double well: characteristics vs Monte Carlo."""
+
+    times: list[float]
+    chi2_per_dof: list[float]
+    max_abs_z: list[float]
+    mass: list[float]
+    samples: int
+    characteristics: int
+    edges: Array
+    x: Array  # (times, characteristics)
+    rho: Array
+    hist: Array  # (times, bins), normalised
+    loss_x: Array
+    loss: Array
 
 
 # Example 1: u_t + x u_x = u^2 with x = (t, x).
@@ -81,14 +169,14 @@ EX1_F = {
 }
 
 
-def _example1(config: Config) -> tuple[dict, dict]:
+def example1(config: Config) -> dict[str, Example1]:
     sig = np.linspace(-3.0, 3.0, config.ex1_points)
     ss = np.linspace(0.0, config.ex1_horizon, config.ex1_saves)
     tg, xg = np.meshgrid(
         np.linspace(0.0, config.ex1_horizon, 81), np.linspace(-3.0, 6.0, 181), indexing="ij"
     )
-    metrics, arrays = {}, {"ex1_grid_t": tg[:, 0], "ex1_grid_x": xg[0]}
-    for i, (name, (fj, fn)) in enumerate(EX1_F.items()):
+    out = {}
+    for name, (fj, fn) in EX1_F.items():
         r = ch.quasilinear(
             _alpha1,
             _beta1,
@@ -112,31 +200,32 @@ def _example1(config: Config) -> tuple[dict, dict]:
             grid_exact = fg / (1.0 - tg * fg)
         before = tg * fg < 0.5  # well inside the classical region
         first = r.blowup.first()
-        metrics[name] = {
-            "max_rel_error_vs_eq12": float(
-                np.max(np.abs(u - exact)[ok] / (1.0 + np.abs(exact[ok])))
-            ),
-            "points_compared": int(ok.sum()),
-            "blowups_detected": int(np.sum(kind == 2)),
-            "blowups_expected": int(hit.sum()),
-            "max_blowup_time_error": float(np.max(np.abs(bs[hit] - t_star[hit]))),
-            "max_blowup_place_error": float(
-                np.max(np.abs(bx[hit, 1] - sig[hit] * np.exp(t_star[hit])))
-            ),
-            "first_blowup": first,
-            "grid_interp_max_error": float(np.nanmax(np.abs(grid - grid_exact)[before])),
-        }
-        arrays[f"ex1_{i}_x"], arrays[f"ex1_{i}_u"] = np.asarray(r.x), u
-        arrays[f"ex1_{i}_blowup_s"], arrays[f"ex1_{i}_blowup_x"] = bs, bx[:, 1]
-        arrays[f"ex1_{i}_grid_u"] = grid
         s_fine = np.linspace(-3.0, 3.0, 2001)
         f_fine = fn(s_fine)
         pos = f_fine > 1.0 / config.ex1_horizon
-        arrays[f"ex1_{i}_curve_t"] = np.where(pos, 1.0 / np.where(pos, f_fine, 1.0), np.nan)
-        arrays[f"ex1_{i}_curve_x"] = np.where(
-            pos, s_fine * np.exp(arrays[f"ex1_{i}_curve_t"]), np.nan
+        curve_t = np.where(pos, 1.0 / np.where(pos, f_fine, 1.0), np.nan)
+        out[name] = Example1(
+            max_rel_error_vs_eq12=float(np.max(np.abs(u - exact)[ok] / (1.0 + np.abs(exact[ok])))),
+            points_compared=int(ok.sum()),
+            blowups_detected=int(np.sum(kind == 2)),
+            blowups_expected=int(hit.sum()),
+            max_blowup_time_error=float(np.max(np.abs(bs[hit] - t_star[hit]))),
+            max_blowup_place_error=float(
+                np.max(np.abs(bx[hit, 1] - sig[hit] * np.exp(t_star[hit])))
+            ),
+            first_blowup=first,
+            grid_interp_max_error=float(np.nanmax(np.abs(grid - grid_exact)[before])),
+            grid_t=tg[:, 0],
+            grid_x=xg[0],
+            x=np.asarray(r.x),
+            u=u,
+            blowup_s=bs,
+            blowup_x=bx[:, 1],
+            grid_u=np.asarray(grid),
+            curve_t=curve_t,
+            curve_x=np.where(pos, s_fine * np.exp(curve_t), np.nan),
         )
-    return metrics, arrays
+    return out
 
 
 def _F_heat(x, u, p):
@@ -148,27 +237,24 @@ def _initial_heat(s):
     return jnp.stack([jnp.zeros_like(s), s]), s**2
 
 
-def _heat(config: Config) -> tuple[dict, dict]:
+def heat(config: Config) -> Heat:
     sig = np.linspace(-1.0, 1.0, config.heat_points)
     r = ch.charpit(_F_heat, _initial_heat, sig, np.linspace(0.0, 0.3, 31), on_blowup="stop")
     t, x, u = (np.asarray(a) for a in (r.x[..., 0], r.x[..., 1], r.u))
     ok = np.isfinite(u)
     b = r.blowup
-    metrics = {
-        "max_abs_error_vs_eq26": float(np.max(np.abs(u - x**2 / (1 - 4 * t))[ok])),
-        "max_abs_F_residual": float(np.nanmax(np.abs(np.asarray(r.residual)))),
-        "blowup_kind": b.first()["kind"],
-        "max_blowup_time_error": float(np.max(np.abs(np.asarray(b.s) - 0.25))),
-        "max_blowup_place_error": float(np.max(np.abs(np.asarray(b.x)[:, 1]))),
-    }
-    arrays = {
-        "heat_x": np.asarray(r.x),
-        "heat_u": u,
-        "heat_s": np.asarray(r.s),
-        "heat_residual": np.asarray(r.residual),
-        "heat_blowup_s": np.asarray(b.s),
-    }
-    return metrics, arrays
+    return Heat(
+        max_abs_error_vs_eq26=float(np.max(np.abs(u - x**2 / (1 - 4 * t))[ok])),
+        max_abs_F_residual=float(np.nanmax(np.abs(np.asarray(r.residual)))),
+        blowup_kind=b.first()["kind"],
+        max_blowup_time_error=float(np.max(np.abs(np.asarray(b.s) - 0.25))),
+        max_blowup_place_error=float(np.max(np.abs(np.asarray(b.x)[:, 1]))),
+        x=np.asarray(r.x),
+        u=u,
+        s=np.asarray(r.s),
+        residual=np.asarray(r.residual),
+        blowup_s=np.asarray(b.s),
+    )
 
 
 def _burgers_alpha(x, u):
@@ -185,7 +271,7 @@ def _burgers_initial(s):
     return jnp.stack([jnp.zeros_like(s), s]), jnp.exp(-(s**2))
 
 
-def _burgers(config: Config) -> tuple[dict, dict]:
+def burgers(config: Config) -> Burgers:
     sig = np.linspace(-1.0, 2.5, config.burgers_points)
     r = ch.quasilinear(
         _burgers_alpha,
@@ -219,28 +305,25 @@ def _burgers(config: Config) -> tuple[dict, dict]:
     t_shock = float(np.polyval([a, b_, c], s_min))
     x_shock = float(s_min + np.exp(-(s_min**2)) * t_shock)
     exact_t, exact_x = float(np.sqrt(np.e / 2)), float(np.sqrt(2.0))
-    metrics = {
-        "crossings_detected": int(hit.sum()),
-        "crossings_expected": int(np.isfinite(t_c).sum()),
-        "max_crossing_time_error": float(np.max(np.abs(bs[hit] - t_c[hit]))),
-        "max_crossing_place_error": float(
+    return Burgers(
+        crossings_detected=int(hit.sum()),
+        crossings_expected=int(np.isfinite(t_c).sum()),
+        max_crossing_time_error=float(np.max(np.abs(bs[hit] - t_c[hit]))),
+        max_crossing_place_error=float(
             np.max(np.abs(bx[hit] - (sig + np.exp(-(sig**2)) * t_c)[hit]))
         ),
-        "first_shock_grid": {"t": float(bs[i]), "x": float(bx[i])},
-        "first_shock_refined": {"t": t_shock, "x": x_shock},
-        "first_shock_exact": {"t": exact_t, "x": exact_x},
-        "first_shock_time_error": abs(t_shock - exact_t),
-        "first_shock_place_error": abs(x_shock - exact_x),
-    }
-    arrays = {
-        "burgers_sigma": sig,
-        "burgers_x": np.asarray(r.x),
-        "burgers_u": np.asarray(r.u),
-        "burgers_blowup_s": bs,
-        "burgers_blowup_x": bx,
-        "burgers_exact_t": t_c,
-    }
-    return metrics, arrays
+        first_shock_grid={"t": float(bs[i]), "x": float(bx[i])},
+        first_shock_refined={"t": t_shock, "x": x_shock},
+        first_shock_exact={"t": exact_t, "x": exact_x},
+        first_shock_time_error=abs(t_shock - exact_t),
+        first_shock_place_error=abs(x_shock - exact_x),
+        sigma=sig,
+        x=np.asarray(r.x),
+        u=np.asarray(r.u),
+        blowup_s=bs,
+        blowup_x=bx,
+        exact_t=t_c,
+    )
 
 
 def _F_eikonal(x, u, p):
@@ -252,7 +335,7 @@ def _circle(a):
     return jnp.stack([jnp.cos(a), jnp.sin(a)]), jnp.zeros_like(a)
 
 
-def _eikonal(config: Config) -> tuple[dict, dict]:
+def eikonal(config: Config) -> Eikonal:
     m = config.eikonal_points
     sig = np.linspace(0.0, 2 * np.pi, m, endpoint=False)
     normals = np.stack([np.cos(sig), np.sin(sig)], -1)
@@ -267,26 +350,23 @@ def _eikonal(config: Config) -> tuple[dict, dict]:
     )
     x, u, b = np.asarray(r.x), np.asarray(r.u), r.blowup
     dist = np.linalg.norm(x[:m], axis=-1)
-    metrics = {
-        "max_abs_error_vs_distance": float(np.max(np.abs(u[:m] - (dist - 1.0)))),
-        "max_abs_F_residual": float(np.nanmax(np.abs(np.asarray(r.residual)))),
-        "outward_blowups": int(np.sum(np.asarray(b.kind)[:m] != 0)),
-        "caustic_kind": b.first()["kind"],
-        "max_caustic_time_error": float(np.max(np.abs(np.asarray(b.s)[m:] - 1.0))),
-        "max_caustic_place_error": float(np.max(np.abs(np.asarray(b.x)[m:]))),
-    }
-    arrays = {
-        "eik_out_x": x[:m],
-        "eik_out_u": u[:m],
-        "eik_in_x": x[m:],
-        "eik_in_u": u[m:],
-        "eik_s": np.asarray(r.s),
-        "eik_residual": np.asarray(r.residual),
-    }
-    return metrics, arrays
+    return Eikonal(
+        max_abs_error_vs_distance=float(np.max(np.abs(u[:m] - (dist - 1.0)))),
+        max_abs_F_residual=float(np.nanmax(np.abs(np.asarray(r.residual)))),
+        outward_blowups=int(np.sum(np.asarray(b.kind)[:m] != 0)),
+        caustic_kind=b.first()["kind"],
+        max_caustic_time_error=float(np.max(np.abs(np.asarray(b.s)[m:] - 1.0))),
+        max_caustic_place_error=float(np.max(np.abs(np.asarray(b.x)[m:]))),
+        out_x=x[:m],
+        out_u=u[:m],
+        in_x=x[m:],
+        in_u=u[m:],
+        s=np.asarray(r.s),
+        residual=np.asarray(r.residual),
+    )
 
 
-def _density(config: Config) -> tuple[dict, dict]:
+def density(config: Config) -> Density:
     """Characteristics from a grid of initial points and Monte-Carlo samples, in one solve."""
     mu, sd = config.cloud_mean, config.cloud_std
     problem = problems.double_well()
@@ -301,8 +381,7 @@ def _density(config: Config) -> tuple[dict, dict]:
     rho = np.asarray(r.density)
     g = config.density_grid
     edges = np.linspace(-2.0, 2.0, config.density_bins + 1)
-    metrics: dict = {"times": ts.tolist(), "chi2_per_dof": [], "max_abs_z": [], "mass": []}
-    arrays: dict = {"dens_edges": edges, "dens_ts": ts}
+    chi2, max_z, mass, xs_c, rho_c, hists = [], [], [], [], [], []
     for j in range(ts.size):
         xc, rc = xs[:g, j], rho[:g, j]  # monotone in the initial point (a 1-D flow map)
         # Bin probabilities from the characteristic density: cumulative trapezoid, then edges.
@@ -314,191 +393,162 @@ def _density(config: Config) -> tuple[dict, dict]:
         expected = n * probs
         use = expected >= 5
         z = (counts - expected)[use] / np.sqrt(expected[use] * (1 - probs[use]))
-        metrics["chi2_per_dof"].append(float(np.sum(z**2) / use.sum()))
-        metrics["max_abs_z"].append(float(np.max(np.abs(z))))
-        metrics["mass"].append(float(cdf[-1] - cdf[0] + scipy.special.ndtr((grid[0] - mu) / sd)))
-        arrays[f"dens_x_{j}"], arrays[f"dens_rho_{j}"] = xc, rc
-        arrays[f"dens_hist_{j}"] = counts / (n * np.diff(edges))
+        chi2.append(float(np.sum(z**2) / use.sum()))
+        max_z.append(float(np.max(np.abs(z))))
+        mass.append(float(cdf[-1] - cdf[0] + scipy.special.ndtr((grid[0] - mu) / sd)))
+        xs_c.append(xc)
+        rho_c.append(rc)
+        hists.append(counts / (n * np.diff(edges)))
     xl = np.linspace(-2.0, 2.0, 201)
-    arrays["dens_loss_x"] = xl
-    arrays["dens_loss"] = np.asarray(jax.vmap(problem.loss)(jnp.asarray(xl)[:, None]))
-    metrics["samples"] = config.density_samples
-    metrics["characteristics"] = g
-    return metrics, arrays
+    return Density(
+        times=ts.tolist(),
+        chi2_per_dof=chi2,
+        max_abs_z=max_z,
+        mass=mass,
+        samples=config.density_samples,
+        characteristics=g,
+        edges=edges,
+        x=np.stack(xs_c),
+        rho=np.stack(rho_c),
+        hist=np.stack(hists),
+        loss_x=xl,
+        loss=np.asarray(jax.vmap(problem.loss)(jnp.asarray(xl)[:, None])),
+    )
 
 
-def run(config: Config) -> tuple[dict, dict]:
-    metrics, arrays = {}, {}
-    for name, part in [
-        ("example1", _example1),
-        ("ut_eq_ux2", _heat),
-        ("burgers", _burgers),
-        ("eikonal", _eikonal),
-        ("density", _density),
-    ]:
-        m, a = part(config)
-        metrics[name] = m
-        arrays.update(a)
-    return metrics, arrays
+SECTIONS = {
+    "example1": example1,
+    "ut_eq_ux2": heat,
+    "burgers": burgers,
+    "eikonal": eikonal,
+    "density": density,
+}
 
 
-def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    paths = []
-
-    fig, axes = plotting.figure(len(EX1_F), width=4.4, height=3.8)
-    tg, xg = arrays["ex1_grid_t"], arrays["ex1_grid_x"]
-    for i, (ax, name) in enumerate(zip(axes, EX1_F)):
-        m = metrics["example1"][name]
-        plotting.plot_scalar_field(
-            ax, xg, tg, arrays[f"ex1_{i}_grid_u"], label="u (characteristics, interpolated)"
+def draw_example1(r):
+    fig, axes = plotting.panels(len(r.example1), width=4.4, height=3.8)
+    for ax, (name, e) in zip(axes, r.example1.items()):
+        xg, tg = e.grid_x, e.grid_t
+        plotting.plot_density_map(
+            ax, xg, tg, e.grid_u, label="u (characteristics, interpolated)", clip=10.0
         )
-        plotting.plot_characteristic_curves(
-            ax, arrays[f"ex1_{i}_x"][..., 1], arrays[f"ex1_{i}_x"][..., 0], every=2
-        )
-        ax.plot(
-            arrays[f"ex1_{i}_curve_x"],
-            arrays[f"ex1_{i}_curve_t"],
-            "k--",
-            lw=1.2,
-            label="t·f(xe⁻ᵗ) = 1 (closed form)",
-        )
-        hit = np.isfinite(arrays[f"ex1_{i}_blowup_s"])
-        ax.plot(
-            arrays[f"ex1_{i}_blowup_x"][hit],
-            arrays[f"ex1_{i}_blowup_s"][hit],
-            "rx",
-            ms=5,
-            label="blow-up events",
-        )
-        ax.set_xlim(xg.min(), xg.max())
-        ax.set_ylim(tg.min(), tg.max())
-        ax.set_xlabel("x")
-        ax.set_ylabel("t")
+        plotting.plot_characteristic_curves(ax, e.x[..., 1], e.x[..., 0], every=2)
+        ax.plot(e.curve_x, e.curve_t, "k--", lw=1.2, label="t·f(xe⁻ᵗ) = 1 (closed form)")
+        hit = np.isfinite(e.blowup_s)
+        ax.plot(e.blowup_x[hit], e.blowup_s[hit], "rx", ms=5, label="blow-up events")
+        ax.set(xlim=(xg.min(), xg.max()), ylim=(tg.min(), tg.max()), xlabel="x", ylabel="t")
         ax.set_title(
-            f"u_t + x u_x = u², f = {name}\nmax rel err {m['max_rel_error_vs_eq12']:.1e}, "
-            f"blow-up t err {m['max_blowup_time_error']:.1e}",
-            fontsize=9,
+            f"u_t + x u_x = u², f = {name}\nmax rel err {e.max_rel_error_vs_eq12:.1e}, "
+            f"blow-up t err {e.max_blowup_time_error:.1e}"
         )
-        ax.legend(fontsize=7, loc="upper left")
-    paths.append(plotting.save(fig, out_dir / "example1.png"))
+        plotting.legend(ax, loc="upper left")
+    return fig
 
-    fig, axes = plotting.figure(4, width=3.9, height=3.6)
-    hx = arrays["heat_x"]
-    plotting.plot_characteristic_curves(axes[0], hx[..., 1], hx[..., 0], color="C0", alpha=0.8)
+
+def _floor_zeros(ax, s, values, fmt: str, label: str) -> None:
+    """Positive values on the log axis; exact zeros as markers on the bottom edge (not data at
+    an invented floor)."""
+    v = np.asarray(values, float)
+    ax.semilogy(s, np.where(v > 0, v, np.nan), fmt, ms=3, label=label)
+    zero = v == 0
+    if np.any(zero):
+        ax.plot(s[zero], np.zeros(zero.sum()), fmt[0], ms=4, mfc="none", clip_on=False,
+                transform=ax.get_xaxis_transform(), label=f"{label}: exactly 0")  # fmt: skip
+
+
+def draw_charpit_eikonal(r):
+    h, ek = r.ut_eq_ux2, r.eikonal
+    fig, axes = plotting.panels(4, width=3.9, height=3.6)
+    plotting.plot_characteristic_curves(axes[0], h.x[..., 1], h.x[..., 0], color="C0", alpha=0.8)
     axes[0].axhline(0.25, color="k", ls="--", lw=1, label="t = 1/4")
-    hit = np.isfinite(arrays["heat_blowup_s"])
-    axes[0].plot(np.zeros(hit.sum()), arrays["heat_blowup_s"][hit], "rx", label="crossing events")
-    axes[0].set_xlabel("x")
-    axes[0].set_ylabel("t")
-    axes[0].legend(fontsize=7, loc="upper left")
-    mh = metrics["ut_eq_ux2"]
+    hit = np.isfinite(h.blowup_s)
+    axes[0].plot(np.zeros(hit.sum()), h.blowup_s[hit], "rx", label="crossing events")
+    axes[0].set(xlabel="x", ylabel="t")
+    plotting.legend(axes[0], loc="upper left")
     axes[0].set_title(
-        f"u_t = u_x², u(x,0) = x²: Charpit\nblow-up t err {mh['max_blowup_time_error']:.1e}",
-        fontsize=9,
+        f"u_t = u_x², u(x,0) = x²: Charpit\nblow-up t err {h.max_blowup_time_error:.1e}"
     )
-    s = arrays["heat_s"]
     for j in range(0, 25, 6):
-        order = np.argsort(hx[:, j, 1])
-        xx = hx[order, j, 1]
-        (line,) = axes[1].plot(xx, arrays["heat_u"][order, j], "o", ms=3, label=f"t = {s[j]:.2f}")
+        order = np.argsort(h.x[:, j, 1])
+        xx = h.x[order, j, 1]
+        (line,) = axes[1].plot(xx, h.u[order, j], "o", ms=3, label=f"t = {h.s[j]:.2f}")
         xf = np.linspace(xx.min(), xx.max(), 100)
-        axes[1].plot(xf, xf**2 / (1 - 4 * s[j]), "-", color=line.get_color(), lw=0.8)
-    axes[1].set_xlabel("x")
-    axes[1].set_ylabel("u")
+        axes[1].plot(xf, xf**2 / (1 - 4 * h.s[j]), "-", color=line.get_color(), lw=0.8)
+    axes[1].set(xlabel="x", ylabel="u")
     axes[1].set_title(
-        f"dots: characteristics, lines: x²/(1-4t)\nmax err {mh['max_abs_error_vs_eq26']:.1e}",
-        fontsize=9,
+        f"dots: characteristics, lines: x²/(1-4t)\nmax err {h.max_abs_error_vs_eq26:.1e}"
     )
-    axes[1].legend(fontsize=7)
-    me = metrics["eikonal"]
-    plotting.plot_characteristic_curves(
-        axes[2], arrays["eik_out_x"][..., 0], arrays["eik_out_x"][..., 1], color="C0"
-    )
-    plotting.plot_characteristic_curves(
-        axes[2], arrays["eik_in_x"][..., 0], arrays["eik_in_x"][..., 1], color="C1"
-    )
+    plotting.legend(axes[1])
+    plotting.plot_characteristic_curves(axes[2], ek.out_x[..., 0], ek.out_x[..., 1], color="C0")
+    plotting.plot_characteristic_curves(axes[2], ek.in_x[..., 0], ek.in_x[..., 1], color="C1")
     th = np.linspace(0, 2 * np.pi, 200)
     axes[2].plot(np.cos(th), np.sin(th), "k-", lw=1.5, label="u = 0 (initial circle)")
     for rr in (1.5, 2.0, 2.5):
         axes[2].plot(rr * np.cos(th), rr * np.sin(th), "k:", lw=0.6)
     axes[2].plot([0], [0], "r*", ms=10, label="caustic (inward, s = 1)")
     axes[2].set_aspect("equal")
-    axes[2].legend(fontsize=7, loc="upper right")
+    axes[2].set(xlabel="x₁", ylabel="x₂")
+    plotting.legend(axes[2], loc="upper right")
     axes[2].set_title(
-        f"eikonal |∇u| = 1: u = |x| − 1 to {me['max_abs_error_vs_distance']:.0e}\n"
-        f"caustic t err {me['max_caustic_time_error']:.1e}",
-        fontsize=9,
+        f"eikonal |∇u| = 1: u = |x| − 1 to {ek.max_abs_error_vs_distance:.0e}\n"
+        f"caustic t err {ek.max_caustic_time_error:.1e}"
     )
     # Max over the characteristics still alive at each s (all stop at the crossing t = 1/4).
-    res_h = np.max(np.abs(np.nan_to_num(arrays["heat_residual"], nan=0.0)), axis=0)
-    res_e = np.max(np.abs(np.nan_to_num(arrays["eik_residual"], nan=0.0)), axis=0)
-    alive = np.any(np.isfinite(arrays["heat_residual"]), axis=0)
-    res_h = np.where(alive, res_h, np.nan)
-    axes[3].semilogy(arrays["heat_s"], np.maximum(res_h, 1e-17), "o-", ms=3, label="u_t = u_x²")
-    axes[3].semilogy(arrays["eik_s"], np.maximum(res_e, 1e-17), "s-", ms=3, label="eikonal")
-    axes[3].set_ylim(5e-18, 1e-8)
-    axes[3].set_xlabel("s")
-    axes[3].set_ylabel("max |F(x, u, p)| (exact 0 drawn at 1e-17)")
-    axes[3].set_title("F = 0 along Charpit characteristics", fontsize=9)
-    axes[3].legend(fontsize=7)
-    paths.append(plotting.save(fig, out_dir / "charpit_eikonal.png"))
+    alive = np.any(np.isfinite(h.residual), axis=0)
+    res_h = np.max(np.abs(np.nan_to_num(h.residual, nan=0.0)), axis=0)
+    res_e = np.max(np.abs(np.nan_to_num(ek.residual, nan=0.0)), axis=0)
+    _floor_zeros(axes[3], h.s[alive], res_h[alive], "o-", "u_t = u_x²")
+    _floor_zeros(axes[3], ek.s, res_e, "s-", "eikonal")
+    axes[3].set(xlabel="s", ylabel="max |F(x, u, p)|")
+    axes[3].set_title("F = 0 along Charpit characteristics")
+    plotting.legend(axes[3])
+    return fig
 
-    mb = metrics["burgers"]
-    fig, axes = plotting.figure(2, width=4.6, height=3.8)
-    bx = arrays["burgers_x"]
-    plotting.plot_characteristic_curves(axes[0], bx[..., 1], bx[..., 0], every=2, color="C0")
-    hit = np.isfinite(arrays["burgers_blowup_s"])
-    axes[0].plot(
-        arrays["burgers_blowup_x"][hit],
-        arrays["burgers_blowup_s"][hit],
-        "rx",
-        ms=4,
-        label="crossing events",
-    )
-    ft = mb["first_shock_exact"]
+
+def draw_burgers(r):
+    b = r.burgers
+    fig, axes = plotting.panels(2, width=4.6, height=3.8)
+    plotting.plot_characteristic_curves(axes[0], b.x[..., 1], b.x[..., 0], every=2, color="C0")
+    hit = np.isfinite(b.blowup_s)
+    axes[0].plot(b.blowup_x[hit], b.blowup_s[hit], "rx", ms=4, label="crossing events")
+    ft = b.first_shock_exact
     axes[0].plot([ft["x"]], [ft["t"]], "k*", ms=12, label="first shock (√2, √(e/2))")
-    axes[0].set_xlabel("x")
-    axes[0].set_ylabel("t")
-    axes[0].legend(fontsize=7)
+    axes[0].set(xlabel="x", ylabel="t")
+    plotting.legend(axes[0])
     axes[0].set_title(
-        "Burgers u_t + u u_x = 0, u(x,0) = exp(−x²)\n"
-        f"shock t err {mb['first_shock_time_error']:.1e}",
-        fontsize=9,
+        f"Burgers u_t + u u_x = 0, u(x,0) = exp(−x²)\nshock t err {b.first_shock_time_error:.1e}"
     )
-    sig = arrays["burgers_sigma"]
-    axes[1].plot(sig, arrays["burgers_exact_t"], "k-", lw=1, label="−1/f′(σ) (closed form)")
-    axes[1].plot(sig[hit], arrays["burgers_blowup_s"][hit], "o", ms=3, label="diffrax Event")
-    axes[1].set_xlabel("σ (initial point)")
-    axes[1].set_ylabel("crossing time")
-    axes[1].set_ylim(0.0, 2.1)
-    axes[1].legend(fontsize=7)
-    axes[1].set_title(f"max crossing-time error {mb['max_crossing_time_error']:.1e}", fontsize=9)
-    paths.append(plotting.save(fig, out_dir / "burgers.png"))
+    axes[1].plot(b.sigma, b.exact_t, "k-", lw=1, label="−1/f′(σ) (closed form)")
+    axes[1].plot(b.sigma[hit], b.blowup_s[hit], "o", ms=3, label="diffrax Event")
+    axes[1].set(xlabel="σ (initial point)", ylabel="crossing time", ylim=(0.0, 2.1))
+    plotting.legend(axes[1])
+    axes[1].set_title(f"max crossing-time error {b.max_crossing_time_error:.1e}")
+    return fig
 
-    md = metrics["density"]
-    ts = arrays["dens_ts"]
-    fig, axes = plotting.figure(ts.size, width=3.6, height=3.4)
+
+def draw_density(r):
+    d = r.density
+    fig, axes = plotting.panels(len(d.times), width=3.6, height=3.4)
     for j, ax in enumerate(axes):
-        plotting.plot_density_vs_histogram(
-            ax,
-            arrays[f"dens_x_{j}"],
-            arrays[f"dens_rho_{j}"],
-            arrays["dens_edges"],
-            arrays[f"dens_hist_{j}"],
-        )
+        plotting.plot_density_vs_histogram(ax, d.x[j], d.rho[j], d.edges, d.hist[j])
         ax.set_xlim(-2.0, 2.0)
-        ax.set_title(f"t = {ts[j]:g}: χ²/dof = {md['chi2_per_dof'][j]:.2f}", fontsize=9)
-        if j == 0:
-            ax2 = ax.twinx()
-            ax2.plot(arrays["dens_loss_x"], arrays["dens_loss"], "k:", lw=0.8)
-            ax2.set_ylim(0, 4)
-            ax2.set_yticks([])
-    axes[0].legend(fontsize=7, loc="upper left")
+        ax.set_title(f"t = {d.times[j]:g}: χ²/dof = {d.chi2_per_dof[j]:.2f}")
+    twin = axes[0].twinx()
+    twin.plot(d.loss_x, d.loss, "k:", lw=0.8)
+    twin.set_ylim(0, 4)
+    twin.set_yticks([])
+    plotting.key_entry(axes[0], "loss (x²−1)²", "k:", lw=0.8)
+    plotting.legend(axes[0], loc="upper left")
     fig.suptitle(
         f"N(0.2, 0.5²) under gradient flow on (x²−1)² (dotted): characteristics "
-        f"({md['characteristics']} points) vs {md['samples']} Monte-Carlo endpoints",
-        fontsize=9,
+        f"({d.characteristics} points) vs {d.samples} Monte-Carlo endpoints"
     )
-    paths.append(plotting.save(fig, out_dir / "density.png"))
-    return paths
+    return fig
+
+
+FIGURES = {
+    "example1.png": draw_example1,
+    "charpit_eikonal.png": draw_charpit_eikonal,
+    "burgers.png": draw_burgers,
+    "density.png": draw_density,
+}
