@@ -19,7 +19,7 @@ from . import (
 from ._compare import compare as compare
 from ._discretization import Discretization as Discretization
 from ._order import fit_order as fit_order
-from ._problem import Problem as Problem
+from ._problem import AbstractProblem as AbstractProblem, Problem as Problem
 from ._run import run as run
 from ._solve import solve as solve, SolveError as SolveError, stiffness_ratio as stiffness_ratio
 from ._trajectory import Comparison as Comparison, Trajectory as Trajectory

@@ -1,5 +1,7 @@
-"""`Problem`: a loss over a pytree of parameters, plus what is known about it."""
+"""`AbstractProblem`, the gradient oracle that `run` steps, and `Problem`, a loss over a pytree
+of parameters plus what is known about it."""
 
+import abc
 from collections.abc import Callable
 
 import equinox as eqx
@@ -14,7 +16,60 @@ def _is_concrete(tree) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
 
-class Problem(eqx.Module):
+class AbstractProblem(eqx.Module):
+    r"""What `run`, `compare` and `solve` ask of a problem: initial parameters and an oracle.
+
+    The oracle is a *gradient field* $g(\theta)$ together with a scalar *value* $V(\theta)$:
+    for a loss (`Problem`) $g = \nabla L$ and $V = L$; for a two-player game
+    (`dynopt.games.Game`) $g = \xi$, the simultaneous gradient $(\nabla_\varphi\ell_D,
+    \nabla_\theta\ell_G)$, and $V = \mathcal H = \frac12\|\xi\|^2$. An optimizer steps with
+    $g$ (`run` feeds it to the optax transform as `updates`, and passes `value`, `grad`,
+    `value_fn`, `grad_fn` to a `GradientTransformationExtraArgs`); a flow's vector field reads
+    `grad` (e.g. gradient flow $\dot\theta = -g(\theta)$); $V$ is what a `Trajectory` records
+    (its `loss`) and what `run` checks for finiteness.
+
+    A stochastic oracle draws one minibatch from a `key`: `run(..., key=key)` calls it with
+    `fold_in(key, k)` at step $k$, the same minibatch for every evaluation inside the step.
+
+    Subclasses are final and implement:
+
+    - `params0`: the initial parameters $\theta_0$ (any pytree of floating arrays); `name`.
+    - `loss(params) -> scalar`: the deterministic value $V(\theta)$ recorded at saved points.
+    - `value(params, key=None) -> scalar` and `value_and_grad(params, key=None)`: the oracle at
+      $\theta$ on the minibatch drawn with `key` (`None`: the deterministic oracle).
+    - `check_key(key)`: raise `ValueError` unless the oracle accepts `key` (`None` or one key).
+    """
+
+    params0: eqx.AbstractVar[Params]
+    name: eqx.AbstractVar[str]
+
+    @abc.abstractmethod
+    def loss(self, params: Params) -> Scalar:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def value(self, params: Params, key: Key | None = None) -> Scalar:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def value_and_grad(self, params: Params, key: Key | None = None) -> tuple[Scalar, Params]:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def check_key(self, key: Key | None) -> None:
+        raise NotImplementedError
+
+    def grad(self, params: Params, key: Key | None = None) -> Params:
+        """The gradient field $g(\theta)$ (on the minibatch of `key`), a pytree like `params`."""
+        return self.value_and_grad(params, key)[1]
+
+    @property
+    def num_params(self) -> int:
+        """The number of scalar parameters."""
+        return sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(self.params0))
+
+
+class Problem(AbstractProblem):
     r"""An objective $L(\theta)$ over a pytree of parameters $\theta$.
 
     **Arguments:**
@@ -22,6 +77,9 @@ class Problem(eqx.Module):
     - `loss_fn`: `params -> scalar`. Must return a scalar (checked at construction).
     - `params0`: the initial parameters $\theta_0$; any pytree of floating arrays.
     - `name`: a label used in results and figures.
+
+    As an oracle (`AbstractProblem`): the gradient field is $\nabla L$, the value $L$; with a
+    `key`, both on the minibatch `stochastic_loss_fn(params, key)`.
     - `minimizer`: a known minimizer $\theta^*$ (same tree structure as `params0`), or `None`.
     - `stochastic_loss_fn`: `(params, key) -> scalar`, the loss on one random minibatch, or
       `None` for deterministic problems. `run(..., key=...)` differentiates this.
@@ -90,9 +148,26 @@ class Problem(eqx.Module):
         """The full (deterministic) loss $L(\\theta)$."""
         return self.loss_fn(params)
 
-    def grad(self, params: Params) -> Params:
-        """$\\nabla L(\\theta)$, a pytree like `params`."""
-        return jax.grad(self.loss_fn)(params)
+    def _loss_on(self, key: Key | None) -> Callable[[Params], Scalar]:
+        if key is None:
+            return self.loss_fn
+        return lambda params: self.stochastic_loss(params, key)
+
+    def value(self, params: Params, key: Key | None = None) -> Scalar:
+        """$L(\\theta)$, or the loss on the minibatch drawn with `key`."""
+        return self._loss_on(key)(params)
+
+    def value_and_grad(self, params: Params, key: Key | None = None) -> tuple[Scalar, Params]:
+        """$(L, \\nabla L)$ at $\\theta$, or on the minibatch drawn with `key`."""
+        return jax.value_and_grad(self._loss_on(key))(params)
+
+    def check_key(self, key: Key | None) -> None:
+        """A key needs a `stochastic_loss_fn`; `None` (full batch) is always accepted."""
+        if key is not None and self.stochastic_loss_fn is None:
+            raise ValueError(
+                f"key was given but problem {self.name!r} has no stochastic_loss_fn; pass "
+                "key=None for full-batch gradients."
+            )
 
     def stochastic_loss(self, params: Params, key: Key) -> Scalar:
         """The loss on one random minibatch drawn with `key`."""
@@ -102,7 +177,3 @@ class Problem(eqx.Module):
                 "factory (e.g. problems.linear_regression) or pass stochastic_loss_fn=."
             )
         return self.stochastic_loss_fn(params, key)
-
-    @property
-    def num_params(self) -> int:
-        return sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(self.params0))

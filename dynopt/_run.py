@@ -1,4 +1,12 @@
-"""`run`: a discrete optimizer as one jitted `lax.scan`, with divergence detection."""
+"""`run`: a discrete optimizer as one jitted `lax.scan`, with divergence detection.
+
+The one stepping engine: every problem (`AbstractProblem`: a loss, a game, ...) is asked for its
+gradient oracle; every transform gets optax's `updates = grad` and, if it is a
+`GradientTransformationExtraArgs`, the extra arguments `value`, `grad`, `value_fn`, `grad_fn`.
+"""
+
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -7,9 +15,10 @@ import optax
 
 from ._custom_types import Key, Params
 from ._discretization import Discretization
-from ._problem import Problem
+from ._problem import AbstractProblem
 from ._sharding import sweep_apply
 from ._trajectory import Trajectory
+from ._validation import positive_int
 
 
 def tree_all_finite(tree) -> jax.Array:
@@ -21,26 +30,43 @@ def _floating_dtype(params: Params):
     return jnp.result_type(*jax.tree.leaves(params))
 
 
-def _value_fn(problem: Problem, key: Key | None, k):
-    if key is None:
-        return problem.loss
-    batch_key = jax.random.fold_in(key, k)
-    return lambda p: problem.stochastic_loss(p, batch_key)
+class _Oracle(eqx.Module):
+    """The problem's oracle at step $k$: every evaluation inside the step sees the minibatch of
+    `fold_in(key, k)` (or the full batch when `key` is `None`)."""
+
+    problem: AbstractProblem
+    key: Key | None
+
+    def value_fn(self, params: Params):
+        return self.problem.value(params, self.key)
+
+    def grad_fn(self, params: Params) -> Params:
+        return self.problem.grad(params, self.key)
+
+    def extra_args(self, value, grad) -> dict[str, Any]:
+        """The extra arguments of a `GradientTransformationExtraArgs`: optax's `value`, `grad`,
+        `value_fn`, and `grad_fn` (the oracle's gradient field elsewhere, same minibatch)."""
+        return dict(value=value, grad=grad, value_fn=self.value_fn, grad_fn=self.grad_fn)
 
 
-def make_step(tx: optax.GradientTransformation, problem: Problem, key: Key | None):
+def oracle(problem: AbstractProblem, key: Key | None, k) -> _Oracle:
+    """The oracle of step `k`: minibatch key `fold_in(key, k)`, or none."""
+    return _Oracle(problem, None if key is None else jax.random.fold_in(key, k))
+
+
+def make_step(tx: optax.GradientTransformation, problem: AbstractProblem, key: Key | None):
     """One guarded optimizer step: `(params, opt_state, diverged_at, k) -> same`.
 
-    A step whose loss (deterministic runs) or new iterate is non-finite is not applied; the first
-    such step index is recorded once and the state is frozen from then on.
+    A step whose oracle value (e.g. the loss) or new iterate is non-finite is not applied; the
+    first such step index is recorded once and the state is frozen from then on.
     """
     extra = isinstance(tx, optax.GradientTransformationExtraArgs)
 
     def step(carry):
         params, opt_state, diverged_at, k = carry
-        value_fn = _value_fn(problem, key, k)
-        value, grad = jax.value_and_grad(value_fn)(params)
-        kwargs = dict(value=value, grad=grad, value_fn=value_fn) if extra else {}
+        orc = oracle(problem, key, k)
+        value, grad = problem.value_and_grad(params, orc.key)
+        kwargs = orc.extra_args(value, grad) if extra else {}
         updates, new_state = tx.update(grad, opt_state, params, **kwargs)
         new_params = optax.apply_updates(params, updates)
         value_ok = jnp.isfinite(value)
@@ -50,26 +76,26 @@ def make_step(tx: optax.GradientTransformation, problem: Problem, key: Key | Non
             alive & ~value_ok, k, jnp.where(alive & ~params_ok, k + 1, diverged_at)
         )
         keep = alive & value_ok & params_ok
-        params = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_params, params)
-        opt_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_state, opt_state)
+        params = optax.tree.where(keep, new_params, params)
+        opt_state = optax.tree.where(keep, new_state, opt_state)
         return params, opt_state, diverged_at, k + 1
 
     return step
 
 
-def make_fast_step(tx: optax.GradientTransformation, problem: Problem, key: Key | None):
-    """`make_step` without the checks: the same arithmetic, no loss evaluation (unless the
+def make_fast_step(tx: optax.GradientTransformation, problem: AbstractProblem, key: Key | None):
+    """`make_step` without the checks: the same arithmetic, no value evaluation (unless the
     transform takes it), no finiteness reductions, no selects."""
     extra = isinstance(tx, optax.GradientTransformationExtraArgs)
 
     def step(carry):
         params, opt_state, diverged_at, k = carry
-        value_fn = _value_fn(problem, key, k)
+        orc = oracle(problem, key, k)
         if extra:
-            value, grad = jax.value_and_grad(value_fn)(params)
-            kwargs = dict(value=value, grad=grad, value_fn=value_fn)
+            value, grad = problem.value_and_grad(params, orc.key)
+            kwargs = orc.extra_args(value, grad)
         else:
-            grad, kwargs = jax.grad(value_fn)(params), {}
+            grad, kwargs = problem.grad(params, orc.key), {}
         updates, new_state = tx.update(grad, opt_state, params, **kwargs)
         return optax.apply_updates(params, updates), new_state, diverged_at, k + 1
 
@@ -98,9 +124,12 @@ def _lift(f, levels, *, spec: bool, state: bool, k: bool):
     return f
 
 
-def _drive(setup, specs, problem: Problem, num_steps: int, every: int, levels: list):
+def _drive(
+    setup, specs, problem: AbstractProblem, num_steps: int, every: int, levels: list, observe
+):
     """The runs described by `specs` (one, or a batch with the `vmap` spec axes `levels`,
-    outermost first), saved every `every` steps. `setup(spec, problem) -> (tx, dt, key,
+    outermost first), saved every `every` steps, with `observe(params, opt_state, problem)`
+    recorded at each saved point (unless `None`). `setup(spec, problem) -> (tx, dt, key,
     opt_state0)` builds one run.
 
     Each block of `every` steps runs unchecked (`make_fast_step`); the block's end iterate and
@@ -127,6 +156,12 @@ def _drive(setup, specs, problem: Problem, num_steps: int, every: int, levels: l
     fast, guarded = block_of(make_fast_step), block_of(make_step)
     loss_of = _lift(problem.loss, levels, spec=False, state=True, k=False)
     finite = _lift(tree_all_finite, levels, spec=False, state=True, k=False)
+    if observe is None:
+        observe_of = lambda state: None
+    else:
+        observe_of = _lift(
+            lambda s: observe(s[0], s[1], problem), levels, spec=False, state=True, k=False
+        )
 
     def block(carry, _):
         state, last_loss, k = carry
@@ -148,11 +183,11 @@ def _drive(setup, specs, problem: Problem, num_steps: int, every: int, levels: l
         )
         # A run that diverged in an earlier block stays frozen.
         new, loss = _select(alive, (new, loss), (state, last_loss))
-        return (new, loss, k + every), (new[0], loss)
+        return (new, loss, k + every), (new[0], loss, observe_of(new))
 
     state0 = _lift(init, levels, spec=True, state=False, k=False)(specs)
     loss0 = loss_of(state0[0])
-    (state, _, _), (saved, losses) = jax.lax.scan(
+    (state, _, _), (saved, losses, observed) = jax.lax.scan(
         block, (state0, loss0, jnp.asarray(0)), None, length=num_steps // every
     )
     axis = len(levels)  # scan stacks blocks in front; the run axes go first
@@ -161,15 +196,23 @@ def _drive(setup, specs, problem: Problem, num_steps: int, every: int, levels: l
         return jnp.concatenate([jnp.expand_dims(x0, axis), jnp.moveaxis(xs, 0, axis)], axis)
 
     params = jax.tree.map(join, state0[0], saved)
+    observations = jax.tree.map(join, observe_of(state0), observed)
     loss = join(loss0, losses)
     dt_of = lambda spec: jnp.asarray(setup(spec, problem)[1])
     dt = _lift(dt_of, levels, spec=True, state=False, k=False)(specs)
     steps = jnp.broadcast_to(jnp.arange(0, num_steps + 1, every), loss.shape)
     ts = steps.astype(dt.dtype) * dt[..., None]
-    return Trajectory(ts=ts, params=params, loss=loss, diverged_at=state[2], steps=steps)
+    return Trajectory(
+        ts=ts,
+        params=params,
+        loss=loss,
+        diverged_at=state[2],
+        steps=steps,
+        observations=observations,
+    )
 
 
-def _drive_batch(setup, specs, problem: Problem, num_steps, every, levels, batch_size):
+def _drive_batch(setup, specs, problem, num_steps, every, levels, batch_size, observe):
     """`_drive` on a batch of runs, `batch_size` entries of the outer batch axis at a time
     (`None`: all at once): that axis is padded to a multiple of `batch_size`, cut into chunks
     that a `lax.map` runs one after the other (each chunk vmapped), and trimmed again."""
@@ -182,22 +225,25 @@ def _drive_batch(setup, specs, problem: Problem, num_steps, every, levels, batch
         batched, rebuild = specs[1], lambda b: (specs[0], b)
     (n,) = {x.shape[0] for x in jax.tree.leaves(batched)}
     if batch_size is None or batch_size >= n:
-        return _drive(setup, specs, problem, num_steps, every, levels)
+        return _drive(setup, specs, problem, num_steps, every, levels, observe)
     if batch_size == 1:  # no vmap over the outer axis: one entry after another
         return jax.lax.map(
-            lambda b: _drive(setup, rebuild(b), problem, num_steps, every, levels[1:]), batched
+            lambda b: _drive(setup, rebuild(b), problem, num_steps, every, levels[1:], observe),
+            batched,
         )
     chunks = -(-n // batch_size)
     index = jnp.minimum(jnp.arange(chunks * batch_size), n - 1)  # pad with the last entry
     split = jax.tree.map(
         lambda x: jnp.reshape(x[index], (chunks, batch_size, *x.shape[1:])), batched
     )
-    out = jax.lax.map(lambda b: _drive(setup, rebuild(b), problem, num_steps, every, levels), split)
+    out = jax.lax.map(
+        lambda b: _drive(setup, rebuild(b), problem, num_steps, every, levels, observe), split
+    )
     return jax.tree.map(lambda x: jnp.reshape(x, (chunks * batch_size, *x.shape[2:]))[:n], out)
 
 
 @eqx.filter_jit
-def _run_discretization(disc: Discretization, problem, num_steps, every, key, batch_size):
+def _run_discretization(disc: Discretization, problem, num_steps, every, key, batch_size, observe):
     dtype = _floating_dtype(problem.params0)
 
     def setup(spec, prob):
@@ -206,7 +252,7 @@ def _run_discretization(disc: Discretization, problem, num_steps, every, key, ba
         return d.transform, d.dt, k, d.init(prob.params0, prob)
 
     def drive(specs, prob, levels):
-        return _drive_batch(setup, specs, prob, num_steps, every, levels, batch_size)
+        return _drive_batch(setup, specs, prob, num_steps, every, levels, batch_size, observe)
 
     seeds = key is not None and key.ndim == 1
     # The outer batch axis (step sizes, else seeds) is the sweep axis, split across devices.
@@ -223,21 +269,23 @@ def _run_discretization(disc: Discretization, problem, num_steps, every, key, ba
         return sweep_apply(
             lambda keys, sh: drive((sh[0], keys), sh[1], [(None, 0)]), key, (disc, problem)
         )
-    return _drive(setup, (disc, key), problem, num_steps, every, [])
+    return _drive(setup, (disc, key), problem, num_steps, every, [], observe)
 
 
 @eqx.filter_jit
-def _run_transform(tx, problem, num_steps, every, key, batch_size):
+def _run_transform(tx, problem, num_steps, every, key, batch_size, observe):
     def setup(k, prob):
         return tx, jnp.asarray(1.0), k, tx.init(prob.params0)
 
     if key is not None and key.ndim == 1:  # a batch of seeds, split across devices
         return sweep_apply(
-            lambda keys, prob: _drive_batch(setup, keys, prob, num_steps, every, [0], batch_size),
+            lambda keys, prob: _drive_batch(
+                setup, keys, prob, num_steps, every, [0], batch_size, observe
+            ),
             key,
             problem,
         )
-    return _drive(setup, key, problem, num_steps, every, [])
+    return _drive(setup, key, problem, num_steps, every, [], observe)
 
 
 def _as_key(key):
@@ -275,18 +323,24 @@ def _batch_discretization(disc: Discretization) -> Discretization:
 
 def run(
     transform: Discretization | optax.GradientTransformation,
-    problem: Problem,
+    problem: AbstractProblem,
     num_steps: int,
     *,
     key: Key | None = None,
     every: int = 1,
     batch_size: int | None = None,
+    observe: Callable[[Params, Any, AbstractProblem], Any] | None = None,
 ) -> Trajectory:
     r"""Iterate an optax transform on `problem` for `num_steps` steps as one jitted `lax.scan`.
 
-    $\theta_{k+1} = \theta_k + u_k$ with $(u_k, s_{k+1})$ = `transform.update(g_k, s_k, θ_k)` and
-    $g_k = \nabla L(\theta_k)$, or the gradient of one minibatch (`problem.stochastic_loss` with key
-    `fold_in(key, k)`) when `key` is given. The same key gives the same numbers.
+    $\theta_{k+1} = \theta_k + u_k$ with $(u_k, s_{k+1})$ = `transform.update(g_k, s_k, θ_k)`,
+    where $g_k = g(\theta_k)$ is the problem's gradient oracle (`problem.value_and_grad`): for a
+    `Problem` $\nabla L(\theta_k)$, for a `dynopt.games.Game` the simultaneous gradient
+    $\xi(z_k)$. When `key` is given, the oracle draws one minibatch with `fold_in(key, k)` (the
+    same key gives the same numbers). A `GradientTransformationExtraArgs` also receives
+    `value` and `grad` (the oracle at $\theta_k$), `value_fn` and `grad_fn` (the oracle's value
+    and gradient at any point, on the same minibatch): optax's line searches read `value_fn`,
+    multi-evaluation schemes (extragradient, Nesterov look-aheads) read `grad_fn`.
 
     **Arguments:**
 
@@ -294,6 +348,7 @@ def run(
       so new step sizes reuse the compiled program; a `Discretization` with a 1-D batch of step
       sizes runs all of them under one `vmap`), or any `optax.GradientTransformation` (times are
       step indices; a new transform object compiles anew).
+    - `problem`: any `dynopt.AbstractProblem` (a `Problem`, a `Game`, ...).
     - `num_steps`: number of updates $N$; `every`: save every `every`-th iterate (must divide $N$).
     - `key`: `None` (full-batch gradients), one key, or a 1-D batch of keys (vmapped seeds).
     - `batch_size`: for batches, run this many runs at a time (per device), the chunks one after
@@ -301,40 +356,53 @@ def run(
       the memory of the per-step intermediates, and on a CPU they can be faster for gradients
       with no data to share between runs (elementwise losses), whose batched kernels run
       slower per element than single-run ones. Results do not depend on it.
+    - `observe`: `None`, or an observer `(params, opt_state, problem) -> pytree` evaluated at
+      every saved point (after the run's own checks, on the frozen state once diverged) and
+      returned as `Trajectory.observations` (leaves with the time axis after the batch axes).
+      Any quantity of the state: weight averages kept by a wrapper transform
+      (`dynopt.games.weight_averages` with `dynopt.games.averages`), a Hessian eigenvalue, a
+      gradient norm. Pass a module-level function or an `eqx.Module` (a new lambda compiles
+      anew); it runs only at saved points, so a costly one is paid once per `every` steps.
 
-    **Returns:** a `Trajectory` with $N/\text{every} + 1$ saved points (including $\theta_0$) and
-    `diverged_at` = the first step whose loss or iterate was non-finite (then the run stops
-    updating and keeps its last finite iterate), or $-1$. The steps themselves run unchecked;
-    the iterate and loss at each saved point are checked, and a block that ends non-finite is
-    replayed with a check at every step to find that first step. (A loss that turns non-finite
-    and back to finite inside one block, with finite iterates throughout, is therefore not
-    reported.) Extra leading axes for batches:
+    **Returns:** a `Trajectory` with $N/\text{every} + 1$ saved points (including $\theta_0$),
+    `loss` = `problem.loss` at them, and
+    `diverged_at` = the first step whose oracle value or iterate was non-finite (then the run
+    stops updating and keeps its last finite iterate), or $-1$. The steps themselves run
+    unchecked; the iterate and loss at each saved point are checked, and a block that ends
+    non-finite is replayed with a check at every step to find that first step. (A value that
+    turns non-finite and back to finite inside one block, with finite iterates throughout, is
+    therefore not reported.) Extra leading axes for batches:
     step sizes first, then seeds. With several devices the outer batch axis is split across all
     of them (`NamedSharding` on a one-axis mesh; any batch size, padded and trimmed), so the
     outputs come back sharded along it; see `dynopt._sharding` for multi-host use.
+
+    **Raises:** `ValueError` for a bad count, transform, problem, observer, or a key the
+    problem's oracle does not take (`problem.check_key`).
     """
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
+    num_steps = positive_int("num_steps", num_steps)
     if not isinstance(every, int) or every < 1 or num_steps % every != 0:
         raise ValueError(
             f"every must be a positive integer dividing num_steps={num_steps}, got {every!r}."
         )
-    if not isinstance(problem, Problem):
-        raise ValueError(f"problem must be a dynopt.Problem, got {type(problem).__name__}.")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be None or a positive integer, got {batch_size!r}.")
-    key = _as_key(key)
-    if key is not None and problem.stochastic_loss_fn is None:
+    if not isinstance(problem, AbstractProblem):
         raise ValueError(
-            f"key was given but problem {problem.name!r} has no stochastic_loss_fn; pass key=None "
-            "for full-batch gradients."
+            "problem must be a dynopt.AbstractProblem (a dynopt.Problem, a dynopt.games.Game, "
+            f"...), got {type(problem).__name__}."
         )
+    positive_int("batch_size", batch_size, allow_none=True)
+    if observe is not None and not callable(observe):
+        raise ValueError(
+            "observe must be None or a function (params, opt_state, problem) -> pytree, got "
+            f"{type(observe).__name__}."
+        )
+    key = _as_key(key)
+    problem.check_key(key)
     if isinstance(transform, Discretization):
         return _run_discretization(
-            _batch_discretization(transform), problem, num_steps, every, key, batch_size
+            _batch_discretization(transform), problem, num_steps, every, key, batch_size, observe
         )
     if isinstance(transform, optax.GradientTransformation):
-        return _run_transform(transform, problem, num_steps, every, key, batch_size)
+        return _run_transform(transform, problem, num_steps, every, key, batch_size, observe)
     raise ValueError(
         "transform must be a dynopt.Discretization or an optax.GradientTransformation, got "
         f"{type(transform).__name__}."

@@ -23,8 +23,12 @@ class Trajectory(eqx.Module):
     - `flow`: the flow a reference solve integrated (maps a state to parameters in `evaluate`).
     - `solver`: the diffrax solver's name for reference solves, else `None`.
     - `stats`: solver statistics (`num_steps`, `num_accepted_steps`, ...) or `{}`.
+    - `observations`: what `run(..., observe=...)` recorded at the saved points (a pytree whose
+      leaves have the time axis after the batch axes), else `None`.
 
-    Batched runs (a vector of step sizes or of keys) carry leading batch axes on every array.
+    For a game (`dynopt.games.Game`) `params` is the pair `(phi, theta)` and `loss` the
+    Hamiltonian $\frac12\|\xi\|^2$. Batched runs (a vector of step sizes or of keys) carry
+    leading batch axes on every array.
     """
 
     ts: Float[Array, "*batch n"]
@@ -36,6 +40,7 @@ class Trajectory(eqx.Module):
     flow: PyTree | None = None
     solver: str | None = eqx.field(static=True, default=None)
     stats: dict = eqx.field(default_factory=dict)
+    observations: PyTree | None = None
 
     def evaluate(self, t: ScalarLike) -> Params:
         """Parameters at any time `t` in the solve's interval (dense output of a reference)."""
@@ -70,12 +75,14 @@ class Comparison(eqx.Module):
 
     **Fields:**
 
-    - `step_sizes`: the $h$ of each run.
+    - `step_sizes`: the $h$ of each run (the argument of the discretization map).
+    - `dts`: the time step $\Delta t$ of each run (`map(flow, h).dt`; $= h$ for most maps).
     - `errors`: $\max_{k \le N_h} \|\theta_k - \theta(k\,\Delta t)\|_2$, the largest error over the
       horizon at matched times (Euclidean norm over all parameters); `inf` if the run diverged.
     - `final_errors`: the same error at $t_1$.
-    - `order`: least-squares slope of $\log$ `errors` against $\log h$ over the runs that stayed
-      finite (`nan` if fewer than two).
+    - `order`: least-squares slope of $\log$ `errors` against $\log \Delta t$ over the runs that
+      stayed finite (`nan` if fewer than two): the order in the time step, whatever the map
+      from $h$ to $\Delta t$ (e.g. $\Delta t = \sqrt\alpha$ for momentum maps).
     - `final_order`: the same slope for `final_errors`.
     - `diverged_at`: first non-finite step of each run, or $-1$.
     - `num_steps`: $N_h = t_1/\Delta t$.
@@ -83,6 +90,7 @@ class Comparison(eqx.Module):
     """
 
     step_sizes: Float[Array, " k"]
+    dts: Float[Array, " k"]
     errors: Float[Array, " k"]
     final_errors: Float[Array, " k"]
     order: Float[Array, ""]

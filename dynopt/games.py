@@ -1,7 +1,13 @@
-"""Two-player games as dynamical systems (post 4): game flows, GDA-type schemes as optax
-transforms, their modified flows, discriminator regularizers, the Dirac GAN and a small
-mixture GAN."""
+"""Two-player games as dynamical systems (post 4): a `Game` is a problem whose gradient oracle is
+the simultaneous gradient field, so `dynopt.run`, `dynopt.compare` and `dynopt.solve` step it like
+any loss. Here: game flows, GDA-type schemes as optax transforms, their modified flows, weight
+averages tracked beside a run, discriminator regularizers, the Dirac GAN and a small mixture GAN."""
 
+from ._games.averaging import (
+    averages as averages,
+    weight_averages as weight_averages,
+    WeightAveragesState as WeightAveragesState,
+)
 from ._games.dirac import (
     dirac_gan as dirac_gan,
     dirac_linear_solution as dirac_linear_solution,
@@ -29,11 +35,6 @@ from ._games.regularizers import (
     R1 as R1,
     total_penalty as total_penalty,
     WeightDecay as WeightDecay,
-)
-from ._games.run import (
-    compare_game as compare_game,
-    GameTrajectory as GameTrajectory,
-    run_game as run_game,
 )
 from ._games.schemes import (
     AbstractScheme as AbstractScheme,

@@ -123,7 +123,7 @@ def _verdicts(config: Config) -> tuple[dict, dict]:
     for i, case in enumerate(config.cases):
         game, spec = _case_game(case)
         ts = np.arange(0.0, spec["horizon"], spec["save_every"])
-        sol = dynopt.solve(games.GameFlow(game), game.problem, ts, solver="tsit5")
+        sol = dynopt.solve(games.GameFlow(), game, ts, solver="tsit5")
         phi, theta = (np.asarray(x) for x in sol.params)
         norms = np.linalg.norm(theta, axis=1)
         half = norms[len(norms) // 2 :]
@@ -165,7 +165,7 @@ def _linearization(config: Config) -> tuple[dict, dict]:
         game = games.dirac_gan(
             phi0=eps * np.asarray(games.PHI0), theta0=eps * np.asarray(games.THETA0)
         )
-        sol = dynopt.solve(games.GameFlow(game), game.problem, ts, solver="tsit5")
+        sol = dynopt.solve(games.GameFlow(), game, ts, solver="tsit5")
         lin = jax.vmap(games.dirac_linear_solution, in_axes=(0, None, None))(ts, *game.params0)
         theta, theta_lin = np.asarray(sol.params[1]), np.asarray(lin[1])
         devs.append(float(np.max(np.abs(theta - theta_lin)) / eps))
@@ -188,9 +188,9 @@ def _scheme(name: str, gamma: float) -> games.AbstractScheme:
 @eqx.filter_jit
 def _modified_jacobian(game, sch, h):
     """Jacobian at the equilibrium of the modified flow z' = w + h w1 (h traced: one compile)."""
-    flow = games.ModifiedGameFlow(game, sch, h)
+    flow = games.ModifiedGameFlow(sch, h)
     flat, unravel = ravel_pytree(game.equilibrium)
-    return jax.jacfwd(lambda x: ravel_pytree(flow.vector_field(0.0, unravel(x), None))[0])(flat)
+    return jax.jacfwd(lambda x: ravel_pytree(flow.vector_field(0.0, unravel(x), game))[0])(flat)
 
 
 def _growth(config: Config) -> tuple[dict, dict]:
@@ -213,7 +213,7 @@ def _growth(config: Config) -> tuple[dict, dict]:
         for name in config.growth_schemes:
             sch = _scheme(name, config.consensus_gamma)
             n = config.growth_num_steps
-            traj = games.run_game(sch.discretize(jnp.asarray(hs)), game, n)
+            traj = dynopt.run(sch.discretize(jnp.asarray(hs)), game, n)
             norms = np.linalg.norm(np.concatenate(traj.params, axis=-1), axis=-1)
             measured, predicted, modified = [], [], []
             for j, h in enumerate(hs):
@@ -244,9 +244,9 @@ def _orders(config: Config) -> tuple[dict, dict]:
     hs = config.order_t1 / np.asarray(config.order_num_steps, dtype=float)
     metrics, arrays = {}, {"order_step_sizes": hs}
     for name in config.order_schemes:
-        flow = games.GameFlow(game, _scheme(name, config.consensus_gamma))
-        first = games.compare_game(flow, hs, config.order_t1)
-        second = games.compare_game(flow, hs, config.order_t1, reference="modified")
+        flow = games.GameFlow(_scheme(name, config.consensus_gamma))
+        first = dynopt.compare(flow, game, hs, config.order_t1)
+        second = dynopt.compare(flow, game, hs, config.order_t1, reference=flow.modified)
         metrics[name] = {
             "order_vs_flow": float(first.order),
             "order_vs_modified_flow": float(second.order),
@@ -261,15 +261,15 @@ def _ema(config: Config) -> tuple[dict, dict]:
     game = games.dirac_gan()
     n = config.ema_num_steps
     every = max(n // 5000, 1)
-    traj = games.run_game(
-        games.Alternating().discretize(config.ema_step),
+    traj = dynopt.run(
+        games.weight_averages(games.Alternating().discretize(config.ema_step), config.ema_decays),
         game,
         n,
         every=every,
-        ema_decays=config.ema_decays,
+        observe=games.averages,
     )
-    theta = np.asarray(traj.theta)
-    ema = np.asarray(traj.ema_theta)  # (n_saved, n_decays, 2)
+    theta = np.asarray(traj.params[1])
+    ema = np.asarray(traj.observations[1])  # (n_saved, n_decays, 2)
     half = len(theta) // 2
     raw = float(np.mean(np.linalg.norm(theta[half:], axis=-1)))
     dist = np.mean(np.linalg.norm(ema[half:], axis=-1), axis=0)
@@ -317,12 +317,17 @@ def _mixture(config: Config) -> tuple[dict, dict]:
         for name in config.mix_schemes:
             sch = _scheme(name, config.mix_gamma)
             disc = sch.discretize(config.mix_learning_rate)
-            traj = games.run_game(
-                disc, game, config.mix_num_steps, key=k_run, every=every, ema_decays=[0.99]
+            traj = dynopt.run(
+                games.weight_averages(disc, 0.99),
+                game,
+                config.mix_num_steps,
+                key=k_run,
+                every=every,
+                observe=games.averages,
             )
             # The saved iterates and, last, the final EMA: one batched evaluation.
             thetas = jax.tree.map(
-                lambda x, e: jnp.concatenate([x, e[-1:, 0]]), traj.theta, traj.ema_theta
+                lambda x, e: jnp.concatenate([x, e[-1:, 0]]), traj.params[1], traj.observations[1]
             )
             covered, good, sw, samples = (np.asarray(x) for x in evaluate(thetas))
             e_cov, e_sw = covered[-1], sw[-1]

@@ -1,3 +1,4 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -5,9 +6,9 @@ import optax
 import pytest
 
 import dynopt
-from dynopt import games
+from dynopt import flows, games
 
-from .helpers import TraceCounter, tree_allclose, tree_max_abs_diff
+from .helpers import TraceCounter, tree_max_abs_diff
 
 
 SCHEME_NAMES = ("simultaneous", "alternating", "consensus", "extragradient", "optimistic")
@@ -45,10 +46,10 @@ def test_dirac_vector_fields_match_the_posts_equations():
         w = None if variant in ("vanilla", "wgan") else lam
         game = games.dirac_gan(variant, weight=w, center=c, normalization=norm)
         got = game.vector_field((phi, theta))
-        assert tree_allclose(got, field, rtol=1e-14, atol=1e-15), (variant, c, norm)
+        assert eqx.tree_equal(got, field, rtol=1e-14, atol=1e-15), (variant, c, norm)
     # The minmax convention: phi ascends L, theta descends it (eq. 3).
     lin = _linear_game()
-    assert tree_allclose(lin.vector_field((phi, theta)), (-theta / 2, phi / 2), rtol=1e-15)
+    assert eqx.tree_equal(lin.vector_field((phi, theta)), (-theta / 2, phi / 2), rtol=1e-15)
     # Post's initial point.
     z0 = games.dirac_gan().params0
     np.testing.assert_array_equal(np.concatenate(z0), [0.1, 0.2, 0.2, 0.1])
@@ -101,13 +102,14 @@ def _manual_step(name, game, z, h, prev_v=None):
 @pytest.mark.parametrize("name", SCHEME_NAMES)
 def test_scheme_transforms_match_their_update_formulas(name):
     """Battery: each scheme's discretization is the hand-written update (20 steps, nonlinear
-    vanilla Dirac GAN), is a valid optax transform, and a new step size does not recompile."""
+    vanilla Dirac GAN) when `dynopt.run` steps the game, is a valid optax transform, and a new
+    step size does not recompile."""
     base = games.dirac_gan()
     counter = TraceCounter(base.g_loss_fn)  # counts traces, i.e. compilations
     game = games.Game(base.d_loss_fn, counter, base.phi0, base.theta0)
     sch = games.scheme(name, gamma=0.5) if name == "consensus" else games.scheme(name)
     h, n = 0.3, 20
-    traj = games.run_game(sch.discretize(h), game, n)
+    traj = dynopt.run(sch.discretize(h), game, n)
     z, prev = game.params0, None
     for k in range(n):
         z_new = _manual_step(name, base, z, h, prev)
@@ -118,7 +120,7 @@ def test_scheme_transforms_match_their_update_formulas(name):
     assert int(traj.diverged_at) == -1
     # No recompilation for another step size (hyper-parameters are traced).
     first = counter.count
-    games.run_game(sch.discretize(0.1), game, n)
+    dynopt.run(sch.discretize(0.1), game, n)
     assert counter.count == first
 
 
@@ -130,7 +132,7 @@ def test_simultaneous_and_optimistic_are_optax_transforms():
         (optax.sgd(0.25), "simultaneous"),
         (optax.optimistic_gradient_descent(0.25), "optimistic"),
     ):
-        traj = games.run_game(tx, game, 40)
+        traj = dynopt.run(tx, game, 40)
         z, prev = game.params0, None
         for _ in range(40):
             z, prev = _manual_step(name, game, z, 0.25, prev), game.vector_field(z)
@@ -147,7 +149,7 @@ def test_measured_growth_matches_step_matrix_on_the_linear_game(name):
     h, n = 0.2, 400
     jac = np.asarray(game.jacobian(game.equilibrium))
     rho = sch.growth(jac, h, game.num_phi)
-    traj = games.run_game(sch.discretize(h), game, n)
+    traj = dynopt.run(sch.discretize(h), game, n)
     norms = np.linalg.norm(np.concatenate(traj.params, axis=-1), axis=-1)
     if name == "simultaneous":
         np.testing.assert_allclose(rho, np.sqrt(1 + h**2 / 4), rtol=1e-14)
@@ -163,15 +165,18 @@ def test_measured_growth_matches_step_matrix_on_the_linear_game(name):
 
 
 def test_divergence_step_predicted_and_no_nan_flood():
+    """`run` stops a game where its value, the Hamiltonian, overflows: here |ξ|² = |z|²/4 and
+    |z_k| = r0 growth^k exactly, so the first non-finite value is at the first k with
+    |z_k| > 2 sqrt(float64 max) (the iterate itself would overflow ~6 steps later)."""
     game = _linear_game()
     h = 1.0
-    traj = games.run_game(games.Simultaneous().discretize(h), game, 8000, every=100)
+    traj = dynopt.run(games.Simultaneous().discretize(h), game, 8000, every=100)
     growth = np.sqrt(1 + h**2 / 4)  # exact per step (normal step matrix)
     r0 = float(np.linalg.norm(np.concatenate(game.params0)))
-    # The iterate first overflows when a component passes the float64 maximum.
-    k_pred = (np.log(np.finfo(np.float64).max) - np.log(r0 / np.sqrt(2))) / np.log(growth)
-    assert abs(int(traj.diverged_at) - k_pred) <= 3
+    k_pred = np.log(2 * np.sqrt(np.finfo(np.float64).max) / r0) / np.log(growth)
+    assert int(traj.diverged_at) == int(np.ceil(k_pred))
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(traj.params))
+    assert bool(jnp.all(jnp.isfinite(traj.loss[traj.valid])))
 
 
 @pytest.mark.parametrize("name", SCHEME_NAMES)
@@ -183,7 +188,7 @@ def test_drift_terms_match_the_one_step_expansion(name):
     flat = lambda t: jax.flatten_util.ravel_pytree(t)[0]
     hs = np.array([4e-3, 2e-3, 1e-3, 5e-4])
     for h in hs:
-        traj = games.run_game(sch.discretize(h), game, 2 if name == "optimistic" else 1)
+        traj = dynopt.run(sch.discretize(h), game, 2 if name == "optimistic" else 1)
         z = game.params0
         if name == "optimistic":  # its first step is plain GDA; the second is the scheme's own
             z = jax.tree.map(lambda x: x[1], traj.params)
@@ -200,21 +205,27 @@ def test_drift_terms_match_the_one_step_expansion(name):
 
 
 def test_modified_flow_tracks_alternating_gda_to_second_order():
-    """Global check of compare_game: alternating GDA vs its modified flow, fitted order 2 (the
-    plain flow's order 1 follows from the one-step expansion test above: r_flow ~ |w1| h^2)."""
-    flow = games.GameFlow(games.dirac_gan(), games.Alternating())
+    """Global check through `dynopt.compare` (the game is the problem): alternating GDA vs its
+    modified flow, fitted order 2; vs the plain flow, order 1."""
+    game = games.dirac_gan()
+    flow = games.GameFlow(games.Alternating())
     hs = np.array([0.2, 0.1, 0.05, 0.025])
-    second = games.compare_game(flow, hs, 2.0, reference="modified")
+    second = dynopt.compare(flow, game, hs, 2.0, reference=flow.modified)
     assert abs(float(second.order) - 2.0) < 0.1
+    assert second.solver == "tsit5"  # the stiffness choice, on the Hamiltonian's Hessian
+    np.testing.assert_array_equal(second.dts, hs)  # game schemes: t = k h
     # Against the plain flow the error at h = 0.2 is ~0.01 (anchor: experiment orders.png).
     assert float(second.errors[0]) < 1e-3
+    first = dynopt.compare(flow, game, hs, 2.0)
+    assert abs(float(first.order) - 1.0) < 0.1
+    assert 3e-3 < float(first.errors[0]) < 3e-2
 
 
 def test_references_wgan_invariant_and_linearization():
     # WGAN (eq. 12): |phi| is conserved exactly by the flow.
     wgan = games.dirac_gan("wgan")
     ts = jnp.linspace(0.0, 10.0, 101)
-    ref = dynopt.solve(games.GameFlow(wgan), wgan.problem, ts, solver="tsit5")
+    ref = dynopt.solve(games.GameFlow(), wgan, ts, solver="tsit5")
     drift = np.abs(np.linalg.norm(ref.params[0], axis=-1) - np.sqrt(0.05))
     assert drift.max() < 1e-8
     # Vanilla: from eps * z0 the flow is the rotation of eq. 8 up to O(eps^2) relative error.
@@ -222,7 +233,7 @@ def test_references_wgan_invariant_and_linearization():
     for eps in (1e-1, 1e-2, 1e-3):
         g = games.dirac_gan(phi0=eps * np.array([0.1, 0.2]), theta0=eps * np.array([0.2, 0.1]))
         ts = jnp.linspace(0.0, 4 * np.pi, 64)
-        sol = dynopt.solve(games.GameFlow(g), g.problem, ts, solver="tsit5")
+        sol = dynopt.solve(games.GameFlow(), g, ts, solver="tsit5")
         lin = jax.vmap(games.dirac_linear_solution, in_axes=(0, None, None))(ts, *g.params0)
         errs.append(tree_max_abs_diff(sol.params, lin) / eps)
     slope = np.polyfit(np.log([1e-1, 1e-2, 1e-3]), np.log(errs), 1)[0]
@@ -230,17 +241,38 @@ def test_references_wgan_invariant_and_linearization():
 
 
 def test_ema_is_tracked_beside_the_run():
+    """`weight_averages` carries the EMAs in the optimizer state without changing the run;
+    `run(..., observe=averages)` records them at the saved points."""
     game = games.dirac_gan()
     disc = games.Alternating().discretize(0.1)
-    decays = [0.9, 0.99]
-    plain = games.run_game(disc, game, 300)
-    tracked = games.run_game(disc, game, 300, ema_decays=decays)
-    assert tree_allclose(plain.params, tracked.params)  # bit-identical trajectory
+    decays = (0.9, 0.99)
+    plain = dynopt.run(disc, game, 300)
+    tracked = dynopt.run(
+        games.weight_averages(disc, decays), game, 300, every=20, observe=games.averages
+    )
+    assert plain.observations is None
+    assert eqx.tree_equal(jax.tree.map(lambda x: x[::20], plain.params), tracked.params)
+    assert eqx.tree_equal(plain.loss[::20], tracked.loss)
+    theta_avg = tracked.observations[1]
+    assert theta_avg.shape == (16, 2, 2)
     for i, a in enumerate(decays):
         ema = np.asarray(game.theta0)
         for k in range(1, 301):
-            ema = a * ema + (1 - a) * np.asarray(plain.theta[k])
-        np.testing.assert_allclose(tracked.ema_theta[-1, i], ema, rtol=1e-13)
+            ema = a * ema + (1 - a) * np.asarray(plain.params[1][k])
+            if k % 20 == 0:
+                np.testing.assert_allclose(theta_avg[k // 20, i], ema, rtol=1e-13)
+    # The same wrapper on a plain optax transform, and on a batch of step sizes.
+    tx = games.weight_averages(optax.sgd(0.1), 0.9)
+    one = dynopt.run(tx, game, 10, observe=games.averages)
+    assert one.observations[0].shape == (11, 1, 2)
+    batch = dynopt.run(
+        games.weight_averages(games.Alternating().discretize(jnp.array([0.05, 0.1])), decays),
+        game,
+        300,
+        every=20,
+        observe=games.averages,
+    )
+    np.testing.assert_array_equal(batch.observations[1][1], theta_avg)
 
 
 def test_penalties_compose_and_match_the_dirac_closed_forms():
@@ -259,7 +291,7 @@ def test_penalties_compose_and_match_the_dirac_closed_forms():
     # Penalties add to the Dirac GAN's D loss: L2 adds -γφ to φ'.
     base = games.dirac_gan("gan-qp").vector_field((phi, theta))
     reg = games.dirac_gan("gan-qp", penalties=(games.WeightDecay(0.4),)).vector_field((phi, theta))
-    assert tree_allclose(reg, (base[0] - 0.4 * phi, base[1]), rtol=1e-14)
+    assert eqx.tree_equal(reg, (base[0] - 0.4 * phi, base[1]), rtol=1e-14)
     # A nonlinear critic: the interpolate penalty differentiates through x.
     crit2 = lambda p, x: jnp.sum(jnp.tanh(p * x))
     gp = games.GradientPenalty(1.0, center=1.0)(crit2, phi, x_r, x_f)
@@ -283,35 +315,134 @@ def test_bad_input_raises():
         lambda: games.GradientPenalty(-0.5),
         lambda: games.dirac_gan("wgan-gp", weight=-0.1),
     ):
-        with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
+        with pytest.raises(ValueError, match="weight must be >= 0"):
             bad()
+    with pytest.raises(ValueError, match="weight must be > 0"):
+        games.dirac_gan("gan-qp", weight=0.0)
     with pytest.raises(ValueError, match="gamma must be >= 0"):
         games.Consensus(-1.0)
+    with pytest.raises(ValueError, match="step_size must be > 0"):
+        games.ModifiedGameFlow(games.Simultaneous(), 0.0)
     with pytest.raises(ValueError, match="points must be"):
         games.GradientPenalty(1.0, points="everywhere")
     with pytest.raises(ValueError, match="normalization must be"):
         games.dirac_gan("gan-qp", normalization="paper")
-    with pytest.raises(ValueError, match="step_size must be finite and > 0"):
+    with pytest.raises(ValueError, match="step_size must be > 0"):
         games.Simultaneous().discretize(-0.1)
-    with pytest.raises(ValueError, match="ema_decays must lie in"):
-        games.run_game(games.Simultaneous().discretize(0.1), games.dirac_gan(), 5, ema_decays=[1.0])
+    with pytest.raises(ValueError, match=r"decays must be in \[0, 1\)"):
+        games.weight_averages(games.Simultaneous().discretize(0.1), [0.5, 1.0])
+    with pytest.raises(ValueError, match="observe=averages needs a transform wrapped"):
+        dynopt.run(optax.sgd(0.1), games.dirac_gan(), 5, observe=games.averages)
     with pytest.raises(ValueError, match="must return a scalar"):
         games.Game(lambda p, t: p, lambda p, t: jnp.sum(t), jnp.zeros(2), jnp.zeros(2))
     with pytest.raises(ValueError, match="key must be given iff the game is stochastic"):
-        games.run_game(optax.sgd(0.1), games.dirac_gan(), 5, key=jax.random.key(0))
+        dynopt.run(optax.sgd(0.1), games.dirac_gan(), 5, key=jax.random.key(0))
+    mix = games.mixture_gan(jax.random.key(0), hidden=4, batch_size=4)
+    with pytest.raises(ValueError, match="key must be given iff the game is stochastic"):
+        dynopt.run(optax.sgd(0.1), mix, 5)
 
 
 def test_mixture_gan_is_seeded_and_metrics_are_sane():
     game = games.mixture_gan(jax.random.key(0), hidden=8, batch_size=16)
     disc = games.Alternating().discretize(0.05)
-    a = games.run_game(disc, game, 20, key=jax.random.key(1))
-    b = games.run_game(disc, game, 20, key=jax.random.key(1))
-    c = games.run_game(disc, game, 20, key=jax.random.key(2))
-    assert tree_allclose(a.params, b.params)
-    assert not tree_allclose(c.params, a.params)
+    a = dynopt.run(disc, game, 20, key=jax.random.key(1))
+    b = dynopt.run(disc, game, 20, key=jax.random.key(1))
+    c = dynopt.run(disc, game, 20, key=jax.random.key(2))
+    assert eqx.tree_equal(a.params, b.params)
+    assert not eqx.tree_equal(c.params, a.params)
+    # Seed batches come from `run`: each entry is the single run with its key.
+    keys = jnp.stack([jax.random.key(2), jax.random.key(1)])
+    batch = dynopt.run(disc, game, 20, key=keys)
+    for i, single in enumerate((c, a)):
+        assert eqx.tree_equal(
+            jax.tree.map(lambda x, i=i: x[i], batch.params), single.params, rtol=1e-12, atol=1e-14
+        )
+    # The recorded value: the Hamiltonian on the fixed evaluation minibatch of key(0).
+    z = jax.tree.map(lambda x: x[-1], a.params)
+    xi = game.gradient(z, jax.random.key(0))
+    np.testing.assert_allclose(a.loss[-1], 0.5 * optax.tree.norm(xi, squared=True), rtol=1e-12)
     data = games.sample_mixture(jax.random.key(3), 4000)
     covered, good = games.mode_statistics(data)
     assert int(covered) == 8 and float(good) > 0.99  # 3σ holds 98.9% of a 2-D Gaussian
     assert float(games.sliced_wasserstein(jax.random.key(4), data, data)) == 0.0
     one_mode = jnp.tile(games.mixture_modes()[:1], (4000, 1))
     assert int(games.mode_statistics(one_mode)[0]) == 1
+
+
+def test_a_game_is_a_problem_whose_oracle_is_the_simultaneous_gradient():
+    """The oracle protocol: (value, grad) = (H, ξ); a transform's `grad_fn` is ξ on the same
+    minibatch; the gradient flow of a game is its game flow."""
+    game = games.dirac_gan("wgan-gp", weight=0.1)
+    z = _point()
+    value, xi = game.value_and_grad(z)
+    assert eqx.tree_equal(xi, game.gradient(z))
+    assert eqx.tree_equal(game.grad(z), xi)
+    np.testing.assert_allclose(value, 0.5 * sum(float(jnp.sum(x**2)) for x in xi), rtol=1e-15)
+    assert float(game.loss(z)) == float(value) == float(game.hamiltonian(z))
+    ts = jnp.linspace(0.0, 5.0, 11)
+    a = dynopt.solve(flows.GradientFlow(), game, ts, solver="tsit5")
+    b = dynopt.solve(games.GameFlow(), game, ts, solver="tsit5")
+    assert eqx.tree_equal(a.params, b.params, rtol=1e-14, atol=1e-15)
+    # A transform that reads the extra arguments sees the oracle's H and ξ, at θ_k and elsewhere
+    # (it keeps them in its state; an observer records the state).
+    def update(updates, state, params=None, *, value, grad, value_fn, grad_fn):
+        seen = dict(value=value, grad=grad, grad_fn=grad_fn(params), value_fn=value_fn(params))
+        return optax.tree.scale(-0.1, updates), seen
+
+    def init(params):
+        zeros = optax.tree.zeros_like(params)
+        return dict(value=jnp.zeros(()), grad=zeros, grad_fn=zeros, value_fn=jnp.zeros(()))
+
+    tx = optax.GradientTransformationExtraArgs(init, update)
+    v0, xi0 = game.value_and_grad(game.params0)
+    traj = dynopt.run(tx, game, 2, observe=_state)
+    seen = jax.tree.map(lambda x: x[1], traj.observations)  # after step 0, at z_0
+    want = dict(value=v0, grad=xi0, grad_fn=xi0, value_fn=v0)
+    assert eqx.tree_equal(seen, want, rtol=1e-15)
+    z1 = jax.tree.map(lambda x: x[1], traj.params)
+    assert eqx.tree_equal(jax.tree.map(lambda x: x[2], traj.observations)["grad"], game.grad(z1))
+
+
+def _state(params, opt_state, problem):
+    return opt_state
+
+
+def test_batched_step_sizes_of_a_game_match_single_runs():
+    game = _linear_game()
+    sch = games.Consensus(0.5)
+    hs = jnp.array([0.1, 0.2, 0.4])
+    batch = dynopt.run(sch.discretize(hs), game, 50, every=10)
+    for i, h in enumerate([0.1, 0.2, 0.4]):
+        single = dynopt.run(sch.discretize(h), game, 50, every=10)
+        assert eqx.tree_equal(
+            jax.tree.map(lambda x, i=i: x[i], batch.params), single.params, rtol=1e-14
+        )
+        np.testing.assert_allclose(batch.ts[i], single.ts, rtol=1e-15)
+
+
+def test_new_game_hyperparameters_do_not_recompile():
+    """Consensus's weight, a modified flow's step size and a penalty's weight are array leaves:
+    solving again with new values reuses the compiled program (zero retraces)."""
+    base = games.dirac_gan()
+    counter = TraceCounter(base.g_loss_fn)
+    game = games.Game(base.d_loss_fn, counter, base.phi0, base.theta0)
+    ts = jnp.linspace(0.0, 1.0, 5)
+    cases = (
+        lambda v: (games.GameFlow(games.Consensus(v)), game),
+        lambda v: (games.ModifiedGameFlow(games.Alternating(), v), game),
+    )
+    for make in cases:
+        dynopt.solve(*make(0.3), ts, solver="tsit5")
+        first = counter.count
+        for v in (0.1, 0.2):
+            dynopt.solve(*make(v), ts, solver="tsit5")
+        assert counter.count == first
+
+    def gp_game(weight):
+        g = games.dirac_gan("wgan-gp", weight=weight)
+        return games.Game(g.d_loss_fn, counter, g.phi0, g.theta0)
+
+    dynopt.solve(games.GameFlow(), gp_game(0.1), ts, solver="tsit5")
+    first = counter.count
+    dynopt.solve(games.GameFlow(), gp_game(0.3), ts, solver="tsit5")
+    assert counter.count == first

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, ScalarLike
+from .._validation import hyperparameter, positive
 from .game import Game
 from .regularizers import AbstractPenalty, GradientPenalty, total_penalty
 
@@ -41,7 +42,7 @@ class _DiracLoss(eqx.Module):
 
     variant: str = eqx.field(static=True)
     player: str = eqx.field(static=True)
-    weight: ScalarLike
+    weight: Array = hyperparameter("weight", lower=0.0)
     penalties: tuple[AbstractPenalty, ...]
     qp_term: bool = eqx.field(static=True, default=True)
 
@@ -121,9 +122,7 @@ def dirac_gan(
         weight = 0.1 if weight is None else weight
         penalties = (GradientPenalty(weight, center=float(center)), *penalties)
     elif variant == "gan-qp":
-        weight = 1.0 if weight is None else weight
-        if not float(weight) > 0:
-            raise ValueError(f"gan-qp weight (lambda) must be > 0, got {weight}.")
+        weight = positive("weight", 1.0 if weight is None else weight, hint="(GAN-QP's lambda)")
     else:
         weight = 0.0 if weight is None else weight
     phi0, theta0 = jnp.asarray(phi0, jnp.float64), jnp.asarray(theta0, jnp.float64)

@@ -1,11 +1,16 @@
-"""Game flows as `AbstractFlow`s: a scheme's continuous limit and its first-order modified flow."""
+"""Game flows as `AbstractFlow`s: a scheme's continuous limit and its first-order modified flow.
+
+The game is the problem: `dynopt.solve(GameFlow(scheme), game, ts)` and
+`dynopt.compare(GameFlow(scheme), game, step_sizes, t1)` read the game's field through the
+`problem` argument of `vector_field`, as every flow reads its problem's gradient.
+"""
 
 import jax
 
-from .._custom_types import ScalarLike
-from .._discretization import check_positive, Discretization
+from .._custom_types import Array, ScalarLike
+from .._discretization import Discretization
 from .._flows.base import AbstractFlow
-from .._problem import Problem
+from .._validation import hyperparameter
 from .game import Game, GameParams
 from .schemes import AbstractScheme, Simultaneous
 
@@ -17,27 +22,30 @@ class GameFlow(AbstractFlow):
     consensus optimization.
 
     **Discretization:** `discretize(h)` is the scheme's optax transform with learning rate $h$ and
-    $t = kh$ (global error $O(h)$). Solve with `dynopt.solve(flow, game.problem, ts)`; the flow
-    reads the game from `self.game` (the `problem` argument only carries the Hamiltonian).
+    $t = kh$ (global error $O(h)$). The game is the `problem` of `solve`/`run`/`compare`.
 
-    **Arguments:** `game`; `scheme` (default `Simultaneous()`).
+    **Arguments:** `scheme` (default `Simultaneous()`).
     """
 
-    game: Game
     scheme: AbstractScheme = Simultaneous()
 
     def init(self, params: GameParams) -> GameParams:
         return params
 
-    def vector_field(self, t: ScalarLike, state: GameParams, problem: Problem) -> GameParams:
-        del t, problem
-        return self.scheme.field(self.game, state)
+    def vector_field(self, t: ScalarLike, state: GameParams, problem: Game) -> GameParams:
+        del t
+        return self.scheme.field(problem, state)
 
     def params(self, state: GameParams) -> GameParams:
         return state
 
     def discretize(self, step_size: ScalarLike) -> Discretization:
         return self.scheme.discretize(step_size)
+
+    def modified(self, step_size: ScalarLike) -> "ModifiedGameFlow":
+        """The scheme's modified flow at step size $h$, which it tracks to $O(h^2)$: pass the
+        bound method as `dynopt.compare(flow, game, hs, t1, reference=flow.modified)`."""
+        return ModifiedGameFlow(self.scheme, step_size)
 
 
 class ModifiedGameFlow(AbstractFlow):
@@ -47,24 +55,20 @@ class ModifiedGameFlow(AbstractFlow):
     linearization $J^2 = -\frac14 I$, so $\dot z = (J + \frac h8 I)z$ grows as $e^{ht/8}$, the
     per-step factor $\sqrt{1 + h^2/4} \approx 1 + h^2/8$ of the discrete map.
 
-    **Arguments:** `game`, `scheme`, `step_size` $h > 0$.
+    **Arguments:** `scheme`, `step_size` $h > 0$ (an array leaf: a new $h$ does not recompile).
     """
 
-    game: Game
     scheme: AbstractScheme
-    step_size: ScalarLike
-
-    def __check_init__(self):
-        check_positive("step_size", self.step_size)
+    step_size: Array = hyperparameter("step_size", lower=0.0, lower_open=True)
 
     def init(self, params: GameParams) -> GameParams:
         return params
 
-    def vector_field(self, t: ScalarLike, state: GameParams, problem: Problem) -> GameParams:
-        del t, problem
-        w = self.scheme.field(self.game, state)
-        w1 = self.scheme.drift(self.game, state)
-        return jax.tree.map(lambda a, b: a + self.step_size * b, w, w1)
+    def vector_field(self, t: ScalarLike, state: GameParams, problem: Game) -> GameParams:
+        del t
+        w = self.scheme.field(problem, state)
+        w1 = self.scheme.drift(problem, state)
+        return jax.tree.map(lambda a, b: a + self.step_size.astype(b.dtype) * b, w, w1)
 
     def params(self, state: GameParams) -> GameParams:
         return state

@@ -6,10 +6,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Key, PyTree, Scalar
-from .._problem import Problem
+from .._problem import AbstractProblem
 
 
 GameParams = tuple  # (phi, theta): discriminator first, generator second
@@ -22,7 +23,7 @@ class _Negated(eqx.Module):
         return -self.fn(*args)
 
 
-class Game(eqx.Module):
+class Game(AbstractProblem):
     r"""A two-player game: player D (parameters $\varphi$) minimizes $\ell_D(\varphi, \theta)$,
     player G (parameters $\theta$) minimizes $\ell_G(\varphi, \theta)$.
 
@@ -36,6 +37,15 @@ class Game(eqx.Module):
     gradient* $\xi = (\nabla_\varphi\ell_D, \nabla_\theta\ell_G)$. A zero-sum game
     $\min_\theta\max_\varphi L$ is `minmax(L, ...)` ($\ell_D = -L$, $\ell_G = L$). The discrete
     schemes (`dynopt.games.simultaneous_gda`, ...) are optax transforms fed with $\xi$.
+
+    **As a problem** (`dynopt.AbstractProblem`): a game *is* the oracle that `dynopt.run`,
+    `dynopt.compare` and `dynopt.solve` step. Its gradient field is $\xi$ (so `run` feeds $\xi$
+    to the transform, and `grad_fn` evaluates $\xi$ elsewhere on the same minibatch) and its
+    value is the Hamiltonian $\mathcal H = \frac12\|\xi\|^2$, zero exactly at stationary
+    points: the `loss` column of a game's `Trajectory`, checked for finiteness like a loss. A
+    stochastic game records $\mathcal H$ on the fixed evaluation minibatch of
+    `jax.random.key(0)` at saved points. `dynopt.flows.GradientFlow()` on a game is its flow
+    $\dot z = -\xi$; `GameFlow(scheme)` is a scheme's continuous limit.
 
     **Arguments:**
 
@@ -84,6 +94,29 @@ class Game(eqx.Module):
         """The initial joint parameters $(\\varphi_0, \\theta_0)$."""
         return (self.phi0, self.theta0)
 
+    def loss(self, params: GameParams) -> Scalar:
+        """$\\mathcal H(z)$ (a stochastic game: on the minibatch of `jax.random.key(0)`)."""
+        return self.hamiltonian(params, jax.random.key(0) if self.stochastic else None)
+
+    def value(self, params: GameParams, key: Key | None = None) -> Scalar:
+        """The oracle's value $\\mathcal H(z) = \\frac12\\|\\xi(z)\\|^2$ (minibatch of `key`)."""
+        return self.hamiltonian(params, key)
+
+    def value_and_grad(
+        self, params: GameParams, key: Key | None = None
+    ) -> tuple[Scalar, GameParams]:
+        """$(\\mathcal H(z), \\xi(z))$ from one evaluation of $\\xi$."""
+        xi = self.gradient(params, key)
+        return 0.5 * optax.tree.norm(xi, squared=True), xi
+
+    def check_key(self, key: Key | None) -> None:
+        """A stochastic game needs a key (its minibatch); a deterministic one takes none."""
+        if self.stochastic != (key is not None):
+            raise ValueError(
+                f"key must be given iff the game is stochastic; game {self.name!r} has "
+                f"stochastic={self.stochastic}."
+            )
+
     def losses(self, z: GameParams, key: Key | None = None) -> tuple[Scalar, Scalar]:
         """$(\\ell_D, \\ell_G)$ at $z$."""
         args = self._args(z, key)
@@ -106,8 +139,7 @@ class Game(eqx.Module):
     def hamiltonian(self, z: GameParams, key: Key | None = None) -> Scalar:
         r"""$\mathcal H(z) = \tfrac12\|\xi(z)\|^2$: zero exactly at stationary points; its gradient
         $J^\top v$ is the consensus-optimization correction."""
-        flat, _ = ravel_pytree(self.gradient(z, key))
-        return 0.5 * jnp.sum(flat**2)
+        return 0.5 * optax.tree.norm(self.gradient(z, key), squared=True)
 
     def jacobian(self, z: GameParams, key: Key | None = None) -> Array:
         r"""The Jacobian $J = \partial v/\partial z$ of the flow at $z$, a dense matrix in
@@ -127,15 +159,7 @@ class Game(eqx.Module):
     @property
     def num_phi(self) -> int:
         """The number of scalar discriminator parameters (the size of the $\\varphi$ block)."""
-        return int(ravel_pytree(self.phi0)[0].size)
-
-    @property
-    def problem(self) -> Problem:
-        """A `dynopt.Problem` over the joint parameters whose loss is the Hamiltonian
-        $\\frac12\\|\\xi\\|^2$, so `dynopt.solve(GameFlow(game), game.problem, ts)` works."""
-        if self.stochastic:
-            raise ValueError(f"game {self.name!r} is stochastic: it has no deterministic problem.")
-        return Problem(self.hamiltonian, self.params0, name=self.name, minimizer=self.equilibrium)
+        return int(optax.tree.size(self.phi0))
 
 
 @eqx.filter_jit

@@ -2,8 +2,8 @@ r"""Discriminator regularizers as composable pieces: each is a penalty
 $R(\varphi) \ge 0$ added to D's loss, `penalty(critic, phi, x_real, x_fake, key) -> scalar`,
 with `critic(phi, x) -> scalar` for one sample $x$ and sample batches `x_real`, `x_fake`.
 
-They change the trajectory (unlike the generator EMA, which `run_game(..., ema_decays=...)`
-tracks beside the run). On the Dirac GAN ($D(x) = \varphi\cdot x$, so $\nabla_x D = \varphi$):
+They change the trajectory (unlike the weight averages of `dynopt.games.weight_averages`,
+tracked beside the run). On the Dirac GAN ($D(x) = \varphi\cdot x$, so $\nabla_x D = \varphi$):
 `GradientPenalty(λ, c)` is $\lambda(\|\varphi\| - c)^2$ (post 4, eq. 15), `R1(γ)` and
 `WeightDecay(γ)` are both $\frac\gamma2\|\varphi\|^2$, adding $-\gamma\varphi$ to $\dot\varphi$.
 """
@@ -14,18 +14,10 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.flatten_util import ravel_pytree
+import optax
 
-from .._custom_types import ScalarLike
-
-
-def _check_weight(name: str, weight) -> None:
-    if isinstance(weight, jax.core.Tracer):
-        return
-    w = np.asarray(weight, dtype=float)
-    if w.shape != () or not np.isfinite(w) or w < 0:
-        raise ValueError(f"{name} weight must be a finite number >= 0, got {weight}.")
+from .._custom_types import Array
+from .._validation import hyperparameter
 
 
 def _input_gradients(critic, phi, xs):
@@ -33,13 +25,11 @@ def _input_gradients(critic, phi, xs):
 
 
 class AbstractPenalty(eqx.Module):
-    """A discriminator penalty $R(\\varphi; x_{real}, x_{fake})$ with a non-negative weight."""
+    """A discriminator penalty $R(\\varphi; x_{real}, x_{fake})$ with a non-negative weight
+    (an array leaf, validated on construction: a new weight does not recompile)."""
 
-    weight: eqx.AbstractVar[ScalarLike]
+    weight: eqx.AbstractVar[Array]
     name: ClassVar[str]
-
-    def __check_init__(self):
-        _check_weight(type(self).__name__, self.weight)
 
     @abc.abstractmethod
     def __call__(self, critic, phi, x_real, x_fake, key=None):
@@ -56,13 +46,12 @@ class GradientPenalty(AbstractPenalty):
     $\epsilon \sim U(0,1)$ from `key`, or $\frac12$ without a key), `"real"` or `"fake"`.
     """
 
-    weight: ScalarLike
+    weight: Array = hyperparameter("weight", lower=0.0)
     center: float = eqx.field(static=True, default=0.0)
     points: str = eqx.field(static=True, default="interpolates")
     name: ClassVar[str] = "gp"
 
     def __check_init__(self):
-        _check_weight("GradientPenalty", self.weight)
         if not self.center >= 0:
             raise ValueError(f"GradientPenalty center must be >= 0, got {self.center}.")
         if self.points not in ("interpolates", "real", "fake"):
@@ -83,9 +72,10 @@ class GradientPenalty(AbstractPenalty):
                 eps = jax.random.uniform(key, (x_real.shape[0], 1), x_real.dtype)
             xs = eps * x_real + (1 - eps) * x_fake
         sq = jnp.sum(_input_gradients(critic, phi, xs) ** 2, axis=-1)
+        weight = self.weight.astype(sq.dtype)
         if self.center == 0:
-            return self.weight * jnp.mean(sq)
-        return self.weight * jnp.mean((jnp.sqrt(sq) - self.center) ** 2)
+            return weight * jnp.mean(sq)
+        return weight * jnp.mean((jnp.sqrt(sq) - self.center) ** 2)
 
 
 class R1(AbstractPenalty):
@@ -93,25 +83,26 @@ class R1(AbstractPenalty):
     D_\varphi(x)\|^2$, the zero-centred penalty on real data. Dirac GAN: adds $-\gamma\varphi$
     to $\dot\varphi$ (their `GAN_GradPenalty`)."""
 
-    weight: ScalarLike
+    weight: Array = hyperparameter("weight", lower=0.0)
     name: ClassVar[str] = "r1"
 
     def __call__(self, critic, phi, x_real, x_fake, key=None):
         del x_fake, key
-        return 0.5 * self.weight * jnp.mean(jnp.sum(_input_gradients(critic, phi, x_real) ** 2, -1))
+        sq = jnp.sum(_input_gradients(critic, phi, x_real) ** 2, -1)
+        return 0.5 * self.weight.astype(sq.dtype) * jnp.mean(sq)
 
 
 class WeightDecay(AbstractPenalty):
     r"""L2 on the discriminator's weights, $\frac\gamma2\|\varphi\|^2$ (post 4's cheap
     alternative to a gradient penalty): adds $-\gamma\varphi$ to $\dot\varphi$."""
 
-    weight: ScalarLike
+    weight: Array = hyperparameter("weight", lower=0.0)
     name: ClassVar[str] = "l2"
 
     def __call__(self, critic, phi, x_real, x_fake, key=None):
         del critic, x_real, x_fake, key
-        flat, _ = ravel_pytree(phi)
-        return 0.5 * self.weight * jnp.sum(flat**2)
+        sq = optax.tree.norm(phi, squared=True)
+        return 0.5 * self.weight.astype(sq.dtype) * sq
 
 
 def total_penalty(penalties, critic, phi, x_real, x_fake, key=None):

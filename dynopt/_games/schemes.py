@@ -23,22 +23,18 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._custom_types import ScalarLike
-from .._discretization import check_positive, Discretization
+from .._custom_types import Array, ScalarLike
+from .._discretization import Discretization
+from .._validation import hyperparameter, positive
 from .game import Game, GameParams
 
 
 def _check_params(params, name: str):
     if params is None:
         raise ValueError(f"{name} needs params=(phi, theta) in update().")
-
-
-def _scaled(tree, factor):
-    return jax.tree.map(lambda x: (factor * x).astype(x.dtype), tree)
 
 
 def simultaneous_gda(learning_rate: ScalarLike) -> optax.GradientTransformationExtraArgs:
@@ -64,11 +60,15 @@ def alternating_gda(
         _check_params(params, "alternating_gda")
         phi, theta = params
         if d_first:
-            d_phi = _scaled(updates[0], -learning_rate)
-            d_theta = _scaled(grad_fn((optax.apply_updates(phi, d_phi), theta))[1], -learning_rate)
+            d_phi = optax.tree.scale(-learning_rate, updates[0])
+            d_theta = optax.tree.scale(
+                -learning_rate, grad_fn((optax.apply_updates(phi, d_phi), theta))[1]
+            )
         else:
-            d_theta = _scaled(updates[1], -learning_rate)
-            d_phi = _scaled(grad_fn((phi, optax.apply_updates(theta, d_theta)))[0], -learning_rate)
+            d_theta = optax.tree.scale(-learning_rate, updates[1])
+            d_phi = optax.tree.scale(
+                -learning_rate, grad_fn((phi, optax.apply_updates(theta, d_theta)))[0]
+            )
         return (d_phi, d_theta), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -90,8 +90,7 @@ def consensus_optimization(
         _check_params(params, "consensus_optimization")
         _, pullback = jax.vjp(grad_fn, params)
         (grad_h,) = pullback(updates)
-        u = jax.tree.map(lambda x, y: -learning_rate * (x + gamma * y), updates, grad_h)
-        return jax.tree.map(lambda a, x: a.astype(x.dtype), u, updates), state
+        return optax.tree.scale(-learning_rate, optax.tree.add_scale(updates, gamma, grad_h)), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -107,8 +106,8 @@ def extragradient(learning_rate: ScalarLike) -> optax.GradientTransformationExtr
     def update_fn(updates, state, params=None, *, grad_fn, **extra):
         del extra
         _check_params(params, "extragradient")
-        half = optax.apply_updates(params, _scaled(updates, -learning_rate))
-        return _scaled(grad_fn(half), -learning_rate), state
+        half = optax.apply_updates(params, optax.tree.scale(-learning_rate, updates))
+        return optax.tree.scale(-learning_rate, grad_fn(half)), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -126,11 +125,6 @@ def optimistic_gda(learning_rate: ScalarLike) -> optax.GradientTransformationExt
 
 def _jvp_field(game: Game, z: GameParams, tangent: GameParams) -> GameParams:
     return jax.jvp(game.vector_field, (z,), (tangent,))[1]
-
-
-def _axpy(a, x, y):
-    """a * x + y over pytrees."""
-    return jax.tree.map(lambda xi, yi: a * xi + yi, x, y)
 
 
 def _spectral_radius(m: np.ndarray) -> float:
@@ -173,14 +167,14 @@ class Simultaneous(AbstractScheme):
     name: ClassVar[str] = "simultaneous"
 
     def discretize(self, step_size):
-        check_positive("step_size", step_size)
+        step_size = positive("step_size", step_size)
         return Discretization(simultaneous_gda, {"learning_rate": step_size}, dt=step_size)
 
     def field(self, game, z):
         return game.vector_field(z)
 
     def drift(self, game, z):
-        return _scaled(_jvp_field(game, z, game.vector_field(z)), -0.5)
+        return optax.tree.scale(-0.5, _jvp_field(game, z, game.vector_field(z)))
 
     def step_matrix(self, jac, step_size, num_phi):
         return np.eye(len(jac)) + step_size * jac
@@ -195,7 +189,7 @@ class Alternating(AbstractScheme):
     name: ClassVar[str] = "alternating"
 
     def discretize(self, step_size):
-        check_positive("step_size", step_size)
+        step_size = positive("step_size", step_size)
         return Discretization(
             alternating_gda,
             {"learning_rate": step_size},
@@ -210,10 +204,10 @@ class Alternating(AbstractScheme):
         v_phi, v_theta = game.vector_field(z)
         jv = _jvp_field(game, z, (v_phi, v_theta))
         if self.d_first:
-            cross = _jvp_field(game, z, (v_phi, jax.tree.map(jnp.zeros_like, v_theta)))[1]
-            return (_scaled(jv[0], -0.5), _axpy(-0.5, jv[1], cross))
-        cross = _jvp_field(game, z, (jax.tree.map(jnp.zeros_like, v_phi), v_theta))[0]
-        return (_axpy(-0.5, jv[0], cross), _scaled(jv[1], -0.5))
+            cross = _jvp_field(game, z, (v_phi, optax.tree.zeros_like(v_theta)))[1]
+            return (optax.tree.scale(-0.5, jv[0]), optax.tree.add_scale(cross, -0.5, jv[1]))
+        cross = _jvp_field(game, z, (optax.tree.zeros_like(v_phi), v_theta))[0]
+        return (optax.tree.add_scale(cross, -0.5, jv[0]), optax.tree.scale(-0.5, jv[1]))
 
     def step_matrix(self, jac, step_size, num_phi):
         n, h = len(jac), step_size
@@ -228,17 +222,14 @@ class Alternating(AbstractScheme):
 
 class Consensus(AbstractScheme):
     r"""Consensus optimization with weight $\gamma \ge 0$: Euler on $w = v - \gamma J^\top v$,
-    drift $-\frac12 J_w w$. On the Dirac GAN the flow's eigenvalues are $-\gamma/4 \pm i/2$."""
+    drift $-\frac12 J_w w$. On the Dirac GAN the flow's eigenvalues are $-\gamma/4 \pm i/2$.
+    `gamma` is an array leaf: a new value does not recompile."""
 
-    gamma: ScalarLike = 1.0
+    gamma: Array = hyperparameter("gamma", default=1.0, lower=0.0)
     name: ClassVar[str] = "consensus"
 
-    def __check_init__(self):
-        if not isinstance(self.gamma, jax.core.Tracer) and not float(self.gamma) >= 0:
-            raise ValueError(f"gamma must be >= 0, got {self.gamma}.")
-
     def discretize(self, step_size):
-        check_positive("step_size", step_size)
+        step_size = positive("step_size", step_size)
         return Discretization(
             consensus_optimization,
             {"learning_rate": step_size, "gamma": self.gamma},
@@ -248,11 +239,11 @@ class Consensus(AbstractScheme):
     def field(self, game, z):
         v, pullback = jax.vjp(game.vector_field, z)
         (jtv,) = pullback(v)
-        return _axpy(-self.gamma, jtv, v)
+        return optax.tree.add_scale(v, -self.gamma, jtv)
 
     def drift(self, game, z):
         w = self.field(game, z)
-        return _scaled(jax.jvp(lambda x: self.field(game, x), (z,), (w,))[1], -0.5)
+        return optax.tree.scale(-0.5, jax.jvp(lambda x: self.field(game, x), (z,), (w,))[1])
 
     def step_matrix(self, jac, step_size, num_phi):
         return np.eye(len(jac)) + step_size * (jac - float(self.gamma) * jac.T @ jac)
@@ -264,14 +255,14 @@ class Extragradient(AbstractScheme):
     name: ClassVar[str] = "extragradient"
 
     def discretize(self, step_size):
-        check_positive("step_size", step_size)
+        step_size = positive("step_size", step_size)
         return Discretization(extragradient, {"learning_rate": step_size}, dt=step_size)
 
     def field(self, game, z):
         return game.vector_field(z)
 
     def drift(self, game, z):
-        return _scaled(_jvp_field(game, z, game.vector_field(z)), 0.5)
+        return optax.tree.scale(0.5, _jvp_field(game, z, game.vector_field(z)))
 
     def step_matrix(self, jac, step_size, num_phi):
         hj = step_size * jac
@@ -285,14 +276,14 @@ class Optimistic(AbstractScheme):
     name: ClassVar[str] = "optimistic"
 
     def discretize(self, step_size):
-        check_positive("step_size", step_size)
+        step_size = positive("step_size", step_size)
         return Discretization(optimistic_gda, {"learning_rate": step_size}, dt=step_size)
 
     def field(self, game, z):
         return game.vector_field(z)
 
     def drift(self, game, z):
-        return _scaled(_jvp_field(game, z, game.vector_field(z)), 0.5)
+        return optax.tree.scale(0.5, _jvp_field(game, z, game.vector_field(z)))
 
     def step_matrix(self, jac, step_size, num_phi):
         n, hj = len(jac), step_size * jac
