@@ -1,4 +1,8 @@
-"""Stochastic flows: SGD noise as an SDE, Langevin and Kramers dynamics, simulated by diffrax.
+"""Flows with noise: SGD noise as an SDE, Langevin and Kramers dynamics, simulated by diffrax.
+
+Each model is an `AbstractFlow` that declares a `diffusion`: its drift is a deterministic flow's
+vector field (`GradientFlow` for `Langevin` and `SGDNoise`, `HeavyBall` for `Kramers`), so
+`dynopt.solve` integrates the drift and `simulate(flow, problem, ...)` the SDE.
 
 Gibbs-constant convention: $d\\theta = -\\nabla L\\,dt + \\sigma\\,dW$ has stationary law
 $\\propto \\exp(-2L/\\sigma^2) = \\exp(-L/T)$ with $T = \\sigma^2/2$ (see `dynopt._sde.base`).

@@ -194,7 +194,9 @@ def _stock(c: Config, key) -> tuple[dict, dict]:
     mu, sig, T, s0 = c.stock_mu, c.stock_sigma, c.stock_T, c.stock_s0
     k1, k2 = jax.random.split(key)
     gbm = D.GBM(mu, sig)
-    paths = simulate(gbm, s0, jnp.asarray([0.0, T]), k1, c.stock_paths, dt=T / c.stock_steps)
+    paths = simulate(
+        gbm, None, jnp.asarray([0.0, T]), k1, c.stock_paths, x0=s0, dt=T / c.stock_steps
+    )
     sT = paths.ys[:, -1, 0]
     x = jnp.log(sT / s0)
     n = c.stock_paths

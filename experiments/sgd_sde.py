@@ -132,19 +132,22 @@ def _stationary(config: Config, key) -> tuple[dict, dict]:
     metrics: dict = {"steps": steps, "per_batch": {}}
     throughput = None
     for j, b in enumerate(config.batches):
-        model = sde.SGDNoise(quad, float(etas[0]), b)
+        model = sde.SGDNoise(float(etas[0]), b)
         exact_sgd = np.array(
             [
-                float(sde.quadratic_stationary_covariance(_with_lr(model, e), step=e)[0, 0])
+                float(sde.quadratic_stationary_covariance(_with_lr(model, e), quad, step=e)[0, 0])
                 for e in etas
             ]
         )
         exact_sde = np.array(
-            [float(sde.quadratic_stationary_covariance(_with_lr(model, e))[0, 0]) for e in etas]
+            [
+                float(sde.quadratic_stationary_covariance(_with_lr(model, e), quad)[0, 0])
+                for e in etas
+            ]
         )
         disc = dynopt.flows.GradientFlow().discretize(jnp.asarray(etas))
         keys = jax.random.split(jax.random.fold_in(key, j), config.mc_paths)
-        traj = dynopt.run(disc, model.sgd_problem(), steps, key=keys, every=steps)
+        traj = dynopt.run(disc, model.sgd_problem(quad), steps, key=keys, every=steps)
         mc, se = _var_se(np.asarray(traj.params[:, :, -1, 0]).T)
         out[f"B{b}_exact_sgd"], out[f"B{b}_exact_sde"] = exact_sgd, exact_sde
         out[f"B{b}_mc_sgd"], out[f"B{b}_mc_sgd_se"] = mc, se
@@ -157,14 +160,14 @@ def _stationary(config: Config, key) -> tuple[dict, dict]:
         return metrics, out
     # The SDE by Monte Carlo (Euler–Maruyama, h = eta/substeps), for the middle batch size.
     b = config.batches[len(config.batches) // 2]
-    model = sde.SGDNoise(quad, float(etas[0]), b)
+    model = sde.SGDNoise(float(etas[0]), b)
     mc_sde, mc_sde_se, em_exact = [], [], []
     for i, e in enumerate(etas):
         h = e / config.sde_substeps
         ts = jnp.array([0.0, steps * e])
         start = time.perf_counter()
         paths = sde.simulate(
-            _with_lr(model, e), None, ts, jax.random.fold_in(key, 100 + i), config.sde_paths, dt=h
+            _with_lr(model, e), quad, ts, jax.random.fold_in(key, 100 + i), config.sde_paths, dt=h
         )
         ys = np.asarray(paths.ys[:, -1, 0])
         if i == 1:  # compiled by the first call: time a pure simulation
@@ -174,7 +177,7 @@ def _stationary(config: Config, key) -> tuple[dict, dict]:
         mc_sde.append(v)
         mc_sde_se.append(s)
         em_exact.append(
-            float(sde.quadratic_stationary_covariance(_with_lr(model, e), step=h)[0, 0])
+            float(sde.quadratic_stationary_covariance(_with_lr(model, e), quad, step=h)[0, 0])
         )
     out["sde_batch"] = np.asarray(b)
     out["mc_sde"], out["mc_sde_se"], out["em_exact"] = map(
@@ -200,12 +203,15 @@ def _with_lr(model: sde.SGDNoise, eta: float) -> sde.SGDNoise:
 def _linreg_stationary(config: Config, key, linreg) -> tuple[dict, dict]:
     lam_max = float(np.linalg.eigvalsh(np.asarray(jax.hessian(linreg.loss)(linreg.params0))).max())
     etas = np.asarray([e for e in config.etas if e <= 0.8]) / lam_max  # 2nd moments stable
-    model = sde.SGDNoise(linreg, float(etas[0]), config.linreg_batch)
+    model = sde.SGDNoise(float(etas[0]), config.linreg_batch)
     tr_sgd = np.array(
-        [np.trace(sde.quadratic_stationary_covariance(_with_lr(model, e), step=e)) for e in etas]
+        [
+            np.trace(sde.quadratic_stationary_covariance(_with_lr(model, e), linreg, step=e))
+            for e in etas
+        ]
     )
     tr_sde = np.array(
-        [np.trace(sde.quadratic_stationary_covariance(_with_lr(model, e))) for e in etas]
+        [np.trace(sde.quadratic_stationary_covariance(_with_lr(model, e), linreg)) for e in etas]
     )
     metrics = {
         "lambda_max": lam_max,
@@ -218,7 +224,7 @@ def _linreg_stationary(config: Config, key, linreg) -> tuple[dict, dict]:
     steps = int(np.ceil(config.relax_time * 2 / (etas.min() * 0.5)))  # λ_min ≈ 0.5 here
     disc = dynopt.flows.GradientFlow().discretize(jnp.asarray(etas))
     keys = jax.random.split(key, config.linreg_paths)
-    traj = dynopt.run(disc, model.sgd_problem(), steps, key=keys, every=steps)
+    traj = dynopt.run(disc, model.sgd_problem(linreg), steps, key=keys, every=steps)
     final = np.asarray(traj.params[:, :, -1, :])  # (eta, path, d)
     mean = final.mean(axis=1, keepdims=True)
     sq = np.sum((final - mean) ** 2, axis=-1)
@@ -233,12 +239,12 @@ def _linreg_stationary(config: Config, key, linreg) -> tuple[dict, dict]:
 def _weak(config: Config, key, linreg) -> tuple[dict, dict]:
     etas = np.asarray(config.weak_etas)
     b = config.linreg_batch
-    model = sde.SGDNoise(linreg, float(etas[0]), b)
-    flow = sde.SGDNoise(linreg, float(etas[0]), config.n)  # B = n: c = 0, the gradient flow
+    model = sde.SGDNoise(float(etas[0]), b)
+    flow = sde.SGDNoise(float(etas[0]), config.n)  # B = n: c = 0, the gradient flow
     t_end = config.weak_t
     ts_fine = np.round(np.arange(0.0, t_end + 1e-12, etas.min()), 12)
-    ref = sde.quadratic_moments(model, ts_fine)
-    ode = sde.quadratic_moments(flow, ts_fine)
+    ref = sde.quadratic_moments(model, linreg, ts_fine)
+    ode = sde.quadratic_moments(flow, linreg, ts_fine)
     out = {
         "weak_etas": etas,
         "weak_ts": ts_fine,
@@ -249,13 +255,13 @@ def _weak(config: Config, key, linreg) -> tuple[dict, dict]:
     err = {k: [] for k in ("loss_vs_sde", "loss_vs_ode", "tr_vs_sde", "tr_vs_ode")}
     for i, e in enumerate(etas):
         ts = np.linspace(0.0, t_end, 11)  # multiples of every eta: one compiled program
-        sgd = sde.quadratic_moments(_with_lr(model, e), ts, step=e)
+        sgd = sde.quadratic_moments(_with_lr(model, e), linreg, ts, step=e)
         loss, tr = (
             np.asarray(sgd.expected_loss),
             np.asarray(jnp.trace(sgd.covariance, axis1=1, axis2=2)),
         )
         out[f"sgd_ts_{i}"], out[f"sgd_loss_{i}"], out[f"sgd_tr_{i}"] = ts, loss, tr
-        cont = sde.quadratic_moments(_with_lr(model, e), jnp.array([t_end]))  # this eta's SDE
+        cont = sde.quadratic_moments(_with_lr(model, e), linreg, jnp.array([t_end]))  # its SDE
         cont_loss, cont_tr = float(cont.expected_loss[-1]), float(jnp.trace(cont.covariance[-1]))
         err["loss_vs_sde"].append(abs(loss[-1] - cont_loss))
         err["loss_vs_ode"].append(abs(loss[-1] - out["ode_loss"][-1]))
@@ -275,13 +281,20 @@ def _weak(config: Config, key, linreg) -> tuple[dict, dict]:
     e0 = float(etas[0])
     n_steps = round(t_end / e0)
     keys = jax.random.split(key, config.weak_paths)
-    traj = dynopt.run(_with_lr(model, e0).discretize(), model.sgd_problem(), n_steps, key=keys)
+    traj = dynopt.run(
+        _with_lr(model, e0).discretize(), model.sgd_problem(linreg), n_steps, key=keys
+    )
     loss = np.asarray(traj.loss)
     out["mc_sgd_ts"] = np.asarray(traj.ts[0])
     out["mc_sgd_loss"], out["mc_sgd_loss_se"] = loss.mean(0), loss.std(0) / np.sqrt(loss.shape[0])
     ts_mc = jnp.asarray(np.round(np.arange(0.0, t_end + 1e-12, 0.25), 12))
     paths = sde.simulate(
-        model, None, ts_mc, jax.random.fold_in(key, 1), config.weak_paths, dt=float(etas.min()) / 4
+        model,
+        linreg,
+        ts_mc,
+        jax.random.fold_in(key, 1),
+        config.weak_paths,
+        dt=float(etas.min()) / 4,
     )
     m, s = paths.expectation(linreg.loss)
     out["mc_sde_ts"], out["mc_sde_loss"], out["mc_sde_loss_se"] = (
@@ -305,16 +318,18 @@ def _scaling(config: Config, key) -> tuple[dict, dict]:
     rows = {"wo": [], "w": [], "sde_w": []}
     for b, e in zip(bs, etas):
         for label, rep in (("wo", False), ("w", True)):
-            m = sde.SGDNoise(quad, float(e), int(b), replace=rep)
-            rows[label].append(float(sde.quadratic_stationary_covariance(m, step=float(e))[0, 0]))
-        m = sde.SGDNoise(quad, float(e), int(b), replace=True)
-        rows["sde_w"].append(float(sde.quadratic_stationary_covariance(m)[0, 0]))
+            m = sde.SGDNoise(float(e), int(b), replace=rep)
+            rows[label].append(
+                float(sde.quadratic_stationary_covariance(m, quad, step=float(e))[0, 0])
+            )
+        m = sde.SGDNoise(float(e), int(b), replace=True)
+        rows["sde_w"].append(float(sde.quadratic_stationary_covariance(m, quad)[0, 0]))
     mc, mc_se = [], []
     steps = int(np.ceil(config.relax_time / (config.lam * etas.min())))
     for j, b in enumerate(config.scaling_mc_batches):
-        m = sde.SGDNoise(quad, config.scaling_ratio * b, int(b), replace=True)
+        m = sde.SGDNoise(config.scaling_ratio * b, int(b), replace=True)
         keys = jax.random.split(jax.random.fold_in(key, j), config.mc_paths)
-        traj = dynopt.run(m.discretize(), m.sgd_problem(), steps, key=keys, every=steps)
+        traj = dynopt.run(m.discretize(), m.sgd_problem(quad), steps, key=keys, every=steps)
         v, s = _var_se(np.asarray(traj.params[:, -1, 0]))
         mc.append(v)
         mc_se.append(s)
@@ -357,9 +372,9 @@ def _schedules(config: Config, key, linreg) -> tuple[dict, dict]:
         samples, updates, losses, mc, mc_se = [0.0], [0], [], [], []
         keys = jax.random.split(jax.random.fold_in(key, len(name)), config.schedule_paths)
         for k, (eta, b, n) in enumerate(phases):
-            model = sde.SGDNoise(linreg, eta, int(b), replace=True)
+            model = sde.SGDNoise(eta, int(b), replace=True)
             ts = eta * np.arange(n + 1)
-            mom = sde.quadratic_moments(model, ts, step=eta, x0=mean, covariance0=cov)
+            mom = sde.quadratic_moments(model, linreg, ts, step=eta, x0=mean, covariance0=cov)
             mean, cov = mom.mean[-1], mom.covariance[-1]
             losses.append(np.asarray(mom.expected_loss if k == 0 else mom.expected_loss[1:]))
             samples.extend(samples[-1] + b * np.arange(1, n + 1))
@@ -367,7 +382,7 @@ def _schedules(config: Config, key, linreg) -> tuple[dict, dict]:
             if not config.schedule_paths:
                 continue
             # Monte Carlo: continue every path from where the previous phase left it.
-            q = model.sgd_problem()
+            q = model.sgd_problem(linreg)
             phase_keys = jax.vmap(lambda kk, k=k: jax.random.fold_in(kk, k))(keys)
             if params is None:
                 traj = dynopt.run(model.discretize(), q, n, key=phase_keys)
@@ -441,10 +456,10 @@ def _wells(config: Config, key) -> tuple[dict, dict]:
         del cases["kramers"]
     for i, (name, (tilt, kind)) in enumerate(cases.items()):
         pot = eqx.Partial(_double_well, tilt=jnp.asarray(tilt))
-        model = sde.Langevin(pot, temp) if kind == "langevin" else sde.Kramers(pot, 1.0, temp)
+        model = sde.Langevin(temp) if kind == "langevin" else sde.Kramers(1.0, temp)
         paths = sde.simulate(
             model,
-            jnp.array([0.0]),
+            dynopt.Problem(pot, jnp.array([0.0])),
             ts,
             jax.random.fold_in(key, i),
             config.well_paths,
@@ -474,8 +489,8 @@ def _wells(config: Config, key) -> tuple[dict, dict]:
     for i, temp_i in enumerate(config.escape_temperatures):
         tau = np.asarray(
             sde.first_passage(
-                sde.Langevin(pot, temp_i),
-                jnp.array([-1.0]),
+                sde.Langevin(temp_i),
+                dynopt.Problem(pot, jnp.array([-1.0])),
                 hit,
                 config.escape_t,
                 jax.random.fold_in(key, 50 + i),

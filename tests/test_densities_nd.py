@@ -156,8 +156,9 @@ def test_double_well_2d_long_time_fokker_planck():
 
 
 def test_d1_reduces_to_the_1d_routes():
-    # The d-dim code at d = 1 against the 1-D routes (same settings as tests/test_densities.py:
-    # shared compilations).
+    # The 1-D routes are the d-dim code at d = 1: a ScalarSDE (polynomial drift) through a 1-D
+    # route against a VectorSDE (matrix drift) through the d-dim route (same settings as
+    # tests/test_densities.py: shared compilations).
     lin1, linv = D.linear_sde(1.0, ALPHA), D.linear_vector_sde([[1.0]], ALPHA)
     x0, t1, g = 0.3, 0.5, np.linspace(-4.0, 4.5, 341)
     a = D.path_integral(lin1, x0, t1, g, 8, convention="midpoint")
@@ -195,7 +196,7 @@ def test_three_dimensions_coarse():
 
 
 def test_bad_input_nd():
-    with pytest.raises(ValueError, match="alpha must be a finite scalar > 0"):
+    with pytest.raises(ValueError, match="alpha must be > 0"):
         D.VectorSDE(lambda x, t: -x, 0.0)
     with pytest.raises(ValueError, match="alpha"):
         D.linear_vector_sde(A, -1.0)
@@ -208,7 +209,9 @@ def test_bad_input_nd():
     with pytest.raises(ValueError, match=r"drift must map shape \(2,\) to \(2,\)"):
         D.path_integral_nd(wrong, [0.0, 0.0], 1.0, axes, 2)
     with pytest.raises(ValueError, match="drift must map"):
-        dynopt.sde.simulate(wrong, jnp.zeros(2), jnp.asarray([0.0, 1.0]), jax.random.key(0), 2)
+        dynopt.sde.simulate(
+            wrong, None, jnp.asarray([0.0, 1.0]), jax.random.key(0), 2, x0=jnp.zeros(2)
+        )
     with pytest.raises(ValueError, match="x0 must have shape"):
         D.path_integral_nd(SDE, [0.0, 0.0, 0.0], 1.0, axes, 2)
     with pytest.raises(ValueError, match="uniform"):

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 import dynopt
-from dynopt import problems, sde
+from dynopt import flows, problems, sde
 
 
 LAM = 2.0
@@ -58,35 +58,35 @@ def test_gibbs_convention_langevin_and_kramers():
     temp = sde.temperature_of(sigma)
     assert float(temp) == pytest.approx(0.72, rel=1e-15)
     ts = jnp.array([0.0, 4.0])  # 8 relaxation times of exp(-2 lam t)
-    paths = sde.simulate(
-        sde.Langevin(_quadratic, temp), jnp.array([1.0]), ts, jax.random.key(0), 4000, dt=0.02
-    )
+    quad = dynopt.Problem(_quadratic, jnp.array([1.0]))
+    paths = sde.simulate(sde.Langevin(temp), quad, ts, jax.random.key(0), 4000, dt=0.02)
     assert paths.solver == "ShARK" and paths.ys.shape == (4000, 2, 1)
     v, se = _variance_and_se(paths.ys[:, -1, 0])
     expected = sigma**2 / (2 * LAM)  # the ShARK bias at dt = 0.02 is O(dt^2) ~ 1e-3 SE
     assert abs(v - expected) < 3 * se
     assert abs(v - sigma**2 / LAM) > 20 * se  # the convention without the 2 is far off
 
-    kramers = sde.Kramers(_quadratic, damping=1.0, temperature=temp)
-    kp = sde.simulate(
-        kramers, jnp.array([1.0]), jnp.array([0.0, 12.0]), jax.random.key(1), 4000, dt=0.02
-    )
+    kramers = sde.Kramers(damping=1.0, temperature=temp)
+    kp = sde.simulate(kramers, quad, jnp.array([0.0, 12.0]), jax.random.key(1), 4000, dt=0.02)
     vx, sex = _variance_and_se(kp.ys[:, -1, 0])
     vv, sev = _variance_and_se(kp.ys[:, -1, 1])
     assert abs(vx - float(temp) / LAM) < 3 * sex  # theta-marginal: the same Gibbs law
     assert abs(vv - float(temp)) < 3 * sev  # Maxwell: v ~ N(0, T)
-    y = jnp.array([0.3, -0.4])
+    assert kp.params.shape == (4000, 2, 1)
+    y = (jnp.array([0.3]), jnp.array([-0.4]))
     np.testing.assert_allclose(
-        kramers.log_stationary_density(y), -(0.08 + 0.5 * LAM * 0.09) / float(temp), rtol=1e-14
+        kramers.log_stationary_density(y, quad),
+        -(0.08 + 0.5 * LAM * 0.09) / float(temp),
+        rtol=1e-14,
     )
 
 
 def test_simulate_is_deterministic_bit_for_bit():
-    model = sde.Langevin(_quadratic, 0.5)
+    model, quad = sde.Langevin(0.5), dynopt.Problem(_quadratic, jnp.array([1.0]))
     ts = jnp.array([0.0, 4.0])
-    a = sde.simulate(model, jnp.array([1.0]), ts, jax.random.key(0), 4000, dt=0.02)
-    b = sde.simulate(model, jnp.array([1.0]), ts, jax.random.key(0), 4000, dt=0.02)
-    c = sde.simulate(model, jnp.array([1.0]), ts, jax.random.key(1), 4000, dt=0.02)
+    a = sde.simulate(model, quad, ts, jax.random.key(0), 4000, dt=0.02)
+    b = sde.simulate(model, quad, ts, jax.random.key(0), 4000, dt=0.02)
+    c = sde.simulate(model, quad, ts, jax.random.key(1), 4000, dt=0.02)
     np.testing.assert_array_equal(a.ys, b.ys)
     assert not np.array_equal(a.ys[:, -1], c.ys[:, -1])
 
@@ -96,8 +96,8 @@ def test_gibbs_histogram_double_well():
     excites the slow well-to-well mode, so t = 6 is stationary): chi-square against exp(-L/T)."""
     temp, num = 0.4, 4000
     paths = sde.simulate(
-        sde.Langevin(_double_well, temp),
-        jnp.array([0.0]),
+        sde.Langevin(temp),
+        dynopt.Problem(_double_well, jnp.array([0.0])),
         jnp.array([0.0, 6.0]),
         jax.random.key(2),
         num,
@@ -128,7 +128,7 @@ def test_minibatch_covariance_is_exact_by_enumeration():
     theta = jnp.array([0.3, -0.7])
     per_sample = jax.vmap(jax.grad(p.sample_loss_fn), in_axes=(None, 0))(theta, p.data)
     for replace in (False, True):
-        model = sde.SGDNoise(p, 0.1, 2, replace=replace)
+        model = sde.SGDNoise(0.1, 2, replace=replace)
         pairs = (
             itertools.product(range(6), repeat=2)
             if replace
@@ -136,26 +136,28 @@ def test_minibatch_covariance_is_exact_by_enumeration():
         )
         grads = np.asarray(per_sample)[np.array(list(pairs))].mean(axis=1)  # every minibatch
         exact = np.cov(grads.T, bias=True)
-        np.testing.assert_allclose(model.minibatch_covariance(theta), exact, rtol=1e-12, atol=1e-14)
-    assert float(sde.SGDNoise(p, 0.1, 2).finite_population_factor) == pytest.approx(0.8)
-    assert float(sde.SGDNoise(p, 0.1, 6).finite_population_factor) == 0.0  # B = n: plain GD
+        np.testing.assert_allclose(
+            model.minibatch_covariance(theta, p), exact, rtol=1e-12, atol=1e-14
+        )
+    assert float(sde.SGDNoise(0.1, 2).finite_population_factor(p)) == pytest.approx(0.8)
+    assert float(sde.SGDNoise(0.1, 6).finite_population_factor(p)) == 0.0  # B = n: plain GD
 
 
 def test_diffusion_factorisations():
     p = problems.linear_regression(num_samples=20, dim=3, batch_size=4)
     y = jnp.array([0.2, -0.1, 0.5])
-    full = sde.SGDNoise(p, 0.05, 4)
-    target = np.asarray(full.noise_scale * full.gradient_covariance(y))
-    for kind, rank in (("full", None), ("samples", None), ("lowrank", 3)):
-        model = sde.SGDNoise(p, 0.05, 4, covariance=kind, rank=rank)
-        g = np.asarray(model.diffusion(0.0, y, None))
-        assert g.shape == (3, model.noise_dim(y))
+    full = sde.SGDNoise(0.05, 4)
+    target = np.asarray(full.noise_scale(p) * full.gradient_covariance(y, p))
+    for kind, rank, m in (("full", None, 3), ("samples", None, 20), ("lowrank", 3, 3)):
+        model = sde.SGDNoise(0.05, 4, covariance=kind, rank=rank)
+        g = np.asarray(model.diffusion(0.0, y, p))
+        assert g.shape == (3, m)
         np.testing.assert_allclose(g @ g.T, target, rtol=1e-11, atol=1e-15)
-    low = sde.SGDNoise(p, 0.05, 4, covariance="lowrank", rank=1)
-    g = np.asarray(low.diffusion(0.0, y, None))
+    low = sde.SGDNoise(0.05, 4, covariance="lowrank", rank=1)
+    g = np.asarray(low.diffusion(0.0, y, p))
     w = np.linalg.eigvalsh(target)
     np.testing.assert_allclose(np.linalg.eigvalsh(g @ g.T)[-1], w[-1], rtol=1e-11)
-    diag = sde.SGDNoise(p, 0.05, 4, covariance="diagonal").diffusion(0.0, y, None)
+    diag = sde.SGDNoise(0.05, 4, covariance="diagonal").diffusion(0.0, y, p)
     np.testing.assert_allclose(diag.as_matrix() ** 2, np.diag(np.diag(target)), rtol=1e-11)
 
 
@@ -164,14 +166,14 @@ def test_sgd_problem_samples_as_the_model_assumes():
     theta = jnp.array([0.4, 0.1])
     keys = jax.random.split(jax.random.key(3), 10_000)
     for replace in (False, True):
-        model = sde.SGDNoise(p, 0.1, 3, replace=replace)
-        q = model.sgd_problem()
+        model = sde.SGDNoise(0.1, 3, replace=replace)
+        q = model.sgd_problem(p)
         assert q.batch_size == 3
         grads = jax.jit(jax.vmap(jax.grad(q.stochastic_loss), in_axes=(None, 0)))
         g = np.asarray(grads(theta, keys))
         v, se = _variance_and_se(g[:, 0])
-        assert abs(v - float(model.minibatch_covariance(theta)[0, 0])) < 3 * se
-    assert sde.SGDNoise(p, 0.1, 5).sgd_problem() is p
+        assert abs(v - float(model.minibatch_covariance(theta, p)[0, 0])) < 3 * se
+    assert sde.SGDNoise(0.1, 5).sgd_problem(p) is p
 
 
 def test_stationary_variance_closed_forms_and_monte_carlo():
@@ -181,13 +183,13 @@ def test_stationary_variance_closed_forms_and_monte_carlo():
     p = _noisy_quadratic(n, lam, sigma, b)
     c = (n - b) / (n - 1)
     for eta in (0.5, 0.1):
-        model = sde.SGDNoise(p, eta, b)
-        sgd_v = float(sde.quadratic_stationary_covariance(model, step=eta)[0, 0])
-        sde_v = float(sde.quadratic_stationary_covariance(model)[0, 0])
+        model = sde.SGDNoise(eta, b)
+        sgd_v = float(sde.quadratic_stationary_covariance(model, p, step=eta)[0, 0])
+        sde_v = float(sde.quadratic_stationary_covariance(model, p)[0, 0])
         assert sgd_v == pytest.approx(eta * c * sigma**2 / (b * lam * (2 - eta * lam)), rel=1e-12)
         assert sde_v == pytest.approx(eta * c * sigma**2 / (2 * b * lam), rel=1e-12)
         ts = jnp.array([0.0, 1.0, 3.0])
-        mom = sde.quadratic_moments(model, ts, step=eta)
+        mom = sde.quadratic_moments(model, p, ts, step=eta)
         k = np.asarray(ts) / eta
         np.testing.assert_allclose(mom.mean[:, 0], (1 - eta * lam) ** k, rtol=1e-12)
         np.testing.assert_allclose(
@@ -196,35 +198,35 @@ def test_stationary_variance_closed_forms_and_monte_carlo():
             rtol=1e-12,
             atol=1e-16,
         )
-        cont = sde.quadratic_moments(model, ts)
+        cont = sde.quadratic_moments(model, p, ts)
         np.testing.assert_allclose(cont.mean[:, 0], np.exp(-lam * np.asarray(ts)), rtol=1e-12)
         np.testing.assert_allclose(
             cont.covariance[:, 0, 0], sde_v * (1 - np.exp(-2 * lam * np.asarray(ts))), rtol=1e-10
         )
 
     eta, steps = 0.5, 24  # stationary: (1 - eta lam)^(2 * 24) ~ 4e-15
-    model = sde.SGDNoise(p, eta, b)
+    model = sde.SGDNoise(eta, b)
     keys = jax.random.split(jax.random.key(4), 4000)
-    traj = dynopt.run(model.discretize(), model.sgd_problem(), steps, key=keys, every=steps)
+    traj = dynopt.run(model.discretize(), model.sgd_problem(p), steps, key=keys, every=steps)
     v, se = _variance_and_se(traj.params[:, -1, 0])
-    assert abs(v - float(sde.quadratic_stationary_covariance(model, step=eta)[0, 0])) < 3 * se
-    assert abs(v - float(sde.quadratic_stationary_covariance(model)[0, 0])) > 5 * se
+    assert abs(v - float(sde.quadratic_stationary_covariance(model, p, step=eta)[0, 0])) < 3 * se
+    assert abs(v - float(sde.quadratic_stationary_covariance(model, p)[0, 0])) > 5 * se
     h = eta / 4
-    paths = sde.simulate(model, None, jnp.array([0.0, 12.0]), jax.random.key(5), 4000, dt=h)
+    paths = sde.simulate(model, p, jnp.array([0.0, 12.0]), jax.random.key(5), 4000, dt=h)
     assert paths.solver == "Euler"
     v, se = _variance_and_se(paths.ys[:, -1, 0])
-    assert abs(v - float(sde.quadratic_stationary_covariance(model, step=h)[0, 0])) < 3 * se
+    assert abs(v - float(sde.quadratic_stationary_covariance(model, p, step=h)[0, 0])) < 3 * se
 
 
 def test_quadratic_moments_match_monte_carlo_on_linear_regression():
     """E L(theta_t) from the exact moment recursion vs SGD runs (d = 3, state-dependent noise)."""
     p = problems.linear_regression(num_samples=32, dim=3, batch_size=4, noise=0.5)
     eta = 0.1
-    model = sde.SGDNoise(p, eta, 4)
+    model = sde.SGDNoise(eta, 4)
     ts = jnp.array([0.0, 1.0, 2.0, 4.0])
-    exact = sde.quadratic_moments(model, ts, step=eta)
+    exact = sde.quadratic_moments(model, p, ts, step=eta)
     keys = jax.random.split(jax.random.key(6), 2000)
-    traj = dynopt.run(model.discretize(), model.sgd_problem(), 40, key=keys, every=10)
+    traj = dynopt.run(model.discretize(), model.sgd_problem(p), 40, key=keys, every=10)
     loss = np.asarray(traj.loss)[:, [0, 1, 2, 4]]
     mc, se = loss.mean(0), loss.std(0) / np.sqrt(loss.shape[0])
     assert np.all(np.abs(mc - np.asarray(exact.expected_loss)) <= 3 * se + 1e-12)
@@ -241,8 +243,8 @@ def _unstable(x):
 
 def test_blowup_is_flagged_and_not_averaged_in():
     paths = sde.simulate(
-        sde.Langevin(_unstable, 0.3),
-        jnp.array([0.0]),
+        sde.Langevin(0.3),
+        dynopt.Problem(_unstable, jnp.array([0.0])),
         jnp.linspace(0.0, 20.0, 21),
         jax.random.key(7),
         200,
@@ -271,8 +273,8 @@ def test_first_passage_of_brownian_motion():
     level by beta sqrt(2T dt), beta = -zeta(1/2)/sqrt(2 pi) = 0.5826 (Broadie-Glasserman-Kou)."""
     temp, a, dt = 0.5, 1.0, 1e-3
     tau = sde.first_passage(
-        sde.Langevin(_zero, temp),
-        jnp.array([0.0]),
+        sde.Langevin(temp),
+        dynopt.Problem(_zero, jnp.array([0.0])),
         lambda y: jnp.abs(y[0]) >= a,
         20.0,
         jax.random.key(8),
@@ -288,43 +290,86 @@ def test_first_passage_of_brownian_motion():
 
 def test_bad_input():
     p = problems.linear_regression(num_samples=8, dim=2, batch_size=2)
-    with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, 8\]"):
-        sde.SGDNoise(p, 0.1, 0)
-    with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, 8\]"):
-        sde.SGDNoise(p, 0.1, 9)
-    with pytest.raises(ValueError, match="learning_rate must be finite and > 0"):
-        sde.SGDNoise(p, -0.1, 2)
-    with pytest.raises(ValueError, match="problem must be a finite-sum"):
-        sde.SGDNoise(problems.rosenbrock(), 0.1, 2)
-    with pytest.raises(ValueError, match="covariance must be one of"):
-        sde.SGDNoise(p, 0.1, 2, covariance="cholesky")
-    with pytest.raises(ValueError, match=r"rank must be an integer in \[1, 2\]"):
-        sde.SGDNoise(p, 0.1, 2, covariance="lowrank", rank=3)
-    with pytest.raises(ValueError, match="temperature must be a finite scalar >= 0"):
-        sde.Langevin(_quadratic, -1.0)
-    with pytest.raises(ValueError, match="damping must be a finite scalar >= 0"):
-        sde.Kramers(_quadratic, -0.5, 1.0)
-    with pytest.raises(ValueError, match="potential must be callable"):
-        sde.Langevin(3.0, 1.0)
-    model = sde.Langevin(_quadratic, 1.0)
+    quad = dynopt.Problem(_quadratic, jnp.array([1.0]))
     ts = jnp.array([0.0, 1.0])
-    with pytest.raises(ValueError, match="potential must return a scalar"):
-        sde.simulate(
-            sde.Langevin(lambda x: x**2, 1.0), jnp.array([1.0, 2.0]), ts, jax.random.key(0), 2
-        )
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        sde.SGDNoise(0.1, 0)
+    with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, 8\]"):
+        sde.simulate(sde.SGDNoise(0.1, 9), p, ts, key, 2)
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        sde.SGDNoise(-0.1, 2)
+    with pytest.raises(ValueError, match="problem must be a finite-sum"):
+        sde.quadratic_moments(sde.SGDNoise(0.1, 2), problems.rosenbrock(), ts)
+    with pytest.raises(ValueError, match="covariance must be one of"):
+        sde.SGDNoise(0.1, 2, covariance="cholesky")
+    with pytest.raises(ValueError, match=r"rank must be an integer in \[1, 2\]"):
+        sde.SGDNoise(0.1, 2, covariance="lowrank", rank=3).sgd_problem(p)
+    with pytest.raises(ValueError, match="rank is only used"):
+        sde.SGDNoise(0.1, 2, rank=1)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        sde.Langevin(-1.0)
+    with pytest.raises(ValueError, match="damping must be >= 0"):
+        sde.Kramers(-0.5, 1.0)
+    with pytest.raises(ValueError, match="declares no diffusion"):
+        sde.simulate(dynopt.flows.GradientFlow(), quad, ts, key, 2)
+    with pytest.raises(ValueError, match="x0 is required when problem is None"):
+        sde.simulate(sde.Langevin(1.0), None, ts, key, 2)
     with pytest.raises(ValueError, match="num_paths must be a positive integer"):
-        sde.simulate(model, jnp.array([1.0]), ts, jax.random.key(0), 0)
+        sde.simulate(sde.Langevin(1.0), quad, ts, key, 0)
     with pytest.raises(ValueError, match="ts must be a 1-D increasing"):
-        sde.simulate(model, jnp.array([1.0]), jnp.array([1.0, 0.0]), jax.random.key(0), 2)
+        sde.simulate(sde.Langevin(1.0), quad, jnp.array([1.0, 0.0]), key, 2)
     with pytest.raises(ValueError, match="every save time must be t0"):
-        sde.simulate(
-            model, jnp.array([1.0]), jnp.array([0.0, 0.25, 1.0]), jax.random.key(0), 2, dt=0.1
-        )
+        sde.simulate(sde.Langevin(1.0), quad, jnp.array([0.0, 0.25, 1.0]), key, 2, dt=0.1)
     with pytest.raises(ValueError, match="below float32 resolution"):
-        sde.simulate(
-            model, jnp.array([1.0]), jnp.array([1e5, 1e5 + 0.01]), jax.random.key(0), 2, dt=1e-3
-        )
+        sde.simulate(sde.Langevin(1.0), quad, jnp.array([1e5, 1e5 + 0.01]), key, 2, dt=1e-3)
     with pytest.raises(ValueError, match="additive noise only"):
-        sde.simulate(
-            sde.SGDNoise(p, 0.1, 2), None, ts, jax.random.key(0), 2, solver=diffrax.ShARK()
-        )
+        sde.simulate(sde.SGDNoise(0.1, 2), p, ts, key, 2, solver=diffrax.ShARK())
+
+
+def test_drifts_are_the_deterministic_flows():
+    """Langevin and SGDNoise step with gradient flow's vector field, Kramers with heavy ball's (the
+    same function, bit for bit); `solve` integrates the drift."""
+    p = problems.linear_regression(num_samples=8, dim=2, batch_size=2)
+    theta, v = jnp.array([0.3, -0.2]), jnp.array([0.1, 0.4])
+    gf = flows.GradientFlow().vector_field(0.0, theta, p)
+    for model in (sde.Langevin(0.7), sde.SGDNoise(0.1, 2)):
+        np.testing.assert_array_equal(model.vector_field(0.0, theta, p), gf)
+    hb = flows.HeavyBall(0.5).vector_field(0.0, (theta, v), p)
+    for a, b in zip(sde.Kramers(0.5, 0.3).vector_field(0.0, (theta, v), p), hb):
+        np.testing.assert_array_equal(a, b)
+    ts = jnp.array([0.5, 1.0])
+    noisy = dynopt.solve(sde.Langevin(0.7), p, ts, solver="tsit5")
+    plain = dynopt.solve(flows.GradientFlow(), p, ts, solver="tsit5")
+    np.testing.assert_array_equal(noisy.params, plain.params)
+
+
+class _TraceCounter(eqx.Module):
+    """A per-sample loss that counts how often it is traced (a Python side effect)."""
+
+    count: list = eqx.field(static=True)
+
+    def __call__(self, theta, x):
+        self.count.append(1)
+        return _sample_quadratic(theta, x, 1.0)
+
+
+def test_new_hyperparameters_reuse_the_compiled_simulation():
+    """Temperature, friction, learning rate and batch size are array leaves: new values reuse
+    the compiled program (no retrace), and the result changes with them."""
+    counter = _TraceCounter([])
+    x = jnp.asarray(np.random.default_rng(1).normal(size=16))[:, None]
+    p = problems.finite_sum(counter, x, jnp.array([1.0]), batch_size=2)
+    ts, key = jnp.array([0.0, 0.5]), jax.random.key(0)
+    cases = (sde.Langevin, lambda v: sde.Kramers(2 * v, v), lambda v: sde.SGDNoise(v, 2))
+    for make in cases:
+        ends = [sde.simulate(make(0.2), p, ts, key, 8, dt=0.1).ys[:, -1]]
+        first = len(counter.count)
+        for value in (0.4, 0.8):
+            ends.append(sde.simulate(make(value), p, ts, key, 8, dt=0.1).ys[:, -1])
+        assert len(counter.count) == first
+        assert not np.array_equal(ends[0], ends[1])
+    first = len(counter.count)
+    for b in (4, 8):
+        sde.simulate(sde.SGDNoise(0.8, b), p, ts, key, 8, dt=0.1)
+    assert len(counter.count) == first

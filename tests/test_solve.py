@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -7,6 +9,7 @@ import scipy.integrate
 
 import dynopt
 from dynopt import flows, problems
+from dynopt._solve import raise_for_result
 
 
 @pytest.mark.parametrize(
@@ -115,3 +118,26 @@ def test_dense_memory_guard_names_the_fix():
     big = dynopt.Problem(lambda x: jnp.sum(x**2), jnp.zeros(50_000))
     with pytest.raises(ValueError, match="Pass dense=False"):
         dynopt.solve(flows.GradientFlow(), big, [1.0], max_steps=16_384)
+
+
+def test_raise_for_result_names_the_failure_and_the_fix():
+    """The one translation of diffrax's RESULTS (public API only): a batched result names the
+    failed entries, the failure and what to change; success passes silently."""
+    fail = diffrax.RESULTS.nonlinear_divergence
+    results = jax.vmap(lambda i: diffrax.RESULTS.where(i == 1, fail, diffrax.RESULTS.successful))(
+        jnp.arange(3)
+    )
+    with pytest.raises(
+        dynopt.SolveError,
+        match=r"x failed \(batch entries \[1\] of 3\): nonlinear_divergence.*Newton",
+    ):
+        raise_for_result(results, what="x", rtol=1e-8, atol=1e-10)
+    raise_for_result(diffrax.RESULTS.successful, what="x")
+
+
+def test_every_diffrax_solve_goes_through_integrate():
+    root = Path(dynopt.__file__).parent
+    callers = sorted(
+        str(p.relative_to(root)) for p in root.rglob("*.py") if "diffeqsolve(" in p.read_text()
+    )
+    assert callers == ["_solve.py"], callers

@@ -8,7 +8,6 @@ $$\partial_t P = \tfrac{\alpha}{2}\partial_x^2 P - \partial_x(pP).$$
 """
 
 from collections.abc import Callable
-from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -16,16 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, Float, Scalar, ScalarLike
-from .._sde.base import AbstractSDE
-
-
-def check_positive(name: str, value) -> None:
-    """`ValueError` unless `value` is a finite scalar > 0 (skipped for tracers)."""
-    if isinstance(value, jax.core.Tracer):
-        return
-    arr = np.asarray(value, dtype=float)
-    if arr.shape != () or not np.isfinite(arr) or not arr > 0:
-        raise ValueError(f"{name} must be a finite scalar > 0, got {value}.")
+from .._validation import hyperparameter, positive
 
 
 def check_uniform_grid(name: str, grid) -> np.ndarray:
@@ -39,11 +29,12 @@ def check_uniform_grid(name: str, grid) -> np.ndarray:
     return g
 
 
-class ScalarSDE(AbstractSDE):
+class ScalarSDE(eqx.Module):
     r"""$dx = p(x, t)\,dt + \sqrt{\alpha}\,dW$ in one dimension (post 7, eq. 48).
 
-    A `dynopt.sde` model (additive noise, so `dynopt.sde.simulate` uses ShARK), and the input of
-    every density route in `dynopt.densities`.
+    The input of the 1-D density routes (each the $d = 1$ case of its $d$-dimensional route,
+    which sees this model as a `VectorSDE`) and of the 1-D path-integral theory (actions,
+    eq. 69's potential, the Jacobians $\partial_x p$).
 
     **Arguments:**
 
@@ -54,15 +45,13 @@ class ScalarSDE(AbstractSDE):
     """
 
     drift_fn: Callable[[Scalar, Scalar], Scalar]
-    alpha: Float[Array, ""]
-    additive: ClassVar[bool] = True
+    alpha: Float[Array, ""] = hyperparameter("alpha", lower=0.0, lower_open=True)
 
     def __init__(self, drift: Callable, alpha: ScalarLike):
         if not callable(drift):
             raise ValueError(f"drift must be callable (x, t) -> scalar, got {type(drift)}.")
-        check_positive("alpha", alpha)
         self.drift_fn = drift
-        self.alpha = jnp.asarray(alpha, dtype=float)
+        self.alpha = alpha
 
     def p(self, x: ScalarLike, t: ScalarLike) -> Scalar:
         """The drift $p(x, t)$."""
@@ -71,28 +60,6 @@ class ScalarSDE(AbstractSDE):
     def dp_dx(self, x: ScalarLike, t: ScalarLike) -> Scalar:
         r"""$\partial_x p(x, t)$ by autodiff (the Jacobian terms of eqs. 62–66)."""
         return jax.grad(lambda y: self.p(y, t))(jnp.asarray(x, dtype=float))
-
-    def init(self, x0) -> Float[Array, " 1"]:
-        return jnp.atleast_1d(jnp.asarray(x0, dtype=float)).reshape(1)
-
-    def check(self, y0) -> None:
-        out = jax.eval_shape(self.drift_fn, y0[0], y0[0])
-        if out.shape != ():
-            raise ValueError(f"drift must return a scalar, got shape {out.shape}.")
-
-    def drift(self, t, y, args):
-        del args
-        return jnp.reshape(self.p(y[0], t), (1,)).astype(y.dtype)
-
-    def diffusion(self, t, y, args):
-        del t, args
-        return jnp.sqrt(self.alpha).astype(y.dtype) * jnp.ones((1, 1), y.dtype)
-
-    def noise_dim(self, y0) -> int:
-        return 1
-
-    def params(self, y):
-        return y[..., 0]
 
 
 class Polynomial(eqx.Module):
@@ -131,8 +98,8 @@ def linear_density(
 
     **Raises:** `ValueError` for $\alpha \le 0$ or $t \le 0$.
     """
-    check_positive("alpha", alpha)
-    check_positive("t", t)
+    positive("alpha", alpha)
+    positive("t", t)
     rate, t, x0 = (jnp.asarray(v, dtype=float) for v in (rate, t, x0))
     safe = jnp.where(rate == 0, 1.0, rate)
     var = jnp.asarray(alpha, float) * jnp.where(
@@ -146,8 +113,8 @@ def linear_cdf(
     x: Float[Array, "..."], t: ScalarLike, x0: ScalarLike, *, rate: ScalarLike, alpha: ScalarLike
 ) -> Float[Array, "..."]:
     """The CDF of `linear_density` (for exact histogram-bin probabilities)."""
-    check_positive("alpha", alpha)
-    check_positive("t", t)
+    positive("alpha", alpha)
+    positive("t", t)
     rate, t, x0 = (jnp.asarray(v, dtype=float) for v in (rate, t, x0))
     safe = jnp.where(rate == 0, 1.0, rate)
     var = jnp.asarray(alpha, float) * jnp.where(
@@ -203,6 +170,20 @@ class GridDensity(eqx.Module):
     lost_mass: Float[Array, ""]
     mass_defect: Float[Array, ""]
     method: str = eqx.field(static=True)
+
+    @staticmethod
+    def from_tensor(dens) -> "GridDensity":
+        """A route's $d = 1$ `TensorDensity` as a 1-D density on its axis."""
+        (x,) = dens.axes
+        return GridDensity(
+            x=x,
+            density=dens.density,
+            t=dens.t,
+            mass=dens.mass,
+            lost_mass=dens.lost_mass,
+            mass_defect=dens.mass_defect,
+            method=dens.method,
+        )
 
     def error(self, exact: Callable[[Array], Array]) -> Float[Array, ""]:
         """Max-norm error $\\max_i |P_i - P_{exact}(x_i)|$ against a callable density."""

@@ -13,53 +13,48 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .._custom_types import Array, Float, ScalarLike
-from .._sde.base import AbstractSDE
-from .base import check_positive, Polynomial, ScalarSDE
+from .._sde.base import AbstractSDE, not_an_optimizer
+from .._validation import hyperparameter, positive
+from .base import Polynomial, ScalarSDE
 
 
-def _check_s0(s0) -> None:
-    if isinstance(s0, jax.core.Tracer):
-        return
-    arr = np.asarray(s0, dtype=float)
-    if arr.shape != () or not np.isfinite(arr) or not arr > 0:
-        raise ValueError(f"S0 must be a finite price > 0 (ln S needs S > 0), got {s0}.")
+def _check_s0(s0):
+    return positive("S0", s0, hint="ln S needs a price S > 0.")
 
 
 class GBM(AbstractSDE):
-    r"""$dS = S(\mu\,dt + \sigma\,dW)$, Itô, multiplicative noise (`simulate` uses Euler–Maruyama).
+    r"""$dS = S(\mu\,dt + \sigma\,dW)$, Itô, multiplicative noise: a flow with noise on the
+    price (no problem: `dynopt.sde.simulate(gbm, None, ts, key, n, x0=S0)`, Euler–Maruyama).
 
     **Raises:** `ValueError` for $\sigma \le 0$ (at construction) or $S_0 \le 0$ (in `init`).
     """
 
-    mu: Float[Array, ""]
-    sigma: Float[Array, ""]
+    mu: Float[Array, ""] = hyperparameter("mu")
+    sigma: Float[Array, ""] = hyperparameter("sigma", lower=0.0, lower_open=True)
     additive: ClassVar[bool] = False
 
-    def __init__(self, mu: ScalarLike, sigma: ScalarLike):
-        check_positive("sigma", sigma)
-        self.mu = jnp.asarray(mu, dtype=float)
-        self.sigma = jnp.asarray(sigma, dtype=float)
+    def init(self, params) -> Float[Array, " 1"]:
+        return jnp.atleast_1d(jnp.asarray(_check_s0(params), dtype=float)).reshape(1)
 
-    def init(self, x0) -> Float[Array, " 1"]:
-        _check_s0(x0)
-        return jnp.atleast_1d(jnp.asarray(x0, dtype=float)).reshape(1)
+    def check(self, problem) -> None:
+        del problem  # the model is self-contained
 
-    def drift(self, t, y, args):
-        del t, args
-        return self.mu.astype(y.dtype) * y
+    def vector_field(self, t, state, problem):
+        del t, problem
+        return self.mu.astype(state.dtype) * state
 
-    def diffusion(self, t, y, args):
-        del t, args
-        return (self.sigma.astype(y.dtype) * y).reshape(1, 1)
+    def diffusion(self, t, state, problem):
+        del t, problem
+        return (self.sigma.astype(state.dtype) * state).reshape(1, 1)
 
-    def noise_dim(self, y0) -> int:
-        return 1
+    def params(self, state):
+        return state[..., 0]
 
-    def params(self, y):
-        return y[..., 0]
+    def discretize(self, step_size):
+        del step_size
+        not_an_optimizer("GBM")
 
     def log_sde(self) -> ScalarSDE:
         r"""$x = \ln S$: $dx = (\mu-\sigma^2/2)dt + \sigma dW$, a `ScalarSDE`, $\alpha=\sigma^2$."""
@@ -83,8 +78,8 @@ def lognormal_density(
     **Raises:** `ValueError` for $S_0 \le 0$, $\sigma \le 0$ or $T \le 0$.
     """
     _check_s0(s0)
-    check_positive("sigma", sigma)
-    check_positive("T", T)
+    positive("sigma", sigma)
+    positive("T", T)
     s = jnp.asarray(s, dtype=float)
     var = (sigma if printed else sigma**2) * T
     b = mu - 0.5 * sigma**2
@@ -102,9 +97,9 @@ def black_scholes_call(
     **Raises:** `ValueError` for $S_0 \le 0$, strike $\le 0$, $\sigma \le 0$, $T \le 0$.
     """
     _check_s0(s0)
-    check_positive("strike", strike)
-    check_positive("sigma", sigma)
-    check_positive("T", T)
+    positive("strike", strike)
+    positive("sigma", sigma)
+    positive("T", T)
     norm = jax.scipy.stats.norm.cdf
     sq = sigma * jnp.sqrt(jnp.asarray(T, dtype=float))
     d1 = (jnp.log(s0 / strike) + (rate + 0.5 * sigma**2) * T) / sq

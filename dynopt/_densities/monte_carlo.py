@@ -1,18 +1,34 @@
 r"""Route (a): Monte Carlo. `dynopt.sde.simulate` (diffrax; ShARK for this additive noise) draws
-$N$ paths of $dx = p\,dt + \sqrt\alpha\,dW$; a histogram on fixed bins estimates the density.
+$N$ paths of $dx = p\,dt + \sqrt\alpha\,dW$ in $\mathbb R^d$; a histogram on fixed (tensor) bins
+estimates the density. The 1-D route is the $d = 1$ case of the sampler, with its own histogram
+on arbitrary increasing edges.
 
-Against exact bin probabilities $\pi_b$ the total-variation error
-$\tfrac12\sum_b|\hat\pi_b - \pi_b|$ has no binning bias, only sampling error
+Against exact bin probabilities $\pi_b$ (1-D: from the CDF; $d$-dim: tensor Gauss–Legendre over
+each bin, `bin_probabilities`) the total-variation error $\tfrac12\sum_b|\hat\pi_b - \pi_b|$ has
+no binning bias, only sampling error
 $\approx \tfrac12\sum_b\sqrt{2\pi_b(1-\pi_b)/(\pi N)} \propto N^{-1/2}$ (plus the solver's weak
 error, $O(dt^2)$ for ShARK).
 """
 
+from collections.abc import Callable
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, Float, Key, ScalarLike
+from .._problem import Problem
 from .._sde.simulate import simulate
-from .base import check_lost_mass, check_positive, GridDensity, ScalarSDE
+from .._validation import positive
+from .base import check_lost_mass, GridDensity
+from .vector import (
+    as_vector_sde,
+    check_dimension,
+    check_point,
+    evaluate_on,
+    mesh_points,
+    TensorDensity,
+)
 
 
 def histogram_density(
@@ -39,8 +55,105 @@ def histogram_density(
     )
 
 
+def _check_edges(edges) -> tuple[np.ndarray, ...]:
+    if isinstance(edges, np.ndarray | jax.Array) or not hasattr(edges, "__len__") or not edges:
+        raise ValueError("edges must be a tuple of 1-D bin-edge arrays, one per dimension.")
+    out = []
+    for i, e in enumerate(edges):
+        e = np.asarray(e, dtype=np.float64)
+        w = np.diff(e)
+        if e.ndim != 1 or e.size < 3 or not np.all(w > 0) or not np.allclose(w, w[0], rtol=1e-9):
+            raise ValueError(
+                f"edges[{i}] must be uniform increasing bin edges (>= 2 bins), e.g. np.linspace."
+            )
+        out.append(e)
+    return tuple(out)
+
+
+@jax.jit
+def _bin_fractions(s, edges):
+    nb = tuple(e.shape[0] - 1 for e in edges)
+    idx = jnp.stack(
+        [jnp.searchsorted(e, s[:, i], side="right") - 1 for i, e in enumerate(edges)], axis=1
+    )
+    inside = jnp.all((idx >= 0) & (idx < jnp.asarray(nb, dtype=idx.dtype)[None]), axis=1)
+    flat = jnp.ravel_multi_index(tuple(idx.T), nb, mode="clip")
+    counts = jnp.zeros(int(np.prod(nb))).at[flat].add(inside.astype(float)).reshape(nb)
+    return counts / s.shape[0]
+
+
+def histogram_density_nd(samples: Float[Array, "N d"], edges, t: ScalarLike) -> TensorDensity:
+    """A $d$-dim histogram density on tensor bins `edges` (one uniform edge array per axis; bin
+    centres as `axes`); samples outside every bin count as lost."""
+    edges = _check_edges(edges)
+    s = jnp.asarray(samples)
+    if s.ndim != 2 or s.shape[1] != len(edges):
+        raise ValueError(f"samples must have shape (N, {len(edges)}), got {s.shape}.")
+    probs = _bin_fractions(s, tuple(jnp.asarray(e) for e in edges))
+    vol = float(np.prod([e[1] - e[0] for e in edges]))
+    return TensorDensity(
+        axes=tuple(jnp.asarray(0.5 * (e[1:] + e[:-1])) for e in edges),
+        density=probs / vol,
+        t=jnp.asarray(t, float),
+        mass=jnp.sum(probs),
+        lost_mass=1.0 - jnp.sum(probs),
+        mass_defect=jnp.zeros(()),
+        method="monte_carlo",
+    )
+
+
+def monte_carlo_samples_nd(
+    sde,
+    x0,
+    t1: ScalarLike,
+    key: Key,
+    num_paths: int,
+    *,
+    dt: float,
+    solver=None,
+    problem: Problem | None = None,
+) -> Float[Array, "N d"]:
+    """$x(t_1)$ on `num_paths` independent diffrax paths (prefixes are independent samples).
+
+    `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+    `problem` (`VectorSDE.from_flow`: the state is the raveled flow state)."""
+    sde = as_vector_sde(sde, problem)
+    x0 = jnp.asarray(x0, dtype=float)
+    check_dimension(sde, x0.size)
+    x0 = check_point("x0", x0, x0.size)
+    positive("t1", t1)
+    ts = jnp.asarray([0.0, float(t1)])
+    paths = simulate(sde, None, ts, key, num_paths, x0=x0, dt=dt, solver=solver)
+    return paths.ys[:, -1, :]
+
+
+def monte_carlo_density_nd(
+    sde,
+    x0,
+    t1: ScalarLike,
+    edges,
+    key: Key,
+    num_paths: int,
+    *,
+    dt: float,
+    solver=None,
+    mass_tol: float | None = None,
+    problem: Problem | None = None,
+) -> TensorDensity:
+    r"""Histogram of $x(t_1)$ over `num_paths` diffrax paths on the tensor bins `edges`.
+
+    **Raises:** `ValueError` as `simulate` does, for bad edges, or when the fraction of paths
+    outside the bins exceeds `mass_tol` (default `None`: report only, it is random)."""
+    samples = monte_carlo_samples_nd(
+        sde, x0, t1, key, num_paths, dt=dt, solver=solver, problem=problem
+    )
+    dens = histogram_density_nd(samples, edges, t1)
+    check_lost_mass(dens.lost_mass, mass_tol, "monte_carlo_density_nd")
+    return dens
+
+
 def monte_carlo_samples(
-    sde: ScalarSDE,
+    sde,
     x0: ScalarLike,
     t1: ScalarLike,
     key: Key,
@@ -48,18 +161,18 @@ def monte_carlo_samples(
     *,
     dt: float,
     solver=None,
+    problem: Problem | None = None,
 ) -> Float[Array, " N"]:
-    """$x(t_1)$ on `num_paths` independent diffrax paths (`dynopt.sde.simulate`). Prefixes
+    """The 1-D sampler: `monte_carlo_samples_nd` from $x_0$, shape $(N,)$. Prefixes
     `samples[:N]` are independent samples too: a convergence study in $N$ needs one run."""
-    if not isinstance(sde, ScalarSDE):
-        raise ValueError(f"sde must be a dynopt.densities.ScalarSDE, got {type(sde).__name__}.")
-    check_positive("t1", t1)
-    paths = simulate(sde, x0, jnp.asarray([0.0, float(t1)]), key, num_paths, dt=dt, solver=solver)
-    return paths.ys[:, -1, 0]
+    x0 = jnp.reshape(jnp.asarray(x0, float), (1,))
+    return monte_carlo_samples_nd(
+        sde, x0, t1, key, num_paths, dt=dt, solver=solver, problem=problem
+    )[:, 0]
 
 
 def monte_carlo_density(
-    sde: ScalarSDE,
+    sde,
     x0: ScalarLike,
     t1: ScalarLike,
     edges: Float[Array, " b+1"],
@@ -69,6 +182,7 @@ def monte_carlo_density(
     dt: float,
     solver=None,
     mass_tol: float | None = None,
+    problem: Problem | None = None,
 ) -> GridDensity:
     r"""Histogram of $x(t_1)$ over `num_paths` diffrax paths from $x_0$ (fixed step `dt`;
     `solver` as in `dynopt.sde.simulate`). `mass` is the fraction of paths inside the bins.
@@ -76,10 +190,42 @@ def monte_carlo_density(
     **Raises:** `ValueError` as `simulate` does, or when the fraction of paths outside `edges`
     exceeds `mass_tol` (default `None`: report only, since it is itself random).
     """
-    samples = monte_carlo_samples(sde, x0, t1, key, num_paths, dt=dt, solver=solver)
+    samples = monte_carlo_samples(
+        sde, x0, t1, key, num_paths, dt=dt, solver=solver, problem=problem
+    )
     dens = histogram_density(samples, edges, t1)
     check_lost_mass(dens.lost_mass, mass_tol, "monte_carlo_density")
     return dens
+
+
+def bin_probabilities(
+    density: Callable[[Array], Array], edges, *, nodes: int = 8
+) -> Float[Array, "..."]:
+    r"""$\pi_b = \int_b P(x)\,dx$ for every tensor bin, by `nodes`-point Gauss–Legendre per axis
+    (`density`: a callable $x:(d,) \to$ density)."""
+    edges = _check_edges(edges)
+    gl_x, gl_w = np.polynomial.legendre.leggauss(nodes)
+    xs, ws = [], []
+    for e in edges:
+        half = 0.5 * np.diff(e)[:, None]
+        xs.append((0.5 * (e[1:] + e[:-1])[:, None] + half * gl_x[None]).reshape(-1))
+        ws.append((half * gl_w[None]).reshape(-1))
+    d = len(edges)
+    vals = evaluate_on(density, mesh_points(xs))
+    for i, w in enumerate(ws):  # weight and reduce axis i: (b_i * q) -> (b_i, q) -> b_i
+        shp = [1] * d
+        shp[i] = -1
+        vals = vals * jnp.asarray(w).reshape(shp)
+    nb = [e.size - 1 for e in edges]
+    return vals.reshape([v for b in nb for v in (b, nodes)]).sum(axis=tuple(range(1, 2 * d, 2)))
+
+
+def total_variation_nd(dens: TensorDensity, probs: Float[Array, "..."]) -> Float[Array, ""]:
+    r"""$\tfrac12\sum_b |\hat\pi_b - \pi_b|$ between a histogram and exact bin probabilities."""
+    vol = 1.0
+    for a in dens.axes:
+        vol = vol * (a[1] - a[0])
+    return 0.5 * jnp.sum(jnp.abs(dens.density * vol - probs))
 
 
 def total_variation(dens: GridDensity, edges: Float[Array, " b+1"], cdf) -> Float[Array, ""]:

@@ -1,17 +1,23 @@
-r"""Route (d): the asymmetric random walk of the series (post 2; post 7's equivalence).
+r"""Route (d): the asymmetric random walk of the series (post 2; post 7's equivalence) on the
+lattice $x_0 + \Delta s\,\mathbb Z^d$, $\Delta s^2 = \alpha\Delta t$; the 1-D route is its $d = 1$
+case.
 
-A walker on the lattice $x_0 + j\,\Delta s$ steps $+\Delta s$ with probability
-$q_+ = \tfrac12(1 + p\,\Delta s/\alpha)$ and $-\Delta s$ with
-$q_- = \tfrac12(1 - p\,\Delta s/\alpha)$ every $\Delta t$,
-with $\Delta s^2 = \alpha\,\Delta t$: mean step $p\,\Delta t$, variance
-$\alpha\Delta t + O(\Delta t^2)$, so as $\Delta t\to0$ it is $dx = p\,dt + \sqrt\alpha\,dW$. (The
-pairing ±Δs ↔ (1 ∓ pΔs/α)/2 written in the issue gives the drift −p; the mean step fixes the sign
-used here.) The law of the walk is evolved exactly (master equation, no sampling):
-$$P_{k+1}(j) = q_+(j-1)\,P_k(j-1) + q_-(j+1)\,P_k(j+1),$$
-on a lattice window; mass stepping out of the window is absorbed and reported as `lost_mass`.
-After $n$ steps only sites with $j \equiv n \pmod 2$ are occupied, so the density there is
-$P_n(j)/(2\Delta s)$. Requires $|p|\,\Delta s/\alpha \le 1$ on the window (probabilities in [0,1]).
+Every $\Delta t$ each coordinate steps $\pm\Delta s$ independently, $+$ with probability
+$q_+ = \tfrac12(1 + p_i\Delta s/\alpha)$ and $-$ with $q_- = \tfrac12(1 - p_i\Delta s/\alpha)$:
+the mean step is $p\,\Delta t$, the covariance $\alpha\Delta t\,I + O(\Delta t^2)$, so as
+$\Delta t \to 0$ it is $dx = p\,dt + \sqrt\alpha\,dW$. (The pairing ±Δs ↔ (1 ∓ pΔs/α)/2 written
+in the issue gives the drift −p; the mean step fixes the sign used here.) The law of the walk is
+evolved exactly (master equation, no sampling) over the $2^d$ sign patterns $\sigma$,
+$$P_{k+1}(j) = \sum_{\sigma\in\{\pm1\}^d} \prod_i \tfrac12\big(1 + \sigma_i p_i(x_{j-\sigma})
+  \Delta s/\alpha\big)\,P_k(j - \sigma),$$
+in 1-D $P_{k+1}(j) = q_+(j-1)P_k(j-1) + q_-(j+1)P_k(j+1)$, on a window of the lattice; mass
+stepping out of it is absorbed (`lost_mass`). After $n$ steps only sites with every
+$j_i \equiv n \pmod 2$ are occupied (a sub-lattice of spacing $2\Delta s$), where the density is
+$P_n(j)/(2\Delta s)^d$. Requires $|p_i|\Delta s/\alpha \le 1$ on the window (probabilities in
+$[0, 1]$).
 """
+
+import itertools
 
 import equinox as eqx
 import jax
@@ -19,86 +25,137 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import ScalarLike
-from .base import check_lost_mass, check_positive, GridDensity, ScalarSDE
+from .._problem import Problem
+from .._validation import positive
+from .base import check_lost_mass, GridDensity
+from .vector import as_vector_sde, check_dimension, check_point, mesh_points, TensorDensity
 
 
 @eqx.filter_jit
-def _walk(sde, xs, num, j0, ds, dt, n):
-    # Sites >= num are padding (absorbing); n is traced: one program for many (dt, window).
-    active = jnp.arange(xs.shape[0]) < num
-    P0 = jnp.zeros_like(xs).at[j0].set(1.0)
+def _walk(sde, axes, nums, j0, ds, dt, n):
+    # Sites >= nums[i] on axis i are padding (absorbing; at least one per axis, so np.roll's
+    # wrap-around only ever moves zeros or lands in padding). n is traced.
+    d = len(axes)
+    shape = tuple(a.shape[0] for a in axes)
+    active = jnp.ones(shape, bool)
+    for i in range(d):
+        mask = jnp.arange(shape[i]) < nums[i]
+        active = active & mask.reshape([-1 if j == i else 1 for j in range(d)])
+    pts = mesh_points(axes).reshape(-1, d)
+    P0 = jnp.zeros(shape).at[tuple(j0)].set(1.0)
+    signs = list(itertools.product((1.0, -1.0), repeat=d))
 
     def step(k, carry):
         P, lost, ratio = carry
-        q = 0.5 * jax.vmap(lambda x: sde.p(x, k * dt))(xs) * ds / sde.alpha
-        up, down = (0.5 + q) * P, (0.5 - q) * P
-        new = jnp.concatenate([jnp.zeros(1), up[:-1]]) + jnp.concatenate([down[1:], jnp.zeros(1)])
-        out = jnp.sum(jnp.where(active, 0.0, new)) + down[0]
-        ratio = jnp.maximum(ratio, jnp.max(jnp.where(active, jnp.abs(2 * q), 0.0)))
+        q = (jax.vmap(lambda x: sde.p(x, k * dt))(pts) * ds / sde.alpha).reshape(*shape, d)
+        new = jnp.zeros(shape)
+        for sigma in signs:
+            w = jnp.prod(0.5 * (1.0 + jnp.asarray(sigma).reshape(*[1] * d, d) * q), axis=-1)
+            new = new + jnp.roll(w * P, [int(s) for s in sigma], axis=tuple(range(d)))
+        out = jnp.sum(jnp.where(active, 0.0, new))
+        ratio = jnp.maximum(ratio, jnp.max(jnp.where(active[..., None], jnp.abs(q), 0.0)))
         return jnp.where(active, new, 0.0), lost + out, ratio
 
-    zero = jnp.zeros((), xs.dtype)
+    zero = jnp.zeros(())
     return jax.lax.fori_loop(0, n, step, (P0, zero, zero))
 
 
-def random_walk(
-    sde: ScalarSDE,
-    x0: ScalarLike,
+def random_walk_nd(
+    sde,
+    x0,
     t1: ScalarLike,
     dt: ScalarLike,
-    window: tuple[float, float],
+    window,
     *,
     mass_tol: float | None = 1e-6,
-) -> GridDensity:
-    r"""The asymmetric random walk's law at $t_1 = n\,\Delta t$, as a density on the occupied
-    lattice sites in `window`.
+    problem: Problem | None = None,
+) -> TensorDensity:
+    r"""The $d$-dim asymmetric random walk's law at $t_1 = n\,\Delta t$, as a density on the
+    occupied sub-lattice inside `window` (one `(lo, hi)` per dimension).
 
-    **Raises:** `ValueError` for $\Delta t \le 0$, $t_1/\Delta t$ not an integer, $x_0$ outside
-    the window, $|p|\Delta s/\alpha > 1$ somewhere on the window (negative probabilities: take
-    a smaller $\Delta t$ or a narrower window), or a lost mass above `mass_tol`.
+    `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+    `problem` (`VectorSDE.from_flow`).
+
+    **Raises:** `ValueError` for $\Delta t \le 0$, $t_1/\Delta t$ not an integer, a window that is
+    not one `(lo, hi)` pair per coordinate of $x_0$ or does not contain $x_0$,
+    $|p_i|\Delta s/\alpha > 1$ somewhere on the window, or a lost mass above `mass_tol`.
     """
-    if not isinstance(sde, ScalarSDE):
-        raise ValueError(f"sde must be a dynopt.densities.ScalarSDE, got {type(sde).__name__}.")
-    check_positive("dt", dt)
-    check_positive("t1", t1)
+    return _random_walk(as_vector_sde(sde, problem), x0, t1, dt, window, mass_tol, "random_walk_nd")
+
+
+def _random_walk(sde, x0, t1, dt, window, mass_tol, name):
+    positive("dt", dt)
+    positive("t1", t1)
     n = round(float(t1) / float(dt))
     if n < 1 or abs(n * float(dt) - float(t1)) > 1e-9 * float(t1):
         raise ValueError(f"t1/dt must be a positive integer, got t1={t1}, dt={dt}.")
-    lo, hi = (float(w) for w in window)
-    x0 = float(x0)
-    if not lo <= x0 <= hi:
-        raise ValueError(f"x0={x0} must lie inside window=({lo}, {hi}).")
+    win = np.asarray(window, dtype=np.float64)
+    x0 = np.asarray(x0, dtype=np.float64)
+    if win.ndim != 2 or win.shape[1] != 2 or x0.shape != (win.shape[0],):
+        raise ValueError(
+            f"window must be one (lo, hi) pair per coordinate of x0, got window shape {win.shape} "
+            f"for x0 of shape {x0.shape}."
+        )
+    d = win.shape[0]
+    check_dimension(sde, d)
+    check_point("x0", x0, d)
+    if not np.all((win[:, 0] <= x0) & (x0 <= win[:, 1])):
+        raise ValueError(f"x0={x0} must lie inside window={win.tolist()}.")
     ds = float(np.sqrt(float(sde.alpha) * float(dt)))
-    js = np.arange(np.ceil((lo - x0) / ds), np.floor((hi - x0) / ds) + 1).astype(int)
-    num = js.size
-    size = 1 << int(np.ceil(np.log2(num)))  # power-of-two buckets: few compilations
-    xs_pad = x0 + ds * (js[0] + np.arange(size)).astype(float)
-    j0 = int(np.flatnonzero(js == 0)[0])
+    js = [
+        np.arange(np.ceil((lo - c) / ds), np.floor((hi - c) / ds) + 1).astype(int)
+        for (lo, hi), c in zip(win, x0)
+    ]
+    nums = [j.size for j in js]
+    sizes = [1 << int(np.ceil(np.log2(m + 1))) for m in nums]  # power-of-two buckets, >= 1 pad
+    axes = tuple(c + ds * (j[0] + np.arange(s)).astype(float) for c, j, s in zip(x0, js, sizes))
+    j0 = [int(np.flatnonzero(j == 0)[0]) for j in js]
     P, lost, ratio = _walk(
         sde,
-        jnp.asarray(xs_pad),
-        jnp.asarray(num),
+        tuple(jnp.asarray(a) for a in axes),
+        jnp.asarray(nums),
         jnp.asarray(j0),
         jnp.asarray(ds),
         jnp.asarray(float(dt)),
         jnp.asarray(n),
     )
-    xs, P = jnp.asarray(xs_pad[:num]), P[:num]
     if not float(ratio) <= 1.0:
         raise ValueError(
-            f"|p| ds / alpha reaches {float(ratio):.3g} > 1 on the window: the walk's "
-            "probabilities (1 ± p ds/alpha)/2 leave [0, 1]. Use a smaller dt or a narrower window."
+            f"|p_i| ds / alpha reaches {float(ratio):.3g} > 1 on the window: the walk's "
+            "probabilities (1 ± p_i ds/alpha)/2 leave [0, 1]. Use a smaller dt or a narrower "
+            "window."
         )
-    check_lost_mass(lost, mass_tol, "random_walk")
-    occupied = (js - n) % 2 == 0
-    x_occ, P_occ = xs[occupied], P[occupied]
+    check_lost_mass(lost, mass_tol, name)
+    occ = [np.flatnonzero((j - n) % 2 == 0) for j in js]  # occupied sub-lattice, per axis
+    P_occ = P[np.ix_(*occ)]
     mass = jnp.sum(P_occ)
-    return GridDensity(
-        x=x_occ,
-        density=P_occ / (2 * ds),
+    return TensorDensity(
+        axes=tuple(jnp.asarray(a[o]) for a, o in zip(axes, occ)),
+        density=P_occ / (2 * ds) ** d,
         t=jnp.asarray(t1, float),
         mass=mass,
         lost_mass=lost,
         mass_defect=jnp.abs(mass + lost - 1.0),
         method="random_walk",
     )
+
+
+def random_walk(
+    sde,
+    x0: ScalarLike,
+    t1: ScalarLike,
+    dt: ScalarLike,
+    window: tuple[float, float],
+    *,
+    mass_tol: float | None = 1e-6,
+    problem: Problem | None = None,
+) -> GridDensity:
+    r"""The 1-D route: `random_walk_nd` with the window `(lo, hi)`, as a density on the occupied
+    lattice sites.
+
+    **Raises:** as `random_walk_nd` ($x_0$ outside the window, $t_1/\Delta t$ not an integer,
+    $|p|\Delta s/\alpha > 1$ somewhere on the window: take a smaller $\Delta t$ or a narrower
+    window).
+    """
+    res = _random_walk(as_vector_sde(sde, problem), [x0], t1, dt, [window], mass_tol, "random_walk")
+    return GridDensity.from_tensor(res)

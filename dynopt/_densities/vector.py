@@ -7,75 +7,190 @@ Fokker–Planck equation is $\partial_t P = \tfrac\alpha2\Delta P - \nabla\cdot(
 """
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Float, Scalar, ScalarLike
-from .._sde.base import AbstractSDE
-from .base import _GL_NODES, _GL_WEIGHTS, check_positive, check_uniform_grid
+from .._flows.base import AbstractFlow
+from .._problem import Problem
+from .._sde.base import AbstractSDE, is_additive, not_an_optimizer
+from .._validation import hyperparameter, positive
+from .base import _GL_NODES, _GL_WEIGHTS, check_uniform_grid, ScalarSDE
 
 
 class VectorSDE(AbstractSDE):
     r"""$dx = p(x, t)\,dt + \sqrt{\alpha}\,dW$ in $\mathbb R^d$, $W$ a $d$-dimensional Brownian
-    motion (isotropic additive noise, so `dynopt.sde.simulate` uses ShARK).
+    motion: the model every density route works on.
+
+    A flow with noise (isotropic additive noise, so `dynopt.sde.simulate(sde, None, ts, key, n,
+    x0=x0)` uses ShARK); its drift is a general $p$, not an optimizer's, so it has no
+    `discretize`. Flows with noise (`dynopt.sde.Langevin`, a user's `AbstractSDE`) reach the
+    routes through `VectorSDE.from_flow(flow, problem)`, which every route applies when given
+    `problem=`.
 
     **Arguments:**
 
     - `drift`: $p(x, t)$, a callable mapping shape $(d,)$ and a scalar to shape $(d,)$ (an
       `eqx.Module` such as `LinearDrift` keeps its numbers traced: one compilation for many).
-    - `alpha`: the variance rate $\alpha > 0$.
+    - `alpha`: the variance rate $\alpha > 0$ (an array leaf).
 
-    **Raises:** `ValueError` for $\alpha \le 0$, a non-callable drift, or (at `check`, i.e. in
-    `simulate` and every route) a drift whose output shape is not the state's $(d,)$.
+    **Raises:** `ValueError` for $\alpha \le 0$, a non-callable drift, or (at `check_dimension`,
+    i.e. in `simulate` and every route) a drift whose output shape is not the state's $(d,)$.
     """
 
     drift_fn: Callable[[Array, Scalar], Array]
-    alpha: Float[Array, ""]
+    alpha: Float[Array, ""] = hyperparameter("alpha", lower=0.0, lower_open=True)
     additive: ClassVar[bool] = True
 
-    def __init__(self, drift: Callable, alpha: ScalarLike):
-        if not callable(drift):
-            raise ValueError(f"drift must be callable (x, t) -> shape (d,), got {type(drift)}.")
-        check_positive("alpha", alpha)
-        self.drift_fn = drift
-        self.alpha = jnp.asarray(alpha, dtype=float)
+    def __check_init__(self):
+        if not callable(self.drift_fn):
+            raise ValueError(
+                f"drift must be callable (x, t) -> shape (d,), got {type(self.drift_fn)}."
+            )
+
+    @staticmethod
+    def from_flow(flow: AbstractFlow, problem: Problem) -> "VectorSDE":
+        r"""The flow with noise `flow` on `problem` as $dx = p\,dt + \sqrt\alpha\,dW$ on its
+        raveled state: $p$ is the flow's `vector_field`, and its `diffusion` must be
+        $\sqrt\alpha\,I$ with $\alpha$ independent of the state (isotropic additive noise, the
+        densities' Fokker–Planck $\partial_t P = \tfrac\alpha2\Delta P - \nabla\cdot(pP)$).
+        `Langevin(T)` gives $p = -\nabla L$, $\alpha = 2T$.
+
+        **Raises:** `ValueError` for a flow without diffusion, or noise that is not isotropic
+        and additive at `problem.params0` (e.g. `Kramers`: noise on the velocity only;
+        `SGDNoise`: state-dependent).
+        """
+        if not isinstance(flow, AbstractFlow) or not isinstance(problem, Problem):
+            raise ValueError(
+                "from_flow needs a dynopt flow with noise and its dynopt.Problem, got "
+                f"{type(flow).__name__} and {type(problem).__name__}."
+            )
+        if isinstance(flow, AbstractSDE):
+            flow.check(problem)
+        state0 = flow.init(problem.params0)
+        x0 = ravel_pytree(state0)[0]
+        g, dg = _diffusion_matrix(flow, problem, state0, x0)
+        if g is None:
+            raise ValueError(f"{type(flow).__name__} declares no diffusion: it is an ODE.")
+        gg = np.asarray(g @ g.T)
+        alpha = float(gg[0, 0]) if gg.size else 0.0
+        n = x0.shape[0]
+        scale = max(alpha, 1e-300)
+        iso = gg.shape == (n, n) and np.allclose(gg, alpha * np.eye(n), rtol=0, atol=1e-12 * scale)
+        additive = is_additive(flow) or not np.any(np.asarray(dg))
+        if not (iso and additive and alpha > 0):
+            raise ValueError(
+                f"the density routes need isotropic additive noise sqrt(alpha) dW on the whole "
+                f"state; {type(flow).__name__}'s diffusion is not (e.g. Kramers: noise on the "
+                "velocity only; SGDNoise: state-dependent). Simulate it with dynopt.sde.simulate."
+            )
+        return VectorSDE(_FlowDrift(flow, problem, state0), alpha)
 
     def p(self, x: Float[Array, " d"], t: ScalarLike) -> Float[Array, " d"]:
         """The drift $p(x, t)$."""
         return jnp.asarray(self.drift_fn(x, t))
 
     def grad_p(self, x: Float[Array, " d"], t: ScalarLike) -> Float[Array, "d d"]:
-        r"""$\nabla p$, $(\nabla p)_{ij} = \partial_j p_i$, by forward-mode autodiff."""
-        return jax.jacfwd(lambda y: self.p(y, t))(jnp.asarray(x, dtype=float))
+        r"""$\nabla p$, $(\nabla p)_{ij} = \partial_j p_i$, by autodiff (reverse mode for
+        $d = 1$: the same operations as the 1-D `ScalarSDE.dp_dx`; forward mode otherwise)."""
+        x = jnp.asarray(x, dtype=float)
+        jac = jax.jacrev if x.shape == (1,) else jax.jacfwd
+        return jac(lambda y: self.p(y, t))(x)
 
-    def init(self, x0) -> Float[Array, " d"]:
-        return jnp.atleast_1d(jnp.asarray(x0, dtype=float))
-
-    def check(self, y0) -> None:
-        if y0.ndim != 1:
-            raise ValueError(f"x0 must be a vector of shape (d,), got shape {y0.shape}.")
+    def check_dimension(self, d: int) -> None:
+        """`ValueError` unless the drift maps shape $(d,)$ to $(d,)$."""
+        y0 = jnp.zeros(d)
         out = jax.eval_shape(self.drift_fn, y0, jnp.zeros(()))
         if getattr(out, "shape", None) != y0.shape:
             shape = getattr(out, "shape", type(out).__name__)
             raise ValueError(f"drift must map shape {y0.shape} to {y0.shape}, got {shape}.")
 
-    def drift(self, t, y, args):
-        del args
-        return self.p(y, t).astype(y.dtype)
+    def check(self, problem) -> None:
+        del problem  # the drift is self-contained
 
-    def diffusion(self, t, y, args):
-        del t, args
-        return jnp.sqrt(self.alpha).astype(y.dtype) * jnp.eye(y.shape[0], dtype=y.dtype)
+    def init(self, params) -> Float[Array, " d"]:
+        x = jnp.atleast_1d(jnp.asarray(params, dtype=float))
+        if x.ndim != 1:
+            raise ValueError(f"x0 must be a vector of shape (d,), got shape {x.shape}.")
+        self.check_dimension(x.shape[0])
+        return x
 
-    def noise_dim(self, y0) -> int:
-        return y0.shape[0]
+    def vector_field(self, t, state, problem):
+        del problem
+        return self.p(state, t).astype(state.dtype)
 
-    def params(self, y):
-        return y
+    def diffusion(self, t, state, problem):
+        del t, problem
+        return jnp.sqrt(self.alpha).astype(state.dtype) * jnp.eye(state.shape[0], dtype=state.dtype)
+
+    def params(self, state):
+        return state
+
+    def discretize(self, step_size):
+        del step_size
+        not_an_optimizer("VectorSDE")
+
+
+class _FlowDrift(eqx.Module):
+    # p(x, t) of a flow on the raveled state (`VectorSDE.from_flow`).
+    flow: AbstractFlow
+    problem: Problem
+    state0: Any
+
+    def __call__(self, x, t):
+        unravel = ravel_pytree(self.state0)[1]
+        return ravel_pytree(self.flow.vector_field(t, unravel(x), self.problem))[0]
+
+
+def _diffusion_matrix(flow, problem, state0, x0):
+    """The flow's noise coefficient at the start as a dense matrix, and its derivative in the
+    state (zero for additive noise); `(None, None)` for an ODE."""
+    unravel = ravel_pytree(state0)[1]
+
+    def dense(x):
+        g = flow.diffusion(0.0, unravel(x), problem)
+        if g is None:
+            return None
+        return g.as_matrix() if isinstance(g, lx.AbstractLinearOperator) else jnp.asarray(g)
+
+    if jax.eval_shape(dense, x0) is None:
+        return None, None
+    return dense(x0), jax.jacfwd(dense)(x0)
+
+
+class _ScalarDrift(eqx.Module):
+    # A 1-D drift p(x, t) on scalars as the d = 1 drift on shape (1,).
+    fn: Callable[[Scalar, Scalar], Scalar]
+
+    def __call__(self, x, t):
+        return jnp.reshape(jnp.asarray(self.fn(x[0], t)), (1,))
+
+
+def as_vector_sde(sde, problem: Problem | None = None) -> VectorSDE:
+    """The density model of `sde`: a `VectorSDE` as is, a `ScalarSDE` as its $d = 1$ case, or a
+    flow with noise on `problem` (`VectorSDE.from_flow`).
+
+    **Raises:** `ValueError` for anything else, or a flow given without its problem."""
+    if isinstance(sde, VectorSDE):
+        return sde
+    if isinstance(sde, ScalarSDE):
+        return VectorSDE(_ScalarDrift(sde.drift_fn), sde.alpha)
+    if isinstance(sde, AbstractFlow):
+        if problem is None:
+            raise ValueError(
+                f"{type(sde).__name__} is a flow: pass the problem it acts on (problem=...)."
+            )
+        return VectorSDE.from_flow(sde, problem)
+    raise ValueError(
+        "sde must be a dynopt.densities.VectorSDE or ScalarSDE, or a flow with noise together "
+        f"with problem=..., got {type(sde).__name__}."
+    )
 
 
 class LinearDrift(eqx.Module):
@@ -110,8 +225,8 @@ def linear_moments(
     = \begin{bmatrix}\cdot & G\\ 0 & F\end{bmatrix}$, $\Sigma = F^\top G$.
 
     **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$ or a non-square $A$."""
-    check_positive("alpha", alpha)
-    check_positive("t", t)
+    positive("alpha", alpha)
+    positive("t", t)
     a = LinearDrift(A).A
     d = a.shape[0]
     t = jnp.asarray(t, dtype=float)
@@ -178,11 +293,11 @@ def padded_axes(axes, pad_to) -> tuple[tuple[np.ndarray, ...], tuple[int, ...]]:
     return tuple(out), size
 
 
-def check_dimension(sde, d: int) -> None:
+def check_dimension(sde: VectorSDE, d: int) -> None:
     """`ValueError` unless `sde` is a `VectorSDE` whose drift maps shape (d,) to (d,)."""
     if not isinstance(sde, VectorSDE):
         raise ValueError(f"sde must be a dynopt.densities.VectorSDE, got {type(sde).__name__}.")
-    sde.check(jnp.zeros(d))
+    sde.check_dimension(d)
 
 
 def check_point(name: str, x, d: int) -> Float[Array, " d"]:
@@ -247,14 +362,17 @@ def potential_along_segment(sde: VectorSDE, x, x_ref) -> Scalar:
     return 0.5 * jnp.sum(jnp.asarray(_GL_WEIGHTS) * vals)
 
 
-def stationary_density_nd(sde: VectorSDE, axes, *, curl_tol: float = 1e-8) -> Float[Array, "..."]:
+def stationary_density_nd(
+    sde, axes, *, curl_tol: float = 1e-8, problem: Problem | None = None
+) -> Float[Array, "..."]:
     r"""The stationary solution of Fokker–Planck for a time-independent gradient drift
     $p = -\nabla U$: $P_\infty \propto e^{-2U/\alpha}$, normalised on the tensor grid `axes`
     (Riemann sum), with $U$ from the line integral of $p$ from the grid's first corner.
 
     **Raises:** `ValueError` for bad axes, or when $p$ is not a gradient field:
     $\max|\nabla p - \nabla p^\top| > $ `curl_tol` $\cdot \max(1, \max|\nabla p|)$ on the grid
-    (then no such closed form exists)."""
+    (then no such closed form exists). `sde` as in every route (`as_vector_sde`)."""
+    sde = as_vector_sde(sde, problem)
     axes = check_axes("axes", axes)
     check_dimension(sde, len(axes))
     pts = mesh_points(axes)
@@ -273,10 +391,13 @@ def stationary_density_nd(sde: VectorSDE, axes, *, curl_tol: float = 1e-8) -> Fl
     return (dens / (jnp.sum(dens) * cell_volume(axes))).reshape(pts.shape[:-1])
 
 
-def short_time_density_nd(sde: VectorSDE, x0, t: ScalarLike, axes) -> Float[Array, "..."]:
+def short_time_density_nd(
+    sde, x0, t: ScalarLike, axes, *, problem: Problem | None = None
+) -> Float[Array, "..."]:
     r"""The one-slice Itô propagator $\mathcal N(x;\ x_0 + p(x_0,0)t,\ \alpha t I)$ on the tensor
     grid: a start for `fokker_planck_nd` at a small $t_0 = t$ (error $O(t)$)."""
-    check_positive("t", t)
+    sde = as_vector_sde(sde, problem)
+    positive("t", t)
     axes = check_axes("axes", axes)
     d = len(axes)
     check_dimension(sde, d)

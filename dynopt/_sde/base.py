@@ -1,75 +1,91 @@
-r"""`AbstractSDE`: an Itô SDE $dY = f(t, Y)\,dt + g(t, Y)\,dW$ on a flat state vector.
+r"""`AbstractSDE`: a flow with noise, $dY = f(t, Y)\,dt + g(t, Y)\,dW$ (Itô).
 
 **The constant convention (used everywhere in `dynopt.sde`).** The overdamped SDE
 $d\theta = -\nabla L(\theta)\,dt + \sigma\,dW$ has the stationary (Gibbs) law
 $$p_\infty(\theta) \propto \exp\!\big(-2L(\theta)/\sigma^2\big) = \exp\!\big(-L(\theta)/T\big),
 \qquad T = \sigma^2/2 .$$
-Post 1's eq. (9), $\exp(-L/\sigma^2)$, drops the 2. `Langevin(potential, temperature=T)` is
-parametrised by $T$, i.e. its diffusion is $\sigma = \sqrt{2T}$; `temperature_of(sigma)` converts.
-For SGD with learning rate $\eta$, batch $B$ and per-sample gradient variance $\sigma^2$ the
-diffusion is $\eta\sigma^2/B$, so $T = \eta\sigma^2/(2B)$.
+Post 1's eq. (9), $\exp(-L/\sigma^2)$, drops the 2. `Langevin(temperature=T)` is parametrised by
+$T$, i.e. its diffusion is $\sigma = \sqrt{2T}$; `temperature_of(sigma)` converts. For SGD with
+learning rate $\eta$, batch $B$ and per-sample gradient variance $\sigma^2$ the diffusion is
+$\eta\sigma^2/B$, so $T = \eta\sigma^2/(2B)$.
 """
 
 import abc
 from typing import ClassVar
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from .._custom_types import Array, Float, Params, ScalarLike
+from .._custom_types import Array, Float, ScalarLike, State
+from .._flows.base import AbstractFlow
+from .._problem import Problem
 
 
-class AbstractSDE(eqx.Module):
-    r"""An Itô SDE $dY = f(t, Y)\,dt + g(t, Y)\,dW$ whose state $Y$ is a flat vector of length
-    $n$, driven by an $m$-dimensional Brownian motion $W$.
+Diffusion = Float[Array, "n m"] | lx.AbstractLinearOperator
 
-    Subclasses are final `eqx.Module`s implementing:
 
-    - `init(x0) -> y0`: the state vector for initial parameters `x0` (any pytree).
-    - `drift(t, y, args) -> f`: shape $(n,)$.
-    - `diffusion(t, y, args) -> g`: an $n\times m$ matrix or a `lineax` operator.
-    - `noise_dim(y0) -> m`.
-    - `params(y) -> params`: the parameter part of a state (unravelled to the pytree of `x0`).
-    - `additive` (class variable): `True` when $g$ does not depend on $Y$. Then Itô and
+class AbstractSDE(AbstractFlow):
+    r"""A flow with noise: the Itô SDE $dY = f(t, Y)\,dt + g(t, Y)\,dW$ whose drift $f$ is the
+    flow's `vector_field` and whose noise coefficient $g$ is `diffusion`.
+
+    Subclasses are final and implement, besides the `AbstractFlow` methods (`init`,
+    `vector_field`, `params`, `discretize`):
+
+    - `diffusion(t, state, problem) -> g`: acting on the **raveled** state
+      (`jax.flatten_util.ravel_pytree(state)[0]`, length $n$), driven by an $m$-dimensional
+      Brownian motion: an $(n, m)$ array or a `lineax` operator with `in_structure` $(m,)$ —
+      what `diffrax.ControlTerm` takes.
+    - `check(problem)`: raise `ValueError` unless the model applies to `problem`.
+    - `additive` (class variable): `True` when $g$ does not depend on the state. Then Itô and
       Stratonovich agree and `simulate` defaults to `diffrax.ShARK` (weak order 2); otherwise
       to Euler–Maruyama (`diffrax.Euler`, Itô, weak order 1).
 
-    `log_stationary_density(y)` returns the unnormalised log-density of the stationary law when it
-    is known in closed form.
+    Any `AbstractFlow` whose `diffusion` is not `None` can be simulated; this class adds the
+    `additive` declaration that picks the default solver.
     """
 
     additive: ClassVar[bool]
 
     @abc.abstractmethod
-    def init(self, x0: Params) -> Float[Array, " n"]:
+    def diffusion(self, t: ScalarLike, state: State, problem: Problem | None) -> Diffusion:
         raise NotImplementedError
 
     @abc.abstractmethod
-    def drift(self, t: ScalarLike, y: Float[Array, " n"], args) -> Float[Array, " n"]:
+    def check(self, problem: Problem | None) -> None:
+        """Concrete checks that this model applies to `problem` (`ValueError` naming what is
+        wrong); run by `simulate` and the density routes before anything is compiled."""
         raise NotImplementedError
 
-    @abc.abstractmethod
-    def diffusion(
-        self, t: ScalarLike, y: Float[Array, " n"], args
-    ) -> Float[Array, "n m"] | lx.AbstractLinearOperator:
-        raise NotImplementedError
 
-    @abc.abstractmethod
-    def noise_dim(self, y0: Float[Array, " n"]) -> int:
-        raise NotImplementedError
+def is_additive(flow: AbstractFlow) -> bool:
+    """Whether `flow` declares state-independent noise (an `AbstractSDE` with `additive`)."""
+    return isinstance(flow, AbstractSDE) and flow.additive
 
-    @abc.abstractmethod
-    def params(self, y: Float[Array, " n"]) -> Params:
-        raise NotImplementedError
 
-    def log_stationary_density(self, y: Float[Array, " n"]) -> Float[Array, ""]:
-        raise NotImplementedError(f"{type(self).__name__} has no closed-form stationary law.")
+def noise_dim(g: Diffusion) -> int:
+    """$m$, the Brownian dimension a diffusion coefficient acts on."""
+    if isinstance(g, lx.AbstractLinearOperator):
+        return int(np.prod(jax.tree.leaves(g.in_structure())[0].shape))
+    return int(g.shape[-1])
 
-    def check(self, y0: Float[Array, " n"]) -> None:
-        """Trace-time checks on a concrete initial state (raise `ValueError`)."""
-        del y0
+
+def raveled(flow: AbstractFlow, problem: Problem | None, state0: State):
+    r"""The flow as an SDE on the flat state: `(y0, drift, diffusion, unravel)` with
+    `drift(t, y, args)` and `diffusion(t, y, args)` in diffrax's term signature."""
+    y0, unravel = ravel_pytree(state0)
+
+    def drift(t, y, args):
+        del args
+        return ravel_pytree(flow.vector_field(t, unravel(y), problem))[0]
+
+    def diffusion(t, y, args):
+        del args
+        return flow.diffusion(t, unravel(y), problem)
+
+    return y0, drift, diffusion, unravel
 
 
 def temperature_of(sigma: ScalarLike) -> Array:
@@ -79,13 +95,9 @@ def temperature_of(sigma: ScalarLike) -> Array:
     return 0.5 * sigma * sigma
 
 
-def check_scalar_potential(name: str, potential, x) -> None:
-    """`ValueError` unless `potential(x)` is a real scalar."""
-    if not callable(potential):
-        raise ValueError(f"{name} must be callable x -> scalar, got {type(potential).__name__}.")
-    out = jax.eval_shape(potential, x)
-    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == ()):
-        shape = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
-        raise ValueError(
-            f"{name} must return a scalar, got shape {shape}; reduce it, e.g. with jnp.sum."
-        )
+def not_an_optimizer(name: str):
+    """The `discretize` of a density-layer model: it has no optax counterpart."""
+    raise ValueError(
+        f"{name} is an SDE with a general drift, not the model of an optimizer: it has no "
+        "optax discretization. Simulate it with dynopt.sde.simulate."
+    )

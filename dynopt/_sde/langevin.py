@@ -1,195 +1,143 @@
-r"""Overdamped Langevin and the Kramers (underdamped Langevin) equation, with their Gibbs laws."""
+r"""Overdamped Langevin and the Kramers (underdamped Langevin) equation: gradient flow and heavy
+ball with thermal noise, and their Gibbs laws."""
 
-from collections.abc import Callable
 from typing import ClassVar
 
-import jax
 import jax.numpy as jnp
 import lineax as lx
-import numpy as np
+import optax
 from jax.flatten_util import ravel_pytree
 
-from .._custom_types import Array, Float, Params, Scalar, ScalarLike
+from .._custom_types import Array, Params, Scalar, ScalarLike
+from .._discretization import Discretization
+from .._flows.gradient import GradientFlow
+from .._flows.momentum import HeavyBall
 from .._problem import Problem
-from .base import AbstractSDE, check_scalar_potential
+from .._validation import hyperparameter
+from .base import AbstractSDE
 
 
-def _check_nonnegative(name: str, value) -> None:
-    if isinstance(value, jax.core.Tracer):
-        return
-    arr = np.asarray(value, dtype=float)
-    if arr.shape != () or not np.isfinite(arr) or arr < 0:
-        raise ValueError(f"{name} must be a finite scalar >= 0, got {value}.")
-
-
-def _flat_potential(potential: Callable | Problem, x: Float[Array, " d"]) -> Scalar:
-    if isinstance(potential, Problem):
-        return potential.loss(ravel_pytree(potential.params0)[1](x))
-    return potential(x)
-
-
-def _as_vector(potential: Callable | Problem, x0: Params) -> Float[Array, " d"]:
-    if isinstance(potential, Problem):
-        if x0 is None:
-            x0 = potential.params0
-        return ravel_pytree(x0)[0]
-    if x0 is None:
-        raise ValueError("x0 is required when the potential is a plain callable.")
-    return jnp.atleast_1d(jnp.asarray(x0, dtype=float))
-
-
-def _unravel(potential: Callable | Problem, x: Float[Array, " d"]) -> Params:
-    if isinstance(potential, Problem):
-        return ravel_pytree(potential.params0)[1](x)
-    return x
+def _isotropic(state, scale: Array) -> lx.DiagonalLinearOperator:
+    flat = ravel_pytree(state)[0]
+    return lx.DiagonalLinearOperator(jnp.full(flat.shape, scale.astype(flat.dtype)))
 
 
 class Langevin(AbstractSDE):
-    r"""Overdamped Langevin dynamics at temperature $T$:
+    r"""Overdamped Langevin dynamics at temperature $T$: gradient flow with thermal noise,
 
     $$d\theta = -\nabla L(\theta)\,dt + \sqrt{2T}\,dW,\qquad
       p_\infty(\theta) \propto e^{-L(\theta)/T}.$$
 
-    With $\sigma = \sqrt{2T}$ this is post 1's eq. (8), whose Gibbs law is
-    $\exp(-2L/\sigma^2)$ (not eq. (9)'s $\exp(-L/\sigma^2)$). SGD with isotropic gradient noise of
-    variance $\sigma_g^2$ per sample, learning rate $\eta$ and batch $B$ is this SDE at
-    $T = \eta\sigma_g^2/(2B)$ on the clock $t = k\eta$. Additive noise: `simulate` uses ShARK.
+    The drift is `GradientFlow`'s vector field. With $\sigma = \sqrt{2T}$ this is post 1's
+    eq. (8), whose Gibbs law is $\exp(-2L/\sigma^2)$ (not eq. (9)'s $\exp(-L/\sigma^2)$). SGD with
+    isotropic gradient noise of variance $\sigma_g^2$ per sample, learning rate $\eta$ and batch
+    $B$ is this SDE at $T = \eta\sigma_g^2/(2B)$ on the clock $t = k\eta$. Additive noise:
+    `simulate` uses ShARK. `dynopt.solve` integrates the drift: the gradient flow.
 
     **Arguments:**
 
-    - `potential`: $L$, a callable on 1-D arrays returning a scalar, or a `dynopt.Problem`
-      (its `loss`, on the raveled parameters).
-    - `temperature`: $T \ge 0$ ($T = 0$ is the gradient flow).
+    - `temperature`: $T \ge 0$ ($T = 0$ is the gradient flow); an array leaf, so new values
+      reuse compiled simulations.
 
-    **Raises:** `ValueError` for a negative temperature, a non-callable potential, or (in
-    `simulate`) a potential that is not scalar-valued.
+    **Raises:** `ValueError` for a negative or non-finite temperature.
     """
 
-    potential: Callable | Problem
-    temperature: Array
+    temperature: Array = hyperparameter("temperature", lower=0.0)
     additive: ClassVar[bool] = True
 
-    def __init__(self, potential: Callable | Problem, temperature: ScalarLike):
-        if not (isinstance(potential, Problem) or callable(potential)):
-            raise ValueError(
-                f"potential must be callable x -> scalar or a dynopt.Problem, got "
-                f"{type(potential).__name__}."
-            )
-        _check_nonnegative("temperature", temperature)
-        self.potential = potential
-        self.temperature = jnp.asarray(temperature, dtype=float)
+    def init(self, params: Params) -> Params:
+        return GradientFlow().init(params)
 
-    def init(self, x0: Params = None) -> Float[Array, " d"]:
-        return _as_vector(self.potential, x0)
+    def vector_field(self, t: ScalarLike, state: Params, problem: Problem) -> Params:
+        return GradientFlow().vector_field(t, state, problem)
 
-    def check(self, y0: Float[Array, " d"]) -> None:
-        check_scalar_potential("potential", lambda x: _flat_potential(self.potential, x), y0)
+    def params(self, state: Params) -> Params:
+        return state
 
-    def loss(self, x: Float[Array, " d"]) -> Scalar:
-        """$L$ on the flat state."""
-        return _flat_potential(self.potential, x)
+    def check(self, problem: Problem) -> None:
+        if not isinstance(problem, Problem):
+            raise ValueError(f"problem must be a dynopt.Problem, got {type(problem).__name__}.")
 
-    def drift(self, t, y, args):
-        del t, args
-        return -jax.grad(self.loss)(y)
+    def diffusion(
+        self, t: ScalarLike, state: Params, problem: Problem
+    ) -> lx.DiagonalLinearOperator:
+        r"""$\sqrt{2T}\,I$ on the raveled parameters."""
+        del t, problem
+        return _isotropic(state, jnp.sqrt(2.0 * self.temperature))
 
-    def diffusion(self, t, y, args):
-        del t, args
-        scale = jnp.sqrt(2.0 * self.temperature).astype(y.dtype)
-        return lx.DiagonalLinearOperator(jnp.full(y.shape, scale))
+    def discretize(self, step_size: ScalarLike) -> Discretization:
+        """The drift's map: gradient descent (`optax.sgd`); the noise is the minibatch's."""
+        return GradientFlow().discretize(step_size)
 
-    def noise_dim(self, y0):
-        return y0.shape[0]
-
-    def params(self, y):
-        return _unravel(self.potential, y)
-
-    def log_stationary_density(self, y: Float[Array, " d"]) -> Scalar:
+    def log_stationary_density(self, state: Params, problem: Problem) -> Scalar:
         """Unnormalised $\\log p_\\infty = -L(\\theta)/T$."""
-        return -self.loss(y) / self.temperature
+        return -problem.loss(state) / self.temperature
 
 
 class Kramers(AbstractSDE):
-    r"""The Kramers equation (post 1, eq. 21): heavy-ball dynamics with friction $\gamma$ and noise,
+    r"""The Kramers equation (post 1, eq. 21): heavy ball with friction $\gamma$ and thermal noise,
 
     $$d\theta = v\,dt,\qquad dv = -\gamma v\,dt - \nabla L(\theta)\,dt + \sqrt{2\gamma T}\,dW,$$
     $$p_\infty(\theta, v) \propto \exp\!\Big(-\frac{\|v\|^2/2 + L(\theta)}{T}\Big)
       \quad(\gamma > 0).$$
 
-    Written as post 1's $\ddot\theta + \gamma\dot\theta = -\nabla L + \sigma\xi$,
+    The drift is `HeavyBall(damping=γ)`'s vector field; the state is its `(θ, v)`, starting
+    from rest. Written as post 1's $\ddot\theta + \gamma\dot\theta = -\nabla L + \sigma\xi$,
     $T = \sigma^2/(2\gamma)$: the law is $\exp(-\frac{2\gamma}{\sigma^2}(v^2/2 + L))$; post 1's
     eq. (22) is the case $\gamma = 1/2$. Its $\theta$-marginal is the overdamped Gibbs law
     $\propto e^{-L/T}$, for every $\gamma > 0$. At $\gamma = 0$ there is no normalisable
     stationary law (energy diffuses upward).
 
-    The state is the flat vector $[\theta, v]$, starting from $v = 0$; `params(y)` is $\theta$.
-    Additive noise: `simulate` uses ShARK.
+    The noise is written on the whole raveled phase space $[\theta, v]$ as
+    $\mathrm{diag}(0, \sqrt{2\gamma T})$, driven by a $2d$-dimensional $W$ whose $\theta$ half is
+    unused (a diagonal map; the draws match earlier releases bit for bit). Additive noise:
+    `simulate` uses ShARK.
 
-    **Arguments:**
-
-    - `potential`: $L$, as for `Langevin`.
-    - `damping`: $\gamma \ge 0$.
-    - `temperature`: $T \ge 0$.
+    **Arguments:** `damping` $\gamma \ge 0$, `temperature` $T \ge 0$ (array leaves).
     """
 
-    potential: Callable | Problem
-    damping: Array
-    temperature: Array
+    damping: Array = hyperparameter("damping", lower=0.0)
+    temperature: Array = hyperparameter("temperature", lower=0.0)
     additive: ClassVar[bool] = True
 
-    def __init__(self, potential: Callable | Problem, damping: ScalarLike, temperature: ScalarLike):
-        if not (isinstance(potential, Problem) or callable(potential)):
-            raise ValueError(
-                f"potential must be callable x -> scalar or a dynopt.Problem, got "
-                f"{type(potential).__name__}."
-            )
-        _check_nonnegative("damping", damping)
-        _check_nonnegative("temperature", temperature)
-        self.potential = potential
-        self.damping = jnp.asarray(damping, dtype=float)
-        self.temperature = jnp.asarray(temperature, dtype=float)
+    @property
+    def deterministic(self) -> HeavyBall:
+        """The noiseless flow, `HeavyBall(damping)`."""
+        return HeavyBall(self.damping)
 
-    def init(self, x0: Params = None) -> Float[Array, " 2d"]:
-        x = _as_vector(self.potential, x0)
-        return jnp.concatenate([x, jnp.zeros_like(x)])
+    def init(self, params: Params):
+        return self.deterministic.init(params)
 
-    def _split(self, y):
-        d = y.shape[0] // 2
-        return y[:d], y[d:]
+    def vector_field(self, t: ScalarLike, state, problem: Problem):
+        return self.deterministic.vector_field(t, state, problem)
 
-    def check(self, y0):
-        x0, _ = self._split(y0)
-        check_scalar_potential("potential", lambda x: _flat_potential(self.potential, x), x0)
+    def params(self, state) -> Params:
+        return state[0]
 
-    def loss(self, x: Float[Array, " d"]) -> Scalar:
-        return _flat_potential(self.potential, x)
+    def check(self, problem: Problem) -> None:
+        if not isinstance(problem, Problem):
+            raise ValueError(f"problem must be a dynopt.Problem, got {type(problem).__name__}.")
 
-    def drift(self, t, y, args):
-        del t, args
-        x, v = self._split(y)
-        gamma = self.damping.astype(y.dtype)
-        return jnp.concatenate([v, -gamma * v - jax.grad(self.loss)(x)])
+    def velocity(self, state) -> Params:
+        """The velocity part $v$ of a state."""
+        return state[1]
 
-    def diffusion(self, t, y, args):
-        del t, args
-        d = y.shape[0] // 2
-        scale = jnp.sqrt(2.0 * self.damping * self.temperature).astype(y.dtype)
-        # Noise only on the velocity; the Brownian motion is 2d-dimensional for a diagonal map.
+    def diffusion(self, t: ScalarLike, state, problem: Problem) -> lx.DiagonalLinearOperator:
+        r"""$\mathrm{diag}(0, \sqrt{2\gamma T})$ on the raveled $[\theta, v]$."""
+        del t, problem
+        theta = ravel_pytree(state[0])[0]
+        v = ravel_pytree(state[1])[0]
+        scale = jnp.sqrt(2.0 * self.damping * self.temperature).astype(v.dtype)
         return lx.DiagonalLinearOperator(
-            jnp.concatenate([jnp.zeros(d, y.dtype), jnp.full(d, scale)])
+            jnp.concatenate([jnp.zeros_like(theta), jnp.full(v.shape, scale)])
         )
 
-    def noise_dim(self, y0):
-        return y0.shape[0]
+    def discretize(self, step_size: ScalarLike) -> Discretization:
+        """The drift's default map (heavy ball's); the noise is the minibatch's."""
+        return self.deterministic.discretize(step_size)
 
-    def params(self, y):
-        return _unravel(self.potential, self._split(y)[0])
-
-    def velocity(self, y: Float[Array, " 2d"]) -> Float[Array, " d"]:
-        """The velocity part $v$ of a state."""
-        return self._split(y)[1]
-
-    def log_stationary_density(self, y: Float[Array, " 2d"]) -> Scalar:
+    def log_stationary_density(self, state, problem: Problem) -> Scalar:
         """Unnormalised $\\log p_\\infty = -(\\|v\\|^2/2 + L(\\theta))/T$."""
-        x, v = self._split(y)
-        return -(0.5 * jnp.sum(v * v) + self.loss(x)) / self.temperature
+        theta, v = state
+        kinetic = 0.5 * optax.tree.vdot(v, v)
+        return -(kinetic + problem.loss(theta)) / self.temperature

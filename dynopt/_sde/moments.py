@@ -28,11 +28,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Float, Params
+from .._problem import Problem
 from .sgd import SGDNoise
 
 
-def _quadratic_data(sde: SGDNoise, flat0: Float[Array, " d"]):
-    p = sde.problem
+def _quadratic_data(p: Problem, flat0: Float[Array, " d"]):
     unravel = ravel_pytree(p.params0)[1]
 
     def loss(y):
@@ -65,11 +65,11 @@ def _unpack(z, d):
     return z[:d], z[d:].reshape(d, d)
 
 
-def _linear_system(sde, h, continuous: bool, data):
+def _linear_system(sde, problem, h, continuous: bool, data):
     """The moment dynamics as z' = K z + b (continuous) or z+ = F z + b (step h): (K or F, b)."""
     hess, _, _, da, dq, _ = data
     d = hess.shape[0]
-    kappa = sde.noise_scale.astype(hess.dtype)
+    kappa = sde.noise_scale(problem).astype(hess.dtype)
     eye = jnp.eye(d, dtype=hess.dtype)
 
     def rhs(z):
@@ -116,13 +116,13 @@ class QuadraticMoments(eqx.Module):
 
 
 @eqx.filter_jit
-def _moments(sde, flat0, ts, steps, h, continuous: bool, mean0, cov0):
-    data = _quadratic_data(sde, flat0)
+def _moments(sde, problem, flat0, ts, steps, h, continuous: bool, mean0, cov0):
+    data = _quadratic_data(problem, flat0)
     hess, xstar, m0, _, _, loss_star = data
     m0 = mean0 - xstar
     big_m0 = cov0 + jnp.outer(m0, m0)
     d = hess.shape[0]
-    mat, b = _linear_system(sde, h, continuous, data)
+    mat, b = _linear_system(sde, problem, h, continuous, data)
     z0 = jnp.concatenate([_pack(m0, big_m0), jnp.ones(1, m0.dtype)])
     if continuous:
         gen = _affine(mat, b).at[-1, -1].set(0.0)  # d/dt (z, 1) = (K z + b, 0)
@@ -138,6 +138,7 @@ def _moments(sde, flat0, ts, steps, h, continuous: bool, mean0, cov0):
 
 def quadratic_moments(
     sde: SGDNoise,
+    problem: Problem,
     ts: Float[Array, " T"],
     *,
     step: float | None = None,
@@ -145,7 +146,8 @@ def quadratic_moments(
     covariance0: Float[Array, "d d"] | None = None,
 ) -> QuadraticMoments:
     r"""Exact mean, covariance and $\mathbb E L$ at times `ts` (from $\theta_0$ = `x0`, default
-    `problem.params0`, at $t = 0$) for a finite sum whose per-sample losses are quadratic.
+    `problem.params0`, at $t = 0$) of `sde` on `problem`, a finite sum whose per-sample losses
+    are quadratic.
     A random start (e.g. the end of a previous phase of a schedule) is given by its mean `x0` and
     `covariance0` (default 0).
 
@@ -157,7 +159,8 @@ def quadratic_moments(
     reuse it. For non-quadratic losses the result is the moment dynamics of the linearisation at
     the minimizer found by one Newton step from `x0` (an approximation).
     """
-    flat0 = ravel_pytree(sde.problem.params0 if x0 is None else x0)[0]
+    sde.check(problem)
+    flat0 = ravel_pytree(problem.params0 if x0 is None else x0)[0]
     cov0 = jnp.zeros((flat0.size,) * 2, flat0.dtype) if covariance0 is None else covariance0
     ts_np = np.asarray(ts, dtype=np.float64)
     if ts_np.ndim != 1 or np.any(ts_np < 0):
@@ -174,6 +177,7 @@ def quadratic_moments(
         steps = np.round(steps).astype(int)
     return _moments(
         sde,
+        problem,
         flat0,
         jnp.asarray(ts_np),
         jnp.asarray(steps),
@@ -185,10 +189,10 @@ def quadratic_moments(
 
 
 @eqx.filter_jit
-def _stationary(sde, flat0, h, continuous: bool):
-    data = _quadratic_data(sde, flat0)
+def _stationary(sde, problem, flat0, h, continuous: bool):
+    data = _quadratic_data(problem, flat0)
     d = data[0].shape[0]
-    mat, b = _linear_system(sde, h, continuous, data)
+    mat, b = _linear_system(sde, problem, h, continuous, data)
     # Stationary second moment with zero mean: solve on the M block only.
     blk = mat[d:, d:] if continuous else mat[d:, d:] - jnp.eye(d * d, dtype=mat.dtype)
     big_m = jnp.linalg.solve(blk, -b[d:]).reshape(d, d)
@@ -199,10 +203,11 @@ def _stationary(sde, flat0, h, continuous: bool):
 
 
 def quadratic_stationary_covariance(
-    sde: SGDNoise, *, step: float | None = None
+    sde: SGDNoise, problem: Problem, *, step: float | None = None
 ) -> Float[Array, "d d"]:
     r"""The exact stationary covariance $M$: $HM + MH - hHMH = \kappa S(0, M)$ with $h$ = `step`
     (`None`: the SDE, $h = 0$; `sde.learning_rate`: SGD). `nan` if the recursion is unstable."""
-    flat0 = ravel_pytree(sde.problem.params0)[0]
+    sde.check(problem)
+    flat0 = ravel_pytree(problem.params0)[0]
     h = 0.0 if step is None else float(step)
-    return _stationary(sde, flat0, jnp.asarray(h), step is None)
+    return _stationary(sde, problem, flat0, jnp.asarray(h), step is None)

@@ -7,14 +7,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Float, Key, Params, Scalar, ScalarLike
-from .._discretization import check_positive, Discretization
+from .._discretization import Discretization
 from .._flows.gradient import GradientFlow
 from .._problem import Problem
 from .._problems.finite_sum import _batch_loss, _minibatch_loss
+from .._validation import choice, hyperparameter, positive_int
 from .base import AbstractSDE
 
 
@@ -35,7 +35,8 @@ def _minibatch_loss_with_replacement(
 
 
 class SGDNoise(AbstractSDE):
-    r"""The SDE of minibatch SGD with learning rate $\eta$ and batch size $B$ (SME-1):
+    r"""The SDE of minibatch SGD with learning rate $\eta$ and batch size $B$ (SME-1): gradient
+    flow with the minibatch's noise,
 
     $$d\theta = -\nabla L(\theta)\,dt + \sqrt{\eta\,c\,\Sigma(\theta)/B}\;dW,\qquad t = k\eta,$$
 
@@ -50,16 +51,17 @@ class SGDNoise(AbstractSDE):
     $\sigma^2$ the stationary variances are $\eta c\sigma^2/(B\lambda(2-\eta\lambda))$ (SGD) and
     $\eta c\sigma^2/(2B\lambda)$ (SDE): an $O(\eta)$ relative gap (`quadratic_moments`).
 
-    State-dependent (multiplicative) noise: Itô, so `simulate` uses Euler–Maruyama by default.
-    The state is the raveled parameter vector; `params(y)` unravels it.
+    The drift is `GradientFlow`'s vector field; the state is the parameters. The noise is
+    state-dependent (multiplicative): Itô, so `simulate` uses Euler–Maruyama by default. The
+    problem is an argument (as for every flow): a finite-sum `Problem` with `data` and
+    `sample_loss_fn` (e.g. `problems.linear_regression` or `problems.finite_sum`), checked by
+    `check(problem)` wherever the model meets it.
 
     **Arguments:**
 
-    - `problem`: a finite-sum `Problem` (with `data` and `sample_loss_fn`, e.g.
-      `problems.linear_regression` or `problems.finite_sum`).
-    - `learning_rate`: $\eta > 0$.
-    - `batch_size`: $1 \le B \le n$ (independent of `problem.batch_size`; `sgd_problem()`
-      returns the problem whose `stochastic_loss` samples this $B$).
+    - `learning_rate`: $\eta > 0$ (an array leaf).
+    - `batch_size`: $1 \le B \le n$ (an integer array leaf: a sweep over $B$ reuses compiled
+      programs; independent of `problem.batch_size`: `sgd_problem(problem)` samples this $B$).
     - `replace`: `False` (default, matches `problems.finite_sum`) or `True` (with replacement).
     - `covariance`: how the diffusion factor $G$ with $GG^\top = \eta c\Sigma/B$ is formed:
       `"full"` ($d\times d$ symmetric square root by `eigh`; exact; $O(d^3)$ per step),
@@ -70,21 +72,20 @@ class SGDNoise(AbstractSDE):
       per-sample gradients; drops the rest of the spectrum).
     - `rank`: for `"lowrank"`, $1 \le r \le \min(n, d)$.
 
-    **Raises:** `ValueError` naming the argument for a problem without `data`/`sample_loss_fn`,
-    a batch size outside $[1, n]$, a non-positive learning rate, or a bad covariance/rank.
+    **Raises:** `ValueError` naming the argument for a non-positive learning rate, a batch size
+    that is not a positive integer, or a bad covariance/rank; `check(problem)` for a problem
+    without `data`/`sample_loss_fn`, $B > n$ or a rank above $\min(n, d)$.
     """
 
-    problem: Problem
-    learning_rate: Array
-    batch_size: Array  # an integer array leaf: a sweep over B reuses the compiled simulation
-    replace: bool = eqx.field(static=True)
-    covariance: str = eqx.field(static=True)
-    rank: int | None = eqx.field(static=True)
+    learning_rate: Array = hyperparameter("learning_rate", lower=0.0, lower_open=True)
+    batch_size: Array
+    replace: bool
+    covariance: str
+    rank: int | None
     additive: ClassVar[bool] = False
 
     def __init__(
         self,
-        problem: Problem,
         learning_rate: ScalarLike,
         batch_size: int,
         *,
@@ -92,6 +93,19 @@ class SGDNoise(AbstractSDE):
         covariance: Literal["full", "samples", "diagonal", "lowrank"] = "full",
         rank: int | None = None,
     ):
+        self.learning_rate = learning_rate
+        self.batch_size = jnp.asarray(positive_int("batch_size", batch_size))
+        self.replace = bool(replace)
+        self.covariance = choice("covariance", covariance, _COVARIANCES)
+        if covariance == "lowrank":
+            self.rank = positive_int("rank", rank)
+        elif rank is not None:
+            raise ValueError("rank is only used with covariance='lowrank'.")
+        else:
+            self.rank = None
+
+    def check(self, problem: Problem) -> None:
+        """`ValueError` unless `problem` is a finite sum this model applies to."""
         if (
             not isinstance(problem, Problem)
             or problem.data is None
@@ -101,88 +115,69 @@ class SGDNoise(AbstractSDE):
                 "problem must be a finite-sum dynopt.Problem with data and sample_loss_fn "
                 "(e.g. problems.linear_regression or problems.finite_sum)."
             )
-        n = _num_samples(problem)
-        if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= n:
+        n, b = _num_samples(problem), self.batch_size
+        if not isinstance(b, jax.core.Tracer) and not 1 <= int(b) <= n:
             raise ValueError(
-                f"batch_size must be an integer in [1, {n}] (n samples), got {batch_size!r}."
+                f"batch_size must be an integer in [1, {n}] (n samples), got {int(b)}."
             )
-        check_positive("learning_rate", learning_rate)
-        if covariance not in _COVARIANCES:
-            raise ValueError(f"covariance must be one of {_COVARIANCES}, got {covariance!r}.")
-        d = problem.num_params
-        if covariance == "lowrank":
-            if not isinstance(rank, int | np.integer) or not 1 <= rank <= min(n, d):
-                raise ValueError(
-                    f"rank must be an integer in [1, {min(n, d)}] for covariance='lowrank', "
-                    f"got {rank!r}."
-                )
-        elif rank is not None:
-            raise ValueError("rank is only used with covariance='lowrank'.")
-        self.problem = problem
-        self.learning_rate = jnp.asarray(learning_rate, dtype=float)
-        self.batch_size = jnp.asarray(int(batch_size))
-        self.replace = bool(replace)
-        self.covariance = covariance
-        self.rank = None if rank is None else int(rank)
+        if self.rank is not None and self.rank > min(n, problem.num_params):
+            raise ValueError(
+                f"rank must be an integer in [1, {min(n, problem.num_params)}] for "
+                f"covariance='lowrank', got {self.rank}."
+            )
 
     # --- the noise model -------------------------------------------------------------------------
 
-    @property
-    def num_samples(self) -> int:
-        return _num_samples(self.problem)
-
-    @property
-    def finite_population_factor(self) -> Array:
+    def finite_population_factor(self, problem: Problem) -> Array:
         r"""$c$: $(n-B)/(n-1)$ without replacement, $1$ with ($\mathrm{Cov}\,g_B = c\Sigma/B$)."""
-        n = self.num_samples
+        n = _num_samples(problem)
         b = self.batch_size.astype(self.learning_rate.dtype)
         if self.replace:
             return jnp.ones_like(b)
         return (n - b) / (n - 1) if n > 1 else jnp.zeros_like(b)
 
-    @property
-    def noise_scale(self) -> Array:
+    def noise_scale(self, problem: Problem) -> Array:
         r"""$\kappa = \eta c/B$: the diffusion matrix is $\kappa\,\Sigma(\theta)$."""
         b = self.batch_size.astype(self.learning_rate.dtype)
-        return self.learning_rate * self.finite_population_factor / b
+        return self.learning_rate * self.finite_population_factor(problem) / b
 
-    def _unravel(self, y):
-        return ravel_pytree(self.problem.params0)[1](y)
-
-    def per_sample_gradients(self, y: Float[Array, " d"]) -> Float[Array, "n d"]:
+    def per_sample_gradients(self, params: Params, problem: Problem) -> Float[Array, "n d"]:
         """$g_i = \\nabla\\ell(\\theta; x_i)$ per sample, raveled: `vmap(grad)` over the data."""
-        grad = jax.grad(self.problem.sample_loss_fn)
-        params = self._unravel(y)
-        g = jax.vmap(grad, in_axes=(None, 0))(params, self.problem.data)
+        grad = jax.grad(problem.sample_loss_fn)
+        g = jax.vmap(grad, in_axes=(None, 0))(params, problem.data)
         return jax.vmap(lambda tree: ravel_pytree(tree)[0])(g)
 
-    def gradient_covariance(self, y: Float[Array, " d"]) -> Float[Array, "d d"]:
+    def gradient_covariance(self, params: Params, problem: Problem) -> Float[Array, "d d"]:
         r"""$\Sigma(\theta) = \frac1n\sum_i (g_i-\bar g)(g_i-\bar g)^\top$."""
-        c = self._centred(y)
+        c = self._centred(params, problem)
         return c.T @ c / c.shape[0]
 
-    def minibatch_covariance(self, y: Float[Array, " d"]) -> Float[Array, "d d"]:
+    def minibatch_covariance(self, params: Params, problem: Problem) -> Float[Array, "d d"]:
         r"""The exact covariance $c\,\Sigma(\theta)/B$ of one minibatch gradient."""
-        b = self.batch_size.astype(y.dtype)
-        return self.gradient_covariance(y) * (self.finite_population_factor.astype(y.dtype) / b)
+        cov = self.gradient_covariance(params, problem)
+        b = self.batch_size.astype(cov.dtype)
+        return cov * (self.finite_population_factor(problem).astype(cov.dtype) / b)
 
-    def _centred(self, y):
-        g = self.per_sample_gradients(y)
+    def _centred(self, params, problem):
+        g = self.per_sample_gradients(params, problem)
         return g - jnp.mean(g, axis=0, keepdims=True)
 
-    # --- AbstractSDE -----------------------------------------------------------------------------
+    # --- the flow ---------------------------------------------------------------------------------
 
-    def init(self, x0: Params = None) -> Float[Array, " d"]:
-        return ravel_pytree(self.problem.params0 if x0 is None else x0)[0]
+    def init(self, params: Params) -> Params:
+        return GradientFlow().init(params)
 
-    def drift(self, t, y, args):
-        del t, args
-        return -ravel_pytree(self.problem.grad(self._unravel(y)))[0]
+    def vector_field(self, t: ScalarLike, state: Params, problem: Problem) -> Params:
+        return GradientFlow().vector_field(t, state, problem)
 
-    def diffusion(self, t, y, args):
-        del t, args
-        kappa = self.noise_scale.astype(y.dtype)
-        c = self._centred(y)
+    def params(self, state: Params) -> Params:
+        return state
+
+    def diffusion(self, t: ScalarLike, state: Params, problem: Problem):
+        r"""A factor $G$ of $\eta c\Sigma(\theta)/B$ on the raveled parameters (`covariance`)."""
+        del t
+        kappa = self.noise_scale(problem).astype(ravel_pytree(state)[0].dtype)
+        c = self._centred(state, problem)
         n = c.shape[0]
         if self.covariance == "samples":
             return jnp.sqrt(kappa / n) * c.T
@@ -195,30 +190,22 @@ class SGDNoise(AbstractSDE):
         w, v = jnp.linalg.eigh(c.T @ c / n)
         return jnp.sqrt(kappa) * (v * jnp.sqrt(jnp.clip(w, 0.0))[None, :]) @ v.T
 
-    def noise_dim(self, y0):
-        if self.covariance == "samples":
-            return self.num_samples
-        if self.covariance == "lowrank":
-            return self.rank
-        return y0.shape[0]
-
-    def params(self, y):
-        return self._unravel(y)
-
     # --- the discrete SGD it models --------------------------------------------------------------
 
-    def discretize(self) -> Discretization:
-        r"""SGD with learning rate $\eta$ on the clock $t = k\eta$ (`optax.sgd(η)`); run it with
-        `dynopt.run(sde.discretize(), sde.sgd_problem(), n, key=keys)`."""
-        return GradientFlow().discretize(self.learning_rate)
+    def discretize(self, step_size: ScalarLike | None = None) -> Discretization:
+        r"""SGD on the clock $t = k\eta$ (`optax.sgd(η)`), with $\eta$ = `step_size` (default the
+        model's learning rate); run it with
+        `dynopt.run(model.discretize(), model.sgd_problem(problem), n, key=keys)`."""
+        return GradientFlow().discretize(self.learning_rate if step_size is None else step_size)
 
-    def sgd_problem(self) -> Problem:
+    def sgd_problem(self, problem: Problem) -> Problem:
         """`problem` whose `stochastic_loss` draws batches of `batch_size` samples, with or
         without replacement as this model assumes (the same problem when nothing changes)."""
-        p, batch_size = self.problem, int(self.batch_size)
-        if not self.replace and p.batch_size == batch_size:
-            return p
-        fn = p.loss_fn
+        self.check(problem)
+        batch_size = int(self.batch_size)
+        if not self.replace and problem.batch_size == batch_size:
+            return problem
+        fn = problem.loss_fn
         if not (isinstance(fn, eqx.Partial) and fn.func is _batch_loss):
             raise ValueError(
                 "sgd_problem() can only resample problems built by problems.finite_sum; build "
@@ -226,4 +213,4 @@ class SGDNoise(AbstractSDE):
             )
         sampler = _minibatch_loss_with_replacement if self.replace else _minibatch_loss
         stochastic = eqx.Partial(sampler, **fn.keywords, batch_size=batch_size)
-        return dataclasses.replace(p, stochastic_loss_fn=stochastic, batch_size=batch_size)
+        return dataclasses.replace(problem, stochastic_loss_fn=stochastic, batch_size=batch_size)
