@@ -128,6 +128,9 @@ def _fonts(ax: Axes) -> None:
 
 def _drawn(artist) -> bool:
     """Whether a legend handle shows data in its axes (or is a declared style key)."""
+    patches = getattr(artist, "patches", None)  # bar containers
+    if patches is not None:
+        return len(patches) > 0
     if artist.get_gid() == KEY:
         return True
     if not artist.get_visible():
@@ -140,9 +143,6 @@ def _drawn(artist) -> bool:
         return bool(off.size) and bool(np.any(np.all(np.isfinite(off), axis=-1)))
     if isinstance(artist, Collection):
         return len(artist.get_paths()) > 0
-    patches = getattr(artist, "patches", None)  # bar containers
-    if patches is not None:
-        return len(patches) > 0
     return True
 
 
@@ -197,10 +197,10 @@ def _sci(v: float, _pos=None) -> str:
     e = math.floor(math.log10(v) + 1e-9)
     m = v / 10.0**e
     exp = f"10{str(e).translate(_SUP)}"
-    if abs(m - 1) < 1e-6:
-        return exp
     if 0 <= e <= 2:
         return f"{v:.3g}"
+    if abs(m - 1) < 1e-6:
+        return exp
     return f"{m:.2g}×{exp}"
 
 
@@ -238,6 +238,9 @@ def log_ticks(lo: float, hi: float, *, max_ticks: int = 6) -> list[float]:
 
 
 def _log_ticks(ax: Axes, axis) -> None:
+    if isinstance(axis.get_major_locator(), FixedLocator):
+        axis.set_minor_formatter(NullFormatter())
+        return  # ticks chosen by the caller (e.g. the sample counts); only thinned if colliding
     lo, hi = axis.get_view_interval()
     ticks = log_ticks(lo, hi)
     if len(ticks) < 2:
@@ -359,7 +362,9 @@ def plot_orders(
             plot_slope_guide(ax, h, 0.5 * e[j] * (h.max() / h[j]) ** guide, guide)
             drawn.append(f"{guide:g}")
     if drawn:
-        key_entry(ax, f"slope {', '.join(dict.fromkeys(drawn))} guides", "k--", lw=0.8, alpha=0.6)
+        orders = list(dict.fromkeys(drawn))
+        text = f"slope {', '.join(orders)} guide{'s' if len(orders) > 1 else ''}"
+        key_entry(ax, text, "k--", lw=0.8, alpha=0.6)
     legend(ax)
 
 

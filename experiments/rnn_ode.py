@@ -3,7 +3,7 @@ identifiability."""
 
 import dataclasses
 import time
-from pathlib import Path
+from typing import ClassVar
 
 import diffrax
 import jax
@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import optimistix as optx
-from matplotlib.ticker import NullFormatter
 
 import dynopt
 from dynopt import plotting, rnn
+
+from ._card import Array
 
 
 LV = rnn.competitive_lotka_volterra
@@ -68,17 +69,65 @@ class Config:
     recovery_seeds: int = 8
     profile_points: int = 41
 
-
-def make_config(quick: bool = False, seed: int = 0) -> Config:
-    if not quick:
-        return Config(seed=seed)
-    return Config(
-        seed=seed,
-        quick=True,
-        bias_step_sizes=(1.0, 0.5, 0.25),
-        recovery_seeds=0,
-        profile_points=21,
+    QUICK: ClassVar[dict] = dict(
+        bias_step_sizes=(1.0, 0.5, 0.25), recovery_seeds=0, profile_points=21
     )
+
+
+@dataclasses.dataclass
+class Forward:
+    """Post 5's Euler RNN (h = 0.1) against diffrax and against the post's table."""
+
+    table_max_abs_diff_euler_rnn: float
+    table_max_abs_diff_exact_ode: float
+    euler_vs_exact_max_abs_error: float
+    euler_final_state: list[float]
+    exact_final_state: list[float]
+    equilibrium: list[float]
+    euler_table: list[list[float]]
+    ts: Array
+    euler: Array
+    exact: Array
+
+
+@dataclasses.dataclass
+class Inverse:
+    """The two fitting routes, their wall times, and the coarse-step bias of Euler fits."""
+
+    route_a: dict
+    route_b: dict
+    wall_time_ratio_b_over_a: float
+    wall_time_ratio_b_over_a_incl_compile: float
+    coarse_step_bias: dict
+    loss_a_iter: Array
+    loss_a: Array
+    loss_warm_iter: Array
+    loss_warm: Array
+    curve_a_ts: Array
+    curve_a: Array
+    curve_b_ts: Array
+    curve_b: Array
+    bias_step_sizes: Array
+    bias: Array
+    bias_params: Array
+
+
+@dataclasses.dataclass
+class Identifiability:
+    noise_std: float
+    post_six: dict
+    equally_spaced: dict
+    s_post: Array
+    se_post: Array
+    v_post: Array
+    counts: Array
+    se_counts: Array
+    s_min_counts: Array
+    profile_z: Array
+    profile_weakest: Array
+    profile_strongest: Array
+    profile_weakest_reoptimized: Array
+    recovery_rms: Array | None = None  # full mode: refits of noisy data, (counts, params)
 
 
 def _timed(fn):
@@ -101,7 +150,7 @@ def _rel_errors(params) -> np.ndarray:
     return np.asarray(params) / np.asarray(rnn.POST5_PARAMS) - 1.0
 
 
-def _forward(config: Config) -> tuple[dict, dict]:
+def forward(config: Config) -> Forward:
     truth, y0 = jnp.asarray(rnn.POST5_PARAMS), jnp.asarray(rnn.POST5_Y0)
     cell = rnn.ODECell(LV, truth, config.forward_h)
     euler = cell(y0, config.forward_steps)
@@ -119,20 +168,21 @@ def _forward(config: Config) -> tuple[dict, dict]:
     ).ys
     idx = np.rint(np.asarray(POST_TS) / config.forward_h).astype(int)
     table = np.asarray(POST_TABLE, float)
-    metrics = {
-        "table_max_abs_diff_euler_rnn": float(np.max(np.abs(euler[idx] - table))),
-        "table_max_abs_diff_exact_ode": float(np.max(np.abs(exact[idx] - table))),
-        "euler_vs_exact_max_abs_error": float(jnp.max(jnp.abs(euler - exact))),
-        "euler_final_state": np.asarray(euler[-1]),
-        "exact_final_state": np.asarray(exact[-1]),
-        "equilibrium": [375.0, 250.0],
-        "euler_table": np.asarray(euler[idx]),
-    }
-    arrays = {"fwd_ts": np.asarray(ts), "fwd_euler": np.asarray(euler), "fwd_exact": exact}
-    return metrics, arrays
+    return Forward(
+        table_max_abs_diff_euler_rnn=float(np.max(np.abs(euler[idx] - table))),
+        table_max_abs_diff_exact_ode=float(np.max(np.abs(exact[idx] - table))),
+        euler_vs_exact_max_abs_error=float(jnp.max(jnp.abs(euler - exact))),
+        euler_final_state=np.asarray(euler[-1]).tolist(),
+        exact_final_state=np.asarray(exact[-1]).tolist(),
+        equilibrium=[375.0, 250.0],
+        euler_table=np.asarray(euler[idx]).tolist(),
+        ts=np.asarray(ts),
+        euler=np.asarray(euler),
+        exact=np.asarray(exact),
+    )
 
 
-def _inverse(config: Config) -> tuple[dict, dict, dict]:
+def inverse(config: Config) -> Inverse:
     y0 = jnp.asarray(rnn.POST5_Y0)
     obs = rnn.Observations(POST_TS, POST_TABLE)
     init = jnp.asarray(config.post_init)
@@ -216,23 +266,23 @@ def _inverse(config: Config) -> tuple[dict, dict, dict]:
     # Fitted curves: route (a) is its own Euler h = 1 cell; route (b)'s ODE solution is drawn
     # with an RK4 cell at h = 0.05 (error < 1e-4, far below the line width).
     fine = rnn.ODECell(LV, fit_b.cell.parameters, 0.05, method="rk4")
-    arrays = {
-        "loss_a_iter": np.asarray(fit_a.iterations),
-        "loss_a": np.asarray(fit_a.losses),
-        "loss_warm_iter": np.asarray(warm.iterations),
-        "loss_warm": np.asarray(warm.losses),
-        "curve_a_ts": np.asarray(cell_a.times(config.post_steps)),
-        "curve_a": np.asarray(fit_a.cell(y0, config.post_steps)),
-        "curve_b_ts": np.asarray(fine.times(1000)),
-        "curve_b": np.asarray(fine(y0, 1000)),
-        "bias_step_sizes": hs,
-        "bias": bias,
-        "bias_params": bias_params,
-    }
-    return metrics, arrays, {"fit_b": fit_b}
+    return Inverse(
+        **metrics,
+        loss_a_iter=np.asarray(fit_a.iterations),
+        loss_a=np.asarray(fit_a.losses),
+        loss_warm_iter=np.asarray(warm.iterations),
+        loss_warm=np.asarray(warm.losses),
+        curve_a_ts=np.asarray(cell_a.times(config.post_steps)),
+        curve_a=np.asarray(fit_a.cell(y0, config.post_steps)),
+        curve_b_ts=np.asarray(fine.times(1000)),
+        curve_b=np.asarray(fine(y0, 1000)),
+        bias_step_sizes=hs,
+        bias=bias,
+        bias_params=bias_params,
+    )
 
 
-def _identifiability(config: Config) -> tuple[dict, dict]:
+def identifiability(config: Config) -> Identifiability:
     y0, truth = jnp.asarray(rnn.POST5_Y0), jnp.asarray(rnn.POST5_PARAMS)
     cell = rnn.ODECell(LV, truth, 1.0, log_params=True)
     grid = 42.0 * np.arange(1, config.grid_points + 1) / config.grid_points
@@ -310,24 +360,27 @@ def _identifiability(config: Config) -> tuple[dict, dict]:
             "min_count_all_within_1pct_1sigma": first_count(0.01),
         },
     }
-    arrays = {
-        "ident_s_post": s_post,
-        "ident_se_post": se_post,
-        "ident_v_post": v_post,
-        "ident_counts": counts,
-        "ident_se_counts": se_counts,
-        "ident_s_min_counts": np.asarray(s_min_counts),
-        "profile_z": z,
-        "profile_weakest": profiles["weakest"],
-        "profile_strongest": profiles["strongest"],
-        "profile_weakest_reoptimized": profiles["weakest_reoptimized"],
-    }
+    recovery_rms = None
     if config.recovery_seeds > 0:
         exact = np.asarray(model.predict(cell.params))
-        rec_m, rec_a = _recovery(config, cell, y0, ts, grid, exact, counts)
-        metrics["equally_spaced"]["refit_rms_rel_error"] = rec_m
-        arrays.update(rec_a)
-    return metrics, arrays
+        recovery_rms = _recovery(config, cell, y0, ts, grid, exact, counts)
+        metrics["equally_spaced"]["refit_rms_rel_error"] = {
+            "max_over_params": recovery_rms.max(axis=1)
+        }
+    return Identifiability(
+        **metrics,
+        s_post=s_post,
+        se_post=se_post,
+        v_post=v_post,
+        counts=counts,
+        se_counts=se_counts,
+        s_min_counts=np.asarray(s_min_counts),
+        profile_z=z,
+        profile_weakest=profiles["weakest"],
+        profile_strongest=profiles["strongest"],
+        profile_weakest_reoptimized=profiles["weakest_reoptimized"],
+        recovery_rms=recovery_rms,
+    )
 
 
 def _recovery(config, cell, y0, ts, grid, exact, counts):
@@ -358,57 +411,46 @@ def _recovery(config, cell, y0, ts, grid, exact, counts):
     batched = jax.vmap(jax.vmap(refit, in_axes=(0, None)), in_axes=(0, 0))
     raw = batched(jnp.asarray(exact) + noise, jnp.asarray(masks))
     err = np.asarray(raw - cell.params[None, None])  # log errors = relative errors
-    rms = np.sqrt(np.mean(err**2, axis=1))  # (counts, params)
-    return {"max_over_params": rms.max(axis=1)}, {"recovery_rms": rms}
+    return np.sqrt(np.mean(err**2, axis=1))  # (counts, params)
 
 
-def run(config: Config) -> tuple[dict, dict]:
-    fwd_m, fwd_a = _forward(config)
-    inv_m, inv_a, _ = _inverse(config)
-    id_m, id_a = _identifiability(config)
-    return {"forward": fwd_m, **inv_m, "identifiability": id_m}, {**fwd_a, **inv_a, **id_a}
+SECTIONS = {"forward": forward, "inverse": inverse, "identifiability": identifiability}
+TABLE_T, TABLE = np.asarray(POST_TS), np.asarray(POST_TABLE, float)
+COLORS = ("C0", "C1")
 
 
-def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    paths = []
-    table_t, table = np.asarray(POST_TS), np.asarray(POST_TABLE, float)
-    colors = ("C0", "C1")
-
-    # Forward: the Euler RNN vs diffrax, and the post's table.
-    fig, axes = plotting.figure(2, width=5.0)
-    ts = arrays["fwd_ts"]
-    for i, c in enumerate(colors):
-        axes[0].plot(ts, arrays["fwd_exact"][:, i], color=c, lw=3, alpha=0.35)
-        axes[0].plot(ts, arrays["fwd_euler"][:, i], color=c, lw=1, label=f"x{i + 1}: Euler RNN")
-        axes[0].plot(table_t, table[:, i], "k.", ms=6)
-    axes[0].plot([], [], color="0.5", lw=3, alpha=0.35, label="diffrax Tsit5 (exact)")
-    axes[0].plot([], [], "k.", label="post 5's table")
-    axes[0].axhline(375, color="C0", ls=":", lw=0.8)
-    axes[0].axhline(250, color="C1", ls=":", lw=0.8)
-    axes[0].set_xlabel("t")
-    axes[0].set_ylabel("population")
-    axes[0].legend(fontsize=7)
-    f = metrics["forward"]
-    axes[0].set_title(
-        f"forward, h = 0.1: table within {f['table_max_abs_diff_euler_rnn']:.3f}", fontsize=9
-    )
-    err = np.abs(arrays["fwd_euler"] - arrays["fwd_exact"])
-    for i, c in enumerate(colors):
-        axes[1].plot(ts, err[:, i], color=c, label=f"|x{i + 1} Euler − exact|")
+def draw_forward(r):
+    f = r.forward
+    fig, axes = plotting.panels(2, width=5.0)
+    for i, c in enumerate(COLORS):
+        axes[0].plot(f.ts, f.exact[:, i], color=c, lw=3, alpha=0.35)
+        axes[0].plot(f.ts, f.euler[:, i], color=c, lw=1, label=f"x{i + 1}: Euler RNN")
+        axes[0].plot(TABLE_T, TABLE[:, i], "k.", ms=6)
+    plotting.key_entry(axes[0], "diffrax Tsit5 (exact)", color="0.5", lw=3, alpha=0.35)
+    plotting.key_entry(axes[0], "post 5's table", "k.")
+    for level, c in zip(f.equilibrium, COLORS):
+        axes[0].axhline(level, color=c, ls=":", lw=0.8)
+    plotting.key_entry(axes[0], "equilibrium (375, 250)", "k:", lw=0.8)
+    axes[0].set(xlabel="t", ylabel="population")
+    plotting.legend(axes[0])
+    axes[0].set_title(f"forward, h = 0.1: table within {f.table_max_abs_diff_euler_rnn:.3f}")
+    err = np.abs(f.euler - f.exact)
+    for i, c in enumerate(COLORS):
+        axes[1].plot(f.ts, err[:, i], color=c, label=f"|x{i + 1} Euler − exact|")
     axes[1].axhline(0.5, color="k", ls="--", lw=0.8, label="table rounding (0.5)")
-    axes[1].set_xlabel("t")
-    axes[1].set_ylabel("absolute error")
-    axes[1].legend(fontsize=7)
-    axes[1].set_title("Euler RNN (h = 0.1) vs exact ODE", fontsize=9)
-    paths.append(plotting.save(fig, out_dir / "forward.png"))
+    axes[1].set(xlabel="t", ylabel="absolute error")
+    plotting.legend(axes[1])
+    axes[1].set_title("Euler RNN (h = 0.1) vs exact ODE")
+    return fig
 
-    # Inverse: loss histories and fitted curves.
-    fig, axes = plotting.figure(2, width=5.0)
-    ra, rb = metrics["route_a"], metrics["route_b"]
-    axes[0].semilogy(arrays["loss_a_iter"], arrays["loss_a"], label="(a) Euler h=1, Adam 1e-4")
-    warm_it = arrays["loss_warm_iter"]
-    axes[0].semilogy(warm_it, arrays["loss_warm"], label="(b) diffrax, Adam warm start")
+
+def draw_inverse(r):
+    inv = r.inverse
+    ra, rb = inv.route_a, inv.route_b
+    fig, axes = plotting.panels(2, width=5.0)
+    axes[0].semilogy(inv.loss_a_iter, inv.loss_a, label="(a) Euler h=1, Adam 1e-4")
+    warm_it = inv.loss_warm_iter
+    axes[0].semilogy(warm_it, inv.loss_warm, label="(b) diffrax, Adam warm start")
     axes[0].semilogy(
         [warm_it[-1], warm_it[-1] + rb["lm_iterations"]],
         [rb["warm_start_loss"], rb["final_loss"]],
@@ -416,93 +458,88 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         label=f"(b) then Levenberg–Marquardt ({rb['lm_iterations']} it.)",
     )
     axes[0].set_xscale("symlog", linthresh=10)
-    axes[0].set_xlabel("iteration")
-    axes[0].set_ylabel("masked squared loss")
+    axes[0].set(xlabel="iteration", ylabel="masked squared loss")
     axes[0].grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7)
-    ratio = metrics["wall_time_ratio_b_over_a"]
-    axes[0].set_title(f"fits; wall time (b)/(a) = {ratio:.2g}", fontsize=9)
-    for i, c in enumerate(colors):
-        axes[1].plot(arrays["curve_a_ts"], arrays["curve_a"][:, i], "--", color=c, lw=1)
-        axes[1].plot(arrays["curve_b_ts"], arrays["curve_b"][:, i], color=c, lw=1)
-        axes[1].plot(table_t, table[:, i], "k.", ms=7)
-    axes[1].plot(0, rnn.POST5_Y0[0], "ko", mfc="none")
-    axes[1].plot(0, rnn.POST5_Y0[1], "ko", mfc="none")
-    axes[1].plot([], [], "k--", lw=1, label=f"(a) loss {ra['final_loss']:.3g}")
-    axes[1].plot([], [], "k-", lw=1, label=f"(b) loss {rb['final_loss']:.3g}")
-    axes[1].set_xlim(0, 50)
-    axes[1].set_xlabel("t")
-    axes[1].set_ylabel("population")
-    axes[1].legend(fontsize=7)
-    axes[1].set_title("fitted curves through the six observations", fontsize=9)
-    paths.append(plotting.save(fig, out_dir / "inverse.png"))
+    plotting.legend(axes[0])
+    axes[0].set_title(f"fits; wall time (b)/(a) = {inv.wall_time_ratio_b_over_a:.2g}")
+    for i, c in enumerate(COLORS):
+        axes[1].plot(inv.curve_a_ts, inv.curve_a[:, i], "--", color=c, lw=1)
+        axes[1].plot(inv.curve_b_ts, inv.curve_b[:, i], color=c, lw=1)
+        axes[1].plot(TABLE_T, TABLE[:, i], "k.", ms=7)
+    axes[1].plot([0, 0], rnn.POST5_Y0, "ko", mfc="none")
+    plotting.key_entry(axes[1], f"(a) loss {ra['final_loss']:.3g}", "k--", lw=1)
+    plotting.key_entry(axes[1], f"(b) loss {rb['final_loss']:.3g}", "k-", lw=1)
+    plotting.key_entry(axes[1], "post 5's observations", "k.")
+    axes[1].set(xlim=(0, 50), xlabel="t", ylabel="population")
+    plotting.legend(axes[1])
+    axes[1].set_title("fitted curves through the six observations")
+    return fig
 
-    # Parameters: relative errors and the coarse-step bias.
-    fig, axes = plotting.figure(2, width=5.0)
-    cb = metrics["coarse_step_bias"]
+
+def draw_parameters(r):
+    inv = r.inverse
+    cb = inv.coarse_step_bias
+    fig, axes = plotting.panels(2, width=5.0)
     x = np.arange(6)
     bars = [
-        (ra["rel_errors"], "(a) post's route"),
+        (inv.route_a["rel_errors"], "(a) post's route"),
         (cb["euler_h1_converged_rel_errors"], "Euler h=1, converged"),
-        (rb["rel_errors"], "(b) diffrax"),
+        (inv.route_b["rel_errors"], "(b) diffrax"),
     ]
     for j, (e, label) in enumerate(bars):
         axes[0].bar(x + (j - 1) * 0.27, 100 * np.asarray(e, float), 0.27, label=label)
     axes[0].set_xticks(x, NAMES)
     axes[0].axhline(0, color="k", lw=0.6)
     axes[0].set_ylabel("relative error vs post's θ [%]")
-    axes[0].legend(fontsize=7)
-    axes[0].set_title("fitted parameters", fontsize=9)
-    plotting.plot_error_vs_step_size(
+    plotting.legend(axes[0])
+    axes[0].set_title("fitted parameters")
+    plotting.plot_orders(
         axes[1],
-        arrays["bias_step_sizes"],
-        arrays["bias"],
-        label="Euler cell, converged",
-        order=cb["fitted_order"],
+        inv.bias_step_sizes,
+        [(inv.bias, "Euler cell, converged", cb["fitted_order"])],
+        guides=(1.0,),
     )
     axes[1].set_ylabel("max |log θ̂_h − log θ̂_diffrax|")
-    axes[1].legend(fontsize=7)
-    axes[1].set_title("coarse-step bias of the fitted parameters", fontsize=9)
-    paths.append(plotting.save(fig, out_dir / "parameters.png"))
+    axes[1].set_title("coarse-step bias of the fitted parameters")
+    return fig
 
-    # Identifiability.
-    fig, axes = plotting.figure(3, width=4.2)
-    idm = metrics["identifiability"]
-    axes[0].semilogy(np.arange(1, 7), arrays["ident_s_post"], "o-")
-    axes[0].set_xlabel("k")
-    axes[0].set_ylabel("singular value of ∂y/∂log θ")
-    v = arrays["ident_v_post"][:, 5]
-    top = np.argsort(-np.abs(v))[:3]
-    weak = " ".join(f"{v[i]:+.2f}·{NAMES[i]}" for i in top)
-    axes[0].set_title(f"six observations; weakest ≈ {weak}", fontsize=8)
+
+def draw_identifiability(r):
+    idf = r.identifiability
+    fig, axes = plotting.panels(3, width=4.2)
+    axes[0].semilogy(np.arange(1, 7), idf.s_post, "o-")
+    axes[0].set(xlabel="k", ylabel="singular value of ∂y/∂log θ")
+    v = idf.v_post[:, 5]
+    weak = " ".join(f"{v[i]:+.2f}·{NAMES[i]}" for i in np.argsort(-np.abs(v))[:3])
+    axes[0].set_title(f"six observations; weakest ≈ {weak}")
     axes[0].grid(True, which="both", alpha=0.3)
-    sigma = idm["noise_std"]
-    z = arrays["profile_z"]
-    axes[1].plot(z, arrays["profile_weakest"] / sigma**2, label="weakest: straight slice")
-    axes[1].plot(
-        z, arrays["profile_weakest_reoptimized"] / sigma**2, label="weakest: others re-fitted"
-    )
-    axes[1].plot(z, arrays["profile_strongest"] / sigma**2, "--", label="strongest: slice")
+    z, var = idf.profile_z, idf.noise_std**2
+    axes[1].plot(z, idf.profile_weakest / var, label="weakest: straight slice")
+    axes[1].plot(z, idf.profile_weakest_reoptimized / var, label="weakest: others re-fitted")
+    axes[1].plot(z, idf.profile_strongest / var, "--", label="strongest: slice")
     axes[1].plot(z, z**2, "k:", label="Gauss–Newton z²")
     axes[1].set_ylim(0.0, 1.3 * float(np.max(z**2)))
-    axes[1].set_xlabel("step z (in standard errors σ/s_k)")
-    axes[1].set_ylabel("loss / σ²")
-    axes[1].legend(fontsize=7)
-    axes[1].set_title("loss profile, six observations (noise-free)", fontsize=9)
-    counts = arrays["ident_counts"]
-    se = arrays["ident_se_counts"]
+    axes[1].set(xlabel="step z (in standard errors σ/s_k)", ylabel="loss / σ²")
+    plotting.legend(axes[1])
+    axes[1].set_title("loss profile, six observations (noise-free)")
+    counts = idf.counts
     for i, name in enumerate(NAMES):
-        axes[2].loglog(counts, 100 * se[:, i], "o-", ms=3, label=name)
-    if "recovery_rms" in arrays:
-        axes[2].loglog(counts, 100 * arrays["recovery_rms"].max(axis=1), "kx", label="refit, worst")
-    axes[2].axhline(5, color="k", ls="--", lw=0.8)
+        axes[2].loglog(counts, 100 * idf.se_counts[:, i], "o-", ms=3, label=name)
+    if idf.recovery_rms is not None:
+        axes[2].loglog(counts, 100 * idf.recovery_rms.max(axis=1), "kx", label="refit, worst")
+    axes[2].axhline(5, color="k", ls="--", lw=0.8, label="5 %")
     axes[2].set_xticks(counts, [str(c) for c in counts])
-    axes[2].xaxis.set_minor_formatter(NullFormatter())
-    axes[2].set_xlabel("equally spaced observations on (0, 42]")
-    axes[2].set_ylabel("standard error [%]")
-    axes[2].legend(fontsize=6, ncol=2)
-    need = idm["equally_spaced"]["min_count_all_within_5pct_1sigma"]
-    axes[2].set_title(f"all six within 5 % from {need} observations", fontsize=9)
+    axes[2].set(xlabel="equally spaced observations on (0, 42]", ylabel="standard error [%]")
+    plotting.legend(axes[2], ncols=2)
+    need = idf.equally_spaced["min_count_all_within_5pct_1sigma"]
+    axes[2].set_title(f"all six within 5 % from {need} observations")
     axes[2].grid(True, which="both", alpha=0.3)
-    paths.append(plotting.save(fig, out_dir / "identifiability.png"))
-    return paths
+    return fig
+
+
+FIGURES = {
+    "forward.png": draw_forward,
+    "inverse.png": draw_inverse,
+    "parameters.png": draw_parameters,
+    "identifiability.png": draw_identifiability,
+}
