@@ -1,5 +1,6 @@
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import dynopt
@@ -77,17 +78,43 @@ def test_diverged_step_size_is_flagged_and_excluded_from_fit():
 
 def test_compare_bad_input():
     p = _quadratic()
-    with pytest.raises(ValueError, match="step_sizes must be finite and > 0"):
+    with pytest.raises(ValueError, match="step_sizes must be > 0"):
         dynopt.compare(flows.GradientFlow(), p, [0.1, -0.1], 1.0)
-    with pytest.raises(ValueError, match="t1 must be finite and > 0"):
+    with pytest.raises(ValueError, match="t1 must be > 0"):
         dynopt.compare(flows.GradientFlow(), p, [0.1], 0.0)
     with pytest.raises(ValueError, match="integer multiple"):
         dynopt.compare(flows.GradientFlow(), p, [0.3], 1.0)
     with pytest.raises(ValueError, match="reference must be"):
         dynopt.compare(flows.GradientFlow(), p, [0.1], 1.0, reference=3)
+    with pytest.raises(ValueError, match="map must be None or a callable"):
+        dynopt.compare(flows.GradientFlow(), p, [0.1], 1.0, map=3)
+    with pytest.raises(ValueError, match=r"must return a dynopt\.Discretization"):
+        dynopt.compare(flows.GradientFlow(), p, [0.1], 1.0, map=lambda f, h: optax.sgd(h))
 
 
 def test_fit_order_recovers_slope():
     h = jnp.array([0.1, 0.05, 0.025, 0.0125])
     assert float(dynopt.fit_order(h, 3.0 * h**1.5)) == pytest.approx(1.5, abs=1e-12)
     assert np.isnan(float(dynopt.fit_order(h, jnp.array([jnp.inf] * 3 + [1.0]))))
+
+
+def _sqrt_map(flow, h):
+    """A map whose time step is not the step size: GD with learning rate and dt = sqrt(h)."""
+    del flow
+    dt = jnp.sqrt(h)
+    return dynopt.Discretization(optax.sgd, {"learning_rate": dt}, dt=dt)
+
+
+def test_orders_are_fitted_against_the_time_step_of_the_map():
+    """With dt = sqrt(h), GD's error is O(dt) = O(h^(1/2)): `compare` reports order 1 (the
+    slope in dt) and the same errors as the default map at step sizes dt."""
+    p = _quadratic()
+    dts = 1.0 / jnp.array([40.0, 80.0, 160.0, 320.0])
+    c = dynopt.compare(flows.GradientFlow(), p, dts**2, 1.0, map=_sqrt_map)
+    np.testing.assert_allclose(c.dts, dts, rtol=1e-15)
+    np.testing.assert_allclose(c.step_sizes, dts**2, rtol=1e-15)
+    assert abs(float(c.order) - 1.0) <= 0.1
+    plain = dynopt.compare(flows.GradientFlow(), p, dts, 1.0)
+    np.testing.assert_array_equal(c.errors, plain.errors)
+    np.testing.assert_array_equal(plain.dts, plain.step_sizes)
+    np.testing.assert_allclose(float(c.order), float(plain.order), rtol=1e-12)

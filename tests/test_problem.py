@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 
 import dynopt
-from dynopt import problems
+from dynopt import flows, problems
 
 from .helpers import tree_max_abs_diff
 
@@ -115,3 +115,68 @@ def test_stochastic_loss_missing_raises():
     p = problems.rosenbrock()
     with pytest.raises(ValueError, match="no stochastic_loss_fn"):
         p.stochastic_loss(p.params0, jax.random.key(0))
+
+
+def test_problem_oracle_is_the_loss_and_its_gradient():
+    p = problems.linear_regression(num_samples=20, dim=3, batch_size=5)
+    w = jnp.array([0.3, -1.0, 2.0])
+    value, grad = p.value_and_grad(w)
+    assert float(value) == float(p.loss(w)) == float(p.value(w))
+    np.testing.assert_array_equal(grad, jax.grad(p.loss)(w))
+    np.testing.assert_array_equal(p.grad(w), grad)
+    key = jax.random.key(4)
+    value, grad = p.value_and_grad(w, key)
+    assert float(value) == float(p.stochastic_loss(w, key)) == float(p.value(w, key))
+    np.testing.assert_array_equal(grad, jax.grad(p.stochastic_loss)(w, key))
+    np.testing.assert_array_equal(p.grad(w, key), grad)
+    p.check_key(None)
+    p.check_key(key)
+    with pytest.raises(ValueError, match="has no stochastic_loss_fn"):
+        problems.rosenbrock().check_key(key)
+    assert isinstance(p, dynopt.AbstractProblem)
+
+
+class _Rotation(dynopt.AbstractProblem):
+    """A gradient oracle that is no gradient: g(x) = A x with A = [[a, -1], [1, a]]; its value is
+    |x|^2 / 2. Gradient flow x' = -A x spirals in at rate a; GD multiplies |x| by
+    |1 - h(a ± i)| = sqrt((1 - h a)^2 + h^2) per step."""
+
+    a: float
+    params0: jax.Array
+    name: str = "rotation"
+
+    def loss(self, params):
+        return 0.5 * jnp.sum(params**2)
+
+    def value(self, params, key=None):
+        return self.loss(params)
+
+    def value_and_grad(self, params, key=None):
+        mat = jnp.array([[self.a, -1.0], [1.0, self.a]])
+        return self.loss(params), mat @ params
+
+    def check_key(self, key):
+        if key is not None:
+            raise ValueError("the rotation oracle is deterministic.")
+
+
+def test_any_oracle_steps_through_run_solve_and_compare():
+    """`run`, `solve` and `compare` ask only the AbstractProblem protocol of a problem."""
+    p = _Rotation(0.2, jnp.array([1.0, 0.5]))
+    h, n = 0.1, 50
+    traj = dynopt.run(flows.GradientFlow().discretize(h), p, n)
+    radius = np.linalg.norm(np.asarray(traj.params), axis=-1)
+    growth = np.sqrt((1 - h * 0.2) ** 2 + h**2)
+    np.testing.assert_allclose(radius[1:] / radius[:-1], growth, rtol=1e-13)
+    np.testing.assert_allclose(traj.loss, 0.5 * radius**2, rtol=1e-13)
+    ts = jnp.linspace(0.0, 2.0, 5)
+    sol = dynopt.solve(flows.GradientFlow(), p, ts, solver="tsit5")
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(sol.params), axis=-1),
+        np.linalg.norm(np.asarray(p.params0)) * np.exp(-0.2 * np.asarray(ts)),
+        rtol=1e-9,
+    )
+    c = dynopt.compare(flows.GradientFlow(), p, 1.0 / jnp.array([20.0, 40.0, 80.0]), 1.0)
+    assert abs(float(c.order) - 1.0) <= 0.1
+    with pytest.raises(ValueError, match="deterministic"):
+        dynopt.run(flows.GradientFlow().discretize(h), p, 5, key=jax.random.key(0))

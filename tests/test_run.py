@@ -1,3 +1,4 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,8 +191,12 @@ def test_run_bad_input():
         dynopt.run(disc, p, 0)
     with pytest.raises(ValueError, match="every must be a positive integer dividing"):
         dynopt.run(disc, p, 10, every=3)
-    with pytest.raises(ValueError, match="batch_size must be None or a positive integer"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer or None"):
         dynopt.run(disc, p, 10, batch_size=0)
+    with pytest.raises(ValueError, match=r"problem must be a dynopt\.AbstractProblem"):
+        dynopt.run(disc, p.loss, 10)
+    with pytest.raises(ValueError, match="observe must be None or a function"):
+        dynopt.run(disc, p, 10, observe=3)
     with pytest.raises(ValueError, match="no stochastic_loss_fn"):
         dynopt.run(disc, p, 10, key=jax.random.key(0))
     with pytest.raises(ValueError, match="transform must be"):
@@ -214,3 +219,78 @@ def test_discretization_init_fn_sets_the_initial_state():
     np.testing.assert_allclose(traj.params[1], p.params0 - 0.1 * 2 * p.grad(p.params0), rtol=1e-14)
     plain = dynopt.run(dynopt.Discretization(optax.sgd, {"learning_rate": 0.1}, dt=0.1), p, 1)
     np.testing.assert_allclose(plain.params[1], p.params0 - 0.1 * p.grad(p.params0), rtol=1e-14)
+
+
+def _extra_args_state(params):
+    zeros = optax.tree.zeros_like(params)
+    return dict(value=jnp.zeros(()), grad=zeros, grad_fn=zeros, value_fn=jnp.zeros(()))
+
+
+def _record_extra_args(updates, state, params=None, *, value, grad, value_fn, grad_fn):
+    seen = dict(value=value, grad=grad, grad_fn=grad_fn(params), value_fn=value_fn(params))
+    return optax.tree.scale(-0.1, updates), seen
+
+
+def _opt_state(params, opt_state, problem):
+    return opt_state
+
+
+def test_extra_args_are_the_oracle_on_the_step_minibatch():
+    """One extra-argument protocol: `value`, `grad`, `value_fn`, `grad_fn`, all on the minibatch
+    of `fold_in(key, k)` (here recorded in the transform's state, read by an observer)."""
+    p = problems.linear_regression(num_samples=32, dim=3, batch_size=4)
+    tx = optax.GradientTransformationExtraArgs(_extra_args_state, _record_extra_args)
+    key = jax.random.key(2)
+    traj = dynopt.run(tx, p, 3, key=key, observe=_opt_state)
+    for k in range(3):
+        params = traj.params[k]
+        bkey = jax.random.fold_in(key, k)
+        value, grad = jax.value_and_grad(p.stochastic_loss)(params, bkey)
+        seen = jax.tree.map(lambda x, k=k: x[k + 1], traj.observations)
+        want = dict(value=value, grad=grad, grad_fn=grad, value_fn=value)
+        assert eqx.tree_equal(seen, want, rtol=1e-14, atol=1e-15), k
+    # Elsewhere: grad_fn at another point is the same minibatch's gradient there.
+    p2 = problems.quadratic([1.0, 4.0])
+
+    def probe(updates, state, params=None, *, grad_fn, **extra):
+        del extra
+        return optax.tree.scale(-0.1, updates), grad_fn(params + 1.0)
+
+    tx2 = optax.GradientTransformationExtraArgs(optax.tree.zeros_like, probe)
+    traj2 = dynopt.run(tx2, p2, 2, observe=_opt_state)
+    np.testing.assert_allclose(traj2.observations[1], p2.grad(p2.params0 + 1.0), rtol=1e-15)
+
+
+class _GradNorm(eqx.Module):
+    """An observer with a parameter (an eqx.Module: its arrays are traced, no recompilation)."""
+
+    scale: jax.Array
+
+    def __call__(self, params, opt_state, problem):
+        return self.scale * optax.tree.norm(problem.grad(params))
+
+
+def test_observers_record_any_function_of_the_state_at_saved_points():
+    """`observe` sees the saved state (params, optimizer state, problem), is batched like the
+    run, is frozen with it after divergence, and never changes the run."""
+    p = problems.quadratic([1.0, 10.0, 100.0], rotate=True)
+    hs = jnp.asarray([0.01, 0.05])  # the second diverges (2/100 < 0.05)
+    disc = flows.GradientFlow().discretize(hs)
+    plain = dynopt.run(disc, p, 300, every=30)
+    seen = dynopt.run(disc, p, 300, every=30, observe=_GradNorm(jnp.asarray(2.0)))
+    assert eqx.tree_equal(plain.params, seen.params) and eqx.tree_equal(plain.loss, seen.loss)
+    assert seen.observations.shape == (2, 11)
+    norms = 2.0 * jax.vmap(jax.vmap(lambda x: jnp.linalg.norm(p.grad(x))))(seen.params)
+    np.testing.assert_allclose(seen.observations, norms, rtol=1e-13)
+    assert int(seen.diverged_at[0]) == -1 and int(seen.diverged_at[1]) > 0
+    # The optimizer state too (the momentum trace of optax.sgd), and seed batches.
+    s = problems.linear_regression(32, 2, batch_size=4)
+    keys = jax.random.split(jax.random.key(0), 3)
+    traj = dynopt.run(optax.sgd(0.05, momentum=0.5), s, 10, key=keys, every=5, observe=_opt_state)
+    trace = traj.observations[0].trace
+    assert trace.shape == (3, 3, 2)
+    np.testing.assert_array_equal(trace[:, 0], 0.0)
+    single = dynopt.run(
+        optax.sgd(0.05, momentum=0.5), s, 10, key=keys[1], every=5, observe=_opt_state
+    )
+    np.testing.assert_allclose(single.observations[0].trace, trace[1], rtol=1e-14)
