@@ -21,6 +21,7 @@ from matplotlib import colors as mcolors
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import Collection, PathCollection
+from matplotlib.container import Container
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
@@ -53,12 +54,7 @@ def panels(n: int, *, ncols: int | None = None, width: float = 4.2, height: floa
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     grid = fig.add_gridspec(nrows, 2 * ncols)
-    axes = []
-    for i in range(n):
-        row, col = divmod(i, ncols)
-        in_row = min(ncols, n - row * ncols)
-        start = 2 * col + (ncols - in_row)  # centre a short last row
-        axes.append(fig.add_subplot(grid[row, start : start + 2]))
+    axes = [fig.add_subplot(grid[row, a:b]) for row, a, b in _grid_slots(ncols, n)]
     return fig, axes
 
 
@@ -82,14 +78,16 @@ def finish(fig: Figure) -> None:
     """Apply dynopt's figure rules in place (idempotent); `save` calls it."""
     if not hasattr(fig.canvas, "get_renderer"):
         FigureCanvasAgg(fig)  # text extents need a renderer
-    for ax in list(fig.axes):
-        if _is_empty(ax):
-            ax.remove()
+    empty = [ax for ax in fig.axes if _is_empty(ax)]
+    for ax in empty:
+        ax.remove()
+    if empty:
+        _close_gaps(fig)
     for ax in fig.axes:
         _fonts(ax)
         _prune_legend(ax)
         for axis in (ax.xaxis, ax.yaxis):
-            if axis.get_scale() == "log":
+            if axis.get_scale() in ("log", "symlog"):
                 _log_ticks(ax, axis)
     if fig._suptitle is not None:
         fig._suptitle.set_fontsize(FONT["suptitle"])
@@ -99,8 +97,43 @@ def finish(fig: Figure) -> None:
     _wrap_labels(fig)
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
-            if axis.get_scale() == "log":
+            if axis.get_scale() in ("log", "symlog"):
                 _thin_colliding(fig, axis)
+
+
+def _grid_slots(ncols: int, n: int):
+    """(row, first column, last column) of n panels in rows of ncols on a grid of 2·ncols
+    columns, a short last row centred."""
+    for i in range(n):
+        row, col = divmod(i, ncols)
+        start = 2 * col + (ncols - min(ncols, n - row * ncols))
+        yield row, start, start + 2
+
+
+def _close_gaps(fig: Figure) -> None:
+    """Re-seat the axes left in a grid after empty ones were removed, so no slot stays blank."""
+    grids: dict = {}
+    for ax in fig.axes:
+        spec = ax.get_subplotspec()
+        if spec is not None and not hasattr(ax, "_colorbar"):
+            grids.setdefault(id(spec.get_gridspec()), []).append(ax)
+    for axes in grids.values():
+        gs = axes[0].get_subplotspec().get_gridspec()
+        nrows, ncols = gs.get_geometry()
+        if len(axes) == nrows * ncols or any(
+            a.get_subplotspec().num1 != a.get_subplotspec().num2 for a in axes
+        ):
+            continue  # full, or panels spanning several cells (e.g. from `panels`)
+        axes.sort(key=lambda a: a.get_subplotspec().num1)
+        n = len(axes)  # fewest blank slots in at most as many rows, then the widest rows
+        ncols = min(
+            (c for c in range(min(ncols, n), 0, -1) if math.ceil(n / c) <= nrows),
+            key=lambda c: (-n % c, -c),
+        )
+        grid = fig.add_gridspec(math.ceil(n / ncols), 2 * ncols)
+        for ax, (row, a, b) in zip(axes, _grid_slots(ncols, len(axes))):
+            ax.set_subplotspec(grid[row, a:b])
+    fig.set_size_inches(fig.get_size_inches())  # constrained layout recomputes on draw
 
 
 def _is_empty(ax: Axes) -> bool:
@@ -128,9 +161,8 @@ def _fonts(ax: Axes) -> None:
 
 def _drawn(artist) -> bool:
     """Whether a legend handle shows data in its axes (or is a declared style key)."""
-    patches = getattr(artist, "patches", None)  # bar containers
-    if patches is not None:
-        return len(patches) > 0
+    if isinstance(artist, Container):  # bars, error bars: drawn if any part is
+        return any(_drawn(child) for child in artist.get_children())
     if artist.get_gid() == KEY:
         return True
     if not artist.get_visible():
@@ -142,7 +174,7 @@ def _drawn(artist) -> bool:
         off = np.asarray(artist.get_offsets(), float)
         return bool(off.size) and bool(np.any(np.all(np.isfinite(off), axis=-1)))
     if isinstance(artist, Collection):
-        return len(artist.get_paths()) > 0
+        return any(np.isfinite(p.vertices).all(axis=1).any() for p in artist.get_paths())
     return True
 
 
@@ -197,10 +229,10 @@ def _sci(v: float, _pos=None) -> str:
     e = math.floor(math.log10(v) + 1e-9)
     m = v / 10.0**e
     exp = f"10{str(e).translate(_SUP)}"
+    if abs(m - 1) < 1e-6:
+        return "1" if e == 0 else exp
     if 0 <= e <= 2:
         return f"{v:.3g}"
-    if abs(m - 1) < 1e-6:
-        return exp
     return f"{m:.2g}×{exp}"
 
 
@@ -241,12 +273,15 @@ def _log_ticks(ax: Axes, axis) -> None:
     if isinstance(axis.get_major_locator(), FixedLocator):
         axis.set_minor_formatter(NullFormatter())
         return  # ticks chosen by the caller (e.g. the sample counts); only thinned if colliding
-    lo, hi = axis.get_view_interval()
+    lo, hi = ax.get_xlim() if axis is ax.xaxis else ax.get_ylim()  # autoscaled, not stale
+    if axis.get_scale() == "symlog" and not min(lo, hi) >= axis.get_transform().linthresh:
+        return  # a symlog axis through 0 keeps matplotlib's ticks
     ticks = log_ticks(lo, hi)
     if len(ticks) < 2:
         return
     axis.set_major_locator(FixedLocator(ticks))
-    axis.set_major_formatter(FuncFormatter(_sci))
+    plain = all(1e-2 <= t < 1e3 for t in ticks)  # one style per axis: 0.3, 1, 10 or 10⁻⁴
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}" if plain else _sci(v)))
     axis.set_minor_locator(LogLocator(subs="auto"))
     axis.set_minor_formatter(NullFormatter())
 
