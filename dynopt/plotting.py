@@ -65,6 +65,9 @@ def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
     os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # the user's umask, not mkstemp's 0600
     try:
         fig.savefig(tmp, dpi=dpi, format="png")
         os.replace(tmp, path)

@@ -43,19 +43,21 @@ def get(name: str) -> ModuleType:
 def run_experiment(
     name: str, *, quick: bool = False, seed: int = 0, out: Path | None = None
 ) -> Path:
-    """Run one experiment and write its results folder atomically; returns the folder."""
+    """Run one experiment and write its results folder atomically; returns the folder. An `out`
+    that is not a new, empty or previous results folder is refused (`_io.OutError`) first."""
+    from ._io import check_out, device_info, package_versions, write_results
+
+    module = get(name)
+    out = check_out(Path(out) if out is not None else DEFAULT_RESULTS / name)  # before any work
     import jax
 
     jax.config.update("jax_enable_x64", True)  # an entry point: references run in float64
-    from ._io import device_info, package_versions, write_results
 
-    module = get(name)
     card = hasattr(module, "SECTIONS")
     if card:
         config = _card.configure(module.Config, quick=quick, seed=seed)
     else:
         config = module.make_config(quick=quick, seed=seed)
-    out = Path(out) if out is not None else DEFAULT_RESULTS / name
     start = time.perf_counter()
     if card:
         metrics, arrays = _card.run_sections(module.SECTIONS, config)

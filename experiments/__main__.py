@@ -1,5 +1,5 @@
 """Command line: python -m experiments list | run NAME [--quick] [--seed N] [--out DIR] |
-run-all [--quick] | figures [NAME ...]"""
+run-all [--quick] [--seed N] [--out PARENT] | figures [NAME ...]"""
 
 import argparse
 import json
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import DEFAULT_RESULTS, EXPERIMENTS, get, replot, run_experiment
+from ._io import check_out
 
 
 # Figures the README shows: (experiment, file) -> docs path. `figures` refreshes them.
@@ -24,8 +25,9 @@ def main(argv=None) -> int:
     for p in (p_run, p_all):
         p.add_argument("--quick", action="store_true", help="small settings (seconds)")
         p.add_argument("--seed", type=int, default=0)
-    p_run.add_argument(
-        "--out", type=Path, default=None, help="results folder (default results/NAME)"
+    p_run.add_argument("--out", default=None, help="results folder (default results/NAME)")
+    p_all.add_argument(
+        "--out", default=None, help="parent folder: results go to OUT/NAME (default results)"
     )
     p_fig = sub.add_parser("figures", help="redraw figures from saved results")
     p_fig.add_argument("names", nargs="*")
@@ -36,18 +38,23 @@ def main(argv=None) -> int:
             doc = (get(name).__doc__ or "").strip().splitlines()
             print(f"{name:16s} {doc[0] if doc else ''}")
         return 0
-    if args.command == "run":
-        try:
-            get(args.name)
-        except ValueError as e:
+    if args.command in ("run", "run-all"):
+        names = [args.name] if args.command == "run" else sorted(EXPERIMENTS)
+        if args.command == "run":
+            outs = [DEFAULT_RESULTS / args.name if args.out is None else args.out]
+        elif args.out is not None and not args.out.strip():
+            outs = [""] * len(names)  # refused by check_out
+        else:
+            outs = [Path(args.out or DEFAULT_RESULTS) / name for name in names]
+        try:  # every check before any work
+            for name, out in zip(names, outs):
+                get(name)
+                check_out(out)
+        except ValueError as e:  # unknown experiment, or an --out that must not be touched
             print(f"error: {e}", file=sys.stderr)
             return 2
-        out = run_experiment(args.name, quick=args.quick, seed=args.seed, out=args.out)
-        print(f"{args.name}: results and figures in {out}/")
-        return 0
-    if args.command == "run-all":
-        for name in sorted(EXPERIMENTS):
-            out = run_experiment(name, quick=args.quick, seed=args.seed)
+        for name, out in zip(names, outs):
+            out = run_experiment(name, quick=args.quick, seed=args.seed, out=out)
             print(f"{name}: results and figures in {out}/")
         return 0
     if args.command == "figures":

@@ -1,9 +1,18 @@
-"""The shared results writer: results/NAME/{config.json, metrics.json, data.npz, *.png}.
+"""The shared results writer: results/NAME/{config.json, metrics.json, data.npz, *.png, .dynopt}.
 
-Everything is first written into a fresh temporary folder beside the target, then swapped in with
-renames, so an interrupted run never leaves a half-written result folder."""
+A results folder carries a marker file (`.dynopt`); `check_out` refuses, before any work, an
+`--out` that is a file or a non-empty folder without it, so a user's folder is never replaced.
+Everything is written into a unique temporary folder beside the target (named with the writer's
+pid), then swapped in by renames; concurrent writers each swap their own folder in (the last one
+wins, none fails), and the leftovers of writers that died (a temporary folder, or the old result
+moved aside before the final rename) are cleaned up or put back by the next writer. Files get the
+user's umask, and `metrics.json` is standard JSON: a non-finite number is written as `null` and its
+value ("inf", "-inf" or "nan") is recorded under `non_finite` by its path, e.g.
+`{"stability/runs/2/final_loss": "inf"}`; `load_results` puts it back.
+"""
 
 import dataclasses
+import errno
 import json
 import os
 import platform
@@ -16,6 +25,8 @@ import numpy as np
 
 
 PACKAGES = ("dynopt", "jax", "jaxlib", "optax", "diffrax", "equinox", "numpy", "matplotlib")
+MARKER = ".dynopt"  # present in every results folder this writer made
+NON_FINITE = "non_finite"  # metrics.json: path -> "inf" | "-inf" | "nan" for each null number
 
 
 def package_versions() -> dict[str, str]:
@@ -41,63 +52,173 @@ def device_info() -> dict[str, str]:
     }
 
 
-def _jsonable(x):
-    if dataclasses.is_dataclass(x):
-        return _jsonable(dataclasses.asdict(x))
+class OutError(ValueError):
+    """An `--out` that the writer must not touch; the message is one line for the user."""
+
+
+def check_out(out_dir) -> Path:
+    """`out_dir` as a Path if results may be written there: it does not exist, is an empty folder,
+    or is a previous dynopt result; `OutError` with a one-line reason otherwise."""
+    if out_dir is None or str(out_dir).strip() == "":
+        raise OutError("--out is empty; give a folder for the results.")
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.name in ("", ".", ".."):
+        raise OutError(f"--out {str(out_dir)!r} names no folder of its own; give e.g. out/NAME.")
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise OutError(f"--out {out_dir} is a file, not a results folder; choose another path.")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_result(out_dir):
+        raise OutError(
+            f"--out {out_dir} holds files that are not a dynopt result (no {MARKER} marker); "
+            "choose a new or empty folder."
+        )
+    parent = out_dir.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutError(f"--out {out_dir}: cannot create it under {parent} (not a writable folder).")
+    return out_dir
+
+
+_LEGACY = {"config.json", "metrics.json", "data.npz"}
+
+
+def _is_result(folder: Path) -> bool:
+    """A dynopt result: the marker, or (written before the marker existed) only config.json,
+    metrics.json, data.npz and PNGs."""
+    if (folder / MARKER).is_file():
+        return True
+    names = {p.name for p in folder.iterdir()}
+    return "metrics.json" in names and all(n in _LEGACY or n.endswith(".png") for n in names)
+
+
+def _key(k) -> str:  # a path segment, "/" and "~" escaped as in JSON Pointer (RFC 6901)
+    return str(k).replace("~", "~0").replace("/", "~1")
+
+
+def _unkey(k: str) -> str:
+    return k.replace("~1", "/").replace("~0", "~")
+
+
+def _jsonable(x, path: str, non_finite: dict):
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return _jsonable(dataclasses.asdict(x), path, non_finite)
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): _jsonable(v, f"{path}/{_key(k)}", non_finite) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [_jsonable(v, f"{path}/{i}", non_finite) for i, v in enumerate(x)]
     if isinstance(x, np.generic | np.ndarray) or type(x).__module__.startswith("jax"):
         arr = np.asarray(x)
-        return arr.item() if arr.ndim == 0 else arr.tolist()
+        return _jsonable(arr.item() if arr.ndim == 0 else arr.tolist(), path, non_finite)
     if isinstance(x, float) and not np.isfinite(x):
-        return str(x)  # JSON has no inf/nan
+        non_finite[path.lstrip("/")] = str(x)  # "inf", "-inf" or "nan"
+        return None
     return x
 
 
-def _clean_floats(x):
-    if isinstance(x, dict):
-        return {k: _clean_floats(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_clean_floats(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return str(x)
-    return x
+def dumps(tree) -> str:
+    """Standard JSON (no NaN/Infinity tokens, no "inf" strings): see the module docstring."""
+    non_finite: dict[str, str] = {}
+    data = _jsonable(tree, "", non_finite)
+    if non_finite and isinstance(data, dict):
+        data[NON_FINITE] = non_finite
+    return json.dumps(data, indent=2, allow_nan=False)
+
+
+def _restore(data: dict) -> dict:
+    for path, value in data.pop(NON_FINITE, {}).items():
+        *parents, last = (_unkey(k) for k in path.split("/"))
+        node = data
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = float(value)
+    return data
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover(out_dir: Path) -> None:
+    """Clean up after writers that died: put an old result moved aside back if the target is
+    missing, and remove their temporary folders."""
+    prefix = f".{out_dir.name}."
+    for p in sorted(out_dir.parent.glob(f"{prefix}*-*")):
+        kind, _, rest = p.name[len(prefix) :].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not out_dir.exists() and (p / MARKER).is_file():
+            try:
+                os.rename(p, out_dir)  # the old result is never left unreachable
+                continue
+            except OSError:
+                pass
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """Rename `tmp` to `out_dir`, moving a previous result aside first; retried when another
+    writer swaps its folder in between (then the last writer wins)."""
+    for _ in range(100):
+        backup = Path(
+            tempfile.mkdtemp(prefix=f".{out_dir.name}.old-{os.getpid()}-", dir=out_dir.parent)
+        )
+        backup.rmdir()  # a unique name for the rename below
+        try:
+            os.rename(out_dir, backup)
+        except FileNotFoundError:
+            backup = None
+        try:
+            os.rename(tmp, out_dir)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue  # another writer got in between: move its result aside and retry
+        finally:
+            if backup is not None:
+                shutil.rmtree(backup, ignore_errors=True)
+        return
+    raise OSError(f"could not place results in {out_dir}: too many concurrent writers")
 
 
 def write_results(out_dir: Path, *, config, metrics: dict, arrays: dict, figures) -> Path:
-    """Atomically (re)place `out_dir` with config.json, metrics.json, data.npz and the figures.
-
-    `figures` is a callable `tmp_dir -> list[Path]` that draws into the temporary folder, so
-    figures and data always come from the same run.
-    """
-    out_dir = Path(out_dir)
+    """Atomically (re)place `out_dir` with config.json, metrics.json, data.npz, the figures and
+    the marker. `figures` is a callable `tmp_dir -> list[Path]` that draws into the temporary
+    folder, so figures and data always come from the same run."""
+    out_dir = check_out(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    _recover(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
     try:
-        (tmp / "config.json").write_text(json.dumps(_clean_floats(_jsonable(config)), indent=2))
-        (tmp / "metrics.json").write_text(json.dumps(_clean_floats(_jsonable(metrics)), indent=2))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        (tmp / MARKER).write_text("dynopt experiment results; safe to replace by a new run\n")
+        (tmp / "config.json").write_text(dumps(config))
+        (tmp / "metrics.json").write_text(dumps(metrics))
         np.savez(tmp / "data.npz", **{k: np.asarray(v) for k, v in arrays.items()})
         figures(tmp)
-        backup = out_dir.with_name(f".{out_dir.name}.old")
-        if backup.exists():
-            shutil.rmtree(backup)
-        if out_dir.exists():
-            os.replace(out_dir, backup)
-        os.replace(tmp, out_dir)
-        if backup.exists():
-            shutil.rmtree(backup)
+        _swap_in(tmp, out_dir)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
 def load_results(out_dir: Path) -> tuple[dict, dict]:
-    """`(metrics, arrays)` of a saved result folder."""
+    """`(metrics, arrays)` of a saved result folder (non-finite numbers restored)."""
     out_dir = Path(out_dir)
-    metrics = json.loads((out_dir / "metrics.json").read_text())
+    metrics = _restore(json.loads((out_dir / "metrics.json").read_text()))
     with np.load(out_dir / "data.npz") as data:
         arrays = {k: data[k] for k in data.files}
     return metrics, arrays

@@ -1,14 +1,19 @@
 import json
+import math
+import os
+import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import experiments
+from dynopt import plotting
 from experiments import __main__ as cli
-from experiments._io import load_results, write_results
+from experiments._io import load_results, OutError, write_results
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +39,7 @@ def test_quick_mode_writes_results_and_figures(name, quick_results):
     assert {"jax", "optax", "diffrax", "equinox"} <= set(metrics["versions"])
     assert metrics["wall_time_s"] > 0
     assert json.loads((out / "config.json").read_text())["quick"] is True
+    assert (out / ".dynopt").is_file()  # the marker that lets a later run replace it
     pngs = list(out.glob("*.png"))
     assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
     # Figures are a pure function of the saved data.
@@ -133,3 +139,115 @@ def test_writer_is_atomic_on_failure(tmp_path):
     metrics, arrays = load_results(out)
     assert metrics == {"m": 1.0} and arrays["x"].shape == (3,)
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def _write(out, figures=lambda d: [], **metrics):
+    return write_results(
+        out, config={"a": 1}, metrics=metrics or {"m": 1.0}, arrays={"x": np.arange(3)},
+        figures=figures,
+    )  # fmt: skip
+
+
+def test_out_refuses_a_users_folder_or_file_before_any_work(tmp_path, monkeypatch, capsys):
+    user = tmp_path / "project"
+    user.mkdir()
+    (user / "thesis.tex").write_text("mine")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the experiment ran before --out was checked")
+
+    monkeypatch.setattr(cli, "run_experiment", no_work)
+    for out in (user, notes, ""):
+        assert cli.main(["run", "gd_flow", "--quick", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --out") and err.count("\n") == 1, err
+    assert cli.main(["run-all", "--quick", "--out", str(notes)]) == 2
+    with pytest.raises(OutError, match="not a dynopt result"):
+        experiments.run_experiment("gd_flow", quick=True, out=user)
+    assert (user / "thesis.tex").read_text() == "mine" and notes.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "project"]
+
+
+def test_only_a_previous_result_is_replaced(tmp_path):
+    out = _write(tmp_path / "exp")
+    assert (out / ".dynopt").is_file()
+    _write(out, m=2.0)
+    assert load_results(out)[0] == {"m": 2.0}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _write(empty) == empty
+
+
+def test_run_all_takes_out(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "run_experiment", lambda name, **kw: calls.append((name, kw["out"])))
+    assert cli.main(["run-all", "--quick", "--out", str(tmp_path / "res")]) == 0
+    assert calls == [(n, tmp_path / "res" / n) for n in sorted(experiments.EXPERIMENTS)]
+
+
+def test_results_are_written_with_the_users_umask(tmp_path):
+    def draw(folder):
+        fig, (ax,) = plotting.panels(1)
+        ax.plot([0, 1], [0, 1])
+        return [plotting.save(fig, folder / "f.png")]
+
+    old = os.umask(0o022)
+    try:
+        out = _write(tmp_path / "exp", figures=draw)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        n: 0o644 for n in (".dynopt", "config.json", "metrics.json", "data.npz", "f.png")
+    }
+
+
+def test_concurrent_writers_all_succeed_and_leave_one_whole_result(tmp_path):
+    out = tmp_path / "exp"
+
+    def writer(i):
+        for j in range(25):
+            write_results(
+                out, config={"i": i, "j": j}, metrics={"i": i, "j": j},
+                arrays={"x": np.full(3, i)}, figures=lambda d: [],
+            )  # fmt: skip
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(writer, range(4)))  # re-raises any writer's error
+    metrics, arrays = load_results(out)
+    config = json.loads((out / "config.json").read_text())
+    assert metrics == config and arrays["x"][0] == metrics["i"]  # one writer's, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_leftovers_of_dead_writers_are_recovered(tmp_path):
+    out = _write(tmp_path / "exp")
+    dead = 2**22 + 4321  # above Linux's pid_max: no such process
+    os.rename(out, tmp_path / f".exp.old-{dead}-abc")  # killed between the two renames
+    (tmp_path / f".exp.tmp-{dead}-xyz").mkdir()  # killed while drawing
+
+    def broken(_):
+        raise RuntimeError("interrupted while drawing")
+
+    with pytest.raises(RuntimeError):
+        _write(out, figures=broken, m=2.0)
+    assert load_results(out)[0] == {"m": 1.0}  # the old result is back, not lost
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_metrics_json_is_standard_json_with_the_reason_for_each_null(tmp_path):
+    inf = float("inf")
+    out = _write(tmp_path / "exp", runs=[{"loss": inf}, {"loss": 1.0}], n=float("nan"),
+                 **{"1/N1": {"x": -inf}})  # fmt: skip
+
+    def no_constants(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    data = json.loads((out / "metrics.json").read_text(), parse_constant=no_constants)
+    assert data["runs"][0]["loss"] is None and data["n"] is None and data["1/N1"]["x"] is None
+    assert data["non_finite"] == {"runs/0/loss": "inf", "n": "nan", "1~1N1/x": "-inf"}
+    metrics, _ = load_results(out)
+    assert metrics["runs"][0]["loss"] == inf and metrics["1/N1"]["x"] == -inf
+    assert math.isnan(metrics["n"]) and "non_finite" not in metrics
