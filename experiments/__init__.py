@@ -54,9 +54,9 @@ def run_experiment(
     jax.config.update("jax_enable_x64", True)  # an entry point: references run in float64
 
     card = hasattr(module, "SECTIONS")
-    if card:
+    if hasattr(module.Config, "QUICK"):
         config = _card.configure(module.Config, quick=quick, seed=seed)
-    else:
+    else:  # not yet converted to a run card
         config = module.make_config(quick=quick, seed=seed)
     start = time.perf_counter()
     if card:
@@ -98,7 +98,7 @@ def _figures(module: ModuleType, out_dir: Path, source: Path | None = None) -> l
 
     source = out_dir if source is None else source
     metrics, arrays = load_results(source)
-    if not hasattr(module, "SECTIONS"):
+    if not hasattr(module, "FIGURES"):  # not yet converted: plot reads the raw results
         return module.plot(metrics, arrays, out_dir)
     config = json.loads((Path(source) / "config.json").read_text())
     return _card.draw(module, metrics, arrays, out_dir, config)

@@ -106,7 +106,12 @@ def run_sections(sections: Mapping[str, Callable], config) -> tuple[dict, dict]:
         start = time.perf_counter()
         result = section(config)
         metrics["section_wall_time_s"][key] = time.perf_counter() - start
-        metrics[key] = _split(result, _result_hint(section), key, arrays)
+        hint = _result_hint(section)
+        if typing.get_origin(hint) is tuple:  # not yet typed: (metrics, flat arrays)
+            metrics[key], untyped = result
+            arrays.update(untyped)
+        else:
+            metrics[key] = _split(result, hint, key, arrays)
     return metrics, arrays
 
 
