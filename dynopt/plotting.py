@@ -329,7 +329,7 @@ def _wrap_labels(fig: Figure) -> None:
         for text, length in (
             (ax.xaxis.label, box.width),
             (ax.yaxis.label, box.height),
-            (ax.title, box.width * 1.15),
+            (ax.title, box.width),
         ):
             s = text.get_text()
             size = text.get_window_extent(renderer)

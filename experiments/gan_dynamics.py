@@ -1,8 +1,8 @@
 """GAN training as a dynamical system (post 4): Dirac GAN verdicts, schemes' growth, drift, EMA."""
 
 import dataclasses
-import time
 from pathlib import Path
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -76,13 +76,7 @@ class Config:
     mix_eval_samples: int = 2000
     mix_saves: int = 12
 
-
-def make_config(quick: bool = False, seed: int = 0) -> Config:
-    if not quick:
-        return Config(seed=seed)
-    return Config(
-        seed=seed,
-        quick=True,
+    QUICK: ClassVar[dict] = dict(
         cases=("vanilla", "wgan-gp c=0"),
         growth_num_steps=600,
         growth_games=("vanilla",),
@@ -349,38 +343,27 @@ def _mixture(config: Config) -> tuple[dict, dict]:
     return metrics, arrays
 
 
-def run(config: Config) -> tuple[dict, dict]:
-    metrics, arrays, timings = {}, {}, {}
-    for key, part in (
-        ("verdicts", _verdicts),
-        ("linearization", _linearization),
-        ("growth", _growth),
-        ("orders", _orders),
-        ("ema", _ema),
-        ("mixture", _mixture),
-    ):
-        start = time.perf_counter()
-        m, a = part(config)
-        timings[key] = time.perf_counter() - start
-        metrics[key] = m
-        arrays.update(a)
-    metrics["cases"] = list(config.cases)
-    metrics["part_wall_times_s"] = timings
-    return metrics, arrays
+SECTIONS = {
+    "verdicts": _verdicts,
+    "linearization": _linearization,
+    "growth": _growth,
+    "orders": _orders,
+    "ema": _ema,
+    "mixture": _mixture,
+}
 
 
 def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     paths = []
-    cases = metrics["cases"]
+    cases = [c for c in metrics["verdicts"] if c != "eigenvalues_closed_form"]
     windows = {c: games.POST4_CASES.get(c, games.POST4_CASES["gan-qp"])["window"] for c in cases}
 
-    ncol = min(len(cases), 3)
-    fig, axes = plotting.figure(ncol, -(-len(cases) // ncol), width=3.4, height=3.4)
+    fig, axes = plotting.panels(len(cases), ncols=3, width=3.4, height=3.4)
     for i, (ax, case) in enumerate(zip(axes, cases)):
         plotting.plot_phase_portrait(ax, [(arrays[f"case{i}_theta"], case)], window=windows[case])
         v = metrics["verdicts"][case]
-        ax.set_title(f"{case}, T = {v['horizon']:g}\n{v['verdict']}", fontsize=8)
+        ax.set_title(f"{case}, T = {v['horizon']:g}\n{v['verdict']}")
     paths.append(plotting.save(fig, out_dir / "phase_portraits.png"))
 
     fig, axes = plotting.figure(2, width=5.0)
@@ -389,8 +372,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         axes[0].semilogy(ts, np.linalg.norm(arrays[f"case{i}_theta"], axis=1), label=case)
     axes[0].set_xlabel("t")
     axes[0].set_ylabel("|θ(t)|")
-    axes[0].set_title("distance of the generator to the data point", fontsize=10)
-    axes[0].legend(fontsize=7)
+    axes[0].set_title("distance of the generator to the data point")
+    plotting.legend(axes[0])
     axes[0].grid(True, which="both", alpha=0.3)
     lin = metrics["linearization"]
     for i, eps in enumerate(lin["scales"]):
@@ -399,32 +382,32 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     axes[1].set_xlabel("t")
     axes[1].set_ylabel("θ₁(t)/ε")
     axes[1].set_title(
-        f"vanilla from ε·z₀: deviation ∝ ε^{lin['fitted_slope']:.2f} from the rotation", fontsize=9
+        f"vanilla from ε·z₀: deviation ∝ ε^{lin['fitted_slope']:.2f} from the rotation"
     )
-    axes[1].legend(fontsize=7)
+    plotting.legend(axes[1])
     paths.append(plotting.save(fig, out_dir / "verdicts.png"))
 
     growth = metrics["growth"]
-    fig, axes = plotting.figure(len(growth), width=4.6, height=4.0)
+    fig, axes = plotting.panels(len(growth), width=4.6, height=4.0)
     for ax, (gname, per) in zip(axes, growth.items()):
-        groups = [
-            (np.asarray(v["predicted_spectral_radius"]) - 1, np.asarray(v["measured"]) - 1, name)
-            for name, v in per.items()
-        ]
-        plotting.plot_predicted_vs_measured(ax, groups)
-        mod = [
-            (np.asarray(v["predicted_modified_flow"]) - 1, np.asarray(v["measured"]) - 1, "")
-            for v in per.values()
-        ]
-        for p, m, _ in mod:
-            ax.plot(p, m, "x", color="0.4", ms=4)
-        ax.set_xlabel("predicted − 1 (o: step matrix, x: modified flow)")
-        ax.set_ylabel("measured growth per step − 1")
-        ax.set_title(
-            f"Dirac GAN ({gname}) near equilibrium, h ∈ {per['simultaneous']['step_sizes']}",
-            fontsize=8,
-        )
-        ax.legend(fontsize=7)
+        for name, v in per.items():
+            h = np.asarray(v["step_sizes"])
+            meas = np.abs(np.asarray(v["measured"]) - 1)
+            (line,) = ax.loglog(h, np.asarray(v["predicted_spectral_radius"]) - 1, "-", lw=1)
+            ax.loglog(h, np.asarray(v["predicted_modified_flow"]) - 1, ":", color=line.get_color())
+            ax.loglog(h, np.where(meas > 0, meas, np.nan), "o", color=line.get_color(), label=name)
+            bounded = np.asarray(v["predicted_spectral_radius"]) - 1 <= 1e-12
+            if np.any(bounded):  # predicted ρ = 1: no line on a log axis, a mark on its bottom edge
+                ax.plot(h[bounded], np.zeros(bounded.sum()), "v", color=line.get_color(),
+                        ms=7, clip_on=False, transform=ax.get_xaxis_transform(),
+                        label=f"{name}: predicted ρ = 1 (bounded)")  # fmt: skip
+        plotting.key_entry(ax, "step-matrix spectral radius − 1", "k-", lw=1)
+        plotting.key_entry(ax, "modified-flow rate − 1", "k:")
+        ax.set_xlabel("step size h")
+        ax.set_ylabel("growth of |z_k| per step − 1")
+        ax.set_title(f"Dirac GAN ({gname}) near equilibrium: lines predicted, dots measured")
+        ax.grid(True, which="both", alpha=0.3)
+        plotting.legend(ax, loc="center left")
     paths.append(plotting.save(fig, out_dir / "growth.png"))
 
     orders = metrics["orders"]
@@ -438,8 +421,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         plotting.plot_error_vs_step_size(
             ax, hs, errs[1], label="vs modified flow", order=m["order_vs_modified_flow"], marker="s"
         )
-        ax.set_title(name, fontsize=10)
-        ax.legend(fontsize=7)
+        ax.set_title(name)
+        plotting.legend(ax)
     paths.append(plotting.save(fig, out_dir / "orders.png"))
     return paths + _plot_ema_mixture(metrics, arrays, out_dir)
 
@@ -449,14 +432,16 @@ def _plot_ema_mixture(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     ema = metrics["ema"]
     fig, axes = plotting.figure(2, width=5.0)
     ts = arrays["ema_ts"]
-    axes[0].plot(ts, np.linalg.norm(arrays["ema_theta"], axis=-1), lw=0.5, label="θ_k (raw)")
     for j, a in enumerate(ema["ema_mean_distance_last_half"]):
-        axes[0].plot(ts, np.linalg.norm(arrays["ema_avg"][:, j], axis=-1), label=f"EMA {a}")
+        axes[0].plot(ts, np.linalg.norm(arrays["ema_avg"][:, j], axis=-1), lw=1.2, label=f"EMA {a}")
+    # The raw iterate last, thin and black: on top of the EMA that oscillates at its level.
+    raw = np.linalg.norm(arrays["ema_theta"], axis=-1)
+    axes[0].plot(ts, raw, "k-", lw=0.5, alpha=0.8, label="θ_k (raw)")
     axes[0].set_yscale("log")
     axes[0].set_xlabel("t = k h")
     axes[0].set_ylabel("distance to equilibrium θ* = 0")
-    axes[0].legend(fontsize=7)
-    axes[0].set_title(f"vanilla Dirac GAN, {ema['scheme']}, h = {ema['step_size']}", fontsize=9)
+    plotting.legend(axes[0])
+    axes[0].set_title(f"vanilla Dirac GAN, {ema['scheme']}, h = {ema['step_size']}")
     decays = [float(a) for a in ema["ema_mean_distance_last_half"]]
     axes[1].loglog(
         1 - np.asarray(decays), list(ema["ema_mean_distance_last_half"].values()), "o-", label="EMA"
@@ -464,7 +449,8 @@ def _plot_ema_mixture(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     axes[1].axhline(ema["raw_mean_distance_last_half"], color="k", ls="--", label="raw iterate")
     axes[1].set_xlabel("1 − decay")
     axes[1].set_ylabel("mean distance over the last half")
-    axes[1].legend(fontsize=8)
+    axes[1].set_title("time-averaged distance: EMA vs the raw iterate")
+    plotting.legend(axes[1])
     axes[1].grid(True, which="both", alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "ema.png"))
 
@@ -482,26 +468,21 @@ def _plot_ema_mixture(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=6)
+    axes[0].set_title("8-Gaussian GAN: distance to the data")
+    axes[1].set_title("modes covered")
+    plotting.legend(axes[0])
     paths.append(plotting.save(fig, out_dir / "mixture_curves.png"))
 
-    ncol = min(len(labels), 5)
-    nrow = -(-len(labels) // ncol)
-    fig, axes = plotting.figure(ncol, nrow, width=2.6, height=2.6)
+    fig, axes = plotting.panels(len(labels), ncols=5, width=3.6, height=3.6)
     for ax, label in zip(axes, labels):
         d = arrays["mix_data"]
-        ax.plot(d[:, 0], d[:, 1], ".", color="0.7", ms=1)
+        ax.plot(d[:, 0], d[:, 1], ".", color="0.7", ms=1, label="data (8 Gaussians)")
         s = arrays[f"mix_{label}_samples"]
-        ax.plot(s[:, 0], s[:, 1], ".", ms=1)
+        ax.plot(s[:, 0], s[:, 1], ".", ms=1, label="generator samples")
         m = mix[label]
-        ax.set_title(
-            f"{label}\nmodes {m['modes_covered_final']}/8, SW {m['sliced_w1_final']:.3f}",
-            fontsize=7,
-        )
-        ax.set_xlim(-3, 3)
-        ax.set_ylim(-3, 3)
+        ax.set_title(f"{label}\nmodes {m['modes_covered_final']}/8, SW {m['sliced_w1_final']:.3f}")
+        ax.set(xlim=(-3, 3), ylim=(-3, 3), xlabel="x₁", ylabel="x₂")
         ax.set_aspect("equal")
-    for ax in axes[len(labels) :]:
-        ax.axis("off")
+    plotting.legend(axes[0], loc="upper left", markerscale=6)
     paths.append(plotting.save(fig, out_dir / "mixture_samples.png"))
     return paths
