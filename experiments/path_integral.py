@@ -4,6 +4,7 @@ post 8's stock model (σ vs σ², Itô's lemma for ln S, Black–Scholes by Mont
 
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -73,13 +74,7 @@ class Config:
     nd_pi_slices: tuple[int, ...] = (4, 8, 16, 32)
     nd_rw_steps: tuple[int, ...] = (64, 128, 256, 512, 1024)
 
-
-def make_config(quick: bool = False, seed: int = 0) -> Config:
-    if not quick:
-        return Config(seed=seed)
-    return Config(
-        seed=seed,
-        quick=True,
+    QUICK: ClassVar[dict] = dict(
         two_d=False,
         mc_paths=(1000, 3000, 10_000),
         fp_sizes=(49, 65, 97, 129),
@@ -343,32 +338,49 @@ def _two_d(c: Config, key) -> tuple[dict, dict]:
     return metrics, arrays
 
 
-def run(config: Config) -> tuple[dict, dict]:
-    c = config
-    keys = jax.random.split(jax.random.key(c.seed), 4)
-    conv_m, arrays = _convergence(c, keys[0])
-    ou = D.linear_sde(-1.0, c.alpha)
-    ou_exact = lambda x: D.linear_density(x, c.ou_T, c.x0, rate=-1.0, alpha=c.alpha)
-    ou_m, ou_a = _all_routes(c, ou, c.x0, c.ou_T, keys[1], ou_exact, (-3.0, 3.5), "ou")
+def _key(c: Config, i: int):
+    return jax.random.split(jax.random.key(c.seed), 4)[i]
+
+
+def convergence(c: Config) -> tuple[dict, dict]:
+    return _convergence(c, _key(c, 0))
+
+
+def ou(c: Config) -> tuple[dict, dict]:
+    sde = D.linear_sde(-1.0, c.alpha)
+    exact = lambda x: D.linear_density(x, c.ou_T, c.x0, rate=-1.0, alpha=c.alpha)
+    return _all_routes(c, sde, c.x0, c.ou_T, _key(c, 1), exact, (-3.0, 3.5), "ou")
+
+
+def double_well(c: Config) -> tuple[dict, dict]:
     dw = D.ScalarSDE(D.Polynomial([0.0, 1.0, 0.0, -1.0]), c.alpha)
-    dw_exact = lambda x: D.stationary_density(dw, x)  # normalised on each route's points
-    dw_m, dw_a = _all_routes(c, dw, 0.0, c.dw_T, keys[2], dw_exact, (-2.5, 2.5), "dw")
-    stock_m, stock_a = _stock(c, keys[3])
-    nd_m, nd_a = _two_d(c, jax.random.fold_in(keys[0], 2)) if c.two_d else (None, {})
-    arrays.update(nd_a)
-    arrays.update(ou_a)
-    arrays.update(dw_a)
-    arrays.update(stock_a)
-    metrics = {
-        "convergence": conv_m,
-        "ou_max_err": ou_m,
-        "double_well_max_err": dw_m,
-        "stock": stock_m,
-        "alpha": c.alpha,
-    }
-    if nd_m is not None:
-        metrics["two_d"] = nd_m
-    return metrics, arrays
+    exact = lambda x: D.stationary_density(dw, x)  # normalised on each route's points
+    return _all_routes(c, dw, 0.0, c.dw_T, _key(c, 2), exact, (-2.5, 2.5), "dw")
+
+
+def stock(c: Config) -> tuple[dict, dict]:
+    return _stock(c, _key(c, 3))
+
+
+def two_d(c: Config) -> tuple[dict, dict]:
+    return _two_d(c, jax.random.fold_in(_key(c, 0), 2)) if c.two_d else ({}, {})
+
+
+SECTIONS = {
+    "convergence": convergence,
+    "ou_max_err": ou,
+    "double_well_max_err": double_well,
+    "stock": stock,
+    "two_d": two_d,
+}
+# Human names of the density routes (the code's names stay in metrics and data).
+ROUTES = {
+    "fokker_planck": "Fokker–Planck (finite volumes)",
+    "pi_midpoint": "path integral, midpoint",
+    "pi_trapezoid": "path integral, trapezoid",
+    "random_walk": "random walk",
+    "monte_carlo": "Monte Carlo histogram",
+}
 
 
 def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
@@ -415,12 +427,9 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
             )
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
-    fig.suptitle(
-        "dx = x dt + √α dW, α = 0.5, x0 = 0.3, T = 0.5: each route vs the exact density",
-        fontsize=10,
-    )
+        ax.set_title(title)
+        plotting.legend(ax)
+    fig.suptitle("dx = x dt + √α dW, α = 0.5, x0 = 0.3, T = 0.5: each route vs the exact density")
     paths = [plotting.save(fig, out_dir / "convergence.png")]
 
     fig, axes = plotting.figure(3, width=4.0)
@@ -441,19 +450,20 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
             "k-",
             lw=3,
             alpha=0.3,
-            label="exact" if tag == "ou" else "exp((2/α)∫p dx)",
+            label="exact" if tag == "ou" else "stationary ∝ exp((2/α)∫p dx)",
         )
         for name, ls in styles.items():
             x, p = arrays[f"{tag}_{name}_x"], arrays[f"{tag}_{name}_p"]
             if name == "monte_carlo":
-                ax.step(x, p, where="mid", lw=0.8, label=name)
+                ax.step(x, p, where="mid", lw=0.8, label=ROUTES[name])
             elif ls == ".":
-                ax.plot(x, p, ".", ms=1.5, label=name)
+                ax.plot(x, p, ".", ms=1.5, label=ROUTES[name])
             else:
-                ax.plot(x, p, ls, lw=1, label=name)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("x")
-        ax.legend(fontsize=6)
+                ax.plot(x, p, ls, lw=1, label=ROUTES[name])
+        ax.set_title(title)
+        ax.set(xlabel="x", ylabel="density P(x, T)")
+        ax.set_ylim(0.0, 1.6 * float(np.max(arrays[f"{tag}_exact_p"])))  # room for the legend
+        plotting.legend(ax, loc="upper center", ncols=2)
     st = metrics["stock"]
     axes[2].step(
         arrays["stock_hist_x"],
@@ -474,11 +484,11 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         "r--",
         label=f"as printed, var σT (TV {st['tv_hist_vs_printed_lognormal']:.3f})",
     )
-    axes[2].set_title("GBM μ = 0.05, σ = 0.4, S0 = 100, T = 1", fontsize=9)
-    axes[2].set_xlabel("S_T")
-    axes[2].legend(fontsize=6)
+    axes[2].set_title("GBM μ = 0.05, σ = 0.4, S0 = 100, T = 1")
+    axes[2].set(xlabel="S_T", ylabel="density")
+    plotting.legend(axes[2])
     paths.append(plotting.save(fig, out_dir / "densities.png"))
-    if "two_d" in metrics:
+    if metrics.get("two_d"):  # full mode only
         paths.append(_plot_two_d(metrics["two_d"], arrays, out_dir))
     return paths
 
@@ -507,13 +517,13 @@ def _plot_two_d(m: dict, arrays: dict, out_dir: Path) -> Path:
             label="P - exact",
             **ex,
         )
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title)
     for ax in axes[:4] + axes[5:]:
         ax.set_xlim(arrays["nd_exact_x"][0], arrays["nd_exact_x"][-1])
         ax.set_ylim(arrays["nd_exact_y"][0], arrays["nd_exact_y"][-1])
     mesh = axes[5].contourf(ex["exact_x"], ex["exact_y"], ex["exact"].T, 12, cmap="viridis")
     fig.colorbar(mesh, ax=axes[5], label="P(x, T | x0)", shrink=0.85)
-    axes[5].set_title("(f) exact density (Van Loan covariance)", fontsize=8)
+    axes[5].set_title("(f) exact density (Van Loan covariance)")
     axes[5].set_xlabel("x₁")
     ax = axes[4]
     series = (
@@ -541,14 +551,13 @@ def _plot_two_d(m: dict, arrays: dict, out_dir: Path) -> Path:
         )
     ax.set_xlabel("discretization parameter / coarsest")
     ax.set_ylabel("max |P - exact| (MC: TV)")
-    ax.set_title("(e) 2-D convergence of each route", fontsize=8)
+    ax.set_title("(e) 2-D convergence of each route")
     lo, hi = ax.get_ylim()
     ax.set_ylim(lo, hi * 40)  # room for the legend above the data
-    ax.legend(fontsize=6, loc="upper left")
+    plotting.legend(ax, loc="upper left")
     fig.suptitle(
         "2-D: dx = Ax dt + √α dW, A = [[-1, 2], [-0.5, -1]] (non-normal), α = 0.5, "
         "x0 = (0.5, -0.3), T = 0.5\n(a)-(d): each route's error at its finest setting over the "
-        "exact density's contours",
-        fontsize=9,
+        "exact density's contours"
     )
     return plotting.save(fig, out_dir / "densities_2d.png")
