@@ -15,27 +15,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynopt import Discretization
+from dynopt.correspondences import BY_NAME
 
 from ._common import block, Config, row
 
 
 def _discretizations():
-    """Momentum and Adam as dynopt builds them (falling back to the plain optax factory in a
-    `Discretization` while the flows are not there)."""
-    from dynopt import flows
-
+    """Momentum and Adam as dynopt builds them (the registry's rows)."""
     h = 1e-3
-    momentum = (
-        flows.HeavyBall(damping=1.0).discretize(h)
-        if hasattr(flows, "HeavyBall")
-        else Discretization(optax.sgd, {"learning_rate": h, "momentum": 0.9}, dt=h)
-    )
-    adam = (
-        flows.AdamFlow(a1=100.0, a2=1.0).discretize(h)
-        if hasattr(flows, "AdamFlow")
-        else Discretization(optax.adam, {"learning_rate": h, "b1": 0.9, "b2": 0.999}, dt=h)
-    )
+    momentum = BY_NAME["heavy_ball_leapfrog"].discretization(h)
+    adam = BY_NAME["adam"].discretization(h)
     return {"momentum": (momentum, 5), "Adam": (adam, 7)}
 
 

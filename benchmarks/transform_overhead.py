@@ -8,8 +8,9 @@ Python-float hyper-parameters closed over as constants, what a user writes. Both
 parameters and state donated, timed alternately call by call (at least 9 pairs of calls), each
 call running as many updates as fill ~20 ms (at 1e3 parameters, 1e5 updates).
 
-To add a discretization: one `Pair` in `PAIRS`. A pair whose flow is not in `dynopt.flows` is
-skipped (flows land over time).
+The pairs are read from `dynopt.correspondences.REGISTRY` (every row with an optax baseline),
+plus the nearest optax recipe for two rows optax lacks: a new correspondence is benchmarked
+without touching this file.
 """
 
 import dataclasses
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynopt import flows
+from dynopt.correspondences import BY_NAME, REGISTRY
 
 from ._common import block, Config, row
 
@@ -35,78 +36,46 @@ STEP = 1e-3  # the step h of every discretization (hyper-parameters only; values
 class Pair:
     """A discretization and the optax transform a user would otherwise write.
 
-    `discretize(Flow, h)` builds the `Discretization` from the class `dynopt.flows.<flow>`;
-    `optax_tx(hp)` the optax transform from its hyper-parameters as Python floats; `identical`:
-    the two give the same iterates (checked before timing)."""
+    `discretize(h)` builds the `Discretization`; `optax_tx(h, hp)` the optax transform (from the
+    step and the discretization's hyper-parameters as Python floats); `identical`: the two give
+    the same iterates (checked before timing)."""
 
     label: str
-    flow: str
-    discretize: Callable[[Any, float], Any]
-    optax_tx: Callable[[dict[str, float]], optax.GradientTransformation]
+    discretize: Callable[[float], Any]
+    optax_tx: Callable[[float, dict[str, float]], optax.GradientTransformation]
     identical: bool = True
 
 
-PAIRS: tuple[Pair, ...] = (
+def _registry_pairs() -> tuple[Pair, ...]:
+    """One identical pair per registry row with an optax baseline."""
+    return tuple(
+        Pair(
+            f"{row.name} → optax",
+            row.discretization,
+            lambda h, hp, row=row: row.baseline(h),
+        )
+        for row in REGISTRY
+        if row.baseline is not None
+    )
+
+
+# Rows without an optax baseline, against the nearest optax recipe (not the same algorithm).
+_NEAREST = (
     Pair(
-        "GradientFlow → optax.sgd",
-        "GradientFlow",
-        lambda F, h: F().discretize(h),
-        lambda hp: optax.sgd(hp["learning_rate"]),
-    ),
-    Pair(
-        "HeavyBall(leapfrog) → optax.sgd(momentum)",
-        "HeavyBall",
-        lambda F, h: F(damping=1.0).discretize(h),
-        lambda hp: optax.sgd(hp["learning_rate"], momentum=hp["momentum"]),
-    ),
-    Pair(
-        "HeavyBall(nesterov) → optax.sgd(nesterov=True)",
-        "HeavyBall",
-        lambda F, h: F(damping=1.0, scheme="nesterov").discretize(h),
-        lambda hp: optax.sgd(hp["learning_rate"], momentum=hp["momentum"], nesterov=True),
+        "heavy_ball_nesterov → optax.sgd(nesterov=True)",
+        BY_NAME["heavy_ball_nesterov"].discretization,
+        lambda h, hp: optax.sgd(hp["learning_rate"], momentum=hp["momentum"], nesterov=True),
         identical=False,  # dynopt takes the gradient at the look-ahead point (one more gradient)
     ),
     Pair(
-        "NesterovODE → optax.sgd(nesterov=True)",
-        "NesterovODE",
-        lambda F, h: F().discretize(h),
-        lambda hp: optax.sgd(hp["learning_rate"], momentum=0.9, nesterov=True),
+        "nag → optax.sgd(nesterov=True)",
+        BY_NAME["nag"].discretization,
+        lambda h, hp: optax.sgd(hp["learning_rate"], momentum=0.9, nesterov=True),
         identical=False,  # momentum (k-1)/(k+r-1) and the look-ahead gradient vs a fixed β
     ),
-    Pair(
-        "RMSPropFlow → optax.rmsprop",
-        "RMSPropFlow",
-        lambda F, h: F(kappa=10.0).discretize(h),
-        lambda hp: optax.rmsprop(
-            hp["learning_rate"],
-            decay=hp["decay"],
-            eps=hp["eps"],
-            initial_scale=hp["initial_scale"],
-            eps_in_sqrt=True,
-        ),
-    ),
-    Pair(
-        "AdamFlow → optax.adam",
-        "AdamFlow",
-        lambda F, h: F(a1=100.0, a2=1.0).discretize(h),
-        lambda hp: optax.adam(hp["learning_rate"], b1=hp["b1"], b2=hp["b2"], eps=hp["eps"]),
-    ),
-    Pair(
-        "SignFlow → optax.sign_sgd",
-        "SignFlow",
-        lambda F, h: F().discretize(h),
-        lambda hp: optax.sign_sgd(hp["learning_rate"]),
-    ),
-    Pair(
-        "PolyakFlow → optax.scale_by_polyak chain",
-        "PolyakFlow",
-        lambda F, h: F().discretize(h),
-        lambda hp: optax.chain(
-            optax.scale_by_polyak(f_min=hp["f_min"], max_learning_rate=float("inf")),
-            optax.scale_by_learning_rate(hp["learning_rate"]),
-        ),
-    ),
 )
+
+PAIRS: tuple[Pair, ...] = _registry_pairs() + _NEAREST
 
 
 def _params(size: int) -> dict[str, jax.Array]:
@@ -162,19 +131,37 @@ def _check_steps(size: int) -> int:
 CALL_S = 0.02  # each timed call runs ~20 ms of updates: dispatch and timer noise stay < 1%
 
 
-def _measure(pair: Pair, size: int, repeats: int) -> dict:
-    disc = pair.discretize(getattr(flows, pair.flow), STEP).astype(jnp.float32)
-    hp = {k: float(v) for k, v in disc.hyperparams.items()}
-    base_tx = pair.optax_tx(hp)
-    params = _params(size)
-    n = jnp.asarray(_check_steps(size))  # for the equivalence check; calibrated for timing below
-    ours = _loop(lambda d: d.transform)
-    theirs = _loop(lambda _: base_tx)
+class _Setup:
+    """The two jitted loops of a pair at one size, and fresh (donatable) starts."""
 
-    def fresh(tx):  # distinct buffers for every donated leaf (optax may share its zeros)
+    def __init__(self, pair: Pair, size: int):
+        self.disc = pair.discretize(STEP).astype(jnp.float32)
+        hp = {k: float(v) for k, v in self.disc.hyperparams.items()}
+        self.base_tx = pair.optax_tx(STEP, hp)
+        self.params = _params(size)
+        self.ours = _loop(lambda d: d.transform)
+        self.theirs = _loop(lambda _: self.base_tx)
+
+    def fresh(self, tx):  # distinct buffers for every donated leaf (optax may share its zeros)
         copy = lambda t: jax.tree.map(lambda x: jnp.array(x, copy=True), t)
-        p = copy(params)
+        p = copy(self.params)
         return p, copy(tx.init(p))
+
+
+def check(pair: Pair, size: int) -> dict:
+    """The equivalence check alone (no timing): the iterates after `_check_steps(size)` updates
+    from one start, and the fused kernels per update of both loops.
+
+    **Raises:** `AssertionError` where the pair says identical and the iterates differ."""
+    setup = _Setup(pair, size)
+    disc, base_tx, ours, theirs, fresh = (
+        setup.disc,
+        setup.base_tx,
+        setup.ours,
+        setup.theirs,
+        setup.fresh,
+    )
+    n = jnp.asarray(_check_steps(size))
 
     # Same start, same n steps: the iterates must agree where the pair says they are identical.
     a = block(ours(disc, n, *fresh(disc.transform))[0])
@@ -187,12 +174,19 @@ def _measure(pair: Pair, size: int, repeats: int) -> dict:
     ):
         raise AssertionError(f"{pair.label}: iterates differ from optax by {diff:g}")
     del a, b
-
-    state = {"ours": fresh(disc.transform), "theirs": fresh(base_tx)}
     kernels = (
-        _loop_kernels(ours, disc, n, *state["ours"]),
-        _loop_kernels(theirs, None, n, *state["theirs"]),
+        _loop_kernels(ours, disc, n, *fresh(disc.transform)),
+        _loop_kernels(theirs, None, n, *fresh(base_tx)),
     )
+    return {"max_abs_diff": diff, "kernels": kernels, "checked_steps": int(n), "setup": setup}
+
+
+def _measure(pair: Pair, size: int, repeats: int) -> dict:
+    checked = check(pair, size)
+    setup = checked.pop("setup")
+    disc, base_tx, ours, theirs = setup.disc, setup.base_tx, setup.ours, setup.theirs
+    n = jnp.asarray(checked["checked_steps"])
+    state = {"ours": setup.fresh(disc.transform), "theirs": setup.fresh(base_tx)}
 
     def call(name):
         start = time.perf_counter()
@@ -211,23 +205,13 @@ def _measure(pair: Pair, size: int, repeats: int) -> dict:
         for name in state:
             times[name].append(call(name))
     med = {k: statistics.median(v) / int(n) for k, v in times.items()}
-    return {
-        "ours": med["ours"],
-        "theirs": med["theirs"],
-        "steps_per_call": int(n),
-        "checked_steps": _check_steps(size),
-        "max_abs_diff": diff,
-        "kernels": kernels,
-    }
+    return {"ours": med["ours"], "theirs": med["theirs"], "steps_per_call": int(n), **checked}
 
 
 def run(config: Config) -> list[dict]:
     sizes = (1_000, 10_000) if config.tiny else (1_000, 1_000_000, 10_000_000)
     rows = []
     for pair in PAIRS:
-        if not hasattr(flows, pair.flow):
-            print(f"  transform overhead: skipping {pair.label} (dynopt.flows.{pair.flow} absent)")
-            continue
         for size in sizes:
             m = _measure(pair, size, config.repeats)
             rows.append(

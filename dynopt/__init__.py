@@ -7,10 +7,12 @@ from importlib.metadata import version as _version
 
 from . import (
     characteristics as characteristics,
+    correspondences as correspondences,
     densities as densities,
     flows as flows,
     games as games,
     lyapunov as lyapunov,
+    maps as maps,
     problems as problems,
     rnn as rnn,
     sde as sde,

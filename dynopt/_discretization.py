@@ -10,12 +10,13 @@ import numpy as np
 import optax
 
 from ._custom_types import Array, ScalarLike
+from ._validation import positive
 
 
 def check_positive(name: str, value: Any) -> None:
-    """Raise `ValueError` unless every entry of a concrete `value` is finite and > 0.
-
-    Traced values (inside `jit`/`vmap`) cannot be inspected and are let through.
+    """Legacy: raise `ValueError` unless every entry of a concrete `value` is finite and > 0;
+    traced values pass. Kept for the modules that still import it; new code uses
+    `dynopt._validation.positive` (which also checks traced values with `eqx.error_if`).
     """
     if isinstance(value, jax.core.Tracer):
         return
@@ -60,10 +61,9 @@ class Discretization(eqx.Module):
         options: tuple[tuple[str, Any], ...] = (),
         init_fn: Callable[..., Any] | None = None,
     ):
-        check_positive("dt", dt)
         self.factory = factory
         self.hyperparams = {k: jnp.asarray(v) for k, v in hyperparams.items()}
-        self.dt = jnp.asarray(dt)
+        self.dt = positive("dt", jnp.asarray(dt))
         self.options = tuple(options)
         self.init_fn = init_fn
 

@@ -1,6 +1,10 @@
 """optax-compatible transforms that optax lacks (`GradientTransformationExtraArgs` where they need
 the loss or the gradient function)."""
 
+from ._maps.base import (
+    standard_promotion as standard_promotion,
+    with_standard_promotion as with_standard_promotion,
+)
 from ._transforms.adaptive import (
     global_rmsprop as global_rmsprop,
     polyak_sgd as polyak_sgd,
@@ -10,7 +14,6 @@ from ._transforms.adaptive import (
     scale_by_truncated_polyak as scale_by_truncated_polyak,
     ScaleByGlobalRmsState as ScaleByGlobalRmsState,
     truncated_polyak_sgd as truncated_polyak_sgd,
-    with_standard_promotion as with_standard_promotion,
 )
 from ._transforms.nesterov import (
     implicit_midpoint_momentum as implicit_midpoint_momentum,

@@ -174,7 +174,8 @@ def _paths(config: Config) -> tuple[dict, dict]:
     gf = np.asarray(jax.vmap(prob.flow_solution)(t_gf))  # closed form
     metrics, arrays = {}, {"paths_gradient_flow": gf}
     for norm in ("coordinate", "global"):
-        flow = flows.RMSPropFlow(config.paths_kappa, config.eps, norm=norm, initial_scale=g0sq)
+        flow_cls = {"coordinate": flows.RMSPropFlow, "global": flows.GlobalRMSPropFlow}[norm]
+        flow = flow_cls(config.paths_kappa, config.eps, initial_scale=g0sq)
         ref = dynopt.solve(flow, prob, ts)
         path = np.asarray(ref.params)
         grads = np.asarray(jax.vmap(prob.grad)(ref.params))

@@ -94,7 +94,7 @@ def _lyapunov_flows(config: Config, prob: dynopt.Problem) -> dict:
         "gradient": flows.GradientFlow(),
         "sign": flows.SignFlow(width=config.sign_width),
         "rmsprop": flows.RMSPropFlow(2.0, 1e-8, initial_scale=g0sq),
-        "rmsprop_global": flows.RMSPropFlow(2.0, 1e-8, norm="global", initial_scale=g0sq),
+        "rmsprop_global": flows.GlobalRMSPropFlow(2.0, 1e-8, initial_scale=g0sq),
         "adam": flows.AdamFlow(1.0, 5.0, 1e-8),
         "polyak": flows.PolyakFlow(),
         "polyak_truncated": flows.PolyakFlow(M=0.1),

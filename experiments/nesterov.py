@@ -45,18 +45,7 @@ def make_config(quick: bool = False, seed: int = 0) -> Config:
     return Config(seed=seed, quick=True, order_num_steps=(300, 600, 1200, 2400), num_points=1001)
 
 
-def closed_form(t, x0, lam, r: float) -> np.ndarray:
-    r"""$X(t) = x_0\,\Gamma(\nu+1)(2/z)^\nu J_\nu(z)$, $z = \sqrt\lambda t$, $\nu = (r-1)/2$, the
-    solution on $\tfrac\lambda2 x^2$ (float64 numpy; `scipy.special.jv`, since jax's `bessel_jn`
-    loses accuracy for $z \gtrsim 20$)."""
-    from scipy.special import gamma, jv
-
-    nu = (r - 1) / 2
-    z = np.sqrt(np.asarray(lam)) * np.asarray(t)[..., None]
-    small = z < 1e-4  # the even series 1 - z²/(2(r+1)) avoids 0/0 at t = 0
-    zs = np.where(small, 1.0, z)
-    value = gamma(nu + 1) * (2 / zs) ** nu * jv(nu, zs)
-    return np.asarray(x0) * np.where(small, 1 - z**2 / (2 * (r + 1)), value)
+closed_form = flows.bessel_solution  # X(t) on λ/2 x² (library closed form)
 
 
 def _closed_form_2d(ts, config: Config, r: float) -> np.ndarray:

@@ -9,6 +9,7 @@ import pytest
 from benchmarks import transform_overhead
 from benchmarks.__main__ import main
 from benchmarks._common import markdown, row
+from dynopt.correspondences import REGISTRY
 
 
 REQUIRED = {"benchmark", "case", "dynopt_s", "baseline", "baseline_s", "ratio", "target", "met"}
@@ -64,20 +65,20 @@ def test_row_ratio_and_target_logic():
     assert "| b | c | — | — | — | — | — | — | failed |" in text
 
 
+def test_pairs_read_the_registry():
+    names = {p.label.split(" ")[0] for p in transform_overhead.PAIRS if p.identical}
+    assert names == {r.name for r in REGISTRY if r.baseline is not None}
+
+
 @pytest.mark.parametrize(
-    "pair",
-    [
-        p
-        for p in transform_overhead.PAIRS
-        if p.identical and hasattr(transform_overhead.flows, p.flow)
-    ],
-    ids=lambda p: p.flow,
+    "pair", [p for p in transform_overhead.PAIRS if p.identical], ids=lambda p: p.label.split()[0]
 )
 def test_transform_pairs_equal_their_optax_transform(pair):
-    """`_measure` raises unless dynopt's discretization and the optax baseline give the same
-    iterates (float32, 1000 steps from the same start); traced hyper-parameters compile to as
-    many fused kernels per update as optax's constants."""
+    """`check` (the benchmark's equivalence step, no timing loop) raises unless dynopt's
+    discretization and the optax baseline give the same iterates (float32, 1000 steps from the
+    same start); traced hyper-parameters compile to as many fused kernels per update as optax's
+    constants."""
     with jax.numpy_dtype_promotion("standard"):
-        m = transform_overhead._measure(pair, 1000, repeats=1)
-    assert m["max_abs_diff"] <= 1e-5 and m["checked_steps"] == 1000 and m["steps_per_call"] >= 1
+        m = transform_overhead.check(pair, 1000)
+    assert m["max_abs_diff"] <= 1e-5 and m["checked_steps"] == 1000
     assert m["kernels"][0] == m["kernels"][1] > 0

@@ -63,7 +63,7 @@ def test_modified_flow_vector_field_is_gradient_of_modified_loss():
 
     def modified_loss(p):
         g = jax.grad(problem.loss)(p)
-        return problem.loss(p) + h / 4 * sum(jnp.sum(x**2) for x in jax.tree.leaves(g))
+        return problem.loss(p) + h / 4 * optax.tree.norm(g, squared=True)
 
     expected = jax.tree.map(jnp.negative, jax.grad(modified_loss)(problem.params0))
     got = flows.ModifiedGradientFlow(h).vector_field(0.0, problem.params0, problem)
@@ -83,9 +83,9 @@ def test_modified_flow_on_quadratic_matches_closed_form():
 
 @pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf")])
 def test_invalid_step_size_raises(bad):
-    with pytest.raises(ValueError, match="step_size must be finite and > 0"):
+    with pytest.raises(ValueError, match="step_size must be > 0"):
         flows.GradientFlow().discretize(bad)
-    with pytest.raises(ValueError, match="step_size must be finite and > 0"):
+    with pytest.raises(ValueError, match="step_size must be > 0"):
         flows.ModifiedGradientFlow(bad)
 
 

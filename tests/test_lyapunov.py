@@ -22,3 +22,13 @@ def test_loss_rate_detects_a_wrong_prediction():
     measured = lyapunov.loss_rate(ref, p, ts)
     wrong = -0.5 * lyapunov.gradient_norm_sq(ref, p, ts)
     assert float(lyapunov.max_relative_deviation(measured, wrong)) > 0.5
+
+
+def test_predicted_rate_uses_the_flow_hook_and_the_chain_rule_by_default():
+    """A flow without a closed-form rate (AdamW) gets the chain rule; the identity holds."""
+    p = problems.rosenbrock()
+    ts = jnp.linspace(0.0, 0.5, 51)
+    ref = dynopt.solve(flows.AdamWFlow(2.0, 5.0, 1e-8, 0.1), p, ts)
+    predicted = lyapunov.predicted_rate(ref, p, ts)
+    np.testing.assert_allclose(predicted, lyapunov.chain_rule_rate(ref, p, ts), rtol=1e-14)
+    assert float(lyapunov.identity_deviation(ref, p, ts)) < 1e-6

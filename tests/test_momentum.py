@@ -1,6 +1,7 @@
-"""HeavyBall: Su's leapfrog map (identity with eqs. 13-16, second order), the naive and conformal
-maps (first order), the Nesterov variants (first order), stability limits, the inverse map and the
-tuning rule, the fixed-momentum limit, and bad input."""
+"""HeavyBall and its maps: Su's leapfrog map (identity with eqs. 13-16), optax's heavy ball as
+conformal-symplectic Euler, the closed form, stability limits (closed forms vs Schur–Cohn on a
+grid vs measured), the inverse maps and the tuning rule, and bad input. Orders of every map are
+rows of `dynopt.correspondences` (tests/test_correspondences.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -10,50 +11,22 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import dynopt
-from dynopt import flows, problems
-from experiments.momentum import measure_stability_limit, oscillator_solution
+from dynopt import flows, maps, problems
+from experiments.momentum import measure_stability_limit
 
 
-DAMPING = 0.5
-OSC = problems.quadratic(jnp.array([1.0]), name="oscillator")
-
-
-def _oscillator_errors(flow, t1, ns):
-    """Max error over [0, t1] against the closed form, for h = t1/n: one batched run."""
-    hs = t1 / np.asarray(ns, dtype=float)
-    traj = dynopt.run(flow.discretize(jnp.asarray(hs)), OSC, int(max(ns)))
-    assert not np.any(np.asarray(traj.diverged))
-    errs = []
-    for i, n in enumerate(ns):
-        t = np.arange(n + 1) * hs[i]
-        exact = oscillator_solution(t, float(flow.damping))
-        errs.append(np.max(np.abs(np.asarray(traj.params)[i, : n + 1, 0] - exact)))
-    return hs, np.asarray(errs)
-
-
-@pytest.mark.parametrize(
-    "scheme,half_step,order",
-    [
-        ("leapfrog", True, 2.0),
-        ("leapfrog", False, 1.0),  # optax's zero trace: the start costs one order
-        ("euler", True, 1.0),
-        ("conformal", True, 1.0),
-        ("nesterov", True, 1.0),
-        ("nesterov_midpoint", True, 1.0),
-        ("implicit_midpoint", True, 1.0),
-    ],
-)
-def test_orders_on_damped_oscillator(scheme, half_step, order):
-    flow = flows.HeavyBall(DAMPING, scheme=scheme, half_step=half_step)
-    hs, errs = _oscillator_errors(flow, 8.0, (80, 160, 320, 640))
-    assert abs(float(dynopt.fit_order(jnp.asarray(hs), jnp.asarray(errs))) - order) < 0.1
-
-
-def test_leapfrog_second_order_on_rosenbrock():
-    c = dynopt.compare(
-        flows.HeavyBall(2.0), problems.rosenbrock(), 1.0 / np.array([400, 800, 1600, 3200]), 1.0
-    )
-    assert abs(float(c.order) - 2.0) < 0.1
+def test_closed_form_matches_diffrax_in_every_regime():
+    """`HeavyBall.closed_form` (per eigenmode) against diffrax, under-, critically and
+    over-damped modes at once, and the 1-D `oscillator_solution`."""
+    problem = problems.quadratic([0.25, 1.0, 9.0], params0=jnp.array([1.0, -2.0, 0.5]), rotate=True)
+    ts = jnp.linspace(0.0, 5.0, 26)
+    flow = flows.HeavyBall(2.0)  # a = 2: modes with λ = 0.25, 1, 9 are over, critical, under
+    exact = jax.vmap(flow.closed_form(problem))(ts)
+    ref = dynopt.solve(flow, problem, ts)
+    assert np.max(np.abs(np.asarray(ref.params) - np.asarray(exact[0]))) < 1e-8
+    osc = problems.quadratic(jnp.array([1.0]))
+    x = jax.vmap(flows.HeavyBall(0.5).closed_form(osc))(ts)[0][:, 0]
+    np.testing.assert_allclose(x, flows.oscillator_solution(np.asarray(ts), 0.5), atol=1e-14)
 
 
 def test_leapfrog_is_su_eqs_13_to_16():
@@ -77,8 +50,8 @@ def test_optax_heavy_ball_is_conformal_symplectic_euler():
     """sgd(α, μ) = conformal-symplectic Euler with h = √α, γ = -ln μ/√α, p = -√α·trace."""
     alpha, mu, n = 1e-4, 0.9, 300
     problem = problems.rosenbrock(params0=jnp.array([-1.2, 1.0]))
-    flow, h = flows.HeavyBall.from_hyperparams(alpha, mu, scheme="conformal")
-    disc = flow.discretize(h)
+    flow, h = maps.ConformalEuler().inverse(alpha, mu)
+    disc = maps.ConformalEuler()(flow, h)
     assert np.allclose(float(disc.hyperparams["learning_rate"]), alpha, rtol=1e-14)
     assert np.allclose(float(disc.hyperparams["momentum"]), mu, rtol=1e-14)
     xs = dynopt.run(optax.sgd(alpha, momentum=mu), problem, n).params
@@ -90,21 +63,21 @@ def test_optax_heavy_ball_is_conformal_symplectic_euler():
         assert np.max(np.abs(q - np.asarray(xs[k + 1]))) < 1e-12
 
 
-@pytest.mark.parametrize("scheme", ["leapfrog", "euler", "conformal"])
+@pytest.mark.parametrize("map", [maps.Leapfrog(), maps.NaiveEuler(), maps.ConformalEuler()])
 @settings(max_examples=50, deadline=None)
 @given(
     learning_rate=st.floats(1e-6, 1.0),
     momentum=st.floats(0.0, 0.999),
 )
-def test_from_hyperparams_round_trip(scheme, learning_rate, momentum):
-    if scheme == "conformal":
+def test_inverse_round_trip(map, learning_rate, momentum):
+    if isinstance(map, maps.ConformalEuler):
         momentum = max(momentum, 1e-3)
-    flow, h = flows.HeavyBall.from_hyperparams(learning_rate, momentum, scheme=scheme)
-    hp = flow.hyperparams(h)
+    flow, h = map.inverse(learning_rate, momentum)
+    hp = map.hyperparams(flow, h)
     assert np.isclose(float(hp["learning_rate"]), learning_rate, rtol=1e-12, atol=0)
     assert np.isclose(float(hp["momentum"]), momentum, rtol=1e-12, atol=1e-15)
     # and the other way: (a, h) -> (α, β) -> (a, h)
-    flow2, h2 = flows.HeavyBall.from_hyperparams(hp["learning_rate"], hp["momentum"], scheme)
+    flow2, h2 = map.inverse(hp["learning_rate"], hp["momentum"])
     assert np.isclose(float(h2), float(h), rtol=1e-12)
     assert np.isclose(float(flow2.damping), float(flow.damping), rtol=1e-9, atol=1e-12)
 
@@ -115,8 +88,8 @@ def test_tuning_rule_keeps_damping():
     for r in (0.1, 0.5, 2.0, 4.0):
         new = flows.rescale_momentum(beta, r)
         # Exact for the Euler map: a = (1 - β)/√α is invariant.
-        a0 = flows.HeavyBall.from_hyperparams(alpha, beta, "euler")[0].damping
-        a1 = flows.HeavyBall.from_hyperparams(alpha * r, new, "euler")[0].damping
+        a0 = maps.NaiveEuler().inverse(alpha, beta)[0].damping
+        a1 = maps.NaiveEuler().inverse(alpha * r, new)[0].damping
         assert np.isclose(float(a1), float(a0), rtol=1e-12)
         # Leapfrog: changes by sqrt((1+β)/(1+β')) = 1 + O(ah), nothing else.
         b0 = flows.HeavyBall.from_hyperparams(alpha, beta)[0].damping
@@ -126,36 +99,60 @@ def test_tuning_rule_keeps_damping():
         flows.rescale_momentum(0.5, 10.0)
 
 
+def _schur_cohn_limit(map, damping, lam):
+    """Largest stable z = h sqrt(lam) on a fine grid, from the recurrence's own coefficients:
+    one step of the map on x'' with theta_{n+1} = T theta_n - D theta_{n-1} (D, T measured by
+    running the transform on the 1-D quadratic from two independent starts)."""
+    flow = flows.HeavyBall(damping)
+    b = damping / np.sqrt(lam)
+    # The maps with beta = 1 - a h are defined for a h <= 1 only (z <= 1/b).
+    top = 3.0 if isinstance(map, maps.Leapfrog | maps.ConformalEuler) or b == 0 else 1 / b
+    zs = np.linspace(1e-3, min(3.0, top), 3001)
+    hp = jax.vmap(lambda h: map.hyperparams(flow, h))(jnp.asarray(zs / np.sqrt(lam)))
+    al, beta = np.asarray(hp["learning_rate"]) * lam, np.asarray(hp["momentum"])
+    c = {maps.Lookahead: getattr(map, "lookahead", 0.0)}.get(type(map), 0.0)
+    d = beta * (1 - c * al)
+    t = 1 + d - al
+    if isinstance(map, maps.ImplicitMidpoint):
+        stable = al < 2
+    else:
+        stable = (np.abs(d) <= 1) & (np.abs(t) < 1 + d)
+    return zs[np.argmin(stable) - 1] if not stable.all() else np.inf
+
+
+@pytest.mark.parametrize(
+    "map",
+    [
+        maps.Leapfrog(),
+        maps.NaiveEuler(),
+        maps.ConformalEuler(),
+        maps.Lookahead(1.0),
+        maps.Lookahead(0.5),
+        maps.ImplicitMidpoint(),
+    ],
+)
+@pytest.mark.parametrize("damping", [0.0, 1.0, 5.0])
+def test_stability_limit_closed_forms_vs_schur_cohn_grid(map, damping):
+    """Each map's closed-form (or optimistix) limit against the Schur–Cohn conditions on a grid
+    of z with spacing 1e-3 (no bisection anywhere)."""
+    lam = 100.0
+    predicted = map.stability_limit(flows.HeavyBall(damping), lam) * np.sqrt(lam)
+    assert abs(predicted - _schur_cohn_limit(map, damping, lam)) <= 1.5e-3
+
+
 def test_stability_limits_measured_vs_predicted():
     """Largest stable h·√λmax: leapfrog exactly 2 for any damping; the others per Schur–Cohn."""
-    assert flows.HeavyBall(0.0).stability_limit(100.0) == pytest.approx(2.0, abs=1e-9)
-    assert flows.HeavyBall(5.0).stability_limit(100.0) == pytest.approx(2.0, abs=1e-9)
-    flow = flows.HeavyBall(1.0, scheme="nesterov_midpoint")
-    assert flow.stability_limit(100.0) == pytest.approx(np.sqrt(2.0), abs=1e-9)
-    for scheme in ("leapfrog", "nesterov"):  # all six: experiments/momentum.py (full)
-        flow = flows.HeavyBall(1.0, scheme=scheme)
-        lo, hi = measure_stability_limit(flow, 100.0, num_steps=2000, grid=16, rounds=2)
-        predicted = flow.stability_limit(100.0)
+    lf = maps.Leapfrog()
+    assert lf.stability_limit(flows.HeavyBall(0.0), 100.0) * 10 == pytest.approx(2.0, abs=1e-12)
+    assert lf.stability_limit(flows.HeavyBall(5.0), 100.0) * 10 == pytest.approx(2.0, abs=1e-12)
+    mid = maps.Lookahead(0.5).stability_limit(flows.HeavyBall(1.0), 100.0) * 10
+    assert mid == pytest.approx(np.sqrt(2.0), abs=1e-12)
+    for map in (maps.Leapfrog(), maps.Lookahead(1.0)):  # all six: experiments/momentum.py (full)
+        flow = flows.HeavyBall(1.0)
+        lo, hi = measure_stability_limit(flow, 100.0, num_steps=2000, grid=16, rounds=2, map=map)
+        predicted = map.stability_limit(flow, 100.0) * 10
         # Bracket width ~0.013; 2000 steps resolve a growth rate of ~1e-3 per step.
-        assert lo - 0.01 <= predicted <= hi + 0.01, (scheme, lo, hi, predicted)
-
-
-def test_fixed_momentum_regime_first_order():
-    beta = 0.9
-    flow = flows.RescaledGradientFlow(beta)
-    t1, ns = 1.0, np.array([200, 400, 800, 1600])
-    hs = t1 / ns
-    traj = dynopt.run(flow.discretize(jnp.asarray(hs)), OSC, int(ns.max()))
-    errs = [
-        np.max(
-            np.abs(
-                np.asarray(traj.params)[i, : n + 1, 0]
-                - np.exp(-np.arange(n + 1) * hs[i] / (1 - beta))
-            )
-        )
-        for i, n in enumerate(ns)
-    ]
-    assert abs(float(dynopt.fit_order(jnp.asarray(hs), jnp.asarray(errs))) - 1.0) < 0.1
+        assert lo - 0.01 <= predicted <= hi + 0.01, (map, lo, hi, predicted)
 
 
 def test_divergence_reported_with_step():
@@ -168,12 +165,12 @@ def test_divergence_reported_with_step():
 def test_bad_input():
     with pytest.raises(ValueError, match="damping"):
         flows.HeavyBall(-1.0)
-    with pytest.raises(ValueError, match="scheme"):
-        flows.HeavyBall(1.0, scheme="verlet")
     with pytest.raises(ValueError, match="step_size"):
         flows.HeavyBall(1.0).discretize(0.0)
     with pytest.raises(ValueError, match="step_size"):
         flows.HeavyBall(1.0).discretize(3.0)  # a h > 2: negative momentum
+    with pytest.raises(ValueError, match="step_size <= 1/damping"):
+        maps.NaiveEuler()(flows.HeavyBall(1.0), 1.5)
     with pytest.raises(ValueError, match="momentum"):
         flows.HeavyBall.from_hyperparams(0.1, 1.0)
     with pytest.raises(ValueError, match="momentum"):

@@ -1,5 +1,6 @@
-"""Polyak and preconditioned flows, the Lyapunov identities of every adaptive flow, and the
-conformance battery for the transforms of dynopt._transforms.adaptive."""
+"""Polyak and preconditioned flows: post 3's escape, exp(-t) decay, the discretizations, Newton's
+closed form, validation, and the Lyapunov identities of the adaptive flows. Conformance and
+orders are the registry battery (tests/test_correspondences.py)."""
 
 import equinox as eqx
 import jax
@@ -11,12 +12,15 @@ import pytest
 import dynopt
 from dynopt import flows, lyapunov, problems
 
-from .helpers import TraceCounter, tree_max_abs_diff
-
 
 def _post3_loss(x):
     x = x[0]
     return x * (x - 1) * (x - 3) ** 2 + 1.62276
+
+
+def _polyak_end(problem):
+    traj = dynopt.run(flows.PolyakFlow(M=1000.0).discretize(0.01), problem, 2500, every=2500)
+    return traj.final_params[0], traj.loss[-1]
 
 
 def test_post3_example_truncated_polyak_escapes_gd_does_not():
@@ -26,9 +30,13 @@ def test_post3_example_truncated_polyak_escapes_gd_does_not():
     polyak = dynopt.run(flows.PolyakFlow(M=1000.0).discretize(0.01), p, 2500)
     gd = dynopt.run(flows.GradientFlow().discretize(0.01), p, 2500)
     assert abs(float(gd.final_params[0]) - 3.0) < 1e-9
-    # Golden value: the escape is chaotic (jumps of up to h*M*L ≈ 16); perturbing x0 by 1e-9
-    # changes where step 2500 lands. This run ends at 0.40693, f = 5.5e-7.
-    assert abs(float(polyak.final_params[0]) - 0.4069) < 1e-3 and float(polyak.loss[-1]) < 1e-5
+    # The escape is chaotic (jumps of up to h*M*L ≈ 16: perturbing x0 by 1e-9 changes where
+    # step 2500 lands), so the statement is about every start near 4, not one end point: each
+    # ends in the global minimum's basin (x < 2) at a loss below 0.1 (GD's local minimum: 1.62;
+    # the run keeps jumping around the global minimum, measured losses 5.5e-7 to 1.7e-2).
+    starts = jnp.asarray(4.0 + np.linspace(-1e-2, 1e-2, 5))[:, None]
+    ends = jax.vmap(lambda x0: _polyak_end(eqx.tree_at(lambda q: q.params0, p, x0)))(starts)
+    assert np.all(np.asarray(ends[0]) < 2.0) and np.all(np.asarray(ends[1]) < 0.1), ends
     g = jax.jit(jax.grad(lambda x: _post3_loss(jnp.atleast_1d(x))))
     x, xs = 4.0, [4.0]
     for _ in range(200):  # before the chaotic phase
@@ -127,7 +135,7 @@ def test_preconditioner_validation():
         flows.NewtonPreconditioner(damping=-1.0)
     with pytest.raises(ValueError, match="linear_solver"):
         flows.NewtonPreconditioner(linear_solver="qr")
-    with pytest.raises(ValueError, match="M must be finite and > 0"):
+    with pytest.raises(ValueError, match="M must be > 0"):
         flows.PolyakFlow(M=0.0)
 
 
@@ -149,48 +157,3 @@ def test_lyapunov_identities(flow, tol):
     assert float(lyapunov.identity_deviation(ref, p, ts)) < tol
     if not isinstance(flow, flows.AdamFlow):
         assert np.all(np.asarray(lyapunov.predicted_rate(ref, p, ts)) <= 0)
-
-
-# Conformance battery: every transform of this issue, as built by its Discretization.
-_P = flows.PreconditionedFlow(flows.DiagonalPreconditioner(_diag))
-_BATTERY = {
-    "rmsprop": lambda h: flows.RMSPropFlow(2.0, 1e-4).discretize(h),
-    "global_rmsprop": lambda h: flows.RMSPropFlow(2.0, 1e-4, norm="global").discretize(h),
-    "adam": lambda h: flows.AdamFlow(2.0, 5.0, 1e-6).discretize(h),
-    "sign_sgd": lambda h: flows.SignFlow().discretize(h),
-    "polyak_sgd": lambda h: flows.PolyakFlow().discretize(h),
-    "truncated_polyak_sgd": lambda h: flows.PolyakFlow(M=1.0).discretize(h),
-    "preconditioned_sgd": lambda h: _P.discretize(h),
-}
-
-
-@pytest.mark.parametrize("name", sorted(_BATTERY))
-def test_conformance(name):
-    make = _BATTERY[name]
-
-    def loss(p):
-        return jnp.sum((p["a"] - 1.0) ** 2) + 2.0 * jnp.sum(p["b"] ** 2) + 0.1
-
-    counter = TraceCounter(loss)
-    p32 = dynopt.Problem(
-        counter, {"a": jnp.zeros((2, 2), jnp.float32), "b": jnp.ones(3, jnp.float32)}
-    )
-    # Pytree params, float32 kept, converges on a bowl, no recompilation for a new step size.
-    traj = dynopt.run(make(0.05), p32, 400, every=400)
-    first = counter.count
-    dynopt.run(make(0.04), p32, 400, every=400)
-    assert counter.count == first
-    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(traj.params))
-    assert float(traj.loss[-1]) < 0.2 * float(traj.loss[0])
-    disc = make(0.05)
-    if disc.factory.__module__.startswith("optax"):
-        return  # optax's own transform: chain/inject_hyperparams are optax's tests
-    # dynopt's transforms work inside optax.chain and under inject_hyperparams (float64 here).
-    p64 = dynopt.Problem(loss, {"a": jnp.zeros((2, 2)), "b": jnp.ones(3)})
-    a = dynopt.run(disc, p64, 5).final_params
-    kwargs = {**disc.hyperparams, **dict(disc.options)}
-    static = tuple(k for k, v in kwargs.items() if not isinstance(v, jax.Array))
-    with jax.numpy_dtype_promotion("standard"):  # inject_hyperparams casts hyper-params itself
-        injected = optax.inject_hyperparams(disc.factory, static_args=static)(**kwargs)
-        b = dynopt.run(optax.chain(optax.identity(), injected), p64, 5).final_params
-    assert tree_max_abs_diff(a, b) <= 1e-12

@@ -34,6 +34,8 @@ class AbstractFlow(eqx.Module):
       vector field; flows with a closed-form identity (e.g. $-\|\nabla L\|^2$) override it.
     - `closed_form(problem)`: `t -> state`, the exact solution from `init(problem.params0)` when
       one is known for this problem (`None` otherwise).
+    - `from_hyperparams(*optax_hyperparams) -> (flow, dt)` (a class method): the inverse of the
+      default map (`dynopt.maps`), e.g. `HeavyBall.from_hyperparams(learning_rate, momentum)`.
     """
 
     @abc.abstractmethod
@@ -51,6 +53,13 @@ class AbstractFlow(eqx.Module):
     @abc.abstractmethod
     def discretize(self, step_size: ScalarLike) -> Discretization:
         raise NotImplementedError
+
+    @classmethod
+    def from_hyperparams(cls, *args, **kwargs):
+        """The inverse of the default discretization map: `(flow, dt)` such that
+        `flow.discretize(dt)` is the optax optimizer with these hyper-parameters."""
+        del args, kwargs
+        raise NotImplementedError(f"{cls.__name__} declares no inverse map.")
 
     def diffusion(self, t: ScalarLike, state: State, problem: Problem):
         """The diffusion coefficient of an SDE flow; `None` for an ODE (the default)."""

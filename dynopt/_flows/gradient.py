@@ -4,24 +4,21 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .._custom_types import Params, ScalarLike
-from .._discretization import check_positive, Discretization
+from .._custom_types import Array, Params, Scalar, ScalarLike
+from .._discretization import Discretization
+from .._maps.gradient import GradientDescent
 from .._problem import Problem
+from .._validation import hyperparameter
 from .base import AbstractFlow
-
-
-def _gradient_descent(step_size: ScalarLike) -> Discretization:
-    check_positive("step_size", step_size)
-    return Discretization(optax.sgd, {"learning_rate": step_size}, dt=step_size)
 
 
 class GradientFlow(AbstractFlow):
     r"""Gradient flow $\dot\theta = -\nabla L(\theta)$.
 
-    **Discretization:** explicit Euler with step $h$ is gradient descent
-    $\theta_{k+1} = \theta_k - \eta\nabla L(\theta_k)$ (`optax.sgd(η)`), with $\eta = h$ and
-    $t = kh$. Global error $O(h)$; on a quadratic, GD is stable iff $h < 2/\lambda_{\max}$ while the
-    flow converges for every start.
+    **Discretization** (`dynopt.maps.GradientDescent`): explicit Euler with step $h$ is gradient
+    descent $\theta_{k+1} = \theta_k - \eta\nabla L(\theta_k)$ (`optax.sgd(η)`), with $\eta = h$
+    and $t = kh$. Global error $O(h)$; on a quadratic, GD is stable iff $h < 2/\lambda_{\max}$
+    while the flow converges for every start.
 
     **Lyapunov identity:** $\frac{d}{dt}L(\theta(t)) = -\|\nabla L\|^2 \le 0$.
     """
@@ -37,13 +34,21 @@ class GradientFlow(AbstractFlow):
         return state
 
     def discretize(self, step_size: ScalarLike) -> Discretization:
-        return _gradient_descent(step_size)
+        return GradientDescent()(self, step_size)
 
-    @staticmethod
-    def from_hyperparams(learning_rate: ScalarLike) -> tuple["GradientFlow", ScalarLike]:
+    @classmethod
+    def from_hyperparams(cls, learning_rate: ScalarLike) -> tuple["GradientFlow", Array]:
         """Inverse map: GD with learning rate $\\eta$ follows `GradientFlow()` with $dt = \\eta$."""
-        check_positive("learning_rate", learning_rate)
-        return GradientFlow(), learning_rate
+        return GradientDescent().inverse(learning_rate)
+
+    def loss_rate(self, t: ScalarLike, state: Params, problem: Problem) -> Scalar:
+        r"""$-\|\nabla L\|^2$."""
+        del t
+        return -optax.tree.norm(problem.grad(state), squared=True)
+
+    def closed_form(self, problem: Problem):
+        """The quadratic problems' `flow_solution` (eigendecomposition), else `None`."""
+        return getattr(problem, "flow_solution", None)
 
 
 class ModifiedGradientFlow(AbstractFlow):
@@ -67,10 +72,7 @@ class ModifiedGradientFlow(AbstractFlow):
     - `step_size`: the GD step $h > 0$ whose modified flow this is.
     """
 
-    step_size: ScalarLike
-
-    def __check_init__(self):
-        check_positive("step_size", self.step_size)
+    step_size: Array = hyperparameter("step_size", lower=0.0, lower_open=True)
 
     def init(self, params: Params) -> Params:
         return params
@@ -86,4 +88,10 @@ class ModifiedGradientFlow(AbstractFlow):
 
     def discretize(self, step_size: ScalarLike) -> Discretization:
         """GD with `step_size`; the $O(h^2)$ tracking holds for `step_size == self.step_size`."""
-        return _gradient_descent(step_size)
+        return GradientDescent()(self, step_size)
+
+    @classmethod
+    def from_hyperparams(cls, learning_rate: ScalarLike) -> tuple["ModifiedGradientFlow", Array]:
+        """GD with learning rate $\\eta$ tracks `ModifiedGradientFlow(η)` to $O(\\eta^2)$."""
+        _, h = GradientDescent().inverse(learning_rate)
+        return cls(h), h

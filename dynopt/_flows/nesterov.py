@@ -1,14 +1,31 @@
 r"""The Nesterov ODE of Su, Boyd & Candès, with a series start at its singular point $t = 0$."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
-from .._custom_types import Params, ScalarLike
-from .._discretization import check_positive, Discretization
+from .._custom_types import Array, Params, ScalarLike
+from .._discretization import Discretization
+from .._maps.nesterov import NAG
 from .._problem import Problem
-from .._transforms.nesterov import nag
+from .._validation import hyperparameter
 from .base import AbstractFlow
+
+
+def bessel_solution(t, x0, lam, r: float) -> np.ndarray:
+    r"""The Nesterov ODE on $\tfrac\lambda2 x^2$ from rest:
+    $X(t) = x_0\,\Gamma(\nu+1)(2/z)^\nu J_\nu(z)$, $z = \sqrt\lambda t$, $\nu = (r-1)/2$
+    (float64 numpy; `scipy.special.jv`, since jax's `bessel_jn` loses accuracy for
+    $z \gtrsim 20$). `lam` and `x0` broadcast over a trailing axis (one entry per eigenmode)."""
+    from scipy.special import gamma, jv
+
+    nu = (r - 1) / 2
+    z = np.sqrt(np.asarray(lam)) * np.asarray(t)[..., None]
+    small = z < 1e-4  # the even series 1 - z²/(2(r+1)) avoids 0/0 at t = 0
+    zs = np.where(small, 1.0, z)
+    value = gamma(nu + 1) * (2 / zs) ** nu * jv(nu, zs)
+    return np.asarray(x0) * np.where(small, 1 - z**2 / (2 * (r + 1)), value)
 
 
 class NesterovODE(AbstractFlow):
@@ -54,12 +71,8 @@ class NesterovODE(AbstractFlow):
       \ll 1$).
     """
 
-    r: ScalarLike = eqx.field(default=3.0, converter=jnp.asarray)
-    series_time: ScalarLike = eqx.field(default=1e-3, converter=jnp.asarray)
-
-    def __check_init__(self):
-        check_positive("r", self.r)
-        check_positive("series_time", self.series_time)
+    r: Array = hyperparameter("r", default=3.0, lower=0.0, lower_open=True)
+    series_time: Array = hyperparameter("series_time", default=1e-3, lower=0.0, lower_open=True)
 
     def init(self, params: Params):
         return params, jax.tree.map(jnp.zeros_like, params)
@@ -84,15 +97,16 @@ class NesterovODE(AbstractFlow):
         return state[0]
 
     def discretize(self, step_size: ScalarLike) -> Discretization:
-        """NAG with step $s$ = `step_size` and $\\Delta t = \\sqrt s$ (holds the $x_k$)."""
-        check_positive("step_size", step_size)
-        s = jnp.asarray(step_size)
-        return Discretization(
-            nag,
-            {"learning_rate": s, "r": self.r},
-            dt=jnp.sqrt(s),
-            options=(("reparametrize", False),),
-        )
+        """NAG with step $s$ = `step_size` and $\\Delta t = \\sqrt s$ (`dynopt.maps.NAG`)."""
+        return NAG()(self, step_size)
+
+    @classmethod
+    def from_hyperparams(
+        cls, learning_rate: ScalarLike, r: ScalarLike = 3.0
+    ) -> tuple["NesterovODE", Array]:
+        """NAG with step $s$ and friction $r$ follows `NesterovODE(r)` with $dt = \\sqrt s$;
+        returns `(flow, s)` (the map's step size; its time step is $\\sqrt s$)."""
+        return NAG().inverse(learning_rate, r)
 
     def rate_bound(self, t, distance_sq):
         r"""$(r-1)^2\|x_0 - x^*\|^2/(2t^2)$, with `distance_sq` $= \|x_0 - x^*\|^2$ (valid for
@@ -110,8 +124,7 @@ class NesterovODE(AbstractFlow):
         xs = problem.minimizer
         f_star = problem.loss(xs) if f_star is None else f_star
         r1 = self.r - 1
-        dist = sum(
-            jnp.sum((xi + t / r1 * vi - si) ** 2)
-            for xi, vi, si in zip(jax.tree.leaves(x), jax.tree.leaves(v), jax.tree.leaves(xs))
+        dist = optax.tree.norm(
+            jax.tree.map(lambda xi, vi, si: xi + t / r1 * vi - si, x, v, xs), squared=True
         )
         return 2 * t**2 / r1 * (problem.loss(x) - f_star) + r1 * dist

@@ -1,15 +1,21 @@
 r"""The Polyak flow of post 3: gradient descent rescaled so that the loss decays as $e^{-t}$."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from .._custom_types import Params, ScalarLike
-from .._discretization import check_positive, Discretization
+from .._custom_types import Array, Params, Scalar, ScalarLike
+from .._discretization import Discretization
+from .._maps.polyak import PolyakStep, TruncatedPolyakStep
 from .._problem import Problem
-from .._transforms.adaptive import polyak_sgd, truncated_polyak_sgd
+from .._validation import hyperparameter, positive
 from .base import AbstractFlow
+
+
+def _optional_positive(value):
+    # None (untruncated) stays a structural choice; a number becomes a validated array leaf.
+    return None if value is None else jnp.asarray(positive("M", value))
 
 
 class PolyakFlow(AbstractFlow):
@@ -34,17 +40,12 @@ class PolyakFlow(AbstractFlow):
     `dynopt.transforms.truncated_polyak_sgd(h, M)`.
     Both need the loss value (`dynopt.run` passes it).
 
-    **Arguments:** `M` $> 0$ or `None`; `f_min` $L^*$ (default 0, as in the post).
+    **Arguments:** `M` $> 0$ or `None` (an array leaf; `None` is a structural choice, so
+    switching it recompiles); `f_min` $L^*$ (default 0, as in the post).
     """
 
-    M: ScalarLike | None = None
-    f_min: ScalarLike = 0.0
-
-    def __check_init__(self):
-        if self.M is not None:
-            check_positive("M", self.M)
-        if not isinstance(self.f_min, jax.core.Tracer) and not np.isfinite(float(self.f_min)):
-            raise ValueError(f"f_min must be finite, got {self.f_min}.")
+    M: Array | None = eqx.field(default=None, converter=_optional_positive)
+    f_min: Array = hyperparameter("f_min", default=0.0)
 
     def init(self, params: Params) -> Params:
         return params
@@ -70,9 +71,26 @@ class PolyakFlow(AbstractFlow):
         return state
 
     def discretize(self, step_size: ScalarLike) -> Discretization:
-        check_positive("step_size", step_size)
+        """`dynopt.maps.PolyakStep` (untruncated) or `TruncatedPolyakStep` (with `M`)."""
         if self.M is None:
-            hp = {"learning_rate": step_size, "f_min": self.f_min}
-            return Discretization(polyak_sgd, hp, dt=step_size)
-        hp = {"learning_rate": step_size, "max_scale": self.M, "f_min": self.f_min}
-        return Discretization(truncated_polyak_sgd, hp, dt=step_size)
+            return PolyakStep()(self, step_size)
+        return TruncatedPolyakStep()(self, step_size)
+
+    @classmethod
+    def from_hyperparams(
+        cls, learning_rate, max_scale=None, f_min=0.0
+    ) -> tuple["PolyakFlow", Array]:
+        """Inverse of the default map: `polyak_sgd(h, f_min)` (`max_scale=None`) or
+        `truncated_polyak_sgd(h, max_scale, f_min)` follows `PolyakFlow(max_scale, f_min)`."""
+        if max_scale is None:
+            return PolyakStep().inverse(learning_rate, f_min)
+        return TruncatedPolyakStep().inverse(learning_rate, max_scale, f_min)
+
+    def loss_rate(self, t: ScalarLike, state: Params, problem: Problem) -> Scalar:
+        r"""$-(L - L^*)$, truncated $-(L-L^*)\min(1, M\|\nabla L\|)$ (0 where $\nabla L = 0$)."""
+        del t
+        loss, g = jax.value_and_grad(problem.loss)(state)
+        norm = optax.tree.norm(g)
+        gap = loss - self.f_min
+        factor = 1.0 if self.M is None else jnp.minimum(1.0, self.M * norm)
+        return jnp.where(norm > 0, -gap * factor, jnp.zeros_like(gap))

@@ -7,12 +7,14 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
+import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Params, ScalarLike
-from .._discretization import check_positive, Discretization
+from .._discretization import Discretization
+from .._maps.preconditioned import PreconditionedStep
 from .._problem import Problem
-from .._transforms.adaptive import preconditioned_sgd
+from .._validation import choice, nonnegative
 from .base import AbstractFlow
 
 
@@ -44,18 +46,16 @@ class NewtonPreconditioner(eqx.Module):
     `PreconditionedFlow(..., check_on=problem)` at the start).
     """
 
+    # Static: the preconditioner is compiled into the optimizer (it must be hashable), so its
+    # numbers are Python floats validated on construction.
     damping: float = eqx.field(static=True, default=0.0)
     linear_solver: str = eqx.field(static=True, default="cholesky")
     rtol: float = eqx.field(static=True, default=1e-12)
     atol: float = eqx.field(static=True, default=1e-14)
 
     def __check_init__(self):
-        if not (np.isfinite(self.damping) and self.damping >= 0):
-            raise ValueError(f"damping must be finite and >= 0, got {self.damping}.")
-        if self.linear_solver not in ("cholesky", "cg"):
-            raise ValueError(
-                f"linear_solver must be 'cholesky' or 'cg', got {self.linear_solver!r}."
-            )
+        nonnegative("damping", self.damping)
+        choice("linear_solver", self.linear_solver, ("cholesky", "cg"))
 
     def __call__(self, params: Params, v: Params, loss_fn: LossFn | None = None) -> Params:
         if loss_fn is None:
@@ -72,14 +72,10 @@ class NewtonPreconditioner(eqx.Module):
         if self.linear_solver == "cholesky":
             solver = lx.Cholesky()
         else:
-            solver = lx.CG(rtol=self.rtol, atol=self.atol, max_steps=10 * _size(v) + 10)
+            solver = lx.CG(rtol=self.rtol, atol=self.atol, max_steps=10 * optax.tree.size(v) + 10)
         # throw=False: a failed solve (e.g. Cholesky of an indefinite Hessian) returns NaN, which
         # `solve` reports as a SolveError and `run` as divergence, instead of a runtime crash.
         return lx.linear_solve(op, v, solver, throw=False).value
-
-
-def _size(tree) -> int:
-    return sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(tree))
 
 
 def preconditioner_matrix(P, params: Params, loss_fn: LossFn | None) -> np.ndarray:
@@ -144,13 +140,18 @@ class PreconditionedFlow(AbstractFlow):
         return state
 
     def discretize(self, step_size: ScalarLike) -> Discretization:
-        check_positive("step_size", step_size)
-        return Discretization(
-            preconditioned_sgd,
-            {"learning_rate": step_size},
-            dt=step_size,
-            options=(("precondition", self.P),),
-        )
+        return PreconditionedStep()(self, step_size)
+
+    @classmethod
+    def from_hyperparams(cls, learning_rate, precondition) -> tuple["PreconditionedFlow", Array]:
+        """Inverse map: `preconditioned_sgd(h, P)` follows `PreconditionedFlow(P)`, $dt = h$."""
+        return PreconditionedStep().inverse(learning_rate, precondition)
+
+    def loss_rate(self, t: ScalarLike, state: Params, problem: Problem):
+        r"""$-\nabla L^\top P\nabla L$."""
+        del t
+        g = problem.grad(state)
+        return -optax.tree.vdot(g, self.P(state, g, problem.loss))
 
 
 def check_preconditioner(P, params: Params, loss_fn: LossFn | None = None) -> None:

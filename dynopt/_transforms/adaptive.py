@@ -1,6 +1,7 @@
 r"""Transforms for adaptive flows that optax lacks: RMSprop with one global second moment, the
-truncated Polyak step of Su's post 3, gradient descent with a user preconditioner, and a
-dtype-promotion guard for optax's Adam.
+truncated Polyak step of Su's post 3, and gradient descent with a user preconditioner. (optax's
+`scale_by_polyak` is not strict-promotion clean in float32; `dynopt.maps` runs every factory
+under `standard_promotion`.)
 
 Each returns the unscaled direction from a `scale_by_*` block; the `*_sgd`/`*_rmsprop` recipes
 chain it with `optax.scale_by_learning_rate`, as optax's `alias.py` does.
@@ -120,9 +121,7 @@ def polyak_sgd(
     $(L-L^*)g/(h\|g\|^2)$ (scaling acts as $1/h$; identical only for $h = 1$).
     """
     return optax.chain(
-        with_standard_promotion(
-            optax.scale_by_polyak(f_min=f_min, max_learning_rate=max_learning_rate)
-        ),
+        optax.scale_by_polyak(f_min=f_min, max_learning_rate=max_learning_rate),
         optax.scale_by_learning_rate(learning_rate),
     )
 
@@ -157,37 +156,3 @@ def preconditioned_sgd(
     return optax.chain(
         scale_by_preconditioner(precondition), optax.scale_by_learning_rate(learning_rate)
     )
-
-
-def with_standard_promotion(
-    tx: optax.GradientTransformation,
-) -> optax.GradientTransformationExtraArgs:
-    """Run `tx`'s `init`/`update` under `jax.numpy_dtype_promotion("standard")` and return the
-    updates in the incoming gradient's dtypes.
-
-    Two optax 0.2.8 blocks are not strict-promotion clean: Adam's bias correction computes
-    `1 - decay**count` with an `int32` count (raises once `decay` is an array, as in a traced
-    sweep), and `scale_by_polyak` mixes in a float64 `jnp.array(0.0)` under x64 (raises for
-    float32 params, and would promote their updates to float64). The wrapped transform performs
-    the same operations; only the final cast is added (a no-op when the dtypes already agree).
-    """
-    tx = optax.with_extra_args_support(tx)
-
-    def init_fn(params):
-        with jax.numpy_dtype_promotion("standard"):
-            return tx.init(params)
-
-    def update_fn(updates, state, params=None, **extra_args):
-        with jax.numpy_dtype_promotion("standard"):
-            new, state = tx.update(updates, state, params, **extra_args)
-        return optax.tree.cast_like(new, updates), state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def adam(
-    learning_rate: ScalarLike, b1: ScalarLike, b2: ScalarLike, eps: ScalarLike
-) -> optax.GradientTransformationExtraArgs:
-    """`optax.adam(learning_rate, b1, b2, eps)` made safe under strict dtype promotion
-    (`with_standard_promotion`); identical iterates."""
-    return with_standard_promotion(optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))

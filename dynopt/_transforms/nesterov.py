@@ -9,9 +9,10 @@ $-v/\alpha$). Every look-ahead method exists in two forms:
   $\Theta_n = \theta_n + c\beta v_n$, so the gradient `run` (or any training loop) passes in is the
   one the method needs: one gradient per step, a plain `GradientTransformation`.
 - `reparametrize=False`: the held parameters are $\theta_n$ and the gradient at the look-ahead
-  point is evaluated through `value_fn` (a `GradientTransformationExtraArgs`, the way optax's line
-  searches take `value_fn`); the gradient passed in is unused. These are the iterates a
-  continuous-time comparison needs.
+  point is evaluated through the extra argument `grad_fn` (the gradient oracle of the current
+  step or minibatch; a `GradientTransformationExtraArgs`, the way optax's line searches take
+  `value_fn`, and `jax.grad(value_fn)` when only `value_fn` is given); the gradient passed in is
+  unused. These are the iterates a continuous-time comparison needs.
 
 The two forms give the same iterates: $\Theta_n - c\beta v_n = \theta_n$ (tested).
 """
@@ -21,6 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+import optimistix as optx
 
 from .._custom_types import Array, ScalarLike
 
@@ -30,14 +32,19 @@ def _like(x: Any, leaf: Array) -> Array:
     return jnp.asarray(x, dtype=jnp.result_type(leaf))
 
 
-def _grad_at(value_fn, point, name: str):
-    if value_fn is None:
-        raise ValueError(
-            f"{name}(..., reparametrize=False) evaluates the gradient at the look-ahead point and "
-            "needs update(..., value_fn=loss_fn); dynopt.run passes it. Use reparametrize=True for "
-            "a one-gradient-per-step transform."
-        )
-    return jax.grad(value_fn)(point)
+def _gradient_oracle(extra_args: dict, name: str):
+    """`grad_fn` from the extra arguments (or `jax.grad(value_fn)`, optax's line-search name)."""
+    grad_fn = extra_args.get("grad_fn")
+    if grad_fn is not None:
+        return grad_fn
+    value_fn = extra_args.get("value_fn")
+    if value_fn is not None:
+        return jax.grad(value_fn)
+    raise ValueError(
+        f"{name} evaluates gradients at other points and needs update(..., grad_fn=...) (or "
+        "value_fn=loss_fn); dynopt.run passes them. Use reparametrize=True for a "
+        "one-gradient-per-step transform."
+    )
 
 
 class MomentumState(NamedTuple):
@@ -96,13 +103,19 @@ def nesterov_momentum(
         point = jax.tree.map(
             lambda p, ov: p + _like(lookahead, ov) * _like(momentum, ov) * ov, params, v
         )
-        g = _grad_at(extra_args.get("value_fn"), point, "nesterov_momentum")
+        g = _gradient_oracle(extra_args, "nesterov_momentum(..., reparametrize=False)")(point)
         new_v = jax.tree.map(velocity, g, v)
         return new_v, MomentumState(new_v)
 
     if reparametrize:
         return optax.GradientTransformation(init_fn, update_fn)
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _max_norm(tree) -> Array:
+    # In the default float dtype: optimistix 0.1.0 starts FixedPointIteration's error as
+    # `jnp.array(inf)` (default dtype), and the loop needs one dtype for float32 parameters too.
+    return optx.max_norm(tree).astype(jnp.result_type(float))
 
 
 class ImplicitMomentumState(NamedTuple):
@@ -133,7 +146,8 @@ def implicit_midpoint_momentum(
     $\alpha\lambda_{\max} < 2$, although the exact implicit scheme is stable on every convex
     quadratic).
 
-    The held parameters are $\theta_n$; the extra gradients come from `value_fn` (required).
+    The held parameters are $\theta_n$; the extra gradients come from `grad_fn` (required; or
+    `value_fn`). The iteration is `optimistix.fixed_point` (`FixedPointIteration`, sup norm).
     First order against $\ddot\theta + a\dot\theta + \nabla L = 0$ with $\beta = 1 - ah$,
     $\alpha = h^2$ (eq. 18), like the look-ahead methods.
 
@@ -147,40 +161,28 @@ def implicit_midpoint_momentum(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        value_fn = extra_args.get("value_fn")
+        grad_fn = _gradient_oracle(extra_args, "implicit_midpoint_momentum")
         v = state.velocity
         dtype = optax.tree.dtype(params, "highest")
-        rtol = 16 * jnp.finfo(dtype).eps if tol is None else tol
-        rtol = jnp.asarray(rtol, dtype=dtype)
+        rtol = jnp.asarray(16 * jnp.finfo(dtype).eps if tol is None else tol, dtype)
 
         def velocity(g, ov):
             return _like(momentum, ov) * ov - _like(learning_rate, ov) * g
 
-        def picard(w):
+        def picard(w, _):
             point = jax.tree.map(lambda p, wi: p + wi / 2, params, w)
-            g = _grad_at(value_fn, point, "implicit_midpoint_momentum")
-            return jax.tree.map(velocity, g, v)
-
-        def sup(tree):
-            return jnp.max(jnp.stack([jnp.max(jnp.abs(x)).astype(dtype) for x in tree]))
-
-        def cond(carry):
-            _, _, j, err = carry
-            return (j < max_iter) & (err > 0)
-
-        def body(carry):
-            w, _, j, _ = carry
-            new = picard(w)
-            diff = sup(jax.tree.leaves(jax.tree.map(jnp.subtract, new, w)))
-            size = sup(jax.tree.leaves(new))
-            # err > 0 keeps iterating; NaNs stop the loop (and the run reports divergence).
-            err = jnp.where(diff <= rtol * size, 0.0, jnp.where(jnp.isfinite(diff), diff, 0.0))
-            return new, w, j + 1, err.astype(dtype)
+            return jax.tree.map(velocity, grad_fn(point), v)
 
         w0 = jax.tree.map(velocity, updates, v)
-        init = (w0, w0, jnp.asarray(0, jnp.int32), jnp.asarray(1.0, dtype))
-        new_v, _, iters, _ = jax.lax.while_loop(cond, body, init)
-        return new_v, ImplicitMomentumState(new_v, iters)
+        # optimistix stops on |w+ - w|_i < atol + rtol |w+_i| for every component; atol on the
+        # predictor's scale makes that the sup-norm test |w+ - w|_inf <~ tol |w|_inf.
+        scale = optax.tree.max(jax.tree.map(jnp.abs, w0))
+        solver = optx.FixedPointIteration(rtol=rtol, atol=rtol * scale, norm=_max_norm)
+        # throw=False: a diverging iteration (alpha lambda >= 2) gives non-finite iterates, which
+        # `run` reports as divergence.
+        sol = optx.fixed_point(picard, solver, w0, max_steps=max_iter, throw=False)
+        iters = jnp.asarray(sol.stats["num_steps"], jnp.int32)
+        return sol.value, ImplicitMomentumState(sol.value, iters)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -206,7 +208,7 @@ def nag(
     schedule (its `nesterov=True` uses a constant momentum).
 
     `reparametrize=True` holds $y_k$ (gradient passed in, one per step);
-    `reparametrize=False` holds $x_k$ and takes $\nabla f(y_{k-1})$ through `value_fn`.
+    `reparametrize=False` holds $x_k$ and takes $\nabla f(y_{k-1})$ through `grad_fn`.
     """
 
     def init_fn(params):
@@ -227,7 +229,7 @@ def nag(
         y = jax.tree.map(
             lambda xk, xp: xk + coefficient(k - 1, xk) * (xk - xp), params, state.previous
         )
-        g = _grad_at(extra_args.get("value_fn"), y, "nag")
+        g = _gradient_oracle(extra_args, "nag(..., reparametrize=False)")(y)
         x = jax.tree.map(lambda yk, gk: yk - _like(learning_rate, yk) * gk, y, g)
         return jax.tree.map(jnp.subtract, x, params), NagState(k, params)
 

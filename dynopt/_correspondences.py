@@ -1,0 +1,281 @@
+r"""The correspondences, one row each: flow × discretization map × optax baseline × claimed order ×
+the problems it is measured on. Tests (`tests/test_correspondences.py`), benchmarks and
+experiments read this registry; a new optimizer is one row.
+
+Each `Correspondence` says: `map(flow(), h)` is the optax optimizer `baseline(h)` (iterate for
+iterate, from the map's initial state), and its iterates follow `reference(h)` (default: the
+flow) at $t = k\,\Delta t(h)$ with global error $O(\Delta t^{\text{order}})$ on each problem, at
+the step sizes listed (chosen in the asymptotic regime).
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ._flows.adamw import AdamWFlow
+from ._flows.adaptive import AdamFlow, GlobalRMSPropFlow, RMSPropFlow, SignFlow
+from ._flows.base import AbstractFlow
+from ._flows.gradient import GradientFlow, ModifiedGradientFlow
+from ._flows.lion import LionFlow
+from ._flows.momentum import HeavyBall, RescaledGradientFlow
+from ._flows.nesterov import NesterovODE
+from ._flows.polyak import PolyakFlow
+from ._flows.preconditioned import DiagonalPreconditioner, PreconditionedFlow
+from ._maps import adamw, adaptive, gradient, lion, momentum, nesterov, polyak, preconditioned
+from ._maps.base import AbstractMap
+from ._problem import Problem
+from ._problems.landscapes import double_well, rosenbrock
+from ._problems.quadratic import quadratic
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """One problem on which a row's order is measured: the problem (built on demand), the
+    horizon `t1` and the step sizes (each with $t_1/\\Delta t(h)$ an integer)."""
+
+    problem: Callable[[], Problem]
+    t1: float
+    step_sizes: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Correspondence:
+    r"""A row of the registry.
+
+    **Fields:** `name`; `flow` (a factory with the row's hyper-parameters); `map` (an
+    `AbstractMap`); `baseline` ($h \mapsto$ the raw optax transform a user would write, `None`
+    where optax lacks it); `measurements` (at least two problems); `claimed_order` (in
+    $\Delta t$; `None`: the map's `order`, read as `order`); `reference` ($h \mapsto$ the flow
+    the iterates follow; default the flow itself, e.g. `ModifiedGradientFlow(h)` for the order-2
+    row of GD).
+    """
+
+    name: str
+    flow: Callable[[], AbstractFlow]
+    map: AbstractMap
+    baseline: Callable[[float], optax.GradientTransformation] | None
+    measurements: tuple[Measurement, ...]
+    claimed_order: float | None = None
+    reference: Callable[[float], AbstractFlow] | None = None
+
+    @property
+    def order(self) -> float:
+        """The claimed global order in $\\Delta t$."""
+        return float(self.map.order if self.claimed_order is None else self.claimed_order)
+
+    def discretization(self, step_size):
+        """`map(flow(), step_size)`."""
+        return self.map(self.flow(), step_size)
+
+    def reference_flow(self, step_size) -> AbstractFlow:
+        """The flow the iterates follow at `step_size`."""
+        return self.flow() if self.reference is None else self.reference(step_size)
+
+
+def _halving(t1: float, n0: int, k: int = 3) -> tuple[float, ...]:
+    return tuple(t1 / (n0 * 2**i) for i in range(k))
+
+
+def _quad(eigenvalues, params0):
+    return lambda: quadratic(jnp.asarray(eigenvalues), params0=jnp.asarray(params0))
+
+
+def _rosen():
+    # A mild Rosenbrock (b = 2, gradients O(1), Hessian O(10)): the step sizes below are in the
+    # asymptotic regime at a few hundred steps (the classic b = 100 start needs h << 1e-3).
+    return rosenbrock(b=2.0, params0=jnp.array([-0.5, 0.5]))
+
+
+def _well():
+    return double_well(params0=jnp.array([0.3, -1.2]))
+
+
+def diagonal_preconditioner(params):
+    r"""$d(\theta) = 1/(1 + \theta^2)$: a state-dependent SPD diagonal (the registry's example)."""
+    return jax.tree.map(lambda x: 1.0 / (1.0 + x**2), params)
+
+
+_Q = _quad([1.0, 4.0], [1.0, -1.5])
+_OSC = _quad([1.0], [1.0])
+_STIFF = _quad([0.5, 10.0], [1.0, 1.0])
+
+# Hyper-parameters of the rows (the baselines repeat them by hand, as a user would).
+_A = 0.5  # heavy-ball damping
+_RMS = dict(kappa=2.0, eps=1e-4, initial_scale=1.0)
+_ADAM = dict(a1=2.0, a2=5.0, eps=1e-6)
+_WD = 0.5
+_LION = dict(a2=3.0, b1=0.9, weight_decay=0.5, width=0.0)
+_BETA = 0.9
+
+
+def _sgd_momentum(alpha, beta):
+    return optax.sgd(alpha, momentum=beta)
+
+
+REGISTRY: tuple[Correspondence, ...] = (
+    Correspondence(
+        "gd",
+        GradientFlow,
+        gradient.GradientDescent(),
+        lambda h: optax.sgd(h),
+        (Measurement(_Q, 2.0, _halving(2.0, 40)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+    ),
+    Correspondence(
+        "gd_modified_flow",
+        GradientFlow,
+        gradient.GradientDescent(),
+        lambda h: optax.sgd(h),
+        (Measurement(_Q, 2.0, _halving(2.0, 40)), Measurement(_well, 1.0, _halving(1.0, 100))),
+        claimed_order=2.0,
+        reference=ModifiedGradientFlow,
+    ),
+    Correspondence(
+        "heavy_ball_leapfrog",
+        lambda: HeavyBall(_A),
+        momentum.Leapfrog(),
+        lambda h: _sgd_momentum(h**2 / (1 + _A * h / 2), (1 - _A * h / 2) / (1 + _A * h / 2)),
+        (Measurement(_OSC, 4.0, _halving(4.0, 40)), Measurement(_rosen, 1.0, _halving(1.0, 50))),
+    ),
+    Correspondence(
+        "heavy_ball_leapfrog_zero_trace",
+        lambda: HeavyBall(_A),
+        momentum.Leapfrog(half_step=False),
+        lambda h: _sgd_momentum(h**2 / (1 + _A * h / 2), (1 - _A * h / 2) / (1 + _A * h / 2)),
+        (Measurement(_OSC, 4.0, _halving(4.0, 80)), Measurement(_Q, 2.0, _halving(2.0, 80))),
+    ),
+    Correspondence(
+        "heavy_ball_euler",
+        lambda: HeavyBall(_A),
+        momentum.NaiveEuler(),
+        lambda h: _sgd_momentum(h**2, 1 - _A * h),
+        (Measurement(_OSC, 4.0, _halving(4.0, 80)), Measurement(_Q, 2.0, _halving(2.0, 80))),
+    ),
+    Correspondence(
+        "heavy_ball_conformal",
+        lambda: HeavyBall(_A),
+        momentum.ConformalEuler(),
+        lambda h: _sgd_momentum(h**2, jnp.exp(-_A * h)),
+        (Measurement(_OSC, 4.0, _halving(4.0, 80)), Measurement(_Q, 2.0, _halving(2.0, 80))),
+    ),
+    Correspondence(
+        "heavy_ball_nesterov",
+        lambda: HeavyBall(_A),
+        momentum.Lookahead(1.0),
+        None,  # optax's nesterov=True holds the look-ahead point, not θ (tests/test_transforms.py)
+        (Measurement(_OSC, 4.0, _halving(4.0, 80)), Measurement(_Q, 2.0, _halving(2.0, 80))),
+    ),
+    Correspondence(
+        "heavy_ball_nesterov_midpoint",
+        lambda: HeavyBall(_A),
+        momentum.Lookahead(0.5),
+        None,
+        (Measurement(_OSC, 4.0, _halving(4.0, 80)), Measurement(_Q, 2.0, _halving(2.0, 80))),
+    ),
+    Correspondence(
+        "heavy_ball_implicit_midpoint",
+        lambda: HeavyBall(_A),
+        momentum.ImplicitMidpoint(),
+        None,
+        (Measurement(_OSC, 4.0, _halving(4.0, 80)), Measurement(_Q, 2.0, _halving(2.0, 80))),
+    ),
+    Correspondence(
+        "fixed_momentum",
+        lambda: RescaledGradientFlow(_BETA),
+        momentum.FixedMomentum(),
+        lambda h: _sgd_momentum(h, _BETA),
+        (Measurement(_OSC, 1.0, _halving(1.0, 200)), Measurement(_Q, 0.5, _halving(0.5, 200))),
+    ),
+    Correspondence(
+        "nag",
+        NesterovODE,
+        nesterov.NAG(),
+        None,  # optax has no (k-1)/(k+r-1) schedule
+        (
+            Measurement(_OSC, 2.0, tuple((2.0 / n) ** 2 for n in (100, 200, 400))),
+            Measurement(_Q, 1.0, tuple((1.0 / n) ** 2 for n in (100, 200, 400))),
+        ),
+    ),
+    Correspondence(
+        "rmsprop",
+        lambda: RMSPropFlow(**_RMS),
+        adaptive.RMSProp(),
+        lambda h: optax.rmsprop(
+            h, decay=1 - 2.0 * h, eps=1e-4, initial_scale=1.0, eps_in_sqrt=True
+        ),
+        (Measurement(_Q, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+    ),
+    Correspondence(
+        "global_rmsprop",
+        lambda: GlobalRMSPropFlow(**_RMS),
+        adaptive.GlobalRMSProp(),
+        None,  # optax's rmsprop is per coordinate (the same for one scalar parameter)
+        (Measurement(_Q, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+    ),
+    Correspondence(
+        "adam",
+        lambda: AdamFlow(**_ADAM),
+        adaptive.Adam(),
+        lambda h: optax.adam(h, b1=1 - 2.0 * h, b2=1 - 5.0 * h, eps=1e-6),
+        (Measurement(_Q, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+    ),
+    Correspondence(
+        "adamw",
+        lambda: AdamWFlow(**_ADAM, weight_decay=_WD),
+        adamw.AdamW(),
+        lambda h: optax.adamw(h, b1=1 - 2.0 * h, b2=1 - 5.0 * h, eps=1e-6, weight_decay=0.5),
+        (Measurement(_Q, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+    ),
+    Correspondence(
+        "lion",
+        lambda: LionFlow(**_LION),
+        lion.Lion(),
+        lambda h: optax.lion(h, b1=0.9, b2=1 - 3.0 * h, weight_decay=0.5),
+        # Exact sign (width 0): horizons before any component of the momentum mix vanishes.
+        (
+            Measurement(_quad([1.0], [2.0]), 1.0, _halving(1.0, 50)),
+            Measurement(_quad([1.0, 3.0], [2.0, -3.0]), 1.0, _halving(1.0, 50)),
+        ),
+    ),
+    Correspondence(
+        "sign",
+        lambda: SignFlow(width=0.0),
+        adaptive.Sign(),
+        lambda h: optax.sign_sgd(h),
+        # Past the arrival at the minimum sign descent chatters between x*+fh and x*-(1-f)h,
+        # f = frac((x0-x*)/h): the max error is max(f, 1-f) h. With x0 = (k + 1/3) h0, f
+        # alternates 1/3, 2/3 under halving, so the error is (2/3) h at every step size: the
+        # exact (Filippov) closed form is the reference.
+        (
+            Measurement(_quad([1.0], [11 / 15]), 1.5, _halving(1.5, 15)),
+            Measurement(_quad([3.0], [-13 / 30]), 1.5, _halving(1.5, 15)),
+        ),
+    ),
+    Correspondence(
+        "polyak",
+        PolyakFlow,
+        polyak.PolyakStep(),
+        lambda h: optax.chain(
+            optax.scale_by_polyak(max_learning_rate=jnp.inf), optax.scale_by_learning_rate(h)
+        ),
+        (Measurement(_Q, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+    ),
+    Correspondence(
+        "polyak_truncated",
+        lambda: PolyakFlow(M=0.5),
+        polyak.TruncatedPolyakStep(),
+        None,
+        (Measurement(_Q, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+    ),
+    Correspondence(
+        "preconditioned",
+        lambda: PreconditionedFlow(DiagonalPreconditioner(diagonal_preconditioner)),
+        preconditioned.PreconditionedStep(),
+        None,
+        (Measurement(_STIFF, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+    ),
+)
+
+BY_NAME: dict[str, Correspondence] = {row.name: row for row in REGISTRY}

@@ -1,0 +1,140 @@
+r"""`AbstractMap`: a discretization map, flow × step size ↦ optax optimizer and clock.
+
+A map is the second half of a correspondence (the first is the flow): it holds the optax
+factory, the discrete hyper-parameters as functions of the flow and the step $h$, the time step
+$\Delta t(h)$, the initial optimizer state where optax's default breaks the correspondence, the
+inverse map (optax hyper-parameters ↦ flow and $h$), the stability limit where known and the
+claimed global order. `map(flow, h)` returns the `Discretization`; `flow.discretize(h)` is sugar
+for the flow's default map.
+"""
+
+import abc
+import functools as ft
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import optax
+
+from .._custom_types import Array, ScalarLike
+from .._discretization import Discretization
+from .._validation import interval, positive
+
+
+@ft.cache
+def standard_promotion(
+    factory: Callable[..., optax.GradientTransformation],
+) -> Callable[..., optax.GradientTransformationExtraArgs]:
+    """`factory` whose transforms run `init`/`update` under standard dtype promotion and return
+    updates in the gradient's dtypes.
+
+    Some optax 0.2.8 blocks are not strict-promotion clean: Adam's bias correction computes
+    `1 - decay**count` with an `int32` count (raises once `decay` is an array, as in a traced
+    sweep), and `scale_by_polyak` mixes a float64 `jnp.array(0.0)` into float32 updates. The
+    wrapped transform performs the same operations; only a final cast to the gradient's dtype is
+    added (a no-op when they agree). Cached, so one factory gives one wrapper: the wrapper is a
+    static field of the `Discretization`, and a new object would recompile.
+    """
+
+    @ft.wraps(factory)
+    def wrapped(*args, **kwargs):
+        return with_standard_promotion(factory(*args, **kwargs))
+
+    return wrapped
+
+
+def with_standard_promotion(
+    tx: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
+    """One transform under standard promotion (see `standard_promotion`)."""
+    tx = optax.with_extra_args_support(tx)
+
+    def init_fn(params):
+        with jax.numpy_dtype_promotion("standard"):
+            return tx.init(params)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        with jax.numpy_dtype_promotion("standard"):
+            new, state = tx.update(updates, state, params, **extra_args)
+        return optax.tree.cast_like(new, updates), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def rate_decay(name: str, rate: ScalarLike, step_size: ScalarLike) -> Array:
+    r"""The EMA decay $1 - a h$ of a rate $a$ discretized with step $h$, validated to lie in
+    $[0, 1)$ (an `eqx.error_if` when traced, so $a h > 1$ under `vmap` raises)."""
+    return interval(
+        f"1 - {name} * step_size",
+        1 - rate * step_size,
+        lower=0.0,
+        upper=1.0,
+        upper_open=True,
+        hint=f"Take step_size <= 1/{name}.",
+    )
+
+
+class AbstractMap(eqx.Module):
+    r"""A discretization map: `map(flow, step_size) -> Discretization`.
+
+    Subclasses (final modules, usually without fields) implement:
+
+    - `factory`: the optax factory (e.g. `optax.sgd`); it is run under standard dtype promotion
+      (`standard_promotion`), so raw optax optimizers work with traced hyper-parameters under
+      `jax_numpy_dtype_promotion="strict"`.
+    - `hyperparams(flow, h) -> dict`: the factory's numeric keyword arguments.
+    - `order`: the claimed global order of the iterates against the flow, in $\Delta t$.
+
+    and optionally (defaults: "nothing declared"):
+
+    - `dt(flow, h)`: the time advanced by one step (default $h$);
+    - `options(flow)`: static keyword arguments of the factory;
+    - `init_fn`: a module-level `(discretization, params, problem) -> opt_state` when optax's
+      initial state breaks the correspondence (default: the transform's own `init`);
+    - `inverse(*hyperparams) -> (flow, h)`: optax hyper-parameters to the flow they follow;
+    - `stability_limit(flow, lambda_max)`: the largest stable $h$ on a quadratic whose top
+      Hessian eigenvalue is `lambda_max` (`None`: not known).
+    """
+
+    order: ClassVar[float]
+
+    @property
+    @abc.abstractmethod
+    def factory(self) -> Callable[..., optax.GradientTransformation]:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def hyperparams(self, flow: Any, step_size: Array) -> dict[str, Array]:
+        raise NotImplementedError
+
+    def dt(self, flow: Any, step_size: Array) -> Array:
+        del flow
+        return step_size
+
+    def options(self, flow: Any) -> tuple[tuple[str, Any], ...]:
+        del flow
+        return ()
+
+    @property
+    def init_fn(self) -> Callable[..., Any] | None:
+        return None
+
+    def inverse(self, *args, **kwargs) -> tuple[Any, Array]:
+        raise NotImplementedError(f"{type(self).__name__} declares no inverse map.")
+
+    def stability_limit(self, flow: Any, lambda_max: ScalarLike) -> float | None:
+        del flow, lambda_max
+        return None
+
+    def __call__(self, flow: Any, step_size: ScalarLike) -> Discretization:
+        """The `Discretization` of `flow` with step `step_size` (validated > 0; traced values
+        inside the compiled program)."""
+        h = positive("step_size", jax.numpy.asarray(step_size))
+        return Discretization(
+            standard_promotion(self.factory),
+            self.hyperparams(flow, h),
+            dt=self.dt(flow, h),
+            options=self.options(flow),
+            init_fn=self.init_fn,
+        )

@@ -1,0 +1,92 @@
+"""dynopt.maps: the map contract (`map(flow, h) -> Discretization`, `flow.discretize(h)` is the
+default map), the strict-promotion shim in one place, validation of traced step sizes, and the
+closed-form stability limits of gradient descent."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import dynopt
+from dynopt import flows, maps, problems
+from dynopt.correspondences import REGISTRY
+
+
+@pytest.mark.parametrize("row", REGISTRY, ids=lambda r: r.name)
+def test_map_contract(row):
+    """`map(flow, h)` is a Discretization whose factory runs under standard promotion (one
+    cached wrapper per optax factory, keeping its signature); where the map is the flow's
+    default, `flow.discretize(h)` is the same Discretization."""
+    flow = row.flow()
+    disc = row.map(flow, 0.01)
+    assert isinstance(disc, dynopt.Discretization)
+    assert row.map.order in (1.0, 2.0) and row.order >= row.map.order
+    assert disc.factory is maps.standard_promotion(disc.factory.__wrapped__)
+    default = flow.discretize(0.01)
+    if (default.factory, default.options, default.init_fn) == (
+        disc.factory,
+        disc.options,
+        disc.init_fn,
+    ):
+        assert eqx.tree_equal(default, disc) is True
+
+
+def test_raw_optax_adamw_with_traced_betas_under_strict_promotion():
+    """optax.adamw's bias correction raises under strict promotion once b1 is an array; through
+    the map layer's shim it runs (same operations) and keeps float32."""
+    problem = dynopt.Problem(lambda p: jnp.sum((p - 1.0) ** 2), jnp.zeros(3, jnp.float32))
+
+    def first_update(b1):
+        tx = optax.adamw(0.01, b1=b1, b2=0.99)
+        g = problem.grad(problem.params0)
+        return tx.update(g, tx.init(problem.params0), problem.params0)[0]
+
+    with pytest.raises(Exception, match="promotion"):
+        jax.jit(first_update)(jnp.asarray(0.9))
+    shimmed = maps.standard_promotion(optax.adamw)
+
+    def shimmed_update(b1):
+        tx = shimmed(0.01, b1=b1, b2=0.99)
+        g = problem.grad(problem.params0)
+        return tx.update(g, tx.init(problem.params0), problem.params0)[0]
+
+    out = jax.jit(shimmed_update)(jnp.asarray(0.9))
+    assert out.dtype == jnp.float32
+    with jax.numpy_dtype_promotion("standard"):
+        np.testing.assert_allclose(out, jax.jit(first_update)(jnp.asarray(0.9)), rtol=0)
+
+
+def test_traced_step_size_too_large_raises():
+    """a1 h > 1 inside vmap: an eqx.error_if, not a negative b1."""
+    flow = flows.AdamFlow(10.0, 1.0)
+    b1 = jax.jit(jax.vmap(lambda h: maps.Adam()(flow, h).hyperparams["b1"]))
+    np.testing.assert_allclose(b1(jnp.array([0.01, 0.05])), [0.9, 0.5])
+    with pytest.raises(Exception, match="a1"):
+        jax.block_until_ready(b1(jnp.array([0.01, 0.2])))
+    with pytest.raises(ValueError, match="step_size must be > 0"):
+        maps.Adam()(flow, -0.1)
+
+
+def test_gradient_descent_stability_limit():
+    """GD on a quadratic: stable iff h < 2/λmax (measured on both sides of the limit)."""
+    problem = problems.quadratic([1.0, 50.0])
+    limit = maps.GradientDescent().stability_limit(flows.GradientFlow(), 50.0)
+    assert limit == pytest.approx(0.04, rel=1e-15)
+    traj = dynopt.run(
+        flows.GradientFlow().discretize(jnp.array([0.99, 1.01]) * limit), problem, 3000
+    )
+    final = np.abs(np.asarray(traj.params)[:, -1, 1])
+    assert final[0] < 1e-3 and (final[1] > 1.0 or bool(np.asarray(traj.diverged)[1]))
+
+
+def test_fixed_momentum_stability_limit():
+    """sgd(η, β) on λ/2 θ²: stable iff ηλ < 2(1 + β)."""
+    problem = problems.quadratic([10.0])
+    flow = flows.RescaledGradientFlow(0.5)
+    limit = maps.FixedMomentum().stability_limit(flow, 10.0)
+    assert limit == pytest.approx(0.3, rel=1e-15)
+    hs = jnp.array([0.98, 1.02]) * limit
+    final = np.abs(np.asarray(dynopt.run(maps.FixedMomentum()(flow, hs), problem, 3000).params))
+    assert (final[0, -1, 0] < 1e-3 and not np.all(np.isfinite(final[1, -1]))) or final[1, -1, 0] > 1

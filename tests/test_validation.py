@@ -1,0 +1,77 @@
+"""dynopt._validation: the three tiers (construction ValueError naming the argument and range,
+traced values checked inside the compiled program with eqx.error_if), and `hyperparameter`
+fields as validated array leaves."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dynopt._validation import (
+    choice,
+    decay,
+    hyperparameter,
+    interval,
+    nonnegative,
+    positive,
+    positive_int,
+)
+
+
+@pytest.mark.parametrize(
+    "check, value, match",
+    [
+        (positive, 0.0, r"x must be > 0, got 0.0"),
+        (positive, float("nan"), r"x must be > 0"),
+        (nonnegative, -1.0, r"x must be >= 0"),
+        (decay, 1.0, r"x must be in \[0, 1\)"),
+        (positive, "a", r"x must be > 0, got 'a'"),
+    ],
+)
+def test_concrete_values_raise_naming_the_range(check, value, match):
+    with pytest.raises(ValueError, match=match):
+        check("x", value)
+
+
+def test_concrete_values_pass_through_unchanged():
+    v = np.array([0.5, 0.25])
+    assert positive("x", v) is v and decay("x", 0.0) == 0.0
+    assert interval("x", jnp.inf, lower=0.0, allow_inf=True) == jnp.inf
+    assert choice("m", "a", ("a", "b")) == "a" and positive_int("n", 3) == 3
+    with pytest.raises(ValueError, match="m must be one of"):
+        choice("m", "c", ("a", "b"))
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        positive_int("n", True)
+
+
+def test_traced_values_are_checked_inside_jit_and_vmap():
+    f = jax.jit(jax.vmap(lambda x: decay("beta", x) * 2))
+    np.testing.assert_allclose(f(jnp.array([0.1, 0.5])), [0.2, 1.0])
+    with pytest.raises(Exception, match="beta must be in"):
+        jax.block_until_ready(f(jnp.array([0.1, 1.5])))
+
+
+class _Flow(eqx.Module):
+    rate: jax.Array = hyperparameter("rate", lower=0.0, lower_open=True)
+    eps: jax.Array = hyperparameter("eps", default=1e-8, lower=0.0)
+
+
+def test_hyperparameter_fields_are_validated_array_leaves():
+    m = _Flow(2.0)
+    assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(m))
+    with pytest.raises(ValueError, match="rate must be > 0"):
+        _Flow(-1.0)
+    traces = []
+
+    @eqx.filter_jit
+    def f(m):
+        traces.append(1)
+        return m.rate * 2
+
+    for rate in (1.0, 2.0, 3.0):
+        f(_Flow(rate))
+    assert len(traces) == 1
+    bad = jax.jit(lambda r: _Flow(r).rate)
+    with pytest.raises(Exception, match="rate must be > 0"):
+        jax.block_until_ready(bad(jnp.asarray(-1.0)))
