@@ -3,6 +3,7 @@
 import dataclasses
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -67,13 +68,7 @@ class Config:
     escape_t: float = 2000.0
     escape_dt: float = 0.01
 
-
-def make_config(quick: bool = False, seed: int = 0) -> Config:
-    if not quick:
-        return Config(seed=seed)
-    return Config(
-        seed=seed,
-        quick=True,
+    QUICK: ClassVar[dict] = dict(
         etas=(0.1, 0.4, 1.2),
         batches=(4,),
         mc_paths=1000,
@@ -517,29 +512,52 @@ def _wells(config: Config, key) -> tuple[dict, dict]:
     return metrics, arrays
 
 
-def run(config: Config) -> tuple[dict, dict]:
-    key = jax.random.key(config.seed)
-    linreg = problems.linear_regression(
+def _key(config: Config, i: int):
+    return jax.random.fold_in(jax.random.key(config.seed), i)
+
+
+def _linreg(config: Config) -> dynopt.Problem:
+    return problems.linear_regression(
         config.n,
         config.linreg_dim,
         batch_size=config.linreg_batch,
         noise=config.linreg_noise,
         seed=config.seed,
     )
-    metrics, arrays = {}, {}
-    for name, fn, args in (
-        ("stationary", _stationary, ()),
-        ("linreg_stationary", _linreg_stationary, (linreg,)),
-        ("weak", _weak, (linreg,)),
-        ("scaling", _scaling, ()),
-        ("schedules", _schedules, (linreg,)),
-        ("wells", _wells, ()),
-    ):
-        start = time.perf_counter()
-        m, a = fn(config, jax.random.fold_in(key, len(metrics)), *args)
-        metrics[name] = {**m, "wall_time_s": time.perf_counter() - start}
-        arrays.update(a)
-    return metrics, arrays
+
+
+def stationary(config: Config) -> tuple[dict, dict]:
+    return _stationary(config, _key(config, 0))
+
+
+def linreg_stationary(config: Config) -> tuple[dict, dict]:
+    return _linreg_stationary(config, _key(config, 1), _linreg(config))
+
+
+def weak(config: Config) -> tuple[dict, dict]:
+    return _weak(config, _key(config, 2), _linreg(config))
+
+
+def scaling(config: Config) -> tuple[dict, dict]:
+    return _scaling(config, _key(config, 3))
+
+
+def schedules(config: Config) -> tuple[dict, dict]:
+    return _schedules(config, _key(config, 4), _linreg(config))
+
+
+def wells(config: Config) -> tuple[dict, dict]:
+    return _wells(config, _key(config, 5))
+
+
+SECTIONS = {
+    "stationary": stationary,
+    "linreg_stationary": linreg_stationary,
+    "weak": weak,
+    "scaling": scaling,
+    "schedules": schedules,
+    "wells": wells,
+}
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -581,8 +599,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         )
     ax.set_xlabel("ηλ")
     ax.set_ylabel("stationary Var / SDE's ησ²c/(2Bλ)")
-    ax.set_title("½λθ²: SGD vs SDE stationary variance (±3 SE)", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_title("½λθ²: SGD vs SDE stationary variance (±3 SE)")
+    ax.legend()
     ax.grid(alpha=0.3)
     ax = axes[1]
     lr = arrays["lr_etas"] * metrics["linreg_stationary"]["lambda_max"]
@@ -605,8 +623,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     ax.axhline(1.0, color="k", ls="--", label="SDE")
     ax.set_xlabel("η λmax")
     ax.set_ylabel("tr Cov / SDE's tr Cov")
-    ax.set_title("linear regression (state-dependent noise)", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_title("linear regression (state-dependent noise)")
+    ax.legend()
     ax.grid(alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "stationary.png"))
 
@@ -641,11 +659,11 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         ax.plot(arrays["weak_ts"], arrays[key], "k--", lw=1.5, label=lab)
     axes[0].plot(arrays["weak_ts"], arrays["ode_loss"], "k:", lw=1.5, label="gradient flow")
     axes[0].set_yscale("log")
-    axes[0].set_title(f"E L(θ_t), η = {arrays['weak_etas'][0]:g} SDE", fontsize=10)
-    axes[1].set_title("tr Cov(θ_t) (gradient flow: 0)", fontsize=10)
+    axes[0].set_title(f"E L(θ_t), η = {arrays['weak_etas'][0]:g} SDE")
+    axes[1].set_title("tr Cov(θ_t) (gradient flow: 0)")
     for ax in axes[:2]:
         ax.set_xlabel("t = kη")
-        ax.legend(fontsize=6)
+        ax.legend()
         ax.grid(alpha=0.3)
     hs = arrays["weak_etas"]
     for k, lab, mk in (
@@ -659,8 +677,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         )
     axes[2].set_xlabel("learning rate η")
     axes[2].set_ylabel(f"weak error at t = {wm['t']:g}")
-    axes[2].legend(fontsize=7)
-    axes[2].set_title("weak errors (exact moments)", fontsize=10)
+    axes[2].legend()
+    axes[2].set_title("weak errors (exact moments)")
     paths.append(plotting.save(fig, out_dir / "weak_error.png"))
 
     fig, axes = plotting.figure(3, width=4.4)
@@ -681,8 +699,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     )
     ax.set_xlabel(f"batch size B (η = {metrics['scaling']['eta_over_b']:g}·B)")
     ax.set_ylabel("stationary Var θ")
-    ax.set_title("linear scaling rule on ½λθ²", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_title("linear scaling rule on ½λθ²")
+    ax.legend()
     ax.grid(alpha=0.3)
     for ax, xkey, xlabel in (
         (axes[1], "samples", "epochs (samples / n)"),
@@ -703,10 +721,10 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
             )
         ax.set_xlabel(xlabel)
         ax.set_ylabel("E L")
-        ax.legend(fontsize=7)
+        ax.legend()
         ax.grid(alpha=0.3)
-    axes[1].set_title("equal noise scale η/B per phase", fontsize=10)
-    axes[2].set_title("the same runs against updates", fontsize=10)
+    axes[1].set_title("equal noise scale η/B per phase")
+    axes[2].set_title("the same runs against updates")
     paths.append(plotting.save(fig, out_dir / "scaling.png"))
 
     fig, axes = plotting.figure(4, width=3.8)
@@ -740,10 +758,9 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         ax.set_title(
             f"{name}, tilt {tilt:g}: TV {m['tv_vs_gibbs']:.3f}\n"
             f"(MC floor {m['tv_mc_floor_mean']:.3f} ± {m['tv_mc_floor_sd']:.3f})",
-            fontsize=9,
         )
         ax.set_xlabel("θ")
-        ax.legend(fontsize=6)
+        ax.legend()
     ax = axes[3]
     inv = arrays["escape_inv_t"]
     ax.errorbar(
@@ -770,8 +787,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     )
     ax.set_xlabel("1/T = 2/σ²")
     ax.set_ylabel("mean first passage −1 → +1")
-    ax.set_title("escape time vs noise (log axis)", fontsize=10)
-    ax.legend(fontsize=6)
+    ax.set_title("escape time vs noise (log axis)")
+    ax.legend()
     ax.grid(alpha=0.3, which="both")
     paths.append(plotting.save(fig, out_dir / "double_well.png"))
     return paths
