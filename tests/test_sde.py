@@ -363,13 +363,13 @@ def test_new_hyperparameters_reuse_the_compiled_simulation():
     ts, key = jnp.array([0.0, 0.5]), jax.random.key(0)
     cases = (sde.Langevin, lambda v: sde.Kramers(2 * v, v), lambda v: sde.SGDNoise(v, 2))
     for make in cases:
-        ends = [sde.simulate(make(0.2), p, ts, key, 8, dt=0.1).ys[:, -1]]
+        ends = [sde.simulate(make(0.2), p, ts, key, 4, dt=0.25).ys[:, -1]]
         first = len(counter.count)
         for value in (0.4, 0.8):
-            ends.append(sde.simulate(make(value), p, ts, key, 8, dt=0.1).ys[:, -1])
+            ends.append(sde.simulate(make(value), p, ts, key, 4, dt=0.25).ys[:, -1])
         assert len(counter.count) == first
         assert not np.array_equal(ends[0], ends[1])
     first = len(counter.count)
     for b in (4, 8):
-        sde.simulate(sde.SGDNoise(0.8, b), p, ts, key, 8, dt=0.1)
+        sde.simulate(sde.SGDNoise(0.8, b), p, ts, key, 4, dt=0.25)
     assert len(counter.count) == first

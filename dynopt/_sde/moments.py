@@ -29,6 +29,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Float, Params
 from .._problem import Problem
+from .._validation import positive
 from .sgd import SGDNoise
 
 
@@ -168,9 +169,7 @@ def quadratic_moments(
     if step is None:
         steps, h = np.zeros(ts_np.shape, int), 0.0
     else:
-        h = float(step)
-        if not h > 0:
-            raise ValueError(f"step must be > 0, got {step}.")
+        h = float(positive("step", step))
         steps = ts_np / h
         if not np.allclose(steps, np.round(steps), rtol=0, atol=1e-6):
             raise ValueError(f"ts must be multiples of step={h:g}.")

@@ -78,10 +78,10 @@ class SGDNoise(AbstractSDE):
     """
 
     learning_rate: Array = hyperparameter("learning_rate", lower=0.0, lower_open=True)
-    batch_size: Array
-    replace: bool
-    covariance: str
-    rank: int | None
+    batch_size: Array  # an integer array leaf: a sweep over B reuses compiled programs
+    replace: bool = eqx.field(static=True)
+    covariance: str = eqx.field(static=True)
+    rank: int | None = eqx.field(static=True)
     additive: ClassVar[bool] = False
 
     def __init__(

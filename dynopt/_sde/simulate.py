@@ -15,7 +15,7 @@ from .._custom_types import Array, Bool, Float, Key, Params, PyTree, Scalar
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._solve import integrate, raise_for_result
-from .._validation import positive_int
+from .._validation import positive, positive_int
 from .base import AbstractSDE, is_additive, noise_dim, raveled
 
 
@@ -236,9 +236,7 @@ def simulate(
     if ts_np.ndim != 1 or ts_np.size < 2 or not np.all(np.diff(ts_np) > 0):
         raise ValueError(f"ts must be a 1-D increasing array of >= 2 times, got {ts_np!r}.")
     t0, t1 = float(ts_np[0]), float(ts_np[-1])
-    dt = float(np.min(np.diff(ts_np))) if dt is None else float(dt)
-    if not dt > 0:
-        raise ValueError(f"dt must be > 0, got {dt}.")
+    dt = float(positive("dt", np.min(np.diff(ts_np)) if dt is None else dt))
     k = (ts_np - t0) / dt
     if not np.allclose(k, np.round(k), rtol=0, atol=1e-6):
         raise ValueError(f"every save time must be t0 + k*dt with integer k (dt={dt:g}).")
@@ -319,7 +317,7 @@ def first_passage(
     x0 = _check_common(flow, problem, x0, num_paths, "unsafe")
     if not callable(hit):
         raise ValueError(f"hit must be callable state -> bool, got {type(hit).__name__}.")
-    if not dt > 0 or not t1 > dt:
+    if not positive("dt", dt) < t1:
         raise ValueError(f"need 0 < dt < t1, got dt={dt}, t1={t1}.")
     grid = _grid(0.0, float(t1), float(dt), "unsafe")
     solver = _default_solver(flow, solver)
