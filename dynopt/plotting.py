@@ -458,6 +458,24 @@ def plot_loss_curves(
     ax.grid(True, which="both", alpha=0.3)
 
 
+def plot_log_floor(ax: Axes, x, y, fmt: str = "o", *, floor: float = 0.0, label: str, **style):
+    """`y` against `x` on a log y-axis; values at or below `floor` (e.g. exact zeros, or a
+    converged run's distance) are not data at an invented level: they are drawn as open markers on
+    the bottom edge, with their own legend entry."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    above = np.isfinite(y) & (y > floor)
+    (line,) = ax.semilogy(x[above], y[above], fmt, label=label, **style)
+    below = np.isfinite(y) & ~above
+    if np.any(below):
+        what = "exactly 0" if floor == 0 else f"≤ {floor:g}"
+        ax.plot(
+            x[below], np.zeros(below.sum()), fmt[0] if fmt[0] in "os^vD.x" else "o",
+            color=line.get_color(), mfc="none", ms=5, clip_on=False,
+            transform=ax.get_xaxis_transform(), label=f"{label}: {what} (bottom edge)",
+        )  # fmt: skip
+    return line
+
+
 def plot_rate_check(ax: Axes, t, measured, predicted, *, label: str) -> None:
     """A measured rate (e.g. dL/dt) against its predicted identity: measured as a wide pale band,
     predicted as a dark dashed line with markers, so both stay visible where they coincide."""

@@ -271,16 +271,16 @@ def _burgers_initial(s):
     return jnp.stack([jnp.zeros_like(s), s]), jnp.exp(-(s**2))
 
 
+def _burgers_solve(sig):
+    saves = np.linspace(0.0, 2.0, 41)
+    return ch.quasilinear(
+        _burgers_alpha, _burgers_beta, _burgers_initial, sig, saves, on_blowup="stop"
+    )
+
+
 def burgers(config: Config) -> Burgers:
     sig = np.linspace(-1.0, 2.5, config.burgers_points)
-    r = ch.quasilinear(
-        _burgers_alpha,
-        _burgers_beta,
-        _burgers_initial,
-        sig,
-        np.linspace(0.0, 2.0, 41),
-        on_blowup="stop",
-    )
+    r = _burgers_solve(sig)
     df = -2 * sig * np.exp(-(sig**2))
     t_c = np.where(df < -0.5, -1.0 / np.where(df < 0, df, -1.0), np.inf)  # horizon 2
     bs, bx = np.asarray(r.blowup.s), np.asarray(r.blowup.x)[:, 1]
@@ -290,14 +290,7 @@ def burgers(config: Config) -> Burgers:
     # take the vertex of a parabola through the refined minimum and its neighbours.
     i = int(np.argmin(np.where(hit, bs, np.inf)))
     fine = np.linspace(sig[i - 1], sig[i + 1], sig.size)
-    rf = ch.quasilinear(
-        _burgers_alpha,
-        _burgers_beta,
-        _burgers_initial,
-        fine,
-        np.linspace(0.0, 2.0, 41),
-        on_blowup="stop",
-    )
+    rf = _burgers_solve(fine)
     bf = np.asarray(rf.blowup.s)
     k = int(np.argmin(bf))
     a, b_, c = np.polyfit(fine[k - 1 : k + 2], bf[k - 1 : k + 2], 2)
@@ -445,17 +438,6 @@ def draw_example1(r):
     return fig
 
 
-def _floor_zeros(ax, s, values, fmt: str, label: str) -> None:
-    """Positive values on the log axis; exact zeros as markers on the bottom edge (not data at
-    an invented floor)."""
-    v = np.asarray(values, float)
-    ax.semilogy(s, np.where(v > 0, v, np.nan), fmt, ms=3, label=label)
-    zero = v == 0
-    if np.any(zero):
-        ax.plot(s[zero], np.zeros(zero.sum()), fmt[0], ms=4, mfc="none", clip_on=False,
-                transform=ax.get_xaxis_transform(), label=f"{label}: exactly 0")  # fmt: skip
-
-
 def draw_charpit_eikonal(r):
     h, ek = r.ut_eq_ux2, r.eikonal
     fig, axes = plotting.panels(4, width=3.9, height=3.6)
@@ -497,8 +479,8 @@ def draw_charpit_eikonal(r):
     alive = np.any(np.isfinite(h.residual), axis=0)
     res_h = np.max(np.abs(np.nan_to_num(h.residual, nan=0.0)), axis=0)
     res_e = np.max(np.abs(np.nan_to_num(ek.residual, nan=0.0)), axis=0)
-    _floor_zeros(axes[3], h.s[alive], res_h[alive], "o-", "u_t = u_x²")
-    _floor_zeros(axes[3], ek.s, res_e, "s-", "eikonal")
+    plotting.plot_log_floor(axes[3], h.s[alive], res_h[alive], "o-", ms=3, label="u_t = u_x²")
+    plotting.plot_log_floor(axes[3], ek.s, res_e, "s-", ms=3, label="eikonal")
     axes[3].set(xlabel="s", ylabel="max |F(x, u, p)|")
     axes[3].set_title("F = 0 along Charpit characteristics")
     plotting.legend(axes[3])

@@ -134,3 +134,18 @@ def test_color_norm_uses_the_whole_map():
     assert cmap == "RdBu_r" and norm(-1.0) == 0.0 and norm(4.0) == 1.0 and norm(0.0) == 0.5
     norm, cmap = plotting.color_norm(np.array([0.5, 2.0, 300.0]), clip=10.0)
     assert norm(0.5) == 0.0 and norm(10.0) == 1.0
+
+
+def test_log_floor_draws_values_below_the_floor_on_the_edge_not_as_data(tmp_path):
+    fig, (ax,) = plotting.panels(1)
+    line = plotting.plot_log_floor(
+        ax, [1, 2, 3, 4], [1e-3, 1e-4, 0.0, 1e-12], floor=1e-9, label="distance"
+    )
+    ax.legend()
+    plotting.save(fig, tmp_path / "f.png")
+    assert list(line.get_ydata()) == [1e-3, 1e-4]  # only the values above the floor are data
+    assert ax.get_ylim()[0] > 1e-6  # the axis does not reach down to the floor
+    edge = [ln for ln in ax.lines if ln is not line]
+    assert len(edge) == 1 and list(edge[0].get_xdata()) == [3.0, 4.0]
+    shown = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert shown == ["distance", "distance: ≤ 1e-09 (bottom edge)"]
