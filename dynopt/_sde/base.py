@@ -11,8 +11,8 @@ $\eta\sigma^2/B$, so $T = \eta\sigma^2/(2B)$.
 """
 
 import abc
-from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
@@ -47,7 +47,7 @@ class AbstractSDE(AbstractFlow):
     `additive` declaration that picks the default solver.
     """
 
-    additive: ClassVar[bool]
+    additive: eqx.AbstractClassVar[bool]
 
     @abc.abstractmethod
     def diffusion(self, t: ScalarLike, state: State, problem: Problem | None) -> Diffusion:
