@@ -17,20 +17,25 @@ from dynopt.correspondences import REGISTRY
 @pytest.mark.parametrize("row", REGISTRY, ids=lambda r: r.name)
 def test_map_contract(row):
     """`map(flow, h)` is a Discretization whose factory runs under standard promotion (one
-    cached wrapper per optax factory, keeping its signature); where the map is the flow's
-    default, `flow.discretize(h)` is the same Discretization."""
-    flow = row.flow()
-    disc = row.map(flow, 0.01)
+    cached wrapper per optax factory, keeping its signature)."""
+    disc = row.map(row.flow(), 0.01)
     assert isinstance(disc, dynopt.Discretization)
     assert row.map.order in (1.0, 2.0) and row.order >= row.map.order
     assert disc.factory is maps.standard_promotion(disc.factory.__wrapped__)
-    default = flow.discretize(0.01)
-    if (default.factory, default.options, default.init_fn) == (
-        disc.factory,
-        disc.options,
-        disc.init_fn,
-    ):
-        assert eqx.tree_equal(default, disc) is True
+
+
+@pytest.mark.parametrize(
+    "flow_type", sorted({type(r.flow()) for r in REGISTRY}, key=lambda t: t.__name__)
+)
+def test_discretize_is_sugar_for_a_registered_map(flow_type):
+    """`flow.discretize(h)` is exactly one of the registry's maps applied to the flow."""
+    rows = [r for r in REGISTRY if type(r.flow()) is flow_type]
+    for row in rows:
+        flow = row.flow()
+        default = flow.discretize(0.01)
+        if any(bool(eqx.tree_equal(default, r.map(flow, 0.01))) for r in rows):
+            return
+    raise AssertionError(f"{flow_type.__name__}.discretize is no registered map")
 
 
 def test_raw_optax_adamw_with_traced_betas_under_strict_promotion():
