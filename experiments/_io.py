@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -58,15 +59,24 @@ class OutError(ValueError):
 
 def check_out(out_dir) -> Path:
     """`out_dir` as a Path if results may be written there: it does not exist, is an empty folder,
-    or is a previous dynopt result; `OutError` with a one-line reason otherwise."""
+    or is a previous dynopt result; `OutError` with a one-line reason otherwise. Each test reads
+    the file system once, so a concurrent writer swapping its result in cannot fool it."""
     if out_dir is None or str(out_dir).strip() == "":
         raise OutError("--out is empty; give a folder for the results.")
     out_dir = Path(out_dir).expanduser()
     if out_dir.name in ("", ".", ".."):
         raise OutError(f"--out {str(out_dir)!r} names no folder of its own; give e.g. out/NAME.")
-    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+    try:
+        mode = os.lstat(out_dir).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # (a file above it: refused below)
+        mode = None
+    if mode is not None and not stat.S_ISDIR(mode):
         raise OutError(f"--out {out_dir} is a file, not a results folder; choose another path.")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_result(out_dir):
+    try:
+        names = {p.name for p in out_dir.iterdir()} if mode is not None else set()
+    except FileNotFoundError:  # moved aside by a concurrent writer this instant
+        names = set()
+    if names and not _is_result(names):
         raise OutError(
             f"--out {out_dir} holds files that are not a dynopt result (no {MARKER} marker); "
             "choose a new or empty folder."
@@ -82,12 +92,11 @@ def check_out(out_dir) -> Path:
 _LEGACY = {"config.json", "metrics.json", "data.npz"}
 
 
-def _is_result(folder: Path) -> bool:
-    """A dynopt result: the marker, or (written before the marker existed) only config.json,
-    metrics.json, data.npz and PNGs."""
-    if (folder / MARKER).is_file():
+def _is_result(names: set[str]) -> bool:
+    """Whether a folder's entries are a dynopt result: the marker, or (written before the marker
+    existed) only config.json, metrics.json, data.npz and PNGs."""
+    if MARKER in names:
         return True
-    names = {p.name for p in folder.iterdir()}
     return "metrics.json" in names and all(n in _LEGACY or n.endswith(".png") for n in names)
 
 
