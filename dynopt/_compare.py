@@ -46,7 +46,7 @@ def _error_run(flow, problem, map, ref_flow, interp, h, n):
 
     def body(c):
         inner, err_max, _ = c
-        params, state, _, k = step(inner)
+        (params, state, _, k), _ = step(inner)
         t = jnp.minimum(k.astype(disc.dt.dtype) * disc.dt, interp.t1)
         ref = ref_flow.params(interp.evaluate(t))
         err = optax.tree.norm(optax.tree.sub(optax.tree.cast_like(params, ref), ref))

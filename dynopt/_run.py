@@ -84,20 +84,18 @@ def make_step(tx: optax.GradientTransformation, problem: AbstractProblem, key: K
 
 
 def make_fast_step(tx: optax.GradientTransformation, problem: AbstractProblem, key: Key | None):
-    """`make_step` without the checks: the same arithmetic, no value evaluation (unless the
-    transform takes it), no finiteness reductions, no selects."""
+    """`make_step` without the checks: the same arithmetic, no finiteness reductions over the
+    parameters, no selects. `step(carry) -> (carry, value)`: the oracle's value at the step's
+    iterate comes out (a by-product of the gradient), for the caller to check or drop."""
     extra = isinstance(tx, optax.GradientTransformationExtraArgs)
 
     def step(carry):
         params, opt_state, diverged_at, k = carry
         orc = oracle(problem, key, k)
-        if extra:
-            value, grad = problem.value_and_grad(params, orc.key)
-            kwargs = orc.extra_args(value, grad)
-        else:
-            grad, kwargs = problem.grad(params, orc.key), {}
+        value, grad = problem.value_and_grad(params, orc.key)
+        kwargs = orc.extra_args(value, grad) if extra else {}
         updates, new_state = tx.update(grad, opt_state, params, **kwargs)
-        return optax.apply_updates(params, updates), new_state, diverged_at, k + 1
+        return (optax.apply_updates(params, updates), new_state, diverged_at, k + 1), value
 
     return step
 
@@ -132,28 +130,41 @@ def _drive(
     recorded at each saved point (unless `None`). `setup(spec, problem) -> (tx, dt, key,
     opt_state0)` builds one run.
 
-    Each block of `every` steps runs unchecked (`make_fast_step`); the block's end iterate and
-    its loss (needed for the saved trajectory anyway) are then checked. Only if some run of the
-    batch ended the block non-finite is the block replayed from its start with the per-step
-    check (`make_step`), for those runs, to find the first failing step and keep the last finite
-    iterate: the same result as checking every step, at the cost of checking once per block.
-    One decision for the whole batch (also when `run` itself is `vmap`ped), so a batch without
-    divergence never pays for the replay.
+    Each block of `every` steps runs unchecked (`make_fast_step`), noting only whether some
+    step's oracle value was non-finite (a scalar per step); the block's end iterate is then
+    checked. Only if some run of the batch failed either check is the block replayed from its
+    start with the per-step check (`make_step`), for those runs, to find the first failing step
+    and keep the last finite iterate: the same result as checking every step (`make_step`
+    checks exactly these values and iterates), at the cost of checking once per block. One
+    decision for the whole batch (also when `run` itself is `vmap`ped), so a batch without
+    divergence never pays for the replay. The recorded `loss` (`problem.loss` at the saved
+    points) is evaluated once, after the scan, at one trace site: for a game it is a gradient
+    evaluation, and every trace site is compiled anew.
     """
 
     def init(spec):
         _, _, _, state0 = setup(spec, problem)
         return problem.params0, state0, jnp.asarray(-1)
 
-    def block_of(make):
-        def block(spec, state, k):
-            tx, _, key, _ = setup(spec, problem)
-            step = make(tx, problem, key)
-            return jax.lax.fori_loop(0, every, lambda _, c: step(c), (*state, k))[:3]
+    def guarded_block(spec, state, k):
+        tx, _, key, _ = setup(spec, problem)
+        step = make_step(tx, problem, key)
+        return jax.lax.fori_loop(0, every, lambda _, c: step(c), (*state, k))[:3]
 
-        return _lift(block, levels, spec=True, state=True, k=True)
+    def fast_block(spec, state, k):
+        tx, _, key, _ = setup(spec, problem)
+        step = make_fast_step(tx, problem, key)
 
-    fast, guarded = block_of(make_fast_step), block_of(make_step)
+        def body(_, c):
+            inner, values_ok = c
+            inner, value = step(inner)
+            return inner, values_ok & jnp.isfinite(value)
+
+        inner, values_ok = jax.lax.fori_loop(0, every, body, ((*state, k), jnp.asarray(True)))
+        return inner[:3], values_ok
+
+    fast = _lift(fast_block, levels, spec=True, state=True, k=True)
+    guarded = _lift(guarded_block, levels, spec=True, state=True, k=True)
     loss_of = _lift(problem.loss, levels, spec=False, state=True, k=False)
     finite = _lift(tree_all_finite, levels, spec=False, state=True, k=False)
     if observe is None:
@@ -164,40 +175,38 @@ def _drive(
         )
 
     def block(carry, _):
-        state, last_loss, k = carry
+        state, k = carry
         alive = state[2] < 0
-        new = fast(specs, state, k)
-        loss = loss_of(new[0])
-        bad = alive & ~(jnp.isfinite(loss) & finite(new[0]))
+        new, values_ok = fast(specs, state, k)
+        bad = alive & ~(values_ok & finite(new[0]))
 
         def replay(pending):
-            _, new_loss = pending
-            redo = guarded(specs, state, k)
-            return jnp.asarray(True), _select(bad, (redo, loss_of(redo[0])), new_loss)
+            _, new = pending
+            return jnp.asarray(True), _select(bad, guarded(specs, state, k), new)
 
         # At most one pass; a `while_loop`, not a `cond`: under an outer `vmap` a batched `cond`
         # becomes a `select` that always runs the replay, while a batched `while_loop` runs
         # only as long as some entry needs it (zero passes when none diverged).
-        _, (new, loss) = jax.lax.while_loop(
-            lambda pending: ~pending[0], replay, (~jnp.any(bad), (new, loss))
-        )
+        _, new = jax.lax.while_loop(lambda pending: ~pending[0], replay, (~jnp.any(bad), new))
         # A run that diverged in an earlier block stays frozen.
-        new, loss = _select(alive, (new, loss), (state, last_loss))
-        return (new, loss, k + every), (new[0], loss, observe_of(new))
+        new = _select(alive, new, state)
+        return (new, k + every), (new[0], observe_of(new))
 
     state0 = _lift(init, levels, spec=True, state=False, k=False)(specs)
-    loss0 = loss_of(state0[0])
-    (state, _, _), (saved, losses, observed) = jax.lax.scan(
-        block, (state0, loss0, jnp.asarray(0)), None, length=num_steps // every
+    (state, _), (saved, observed) = jax.lax.scan(
+        block, (state0, jnp.asarray(0)), None, length=num_steps // every
     )
-    axis = len(levels)  # scan stacks blocks in front; the run axes go first
+    # Time first (as the scan stacks blocks), then the losses of all saved points in one loop.
+    timeline = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs]), state0[0], saved)
+    losses = jax.lax.map(loss_of, timeline)
+    axis = len(levels)  # the run axes go first
 
     def join(x0, xs):
         return jnp.concatenate([jnp.expand_dims(x0, axis), jnp.moveaxis(xs, 0, axis)], axis)
 
-    params = jax.tree.map(join, state0[0], saved)
+    params = jax.tree.map(lambda x: jnp.moveaxis(x, 0, axis), timeline)
     observations = jax.tree.map(join, observe_of(state0), observed)
-    loss = join(loss0, losses)
+    loss = jnp.moveaxis(losses, 0, axis)
     dt_of = lambda spec: jnp.asarray(setup(spec, problem)[1])
     dt = _lift(dt_of, levels, spec=True, state=False, k=False)(specs)
     steps = jnp.broadcast_to(jnp.arange(0, num_steps + 1, every), loss.shape)

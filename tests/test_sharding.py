@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import dynopt
-from dynopt import flows, problems
+from dynopt import flows, games, problems
 
 
 DEVICES = 4
@@ -29,7 +29,7 @@ CHILD = textwrap.dedent(
     jax.config.update("jax_enable_x64", True)
     import numpy as np, optax
     import dynopt
-    from dynopt import flows, problems
+    from dynopt import flows, games, problems
     from tests.test_sharding import HS, NUM_KEYS, RUN_HS, _problems
 
     assert jax.device_count() == 4, jax.devices()
@@ -40,12 +40,14 @@ CHILD = textwrap.dedent(
                         reference=flows.ModifiedGradientFlow)
     run = dynopt.run(flows.GradientFlow().discretize(RUN_HS), tree, 40)
     seeds = dynopt.run(optax.sgd(0.05), lin, 10, key=keys)
+    game = dynopt.run(games.Alternating().discretize(RUN_HS), games.dirac_gan(), 40)
     out = dict(c8=c8.errors, c8_final=c8.final_errors, c6=c6.errors,
-               run_loss=run.loss, run_w=run.params["w"], seeds=seeds.params)
+               run_loss=run.loss, run_w=run.params["w"], seeds=seeds.params,
+               game_phi=game.params[0], game_loss=game.loss)
     np.savez(sys.argv[1], **{k: np.asarray(v) for k, v in out.items()})
     spec = lambda x: [list(x.sharding.spec), len(x.sharding.device_set)]
     print(json.dumps(dict(c8=spec(c8.errors), run_loss=spec(run.loss),
-                          run_w=spec(run.params["w"]))))
+                          run_w=spec(run.params["w"]), game_phi=spec(game.params[0]))))
     """
 )
 HS = 1.0 / np.array([10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0, 1280.0])
@@ -87,7 +89,7 @@ def sharded(tmp_path_factory):
 
 def test_sweep_outputs_are_sharded_over_all_devices(sharded):
     specs, _ = sharded
-    for name in ("c8", "run_loss", "run_w"):
+    for name in ("c8", "run_loss", "run_w", "game_phi"):
         assert specs[name] == [["sweep"], DEVICES], (name, specs[name])
 
 
@@ -122,3 +124,11 @@ def test_padded_sweeps_are_trimmed_and_correct(sharded):
     seeds = dynopt.run(optax.sgd(0.05), lin, 10, key=keys)
     assert got["seeds"].shape == (NUM_KEYS, 11, 2)
     np.testing.assert_allclose(got["seeds"], seeds.params, rtol=1e-12, atol=1e-15)
+
+
+def test_game_sweeps_are_sharded_like_any_run(sharded):
+    """A game steps through `run`, so its step-size sweep is split across devices too."""
+    _, got = sharded
+    game = dynopt.run(games.Alternating().discretize(jnp.asarray(RUN_HS)), games.dirac_gan(), 40)
+    np.testing.assert_allclose(got["game_phi"], game.params[0], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(got["game_loss"], game.loss, rtol=1e-12)
