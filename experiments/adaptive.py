@@ -2,6 +2,7 @@
 
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,8 @@ from matplotlib.ticker import NullFormatter
 
 import dynopt
 from dynopt import flows, plotting, problems
+
+from . import _post3 as post3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,13 +56,7 @@ class Config:
     polyak_h: float = 0.01
     polyak_steps: int = 2500
 
-
-def make_config(quick: bool = False, seed: int = 0) -> Config:
-    if not quick:
-        return Config(seed=seed)
-    return Config(
-        seed=seed,
-        quick=True,
+    QUICK: ClassVar[dict] = dict(
         order_steps=(64, 128, 256, 512),
         order_problems=("quadratic",),
         order_cases=("rmsprop_G0_g0sq", "adam"),
@@ -202,39 +199,17 @@ def _paths(config: Config) -> tuple[dict, dict]:
     return metrics, arrays
 
 
-def _post3_loss(x):
-    x = x[0]
-    return x * (x - 1) * (x - 3) ** 2 + 1.62276
-
-
 def _polyak(config: Config) -> tuple[dict, dict]:
-    prob = dynopt.Problem(_post3_loss, jnp.array([4.0]), name="post3")
-    n, h = config.polyak_steps, config.polyak_h
-    polyak = dynopt.run(flows.PolyakFlow(M=config.polyak_M).discretize(h), prob, n)
-    gd = dynopt.run(flows.GradientFlow().discretize(h), prob, n)
-    x = np.asarray(polyak.params[:, 0])
-    left = np.flatnonzero(x < 1.9)  # the barrier between the two basins peaks near x ≈ 1.9
-    return {
-        "polyak_final_x": float(x[-1]),
-        "polyak_final_loss": float(polyak.loss[-1]),
-        "gd_final_x": float(gd.params[-1, 0]),
-        "polyak_first_left_of_barrier_t": float(left[0] * h) if left.size else None,
-    }, {"polyak_ts": np.asarray(polyak.ts), "polyak_x": x, "gd_x": np.asarray(gd.params[:, 0])}
+    return post3.polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
 
 
-def run(config: Config) -> tuple[dict, dict]:
-    metrics, arrays = {}, {}
-    for key, part in [
-        ("orders", _orders),
-        ("limits", _limits),
-        ("displacement", _displacements),
-        ("normalization", _paths),
-        ("polyak_post3", _polyak),
-    ]:
-        m, a = part(config)
-        metrics[key] = m
-        arrays.update(a)
-    return metrics, arrays
+SECTIONS = {
+    "orders": _orders,
+    "limits": _limits,
+    "displacement": _displacements,
+    "normalization": _paths,
+    "polyak_post3": _polyak,
+}
 
 
 _CASES = {
@@ -265,8 +240,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         anchor = float(arrays[f"order_{name}_adam"][-1]) * hs.max() / hs.min()
         plotting.plot_slope_guide(ax, hs, anchor, 1.0)
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(f"{name}: optax vs its flow", fontsize=10)
-        ax.legend(fontsize=8)
+        ax.set_title(f"{name}: optax vs its flow")
+        ax.legend()
     paths.append(plotting.save(fig, out_dir / "orders.png"))
 
     lim = metrics["limits"]
@@ -279,17 +254,16 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     axes[0].set_title(
         f"κ → ∞: sign-like limit (slope {lim['kappa_slope']:.2f} for κ ≥ "
         f"{lim['kappa_fit_from']:g})",
-        fontsize=10,
     )
-    axes[0].legend(fontsize=8)
+    axes[0].legend()
     axes[0].grid(True, which="both", alpha=0.3)
     w = arrays["widths"]
     axes[1].loglog(w, arrays["width_errors"], "o-", label="regularized vs exact sign flow")
     axes[1].loglog(w, w, "k--", lw=0.8, label="error = w")
     axes[1].set_xlabel("width w of sign_w(g) = g/√(g²+w²)")
     axes[1].set_ylabel("max error on [0, 1]")
-    axes[1].set_title(f"SignFlow reference: O(w) (slope {lim['width_slope']:.2f})", fontsize=10)
-    axes[1].legend(fontsize=8)
+    axes[1].set_title(f"SignFlow reference: O(w) (slope {lim['width_slope']:.2f})")
+    axes[1].legend()
     axes[1].grid(True, which="both", alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "limits.png"))
 
@@ -307,9 +281,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         f"RMSprop on Rosenbrock, γ = {dis['gamma']:g}, λ = {dis['decay']:g}\n"
         f"median {q[1]:.2f}, 90% in [{q[0]:.2f}, {q[2]:.2f}], max {dis['max_ratio']:.1f} "
         "= 1/√(1−λ) (first step)",
-        fontsize=9,
     )
-    axes[0].legend(fontsize=8)
+    axes[0].legend()
     paths.append(plotting.save(fig, out_dir / "displacement_hist.png"))
 
     nm = metrics["normalization"]
@@ -328,8 +301,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     gf = arrays["paths_gradient_flow"]
     axes[0].plot(gf[:, 0], gf[:, 1], "k--", lw=1, label="gradient flow (closed form)")
     axes[0].plot([0.0], [0.0], "k*", ms=10)
-    axes[0].set_title("quadratic diag(1, 25): direction change", fontsize=10)
-    axes[0].legend(fontsize=7)
+    axes[0].set_title("quadratic diag(1, 25): direction change")
+    axes[0].legend()
     for norm in ("global", "coordinate"):
         axes[1].plot(
             arrays["paths_ts"],
@@ -338,8 +311,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         )
     axes[1].set_xlabel("t")
     axes[1].set_ylabel("angle between θ' and −∇L (degrees)")
-    axes[1].set_title("update direction vs steepest descent", fontsize=10)
-    axes[1].legend(fontsize=8)
+    axes[1].set_title("update direction vs steepest descent")
+    axes[1].legend()
     axes[1].grid(True, alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "normalization_paths.png"))
 
@@ -355,9 +328,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     axes[0].set_title(
         f"post 3, x0 = 4, h = 0.01: Polyak ends at {pol['polyak_final_x']:.4f}, "
         f"GD at {pol['gd_final_x']:.4f}",
-        fontsize=9,
     )
-    axes[0].legend(fontsize=8)
+    axes[0].legend()
     axes[0].grid(True, alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "polyak_post3.png"))
     return paths

@@ -3,6 +3,7 @@ stops, the Polyak flow decays as e^{-t}, and post 3's 1-D truncated-Polyak examp
 
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,8 @@ import numpy as np
 
 import dynopt
 from dynopt import flows, lyapunov, plotting, problems
-from experiments import adaptive
+
+from . import _post3 as post3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +28,8 @@ class Config:
     γ (another). Theory: the iterate locks onto the period-2 orbit θᵢ = ±aᵢ with
     G = λᵢ²aᵢ² and γλᵢ/√(G+ε) = 2, i.e. aᵢ = √((γ/2)² − ε/λᵢ²)₊: slope 1 in γ (a = γ/2 for
     ε → 0), and coordinate i converges (GD with step γ/√ε) once ε > εᵢ* = (γλᵢ/2)².
-    (3) Polyak flow: L(t)/L(0) against e^{-t} on Rosenbrock. (4) Post 3's 1-D example via
-    `experiments.adaptive._polyak`.
+    (3) Polyak flow: L(t)/L(0) against e^{-t} on Rosenbrock. (4) Post 3's 1-D example
+    (`experiments/_post3.py`, shared with the adaptive experiment).
     Runtime on 2 CPU cores: quick ≈ 19 s (4 of the 9 flows), full ≈ 43 s.
     Headline (full): Lyapunov deviations 3e-14 (gradient) to 1.9e-7 (Polyak), all rates < 0
     except Adam's (dL/dt up to +58: L is not a Lyapunov function for Adam); plateau slope
@@ -67,13 +69,7 @@ class Config:
     polyak_h: float = 0.01
     polyak_steps: int = 2500
 
-
-def make_config(quick: bool = False, seed: int = 0) -> Config:
-    if not quick:
-        return Config(seed=seed)
-    return Config(
-        seed=seed,
-        quick=True,
+    QUICK: ClassVar[dict] = dict(
         lyap_points=101,
         lyap_flows=("gradient", "rmsprop", "adam", "polyak"),
         rms_gammas=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
@@ -117,9 +113,6 @@ def _lyapunov(config: Config) -> tuple[dict, dict]:
         # The Polyak reference runs to polyak_t1 (it also serves the L(t) = L(0)e^{-t} check).
         horizon = ts_polyak if name == "polyak" else ts
         ref = dynopt.solve(flow, prob, horizon, solver=solver, max_steps=65_536)
-        if name == "polyak":
-            arrays["polyak_decay_ts"] = np.asarray(ts_polyak)
-            arrays["polyak_decay_ratio"] = np.asarray(ref.loss) / float(ref.loss[0])
         measured = np.asarray(lyapunov.loss_rate(ref, prob, ts))
         predicted = np.asarray(lyapunov.predicted_rate(ref, prob, ts))
         metrics[name] = {
@@ -214,43 +207,38 @@ def _rmsprop(config: Config) -> tuple[dict, dict]:
     return metrics, arrays
 
 
-def _polyak_decay(config: Config, arrays: dict) -> dict:
-    """L(t)/L(0) of the untruncated Polyak flow's reference (solved in `_lyapunov`) vs e^{-t}."""
-    ts, ratio = arrays["polyak_decay_ts"], arrays["polyak_decay_ratio"]
+def polyak_decay(config: Config) -> tuple[dict, dict]:
+    """L(t)/L(0) of the untruncated Polyak flow's reference (the solve of `_lyapunov`) vs e^{-t}."""
+    prob = problems.rosenbrock()
+    ts = jnp.linspace(0.0, config.polyak_t1, 241)
+    ref = dynopt.solve(_lyapunov_flows(config, prob)["polyak"], prob, ts, max_steps=65_536)
+    ts, ratio = np.asarray(ts), np.asarray(ref.loss) / float(ref.loss[0])
     expected = np.exp(-ts)
-    return {
-        "L0": float(problems.rosenbrock().loss(problems.rosenbrock().params0)),
+    metrics = {
+        "L0": float(prob.loss(prob.params0)),
         "t1": config.polyak_t1,
         "max_abs_deviation_of_L_over_L0": float(np.max(np.abs(ratio - expected))),
         "max_relative_deviation_pointwise": float(np.max(np.abs(ratio / expected - 1))),
     }
+    return metrics, {"polyak_decay_ts": ts, "polyak_decay_ratio": ratio}
 
 
 def _post3(config: Config) -> tuple[dict, dict]:
-    metrics, arrays = adaptive._polyak(config)  # the same runs as the adaptive experiment
-    coeffs = np.poly([0.0, 1.0, 3.0, 3.0])  # x(x-1)(x-3)^2
-    crit = np.sort(np.roots(np.polyder(coeffs)).real)  # minimum, barrier (local max), x = 3
-    barrier = float(crit[1])
-    x = arrays["polyak_x"]
-    left = np.flatnonzero(x < barrier)
+    metrics, arrays = post3.polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
+    global_min, barrier, _ = post3.critical_points()
+    left = np.flatnonzero(arrays["polyak_x"] < barrier)
     metrics["barrier_x"] = barrier
-    metrics["global_min_x"] = float(crit[0])
+    metrics["global_min_x"] = global_min
     metrics["polyak_escape_t"] = float(arrays["polyak_ts"][left[0]]) if left.size else None
     return metrics, arrays
 
 
-def run(config: Config) -> tuple[dict, dict]:
-    metrics, arrays = {}, {}
-    for key, part in [
-        ("lyapunov", _lyapunov),
-        ("rmsprop_plateau", _rmsprop),
-        ("post3", _post3),
-    ]:
-        m, a = part(config)
-        metrics[key] = m
-        arrays.update(a)
-    metrics["polyak_decay"] = _polyak_decay(config, arrays)
-    return metrics, arrays
+SECTIONS = {
+    "lyapunov": _lyapunov,
+    "rmsprop_plateau": _rmsprop,
+    "post3": _post3,
+    "polyak_decay": polyak_decay,
+}
 
 
 _LABELS = {
@@ -283,9 +271,9 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         dev = metrics["lyapunov"][name]["max_relative_deviation"]
         up = metrics["lyapunov"][name]["max_predicted_rate"] > 0
         note = "\n(dL/dt > 0 at times: not a Lyapunov function)" if up else ""
-        ax.set_title(f"{_LABELS[name]}: max rel. dev. {dev:.1e}{note}", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.suptitle("Rosenbrock from (−1.2, 1): measured −dL/dt vs the flow's identity", fontsize=10)
+        ax.set_title(f"{_LABELS[name]}: max rel. dev. {dev:.1e}{note}")
+        ax.legend()
+    fig.suptitle("Rosenbrock from (−1.2, 1): measured −dL/dt vs the flow's identity")
     paths.append(plotting.save(fig, out_dir / "lyapunov_rates.png"))
 
     rm = metrics["rmsprop_plateau"]
@@ -300,31 +288,28 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     axes[0].set_title(
         f"optax.rmsprop, ε = {rm['gamma_sweep_eps']:g}: fitted slope "
         f"{rm['plateau_slope_in_gamma']:.3f}",
-        fontsize=10,
     )
-    axes[0].legend(fontsize=8)
+    axes[0].legend()
     axes[0].grid(True, which="both", alpha=0.3)
-    e = arrays["rms_eps"]
-    floor = 1e-9
-    axes[1].loglog(e, np.maximum(arrays["rms_plateau_eps"], floor), "o", label="measured, total")
+    e, floor = arrays["rms_eps"], 1e-9  # below: converged, drawn on the bottom edge
+    axes[1].set_xscale("log")
+    plotting.plot_log_floor(axes[1], e, arrays["rms_plateau_eps"], floor=floor, label="total")
     coords = arrays["rms_eps_coordinates"]
     for i, c in enumerate(rm["crossovers_per_coordinate"]):
-        axes[1].loglog(
-            e, np.maximum(coords[:, i], floor), ".", ms=4, label=f"coordinate λ = {c['lambda']:g}"
-        )
+        label = f"coordinate λ = {c['lambda']:g}"
+        plotting.plot_log_floor(axes[1], e, coords[:, i], ".", floor=floor, ms=4, label=label)
         axes[1].axvline(c["predicted"], color=f"C{i + 1}", ls=":", lw=1)
     pred = arrays["rms_plateau_eps_pred"]
     axes[1].loglog(e[pred > 0], pred[pred > 0], "k--", lw=0.8, label="√Σ((γ/2)² − ε/λᵢ²)₊")
     axes[1].axvline(rm["crossover_total_predicted"], color="k", ls=":", lw=1)
     axes[1].set_xlabel("ε")
-    axes[1].set_ylabel(f"late-time distance (clipped at {floor:g})")
+    axes[1].set_ylabel("late-time distance to θ*")
     lo, hi = rm["crossover_total_found"]
     axes[1].set_title(
         f"γ = {rm['eps_sweep_gamma']:g}: GD (step γ/√ε) once ε > (γλ/2)²\n"
         f"predicted ε* = {rm['crossover_total_predicted']:.2g}, found in [{lo:.2g}, {hi:.2g}]",
-        fontsize=9,
     )
-    axes[1].legend(fontsize=7, loc="lower left")
+    axes[1].legend(loc="lower left")
     axes[1].grid(True, which="both", alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "rmsprop_plateau.png"))
 
@@ -334,15 +319,13 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     axes[0].semilogy(ts, arrays["polyak_decay_ratio"], lw=2, alpha=0.6, label="L(t)/L(0)")
     axes[0].semilogy(ts, np.exp(-ts), "k:", label="$e^{-t}$")
     axes[0].set_xlabel("t")
-    axes[0].set_title(f"Polyak flow on Rosenbrock, L(0) = {pd['L0']:g}", fontsize=10)
-    axes[0].legend(fontsize=8)
+    axes[0].set_title(f"Polyak flow on Rosenbrock, L(0) = {pd['L0']:g}")
+    axes[0].legend()
     axes[0].grid(True, alpha=0.3)
     axes[1].semilogy(ts[1:], np.abs(arrays["polyak_decay_ratio"][1:] * np.exp(ts[1:]) - 1))
     axes[1].set_xlabel("t")
     axes[1].set_ylabel("$|L(t)/(L(0)e^{-t}) - 1|$")
-    axes[1].set_title(
-        f"max relative deviation {pd['max_relative_deviation_pointwise']:.1e}", fontsize=10
-    )
+    axes[1].set_title(f"max relative deviation {pd['max_relative_deviation_pointwise']:.1e}")
     axes[1].grid(True, alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "polyak_decay.png"))
 
@@ -362,9 +345,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     axes[0].set_title(
         f"post 3, x0 = 4, h = 0.01: Polyak ends at {p3['polyak_final_x']:.4f} "
         f"(escapes at t = {esc}), GD at {p3['gd_final_x']:.4f}",
-        fontsize=8,
     )
-    axes[0].legend(fontsize=7)
+    axes[0].legend()
     axes[0].grid(True, alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "post3_example.png"))
     return paths

@@ -3,6 +3,7 @@ scaling regimes, stability limits, and momentum jumping over a shallow minimum."
 
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -71,13 +72,7 @@ class Config:
     well_step: float = 0.05
     well_bisections: int = 30
 
-
-def make_config(quick: bool = False, seed: int = 0) -> Config:
-    if not quick:
-        return Config(seed=seed)
-    return Config(
-        seed=seed,
-        quick=True,
+    QUICK: ClassVar[dict] = dict(
         osc_steps=(40, 80, 160, 320),
         rosen_steps=(400, 800, 1600, 3200),
         schemes=("leapfrog", "leapfrog_zero_trace", "euler"),
@@ -328,10 +323,10 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
                 order=m["orders"][scheme],
                 marker=_MARKERS[i % len(_MARKERS)],
             )
-        ax.set_title(f"{name}: heavy ball a = {m['damping']:g}, t1 = {m['t1']:g}", fontsize=10)
+        ax.set_title(f"{name}: heavy ball a = {m['damping']:g}, t1 = {m['t1']:g}")
         low = min(float(np.min(arrays[f"{name}_err_{s}"])) for s in m["orders"])
         ax.set_ylim(bottom=low / 60)  # room for the legend under the curves
-        ax.legend(fontsize=6.5, loc="lower right")
+        ax.legend(loc="lower right")
     fm = metrics["fixed_momentum"]
     plotting.plot_error_vs_step_size(
         axes[-1],
@@ -341,8 +336,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
         order=fm["order"],
     )
     axes[-1].set_xlabel("learning rate η (t = kη)")
-    axes[-1].set_title("fixed β, η → 0 (oscillator)", fontsize=10)
-    axes[-1].legend(fontsize=7)
+    axes[-1].set_title("fixed β, η → 0 (oscillator)")
+    axes[-1].legend()
     paths.append(plotting.save(fig, out_dir / "orders.png"))
 
     st = metrics["stability"]
@@ -353,13 +348,13 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     meas = [st["schemes"][s]["measured"] for s in names]
     axes[0].bar(x - 0.2, pred, width=0.4, label="predicted (Schur–Cohn)")
     bars = axes[0].bar(x + 0.2, meas, width=0.4, label=f"measured ({st['steps_per_run']} steps)")
-    axes[0].bar_label(bars, labels=[f"{v:.4f}" for v in meas], fontsize=7)
-    axes[0].set_xticks(x, names, rotation=20, fontsize=8)
+    axes[0].bar_label(bars, labels=[f"{v:.4f}" for v in meas])
+    axes[0].set_xticks(x, names, rotation=20)
     axes[0].set_ylabel("largest stable h·√λmax")
     axes[0].set_title(
-        f"stability on a quadratic, a = {st['damping']:g}, λmax = {st['lambda_max']:g}", fontsize=10
+        f"stability on a quadratic, a = {st['damping']:g}, λmax = {st['lambda_max']:g}"
     )
-    axes[0].legend(fontsize=8)
+    axes[0].legend()
     axes[0].grid(True, axis="y", alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "stability.png"))
 
@@ -375,8 +370,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     )
     axes[0].set_xlabel("x")
     axes[0].set_ylabel("L(x)")
-    axes[0].set_title(f"L = (x²-1)² + {dw['tilt']:g}x", fontsize=10)
-    axes[0].legend(fontsize=8)
+    axes[0].set_title(f"L = (x²-1)² + {dw['tilt']:g}x")
+    axes[0].legend()
     ts = arrays["well_ts"]
     axes[1].plot(
         arrays["well_gd_ts"], arrays["well_gd"], "k", label=f"GD, h = {dw['leapfrog_step']:g}"
@@ -389,9 +384,8 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     axes[1].set_title(
         f"critical damping: flow {dw['critical_damping_flow']:.4f}, "
         f"leapfrog h={dw['leapfrog_step']:g} {dw['critical_damping_leapfrog']:.4f}",
-        fontsize=9,
     )
-    axes[1].legend(fontsize=7)
+    axes[1].legend()
     axes[1].grid(True, alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "double_well.png"))
     return paths
