@@ -2,8 +2,9 @@
 
 Each experiment module is a run card (`experiments/_card.py`): a frozen `Config` (its docstring
 the card, its `QUICK` the quick-mode override), `SECTIONS` that return typed results, and `FIGURES`
-drawn from the saved results alone. Modules not yet converted still define `make_config(quick,
-seed)`, `run(config) -> (metrics, arrays)` and `plot(metrics, arrays, out_dir)`.
+drawn from the saved results alone. Modules not yet fully converted define `run(config) ->
+(metrics, arrays)` instead of `SECTIONS`, and/or `plot(metrics, arrays, out_dir)` instead of
+`FIGURES`.
 `python -m experiments list|run NAME [--quick] [--seed N] [--out DIR]|run-all|figures`.
 """
 
@@ -54,10 +55,7 @@ def run_experiment(
     jax.config.update("jax_enable_x64", True)  # an entry point: references run in float64
 
     card = hasattr(module, "SECTIONS")
-    if hasattr(module.Config, "QUICK"):
-        config = _card.configure(module.Config, quick=quick, seed=seed)
-    else:  # not yet converted to a run card
-        config = module.make_config(quick=quick, seed=seed)
+    config = _card.configure(module.Config, quick=quick, seed=seed)
     start = time.perf_counter()
     if card:
         metrics, arrays = _card.run_sections(module.SECTIONS, config)
