@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import pytest
 
 import experiments
 from dynopt import plotting
-from experiments import __main__ as cli
+from experiments import __main__ as cli, _card
 from experiments._io import load_results, OutError, write_results
 
 
@@ -251,3 +252,36 @@ def test_metrics_json_is_standard_json_with_the_reason_for_each_null(tmp_path):
     metrics, _ = load_results(out)
     assert metrics["runs"][0]["loss"] == inf and metrics["1/N1"]["x"] == -inf
     assert math.isnan(metrics["n"]) and "non_finite" not in metrics
+
+
+@dataclasses.dataclass
+class _Part:
+    name: str
+    order: float
+    errors: _card.Array
+    per_h: dict[str, _card.Array]
+    extra: _card.Array | None = None
+
+
+def _section_a(config) -> dict[str, _Part]:
+    return {"p": _Part("p", float("inf"), np.arange(3.0), {"0.1": np.ones(2), "0.2": np.zeros(1)})}
+
+
+def _section_b(config) -> tuple[dict, dict]:  # a section not yet typed
+    return {"m": 1}, {"b_x": np.arange(2)}
+
+
+def test_typed_results_round_trip_through_the_saved_files(tmp_path):
+    sections = {"a": _section_a, "b": _section_b}
+    metrics, arrays = _card.run_sections(sections, config=None)
+    assert set(metrics["section_wall_time_s"]) == {"a", "b"}
+    assert metrics["a"] == {"p": {"name": "p", "order": float("inf")}}  # numbers only
+    assert set(arrays) == {"a/p/errors", "a/p/per_h/0.1", "a/p/per_h/0.2", "b_x"}
+    out = write_results(
+        tmp_path / "exp", config={}, metrics=metrics, arrays=arrays, figures=lambda d: []
+    )
+    results = _card.results_from(sections, *load_results(out))
+    part = results.a["p"]
+    assert isinstance(part, _Part) and part.order == float("inf") and part.extra is None
+    assert part.errors.tolist() == [0.0, 1.0, 2.0] and list(part.per_h) == ["0.1", "0.2"]
+    assert results.b == {"m": 1}
