@@ -383,6 +383,7 @@ def test_a_game_is_a_problem_whose_oracle_is_the_simultaneous_gradient():
     a = dynopt.solve(flows.GradientFlow(), game, ts, solver="tsit5")
     b = dynopt.solve(games.GameFlow(), game, ts, solver="tsit5")
     assert eqx.tree_equal(a.params, b.params, rtol=1e-14, atol=1e-15)
+
     # A transform that reads the extra arguments sees the oracle's H and ξ, at θ_k and elsewhere
     # (it keeps them in its state; an observer records the state).
     def update(updates, state, params=None, *, value, grad, value_fn, grad_fn):
