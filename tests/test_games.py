@@ -447,3 +447,24 @@ def test_new_game_hyperparameters_do_not_recompile():
     first = counter.count
     dynopt.solve(games.GameFlow(), gp_game(0.3), ts, solver="tsit5")
     assert counter.count == first
+
+
+def _warm_start(disc, params, problem):
+    # Heavy ball started on the slow manifold: trace = grad / (1 - momentum).
+    g = problem.grad(params)
+    return (optax.TraceState(trace=g / (1 - disc.hyperparams["momentum"])), optax.EmptyState())
+
+
+def test_weight_averages_keep_the_wrapped_initial_state():
+    """Wrapping a `Discretization` keeps its own initial state (`init_fn`), hence its run."""
+    p = dynopt.problems.quadratic([1.0, 2.0])
+    disc = dynopt.Discretization(
+        optax.sgd, {"learning_rate": 0.1, "momentum": 0.5}, dt=0.1, init_fn=_warm_start
+    )
+    plain = dynopt.run(disc, p, 5)
+    wrapped = dynopt.run(games.weight_averages(disc, 0.5), p, 5, observe=games.averages)
+    np.testing.assert_array_equal(wrapped.params, plain.params)
+    ema = np.asarray(p.params0)
+    for k in range(1, 6):
+        ema = 0.5 * ema + 0.5 * np.asarray(plain.params[k])
+    np.testing.assert_allclose(wrapped.observations[-1, 0], ema, rtol=1e-14)
