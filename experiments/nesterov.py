@@ -1,7 +1,6 @@
 """NAG and the Nesterov ODE X'' + (r/t)X' + ∇f(X) = 0 (Su, Boyd & Candès 2016, Figure 1 setting)."""
 
 import dataclasses
-from pathlib import Path
 from typing import ClassVar
 
 import equinox as eqx
@@ -11,6 +10,8 @@ import numpy as np
 
 import dynopt
 from dynopt import flows, plotting, problems
+
+from ._card import Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,45 +58,108 @@ def _evaluate_states(interpolation, ts):
     return jax.vmap(interpolation.evaluate)(ts)
 
 
-def run(config: Config) -> tuple[dict, dict]:
-    lam = jnp.asarray(config.eigenvalues)
-    problem = problems.quadratic(lam, params0=jnp.asarray(config.x0), name="sbc_quadratic")
-    dist0_sq = float(jnp.sum(jnp.asarray(config.x0) ** 2))
-    ts = jnp.linspace(0.0, config.t1, config.num_points)
-    metrics: dict = {"t1": config.t1, "eigenvalues": list(config.eigenvalues)}
-    arrays: dict = {"ts": np.asarray(ts)}
+@dataclasses.dataclass
+class Setup:
+    t1: float
+    eigenvalues: list[float]
+    ts: Array
+    gap_bound: Array  # 2|x0 - x*|²/t², r = 3 (inf at t = 0)
 
-    # (4) r-sweep (includes r = 3): solves, closed forms, bounds.
-    refs, sweep = {}, {}
+
+@dataclasses.dataclass
+class Ode:
+    """The Nesterov ODE for one r: diffrax against its closed form, and its rate."""
+
+    closed_form_max_abs_error: float
+    max_gap_over_bound: float | None  # r ≥ 3 only
+    final_gap: float
+    solver: str
+    x1: Array
+    gap: Array
+
+
+@dataclasses.dataclass
+class Lyapunov:
+    energy_0: float
+    max_relative_increase: float
+    energy: Array
+
+
+@dataclasses.dataclass
+class Sbc:
+    """NAG at the SBC step sizes against X(k√s), each cut at k√s ≤ t1 (arrays by "s=…")."""
+
+    step_sizes: list[float]
+    max_deviation: list[float]
+    t: dict[str, Array]
+    x1: dict[str, Array]
+    gap: dict[str, Array]
+
+
+@dataclasses.dataclass
+class Order:
+    step_sizes: list[float]
+    max_deviation: list[float]
+    order_in_sqrt_s: float
+    solver: str
+    sqrt_s: Array
+    errors: Array
+
+
+def _problem(config: Config) -> dynopt.Problem:
+    lam, x0 = jnp.asarray(config.eigenvalues), jnp.asarray(config.x0)
+    return problems.quadratic(lam, params0=x0, name="sbc_quadratic")
+
+
+def _ts(config: Config):
+    return jnp.linspace(0.0, config.t1, config.num_points)
+
+
+def _reference(config: Config, r: float = 3.0):
+    """The ODE's diffrax solution (the same solve in every section: compiled once)."""
+    return dynopt.solve(flows.NesterovODE(r), _problem(config), _ts(config))
+
+
+def setup(config: Config) -> Setup:
+    ts, dist0_sq = _ts(config), float(jnp.sum(jnp.asarray(config.x0) ** 2))
+    bound = np.asarray(flows.NesterovODE(3.0).rate_bound(ts[1:], dist0_sq))
+    return Setup(
+        config.t1, list(config.eigenvalues), np.asarray(ts), np.concatenate([[np.inf], bound])
+    )
+
+
+def r_sweep(config: Config) -> dict[str, Ode]:
+    """(4) r-sweep (includes r = 3): solves, closed forms, bounds."""
+    problem, ts = _problem(config), _ts(config)
+    dist0_sq = float(jnp.sum(jnp.asarray(config.x0) ** 2))
+    out = {}
     for r in config.rs:
-        flow = flows.NesterovODE(r)
-        ref = dynopt.solve(flow, problem, ts)
-        refs[r] = ref
+        ref = _reference(config, r)
         exact = _closed_form_2d(ts, config, r)
         gap = np.asarray(jax.vmap(problem.loss)(ref.params))
-        bound = np.asarray(flow.rate_bound(ts[1:], dist0_sq))
-        sweep[f"r={r:g}"] = {
-            "closed_form_max_abs_error": float(np.max(np.abs(np.asarray(ref.params) - exact))),
-            "max_gap_over_bound": float(np.max(gap[1:] / bound)) if r >= 3 else None,
-            "final_gap": float(gap[-1]),
-            "solver": ref.solver,
-        }
-        arrays[f"gap_r{r:g}"] = gap
-        arrays[f"x1_r{r:g}"] = np.asarray(ref.params[:, 0])
-    metrics["r_sweep"] = sweep
+        bound = np.asarray(flows.NesterovODE(r).rate_bound(ts[1:], dist0_sq))
+        out[f"r={r:g}"] = Ode(
+            closed_form_max_abs_error=float(np.max(np.abs(np.asarray(ref.params) - exact))),
+            max_gap_over_bound=float(np.max(gap[1:] / bound)) if r >= 3 else None,
+            final_gap=float(gap[-1]),
+            solver=ref.solver,
+            x1=np.asarray(ref.params[:, 0]),
+            gap=gap,
+        )
+    return out
 
-    flow = flows.NesterovODE(3.0)
-    ref = refs[3.0]
-    # (5) Lyapunov energy along the dense solution.
-    states = _evaluate_states(ref.interpolation, ts)
+
+def lyapunov_energy(config: Config) -> Lyapunov:
+    """(5) Lyapunov energy along the dense solution (r = 3)."""
+    problem, ts, flow = _problem(config), _ts(config), flows.NesterovODE(3.0)
+    states = _evaluate_states(_reference(config).interpolation, ts)
     energy = np.asarray(jax.vmap(lambda t, s: flow.lyapunov_energy(t, s, problem))(ts, states))
-    metrics["lyapunov"] = {
-        "energy_0": float(energy[0]),
-        "max_relative_increase": float(np.max(np.diff(energy)) / energy[0]),
-    }
-    arrays["energy"] = energy
+    return Lyapunov(float(energy[0]), float(np.max(np.diff(energy)) / energy[0]), energy)
 
-    # (2) the SBC step sizes: one batched NAG run, each s cut at k sqrt(s) <= t1.
+
+def sbc(config: Config) -> Sbc:
+    """(2) the SBC step sizes: one batched NAG run, each s cut at k sqrt(s) <= t1."""
+    problem, flow, ref = _problem(config), flows.NesterovODE(3.0), _reference(config)
     s = np.asarray(config.sbc_steps)
     n_max = int(np.floor(config.t1 / np.sqrt(s.min())))
     nag_runs = dynopt.run(flow.discretize(jnp.asarray(s)), problem, n_max)
@@ -104,109 +168,88 @@ def run(config: Config) -> tuple[dict, dict]:
     xref_all = np.asarray(
         _evaluate_states(ref.interpolation, jnp.asarray(tk_all.ravel()))[0]
     ).reshape(s.size, n_max + 1, -1)
-    deviations = []
+    out = Sbc(s.tolist(), [], {}, {}, {})
     for i, si in enumerate(s):
         n = int(np.floor(config.t1 / np.sqrt(si) + 1e-9))
-        tk = np.arange(n + 1) * np.sqrt(si)
         xk = np.asarray(nag_runs.params[i, : n + 1])
-        xref = xref_all[i, : n + 1]
-        deviations.append(float(np.max(np.linalg.norm(xk - xref, axis=1))))
-        arrays[f"nag_t_s{i}"] = tk
-        arrays[f"nag_x1_s{i}"] = xk[:, 0]
-        arrays[f"nag_gap_s{i}"] = np.asarray(jax.vmap(problem.loss)(jnp.asarray(xk)))
-    metrics["sbc"] = {"step_sizes": s.tolist(), "max_deviation": deviations}
+        out.max_deviation.append(float(np.max(np.linalg.norm(xk - xref_all[i, : n + 1], axis=1))))
+        key = f"s={si:g}"
+        out.t[key], out.x1[key] = np.arange(n + 1) * np.sqrt(si), xk[:, 0]
+        out.gap[key] = np.asarray(jax.vmap(problem.loss)(jnp.asarray(xk)))
+    return out
 
-    # Order in sqrt(s): s = (t1/N)^2, so that t1 is a whole number of steps.
+
+def order(config: Config) -> Order:
+    """Order in sqrt(s): s = (t1/N)^2, so that t1 is a whole number of steps."""
     s_order = (config.t1 / np.asarray(config.order_num_steps, dtype=float)) ** 2
-    comp = dynopt.compare(flow, problem, s_order, config.t1)
+    comp = dynopt.compare(flows.NesterovODE(3.0), _problem(config), s_order, config.t1)
     # compare fits log e against log dt, and NAG's time step is dt = sqrt(s).
-    metrics["order"] = {
-        "step_sizes": s_order.tolist(),
-        "max_deviation": np.asarray(comp.errors).tolist(),
-        "order_in_sqrt_s": float(comp.order),
-        "solver": comp.solver,
-    }
-    arrays["order_sqrt_s"] = np.sqrt(s_order)
-    arrays["order_errors"] = np.asarray(comp.errors)
-    arrays["gap_bound"] = np.concatenate([[np.inf], np.asarray(flow.rate_bound(ts[1:], dist0_sq))])
-    return metrics, arrays
-
-
-def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    paths = []
-    ts = arrays["ts"]
-    sbc = metrics["sbc"]
-    fig, axes = plotting.figure(3, width=4.6, height=3.8)
-    axes[0].plot(ts, arrays["x1_r3"], "k", lw=2, alpha=0.5, label="ODE r = 3")
-    for i, s in enumerate(sbc["step_sizes"]):
-        axes[0].plot(
-            arrays[f"nag_t_s{i}"],
-            arrays[f"nag_x1_s{i}"],
-            ".",
-            ms=2.5,
-            label=f"NAG s = {s:g} (max dev {sbc['max_deviation'][i]:.3f})",
-        )
-    axes[0].set_xlabel("t = k√s")
-    axes[0].set_ylabel("x₁")
-    axes[0].set_title("NAG iterates vs the Nesterov ODE")
-    axes[0].legend()
-    axes[0].grid(True, alpha=0.3)
-
-    curves = [(ts, arrays["gap_r3"], "ODE r = 3")]
-    for i, s in enumerate(sbc["step_sizes"]):
-        curves.append((arrays[f"nag_t_s{i}"], arrays[f"nag_gap_s{i}"], f"NAG s = {s:g}"))
-    plotting.plot_loss_curves(axes[1], curves)
-    axes[1].loglog(ts[1:], arrays["gap_bound"][1:], "k--", label="bound 2|x₀-x*|²/t²")
-    axes[1].set_ylim(1e-8, 1e1)
-    axes[1].set_xlim(1.0, ts[-1])
-    axes[1].set_ylabel("f - f*")
-    axes[1].set_title("f - f* with the O(1/t²) bound")
-    axes[1].legend()
-
-    od = metrics["order"]
-    plotting.plot_error_vs_step_size(
-        axes[2],
-        arrays["order_sqrt_s"],
-        arrays["order_errors"],
-        label="max_k |x_k - X(k√s)|",
-        order=od["order_in_sqrt_s"],
+    return Order(
+        step_sizes=s_order.tolist(),
+        max_deviation=np.asarray(comp.errors).tolist(),
+        order_in_sqrt_s=float(comp.order),
+        solver=comp.solver,
+        sqrt_s=np.sqrt(s_order),
+        errors=np.asarray(comp.errors),
     )
-    plotting.plot_slope_guide(
-        axes[2],
-        arrays["order_sqrt_s"],
-        float(arrays["order_errors"][0]),
-        1.0,
+
+
+SECTIONS = {
+    "setup": setup,
+    "r_sweep": r_sweep,
+    "lyapunov": lyapunov_energy,
+    "sbc": sbc,
+    "order": order,
+}
+
+
+def draw_sbc(r):
+    ts, sb, ode = r.setup.ts, r.sbc, r.r_sweep["r=3"]
+    fig, axes = plotting.panels(3, width=4.6, height=3.8)
+    axes[0].plot(ts, ode.x1, "k", lw=2, alpha=0.5, label="ODE r = 3")
+    for (key, t), dev in zip(sb.t.items(), sb.max_deviation):
+        axes[0].plot(t, sb.x1[key], ".", ms=2.5, label=f"NAG {key} (max dev {dev:.3f})")
+    axes[0].set(xlabel="t = k√s", ylabel="x₁", title="NAG iterates vs the Nesterov ODE")
+    plotting.legend(axes[0])
+    axes[0].grid(True, alpha=0.3)
+    curves = [(ts, ode.gap, "ODE r = 3")]
+    curves += [(t, sb.gap[key], f"NAG {key}") for key, t in sb.t.items()]
+    plotting.plot_loss_curves(axes[1], curves)
+    axes[1].loglog(ts[1:], r.setup.gap_bound[1:], "k--", label="bound 2|x₀-x*|²/t²")
+    axes[1].set(ylim=(1e-8, 1e1), xlim=(1.0, ts[-1]), ylabel="f - f*")
+    axes[1].set_title("f - f* with the O(1/t²) bound")
+    plotting.legend(axes[1])
+    od = r.order
+    plotting.plot_orders(
+        axes[2], od.sqrt_s, [(od.errors, "max_k |x_k - X(k√s)|", od.order_in_sqrt_s)], guides=(1,)
     )
     axes[2].set_xlabel("√s")
-    axes[2].set_xticks(arrays["order_sqrt_s"], [f"{v:.3g}" for v in arrays["order_sqrt_s"]])
-    axes[2].set_title(f"deviation over t ≤ {metrics['t1']:g}, order in √s")
-    axes[2].legend()
-    paths.append(plotting.save(fig, out_dir / "sbc.png"))
+    axes[2].set_xticks(od.sqrt_s, [f"{v:.3g}" for v in od.sqrt_s])
+    axes[2].set_title(f"deviation over t ≤ {r.setup.t1:g}, order in √s")
+    return fig
 
-    fig, axes = plotting.figure(3, width=4.6, height=3.8)
-    for key in metrics["r_sweep"]:
-        r = key.split("=")[1]
-        axes[0].plot(ts, arrays[f"x1_r{r}"], label=key)
-        axes[1].loglog(ts[1:], arrays[f"gap_r{r}"][1:], label=key)
-    axes[0].set_xlabel("t")
-    axes[0].set_ylabel("x₁(t)")
-    axes[0].set_title("r-sweep: oscillation of X(t)")
-    axes[0].legend()
+
+def draw_r_sweep(r):
+    ts = r.setup.ts
+    fig, axes = plotting.panels(3, width=4.6, height=3.8)
+    for key, ode in r.r_sweep.items():
+        axes[0].plot(ts, ode.x1, label=key)
+        axes[1].loglog(ts[1:], ode.gap[1:], label=key)
+    axes[0].set(xlabel="t", ylabel="x₁(t)", title="r-sweep: oscillation of X(t)")
+    plotting.legend(axes[0])
     axes[0].grid(True, alpha=0.3)
-    axes[1].loglog(ts[1:], arrays["gap_bound"][1:], "k--", label="2|x₀-x*|²/t² (r = 3)")
-    axes[1].set_ylim(1e-10, 1e1)
-    axes[1].set_xlabel("t")
-    axes[1].set_ylabel("f - f*")
-    axes[1].set_title("r-sweep: rates")
-    axes[1].legend()
+    axes[1].loglog(ts[1:], r.setup.gap_bound[1:], "k--", label="2|x₀-x*|²/t² (r = 3)")
+    axes[1].set(ylim=(1e-10, 1e1), xlabel="t", ylabel="f - f*", title="r-sweep: rates")
+    plotting.legend(axes[1])
     axes[1].grid(True, which="both", alpha=0.3)
-    lya = metrics["lyapunov"]
-    axes[2].plot(ts, arrays["energy"], label="E = t²(f-f*) + 2|X + tX'/2 - x*|²")
-    axes[2].plot(ts, ts**2 * arrays["gap_r3"], label="t²(f - f*)")
+    lya = r.lyapunov
+    axes[2].plot(ts, lya.energy, label="E = t²(f-f*) + 2|X + tX'/2 - x*|²")
+    axes[2].plot(ts, ts**2 * r.r_sweep["r=3"].gap, label="t²(f - f*)")
     axes[2].set_xlabel("t")
-    axes[2].set_title(f"Lyapunov energy (r = 3), max ΔE/E₀ = {lya['max_relative_increase']:.1e}")
-    axes[2].legend()
+    axes[2].set_title(f"Lyapunov energy (r = 3), max ΔE/E₀ = {lya.max_relative_increase:.1e}")
+    plotting.legend(axes[2])
     axes[2].grid(True, alpha=0.3)
-    paths.append(plotting.save(fig, out_dir / "r_sweep.png"))
-    return paths
+    return fig
+
+
+FIGURES = {"sbc.png": draw_sbc, "r_sweep.png": draw_r_sweep}
