@@ -225,73 +225,100 @@ def _double_well(config: Config) -> tuple[dict, dict]:
     return metrics, arrays
 
 
-def run(config: Config) -> tuple[dict, dict]:
-    osc = problems.quadratic(jnp.array([1.0]), name="oscillator")
-    rosen = problems.rosenbrock()
-    metrics: dict = {}
-    if not config.quick:  # the reference against the closed form (tests check it too)
-        ts = jnp.linspace(0.0, config.osc_t1, 201)
-        ref = dynopt.solve(flows.HeavyBall(config.osc_damping), osc, ts)
-        exact = oscillator_solution(np.asarray(ts), config.osc_damping)
-        metrics["oscillator_closed_form_max_abs_error"] = float(
-            np.max(np.abs(ref.params[:, 0] - exact))
-        )
-    arrays: dict = {}
+def _oscillator() -> dynopt.Problem:
+    return problems.quadratic(jnp.array([1.0]), name="oscillator")
 
-    osc_res = _orders(osc, config.osc_damping, config.osc_t1, config.osc_steps, config.schemes)
-    rosen_res = _orders(
-        rosen, config.rosen_damping, config.rosen_t1, config.rosen_steps, config.rosen_schemes
+
+def closed_form(config: Config) -> tuple[dict, dict]:
+    """The reference against the closed form (full mode; tests check it too)."""
+    if config.quick:
+        return {}, {}
+    ts = jnp.linspace(0.0, config.osc_t1, 201)
+    ref = dynopt.solve(flows.HeavyBall(config.osc_damping), _oscillator(), ts)
+    exact = oscillator_solution(np.asarray(ts), config.osc_damping)
+    return {"oscillator_max_abs_error": float(np.max(np.abs(ref.params[:, 0] - exact)))}, {}
+
+
+def _orders_section(name, problem, damping, t1, steps, schemes) -> tuple[dict, dict]:
+    res = _orders(problem, damping, t1, steps, schemes)
+    schemes = [s for s in res if s != "step_sizes"]
+    metrics = {
+        "damping": damping,
+        "t1": t1,
+        "orders": {s: res[s]["order"] for s in schemes},
+        "max_errors": {s: res[s]["errors"].tolist() for s in schemes},
+    }
+    arrays = {f"{name}_step_sizes": res["step_sizes"]}
+    arrays.update({f"{name}_err_{s}": res[s]["errors"] for s in schemes})
+    return metrics, arrays
+
+
+def oscillator(c: Config) -> tuple[dict, dict]:
+    return _orders_section(
+        "oscillator", _oscillator(), c.osc_damping, c.osc_t1, c.osc_steps, c.schemes
     )
-    for name, res, damping, t1 in (
-        ("oscillator", osc_res, config.osc_damping, config.osc_t1),
-        ("rosenbrock", rosen_res, config.rosen_damping, config.rosen_t1),
-    ):
-        metrics[name] = {
-            "damping": damping,
-            "t1": t1,
-            "orders": {s: res[s]["order"] for s in res if s != "step_sizes"},
-            "max_errors": {s: res[s]["errors"].tolist() for s in res if s != "step_sizes"},
-        }
-        arrays[f"{name}_step_sizes"] = res["step_sizes"]
-        for s in res:
-            if s != "step_sizes":
-                arrays[f"{name}_err_{s}"] = res[s]["errors"]
 
-    # Regime 2: beta fixed, eta -> 0, against theta' = -grad L / (1 - beta) at t = k eta.
+
+def rosenbrock(c: Config) -> tuple[dict, dict]:
+    return _orders_section(
+        "rosenbrock", problems.rosenbrock(), c.rosen_damping, c.rosen_t1, c.rosen_steps,
+        c.rosen_schemes,
+    )  # fmt: skip
+
+
+def fixed_momentum(config: Config) -> tuple[dict, dict]:
+    """Regime 2: beta fixed, eta -> 0, against theta' = -grad L / (1 - beta) at t = k eta."""
     etas = config.fixed_t1 / np.asarray(config.fixed_steps, dtype=float)
     fixed = dynopt.compare(
-        flows.RescaledGradientFlow(config.fixed_momentum), osc, etas, config.fixed_t1
+        flows.RescaledGradientFlow(config.fixed_momentum), _oscillator(), etas, config.fixed_t1
     )
-    metrics["fixed_momentum"] = {
+    metrics = {
         "momentum": config.fixed_momentum,
         "t1": config.fixed_t1,
         "order": float(fixed.order),
         "max_errors": np.asarray(fixed.errors).tolist(),
     }
-    arrays["fixed_step_sizes"] = etas
-    arrays["fixed_errors"] = np.asarray(fixed.errors)
+    return metrics, {"fixed_step_sizes": etas, "fixed_errors": np.asarray(fixed.errors)}
 
-    metrics["stability"] = {
+
+def stability(config: Config) -> tuple[dict, dict]:
+    metrics = {
         "damping": config.stab_damping,
         "lambda_max": config.stab_lambda,
         "steps_per_run": config.stab_steps,
         "schemes": _stability(config),
     }
+    return metrics, {}
+
+
+def tuning_rule(config: Config) -> tuple[dict, dict]:
     beta, r = 0.9, 0.1
     beta_new = float(flows.rescale_momentum(beta, r))
     a_old = float(flows.HeavyBall.from_hyperparams(0.01, beta)[0].damping)
     a_new = float(flows.HeavyBall.from_hyperparams(0.01 * r, beta_new)[0].damping)
-    metrics["tuning_rule"] = {
+    metrics = {
         "momentum": beta,
         "lr_ratio": r,
         "new_momentum": beta_new,
         "leapfrog_damping_before": a_old,
         "leapfrog_damping_after": a_new,
     }
-    well_metrics, well_arrays = _double_well(config)
-    metrics["double_well"] = well_metrics
-    arrays.update(well_arrays)
-    return metrics, arrays
+    return metrics, {}
+
+
+def double_well(config: Config) -> tuple[dict, dict]:
+    return _double_well(config)
+
+
+SECTIONS = {
+    "closed_form": closed_form,
+    "oscillator": oscillator,
+    "rosenbrock": rosenbrock,
+    "fixed_momentum": fixed_momentum,
+    "stability": stability,
+    "tuning_rule": tuning_rule,
+    "double_well": double_well,
+}
 
 
 _LABELS = {
