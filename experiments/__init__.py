@@ -2,9 +2,8 @@
 
 Each experiment module is a run card (`experiments/_card.py`): a frozen `Config` (its docstring
 the card, its `QUICK` the quick-mode override), `SECTIONS` that return typed results, and `FIGURES`
-drawn from the saved results alone. Modules not yet fully converted define `run(config) ->
-(metrics, arrays)` instead of `SECTIONS`, and/or `plot(metrics, arrays, out_dir)` instead of
-`FIGURES`.
+drawn from the saved results alone. Modules whose sections are not yet typed (they return
+`(metrics, flat arrays)`) draw with `plot(metrics, arrays, out_dir)` instead of `FIGURES`.
 `python -m experiments list|run NAME [--quick] [--seed N] [--out DIR]|run-all|figures`.
 """
 
@@ -54,13 +53,9 @@ def run_experiment(
 
     jax.config.update("jax_enable_x64", True)  # an entry point: references run in float64
 
-    card = hasattr(module, "SECTIONS")
     config = _card.configure(module.Config, quick=quick, seed=seed)
     start = time.perf_counter()
-    if card:
-        metrics, arrays = _card.run_sections(module.SECTIONS, config)
-    else:
-        metrics, arrays = module.run(config)
+    metrics, arrays = _card.run_sections(module.SECTIONS, config)
     wall = time.perf_counter() - start
     metrics = {
         "experiment": name,
