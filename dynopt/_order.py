@@ -8,6 +8,9 @@ from ._custom_types import Array, Float
 def fit_order(step_sizes: Float[Array, " k"], errors: Float[Array, " k"]) -> Float[Array, ""]:
     r"""Least-squares slope $p$ of $\log e = p\log h + c$ over the finite, positive errors.
 
+    `compare` passes the time steps $h = \Delta t$ of the runs (not the map's step-size
+    argument), so $p$ is the order in the time step whatever the discretization map.
+
     Returns `nan` when fewer than two points qualify. Works under `jit` (masking, not slicing).
     """
     h = jnp.asarray(step_sizes)
