@@ -94,6 +94,24 @@ def _slope(x, e) -> float:
     return float(dynopt.fit_order(jnp.asarray(x, float), jnp.asarray(e, float)))
 
 
+def _route_metrics(paths, mc, fp_h, fp_err, fp_defect, fp_lost, eps, pi, dts, rw) -> dict:
+    """Each route's errors and fitted slope (Monte Carlo in paths, FP in h, PI in ε, walk in Δt)."""
+    return {
+        "mc_tv": mc,
+        "mc_slope_in_paths": _slope(paths, mc),
+        "fp_max_err": fp_err,
+        "fp_slope_in_h": _slope(fp_h, fp_err),
+        "fp_max_mass_defect": max(fp_defect),
+        "fp_lost_mass": fp_lost,
+        "pi_ito_max_err": pi["ito"],
+        "pi_ito_slope_in_eps": _slope(eps, pi["ito"]),
+        "pi_midpoint_max_err": pi["midpoint"],
+        "pi_midpoint_slope_in_eps": _slope(eps, pi["midpoint"]),
+        "rw_max_err": rw,
+        "rw_slope_in_dt": _slope(dts, rw),
+    }
+
+
 def _convergence(c: Config, key) -> tuple[dict, dict]:
     sde = D.linear_sde(1.0, c.alpha)
     exact = lambda x: D.linear_density(x, c.T, c.x0, rate=1.0, alpha=c.alpha)
@@ -125,20 +143,7 @@ def _convergence(c: Config, key) -> tuple[dict, dict]:
     rw = [float(D.random_walk(sde, c.x0, c.T, c.T / n, c.window).error(exact)) for n in c.rw_steps]
     eps = c.T / np.asarray(c.pi_slices, float)
     dts = c.T / np.asarray(c.rw_steps, float)
-    metrics = {
-        "mc_tv": mc,
-        "mc_slope_in_paths": _slope(c.mc_paths, mc),
-        "fp_max_err": fp_err,
-        "fp_slope_in_h": _slope(fp_h, fp_err),
-        "fp_max_mass_defect": max(fp_defect),
-        "fp_lost_mass": fp_lost,
-        "pi_ito_max_err": pi["ito"],
-        "pi_ito_slope_in_eps": _slope(eps, pi["ito"]),
-        "pi_midpoint_max_err": pi["midpoint"],
-        "pi_midpoint_slope_in_eps": _slope(eps, pi["midpoint"]),
-        "rw_max_err": rw,
-        "rw_slope_in_dt": _slope(dts, rw),
-    }
+    metrics = _route_metrics(c.mc_paths, mc, fp_h, fp_err, fp_defect, fp_lost, eps, pi, dts, rw)
     arrays = {
         "conv_mc_paths": np.asarray(c.mc_paths, float),
         "conv_mc": np.asarray(mc),
@@ -291,18 +296,7 @@ def _two_d(c: Config, key) -> tuple[dict, dict]:
         "A": [list(r) for r in c.nd_A],
         "x0": list(c.nd_x0),
         "exact_peak": peak,
-        "mc_tv": mc,
-        "mc_slope_in_paths": _slope(c.nd_mc_paths, mc),
-        "fp_max_err": fp_err,
-        "fp_slope_in_h": _slope(fp_h, fp_err),
-        "fp_max_mass_defect": max(fp_defect),
-        "fp_lost_mass": fp_lost,
-        "pi_ito_max_err": pi["ito"],
-        "pi_ito_slope_in_eps": _slope(eps, pi["ito"]),
-        "pi_midpoint_max_err": pi["midpoint"],
-        "pi_midpoint_slope_in_eps": _slope(eps, pi["midpoint"]),
-        "rw_max_err": rw,
-        "rw_slope_in_dt": _slope(dts, rw),
+        **_route_metrics(c.nd_mc_paths, mc, fp_h, fp_err, fp_defect, fp_lost, eps, pi, dts, rw),
         "finest_max_err_over_peak": {
             "fokker_planck": fp_err[-1] / peak,
             "pi_ito": pi["ito"][-1] / peak,
