@@ -42,3 +42,28 @@ def polyak_vs_gd(M: float, h: float, n: int) -> tuple[dict, dict]:
         "gd_x": np.asarray(gd.params[:, 0]),
     }
     return metrics, arrays
+
+
+def figure(metrics: dict, arrays: dict):
+    """x(t) of both runs with the critical points (and the barrier crossing, when measured)."""
+    from dynopt import plotting
+
+    global_min, barrier, local_min = critical_points()
+    fig, (ax,) = plotting.panels(1, width=5.5)
+    t = arrays["polyak_ts"]
+    ax.plot(t, arrays["gd_x"], lw=3, alpha=0.5, label="gradient descent")
+    ax.plot(t, arrays["polyak_x"], lw=1, label="truncated Polyak")  # on top: it chatters at x = 3
+    ax.axhline(global_min, color="k", ls=":", lw=0.8, label=f"global min x = {global_min:.3f}")
+    ax.axhline(barrier, color="r", ls=":", lw=0.8, label=f"barrier x = {barrier:.3f}")
+    ax.axhline(local_min, color="0.5", ls=":", lw=0.8, label="local min x = 3")
+    esc = metrics.get("polyak_escape_t")
+    if esc is not None:
+        ax.axvline(esc, color="r", ls="--", lw=0.8, label=f"Polyak crosses it, t = {esc:.2f}")
+    ax.set(ylim=(-2.0, 8.0), xlabel="t = k h", ylabel="x")
+    ax.set_title(
+        f"post 3, x0 = 4: Polyak ends at {metrics['polyak_final_x']:.4f}, "
+        f"GD at {metrics['gd_final_x']:.4f}"
+    )
+    plotting.legend(ax)
+    ax.grid(True, alpha=0.3)
+    return fig

@@ -316,20 +316,6 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     axes[1].grid(True, alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "normalization_paths.png"))
 
-    pol = metrics["polyak_post3"]
-    fig, axes = plotting.figure(1, width=5.5)
-    axes[0].plot(arrays["polyak_ts"], arrays["polyak_x"], lw=1, label="truncated Polyak, M = 1000")
-    axes[0].plot(arrays["polyak_ts"], arrays["gd_x"], lw=2, label="gradient descent")
-    axes[0].axhline(0.407, color="k", ls=":", lw=0.8, label="global min x ≈ 0.407")
-    axes[0].axhline(3.0, color="0.5", ls=":", lw=0.8, label="local min x = 3")
-    axes[0].set_ylim(-2.0, 8.0)
-    axes[0].set_xlabel("t = k h")
-    axes[0].set_ylabel("x")
-    axes[0].set_title(
-        f"post 3, x0 = 4, h = 0.01: Polyak ends at {pol['polyak_final_x']:.4f}, "
-        f"GD at {pol['gd_final_x']:.4f}",
-    )
-    axes[0].legend()
-    axes[0].grid(True, alpha=0.3)
+    fig = post3.figure(metrics["polyak_post3"], arrays)  # shared with the other experiment
     paths.append(plotting.save(fig, out_dir / "polyak_post3.png"))
     return paths

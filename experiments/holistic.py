@@ -329,24 +329,6 @@ def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
     axes[1].grid(True, alpha=0.3)
     paths.append(plotting.save(fig, out_dir / "polyak_decay.png"))
 
-    p3 = metrics["post3"]
-    fig, axes = plotting.figure(1, width=5.5)
-    axes[0].plot(arrays["polyak_ts"], arrays["polyak_x"], lw=1, label="truncated Polyak, M = 1000")
-    axes[0].plot(arrays["polyak_ts"], arrays["gd_x"], lw=2, label="gradient descent")
-    axes[0].axhline(p3["global_min_x"], color="k", ls=":", lw=0.8, label="global min")
-    axes[0].axhline(p3["barrier_x"], color="r", ls=":", lw=0.8, label="barrier (local max)")
-    axes[0].axhline(3.0, color="0.5", ls=":", lw=0.8, label="local min x = 3")
-    if p3["polyak_escape_t"] is not None:
-        axes[0].axvline(p3["polyak_escape_t"], color="r", ls="--", lw=0.8)
-    axes[0].set_ylim(-2.0, 8.0)
-    axes[0].set_xlabel("t = k h")
-    axes[0].set_ylabel("x")
-    esc = p3["polyak_escape_t"]
-    axes[0].set_title(
-        f"post 3, x0 = 4, h = 0.01: Polyak ends at {p3['polyak_final_x']:.4f} "
-        f"(escapes at t = {esc}), GD at {p3['gd_final_x']:.4f}",
-    )
-    axes[0].legend()
-    axes[0].grid(True, alpha=0.3)
+    fig = post3.figure(metrics["post3"], arrays)  # shared with the other experiment
     paths.append(plotting.save(fig, out_dir / "post3_example.png"))
     return paths
