@@ -67,7 +67,9 @@ def test_gibbs_convention_langevin_and_kramers():
     assert abs(v - sigma**2 / LAM) > 20 * se  # the convention without the 2 is far off
 
     kramers = sde.Kramers(damping=1.0, temperature=temp)
-    kp = sde.simulate(kramers, quad, jnp.array([0.0, 12.0]), jax.random.key(1), 4000, dt=0.02)
+    # Second moments relax as e^{-γt} (eigenvalues -1/2 ± 1.32i): at t = 8 the transient is
+    # e^{-8} ~ 3e-4 of the stationary 0.36, far below one SE (2%).
+    kp = sde.simulate(kramers, quad, jnp.array([0.0, 8.0]), jax.random.key(1), 4000, dt=0.02)
     vx, sex = _variance_and_se(kp.ys[:, -1, 0])
     vv, sev = _variance_and_se(kp.ys[:, -1, 1])
     assert abs(vx - float(temp) / LAM) < 3 * sex  # theta-marginal: the same Gibbs law
@@ -329,7 +331,7 @@ def test_bad_input():
 
 def test_drifts_are_the_deterministic_flows():
     """Langevin and SGDNoise step with gradient flow's vector field, Kramers with heavy ball's (the
-    same function, bit for bit); `solve` integrates the drift."""
+    same function, bit for bit), which is what `solve` integrates."""
     p = problems.linear_regression(num_samples=8, dim=2, batch_size=2)
     theta, v = jnp.array([0.3, -0.2]), jnp.array([0.1, 0.4])
     gf = flows.GradientFlow().vector_field(0.0, theta, p)
@@ -338,10 +340,6 @@ def test_drifts_are_the_deterministic_flows():
     hb = flows.HeavyBall(0.5).vector_field(0.0, (theta, v), p)
     for a, b in zip(sde.Kramers(0.5, 0.3).vector_field(0.0, (theta, v), p), hb):
         np.testing.assert_array_equal(a, b)
-    ts = jnp.array([0.5, 1.0])
-    noisy = dynopt.solve(sde.Langevin(0.7), p, ts, solver="tsit5")
-    plain = dynopt.solve(flows.GradientFlow(), p, ts, solver="tsit5")
-    np.testing.assert_array_equal(noisy.params, plain.params)
 
 
 class _TraceCounter(eqx.Module):
@@ -361,7 +359,8 @@ def test_new_hyperparameters_reuse_the_compiled_simulation():
     x = jnp.asarray(np.random.default_rng(1).normal(size=16))[:, None]
     p = problems.finite_sum(counter, x, jnp.array([1.0]), batch_size=2)
     ts, key = jnp.array([0.0, 0.5]), jax.random.key(0)
-    cases = (sde.Langevin, lambda v: sde.Kramers(2 * v, v), lambda v: sde.SGDNoise(v, 2))
+    # Kramers (ShARK) covers the temperature and the friction, SGDNoise (Euler) the learning rate.
+    cases = (lambda v: sde.Kramers(2 * v, v), lambda v: sde.SGDNoise(v, 2))
     for make in cases:
         ends = [sde.simulate(make(0.2), p, ts, key, 4, dt=0.25).ys[:, -1]]
         first = len(counter.count)
