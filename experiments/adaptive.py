@@ -1,18 +1,17 @@
 """RMSprop and Adam against their flows: orders, the κ → ∞ sign limit, step lengths, directions."""
 
 import dataclasses
-from pathlib import Path
 from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from matplotlib.ticker import NullFormatter
 
 import dynopt
 from dynopt import flows, plotting, problems
 
 from . import _post3 as post3
+from ._card import Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,15 +65,85 @@ class Config:
     )
 
 
+@dataclasses.dataclass
+class Orders:
+    """One problem: optax.rmsprop / optax.adam against their flows, by case."""
+
+    G0: float
+    order: dict[str, float]
+    final_order: dict[str, float]
+    step_sizes: Array
+    errors: dict[str, Array]
+
+
+@dataclasses.dataclass
+class Limits:
+    """κ → ∞ (RMSprop flow to the sign-like flow) and the sign flow's regularization width."""
+
+    kappa_slope: float
+    kappa_fit_from: float
+    kappa_errors: list[float]
+    width_slope: float
+    width_error_over_width: list[float]
+    kappas: Array
+    errors: Array
+    widths: Array
+    width_errors: Array
+
+
+@dataclasses.dataclass
+class Displacement:
+    gamma: float
+    decay: float
+    kappa: float
+    quantiles_5_50_95: list[float]
+    fraction_within_half_to_twice: float
+    max_ratio: float
+    final_loss: float
+    ratio: Array  # |Δθᵢ| / γ per step and coordinate
+
+
+@dataclasses.dataclass
+class Direction:
+    """One normalization of the RMSprop flow (global eq. 14, per coordinate eq. 15)."""
+
+    max_angle_to_minus_grad_deg: float
+    max_distance_to_gradient_flow_path: float
+    final_distance_to_minimizer: float
+    path: Array
+    angle: Array
+
+
+@dataclasses.dataclass
+class Landscape:
+    ts: Array
+    gradient_flow: Array  # closed form
+    optax_run: Array  # optax.rmsprop (per coordinate), h = 0.01
+    contour_x: Array
+    contour_y: Array
+    contour_loss: Array
+
+
+@dataclasses.dataclass
+class Post3:
+    polyak_final_x: float
+    polyak_final_loss: float
+    gd_final_x: float
+    polyak_first_left_of_barrier_t: float | None
+    polyak_ts: Array
+    polyak_x: Array
+    gd_x: Array
+
+
 def _quadratic(config: Config) -> dynopt.Problem:
     return problems.quadratic(jnp.array([1.0, 10.0]), params0=jnp.array([1.0, 1.0]))
 
 
-def _orders(config: Config) -> tuple[dict, dict]:
+def orders(config: Config) -> dict[str, Orders]:
     probs = {"quadratic": _quadratic(config), "rosenbrock": problems.rosenbrock()}
     probs = {k: probs[k] for k in config.order_problems}
     hs = config.order_t1 / np.asarray(config.order_steps, dtype=float)
-    metrics, arrays = {}, {"order_step_sizes": hs}
+    out = {}
     for name, prob in probs.items():
         g0sq = np.asarray(prob.grad(prob.params0)) ** 2
         G0 = float(np.exp(np.mean(np.log(g0sq))))  # a scalar G0 on the scale of g0²
@@ -83,17 +152,16 @@ def _orders(config: Config) -> tuple[dict, dict]:
             "rmsprop_G0_g0sq": flows.RMSPropFlow(config.kappa, config.eps, initial_scale=G0),
             "adam": flows.AdamFlow(config.a1, config.a2, config.eps),
         }
-        metrics[name] = {"G0": G0}
+        out[name] = Orders(G0, {}, {}, hs, {})
         for case in config.order_cases:
-            flow = cases[case]
-            cmp = dynopt.compare(flow, prob, hs, config.order_t1)
-            metrics[name][f"order_{case}"] = float(cmp.order)
-            metrics[name][f"final_order_{case}"] = float(cmp.final_order)
-            arrays[f"order_{name}_{case}"] = np.asarray(cmp.errors)
-    return metrics, arrays
+            cmp = dynopt.compare(cases[case], prob, hs, config.order_t1)
+            out[name].order[case] = float(cmp.order)
+            out[name].final_order[case] = float(cmp.final_order)
+            out[name].errors[case] = np.asarray(cmp.errors)
+    return out
 
 
-def _limits(config: Config) -> tuple[dict, dict]:
+def limits(config: Config) -> Limits:
     prob = _quadratic(config)
     ts = jnp.linspace(0.0, config.limit_t1, 101)
     sign = dynopt.solve(flows.SignFlow(width=jnp.sqrt(config.limit_eps)), prob, ts).params
@@ -113,40 +181,37 @@ def _limits(config: Config) -> tuple[dict, dict]:
     widths = np.asarray(config.widths)
     # O(1/κ) needs 1/κ below the sign-like flow's fastest time scale √ε/λ_max = 0.01.
     fit = kappas >= config.limit_fit_from
-    metrics = {
-        "kappa_slope": float(
+    return Limits(
+        kappa_slope=float(
             dynopt.fit_order(jnp.asarray(kappas[fit]), jnp.asarray(np.asarray(errs)[fit]))
         ),
-        "kappa_fit_from": config.limit_fit_from,
-        "kappa_errors": errs,
-        "width_slope": float(dynopt.fit_order(jnp.asarray(widths), jnp.asarray(werrs))),
-        "width_error_over_width": (np.asarray(werrs) / widths).tolist(),
-    }
-    arrays = {
-        "limit_kappas": kappas,
-        "limit_errors": np.asarray(errs),
-        "widths": widths,
-        "width_errors": np.asarray(werrs),
-    }
-    return metrics, arrays
+        kappa_fit_from=config.limit_fit_from,
+        kappa_errors=errs,
+        width_slope=float(dynopt.fit_order(jnp.asarray(widths), jnp.asarray(werrs))),
+        width_error_over_width=(np.asarray(werrs) / widths).tolist(),
+        kappas=kappas,
+        errors=np.asarray(errs),
+        widths=widths,
+        width_errors=np.asarray(werrs),
+    )
 
 
-def _displacements(config: Config) -> tuple[dict, dict]:
+def displacement(config: Config) -> Displacement:
     prob = problems.rosenbrock()
     flow, dt = flows.RMSPropFlow.from_hyperparams(config.hist_gamma, config.hist_decay, config.eps)
     traj = dynopt.run(flow.discretize(dt), prob, config.hist_steps)
     ratio = np.abs(np.diff(np.asarray(traj.params), axis=0)).ravel() / config.hist_gamma
     q = np.quantile(ratio, [0.05, 0.5, 0.95])
-    metrics = {
-        "gamma": config.hist_gamma,
-        "decay": config.hist_decay,
-        "kappa": float(flow.kappa),
-        "quantiles_5_50_95": q.tolist(),
-        "fraction_within_half_to_twice": float(np.mean((ratio > 0.5) & (ratio < 2.0))),
-        "max_ratio": float(ratio.max()),
-        "final_loss": float(traj.loss[-1]),
-    }
-    return metrics, {"hist_ratio": ratio}
+    return Displacement(
+        gamma=config.hist_gamma,
+        decay=config.hist_decay,
+        kappa=float(flow.kappa),
+        quantiles_5_50_95=q.tolist(),
+        fraction_within_half_to_twice=float(np.mean((ratio > 0.5) & (ratio < 2.0))),
+        max_ratio=float(ratio.max()),
+        final_loss=float(traj.loss[-1]),
+        ratio=ratio,
+    )
 
 
 def _angle_deg(a, b):
@@ -163,13 +228,17 @@ def _distance_to_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
     return np.min(np.linalg.norm(rel - s[..., None] * ab, axis=-1), axis=1)
 
 
-def _paths(config: Config) -> tuple[dict, dict]:
+def _paths_problem(config: Config):
     prob = problems.quadratic(jnp.asarray(config.paths_eigenvalues), params0=jnp.array([1.0, 1.0]))
-    ts = jnp.linspace(0.0, config.paths_t1, 601)
     g0sq = float(jnp.mean(prob.grad(prob.params0) ** 2))
     t_gf = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-5, 30.0, 4000)])
-    gf = np.asarray(jax.vmap(prob.flow_solution)(t_gf))  # closed form
-    metrics, arrays = {}, {"paths_gradient_flow": gf}
+    return prob, g0sq, np.asarray(jax.vmap(prob.flow_solution)(t_gf))  # closed form
+
+
+def normalization(config: Config) -> dict[str, Direction]:
+    prob, g0sq, gf = _paths_problem(config)
+    ts = jnp.linspace(0.0, config.paths_t1, 601)
+    out = {}
     for norm in ("coordinate", "global"):
         flow_cls = {"coordinate": flows.RMSPropFlow, "global": flows.GlobalRMSPropFlow}[norm]
         flow = flow_cls(config.paths_kappa, config.eps, initial_scale=g0sq)
@@ -179,143 +248,130 @@ def _paths(config: Config) -> tuple[dict, dict]:
         states = jax.vmap(ref.interpolation.evaluate)(ts)
         vel = np.asarray(jax.vmap(lambda s, f=flow: f.vector_field(0.0, s, prob).params)(states))
         angle = _angle_deg(vel, -grads)
-        dist = _distance_to_polyline(path, gf)
-        metrics[norm] = {
-            "max_angle_to_minus_grad_deg": float(np.nanmax(angle)),
-            "max_distance_to_gradient_flow_path": float(dist.max()),
-            "final_distance_to_minimizer": float(np.linalg.norm(path[-1])),
-        }
-        arrays[f"paths_{norm}_flow"] = path
-        arrays[f"paths_{norm}_angle"] = angle
+        out[norm] = Direction(
+            max_angle_to_minus_grad_deg=float(np.nanmax(angle)),
+            max_distance_to_gradient_flow_path=float(_distance_to_polyline(path, gf).max()),
+            final_distance_to_minimizer=float(np.linalg.norm(path[-1])),
+            path=path,
+            angle=angle,
+        )
+    return out
+
+
+def landscape(config: Config) -> Landscape:
+    prob, g0sq, gf = _paths_problem(config)
     h = 0.01
     flow = flows.RMSPropFlow(config.paths_kappa, config.eps, initial_scale=g0sq)
     run = dynopt.run(flow.discretize(h), prob, round(config.paths_t1 / h))
-    arrays["paths_coordinate_run"] = np.asarray(run.params)
-    arrays["paths_ts"] = np.asarray(ts)
     xs, ys = np.linspace(-0.2, 1.1, 131), np.linspace(-0.2, 1.1, 131)
     grid = jnp.stack(jnp.meshgrid(jnp.asarray(xs), jnp.asarray(ys)), axis=-1)
-    arrays["contour_x"], arrays["contour_y"] = xs, ys
-    arrays["contour_loss"] = np.asarray(jax.vmap(jax.vmap(prob.loss))(grid))
-    return metrics, arrays
+    loss = np.asarray(jax.vmap(jax.vmap(prob.loss))(grid))
+    ts = np.asarray(jnp.linspace(0.0, config.paths_t1, 601))
+    return Landscape(ts, gf, np.asarray(run.params), xs, ys, loss)
 
 
-def _polyak(config: Config) -> tuple[dict, dict]:
-    return post3.polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
+def polyak(config: Config) -> Post3:
+    metrics, arrays = post3.polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
+    return Post3(**metrics, **arrays)
 
 
 SECTIONS = {
-    "orders": _orders,
-    "limits": _limits,
-    "displacement": _displacements,
-    "normalization": _paths,
-    "polyak_post3": _polyak,
+    "orders": orders,
+    "limits": limits,
+    "displacement": displacement,
+    "normalization": normalization,
+    "normalization_landscape": landscape,
+    "polyak_post3": polyak,
 }
 
 
 _CASES = {
-    "rmsprop_G0_zero": ("RMSprop, G0 = 0", "o"),
-    "rmsprop_G0_g0sq": ("RMSprop, G0 ~ g0²", "s"),
-    "adam": ("Adam", "^"),
+    "rmsprop_G0_zero": "RMSprop, G0 = 0",
+    "rmsprop_G0_g0sq": "RMSprop, G0 ~ g0²",
+    "adam": "Adam",
 }
 
 
-def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    paths = []
-    hs = arrays["order_step_sizes"]
-    names = list(metrics["orders"])
-    fig, axes = plotting.figure(len(names))
-    for ax, name in zip(axes, names):
-        for case, (label, marker) in _CASES.items():
-            if f"order_{name}_{case}" not in arrays:
-                continue
-            plotting.plot_error_vs_step_size(
-                ax,
-                hs,
-                arrays[f"order_{name}_{case}"],
-                label=label,
-                order=metrics["orders"][name][f"order_{case}"],
-                marker=marker,
-            )
-        anchor = float(arrays[f"order_{name}_adam"][-1]) * hs.max() / hs.min()
-        plotting.plot_slope_guide(ax, hs, anchor, 1.0)
-        ax.xaxis.set_minor_formatter(NullFormatter())
+def draw_orders(r):
+    fig, axes = plotting.panels(len(r.orders))
+    for ax, (name, o) in zip(axes, r.orders.items()):
+        series = [(o.errors[c], _CASES[c], o.order[c]) for c in _CASES if c in o.errors]
+        plotting.plot_orders(ax, o.step_sizes, series, guides=[1.0] * len(series))
         ax.set_title(f"{name}: optax vs its flow")
-        ax.legend()
-    paths.append(plotting.save(fig, out_dir / "orders.png"))
+    return fig
 
-    lim = metrics["limits"]
-    fig, axes = plotting.figure(2)
-    axes[0].loglog(arrays["limit_kappas"], arrays["limit_errors"], "o-", label="measured")
-    k = arrays["limit_kappas"]
-    axes[0].loglog(k, arrays["limit_errors"][0] * k[0] / k, "k--", lw=0.8, label="slope -1")
-    axes[0].set_xlabel("κ")
-    axes[0].set_ylabel("max |θ_RMSprop-flow − θ_sign-like| on [0, 1]")
+
+def draw_limits(r):
+    lim = r.limits
+    fig, axes = plotting.panels(2)
+    k = lim.kappas
+    axes[0].loglog(k, lim.errors, "o-", label="measured")
+    axes[0].loglog(k, lim.errors[0] * k[0] / k, "k--", lw=0.8, label="slope -1")
+    axes[0].set(xlabel="κ", ylabel="max |θ_RMSprop-flow − θ_sign-like| on [0, 1]")
     axes[0].set_title(
-        f"κ → ∞: sign-like limit (slope {lim['kappa_slope']:.2f} for κ ≥ "
-        f"{lim['kappa_fit_from']:g})",
+        f"κ → ∞: sign-like limit (slope {lim.kappa_slope:.2f} for κ ≥ {lim.kappa_fit_from:g})"
     )
-    axes[0].legend()
-    axes[0].grid(True, which="both", alpha=0.3)
-    w = arrays["widths"]
-    axes[1].loglog(w, arrays["width_errors"], "o-", label="regularized vs exact sign flow")
+    w = lim.widths
+    axes[1].loglog(w, lim.width_errors, "o-", label="regularized vs exact sign flow")
     axes[1].loglog(w, w, "k--", lw=0.8, label="error = w")
-    axes[1].set_xlabel("width w of sign_w(g) = g/√(g²+w²)")
-    axes[1].set_ylabel("max error on [0, 1]")
-    axes[1].set_title(f"SignFlow reference: O(w) (slope {lim['width_slope']:.2f})")
-    axes[1].legend()
-    axes[1].grid(True, which="both", alpha=0.3)
-    paths.append(plotting.save(fig, out_dir / "limits.png"))
+    axes[1].set(xlabel="width w of sign_w(g) = g/√(g²+w²)", ylabel="max error on [0, 1]")
+    axes[1].set_title(f"SignFlow reference: O(w) (slope {lim.width_slope:.2f})")
+    for ax in axes:
+        plotting.legend(ax)
+        ax.grid(True, which="both", alpha=0.3)
+    return fig
 
-    dis = metrics["displacement"]
-    fig, axes = plotting.figure(1, width=5.8)
-    ratio = arrays["hist_ratio"]
-    bins = np.geomspace(max(ratio[ratio > 0].min(), 1e-4), ratio.max() * 1.01, 60)
-    axes[0].hist(ratio[ratio > 0], bins=bins)
-    axes[0].set_xscale("log")
-    axes[0].axvline(1.0, color="k", ls="--", label="|Δθᵢ| = γ")
-    axes[0].set_xlabel("per-step displacement |Δθᵢ| / γ")
-    axes[0].set_ylabel("count (steps × coordinates)")
-    q = dis["quantiles_5_50_95"]
-    axes[0].set_title(
-        f"RMSprop on Rosenbrock, γ = {dis['gamma']:g}, λ = {dis['decay']:g}\n"
-        f"median {q[1]:.2f}, 90% in [{q[0]:.2f}, {q[2]:.2f}], max {dis['max_ratio']:.1f} "
-        "= 1/√(1−λ) (first step)",
-    )
-    axes[0].legend()
-    paths.append(plotting.save(fig, out_dir / "displacement_hist.png"))
 
-    nm = metrics["normalization"]
-    fig, axes = plotting.figure(2, width=4.8, height=4.0)
-    plotting.plot_contour_paths(
-        axes[0],
-        arrays["contour_loss"],
-        arrays["contour_x"],
-        arrays["contour_y"],
-        [
-            (arrays["paths_global_flow"], "RMSprop flow, global (eq. 14)"),
-            (arrays["paths_coordinate_flow"], "RMSprop flow, per coordinate (eq. 15)"),
-            (arrays["paths_coordinate_run"], "optax.rmsprop, h = 0.01"),
-        ],
+def draw_displacement(r):
+    dis = r.displacement
+    fig, (ax,) = plotting.panels(1, width=5.8)
+    ratio = dis.ratio[dis.ratio > 0]
+    ax.hist(ratio, bins=np.geomspace(max(ratio.min(), 1e-4), ratio.max() * 1.01, 60))
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="k", ls="--", label="|Δθᵢ| = γ")
+    ax.set(xlabel="per-step displacement |Δθᵢ| / γ", ylabel="count (steps × coordinates)")
+    q = dis.quantiles_5_50_95
+    ax.set_title(
+        f"RMSprop on Rosenbrock, γ = {dis.gamma:g}, λ = {dis.decay:g}\n"
+        f"median {q[1]:.2f}, 90% in [{q[0]:.2f}, {q[2]:.2f}], max {dis.max_ratio:.1f} "
+        "= 1/√(1−λ) (first step)"
     )
-    gf = arrays["paths_gradient_flow"]
+    plotting.legend(ax)
+    return fig
+
+
+def draw_normalization(r):
+    nm, land = r.normalization, r.normalization_landscape
+    fig, axes = plotting.panels(2, width=4.8, height=4.0)
+    paths = [
+        (nm["global"].path, "RMSprop flow, global (eq. 14)"),
+        (nm["coordinate"].path, "RMSprop flow, per coordinate (eq. 15)"),
+        (land.optax_run, "optax.rmsprop, h = 0.01"),
+    ]
+    plotting.plot_contour_paths(axes[0], land.contour_loss, land.contour_x, land.contour_y, paths)
+    gf = land.gradient_flow
     axes[0].plot(gf[:, 0], gf[:, 1], "k--", lw=1, label="gradient flow (closed form)")
     axes[0].plot([0.0], [0.0], "k*", ms=10)
     axes[0].set_title("quadratic diag(1, 25): direction change")
-    axes[0].legend()
+    plotting.legend(axes[0])
     for norm in ("global", "coordinate"):
-        axes[1].plot(
-            arrays["paths_ts"],
-            arrays[f"paths_{norm}_angle"],
-            label=f"{norm} (max {nm[norm]['max_angle_to_minus_grad_deg']:.1f}°)",
-        )
-    axes[1].set_xlabel("t")
-    axes[1].set_ylabel("angle between θ' and −∇L (degrees)")
+        d = nm[norm]
+        axes[1].plot(land.ts, d.angle, label=f"{norm} (max {d.max_angle_to_minus_grad_deg:.1f}°)")
+    axes[1].set(xlabel="t", ylabel="angle between θ' and −∇L (degrees)")
     axes[1].set_title("update direction vs steepest descent")
-    axes[1].legend()
+    plotting.legend(axes[1])
     axes[1].grid(True, alpha=0.3)
-    paths.append(plotting.save(fig, out_dir / "normalization_paths.png"))
+    return fig
 
-    fig = post3.figure(metrics["polyak_post3"], arrays)  # shared with the other experiment
-    paths.append(plotting.save(fig, out_dir / "polyak_post3.png"))
-    return paths
+
+def draw_post3(r):
+    return post3.figure(vars(r.polyak_post3), vars(r.polyak_post3))  # shared with holistic
+
+
+FIGURES = {
+    "orders.png": draw_orders,
+    "limits.png": draw_limits,
+    "displacement_hist.png": draw_displacement,
+    "normalization_paths.png": draw_normalization,
+    "polyak_post3.png": draw_post3,
+}

@@ -68,8 +68,8 @@ def test_adaptive_headline_numbers(quick_results):
     out = quick_results("adaptive")
     m = json.loads((out / "metrics.json").read_text())
     quad = m["orders"]["quadratic"]
-    assert abs(quad["order_rmsprop_G0_g0sq"] - 1.0) <= 0.1  # optax.rmsprop vs RMSPropFlow
-    assert abs(quad["order_adam"] - 1.0) <= 0.1  # optax.adam vs AdamFlow
+    assert abs(quad["order"]["rmsprop_G0_g0sq"] - 1.0) <= 0.1  # optax.rmsprop vs RMSPropFlow
+    assert abs(quad["order"]["adam"] - 1.0) <= 0.1  # optax.adam vs AdamFlow
     assert abs(m["limits"]["kappa_slope"] + 1.0) <= 0.1  # κ → ∞: O(1/κ) to the sign-like flow
     assert abs(m["limits"]["width_slope"] - 1.0) <= 0.1  # SignFlow(w) is O(w) off the exact flow
     nrm = m["normalization"]
