@@ -237,8 +237,10 @@ def test_flows_with_noise_are_density_models():
     np.testing.assert_allclose(a.density, b.density, rtol=1e-13, atol=1e-15)
     exact = lambda x: D.linear_density(x, T, X0, rate=-lam, alpha=2 * temp)
     assert float(a.error(exact)) < 1e-3 * float(jnp.max(b.density))
-    rw = D.random_walk(flow, X0, T, T / 50, (-2.0, 2.5), problem=well)
-    np.testing.assert_allclose(rw.density, D.random_walk(ou, X0, T, T / 50, (-2.0, 2.5)).density)
+    # Every route converts through the same adapter.
+    model = D.as_vector_sde(flow, well)
+    np.testing.assert_allclose(model.alpha, 2 * temp, rtol=1e-15)
+    np.testing.assert_array_equal(model.p(jnp.array([0.7]), 0.0), jnp.array([-lam * 0.7]))
     with pytest.raises(ValueError, match="isotropic additive noise"):
         D.path_integral(dynopt.sde.Kramers(1.0, temp), X0, T, g, 8, problem=well)
     with pytest.raises(ValueError, match="pass the problem"):
