@@ -133,7 +133,15 @@ def decay(name: str, value: Any, *, hint: str = "") -> Any:
 
 def _convert(name: str, bounds: dict, value: Any) -> jax.Array:
     value = interval(name, value, **bounds)
-    return jnp.asarray(value)
+    if is_traced(value) or isinstance(value, jax.Array):
+        return jnp.asarray(value)
+    if np.ndim(value) == 0:
+        # Concrete scalars (Python or NumPy, int or float) become weakly typed float arrays
+        # alike: `F(3)`, `F(0.1)` and `F(np.float64(0.1))` share one compiled program, and a weak
+        # scalar adopts the dtype of the float32/bfloat16 parameters it multiplies.
+        return jnp.asarray(float(value))
+    arr = np.asarray(value)
+    return jnp.asarray(arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(float))
 
 
 _MISSING = object()
