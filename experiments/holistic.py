@@ -2,7 +2,6 @@
 stops, the Polyak flow decays as e^{-t}, and post 3's 1-D truncated-Polyak example."""
 
 import dataclasses
-from pathlib import Path
 from typing import ClassVar
 
 import jax
@@ -13,6 +12,7 @@ import dynopt
 from dynopt import flows, lyapunov, plotting, problems
 
 from . import _post3 as post3
+from ._card import Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +79,72 @@ class Config:
     )
 
 
+@dataclasses.dataclass
+class Rate:
+    """One flow on Rosenbrock: measured dL/dt against the identity it predicts."""
+
+    max_relative_deviation: float
+    max_predicted_rate: float  # <= 0: L is a Lyapunov function
+    loss_at_t1: float
+    ts: Array
+    measured: Array
+    predicted: Array
+
+
+@dataclasses.dataclass
+class Plateau:
+    """optax.rmsprop's late-time distance to θ* against γ and against ε."""
+
+    decay: float
+    gamma_sweep_eps: float
+    plateau_slope_in_gamma: float
+    plateau_over_gamma: list[float]
+    plateau_vs_gamma_max_rel_error_to_theory: float
+    eps_sweep_gamma: float
+    crossover_total_predicted: float
+    crossover_total_found: list[float]
+    crossovers_per_coordinate: list[dict]
+    plateau_vs_eps_max_abs_error_to_theory_over_gamma: float
+    gd_regime_contraction_max_abs_error: float
+    contraction_checked: int
+    contraction_of: int
+    num_steps: int
+    late_window: int
+    gammas: Array
+    plateau_gamma: Array
+    plateau_gamma_pred: Array
+    eps: Array
+    plateau_eps: Array
+    plateau_eps_pred: Array
+    eps_coordinates: Array  # (eps, coordinate)
+    eps_path_small: Array
+    eps_path_large: Array
+
+
+@dataclasses.dataclass
+class Post3Example:
+    polyak_final_x: float
+    polyak_final_loss: float
+    gd_final_x: float
+    polyak_first_left_of_barrier_t: float | None
+    barrier_x: float
+    global_min_x: float
+    polyak_escape_t: float | None
+    polyak_ts: Array
+    polyak_x: Array
+    gd_x: Array
+
+
+@dataclasses.dataclass
+class PolyakDecay:
+    L0: float
+    t1: float
+    max_abs_deviation_of_L_over_L0: float
+    max_relative_deviation_pointwise: float
+    ts: Array
+    ratio: Array  # L(t)/L(0)
+
+
 def _diag_precond(params):
     """A state-dependent diagonal preconditioner, d(θ) = 1/(1 + θ²) > 0."""
     return 1.0 / (1.0 + params * params)
@@ -101,11 +167,11 @@ def _lyapunov_flows(config: Config, prob: dynopt.Problem) -> dict:
     }
 
 
-def _lyapunov(config: Config) -> tuple[dict, dict]:
+def lyapunov_rates(config: Config) -> dict[str, Rate]:
     prob = problems.rosenbrock()
     ts = jnp.linspace(0.0, config.lyap_t1, config.lyap_points)
     ts_polyak = jnp.linspace(0.0, config.polyak_t1, 241)
-    metrics, arrays = {}, {"lyap_ts": np.asarray(ts)}
+    out = {}
     for name, flow in _lyapunov_flows(config, prob).items():
         if name not in config.lyap_flows:
             continue
@@ -115,14 +181,15 @@ def _lyapunov(config: Config) -> tuple[dict, dict]:
         ref = dynopt.solve(flow, prob, horizon, solver=solver, max_steps=65_536)
         measured = np.asarray(lyapunov.loss_rate(ref, prob, ts))
         predicted = np.asarray(lyapunov.predicted_rate(ref, prob, ts))
-        metrics[name] = {
-            "max_relative_deviation": float(lyapunov.max_relative_deviation(measured, predicted)),
-            "max_predicted_rate": float(predicted.max()),  # <= 0: L is a Lyapunov function
-            "loss_at_t1": float(prob.loss(ref.evaluate(ts[-1]))),
-        }
-        arrays[f"lyap_{name}_measured"] = measured
-        arrays[f"lyap_{name}_predicted"] = predicted
-    return metrics, arrays
+        out[name] = Rate(
+            max_relative_deviation=float(lyapunov.max_relative_deviation(measured, predicted)),
+            max_predicted_rate=float(predicted.max()),
+            loss_at_t1=float(prob.loss(ref.evaluate(ts[-1]))),
+            ts=np.asarray(ts),
+            measured=measured,
+            predicted=predicted,
+        )
+    return out
 
 
 def _plateau_prediction(gamma, eps, lams) -> np.ndarray:
@@ -140,7 +207,7 @@ def _rmsprop_runs(config: Config, prob, gamma, eps):
     return p, np.sqrt(np.mean(np.sum(late**2, -1), -1))
 
 
-def _rmsprop(config: Config) -> tuple[dict, dict]:
+def rmsprop_plateau(config: Config) -> Plateau:
     lams = np.asarray(config.rms_eigenvalues)
     prob = problems.quadratic(jnp.asarray(lams), params0=jnp.ones(2))
     # vs γ: one vmapped run over a 1-D array of learning rates.
@@ -174,69 +241,67 @@ def _rmsprop(config: Config) -> tuple[dict, dict]:
     ok = (predicted_c >= 0.5) & (a0 > 0)
     measured_c = (a1 / np.where(ok, a0, 1.0)) ** (1 / (k1 - k0))
     contraction_err = float(np.max(np.abs(measured_c - predicted_c)[ok]))
-    metrics_gd = {"contraction_checked": int(ok.sum()), "contraction_of": int(ok.size)}
-    metrics = {
-        "decay": config.rms_decay,
-        "gamma_sweep_eps": config.rms_gamma_eps,
-        "plateau_slope_in_gamma": slope,
-        "plateau_over_gamma": (plateau_g / gammas).tolist(),
-        "plateau_vs_gamma_max_rel_error_to_theory": float(np.max(np.abs(plateau_g / pred_g - 1))),
-        "eps_sweep_gamma": gamma,
-        "crossover_total_predicted": float((gamma * lams.max() / 2) ** 2),
-        "crossover_total_found": crossovers[int(np.argmax(lams))]["found"],
-        "crossovers_per_coordinate": crossovers,
-        "plateau_vs_eps_max_abs_error_to_theory_over_gamma": float(
+    return Plateau(
+        decay=config.rms_decay,
+        gamma_sweep_eps=config.rms_gamma_eps,
+        plateau_slope_in_gamma=slope,
+        plateau_over_gamma=(plateau_g / gammas).tolist(),
+        plateau_vs_gamma_max_rel_error_to_theory=float(np.max(np.abs(plateau_g / pred_g - 1))),
+        eps_sweep_gamma=gamma,
+        crossover_total_predicted=float((gamma * lams.max() / 2) ** 2),
+        crossover_total_found=crossovers[int(np.argmax(lams))]["found"],
+        crossovers_per_coordinate=crossovers,
+        plateau_vs_eps_max_abs_error_to_theory_over_gamma=float(
             np.max(np.abs(plateau_e - pred_e)) / gamma
         ),
-        "gd_regime_contraction_max_abs_error": contraction_err,
-        **metrics_gd,
-        "num_steps": config.rms_steps,
-        "late_window": config.rms_window,
-    }
-    arrays = {
-        "rms_gammas": gammas,
-        "rms_plateau_gamma": plateau_g,
-        "rms_plateau_gamma_pred": pred_g,
-        "rms_eps": epss,
-        "rms_plateau_eps": plateau_e,
-        "rms_plateau_eps_pred": pred_e,
-        "rms_eps_coordinates": late_abs,
-        "rms_eps_path_small": p[0, :2000],
-        "rms_eps_path_large": p[-1, :2000],
-    }
-    return metrics, arrays
+        gd_regime_contraction_max_abs_error=contraction_err,
+        contraction_checked=int(ok.sum()),
+        contraction_of=int(ok.size),
+        num_steps=config.rms_steps,
+        late_window=config.rms_window,
+        gammas=gammas,
+        plateau_gamma=plateau_g,
+        plateau_gamma_pred=pred_g,
+        eps=epss,
+        plateau_eps=plateau_e,
+        plateau_eps_pred=pred_e,
+        eps_coordinates=late_abs,
+        eps_path_small=p[0, :2000],
+        eps_path_large=p[-1, :2000],
+    )
 
 
-def polyak_decay(config: Config) -> tuple[dict, dict]:
+def polyak_decay(config: Config) -> PolyakDecay:
     """L(t)/L(0) of the untruncated Polyak flow's reference (the solve of `_lyapunov`) vs e^{-t}."""
     prob = problems.rosenbrock()
     ts = jnp.linspace(0.0, config.polyak_t1, 241)
     ref = dynopt.solve(_lyapunov_flows(config, prob)["polyak"], prob, ts, max_steps=65_536)
     ts, ratio = np.asarray(ts), np.asarray(ref.loss) / float(ref.loss[0])
     expected = np.exp(-ts)
-    metrics = {
-        "L0": float(prob.loss(prob.params0)),
-        "t1": config.polyak_t1,
-        "max_abs_deviation_of_L_over_L0": float(np.max(np.abs(ratio - expected))),
-        "max_relative_deviation_pointwise": float(np.max(np.abs(ratio / expected - 1))),
-    }
-    return metrics, {"polyak_decay_ts": ts, "polyak_decay_ratio": ratio}
+    return PolyakDecay(
+        L0=float(prob.loss(prob.params0)),
+        t1=config.polyak_t1,
+        max_abs_deviation_of_L_over_L0=float(np.max(np.abs(ratio - expected))),
+        max_relative_deviation_pointwise=float(np.max(np.abs(ratio / expected - 1))),
+        ts=ts,
+        ratio=ratio,
+    )
 
 
-def _post3(config: Config) -> tuple[dict, dict]:
+def post3_example(config: Config) -> Post3Example:
     metrics, arrays = post3.polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
     global_min, barrier, _ = post3.critical_points()
     left = np.flatnonzero(arrays["polyak_x"] < barrier)
     metrics["barrier_x"] = barrier
     metrics["global_min_x"] = global_min
     metrics["polyak_escape_t"] = float(arrays["polyak_ts"][left[0]]) if left.size else None
-    return metrics, arrays
+    return Post3Example(**metrics, **arrays)
 
 
 SECTIONS = {
-    "lyapunov": _lyapunov,
-    "rmsprop_plateau": _rmsprop,
-    "post3": _post3,
+    "lyapunov": lyapunov_rates,
+    "rmsprop_plateau": rmsprop_plateau,
+    "post3": post3_example,
     "polyak_decay": polyak_decay,
 }
 
@@ -254,81 +319,77 @@ _LABELS = {
 }
 
 
-def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    paths = []
-    names = list(metrics["lyapunov"])
-    ncols = min(3, len(names))
-    fig, axes = plotting.figure(ncols, -(-len(names) // ncols), width=4.0, height=3.0)
-    for ax in axes[len(names) :]:
-        ax.set_visible(False)
-    t = arrays["lyap_ts"]
-    for ax, name in zip(axes, names):
-        meas = arrays[f"lyap_{name}_measured"]
-        pred = arrays[f"lyap_{name}_predicted"]
-        plotting.plot_rate_check(ax, t, -meas, -pred, label="−dL/dt")
+def draw_lyapunov(r):
+    n = len(r.lyapunov)  # 2 x 2 for quick mode's four flows, rows of 3 for nine
+    fig, axes = plotting.panels(n, ncols=2 if n == 4 else 3, width=4.0, height=3.0)
+    for ax, (name, rate) in zip(axes, r.lyapunov.items()):
+        plotting.plot_rate_check(ax, rate.ts, -rate.measured, -rate.predicted, label="−dL/dt")
         ax.set_yscale("symlog", linthresh=1e-3)
-        dev = metrics["lyapunov"][name]["max_relative_deviation"]
-        up = metrics["lyapunov"][name]["max_predicted_rate"] > 0
+        up = rate.max_predicted_rate > 0
         note = "\n(dL/dt > 0 at times: not a Lyapunov function)" if up else ""
-        ax.set_title(f"{_LABELS[name]}: max rel. dev. {dev:.1e}{note}")
-        ax.legend()
+        ax.set_title(f"{_LABELS[name]}: max rel. dev. {rate.max_relative_deviation:.1e}{note}")
+        plotting.legend(ax)
     fig.suptitle("Rosenbrock from (−1.2, 1): measured −dL/dt vs the flow's identity")
-    paths.append(plotting.save(fig, out_dir / "lyapunov_rates.png"))
+    return fig
 
-    rm = metrics["rmsprop_plateau"]
-    fig, axes = plotting.figure(2, width=5.0, height=4.0)
-    g = arrays["rms_gammas"]
-    axes[0].loglog(g, arrays["rms_plateau_gamma"], "o", label="measured (late RMS ‖θ − θ*‖)")
-    axes[0].loglog(
-        g, arrays["rms_plateau_gamma_pred"], "k--", lw=0.8, label="γ/√2 (period-2 orbit)"
-    )
-    axes[0].set_xlabel("learning rate γ")
-    axes[0].set_ylabel("late-time distance to θ*")
+
+def draw_plateau(r):
+    rm = r.rmsprop_plateau
+    fig, axes = plotting.panels(2, width=5.0, height=4.0)
+    g = rm.gammas
+    axes[0].loglog(g, rm.plateau_gamma, "o", label="measured (late RMS ‖θ − θ*‖)")
+    axes[0].loglog(g, rm.plateau_gamma_pred, "k--", lw=0.8, label="γ/√2 (period-2 orbit)")
+    axes[0].set(xlabel="learning rate γ", ylabel="late-time distance to θ*")
     axes[0].set_title(
-        f"optax.rmsprop, ε = {rm['gamma_sweep_eps']:g}: fitted slope "
-        f"{rm['plateau_slope_in_gamma']:.3f}",
+        f"optax.rmsprop, ε = {rm.gamma_sweep_eps:g}: fitted slope {rm.plateau_slope_in_gamma:.3f}"
     )
-    axes[0].legend()
-    axes[0].grid(True, which="both", alpha=0.3)
-    e, floor = arrays["rms_eps"], 1e-9  # below: converged, drawn on the bottom edge
+    e, floor = rm.eps, 1e-9  # below: converged, drawn on the bottom edge
     axes[1].set_xscale("log")
-    plotting.plot_log_floor(axes[1], e, arrays["rms_plateau_eps"], floor=floor, label="total")
-    coords = arrays["rms_eps_coordinates"]
-    for i, c in enumerate(rm["crossovers_per_coordinate"]):
+    plotting.plot_log_floor(axes[1], e, rm.plateau_eps, floor=floor, label="total")
+    for i, c in enumerate(rm.crossovers_per_coordinate):
         label = f"coordinate λ = {c['lambda']:g}"
-        plotting.plot_log_floor(axes[1], e, coords[:, i], ".", floor=floor, ms=4, label=label)
+        plotting.plot_log_floor(axes[1], e, rm.eps_coordinates[:, i], ".", floor=floor, ms=4,
+                                label=label)  # fmt: skip
         axes[1].axvline(c["predicted"], color=f"C{i + 1}", ls=":", lw=1)
-    pred = arrays["rms_plateau_eps_pred"]
+    pred = rm.plateau_eps_pred
     axes[1].loglog(e[pred > 0], pred[pred > 0], "k--", lw=0.8, label="√Σ((γ/2)² − ε/λᵢ²)₊")
-    axes[1].axvline(rm["crossover_total_predicted"], color="k", ls=":", lw=1)
-    axes[1].set_xlabel("ε")
-    axes[1].set_ylabel("late-time distance to θ*")
-    lo, hi = rm["crossover_total_found"]
+    axes[1].axvline(rm.crossover_total_predicted, color="k", ls=":", lw=1)
+    axes[1].set(xlabel="ε", ylabel="late-time distance to θ*")
+    lo, hi = rm.crossover_total_found
     axes[1].set_title(
-        f"γ = {rm['eps_sweep_gamma']:g}: GD (step γ/√ε) once ε > (γλ/2)²\n"
-        f"predicted ε* = {rm['crossover_total_predicted']:.2g}, found in [{lo:.2g}, {hi:.2g}]",
+        f"γ = {rm.eps_sweep_gamma:g}: GD (step γ/√ε) once ε > (γλ/2)²\n"
+        f"predicted ε* = {rm.crossover_total_predicted:.2g}, found in [{lo:.2g}, {hi:.2g}]"
     )
-    axes[1].legend(loc="lower left")
-    axes[1].grid(True, which="both", alpha=0.3)
-    paths.append(plotting.save(fig, out_dir / "rmsprop_plateau.png"))
+    plotting.legend(axes[0])
+    plotting.legend(axes[1], loc="lower left")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+    return fig
 
-    pd = metrics["polyak_decay"]
-    fig, axes = plotting.figure(2, width=4.6)
-    ts = arrays["polyak_decay_ts"]
-    axes[0].semilogy(ts, arrays["polyak_decay_ratio"], lw=2, alpha=0.6, label="L(t)/L(0)")
+
+def draw_polyak_decay(r):
+    pd = r.polyak_decay
+    fig, axes = plotting.panels(2, width=4.6)
+    ts = pd.ts
+    axes[0].semilogy(ts, pd.ratio, lw=2, alpha=0.6, label="L(t)/L(0)")
     axes[0].semilogy(ts, np.exp(-ts), "k:", label="$e^{-t}$")
-    axes[0].set_xlabel("t")
-    axes[0].set_title(f"Polyak flow on Rosenbrock, L(0) = {pd['L0']:g}")
-    axes[0].legend()
-    axes[0].grid(True, alpha=0.3)
-    axes[1].semilogy(ts[1:], np.abs(arrays["polyak_decay_ratio"][1:] * np.exp(ts[1:]) - 1))
-    axes[1].set_xlabel("t")
-    axes[1].set_ylabel("$|L(t)/(L(0)e^{-t}) - 1|$")
-    axes[1].set_title(f"max relative deviation {pd['max_relative_deviation_pointwise']:.1e}")
-    axes[1].grid(True, alpha=0.3)
-    paths.append(plotting.save(fig, out_dir / "polyak_decay.png"))
+    axes[0].set(xlabel="t", title=f"Polyak flow on Rosenbrock, L(0) = {pd.L0:g}")
+    plotting.legend(axes[0])
+    axes[1].semilogy(ts[1:], np.abs(pd.ratio[1:] * np.exp(ts[1:]) - 1))
+    axes[1].set(xlabel="t", ylabel="$|L(t)/(L(0)e^{-t}) - 1|$")
+    axes[1].set_title(f"max relative deviation {pd.max_relative_deviation_pointwise:.1e}")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    return fig
 
-    fig = post3.figure(metrics["post3"], arrays)  # shared with the other experiment
-    paths.append(plotting.save(fig, out_dir / "post3_example.png"))
-    return paths
+
+def draw_post3(r):
+    return post3.figure(vars(r.post3), vars(r.post3))  # shared with the adaptive experiment
+
+
+FIGURES = {
+    "lyapunov_rates.png": draw_lyapunov,
+    "rmsprop_plateau.png": draw_plateau,
+    "polyak_decay.png": draw_polyak_decay,
+    "post3_example.png": draw_post3,
+}
