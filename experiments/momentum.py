@@ -2,7 +2,6 @@
 scaling regimes, stability limits, and momentum jumping over a shallow minimum."""
 
 import dataclasses
-from pathlib import Path
 from typing import ClassVar
 
 import jax
@@ -11,6 +10,8 @@ import numpy as np
 
 import dynopt
 from dynopt import flows, maps, plotting, problems
+
+from ._card import Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,73 @@ _MAPS = {  # scheme name -> discretization map of heavy ball
 oscillator_solution = flows.oscillator_solution
 
 
+@dataclasses.dataclass
+class ClosedForm:
+    oscillator_max_abs_error: float | None  # full mode only
+
+
+@dataclasses.dataclass
+class Orders:
+    """Heavy ball on one problem: each discretization map against the flow."""
+
+    damping: float
+    t1: float
+    orders: dict[str, float]
+    max_errors: dict[str, list[float]]
+    step_sizes: Array
+    errors: dict[str, Array]
+
+
+@dataclasses.dataclass
+class Fixed:
+    """β fixed, η → 0: optax.sgd(η, momentum=β) against θ' = -∇L/(1-β) at t = kη."""
+
+    momentum: float
+    t1: float
+    order: float
+    max_errors: list[float]
+    step_sizes: Array
+    errors: Array
+
+
+@dataclasses.dataclass
+class Stability:
+    damping: float
+    lambda_max: float
+    steps_per_run: int
+    schemes: dict  # scheme -> predicted, measured_bracket, measured (h·√λmax)
+
+
+@dataclasses.dataclass
+class TuningRule:
+    momentum: float
+    lr_ratio: float
+    new_momentum: float
+    leapfrog_damping_before: float
+    leapfrog_damping_after: float
+
+
+@dataclasses.dataclass
+class DoubleWell:
+    tilt: float
+    x0: float
+    barrier_x: float
+    critical_damping_flow: float
+    critical_damping_flow_bracket: list[float]
+    critical_damping_leapfrog: float
+    critical_damping_leapfrog_bracket: list[float]
+    leapfrog_step: float
+    gradient_descent_final_x: float
+    gradient_descent_crossed: bool
+    path_dampings: list[float]
+    ts: Array
+    gd_ts: Array
+    gd: Array
+    x: Array
+    loss: Array
+    heavy_ball: dict[str, Array]  # x(t) by index into path_dampings
+
+
 def _orders(problem, damping, t1, steps, schemes) -> dict:
     hs = t1 / np.asarray(steps, dtype=float)
     out = {"step_sizes": hs}
@@ -166,7 +234,7 @@ def _crossed(xs: np.ndarray, barrier_x: float) -> np.ndarray:
     return np.min(xs, axis=-1) < barrier_x
 
 
-def _double_well(config: Config) -> tuple[dict, dict]:
+def double_well(config: Config) -> DoubleWell:
     problem = problems.double_well(tilt=config.well_tilt, params0=jnp.array([config.well_x0]))
     # Local maximum of (x²-1)² + tilt·x between the wells: 4x³ - 4x + tilt = 0, middle root.
     roots = np.sort(np.roots([4.0, 0.0, -4.0, config.well_tilt]).real)
@@ -197,117 +265,90 @@ def _double_well(config: Config) -> tuple[dict, dict]:
     gd = dynopt.run(flows.GradientFlow().discretize(h), problem, n)
     dampings = (0.5 * critical_flow, 0.95 * critical_flow, 1.05 * critical_flow)
     paths = {
-        f"well_hb_{i}": np.asarray(dynopt.solve(flows.HeavyBall(a), problem, ts).params)[:, 0]
+        str(i): np.asarray(dynopt.solve(flows.HeavyBall(a), problem, ts).params)[:, 0]
         for i, a in enumerate(dampings)
     }
     xs = np.linspace(-1.8, 1.8, 361)
-    metrics = {
-        "tilt": config.well_tilt,
-        "x0": config.well_x0,
-        "barrier_x": barrier_x,
-        "critical_damping_flow": critical_flow,
-        "critical_damping_flow_bracket": [lo, hi],
-        "critical_damping_leapfrog": critical_leapfrog,
-        "critical_damping_leapfrog_bracket": [dlo, dhi],
-        "leapfrog_step": h,
-        "gradient_descent_final_x": float(gd.params[-1, 0]),
-        "gradient_descent_crossed": bool(_crossed(np.asarray(gd.params)[:, 0], barrier_x)),
-        "path_dampings": list(dampings),
-    }
-    arrays = {
-        "well_ts": np.asarray(ts),
-        "well_gd_ts": np.asarray(gd.ts),
-        "well_gd": np.asarray(gd.params)[:, 0],
-        "well_x": xs,
-        "well_loss": np.asarray(jax.vmap(problem.loss)(jnp.asarray(xs)[:, None])),
-        **paths,
-    }
-    return metrics, arrays
+    return DoubleWell(
+        tilt=config.well_tilt,
+        x0=config.well_x0,
+        barrier_x=barrier_x,
+        critical_damping_flow=critical_flow,
+        critical_damping_flow_bracket=[lo, hi],
+        critical_damping_leapfrog=critical_leapfrog,
+        critical_damping_leapfrog_bracket=[dlo, dhi],
+        leapfrog_step=h,
+        gradient_descent_final_x=float(gd.params[-1, 0]),
+        gradient_descent_crossed=bool(_crossed(np.asarray(gd.params)[:, 0], barrier_x)),
+        path_dampings=list(dampings),
+        ts=np.asarray(ts),
+        gd_ts=np.asarray(gd.ts),
+        gd=np.asarray(gd.params)[:, 0],
+        x=xs,
+        loss=np.asarray(jax.vmap(problem.loss)(jnp.asarray(xs)[:, None])),
+        heavy_ball=paths,
+    )
 
 
 def _oscillator() -> dynopt.Problem:
     return problems.quadratic(jnp.array([1.0]), name="oscillator")
 
 
-def closed_form(config: Config) -> tuple[dict, dict]:
+def closed_form(config: Config) -> ClosedForm:
     """The reference against the closed form (full mode; tests check it too)."""
     if config.quick:
-        return {}, {}
+        return ClosedForm(None)
     ts = jnp.linspace(0.0, config.osc_t1, 201)
     ref = dynopt.solve(flows.HeavyBall(config.osc_damping), _oscillator(), ts)
     exact = oscillator_solution(np.asarray(ts), config.osc_damping)
-    return {"oscillator_max_abs_error": float(np.max(np.abs(ref.params[:, 0] - exact)))}, {}
+    return ClosedForm(float(np.max(np.abs(ref.params[:, 0] - exact))))
 
 
-def _orders_section(name, problem, damping, t1, steps, schemes) -> tuple[dict, dict]:
+def _orders_section(problem, damping, t1, steps, schemes) -> Orders:
     res = _orders(problem, damping, t1, steps, schemes)
     schemes = [s for s in res if s != "step_sizes"]
-    metrics = {
-        "damping": damping,
-        "t1": t1,
-        "orders": {s: res[s]["order"] for s in schemes},
-        "max_errors": {s: res[s]["errors"].tolist() for s in schemes},
-    }
-    arrays = {f"{name}_step_sizes": res["step_sizes"]}
-    arrays.update({f"{name}_err_{s}": res[s]["errors"] for s in schemes})
-    return metrics, arrays
-
-
-def oscillator(c: Config) -> tuple[dict, dict]:
-    return _orders_section(
-        "oscillator", _oscillator(), c.osc_damping, c.osc_t1, c.osc_steps, c.schemes
+    return Orders(
+        damping=damping,
+        t1=t1,
+        orders={s: res[s]["order"] for s in schemes},
+        max_errors={s: res[s]["errors"].tolist() for s in schemes},
+        step_sizes=res["step_sizes"],
+        errors={s: res[s]["errors"] for s in schemes},
     )
 
 
-def rosenbrock(c: Config) -> tuple[dict, dict]:
+def oscillator(c: Config) -> Orders:
+    return _orders_section(_oscillator(), c.osc_damping, c.osc_t1, c.osc_steps, c.schemes)
+
+
+def rosenbrock(c: Config) -> Orders:
     return _orders_section(
-        "rosenbrock", problems.rosenbrock(), c.rosen_damping, c.rosen_t1, c.rosen_steps,
-        c.rosen_schemes,
-    )  # fmt: skip
+        problems.rosenbrock(), c.rosen_damping, c.rosen_t1, c.rosen_steps, c.rosen_schemes
+    )
 
 
-def fixed_momentum(config: Config) -> tuple[dict, dict]:
+def fixed_momentum(config: Config) -> Fixed:
     """Regime 2: beta fixed, eta -> 0, against theta' = -grad L / (1 - beta) at t = k eta."""
     etas = config.fixed_t1 / np.asarray(config.fixed_steps, dtype=float)
     fixed = dynopt.compare(
         flows.RescaledGradientFlow(config.fixed_momentum), _oscillator(), etas, config.fixed_t1
     )
-    metrics = {
-        "momentum": config.fixed_momentum,
-        "t1": config.fixed_t1,
-        "order": float(fixed.order),
-        "max_errors": np.asarray(fixed.errors).tolist(),
-    }
-    return metrics, {"fixed_step_sizes": etas, "fixed_errors": np.asarray(fixed.errors)}
+    errors = np.asarray(fixed.errors)
+    return Fixed(
+        config.fixed_momentum, config.fixed_t1, float(fixed.order), errors.tolist(), etas, errors
+    )
 
 
-def stability(config: Config) -> tuple[dict, dict]:
-    metrics = {
-        "damping": config.stab_damping,
-        "lambda_max": config.stab_lambda,
-        "steps_per_run": config.stab_steps,
-        "schemes": _stability(config),
-    }
-    return metrics, {}
+def stability(config: Config) -> Stability:
+    return Stability(config.stab_damping, config.stab_lambda, config.stab_steps, _stability(config))
 
 
-def tuning_rule(config: Config) -> tuple[dict, dict]:
+def tuning_rule(config: Config) -> TuningRule:
     beta, r = 0.9, 0.1
     beta_new = float(flows.rescale_momentum(beta, r))
     a_old = float(flows.HeavyBall.from_hyperparams(0.01, beta)[0].damping)
     a_new = float(flows.HeavyBall.from_hyperparams(0.01 * r, beta_new)[0].damping)
-    metrics = {
-        "momentum": beta,
-        "lr_ratio": r,
-        "new_momentum": beta_new,
-        "leapfrog_damping_before": a_old,
-        "leapfrog_damping_after": a_new,
-    }
-    return metrics, {}
-
-
-def double_well(config: Config) -> tuple[dict, dict]:
-    return _double_well(config)
+    return TuningRule(beta, r, beta_new, a_old, a_new)
 
 
 SECTIONS = {
@@ -333,86 +374,75 @@ _LABELS = {
 _MARKERS = "osv^D<>"
 
 
-def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    paths = []
-    names = [n for n in ("oscillator", "rosenbrock") if metrics[n]["orders"]]
-    fig, axes = plotting.figure(len(names) + 1, width=4.6, height=3.8)
-    for ax, name in zip(axes, names):
-        m = metrics[name]
-        hs = arrays[f"{name}_step_sizes"]
-        for i, scheme in enumerate(m["orders"]):
+def draw_orders(r):
+    problems_ = {n: o for n, o in (("oscillator", r.oscillator), ("rosenbrock", r.rosenbrock))}
+    problems_ = {n: o for n, o in problems_.items() if o.orders}
+    fig, axes = plotting.panels(len(problems_) + 1, width=4.6, height=3.8)
+    for ax, (name, o) in zip(axes, problems_.items()):
+        for i, scheme in enumerate(o.orders):
             plotting.plot_error_vs_step_size(
-                ax,
-                hs,
-                arrays[f"{name}_err_{scheme}"],
-                label=_LABELS[scheme],
-                order=m["orders"][scheme],
-                marker=_MARKERS[i % len(_MARKERS)],
-            )
-        ax.set_title(f"{name}: heavy ball a = {m['damping']:g}, t1 = {m['t1']:g}")
-        low = min(float(np.min(arrays[f"{name}_err_{s}"])) for s in m["orders"])
+                ax, o.step_sizes, o.errors[scheme], label=_LABELS[scheme],
+                order=o.orders[scheme], marker=_MARKERS[i % len(_MARKERS)],
+            )  # fmt: skip
+        ax.set_title(f"{name}: heavy ball a = {o.damping:g}, t1 = {o.t1:g}")
+        low = min(float(np.min(e)) for e in o.errors.values())
         ax.set_ylim(bottom=low / 60)  # room for the legend under the curves
-        ax.legend(loc="lower right")
-    fm = metrics["fixed_momentum"]
+        plotting.legend(ax, loc="lower right")
+    fm = r.fixed_momentum
+    label = f"sgd(η, β={fm.momentum:g}) vs θ' = -∇L/(1-β)"
     plotting.plot_error_vs_step_size(
-        axes[-1],
-        arrays["fixed_step_sizes"],
-        arrays["fixed_errors"],
-        label=f"sgd(η, β={fm['momentum']:g}) vs θ' = -∇L/(1-β)",
-        order=fm["order"],
+        axes[-1], fm.step_sizes, fm.errors, label=label, order=fm.order
     )
     axes[-1].set_xlabel("learning rate η (t = kη)")
     axes[-1].set_title("fixed β, η → 0 (oscillator)")
-    axes[-1].legend()
-    paths.append(plotting.save(fig, out_dir / "orders.png"))
+    plotting.legend(axes[-1])
+    return fig
 
-    st = metrics["stability"]
-    fig, axes = plotting.figure(1, width=6.0, height=3.6)
-    names = list(st["schemes"])
+
+def draw_stability(r):
+    st = r.stability
+    fig, (ax,) = plotting.panels(1, width=6.0, height=3.6)
+    names = list(st.schemes)
     x = np.arange(len(names))
-    pred = [st["schemes"][s]["predicted"] for s in names]
-    meas = [st["schemes"][s]["measured"] for s in names]
-    axes[0].bar(x - 0.2, pred, width=0.4, label="predicted (Schur–Cohn)")
-    bars = axes[0].bar(x + 0.2, meas, width=0.4, label=f"measured ({st['steps_per_run']} steps)")
-    axes[0].bar_label(bars, labels=[f"{v:.4f}" for v in meas])
-    axes[0].set_xticks(x, names, rotation=20)
-    axes[0].set_ylabel("largest stable h·√λmax")
-    axes[0].set_title(
-        f"stability on a quadratic, a = {st['damping']:g}, λmax = {st['lambda_max']:g}"
-    )
-    axes[0].legend()
-    axes[0].grid(True, axis="y", alpha=0.3)
-    paths.append(plotting.save(fig, out_dir / "stability.png"))
+    meas = [st.schemes[s]["measured"] for s in names]
+    ax.bar(x - 0.2, [st.schemes[s]["predicted"] for s in names], width=0.4,
+           label="predicted (Schur–Cohn)")  # fmt: skip
+    bars = ax.bar(x + 0.2, meas, width=0.4, label=f"measured ({st.steps_per_run} steps)")
+    ax.bar_label(bars, labels=[f"{v:.4f}" for v in meas])
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylim(0.0, 1.35 * max(meas + [st.schemes[s]["predicted"] for s in names]))
+    ax.set(ylabel="largest stable h·√λmax")
+    ax.set_title(f"stability on a quadratic, a = {st.damping:g}, λmax = {st.lambda_max:g}")
+    plotting.legend(ax, loc="upper left", ncols=2)  # above the bars (headroom set above)
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
 
-    dw = metrics["double_well"]
-    fig, axes = plotting.figure(2, width=4.8, height=3.6)
-    axes[0].plot(arrays["well_x"], arrays["well_loss"], "k")
-    axes[0].axvline(dw["barrier_x"], color="0.6", ls=":")
-    axes[0].plot(
-        [dw["x0"]],
-        [float(np.interp(dw["x0"], arrays["well_x"], arrays["well_loss"]))],
-        "ro",
-        label="start (at rest)",
-    )
-    axes[0].set_xlabel("x")
-    axes[0].set_ylabel("L(x)")
-    axes[0].set_title(f"L = (x²-1)² + {dw['tilt']:g}x")
-    axes[0].legend()
-    ts = arrays["well_ts"]
-    axes[1].plot(
-        arrays["well_gd_ts"], arrays["well_gd"], "k", label=f"GD, h = {dw['leapfrog_step']:g}"
-    )
-    for i, a in enumerate(dw["path_dampings"]):
-        axes[1].plot(ts, arrays[f"well_hb_{i}"], label=f"heavy ball a = {a:.3f}")
-    axes[1].axhline(dw["barrier_x"], color="0.6", ls=":", label="barrier")
-    axes[1].set_xlabel("t")
-    axes[1].set_ylabel("x(t)")
+
+def draw_double_well(r):
+    dw = r.double_well
+    fig, axes = plotting.panels(2, width=4.8, height=3.6)
+    axes[0].plot(dw.x, dw.loss, "k")
+    axes[0].axvline(dw.barrier_x, color="0.6", ls=":")
+    start = float(np.interp(dw.x0, dw.x, dw.loss))
+    axes[0].plot([dw.x0], [start], "ro", label="start (at rest)")
+    axes[0].set(xlabel="x", ylabel="L(x)", title=f"L = (x²-1)² + {dw.tilt:g}x")
+    plotting.legend(axes[0])
+    axes[1].plot(dw.gd_ts, dw.gd, "k", label=f"GD, h = {dw.leapfrog_step:g}")
+    for i, a in enumerate(dw.path_dampings):
+        axes[1].plot(dw.ts, dw.heavy_ball[str(i)], label=f"heavy ball a = {a:.3f}")
+    axes[1].axhline(dw.barrier_x, color="0.6", ls=":", label="barrier")
+    axes[1].set(xlabel="t", ylabel="x(t)")
     axes[1].set_title(
-        f"critical damping: flow {dw['critical_damping_flow']:.4f}, "
-        f"leapfrog h={dw['leapfrog_step']:g} {dw['critical_damping_leapfrog']:.4f}",
+        f"critical damping: flow {dw.critical_damping_flow:.4f}, "
+        f"leapfrog h={dw.leapfrog_step:g} {dw.critical_damping_leapfrog:.4f}"
     )
-    axes[1].legend()
+    plotting.legend(axes[1])
     axes[1].grid(True, alpha=0.3)
-    paths.append(plotting.save(fig, out_dir / "double_well.png"))
-    return paths
+    return fig
+
+
+FIGURES = {
+    "orders.png": draw_orders,
+    "stability.png": draw_stability,
+    "double_well.png": draw_double_well,
+}
