@@ -8,7 +8,8 @@ An experiment module defines
 - `SECTIONS`: `{key: section}`, each `section(config) -> result`. A result is typed: a dataclass of
   numbers, strings, lists, nested dicts and arrays (fields annotated `Array`), or a
   `dict[str, result]`; the return annotation says which;
-- `FIGURES`: `{file name: draw}`, each `draw(results) -> Figure` a pure function of the results.
+- `FIGURES`: `{file name: draw}`, each `draw(results) -> Figure` a pure function of the results
+  (or `None` when a mode has nothing to draw, e.g. a full-mode-only section).
 
 The runner applies `QUICK`, times each section, writes the numbers to `metrics.json` under the
 section's key and the arrays to `data.npz` under `section/field` keys, and rebuilds the typed
@@ -131,7 +132,5 @@ def draw(module, metrics: dict, arrays: Mapping, out_dir: Path, config=None) -> 
     from dynopt import plotting
 
     results = results_from(module.SECTIONS, metrics, arrays, config)
-    return [
-        plotting.save(figure(results), Path(out_dir) / name)
-        for name, figure in module.FIGURES.items()
-    ]
+    figures = {name: draw(results) for name, draw in module.FIGURES.items()}
+    return [plotting.save(fig, Path(out_dir) / n) for n, fig in figures.items() if fig is not None]

@@ -1,7 +1,6 @@
 """GAN training as a dynamical system (post 4): Dirac GAN verdicts, schemes' growth, drift, EMA."""
 
 import dataclasses
-from pathlib import Path
 from typing import ClassVar
 
 import equinox as eqx
@@ -12,6 +11,8 @@ from jax.flatten_util import ravel_pytree
 
 import dynopt
 from dynopt import games, plotting
+
+from ._card import Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +94,94 @@ class Config:
     )
 
 
+@dataclasses.dataclass
+class Case:
+    """One Dirac-GAN variant solved with diffrax: ‖θ(t)‖ statistics and the verdict."""
+
+    horizon: float
+    theta_norm_initial: float
+    theta_norm_final: float
+    theta_norm_last_half_mean: float
+    theta_norm_last_half_min: float
+    theta_norm_last_half_max: float
+    verdict: str
+    solver_steps: int
+    ts: Array
+    theta: Array
+    phi_norm: Array
+    phi_norm_initial: float | None = None  # WGAN: the invariant ‖φ(t)‖ = ‖φ0‖ (eq. 12)
+    phi_norm_final: float | None = None
+    phi_norm_max_drift: float | None = None
+    eigenvalues_real: list[float] | None = None  # at the equilibrium (two cases)
+    eigenvalues_imag: list[float] | None = None
+
+
+@dataclasses.dataclass
+class Linearization:
+    """Vanilla from ε·z₀ against the rotation θ'' = -θ/4 (θ/ε, by index into `scales`)."""
+
+    scales: list[float]
+    max_relative_deviation: list[float]
+    fitted_slope: float
+    period_predicted: float
+    ts: Array
+    theta: dict[str, Array]
+    theta_lin: dict[str, Array]
+
+
+@dataclasses.dataclass
+class Growth:
+    """One scheme near the equilibrium: per-step growth of |z_k|, predicted and measured."""
+
+    step_sizes: list[float]
+    predicted_spectral_radius: list[float]
+    predicted_modified_flow: list[float]
+    measured: list[float]
+    max_abs_error_spectral: float
+    closed_form: list[float] | None = None  # simultaneous GDA on vanilla: √(1 + h²/4)
+
+
+@dataclasses.dataclass
+class SchemeOrder:
+    order_vs_flow: float
+    order_vs_modified_flow: float
+    errors_vs_flow: list[float]
+    errors_vs_modified_flow: list[float]
+    step_sizes: Array
+
+
+@dataclasses.dataclass
+class Ema:
+    scheme: str
+    step_size: float
+    num_steps: int
+    raw_mean_distance_last_half: float
+    ema_mean_distance_last_half: dict[str, float]
+    ratio_raw_over_ema: dict[str, float]
+    diverged_at: int
+    ts: Array
+    theta: Array
+    avg: Array  # (saves, decays, 2)
+
+
+@dataclasses.dataclass
+class MixRun:
+    """A small GAN on 8 Gaussians with one scheme and penalty."""
+
+    modes_covered_final: int
+    high_quality_fraction_final: float
+    sliced_w1_final: float
+    sliced_w1_min: float
+    ema_modes_covered: int  # the EMA(0.99) of the generator at the end
+    ema_sliced_w1: float
+    diverged_at: int
+    steps: Array
+    covered: Array
+    sliced_w1: Array
+    samples: Array
+    data: Array
+
+
 def _case_game(case: str) -> tuple[games.Game, dict]:
     if case == "gan-qp (code)":
         spec = dict(games.POST4_CASES["gan-qp"])
@@ -112,49 +201,51 @@ def _verdict(norms: np.ndarray, theta0: float) -> str:
     return "oscillates, no convergence"
 
 
-def _verdicts(config: Config) -> tuple[dict, dict]:
-    metrics, arrays = {}, {}
-    for i, case in enumerate(config.cases):
+def verdicts(config: Config) -> dict[str, Case]:
+    out = {}
+    for case in config.cases:
         game, spec = _case_game(case)
         ts = np.arange(0.0, spec["horizon"], spec["save_every"])
         sol = dynopt.solve(games.GameFlow(), game, ts, solver="tsit5")
         phi, theta = (np.asarray(x) for x in sol.params)
         norms = np.linalg.norm(theta, axis=1)
         half = norms[len(norms) // 2 :]
-        m = {
-            "horizon": spec["horizon"],
-            "theta_norm_initial": float(norms[0]),
-            "theta_norm_final": float(norms[-1]),
-            "theta_norm_last_half_mean": float(half.mean()),
-            "theta_norm_last_half_min": float(half.min()),
-            "theta_norm_last_half_max": float(half.max()),
-            "verdict": _verdict(norms, float(norms[0])),
-            "solver_steps": int(sol.stats["num_steps"]),
-        }
+        phi_norms = np.linalg.norm(phi, axis=1)
+        c = out[case] = Case(
+            horizon=spec["horizon"],
+            theta_norm_initial=float(norms[0]),
+            theta_norm_final=float(norms[-1]),
+            theta_norm_last_half_mean=float(half.mean()),
+            theta_norm_last_half_min=float(half.min()),
+            theta_norm_last_half_max=float(half.max()),
+            verdict=_verdict(norms, float(norms[0])),
+            solver_steps=int(sol.stats["num_steps"]),
+            ts=ts,
+            theta=theta,
+            phi_norm=phi_norms,
+        )
         if spec["variant"] == "wgan":  # the exact invariant |phi(t)| = |phi0| (eq. 12)
-            phi_norms = np.linalg.norm(phi, axis=1)
-            m["phi_norm_initial"], m["phi_norm_final"] = float(phi_norms[0]), float(phi_norms[-1])
-            m["phi_norm_max_drift"] = float(np.max(np.abs(phi_norms - phi_norms[0])))
+            c.phi_norm_initial, c.phi_norm_final = float(phi_norms[0]), float(phi_norms[-1])
+            c.phi_norm_max_drift = float(np.max(np.abs(phi_norms - phi_norms[0])))
         if case in ("vanilla", "wgan-gp c=0"):
             eig = game.eigenvalues()
-            m["eigenvalues_real"] = eig.real.tolist()
-            m["eigenvalues_imag"] = eig.imag.tolist()
-        metrics[case] = m
-        arrays[f"case{i}_ts"], arrays[f"case{i}_theta"] = ts, theta
-        arrays[f"case{i}_phi_norm"] = np.linalg.norm(phi, axis=1)
+            c.eigenvalues_real, c.eigenvalues_imag = eig.real.tolist(), eig.imag.tolist()
+    return out
+
+
+def eigenvalues_closed_form(config: Config) -> dict[str, str]:
     lam = games.POST4_CASES["wgan-gp c=0"]["weight"]
-    metrics["eigenvalues_closed_form"] = {
+    return {
         "vanilla": "±i/2 (each twice)",
         "wgan-gp c=0": f"-λ ± i√(1-λ²) = {-lam} ± {np.sqrt(1 - lam**2):.6f}i",
     }
-    return metrics, arrays
 
 
-def _linearization(config: Config) -> tuple[dict, dict]:
+def linearization(config: Config) -> Linearization:
     # The vanilla case's save times: the compiled reference solve is reused (8 periods of 4π).
     spec = games.POST4_CASES["vanilla"]
     ts = jnp.asarray(np.arange(0.0, spec["horizon"], spec["save_every"]))
-    devs, arrays = [], {}
+    devs, thetas, thetas_lin = [], {}, {}
     for i, eps in enumerate(config.linear_scales):
         game = games.dirac_gan(
             phi0=eps * np.asarray(games.PHI0), theta0=eps * np.asarray(games.THETA0)
@@ -163,16 +254,11 @@ def _linearization(config: Config) -> tuple[dict, dict]:
         lin = jax.vmap(games.dirac_linear_solution, in_axes=(0, None, None))(ts, *game.params0)
         theta, theta_lin = np.asarray(sol.params[1]), np.asarray(lin[1])
         devs.append(float(np.max(np.abs(theta - theta_lin)) / eps))
-        arrays[f"lin{i}_theta"], arrays[f"lin{i}_theta_lin"] = theta / eps, theta_lin / eps
-    arrays["lin_ts"] = np.asarray(ts)
+        thetas[str(i)], thetas_lin[str(i)] = theta / eps, theta_lin / eps
     slope = float(np.polyfit(np.log(config.linear_scales), np.log(devs), 1)[0])
-    metrics = {
-        "scales": list(config.linear_scales),
-        "max_relative_deviation": devs,
-        "fitted_slope": slope,
-        "period_predicted": 4 * np.pi,
-    }
-    return metrics, arrays
+    return Linearization(
+        list(config.linear_scales), devs, slope, 4 * np.pi, np.asarray(ts), thetas, thetas_lin
+    )
 
 
 def _scheme(name: str, gamma: float) -> games.AbstractScheme:
@@ -187,11 +273,11 @@ def _modified_jacobian(game, sch, h):
     return jax.jacfwd(lambda x: ravel_pytree(flow.vector_field(0.0, unravel(x), game))[0])(flat)
 
 
-def _growth(config: Config) -> tuple[dict, dict]:
+def growth(config: Config) -> dict[str, dict[str, Growth]]:
     """Per-step growth of |z_k| near the equilibrium: spectral radius of the step matrix and the
     modified flow's rate exp(h max Re eig) against a fit of log|z_k| in the linear regime."""
     hs = np.asarray(config.growth_steps)
-    metrics, arrays = {}, {}
+    out = {}
     for gname in config.growth_games:
         spec = games.POST4_CASES[gname]
         kwargs = {k: spec[k] for k in ("weight", "center") if k in spec}
@@ -219,39 +305,38 @@ def _growth(config: Config) -> tuple[dict, dict]:
                 jm = _modified_jacobian(game, sch, jnp.asarray(h))
                 rate = float(np.max(np.linalg.eigvals(np.asarray(jm)).real))
                 modified.append(float(np.exp(h * rate)))
-            per_game[name] = {
-                "step_sizes": hs.tolist(),
-                "predicted_spectral_radius": predicted,
-                "predicted_modified_flow": modified,
-                "measured": measured,
-                "max_abs_error_spectral": float(np.max(np.abs(np.subtract(measured, predicted)))),
-            }
-            arrays[f"growth_{gname}_{name}"] = np.stack([predicted, modified, measured])
+            per_game[name] = Growth(
+                step_sizes=hs.tolist(),
+                predicted_spectral_radius=predicted,
+                predicted_modified_flow=modified,
+                measured=measured,
+                max_abs_error_spectral=float(np.max(np.abs(np.subtract(measured, predicted)))),
+            )
         if gname == "vanilla":
-            per_game["simultaneous"]["closed_form_sqrt(1+h^2/4)"] = np.sqrt(1 + hs**2 / 4).tolist()
-        metrics[gname] = per_game
-    return metrics, arrays
+            per_game["simultaneous"].closed_form = np.sqrt(1 + hs**2 / 4).tolist()
+        out[gname] = per_game
+    return out
 
 
-def _orders(config: Config) -> tuple[dict, dict]:
+def orders(config: Config) -> dict[str, SchemeOrder]:
     game = games.dirac_gan()
     hs = config.order_t1 / np.asarray(config.order_num_steps, dtype=float)
-    metrics, arrays = {}, {"order_step_sizes": hs}
+    out = {}
     for name in config.order_schemes:
         flow = games.GameFlow(_scheme(name, config.consensus_gamma))
         first = dynopt.compare(flow, game, hs, config.order_t1)
         second = dynopt.compare(flow, game, hs, config.order_t1, reference=flow.modified)
-        metrics[name] = {
-            "order_vs_flow": float(first.order),
-            "order_vs_modified_flow": float(second.order),
-            "errors_vs_flow": np.asarray(first.errors).tolist(),
-            "errors_vs_modified_flow": np.asarray(second.errors).tolist(),
-        }
-        arrays[f"order_{name}"] = np.stack([first.errors, second.errors])
-    return metrics, arrays
+        out[name] = SchemeOrder(
+            order_vs_flow=float(first.order),
+            order_vs_modified_flow=float(second.order),
+            errors_vs_flow=np.asarray(first.errors).tolist(),
+            errors_vs_modified_flow=np.asarray(second.errors).tolist(),
+            step_sizes=hs,
+        )
+    return out
 
 
-def _ema(config: Config) -> tuple[dict, dict]:
+def ema(config: Config) -> Ema:
     game = games.dirac_gan()
     n = config.ema_num_steps
     every = max(n // 5000, 1)
@@ -267,24 +352,25 @@ def _ema(config: Config) -> tuple[dict, dict]:
     half = len(theta) // 2
     raw = float(np.mean(np.linalg.norm(theta[half:], axis=-1)))
     dist = np.mean(np.linalg.norm(ema[half:], axis=-1), axis=0)
-    metrics = {
-        "scheme": "alternating GDA",
-        "step_size": config.ema_step,
-        "num_steps": n,
-        "raw_mean_distance_last_half": raw,
-        "ema_mean_distance_last_half": dict(zip(map(str, config.ema_decays), dist.tolist())),
-        "ratio_raw_over_ema": dict(zip(map(str, config.ema_decays), (raw / dist).tolist())),
-        "diverged_at": int(traj.diverged_at),
-    }
-    arrays = {"ema_ts": np.asarray(traj.ts), "ema_theta": theta, "ema_avg": ema}
-    return metrics, arrays
+    return Ema(
+        scheme="alternating GDA",
+        step_size=config.ema_step,
+        num_steps=n,
+        raw_mean_distance_last_half=raw,
+        ema_mean_distance_last_half=dict(zip(map(str, config.ema_decays), dist.tolist())),
+        ratio_raw_over_ema=dict(zip(map(str, config.ema_decays), (raw / dist).tolist())),
+        diverged_at=int(traj.diverged_at),
+        ts=np.asarray(traj.ts),
+        theta=theta,
+        avg=ema,
+    )
 
 
 def _penalties(name: str, config: Config):
     return {"none": (), "r1": (games.R1(config.mix_r1),)}[name]
 
 
-def _mixture(config: Config) -> tuple[dict, dict]:
+def mixture(config: Config) -> dict[str, MixRun]:
     key = jax.random.key(config.seed)
     k_init, k_run, k_eval, k_data, k_proj = jax.random.split(key, 5)
     data = games.sample_mixture(k_data, config.mix_eval_samples, std=config.mix_std)
@@ -298,7 +384,7 @@ def _mixture(config: Config) -> tuple[dict, dict]:
         covered, good = games.mode_statistics(x, std=config.mix_std)
         return covered, good, games.sliced_wasserstein(k_proj, x, data), x
 
-    metrics, arrays = {}, {}
+    out = {}
     for pen in config.mix_penalties:
         game = games.mixture_gan(
             k_init,
@@ -326,163 +412,152 @@ def _mixture(config: Config) -> tuple[dict, dict]:
             covered, good, sw, samples = (np.asarray(x) for x in evaluate(thetas))
             e_cov, e_sw = covered[-1], sw[-1]
             covered, good, sw, samples = covered[:-1], good[:-1], sw[:-1], samples[:-1]
-            label = f"{name}+{pen}"
-            metrics[label] = {
-                "modes_covered_final": int(covered[-1]),
-                "high_quality_fraction_final": float(good[-1]),
-                "sliced_w1_final": float(sw[-1]),
-                "sliced_w1_min": float(np.min(sw)),
-                "ema0.99_modes_covered": int(e_cov),
-                "ema0.99_sliced_w1": float(e_sw),
-                "diverged_at": int(traj.diverged_at),
-            }
-            arrays[f"mix_{label}_curves"] = np.stack([np.asarray(covered, float), np.asarray(sw)])
-            arrays[f"mix_{label}_samples"] = np.asarray(samples[-1])
-    arrays["mix_steps"] = np.arange(0, config.mix_num_steps + 1, every)
-    arrays["mix_data"] = np.asarray(data)
-    return metrics, arrays
+            out[f"{name}+{pen}"] = MixRun(
+                modes_covered_final=int(covered[-1]),
+                high_quality_fraction_final=float(good[-1]),
+                sliced_w1_final=float(sw[-1]),
+                sliced_w1_min=float(np.min(sw)),
+                ema_modes_covered=int(e_cov),
+                ema_sliced_w1=float(e_sw),
+                diverged_at=int(traj.diverged_at),
+                steps=np.arange(0, config.mix_num_steps + 1, every),
+                covered=np.asarray(covered, float),
+                sliced_w1=np.asarray(sw),
+                samples=np.asarray(samples[-1]),
+                data=np.asarray(data),
+            )
+    return out
 
 
 SECTIONS = {
-    "verdicts": _verdicts,
-    "linearization": _linearization,
-    "growth": _growth,
-    "orders": _orders,
-    "ema": _ema,
-    "mixture": _mixture,
+    "verdicts": verdicts,
+    "eigenvalues_closed_form": eigenvalues_closed_form,
+    "linearization": linearization,
+    "growth": growth,
+    "orders": orders,
+    "ema": ema,
+    "mixture": mixture,
 }
 
 
-def plot(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    paths = []
-    cases = [c for c in metrics["verdicts"] if c != "eigenvalues_closed_form"]
-    windows = {c: games.POST4_CASES.get(c, games.POST4_CASES["gan-qp"])["window"] for c in cases}
+def draw_phase_portraits(r):
+    fig, axes = plotting.panels(len(r.verdicts), ncols=3, width=3.4, height=3.4)
+    for ax, (case, c) in zip(axes, r.verdicts.items()):
+        window = games.POST4_CASES.get(case, games.POST4_CASES["gan-qp"])["window"]
+        plotting.plot_phase_portrait(ax, [(c.theta, case)], window=window)
+        ax.set_title(f"{case}, T = {c.horizon:g}\n{c.verdict}")
+    return fig
 
-    fig, axes = plotting.panels(len(cases), ncols=3, width=3.4, height=3.4)
-    for i, (ax, case) in enumerate(zip(axes, cases)):
-        plotting.plot_phase_portrait(ax, [(arrays[f"case{i}_theta"], case)], window=windows[case])
-        v = metrics["verdicts"][case]
-        ax.set_title(f"{case}, T = {v['horizon']:g}\n{v['verdict']}")
-    paths.append(plotting.save(fig, out_dir / "phase_portraits.png"))
 
-    fig, axes = plotting.figure(2, width=5.0)
-    for i, case in enumerate(cases):
-        ts = arrays[f"case{i}_ts"]
-        axes[0].semilogy(ts, np.linalg.norm(arrays[f"case{i}_theta"], axis=1), label=case)
-    axes[0].set_xlabel("t")
-    axes[0].set_ylabel("|θ(t)|")
-    axes[0].set_title("distance of the generator to the data point")
+def draw_verdicts(r):
+    fig, axes = plotting.panels(2, width=5.0)
+    for case, c in r.verdicts.items():
+        axes[0].semilogy(c.ts, np.linalg.norm(c.theta, axis=1), label=case)
+    axes[0].set(xlabel="t", ylabel="|θ(t)|", title="distance of the generator to the data point")
     plotting.legend(axes[0])
     axes[0].grid(True, which="both", alpha=0.3)
-    lin = metrics["linearization"]
-    for i, eps in enumerate(lin["scales"]):
-        axes[1].plot(arrays["lin_ts"], arrays[f"lin{i}_theta"][:, 0], label=f"ε = {eps:g}")
-    axes[1].plot(arrays["lin_ts"], arrays["lin0_theta_lin"][:, 0], "k:", label="θ'' = -θ/4")
-    axes[1].set_xlabel("t")
-    axes[1].set_ylabel("θ₁(t)/ε")
-    axes[1].set_title(
-        f"vanilla from ε·z₀: deviation ∝ ε^{lin['fitted_slope']:.2f} from the rotation"
-    )
+    lin = r.linearization  # the curves θ/ε coincide: draw their distance to the rotation
+    for i, eps in enumerate(lin.scales):
+        dev = np.linalg.norm(lin.theta[str(i)] - lin.theta_lin[str(i)], axis=1)
+        axes[1].semilogy(lin.ts, np.where(dev > 0, dev, np.nan), label=f"ε = {eps:g}")
+    axes[1].set(xlabel="t", ylabel="|θ(t) − θ_lin(t)| / ε   (θ_lin: θ'' = −θ/4)")
+    axes[1].set_title(f"vanilla from ε·z₀: deviation ∝ ε^{lin.fitted_slope:.2f}")
+    axes[1].grid(True, which="both", alpha=0.3)
     plotting.legend(axes[1])
-    paths.append(plotting.save(fig, out_dir / "verdicts.png"))
+    return fig
 
-    growth = metrics["growth"]
-    fig, axes = plotting.panels(len(growth), width=4.6, height=4.0)
-    for ax, (gname, per) in zip(axes, growth.items()):
+
+def draw_growth(r):
+    fig, axes = plotting.panels(len(r.growth), width=4.6, height=4.0)
+    for ax, (gname, per) in zip(axes, r.growth.items()):
         for name, v in per.items():
-            h = np.asarray(v["step_sizes"])
-            meas = np.abs(np.asarray(v["measured"]) - 1)
-            (line,) = ax.loglog(h, np.asarray(v["predicted_spectral_radius"]) - 1, "-", lw=1)
-            ax.loglog(h, np.asarray(v["predicted_modified_flow"]) - 1, ":", color=line.get_color())
+            h = np.asarray(v.step_sizes)
+            meas = np.abs(np.asarray(v.measured) - 1)
+            (line,) = ax.loglog(h, np.asarray(v.predicted_spectral_radius) - 1, "-", lw=1)
+            ax.loglog(h, np.asarray(v.predicted_modified_flow) - 1, ":", color=line.get_color())
             ax.loglog(h, np.where(meas > 0, meas, np.nan), "o", color=line.get_color(), label=name)
-            bounded = np.asarray(v["predicted_spectral_radius"]) - 1 <= 1e-12
+            bounded = np.asarray(v.predicted_spectral_radius) - 1 <= 1e-12
             if np.any(bounded):  # predicted ρ = 1: no line on a log axis, a mark on its bottom edge
                 ax.plot(h[bounded], np.zeros(bounded.sum()), "v", color=line.get_color(),
                         ms=7, clip_on=False, transform=ax.get_xaxis_transform(),
                         label=f"{name}: predicted ρ = 1 (bounded)")  # fmt: skip
         plotting.key_entry(ax, "step-matrix spectral radius − 1", "k-", lw=1)
         plotting.key_entry(ax, "modified-flow rate − 1", "k:")
-        ax.set_xlabel("step size h")
-        ax.set_ylabel("growth of |z_k| per step − 1")
+        ax.set(xlabel="step size h", ylabel="growth of |z_k| per step − 1")
         ax.set_title(f"Dirac GAN ({gname}) near equilibrium: lines predicted, dots measured")
         ax.grid(True, which="both", alpha=0.3)
         plotting.legend(ax, loc="center left")
-    paths.append(plotting.save(fig, out_dir / "growth.png"))
+    return fig
 
-    orders = metrics["orders"]
-    if not orders:  # quick mode measures no orders (tests/test_games.py does)
-        return paths + _plot_ema_mixture(metrics, arrays, out_dir)
-    fig, axes = plotting.figure(len(orders), width=3.6)
-    hs = arrays["order_step_sizes"]
-    for ax, (name, m) in zip(axes, orders.items()):
-        errs = arrays[f"order_{name}"]
-        plotting.plot_error_vs_step_size(ax, hs, errs[0], label="vs flow", order=m["order_vs_flow"])
-        plotting.plot_error_vs_step_size(
-            ax, hs, errs[1], label="vs modified flow", order=m["order_vs_modified_flow"], marker="s"
-        )
+
+def draw_orders(r):
+    if not r.orders:  # quick mode measures no orders (tests/test_games.py does)
+        return None
+    fig, axes = plotting.panels(len(r.orders), width=3.6)
+    for ax, (name, m) in zip(axes, r.orders.items()):
+        series = [
+            (np.asarray(m.errors_vs_flow), "vs flow", m.order_vs_flow),
+            (np.asarray(m.errors_vs_modified_flow), "vs modified flow", m.order_vs_modified_flow),
+        ]
+        plotting.plot_orders(ax, m.step_sizes, series, guides=(1.0, 2.0))
         ax.set_title(name)
-        plotting.legend(ax)
-    paths.append(plotting.save(fig, out_dir / "orders.png"))
-    return paths + _plot_ema_mixture(metrics, arrays, out_dir)
+    return fig
 
 
-def _plot_ema_mixture(metrics: dict, arrays: dict, out_dir: Path) -> list[Path]:
-    paths = []
-    ema = metrics["ema"]
-    fig, axes = plotting.figure(2, width=5.0)
-    ts = arrays["ema_ts"]
-    for j, a in enumerate(ema["ema_mean_distance_last_half"]):
-        axes[0].plot(ts, np.linalg.norm(arrays["ema_avg"][:, j], axis=-1), lw=1.2, label=f"EMA {a}")
+def draw_ema(r):
+    e = r.ema
+    fig, axes = plotting.panels(2, width=5.0)
+    for j, a in enumerate(e.ema_mean_distance_last_half):
+        axes[0].plot(e.ts, np.linalg.norm(e.avg[:, j], axis=-1), lw=1.2, label=f"EMA {a}")
     # The raw iterate last, thin and black: on top of the EMA that oscillates at its level.
-    raw = np.linalg.norm(arrays["ema_theta"], axis=-1)
-    axes[0].plot(ts, raw, "k-", lw=0.5, alpha=0.8, label="θ_k (raw)")
+    axes[0].plot(e.ts, np.linalg.norm(e.theta, axis=-1), "k-", lw=0.5, alpha=0.8, label="θ_k (raw)")
     axes[0].set_yscale("log")
-    axes[0].set_xlabel("t = k h")
-    axes[0].set_ylabel("distance to equilibrium θ* = 0")
+    axes[0].set(xlabel="t = k h", ylabel="distance to equilibrium θ* = 0")
+    axes[0].set_title(f"vanilla Dirac GAN, {e.scheme}, h = {e.step_size}")
     plotting.legend(axes[0])
-    axes[0].set_title(f"vanilla Dirac GAN, {ema['scheme']}, h = {ema['step_size']}")
-    decays = [float(a) for a in ema["ema_mean_distance_last_half"]]
-    axes[1].loglog(
-        1 - np.asarray(decays), list(ema["ema_mean_distance_last_half"].values()), "o-", label="EMA"
-    )
-    axes[1].axhline(ema["raw_mean_distance_last_half"], color="k", ls="--", label="raw iterate")
-    axes[1].set_xlabel("1 − decay")
-    axes[1].set_ylabel("mean distance over the last half")
+    decays = np.asarray([float(a) for a in e.ema_mean_distance_last_half])
+    axes[1].loglog(1 - decays, list(e.ema_mean_distance_last_half.values()), "o-", label="EMA")
+    axes[1].axhline(e.raw_mean_distance_last_half, color="k", ls="--", label="raw iterate")
+    axes[1].set(xlabel="1 − decay", ylabel="mean distance over the last half")
     axes[1].set_title("time-averaged distance: EMA vs the raw iterate")
     plotting.legend(axes[1])
     axes[1].grid(True, which="both", alpha=0.3)
-    paths.append(plotting.save(fig, out_dir / "ema.png"))
+    return fig
 
-    mix = metrics["mixture"]
-    labels = list(mix)
-    fig, axes = plotting.figure(2, width=5.0)
-    steps = arrays["mix_steps"]
-    for label in labels:
-        cov, sw = arrays[f"mix_{label}_curves"]
-        (line,) = axes[0].plot(steps, sw, label=label)
-        axes[1].plot(steps, cov, color=line.get_color(), label=label)
+
+def draw_mixture_curves(r):
+    fig, axes = plotting.panels(2, width=5.0)
+    for label, m in r.mixture.items():
+        (line,) = axes[0].plot(m.steps, m.sliced_w1, label=label)
+        axes[1].plot(m.steps, m.covered, color=line.get_color(), label=label)
     axes[0].set_yscale("log")
-    axes[0].set_ylabel("sliced W1 to the data")
-    axes[1].set_ylabel("modes covered (of 8)")
+    axes[0].set(ylabel="sliced W1 to the data", title="8-Gaussian GAN: distance to the data")
+    axes[1].set(ylabel="modes covered (of 8)", title="modes covered")
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
-    axes[0].set_title("8-Gaussian GAN: distance to the data")
-    axes[1].set_title("modes covered")
     plotting.legend(axes[0])
-    paths.append(plotting.save(fig, out_dir / "mixture_curves.png"))
+    return fig
 
-    fig, axes = plotting.panels(len(labels), ncols=5, width=3.6, height=3.6)
-    for ax, label in zip(axes, labels):
-        d = arrays["mix_data"]
-        ax.plot(d[:, 0], d[:, 1], ".", color="0.7", ms=1, label="data (8 Gaussians)")
-        s = arrays[f"mix_{label}_samples"]
-        ax.plot(s[:, 0], s[:, 1], ".", ms=1, label="generator samples")
-        m = mix[label]
-        ax.set_title(f"{label}\nmodes {m['modes_covered_final']}/8, SW {m['sliced_w1_final']:.3f}")
+
+def draw_mixture_samples(r):
+    fig, axes = plotting.panels(len(r.mixture), ncols=5, width=3.6, height=3.6)
+    for ax, (label, m) in zip(axes, r.mixture.items()):
+        ax.plot(m.data[:, 0], m.data[:, 1], ".", color="0.7", ms=1, label="data (8 Gaussians)")
+        ax.plot(m.samples[:, 0], m.samples[:, 1], ".", ms=1, label="generator samples")
+        ax.set_title(f"{label}\nmodes {m.modes_covered_final}/8, SW {m.sliced_w1_final:.3f}")
         ax.set(xlim=(-3, 3), ylim=(-3, 3), xlabel="x₁", ylabel="x₂")
         ax.set_aspect("equal")
     plotting.legend(axes[0], loc="upper left", markerscale=6)
-    paths.append(plotting.save(fig, out_dir / "mixture_samples.png"))
-    return paths
+    return fig
+
+
+FIGURES = {
+    "phase_portraits.png": draw_phase_portraits,
+    "verdicts.png": draw_verdicts,
+    "growth.png": draw_growth,
+    "orders.png": draw_orders,  # full mode only
+    "ema.png": draw_ema,
+    "mixture_curves.png": draw_mixture_curves,
+    "mixture_samples.png": draw_mixture_samples,
+}
