@@ -197,7 +197,7 @@ def integrate(
         rtol=rtol,
         atol=atol,
     )
-    fired = np.asarray(result._value) == diffrax.RESULTS.event_occurred._value
+    fired = np.asarray(result == diffrax.RESULTS.event_occurred)
     crossing, divergence = fired & np.asarray(is_crossing), fired & ~np.asarray(is_crossing)
     kind = np.where(crossing, CROSSING, np.where(divergence, DIVERGENCE, NO_BLOWUP))
     zf, dzf, s_end = np.asarray(zf), np.asarray(dzf), np.asarray(s_end)
