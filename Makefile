@@ -4,6 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
+# JAX's persistent compilation cache: a second `make run`/`make test` reuses the compiled programs
+# (most of an experiment's time is compilation). `make clean` removes it.
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.1
 
 .PHONY: run test experiments figures bench lint clean install
 
@@ -33,13 +37,14 @@ figures: $(STAMP)
 test: $(STAMP)
 	MPLBACKEND=Agg OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -q
 
+## compile times are part of what bench reports: no persistent cache there
 bench: $(STAMP)
-	$(PY) -m benchmarks
+	JAX_ENABLE_COMPILATION_CACHE=false $(PY) -m benchmarks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dynopt experiments tests benchmarks
 	$(VENV)/bin/ruff format --check dynopt experiments tests benchmarks
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	rm -rf $(VENV) results .cache .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -7,6 +7,13 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Test workers fill the cores already; a multi-threaded BLAS inside each fights the others.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# JAX's persistent compilation cache (as `make test` sets it): a rerun, and the other xdist worker,
+# reuse compiled programs. `make clean` removes the folder.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "jax"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 import jax
 import pytest
