@@ -11,9 +11,10 @@ import optax
 from ._custom_types import ArrayLike, ScalarLike
 from ._discretization import Discretization
 from ._flows.base import AbstractFlow
-from ._order import fit_order
-from ._problem import AbstractProblem
-from ._run import _floating_dtype, make_fast_step
+from ._maps.base import AbstractMap
+from ._order import assess_order
+from ._problem import AbstractProblem, Problem
+from ._run import _floating_dtype, divergence_limit, make_fast_step
 from ._sharding import gather, sweep_map
 from ._solve import (
     _pick_solver,
@@ -21,6 +22,7 @@ from ._solve import (
     check_dense_memory,
     dense_solve,
     raise_for_result,
+    top_eigenvalue,
 )
 from ._trajectory import Comparison
 from ._validation import positive
@@ -32,34 +34,50 @@ def default_map(flow: AbstractFlow, step_size: ScalarLike) -> Discretization:
 
 
 def _error_run(flow, problem, map, ref_flow, interp, h, n):
-    """Run `map(flow, h)` for `n` steps on `problem`; max and final error against the reference.
+    """Run `map(flow, h)` for `n` steps on `problem`; max and final error against the reference,
+    the first diverged step, and the solution's scale $\max_k\|\theta(k\Delta t)-\theta(0)\|$.
 
     The steps are `run`'s (`make_fast_step`: the same oracle and extra arguments), unchecked:
     the error norm, computed at every step anyway, is non-finite exactly when the iterate is,
-    and then the loop stops with `diverged_at` = k."""
+    and the oracle's value is checked against `run`'s growth criterion (`divergence_limit`);
+    either stops the loop with `diverged_at` = the step."""
     disc = map(flow, h).astype(_floating_dtype(problem.params0))
     step = make_fast_step(disc.transform, problem, None)
+    limit = divergence_limit(problem.loss(problem.params0))
+    ref0 = ref_flow.params(interp.evaluate(interp.t0))
 
     def cond(c):
-        (_, _, diverged_at, k), _, _ = c
+        (_, _, diverged_at, k), _, _, _ = c
         return (k < n) & (diverged_at < 0)
 
     def body(c):
-        inner, err_max, _ = c
-        (params, state, _, k), _ = step(inner)
+        inner, err_max, _, scale = c
+        (params, state, _, k), value = step(inner)
         t = jnp.minimum(k.astype(disc.dt.dtype) * disc.dt, interp.t1)
         ref = ref_flow.params(interp.evaluate(t))
         err = optax.tree.norm(optax.tree.sub(optax.tree.cast_like(params, ref), ref))
-        diverged_at = jnp.where(jnp.isfinite(err), -1, k)
-        return (params, state, diverged_at, k), jnp.maximum(err_max, err), err
+        scale = jnp.maximum(scale, optax.tree.norm(optax.tree.sub(ref, ref0)))
+        grown = ~(value <= limit)  # the value at the step's start, k - 1 (also NaN)
+        diverged_at = jnp.where(grown, k - 1, jnp.where(jnp.isfinite(err), -1, k))
+        return (params, state, diverged_at, k), jnp.maximum(err_max, err), err, scale
 
     params0 = problem.params0
     zero = jnp.zeros((), jnp.float64)
-    init = ((params0, disc.init(params0, problem), jnp.asarray(-1), jnp.asarray(0)), zero, zero)
-    (_, _, diverged_at, _), err_max, err_last = jax.lax.while_loop(cond, body, init)
+    init = (
+        (params0, disc.init(params0, problem), jnp.asarray(-1), jnp.asarray(0)),
+        zero,
+        zero,
+        zero,
+    )
+    (_, _, diverged_at, _), err_max, err_last, scale = jax.lax.while_loop(cond, body, init)
     inf = jnp.asarray(jnp.inf, jnp.float64)
     diverged = diverged_at >= 0
-    return jnp.where(diverged, inf, err_max), jnp.where(diverged, inf, err_last), diverged_at
+    return (
+        jnp.where(diverged, inf, err_max),
+        jnp.where(diverged, inf, err_last),
+        diverged_at,
+        scale,
+    )
 
 
 def matched_steps(
@@ -67,7 +85,14 @@ def matched_steps(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     r"""Validate a sweep: `(hs, dts, ns, t1)` with the time steps $\Delta t(h)$ = `dt_of(h)` and
     $N_h = t_1/\Delta t(h)$ an integer for every $h$."""
-    hs = np.asarray(step_sizes, dtype=np.float64)
+    try:
+        hs = np.asarray(step_sizes, dtype=np.float64)
+    except (TypeError, ValueError):
+        hs = None
+    if hs is None or isinstance(step_sizes, str | bytes):
+        raise ValueError(
+            f"step_sizes must be a non-empty 1-D array of positive numbers, got {step_sizes!r}."
+        )
     if hs.ndim != 1 or hs.size == 0:
         raise ValueError(f"step_sizes must be a non-empty 1-D array, got shape {hs.shape}.")
     positive("step_sizes", hs)
@@ -83,22 +108,80 @@ def matched_steps(
     return hs, dts, ns, t1
 
 
-def make_comparison(hs, dts, ns, errs, finals, diverged_at, t1: float, solver: str) -> Comparison:
-    r"""Assemble a `Comparison`, fitting the orders of the max and final errors against the
-    time steps $\Delta t$."""
-    dts = jnp.asarray(dts)
+def make_comparison(
+    hs, dts, ns, errs, finals, diverged_at, t1: float, solver: str, scales=None, unstable=None
+) -> Comparison:
+    r"""Assemble a `Comparison`: the local orders and the verdict of the max and final errors
+    against the time steps $\Delta t$ (`assess_order`), the fitted orders only where
+    asymptotic."""
+    dts_host = np.asarray(dts, dtype=np.float64)
+    diverged = np.asarray(diverged_at) >= 0
+    kwargs = dict(scales=None if scales is None else np.asarray(scales), diverged=diverged)
+    main = assess_order(dts_host, np.asarray(errs), unstable=unstable, **kwargs)
+    final = assess_order(dts_host, np.asarray(finals), unstable=unstable, **kwargs)
     return Comparison(
         step_sizes=jnp.asarray(hs),
-        dts=dts,
+        dts=jnp.asarray(dts_host),
         errors=errs,
         final_errors=finals,
-        order=fit_order(dts, errs),
-        final_order=fit_order(dts, finals),
+        order=jnp.asarray(main.order),
+        final_order=jnp.asarray(final.order),
         diverged_at=diverged_at,
         num_steps=jnp.asarray(ns, dtype=int),
         t1=t1,
         solver=solver,
+        local_orders=jnp.asarray(main.local_orders),
+        verdict=main.verdict,
+        reason=main.reason,
+        final_verdict=final.verdict,
+        scales=None if scales is None else jnp.asarray(scales),
     )
+
+
+def _declared_map(flow: AbstractFlow, map) -> AbstractMap | None:
+    """The `AbstractMap` behind `map`: itself, or for the flow's default (`map=None`) the
+    registry's map whose discretization `flow.discretize` returns; `None` if unknown."""
+    if isinstance(map, AbstractMap):
+        return map
+    if map is not default_map:
+        return None
+    from ._correspondences import REGISTRY  # the registry imports the package's flows
+
+    h = 0.01
+    mine = flow.discretize(h)
+    for row in REGISTRY:
+        if type(row.flow()) is not type(flow):
+            continue
+        theirs = row.map(flow, h)
+        same = (
+            theirs.factory is mine.factory
+            and theirs.options == mine.options
+            and theirs.hyperparams.keys() == mine.hyperparams.keys()
+            and all(
+                np.array_equal(np.asarray(theirs.hyperparams[k]), np.asarray(v))
+                for k, v in mine.hyperparams.items()
+            )
+        )
+        if same:
+            return row.map
+    return None
+
+
+def _past_stability_limit(flow, problem, map, hs: np.ndarray) -> np.ndarray | None:
+    r"""Per step size: at or past the map's declared linear stability limit for the largest
+    Hessian eigenvalue at $\theta_0$ (`AbstractMap.stability_limit`); `None` where unknown
+    (no declared limit, not a `Problem`, more than 1000 parameters, or no positive
+    curvature)."""
+    declared = _declared_map(flow, map)
+    if declared is None or type(declared).stability_limit is AbstractMap.stability_limit:
+        return None
+    if not isinstance(problem, Problem):
+        return None
+    lam = top_eigenvalue(problem, problem.params0)
+    if lam is None or not lam > 0:
+        return None
+    limit = declared.stability_limit(flow, lam)
+    return None if limit is None else hs >= float(limit)
 
 
 @eqx.filter_jit
@@ -118,7 +201,7 @@ def _compare_jit(
             sol = solve_ref(ref, problem, solver)
             return (*_error_run(flow, problem, map, ref, sol.interpolation, h, n), sol.result)
 
-        errs, finals, div, result = sweep_map(one, (hs, ns), (flow, problem, map, solver))
+        errs, finals, div, scales, result = sweep_map(one, (hs, ns), (flow, problem, map, solver))
     else:
         sol = solve_ref(reference, problem, solver)
 
@@ -127,9 +210,9 @@ def _compare_jit(
             return _error_run(flow, problem, map, ref, interp, h, n)
 
         shared = (flow, problem, map, reference, sol.interpolation)
-        errs, finals, div = sweep_map(one, (hs, ns), shared)
+        errs, finals, div, scales = sweep_map(one, (hs, ns), shared)
         result = sol.result
-    return errs, finals, div, result
+    return errs, finals, div, scales, result
 
 
 def compare(
@@ -151,12 +234,17 @@ def compare(
     For each $h$ the discrete run takes $N_h = t_1/\Delta t$ steps ($\Delta t$ = the
     discretization's `dt`) and is compared with the dense diffrax reference at the matched times
     $t = k\Delta t$: $e_h = \max_{k\le N_h}\|\theta_k - \theta(k\Delta t)\|_2$ (also reported
-    at $t_1$), and the fitted order is the least-squares slope of $\log e_h$ against
-    $\log\Delta t$: the order in the time step, whatever the map from $h$ to $\Delta t$ (a map
-    with $\Delta t = \sqrt\alpha$ and a first-order error in $\Delta t$ reports 1, not the
-    0.5 of a fit against $\alpha$). The steps are `run`'s: the problem's oracle (a `Problem`'s
-    gradient, a `Game`'s simultaneous gradient), with `value`, `grad`, `value_fn` and `grad_fn`
-    for a `GradientTransformationExtraArgs`.
+    at $t_1$). The local orders between consecutive step sizes decide the `verdict`
+    (`dynopt.assess_order`): "asymptotic" when they agree within 0.2, the errors decrease and
+    stay below 0.1 of the distance the solution travels; "unstable" when a run diverged (non-finite,
+    or its loss grew past `run`'s threshold) or a step size is at or past the map's known
+    stability limit for the Hessian at $\theta_0$; "too few step sizes" below 3; else
+    "pre-asymptotic". Only when asymptotic is `order` a number: the least-squares slope of
+    $\log e_h$ against $\log\Delta t$, the order in the time step whatever the map from $h$
+    to $\Delta t$ (a map with $\Delta t = \sqrt\alpha$ and a first-order error in
+    $\Delta t$ reports 1, not the 0.5 of a fit against $\alpha$). The steps are `run`'s: the
+    problem's oracle (a `Problem`'s gradient, a `Game`'s simultaneous gradient), with `value`,
+    `grad`, `value_fn` and `grad_fn` for a `GradientTransformationExtraArgs`.
 
     All step sizes run in one compiled program (`vmap` over $h$, a `while_loop` over steps, no
     stored trajectories): calling again with new step sizes of the same count does not recompile.
@@ -168,7 +256,8 @@ def compare(
 
     - `flow`: the continuous model; `problem`: any `dynopt.AbstractProblem` (a `Problem`, a
       `dynopt.games.Game`), deterministic oracle.
-    - `step_sizes`: the $h$ values (1-D, positive); $t_1/\Delta t$ must be an integer for each.
+    - `step_sizes`: the $h$ values (1-D, positive, at least 3 for an order, e.g. halvings);
+      $t_1/\Delta t$ must be an integer for each.
     - `map`: the discretization map, a callable `map(flow, h) -> Discretization` (e.g. a
       `dynopt.maps` module); `None` is the flow's default, `flow.discretize(h)`. Pass a module
       or a module-level function: a new lambda compiles anew.
@@ -177,7 +266,8 @@ def compare(
       game flow's `flow.modified`.
     - `solver`, `rtol`, `atol`, `max_steps`: as in `solve`.
 
-    **Returns:** a `Comparison` (`step_sizes` = the $h$, `dts` = the $\Delta t$).
+    **Returns:** a `Comparison` (`step_sizes` = the $h$, `dts` = the $\Delta t$, `verdict`,
+    `local_orders`, `order`).
 
     **Raises:** `ValueError` for invalid step sizes, horizon, map or reference; `SolveError` if
     a reference solve fails.
@@ -209,14 +299,21 @@ def compare(
     ref = flow if reference is None else reference
     if per_step and not isinstance(reference(float(hs[0])), AbstractFlow):
         raise ValueError("reference(step_size) must return a dynopt flow (AbstractFlow).")
+    solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, t1)
     check_dense_memory(
         ref(float(hs[0])) if per_step else ref,
         problem,
         int(max_steps),
         copies=hs.size if per_step else 1,
+        solver=solver_obj,
+        remedy=(
+            "Lower max_steps (the reference's step budget), shorten t1, or compare fewer "
+            "step sizes at a time (a per-step-size reference keeps one dense output each)."
+            if per_step
+            else "Lower max_steps (the reference's step budget) or shorten t1."
+        ),
     )
-    solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, t1)
-    errs, finals, div, result = gather(
+    errs, finals, div, scales, result = gather(
         _compare_jit(
             flow,
             problem,
@@ -240,7 +337,8 @@ def compare(
         atol=atol,
         stiffness=ratio,
     )
-    return make_comparison(hs, dts, ns, errs, finals, div, t1, name)
+    unstable = _past_stability_limit(flow, problem, map, hs)
+    return make_comparison(hs, dts, ns, errs, finals, div, t1, name, scales, unstable)
 
 
 __all__ = ["compare", "default_map"]

@@ -1,15 +1,42 @@
-"""Convergence orders as fitted slopes."""
+r"""Convergence orders as fitted slopes, and whether a sweep of step sizes supports one.
+
+A global error $e(\Delta t)$ of a method of order $p$ has the asymptotic expansion
+$e(\Delta t) = C\,\Delta t^{p}\,(1 + c\,\Delta t^{q} + \dots)$ as $\Delta t \to 0$ ($q > 0$).
+The slope of $\log e$ against $\log \Delta t$ is $p$ only where the correction $c\,\Delta t^q$
+is negligible: the *asymptotic regime*. Outside it a least-squares slope is a number without
+meaning (errors of 3.29, 3.17, 2.70, 0.196 fit a "slope" 1.24; an unstable run's 1e12, 1e7 fit
+16.6). `assess_order` decides from the data which regime a sweep is in.
+"""
+
+from typing import Literal, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 from ._custom_types import Array, Float
+
+
+Verdict = Literal["asymptotic", "pre-asymptotic", "unstable", "too few step sizes"]
+VERDICTS: tuple[str, ...] = ("asymptotic", "pre-asymptotic", "unstable", "too few step sizes")
+
+# Consecutive local orders must agree to this (max - min): a quarter of the smallest gap between
+# the orders a method can have (1/2 for strong SDE orders, 1 between integer orders), minus
+# margin, so that the fitted order rounds to one candidate.
+SLOPE_TOLERANCE = 0.2
+# Every error must be below this fraction of the distance the solution travels: the error is
+# then a small perturbation of the solution, the regime where the expansion holds (for Euler,
+# e/D is about h*lambda/2, the dimensionless step).
+RELATIVE_ERROR_LIMIT = 0.1
+# Two local slopes are needed to see whether they agree: three step sizes.
+MIN_STEP_SIZES = 3
 
 
 def fit_order(step_sizes: Float[Array, " k"], errors: Float[Array, " k"]) -> Float[Array, ""]:
     r"""Least-squares slope $p$ of $\log e = p\log h + c$ over the finite, positive errors.
 
     `compare` passes the time steps $h = \Delta t$ of the runs (not the map's step-size
-    argument), so $p$ is the order in the time step whatever the discretization map.
+    argument), so $p$ is the order in the time step whatever the discretization map. This is the
+    raw fit: whether it means anything is `assess_order`'s question (`Comparison.verdict`).
 
     Returns `nan` when fewer than two points qualify. Works under `jit` (masking, not slicing).
     """
@@ -26,3 +53,115 @@ def fit_order(step_sizes: Float[Array, " k"], errors: Float[Array, " k"]) -> Flo
     sxy = jnp.sum(jnp.where(ok, (x - xm) * (y - ym), 0.0))
     slope = sxy / jnp.where(sxx > 0, sxx, 1.0)
     return jnp.where((n >= 2) & (sxx > 0), slope, jnp.nan)
+
+
+def local_orders(step_sizes, errors) -> np.ndarray:
+    r"""Slopes between consecutive entries, in the order given:
+    $p_i = \log(e_i/e_{i+1}) / \log(h_i/h_{i+1})$ ($k-1$ values; `nan` where an error is not
+    finite and positive or two step sizes coincide)."""
+    h = np.asarray(step_sizes, dtype=np.float64)
+    e = np.asarray(errors, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = np.isfinite(e) & (e > 0)
+        le = np.log(np.where(ok, e, np.nan))
+        dh = np.diff(np.log(h))
+        return np.where(dh != 0, np.diff(le) / np.where(dh != 0, dh, 1.0), np.nan)
+
+
+class OrderAssessment(NamedTuple):
+    """What `assess_order` concludes: the `verdict`, the `local_orders`, the `order` (the
+    least-squares slope when asymptotic, else `nan`) and the `reason` in words."""
+
+    verdict: str
+    local_orders: np.ndarray
+    order: float
+    reason: str
+
+
+def _fmt(values) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in np.asarray(values, dtype=np.float64)) + "]"
+
+
+def assess_order(
+    step_sizes,
+    errors,
+    *,
+    scales=None,
+    diverged=None,
+    unstable=None,
+) -> OrderAssessment:
+    r"""Whether errors at several time steps $\Delta t_i$ are in the asymptotic regime of
+    $e = C\Delta t^p(1 + O(\Delta t^q))$, and the order $p$ only if they are.
+
+    Verdicts, checked in this order:
+
+    1. `"unstable"`: some run diverged (`diverged`, non-finite or growing; see
+       `dynopt.run`), or a step size is at or past a known linear stability limit (`unstable`).
+       Such step sizes are never dropped silently to fit the others: the sweep as given has no
+       order; remove them (the reason names them) and compare again.
+    2. `"too few step sizes"`: fewer than 3. A single slope cannot show whether it is the
+       limit: at least two local slopes must agree.
+    3. `"asymptotic"` when all of
+       - the errors are finite, positive and decrease strictly as $\Delta t$ decreases (every
+         local order $p_i > 0$): convergence is visible;
+       - the local orders agree, $\max_i p_i - \min_i p_i \le 0.2$ (`SLOPE_TOLERANCE`): the
+         correction term no longer bends the curve (its effect on $p_i$ is
+         $\approx c\,\Delta t^q (1 - 2^{-q})/\ln 2$ for a halving; it shrinks geometrically as
+         $\Delta t$ does, and a spread of 0.2 still fixes $p$ to well within the gap of 1/2
+         between candidate orders);
+       - every error is at most 0.1 (`RELATIVE_ERROR_LIMIT`) times the solution's scale
+         `scales` (the distance it travels, $\max_t\|\theta(t) - \theta(0)\|$): the discrete
+         run is a small perturbation of the solution, not another trajectory (for explicit
+         Euler $e/D \approx h\lambda/2$, the dimensionless step). Skipped when `scales` is
+         `None`.
+    4. `"pre-asymptotic"` otherwise (too coarse, or errors at the reference's accuracy where
+       the slopes scatter; the reason says which test failed).
+
+    **Arguments:** `step_sizes` ($\Delta t_i$, distinct), `errors` ($e_i$), and optionally
+    `scales` (per step size or one), `diverged` and `unstable` (boolean per step size).
+
+    **Returns:** an `OrderAssessment` (`verdict`, `local_orders`, `order`, `reason`).
+    """
+    h = np.asarray(step_sizes, dtype=np.float64)
+    e = np.asarray(errors, dtype=np.float64)
+    k = h.size
+    slopes = local_orders(h, e)
+    nan = float("nan")
+    div = np.zeros(k, bool) if diverged is None else np.asarray(diverged, bool)
+    beyond = np.zeros(k, bool) if unstable is None else np.asarray(unstable, bool)
+    div = div | ~np.isfinite(e)
+    if div.any() or beyond.any():
+        parts = []
+        if div.any():
+            parts.append(f"step sizes {_fmt(h[div])} diverged")
+        if beyond.any():
+            parts.append(f"step sizes {_fmt(h[beyond])} are at or past the stability limit")
+        reason = "; ".join(parts) + ": no order; compare again without them"
+        return OrderAssessment("unstable", slopes, nan, reason)
+    if k < MIN_STEP_SIZES:
+        reason = f"{k} step size{'s' if k != 1 else ''}; an order needs at least {MIN_STEP_SIZES}"
+        return OrderAssessment("too few step sizes", slopes, nan, reason)
+    if not np.all(e > 0):
+        return OrderAssessment("pre-asymptotic", slopes, nan, "some errors are zero")
+    if not np.all(slopes > 0):
+        reason = f"errors do not decrease with the step size (local orders {_fmt(slopes)})"
+        return OrderAssessment("pre-asymptotic", slopes, nan, reason)
+    spread = float(slopes.max() - slopes.min())
+    if spread > SLOPE_TOLERANCE:
+        reason = (
+            f"local orders {_fmt(slopes)} differ by {spread:.2g} > {SLOPE_TOLERANCE}: "
+            "take smaller step sizes"
+        )
+        return OrderAssessment("pre-asymptotic", slopes, nan, reason)
+    if scales is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = e / np.broadcast_to(np.asarray(scales, dtype=np.float64), e.shape)
+        if not np.all(rel <= RELATIVE_ERROR_LIMIT):
+            reason = (
+                f"errors up to {np.nanmax(rel) if np.any(np.isfinite(rel)) else np.inf:.2g} "
+                f"of the solution's scale (> {RELATIVE_ERROR_LIMIT}): take smaller step sizes"
+            )
+            return OrderAssessment("pre-asymptotic", slopes, nan, reason)
+    order = float(fit_order(h, e))
+    reason = f"local orders {_fmt(slopes)} agree within {SLOPE_TOLERANCE}"
+    return OrderAssessment("asymptotic", slopes, order, reason)

@@ -5,20 +5,43 @@ gradient oracle; every transform gets optax's `updates = grad` and, if it is a
 `GradientTransformationExtraArgs`, the extra arguments `value`, `grad`, `value_fn`, `grad_fn`.
 """
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from ._custom_types import Key, Params
+from ._custom_types import Key, Params, ScalarLike
 from ._discretization import Discretization
 from ._problem import AbstractProblem
 from ._sharding import sweep_apply
 from ._trajectory import Trajectory
-from ._validation import positive_int
+from ._validation import positive, positive_int
+
+
+# A run diverges once its oracle value exceeds `L0 + DIVERGENCE_FACTOR * max(|L0|, 1)`.
+DIVERGENCE_FACTOR = 1e8
+
+
+def divergence_limit(loss0: jax.Array) -> jax.Array:
+    r"""The oracle value above which a run counts as diverged:
+    $L_0 + F\max(|L_0|, 1)$ with $F$ = `DIVERGENCE_FACTOR` $= 10^8$ and $L_0$ the loss at
+    $\theta_0$.
+
+    Why a growth criterion: an unstable run (a step size past the stability limit, a sign error
+    such as `optax.sgd(-0.1)`) grows geometrically, and its loss can stay finite for thousands of
+    steps (loss $10^{30}$ at $\theta \sim 10^{15}$) while every number it yields is meaningless.
+    A method that minimizes (or a game's Hamiltonian under a stable scheme) does not raise its
+    value eight orders of magnitude above where it started; the floor 1 (in the loss's units)
+    keeps a run that starts at or next to a minimum ($L_0 \approx 0$), e.g. SGD's noise or
+    Adam's fixed-size steps around it, from being flagged. The criterion is conservative: a loss
+    whose natural scale is far below 1 is caught only once it passes $10^8$ (or overflows)."""
+    loss0 = jnp.asarray(loss0)
+    return loss0 + DIVERGENCE_FACTOR * jnp.maximum(jnp.abs(loss0), 1.0)
 
 
 def tree_all_finite(tree) -> jax.Array:
@@ -54,11 +77,17 @@ def oracle(problem: AbstractProblem, key: Key | None, k) -> _Oracle:
     return _Oracle(problem, None if key is None else jax.random.fold_in(key, k))
 
 
-def make_step(tx: optax.GradientTransformation, problem: AbstractProblem, key: Key | None):
+def make_step(
+    tx: optax.GradientTransformation,
+    problem: AbstractProblem,
+    key: Key | None,
+    limit: jax.Array | float = jnp.inf,
+):
     """One guarded optimizer step: `(params, opt_state, diverged_at, k) -> same`.
 
-    A step whose oracle value (e.g. the loss) or new iterate is non-finite is not applied; the
-    first such step index is recorded once and the state is frozen from then on.
+    A step whose oracle value (e.g. the loss) is non-finite or above `limit` (see
+    `divergence_limit`), or whose new iterate is non-finite, is not applied; the first such step
+    index is recorded once and the state is frozen from then on.
     """
     extra = isinstance(tx, optax.GradientTransformationExtraArgs)
 
@@ -69,7 +98,7 @@ def make_step(tx: optax.GradientTransformation, problem: AbstractProblem, key: K
         kwargs = orc.extra_args(value, grad) if extra else {}
         updates, new_state = tx.update(grad, opt_state, params, **kwargs)
         new_params = optax.apply_updates(params, updates)
-        value_ok = jnp.isfinite(value)
+        value_ok = jnp.isfinite(value) & (value <= limit)
         params_ok = tree_all_finite(new_params)
         alive = diverged_at < 0
         diverged_at = jnp.where(
@@ -131,7 +160,8 @@ def _drive(
     opt_state0)` builds one run.
 
     Each block of `every` steps runs unchecked (`make_fast_step`), noting only whether some
-    step's oracle value was non-finite (a scalar per step); the block's end iterate is then
+    step's oracle value was non-finite or above `divergence_limit` (a scalar per step); the
+    block's end iterate is then
     checked. Only if some run of the batch failed either check is the block replayed from its
     start with the per-step check (`make_step`), for those runs, to find the first failing step
     and keep the last finite iterate: the same result as checking every step (`make_step`
@@ -142,13 +172,16 @@ def _drive(
     evaluation, and every trace site is compiled anew.
     """
 
+    # The growth criterion's threshold, from the loss at the shared start (`divergence_limit`).
+    limit = divergence_limit(problem.loss(problem.params0))
+
     def init(spec):
         _, _, _, state0 = setup(spec, problem)
         return problem.params0, state0, jnp.asarray(-1)
 
     def guarded_block(spec, state, k):
         tx, _, key, _ = setup(spec, problem)
-        step = make_step(tx, problem, key)
+        step = make_step(tx, problem, key, limit)
         return jax.lax.fori_loop(0, every, lambda _, c: step(c), (*state, k))[:3]
 
     def fast_block(spec, state, k):
@@ -158,7 +191,7 @@ def _drive(
         def body(_, c):
             inner, values_ok = c
             inner, value = step(inner)
-            return inner, values_ok & jnp.isfinite(value)
+            return inner, values_ok & jnp.isfinite(value) & (value <= limit)
 
         inner, values_ok = jax.lax.fori_loop(0, every, body, ((*state, k), jnp.asarray(True)))
         return inner[:3], values_ok
@@ -282,9 +315,9 @@ def _run_discretization(disc: Discretization, problem, num_steps, every, key, ba
 
 
 @eqx.filter_jit
-def _run_transform(tx, problem, num_steps, every, key, batch_size, observe):
+def _run_transform(tx, problem, num_steps, every, key, batch_size, observe, dt):
     def setup(k, prob):
-        return tx, jnp.asarray(1.0), k, tx.init(prob.params0)
+        return tx, dt, k, tx.init(prob.params0)
 
     if key is not None and key.ndim == 1:  # a batch of seeds, split across devices
         return sweep_apply(
@@ -339,6 +372,7 @@ def run(
     every: int = 1,
     batch_size: int | None = None,
     observe: Callable[[Params, Any, AbstractProblem], Any] | None = None,
+    dt: ScalarLike | None = None,
 ) -> Trajectory:
     r"""Iterate an optax transform on `problem` for `num_steps` steps as one jitted `lax.scan`.
 
@@ -355,8 +389,13 @@ def run(
 
     - `transform`: a `Discretization` (saved times are $k\Delta t$; its hyper-parameters are traced,
       so new step sizes reuse the compiled program; a `Discretization` with a 1-D batch of step
-      sizes runs all of them under one `vmap`), or any `optax.GradientTransformation` (times are
-      step indices; a new transform object compiles anew).
+      sizes runs all of them under one `vmap`), or any `optax.GradientTransformation` (a new
+      transform object compiles anew).
+    - `dt`: for a raw optax transform only, the time one step advances (e.g. the learning rate
+      of GD against the gradient flow): `ts` are then the times $k\,dt$ (`ts_unit="time"`), to
+      be read against a reference (`ref.evaluate(traj.ts[-1])`). Without it, `ts` are the step
+      indices $k$ (`ts_unit="steps"`). A `Discretization` carries its own `dt` (passing one is
+      an error).
     - `problem`: any `dynopt.AbstractProblem` (a `Problem`, a `Game`, ...).
     - `num_steps`: number of updates $N$; `every`: save every `every`-th iterate (must divide $N$).
     - `key`: `None` (full-batch gradients), one key, or a 1-D batch of keys (vmapped seeds).
@@ -374,9 +413,12 @@ def run(
       anew); it runs only at saved points, so a costly one is paid once per `every` steps.
 
     **Returns:** a `Trajectory` with $N/\text{every} + 1$ saved points (including $\theta_0$),
-    `loss` = `problem.loss` at them, and
-    `diverged_at` = the first step whose oracle value or iterate was non-finite (then the run
-    stops updating and keeps its last finite iterate), or $-1$. The steps themselves run
+    `loss` = `problem.loss` at them, `ts_unit` saying what `ts` counts ("time" or "steps"), and
+    `diverged_at` = the first step whose oracle value or iterate was non-finite, or whose oracle
+    value exceeded $L_0 + 10^8\max(|L_0|, 1)$ ($L_0$ the loss at $\theta_0$; the growth
+    criterion of `divergence_limit`: an unstable run can grow for thousands of steps before it
+    overflows), or $-1$. From that step on the run stops updating and keeps its last accepted
+    iterate. The steps themselves run
     unchecked; the iterate and loss at each saved point are checked, and a block that ends
     non-finite is replayed with a check at every step to find that first step. (A value that
     turns non-finite and back to finite inside one block, with finite iterates throughout, is
@@ -385,11 +427,14 @@ def run(
     of them (`NamedSharding` on a one-axis mesh; any batch size, padded and trimmed), so the
     outputs come back sharded along it; see `dynopt._sharding` for multi-host use.
 
-    **Raises:** `ValueError` for a bad count, transform, problem, observer, or a key the
+    **Raises:** `ValueError` for a bad count, transform, problem, observer, `dt`, or a key the
     problem's oracle does not take (`problem.check_key`).
     """
     num_steps = positive_int("num_steps", num_steps)
-    if not isinstance(every, int) or every < 1 or num_steps % every != 0:
+    if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 1:
+        raise ValueError(f"every must be a positive integer, got {every!r}.")
+    every = int(every)
+    if num_steps % every != 0:
         raise ValueError(
             f"every must be a positive integer dividing num_steps={num_steps}, got {every!r}."
         )
@@ -407,11 +452,23 @@ def run(
     key = _as_key(key)
     problem.check_key(key)
     if isinstance(transform, Discretization):
+        if dt is not None:
+            raise ValueError(
+                "dt is only for a raw optax transform; a dynopt.Discretization carries its own "
+                f"time step (dt={transform.dt})."
+            )
         return _run_discretization(
             _batch_discretization(transform), problem, num_steps, every, key, batch_size, observe
         )
     if isinstance(transform, optax.GradientTransformation):
-        return _run_transform(transform, problem, num_steps, every, key, batch_size, observe)
+        if dt is None:
+            step = jnp.asarray(1, dtype=float)
+        else:
+            step = jnp.asarray(positive("dt", dt, hint="dt is the time one step advances."))
+            if step.ndim != 0:
+                raise ValueError(f"dt must be a scalar, got shape {step.shape}.")
+        traj = _run_transform(transform, problem, num_steps, every, key, batch_size, observe, step)
+        return dataclasses.replace(traj, ts_unit="steps" if dt is None else "time")
     raise ValueError(
         "transform must be a dynopt.Discretization or an optax.GradientTransformation, got "
         f"{type(transform).__name__}."

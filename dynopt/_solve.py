@@ -1,17 +1,21 @@
 """`solve`: the diffrax reference solution of a flow; `integrate`: the one place that calls
 `diffrax.diffeqsolve`; `raise_for_result`: the one translation of its failures to `SolveError`."""
 
+import functools as ft
+
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.flatten_util import ravel_pytree
 
 from ._custom_types import ArrayLike, Params, PyTree, ScalarLike
 from ._flows.base import AbstractFlow
-from ._problem import Problem
+from ._problem import AbstractProblem, Problem
 from ._trajectory import Trajectory
+from ._validation import interval
 
 
 SOLVERS = {
@@ -43,7 +47,12 @@ def check_times(ts: ArrayLike, t0: ScalarLike) -> jax.Array:
 
 
 def _check_times(ts: ArrayLike, t0: ScalarLike) -> np.ndarray:
-    arr = np.asarray(ts, dtype=np.float64)
+    try:
+        arr = None if isinstance(ts, str | bytes) else np.asarray(ts, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None:
+        raise ValueError(f"ts must be a non-empty 1-D array of times, got {ts!r}.")
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {arr.shape}.")
     if not np.all(np.isfinite(arr)):
@@ -103,6 +112,15 @@ def stiffness_ratio(problem: Problem, params: Params, horizon: float) -> float:
     return lam_max / max(lam_min, 1.0 / horizon)
 
 
+def top_eigenvalue(problem: Problem, params: Params) -> float | None:
+    """The largest (signed) Hessian eigenvalue of the loss at `params`, for at most 1000
+    parameters (dense Hessian); `None` above (a power iteration gives only the magnitude)."""
+    size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(params))
+    if size > _DENSE_HESSIAN_MAX_DIM:
+        return None
+    return float(np.linalg.eigvalsh(np.asarray(_hessian_matrix(problem, params)))[-1])
+
+
 def _pick_solver(solver, problem: Problem, params0: Params, horizon: float):
     if solver is None:
         ratio = stiffness_ratio(problem, params0, horizon)
@@ -129,19 +147,55 @@ def _vector_field(t, y, args):
 DENSE_MEMORY_LIMIT = 2 * 2**30  # bytes a dense solve may preallocate before we refuse
 
 
-def check_dense_memory(flow, problem, max_steps: int, copies: int = 1) -> None:
+def dense_values_per_step(solver: diffrax.AbstractSolver) -> float:
+    return _dense_values_per_step(type(solver))
+
+
+@ft.cache
+def _dense_values_per_step(kind: type) -> float:
+    """Values diffrax's dense output stores per step and state entry for `solver`: read from the
+    shapes of a small solve (`jax.eval_shape`, nothing runs): 9 for Tsit5/Dopri5/Kvaerno5 (their
+    stages plus the endpoints), 16 for Dopri8, plus the step's time. Depends on the class only."""
+    solver = kind()
+    steps, size = 8, 4
+    sol = jax.eval_shape(
+        lambda: integrate(
+            diffrax.ODETerm(lambda t, y, args: -y),
+            solver,
+            jnp.asarray(0.0),
+            jnp.asarray(1.0),
+            jnp.zeros(size),
+            saveat=diffrax.SaveAt(t1=True, dense=True),
+            controller=diffrax.PIDController(rtol=1e-6, atol=1e-6),
+            max_steps=steps,
+        )
+    )
+    total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(sol.interpolation))
+    return total / (steps * size)
+
+
+def check_dense_memory(
+    flow,
+    problem,
+    max_steps: int,
+    copies: int = 1,
+    solver: diffrax.AbstractSolver | None = None,
+    remedy: str = "Pass dense=False to save only at ts, or lower max_steps.",
+) -> None:
     """Refuse a dense solve whose preallocated interpolation buffers would exceed 2 GiB.
 
-    diffrax's dense output reserves room for every possible step up front: about
-    `(stages + 2) * max_steps * state_size` float64s (9 per step and state entry for Tsit5).
+    diffrax's dense output reserves room for every possible step up front: `max_steps` times
+    the state size times the values the solver keeps per step (`dense_values_per_step`: 9 for
+    Tsit5, 16 for Dopri8), in float64. `remedy` is what the caller's user can change.
     """
     size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(flow.init(problem.params0)))
-    need = 9 * 8 * int(max_steps) * size * copies
+    per_step = dense_values_per_step(diffrax.Tsit5() if solver is None else solver)
+    need = per_step * 8 * int(max_steps) * size * copies
     if need > DENSE_MEMORY_LIMIT:
         raise ValueError(
             f"dense output would preallocate about {need / 2**30:.1f} GiB (max_steps={max_steps} x "
-            f"{size} state entries{f' x {copies} references' if copies > 1 else ''}). Pass "
-            "dense=False to save only at ts, or lower max_steps."
+            f"{size} state entries x {per_step:.3g} values per step"
+            f"{f' x {copies} references' if copies > 1 else ''}). {remedy}"
         )
 
 
@@ -254,6 +308,62 @@ def _advice(name: str, max_steps: int | None, rtol: float | None, atol: float | 
     )
 
 
+# A state this many times larger than at the start (or 1) when a solve stops early: a blow-up.
+_BLOW_UP_GROWTH = 1e3
+
+
+def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: float) -> str:
+    """What a failed reference solve reached and why it likely stopped: the last time it
+    reached (the dense output's last step, else the last finite save), the state's size there
+    against the start, and whether the vector field is finite there."""
+    norm = lambda y: float(optax.tree.norm(jax.tree.map(lambda x: jnp.asarray(x, float), y)))
+    y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
+    reached, y = t0, y0
+    saved_ok = np.asarray(
+        jax.vmap(
+            lambda y: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(y)]))
+        )(sol.ys)
+    )
+    if saved_ok.any():
+        last = int(np.flatnonzero(saved_ok)[-1])
+        reached, y = float(ts_host[last]), jax.tree.map(lambda x: x[last], sol.ys)
+    interp = sol.interpolation
+    if interp is not None:
+        steps = np.asarray(interp.ts)
+        steps = steps[np.isfinite(steps)]
+        if steps.size and steps.max() > reached:
+            reached = float(steps.max())
+            y = interp.evaluate(reached)
+    size, size0 = norm(y), norm(y0)
+    field_ok = bool(
+        np.all(
+            [
+                np.all(np.isfinite(np.asarray(x)))
+                for x in jax.tree.leaves(flow.vector_field(reached, y, problem))
+            ]
+        )
+    )
+    where = (
+        f"It reached t = {reached:.6g} of [{t0:g}, {float(ts_host[-1]):g}], where the state's "
+        f"norm is {size:.3g} (at t0: {size0:.3g})."
+    )
+    if not np.isfinite(size) or not field_ok:
+        cause = (
+            "Likely cause: the vector field is not finite there (NaN/inf in the loss or its "
+            "gradient, e.g. a log or sqrt out of its domain); no step budget helps. Check the "
+            "loss at these parameters."
+        )
+    elif size > _BLOW_UP_GROWTH * max(size0, 1.0):
+        cause = (
+            "Likely cause: the flow blows up in finite time (the state grew "
+            f"{size / max(size0, 1e-300):.3g}-fold); no step budget helps. End the horizon "
+            "before the blow-up, or change the problem."
+        )
+    else:
+        return where
+    return f"{where} {cause}"
+
+
 def raise_for_result(
     result,
     *,
@@ -262,14 +372,16 @@ def raise_for_result(
     rtol: float | None = None,
     atol: float | None = None,
     stiffness: float | None = None,
+    diagnosis: str | None = None,
 ) -> None:
     r"""Turn a diffrax `RESULTS` item (possibly batched, from `vmap`) into a `SolveError`.
 
     Uses only diffrax's public enumeration API: `result == diffrax.RESULTS.successful`
     (element-wise under a batch) and `diffrax.RESULTS[item]` for the message. The error names
     the failure, which batch entries failed, and what to change (`max_steps`, the tolerances,
-    the solver, the horizon). After a terminating event, map `event_occurred` to success first
-    (`diffrax.is_okay`).
+    the solver, the horizon), or, given a `diagnosis` that names a likely cause (a blow-up, a
+    non-finite field: `solve`'s), that instead. After a terminating event, map
+    `event_occurred` to success first (`diffrax.is_okay`).
 
     **Raises:** `SolveError` unless every entry is `successful`.
     """
@@ -285,8 +397,11 @@ def raise_for_result(
     message = diffrax.RESULTS[first].strip()
     where = f" (batch entries {bad.tolist()} of {ok.size})" if ok.size > 1 else ""
     stiff = f"; estimated stiffness ratio {stiffness:.3g}" if stiffness is not None else ""
+    if diagnosis is not None and "Likely cause" in diagnosis:
+        raise SolveError(f"{what} failed{where}: {name}: {message} {diagnosis}")
     advice = _advice(name, max_steps, rtol, atol)
-    raise SolveError(f"{what} failed{where}: {name}: {message} To fix: {advice}{stiff}.")
+    extra = f" {diagnosis}" if diagnosis else ""
+    raise SolveError(f"{what} failed{where}: {name}: {message}{extra} To fix: {advice}{stiff}.")
 
 
 # The failure modes `raise_for_result` gives advice for (diffrax.RESULTS item names).
@@ -350,21 +465,33 @@ def solve(
     """
     _require_x64()
     if not isinstance(flow, AbstractFlow):
-        raise ValueError(f"flow must be a dynopt flow (AbstractFlow), got {type(flow).__name__}.")
-    t0 = float(t0)
+        raise ValueError(
+            f"flow must be a dynopt flow (AbstractFlow), got {type(flow).__name__}; the call is "
+            "solve(flow, problem, ts)."
+        )
+    if not isinstance(problem, AbstractProblem):
+        raise ValueError(
+            "problem must be a dynopt.AbstractProblem (a dynopt.Problem, a dynopt.games.Game, "
+            f"...), got {type(problem).__name__}; the call is solve(flow, problem, ts)."
+        )
+    t0 = float(interval("t0", t0))
     ts_host = _check_times(ts, t0)  # the horizon from host memory: no device round trip
     ts = jnp.asarray(ts_host)
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
     if int(max_steps) < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps}.")
-    if dense:
-        check_dense_memory(flow, problem, int(max_steps))
     horizon = float(ts_host[-1]) - t0
     solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, horizon)
+    if dense:
+        check_dense_memory(flow, problem, int(max_steps), solver=solver_obj)
     sol, params, loss = _solve_jit(
         flow, problem, solver_obj, t0, ts, rtol, atol, int(max_steps), bool(dense)
     )
+    if not bool(np.all(np.asarray(sol.result == diffrax.RESULTS.successful))):
+        diagnosis = _diagnose(flow, problem, sol, ts_host, t0)
+    else:
+        diagnosis = None
     raise_for_result(
         sol.result,
         what=f"solve({name})",
@@ -372,6 +499,7 @@ def solve(
         rtol=rtol,
         atol=atol,
         stiffness=ratio,
+        diagnosis=diagnosis,
     )
     stats = {k: v for k, v in sol.stats.items() if k != "max_steps"}
     return Trajectory(

@@ -3,8 +3,10 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._custom_types import Array, Bool, Float, Int, Params, PyTree, ScalarLike
+from ._validation import interval, is_traced
 
 
 class Trajectory(eqx.Module):
@@ -12,7 +14,8 @@ class Trajectory(eqx.Module):
 
     **Fields:**
 
-    - `ts`: the save times. For a discrete run these are $k\,\Delta t$ at the saved steps.
+    - `ts`: the save times. For a discrete run these are $k\,\Delta t$ at the saved steps, or
+      the step indices $k$ for a raw optax transform run without `dt` (see `ts_unit`).
     - `params`: the parameters at `ts`, a pytree whose leaves have a leading time axis.
     - `loss`: $L(\theta)$ at `ts`.
     - `diverged_at`: the first step $k$ at which the iterate (or its loss) was non-finite, or $-1$.
@@ -23,6 +26,8 @@ class Trajectory(eqx.Module):
     - `flow`: the flow a reference solve integrated (maps a state to parameters in `evaluate`).
     - `solver`: the diffrax solver's name for reference solves, else `None`.
     - `stats`: solver statistics (`num_steps`, `num_accepted_steps`, ...) or `{}`.
+    - `ts_unit`: what `ts` counts: `"time"` (continuous time $t$, comparable with a reference
+      solve) or `"steps"` (step indices of a raw optax transform run without `dt`).
     - `observations`: what `run(..., observe=...)` recorded at the saved points (a pytree whose
       leaves have the time axis after the batch axes), else `None`.
 
@@ -41,15 +46,33 @@ class Trajectory(eqx.Module):
     solver: str | None = eqx.field(static=True, default=None)
     stats: dict = eqx.field(default_factory=dict)
     observations: PyTree | None = None
+    ts_unit: str = eqx.field(static=True, default="time")
 
     def evaluate(self, t: ScalarLike) -> Params:
-        """Parameters at any time `t` in the solve's interval (dense output of a reference)."""
+        r"""Parameters at any time `t` in the solve's interval $[t_0, t_1]$ (dense output of a
+        reference).
+
+        **Raises:** `ValueError` for `t` outside $[t_0, t_1]$ (concrete `t`; inside `jit` an
+        `eqx.error_if` with the same message): diffrax would extrapolate its last polynomial
+        piece, or return NaN, rather than the flow.
+        """
         if self.interpolation is None or self.flow is None:
             raise ValueError(
                 "evaluate() needs the dense output of a reference solve (dynopt.solve); a "
                 "discrete run is only defined at its saved steps (use .params)."
             )
-        return self.flow.params(self.interpolation.evaluate(t))
+        interp = self.interpolation
+        if is_traced((interp.t0, interp.t1)):
+            bad = (jnp.asarray(t) < interp.t0) | (jnp.asarray(t) > interp.t1)
+            t = eqx.error_if(t, jnp.any(bad), "t must be in the solve's interval [t0, t1].")
+        else:
+            t0, t1 = float(interp.t0), float(interp.t1)
+            hint = (
+                "The reference solve covers only this interval; solve to a later horizon "
+                "(ts[-1]) to evaluate there."
+            )
+            t = interval("t", t, lower=t0, upper=t1, hint=hint)
+        return self.flow.params(interp.evaluate(t))
 
     @property
     def diverged(self) -> Bool[Array, "*batch"]:
@@ -73,6 +96,11 @@ class Trajectory(eqx.Module):
 class Comparison(eqx.Module):
     r"""Discrete runs against a reference flow, one entry per step size $h$.
 
+    Read `verdict` before `order`: an order is a number only when the errors are in the
+    asymptotic regime (`dynopt.assess_order`: local orders agreeing within 0.2, errors
+    decreasing and below 0.1 of the solution's scale, no run diverged or past a known
+    stability limit). The repr says which.
+
     **Fields:**
 
     - `step_sizes`: the $h$ of each run (the argument of the discretization map).
@@ -80,12 +108,18 @@ class Comparison(eqx.Module):
     - `errors`: $\max_{k \le N_h} \|\theta_k - \theta(k\,\Delta t)\|_2$, the largest error over the
       horizon at matched times (Euclidean norm over all parameters); `inf` if the run diverged.
     - `final_errors`: the same error at $t_1$.
-    - `order`: least-squares slope of $\log$ `errors` against $\log \Delta t$ over the runs that
-      stayed finite (`nan` if fewer than two): the order in the time step, whatever the map
-      from $h$ to $\Delta t$ (e.g. $\Delta t = \sqrt\alpha$ for momentum maps).
-    - `final_order`: the same slope for `final_errors`.
-    - `diverged_at`: first non-finite step of each run, or $-1$.
+    - `local_orders`: $\log(e_i/e_{i+1})/\log(\Delta t_i/\Delta t_{i+1})$ between consecutive
+      step sizes (as given; `nan` next to a diverged run).
+    - `verdict`: `"asymptotic"`, `"pre-asymptotic"`, `"unstable"` or `"too few step sizes"`;
+      `reason`: why, in words (which test failed, which step sizes diverged).
+    - `order`: when `verdict == "asymptotic"`, the least-squares slope of $\log$ `errors`
+      against $\log \Delta t$: the order in the time step, whatever the map from $h$ to
+      $\Delta t$ (e.g. $\Delta t = \sqrt\alpha$ for momentum maps); else `nan`.
+    - `final_order`, `final_verdict`: the same for `final_errors`.
+    - `diverged_at`: first diverged step of each run (non-finite, or past `run`'s growth
+      criterion), or $-1$.
     - `num_steps`: $N_h = t_1/\Delta t$.
+    - `scales`: the solution's scale per run, $\max_k\|\theta(k\Delta t) - \theta(0)\|$.
     - `t1`, `solver`: the horizon and the reference solver's name.
     """
 
@@ -99,7 +133,32 @@ class Comparison(eqx.Module):
     num_steps: Int[Array, " k"]
     t1: float = eqx.field(static=True)
     solver: str = eqx.field(static=True)
+    local_orders: Float[Array, " k-1"] | None = None
+    verdict: str = eqx.field(static=True, default="too few step sizes")
+    reason: str = eqx.field(static=True, default="")
+    final_verdict: str = eqx.field(static=True, default="too few step sizes")
+    scales: Float[Array, " k"] | None = None
 
     @property
     def diverged(self) -> Bool[Array, " k"]:
         return self.diverged_at >= 0
+
+    def __repr__(self) -> str:
+        def fmt(x):
+            arr = np.atleast_1d(np.asarray(x, dtype=np.float64))
+            return "[" + ", ".join(f"{v:.3g}" for v in arr) + "]"
+
+        if self.verdict == "asymptotic":
+            order = f"order={float(self.order):.3f} (asymptotic: {self.reason})"
+        else:
+            order = f"order=nan ({self.verdict}: {self.reason})"
+        lo = "None" if self.local_orders is None else fmt(self.local_orders)
+        return (
+            f"Comparison({order}, step_sizes={fmt(self.step_sizes)}, dts={fmt(self.dts)}, "
+            f"errors={fmt(self.errors)}, local_orders={lo}, "
+            f"diverged_at={np.asarray(self.diverged_at).tolist()}, "
+            f"final_order={float(self.final_order):.3g} ({self.final_verdict}), t1={self.t1:g}, "
+            f"solver={self.solver!r})"
+        )
+
+    __str__ = __repr__

@@ -7,7 +7,7 @@ import pytest
 
 import dynopt
 from dynopt import flows, problems
-from dynopt._run import make_step
+from dynopt._run import DIVERGENCE_FACTOR, divergence_limit, make_step
 
 from .helpers import TraceCounter, tree_max_abs_diff
 
@@ -52,14 +52,14 @@ def test_divergence_detected_at_stability_boundary():
     above = dynopt.run(flows.GradientFlow().discretize(1.02 * boundary), p, n, every=1000)
     assert int(below.diverged_at) == -1 and bool(jnp.all(jnp.isfinite(below.loss)))
     assert int(above.diverged_at) > 0
-    # Predicted step: the top mode grows by |1 - h lam| per step, the loss by its square, until the
-    # loss (1/2) lam c^2 |1 - h lam|^(2k) overflows float64.
+    # Predicted step: the top mode grows by |1 - h lam| per step, the loss by its square, until
+    # the loss (1/2) lam c^2 |1 - h lam|^(2k) passes the growth threshold L0 + 1e8 max(L0, 1).
     q = np.linalg.eigh(np.asarray(p.hessian))[1][:, -1]
     c = float(q @ np.asarray(p.params0))
     growth = abs(1 - 1.02 * boundary * lam_max)
-    k_pred = (np.log(np.finfo(np.float64).max) - np.log(0.5 * lam_max * c**2)) / (
-        2 * np.log(growth)
-    )
+    loss0 = float(p.loss(p.params0))
+    threshold = loss0 + DIVERGENCE_FACTOR * max(abs(loss0), 1.0)
+    k_pred = (np.log(threshold) - np.log(0.5 * lam_max * c**2)) / (2 * np.log(growth))
     assert abs(int(above.diverged_at) - k_pred) <= 2
     # No NaN flood: the run keeps its last finite iterate.
     assert bool(jnp.all(jnp.isfinite(above.params)))
@@ -68,7 +68,7 @@ def test_divergence_detected_at_stability_boundary():
 def _per_step_checked(disc, problem, num_steps, key=None):
     """The specification of `run`'s divergence handling: `make_step` (check every step) in a
     plain scan, every iterate saved."""
-    step = make_step(disc.transform, problem, key)
+    step = make_step(disc.transform, problem, key, divergence_limit(problem.loss(problem.params0)))
     carry0 = (problem.params0, disc.init(problem.params0, problem), jnp.asarray(-1), 0)
 
     def body(c, _):
@@ -83,8 +83,8 @@ def _per_step_checked(disc, problem, num_steps, key=None):
 @pytest.mark.parametrize("every", [1, 7, 50])
 def test_block_checks_equal_per_step_checks(every):
     """`run` checks once per saved block and replays a failing block step by step: the same
-    `diverged_at`, frozen iterates and losses as a check at every step (the loss overflows at
-    steps 255 and 161: mid-block, and for every=7 at a block's end); the run that stays finite
+    `diverged_at`, frozen iterates and losses as a check at every step (the loss passes the
+    growth threshold mid-block); the run that stays finite
     is not touched by its batch-mates' replays."""
     p = problems.quadratic([1.0, 10.0, 100.0], rotate=True)
     hs = [0.019, 0.05, 0.1]  # stable; the loss overflows after ~256 steps; after ~160
@@ -294,3 +294,50 @@ def test_observers_record_any_function_of_the_state_at_saved_points():
         optax.sgd(0.05, momentum=0.5), s, 10, key=keys[1], every=5, observe=_opt_state
     )
     np.testing.assert_allclose(single.observations[0].trace, trace[1], rtol=1e-14)
+
+
+def test_growth_without_overflow_is_divergence():
+    """Gradient ascent (`optax.sgd(-0.1)`) grows geometrically and would stay finite for
+    thousands of steps: `run` reports it where the loss passes L0 + 1e8 max(|L0|, 1), here
+    predicted from the closed form of the top mode, and keeps that iterate (no NaN flood)."""
+    p = problems.quadratic([1.0, 4.0])
+    traj = dynopt.run(optax.sgd(-0.1), p, 300, every=10)
+    # Each mode i grows by (1 + 0.1 lam_i) per step; L_k = sum_i lam_i x_i^2 (1+0.1 lam_i)^2k / 2.
+    lam, x0 = np.array([1.0, 4.0]), np.asarray(p.params0)
+    loss = lambda k: 0.5 * np.sum(lam * x0**2 * (1 + 0.1 * lam) ** (2 * k))
+    threshold = loss(0) + DIVERGENCE_FACTOR * max(loss(0), 1.0)
+    k_pred = next(k for k in range(300) if loss(k) > threshold)
+    assert int(traj.diverged_at) == k_pred
+    assert bool(jnp.all(jnp.isfinite(traj.loss))) and float(traj.loss[-1]) < 1e3 * threshold
+    # A converging run, and a stochastic one started at the minimum, are never flagged.
+    assert int(dynopt.run(optax.sgd(0.1), p, 300).diverged_at) == -1
+    s = problems.linear_regression(32, 2, batch_size=4)
+    start = eqx.tree_at(lambda q: q.params0, s, s.minimizer)
+    noisy = dynopt.run(optax.adam(0.05), start, 200, key=jax.random.key(0))
+    assert int(noisy.diverged_at) == -1
+
+
+def test_raw_transform_times_are_labelled_and_take_dt():
+    """A raw optax transform's `ts` are step indices unless `dt` says how far a step goes;
+    `ts_unit` says which, so `ref.evaluate(traj.ts[-1])` means what it reads."""
+    p = problems.quadratic([1.0, 3.0])
+    steps = dynopt.run(optax.sgd(0.01), p, 100, every=50)
+    assert steps.ts_unit == "steps"
+    np.testing.assert_array_equal(steps.ts, [0.0, 50.0, 100.0])
+    timed = dynopt.run(optax.sgd(0.01), p, 100, every=50, dt=0.01)
+    assert timed.ts_unit == "time"
+    np.testing.assert_allclose(timed.ts, [0.0, 0.5, 1.0], rtol=1e-15)
+    np.testing.assert_array_equal(timed.params, steps.params)
+    assert dynopt.run(flows.GradientFlow().discretize(0.01), p, 10).ts_unit == "time"
+    with pytest.raises(ValueError, match="dt must be > 0"):
+        dynopt.run(optax.sgd(0.01), p, 10, dt=-1.0)
+    with pytest.raises(ValueError, match="dt is only for a raw optax transform"):
+        dynopt.run(flows.GradientFlow().discretize(0.01), p, 10, dt=0.01)
+
+
+def test_numpy_integer_counts_are_accepted():
+    p = problems.quadratic([1.0, 3.0])
+    traj = dynopt.run(optax.sgd(0.01), p, np.int64(10), every=np.int64(5))
+    assert traj.loss.shape == (3,)
+    with pytest.raises(ValueError, match="every must be a positive integer"):
+        dynopt.run(optax.sgd(0.01), p, 10, every=2.5)
