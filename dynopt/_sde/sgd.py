@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jax.flatten_util import ravel_pytree
 
-from .._custom_types import Array, Float, Key, Params, Scalar, ScalarLike
+from .._custom_types import Array, Float, Params, ScalarLike
 from .._discretization import Discretization
 from .._flows.gradient import GradientFlow
 from .._problem import Problem
@@ -25,13 +25,13 @@ def _num_samples(problem: Problem) -> int:
     return jax.tree.leaves(problem.data)[0].shape[0]
 
 
-def _minibatch_loss_with_replacement(
-    params: Params, key: Key, data: Params, sample_loss_fn, regularizer, batch_size: int
-) -> Scalar:
-    n = jax.tree.leaves(data)[0].shape[0]
-    idx = jax.random.randint(key, (batch_size,), 0, n)
-    batch = jax.tree.map(lambda x: x[idx], data)
-    return _batch_loss(params, batch, sample_loss_fn, regularizer)
+def _samples_with_replacement(problem: Problem) -> bool | None:
+    """How `problem.stochastic_loss` draws its minibatch: `True` with replacement, `False`
+    without, `None` if it was not built by `problems.finite_sum`."""
+    fn = problem.stochastic_loss_fn
+    if isinstance(fn, eqx.Partial) and fn.func is _minibatch_loss:
+        return bool(fn.keywords.get("replace", False))
+    return None
 
 
 class SGDNoise(AbstractSDE):
@@ -62,7 +62,10 @@ class SGDNoise(AbstractSDE):
     - `learning_rate`: $\eta > 0$ (an array leaf).
     - `batch_size`: $1 \le B \le n$ (an integer array leaf: a sweep over $B$ reuses compiled
       programs; independent of `problem.batch_size`: `sgd_problem(problem)` samples this $B$).
-    - `replace`: `False` (default, matches `problems.finite_sum`) or `True` (with replacement).
+    - `replace`: `False` (default, as `problems.finite_sum`) or `True` (with replacement, as
+      `problems.finite_sum(..., replace=True)`). (Per-epoch random reshuffling draws each step's
+      batch as a uniform $B$-subset too: its one-step covariance is the `False` one, while
+      the batches of one epoch are negatively correlated, which this SDE ignores.)
     - `covariance`: how the diffusion factor $G$ with $GG^\top = \eta c\Sigma/B$ is formed:
       `"full"` ($d\times d$ symmetric square root by `eigh`; exact; $O(d^3)$ per step),
       `"samples"` ($G = \sqrt{\eta c/(nB)}\,(g_i - \bar g)_i^\top$, $d\times n$, driven by an
@@ -203,7 +206,7 @@ class SGDNoise(AbstractSDE):
         without replacement as this model assumes (the same problem when nothing changes)."""
         self.check(problem)
         batch_size = int(self.batch_size)
-        if not self.replace and problem.batch_size == batch_size:
+        if problem.batch_size == batch_size and _samples_with_replacement(problem) == self.replace:
             return problem
         fn = problem.loss_fn
         if not (isinstance(fn, eqx.Partial) and fn.func is _batch_loss):
@@ -211,6 +214,7 @@ class SGDNoise(AbstractSDE):
                 "sgd_problem() can only resample problems built by problems.finite_sum; build "
                 f"yours with batch_size={batch_size} directly."
             )
-        sampler = _minibatch_loss_with_replacement if self.replace else _minibatch_loss
-        stochastic = eqx.Partial(sampler, **fn.keywords, batch_size=batch_size)
+        stochastic = eqx.Partial(
+            _minibatch_loss, **fn.keywords, batch_size=batch_size, replace=self.replace
+        )
         return dataclasses.replace(problem, stochastic_loss_fn=stochastic, batch_size=batch_size)

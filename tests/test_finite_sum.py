@@ -1,0 +1,89 @@
+"""Minibatch sampling of finite sums: each scheme's exact covariance against Monte Carlo, and a
+draw whose cost does not grow with the number of samples."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from dynopt import problems, sde
+from dynopt._problems.finite_sum import sample_indices
+
+
+def _draws(n, b, replace, num):
+    keys = jax.random.split(jax.random.key(0), num)
+    draw = jax.jit(jax.vmap(lambda k: sample_indices(k, n, b, replace=replace)))
+    return np.asarray(draw(keys))
+
+
+# (n, B): Floyd's O(B^2) draw (B^2 <= 100 n) and, for B close to n, the permutation.
+SIZES = [(10, 3), (128, 120)]
+
+
+@pytest.mark.parametrize("n, b", SIZES)
+def test_without_replacement_draws_a_uniform_subset(n, b):
+    num = 20_000
+    idx = _draws(n, b, False, num)
+    assert idx.shape == (num, b) and idx.min() >= 0 and idx.max() < n
+    srt = np.sort(idx, axis=1)
+    assert np.all(srt[:, 1:] != srt[:, :-1])  # distinct within each minibatch
+    # Each sample is in a minibatch with probability B/n: chi-square on the inclusion counts
+    # (each count is Binomial(num, B/n); they sum to num * B, so n - 1 degrees of freedom,
+    # with the (1 - B/n) variance factor of a fixed-size draw).
+    counts = np.bincount(idx.ravel(), minlength=n)
+    expected = num * b / n
+    chi2 = np.sum((counts - expected) ** 2 / (expected * (1 - b / n)))
+    assert chi2 < stats.chi2.ppf(0.9999, n - 1)
+
+
+def _covariance_and_se(g):
+    """The sample covariance of the rows of `g` and each entry's standard error (CLT: the
+    standard deviation of the centred products over sqrt(num))."""
+    d = g - g.mean(axis=0)
+    prod = d[:, :, None] * d[:, None, :]
+    return prod.mean(axis=0), prod.std(axis=0) / np.sqrt(g.shape[0])
+
+
+@pytest.mark.parametrize("replace", [False, True])
+@pytest.mark.parametrize("n, b", SIZES)
+def test_minibatch_covariance_factor_matches_monte_carlo(n, b, replace):
+    """Cov of the minibatch gradient = c Sigma / B, c = (n-B)/(n-1) without replacement, 1 with:
+    every entry within 4.5 CLT standard errors, and the other scheme's factor rejected."""
+    p = problems.finite_sum(
+        lambda w, s: 0.5 * (s[0] @ w - s[1]) ** 2 + 0.1 * jnp.sum(w**4),
+        problems.linear_regression(n, 2, batch_size=1, noise=0.5, seed=1).data,
+        jnp.zeros(2),
+        batch_size=b,
+        replace=replace,
+    )
+    theta = jnp.array([0.4, -0.3])
+    keys = jax.random.split(jax.random.key(1), 20_000)
+    g = np.asarray(jax.jit(jax.vmap(jax.grad(p.stochastic_loss), in_axes=(None, 0)))(theta, keys))
+    cov, se = _covariance_and_se(g)
+    model = sde.SGDNoise(0.1, b, replace=replace)
+    exact = np.asarray(model.minibatch_covariance(theta, p))
+    assert np.all(np.abs(cov - exact) < 4.5 * se)
+    mean_se = np.sqrt(np.diag(exact) / g.shape[0])  # unbiased: the mean is the full gradient
+    assert np.all(np.abs(g.mean(axis=0) - np.asarray(jax.grad(p.loss)(theta))) < 4.5 * mean_se)
+    other = np.asarray(sde.SGDNoise(0.1, b, replace=not replace).minibatch_covariance(theta, p))
+    assert np.abs(cov - other)[0, 0] > 10 * se[0, 0]
+
+
+def test_draw_does_not_touch_all_samples():
+    """For B^2 <= 100 n the draw is Floyd's loop over B: no sort, no permutation of n."""
+    jaxpr = str(jax.make_jaxpr(lambda k: sample_indices(k, 10_000, 32))(jax.random.key(0)))
+    assert "= sort[" not in jaxpr
+    # B close to n: the permutation is cheaper than B^2 compares, and taken.
+    jaxpr = str(jax.make_jaxpr(lambda k: sample_indices(k, 128, 120))(jax.random.key(0)))
+    assert "= sort[" in jaxpr
+
+
+def test_sgd_problem_keeps_or_changes_the_scheme():
+    p = problems.linear_regression(num_samples=20, dim=2, batch_size=4)
+    assert sde.SGDNoise(0.1, 4).sgd_problem(p) is p
+    q = sde.SGDNoise(0.1, 4, replace=True).sgd_problem(p)
+    assert q is not p and q.stochastic_loss_fn.keywords["replace"] is True
+    assert sde.SGDNoise(0.1, 4, replace=True).sgd_problem(q) is q
+    back = sde.SGDNoise(0.1, 4).sgd_problem(q)
+    assert back is not q and back.stochastic_loss_fn.keywords["replace"] is False
