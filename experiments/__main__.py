@@ -1,5 +1,8 @@
 """Command line: python -m experiments list | run NAME [--quick] [--seed N] [--out DIR] |
-run-all [--quick] [--seed N] [--out PARENT] | figures [NAME ...]"""
+run-all [--quick] [--seed N] [--out PARENT] | figures [NAME ...] | page [--out PARENT]
+
+After each run the headline numbers are printed next to the values the run card predicts;
+`run-all`, `figures` and `page` (re)write the results page PARENT/index.html."""
 
 import argparse
 import json
@@ -8,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import DEFAULT_RESULTS, EXPERIMENTS, get, replot, run_experiment
+from . import _headline, _page, DEFAULT_RESULTS, EXPERIMENTS, get, replot, run_experiment
 from ._io import check_out
 
 
@@ -33,12 +36,34 @@ def enable_compilation_cache() -> str:
     return folder
 
 
+def summary(name: str) -> str:
+    """The experiment's whole one-line description: the first paragraph of its docstring."""
+    doc = (get(name).__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(doc.split())
+
+
+def headlines(name: str, out: Path) -> str:
+    """The headline lines of the result in `out`, against the card's predictions."""
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
+    return _headline.text(_headline.read(getattr(get(name), "HEADLINES", ()), metrics))
+
+
+def write_page(parent: Path, names) -> None:
+    try:
+        page = _page.write_page(Path(parent), {n: get(n) for n in names}, list(names))
+    except ValueError as e:
+        print(f"results page not written: {e}", file=sys.stderr)
+        return
+    print(f"results page: {page.resolve().as_uri()}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the experiments")
-    p_run = sub.add_parser("run", help="run one experiment")
-    p_run.add_argument("name")
+    sub.add_parser("list", help="list the experiments with their descriptions")
+    names_help = "one of: " + ", ".join(sorted(EXPERIMENTS))
+    p_run = sub.add_parser("run", help="run one experiment", description=names_help)
+    p_run.add_argument("name", metavar="NAME", help=names_help)
     p_all = sub.add_parser("run-all", help="run every experiment")
     for p in (p_run, p_all):
         p.add_argument("--quick", action="store_true", help="small settings (seconds)")
@@ -48,15 +73,20 @@ def main(argv=None) -> int:
         "--out", default=None, help="parent folder: results go to OUT/NAME (default results)"
     )
     p_fig = sub.add_parser("figures", help="redraw figures from saved results")
-    p_fig.add_argument("names", nargs="*")
+    p_fig.add_argument("names", nargs="*", metavar="NAME", help=names_help)
+    p_page = sub.add_parser("page", help="write PARENT/index.html over the saved results")
+    p_page.add_argument("--out", default=None, help="parent folder (default results)")
     args = parser.parse_args(argv)
-    if args.command != "list":
+    if args.command not in ("list", "page"):
         enable_compilation_cache()
 
     if args.command == "list":
+        width = max(map(len, EXPERIMENTS))
         for name in sorted(EXPERIMENTS):
-            doc = (get(name).__doc__ or "").strip().splitlines()
-            print(f"{name:16s} {doc[0] if doc else ''}")
+            print(f"{name:{width}s}  {summary(name)}")
+        return 0
+    if args.command == "page":
+        write_page(Path(args.out or DEFAULT_RESULTS), sorted(EXPERIMENTS))
         return 0
     if args.command in ("run", "run-all"):
         names = [args.name] if args.command == "run" else sorted(EXPERIMENTS)
@@ -76,6 +106,13 @@ def main(argv=None) -> int:
         for name, out in zip(names, outs):
             out = run_experiment(name, quick=args.quick, seed=args.seed, out=out)
             print(f"{name}: results and figures in {out}/")
+            lines = headlines(name, out)
+            if lines:
+                print(lines)
+        if args.command == "run-all":
+            write_page(Path(args.out or DEFAULT_RESULTS), names)
+        elif args.out is None:  # the default results folder: keep its page current
+            write_page(DEFAULT_RESULTS, sorted(EXPERIMENTS))
         return 0
     if args.command == "figures":
         readme_sources = {name for name, _ in README_FIGURES}
@@ -95,6 +132,7 @@ def main(argv=None) -> int:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, target)
                 print(f"README figure refreshed: {target}")
+        write_page(DEFAULT_RESULTS, sorted(EXPERIMENTS))
         return 0
     return 2
 

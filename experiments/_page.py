@@ -1,0 +1,143 @@
+"""The results page: one static `index.html` over a results folder.
+
+Per experiment: what it shows (its one-line summary and its run card), its headline numbers next
+to the values its card predicts, and its figures. Everything is linked relatively, so the folder
+can be moved or served as it is. Only experiments with a saved result appear; a folder that is
+not a dynopt result (no marker) is left out.
+"""
+
+import html
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+
+from . import _headline
+from ._io import _umask, MARKER
+
+
+_TITLE = "<title>dynopt results</title>"  # also how a page dynopt wrote is recognised
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222;
+       line-height: 1.45; padding: 0 1rem; }
+h1 { margin-bottom: 0.2rem; }
+nav a { margin-right: 0.8rem; }
+section { border-top: 1px solid #ccc; margin-top: 2rem; padding-top: 0.5rem; }
+.meta { color: #666; font-size: 0.9rem; }
+details { margin: 0.5rem 0; }
+pre { white-space: pre-wrap; background: #f6f6f6; padding: 0.6rem; font-size: 0.85rem; }
+table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.92rem; }
+th, td { border-bottom: 1px solid #e0e0e0; padding: 0.25rem 0.7rem; text-align: left; }
+td.num { font-variant-numeric: tabular-nums; text-align: right; }
+.ok { color: #1a7f37; font-weight: 600; }
+.off, .missing, .non-finite { color: #b42318; font-weight: 600; }
+.figures { display: flex; flex-wrap: wrap; gap: 1rem; }
+figure { margin: 0; max-width: 100%; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.85rem; color: #555; }
+"""
+
+
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def _summary(module: ModuleType) -> tuple[str, str]:
+    """The module's one-line summary and its run card (the Config docstring)."""
+    doc = (module.__doc__ or "").strip()
+    first = doc.splitlines()[0] if doc else ""
+    config = getattr(module, "Config", None)
+    card = (config.__doc__ or "").strip() if config is not None else ""
+    return first, card
+
+
+def _experiment_section(name: str, module: ModuleType, folder: Path, root: Path) -> str:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    first, card = _summary(module)
+    rel = Path(os.path.relpath(folder, root)).as_posix()
+    mode = "quick" if metrics.get("quick") else "full"
+    wall = metrics.get("wall_time_s")
+    meta = f"{mode} mode, seed {metrics.get('seed')}"
+    if isinstance(wall, (int, float)):
+        meta += f", {wall:.1f} s"
+    parts = [
+        f'<section id="{_esc(name)}">',
+        f"<h2>{_esc(name)}</h2>",
+        f"<p>{_esc(first)}</p>",
+        f'<p class="meta">{_esc(meta)} · <a href="{_esc(rel)}/metrics.json">metrics.json</a>'
+        f' · <a href="{_esc(rel)}/config.json">config.json</a></p>',
+    ]
+    if card:
+        parts.append(f"<details><summary>Run card</summary><pre>{_esc(card)}</pre></details>")
+    readings = _headline.read(getattr(module, "HEADLINES", ()), metrics)
+    if readings:
+        rows = "".join(
+            f"<tr><td>{_esc(r.headline.label)}</td>"
+            f'<td class="num">{_esc(r.value_text())}</td>'
+            f"<td>{_esc(r.headline.describe())}</td>"
+            f'<td class="{_esc(r.status)}">{_esc(r.status if r.status != "info" else "")}</td>'
+            "</tr>"
+            for r in readings
+        )
+        parts.append(
+            "<table><thead><tr><th>headline</th><th>value</th><th>expected</th><th></th></tr>"
+            f"</thead><tbody>{rows}</tbody></table>"
+        )
+    figures = sorted(folder.glob("*.png"))
+    if figures:
+        parts.append('<div class="figures">')
+        for fig in figures:
+            src = f"{rel}/{fig.name}"
+            parts.append(
+                f'<figure><a href="{_esc(src)}"><img src="{_esc(src)}" alt="{_esc(name)}: '
+                f'{_esc(fig.stem)}" loading="lazy"></a><figcaption>{_esc(fig.name)}'
+                "</figcaption></figure>"
+            )
+        parts.append("</div>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render(experiments: Mapping[str, ModuleType], folders: Mapping[str, Path], root: Path) -> str:
+    """The page's HTML for the experiments whose result folders are given."""
+    names = [n for n in experiments if n in folders]
+    nav = " ".join(f'<a href="#{_esc(n)}">{_esc(n)}</a>' for n in names)
+    body = "\n".join(_experiment_section(n, experiments[n], folders[n], root) for n in names)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"{_TITLE}<style>{_STYLE}</style></head><body>"
+        "<h1>dynopt results</h1>"
+        "<p>Each experiment: what it shows, its headline numbers against the values its run card "
+        "predicts, and its figures (click for full size).</p>"
+        f"<nav>{nav}</nav>\n{body}\n</body></html>\n"
+    )
+
+
+def write_page(root: Path, experiments: Mapping[str, ModuleType], names: Sequence[str]) -> Path:
+    """Write `root/index.html` over the dynopt results `root/NAME` of `names` (atomically, a
+    file dynopt owns: an existing `index.html` is replaced only if dynopt wrote it)."""
+    root = Path(root)
+    folders = {
+        n: root / n
+        for n in names
+        if (root / n / MARKER).exists() and (root / n / "metrics.json").exists()
+    }
+    page = render({n: experiments[n] for n in names if n in folders}, folders, root)
+    target = root / "index.html"
+    if target.exists() and "<title>dynopt results</title>" not in target.read_text(
+        errors="replace"
+    ):
+        raise ValueError(f"{target} exists and was not written by dynopt; not replacing it.")
+    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html", dir=root)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

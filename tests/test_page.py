@@ -1,0 +1,103 @@
+"""The results page and the headline readings (experiments/_page.py, experiments/_headline.py)."""
+
+import json
+import types
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from experiments import _headline, _page
+from experiments._io import MARKER
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.targets = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for name in ("href", "src"):
+            if name in attrs:
+                self.targets.append(attrs[name])
+
+
+def _module(headlines):
+    module = types.ModuleType("fake_experiment", "A fake experiment: one line that says it all.")
+
+    class Config:
+        """Run card. `python -m experiments run fake`."""
+
+    module.Config = Config
+    module.HEADLINES = headlines
+    return module
+
+
+def _result(root: Path, name: str, metrics: dict, figures=("a.png",)) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / MARKER).write_text("dynopt\n")
+    (folder / "metrics.json").write_text(json.dumps({"quick": True, "seed": 0, **metrics}))
+    (folder / "config.json").write_text("{}")
+    for fig in figures:
+        (folder / fig).write_bytes(b"\x89PNG\r\n\x1a\n")
+    return folder
+
+
+HEADLINES = (
+    _headline.Headline("orders/0/order", "fitted order", expected=1.0, tol=0.1),
+    _headline.Headline("error", "max error", high=1e-8),
+    _headline.Headline("absent", "not written", low=0.0),
+    _headline.Headline("nonfinite", "a NaN", expected=0.0, tol=1.0),
+    _headline.Headline("count", "a count (no prediction)"),
+)
+
+
+def test_headlines_are_read_against_their_predictions():
+    metrics = {"orders": [{"order": 1.3}], "error": 1e-10, "nonfinite": None, "count": 7}
+    status = {r.headline.label: r.status for r in _headline.read(HEADLINES, metrics)}
+    assert status == {
+        "fitted order": "off",
+        "max error": "ok",
+        "not written": "missing",
+        "a NaN": "non-finite",
+        "a count (no prediction)": "info",
+    }
+    text = _headline.text(_headline.read(HEADLINES, metrics))
+    assert "1.3" in text and "expected 1 ± 0.1" in text and "OFF" in text
+
+
+def test_headline_needs_a_tolerance_with_its_value():
+    with pytest.raises(ValueError, match="together"):
+        _headline.Headline("k", "label", expected=1.0)
+
+
+def test_every_link_and_image_of_the_page_resolves(tmp_path):
+    _result(tmp_path, "alpha", {"orders": [{"order": 1.01}], "error": 1e-12}, ("x.png", "y.png"))
+    _result(tmp_path, "beta", {"error": 1.0})
+    (tmp_path / "gamma").mkdir()  # not a dynopt result: left out
+    modules = {n: _module(HEADLINES) for n in ("alpha", "beta", "gamma")}
+    page = _page.write_page(tmp_path, modules, ["alpha", "beta", "gamma"])
+    text = page.read_text()
+    parser = _Links()
+    parser.feed(text)
+    files = [t for t in parser.targets if not t.startswith("#")]
+    assert len([t for t in files if t.endswith(".png")]) == 2 * 3  # link + image per figure
+    for target in files:
+        assert (tmp_path / target).is_file(), target
+    for anchor in (t[1:] for t in parser.targets if t.startswith("#")):
+        assert f'id="{anchor}"' in text
+    assert "gamma" not in text and "one line that says it all" in text
+    assert 'class="ok"' in text and 'class="off"' not in text.split('id="beta"')[0]
+
+
+def test_a_foreign_index_html_is_not_replaced(tmp_path):
+    _result(tmp_path, "alpha", {"error": 1e-12})
+    (tmp_path / "index.html").write_text("<html>my own page</html>")
+    with pytest.raises(ValueError, match="not written by dynopt"):
+        _page.write_page(tmp_path, {"alpha": _module(HEADLINES)}, ["alpha"])
+    assert (tmp_path / "index.html").read_text() == "<html>my own page</html>"
+    (tmp_path / "index.html").unlink()
+    _page.write_page(tmp_path, {"alpha": _module(HEADLINES)}, ["alpha"])
+    _page.write_page(tmp_path, {"alpha": _module(HEADLINES)}, ["alpha"])  # its own page: replaced
