@@ -22,7 +22,7 @@ install: $(STAMP)
 ## make run: install, run the default experiment suite, say where the results went
 run: $(STAMP)
 	$(PY) -m experiments run-all --quick
-	@echo "results and figures: $(CURDIR)/results/<experiment>/ (config.json, metrics.json, data.npz, *.png)"
+	@echo "results page: $(CURDIR)/results/index.html (per experiment: results/<name>/ with config.json, metrics.json, data.npz, *.png)"
 
 ## full-size experiments
 experiments: $(STAMP)
