@@ -1,0 +1,392 @@
+r"""`modified_flow`: the continuous-time model of any optax update map, to any order."""
+
+import functools as ft
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._custom_types import Array, Params, ScalarLike
+from .._discretization import Discretization
+from .._flows.base import AbstractFlow
+from .._problem import Problem
+from .._validation import positive
+from .fast import contraction, fast_coefficients, fast_step, manifold, template
+from .recursion import combine, modified_fields
+from .slow import ModifiedState, slow_coefficients
+from .smooth import nonsmooth_primitives
+from .step import has_counters, OptimizerSpec, raw_step, split_state
+
+
+MAX_ORDER = 4
+
+
+class Terms(NamedTuple):
+    r"""The modified field's terms at a point, and the implicit regulariser they imply.
+
+    - `fields`: $[f_1, \dots, f_p]$ at the point (state pytrees; $\tilde f = \sum_j h^{j-1}f_j$).
+    - `rate`: $c$ in the least-squares fit $f_1 \approx -c\,\nabla L$ of the parameter part.
+    - `regularizer`: $\lambda$ in $f_2 \approx -c\lambda\,\nabla\|\nabla L\|^2$, i.e. the flow
+      is $\dot\theta \approx -c\nabla[L + h\lambda\|\nabla L\|^2]$ ($\lambda = 1/4$ for GD;
+      `nan` for `order=1`).
+    - `residuals`: the relative remainders of both fits (0 when $f_1$, $f_2$ are exactly of
+      that form; large for coordinate-wise optimizers, whose $f_1$ is not along $\nabla L$).
+    """
+
+    fields: list
+    rate: Array
+    regularizer: Array
+    residuals: tuple[Array, Array]
+
+
+class ModifiedFlow(AbstractFlow):
+    r"""The $p$-term modified flow of an optimizer, derived by backward error analysis:
+
+    $$\dot y = \tilde f(y) = f_1(y) + \tau f_2(y) + \dots + \tau^{p-1}f_p(y),$$
+
+    whose time-$\tau$ flow reproduces one optimizer step to $O(\tau^{p+1})$, so the discrete run
+    tracks it with global error $O(\tau^p)$. $f_j$ come from the Taylor coefficients of the step
+    in $\tau$ (nested `jax.jvp`) and the recursion of `dynopt._modified.recursion`; `fields`,
+    `terms` expose them. Built by `dynopt.modified_flow`.
+
+    **Fields:** `spec` (static: the optimizer, regime, order, state map, time unit);
+    `step_size` $h$ (the optimizer's argument, a traced leaf: new values do not recompile).
+    The time per step is $\tau = h^{1/n}$ (`spec.power` $= n$).
+    """
+
+    spec: OptimizerSpec = eqx.field(static=True)
+    step_size: Array
+
+    @property
+    def order(self) -> int:
+        return self.spec.order
+
+    @property
+    def tau(self) -> Array:
+        return self.step_size ** (1.0 / self.spec.power)
+
+    def init(self, params: Params):
+        if self.spec.regime == "fast":
+            return params
+        opt_state = self.spec.transform(self.tau).init(params)
+        forward = self.spec.state_map[0] if self.spec.state_map else None
+        return ModifiedState(params, opt_state if forward is None else forward(opt_state, self.tau))
+
+    def fields(self, problem) -> list[Callable[[Any], Any]]:
+        """$[f_1, \\dots, f_p]$ on `problem`, as functions of the state."""
+        coeff = fast_coefficients if self.spec.regime == "fast" else slow_coefficients
+        return modified_fields(coeff(self.spec, problem, self.spec.order))
+
+    def vector_field(self, t: ScalarLike, state, problem: Problem):
+        del t
+        return combine(self.fields(problem), self.tau)(state)
+
+    def params(self, state) -> Params:
+        return state if self.spec.regime == "fast" else state.params
+
+    def discretize(self, step_size: ScalarLike) -> Discretization:
+        """The optimizer itself at `step_size` (fast regime: started on its slow manifold)."""
+        h = positive("step_size", jnp.asarray(step_size))
+        return Discretization(
+            self.spec,
+            {"step_size": h},
+            dt=h ** (1.0 / self.spec.power),
+            init_fn=slow_manifold_init if self.spec.regime == "fast" else None,
+        )
+
+    def terms(self, state, problem: Problem) -> Terms:
+        r"""$f_1, \dots, f_p$ at `state` and the implicit regulariser (see `Terms`)."""
+        fs = [f(state) for f in self.fields(problem)]
+        theta = self.params(state)
+        g = problem.grad(theta)
+        f1 = self.params(fs[0])
+        gg = optax.tree.norm(g, squared=True)
+        rate = -optax.tree.vdot(f1, g) / gg
+        res1 = optax.tree.norm(optax.tree.add_scale(f1, rate, g)) / optax.tree.norm(f1)
+        if len(fs) < 2:
+            nan = jnp.asarray(jnp.nan)
+            return Terms(fs, rate, nan, (res1, nan))
+        f2 = self.params(fs[1])
+        # ∇‖∇L‖² = 2 H ∇L, one Hessian-vector product.
+        grad_sq = optax.tree.scale(2.0, jax.jvp(problem.grad, (theta,), (g,))[1])
+        lam = -optax.tree.vdot(f2, grad_sq) / (rate * optax.tree.norm(grad_sq, squared=True))
+        rem = optax.tree.add_scale(f2, rate * lam, grad_sq)
+        res2 = optax.tree.norm(rem) / optax.tree.norm(f2)
+        return Terms(fs, rate, lam, (res1, res2))
+
+
+def slow_manifold_init(disc: Discretization, params, problem):
+    """`init_fn` of a fast-regime flow's discretization: the optimizer state on the slow
+    manifold $M_h(\\theta_0)$ (to the flow's order), counters saturated."""
+    return _manifold_state(disc.factory, disc.hyperparams["step_size"], params, problem)
+
+
+@eqx.filter_jit
+def _manifold_state(spec: OptimizerSpec, step_size, params, problem):
+    tau = step_size ** (1.0 / spec.power)
+    m = manifold(spec, problem, tau, params, spec.order)
+    return eqx.combine(m, template(spec, params)[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Construction: checks on a probe problem (concrete, once).
+
+
+def _probe_problem() -> Problem:
+    x0 = jnp.asarray([0.3, -0.5, 0.8])
+    return Problem(
+        lambda x: jnp.sum(jnp.cos(x) + 0.5 * x**2) + 0.25 * jnp.sum(x) ** 2, x0, name="probe"
+    )
+
+
+def _leaf_changes(before, after) -> list[tuple[str, float]]:
+    flat_b, _ = jax.tree_util.tree_flatten_with_path(before)
+    flat_a = jax.tree.leaves(after)
+    out = []
+    for (path, b), a in zip(flat_b, flat_a):
+        if eqx.is_inexact_array(b):
+            out.append((jax.tree_util.keystr(path), float(jnp.max(jnp.abs(a - b), initial=0.0))))
+    return out
+
+
+@ft.cache
+def _check(spec: OptimizerSpec, regime: str) -> str:
+    """Validate `spec` on a probe problem; return the regime (resolving `"auto"`). Concrete
+    even when `modified_flow` is called under `jit` (e.g. `compare`'s `reference`), and cached:
+    a sweep checks once."""
+    with jax.ensure_compile_time_eval():
+        return _check_concrete(spec, regime)
+
+
+def _check_concrete(spec: OptimizerSpec, regime: str) -> str:
+    problem = _probe_problem()
+    x0 = problem.params0
+    zero = jnp.zeros((), jnp.float64)
+    tx0 = spec.transform(zero)
+    state0 = tx0.init(x0)
+    # A generic state: optax's zeros would hide a state leaf that Φ₀ moves.
+    floats, rest = split_state(state0)
+    floats = jax.tree.map(
+        lambda x: x + 0.37 + 0.1 * jnp.cos(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape),
+        floats,
+    )
+    state = eqx.combine(floats, rest)
+    with jax.numpy_dtype_promotion("standard"):
+        found = nonsmooth_primitives(
+            lambda tau, p, s: raw_step(spec, tau, p, s, problem), jnp.asarray(0.01), x0, state
+        )
+    if found:
+        raise ValueError(
+            f"optimizer: the update map is not smooth ({', '.join(found)} depend on the iterate): "
+            "sign-based steps (Lion, signSGD), active clipping and Polyak truncation have no "
+            "Taylor expansion in the step size, so no modified flow exists. Replace the kink by a "
+            "smooth surrogate (e.g. sign(g) -> g/sqrt(g^2 + w^2)) and model that."
+        )
+    params1, state1 = raw_step(spec, zero, x0, state, problem)
+    moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
+    if not np.isfinite(moved) or moved > 1e-12:
+        raise ValueError(
+            f"optimizer: at step size h = 0 the update moves the parameters by {moved:.3g}; it "
+            "must vanish (Φ₀ = identity). Write the learning rate as a function of h, e.g. "
+            "`lambda h: optax.adam(h)`, not a constant."
+        )
+    if spec.state_map is not None:
+        forward, inverse = spec.state_map
+        back = inverse(forward(state, zero + 0.01), zero + 0.01)
+        err = max((c for _, c in _leaf_changes(state, back)), default=0.0)
+        if not np.isfinite(err) or err > 1e-10:
+            raise ValueError(
+                f"state_map: inverse(forward(s, h), h) differs from s by {err:.3g}; pass "
+                "(forward, inverse) with inverse the inverse of forward."
+            )
+        state = forward(state, zero)
+        state1 = forward(state1, zero)
+    changes = [(k, c) for k, c in _leaf_changes(state, state1) if c > 1e-12 or not np.isfinite(c)]
+    if regime == "auto":
+        regime = "fast" if changes else "slow"
+    if regime == "slow":
+        if changes:
+            k, c = changes[0]
+            raise ValueError(
+                f"state='slow': the optimizer-state leaf {k} changes by {c:.3g} at step size "
+                "h = 0 (Φ₀ ≠ identity). In the slow regime every decay must scale with h "
+                "(e.g. b1 = 1 - a*h); use state='fast' for fixed decays, or a state_map / "
+                "time_unit in which the state is near identity."
+            )
+        if has_counters(state0):
+            raise ValueError(
+                "state='slow': the optimizer state has an integer step counter (bias "
+                "correction). A counter is time t = k*h, and 1 - b(h)**(t/h) is singular at "
+                "h = 0 for autodiff; use state='fast' (fixed decays), or an optimizer without "
+                "bias correction (e.g. optax.rmsprop, or dynopt.flows.AdamFlow for Adam's "
+                "first-order flow)."
+            )
+        return regime
+    a = _contraction_checked(spec, problem, x0)
+    del a
+    return regime
+
+
+@eqx.filter_jit
+def _contraction_probe(spec, problem, x0):
+    """The diagonal $a$ of $A = \\partial_s S_0$ and the deviation of $S_0$ from the
+    coordinate-wise affine map $s \\mapsto a\\odot s + c(\\theta)$ on a probe state."""
+    zero_tau = jnp.zeros((), jnp.float64)
+    a = contraction(spec, problem, x0)
+    zero, rest = template(spec, x0)
+    probe = jax.tree.map(
+        lambda x: jnp.cos(1.0 + jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape), zero
+    )
+
+    def S(m):
+        return fast_step(spec, problem, zero_tau, x0, m, rest)[1]
+
+    Av = jax.jvp(S, (zero,), (probe,))[1]
+    affine = optax.tree.sub(optax.tree.sub(S(probe), S(zero)), Av)
+    diag = optax.tree.sub(Av, jax.tree.map(jnp.multiply, a, probe))
+    return a, optax.tree.norm(diag) + optax.tree.norm(affine)
+
+
+def _contraction_checked(spec, problem, x0):
+    a, err = _contraction_probe(spec, problem, x0)
+    for path, ai in jax.tree_util.tree_flatten_with_path(a)[0]:
+        worst = float(jnp.max(jnp.abs(ai), initial=0.0))
+        if not worst < 1:
+            raise ValueError(
+                f"state='fast': the optimizer-state leaf {jax.tree_util.keystr(path)} does not "
+                f"contract at h = 0 (|∂s'/∂s| = {worst:.3g} ≥ 1): it is a slow variable. Use "
+                "state='slow' with decays that scale with h."
+            )
+    if float(err) > 1e-10:
+        raise ValueError(
+            "state='fast': the state update at h = 0 is not a coordinate-wise affine "
+            f"contraction s' = A s + c(θ) (deviation {float(err):.3g}); its slow manifold is not "
+            "supported. Use state='slow'."
+        )
+    return a
+
+
+def modified_flow(
+    optimizer: Callable[[Any], Any],
+    step_size: ScalarLike,
+    order: int = 1,
+    *,
+    state: str = "auto",
+    state_map: tuple[Callable, Callable] | None = None,
+    time_unit: float | None = None,
+) -> ModifiedFlow:
+    r"""The continuous-time model of any optax optimizer, to order $p$, by automatic backward
+    error analysis.
+
+    One step $y \mapsto \Phi_\tau(y)$ is expanded in the time per step $\tau$:
+    $\Phi_\tau = y + \tau d_1 + \tau^2 d_2 + \dots$ (nested `jax.jvp`), and the modified field
+    $\tilde f = f_1 + \tau f_2 + \dots + \tau^{p-1}f_p$ follows from
+    $f_1 = d_1$, $f_2 = d_2 - \tfrac12 f_1'f_1$,
+    $f_3 = d_3 - \tfrac16(f_1''(f_1,f_1) + f_1'f_1'f_1) - \tfrac12(f_1'f_2 + f_2'f_1)$, …
+    The optimizer tracks the returned flow with global error $O(\tau^p)$. For gradient descent
+    $f_2 = -\tfrac12 H\nabla L$, $f_3 = -\tfrac13 H^2\nabla L - \tfrac1{12}D^3L[\nabla L,\nabla L]$.
+
+    Regimes (`state`):
+
+    - `"slow"`: every state decay scales with $h$ (e.g. `optax.rmsprop(h, decay=1 - κh)`); the
+      flow lives on $(\theta, s)$ (`ModifiedState`).
+    - `"fast"`: decays fixed as $h \to 0$ (optax's defaults); the state is reduced to its slow
+      manifold $s = M_h(\theta)$ and the flow lives on $\theta$. Heavy ball
+      `optax.sgd(h, momentum=β)` gives
+      $\dot\theta = -\frac{1}{1-\beta}\nabla[L + \frac{h(1+\beta)}{4(1-\beta)^2}\|\nabla L\|^2]$
+      at `order=2` (Ghosh et al. 2023). Adam/RMSprop with fixed $\beta_1, \beta_2$ give
+      $f_1 = -g/\sqrt{g^2+\epsilon}$ coordinate-wise (Adam's $\epsilon$ outside the root:
+      $-g/(|g|+\epsilon)$). `discretize(h)` starts the optimizer on the manifold.
+    - `"auto"`: `"slow"` when one step at $h = 0$ leaves the state unchanged, else `"fast"`.
+
+    **Arguments:**
+
+    - `optimizer`: a callable $h \mapsto$ `optax.GradientTransformation` (how the
+      hyper-parameters depend on $h$), or $h \mapsto$ `Discretization` (e.g. `flow.discretize`).
+    - `step_size`: $h$, the argument of `optimizer` (a traced leaf).
+    - `order`: $p \in \{1, 2, 3, 4\}$; 1 is the continuum limit.
+    - `state_map`: `(forward, inverse)` with `forward(opt_state, τ) -> z` and
+      `inverse(z, τ) -> opt_state`, the coordinates of a slow state (must be regular at τ = 0).
+    - `time_unit`: $q$ with the time per step $\tau = h^q$ and $1/q$ an integer (e.g. 0.5 when
+      `optimizer` takes a learning rate $\alpha$ and the time per step is $\sqrt\alpha$).
+
+    **Returns:** a `ModifiedFlow`; `flow.discretize(h)` is the optimizer itself, so `solve`,
+    `run` and `compare(flow, problem, hs, t1, reference=lambda h: modified_flow(opt, h, p))`
+    work unchanged.
+
+    **Raises:** `ValueError` for a non-callable optimizer, `order` outside 1..4, a non-smooth
+    update (sign, clipping), an update that does not vanish at $h = 0$, a state leaf that is not
+    near identity in the slow regime (named, with its change), a non-contracting state in the
+    fast regime, a `state_map` that does not invert, a bad `time_unit` or `state`.
+    """
+    if isinstance(optimizer, Discretization) or not callable(optimizer):
+        raise ValueError(
+            "optimizer must be a callable h -> optax.GradientTransformation (e.g. "
+            "`lambda h: optax.adam(h)`) or h -> Discretization (e.g. `flow.discretize`), got "
+            f"{type(optimizer).__name__}."
+        )
+    if (
+        isinstance(order, bool)
+        or not isinstance(order, (int, np.integer))
+        or not (1 <= order <= MAX_ORDER)
+    ):
+        raise ValueError(f"order must be an integer in [1, {MAX_ORDER}], got {order!r}.")
+    if state not in ("auto", "slow", "fast"):
+        raise ValueError(f"state must be 'auto', 'slow' or 'fast', got {state!r}.")
+    power = 1
+    if time_unit is not None:
+        q = float(time_unit)
+        power = round(1.0 / q) if q > 0 else 0
+        if not (0 < q <= 1) or abs(power * q - 1) > 1e-12:
+            raise ValueError(
+                f"time_unit must be q in (0, 1] with 1/q an integer (τ = h^q), got {time_unit!r}."
+            )
+    if state_map is not None and (
+        not isinstance(state_map, tuple) or len(state_map) != 2 or not all(map(callable, state_map))
+    ):
+        raise ValueError("state_map must be a pair (forward, inverse) of callables (s, τ) -> z.")
+    if state == "fast" and state_map is not None:
+        raise ValueError("state_map applies to state='slow' (or 'auto' resolving to slow).")
+    spec = OptimizerSpec(optimizer, power, "slow", int(order), state_map)
+    _check_time(optimizer, power)
+    regime = _check(spec, state)
+    if regime == "fast" and state_map is not None:
+        raise ValueError("state_map: the state is fast (not near identity at h = 0); drop it.")
+    spec = OptimizerSpec(optimizer, power, regime, int(order), state_map)
+    return ModifiedFlow(spec, positive("step_size", jnp.asarray(step_size, jnp.float64)))
+
+
+@ft.cache
+def _check_time(optimizer, power: int) -> None:
+    """An `h -> Discretization` optimizer must advance τ = h^(1/power) per step."""
+    with jax.ensure_compile_time_eval():
+        _check_time_concrete(optimizer, power)
+
+
+def _check_time_concrete(optimizer, power: int) -> None:
+    for h in (0.01, 0.04):
+        out = optimizer(jnp.asarray(h))
+        if isinstance(out, Discretization):
+            dt = float(out.dt)
+            if abs(dt - h ** (1.0 / power)) > 1e-12 * max(dt, 1.0):
+                raise ValueError(
+                    f"optimizer: its Discretization advances dt = {dt:.6g} per step at h = {h}, "
+                    f"not h^(1/{power}); pass time_unit (τ = h^q) to match."
+                )
+        elif not isinstance(out, optax.GradientTransformation):
+            raise ValueError(
+                "optimizer(h) must return an optax.GradientTransformation or a Discretization, "
+                f"got {type(out).__name__}."
+            )
+
+
+def as_flow(obj, step_size_hint: ScalarLike = 0.01, order: int = 1) -> AbstractFlow:
+    """`obj` if it is a flow, else `modified_flow(obj, step_size_hint, order)`: the hook for
+    `compare(optimizer_callable, ...)`."""
+    if isinstance(obj, AbstractFlow):
+        return obj
+    return modified_flow(obj, step_size_hint, order)

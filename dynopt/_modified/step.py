@@ -1,0 +1,94 @@
+r"""One optimizer step as a map of the state, in the form backward error analysis expands.
+
+The optimizer is a callable $h \mapsto$ `optax.GradientTransformation` (or $h \mapsto$
+`Discretization`). With the time unit $\tau = h^q$ (default $q = 1$), one step is the map
+$\Phi_\tau(\theta, s) = (\theta + u, s')$ where `(u, s') = tx.update(∇L(θ), s, θ, ...)` for
+`tx = optimizer(τ^{1/q})`. Integer leaves of $s$ (optax's step counters) are not expanded.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._discretization import Discretization
+from .._maps.base import with_standard_promotion
+
+
+# A counter this large makes optax's bias corrections 1 - b**count exactly 1 in float64: the
+# optimizer after a long history, i.e. on its slow manifold.
+SATURATED_COUNT = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    r"""The static description of an optimizer for the automatic flow (hashable: it is the
+    `factory` of the flow's `Discretization`).
+
+    - `optimizer`: $h \mapsto$ `GradientTransformation` or `Discretization`.
+    - `power`: $n = 1/q$, with $h = \tau^n$ (1: the time per step is $h$ itself).
+    - `regime`: `"slow"` (every state leaf near identity, expanded jointly with θ) or `"fast"`
+      (the state is slaved to θ on its slow manifold).
+    - `order`: the number of terms $p$ of the modified field.
+    - `state_map`: `None` or `(forward, inverse)`, `forward(opt_state, τ) -> z`,
+      `inverse(z, τ) -> opt_state`: the coordinates in which the slow state is near identity.
+    """
+
+    optimizer: Callable[[Any], Any]
+    power: int = 1
+    regime: str = "slow"
+    order: int = 1
+    state_map: tuple[Callable, Callable] | None = None
+
+    def __call__(self, step_size) -> optax.GradientTransformationExtraArgs:
+        """The optimizer at step size $h$ (the `Discretization` factory)."""
+        out = self.optimizer(step_size)
+        if isinstance(out, Discretization):
+            out = out.transform
+        return with_standard_promotion(out)
+
+    def transform(self, tau) -> optax.GradientTransformationExtraArgs:
+        return self(tau**self.power)
+
+
+def split_state(opt_state):
+    """`(floating leaves, the rest)` of an optax state (`eqx.partition`)."""
+    return eqx.partition(opt_state, eqx.is_inexact_array)
+
+
+def saturate_counters(rest):
+    """Integer leaves (step counters) set to `SATURATED_COUNT`."""
+
+    def one(x):
+        if eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.integer):
+            return jnp.full_like(x, min(SATURATED_COUNT, int(jnp.iinfo(x.dtype).max) // 2))
+        return x
+
+    return jax.tree.map(one, rest)
+
+
+def has_counters(opt_state) -> bool:
+    return any(
+        eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.integer) for x in jax.tree.leaves(opt_state)
+    )
+
+
+def raw_step(spec: OptimizerSpec, tau, params, opt_state, problem):
+    """$(\\theta, s) \\mapsto (\\theta + u, s')$ for the optimizer at $\\tau$, with optax's extra
+    arguments (`value`, `grad`, `value_fn`, `grad_fn`) from the problem."""
+    tx = spec.transform(tau)
+    value, grad = problem.value_and_grad(params)
+    updates, new_state = tx.update(
+        grad,
+        opt_state,
+        params,
+        value=value,
+        grad=grad,
+        value_fn=problem.loss,
+        grad_fn=problem.grad,
+    )
+    return optax.tree.add(params, optax.tree.cast_like(updates, params)), new_state

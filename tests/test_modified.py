@@ -1,0 +1,169 @@
+"""Automatic backward error analysis (`dynopt.modified_flow`): exact coefficient identities,
+the slow and fast regimes against the hand-derived flows, fitted orders, bad input."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import dynopt
+from dynopt._flows.adaptive import RMSPropState
+from dynopt._modified import modified_flow, ModifiedState
+from dynopt.flows import ModifiedGradientFlow, RMSPropFlow
+
+from .helpers import tree_max_abs_diff
+
+
+def smooth_problem(key) -> dynopt.Problem:
+    """A random smooth non-quadratic loss on a dict of arrays (bounded below)."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    c = jax.random.normal(k1, (3,))
+    A = jax.random.normal(k2, (3, 2)) / 2
+
+    def loss(p):
+        a, b = p["a"], p["b"]
+        return (
+            jnp.sum(jnp.cos(a) * c)
+            + 0.25 * jnp.sum(a**4)
+            + jnp.sum(jnp.log(jnp.cosh(A @ b + a)))
+            + 0.5 * jnp.sum(b**2)
+        )
+
+    params0 = {"a": jax.random.normal(k3, (3,)), "b": jnp.asarray([0.5, -1.1])}
+    return dynopt.Problem(loss, params0)
+
+
+def mlp_problem() -> dynopt.Problem:
+    return dynopt.problems.mlp_regression(num_samples=16, dim=2, width=4, depth=1, seed=1)
+
+
+@eqx.filter_jit
+def _fields(flow, state, problem):
+    return [f(state) for f in flow.fields(problem)]
+
+
+def test_gradient_descent_identities(getkey):
+    problem = smooth_problem(getkey())
+    p0, h = problem.params0, 0.07
+    flow = modified_flow(lambda h: optax.sgd(h), h, order=3)
+    f1, f2, f3 = (f.params for f in _fields(flow, flow.init(p0), problem))
+    g = problem.grad(p0)
+
+    def hvp(x, v):
+        return jax.jvp(problem.grad, (x,), (v,))[1]
+
+    Hg = hvp(p0, g)
+    H2g = hvp(p0, Hg)
+    D3gg = jax.jvp(lambda x: hvp(x, g), (p0,), (g,))[1]  # D³L[∇L, ∇L, ·]
+    assert tree_max_abs_diff(f1, jax.tree.map(jnp.negative, g)) < 1e-13
+    assert tree_max_abs_diff(f2, jax.tree.map(lambda x: -0.5 * x, Hg)) < 1e-12
+    f3_exact = jax.tree.map(lambda a, b: -a / 3 - b / 12, H2g, D3gg)
+    assert tree_max_abs_diff(f3, f3_exact) < 1e-12
+    # order 2 is the hand-written modified gradient flow
+    flow2 = modified_flow(lambda h: optax.sgd(h), h, order=2)
+    mg = ModifiedGradientFlow(h).vector_field(0.0, p0, problem)
+    v2 = eqx.filter_jit(flow2.vector_field)(0.0, flow2.init(p0), problem)
+    assert tree_max_abs_diff(v2.params, mg) < 1e-12
+    terms = eqx.filter_jit(flow2.terms)(flow2.init(p0), problem)
+    assert abs(float(terms.rate) - 1) < 1e-12 and abs(float(terms.regularizer) - 0.25) < 1e-12
+
+
+def test_heavy_ball_ghosh(getkey):
+    """optax.sgd(h, momentum=β): θ' = -(1-β)⁻¹∇[L + h(1+β)/(4(1-β)²)‖∇L‖²] (Ghosh et al.)."""
+    problem = smooth_problem(getkey())
+    p0, h, beta = problem.params0, 0.03, 0.8
+    flow = modified_flow(lambda h: optax.sgd(h, momentum=beta), h, order=2)
+    assert flow.spec.regime == "fast"
+    v = eqx.filter_jit(flow.vector_field)(0.0, p0, problem)
+    sq = jax.grad(lambda x: optax.tree.norm(problem.grad(x), squared=True))(p0)
+    lam = h * (1 + beta) / (4 * (1 - beta) ** 2)
+    exact = jax.tree.map(lambda g, s: -(g + lam * s) / (1 - beta), problem.grad(p0), sq)
+    assert tree_max_abs_diff(v, exact) < 1e-12
+    terms = eqx.filter_jit(flow.terms)(p0, problem)
+    np.testing.assert_allclose(float(terms.rate), 1 / (1 - beta), rtol=1e-12)
+    np.testing.assert_allclose(float(terms.regularizer), lam / h, rtol=1e-12)
+    # discretize(h) is the optimizer, started on its slow manifold trace = ∇L/(1-β) + O(h)
+    disc = flow.discretize(h)
+    state = disc.init(p0, problem)
+    # optax's stored trace lags one step: trace_k = Σ_{j≥1} β^{j-1} g(θ_{k-j})
+    # = g/(1-β) - h/(1-β)²·dg/dt + O(h²), with dg/dt = Hθ' = -Hg/(1-β).
+    g = problem.grad(p0)
+    Hg = jax.jvp(problem.grad, (p0,), (g,))[1]
+    m0 = jax.tree.map(lambda a, b: a / (1 - beta) + h * b / (1 - beta) ** 3, g, Hg)
+    assert tree_max_abs_diff(state[0].trace, m0) < 1e-11
+    ref = optax.sgd(h, momentum=beta).update(problem.grad(p0), state, p0)[0]
+    assert tree_max_abs_diff(disc.transform.update(problem.grad(p0), state, p0)[0], ref) == 0
+
+
+def test_rmsprop_slow_row(getkey):
+    problem = smooth_problem(getkey())
+    p0, kappa, eps = problem.params0, 3.0, 1e-3
+
+    def opt(h):
+        return optax.rmsprop(h, decay=1 - kappa * h, eps=eps)
+
+    flow = modified_flow(opt, 0.01, order=1)
+    assert flow.spec.regime == "slow"
+    y = flow.init(p0)
+    nu = jax.tree.map(lambda x: 0.2 + jnp.abs(jax.random.normal(getkey(), x.shape)), p0)
+    y = ModifiedState(p0, (y.state[0]._replace(nu=nu), *y.state[1:]))
+    v = eqx.filter_jit(flow.vector_field)(0.0, y, problem)
+    ref = RMSPropFlow(kappa, eps).vector_field(0.0, RMSPropState(p0, nu), problem)
+    assert tree_max_abs_diff(v.params, ref.params) < 1e-13
+    assert tree_max_abs_diff(v.state[0].nu, ref.G) < 1e-13
+
+
+OPTIMIZERS = {
+    "sgd": lambda h: optax.sgd(h),
+    "heavy_ball": lambda h: optax.sgd(h, momentum=0.5),
+    "nesterov": lambda h: optax.sgd(h, momentum=0.5, nesterov=True),
+    "adam": lambda h: optax.adam(h, b1=0.5, b2=0.6, eps=0.3),
+    "rmsprop_slow": lambda h: optax.rmsprop(h, decay=1 - 2 * h, eps=0.5),
+    "chain_wd_momentum": lambda h: optax.chain(
+        optax.add_decayed_weights(0.1), optax.sgd(h, momentum=0.5)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_orders(name):
+    """The discrete run against the order-p automatic flow: fitted global orders ≈ p."""
+    opt = OPTIMIZERS[name]
+    problems = {"smooth": (smooth_problem(jax.random.key(3)), 0.5), "mlp": (mlp_problem(), 0.5)}
+    hs = (0.0125, 0.00625)
+    for pname, (problem, t1) in problems.items():
+        for p in (1, 2, 3):
+            flow = modified_flow(opt, hs[0], order=p)
+            cmp = dynopt.compare(
+                flow, problem, hs, t1, reference=lambda h, p=p: modified_flow(opt, h, order=p)
+            )
+            assert abs(float(cmp.order) - p) < 0.15, (pname, p, cmp.errors)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="optimizer must be a callable"):
+        modified_flow(optax.sgd(0.1), 0.1)
+    with pytest.raises(ValueError, match="order must be an integer"):
+        modified_flow(lambda h: optax.sgd(h), 0.1, order=5)
+    with pytest.raises(ValueError, match="not smooth.*sign"):
+        modified_flow(lambda h: optax.lion(h), 0.1)
+    with pytest.raises(ValueError, match="not smooth.*select_n"):
+        modified_flow(lambda h: optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(h)), 0.1)
+    with pytest.raises(ValueError, match="moves the parameters"):
+        modified_flow(lambda h: optax.sgd(0.1), 0.1)
+    with pytest.raises(ValueError, match=r"state='slow'.*\.trace changes"):
+        modified_flow(lambda h: optax.sgd(h, momentum=0.9), 0.1, state="slow")
+    with pytest.raises(ValueError, match="integer step counter"):
+        modified_flow(lambda h: optax.adam(h, b1=1 - h, b2=1 - h), 0.1, state="slow")
+    with pytest.raises(ValueError, match="does not .*contract"):
+        modified_flow(lambda h: optax.rmsprop(h, decay=1 - h), 0.1, state="fast")
+    with pytest.raises(ValueError, match="state_map: inverse"):
+        modified_flow(
+            lambda h: optax.rmsprop(h, decay=1 - h),
+            0.1,
+            state_map=(lambda s, t: s, lambda z, t: jax.tree.map(lambda x: 2 * x, z)),
+        )
+    with pytest.raises(ValueError, match="step_size"):
+        modified_flow(lambda h: optax.sgd(h), -0.1)
