@@ -29,3 +29,8 @@ from ._maps.momentum import (
 from ._maps.nesterov import NAG as NAG
 from ._maps.polyak import PolyakStep as PolyakStep, TruncatedPolyakStep as TruncatedPolyakStep
 from ._maps.preconditioned import PreconditionedStep as PreconditionedStep
+from ._maps.rmsprop_orbit import (
+    rmsprop_crossover_eps as rmsprop_crossover_eps,
+    rmsprop_orbit_distance as rmsprop_orbit_distance,
+)
+from ._maps.stability import measure_stability_limit as measure_stability_limit

@@ -476,6 +476,15 @@ def plot_log_floor(ax: Axes, x, y, fmt: str = "o", *, floor: float = 0.0, label:
     return line
 
 
+def plot_errorbars(ax: Axes, x, mean, se, *, label: str, k: float = 3.0, fmt: str = "o", **style):
+    """Monte-Carlo means with ±`k` standard errors; non-finite entries (runs a mode skipped) are
+    not drawn, so they get no legend entry."""
+    x, mean, se = (np.asarray(v, float) for v in (x, mean, se))
+    ok = np.isfinite(mean) & np.isfinite(se)
+    style = {"ms": 4, "capsize": 2, **style}
+    return ax.errorbar(x[ok], mean[ok], k * se[ok], fmt=fmt, label=label, **style)
+
+
 def plot_rate_check(ax: Axes, t, measured, predicted, *, label: str) -> None:
     """A measured rate (e.g. dL/dt) against its predicted identity: measured as a wide pale band,
     predicted as a dark dashed line with markers, so both stay visible where they coincide."""

@@ -9,6 +9,11 @@ $\\propto \\exp(-2L/\\sigma^2) = \\exp(-L/T)$ with $T = \\sigma^2/2$ (see `dynop
 """
 
 from ._sde.base import AbstractSDE as AbstractSDE, temperature_of as temperature_of
+from ._sde.closed_forms import (
+    eyring_kramers_prefactor as eyring_kramers_prefactor,
+    gibbs_bin_probabilities as gibbs_bin_probabilities,
+    noisy_quadratic as noisy_quadratic,
+)
 from ._sde.langevin import Kramers as Kramers, Langevin as Langevin
 from ._sde.moments import (
     quadratic_moments as quadratic_moments,

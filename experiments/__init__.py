@@ -2,8 +2,7 @@
 
 Each experiment module is a run card (`experiments/_card.py`): a frozen `Config` (its docstring
 the card, its `QUICK` the quick-mode override), `SECTIONS` that return typed results, and `FIGURES`
-drawn from the saved results alone. Modules whose sections are not yet typed (they return
-`(metrics, flat arrays)`) draw with `plot(metrics, arrays, out_dir)` instead of `FIGURES`.
+drawn from the saved results alone.
 `python -m experiments list|run NAME [--quick] [--seed N] [--out DIR]|run-all|figures`.
 """
 
@@ -44,10 +43,13 @@ def run_experiment(
     name: str, *, quick: bool = False, seed: int = 0, out: Path | None = None
 ) -> Path:
     """Run one experiment and write its results folder atomically; returns the folder. An `out`
-    that is not a new, empty or previous results folder is refused (`_io.OutError`) first."""
+    that is not a new, empty or previous results folder (`_io.OutError`) and a seed outside
+    [0, 2**32) (`ValueError`) are refused first. A deterministic experiment records `seed: null`:
+    no result of it depends on the seed."""
     from ._io import check_out, device_info, package_versions, write_results
 
     module = get(name)
+    _card.check_seed(seed)
     out = check_out(Path(out) if out is not None else DEFAULT_RESULTS / name)  # before any work
     import jax
 
@@ -59,7 +61,7 @@ def run_experiment(
     wall = time.perf_counter() - start
     metrics = {
         "experiment": name,
-        "seed": seed,
+        "seed": seed if _card.uses_seed(module.Config) else None,
         "quick": quick,
         "wall_time_s": wall,
         "versions": package_versions(),
@@ -91,7 +93,5 @@ def _figures(module: ModuleType, out_dir: Path, source: Path | None = None) -> l
 
     source = out_dir if source is None else source
     metrics, arrays = load_results(source)
-    if not hasattr(module, "FIGURES"):  # not yet converted: plot reads the raw results
-        return module.plot(metrics, arrays, out_dir)
     config = json.loads((Path(source) / "config.json").read_text())
     return _card.draw(module, metrics, arrays, out_dir, config)

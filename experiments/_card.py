@@ -3,11 +3,12 @@
 An experiment module defines
 
 - `Config`: a frozen dataclass whose docstring is the run card (the command, the expected runtime,
-  the headline numbers), with fields `seed` and `quick` and a class attribute `QUICK`: the fields
-  that `--quick` overrides, declared once;
+  the headline numbers), with a field `quick`, a field `seed` only where the experiment draws
+  random numbers (a deterministic one records `seed: null`), and a class attribute `QUICK`: the
+  fields that `--quick` overrides, declared once;
 - `SECTIONS`: `{key: section}`, each `section(config) -> result`. A result is typed: a dataclass of
   numbers, strings, lists, nested dicts and arrays (fields annotated `Array`), or a
-  `dict[str, result]`; the return annotation says which;
+  `dict[str, result]`; the return annotation says which (`None` for a section a mode skips);
 - `FIGURES`: `{file name: draw}`, each `draw(results) -> Figure` a pure function of the results
   (or `None` when a mode has nothing to draw, e.g. a full-mode-only section).
 
@@ -32,9 +33,28 @@ Array = np.ndarray  # a result field annotated `Array` (or `Array | None`) goes 
 _MISSING = object()
 
 
+SEED_RANGE = 2**32  # what both jax.random.key and numpy's default_rng take
+
+
+def check_seed(seed) -> int:
+    """`seed` as an int, or `ValueError` naming `--seed` and its valid range."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"--seed must be an integer in [0, 2**32), got {seed!r}")
+    if not 0 <= seed < SEED_RANGE:
+        raise ValueError(f"--seed must be an integer in [0, 2**32), got {seed}")
+    return int(seed)
+
+
+def uses_seed(config_cls: type) -> bool:
+    """Whether the experiment draws random numbers (its Config has a `seed` field)."""
+    return "seed" in {f.name for f in dataclasses.fields(config_cls)}
+
+
 def configure(config_cls: type, *, quick: bool = False, seed: int = 0):
-    """`config_cls(seed=seed)`, with `config_cls.QUICK` applied when `quick`."""
-    config = config_cls(seed=seed)
+    """`config_cls(seed=seed)` (no seed for a deterministic experiment), with `config_cls.QUICK`
+    applied when `quick`; `ValueError` for a seed outside [0, 2**32)."""
+    seed = check_seed(seed)
+    config = config_cls(seed=seed) if uses_seed(config_cls) else config_cls()
     if quick:
         config = dataclasses.replace(config, quick=True, **getattr(config_cls, "QUICK", {}))
     return config
@@ -47,12 +67,22 @@ def _is_array_hint(hint) -> bool:
     return bool(args) and Array in args and all(a in (Array, type(None)) for a in args)
 
 
+def _optional(hint):
+    """`T` for a hint `T | None` (not an array), else `None`."""
+    args = typing.get_args(hint)
+    if len(args) == 2 and type(None) in args and not _is_array_hint(hint):
+        return next(a for a in args if a is not type(None))
+    return None
+
+
 def _split(value, hint, path: str, arrays: dict):
     """The JSON part of `value` (typed by `hint`); its arrays go into `arrays` by path."""
     if _is_array_hint(hint):
         if value is not None:
             arrays[path] = np.asarray(value)
         return _MISSING
+    if _optional(hint) is not None:
+        return None if value is None else _split(value, _optional(hint), path, arrays)
     if dataclasses.is_dataclass(hint):
         hints = typing.get_type_hints(hint)
         out = {}
@@ -73,6 +103,8 @@ def _join(tree, hint, path: str, arrays: Mapping[str, np.ndarray]):
     """Inverse of `_split`: the typed result at `path` from saved JSON and arrays."""
     if _is_array_hint(hint):
         return arrays.get(path)
+    if _optional(hint) is not None:
+        return None if tree is None else _join(tree, _optional(hint), path, arrays)
     if dataclasses.is_dataclass(hint):
         hints = typing.get_type_hints(hint)
         kwargs = {
@@ -107,12 +139,7 @@ def run_sections(sections: Mapping[str, Callable], config) -> tuple[dict, dict]:
         start = time.perf_counter()
         result = section(config)
         metrics["section_wall_time_s"][key] = time.perf_counter() - start
-        hint = _result_hint(section)
-        if typing.get_origin(hint) is tuple:  # not yet typed: (metrics, flat arrays)
-            metrics[key], untyped = result
-            arrays.update(untyped)
-        else:
-            metrics[key] = _split(result, hint, key, arrays)
+        metrics[key] = _split(result, _result_hint(section), key, arrays)
     return metrics, arrays
 
 

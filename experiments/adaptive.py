@@ -30,7 +30,6 @@ class Config:
     G0 ~ g0²) and ≈ 0.5 for RMSprop from G0 = 0 with small ε; κ-limit slope -1; width slope 1.
     """
 
-    seed: int = 0
     quick: bool = False
     kappa: float = 2.0
     eps: float = 1e-8
@@ -122,17 +121,6 @@ class Landscape:
     contour_x: Array
     contour_y: Array
     contour_loss: Array
-
-
-@dataclasses.dataclass
-class Post3:
-    polyak_final_x: float
-    polyak_final_loss: float
-    gd_final_x: float
-    polyak_first_left_of_barrier_t: float | None
-    polyak_ts: Array
-    polyak_x: Array
-    gd_x: Array
 
 
 def _quadratic(config: Config) -> dynopt.Problem:
@@ -270,9 +258,8 @@ def landscape(config: Config) -> Landscape:
     return Landscape(ts, gf, np.asarray(run.params), xs, ys, loss)
 
 
-def polyak(config: Config) -> Post3:
-    metrics, arrays = post3.polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
-    return Post3(**metrics, **arrays)
+def polyak(config: Config) -> post3.Post3:
+    return post3.polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
 
 
 SECTIONS = {
@@ -365,7 +352,7 @@ def draw_normalization(r):
 
 
 def draw_post3(r):
-    return post3.figure(vars(r.polyak_post3), vars(r.polyak_post3))  # shared with holistic
+    return post3.figure(r.polyak_post3)  # shared with holistic
 
 
 FIGURES = {

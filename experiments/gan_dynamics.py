@@ -15,6 +15,9 @@ from dynopt import games, plotting
 from ._card import Array
 
 
+SCHEMES = ("simultaneous", "alternating", "consensus", "extragradient", "optimistic")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Run card. `python -m experiments run gan_dynamics [--quick]`.
@@ -39,33 +42,15 @@ class Config:
     growth_steps: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
     growth_num_steps: int = 1000
     growth_games: tuple[str, ...] = ("vanilla", "wgan-gp c=0")
-    growth_schemes: tuple[str, ...] = (
-        "simultaneous",
-        "alternating",
-        "consensus",
-        "extragradient",
-        "optimistic",
-    )
+    growth_schemes: tuple[str, ...] = SCHEMES
     consensus_gamma: float = 0.5
-    order_schemes: tuple[str, ...] = (
-        "simultaneous",
-        "alternating",
-        "consensus",
-        "extragradient",
-        "optimistic",
-    )
+    order_schemes: tuple[str, ...] = SCHEMES
     order_t1: float = 4.0
     order_num_steps: tuple[int, ...] = (20, 40, 80, 160)
     ema_step: float = 0.1
     ema_num_steps: int = 100_000
     ema_decays: tuple[float, ...] = (0.9, 0.99, 0.999, 0.9999)
-    mix_schemes: tuple[str, ...] = (
-        "simultaneous",
-        "alternating",
-        "consensus",
-        "extragradient",
-        "optimistic",
-    )
+    mix_schemes: tuple[str, ...] = SCHEMES
     mix_penalties: tuple[str, ...] = ("none", "r1")
     mix_r1: float = 0.1
     mix_gamma: float = 0.1

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dynopt
-from dynopt import flows, lyapunov, plotting, problems
+from dynopt import flows, lyapunov, maps, plotting, problems
 
 from . import _post3 as post3
 from ._card import Array
@@ -40,7 +40,6 @@ class Config:
     GD ends at x = 3.
     """
 
-    seed: int = 0
     quick: bool = False
     lyap_t1: float = 3.0
     lyap_points: int = 301
@@ -122,20 +121,6 @@ class Plateau:
 
 
 @dataclasses.dataclass
-class Post3Example:
-    polyak_final_x: float
-    polyak_final_loss: float
-    gd_final_x: float
-    polyak_first_left_of_barrier_t: float | None
-    barrier_x: float
-    global_min_x: float
-    polyak_escape_t: float | None
-    polyak_ts: Array
-    polyak_x: Array
-    gd_x: Array
-
-
-@dataclasses.dataclass
 class PolyakDecay:
     L0: float
     t1: float
@@ -192,12 +177,6 @@ def lyapunov_rates(config: Config) -> dict[str, Rate]:
     return out
 
 
-def _plateau_prediction(gamma, eps, lams) -> np.ndarray:
-    """RMS distance on the period-2 orbit: √(Σᵢ ((γ/2)² − ε/λᵢ²)₊)."""
-    a2 = (np.asarray(gamma)[..., None] / 2) ** 2 - np.asarray(eps)[..., None] / lams**2
-    return np.sqrt(np.maximum(a2, 0.0).sum(-1))
-
-
 def _rmsprop_runs(config: Config, prob, gamma, eps):
     flow, dt = flows.RMSPropFlow.from_hyperparams(gamma, config.rms_decay, eps)
     with jax.numpy_dtype_promotion("standard"):  # optax's rmsprop internals are not strict-clean
@@ -214,13 +193,13 @@ def rmsprop_plateau(config: Config) -> Plateau:
     gammas = np.asarray(config.rms_gammas)
     _, plateau_g = _rmsprop_runs(config, prob, jnp.asarray(gammas), config.rms_gamma_eps)
     slope = float(dynopt.fit_order(jnp.asarray(gammas), jnp.asarray(plateau_g)))
-    pred_g = _plateau_prediction(gammas, np.full_like(gammas, config.rms_gamma_eps), lams)
+    pred_g = maps.rmsprop_orbit_distance(gammas, np.full_like(gammas, config.rms_gamma_eps), lams)
     # vs ε at fixed γ: one vmapped run over a 1-D array of eps.
     gamma = config.rms_eps_gamma
     lo, hi, n = config.rms_eps_range
     epss = np.geomspace(lo, hi, n)
     p, plateau_e = _rmsprop_runs(config, prob, gamma, jnp.asarray(epss))
-    pred_e = _plateau_prediction(np.full_like(epss, gamma), epss, lams)
+    pred_e = maps.rmsprop_orbit_distance(np.full_like(epss, gamma), epss, lams)
     # Crossovers: the largest ε whose coordinate i still chatters, and the next sweep point.
     late_abs = np.sqrt(np.mean(p[:, -config.rms_window :] ** 2, 1))  # (n, 2) per coordinate
     floor = 1e-6 * gamma  # "stopped": 6 decades under the ε → 0 plateau
@@ -229,46 +208,26 @@ def rmsprop_plateau(config: Config) -> Plateau:
         alive = np.flatnonzero(late_abs[:, i] > floor)
         last = alive.max() if alive.size else -1
         bracket = [float(epss[last]) if last >= 0 else 0.0, float(epss[min(last + 1, n - 1)])]
-        crossovers.append(
-            {"lambda": float(lam), "predicted": (gamma * lam / 2) ** 2, "found": bracket}
-        )
+        predicted = maps.rmsprop_crossover_eps(gamma, lam)
+        crossovers.append({"lambda": float(lam), "predicted": predicted, "found": bracket})
     # GD regime: per-step contraction |θᵢ,k+1/θᵢ,k| vs |1 − γλᵢ/√ε| (G has decayed by step 500).
     k0, k1 = 500, 600
-    gd = epss > 2 * (gamma * lams.max() / 2) ** 2
+    gd = epss > 2 * maps.rmsprop_crossover_eps(gamma, lams.max())
     a0, a1 = np.abs(p[gd, k0]), np.abs(p[gd, k1])
     predicted_c = np.abs(1 - gamma * lams / np.sqrt(epss[gd, None]))
     # Fast-contracting coordinates (c < 0.5) reach round-off/underflow before step k1: skip them.
     ok = (predicted_c >= 0.5) & (a0 > 0)
     measured_c = (a1 / np.where(ok, a0, 1.0)) ** (1 / (k1 - k0))
     contraction_err = float(np.max(np.abs(measured_c - predicted_c)[ok]))
+    total = float(maps.rmsprop_crossover_eps(gamma, lams.max()))
     return Plateau(
-        decay=config.rms_decay,
-        gamma_sweep_eps=config.rms_gamma_eps,
-        plateau_slope_in_gamma=slope,
-        plateau_over_gamma=(plateau_g / gammas).tolist(),
-        plateau_vs_gamma_max_rel_error_to_theory=float(np.max(np.abs(plateau_g / pred_g - 1))),
-        eps_sweep_gamma=gamma,
-        crossover_total_predicted=float((gamma * lams.max() / 2) ** 2),
-        crossover_total_found=crossovers[int(np.argmax(lams))]["found"],
-        crossovers_per_coordinate=crossovers,
-        plateau_vs_eps_max_abs_error_to_theory_over_gamma=float(
-            np.max(np.abs(plateau_e - pred_e)) / gamma
-        ),
-        gd_regime_contraction_max_abs_error=contraction_err,
-        contraction_checked=int(ok.sum()),
-        contraction_of=int(ok.size),
-        num_steps=config.rms_steps,
-        late_window=config.rms_window,
-        gammas=gammas,
-        plateau_gamma=plateau_g,
-        plateau_gamma_pred=pred_g,
-        eps=epss,
-        plateau_eps=plateau_e,
-        plateau_eps_pred=pred_e,
-        eps_coordinates=late_abs,
-        eps_path_small=p[0, :2000],
-        eps_path_large=p[-1, :2000],
-    )
+        config.rms_decay, config.rms_gamma_eps, slope, (plateau_g / gammas).tolist(),
+        float(np.max(np.abs(plateau_g / pred_g - 1))), gamma, total,
+        crossovers[int(np.argmax(lams))]["found"], crossovers,
+        float(np.max(np.abs(plateau_e - pred_e)) / gamma), contraction_err, int(ok.sum()),
+        int(ok.size), config.rms_steps, config.rms_window, gammas, plateau_g, pred_g, epss,
+        plateau_e, pred_e, late_abs, p[0, :2000], p[-1, :2000],
+    )  # fmt: skip
 
 
 def polyak_decay(config: Config) -> PolyakDecay:
@@ -288,14 +247,8 @@ def polyak_decay(config: Config) -> PolyakDecay:
     )
 
 
-def post3_example(config: Config) -> Post3Example:
-    metrics, arrays = post3.polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
-    global_min, barrier, _ = post3.critical_points()
-    left = np.flatnonzero(arrays["polyak_x"] < barrier)
-    metrics["barrier_x"] = barrier
-    metrics["global_min_x"] = global_min
-    metrics["polyak_escape_t"] = float(arrays["polyak_ts"][left[0]]) if left.size else None
-    return Post3Example(**metrics, **arrays)
+def post3_example(config: Config) -> post3.Post3:
+    return post3.polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
 
 
 SECTIONS = {
@@ -384,7 +337,7 @@ def draw_polyak_decay(r):
 
 
 def draw_post3(r):
-    return post3.figure(vars(r.post3), vars(r.post3))  # shared with the adaptive experiment
+    return post3.figure(r.post3)  # shared with the adaptive experiment
 
 
 FIGURES = {

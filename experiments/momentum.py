@@ -9,9 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 
 import dynopt
-from dynopt import flows, maps, plotting, problems
+from dynopt import correspondences, flows, maps, plotting, problems
 
 from ._card import Array
+
+
+# Heavy ball's maps, by their rows `heavy_ball_<scheme>` of the correspondence registry.
+SCHEMES = tuple(
+    row.name.removeprefix("heavy_ball_")
+    for row in correspondences.REGISTRY
+    if row.name.startswith("heavy_ball_")
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +41,6 @@ class Config:
     critical damping ≈ 0.650 on the double well (flow) and ≈ 0.647 (h = 0.05).
     """
 
-    seed: int = 0
     quick: bool = False
     osc_damping: float = 0.5
     osc_t1: float = 8.0
@@ -41,29 +48,14 @@ class Config:
     rosen_damping: float = 2.0
     rosen_t1: float = 1.0
     rosen_steps: tuple[int, ...] = (400, 800, 1600, 3200, 6400)
-    schemes: tuple[str, ...] = (
-        "leapfrog",
-        "leapfrog_zero_trace",
-        "euler",
-        "conformal",
-        "nesterov",
-        "nesterov_midpoint",
-        "implicit_midpoint",
-    )
+    schemes: tuple[str, ...] = SCHEMES
     rosen_schemes: tuple[str, ...] = ("leapfrog", "leapfrog_zero_trace", "euler", "conformal")
     fixed_momentum: float = 0.9
     fixed_t1: float = 1.0
     fixed_steps: tuple[int, ...] = (100, 200, 400, 800, 1600)
     stab_damping: float = 1.0
     stab_lambda: float = 100.0
-    stab_schemes: tuple[str, ...] = (
-        "leapfrog",
-        "euler",
-        "conformal",
-        "nesterov",
-        "nesterov_midpoint",
-        "implicit_midpoint",
-    )
+    stab_schemes: tuple[str, ...] = tuple(s for s in SCHEMES if s != "leapfrog_zero_trace")
     stab_steps: int = 4000
     stab_grid: int = 24
     stab_rounds: int = 3
@@ -87,16 +79,9 @@ class Config:
     )
 
 
-_MAPS = {  # scheme name -> discretization map of heavy ball
-    "leapfrog": maps.Leapfrog(),
-    "leapfrog_zero_trace": maps.Leapfrog(half_step=False),
-    "euler": maps.NaiveEuler(),
-    "conformal": maps.ConformalEuler(),
-    "nesterov": maps.Lookahead(1.0),
-    "nesterov_midpoint": maps.Lookahead(0.5),
-    "implicit_midpoint": maps.ImplicitMidpoint(),
-}
-oscillator_solution = flows.oscillator_solution
+def _map(scheme: str) -> maps.AbstractMap:
+    """Heavy ball's discretization map `scheme`, from its row of the correspondence registry."""
+    return correspondences.BY_NAME[f"heavy_ball_{scheme}"].map
 
 
 @dataclasses.dataclass
@@ -166,63 +151,16 @@ class DoubleWell:
     heavy_ball: dict[str, Array]  # x(t) by index into path_dampings
 
 
-def _orders(problem, damping, t1, steps, schemes) -> dict:
-    hs = t1 / np.asarray(steps, dtype=float)
-    out = {"step_sizes": hs}
-    for scheme in schemes:
-        c = dynopt.compare(flows.HeavyBall(damping), problem, hs, t1, map=_MAPS[scheme])
-        out[scheme] = {"errors": np.asarray(c.errors), "order": float(c.order), "solver": c.solver}
-    return out
-
-
-def measure_stability_limit(
-    flow: flows.HeavyBall,
-    lambda_max: float,
-    *,
-    num_steps: int,
-    grid: int,
-    rounds: int,
-    map: maps.AbstractMap = _MAPS["leapfrog"],
-) -> tuple[float, float]:
-    """Bracket [stable, unstable] of the largest stable $z = h\\sqrt{\\lambda_{\\max}}$ on
-    $\\tfrac{\\lambda}{2}x^2$ from $x_0 = 1$: `rounds` of a `grid`-point batched run (one compiled
-    program) over the current bracket, unstable = diverged or $|x_N| > |x_0|$ after `num_steps`.
-    """
-    problem = problems.quadratic(jnp.array([lambda_max]))
-    lo, hi = 0.05, 3.0
-    for _ in range(rounds):
-        zs = np.linspace(lo, hi, grid)
-        traj = dynopt.run(
-            map(flow, jnp.asarray(zs / np.sqrt(lambda_max))),
-            problem,
-            num_steps,
-            every=num_steps,
-        )
-        final = np.abs(np.asarray(traj.params)[:, -1, 0])
-        unstable = np.asarray(traj.diverged) | (final > 1.0)
-        if not unstable.any():
-            return float(hi), float("inf")
-        first = int(np.argmax(unstable))
-        if first == 0:
-            return float("nan"), float(zs[0])
-        lo, hi = float(zs[first - 1]), float(zs[first])
-    return lo, hi
-
-
 def _stability(config: Config) -> dict:
     out = {}
     for scheme in config.stab_schemes:
         flow = flows.HeavyBall(config.stab_damping)
-        lo, hi = measure_stability_limit(
-            flow,
-            config.stab_lambda,
-            num_steps=config.stab_steps,
-            grid=config.stab_grid,
-            rounds=config.stab_rounds,
-            map=_MAPS[scheme],
-        )
+        lo, hi = maps.measure_stability_limit(
+            _map(scheme), flow, config.stab_lambda, num_steps=config.stab_steps,
+            grid=config.stab_grid, rounds=config.stab_rounds,
+        )  # fmt: skip
         out[scheme] = {  # the map's limit is a step size; the figure's unit is h sqrt(lambda)
-            "predicted": _MAPS[scheme].stability_limit(flow, config.stab_lambda)
+            "predicted": _map(scheme).stability_limit(flow, config.stab_lambda)
             * float(np.sqrt(config.stab_lambda)),
             "measured_bracket": [lo, hi],
             "measured": 0.5 * (lo + hi),
@@ -300,29 +238,26 @@ def closed_form(config: Config) -> ClosedForm:
         return ClosedForm(None)
     ts = jnp.linspace(0.0, config.osc_t1, 201)
     ref = dynopt.solve(flows.HeavyBall(config.osc_damping), _oscillator(), ts)
-    exact = oscillator_solution(np.asarray(ts), config.osc_damping)
+    exact = flows.oscillator_solution(np.asarray(ts), config.osc_damping)
     return ClosedForm(float(np.max(np.abs(ref.params[:, 0] - exact))))
 
 
-def _orders_section(problem, damping, t1, steps, schemes) -> Orders:
-    res = _orders(problem, damping, t1, steps, schemes)
-    schemes = [s for s in res if s != "step_sizes"]
-    return Orders(
-        damping=damping,
-        t1=t1,
-        orders={s: res[s]["order"] for s in schemes},
-        max_errors={s: res[s]["errors"].tolist() for s in schemes},
-        step_sizes=res["step_sizes"],
-        errors={s: res[s]["errors"] for s in schemes},
-    )
+def _orders(problem, damping, t1, steps, schemes) -> Orders:
+    hs = t1 / np.asarray(steps, dtype=float)
+    out = Orders(damping, t1, {}, {}, hs, {})
+    for scheme in schemes:
+        c = dynopt.compare(flows.HeavyBall(damping), problem, hs, t1, map=_map(scheme))
+        out.orders[scheme], out.errors[scheme] = float(c.order), np.asarray(c.errors)
+        out.max_errors[scheme] = out.errors[scheme].tolist()
+    return out
 
 
 def oscillator(c: Config) -> Orders:
-    return _orders_section(_oscillator(), c.osc_damping, c.osc_t1, c.osc_steps, c.schemes)
+    return _orders(_oscillator(), c.osc_damping, c.osc_t1, c.osc_steps, c.schemes)
 
 
 def rosenbrock(c: Config) -> Orders:
-    return _orders_section(
+    return _orders(
         problems.rosenbrock(), c.rosen_damping, c.rosen_t1, c.rosen_steps, c.rosen_schemes
     )
 

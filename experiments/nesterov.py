@@ -30,7 +30,6 @@ class Config:
     max ratio < 1 for r = 3, 4, 5.
     """
 
-    seed: int = 0
     quick: bool = False
     eigenvalues: tuple[float, float] = (0.04, 0.01)
     x0: tuple[float, float] = (1.0, 1.0)

@@ -32,46 +32,64 @@ def quick_results(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("name", sorted(experiments.EXPERIMENTS))
-def test_quick_mode_writes_results_and_figures(name, quick_results):
-    out = quick_results(name)
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["seed"] == 0 and metrics["quick"] is True
-    assert {"jax", "optax", "diffrax", "equinox"} <= set(metrics["versions"])
-    assert metrics["wall_time_s"] > 0
-    assert json.loads((out / "config.json").read_text())["quick"] is True
-    assert (out / ".dynopt").is_file()  # the marker that lets a later run replace it
-    pngs = list(out.glob("*.png"))
-    assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
-    # Figures are a pure function of the saved data.
-    before = {p.name for p in pngs}
-    assert {p.name for p in experiments.replot(name, out)} == before
+def _order(value, expected, tol=0.1):
+    assert abs(value - expected) <= tol, (value, expected)
 
 
-def test_gd_flow_headline_numbers(quick_results):
-    """Golden values for gd_flow --quick. If this fails after a deliberate change of the
-    experiment, rerun `python -m experiments run gd_flow --quick` and update the bounds."""
-    out = quick_results("gd_flow")
-    m = json.loads((out / "metrics.json").read_text())
+def _gd_flow(m):
     for prob in m["problems"].values():
-        assert abs(prob["order_gd_vs_flow"] - 1.0) <= 0.1
-        assert abs(prob["order_gd_vs_modified_flow"] - 2.0) <= 0.1
+        _order(prob["order_gd_vs_flow"], 1.0)
+        _order(prob["order_gd_vs_modified_flow"], 2.0)
         assert prob["lyapunov_max_rel_deviation"] < 1e-6
     assert m["closed_form"]["max_abs_error"] <= 1e-8
     lo, hi = m["stability"]["found_boundary_interval"]
     assert lo < m["stability"]["predicted_boundary"] < hi
 
 
-def test_adaptive_headline_numbers(quick_results):
-    """Golden values for adaptive --quick. If this fails after a deliberate change of the
-    experiment, rerun `python -m experiments run adaptive --quick` and update the bounds."""
-    out = quick_results("adaptive")
-    m = json.loads((out / "metrics.json").read_text())
+def _sgd_sde(m):
+    for b in m["stationary"]["per_batch"].values():  # Var_SGD / Var_SDE = 2 / (2 − ηλ) exactly
+        exact, formula = b["ratio_exact_sgd_over_sde"], b["ratio_formula_2_over_2_minus_eta_lam"]
+        assert np.allclose(exact, formula, rtol=1e-9)
+        assert np.max(np.abs(b["mc_sgd_z_scores"])) < 5  # Monte Carlo within its error bars
+    orders = m["weak"]["orders"]
+    _order(orders["loss_vs_sde"], 1.0)
+    _order(orders["tr_vs_sde"], 2.0, 0.2)
+    _order(orders["tr_vs_ode"], 1.0)
+    for well in (m["wells"]["symmetric"], m["wells"]["tilted"]):  # exp(−L/T), not exp(−L/σ²)
+        floor = well["tv_mc_floor_mean"] + 4 * well["tv_mc_floor_sd"]
+        assert well["tv_vs_gibbs"] < floor < well["tv_vs_exp_minus_L_over_sigma2"]
+    assert 0.6 < m["wells"]["escape"]["fitted_slope_log_tau_vs_inv_T"] < 1.2  # ΔL = 1
+
+
+def _momentum(m):
+    orders = m["oscillator"]["orders"]
+    _order(orders["leapfrog"], 2.0)
+    _order(orders["leapfrog_zero_trace"], 1.0)
+    _order(orders["euler"], 1.0)
+    _order(m["fixed_momentum"]["order"], 1.0)
+    for s in m["stability"]["schemes"].values():
+        lo, hi = s["measured_bracket"]
+        assert lo - 0.01 <= s["predicted"] <= hi + 0.01
+    dw = m["double_well"]
+    assert abs(dw["critical_damping_flow"] - 0.650) < 1e-3 and not dw["gradient_descent_crossed"]
+    assert abs(dw["critical_damping_leapfrog"] - dw["critical_damping_flow"]) < 0.01
+
+
+def _nesterov(m):
+    for r, ode in m["r_sweep"].items():
+        assert ode["closed_form_max_abs_error"] <= 1e-9, r
+        assert r == "r=2" or ode["max_gap_over_bound"] < 1, r  # the O(1/t²) bound, r ≥ 3
+    assert m["lyapunov"]["max_relative_increase"] < 1e-5  # the energy does not increase
+    _order(m["order"]["order_in_sqrt_s"], 1.0)
+    assert np.all(np.diff(m["sbc"]["max_deviation"]) < 0)  # NAG → ODE as s → 0
+
+
+def _adaptive(m):
     quad = m["orders"]["quadratic"]
-    assert abs(quad["order"]["rmsprop_G0_g0sq"] - 1.0) <= 0.1  # optax.rmsprop vs RMSPropFlow
-    assert abs(quad["order"]["adam"] - 1.0) <= 0.1  # optax.adam vs AdamFlow
-    assert abs(m["limits"]["kappa_slope"] + 1.0) <= 0.1  # κ → ∞: O(1/κ) to the sign-like flow
-    assert abs(m["limits"]["width_slope"] - 1.0) <= 0.1  # SignFlow(w) is O(w) off the exact flow
+    _order(quad["order"]["rmsprop_G0_g0sq"], 1.0)  # optax.rmsprop vs RMSPropFlow
+    _order(quad["order"]["adam"], 1.0)  # optax.adam vs AdamFlow
+    _order(m["limits"]["kappa_slope"], -1.0)  # κ → ∞: O(1/κ) to the sign-like flow
+    _order(m["limits"]["width_slope"], 1.0)  # SignFlow(w) is O(w) off the exact flow
     nrm = m["normalization"]
     assert nrm["global"]["max_angle_to_minus_grad_deg"] < 1e-4  # eq. 14 keeps -∇L's direction
     assert nrm["coordinate"]["max_angle_to_minus_grad_deg"] > 30  # eq. 15 turns it
@@ -79,11 +97,7 @@ def test_adaptive_headline_numbers(quick_results):
     assert abs(m["polyak_post3"]["gd_final_x"] - 3.0) < 1e-6
 
 
-def test_holistic_headline_numbers(quick_results):
-    """Golden values for holistic --quick. If this fails after a deliberate change of the
-    experiment, rerun `python -m experiments run holistic --quick` and update the bounds."""
-    out = quick_results("holistic")
-    m = json.loads((out / "metrics.json").read_text())
+def _holistic(m):
     for flow, lyap in m["lyapunov"].items():
         assert lyap["max_relative_deviation"] < 1e-6, flow  # dL/dt = predicted identity
         assert (lyap["max_predicted_rate"] > 0) == (flow == "adam"), flow  # Adam: not Lyapunov
@@ -100,6 +114,55 @@ def test_holistic_headline_numbers(quick_results):
     assert abs(p3["polyak_final_x"] - p3["global_min_x"]) < 1e-3
     assert abs(p3["gd_final_x"] - 3.0) < 1e-6
     assert 2.5 < p3["polyak_escape_t"] < 3.0
+
+
+# Headline numbers of each experiment's quick mode. If one fails after a deliberate change of the
+# experiment, rerun `python -m experiments run NAME --quick` and update its bounds here.
+HEADLINES = {
+    "gd_flow": _gd_flow,
+    "sgd_sde": _sgd_sde,
+    "momentum": _momentum,
+    "nesterov": _nesterov,
+    "adaptive": _adaptive,
+    "holistic": _holistic,
+}
+
+
+@pytest.mark.parametrize("name", sorted(experiments.EXPERIMENTS))
+def test_quick_mode_writes_results_figures_and_its_headline_numbers(name, quick_results):
+    out = quick_results(name)
+    metrics = json.loads((out / "metrics.json").read_text())
+    seeded = _card.uses_seed(experiments.get(name).Config)
+    assert metrics["seed"] == (0 if seeded else None) and metrics["quick"] is True
+    assert {"jax", "optax", "diffrax", "equinox"} <= set(metrics["versions"])
+    assert metrics["wall_time_s"] > 0
+    assert json.loads((out / "config.json").read_text())["quick"] is True
+    assert (out / ".dynopt").is_file()  # the marker that lets a later run replace it
+    pngs = list(out.glob("*.png"))
+    assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
+    HEADLINES.get(name, lambda m: None)(load_results(out)[0])
+
+
+def test_figures_are_redrawn_from_the_saved_results_alone(quick_results):
+    """The runner draws from the saved files already; `replot` redraws without recomputing (one
+    experiment: redrawing all ten doubles the figure time for no new check)."""
+    out = quick_results("gd_flow")
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert {p.name for p in experiments.replot("gd_flow", out)} == set(before)
+    assert all(p.stat().st_mtime_ns > before[p.name] for p in out.glob("*.png"))
+
+
+def test_seed_is_checked_before_any_work_and_recorded_only_where_it_is_used(tmp_path):
+    for bad in (-1, 2**32, 1.5):
+        with pytest.raises(ValueError, match=r"^--seed must be an integer in \[0, 2\*\*32\)"):
+            experiments.run_experiment("sgd_sde", quick=True, seed=bad, out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    deterministic = {"adaptive", "holistic", "momentum", "nesterov"}
+    for name in experiments.EXPERIMENTS:
+        config_cls = experiments.get(name).Config
+        assert _card.uses_seed(config_cls) == (name not in deterministic), name
+        config = _card.configure(config_cls, quick=True, seed=7)
+        assert getattr(config, "seed", None) == (None if name in deterministic else 7)
 
 
 def test_unknown_experiment_lists_available():
@@ -261,22 +324,34 @@ class _Part:
     errors: _card.Array
     per_h: dict[str, _card.Array]
     extra: _card.Array | None = None
+    note: float | None = None
+
+
+@dataclasses.dataclass
+class _Whole:
+    part: _Part | None
+    other: _Part | None
 
 
 def _section_a(config) -> dict[str, _Part]:
     return {"p": _Part("p", float("inf"), np.arange(3.0), {"0.1": np.ones(2), "0.2": np.zeros(1)})}
 
 
-def _section_b(config) -> tuple[dict, dict]:  # a section not yet typed
-    return {"m": 1}, {"b_x": np.arange(2)}
+def _section_b(config) -> _Whole:  # optional parts: one made, one skipped (e.g. in quick mode)
+    return _Whole(_Part("q", 1.0, np.ones(2), {}, note=0.5), None)
+
+
+def _section_c(config) -> _Part | None:  # a section a mode skips
+    return None
 
 
 def test_typed_results_round_trip_through_the_saved_files(tmp_path):
-    sections = {"a": _section_a, "b": _section_b}
+    sections = {"a": _section_a, "b": _section_b, "c": _section_c}
     metrics, arrays = _card.run_sections(sections, config=None)
-    assert set(metrics["section_wall_time_s"]) == {"a", "b"}
-    assert metrics["a"] == {"p": {"name": "p", "order": float("inf")}}  # numbers only
-    assert set(arrays) == {"a/p/errors", "a/p/per_h/0.1", "a/p/per_h/0.2", "b_x"}
+    assert set(metrics["section_wall_time_s"]) == {"a", "b", "c"}
+    assert metrics["a"] == {"p": {"name": "p", "order": float("inf"), "note": None}}  # no arrays
+    assert metrics["b"]["other"] is None and metrics["c"] is None
+    assert set(arrays) == {"a/p/errors", "a/p/per_h/0.1", "a/p/per_h/0.2", "b/part/errors"}
     out = write_results(
         tmp_path / "exp", config={}, metrics=metrics, arrays=arrays, figures=lambda d: []
     )
@@ -284,4 +359,6 @@ def test_typed_results_round_trip_through_the_saved_files(tmp_path):
     part = results.a["p"]
     assert isinstance(part, _Part) and part.order == float("inf") and part.extra is None
     assert part.errors.tolist() == [0.0, 1.0, 2.0] and list(part.per_h) == ["0.1", "0.2"]
-    assert results.b == {"m": 1}
+    assert isinstance(results.b.part, _Part) and results.b.part.note == 0.5
+    assert results.b.part.errors.tolist() == [1.0, 1.0] and results.b.other is None
+    assert results.c is None

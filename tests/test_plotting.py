@@ -149,3 +149,14 @@ def test_log_floor_draws_values_below_the_floor_on_the_edge_not_as_data(tmp_path
     assert len(edge) == 1 and list(edge[0].get_xdata()) == [3.0, 4.0]
     shown = [t.get_text() for t in ax.get_legend().get_texts()]
     assert shown == ["distance", "distance: ≤ 1e-09 (bottom edge)"]
+
+
+def test_errorbars_skip_runs_not_made_and_list_only_drawn_ones():
+    _, (ax,) = plotting.panels(1)
+    nan = np.full(3, np.nan)
+    plotting.plot_errorbars(ax, [1, 2, 3], [1.0, np.nan, 3.0], [0.1, 0.1, np.inf], label="a")
+    plotting.plot_errorbars(ax, [1, 2, 3], nan, nan, label="skipped (quick mode)")
+    plotting.legend(ax)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a"]
+    (line, _, (bars,)) = ax.containers[0].lines
+    assert line.get_xdata().tolist() == [1.0] and len(bars.get_segments()) == 1

@@ -1,0 +1,23 @@
+r"""RMSprop never stops: optax's `rmsprop` on a quadratic locks onto a period-2 orbit.
+
+On $\frac12\sum_i\lambda_i\theta_i^2$ with learning rate $\gamma$ and $\epsilon$, the late iterate
+jumps between $\theta_i = \pm a_i$ with $G_i = \lambda_i^2a_i^2$ and $\gamma\lambda_i/\sqrt{G_i +
+\epsilon} = 2$, i.e. $a_i = \sqrt{((\gamma/2)^2 - \epsilon/\lambda_i^2)_+}$: a distance to the
+minimizer $\propto\gamma$ for $\epsilon \to 0$, and coordinate $i$ converges (gradient descent with
+step $\gamma/\sqrt\epsilon$) once $\epsilon > (\gamma\lambda_i/2)^2$.
+"""
+
+import numpy as np
+
+
+def rmsprop_orbit_distance(gamma, eps, eigenvalues) -> np.ndarray:
+    r"""The period-2 orbit's distance to the minimizer, $\sqrt{\sum_i((\gamma/2)^2 -
+    \epsilon/\lambda_i^2)_+}$, broadcast over `gamma` and `eps` (`eigenvalues`: the $\lambda_i$)."""
+    lams = np.asarray(eigenvalues, float)
+    a2 = (np.asarray(gamma)[..., None] / 2) ** 2 - np.asarray(eps)[..., None] / lams**2
+    return np.sqrt(np.maximum(a2, 0.0).sum(-1))
+
+
+def rmsprop_crossover_eps(gamma, eigenvalue):
+    r"""$\epsilon_i^* = (\gamma\lambda_i/2)^2$: above it coordinate $i$ stops chattering."""
+    return (gamma * eigenvalue / 2) ** 2

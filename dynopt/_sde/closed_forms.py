@@ -1,0 +1,70 @@
+r"""Closed forms for flows with noise: the noisy quadratic whose SGD and SDE stationary laws are
+known exactly, Gibbs bin probabilities, and the Eyring–Kramers escape time.
+
+On $\frac12\lambda\theta^2$ with per-sample gradient variance $\sigma^2$, SGD with step $\eta$ and
+batch $B$ has stationary variance $\eta c\sigma^2/(B\lambda(2-\eta\lambda))$ and its SDE
+$\eta c\sigma^2/(2B\lambda)$ (`quadratic_stationary_covariance`), a ratio $2/(2-\eta\lambda)$.
+"""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+
+from .._custom_types import Array, Scalar
+from .._problem import Problem
+from .._problems.finite_sum import finite_sum
+
+
+def _sample_quadratic(theta: Array, x: Array, lam: Array) -> Scalar:
+    return 0.5 * lam * jnp.sum(theta * theta) - jnp.sum(x * theta)
+
+
+def noisy_quadratic(n: int, lam: float, sigma: float, seed: int) -> Problem:
+    r"""$\ell_i(\theta) = \frac12\lambda\theta^2 - x_i\theta$, $\theta_0 = 1$, with $n$ centred
+    $x_i$ of variance exactly $\sigma^2$: $L = \frac12\lambda\theta^2$ (up to a constant),
+    per-sample gradient variance $\sigma^2$ (batch size 1; `SGDNoise` sets its own).
+
+    **Arguments:** `n` samples ($\ge 2$), curvature `lam`, gradient noise `sigma`, `seed` of the
+    $x_i$ (NumPy's `default_rng`).
+    """
+    if n < 2:
+        raise ValueError(f"n must be >= 2 (a sample variance), got {n}")
+    x = np.random.default_rng(seed).normal(size=n)
+    x = (x - x.mean()) / x.std() * sigma
+    loss = eqx.Partial(_sample_quadratic, lam=jnp.asarray(lam))
+    return finite_sum(loss, jnp.asarray(x)[:, None], jnp.array([1.0]), batch_size=1)
+
+
+def gibbs_bin_probabilities(
+    potential: Callable[[np.ndarray], np.ndarray],
+    temperature: float,
+    edges: np.ndarray,
+    *,
+    support: tuple[float, float] = (-3.0, 3.0),
+    points: int = 60_001,
+) -> np.ndarray:
+    r"""Probabilities of the bins `edges` (may start/end at $\mp\infty$) under the 1-D Gibbs law
+    $\propto e^{-L(x)/T}$, by the trapezoid rule on `points` nodes of `support` (outside it the
+    law is taken as 0).
+
+    **Arguments:** `potential` $L$ (vectorised NumPy), `temperature` $T > 0$, `edges`.
+
+    **Returns:** `len(edges) - 1` probabilities summing to 1.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    grid = np.linspace(*support, points)
+    lp = -potential(grid) / temperature
+    w = np.exp(lp - lp.max())
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (w[1:] + w[:-1]) * np.diff(grid))])
+    cdf /= cdf[-1]
+    return np.diff(np.interp(np.clip(edges, grid[0], grid[-1]), grid, cdf))
+
+
+def eyring_kramers_prefactor(curvature_min: float, curvature_saddle: float) -> float:
+    r"""$2\pi/\sqrt{L''(x_{\min})\,|L''(x_s)|}$: the mean escape time of
+    $dx = -L'(x)dt + \sqrt{2T}dW$ over a barrier $\Delta L$ is this times $e^{\Delta L/T}$ as
+    $T \to 0$."""
+    return float(2 * np.pi / np.sqrt(curvature_min * abs(curvature_saddle)))
