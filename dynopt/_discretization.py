@@ -25,6 +25,17 @@ def check_positive(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be finite and > 0, got {value}.")
 
 
+def widest_dtype(params: Any) -> np.dtype:
+    """The widest dtype of the leaves of `params` (the dtype hyper-parameters are cast to).
+
+    Computed under standard promotion: a mixed tree (bfloat16 weights with float32 biases) has
+    no implicit promotion path under `jax_numpy_dtype_promotion="strict"`, yet it is a valid
+    problem; each leaf still keeps its own dtype (`dynopt._maps.base.standard_promotion`).
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.result_type(*jax.tree.leaves(params))
+
+
 class Discretization(eqx.Module):
     r"""A discrete optimizer and its clock: step $k$ of `transform` sits at time $t = k\,\Delta t$.
 

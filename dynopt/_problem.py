@@ -8,8 +8,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from ._custom_types import Array, Key, Params, Scalar
+from ._custom_types import Array, Float, Key, Params, Scalar
 
 
 def _is_concrete(tree) -> bool:
@@ -177,3 +178,18 @@ class Problem(AbstractProblem):
                 "factory (e.g. problems.linear_regression) or pass stochastic_loss_fn=."
             )
         return self.stochastic_loss_fn(params, key)
+
+
+def raveled_loss(
+    problem: AbstractProblem, params: Params
+) -> tuple[Float[Array, " n"], Callable[[Float[Array, " n"]], Scalar]]:
+    """`(flat, f)`: the parameters raveled in float64 and the loss as a function of the flat
+    vector, for Hessians and stiffness estimates.
+
+    Each leaf is cast to float64 *before* raveling: `ravel_pytree` of a mixed tree (bfloat16
+    weights, float32 biases) ravels to the widest dtype and its `unravel` refuses any other, so
+    casting the flat vector afterwards would fail. On a single-dtype tree this is the same as
+    raveling and casting (the loss then sees float64 leaves either way).
+    """
+    flat, unravel = ravel_pytree(jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params))
+    return flat, lambda x: problem.loss(unravel(x))

@@ -27,13 +27,19 @@ def standard_promotion(
     factory: Callable[..., optax.GradientTransformation],
 ) -> Callable[..., optax.GradientTransformationExtraArgs]:
     """`factory` whose transforms run `init`/`update` under standard dtype promotion and return
-    updates in the gradient's dtypes.
+    updates in the gradient's dtypes and the state in its own dtypes.
 
     Some optax 0.2.8 blocks are not strict-promotion clean: Adam's bias correction computes
     `1 - decay**count` with an `int32` count (raises once `decay` is an array, as in a traced
     sweep), and `scale_by_polyak` mixes a float64 `jnp.array(0.0)` into float32 updates. The
     wrapped transform performs the same operations; only a final cast to the gradient's dtype is
-    added (a no-op when they agree). Cached, so one factory gives one wrapper: the wrapper is a
+    added (a no-op when they agree).
+
+    Mixed-dtype parameters (bfloat16 weights with float32 biases): the hyper-parameters carry
+    the widest leaf dtype, so under standard promotion a momentum or moment estimate of a
+    narrower leaf would come out wider, and the state of a `lax.scan` would change type. Each
+    leaf of the new state is cast back to the dtype it had (every leaf keeps its dtype; a no-op
+    for a single-dtype tree). Cached, so one factory gives one wrapper: the wrapper is a
     static field of the `Discretization`, and a new object would recompile.
     """
 
@@ -56,8 +62,8 @@ def with_standard_promotion(
 
     def update_fn(updates, state, params=None, **extra_args):
         with jax.numpy_dtype_promotion("standard"):
-            new, state = tx.update(updates, state, params, **extra_args)
-        return optax.tree.cast_like(new, updates), state
+            new, new_state = tx.update(updates, state, params, **extra_args)
+        return optax.tree.cast_like(new, updates), optax.tree.cast_like(new_state, state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

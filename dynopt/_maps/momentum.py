@@ -31,6 +31,14 @@ def _sgd_state_with_trace(disc: Discretization, params: Params, trace: Params):
     return (optax.TraceState(trace=trace), *state[1:])
 
 
+def _scaled_like(coef: Array, tree: Params) -> Params:
+    """`coef * leaf` in each leaf's dtype. The hyper-parameters carry the widest leaf dtype, so
+    on a mixed tree (bfloat16 weights, float32 biases) the product is formed under standard
+    promotion and rounded back: every leaf keeps its dtype."""
+    with jax.numpy_dtype_promotion("standard"):
+        return jax.tree.map(lambda x: (coef * x).astype(x.dtype), tree)
+
+
 def half_step_start(disc: Discretization, params: Params, problem: Problem):
     r"""optax's momentum state for a second-order start from rest ($\dot\theta(0) = 0$).
 
@@ -48,7 +56,7 @@ def half_step_start(disc: Discretization, params: Params, problem: Problem):
     c = jnp.asarray(disc.dt, alpha.dtype) ** 2 / (2 * alpha)
     # beta = 0 only for the leapfrog map at a h = 2, where c = 1 and any trace works.
     coef = jnp.where(beta > 0, (c - 1) / jnp.where(beta > 0, beta, 1.0), 0.0)
-    trace = jax.tree.map(lambda gi: (coef * gi).astype(gi.dtype), g)
+    trace = _scaled_like(coef, g)
     return _sgd_state_with_trace(disc, params, trace)
 
 
@@ -59,7 +67,7 @@ def slow_manifold_start(disc: Discretization, params: Params, problem: Problem):
     $\dot\theta = -\nabla L/(1-\beta)$ and no initial layer."""
     g = problem.grad(params)
     beta = disc.hyperparams["momentum"]
-    trace = jax.tree.map(lambda gi: (gi / (1 - beta)).astype(gi.dtype), g)
+    trace = _scaled_like(1 / (1 - beta), g)
     return _sgd_state_with_trace(disc, params, trace)
 
 
