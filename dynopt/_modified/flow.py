@@ -188,6 +188,14 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> str:
         )
     params1, state1 = raw_step(spec, zero, x0, state, problem)
     moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
+    if has_counters(state0) and (regime == "slow" or not np.isfinite(moved)):
+        raise ValueError(
+            "state='slow': the optimizer state has an integer step counter (bias "
+            "correction). A counter is time t = k*h, and 1 - b(h)**(t/h) is singular at "
+            "h = 0 for autodiff; use state='fast' (fixed decays), or an optimizer without "
+            "bias correction (e.g. optax.rmsprop, or dynopt.flows.AdamFlow for Adam's "
+            "first-order flow)."
+        )
     if not np.isfinite(moved) or moved > 1e-12:
         raise ValueError(
             f"optimizer: at step size h = 0 the update moves the parameters by {moved:.3g}; it "
@@ -216,14 +224,6 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> str:
                 "h = 0 (Φ₀ ≠ identity). In the slow regime every decay must scale with h "
                 "(e.g. b1 = 1 - a*h); use state='fast' for fixed decays, or a state_map / "
                 "time_unit in which the state is near identity."
-            )
-        if has_counters(state0):
-            raise ValueError(
-                "state='slow': the optimizer state has an integer step counter (bias "
-                "correction). A counter is time t = k*h, and 1 - b(h)**(t/h) is singular at "
-                "h = 0 for autodiff; use state='fast' (fixed decays), or an optimizer without "
-                "bias correction (e.g. optax.rmsprop, or dynopt.flows.AdamFlow for Adam's "
-                "first-order flow)."
             )
         return regime
     a = _contraction_checked(spec, problem, x0)
