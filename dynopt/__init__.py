@@ -20,6 +20,7 @@ from . import (
 )
 from ._compare import compare as compare
 from ._discretization import Discretization as Discretization
+from ._modified import modified_flow as modified_flow
 from ._order import fit_order as fit_order
 from ._problem import AbstractProblem as AbstractProblem, Problem as Problem
 from ._run import run as run
