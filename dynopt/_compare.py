@@ -34,7 +34,7 @@ def default_map(flow: AbstractFlow, step_size: ScalarLike) -> Discretization:
 
 
 def _error_run(flow, problem, map, ref_flow, interp, h, n):
-    """Run `map(flow, h)` for `n` steps on `problem`; max and final error against the reference,
+    r"""Run `map(flow, h)` for `n` steps on `problem`; max and final error against the reference,
     the first diverged step, and the solution's scale $\max_k\|\theta(k\Delta t)-\theta(0)\|$.
 
     The steps are `run`'s (`make_fast_step`: the same oracle and extra arguments), unchecked:
@@ -189,7 +189,7 @@ def _compare_jit(
     flow, problem, map, reference, per_step, hs, ns, t1, solver, rtol, atol, max_steps
 ):
     def solve_ref(ref, problem, solver):
-        ts = jnp.asarray([t1])
+        ts = jnp.reshape(t1, (1,))
         return dense_solve(ref, problem, solver, 0.0, t1, ts, rtol, atol, max_steps)
 
     # The step sizes are the sweep axis, split across devices (`sweep_map`).
@@ -322,7 +322,7 @@ def compare(
             per_step,
             jnp.asarray(hs),
             jnp.asarray(ns, dtype=int),
-            t1,
+            jnp.asarray(t1),  # traced: a new horizon does not recompile
             solver_obj,
             rtol,
             atol,

@@ -147,31 +147,35 @@ def _vector_field(t, y, args):
 DENSE_MEMORY_LIMIT = 2 * 2**30  # bytes a dense solve may preallocate before we refuse
 
 
-def dense_values_per_step(solver: diffrax.AbstractSolver) -> float:
+def dense_values_per_step(solver: diffrax.AbstractSolver) -> tuple[float, float]:
+    """Values diffrax's dense output stores per step: `(per state entry, per step)`, read from
+    the shapes of two small solves (`jax.eval_shape`, nothing runs): 9 per entry for
+    Tsit5/Dopri5/Kvaerno5 (their stages plus the endpoints) and 16 for Dopri8, plus the step's
+    time. Depends on the solver's class only."""
     return _dense_values_per_step(type(solver))
 
 
 @ft.cache
-def _dense_values_per_step(kind: type) -> float:
-    """Values diffrax's dense output stores per step and state entry for `solver`: read from the
-    shapes of a small solve (`jax.eval_shape`, nothing runs): 9 for Tsit5/Dopri5/Kvaerno5 (their
-    stages plus the endpoints), 16 for Dopri8, plus the step's time. Depends on the class only."""
-    solver = kind()
-    steps, size = 8, 4
-    sol = jax.eval_shape(
-        lambda: integrate(
-            diffrax.ODETerm(lambda t, y, args: -y),
-            solver,
-            jnp.asarray(0.0),
-            jnp.asarray(1.0),
-            jnp.zeros(size),
-            saveat=diffrax.SaveAt(t1=True, dense=True),
-            controller=diffrax.PIDController(rtol=1e-6, atol=1e-6),
-            max_steps=steps,
+def _dense_values_per_step(kind: type) -> tuple[float, float]:
+    solver, steps = kind(), 8
+
+    def values(size):
+        sol = jax.eval_shape(
+            lambda: integrate(
+                diffrax.ODETerm(lambda t, y, args: -y),
+                solver,
+                jnp.asarray(0.0),
+                jnp.asarray(1.0),
+                jnp.zeros(size),
+                saveat=diffrax.SaveAt(t1=True, dense=True),
+                controller=diffrax.PIDController(rtol=1e-6, atol=1e-6),
+                max_steps=steps,
+            )
         )
-    )
-    total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(sol.interpolation))
-    return total / (steps * size)
+        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(sol.interpolation)) / steps
+
+    one, two = values(1), values(2)
+    return two - one, 2 * one - two
 
 
 def check_dense_memory(
@@ -189,12 +193,12 @@ def check_dense_memory(
     Tsit5, 16 for Dopri8), in float64. `remedy` is what the caller's user can change.
     """
     size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(flow.init(problem.params0)))
-    per_step = dense_values_per_step(diffrax.Tsit5() if solver is None else solver)
-    need = per_step * 8 * int(max_steps) * size * copies
+    per_entry, per_step = dense_values_per_step(diffrax.Tsit5() if solver is None else solver)
+    need = 8 * int(max_steps) * (per_entry * size + per_step) * copies
     if need > DENSE_MEMORY_LIMIT:
         raise ValueError(
             f"dense output would preallocate about {need / 2**30:.1f} GiB (max_steps={max_steps} x "
-            f"{size} state entries x {per_step:.3g} values per step"
+            f"{size} state entries x {per_entry:.3g} values per step"
             f"{f' x {copies} references' if copies > 1 else ''}). {remedy}"
         )
 

@@ -66,18 +66,25 @@ def test_no_recompilation_for_new_step_sizes():
     assert counter.count == traced
 
 
-def test_diverged_step_size_is_flagged_and_excluded_from_fit():
+def test_diverged_step_size_is_flagged_and_never_silently_dropped():
+    """A sweep with an unstable step size has no order (it used to be fitted over the others,
+    silently): the verdict is unstable and names it; the local orders of the rest remain."""
     p = problems.quadratic([1.0, 20.0])
-    # 0.25 > 2/20: the stiff mode grows 4x per step and overflows float64 within the horizon.
+    # 0.25 > 2/20: the stiff mode grows 4x per step.
     hs = [0.25, 0.01, 0.005, 0.0025, 0.00125]
     c = dynopt.compare(flows.GradientFlow(), p, hs, 80.0)
     assert bool(c.diverged[0]) and not bool(jnp.any(c.diverged[1:]))
     assert np.isinf(float(c.errors[0]))
-    assert abs(float(c.order) - 1.0) <= 0.1
+    assert c.verdict == "unstable" and "[0.25] diverged" in c.reason
+    assert np.isnan(float(c.order))
+    assert np.isnan(float(c.local_orders[0]))
+    assert np.all(np.abs(np.asarray(c.local_orders[1:]) - 1.0) <= 0.1)
 
 
 def test_compare_bad_input():
     p = _quadratic()
+    with pytest.raises(ValueError, match="step_sizes must be a non-empty 1-D array"):
+        dynopt.compare(flows.GradientFlow(), p, "abc", 1.0)
     with pytest.raises(ValueError, match="step_sizes must be > 0"):
         dynopt.compare(flows.GradientFlow(), p, [0.1, -0.1], 1.0)
     with pytest.raises(ValueError, match="t1 must be > 0"):
@@ -118,3 +125,11 @@ def test_orders_are_fitted_against_the_time_step_of_the_map():
     np.testing.assert_array_equal(c.errors, plain.errors)
     np.testing.assert_array_equal(plain.dts, plain.step_sizes)
     np.testing.assert_allclose(float(c.order), float(plain.order), rtol=1e-12)
+
+
+def test_memory_advice_names_arguments_compare_has():
+    """compare has no `dense` argument: its memory guard advises max_steps and t1."""
+    big = dynopt.Problem(lambda x: jnp.sum(x**2), jnp.zeros(200_000))
+    with pytest.raises(ValueError, match="Lower max_steps") as info:
+        dynopt.compare(flows.GradientFlow(), big, [0.1, 0.05, 0.025], 1.0, solver="tsit5")
+    assert "dense=False" not in str(info.value)

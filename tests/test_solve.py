@@ -141,3 +141,61 @@ def test_every_diffrax_solve_goes_through_integrate():
         str(p.relative_to(root)) for p in root.rglob("*.py") if "diffeqsolve(" in p.read_text()
     )
     assert callers == ["_solve.py"], callers
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((flows.GradientFlow(), None, [1.0]), {}, "problem must be a dynopt.AbstractProblem"),
+        ((problems.rosenbrock(), flows.GradientFlow(), [1.0]), {}, "solve\\(flow, problem, ts\\)"),
+        ((flows.GradientFlow(), problems.rosenbrock(), "abc"), {}, "ts must be a non-empty 1-D"),
+        ((flows.GradientFlow(), problems.rosenbrock(), [1.0]), {"t0": float("nan")}, "t0 must"),
+    ],
+)
+def test_bad_arguments_are_one_line_value_errors(args, kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        dynopt.solve(*args, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def _minus_x4(x):
+    return -jnp.sum(x**4)
+
+
+def _nan_loss(x):
+    return jnp.sum(jnp.log(-(x**2)))  # NaN for every real x
+
+
+def test_finite_time_blow_up_is_reported_as_such():
+    """-x^4 from 1: the gradient flow x' = 4x^3 is x(t) = (1 - 8t)^(-1/2), infinite at
+    t = 0.125. No step budget reaches t = 1: the error names the time reached (just before
+    0.125), the state's size there, and the blow-up, not "raise max_steps"."""
+    p = dynopt.Problem(_minus_x4, jnp.array([1.0]))
+    with pytest.raises(dynopt.SolveError, match="blows up in finite time") as info:
+        dynopt.solve(flows.GradientFlow(), p, [1.0], max_steps=4096)
+    message = str(info.value)
+    assert "raise max_steps" not in message
+    reached = float(message.split("reached t = ")[1].split()[0])
+    assert 0.12 < reached < 0.125
+    norm = float(message.split("norm is ")[1].split()[0])
+    assert norm == pytest.approx((1 - 8 * reached) ** -0.5, rel=1e-3)
+
+
+def test_non_finite_vector_field_is_reported_as_such():
+    p = dynopt.Problem(_nan_loss, jnp.array([1.0]))
+    with pytest.raises(dynopt.SolveError, match="vector field is not finite"):
+        dynopt.solve(flows.GradientFlow(), p, [1.0], max_steps=64)
+
+
+def test_dense_memory_guard_counts_the_solver_values_per_step():
+    """diffrax keeps 9 values per step and state entry for Tsit5 and 16 for Dopri8 (read from
+    the solve's shapes): at the default max_steps, 1,700 parameters fit the 2 GiB budget for
+    Tsit5 (2.05e9 bytes) but not for Dopri8 (3.6e9; the old count of 9 said 1.87 GiB)."""
+    from dynopt._solve import check_dense_memory, dense_values_per_step
+
+    assert dense_values_per_step(diffrax.Tsit5())[0] == 9
+    assert dense_values_per_step(diffrax.Dopri8())[0] == 16
+    p = dynopt.Problem(lambda x: jnp.sum(x**2), jnp.zeros(1_700))
+    check_dense_memory(flows.GradientFlow(), p, 16_384, solver=diffrax.Tsit5())
+    with pytest.raises(ValueError, match=r"x 16 values per step.*Pass dense=False"):
+        dynopt.solve(flows.GradientFlow(), p, [1.0], solver="dopri8")

@@ -61,3 +61,11 @@ def test_evaluate_on_a_discrete_run_raises():
     traj = dynopt.run(flows.GradientFlow().discretize(0.1), p, 10)
     with pytest.raises(ValueError, match="dense output of a reference solve"):
         traj.evaluate(0.5)
+
+
+def test_evaluate_outside_the_interval_raises_naming_it():
+    ref = dynopt.solve(flows.GradientFlow(), _quadratic(), jnp.linspace(0.5, 2.0, 4), t0=0.5)
+    for t in (2.5, 0.0, float("nan")):
+        with pytest.raises(ValueError, match=r"t must be in \[0.5, 2\]"):
+            ref.evaluate(t)
+    np.testing.assert_allclose(ref.evaluate(2.0), ref.params[-1], atol=1e-12)
