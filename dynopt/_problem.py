@@ -93,7 +93,7 @@ class Problem(AbstractProblem):
     - `sample_loss_fn`: `(params, sample) -> scalar`, the per-sample loss $\ell$, or `None`.
     - `batch_size`: the minibatch size used by `stochastic_loss_fn`, or `None`.
 
-    **Raises:** `ValueError` if the loss is not scalar, `params0` holds non-finite or
+    **Raises:** `ValueError` if the loss is not scalar, `params0` holds non-finite, complex or
     non-floating values, or `minimizer` has another tree structure than `params0`.
     """
 
@@ -115,9 +115,18 @@ class Problem(AbstractProblem):
         if not leaves:
             raise ValueError("params0 must contain at least one array.")
         for leaf in leaves:
-            if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            dtype = jnp.result_type(leaf)
+            if jnp.issubdtype(dtype, jnp.complexfloating):
+                # jax.grad of a real loss of z is the *conjugate* of the steepest-ascent
+                # direction, so a flow or an optax step along it can grow |z|.
                 raise ValueError(
-                    f"params0 must hold floating arrays; got dtype {jnp.result_type(leaf)}. "
+                    f"params0 must hold real floating arrays; got dtype {dtype}. Complex "
+                    "parameters are not supported: write each as its real and imaginary parts, "
+                    "e.g. {'re': z.real, 'im': z.imag}, and the loss in terms of them."
+                )
+            if not jnp.issubdtype(dtype, jnp.floating):
+                raise ValueError(
+                    f"params0 must hold floating arrays; got dtype {dtype}. "
                     "Write e.g. jnp.array([1.0, 2.0]) instead of jnp.array([1, 2])."
                 )
         if _is_concrete(self.params0):

@@ -96,19 +96,24 @@ def interval(
             raise ValueError(msg.format(f"a traced value of dtype {arr.dtype}"))
         bad = jnp.any(_bad_mask(jnp, arr, lower, upper, lower_open, upper_open, allow_inf))
         return eqx.error_if(value, bad, msg.format("a value out of range (inside jit/vmap)"))
+    # Not a number at all (a string, None, a complex or ragged value): say what is expected.
+    kind = "a finite real number" if rng == "finite" else f"a real number {rng}"
+    not_real = f"{name} must be {kind}, got {{!r}} (a {type(value).__name__})." + (
+        f" {hint}" if hint else ""
+    )
     if isinstance(value, str | bytes) or value is None:
-        raise ValueError(msg.format(repr(value)))
+        raise ValueError(not_real.format(value))
     try:
         arr = np.asarray(value)
     except Exception as e:  # ragged lists and other non-arrays
-        raise ValueError(msg.format(repr(value))) from e
+        raise ValueError(not_real.format(value)) from e
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.integer)
         or np.issubdtype(arr.dtype, np.floating)
         or arr.dtype == np.bool_
         or str(arr.dtype) == "bfloat16"
     ):
-        raise ValueError(msg.format(repr(value)))
+        raise ValueError(not_real.format(value))
     arr = arr.astype(np.float64)
     if arr.size == 0 or np.any(_bad_mask(np, arr, lower, upper, lower_open, upper_open, allow_inf)):
         shown = value if arr.size <= 8 else f"an array with {arr.size} entries out of range"
@@ -178,11 +183,40 @@ def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
     return int(value)
 
 
+def increasing(name: str, values: Any, *, start: float | None = None, min_size: int = 1):
+    """`values` as a 1-D float64 NumPy array of finite, strictly increasing numbers (at least
+    `min_size` of them), with `values[0] >= start` and `values[-1] > start` when `start` is
+    given; otherwise `ValueError` naming `name`.
+
+    For save times and characteristic parameters: the message names the user's argument.
+    """
+    interval(name, values)  # real and finite (strings, None, NaN refused here)
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1 or arr.size < min_size:
+        raise ValueError(
+            f"{name} must be a 1-D array of at least {min_size} value(s), got shape {arr.shape}."
+        )
+    steps = np.diff(arr)
+    if np.any(steps <= 0):
+        i = int(np.argmax(steps <= 0))
+        raise ValueError(
+            f"{name} must be strictly increasing, got {name}[{i}]={arr[i]:g} followed by "
+            f"{name}[{i + 1}]={arr[i + 1]:g}. Sort it (np.sort) and drop repeated values."
+        )
+    if start is not None:
+        if arr[0] < start:
+            raise ValueError(f"{name} must start at or after {start:g}, got {name}[0]={arr[0]:g}.")
+        if arr[-1] <= start:
+            raise ValueError(f"{name}[-1] must be > {start:g}, got {arr[-1]:g}.")
+    return arr
+
+
 __all__ = [
     "choice",
     "decay",
     "describe_range",
     "hyperparameter",
+    "increasing",
     "interval",
     "is_traced",
     "nonnegative",

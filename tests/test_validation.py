@@ -26,7 +26,9 @@ from dynopt._validation import (
         (positive, float("nan"), r"x must be > 0"),
         (nonnegative, -1.0, r"x must be >= 0"),
         (decay, 1.0, r"x must be in \[0, 1\)"),
-        (positive, "a", r"x must be > 0, got 'a'"),
+        (positive, "a", r"x must be a real number > 0, got 'a' \(a str\)"),
+        (interval, None, r"x must be a finite real number, got None \(a NoneType\)"),
+        (interval, [1.0, 1j], r"x must be a finite real number, got \[1.0, 1j\] \(a list\)"),
     ],
 )
 def test_concrete_values_raise_naming_the_range(check, value, match):

@@ -11,7 +11,8 @@ import numpy as np
 import optimistix as optx
 
 from .. import _solve
-from .._solve import _pick_solver, _require_x64, check_times, raise_for_result
+from .._solve import _pick_solver, _require_x64, raise_for_result
+from .._validation import increasing
 from .solution import BlowUp, BlowUpError, CROSSING, DIVERGENCE, KIND_NAMES, NO_BLOWUP
 
 
@@ -179,7 +180,7 @@ def integrate(
 
     Returns `(ss, zs (m, T, N) with NaN past blow-up, dets (m, T), BlowUp, solver name)`.
     """
-    ss = check_times(s, 0.0)
+    ss = jnp.asarray(increasing("s", s, start=0.0))  # named as the user's argument
     k = int(np.prod(u_shape))
     solver_obj, name, _ = _pick_solver("tsit5" if solver is None else solver, None, None, None)
     check_transversal(_initial_det(field, n, z0s, Z0s), sigma)

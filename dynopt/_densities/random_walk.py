@@ -26,7 +26,7 @@ import numpy as np
 
 from .._custom_types import ScalarLike
 from .._problem import Problem
-from .._validation import positive
+from .._validation import interval, positive
 from .base import check_lost_mass, GridDensity
 from .vector import as_vector_sde, check_dimension, check_point, mesh_points, TensorDensity
 
@@ -89,13 +89,20 @@ def _random_walk(sde, x0, t1, dt, window, mass_tol, name):
     n = round(float(t1) / float(dt))
     if n < 1 or abs(n * float(dt) - float(t1)) > 1e-9 * float(t1):
         raise ValueError(f"t1/dt must be a positive integer, got t1={t1}, dt={dt}.")
-    win = np.asarray(window, dtype=np.float64)
+    win = np.asarray(interval("window", window), dtype=np.float64)  # finite real numbers
     x0 = np.asarray(x0, dtype=np.float64)
     if win.ndim != 2 or win.shape[1] != 2 or x0.shape != (win.shape[0],):
         raise ValueError(
             f"window must be one (lo, hi) pair per coordinate of x0, got window shape {win.shape} "
             f"for x0 of shape {x0.shape}."
         )
+    for i, (lo, hi) in enumerate(win):
+        if not lo < hi:
+            fix = f"reversed: write ({hi:g}, {lo:g})" if lo > hi else "empty"
+            raise ValueError(
+                f"window must be (lo, hi) with lo < hi per coordinate; coordinate {i} has "
+                f"({lo:g}, {hi:g}), which is {fix}."
+            )
     d = win.shape[0]
     check_dimension(sde, d)
     check_point("x0", x0, d)

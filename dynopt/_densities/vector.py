@@ -20,7 +20,7 @@ from .._custom_types import Array, Float, Scalar, ScalarLike
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._sde.base import AbstractSDE, is_additive, not_an_optimizer
-from .._validation import hyperparameter, positive
+from .._validation import hyperparameter, interval, positive
 from .base import _GL_NODES, _GL_WEIGHTS, check_uniform_grid, ScalarSDE
 
 
@@ -200,7 +200,8 @@ class LinearDrift(eqx.Module):
     A: Float[Array, "d d"]
 
     def __init__(self, A):
-        a = jnp.asarray(A, dtype=float)
+        # Finite real entries (inside jit too): a NaN drift would only show as NaN paths.
+        a = jnp.asarray(interval("A", A), dtype=float)
         if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
             raise ValueError(f"A must be a square (d, d) matrix, got shape {a.shape}.")
         self.A = a
@@ -224,7 +225,8 @@ def linear_moments(
     $\exp\Big(t\begin{bmatrix}-A & \alpha I\\ 0 & A^\top\end{bmatrix}\Big)
     = \begin{bmatrix}\cdot & G\\ 0 & F\end{bmatrix}$, $\Sigma = F^\top G$.
 
-    **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$ or a non-square $A$."""
+    **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$, or an $A$ that is not a square
+    matrix of finite real numbers."""
     positive("alpha", alpha)
     positive("t", t)
     a = LinearDrift(A).A

@@ -136,7 +136,8 @@ class AbstractMap(eqx.Module):
     def __call__(self, flow: Any, step_size: ScalarLike) -> Discretization:
         """The `Discretization` of `flow` with step `step_size` (validated > 0; traced values
         inside the compiled program)."""
-        h = positive("step_size", jax.numpy.asarray(step_size))
+        # Checked before the conversion: `jnp.asarray("0.1")` would raise deep inside JAX.
+        h = jax.numpy.asarray(positive("step_size", step_size))
         return Discretization(
             standard_promotion(self.factory),
             self.hyperparams(flow, h),

@@ -2,9 +2,19 @@ r"""Non-convex test landscapes: Rosenbrock and a double well."""
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 
 from .._custom_types import Array, ArrayLike, Scalar
 from .._problem import Problem
+from .._validation import interval, positive
+
+
+def _start(name: str, params0: ArrayLike, shape: tuple[int, ...] | None) -> Array:
+    interval(name, params0)  # real and finite
+    x = jnp.asarray(params0, dtype=float)
+    if shape is not None and x.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {x.shape}.")
+    return x
 
 
 def _rosenbrock(x: Array, a: Array, b: Array) -> Scalar:
@@ -18,16 +28,18 @@ def rosenbrock(
     for $d=2$ and $(1, \dots, 1)$ for $a = 1$.
 
     Default start: $(-1.2, 1, -1.2, 1, \dots)$, the classical one.
+
+    **Raises:** `ValueError` unless `dim` is an integer $\ge 2$, `a` finite, `b > 0` and
+    `params0` a finite array of shape `(dim,)`.
     """
-    if dim < 2:
-        raise ValueError(f"dim must be >= 2, got {dim}.")
-    if b <= 0:
-        raise ValueError(f"b must be > 0, got {b}.")
+    if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 2:
+        raise ValueError(f"dim must be >= 2 and an integer, got {dim!r}.")
+    dim = int(dim)
+    interval("a", a)
+    positive("b", b)
     if params0 is None:
         params0 = jnp.array([-1.2 if i % 2 == 0 else 1.0 for i in range(dim)])
-    params0 = jnp.asarray(params0, dtype=float)
-    if params0.shape != (dim,):
-        raise ValueError(f"params0 must have shape ({dim},), got {params0.shape}.")
+    params0 = _start("params0", params0, (dim,))
     minimizer = jnp.full(dim, 1.0) if a == 1.0 else (jnp.array([a, a * a]) if dim == 2 else None)
     loss_fn = eqx.Partial(_rosenbrock, a=jnp.asarray(a), b=jnp.asarray(b))
     return Problem(
@@ -46,12 +58,14 @@ def double_well(
     separated by a barrier of height `barrier` at 0 (a tilt makes one well deeper).
 
     Default start: $x_0 = 1.5$ (one coordinate).
+
+    **Raises:** `ValueError` unless `barrier > 0`, `tilt` finite and `params0` finite.
     """
-    if barrier <= 0:
-        raise ValueError(f"barrier must be > 0, got {barrier}.")
+    positive("barrier", barrier)
+    interval("tilt", tilt)
     if params0 is None:
         params0 = jnp.array([1.5])
-    params0 = jnp.asarray(params0, dtype=float)
+    params0 = _start("params0", params0, None)
     loss_fn = eqx.Partial(_double_well, barrier=jnp.asarray(barrier), tilt=jnp.asarray(tilt))
     # Two minimizers (one per well), so none is singled out.
     return Problem(loss_fn=loss_fn, params0=params0, name="double_well")

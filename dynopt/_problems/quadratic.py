@@ -3,16 +3,30 @@ r"""Quadratic objectives with a closed-form gradient flow."""
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, ArrayLike, Params, Scalar
 from .._problem import Problem
+from .._validation import interval
+
+
+# A dense Hessian (and rotation) above this many bytes is refused: 10^6 eigenvalues would need
+# an 8 TB matrix. Diagonal quadratics store the spectrum only.
+DENSE_MAX_BYTES = 2**30
 
 
 def _quadratic_loss(params: Params, hessian: Array, minimizer: Array) -> Scalar:
     x = ravel_pytree(params)[0] - minimizer
     return 0.5 * x @ (hessian @ x)
+
+
+def _diagonal_loss(params: Params, eigenvalues: Array, minimizer: Array) -> Scalar:
+    x = ravel_pytree(params)[0] - minimizer
+    return 0.5 * jnp.sum(eigenvalues * x * x)
+
+
+def _diagonal_flow(t: Array, lam: Array, c0: Array, minimizer: Array, unravel):
+    return unravel(minimizer + jnp.exp(-lam * t) * c0)
 
 
 def _quadratic_flow(t: Array, q: Array, lam: Array, c0: Array, minimizer: Array, unravel):
@@ -28,6 +42,7 @@ def quadratic(
     rotate: bool = False,
     seed: int = 0,
     name: str | None = None,
+    diagonal: bool = False,
 ) -> Problem:
     r"""$L(\theta) = \tfrac12 (\theta-\theta^*)^\top H (\theta-\theta^*)$, $H = Q\Lambda Q^\top$.
 
@@ -41,13 +56,28 @@ def quadratic(
     - `params0`: initial parameters, any pytree with $d$ scalars in total (default: ones).
     - `minimizer`: $\theta^*$, same structure as `params0` (default: zeros).
     - `rotate`: if true, $Q$ is a random orthogonal matrix (seeded by `seed`), else $Q = I$.
+    - `diagonal`: if true ($Q = I$ only), the loss is $\tfrac12\sum_i\lambda_i(\theta_i -
+      \theta^*_i)^2$ and nothing of size $d^2$ is built: $O(d)$ memory and work, for millions of
+      parameters. `problem.hessian` is then `None` (the spectrum is `eigenvalues`).
+
+    **Raises:** `ValueError` for eigenvalues that are not a non-empty 1-D array of finite real
+    numbers, a `params0` of another size, `diagonal` with `rotate`, or a dense $d \times d$
+    Hessian above 1 GiB (pass `diagonal=True`).
     """
+    interval("eigenvalues", eigenvalues)  # real and finite, before any array is built
     lam = jnp.asarray(eigenvalues, dtype=float)
     if lam.ndim != 1 or lam.size == 0:
         raise ValueError(f"eigenvalues must be a non-empty 1-D array, got shape {lam.shape}.")
-    if not bool(np.all(np.isfinite(np.asarray(lam)))):
-        raise ValueError("eigenvalues must be finite.")
     d = lam.shape[0]
+    if diagonal and rotate:
+        raise ValueError("diagonal=True needs rotate=False (a rotated Hessian is dense).")
+    size = d * d * lam.dtype.itemsize
+    if not diagonal and size > DENSE_MAX_BYTES:
+        raise ValueError(
+            f"quadratic with {d} eigenvalues would build a dense {d}x{d} Hessian "
+            f"({size / 2**30:.3g} GiB, limit {DENSE_MAX_BYTES / 2**30:g} GiB); pass "
+            "diagonal=True (no rotation) to store only the spectrum."
+        )
     if params0 is None:
         params0 = jnp.ones(d, dtype=lam.dtype)
     flat0, unravel = ravel_pytree(params0)
@@ -61,26 +91,37 @@ def quadratic(
     else:
         xstar, _ = ravel_pytree(minimizer)
         minimizer_tree = minimizer
+    lam = lam.astype(flat0.dtype)
+    if name is None:
+        cond = float(jnp.max(jnp.abs(lam)) / jnp.maximum(jnp.min(jnp.abs(lam)), 1e-300))
+        name = f"quadratic(d={d}, cond={cond:.3g})"
+    minimizer_tree = minimizer_tree if bool(jnp.all(lam > 0)) else None
+    if diagonal:
+        return Problem(
+            loss_fn=eqx.Partial(_diagonal_loss, eigenvalues=lam, minimizer=xstar),
+            params0=params0,
+            name=name,
+            minimizer=minimizer_tree,
+            flow_solution=eqx.Partial(
+                _diagonal_flow, lam=lam, c0=flat0 - xstar, minimizer=xstar, unravel=unravel
+            ),
+        )
     if rotate:
         a = jax.random.normal(jax.random.key(seed), (d, d), dtype=flat0.dtype)
         q, r = jnp.linalg.qr(a)
         q = q * jnp.sign(jnp.diag(r))[None, :]  # Haar-distributed
     else:
         q = jnp.eye(d, dtype=flat0.dtype)
-    lam = lam.astype(flat0.dtype)
     hessian = (q * lam[None, :]) @ q.T
     hessian = 0.5 * (hessian + hessian.T)
     c0 = q.T @ (flat0 - xstar)
     loss_fn = eqx.Partial(_quadratic_loss, hessian=hessian, minimizer=xstar)
     flow = eqx.Partial(_quadratic_flow, q=q, lam=lam, c0=c0, minimizer=xstar, unravel=unravel)
-    if name is None:
-        cond = float(jnp.max(jnp.abs(lam)) / jnp.maximum(jnp.min(jnp.abs(lam)), 1e-300))
-        name = f"quadratic(d={d}, cond={cond:.3g})"
     return Problem(
         loss_fn=loss_fn,
         params0=params0,
         name=name,
-        minimizer=minimizer_tree if bool(jnp.all(lam > 0)) else None,
+        minimizer=minimizer_tree,
         hessian=hessian,
         flow_solution=flow,
     )
