@@ -1,0 +1,360 @@
+r"""Central flows (Cohen, Damian, Talwalkar, Kolter, Lee, ICLR 2025): ODEs for the
+*time-averaged* trajectory of gradient descent at the edge of stability.
+
+GD with step $\eta$ on a network sharpens until $\eta\lambda_{\max}(H) = 2$ and then oscillates
+along the top eigenvectors while its average moves on. The central flow (time $t = k\eta$ after
+$k$ steps, as `GradientFlow`) is
+
+$$\dot w = -\Big[\nabla L(w) + \tfrac12\nabla_w\langle H(w), \Sigma\rangle\Big],\qquad
+  \Sigma = U X U^\top,\ X \succeq 0,$$
+
+with $U$ the top-$k$ eigenvectors and $X$ the solution of a complementarity problem that keeps
+every eigenvalue of $\eta H$ at or below 2. Here it is solved in JAX (jittable, vmappable over
+learning rates): with $G_{ij} = \nabla_w(u_i^\top H u_j) = D^3L[u_i, u_j, \cdot]$ (nested
+`jax.jvp`), $g_{ij} = \langle G_{ij}, \nabla L\rangle$, $\mathcal M(X)_{ij} = \langle G_{ij},
+\sum_{ab} X_{ab}G_{ab}\rangle$ and the gaps $B = 2/\eta - \Lambda$,
+
+$$X \succeq 0,\quad K(X) = g + \tfrac12\mathcal M(X) + rB \succeq 0,\quad
+  \langle X, K(X)\rangle = 0,$$
+
+i.e. $\dot B = g + \tfrac12\mathcal M(X) \succeq -rB$: an eigenvalue at the threshold ($B = 0$)
+cannot cross it (the central flow's condition), and one below it may approach no faster than
+rate $r$ (a Baumgarte stabilization: it keeps the flow on $\eta\lambda \le 2$ despite solver
+errors and turns the constraint on smoothly; $r \to \infty$ is the unstabilized flow). This is
+the convex program $\min_{X\succeq0}\langle g + rB, X\rangle + \frac14\langle X, \mathcal
+M(X)\rangle$, solved by accelerated projected gradient (FISTA with restarts; projection onto
+the PSD cone by a $k\times k$ `eigh`). One direction: $\sigma^2 = \max(0,
+-2(g + rB)/\|\nabla S\|^2)$, i.e. $2\langle -\nabla L, \nabla S\rangle/\|\nabla S\|^2$ at the
+threshold.
+"""
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from .._custom_types import Array, Float, Params, Scalar, ScalarLike
+from .._discretization import Discretization
+from .._maps.gradient import GradientDescent
+from .._problem import Problem
+from .._sharpness import Eigenpairs, random_start, top_eigenpairs
+from .._validation import hyperparameter, positive_int
+from .base import AbstractFlow
+
+
+class Complementarity(NamedTuple):
+    """A solved complementarity problem: `X` $\\succeq 0$, `K` $= K(X)$, the relative
+    natural residual and the iteration count."""
+
+    X: Float[Array, "k k"]
+    K: Float[Array, "k k"]
+    residual: Scalar
+    iterations: Array
+
+
+def _psd_part(X):
+    w, V = jnp.linalg.eigh(0.5 * (X + X.T))
+    return (V * jnp.maximum(w, 0.0)) @ V.T
+
+
+def solve_complementarity(
+    c: Float[Array, "k k"],
+    gram: Float[Array, "k k k k"],
+    *,
+    max_iters: int = 2000,
+    tol: float = 1e-10,
+) -> Complementarity:
+    r"""Solve $X \succeq 0$, $K = c + \frac12\mathcal M(X) \succeq 0$, $\langle X, K\rangle = 0$
+    with $\mathcal M(X)_{ij} = \sum_{ab}$ `gram[i, j, a, b]` $X_{ab}$ ($\mathcal M$ symmetric
+    positive semi-definite): the minimizer of $\langle c, X\rangle + \frac14\langle X, \mathcal
+    M(X)\rangle$ over the PSD cone, by FISTA with gradient restarts (a `lax.while_loop`;
+    jittable and vmappable).
+
+    Converged when the natural residual $\|X - \Pi(X - \nabla f/\ell)\|\,\ell$ is at most
+    `tol` $\cdot(\|c\| + \ell\|X\|)$ ($\ell$ the Lipschitz constant $\frac12\|\mathcal M\|$).
+
+    **Returns:** `Complementarity` (check `residual <= tol`; `CentralFlow` raises otherwise).
+    """
+    k = c.shape[0]
+    c = 0.5 * (c + c.T)
+    op = jnp.reshape(gram, (k * k, k * k))
+    lip = 0.5 * jnp.linalg.eigvalsh(0.5 * (op + op.T))[-1]
+    lip = jnp.maximum(lip, jnp.finfo(c.dtype).tiny * 1e10 + 1e-300)
+
+    def grad(X):
+        return c + 0.5 * jnp.einsum("ijab,ab->ij", gram, X)
+
+    def residual(X):
+        step = X - _psd_part(X - grad(X) / lip)
+        scale = jnp.linalg.norm(c) + lip * jnp.linalg.norm(X) + jnp.finfo(c.dtype).tiny
+        return lip * jnp.linalg.norm(step) / scale
+
+    def body(carry):
+        X, Y, t, i, _ = carry
+        Xn = _psd_part(Y - grad(Y) / lip)
+        tn = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t * t))
+        restart = jnp.vdot(Y - Xn, Xn - X) > 0  # momentum points uphill: drop it
+        Yn = jnp.where(restart, Xn, Xn + ((t - 1.0) / tn) * (Xn - X))
+        tn = jnp.where(restart, 1.0, tn)
+        return Xn, Yn, tn, i + 1, residual(Xn)
+
+    def cond(carry):
+        *_, i, res = carry
+        return (res > tol) & (i < max_iters)
+
+    X0 = jnp.zeros_like(c)
+    init = (X0, X0, jnp.ones((), c.dtype), jnp.asarray(0), residual(X0))
+    X, _, _, iterations, res = jax.lax.while_loop(cond, body, init)
+    return Complementarity(X, grad(X), res, iterations)
+
+
+def third_derivatives(
+    problem: Problem, params: Params, vectors: Float[Array, "n k"]
+) -> Float[Array, "k k n"]:
+    r"""$G_{ij} = D^3L(w)[u_i, u_j, \cdot] = \nabla_w(u_i^\top H(w) u_j)$ for the columns
+    $u_i$ of `vectors` (raveled): forward-over-forward over the gradient, one `jax.jvp` pair per
+    $i \le j$ (the $k(k+1)/2$ distinct pairs, vmapped), mirrored to the full $(k, k, n)$."""
+    flat, unravel = ravel_pytree(params)
+    k = vectors.shape[1]
+
+    def flat_grad(x):
+        return ravel_pytree(problem.grad(unravel(x)))[0]
+
+    def d3(u, v):
+        def hvp(x):
+            return jax.jvp(flat_grad, (x,), (v,))[1]
+
+        return jax.jvp(hvp, (flat,), (u,))[1]
+
+    rows, cols = np.triu_indices(k)
+    pairs = jax.vmap(d3)(vectors[:, rows].T, vectors[:, cols].T)
+    index = np.zeros((k, k), np.int32)
+    index[rows, cols] = np.arange(len(rows))
+    index[cols, rows] = np.arange(len(rows))
+    return pairs[index]
+
+
+class CentralState(NamedTuple):
+    """What `CentralFlow.central` returns at a point: the eigenpairs, the oscillation covariance
+    $X$ (in the eigenbasis; $\\Sigma = UXU^\\top$), the complementarity residual, the drift
+    $\\dot w$ (raveled) and the predicted time-averaged loss
+    $L + \\frac12\\langle\\Sigma,H\\rangle$."""
+
+    eig: Eigenpairs
+    X: Float[Array, "k k"]
+    residual: Scalar
+    velocity: Float[Array, " n"]
+    predicted_loss: Scalar
+
+
+class CentralFlow(AbstractFlow):
+    r"""The central flow of gradient descent with learning rate $\eta$ (module docstring):
+    $\dot w = -[\nabla L + \frac12\nabla\langle H, \Sigma\rangle]$, time $t = k\eta$.
+
+    With no eigenvalue near $2/\eta$ (every gap closing slower than rate $r$) $\Sigma = 0$ and
+    this is `GradientFlow`. GD with learning rate $\eta$ is its discretization (`discretize(η)`),
+    in the time-averaged sense only: GD oscillates around it.
+
+    **Arguments:**
+
+    - `learning_rate`: $\eta > 0$ (an array leaf: vmappable, no recompilation).
+    - `k`: the number of top eigen-directions that may oscillate ($1 \le k$, $5k < n$).
+    - `basis`: the warm start of the eigen-solver, an $(n, k)$ block (e.g. the vectors at a
+      nearby point; `central_solve` refreshes it along the path), or `None` for a fixed
+      random block.
+    - `stabilization`: $r\eta$, the stabilization rate per GD step ($> 0$; default 1).
+    - `eig_iters`, `eig_tol`: the LOBPCG cap and tolerance; `qp_iters`, `qp_tol`: the
+      complementarity solver's.
+
+    **Raises:** `ValueError` for a non-positive `learning_rate` or bad `k`; at run time, an
+    error (`eqx.error_if`) when the complementarity solve does not converge (with the advice
+    to raise `qp_iters`) or a Hessian-vector product is not finite.
+    """
+
+    learning_rate: Array = hyperparameter("learning_rate", lower=0.0, lower_open=True)
+    k: int = eqx.field(static=True, default=5)
+    basis: Array | None = None
+    stabilization: Array = hyperparameter("stabilization", default=1.0, lower=0.0, lower_open=True)
+    eig_iters: int = eqx.field(static=True, default=100)
+    refresh_iters: int = eqx.field(static=True, default=100)
+    eig_tol: float = eqx.field(static=True, default=1e-9)
+    qp_iters: int = eqx.field(static=True, default=2000)
+    qp_tol: float = eqx.field(static=True, default=1e-10)
+
+    def __check_init__(self):
+        positive_int("k", self.k)
+        positive_int("eig_iters", self.eig_iters)
+        positive_int("qp_iters", self.qp_iters)
+
+    def _start(self, flat):
+        if self.basis is not None:
+            if self.basis.shape != (flat.shape[0], self.k):
+                raise ValueError(
+                    f"basis must have shape (num_params, k) = ({flat.shape[0]}, {self.k}), got "
+                    f"{self.basis.shape}."
+                )
+            return self.basis.astype(flat.dtype)
+        return random_start(jax.random.key(0), flat.shape[0], self.k, flat.dtype)
+
+    def central(self, params: Params, problem: Problem) -> CentralState:
+        """The eigenpairs, $X$, the drift and the predicted loss at `params`."""
+        flat, _ = ravel_pytree(params)
+        from .._sharpness import check_k
+
+        check_k(self.k, flat.shape[0])
+        eig = top_eigenpairs(
+            problem.grad, params, self._start(flat), max_iters=self.eig_iters, tol=self.eig_tol
+        )
+        value, grad = problem.value_and_grad(params)
+        grad = ravel_pytree(grad)[0]
+        G = third_derivatives(problem, params, eig.vectors)
+        g = G @ grad
+        gram = jnp.einsum("ijn,abn->ijab", G, G)
+        eta = self.learning_rate.astype(flat.dtype)
+        rate = self.stabilization.astype(flat.dtype) / eta
+        c = g + rate * jnp.diag(2.0 / eta - eig.values)
+        sol = solve_complementarity(c, gram, max_iters=self.qp_iters, tol=self.qp_tol)
+        X = eqx.error_if(
+            sol.X,
+            sol.residual > self.qp_tol,
+            "CentralFlow: the complementarity solve did not converge (residual above qp_tol "
+            "after qp_iters iterations) at some evaluation of the vector field; raise qp_iters "
+            "or qp_tol, or lower k (near-duplicate top directions make it ill-conditioned).",
+        )
+        velocity = -(grad + 0.5 * jnp.einsum("ab,abn->n", X, G))
+        predicted = value + 0.5 * jnp.sum(jnp.diagonal(X) * eig.values)
+        return CentralState(eig, X, sol.residual, velocity, predicted)
+
+    def init(self, params: Params) -> Params:
+        return params
+
+    def vector_field(self, t: ScalarLike, state: Params, problem: Problem) -> Params:
+        del t
+        _, unravel = ravel_pytree(state)
+        return unravel(self.central(state, problem).velocity)
+
+    def params(self, state: Params) -> Params:
+        return state
+
+    def predicted_loss(self, params: Params, problem: Problem) -> Scalar:
+        r"""GD's predicted time-averaged loss $L(w) + \frac12\langle\Sigma, H(w)\rangle$."""
+        return self.central(params, problem).predicted_loss
+
+    def discretize(self, step_size: ScalarLike) -> Discretization:
+        """GD with `step_size` (which should equal `learning_rate`)."""
+        return GradientDescent()(self, step_size)
+
+    @classmethod
+    def from_hyperparams(cls, learning_rate: ScalarLike, k: int = 5) -> tuple["CentralFlow", Array]:
+        """GD with learning rate $\\eta$: `CentralFlow(η, k)` with $dt = \\eta$."""
+        _, h = GradientDescent().inverse(learning_rate)
+        return cls(h, k), h
+
+    def loss_rate(self, t: ScalarLike, state: Params, problem: Problem) -> Scalar:
+        del t
+        grad = ravel_pytree(problem.grad(state))[0]
+        return jnp.vdot(grad, self.central(state, problem).velocity)
+
+
+class CentralPath(NamedTuple):
+    """A central-flow solution saved at `ts`: `params` (leading time axis), the loss $L$, the
+    predicted time-averaged loss $L + \\frac12\\langle\\Sigma,H\\rangle$, the top-$k$
+    eigenvalues and $X$ at each saved time."""
+
+    ts: Float[Array, " T"]
+    params: Params
+    loss: Float[Array, " T"]
+    predicted_loss: Float[Array, " T"]
+    eigenvalues: Float[Array, "T k"]
+    X: Float[Array, "T k k"]
+
+
+def _vector_field(t, y, args):
+    flow, problem = args
+    return flow.vector_field(t, y, problem)
+
+
+def _with_basis(flow: CentralFlow, basis) -> CentralFlow:
+    return eqx.tree_at(lambda f: f.basis, flow, basis, is_leaf=lambda x: x is None)
+
+
+def central_path(flow: CentralFlow, problem: Problem, ts, *, rtol=1e-6, atol=1e-9, max_steps=4096):
+    """The traceable core of `central_solve` (no checks, no host sync): `(CentralPath,
+    diffrax results)`; `jax.vmap` it over flows with a batch of learning rates."""
+    import diffrax
+
+    from .._solve import integrate
+
+    flat0, _ = ravel_pytree(problem.params0)
+    start = flow.central(problem.params0, problem)
+    state0 = (problem.params0, start.eig.vectors)
+
+    def chunk(carry, interval):
+        w, basis = carry
+        f = _with_basis(flow, basis)
+        sol = integrate(
+            diffrax.ODETerm(_vector_field),
+            diffrax.Tsit5(),
+            interval[0],
+            interval[1],
+            w,
+            args=(f, problem),
+            controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=max_steps,
+        )
+        w1 = jax.tree.map(lambda x: x[-1], sol.ys)
+        cs = f.central(w1, problem)
+        return (w1, cs.eig.vectors), (w1, cs, sol.result)
+
+    intervals = jnp.stack([ts[:-1], ts[1:]], axis=1)
+    _, (ws, cs, results) = jax.lax.scan(chunk, state0, intervals)
+    join = lambda a, b: jnp.concatenate([a[None], b])
+    params = jax.tree.map(join, problem.params0, ws)
+    loss = jax.vmap(problem.loss)(params)
+    path = CentralPath(
+        ts=ts,
+        params=params,
+        loss=loss,
+        predicted_loss=join(start.predicted_loss, cs.predicted_loss),
+        eigenvalues=join(start.eig.values, cs.eig.values),
+        X=join(start.X, cs.X),
+    )
+    del flat0
+    return path, results
+
+
+@eqx.filter_jit
+def _central_path_jit(flow, problem, ts, rtol, atol, max_steps):
+    return central_path(flow, problem, ts, rtol=rtol, atol=atol, max_steps=max_steps)
+
+
+def central_solve(
+    flow: CentralFlow,
+    problem: Problem,
+    ts,
+    *,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    max_steps: int = 4096,
+) -> CentralPath:
+    r"""Solve `flow` from `problem.params0`, saving at `ts` (times $k\eta$), with diffrax
+    (Tsit5, adaptive) between consecutive save times and the eigen-solver's warm start
+    refreshed at each of them: one `integrate` per interval inside one `lax.scan`, all jitted.
+    (`dynopt.solve(flow, ...)` works too, warm-started from `flow.basis` throughout, which
+    costs more LOBPCG iterations far from it.)
+
+    **Returns:** a `CentralPath`.
+
+    **Raises:** `SolveError` when an interval's solve fails (saying which and what to change);
+    the flow's own runtime errors (non-converged complementarity solve, non-finite HVP).
+    """
+    from .._solve import _check_times, _require_x64, raise_for_result
+
+    _require_x64()
+    ts = jnp.asarray(_check_times(ts, float(np.asarray(ts)[0])))
+    path, results = _central_path_jit(flow, problem, ts, rtol, atol, int(max_steps))
+    raise_for_result(results, what="central_solve", max_steps=max_steps, rtol=rtol, atol=atol)
+    return path

@@ -1,0 +1,70 @@
+"""Small `equinox.nn` networks: an MLP and a convolutional net for 8×8 images."""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import Array, Key
+from .._validation import positive_int
+
+
+def mlp(
+    in_size: int,
+    out_size: int,
+    *,
+    width: int = 32,
+    depth: int = 2,
+    activation: Callable = jax.nn.tanh,
+    key: Key,
+) -> eqx.nn.MLP:
+    """`equinox.nn.MLP` with `depth` hidden layers of `width` units (equinox's default
+    initialization, the default float dtype)."""
+    for name, value in (("in_size", in_size), ("out_size", out_size), ("width", width)):
+        positive_int(name, value)
+    positive_int("depth", depth)
+    return eqx.nn.MLP(in_size, out_size, width, depth, activation=activation, key=key)
+
+
+class SmallCNN(eqx.Module):
+    r"""Two 3×3 convolutions (the second with stride 2) and a linear read-out, for
+    `(channels, size, size)` images: $x \mapsto W\,\mathrm{vec}(\phi(C_2\,\phi(C_1 x)))$.
+
+    **Arguments:** `in_channels`, `size` (the image side), `out_size`, `channels` (per
+    convolution), `activation`, `key`.
+    """
+
+    conv1: eqx.nn.Conv2d
+    conv2: eqx.nn.Conv2d
+    head: eqx.nn.Linear
+    activation: Callable = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        size: int = 8,
+        out_size: int = 10,
+        *,
+        channels: int = 8,
+        activation: Callable = jax.nn.tanh,
+        key: Key,
+    ):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("size", size),
+            ("out_size", out_size),
+            ("channels", channels),
+        ):
+            positive_int(name, value)
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.conv1 = eqx.nn.Conv2d(in_channels, channels, 3, padding=1, key=k1)
+        self.conv2 = eqx.nn.Conv2d(channels, channels, 3, stride=2, padding=1, key=k2)
+        side = (size + 1) // 2
+        self.head = eqx.nn.Linear(channels * side * side, out_size, key=k3)
+        self.activation = activation
+
+    def __call__(self, x: Array) -> Array:
+        h = self.activation(self.conv1(x))
+        h = self.activation(self.conv2(h))
+        return self.head(jnp.ravel(h))

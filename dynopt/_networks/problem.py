@@ -1,0 +1,141 @@
+r"""Networks as finite-sum problems: $L(\theta) = \frac1n\sum_i \ell(f_\theta(x_i), y_i)$ over
+the network's weights $\theta$ (a pytree), full-batch or on minibatches, the data axis
+optionally sharded over devices."""
+
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .._custom_types import Array, Params, PyTree, Scalar
+from .._problem import Problem
+from .._problems.finite_sum import finite_sum
+from .._validation import choice
+
+
+DATA_AXIS = "data"
+LOSSES = ("mse", "cross_entropy")
+
+
+def _targets(y: Array, num_outputs: int, dtype) -> Array:
+    """One-hot rows for integer labels, the targets themselves otherwise."""
+    if jnp.issubdtype(y.dtype, jnp.integer):
+        return jax.nn.one_hot(y, num_outputs, dtype=dtype)
+    return jnp.reshape(y, (num_outputs,)).astype(dtype)
+
+
+def _sample_loss(params: Params, sample: tuple[Array, Array], static: PyTree, kind: str) -> Scalar:
+    x, y = sample
+    out = eqx.combine(params, static)(x)
+    if kind == "cross_entropy":
+        return optax.softmax_cross_entropy_with_integer_labels(out, y)
+    return 0.5 * jnp.sum((out - _targets(y, out.shape[0], out.dtype)) ** 2)
+
+
+def data_mesh() -> Mesh:
+    """A one-axis mesh named `"data"` over all devices (of all processes)."""
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def shard_data(data: PyTree, mesh: Mesh | None = None) -> PyTree:
+    r"""Place every array of `data` with its leading (sample) axis split over `mesh`
+    (default `data_mesh()`): `NamedSharding(mesh, P("data"))`.
+
+    A loss of sharded data, jitted, runs data-parallel: each device evaluates its samples and
+    XLA inserts the reductions (a `jnp.mean` becomes a local sum plus an all-reduce). The code
+    is the same on one CPU, several GPUs or several hosts.
+
+    **Raises:** `ValueError` unless the sample count is a multiple of the mesh size (padding
+    would change the mean).
+    """
+    mesh = data_mesh() if mesh is None else mesh
+    sizes = {x.shape[0] for x in jax.tree.leaves(data)}
+    (n,) = sizes
+    if n % mesh.size:
+        raise ValueError(
+            f"data has {n} samples, not a multiple of the {mesh.size} devices of the mesh: "
+            "take a subset (e.g. digits(num_samples=...)) whose size they divide."
+        )
+    sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), data)
+
+
+def network_problem(
+    model: eqx.Module,
+    data: tuple[Array, Array],
+    *,
+    loss: Literal["mse", "cross_entropy"] = "mse",
+    batch_size: int | None = None,
+    shard: bool = False,
+    name: str | None = None,
+) -> Problem:
+    r"""The loss of `model` (any callable `eqx.Module` on one unbatched input) on `data`:
+
+    $$L(\theta) = \frac1n\sum_{i=1}^n \ell(f_\theta(x_i), y_i),\qquad
+      \ell_{\rm mse}(f, y) = \tfrac12\|f - t(y)\|^2,\quad
+      \ell_{\rm ce}(f, y) = -\log\operatorname{softmax}(f)_y,$$
+
+    with $t(y)$ the one-hot row of an integer label (or the target itself for float $y$). The
+    parameters are the model's floating arrays (`eqx.partition(model, eqx.is_inexact_array)`:
+    the model itself, non-array fields set to `None`), so `run`, `solve` and the sharpness
+    tools see the network's own pytree; `eqx.combine(params, static)` rebuilds the model.
+
+    **Arguments:**
+
+    - `model`: an `eqx.Module` mapping one input `x[i]` to a 1-D output.
+    - `data`: `(x, y)` sharing the leading sample axis; `y` integer labels (both losses) or
+      float targets of the output's shape (`"mse"` only).
+    - `loss`: `"mse"` or `"cross_entropy"`.
+    - `batch_size`: the minibatch size of `run(..., key=...)` (sampled without replacement);
+      `None`: the whole data set (full batch).
+    - `shard`: split the sample axis over all devices (`shard_data`).
+
+    **Returns:** a `dynopt.Problem` (a finite sum: `data`, `sample_loss_fn`, `batch_size` set).
+
+    **Raises:** `ValueError` when the inputs do not fit the model's input shape, the outputs
+    are not 1-D, a label is out of range of the outputs, or float targets meet cross-entropy.
+    """
+    choice("loss", loss, LOSSES)
+    x, y = data
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"data: x and y must share the sample axis, got {x.shape} and {y.shape}.")
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    try:
+        out = jax.eval_shape(model, jax.ShapeDtypeStruct(x.shape[1:], x.dtype))
+    except Exception as e:  # a shape mismatch deep inside a layer
+        raise ValueError(
+            f"data: inputs of shape {tuple(x.shape[1:])} (x.shape = {tuple(x.shape)}) do not fit "
+            f"the model {type(model).__name__}: {type(e).__name__}: {e}"
+        ) from e
+    if out.ndim != 1:
+        raise ValueError(f"the model must return a 1-D output per sample, got shape {out.shape}.")
+    (num_out,) = out.shape
+    if jnp.issubdtype(y.dtype, jnp.integer):
+        if y.ndim != 1 or int(jnp.min(y)) < 0 or int(jnp.max(y)) >= num_out:
+            raise ValueError(
+                f"data: integer labels must be a 1-D array in [0, {num_out}) (the model's "
+                f"{num_out} outputs), got shape {y.shape}, range [{int(jnp.min(y))}, "
+                f"{int(jnp.max(y))}]."
+            )
+    else:
+        if loss == "cross_entropy":
+            raise ValueError("loss='cross_entropy' needs integer labels y; use loss='mse'.")
+        if y.shape[1:] != (num_out,) and not (num_out == 1 and y.ndim == 1):
+            raise ValueError(
+                f"data: float targets must have shape (n, {num_out}), got {tuple(y.shape)}."
+            )
+        y = y.astype(out.dtype)
+    x = x.astype(out.dtype)
+    n = x.shape[0]
+    data = (x, y)
+    if shard:
+        data = shard_data(data)
+    sample_loss = eqx.Partial(_sample_loss, static=static, kind=loss)
+    label = name or f"{type(model).__name__}({loss}, n={n})"
+    return finite_sum(
+        sample_loss, data, params, batch_size=n if batch_size is None else batch_size, name=label
+    )

@@ -1,0 +1,250 @@
+r"""Sharpness: the top-$k$ eigenpairs of the Hessian $H = \nabla^2 L(\theta)$, or of the
+preconditioned Hessian $D^{-1/2} H D^{-1/2}$ (diagonal $D \succ 0$, an adaptive optimizer's
+preconditioner), from Hessian-vector products only, by `jax.experimental.sparse.linalg.
+lobpcg_standard`; and `track_sharpness`, an optax wrapper that carries them, warm-started,
+through a `run` (recorded at saved points by the observer `sharpness`)."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jax.experimental.sparse.linalg import lobpcg_standard
+from jax.flatten_util import ravel_pytree
+
+from ._custom_types import Array, Float, Int, Key, Params, PyTree, Scalar
+from ._validation import positive_int
+
+
+class Eigenpairs(NamedTuple):
+    """Top-$k$ eigenpairs, largest first: `values` $(k,)$, `vectors` $(n, k)$ orthonormal
+    columns in `ravel_pytree` order of the parameters, `iterations` used by LOBPCG."""
+
+    values: Float[Array, " k"]
+    vectors: Float[Array, "n k"]
+    iterations: Int[Array, ""]
+
+
+def check_k(k: int, num_params: int) -> int:
+    """`k` must satisfy $1 \\le k$ and $5k < n$ (LOBPCG's block needs room: `lobpcg_standard`)."""
+    positive_int("k", k)
+    if 5 * k >= num_params:
+        raise ValueError(
+            f"k must be in [1, {(num_params - 1) // 5}] for {num_params} parameters "
+            f"(LOBPCG needs 5k < n), got k={k}; for a tiny model use a dense eigh."
+        )
+    return k
+
+
+def hvp_operator(grad_fn: Callable[[Params], Params], params: Params, diag: Params | None = None):
+    r"""`V -> A V` for a block $V$ of shape $(n, m)$: $A = H$ or $D^{-1/2} H D^{-1/2}$, with $H$
+    the Jacobian of `grad_fn` at `params` (one `jax.linearize`, then a `vmap` of its
+    Jacobian-vector product over the columns; no matrix is formed)."""
+    flat, unravel = ravel_pytree(params)
+
+    def flat_grad(x):
+        return ravel_pytree(grad_fn(unravel(x)))[0]
+
+    _, hvp = jax.linearize(flat_grad, flat)
+    scale = None if diag is None else jax.lax.rsqrt(ravel_pytree(diag)[0])
+    column = hvp if scale is None else (lambda v: scale * hvp(scale * v))
+    return jax.vmap(column, in_axes=1, out_axes=1)
+
+
+def top_eigenpairs(
+    grad_fn: Callable[[Params], Params],
+    params: Params,
+    start: Float[Array, "n k"],
+    *,
+    diag: Params | None = None,
+    max_iters: int = 100,
+    tol: float | None = None,
+) -> Eigenpairs:
+    r"""The $k$ largest eigenvalues of $A = H$ (or $D^{-1/2}HD^{-1/2}$ with `diag` $= D$) and
+    their eigenvectors, $H$ the Hessian $\partial_\theta$ `grad_fn` at `params`, by LOBPCG
+    (`lobpcg_standard`) from the block `start` (warm start: the previous vectors).
+
+    **Arguments:**
+
+    - `grad_fn`: `params -> gradient` (a `Problem.grad`, or the oracle's `grad_fn`).
+    - `start`: $(n, k)$ linearly independent columns, $5k < n$.
+    - `diag`: the diagonal preconditioner $D$ (a pytree like `params`, entries $> 0$) or `None`.
+    - `max_iters`, `tol`: LOBPCG's iteration cap and tolerance (its residual test
+      $\|Av - \lambda v\| \le 10\,n\,\mathrm{tol}\,(|\lambda| + \|Av\|)$; `None`: machine epsilon).
+
+    **Returns:** `Eigenpairs` (values largest first).
+
+    **Raises:** a runtime error (`eqx.error_if`) when a Hessian-vector product is not finite.
+    """
+    op = hvp_operator(grad_fn, params, diag)
+    start = jnp.asarray(start)
+    probe = op(start)
+    start = eqx.error_if(
+        start,
+        ~jnp.all(jnp.isfinite(probe)),
+        "the loss's Hessian-vector product is not finite at these parameters (a non-finite "
+        "loss or gradient, or a non-twice-differentiable operation).",
+    )
+    values, vectors, iterations = lobpcg_standard(op, start, m=max_iters, tol=tol)
+    return Eigenpairs(values, vectors, iterations)
+
+
+def random_start(key: Key, num_params: int, k: int, dtype=jnp.float64) -> Float[Array, "n k"]:
+    """An $(n, k)$ block of standard normal columns (a cold LOBPCG start)."""
+    return jax.random.normal(key, (num_params, k), dtype)
+
+
+def dense_hessian(loss_fn: Callable[[Params], Scalar], params: Params) -> Float[Array, "n n"]:
+    """The symmetrized dense Hessian in `ravel_pytree` order (a reference for small models)."""
+    flat, unravel = ravel_pytree(params)
+    hess = jax.hessian(lambda x: loss_fn(unravel(x)))(flat)
+    return 0.5 * (hess + hess.T)
+
+
+class SharpnessState(NamedTuple):
+    """State of `track_sharpness`: the inner optimizer's state, the update count, and the
+    eigenpairs at the last tracked iterate (`values` NaN before the first)."""
+
+    inner: Any
+    count: Int[Array, ""]
+    values: Float[Array, " k"]
+    vectors: Float[Array, "n k"]
+    iterations: Int[Array, ""]
+
+
+def _no_diag(inner_state) -> None:
+    del inner_state
+    return None
+
+
+def track_sharpness(
+    tx: optax.GradientTransformation,
+    k: int = 1,
+    *,
+    every: int = 1,
+    preconditioner: Callable[[Any], Params | None] | None = None,
+    init_grad_fn: Callable[[Params], Params] | None = None,
+    max_iters: int = 100,
+    tol: float | None = None,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Wrap `tx` so that its state carries the top-$k$ eigenpairs of the Hessian (or of the
+    preconditioned Hessian $D^{-1/2}HD^{-1/2}$), recomputed every `every` steps at the new
+    iterate, warm-started from the previous vectors.
+
+    At update $j$ (0-based), after `tx` produced $\theta_{j+1}$, if $(j+1) \bmod$ `every` $= 0$
+    the eigenpairs at $\theta_{j+1}$ are computed from the oracle's `grad_fn` (the same
+    minibatch as the step; `run` passes it) and the state's previous vectors. With
+    `run(..., every=m·every, observe=sharpness)` the recorded values are exactly those at the
+    saved iterates; other steps cost nothing extra (a `lax.cond`).
+
+    **Arguments:**
+
+    - `tx`: the optimizer.
+    - `k`: the number of eigenpairs, $1 \le k$, $5k < n$.
+    - `every`: the tracking period in steps.
+    - `preconditioner`: `None` (the Hessian) or `inner_state -> D` (e.g. `adam_preconditioner`),
+      read from `tx`'s state *after* the update.
+    - `init_grad_fn`: optional `params -> gradient` (e.g. `problem.grad`) to compute the
+      eigenpairs at $\theta_0$ in `init` (else they are NaN until the first tracked step).
+    - `max_iters`, `tol`, `seed`: LOBPCG's cap and tolerance; the cold start's seed.
+
+    **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`.
+    """
+    positive_int("k", k)
+    every = positive_int("every", every)
+    positive_int("max_iters", max_iters)
+    precond = _no_diag if preconditioner is None else preconditioner
+    inner_tx = optax.with_extra_args_support(tx)
+
+    def init_fn(params):
+        inner = inner_tx.init(params)
+        flat = ravel_pytree(params)[0]
+        check_k(k, flat.shape[0])
+        start = random_start(jax.random.key(seed), flat.shape[0], k, flat.dtype)
+        values = jnp.full((k,), jnp.nan, flat.dtype)
+        iterations = jnp.asarray(0)
+        if init_grad_fn is not None:
+            values, start, iterations = top_eigenpairs(
+                init_grad_fn, params, start, diag=precond(inner), max_iters=max_iters, tol=tol
+            )
+        return SharpnessState(inner, jnp.asarray(0), values, start, iterations)
+
+    def update_fn(updates, state, params=None, *, grad_fn=None, **extra):
+        if params is None or grad_fn is None:
+            raise ValueError(
+                "track_sharpness needs params and grad_fn (run passes both; by hand: "
+                "tx.update(g, state, params, grad_fn=problem.grad))."
+            )
+        updates, inner = inner_tx.update(updates, state.inner, params, grad_fn=grad_fn, **extra)
+        new_params = optax.apply_updates(params, updates)
+        count = state.count + 1
+
+        def track(_):
+            return tuple(
+                top_eigenpairs(
+                    grad_fn,
+                    new_params,
+                    state.vectors,
+                    diag=precond(inner),
+                    max_iters=max_iters,
+                    tol=tol,
+                )
+            )
+
+        def keep(_):
+            return state.values, state.vectors, state.iterations
+
+        values, vectors, iterations = jax.lax.cond(count % every == 0, track, keep, None)
+        return updates, SharpnessState(inner, count, values, vectors, iterations)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _find(opt_state) -> SharpnessState:
+    found = [
+        s
+        for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, SharpnessState))
+        if isinstance(s, SharpnessState)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"sharpness: the optimizer state must hold exactly one SharpnessState (wrap the "
+            f"optimizer with track_sharpness), found {len(found)}."
+        )
+    return found[0]
+
+
+def sharpness(params: Params, opt_state: PyTree, problem: Any) -> Float[Array, " k"]:
+    """Observer for `run(..., observe=sharpness)`: the tracked top-$k$ eigenvalues held by the
+    `track_sharpness` state (NaN before the first tracked step)."""
+    del params, problem
+    return _find(opt_state).values
+
+
+def adam_preconditioner(b2: float = 0.999, eps: float = 1e-8, *, bias_correction: bool = True):
+    r"""`inner_state -> D` for `optax.adam`/`optax.rmsprop(eps_in_sqrt=False)`-style states: the
+    diagonal $D = \sqrt{\hat\nu} + \epsilon$ with $\hat\nu = \nu/(1-\beta_2^t)$ (when
+    `bias_correction`) read from the state's `nu` (and `count`). Adam's preconditioned
+    sharpness $\lambda_{\max}(D^{-1}H)$ stabilizes at $(2+2\beta_1)/((1-\beta_1)\eta)$."""
+
+    def diag(inner_state):
+        nu = optax.tree.get(inner_state, "nu")
+        if bias_correction:
+            count = optax.tree.get(inner_state, "count")
+            nu = jax.tree.map(lambda v: v / (1 - jnp.asarray(b2, v.dtype) ** count), nu)
+        return jax.tree.map(lambda v: jnp.sqrt(v) + eps, nu)
+
+    return diag
+
+
+def rmsprop_preconditioner(eps: float = 1e-8):
+    r"""`inner_state -> D` for `optax.rmsprop` (default `eps_in_sqrt=True`): $D = \sqrt{\nu +
+    \epsilon}$. RMSProp with step $\eta$ is stable on $H$ iff $\eta\lambda_{\max}(D^{-1}H) < 2$."""
+
+    def diag(inner_state):
+        return jax.tree.map(lambda v: jnp.sqrt(v + eps), optax.tree.get(inner_state, "nu"))
+
+    return diag

@@ -1,0 +1,150 @@
+"""Networks on digits and synthetic data: pytree params, losses, minibatches, bad input,
+and sharded data (4 host CPU devices, in a subprocess) giving the same numbers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dynopt import networks
+from dynopt._problems.finite_sum import sample_indices
+
+
+def _mlp_problem(loss="mse", n=60, batch_size=None):
+    x, y = networks.digits(n)
+    model = networks.mlp(64, 10, width=8, depth=1, key=jax.random.key(0))
+    return networks.network_problem(model, (x, y), loss=loss, batch_size=batch_size)
+
+
+def test_digits_shapes_and_balance():
+    x, y = networks.digits(100)
+    assert x.shape == (100, 64) and x.dtype == jnp.float64 and y.dtype == jnp.int32
+    assert np.all(np.bincount(np.asarray(y), minlength=10) == 10)  # a stratified prefix
+    xi, _ = networks.digits(20, image=True)
+    assert xi.shape == (20, 1, 8, 8)
+    full, _ = networks.digits()
+    assert full.shape == (1797, 64)
+    np.testing.assert_allclose(np.asarray(full.mean(0)), 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_mlp_loss_matches_a_hand_written_forward_pass(loss):
+    problem = _mlp_problem(loss)
+    x, y = problem.data
+    mlp = problem.params0  # an eqx.nn.MLP with array leaves: the params are the model's pytree
+    assert isinstance(mlp, eqx.nn.MLP) and problem.num_params == 64 * 8 + 8 + 8 * 10 + 10
+    h = jnp.tanh(x @ mlp.layers[0].weight.T + mlp.layers[0].bias[None])
+    out = h @ mlp.layers[1].weight.T + mlp.layers[1].bias[None]
+    if loss == "mse":
+        expected = 0.5 * jnp.mean(jnp.sum((out - jax.nn.one_hot(y, 10)) ** 2, axis=1))
+    else:
+        expected = -jnp.mean(jax.nn.log_softmax(out)[jnp.arange(len(y)), y])
+    np.testing.assert_allclose(problem.loss(problem.params0), expected, rtol=1e-13)
+
+
+def test_cnn_and_synthetic_train_with_minibatches():
+    x, y = networks.gaussian_classes(64, dim=6, num_classes=3)
+    model = networks.mlp(6, 3, width=8, depth=1, key=jax.random.key(1))
+    problem = networks.network_problem(model, (x, y), loss="cross_entropy", batch_size=16)
+    # The minibatch loss is the loss on 16 distinct samples.
+    key = jax.random.key(0)
+    idx = sample_indices(key, 64, 16)
+    sub = networks.network_problem(model, (x[idx], y[idx]), loss="cross_entropy")
+    np.testing.assert_allclose(
+        problem.value(problem.params0, key), sub.loss(sub.params0), rtol=1e-13
+    )
+    xi, yi = networks.digits(20, image=True)
+    cnn = networks.SmallCNN(channels=2, key=jax.random.key(2))
+    cp = networks.network_problem(cnn, (xi, yi), loss="cross_entropy")
+    g = cp.grad(cp.params0)
+    assert jax.tree.structure(g) == jax.tree.structure(cp.params0)
+    # A minibatch of the whole data set is the full batch (sampling without replacement).
+    full = networks.network_problem(cnn, (xi, yi), loss="cross_entropy", batch_size=20)
+    np.testing.assert_allclose(
+        full.value(full.params0, jax.random.key(3)), cp.loss(cp.params0), rtol=1e-13
+    )
+
+
+def test_regression_targets():
+    x, y = networks.gaussian_regression(32, 3, 2)
+    model = networks.mlp(3, 2, width=4, depth=1, key=jax.random.key(0))
+    problem = networks.network_problem(model, (x, y))
+    out = jax.vmap(model)(x)
+    np.testing.assert_allclose(
+        problem.loss(problem.params0), 0.5 * jnp.mean(jnp.sum((out - y) ** 2, 1)), rtol=1e-13
+    )
+
+
+def test_bad_input():
+    x, y = networks.digits(20)
+    cnn = networks.SmallCNN(key=jax.random.key(0))
+    with pytest.raises(ValueError, match="do not fit the model"):
+        networks.network_problem(cnn, (x, y))
+    small = networks.mlp(64, 5, width=4, depth=1, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"labels must be a 1-D array in \[0, 5\)"):
+        networks.network_problem(small, (x, y))
+    with pytest.raises(ValueError, match="loss must be one of"):
+        networks.network_problem(small, (x, y), loss="hinge")
+    with pytest.raises(ValueError, match="integer labels"):
+        networks.network_problem(small, (x, x[:, :5]), loss="cross_entropy")
+    with pytest.raises(ValueError, match="num_samples"):
+        networks.digits(5000)
+    with pytest.raises(ValueError, match="width"):
+        networks.mlp(64, 10, width=0, key=jax.random.key(0))
+
+
+CHILD = r"""
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np, optax
+import dynopt
+from dynopt import networks
+from dynopt._problems.finite_sum import sample_indices
+assert jax.device_count() == 4, jax.devices()
+x, y = networks.digits(40)
+model = networks.mlp(64, 10, width=8, depth=1, key=jax.random.key(0))
+out = {}
+for shard in (False, True):
+    p = networks.network_problem(model, (x, y), shard=shard, batch_size=8)
+    mb = dynopt.run(optax.sgd(0.5), p, 10, every=5, key=jax.random.key(1))
+    g = jax.flatten_util.ravel_pytree(jax.jit(lambda w: p.grad(w))(p.params0))[0]
+    out[str(shard)] = dict(
+        spec=str(p.data[0].sharding.spec) if shard else "",
+        loss=float(p.loss(p.params0)), mb=np.asarray(mb.loss).tolist(),
+        grad=np.asarray(g).tolist(),
+    )
+try:
+    networks.shard_data((x[:6], y[:6]))
+except ValueError as e:
+    out["error"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def test_sharded_data_gives_the_same_numbers():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env["JAX_PLATFORMS"] = "cpu"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    single, sharded = out["False"], out["True"]
+    assert "data" in sharded["spec"]
+    # Same arithmetic up to the order of the cross-device sum: float64 rounding only.
+    for key in ("loss", "mb", "grad"):
+        np.testing.assert_allclose(sharded[key], single[key], rtol=1e-13, atol=1e-15)
+    assert "not a multiple of the 4 devices" in out["error"]
