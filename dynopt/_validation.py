@@ -115,8 +115,13 @@ def interval(
     ):
         raise ValueError(not_real.format(value))
     arr = arr.astype(np.float64)
-    if arr.size == 0 or np.any(_bad_mask(np, arr, lower, upper, lower_open, upper_open, allow_inf)):
-        shown = value if arr.size <= 8 else f"an array with {arr.size} entries out of range"
+    bad = _bad_mask(np, arr, lower, upper, lower_open, upper_open, allow_inf)
+    if arr.size == 0 or np.any(bad):
+        shown = (
+            value
+            if arr.size <= 8
+            else f"an array of {arr.size} entries, {int(np.sum(bad))} of them out of range"
+        )
         raise ValueError(msg.format(shown))
     return value
 
