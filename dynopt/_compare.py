@@ -236,7 +236,7 @@ def compare(
     $t = k\Delta t$: $e_h = \max_{k\le N_h}\|\theta_k - \theta(k\Delta t)\|_2$ (also reported
     at $t_1$). The local orders between consecutive step sizes decide the `verdict`
     (`dynopt.assess_order`): "asymptotic" when they agree within 0.2, the errors decrease and
-    stay below 0.1 of the distance the solution travels; "unstable" when a run diverged (non-finite,
+    stay below 1/4 of the distance the solution travels; "unstable" when a run diverged (non-finite,
     or its loss grew past `run`'s threshold) or a step size is at or past the map's known
     stability limit for the Hessian at $\theta_0$; "too few step sizes" below 3; else
     "pre-asymptotic". Only when asymptotic is `order` a number: the least-squares slope of

@@ -23,10 +23,10 @@ VERDICTS: tuple[str, ...] = ("asymptotic", "pre-asymptotic", "unstable", "too fe
 # the orders a method can have (1/2 for strong SDE orders, 1 between integer orders), minus
 # margin, so that the fitted order rounds to one candidate.
 SLOPE_TOLERANCE = 0.2
-# Every error must be below this fraction of the distance the solution travels: the error is
-# then a small perturbation of the solution, the regime where the expansion holds (for Euler,
-# e/D is about h*lambda/2, the dimensionless step).
-RELATIVE_ERROR_LIMIT = 0.1
+# Every error must be below this fraction of the distance the solution travels. The slope test
+# measures the expansion's correction directly; this guard catches errors that are no longer a
+# perturbation of the solution (saturated at its size, where a few slopes can agree by chance).
+RELATIVE_ERROR_LIMIT = 0.25
 # Two local slopes are needed to see whether they agree: three step sizes.
 MIN_STEP_SIZES = 3
 
@@ -109,11 +109,14 @@ def assess_order(
          $\approx c\,\Delta t^q (1 - 2^{-q})/\ln 2$ for a halving; it shrinks geometrically as
          $\Delta t$ does, and a spread of 0.2 still fixes $p$ to well within the gap of 1/2
          between candidate orders);
-       - every error is at most 0.1 (`RELATIVE_ERROR_LIMIT`) times the solution's scale
-         `scales` (the distance it travels, $\max_t\|\theta(t) - \theta(0)\|$): the discrete
-         run is a small perturbation of the solution, not another trajectory (for explicit
-         Euler $e/D \approx h\lambda/2$, the dimensionless step). Skipped when `scales` is
-         `None`.
+       - every error is at most 1/4 (`RELATIVE_ERROR_LIMIT`) of the solution's scale
+         `scales` (the distance it travels, $D = \max_t\|\theta(t) - \theta(0)\|$): the
+         discrete run is a perturbation of the solution, not another trajectory. An error that
+         has saturated at the solution's size (a chaotic path, another basin) can show a few
+         agreeing slopes by chance; the expansion's own correction is what the slope test
+         sees (for explicit Euler on $\dot x = -\lambda x$, $e/D \approx 0.18\,h\lambda$
+         and the first slope is off by 0.2 already at $e/D \approx 0.12$). Skipped when
+         `scales` is `None`.
     4. `"pre-asymptotic"` otherwise (too coarse, or errors at the reference's accuracy where
        the slopes scatter; the reason says which test failed).
 

@@ -319,7 +319,8 @@ _BLOW_UP_GROWTH = 1e3
 def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: float) -> str:
     """What a failed reference solve reached and why it likely stopped: the last time it
     reached (the dense output's last step, else the last finite save), the state's size there
-    against the start, and whether the vector field is finite there."""
+    against the start, and the vector field's size there: non-finite, a blow-up of the state
+    (`_BLOW_UP_GROWTH`-fold), or a singular field (the same growth of its norm)."""
     norm = lambda y: float(optax.tree.norm(jax.tree.map(lambda x: jnp.asarray(x, float), y)))
     y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
     reached, y = t0, y0
@@ -339,19 +340,15 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
             reached = float(steps.max())
             y = interp.evaluate(reached)
     size, size0 = norm(y), norm(y0)
-    field_ok = bool(
-        np.all(
-            [
-                np.all(np.isfinite(np.asarray(x)))
-                for x in jax.tree.leaves(flow.vector_field(reached, y, problem))
-            ]
-        )
+    speed, speed0 = (
+        norm(flow.vector_field(reached, y, problem)),
+        norm(flow.vector_field(t0, y0, problem)),
     )
     where = (
-        f"It reached t = {reached:.6g} of [{t0:g}, {float(ts_host[-1]):g}], where the state's "
+        f"It reached t = {reached:.10g} of [{t0:g}, {float(ts_host[-1]):g}], where the state's "
         f"norm is {size:.3g} (at t0: {size0:.3g})."
     )
-    if not np.isfinite(size) or not field_ok:
+    if not (np.isfinite(size) and np.isfinite(speed)):
         cause = (
             "Likely cause: the vector field is not finite there (NaN/inf in the loss or its "
             "gradient, e.g. a log or sqrt out of its domain); no step budget helps. Check the "
@@ -362,6 +359,13 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
             "Likely cause: the flow blows up in finite time (the state grew "
             f"{size / max(size0, 1e-300):.3g}-fold); no step budget helps. End the horizon "
             "before the blow-up, or change the problem."
+        )
+    elif speed > _BLOW_UP_GROWTH * max(speed0, 1.0):
+        cause = (
+            f"Likely cause: the vector field grows without bound there (its norm is "
+            f"{speed:.3g}, at t0 {speed0:.3g}): a singularity of the gradient (e.g. 1/x, the "
+            "derivative of a log or sqrt at the edge of its domain); no step budget helps. End "
+            "the horizon before it, or change the problem."
         )
     else:
         return where

@@ -98,7 +98,7 @@ class Comparison(eqx.Module):
 
     Read `verdict` before `order`: an order is a number only when the errors are in the
     asymptotic regime (`dynopt.assess_order`: local orders agreeing within 0.2, errors
-    decreasing and below 0.1 of the solution's scale, no run diverged or past a known
+    decreasing and below 1/4 of the solution's scale, no run diverged or past a known
     stability limit). The repr says which.
 
     **Fields:**
