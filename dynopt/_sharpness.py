@@ -53,6 +53,7 @@ def hvp_operator(grad_fn: Callable[[Params], Params], params: Params, diag: Para
     return jax.vmap(column, in_axes=1, out_axes=1)
 
 
+@eqx.filter_jit
 def top_eigenpairs(
     grad_fn: Callable[[Params], Params],
     params: Params,

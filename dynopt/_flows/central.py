@@ -166,8 +166,9 @@ class CentralFlow(AbstractFlow):
       nearby point; `central_solve` refreshes it along the path), or `None` for a fixed
       random block.
     - `stabilization`: $r\eta$, the stabilization rate per GD step ($> 0$; default 1).
-    - `eig_iters`, `eig_tol`: the LOBPCG cap and tolerance; `qp_iters`, `qp_tol`: the
-      complementarity solver's.
+    - `eig_iters`, `eig_tol`: the LOBPCG cap (inside the vector field, from the warm start)
+      and tolerance; `refresh_iters`: the cap when the warm start is refreshed
+      (`central_solve`, at save times); `qp_iters`, `qp_tol`: the complementarity solver's.
 
     **Raises:** `ValueError` for a non-positive `learning_rate` or bad `k`; at run time, an
     error (`eqx.error_if`) when the complementarity solve does not converge (with the advice
@@ -178,7 +179,7 @@ class CentralFlow(AbstractFlow):
     k: int = eqx.field(static=True, default=5)
     basis: Array | None = None
     stabilization: Array = hyperparameter("stabilization", default=1.0, lower=0.0, lower_open=True)
-    eig_iters: int = eqx.field(static=True, default=100)
+    eig_iters: int = eqx.field(static=True, default=8)
     refresh_iters: int = eqx.field(static=True, default=100)
     eig_tol: float = eqx.field(static=True, default=1e-9)
     qp_iters: int = eqx.field(static=True, default=2000)
@@ -199,14 +200,19 @@ class CentralFlow(AbstractFlow):
             return self.basis.astype(flat.dtype)
         return random_start(jax.random.key(0), flat.shape[0], self.k, flat.dtype)
 
-    def central(self, params: Params, problem: Problem) -> CentralState:
-        """The eigenpairs, $X$, the drift and the predicted loss at `params`."""
+    def central(self, params: Params, problem: Problem, *, refresh: bool = False) -> CentralState:
+        """The eigenpairs, $X$, the drift and the predicted loss at `params` (LOBPCG from
+        `basis` for `eig_iters` iterations, or `refresh_iters` when `refresh`)."""
         flat, _ = ravel_pytree(params)
         from .._sharpness import check_k
 
         check_k(self.k, flat.shape[0])
         eig = top_eigenpairs(
-            problem.grad, params, self._start(flat), max_iters=self.eig_iters, tol=self.eig_tol
+            problem.grad,
+            params,
+            self._start(flat),
+            max_iters=self.refresh_iters if refresh else self.eig_iters,
+            tol=self.eig_tol,
         )
         value, grad = problem.value_and_grad(params)
         grad = ravel_pytree(grad)[0]
@@ -289,7 +295,7 @@ def central_path(flow: CentralFlow, problem: Problem, ts, *, rtol=1e-6, atol=1e-
     from .._solve import integrate
 
     flat0, _ = ravel_pytree(problem.params0)
-    start = flow.central(problem.params0, problem)
+    start = flow.central(problem.params0, problem, refresh=True)
     state0 = (problem.params0, start.eig.vectors)
 
     def chunk(carry, interval):
@@ -306,7 +312,7 @@ def central_path(flow: CentralFlow, problem: Problem, ts, *, rtol=1e-6, atol=1e-
             max_steps=max_steps,
         )
         w1 = jax.tree.map(lambda x: x[-1], sol.ys)
-        cs = f.central(w1, problem)
+        cs = f.central(w1, problem, refresh=True)
         return (w1, cs.eig.vectors), (w1, cs, sol.result)
 
     intervals = jnp.stack([ts[:-1], ts[1:]], axis=1)

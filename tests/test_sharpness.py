@@ -1,0 +1,82 @@
+"""Top-k Hessian eigenpairs from HVPs (LOBPCG) against dense eigh; warm-started tracking inside
+`run`; the edge of stability on a small network; bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import dynopt
+from dynopt import networks, sharpness
+
+
+@pytest.fixture(scope="module")
+def net():
+    x, y = networks.gaussian_regression(32, 4, 1)
+    model = networks.mlp(4, 1, width=12, depth=2, activation=jax.nn.swish, key=jax.random.key(0))
+    return networks.network_problem(model, (x, y))
+
+
+def _dense_eigh(problem, params, diag=None):
+    hess = np.asarray(sharpness.dense_hessian(problem.loss, params))
+    if diag is not None:
+        s = 1.0 / np.sqrt(np.asarray(jax.flatten_util.ravel_pytree(diag)[0]))
+        hess = s[:, None] * hess * s[None, :]
+    return np.linalg.eigh(hess)
+
+
+def test_top_eigenpairs_match_dense_eigh(net):
+    k = 3
+    start = sharpness.random_start(jax.random.key(1), net.num_params, k)
+    diag = jax.tree.map(lambda x: 0.5 + jnp.abs(x), net.params0)  # a positive preconditioner
+    for d in (None, diag):
+        got = sharpness.top_eigenpairs(net.grad, net.params0, start, diag=d)
+        values, vectors = _dense_eigh(net, net.params0, d)
+        np.testing.assert_allclose(got.values, values[::-1][:k], rtol=0, atol=1e-8)
+        # Eigenvectors up to sign (the top eigenvalues are simple here).
+        overlap = np.abs(np.sum(np.asarray(got.vectors) * vectors[:, ::-1][:, :k], axis=0))
+        np.testing.assert_allclose(overlap, 1.0, atol=1e-8)
+
+
+def test_tracking_inside_run_records_the_saved_iterates_eigenvalues(net):
+    tx = sharpness.track_sharpness(optax.sgd(0.3), 2, every=5, init_grad_fn=net.grad, tol=1e-12)
+    traj = dynopt.run(tx, net, 10, every=5, observe=sharpness.sharpness)
+    assert traj.observations.shape == (3, 2)
+    for i in range(3):
+        w = jax.tree.map(lambda x: x[i], traj.params)
+        values, _ = _dense_eigh(net, w)
+        np.testing.assert_allclose(traj.observations[i], values[::-1][:2], atol=1e-8)
+
+
+def test_edge_of_stability_on_a_small_network(net):
+    """GD (η = 0.3) sharpens until ηλ_max = 2, then hovers there (median after onset within
+    10%), while a smaller step (η = 0.03, far from its threshold) keeps sharpening."""
+    eta = 0.3
+    traj = dynopt.run(optax.sgd(eta), net, 600, every=10)
+    top = jax.jit(jax.vmap(lambda w: jnp.linalg.eigvalsh(sharpness.dense_hessian(net.loss, w))[-1]))
+    ratio = np.asarray(top(traj.params)) * eta / 2
+    assert ratio[0] < 0.25  # starts far below the threshold
+    onset = int(np.argmax(ratio >= 1.0))
+    assert 0 < onset < len(ratio) - 15, ratio
+    after = ratio[onset:]
+    assert 0.9 < np.median(after) < 1.1, after
+    # The last 100 steps: the sharpness of single iterates oscillates with GD, its median sits
+    # at the threshold; never runs away (GD at the edge, not diverging) nor drops back.
+    assert abs(np.median(after[-10:]) - 1.0) < 0.05, after[-10:]
+    assert 0.6 < np.min(after) and np.max(after) < 1.35, after
+    loss = np.asarray(traj.loss)
+    assert loss[-1] < 0.2 * loss[0] and np.any(np.diff(loss[onset:]) > 0)  # falls, not monotone
+
+
+def test_bad_input(net):
+    with pytest.raises(ValueError, match="k must be in"):
+        sharpness.track_sharpness(optax.sgd(0.1), 100).init(net.params0)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        sharpness.track_sharpness(optax.sgd(0.1), 0)
+    bad = jax.tree.map(lambda x: x * jnp.nan, net.params0)
+    start = sharpness.random_start(jax.random.key(0), net.num_params, 2)
+    with pytest.raises(Exception, match="Hessian-vector product is not finite"):
+        sharpness.top_eigenpairs(net.grad, bad, start)
+    with pytest.raises(ValueError, match="exactly one SharpnessState"):
+        sharpness.sharpness(net.params0, optax.sgd(0.1).init(net.params0), net)
