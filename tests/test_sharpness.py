@@ -44,7 +44,7 @@ def test_tracking_inside_run_records_the_saved_iterates_eigenvalues(net):
     traj = dynopt.run(tx, net, 10, every=5, observe=sharpness.sharpness)
     assert traj.observations.shape == (3, 2)
     for i in range(3):
-        w = jax.tree.map(lambda x: x[i], traj.params)
+        w = jax.tree.map(lambda x, i=i: x[i], traj.params)
         values, _ = _dense_eigh(net, w)
         np.testing.assert_allclose(traj.observations[i], values[::-1][:2], atol=1e-8)
 
