@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from .._custom_types import Array, ScalarLike
-from .._transforms.adaptive import global_rmsprop
+from .._transforms.adaptive import adam, global_rmsprop
 from .._validation import decay, nonnegative, positive
 from .base import AbstractMap, rate_decay
 
@@ -94,7 +94,9 @@ def adam_rates(learning_rate, b1, b2) -> tuple[Array, Array, Array]:
 class Adam(AbstractMap):
     r"""`optax.adam(h, b1=1-a₁h, b2=1-a₂h, eps=ε)` for `AdamFlow`, $t = kh$: step $k \to k+1$
     uses $m_{k+1}, v_{k+1}$ with the corrections $1-\beta_i^{k+1}$, the flow's
-    $1-e^{-a_it_{k+1}}$ up to $O(h)$; first order. Requires $a_ih < 1$.
+    $1-e^{-a_it_{k+1}}$ up to $O(h)$; first order. Requires $a_ih < 1$. Built as
+    `dynopt.transforms.adam` (optax's state and iterates, the scalar corrections computed once
+    per step: traced $\beta$s cost no per-coordinate division).
 
     **Inverse:** `inverse(learning_rate, b1, b2, eps=1e-8)` $\mapsto$
     `(AdamFlow((1-b1)/η, (1-b2)/η, eps), η)`.
@@ -104,7 +106,7 @@ class Adam(AbstractMap):
 
     @property
     def factory(self):
-        return optax.adam
+        return adam
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return adam_hyperparams(flow, step_size)
