@@ -16,6 +16,7 @@ from scipy import stats
 
 import dynopt
 from dynopt import flows, problems, sde
+from dynopt._sde import simulate as sde_simulate
 
 
 LAM = 2.0
@@ -93,18 +94,23 @@ def test_simulate_is_deterministic_bit_for_bit():
     assert not np.array_equal(a.ys[:, -1], c.ys[:, -1])
 
 
-def test_gibbs_histogram_double_well():
+@pytest.mark.parametrize("ts, dt", [([0.0, 6.0], 0.01), ([0.0, 3.0, 6.0], None)])
+def test_gibbs_histogram_double_well(ts, dt):
     """Langevin on (x^2 - 1)^2 at T = 0.4, started at the saddle (the symmetric start never
-    excites the slow well-to-well mode, so t = 6 is stationary): chi-square against exp(-L/T)."""
+    excites the slow well-to-well mode, so t = 6 is stationary): chi-square against exp(-L/T).
+
+    With the default step and a coarse save gap (3): the step resolves the drift's rate
+    rho = |L''(0)| = 4 as 0.05/rho = 0.0125, not the gap (which made every path blow up)."""
     temp, num = 0.4, 4000
     paths = sde.simulate(
         sde.Langevin(temp),
         dynopt.Problem(_double_well, jnp.array([0.0])),
-        jnp.array([0.0, 6.0]),
+        jnp.array(ts),
         jax.random.key(2),
         num,
-        dt=0.01,
+        dt=dt,
     )
+    assert float(paths.dt) == (0.0125 if dt is None else dt) and paths.num_diverged == 0
     x = np.asarray(paths.ys[:, -1, 0])
     edges = np.concatenate([[-np.inf], np.linspace(-1.8, 1.8, 19), [np.inf]])
     counts = np.histogram(x, edges)[0]
@@ -243,27 +249,57 @@ def _unstable(x):
     return jnp.sum(0.5 * x * x - 0.25 * x**4)  # wells edge at |x| = 1; beyond it, blow-up
 
 
-def test_blowup_is_flagged_and_not_averaged_in():
-    paths = sde.simulate(
+def test_blowup_raises_unless_kept_and_is_averaged_only_on_request():
+    """Paths of an SDE that explodes (escape over the edge of -x^4): simulate raises with the
+    count unless told to keep them ('warn' also warns); the mean over all paths does not exist,
+    so `expectation` refuses it unless told to drop them."""
+    args = (
         sde.Langevin(0.3),
         dynopt.Problem(_unstable, jnp.array([0.0])),
         jnp.linspace(0.0, 20.0, 21),
         jax.random.key(7),
         200,
-        dt=0.01,
-        solver=diffrax.Euler(),
     )
+    kw = dict(dt=0.01, solver=diffrax.Euler())
+    with pytest.raises(dynopt.SolveError, match=r"simulate: \d+ of 200 paths blew up"):
+        sde.simulate(*args, **kw)
+    with pytest.warns(RuntimeWarning, match=r"of 200 paths blew up"):
+        sde.simulate(*args, **kw, on_blowup="warn")
+    paths = sde.simulate(*args, **kw, on_blowup="keep")
     bad = np.asarray(paths.diverged)
-    assert 0 < bad.sum() < 200
+    assert 0 < bad.sum() < 200 and paths.num_diverged == bad.sum()
     blow = np.asarray(paths.blowup_time)
     first_nan = np.argmin(np.all(np.isfinite(np.asarray(paths.ys)), axis=-1), axis=1)
     np.testing.assert_array_equal(blow[bad], np.asarray(paths.ts)[first_nan[bad]])
     assert np.all(np.isinf(blow[~bad]))
-    mean, se = paths.expectation(lambda th: th[0] ** 2)
+    with pytest.raises(ValueError, match=rf"^{bad.sum()} of 200 paths blew up, so the mean"):
+        paths.expectation(lambda th: th[0] ** 2)
+    mean, se = paths.expectation(lambda th: th[0] ** 2, drop_diverged=True)
     assert np.all(np.isfinite(mean)) and np.all(np.isfinite(se))
     np.testing.assert_allclose(
         mean, np.mean(np.asarray(paths.ys)[~bad, :, 0] ** 2, axis=0), rtol=1e-13
     )
+
+
+def test_default_step_resolves_the_drift():
+    """The default step is 0.05/rho, rho the drift's fastest rate at the start (LAM = 2 here;
+    Kramers(damping 3): the eigenvalues of [[0, 1], [-2, -3]] are -1 and -2): each save
+    interval is split into equal steps no longer than that. A save gap already finer is the
+    step, and the paths are those of that explicit dt, bit for bit."""
+    quad = dynopt.Problem(_quadratic, jnp.array([1.0]))
+    key = jax.random.key(3)
+    assert sde_simulate.drift_rate(sde.Langevin(0.5), quad, quad.params0, 0.0) == pytest.approx(
+        LAM, rel=1e-14
+    )
+    kramers = sde.Kramers(3.0, 0.5)
+    assert sde_simulate.drift_rate(kramers, quad, quad.params0, 0.0) == pytest.approx(2.0, 1e-12)
+    coarse = sde.simulate(sde.Langevin(0.5), quad, jnp.array([0.0, 0.1, 1.0]), key, 4)
+    assert float(coarse.dt) == pytest.approx(0.025, rel=1e-12)
+    fine_ts = jnp.linspace(0.0, 0.1, 11)
+    a = sde.simulate(sde.Langevin(0.5), quad, fine_ts, key, 4)
+    b = sde.simulate(sde.Langevin(0.5), quad, fine_ts, key, 4, dt=0.01)
+    assert float(a.dt) == pytest.approx(0.01, rel=1e-12)
+    np.testing.assert_array_equal(a.ys, b.ys)
 
 
 def _zero(x):
@@ -319,8 +355,21 @@ def test_bad_input():
         sde.simulate(sde.Langevin(1.0), None, ts, key, 2)
     with pytest.raises(ValueError, match="num_paths must be a positive integer"):
         sde.simulate(sde.Langevin(1.0), quad, ts, key, 0)
-    with pytest.raises(ValueError, match="ts must be a 1-D increasing"):
+    with pytest.raises(ValueError, match=r"ts must be strictly increasing, got ts\[0\]=1"):
         sde.simulate(sde.Langevin(1.0), quad, jnp.array([1.0, 0.0]), key, 2)
+    with pytest.raises(ValueError, match="ts must be a 1-D array of at least 2"):
+        sde.simulate(sde.Langevin(1.0), quad, jnp.array([1.0]), key, 2)
+    with pytest.raises(ValueError, match=r"^key must be one jax.random.key .* got int 0"):
+        sde.simulate(sde.Langevin(1.0), quad, ts, 0, 2)
+    with pytest.raises(ValueError, match=r"^key must be one jax.random.key"):
+        sde.first_passage(sde.Langevin(1.0), quad, lambda y: y[0] > 2, 1.0, 0, 2, dt=0.1)
+    with pytest.raises(ValueError, match=r"^x0 must have the structure and shapes of problem"):
+        sde.simulate(sde.Langevin(1.0), quad, ts, key, 2, x0=jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"^x0 does not fit VectorSDE"):
+        sde.simulate(dynopt.densities.linear_vector_sde(-jnp.eye(2), 1.0), None, ts, key, 2,
+                     x0=jnp.zeros(3))  # fmt: skip
+    with pytest.raises(ValueError, match="on_blowup must be 'raise', 'warn' or 'keep'"):
+        sde.simulate(sde.Langevin(1.0), quad, ts, key, 2, on_blowup="ignore")
     with pytest.raises(ValueError, match="every save time must be t0"):
         sde.simulate(sde.Langevin(1.0), quad, jnp.array([0.0, 0.25, 1.0]), key, 2, dt=0.1)
     with pytest.raises(ValueError, match="below float32 resolution"):

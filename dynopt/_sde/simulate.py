@@ -1,6 +1,7 @@
 r"""`simulate`: many paths of a flow with noise at once (diffrax under `vmap`), and first-passage
 times. Both integrate through `dynopt._solve.integrate` on the raveled state."""
 
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -14,8 +15,8 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, Bool, Float, Key, Params, PyTree, Scalar
 from .._flows.base import AbstractFlow
 from .._problem import Problem
-from .._solve import integrate, raise_for_result
-from .._validation import positive, positive_int
+from .._solve import integrate, raise_for_result, SolveError
+from .._validation import increasing, is_traced, positive, positive_int
 from .base import AbstractSDE, is_additive, noise_dim, raveled
 
 
@@ -31,10 +32,11 @@ class SDEPaths(eqx.Module):
 
     - `ts`: the save times, shape $(T,)$.
     - `ys`: the raveled states, shape $(P, T, n)$ (paths, times, state).
-    - `blowup_time`: per path, the first save time at which the state was non-finite, or `inf`.
-      Such paths are flagged, never averaged in (`expectation` drops them).
+    - `blowup_time`: per path, the first save time at which the state was non-finite, or `inf`
+      (`diverged`, `num_diverged`). `simulate` returns such paths only when asked to
+      (`on_blowup="warn"` or `"keep"`), and `expectation` averages them only on request.
     - `sde`, `problem`: the simulated flow and its problem (`params` maps states to parameters).
-    - `solver`: the diffrax solver's name; `dt`: the fixed integration step.
+    - `solver`: the diffrax solver's name; `dt`: the (largest) integration step.
     """
 
     ts: Float[Array, " T"]
@@ -55,6 +57,11 @@ class SDEPaths(eqx.Module):
         return self.ys.shape[0]
 
     @property
+    def num_diverged(self) -> int:
+        """How many paths blew up (became non-finite) before the last save time."""
+        return int(jnp.sum(self.diverged))
+
+    @property
     def params(self) -> PyTree:
         """The parameter part of every saved state, leaves with leading axes $(P, T)$."""
         return jax.vmap(jax.vmap(self._params))(self.ys)
@@ -64,11 +71,30 @@ class SDEPaths(eqx.Module):
         return self.sde.params(unravel(y))
 
     def expectation(
-        self, fn: Callable[[Params], Scalar]
+        self, fn: Callable[[Params], Scalar], *, drop_diverged: bool = False
     ) -> tuple[Float[Array, " T"], Float[Array, " T"]]:
-        r"""Monte-Carlo mean of $\varphi(\theta_t)$ over the paths that never blew up, and its
-        standard error $s/\sqrt{P'}$ ($P'$ = number of such paths), at every save time."""
+        r"""Monte-Carlo mean of $\varphi(\theta_t)$ over the paths, and its standard error
+        $s/\sqrt{P}$, at every save time.
+
+        **Arguments:** `fn`, the function $\varphi$ of the parameters; `drop_diverged`: average
+        over the $P'$ paths that never blew up instead (the mean *conditional on survival*,
+        biased towards the paths that stayed small: a choice to make explicitly).
+
+        **Raises:** `ValueError` if some path blew up and `drop_diverged` is false (inside
+        `jit`: an `eqx.error_if` with the same message): the mean over all paths does not exist.
+        """
         values = jax.vmap(jax.vmap(lambda y: fn(self._params(y))))(self.ys)
+        if not drop_diverged:
+            msg = (
+                "paths blew up, so the mean over all paths does not exist; pass "
+                "drop_diverged=True for the mean over the surviving paths (conditional on "
+                "survival, biased), or simulate with a smaller dt."
+            )
+            if not is_traced(self.blowup_time):
+                if self.num_diverged:
+                    raise ValueError(f"{self.num_diverged} of {self.num_paths} {msg}")
+            else:
+                values = eqx.error_if(values, jnp.any(self.diverged), f"some {msg}")
         ok = ~self.diverged[:, None]
         count = jnp.sum(ok, axis=0)
         n = jnp.maximum(count, 1).astype(values.dtype)
@@ -99,8 +125,8 @@ def _terms(flow, problem, x0, t0, bm_of_m):
 
 
 @eqx.filter_jit
-def _simulate(flow, problem, x0, ts, grid, keys, solver, brownian, max_steps):
-    dt = grid[1] - grid[0]
+def _simulate(flow, problem, x0, ts, grid, step, keys, solver, brownian, max_steps):
+    dt = step  # the smallest step: the Brownian tree's resolution
     adjoint = (
         diffrax.ForwardMode() if brownian == "unsafe" else diffrax.RecursiveCheckpointAdjoint()
     )
@@ -132,7 +158,49 @@ def _simulate(flow, problem, x0, ts, grid, keys, solver, brownian, max_steps):
     return ys, blowup, result
 
 
-def _check_common(flow, problem, x0, num_paths, brownian):
+def _check_key(key) -> Key:
+    """One PRNG key (`jax.random.key(seed)`, or a legacy `uint32[2]` `PRNGKey`)."""
+    if isinstance(key, jax.Array) and not is_traced(key):
+        typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+        if typed or (key.dtype == jnp.uint32 and key.shape == (2,)):
+            return key
+    shown = f"{type(key).__name__} {key!r}" if not isinstance(key, jax.Array) else key.dtype
+    raise ValueError(
+        f"key must be one jax.random.key (e.g. jax.random.key(0)), got {shown}; the paths "
+        "use jax.random.split(key, num_paths)."
+    )
+
+
+def _check_x0(flow, problem, x0, t0) -> None:
+    """`ValueError` unless `x0` fits the problem (the structure and shapes of `params0`) or,
+    for a flow without a problem, its drift maps the state of `x0` to the same shape."""
+    if problem is not None:  # no tracing here: new hyper-parameters must not retrace the loss
+        ref, got = jax.tree.structure(problem.params0), jax.tree.structure(x0)
+        shapes = [jnp.shape(a) for a in jax.tree.leaves(problem.params0)]
+        if ref != got or shapes != [jnp.shape(a) for a in jax.tree.leaves(x0)]:
+            raise ValueError(
+                f"x0 must have the structure and shapes of problem.params0 ({ref} with shapes "
+                f"{shapes}), got {got} with shapes {[jnp.shape(a) for a in jax.tree.leaves(x0)]}."
+            )
+        return
+
+    def drift_at_start(x0):
+        y0, drift, _, _ = raveled(flow, problem, flow.init(x0))
+        return y0, drift(t0, y0, None)
+
+    try:
+        y0, out = jax.eval_shape(drift_at_start, x0)
+    except (TypeError, ValueError, AttributeError) as e:  # e.g. a shape error in the drift
+        first = (str(e).strip() or type(e).__name__).splitlines()[0]
+        raise ValueError(f"x0 does not fit {type(flow).__name__}: {first}") from None
+    if out.shape != y0.shape:
+        raise ValueError(
+            f"x0 does not fit {type(flow).__name__}: its drift maps the state of shape "
+            f"{y0.shape} to shape {out.shape}."
+        )
+
+
+def _check_common(flow, problem, x0, num_paths, brownian, key, on_blowup):
     """Concrete checks; returns the initial parameters."""
     if not isinstance(flow, AbstractFlow):
         raise ValueError(f"flow must be a dynopt flow with noise, got {type(flow).__name__}.")
@@ -144,7 +212,10 @@ def _check_common(flow, problem, x0, num_paths, brownian):
         x0 = problem.params0
     if isinstance(flow, AbstractSDE):  # declares its diffusion
         flow.check(problem)
-    elif jax.eval_shape(lambda: flow.diffusion(0.0, flow.init(x0), problem)) is None:
+    _check_x0(flow, problem, x0, 0.0)
+    if not isinstance(flow, AbstractSDE) and (
+        jax.eval_shape(lambda: flow.diffusion(0.0, flow.init(x0), problem)) is None
+    ):
         raise ValueError(
             f"{type(flow).__name__} declares no diffusion (an ODE): integrate it with "
             "dynopt.solve, or use a flow with noise (Langevin, Kramers, SGDNoise)."
@@ -152,6 +223,9 @@ def _check_common(flow, problem, x0, num_paths, brownian):
     positive_int("num_paths", num_paths)
     if brownian not in ("unsafe", "tree"):
         raise ValueError(f"brownian must be 'unsafe' or 'tree', got {brownian!r}.")
+    if on_blowup not in ("raise", "warn", "keep"):
+        raise ValueError(f"on_blowup must be 'raise', 'warn' or 'keep', got {on_blowup!r}.")
+    _check_key(key)
     return x0
 
 
@@ -167,17 +241,81 @@ def _default_solver(flow, solver):
     return solver
 
 
-def _grid(t0: float, t1: float, dt: float, brownian: str) -> np.ndarray:
-    num = round((t1 - t0) / dt)
-    grid = t0 + dt * np.arange(num + 1, dtype=np.float64)
+def _check_resolution(grid: np.ndarray, dt: float, brownian: str) -> np.ndarray:
     if brownian == "unsafe" and not np.all(np.diff(grid.astype(np.float32)) > 0):
         # UnsafeBrownianPath keys each increment by its endpoints cast to float32: steps whose
         # float32 endpoints coincide would reuse the same increment.
         raise ValueError(
-            f"dt={dt:g} is below float32 resolution at t={t1:g}: UnsafeBrownianPath would reuse "
-            "Brownian increments. Use a larger dt, a shorter horizon, or brownian='tree'."
+            f"dt={dt:g} is below float32 resolution at t={grid[-1]:g}: UnsafeBrownianPath would "
+            "reuse Brownian increments. Use a larger dt, a shorter horizon, or brownian='tree'."
         )
     return grid
+
+
+def _grid(t0: float, t1: float, dt: float, brownian: str) -> np.ndarray:
+    num = round((t1 - t0) / dt)
+    return _check_resolution(t0 + dt * np.arange(num + 1, dtype=np.float64), dt, brownian)
+
+
+# The default step resolves the drift's fastest time scale 1/rho at the start with this margin:
+# explicit schemes (Euler: |1 - h rho| < 1; ShARK: h rho below about 2) are stable far beyond
+# it, and the weak error (order 1 or 2 in h rho) stays small.
+STEP_MARGIN = 0.05
+_DENSE_JACOBIAN_MAX_DIM = 512
+
+
+def _drift(flow, problem, x0, t0):
+    y0, drift, _, _ = raveled(flow, problem, flow.init(x0))
+    return y0, lambda y: drift(t0, y, None)
+
+
+@eqx.filter_jit
+def _drift_jacobian(flow, problem, x0, t0):
+    y0, f = _drift(flow, problem, x0, t0)
+    return jax.jacfwd(f)(y0)
+
+
+@eqx.filter_jit
+def _drift_rate_power(flow, problem, x0, t0):
+    """|lambda_max| of the drift's Jacobian by 50 power iterations on Jacobian-vector products."""
+    y0, f = _drift(flow, problem, x0, t0)
+
+    def body(v, _):
+        jv = jax.jvp(f, (y0,), (v,))[1]
+        norm = jnp.linalg.norm(jv)
+        return jv / jnp.where(norm > 0, norm, 1.0), norm
+
+    v0 = jax.random.normal(jax.random.key(0), y0.shape, y0.dtype)
+    return jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=50)[1][-1]
+
+
+def drift_rate(flow: AbstractFlow, problem: Problem | None, x0: Params, t0: float) -> float:
+    r"""$
+    ho$, the largest $|\lambda|$ over the eigenvalues of the drift's Jacobian at the
+        initial state: the fastest rate the integration step must resolve (exact eigenvalues up to
+        512 state entries, a power iteration on Jacobian-vector products above)."""
+    n = int(np.prod(jax.eval_shape(lambda: _drift(flow, problem, x0, t0)[0]).shape))
+    if n <= _DENSE_JACOBIAN_MAX_DIM:
+        jac = np.asarray(_drift_jacobian(flow, problem, x0, jnp.asarray(t0)))
+        return float(np.max(np.abs(np.linalg.eigvals(jac)))) if np.all(np.isfinite(jac)) else np.inf
+    return float(_drift_rate_power(flow, problem, x0, jnp.asarray(t0)))
+
+
+def _default_grid(ts: np.ndarray, rho: float, brownian: str) -> tuple[np.ndarray, float, float]:
+    """Each save interval split into equal steps of at most `STEP_MARGIN / rho`: `(grid, largest
+    step, smallest step)`. A save gap already that fine is one step (the grid is `ts`)."""
+    gaps = np.diff(ts)
+    safe = STEP_MARGIN / rho if rho > 0 else np.inf
+    sub = np.maximum(1, np.ceil(gaps / safe - 1e-9)).astype(int)
+    if np.all(sub == 1):
+        return _check_resolution(ts.copy(), float(gaps.min()), brownian), gaps.max(), ts[1] - ts[0]
+    starts = np.concatenate([[0], np.cumsum(sub)])
+    k = np.arange(starts[-1]) - np.repeat(starts[:-1], sub) + 1  # step index within interval
+    grid = np.empty(starts[-1] + 1)
+    grid[1:] = np.repeat(ts[:-1], sub) + np.repeat(gaps / sub, sub) * k
+    grid[starts] = ts  # save times are exact step endpoints
+    steps = gaps / sub
+    return _check_resolution(grid, float(steps.min()), brownian), steps.max(), steps.min()
 
 
 def simulate(
@@ -191,6 +329,7 @@ def simulate(
     dt: float | None = None,
     solver: diffrax.AbstractSolver | None = None,
     brownian: Literal["unsafe", "tree"] = "unsafe",
+    on_blowup: Literal["raise", "warn", "keep"] = "raise",
 ) -> SDEPaths:
     r"""Simulate `num_paths` independent paths of the flow with noise `flow` on `problem`, from
     `flow.init(x0)`, saved at `ts`.
@@ -217,38 +356,65 @@ def simulate(
 
     - `flow`, `problem`: the model and the problem it acts on (`None` for models that carry
       their own drift, such as `densities.VectorSDE`; then `x0` is required).
-    - `ts`: increasing save times (SDE time; for `SGDNoise`, $t = k\eta$); each must lie on the
-      grid $t_0 + k\,dt$ with $t_0$ = `ts[0]`.
-    - `key`: one PRNG key; `num_paths`: $P \ge 1$.
-    - `x0`: initial parameters (default `problem.params0`).
-    - `dt`: the integration step (default: the smallest gap of `ts`).
+    - `ts`: increasing save times (SDE time; for `SGDNoise`, $t = k\eta$); with `dt` given,
+      each must lie on the grid $t_0 + k\,dt$ with $t_0$ = `ts[0]`.
+    - `key`: one PRNG key (`jax.random.key(seed)`); `num_paths`: $P \ge 1$.
+    - `x0`: initial parameters (default `problem.params0`; the same structure and shapes).
+    - `dt`: the integration step. Default: resolve the drift's fastest rate $\rho$ (the
+      largest $|\lambda|$ of its Jacobian at the initial state, `drift_rate`) with a margin:
+      every save interval is split into equal steps of at most $0.05/\rho$ (one step when the
+      save gap is already that fine). The save gap itself is no integration step: on a double
+      well at $T = 0.4$ saved every 5 time units, it made every path blow up.
+    - `on_blowup`: what to do when paths blow up (become non-finite): `"raise"` (default,
+      `dynopt.SolveError` with the count and the step advice), `"warn"` (a `RuntimeWarning`)
+      or `"keep"` (silently; for SDEs that do explode). Either way they are flagged in
+      `diverged` and counted in `num_diverged`.
 
     **Returns:** `SDEPaths` with `ys` of shape $(P, T, n)$; paths that blew up carry their
-    `blowup_time` and are left out of `expectation`.
+    `blowup_time`; `expectation` refuses to average over them unless told to drop them.
 
-    **Raises:** `ValueError` for a flow without diffusion, `num_paths < 1`, non-increasing `ts`,
-    save times off the grid, a `dt` too fine for `UnsafeBrownianPath`, or an unsuitable solver;
-    `dynopt.SolveError` if diffrax fails on a path that stayed finite (e.g. an implicit
-    solver's Newton iteration).
+    **Raises:** `ValueError` for a flow without diffusion, a key that is not one PRNG key, an
+    `x0` that does not fit the problem or the flow, `num_paths < 1`, non-increasing `ts`, save
+    times off the grid, a `dt` too fine for `UnsafeBrownianPath`, or an unsuitable solver;
+    `dynopt.SolveError` if paths blew up (`on_blowup="raise"`) or diffrax fails on a path that
+    stayed finite (e.g. an implicit solver's Newton iteration).
     """
-    x0 = _check_common(flow, problem, x0, num_paths, brownian)
-    ts_np = np.asarray(ts, dtype=np.float64)
-    if ts_np.ndim != 1 or ts_np.size < 2 or not np.all(np.diff(ts_np) > 0):
-        raise ValueError(f"ts must be a 1-D increasing array of >= 2 times, got {ts_np!r}.")
-    t0, t1 = float(ts_np[0]), float(ts_np[-1])
-    dt = float(positive("dt", np.min(np.diff(ts_np)) if dt is None else dt))
-    k = (ts_np - t0) / dt
-    if not np.allclose(k, np.round(k), rtol=0, atol=1e-6):
-        raise ValueError(f"every save time must be t0 + k*dt with integer k (dt={dt:g}).")
-    grid = _grid(t0, t1, dt, brownian)
-    grid[np.round(k).astype(int)] = ts_np  # save times are exact step endpoints
+    x0 = _check_common(flow, problem, x0, num_paths, brownian, key, on_blowup)
+    ts_np = np.asarray(increasing("ts", ts, min_size=2))
+    t0 = float(ts_np[0])
+    rho = None
+    if dt is None:
+        rho = drift_rate(flow, problem, x0, t0)
+        if not np.isfinite(rho):
+            raise ValueError(
+                f"the drift of {type(flow).__name__} is not finite at x0 (its Jacobian has "
+                "non-finite entries): check the problem and x0."
+            )
+        grid, dt, step = _default_grid(ts_np, rho, brownian)
+    else:
+        dt = float(positive("dt", dt))
+        k = (ts_np - t0) / dt
+        if not np.allclose(k, np.round(k), rtol=0, atol=1e-6):
+            raise ValueError(f"every save time must be t0 + k*dt with integer k (dt={dt:g}).")
+        grid = _grid(t0, float(ts_np[-1]), dt, brownian)
+        grid[np.round(k).astype(int)] = ts_np  # save times are exact step endpoints
+        step = grid[1] - grid[0]
     solver = _default_solver(flow, solver)
     keys = jax.random.split(key, num_paths)
     ys, blowup, result = _simulate(
-        flow, problem, x0, jnp.asarray(ts_np), jnp.asarray(grid), keys, solver, brownian, len(grid)
+        flow,
+        problem,
+        x0,
+        jnp.asarray(ts_np),
+        jnp.asarray(grid),
+        jnp.asarray(step),
+        keys,
+        solver,
+        brownian,
+        len(grid),
     )
     raise_for_result(result, what=f"simulate({type(solver).__name__})", max_steps=len(grid))
-    return SDEPaths(
+    paths = SDEPaths(
         ts=jnp.asarray(ts_np),
         ys=ys,
         blowup_time=blowup,
@@ -258,6 +424,31 @@ def simulate(
         dt=jnp.asarray(dt),
         solver=type(solver).__name__,
     )
+    if paths.num_diverged and on_blowup != "keep":
+        _report_blowup(paths, flow, problem, x0, t0, rho, on_blowup)
+    return paths
+
+
+def _report_blowup(paths, flow, problem, x0, t0, rho, on_blowup) -> None:
+    if rho is None:  # dt was given: say how it compares with the default
+        rho = drift_rate(flow, problem, x0, t0)
+    dt = float(paths.dt)
+    advice = (
+        f"dt={dt:g} is {dt * rho / STEP_MARGIN:.3g} times the default step "
+        f"{STEP_MARGIN:g}/rho = {STEP_MARGIN / rho:.3g} (rho = {rho:.3g}, the drift's fastest "
+        "rate at the start): take a smaller dt"
+        if rho > 0 and np.isfinite(rho)
+        else f"dt={dt:g}: take a smaller dt"
+    )
+    msg = (
+        f"simulate: {paths.num_diverged} of {paths.num_paths} paths blew up (non-finite; the "
+        f"first by t={float(jnp.min(paths.blowup_time)):g}). {advice}, unless the SDE itself "
+        "explodes; on_blowup='keep' (or 'warn') returns them, flagged in paths.diverged and "
+        "counted in paths.num_diverged."
+    )
+    if on_blowup == "raise":
+        raise SolveError(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
 @eqx.filter_jit
@@ -284,10 +475,11 @@ def _passage(flow, problem, x0, grid, keys, solver, hit, max_steps):
         )
         fired = sol.result == diffrax.RESULTS.event_occurred
         # An event ends the solve with `event_occurred`: `is_okay` says whether anything else
-        # went wrong; a non-finite path is censored like one that never hit.
-        okay = diffrax.is_okay(sol.result) | ~jnp.all(jnp.isfinite(sol.ys))
+        # went wrong; a path that blew up before hitting is reported (`blew`), never a failure.
+        blew = ~fired & ~jnp.all(jnp.isfinite(sol.ys))
+        okay = diffrax.is_okay(sol.result) | blew
         result = diffrax.RESULTS.where(okay, diffrax.RESULTS.successful, sol.result)
-        return jnp.where(fired, sol.ts[-1], jnp.inf), result
+        return jnp.where(fired, sol.ts[-1], jnp.inf), result, blew
 
     return jax.vmap(one)(keys)
 
@@ -303,6 +495,7 @@ def first_passage(
     dt: float,
     x0: Params | None = None,
     solver: diffrax.AbstractSolver | None = None,
+    on_blowup: Literal["raise", "warn", "keep"] = "raise",
 ) -> Float[Array, " P"]:
     r"""First time $\tau = \inf\{t : \text{hit}(Y_t)\}$ on the step grid, per path, of the flow
     with noise `flow` on `problem` from `flow.init(x0)` (default `problem.params0`).
@@ -310,11 +503,12 @@ def first_passage(
     A `diffrax.Event` stops each path at the first step whose end state satisfies `hit` (a
     function of the raveled state returning a boolean), so $\tau$ is resolved to one step $dt$.
     Paths that have not hit by `t1` return `inf` (censored; report their fraction).
-    Same solvers, Brownian path and determinism as `simulate`.
+    Same solvers, Brownian path and determinism as `simulate`; paths that blew up before hitting
+    are handled by `on_blowup` as in `simulate` (kept as censored only on request).
 
     **Raises:** as `simulate`.
     """
-    x0 = _check_common(flow, problem, x0, num_paths, "unsafe")
+    x0 = _check_common(flow, problem, x0, num_paths, "unsafe", key, on_blowup)
     if not callable(hit):
         raise ValueError(f"hit must be callable state -> bool, got {type(hit).__name__}.")
     if not positive("dt", dt) < t1:
@@ -322,6 +516,16 @@ def first_passage(
     grid = _grid(0.0, float(t1), float(dt), "unsafe")
     solver = _default_solver(flow, solver)
     keys = jax.random.split(key, num_paths)
-    tau, result = _passage(flow, problem, x0, jnp.asarray(grid), keys, solver, hit, len(grid))
+    tau, result, blew = _passage(flow, problem, x0, jnp.asarray(grid), keys, solver, hit, len(grid))
     raise_for_result(result, what=f"first_passage({type(solver).__name__})", max_steps=len(grid))
+    num_blew = int(jnp.sum(blew))
+    if num_blew and on_blowup != "keep":
+        msg = (
+            f"first_passage: {num_blew} of {num_paths} paths blew up (non-finite) before "
+            f"hitting, with dt={float(dt):g}: take a smaller dt, unless the SDE itself explodes; "
+            "on_blowup='keep' (or 'warn') returns them as censored (tau = inf)."
+        )
+        if on_blowup == "raise":
+            raise SolveError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
     return tau
