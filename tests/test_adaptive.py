@@ -2,6 +2,8 @@
 the sign flow's and Lion's regularization width, bad input (traced values included). Identities
 with optax and orders are rows of `dynopt.correspondences` (tests/test_correspondences.py)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 import dynopt
 from dynopt import flows, lyapunov, problems, transforms
+from dynopt._transforms.adaptive import adam
 
 from .helpers import tree_max_abs_diff
 
@@ -202,3 +205,45 @@ def test_lion_width_cost():
     gaps = [np.max(np.abs(paths[i] - paths[i + 1])) for i in range(2)]
     assert np.sqrt(2.0) < gaps[0] / gaps[1] < 2.0, gaps
     assert gaps[0] < 3 * widths[0], gaps
+
+
+def _elementwise_ops(tx_of, hp, op):
+    """How many `op`s on parameter-shaped arrays the compiled update loop performs per step."""
+    params = jnp.ones(1000, jnp.float32)
+
+    def loop(hp, params):
+        tx = tx_of(hp)
+        body = lambda _, c: (lambda u, s: (c[0] + u, s))(*tx.update(c[0], c[1], c[0]))
+        return jax.lax.fori_loop(0, 3, body, (params, tx.init(params)))
+
+    text = jax.jit(loop).lower(hp, params).compile().as_text()
+    return len(re.findall(rf"f32\[1000\]\S* {op}\(", text))
+
+
+def test_traced_adam_and_polyak_cost_what_optax_constants_cost():
+    """With traced hyper-parameters the per-step scalars are formed once: per coordinate, no
+    more divisions (Adam) or multiplications (Polyak) than optax with constants compiles to."""
+    b = dict(b1=jnp.float32(0.9), b2=jnp.float32(0.99))
+    ours = _elementwise_ops(lambda hp: adam(1e-3, **hp, eps=1e-6), b, "divide")
+    h = jnp.float32(0.1)
+    polyak = _elementwise_ops(lambda h: _with_value(transforms.polyak_sgd(h)), h, "multiply")
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam and Polyak are not strict-clean
+        theirs = _elementwise_ops(
+            lambda _: optax.adam(1e-3, b1=0.9, b2=0.99, eps=1e-6), b, "divide"
+        )
+        polyak_optax = _elementwise_ops(
+            lambda _: _with_value(
+                optax.chain(optax.scale_by_polyak(max_learning_rate=jnp.inf), optax.sgd(0.1))
+            ),
+            h,
+            "multiply",
+        )
+    assert ours == theirs == 1
+    assert polyak < polyak_optax
+
+
+def _with_value(tx):
+    """`tx` fed the loss ½‖θ‖² (the `value` a Polyak step needs)."""
+    return optax.GradientTransformation(
+        tx.init, lambda g, s, p: tx.update(g, s, p, value=0.5 * jnp.sum(p * p))
+    )

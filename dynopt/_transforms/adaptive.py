@@ -188,7 +188,7 @@ def scale_by_polyak_step(
     def step(sq, gap):
         s = jnp.minimum(gap / sq, jnp.asarray(max_learning_rate, sq.dtype))
         # optax compares against float64's epsilon (`jnp.finfo(float).eps`); so does this.
-        return jnp.where(sq <= jnp.finfo(float).eps, jnp.zeros_like(s), s)
+        return jnp.where(sq <= float(jnp.finfo(float).eps), jnp.zeros_like(s), s)
 
     return _scaled_by_scalar_step(
         learning_rate, f_min, lambda g: optax.tree.norm(g, squared=True), step
