@@ -12,6 +12,7 @@ from dynopt import flows, plotting, problems
 
 from . import _post3 as post3
 from ._card import Array
+from ._headline import Headline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +271,20 @@ SECTIONS = {
     "normalization_landscape": landscape,
     "polyak_post3": polyak,
 }
+
+HEADLINES = (
+    Headline("orders/quadratic/order/rmsprop_G0_g0sq", "order, optax.rmsprop vs its flow",
+             1.0, 0.1),
+    Headline("orders/quadratic/order/adam", "order, optax.adam vs its flow", 1.0, 0.1),
+    Headline("limits/kappa_slope", "κ → ∞: slope to the sign-like flow", -1.0, 0.1),
+    Headline("limits/width_slope", "SignFlow(w) vs the exact sign flow: slope", 1.0, 0.1),
+    Headline("normalization/global/max_angle_to_minus_grad_deg", "global: angle to -∇L (deg)",
+             high=1e-4),
+    Headline("normalization/coordinate/max_angle_to_minus_grad_deg", "per coordinate: angle (deg)",
+             low=30.0),
+    Headline("displacement/quantiles_5_50_95/1", "median step |Δθᵢ|/γ", 1.0, 0.2),
+    Headline("polyak_post3/gd_final_x", "post 3: GD ends at", 3.0, 1e-6),
+)  # fmt: skip
 
 
 _CASES = {

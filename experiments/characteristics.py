@@ -11,6 +11,7 @@ import scipy.special
 from dynopt import characteristics as ch, flows, plotting, problems
 
 from ._card import Array
+from ._headline import Headline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,6 +417,17 @@ SECTIONS = {
     "eikonal": eikonal,
     "density": density,
 }
+
+HEADLINES = (
+    Headline("example1/sin x/max_rel_error_vs_eq12", "u_t + x u_x = u²: error vs eq. 12",
+             high=1e-6),
+    Headline("example1/2 exp(-x²)/max_blowup_time_error", "its blow-up times: error", high=1e-8),
+    Headline("ut_eq_ux2/max_abs_error_vs_eq26", "u_t = u_x²: error vs x²/(1-4t)", high=1e-10),
+    Headline("eikonal/max_abs_error_vs_distance", "eikonal: error vs |x| - 1", high=1e-10),
+    Headline("burgers/first_shock_time_error", "Burgers: first shock time error", high=1e-8),
+    Headline("density/chi2_per_dof/3", "density at t = 0.5: χ²/dof vs Monte Carlo",
+             low=0.5, high=1.6),
+)  # fmt: skip
 
 
 def draw_example1(r):

@@ -13,6 +13,7 @@ import dynopt
 from dynopt import games, plotting
 
 from ._card import Array
+from ._headline import Headline
 
 
 SCHEMES = ("simultaneous", "alternating", "consensus", "extragradient", "optimistic")
@@ -423,6 +424,18 @@ SECTIONS = {
     "ema": ema,
     "mixture": mixture,
 }
+
+HEADLINES = (
+    Headline("verdicts/wgan-gp c=0/theta_norm_final", "WGAN-GP c=0: final |θ| (converges)",
+             high=1e-2),
+    Headline("verdicts/vanilla/theta_norm_last_half_min", "vanilla: min |θ| late (no convergence)",
+             low=0.05),
+    Headline("linearization/fitted_slope", "linearization: deviation/ε ∝ ε^slope", 1.0, 0.1),
+    Headline("growth/vanilla/simultaneous/max_abs_error_spectral",
+             "simultaneous GDA: growth vs √(1+h²/4)", high=1e-6),
+    Headline("growth/vanilla/alternating/max_abs_error_spectral", "alternating: growth vs ρ = 1",
+             high=1e-6),
+)  # fmt: skip
 
 
 def draw_phase_portraits(r):

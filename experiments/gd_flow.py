@@ -11,6 +11,7 @@ import dynopt
 from dynopt import flows, lyapunov, plotting, problems
 
 from ._card import Array
+from ._headline import Headline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +229,20 @@ def paths(config: Config) -> Paths:
 
 
 SECTIONS = {"closed_form": closed_form, "problems": orders, "stability": stability, "paths": paths}
+
+HEADLINES = (
+    *(
+        Headline(f"problems/{p}/order_gd_vs_{ref}", f"{p}: order of GD vs {ref.replace('_', ' ')}",
+                 o, 0.1)
+        for p in ("quadratic", "rosenbrock", "logistic")
+        for ref, o in (("flow", 1.0), ("modified_flow", 2.0))
+    ),
+    Headline("problems/quadratic/lyapunov_max_rel_deviation", "dL/dt = -|∇L|², max rel. dev.",
+             high=1e-6),
+    Headline("closed_form/max_abs_error", "diffrax vs the closed-form flow", high=1e-8),
+    Headline("stability/found_boundary_interval/0", "largest h found stable", high=0.02),
+    Headline("stability/found_boundary_interval/1", "smallest h found unstable", low=0.02),
+)  # fmt: skip
 
 
 def draw_orders(r):

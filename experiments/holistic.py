@@ -13,6 +13,7 @@ from dynopt import flows, lyapunov, maps, plotting, problems
 
 from . import _post3 as post3
 from ._card import Array
+from ._headline import Headline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +258,28 @@ SECTIONS = {
     "post3": post3_example,
     "polyak_decay": polyak_decay,
 }
+
+HEADLINES = (
+    *(
+        Headline(f"lyapunov/{f}/max_relative_deviation", f"{f}: dL/dt vs identity, rel. dev.",
+                 high=1e-6)
+        for f in ("gradient", "rmsprop", "adam", "polyak")
+    ),
+    Headline("lyapunov/adam/max_predicted_rate", "Adam: max dL/dt (not Lyapunov)", low=0.0),
+    Headline("lyapunov/rmsprop/max_predicted_rate", "RMSprop: max dL/dt", high=0.0),
+    Headline("rmsprop_plateau/plateau_slope_in_gamma", "RMSprop plateau: slope in γ", 1.0, 1e-3),
+    Headline("rmsprop_plateau/plateau_over_gamma/0", "plateau / γ (γ/√2)", 2**-0.5, 1e-3),
+    Headline("rmsprop_plateau/plateau_vs_eps_max_abs_error_to_theory_over_gamma",
+             "plateau vs ε: max error / γ", high=1e-6),
+    Headline("rmsprop_plateau/gd_regime_contraction_max_abs_error", "GD-regime contraction error",
+             high=1e-5),
+    Headline("polyak_decay/max_relative_deviation_pointwise", "Polyak: |L/(L0 e⁻ᵗ) - 1|",
+             high=1e-7),
+    Headline("post3/polyak_final_x", "post 3: Polyak ends at (global min)", 0.40693, 1e-3),
+    Headline("post3/gd_final_x", "post 3: GD ends at", 3.0, 1e-6),
+    Headline("post3/polyak_escape_t", "post 3: Polyak crosses the barrier at t", low=2.5,
+             high=3.0),
+)  # fmt: skip
 
 
 _LABELS = {

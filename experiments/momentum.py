@@ -12,6 +12,7 @@ import dynopt
 from dynopt import correspondences, flows, maps, plotting, problems
 
 from ._card import Array
+from ._headline import Headline
 
 
 # Heavy ball's maps, by their rows `heavy_ball_<scheme>` of the correspondence registry.
@@ -52,7 +53,7 @@ class Config:
     rosen_schemes: tuple[str, ...] = ("leapfrog", "leapfrog_zero_trace", "euler", "conformal")
     fixed_momentum: float = 0.9
     fixed_t1: float = 1.0
-    fixed_steps: tuple[int, ...] = (100, 200, 400, 800, 1600)
+    fixed_steps: tuple[int, ...] = (1600, 3200, 6400, 12800, 25600)  # errors < 0.1 of the path
     stab_damping: float = 1.0
     stab_lambda: float = 100.0
     stab_schemes: tuple[str, ...] = tuple(s for s in SCHEMES if s != "leapfrog_zero_trace")
@@ -70,7 +71,7 @@ class Config:
         rosen_steps=(400, 800, 1600, 3200),
         schemes=("leapfrog", "leapfrog_zero_trace", "euler"),
         rosen_schemes=(),
-        fixed_steps=(100, 200, 400, 800),
+        fixed_steps=(1600, 3200, 6400),
         stab_schemes=("leapfrog",),
         stab_steps=2000,
         stab_grid=16,
@@ -296,6 +297,18 @@ SECTIONS = {
     "double_well": double_well,
 }
 
+HEADLINES = (
+    Headline("oscillator/orders/leapfrog", "order, leapfrog, half-step start", 2.0, 0.1),
+    Headline("oscillator/orders/leapfrog_zero_trace", "order, leapfrog from optax's zero trace",
+             1.0, 0.1),
+    Headline("oscillator/orders/euler", "order, naive map β = 1 - ah", 1.0, 0.1),
+    Headline("fixed_momentum/order", "order, β fixed, η → 0", 1.0, 0.1),
+    Headline("stability/schemes/leapfrog/measured", "leapfrog's largest stable h√λmax", 2.0, 0.01),
+    Headline("double_well/critical_damping_flow", "critical damping, flow", 0.650, 1e-3),
+    Headline("double_well/critical_damping_leapfrog", "critical damping, leapfrog h = 0.05",
+             0.647, 1e-3),
+)  # fmt: skip
+
 
 _LABELS = {
     "leapfrog": "leapfrog map, half-step start",
@@ -306,7 +319,6 @@ _LABELS = {
     "nesterov_midpoint": "Su midpoint look-ahead θ + βv/2",
     "implicit_midpoint": "implicit midpoint (eq. 19)",
 }
-_MARKERS = "osv^D<>"
 
 
 def draw_orders(r):
@@ -314,23 +326,14 @@ def draw_orders(r):
     problems_ = {n: o for n, o in problems_.items() if o.orders}
     fig, axes = plotting.panels(len(problems_) + 1, width=4.6, height=3.8)
     for ax, (name, o) in zip(axes, problems_.items()):
-        for i, scheme in enumerate(o.orders):
-            plotting.plot_error_vs_step_size(
-                ax, o.step_sizes, o.errors[scheme], label=_LABELS[scheme],
-                order=o.orders[scheme], marker=_MARKERS[i % len(_MARKERS)],
-            )  # fmt: skip
+        series = [(o.errors[s], _LABELS[s], o.orders[s]) for s in o.orders]
+        plotting.plot_orders(ax, o.step_sizes, series)
         ax.set_title(f"{name}: heavy ball a = {o.damping:g}, t1 = {o.t1:g}")
-        low = min(float(np.min(e)) for e in o.errors.values())
-        ax.set_ylim(bottom=low / 60)  # room for the legend under the curves
-        plotting.legend(ax, loc="lower right")
     fm = r.fixed_momentum
     label = f"sgd(η, β={fm.momentum:g}) vs θ' = -∇L/(1-β)"
-    plotting.plot_error_vs_step_size(
-        axes[-1], fm.step_sizes, fm.errors, label=label, order=fm.order
-    )
+    plotting.plot_orders(axes[-1], fm.step_sizes, [(fm.errors, label, fm.order)])
     axes[-1].set_xlabel("learning rate η (t = kη)")
     axes[-1].set_title("fixed β, η → 0 (oscillator)")
-    plotting.legend(axes[-1])
     return fig
 
 

@@ -14,6 +14,7 @@ from dynopt import densities as D, plotting
 from dynopt.sde import simulate
 
 from ._card import Array
+from ._headline import Headline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,6 +377,17 @@ SECTIONS = {
     "stock": stock,
     "two_d": two_d,
 }
+
+HEADLINES = (
+    Headline("convergence/mc_slope_in_paths", "Monte Carlo: slope in N", -0.5, 0.1),
+    Headline("convergence/fp_slope_in_h", "Fokker–Planck: slope in h", 2.0, 0.15),
+    Headline("convergence/pi_ito_slope_in_eps", "path integral, Itô: slope in ε", 1.0, 0.1),
+    Headline("convergence/pi_midpoint_slope_in_eps", "path integral, midpoint: slope in ε",
+             2.0, 0.1),
+    Headline("convergence/rw_slope_in_dt", "random walk: slope in Δt", 1.0, 0.1),
+    Headline("stock/var_lnS", "Var(ln S_T) (σ²T = 0.16, printed σT = 0.4)", 0.16, 0.01),
+    Headline("stock/bs_call_error_in_se", "Black–Scholes call: MC error in SE", high=3.0),
+)  # fmt: skip
 
 
 # Human names of the density routes (the code's names stay in metrics and data).

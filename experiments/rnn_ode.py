@@ -16,6 +16,7 @@ import dynopt
 from dynopt import plotting, rnn
 
 from ._card import Array
+from ._headline import Headline
 
 
 LV = rnn.competitive_lotka_volterra
@@ -415,6 +416,19 @@ def _recovery(config, cell, y0, ts, grid, exact, counts):
 
 
 SECTIONS = {"forward": forward, "inverse": inverse, "identifiability": identifiability}
+
+HEADLINES = (
+    Headline("forward/table_max_abs_diff_euler_rnn", "Euler RNN vs post 5's table", high=0.5),
+    Headline("inverse/route_a/final_loss", "route (a), the post's: final loss", 81.0, 2.0),
+    Headline("inverse/route_b/final_loss", "route (b), diffrax + LM: final loss", 0.53, 0.01),
+    Headline("inverse/route_b/rel_errors/2", "route (b): a1's relative error", -0.045, 0.002),
+    Headline("inverse/coarse_step_bias/fitted_order", "coarse-step bias of Euler fits: order",
+             1.0, 0.1),
+    Headline("identifiability/post_six/std_errors_relative/a1", "a1's standard error, six obs.",
+             0.065, 0.001),
+    Headline("identifiability/equally_spaced/min_count_all_within_5pct_1sigma",
+             "observations for all six within 5 %", 8, 0),
+)  # fmt: skip
 TABLE_T, TABLE = np.asarray(POST_TS), np.asarray(POST_TABLE, float)
 COLORS = ("C0", "C1")
 

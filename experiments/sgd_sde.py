@@ -13,6 +13,7 @@ import dynopt
 from dynopt import flows, plotting, problems, sde
 
 from ._card import Array
+from ._headline import Headline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Variance:
 
     ratio_exact_sgd_over_sde: list[float]
     ratio_formula_2_over_2_minus_eta_lam: list[float]
+    ratio_max_rel_error_vs_formula: float
     mc_sgd_z_scores: list[float]
     exact_sgd: Array
     exact_sde: Array
@@ -298,8 +300,9 @@ def stationary(config: Config) -> Stationary:
         final = _mc_final(disc, model.sgd_problem(quad), steps, jax.random.fold_in(key, j),
                           config.mc_paths)  # fmt: skip
         mc, se = _var_se(final[:, :, -1, 0].T)
+        ratio, formula = exact_sgd / exact_sde, 2 / (2 - etas * config.lam)
         per_batch[str(b)] = Variance(
-            (exact_sgd / exact_sde).tolist(), (2 / (2 - etas * config.lam)).tolist(),
+            ratio.tolist(), formula.tolist(), float(np.max(np.abs(ratio / formula - 1))),
             ((mc - exact_sgd) / se).tolist(), exact_sgd, exact_sde, mc, se,
         )  # fmt: skip
     if not config.sde_paths:
@@ -549,6 +552,16 @@ SECTIONS = {
     "schedules": schedules,
     "wells": wells,
 }
+
+HEADLINES = (
+    Headline("stationary/per_batch/4/ratio_max_rel_error_vs_formula",
+             "Var_SGD/Var_SDE vs 2/(2 − ηλ): max rel. error", high=1e-9),
+    Headline("weak/orders/loss_vs_sde", "weak order of E L, SGD vs SDE", 1.0, 0.1),
+    Headline("weak/orders/tr_vs_sde", "weak order of tr Cov, SGD vs SDE", 2.0, 0.2),
+    Headline("weak/orders/tr_vs_ode", "weak order of tr Cov, SGD vs flow", 1.0, 0.1),
+    Headline("wells/escape/fitted_slope_log_tau_vs_inv_T", "escape-time slope (ΔL = 1)",
+             low=0.6, high=1.2),
+)  # fmt: skip
 
 
 def draw_stationary(r):
