@@ -15,6 +15,7 @@ from ._transforms.adaptive import (
     ScaleByGlobalRmsState as ScaleByGlobalRmsState,
     truncated_polyak_sgd as truncated_polyak_sgd,
 )
+from ._transforms.modifying import modifying as modifying, usam as usam
 from ._transforms.nesterov import (
     implicit_midpoint_momentum as implicit_midpoint_momentum,
     ImplicitMomentumState as ImplicitMomentumState,

@@ -26,6 +26,7 @@ EXPERIMENTS: dict[str, str] = {
     "path_integral": "experiments.path_integral",
     "characteristics": "experiments.characteristics",
     "holistic": "experiments.holistic",
+    "continuum": "experiments.continuum",
 }
 DEFAULT_RESULTS = Path("results")
 

@@ -1,0 +1,252 @@
+r"""Input-gradient corrections: the *modifying* optimizer of backward error analysis, and USAM.
+
+A modifying integrator (Chartier, Hairer, Vilmart 2007) feeds a method a corrected field so that
+its modified equation is a chosen target. Here the method is any optax update map and the
+corrected field is its input gradient,
+
+$$\tilde g_h = \nabla L + c_0 + h\,c_1 + \dots + h^{p-1}c_{p-1},$$
+
+with $c_k$ chosen order by order so that the optimizer fed $\tilde g_h$ has the modified field
+$\tilde f = f^\star + O(h^p)$: it tracks the target flow $\dot\theta = f^\star(\theta)$ with global
+error $O(h^p)$ instead of $O(h)$. When the optimizer's leading field is affine in its input with
+slope $-r$ ($f_1[g] = -r\,g + \dots$: sgd, momentum, Nesterov, weight decay chains), the
+$h^k$ defect of the order-$(k+1)$ automatic field of the optimizer fed the corrections so far,
+$\delta_k = f_{k+1} - f^\star_{k+1}$ ($f^\star_1 = f^\star$, $f^\star_{j>1} = 0$), is cancelled by
+$c_k = \delta_k / r$. For gradient descent towards gradient flow, $c_1 = -\tfrac12 H\nabla L$:
+GD on $\nabla L - \tfrac h2 H\nabla L$ (one Hessian-vector product per step) tracks gradient flow
+at $O(h^2)$.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._flows.base import AbstractFlow
+
+
+class _Oracle:
+    """The loss and its gradient from optax's extra arguments (`value_fn`, `grad_fn`), in the
+    form the automatic modified flow reads (`loss`, `grad`, `value_and_grad`); used inside one
+    trace only, never a `jit` argument."""
+
+    def __init__(self, value_fn: Callable, grad_fn: Callable):
+        self.value_fn, self.grad_fn = value_fn, grad_fn
+
+    def loss(self, params):
+        return self.value_fn(params)
+
+    def grad(self, params, key=None):
+        del key
+        return self.grad_fn(params)
+
+    def value_and_grad(self, params, key=None):
+        del key
+        return self.value_fn(params), self.grad_fn(params)
+
+
+def _oracle(extra: dict) -> _Oracle:
+    if extra.get("grad_fn") is None:
+        raise ValueError(
+            "modifying: update needs the extra argument grad_fn (and value_fn): the gradient "
+            "at other points, for the Hessian-vector products of the correction. dynopt.run, "
+            "compare and solve pass them; with plain optax call "
+            "tx.update(g, state, params, grad_fn=jax.grad(loss), value_fn=loss)."
+        )
+    value_fn = extra.get("value_fn") or (lambda p: jnp.zeros(()))
+    return _Oracle(value_fn, extra["grad_fn"])
+
+
+def _fed(optimizer, corrections: tuple) -> Callable[[Any], optax.GradientTransformationExtraArgs]:
+    r"""$h \mapsto$ `optimizer(h)` fed $g + \sum_k h^k c_k(\theta)$ (`corrections` $= (c_0, \dots)$,
+    functions `c(params, oracle, h)`)."""
+
+    def make(h):
+        inner = optax.with_extra_args_support(optimizer(h))
+
+        def update(updates, state, params=None, **extra):
+            if corrections:
+                if params is None:
+                    raise ValueError("modifying: update needs params (the corrections use them).")
+                oracle = _oracle(extra)
+                for k, c in enumerate(corrections):
+                    ck = optax.tree.cast_like(c(params, oracle, h), updates)
+                    updates = optax.tree.add_scale(updates, h**k, ck)
+            return inner.update(updates, state, params, **extra)
+
+        return optax.GradientTransformationExtraArgs(inner.init, update)
+
+    return make
+
+
+def _field(optimizer, regime: str, order: int, params, oracle, h):
+    r"""$f_{p}$ (`order` $= p$) of the automatic flow of `optimizer` at `params` on `oracle`."""
+    from .._modified.fast import fast_coefficients
+    from .._modified.recursion import modified_fields
+    from .._modified.slow import ModifiedState, slow_coefficients
+    from .._modified.step import OptimizerSpec
+
+    spec = OptimizerSpec(optimizer, 1, regime, order)
+    if regime == "fast":
+        return modified_fields(fast_coefficients(spec, oracle, order))[-1](params)
+    state = spec.transform(jnp.zeros((), jnp.float64)).init(params)
+    y = ModifiedState(params, state)
+    return modified_fields(slow_coefficients(spec, oracle, order))[-1](y).params
+
+
+def _slope(optimizer, regime: str) -> float:
+    r"""$r$ with $\partial f_1/\partial g = -r I$, measured on a probe loss and two shifts of its
+    gradient (affine in $g$ with a scalar slope, or a `ValueError`)."""
+    from .._modified.flow import _probe_problem
+
+    probe = _probe_problem()
+    x0 = probe.params0
+    v = jnp.asarray([0.7, -0.2, 0.4])
+
+    def f1(shift):
+        loss = probe.loss
+
+        def grad(p):
+            return jax.grad(loss)(p) + shift
+
+        oracle = _Oracle(loss, grad)
+        return _field(optimizer, regime, 1, x0, oracle, 0.0)
+
+    with jax.ensure_compile_time_eval():
+        base, one, two = f1(0 * v), f1(v), f1(2 * v)
+    d1, d2 = one - base, two - base
+    r = -float(jnp.vdot(d1, v) / jnp.vdot(v, v))
+    dev = float(jnp.linalg.norm(d1 + r * v) + jnp.linalg.norm(d2 - 2 * d1))
+    if not (np.isfinite(r) and r > 0) or dev > 1e-9 * max(1.0, abs(r)):
+        raise ValueError(
+            "optimizer: its continuum limit is not affine in the gradient with a scalar slope "
+            f"(f1[g + v] - f1[g] = -r v fails by {dev:.3g}); modifying supports sgd-like maps "
+            "(sgd, momentum, Nesterov, weight-decay chains), not coordinate-wise ones (Adam, "
+            "RMSprop), whose input correction would need a Jacobian solve."
+        )
+    return r
+
+
+def modifying(
+    optimizer: Callable[[Any], Any],
+    target_flow: AbstractFlow | None = None,
+    order: int = 2,
+    *,
+    step_size=None,
+):
+    r"""The *modifying* optimizer: `optimizer` fed a corrected gradient so that it follows
+    `target_flow` to order $p$ instead of 1.
+
+    The input gradient becomes $\tilde g_h = \nabla L + c_0 + h c_1 + \dots + h^{p-1}c_{p-1}$
+    with $c_k = (f_{k+1} - f^\star_{k+1})/r$: $f_{k+1}$ the $(k+1)$-th automatic modified field
+    (`dynopt.modified_flow`) of the optimizer already fed $c_0, \dots, c_{k-1}$, $f^\star_1$ the
+    target's field, $f^\star_{j>1} = 0$, and $-r$ the slope of the optimizer's leading field in
+    its input. Gradient descent towards gradient flow: $\tilde g = \nabla L - \tfrac h2 H\nabla L$
+    (one Hessian-vector product per step), tracking gradient flow with error $O(h^2)$; heavy ball
+    $\beta$ towards $\dot\theta = -\nabla L/(1-\beta)$: $\tilde g = \nabla L -
+    \tfrac{h(1+\beta)}{2(1-\beta)^2}H\nabla L$. The corrections are built from the extra
+    argument `grad_fn` (the gradient at any point) by nested `jax.jvp`; the incoming gradient
+    is kept as the $\nabla L$ term. Fixed-decay optimizers (momentum) must start on their slow
+    manifold, as `dynopt.modified_flow(modifying(opt), h).discretize(h)` does, or an $O(h)$
+    initial layer remains.
+
+    **Arguments:**
+
+    - `optimizer`: a callable $h \mapsto$ `optax.GradientTransformation` whose continuum limit
+      is affine in the gradient with a scalar slope (stateless or fixed decays).
+    - `target_flow`: a parameter flow $\dot\theta = f^\star(\theta)$ with an $h$-independent
+      field (e.g. `dynopt.flows.GradientFlow()`); `None`: the optimizer's own continuum limit
+      (gradient flow in the optimizer's time, $\dot\theta = -r\nabla L$ for sgd-like maps).
+    - `order`: $p \in \{1, 2, 3, 4\}$.
+    - `step_size`: `None` to return the callable $h \mapsto$ transform (for `modified_flow`,
+      `compare`); a value to return the transform at that $h$.
+
+    **Returns:** $h \mapsto$ `optax.GradientTransformationExtraArgs` (or the transform itself
+    when `step_size` is given); its `update` needs `params` and the extra argument `grad_fn`.
+
+    **Raises:** `ValueError` for a non-callable optimizer, an order outside 1..4, a target that
+    is not a parameter flow, a slow-state optimizer, or one whose leading field is not affine
+    in the gradient with a scalar slope.
+    """
+    from .._modified.flow import MAX_ORDER, modified_flow
+
+    if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
+        raise ValueError(
+            "optimizer must be a callable h -> optax.GradientTransformation, e.g. "
+            f"`lambda h: optax.sgd(h)`, got {type(optimizer).__name__}."
+        )
+    if (
+        isinstance(order, bool)
+        or not isinstance(order, (int, np.integer))
+        or not (1 <= order <= MAX_ORDER)
+    ):
+        raise ValueError(f"order must be an integer in [1, {MAX_ORDER}], got {order!r}.")
+    if target_flow is not None and not isinstance(target_flow, AbstractFlow):
+        raise ValueError(
+            "target_flow must be None or a dynopt flow on the parameters (e.g. "
+            f"dynopt.flows.GradientFlow()), got {type(target_flow).__name__}."
+        )
+    base = modified_flow(optimizer, 0.01, order=1)
+    regime = base.spec.regime
+    if regime == "slow":
+        floats = eqx.filter(optimizer(jnp.asarray(0.01)).init(jnp.zeros(3)), eqx.is_inexact_array)
+        if jax.tree.leaves(floats):
+            raise ValueError(
+                "optimizer: its state is slow (decays scale with h), so its flow lives on "
+                "(params, state) and an input-gradient correction cannot reach the state "
+                "equations; use fixed decays (the fast regime) or a stateless optimizer."
+            )
+    if target_flow is not None:
+        probe = jnp.zeros(3)
+        if jax.tree.structure(target_flow.init(probe)) != jax.tree.structure(probe):
+            raise ValueError("target_flow must be a flow on the parameters alone (init(θ) = θ).")
+    r = _slope(optimizer, regime)
+
+    corrections: list = []
+    if target_flow is not None:
+
+        def c0(params, oracle, h):
+            f1 = _field(optimizer, regime, 1, params, oracle, h)
+            f_star = target_flow.vector_field(0.0, params, oracle)
+            return jax.tree.map(lambda a, b: (a - b) / r, f1, f_star)
+
+        corrections.append(c0)
+    else:
+        # c_0 = 0: a placeholder that keeps c_k at the power h^k (free after XLA's folding).
+        corrections.append(lambda params, oracle, h: jax.tree.map(jnp.zeros_like, params))
+    for k in range(1, order):
+        fed_k = _fed(optimizer, tuple(corrections))
+
+        def ck(params, oracle, h, fed_k=fed_k, k=k):
+            return jax.tree.map(lambda a: a / r, _field(fed_k, regime, k + 1, params, oracle, h))
+
+        corrections.append(ck)
+    out = _fed(optimizer, tuple(corrections))
+    return out if step_size is None else out(step_size)
+
+
+def usam(learning_rate, rho: float) -> optax.GradientTransformationExtraArgs:
+    r"""Unnormalised sharpness-aware minimisation: $\theta_{k+1} = \theta_k -
+    h\nabla L(\theta_k + \rho\nabla L(\theta_k))$ (Andriushchenko & Flammarion 2022). Its first
+    modified loss is $L + (h/4 + \rho/2)\|\nabla L\|^2$ to first order in $\rho$.
+
+    **Arguments:** `learning_rate` $h$; `rho` $\rho \ge 0$, the ascent step (fixed as $h \to 0$).
+
+    **Returns:** a `GradientTransformationExtraArgs` whose `update` needs `params` and `grad_fn`.
+    """
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None, **extra):
+        oracle = _oracle(extra)
+        ascent = optax.tree.add_scale(params, rho, updates)
+        g = optax.tree.cast_like(oracle.grad(ascent), updates)
+        return optax.tree.scale(-learning_rate, g), state
+
+    return optax.GradientTransformationExtraArgs(init, update)

@@ -1,0 +1,415 @@
+"""The continuum of any optax optimizer: automatic modified flows of orders 1-3, measured."""
+
+import dataclasses
+import time
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import dynopt
+from dynopt import flows, plotting, problems
+from dynopt._modified import modified_flow
+from dynopt.transforms import modifying, usam
+
+from ._card import Array
+from ._headline import Headline
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Run card. `python -m experiments run continuum [--quick]`.
+
+    For each optax optimizer (sgd, heavy ball β=0.5, Nesterov, rmsprop, adam, adamw, USAM
+    ρ=0.05, the chain add_decayed_weights(0.1) + sgd momentum, and rmsprop with decay 1-2h in
+    the slow regime), `dynopt.modified_flow` derives the order-p modified flow by automatic
+    backward error analysis; the discrete run (fast-regime optimizers started on their slow
+    manifold) is compared with the order-1, 2, 3 flows on a non-quadratic 5-parameter loss and
+    on a tanh MLP (pytree params): fitted orders ≈ 1, 2, 3. Then the agreement with the
+    hand-derived rows (GD's modified flow, Ghosh's heavy ball, RMSPropFlow, the Adam/RMSprop O(h)
+    term derived here), the implicit regulariser, the modifying optimizer's order gain, and the
+    cost of optax's zero start (the boundary layer).
+    Runtime on 2 idle CPU cores: quick < 30 s, full a few minutes (one compiled program per
+    optimizer, problem and order). Headline: orders 1, 2, 3 within 0.15; hand rows to 1e-12.
+    """
+
+    quick: bool = False
+    step_sizes: tuple[float, ...] = (0.02, 0.01, 0.005)
+    t1: float = 0.4
+    optimizers: tuple[str, ...] = (
+        "sgd",
+        "heavy_ball",
+        "nesterov",
+        "rmsprop",
+        "adam",
+        "adamw",
+        "usam",
+        "chain_wd_momentum",
+        "rmsprop_slow",
+    )
+    problems: tuple[str, ...] = ("logcosh", "mlp")
+    orders: tuple[int, ...] = (1, 2, 3)
+    modifying_step_sizes: tuple[float, ...] = (0.04, 0.02, 0.01)
+    modifying_t1: float = 0.8
+
+    QUICK: ClassVar[dict] = dict(
+        optimizers=("sgd", "heavy_ball"), problems=("logcosh",), orders=(1, 2)
+    )
+
+
+OPTIMIZERS = {
+    "sgd": lambda h: optax.sgd(h),
+    "heavy_ball": lambda h: optax.sgd(h, momentum=0.5),
+    "nesterov": lambda h: optax.sgd(h, momentum=0.5, nesterov=True),
+    "rmsprop": lambda h: optax.rmsprop(h, decay=0.6, eps=0.3),
+    "adam": lambda h: optax.adam(h, b1=0.5, b2=0.6, eps=0.3),
+    "adamw": lambda h: optax.adamw(h, b1=0.5, b2=0.6, eps=0.3, weight_decay=0.1),
+    "usam": lambda h: usam(h, rho=0.05),
+    "chain_wd_momentum": lambda h: optax.chain(
+        optax.add_decayed_weights(0.1), optax.sgd(h, momentum=0.5)
+    ),
+    "rmsprop_slow": lambda h: optax.rmsprop(h, decay=1 - 2 * h, eps=0.3),
+}
+
+
+def logcosh_problem() -> dynopt.Problem:
+    """A smooth non-quadratic loss on a dict of arrays (5 parameters, bounded below)."""
+    c = jnp.asarray([0.8, -0.4, 1.1])
+    A = jnp.asarray([[0.6, -0.3], [0.2, 0.9], [-0.7, 0.4]])
+
+    def loss(p):
+        a, b = p["a"], p["b"]
+        return (
+            jnp.sum(jnp.cos(a) * c)
+            + 0.25 * jnp.sum(a**4)
+            + jnp.sum(jnp.log(jnp.cosh(A @ b + a)))
+            + 0.5 * jnp.sum(b**2)
+        )
+
+    return dynopt.Problem(loss, {"a": jnp.asarray([0.9, -0.6, 0.3]), "b": jnp.asarray([0.5, -1.1])})
+
+
+def mlp_problem() -> dynopt.Problem:
+    return problems.mlp_regression(num_samples=16, dim=2, width=4, depth=1, batch_size=16, seed=1)
+
+
+PROBLEMS = {"logcosh": logcosh_problem, "mlp": mlp_problem}
+
+
+@dataclasses.dataclass
+class Case:
+    """One optimizer on one problem: the discrete run against the order-p automatic flows."""
+
+    optimizer: str
+    problem: str
+    regime: str
+    fitted_orders: list[float]  # one per order p (nan when not asymptotic)
+    verdicts: list[str]
+    errors: Array  # (orders, step sizes)
+    seconds: list[float]  # CPU seconds per order (compile + run)
+
+
+def _order(name, problem, p, hs, t1):
+    opt = OPTIMIZERS[name]
+    flow = modified_flow(opt, hs[0], order=p)
+    cmp = dynopt.compare(
+        flow, problem, hs, t1, reference=lambda h: modified_flow(opt, h, order=p), solver="tsit5"
+    )
+    return flow.spec.regime, cmp
+
+
+def orders(config: Config) -> dict[str, Case]:
+    out = {}
+    for pname in config.problems:
+        problem = PROBLEMS[pname]()
+        for name in config.optimizers:
+            fitted, verdicts, errs, secs, regime = [], [], [], [], ""
+            for p in config.orders:
+                start = time.process_time()
+                regime, cmp = _order(name, problem, p, config.step_sizes, config.t1)
+                secs.append(time.process_time() - start)
+                fitted.append(float(cmp.order))
+                verdicts.append(str(cmp.verdict))
+                errs.append(np.asarray(cmp.errors))
+            out[f"{name}/{pname}"] = Case(
+                name, pname, regime, fitted, verdicts, np.stack(errs), secs
+            )
+    return out
+
+
+@dataclasses.dataclass
+class Equation:
+    """The leading equation at θ₀ of the log-cosh problem, and the implicit regulariser."""
+
+    optimizer: str
+    regime: str
+    equation: str
+    rate: float  # c in f1 ≈ -c∇L (least squares)
+    rate_residual: float  # relative remainder: 0 when f1 is along ∇L
+    regularizer: float  # λ in f2 ≈ -cλ∇‖∇L‖²
+    regularizer_residual: float
+
+
+def equations(config: Config) -> dict[str, Equation]:
+    problem = logcosh_problem()
+    h = config.step_sizes[0]
+    out = {}
+    for name in config.optimizers:
+        flow = modified_flow(OPTIMIZERS[name], h, order=2)
+        state = flow.init(problem.params0)
+        terms = eqx.filter_jit(flow.terms)(state, problem)
+        c, lam = float(terms.rate), float(terms.regularizer)
+        r1, r2 = (float(x) for x in terms.residuals)
+        if flow.spec.regime == "slow" and jax.tree.leaves(state.state):
+            eq = "ODE on (θ, optimizer state): θ' = f1(θ, s), s' = ...  (slow state)"
+        elif r1 < 1e-10 and r2 < 1e-8:
+            eq = f"θ' = -{c:.4g} ∇[L + {lam:.4g}·h·‖∇L‖²]"
+        elif r1 < 1e-10:
+            eq = f"θ' = -{c:.4g} ∇L + h·f2 (f2 off -∇‖∇L‖² by {r2:.2g} rel.)"
+        else:
+            eq = "θ' = f1(θ) coordinate-wise (not along ∇L) + h·f2"
+        out[name] = Equation(name, flow.spec.regime, eq, c, r1, lam, r2)
+    return out
+
+
+@dataclasses.dataclass
+class Rows:
+    """Max vector-field deviations of the automatic flow from the hand-derived rows at θ₀ (and a
+    random slow state), log-cosh problem."""
+
+    gd_order2_vs_modified_gradient_flow: float
+    heavy_ball_order2_vs_ghosh: float
+    rmsprop_slow_vs_rmspropflow: float
+    adam_fast_f2_vs_closed_form: float
+    rmsprop_fast_f2_vs_closed_form: float
+    usam_regularizer: float  # μ in f1 + h f2 ≈ -∇[L + μ‖∇L‖²] (least squares), small ρ
+    usam_regularizer_predicted: float  # h/4 + ρ/2
+
+
+def _max_dev(a, b) -> float:
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    return float(max(jnp.max(jnp.abs(x - y)) for x, y in pairs))
+
+
+def adaptive_f2(problem, params, b1, b2, eps, eps_inside):
+    r"""The derived O(h) field of Adam/RMSprop with fixed β (fast regime, on the slow manifold):
+
+    $f_2 = -\frac{H P_0}{D}\odot\big[(B_1 + \tfrac12) - (B_2 + \tfrac12)\frac{u}{D}\big]$
+    with $B_i = \beta_i/(1-\beta_i)$, $P_0 = g/D$; Adam: $D = |g| + \epsilon$, $u = |g|$;
+    optax.rmsprop (ε inside the root): $D = \sqrt{g^2+\epsilon}$, $u = g^2/D$."""
+    g = problem.grad(params)
+
+    def P0(x):
+        gx = problem.grad(x)
+        return jax.tree.map(lambda gi: gi / _denom(gi, eps, eps_inside), gx)
+
+    HP = jax.jvp(problem.grad, (params,), (P0(params),))[1]
+    B1, B2 = b1 / (1 - b1), b2 / (1 - b2)
+
+    def one(hp, gi):
+        d = _denom(gi, eps, eps_inside)
+        u = gi**2 / d if eps_inside else jnp.abs(gi)
+        return -hp / d * ((B1 + 0.5) - (B2 + 0.5) * u / d)
+
+    return jax.tree.map(one, HP, g)
+
+
+def _denom(g, eps, eps_inside):
+    return jnp.sqrt(g**2 + eps) if eps_inside else jnp.abs(g) + eps
+
+
+def rows(config: Config) -> Rows:
+    del config
+    problem = logcosh_problem()
+    p0, h = problem.params0, 0.03
+    g = problem.grad(p0)
+
+    def vf(flow, y):
+        return jax.jit(lambda y: flow.vector_field(0.0, y, problem))(y)
+
+    sgd2 = modified_flow(OPTIMIZERS["sgd"], h, order=2)
+    gd = vf(sgd2, sgd2.init(p0))
+    dev_gd = _max_dev(gd.params, flows.ModifiedGradientFlow(h).vector_field(0.0, p0, problem))
+    beta = 0.5
+    hb = vf(modified_flow(OPTIMIZERS["heavy_ball"], h, order=2), p0)
+    sq = jax.grad(lambda x: optax.tree.norm(problem.grad(x), squared=True))(p0)
+    lam = h * (1 + beta) / (4 * (1 - beta) ** 2)
+    ghosh = jax.tree.map(lambda a, s: -(a + lam * s) / (1 - beta), g, sq)
+    dev_hb = _max_dev(hb, ghosh)
+    # RMSprop, slow regime decay 1 - κh: the ODE on (θ, ν) is RMSPropFlow(κ, ε).
+    kappa, eps = 2.0, 0.3
+    flow = modified_flow(OPTIMIZERS["rmsprop_slow"], h)
+    y = flow.init(p0)
+    nu = jax.tree.map(lambda x: 0.2 + x**2, g)
+    y = y._replace(state=(y.state[0]._replace(nu=nu), *y.state[1:]))
+    auto = vf(flow, y)
+    from dynopt._flows.adaptive import RMSPropState
+
+    ref = flows.RMSPropFlow(kappa, eps).vector_field(0.0, RMSPropState(p0, nu), problem)
+    dev_rms = max(_max_dev(auto.params, ref.params), _max_dev(auto.state[0].nu, ref.G))
+    # Adam / RMSprop with fixed β: f2 against the closed form derived here.
+    f2 = {}
+    for name in ("adam", "rmsprop"):
+        flow = modified_flow(OPTIMIZERS[name], h, order=2)
+        f2[name] = jax.jit(lambda x, flow=flow: flow.fields(problem)[1](x))(p0)
+    dev_adam = _max_dev(f2["adam"], adaptive_f2(problem, p0, 0.5, 0.6, 0.3, False))
+    dev_rmsf = _max_dev(f2["rmsprop"], adaptive_f2(problem, p0, 0.0, 0.6, 0.3, True))
+    # USAM at small ρ: f1 + h f2 ≈ -∇[L + μ‖∇L‖²], μ = h/4 + ρ/2 + O(ρ², ρh).
+    rho = 1e-4
+    flow = modified_flow(lambda h: usam(h, rho), h, order=2)
+    v = vf(flow, flow.init(p0)).params
+    sq2 = jax.tree.map(lambda a, b: a + b, v, g)  # v + ∇L ≈ -μ ∇‖∇L‖²
+    mu = -float(optax.tree.vdot(sq2, sq) / optax.tree.norm(sq, squared=True))
+    return Rows(
+        dev_gd,
+        dev_hb,
+        dev_rms,
+        dev_adam,
+        dev_rmsf,
+        mu,
+        h / 4 + rho / 2,
+    )
+
+
+@dataclasses.dataclass
+class Modifying:
+    """The modifying optimizer (`dynopt.transforms.modifying`, order 2) against the plain one,
+    both against the continuum limit θ' = -r∇L (order-1 automatic flow)."""
+
+    optimizer: str
+    order_plain: float
+    order_modifying: float
+    errors_plain: Array
+    errors_modifying: Array
+    step_sizes: Array
+
+
+def modifying_gain(config: Config) -> dict[str, Modifying]:
+    problem = logcosh_problem()
+    hs, t1 = config.modifying_step_sizes, config.modifying_t1
+    out = {}
+    for name in ("sgd", "heavy_ball"):
+        opt = OPTIMIZERS[name]
+        res = []
+        for o in (opt, modifying(opt, order=2)):
+            flow = modified_flow(o, hs[0], order=1)
+            res.append(dynopt.compare(flow, problem, hs, t1, solver="tsit5"))
+        out[name] = Modifying(
+            name,
+            float(res[0].order),
+            float(res[1].order),
+            np.asarray(res[0].errors),
+            np.asarray(res[1].errors),
+            np.asarray(hs),
+        )
+    return out
+
+
+@dataclasses.dataclass
+class BoundaryLayer:
+    """optax's zero start against the slow-manifold start, both against the order-2 flow."""
+
+    optimizer: str
+    order_manifold_start: float
+    order_zero_start: float
+    errors_manifold_start: Array
+    errors_zero_start: Array
+    step_sizes: Array
+
+
+def _zero_start(flow, h):
+    """The optimizer as optax starts it (zero state), not on its slow manifold."""
+    h = jnp.asarray(h)
+    return dynopt.Discretization(flow.spec, {"step_size": h}, dt=h)
+
+
+def boundary_layer(config: Config) -> dict[str, BoundaryLayer]:
+    problem = logcosh_problem()
+    hs, t1 = config.step_sizes, config.t1
+    out = {}
+    for name in ("heavy_ball", "adam") if not config.quick else ("heavy_ball",):
+        opt = OPTIMIZERS[name]
+        flow = modified_flow(opt, hs[0], order=2)
+
+        def ref(h, opt=opt):
+            return modified_flow(opt, h, order=2)
+
+        on = dynopt.compare(flow, problem, hs, t1, reference=ref, solver="tsit5")
+        off = dynopt.compare(flow, problem, hs, t1, reference=ref, solver="tsit5", map=_zero_start)
+        out[name] = BoundaryLayer(
+            name,
+            float(on.order),
+            float(off.order),
+            np.asarray(on.errors),
+            np.asarray(off.errors),
+            np.asarray(hs),
+        )
+    return out
+
+
+SECTIONS = {
+    "equations": equations,
+    "orders": orders,
+    "rows": rows,
+    "modifying": modifying_gain,
+    "boundary_layer": boundary_layer,
+}
+
+HEADLINES = (
+    *(
+        Headline(f"orders/{o}/{pr}/fitted_orders/{i}", f"{o} on {pr}: order vs order-{i + 1} flow",
+                 float(i + 1), 0.15)
+        for o in ("sgd", "heavy_ball")
+        for pr in ("logcosh",)
+        for i in range(2)
+    ),
+    Headline("rows/gd_order2_vs_modified_gradient_flow", "GD order 2 vs ModifiedGradientFlow",
+             high=1e-12),
+    Headline("rows/heavy_ball_order2_vs_ghosh", "heavy ball order 2 vs Ghosh et al.", high=1e-12),
+    Headline("rows/rmsprop_slow_vs_rmspropflow", "rmsprop (slow) vs RMSPropFlow", high=1e-12),
+    Headline("rows/adam_fast_f2_vs_closed_form", "Adam O(h) term vs closed form", high=1e-12),
+    Headline("modifying/sgd/order_modifying", "modifying(sgd) vs gradient flow", 2.0, 0.15),
+    Headline("boundary_layer/heavy_ball/order_zero_start", "heavy ball from zero trace", 1.0,
+             0.15),
+)  # fmt: skip
+
+
+def draw_orders(r):
+    cases = list(r.orders.values())
+    fig, axes = plotting.panels(len(cases), ncols=min(4, len(cases)), width=3.6, height=3.0)
+    for ax, case in zip(axes, cases):
+        hs = np.asarray(Config.step_sizes)
+        series = [
+            (case.errors[i], f"vs order-{i + 1} flow", case.fitted_orders[i])
+            for i in range(len(case.fitted_orders))
+        ]
+        plotting.plot_orders(ax, hs, series, guides=tuple(float(i + 1) for i in range(len(series))))
+        ax.set_title(f"{case.optimizer} / {case.problem}")
+    return fig
+
+
+def draw_modifying(r):
+    items = list(r.modifying.values()) + list(r.boundary_layer.values())
+    fig, axes = plotting.panels(len(items), width=4.0, height=3.2)
+    for ax, m in zip(axes, items):
+        if isinstance(m, Modifying):
+            series = [
+                (m.errors_plain, f"{m.optimizer}", m.order_plain),
+                (m.errors_modifying, f"modifying({m.optimizer})", m.order_modifying),
+            ]
+            title = f"{m.optimizer} vs its continuum limit"
+        else:
+            series = [
+                (m.errors_manifold_start, "slow-manifold start", m.order_manifold_start),
+                (m.errors_zero_start, "optax zero start", m.order_zero_start),
+            ]
+            title = f"{m.optimizer} vs order-2 flow"
+        plotting.plot_orders(ax, m.step_sizes, series, guides=(None, None))
+        ax.set_title(title)
+    return fig
+
+
+FIGURES = {"orders.png": draw_orders, "modifying.png": draw_modifying}
