@@ -13,8 +13,12 @@ from the outputs. With one device it is exactly the `vmap`.
 host (each calls `jax.distributed.initialize(coordinator_address, num_processes, process_id)`
 first, or with no arguments on a managed cluster); `run` and `compare` then split their sweeps
 across all hosts. `compare` gathers its (small) per-step-size results on every host; `run`
-returns its trajectories as global arrays, which
-`jax.experimental.multihost_utils.process_allgather` brings to each host.
+returns its trajectories as global arrays, which `gather` (or
+`jax.experimental.multihost_utils.process_allgather`) brings to each host. Every process passes
+the same arguments (the problem's data whole: each process computes its own runs of the sweep,
+a finite-sum's minibatches included); the results equal one process's (tested with two local
+processes, `tests/test_multiprocess.py`). CPU hosts need the gloo collectives, set before
+`initialize`: `jax.config.update("jax_cpu_collectives_implementation", "gloo")`.
 """
 
 from collections.abc import Callable
