@@ -57,6 +57,12 @@ def polyak_vs_gd(M: float, h: float, n: int) -> Post3:
     )  # fmt: skip
 
 
+def section(config) -> Post3:
+    """The run-card section: `polyak_vs_gd` with the config's `polyak_M`, `polyak_h`,
+    `polyak_steps`."""
+    return polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
+
+
 def figure(r: Post3):
     """x(t) of both runs with the critical points and the barrier crossing."""
     global_min, barrier, local_min = critical_points()

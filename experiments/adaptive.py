@@ -259,17 +259,13 @@ def landscape(config: Config) -> Landscape:
     return Landscape(ts, gf, np.asarray(run.params), xs, ys, loss)
 
 
-def polyak(config: Config) -> post3.Post3:
-    return post3.polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
-
-
 SECTIONS = {
     "orders": orders,
     "limits": limits,
     "displacement": displacement,
     "normalization": normalization,
     "normalization_landscape": landscape,
-    "polyak_post3": polyak,
+    "polyak_post3": post3.section,
 }
 
 HEADLINES = (

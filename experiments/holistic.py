@@ -248,14 +248,10 @@ def polyak_decay(config: Config) -> PolyakDecay:
     )
 
 
-def post3_example(config: Config) -> post3.Post3:
-    return post3.polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)
-
-
 SECTIONS = {
     "lyapunov": lyapunov_rates,
     "rmsprop_plateau": rmsprop_plateau,
-    "post3": post3_example,
+    "post3": post3.section,
     "polyak_decay": polyak_decay,
 }
 

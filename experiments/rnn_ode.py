@@ -375,19 +375,11 @@ def identifiability(config: Config) -> Identifiability:
             "max_over_params": recovery_rms.max(axis=1)
         }
     return Identifiability(
-        **metrics,
-        s_post=s_post,
-        se_post=se_post,
-        v_post=v_post,
-        counts=counts,
-        se_counts=se_counts,
-        s_min_counts=np.asarray(s_min_counts),
-        profile_z=z,
-        profile_weakest=profiles["weakest"],
-        profile_strongest=profiles["strongest"],
-        profile_weakest_reoptimized=profiles["weakest_reoptimized"],
-        recovery_rms=recovery_rms,
-    )
+        **metrics, s_post=s_post, se_post=se_post, v_post=v_post, counts=counts,
+        se_counts=se_counts, s_min_counts=np.asarray(s_min_counts), profile_z=z,
+        profile_weakest=profiles["weakest"], profile_strongest=profiles["strongest"],
+        profile_weakest_reoptimized=profiles["weakest_reoptimized"], recovery_rms=recovery_rms,
+    )  # fmt: skip
 
 
 def _recovery(config, cell, y0, ts, grid, exact, counts):
