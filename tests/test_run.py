@@ -313,7 +313,7 @@ def test_growth_without_overflow_is_divergence():
     assert int(dynopt.run(optax.sgd(0.1), p, 300).diverged_at) == -1
     s = problems.linear_regression(32, 2, batch_size=4)
     start = eqx.tree_at(lambda q: q.params0, s, s.minimizer)
-    noisy = dynopt.run(optax.adam(0.05), start, 200, key=jax.random.key(0))
+    noisy = dynopt.run(flows.AdamFlow(2.0, 5.0).discretize(0.05), start, 200, key=jax.random.key(0))
     assert int(noisy.diverged_at) == -1
 
 
