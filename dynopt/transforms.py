@@ -6,10 +6,13 @@ from ._maps.base import (
     with_standard_promotion as with_standard_promotion,
 )
 from ._transforms.adaptive import (
+    adam as adam,
     global_rmsprop as global_rmsprop,
     polyak_sgd as polyak_sgd,
     preconditioned_sgd as preconditioned_sgd,
+    scale_by_adam as scale_by_adam,
     scale_by_global_rms as scale_by_global_rms,
+    scale_by_polyak_step as scale_by_polyak_step,
     scale_by_preconditioner as scale_by_preconditioner,
     scale_by_truncated_polyak as scale_by_truncated_polyak,
     ScaleByGlobalRmsState as ScaleByGlobalRmsState,
