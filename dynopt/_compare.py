@@ -138,21 +138,24 @@ def make_comparison(
     )
 
 
-def _declared_map(flow: AbstractFlow, map) -> AbstractMap | None:
+def _declared_map(flow: AbstractFlow, map, h: float) -> AbstractMap | None:
     """The `AbstractMap` behind `map`: itself, or for the flow's default (`map=None`) the
-    registry's map whose discretization `flow.discretize` returns; `None` if unknown."""
+    registry's map whose discretization at the step `h` is `flow.discretize(h)`; `None` if
+    unknown."""
     if isinstance(map, AbstractMap):
         return map
     if map is not default_map:
         return None
     from ._correspondences import REGISTRY  # the registry imports the package's flows
 
-    h = 0.01
     mine = flow.discretize(h)
     for row in REGISTRY:
         if type(row.flow()) is not type(flow):
             continue
-        theirs = row.map(flow, h)
+        try:
+            theirs = row.map(flow, h)
+        except ValueError:  # a map whose hyper-parameters this flow and step do not admit
+            continue
         same = (
             theirs.factory is mine.factory
             and theirs.options == mine.options
@@ -172,7 +175,7 @@ def _past_stability_limit(flow, problem, map, hs: np.ndarray) -> np.ndarray | No
     Hessian eigenvalue at $\theta_0$ (`AbstractMap.stability_limit`); `None` where unknown
     (no declared limit, not a `Problem`, more than 1000 parameters, or no positive
     curvature)."""
-    declared = _declared_map(flow, map)
+    declared = _declared_map(flow, map, float(hs[0]))
     if declared is None or type(declared).stability_limit is AbstractMap.stability_limit:
         return None
     if not isinstance(problem, Problem):
