@@ -7,6 +7,7 @@ from ._maps.base import (
 )
 from ._transforms.adaptive import (
     adam as adam,
+    adamw as adamw,
     global_rmsprop as global_rmsprop,
     polyak_sgd as polyak_sgd,
     preconditioned_sgd as preconditioned_sgd,

@@ -177,6 +177,23 @@ def adam(
     return optax.chain(scale_by_adam(b1, b2, eps), optax.scale_by_learning_rate(learning_rate))
 
 
+def adamw(
+    learning_rate: ScalarLike,
+    b1: ScalarLike = 0.9,
+    b2: ScalarLike = 0.999,
+    eps: ScalarLike = 1e-8,
+    weight_decay: ScalarLike = 1e-4,
+) -> optax.GradientTransformation:
+    r"""`optax.adamw(learning_rate, b1, b2, eps, weight_decay=λ)` (no mask; same state, iterates
+    equal to rounding) with the bias corrections hoisted (`scale_by_adam`):
+    $	heta_{k+1} = 	heta_k - \eta\,(u_k + \lambda	heta_k)$."""
+    return optax.chain(
+        scale_by_adam(b1, b2, eps),
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
 def scale_by_polyak_step(
     learning_rate: ScalarLike, f_min: ScalarLike = 0.0, max_learning_rate: ScalarLike = jnp.inf
 ) -> optax.GradientTransformationExtraArgs:
