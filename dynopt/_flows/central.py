@@ -57,7 +57,7 @@ class Complementarity(NamedTuple):
 
 def _psd_part(X):
     w, V = jnp.linalg.eigh(0.5 * (X + X.T))
-    return (V * jnp.maximum(w, 0.0)) @ V.T
+    return (V * jnp.maximum(w, 0.0)[None, :]) @ V.T
 
 
 def solve_complementarity(
