@@ -24,6 +24,7 @@ BENCHMARKS = {
     "solver": "benchmarks.solver",
     "bandwidth": "benchmarks.bandwidth",
     "suite": "benchmarks.suite",
+    "modified": "benchmarks.modified",
 }
 
 

@@ -172,3 +172,43 @@ def test_bad_input():
         )
     with pytest.raises(ValueError, match="step_size"):
         modified_flow(lambda h: optax.sgd(h), -0.1)
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])
+def test_adaptive_fast_coefficient(name, getkey):
+    """Adam/RMSprop with fixed β on their slow manifold: f₁ = -g/D and the O(h) term
+    f₂ = -(H P₀/D)·[(1+β₁)/(2(1-β₁)) - (1+β₂)/(2(1-β₂))·u/D] (Cattaneo et al. 2024), with
+    D = |g| + ε, u = |g| (Adam; ε outside the root) or D = √(g² + ε), u = g²/D (optax.rmsprop)."""
+    problem = smooth_problem(getkey())
+    p0, b1, b2, eps = problem.params0, 0.5, 0.6, 0.3
+    if name == "adam":
+        opt = OPTIMIZERS["adam"]
+
+        def denom(g):
+            return jnp.abs(g) + eps, jnp.abs(g)
+    else:
+        b1 = 0.0
+
+        def opt(h):
+            return optax.rmsprop(h, decay=b2, eps=eps)
+
+        def denom(g):
+            d = jnp.sqrt(g**2 + eps)
+            return d, g**2 / d
+
+    flow = modified_flow(opt, 0.01, order=2)
+    assert flow.spec.regime == "fast"
+    f1, f2 = _fields(flow, p0, problem)
+
+    def P0(x):
+        return jax.tree.map(lambda g: g / denom(g)[0], problem.grad(x))
+
+    HP = jax.jvp(problem.grad, (p0,), (P0(p0),))[1]
+    B1, B2 = (1 + b1) / (2 * (1 - b1)), (1 + b2) / (2 * (1 - b2))
+
+    def closed(hp, g):
+        d, u = denom(g)
+        return -hp / d * (B1 - B2 * u / d)
+
+    assert tree_max_abs_diff(f1, jax.tree.map(jnp.negative, P0(p0))) < 1e-14
+    assert tree_max_abs_diff(f2, jax.tree.map(closed, HP, problem.grad(p0))) < 1e-12

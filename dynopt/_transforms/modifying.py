@@ -116,8 +116,8 @@ def _slope(optimizer, regime: str) -> float:
         oracle = _Oracle(loss, grad)
         return _field(optimizer, regime, 1, x0, oracle, 0.0)
 
-    with jax.ensure_compile_time_eval():
-        base, one, two = f1(0 * v), f1(v), f1(2 * v)
+    with jax.ensure_compile_time_eval():  # concrete even under an outer jit
+        base, one, two = jax.jit(lambda: (f1(0 * v), f1(v), f1(2 * v)))()
     d1, d2 = one - base, two - base
     r = -float(jnp.vdot(d1, v) / jnp.vdot(v, v))
     dev = float(jnp.linalg.norm(d1 + r * v) + jnp.linalg.norm(d2 - 2 * d1))

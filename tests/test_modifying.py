@@ -1,0 +1,95 @@
+"""`dynopt.transforms.modifying`: the corrected input gradient, its measured order gain against
+the target flow, other targets, bad input; and `usam`."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import dynopt
+from dynopt._modified import modified_flow
+from dynopt.flows import GradientFlow
+from dynopt.transforms import modifying, usam
+
+from .helpers import tree_max_abs_diff
+from .test_modified import smooth_problem
+
+
+def _hvp(problem, x, v):
+    return jax.jvp(problem.grad, (x,), (v,))[1]
+
+
+def test_corrected_gradient(getkey):
+    """GD is fed ∇L - (h/2)H∇L; heavy ball β is fed ∇L - h(1+β)/(2(1-β)²)H∇L (Ghosh's
+    regulariser cancelled), exactly."""
+    problem = smooth_problem(getkey())
+    p0, h, beta = problem.params0, 0.1, 0.5
+    g = problem.grad(p0)
+    Hg = _hvp(problem, p0, g)
+    extra = dict(value_fn=problem.loss, grad_fn=problem.grad)
+    tx = modifying(lambda h: optax.sgd(h), order=2, step_size=h)
+    u = eqx.filter_jit(lambda g, p: tx.update(g, tx.init(p), p, **extra)[0])(g, p0)
+    assert tree_max_abs_diff(u, jax.tree.map(lambda a, b: -h * (a - h / 2 * b), g, Hg)) < 1e-14
+    tx = modifying(lambda h: optax.sgd(h, momentum=beta), order=2, step_size=h)
+    u = eqx.filter_jit(lambda g, p: tx.update(g, tx.init(p), p, **extra)[0])(g, p0)  # zero trace
+    c = h * (1 + beta) / (2 * (1 - beta) ** 2)
+    assert tree_max_abs_diff(u, jax.tree.map(lambda a, b: -h * (a - c * b), g, Hg)) < 1e-13
+
+
+def test_order_gain():
+    """GD fed the order-2 correction tracks gradient flow with a fitted global order 2 (plain GD:
+    1, tests/test_flows). The run is `modified_flow(modifying(sgd), h).discretize(h)`."""
+    problem = smooth_problem(jax.random.key(5))
+    hs = (0.04, 0.02, 0.01)
+    flow = modified_flow(modifying(lambda h: optax.sgd(h), order=2), hs[0], order=1)
+    cmp = dynopt.compare(flow, problem, hs, 0.8, reference=GradientFlow(), solver="tsit5")
+    assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.15, cmp
+
+
+def test_other_target(getkey):
+    """Heavy ball towards gradient flow in its own time (not its continuum limit -∇L/(1-β)):
+    c₀ = (f₁ - f*)/r rescales the input, so the automatic leading field is -∇L."""
+    problem = smooth_problem(getkey())
+    p0 = problem.params0
+    opt = modifying(lambda h: optax.sgd(h, momentum=0.6), GradientFlow(), order=1)
+    flow = modified_flow(opt, 0.05)
+    v = eqx.filter_jit(flow.vector_field)(0.0, p0, problem)
+    assert tree_max_abs_diff(v, jax.tree.map(jnp.negative, problem.grad(p0))) < 1e-13
+
+
+def test_usam_regulariser(getkey):
+    """USAM: f₁ + h f₂ = -∇[L + (h/4 + ρ/2)‖∇L‖²] + O(ρ², ρh): the deviation vanishes with ρ
+    at a rate between 1 and 2 (exact at ρ = 0: GD's order-2 field)."""
+    problem = smooth_problem(getkey())
+    p0, h = problem.params0, 0.02
+    g = problem.grad(p0)
+    Hg = _hvp(problem, p0, g)
+
+    def deviation(rho):
+        flow = modified_flow(lambda h: usam(h, rho), h, order=2)
+        v = eqx.filter_jit(flow.vector_field)(0.0, flow.init(p0), problem).params
+        mu = h / 4 + rho / 2
+        return tree_max_abs_diff(v, jax.tree.map(lambda a, b: -(a + 2 * mu * b), g, Hg))
+
+    d1, d2 = deviation(1e-3), deviation(5e-4)
+    scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(Hg))
+    assert d1 < 1e-3 * scale  # vs the ρ/2 term itself, ~ρ|Hg|
+    assert 1.8 < d1 / d2 < 4.2, (d1, d2)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="optimizer must be a callable"):
+        modifying(optax.sgd(0.1))
+    with pytest.raises(ValueError, match="order must be an integer"):
+        modifying(lambda h: optax.sgd(h), order=0)
+    with pytest.raises(ValueError, match="target_flow must be"):
+        modifying(lambda h: optax.sgd(h), target_flow="gradient")
+    with pytest.raises(ValueError, match="not affine in the gradient"):
+        modifying(lambda h: optax.adam(h, b1=0.5, b2=0.6, eps=0.3))
+    with pytest.raises(ValueError, match="state is slow"):
+        modifying(lambda h: optax.rmsprop(h, decay=1 - h))
+    tx = modifying(lambda h: optax.sgd(h), step_size=0.1)
+    x = jnp.ones(2)
+    with pytest.raises(ValueError, match="grad_fn"):
+        tx.update(x, tx.init(x), x)
