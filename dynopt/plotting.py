@@ -98,10 +98,16 @@ def finish(fig: Figure) -> None:
         text.set_fontsize(FONT["text"])
     fig.canvas.draw()
     _wrap_labels(fig)
-    for ax in fig.axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            if axis.get_scale() in ("log", "symlog"):
-                _thin_colliding(fig, axis)
+    log_axes = [
+        axis
+        for ax in fig.axes
+        for axis in (ax.xaxis, ax.yaxis)
+        if axis.get_scale() in ("log", "symlog")
+    ]
+    for _ in range(4):  # one draw per round for all axes (a draw is most of a figure's cost)
+        if not [axis for axis in log_axes if _thin_colliding(fig, axis)]:
+            break
+        fig.canvas.draw()
 
 
 def _grid_slots(ncols: int, n: int):
@@ -307,17 +313,17 @@ def _collide(boxes, pad: float = 2.0) -> bool:
     return False
 
 
-def _thin_colliding(fig: Figure, axis) -> None:
-    """Drop every other major tick label until none overlaps (at least two remain)."""
-    for _ in range(4):
-        boxes = _label_boxes(fig, axis)
-        if len(boxes) <= 2 or not _collide(boxes):
-            return
-        keep = [loc for loc, _ in boxes][::2]
-        if len(keep) < 2:
-            keep = [boxes[0][0], boxes[-1][0]]
-        axis.set_major_locator(FixedLocator(keep))
-        fig.canvas.draw()
+def _thin_colliding(fig: Figure, axis) -> bool:
+    """Drop every other major tick label if any two overlap (at least two remain); whether it
+    did (the caller redraws and asks again)."""
+    boxes = _label_boxes(fig, axis)
+    if len(boxes) <= 2 or not _collide(boxes):
+        return False
+    keep = [loc for loc, _ in boxes][::2]
+    if len(keep) < 2:
+        keep = [boxes[0][0], boxes[-1][0]]
+    axis.set_major_locator(FixedLocator(keep))
+    return True
 
 
 def _wrap_labels(fig: Figure) -> None:
