@@ -13,9 +13,11 @@ from . import (
     games as games,
     lyapunov as lyapunov,
     maps as maps,
+    networks as networks,
     problems as problems,
     rnn as rnn,
     sde as sde,
+    sharpness as sharpness,
     transforms as transforms,
 )
 from ._compare import compare as compare

@@ -12,6 +12,7 @@ from ._flows.adaptive import (
     SignFlow as SignFlow,
 )
 from ._flows.base import AbstractFlow as AbstractFlow
+from ._flows.central import central_solve as central_solve, CentralFlow as CentralFlow
 from ._flows.gradient import (
     GradientFlow as GradientFlow,
     ModifiedGradientFlow as ModifiedGradientFlow,
