@@ -212,3 +212,25 @@ def test_adaptive_fast_coefficient(name, getkey):
 
     assert tree_max_abs_diff(f1, jax.tree.map(jnp.negative, P0(p0))) < 1e-14
     assert tree_max_abs_diff(f2, jax.tree.map(closed, HP, problem.grad(p0))) < 1e-12
+
+
+def test_no_retrace_across_step_sizes(getkey):
+    """The step size is a traced leaf: a flow at a new h reuses the compiled field, and so does
+    its discretization."""
+    problem = smooth_problem(getkey())
+    traces = []
+
+    @eqx.filter_jit
+    def field(flow, y):
+        traces.append(None)
+        return flow.vector_field(0.0, y, problem)
+
+    opt = OPTIMIZERS["heavy_ball"]
+    for h in (0.01, 0.02, 0.04):
+        flow = modified_flow(opt, h, order=2)
+        field(flow, flow.init(problem.params0))
+    assert len(traces) == 1
+    disc = [modified_flow(opt, h, order=2).discretize(h) for h in (0.01, 0.02)]
+    # equal static parts (jit caches on equality and hash)
+    assert disc[0].factory == disc[1].factory and disc[0].init_fn is disc[1].init_fn
+    assert hash(disc[0].factory) == hash(disc[1].factory)
