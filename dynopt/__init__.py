@@ -25,6 +25,7 @@ from ._discretization import Discretization as Discretization
 from ._modified import modified_flow as modified_flow
 from ._order import fit_order as fit_order
 from ._problem import AbstractProblem as AbstractProblem, Problem as Problem
+from ._progress import show_progress as show_progress
 from ._run import run as run
 from ._sharding import gather as gather
 from ._solve import solve as solve, SolveError as SolveError, stiffness_ratio as stiffness_ratio

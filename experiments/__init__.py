@@ -41,12 +41,13 @@ def get(name: str) -> ModuleType:
 
 
 def run_experiment(
-    name: str, *, quick: bool = False, seed: int = 0, out: Path | None = None
+    name: str, *, quick: bool = False, seed: int = 0, out: Path | None = None, log=None
 ) -> Path:
     """Run one experiment and write its results folder atomically; returns the folder. An `out`
     that is not a new, empty or previous results folder (`_io.OutError`) and a seed outside
     [0, 2**32) (`ValueError`) are refused first. A deterministic experiment records `seed: null`:
-    no result of it depends on the seed."""
+    no result of it depends on the seed. `log(message)` (the CLI passes `print`) hears each
+    section start and end with its wall time."""
     from ._io import check_out, device_info, package_versions, write_results
 
     module = get(name)
@@ -58,7 +59,7 @@ def run_experiment(
 
     config = _card.configure(module.Config, quick=quick, seed=seed)
     start = time.perf_counter()
-    metrics, arrays = _card.run_sections(module.SECTIONS, config)
+    metrics, arrays = _card.run_sections(module.SECTIONS, config, log)
     wall = time.perf_counter() - start
     metrics = {
         "experiment": name,

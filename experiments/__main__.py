@@ -9,9 +9,12 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
-from . import _headline, _page, DEFAULT_RESULTS, EXPERIMENTS, get, replot, run_experiment
+import dynopt
+
+from . import _card, _headline, _page, DEFAULT_RESULTS, EXPERIMENTS, get, replot, run_experiment
 from ._io import check_out
 
 
@@ -57,6 +60,10 @@ def write_page(parent: Path, names) -> None:
     print(f"results page: {page.resolve().as_uri()}")
 
 
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,15 +104,21 @@ def main(argv=None) -> int:
         else:
             outs = [Path(args.out or DEFAULT_RESULTS) / name for name in names]
         try:  # every check before any work
+            _card.check_seed(args.seed)
             for name, out in zip(names, outs):
                 get(name)
                 check_out(out)
         except ValueError as e:  # unknown experiment, or an --out that must not be touched
             print(f"error: {e}", file=sys.stderr)
             return 2
-        for name, out in zip(names, outs):
-            out = run_experiment(name, quick=args.quick, seed=args.seed, out=out)
-            print(f"{name}: results and figures in {out}/")
+        for i, (name, out) in enumerate(zip(names, outs)):
+            mode = "quick" if args.quick else "full"
+            print(f"{name} ({i + 1}/{len(names)}, {mode} mode): {summary(name)}", flush=True)
+            start = time.perf_counter()
+            with dynopt.show_progress():
+                out = run_experiment(name, quick=args.quick, seed=args.seed, out=out, log=_log)
+            elapsed = time.perf_counter() - start
+            print(f"{name}: done in {elapsed:.1f} s; results and figures in {out}/")
             lines = headlines(name, out)
             if lines:
                 print(lines)

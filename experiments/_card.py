@@ -131,15 +131,23 @@ def _result_hint(section: Callable):
     return hint
 
 
-def run_sections(sections: Mapping[str, Callable], config) -> tuple[dict, dict]:
-    """Run each section in order, timed: `(metrics, arrays)` keyed by section."""
+def run_sections(
+    sections: Mapping[str, Callable], config, log: Callable[[str], None] | None = None
+) -> tuple[dict, dict]:
+    """Run each section in order, timed: `(metrics, arrays)` keyed by section. `log` (the CLI
+    passes one) hears what starts and how long each section took."""
     metrics: dict[str, Any] = {"section_wall_time_s": {}}
     arrays: dict[str, np.ndarray] = {}
-    for key, section in sections.items():
+    for i, (key, section) in enumerate(sections.items()):
+        if log is not None:
+            log(f"  [{i + 1}/{len(sections)}] {key} ...")
         start = time.perf_counter()
         result = section(config)
-        metrics["section_wall_time_s"][key] = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        metrics["section_wall_time_s"][key] = elapsed
         metrics[key] = _split(result, _result_hint(section), key, arrays)
+        if log is not None:
+            log(f"  [{i + 1}/{len(sections)}] {key} done in {elapsed:.1f} s")
     return metrics, arrays
 
 

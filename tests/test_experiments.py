@@ -68,11 +68,20 @@ def test_seed_is_checked_before_any_work_and_recorded_only_where_it_is_used(tmp_
             experiments.run_experiment("sgd_sde", quick=True, seed=bad, out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
     deterministic = {"adaptive", "holistic", "momentum", "nesterov"}
+    seeded = {"sgd_sde", "path_integral", "gan_dynamics", "characteristics", "rnn_ode"}
     for name in experiments.EXPERIMENTS:
         config_cls = experiments.get(name).Config
-        assert _card.uses_seed(config_cls) == (name not in deterministic), name
+        uses = _card.uses_seed(config_cls)
+        assert not (name in deterministic and uses) and not (name in seeded and not uses), name
         config = _card.configure(config_cls, quick=True, seed=7)
-        assert getattr(config, "seed", None) == (None if name in deterministic else 7)
+        assert getattr(config, "seed", None) == (7 if uses else None)
+
+
+def test_cli_refuses_a_bad_seed_in_one_line_before_any_work(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: pytest.fail("work was done"))
+    assert cli.main(["run", "sgd_sde", "--quick", "--seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --seed must be an integer in [0, 2**32), got -1\n"
 
 
 def test_unknown_experiment_lists_available():
