@@ -1,16 +1,18 @@
 """The GD central flow: the complementarity solver's conditions on random instances, the
-one-direction closed form, gradient flow below the threshold, vmap over learning rates."""
+one-direction closed form, gradient flow below the threshold, the solve vmapped over learning
+rates."""
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
+import dynopt
 from dynopt import networks, sharpness
 from dynopt._flows.central import (
-    central_path,
     CentralFlow,
     solve_complementarity,
     third_derivatives,
@@ -19,9 +21,14 @@ from dynopt._flows.central import (
 
 @pytest.fixture(scope="module")
 def net():
-    x, y = networks.gaussian_regression(32, 4, 1)
-    model = networks.mlp(4, 1, width=12, depth=2, activation=jax.nn.swish, key=jax.random.key(0))
+    """The central-flow reference example's network: 8 → 16 → 16 → 1, swish, 128 Gaussian
+    points, MSE (433 parameters); gradient flow sharpens from its initialization."""
+    x, y = networks.gaussian_regression(128, 8, 1)
+    model = networks.mlp(8, 1, width=16, depth=2, activation=jax.nn.swish, key=jax.random.key(0))
     return networks.network_problem(model, (x, y))
+
+
+_third = eqx.filter_jit(third_derivatives)
 
 
 def test_complementarity_conditions_on_random_instances():
@@ -50,54 +57,84 @@ def test_complementarity_conditions_on_random_instances():
     assert max(ranks) >= 2
 
 
-def test_one_direction_closed_form():
-    """At a point where η = 2/λ_max exactly (B = 0) and the sharpness rises, the solver's σ²
-    equals 2⟨-∇L, ∇S⟩/‖∇S‖² with ∇S = D³L[u, u]. (The central-flow reference example's
-    network: 8 → 16 → 16 → 1, swish, 128 Gaussian points; it sharpens from the start.)"""
-    x, y = networks.gaussian_regression(128, 8, 1)
-    model = networks.mlp(8, 1, width=16, depth=2, activation=jax.nn.swish, key=jax.random.key(0))
-    net = networks.network_problem(model, (x, y))
-    w = net.params0
+@pytest.fixture(scope="module")
+def central(net):
+    """A point where gradient flow sharpens (20 GD steps in), and one compiled
+    `CentralFlow.central` (k = 1, warm basis given) there shared by the tests: new learning
+    rates and stabilizations are array leaves, so they reuse it."""
+    w = jax.tree.map(lambda a: a[-1], dynopt.run(optax.sgd(0.05), net, 20, every=20).params)
+    fn = eqx.filter_jit(lambda flow: flow.central(w, net, refresh=True))
     start = sharpness.random_start(jax.random.key(0), net.num_params, 1)
-    eig = sharpness.top_eigenpairs(net.grad, w, start)
-    grad_S = third_derivatives(net, w, eig.vectors)[0, 0]
-    grad_L = ravel_pytree(net.grad(w))[0]
-    norm2 = jnp.vdot(grad_S, grad_S)
-    central = eqx.filter_jit(lambda f: f.central(w, net, refresh=True))
-    # (a) At the threshold, B = 0: σ² = max(0, 2<-∇L, ∇S>/|∇S|²).
-    eta = 2.0 / eig.values[0]
-    state = central(CentralFlow(eta, k=1, basis=eig.vectors))
-    sigma2 = 2.0 * jnp.vdot(-grad_L, grad_S) / norm2
+    below = fn(CentralFlow(0.01, k=1, basis=start))  # 2/η = 200 ≫ λ_max ≈ 1.2
+    return fn, w, below
+
+
+def test_below_the_threshold_it_is_gradient_flow(net, central):
+    """No direction near 2/η: X = 0, the drift is -∇L and the predicted loss is L."""
+    _, w, state = central
+    assert np.all(np.asarray(state.X) == 0.0)
+    grad = ravel_pytree(net.grad(w))[0]
+    # Equal up to rounding (the jitted and the eager gradient sum in different orders).
+    np.testing.assert_allclose(state.velocity, -grad, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(state.predicted_loss, net.loss(w), rtol=1e-13)
+
+
+def _one_direction(net, w, state):
+    """∇S = D³L[u, u] for the state's own top eigenvector, ∇L, and ‖∇S‖²."""
+    grad_S = _third(net, w, state.eig.vectors)[0, 0]
+    return grad_S, ravel_pytree(net.grad(w))[0], jnp.vdot(grad_S, grad_S)
+
+
+def test_one_direction_closed_form(net, central):
+    """At η = 2/λ_max (B = 0) where GD sharpens, σ² = 2⟨-∇L, ∇S⟩/‖∇S‖² with ∇S = D³L[u, u];
+    10% above it, the stabilized σ² = -2(⟨∇S, ∇L⟩ + rB)/‖∇S‖² > 0 and dS/dt = rB < 0."""
+    fn, w, below = central
+    lam, u = below.eig.values[0], below.eig.vectors
+    # (a) At the threshold, B = 0: σ² = max(0, 2⟨-∇L, ∇S⟩/‖∇S‖²). The closed form is evaluated with the eigenpair the solve itself
+    # used (B = 2/η - λ is then ~1e-9·λ, kept in the formula), so it is exact to rounding.
+    eta = 2.0 / lam
+    state = fn(CentralFlow(eta, k=1, basis=u))
+    grad_S, grad_L, norm2 = _one_direction(net, w, state)
+    g = jnp.vdot(grad_S, grad_L)
+    assert g < 0  # gradient flow sharpens here: the direction is active
+    rate, gap = 1.0 / eta, 2.0 / eta - state.eig.values[0]
+    np.testing.assert_allclose(abs(gap) * eta, 0.0, atol=1e-7)
+    sigma2 = -2.0 * (g + rate * gap) / norm2
     np.testing.assert_allclose(state.X[0, 0], jnp.maximum(sigma2, 0.0), rtol=1e-7, atol=1e-12)
-    # (b) 10% above it (B < 0), the stabilized closed form σ² = max(0, -2(g + rB)/|∇S|²) > 0,
-    # and dS/dt = <∇S, ẇ> = rB < 0: the sharpness returns to the threshold at rate r.
-    eta = 2.0 * 1.1 / eig.values[0]
-    flow = CentralFlow(eta, k=1, basis=eig.vectors, stabilization=2.0)
-    state = central(flow)
-    rate, gap = 2.0 / eta, 2.0 / eta - eig.values[0]
+    np.testing.assert_allclose(state.X[0, 0], 2.0 * jnp.vdot(-grad_L, grad_S) / norm2, rtol=1e-4)
+    # (b) 10% above the threshold (B < 0), stabilization rate r = 2/η.
+    eta = 2.0 * 1.1 / lam
+    state = fn(CentralFlow(eta, k=1, basis=u, stabilization=2.0))
+    grad_S, grad_L, norm2 = _one_direction(net, w, state)
+    rate, gap = 2.0 / eta, 2.0 / eta - state.eig.values[0]
     sigma2 = -2.0 * (jnp.vdot(grad_S, grad_L) + rate * gap) / norm2
     assert sigma2 > 0
     np.testing.assert_allclose(state.X[0, 0], sigma2, rtol=1e-7)
     np.testing.assert_allclose(jnp.vdot(grad_S, state.velocity), rate * gap, rtol=1e-6)
     # The predicted loss is L + σ²λ/2.
     np.testing.assert_allclose(
-        state.predicted_loss, net.loss(w) + 0.5 * sigma2 * eig.values[0], rtol=1e-7
+        state.predicted_loss, net.loss(w) + 0.5 * sigma2 * state.eig.values[0], rtol=1e-7
     )
 
 
-def test_below_the_threshold_it_is_gradient_flow_and_it_vmaps_over_learning_rates(net):
-    ts = jnp.asarray([0.0, 0.5, 1.0])
-    etas = jnp.asarray([0.01, 0.02])  # 2/η far above λ_max ≈ 1.2: no direction active
+def test_the_complementarity_solve_vmaps_over_learning_rates(net, central):
+    """One vmapped solve over learning rates on the network's own third derivatives: inactive
+    (X = 0) below the threshold, active above it, each equal to its unbatched solve."""
+    _, w, below = central
+    eig = below.eig
+    G = _third(net, w, eig.vectors)
+    g = G @ ravel_pytree(net.grad(w))[0]
+    gram = jnp.einsum("ijn,abn->ijab", G, G)
+    etas = jnp.asarray([0.01, 1.1 * 2.0 / eig.values[0]])
 
-    def path(eta):
-        return central_path(CentralFlow(eta, k=2), net, ts)[0]
+    def solve(eta):
+        return solve_complementarity(g + (1.0 / eta) * jnp.diag(2.0 / eta - eig.values), gram)
 
-    out = eqx.filter_jit(jax.vmap(path))(etas)
-    assert np.all(np.asarray(out.X) == 0.0)
-    np.testing.assert_allclose(out.loss[0], out.loss[1], rtol=1e-13)  # the same flow, any η
-    np.testing.assert_allclose(out.predicted_loss, out.loss, rtol=0, atol=0)
-    # Gradient flow: the loss decreases at the rate ‖∇L‖².
-    assert np.all(np.diff(np.asarray(out.loss[0])) < 0)
+    sol = jax.jit(jax.vmap(solve))(etas)
+    assert np.all(np.asarray(sol.residual) <= 1e-10)
+    assert np.all(np.asarray(sol.X[0]) == 0.0) and sol.X[1, 0, 0] > 0
+    for i in range(2):
+        np.testing.assert_allclose(sol.X[i], jax.jit(solve)(etas[i]).X, rtol=1e-9, atol=1e-14)
 
 
 def test_bad_input(net):
