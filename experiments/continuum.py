@@ -32,8 +32,10 @@ class Config:
     hand-derived rows (GD's modified flow, Ghosh's heavy ball, RMSPropFlow, the Adam/RMSprop O(h)
     term derived here), the implicit regulariser, the modifying optimizer's order gain, and the
     cost of optax's zero start (the boundary layer).
-    Runtime on 2 idle CPU cores: quick < 30 s, full a few minutes (one compiled program per
-    optimizer, problem and order). Headline: orders 1, 2, 3 within 0.15; hand rows to 1e-12.
+    Runtime: dominated by compilation, one diffrax program per optimizer, problem and order
+    (10-40 s of one core each at p <= 2; fast-regime p = 3 fields are far larger): quick ≈ 80 s
+    of one core, full tens of minutes — over the issue's 30 s / 3 min goals. Headline: orders
+    1, 2 (3) within 0.15; hand rows to 1e-12; modifying(sgd) order 2; zero start order 1.
     """
 
     quick: bool = False
