@@ -90,8 +90,9 @@ def test_one_direction_closed_form(net, central):
     10% above it, the stabilized σ² = -2(⟨∇S, ∇L⟩ + rB)/‖∇S‖² > 0 and dS/dt = rB < 0."""
     fn, w, below = central
     lam, u = below.eig.values[0], below.eig.vectors
-    # (a) At the threshold, B = 0: σ² = max(0, 2⟨-∇L, ∇S⟩/‖∇S‖²). The closed form is evaluated with the eigenpair the solve itself
-    # used (B = 2/η - λ is then ~1e-9·λ, kept in the formula), so it is exact to rounding.
+    # (a) At the threshold, B = 0: σ² = max(0, 2⟨-∇L, ∇S⟩/‖∇S‖²). The closed form is evaluated
+    # with the eigenpair the solve itself used (B = 2/η - λ is then ~1e-9·λ, kept in the
+    # formula), so it is exact to rounding.
     eta = 2.0 / lam
     state = fn(CentralFlow(eta, k=1, basis=u))
     grad_S, grad_L, norm2 = _one_direction(net, w, state)
