@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from ._custom_types import Key, Params, ScalarLike
-from ._discretization import Discretization
+from ._discretization import Discretization, widest_dtype
 from ._problem import AbstractProblem
 from ._sharding import sweep_apply
 from ._trajectory import Trajectory
@@ -50,7 +50,9 @@ def tree_all_finite(tree) -> jax.Array:
 
 
 def _floating_dtype(params: Params):
-    return jnp.result_type(*jax.tree.leaves(params))
+    # The widest leaf dtype, also for mixed trees (bf16 weights, f32 biases) under strict
+    # promotion, where `jnp.result_type` of the leaves raises.
+    return widest_dtype(params)
 
 
 class _Oracle(eqx.Module):

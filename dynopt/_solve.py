@@ -9,11 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
 
 from ._custom_types import ArrayLike, Params, PyTree, ScalarLike
 from ._flows.base import AbstractFlow
-from ._problem import AbstractProblem, Problem
+from ._problem import AbstractProblem, Problem, raveled_loss as _raveled_loss
 from ._trajectory import Trajectory
 from ._validation import interval
 
@@ -64,11 +63,6 @@ def _check_times(ts: ArrayLike, t0: ScalarLike) -> np.ndarray:
     if arr[-1] <= t0:
         raise ValueError(f"the horizon ts[-1] must be > t0={t0}, got {arr[-1]}.")
     return arr
-
-
-def _raveled_loss(problem: Problem, params: Params):
-    flat, unravel = ravel_pytree(params)
-    return flat.astype(jnp.float64), lambda x: problem.loss(unravel(x))
 
 
 @eqx.filter_jit

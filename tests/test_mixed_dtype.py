@@ -53,12 +53,6 @@ def test_run_keeps_each_leaf_dtype(lo, hi):
                 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the lead's patch: _run/_compare._floating_dtype -> "
-    "dynopt._discretization.widest_dtype (jnp.result_type has no strict path for mixed trees), "
-    "and _solve._raveled_loss -> dynopt._problem.raveled_loss",
-)
 def test_strict_promotion_compare_and_automatic_solver():
     """Under strict promotion (the test suite's): `run`, `solve` with the automatic solver (its
     stiffness estimate ravels the tree in float64) and `compare` (its stability check too)."""
