@@ -23,7 +23,12 @@ from . import (
 from ._compare import compare as compare
 from ._discretization import Discretization as Discretization
 from ._modified import modified_flow as modified_flow
-from ._order import fit_order as fit_order
+from ._order import (
+    assess_order as assess_order,
+    fit_order as fit_order,
+    local_orders as local_orders,
+    OrderAssessment as OrderAssessment,
+)
 from ._problem import AbstractProblem as AbstractProblem, Problem as Problem
 from ._progress import show_progress as show_progress
 from ._run import run as run

@@ -186,7 +186,7 @@ REGISTRY: tuple[Correspondence, ...] = (
         lambda: RescaledGradientFlow(_BETA),
         momentum.FixedMomentum(),
         lambda h: _sgd_momentum(h, _BETA),
-        (Measurement(_OSC, 1.0, _halving(1.0, 200)), Measurement(_Q, 0.5, _halving(0.5, 200))),
+        (Measurement(_OSC, 1.0, _halving(1.0, 200)), Measurement(_Q, 0.5, _halving(0.5, 400))),
     ),
     Correspondence(
         "nag",

@@ -93,6 +93,7 @@ def test_claimed_order(name):
             c = dynopt.compare(
                 flow, problem, m.step_sizes, m.t1, map=row.map, reference=row.reference
             )
+            assert c.verdict == "asymptotic", (name, problem.name, c.reason)
             dts, errs = np.asarray(c.dts), np.asarray(c.errors)
         assert np.all(np.isfinite(errs)) and np.all(errs > 0), (name, problem.name, errs)
         slope = np.polyfit(np.log(dts), np.log(errs), 1)[0]
