@@ -27,6 +27,7 @@ EXPERIMENTS: dict[str, str] = {
     "characteristics": "experiments.characteristics",
     "holistic": "experiments.holistic",
     "continuum": "experiments.continuum",
+    "edge_of_stability": "experiments.edge_of_stability",
 }
 DEFAULT_RESULTS = Path("results")
 

@@ -1,0 +1,306 @@
+"""Edge of stability on a digits MLP: GD vs gradient flow vs the central flow; where the
+backward-error series of GD breaks (the hλ sweep on a quadratic)."""
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+from scipy.ndimage import gaussian_filter1d
+
+import dynopt
+from dynopt import flows, networks, plotting, sharpness
+from dynopt._flows.central import central_solve, CentralFlow
+
+from ._card import Array
+from ._headline import Headline
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Run card. `python -m experiments run edge_of_stability [--quick]`.
+
+    Full-batch GD (MSE) on an MLP 64 → 16 → 16 → 10 (swish) on a class-balanced subset of
+    scikit-learn's digits, with learning rate η = 2/(`threshold_factor`·λ_max(θ₀)): GD sharpens
+    until η·λ_max = 2 and hovers there (the edge of stability) while its loss keeps falling
+    non-monotonically. The top-`k` Hessian eigenvalues are tracked inside the jitted run
+    (`sharpness.track_sharpness`, warm-started LOBPCG every `track_every` steps); the loss is
+    saved at every step and Gaussian-smoothed (σ = `smooth_sigma` steps). Gradient flow
+    (diffrax, t = kη) from the same start keeps sharpening past 2/η; the central flow
+    (`CentralFlow`, `central_solve`) predicts the smoothed loss by L + ½⟨Σ, H⟩ over the EoS phase
+    [max(onset, 3σ), N − 3σ]. Then the hλ sweep on a quadratic: GD's decay rate per step log|1 − hλ|
+    (the real part of the principal flow (1/h)log(1 − hλ)) against h·r_p for the truncations
+    r_p = −Σ_{j≤p} h^{j−1}λ^j/j (orders p = 1 gradient flow, 2, 3): the errors fall with the
+    order for hλ < 1 and grow with it from hλ ≈ 1.3, while GD stays stable up to hλ = 2.
+    The central flow is the expensive part (a diffrax solve whose vector field runs LOBPCG, a
+    complementarity solve and third derivatives): quick mode skips it (`central = False`; its
+    metrics are then absent). Runtime on 2 CPU cores: quick < 60 s, full < 5 min (not measured
+    on an idle machine: see the metrics' wall_time_s).
+    """
+
+    seed: int = 0
+    quick: bool = False
+    num_samples: int = 128
+    width: int = 16
+    depth: int = 2
+    threshold_factor: float = 2.0  # 2/η = factor · λ_max(θ₀)
+    num_steps: int = 1000
+    k: int = 2
+    track_every: int = 10
+    smooth_sigma: float = 50.0
+    flow_saves: int = 100  # gradient-flow save points
+    central: bool = True
+    central_saves: int = 40
+    hlambda_points: int = 80
+
+    QUICK: ClassVar[dict] = dict(num_samples=64, num_steps=400, flow_saves=40, central=False)
+
+
+@dataclasses.dataclass
+class EdgeOfStability:
+    learning_rate: float
+    lambda_max0: float
+    num_params: int
+    eos_onset_step: int  # first tracked step with η·λ_max ≥ 2 (-1: never)
+    sharpness_ratio_median: float  # median of η·λ_max/2 over tracked steps after onset
+    sharpness_ratio_range: list[float]  # its 5% and 95% quantiles after onset
+    loss_increases_after_onset: int  # steps where GD's loss rose (non-monotone)
+    flow_final_sharpness_ratio: float  # gradient flow's η·λ_max/2 at t = Nη
+    stable_flow_max_rel_error: float  # gradient flow vs smoothed GD loss over the EoS phase
+    stable_flow_mean_rel_error: float
+    central_prediction_max_rel_error: float | None
+    central_prediction_mean_rel_error: float | None
+    distance_gd_central: float | None  # ‖w_GD − w_CF‖ at the end
+    distance_gd_flow: float  # ‖w_GD − w_GF‖ at the end
+    eos_phase: list[int]
+    steps: Array
+    gd_loss: Array  # every step
+    gd_smoothed: Array
+    tracked_steps: Array
+    gd_eigenvalues: Array  # (tracked, k)
+    flow_steps: Array
+    flow_loss: Array
+    flow_sharpness_steps: Array
+    flow_sharpness: Array
+    central_steps: Array | None
+    central_loss: Array | None
+    central_predicted: Array | None
+    central_eigenvalues: Array | None
+
+
+@dataclasses.dataclass
+class HLambda:
+    hlambda: Array
+    errors: Array  # (3, points): orders 1, 2, 3
+    improves_below_1: float  # fraction of hλ < 1 where err3 < err2 < err1
+    worsens_from: float  # smallest hλ from which err3 > err2 > err1 throughout
+
+
+def _problem(config: Config) -> dynopt.Problem:
+    x, y = networks.digits(config.num_samples, seed=config.seed)
+    model = networks.mlp(
+        64,
+        10,
+        width=config.width,
+        depth=config.depth,
+        activation=jax.nn.swish,
+        key=jax.random.key(config.seed),
+    )
+    return networks.network_problem(model, (x, y), loss="mse")
+
+
+def _rel(a, b):
+    return np.abs(np.asarray(a) - np.asarray(b)) / np.abs(np.asarray(b))
+
+
+def edge_of_stability(config: Config) -> EdgeOfStability:
+    problem = _problem(config)
+    n_steps, k = config.num_steps, config.k
+    start = sharpness.random_start(jax.random.key(config.seed), problem.num_params, k)
+    eig0 = sharpness.top_eigenpairs(problem.grad, problem.params0, start, tol=1e-10)
+    lam0 = float(eig0.values[0])
+    eta = 2.0 / (config.threshold_factor * lam0)
+
+    # GD, every step saved (for the smoothing); eigenvalues tracked every `track_every` steps.
+    tx = sharpness.track_sharpness(
+        optax.sgd(eta), k, every=config.track_every, init_grad_fn=problem.grad, tol=1e-10
+    )
+    gd = dynopt.run(tx, problem, n_steps, every=1, observe=sharpness.sharpness)
+    gd_loss = np.asarray(gd.loss)
+    smoothed = gaussian_filter1d(gd_loss, config.smooth_sigma, mode="nearest")
+    tracked = np.arange(0, n_steps + 1, config.track_every)
+    eigs = np.asarray(gd.observations)[tracked]
+    ratio = eta * eigs[:, 0] / 2.0
+    above = np.flatnonzero(ratio >= 1.0)
+    onset = int(tracked[above[0]]) if above.size else -1
+    after = ratio[tracked >= onset] if onset >= 0 else np.full(1, np.nan)
+    # The EoS phase, away from the smoothing window's edges (and from the initial fast drop,
+    # which a σ-wide window would smear into it).
+    edge = int(3 * config.smooth_sigma)
+    phase = [max(onset, edge), n_steps - edge]
+
+    # Gradient flow from the same start, t = kη.
+    flow_steps = np.linspace(0, n_steps, config.flow_saves + 1).round().astype(int)
+    gf = dynopt.solve(
+        flows.GradientFlow(),
+        problem,
+        jnp.asarray(eta * flow_steps, dtype=float),
+        solver="tsit5",
+        rtol=1e-8,
+        atol=1e-10,
+    )
+    sharp_idx = np.linspace(0, config.flow_saves, 11).round().astype(int)
+    basis, flow_sharp = eig0.vectors, []
+    for i in sharp_idx:  # warm-started along the path: one compiled top_eigenpairs
+        w = jax.tree.map(lambda a, i=i: a[i], gf.params)
+        e = sharpness.top_eigenpairs(problem.grad, w, basis, tol=1e-10)
+        basis = e.vectors
+        flow_sharp.append(float(e.values[0]))
+    in_phase = (flow_steps >= phase[0]) & (flow_steps <= phase[1])
+    gf_err = _rel(np.asarray(gf.loss)[in_phase], smoothed[flow_steps[in_phase]])
+
+    def final(tree, i=-1):
+        return ravel_pytree(jax.tree.map(lambda a: a[i], tree))[0]
+
+    w_gd = final(gd.params)
+    central = dict(
+        central_prediction_max_rel_error=None,
+        central_prediction_mean_rel_error=None,
+        distance_gd_central=None,
+        central_steps=None,
+        central_loss=None,
+        central_predicted=None,
+        central_eigenvalues=None,
+    )
+    if config.central:
+        c_steps = np.linspace(0, n_steps, config.central_saves + 1).round().astype(int)
+        path = central_solve(
+            CentralFlow(eta, k=k, basis=eig0.vectors), problem, jnp.asarray(eta * c_steps)
+        )
+        mask = (c_steps >= phase[0]) & (c_steps <= phase[1])
+        err = _rel(np.asarray(path.predicted_loss)[mask], smoothed[c_steps[mask]])
+        central = dict(
+            central_prediction_max_rel_error=float(err.max()),
+            central_prediction_mean_rel_error=float(err.mean()),
+            distance_gd_central=float(jnp.linalg.norm(w_gd - final(path.params))),
+            central_steps=c_steps,
+            central_loss=np.asarray(path.loss),
+            central_predicted=np.asarray(path.predicted_loss),
+            central_eigenvalues=np.asarray(path.eigenvalues),
+        )
+    return EdgeOfStability(
+        learning_rate=eta,
+        lambda_max0=lam0,
+        num_params=problem.num_params,
+        eos_onset_step=onset,
+        sharpness_ratio_median=float(np.median(after)),
+        sharpness_ratio_range=[float(np.quantile(after, 0.05)), float(np.quantile(after, 0.95))],
+        loss_increases_after_onset=int(np.sum(np.diff(gd_loss[max(onset, 0) :]) > 0)),
+        flow_final_sharpness_ratio=eta * flow_sharp[-1] / 2.0,
+        stable_flow_max_rel_error=float(gf_err.max()),
+        stable_flow_mean_rel_error=float(gf_err.mean()),
+        distance_gd_flow=float(jnp.linalg.norm(w_gd - final(gf.params))),
+        eos_phase=phase,
+        steps=np.arange(n_steps + 1),
+        gd_loss=gd_loss,
+        gd_smoothed=smoothed,
+        tracked_steps=tracked,
+        gd_eigenvalues=eigs,
+        flow_steps=flow_steps,
+        flow_loss=np.asarray(gf.loss),
+        flow_sharpness_steps=flow_steps[sharp_idx],
+        flow_sharpness=np.asarray(flow_sharp),
+        **central,
+    )
+
+
+def hlambda_sweep(config: Config) -> HLambda:
+    """GD on ½λx² multiplies x by 1 − hλ per step, so |x_k| decays at the rate
+    Re (1/h)log(1 − hλ) = (1/h)log|1 − hλ| (the principal flow; complex for hλ > 1, where GD
+    oscillates). Its order-p truncation r_p = −Σ_{j≤p} h^{j−1}λ^j/j (p = 1: gradient flow) is
+    the order-p modified flow's rate. Error per step: |h r_p − log|1 − hλ||, closed forms."""
+    n = config.hlambda_points
+    x = 2.0 * (np.arange(n) + 0.5) / n  # hλ in (0, 2), never exactly 1 (log|1 − hλ| = −∞)
+    partial = -np.cumsum([x**j / j for j in (1, 2, 3)], axis=0)
+    errors = np.abs(partial - np.log(np.abs(1.0 - x)))
+    below = x < 1.0
+    improves = (errors[2] < errors[1]) & (errors[1] < errors[0])
+    worse = (errors[2] > errors[1]) & (errors[1] > errors[0])
+    tail = np.flatnonzero(~worse)
+    worsens_from = float(x[tail[-1] + 1]) if tail.size and tail[-1] + 1 < x.size else float("nan")
+    return HLambda(x, errors, float(np.mean(improves[below])), worsens_from)
+
+
+SECTIONS = {"eos": edge_of_stability, "hlambda": hlambda_sweep}
+
+HEADLINES = (
+    Headline("eos/central_prediction_max_rel_error",
+             "central-flow L + ½⟨Σ,H⟩ vs smoothed GD loss, max rel. error", high=0.05),
+    Headline("eos/central_prediction_mean_rel_error",
+             "central-flow prediction, mean rel. error", high=0.05),
+    Headline("eos/stable_flow_max_rel_error",
+             "gradient flow vs smoothed GD loss, max rel. error", low=0.05),
+    Headline("eos/eos_onset_step", "first step with η·λ_max ≥ 2", low=1),
+    Headline("eos/sharpness_ratio_median", "median η·λ_max/2 after onset",
+             expected=1.0, tol=0.1),
+    Headline("eos/flow_final_sharpness_ratio", "gradient flow's η·λ_max/2 at the end", low=1.0),
+    Headline("hlambda/improves_below_1", "fraction of hλ < 1 where orders 1→2→3 improve",
+             expected=1.0, tol=0.0),
+    Headline("hlambda/worsens_from", "hλ from which orders 1→2→3 get worse",
+             low=1.0, high=2.0),
+)  # fmt: skip
+
+
+def draw_eos(r):
+    e = r.eos
+    eta = e.learning_rate
+    fig, axes = plotting.panels(2, width=5.0)
+    curves = [
+        (e.steps, e.gd_loss, "GD (raw)"),
+        (e.steps, e.gd_smoothed, f"GD, Gaussian-smoothed (σ = {r.config['smooth_sigma']:g})"),
+        (e.flow_steps, e.flow_loss, "gradient flow"),
+    ]
+    if e.central_steps is not None:
+        curves.append((e.central_steps, e.central_loss, "central flow: L(w)"))
+        curves.append((e.central_steps, e.central_predicted, "central flow: L + ½⟨Σ, H⟩"))
+    plotting.plot_loss_curves(axes[0], curves)
+    values = np.concatenate([np.asarray(c[1]) for c in curves])
+    axes[0].set_ylim(0.5 * values.min(), 2.0 * values.max())
+    axes[0].axvspan(*e.eos_phase, color="0.9", zorder=0, label="EoS phase (errors measured)")
+    axes[0].set_xlabel("step k (time t = kη)")
+    axes[0].set_title(f"digits MLP, GD η = {eta:.3g}")
+    plotting.legend(axes[0])
+    for i in range(e.gd_eigenvalues.shape[1]):
+        axes[1].plot(e.tracked_steps, eta * e.gd_eigenvalues[:, i], lw=1, label=f"GD η·λ{i + 1}")
+    axes[1].plot(
+        e.flow_sharpness_steps, eta * e.flow_sharpness, "o-", ms=3, label="gradient flow η·λ1"
+    )
+    if e.central_steps is not None:
+        axes[1].plot(e.central_steps, eta * e.central_eigenvalues[:, 0], "s", ms=3,
+                     label="central flow η·λ1")  # fmt: skip
+    axes[1].axhline(2.0, color="k", ls="--", lw=1, label="2 (stability threshold)")
+    axes[1].set_xlabel("step k")
+    axes[1].set_ylabel("η·λ")
+    axes[1].set_title("top Hessian eigenvalues")
+    plotting.legend(axes[1])
+    return fig
+
+
+def draw_hlambda(r):
+    h = r.hlambda
+    fig, (ax,) = plotting.panels(1, width=5.0)
+    for p in range(3):
+        ax.semilogy(h.hlambda, h.errors[p], label=f"order {p + 1}")
+    ax.axvline(1.0, color="k", ls=":", lw=1, label="hλ = 1 (series radius)")
+    ax.axvline(2.0, color="k", ls="--", lw=1, label="hλ = 2 (GD unstable)")
+    ax.set_xlabel("hλ")
+    ax.set_ylabel("|h·r_p − log|1 − hλ||")
+    ax.set_title("decay rate per step: order-p modified flow vs GD")
+    plotting.legend(ax)
+    return fig
+
+
+FIGURES = {"eos.png": draw_eos, "hlambda.png": draw_hlambda}
