@@ -1,6 +1,8 @@
 """`compare`: discrete runs against the reference flow, every step size in one compiled program."""
 
+import functools as ft
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -218,14 +220,33 @@ def _compare_jit(
     return errs, finals, div, scales, result
 
 
+def _automatic(optimizer, step_sizes, reference, order):
+    """An optimizer callable's automatic flow (`modified_flow`: its discretization is the
+    optimizer itself, started on the order-`order` slow manifold where its state is fast) and,
+    for `order` > 1, the order-`order` modified flow at each h as the reference."""
+    from ._modified import modified_flow
+
+    if order is not None and reference is not None:
+        raise ValueError("give order= or reference=, not both.")
+    try:
+        hint = float(np.max(np.asarray(step_sizes, dtype=np.float64)))
+    except (TypeError, ValueError):
+        raise ValueError(f"step_sizes must be positive numbers, got {step_sizes!r}.") from None
+    flow = modified_flow(optimizer, hint, 1 if order is None else order)
+    if order is not None and order != 1:
+        reference = ft.partial(modified_flow, optimizer, order=order)
+    return flow, reference
+
+
 def compare(
-    flow: AbstractFlow,
+    flow: AbstractFlow | Callable[[jax.Array], Any],
     problem: AbstractProblem,
     step_sizes: ArrayLike,
     t1: float,
     *,
     map: Callable[[AbstractFlow, jax.Array], Discretization] | None = None,
     reference: AbstractFlow | Callable[[jax.Array], AbstractFlow] | None = None,
+    order: int | None = None,
     solver=None,
     rtol: float = 1e-10,
     atol: float = 1e-12,
@@ -257,8 +278,11 @@ def compare(
 
     **Arguments:**
 
-    - `flow`: the continuous model; `problem`: any `dynopt.AbstractProblem` (a `Problem`, a
-      `dynopt.games.Game`), deterministic oracle.
+    - `flow`: the continuous model; or an optimizer, a callable `h -> optax transform`
+      (e.g. `lambda h: optax.adamw(h)`): its continuous model is then derived automatically
+      (`dynopt.modified_flow`) and the discrete runs are the optimizer itself.
+      `problem`: any `dynopt.AbstractProblem` (a `Problem`, a `dynopt.games.Game`),
+      deterministic oracle.
     - `step_sizes`: the $h$ values (1-D, positive, at least 3 for an order, e.g. halvings);
       $t_1/\Delta t$ must be an integer for each.
     - `map`: the discretization map, a callable `map(flow, h) -> Discretization` (e.g. a
@@ -267,6 +291,9 @@ def compare(
     - `reference`: the flow to compare against: `None` (`flow` itself), a flow, or a callable
       `h -> flow` for references that depend on the step size, e.g. `ModifiedGradientFlow` or a
       game flow's `flow.modified`.
+    - `order`: with an optimizer callable, compare against its order-`order` automatic modified
+      flow at each $h$ (`modified_flow(optimizer, h, order)`; expected global order `order`);
+      `None` or 1: the continuum limit. Only with an optimizer callable and no `reference`.
     - `solver`, `rtol`, `atol`, `max_steps`: as in `solve`.
 
     **Returns:** a `Comparison` (`step_sizes` = the $h$, `dts` = the $\Delta t$, `verdict`,
@@ -276,8 +303,15 @@ def compare(
     a reference solve fails.
     """
     _require_x64()
+    if not isinstance(flow, (AbstractFlow, type)) and callable(flow):
+        flow, reference = _automatic(flow, step_sizes, reference, order)
+    elif order is not None:
+        raise ValueError("order= is for an optimizer callable (h -> optax transform) as flow.")
     if not isinstance(flow, AbstractFlow):
-        raise ValueError(f"flow must be a dynopt flow (AbstractFlow), got {type(flow).__name__}.")
+        raise ValueError(
+            "flow must be a dynopt flow (AbstractFlow) or an optimizer callable "
+            f"h -> optax.GradientTransformation, got {type(flow).__name__}."
+        )
     if not isinstance(problem, AbstractProblem):
         raise ValueError(f"problem must be a dynopt.AbstractProblem, got {type(problem).__name__}.")
     problem.check_key(None)

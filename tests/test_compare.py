@@ -133,3 +133,24 @@ def test_memory_advice_names_arguments_compare_has():
     with pytest.raises(ValueError, match="Lower max_steps") as info:
         dynopt.compare(flows.GradientFlow(), big, [0.1, 0.05, 0.025], 1.0, solver="tsit5")
     assert "dense=False" not in str(info.value)
+
+
+def test_an_optimizer_callable_is_compared_with_its_automatic_modified_flow():
+    """`compare(h -> optax transform, ..., order=2)`: heavy ball with fixed β against its
+    automatic order-2 modified flow (fast regime, started on the slow manifold): order 2."""
+
+    def loss(p):
+        return jnp.sum(jnp.log(jnp.cosh(p["w"] - 1.0))) + 0.5 * jnp.sum(
+            (p["b"] - jnp.tanh(p["w"][:2])) ** 2
+        )
+
+    problem = dynopt.Problem(loss, {"w": jnp.zeros(4), "b": jnp.ones(2)})
+    c = dynopt.compare(_heavy_ball_half, problem, [0.02, 0.01, 0.005, 0.0025], 1.0, order=2)
+    assert c.verdict == "asymptotic", c.reason
+    assert abs(c.order - 2.0) < 0.1, c.local_orders
+    with pytest.raises(ValueError, match="order= is for an optimizer callable"):
+        dynopt.compare(flows.GradientFlow(), problem, [0.02, 0.01, 0.005], 1.0, order=2)
+
+
+def _heavy_ball_half(h):
+    return optax.sgd(h, momentum=0.5)
