@@ -134,7 +134,7 @@ def orders(config: Config) -> dict[str, Case]:
                 fitted.append(float(cmp.order))
                 verdicts.append(str(cmp.verdict))
                 errs.append(np.asarray(cmp.errors))
-            out[f"{name}/{pname}"] = Case(
+            out[f"{name}.{pname}"] = Case(
                 name, pname, regime, fitted, verdicts, np.stack(errs), secs
             )
     return out
@@ -364,7 +364,7 @@ SECTIONS = {
 
 HEADLINES = (
     *(
-        Headline(f"orders/{o}/{pr}/fitted_orders/{i}", f"{o} on {pr}: order vs order-{i + 1} flow",
+        Headline(f"orders/{o}.{pr}/fitted_orders/{i}", f"{o} on {pr}: order vs order-{i + 1} flow",
                  float(i + 1), 0.15)
         for o in ("heavy_ball",)
         for pr in ("logcosh",)
