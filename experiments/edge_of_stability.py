@@ -37,8 +37,14 @@ class Config:
     order for hλ < 1 and grow with it from hλ ≈ 1.3, while GD stays stable up to hλ = 2.
     The central flow is the expensive part (a diffrax solve whose vector field runs LOBPCG, a
     complementarity solve and third derivatives): quick mode skips it (`central = False`; its
-    metrics are then absent). Runtime on 2 CPU cores: quick < 60 s, full < 5 min (not measured
-    on an idle machine: see the metrics' wall_time_s).
+    metrics are then absent). Runtime, measured only on a machine at load ≈ 14 on 2 cores:
+    quick 52 s of CPU (69–131 s wall), full 338 s wall (the central flow ≈ 250 s of it).
+    Measured (full, seed 0): onset at step 80, median η·λ_max/2 after onset 0.97; gradient
+    flow ends at η·λ_max/2 = 1.41; gradient flow vs smoothed GD loss max 28%; central-flow
+    prediction max 25% / mean 7.1% — off the 5% goal: after a catapult near step 230 GD settles
+    just *below* the threshold (η·λ ≈ 1.95) instead of oscillating at it, and the σ = 50
+    smoothing of the spike dominates the error. hλ sweep: orders improve on all of hλ < 1 and
+    worsen from hλ ≈ 1.21.
     """
 
     seed: int = 0
