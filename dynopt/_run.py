@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import _progress
 from ._custom_types import Key, Params, ScalarLike
 from ._discretization import Discretization, widest_dtype
 from ._problem import AbstractProblem
@@ -225,6 +226,8 @@ def _drive(
         _, new = jax.lax.while_loop(lambda pending: ~pending[0], replay, (~jnp.any(bad), new))
         # A run that diverged in an earlier block stays frozen.
         new = _select(alive, new, state)
+        if _progress.enabled():  # read at trace time; `run` keys its compiled programs on it
+            _progress.tick(every)
         return (new, k + every), (new[0], observe_of(new))
 
     state0 = _lift(init, levels, spec=True, state=False, k=False)(specs)
@@ -287,7 +290,10 @@ def _drive_batch(setup, specs, problem, num_steps, every, levels, batch_size, ob
 
 
 @eqx.filter_jit
-def _run_discretization(disc: Discretization, problem, num_steps, every, key, batch_size, observe):
+def _run_discretization(
+    disc: Discretization, problem, num_steps, every, key, batch_size, observe, progress=False
+):
+    del progress  # static: a program with progress callbacks is compiled apart (`_progress`)
     dtype = _floating_dtype(problem.params0)
 
     def setup(spec, prob):
@@ -317,7 +323,9 @@ def _run_discretization(disc: Discretization, problem, num_steps, every, key, ba
 
 
 @eqx.filter_jit
-def _run_transform(tx, problem, num_steps, every, key, batch_size, observe, dt):
+def _run_transform(tx, problem, num_steps, every, key, batch_size, observe, dt, progress=False):
+    del progress  # static: a program with progress callbacks is compiled apart (`_progress`)
+
     def setup(k, prob):
         return tx, dt, k, tx.init(prob.params0)
 
@@ -459,9 +467,19 @@ def run(
                 "dt is only for a raw optax transform; a dynopt.Discretization carries its own "
                 f"time step (dt={transform.dt})."
             )
-        return _run_discretization(
-            _batch_discretization(transform), problem, num_steps, every, key, batch_size, observe
-        )
+        batched = jnp.ndim(transform.dt) > 0 or (key is not None and key.ndim == 1)
+        with _progress.bar(None if batched else num_steps, "run"):
+            traj = _run_discretization(
+                _batch_discretization(transform),
+                problem,
+                num_steps,
+                every,
+                key,
+                batch_size,
+                observe,
+                _progress.enabled(),
+            )
+            return jax.block_until_ready(traj) if _progress.enabled() else traj
     if isinstance(transform, optax.GradientTransformation):
         if dt is None:
             step = jnp.asarray(1, dtype=float)
@@ -469,7 +487,14 @@ def run(
             step = jnp.asarray(positive("dt", dt, hint="dt is the time one step advances."))
             if step.ndim != 0:
                 raise ValueError(f"dt must be a scalar, got shape {step.shape}.")
-        traj = _run_transform(transform, problem, num_steps, every, key, batch_size, observe, step)
+        batched = key is not None and key.ndim == 1
+        with _progress.bar(None if batched else num_steps, "run"):
+            traj = _run_transform(
+                transform, problem, num_steps, every, key, batch_size, observe, step,
+                _progress.enabled(),
+            )  # fmt: skip
+            if _progress.enabled():
+                traj = jax.block_until_ready(traj)
         return dataclasses.replace(traj, ts_unit="steps" if dt is None else "time")
     raise ValueError(
         "transform must be a dynopt.Discretization or an optax.GradientTransformation, got "

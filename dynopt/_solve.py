@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import _progress
 from ._custom_types import ArrayLike, Params, PyTree, ScalarLike
 from ._flows.base import AbstractFlow
 from ._problem import AbstractProblem, Problem, raveled_loss as _raveled_loss
@@ -151,9 +152,9 @@ def dense_values_per_step(solver: diffrax.AbstractSolver) -> tuple[float, float]
 
 @ft.cache
 def _dense_values_per_step(kind: type) -> tuple[float, float]:
-    solver, steps = kind(), 8
+    solver = kind()
 
-    def values(size):
+    def values(size, steps):
         sol = jax.eval_shape(
             lambda: integrate(
                 diffrax.ODETerm(lambda t, y, args: -y),
@@ -166,10 +167,13 @@ def _dense_values_per_step(kind: type) -> tuple[float, float]:
                 max_steps=steps,
             )
         )
-        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(sol.interpolation)) / steps
+        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(sol.interpolation))
 
-    one, two = values(1), values(2)
-    return two - one, 2 * one - two
+    # Differences in the state size and in max_steps: the buffers' one extra row (the start)
+    # and fixed-size leaves cancel, leaving the values per step exactly.
+    per_entry = ((values(2, 16) - values(1, 16)) - (values(2, 8) - values(1, 8))) / 8
+    per_step = (values(1, 16) - values(1, 8)) / 8 - per_entry
+    return per_entry, per_step
 
 
 def check_dense_memory(
@@ -211,6 +215,7 @@ def integrate(
     dt0: ScalarLike | None = None,
     event: diffrax.Event | None = None,
     adjoint: diffrax.AbstractAdjoint | None = None,
+    progress_meter: diffrax.AbstractProgressMeter | None = None,
 ) -> diffrax.Solution:
     r"""The one place where dynopt calls `diffrax.diffeqsolve` (traceable, `vmap`-able).
 
@@ -228,7 +233,7 @@ def integrate(
 
     **Arguments:** as `diffrax.diffeqsolve`, with `controller` (its `stepsize_controller`) and
     `max_steps` required (an unbounded solve can hang on a stiff flow); `adjoint=None` is
-    diffrax's default `RecursiveCheckpointAdjoint`.
+    diffrax's default `RecursiveCheckpointAdjoint`; `progress_meter=None` shows nothing.
 
     **Returns:** the `diffrax.Solution`.
     """
@@ -246,11 +251,12 @@ def integrate(
         event=event,
         max_steps=int(max_steps),
         throw=False,
+        progress_meter=diffrax.NoProgressMeter() if progress_meter is None else progress_meter,
     )
 
 
 def dense_solve(
-    flow, problem, solver, t0, t1, ts, rtol, atol, max_steps, dense: bool = True
+    flow, problem, solver, t0, t1, ts, rtol, atol, max_steps, dense: bool = True, meter=None
 ) -> diffrax.Solution:
     """The reference solve of a flow's drift behind `solve` and `compare` (traceable; never
     throws): Tsit5/Kvaerno5/... with `PIDController(rtol, atol)`, saved at `ts`."""
@@ -265,12 +271,15 @@ def dense_solve(
         saveat=diffrax.SaveAt(ts=ts, dense=dense),
         controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
+        progress_meter=meter,
     )
 
 
 @eqx.filter_jit
-def _solve_jit(flow, problem, solver, t0, ts, rtol, atol, max_steps, dense):
-    sol = dense_solve(flow, problem, solver, t0, ts[-1], ts, rtol, atol, max_steps, dense)
+def _solve_jit(flow, problem, solver, t0, ts, rtol, atol, max_steps, dense, progress=False):
+    # `progress` (static) is diffrax's tqdm meter, shown under `dynopt.show_progress()`.
+    meter = diffrax.TqdmProgressMeter() if progress else None
+    sol = dense_solve(flow, problem, solver, t0, ts[-1], ts, rtol, atol, max_steps, dense, meter)
     params = jax.vmap(flow.params)(sol.ys)
     loss = jax.vmap(problem.loss)(params)
     return sol, params, loss
@@ -488,7 +497,16 @@ def solve(
     if dense:
         check_dense_memory(flow, problem, int(max_steps), solver=solver_obj)
     sol, params, loss = _solve_jit(
-        flow, problem, solver_obj, t0, ts, rtol, atol, int(max_steps), bool(dense)
+        flow,
+        problem,
+        solver_obj,
+        t0,
+        ts,
+        rtol,
+        atol,
+        int(max_steps),
+        bool(dense),
+        _progress.enabled(),
     )
     if not bool(np.all(np.asarray(sol.result == diffrax.RESULTS.successful))):
         diagnosis = _diagnose(flow, problem, sol, ts_host, t0)
