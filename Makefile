@@ -35,7 +35,7 @@ figures: $(STAMP)
 ## one BLAS thread per test worker: JOBS workers already fill the cores (LAPACK LU inside the
 ## implicit solvers runs 6-15x slower when OpenBLAS threads fight the other worker)
 test: $(STAMP)
-	MPLBACKEND=Agg OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -q
+	MPLBACKEND=Agg OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -q --durations=30
 
 ## compile times are part of what bench reports: no persistent cache there
 bench: $(STAMP)
