@@ -59,7 +59,8 @@ def _experiment_section(name: str, module: ModuleType, folder: Path, root: Path)
     rel = Path(os.path.relpath(folder, root)).as_posix()
     mode = "quick" if metrics.get("quick") else "full"
     wall = metrics.get("wall_time_s")
-    meta = f"{mode} mode, seed {metrics.get('seed')}"
+    seed = metrics.get("seed")
+    meta = f"{mode} mode, " + ("deterministic (no seed)" if seed is None else f"seed {seed}")
     if isinstance(wall, (int, float)):
         meta += f", {wall:.1f} s"
     parts = [
