@@ -42,18 +42,19 @@ def test_complementarity_conditions_on_random_instances():
         c = jax.random.normal(kc, (k, k))
         return 0.5 * (c + c.T), jnp.einsum("ijn,abn->ijab", G, G)
 
-    c, gram = jax.vmap(instance)(keys)
+    c, gram = jax.jit(jax.vmap(instance))(keys)
     sol = jax.jit(jax.vmap(solve_complementarity))(c, gram)
+    sol, c = jax.tree.map(np.asarray, sol), np.asarray(c)  # checks in NumPy: no tiny compiles
     tol = 1e-8
     for i in range(batch):
-        X, K = np.asarray(sol.X[i]), np.asarray(sol.K[i])
+        X, K = sol.X[i], sol.K[i]
         scale = np.linalg.norm(c[i]) + 1.0
         assert sol.residual[i] <= 1e-10
         assert np.linalg.eigvalsh(X).min() >= -tol * scale  # Σ ⪰ 0
         assert np.linalg.eigvalsh(K).min() >= -tol * scale  # no eigenvalue pushed over
         assert abs(np.sum(X * K)) <= tol * scale * (1 + np.linalg.norm(X))  # complementarity
     # Not all trivial: some instances have several active directions.
-    ranks = [np.sum(np.linalg.eigvalsh(np.asarray(x)) > 1e-8) for x in sol.X]
+    ranks = [np.sum(np.linalg.eigvalsh(x) > 1e-8) for x in sol.X]
     assert max(ranks) >= 2
 
 
@@ -93,7 +94,7 @@ def test_one_direction_closed_form(net, central):
     # (a) At the threshold, B = 0: σ² = max(0, 2⟨-∇L, ∇S⟩/‖∇S‖²). The closed form is evaluated
     # with the eigenpair the solve itself used (B = 2/η - λ is then ~1e-9·λ, kept in the
     # formula), so it is exact to rounding.
-    eta = 2.0 / lam
+    eta = float(2.0 / lam)  # a Python float, as in the fixture: the same compiled program
     state = fn(CentralFlow(eta, k=1, basis=u))
     grad_S, grad_L, norm2 = _one_direction(net, w, state)
     g = jnp.vdot(grad_S, grad_L)
@@ -104,7 +105,7 @@ def test_one_direction_closed_form(net, central):
     np.testing.assert_allclose(state.X[0, 0], jnp.maximum(sigma2, 0.0), rtol=1e-7, atol=1e-12)
     np.testing.assert_allclose(state.X[0, 0], 2.0 * jnp.vdot(-grad_L, grad_S) / norm2, rtol=1e-4)
     # (b) 10% above the threshold (B < 0), stabilization rate r = 2/η.
-    eta = 2.0 * 1.1 / lam
+    eta = float(2.0 * 1.1 / lam)
     state = fn(CentralFlow(eta, k=1, basis=u, stabilization=2.0))
     grad_S, grad_L, norm2 = _one_direction(net, w, state)
     rate, gap = 2.0 / eta, 2.0 / eta - state.eig.values[0]
