@@ -25,6 +25,7 @@ BENCHMARKS = {
     "bandwidth": "benchmarks.bandwidth",
     "suite": "benchmarks.suite",
     "modified": "benchmarks.modified",
+    "central": "benchmarks.central",
 }
 
 

@@ -1,0 +1,73 @@
+"""Benchmark: sharpness tracking and the GD central flow, as multiples of a plain GD step.
+
+The setting of the public central-flow reference code (issue 16's anchor): MLP 8 → 16 → 16 → 1,
+swish, 128 standard-normal points and targets, MSE, GD η = 0.1, k = 5 tracked directions
+(float64). Rows: (1) a GD step with the top-5 eigenpairs recomputed every step, warm-started
+(`sharpness.track_sharpness`), against a plain GD step, both inside one jitted `run` (goal
+≤ 20×; the anchor's 240×); (2) `central_solve` per unit of GD time (one step η), compile
+excluded (goal ≤ 200×; the anchor's 2,600×). The flow starts at the initialization, below the
+threshold (Σ = 0 until the sharpness reaches 2/η), so row (2) is the pre-EoS cost.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import dynopt
+from dynopt import networks, sharpness
+from dynopt._flows.central import central_solve, CentralFlow
+
+from ._common import Config, row, timed
+
+
+ETA, K = 0.1, 5
+
+
+def _problem(tiny: bool) -> dynopt.Problem:
+    n, width = (32, 8) if tiny else (128, 16)
+    x, y = networks.gaussian_regression(n, 8, 1)
+    model = networks.mlp(8, 1, width=width, depth=2, activation=jax.nn.swish, key=jax.random.key(0))
+    return networks.network_problem(model, (x, y))
+
+
+def run(config: Config) -> list[dict]:
+    problem = _problem(config.tiny)
+    d = problem.num_params
+    k = 1 if config.tiny else K
+    steps = 20 if config.tiny else 200
+    plain_tx = optax.sgd(ETA)
+    tracked_tx = sharpness.track_sharpness(optax.sgd(ETA), k, every=1, tol=1e-9)
+    _, plain_s = timed(lambda: dynopt.run(plain_tx, problem, steps).loss, config.repeats)
+    first, tracked_s = timed(lambda: dynopt.run(tracked_tx, problem, steps).loss, config.repeats)
+    step_s = plain_s / steps
+    rows = [
+        row(
+            "central",
+            f"tracked GD step (k={k}, every step, warm-started), MLP d={d}",
+            dynopt_s=tracked_s / steps,
+            baseline="one plain GD step",
+            baseline_s=step_s,
+            ratio=tracked_s / plain_s,
+            target=20.0,
+            higher_is_better=False,
+            note=f"multiple of a step; first call (compile) {first:.1f} s",
+        )
+    ]
+    units = 10 if config.tiny else 50  # GD steps of flow time
+    ts = ETA * jnp.linspace(0.0, units, 6)
+    flow = CentralFlow(ETA, k=k)
+    first, flow_s = timed(lambda: central_solve(flow, problem, ts).loss, config.repeats)
+    rows.append(
+        row(
+            "central",
+            f"central flow per unit GD time (k={k}), MLP d={d}",
+            dynopt_s=flow_s / units,
+            baseline="one plain GD step",
+            baseline_s=step_s,
+            ratio=flow_s / units / step_s,
+            target=200.0,
+            higher_is_better=False,
+            note=f"from the initialization (below the threshold); compile {first:.1f} s",
+        )
+    )
+    return rows
