@@ -24,6 +24,7 @@ class Headline:
     - `expected`, `tol`: the predicted value and the absolute tolerance around it; or
     - `low`, `high`: bounds (either may be `None`) when the prediction is a bound.
     - `fmt`: the format of the number.
+    - `full_only`: measured in full mode only (quick mode skips the work behind it).
     """
 
     key: str
@@ -33,6 +34,7 @@ class Headline:
     low: float | None = None
     high: float | None = None
     fmt: str = ".4g"
+    full_only: bool = False
 
     def __post_init__(self):
         if (self.expected is None) != (self.tol is None):
@@ -68,7 +70,9 @@ class Reading:
 
     headline: Headline
     value: float | None
-    status: str  # "ok", "off" (outside the prediction), "missing", "non-finite", "info"
+    # "ok", "off" (outside the prediction), "missing", "non-finite", "info" (no prediction),
+    # "full mode only" (a quick result does not measure it)
+    status: str
 
     def value_text(self) -> str:
         if self.value is None:
@@ -95,6 +99,9 @@ def read(headlines: Sequence[Headline], metrics: Mapping[str, Any]) -> list[Read
     """Each headline's value in `metrics` and whether it meets its prediction."""
     readings = []
     for h in headlines:
+        if h.full_only and metrics.get("quick"):
+            readings.append(Reading(h, None, "full mode only"))
+            continue
         try:
             raw = lookup(metrics, h.key)
         except KeyError:
@@ -124,7 +131,9 @@ def text(readings: Sequence[Reading]) -> str:
     width = max(len(r.headline.label) for r in readings)
     lines = []
     for r in readings:
-        mark = {"ok": "ok", "off": "OFF", "info": ""}.get(r.status, r.status.upper())
+        mark = {"ok": "ok", "off": "OFF", "info": "", "full mode only": ""}.get(
+            r.status, r.status.upper()
+        )
         prediction = r.headline.describe()
         prediction = "" if prediction == "—" else f"expected {prediction}"
         lines.append(

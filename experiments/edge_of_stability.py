@@ -244,9 +244,10 @@ SECTIONS = {"eos": edge_of_stability, "hlambda": hlambda_sweep}
 
 HEADLINES = (
     Headline("eos/central_prediction_max_rel_error",
-             "central-flow L + ½⟨Σ,H⟩ vs smoothed GD loss, max rel. error", high=0.05),
+             "central-flow L + ½⟨Σ,H⟩ vs smoothed GD loss, max rel. error", high=0.05,
+             full_only=True),
     Headline("eos/central_prediction_mean_rel_error",
-             "central-flow prediction, mean rel. error", high=0.05),
+             "central-flow prediction, mean rel. error", high=0.05, full_only=True),
     Headline("eos/stable_flow_max_rel_error",
              "gradient flow vs smoothed GD loss, max rel. error", low=0.05),
     Headline("eos/eos_onset_step", "first step with η·λ_max ≥ 2", low=1),

@@ -49,7 +49,7 @@ def test_quick_mode_writes_results_figures_and_its_headline_numbers(name, quick_
     # update the card's HEADLINES.
     readings = _headline.read(experiments.get(name).HEADLINES, metrics)
     off = [f"{r.headline.key} = {r.value_text()}, expected {r.headline.describe()}"
-           for r in readings if r.status != "ok"]  # fmt: skip
+           for r in readings if r.status not in ("ok", "full mode only")]  # fmt: skip
     assert readings and not off, off
 
 

@@ -51,6 +51,7 @@ HEADLINES = (
     _headline.Headline("absent", "not written", low=0.0),
     _headline.Headline("nonfinite", "a NaN", expected=0.0, tol=1.0),
     _headline.Headline("count", "a count (no prediction)"),
+    _headline.Headline("error", "only in full mode", high=1.0, full_only=True),
 )
 
 
@@ -63,7 +64,12 @@ def test_headlines_are_read_against_their_predictions():
         "not written": "missing",
         "a NaN": "non-finite",
         "a count (no prediction)": "info",
+        "only in full mode": "ok",
     }
+    quick = {
+        r.headline.label: r.status for r in _headline.read(HEADLINES, {**metrics, "quick": True})
+    }
+    assert quick["only in full mode"] == "full mode only" and quick["max error"] == "ok"
     text = _headline.text(_headline.read(HEADLINES, metrics))
     assert "1.3" in text and "expected 1 ± 0.1" in text and "OFF" in text
 
