@@ -377,7 +377,7 @@ HEADLINES = (
     Headline("rows/adam_fast_f2_vs_closed_form", "Adam O(h) term vs closed form", high=1e-12),
     Headline("modifying/sgd/order_modifying", "modifying(sgd) vs gradient flow", 2.0, 0.15),
     Headline("boundary_layer/heavy_ball/order_zero_start", "heavy ball from zero trace (full)",
-             1.0, 0.15),
+             1.0, 0.15, full_only=True),
 )  # fmt: skip
 
 
