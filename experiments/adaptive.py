@@ -72,6 +72,7 @@ class Orders:
     G0: float
     order: dict[str, float]
     final_order: dict[str, float]
+    verdict: dict[str, str]  # compare's verdict: an order only when "asymptotic"
     step_sizes: Array
     errors: dict[str, Array]
 
@@ -141,11 +142,12 @@ def orders(config: Config) -> dict[str, Orders]:
             "rmsprop_G0_g0sq": flows.RMSPropFlow(config.kappa, config.eps, initial_scale=G0),
             "adam": flows.AdamFlow(config.a1, config.a2, config.eps),
         }
-        out[name] = Orders(G0, {}, {}, hs, {})
+        out[name] = Orders(G0, {}, {}, {}, hs, {})
         for case in config.order_cases:
             cmp = dynopt.compare(cases[case], prob, hs, config.order_t1)
             out[name].order[case] = float(cmp.order)
             out[name].final_order[case] = float(cmp.final_order)
+            out[name].verdict[case] = cmp.verdict
             out[name].errors[case] = np.asarray(cmp.errors)
     return out
 

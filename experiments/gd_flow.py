@@ -74,6 +74,8 @@ class Orders:
     order_gd_vs_modified_flow: float
     final_order_gd_vs_flow: float
     final_order_gd_vs_modified_flow: float
+    verdict_gd_vs_flow: str  # compare's verdict: an order is a number only when "asymptotic"
+    verdict_gd_vs_modified_flow: str
     reference_solver: str
     lyapunov_max_rel_deviation: float
     step_sizes: Array
@@ -163,6 +165,8 @@ def orders(config: Config) -> dict[str, Orders]:
             order_gd_vs_modified_flow=float(mod.order),
             final_order_gd_vs_flow=float(gf.final_order),
             final_order_gd_vs_modified_flow=float(mod.final_order),
+            verdict_gd_vs_flow=gf.verdict,
+            verdict_gd_vs_modified_flow=mod.verdict,
             reference_solver=gf.solver,
             lyapunov_max_rel_deviation=float(lyapunov.max_relative_deviation(measured, predicted)),
             step_sizes=hs,

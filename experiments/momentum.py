@@ -97,6 +97,7 @@ class Orders:
     damping: float
     t1: float
     orders: dict[str, float]
+    verdicts: dict[str, str]  # compare's verdict per map: an order only when "asymptotic"
     max_errors: dict[str, list[float]]
     step_sizes: Array
     errors: dict[str, Array]
@@ -109,6 +110,7 @@ class Fixed:
     momentum: float
     t1: float
     order: float
+    verdict: str
     max_errors: list[float]
     step_sizes: Array
     errors: Array
@@ -245,10 +247,11 @@ def closed_form(config: Config) -> ClosedForm:
 
 def _orders(problem, damping, t1, steps, schemes) -> Orders:
     hs = t1 / np.asarray(steps, dtype=float)
-    out = Orders(damping, t1, {}, {}, hs, {})
+    out = Orders(damping, t1, {}, {}, {}, hs, {})
     for scheme in schemes:
         c = dynopt.compare(flows.HeavyBall(damping), problem, hs, t1, map=_map(scheme))
         out.orders[scheme], out.errors[scheme] = float(c.order), np.asarray(c.errors)
+        out.verdicts[scheme] = c.verdict
         out.max_errors[scheme] = out.errors[scheme].tolist()
     return out
 
@@ -271,7 +274,13 @@ def fixed_momentum(config: Config) -> Fixed:
     )
     errors = np.asarray(fixed.errors)
     return Fixed(
-        config.fixed_momentum, config.fixed_t1, float(fixed.order), errors.tolist(), etas, errors
+        config.fixed_momentum,
+        config.fixed_t1,
+        float(fixed.order),
+        fixed.verdict,
+        errors.tolist(),
+        etas,
+        errors,
     )
 
 

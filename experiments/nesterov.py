@@ -101,6 +101,7 @@ class Order:
     step_sizes: list[float]
     max_deviation: list[float]
     order_in_sqrt_s: float
+    verdict: str  # compare's verdict: the order is a number only when "asymptotic"
     solver: str
     sqrt_s: Array
     errors: Array
@@ -188,6 +189,7 @@ def order(config: Config) -> Order:
         step_sizes=s_order.tolist(),
         max_deviation=np.asarray(comp.errors).tolist(),
         order_in_sqrt_s=float(comp.order),
+        verdict=comp.verdict,
         solver=comp.solver,
         sqrt_s=np.sqrt(s_order),
         errors=np.asarray(comp.errors),
