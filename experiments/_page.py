@@ -74,11 +74,12 @@ def _experiment_section(name: str, module: ModuleType, folder: Path, root: Path)
         parts.append(f"<details><summary>Run card</summary><pre>{_esc(card)}</pre></details>")
     readings = _headline.read(getattr(module, "HEADLINES", ()), metrics)
     if readings:
+        css = {r.status: r.status.replace(" ", "-") for r in readings}  # one class name each
         rows = "".join(
             f"<tr><td>{_esc(r.headline.label)}</td>"
             f'<td class="num">{_esc(r.value_text())}</td>'
             f"<td>{_esc(r.headline.describe())}</td>"
-            f'<td class="{_esc(r.status)}">{_esc(r.status if r.status != "info" else "")}</td>'
+            f'<td class="{_esc(css[r.status])}">{_esc(r.status if r.status != "info" else "")}</td>'
             "</tr>"
             for r in readings
         )

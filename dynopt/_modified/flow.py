@@ -119,6 +119,17 @@ class ModifiedFlow(AbstractFlow):
         return Terms(fs, rate, lam, (res1, res2))
 
 
+def check_order(order) -> int:
+    """`order` as an int in [1, `MAX_ORDER`], else a `ValueError` naming the range."""
+    if (
+        isinstance(order, bool)
+        or not isinstance(order, (int, np.integer))
+        or not (1 <= order <= MAX_ORDER)
+    ):
+        raise ValueError(f"order must be an integer in [1, {MAX_ORDER}], got {order!r}.")
+    return int(order)
+
+
 def slow_manifold_init(disc: Discretization, params, problem):
     """`init_fn` of a fast-regime flow's discretization: the optimizer state on the slow
     manifold $M_h(\\theta_0)$ (to the flow's order), counters saturated."""
@@ -342,12 +353,7 @@ def modified_flow(
             "`lambda h: optax.adam(h)`) or h -> Discretization (e.g. `flow.discretize`), got "
             f"{type(optimizer).__name__}."
         )
-    if (
-        isinstance(order, bool)
-        or not isinstance(order, (int, np.integer))
-        or not (1 <= order <= MAX_ORDER)
-    ):
-        raise ValueError(f"order must be an integer in [1, {MAX_ORDER}], got {order!r}.")
+    check_order(order)
     if state not in ("auto", "slow", "fast"):
         raise ValueError(f"state must be 'auto', 'slow' or 'fast', got {state!r}.")
     power = 1

@@ -172,19 +172,14 @@ def modifying(
     is not a parameter flow, a slow-state optimizer, or one whose leading field is not affine
     in the gradient with a scalar slope.
     """
-    from .._modified.flow import MAX_ORDER, modified_flow
+    from .._modified.flow import check_order, modified_flow
 
     if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
         raise ValueError(
             "optimizer must be a callable h -> optax.GradientTransformation, e.g. "
             f"`lambda h: optax.sgd(h)`, got {type(optimizer).__name__}."
         )
-    if (
-        isinstance(order, bool)
-        or not isinstance(order, (int, np.integer))
-        or not (1 <= order <= MAX_ORDER)
-    ):
-        raise ValueError(f"order must be an integer in [1, {MAX_ORDER}], got {order!r}.")
+    check_order(order)
     if target_flow is not None and not isinstance(target_flow, AbstractFlow):
         raise ValueError(
             "target_flow must be None or a dynopt flow on the parameters (e.g. "
