@@ -102,7 +102,7 @@ def charpit(
     **Raises:** `ValueError` if `F` is not scalar, `u0` is not scalar, shapes mismatch, or no
     initial $p_0$ is found; `BlowUpError` for a horizon past a blow-up; `dynopt.SolveError`.
     """
-    check_options(on_blowup, u_max, rtol, atol, max_steps)
+    options = check_options(on_blowup, u_max, solver, rtol, atol, max_steps)
     if not callable(F):
         raise ValueError(f"F must be a function (x, u, p) -> scalar, got {type(F).__name__}.")
     sig, n, u_shape = check_initial(initial, sigma)
@@ -144,7 +144,7 @@ def charpit(
             f"sigma={np.asarray(sigma)[i].tolist()} (residual {res0[i]:.3g} after Newton). Pass "
             "p_guess= closer to the branch you want, or check that F = 0 is solvable there."
         )
-    ss, zs, dets, blowup, name = integrate(
+    return integrate(
         _Field(F, n),
         n,
         (),
@@ -152,21 +152,6 @@ def charpit(
         Z0s,
         jnp.asarray(sigma),
         s,
-        on_blowup=on_blowup,
-        u_max=u_max,
-        solver=solver,
-        rtol=rtol,
-        atol=atol,
-        max_steps=max_steps,
-    )
-    return Characteristics(
-        sigma=jnp.asarray(sigma),
-        s=ss,
-        x=zs[..., :n],
-        u=zs[..., n],
-        p=zs[..., n + 1 :],
-        det=dets,
-        residual=_residual(F, n, zs),
-        blowup=blowup,
-        solver=name,
+        options,
+        residual=eqx.Partial(_residual, F, n),
     )

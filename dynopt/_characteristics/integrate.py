@@ -2,6 +2,7 @@
 diffrax for every characteristic at once (`vmap`), with a blow-up `Event`."""
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -13,10 +14,31 @@ import optimistix as optx
 from .. import _solve
 from .._solve import _pick_solver, _require_x64, raise_for_result
 from .._validation import increasing
-from .solution import BlowUp, BlowUpError, CROSSING, DIVERGENCE, KIND_NAMES, NO_BLOWUP
+from .solution import (
+    BlowUp,
+    BlowUpError,
+    Characteristics,
+    CROSSING,
+    DIVERGENCE,
+    KIND_NAMES,
+    NO_BLOWUP,
+)
 
 
-def check_options(on_blowup: str, u_max: float, rtol: float, atol: float, max_steps: int) -> None:
+class Options(NamedTuple):
+    """The options every characteristics solve takes (validated by `check_options`)."""
+
+    on_blowup: str
+    u_max: float
+    solver: object
+    rtol: float
+    atol: float
+    max_steps: int
+
+
+def check_options(
+    on_blowup: str, u_max: float, solver, rtol: float, atol: float, max_steps: int
+) -> Options:
     _require_x64()
     if on_blowup not in ("raise", "stop"):
         raise ValueError(f"on_blowup must be 'raise' or 'stop', got {on_blowup!r}.")
@@ -26,6 +48,7 @@ def check_options(on_blowup: str, u_max: float, rtol: float, atol: float, max_st
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
     if int(max_steps) < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps}.")
+    return Options(on_blowup, float(u_max), solver, rtol, atol, int(max_steps))
 
 
 def check_initial(initial: Callable, sigma) -> tuple[jax.Array, int, tuple[int, ...]]:
@@ -166,26 +189,24 @@ def integrate(
     Z0s: jax.Array,
     sigma: jax.Array,
     s,
-    *,
-    on_blowup: str,
-    u_max: float,
-    solver,
-    rtol: float,
-    atol: float,
-    max_steps: int,
-):
+    options: Options,
+    residual: Callable | None = None,
+) -> Characteristics:
     r"""Integrate $dz/ds = g(z)$, $dZ/ds = Dg(z)\,Z$ from every `(z0, Z0)` to `s[-1]`, where
-    $z = (x, u, \dots)$ is flat with $x$ = `z[:n]` and $u$ = `z[n:n+k]`, and $Z = \partial z /
-    \partial\sigma$. Stops each characteristic at a crossing or divergence event.
+    $z = (x, u, p)$ is flat with $x$ = `z[:n]`, $u$ = `z[n:n+k]` and $p$ the rest (if any), and
+    $Z = \partial z / \partial\sigma$. Stops each characteristic at a crossing or divergence
+    event.
 
-    Returns `(ss, zs (m, T, N) with NaN past blow-up, dets (m, T), BlowUp, solver name)`.
+    Returns the `Characteristics` (NaN past blow-up), with `residual(zs)` (`zs`: `(m, T, N)`)
+    as its residual when given.
     """
+    on_blowup, u_max, solver, rtol, atol, max_steps = options
     ss = jnp.asarray(increasing("s", s, start=0.0))  # named as the user's argument
     k = int(np.prod(u_shape))
     solver_obj, name, _ = _pick_solver("tsit5" if solver is None else solver, None, None, None)
     check_transversal(_initial_det(field, n, z0s, Z0s), sigma)
     zs, dets, zf, dzf, s_end, is_crossing, result = _integrate(
-        field, n, n, n + k, z0s, Z0s, ss, solver_obj, rtol, atol, int(max_steps), float(u_max)
+        field, n, n, n + k, z0s, Z0s, ss, solver_obj, rtol, atol, max_steps, u_max
     )
     # An event ends the solve with `event_occurred`: `is_okay` (not `is_successful`) says whether
     # anything else went wrong.
@@ -194,7 +215,7 @@ def integrate(
             lambda r: diffrax.RESULTS.where(diffrax.is_okay(r), diffrax.RESULTS.successful, r)
         )(result),
         what=f"characteristics solve ({name})",
-        max_steps=int(max_steps),
+        max_steps=max_steps,
         rtol=rtol,
         atol=atol,
     )
@@ -226,7 +247,19 @@ def integrate(
             "pass on_blowup='stop' to get the solution up to the blow-up and the report.",
             blowup,
         )
-    return ss, jnp.asarray(zs), jnp.asarray(dets), blowup, name
+    m, T, N = zs.shape
+    zs = jnp.asarray(zs)
+    return Characteristics(
+        sigma=sigma,
+        s=ss,
+        x=zs[..., :n],
+        u=zs[..., n : n + k].reshape(m, T, *u_shape),
+        p=zs[..., n + k :] if N > n + k else None,
+        det=jnp.asarray(dets),
+        residual=None if residual is None else residual(zs),
+        blowup=blowup,
+        solver=name,
+    )
 
 
-__all__ = ["KIND_NAMES", "check_initial", "check_options", "integrate", "tangents"]
+__all__ = ["KIND_NAMES", "Options", "check_initial", "check_options", "integrate", "tangents"]

@@ -78,7 +78,7 @@ def quasilinear(
     characteristic; `BlowUpError` (a `ValueError`) for a horizon past a blow-up with
     `on_blowup="raise"`; `dynopt.SolveError` if diffrax fails for another reason.
     """
-    check_options(on_blowup, u_max, rtol, atol, max_steps)
+    options = check_options(on_blowup, u_max, solver, rtol, atol, max_steps)
     if not (callable(alpha) and callable(beta)):
         raise ValueError("alpha and beta must be functions (x, u) -> array.")
     sig, n, u_shape = check_initial(initial, sigma)
@@ -91,30 +91,6 @@ def quasilinear(
     if b_out.shape != u_shape:
         raise ValueError(f"beta(x, u) must return the shape of u, {u_shape}, got {b_out.shape}.")
     z0s, Z0s = _launch(initial, sig, scalar_sigma)
-    ss, zs, dets, blowup, name = integrate(
-        _Field(alpha, beta, n, u_shape),
-        n,
-        u_shape,
-        z0s,
-        Z0s,
-        jnp.asarray(sigma),
-        s,
-        on_blowup=on_blowup,
-        u_max=u_max,
-        solver=solver,
-        rtol=rtol,
-        atol=atol,
-        max_steps=max_steps,
-    )
-    m, T = zs.shape[:2]
-    return Characteristics(
-        sigma=jnp.asarray(sigma),
-        s=ss,
-        x=zs[..., :n],
-        u=zs[..., n:].reshape(m, T, *u_shape),
-        p=None,
-        det=dets,
-        residual=None,
-        blowup=blowup,
-        solver=name,
+    return integrate(
+        _Field(alpha, beta, n, u_shape), n, u_shape, z0s, Z0s, jnp.asarray(sigma), s, options
     )
