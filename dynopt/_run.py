@@ -115,19 +115,32 @@ def make_step(
     return step
 
 
-def make_fast_step(tx: optax.GradientTransformation, problem: AbstractProblem, key: Key | None):
+def make_fast_step(
+    tx: optax.GradientTransformation,
+    problem: AbstractProblem,
+    key: Key | None,
+    *,
+    value: bool = True,
+):
     """`make_step` without the checks: the same arithmetic, no finiteness reductions over the
     parameters, no selects. `step(carry) -> (carry, value)`: the oracle's value at the step's
-    iterate comes out (a by-product of the gradient), for the caller to check or drop."""
+    iterate comes out (a by-product of the gradient), for the caller to check or drop. With
+    `value=False` a transform that does not read it (not a `GradientTransformationExtraArgs`)
+    gets the gradient alone and `None` comes out: the value is not a free by-product on a CPU
+    (for the elementwise Rosenbrock gradient, `value_and_grad` costs 2.3× `grad`: its reduction
+    does not fuse into the gradient's loop)."""
     extra = isinstance(tx, optax.GradientTransformationExtraArgs)
 
     def step(carry):
         params, opt_state, diverged_at, k = carry
         orc = oracle(problem, key, k)
-        value, grad = problem.value_and_grad(params, orc.key)
-        kwargs = orc.extra_args(value, grad) if extra else {}
+        if extra or value:
+            val, grad = problem.value_and_grad(params, orc.key)
+        else:
+            val, grad = None, problem.grad(params, orc.key)
+        kwargs = orc.extra_args(val, grad) if extra else {}
         updates, new_state = tx.update(grad, opt_state, params, **kwargs)
-        return (optax.apply_updates(params, updates), new_state, diverged_at, k + 1), value
+        return (optax.apply_updates(params, updates), new_state, diverged_at, k + 1), val
 
     return step
 
@@ -162,17 +175,20 @@ def _drive(
     recorded at each saved point (unless `None`). `setup(spec, problem) -> (tx, dt, key,
     opt_state0)` builds one run.
 
-    Each block of `every` steps runs unchecked (`make_fast_step`), noting only whether some
-    step's oracle value was non-finite or above `divergence_limit` (a scalar per step); the
-    block's end iterate is then
-    checked. Only if some run of the batch failed either check is the block replayed from its
-    start with the per-step check (`make_step`), for those runs, to find the first failing step
-    and keep the last finite iterate: the same result as checking every step (`make_step`
-    checks exactly these values and iterates), at the cost of checking once per block. One
-    decision for the whole batch (also when `run` itself is `vmap`ped), so a batch without
+    Each block of `every` steps runs unchecked (`make_fast_step` with the gradient alone, no
+    oracle value unless the transform reads it); then the block's end iterate is checked: finite,
+    and `problem.loss` there finite and at most `divergence_limit`. Only if some run of the batch
+    failed that check is the block replayed from its start with the per-step check
+    (`make_step`), for those runs, to find the first failing step and keep the last accepted
+    iterate: the same result as checking every step, for a run whose value grows past the
+    limit and stays there (divergence); one that leaves and comes back inside a block, or a
+    minibatch value past the limit while the full loss is not, is not caught. A block whose
+    end loss is past the limit while its own steps' values are not (the first bad value is the
+    next block's first step) replays to the same iterates, and the next block finds the step.
+    One decision for the whole batch (also when `run` itself is `vmap`ped), so a batch without
     divergence never pays for the replay. The recorded `loss` (`problem.loss` at the saved
-    points) is evaluated once, after the scan, at one trace site: for a game it is a gradient
-    evaluation, and every trace site is compiled anew.
+    points) is evaluated once more, after the scan, at one trace site: for a game it is a
+    gradient evaluation, and every trace site is compiled anew.
     """
 
     # The growth criterion's threshold, from the loss at the shared start (`divergence_limit`).
@@ -189,20 +205,17 @@ def _drive(
 
     def fast_block(spec, state, k):
         tx, _, key, _ = setup(spec, problem)
-        step = make_fast_step(tx, problem, key)
+        step = make_fast_step(tx, problem, key, value=False)
+        return jax.lax.fori_loop(0, every, lambda _, c: step(c)[0], (*state, k))[:3]
 
-        def body(_, c):
-            inner, values_ok = c
-            inner, value = step(inner)
-            return inner, values_ok & jnp.isfinite(value) & (value <= limit)
-
-        inner, values_ok = jax.lax.fori_loop(0, every, body, ((*state, k), jnp.asarray(True)))
-        return inner[:3], values_ok
+    def end_ok(params):
+        loss = problem.loss(params)
+        return tree_all_finite(params) & jnp.isfinite(loss) & (loss <= limit)
 
     fast = _lift(fast_block, levels, spec=True, state=True, k=True)
     guarded = _lift(guarded_block, levels, spec=True, state=True, k=True)
     loss_of = _lift(problem.loss, levels, spec=False, state=True, k=False)
-    finite = _lift(tree_all_finite, levels, spec=False, state=True, k=False)
+    ok_of = _lift(end_ok, levels, spec=False, state=True, k=False)
     if observe is None:
         observe_of = lambda state: None
     else:
@@ -213,8 +226,8 @@ def _drive(
     def block(carry, _):
         state, k = carry
         alive = state[2] < 0
-        new, values_ok = fast(specs, state, k)
-        bad = alive & ~(values_ok & finite(new[0]))
+        new = fast(specs, state, k)
+        bad = alive & ~ok_of(new[0])
 
         def replay(pending):
             _, new = pending
