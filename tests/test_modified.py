@@ -43,7 +43,7 @@ def mlp_problem() -> dynopt.Problem:
 
 @eqx.filter_jit
 def _fields(flow, state, problem):
-    return [f(state) for f in flow.fields(problem)]
+    return flow.field_values(state, problem)
 
 
 def test_gradient_descent_identities(getkey):

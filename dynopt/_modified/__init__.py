@@ -7,6 +7,6 @@ from .flow import (
     slow_manifold_init as slow_manifold_init,
     Terms as Terms,
 )
-from .recursion import modified_fields as modified_fields
+from .recursion import modified_values as modified_values
 from .slow import ModifiedState as ModifiedState
 from .taylor import taylor_coefficients as taylor_coefficients

@@ -14,8 +14,6 @@ slow regime. Integer counters are saturated (`SATURATED_COUNT`): optax's bias co
 an initial-layer effect, 1 on the slow manifold.
 """
 
-import functools as ft
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -47,57 +45,59 @@ def contraction(spec: OptimizerSpec, problem, params):
     ]
 
 
-def series(terms, tau, params, zero):
-    r"""$\sum_j \tau^j M_j(\theta)$ (`zero` when there are no terms)."""
+def series(values, tau, zero):
+    r"""$\sum_j \tau^j M_j$ for `values` $= [M_0, \dots]$ (`zero` when empty)."""
     out = zero
-    for j, Mj in enumerate(terms):
-        out = optax.tree.add_scale(out, tau**j, Mj(params))
+    for j, Mj in enumerate(values):
+        out = optax.tree.add_scale(out, tau**j, Mj)
     return out
 
 
-def manifold_terms(spec: OptimizerSpec, problem, count: int):
-    r"""$[M_0, \dots, M_{c-1}]$ ($c$ = `count`), functions of $\theta$."""
-    terms: list = []
+def manifold_terms(spec: OptimizerSpec, problem, params, count: int) -> list:
+    r"""$[M_0(\theta), \dots, M_{c-1}(\theta)]$ ($c$ = `count`) at `params`: $M_j$ from the
+    $\tau^j$ coefficient of the residual of the $j$-term manifold (evaluated at the moved point
+    by the same construction, one term shorter)."""
+    zero, rest = template(spec, params)
+    if count == 0:
+        return []
+    a = contraction(spec, problem, params)
+    values: list = []
     for j in range(count):
-        terms.append(_next_term(spec, problem, list(terms), j))
-    return terms
 
+        def moved(tau, prev=tuple(values)):
+            return fast_step(spec, problem, tau, params, series(prev, tau, zero), rest)
 
-def _next_term(spec, problem, prev, j):
-    def residual(params):
-        zero, rest = template(spec, params)
-
-        def R(tau):
-            m = series(prev, tau, params, zero)
-            new_params, new_m = fast_step(spec, problem, tau, params, m, rest)
-            return optax.tree.sub(series(prev, tau, new_params, zero), new_m)
-
-        return taylor_coefficients(R, j)[j]
-
-    def Mj(params):
-        a = contraction(spec, problem, params)
-        return jax.tree.map(lambda r, ai: -r / (1 - ai), residual(params), a)
-
-    return Mj
+        # r_j = Σ_{i<j} [τ^{j-i}] M_i(θ(τ)) - [τ^j] s'(τ), term by term: differentiating the
+        # whole series τ^i M_i(θ(τ)) j times would also form the j-th derivative of M_i, which
+        # the factor τ^i then zeroes (XLA cannot drop it).
+        r = jax.tree.map(jnp.negative, taylor_coefficients(lambda t: moved(t)[1], j)[j])
+        for i in range(j):
+            k = j - i
+            c = taylor_coefficients(
+                lambda t, i=i: manifold_terms(spec, problem, moved(t)[0], i + 1)[i], k
+            )[k]
+            r = optax.tree.add(r, c)
+        values.append(jax.tree.map(lambda r, ai: r / (ai - 1), r, a))
+    return values
 
 
 def manifold(spec: OptimizerSpec, problem, tau, params, count: int):
     """The floating optimizer state on the truncated slow manifold at `tau`."""
     zero, _ = template(spec, params)
-    return series(manifold_terms(spec, problem, count), tau, params, zero)
+    return series(manifold_terms(spec, problem, params, count), tau, zero)
 
 
-def fast_coefficients(spec: OptimizerSpec, problem, order: int):
-    r"""$[d_1, \dots, d_p]$ of the reduced map $\psi_\tau(\theta)$, functions of $\theta$ (the
-    manifold is kept to $O(\tau^{p-1})$, all that $d_p$ sees)."""
-    terms = manifold_terms(spec, problem, order)
+def fast_coefficients(spec: OptimizerSpec, problem):
+    r"""`coefficients(θ, n)` $= [d_1, \dots, d_n]$ of the reduced map $\psi_\tau(\theta)$ at
+    `params`, jointly (the manifold to $O(\tau^{n-1})$, all that $d_n$ sees)."""
 
-    def psi(tau, params, j):
+    def coefficients(params, n):
         zero, rest = template(spec, params)
-        m = series(terms[:j], tau, params, zero)
-        return fast_step(spec, problem, tau, params, m, rest)[0]
+        ms = manifold_terms(spec, problem, params, n)
 
-    def coefficient(params, j):
-        return taylor_coefficients(lambda tau: psi(tau, params, j), j)[j]
+        def psi(tau):
+            return fast_step(spec, problem, tau, params, series(ms, tau, zero), rest)[0]
 
-    return [ft.partial(coefficient, j=j) for j in range(1, order + 1)]
+        return taylor_coefficients(psi, n)[1:]
+
+    return coefficients

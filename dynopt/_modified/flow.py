@@ -16,7 +16,7 @@ from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._validation import positive
 from .fast import contraction, fast_coefficients, fast_step, manifold, template
-from .recursion import combine, modified_fields
+from .recursion import combine_values, modified_values
 from .slow import ModifiedState, slow_coefficients
 from .smooth import nonsmooth_primitives
 from .step import has_counters, OptimizerSpec, raw_step, split_state
@@ -76,14 +76,23 @@ class ModifiedFlow(AbstractFlow):
         forward = self.spec.state_map[0] if self.spec.state_map else None
         return ModifiedState(params, opt_state if forward is None else forward(opt_state, self.tau))
 
-    def fields(self, problem) -> list[Callable[[Any], Any]]:
-        """$[f_1, \\dots, f_p]$ on `problem`, as functions of the state."""
+    def coefficients(self, problem):
+        r"""`coefficients(y, n)`: the step's Taylor coefficients $[d_1, \dots, d_n]$ at $y$."""
         coeff = fast_coefficients if self.spec.regime == "fast" else slow_coefficients
-        return modified_fields(coeff(self.spec, problem, self.spec.order))
+        return coeff(self.spec, problem)
+
+    def field_values(self, state, problem) -> list:
+        r"""$[f_1, \dots, f_p]$ at `state`, computed jointly (one tower of `jax.linearize`)."""
+        return modified_values(self.coefficients(problem), state, self.spec.order)
+
+    def fields(self, problem) -> list[Callable[[Any], Any]]:
+        r"""$[f_1, \dots, f_p]$ on `problem`, as functions of the state (each evaluates the
+        joint `field_values`; use that when more than one is needed)."""
+        return [lambda y, j=j: self.field_values(y, problem)[j] for j in range(self.spec.order)]
 
     def vector_field(self, t: ScalarLike, state, problem: Problem):
         del t
-        return combine(self.fields(problem), self.tau)(state)
+        return combine_values(self.field_values(state, problem), self.tau)
 
     def params(self, state) -> Params:
         return state if self.spec.regime == "fast" else state.params
@@ -100,7 +109,7 @@ class ModifiedFlow(AbstractFlow):
 
     def terms(self, state, problem: Problem) -> Terms:
         r"""$f_1, \dots, f_p$ at `state` and the implicit regulariser (see `Terms`)."""
-        fs = [f(state) for f in self.fields(problem)]
+        fs = self.field_values(state, problem)
         theta = self.params(state)
         g = problem.grad(theta)
         f1 = self.params(fs[0])

@@ -11,7 +11,13 @@ $$f_j = d_j - \sum_{k=2}^{j}\frac{1}{k!}\sum_{i_1+\dots+i_k = j}
 
 e.g. $f_2 = d_2 - \tfrac12 f_1'f_1$ and
 $f_3 = d_3 - \tfrac16(f_1''(f_1,f_1) + f_1'f_1'f_1) - \tfrac12(f_1'f_2 + f_2'f_1)$.
-Every term is a directional derivative: `jax.jvp` only, no Jacobian is formed.
+
+Every term is a directional derivative, and all of them are computed jointly at one point: the
+*tower* $T_n(y)$ holds every $L_{f_{i_1}}\cdots L_{f_{i_{k-1}}}f_{i_k}(y)$ with
+$i_1 + \dots + i_k \le n$ (and $d_1, \dots, d_n$). One `jax.linearize` of $T_{n-1}$ at $y$,
+applied to the directions $f_1, \dots, f_{n-1}$, gives every new term of $T_n$: the primal
+computation (gradients, lower fields, lower Lie terms) is traced once, not once per term, and
+no Jacobian is formed.
 """
 
 import math
@@ -23,61 +29,39 @@ import optax
 
 
 Field = Callable[[Any], Any]
+# `coefficients(y, n) -> [d_1(y), ..., d_n(y)]`: the step's Taylor coefficients at a point.
+Coefficients = Callable[[Any, int], list]
 
 
-def compositions(n: int, k: int) -> list[tuple[int, ...]]:
-    """The ordered ways of writing `n` as a sum of `k` positive integers."""
-    if k == 1:
-        return [(n,)]
-    return [(i, *rest) for i in range(1, n - k + 2) for rest in compositions(n - i, k - 1)]
+def _tower(coefficients: Coefficients, y, n: int) -> dict:
+    """`{(i_1, ..., i_k): L_{f_{i_1}}...L_{f_{i_{k-1}}} f_{i_k}(y)}` for every sequence with sum
+    `<= n` (`(j,)` is $f_j$)."""
+    dn = coefficients(y, n)[n - 1]
+    if n == 1:
+        return {(1,): dn}
+    tower, lin = jax.linearize(lambda z: _tower(coefficients, z, n - 1), y)
+    tower = dict(tower)
+    for i in range(1, n):
+        tangent = lin(tower[(i,)])
+        tower.update({(i, *seq): v for seq, v in tangent.items() if sum(seq) == n - i})
+    fn = dn
+    for seq, value in tower.items():
+        if len(seq) > 1 and sum(seq) == n:
+            fn = optax.tree.add_scale(fn, -1.0 / math.factorial(len(seq)), value)
+    tower[(n,)] = fn
+    return tower
 
 
-def lie(fields: tuple[Field, ...]) -> Field:
-    r"""$y \mapsto (L_{a_1}\cdots L_{a_{k-1}} a_k)(y)$ for `fields` $= (a_1, \dots, a_k)$."""
-    inner = fields[-1]
-    for a in reversed(fields[:-1]):
-        inner = _lie_once(a, inner)
-    return inner
+def modified_values(coefficients: Coefficients, y, order: int) -> list:
+    r"""$[f_1(y), \dots, f_p(y)]$ ($p$ = `order`) from `coefficients(y, n)`
+    $= [d_1(y), \dots, d_n(y)]$, the step's Taylor coefficients at $y$."""
+    tower = _tower(coefficients, y, order)
+    return [tower[(j,)] for j in range(1, order + 1)]
 
 
-def _lie_once(a: Field, phi: Field) -> Field:
-    def out(y):
-        return jax.jvp(phi, (y,), (a(y),))[1]
-
+def combine_values(values: list, step: Any):
+    r"""$\sum_j h^{j-1} f_j$: the truncated modified field at step $h$."""
+    out = values[0]
+    for j, fj in enumerate(values[1:], start=1):
+        out = optax.tree.add_scale(out, step**j, fj)
     return out
-
-
-def modified_fields(coefficients: list[Field]) -> list[Field]:
-    r"""$[f_1, \dots, f_p]$ from the step's Taylor coefficients $[d_1, \dots, d_p]$ (functions of
-    the state)."""
-    fs: list[Field] = []
-    for j, d in enumerate(coefficients, start=1):
-        terms = [
-            (1.0 / math.factorial(k), lie(tuple(fs[i - 1] for i in comp)))
-            for k in range(2, j + 1)
-            for comp in compositions(j, k)
-        ]
-        fs.append(_subtract(d, terms))
-    return fs
-
-
-def _subtract(d: Field, terms: list[tuple[float, Field]]) -> Field:
-    def f(y):
-        out = d(y)
-        for c, term in terms:
-            out = optax.tree.add_scale(out, -c, term(y))
-        return out
-
-    return f
-
-
-def combine(fields: list[Field], step: Any) -> Field:
-    r"""$y \mapsto \sum_j h^{j-1} f_j(y)$: the truncated modified field at step $h$."""
-
-    def f(y):
-        out = fields[0](y)
-        for j, fj in enumerate(fields[1:], start=1):
-            out = optax.tree.add_scale(out, step**j, fj(y))
-        return out
-
-    return f

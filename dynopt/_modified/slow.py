@@ -2,7 +2,6 @@ r"""Slow regime: every optimizer-state leaf is near identity ($\Phi_0 = \mathrm{
 decays $\beta = 1 - a h$), so the expansion is an ODE on the whole state $y = (\theta, z)$,
 with $z$ the optax state (or `state_map`'s coordinates of it)."""
 
-import functools as ft
 from typing import NamedTuple
 
 import optax
@@ -27,15 +26,15 @@ def slow_step(spec: OptimizerSpec, problem, tau, y: ModifiedState) -> ModifiedSt
     return ModifiedState(params, new if forward is None else forward(new, tau))
 
 
-def slow_coefficients(spec: OptimizerSpec, problem, order: int):
-    r"""$[d_1, \dots, d_p]$, functions of $y$: the Taylor coefficients of $\Phi_\tau(y)$ at
-    $\tau = 0$ (its constant term is $y$: checked when the flow is built)."""
+def slow_coefficients(spec: OptimizerSpec, problem):
+    r"""`coefficients(y, n)` $= [d_1(y), \dots, d_n(y)]$: the Taylor coefficients of
+    $\Phi_\tau(y)$ at $\tau = 0$, jointly (its constant term is $y$: checked when the flow is
+    built)."""
 
-    def coefficient(y, j):
-        # Only the orders d_j needs: d_1 costs one jvp, not the 2^p of the whole list.
-        return taylor_coefficients(lambda tau: slow_step(spec, problem, tau, y), j)[j]
+    def coefficients(y, n):
+        return taylor_coefficients(lambda tau: slow_step(spec, problem, tau, y), n)[1:]
 
-    return [ft.partial(coefficient, j=j) for j in range(1, order + 1)]
+    return coefficients
 
 
 def zero_time_change(spec: OptimizerSpec, problem, y: ModifiedState):

@@ -86,16 +86,16 @@ def _fed(optimizer, corrections: tuple) -> Callable[[Any], optax.GradientTransfo
 def _field(optimizer, regime: str, order: int, params, oracle, h):
     r"""$f_{p}$ (`order` $= p$) of the automatic flow of `optimizer` at `params` on `oracle`."""
     from .._modified.fast import fast_coefficients
-    from .._modified.recursion import modified_fields
+    from .._modified.recursion import modified_values
     from .._modified.slow import ModifiedState, slow_coefficients
     from .._modified.step import OptimizerSpec
 
     spec = OptimizerSpec(optimizer, 1, regime, order)
     if regime == "fast":
-        return modified_fields(fast_coefficients(spec, oracle, order))[-1](params)
+        return modified_values(fast_coefficients(spec, oracle), params, order)[-1]
     state = spec.transform(jnp.zeros((), jnp.float64)).init(params)
     y = ModifiedState(params, state)
-    return modified_fields(slow_coefficients(spec, oracle, order))[-1](y).params
+    return modified_values(slow_coefficients(spec, oracle), y, order)[-1].params
 
 
 def _slope(optimizer, regime: str) -> float:
