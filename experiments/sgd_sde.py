@@ -35,6 +35,7 @@ class Config:
 
     seed: int = 0
     quick: bool = False
+    # (a) stationary variances: ½λθ² (n samples) and linear regression
     n: int = 256
     lam: float = 1.0
     sigma: float = 1.0
@@ -48,9 +49,11 @@ class Config:
     linreg_noise: float = 0.5
     linreg_batch: int = 8
     linreg_paths: int = 2000
+    # (b) weak error at t = weak_t
     weak_t: float = 2.0
     weak_etas: tuple[float, ...] = (0.2, 0.1, 0.05, 0.025, 0.0125)
     weak_paths: int = 2000
+    # (c) linear scaling rule and schedules
     scaling_ratio: float = 0.025
     scaling_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     scaling_mc_batches: tuple[int, ...] = (1, 4, 16, 32)
@@ -59,6 +62,7 @@ class Config:
     schedule_factor: int = 5
     schedule_steps: int = 200
     schedule_paths: int = 1000
+    # (d) double wells: Gibbs laws and escape times
     well_temperature: float = 0.4
     well_tilt: float = 0.25
     well_paths: int = 4000
@@ -75,7 +79,6 @@ class Config:
         batches=(4,),
         mc_paths=1000,
         sde_paths=0,  # SDE Monte Carlo only in the full run (the wells exercise simulate)
-        sde_substeps=8,
         weak_paths=0,  # exact moments only in quick mode
         linreg_paths=0,
         kramers=False,
@@ -368,14 +371,13 @@ def weak(config: Config) -> Weak:
     sgd_loss, sgd_tr = [], []
     for e in etas:
         loss, tr = _loss_and_trace(sde.quadratic_moments(_with_lr(model, e), linreg, ts, step=e))
-        cont = sde.quadratic_moments(_with_lr(model, e), linreg, jnp.array([t_end]))  # its SDE
-        cont_loss, cont_tr = float(cont.expected_loss[-1]), float(jnp.trace(cont.covariance[-1]))
+        cont = sde.quadratic_moments(_with_lr(model, e), linreg, ts_fine)  # its SDE (same program)
+        cont_loss, cont_tr = (float(a[-1]) for a in _loss_and_trace(cont))
         sgd_loss.append(loss)
         sgd_tr.append(tr)
-        err["loss_vs_sde"].append(float(abs(loss[-1] - cont_loss)))
-        err["loss_vs_ode"].append(float(abs(loss[-1] - ode_loss[-1])))
-        err["tr_vs_sde"].append(float(abs(tr[-1] - cont_tr)))
-        err["tr_vs_ode"].append(float(abs(tr[-1])))
+        for k, a, b in (("loss_vs_sde", loss, cont_loss), ("loss_vs_ode", loss, ode_loss[-1]),
+                        ("tr_vs_sde", tr, cont_tr), ("tr_vs_ode", tr, 0.0)):  # fmt: skip
+            err[k].append(float(abs(a[-1] - b)))
     orders = {k: float(dynopt.fit_order(etas, np.asarray(v))) for k, v in err.items()}
     out = Weak(
         t_end, orders, err, None, None, etas, ts_fine, sde_loss, sde_tr, ode_loss, ts,
@@ -431,12 +433,14 @@ def _schedule(config: Config, key, linreg, phases) -> Schedule:
     mean = cov = params = None
     samples, updates, losses, mc, mc_se = [0.0], [0], [], [], []
     keys = jax.random.split(key, config.schedule_paths)
+    longest = max(n for *_, n in phases)
     for k, (eta, b, n) in enumerate(phases):
         model = sde.SGDNoise(eta, int(b), replace=True)
-        ts = eta * np.arange(n + 1)
+        # Every phase on the longest phase's time grid (one compiled program), cut at its end.
+        ts = eta * np.arange(longest + 1)
         mom = sde.quadratic_moments(model, linreg, ts, step=eta, x0=mean, covariance0=cov)
-        mean, cov = mom.mean[-1], mom.covariance[-1]
-        losses.append(np.asarray(mom.expected_loss if k == 0 else mom.expected_loss[1:]))
+        mean, cov, loss = mom.mean[n], mom.covariance[n], np.asarray(mom.expected_loss[: n + 1])
+        losses.append(loss if k == 0 else loss[1:])
         samples.extend(samples[-1] + b * np.arange(1, n + 1))
         updates.extend(updates[-1] + np.arange(1, n + 1))
         if not config.schedule_paths:
@@ -577,19 +581,16 @@ def draw_stationary(r):
         m, ex = st.sde_mc, st.per_batch[str(st.sde_mc.batch)].exact_sde
         label = f"SDE Monte Carlo (EM, h = η/{m.substeps}), B = {m.batch}"
         plotting.plot_errorbars(axes[0], st.etas, m.mc / ex, m.se / ex, fmt="s", label=label)
-    axes[0].set(xlabel="ηλ", ylabel="stationary Var / SDE's ησ²c/(2Bλ)")
-    axes[0].set_title("½λθ²: SGD vs SDE stationary variance (±3 SE)")
+    plotting.dress(axes[0], title="½λθ²: SGD vs SDE stationary variance (±3 SE)", xlabel="ηλ",
+                   ylabel="stationary Var / SDE's ησ²c/(2Bλ)")  # fmt: skip
     x = lr.etas * lr.lambda_max
     axes[1].plot(x, lr.tr_sgd / lr.tr_sde, "k-o", ms=3, label="SGD exact (moment recursion)")
     if lr.mc is not None:
         plotting.plot_errorbars(axes[1], x, lr.mc / lr.tr_sde, lr.mc_se / lr.tr_sde,
                                 label="SGD Monte Carlo")  # fmt: skip
     axes[1].axhline(1.0, color="k", ls="--", label="SDE")
-    axes[1].set(xlabel="η λmax", ylabel="tr Cov / SDE's tr Cov")
-    axes[1].set_title("linear regression (state-dependent noise)")
-    for ax in axes:
-        plotting.legend(ax)
-        ax.grid(alpha=0.3)
+    plotting.dress(axes[1], title="linear regression (state-dependent noise)", xlabel="η λmax",
+                   ylabel="tr Cov / SDE's tr Cov")  # fmt: skip
     return fig
 
 
@@ -617,16 +618,12 @@ def draw_weak(r):
     axes[1].plot(w.ts, w.sde_tr, "k--", lw=1.5, label="SDE")
     axes[0].plot(w.ts, w.ode_loss, "k:", lw=1.5, label="gradient flow")
     axes[0].set_yscale("log")
-    axes[0].set_title(f"E L(θ_t), η = {w.etas[0]:g} SDE")
-    axes[1].set_title("tr Cov(θ_t) (gradient flow: 0)")
-    for ax in axes[:2]:
-        ax.set_xlabel("t = kη")
-        plotting.legend(ax)
-        ax.grid(alpha=0.3)
+    plotting.dress(axes[0], title=f"E L(θ_t), η = {w.etas[0]:g} SDE", xlabel="t = kη")
+    plotting.dress(axes[1], title="tr Cov(θ_t) (gradient flow: 0)", xlabel="t = kη")
     series = [(np.asarray(w.errors[k]), label, w.orders[k]) for k, label in _WEAK.items()]
     plotting.plot_orders(axes[2], w.etas, series)
-    axes[2].set(xlabel="learning rate η", ylabel=f"weak error at t = {w.t:g}")
-    axes[2].set_title("weak errors (exact moments)")
+    plotting.dress(axes[2], legend=False, grid=None, title="weak errors (exact moments)",
+                   xlabel="learning rate η", ylabel=f"weak error at t = {w.t:g}")  # fmt: skip
     return fig
 
 
@@ -639,23 +636,19 @@ def draw_scaling(r):
     ax.semilogx(sc.batches, sc.sgd_without, "s-", label="SGD exact, without replacement")
     plotting.plot_errorbars(ax, sc.mc_batches, sc.mc, sc.mc_se, fmt="x", color="k", ms=7,
                             label="SGD Monte Carlo (with repl.)")  # fmt: skip
-    ax.set(xlabel=f"batch size B (η = {sc.eta_over_b:g}·B)", ylabel="stationary Var θ")
-    ax.set_title("linear scaling rule on ½λθ²")
-    for ax, x_of, xlabel in (
-        (axes[1], lambda s: s.samples, "epochs (samples / n)"),
-        (axes[2], lambda s: s.update_counts, "updates"),
+    plotting.dress(ax, title="linear scaling rule on ½λθ²",
+                   xlabel=f"batch size B (η = {sc.eta_over_b:g}·B)",
+                   ylabel="stationary Var θ")  # fmt: skip
+    for ax, x_of, xlabel, title in (
+        (axes[1], lambda s: s.samples, "epochs (samples / n)", "equal noise scale η/B per phase"),
+        (axes[2], lambda s: s.update_counts, "updates", "the same runs against updates"),
     ):
         for lab, s in (("lr decay", sch.lr_decay), ("batch growth", sch.batch_growth)):
             x = x_of(s)
             (line,) = ax.semilogy(x, s.loss, label=f"{lab} (exact)")
             mc = dict(fmt=".", alpha=0.5, color=line.get_color(), label=f"{lab} (Monte Carlo)")
             plotting.plot_errorbars(ax, x[::4], s.mc[::4], s.mc_se[::4], **mc)
-        ax.set(xlabel=xlabel, ylabel="E L")
-    axes[1].set_title("equal noise scale η/B per phase")
-    axes[2].set_title("the same runs against updates")
-    for ax in axes:
-        plotting.legend(ax)
-        ax.grid(alpha=0.3)
+        plotting.dress(ax, title=title, xlabel=xlabel, ylabel="E L")
     return fig
 
 
@@ -671,10 +664,9 @@ def draw_wells(r):
                                   (2.0, "r:", "exp(−L/σ²) (post's eq. 9)")):  # fmt: skip
             dens = np.exp(-_tilted_well(w.tilt)(g) / (scale * wm.temperature))
             ax.plot(g, dens / np.trapezoid(dens, g), style, label=lab)
-        ax.set_title(f"{name}, tilt {w.tilt:g}: TV {w.tv_vs_gibbs:.3f}\n"
-                     f"(MC floor {w.tv_mc_floor_mean:.3f} ± {w.tv_mc_floor_sd:.3f})")  # fmt: skip
-        ax.set_xlabel("θ")
-        plotting.legend(ax)
+        title = (f"{name}, tilt {w.tilt:g}: TV {w.tv_vs_gibbs:.3f}\n"
+                 f"(MC floor {w.tv_mc_floor_mean:.3f} ± {w.tv_mc_floor_sd:.3f})")  # fmt: skip
+        plotting.dress(ax, grid=None, title=title, xlabel="θ")
     ax, esc = axes[-1], wm.escape
     plotting.plot_errorbars(ax, esc.inv_t, esc.mean, esc.se, label="mean escape time (diffrax)")
     xs = np.linspace(esc.inv_t.min(), esc.inv_t.max(), 50)
@@ -683,10 +675,8 @@ def draw_wells(r):
     slope = esc.fitted_slope_log_tau_vs_inv_T
     ax.semilogy(xs, esc.fitted_prefactor * np.exp(slope * xs), "C1:",
                 label=f"fit: slope {slope:.2f} (ΔL = 1)")  # fmt: skip
-    ax.set(xlabel="1/T = 2/σ²", ylabel="mean first passage −1 → +1")
-    ax.set_title("escape time vs noise (log axis)")
-    plotting.legend(ax)
-    ax.grid(alpha=0.3, which="both")
+    plotting.dress(ax, grid="both", title="escape time vs noise (log axis)",
+                   xlabel="1/T = 2/σ²", ylabel="mean first passage −1 → +1")  # fmt: skip
     return fig
 
 
