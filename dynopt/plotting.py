@@ -662,3 +662,89 @@ def plot_density_error_2d(
     ax.figure.colorbar(mesh, ax=ax, label=label, shrink=0.85)
     ax.set_xlabel("x₁")
     ax.set_ylabel("x₂")
+
+
+# --- helpers for cards gan_dynamics..gd_flow ---
+
+_add_legend = legend  # `dress` takes a `legend` argument
+
+
+def dress(ax: Axes, *, legend: bool | dict = True, grid: str | None = "major", **props) -> Axes:
+    """Finish a panel in one call: `ax.set(**props)` (title, xlabel, ylabel, limits, scales),
+    a legend of the drawn data, and a light grid.
+
+    **Arguments:**
+
+    - `ax`: the panel.
+    - `legend`: `True` (a legend of the labelled, drawn artists), `False` (none), or the keyword
+      arguments of `legend` (e.g. `dict(loc="lower left")`).
+    - `grid`: the ticks that get grid lines, `"major"` or `"both"`; `None` for no grid.
+    - `props`: passed to `ax.set`.
+
+    **Returns:** `ax`.
+    """
+    ax.set(**props)
+    if legend:
+        _add_legend(ax, **({} if legend is True else legend))
+    if grid is not None:
+        ax.grid(True, which=grid, alpha=0.3)
+    return ax
+
+
+def plot_power_law(
+    ax: Axes, x, y, *, slope: float, label: str, reference: str, fmt: str = "o-"
+) -> None:
+    r"""Measured `y` against `x` on log-log axes with the reference power law
+    $y_0 (x/x_0)^{p}$ (dashed, through the first point), e.g. an error that should fall as
+    $1/\kappa$ ($p = -1$).
+
+    **Arguments:**
+
+    - `x`, `y`: the measurements (positive).
+    - `slope`: the predicted exponent $p$.
+    - `label`, `reference`: legend entries of the measurements and of the reference line.
+    - `fmt`: the measurements' format.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ax.loglog(x, y, fmt, label=label)
+    ax.loglog(x, y[0] * (x / x[0]) ** slope, "k--", lw=0.8, label=reference)
+
+
+def plot_bar_pairs(
+    ax: Axes, names: Sequence[str], first, second, *, labels: tuple[str, str], fmt: str = ".4f"
+) -> None:
+    """Two bars per name (e.g. predicted and measured), the second labelled with its value, with
+    headroom above the bars for a legend.
+
+    **Arguments:**
+
+    - `names`: the categories (x tick labels).
+    - `first`, `second`: the two values per name.
+    - `labels`: legend entries of the two series.
+    - `fmt`: the number format of the second series' bar labels.
+    """
+    x = np.arange(len(names))
+    first, second = np.asarray(first, float), np.asarray(second, float)
+    ax.bar(x - 0.2, first, width=0.4, label=labels[0])
+    bars = ax.bar(x + 0.2, second, width=0.4, label=labels[1])
+    ax.bar_label(bars, labels=[f"{v:{fmt}}" for v in second])
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylim(0.0, 1.35 * max(first.max(), second.max()))
+
+
+def loss_on_grid(loss, xs, ys) -> np.ndarray:
+    """A 2-D loss evaluated on the grid `xs × ys`: `out[j, i] = loss([xs[i], ys[j]])`, the layout
+    `plot_contour_paths` takes (one vmapped, jitted evaluation).
+
+    **Arguments:**
+
+    - `loss`: a function of a parameter vector of length 2 (e.g. `problem.loss`).
+    - `xs`, `ys`: the grid's coordinates.
+
+    **Returns:** an array of shape `(len(ys), len(xs))`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    grid = jnp.stack(jnp.meshgrid(jnp.asarray(xs), jnp.asarray(ys)), axis=-1)
+    return np.asarray(jax.jit(jax.vmap(jax.vmap(loss)))(grid))

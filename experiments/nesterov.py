@@ -46,13 +46,6 @@ class Config:
     )
 
 
-closed_form = flows.bessel_solution  # X(t) on λ/2 x² (library closed form)
-
-
-def _closed_form_2d(ts, config: Config, r: float) -> np.ndarray:
-    return closed_form(np.asarray(ts), np.asarray(config.x0), np.asarray(config.eigenvalues), r)
-
-
 @eqx.filter_jit
 def _evaluate_states(interpolation, ts):
     return jax.vmap(interpolation.evaluate)(ts)
@@ -132,11 +125,12 @@ def setup(config: Config) -> Setup:
 def r_sweep(config: Config) -> dict[str, Ode]:
     """(4) r-sweep (includes r = 3): solves, closed forms, bounds."""
     problem, ts = _problem(config), _ts(config)
-    dist0_sq = float(jnp.sum(jnp.asarray(config.x0) ** 2))
+    x0, lam = np.asarray(config.x0), np.asarray(config.eigenvalues)
+    dist0_sq = float(np.sum(x0**2))
     out = {}
     for r in config.rs:
         ref = _reference(config, r)
-        exact = _closed_form_2d(ts, config, r)
+        exact = flows.bessel_solution(np.asarray(ts), x0, lam, r)  # X(t) on λ/2 x² per coordinate
         gap = np.asarray(jax.vmap(problem.loss)(ref.params))
         bound = np.asarray(flows.NesterovODE(r).rate_bound(ts[1:], dist0_sq))
         out[f"r={r:g}"] = Ode(
@@ -220,23 +214,18 @@ def draw_sbc(r):
     axes[0].plot(ts, ode.x1, "k", lw=2, alpha=0.5, label="ODE r = 3")
     for (key, t), dev in zip(sb.t.items(), sb.max_deviation):
         axes[0].plot(t, sb.x1[key], ".", ms=2.5, label=f"NAG {key} (max dev {dev:.3f})")
-    axes[0].set(xlabel="t = k√s", ylabel="x₁", title="NAG iterates vs the Nesterov ODE")
-    plotting.legend(axes[0])
-    axes[0].grid(True, alpha=0.3)
+    plotting.dress(axes[0], xlabel="t = k√s", ylabel="x₁", title="NAG iterates vs the Nesterov ODE")
     curves = [(ts, ode.gap, "ODE r = 3")]
     curves += [(t, sb.gap[key], f"NAG {key}") for key, t in sb.t.items()]
     plotting.plot_loss_curves(axes[1], curves)
     axes[1].loglog(ts[1:], r.setup.gap_bound[1:], "k--", label="bound 2|x₀-x*|²/t²")
     axes[1].set(ylim=(1e-8, 1e1), xlim=(1.0, ts[-1]), ylabel="f - f*")
-    axes[1].set_title("f - f* with the O(1/t²) bound")
-    plotting.legend(axes[1])
+    plotting.dress(axes[1], title="f - f* with the O(1/t²) bound", grid="both")
     od = r.order
-    plotting.plot_orders(
-        axes[2], od.sqrt_s, [(od.errors, "max_k |x_k - X(k√s)|", od.order_in_sqrt_s)], guides=(1,)
-    )
-    axes[2].set_xlabel("√s")
+    series = [(od.errors, "max_k |x_k - X(k√s)|", od.order_in_sqrt_s)]
+    plotting.plot_orders(axes[2], od.sqrt_s, series, guides=(1,))
     axes[2].set_xticks(od.sqrt_s, [f"{v:.3g}" for v in od.sqrt_s])
-    axes[2].set_title(f"deviation over t ≤ {r.setup.t1:g}, order in √s")
+    axes[2].set(xlabel="√s", title=f"deviation over t ≤ {r.setup.t1:g}, order in √s")
     return fig
 
 
@@ -246,20 +235,15 @@ def draw_r_sweep(r):
     for key, ode in r.r_sweep.items():
         axes[0].plot(ts, ode.x1, label=key)
         axes[1].loglog(ts[1:], ode.gap[1:], label=key)
-    axes[0].set(xlabel="t", ylabel="x₁(t)", title="r-sweep: oscillation of X(t)")
-    plotting.legend(axes[0])
-    axes[0].grid(True, alpha=0.3)
+    plotting.dress(axes[0], xlabel="t", ylabel="x₁(t)", title="r-sweep: oscillation of X(t)")
     axes[1].loglog(ts[1:], r.setup.gap_bound[1:], "k--", label="2|x₀-x*|²/t² (r = 3)")
     axes[1].set(ylim=(1e-10, 1e1), xlabel="t", ylabel="f - f*", title="r-sweep: rates")
-    plotting.legend(axes[1])
-    axes[1].grid(True, which="both", alpha=0.3)
+    plotting.dress(axes[1], grid="both")
     lya = r.lyapunov
     axes[2].plot(ts, lya.energy, label="E = t²(f-f*) + 2|X + tX'/2 - x*|²")
     axes[2].plot(ts, ts**2 * r.r_sweep["r=3"].gap, label="t²(f - f*)")
-    axes[2].set_xlabel("t")
-    axes[2].set_title(f"Lyapunov energy (r = 3), max ΔE/E₀ = {lya.max_relative_increase:.1e}")
-    plotting.legend(axes[2])
-    axes[2].grid(True, alpha=0.3)
+    title = f"Lyapunov energy (r = 3), max ΔE/E₀ = {lya.max_relative_increase:.1e}"
+    plotting.dress(axes[2], xlabel="t", title=title)
     return fig
 
 
