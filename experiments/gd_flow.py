@@ -87,21 +87,15 @@ class Orders:
 
 
 @dataclasses.dataclass
-class Run:
-    step_size: float
-    factor: float
-    diverged_at: int  # first non-finite step, -1 if none
-    final_loss: float
-
-
-@dataclasses.dataclass
 class Stability:
     lambda_max: float
     predicted_boundary: float
     found_boundary_interval: list[float]
     smallest_step_flagged_diverged: float
     steps_per_run: int
-    runs: list[dict]
+    runs: list[
+        dict
+    ]  # step_size, factor, diverged_at (first non-finite step, -1 if none), final_loss
     flow_final_loss: float
     ts: Array
     loss: Array  # (runs, saves)
@@ -206,8 +200,8 @@ def stability(config: Config) -> Stability:
         smallest_step_flagged_diverged=extreme(np.min, flagged),
         steps_per_run=n,
         runs=[
-            dataclasses.asdict(Run(float(h), float(f), int(d), float(curves.loss[i, -1])))
-            for i, (h, f, d) in enumerate(zip(hs, config.stability_factors, diverged_at))
+            dict(step_size=float(h), factor=float(f), diverged_at=int(d), final_loss=float(loss))
+            for h, f, d, loss in zip(hs, config.stability_factors, diverged_at, curves.loss[:, -1])
         ],
         flow_final_loss=float(flow_loss[-1]),
         ts=np.asarray(curves.ts),
@@ -227,9 +221,7 @@ def paths(config: Config) -> Paths:
         traj = dynopt.run(flows.GradientFlow().discretize(t1 / n), problem, n, every=n // 2000)
         gd[str(n)] = np.asarray(traj.params)
     xs, ys = np.linspace(-1.5, 1.5, 121), np.linspace(-0.5, 1.5, 101)
-    grid = jnp.stack(jnp.meshgrid(jnp.asarray(xs), jnp.asarray(ys)), axis=-1)
-    loss = np.asarray(jax.vmap(jax.vmap(problem.loss))(grid))
-    return Paths(np.asarray(ref.params), gd, xs, ys, loss)
+    return Paths(np.asarray(ref.params), gd, xs, ys, plotting.loss_on_grid(problem.loss, xs, ys))
 
 
 SECTIONS = {"closed_form": closed_form, "problems": orders, "stability": stability, "paths": paths}
@@ -264,44 +256,40 @@ def draw_orders(r):
 def draw_stability(r):
     st = r.stability
     fig, axes = plotting.panels(2, width=5.0)
-    curves, diverged = [], []
-    for i, run in enumerate(st.runs):
-        label = f"GD h = {run['factor']:g}·2/λmax"
-        curves.append((st.ts[i], st.loss[i], label))
-        div = run["diverged_at"]
-        diverged.append(div * run["step_size"] if div >= 0 else None)  # step -> time
+    curves = [
+        (t, loss, f"GD h = {run['factor']:g}·2/λmax")
+        for t, loss, run in zip(st.ts, st.loss, st.runs)
+    ]
     curves.append((st.flow_t, st.flow_loss, "gradient flow (closed form)"))
-    diverged.append(None)
-    plotting.plot_loss_curves(axes[0], curves, diverged_at=diverged)
+    # the step of divergence -> its time (the closed-form flow never diverges)
+    diverged = [
+        run["diverged_at"] * run["step_size"] if run["diverged_at"] >= 0 else None
+        for run in st.runs
+    ]
+    plotting.plot_loss_curves(axes[0], curves, diverged_at=[*diverged, None])
     last = max((d for d in diverged if d is not None), default=float(st.ts.max()))
-    axes[0].set_xlim(0.0, 1.1 * last)
     axes[0].set_title(f"GD on the quadratic, λmax = {st.lambda_max:.3g}")
-    plotting.legend(axes[0], loc="lower left")
+    plotting.dress(axes[0], xlim=(0.0, 1.1 * last), legend=dict(loc="lower left"), grid="both")
     axes[1].plot(st.grid / st.predicted_boundary, st.unstable.astype(float), "o", ms=3)
     axes[1].axvline(1.0, color="k", ls="--", label="predicted h = 2/λmax")
-    axes[1].set_xlabel("step size h / (2/λmax)")
-    axes[1].set_ylabel(f"after {st.steps_per_run} steps")
     axes[1].set_yticks([0, 1], ["converging", "diverging"])
-    plotting.legend(axes[1])
-    axes[1].set_title("stability boundary, one batched run")
+    axes[1].set(xlabel="step size h / (2/λmax)", ylabel=f"after {st.steps_per_run} steps")
+    plotting.dress(axes[1], title="stability boundary, one batched run", grid=None)
     return fig
 
 
 def draw_lyapunov(r):
     names = list(r.problems)
     fig, axes = plotting.panels(2 * len(names), ncols=len(names), height=3.0)
-    for ax, dev_ax, name in zip(axes, axes[len(names) :], names):
-        p = r.problems[name]
+    for ax, dev_ax, (name, p) in zip(axes, axes[len(names) :], r.problems.items()):
         plotting.plot_rate_check(ax, p.lyap_ts, -p.lyap_measured, -p.lyap_predicted, label="-dL/dt")
-        ax.set_yscale("log")
-        ax.set_title(f"{name}: -dL/dt vs |∇L|²")
-        plotting.legend(ax)
+        plotting.dress(ax, yscale="log", title=f"{name}: -dL/dt vs |∇L|²")
         rel = np.abs(p.lyap_measured - p.lyap_predicted) / np.max(np.abs(p.lyap_predicted))
         dev_ax.semilogy(p.lyap_ts, np.where(rel > 0, rel, np.nan), ".-", ms=3)
-        dev_ax.set_xlabel("t")
-        dev_ax.set_ylabel("|measured − predicted| / max |predicted|")
         dev_ax.set_title(f"max rel. deviation {p.lyapunov_max_rel_deviation:.1e}")
-        dev_ax.grid(True, which="both", alpha=0.3)
+        plotting.dress(
+            dev_ax, xlabel="t", ylabel="|measured − predicted| / max |predicted|", grid="both"
+        )
     return fig
 
 
@@ -313,8 +301,7 @@ def draw_paths(r):
         ax, r.paths.contour_loss, r.paths.contour_x, r.paths.contour_y, paths
     )
     ax.plot([1.0], [1.0], "k*", ms=10, label="minimum (1, 1)")
-    plotting.legend(ax)
-    ax.set_title("Rosenbrock: GD and gradient flow, t ∈ [0, 20]")
+    plotting.dress(ax, title="Rosenbrock: GD and gradient flow, t ∈ [0, 20]", grid=None)
     return fig
 
 
