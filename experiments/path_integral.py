@@ -86,9 +86,6 @@ class Config:
         route_paths=10_000,
         stock_paths=10_000,
         stock_steps=64,
-        nd_mc_paths=(2500, 5000, 10_000, 20_000),
-        nd_fp_sizes=(17, 21, 25, 29),
-        nd_rw_steps=(64, 128, 256, 512),
     )
 
 
@@ -435,9 +432,9 @@ def _draw_routes(ax, routes: Routes, exact_label: str, title: str):
             ax.step(x, p, where="mid", lw=0.8, label=ROUTES[name])
         else:
             ax.plot(x, p, ls, lw=1, ms=1.5, label=ROUTES[name])
-    ax.set(xlabel="x", ylabel="density P(x, T)", title=title)
     ax.set_ylim(0.0, 1.6 * routes.peak)  # room for the legend
-    plotting.legend(ax, loc="upper center", ncols=2)
+    plotting.dress(ax, legend=dict(loc="upper center", ncols=2), grid=None, title=title,
+                   xlabel="x", ylabel="density P(x, T)")  # fmt: skip
 
 
 def draw_densities(r):
@@ -451,8 +448,8 @@ def draw_densities(r):
     tv_c, tv_p = st.tv_hist_vs_corrected_lognormal, st.tv_hist_vs_printed_lognormal
     ax.plot(st.s, st.corrected, "k-", label=f"log-normal, var σ²T (TV {tv_c:.3f})")
     ax.plot(st.s, st.printed, "r--", label=f"as printed, var σT (TV {tv_p:.3f})")
-    ax.set(xlabel="S_T", ylabel="density", title="GBM μ = 0.05, σ = 0.4, S0 = 100, T = 1")
-    plotting.legend(ax)
+    plotting.dress(ax, grid=None, title="GBM μ = 0.05, σ = 0.4, S0 = 100, T = 1", xlabel="S_T",
+                   ylabel="density")  # fmt: skip
     return fig
 
 
@@ -485,11 +482,12 @@ def draw_two_d(r):
         for errors, label, slope in series:
             plotting.plot_error_vs_step_size(ax, rel, errors, label=label, order=abs(slope),
                                              marker=next(markers))  # fmt: skip
-    ax.set(xlabel="discretization parameter / coarsest", ylabel="max |P - exact| (MC: TV)")
-    ax.set_title("(e) 2-D convergence of each route")
     lo, hi = ax.get_ylim()
     ax.set_ylim(lo, hi * 40)  # room for the legend above the data
-    plotting.legend(ax, loc="upper left")
+    plotting.dress(ax, legend=dict(loc="upper left"), grid=None,
+                   title="(e) 2-D convergence of each route",
+                   xlabel="discretization parameter / coarsest",
+                   ylabel="max |P - exact| (MC: TV)")  # fmt: skip
     fig.suptitle(
         "2-D: dx = Ax dt + √α dW, A = [[-1, 2], [-0.5, -1]] (non-normal), α = 0.5, "
         "x0 = (0.5, -0.3), T = 0.5\n(a)-(d): each route's error at its finest setting over the "
