@@ -118,34 +118,37 @@ def _brownian(kind, t0, t1, dt, m, key, dtype, levy):
     return diffrax.VirtualBrownianTree(t0, t1, tol=dt / 16, shape=shape, key=key, levy_area=levy)
 
 
-def _terms(flow, problem, x0, t0, bm_of_m):
+def _solve_path(flow, problem, x0, grid, key, solver, brownian, dt, **kwargs):
+    """One path from `x0` on the fixed step grid `grid` (one step per grid interval), the
+    Brownian motion of kind `brownian` from `key` at resolution `dt`; `kwargs` (`saveat`,
+    `adjoint`, `event`) go to `integrate`."""
     y0, drift, diffusion, _ = raveled(flow, problem, flow.init(x0))
-    bm = bm_of_m(noise_dim(diffusion(t0, y0, None)), y0.dtype)
-    return y0, diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
+    m = noise_dim(diffusion(grid[0], y0, None))
+    bm = _brownian(brownian, grid[0], grid[-1], dt, m, key, y0.dtype, _levy_area(solver))
+    terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
+    return integrate(
+        terms,
+        solver,
+        grid[0],
+        grid[-1],
+        y0,
+        controller=diffrax.StepTo(grid),
+        max_steps=grid.shape[0],
+        **kwargs,
+    )
 
 
 @eqx.filter_jit
-def _simulate(flow, problem, x0, ts, grid, step, keys, solver, brownian, max_steps):
+def _simulate(flow, problem, x0, ts, grid, step, keys, solver, brownian):
     dt = step  # the smallest step: the Brownian tree's resolution
+    saveat = diffrax.SaveAt(ts=ts)
     adjoint = (
         diffrax.ForwardMode() if brownian == "unsafe" else diffrax.RecursiveCheckpointAdjoint()
     )
 
     def one(key):
-        def bm(m, dtype):
-            return _brownian(brownian, grid[0], grid[-1], dt, m, key, dtype, _levy_area(solver))
-
-        y0, terms = _terms(flow, problem, x0, grid[0], bm)
-        sol = integrate(
-            terms,
-            solver,
-            grid[0],
-            grid[-1],
-            y0,
-            saveat=diffrax.SaveAt(ts=ts),
-            controller=diffrax.StepTo(grid),
-            adjoint=adjoint,
-            max_steps=max_steps,
+        sol = _solve_path(
+            flow, problem, x0, grid, key, solver, brownian, dt, saveat=saveat, adjoint=adjoint
         )
         # A blow-up is a per-path outcome (`blowup_time`), not a failure of the simulation.
         finite = jnp.all(jnp.isfinite(sol.ys))
@@ -411,7 +414,6 @@ def simulate(
         keys,
         solver,
         brownian,
-        len(grid),
     )
     raise_for_result(result, what=f"simulate({type(solver).__name__})", max_steps=len(grid))
     paths = SDEPaths(
@@ -452,27 +454,13 @@ def _report_blowup(paths, flow, problem, x0, t0, rho, on_blowup) -> None:
 
 
 @eqx.filter_jit
-def _passage(flow, problem, x0, grid, keys, solver, hit, max_steps):
+def _passage(flow, problem, x0, grid, keys, solver, hit):
     dt = grid[1] - grid[0]
     event = diffrax.Event(lambda t, y, args, **kw: hit(y))
+    kwargs = {"saveat": diffrax.SaveAt(t1=True), "adjoint": diffrax.ForwardMode(), "event": event}
 
     def one(key):
-        def bm(m, dtype):
-            return _brownian("unsafe", grid[0], grid[-1], dt, m, key, dtype, _levy_area(solver))
-
-        y0, terms = _terms(flow, problem, x0, grid[0], bm)
-        sol = integrate(
-            terms,
-            solver,
-            grid[0],
-            grid[-1],
-            y0,
-            saveat=diffrax.SaveAt(t1=True),
-            controller=diffrax.StepTo(grid),
-            adjoint=diffrax.ForwardMode(),
-            event=event,
-            max_steps=max_steps,
-        )
+        sol = _solve_path(flow, problem, x0, grid, key, solver, "unsafe", dt, **kwargs)
         fired = sol.result == diffrax.RESULTS.event_occurred
         # An event ends the solve with `event_occurred`: `is_okay` says whether anything else
         # went wrong; a path that blew up before hitting is reported (`blew`), never a failure.
@@ -516,7 +504,7 @@ def first_passage(
     grid = _grid(0.0, float(t1), float(dt), "unsafe")
     solver = _default_solver(flow, solver)
     keys = jax.random.split(key, num_paths)
-    tau, result, blew = _passage(flow, problem, x0, jnp.asarray(grid), keys, solver, hit, len(grid))
+    tau, result, blew = _passage(flow, problem, x0, jnp.asarray(grid), keys, solver, hit)
     raise_for_result(result, what=f"first_passage({type(solver).__name__})", max_steps=len(grid))
     num_blew = int(jnp.sum(blew))
     if num_blew and on_blowup != "keep":
