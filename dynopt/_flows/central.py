@@ -137,6 +137,28 @@ def third_derivatives(
     return pairs[index]
 
 
+def hessian_derivative(
+    problem: Problem, params: Params, direction: Float[Array, " n"], vectors: Float[Array, "n k"]
+) -> Float[Array, "n k"]:
+    r"""$D^3L(w)[d, u_j, \cdot] = \frac{d}{d\epsilon}H(w + \epsilon d)\,u_j$ for the columns
+    $u_j$ of `vectors` and one `direction` $d$ (raveled): $k$ forward-over-forward products,
+    vmapped. With $d = \nabla L$, $U^\top$ of it is $g_{ij} = \langle G_{ij}, \nabla L\rangle$,
+    the drift of $U^\top H U$ under gradient flow, at $k$ products instead of the $k(k+1)/2$ of
+    `third_derivatives`."""
+    flat, unravel = ravel_pytree(params)
+
+    def flat_grad(x):
+        return ravel_pytree(problem.grad(unravel(x)))[0]
+
+    def d3(u):
+        def hvp(x):
+            return jax.jvp(flat_grad, (x,), (u,))[1]
+
+        return jax.jvp(hvp, (flat,), (direction,))[1]
+
+    return jax.vmap(d3, in_axes=1, out_axes=1)(vectors)
+
+
 class CentralState(NamedTuple):
     """What `CentralFlow.central` returns at a point: the eigenpairs, the oscillation covariance
     $X$ (in the eigenbasis; $\\Sigma = UXU^\\top$), the complementarity residual, the drift
@@ -216,23 +238,37 @@ class CentralFlow(AbstractFlow):
         )
         value, grad = problem.value_and_grad(params)
         grad = ravel_pytree(grad)[0]
-        G = third_derivatives(problem, params, eig.vectors)
-        g = G @ grad
-        gram = jnp.einsum("ijn,abn->ijab", G, G)
+        U = eig.vectors
+        g = U.T @ hessian_derivative(problem, params, grad, U)
         eta = self.learning_rate.astype(flat.dtype)
         rate = self.stabilization.astype(flat.dtype) / eta
-        c = g + rate * jnp.diag(2.0 / eta - eig.values)
-        sol = solve_complementarity(c, gram, max_iters=self.qp_iters, tol=self.qp_tol)
+        c = 0.5 * (g + g.T) + rate * jnp.diag(2.0 / eta - eig.values)
+        k = self.k
+
+        # X = 0 solves the problem exactly iff c ⪰ 0 (then K(0) = c ⪰ 0): every gap closes
+        # slower than rate r. Only otherwise are the k(k+1)/2 third derivatives and the
+        # complementarity solve needed (a `lax.cond`: skipped below the edge, unbatched).
+        def oscillating(_):
+            G = third_derivatives(problem, params, U)
+            gram = jnp.einsum("ijn,abn->ijab", G, G)
+            sol = solve_complementarity(c, gram, max_iters=self.qp_iters, tol=self.qp_tol)
+            return sol.X, sol.residual, 0.5 * jnp.einsum("ab,abn->n", sol.X, G)
+
+        def stable(_):
+            return jnp.zeros((k, k), c.dtype), jnp.zeros((), c.dtype), jnp.zeros_like(grad)
+
+        active = jnp.linalg.eigvalsh(c)[0] < 0
+        X, residual, drift = jax.lax.cond(active, oscillating, stable, None)
         X = eqx.error_if(
-            sol.X,
-            sol.residual > self.qp_tol,
+            X,
+            residual > self.qp_tol,
             "CentralFlow: the complementarity solve did not converge (residual above qp_tol "
             "after qp_iters iterations) at some evaluation of the vector field; raise qp_iters "
             "or qp_tol, or lower k (near-duplicate top directions make it ill-conditioned).",
         )
-        velocity = -(grad + 0.5 * jnp.einsum("ab,abn->n", X, G))
+        velocity = -(grad + drift)
         predicted = value + 0.5 * jnp.sum(jnp.diagonal(X) * eig.values)
-        return CentralState(eig, X, sol.residual, velocity, predicted)
+        return CentralState(eig, X, residual, velocity, predicted)
 
     def init(self, params: Params) -> Params:
         return params
