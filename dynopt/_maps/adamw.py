@@ -19,10 +19,7 @@ class AdamW(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return adamw
+    factory: ClassVar = staticmethod(adamw)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return {**adam_hyperparams(flow, step_size), "weight_decay": flow.weight_decay}

@@ -28,10 +28,7 @@ class RMSProp(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return optax.rmsprop
+    factory: ClassVar = staticmethod(optax.rmsprop)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return {
@@ -60,10 +57,7 @@ class GlobalRMSProp(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return global_rmsprop
+    factory: ClassVar = staticmethod(global_rmsprop)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return RMSProp().hyperparams(flow, step_size)
@@ -103,10 +97,7 @@ class Adam(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return adam
+    factory: ClassVar = staticmethod(adam)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return adam_hyperparams(flow, step_size)
@@ -127,10 +118,7 @@ class Sign(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return optax.sign_sgd
+    factory: ClassVar = staticmethod(optax.sign_sgd)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         del flow

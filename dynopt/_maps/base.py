@@ -86,7 +86,8 @@ class AbstractMap(eqx.Module):
 
     Subclasses (final modules, usually without fields) implement:
 
-    - `factory`: the optax factory (e.g. `optax.sgd`); it is run under standard dtype promotion
+    - `factory`: the optax factory, a class attribute (e.g. `staticmethod(optax.sgd)`: a plain
+      function would bind as a method); it is run under standard dtype promotion
       (`standard_promotion`), so raw optax optimizers work with traced hyper-parameters under
       `jax_numpy_dtype_promotion="strict"`.
     - `hyperparams(flow, h) -> dict`: the factory's numeric keyword arguments.
@@ -104,11 +105,7 @@ class AbstractMap(eqx.Module):
     """
 
     order: ClassVar[float]
-
-    @property
-    @abc.abstractmethod
-    def factory(self) -> Callable[..., optax.GradientTransformation]:
-        raise NotImplementedError
+    factory: ClassVar[Callable[..., optax.GradientTransformation]]
 
     @abc.abstractmethod
     def hyperparams(self, flow: Any, step_size: Array) -> dict[str, Array]:

@@ -19,10 +19,7 @@ class GradientDescent(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return optax.sgd
+    factory: ClassVar = staticmethod(optax.sgd)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         del flow

@@ -18,10 +18,7 @@ class Lion(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return optax.lion
+    factory: ClassVar = staticmethod(optax.lion)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return {

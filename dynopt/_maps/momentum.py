@@ -125,9 +125,7 @@ class Leapfrog(AbstractMap):
     def order(self) -> float:  # pyright: ignore
         return 2.0 if self.half_step else 1.0
 
-    @property
-    def factory(self):
-        return optax.sgd
+    factory: ClassVar = staticmethod(optax.sgd)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         ah = _damping_step(flow, step_size, 2.0)
@@ -162,10 +160,7 @@ class NaiveEuler(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return optax.sgd
+    factory: ClassVar = staticmethod(optax.sgd)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return {"learning_rate": step_size**2, "momentum": 1 - _damping_step(flow, step_size, 1.0)}
@@ -190,10 +185,7 @@ class ConformalEuler(AbstractMap):
 
     half_step: bool = True
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return optax.sgd
+    factory: ClassVar = staticmethod(optax.sgd)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return {"learning_rate": step_size**2, "momentum": jnp.exp(-flow.damping * step_size)}
@@ -238,10 +230,7 @@ class Lookahead(AbstractMap):
 
     lookahead: float = 1.0
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return nesterov_momentum
+    factory: ClassVar = staticmethod(nesterov_momentum)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         beta = 1 - _damping_step(flow, step_size, 1.0)
@@ -272,10 +261,7 @@ class ImplicitMidpoint(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return implicit_midpoint_momentum
+    factory: ClassVar = staticmethod(implicit_midpoint_momentum)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         beta = 1 - _damping_step(flow, step_size, 1.0)
@@ -299,10 +285,7 @@ class FixedMomentum(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return optax.sgd
+    factory: ClassVar = staticmethod(optax.sgd)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return {"learning_rate": step_size, "momentum": flow.momentum}

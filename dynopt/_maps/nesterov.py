@@ -20,10 +20,7 @@ class NAG(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return nag
+    factory: ClassVar = staticmethod(nag)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return {"learning_rate": step_size, "r": flow.r}

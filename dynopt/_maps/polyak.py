@@ -21,10 +21,7 @@ class PolyakStep(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return polyak_sgd
+    factory: ClassVar = staticmethod(polyak_sgd)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return {"learning_rate": step_size, "f_min": flow.f_min}
@@ -44,10 +41,7 @@ class TruncatedPolyakStep(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return truncated_polyak_sgd
+    factory: ClassVar = staticmethod(truncated_polyak_sgd)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         return {"learning_rate": step_size, "max_scale": flow.M, "f_min": flow.f_min}

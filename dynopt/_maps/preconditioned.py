@@ -19,10 +19,7 @@ class PreconditionedStep(AbstractMap):
     """
 
     order: ClassVar[float] = 1.0
-
-    @property
-    def factory(self):
-        return preconditioned_sgd
+    factory: ClassVar = staticmethod(preconditioned_sgd)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
         del flow

@@ -29,6 +29,7 @@ from .._custom_types import Array, ArrayLike, Bool, Float, Int, PyTree, ScalarLi
 from .._problem import Problem
 from .._run import run
 from .._solve import integrate
+from .._validation import increasing
 from .cell import ODECell
 
 
@@ -50,13 +51,7 @@ class Observations(eqx.Module):
     mask: Float[Array, "m ..."]
 
     def __init__(self, ts: ArrayLike, ys: ArrayLike, mask: ArrayLike | None = None):
-        ts_np, ys_np = np.asarray(ts, dtype=np.float64), np.asarray(ys, dtype=np.float64)
-        if ts_np.ndim != 1 or ts_np.size == 0:
-            raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {ts_np.shape}.")
-        if not np.all(np.isfinite(ts_np)):
-            raise ValueError("ts must be finite.")
-        if ts_np.size > 1 and not np.all(np.diff(ts_np) > 0):
-            raise ValueError("ts must be strictly increasing.")
+        ts_np, ys_np = increasing("ts", ts), np.asarray(ys, dtype=np.float64)
         if ys_np.ndim < 1 or ys_np.shape[0] != ts_np.size:
             raise ValueError(
                 f"ys must have shape (len(ts), *state_shape) = ({ts_np.size}, ...), got shape "
