@@ -89,6 +89,19 @@ def linear_sde(rate: ScalarLike, alpha: ScalarLike) -> ScalarSDE:
     return ScalarSDE(Polynomial(jnp.stack([z, jnp.asarray(rate, dtype=float), z, z])), alpha)
 
 
+def _linear_moments(t, x0, rate, alpha) -> tuple[Array, Array]:
+    r"""Mean $x_0e^{\lambda t}$ and variance $\alpha(e^{2\lambda t}-1)/(2\lambda)$ ($\alpha t$ at
+    $\lambda = 0$) of $dx = \lambda x\,dt + \sqrt\alpha\,dW$ at `t`."""
+    positive("alpha", alpha)
+    positive("t", t)
+    rate, t, x0 = (jnp.asarray(v, dtype=float) for v in (rate, t, x0))
+    safe = jnp.where(rate == 0, 1.0, rate)
+    var = jnp.asarray(alpha, float) * jnp.where(
+        rate == 0, t, jnp.expm1(2.0 * safe * t) / (2.0 * safe)
+    )
+    return x0 * jnp.exp(rate * t), var
+
+
 def linear_density(
     x: Float[Array, "..."], t: ScalarLike, x0: ScalarLike, *, rate: ScalarLike, alpha: ScalarLike
 ) -> Float[Array, "..."]:
@@ -98,14 +111,7 @@ def linear_density(
 
     **Raises:** `ValueError` for $\alpha \le 0$ or $t \le 0$.
     """
-    positive("alpha", alpha)
-    positive("t", t)
-    rate, t, x0 = (jnp.asarray(v, dtype=float) for v in (rate, t, x0))
-    safe = jnp.where(rate == 0, 1.0, rate)
-    var = jnp.asarray(alpha, float) * jnp.where(
-        rate == 0, t, jnp.expm1(2.0 * safe * t) / (2.0 * safe)
-    )
-    mean = x0 * jnp.exp(rate * t)
+    mean, var = _linear_moments(t, x0, rate, alpha)
     return jnp.exp(-0.5 * (x - mean) ** 2 / var) / jnp.sqrt(2.0 * jnp.pi * var)
 
 
@@ -113,14 +119,7 @@ def linear_cdf(
     x: Float[Array, "..."], t: ScalarLike, x0: ScalarLike, *, rate: ScalarLike, alpha: ScalarLike
 ) -> Float[Array, "..."]:
     """The CDF of `linear_density` (for exact histogram-bin probabilities)."""
-    positive("alpha", alpha)
-    positive("t", t)
-    rate, t, x0 = (jnp.asarray(v, dtype=float) for v in (rate, t, x0))
-    safe = jnp.where(rate == 0, 1.0, rate)
-    var = jnp.asarray(alpha, float) * jnp.where(
-        rate == 0, t, jnp.expm1(2.0 * safe * t) / (2.0 * safe)
-    )
-    mean = x0 * jnp.exp(rate * t)
+    mean, var = _linear_moments(t, x0, rate, alpha)
     return jax.scipy.stats.norm.cdf((x - mean) / jnp.sqrt(var))
 
 
