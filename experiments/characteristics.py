@@ -178,14 +178,8 @@ def example1(config: Config) -> dict[str, Example1]:
     )
     out = {}
     for name, (fj, fn) in EX1_F.items():
-        r = ch.quasilinear(
-            _alpha1,
-            _beta1,
-            lambda s, fj=fj: (jnp.stack([jnp.zeros_like(s), s]), fj(s)),
-            sig,
-            ss,
-            on_blowup="stop",
-        )
+        initial = lambda s, fj=fj: (jnp.stack([jnp.zeros_like(s), s]), fj(s))
+        r = ch.quasilinear(_alpha1, _beta1, initial, sig, ss, on_blowup="stop")
         t, x, u = (np.asarray(a) for a in (r.x[..., 0], r.x[..., 1], r.u))
         fx = fn(x * np.exp(-t))
         exact = fx / (1.0 - t * fx)
@@ -274,9 +268,8 @@ def _burgers_initial(s):
 
 def _burgers_solve(sig):
     saves = np.linspace(0.0, 2.0, 41)
-    return ch.quasilinear(
-        _burgers_alpha, _burgers_beta, _burgers_initial, sig, saves, on_blowup="stop"
-    )
+    return ch.quasilinear(_burgers_alpha, _burgers_beta, _burgers_initial, sig, saves,
+                          on_blowup="stop")  # fmt: skip
 
 
 def burgers(config: Config) -> Burgers:
@@ -334,14 +327,9 @@ def eikonal(config: Config) -> Eikonal:
     sig = np.linspace(0.0, 2 * np.pi, m, endpoint=False)
     normals = np.stack([np.cos(sig), np.sin(sig)], -1)
     # Both branches of F = 0 in one solve: p0 = +normal (outward) and -normal (inward).
-    r = ch.charpit(
-        _F_eikonal,
-        _circle,
-        np.concatenate([sig, sig]),
-        np.linspace(0.0, 1.5, 16),
-        p_guess=np.concatenate([normals, -normals]),
-        on_blowup="stop",
-    )
+    both, saves = np.concatenate([sig, sig]), np.linspace(0.0, 1.5, 16)
+    r = ch.charpit(_F_eikonal, _circle, both, saves, p_guess=np.concatenate([normals, -normals]),
+                   on_blowup="stop")  # fmt: skip
     x, u, b = np.asarray(r.x), np.asarray(r.u), r.blowup
     dist = np.linalg.norm(x[:m], axis=-1)
     return Eikonal(
@@ -373,25 +361,23 @@ def density(config: Config) -> Density:
     r = ch.transport_density(flows.GradientFlow(), problem, x0, logp0, ts)
     xs = np.asarray(r.states[..., 0])
     rho = np.asarray(r.density)
-    g = config.density_grid
+    g, n = config.density_grid, config.density_samples
     edges = np.linspace(-2.0, 2.0, config.density_bins + 1)
-    chi2, max_z, mass, xs_c, rho_c, hists = [], [], [], [], [], []
-    for j in range(ts.size):
-        xc, rc = xs[:g, j], rho[:g, j]  # monotone in the initial point (a 1-D flow map)
+    left = scipy.special.ndtr((grid[0] - mu) / sd)  # mass left of the grid
+    chi2, max_z, mass, hists = [], [], [], []
+    # Per time: the characteristics (monotone in the initial point: a 1-D flow map), the samples.
+    for xc, rc, xm in zip(xs[:g].T, rho[:g].T, xs[g:].T):
         # Bin probabilities from the characteristic density: cumulative trapezoid, then edges.
         cdf = np.concatenate([[0.0], np.cumsum(0.5 * (rc[1:] + rc[:-1]) * np.diff(xc))])
-        cdf += scipy.special.ndtr((grid[0] - mu) / sd)  # mass left of the grid
+        cdf += left
         probs = np.diff(np.interp(edges, xc, cdf))
-        counts, _ = np.histogram(xs[g:, j], edges)
-        n = config.density_samples
+        counts, _ = np.histogram(xm, edges)
         expected = n * probs
         use = expected >= 5
         z = (counts - expected)[use] / np.sqrt(expected[use] * (1 - probs[use]))
         chi2.append(float(np.sum(z**2) / use.sum()))
         max_z.append(float(np.max(np.abs(z))))
-        mass.append(float(cdf[-1] - cdf[0] + scipy.special.ndtr((grid[0] - mu) / sd)))
-        xs_c.append(xc)
-        rho_c.append(rc)
+        mass.append(float(cdf[-1] - cdf[0] + left))
         hists.append(counts / (n * np.diff(edges)))
     xl = np.linspace(-2.0, 2.0, 201)
     return Density(
@@ -399,11 +385,11 @@ def density(config: Config) -> Density:
         chi2_per_dof=chi2,
         max_abs_z=max_z,
         mass=mass,
-        samples=config.density_samples,
+        samples=n,
         characteristics=g,
         edges=edges,
-        x=np.stack(xs_c),
-        rho=np.stack(rho_c),
+        x=xs[:g].T,
+        rho=rho[:g].T,
         hist=np.stack(hists),
         loss_x=xl,
         loss=np.asarray(jax.vmap(problem.loss)(jnp.asarray(xl)[:, None])),
@@ -441,13 +427,18 @@ def draw_example1(r):
         ax.plot(e.curve_x, e.curve_t, "k--", lw=1.2, label="t·f(xe⁻ᵗ) = 1 (closed form)")
         hit = np.isfinite(e.blowup_s)
         ax.plot(e.blowup_x[hit], e.blowup_s[hit], "rx", ms=5, label="blow-up events")
-        ax.set(xlim=(xg.min(), xg.max()), ylim=(tg.min(), tg.max()), xlabel="x", ylabel="t")
-        ax.set_title(
-            f"u_t + x u_x = u², f = {name}\nmax rel err {e.max_rel_error_vs_eq12:.1e}, "
-            f"blow-up t err {e.max_blowup_time_error:.1e}"
-        )
-        plotting.legend(ax, loc="upper left")
+        ax.set(xlim=(xg.min(), xg.max()), ylim=(tg.min(), tg.max()))
+        title = (f"u_t + x u_x = u², f = {name}\nmax rel err {e.max_rel_error_vs_eq12:.1e}, "
+                 f"blow-up t err {e.max_blowup_time_error:.1e}")  # fmt: skip
+        plotting.dress(ax, legend=dict(loc="upper left"), grid=None, title=title, xlabel="x",
+                       ylabel="t")  # fmt: skip
     return fig
+
+
+def _max_residual(s, residual):
+    """Max |F| over the characteristics still alive at each s (NaN after a crossing)."""
+    alive = np.any(np.isfinite(residual), axis=0)
+    return s[alive], np.max(np.abs(np.nan_to_num(residual, nan=0.0)), axis=0)[alive]
 
 
 def draw_charpit_eikonal(r):
@@ -457,22 +448,17 @@ def draw_charpit_eikonal(r):
     axes[0].axhline(0.25, color="k", ls="--", lw=1, label="t = 1/4")
     hit = np.isfinite(h.blowup_s)
     axes[0].plot(np.zeros(hit.sum()), h.blowup_s[hit], "rx", label="crossing events")
-    axes[0].set(xlabel="x", ylabel="t")
-    plotting.legend(axes[0], loc="upper left")
-    axes[0].set_title(
-        f"u_t = u_x², u(x,0) = x²: Charpit\nblow-up t err {h.max_blowup_time_error:.1e}"
-    )
+    title = f"u_t = u_x², u(x,0) = x²: Charpit\nblow-up t err {h.max_blowup_time_error:.1e}"
+    plotting.dress(axes[0], legend=dict(loc="upper left"), grid=None, title=title, xlabel="x",
+                   ylabel="t")  # fmt: skip
     for j in range(0, 25, 6):
         order = np.argsort(h.x[:, j, 1])
         xx = h.x[order, j, 1]
         (line,) = axes[1].plot(xx, h.u[order, j], "o", ms=3, label=f"t = {h.s[j]:.2f}")
         xf = np.linspace(xx.min(), xx.max(), 100)
         axes[1].plot(xf, xf**2 / (1 - 4 * h.s[j]), "-", color=line.get_color(), lw=0.8)
-    axes[1].set(xlabel="x", ylabel="u")
-    axes[1].set_title(
-        f"dots: characteristics, lines: x²/(1-4t)\nmax err {h.max_abs_error_vs_eq26:.1e}"
-    )
-    plotting.legend(axes[1])
+    title = f"dots: characteristics, lines: x²/(1-4t)\nmax err {h.max_abs_error_vs_eq26:.1e}"
+    plotting.dress(axes[1], grid=None, title=title, xlabel="x", ylabel="u")
     plotting.plot_characteristic_curves(axes[2], ek.out_x[..., 0], ek.out_x[..., 1], color="C0")
     plotting.plot_characteristic_curves(axes[2], ek.in_x[..., 0], ek.in_x[..., 1], color="C1")
     th = np.linspace(0, 2 * np.pi, 200)
@@ -481,21 +467,16 @@ def draw_charpit_eikonal(r):
         axes[2].plot(rr * np.cos(th), rr * np.sin(th), "k:", lw=0.6)
     axes[2].plot([0], [0], "r*", ms=10, label="caustic (inward, s = 1)")
     axes[2].set_aspect("equal")
-    axes[2].set(xlabel="x₁", ylabel="x₂")
-    plotting.legend(axes[2], loc="upper right")
-    axes[2].set_title(
-        f"eikonal |∇u| = 1: u = |x| − 1 to {ek.max_abs_error_vs_distance:.0e}\n"
-        f"caustic t err {ek.max_caustic_time_error:.1e}"
-    )
-    # Max over the characteristics still alive at each s (all stop at the crossing t = 1/4).
-    alive = np.any(np.isfinite(h.residual), axis=0)
-    res_h = np.max(np.abs(np.nan_to_num(h.residual, nan=0.0)), axis=0)
-    res_e = np.max(np.abs(np.nan_to_num(ek.residual, nan=0.0)), axis=0)
-    plotting.plot_log_floor(axes[3], h.s[alive], res_h[alive], "o-", ms=3, label="u_t = u_x²")
-    plotting.plot_log_floor(axes[3], ek.s, res_e, "s-", ms=3, label="eikonal")
-    axes[3].set(xlabel="s", ylabel="max |F(x, u, p)|")
-    axes[3].set_title("F = 0 along Charpit characteristics")
-    plotting.legend(axes[3])
+    title = (f"eikonal |∇u| = 1: u = |x| − 1 to {ek.max_abs_error_vs_distance:.0e}\n"
+             f"caustic t err {ek.max_caustic_time_error:.1e}")  # fmt: skip
+    plotting.dress(axes[2], legend=dict(loc="upper right"), grid=None, title=title, xlabel="x₁",
+                   ylabel="x₂")  # fmt: skip
+    plotting.plot_log_floor(axes[3], *_max_residual(h.s, h.residual), "o-", ms=3,
+                            label="u_t = u_x²")  # fmt: skip
+    plotting.plot_log_floor(axes[3], *_max_residual(ek.s, ek.residual), "s-", ms=3,
+                            label="eikonal")  # fmt: skip
+    plotting.dress(axes[3], grid=None, title="F = 0 along Charpit characteristics", xlabel="s",
+                   ylabel="max |F(x, u, p)|")  # fmt: skip
     return fig
 
 
@@ -507,16 +488,15 @@ def draw_burgers(r):
     axes[0].plot(b.blowup_x[hit], b.blowup_s[hit], "rx", ms=4, label="crossing events")
     ft = b.first_shock_exact
     axes[0].plot([ft["x"]], [ft["t"]], "k*", ms=12, label="first shock (√2, √(e/2))")
-    axes[0].set(xlabel="x", ylabel="t")
-    plotting.legend(axes[0])
-    axes[0].set_title(
-        f"Burgers u_t + u u_x = 0, u(x,0) = exp(−x²)\nshock t err {b.first_shock_time_error:.1e}"
-    )
+    title = (f"Burgers u_t + u u_x = 0, u(x,0) = exp(−x²)\n"
+             f"shock t err {b.first_shock_time_error:.1e}")  # fmt: skip
+    plotting.dress(axes[0], grid=None, title=title, xlabel="x", ylabel="t")
     axes[1].plot(b.sigma, b.exact_t, "k-", lw=1, label="−1/f′(σ) (closed form)")
     axes[1].plot(b.sigma[hit], b.blowup_s[hit], "o", ms=3, label="diffrax Event")
-    axes[1].set(xlabel="σ (initial point)", ylabel="crossing time", ylim=(0.0, 2.1))
-    plotting.legend(axes[1])
-    axes[1].set_title(f"max crossing-time error {b.max_crossing_time_error:.1e}")
+    axes[1].set_ylim(0.0, 2.1)
+    plotting.dress(axes[1], grid=None,
+                   title=f"max crossing-time error {b.max_crossing_time_error:.1e}",
+                   xlabel="σ (initial point)", ylabel="crossing time")  # fmt: skip
     return fig
 
 
@@ -529,8 +509,7 @@ def draw_density(r):
         ax.set_title(f"t = {d.times[j]:g}: χ²/dof = {d.chi2_per_dof[j]:.2f}")
     twin = axes[0].twinx()
     twin.plot(d.loss_x, d.loss, "k:", lw=0.8)
-    twin.set_ylim(0, 4)
-    twin.set_yticks([])
+    twin.set(ylim=(0, 4), yticks=[])
     plotting.key_entry(axes[0], "loss (x²−1)²", "k:", lw=0.8)
     plotting.legend(axes[0], loc="upper left")
     fig.suptitle(
