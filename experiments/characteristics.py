@@ -449,7 +449,7 @@ def draw_charpit_eikonal(r):
     hit = np.isfinite(h.blowup_s)
     axes[0].plot(np.zeros(hit.sum()), h.blowup_s[hit], "rx", label="crossing events")
     title = f"u_t = u_x², u(x,0) = x²: Charpit\nblow-up t err {h.max_blowup_time_error:.1e}"
-    plotting.dress(axes[0], legend=dict(loc="upper left"), grid=None, title=title, xlabel="x",
+    plotting.dress(axes[0], legend=dict(loc="center left"), grid=None, title=title, xlabel="x",
                    ylabel="t")  # fmt: skip
     for j in range(0, 25, 6):
         order = np.argsort(h.x[:, j, 1])
