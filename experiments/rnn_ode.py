@@ -133,6 +133,11 @@ class Identifiability:
     recovery_rms: Array | None = None  # full mode: refits of noisy data, (counts, params)
 
 
+def _equally_spaced(config: Config, ts, grid, m: int):
+    """Rows of `ts` at `m` equally spaced observation times of `grid` (every (points/m)-th)."""
+    return np.searchsorted(ts, grid[config.grid_points // m - 1 :: config.grid_points // m])
+
+
 def _timed(fn, twice: bool = True):
     """(result, first call incl. compilation [s], second call [s], or the first if not `twice`)."""
     start = time.perf_counter()
@@ -160,17 +165,10 @@ def forward(config: Config) -> Forward:
     cell = rnn.ODECell(LV, truth, config.forward_h)
     euler = cell(y0, config.forward_steps)
     ts = cell.times(config.forward_steps)
-    exact = diffrax.diffeqsolve(
-        diffrax.ODETerm(LV),
-        diffrax.Tsit5(),
-        0.0,
-        ts[-1],
-        None,
-        y0,
-        args=truth,
-        saveat=diffrax.SaveAt(ts=ts),
-        stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-10),
-    ).ys
+    controller = diffrax.PIDController(rtol=1e-10, atol=1e-10)
+    exact = diffrax.diffeqsolve(diffrax.ODETerm(LV), diffrax.Tsit5(), 0.0, ts[-1], None, y0,
+                                args=truth, saveat=diffrax.SaveAt(ts=ts),
+                                stepsize_controller=controller).ys  # fmt: skip
     idx = np.rint(np.asarray(POST_TS) / config.forward_h).astype(int)
     table = np.asarray(POST_TABLE, float)
     return Forward(
@@ -315,8 +313,7 @@ def identifiability(config: Config) -> Identifiability:
     se_counts = []
     s_min_counts = []
     for m in counts:
-        rows = np.searchsorted(ts, grid[config.grid_points // m - 1 :: config.grid_points // m])
-        s_m, _, se_m = analyse(rows)
+        s_m, _, se_m = analyse(_equally_spaced(config, ts, grid, m))
         se_counts.append(se_m)
         s_min_counts.append(s_m[-1])
     se_counts = np.asarray(se_counts)
@@ -336,19 +333,14 @@ def identifiability(config: Config) -> Identifiability:
         rk4, y0, rnn.Observations(POST_TS, np.asarray(probe.predict(rk4.params)))
     )
     z = np.linspace(-4.0, 4.0, config.profile_points)
-    profiles = {}
-    for name, k in (("weakest", 5), ("strongest", 0)):
-        alphas = z * sigma / s_post[k]
-        profiles[name] = np.asarray(rnn.loss_profile(post_model, rk4.params, v_post[:, k], alphas))
-    profiles["weakest_reoptimized"] = np.asarray(
-        rnn.loss_profile(
-            post_model,
-            rk4.params,
-            v_post[:, 5],
-            z * sigma / s_post[5],
-            optx.LevenbergMarquardt(rtol=1e-10, atol=1e-10),
+    lm = optx.LevenbergMarquardt(rtol=1e-10, atol=1e-10)  # re-fits the other directions
+    cases = (("weakest", 5, None), ("strongest", 0, None), ("weakest_reoptimized", 5, lm))
+    profiles = {
+        name: np.asarray(
+            rnn.loss_profile(post_model, rk4.params, v_post[:, k], z * sigma / s_post[k], solver)
         )
-    )
+        for name, k, solver in cases
+    }
 
     metrics = {
         "noise_std": sigma,
@@ -389,9 +381,7 @@ def _recovery(config, cell, y0, ts, grid, exact, counts):
     noise = config.noise_std * jax.random.normal(key, (counts.size, n_seeds, *exact.shape))
     masks = np.zeros((counts.size, ts.size, 2))
     for i, m in enumerate(counts):
-        masks[
-            i, np.searchsorted(ts, grid[config.grid_points // m - 1 :: config.grid_points // m])
-        ] = 1
+        masks[i, _equally_spaced(config, ts, grid, m)] = 1
     model = rnn.diffrax_model(
         cell, y0, rnn.Observations(ts, exact), rtol=config.rtol, atol=config.atol
     )
@@ -438,21 +428,17 @@ def draw_forward(r):
         axes[0].plot(f.ts, f.exact[:, i], color=c, lw=3, alpha=0.35)
         axes[0].plot(f.ts, f.euler[:, i], color=c, lw=1, label=f"x{i + 1}: Euler RNN")
         axes[0].plot(TABLE_T, TABLE[:, i], "k.", ms=6)
+        axes[0].axhline(f.equilibrium[i], color=c, ls=":", lw=0.8)
+        axes[1].plot(f.ts, np.abs(f.euler - f.exact)[:, i], color=c,
+                     label=f"|x{i + 1} Euler − exact|")  # fmt: skip
     plotting.key_entry(axes[0], "diffrax Tsit5 (exact)", color="0.5", lw=3, alpha=0.35)
     plotting.key_entry(axes[0], "post 5's table", "k.")
-    for level, c in zip(f.equilibrium, COLORS):
-        axes[0].axhline(level, color=c, ls=":", lw=0.8)
     plotting.key_entry(axes[0], "equilibrium (375, 250)", "k:", lw=0.8)
-    axes[0].set(xlabel="t", ylabel="population")
-    plotting.legend(axes[0])
-    axes[0].set_title(f"forward, h = 0.1: table within {f.table_max_abs_diff_euler_rnn:.3f}")
-    err = np.abs(f.euler - f.exact)
-    for i, c in enumerate(COLORS):
-        axes[1].plot(f.ts, err[:, i], color=c, label=f"|x{i + 1} Euler − exact|")
+    title = f"forward, h = 0.1: table within {f.table_max_abs_diff_euler_rnn:.3f}"
+    plotting.dress(axes[0], grid=None, title=title, xlabel="t", ylabel="population")
     axes[1].axhline(0.5, color="k", ls="--", lw=0.8, label="table rounding (0.5)")
-    axes[1].set(xlabel="t", ylabel="absolute error")
-    plotting.legend(axes[1])
-    axes[1].set_title("Euler RNN (h = 0.1) vs exact ODE")
+    plotting.dress(axes[1], grid=None, title="Euler RNN (h = 0.1) vs exact ODE", xlabel="t",
+                   ylabel="absolute error")  # fmt: skip
     return fig
 
 
@@ -463,18 +449,14 @@ def draw_inverse(r):
     axes[0].semilogy(inv.loss_a_iter, inv.loss_a, label="(a) Euler h=1, Adam 1e-4")
     warm_it = inv.loss_warm_iter
     axes[0].semilogy(warm_it, inv.loss_warm, label="(b) diffrax, Adam warm start")
-    axes[0].semilogy(
-        [warm_it[-1], warm_it[-1] + rb["lm_iterations"]],
-        [rb["warm_start_loss"], rb["final_loss"]],
-        "s--",
-        label=f"(b) then Levenberg–Marquardt ({rb['lm_iterations']} it.)",
-    )
+    axes[0].semilogy([warm_it[-1], warm_it[-1] + rb["lm_iterations"]],
+                     [rb["warm_start_loss"], rb["final_loss"]], "s--",
+                     label=f"(b) then Levenberg–Marquardt ({rb['lm_iterations']} it.)")  # fmt: skip
     axes[0].set_xscale("symlog", linthresh=10)
-    axes[0].set(xlabel="iteration", ylabel="masked squared loss")
-    axes[0].grid(True, which="both", alpha=0.3)
-    plotting.legend(axes[0])
     what = "" if inv.time_twice else " (incl. compilation)"
-    axes[0].set_title(f"fits; wall time (b)/(a) = {inv.wall_time_ratio_b_over_a:.2g}{what}")
+    title = f"fits; wall time (b)/(a) = {inv.wall_time_ratio_b_over_a:.2g}{what}"
+    plotting.dress(axes[0], grid="both", title=title, xlabel="iteration",
+                   ylabel="masked squared loss")  # fmt: skip
     for i, c in enumerate(COLORS):
         axes[1].plot(inv.curve_a_ts, inv.curve_a[:, i], "--", color=c, lw=1)
         axes[1].plot(inv.curve_b_ts, inv.curve_b[:, i], color=c, lw=1)
@@ -483,9 +465,9 @@ def draw_inverse(r):
     plotting.key_entry(axes[1], f"(a) loss {ra['final_loss']:.3g}", "k--", lw=1)
     plotting.key_entry(axes[1], f"(b) loss {rb['final_loss']:.3g}", "k-", lw=1)
     plotting.key_entry(axes[1], "post 5's observations", "k.")
-    axes[1].set(xlim=(0, 50), xlabel="t", ylabel="population")
-    plotting.legend(axes[1])
-    axes[1].set_title("fitted curves through the six observations")
+    axes[1].set_xlim(0, 50)
+    plotting.dress(axes[1], grid=None, title="fitted curves through the six observations",
+                   xlabel="t", ylabel="population")  # fmt: skip
     return fig
 
 
@@ -503,17 +485,13 @@ def draw_parameters(r):
         axes[0].bar(x + (j - 1) * 0.27, 100 * np.asarray(e, float), 0.27, label=label)
     axes[0].set_xticks(x, NAMES)
     axes[0].axhline(0, color="k", lw=0.6)
-    axes[0].set_ylabel("relative error vs post's θ [%]")
-    plotting.legend(axes[0])
-    axes[0].set_title("fitted parameters")
-    plotting.plot_orders(
-        axes[1],
-        inv.bias_step_sizes,
-        [(inv.bias, "Euler cell, converged", cb["fitted_order"])],
-        guides=(1.0,),
-    )
-    axes[1].set_ylabel("max |log θ̂_h − log θ̂_diffrax|")
-    axes[1].set_title("coarse-step bias of the fitted parameters")
+    plotting.dress(axes[0], grid=None, title="fitted parameters",
+                   ylabel="relative error vs post's θ [%]")  # fmt: skip
+    series = [(inv.bias, "Euler cell, converged", cb["fitted_order"])]
+    plotting.plot_orders(axes[1], inv.bias_step_sizes, series, guides=(1.0,))
+    plotting.dress(axes[1], legend=False, grid=None,
+                   title="coarse-step bias of the fitted parameters",
+                   ylabel="max |log θ̂_h − log θ̂_diffrax|")  # fmt: skip
     return fig
 
 
@@ -521,20 +499,19 @@ def draw_identifiability(r):
     idf = r.identifiability
     fig, axes = plotting.panels(3, width=4.2)
     axes[0].semilogy(np.arange(1, 7), idf.s_post, "o-")
-    axes[0].set(xlabel="k", ylabel="singular value of ∂y/∂log θ")
     v = idf.v_post[:, 5]
     weak = " ".join(f"{v[i]:+.2f}·{NAMES[i]}" for i in np.argsort(-np.abs(v))[:3])
-    axes[0].set_title(f"six observations; weakest ≈ {weak}")
-    axes[0].grid(True, which="both", alpha=0.3)
+    plotting.dress(axes[0], legend=False, grid="both",
+                   title=f"six observations; weakest ≈ {weak}", xlabel="k",
+                   ylabel="singular value of ∂y/∂log θ")  # fmt: skip
     z, var = idf.profile_z, idf.noise_std**2
     axes[1].plot(z, idf.profile_weakest / var, label="weakest: straight slice")
     axes[1].plot(z, idf.profile_weakest_reoptimized / var, label="weakest: others re-fitted")
     axes[1].plot(z, idf.profile_strongest / var, "--", label="strongest: slice")
     axes[1].plot(z, z**2, "k:", label="Gauss–Newton z²")
     axes[1].set_ylim(0.0, 1.3 * float(np.max(z**2)))
-    axes[1].set(xlabel="step z (in standard errors σ/s_k)", ylabel="loss / σ²")
-    plotting.legend(axes[1])
-    axes[1].set_title("loss profile, six observations (noise-free)")
+    plotting.dress(axes[1], grid=None, title="loss profile, six observations (noise-free)",
+                   xlabel="step z (in standard errors σ/s_k)", ylabel="loss / σ²")  # fmt: skip
     counts = idf.counts
     for i, name in enumerate(NAMES):
         axes[2].loglog(counts, 100 * idf.se_counts[:, i], "o-", ms=3, label=name)
@@ -542,11 +519,11 @@ def draw_identifiability(r):
         axes[2].loglog(counts, 100 * idf.recovery_rms.max(axis=1), "kx", label="refit, worst")
     axes[2].axhline(5, color="k", ls="--", lw=0.8, label="5 %")
     axes[2].set_xticks(counts, [str(c) for c in counts])
-    axes[2].set(xlabel="equally spaced observations on (0, 42]", ylabel="standard error [%]")
-    plotting.legend(axes[2], ncols=2)
     need = idf.equally_spaced["min_count_all_within_5pct_1sigma"]
-    axes[2].set_title(f"all six within 5 % from {need} observations")
-    axes[2].grid(True, which="both", alpha=0.3)
+    plotting.dress(axes[2], legend=dict(ncols=2), grid="both",
+                   title=f"all six within 5 % from {need} observations",
+                   xlabel="equally spaced observations on (0, 42]",
+                   ylabel="standard error [%]")  # fmt: skip
     return fig
 
 
