@@ -233,7 +233,9 @@ def _one_case(case, problem, t1, rhs, ref, rhs_kind, *, method: str, repeats: in
                 dynopt_s=ours_s,
                 baseline=base,
                 baseline_s=sp_s,
-                target=20.0,
+                # The goals: 20x on the tiny Rosenbrock (per-call overhead), 2x on the
+                # d = 100 quadratic (its matrix-vector product is most of scipy's cost too).
+                target=20.0 if problem.num_params == 2 else 2.0,
                 note=acc,
                 **extra,
             )

@@ -341,3 +341,23 @@ def test_numpy_integer_counts_are_accepted():
     assert traj.loss.shape == (3,)
     with pytest.raises(ValueError, match="every must be a positive integer"):
         dynopt.run(optax.sgd(0.01), p, 10, every=2.5)
+
+
+def test_default_sweep_strategy_reads_the_problem():
+    """`batch_size=None` vmaps a sweep, except an elementwise loss (less data than one run's
+    parameters) with at least `SEQUENTIAL_MIN_PARAMS` parameters, which runs sequentially;
+    either way the trajectories are those of one vmap."""
+    from dynopt._run import default_batch_size, SEQUENTIAL_MIN_PARAMS
+
+    big = SEQUENTIAL_MIN_PARAMS
+    assert default_batch_size(problems.rosenbrock(big)) == 1
+    assert default_batch_size(problems.rosenbrock(big - 1)) is None
+    assert default_batch_size(problems.logistic_regression(64, big)) is None  # a data matrix
+    assert default_batch_size(problems.quadratic(jnp.linspace(1.0, 2.0, big))) is None
+    disc = flows.GradientFlow().discretize(jnp.asarray([1e-4, 3e-4, 5e-3]))  # the last diverges
+    p = problems.rosenbrock(big)
+    auto = dynopt.run(disc, p, 40, every=20)
+    whole = dynopt.run(disc, p, 40, every=20, batch_size=3)
+    np.testing.assert_allclose(auto.params, whole.params, rtol=1e-13, atol=0)
+    np.testing.assert_array_equal(auto.diverged_at, whole.diverged_at)
+    assert int(auto.diverged_at[-1]) > 0 and int(auto.diverged_at[0]) == -1

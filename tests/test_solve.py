@@ -209,3 +209,24 @@ def test_dense_memory_guard_counts_the_solver_values_per_step():
     check_dense_memory(flows.GradientFlow(), p, 16_384, solver=diffrax.Tsit5())
     with pytest.raises(ValueError, match=r"x 16 values per step.*Pass dense=False"):
         dynopt.solve(flows.GradientFlow(), p, [1.0], solver="dopri8")
+
+
+def test_repeated_solves_reuse_one_compiled_program():
+    """`solve` keeps one jitted program per (flow, problem, solver) structure and static
+    options: new save times, tolerances and start values reuse it (no retrace), and each
+    answer is the closed form to the accuracy its tolerances ask for."""
+    from dynopt import _solve
+
+    p = problems.quadratic([1.0, 3.0], rotate=True)
+    flow = flows.GradientFlow()
+    first = dynopt.solve(flow, p, [0.5, 1.0], solver="tsit5", dense=False)
+    compiled, _ = _solve._compiled_solve(flow, p, diffrax.Tsit5(), 16_384, False, False)
+    traces = compiled.run._cache_size()
+    moved = problems.quadratic([1.0, 3.0], rotate=True, params0=jnp.array([0.3, -2.0]))
+    ts = jnp.array([0.25, 2.0])  # as many save times: the same shapes
+    again = dynopt.solve(flow, moved, ts, solver="tsit5", rtol=1e-9, atol=1e-11, dense=False)
+    assert compiled.run._cache_size() == traces
+    for traj, prob, times in [(first, p, jnp.array([0.5, 1.0])), (again, moved, ts)]:
+        exact = jax.vmap(prob.flow_solution)(times)
+        np.testing.assert_array_equal(traj.ts, times)
+        assert float(jnp.max(jnp.abs(traj.params - exact))) <= 1e-7
