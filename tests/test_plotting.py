@@ -160,3 +160,19 @@ def test_errorbars_skip_runs_not_made_and_list_only_drawn_ones():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a"]
     (line, _, (bars,)) = ax.containers[0].lines
     assert line.get_xdata().tolist() == [1.0] and len(bars.get_segments()) == 1
+
+
+def test_dress_sets_the_given_properties_a_legend_of_drawn_data_and_a_grid():
+    _, axes = plotting.panels(2)
+    axes[0].set_xlabel("kept")
+    axes[0].plot([1, 2], [3, 4], label="data")
+    axes[0].plot([], [], label="undrawn")
+    plotting.dress(axes[0], legend=dict(loc="upper left"), grid="both", title="T", ylabel="y")
+    assert (axes[0].get_title(), axes[0].get_xlabel(), axes[0].get_ylabel()) == ("T", "kept", "y")
+    texts = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert texts == ["data"] and axes[0].get_legend()._loc == 2  # upper left
+    assert axes[0].xaxis.get_gridlines()[0].get_visible()
+    axes[1].plot([1, 2], [3, 4], label="data")
+    plotting.dress(axes[1], legend=False, grid=None, xlabel="x")
+    assert axes[1].get_legend() is None and axes[1].get_xlabel() == "x"
+    assert not axes[1].xaxis.get_gridlines()[0].get_visible()
