@@ -19,7 +19,8 @@ import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._custom_types import Array, Float, ScalarLike, State
+from .._custom_types import Array, Float, Params, ScalarLike, State
+from .._discretization import Discretization
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 
@@ -58,6 +59,35 @@ class AbstractSDE(AbstractFlow):
         """Concrete checks that this model applies to `problem` (`ValueError` naming what is
         wrong); run by `simulate` and the density routes before anything is compiled."""
         raise NotImplementedError
+
+
+class AbstractNoisyFlow(AbstractSDE):
+    r"""An SDE whose drift is a deterministic flow, `deterministic` (gradient flow for Langevin,
+    heavy ball for Kramers): its state, drift, parameters and discretization (the drift's default
+    map; the noise is the minibatch's) are that flow's. Subclasses add the noise (`diffusion`).
+    """
+
+    @property
+    @abc.abstractmethod
+    def deterministic(self) -> AbstractFlow:
+        """The noiseless flow."""
+        raise NotImplementedError
+
+    def init(self, params: Params) -> State:
+        return self.deterministic.init(params)
+
+    def vector_field(self, t: ScalarLike, state: State, problem: Problem) -> State:
+        return self.deterministic.vector_field(t, state, problem)
+
+    def params(self, state: State) -> Params:
+        return self.deterministic.params(state)
+
+    def discretize(self, step_size: ScalarLike) -> Discretization:
+        return self.deterministic.discretize(step_size)
+
+    def check(self, problem: Problem | None) -> None:
+        if not isinstance(problem, Problem):
+            raise ValueError(f"problem must be a dynopt.Problem, got {type(problem).__name__}.")
 
 
 def is_additive(flow: AbstractFlow) -> bool:

@@ -9,12 +9,11 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
-from .._discretization import Discretization
 from .._flows.gradient import GradientFlow
 from .._flows.momentum import HeavyBall
 from .._problem import Problem
 from .._validation import hyperparameter
-from .base import AbstractSDE
+from .base import AbstractNoisyFlow
 
 
 def _isotropic(state, scale: Array) -> lx.DiagonalLinearOperator:
@@ -22,7 +21,7 @@ def _isotropic(state, scale: Array) -> lx.DiagonalLinearOperator:
     return lx.DiagonalLinearOperator(jnp.full(flat.shape, scale.astype(flat.dtype)))
 
 
-class Langevin(AbstractSDE):
+class Langevin(AbstractNoisyFlow):
     r"""Overdamped Langevin dynamics at temperature $T$: gradient flow with thermal noise,
 
     $$d\theta = -\nabla L(\theta)\,dt + \sqrt{2T}\,dW,\qquad
@@ -45,18 +44,10 @@ class Langevin(AbstractSDE):
     temperature: Array = hyperparameter("temperature", lower=0.0)
     additive: ClassVar[bool] = True
 
-    def init(self, params: Params) -> Params:
-        return GradientFlow().init(params)
-
-    def vector_field(self, t: ScalarLike, state: Params, problem: Problem) -> Params:
-        return GradientFlow().vector_field(t, state, problem)
-
-    def params(self, state: Params) -> Params:
-        return state
-
-    def check(self, problem: Problem) -> None:
-        if not isinstance(problem, Problem):
-            raise ValueError(f"problem must be a dynopt.Problem, got {type(problem).__name__}.")
+    @property
+    def deterministic(self) -> GradientFlow:
+        """The noiseless flow, `GradientFlow()`."""
+        return GradientFlow()
 
     def diffusion(
         self, t: ScalarLike, state: Params, problem: Problem
@@ -65,16 +56,12 @@ class Langevin(AbstractSDE):
         del t, problem
         return _isotropic(state, jnp.sqrt(2.0 * self.temperature))
 
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        """The drift's map: gradient descent (`optax.sgd`); the noise is the minibatch's."""
-        return GradientFlow().discretize(step_size)
-
     def log_stationary_density(self, state: Params, problem: Problem) -> Scalar:
         """Unnormalised $\\log p_\\infty = -L(\\theta)/T$."""
         return -problem.loss(state) / self.temperature
 
 
-class Kramers(AbstractSDE):
+class Kramers(AbstractNoisyFlow):
     r"""The Kramers equation (post 1, eq. 21): heavy ball with friction $\gamma$ and thermal noise,
 
     $$d\theta = v\,dt,\qquad dv = -\gamma v\,dt - \nabla L(\theta)\,dt + \sqrt{2\gamma T}\,dW,$$
@@ -105,19 +92,6 @@ class Kramers(AbstractSDE):
         """The noiseless flow, `HeavyBall(damping)`."""
         return HeavyBall(self.damping)
 
-    def init(self, params: Params):
-        return self.deterministic.init(params)
-
-    def vector_field(self, t: ScalarLike, state, problem: Problem):
-        return self.deterministic.vector_field(t, state, problem)
-
-    def params(self, state) -> Params:
-        return state[0]
-
-    def check(self, problem: Problem) -> None:
-        if not isinstance(problem, Problem):
-            raise ValueError(f"problem must be a dynopt.Problem, got {type(problem).__name__}.")
-
     def velocity(self, state) -> Params:
         """The velocity part $v$ of a state."""
         return state[1]
@@ -131,10 +105,6 @@ class Kramers(AbstractSDE):
         return lx.DiagonalLinearOperator(
             jnp.concatenate([jnp.zeros_like(theta), jnp.full(v.shape, scale)])
         )
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        """The drift's default map (heavy ball's); the noise is the minibatch's."""
-        return self.deterministic.discretize(step_size)
 
     def log_stationary_density(self, state, problem: Problem) -> Scalar:
         """Unnormalised $\\log p_\\infty = -(\\|v\\|^2/2 + L(\\theta))/T$."""
