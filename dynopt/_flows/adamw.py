@@ -1,17 +1,18 @@
 r"""The AdamW flow: the Adam flow plus decoupled weight decay."""
 
+from typing import ClassVar
+
 import jax
 
 from .._custom_types import Array, Params, ScalarLike
-from .._discretization import Discretization
 from .._maps.adamw import AdamW
 from .._problem import Problem
 from .._validation import hyperparameter
 from .adaptive import adam_field, AdamState
-from .base import AbstractFlow
+from .base import AbstractMappedFlow
 
 
-class AdamWFlow(AbstractFlow):
+class AdamWFlow(AbstractMappedFlow):
     r"""Adam with decoupled weight decay $\lambda$ (Loshchilov & Hutter), as a flow:
 
     $$\dot m = a_1(g - m),\quad \dot v = a_2(g\odot g - v),\quad
@@ -27,6 +28,8 @@ class AdamWFlow(AbstractFlow):
 
     **Arguments:** `a1`, `a2` $> 0$, `eps` $\ge 0$, `weight_decay` $\lambda \ge 0$.
     """
+
+    default_map: ClassVar[type] = AdamW
 
     a1: Array = hyperparameter("a1", lower=0.0, lower_open=True)
     a2: Array = hyperparameter("a2", lower=0.0, lower_open=True)
@@ -44,9 +47,6 @@ class AdamWFlow(AbstractFlow):
 
     def params(self, state: AdamState) -> Params:
         return state.params
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return AdamW()(self, step_size)
 
     @classmethod
     def from_hyperparams(

@@ -1,6 +1,6 @@
 r"""Adaptive-step flows (post 2): RMSprop (per-coordinate and global), Adam, and the sign flow."""
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -8,11 +8,10 @@ import numpy as np
 import optax
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
-from .._discretization import Discretization
 from .._maps.adaptive import Adam, GlobalRMSProp, RMSProp, Sign
 from .._problem import Problem
 from .._validation import hyperparameter, is_traced
-from .base import AbstractFlow
+from .base import AbstractMappedFlow
 
 
 class RMSPropState(NamedTuple):
@@ -22,7 +21,7 @@ class RMSPropState(NamedTuple):
     G: Params | Array
 
 
-class RMSPropFlow(AbstractFlow):
+class RMSPropFlow(AbstractMappedFlow):
     r"""The RMSprop flow (post 2, eq. 15):
 
     $$\dot\theta = -\frac{g}{\sqrt{G + \epsilon}},\qquad \dot G = \kappa\,(g\odot g - G),
@@ -50,6 +49,8 @@ class RMSPropFlow(AbstractFlow):
     (optax's default is 0).
     """
 
+    default_map: ClassVar[type] = RMSProp
+
     kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
     eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
     initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
@@ -68,9 +69,6 @@ class RMSPropFlow(AbstractFlow):
     def params(self, state: RMSPropState) -> Params:
         return state.params
 
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return RMSProp()(self, step_size)
-
     @classmethod
     def from_hyperparams(
         cls, learning_rate, decay, eps=1e-8, *, initial_scale=0.0
@@ -88,7 +86,7 @@ class RMSPropFlow(AbstractFlow):
         )
 
 
-class GlobalRMSPropFlow(AbstractFlow):
+class GlobalRMSPropFlow(AbstractMappedFlow):
     r"""RMSprop with one scalar second moment (post 2, eq. 14):
 
     $$\dot\theta = -\frac{g}{\sqrt{G + \epsilon}},\qquad \dot G = \kappa\,(\|g\|^2 - G):$$
@@ -99,6 +97,8 @@ class GlobalRMSPropFlow(AbstractFlow):
 
     **Arguments:** as `RMSPropFlow`.
     """
+
+    default_map: ClassVar[type] = GlobalRMSProp
 
     kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
     eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
@@ -117,9 +117,6 @@ class GlobalRMSPropFlow(AbstractFlow):
 
     def params(self, state: RMSPropState) -> Params:
         return state.params
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return GlobalRMSProp()(self, step_size)
 
     @classmethod
     def from_hyperparams(
@@ -169,7 +166,7 @@ def adam_field(a1, a2, eps, t: ScalarLike, state: AdamState, g: Params) -> AdamS
     return AdamState(dtheta, dm, dv)
 
 
-class AdamFlow(AbstractFlow):
+class AdamFlow(AbstractMappedFlow):
     r"""The Adam flow with exact bias corrections:
 
     $$\dot m = a_1(g - m),\quad \dot v = a_2(g\odot g - v),\quad
@@ -189,6 +186,8 @@ class AdamFlow(AbstractFlow):
     **Arguments:** `a1`, `a2` $> 0$ (the moment rates), `eps` $\ge 0$ (outside the root).
     """
 
+    default_map: ClassVar[type] = Adam
+
     a1: Array = hyperparameter("a1", lower=0.0, lower_open=True)
     a2: Array = hyperparameter("a2", lower=0.0, lower_open=True)
     eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
@@ -202,9 +201,6 @@ class AdamFlow(AbstractFlow):
 
     def params(self, state: AdamState) -> Params:
         return state.params
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return Adam()(self, step_size)
 
     @classmethod
     def from_hyperparams(cls, learning_rate, b1, b2, eps=1e-8) -> tuple["AdamFlow", Array]:
@@ -220,7 +216,7 @@ def regularized_sign(g: Array, width: Array) -> Array:
     return jnp.where(den > 0, g / jnp.where(den > 0, den, 1.0), 0.0)
 
 
-class SignFlow(AbstractFlow):
+class SignFlow(AbstractMappedFlow):
     r"""The sign flow $\dot\theta = -\operatorname{sign}(\nabla L)$ (post 2 eq. 11, post 3 eq. 4),
     with $\dot L = -\|\nabla L\|_1$.
 
@@ -242,6 +238,8 @@ class SignFlow(AbstractFlow):
     **Arguments:** `width` $w \ge 0$ (default $10^{-3}$).
     """
 
+    default_map: ClassVar[type] = Sign
+
     width: Array = hyperparameter("width", default=1e-3, lower=0.0)
 
     def init(self, params: Params) -> Params:
@@ -253,9 +251,6 @@ class SignFlow(AbstractFlow):
 
     def params(self, state: Params) -> Params:
         return state
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return Sign()(self, step_size)
 
     @classmethod
     def from_hyperparams(cls, learning_rate, width=1e-3) -> tuple["SignFlow", Array]:

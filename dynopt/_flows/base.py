@@ -78,6 +78,16 @@ class AbstractFlow(eqx.Module):
         return None
 
 
+class AbstractMappedFlow(AbstractFlow):
+    r"""A flow whose `discretize(h)` is its default discretization map, `default_map()(self, h)`
+    (`default_map`: a `dynopt.maps` class, e.g. `GradientDescent` for `GradientFlow`)."""
+
+    default_map: eqx.AbstractClassVar[type]
+
+    def discretize(self, step_size: ScalarLike) -> Discretization:
+        return self.default_map()(self, step_size)
+
+
 def is_stochastic(flow: AbstractFlow, problem: Problem) -> bool:
     """Whether `flow` declares a diffusion on `problem` (checked by shape, nothing is run)."""
     state = jax.eval_shape(flow.init, problem.params0)

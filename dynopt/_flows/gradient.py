@@ -1,18 +1,19 @@
 """Gradient flow and its first-order modified (backward-error-analysis) flow."""
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
-from .._discretization import Discretization
 from .._maps.gradient import GradientDescent
 from .._problem import Problem
 from .._validation import hyperparameter
-from .base import AbstractFlow
+from .base import AbstractMappedFlow
 
 
-class GradientFlow(AbstractFlow):
+class GradientFlow(AbstractMappedFlow):
     r"""Gradient flow $\dot\theta = -\nabla L(\theta)$.
 
     **Discretization** (`dynopt.maps.GradientDescent`): explicit Euler with step $h$ is gradient
@@ -23,6 +24,8 @@ class GradientFlow(AbstractFlow):
     **Lyapunov identity:** $\frac{d}{dt}L(\theta(t)) = -\|\nabla L\|^2 \le 0$.
     """
 
+    default_map: ClassVar[type] = GradientDescent
+
     def init(self, params: Params) -> Params:
         return params
 
@@ -32,9 +35,6 @@ class GradientFlow(AbstractFlow):
 
     def params(self, state: Params) -> Params:
         return state
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return GradientDescent()(self, step_size)
 
     @classmethod
     def from_hyperparams(cls, learning_rate: ScalarLike) -> tuple["GradientFlow", Array]:
@@ -51,7 +51,7 @@ class GradientFlow(AbstractFlow):
         return getattr(problem, "flow_solution", None)
 
 
-class ModifiedGradientFlow(AbstractFlow):
+class ModifiedGradientFlow(AbstractMappedFlow):
     r"""The first-order modified flow of gradient descent with step $h$ (backward error analysis,
     Barrett & Dherin 2021):
 
@@ -72,6 +72,8 @@ class ModifiedGradientFlow(AbstractFlow):
     - `step_size`: the GD step $h > 0$ whose modified flow this is.
     """
 
+    default_map: ClassVar[type] = GradientDescent
+
     step_size: Array = hyperparameter("step_size", lower=0.0, lower_open=True)
 
     def init(self, params: Params) -> Params:
@@ -85,10 +87,6 @@ class ModifiedGradientFlow(AbstractFlow):
 
     def params(self, state: Params) -> Params:
         return state
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        """GD with `step_size`; the $O(h^2)$ tracking holds for `step_size == self.step_size`."""
-        return GradientDescent()(self, step_size)
 
     @classmethod
     def from_hyperparams(cls, learning_rate: ScalarLike) -> tuple["ModifiedGradientFlow", Array]:

@@ -1,16 +1,15 @@
 r"""The Lion flow: sign of an interpolated momentum, with decoupled weight decay."""
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 
 from .._custom_types import Array, Params, ScalarLike
-from .._discretization import Discretization
 from .._maps.lion import Lion
 from .._problem import Problem
 from .._validation import hyperparameter
 from .adaptive import regularized_sign
-from .base import AbstractFlow
+from .base import AbstractMappedFlow
 
 
 class LionState(NamedTuple):
@@ -20,7 +19,7 @@ class LionState(NamedTuple):
     m: Params
 
 
-class LionFlow(AbstractFlow):
+class LionFlow(AbstractMappedFlow):
     r"""The continuous limit of Lion (Chen et al. 2023; `optax.lion`):
 
     $$\dot m = a_2(g - m),\qquad
@@ -48,6 +47,8 @@ class LionFlow(AbstractFlow):
     (optax's default $10^{-3}$), `width` $w \ge 0$ (default $10^{-3}$).
     """
 
+    default_map: ClassVar[type] = Lion
+
     a2: Array = hyperparameter("a2", lower=0.0, lower_open=True)
     b1: Array = hyperparameter("b1", default=0.9, lower=0.0, upper=1.0)
     weight_decay: Array = hyperparameter("weight_decay", default=1e-3, lower=0.0)
@@ -70,9 +71,6 @@ class LionFlow(AbstractFlow):
 
     def params(self, state: LionState) -> Params:
         return state.params
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return Lion()(self, step_size)
 
     @classmethod
     def from_hyperparams(

@@ -2,6 +2,8 @@ r"""Heavy ball as second-order dynamics (Su, post 1), its closed form on quadrat
 tuning rule, and the fixed-momentum small-step limit. The maps to optax (leapfrog, naive Euler,
 conformal, the Nesterov variants) are `dynopt.maps` modules."""
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,11 +11,10 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Params, ScalarLike
-from .._discretization import Discretization
 from .._maps.momentum import FixedMomentum, Leapfrog
 from .._problem import Problem
 from .._validation import decay, hyperparameter, positive
-from .base import AbstractFlow
+from .base import AbstractMappedFlow
 
 
 def oscillator_solution(t, damping: float, x0: float = 1.0) -> np.ndarray:
@@ -46,7 +47,7 @@ def damped_mode(t: ScalarLike, damping: ScalarLike, stiffness: Array, x0: Array)
     return x, v
 
 
-class HeavyBall(AbstractFlow):
+class HeavyBall(AbstractMappedFlow):
     r"""Heavy ball: $\ddot\theta + a\dot\theta + \nabla L(\theta) = 0$, as the first-order system
 
     $$\dot\theta = v,\qquad \dot v = -a v - \nabla L(\theta),\qquad
@@ -66,6 +67,8 @@ class HeavyBall(AbstractFlow):
     **Arguments:** `damping` $a \ge 0$.
     """
 
+    default_map: ClassVar[type] = Leapfrog
+
     damping: Array = hyperparameter("damping", lower=0.0)
 
     def init(self, params: Params):
@@ -79,9 +82,6 @@ class HeavyBall(AbstractFlow):
 
     def params(self, state) -> Params:
         return state[0]
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return Leapfrog()(self, step_size)
 
     @classmethod
     def from_hyperparams(
@@ -133,7 +133,7 @@ def rescale_momentum(momentum: ScalarLike, lr_ratio: ScalarLike) -> Array:
     )
 
 
-class RescaledGradientFlow(AbstractFlow):
+class RescaledGradientFlow(AbstractMappedFlow):
     r"""The fixed-momentum limit of heavy ball: $\dot\theta = -\nabla L(\theta)/(1-\beta)$.
 
     With $\beta$ fixed and $\eta \to 0$, `optax.sgd(η, momentum=β)` follows this flow at
@@ -147,6 +147,8 @@ class RescaledGradientFlow(AbstractFlow):
     **Arguments:** `momentum` $\beta \in [0, 1)$.
     """
 
+    default_map: ClassVar[type] = FixedMomentum
+
     momentum: Array = hyperparameter("momentum", lower=0.0, upper=1.0, upper_open=True)
 
     def init(self, params: Params) -> Params:
@@ -158,9 +160,6 @@ class RescaledGradientFlow(AbstractFlow):
 
     def params(self, state: Params) -> Params:
         return state
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return FixedMomentum()(self, step_size)
 
     @classmethod
     def from_hyperparams(

@@ -1,16 +1,17 @@
 r"""The Nesterov ODE of Su, Boyd & Candès, with a series start at its singular point $t = 0$."""
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from .._custom_types import Array, Params, ScalarLike
-from .._discretization import Discretization
 from .._maps.nesterov import NAG
 from .._problem import Problem
 from .._validation import hyperparameter
-from .base import AbstractFlow
+from .base import AbstractMappedFlow
 
 
 def bessel_solution(t, x0, lam, r: float) -> np.ndarray:
@@ -28,7 +29,7 @@ def bessel_solution(t, x0, lam, r: float) -> np.ndarray:
     return np.asarray(x0) * np.where(small, 1 - z**2 / (2 * (r + 1)), value)
 
 
-class NesterovODE(AbstractFlow):
+class NesterovODE(AbstractMappedFlow):
     r"""The continuous limit of Nesterov's accelerated gradient (Su, Boyd & Candès 2016):
 
     $$\ddot X + \frac rt\dot X + \nabla f(X) = 0,\qquad X(0) = x_0,\ \dot X(0) = 0,$$
@@ -71,6 +72,8 @@ class NesterovODE(AbstractFlow):
       \ll 1$).
     """
 
+    default_map: ClassVar[type] = NAG
+
     r: Array = hyperparameter("r", default=3.0, lower=0.0, lower_open=True)
     series_time: Array = hyperparameter("series_time", default=1e-3, lower=0.0, lower_open=True)
 
@@ -95,10 +98,6 @@ class NesterovODE(AbstractFlow):
 
     def params(self, state) -> Params:
         return state[0]
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        """NAG with step $s$ = `step_size` and $\\Delta t = \\sqrt s$ (`dynopt.maps.NAG`)."""
-        return NAG()(self, step_size)
 
     @classmethod
     def from_hyperparams(

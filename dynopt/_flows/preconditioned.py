@@ -1,6 +1,7 @@
 r"""Preconditioned gradient flows $\dot\theta = -P(\theta)\nabla L$, $P$ SPD: diagonal, Newton."""
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -11,11 +12,10 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Params, ScalarLike
-from .._discretization import Discretization
 from .._maps.preconditioned import PreconditionedStep
 from .._problem import Problem
 from .._validation import choice, nonnegative
-from .base import AbstractFlow
+from .base import AbstractMappedFlow
 
 
 LossFn = Callable[[Params], Array]
@@ -88,7 +88,7 @@ def preconditioner_matrix(P, params: Params, loss_fn: LossFn | None) -> np.ndarr
     return np.asarray(jax.jit(jax.vmap(apply))(jnp.eye(flat.size, dtype=flat.dtype))).T
 
 
-class PreconditionedFlow(AbstractFlow):
+class PreconditionedFlow(AbstractMappedFlow):
     r"""The preconditioned gradient flow $\dot\theta = -P(\theta)\nabla L(\theta)$ for a
     symmetric positive-definite $P(\theta)$.
 
@@ -111,6 +111,8 @@ class PreconditionedFlow(AbstractFlow):
       `check_on.params0` and must be symmetric (to $10^{-8}$ relative) and positive definite,
       else `ValueError`. Only that sample point is checked; $P$ elsewhere is the caller's promise.
     """
+
+    default_map: ClassVar[type] = PreconditionedStep
 
     P: Callable[[Params, Params, LossFn | None], Params] = eqx.field(static=True)
 
@@ -138,9 +140,6 @@ class PreconditionedFlow(AbstractFlow):
 
     def params(self, state: Params) -> Params:
         return state
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return PreconditionedStep()(self, step_size)
 
     @classmethod
     def from_hyperparams(cls, learning_rate, precondition) -> tuple["PreconditionedFlow", Array]:
