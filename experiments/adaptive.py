@@ -82,8 +82,6 @@ class Limits:
     """κ → ∞ (RMSprop flow to the sign-like flow) and the sign flow's regularization width."""
 
     kappa_slope: float
-    kappa_fit_from: float
-    kappa_errors: list[float]
     width_slope: float
     width_error_over_width: list[float]
     kappas: Array
@@ -94,8 +92,6 @@ class Limits:
 
 @dataclasses.dataclass
 class Displacement:
-    gamma: float
-    decay: float
     kappa: float
     quantiles_5_50_95: list[float]
     fraction_within_half_to_twice: float
@@ -176,8 +172,6 @@ def limits(config: Config) -> Limits:
         kappa_slope=float(
             dynopt.fit_order(jnp.asarray(kappas[fit]), jnp.asarray(np.asarray(errs)[fit]))
         ),
-        kappa_fit_from=config.limit_fit_from,
-        kappa_errors=errs,
         width_slope=float(dynopt.fit_order(jnp.asarray(widths), jnp.asarray(werrs))),
         width_error_over_width=(np.asarray(werrs) / widths).tolist(),
         kappas=kappas,
@@ -194,8 +188,6 @@ def displacement(config: Config) -> Displacement:
     ratio = np.abs(np.diff(np.asarray(traj.params), axis=0)).ravel() / config.hist_gamma
     q = np.quantile(ratio, [0.05, 0.5, 0.95])
     return Displacement(
-        gamma=config.hist_gamma,
-        decay=config.hist_decay,
         kappa=float(flow.kappa),
         quantiles_5_50_95=q.tolist(),
         fraction_within_half_to_twice=float(np.mean((ratio > 0.5) & (ratio < 2.0))),
@@ -254,10 +246,9 @@ def landscape(config: Config) -> Landscape:
     h = 0.01
     flow = flows.RMSPropFlow(config.paths_kappa, config.eps, initial_scale=g0sq)
     run = dynopt.run(flow.discretize(h), prob, round(config.paths_t1 / h))
-    xs, ys = np.linspace(-0.2, 1.1, 131), np.linspace(-0.2, 1.1, 131)
-    grid = jnp.stack(jnp.meshgrid(jnp.asarray(xs), jnp.asarray(ys)), axis=-1)
-    loss = np.asarray(jax.vmap(jax.vmap(prob.loss))(grid))
+    xs = ys = np.linspace(-0.2, 1.1, 131)
     ts = np.asarray(jnp.linspace(0.0, config.paths_t1, 601))
+    loss = plotting.loss_on_grid(prob.loss, xs, ys)
     return Landscape(ts, gf, np.asarray(run.params), xs, ys, loss)
 
 
@@ -304,39 +295,35 @@ def draw_orders(r):
 def draw_limits(r):
     lim = r.limits
     fig, axes = plotting.panels(2)
-    k = lim.kappas
-    axes[0].loglog(k, lim.errors, "o-", label="measured")
-    axes[0].loglog(k, lim.errors[0] * k[0] / k, "k--", lw=0.8, label="slope -1")
+    plotting.plot_power_law(axes[0], lim.kappas, lim.errors, slope=-1.0, label="measured",
+                            reference="slope -1")  # fmt: skip
     axes[0].set(xlabel="κ", ylabel="max |θ_RMSprop-flow − θ_sign-like| on [0, 1]")
-    axes[0].set_title(
-        f"κ → ∞: sign-like limit (slope {lim.kappa_slope:.2f} for κ ≥ {lim.kappa_fit_from:g})"
-    )
+    fit_from = r.config["limit_fit_from"]
+    title = f"κ → ∞: sign-like limit (slope {lim.kappa_slope:.2f} for κ ≥ {fit_from:g})"
+    plotting.dress(axes[0], title=title, grid="both")
     w = lim.widths
     axes[1].loglog(w, lim.width_errors, "o-", label="regularized vs exact sign flow")
     axes[1].loglog(w, w, "k--", lw=0.8, label="error = w")
     axes[1].set(xlabel="width w of sign_w(g) = g/√(g²+w²)", ylabel="max error on [0, 1]")
-    axes[1].set_title(f"SignFlow reference: O(w) (slope {lim.width_slope:.2f})")
-    for ax in axes:
-        plotting.legend(ax)
-        ax.grid(True, which="both", alpha=0.3)
+    plotting.dress(axes[1], title=f"SignFlow reference: O(w) (slope {lim.width_slope:.2f})",
+                   grid="both")  # fmt: skip
     return fig
 
 
 def draw_displacement(r):
-    dis = r.displacement
+    dis, gamma, decay = r.displacement, r.config["hist_gamma"], r.config["hist_decay"]
     fig, (ax,) = plotting.panels(1, width=5.8)
     ratio = dis.ratio[dis.ratio > 0]
     ax.hist(ratio, bins=np.geomspace(max(ratio.min(), 1e-4), ratio.max() * 1.01, 60))
-    ax.set_xscale("log")
     ax.axvline(1.0, color="k", ls="--", label="|Δθᵢ| = γ")
     ax.set(xlabel="per-step displacement |Δθᵢ| / γ", ylabel="count (steps × coordinates)")
     q = dis.quantiles_5_50_95
-    ax.set_title(
-        f"RMSprop on Rosenbrock, γ = {dis.gamma:g}, λ = {dis.decay:g}\n"
+    title = (
+        f"RMSprop on Rosenbrock, γ = {gamma:g}, λ = {decay:g}\n"
         f"median {q[1]:.2f}, 90% in [{q[0]:.2f}, {q[2]:.2f}], max {dis.max_ratio:.1f} "
         "= 1/√(1−λ) (first step)"
     )
-    plotting.legend(ax)
+    plotting.dress(ax, xscale="log", title=title, grid=None)
     return fig
 
 
@@ -352,15 +339,12 @@ def draw_normalization(r):
     gf = land.gradient_flow
     axes[0].plot(gf[:, 0], gf[:, 1], "k--", lw=1, label="gradient flow (closed form)")
     axes[0].plot([0.0], [0.0], "k*", ms=10)
-    axes[0].set_title("quadratic diag(1, 25): direction change")
-    plotting.legend(axes[0])
+    plotting.dress(axes[0], title="quadratic diag(1, 25): direction change", grid=None)
     for norm in ("global", "coordinate"):
         d = nm[norm]
         axes[1].plot(land.ts, d.angle, label=f"{norm} (max {d.max_angle_to_minus_grad_deg:.1f}°)")
     axes[1].set(xlabel="t", ylabel="angle between θ' and −∇L (degrees)")
-    axes[1].set_title("update direction vs steepest descent")
-    plotting.legend(axes[1])
-    axes[1].grid(True, alpha=0.3)
+    plotting.dress(axes[1], title="update direction vs steepest descent")
     return fig
 
 

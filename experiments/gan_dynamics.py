@@ -104,9 +104,8 @@ class Case:
 
 @dataclasses.dataclass
 class Linearization:
-    """Vanilla from ε·z₀ against the rotation θ'' = -θ/4 (θ/ε, by index into `scales`)."""
+    """Vanilla from ε·z₀ against the rotation θ'' = -θ/4 (θ/ε by index into `linear_scales`)."""
 
-    scales: list[float]
     max_relative_deviation: list[float]
     fitted_slope: float
     period_predicted: float
@@ -117,9 +116,9 @@ class Linearization:
 
 @dataclasses.dataclass
 class Growth:
-    """One scheme near the equilibrium: per-step growth of |z_k|, predicted and measured."""
+    """One scheme near the equilibrium: per-step growth of |z_k| at each of `growth_steps`,
+    predicted and measured."""
 
-    step_sizes: list[float]
     predicted_spectral_radius: list[float]
     predicted_modified_flow: list[float]
     measured: list[float]
@@ -138,9 +137,8 @@ class SchemeOrder:
 
 @dataclasses.dataclass
 class Ema:
-    scheme: str
-    step_size: float
-    num_steps: int
+    """Alternating GDA on the vanilla Dirac GAN: EMAs of θ (by decay) against the raw iterate."""
+
     raw_mean_distance_last_half: float
     ema_mean_distance_last_half: dict[str, float]
     ratio_raw_over_ema: dict[str, float]
@@ -168,13 +166,15 @@ class MixRun:
     data: Array
 
 
-def _case_game(case: str) -> tuple[games.Game, dict]:
-    if case == "gan-qp (code)":
-        spec = dict(games.POST4_CASES["gan-qp"])
-        return games.dirac_gan("gan-qp", weight=spec["weight"], normalization="code"), spec
-    spec = dict(games.POST4_CASES[case])
+def _game(case: str, scale: float = 1.0) -> tuple[games.Game, dict]:
+    """Post 4's case `case` (or "gan-qp (code)", the original code's normalization) from
+    `scale`·z₀, with its spec (horizon, save times, window)."""
+    spec = dict(games.POST4_CASES[case.removesuffix(" (code)")])
     kwargs = {k: spec[k] for k in ("weight", "center") if k in spec}
-    return games.dirac_gan(spec["variant"], **kwargs), spec
+    if case.endswith(" (code)"):
+        kwargs["normalization"] = "code"
+    z0 = dict(phi0=scale * np.asarray(games.PHI0), theta0=scale * np.asarray(games.THETA0))
+    return games.dirac_gan(spec["variant"], **kwargs, **z0), spec
 
 
 def _verdict(norms: np.ndarray, theta0: float) -> str:
@@ -190,7 +190,7 @@ def _verdict(norms: np.ndarray, theta0: float) -> str:
 def verdicts(config: Config) -> dict[str, Case]:
     out = {}
     for case in config.cases:
-        game, spec = _case_game(case)
+        game, spec = _game(case)
         ts = np.arange(0.0, spec["horizon"], spec["save_every"])
         sol = dynopt.solve(games.GameFlow(), game, ts, solver="tsit5")
         phi, theta = (np.asarray(x) for x in sol.params)
@@ -233,18 +233,14 @@ def linearization(config: Config) -> Linearization:
     ts = jnp.asarray(np.arange(0.0, spec["horizon"], spec["save_every"]))
     devs, thetas, thetas_lin = [], {}, {}
     for i, eps in enumerate(config.linear_scales):
-        game = games.dirac_gan(
-            phi0=eps * np.asarray(games.PHI0), theta0=eps * np.asarray(games.THETA0)
-        )
+        game, _ = _game("vanilla", eps)
         sol = dynopt.solve(games.GameFlow(), game, ts, solver="tsit5")
         lin = jax.vmap(games.dirac_linear_solution, in_axes=(0, None, None))(ts, *game.params0)
         theta, theta_lin = np.asarray(sol.params[1]), np.asarray(lin[1])
         devs.append(float(np.max(np.abs(theta - theta_lin)) / eps))
         thetas[str(i)], thetas_lin[str(i)] = theta / eps, theta_lin / eps
     slope = float(np.polyfit(np.log(config.linear_scales), np.log(devs), 1)[0])
-    return Linearization(
-        list(config.linear_scales), devs, slope, 4 * np.pi, np.asarray(ts), thetas, thetas_lin
-    )
+    return Linearization(devs, slope, 4 * np.pi, np.asarray(ts), thetas, thetas_lin)
 
 
 def _scheme(name: str, gamma: float) -> games.AbstractScheme:
@@ -265,15 +261,7 @@ def growth(config: Config) -> dict[str, dict[str, Growth]]:
     hs = np.asarray(config.growth_steps)
     out = {}
     for gname in config.growth_games:
-        spec = games.POST4_CASES[gname]
-        kwargs = {k: spec[k] for k in ("weight", "center") if k in spec}
-        scale = 1e-8  # |z| stays < 1e-4 over the fitted steps: the linearization holds
-        game = games.dirac_gan(
-            spec["variant"],
-            **kwargs,
-            phi0=scale * np.asarray(games.PHI0),
-            theta0=scale * np.asarray(games.THETA0),
-        )
+        game, _ = _game(gname, 1e-8)  # |z| < 1e-4 over the fitted steps: linear regime
         jac = np.asarray(game.jacobian(game.equilibrium))
         per_game = {}
         for name in config.growth_schemes:
@@ -292,7 +280,6 @@ def growth(config: Config) -> dict[str, dict[str, Growth]]:
                 rate = float(np.max(np.linalg.eigvals(np.asarray(jm)).real))
                 modified.append(float(np.exp(h * rate)))
             per_game[name] = Growth(
-                step_sizes=hs.tolist(),
                 predicted_spectral_radius=predicted,
                 predicted_modified_flow=modified,
                 measured=measured,
@@ -339,9 +326,6 @@ def ema(config: Config) -> Ema:
     raw = float(np.mean(np.linalg.norm(theta[half:], axis=-1)))
     dist = np.mean(np.linalg.norm(ema[half:], axis=-1), axis=0)
     return Ema(
-        scheme="alternating GDA",
-        step_size=config.ema_step,
-        num_steps=n,
         raw_mean_distance_last_half=raw,
         ema_mean_distance_last_half=dict(zip(map(str, config.ema_decays), dist.tolist())),
         ratio_raw_over_ema=dict(zip(map(str, config.ema_decays), (raw / dist).tolist())),
@@ -451,17 +435,15 @@ def draw_verdicts(r):
     fig, axes = plotting.panels(2, width=5.0)
     for case, c in r.verdicts.items():
         axes[0].semilogy(c.ts, np.linalg.norm(c.theta, axis=1), label=case)
-    axes[0].set(xlabel="t", ylabel="|θ(t)|", title="distance of the generator to the data point")
-    plotting.legend(axes[0])
-    axes[0].grid(True, which="both", alpha=0.3)
+    title = "distance of the generator to the data point"
+    plotting.dress(axes[0], xlabel="t", ylabel="|θ(t)|", title=title, grid="both")
     lin = r.linearization  # the curves θ/ε coincide: draw their distance to the rotation
-    for i, eps in enumerate(lin.scales):
+    for i, eps in enumerate(r.config["linear_scales"]):
         dev = np.linalg.norm(lin.theta[str(i)] - lin.theta_lin[str(i)], axis=1)
         axes[1].semilogy(lin.ts, np.where(dev > 0, dev, np.nan), label=f"ε = {eps:g}")
     axes[1].set(xlabel="t", ylabel="|θ(t) − θ_lin(t)| / ε   (θ_lin: θ'' = −θ/4)")
-    axes[1].set_title(f"vanilla from ε·z₀: deviation ∝ ε^{lin.fitted_slope:.2f}")
-    axes[1].grid(True, which="both", alpha=0.3)
-    plotting.legend(axes[1])
+    title = f"vanilla from ε·z₀: deviation ∝ ε^{lin.fitted_slope:.2f}"
+    plotting.dress(axes[1], title=title, grid="both")
     return fig
 
 
@@ -469,22 +451,25 @@ def draw_growth(r):
     fig, axes = plotting.panels(len(r.growth), width=4.6, height=4.0)
     for ax, (gname, per) in zip(axes, r.growth.items()):
         for name, v in per.items():
-            h = np.asarray(v.step_sizes)
+            h, rho = (
+                np.asarray(r.config["growth_steps"]),
+                np.asarray(v.predicted_spectral_radius) - 1,
+            )
             meas = np.abs(np.asarray(v.measured) - 1)
-            (line,) = ax.loglog(h, np.asarray(v.predicted_spectral_radius) - 1, "-", lw=1)
-            ax.loglog(h, np.asarray(v.predicted_modified_flow) - 1, ":", color=line.get_color())
-            ax.loglog(h, np.where(meas > 0, meas, np.nan), "o", color=line.get_color(), label=name)
-            bounded = np.asarray(v.predicted_spectral_radius) - 1 <= 1e-12
+            (line,) = ax.loglog(h, rho, "-", lw=1)
+            color = line.get_color()
+            ax.loglog(h, np.asarray(v.predicted_modified_flow) - 1, ":", color=color)
+            ax.loglog(h, np.where(meas > 0, meas, np.nan), "o", color=color, label=name)
+            bounded = rho <= 1e-12
             if np.any(bounded):  # predicted ρ = 1: no line on a log axis, a mark on its bottom edge
-                ax.plot(h[bounded], np.zeros(bounded.sum()), "v", color=line.get_color(),
-                        ms=7, clip_on=False, transform=ax.get_xaxis_transform(),
+                ax.plot(h[bounded], np.zeros(bounded.sum()), "v", color=color, ms=7, clip_on=False,
+                        transform=ax.get_xaxis_transform(),
                         label=f"{name}: predicted ρ = 1 (bounded)")  # fmt: skip
         plotting.key_entry(ax, "step-matrix spectral radius − 1", "k-", lw=1)
         plotting.key_entry(ax, "modified-flow rate − 1", "k:")
         ax.set(xlabel="step size h", ylabel="growth of |z_k| per step − 1")
-        ax.set_title(f"Dirac GAN ({gname}) near equilibrium: lines predicted, dots measured")
-        ax.grid(True, which="both", alpha=0.3)
-        plotting.legend(ax, loc="center left")
+        title = f"Dirac GAN ({gname}) near equilibrium: lines predicted, dots measured"
+        plotting.dress(ax, title=title, legend=dict(loc="center left"), grid="both")
     return fig
 
 
@@ -494,8 +479,8 @@ def draw_orders(r):
     fig, axes = plotting.panels(len(r.orders), width=3.6)
     for ax, (name, m) in zip(axes, r.orders.items()):
         series = [
-            (np.asarray(m.errors_vs_flow), "vs flow", m.order_vs_flow),
-            (np.asarray(m.errors_vs_modified_flow), "vs modified flow", m.order_vs_modified_flow),
+            (m.errors_vs_flow, "vs flow", m.order_vs_flow),
+            (m.errors_vs_modified_flow, "vs modified flow", m.order_vs_modified_flow),
         ]
         plotting.plot_orders(ax, m.step_sizes, series, guides=(1.0, 2.0))
         ax.set_title(name)
@@ -509,17 +494,14 @@ def draw_ema(r):
         axes[0].plot(e.ts, np.linalg.norm(e.avg[:, j], axis=-1), lw=1.2, label=f"EMA {a}")
     # The raw iterate last, thin and black: on top of the EMA that oscillates at its level.
     axes[0].plot(e.ts, np.linalg.norm(e.theta, axis=-1), "k-", lw=0.5, alpha=0.8, label="θ_k (raw)")
-    axes[0].set_yscale("log")
-    axes[0].set(xlabel="t = k h", ylabel="distance to equilibrium θ* = 0")
-    axes[0].set_title(f"vanilla Dirac GAN, {e.scheme}, h = {e.step_size}")
-    plotting.legend(axes[0])
+    axes[0].set(xlabel="t = k h", ylabel="distance to equilibrium θ* = 0", yscale="log")
+    title = f"vanilla Dirac GAN, alternating GDA, h = {r.config['ema_step']}"
+    plotting.dress(axes[0], title=title, grid=None)
     decays = np.asarray([float(a) for a in e.ema_mean_distance_last_half])
     axes[1].loglog(1 - decays, list(e.ema_mean_distance_last_half.values()), "o-", label="EMA")
     axes[1].axhline(e.raw_mean_distance_last_half, color="k", ls="--", label="raw iterate")
     axes[1].set(xlabel="1 − decay", ylabel="mean distance over the last half")
-    axes[1].set_title("time-averaged distance: EMA vs the raw iterate")
-    plotting.legend(axes[1])
-    axes[1].grid(True, which="both", alpha=0.3)
+    plotting.dress(axes[1], title="time-averaged distance: EMA vs the raw iterate", grid="both")
     return fig
 
 
@@ -528,13 +510,12 @@ def draw_mixture_curves(r):
     for label, m in r.mixture.items():
         (line,) = axes[0].plot(m.steps, m.sliced_w1, label=label)
         axes[1].plot(m.steps, m.covered, color=line.get_color(), label=label)
-    axes[0].set_yscale("log")
-    axes[0].set(ylabel="sliced W1 to the data", title="8-Gaussian GAN: distance to the data")
-    axes[1].set(ylabel="modes covered (of 8)", title="modes covered")
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.grid(True, alpha=0.3)
-    plotting.legend(axes[0])
+    title = "8-Gaussian GAN: distance to the data"
+    plotting.dress(
+        axes[0], xlabel="step", ylabel="sliced W1 to the data", title=title, yscale="log"
+    )
+    plotting.dress(axes[1], xlabel="step", ylabel="modes covered (of 8)", title="modes covered",
+                   legend=False)  # fmt: skip
     return fig
 
 
@@ -544,8 +525,7 @@ def draw_mixture_samples(r):
         ax.plot(m.data[:, 0], m.data[:, 1], ".", color="0.7", ms=1, label="data (8 Gaussians)")
         ax.plot(m.samples[:, 0], m.samples[:, 1], ".", ms=1, label="generator samples")
         ax.set_title(f"{label}\nmodes {m.modes_covered_final}/8, SW {m.sliced_w1_final:.3f}")
-        ax.set(xlim=(-3, 3), ylim=(-3, 3), xlabel="x₁", ylabel="x₂")
-        ax.set_aspect("equal")
+        ax.set(xlim=(-3, 3), ylim=(-3, 3), xlabel="x₁", ylabel="x₂", aspect="equal")
     plotting.legend(axes[0], loc="upper left", markerscale=6)
     return fig
 
