@@ -94,11 +94,8 @@ class ClosedForm:
 class Orders:
     """Heavy ball on one problem: each discretization map against the flow."""
 
-    damping: float
-    t1: float
     orders: dict[str, float]
     verdicts: dict[str, str]  # compare's verdict per map: an order only when "asymptotic"
-    max_errors: dict[str, list[float]]
     step_sizes: Array
     errors: dict[str, Array]
 
@@ -107,20 +104,14 @@ class Orders:
 class Fixed:
     """β fixed, η → 0: optax.sgd(η, momentum=β) against θ' = -∇L/(1-β) at t = kη."""
 
-    momentum: float
-    t1: float
     order: float
     verdict: str
-    max_errors: list[float]
     step_sizes: Array
     errors: Array
 
 
 @dataclasses.dataclass
 class Stability:
-    damping: float
-    lambda_max: float
-    steps_per_run: int
     schemes: dict  # scheme -> predicted, measured_bracket, measured (h·√λmax)
 
 
@@ -135,14 +126,11 @@ class TuningRule:
 
 @dataclasses.dataclass
 class DoubleWell:
-    tilt: float
-    x0: float
     barrier_x: float
     critical_damping_flow: float
     critical_damping_flow_bracket: list[float]
     critical_damping_leapfrog: float
     critical_damping_leapfrog_bracket: list[float]
-    leapfrog_step: float
     gradient_descent_final_x: float
     gradient_descent_crossed: bool
     path_dampings: list[float]
@@ -152,23 +140,6 @@ class DoubleWell:
     x: Array
     loss: Array
     heavy_ball: dict[str, Array]  # x(t) by index into path_dampings
-
-
-def _stability(config: Config) -> dict:
-    out = {}
-    for scheme in config.stab_schemes:
-        flow = flows.HeavyBall(config.stab_damping)
-        lo, hi = maps.measure_stability_limit(
-            _map(scheme), flow, config.stab_lambda, num_steps=config.stab_steps,
-            grid=config.stab_grid, rounds=config.stab_rounds,
-        )  # fmt: skip
-        out[scheme] = {  # the map's limit is a step size; the figure's unit is h sqrt(lambda)
-            "predicted": _map(scheme).stability_limit(flow, config.stab_lambda)
-            * float(np.sqrt(config.stab_lambda)),
-            "measured_bracket": [lo, hi],
-            "measured": 0.5 * (lo + hi),
-        }
-    return out
 
 
 def _crossed(xs: np.ndarray, barrier_x: float) -> np.ndarray:
@@ -211,14 +182,11 @@ def double_well(config: Config) -> DoubleWell:
     }
     xs = np.linspace(-1.8, 1.8, 361)
     return DoubleWell(
-        tilt=config.well_tilt,
-        x0=config.well_x0,
         barrier_x=barrier_x,
         critical_damping_flow=critical_flow,
         critical_damping_flow_bracket=[lo, hi],
         critical_damping_leapfrog=critical_leapfrog,
         critical_damping_leapfrog_bracket=[dlo, dhi],
-        leapfrog_step=h,
         gradient_descent_final_x=float(gd.params[-1, 0]),
         gradient_descent_crossed=bool(_crossed(np.asarray(gd.params)[:, 0], barrier_x)),
         path_dampings=list(dampings),
@@ -247,12 +215,11 @@ def closed_form(config: Config) -> ClosedForm:
 
 def _orders(problem, damping, t1, steps, schemes) -> Orders:
     hs = t1 / np.asarray(steps, dtype=float)
-    out = Orders(damping, t1, {}, {}, {}, hs, {})
+    out = Orders({}, {}, hs, {})
     for scheme in schemes:
         c = dynopt.compare(flows.HeavyBall(damping), problem, hs, t1, map=_map(scheme))
-        out.orders[scheme], out.errors[scheme] = float(c.order), np.asarray(c.errors)
-        out.verdicts[scheme] = c.verdict
-        out.max_errors[scheme] = out.errors[scheme].tolist()
+        out.orders[scheme], out.verdicts[scheme] = float(c.order), c.verdict
+        out.errors[scheme] = np.asarray(c.errors)
     return out
 
 
@@ -272,20 +239,24 @@ def fixed_momentum(config: Config) -> Fixed:
     fixed = dynopt.compare(
         flows.RescaledGradientFlow(config.fixed_momentum), _oscillator(), etas, config.fixed_t1
     )
-    errors = np.asarray(fixed.errors)
-    return Fixed(
-        config.fixed_momentum,
-        config.fixed_t1,
-        float(fixed.order),
-        fixed.verdict,
-        errors.tolist(),
-        etas,
-        errors,
-    )
+    return Fixed(float(fixed.order), fixed.verdict, etas, np.asarray(fixed.errors))
 
 
 def stability(config: Config) -> Stability:
-    return Stability(config.stab_damping, config.stab_lambda, config.stab_steps, _stability(config))
+    """Largest stable h per map by multisection, against the map's predicted limit."""
+    flow, lam = flows.HeavyBall(config.stab_damping), config.stab_lambda
+    out = Stability({})
+    for scheme in config.stab_schemes:
+        lo, hi = maps.measure_stability_limit(
+            _map(scheme), flow, lam, num_steps=config.stab_steps, grid=config.stab_grid,
+            rounds=config.stab_rounds,
+        )  # fmt: skip
+        out.schemes[scheme] = {  # the map's limit is a step size; the figure's unit is h sqrt(λ)
+            "predicted": _map(scheme).stability_limit(flow, lam) * float(np.sqrt(lam)),
+            "measured_bracket": [lo, hi],
+            "measured": 0.5 * (lo + hi),
+        }
+    return out
 
 
 def tuning_rule(config: Config) -> TuningRule:
@@ -331,60 +302,53 @@ _LABELS = {
 
 
 def draw_orders(r):
-    problems_ = {n: o for n, o in (("oscillator", r.oscillator), ("rosenbrock", r.rosenbrock))}
-    problems_ = {n: o for n, o in problems_.items() if o.orders}
-    fig, axes = plotting.panels(len(problems_) + 1, width=4.6, height=3.8)
-    for ax, (name, o) in zip(axes, problems_.items()):
+    measured = {n: o for n, o in (("oscillator", r.oscillator), ("rosenbrock", r.rosenbrock))}
+    measured = {n: o for n, o in measured.items() if o.orders}
+    fig, axes = plotting.panels(len(measured) + 1, width=4.6, height=3.8)
+    for ax, (name, o) in zip(axes, measured.items()):
         series = [(o.errors[s], _LABELS[s], o.orders[s]) for s in o.orders]
         plotting.plot_orders(ax, o.step_sizes, series)
-        ax.set_title(f"{name}: heavy ball a = {o.damping:g}, t1 = {o.t1:g}")
+        prefix = {"oscillator": "osc", "rosenbrock": "rosen"}[name]
+        a, t1 = r.config[f"{prefix}_damping"], r.config[f"{prefix}_t1"]
+        ax.set_title(f"{name}: heavy ball a = {a:g}, t1 = {t1:g}")
     fm = r.fixed_momentum
-    label = f"sgd(η, β={fm.momentum:g}) vs θ' = -∇L/(1-β)"
+    label = f"sgd(η, β={r.config['fixed_momentum']:g}) vs θ' = -∇L/(1-β)"
     plotting.plot_orders(axes[-1], fm.step_sizes, [(fm.errors, label, fm.order)])
-    axes[-1].set_xlabel("learning rate η (t = kη)")
-    axes[-1].set_title("fixed β, η → 0 (oscillator)")
+    axes[-1].set(xlabel="learning rate η (t = kη)", title="fixed β, η → 0 (oscillator)")
     return fig
 
 
 def draw_stability(r):
-    st = r.stability
+    st, c = r.stability, r.config
     fig, (ax,) = plotting.panels(1, width=6.0, height=3.6)
-    names = list(st.schemes)
-    x = np.arange(len(names))
-    meas = [st.schemes[s]["measured"] for s in names]
-    ax.bar(x - 0.2, [st.schemes[s]["predicted"] for s in names], width=0.4,
-           label="predicted (Schur–Cohn)")  # fmt: skip
-    bars = ax.bar(x + 0.2, meas, width=0.4, label=f"measured ({st.steps_per_run} steps)")
-    ax.bar_label(bars, labels=[f"{v:.4f}" for v in meas])
-    ax.set_xticks(x, names, rotation=20)
-    ax.set_ylim(0.0, 1.35 * max(meas + [st.schemes[s]["predicted"] for s in names]))
-    ax.set(ylabel="largest stable h·√λmax")
-    ax.set_title(f"stability on a quadratic, a = {st.damping:g}, λmax = {st.lambda_max:g}")
-    plotting.legend(ax, loc="upper left", ncols=2)  # above the bars (headroom set above)
+    predicted, measured = ([v[k] for v in st.schemes.values()] for k in ("predicted", "measured"))
+    labels = ("predicted (Schur–Cohn)", f"measured ({c['stab_steps']} steps)")
+    plotting.plot_bar_pairs(ax, list(st.schemes), predicted, measured, labels=labels)
+    title = f"stability on a quadratic, a = {c['stab_damping']:g}, λmax = {c['stab_lambda']:g}"
+    # the legend above the bars (plot_bar_pairs leaves headroom)
+    plotting.dress(ax, ylabel="largest stable h·√λmax", title=title, grid=None,
+                   legend=dict(loc="upper left", ncols=2))  # fmt: skip
     ax.grid(True, axis="y", alpha=0.3)
     return fig
 
 
 def draw_double_well(r):
-    dw = r.double_well
+    dw, c = r.double_well, r.config
+    tilt, x0, h = c["well_tilt"], c["well_x0"], c["well_step"]
     fig, axes = plotting.panels(2, width=4.8, height=3.6)
     axes[0].plot(dw.x, dw.loss, "k")
     axes[0].axvline(dw.barrier_x, color="0.6", ls=":")
-    start = float(np.interp(dw.x0, dw.x, dw.loss))
-    axes[0].plot([dw.x0], [start], "ro", label="start (at rest)")
-    axes[0].set(xlabel="x", ylabel="L(x)", title=f"L = (x²-1)² + {dw.tilt:g}x")
-    plotting.legend(axes[0])
-    axes[1].plot(dw.gd_ts, dw.gd, "k", label=f"GD, h = {dw.leapfrog_step:g}")
+    axes[0].plot([x0], [np.interp(x0, dw.x, dw.loss)], "ro", label="start (at rest)")
+    plotting.dress(axes[0], xlabel="x", ylabel="L(x)", title=f"L = (x²-1)² + {tilt:g}x", grid=None)
+    axes[1].plot(dw.gd_ts, dw.gd, "k", label=f"GD, h = {h:g}")
     for i, a in enumerate(dw.path_dampings):
         axes[1].plot(dw.ts, dw.heavy_ball[str(i)], label=f"heavy ball a = {a:.3f}")
     axes[1].axhline(dw.barrier_x, color="0.6", ls=":", label="barrier")
-    axes[1].set(xlabel="t", ylabel="x(t)")
-    axes[1].set_title(
+    title = (
         f"critical damping: flow {dw.critical_damping_flow:.4f}, "
-        f"leapfrog h={dw.leapfrog_step:g} {dw.critical_damping_leapfrog:.4f}"
+        f"leapfrog h={h:g} {dw.critical_damping_leapfrog:.4f}"
     )
-    plotting.legend(axes[1])
-    axes[1].grid(True, alpha=0.3)
+    plotting.dress(axes[1], xlabel="t", ylabel="x(t)", title=title)
     return fig
 
 
