@@ -15,18 +15,7 @@ from dynopt import flows, lyapunov, problems, transforms
 from dynopt._transforms.adaptive import adam
 
 from .helpers import tree_max_abs_diff
-
-
-def _pytree_problem():
-    def loss(p):
-        return (
-            jnp.sum((p["w"] - 1.0) ** 2 * jnp.array([1.0, 3.0])[None, :])
-            + jnp.sum(jnp.cos(p["b"]))
-            + 0.1 * jnp.sum(p["w"]) ** 2 * jnp.sum(p["b"] ** 2)
-        )
-
-    params0 = {"w": jnp.array([[0.5, -1.0], [2.0, 0.0]]), "b": jnp.array([0.3, 1.2, -0.7])}
-    return dynopt.Problem(loss, params0, name="pytree")
+from .test_flows import _pytree_problem  # the same non-quadratic pytree problem
 
 
 def _optax_loop(tx, problem, n):

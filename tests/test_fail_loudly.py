@@ -9,19 +9,8 @@ import pytest
 
 from dynopt import characteristics as ch, densities as D, flows
 
-
-def _alpha(x, u):  # u_t + x u_x = u^2, x = (t, x)
-    del u
-    return jnp.stack([jnp.ones_like(x[0]), x[1]])
-
-
-def _beta(x, u):
-    del x
-    return u**2
-
-
-def _initial(s):
-    return jnp.stack([jnp.zeros_like(s), s]), jnp.sin(s)
+# u_t + x u_x = u^2, x = (t, x): the PDE of tests/test_characteristics.py
+from .test_characteristics import _alpha1 as _alpha, _beta1 as _beta, _initial1 as _initial
 
 
 def test_discretize_names_the_step_size():

@@ -19,6 +19,7 @@ analysis at $O(h)$), each scheme follows $\dot z = w + h\,w_1$ with global error
 """
 
 import abc
+from collections.abc import Callable
 from typing import ClassVar
 
 import equinox as eqx
@@ -32,9 +33,21 @@ from .._validation import hyperparameter, positive
 from .game import Game, GameParams
 
 
-def _check_params(params, name: str):
-    if params is None:
-        raise ValueError(f"{name} needs params=(phi, theta) in update().")
+def _with_grad_fn(name: str, step: Callable) -> optax.GradientTransformationExtraArgs:
+    """The stateless transform whose update is `step(updates, params, grad_fn)`: it needs the
+    parameters and the game-gradient function `grad_fn` (an extra argument)."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None, *, grad_fn, **extra):
+        del extra
+        if params is None:
+            raise ValueError(f"{name} needs params=(phi, theta) in update().")
+        return step(updates, params, grad_fn), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def simultaneous_gda(learning_rate: ScalarLike) -> optax.GradientTransformationExtraArgs:
@@ -51,13 +64,7 @@ def alternating_gda(
     $\theta^+ = \theta - h\xi_\theta(\varphi^+,\theta)$ (`d_first=True`; else $\theta$ first).
     Needs `grad_fn` (extra argument)."""
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None, *, grad_fn, **extra):
-        del extra
-        _check_params(params, "alternating_gda")
+    def step(updates, params, grad_fn):
         phi, theta = params
         if d_first:
             d_phi = optax.tree.scale(-learning_rate, updates[0])
@@ -69,9 +76,9 @@ def alternating_gda(
             d_phi = optax.tree.scale(
                 -learning_rate, grad_fn((phi, optax.apply_updates(theta, d_theta)))[0]
             )
-        return (d_phi, d_theta), state
+        return d_phi, d_theta
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return _with_grad_fn("alternating_gda", step)
 
 
 def consensus_optimization(
@@ -81,35 +88,23 @@ def consensus_optimization(
     \mathcal H)$ with $\mathcal H = \frac12\|\xi\|^2$, $\nabla\mathcal H = J_\xi^\top\xi$ (one
     vector–Jacobian product of `grad_fn`, the extra argument)."""
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None, *, grad_fn, **extra):
-        del extra
-        _check_params(params, "consensus_optimization")
+    def step(updates, params, grad_fn):
         _, pullback = jax.vjp(grad_fn, params)
         (grad_h,) = pullback(updates)
-        return optax.tree.scale(-learning_rate, optax.tree.add_scale(updates, gamma, grad_h)), state
+        return optax.tree.scale(-learning_rate, optax.tree.add_scale(updates, gamma, grad_h))
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return _with_grad_fn("consensus_optimization", step)
 
 
 def extragradient(learning_rate: ScalarLike) -> optax.GradientTransformationExtraArgs:
     r"""Extragradient (Korpelevich): $z_{k+1/2} = z_k - h\xi(z_k)$,
     $z_{k+1} = z_k - h\xi(z_{k+1/2})$. Needs `grad_fn` (extra argument)."""
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None, *, grad_fn, **extra):
-        del extra
-        _check_params(params, "extragradient")
+    def step(updates, params, grad_fn):
         half = optax.apply_updates(params, optax.tree.scale(-learning_rate, updates))
-        return optax.tree.scale(-learning_rate, grad_fn(half)), state
+        return optax.tree.scale(-learning_rate, grad_fn(half))
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return _with_grad_fn("extragradient", step)
 
 
 def optimistic_gda(learning_rate: ScalarLike) -> optax.GradientTransformationExtraArgs:
@@ -161,20 +156,31 @@ class AbstractScheme(eqx.Module):
         return _spectral_radius(self.step_matrix(np.asarray(jac), float(step_size), num_phi))
 
 
-class Simultaneous(AbstractScheme):
-    """Simultaneous GDA, `optax.sgd(h)` on the game gradient; drift $-\\frac12 Jv$."""
+class AbstractGradientScheme(AbstractScheme):
+    r"""A scheme that is `factory(learning_rate=h)` on the game gradient, on the clock $t = kh$:
+    its $h \to 0$ limit is the game's field $v$ and its drift is $\pm\frac12 Jv$, the sign
+    `drift_sign`."""
 
-    name: ClassVar[str] = "simultaneous"
+    factory: eqx.AbstractClassVar[Callable[..., optax.GradientTransformation]]
+    drift_sign: eqx.AbstractClassVar[float]
 
     def discretize(self, step_size):
         step_size = positive("step_size", step_size)
-        return Discretization(simultaneous_gda, {"learning_rate": step_size}, dt=step_size)
+        return Discretization(self.factory, {"learning_rate": step_size}, dt=step_size)
 
     def field(self, game, z):
         return game.vector_field(z)
 
     def drift(self, game, z):
-        return optax.tree.scale(-0.5, _jvp_field(game, z, game.vector_field(z)))
+        return optax.tree.scale(0.5 * self.drift_sign, _jvp_field(game, z, game.vector_field(z)))
+
+
+class Simultaneous(AbstractGradientScheme):
+    """Simultaneous GDA, `optax.sgd(h)` on the game gradient; drift $-\\frac12 Jv$."""
+
+    name: ClassVar[str] = "simultaneous"
+    factory: ClassVar = staticmethod(simultaneous_gda)
+    drift_sign: ClassVar[float] = -1.0
 
     def step_matrix(self, jac, step_size, num_phi):
         return np.eye(len(jac)) + step_size * jac
@@ -249,41 +255,25 @@ class Consensus(AbstractScheme):
         return np.eye(len(jac)) + step_size * (jac - float(self.gamma) * jac.T @ jac)
 
 
-class Extragradient(AbstractScheme):
+class Extragradient(AbstractGradientScheme):
     """Extragradient; drift $+\\frac12 Jv$ (the opposite of simultaneous GDA's)."""
 
     name: ClassVar[str] = "extragradient"
-
-    def discretize(self, step_size):
-        step_size = positive("step_size", step_size)
-        return Discretization(extragradient, {"learning_rate": step_size}, dt=step_size)
-
-    def field(self, game, z):
-        return game.vector_field(z)
-
-    def drift(self, game, z):
-        return optax.tree.scale(0.5, _jvp_field(game, z, game.vector_field(z)))
+    factory: ClassVar = staticmethod(extragradient)
+    drift_sign: ClassVar[float] = 1.0
 
     def step_matrix(self, jac, step_size, num_phi):
         hj = step_size * jac
         return np.eye(len(jac)) + hj + hj @ hj
 
 
-class Optimistic(AbstractScheme):
+class Optimistic(AbstractGradientScheme):
     """Optimistic GDA (`optax.optimistic_gradient_descent`); principal-root drift
     $+\\frac12 Jv$. Its step matrix acts on $(z_k, z_{k-1})$."""
 
     name: ClassVar[str] = "optimistic"
-
-    def discretize(self, step_size):
-        step_size = positive("step_size", step_size)
-        return Discretization(optimistic_gda, {"learning_rate": step_size}, dt=step_size)
-
-    def field(self, game, z):
-        return game.vector_field(z)
-
-    def drift(self, game, z):
-        return optax.tree.scale(0.5, _jvp_field(game, z, game.vector_field(z)))
+    factory: ClassVar = staticmethod(optimistic_gda)
+    drift_sign: ClassVar[float] = 1.0
 
     def step_matrix(self, jac, step_size, num_phi):
         n, hj = len(jac), step_size * jac
