@@ -12,6 +12,7 @@ from jax.flatten_util import ravel_pytree
 
 import dynopt
 from dynopt import networks, sharpness
+from dynopt._flows.adaptive import RMSPropState
 from dynopt._flows.central import (
     CentralFlow,
     solve_complementarity,
@@ -144,3 +145,59 @@ def test_bad_input(net):
         CentralFlow(0.0)
     with pytest.raises(ValueError, match="k must be in"):
         CentralFlow(0.1, k=100).central(net.params0, net)
+
+
+@pytest.fixture(scope="module")
+def rmsprop(net, central):
+    """One compiled `ScalarRMSPropCentralFlow.central` (k = 1) at the fixture's point; new
+    hyper-parameter values and states are array leaves and reuse it."""
+    from dynopt._flows.central_rmsprop import ScalarRMSPropCentralFlow
+
+    _, w, below = central
+    fn = eqx.filter_jit(lambda flow, G, problem: flow.central(RMSPropState(w, G), problem))
+    return ScalarRMSPropCentralFlow, fn, w, below
+
+
+def test_scalar_rmsprop_central_flow_is_the_stable_flow_below_the_edge(net, rmsprop):
+    """Threshold τ = 2√(G+ε)/h far above λ_max: X = 0 and the field is GlobalRMSPropFlow's; and
+    `dynopt.solve` integrates it to the stable flow's solution."""
+    flow_cls, fn, w, below = rmsprop
+    h, kappa, G = 0.01, 1.0, 4.0  # τ = 400 ≫ λ_max ≈ 1.2
+    flow = flow_cls(h, kappa, k=1, basis=below.eig.vectors)
+    _, X, _, field = fn(flow, jnp.asarray(G), net)
+    assert np.all(np.asarray(X) == 0.0)
+    stable = dynopt.flows.GlobalRMSPropFlow(kappa).vector_field(0.0, RMSPropState(w, G), net)
+    for a, b in zip(jax.tree.leaves(field), jax.tree.leaves(stable)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    ts = jnp.asarray([0.0, 0.5, 1.0])
+    args = dict(solver="tsit5", rtol=1e-9, atol=1e-12)
+    start = flow_cls(h, kappa, initial_scale=G, k=1, basis=below.eig.vectors)
+    got = dynopt.solve(start, net, ts, **args)
+    ref = dynopt.solve(dynopt.flows.GlobalRMSPropFlow(kappa, initial_scale=G), net, ts, **args)
+    np.testing.assert_allclose(got.loss, ref.loss, rtol=1e-8)
+
+
+def test_scalar_rmsprop_central_flow_one_direction(net, rmsprop):
+    """At the edge (τ = λ_max, B = 0) where the flow sharpens: σ² = −c/(½‖∇S‖² + κτ²/h) with
+    c = ⟨∇S, ∇L⟩ + (κ/h)(‖∇L‖² − G), and the gap stays closed: d(τ − λ)/dt = 0."""
+    flow_cls, fn, w, below = rmsprop
+    lam, u = below.eig.values[0], below.eig.vectors
+    h, kappa = 0.05, 0.01
+    G = (0.5 * h * lam) ** 2 - 1e-8  # √(G + ε) = hλ/2: τ = λ
+    flow = flow_cls(h, kappa, k=1, basis=u)
+    eig, X, _, field = fn(flow, jnp.asarray(G), net)
+    grad_S = _third(net, w, eig.vectors)[0, 0]
+    grad_L, norm2 = ravel_pytree(net.grad(w))[0], jnp.vdot(grad_S, grad_S)
+    tau = 2.0 * np.sqrt(G + 1e-8) / h
+    np.testing.assert_allclose(abs(tau - eig.values[0]) / tau, 0.0, atol=1e-7)
+    gap = tau - eig.values[0]
+    c = jnp.vdot(grad_S, grad_L) + (kappa / h) * (jnp.vdot(grad_L, grad_L) - G)
+    c = c + (1.0 / h) * np.sqrt(G + 1e-8) * gap
+    assert c < 0  # the edge binds here
+    sigma2 = -c / (0.5 * norm2 + kappa * tau**2 / h)
+    np.testing.assert_allclose(X[0, 0], sigma2, rtol=1e-7)
+    # d(τ − λ)/dt = τ̇ − ⟨∇S, θ̇⟩ = −r·gap (r = 1/h, the Baumgarte term; gap ≈ 0 here). The
+    # field's G equation uses λ² where the solve uses τ²: equal here to ~1e-7 relative.
+    tau_dot = field.G / (h * np.sqrt(G + 1e-8))
+    lam_dot = jnp.vdot(grad_S, ravel_pytree(field.params)[0])
+    np.testing.assert_allclose(tau_dot - lam_dot, -gap / h, atol=1e-6 * abs(lam_dot))

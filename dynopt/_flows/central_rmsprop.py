@@ -1,0 +1,158 @@
+r"""The central flow of scalar RMSProp (Cohen, Damian, Talwalkar, Kolter, Lee, ICLR 2025, §4),
+in the time of `GlobalRMSPropFlow` ($t = kh$, $\kappa = (1-\beta_2)/h$).
+
+Scalar RMSProp, $G_{k+1} = \beta_2 G_k + (1-\beta_2)\|g_k\|^2$, $\theta_{k+1} = \theta_k -
+h\,g_k/\sqrt{G_{k+1}+\epsilon}$, is stable while its effective sharpness $h S(\theta)/\sqrt{G +
+\epsilon}$ stays below 2, i.e. the top eigenvalues of $H$ below $\tau = 2\sqrt{G+\epsilon}/h$. At
+the edge it oscillates along the top eigenvectors with covariance $\Sigma = UXU^\top$, and its
+time average follows
+
+$$\dot\theta = -\frac{\nabla L + \frac12\nabla_\theta\langle H, \Sigma\rangle}{\sqrt{G+\epsilon}},
+\qquad \dot G = \kappa\big(\|\nabla L\|^2 + \langle\Sigma, H^2\rangle - G\big):$$
+
+the second-moment equation gains the oscillation's gradient energy $\langle\Sigma, H^2\rangle =
+\sum_a X_{aa}\lambda_a^2$, which raises $G$ and so the threshold $\tau$ (the optimizer adapts its
+step to the edge). $X$ solves the complementarity problem of `CentralFlow` for the gaps $B =
+\tau - \Lambda$: with $\sqrt{G+\epsilon}\,\dot B = g + \frac12\mathcal M(X) + \frac{\kappa}{h}
+(\|\nabla L\|^2 + \langle\Sigma,H^2\rangle - G)\,I$,
+
+$$X \succeq 0,\quad K(X) = c + \tfrac12\mathcal M(X) + \tfrac{\kappa\tau^2}{h}\,\mathrm{tr}(X)\,I
+\succeq 0,\quad \langle X, K\rangle = 0,\qquad c = g + \tfrac{\kappa}{h}(\|\nabla L\|^2 - G)\,I +
+r\sqrt{G+\epsilon}\,B,$$
+
+where the solve's operator takes $\lambda_a = \tau$ in $\langle\Sigma, H^2\rangle$ (exact on the
+directions where the constraint binds, and what keeps the operator symmetric positive
+semi-definite: the convex program of `solve_complementarity` with the Gram tensor plus
+$\frac{2\kappa\tau^2}{h}\delta_{ij}\delta_{ab}$); the $G$ equation itself uses the eigenvalues.
+One direction: $\sigma^2 = \max(0, -c/(\frac12\|\nabla S\|^2 + \kappa\tau^2/h))$. The stationary
+preconditioner: at the edge $\sqrt{G+\epsilon} = hS(\theta)/2$ (the threshold pinned to the
+sharpness), `stationary_scale`.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from .._custom_types import Array, Params, Scalar, ScalarLike
+from .._problem import Problem
+from .._sharpness import check_k, Eigenpairs, random_start, top_eigenpairs
+from .._validation import hyperparameter, positive_int
+from .adaptive import RMSPropState
+from .base import AbstractFlow
+from .central import hessian_derivative, solve_complementarity, third_derivatives
+
+
+class ScalarRMSPropCentralFlow(AbstractFlow):
+    r"""The central flow of scalar RMSProp (module docstring), state `RMSPropState(θ, G)` with a
+    scalar $G$. With every gap closing slower than rate $r$ it is `GlobalRMSPropFlow` exactly.
+
+    **Arguments:**
+
+    - `learning_rate`: $h > 0$; `kappa`: $\kappa = (1-\beta_2)/h > 0$; `eps`: $\epsilon \ge 0$;
+      `initial_scale`: $G(0) \ge 0$ (all array leaves: vmappable).
+    - `k`, `basis`, `stabilization`, `eig_iters`, `eig_tol`, `qp_iters`, `qp_tol`: as
+      `CentralFlow` (the stabilization rate is $r$ = `stabilization`$/h$).
+
+    **Raises:** `ValueError` for bad hyper-parameters or `k`; at run time an error when the
+    complementarity solve does not converge.
+    """
+
+    learning_rate: Array = hyperparameter("learning_rate", lower=0.0, lower_open=True)
+    kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
+    eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
+    initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
+    k: int = eqx.field(static=True, default=2)
+    basis: Array | None = None
+    stabilization: Array = hyperparameter("stabilization", default=1.0, lower=0.0, lower_open=True)
+    eig_iters: int = eqx.field(static=True, default=8)
+    eig_tol: float = eqx.field(static=True, default=1e-9)
+    qp_iters: int = eqx.field(static=True, default=2000)
+    qp_tol: float = eqx.field(static=True, default=1e-10)
+
+    def __check_init__(self):
+        positive_int("k", self.k)
+        positive_int("eig_iters", self.eig_iters)
+        positive_int("qp_iters", self.qp_iters)
+
+    def _start(self, flat):
+        if self.basis is None:
+            return random_start(jax.random.key(0), flat.shape[0], self.k, flat.dtype)
+        if self.basis.shape != (flat.shape[0], self.k):
+            raise ValueError(
+                f"basis must have shape (num_params, k) = ({flat.shape[0]}, {self.k}), got "
+                f"{self.basis.shape}."
+            )
+        return self.basis.astype(flat.dtype)
+
+    def central(
+        self, state: RMSPropState, problem: Problem
+    ) -> tuple[Eigenpairs, Array, Scalar, RMSPropState]:
+        """`(eigenpairs, X, residual, d(state)/dt)` at `state`."""
+        params, G = state
+        flat, unravel = ravel_pytree(params)
+        check_k(self.k, flat.shape[0])
+        eig = top_eigenpairs(
+            problem.grad, params, self._start(flat), max_iters=self.eig_iters, tol=self.eig_tol
+        )
+        grad = ravel_pytree(problem.grad(params))[0]
+        U, lam = eig.vectors, eig.values
+        h, kappa = self.learning_rate.astype(flat.dtype), self.kappa.astype(flat.dtype)
+        root = jnp.sqrt(G + self.eps)
+        tau = 2.0 * root / h
+        gsq = jnp.vdot(grad, grad)
+        g = U.T @ hessian_derivative(problem, params, grad, U)
+        rate = self.stabilization.astype(flat.dtype) / h
+        k = self.k
+        eye = jnp.eye(k, dtype=flat.dtype)
+        c = 0.5 * (g + g.T) + (kappa / h) * (gsq - G) * eye + rate * root * jnp.diag(tau - lam)
+
+        def oscillating(_):
+            T = third_derivatives(problem, params, U)
+            gram = jnp.einsum("ijn,abn->ijab", T, T)
+            gram = gram + (2.0 * kappa * tau**2 / h) * jnp.einsum("ij,ab->ijab", eye, eye)
+            sol = solve_complementarity(c, gram, max_iters=self.qp_iters, tol=self.qp_tol)
+            return sol.X, sol.residual, 0.5 * jnp.einsum("ab,abn->n", sol.X, T)
+
+        def stable(_):
+            return jnp.zeros((k, k), c.dtype), jnp.zeros((), c.dtype), jnp.zeros_like(grad)
+
+        active = jnp.linalg.eigvalsh(c)[0] < 0
+        X, residual, drift = jax.lax.cond(active, oscillating, stable, None)
+        X = eqx.error_if(
+            X,
+            residual > self.qp_tol,
+            "ScalarRMSPropCentralFlow: the complementarity solve did not converge; raise "
+            "qp_iters or qp_tol, or lower k.",
+        )
+        dtheta = unravel(-(grad + drift) / root)
+        dG = kappa * (gsq + jnp.sum(jnp.diagonal(X) * lam**2) - G)
+        return eig, X, residual, RMSPropState(dtheta, dG)
+
+    def init(self, params: Params) -> RMSPropState:
+        dtype = jax.tree.leaves(params)[0].dtype
+        return RMSPropState(params, jnp.asarray(self.initial_scale, dtype))
+
+    def vector_field(self, t: ScalarLike, state: RMSPropState, problem: Problem) -> RMSPropState:
+        del t
+        return self.central(state, problem)[3]
+
+    def params(self, state: RMSPropState) -> Params:
+        return state.params
+
+    def predicted_loss(self, state: RMSPropState, problem: Problem) -> Scalar:
+        r"""The time-averaged loss $L(\theta) + \frac12\langle\Sigma, H\rangle$."""
+        eig, X, _, _ = self.central(state, problem)
+        return problem.loss(state.params) + 0.5 * jnp.sum(jnp.diagonal(X) * eig.values)
+
+    def stationary_scale(self, state: RMSPropState, problem: Problem) -> Scalar:
+        r"""The stationary preconditioner at the edge: $\sqrt{G+\epsilon} = h\,S(\theta)/2$,
+        the value of $\sqrt{G+\epsilon}$ that puts the effective sharpness at 2."""
+        eig = self.central(state, problem)[0]
+        return 0.5 * self.learning_rate * eig.values[0]
+
+    def discretize(self, step_size: ScalarLike):
+        raise NotImplementedError(
+            "ScalarRMSPropCentralFlow models scalar RMSProp's time average; run the optimizer "
+            "with dynopt.transforms.global_rmsprop(h, 1 - κh, ε)."
+        )
