@@ -53,8 +53,6 @@ def _evaluate_states(interpolation, ts):
 
 @dataclasses.dataclass
 class Setup:
-    t1: float
-    eigenvalues: list[float]
     ts: Array
     gap_bound: Array  # 2|x0 - x*|²/t², r = 3 (inf at t = 0)
 
@@ -82,7 +80,6 @@ class Lyapunov:
 class Sbc:
     """NAG at the SBC step sizes against X(k√s), each cut at k√s ≤ t1 (arrays by "s=…")."""
 
-    step_sizes: list[float]
     max_deviation: list[float]
     t: dict[str, Array]
     x1: dict[str, Array]
@@ -91,8 +88,6 @@ class Sbc:
 
 @dataclasses.dataclass
 class Order:
-    step_sizes: list[float]
-    max_deviation: list[float]
     order_in_sqrt_s: float
     verdict: str  # compare's verdict: the order is a number only when "asymptotic"
     solver: str
@@ -117,9 +112,7 @@ def _reference(config: Config, r: float = 3.0):
 def setup(config: Config) -> Setup:
     ts, dist0_sq = _ts(config), float(jnp.sum(jnp.asarray(config.x0) ** 2))
     bound = np.asarray(flows.NesterovODE(3.0).rate_bound(ts[1:], dist0_sq))
-    return Setup(
-        config.t1, list(config.eigenvalues), np.asarray(ts), np.concatenate([[np.inf], bound])
-    )
+    return Setup(np.asarray(ts), np.concatenate([[np.inf], bound]))
 
 
 def r_sweep(config: Config) -> dict[str, Ode]:
@@ -163,7 +156,7 @@ def sbc(config: Config) -> Sbc:
     xref_all = np.asarray(
         _evaluate_states(ref.interpolation, jnp.asarray(tk_all.ravel()))[0]
     ).reshape(s.size, n_max + 1, -1)
-    out = Sbc(s.tolist(), [], {}, {}, {})
+    out = Sbc([], {}, {}, {})
     for i, si in enumerate(s):
         n = int(np.floor(config.t1 / np.sqrt(si) + 1e-9))
         xk = np.asarray(nag_runs.params[i, : n + 1])
@@ -180,8 +173,6 @@ def order(config: Config) -> Order:
     comp = dynopt.compare(flows.NesterovODE(3.0), _problem(config), s_order, config.t1)
     # compare fits log e against log dt, and NAG's time step is dt = sqrt(s).
     return Order(
-        step_sizes=s_order.tolist(),
-        max_deviation=np.asarray(comp.errors).tolist(),
         order_in_sqrt_s=float(comp.order),
         verdict=comp.verdict,
         solver=comp.solver,
@@ -225,7 +216,7 @@ def draw_sbc(r):
     series = [(od.errors, "max_k |x_k - X(k√s)|", od.order_in_sqrt_s)]
     plotting.plot_orders(axes[2], od.sqrt_s, series, guides=(1,))
     axes[2].set_xticks(od.sqrt_s, [f"{v:.3g}" for v in od.sqrt_s])
-    axes[2].set(xlabel="√s", title=f"deviation over t ≤ {r.setup.t1:g}, order in √s")
+    axes[2].set(xlabel="√s", title=f"deviation over t ≤ {r.config['t1']:g}, order in √s")
     return fig
 
 
