@@ -80,6 +80,8 @@ def test_eigenvalues_match_closed_forms():
     np.testing.assert_allclose(eig, [-gamma / 4 - 0.5j] * 2 + [-gamma / 4 + 0.5j] * 2, atol=1e-14)
 
 
+# Jitted: eager `jax.grad` retraces the game's losses at every call.
+@eqx.filter_jit
 def _manual_step(name, game, z, h, prev_v=None):
     v = lambda x: game.vector_field(x)
     add = lambda a, b, c=1.0: jax.tree.map(lambda x, y: x + c * y, a, b)
@@ -99,6 +101,9 @@ def _manual_step(name, game, z, h, prev_v=None):
     raise AssertionError(name)
 
 
+_field = eqx.filter_jit(lambda game, z: game.vector_field(z))
+
+
 @pytest.mark.parametrize("name", SCHEME_NAMES)
 def test_scheme_transforms_match_their_update_formulas(name):
     """Battery: each scheme's discretization is the hand-written update (20 steps, nonlinear
@@ -113,7 +118,7 @@ def test_scheme_transforms_match_their_update_formulas(name):
     z, prev = game.params0, None
     for k in range(n):
         z_new = _manual_step(name, base, z, h, prev)
-        prev = base.vector_field(z)
+        prev = _field(base, z)
         z = z_new
         assert tree_max_abs_diff(jax.tree.map(lambda x, i=k + 1: x[i], traj.params), z) < 1e-14
     np.testing.assert_allclose(traj.ts[-1], n * h, rtol=1e-15)
@@ -135,7 +140,7 @@ def test_simultaneous_and_optimistic_are_optax_transforms():
         traj = dynopt.run(tx, game, 40)
         z, prev = game.params0, None
         for _ in range(40):
-            z, prev = _manual_step(name, game, z, 0.25, prev), game.vector_field(z)
+            z, prev = _manual_step(name, game, z, 0.25, prev), _field(game, z)
         assert tree_max_abs_diff(jax.tree.map(lambda x: x[-1], traj.params), z) < 1e-14
 
 
