@@ -118,11 +118,16 @@ def top_eigenvalue(problem: Problem, params: Params) -> float | None:
     return float(np.linalg.eigvalsh(np.asarray(_hessian_matrix(problem, params)))[-1])
 
 
+@ft.cache
+def _solver(name: str) -> diffrax.AbstractSolver:
+    return SOLVERS[name]()  # immutable: one instance per name serves every call
+
+
 def _pick_solver(solver, problem: Problem, params0: Params, horizon: float):
     if solver is None:
         ratio = stiffness_ratio(problem, params0, horizon)
         name = "kvaerno5" if ratio >= STIFFNESS_THRESHOLD else "tsit5"
-        return SOLVERS[name](), name, ratio
+        return _solver(name), name, ratio
     if isinstance(solver, str):
         key = _ALIASES.get(solver.lower(), solver.lower())
         if key not in SOLVERS:
@@ -130,7 +135,7 @@ def _pick_solver(solver, problem: Problem, params0: Params, horizon: float):
             raise ValueError(
                 f"unknown solver {solver!r}; choose one of {valid} or pass a diffrax solver."
             )
-        return SOLVERS[key](), key, None
+        return _solver(key), key, None
     if isinstance(solver, diffrax.AbstractSolver):
         return solver, type(solver).__name__.lower(), None
     raise ValueError(f"solver must be None, a name or a diffrax.AbstractSolver, got {solver!r}.")
@@ -302,7 +307,7 @@ def _compiled_solve(flow, problem, solver, max_steps: int, dense: bool, progress
     leaves, treedef = jax.tree.flatten((flow, problem, solver))
     arrays = [x for x in leaves if eqx.is_array(x)]
     static = tuple(None if eqx.is_array(x) else x for x in leaves)
-    shapes = tuple((jnp.shape(x), jnp.result_type(x)) for x in arrays)
+    shapes = tuple((x.shape, x.dtype) for x in arrays)
     try:
         key = (treedef, static, shapes, max_steps, dense, progress)
         hash(key)
