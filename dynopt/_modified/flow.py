@@ -83,7 +83,7 @@ class ModifiedFlow(AbstractFlow):
 
     def field_values(self, state, problem) -> list:
         r"""$[f_1, \dots, f_p]$ at `state`, computed jointly (one tower of `jax.linearize`)."""
-        return modified_values(self.coefficients(problem), state, self.spec.order)
+        return _field_values(self, state, problem)
 
     def fields(self, problem) -> list[Callable[[Any], Any]]:
         r"""$[f_1, \dots, f_p]$ on `problem`, as functions of the state (each evaluates the
@@ -126,6 +126,13 @@ class ModifiedFlow(AbstractFlow):
         rem = optax.tree.add_scale(f2, rate * lam, grad_sq)
         res2 = optax.tree.norm(rem) / optax.tree.norm(f2)
         return Terms(fs, rate, lam, (res1, res2))
+
+
+@eqx.filter_jit
+def _field_values(flow: ModifiedFlow, state, problem) -> list:
+    # A jit boundary: diffrax and compare trace the vector field several times (solver init,
+    # steps, eval_shape); jit's cache traces the optax update towers once per signature.
+    return modified_values(flow.coefficients(problem), state, flow.spec.order)
 
 
 def check_order(order) -> int:
@@ -379,9 +386,9 @@ def modified_flow(
         raise ValueError("state_map must be a pair (forward, inverse) of callables (s, τ) -> z.")
     if state == "fast" and state_map is not None:
         raise ValueError("state_map applies to state='slow' (or 'auto' resolving to slow).")
-    spec = OptimizerSpec(optimizer, power, "slow", int(order), state_map)
     _check_time(optimizer, power)
-    regime = _check(spec, state)
+    # Checked at order 1: the checks do not depend on the order, so one per optimizer.
+    regime = _check(OptimizerSpec(optimizer, power, "slow", 1, state_map), state)
     if regime == "fast" and state_map is not None:
         raise ValueError("state_map: the state is fast (not near identity at h = 0); drop it.")
     spec = OptimizerSpec(optimizer, power, regime, int(order), state_map)
