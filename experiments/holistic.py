@@ -16,6 +16,20 @@ from ._card import Array
 from ._headline import Headline
 
 
+# The flows whose dL/dt identity is checked, with their figure labels.
+LABELS = {
+    "gradient": "gradient flow",
+    "sign": "sign flow (w = 0.01)",
+    "rmsprop": "RMSprop flow",
+    "rmsprop_global": "RMSprop flow, global",
+    "adam": "Adam flow",
+    "polyak": "Polyak flow",
+    "polyak_truncated": "Polyak, M = 0.1",
+    "diagonal": "diagonal P = 1/(1+θ²)",
+    "newton": "Newton P = H⁻¹",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Run card. `python -m experiments run holistic [--quick]`.
@@ -53,17 +67,7 @@ class Config:
     rms_eps_range: tuple[float, float, int] = (1e-8, 1.0, 49)
     rms_steps: int = 30_000
     rms_window: int = 3000
-    lyap_flows: tuple[str, ...] = (
-        "gradient",
-        "sign",
-        "rmsprop",
-        "rmsprop_global",
-        "adam",
-        "polyak",
-        "polyak_truncated",
-        "diagonal",
-        "newton",
-    )
+    lyap_flows: tuple[str, ...] = tuple(LABELS)
     polyak_t1: float = 12.0
     polyak_M: float = 1000.0
     polyak_h: float = 0.01
@@ -95,12 +99,9 @@ class Rate:
 class Plateau:
     """optax.rmsprop's late-time distance to θ* against γ and against ε."""
 
-    decay: float
-    gamma_sweep_eps: float
     plateau_slope_in_gamma: float
     plateau_over_gamma: list[float]
     plateau_vs_gamma_max_rel_error_to_theory: float
-    eps_sweep_gamma: float
     crossover_total_predicted: float
     crossover_total_found: list[float]
     crossovers_per_coordinate: list[dict]
@@ -108,8 +109,6 @@ class Plateau:
     gd_regime_contraction_max_abs_error: float
     contraction_checked: int
     contraction_of: int
-    num_steps: int
-    late_window: int
     gammas: Array
     plateau_gamma: Array
     plateau_gamma_pred: Array
@@ -117,14 +116,11 @@ class Plateau:
     plateau_eps: Array
     plateau_eps_pred: Array
     eps_coordinates: Array  # (eps, coordinate)
-    eps_path_small: Array
-    eps_path_large: Array
 
 
 @dataclasses.dataclass
 class PolyakDecay:
     L0: float
-    t1: float
     max_abs_deviation_of_L_over_L0: float
     max_relative_deviation_pointwise: float
     ts: Array
@@ -136,21 +132,24 @@ def _diag_precond(params):
     return 1.0 / (1.0 + params * params)
 
 
-def _lyapunov_flows(config: Config, prob: dynopt.Problem) -> dict:
+def _lyapunov_flow(name: str, config: Config, prob: dynopt.Problem) -> flows.AbstractFlow:
+    """The flow `name` of `LABELS`; built on demand (the preconditioned ones check themselves on
+    `prob`, work a quick run that skips them need not do)."""
     g0sq = float(jnp.mean(prob.grad(prob.params0) ** 2))
-    return {
-        "gradient": flows.GradientFlow(),
-        "sign": flows.SignFlow(width=config.sign_width),
-        "rmsprop": flows.RMSPropFlow(2.0, 1e-8, initial_scale=g0sq),
-        "rmsprop_global": flows.GlobalRMSPropFlow(2.0, 1e-8, initial_scale=g0sq),
-        "adam": flows.AdamFlow(1.0, 5.0, 1e-8),
-        "polyak": flows.PolyakFlow(),
-        "polyak_truncated": flows.PolyakFlow(M=0.1),
-        "diagonal": flows.PreconditionedFlow(
+    build = {
+        "gradient": lambda: flows.GradientFlow(),
+        "sign": lambda: flows.SignFlow(width=config.sign_width),
+        "rmsprop": lambda: flows.RMSPropFlow(2.0, 1e-8, initial_scale=g0sq),
+        "rmsprop_global": lambda: flows.GlobalRMSPropFlow(2.0, 1e-8, initial_scale=g0sq),
+        "adam": lambda: flows.AdamFlow(1.0, 5.0, 1e-8),
+        "polyak": lambda: flows.PolyakFlow(),
+        "polyak_truncated": lambda: flows.PolyakFlow(M=0.1),
+        "diagonal": lambda: flows.PreconditionedFlow(
             flows.DiagonalPreconditioner(_diag_precond), check_on=prob
         ),
-        "newton": flows.PreconditionedFlow(flows.NewtonPreconditioner(), check_on=prob),
+        "newton": lambda: flows.PreconditionedFlow(flows.NewtonPreconditioner(), check_on=prob),
     }
+    return build[name]()
 
 
 def lyapunov_rates(config: Config) -> dict[str, Rate]:
@@ -158,9 +157,8 @@ def lyapunov_rates(config: Config) -> dict[str, Rate]:
     ts = jnp.linspace(0.0, config.lyap_t1, config.lyap_points)
     ts_polyak = jnp.linspace(0.0, config.polyak_t1, 241)
     out = {}
-    for name, flow in _lyapunov_flows(config, prob).items():
-        if name not in config.lyap_flows:
-            continue
+    for name in config.lyap_flows:
+        flow = _lyapunov_flow(name, config, prob)
         solver = "implicit" if name == "sign" else None
         # The Polyak reference runs to polyak_t1 (it also serves the L(t) = L(0)e^{-t} check).
         horizon = ts_polyak if name == "polyak" else ts
@@ -222,25 +220,37 @@ def rmsprop_plateau(config: Config) -> Plateau:
     contraction_err = float(np.max(np.abs(measured_c - predicted_c)[ok]))
     total = float(maps.rmsprop_crossover_eps(gamma, lams.max()))
     return Plateau(
-        config.rms_decay, config.rms_gamma_eps, slope, (plateau_g / gammas).tolist(),
-        float(np.max(np.abs(plateau_g / pred_g - 1))), gamma, total,
-        crossovers[int(np.argmax(lams))]["found"], crossovers,
-        float(np.max(np.abs(plateau_e - pred_e)) / gamma), contraction_err, int(ok.sum()),
-        int(ok.size), config.rms_steps, config.rms_window, gammas, plateau_g, pred_g, epss,
-        plateau_e, pred_e, late_abs, p[0, :2000], p[-1, :2000],
-    )  # fmt: skip
+        plateau_slope_in_gamma=slope,
+        plateau_over_gamma=(plateau_g / gammas).tolist(),
+        plateau_vs_gamma_max_rel_error_to_theory=float(np.max(np.abs(plateau_g / pred_g - 1))),
+        crossover_total_predicted=total,
+        crossover_total_found=crossovers[int(np.argmax(lams))]["found"],
+        crossovers_per_coordinate=crossovers,
+        plateau_vs_eps_max_abs_error_to_theory_over_gamma=float(
+            np.max(np.abs(plateau_e - pred_e)) / gamma
+        ),
+        gd_regime_contraction_max_abs_error=contraction_err,
+        contraction_checked=int(ok.sum()),
+        contraction_of=int(ok.size),
+        gammas=gammas,
+        plateau_gamma=plateau_g,
+        plateau_gamma_pred=pred_g,
+        eps=epss,
+        plateau_eps=plateau_e,
+        plateau_eps_pred=pred_e,
+        eps_coordinates=late_abs,
+    )
 
 
 def polyak_decay(config: Config) -> PolyakDecay:
     """L(t)/L(0) of the untruncated Polyak flow's reference (the solve of `_lyapunov`) vs e^{-t}."""
     prob = problems.rosenbrock()
     ts = jnp.linspace(0.0, config.polyak_t1, 241)
-    ref = dynopt.solve(_lyapunov_flows(config, prob)["polyak"], prob, ts, max_steps=65_536)
+    ref = dynopt.solve(_lyapunov_flow("polyak", config, prob), prob, ts, max_steps=65_536)
     ts, ratio = np.asarray(ts), np.asarray(ref.loss) / float(ref.loss[0])
     expected = np.exp(-ts)
     return PolyakDecay(
         L0=float(prob.loss(prob.params0)),
-        t1=config.polyak_t1,
         max_abs_deviation_of_L_over_L0=float(np.max(np.abs(ratio - expected))),
         max_relative_deviation_pointwise=float(np.max(np.abs(ratio / expected - 1))),
         ts=ts,
@@ -278,19 +288,6 @@ HEADLINES = (
 )  # fmt: skip
 
 
-_LABELS = {
-    "gradient": "gradient flow",
-    "sign": "sign flow (w = 0.01)",
-    "rmsprop": "RMSprop flow",
-    "rmsprop_global": "RMSprop flow, global",
-    "adam": "Adam flow",
-    "polyak": "Polyak flow",
-    "polyak_truncated": "Polyak, M = 0.1",
-    "diagonal": "diagonal P = 1/(1+θ²)",
-    "newton": "Newton P = H⁻¹",
-}
-
-
 def draw_lyapunov(r):
     n = len(r.lyapunov)  # 2 x 2 for quick mode's four flows, rows of 3 for nine
     fig, axes = plotting.panels(n, ncols=2 if n == 4 else 3, width=4.0, height=3.0)
@@ -299,22 +296,22 @@ def draw_lyapunov(r):
         ax.set_yscale("symlog", linthresh=1e-3)
         up = rate.max_predicted_rate > 0
         note = "\n(dL/dt > 0 at times: not a Lyapunov function)" if up else ""
-        ax.set_title(f"{_LABELS[name]}: max rel. dev. {rate.max_relative_deviation:.1e}{note}")
-        plotting.legend(ax)
+        ax.set_title(f"{LABELS[name]}: max rel. dev. {rate.max_relative_deviation:.1e}{note}")
+    plotting.legend(axes[0])  # the same two entries in every panel: once, where it hides nothing
     fig.suptitle("Rosenbrock from (−1.2, 1): measured −dL/dt vs the flow's identity")
     return fig
 
 
 def draw_plateau(r):
-    rm = r.rmsprop_plateau
+    rm, config = r.rmsprop_plateau, r.config
     fig, axes = plotting.panels(2, width=5.0, height=4.0)
     g = rm.gammas
     axes[0].loglog(g, rm.plateau_gamma, "o", label="measured (late RMS ‖θ − θ*‖)")
     axes[0].loglog(g, rm.plateau_gamma_pred, "k--", lw=0.8, label="γ/√2 (period-2 orbit)")
     axes[0].set(xlabel="learning rate γ", ylabel="late-time distance to θ*")
-    axes[0].set_title(
-        f"optax.rmsprop, ε = {rm.gamma_sweep_eps:g}: fitted slope {rm.plateau_slope_in_gamma:.3f}"
-    )
+    eps, slope = config["rms_gamma_eps"], rm.plateau_slope_in_gamma
+    title = f"optax.rmsprop, ε = {eps:g}: fitted slope {slope:.3f}"
+    plotting.dress(axes[0], title=title, grid="both")
     e, floor = rm.eps, 1e-9  # below: converged, drawn on the bottom edge
     axes[1].set_xscale("log")
     plotting.plot_log_floor(axes[1], e, rm.plateau_eps, floor=floor, label="total")
@@ -328,14 +325,13 @@ def draw_plateau(r):
     axes[1].axvline(rm.crossover_total_predicted, color="k", ls=":", lw=1)
     axes[1].set(xlabel="ε", ylabel="late-time distance to θ*")
     lo, hi = rm.crossover_total_found
-    axes[1].set_title(
-        f"γ = {rm.eps_sweep_gamma:g}: GD (step γ/√ε) once ε > (γλ/2)²\n"
+    title = (
+        f"γ = {config['rms_eps_gamma']:g}: GD (step γ/√ε) once ε > (γλ/2)²\n"
         f"predicted ε* = {rm.crossover_total_predicted:.2g}, found in [{lo:.2g}, {hi:.2g}]"
     )
-    plotting.legend(axes[0])
-    plotting.legend(axes[1], loc="lower left")
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
+    # the legend under the panel: inside, it hid the bottom-edge marks of converged runs
+    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=2)
+    plotting.dress(axes[1], title=title, legend=below, grid="both")
     return fig
 
 
@@ -345,13 +341,12 @@ def draw_polyak_decay(r):
     ts = pd.ts
     axes[0].semilogy(ts, pd.ratio, lw=2, alpha=0.6, label="L(t)/L(0)")
     axes[0].semilogy(ts, np.exp(-ts), "k:", label="$e^{-t}$")
-    axes[0].set(xlabel="t", title=f"Polyak flow on Rosenbrock, L(0) = {pd.L0:g}")
-    plotting.legend(axes[0])
+    plotting.dress(axes[0], xlabel="t", title=f"Polyak flow on Rosenbrock, L(0) = {pd.L0:g}")
     axes[1].semilogy(ts[1:], np.abs(pd.ratio[1:] * np.exp(ts[1:]) - 1))
     axes[1].set(xlabel="t", ylabel="$|L(t)/(L(0)e^{-t}) - 1|$")
-    axes[1].set_title(f"max relative deviation {pd.max_relative_deviation_pointwise:.1e}")
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
+    plotting.dress(
+        axes[1], title=f"max relative deviation {pd.max_relative_deviation_pointwise:.1e}"
+    )
     return fig
 
 
