@@ -13,7 +13,10 @@ from ._flows.adaptive import (
 )
 from ._flows.base import AbstractFlow as AbstractFlow
 from ._flows.central import central_solve as central_solve, CentralFlow as CentralFlow
-from ._flows.central_rmsprop import ScalarRMSPropCentralFlow as ScalarRMSPropCentralFlow
+from ._flows.central_rmsprop import (
+    RMSPropCentralFlow as RMSPropCentralFlow,
+    ScalarRMSPropCentralFlow as ScalarRMSPropCentralFlow,
+)
 from ._flows.gradient import (
     GradientFlow as GradientFlow,
     ModifiedGradientFlow as ModifiedGradientFlow,

@@ -201,3 +201,41 @@ def test_scalar_rmsprop_central_flow_one_direction(net, rmsprop):
     tau_dot = field.G / (h * np.sqrt(G + 1e-8))
     lam_dot = jnp.vdot(grad_S, ravel_pytree(field.params)[0])
     np.testing.assert_allclose(tau_dot - lam_dot, -gap / h, atol=1e-6 * abs(lam_dot))
+
+
+def test_per_coordinate_rmsprop_central_flow(net, central):
+    """Below the edge the field is RMSPropFlow's; at it (P = √(G+ε) constant with
+    hλ(P⁻¹H) = 2), σ² = −c/(½⟨∇S, P⁻¹∇S⟩ + ½τ³κΣ_c P_c u_c⁴) and the gap stays closed:
+    τ uᵀṖu − ⟨∇S, θ̇⟩ = −r·gap."""
+    from dynopt._flows.central_rmsprop import RMSPropCentralFlow
+
+    _, w, below = central
+    fn = eqx.filter_jit(lambda flow, G, problem: flow.central(RMSPropState(w, G), problem))
+    const = lambda s: jax.tree.map(lambda x: jnp.full_like(x, s), w)
+    lam_H, v = below.eig.values[0], below.eig.vectors
+    h, kappa = 0.05, 0.01
+    # (a) G = 4: the threshold 2√(G+ε)/h = 80 ≫ λ_max(H) ≈ 1.2.
+    flow = RMSPropCentralFlow(h, kappa, k=1, basis=v)
+    _, _, X, _, field = fn(flow, const(4.0), net)
+    assert np.all(np.asarray(X) == 0.0)
+    stable = dynopt.flows.RMSPropFlow(kappa).vector_field(0.0, RMSPropState(w, const(4.0)), net)
+    for a, b in zip(jax.tree.leaves(field), jax.tree.leaves(stable)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    # (b) At the edge.
+    root = 0.5 * h * lam_H
+    eig, U, X, _, field = fn(flow, const(root**2 - 1e-8), net)
+    G, tau = root**2 - 1e-8, 2.0 / h
+    u = np.asarray(U[:, 0])
+    gap = tau - eig.values[0]
+    np.testing.assert_allclose(abs(gap) / tau, 0.0, atol=1e-7)
+    grad_S = np.asarray(_third(net, w, U)[0, 0])
+    grad_L = np.asarray(ravel_pytree(net.grad(w))[0])
+    c = grad_S @ grad_L / root + tau * kappa * np.sum(u**2 * (grad_L**2 - G) / (2 * root))
+    c = c + gap / h
+    assert c < 0  # the edge binds here
+    sigma2 = -c / (0.5 * grad_S @ grad_S / root + 0.5 * tau**3 * kappa * root * np.sum(u**4))
+    np.testing.assert_allclose(X[0, 0], sigma2, rtol=1e-6)
+    G_dot = np.asarray(ravel_pytree(field.G)[0])
+    lam_dot = grad_S @ np.asarray(ravel_pytree(field.params)[0])
+    b_dot = tau * np.sum(u**2 * G_dot / (2 * root)) - lam_dot
+    np.testing.assert_allclose(b_dot, -gap / h, atol=1e-6 * abs(lam_dot))

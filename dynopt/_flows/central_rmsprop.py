@@ -156,3 +156,136 @@ class ScalarRMSPropCentralFlow(AbstractFlow):
             "ScalarRMSPropCentralFlow models scalar RMSProp's time average; run the optimizer "
             "with dynopt.transforms.global_rmsprop(h, 1 - κh, ε)."
         )
+
+
+class RMSPropCentralFlow(AbstractFlow):
+    r"""The central flow of per-coordinate RMSProp, in the time of `RMSPropFlow` ($t = kh$,
+    $\kappa = (1-\beta_2)/h$), state `RMSPropState(θ, G)` with $G$ like $\theta$.
+
+    With $P = \mathrm{diag}\sqrt{G+\epsilon}$, RMSProp is stable while $h\lambda_{\max}(P^{-1}H)
+    < 2$; at the edge it oscillates along the generalized top eigenvectors $U$ ($HU = PU\Lambda$,
+    $U^\top PU = I$) with covariance $\Sigma = UXU^\top$, and its time average follows
+
+    $$\dot\theta = -P^{-1}\big[\nabla L + \tfrac12\nabla_\theta\langle H,\Sigma\rangle\big],
+    \qquad \dot G = \kappa\big(\nabla L^{\odot 2} + \mathrm{diag}(H\Sigma H) - G\big),$$
+
+    $\mathrm{diag}(H\Sigma H)_c = \sum_{ab}X_{ab}\lambda_a\lambda_b P_c^2 u_{ac}u_{bc}$ (the
+    oscillation's gradient energy per coordinate). The gaps $B = U^\top(\tau P - H)U = \tau -
+    \Lambda$, $\tau = 2/h$, obey $\dot B = \tau U^\top\dot PU - U^\top\dot HU$, linear in $X$:
+    $K(X) = \dot B + rB = c + \frac12\mathcal M(X) \succeq 0$, $X \succeq 0$, $\langle X,
+    K\rangle = 0$ with
+
+    $$c_{ij} = \langle G_{ij}, P^{-1}\nabla L\rangle + \tau\kappa\sum_c u_{ic}u_{jc}
+      \frac{(\nabla L)_c^2 - G_c}{2P_c} + rB_{ij},\quad
+      \mathcal M(X)_{ij} = \sum_{ab}X_{ab}\Big(\langle G_{ij}, P^{-1}G_{ab}\rangle +
+      \tau^3\kappa\sum_c P_c\,u_{ic}u_{jc}u_{ac}u_{bc}\Big),$$
+
+    $G_{ij} = \nabla_\theta(u_i^\top Hu_j)$; the second term takes $\lambda_a = \tau$ (exact
+    where the constraint binds), which makes $\mathcal M$ symmetric positive semi-definite, so
+    `solve_complementarity` applies; the $G$ equation uses the eigenvalues. With every gap
+    closing slower than rate $r$ it is `RMSPropFlow` exactly. `stationary_second_moment` is the
+    value $G$ relaxes to at fixed $\theta, \Sigma$ (the stationary preconditioner $P_\star =
+    \sqrt{G_\star + \epsilon}$).
+
+    **Arguments:** as `ScalarRMSPropCentralFlow` (`initial_scale` a scalar for every coordinate).
+    """
+
+    learning_rate: Array = hyperparameter("learning_rate", lower=0.0, lower_open=True)
+    kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
+    eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
+    initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
+    k: int = eqx.field(static=True, default=2)
+    basis: Array | None = None
+    stabilization: Array = hyperparameter("stabilization", default=1.0, lower=0.0, lower_open=True)
+    eig_iters: int = eqx.field(static=True, default=8)
+    eig_tol: float = eqx.field(static=True, default=1e-9)
+    qp_iters: int = eqx.field(static=True, default=2000)
+    qp_tol: float = eqx.field(static=True, default=1e-10)
+
+    def __check_init__(self):
+        positive_int("k", self.k)
+        positive_int("eig_iters", self.eig_iters)
+        positive_int("qp_iters", self.qp_iters)
+
+    _start = ScalarRMSPropCentralFlow._start
+
+    def central(
+        self, state: RMSPropState, problem: Problem
+    ) -> tuple[Eigenpairs, Array, Array, Scalar, RMSPropState]:
+        """`(eigenpairs of P^{-1/2}HP^{-1/2}, U, X, residual, d(state)/dt)` at `state`."""
+        params = state.params
+        flat, unravel = ravel_pytree(params)
+        check_k(self.k, flat.shape[0])
+        G = ravel_pytree(state.G)[0]
+        p = jnp.sqrt(G + self.eps)
+        eig = top_eigenpairs(
+            problem.grad,
+            params,
+            self._start(flat),
+            diag=unravel(p),
+            max_iters=self.eig_iters,
+            tol=self.eig_tol,
+        )
+        U, lam = eig.vectors / jnp.sqrt(p)[:, None], eig.values  # HU = PUΛ, UᵀPU = I
+        grad = ravel_pytree(problem.grad(params))[0]
+        h, kappa = self.learning_rate.astype(flat.dtype), self.kappa.astype(flat.dtype)
+        tau = 2.0 / h
+        rate = self.stabilization.astype(flat.dtype) / h
+        g = U.T @ hessian_derivative(problem, params, grad / p, U)
+        nu_term = jnp.einsum("ci,cj,c->ij", U, U, (grad**2 - G) / (2.0 * p))
+        c = 0.5 * (g + g.T) + tau * kappa * nu_term + rate * jnp.diag(tau - lam)
+        k = self.k
+
+        def oscillating(_):
+            T = third_derivatives(problem, params, U)
+            gram = jnp.einsum("ijn,abn->ijab", T, T / p[None, None, :])
+            gram = gram + tau**3 * kappa * jnp.einsum("c,ci,cj,ca,cb->ijab", p, U, U, U, U)
+            sol = solve_complementarity(c, gram, max_iters=self.qp_iters, tol=self.qp_tol)
+            return sol.X, sol.residual, 0.5 * jnp.einsum("ab,abn->n", sol.X, T)
+
+        def stable(_):
+            return jnp.zeros((k, k), c.dtype), jnp.zeros((), c.dtype), jnp.zeros_like(grad)
+
+        active = jnp.linalg.eigvalsh(c)[0] < 0
+        X, residual, drift = jax.lax.cond(active, oscillating, stable, None)
+        X = eqx.error_if(
+            X,
+            residual > self.qp_tol,
+            "RMSPropCentralFlow: the complementarity solve did not converge; raise qp_iters "
+            "or qp_tol, or lower k.",
+        )
+        HU = p[:, None] * U * lam[None, :]  # H u_a = λ_a P u_a
+        oscillation = jnp.einsum("ca,ab,cb->c", HU, X, HU)  # diag(HΣH)
+        dtheta = -(grad + drift) / p
+        dG = kappa * (grad**2 + oscillation - G)
+        return eig, U, X, residual, RMSPropState(unravel(dtheta), unravel(dG))
+
+    def init(self, params: Params) -> RMSPropState:
+        G = jax.tree.map(lambda x: jnp.full_like(x, self.initial_scale), params)
+        return RMSPropState(params, G)
+
+    def vector_field(self, t: ScalarLike, state: RMSPropState, problem: Problem) -> RMSPropState:
+        del t
+        return self.central(state, problem)[4]
+
+    def params(self, state: RMSPropState) -> Params:
+        return state.params
+
+    def predicted_loss(self, state: RMSPropState, problem: Problem) -> Scalar:
+        r"""The time-averaged loss $L(\theta) + \frac12\langle\Sigma, H\rangle = L +
+        \frac12\sum_a X_{aa}\lambda_a$ ($U^\top HU = \Lambda$)."""
+        eig, _, X, _, _ = self.central(state, problem)
+        return problem.loss(state.params) + 0.5 * jnp.sum(jnp.diagonal(X) * eig.values)
+
+    def stationary_second_moment(self, state: RMSPropState, problem: Problem) -> Params:
+        r"""$G_\star = \nabla L^{\odot2} + \mathrm{diag}(H\Sigma H)$, the zero of the $G$
+        equation at the current $\theta$ and $\Sigma$ (the stationary preconditioner is
+        $\sqrt{G_\star + \epsilon}$)."""
+        field = self.central(state, problem)[4]
+        return jax.tree.map(lambda d, g: d / self.kappa + g, field.G, state.G)
+
+    def discretize(self, step_size: ScalarLike):
+        raise NotImplementedError(
+            "RMSPropCentralFlow models RMSProp's time average; run optax.rmsprop(h, 1 - κh, ε) "
+            "with dynopt.run."
+        )
