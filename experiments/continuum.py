@@ -35,7 +35,7 @@ class Config:
     Runtime: dominated by compilation, one compare program (discrete runs + diffrax reference)
     per optimizer, problem and order, 7-35 s of one core each (fast-regime p = 3 the largest).
     Quick mode (heavy ball p = 2 on log-cosh, the rows in one compiled program, modifying(sgd))
-    ≈ 30 s of CPU on the loaded 2-core machine; full mode ≈ 15 min of one core, over the
+    ≈ 30 s of CPU on the loaded 2-core machine; full mode ≈ 20 min of CPU, over the
     issue's 3 min. Headline: heavy ball orders 1, 2, 3 within 0.15 (2 in quick mode); hand rows
     to 1e-12; modifying(sgd) order 2; zero start order 1.
     """
