@@ -32,23 +32,12 @@ def getkey():
     return lambda: jax.random.fold_in(base, next(counter))
 
 
-# Experiments whose quick run a test reuses besides the experiment's own quick-mode test (the
-# `quick_results` fixture of tests/test_experiments.py runs each at most once per worker).
-_REUSES_QUICK_RUN = {"test_figures_are_redrawn_from_the_saved_results_alone": "gd_flow"}
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Scheduling under `make test` (`-n 2 --dist loadgroup`: one unit at a time per free worker).
-    The experiments' quick runs, the longest tests by far (40-110 s each), go first, so that no
-    worker is left running one alone at the end; a test that reads an experiment's quick run is
-    grouped with that experiment's test, so the run is not repeated on the other worker."""
+    """Under `make test` (`-n 2`, `--maxschedchunk 1`: one test at a time to each free worker)
+    the experiments' quick runs, the longest tests by far (40-110 s each), go first, so that no
+    worker is left running one alone at the end. (xdist_group cannot pin the figure-redraw test
+    to gd_flow's worker: xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads.)"""
     quick = [item for item in items if "quick_results" in getattr(item, "fixturenames", ())]
-    for item in quick:
-        callspec = getattr(item, "callspec", None)
-        name = callspec.params.get("name") if callspec else None
-        name = _REUSES_QUICK_RUN.get(item.originalname, name)
-        if name is not None:
-            item.add_marker(pytest.mark.xdist_group(f"quick-{name}"))
     first = set(quick)
     items[:] = quick + [item for item in items if item not in first]
