@@ -11,7 +11,7 @@ from ._flows.adaptive import (
     RMSPropState as RMSPropState,
     SignFlow as SignFlow,
 )
-from ._flows.base import AbstractFlow as AbstractFlow
+from ._flows.base import AbstractFlow as AbstractFlow, AbstractMappedFlow as AbstractMappedFlow
 from ._flows.central import central_solve as central_solve, CentralFlow as CentralFlow
 from ._flows.central_rmsprop import (
     RMSPropCentralFlow as RMSPropCentralFlow,

@@ -8,7 +8,11 @@ Gibbs-constant convention: $d\\theta = -\\nabla L\\,dt + \\sigma\\,dW$ has stati
 $\\propto \\exp(-2L/\\sigma^2) = \\exp(-L/T)$ with $T = \\sigma^2/2$ (see `dynopt._sde.base`).
 """
 
-from ._sde.base import AbstractSDE as AbstractSDE, temperature_of as temperature_of
+from ._sde.base import (
+    AbstractNoisyFlow as AbstractNoisyFlow,
+    AbstractSDE as AbstractSDE,
+    temperature_of as temperature_of,
+)
 from ._sde.closed_forms import (
     eyring_kramers_prefactor as eyring_kramers_prefactor,
     gibbs_bin_probabilities as gibbs_bin_probabilities,
