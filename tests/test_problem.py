@@ -59,7 +59,7 @@ def test_minibatch_gradient_unbiased_and_deterministic():
     p = problems.linear_regression(num_samples=50, dim=3, batch_size=5, seed=2)
     w = jnp.array([0.3, -1.0, 2.0])
     keys = jax.random.split(jax.random.key(0), 20_000)
-    grads = jax.vmap(lambda k: jax.grad(p.stochastic_loss)(w, k))(keys)
+    grads = jax.jit(jax.vmap(lambda k: jax.grad(p.stochastic_loss)(w, k)))(keys)  # one program
     full = p.grad(w)
     # Monte-Carlo error: 5 standard errors of the mean, per coordinate.
     sem = grads.std(axis=0) / np.sqrt(len(keys))
