@@ -159,6 +159,60 @@ def hessian_derivative(
     return jax.vmap(d3, in_axes=1, out_axes=1)(vectors)
 
 
+def start_block(basis: Array | None, k: int, flat: Array) -> Array:
+    """The eigen-solver's starting block: `basis` (checked to be `(num_params, k)`) or a fixed
+    random block."""
+    if basis is None:
+        return random_start(jax.random.key(0), flat.shape[0], k, flat.dtype)
+    if basis.shape != (flat.shape[0], k):
+        raise ValueError(
+            f"basis must have shape (num_params, k) = ({flat.shape[0]}, {k}), got {basis.shape}."
+        )
+    return basis.astype(flat.dtype)
+
+
+def oscillation(
+    problem: Problem,
+    params: Params,
+    U: Array,
+    c: Array,
+    gram_of,
+    *,
+    qp_iters: int,
+    qp_tol: float,
+    who: str,
+) -> tuple[Array, Scalar, Array]:
+    r"""`(X, residual, drift)`: the complementarity problem $K(X) = c + \frac12\mathcal M(X)$
+    with the Gram tensor `gram_of(T)` of the third derivatives $T_{ab} = \nabla(u_a^\top H
+    u_b)$, and the drift $\frac12\nabla\langle H, UXU^\top\rangle$.
+
+    $X = 0$ solves the problem exactly iff $c \succeq 0$ (then $K(0) = c \succeq 0$): every gap
+    closes slower than rate $r$. Only otherwise are the $k(k+1)/2$ third derivatives and the
+    complementarity solve needed (a `lax.cond`: skipped below the edge, unbatched). A solve
+    that does not converge is an error (`eqx.error_if`) naming `who`."""
+    k = c.shape[0]
+
+    def oscillating(_):
+        T = third_derivatives(problem, params, U)
+        sol = solve_complementarity(c, gram_of(T), max_iters=qp_iters, tol=qp_tol)
+        return sol.X, sol.residual, 0.5 * jnp.einsum("ab,abn->n", sol.X, T)
+
+    def stable(_):
+        zero = jnp.zeros((), c.dtype)
+        return jnp.zeros((k, k), c.dtype), zero, jnp.zeros(U.shape[0], c.dtype)
+
+    active = jnp.linalg.eigvalsh(c)[0] < 0
+    X, residual, drift = jax.lax.cond(active, oscillating, stable, None)
+    X = eqx.error_if(
+        X,
+        residual > qp_tol,
+        f"{who}: the complementarity solve did not converge (residual above qp_tol after "
+        "qp_iters iterations) at some evaluation of the vector field; raise qp_iters or qp_tol, "
+        "or lower k (near-duplicate top directions make it ill-conditioned).",
+    )
+    return X, residual, drift
+
+
 class CentralState(NamedTuple):
     """What `CentralFlow.central` returns at a point: the eigenpairs, the oscillation covariance
     $X$ (in the eigenbasis; $\\Sigma = UXU^\\top$), the complementarity residual, the drift
@@ -212,16 +266,6 @@ class CentralFlow(AbstractFlow):
         positive_int("eig_iters", self.eig_iters)
         positive_int("qp_iters", self.qp_iters)
 
-    def _start(self, flat):
-        if self.basis is not None:
-            if self.basis.shape != (flat.shape[0], self.k):
-                raise ValueError(
-                    f"basis must have shape (num_params, k) = ({flat.shape[0]}, {self.k}), got "
-                    f"{self.basis.shape}."
-                )
-            return self.basis.astype(flat.dtype)
-        return random_start(jax.random.key(0), flat.shape[0], self.k, flat.dtype)
-
     def central(self, params: Params, problem: Problem, *, refresh: bool = False) -> CentralState:
         """The eigenpairs, $X$, the drift and the predicted loss at `params` (LOBPCG from
         `basis` for `eig_iters` iterations, or `refresh_iters` when `refresh`)."""
@@ -232,7 +276,7 @@ class CentralFlow(AbstractFlow):
         eig = top_eigenpairs(
             problem.grad,
             params,
-            self._start(flat),
+            start_block(self.basis, self.k, flat),
             max_iters=self.refresh_iters if refresh else self.eig_iters,
             tol=self.eig_tol,
         )
@@ -243,28 +287,15 @@ class CentralFlow(AbstractFlow):
         eta = self.learning_rate.astype(flat.dtype)
         rate = self.stabilization.astype(flat.dtype) / eta
         c = 0.5 * (g + g.T) + rate * jnp.diag(2.0 / eta - eig.values)
-        k = self.k
-
-        # X = 0 solves the problem exactly iff c ⪰ 0 (then K(0) = c ⪰ 0): every gap closes
-        # slower than rate r. Only otherwise are the k(k+1)/2 third derivatives and the
-        # complementarity solve needed (a `lax.cond`: skipped below the edge, unbatched).
-        def oscillating(_):
-            G = third_derivatives(problem, params, U)
-            gram = jnp.einsum("ijn,abn->ijab", G, G)
-            sol = solve_complementarity(c, gram, max_iters=self.qp_iters, tol=self.qp_tol)
-            return sol.X, sol.residual, 0.5 * jnp.einsum("ab,abn->n", sol.X, G)
-
-        def stable(_):
-            return jnp.zeros((k, k), c.dtype), jnp.zeros((), c.dtype), jnp.zeros_like(grad)
-
-        active = jnp.linalg.eigvalsh(c)[0] < 0
-        X, residual, drift = jax.lax.cond(active, oscillating, stable, None)
-        X = eqx.error_if(
-            X,
-            residual > self.qp_tol,
-            "CentralFlow: the complementarity solve did not converge (residual above qp_tol "
-            "after qp_iters iterations) at some evaluation of the vector field; raise qp_iters "
-            "or qp_tol, or lower k (near-duplicate top directions make it ill-conditioned).",
+        X, residual, drift = oscillation(
+            problem,
+            params,
+            U,
+            c,
+            lambda T: jnp.einsum("ijn,abn->ijab", T, T),
+            qp_iters=self.qp_iters,
+            qp_tol=self.qp_tol,
+            who="CentralFlow",
         )
         velocity = -(grad + drift)
         predicted = value + 0.5 * jnp.sum(jnp.diagonal(X) * eig.values)

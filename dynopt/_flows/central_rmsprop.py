@@ -36,27 +36,16 @@ from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
 from .._problem import Problem
-from .._sharpness import check_k, Eigenpairs, random_start, top_eigenpairs
+from .._sharpness import check_k, Eigenpairs, top_eigenpairs
 from .._validation import hyperparameter, positive_int
 from .adaptive import RMSPropState
 from .base import AbstractFlow
-from .central import hessian_derivative, solve_complementarity, third_derivatives
+from .central import hessian_derivative, oscillation, start_block
 
 
-class ScalarRMSPropCentralFlow(AbstractFlow):
-    r"""The central flow of scalar RMSProp (module docstring), state `RMSPropState(θ, G)` with a
-    scalar $G$. With every gap closing slower than rate $r$ it is `GlobalRMSPropFlow` exactly.
-
-    **Arguments:**
-
-    - `learning_rate`: $h > 0$; `kappa`: $\kappa = (1-\beta_2)/h > 0$; `eps`: $\epsilon \ge 0$;
-      `initial_scale`: $G(0) \ge 0$ (all array leaves: vmappable).
-    - `k`, `basis`, `stabilization`, `eig_iters`, `eig_tol`, `qp_iters`, `qp_tol`: as
-      `CentralFlow` (the stabilization rate is $r$ = `stabilization`$/h$).
-
-    **Raises:** `ValueError` for bad hyper-parameters or `k`; at run time an error when the
-    complementarity solve does not converge.
-    """
+class AbstractRMSPropCentralFlow(AbstractFlow):
+    """The hyper-parameters and options shared by RMSProp's two central flows (state
+    `RMSPropState(θ, G)`)."""
 
     learning_rate: Array = hyperparameter("learning_rate", lower=0.0, lower_open=True)
     kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
@@ -75,15 +64,24 @@ class ScalarRMSPropCentralFlow(AbstractFlow):
         positive_int("eig_iters", self.eig_iters)
         positive_int("qp_iters", self.qp_iters)
 
-    def _start(self, flat):
-        if self.basis is None:
-            return random_start(jax.random.key(0), flat.shape[0], self.k, flat.dtype)
-        if self.basis.shape != (flat.shape[0], self.k):
-            raise ValueError(
-                f"basis must have shape (num_params, k) = ({flat.shape[0]}, {self.k}), got "
-                f"{self.basis.shape}."
-            )
-        return self.basis.astype(flat.dtype)
+    def params(self, state: RMSPropState) -> Params:
+        return state.params
+
+
+class ScalarRMSPropCentralFlow(AbstractRMSPropCentralFlow):
+    r"""The central flow of scalar RMSProp (module docstring), state `RMSPropState(θ, G)` with a
+    scalar $G$. With every gap closing slower than rate $r$ it is `GlobalRMSPropFlow` exactly.
+
+    **Arguments:**
+
+    - `learning_rate`: $h > 0$; `kappa`: $\kappa = (1-\beta_2)/h > 0$; `eps`: $\epsilon \ge 0$;
+      `initial_scale`: $G(0) \ge 0$ (all array leaves: vmappable).
+    - `k`, `basis`, `stabilization`, `eig_iters`, `eig_tol`, `qp_iters`, `qp_tol`: as
+      `CentralFlow` (the stabilization rate is $r$ = `stabilization`$/h$).
+
+    **Raises:** `ValueError` for bad hyper-parameters or `k`; at run time an error when the
+    complementarity solve does not converge.
+    """
 
     def central(
         self, state: RMSPropState, problem: Problem
@@ -93,7 +91,11 @@ class ScalarRMSPropCentralFlow(AbstractFlow):
         flat, unravel = ravel_pytree(params)
         check_k(self.k, flat.shape[0])
         eig = top_eigenpairs(
-            problem.grad, params, self._start(flat), max_iters=self.eig_iters, tol=self.eig_tol
+            problem.grad,
+            params,
+            start_block(self.basis, self.k, flat),
+            max_iters=self.eig_iters,
+            tol=self.eig_tol,
         )
         grad = ravel_pytree(problem.grad(params))[0]
         U, lam = eig.vectors, eig.values
@@ -103,27 +105,19 @@ class ScalarRMSPropCentralFlow(AbstractFlow):
         gsq = jnp.vdot(grad, grad)
         g = U.T @ hessian_derivative(problem, params, grad, U)
         rate = self.stabilization.astype(flat.dtype) / h
-        k = self.k
-        eye = jnp.eye(k, dtype=flat.dtype)
+        eye = jnp.eye(self.k, dtype=flat.dtype)
         c = 0.5 * (g + g.T) + (kappa / h) * (gsq - G) * eye + rate * root * jnp.diag(tau - lam)
-
-        def oscillating(_):
-            T = third_derivatives(problem, params, U)
-            gram = jnp.einsum("ijn,abn->ijab", T, T)
-            gram = gram + (2.0 * kappa * tau**2 / h) * jnp.einsum("ij,ab->ijab", eye, eye)
-            sol = solve_complementarity(c, gram, max_iters=self.qp_iters, tol=self.qp_tol)
-            return sol.X, sol.residual, 0.5 * jnp.einsum("ab,abn->n", sol.X, T)
-
-        def stable(_):
-            return jnp.zeros((k, k), c.dtype), jnp.zeros((), c.dtype), jnp.zeros_like(grad)
-
-        active = jnp.linalg.eigvalsh(c)[0] < 0
-        X, residual, drift = jax.lax.cond(active, oscillating, stable, None)
-        X = eqx.error_if(
-            X,
-            residual > self.qp_tol,
-            "ScalarRMSPropCentralFlow: the complementarity solve did not converge; raise "
-            "qp_iters or qp_tol, or lower k.",
+        # The oscillation's gradient energy in the G equation, with λ_a = τ (module docstring).
+        energy = lambda: (2.0 * kappa * tau**2 / h) * jnp.einsum("ij,ab->ijab", eye, eye)
+        X, residual, drift = oscillation(
+            problem,
+            params,
+            U,
+            c,
+            lambda T: jnp.einsum("ijn,abn->ijab", T, T) + energy(),
+            qp_iters=self.qp_iters,
+            qp_tol=self.qp_tol,
+            who="ScalarRMSPropCentralFlow",
         )
         dtheta = unravel(-(grad + drift) / root)
         dG = kappa * (gsq + jnp.sum(jnp.diagonal(X) * lam**2) - G)
@@ -136,9 +130,6 @@ class ScalarRMSPropCentralFlow(AbstractFlow):
     def vector_field(self, t: ScalarLike, state: RMSPropState, problem: Problem) -> RMSPropState:
         del t
         return self.central(state, problem)[3]
-
-    def params(self, state: RMSPropState) -> Params:
-        return state.params
 
     def predicted_loss(self, state: RMSPropState, problem: Problem) -> Scalar:
         r"""The time-averaged loss $L(\theta) + \frac12\langle\Sigma, H\rangle$."""
@@ -158,7 +149,7 @@ class ScalarRMSPropCentralFlow(AbstractFlow):
         )
 
 
-class RMSPropCentralFlow(AbstractFlow):
+class RMSPropCentralFlow(AbstractRMSPropCentralFlow):
     r"""The central flow of per-coordinate RMSProp, in the time of `RMSPropFlow` ($t = kh$,
     $\kappa = (1-\beta_2)/h$), state `RMSPropState(θ, G)` with $G$ like $\theta$.
 
@@ -190,25 +181,6 @@ class RMSPropCentralFlow(AbstractFlow):
     **Arguments:** as `ScalarRMSPropCentralFlow` (`initial_scale` a scalar for every coordinate).
     """
 
-    learning_rate: Array = hyperparameter("learning_rate", lower=0.0, lower_open=True)
-    kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
-    eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
-    initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
-    k: int = eqx.field(static=True, default=2)
-    basis: Array | None = None
-    stabilization: Array = hyperparameter("stabilization", default=1.0, lower=0.0, lower_open=True)
-    eig_iters: int = eqx.field(static=True, default=8)
-    eig_tol: float = eqx.field(static=True, default=1e-9)
-    qp_iters: int = eqx.field(static=True, default=2000)
-    qp_tol: float = eqx.field(static=True, default=1e-10)
-
-    def __check_init__(self):
-        positive_int("k", self.k)
-        positive_int("eig_iters", self.eig_iters)
-        positive_int("qp_iters", self.qp_iters)
-
-    _start = ScalarRMSPropCentralFlow._start
-
     def central(
         self, state: RMSPropState, problem: Problem
     ) -> tuple[Eigenpairs, Array, Array, Scalar, RMSPropState]:
@@ -221,7 +193,7 @@ class RMSPropCentralFlow(AbstractFlow):
         eig = top_eigenpairs(
             problem.grad,
             params,
-            self._start(flat),
+            start_block(self.basis, self.k, flat),
             diag=unravel(p),
             max_iters=self.eig_iters,
             tol=self.eig_tol,
@@ -234,30 +206,21 @@ class RMSPropCentralFlow(AbstractFlow):
         g = U.T @ hessian_derivative(problem, params, grad / p, U)
         nu_term = jnp.einsum("ci,cj,c->ij", U, U, (grad**2 - G) / (2.0 * p))
         c = 0.5 * (g + g.T) + tau * kappa * nu_term + rate * jnp.diag(tau - lam)
-        k = self.k
-
-        def oscillating(_):
-            T = third_derivatives(problem, params, U)
-            gram = jnp.einsum("ijn,abn->ijab", T, T / p[None, None, :])
-            gram = gram + tau**3 * kappa * jnp.einsum("c,ci,cj,ca,cb->ijab", p, U, U, U, U)
-            sol = solve_complementarity(c, gram, max_iters=self.qp_iters, tol=self.qp_tol)
-            return sol.X, sol.residual, 0.5 * jnp.einsum("ab,abn->n", sol.X, T)
-
-        def stable(_):
-            return jnp.zeros((k, k), c.dtype), jnp.zeros((), c.dtype), jnp.zeros_like(grad)
-
-        active = jnp.linalg.eigvalsh(c)[0] < 0
-        X, residual, drift = jax.lax.cond(active, oscillating, stable, None)
-        X = eqx.error_if(
-            X,
-            residual > self.qp_tol,
-            "RMSPropCentralFlow: the complementarity solve did not converge; raise qp_iters "
-            "or qp_tol, or lower k.",
+        energy = lambda: tau**3 * kappa * jnp.einsum("c,ci,cj,ca,cb->ijab", p, U, U, U, U)
+        X, residual, drift = oscillation(
+            problem,
+            params,
+            U,
+            c,
+            lambda T: jnp.einsum("ijn,abn->ijab", T, T / p[None, None, :]) + energy(),
+            qp_iters=self.qp_iters,
+            qp_tol=self.qp_tol,
+            who="RMSPropCentralFlow",
         )
         HU = p[:, None] * U * lam[None, :]  # H u_a = λ_a P u_a
-        oscillation = jnp.einsum("ca,ab,cb->c", HU, X, HU)  # diag(HΣH)
+        hsh = jnp.einsum("ca,ab,cb->c", HU, X, HU)  # diag(HΣH)
         dtheta = -(grad + drift) / p
-        dG = kappa * (grad**2 + oscillation - G)
+        dG = kappa * (grad**2 + hsh - G)
         return eig, U, X, residual, RMSPropState(unravel(dtheta), unravel(dG))
 
     def init(self, params: Params) -> RMSPropState:
@@ -267,9 +230,6 @@ class RMSPropCentralFlow(AbstractFlow):
     def vector_field(self, t: ScalarLike, state: RMSPropState, problem: Problem) -> RMSPropState:
         del t
         return self.central(state, problem)[4]
-
-    def params(self, state: RMSPropState) -> Params:
-        return state.params
 
     def predicted_loss(self, state: RMSPropState, problem: Problem) -> Scalar:
         r"""The time-averaged loss $L(\theta) + \frac12\langle\Sigma, H\rangle = L +
