@@ -7,7 +7,7 @@ JOBS   ?= 2
 # JAX's persistent compilation cache: a second `make run`/`make test` reuses the compiled programs
 # (most of an experiment's time is compilation). `make clean` removes it.
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
-export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.1
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 
 .PHONY: run test experiments figures bench lint clean install
 

@@ -4,6 +4,7 @@ import functools as ft
 from collections.abc import Callable
 from typing import Any
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ from ._solve import (
     top_eigenvalue,
 )
 from ._trajectory import Comparison
-from ._validation import positive
+from ._validation import host_validated, positive
 
 
 def default_map(flow: AbstractFlow, step_size: ScalarLike) -> Discretization:
@@ -189,8 +190,7 @@ def _past_stability_limit(flow, problem, map, hs: np.ndarray) -> np.ndarray | No
     return None if limit is None else hs >= float(limit)
 
 
-@eqx.filter_jit
-def _compare_jit(
+def _compare_program(
     flow, problem, map, reference, per_step, hs, ns, t1, solver, rtol, atol, max_steps
 ):
     def solve_ref(ref, problem, solver):
@@ -218,6 +218,12 @@ def _compare_jit(
         errs, finals, div, scales = sweep_map(one, (hs, ns), shared)
         result = sol.result
     return errs, finals, div, scales, result
+
+
+# Traced inside `host_validated()` (no host callbacks: JAX's persistent cache keeps it), and the
+# same program with the runtime checks, run only to name the cause when a reference solve fails.
+_compare_jit = eqx.filter_jit(_compare_program)
+_compare_checked = eqx.filter_jit(_compare_program)
 
 
 def _automatic(optimizer, step_sizes, reference, order):
@@ -334,7 +340,9 @@ def compare(
     if per_step and not callable(reference):
         raise ValueError("reference must be None, a flow, or a callable step_size -> flow.")
     ref = flow if reference is None else reference
-    if per_step and not isinstance(reference(float(hs[0])), AbstractFlow):
+    # Every step size's reference built on the host: its hyper-parameters are validated here,
+    # so the compiled program needs no runtime checks (`host_validated`).
+    if per_step and not all(isinstance(reference(float(h)), AbstractFlow) for h in hs):
         raise ValueError("reference(step_size) must return a dynopt flow (AbstractFlow).")
     solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, t1)
     check_dense_memory(
@@ -350,22 +358,24 @@ def compare(
             else "Lower max_steps (the reference's step budget) or shorten t1."
         ),
     )
-    errs, finals, div, scales, result = gather(
-        _compare_jit(
-            flow,
-            problem,
-            map,
-            ref,
-            per_step,
-            jnp.asarray(hs),
-            jnp.asarray(ns, dtype=int),
-            jnp.asarray(t1),  # traced: a new horizon does not recompile
-            solver_obj,
-            rtol,
-            atol,
-            int(max_steps),
-        )
+    args = (
+        flow,
+        problem,
+        map,
+        ref,
+        per_step,
+        jnp.asarray(hs),
+        jnp.asarray(ns, dtype=int),
+        jnp.asarray(t1),  # traced: a new horizon does not recompile
+        solver_obj,
+        rtol,
+        atol,
+        int(max_steps),
     )
+    with host_validated():
+        errs, finals, div, scales, result = gather(_compare_jit(*args))
+    if not np.all(np.asarray(result == diffrax.RESULTS.successful)):
+        _compare_checked(*args)  # raises the runtime check's own message, if one fired
     raise_for_result(
         result,
         what=f"compare: reference solve({name})",

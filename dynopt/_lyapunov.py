@@ -2,11 +2,24 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ._custom_types import Array, ArrayLike, Float
 from ._problem import Problem
 from ._trajectory import Trajectory
+from ._validation import host_validated, interval
+
+
+def _on_reference(reference: Trajectory, ts: ArrayLike, fn) -> Float[Array, " n"]:
+    """`vmap(fn)` over `ts`, jitted, after checking on the host that every `t` lies in the
+    reference's interval (`Trajectory.evaluate`'s check, so the program needs no runtime one)."""
+    if reference.interpolation is None or reference.flow is None:
+        raise ValueError("this needs a reference solve (dynopt.solve), not a discrete run.")
+    interp = reference.interpolation
+    ts = interval("ts", np.asarray(ts), lower=float(interp.t0), upper=float(interp.t1))
+    with host_validated():
+        return jax.jit(jax.vmap(fn))(jnp.asarray(ts))
 
 
 def loss_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
@@ -16,12 +29,11 @@ def loss_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[A
     $-\|\nabla L\|^2$ for gradient flow) checks the solved trajectory, to the interpolation
     accuracy.
     """
-    ts = jnp.asarray(ts)
 
     def rate(t):
         return jax.jvp(lambda s: problem.loss(reference.evaluate(s)), (t,), (jnp.ones_like(t),))[1]
 
-    return jax.jit(jax.vmap(rate))(ts)
+    return _on_reference(reference, ts, rate)
 
 
 def gradient_norm_sq(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
@@ -30,7 +42,7 @@ def gradient_norm_sq(reference: Trajectory, problem: Problem, ts: ArrayLike) -> 
     def gsq(t):
         return optax.tree.norm(problem.grad(reference.evaluate(t)), squared=True)
 
-    return jax.jit(jax.vmap(gsq))(jnp.asarray(ts))
+    return _on_reference(reference, ts, gsq)
 
 
 def max_relative_deviation(measured: ArrayLike, predicted: ArrayLike) -> Float[Array, ""]:
@@ -42,8 +54,6 @@ def max_relative_deviation(measured: ArrayLike, predicted: ArrayLike) -> Float[A
 
 def _along(reference: Trajectory, problem: Problem, ts: ArrayLike, fn) -> Float[Array, " n"]:
     """`fn(t, state, params, loss, grad)` at each `t`, on the reference's dense interpolation."""
-    if reference.interpolation is None or reference.flow is None:
-        raise ValueError("this needs a reference solve (dynopt.solve), not a discrete run.")
 
     def one(t):
         state = reference.interpolation.evaluate(t)
@@ -51,7 +61,7 @@ def _along(reference: Trajectory, problem: Problem, ts: ArrayLike, fn) -> Float[
         loss, grad = jax.value_and_grad(problem.loss)(params)
         return fn(t, state, params, loss, grad)
 
-    return jax.jit(jax.vmap(one))(jnp.asarray(ts))
+    return _on_reference(reference, ts, one)
 
 
 def gradient_l1_norm(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:

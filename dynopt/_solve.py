@@ -17,7 +17,7 @@ from ._custom_types import ArrayLike, Params, PyTree, ScalarLike
 from ._flows.base import AbstractFlow
 from ._problem import AbstractProblem, Problem, raveled_loss as _raveled_loss
 from ._trajectory import Trajectory
-from ._validation import interval
+from ._validation import host_validated, interval
 
 
 SOLVERS = {
@@ -153,8 +153,24 @@ def dense_values_per_step(solver: diffrax.AbstractSolver) -> tuple[float, float]
     """Values diffrax's dense output stores per step: `(per state entry, per step)`, read from
     the shapes of two small solves (`jax.eval_shape`, nothing runs): 9 per entry for
     Tsit5/Dopri5/Kvaerno5 (their stages plus the endpoints) and 16 for Dopri8, plus the step's
-    time. Depends on the solver's class only."""
-    return _dense_values_per_step(type(solver))
+    time. Depends on the solver's class only: diffrax's own solvers from a table of these
+    measurements (each costs several traces of a solve, seconds of CPU per process), any other
+    solver measured once."""
+    kind = type(solver)
+    return _DENSE_VALUES.get(kind) or _dense_values_per_step(kind)
+
+
+# `_dense_values_per_step` of diffrax's solvers, measured (tests/test_solve.py re-measures some).
+_DENSE_VALUES = {
+    diffrax.Tsit5: (9.0, 1.0),
+    diffrax.Dopri5: (9.0, 1.0),
+    diffrax.Dopri8: (16.0, 1.0),
+    diffrax.Kvaerno3: (6.0, 1.0),
+    diffrax.Kvaerno4: (7.0, 1.0),
+    diffrax.Kvaerno5: (9.0, 1.0),
+    diffrax.Heun: (4.0, 1.0),
+    diffrax.Bosh3: (6.0, 1.0),
+}
 
 
 @ft.cache
@@ -266,20 +282,37 @@ def dense_solve(
     flow, problem, solver, t0, t1, ts, rtol, atol, max_steps, dense: bool = True, meter=None
 ) -> diffrax.Solution:
     """The reference solve of a flow's drift behind `solve` and `compare` (traceable; never
-    throws): Tsit5/Kvaerno5/... with `PIDController(rtol, atol)`, saved at `ts`."""
+    throws): Tsit5/Kvaerno5/... with `PIDController(rtol, atol)`, saved at `ts`.
+
+    With `dense`, the values at `ts` are read off the dense output (the same per-step
+    interpolating polynomials diffrax's `SaveAt(ts=...)` evaluates), and `inf` past the last
+    step reached, as diffrax leaves them: `SaveAt(ts=...)` would add diffrax's own runtime checks
+    of `ts` (host callbacks, which keep the program out of JAX's persistent cache; `solve` and
+    `compare` check `ts` on the host)."""
     y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
-    return integrate(
+    saveat = diffrax.SaveAt(t1=True, dense=True) if dense else diffrax.SaveAt(ts=ts)
+    sol = integrate(
         diffrax.ODETerm(_vector_field),
         solver,
         t0,
         t1,
         y0,
         args=(flow, problem),
-        saveat=diffrax.SaveAt(ts=ts, dense=dense),
+        saveat=saveat,
         controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
         progress_meter=meter,
     )
+    if not dense:
+        return sol
+    interp = sol.interpolation
+    reached = ts <= interp.t1
+
+    def at(t, ok):
+        y = interp.evaluate(jnp.minimum(t, interp.t1))
+        return jax.tree.map(lambda x: jnp.where(ok, x, jnp.inf), y)
+
+    return dataclasses.replace(sol, ts=ts, ys=jax.vmap(at)(ts, reached))
 
 
 @dataclasses.dataclass
@@ -575,7 +608,8 @@ def solve(
         compiled.dense_checked = True
     f64 = np.float64
     times = (f64(t0), ts_host, f64(rtol), f64(atol))
-    out = eqx.combine(compiled.run(arrays, *times), compiled.outputs[0])
+    with host_validated():  # flow, problem and times checked above: no runtime checks
+        out = eqx.combine(compiled.run(arrays, *times), compiled.outputs[0])
     if not bool(out.pop("ok")):  # the one device-to-host transfer of a successful solve
         sol = compiled.full(arrays, *times)
         raise_for_result(

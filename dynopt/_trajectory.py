@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._custom_types import Array, Bool, Float, Int, Params, PyTree, ScalarLike
-from ._validation import interval, is_traced
+from ._validation import check, interval, is_traced
 
 
 class Trajectory(eqx.Module):
@@ -64,7 +64,7 @@ class Trajectory(eqx.Module):
         interp = self.interpolation
         if is_traced((interp.t0, interp.t1)):
             bad = (jnp.asarray(t) < interp.t0) | (jnp.asarray(t) > interp.t1)
-            t = eqx.error_if(t, jnp.any(bad), "t must be in the solve's interval [t0, t1].")
+            t = check(t, jnp.any(bad), "t must be in the solve's interval [t0, t1].")
         else:
             t0, t1 = float(interp.t0), float(interp.t1)
             hint = (

@@ -7,6 +7,15 @@ r"""Input validation in three tiers, in one place (as diffrax does it):
 3. **wrap it in `eqx.error_if`**: a bad value at run time raises inside the compiled program
    (under `vmap`, if any entry is bad) instead of silently producing a negative decay or a NaN.
 
+`eqx.error_if` is a host callback, and JAX's persistent compilation cache refuses every program
+that holds one (most of an experiment's time is compilation). So dynopt's own entry points
+(`compare`, `solve`, the Lyapunov rates) validate every input on the host (each step size's map
+and reference constructed concretely, the save times checked) and trace their program inside
+`host_validated()`: there tier 3 turns a bad value into NaN instead (no callback; for inputs
+already checked it never fires, and a value computed inside the program that is out of range
+still poisons the result rather than passing silently, which the caller reports as a failed
+solve or a diverged run).
+
 Every numeric hyper-parameter of a flow or a discretization map goes through `interval` (or
 one of its shorthands); flows declare their fields with `hyperparameter(...)`, which makes them
 array leaves (no recompilation for new values) and validates them on construction.
@@ -17,8 +26,11 @@ eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
 ```
 """
 
+import contextlib
 import functools as ft
 import math
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import equinox as eqx
@@ -30,6 +42,51 @@ import numpy as np
 def is_traced(value: Any) -> bool:
     """Whether any leaf of `value` is a JAX tracer (its value is unknown at trace time)."""
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(value))
+
+
+_state = threading.local()
+
+
+def inputs_validated() -> bool:
+    """Whether the program being traced (this thread) runs inside `host_validated()`."""
+    return getattr(_state, "validated", False)
+
+
+@contextlib.contextmanager
+def host_validated() -> Iterator[None]:
+    """Trace a program whose inputs were all validated on the host: inside, the runtime tier
+    (`interval` on traced values, `check`) poisons a bad value with NaN instead of adding an
+    `eqx.error_if` host callback, so the compiled program can enter JAX's persistent cache.
+
+    Only an entry point that checked every input concretely may use it, and only around the
+    call that traces (a program traced here is cached as such by its `jit`)."""
+    previous = inputs_validated()
+    _state.validated = True
+    try:
+        yield
+    finally:
+        _state.validated = previous
+
+
+def _poison(value: Any, bad: Any) -> Any:
+    """`value` with every inexact leaf NaN where `bad` (a scalar or broadcastable mask)."""
+
+    def one(x):
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            return x
+        return jnp.where(bad, jnp.asarray(jnp.nan, x.dtype), x)
+
+    return jax.tree.map(one, value)
+
+
+def check(value: Any, bad: Any, msg: str) -> Any:
+    """The runtime tier for a condition computed inside a program: `eqx.error_if(value, bad,
+    msg)`, or, inside `host_validated()`, `value` poisoned with NaN where `bad` (no host
+    callback; the caller reports the non-finite result)."""
+    if inputs_validated():
+        return _poison(value, jnp.any(bad))
+    return eqx.error_if(value, bad, msg)
 
 
 def _fmt(x: float) -> str:
@@ -75,8 +132,8 @@ def interval(
 
     Concrete values: raise `ValueError("{name} must be {range}, got {value}. {hint}")`.
     Traced values: return `value` wrapped in `eqx.error_if` with the same message, so the check
-    runs inside the compiled program. The caller must use the *returned* value for the check to
-    take effect under `jit`.
+    runs inside the compiled program (inside `host_validated()`: NaN where bad, see `check`).
+    The caller must use the *returned* value for the check to take effect under `jit`.
 
     **Arguments:** `name` (as the user wrote it), `value` (scalar or array), the bounds
     (`None`: unbounded; `*_open`: strict inequality), `allow_inf` (accept $\pm\infty$ within the
@@ -95,7 +152,7 @@ def interval(
         ):
             raise ValueError(msg.format(f"a traced value of dtype {arr.dtype}"))
         bad = jnp.any(_bad_mask(jnp, arr, lower, upper, lower_open, upper_open, allow_inf))
-        return eqx.error_if(value, bad, msg.format("a value out of range (inside jit/vmap)"))
+        return check(value, bad, msg.format("a value out of range (inside jit/vmap)"))
     # Not a number at all (a string, None, a complex or ragged value): say what is expected.
     kind = "a finite real number" if rng == "finite" else f"a real number {rng}"
     not_real = f"{name} must be {kind}, got {{!r}} (a {type(value).__name__})." + (
@@ -217,11 +274,14 @@ def increasing(name: str, values: Any, *, start: float | None = None, min_size: 
 
 
 __all__ = [
+    "check",
     "choice",
     "decay",
     "describe_range",
+    "host_validated",
     "hyperparameter",
     "increasing",
+    "inputs_validated",
     "interval",
     "is_traced",
     "nonnegative",

@@ -35,7 +35,7 @@ def enable_compilation_cache() -> str:
         folder = os.path.join(base, "dynopt", "jax")
         jax.config.update("jax_compilation_cache_dir", folder)
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return folder
 
 
@@ -115,7 +115,9 @@ def main(argv=None) -> int:
             mode = "quick" if args.quick else "full"
             print(f"{name} ({i + 1}/{len(names)}, {mode} mode): {summary(name)}", flush=True)
             start = time.perf_counter()
-            with dynopt.show_progress():
+            # Progress bars only for full runs: a bar is a host callback inside the compiled
+            # program, which JAX's persistent cache will not store, and quick runs take seconds.
+            with dynopt.show_progress(not args.quick):
                 out = run_experiment(name, quick=args.quick, seed=args.seed, out=out, log=_log)
             elapsed = time.perf_counter() - start
             print(f"{name}: done in {elapsed:.1f} s; results and figures in {out}/")

@@ -201,10 +201,13 @@ def test_dense_memory_guard_counts_the_solver_values_per_step():
     """diffrax keeps 9 values per step and state entry for Tsit5 and 16 for Dopri8 (read from
     the solve's shapes): at the default max_steps, 1,700 parameters fit the 2 GiB budget for
     Tsit5 (2.05e9 bytes) but not for Dopri8 (3.6e9; the old count of 9 said 1.87 GiB)."""
-    from dynopt._solve import check_dense_memory, dense_values_per_step
+    from dynopt._solve import _DENSE_VALUES, _dense_values_per_step, check_dense_memory
 
-    assert dense_values_per_step(diffrax.Tsit5())[0] == 9
-    assert dense_values_per_step(diffrax.Dopri8())[0] == 16
+    # The table the guard reads, against the measurement from the solve's shapes.
+    for kind in (diffrax.Tsit5, diffrax.Dopri8, diffrax.Bosh3):
+        assert _DENSE_VALUES[kind] == _dense_values_per_step(kind)
+    assert _DENSE_VALUES[diffrax.Tsit5][0] == 9
+    assert _DENSE_VALUES[diffrax.Dopri8][0] == 16
     p = dynopt.Problem(lambda x: jnp.sum(x**2), jnp.zeros(1_700))
     check_dense_memory(flows.GradientFlow(), p, 16_384, solver=diffrax.Tsit5())
     with pytest.raises(ValueError, match=r"x 16 values per step.*Pass dense=False"):
