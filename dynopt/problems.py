@@ -9,3 +9,4 @@ from ._problems.finite_sum import (
 )
 from ._problems.landscapes import double_well as double_well, rosenbrock as rosenbrock
 from ._problems.quadratic import quadratic as quadratic
+from ._sharding import data_mesh as data_mesh, shard_data as shard_data

@@ -87,3 +87,29 @@ def test_sgd_problem_keeps_or_changes_the_scheme():
     assert sde.SGDNoise(0.1, 4, replace=True).sgd_problem(q) is q
     back = sde.SGDNoise(0.1, 4).sgd_problem(q)
     assert back is not q and back.stochastic_loss_fn.keywords["replace"] is False
+
+
+def test_shard_data_on_one_device_keeps_the_numbers():
+    """`shard=True` on one process with one device: global arrays of the same values (the
+    multi-device and multi-process cases: tests/test_networks.py, tests/test_multiprocess.py)."""
+    whole = problems.linear_regression(16, 2, batch_size=4)
+    sharded = problems.linear_regression(16, 2, batch_size=4, shard=True)
+    assert sharded.data[0].sharding.spec == jax.sharding.PartitionSpec("data")
+    for a, b in zip(whole.data, sharded.data):
+        np.testing.assert_array_equal(a, b)
+    local = problems.shard_data(whole.data, local=True)  # one process: its rows are all rows
+    np.testing.assert_array_equal(local[1], whole.data[1])
+    w = jnp.ones(2)
+    assert float(sharded.loss(w)) == float(whole.loss(w))
+
+
+def test_shard_data_refuses_bad_input():
+    with pytest.raises(ValueError, match="data: every array must share one leading sample axis"):
+        problems.shard_data((np.ones((4, 2)), np.ones(5)))
+    with pytest.raises(ValueError, match="data: every array must share one leading sample axis"):
+        problems.shard_data(np.ones(()))
+    with pytest.raises(ValueError, match="mesh must have one axis"):
+        mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("a", "b"))
+        problems.shard_data(np.ones((4, 2)), mesh)
+    with pytest.raises(ValueError, match="shard must be True or False"):
+        problems.logistic_regression(16, 2, shard="yes")

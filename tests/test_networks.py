@@ -91,6 +91,8 @@ def test_bad_input():
         networks.network_problem(small, (x, y))
     with pytest.raises(ValueError, match="loss must be one of"):
         networks.network_problem(small, (x, y), loss="hinge")
+    with pytest.raises(ValueError, match="shard must be one of"):
+        networks.network_problem(small, (x, y), shard="global")
     with pytest.raises(ValueError, match="integer labels"):
         networks.network_problem(small, (x, x[:, :5]), loss="cross_entropy")
     with pytest.raises(ValueError, match="num_samples"):
@@ -111,7 +113,7 @@ assert jax.device_count() == 4, jax.devices()
 x, y = networks.digits(40)
 model = networks.mlp(64, 10, width=8, depth=1, key=jax.random.key(0))
 out = {}
-for shard in (False, True):
+for shard in (False, True, "local"):  # one process: its local rows are all of them
     p = networks.network_problem(model, (x, y), shard=shard, batch_size=8)
     mb = dynopt.run(optax.sgd(0.5), p, 10, every=5, key=jax.random.key(1))
     g = jax.flatten_util.ravel_pytree(jax.jit(lambda w: p.grad(w))(p.params0))[0]
@@ -124,6 +126,19 @@ try:
     networks.shard_data((x[:6], y[:6]))
 except ValueError as e:
     out["error"] = str(e)
+try:
+    networks.network_problem(model, (x[:6], y[:6]), shard="local")
+except ValueError as e:
+    out["local_error"] = str(e)
+# A finite-sum generator split over the 4 devices, each holding its quarter of the rows.
+gd = dynopt.flows.GradientFlow().discretize(0.1)
+for shard in (False, True):
+    lin = dynopt.problems.linear_regression(64, 3, batch_size=8, shard=shard)
+    out[f"lin{shard}"] = dict(
+        rows=[list(s.index[0].indices(64)[:2]) for s in lin.data[0].addressable_shards],
+        gd=np.asarray(dynopt.run(gd, lin, 20, every=10).params).tolist(),
+        sgd=np.asarray(dynopt.run(gd, lin, 20, every=10, key=jax.random.key(2)).params).tolist(),
+    )
 print(json.dumps(out))
 """
 
@@ -147,4 +162,12 @@ def test_sharded_data_gives_the_same_numbers():
     # Same arithmetic up to the order of the cross-device sum: float64 rounding only.
     for key in ("loss", "mb", "grad"):
         np.testing.assert_allclose(sharded[key], single[key], rtol=1e-13, atol=1e-15)
+    assert out["local"] == sharded  # one process's local rows: the same global arrays
     assert "not a multiple of the 4 devices" in out["error"]
+    assert "6 rows on this process, not a multiple of its 4 devices" in out["local_error"]
+    lin, lin_sharded = out["linFalse"], out["linTrue"]
+    assert lin_sharded["rows"] == [[0, 16], [16, 32], [32, 48], [48, 64]]
+    # Minibatches are gathered whole, then evaluated as on one device: bit for bit. Full
+    # batch: four partial sums all-reduced, another summation order (a few ulps at most).
+    np.testing.assert_array_equal(lin_sharded["sgd"], lin["sgd"])
+    np.testing.assert_allclose(lin_sharded["gd"], lin["gd"], rtol=1e-15, atol=1e-16)

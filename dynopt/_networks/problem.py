@@ -7,17 +7,15 @@ from typing import Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._custom_types import Array, Params, PyTree, Scalar
 from .._problem import Problem
 from .._problems.finite_sum import finite_sum
+from .._sharding import data_mesh as data_mesh, shard_data as shard_data
 from .._validation import choice
 
 
-DATA_AXIS = "data"
 LOSSES = ("mse", "cross_entropy")
 
 
@@ -36,41 +34,13 @@ def _sample_loss(params: Params, sample: tuple[Array, Array], static: PyTree, ki
     return 0.5 * jnp.sum((out - _targets(y, out.shape[0], out.dtype)) ** 2)
 
 
-def data_mesh() -> Mesh:
-    """A one-axis mesh named `"data"` over all devices (of all processes)."""
-    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
-
-
-def shard_data(data: PyTree, mesh: Mesh | None = None) -> PyTree:
-    r"""Place every array of `data` with its leading (sample) axis split over `mesh`
-    (default `data_mesh()`): `NamedSharding(mesh, P("data"))`.
-
-    A loss of sharded data, jitted, runs data-parallel: each device evaluates its samples and
-    XLA inserts the reductions (a `jnp.mean` becomes a local sum plus an all-reduce). The code
-    is the same on one CPU, several GPUs or several hosts.
-
-    **Raises:** `ValueError` unless the sample count is a multiple of the mesh size (padding
-    would change the mean).
-    """
-    mesh = data_mesh() if mesh is None else mesh
-    sizes = {x.shape[0] for x in jax.tree.leaves(data)}
-    (n,) = sizes
-    if n % mesh.size:
-        raise ValueError(
-            f"data has {n} samples, not a multiple of the {mesh.size} devices of the mesh: "
-            "take a subset (e.g. digits(num_samples=...)) whose size they divide."
-        )
-    sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), data)
-
-
 def network_problem(
     model: eqx.Module,
     data: tuple[Array, Array],
     *,
     loss: Literal["mse", "cross_entropy"] = "mse",
     batch_size: int | None = None,
-    shard: bool = False,
+    shard: bool | Literal["local"] = False,
     name: str | None = None,
 ) -> Problem:
     r"""The loss of `model` (any callable `eqx.Module` on one unbatched input) on `data`:
@@ -92,7 +62,11 @@ def network_problem(
     - `loss`: `"mse"` or `"cross_entropy"`.
     - `batch_size`: the minibatch size of `run(..., key=...)` (sampled without replacement);
       `None`: the whole data set (full batch).
-    - `shard`: split the sample axis over all devices (`shard_data`).
+    - `shard`: `False`; `True`: split the sample axis of `data` (the whole data set, the
+      same on every process) over all devices of all processes (`shard_data`); `"local"`:
+      `data` holds only this process's rows (every process the same number), stacked process
+      by process into the global data set (`shard_data(..., local=True)`: a data set too big
+      for one host, each host loading its part). Checks run on the local rows.
 
     **Returns:** a `dynopt.Problem` (a finite sum: `data`, `sample_loss_fn`, `batch_size` set).
 
@@ -100,6 +74,7 @@ def network_problem(
     are not 1-D, a label is out of range of the outputs, or float targets meet cross-entropy.
     """
     choice("loss", loss, LOSSES)
+    choice("shard", shard, (False, True, "local"))
     x, y = data
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"data: x and y must share the sample axis, got {x.shape} and {y.shape}.")
@@ -130,10 +105,10 @@ def network_problem(
             )
         y = y.astype(out.dtype)
     x = x.astype(out.dtype)
-    n = x.shape[0]
     data = (x, y)
     if shard:
-        data = shard_data(data)
+        data = shard_data(data, local=shard == "local")
+    n = data[0].shape[0]
     sample_loss = eqx.Partial(_sample_loss, static=static, kind=loss)
     label = name or f"{type(model).__name__}({loss}, n={n})"
     return finite_sum(

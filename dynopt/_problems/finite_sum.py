@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from .._custom_types import Array, Int, Key, Params, Scalar
 from .._problem import Problem
+from .._sharding import data_mesh, shard_data
 
 
 def _batch_loss(params: Params, data: Params, sample_loss_fn, regularizer) -> Scalar:
@@ -77,6 +78,25 @@ def _l2(params: Params, strength: Array) -> Scalar:
     return 0.5 * strength * sum(jnp.sum(x * x) for x in jax.tree.leaves(params))
 
 
+def _process_rows(data: Params, shard: bool, num_samples: int) -> Params:
+    """The synthetic `data` as is, or (`shard=True`) split over `data_mesh()`: each process
+    passes only its block of rows to `shard_data(..., local=True)`, as a host with its own
+    part of a real data set would."""
+    if not isinstance(shard, bool):
+        raise ValueError(f"shard must be True or False, got {shard!r}.")
+    if not shard:
+        return data
+    mesh = data_mesh()
+    if num_samples % mesh.size:
+        raise ValueError(
+            f"num_samples must be a multiple of the {mesh.size} devices when shard=True, got "
+            f"{num_samples}."
+        )
+    rows = num_samples // jax.process_count()
+    start = jax.process_index() * rows
+    return shard_data(jax.tree.map(lambda x: x[start : start + rows], data), mesh, local=True)
+
+
 def finite_sum(
     sample_loss_fn: Callable[[Params, Params], Scalar],
     data: Params,
@@ -100,6 +120,14 @@ def finite_sum(
     - `data`: a pytree of arrays sharing a leading sample axis of length $n$.
     - `batch_size`: $B$, with $1 \le B \le n$.
     - `replace`: sample the minibatch with replacement (i.i.d. indices) instead of without.
+
+    **Data-parallel:** `data` may be global arrays split over devices and processes
+    (`shard_data`; with `local=True` each process feeds only its rows). The full-batch loss
+    then runs each device on its rows plus an all-reduce of the partial sums (equal to one
+    device's to summation-order rounding); a minibatch draws global indices (the same `key`
+    gives every process the same subset) and each device gathers the ones it holds, joined by
+    an all-reduce of the $B$ rows: $O(B)$ traffic per step, whatever $n$, after which every
+    device evaluates the minibatch loss whole (the same numbers as one device).
     """
     sizes = {x.shape[0] for x in jax.tree.leaves(data)}
     if len(sizes) != 1:
@@ -145,12 +173,16 @@ def linear_regression(
     batch_size: int = 32,
     noise: float = 0.1,
     seed: int = 0,
+    shard: bool = False,
 ) -> Problem:
     r"""Least squares $L(w) = \frac{1}{2n}\sum_i (x_i^\top w - y_i)^2$ on synthetic data.
 
     $x_i \sim \mathcal N(0, I_d)$, $y_i = x_i^\top w_\star + \text{noise}\cdot\xi_i$;
     start $w_0 = 0$.
     The minimizer is the least-squares solution $(X^\top X)^{-1}X^\top y$ (exact).
+    With `shard=True` the samples are split over all devices of all processes (`shard_data`):
+    each process generates the set (it is synthetic), keeps its block of rows and passes only
+    them on; `num_samples` must be a multiple of the device count.
     """
     if num_samples < 1 or dim < 1:
         raise ValueError(f"num_samples and dim must be >= 1, got {num_samples}, {dim}.")
@@ -163,7 +195,7 @@ def linear_regression(
     w_ls = jnp.linalg.lstsq(x, y)[0]
     return finite_sum(
         _squared_error,
-        (x, y),
+        _process_rows((x, y), shard, num_samples),
         jnp.zeros(dim),
         batch_size=batch_size,
         minimizer=w_ls,
@@ -183,12 +215,16 @@ def logistic_regression(
     batch_size: int = 32,
     l2: float = 1e-2,
     seed: int = 0,
+    shard: bool = False,
 ) -> Problem:
     r"""$L(w) = \frac1n\sum_i \log(1 + e^{-y_i x_i^\top w}) + \frac{\lambda}{2}\|w\|^2$.
 
     Synthetic data: $x_i \sim \mathcal N(0, I_d)$, labels $y_i = \pm1$ drawn from the logistic model
     with a random $w_\star$ (so the data are not separable); start $w_0 = 0$. With $\lambda > 0$ the
     loss is strongly convex; its minimizer is not known in closed form (`minimizer=None`).
+    With `shard=True` the samples are split over all devices of all processes (`shard_data`):
+    each process generates the set (it is synthetic), keeps its block of rows and passes only
+    them on; `num_samples` must be a multiple of the device count.
     """
     if num_samples < 1 or dim < 1:
         raise ValueError(f"num_samples and dim must be >= 1, got {num_samples}, {dim}.")
@@ -201,7 +237,7 @@ def logistic_regression(
     y = jnp.where(jax.random.uniform(ky, (num_samples,)) < p, 1.0, -1.0)
     return finite_sum(
         _logistic,
-        (x, y),
+        _process_rows((x, y), shard, num_samples),
         jnp.zeros(dim),
         batch_size=batch_size,
         regularizer=eqx.Partial(_l2, strength=jnp.asarray(l2)),
@@ -230,10 +266,14 @@ def mlp_regression(
     depth: int = 2,
     batch_size: int = 32,
     seed: int = 0,
+    shard: bool = False,
 ) -> Problem:
     r"""Mean squared error of a tanh MLP (`depth` hidden layers of `width`) on a synthetic target
     $y = \sin(x^\top a) + \tfrac12\cos(x^\top b)$. Params are a list of `{"w", "b"}` dicts
     (LeCun-normal initialization), a non-trivial pytree.
+    With `shard=True` the samples are split over all devices of all processes (`shard_data`):
+    each process generates the set (it is synthetic), keeps its block of rows and passes only
+    them on; `num_samples` must be a multiple of the device count.
     """
     if min(num_samples, dim, width, depth) < 1:
         raise ValueError("num_samples, dim, width and depth must all be >= 1.")
@@ -252,7 +292,7 @@ def mlp_regression(
     ]
     return finite_sum(
         _mlp_sample_loss,
-        (x, y),
+        _process_rows((x, y), shard, num_samples),
         params0,
         batch_size=batch_size,
         name=f"mlp_regression(n={num_samples}, d={dim}, width={width}, depth={depth})",
