@@ -77,3 +77,33 @@ def test_hyperparameter_fields_are_validated_array_leaves():
     bad = jax.jit(lambda r: _Flow(r).rate)
     with pytest.raises(Exception, match="rate must be > 0"):
         jax.block_until_ready(bad(jnp.asarray(-1.0)))
+
+
+def test_entry_point_programs_hold_no_host_callbacks(caplog):
+    """JAX's persistent compilation cache stores no program with a host callback (an
+    `eqx.error_if`, a progress bar): `compare`, `solve` and the Lyapunov rates validate on the
+    host and compile callback-free programs, so a second process reuses them. A program with an
+    `eqx.error_if` is the control: JAX says it refuses to store it."""
+    import logging
+
+    import dynopt
+    from dynopt import flows, lyapunov, problems
+
+    refused = "because it uses host callbacks"
+    # A problem size no other test uses: every program below compiles here.
+    problem = problems.quadratic(jnp.linspace(1.0, 3.0, 7))
+    with caplog.at_level(logging.DEBUG, logger="jax._src.compiler"):
+        jax.jit(lambda x: eqx.error_if(x, x > 0, "x > 0"))(-jnp.ones(7))
+        control = [r for r in caplog.records if refused in r.getMessage()]
+        caplog.clear()
+        ts = jnp.linspace(0.0, 1.0, 7)
+        ref = dynopt.solve(flows.GradientFlow(), problem, ts)
+        lyapunov.loss_rate(ref, problem, ts)
+        dynopt.compare(flows.GradientFlow(), problem, [0.1, 0.05, 0.025], 1.0)
+        dynopt.compare(
+            flows.GradientFlow(), problem, [0.1, 0.05], 1.0, reference=flows.ModifiedGradientFlow
+        )
+        found = [r.getMessage() for r in caplog.records if refused in r.getMessage()]
+    if not control:
+        pytest.skip("the persistent compilation cache is off in this run")
+    assert found == []
