@@ -7,6 +7,12 @@ from ._characteristics.density import (
     transport_density as transport_density,
 )
 from ._characteristics.quasilinear import quasilinear as quasilinear
+from ._characteristics.reference import (
+    burgers_crossing as burgers_crossing,
+    density_chi2 as density_chi2,
+    riccati_blowup as riccati_blowup,
+    riccati_solution as riccati_solution,
+)
 from ._characteristics.solution import (
     BlowUp as BlowUp,
     BlowUpError as BlowUpError,

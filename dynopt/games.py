@@ -14,11 +14,17 @@ from ._games.dirac import (
     DIRAC_VARIANTS as DIRAC_VARIANTS,
     linear_critic as linear_critic,
     normalized_critic as normalized_critic,
+    orbit_verdict as orbit_verdict,
     PHI0 as PHI0,
     POST4_CASES as POST4_CASES,
+    post4_game as post4_game,
     THETA0 as THETA0,
 )
-from ._games.flows import GameFlow as GameFlow, ModifiedGameFlow as ModifiedGameFlow
+from ._games.flows import (
+    GameFlow as GameFlow,
+    modified_flow_growth as modified_flow_growth,
+    ModifiedGameFlow as ModifiedGameFlow,
+)
 from ._games.game import Game as Game, minmax as minmax
 from ._games.mixture import (
     generate as generate,
@@ -44,6 +50,7 @@ from ._games.schemes import (
     consensus_optimization as consensus_optimization,
     Extragradient as Extragradient,
     extragradient as extragradient,
+    measured_growth as measured_growth,
     Optimistic as Optimistic,
     optimistic_gda as optimistic_gda,
     scheme as scheme,

@@ -748,3 +748,52 @@ def loss_on_grid(loss, xs, ys) -> np.ndarray:
 
     grid = jnp.stack(jnp.meshgrid(jnp.asarray(xs), jnp.asarray(ys)), axis=-1)
     return np.asarray(jax.jit(jax.vmap(jax.vmap(loss)))(grid))
+
+
+# --- helpers for h4 ---
+
+
+def plot_distances(ax: Axes, curves: Sequence[tuple], **props) -> Axes:
+    r"""Distances $\|x(t)\|$ (e.g. of iterates to an equilibrium) against time on a log y-axis,
+    one line per curve; an exact zero is a gap, not a value at an invented level. Then
+    `dress(ax, grid="both", **props)`.
+
+    **Arguments:**
+
+    - `ax`: the panel.
+    - `curves`: `(t, x, label)` or `(t, x, label, style)`, `x` of shape `(len(t), d)` (the
+      distance is the norm over the last axis) and `style` the keyword arguments of `ax.plot`.
+    - `props`: passed to `dress` (title, xlabel, ylabel, legend, grid, ...).
+
+    **Returns:** `ax`.
+    """
+    for t, x, label, *style in curves:
+        d = np.linalg.norm(np.asarray(x, float), axis=-1)
+        ax.semilogy(np.asarray(t), np.where(d > 0, d, np.nan), label=label, **(style or [{}])[0])
+    return dress(ax, **{"grid": "both", **props})
+
+
+# --- helpers for h5 ---
+
+
+def plot_characteristics_with_events(
+    ax: Axes, x, y, event_x, event_y, *, label: str, every: int = 1, color="0.35", ms: float = 6.0
+) -> Axes:
+    """Characteristic curves (`plot_characteristic_curves`) and the events that end them
+    (blow-ups, crossings) as red crosses.
+
+    **Arguments:**
+
+    - `x`, `y`: `(m, T)`, row i one curve (NaN ends it).
+    - `event_x`, `event_y`: each curve's event (broadcast against each other); a non-finite one
+      means no event and is not drawn.
+    - `label`: the events' legend entry; `every`, `color`: which curves and their colour; `ms`:
+      the crosses' size.
+
+    **Returns:** `ax`.
+    """
+    plot_characteristic_curves(ax, x, y, every=every, color=color)
+    ex, ey = np.broadcast_arrays(np.asarray(event_x, float), np.asarray(event_y, float))
+    hit = np.isfinite(ex) & np.isfinite(ey)
+    ax.plot(ex[hit], ey[hit], "rx", ms=ms, label=label)
+    return ax

@@ -5,6 +5,7 @@ from ._rnn.identifiability import (
     Identifiability as Identifiability,
     identifiability as identifiability,
     loss_profile as loss_profile,
+    sensitivity_analysis as sensitivity_analysis,
 )
 from ._rnn.inference import (
     diffrax_model as diffrax_model,

@@ -18,11 +18,18 @@ from ._sde.closed_forms import (
     gibbs_bin_probabilities as gibbs_bin_probabilities,
     noisy_quadratic as noisy_quadratic,
 )
+from ._sde.estimators import (
+    arrhenius_fit as arrhenius_fit,
+    histogram_tv as histogram_tv,
+    mean_with_se as mean_with_se,
+    variance_with_se as variance_with_se,
+)
 from ._sde.langevin import Kramers as Kramers, Langevin as Langevin
 from ._sde.moments import (
     quadratic_moments as quadratic_moments,
     quadratic_stationary_covariance as quadratic_stationary_covariance,
     QuadraticMoments as QuadraticMoments,
+    scheduled_moments as scheduled_moments,
 )
 from ._sde.sgd import SGDNoise as SGDNoise
 from ._sde.simulate import (

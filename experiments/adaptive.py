@@ -138,13 +138,16 @@ def orders(config: Config) -> dict[str, Orders]:
             "rmsprop_G0_g0sq": flows.RMSPropFlow(config.kappa, config.eps, initial_scale=G0),
             "adam": flows.AdamFlow(config.a1, config.a2, config.eps),
         }
-        out[name] = Orders(G0, {}, {}, {}, hs, {})
-        for case in config.order_cases:
-            cmp = dynopt.compare(cases[case], prob, hs, config.order_t1)
-            out[name].order[case] = float(cmp.order)
-            out[name].final_order[case] = float(cmp.final_order)
-            out[name].verdict[case] = cmp.verdict
-            out[name].errors[case] = np.asarray(cmp.errors)
+        cmps = {
+            case: dynopt.compare(cases[case], prob, hs, config.order_t1)
+            for case in config.order_cases
+        }
+        out[name] = Orders(
+            G0, {k: float(c.order) for k, c in cmps.items()},
+            {k: float(c.final_order) for k, c in cmps.items()},
+            {k: c.verdict for k, c in cmps.items()}, hs,
+            {k: np.asarray(c.errors) for k, c in cmps.items()},
+        )  # fmt: skip
     return out
 
 
@@ -156,29 +159,22 @@ def limits(config: Config) -> Limits:
     for kappa in config.limit_kappas:  # array hyper-parameters: one compiled solve
         flow = flows.RMSPropFlow(jnp.asarray(kappa), config.limit_eps)
         errs.append(float(jnp.max(jnp.abs(dynopt.solve(flow, prob, ts).params - sign))))
-    kappas = np.asarray(config.limit_kappas)
+    kappas, errs = np.asarray(config.limit_kappas), np.asarray(errs)
     # Sign flow regularization: diagonal quadratic, exact Filippov solution known.
     x0 = np.asarray(prob.params0)
-    t = np.asarray(ts)
-    exact = np.sign(x0) * np.maximum(np.abs(x0) - t[:, None], 0.0)
+    exact = np.sign(x0) * np.maximum(np.abs(x0) - np.asarray(ts)[:, None], 0.0)
     werrs = []
     for w in config.widths:
         ref = dynopt.solve(flows.SignFlow(width=jnp.asarray(w)), prob, ts, max_steps=65_536)
         werrs.append(float(np.max(np.abs(np.asarray(ref.params) - exact))))
-    widths = np.asarray(config.widths)
+    widths, werrs = np.asarray(config.widths), np.asarray(werrs)
     # O(1/κ) needs 1/κ below the sign-like flow's fastest time scale √ε/λ_max = 0.01.
     fit = kappas >= config.limit_fit_from
+    slope = lambda x, e: float(dynopt.fit_order(jnp.asarray(x), jnp.asarray(e)))
     return Limits(
-        kappa_slope=float(
-            dynopt.fit_order(jnp.asarray(kappas[fit]), jnp.asarray(np.asarray(errs)[fit]))
-        ),
-        width_slope=float(dynopt.fit_order(jnp.asarray(widths), jnp.asarray(werrs))),
-        width_error_over_width=(np.asarray(werrs) / widths).tolist(),
-        kappas=kappas,
-        errors=np.asarray(errs),
-        widths=widths,
-        width_errors=np.asarray(werrs),
-    )
+        slope(kappas[fit], errs[fit]), slope(widths, werrs), (werrs / widths).tolist(), kappas,
+        errs, widths, werrs,
+    )  # fmt: skip
 
 
 def displacement(config: Config) -> Displacement:
@@ -186,14 +182,10 @@ def displacement(config: Config) -> Displacement:
     flow, dt = flows.RMSPropFlow.from_hyperparams(config.hist_gamma, config.hist_decay, config.eps)
     traj = dynopt.run(flow.discretize(dt), prob, config.hist_steps)
     ratio = np.abs(np.diff(np.asarray(traj.params), axis=0)).ravel() / config.hist_gamma
-    q = np.quantile(ratio, [0.05, 0.5, 0.95])
+    q = np.quantile(ratio, [0.05, 0.5, 0.95]).tolist()
+    within = float(np.mean((ratio > 0.5) & (ratio < 2.0)))
     return Displacement(
-        kappa=float(flow.kappa),
-        quantiles_5_50_95=q.tolist(),
-        fraction_within_half_to_twice=float(np.mean((ratio > 0.5) & (ratio < 2.0))),
-        max_ratio=float(ratio.max()),
-        final_loss=float(traj.loss[-1]),
-        ratio=ratio,
+        float(flow.kappa), q, within, float(ratio.max()), float(traj.loss[-1]), ratio
     )
 
 
@@ -231,13 +223,9 @@ def normalization(config: Config) -> dict[str, Direction]:
         states = jax.vmap(ref.interpolation.evaluate)(ts)
         vel = np.asarray(jax.vmap(lambda s, f=flow: f.vector_field(0.0, s, prob).params)(states))
         angle = _angle_deg(vel, -grads)
-        out[norm] = Direction(
-            max_angle_to_minus_grad_deg=float(np.nanmax(angle)),
-            max_distance_to_gradient_flow_path=float(_distance_to_polyline(path, gf).max()),
-            final_distance_to_minimizer=float(np.linalg.norm(path[-1])),
-            path=path,
-            angle=angle,
-        )
+        distance = float(_distance_to_polyline(path, gf).max())
+        final = float(np.linalg.norm(path[-1]))
+        out[norm] = Direction(float(np.nanmax(angle)), distance, final, path, angle)
     return out
 
 
@@ -297,16 +285,16 @@ def draw_limits(r):
     fig, axes = plotting.panels(2)
     plotting.plot_power_law(axes[0], lim.kappas, lim.errors, slope=-1.0, label="measured",
                             reference="slope -1")  # fmt: skip
-    axes[0].set(xlabel="κ", ylabel="max |θ_RMSprop-flow − θ_sign-like| on [0, 1]")
     fit_from = r.config["limit_fit_from"]
     title = f"κ → ∞: sign-like limit (slope {lim.kappa_slope:.2f} for κ ≥ {fit_from:g})"
-    plotting.dress(axes[0], title=title, grid="both")
+    plotting.dress(axes[0], title=title, grid="both", xlabel="κ",
+                   ylabel="max |θ_RMSprop-flow − θ_sign-like| on [0, 1]")  # fmt: skip
     w = lim.widths
     axes[1].loglog(w, lim.width_errors, "o-", label="regularized vs exact sign flow")
     axes[1].loglog(w, w, "k--", lw=0.8, label="error = w")
-    axes[1].set(xlabel="width w of sign_w(g) = g/√(g²+w²)", ylabel="max error on [0, 1]")
     plotting.dress(axes[1], title=f"SignFlow reference: O(w) (slope {lim.width_slope:.2f})",
-                   grid="both")  # fmt: skip
+                   grid="both", xlabel="width w of sign_w(g) = g/√(g²+w²)",
+                   ylabel="max error on [0, 1]")  # fmt: skip
     return fig
 
 
@@ -343,8 +331,8 @@ def draw_normalization(r):
     for norm in ("global", "coordinate"):
         d = nm[norm]
         axes[1].plot(land.ts, d.angle, label=f"{norm} (max {d.max_angle_to_minus_grad_deg:.1f}°)")
-    axes[1].set(xlabel="t", ylabel="angle between θ' and −∇L (degrees)")
-    plotting.dress(axes[1], title="update direction vs steepest descent")
+    plotting.dress(axes[1], title="update direction vs steepest descent", xlabel="t",
+                   ylabel="angle between θ' and −∇L (degrees)")  # fmt: skip
     return fig
 
 

@@ -152,16 +152,16 @@ class Density:
     loss: Array
 
 
-# Example 1: u_t + x u_x = u^2 with x = (t, x).
-def _alpha1(x, u):
-    del u
-    return jnp.stack([jnp.ones_like(x[0]), x[1]])
-
-
-def _beta1(x, u):
-    del x
-    return u**2
-
+# The PDEs at module level (x = (t, x)): a second solve of the same PDE reuses the compiled one.
+_alpha1 = lambda x, u: jnp.stack([jnp.ones_like(x[0]), x[1]])  # u_t + x u_x = u²
+_beta1 = lambda x, u: u**2
+_F_heat = lambda x, u, p: p[0] - p[1] ** 2  # u_t = u_x²
+_initial_heat = lambda s: (jnp.stack([jnp.zeros_like(s), s]), s**2)
+_burgers_alpha = lambda x, u: jnp.stack([jnp.ones_like(u), u])  # u_t + u u_x = 0
+_burgers_beta = lambda x, u: jnp.zeros_like(u)
+_burgers_initial = lambda s: (jnp.stack([jnp.zeros_like(s), s]), jnp.exp(-(s**2)))
+_F_eikonal = lambda x, u, p: 0.5 * (jnp.dot(p, p) - 1.0)  # |∇u| = 1
+_circle = lambda a: (jnp.stack([jnp.cos(a), jnp.sin(a)]), jnp.zeros_like(a))
 
 EX1_F = {
     "sin x": (jnp.sin, np.sin),
@@ -170,113 +170,74 @@ EX1_F = {
 }
 
 
+def _max_abs(a) -> float:
+    return float(np.max(np.abs(a)))
+
+
 def example1(config: Config) -> dict[str, Example1]:
-    sig = np.linspace(-3.0, 3.0, config.ex1_points)
-    ss = np.linspace(0.0, config.ex1_horizon, config.ex1_saves)
-    tg, xg = np.meshgrid(
-        np.linspace(0.0, config.ex1_horizon, 81), np.linspace(-3.0, 6.0, 181), indexing="ij"
-    )
+    """(1) Characteristics of u_t + x u_x = u² against eq. 12 and the blow-up t* = 1/f(σ)."""
+    sig, horizon = np.linspace(-3.0, 3.0, config.ex1_points), config.ex1_horizon
+    ss = np.linspace(0.0, horizon, config.ex1_saves)
+    tg, xg = np.meshgrid(np.linspace(0.0, horizon, 81), np.linspace(-3.0, 6.0, 181), indexing="ij")
     out = {}
     for name, (fj, fn) in EX1_F.items():
         initial = lambda s, fj=fj: (jnp.stack([jnp.zeros_like(s), s]), fj(s))
         r = ch.quasilinear(_alpha1, _beta1, initial, sig, ss, on_blowup="stop")
         t, x, u = (np.asarray(a) for a in (r.x[..., 0], r.x[..., 1], r.u))
-        fx = fn(x * np.exp(-t))
-        exact = fx / (1.0 - t * fx)
+        exact = ch.riccati_solution(fn, t, x)
         ok = np.isfinite(u) & (np.abs(u) < 100.0)
-        f0 = fn(sig)
-        t_star = np.where(f0 > 0, 1.0 / np.where(f0 > 0, f0, 1.0), np.inf)
-        hit = t_star < config.ex1_horizon
-        kind = np.asarray(r.blowup.kind)
-        bs, bx = np.asarray(r.blowup.s), np.asarray(r.blowup.x)
+        t_star, x_star = ch.riccati_blowup(fn, sig, horizon)
+        hit = np.isfinite(t_star)
+        bs, bx = np.asarray(r.blowup.s), np.asarray(r.blowup.x)[:, 1]
         grid = r.on_grid(np.stack([tg, xg], -1))
-        fg = fn(xg * np.exp(-tg))
-        with np.errstate(divide="ignore"):
-            grid_exact = fg / (1.0 - tg * fg)
-        before = tg * fg < 0.5  # well inside the classical region
-        first = r.blowup.first()
-        s_fine = np.linspace(-3.0, 3.0, 2001)
-        f_fine = fn(s_fine)
-        pos = f_fine > 1.0 / config.ex1_horizon
-        curve_t = np.where(pos, 1.0 / np.where(pos, f_fine, 1.0), np.nan)
+        before = tg * fn(xg * np.exp(-tg)) < 0.5  # well inside the classical region
+        curve_t, curve_x = ch.riccati_blowup(fn, np.linspace(-3.0, 3.0, 2001), horizon)
         out[name] = Example1(
             max_rel_error_vs_eq12=float(np.max(np.abs(u - exact)[ok] / (1.0 + np.abs(exact[ok])))),
             points_compared=int(ok.sum()),
-            blowups_detected=int(np.sum(kind == 2)),
+            blowups_detected=int(np.sum(np.asarray(r.blowup.kind) == 2)),
             blowups_expected=int(hit.sum()),
-            max_blowup_time_error=float(np.max(np.abs(bs[hit] - t_star[hit]))),
-            max_blowup_place_error=float(
-                np.max(np.abs(bx[hit, 1] - sig[hit] * np.exp(t_star[hit])))
+            max_blowup_time_error=_max_abs(bs[hit] - t_star[hit]),
+            max_blowup_place_error=_max_abs(bx[hit] - x_star[hit]),
+            first_blowup=r.blowup.first(),
+            grid_interp_max_error=float(
+                np.nanmax(np.abs(grid - ch.riccati_solution(fn, tg, xg))[before])
             ),
-            first_blowup=first,
-            grid_interp_max_error=float(np.nanmax(np.abs(grid - grid_exact)[before])),
-            grid_t=tg[:, 0],
-            grid_x=xg[0],
-            x=np.asarray(r.x),
-            u=u,
-            blowup_s=bs,
-            blowup_x=bx[:, 1],
-            grid_u=np.asarray(grid),
-            curve_t=curve_t,
-            curve_x=np.where(pos, s_fine * np.exp(curve_t), np.nan),
-        )
+            grid_t=tg[:, 0], grid_x=xg[0], x=np.asarray(r.x), u=u, blowup_s=bs, blowup_x=bx,
+            grid_u=np.asarray(grid), curve_t=curve_t, curve_x=curve_x,
+        )  # fmt: skip
     return out
 
 
-def _F_heat(x, u, p):
-    del x, u
-    return p[0] - p[1] ** 2
-
-
-def _initial_heat(s):
-    return jnp.stack([jnp.zeros_like(s), s]), s**2
-
-
 def heat(config: Config) -> Heat:
+    """(2) u_t = u_x², u(x, 0) = x² by the Charpit system: u = x²/(1-4t), crossing at t = 1/4."""
     sig = np.linspace(-1.0, 1.0, config.heat_points)
     r = ch.charpit(_F_heat, _initial_heat, sig, np.linspace(0.0, 0.3, 31), on_blowup="stop")
     t, x, u = (np.asarray(a) for a in (r.x[..., 0], r.x[..., 1], r.u))
-    ok = np.isfinite(u)
-    b = r.blowup
+    b, residual = r.blowup, np.asarray(r.residual)
     return Heat(
-        max_abs_error_vs_eq26=float(np.max(np.abs(u - x**2 / (1 - 4 * t))[ok])),
-        max_abs_F_residual=float(np.nanmax(np.abs(np.asarray(r.residual)))),
+        max_abs_error_vs_eq26=_max_abs((u - x**2 / (1 - 4 * t))[np.isfinite(u)]),
+        max_abs_F_residual=float(np.nanmax(np.abs(residual))),
         blowup_kind=b.first()["kind"],
-        max_blowup_time_error=float(np.max(np.abs(np.asarray(b.s) - 0.25))),
-        max_blowup_place_error=float(np.max(np.abs(np.asarray(b.x)[:, 1]))),
-        x=np.asarray(r.x),
-        u=u,
-        s=np.asarray(r.s),
-        residual=np.asarray(r.residual),
-        blowup_s=np.asarray(b.s),
-    )
-
-
-def _burgers_alpha(x, u):
-    del x
-    return jnp.stack([jnp.ones_like(u), u])
-
-
-def _burgers_beta(x, u):
-    del x
-    return jnp.zeros_like(u)
-
-
-def _burgers_initial(s):
-    return jnp.stack([jnp.zeros_like(s), s]), jnp.exp(-(s**2))
+        max_blowup_time_error=_max_abs(np.asarray(b.s) - 0.25),
+        max_blowup_place_error=_max_abs(np.asarray(b.x)[:, 1]),
+        x=np.asarray(r.x), u=u, s=np.asarray(r.s), residual=residual, blowup_s=np.asarray(b.s),
+    )  # fmt: skip
 
 
 def _burgers_solve(sig):
     saves = np.linspace(0.0, 2.0, 41)
-    return ch.quasilinear(_burgers_alpha, _burgers_beta, _burgers_initial, sig, saves,
-                          on_blowup="stop")  # fmt: skip
+    return ch.quasilinear(
+        _burgers_alpha, _burgers_beta, _burgers_initial, sig, saves, on_blowup="stop"
+    )
 
 
 def burgers(config: Config) -> Burgers:
+    """(3) Burgers: crossing times -1/f'(σ) per characteristic, the first shock at (√2, √(e/2))."""
     sig = np.linspace(-1.0, 2.5, config.burgers_points)
     r = _burgers_solve(sig)
-    df = -2 * sig * np.exp(-(sig**2))
-    t_c = np.where(df < -0.5, -1.0 / np.where(df < 0, df, -1.0), np.inf)  # horizon 2
+    f = lambda s: np.exp(-(s**2))
+    t_c, x_c = ch.burgers_crossing(f, lambda s: -2 * s * f(s), sig, horizon=2.0)
     bs, bx = np.asarray(r.blowup.s), np.asarray(r.blowup.x)[:, 1]
     hit = np.asarray(r.blowup.kind) == 1
     # The first shock: the smallest crossing time over sigma. Solve again on a grid of the same
@@ -284,45 +245,29 @@ def burgers(config: Config) -> Burgers:
     # take the vertex of a parabola through the refined minimum and its neighbours.
     i = int(np.argmin(np.where(hit, bs, np.inf)))
     fine = np.linspace(sig[i - 1], sig[i + 1], sig.size)
-    rf = _burgers_solve(fine)
-    bf = np.asarray(rf.blowup.s)
+    bf = np.asarray(_burgers_solve(fine).blowup.s)
     k = int(np.argmin(bf))
     a, b_, c = np.polyfit(fine[k - 1 : k + 2], bf[k - 1 : k + 2], 2)
     s_min = -b_ / (2 * a)
     t_shock = float(np.polyval([a, b_, c], s_min))
-    x_shock = float(s_min + np.exp(-(s_min**2)) * t_shock)
+    x_shock = float(s_min + f(s_min) * t_shock)
     exact_t, exact_x = float(np.sqrt(np.e / 2)), float(np.sqrt(2.0))
     return Burgers(
         crossings_detected=int(hit.sum()),
         crossings_expected=int(np.isfinite(t_c).sum()),
-        max_crossing_time_error=float(np.max(np.abs(bs[hit] - t_c[hit]))),
-        max_crossing_place_error=float(
-            np.max(np.abs(bx[hit] - (sig + np.exp(-(sig**2)) * t_c)[hit]))
-        ),
+        max_crossing_time_error=_max_abs(bs[hit] - t_c[hit]),
+        max_crossing_place_error=_max_abs(bx[hit] - x_c[hit]),
         first_shock_grid={"t": float(bs[i]), "x": float(bx[i])},
         first_shock_refined={"t": t_shock, "x": x_shock},
         first_shock_exact={"t": exact_t, "x": exact_x},
         first_shock_time_error=abs(t_shock - exact_t),
         first_shock_place_error=abs(x_shock - exact_x),
-        sigma=sig,
-        x=np.asarray(r.x),
-        u=np.asarray(r.u),
-        blowup_s=bs,
-        blowup_x=bx,
-        exact_t=t_c,
-    )
-
-
-def _F_eikonal(x, u, p):
-    del x, u
-    return 0.5 * (jnp.dot(p, p) - 1.0)
-
-
-def _circle(a):
-    return jnp.stack([jnp.cos(a), jnp.sin(a)]), jnp.zeros_like(a)
+        sigma=sig, x=np.asarray(r.x), u=np.asarray(r.u), blowup_s=bs, blowup_x=bx, exact_t=t_c,
+    )  # fmt: skip
 
 
 def eikonal(config: Config) -> Eikonal:
+    """(4) |∇u| = 1 from the unit circle: u = |x| - 1 outward, a caustic at the centre inward."""
     m = config.eikonal_points
     sig = np.linspace(0.0, 2 * np.pi, m, endpoint=False)
     normals = np.stack([np.cos(sig), np.sin(sig)], -1)
@@ -330,70 +275,41 @@ def eikonal(config: Config) -> Eikonal:
     both, saves = np.concatenate([sig, sig]), np.linspace(0.0, 1.5, 16)
     r = ch.charpit(_F_eikonal, _circle, both, saves, p_guess=np.concatenate([normals, -normals]),
                    on_blowup="stop")  # fmt: skip
-    x, u, b = np.asarray(r.x), np.asarray(r.u), r.blowup
-    dist = np.linalg.norm(x[:m], axis=-1)
+    x, u, b, residual = np.asarray(r.x), np.asarray(r.u), r.blowup, np.asarray(r.residual)
     return Eikonal(
-        max_abs_error_vs_distance=float(np.max(np.abs(u[:m] - (dist - 1.0)))),
-        max_abs_F_residual=float(np.nanmax(np.abs(np.asarray(r.residual)))),
+        max_abs_error_vs_distance=_max_abs(u[:m] - (np.linalg.norm(x[:m], axis=-1) - 1.0)),
+        max_abs_F_residual=float(np.nanmax(np.abs(residual))),
         outward_blowups=int(np.sum(np.asarray(b.kind)[:m] != 0)),
         caustic_kind=b.first()["kind"],
-        max_caustic_time_error=float(np.max(np.abs(np.asarray(b.s)[m:] - 1.0))),
-        max_caustic_place_error=float(np.max(np.abs(np.asarray(b.x)[m:]))),
-        out_x=x[:m],
-        out_u=u[:m],
-        in_x=x[m:],
-        in_u=u[m:],
-        s=np.asarray(r.s),
-        residual=np.asarray(r.residual),
-    )
+        max_caustic_time_error=_max_abs(np.asarray(b.s)[m:] - 1.0),
+        max_caustic_place_error=_max_abs(np.asarray(b.x)[m:]),
+        out_x=x[:m], out_u=u[:m], in_x=x[m:], in_u=u[m:], s=np.asarray(r.s), residual=residual,
+    )  # fmt: skip
 
 
 def density(config: Config) -> Density:
-    """Characteristics from a grid of initial points and Monte-Carlo samples, in one solve."""
-    mu, sd = config.cloud_mean, config.cloud_std
+    """(5) Characteristics from a grid of initial points and Monte-Carlo samples, in one solve."""
+    mu, sd, g = config.cloud_mean, config.cloud_std, config.density_grid
     problem = problems.double_well()
-    grid = np.linspace(mu - 5 * sd, mu + 5 * sd, config.density_grid)
+    grid = np.linspace(mu - 5 * sd, mu + 5 * sd, g)
     key = jax.random.key(config.seed)
     samples = mu + sd * np.asarray(jax.random.normal(key, (config.density_samples,)))
     x0 = np.concatenate([grid, samples])[:, None]
     logp0 = -0.5 * ((x0[:, 0] - mu) / sd) ** 2 - np.log(sd * np.sqrt(2 * np.pi))
     ts = np.asarray(config.density_times)
     r = ch.transport_density(flows.GradientFlow(), problem, x0, logp0, ts)
-    xs = np.asarray(r.states[..., 0])
-    rho = np.asarray(r.density)
-    g, n = config.density_grid, config.density_samples
+    xs, rho = np.asarray(r.states[..., 0]).T, np.asarray(r.density).T  # (times, points)
     edges = np.linspace(-2.0, 2.0, config.density_bins + 1)
-    left = scipy.special.ndtr((grid[0] - mu) / sd)  # mass left of the grid
-    chi2, max_z, mass, hists = [], [], [], []
-    # Per time: the characteristics (monotone in the initial point: a 1-D flow map), the samples.
-    for xc, rc, xm in zip(xs[:g].T, rho[:g].T, xs[g:].T):
-        # Bin probabilities from the characteristic density: cumulative trapezoid, then edges.
-        cdf = np.concatenate([[0.0], np.cumsum(0.5 * (rc[1:] + rc[:-1]) * np.diff(xc))])
-        cdf += left
-        probs = np.diff(np.interp(edges, xc, cdf))
-        counts, _ = np.histogram(xm, edges)
-        expected = n * probs
-        use = expected >= 5
-        z = (counts - expected)[use] / np.sqrt(expected[use] * (1 - probs[use]))
-        chi2.append(float(np.sum(z**2) / use.sum()))
-        max_z.append(float(np.max(np.abs(z))))
-        mass.append(float(cdf[-1] - cdf[0] + left))
-        hists.append(counts / (n * np.diff(edges)))
+    left = scipy.special.ndtr((grid[0] - mu) / sd)  # the cloud's mass left of the grid
+    checks = [ch.density_chi2(x[:g], p[:g], x[g:], edges, left) for x, p in zip(xs, rho)]
+    chi2, max_z, mass, hists = (list(c) for c in zip(*checks))
     xl = np.linspace(-2.0, 2.0, 201)
     return Density(
-        times=ts.tolist(),
-        chi2_per_dof=chi2,
-        max_abs_z=max_z,
-        mass=mass,
-        samples=n,
-        characteristics=g,
-        edges=edges,
-        x=xs[:g].T,
-        rho=rho[:g].T,
-        hist=np.stack(hists),
-        loss_x=xl,
+        times=ts.tolist(), chi2_per_dof=chi2, max_abs_z=max_z, mass=mass,
+        samples=config.density_samples, characteristics=g, edges=edges, x=xs[:, :g],
+        rho=rho[:, :g], hist=np.stack(hists), loss_x=xl,
         loss=np.asarray(jax.vmap(problem.loss)(jnp.asarray(xl)[:, None])),
-    )
+    )  # fmt: skip
 
 
 SECTIONS = {
@@ -423,15 +339,16 @@ def draw_example1(r):
         plotting.plot_density_map(
             ax, xg, tg, e.grid_u, label="u (characteristics, interpolated)", clip=10.0
         )
-        plotting.plot_characteristic_curves(ax, e.x[..., 1], e.x[..., 0], every=2)
+        plotting.plot_characteristics_with_events(
+            ax, e.x[..., 1], e.x[..., 0], e.blowup_x, e.blowup_s, label="blow-up events", every=2,
+            ms=5,
+        )  # fmt: skip
         ax.plot(e.curve_x, e.curve_t, "k--", lw=1.2, label="t·f(xe⁻ᵗ) = 1 (closed form)")
-        hit = np.isfinite(e.blowup_s)
-        ax.plot(e.blowup_x[hit], e.blowup_s[hit], "rx", ms=5, label="blow-up events")
-        ax.set(xlim=(xg.min(), xg.max()), ylim=(tg.min(), tg.max()))
         title = (f"u_t + x u_x = u², f = {name}\nmax rel err {e.max_rel_error_vs_eq12:.1e}, "
                  f"blow-up t err {e.max_blowup_time_error:.1e}")  # fmt: skip
         plotting.dress(ax, legend=dict(loc="upper left"), grid=None, title=title, xlabel="x",
-                       ylabel="t")  # fmt: skip
+                       ylabel="t", xlim=(xg.min(), xg.max()),
+                       ylim=(tg.min(), tg.max()))  # fmt: skip
     return fig
 
 
@@ -444,10 +361,10 @@ def _max_residual(s, residual):
 def draw_charpit_eikonal(r):
     h, ek = r.ut_eq_ux2, r.eikonal
     fig, axes = plotting.panels(4, width=3.9, height=3.6)
-    plotting.plot_characteristic_curves(axes[0], h.x[..., 1], h.x[..., 0], color="C0", alpha=0.8)
+    plotting.plot_characteristics_with_events(
+        axes[0], h.x[..., 1], h.x[..., 0], 0.0, h.blowup_s, label="crossing events", color="C0"
+    )
     axes[0].axhline(0.25, color="k", ls="--", lw=1, label="t = 1/4")
-    hit = np.isfinite(h.blowup_s)
-    axes[0].plot(np.zeros(hit.sum()), h.blowup_s[hit], "rx", label="crossing events")
     title = f"u_t = u_x², u(x,0) = x²: Charpit\nblow-up t err {h.max_blowup_time_error:.1e}"
     plotting.dress(axes[0], legend=dict(loc="center left"), grid=None, title=title, xlabel="x",
                    ylabel="t")  # fmt: skip
@@ -459,22 +376,20 @@ def draw_charpit_eikonal(r):
         axes[1].plot(xf, xf**2 / (1 - 4 * h.s[j]), "-", color=line.get_color(), lw=0.8)
     title = f"dots: characteristics, lines: x²/(1-4t)\nmax err {h.max_abs_error_vs_eq26:.1e}"
     plotting.dress(axes[1], grid=None, title=title, xlabel="x", ylabel="u")
-    plotting.plot_characteristic_curves(axes[2], ek.out_x[..., 0], ek.out_x[..., 1], color="C0")
-    plotting.plot_characteristic_curves(axes[2], ek.in_x[..., 0], ek.in_x[..., 1], color="C1")
+    for xs, color in ((ek.out_x, "C0"), (ek.in_x, "C1")):
+        plotting.plot_characteristic_curves(axes[2], xs[..., 0], xs[..., 1], color=color)
     th = np.linspace(0, 2 * np.pi, 200)
     axes[2].plot(np.cos(th), np.sin(th), "k-", lw=1.5, label="u = 0 (initial circle)")
     for rr in (1.5, 2.0, 2.5):
         axes[2].plot(rr * np.cos(th), rr * np.sin(th), "k:", lw=0.6)
     axes[2].plot([0], [0], "r*", ms=10, label="caustic (inward, s = 1)")
-    axes[2].set_aspect("equal")
     title = (f"eikonal |∇u| = 1: u = |x| − 1 to {ek.max_abs_error_vs_distance:.0e}\n"
              f"caustic t err {ek.max_caustic_time_error:.1e}")  # fmt: skip
     plotting.dress(axes[2], legend=dict(loc="upper right"), grid=None, title=title, xlabel="x₁",
-                   ylabel="x₂")  # fmt: skip
-    plotting.plot_log_floor(axes[3], *_max_residual(h.s, h.residual), "o-", ms=3,
-                            label="u_t = u_x²")  # fmt: skip
-    plotting.plot_log_floor(axes[3], *_max_residual(ek.s, ek.residual), "s-", ms=3,
-                            label="eikonal")  # fmt: skip
+                   ylabel="x₂", aspect="equal")  # fmt: skip
+    for res, fmt, label in ((h, "o-", "u_t = u_x²"), (ek, "s-", "eikonal")):
+        plotting.plot_log_floor(axes[3], *_max_residual(res.s, res.residual), fmt, ms=3,
+                                label=label)  # fmt: skip
     plotting.dress(axes[3], grid=None, title="F = 0 along Charpit characteristics", xlabel="s",
                    ylabel="max |F(x, u, p)|")  # fmt: skip
     return fig
@@ -483,18 +398,19 @@ def draw_charpit_eikonal(r):
 def draw_burgers(r):
     b = r.burgers
     fig, axes = plotting.panels(2, width=4.6, height=3.8)
-    plotting.plot_characteristic_curves(axes[0], b.x[..., 1], b.x[..., 0], every=2, color="C0")
-    hit = np.isfinite(b.blowup_s)
-    axes[0].plot(b.blowup_x[hit], b.blowup_s[hit], "rx", ms=4, label="crossing events")
+    plotting.plot_characteristics_with_events(
+        axes[0], b.x[..., 1], b.x[..., 0], b.blowup_x, b.blowup_s, label="crossing events",
+        every=2, color="C0", ms=4,
+    )  # fmt: skip
     ft = b.first_shock_exact
     axes[0].plot([ft["x"]], [ft["t"]], "k*", ms=12, label="first shock (√2, √(e/2))")
     title = (f"Burgers u_t + u u_x = 0, u(x,0) = exp(−x²)\n"
              f"shock t err {b.first_shock_time_error:.1e}")  # fmt: skip
     plotting.dress(axes[0], grid=None, title=title, xlabel="x", ylabel="t")
+    hit = np.isfinite(b.blowup_s)
     axes[1].plot(b.sigma, b.exact_t, "k-", lw=1, label="−1/f′(σ) (closed form)")
     axes[1].plot(b.sigma[hit], b.blowup_s[hit], "o", ms=3, label="diffrax Event")
-    axes[1].set_ylim(0.0, 2.1)
-    plotting.dress(axes[1], grid=None,
+    plotting.dress(axes[1], grid=None, ylim=(0.0, 2.1),
                    title=f"max crossing-time error {b.max_crossing_time_error:.1e}",
                    xlabel="σ (initial point)", ylabel="crossing time")  # fmt: skip
     return fig

@@ -3,11 +3,9 @@
 import dataclasses
 from typing import ClassVar
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 import dynopt
 from dynopt import games, plotting
@@ -166,51 +164,30 @@ class MixRun:
     data: Array
 
 
-def _game(case: str, scale: float = 1.0) -> tuple[games.Game, dict]:
-    """Post 4's case `case` (or "gan-qp (code)", the original code's normalization) from
-    `scale`·z₀, with its spec (horizon, save times, window)."""
-    spec = dict(games.POST4_CASES[case.removesuffix(" (code)")])
-    kwargs = {k: spec[k] for k in ("weight", "center") if k in spec}
-    if case.endswith(" (code)"):
-        kwargs["normalization"] = "code"
-    z0 = dict(phi0=scale * np.asarray(games.PHI0), theta0=scale * np.asarray(games.THETA0))
-    return games.dirac_gan(spec["variant"], **kwargs, **z0), spec
+def _spec(case: str) -> dict:
+    return games.POST4_CASES[case.removesuffix(" (code)")]
 
 
-def _verdict(norms: np.ndarray, theta0: float) -> str:
-    tail = norms[-max(len(norms) // 10, 1) :]
-    half = norms[len(norms) // 2 :]
-    if tail.max() < 0.05 * theta0:
-        return "converges to the equilibrium"
-    if (half.max() - half.min()) < 0.05 * half.mean():
-        return f"settles on a circle |θ| = {half.mean():.3f}, no convergence"
-    return "oscillates, no convergence"
+def _save_times(case: str) -> np.ndarray:
+    return np.arange(0.0, _spec(case)["horizon"], _spec(case)["save_every"])
+
+
+def _scheme(name: str, gamma: float) -> games.AbstractScheme:
+    return games.scheme(name, gamma=gamma) if name == "consensus" else games.scheme(name)
 
 
 def verdicts(config: Config) -> dict[str, Case]:
     out = {}
     for case in config.cases:
-        game, spec = _game(case)
-        ts = np.arange(0.0, spec["horizon"], spec["save_every"])
+        game, ts = games.post4_game(case), _save_times(case)
         sol = dynopt.solve(games.GameFlow(), game, ts, solver="tsit5")
         phi, theta = (np.asarray(x) for x in sol.params)
-        norms = np.linalg.norm(theta, axis=1)
+        norms, phi_norms = np.linalg.norm(theta, axis=1), np.linalg.norm(phi, axis=1)
         half = norms[len(norms) // 2 :]
-        phi_norms = np.linalg.norm(phi, axis=1)
-        c = out[case] = Case(
-            horizon=spec["horizon"],
-            theta_norm_initial=float(norms[0]),
-            theta_norm_final=float(norms[-1]),
-            theta_norm_last_half_mean=float(half.mean()),
-            theta_norm_last_half_min=float(half.min()),
-            theta_norm_last_half_max=float(half.max()),
-            verdict=_verdict(norms, float(norms[0])),
-            solver_steps=int(sol.stats["num_steps"]),
-            ts=ts,
-            theta=theta,
-            phi_norm=phi_norms,
-        )
-        if spec["variant"] == "wgan":  # the exact invariant |phi(t)| = |phi0| (eq. 12)
+        stats = (norms[0], norms[-1], half.mean(), half.min(), half.max())
+        head = (_spec(case)["horizon"], *map(float, stats), games.orbit_verdict(norms))
+        c = out[case] = Case(*head, int(sol.stats["num_steps"]), ts, theta, phi_norms)
+        if _spec(case)["variant"] == "wgan":  # the exact invariant |phi(t)| = |phi0| (eq. 12)
             c.phi_norm_initial, c.phi_norm_final = float(phi_norms[0]), float(phi_norms[-1])
             c.phi_norm_max_drift = float(np.max(np.abs(phi_norms - phi_norms[0])))
         if case in ("vanilla", "wgan-gp c=0"):
@@ -229,11 +206,10 @@ def eigenvalues_closed_form(config: Config) -> dict[str, str]:
 
 def linearization(config: Config) -> Linearization:
     # The vanilla case's save times: the compiled reference solve is reused (8 periods of 4π).
-    spec = games.POST4_CASES["vanilla"]
-    ts = jnp.asarray(np.arange(0.0, spec["horizon"], spec["save_every"]))
+    ts = jnp.asarray(_save_times("vanilla"))
     devs, thetas, thetas_lin = [], {}, {}
     for i, eps in enumerate(config.linear_scales):
-        game, _ = _game("vanilla", eps)
+        game = games.post4_game("vanilla", eps)
         sol = dynopt.solve(games.GameFlow(), game, ts, solver="tsit5")
         lin = jax.vmap(games.dirac_linear_solution, in_axes=(0, None, None))(ts, *game.params0)
         theta, theta_lin = np.asarray(sol.params[1]), np.asarray(lin[1])
@@ -243,48 +219,23 @@ def linearization(config: Config) -> Linearization:
     return Linearization(devs, slope, 4 * np.pi, np.asarray(ts), thetas, thetas_lin)
 
 
-def _scheme(name: str, gamma: float) -> games.AbstractScheme:
-    return games.scheme(name, gamma=gamma) if name == "consensus" else games.scheme(name)
-
-
-@eqx.filter_jit
-def _modified_jacobian(game, sch, h):
-    """Jacobian at the equilibrium of the modified flow z' = w + h w1 (h traced: one compile)."""
-    flow = games.ModifiedGameFlow(sch, h)
-    flat, unravel = ravel_pytree(game.equilibrium)
-    return jax.jacfwd(lambda x: ravel_pytree(flow.vector_field(0.0, unravel(x), game))[0])(flat)
-
-
 def growth(config: Config) -> dict[str, dict[str, Growth]]:
     """Per-step growth of |z_k| near the equilibrium: spectral radius of the step matrix and the
     modified flow's rate exp(h max Re eig) against a fit of log|z_k| in the linear regime."""
     hs = np.asarray(config.growth_steps)
     out = {}
     for gname in config.growth_games:
-        game, _ = _game(gname, 1e-8)  # |z| < 1e-4 over the fitted steps: linear regime
-        jac = np.asarray(game.jacobian(game.equilibrium))
-        per_game = {}
+        game = games.post4_game(gname, 1e-8)  # |z| < 1e-4 over the fitted steps: linear regime
+        jac, per_game = np.asarray(game.jacobian(game.equilibrium)), {}
         for name in config.growth_schemes:
             sch = _scheme(name, config.consensus_gamma)
-            n = config.growth_num_steps
-            traj = dynopt.run(sch.discretize(jnp.asarray(hs)), game, n)
+            traj = dynopt.run(sch.discretize(jnp.asarray(hs)), game, config.growth_num_steps)
             norms = np.linalg.norm(np.concatenate(traj.params, axis=-1), axis=-1)
-            measured, predicted, modified = [], [], []
-            for j, h in enumerate(hs):
-                ks = np.arange(n + 1)
-                ok = (ks >= n // 10) & (norms[j] < 1e-4) & (norms[j] > 1e-300)
-                slope = np.polyfit(ks[ok], np.log(norms[j][ok]), 1)[0]
-                measured.append(float(np.exp(slope)))
-                predicted.append(sch.growth(jac, h, game.num_phi))
-                jm = _modified_jacobian(game, sch, jnp.asarray(h))
-                rate = float(np.max(np.linalg.eigvals(np.asarray(jm)).real))
-                modified.append(float(np.exp(h * rate)))
-            per_game[name] = Growth(
-                predicted_spectral_radius=predicted,
-                predicted_modified_flow=modified,
-                measured=measured,
-                max_abs_error_spectral=float(np.max(np.abs(np.subtract(measured, predicted)))),
-            )
+            measured = [games.measured_growth(norm) for norm in norms]
+            predicted = [sch.growth(jac, h, game.num_phi) for h in hs]
+            modified = [games.modified_flow_growth(sch, game, h) for h in hs]
+            error = float(np.max(np.abs(np.subtract(measured, predicted))))
+            per_game[name] = Growth(predicted, modified, measured, error)
         if gname == "vanilla":
             per_game["simultaneous"].closed_form = np.sqrt(1 + hs**2 / 4).tolist()
         out[gname] = per_game
@@ -292,60 +243,37 @@ def growth(config: Config) -> dict[str, dict[str, Growth]]:
 
 
 def orders(config: Config) -> dict[str, SchemeOrder]:
-    game = games.dirac_gan()
-    hs = config.order_t1 / np.asarray(config.order_num_steps, dtype=float)
+    game, t1 = games.dirac_gan(), config.order_t1
+    hs = t1 / np.asarray(config.order_num_steps, dtype=float)
     out = {}
     for name in config.order_schemes:
         flow = games.GameFlow(_scheme(name, config.consensus_gamma))
-        first = dynopt.compare(flow, game, hs, config.order_t1)
-        second = dynopt.compare(flow, game, hs, config.order_t1, reference=flow.modified)
-        out[name] = SchemeOrder(
-            order_vs_flow=float(first.order),
-            order_vs_modified_flow=float(second.order),
-            errors_vs_flow=np.asarray(first.errors).tolist(),
-            errors_vs_modified_flow=np.asarray(second.errors).tolist(),
-            step_sizes=hs,
-        )
+        first = dynopt.compare(flow, game, hs, t1)
+        second = dynopt.compare(flow, game, hs, t1, reference=flow.modified)
+        errors = (np.asarray(c.errors).tolist() for c in (first, second))
+        out[name] = SchemeOrder(float(first.order), float(second.order), *errors, hs)
     return out
 
 
 def ema(config: Config) -> Ema:
-    game = games.dirac_gan()
-    n = config.ema_num_steps
-    every = max(n // 5000, 1)
-    traj = dynopt.run(
-        games.weight_averages(games.Alternating().discretize(config.ema_step), config.ema_decays),
-        game,
-        n,
-        every=every,
-        observe=games.averages,
-    )
+    n, decays = config.ema_num_steps, config.ema_decays
+    disc = games.weight_averages(games.Alternating().discretize(config.ema_step), decays)
+    traj = dynopt.run(disc, games.dirac_gan(), n, every=max(n // 5000, 1), observe=games.averages)
     theta = np.asarray(traj.params[1])
-    ema = np.asarray(traj.observations[1])  # (n_saved, n_decays, 2)
+    avg = np.asarray(traj.observations[1])  # (n_saved, n_decays, 2)
     half = len(theta) // 2
     raw = float(np.mean(np.linalg.norm(theta[half:], axis=-1)))
-    dist = np.mean(np.linalg.norm(ema[half:], axis=-1), axis=0)
-    return Ema(
-        raw_mean_distance_last_half=raw,
-        ema_mean_distance_last_half=dict(zip(map(str, config.ema_decays), dist.tolist())),
-        ratio_raw_over_ema=dict(zip(map(str, config.ema_decays), (raw / dist).tolist())),
-        diverged_at=int(traj.diverged_at),
-        ts=np.asarray(traj.ts),
-        theta=theta,
-        avg=ema,
-    )
-
-
-def _penalties(name: str, config: Config):
-    return {"none": (), "r1": (games.R1(config.mix_r1),)}[name]
+    dist = np.mean(np.linalg.norm(avg[half:], axis=-1), axis=0)
+    by_decay = [dict(zip(map(str, decays), v.tolist())) for v in (dist, raw / dist)]
+    return Ema(raw, *by_decay, int(traj.diverged_at), np.asarray(traj.ts), theta, avg)
 
 
 def mixture(config: Config) -> dict[str, MixRun]:
-    key = jax.random.key(config.seed)
-    k_init, k_run, k_eval, k_data, k_proj = jax.random.split(key, 5)
+    k_init, k_run, k_eval, k_data, k_proj = jax.random.split(jax.random.key(config.seed), 5)
     data = games.sample_mixture(k_data, config.mix_eval_samples, std=config.mix_std)
     data = data.astype(jnp.float32)
-    every = config.mix_num_steps // config.mix_saves
+    every, averages = config.mix_num_steps // config.mix_saves, games.averages
+    steps = np.arange(0, config.mix_num_steps + 1, every)
 
     @jax.jit
     @jax.vmap
@@ -356,57 +284,28 @@ def mixture(config: Config) -> dict[str, MixRun]:
 
     out = {}
     for pen in config.mix_penalties:
-        game = games.mixture_gan(
-            k_init,
-            hidden=config.mix_hidden,
-            batch_size=config.mix_batch,
-            std=config.mix_std,
-            penalties=_penalties(pen, config),
-            dtype=jnp.float32,
-        )
+        penalties = {"none": (), "r1": (games.R1(config.mix_r1),)}[pen]
+        sizes = dict(hidden=config.mix_hidden, batch_size=config.mix_batch, std=config.mix_std)
+        game = games.mixture_gan(k_init, **sizes, penalties=penalties, dtype=jnp.float32)
         for name in config.mix_schemes:
-            sch = _scheme(name, config.mix_gamma)
-            disc = sch.discretize(config.mix_learning_rate)
-            traj = dynopt.run(
-                games.weight_averages(disc, 0.99),
-                game,
-                config.mix_num_steps,
-                key=k_run,
-                every=every,
-                observe=games.averages,
-            )
+            disc = _scheme(name, config.mix_gamma).discretize(config.mix_learning_rate)
+            disc, saves = games.weight_averages(disc, 0.99), dict(every=every, observe=averages)
+            traj = dynopt.run(disc, game, config.mix_num_steps, key=k_run, **saves)
             # The saved iterates and, last, the final EMA: one batched evaluation.
             thetas = jax.tree.map(
                 lambda x, e: jnp.concatenate([x, e[-1:, 0]]), traj.params[1], traj.observations[1]
             )
-            covered, good, sw, samples = (np.asarray(x) for x in evaluate(thetas))
-            e_cov, e_sw = covered[-1], sw[-1]
-            covered, good, sw, samples = covered[:-1], good[:-1], sw[:-1], samples[:-1]
-            out[f"{name}+{pen}"] = MixRun(
-                modes_covered_final=int(covered[-1]),
-                high_quality_fraction_final=float(good[-1]),
-                sliced_w1_final=float(sw[-1]),
-                sliced_w1_min=float(np.min(sw)),
-                ema_modes_covered=int(e_cov),
-                ema_sliced_w1=float(e_sw),
-                diverged_at=int(traj.diverged_at),
-                steps=np.arange(0, config.mix_num_steps + 1, every),
-                covered=np.asarray(covered, float),
-                sliced_w1=np.asarray(sw),
-                samples=np.asarray(samples[-1]),
-                data=np.asarray(data),
-            )
+            cov, good, sw, samples = (np.asarray(x) for x in evaluate(thetas))
+            final = (int(cov[-2]), float(good[-2]), float(sw[-2]), float(np.min(sw[:-1])))
+            averaged = (int(cov[-1]), float(sw[-1]), int(traj.diverged_at))  # the final EMA
+            curves = (steps, np.asarray(cov[:-1], float), sw[:-1], samples[-2], data)
+            out[f"{name}+{pen}"] = MixRun(*final, *averaged, *curves)
     return out
 
 
 SECTIONS = {
-    "verdicts": verdicts,
-    "eigenvalues_closed_form": eigenvalues_closed_form,
-    "linearization": linearization,
-    "growth": growth,
-    "orders": orders,
-    "ema": ema,
-    "mixture": mixture,
+    f.__name__: f
+    for f in (verdicts, eigenvalues_closed_form, linearization, growth, orders, ema, mixture)
 }
 
 HEADLINES = (
@@ -425,50 +324,45 @@ HEADLINES = (
 def draw_phase_portraits(r):
     fig, axes = plotting.panels(len(r.verdicts), ncols=3, width=3.4, height=3.4)
     for ax, (case, c) in zip(axes, r.verdicts.items()):
-        window = games.POST4_CASES.get(case, games.POST4_CASES["gan-qp"])["window"]
-        plotting.plot_phase_portrait(ax, [(c.theta, case)], window=window)
+        plotting.plot_phase_portrait(ax, [(c.theta, case)], window=_spec(case)["window"])
         ax.set_title(f"{case}, T = {c.horizon:g}\n{c.verdict}")
     return fig
 
 
 def draw_verdicts(r):
     fig, axes = plotting.panels(2, width=5.0)
-    for case, c in r.verdicts.items():
-        axes[0].semilogy(c.ts, np.linalg.norm(c.theta, axis=1), label=case)
+    curves = [(c.ts, c.theta, case) for case, c in r.verdicts.items()]
     title = "distance of the generator to the data point"
-    plotting.dress(axes[0], xlabel="t", ylabel="|θ(t)|", title=title, grid="both")
+    plotting.plot_distances(axes[0], curves, xlabel="t", ylabel="|θ(t)|", title=title)
     lin = r.linearization  # the curves θ/ε coincide: draw their distance to the rotation
-    for i, eps in enumerate(r.config["linear_scales"]):
-        dev = np.linalg.norm(lin.theta[str(i)] - lin.theta_lin[str(i)], axis=1)
-        axes[1].semilogy(lin.ts, np.where(dev > 0, dev, np.nan), label=f"ε = {eps:g}")
-    axes[1].set(xlabel="t", ylabel="|θ(t) − θ_lin(t)| / ε   (θ_lin: θ'' = −θ/4)")
+    scales = enumerate(r.config["linear_scales"])
+    curves = [(lin.ts, lin.theta[str(i)] - lin.theta_lin[str(i)], f"ε = {e:g}") for i, e in scales]
     title = f"vanilla from ε·z₀: deviation ∝ ε^{lin.fitted_slope:.2f}"
-    plotting.dress(axes[1], title=title, grid="both")
+    ylabel = "|θ(t) − θ_lin(t)| / ε   (θ_lin: θ'' = −θ/4)"
+    plotting.plot_distances(axes[1], curves, xlabel="t", ylabel=ylabel, title=title)
     return fig
 
 
 def draw_growth(r):
     fig, axes = plotting.panels(len(r.growth), width=4.6, height=4.0)
+    h = np.asarray(r.config["growth_steps"])
     for ax, (gname, per) in zip(axes, r.growth.items()):
         for name, v in per.items():
-            h, rho = (
-                np.asarray(r.config["growth_steps"]),
-                np.asarray(v.predicted_spectral_radius) - 1,
-            )
-            meas = np.abs(np.asarray(v.measured) - 1)
+            rho = np.asarray(v.predicted_spectral_radius) - 1
             (line,) = ax.loglog(h, rho, "-", lw=1)
             color = line.get_color()
             ax.loglog(h, np.asarray(v.predicted_modified_flow) - 1, ":", color=color)
-            ax.loglog(h, np.where(meas > 0, meas, np.nan), "o", color=color, label=name)
-            bounded = rho <= 1e-12
-            if np.any(bounded):  # predicted ρ = 1: no line on a log axis, a mark on its bottom edge
-                ax.plot(h[bounded], np.zeros(bounded.sum()), "v", color=color, ms=7, clip_on=False,
-                        transform=ax.get_xaxis_transform(),
-                        label=f"{name}: predicted ρ = 1 (bounded)")  # fmt: skip
+            measured = np.abs(np.asarray(v.measured) - 1)
+            plotting.plot_log_floor(ax, h, measured, "o", label=name, color=color)
+            bounded = rho <= 1e-12  # predicted ρ = 1: no line on a log axis, a mark on its edge
+            edge = dict(color=color, ms=7, clip_on=False, transform=ax.get_xaxis_transform())
+            label = f"{name}: predicted ρ = 1 (bounded)"
+            if np.any(bounded):  # (an empty line off the clip box would skew the layout)
+                ax.plot(h[bounded], 0 * h[bounded], "v", label=label, **edge)
         plotting.key_entry(ax, "step-matrix spectral radius − 1", "k-", lw=1)
         plotting.key_entry(ax, "modified-flow rate − 1", "k:")
-        ax.set(xlabel="step size h", ylabel="growth of |z_k| per step − 1")
         title = f"Dirac GAN ({gname}) near equilibrium: lines predicted, dots measured"
+        ax.set(xlabel="step size h", ylabel="growth of |z_k| per step − 1")
         plotting.dress(ax, title=title, legend=dict(loc="center left"), grid="both")
     return fig
 
@@ -490,13 +384,14 @@ def draw_orders(r):
 def draw_ema(r):
     e = r.ema
     fig, axes = plotting.panels(2, width=5.0)
-    for j, a in enumerate(e.ema_mean_distance_last_half):
-        axes[0].plot(e.ts, np.linalg.norm(e.avg[:, j], axis=-1), lw=1.2, label=f"EMA {a}")
+    curves = [(e.ts, e.avg[:, j], f"EMA {a}") for j, a in enumerate(e.ema_mean_distance_last_half)]
     # The raw iterate last, thin and black: on top of the EMA that oscillates at its level.
-    axes[0].plot(e.ts, np.linalg.norm(e.theta, axis=-1), "k-", lw=0.5, alpha=0.8, label="θ_k (raw)")
-    axes[0].set(xlabel="t = k h", ylabel="distance to equilibrium θ* = 0", yscale="log")
+    curves.append((e.ts, e.theta, "θ_k (raw)", dict(color="k", lw=0.5, alpha=0.8)))
     title = f"vanilla Dirac GAN, alternating GDA, h = {r.config['ema_step']}"
-    plotting.dress(axes[0], title=title, grid=None)
+    ylabel = "distance to equilibrium θ* = 0"
+    plotting.plot_distances(
+        axes[0], curves, xlabel="t = k h", ylabel=ylabel, title=title, grid=None
+    )
     decays = np.asarray([float(a) for a in e.ema_mean_distance_last_half])
     axes[1].loglog(1 - decays, list(e.ema_mean_distance_last_half.values()), "o-", label="EMA")
     axes[1].axhline(e.raw_mean_distance_last_half, color="k", ls="--", label="raw iterate")
@@ -510,12 +405,10 @@ def draw_mixture_curves(r):
     for label, m in r.mixture.items():
         (line,) = axes[0].plot(m.steps, m.sliced_w1, label=label)
         axes[1].plot(m.steps, m.covered, color=line.get_color(), label=label)
-    title = "8-Gaussian GAN: distance to the data"
-    plotting.dress(
-        axes[0], xlabel="step", ylabel="sliced W1 to the data", title=title, yscale="log"
-    )
-    plotting.dress(axes[1], xlabel="step", ylabel="modes covered (of 8)", title="modes covered",
-                   legend=False)  # fmt: skip
+    title, ylabel = "8-Gaussian GAN: distance to the data", "sliced W1 to the data"
+    plotting.dress(axes[0], xlabel="step", ylabel=ylabel, title=title, yscale="log")
+    axes[1].set(xlabel="step", ylabel="modes covered (of 8)")
+    plotting.dress(axes[1], title="modes covered", legend=False)
     return fig
 
 

@@ -127,11 +127,6 @@ class PolyakDecay:
     ratio: Array  # L(t)/L(0)
 
 
-def _diag_precond(params):
-    """A state-dependent diagonal preconditioner, d(θ) = 1/(1 + θ²) > 0."""
-    return 1.0 / (1.0 + params * params)
-
-
 def _lyapunov_flow(name: str, config: Config, prob: dynopt.Problem) -> flows.AbstractFlow:
     """The flow `name` of `LABELS`; built on demand (the preconditioned ones check themselves on
     `prob`, work a quick run that skips them need not do)."""
@@ -144,8 +139,8 @@ def _lyapunov_flow(name: str, config: Config, prob: dynopt.Problem) -> flows.Abs
         "adam": lambda: flows.AdamFlow(1.0, 5.0, 1e-8),
         "polyak": lambda: flows.PolyakFlow(),
         "polyak_truncated": lambda: flows.PolyakFlow(M=0.1),
-        "diagonal": lambda: flows.PreconditionedFlow(
-            flows.DiagonalPreconditioner(_diag_precond), check_on=prob
+        "diagonal": lambda: flows.PreconditionedFlow(  # d(θ) = 1/(1 + θ²) > 0, state-dependent
+            flows.DiagonalPreconditioner(lambda p: 1.0 / (1.0 + p * p)), check_on=prob
         ),
         "newton": lambda: flows.PreconditionedFlow(flows.NewtonPreconditioner(), check_on=prob),
     }
@@ -165,13 +160,10 @@ def lyapunov_rates(config: Config) -> dict[str, Rate]:
         ref = dynopt.solve(flow, prob, horizon, solver=solver, max_steps=65_536)
         measured = np.asarray(lyapunov.loss_rate(ref, prob, ts))
         predicted = np.asarray(lyapunov.predicted_rate(ref, prob, ts))
+        deviation = float(lyapunov.max_relative_deviation(measured, predicted))
+        loss_t1 = float(prob.loss(ref.evaluate(ts[-1])))
         out[name] = Rate(
-            max_relative_deviation=float(lyapunov.max_relative_deviation(measured, predicted)),
-            max_predicted_rate=float(predicted.max()),
-            loss_at_t1=float(prob.loss(ref.evaluate(ts[-1]))),
-            ts=np.asarray(ts),
-            measured=measured,
-            predicted=predicted,
+            deviation, float(predicted.max()), loss_t1, np.asarray(ts), measured, predicted
         )
     return out
 
@@ -218,28 +210,21 @@ def rmsprop_plateau(config: Config) -> Plateau:
     ok = (predicted_c >= 0.5) & (a0 > 0)
     measured_c = (a1 / np.where(ok, a0, 1.0)) ** (1 / (k1 - k0))
     contraction_err = float(np.max(np.abs(measured_c - predicted_c)[ok]))
-    total = float(maps.rmsprop_crossover_eps(gamma, lams.max()))
     return Plateau(
         plateau_slope_in_gamma=slope,
         plateau_over_gamma=(plateau_g / gammas).tolist(),
         plateau_vs_gamma_max_rel_error_to_theory=float(np.max(np.abs(plateau_g / pred_g - 1))),
-        crossover_total_predicted=total,
+        crossover_total_predicted=float(maps.rmsprop_crossover_eps(gamma, lams.max())),
         crossover_total_found=crossovers[int(np.argmax(lams))]["found"],
         crossovers_per_coordinate=crossovers,
         plateau_vs_eps_max_abs_error_to_theory_over_gamma=float(
             np.max(np.abs(plateau_e - pred_e)) / gamma
         ),
         gd_regime_contraction_max_abs_error=contraction_err,
-        contraction_checked=int(ok.sum()),
-        contraction_of=int(ok.size),
-        gammas=gammas,
-        plateau_gamma=plateau_g,
-        plateau_gamma_pred=pred_g,
-        eps=epss,
-        plateau_eps=plateau_e,
-        plateau_eps_pred=pred_e,
-        eps_coordinates=late_abs,
-    )
+        contraction_checked=int(ok.sum()), contraction_of=int(ok.size), gammas=gammas,
+        plateau_gamma=plateau_g, plateau_gamma_pred=pred_g, eps=epss, plateau_eps=plateau_e,
+        plateau_eps_pred=pred_e, eps_coordinates=late_abs,
+    )  # fmt: skip
 
 
 def polyak_decay(config: Config) -> PolyakDecay:
@@ -248,14 +233,9 @@ def polyak_decay(config: Config) -> PolyakDecay:
     ts = jnp.linspace(0.0, config.polyak_t1, 241)
     ref = dynopt.solve(_lyapunov_flow("polyak", config, prob), prob, ts, max_steps=65_536)
     ts, ratio = np.asarray(ts), np.asarray(ref.loss) / float(ref.loss[0])
-    expected = np.exp(-ts)
-    return PolyakDecay(
-        L0=float(prob.loss(prob.params0)),
-        max_abs_deviation_of_L_over_L0=float(np.max(np.abs(ratio - expected))),
-        max_relative_deviation_pointwise=float(np.max(np.abs(ratio / expected - 1))),
-        ts=ts,
-        ratio=ratio,
-    )
+    deviation, relative = np.abs(ratio - np.exp(-ts)), np.abs(ratio / np.exp(-ts) - 1)
+    L0 = float(prob.loss(prob.params0))
+    return PolyakDecay(L0, float(np.max(deviation)), float(np.max(relative)), ts, ratio)
 
 
 SECTIONS = {
@@ -305,13 +285,12 @@ def draw_lyapunov(r):
 def draw_plateau(r):
     rm, config = r.rmsprop_plateau, r.config
     fig, axes = plotting.panels(2, width=5.0, height=4.0)
-    g = rm.gammas
-    axes[0].loglog(g, rm.plateau_gamma, "o", label="measured (late RMS ‖θ − θ*‖)")
-    axes[0].loglog(g, rm.plateau_gamma_pred, "k--", lw=0.8, label="γ/√2 (period-2 orbit)")
-    axes[0].set(xlabel="learning rate γ", ylabel="late-time distance to θ*")
+    axes[0].loglog(rm.gammas, rm.plateau_gamma, "o", label="measured (late RMS ‖θ − θ*‖)")
+    axes[0].loglog(rm.gammas, rm.plateau_gamma_pred, "k--", lw=0.8, label="γ/√2 (period-2 orbit)")
     eps, slope = config["rms_gamma_eps"], rm.plateau_slope_in_gamma
     title = f"optax.rmsprop, ε = {eps:g}: fitted slope {slope:.3f}"
-    plotting.dress(axes[0], title=title, grid="both")
+    plotting.dress(axes[0], title=title, grid="both", xlabel="learning rate γ",
+                   ylabel="late-time distance to θ*")  # fmt: skip
     e, floor = rm.eps, 1e-9  # below: converged, drawn on the bottom edge
     axes[1].set_xscale("log")
     plotting.plot_log_floor(axes[1], e, rm.plateau_eps, floor=floor, label="total")
@@ -323,7 +302,6 @@ def draw_plateau(r):
     pred = rm.plateau_eps_pred
     axes[1].loglog(e[pred > 0], pred[pred > 0], "k--", lw=0.8, label="√Σ((γ/2)² − ε/λᵢ²)₊")
     axes[1].axvline(rm.crossover_total_predicted, color="k", ls=":", lw=1)
-    axes[1].set(xlabel="ε", ylabel="late-time distance to θ*")
     lo, hi = rm.crossover_total_found
     title = (
         f"γ = {config['rms_eps_gamma']:g}: GD (step γ/√ε) once ε > (γλ/2)²\n"
@@ -331,22 +309,20 @@ def draw_plateau(r):
     )
     # the legend under the panel: inside, it hid the bottom-edge marks of converged runs
     below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=2)
-    plotting.dress(axes[1], title=title, legend=below, grid="both")
+    plotting.dress(axes[1], title=title, legend=below, grid="both", xlabel="ε",
+                   ylabel="late-time distance to θ*")  # fmt: skip
     return fig
 
 
 def draw_polyak_decay(r):
-    pd = r.polyak_decay
+    pd, ts = r.polyak_decay, r.polyak_decay.ts
     fig, axes = plotting.panels(2, width=4.6)
-    ts = pd.ts
     axes[0].semilogy(ts, pd.ratio, lw=2, alpha=0.6, label="L(t)/L(0)")
     axes[0].semilogy(ts, np.exp(-ts), "k:", label="$e^{-t}$")
     plotting.dress(axes[0], xlabel="t", title=f"Polyak flow on Rosenbrock, L(0) = {pd.L0:g}")
     axes[1].semilogy(ts[1:], np.abs(pd.ratio[1:] * np.exp(ts[1:]) - 1))
-    axes[1].set(xlabel="t", ylabel="$|L(t)/(L(0)e^{-t}) - 1|$")
-    plotting.dress(
-        axes[1], title=f"max relative deviation {pd.max_relative_deviation_pointwise:.1e}"
-    )
+    title = f"max relative deviation {pd.max_relative_deviation_pointwise:.1e}"
+    plotting.dress(axes[1], xlabel="t", ylabel="$|L(t)/(L(0)e^{-t}) - 1|$", title=title)
     return fig
 
 

@@ -175,6 +175,7 @@ def double_well(config: Config) -> DoubleWell:
     critical_leapfrog = 0.5 * (dlo + dhi)
 
     gd = dynopt.run(flows.GradientFlow().discretize(h), problem, n)
+    gd_x = np.asarray(gd.params)[:, 0]
     dampings = (0.5 * critical_flow, 0.95 * critical_flow, 1.05 * critical_flow)
     paths = {
         str(i): np.asarray(dynopt.solve(flows.HeavyBall(a), problem, ts).params)[:, 0]
@@ -182,21 +183,13 @@ def double_well(config: Config) -> DoubleWell:
     }
     xs = np.linspace(-1.8, 1.8, 361)
     return DoubleWell(
-        barrier_x=barrier_x,
-        critical_damping_flow=critical_flow,
-        critical_damping_flow_bracket=[lo, hi],
-        critical_damping_leapfrog=critical_leapfrog,
-        critical_damping_leapfrog_bracket=[dlo, dhi],
-        gradient_descent_final_x=float(gd.params[-1, 0]),
-        gradient_descent_crossed=bool(_crossed(np.asarray(gd.params)[:, 0], barrier_x)),
-        path_dampings=list(dampings),
-        ts=np.asarray(ts),
-        gd_ts=np.asarray(gd.ts),
-        gd=np.asarray(gd.params)[:, 0],
-        x=xs,
-        loss=np.asarray(jax.vmap(problem.loss)(jnp.asarray(xs)[:, None])),
-        heavy_ball=paths,
-    )
+        barrier_x=barrier_x, critical_damping_flow=critical_flow,
+        critical_damping_flow_bracket=[lo, hi], critical_damping_leapfrog=critical_leapfrog,
+        critical_damping_leapfrog_bracket=[dlo, dhi], gradient_descent_final_x=float(gd_x[-1]),
+        gradient_descent_crossed=bool(_crossed(gd_x, barrier_x)), path_dampings=list(dampings),
+        ts=np.asarray(ts), gd_ts=np.asarray(gd.ts), gd=gd_x, x=xs,
+        loss=np.asarray(jax.vmap(problem.loss)(jnp.asarray(xs)[:, None])), heavy_ball=paths,
+    )  # fmt: skip
 
 
 def _oscillator() -> dynopt.Problem:

@@ -116,8 +116,6 @@ class Convergence:
 class TwoD(Convergence):
     """(5) The four routes in 2-D against the exact density of a non-normal linear SDE."""
 
-    A: list[list[float]]
-    x0: list[float]
     exact_peak: float
     finest_max_err_over_peak: dict[str, float]
     exact_x: Array
@@ -138,15 +136,14 @@ class Routes:
     random_walk: float
     monte_carlo: float
     peak: float
-    fp_time_start: float
     x: dict[str, Array]  # by route, and "exact"
     p: dict[str, Array]
 
 
 @dataclasses.dataclass
 class Stock:
-    paths: int
-    euler_steps: int
+    """Post 8's stock model: ln S_T (Euler–Maruyama) vs Itô's lemma; a Black–Scholes call."""
+
     mean_lnS: float
     mean_lnS_se: float
     mean_lnS_ito: float
@@ -159,7 +156,6 @@ class Stock:
     tv_hist_vs_printed_lognormal: float
     ito_lemma_lnS_drift: float
     ito_lemma_lnS_diffusion: float
-    bs_paths: int
     bs_call_mc: float
     bs_call_mc_se: float
     bs_call_closed_form: float
@@ -255,7 +251,7 @@ def _all_routes(c: Config, sde, x0, T, key, exact_fn, window) -> Routes:
     ps = {k: np.asarray(r.density) for k, r in results.items()}
     xs["exact"] = np.linspace(lo, hi, 400)
     ps["exact"] = np.asarray(exact_fn(jnp.asarray(xs["exact"])))
-    return Routes(**errors, peak=float(np.max(ps["exact"])), fp_time_start=0.02, x=xs, p=ps)
+    return Routes(**errors, peak=float(np.max(ps["exact"])), x=xs, p=ps)
 
 
 def ou(c: Config) -> Routes:
@@ -301,9 +297,9 @@ def stock(c: Config) -> Stock:
         for p in (False, True)
     ]
     return Stock(
-        n, c.stock_steps, mean, float(np.sqrt(var / n)), (mu - sig**2 / 2) * T, mu * T, var,
+        mean, float(np.sqrt(var / n)), (mu - sig**2 / 2) * T, mu * T, var,
         var * float(np.sqrt(2 / n)), sig**2 * T, sig * T, *tv, float(d), float(g),
-        int(pay.shape[0]), price, se, bs, abs(price - bs) / se, np.asarray(hist.x),
+        price, se, bs, abs(price - bs) / se, np.asarray(hist.x),
         np.asarray(hist.density), s_plot, *lognormal,
     )  # fmt: skip
 
@@ -355,7 +351,7 @@ def two_d(c: Config) -> TwoD | None:
     grid = np.stack(np.meshgrid(xs, ys, indexing="ij"), axis=-1)
     return TwoD(
         **_convergence(c.nd_mc_paths, mc, fp, eps, pi, dts, rw),
-        A=[list(r) for r in c.nd_A], x0=list(c.nd_x0), exact_peak=peak,
+        exact_peak=peak,
         finest_max_err_over_peak={
             "fokker_planck": fp["fp_max_err"][-1] / peak, "pi_ito": pi["ito"][-1] / peak,
             "pi_midpoint": pi["midpoint"][-1] / peak, "random_walk": rw[-1] / peak,
@@ -444,7 +440,7 @@ def draw_densities(r):
                  "double well p = x - x³, T = 6")  # fmt: skip
     st, ax = r.stock, axes[2]
     ax.step(st.hist_x, st.hist_p, where="mid", lw=0.8,
-            label=f"Euler–Maruyama S_T ({st.paths} paths)")  # fmt: skip
+            label=f"Euler–Maruyama S_T ({r.config['stock_paths']} paths)")  # fmt: skip
     tv_c, tv_p = st.tv_hist_vs_corrected_lognormal, st.tv_hist_vs_printed_lognormal
     ax.plot(st.s, st.corrected, "k-", label=f"log-normal, var σ²T (TV {tv_c:.3f})")
     ax.plot(st.s, st.printed, "r--", label=f"as printed, var σT (TV {tv_p:.3f})")

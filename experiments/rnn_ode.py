@@ -5,7 +5,7 @@ import dataclasses
 import time
 from typing import ClassVar
 
-import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +24,7 @@ NAMES = rnn.POST5_PARAM_NAMES
 # Post 5's observation table (its Euler RNN with h = 0.1, rounded to integers).
 POST_TS = (10.0, 15.0, 30.0, 36.0, 40.0, 42.0)
 POST_TABLE = ((165, 283), (197, 290), (280, 276), (305, 269), (318, 266), (324, 264))
+TABLE_T, TABLE = np.asarray(POST_TS), np.asarray(POST_TABLE, float)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,20 +161,27 @@ def _rel_errors(params) -> np.ndarray:
     return np.asarray(params) / np.asarray(rnn.POST5_PARAMS) - 1.0
 
 
+def _route(fit, initial_loss, n_obs: int, first: float, steady: float, **extra) -> dict:
+    """One fitting route's record: its parameters and their errors, losses and wall times."""
+    params = np.asarray(fit.cell.parameters)
+    losses = dict(initial_loss=float(initial_loss), final_loss=float(fit.loss))
+    rms = float(np.sqrt(fit.loss / n_obs))
+    times = dict(wall_time_s=steady, first_call_s=first)
+    record = dict(params=params, rel_errors=_rel_errors(params), rms_residual=rms)
+    return {**record, **losses, **times, **extra}
+
+
 def forward(config: Config) -> Forward:
     truth, y0 = jnp.asarray(rnn.POST5_PARAMS), jnp.asarray(rnn.POST5_Y0)
     cell = rnn.ODECell(LV, truth, config.forward_h)
-    euler = cell(y0, config.forward_steps)
-    ts = cell.times(config.forward_steps)
-    controller = diffrax.PIDController(rtol=1e-10, atol=1e-10)
-    exact = diffrax.diffeqsolve(diffrax.ODETerm(LV), diffrax.Tsit5(), 0.0, ts[-1], None, y0,
-                                args=truth, saveat=diffrax.SaveAt(ts=ts),
-                                stepsize_controller=controller).ys  # fmt: skip
+    euler, ts = cell(y0, config.forward_steps), cell.times(config.forward_steps)
+    # The exact ODE: the inference route's diffrax solve (Tsit5 + PID) at rtol = atol = 1e-10.
+    probe = rnn.Observations(ts, np.zeros((ts.size, 2)))
+    exact = rnn.diffrax_model(cell, y0, probe, rtol=1e-10, atol=1e-10).predict(cell.params)
     idx = np.rint(np.asarray(POST_TS) / config.forward_h).astype(int)
-    table = np.asarray(POST_TABLE, float)
     return Forward(
-        table_max_abs_diff_euler_rnn=float(np.max(np.abs(euler[idx] - table))),
-        table_max_abs_diff_exact_ode=float(np.max(np.abs(exact[idx] - table))),
+        table_max_abs_diff_euler_rnn=float(np.max(np.abs(euler[idx] - TABLE))),
+        table_max_abs_diff_exact_ode=float(np.max(np.abs(exact[idx] - TABLE))),
         euler_vs_exact_max_abs_error=float(jnp.max(jnp.abs(euler - exact))),
         euler_final_state=np.asarray(euler[-1]).tolist(),
         exact_final_state=np.asarray(exact[-1]).tolist(),
@@ -186,22 +194,24 @@ def forward(config: Config) -> Forward:
 
 
 def inverse(config: Config) -> Inverse:
-    y0 = jnp.asarray(rnn.POST5_Y0)
-    obs = rnn.Observations(POST_TS, POST_TABLE)
-    init = jnp.asarray(config.post_init)
-    timed = lambda fn: _timed(fn, config.time_twice)
+    y0, obs = jnp.asarray(rnn.POST5_Y0), rnn.Observations(POST_TS, POST_TABLE)
+    init, n_obs = jnp.asarray(config.post_init), obs.num_observed
+    tol = dict(rtol=config.rtol, atol=config.atol)
+    lm = optx.LevenbergMarquardt(rtol=1e-10, atol=1e-10)
+
+    def timed(fn):
+        return _timed(fn, config.time_twice)
+
     # (a) The post's route, its exact settings.
     cell_a = rnn.ODECell(LV, init, config.post_h, clip=config.post_clip)
     model_a = rnn.unrolled_model(cell_a, y0, obs, num_steps=config.post_steps)
-    adam_a = optax.adam(config.post_lr)
+    adam_a, adam_b = optax.adam(config.post_lr), optax.adam(config.warm_lr)
     fit_a, first_a, time_a = timed(lambda: _adam_fit(model_a, adam_a, config.post_iterations))
     # (b) diffrax + RecursiveCheckpointAdjoint on log-parameters: Adam warm start, then LM.
     cell_b = rnn.ODECell(LV, init, config.post_h, log_params=True)
-    model_b = rnn.diffrax_model(cell_b, y0, obs, rtol=config.rtol, atol=config.atol)
-    adam_b = optax.adam(config.warm_lr)
+    model_b = rnn.diffrax_model(cell_b, y0, obs, **tol)
     warm, first_w, time_w = timed(lambda: _adam_fit(model_b, adam_b, config.warm_iterations))
-    lm = optx.LevenbergMarquardt(rtol=1e-10, atol=1e-10)
-    model_b2 = rnn.diffrax_model(warm.cell, y0, obs, rtol=config.rtol, atol=config.atol)
+    model_b2 = rnn.diffrax_model(warm.cell, y0, obs, **tol)
     fit_b, first_lm, time_lm = timed(lambda: rnn.fit(model_b2, lm, config.lm_max_steps))
     # LM straight from the post's initial guess, for the record: it stalls in a spurious basin.
     lm_cold = rnn.fit(model_b, lm, config.lm_max_steps)
@@ -209,70 +219,48 @@ def inverse(config: Config) -> Inverse:
     # Coarse-step bias: Euler cells fitted to convergence (LM from route (b)'s estimate). Every
     # cell is unrolled to the same length (the finest grid's), so the step size and the read-out
     # indices are traced and one compiled LM serves all step sizes.
-    n_max = round(POST_TS[-1] / min(config.bias_step_sizes))
+    hs = np.asarray(config.bias_step_sizes)
+    n_max = round(POST_TS[-1] / hs.min())
     bias_params = []
-    for h in config.bias_step_sizes:
+    for h in hs:
         cell_h = rnn.ODECell(LV, fit_b.cell.parameters, h, log_params=True)
         model_h = rnn.unrolled_model(cell_h, y0, obs, num_steps=n_max)
         bias_params.append(rnn.fit(model_h, lm, config.lm_max_steps).cell.parameters)
     bias_params = np.asarray(bias_params)
-    log_b = np.log(np.asarray(fit_b.cell.parameters))
-    bias = np.max(np.abs(np.log(bias_params) - log_b), axis=1)
-    hs = np.asarray(config.bias_step_sizes)
-    bias_order = float(dynopt.fit_order(hs, bias))
+    bias = np.max(np.abs(np.log(bias_params) - np.log(np.asarray(fit_b.cell.parameters))), axis=1)
     h1 = int(np.argmin(np.abs(hs - config.post_h)))
 
-    n_obs = obs.num_observed
     tail_a = np.asarray(fit_a.losses)[-(fit_a.losses.shape[0] // 10) :]
-    a_params, b_params = np.asarray(fit_a.cell.parameters), np.asarray(fit_b.cell.parameters)
-    metrics = {
-        "route_a": {
-            "params": a_params,
-            "rel_errors": _rel_errors(a_params),
-            "initial_loss": float(fit_a.losses[0]),
-            "final_loss": float(fit_a.loss),
-            # Adam 1e-4 on parameters of size 1e-4 oscillates: the loss over the last 10 %.
-            "last_10pct_loss_range": [float(np.min(tail_a)), float(np.max(tail_a))],
-            "rms_residual": float(np.sqrt(fit_a.loss / n_obs)),
-            "wall_time_s": time_a,
-            "first_call_s": first_a,
-            "iterations": config.post_iterations,
-        },
-        "route_b": {
-            "params": b_params,
-            "rel_errors": _rel_errors(b_params),
-            "initial_loss": float(warm.losses[0]),
-            "warm_start_loss": float(warm.loss),
-            "final_loss": float(fit_b.loss),
-            "rms_residual": float(np.sqrt(fit_b.loss / n_obs)),
-            "lm_iterations": int(fit_b.num_iterations),
-            "lm_converged": bool(fit_b.ok),
-            "wall_time_s": time_w + time_lm,
-            "first_call_s": first_w + first_lm,
-            "lm_from_post_init_final_loss": float(lm_cold.loss),
-            "lm_from_post_init_params": np.asarray(lm_cold.cell.parameters),
-        },
-        "wall_time_ratio_b_over_a": (time_w + time_lm) / time_a,
-        "wall_time_ratio_b_over_a_incl_compile": (first_w + first_lm) / first_a,
-        "time_twice": config.time_twice,
-        "coarse_step_bias": {
-            "step_sizes": hs,
-            "max_abs_log_param_bias_vs_route_b": bias,
-            "fitted_order": bias_order,
-            "euler_h1_converged_params": bias_params[h1],
-            "euler_h1_converged_rel_errors": _rel_errors(bias_params[h1]),
-            # route (a) = under-optimisation (a -> converged h=1) + step bias (h=1 -> b)
-            "route_a_underoptimisation_max_abs_log": float(
-                np.max(np.abs(np.log(np.abs(a_params)) - np.log(bias_params[h1])))
-            ),
-            "route_a_step_bias_max_abs_log": float(bias[h1]),
-        },
+    # Adam 1e-4 on parameters of size 1e-4 oscillates: the loss over the last 10 %.
+    tail = [float(np.min(tail_a)), float(np.max(tail_a))]
+    extra = dict(iterations=config.post_iterations, last_10pct_loss_range=tail)
+    route_a = _route(fit_a, fit_a.losses[0], n_obs, first_a, time_a, **extra)
+    lm_b = dict(lm_iterations=int(fit_b.num_iterations), lm_converged=bool(fit_b.ok))
+    cold = dict(final_loss=float(lm_cold.loss), params=np.asarray(lm_cold.cell.parameters))
+    extra = dict(warm_start_loss=float(warm.loss), **lm_b)
+    extra.update({f"lm_from_post_init_{k}": v for k, v in cold.items()})
+    route_b = _route(fit_b, warm.losses[0], n_obs, first_w + first_lm, time_w + time_lm, **extra)
+    log_a_over_h1 = np.log(np.abs(route_a["params"])) - np.log(bias_params[h1])
+    coarse_step_bias = {
+        "step_sizes": hs,
+        "max_abs_log_param_bias_vs_route_b": bias,
+        "fitted_order": float(dynopt.fit_order(hs, bias)),
+        "euler_h1_converged_params": bias_params[h1],
+        "euler_h1_converged_rel_errors": _rel_errors(bias_params[h1]),
+        # route (a) = under-optimisation (a -> converged h=1) + step bias (h=1 -> b)
+        "route_a_underoptimisation_max_abs_log": float(np.max(np.abs(log_a_over_h1))),
+        "route_a_step_bias_max_abs_log": float(bias[h1]),
     }
     # Fitted curves: route (a) is its own Euler h = 1 cell; route (b)'s ODE solution is drawn
     # with an RK4 cell at h = 0.05 (error < 1e-4, far below the line width).
     fine = rnn.ODECell(LV, fit_b.cell.parameters, 0.05, method="rk4")
     return Inverse(
-        **metrics,
+        route_a=route_a,
+        route_b=route_b,
+        wall_time_ratio_b_over_a=route_b["wall_time_s"] / time_a,
+        wall_time_ratio_b_over_a_incl_compile=route_b["first_call_s"] / first_a,
+        time_twice=config.time_twice,
+        coarse_step_bias=coarse_step_bias,
         loss_a_iter=np.asarray(fit_a.iterations),
         loss_a=np.asarray(fit_a.losses),
         loss_warm_iter=np.asarray(warm.iterations),
@@ -299,13 +287,8 @@ def identifiability(config: Config) -> Identifiability:
     sens = np.asarray(rnn.identifiability(model).sensitivity).reshape(ts.size, 2, 6)
     sigma = config.noise_std
 
-    def analyse(rows):
-        s_mat = sens[rows].reshape(-1, 6) / sigma
-        _, s, vt = np.linalg.svd(s_mat, full_matrices=True)
-        s = np.concatenate([s, np.zeros(6 - s.size)])
-        with np.errstate(divide="ignore"):
-            se = np.sqrt(np.sum(vt.T**2 / s[None, :] ** 2, axis=1))
-        return s * sigma, vt.T, se
+    def analyse(rows):  # what the observations at `rows` determine
+        return rnn.sensitivity_analysis(sens[rows].reshape(-1, 6), sigma)
 
     post_rows = np.searchsorted(ts, np.asarray(POST_TS))
     s_post, v_post, se_post = analyse(post_rows)
@@ -361,8 +344,9 @@ def identifiability(config: Config) -> Identifiability:
     }
     recovery_rms = None
     if config.recovery_seeds > 0:
-        exact = np.asarray(model.predict(cell.params))
-        recovery_rms = _recovery(config, cell, y0, ts, grid, exact, counts)
+        data = rnn.Observations(ts, np.asarray(model.predict(cell.params)))
+        refits = rnn.diffrax_model(cell, y0, data, rtol=config.rtol, atol=config.atol)
+        recovery_rms = _recovery(config, refits, ts, grid, counts)
         metrics["equally_spaced"]["refit_rms_rel_error"] = {
             "max_over_params": recovery_rms.max(axis=1)
         }
@@ -374,32 +358,23 @@ def identifiability(config: Config) -> Identifiability:
     )  # fmt: skip
 
 
-def _recovery(config, cell, y0, ts, grid, exact, counts):
-    """Refit noisy data (exact + N(0, σ²)) for each count and seed, all in one vmapped LM."""
-    key = jax.random.key(config.seed)
-    n_seeds = config.recovery_seeds
-    noise = config.noise_std * jax.random.normal(key, (counts.size, n_seeds, *exact.shape))
+def _recovery(config, model, ts, grid, counts):
+    """Refit noisy data (exact + N(0, σ²)) for each count and seed, all in one vmapped LM from
+    the truth; `model`'s data are exact."""
+    exact, truth = model.obs.ys, model.cell.params
+    shape = (counts.size, config.recovery_seeds, *exact.shape)
+    noise = config.noise_std * jax.random.normal(jax.random.key(config.seed), shape)
     masks = np.zeros((counts.size, ts.size, 2))
     for i, m in enumerate(counts):
         masks[i, _equally_spaced(config, ts, grid, m)] = 1
-    model = rnn.diffrax_model(
-        cell, y0, rnn.Observations(ts, exact), rtol=config.rtol, atol=config.atol
-    )
     solver = optx.LevenbergMarquardt(rtol=1e-8, atol=1e-8)
 
-    @jax.jit
     def refit(ys, mask):
-        def residuals(raw, _):
-            return mask * (model.predict(raw) - ys)
+        data = eqx.tree_at(lambda m: (m.obs.ys, m.obs.mask), model, (ys, mask))
+        return rnn.fit(data, solver, 100).cell.params
 
-        sol = optx.least_squares(
-            residuals, solver, cell.params, options={"jac": "bwd"}, max_steps=100, throw=False
-        )
-        return sol.value
-
-    batched = jax.vmap(jax.vmap(refit, in_axes=(0, None)), in_axes=(0, 0))
-    raw = batched(jnp.asarray(exact) + noise, jnp.asarray(masks))
-    err = np.asarray(raw - cell.params[None, None])  # log errors = relative errors
+    batched = jax.jit(jax.vmap(jax.vmap(refit, in_axes=(0, None))))
+    err = np.asarray(batched(exact + noise, jnp.asarray(masks)) - truth)  # relative: log errors
     return np.sqrt(np.mean(err**2, axis=1))  # (counts, params)
 
 
@@ -417,7 +392,6 @@ HEADLINES = (
     Headline("identifiability/equally_spaced/min_count_all_within_5pct_1sigma",
              "observations for all six within 5 %", 8, 0),
 )  # fmt: skip
-TABLE_T, TABLE = np.asarray(POST_TS), np.asarray(POST_TABLE, float)
 COLORS = ("C0", "C1")
 
 

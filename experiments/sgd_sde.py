@@ -278,13 +278,6 @@ def _exact(model, problem, etas, *, sgd: bool, h=None) -> np.ndarray:
     return np.asarray(out)
 
 
-def _var_se(x):
-    x = np.asarray(x, float)
-    d = x - x.mean(axis=0)
-    v = np.mean(d**2, axis=0)
-    return v, np.sqrt((np.mean(d**4, axis=0) - v**2) / x.shape[0])
-
-
 def _mc_final(disc, problem, steps, key, paths):
     """Endpoints after `steps` of `paths` noisy runs (one batched dynopt.run)."""
     keys = jax.random.split(key, paths)
@@ -302,7 +295,7 @@ def stationary(config: Config) -> Stationary:
         disc = flows.GradientFlow().discretize(jnp.asarray(etas))
         final = _mc_final(disc, model.sgd_problem(quad), steps, jax.random.fold_in(key, j),
                           config.mc_paths)  # fmt: skip
-        mc, se = _var_se(final[:, :, -1, 0].T)
+        mc, se = sde.variance_with_se(final[:, :, -1, 0].T)
         ratio, formula = exact_sgd / exact_sde, 2 / (2 - etas * config.lam)
         per_batch[str(b)] = Variance(
             ratio.tolist(), formula.tolist(), float(np.max(np.abs(ratio / formula - 1))),
@@ -318,7 +311,7 @@ def stationary(config: Config) -> Stationary:
         start = time.perf_counter()
         ts, k = jnp.array([0.0, steps * e]), jax.random.fold_in(key, 100 + i)
         paths = sde.simulate(_with_lr(model, e), quad, ts, k, config.sde_paths, dt=e / n_sub)
-        v, s = _var_se(np.asarray(paths.ys[:, -1, 0]))
+        v, s = sde.variance_with_se(np.asarray(paths.ys[:, -1, 0]))
         if i == 1:  # compiled by the first call: time a pure simulation
             throughput = config.sde_paths * steps * n_sub / (time.perf_counter() - start)
         mc.append(v)
@@ -349,7 +342,7 @@ def linreg_stationary(config: Config) -> LinregStationary:
         final = _mc_final(disc, model.sgd_problem(linreg), steps, key, config.linreg_paths)
         final = final[:, :, -1, :]  # (eta, path, d)
         sq = np.sum((final - final.mean(axis=1, keepdims=True)) ** 2, axis=-1)
-        out.mc, out.mc_se = sq.mean(axis=1), sq.std(axis=1) / np.sqrt(sq.shape[1])
+        out.mc, out.mc_se = sde.mean_with_se(sq, axis=1)
         out.mc_z_scores = ((out.mc - tr_sgd) / out.mc_se).tolist()
     return out
 
@@ -390,9 +383,8 @@ def weak(config: Config) -> Weak:
     keys = jax.random.split(key, config.weak_paths)
     traj = dynopt.run(_with_lr(model, e0).discretize(), model.sgd_problem(linreg),
                       round(t_end / e0), key=keys)  # fmt: skip
-    loss = np.asarray(traj.loss)
     out.mc_sgd_ts = np.asarray(traj.ts[0])
-    out.mc_sgd_loss, out.mc_sgd_loss_se = loss.mean(0), loss.std(0) / np.sqrt(loss.shape[0])
+    out.mc_sgd_loss, out.mc_sgd_loss_se = sde.mean_with_se(np.asarray(traj.loss))
     out.mc_sde_ts = np.round(np.arange(0.0, t_end + 1e-12, 0.25), 12)
     paths = sde.simulate(model, linreg, jnp.asarray(out.mc_sde_ts), jax.random.fold_in(key, 1),
                          config.weak_paths, dt=float(etas.min()) / 4)  # fmt: skip
@@ -418,7 +410,7 @@ def scaling(config: Config) -> Scaling:
         m = sde.SGDNoise(config.scaling_ratio * b, int(b), replace=True)
         final = _mc_final(m.discretize(), m.sgd_problem(quad), steps, jax.random.fold_in(key, j),
                           config.mc_paths)  # fmt: skip
-        v, s = _var_se(final[:, -1, 0])
+        v, s = sde.variance_with_se(final[:, -1, 0])
         mc.append(v)
         mc_se.append(s)
     sde_w = float(var["sde_w"][0])
@@ -430,22 +422,24 @@ def scaling(config: Config) -> Scaling:
 
 
 def _schedule(config: Config, key, linreg, phases) -> Schedule:
-    mean = cov = params = None
-    samples, updates, losses, mc, mc_se = [0.0], [0], [], [], []
-    keys = jax.random.split(key, config.schedule_paths)
-    longest = max(n for *_, n in phases)
+    loss, *_ = sde.scheduled_moments(linreg, phases)  # exact E L after every update
+    steps = [n for *_, n in phases]
+    samples = np.cumsum([0.0, *np.repeat([b for _, b, _ in phases], steps)])
+    updates = np.arange(sum(steps) + 1)
+    mc = mc_se = np.full(len(samples), np.nan)
+    if config.schedule_paths:
+        mc, mc_se = _schedule_monte_carlo(config, key, linreg, phases)
+    return Schedule(
+        [list(map(float, p)) for p in phases], float(loss[-1]), float(mc[-1]), int(updates[-1]),
+        samples / config.n, updates, loss, mc, mc_se,
+    )  # fmt: skip
+
+
+def _schedule_monte_carlo(config: Config, key, linreg, phases):
+    """E L of the schedule by Monte Carlo (± SE); each path continues where its last phase ended."""
+    keys, params, mc = jax.random.split(key, config.schedule_paths), None, []
     for k, (eta, b, n) in enumerate(phases):
         model = sde.SGDNoise(eta, int(b), replace=True)
-        # Every phase on the longest phase's time grid (one compiled program), cut at its end.
-        ts = eta * np.arange(longest + 1)
-        mom = sde.quadratic_moments(model, linreg, ts, step=eta, x0=mean, covariance0=cov)
-        mean, cov, loss = mom.mean[n], mom.covariance[n], np.asarray(mom.expected_loss[: n + 1])
-        losses.append(loss if k == 0 else loss[1:])
-        samples.extend(samples[-1] + b * np.arange(1, n + 1))
-        updates.extend(updates[-1] + np.arange(1, n + 1))
-        if not config.schedule_paths:
-            continue
-        # Monte Carlo: continue every path from where the previous phase left it.
         q = model.sgd_problem(linreg)
         phase_keys = jax.vmap(lambda kk, k=k: jax.random.fold_in(kk, k))(keys)
         if params is None:
@@ -458,16 +452,8 @@ def _schedule(config: Config, key, linreg, phases) -> Schedule:
 
             traj = jax.vmap(cont)(params, phase_keys)
         params = traj.params[:, -1]
-        loss = np.asarray(traj.loss if k == 0 else traj.loss[:, 1:])
-        mc.append(loss.mean(0))
-        mc_se.append(loss.std(0) / np.sqrt(loss.shape[0]))
-    loss = np.concatenate(losses)
-    nan = np.full(len(samples), np.nan)
-    mc, mc_se = (np.concatenate(a) if a else nan for a in (mc, mc_se))
-    return Schedule(
-        [list(map(float, p)) for p in phases], float(loss[-1]), float(mc[-1]), int(updates[-1]),
-        np.asarray(samples) / config.n, np.asarray(updates), loss, mc, mc_se,
-    )  # fmt: skip
+        mc.append(sde.mean_with_se(np.asarray(traj.loss if k == 0 else traj.loss[:, 1:])))
+    return tuple(np.concatenate(a) for a in zip(*mc))
 
 
 def schedules(config: Config) -> Schedules:
@@ -496,14 +482,6 @@ def _tilted_well(tilt):
     return lambda x: (x * x - 1) ** 2 + tilt * x  # NumPy twin of problems.double_well
 
 
-def _tv(x, probs, edges, rng):
-    counts = np.histogram(x, edges)[0]
-    tv = 0.5 * np.sum(np.abs(counts / x.size - probs))
-    # Its Monte-Carlo floor: TV of exact Gibbs samples of the same size.
-    floor = 0.5 * np.abs(rng.multinomial(x.size, probs, size=400) / x.size - probs).sum(axis=1)
-    return float(tv), float(floor.mean()), float(floor.std())
-
-
 def wells(config: Config) -> Wells:
     key, temp = _key(config, 5), config.well_temperature
     edges = np.concatenate([[-np.inf], np.linspace(-2.0, 2.0, 41), [np.inf]])
@@ -522,7 +500,7 @@ def wells(config: Config) -> Wells:
         x = np.asarray(paths.ys[:, -1, 0])
         probs = sde.gibbs_bin_probabilities(_tilted_well(tilt), temp, edges)  # exp(-2L/σ²)
         wrong = sde.gibbs_bin_probabilities(_tilted_well(tilt), 2 * temp, edges)  # post 1's eq. 9
-        tv, floor, floor_sd = _tv(x, probs, edges, rng)
+        tv, floor, floor_sd = sde.histogram_tv(x, probs, edges, rng)  # and its MC floor
         wrong_tv = float(0.5 * np.sum(np.abs(np.histogram(x, edges)[0] / x.size - wrong)))
         out[name] = Well(tilt, tv, floor, floor_sd, wrong_tv, float(np.mean(x > 0)),
                          paths.solver, int(np.sum(np.asarray(paths.diverged))), x)  # fmt: skip
@@ -538,24 +516,17 @@ def wells(config: Config) -> Wells:
         censored.append(float(1 - ok.mean()))
         means.append(float(tau[ok].mean()))
         ses.append(tau[ok].std() / np.sqrt(ok.sum()))
+    slope, prefactor = sde.arrhenius_fit(config.escape_temperatures, means)
     inv_t = 1 / np.asarray(config.escape_temperatures)
-    slope, intercept = np.polyfit(inv_t, np.log(means), 1)
     escape = Escape(
-        1.0, float(slope), float(np.exp(intercept)),
+        1.0, slope, prefactor,
         sde.eyring_kramers_prefactor(8.0, -4.0),  # L''(±1) = 8, L''(0) = -4
         censored, means, inv_t, np.asarray(means), np.asarray(ses),
     )  # fmt: skip
     return Wells(temp, **out, escape=escape, edges=edges[1:-1])
 
 
-SECTIONS = {
-    "stationary": stationary,
-    "linreg_stationary": linreg_stationary,
-    "weak": weak,
-    "scaling": scaling,
-    "schedules": schedules,
-    "wells": wells,
-}
+SECTIONS = {f.__name__: f for f in (stationary, linreg_stationary, weak, scaling, schedules, wells)}
 
 HEADLINES = (
     Headline("stationary/per_batch/4/ratio_max_rel_error_vs_formula",

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.special
 
 from dynopt import characteristics as ch, flows, problems
 
@@ -267,3 +268,55 @@ def test_to_grid_is_exact_for_linear_data(getkey):
     assert line.shape == (1, 2)
     with pytest.raises(ValueError, match="points must have last dimension n=2"):
         ch.to_grid(pts, u, np.zeros((3, 3)))
+
+
+def test_riccati_closed_form_solves_the_pde_and_blows_up_where_predicted():
+    """Eq. 12 satisfies u_t + x u_x = u² (central differences, 1e-6) and u(0, x) = f(x); the
+    blow-up (t*, x*) of each characteristic lies on t f(x e^-t) = 1, none past the horizon."""
+    t, x, d = np.linspace(0.0, 0.8, 9), np.linspace(-2.0, 2.0, 11)[:, None], 1e-5
+    u = lambda t, x: ch.riccati_solution(np.sin, t, x)
+    u_t = (u(t + d, x) - u(t - d, x)) / (2 * d)
+    u_x = (u(t, x + d) - u(t, x - d)) / (2 * d)
+    assert np.max(np.abs(u_t + x * u_x - u(t, x) ** 2)) < 1e-6
+    assert np.array_equal(u(0.0, x), np.sin(x))
+    sig = np.linspace(-3.0, 3.0, 25)
+    t_star, x_star = ch.riccati_blowup(np.sin, sig)
+    assert np.array_equal(np.isfinite(t_star), np.sin(sig) > 0)
+    hit = np.isfinite(t_star)
+    assert np.allclose(t_star[hit] * np.sin(x_star[hit] * np.exp(-t_star[hit])), 1.0, atol=1e-12)
+    t_h, x_h = ch.riccati_blowup(np.sin, sig, horizon=1.5)
+    assert np.all(t_h[np.isfinite(t_h)] < 1.5) and np.all(np.isnan(x_h[~np.isfinite(t_h)]))
+    assert np.isfinite(t_h).sum() == np.sum(t_star < 1.5)
+
+
+def test_burgers_crossing_is_where_neighbouring_characteristics_meet():
+    """At t_c the map σ ↦ σ + f(σ)t has zero slope (finite differences), and the earliest
+    crossing of f = exp(-x²) is the first shock (√(e/2), √2)."""
+    f = lambda s: np.exp(-(s**2))
+    fp = lambda s: -2 * s * f(s)
+    sig, d = np.linspace(-1.0, 2.5, 3501), 1e-6
+    t_c, x_c = ch.burgers_crossing(f, fp, sig)
+    assert np.array_equal(np.isfinite(t_c), sig > 0)
+    hit = np.isfinite(t_c)
+    s, t = sig[hit], t_c[hit]
+    slope = (s + d + f(s + d) * t - (s - d + f(s - d) * t)) / (2 * d)
+    assert np.max(np.abs(slope)) < 1e-6
+    i = np.argmin(t_c)
+    assert abs(t_c[i] - np.sqrt(np.e / 2)) < 1e-6 and abs(x_c[i] - np.sqrt(2.0)) < 1e-3
+    t_h, _ = ch.burgers_crossing(f, fp, sig, horizon=2.0)
+    assert np.array_equal(np.isfinite(t_h), -fp(sig) > 0.5)
+
+
+def test_density_chi2_accepts_samples_of_the_law_and_rejects_a_shifted_one(getkey):
+    """A standard normal density on sorted points against its own samples: χ²/dof within 4σ of
+    1 (σ = √(2/J)) and mass 1 to the trapezoid error; a 0.1 shift is rejected (χ²/dof ≫ 1)."""
+    x = np.linspace(-4.0, 4.0, 2001)
+    rho = np.exp(-0.5 * x**2) / np.sqrt(2 * np.pi)
+    left = 0.5 * (1 + scipy.special.erf(-4.0 / np.sqrt(2)))
+    edges = np.linspace(-2.5, 2.5, 41)
+    samples = np.asarray(jax.random.normal(getkey(), (50_000,)))
+    chi2, max_z, mass, hist = ch.density_chi2(x, rho, samples, edges, left)
+    assert abs(chi2 - 1.0) < 4 * np.sqrt(2 / 40) and max_z < 5.0
+    assert abs(mass - (1 - left)) < 1e-5
+    assert np.isclose(np.sum(hist * np.diff(edges)), np.mean(np.abs(samples) < 2.5))
+    assert ch.density_chi2(x, rho, samples + 0.1, edges, left)[0] > 10.0

@@ -477,3 +477,53 @@ def test_weight_averages_keep_the_wrapped_initial_state():
     for k in range(1, 6):
         ema = 0.5 * ema + 0.5 * np.asarray(plain.params[k])
     np.testing.assert_allclose(wrapped.observations[-1, 0], ema, rtol=1e-14)
+
+
+def test_post4_game_builds_the_posts_cases_from_a_scaled_start():
+    z = (jnp.array([0.3, -0.2]), jnp.array([0.1, 0.4]))
+    for case, spec in games.POST4_CASES.items():
+        game = games.post4_game(case, 1e-2)
+        kwargs = {k: spec[k] for k in ("weight", "center") if k in spec}
+        phi0, theta0 = (1e-2 * np.asarray(v) for v in (games.PHI0, games.THETA0))
+        ref = games.dirac_gan(spec["variant"], **kwargs, phi0=phi0, theta0=theta0)
+        assert game.name == ref.name
+        assert tree_max_abs_diff(game.params0, ref.params0) == 0
+        assert tree_max_abs_diff(game.vector_field(z), ref.vector_field(z)) == 0
+    code = games.post4_game("gan-qp (code)")
+    ref = games.dirac_gan("gan-qp", weight=1.0, normalization="code")
+    assert tree_max_abs_diff(code.vector_field(z), ref.vector_field(z)) == 0
+    for bad in ("vanilla (code)", "wgan-gp", "nope"):
+        with pytest.raises(ValueError, match="unknown post 4 case"):
+            games.post4_game(bad)
+
+
+def test_orbit_verdict_tells_convergence_a_circle_and_oscillation_apart():
+    t = np.linspace(0.0, 50.0, 501)
+    assert games.orbit_verdict(0.2 * np.exp(-t)) == "converges to the equilibrium"
+    circle = games.orbit_verdict(0.3 + 1e-3 * np.sin(t))
+    assert circle.startswith("settles on a circle |θ| = 0.300")
+    assert games.orbit_verdict(0.2 * (1 + 0.5 * np.sin(t))) == "oscillates, no convergence"
+
+
+def test_modified_flow_growth_of_simultaneous_gda_on_the_linear_game():
+    """On the linearization J² = -I/4, so the modified flow is (J + h/8 I)z: growth e^{h²/8}."""
+    game = _linear_game()
+    for h in (0.05, 0.2, 0.4):
+        growth = games.modified_flow_growth(games.Simultaneous(), game, h)
+        assert growth == pytest.approx(np.exp(h**2 / 8), rel=1e-12)
+        assert (
+            abs(
+                growth
+                - games.Simultaneous().growth(np.asarray(game.jacobian(game.equilibrium)), h, 2)
+            )
+            < h**4
+        )
+
+
+def test_measured_growth_fits_a_geometric_sequence_in_the_linear_regime():
+    k = np.arange(501)
+    norms = 1e-6 * 1.01**k
+    assert games.measured_growth(norms) == pytest.approx(1.01, rel=1e-12)
+    assert games.measured_growth(norms, ceiling=1e-5) == pytest.approx(1.01, rel=1e-12)
+    bent = np.where(norms < 1e-5, norms, 1e-5 * 1.001 ** (k - 231))  # saturates past 1e-5
+    assert games.measured_growth(bent, ceiling=1e-5) == pytest.approx(1.01, rel=1e-12)

@@ -53,3 +53,36 @@ def test_loss_on_grid_layout_is_rows_y_columns_x():
     out = plotting.loss_on_grid(lambda p: p[0] + 10.0 * p[1], xs, ys)
     assert out.shape == (2, 3)
     np.testing.assert_allclose(out, xs[None, :] + 10.0 * ys[:, None])
+
+
+# --- helpers for h4 ---
+
+
+def test_plot_distances_draws_norms_on_a_log_axis_with_zeros_as_gaps():
+    _fig, (ax,) = plotting.panels(1)
+    t = np.arange(3.0)
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [0.6, 0.8]])
+    out = plotting.plot_distances(ax, [(t, x, "a"), (t, 2 * x, "b", dict(ls="--"))], title="T")
+    assert out is ax and ax.get_yscale() == "log" and ax.get_title() == "T"
+    (a, b) = ax.get_lines()
+    np.testing.assert_array_equal(a.get_ydata(), [5.0, np.nan, 1.0])
+    assert b.get_linestyle() == "--"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+    assert ax.yaxis._major_tick_kw.get("gridOn")
+
+
+# --- helpers for h5 ---
+
+
+def test_characteristics_with_events_draws_every_curve_and_only_the_finite_events():
+    _fig, (ax,) = plotting.panels(1)
+    x = np.array([[0.0, 1.0, 2.0], [0.0, -1.0, np.nan], [1.0, 1.0, 1.0]])
+    t = np.tile([0.0, 0.5, 1.0], (3, 1))
+    plotting.plot_characteristics_with_events(
+        ax, x, t, 0.0, np.array([0.7, np.inf, np.nan]), label="events", every=2, ms=4
+    )
+    *curves, events = ax.get_lines()
+    assert [c.get_xdata().tolist() for c in curves] == [[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]]
+    assert events.get_xdata().tolist() == [0.0] and events.get_ydata().tolist() == [0.7]
+    assert events.get_marker() == "x" and events.get_markersize() == 4
+    assert events.get_label() == "events"

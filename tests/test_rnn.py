@@ -241,3 +241,21 @@ def test_bad_input_raises():
         rnn.fit(model, "adam", 10)
     with pytest.raises(ValueError, match="noise_std must be > 0"):
         rnn.identifiability(model, noise_std=0.0)
+
+
+def test_sensitivity_analysis_agrees_with_identifiability_and_flags_too_few_rows():
+    """On all rows it is `identifiability`'s singular values, standard errors (and directions up
+    to sign); with fewer rows than parameters the missing singular values are 0 and the
+    standard errors infinite."""
+    ts = np.arange(4.0, 44.0, 4.0)
+    cell = rnn.ODECell(LV, TRUE, 1.0, method="rk4", log_params=True)
+    model = rnn.unrolled_model(cell, Y0, rnn.Observations(ts, np.zeros((10, 2))))
+    sigma = 0.3
+    ident = rnn.identifiability(model, noise_std=sigma)
+    s, v, se = rnn.sensitivity_analysis(sigma * np.asarray(ident.sensitivity), sigma)
+    np.testing.assert_allclose(s, ident.singular_values, rtol=1e-12)
+    np.testing.assert_allclose(se, ident.std_errors, rtol=1e-10)
+    np.testing.assert_allclose(np.abs(v), np.abs(np.asarray(ident.directions)), atol=1e-10)
+    s, v, se = rnn.sensitivity_analysis(sigma * np.asarray(ident.sensitivity)[:4], sigma)
+    assert s.shape == (6,) and np.all(s[4:] == 0) and np.all(np.isinf(se))
+    np.testing.assert_allclose(v.T @ v, np.eye(6), atol=1e-12)

@@ -421,3 +421,56 @@ def test_new_hyperparameters_reuse_the_compiled_simulation():
     for b in (4, 8):
         sde.simulate(sde.SGDNoise(0.8, b), p, ts, key, 4, dt=0.25)
     assert len(counter.count) == first
+
+
+def test_variance_with_se_is_the_plug_in_variance_and_its_standard_error():
+    v, se = sde.variance_with_se(np.array([[0.0, 1.0], [2.0, 1.0]]))
+    np.testing.assert_array_equal(v, [1.0, 0.0])  # two points ±1 around 1: m4 = v² exactly
+    np.testing.assert_array_equal(se, [0.0, 0.0])
+    x = np.random.default_rng(0).normal(scale=2.0, size=(200_000, 3))
+    v, se = sde.variance_with_se(x)
+    np.testing.assert_allclose(se, np.sqrt(2 * 16 / x.shape[0]), rtol=0.02)  # m4 - v² = 2σ⁴
+    assert np.all(np.abs(v - 4.0) < 4 * se)
+
+
+def test_histogram_tv_and_its_monte_carlo_floor():
+    edges, probs = np.array([-np.inf, 0.0, np.inf]), np.array([0.5, 0.5])
+    tv, floor, sd = sde.histogram_tv(np.full(100, -1.0), probs, edges, np.random.default_rng(0))
+    assert tv == 0.5 and 0 < floor < 0.1 and sd > 0
+    rng = np.random.default_rng(1)
+    tv, floor, sd = sde.histogram_tv(rng.normal(size=4000), probs, edges, rng)
+    assert abs(tv - floor) < 4 * sd  # exact samples score at their own floor
+
+
+def test_arrhenius_fit_recovers_barrier_and_prefactor():
+    temps = np.array([0.5, 0.4, 0.3, 0.25])
+    slope, prefactor = sde.arrhenius_fit(temps, 2.0 * np.exp(1.5 / temps))
+    assert slope == pytest.approx(1.5, rel=1e-12) and prefactor == pytest.approx(2.0, rel=1e-12)
+
+
+def test_mean_with_se_along_an_axis():
+    x = np.array([[1.0, 3.0], [2.0, 6.0]])
+    mean, se = sde.mean_with_se(x, axis=1)
+    np.testing.assert_array_equal(mean, [2.0, 4.0])
+    np.testing.assert_allclose(se, [1.0 / np.sqrt(2), 2.0 / np.sqrt(2)], rtol=1e-15)
+
+
+def test_scheduled_moments_chain_the_phases_of_a_schedule():
+    """One phase is `quadratic_moments` itself; two phases are the first followed by the second
+    phase's recursion started from the first's final mean and covariance."""
+    p = problems.linear_regression(num_samples=32, dim=3, batch_size=4, noise=0.5)
+    loss, mean, cov = sde.scheduled_moments(p, [(0.1, 4, 20)])
+    ref = sde.quadratic_moments(
+        sde.SGDNoise(0.1, 4, replace=True), p, 0.1 * np.arange(21), step=0.1
+    )
+    np.testing.assert_allclose(loss, ref.expected_loss, rtol=1e-14)
+    np.testing.assert_allclose(cov, ref.covariance[-1], rtol=1e-14)
+    loss2, mean2, cov2 = sde.scheduled_moments(p, [(0.1, 4, 20), (0.05, 16, 10)])
+    model = sde.SGDNoise(0.05, 16, replace=True)
+    ts = 0.05 * np.arange(11)
+    second = sde.quadratic_moments(model, p, ts, step=0.05, x0=mean, covariance0=cov)
+    assert loss2.shape == (31,)
+    np.testing.assert_allclose(loss2[:21], loss, rtol=1e-14)
+    np.testing.assert_allclose(loss2[20:], second.expected_loss, rtol=1e-12)
+    np.testing.assert_allclose(cov2, second.covariance[-1], rtol=1e-12)
+    np.testing.assert_allclose(mean2, second.mean[-1], rtol=1e-12)

@@ -4,6 +4,7 @@ $\delta_\theta$, linear discriminator $D(x) = \varphi\cdot x$ (before any activa
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._custom_types import Array, ScalarLike
 from .._validation import hyperparameter, positive
@@ -158,3 +159,47 @@ def dirac_linear_solution(t: ScalarLike, phi0=PHI0, theta0=THETA0) -> tuple[Arra
     phi0, theta0 = jnp.asarray(phi0), jnp.asarray(theta0)
     c, s = jnp.cos(t / 2), jnp.sin(t / 2)
     return phi0 * c - theta0 * s, theta0 * c + phi0 * s
+
+
+def post4_game(case: str, scale: float = 1.0) -> Game:
+    r"""Post 4's run `case` (a key of `POST4_CASES`, or `"gan-qp (code)"`: GAN-QP with the
+    original code's normalization) as a `Game` started from $s\,(\varphi_0, \theta_0)$.
+
+    **Arguments:**
+
+    - `case`: the run's name; its horizon, save interval and plot window are
+      `POST4_CASES[case.removesuffix(" (code)")]`.
+    - `scale`: $s > 0$, e.g. small to start in the linear regime near the equilibrium.
+
+    **Returns:** the `Game` (`dirac_gan` with the case's variant, weight and centre).
+
+    **Raises:** `ValueError` for an unknown case.
+    """
+    name = case.removesuffix(" (code)")
+    if name not in POST4_CASES or (case != name and name != "gan-qp"):
+        valid = ", ".join([*POST4_CASES, "gan-qp (code)"])
+        raise ValueError(f"unknown post 4 case {case!r}; valid cases: {valid}.")
+    spec = POST4_CASES[name]
+    kwargs = {k: spec[k] for k in ("weight", "center") if k in spec}
+    if case != name:
+        kwargs["normalization"] = "code"
+    phi0, theta0 = (scale * np.asarray(z) for z in (PHI0, THETA0))
+    return dirac_gan(spec["variant"], **kwargs, phi0=phi0, theta0=theta0)
+
+
+def orbit_verdict(theta_norms) -> str:
+    r"""Post 4's verdict on a generator's distance $\|\theta(t)\|$ to the data point, saved on an
+    even grid: it converges when the last 10 % stays below $0.05\|\theta_0\|$; it settles on a
+    circle when $\max - \min < 0.05\,\mathrm{mean}$ over the second half; else it oscillates.
+
+    **Arguments:** `theta_norms`: $\|\theta(t_k)\|$, $k = 0, \dots, n$.
+
+    **Returns:** the verdict in words (a circle's radius included).
+    """
+    norms = np.asarray(theta_norms, float)
+    tail, half = norms[-max(len(norms) // 10, 1) :], norms[len(norms) // 2 :]
+    if tail.max() < 0.05 * norms[0]:
+        return "converges to the equilibrium"
+    if (half.max() - half.min()) < 0.05 * half.mean():
+        return f"settles on a circle |θ| = {half.mean():.3f}, no convergence"
+    return "oscillates, no convergence"

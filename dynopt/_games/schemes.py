@@ -291,3 +291,19 @@ def scheme(name: str, **kwargs) -> AbstractScheme:
     if name not in SCHEMES:
         raise ValueError(f"unknown scheme {name!r}; valid schemes: {', '.join(SCHEMES)}.")
     return SCHEMES[name](**kwargs)
+
+
+def measured_growth(norms, *, ceiling: float = 1e-4) -> float:
+    r"""The per-step growth factor of a run's distance to an equilibrium,
+    $\exp(\text{slope})$ of a least-squares line through $\log\|z_k - z^*\|$ over the steps
+    $k \ge n/10$ (past the transient) where $0 < \|z_k - z^*\| <$ `ceiling` (the linear regime).
+
+    **Arguments:** `norms`: $\|z_k - z^*\|$, $k = 0, \dots, n$; `ceiling`: where the
+    linearization stops holding.
+
+    **Returns:** the fitted factor, to compare with `AbstractScheme.growth`.
+    """
+    norms = np.asarray(norms, float)
+    ks = np.arange(norms.size)
+    ok = (ks >= (norms.size - 1) // 10) & (norms < ceiling) & (norms > 1e-300)
+    return float(np.exp(np.polyfit(ks[ok], np.log(norms[ok]), 1)[0]))

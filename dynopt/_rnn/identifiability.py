@@ -16,6 +16,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
@@ -122,3 +123,23 @@ def loss_profile(
         return jnp.sum(residuals(sol.value, None) ** 2)
 
     return jax.vmap(one)(alphas)
+
+
+def sensitivity_analysis(sensitivity, noise_std: float) -> tuple[np.ndarray, ...]:
+    r"""The singular values, directions and Cramér–Rao standard errors of a sensitivity matrix
+    $S$ (rows: observed entries, e.g. a subset of the rows of `Identifiability.sensitivity`
+    times $\sigma$, to ask what fewer observations determine): with $S/\sigma =
+    U\,\mathrm{diag}(s/\sigma)\,V^\top$, $\mathrm{se}_i = \sigma(\sum_k V_{ik}^2/s_k^2)^{1/2}$
+    (`inf` along a flat direction; fewer rows than parameters give exact zeros).
+
+    **Arguments:** `sensitivity` $S$ of shape `(n, p)`, `noise_std` $\sigma > 0$.
+
+    **Returns:** `(singular_values, directions, std_errors)`: $s$ (descending, length $p$), $V$
+    (column $k$ belongs to $s_k$), $\mathrm{se}$ (length $p$); NumPy arrays.
+    """
+    s_mat = np.asarray(sensitivity, float) / noise_std
+    _, s, vt = np.linalg.svd(s_mat, full_matrices=True)
+    s = np.concatenate([s, np.zeros(vt.shape[0] - s.size)])
+    with np.errstate(divide="ignore"):
+        se = np.sqrt(np.sum(vt.T**2 / s[None, :] ** 2, axis=1))
+    return s * noise_std, vt.T, se

@@ -210,3 +210,30 @@ def quadratic_stationary_covariance(
     flat0 = ravel_pytree(problem.params0)[0]
     h = 0.0 if step is None else float(step)
     return _stationary(sde, problem, flat0, jnp.asarray(h), step is None)
+
+
+def scheduled_moments(
+    problem: Problem, phases, *, replace: bool = True
+) -> tuple[np.ndarray, Float[Array, " d"], Float[Array, "d d"]]:
+    r"""Exact moments of SGD through a schedule of constant phases $(\eta_k, B_k, n_k)$: phase $k$
+    runs $n_k$ steps of `SGDNoise(η_k, B_k, replace=replace)` from the mean and covariance that
+    phase $k-1$ ends with (the first from $\theta_0$), by the recursion of `quadratic_moments`.
+    Every phase is evaluated on the longest phase's grid $\eta_k\{0, \dots, \max_j n_j\}$ and cut
+    at its end, so all phases share one compiled program.
+
+    **Arguments:** `problem` (a quadratic finite sum), `phases`: `(eta, batch, steps)` triples,
+    `replace`: sampling with replacement.
+
+    **Returns:** `(expected_loss, mean, covariance)`: $\mathbb E L$ at the start and after each of
+    the $\sum_k n_k$ updates, and the final mean and covariance.
+    """
+    mean = cov = None
+    losses = []
+    longest = max(n for *_, n in phases)
+    for k, (eta, batch, n) in enumerate(phases):
+        model = SGDNoise(eta, int(batch), replace=replace)
+        ts = eta * np.arange(longest + 1)
+        mom = quadratic_moments(model, problem, ts, step=eta, x0=mean, covariance0=cov)
+        mean, cov, loss = mom.mean[n], mom.covariance[n], np.asarray(mom.expected_loss[: n + 1])
+        losses.append(loss if k == 0 else loss[1:])
+    return np.concatenate(losses), mean, cov

@@ -1,0 +1,58 @@
+r"""Monte-Carlo estimators for flows with noise: a sample mean or variance with its standard error,
+the total variation between a histogram and a law (with the floor that sampling alone gives), and
+the Arrhenius fit of escape times."""
+
+import numpy as np
+
+
+def variance_with_se(samples) -> tuple[np.ndarray, np.ndarray]:
+    r"""The sample variance $\hat v = \frac1n\sum_i (x_i - \bar x)^2$ along the first axis and
+    its standard error $\sqrt{(\hat m_4 - \hat v^2)/n}$ ($\hat m_4$ the fourth central moment).
+
+    **Arguments:** `samples`: shape `(n, ...)`, the draws along the first axis.
+
+    **Returns:** `(variance, standard_error)`, each of shape `samples.shape[1:]`.
+    """
+    x = np.asarray(samples, float)
+    d = x - x.mean(axis=0)
+    v = np.mean(d**2, axis=0)
+    return v, np.sqrt((np.mean(d**4, axis=0) - v**2) / x.shape[0])
+
+
+def histogram_tv(samples, probs, edges, rng: np.random.Generator, *, draws: int = 400):
+    r"""Total variation $\frac12\sum_b |\hat p_b - p_b|$ between the histogram of `samples` on
+    `edges` and bin probabilities $p_b$, and its Monte-Carlo floor: the mean and standard
+    deviation of the same distance for `draws` multinomial samples of the same size from $p$
+    (what a perfect sampler would score).
+
+    **Arguments:** `samples` (1-D), `probs` (one per bin, summing to 1), `edges`, `rng` (drawn
+    from for the floor), `draws`.
+
+    **Returns:** `(tv, floor_mean, floor_sd)`.
+    """
+    x = np.asarray(samples)
+    tv = 0.5 * np.sum(np.abs(np.histogram(x, edges)[0] / x.size - probs))
+    floor = 0.5 * np.abs(rng.multinomial(x.size, probs, size=draws) / x.size - probs).sum(axis=1)
+    return float(tv), float(floor.mean()), float(floor.std())
+
+
+def arrhenius_fit(temperatures, mean_times) -> tuple[float, float]:
+    r"""Least-squares fit of $\log\tau = \log A + \Delta L/T$ to mean escape times $\tau(T)$:
+    the barrier estimate $\Delta L$ (slope against $1/T$) and the prefactor $A$ (compare with
+    `eyring_kramers_prefactor`).
+
+    **Returns:** `(slope, prefactor)`.
+    """
+    inv_t = 1 / np.asarray(temperatures, float)
+    slope, intercept = np.polyfit(inv_t, np.log(np.asarray(mean_times, float)), 1)
+    return float(slope), float(np.exp(intercept))
+
+
+def mean_with_se(samples, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    r"""The sample mean along `axis` and its standard error $\hat s/\sqrt n$ ($\hat s$ the plug-in
+    standard deviation, $n$ the number of draws).
+
+    **Returns:** `(mean, standard_error)`.
+    """
+    x = np.asarray(samples)
+    return x.mean(axis=axis), x.std(axis=axis) / np.sqrt(x.shape[axis])
