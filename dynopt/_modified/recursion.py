@@ -18,6 +18,20 @@ $i_1 + \dots + i_k \le n$ (and $d_1, \dots, d_n$). One `jax.linearize` of $T_{n-
 applied to the directions $f_1, \dots, f_{n-1}$, gives every new term of $T_n$: the primal
 computation (gradients, lower fields, lower Lie terms) is traced once, not once per term, and
 no Jacobian is formed.
+
+Orders 2 and 3 use the same recursion expanded by hand into the fewest directional derivatives
+(`_low_order`): with $f_1 = d_1$, $f_2 = d_2 - \tfrac12 f_1'f_1$ and
+
+$$f_3 = d_3 - \tfrac12\big(d_2'f_1 + f_1'd_2\big) + \tfrac1{12}f_1''(f_1, f_1)
+        + \tfrac13 f_1'f_1'f_1,$$
+
+(substitute $f_2$ into $f_2'f_1 = d_2'f_1 - \tfrac12(f_1''(f_1,f_1) + f_1'f_1'f_1)$ and
+$f_1'f_2 = f_1'd_2 - \tfrac12 f_1'f_1'f_1$), $f_3$ needs one second-order derivative along
+the single direction $f_1$ (giving $f_1'f_1$, $f_1''(f_1,f_1)$ and $d_2'f_1$ at once) and one
+first-order derivative of $f_1$ along the single direction $\tfrac13 f_1'f_1 - \tfrac12 d_2$
+(linear in it: $f_1'f_1'f_1$ and $f_1'd_2$ at once). For gradient descent that is a gradient,
+one Taylor pass of order 2 along $\nabla L$ and one Hessian-vector product, where the tower
+differentiates $f_1'f_1$ along $f_1$ and $f_1$ along $f_2$ separately.
 """
 
 import math
@@ -52,9 +66,40 @@ def _tower(coefficients: Coefficients, y, n: int) -> dict:
     return tower
 
 
+def _low_order(coefficients: Coefficients, y, order: int) -> list:
+    r"""$[f_1, \dots, f_p]$ at $y$ for $p \le 3$ by the expanded formulas (module docstring)."""
+    ds = coefficients(y, order)
+    f1 = ds[0]
+    if order == 1:
+        return [f1]
+
+    def lower(z):
+        return coefficients(z, order - 1)
+
+    if order == 2:
+        f1f1 = jax.jvp(lambda z: lower(z)[0], (y,), (f1,))[1]
+        return [f1, optax.tree.add_scale(ds[1], -0.5, f1f1)]
+    d2, d3 = ds[1], ds[2]
+
+    def along(z):
+        # (d1(z), d2(z)) and their derivatives along the fixed direction f1(y).
+        return jax.jvp(lower, (z,), (f1,))[1]
+
+    (f1f1, d2f1), (f1ppf1f1, _) = jax.jvp(along, (y,), (f1,))
+    f2 = optax.tree.add_scale(d2, -0.5, f1f1)
+    v = optax.tree.add_scale(optax.tree.scale(1.0 / 3.0, f1f1), -0.5, d2)
+    f1v = jax.jvp(lambda z: lower(z)[0], (y,), (v,))[1]  # (1/3) f1'f1'f1 - (1/2) f1'd2
+    f3 = optax.tree.add_scale(d3, -0.5, d2f1)
+    f3 = optax.tree.add_scale(optax.tree.add(f3, f1v), 1.0 / 12.0, f1ppf1f1)
+    return [f1, f2, f3]
+
+
 def modified_values(coefficients: Coefficients, y, order: int) -> list:
     r"""$[f_1(y), \dots, f_p(y)]$ ($p$ = `order`) from `coefficients(y, n)`
-    $= [d_1(y), \dots, d_n(y)]$, the step's Taylor coefficients at $y$."""
+    $= [d_1(y), \dots, d_n(y)]$, the step's Taylor coefficients at $y$: orders $\le 3$ by the
+    expanded formulas, higher orders by the tower."""
+    if order <= 3:
+        return _low_order(coefficients, y, order)
     tower = _tower(coefficients, y, order)
     return [tower[(j,)] for j in range(1, order + 1)]
 
