@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+
 import dynopt
 
 from . import _card, _headline, _page, DEFAULT_RESULTS, EXPERIMENTS, get, replot, run_experiment
@@ -124,6 +126,10 @@ def main(argv=None) -> int:
             lines = headlines(name, out)
             if lines:
                 print(lines)
+            # Each compiled program holds ~3 memory mappings for as long as a jit cache keeps it;
+            # one process running every experiment would otherwise near Linux's 65,530-mapping
+            # limit (vm.max_map_count), where XLA's next compilation segfaults.
+            jax.clear_caches()
         if args.command == "run-all":
             write_page(Path(args.out or DEFAULT_RESULTS), names)
         elif args.out is None:  # the default results folder: keep its page current

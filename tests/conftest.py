@@ -1,15 +1,15 @@
 """Strict numerics for the whole test run (as diffrax's test suite): float64, strict dtype
 promotion, rank promotion raises; fresh PRNG keys from a fixture; figures on the Agg backend."""
 
+import gc
 import os
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Test workers fill the cores already; a multi-threaded BLAS inside each fights the others.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-# No persistent compilation cache in the test suite: CI starts from an empty cache (nothing to
-# reuse), and jaxlib 0.10.2's `executable.serialize()` crashed two long-lived xdist workers
-# (segfault, abort) while writing entries. `make run` and the CLI keep the cache;
+# No persistent compilation cache in the test suite: CI starts from an empty cache, so writing
+# every program would cost time and reuse nothing. `make run` and the CLI keep the cache;
 # tests/test_validation.py checks, in a child process, that their programs can enter it.
 os.environ.setdefault("JAX_ENABLE_COMPILATION_CACHE", "false")
 
@@ -29,6 +29,38 @@ def getkey():
     counter = iter(range(10**9))
     base = jax.random.key(5678)
     return lambda: jax.random.fold_in(base, next(counter))
+
+
+def _mappings() -> int:
+    """This process's memory mappings (0 where /proc is absent)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return sum(1 for _ in maps)
+    except OSError:
+        return 0
+
+
+def _release_compiled_programs() -> None:
+    jax.clear_caches()
+    gc.collect()
+
+
+# Every compiled XLA program holds ~3 memory mappings for as long as a jit cache keeps it (the
+# library's `filter_jit` entry points keep one per problem, flow and static option). A test worker
+# that lives through ~300 tests reaches Linux's limit of 65,530 mappings (vm.max_map_count), and
+# XLA's next compilation segfaults: that crashed two workers in each of three CI runs. So the
+# caches are emptied after every module, and after any test that leaves the worker above 20,000.
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs_per_module():
+    yield
+    _release_compiled_programs()
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs_when_many():
+    yield
+    if _mappings() > 20_000:
+        _release_compiled_programs()
 
 
 @pytest.hookimpl(tryfirst=True)
