@@ -1,5 +1,6 @@
 """Loss rates along a reference trajectory, for Lyapunov identities such as dL/dt = -|grad L|^2."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,15 +12,64 @@ from ._trajectory import Trajectory
 from ._validation import host_validated, interval
 
 
-def _on_reference(reference: Trajectory, ts: ArrayLike, fn) -> Float[Array, " n"]:
-    """`vmap(fn)` over `ts`, jitted, after checking on the host that every `t` lies in the
-    reference's interval (`Trajectory.evaluate`'s check, so the program needs no runtime one)."""
+def _on_reference(
+    reference: Trajectory, problem: Problem, ts: ArrayLike, fn, extra=None
+) -> Float[Array, " n"]:
+    """`fn(t, reference, problem, extra)` at each `t` of `ts`, vmapped and jitted, after checking
+    on the host that every `t` lies in the reference's interval (`Trajectory.evaluate`'s check, so
+    the program needs no runtime one). `fn` is a module-level function (and `extra` a fixed
+    object such as the user's preconditioner), so a second call with new times, a new reference
+    of the same shapes or a new problem built from the same loss reuses the compiled program."""
     if reference.interpolation is None or reference.flow is None:
         raise ValueError("this needs a reference solve (dynopt.solve), not a discrete run.")
     interp = reference.interpolation
     ts = interval("ts", np.asarray(ts), lower=float(interp.t0), upper=float(interp.t1))
     with host_validated():
-        return jax.jit(jax.vmap(fn))(jnp.asarray(ts))
+        return _over_times(fn, reference, problem, extra, jnp.asarray(ts))
+
+
+@eqx.filter_jit
+def _over_times(fn, reference, problem, extra, ts):
+    return jax.vmap(lambda t: fn(t, reference, problem, extra))(ts)
+
+
+def _terms(t, reference: Trajectory, problem: Problem):
+    """State, parameters, loss and gradient on the reference's dense interpolation at `t`."""
+    state = reference.interpolation.evaluate(t)
+    params = reference.flow.params(state)
+    loss, grad = jax.value_and_grad(problem.loss)(params)
+    return state, params, loss, grad
+
+
+def _rate(t, reference, problem, _):
+    return jax.jvp(lambda s: problem.loss(reference.evaluate(s)), (t,), (jnp.ones_like(t),))[1]
+
+
+def _gradient_norm_sq(t, reference, problem, _):
+    return optax.tree.norm(problem.grad(reference.evaluate(t)), squared=True)
+
+
+def _gradient_l1_norm(t, reference, problem, _):
+    return optax.tree.norm(_terms(t, reference, problem)[3], ord=1)
+
+
+def _preconditioned_norm_sq(t, reference, problem, P):
+    _, params, _, grad = _terms(t, reference, problem)
+    return optax.tree.vdot(grad, P(params, grad, problem.loss))
+
+
+def _loss_value(t, reference, problem, _):
+    return _terms(t, reference, problem)[2]
+
+
+def _chain_rule_rate(t, reference, problem, _):
+    state, _, _, grad = _terms(t, reference, problem)
+    flow = reference.flow
+    return optax.tree.vdot(grad, flow.params(flow.vector_field(t, state, problem)))
+
+
+def _predicted_rate(t, reference, problem, _):
+    return reference.flow.loss_rate(t, reference.interpolation.evaluate(t), problem)
 
 
 def loss_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
@@ -29,20 +79,12 @@ def loss_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[A
     $-\|\nabla L\|^2$ for gradient flow) checks the solved trajectory, to the interpolation
     accuracy.
     """
-
-    def rate(t):
-        return jax.jvp(lambda s: problem.loss(reference.evaluate(s)), (t,), (jnp.ones_like(t),))[1]
-
-    return _on_reference(reference, ts, rate)
+    return _on_reference(reference, problem, ts, _rate)
 
 
 def gradient_norm_sq(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
     r"""$\|\nabla L(\theta(t))\|^2$ along the reference at times `ts`."""
-
-    def gsq(t):
-        return optax.tree.norm(problem.grad(reference.evaluate(t)), squared=True)
-
-    return _on_reference(reference, ts, gsq)
+    return _on_reference(reference, problem, ts, _gradient_norm_sq)
 
 
 def max_relative_deviation(measured: ArrayLike, predicted: ArrayLike) -> Float[Array, ""]:
@@ -52,21 +94,9 @@ def max_relative_deviation(measured: ArrayLike, predicted: ArrayLike) -> Float[A
     return jnp.max(jnp.abs(measured - predicted)) / jnp.max(jnp.abs(predicted))
 
 
-def _along(reference: Trajectory, problem: Problem, ts: ArrayLike, fn) -> Float[Array, " n"]:
-    """`fn(t, state, params, loss, grad)` at each `t`, on the reference's dense interpolation."""
-
-    def one(t):
-        state = reference.interpolation.evaluate(t)
-        params = reference.flow.params(state)
-        loss, grad = jax.value_and_grad(problem.loss)(params)
-        return fn(t, state, params, loss, grad)
-
-    return _on_reference(reference, ts, one)
-
-
 def gradient_l1_norm(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
     r"""$\|\nabla L(\theta(t))\|_1$ along the reference: $-\dot L$ for the sign flow."""
-    return _along(reference, problem, ts, lambda t, s, p, L, g: optax.tree.norm(g, ord=1))
+    return _on_reference(reference, problem, ts, _gradient_l1_norm)
 
 
 def preconditioned_norm_sq(
@@ -74,25 +104,18 @@ def preconditioned_norm_sq(
 ) -> Float[Array, " n"]:
     r"""$\nabla L^\top P(\theta)\nabla L$ along the reference, for `P(params, v, loss_fn)`:
     $-\dot L$ for the preconditioned flow $\dot\theta = -P\nabla L$."""
-    return _along(
-        reference, problem, ts, lambda t, s, p, L, g: optax.tree.vdot(g, P(p, g, problem.loss))
-    )
+    return _on_reference(reference, problem, ts, _preconditioned_norm_sq, P)
 
 
 def loss_values(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
     r"""$L(\theta(t))$ along the reference: $-\dot L$ for the Polyak flow with $L^* = 0$."""
-    return _along(reference, problem, ts, lambda t, s, p, L, g: L)
+    return _on_reference(reference, problem, ts, _loss_value)
 
 
 def chain_rule_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
     r"""$\langle\nabla L(\theta), \dot\theta\rangle$ with $\dot\theta$ from the flow's own vector
     field (post 3, eq. 1): the rate any flow predicts, with no closed form assumed."""
-    flow = reference.flow
-
-    def fn(t, state, params, loss, grad):
-        return optax.tree.vdot(grad, flow.params(flow.vector_field(t, state, problem)))
-
-    return _along(reference, problem, ts, fn)
+    return _on_reference(reference, problem, ts, _chain_rule_rate)
 
 
 def predicted_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
@@ -111,8 +134,7 @@ def predicted_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Fl
     All but Adam's are $\le 0$: $L$ is a Lyapunov function (post 3). Compare with `loss_rate`
     (measured on the solved trajectory, not from the field) via `identity_deviation`.
     """
-    flow = reference.flow
-    return _along(reference, problem, ts, lambda t, s, p, L, g: flow.loss_rate(t, s, problem))
+    return _on_reference(reference, problem, ts, _predicted_rate)
 
 
 def identity_deviation(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, ""]:

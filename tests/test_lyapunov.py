@@ -32,3 +32,30 @@ def test_predicted_rate_uses_the_flow_hook_and_the_chain_rule_by_default():
     predicted = lyapunov.predicted_rate(ref, p, ts)
     np.testing.assert_allclose(predicted, lyapunov.chain_rule_rate(ref, p, ts), rtol=1e-14)
     assert float(lyapunov.identity_deviation(ref, p, ts)) < 1e-6
+
+
+def test_rates_compile_once_for_new_times_and_references():
+    """The rates are module-level programs: new save times (same count) and a new reference of
+    the same shapes, from a new problem with the same loss, reuse the compiled program (the loss
+    is traced once, not per call)."""
+    traces = []
+
+    def loss(theta):
+        traces.append(None)  # runs only while tracing
+        return jnp.sum(jnp.cosh(theta))
+
+    p = dynopt.Problem(loss, jnp.array([1.0, -0.5]))
+    flow = flows.GradientFlow()
+    ref = dynopt.solve(flow, p, jnp.linspace(0.0, 1.0, 5))
+    first = lyapunov.gradient_l1_norm(ref, p, jnp.linspace(0.0, 1.0, 11))
+    after_first = len(traces)
+    again = lyapunov.gradient_l1_norm(ref, p, jnp.linspace(0.1, 0.9, 11))
+    q = dynopt.Problem(loss, jnp.array([0.3, 0.2]))  # a new problem with the same loss
+    other = dynopt.solve(flow, q, jnp.linspace(0.0, 1.0, 5))
+    lyapunov.gradient_l1_norm(other, q, jnp.linspace(0.0, 1.0, 11))
+    assert len(traces) == after_first
+    # and the numbers are the closed form |sinh(theta(t))|_1 on the reference
+    ts = jnp.linspace(0.1, 0.9, 11)
+    expected = jnp.stack([jnp.sum(jnp.abs(jnp.sinh(ref.evaluate(t)))) for t in ts])
+    np.testing.assert_allclose(again, expected, rtol=1e-12)
+    assert first.shape == (11,)
