@@ -610,16 +610,26 @@ def draw_scaling(r):
     plotting.dress(ax, title="linear scaling rule on ½λθ²",
                    xlabel=f"batch size B (η = {sc.eta_over_b:g}·B)",
                    ylabel="stationary Var θ")  # fmt: skip
+    # The frame holds the noise floors and their steps down at the phase changes; the initial
+    # descent from L0 (a decade above them) would squash the floors into one line at the bottom.
+    runs = (("lr decay", sch.lr_decay), ("batch growth", sch.batch_growth))
+    first_phase = [min(int(s.phases_eta_batch_steps[0][2]), len(s.loss) - 1) for _, s in runs]
+    top = max(float(s.loss[k]) for (_, s), k in zip(runs, first_phase))
+    bottom = min(float(np.min(s.loss)) for _, s in runs)
+    pad = 0.15 * (top - bottom)
+    start = float(sch.lr_decay.loss[0])
     for ax, x_of, xlabel, title in (
         (axes[1], lambda s: s.samples, "epochs (samples / n)", "equal noise scale η/B per phase"),
         (axes[2], lambda s: s.update_counts, "updates", "the same runs against updates"),
     ):
-        for lab, s in (("lr decay", sch.lr_decay), ("batch growth", sch.batch_growth)):
+        for lab, s in runs:
             x = x_of(s)
-            (line,) = ax.semilogy(x, s.loss, label=f"{lab} (exact)")
+            (line,) = ax.plot(x, s.loss, label=f"{lab} (exact)")
             mc = dict(fmt=".", alpha=0.5, color=line.get_color(), label=f"{lab} (Monte Carlo)")
             plotting.plot_errorbars(ax, x[::4], s.mc[::4], s.mc_se[::4], **mc)
-        plotting.dress(ax, title=title, xlabel=xlabel, ylabel="E L")
+        ax.set_ylim(bottom - pad, top + 2 * pad)
+        plotting.dress(ax, title=f"{title}\n(descent from L0 = {start:.3g} above the frame)",
+                       xlabel=xlabel, ylabel="E L")  # fmt: skip
     return fig
 
 
