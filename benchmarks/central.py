@@ -9,13 +9,22 @@ both inside one jitted `run` (goal ≤ 20×; the anchor's 240×); the note gives
 relative deviation of the tracked eigenvalues from fully converged ones over the run;
 (2) `central_solve` per unit of GD time (one step η), compile excluded (goal ≤ 200×; the
 anchor's 2,600×). The flow starts at the initialization, below the threshold (Σ = 0 until the
-sharpness reaches 2/η), so row (2) is the pre-EoS cost. Not a row: `central_path` vmapped
-over 8 learning rates (flow time 0–1) ran 16× *slower* than 8 sequential `central_solve`
-calls (119 s vs 7.5 s, after a 529 s compile, on a loaded 2-core machine): under `vmap` the
-`lax.cond` that skips the third derivatives and the complementarity solve below the edge
-becomes a select (both branches run, the solve's `while_loop` to the batch's slowest member).
+sharpness reaches 2/η), so row (2) is the pre-EoS cost. Row (3), not in tiny mode: 8 tracked
+GD runs over learning rates 0.06–0.14 as one vmapped program against the 8 runs one after another
+(goal: the vmapped program faster). Measured on the loaded 2-core machine (CPU time, 8 runs,
+k = 5, 2 LOBPCG iterations per tracked step): NOT met. A vmapped *plain* GD run costs 0.38×
+the sequential runs and 20 vmapped warm-started LOBPCG calls alone 1.13×; tracked at every step
+the vmapped run costs 1.96× (13.6 s vs 7.0 s, 100 steps), but tracked every 10 steps 16× (25.3 s
+vs 1.6 s, 200 steps; compile 48 s vs 16 s): more than the every-step run, so under `vmap` the
+untracked steps pay for something the sequential runs skip. `track_sharpness` already skips
+them with `lane_cond` (a `while_loop`: a batched `lax.cond` would run the eigen-solve at every
+step); the remaining cause is not found yet. `central_path` vmapped over 8 learning rates uses
+`lane_cond` too (the oscillation branch skipped while no lane is at the edge); its vmapped
+program takes longer to compile than this machine allowed to measure (over 25 min of wall time
+at load ≈ 25).
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,6 +82,8 @@ def run(config: Config) -> list[dict]:
             f"of converged ones over the run; first call (compile) {first:.1f} s",
         )
     ]
+    if not config.tiny:  # its vmapped program alone compiles for ~50 s of CPU
+        rows.append(_tracked_sweep(problem, k, steps, 1))  # ~25 s a call: one repeat
     units = 10 if config.tiny else 50  # GD steps of flow time
     ts = ETA * jnp.linspace(0.0, units, 6)
     flow = CentralFlow(ETA, k=k)
@@ -91,3 +102,31 @@ def run(config: Config) -> list[dict]:
         )
     )
     return rows
+
+
+SWEEP = 8  # learning rates in the vmapped sweep
+
+
+def _tracked_sweep(problem: dynopt.Problem, k: int, steps: int, repeats: int) -> dict:
+    """8 tracked GD runs (k directions tracked every 10 steps, learning rates 0.06–0.14, an
+    array leaf: one compiled program each way) as one vmapped program vs one after another."""
+    etas = jnp.asarray(ETA * np.linspace(0.6, 1.4, SWEEP))
+
+    def one(lr):
+        tx = sharpness.track_sharpness(optax.sgd(lr), k, every=10, max_iters=TRACK_ITERS, tol=1e-9)
+        return dynopt.run(tx, problem, steps, every=10, observe=sharpness.sharpness).observations
+
+    single, batch = eqx.filter_jit(one), eqx.filter_jit(jax.vmap(one))
+    first_seq, seq_s = timed(lambda: [single(e) for e in etas], repeats)
+    first_vmap, vmap_s = timed(lambda: batch(etas), repeats)
+    diff = float(np.max(np.abs(np.stack([single(e) for e in etas]) - np.asarray(batch(etas)))))
+    return row(
+        "central",
+        f"{SWEEP} tracked GD runs (k={k}, every 10 steps) vmapped over learning rates",
+        dynopt_s=vmap_s,
+        baseline=f"{SWEEP} sequential runs (one compiled program)",
+        baseline_s=seq_s,
+        target=1.0,
+        note=f"eigenvalues equal to {diff:.1e}; first calls (compile) {first_vmap:.0f} s vmapped, "
+        f"{first_seq:.0f} s sequential",
+    )

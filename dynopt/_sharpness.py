@@ -92,6 +92,28 @@ def top_eigenpairs(
     return Eigenpairs(values, vectors, iterations)
 
 
+def lane_cond(pred, true_fn, false_fn):
+    """`lax.cond(pred, true_fn, false_fn, None)` that stays a branch under `vmap`.
+
+    Under `vmap` a `lax.cond` with a batched predicate becomes a `select`: every lane runs both
+    branches. A `lax.while_loop` with a batched predicate instead runs its body while *any*
+    lane needs it. So this is a loop that runs `true_fn` at most once: unbatched it is exactly
+    the `cond`; vmapped (over learning rates, say) it skips the costly branch (an eigen-solve,
+    the central flow's third derivatives and complementarity solve) wherever no lane needs it,
+    and lanes with `pred` false keep `false_fn`'s value.
+
+    **Arguments:** `pred`, a boolean scalar; `true_fn`, `false_fn`, functions of one ignored
+    argument returning the same pytree structure (`false_fn` always runs: keep it cheap).
+
+    **Returns:** `true_fn(None)` where `pred`, else `false_fn(None)`.
+    """
+    init = (jnp.asarray(pred), false_fn(None))
+    _, out = jax.lax.while_loop(
+        lambda carry: carry[0], lambda _: (jnp.zeros((), bool), true_fn(None)), init
+    )
+    return out
+
+
 def random_start(key: Key, num_params: int, k: int, dtype=jnp.float64) -> Float[Array, "n k"]:
     """An $(n, k)$ block of standard normal columns (a cold LOBPCG start)."""
     return jax.random.normal(key, (num_params, k), dtype)
@@ -139,7 +161,7 @@ def track_sharpness(
     the eigenpairs at $\theta_{j+1}$ are computed from the oracle's `grad_fn` (the same
     minibatch as the step; `run` passes it) and the state's previous vectors. With
     `run(..., every=m·every, observe=sharpness)` the recorded values are exactly those at the
-    saved iterates; other steps cost nothing extra (a `lax.cond`).
+    saved iterates; other steps cost nothing extra (`lane_cond`, also under `vmap`).
 
     **Arguments:**
 
@@ -198,7 +220,9 @@ def track_sharpness(
         def keep(_):
             return state.values, state.vectors, state.iterations
 
-        values, vectors, iterations = jax.lax.cond(count % every == 0, track, keep, None)
+        # `lane_cond`, not `lax.cond`: under a `vmap` over learning rates the count is batched,
+        # and a batched `cond` would run the eigen-solve at every step.
+        values, vectors, iterations = lane_cond(count % every == 0, track, keep)
         return updates, SharpnessState(inner, count, values, vectors, iterations)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

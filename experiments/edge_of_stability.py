@@ -4,6 +4,7 @@ backward-error series of GD breaks (the hλ sweep on a quadratic)."""
 import dataclasses
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,9 +27,11 @@ class Config:
     Full-batch GD (MSE) on an MLP 64 → 16 → 16 → 10 (swish) on a class-balanced subset of
     scikit-learn's digits, with learning rate η = 2/(`threshold_factor`·λ_max(θ₀)): GD sharpens
     until η·λ_max = 2 and hovers there (the edge of stability) while its loss keeps falling
-    non-monotonically. The top-`k` Hessian eigenvalues are tracked inside the jitted run
-    (`sharpness.track_sharpness`, warm-started LOBPCG every `track_every` steps); the loss is
-    saved at every step and Gaussian-smoothed (σ = `smooth_sigma` steps). Gradient flow
+    non-monotonically. The top-`k` Hessian eigenvalues every `track_every` steps come from
+    warm-started LOBPCG along the saved iterates (what `sharpness.track_sharpness` computes
+    inside a run, here in one compiled eigen-path program shared by every path: compiling
+    LOBPCG is this experiment's largest cost); the loss is saved at every step and
+    Gaussian-smoothed (σ = `smooth_sigma` steps). Gradient flow
     (diffrax, t = kη) from the same start keeps sharpening past 2/η; the central flow
     (`CentralFlow`, `central_solve`) predicts the smoothed loss by L + ½⟨Σ, H⟩ over the EoS phase
     [max(onset, 3σ), N − 3σ]. Then the hλ sweep on a quadratic: GD's decay rate per step log|1 − hλ|
@@ -39,8 +42,9 @@ class Config:
     preconditioned Hessian D^{-1/2} H D^{-1/2} (D = √(ν + ε)) against 2/η.
     The central flow is the expensive part (a diffrax solve whose vector field runs LOBPCG, a
     complementarity solve and third derivatives): quick mode skips it (`central = False`; its
-    metrics are then absent). Runtime, measured only on a machine at load ≈ 20 on 2 cores:
-    full 1,085 s wall (338 s earlier at load ≈ 14).
+    metrics are then absent). Runtime in CPU time (cold compilation cache, 2 cores shared at
+    load ≈ 20, so wall time says little): quick 69 s (was 90 s with a tracked run per optimizer),
+    full 181 s (941 s wall).
     Measured (full, seed 0): onset at step 80, median η·λ_max/2 after onset 0.97; gradient
     flow ends at η·λ_max/2 = 1.41; gradient flow vs smoothed GD loss max 28%; central-flow
     prediction max 25% / mean 7.1% — off the 5% goal, for two reasons read off the saved
@@ -139,23 +143,57 @@ def _rel(a, b):
     return np.abs(np.asarray(a) - np.asarray(b)) / np.abs(np.asarray(b))
 
 
+def _rmsprop_diag(params, opt_state, problem):
+    """Observer: RMSProp's preconditioner D = √(ν + ε) at a saved point."""
+    del params, problem
+    return sharpness.rmsprop_preconditioner()(opt_state)
+
+
+@eqx.filter_jit
+def _eigen_path(problem, points, diags, start):
+    """The top-k eigenvalues of D^{-1/2} H D^{-1/2} at each of `points` (leading axis), each
+    eigen-solve warm-started from the previous point's vectors, as `track_sharpness` does inside
+    a run. All the experiment's eigen-solves (θ₀, GD's and RMSProp's iterates, the gradient
+    flow's path; D = 1 for the Hessian itself) go through this one program with one path length:
+    LOBPCG is the costliest program here to compile, and a tracked run holds two copies of it
+    (its checked and unchecked steps)."""
+
+    def step(basis, point):
+        w, d = point
+        e = sharpness.top_eigenpairs(problem.grad, w, basis, diag=d, tol=1e-10)
+        return e.vectors, e.values
+
+    last, values = jax.lax.scan(step, start, (points, diags))
+    return values, last
+
+
+def _path_of(tree, idx, length):
+    """`tree`'s entries at `idx`, padded to `length` by repeating the last (a warm-started
+    eigen-solve at a repeated point converges at once)."""
+    idx = np.concatenate([idx, np.full(length - len(idx), idx[-1])])
+    return jax.tree.map(lambda a: a[idx], tree)
+
+
 def edge_of_stability(config: Config) -> EdgeOfStability:
     problem = _problem(config)
     n_steps, k = config.num_steps, config.k
+    tracked = np.arange(0, n_steps + 1, config.track_every)
+    length = len(tracked)  # every eigen-path is this long: one compiled `_eigen_path`
+    ones = jax.tree.map(jnp.ones_like, problem.params0)
+    stack = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (length, *a.shape)), tree)
     start = sharpness.random_start(jax.random.key(config.seed), problem.num_params, k)
-    eig0 = sharpness.top_eigenpairs(problem.grad, problem.params0, start, tol=1e-10)
-    lam0 = float(eig0.values[0])
+    # λ(θ₀): θ₀ repeated (after the first solve the others converge at once).
+    values0, basis0 = _eigen_path(problem, stack(problem.params0), stack(ones), start)
+    lam0 = float(values0[0, 0])
     eta = 2.0 / (config.threshold_factor * lam0)
 
-    # GD, every step saved (for the smoothing); eigenvalues tracked every `track_every` steps.
-    tx = sharpness.track_sharpness(
-        optax.sgd(eta), k, every=config.track_every, init_grad_fn=problem.grad, tol=1e-10
-    )
-    gd = dynopt.run(tx, problem, n_steps, every=1, observe=sharpness.sharpness)
+    # GD, every step saved (for the smoothing); its top-k eigenvalues every `track_every` steps.
+    gd = dynopt.run(optax.sgd(eta), problem, n_steps, every=1)
     gd_loss = np.asarray(gd.loss)
     smoothed = gaussian_filter1d(gd_loss, config.smooth_sigma, mode="nearest")
-    tracked = np.arange(0, n_steps + 1, config.track_every)
-    eigs = np.asarray(gd.observations)[tracked]
+    eigs = np.asarray(
+        _eigen_path(problem, _path_of(gd.params, tracked, length), stack(ones), basis0)[0]
+    )
     ratio = eta * eigs[:, 0] / 2.0
     above = np.flatnonzero(ratio >= 1.0)
     onset = int(tracked[above[0]]) if above.size else -1
@@ -176,12 +214,9 @@ def edge_of_stability(config: Config) -> EdgeOfStability:
         atol=1e-10,
     )
     sharp_idx = np.linspace(0, config.flow_saves, 11).round().astype(int)
-    basis, flow_sharp = eig0.vectors, []
-    for i in sharp_idx:  # warm-started along the path: one compiled top_eigenpairs
-        w = jax.tree.map(lambda a, i=i: a[i], gf.params)
-        e = sharpness.top_eigenpairs(problem.grad, w, basis, tol=1e-10)
-        basis = e.vectors
-        flow_sharp.append(float(e.values[0]))
+    flow_sharp = np.asarray(
+        _eigen_path(problem, _path_of(gf.params, sharp_idx, length), stack(ones), basis0)[0]
+    )[: len(sharp_idx), 0]
     in_phase = (flow_steps >= phase[0]) & (flow_steps <= phase[1])
     gf_err = _rel(np.asarray(gf.loss)[in_phase], smoothed[flow_steps[in_phase]])
 
@@ -203,7 +238,7 @@ def edge_of_stability(config: Config) -> EdgeOfStability:
     if config.central:
         c_steps = np.linspace(0, n_steps, config.central_saves + 1).round().astype(int)
         path = central_solve(
-            CentralFlow(eta, k=k, basis=eig0.vectors), problem, jnp.asarray(eta * c_steps)
+            CentralFlow(eta, k=k, basis=basis0), problem, jnp.asarray(eta * c_steps)
         )
         mask = (c_steps >= phase[0]) & (c_steps <= phase[1])
         predicted = np.asarray(path.predicted_loss)
@@ -224,15 +259,10 @@ def edge_of_stability(config: Config) -> EdgeOfStability:
             central_eigenvalues=np.asarray(path.eigenvalues),
         )
     # RMSProp: the top-k eigenvalues of the preconditioned Hessian against 2/η.
-    tx = sharpness.track_sharpness(
-        optax.rmsprop(config.rmsprop_lr, decay=config.rmsprop_decay),
-        k,
-        every=config.track_every,
-        preconditioner=sharpness.rmsprop_preconditioner(),
-        tol=1e-10,
-    )
-    rms = dynopt.run(tx, problem, n_steps, every=config.track_every, observe=sharpness.sharpness)
-    rms_eigs = np.asarray(rms.observations)
+    tx = optax.rmsprop(config.rmsprop_lr, decay=config.rmsprop_decay)
+    rms = dynopt.run(tx, problem, n_steps, every=config.track_every, observe=_rmsprop_diag)
+    rms_eigs = np.array(_eigen_path(problem, rms.params, rms.observations, basis0)[0])
+    rms_eigs[0] = np.nan  # ν = 0 at θ₀: no preconditioner yet
     rms_ratio = config.rmsprop_lr * rms_eigs[:, 0] / 2.0
     rms_above = np.flatnonzero(rms_ratio >= 1.0)
     rms_onset = int(tracked[rms_above[0]]) if rms_above.size else -1

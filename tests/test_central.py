@@ -239,3 +239,23 @@ def test_per_coordinate_rmsprop_central_flow(net, central):
     lam_dot = grad_S @ np.asarray(ravel_pytree(field.params)[0])
     b_dot = tau * np.sum(u**2 * G_dot / (2 * root)) - lam_dot
     np.testing.assert_allclose(b_dot, -gap / h, atol=1e-6 * abs(lam_dot))
+
+
+def test_the_central_field_vmaps_over_learning_rates(net, central):
+    """`CentralFlow.central` vmapped over two learning rates, one far below the edge (Σ = 0; its
+    oscillation branch is skipped by `lane_cond` only where no lane needs it) and one 10% above
+    it (Σ ≠ 0): each lane equals its own unbatched evaluation."""
+    fn, w, below = central
+    lam = float(below.eig.values[0])
+    etas = jnp.asarray([0.01, 1.1 * 2.0 / lam])
+
+    def one(eta):
+        return CentralFlow(eta, k=1, basis=below.eig.vectors).central(w, net, refresh=True)
+
+    batch = jax.jit(jax.vmap(one))(etas)
+    assert np.all(np.asarray(batch.X[0]) == 0.0) and batch.X[1, 0, 0] > 0
+    for i in range(2):
+        alone = fn(CentralFlow(float(etas[i]), k=1, basis=below.eig.vectors))
+        lane = jax.tree.map(lambda x, i=i: x[i], batch)
+        for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(lane)):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-13)

@@ -36,11 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._custom_types import Array, Float, Params, Scalar, ScalarLike
+from .._custom_types import Array, Float, Int, Params, Scalar, ScalarLike
 from .._discretization import Discretization
 from .._maps.gradient import GradientDescent
 from .._problem import Problem
-from .._sharpness import Eigenpairs, random_start, top_eigenpairs
+from .._sharpness import Eigenpairs, lane_cond, random_start, top_eigenpairs
 from .._validation import hyperparameter, positive_int
 from .base import AbstractFlow
 
@@ -188,8 +188,9 @@ def oscillation(
 
     $X = 0$ solves the problem exactly iff $c \succeq 0$ (then $K(0) = c \succeq 0$): every gap
     closes slower than rate $r$. Only otherwise are the $k(k+1)/2$ third derivatives and the
-    complementarity solve needed (a `lax.cond`: skipped below the edge, unbatched). A solve
-    that does not converge is an error (`eqx.error_if`) naming `who`."""
+    complementarity solve needed (`lane_cond`: skipped below the edge, also under `vmap` as
+    long as no lane is at it). A solve that does not converge is an error (`eqx.error_if`)
+    naming `who`."""
     k = c.shape[0]
 
     def oscillating(_):
@@ -202,7 +203,7 @@ def oscillation(
         return jnp.zeros((k, k), c.dtype), zero, jnp.zeros(U.shape[0], c.dtype)
 
     active = jnp.linalg.eigvalsh(c)[0] < 0
-    X, residual, drift = jax.lax.cond(active, oscillating, stable, None)
+    X, residual, drift = lane_cond(active, oscillating, stable)
     X = eqx.error_if(
         X,
         residual > qp_tol,
@@ -335,7 +336,8 @@ class CentralFlow(AbstractFlow):
 class CentralPath(NamedTuple):
     """A central-flow solution saved at `ts`: `params` (leading time axis), the loss $L$, the
     predicted time-averaged loss $L + \\frac12\\langle\\Sigma,H\\rangle$, the top-$k$
-    eigenvalues and $X$ at each saved time."""
+    eigenvalues and $X$ at each saved time, and diffrax's step count (accepted and rejected)
+    on each interval between saved times (under `vmap` every lane pays the largest)."""
 
     ts: Float[Array, " T"]
     params: Params
@@ -343,6 +345,7 @@ class CentralPath(NamedTuple):
     predicted_loss: Float[Array, " T"]
     eigenvalues: Float[Array, "T k"]
     X: Float[Array, "T k k"]
+    num_steps: Int[Array, " T-1"]
 
 
 def _vector_field(t, y, args):
@@ -361,41 +364,38 @@ def central_path(flow: CentralFlow, problem: Problem, ts, *, rtol=1e-6, atol=1e-
 
     from .._solve import integrate
 
-    flat0, _ = ravel_pytree(problem.params0)
-    start = flow.central(problem.params0, problem, refresh=True)
-    state0 = (problem.params0, start.eig.vectors)
-
+    # One refreshed `central` per saved time, at the *start* of each interval (the last interval
+    # has zero length: diffrax returns at once), so that the program holds one copy of it (the
+    # eigen-solve, third derivatives and complementarity solve are what XLA takes longest to
+    # compile) besides the vector field's.
     def chunk(carry, interval):
         w, basis = carry
-        f = _with_basis(flow, basis)
+        cs = _with_basis(flow, basis).central(w, problem, refresh=True)
         sol = integrate(
             diffrax.ODETerm(_vector_field),
             diffrax.Tsit5(),
             interval[0],
             interval[1],
             w,
-            args=(f, problem),
+            args=(_with_basis(flow, cs.eig.vectors), problem),
             controller=diffrax.PIDController(rtol=rtol, atol=atol),
             max_steps=max_steps,
         )
         w1 = jax.tree.map(lambda x: x[-1], sol.ys)
-        cs = f.central(w1, problem, refresh=True)
-        return (w1, cs.eig.vectors), (w1, cs, sol.result)
+        return (w1, cs.eig.vectors), (w, cs, sol.result, sol.stats["num_steps"])
 
-    intervals = jnp.stack([ts[:-1], ts[1:]], axis=1)
-    _, (ws, cs, results) = jax.lax.scan(chunk, state0, intervals)
-    join = lambda a, b: jnp.concatenate([a[None], b])
-    params = jax.tree.map(join, problem.params0, ws)
-    loss = jax.vmap(problem.loss)(params)
+    basis0 = start_block(flow.basis, flow.k, ravel_pytree(problem.params0)[0])
+    intervals = jnp.stack([ts, jnp.concatenate([ts[1:], ts[-1:]])], axis=1)
+    _, (params, cs, results, num_steps) = jax.lax.scan(chunk, (problem.params0, basis0), intervals)
     path = CentralPath(
         ts=ts,
         params=params,
-        loss=loss,
-        predicted_loss=join(start.predicted_loss, cs.predicted_loss),
-        eigenvalues=join(start.eig.values, cs.eig.values),
-        X=join(start.X, cs.X),
+        loss=jax.vmap(problem.loss)(params),
+        predicted_loss=cs.predicted_loss,
+        eigenvalues=cs.eig.values,
+        X=cs.X,
+        num_steps=num_steps[:-1],
     )
-    del flat0
     return path, results
 
 
