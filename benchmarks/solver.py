@@ -13,6 +13,7 @@ Vector-field evaluations: scipy's `nfev`; dynopt's counted by a host callback in
 otherwise identical diffrax solve.
 """
 
+import functools
 import time
 
 import diffrax
@@ -225,37 +226,18 @@ def _one_case(case, problem, t1, rhs, ref, rhs_kind, *, method: str, repeats: in
     acc = (
         f"error {err:.1e} vs {sp_err:.1e} (scipy rtol {sp_rtol:.0e}); f-evals {nfev} vs {sol.nfev}"
     )
+    solver_row = functools.partial(
+        row, "reference solver", case, dynopt_s=ours_s, baseline=base, baseline_s=sp_s, note=acc
+    )
     if rhs_kind == "numpy":
-        rows.append(
-            row(
-                "reference solver",
-                case,
-                dynopt_s=ours_s,
-                baseline=base,
-                baseline_s=sp_s,
-                # The issue's goals: 20x on the tiny Rosenbrock (per-call overhead), 2x on the
-                # d = 100 quadratic (its matrix-vector product is most of scipy's cost too).
-                target=20.0 if problem.num_params == 2 else 2.0,
-                note=acc,
-                **extra,
-            )
-        )
+        # The issue's goals: 20x on the tiny Rosenbrock (per-call overhead), 2x on the d = 100
+        # quadratic (its matrix-vector product is most of scipy's cost too).
+        rows.append(solver_row(target=20.0 if problem.num_params == 2 else 2.0, **extra))
         return rows
     t_grad = _grad_time(grad, x0, repeats)
     overhead = ours_s / (nfev * t_grad)
     bare_s = _bare_diffrax_time(grad, x0, t1, repeats, _SOLVERS[method]())
-    rows.append(
-        row(
-            "reference solver",
-            case,
-            dynopt_s=ours_s,
-            baseline=base,
-            baseline_s=sp_s,
-            target=1.0,
-            note=acc,
-            **extra,
-        )
-    )
+    rows.append(solver_row(target=1.0, **extra))
     rows.append(
         row(
             "reference solver",

@@ -224,16 +224,9 @@ def edge_of_stability(config: Config) -> EdgeOfStability:
         return ravel_pytree(jax.tree.map(lambda a: a[i], tree))[0]
 
     w_gd = final(gd.params)
-    central = dict(
-        central_prediction_max_rel_error=None,
-        central_prediction_mean_rel_error=None,
-        central_prediction_matched_max_rel_error=None,
-        central_prediction_matched_mean_rel_error=None,
-        distance_gd_central=None,
-        central_steps=None,
-        central_loss=None,
-        central_predicted=None,
-        central_eigenvalues=None,
+    # Without the central flow, every field about it is None.
+    central = dict.fromkeys(
+        f.name for f in dataclasses.fields(EdgeOfStability) if "central" in f.name
     )
     if config.central:
         c_steps = np.linspace(0, n_steps, config.central_saves + 1).round().astype(int)

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 
 from .._custom_types import Array, Int, Key, Params, Scalar
 from .._problem import Problem
@@ -75,13 +76,22 @@ def _no_regularizer(params: Params) -> Scalar:
 
 
 def _l2(params: Params, strength: Array) -> Scalar:
-    return 0.5 * strength * sum(jnp.sum(x * x) for x in jax.tree.leaves(params))
+    return 0.5 * strength * optax.tree.norm(params, squared=True)
+
+
+def _gaussian_design(num_samples: int, dim: int, seed: int) -> tuple[Array, Key, Key]:
+    """Inputs $x_i \sim \mathcal N(0, I_d)$ (validated sizes) and two keys for the rest."""
+    if num_samples < 1 or dim < 1:
+        raise ValueError(f"num_samples and dim must be >= 1, got {num_samples}, {dim}.")
+    kx, k1, k2 = jax.random.split(jax.random.key(seed), 3)
+    return jax.random.normal(kx, (num_samples, dim)), k1, k2
 
 
 def _process_rows(data: Params, shard: bool, num_samples: int) -> Params:
     """The synthetic `data` as is, or (`shard=True`) split over `data_mesh()`: each process
-    passes only its block of rows to `shard_data(..., local=True)`, as a host with its own
-    part of a real data set would."""
+    generates the whole set (it is synthetic) and passes only its block of rows to
+    `shard_data(..., local=True)`, as a host with its own part of a real data set would;
+    `num_samples` must be a multiple of the device count."""
     if not isinstance(shard, bool):
         raise ValueError(f"shard must be True or False, got {shard!r}.")
     if not shard:
@@ -180,16 +190,11 @@ def linear_regression(
     $x_i \sim \mathcal N(0, I_d)$, $y_i = x_i^\top w_\star + \text{noise}\cdot\xi_i$;
     start $w_0 = 0$.
     The minimizer is the least-squares solution $(X^\top X)^{-1}X^\top y$ (exact).
-    With `shard=True` the samples are split over all devices of all processes (`shard_data`):
-    each process generates the set (it is synthetic), keeps its block of rows and passes only
-    them on; `num_samples` must be a multiple of the device count.
+    `shard=True` splits the samples over all devices of all processes (`_process_rows`).
     """
-    if num_samples < 1 or dim < 1:
-        raise ValueError(f"num_samples and dim must be >= 1, got {num_samples}, {dim}.")
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}.")
-    kx, kw, kn = jax.random.split(jax.random.key(seed), 3)
-    x = jax.random.normal(kx, (num_samples, dim))
+    x, kw, kn = _gaussian_design(num_samples, dim, seed)
     w_true = jax.random.normal(kw, (dim,))
     y = x @ w_true + noise * jax.random.normal(kn, (num_samples,))
     w_ls = jnp.linalg.lstsq(x, y)[0]
@@ -222,16 +227,11 @@ def logistic_regression(
     Synthetic data: $x_i \sim \mathcal N(0, I_d)$, labels $y_i = \pm1$ drawn from the logistic model
     with a random $w_\star$ (so the data are not separable); start $w_0 = 0$. With $\lambda > 0$ the
     loss is strongly convex; its minimizer is not known in closed form (`minimizer=None`).
-    With `shard=True` the samples are split over all devices of all processes (`shard_data`):
-    each process generates the set (it is synthetic), keeps its block of rows and passes only
-    them on; `num_samples` must be a multiple of the device count.
+    `shard=True` splits the samples over all devices of all processes (`_process_rows`).
     """
-    if num_samples < 1 or dim < 1:
-        raise ValueError(f"num_samples and dim must be >= 1, got {num_samples}, {dim}.")
     if l2 < 0:
         raise ValueError(f"l2 must be >= 0, got {l2}.")
-    kx, kw, ky = jax.random.split(jax.random.key(seed), 3)
-    x = jax.random.normal(kx, (num_samples, dim))
+    x, kw, ky = _gaussian_design(num_samples, dim, seed)
     w_true = 2.0 * jax.random.normal(kw, (dim,)) / jnp.sqrt(dim)
     p = jax.nn.sigmoid(x @ w_true)
     y = jnp.where(jax.random.uniform(ky, (num_samples,)) < p, 1.0, -1.0)
@@ -271,9 +271,7 @@ def mlp_regression(
     r"""Mean squared error of a tanh MLP (`depth` hidden layers of `width`) on a synthetic target
     $y = \sin(x^\top a) + \tfrac12\cos(x^\top b)$. Params are a list of `{"w", "b"}` dicts
     (LeCun-normal initialization), a non-trivial pytree.
-    With `shard=True` the samples are split over all devices of all processes (`shard_data`):
-    each process generates the set (it is synthetic), keeps its block of rows and passes only
-    them on; `num_samples` must be a multiple of the device count.
+    `shard=True` splits the samples over all devices of all processes (`_process_rows`).
     """
     if min(num_samples, dim, width, depth) < 1:
         raise ValueError("num_samples, dim, width and depth must all be >= 1.")
