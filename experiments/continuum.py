@@ -77,10 +77,9 @@ OPTIMIZERS = {
 }
 
 
-def logcosh_problem() -> dynopt.Problem:
-    """A smooth non-quadratic loss on a dict of arrays (5 parameters, bounded below)."""
-    c = jnp.asarray([0.8, -0.4, 1.1])
-    A = jnp.asarray([[0.6, -0.3], [0.2, 0.9], [-0.7, 0.4]])
+def logcosh_loss(c, A):
+    """L(a, b) = Σ c cos a + ¼ Σ a⁴ + Σ log cosh(A b + a) + ½ |b|² on p = {"a": (3,), "b": (2,)}:
+    smooth, non-quadratic, bounded below (tests/test_modified.py draws c and A at random)."""
 
     def loss(p):
         a, b = p["a"], p["b"]
@@ -91,7 +90,15 @@ def logcosh_problem() -> dynopt.Problem:
             + 0.5 * jnp.sum(b**2)
         )
 
-    return dynopt.Problem(loss, {"a": jnp.asarray([0.9, -0.6, 0.3]), "b": jnp.asarray([0.5, -1.1])})
+    return loss
+
+
+def logcosh_problem() -> dynopt.Problem:
+    """`logcosh_loss` with fixed coefficients on a dict of arrays (5 parameters)."""
+    c = jnp.asarray([0.8, -0.4, 1.1])
+    A = jnp.asarray([[0.6, -0.3], [0.2, 0.9], [-0.7, 0.4]])
+    params0 = {"a": jnp.asarray([0.9, -0.6, 0.3]), "b": jnp.asarray([0.5, -1.1])}
+    return dynopt.Problem(logcosh_loss(c, A), params0)
 
 
 def mlp_problem() -> dynopt.Problem:

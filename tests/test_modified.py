@@ -15,33 +15,17 @@ from dynopt._flows.adaptive import RMSPropState
 from dynopt._modified import modified_flow, ModifiedState
 from dynopt.flows import ModifiedGradientFlow, RMSPropFlow
 from dynopt.transforms import usam
+from experiments.continuum import logcosh_loss, mlp_problem
 
 from .helpers import tree_max_abs_diff
 
 
 def smooth_problem(key) -> dynopt.Problem:
-    """A random smooth non-quadratic loss on a dict of arrays (bounded below)."""
+    """The continuum experiment's smooth non-quadratic loss with random coefficients and start."""
     k1, k2, k3 = jax.random.split(key, 3)
-    c = jax.random.normal(k1, (3,))
-    A = jax.random.normal(k2, (3, 2)) / 2
-
-    def loss(p):
-        a, b = p["a"], p["b"]
-        return (
-            jnp.sum(jnp.cos(a) * c)
-            + 0.25 * jnp.sum(a**4)
-            + jnp.sum(jnp.log(jnp.cosh(A @ b + a)))
-            + 0.5 * jnp.sum(b**2)
-        )
-
+    loss = logcosh_loss(jax.random.normal(k1, (3,)), jax.random.normal(k2, (3, 2)) / 2)
     params0 = {"a": jax.random.normal(k3, (3,)), "b": jnp.asarray([0.5, -1.1])}
     return dynopt.Problem(loss, params0)
-
-
-def mlp_problem() -> dynopt.Problem:
-    return dynopt.problems.mlp_regression(
-        num_samples=16, dim=2, width=4, depth=1, batch_size=16, seed=1
-    )
 
 
 @eqx.filter_jit
