@@ -1,8 +1,17 @@
-"""Test helpers: a trace counter, and thin aliases over the stack's tree comparisons."""
+"""Test helpers: a trace counter, thin aliases over the stack's tree comparisons, the check that
+a stochastic run is a function of its key, and a subprocess on several host CPU devices."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import equinox as eqx
 import jax
 import numpy as np
+
+import dynopt
 
 
 def tree_allclose(x, y, *, rtol=0.0, atol=0.0) -> bool:
@@ -30,3 +39,32 @@ class TraceCounter:
     def __call__(self, *args):
         self.count += 1
         return self.fn(*args)
+
+
+def check_keyed_runs(method, problem, num_steps, key, other_key):
+    """`dynopt.run(method, problem, num_steps)` twice with `key` and once with `other_key`: the
+    same key gives the same parameters, another key other ones. Returns the runs with `key` and
+    with `other_key`."""
+    a = dynopt.run(method, problem, num_steps, key=key)
+    b = dynopt.run(method, problem, num_steps, key=key)
+    c = dynopt.run(method, problem, num_steps, key=other_key)
+    assert eqx.tree_equal(a.params, b.params)
+    assert not eqx.tree_equal(c.params, a.params)
+    return a, c
+
+
+def run_on_host_devices(code: str, *args: str, devices: int = 4):
+    """Run `python -c code *args` from the repository root (so it can import `tests.*`) in a
+    subprocess that sees `devices` host CPU devices; the JSON its last line of output prints."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

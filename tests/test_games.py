@@ -8,7 +8,7 @@ import pytest
 import dynopt
 from dynopt import flows, games
 
-from .helpers import TraceCounter, tree_max_abs_diff
+from .helpers import check_keyed_runs, TraceCounter, tree_max_abs_diff
 
 
 SCHEME_NAMES = ("simultaneous", "alternating", "consensus", "extragradient", "optimistic")
@@ -353,11 +353,7 @@ def test_bad_input_raises():
 def test_mixture_gan_is_seeded_and_metrics_are_sane():
     game = games.mixture_gan(jax.random.key(0), hidden=8, batch_size=16)
     disc = games.Alternating().discretize(0.05)
-    a = dynopt.run(disc, game, 20, key=jax.random.key(1))
-    b = dynopt.run(disc, game, 20, key=jax.random.key(1))
-    c = dynopt.run(disc, game, 20, key=jax.random.key(2))
-    assert eqx.tree_equal(a.params, b.params)
-    assert not eqx.tree_equal(c.params, a.params)
+    a, c = check_keyed_runs(disc, game, 20, jax.random.key(1), jax.random.key(2))
     # Seed batches come from `run`: each entry is the single run with its key.
     keys = jnp.stack([jax.random.key(2), jax.random.key(1)])
     batch = dynopt.run(disc, game, 20, key=keys)

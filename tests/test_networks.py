@@ -1,11 +1,6 @@
 """Networks on digits and synthetic data: pytree params, losses, minibatches, bad input,
 and sharded data (4 host CPU devices, in a subprocess) giving the same numbers."""
 
-import json
-import os
-import subprocess
-import sys
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -14,6 +9,8 @@ import pytest
 
 from dynopt import networks
 from dynopt._problems.finite_sum import sample_indices
+
+from .helpers import run_on_host_devices
 
 
 def _mlp_problem(loss="mse", n=60, batch_size=None):
@@ -144,19 +141,7 @@ print(json.dumps(out))
 
 
 def test_sharded_data_gives_the_same_numbers():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    env["JAX_PLATFORMS"] = "cpu"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_on_host_devices(CHILD, devices=4)
     single, sharded = out["False"], out["True"]
     assert "data" in sharded["spec"]
     # Same arithmetic up to the order of the cross-device sum: float64 rounding only.

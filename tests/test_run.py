@@ -9,17 +9,13 @@ import dynopt
 from dynopt import flows, problems
 from dynopt._run import DIVERGENCE_FACTOR, divergence_limit, make_step
 
-from .helpers import TraceCounter, tree_max_abs_diff
+from .helpers import check_keyed_runs, TraceCounter, tree_max_abs_diff
 
 
 def test_run_is_deterministic_given_key_and_depends_on_it():
     p = problems.linear_regression(num_samples=64, dim=4, batch_size=8)
     disc = flows.GradientFlow().discretize(0.05)
-    a = dynopt.run(disc, p, 50, key=jax.random.key(3))
-    b = dynopt.run(disc, p, 50, key=jax.random.key(3))
-    c = dynopt.run(disc, p, 50, key=jax.random.key(4))
-    assert np.array_equal(a.params, b.params)
-    assert not np.array_equal(a.params, c.params)
+    check_keyed_runs(disc, p, 50, jax.random.key(3), jax.random.key(4))
 
 
 def test_stochastic_run_matches_manual_optax_loop():

@@ -5,10 +5,6 @@ batch, same compiled kernel); against the whole sweep vmapped on one device they
 rounding, since XLA vectorizes a batch of 8 differently from a batch of 2 (reordered sums).
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -19,6 +15,8 @@ import pytest
 
 import dynopt
 from dynopt import flows, games, problems
+
+from .helpers import run_on_host_devices
 
 
 DEVICES = 4
@@ -70,19 +68,7 @@ def _problems():
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharded") / "out.npz"
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
-    env["JAX_PLATFORMS"] = "cpu"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(out)],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    specs = json.loads(proc.stdout.strip().splitlines()[-1])
+    specs = run_on_host_devices(CHILD, str(out), devices=DEVICES)
     with np.load(out) as data:
         return specs, {k: data[k] for k in data.files}
 
