@@ -13,7 +13,7 @@ import pytest
 import dynopt
 from dynopt._flows.adaptive import RMSPropState
 from dynopt._modified import modified_flow, ModifiedState
-from dynopt.flows import ModifiedGradientFlow, RMSPropFlow
+from dynopt.flows import HeavyBall, ModifiedGradientFlow, RMSPropFlow
 from dynopt.transforms import usam
 from experiments.continuum import logcosh_loss, mlp_problem
 
@@ -104,6 +104,45 @@ def test_rmsprop_slow_row(getkey):
     assert tree_max_abs_diff(v.state[0].nu, ref.G) < 1e-13
 
 
+def heavy_ball_velocity(tau, damping=1.5):
+    """Heavy ball in √α time: `optax.sgd(τ², momentum=1 - aτ)`'s iterates, its trace in velocity
+    units (τ × optax's trace), a function of the time per step τ."""
+    return optax.chain(optax.scale(tau), optax.trace(decay=1 - damping * tau), optax.scale(-tau))
+
+
+def test_heavy_ball_in_sqrt_alpha_time(getkey):
+    """A slow state whose continuum limit is `HeavyBall(a)`: θ' = v, v' = -av - ∇L (v = -trace).
+    The same map through `jnp.sqrt(α)` with `time_unit=0.5` and a state map dividing by τ is
+    smooth in τ but not differentiable at τ = 0 by autodiff: an error, not a flow of NaNs."""
+    problem = smooth_problem(getkey())
+    p0, a, tau = problem.params0, 1.5, 0.05
+    flow = modified_flow(ft.partial(heavy_ball_velocity, damping=a), tau)
+    assert flow.spec.regime == "slow"
+    trace = jax.tree.map(lambda x: jax.random.normal(getkey(), x.shape), p0)
+    y0 = flow.init(p0)  # the chain's state: (empty, TraceState, empty)
+    y = ModifiedState(p0, (y0.state[0], optax.TraceState(trace), y0.state[2]))
+    v = eqx.filter_jit(flow.vector_field)(0.0, y, problem)
+    theta_dot, v_dot = HeavyBall(a).vector_field(
+        0.0, (p0, jax.tree.map(jnp.negative, trace)), problem
+    )
+    assert tree_max_abs_diff(v.params, theta_dot) < 1e-13
+    assert tree_max_abs_diff(jax.tree.map(jnp.negative, v.state[1].trace), v_dot) < 1e-13
+    sgd = dynopt.run(optax.sgd(tau**2, momentum=1 - a * tau), problem, 50)
+    ours = dynopt.run(flow.discretize(tau), problem, 50)
+    assert tree_max_abs_diff(sgd.params, ours.params) < 1e-13
+    with pytest.raises(ValueError, match=r"f1 is not finite"):
+        modified_flow(
+            lambda alpha: optax.sgd(alpha, momentum=1 - a * jnp.sqrt(alpha)),
+            tau**2,
+            time_unit=0.5,
+            state="slow",
+            state_map=(
+                lambda s, t: jax.tree.map(lambda x: -t * x, s),
+                lambda z, t: jax.tree.map(lambda x: -x / t, z),
+            ),
+        )
+
+
 OPTIMIZERS = {
     "sgd": lambda h: optax.sgd(h),
     "heavy_ball": lambda h: optax.sgd(h, momentum=0.5),
@@ -114,6 +153,7 @@ OPTIMIZERS = {
     ),
     "rmsprop_slow": lambda h: optax.rmsprop(h, decay=1 - 2 * h, eps=0.5),
     "adam": lambda h: optax.adam(h, b1=0.5, b2=0.6, eps=0.3),
+    "heavy_ball_velocity": heavy_ball_velocity,  # h is τ = √α: a slow state
 }
 
 
@@ -121,7 +161,8 @@ OPTIMIZERS = {
 # optimizers (gradient descent, heavy ball, Nesterov, USAM, a weight-decay + momentum chain: fast
 # state started on its slow manifold; RMSprop with decay 1 - 2h: slow state, an ODE on (θ, ν))
 # on two problems each, one an MLP with pytree params; plus Adam (fixed decays) at p = 2 on the
-# MLP. One test per case (xdist distributes them), one compiled `compare` program each: the
+# MLP, and heavy ball in √α time (slow, velocity form) at p = 3 and 2. One test per case
+# (xdist distributes them), one compiled `compare` program each: the
 # step sizes are traced, so the three runs and the three order-p references share it.
 # The cost is compilation (the program runs in ~0.1 s; compile ~70%, tracing ~25%): three step
 # sizes (the fewest that give two local slopes to agree) and a short horizon (t1 = 0.4, 20-80
@@ -133,7 +174,7 @@ ORDER_CASES = [
     for name in ("sgd", "heavy_ball", "nesterov", "usam", "chain_wd_momentum", "rmsprop_slow")
     for problem_name in ("smooth", "mlp")
     for p in (1, 2, 3)
-] + [("adam", "mlp", 2)]
+] + [("adam", "mlp", 2), ("heavy_ball_velocity", "smooth", 3), ("heavy_ball_velocity", "mlp", 2)]
 STEP_SIZES = (0.02, 0.01, 0.005)
 # The slow RMSprop state relaxes at rate 2 and g²/(ν + ε) is stiff: at h = 0.02 the h^(p+1)
 # term is not yet small against the h^p one (local slopes 2.71, 2.87 at p = 3); one halving

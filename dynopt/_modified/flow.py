@@ -1,5 +1,6 @@
 r"""`modified_flow`: the continuous-time model of any optax update map, to any order."""
 
+import dataclasses
 import functools as ft
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -252,10 +253,32 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> str:
                 "(e.g. b1 = 1 - a*h); use state='fast' for fixed decays, or a state_map / "
                 "time_unit in which the state is near identity."
             )
+        _check_finite_field(spec, regime, problem, ModifiedState(x0, state))
         return regime
-    a = _contraction_checked(spec, problem, x0)
-    del a
+    _contraction_checked(spec, problem, x0)
+    _check_finite_field(spec, regime, problem, x0)
     return regime
+
+
+def _check_finite_field(spec: OptimizerSpec, regime: str, problem, y) -> None:
+    """$f_1$ at the probe point must be finite. A step that is smooth in τ can still be
+    evaluated through a removable singularity at τ = 0 (`sqrt(h)` with `h = τ**2`, a state map
+    dividing by τ), where autodiff gives NaN: said here, not returned as a flow of NaNs."""
+    flow = ModifiedFlow(dataclasses.replace(spec, regime=regime), jnp.asarray(0.01))
+    f1 = flow.field_values(y, problem)[0]
+    flat, _ = jax.tree_util.tree_flatten_with_path(f1)
+    bad = [jax.tree_util.keystr(path) for path, x in flat if not np.all(np.isfinite(x))]
+    if bad:
+        raise ValueError(
+            f"optimizer: the leading field f1 is not finite ({', '.join(bad)}): the step is "
+            "evaluated through a singularity at τ = 0 that autodiff cannot pass, even where the "
+            "map is smooth in τ, e.g. `jnp.sqrt(h)` under time_unit=0.5 (h = τ²), or a "
+            "state_map that divides by τ. Write the optimizer as a function of the time per "
+            "step τ and pass step_size=τ without time_unit; heavy ball in velocity form: "
+            "`lambda tau: optax.chain(optax.scale(tau), optax.trace(decay=1 - a * tau), "
+            "optax.scale(-tau))` is `optax.sgd(tau**2, momentum=1 - a * tau)` and follows "
+            "`dynopt.flows.HeavyBall(a)`."
+        )
 
 
 @eqx.filter_jit
@@ -353,6 +376,21 @@ def modified_flow(
       `inverse(z, τ) -> opt_state`, the coordinates of a slow state (must be regular at τ = 0).
     - `time_unit`: $q$ with the time per step $\tau = h^q$ and $1/q$ an integer (e.g. 0.5 when
       `optimizer` takes a learning rate $\alpha$ and the time per step is $\sqrt\alpha$).
+
+    The step is differentiated at $\tau = 0$, so it must be computed without a removable
+    singularity there: `jnp.sqrt(h)` with $h = \tau^2$, or a `state_map` dividing by $\tau$,
+    give NaN derivatives of a smooth map (a `ValueError` says so). Write such an optimizer as a
+    function of $\tau$ instead. Heavy ball in $\sqrt\alpha$ time, in velocity form
+    (trace $= \tau\,\times$ optax's, the same iterates as `optax.sgd(τ², momentum=1 - aτ)`):
+
+    ```python
+    hb = lambda tau: optax.chain(
+        optax.scale(tau), optax.trace(decay=1 - a * tau), optax.scale(-tau))
+    flow = dynopt.modified_flow(hb, jnp.sqrt(alpha), order=2)  # state (θ, -v)
+    ```
+
+    whose `order=1` field is `dynopt.flows.HeavyBall(a)`'s,
+    $\dot\theta = v,\ \dot v = -av - \nabla L$.
 
     **Returns:** a `ModifiedFlow`; `flow.discretize(h)` is the optimizer itself, so `solve`,
     `run` and `compare(flow, problem, hs, t1, reference=lambda h: modified_flow(opt, h, p))`

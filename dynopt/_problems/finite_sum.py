@@ -80,7 +80,7 @@ def _l2(params: Params, strength: Array) -> Scalar:
 
 
 def _gaussian_design(num_samples: int, dim: int, seed: int) -> tuple[Array, Key, Key]:
-    """Inputs $x_i \sim \mathcal N(0, I_d)$ (validated sizes) and two keys for the rest."""
+    r"""Inputs $x_i \sim \mathcal N(0, I_d)$ (validated sizes) and two keys for the rest."""
     if num_samples < 1 or dim < 1:
         raise ValueError(f"num_samples and dim must be >= 1, got {num_samples}, {dim}.")
     kx, k1, k2 = jax.random.split(jax.random.key(seed), 3)
