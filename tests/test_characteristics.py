@@ -320,3 +320,117 @@ def test_density_chi2_accepts_samples_of_the_law_and_rejects_a_shifted_one(getke
     assert abs(mass - (1 - left)) < 1e-5
     assert np.isclose(np.sum(hist * np.diff(edges)), np.mean(np.abs(samples) < 2.5))
     assert ch.density_chi2(x, rho, samples + 0.1, edges, left)[0] > 10.0
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_saving_at_times_is_diffraxs_save_at_ts(implicit):
+    """`SaveAtTimes` (the solver writes the save times into its state: no diffrax check of the
+    traced times, no host callback) saves what diffrax's `SaveAt(ts=...)` does, to rounding: y0
+    at t0, inf past a terminating event, a pytree state, rejected steps, an implicit solver."""
+    import diffrax
+    import optimistix as optx
+
+    from dynopt._characteristics.saving import SaveAtTimes, saved
+
+    term = diffrax.ODETerm(lambda t, y, args: (y[0] ** 2, -t * y[1]))  # u' = u^2 blows up
+    event = diffrax.Event(lambda t, y, args, **kw: 10.0 - y[0], optx.Newton(1e-12, 1e-12))
+    ts = jnp.linspace(0.0, 2.0, 9)
+    solver = diffrax.Kvaerno5() if implicit else diffrax.Tsit5()
+    options = dict(
+        stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-10),
+        event=event,
+        max_steps=4096,
+        throw=False,
+    )
+
+    def both(u0):
+        y0 = (u0, jnp.ones(2))
+        ref = diffrax.diffeqsolve(
+            term, solver, 0.0, 2.0, None, y0, saveat=diffrax.SaveAt(ts=ts), **options
+        )
+        saving = SaveAtTimes(solver, ts)
+        at_t1 = diffrax.SaveAt(t1=True, solver_state=True)
+        new = diffrax.diffeqsolve(term, saving, 0.0, 2.0, None, y0, saveat=at_t1, **options)
+        return ref.ys, saved(new, ts, 0.0, y0), new.stats["num_rejected_steps"]
+
+    # u reaches 10 at t = 1/u0 - 0.1: after the horizon, at 1.15 and at 0.57.
+    ref, new, rejected = jax.jit(jax.vmap(both))(jnp.array([0.3, 0.8, 1.5]))
+    assert int(jnp.sum(rejected)) > 0
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref)):
+        assert np.array_equal(np.isinf(a), np.isinf(b))
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+    assert np.isinf(np.asarray(new[0])[1:, -1]).all()  # past both events
+
+
+def test_solver_failures_are_reported():
+    """A step budget too small is a SolveError saying what to change, not partial values."""
+    from dynopt import SolveError
+
+    ss = jnp.linspace(0.0, 1.0, 3)
+    with pytest.raises(SolveError, match=r"characteristics solve \(tsit5\) failed.*max_steps"):
+        ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, ss, max_steps=2, on_blowup="stop")
+    with pytest.raises(SolveError, match=r"density transport \(tsit5\) failed.*max_steps"):
+        ch.transport_density(
+            flows.GradientFlow(),
+            problems.double_well(),
+            jnp.ones((3, 1)),
+            jnp.zeros(3),
+            ss,
+            max_steps=2,
+        )
+
+
+_NO_CALLBACKS_SCRIPT = """
+import json, logging, sys
+import jax, jax.numpy as jnp, equinox as eqx
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+from dynopt import characteristics as ch, flows, problems
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record.getMessage())
+logger = logging.getLogger("jax._src.compiler")
+logger.setLevel(logging.DEBUG)
+logger.addHandler(Keep())
+refused = "because it uses host callbacks"
+jax.jit(lambda x: eqx.error_if(x, x > 0, "x > 0"))(-jnp.ones(7))
+control = [m for m in records if refused in m]
+records.clear()
+sig = jnp.linspace(-3.0, 3.0, 9)
+alpha = lambda x, u: jnp.stack([jnp.ones_like(x[0]), x[1]])
+initial = lambda s: (jnp.stack([jnp.zeros_like(s), s]), jnp.sin(s))
+ch.quasilinear(alpha, lambda x, u: u**2, initial, sig, jnp.linspace(0.0, 1.5, 4), on_blowup="stop")
+F = lambda x, u, p: p[0] - p[1] ** 2
+ch.charpit(F, lambda s: (jnp.stack([jnp.zeros_like(s), s]), s**2), sig, jnp.linspace(0.0, 0.2, 4))
+x0 = jnp.linspace(-1.0, 1.0, 5)[:, None]
+ch.transport_density(flows.GradientFlow(), problems.double_well(), x0, jnp.zeros(5), [0.0, 0.5])
+print(json.dumps({"control": control, "found": [m for m in records if refused in m]}))
+"""
+
+
+def test_programs_hold_no_host_callbacks(tmp_path):
+    """JAX's persistent compilation cache stores no program with a host callback, and diffrax's
+    `SaveAt(ts=...)` checks traced save times with one: the characteristics and density
+    transport check their times on the host and save them through the solver (`SaveAtTimes`),
+    so a second process reuses the compiled solves. A program with an `eqx.error_if` is the
+    control. (In a child process with its own cache folder, as in tests/test_validation.py.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "JAX_ENABLE_COMPILATION_CACHE": "true"}
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_CALLBACKS_SCRIPT, str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["control"], "the control program was not refused: the check cannot see"
+    assert result["found"] == []

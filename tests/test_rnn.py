@@ -259,3 +259,73 @@ def test_sensitivity_analysis_agrees_with_identifiability_and_flags_too_few_rows
     s, v, se = rnn.sensitivity_analysis(sigma * np.asarray(ident.sensitivity)[:4], sigma)
     assert s.shape == (6,) and np.all(s[4:] == 0) and np.all(np.isinf(se))
     np.testing.assert_allclose(v.T @ v, np.eye(6), atol=1e-12)
+
+
+def test_failed_solve_reads_as_nan_and_backsolve_still_saves():
+    """A diffrax solve that runs out of steps predicts NaN (so `run` flags divergence), and
+    `BacksolveAdjoint` (which differentiates no solver step) still gets the observations."""
+    obs = rnn.Observations(POST_TS, POST_TABLE)
+    cell = rnn.ODECell(LV, TRUE, 1.0, log_params=True)
+    assert np.isnan(
+        np.asarray(rnn.diffrax_model(cell, Y0, obs, max_steps=3).predict(cell.params))
+    ).all()
+    model = rnn.diffrax_model(cell, Y0, obs)
+    back = rnn.diffrax_model(cell, Y0, obs, adjoint=diffrax.BacksolveAdjoint())
+    np.testing.assert_allclose(back.predict(cell.params), model.predict(cell.params), rtol=1e-12)
+
+
+_NO_CALLBACKS_SCRIPT = """
+import json, logging, sys
+import jax, jax.numpy as jnp, equinox as eqx
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+import optax, optimistix as optx
+from dynopt import rnn
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record.getMessage())
+logger = logging.getLogger("jax._src.compiler")
+logger.setLevel(logging.DEBUG)
+logger.addHandler(Keep())
+refused = "because it uses host callbacks"
+jax.jit(lambda x: eqx.error_if(x, x > 0, "x > 0"))(-jnp.ones(7))
+control = [m for m in records if refused in m]
+records.clear()
+cell = rnn.ODECell(rnn.competitive_lotka_volterra, rnn.POST5_PARAMS, 1.0, log_params=True)
+obs = rnn.Observations([10.0, 15.0, 30.0], [[165.0, 283.0], [197.0, 290.0], [280.0, 276.0]])
+model = rnn.diffrax_model(cell, rnn.POST5_Y0, obs)
+model.predict(cell.params)
+rnn.fit(model, optx.LevenbergMarquardt(rtol=1e-6, atol=1e-6), 3)
+rnn.fit(model, optax.adam(1e-3), 4)
+rnn.identifiability(model)
+print(json.dumps({"control": control, "found": [m for m in records if refused in m]}))
+"""
+
+
+def test_diffrax_model_programs_hold_no_host_callbacks(tmp_path):
+    """JAX's persistent compilation cache stores no program with a host callback, and diffrax's
+    `SaveAt(ts=...)` checks traced save times with one: the observation model saves at its
+    (host-checked) times through the solver, so `predict`, both kinds of `fit` and
+    `identifiability` compile programs a second process reuses. A program with an
+    `eqx.error_if` is the control. (In a child process with its own cache folder, as in
+    tests/test_validation.py.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "JAX_ENABLE_COMPILATION_CACHE": "true"}
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_CALLBACKS_SCRIPT, str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["control"], "the control program was not refused: the check cannot see"
+    assert result["found"] == []

@@ -12,6 +12,8 @@ from .._custom_types import Array, ArrayLike, Float, Key, Params, ScalarLike
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._solve import _pick_solver, _require_x64, check_times, integrate, raise_for_result
+from .._validation import host_validated
+from .saving import SaveAtTimes, saved
 
 
 class DensityTransport(eqx.Module):
@@ -62,22 +64,23 @@ def _transport(flow, problem, params0, logp0, probes, ts, t0, solver, rtol, atol
     divergence = _divergence_hutchinson if hutch else _divergence_exact
 
     def one(y0, lp0, pr):
-        return integrate(
+        # Saved at `ts` by the solver (no diffrax checks of traced `ts`: checked on the host).
+        sol = integrate(
             diffrax.ODETerm(_vector_field),
-            solver,
+            SaveAtTimes(solver, ts),
             t0,
             ts[-1],
             (y0, lp0),
             args=(flow, problem, unravel, pr, divergence),
-            saveat=diffrax.SaveAt(ts=ts),
+            saveat=diffrax.SaveAt(t1=True, solver_state=True),
             controller=diffrax.PIDController(rtol=rtol, atol=atol),
             max_steps=max_steps,
         )
+        return saved(sol, ts, t0, (y0, lp0)), sol.result
 
-    sol = jax.vmap(one)(y0s, logp0, probes)
-    ys, logp = sol.ys
+    (ys, logp), result = jax.vmap(one)(y0s, logp0, probes)
     params = jax.vmap(jax.vmap(lambda z: flow.params(unravel(z))))(ys)
-    return ys, logp, params, sol.result
+    return ys, logp, params, result
 
 
 def transport_density(
@@ -169,9 +172,11 @@ def transport_density(
         jax.random.rademacher(key, (m, k, d), dtype=jnp.float64) if hutch else jnp.zeros((m, 1, 1))
     )
     solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, float(ts[-1]) - t0)
-    ys, logp, params, result = _transport(
-        flow, problem, params0, logp0, probes, ts, t0, solver_obj, rtol, atol, int(max_steps), hutch
-    )
+    options = (solver_obj, rtol, atol, int(max_steps), hutch)
+    with host_validated():  # flow, problem, samples and times checked above
+        ys, logp, params, result = _transport(
+            flow, problem, params0, logp0, probes, ts, t0, *options
+        )
     raise_for_result(
         result,
         what=f"density transport ({name})",

@@ -14,6 +14,7 @@ import optimistix as optx
 from .. import _solve
 from .._solve import _pick_solver, _require_x64, raise_for_result
 from .._validation import increasing
+from .saving import SaveAtTimes, saved
 from .solution import (
     BlowUp,
     BlowUpError,
@@ -157,26 +158,27 @@ def _initial_det(field, n, z0s, Z0s):
 @eqx.filter_jit
 def _integrate(field, n, ulo, uhi, z0s, Z0s, ss, solver, rtol, atol, max_steps, u_max):
     event = diffrax.Event(_blowup_condition, optx.Newton(rtol=1e-12, atol=1e-12))
-    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ss), diffrax.SubSaveAt(t1=True)])
 
     def one(z0, Z0):
         args = (field, n, _det(field, n, z0, Z0), (ulo, uhi), u_max)
+        # Saved at `ss` by the solver (no diffrax checks of traced `ss`: `integrate` checked it).
         sol = _solve.integrate(
             diffrax.ODETerm(_vector_field),
-            solver,
+            SaveAtTimes(solver, ss),
             0.0,
             ss[-1],
             (z0, Z0),
             args=args,
-            saveat=saveat,
+            saveat=diffrax.SaveAt(t1=True, solver_state=True),
             controller=diffrax.PIDController(rtol=rtol, atol=atol),
             event=event,
             max_steps=max_steps,
         )
-        (zs, Zs), (zf, Zf) = sol.ys
+        zs, Zs = saved(sol, ss, 0.0, (z0, Z0))
+        zf, Zf = sol.ys
         dets = jax.vmap(lambda a, b: _det(field, n, a, b))(zs, Zs) / args[2]
         crossing, divergence = _conditions((zf[0], Zf[0]), args)
-        return zs, dets, zf[0], field(zf[0]), sol.ts[1][0], crossing <= divergence, sol.result
+        return zs, dets, zf[0], field(zf[0]), sol.ts[0], crossing <= divergence, sol.result
 
     return jax.vmap(one)(z0s, Z0s)
 

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 import optimistix as optx
 
+from .._characteristics.saving import SaveAtTimes, saved
 from .._custom_types import Array, ArrayLike, Bool, Float, Int, PyTree, ScalarLike
 from .._problem import Problem
 from .._run import run
@@ -110,22 +111,34 @@ class ObservationModel(eqx.Module):
         cell = self.cell.with_params(raw)
         if self.route == "unrolled":
             return cell(self.y0, self.num_steps, t0=self.t0)[self.indices]
+        ts = self.obs.ts
+        # The solver saves at the observation times (checked by `Observations` and
+        # `diffrax_model`): diffrax's own checks of traced `SaveAt(ts=...)` are host callbacks,
+        # which keep every program holding this loss out of JAX's persistent cache. The
+        # backsolve adjoint differentiates no solver step: diffrax saves for it.
+        backsolve = isinstance(self.adjoint, diffrax.BacksolveAdjoint)
+        if backsolve:
+            solver, saveat = self.solver, diffrax.SaveAt(ts=ts)
+        else:
+            solver = SaveAtTimes(self.solver, ts)
+            saveat = diffrax.SaveAt(t1=True, solver_state=True)
         sol = integrate(
             diffrax.ODETerm(_vector_field),
-            self.solver,
+            solver,
             self.t0,
-            self.obs.ts[-1],
+            ts[-1],
             self.y0,
             args=cell,
-            saveat=diffrax.SaveAt(ts=self.obs.ts),
+            saveat=saveat,
             controller=self.controller,
             adjoint=self.adjoint,
             max_steps=self.max_steps,
         )
+        ys = sol.ys if backsolve else saved(sol, ts, self.t0, self.y0)
         # A failed solve (blow-up, step budget) must read as a non-finite loss, not as the
         # partial trajectory diffrax returns: `run` then flags the step as diverged.
         ok = diffrax.is_successful(sol.result)
-        return jnp.where(ok, sol.ys, jnp.nan)
+        return jnp.where(ok, ys, jnp.nan)
 
     def residuals(self, raw: PyTree) -> Float[Array, "m ..."]:
         """Masked residuals $m_{ji}(\\hat y_i(t_j) - y_{ji})$."""
