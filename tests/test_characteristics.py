@@ -322,46 +322,6 @@ def test_density_chi2_accepts_samples_of_the_law_and_rejects_a_shifted_one(getke
     assert ch.density_chi2(x, rho, samples + 0.1, edges, left)[0] > 10.0
 
 
-@pytest.mark.parametrize("implicit", [False, True])
-def test_saving_at_times_is_diffraxs_save_at_ts(implicit):
-    """`SaveAtTimes` (the solver writes the save times into its state: no diffrax check of the
-    traced times, no host callback) saves what diffrax's `SaveAt(ts=...)` does, to rounding: y0
-    at t0, inf past a terminating event, a pytree state, rejected steps, an implicit solver."""
-    import diffrax
-    import optimistix as optx
-
-    from dynopt._characteristics.saving import SaveAtTimes, saved
-
-    term = diffrax.ODETerm(lambda t, y, args: (y[0] ** 2, -t * y[1]))  # u' = u^2 blows up
-    event = diffrax.Event(lambda t, y, args, **kw: 10.0 - y[0], optx.Newton(1e-12, 1e-12))
-    ts = jnp.linspace(0.0, 2.0, 9)
-    solver = diffrax.Kvaerno5() if implicit else diffrax.Tsit5()
-    options = dict(
-        stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-10),
-        event=event,
-        max_steps=4096,
-        throw=False,
-    )
-
-    def both(u0):
-        y0 = (u0, jnp.ones(2))
-        ref = diffrax.diffeqsolve(
-            term, solver, 0.0, 2.0, None, y0, saveat=diffrax.SaveAt(ts=ts), **options
-        )
-        saving = SaveAtTimes(solver, ts)
-        at_t1 = diffrax.SaveAt(t1=True, solver_state=True)
-        new = diffrax.diffeqsolve(term, saving, 0.0, 2.0, None, y0, saveat=at_t1, **options)
-        return ref.ys, saved(new, ts, 0.0, y0), new.stats["num_rejected_steps"]
-
-    # u reaches 10 at t = 1/u0 - 0.1: after the horizon, at 1.15 and at 0.57.
-    ref, new, rejected = jax.jit(jax.vmap(both))(jnp.array([0.3, 0.8, 1.5]))
-    assert int(jnp.sum(rejected)) > 0
-    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref)):
-        assert np.array_equal(np.isinf(a), np.isinf(b))
-        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
-    assert np.isinf(np.asarray(new[0])[1:, -1]).all()  # past both events
-
-
 def test_solver_failures_are_reported():
     """A step budget too small is a SolveError saying what to change, not partial values."""
     from dynopt import SolveError

@@ -11,9 +11,9 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, ArrayLike, Float, Key, Params, ScalarLike
 from .._flows.base import AbstractFlow
 from .._problem import Problem
+from .._saving import SaveAtTimes, saved
 from .._solve import _pick_solver, _require_x64, check_times, integrate, raise_for_result
 from .._validation import host_validated
-from .saving import SaveAtTimes, saved
 
 
 class DensityTransport(eqx.Module):

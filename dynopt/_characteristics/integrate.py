@@ -12,9 +12,9 @@ import numpy as np
 import optimistix as optx
 
 from .. import _solve
+from .._saving import SaveAtTimes, saved
 from .._solve import _pick_solver, _require_x64, raise_for_result
 from .._validation import increasing
-from .saving import SaveAtTimes, saved
 from .solution import (
     BlowUp,
     BlowUpError,

@@ -25,10 +25,10 @@ import numpy as np
 import optax
 import optimistix as optx
 
-from .._characteristics.saving import SaveAtTimes, saved
 from .._custom_types import Array, ArrayLike, Bool, Float, Int, PyTree, ScalarLike
 from .._problem import Problem
 from .._run import run
+from .._saving import SaveAtTimes, saved
 from .._solve import integrate
 from .._validation import increasing
 from .cell import ODECell

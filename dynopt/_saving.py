@@ -17,7 +17,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from .._custom_types import Array, PyTree
+from ._custom_types import Array, PyTree
 
 
 class SaveAtTimes(diffrax.AbstractWrappedSolver):
