@@ -68,3 +68,48 @@ def run_on_host_devices(code: str, *args: str, devices: int = 4):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_REFUSED_PROLOGUE = """
+import json, logging, sys
+import jax, jax.numpy as jnp, equinox as eqx
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record.getMessage())
+logger = logging.getLogger("jax._src.compiler")
+logger.setLevel(logging.DEBUG)
+logger.addHandler(Keep())
+refused = "because it uses host callbacks"
+jax.jit(lambda x: eqx.error_if(x, x > 0, "x > 0"))(-jnp.ones(7))
+control = [m for m in records if refused in m]
+records.clear()
+"""
+_REFUSED_EPILOGUE = """
+print(json.dumps({"control": control, "found": [m for m in records if refused in m]}))
+"""
+
+
+def assert_programs_cacheable(code: str, cache_dir) -> None:
+    """Run `code` in a child process with JAX's persistent cache in `cache_dir` and assert that
+    the cache refused none of the programs it compiled: JAX refuses every program that holds a
+    host callback (`eqx.error_if`, a progress bar, diffrax's checks of `SaveAt(ts=...)`) and
+    says so in its log. A program with an `eqx.error_if`, compiled first, is the control: it
+    must be refused, or the check cannot see. (A child process: the suite runs without the
+    persistent cache.)"""
+    env = {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "true"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _REFUSED_PROLOGUE + code + _REFUSED_EPILOGUE, str(cache_dir)],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["control"], "the control program was not refused: the check cannot see"
+    assert result["found"] == []

@@ -10,6 +10,8 @@ import scipy.special
 
 from dynopt import characteristics as ch, flows, problems
 
+from .helpers import assert_programs_cacheable
+
 
 # Module-level PDEs: a solve of the same PDE with the same shapes reuses the compiled solver.
 def _alpha1(x, u):  # u_t + x u_x = u^2 (post 6, eq. 8), x = (t, x)
@@ -341,23 +343,7 @@ def test_solver_failures_are_reported():
 
 
 _NO_CALLBACKS_SCRIPT = """
-import json, logging, sys
-import jax, jax.numpy as jnp, equinox as eqx
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_compilation_cache_dir", sys.argv[1])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 from dynopt import characteristics as ch, flows, problems
-records = []
-class Keep(logging.Handler):
-    def emit(self, record):
-        records.append(record.getMessage())
-logger = logging.getLogger("jax._src.compiler")
-logger.setLevel(logging.DEBUG)
-logger.addHandler(Keep())
-refused = "because it uses host callbacks"
-jax.jit(lambda x: eqx.error_if(x, x > 0, "x > 0"))(-jnp.ones(7))
-control = [m for m in records if refused in m]
-records.clear()
 sig = jnp.linspace(-3.0, 3.0, 9)
 alpha = lambda x, u: jnp.stack([jnp.ones_like(x[0]), x[1]])
 initial = lambda s: (jnp.stack([jnp.zeros_like(s), s]), jnp.sin(s))
@@ -366,7 +352,6 @@ F = lambda x, u, p: p[0] - p[1] ** 2
 ch.charpit(F, lambda s: (jnp.stack([jnp.zeros_like(s), s]), s**2), sig, jnp.linspace(0.0, 0.2, 4))
 x0 = jnp.linspace(-1.0, 1.0, 5)[:, None]
 ch.transport_density(flows.GradientFlow(), problems.double_well(), x0, jnp.zeros(5), [0.0, 0.5])
-print(json.dumps({"control": control, "found": [m for m in records if refused in m]}))
 """
 
 
@@ -376,21 +361,4 @@ def test_programs_hold_no_host_callbacks(tmp_path):
     transport check their times on the host and save them through the solver (`SaveAtTimes`),
     so a second process reuses the compiled solves. A program with an `eqx.error_if` is the
     control. (In a child process with its own cache folder, as in tests/test_validation.py.)"""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root, "JAX_ENABLE_COMPILATION_CACHE": "true"}
-    out = subprocess.run(
-        [sys.executable, "-c", _NO_CALLBACKS_SCRIPT, str(tmp_path / "cache")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["control"], "the control program was not refused: the check cannot see"
-    assert result["found"] == []
+    assert_programs_cacheable(_NO_CALLBACKS_SCRIPT, tmp_path / "cache")

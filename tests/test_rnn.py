@@ -16,6 +16,8 @@ from scipy.integrate import solve_ivp
 import dynopt
 from dynopt import rnn
 
+from .helpers import assert_programs_cacheable
+
 
 # Classic RK4 expressed with diffrax's own machinery (diffrax ships no solver with this tableau):
 # an independent implementation of the step the cell calls "rk4".
@@ -275,24 +277,8 @@ def test_failed_solve_reads_as_nan_and_backsolve_still_saves():
 
 
 _NO_CALLBACKS_SCRIPT = """
-import json, logging, sys
-import jax, jax.numpy as jnp, equinox as eqx
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_compilation_cache_dir", sys.argv[1])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 import optax, optimistix as optx
 from dynopt import rnn
-records = []
-class Keep(logging.Handler):
-    def emit(self, record):
-        records.append(record.getMessage())
-logger = logging.getLogger("jax._src.compiler")
-logger.setLevel(logging.DEBUG)
-logger.addHandler(Keep())
-refused = "because it uses host callbacks"
-jax.jit(lambda x: eqx.error_if(x, x > 0, "x > 0"))(-jnp.ones(7))
-control = [m for m in records if refused in m]
-records.clear()
 cell = rnn.ODECell(rnn.competitive_lotka_volterra, rnn.POST5_PARAMS, 1.0, log_params=True)
 obs = rnn.Observations([10.0, 15.0, 30.0], [[165.0, 283.0], [197.0, 290.0], [280.0, 276.0]])
 model = rnn.diffrax_model(cell, rnn.POST5_Y0, obs)
@@ -300,7 +286,6 @@ model.predict(cell.params)
 rnn.fit(model, optx.LevenbergMarquardt(rtol=1e-6, atol=1e-6), 3)
 rnn.fit(model, optax.adam(1e-3), 4)
 rnn.identifiability(model)
-print(json.dumps({"control": control, "found": [m for m in records if refused in m]}))
 """
 
 
@@ -311,21 +296,4 @@ def test_diffrax_model_programs_hold_no_host_callbacks(tmp_path):
     `identifiability` compile programs a second process reuses. A program with an
     `eqx.error_if` is the control. (In a child process with its own cache folder, as in
     tests/test_validation.py.)"""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root, "JAX_ENABLE_COMPILATION_CACHE": "true"}
-    out = subprocess.run(
-        [sys.executable, "-c", _NO_CALLBACKS_SCRIPT, str(tmp_path / "cache")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["control"], "the control program was not refused: the check cannot see"
-    assert result["found"] == []
+    assert_programs_cacheable(_NO_CALLBACKS_SCRIPT, tmp_path / "cache")

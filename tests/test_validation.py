@@ -18,6 +18,8 @@ from dynopt._validation import (
     positive_int,
 )
 
+from .helpers import assert_programs_cacheable
+
 
 @pytest.mark.parametrize(
     "check, value, match",
@@ -80,24 +82,8 @@ def test_hyperparameter_fields_are_validated_array_leaves():
 
 
 _NO_CALLBACKS_SCRIPT = """
-import json, logging, sys
-import jax, jax.numpy as jnp, equinox as eqx
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_compilation_cache_dir", sys.argv[1])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 import dynopt
 from dynopt import flows, lyapunov, problems
-records = []
-class Keep(logging.Handler):
-    def emit(self, record):
-        records.append(record.getMessage())
-logger = logging.getLogger("jax._src.compiler")
-logger.setLevel(logging.DEBUG)
-logger.addHandler(Keep())
-refused = "because it uses host callbacks"
-jax.jit(lambda x: eqx.error_if(x, x > 0, "x > 0"))(-jnp.ones(7))
-control = [m for m in records if refused in m]
-records.clear()
 problem = problems.quadratic(jnp.linspace(1.0, 3.0, 7))
 ts = jnp.linspace(0.0, 1.0, 7)
 ref = dynopt.solve(flows.GradientFlow(), problem, ts)
@@ -105,7 +91,6 @@ lyapunov.loss_rate(ref, problem, ts)
 dynopt.compare(flows.GradientFlow(), problem, [0.1, 0.05, 0.025], 1.0)
 modified = flows.ModifiedGradientFlow
 dynopt.compare(flows.GradientFlow(), problem, [0.1, 0.05], 1.0, reference=modified)
-print(json.dumps({"control": control, "found": [m for m in records if refused in m]}))
 """
 
 
@@ -115,21 +100,4 @@ def test_entry_point_programs_hold_no_host_callbacks(tmp_path):
     host and compile callback-free programs, so a second process reuses them. A program with an
     `eqx.error_if` is the control: JAX says it refuses to store it. (In a child process with its
     own cache folder: the suite itself runs without the persistent cache.)"""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root, "JAX_ENABLE_COMPILATION_CACHE": "true"}
-    out = subprocess.run(
-        [sys.executable, "-c", _NO_CALLBACKS_SCRIPT, str(tmp_path / "cache")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["control"], "the control program was not refused: the check cannot see"
-    assert result["found"] == []
+    assert_programs_cacheable(_NO_CALLBACKS_SCRIPT, tmp_path / "cache")
