@@ -56,15 +56,25 @@ def check_keyed_runs(method, problem, num_steps, key, other_key):
 def run_on_host_devices(code: str, *args: str, devices: int = 4):
     """Run `python -c code *args` from the repository root (so it can import `tests.*`) in a
     subprocess that sees `devices` host CPU devices; the JSON its last line of output prints."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    env["JAX_PLATFORMS"] = "cpu"
+    return _child_json(
+        code,
+        *args,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        timeout=300,
+    )
+
+
+def _child_json(code: str, *args: str, timeout: float = 600, **env: str):
+    """Run `python -c code *args` from the repository root with `env` added to the environment;
+    the JSON its last line of output prints (a failure shows the child's stderr)."""
     proc = subprocess.run(
         [sys.executable, "-c", code, *args],
-        env=env,
+        env={**os.environ, **env},
         cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -100,16 +110,7 @@ def assert_programs_cacheable(code: str, cache_dir) -> None:
     says so in its log. A program with an `eqx.error_if`, compiled first, is the control: it
     must be refused, or the check cannot see. (A child process: the suite runs without the
     persistent cache.)"""
-    env = {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "true"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _REFUSED_PROLOGUE + code + _REFUSED_EPILOGUE, str(cache_dir)],
-        env=env,
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    script = _REFUSED_PROLOGUE + code + _REFUSED_EPILOGUE
+    result = _child_json(script, str(cache_dir), JAX_ENABLE_COMPILATION_CACHE="true")
     assert result["control"], "the control program was not refused: the check cannot see"
     assert result["found"] == []
