@@ -114,3 +114,23 @@ def assert_programs_cacheable(code: str, cache_dir) -> None:
     result = _child_json(script, str(cache_dir), JAX_ENABLE_COMPILATION_CACHE="true")
     assert result["control"], "the control program was not refused: the check cannot see"
     assert result["found"] == []
+
+
+def once_per_run(tmp_path_factory, name: str, compute):
+    """`compute()` (JSON-serializable) once per test run, shared by every xdist worker: the
+    first worker to ask computes it under a file lock, the others read it. (xdist hands a
+    module's tests to whichever worker is free, so a module-scoped fixture would otherwise run
+    in each worker: tens of seconds for the subprocess fixtures.)"""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    path = root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return json.loads(path.read_text())
+        value = compute()
+        path.write_text(json.dumps(value))
+        return value

@@ -26,6 +26,8 @@ from jax.flatten_util import ravel_pytree
 import dynopt
 from dynopt import flows, networks, problems
 
+from .helpers import once_per_run
+
 
 WORKER = textwrap.dedent(
     """
@@ -111,7 +113,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def workers() -> list[dict]:
+def workers(tmp_path_factory) -> list[dict]:
+    return once_per_run(tmp_path_factory, "multiprocess_workers", _run_workers)
+
+
+def _run_workers() -> list[dict]:
     address = f"localhost:{_free_port()}"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")

@@ -16,7 +16,7 @@ import pytest
 import dynopt
 from dynopt import flows, games, problems
 
-from .helpers import run_on_host_devices
+from .helpers import once_per_run, run_on_host_devices
 
 
 DEVICES = 4
@@ -67,8 +67,11 @@ def _problems():
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sharded") / "out.npz"
-    specs = run_on_host_devices(CHILD, str(out), devices=DEVICES)
+    def child():
+        out = tmp_path_factory.mktemp("sharded") / "out.npz"
+        return run_on_host_devices(CHILD, str(out), devices=DEVICES), str(out)
+
+    specs, out = once_per_run(tmp_path_factory, "sharded_sweeps", child)
     with np.load(out) as data:
         return specs, {k: data[k] for k in data.files}
 
