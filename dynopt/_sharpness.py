@@ -62,6 +62,7 @@ def top_eigenpairs(
     diag: Params | None = None,
     max_iters: int = 100,
     tol: float | None = None,
+    checked: bool = True,
 ) -> Eigenpairs:
     r"""The $k$ largest eigenvalues of $A = H$ (or $D^{-1/2}HD^{-1/2}$ with `diag` $= D$) and
     their eigenvectors, $H$ the Hessian $\partial_\theta$ `grad_fn` at `params`, by LOBPCG
@@ -74,20 +75,28 @@ def top_eigenpairs(
     - `diag`: the diagonal preconditioner $D$ (a pytree like `params`, entries $> 0$) or `None`.
     - `max_iters`, `tol`: LOBPCG's iteration cap and tolerance (its residual test
       $\|Av - \lambda v\| \le 10\,n\,\mathrm{tol}\,(|\lambda| + \|Av\|)$; `None`: machine epsilon).
+    - `checked`: `False` returns NaN eigenpairs where a Hessian-vector product is not finite,
+      instead of the runtime error: the compiled program then holds no host callback, so JAX's
+      persistent compilation cache can store it (check the values on the host).
 
     **Returns:** `Eigenpairs` (values largest first).
 
-    **Raises:** a runtime error (`eqx.error_if`) when a Hessian-vector product is not finite.
+    **Raises:** a runtime error (`eqx.error_if`) when a Hessian-vector product is not finite
+    (with `checked=True`).
     """
     op = hvp_operator(grad_fn, params, diag)
     start = jnp.asarray(start)
     probe = op(start)
-    start = eqx.error_if(
-        start,
-        ~jnp.all(jnp.isfinite(probe)),
-        "the loss's Hessian-vector product is not finite at these parameters (a non-finite "
-        "loss or gradient, or a non-twice-differentiable operation).",
-    )
+    bad = ~jnp.all(jnp.isfinite(probe))
+    if checked:
+        start = eqx.error_if(
+            start,
+            bad,
+            "the loss's Hessian-vector product is not finite at these parameters (a non-finite "
+            "loss or gradient, or a non-twice-differentiable operation).",
+        )
+    else:
+        start = jnp.where(bad, jnp.nan, start)
     values, vectors, iterations = lobpcg_standard(op, start, m=max_iters, tol=tol)
     return Eigenpairs(values, vectors, iterations)
 

@@ -149,8 +149,20 @@ def _rmsprop_diag(params, opt_state, problem):
     return sharpness.rmsprop_preconditioner()(opt_state)
 
 
-@eqx.filter_jit
 def _eigen_path(problem, points, diags, start):
+    """`_eigen_path_program`, its eigenvalues checked on the host (the program has no runtime
+    check, a host callback that JAX's persistent cache would refuse)."""
+    values, last = _eigen_path_program(problem, points, diags, start)
+    if not np.all(np.isfinite(np.asarray(values))):
+        raise FloatingPointError(
+            "edge_of_stability: a Hessian eigen-solve gave non-finite eigenvalues (a non-finite "
+            "Hessian-vector product along the path)."
+        )
+    return values, last
+
+
+@eqx.filter_jit
+def _eigen_path_program(problem, points, diags, start):
     """The top-k eigenvalues of D^{-1/2} H D^{-1/2} at each of `points` (leading axis), each
     eigen-solve warm-started from the previous point's vectors, as `track_sharpness` does inside
     a run. All the experiment's eigen-solves (θ₀, GD's and RMSProp's iterates, the gradient
@@ -160,7 +172,7 @@ def _eigen_path(problem, points, diags, start):
 
     def step(basis, point):
         w, d = point
-        e = sharpness.top_eigenpairs(problem.grad, w, basis, diag=d, tol=1e-10)
+        e = sharpness.top_eigenpairs(problem.grad, w, basis, diag=d, tol=1e-10, checked=False)
         return e.vectors, e.values
 
     last, values = jax.lax.scan(step, start, (points, diags))
