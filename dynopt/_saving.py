@@ -8,7 +8,9 @@ thousands of characteristics (or density samples) solved here at once. So the so
 writes the solution at the save times into its state, evaluating each step's interpolating
 polynomial at the times the step covers, the same evaluation `SaveAt(ts=...)` makes; the
 callers check the times on the host (`increasing`, `check_times`, `Observations`). Used by the
-characteristics, density transport and the ODE-RNN observation model (`dynopt.rnn`).
+characteristics, density transport, the ODE-RNN observation model (`dynopt.rnn`) and the SDE paths
+of `dynopt.sde.simulate` (its Itô or Stratonovich solver stays marked as such: diffrax forwards
+`isinstance` through a wrapped solver).
 """
 
 import functools as ft

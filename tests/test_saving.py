@@ -1,6 +1,8 @@
 """`dynopt._saving`: a vmapped diffrax solve saved at traced times by the solver itself, without
 diffrax's host-callback checks of `SaveAt(ts=...)`."""
 
+import warnings
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -44,3 +46,50 @@ def test_saving_at_times_is_diffraxs_save_at_ts(implicit):
         assert np.array_equal(np.isinf(a), np.isinf(b))
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
     assert np.isinf(np.asarray(new[0])[1:, -1]).all()  # past both events
+
+
+@pytest.mark.parametrize("brownian", ["unsafe", "tree"])
+def test_saving_at_times_is_diffraxs_save_at_ts_for_sdes(brownian):
+    """The SDE solves of `dynopt.sde.simulate`: `MultiTerm(ODETerm, ControlTerm)` with an
+    `UnsafeBrownianPath` or a `VirtualBrownianTree` (space-time Lévy area for the stochastic
+    Runge-Kutta solvers), fixed steps, save times on and between the steps (the interpolant
+    inside a step): what diffrax's `SaveAt(ts=...)` saves, bit for bit, for Itô (Euler) and
+    Stratonovich (Heun, SRA1, ShARK) solvers, which stay marked as such (no diffrax warning)."""
+    ts = jnp.array([0.0, 0.1, 0.35, 0.5, 0.93, 1.0])  # steps of 0.1: 0.35 and 0.93 inside one
+
+    def terms(key, levy):
+        shape = jax.ShapeDtypeStruct((2,), jnp.float64)
+        if brownian == "unsafe":
+            bm = diffrax.UnsafeBrownianPath(shape, key, levy_area=levy)
+        else:
+            bm = diffrax.VirtualBrownianTree(0.0, 1.0, 1e-3, shape, key, levy_area=levy)
+        drift = diffrax.ODETerm(lambda t, y, args: -y * (1.0 + t))
+        return diffrax.MultiTerm(
+            drift, diffrax.ControlTerm(lambda t, y, args: 0.5 * jnp.eye(2), bm)
+        )
+
+    adjoint = (
+        diffrax.ForwardMode() if brownian == "unsafe" else diffrax.RecursiveCheckpointAdjoint()
+    )
+    options = dict(stepsize_controller=diffrax.ConstantStepSize(), adjoint=adjoint, throw=False)
+    y0 = jnp.array([1.0, -2.0])
+    for solver in (diffrax.Euler(), diffrax.Heun(), diffrax.SRA1(), diffrax.ShARK()):
+        srk = isinstance(solver, diffrax.AbstractSRK)
+        levy = diffrax.SpaceTimeLevyArea if srk else diffrax.BrownianIncrement
+
+        def both(key, solver=solver, levy=levy):
+            sde = terms(key, levy)
+            ref = diffrax.diffeqsolve(
+                sde, solver, 0.0, 1.0, 0.1, y0, saveat=diffrax.SaveAt(ts=ts), **options
+            )
+            at_t1 = diffrax.SaveAt(t1=True, solver_state=True)
+            new = diffrax.diffeqsolve(
+                sde, SaveAtTimes(solver, ts), 0.0, 1.0, 0.1, y0, saveat=at_t1, **options
+            )
+            return ref.ys, saved(new, ts, 0.0, y0)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. "not marked as converging to either ..."
+            ref, new = jax.jit(jax.vmap(both))(jax.random.split(jax.random.key(0), 4))
+        assert np.all(np.isfinite(ref))
+        np.testing.assert_array_equal(new, ref, err_msg=type(solver).__name__)

@@ -18,6 +18,8 @@ import dynopt
 from dynopt import flows, problems, sde
 from dynopt._sde import simulate as sde_simulate
 
+from .helpers import assert_programs_cacheable
+
 
 LAM = 2.0
 
@@ -374,8 +376,14 @@ def test_bad_input():
         sde.simulate(sde.Langevin(1.0), quad, jnp.array([0.0, 0.25, 1.0]), key, 2, dt=0.1)
     with pytest.raises(ValueError, match="below float32 resolution"):
         sde.simulate(sde.Langevin(1.0), quad, jnp.array([1e5, 1e5 + 0.01]), key, 2, dt=1e-3)
+    with pytest.raises(ValueError, match="below float64 resolution"):
+        sde.simulate(sde.Langevin(1.0), quad, jnp.array([1e12, 1e12 + 1.0]), key, 2, dt=1e-5,
+                     brownian="tree")  # fmt: skip
     with pytest.raises(ValueError, match="additive noise only"):
         sde.simulate(sde.SGDNoise(0.1, 2), p, ts, key, 2, solver=diffrax.ShARK())
+    with pytest.raises(ValueError, match="S0 must be > 0"):  # `init`'s check, on the host
+        sde.simulate(dynopt.densities.GBM(0.1, 0.2), None, ts, key, 2, x0=jnp.array([-1.0]),
+                     dt=0.5)  # fmt: skip
 
 
 def test_drifts_are_the_deterministic_flows():
@@ -474,3 +482,34 @@ def test_scheduled_moments_chain_the_phases_of_a_schedule():
     np.testing.assert_allclose(loss2[20:], second.expected_loss, rtol=1e-12)
     np.testing.assert_allclose(cov2, second.covariance[-1], rtol=1e-12)
     np.testing.assert_allclose(mean2, second.mean[-1], rtol=1e-12)
+
+
+_NO_CALLBACKS_SCRIPT = """
+import diffrax
+import dynopt
+from dynopt import densities as D, problems, sde
+quad = dynopt.Problem(lambda x: jnp.sum((x * x - 1.0) ** 2), jnp.array([0.1]))
+ts, key = jnp.array([0.0, 0.5, 1.0]), jax.random.key(0)
+sde.simulate(sde.Langevin(0.4), quad, ts, key, 8)  # ShARK, the default step grid
+sde.simulate(sde.Kramers(2.0, 0.4), quad, ts, key, 8, dt=0.1, solver=diffrax.Heun())
+lr = problems.linear_regression(num_samples=16, dim=2, batch_size=4)
+sde.simulate(sde.SGDNoise(0.1, 4), lr, ts, key, 8, dt=0.1)  # Euler
+sde.simulate(D.GBM(0.1, 0.3), None, ts, key, 8, x0=jnp.array([1.0]), dt=0.1)
+sde.first_passage(sde.Langevin(0.4), quad, lambda y: y[0] > 1.0, 1.0, key, 8, dt=0.1)
+D.monte_carlo_density_nd(
+    D.linear_vector_sde(-jnp.eye(2), 1.0), jnp.zeros(2), 0.5,
+    (jnp.linspace(-2.0, 2.0, 5), jnp.linspace(-2.0, 2.0, 5)), key, 64, dt=0.05,
+)
+D.monte_carlo_samples(D.linear_sde(-1.0, 1.0), 0.0, 0.5, key, 64, dt=0.05)
+"""
+
+
+def test_programs_hold_no_host_callbacks(tmp_path):
+    """JAX's persistent compilation cache stores no program with a host callback: `simulate`
+    and `first_passage` step on the host-built grid without `StepTo`'s runtime checks, save
+    through the solver (`SaveAtTimes`) instead of diffrax's checked `SaveAt(ts=...)`, and trace
+    inside `host_validated()` (no `eqx.error_if` for hyper-parameters or GBM's S0, checked on
+    the host), so a second process reuses the compiled simulations, the Monte Carlo density
+    routes' too. A program with an `eqx.error_if` is the control. (`brownian="tree"` keeps
+    `VirtualBrownianTree`'s own range checks, so it is left out.)"""
+    assert_programs_cacheable(_NO_CALLBACKS_SCRIPT, tmp_path / "cache")

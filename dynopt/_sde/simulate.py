@@ -1,5 +1,12 @@
 r"""`simulate`: many paths of a flow with noise at once (diffrax under `vmap`), and first-passage
-times. Both integrate through `dynopt._solve.integrate` on the raveled state."""
+times. Both integrate through `dynopt._solve.integrate` on the raveled state.
+
+Their programs hold no host callback, so JAX's persistent cache keeps them: every input is
+checked on the host (the step grid and save times built there, strictly increasing; `flow.init`
+evaluated concretely) and the programs are traced inside `host_validated()`; the steps are
+`_Grid` (diffrax's `StepTo` without its `eqx.error_if` checks of the traced grid) and the solver
+writes the save times into its state (`SaveAtTimes`) instead of diffrax's checked
+`SaveAt(ts=...)`. (`brownian="tree"` keeps `VirtualBrownianTree`'s own range checks.)"""
 
 import warnings
 from collections.abc import Callable
@@ -15,8 +22,9 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, Bool, Float, Key, Params, PyTree, Scalar
 from .._flows.base import AbstractFlow
 from .._problem import Problem
+from .._saving import SaveAtTimes, saved
 from .._solve import integrate, raise_for_result, SolveError
-from .._validation import increasing, is_traced, positive, positive_int
+from .._validation import host_validated, increasing, is_traced, positive, positive_int
 from .base import AbstractSDE, is_additive, noise_dim, raveled
 
 
@@ -118,41 +126,66 @@ def _brownian(kind, t0, t1, dt, m, key, dtype, levy):
     return diffrax.VirtualBrownianTree(t0, t1, tol=dt / 16, shape=shape, key=key, levy_area=levy)
 
 
-def _solve_path(flow, problem, x0, grid, key, solver, brownian, dt, **kwargs):
+class _Grid(diffrax.StepTo):
+    """diffrax's `StepTo(ts)` without its runtime checks of a traced `ts` (strictly increasing,
+    from `t0` to `t1`: `eqx.error_if`s, host callbacks that keep the program out of JAX's
+    persistent cache). The grids here are built on the host (`_grid`, `_default_grid`), strictly
+    increasing, and solved from `ts[0]` to `ts[-1]`. (diffrax's own `StepTo` fast path, the
+    loop ending after `len(ts) - 1` steps, still applies: it tests `isinstance`.)"""
+
+    def wrap(self, direction):
+        return type(self)(ts=self.ts * direction)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        del terms, t0, t1, y0, args, func, error_order
+        if dt0 is not None:
+            raise ValueError("dt0 must be None: the grid sets the steps.")
+        return self.ts[1], 2
+
+
+def _solve_path(flow, problem, x0, grid, key, solver, brownian, dt, *, save_at=None, **kwargs):
     """One path from `x0` on the fixed step grid `grid` (one step per grid interval), the
-    Brownian motion of kind `brownian` from `key` at resolution `dt`; `kwargs` (`saveat`,
-    `adjoint`, `event`) go to `integrate`."""
+    Brownian motion of kind `brownian` from `key` at resolution `dt`; `kwargs` (`adjoint`,
+    `event`) go to `integrate`. Returns the solution and the raveled initial state. With
+    `save_at` (times on the grid), the solver writes the state at them into its state
+    (`SaveAtTimes`; read them with `saved`); else the solution holds the final state."""
     y0, drift, diffusion, _ = raveled(flow, problem, flow.init(x0))
     m = noise_dim(diffusion(grid[0], y0, None))
     bm = _brownian(brownian, grid[0], grid[-1], dt, m, key, y0.dtype, _levy_area(solver))
     terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
-    return integrate(
+    if save_at is not None:
+        solver = SaveAtTimes(solver, save_at)
+    sol = integrate(
         terms,
         solver,
         grid[0],
         grid[-1],
         y0,
-        controller=diffrax.StepTo(grid),
+        controller=_Grid(grid),
         max_steps=grid.shape[0],
+        saveat=diffrax.SaveAt(t1=True, solver_state=save_at is not None),
         **kwargs,
     )
+    return sol, y0
 
 
 @eqx.filter_jit
 def _simulate(flow, problem, x0, ts, grid, step, keys, solver, brownian):
     dt = step  # the smallest step: the Brownian tree's resolution
-    saveat = diffrax.SaveAt(ts=ts)
     adjoint = (
         diffrax.ForwardMode() if brownian == "unsafe" else diffrax.RecursiveCheckpointAdjoint()
     )
 
     def one(key):
-        sol = _solve_path(
-            flow, problem, x0, grid, key, solver, brownian, dt, saveat=saveat, adjoint=adjoint
+        sol, y0 = _solve_path(
+            flow, problem, x0, grid, key, solver, brownian, dt, save_at=ts, adjoint=adjoint
         )
+        # Saved by the solver at `ts` (on the grid, checked by `simulate`): what diffrax's
+        # `SaveAt(ts=...)` saves, y0 at ts[0] and inf past where a failed solve stopped.
+        ys = saved(sol, ts, grid[0], y0)
         # A blow-up is a per-path outcome (`blowup_time`), not a failure of the simulation.
-        finite = jnp.all(jnp.isfinite(sol.ys))
-        return sol.ys, diffrax.RESULTS.where(finite, sol.result, diffrax.RESULTS.successful)
+        finite = jnp.all(jnp.isfinite(ys))
+        return ys, diffrax.RESULTS.where(finite, sol.result, diffrax.RESULTS.successful)
 
     ys, result = jax.vmap(one)(keys)
     finite = jnp.all(jnp.isfinite(ys), axis=-1)
@@ -216,6 +249,10 @@ def _check_common(flow, problem, x0, num_paths, brownian, key, on_blowup):
     if isinstance(flow, AbstractSDE):  # declares its diffusion
         flow.check(problem)
     _check_x0(flow, problem, x0, 0.0)
+    if not is_traced(x0):
+        # Concretely, so a check in `init` (GBM's S0 > 0) raises here: the program is traced
+        # inside `host_validated()`, where it would only poison the paths with NaN.
+        flow.init(x0)
     if not isinstance(flow, AbstractSDE) and (
         jax.eval_shape(lambda: flow.diffusion(0.0, flow.init(x0), problem)) is None
     ):
@@ -245,6 +282,11 @@ def _default_solver(flow, solver):
 
 
 def _check_resolution(grid: np.ndarray, dt: float, brownian: str) -> np.ndarray:
+    if not np.all(np.diff(grid) > 0):  # `_Grid` does not check it in the program
+        raise ValueError(
+            f"dt={dt:g} is below float64 resolution at t={grid[-1]:g}: the step grid is not "
+            "strictly increasing. Use a larger dt or a shorter horizon."
+        )
     if brownian == "unsafe" and not np.all(np.diff(grid.astype(np.float32)) > 0):
         # UnsafeBrownianPath keys each increment by its endpoints cast to float32: steps whose
         # float32 endpoints coincide would reuse the same increment.
@@ -404,17 +446,18 @@ def simulate(
         step = grid[1] - grid[0]
     solver = _default_solver(flow, solver)
     keys = jax.random.split(key, num_paths)
-    ys, blowup, result = _simulate(
-        flow,
-        problem,
-        x0,
-        jnp.asarray(ts_np),
-        jnp.asarray(grid),
-        jnp.asarray(step),
-        keys,
-        solver,
-        brownian,
-    )
+    with host_validated():  # flow, problem, x0, key and times checked above: no runtime checks
+        ys, blowup, result = _simulate(
+            flow,
+            problem,
+            x0,
+            jnp.asarray(ts_np),
+            jnp.asarray(grid),
+            jnp.asarray(step),
+            keys,
+            solver,
+            brownian,
+        )
     raise_for_result(result, what=f"simulate({type(solver).__name__})", max_steps=len(grid))
     paths = SDEPaths(
         ts=jnp.asarray(ts_np),
@@ -457,10 +500,10 @@ def _report_blowup(paths, flow, problem, x0, t0, rho, on_blowup) -> None:
 def _passage(flow, problem, x0, grid, keys, solver, hit):
     dt = grid[1] - grid[0]
     event = diffrax.Event(lambda t, y, args, **kw: hit(y))
-    kwargs = {"saveat": diffrax.SaveAt(t1=True), "adjoint": diffrax.ForwardMode(), "event": event}
+    kwargs = {"adjoint": diffrax.ForwardMode(), "event": event}
 
     def one(key):
-        sol = _solve_path(flow, problem, x0, grid, key, solver, "unsafe", dt, **kwargs)
+        sol, _ = _solve_path(flow, problem, x0, grid, key, solver, "unsafe", dt, **kwargs)
         fired = sol.result == diffrax.RESULTS.event_occurred
         # An event ends the solve with `event_occurred`: `is_okay` says whether anything else
         # went wrong; a path that blew up before hitting is reported (`blew`), never a failure.
@@ -504,7 +547,8 @@ def first_passage(
     grid = _grid(0.0, float(t1), float(dt), "unsafe")
     solver = _default_solver(flow, solver)
     keys = jax.random.split(key, num_paths)
-    tau, result, blew = _passage(flow, problem, x0, jnp.asarray(grid), keys, solver, hit)
+    with host_validated():  # flow, problem, x0, key and grid checked above
+        tau, result, blew = _passage(flow, problem, x0, jnp.asarray(grid), keys, solver, hit)
     raise_for_result(result, what=f"first_passage({type(solver).__name__})", max_steps=len(grid))
     num_blew = int(jnp.sum(blew))
     if num_blew and on_blowup != "keep":
