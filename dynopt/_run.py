@@ -230,13 +230,19 @@ def _drive(
         bad = alive & ~ok_of(new[0])
 
         def replay(pending):
-            _, new = pending
-            return jnp.asarray(True), _select(bad, guarded(specs, state, k), new)
+            _, start, new = pending
+            out = _select(bad, guarded(specs, start, k), new)
+            # The block's start goes round the loop through a barrier: forwarded unchanged, XLA
+            # would see it as loop invariant and hoist the guarded block out of the loop, which
+            # then ran on every block, diverged or not.
+            return jax.lax.optimization_barrier((jnp.asarray(True), start, out))
 
         # At most one pass; a `while_loop`, not a `cond`: under an outer `vmap` a batched `cond`
         # becomes a `select` that always runs the replay, while a batched `while_loop` runs
         # only as long as some entry needs it (zero passes when none diverged).
-        _, new = jax.lax.while_loop(lambda pending: ~pending[0], replay, (~jnp.any(bad), new))
+        _, _, new = jax.lax.while_loop(
+            lambda pending: ~pending[0], replay, (~jnp.any(bad), state, new)
+        )
         # A run that diverged in an earlier block stays frozen.
         new = _select(alive, new, state)
         if _progress.enabled():  # read at trace time; `run` keys its compiled programs on it

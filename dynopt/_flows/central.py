@@ -193,17 +193,17 @@ def oscillation(
     naming `who`."""
     k = c.shape[0]
 
-    def oscillating(_):
+    def oscillating(params, U, c):
         T = third_derivatives(problem, params, U)
         sol = solve_complementarity(c, gram_of(T), max_iters=qp_iters, tol=qp_tol)
         return sol.X, sol.residual, 0.5 * jnp.einsum("ab,abn->n", sol.X, T)
 
-    def stable(_):
+    def stable(params, U, c):
         zero = jnp.zeros((), c.dtype)
         return jnp.zeros((k, k), c.dtype), zero, jnp.zeros(U.shape[0], c.dtype)
 
     active = jnp.linalg.eigvalsh(c)[0] < 0
-    X, residual, drift = lane_cond(active, oscillating, stable)
+    X, residual, drift = lane_cond(active, oscillating, stable, params, U, c)
     X = eqx.error_if(
         X,
         residual > qp_tol,
