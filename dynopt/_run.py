@@ -233,8 +233,8 @@ def _drive(
             _, start, new = pending
             out = _select(bad, guarded(specs, start, k), new)
             # The block's start goes round the loop through a barrier: forwarded unchanged, XLA
-            # would see it as loop invariant and hoist the guarded block out of the loop, which
-            # then ran on every block, diverged or not.
+            # may see it as loop invariant and hoist the guarded block out of the loop (seen
+            # under a user's `vmap` over `run`: it then ran on every block, diverged or not).
             return jax.lax.optimization_barrier((jnp.asarray(True), start, out))
 
         # At most one pass; a `while_loop`, not a `cond`: under an outer `vmap` a batched `cond`
