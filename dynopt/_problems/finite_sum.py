@@ -151,13 +151,10 @@ def finite_sum(
     loss_fn = eqx.Partial(
         _batch_loss, data=data, sample_loss_fn=sample_loss_fn, regularizer=regularizer
     )
+    # The minibatch loss is the full-batch loss on a drawn subset: the same keywords plus the
+    # draw's (as `SGDNoise.sgd_problem` rebuilds it with another batch size).
     stochastic = eqx.Partial(
-        _minibatch_loss,
-        data=data,
-        sample_loss_fn=sample_loss_fn,
-        regularizer=regularizer,
-        batch_size=batch_size,
-        replace=bool(replace),
+        _minibatch_loss, **loss_fn.keywords, batch_size=batch_size, replace=bool(replace)
     )
     return Problem(
         loss_fn=loss_fn,
