@@ -156,7 +156,9 @@ class ObservationModel(eqx.Module):
         return Problem(self, self.cell.params, name=name or f"ode_inference_{self.route}")
 
 
-def _check_shapes(cell: ODECell, y0: Array, obs: Observations, t0: float) -> None:
+def _shared_fields(cell: ODECell, y0: ArrayLike, obs: Observations, t0: ScalarLike) -> dict:
+    """The fields every route stores, with `y0` and `t0` checked against `cell` and `obs`."""
+    y0, t0 = jnp.asarray(y0), float(t0)
     if obs.ys.shape[1:] != y0.shape:
         raise ValueError(
             f"observations have state shape {obs.ys.shape[1:]} but y0 has shape {y0.shape}."
@@ -171,6 +173,7 @@ def _check_shapes(cell: ODECell, y0: Array, obs: Observations, t0: float) -> Non
             f"observation times must lie in the horizon [t0, ...] with t0={t0}, got "
             f"ts[0]={float(obs.ts[0])}."
         )
+    return dict(cell=cell, y0=y0, obs=obs, t0=jnp.asarray(t0))
 
 
 def unrolled_model(
@@ -189,8 +192,7 @@ def unrolled_model(
     **Raises:** `ValueError` for observation times off the grid or outside $[t_0, t_0 + Nh]$,
     or mismatched shapes.
     """
-    y0, t0 = jnp.asarray(y0), float(t0)
-    _check_shapes(cell, y0, obs, t0)
+    shared, t0 = _shared_fields(cell, y0, obs, t0), float(t0)
     h = float(cell.step_size)
     k = (np.asarray(obs.ts) - t0) / h
     idx = np.rint(k).astype(int)
@@ -211,13 +213,7 @@ def unrolled_model(
             f"[t0, t0 + num_steps*h] = [{t0}, {t0 + num_steps * h}]."
         )
     return ObservationModel(
-        cell=cell,
-        y0=y0,
-        obs=obs,
-        t0=jnp.asarray(t0),
-        route="unrolled",
-        num_steps=int(num_steps),
-        indices=jnp.asarray(idx),
+        **shared, route="unrolled", num_steps=int(num_steps), indices=jnp.asarray(idx)
     )
 
 
@@ -244,17 +240,13 @@ def diffrax_model(
     **Raises:** `ValueError` for observation times before $t_0$, mismatched shapes or
     non-positive tolerances.
     """
-    y0, t0 = jnp.asarray(y0), float(t0)
-    _check_shapes(cell, y0, obs, t0)
+    shared = _shared_fields(cell, y0, obs, t0)
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
     return ObservationModel(
-        cell=cell,
-        y0=y0,
-        obs=obs,
-        t0=jnp.asarray(t0),
+        **shared,
         route="diffrax",
         solver=diffrax.Tsit5() if solver is None else solver,
         controller=diffrax.PIDController(rtol=rtol, atol=atol),
