@@ -6,10 +6,16 @@ Each `Correspondence` says: `map(flow(), h)` is the optax optimizer `baseline(h)
 iterate, from the map's initial state), and its iterates follow `reference(h)` (default: the
 flow) at $t = k\,\Delta t(h)$ with global error $O(\Delta t^{\text{order}})$ on each problem, at
 the step sizes listed (chosen in the asymptotic regime).
+
+`AUTOMATIC` holds the rows whose flow dynopt derives itself (`modified_flow`, automatic backward
+error analysis): an optax optimizer as a user writes it, tracked by its order-$p$ modified flow
+with global error $O(\tau^p)$ for each $p$ a measurement lists.
 """
 
 import dataclasses
+import functools as ft
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,19 +32,31 @@ from ._flows.polyak import PolyakFlow
 from ._flows.preconditioned import DiagonalPreconditioner, PreconditionedFlow
 from ._maps import adamw, adaptive, gradient, lion, momentum, nesterov, polyak, preconditioned
 from ._maps.base import AbstractMap
+from ._modified import modified_flow
+from ._modified.flow import ModifiedFlow
 from ._problem import Problem
-from ._problems.landscapes import double_well, rosenbrock
+from ._problems.finite_sum import mlp_regression
+from ._problems.landscapes import double_well, logcosh, rosenbrock
 from ._problems.quadratic import quadratic
+from ._transforms.modifying import usam
 
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
     """One problem on which a row's order is measured: the problem (built on demand), the
-    horizon `t1` and the step sizes (each with $t_1/\\Delta t(h)$ an integer)."""
+    horizon `t1` and the step sizes (each with $t_1/\\Delta t(h)$ an integer); for an
+    automatic row, the truncation orders $p$ measured there."""
 
     problem: Callable[[], Problem]
     t1: float
     step_sizes: tuple[float, ...]
+    orders: tuple[int, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The problem builder's name (`"logcosh"`, `"mlp"`; `"<lambda>"` for the hand rows'
+        quadratics)."""
+        return getattr(self.problem, "__name__", "problem").strip("_")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,4 +296,114 @@ REGISTRY: tuple[Correspondence, ...] = (
     ),
 )
 
-BY_NAME: dict[str, Correspondence] = {row.name: row for row in REGISTRY}
+
+@dataclasses.dataclass(frozen=True)
+class AutomaticCorrespondence:
+    r"""A row of `AUTOMATIC`: an optax optimizer and the flows derived from it.
+
+    `modified_flow(optimizer, h, p, **options)` is the order-$p$ flow, `flow(h, p)
+    .discretize(h)` is the optimizer itself (iterate for iterate; fast-regime states start on
+    their slow manifold) and its iterates follow the order-$p$ flow with global error
+    $O(\tau^p)$, $\tau$ the time per step, on each measurement's problem and orders.
+
+    **Fields:** `name`; `optimizer` ($h \mapsto$ the optax transform, as a user writes it);
+    `measurements`; `options` (keywords of `modified_flow`: `state`, `state_map`,
+    `time_unit`).
+    """
+
+    name: str
+    optimizer: Callable[[Any], optax.GradientTransformation]
+    measurements: tuple[Measurement, ...]
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def flow(self, step_size, order: int = 1) -> ModifiedFlow:
+        """The order-`order` modified flow at `step_size`."""
+        return modified_flow(self.optimizer, step_size, order, **dict(self.options))
+
+    def discretization(self, step_size, order: int = 1):
+        """The optimizer at `step_size` as the discretization of its flow (its initial state on
+        the slow manifold in the fast regime)."""
+        return self.flow(step_size, order).discretize(step_size)
+
+    def reference(self, order: int) -> Callable[[Any], ModifiedFlow] | None:
+        r"""$h \mapsto$ the order-`order` flow, for `compare`; `None` at order 1, where the
+        continuum limit does not depend on $h$ (one reference solve, not one per step)."""
+        if order == 1:
+            return None
+        return ft.partial(modified_flow, self.optimizer, order=order, **dict(self.options))
+
+
+def _logcosh():
+    return logcosh()
+
+
+def _mlp():
+    # A tanh MLP with pytree params (2 -> 4 -> 1, 17 parameters) on 16 full-batch samples.
+    return mlp_regression(num_samples=16, dim=2, width=4, depth=1, batch_size=16, seed=1)
+
+
+def heavy_ball_velocity(tau, damping: float = 1.5):
+    r"""Heavy ball in $\sqrt\alpha$ time: `optax.sgd(τ², momentum=1 - aτ)`'s iterates with its
+    trace in velocity units ($\tau\times$ optax's trace), a function of the time per step
+    $\tau$: a slow state whose continuum limit is `HeavyBall(a)` with $v = -$trace."""
+    return optax.chain(optax.scale(tau), optax.trace(decay=1 - damping * tau), optax.scale(-tau))
+
+
+_LADDER = (0.02, 0.01, 0.005)
+_T1 = 0.4
+
+
+def _both(orders=(1, 2, 3), step_sizes=_LADDER):
+    return (
+        Measurement(_logcosh, _T1, step_sizes, orders),
+        Measurement(_mlp, _T1, step_sizes, orders),
+    )
+
+
+AUTOMATIC: tuple[AutomaticCorrespondence, ...] = (
+    AutomaticCorrespondence("auto_sgd", lambda h: optax.sgd(h), _both()),
+    AutomaticCorrespondence("auto_heavy_ball", lambda h: optax.sgd(h, momentum=0.5), _both()),
+    AutomaticCorrespondence(
+        "auto_nesterov", lambda h: optax.sgd(h, momentum=0.5, nesterov=True), _both()
+    ),
+    AutomaticCorrespondence("auto_usam", lambda h: usam(h, rho=0.05), _both()),
+    AutomaticCorrespondence(
+        "auto_chain_wd_momentum",
+        lambda h: optax.chain(optax.add_decayed_weights(0.1), optax.sgd(h, momentum=0.5)),
+        _both(),
+    ),
+    # Slow state: the decay scales with h, an ODE on (θ, ν). The state relaxes at rate 2 and
+    # g²/(ν + ε) is stiff: at h = 0.02 the h^(p+1) term is not yet small against the h^p one
+    # (local slopes 2.71, 2.87 at p = 3); one halving further down is asymptotic.
+    AutomaticCorrespondence(
+        "auto_rmsprop_slow",
+        lambda h: optax.rmsprop(h, decay=1 - 2 * h, eps=0.5),
+        _both(step_sizes=(0.01, 0.005, 0.0025)),
+    ),
+    # Fixed decays (the fast regime, optax's defaults in kind).
+    AutomaticCorrespondence(
+        "auto_rmsprop",
+        lambda h: optax.rmsprop(h, decay=0.6, eps=0.3),
+        (Measurement(_logcosh, _T1, _LADDER, (2,)),),
+    ),
+    AutomaticCorrespondence(
+        "auto_adam",
+        lambda h: optax.adam(h, b1=0.5, b2=0.6, eps=0.3),
+        (Measurement(_mlp, _T1, _LADDER, (2,)),),
+    ),
+    AutomaticCorrespondence(
+        "auto_adamw",
+        lambda h: optax.adamw(h, b1=0.5, b2=0.6, eps=0.3, weight_decay=0.1),
+        # On log-cosh the ladder is pre-asymptotic at p = 2 (fit 1.89); the MLP's is not.
+        (Measurement(_mlp, _T1, _LADDER, (2,)),),
+    ),
+    AutomaticCorrespondence(
+        "auto_heavy_ball_velocity",
+        heavy_ball_velocity,
+        (Measurement(_logcosh, _T1, _LADDER, (3,)), Measurement(_mlp, _T1, _LADDER, (2,))),
+    ),
+)
+
+BY_NAME: dict[str, Correspondence | AutomaticCorrespondence] = {
+    row.name: row for row in REGISTRY + AUTOMATIC
+}

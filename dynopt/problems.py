@@ -7,6 +7,10 @@ from ._problems.finite_sum import (
     logistic_regression as logistic_regression,
     mlp_regression as mlp_regression,
 )
-from ._problems.landscapes import double_well as double_well, rosenbrock as rosenbrock
+from ._problems.landscapes import (
+    double_well as double_well,
+    logcosh as logcosh,
+    rosenbrock as rosenbrock,
+)
 from ._problems.quadratic import quadratic as quadratic
 from ._sharding import data_mesh as data_mesh, shard_data as shard_data

@@ -13,6 +13,7 @@ import optax
 import dynopt
 from dynopt import flows, plotting, problems
 from dynopt._modified import modified_flow
+from dynopt.correspondences import AUTOMATIC, BY_NAME
 from dynopt.transforms import modifying, usam
 
 from ._card import Array
@@ -23,9 +24,9 @@ from ._headline import Headline
 class Config:
     """Run card. `python -m experiments run continuum [--quick]`.
 
-    For each optax optimizer (sgd, heavy ball β=0.5, Nesterov, rmsprop, adam, adamw, USAM
-    ρ=0.05, the chain add_decayed_weights(0.1) + sgd momentum, and rmsprop with decay 1-2h in
-    the slow regime), `dynopt.modified_flow` derives the order-p modified flow by automatic
+    For each automatic row of the registry (`dynopt.correspondences.AUTOMATIC`: sgd, heavy ball
+    β=0.5, Nesterov, rmsprop, adam, adamw, USAM ρ=0.05, the chain add_decayed_weights(0.1) + sgd
+    momentum, and rmsprop with decay 1-2h in the slow regime), `dynopt.modified_flow` derives the order-p modified flow by automatic
     backward error analysis; the discrete run (fast-regime optimizers started on their slow
     manifold) is compared with the order-1, 2, 3 flows on a non-quadratic 5-parameter loss and
     on a tanh MLP (pytree params): fitted orders ≈ 1, 2, 3. Then the agreement with the
@@ -62,50 +63,13 @@ class Config:
     QUICK: ClassVar[dict] = dict(optimizers=("heavy_ball",), problems=("logcosh",), orders=(2,))
 
 
-OPTIMIZERS = {
-    "sgd": lambda h: optax.sgd(h),
-    "heavy_ball": lambda h: optax.sgd(h, momentum=0.5),
-    "nesterov": lambda h: optax.sgd(h, momentum=0.5, nesterov=True),
-    "rmsprop": lambda h: optax.rmsprop(h, decay=0.6, eps=0.3),
-    "adam": lambda h: optax.adam(h, b1=0.5, b2=0.6, eps=0.3),
-    "adamw": lambda h: optax.adamw(h, b1=0.5, b2=0.6, eps=0.3, weight_decay=0.1),
-    "usam": lambda h: usam(h, rho=0.05),
-    "chain_wd_momentum": lambda h: optax.chain(
-        optax.add_decayed_weights(0.1), optax.sgd(h, momentum=0.5)
-    ),
-    "rmsprop_slow": lambda h: optax.rmsprop(h, decay=1 - 2 * h, eps=0.3),
-}
+def _row(name: str):
+    """The registry's automatic row for `name` (`dynopt.correspondences.AUTOMATIC`)."""
+    return BY_NAME[f"auto_{name}"]
 
 
-def logcosh_loss(c, A):
-    """L(a, b) = Σ c cos a + ¼ Σ a⁴ + Σ log cosh(A b + a) + ½ |b|² on p = {"a": (3,), "b": (2,)}:
-    smooth, non-quadratic, bounded below (tests/test_modified.py draws c and A at random)."""
-
-    def loss(p):
-        a, b = p["a"], p["b"]
-        return (
-            jnp.sum(jnp.cos(a) * c)
-            + 0.25 * jnp.sum(a**4)
-            + jnp.sum(jnp.log(jnp.cosh(A @ b + a)))
-            + 0.5 * jnp.sum(b**2)
-        )
-
-    return loss
-
-
-def logcosh_problem() -> dynopt.Problem:
-    """`logcosh_loss` with fixed coefficients on a dict of arrays (5 parameters)."""
-    c = jnp.asarray([0.8, -0.4, 1.1])
-    A = jnp.asarray([[0.6, -0.3], [0.2, 0.9], [-0.7, 0.4]])
-    params0 = {"a": jnp.asarray([0.9, -0.6, 0.3]), "b": jnp.asarray([0.5, -1.1])}
-    return dynopt.Problem(logcosh_loss(c, A), params0)
-
-
-def mlp_problem() -> dynopt.Problem:
-    return problems.mlp_regression(num_samples=16, dim=2, width=4, depth=1, batch_size=16, seed=1)
-
-
-PROBLEMS = {"logcosh": logcosh_problem, "mlp": mlp_problem}
+def _optimizer(name: str):
+    return _row(name).optimizer
 
 
 @dataclasses.dataclass
@@ -122,33 +86,34 @@ class Case:
     step_sizes: list[float]
 
 
-# Slow-regime RMSprop (decay 1 - 2h) at h = 0.02, 0.01, 0.005 against its order-3 flow: local
-# orders 2.71, 2.87 (fit 2.79); halving once more gives 2.87, 2.94: pre-asymptotic (the h^4
-# term is ~10x the h^3 one at h = 0.02: the state relaxes at rate 2, g^2/(nu + eps) is stiff),
-# so it is measured one halving further down.
-STEP_SIZES = {"rmsprop_slow": (0.01, 0.005, 0.0025)}
-
-
-def _order(name, problem, p, hs, t1):
-    opt = OPTIMIZERS[name]
-    flow = modified_flow(opt, hs[0], order=p)
-    # The continuum limit does not depend on h: one reference solve, not one per step size.
-    ref = None if p == 1 else (lambda h: modified_flow(opt, h, order=p))
-    cmp = dynopt.compare(flow, problem, hs, t1, reference=ref, solver="tsit5")
-    return flow.spec.regime, cmp
+def _order(row, m, p):
+    cmp = dynopt.compare(
+        row.flow(m.step_sizes[0], p),
+        m.problem(),
+        m.step_sizes,
+        m.t1,
+        reference=row.reference(p),
+        solver="tsit5",
+    )
+    return row.flow(m.step_sizes[0]).spec.regime, cmp
 
 
 def orders(config: Config) -> dict[str, Case]:
+    """Every automatic row in `config.optimizers` on every problem of `config.problems` at every
+    order of `config.orders` (the registry pins a subset of these cells in CI), on the row's own
+    step sizes and horizon."""
+    builders = {m.label: m.problem for row in AUTOMATIC for m in row.measurements}
     out = {}
     for pname in config.problems:
-        problem = PROBLEMS[pname]()
         for name in config.optimizers:
-            hs = STEP_SIZES.get(name, config.step_sizes)
+            row = _row(name)
+            m = dataclasses.replace(row.measurements[0], problem=builders[pname])
+            hs = m.step_sizes
             fitted, secs = [float("nan")] * 3, [float("nan")] * 3
             verdicts, errs, regime = ["not run"] * 3, np.full((3, len(hs)), np.nan), ""
             for p in config.orders:
                 start = time.process_time()
-                regime, cmp = _order(name, problem, p, hs, config.t1)
+                regime, cmp = _order(row, m, p)
                 secs[p - 1] = time.process_time() - start
                 fitted[p - 1] = float(cmp.order)
                 verdicts[p - 1] = str(cmp.verdict)
@@ -173,11 +138,11 @@ class Equation:
 
 
 def equations(config: Config) -> dict[str, Equation]:
-    problem = logcosh_problem()
+    problem = problems.logcosh()
     h = config.step_sizes[0]
     out = {}
     for name in config.optimizers:
-        flow = modified_flow(OPTIMIZERS[name], h, order=2)
+        flow = modified_flow(_optimizer(name), h, order=2)
         state = flow.init(problem.params0)
         terms = eqx.filter_jit(flow.terms)(state, problem)
         c, lam = float(terms.rate), float(terms.regularizer)
@@ -242,16 +207,18 @@ def _denom(g, eps, eps_inside):
 
 def rows(config: Config) -> Rows:
     del config
-    problem = logcosh_problem()
+    problem = problems.logcosh()
     p0, h = problem.params0, 0.03
-    beta, kappa, eps, rho = 0.5, 2.0, 0.3, 1e-4
+    # The registry rows' hyper-parameters: heavy ball β = 0.5; slow RMSprop decay 1 - 2h,
+    # ε = 0.5; USAM here at a small ρ (the limit μ = h/4 + ρ/2 is first order in ρ).
+    beta, kappa, eps, rho = 0.5, 2.0, 0.5, 1e-4
     flows_ = {
-        "sgd": modified_flow(OPTIMIZERS["sgd"], h, order=2),
-        "heavy_ball": modified_flow(OPTIMIZERS["heavy_ball"], h, order=2),
+        "sgd": modified_flow(_optimizer("sgd"), h, order=2),
+        "heavy_ball": modified_flow(_optimizer("heavy_ball"), h, order=2),
         # RMSprop, slow regime decay 1 - κh: the ODE on (θ, ν) is RMSPropFlow(κ, ε).
-        "rmsprop_slow": modified_flow(OPTIMIZERS["rmsprop_slow"], h),
-        "adam": modified_flow(OPTIMIZERS["adam"], h, order=2),
-        "rmsprop": modified_flow(OPTIMIZERS["rmsprop"], h, order=2),
+        "rmsprop_slow": modified_flow(_optimizer("rmsprop_slow"), h),
+        "adam": modified_flow(_optimizer("adam"), h, order=2),
+        "rmsprop": modified_flow(_optimizer("rmsprop"), h, order=2),
         "usam": modified_flow(lambda h: usam(h, rho), h, order=2),
     }
     from dynopt._flows.adaptive import RMSPropState
@@ -306,11 +273,11 @@ class Modifying:
 
 
 def modifying_gain(config: Config) -> dict[str, Modifying]:
-    problem = logcosh_problem()
+    problem = problems.logcosh()
     hs, t1 = config.modifying_step_sizes, config.modifying_t1
     out = {}
     for name in ("sgd",) if config.quick else ("sgd", "heavy_ball"):
-        opt = OPTIMIZERS[name]
+        opt = _optimizer(name)
         res = []
         # quick: the modifying run only (plain sgd's order 1 is experiment gd_flow's).
         for o in (opt, modifying(opt, order=2))[1 if config.quick else 0 :]:
@@ -349,11 +316,11 @@ def _zero_start(flow, h):
 def boundary_layer(config: Config) -> dict[str, BoundaryLayer] | None:
     if config.quick:
         return None
-    problem = logcosh_problem()
+    problem = problems.logcosh()
     hs, t1 = config.step_sizes, config.t1
     out = {}
     for name in ("heavy_ball", "adam"):
-        opt = OPTIMIZERS[name]
+        opt = _optimizer(name)
         flow = modified_flow(opt, hs[0], order=2)
 
         def ref(h, opt=opt):

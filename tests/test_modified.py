@@ -1,5 +1,6 @@
 """Automatic backward error analysis (`dynopt.modified_flow`): exact coefficient identities,
-the slow and fast regimes against the hand-derived flows, fitted orders, bad input."""
+the slow and fast regimes against the hand-derived flows, bad input. The fitted orders of every
+automatic row are the registry battery's (`tests/test_correspondences.py`)."""
 
 import functools as ft
 
@@ -13,19 +14,20 @@ import pytest
 import dynopt
 from dynopt._flows.adaptive import RMSPropState
 from dynopt._modified import modified_flow, ModifiedState
+from dynopt.correspondences import BY_NAME, heavy_ball_velocity
 from dynopt.flows import HeavyBall, ModifiedGradientFlow, RMSPropFlow
-from dynopt.transforms import usam
-from experiments.continuum import logcosh_loss, mlp_problem
 
 from .helpers import tree_max_abs_diff
 
 
 def smooth_problem(key) -> dynopt.Problem:
-    """The continuum experiment's smooth non-quadratic loss with random coefficients and start."""
+    """The registry's smooth non-quadratic loss with random coefficients and start."""
     k1, k2, k3 = jax.random.split(key, 3)
-    loss = logcosh_loss(jax.random.normal(k1, (3,)), jax.random.normal(k2, (3, 2)) / 2)
-    params0 = {"a": jax.random.normal(k3, (3,)), "b": jnp.asarray([0.5, -1.1])}
-    return dynopt.Problem(loss, params0)
+    return dynopt.problems.logcosh(
+        c=jax.random.normal(k1, (3,)),
+        A=jax.random.normal(k2, (3, 2)) / 2,
+        params0={"a": jax.random.normal(k3, (3,)), "b": jnp.asarray([0.5, -1.1])},
+    )
 
 
 @eqx.filter_jit
@@ -104,12 +106,6 @@ def test_rmsprop_slow_row(getkey):
     assert tree_max_abs_diff(v.state[0].nu, ref.G) < 1e-13
 
 
-def heavy_ball_velocity(tau, damping=1.5):
-    """Heavy ball in √α time: `optax.sgd(τ², momentum=1 - aτ)`'s iterates, its trace in velocity
-    units (τ × optax's trace), a function of the time per step τ."""
-    return optax.chain(optax.scale(tau), optax.trace(decay=1 - damping * tau), optax.scale(-tau))
-
-
 def test_heavy_ball_in_sqrt_alpha_time(getkey):
     """A slow state whose continuum limit is `HeavyBall(a)`: θ' = v, v' = -av - ∇L (v = -trace).
     The same map through `jnp.sqrt(α)` with `time_unit=0.5` and a state map dividing by τ is
@@ -141,62 +137,6 @@ def test_heavy_ball_in_sqrt_alpha_time(getkey):
                 lambda z, t: jax.tree.map(lambda x: -x / t, z),
             ),
         )
-
-
-OPTIMIZERS = {
-    "sgd": lambda h: optax.sgd(h),
-    "heavy_ball": lambda h: optax.sgd(h, momentum=0.5),
-    "nesterov": lambda h: optax.sgd(h, momentum=0.5, nesterov=True),
-    "usam": lambda h: usam(h, rho=0.05),
-    "chain_wd_momentum": lambda h: optax.chain(
-        optax.add_decayed_weights(0.1), optax.sgd(h, momentum=0.5)
-    ),
-    "rmsprop_slow": lambda h: optax.rmsprop(h, decay=1 - 2 * h, eps=0.5),
-    "adam": lambda h: optax.adam(h, b1=0.5, b2=0.6, eps=0.3),
-    "heavy_ball_velocity": heavy_ball_velocity,  # h is τ = √α: a slow state
-}
-
-
-# The done-means battery of issue 15: fitted orders within 0.15 of p = 1, 2, 3 for six optax
-# optimizers (gradient descent, heavy ball, Nesterov, USAM, a weight-decay + momentum chain: fast
-# state started on its slow manifold; RMSprop with decay 1 - 2h: slow state, an ODE on (θ, ν))
-# on two problems each, one an MLP with pytree params; plus Adam (fixed decays) at p = 2 on the
-# MLP, and heavy ball in √α time (slow, velocity form) at p = 3 and 2. One test per case
-# (xdist distributes them), one compiled `compare` program each: the
-# step sizes are traced, so the three runs and the three order-p references share it.
-# The cost is compilation (the program runs in ~0.1 s; compile ~70%, tracing ~25%): three step
-# sizes (the fewest that give two local slopes to agree) and a short horizon (t1 = 0.4, 20-80
-# steps) change nothing of it, nor does the reference tolerance. Measured on the loaded 2-core
-# machine with a cold JAX cache: ~20 s of CPU per case even for sgd (compare's dense diffrax
-# reference dominates), ~12 min for the battery; reruns hit the persistent cache.
-ORDER_CASES = [
-    (name, problem_name, p)
-    for name in ("sgd", "heavy_ball", "nesterov", "usam", "chain_wd_momentum", "rmsprop_slow")
-    for problem_name in ("smooth", "mlp")
-    for p in (1, 2, 3)
-] + [("adam", "mlp", 2), ("heavy_ball_velocity", "smooth", 3), ("heavy_ball_velocity", "mlp", 2)]
-STEP_SIZES = (0.02, 0.01, 0.005)
-# The slow RMSprop state relaxes at rate 2 and g²/(ν + ε) is stiff: at h = 0.02 the h^(p+1)
-# term is not yet small against the h^p one (local slopes 2.71, 2.87 at p = 3); one halving
-# further down is asymptotic.
-CASE_STEP_SIZES = {"rmsprop_slow": (0.01, 0.005, 0.0025)}
-
-
-@pytest.mark.parametrize("name, problem_name, p", ORDER_CASES)
-def test_orders(name, problem_name, p):
-    """The discrete run against the order-p automatic flow: global order p. Both local slopes
-    (between consecutive step sizes) within 0.15 of p, not only the fit: the regime is
-    asymptotic, not a pre-asymptotic fit that happens to land near p."""
-    opt = OPTIMIZERS[name]
-    problem = smooth_problem(jax.random.key(3)) if problem_name == "smooth" else mlp_problem()
-    hs = CASE_STEP_SIZES.get(name, STEP_SIZES)
-    flow = modified_flow(opt, hs[0], order=p)
-    # p = 1: the continuum limit does not depend on h (one reference solve, not one per h).
-    ref = None if p == 1 else ft.partial(modified_flow, opt, order=p)
-    cmp = dynopt.compare(flow, problem, hs, 0.4, reference=ref, solver="tsit5")
-    assert cmp.verdict == "asymptotic", cmp
-    np.testing.assert_allclose(np.asarray(cmp.local_orders), p, atol=0.15, err_msg=str(cmp))
-    assert abs(float(cmp.order) - p) < 0.15, cmp
 
 
 def test_bad_input():
@@ -234,7 +174,9 @@ def test_adaptive_fast_coefficient(name, getkey):
     problem = smooth_problem(getkey())
     p0, b1, b2, eps = problem.params0, 0.5, 0.6, 0.3
     if name == "adam":
-        opt = OPTIMIZERS["adam"]
+
+        def opt(h):
+            return optax.adam(h, b1=b1, b2=b2, eps=eps)
 
         def denom(g):
             return jnp.abs(g) + eps, jnp.abs(g)
@@ -277,7 +219,7 @@ def test_no_retrace_across_step_sizes(getkey):
         traces.append(None)
         return flow.vector_field(0.0, y, problem)
 
-    opt = OPTIMIZERS["heavy_ball"]
+    opt = BY_NAME["auto_heavy_ball"].optimizer
     for h in (0.01, 0.02, 0.04):
         flow = modified_flow(opt, h, order=2)
         field(flow, flow.init(problem.params0))

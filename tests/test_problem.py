@@ -41,6 +41,24 @@ def test_rosenbrock_minimizer():
     assert float(p4.loss(jnp.ones(4))) == 0.0
 
 
+def test_logcosh_against_its_formula_and_bad_input():
+    c, A = jnp.array([0.3, -1.0]), jnp.array([[1.0, 0.5, -0.2], [0.1, -0.4, 2.0]])
+    p0 = {"a": jnp.array([0.2, -0.7]), "b": jnp.array([1.0, -0.5, 0.25])}
+    p = problems.logcosh(c=c, A=A, params0=p0)
+    a, b = np.asarray(p0["a"]), np.asarray(p0["b"])
+    z = np.asarray(A) @ b + a
+    expected = np.sum(np.cos(a) * np.asarray(c)) + np.sum(a**4) / 4
+    expected += np.sum(np.log(np.cosh(z))) + np.sum(b**2) / 2
+    np.testing.assert_allclose(float(p.loss(p.params0)), expected, rtol=1e-14)
+    assert p.num_params == 5 and problems.logcosh().num_params == 5
+    with pytest.raises(ValueError, match=r"c must have shape \(m,\) and A shape"):
+        problems.logcosh(c=c, A=A.T)
+    with pytest.raises(ValueError, match=r'params0\["b"\] must have shape \(3,\)'):
+        problems.logcosh(c=c, A=A, params0={"a": p0["a"], "b": jnp.zeros(2)})
+    with pytest.raises(ValueError, match="keys"):
+        problems.logcosh(params0=jnp.zeros(5))
+
+
 def test_linear_regression_minimizer_is_stationary():
     p = problems.linear_regression(num_samples=64, dim=5, batch_size=8)
     assert float(jnp.linalg.norm(p.grad(p.minimizer))) < 1e-12

@@ -1,4 +1,4 @@
-r"""Non-convex test landscapes: Rosenbrock and a double well."""
+r"""Non-convex test landscapes: Rosenbrock, a double well and a smooth log-cosh loss on a pytree."""
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -69,3 +69,47 @@ def double_well(
     loss_fn = eqx.Partial(_double_well, barrier=jnp.asarray(barrier), tilt=jnp.asarray(tilt))
     # Two minimizers (one per well), so none is singled out.
     return Problem(loss_fn=loss_fn, params0=params0, name="double_well")
+
+
+def _logcosh(p: dict[str, Array], c: Array, A: Array) -> Scalar:
+    a, b = p["a"], p["b"]
+    return (
+        jnp.sum(jnp.cos(a) * c)
+        + 0.25 * jnp.sum(a**4)
+        + jnp.sum(jnp.log(jnp.cosh(A @ b + a)))
+        + 0.5 * jnp.sum(b**2)
+    )
+
+
+def logcosh(
+    *,
+    c: ArrayLike | None = None,
+    A: ArrayLike | None = None,
+    params0: dict[str, ArrayLike] | None = None,
+) -> Problem:
+    r"""$L(a, b) = \sum_i c_i\cos a_i + \tfrac14\sum_i a_i^4
+    + \sum_i \log\cosh((Ab)_i + a_i) + \tfrac12\|b\|^2$ on the pytree
+    `{"a": (m,), "b": (n,)}`: smooth (every derivative bounded on bounded sets), non-quadratic,
+    bounded below, with non-vanishing third derivatives — the registry's test loss for
+    automatic backward error analysis, where a quadratic would hide the $D^3L$ terms.
+
+    Defaults: $m = 3$, $n = 2$, fixed $c$, $A$ and start (5 parameters).
+
+    **Raises:** `ValueError` unless `c` has shape `(m,)`, `A` `(m, n)` and `params0` is
+    `{"a": (m,), "b": (n,)}`, all finite.
+    """
+    c = jnp.asarray([0.8, -0.4, 1.1]) if c is None else _start("c", c, None)
+    A = jnp.asarray([[0.6, -0.3], [0.2, 0.9], [-0.7, 0.4]]) if A is None else _start("A", A, None)
+    if c.ndim != 1 or A.ndim != 2 or A.shape[0] != c.shape[0]:
+        raise ValueError(f"c must have shape (m,) and A shape (m, n), got {c.shape} and {A.shape}.")
+    m, n = A.shape
+    if params0 is None:
+        params0 = {"a": jnp.asarray([0.9, -0.6, 0.3]), "b": jnp.asarray([0.5, -1.1])}
+    if not isinstance(params0, dict) or set(params0) != {"a", "b"}:
+        raise ValueError('params0 must be a dict with keys "a" and "b".')
+    params0 = {
+        "a": _start('params0["a"]', params0["a"], (m,)),
+        "b": _start('params0["b"]', params0["b"], (n,)),
+    }
+    loss_fn = eqx.Partial(_logcosh, c=c, A=A)
+    return Problem(loss_fn=loss_fn, params0=params0, name="logcosh")
