@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ._compare import compare
 from ._flows.adamw import AdamWFlow
 from ._flows.adaptive import AdamFlow, GlobalRMSPropFlow, RMSPropFlow, SignFlow
 from ._flows.base import AbstractFlow
@@ -331,6 +332,18 @@ class AutomaticCorrespondence:
         if order == 1:
             return None
         return ft.partial(modified_flow, self.optimizer, order=order, **dict(self.options))
+
+    def compare(self, measurement: Measurement, order: int):
+        """`dynopt.compare` of the optimizer against its order-`order` flow on `measurement`
+        (Tsit5 reference): the fitted order should be `order`."""
+        return compare(
+            self.flow(measurement.step_sizes[0], order),
+            measurement.problem(),
+            measurement.step_sizes,
+            measurement.t1,
+            reference=self.reference(order),
+            solver="tsit5",
+        )
 
 
 def _logcosh():

@@ -68,10 +68,15 @@ def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(tmp, 0o666 & ~mask)  # the user's umask, not mkstemp's 0600
+    # `finish` laid the figure out in its last draw: keep that layout (constrained layout is
+    # the larger half of a draw, and running it again moves nothing).
+    engine = fig.get_layout_engine()
+    fig.set_layout_engine("none")
     try:
         fig.savefig(tmp, dpi=dpi, format="png")
         os.replace(tmp, path)
     finally:
+        fig.set_layout_engine(engine)
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
@@ -96,7 +101,7 @@ def finish(fig: Figure) -> None:
         fig._suptitle.set_fontsize(FONT["suptitle"])
     for text in fig.texts:
         text.set_fontsize(FONT["text"])
-    fig.canvas.draw()
+    fig.draw_without_rendering()
     _wrap_labels(fig)
     log_axes = [
         axis
@@ -107,7 +112,7 @@ def finish(fig: Figure) -> None:
     for _ in range(4):  # one draw per round for all axes (a draw is most of a figure's cost)
         if not [axis for axis in log_axes if _thin_colliding(fig, axis)]:
             break
-        fig.canvas.draw()
+        fig.draw_without_rendering()
 
 
 def _grid_slots(ncols: int, n: int):
@@ -345,7 +350,7 @@ def _wrap_labels(fig: Figure) -> None:
                 text.set_text(textwrap.fill(s, width))
                 changed = True
     if changed:
-        fig.canvas.draw()
+        fig.draw_without_rendering()
 
 
 # --- the plots --------------------------------------------------------------------------------

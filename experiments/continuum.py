@@ -26,18 +26,19 @@ class Config:
 
     For each automatic row of the registry (`dynopt.correspondences.AUTOMATIC`: sgd, heavy ball
     β=0.5, Nesterov, rmsprop, adam, adamw, USAM ρ=0.05, the chain add_decayed_weights(0.1) + sgd
-    momentum, and rmsprop with decay 1-2h in the slow regime), `dynopt.modified_flow` derives the order-p modified flow by automatic
-    backward error analysis; the discrete run (fast-regime optimizers started on their slow
-    manifold) is compared with the order-1, 2, 3 flows on a non-quadratic 5-parameter loss and
-    on a tanh MLP (pytree params): fitted orders ≈ 1, 2, 3. Then the agreement with the
-    hand-derived rows (GD's modified flow, Ghosh's heavy ball, RMSPropFlow, the Adam/RMSprop O(h)
-    term derived here), the implicit regulariser, the modifying optimizer's order gain, and the
-    cost of optax's zero start (the boundary layer).
+    momentum, and rmsprop with decay 1-2h in the slow regime), `dynopt.modified_flow` derives
+    the order-p modified flow by automatic backward error analysis; the discrete run
+    (fast-regime optimizers started on their slow manifold) is compared with the order-1, 2, 3
+    flows on a non-quadratic 5-parameter loss (`problems.logcosh`) and on a tanh MLP (pytree
+    params): fitted orders ≈ 1, 2, 3. Then the agreement with the hand-derived rows (GD's
+    modified flow, Ghosh's heavy ball, RMSPropFlow, the Adam/RMSprop O(h) term derived here),
+    the implicit regulariser, the modifying optimizer's order gain, and the cost of optax's zero
+    start (the boundary layer).
     Runtime: dominated by compilation, one compare program (discrete runs + diffrax reference)
-    per optimizer, problem and order, 7-35 s of one core each (fast-regime p = 3 the largest).
+    per optimizer, problem and order, 3-45 s of CPU each (fast-regime p = 3 the largest).
     Quick mode (heavy ball p = 2 on log-cosh, the rows in one compiled program, modifying(sgd))
-    ≈ 30 s of CPU on the loaded 2-core machine; full mode ≈ 20 min of CPU, over the
-    issue's 3 min. Headline: heavy ball orders 1, 2, 3 within 0.15 (2 in quick mode); hand rows
+    ≈ 15 s of CPU; full mode 637 s of CPU, 9 min wall (2026-12-03; 54 order cells, 577 s of
+    them), over the issue's 3 min. Headline: heavy ball orders 1, 2, 3 within 0.15 (2 in quick mode); hand rows
     to 1e-12; modifying(sgd) order 2; zero start order 1.
     """
 
@@ -87,15 +88,7 @@ class Case:
 
 
 def _order(row, m, p):
-    cmp = dynopt.compare(
-        row.flow(m.step_sizes[0], p),
-        m.problem(),
-        m.step_sizes,
-        m.t1,
-        reference=row.reference(p),
-        solver="tsit5",
-    )
-    return row.flow(m.step_sizes[0]).spec.regime, cmp
+    return row.flow(m.step_sizes[0]).spec.regime, row.compare(m, p)
 
 
 def orders(config: Config) -> dict[str, Case]:

@@ -259,15 +259,7 @@ def test_automatic_order(name, index, p):
     (between consecutive step sizes) within 0.15 of p, not only the fit: the regime is
     asymptotic, not a pre-asymptotic fit that happens to land near p."""
     row = AUTO[name]
-    m = row.measurements[index]
-    cmp = dynopt.compare(
-        row.flow(m.step_sizes[0], p),
-        m.problem(),
-        m.step_sizes,
-        m.t1,
-        reference=row.reference(p),
-        solver="tsit5",
-    )
+    cmp = row.compare(row.measurements[index], p)
     assert cmp.verdict == "asymptotic", cmp
     np.testing.assert_allclose(np.asarray(cmp.local_orders), p, atol=0.15, err_msg=str(cmp))
     assert abs(float(cmp.order) - p) < 0.15, cmp
