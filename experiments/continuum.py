@@ -38,8 +38,8 @@ class Config:
     per optimizer, problem and order, 3-45 s of CPU each (fast-regime p = 3 the largest).
     Quick mode (heavy ball p = 2 on log-cosh, the rows in one compiled program, modifying(sgd))
     ≈ 15 s of CPU; full mode 637 s of CPU, 9 min wall (2026-12-03; 54 order cells, 577 s of
-    them), over the issue's 3 min. Headline: heavy ball orders 1, 2, 3 within 0.15 (2 in quick mode); hand rows
-    to 1e-12; modifying(sgd) order 2; zero start order 1.
+    them), over the issue's 3 min. Headline: heavy ball orders 1, 2, 3 within 0.15 (2 in quick
+    mode); hand rows to 1e-12; modifying(sgd) order 2; zero start order 1.
     """
 
     quick: bool = False
