@@ -1,26 +1,26 @@
 """Benchmark: sharpness tracking and the GD central flow, as multiples of a plain GD step.
 
 The setting of the public central-flow reference code (issue 16's anchor): MLP 8 → 16 → 16 → 1,
-swish, 128 standard-normal points and targets, MSE, GD η = 0.1, k = 5 tracked directions
-(float64). Rows: (1) a GD step with the top-5 eigenpairs updated at every step by a fixed
-`TRACK_ITERS` warm-started LOBPCG iterations (`sharpness.track_sharpness(max_iters=…)`: the
-vectors refine along the run instead of being reconverged each step), against a plain GD step,
-both inside one jitted `run` (goal ≤ 20×; the anchor's 240×); the note gives the largest
-relative deviation of the tracked eigenvalues from fully converged ones over the run; (2)
-`central_solve` per unit of GD time (one step η), compile excluded (goal ≤ 200×; the anchor's
-2,600×). The flow starts at the initialization, below the threshold (Σ = 0 until the sharpness
-reaches 2/η), so row (2) is the pre-EoS cost; row (4), not in tiny mode, is the cost at the
-edge, on the anchor's own initialization (`_anchor_problem`), where explicit Tsit5 needs about
-one step per GD step (1,930x on 2026-12-03, goal 200x: missed). Row (3), not in tiny mode: 8
-tracked GD runs over learning rates 0.06–0.14 as one vmapped program against the 8 runs one
-after another (goal: the vmapped program faster). Met: 1.17× (1.01 s vmapped vs 1.18 s
-sequential, 200 steps, CPU time, compile 22 s vs 14 s; the eigenvalues agree to 1e-15). It was
-16× *slower* (25.3 s vs 1.6 s, compile 48 s) because XLA hoisted the eigen-solve out of
-`lane_cond`'s `while_loop` (its inputs were loop invariants, forwarded unchanged) and so ran it
-at every step of every lane; `lane_cond` now carries the branch's operands round the loop
-through an optimization barrier. `central_path` vmapped over 8 learning rates uses `lane_cond`
-too: measured by hand (flow time 0–1, this network, CPU time) at 0.95× the 8 solves one after
-another (15.7 s vs 14.9 s; compile 33 s, was 529 s); not a row (its compile).
+swish, 128 standard-normal points and targets, MSE, GD η = 0.1, k = 5 tracked directions (float64).
+Rows: (1) a GD step with the top-5 eigenpairs updated at every step by a fixed `TRACK_ITERS`
+warm-started LOBPCG iterations (`sharpness.track_sharpness(max_iters=…)`: the vectors refine along
+the run instead of being reconverged each step), against a plain GD step, both inside one jitted
+`run` (goal ≤ 20×; the anchor's 240×); the note gives the largest relative deviation of the tracked
+eigenvalues from fully converged ones over the run; (2) `central_solve` per unit of GD time (one
+step η), compile excluded (goal ≤ 200×; the anchor's 2,600×). The flow starts at the initialization,
+below the threshold (Σ = 0 until the sharpness reaches 2/η), so row (2) is the pre-EoS cost; row
+(4), not in tiny mode, is the cost at the edge, on the anchor's own initialization
+(`_anchor_problem`), where an explicit solver's step is set by stability (η·λ = 2), not by rtol:
+`central_solve`'s Bosh3 takes ~1.6 steps of 3 evaluations per GD step (Tsit5: ~1 of 6, 1.2× slower
+there), 1.8e3x (goal 200x: missed). Row (3), not in tiny mode: 8 tracked GD runs over learning rates
+0.06–0.14 as one vmapped program against the 8 runs one after another (goal: the vmapped program
+faster). Met: 1.17× (1.01 s vmapped vs 1.18 s sequential, 200 steps, CPU time, compile 22 s vs 14 s;
+the eigenvalues agree to 1e-15). It was 16× *slower* (25.3 s vs 1.6 s, compile 48 s) because XLA
+hoisted the eigen-solve out of `lane_cond`'s `while_loop` (its inputs were loop invariants,
+forwarded unchanged) and so ran it at every step of every lane; `lane_cond` now carries the branch's
+operands round the loop through an optimization barrier. `central_path` vmapped over 8 learning
+rates uses `lane_cond` too: measured by hand (flow time 0–1, this network, CPU time) at 0.95× the 8
+solves one after another (15.7 s vs 14.9 s; compile 33 s, was 529 s); not a row (its compile).
 """
 
 import equinox as eqx
@@ -141,9 +141,9 @@ def _central_at_the_edge(repeats: int) -> dict:
         flow_s / units,
         step_s,
         f"GD steps {start}-{start + units}, median η·λ₁/2 = {median_ratio:.3f}; {solver_steps} "
-        f"Tsit5 steps for {units} GD steps (stiffness η·λ = 2: about one per GD step at any "
-        f"rtol), each with 6 evaluations of the eigen-solve, third derivatives and "
-        f"complementarity solve; compile {first:.1f} s",
+        f"Bosh3 steps for {units} GD steps (stiffness η·λ = 2 sets the step at any rtol), each "
+        f"with 3 evaluations of the eigen-solve, third derivatives and complementarity solve; "
+        f"compile {first:.1f} s",
     )
 
 
