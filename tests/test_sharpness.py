@@ -54,6 +54,24 @@ def test_tracking_inside_run_records_the_saved_iterates_eigenvalues(net):
         np.testing.assert_allclose(traj.observations[i], values[::-1][:K], atol=1e-8)
 
 
+def test_a_cheap_tracker_starts_converged(net):
+    """`max_iters=2` (a warm step's budget) does not cap the cold start at θ₀: `init_iters`
+    (default max(max_iters, 100)) does, so the first recorded eigenvalues are dense eigh's;
+    with `init_iters=2` they are not (the test can fail)."""
+    values, _ = _dense_eigh(net, net.params0)
+
+    def first(**kw):
+        tx = sharpness.track_sharpness(
+            optax.sgd(0.3), K, init_grad_fn=net.grad, max_iters=2, tol=TOL, **kw
+        )
+        return np.asarray(sharpness.sharpness(net.params0, tx.init(net.params0), net))
+
+    np.testing.assert_allclose(first(), values[::-1][:K], atol=1e-8)
+    assert np.max(np.abs(first(init_iters=2) - values[::-1][:K])) > 1e-6
+    with pytest.raises(ValueError, match="init_iters"):
+        sharpness.track_sharpness(optax.sgd(0.1), K, init_iters=0)
+
+
 def test_edge_of_stability_on_a_small_network(net):
     """GD (η = 0.3) sharpens until ηλ_max = 2, then hovers there (median after onset within
     10%), while a smaller step (η = 0.03, far from its threshold) keeps sharpening."""
