@@ -346,10 +346,6 @@ class AutomaticCorrespondence:
         )
 
 
-def _logcosh():
-    return logcosh()
-
-
 def _mlp():
     # A tanh MLP with pytree params (2 -> 4 -> 1, 17 parameters) on 16 full-batch samples.
     return mlp_regression(num_samples=16, dim=2, width=4, depth=1, batch_size=16, seed=1)
@@ -368,7 +364,7 @@ _T1 = 0.4
 
 def _both(orders=(1, 2, 3), step_sizes=_LADDER):
     return (
-        Measurement(_logcosh, _T1, step_sizes, orders),
+        Measurement(logcosh, _T1, step_sizes, orders),
         Measurement(_mlp, _T1, step_sizes, orders),
     )
 
@@ -397,7 +393,7 @@ AUTOMATIC: tuple[AutomaticCorrespondence, ...] = (
     AutomaticCorrespondence(
         "auto_rmsprop",
         lambda h: optax.rmsprop(h, decay=0.6, eps=0.3),
-        (Measurement(_logcosh, _T1, _LADDER, (2,)),),
+        (Measurement(logcosh, _T1, _LADDER, (2,)),),
     ),
     AutomaticCorrespondence(
         "auto_adam",
@@ -413,7 +409,7 @@ AUTOMATIC: tuple[AutomaticCorrespondence, ...] = (
     AutomaticCorrespondence(
         "auto_heavy_ball_velocity",
         heavy_ball_velocity,
-        (Measurement(_logcosh, _T1, _LADDER, (3,)), Measurement(_mlp, _T1, _LADDER, (2,))),
+        (Measurement(logcosh, _T1, _LADDER, (3,)), Measurement(_mlp, _T1, _LADDER, (2,))),
     ),
 )
 

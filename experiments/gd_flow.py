@@ -271,12 +271,8 @@ def draw_stability(r):
     axes[0].set_title(f"GD on the quadratic, λmax = {st.lambda_max:.3g}")
     plotting.dress(axes[0], xlim=(0.0, 1.1 * last), legend=dict(loc="center right"), grid="both")
     # y from what the x-range shows (the converging runs' tails past it reach 1e-16)
-    shown = [
-        loss[(t <= 1.1 * last) & np.isfinite(loss) & (loss > 0)]
-        for t, loss, _ in curves
-        if np.any((t <= 1.1 * last) & np.isfinite(loss) & (loss > 0))
-    ]
-    axes[0].set_ylim(bottom=min(float(x.min()) for x in shown) / 3)
+    shown = np.concatenate([loss[t <= 1.1 * last] for t, loss, _ in curves])
+    axes[0].set_ylim(bottom=np.min(shown[np.isfinite(shown) & (shown > 0)]) / 3)
     axes[1].plot(st.grid / st.predicted_boundary, st.unstable.astype(float), "o", ms=3)
     axes[1].axvline(1.0, color="k", ls="--", label="predicted h = 2/λmax")
     axes[1].set_yticks([0, 1], ["converging", "diverging"])
