@@ -44,12 +44,18 @@ def histogram_density(
     counts = jnp.zeros(e.size - 1).at[jnp.where(inside, idx, 0)].add(inside.astype(float))
     probs = counts / s.shape[0]
     width = jnp.asarray(np.diff(e))
-    return GridDensity(
-        x=jnp.asarray(0.5 * (e[1:] + e[:-1])),
-        density=probs / width,
+    return GridDensity(x=jnp.asarray(0.5 * (e[1:] + e[:-1])), **_histogram_fields(probs, width, t))
+
+
+def _histogram_fields(probs, cell, t) -> dict:
+    """The fields a histogram density has in any dimension, from its bin fractions `probs` and
+    bin sizes `cell` (widths, or the volume): what no bin caught is the lost mass."""
+    mass = jnp.sum(probs)
+    return dict(
+        density=probs / cell,
         t=jnp.asarray(t, float),
-        mass=jnp.sum(probs),
-        lost_mass=1.0 - jnp.sum(probs),
+        mass=mass,
+        lost_mass=1.0 - mass,
         mass_defect=jnp.zeros(()),
         method="monte_carlo",
     )
@@ -93,12 +99,7 @@ def histogram_density_nd(samples: Float[Array, "N d"], edges, t: ScalarLike) -> 
     vol = float(np.prod([e[1] - e[0] for e in edges]))
     return TensorDensity(
         axes=tuple(jnp.asarray(0.5 * (e[1:] + e[:-1])) for e in edges),
-        density=probs / vol,
-        t=jnp.asarray(t, float),
-        mass=jnp.sum(probs),
-        lost_mass=1.0 - jnp.sum(probs),
-        mass_defect=jnp.zeros(()),
-        method="monte_carlo",
+        **_histogram_fields(probs, vol, t),
     )
 
 
