@@ -40,7 +40,7 @@ from .._custom_types import Array, Float, Int, Params, Scalar, ScalarLike
 from .._discretization import Discretization
 from .._maps.gradient import GradientDescent
 from .._problem import Problem
-from .._sharpness import Eigenpairs, lane_cond, random_start, top_eigenpairs
+from .._sharpness import check_k, Eigenpairs, lane_cond, random_start, top_eigenpairs
 from .._validation import hyperparameter, positive_int
 from .base import AbstractFlow
 
@@ -171,6 +171,24 @@ def start_block(basis: Array | None, k: int, flat: Array) -> Array:
     return basis.astype(flat.dtype)
 
 
+def warm_eigenpairs(
+    flow, problem: Problem, params: Params, flat: Array, *, max_iters: int, diag=None
+) -> Eigenpairs:
+    """The top `flow.k` eigenpairs at `params` (raveled: `flat`) by LOBPCG from the flow's warm
+    start `flow.basis` to `flow.eig_tol`; `diag` as in `top_eigenpairs`."""
+    check_k(flow.k, flat.shape[0])
+    start = start_block(flow.basis, flow.k, flat)
+    return top_eigenpairs(
+        problem.grad, params, start, diag=diag, max_iters=max_iters, tol=flow.eig_tol
+    )
+
+
+def check_sizes(flow) -> None:
+    """`ValueError` unless a central flow's `k`, `eig_iters` and `qp_iters` are positive."""
+    for name in ("k", "eig_iters", "qp_iters"):
+        positive_int(name, getattr(flow, name))
+
+
 def oscillation(
     problem: Problem,
     params: Params,
@@ -263,24 +281,14 @@ class CentralFlow(AbstractFlow):
     qp_tol: float = eqx.field(static=True, default=1e-10)
 
     def __check_init__(self):
-        positive_int("k", self.k)
-        positive_int("eig_iters", self.eig_iters)
-        positive_int("qp_iters", self.qp_iters)
+        check_sizes(self)
 
     def central(self, params: Params, problem: Problem, *, refresh: bool = False) -> CentralState:
         """The eigenpairs, $X$, the drift and the predicted loss at `params` (LOBPCG from
         `basis` for `eig_iters` iterations, or `refresh_iters` when `refresh`)."""
         flat, _ = ravel_pytree(params)
-        from .._sharpness import check_k
-
-        check_k(self.k, flat.shape[0])
-        eig = top_eigenpairs(
-            problem.grad,
-            params,
-            start_block(self.basis, self.k, flat),
-            max_iters=self.refresh_iters if refresh else self.eig_iters,
-            tol=self.eig_tol,
-        )
+        iters = self.refresh_iters if refresh else self.eig_iters
+        eig = warm_eigenpairs(self, problem, params, flat, max_iters=iters)
         value, grad = problem.value_and_grad(params)
         grad = ravel_pytree(grad)[0]
         U = eig.vectors

@@ -36,11 +36,11 @@ from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
 from .._problem import Problem
-from .._sharpness import check_k, Eigenpairs, top_eigenpairs
-from .._validation import hyperparameter, positive_int
+from .._sharpness import Eigenpairs
+from .._validation import hyperparameter
 from .adaptive import RMSPropState
 from .base import AbstractFlow
-from .central import hessian_derivative, oscillation, start_block
+from .central import check_sizes, hessian_derivative, oscillation, warm_eigenpairs
 
 
 class AbstractRMSPropCentralFlow(AbstractFlow):
@@ -60,9 +60,7 @@ class AbstractRMSPropCentralFlow(AbstractFlow):
     qp_tol: float = eqx.field(static=True, default=1e-10)
 
     def __check_init__(self):
-        positive_int("k", self.k)
-        positive_int("eig_iters", self.eig_iters)
-        positive_int("qp_iters", self.qp_iters)
+        check_sizes(self)
 
     def params(self, state: RMSPropState) -> Params:
         return state.params
@@ -89,14 +87,7 @@ class ScalarRMSPropCentralFlow(AbstractRMSPropCentralFlow):
         """`(eigenpairs, X, residual, d(state)/dt)` at `state`."""
         params, G = state
         flat, unravel = ravel_pytree(params)
-        check_k(self.k, flat.shape[0])
-        eig = top_eigenpairs(
-            problem.grad,
-            params,
-            start_block(self.basis, self.k, flat),
-            max_iters=self.eig_iters,
-            tol=self.eig_tol,
-        )
+        eig = warm_eigenpairs(self, problem, params, flat, max_iters=self.eig_iters)
         grad = ravel_pytree(problem.grad(params))[0]
         U, lam = eig.vectors, eig.values
         h, kappa = self.learning_rate.astype(flat.dtype), self.kappa.astype(flat.dtype)
@@ -187,16 +178,10 @@ class RMSPropCentralFlow(AbstractRMSPropCentralFlow):
         """`(eigenpairs of P^{-1/2}HP^{-1/2}, U, X, residual, d(state)/dt)` at `state`."""
         params = state.params
         flat, unravel = ravel_pytree(params)
-        check_k(self.k, flat.shape[0])
         G = ravel_pytree(state.G)[0]
         p = jnp.sqrt(G + self.eps)
-        eig = top_eigenpairs(
-            problem.grad,
-            params,
-            start_block(self.basis, self.k, flat),
-            diag=unravel(p),
-            max_iters=self.eig_iters,
-            tol=self.eig_tol,
+        eig = warm_eigenpairs(
+            self, problem, params, flat, max_iters=self.eig_iters, diag=unravel(p)
         )
         U, lam = eig.vectors / jnp.sqrt(p)[:, None], eig.values  # HU = PUΛ, UᵀPU = I
         grad = ravel_pytree(problem.grad(params))[0]
