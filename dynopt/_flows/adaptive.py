@@ -1,6 +1,6 @@
 r"""Adaptive-step flows (post 2): RMSprop (per-coordinate and global), Adam, and the sign flow."""
 
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Self
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,29 @@ class RMSPropState(NamedTuple):
     G: Params | Array
 
 
-class RMSPropFlow(AbstractMappedFlow):
+class AbstractRMSPropFlow(AbstractMappedFlow):
+    """The hyper-parameters and the state `RMSPropState(θ, G)` shared by the two RMSprop flows;
+    `from_hyperparams` inverts the flow's `default_map`."""
+
+    kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
+    eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
+    initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
+
+    def params(self, state: RMSPropState) -> Params:
+        return state.params
+
+    @classmethod
+    def from_hyperparams(
+        cls, learning_rate, decay, eps=1e-8, *, initial_scale=0.0
+    ) -> tuple[Self, Array]:
+        r"""Inverse map: `optax.rmsprop(γ, decay=λ, eps=ε, eps_in_sqrt=True)` follows
+        `RMSPropFlow(κ=(1-λ)/γ, ε)` with $dt = \gamma$, and
+        `dynopt.transforms.global_rmsprop(γ, λ, ε)` follows `GlobalRMSPropFlow` likewise.
+        Returns `(flow, dt)`."""
+        return cls.default_map().inverse(learning_rate, decay, eps, initial_scale)
+
+
+class RMSPropFlow(AbstractRMSPropFlow):
     r"""The RMSprop flow (post 2, eq. 15):
 
     $$\dot\theta = -\frac{g}{\sqrt{G + \epsilon}},\qquad \dot G = \kappa\,(g\odot g - G),
@@ -51,10 +73,6 @@ class RMSPropFlow(AbstractMappedFlow):
 
     default_map: ClassVar[type] = RMSProp
 
-    kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
-    eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
-    initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
-
     def init(self, params: Params) -> RMSPropState:
         G = jax.tree.map(lambda x: jnp.full_like(x, self.initial_scale), params)
         return RMSPropState(params, G)
@@ -66,17 +84,6 @@ class RMSPropFlow(AbstractMappedFlow):
         dG = jax.tree.map(lambda gi, Gi: self.kappa * (gi * gi - Gi), g, state.G)
         return RMSPropState(dtheta, dG)
 
-    def params(self, state: RMSPropState) -> Params:
-        return state.params
-
-    @classmethod
-    def from_hyperparams(
-        cls, learning_rate, decay, eps=1e-8, *, initial_scale=0.0
-    ) -> tuple["RMSPropFlow", Array]:
-        r"""Inverse map: `optax.rmsprop(γ, decay=λ, eps=ε, eps_in_sqrt=True)` follows
-        `RMSPropFlow(κ=(1-λ)/γ, ε)` with $dt = \gamma$. Returns `(flow, dt)`."""
-        return RMSProp().inverse(learning_rate, decay, eps, initial_scale)
-
     def loss_rate(self, t: ScalarLike, state: RMSPropState, problem: Problem) -> Scalar:
         r"""$-\sum_i g_i^2/\sqrt{G_i+\epsilon}$."""
         del t
@@ -86,7 +93,7 @@ class RMSPropFlow(AbstractMappedFlow):
         )
 
 
-class GlobalRMSPropFlow(AbstractMappedFlow):
+class GlobalRMSPropFlow(AbstractRMSPropFlow):
     r"""RMSprop with one scalar second moment (post 2, eq. 14):
 
     $$\dot\theta = -\frac{g}{\sqrt{G + \epsilon}},\qquad \dot G = \kappa\,(\|g\|^2 - G):$$
@@ -100,10 +107,6 @@ class GlobalRMSPropFlow(AbstractMappedFlow):
 
     default_map: ClassVar[type] = GlobalRMSProp
 
-    kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
-    eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
-    initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
-
     def init(self, params: Params) -> RMSPropState:
         dtype = optax.tree.dtype(params, "highest")
         return RMSPropState(params, jnp.asarray(self.initial_scale, dtype))
@@ -114,16 +117,6 @@ class GlobalRMSPropFlow(AbstractMappedFlow):
         gsq = optax.tree.norm(g, squared=True)
         scale = jax.lax.rsqrt(state.G + self.eps)
         return RMSPropState(optax.tree.scale(-scale, g), self.kappa * (gsq - state.G))
-
-    def params(self, state: RMSPropState) -> Params:
-        return state.params
-
-    @classmethod
-    def from_hyperparams(
-        cls, learning_rate, decay, eps=1e-8, *, initial_scale=0.0
-    ) -> tuple["GlobalRMSPropFlow", Array]:
-        """Inverse map of `dynopt.transforms.global_rmsprop(γ, λ, ε)`: `(flow, γ)`."""
-        return GlobalRMSProp().inverse(learning_rate, decay, eps, initial_scale)
 
     def loss_rate(self, t: ScalarLike, state: RMSPropState, problem: Problem) -> Scalar:
         r"""$-\|g\|^2/\sqrt{G+\epsilon}$."""
