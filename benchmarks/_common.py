@@ -83,6 +83,53 @@ def row(
     }
 
 
+def cost_row(
+    benchmark: str,
+    case: str,
+    *,
+    dynopt_s: float,
+    baseline: str,
+    baseline_s: float,
+    target: float | None = None,
+    ratio: float | None = None,
+    note: str = "",
+    **extra: Any,
+) -> dict:
+    """A cost row: dynopt's time as a multiple of the baseline's (`ratio` defaults to
+    dynopt_s / baseline_s; met when <= `target`)."""
+    return row(
+        benchmark,
+        case,
+        dynopt_s=dynopt_s,
+        baseline=baseline,
+        baseline_s=baseline_s,
+        ratio=dynopt_s / baseline_s if ratio is None else ratio,
+        target=target,
+        higher_is_better=False,
+        note=note,
+        **extra,
+    )
+
+
+def paired(baseline: Callable[[], Any], candidate: Callable[[], Any], repeats: int):
+    """`(baseline_s, candidate_s, ratio)`: CPU seconds of the two calls timed alternately (after
+    one warm call each), their minima, and the median over pairs of candidate/baseline. On a
+    shared VM the speed drifts by ±30% over seconds; a ratio of back-to-back calls does not see
+    the drift that a baseline timed once, apart from the candidates, does."""
+    block(baseline())
+    block(candidate())
+    pairs = []
+    for _ in range(max(repeats, 11)):
+        times = []
+        for fn in (baseline, candidate):
+            start = time.process_time()
+            block(fn())
+            times.append(time.process_time() - start)
+        pairs.append(times)
+    a, b = zip(*pairs)
+    return min(a), min(b), statistics.median(y / x for x, y in pairs)
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

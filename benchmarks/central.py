@@ -2,14 +2,15 @@
 
 The setting of the public central-flow reference code (issue 16's anchor): MLP 8 → 16 → 16 → 1,
 swish, 128 standard-normal points and targets, MSE, GD η = 0.1, k = 5 tracked directions (float64).
-Rows: (1) a GD step with the top-5 eigenpairs updated at every step by a fixed `TRACK_ITERS`
-warm-started LOBPCG iterations (`sharpness.track_sharpness(max_iters=…)`: the vectors refine along
-the run instead of being reconverged each step), against a plain GD step, both inside one jitted
-`run` (goal ≤ 20×; the anchor's 240×); the note gives the largest relative deviation of the tracked
-eigenvalues from fully converged ones over the run; (2) `central_solve` per unit of GD time (one
-step η), compile excluded (goal ≤ 200×; the anchor's 2,600×). The flow starts at the initialization,
-below the threshold (Σ = 0 until the sharpness reaches 2/η), so row (2) is the pre-EoS cost; row
-(4), not in tiny mode, is the cost at the edge, on the anchor's own initialization
+Rows: (1) a GD step with the top-5 eigenpairs updated at every step by 2, and by 1, warm-started
+LOBPCG iterations (`TRACK_ITERS_ROWS`, `sharpness.track_sharpness(max_iters=…)`: the vectors refine
+along the run instead of being reconverged each step), against a plain GD step, both inside one
+jitted `run`, timed in back-to-back pairs (goal ≤ 20×; the anchor's 240×); the note gives the
+largest relative deviation of the tracked eigenvalues from fully converged ones over the run
+(2 iterations: 44–50×, 1.8e-3; 1 iteration: 26–30×, 7.4e-3); (2) `central_solve` per unit of GD
+time (one step η), compile excluded (goal ≤ 200×; the anchor's 2,600×). The flow starts at the
+initialization, below the threshold (Σ = 0 until the sharpness reaches 2/η), so row (2) is the
+pre-EoS cost; row (4), not in tiny mode, is the cost at the edge, on the anchor's own initialization
 (`_anchor_problem`), where an explicit solver's step is set by stability (η·λ = 2), not by rtol:
 `central_solve`'s Bosh3 takes ~1.6 steps of 3 evaluations per GD step (Tsit5: ~1 of 6, 1.2× slower
 there), 1.8e3x (goal 200x: missed). Row (3), not in tiny mode: 8 tracked GD runs over learning rates
@@ -23,6 +24,8 @@ rates uses `lane_cond` too: measured by hand (flow time 0–1, this network, CPU
 solves one after another (15.7 s vs 14.9 s; compile 33 s, was 529 s); not a row (its compile).
 """
 
+import time
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -33,10 +36,11 @@ import dynopt
 from dynopt import networks, sharpness
 from dynopt._flows.central import central_solve, CentralFlow
 
-from ._common import Config, row, timed
+from ._common import Config, cost_row, paired, row, timed
 
 
 ETA, K, TRACK_ITERS = 0.1, 5, 2
+TRACK_ITERS_ROWS = (2, 1)  # warm LOBPCG iterations per tracked step: cost against accuracy
 
 
 def _problem(tiny: bool) -> dynopt.Problem:
@@ -52,35 +56,41 @@ def run(config: Config) -> list[dict]:
     k = 1 if config.tiny else K
     steps = 20 if config.tiny else 200
     plain_tx = optax.sgd(ETA)
-    tracked_tx = sharpness.track_sharpness(
-        optax.sgd(ETA), k, every=1, init_grad_fn=problem.grad, max_iters=TRACK_ITERS, tol=1e-9
-    )
+    _, plain_s = timed(lambda: dynopt.run(plain_tx, problem, steps).loss, config.repeats)
+    obs = sharpness.sharpness
     converged_tx = sharpness.track_sharpness(
         optax.sgd(ETA), k, every=1, init_grad_fn=problem.grad, tol=1e-9
     )
-    _, plain_s = timed(lambda: dynopt.run(plain_tx, problem, steps).loss, config.repeats)
-    obs = sharpness.sharpness
-    first, tracked_s = timed(
-        lambda: dynopt.run(tracked_tx, problem, steps, observe=obs).observations, config.repeats
-    )
-    tracked = np.asarray(dynopt.run(tracked_tx, problem, steps, observe=obs).observations)
     exact = np.asarray(dynopt.run(converged_tx, problem, steps, observe=obs).observations)
-    deviation = float(np.max(np.abs(tracked - exact) / np.abs(exact)))
-    step_s = plain_s / steps
-    rows = [
-        row(
-            "central",
-            f"tracked GD step (k={k}, every step, {TRACK_ITERS} warm LOBPCG iterations), MLP d={d}",
-            dynopt_s=tracked_s / steps,
-            baseline="one plain GD step",
-            baseline_s=step_s,
-            ratio=tracked_s / plain_s,
-            target=20.0,
-            higher_is_better=False,
-            note=f"multiple of a step; tracked eigenvalues within {deviation:.1e} (relative) "
-            f"of converged ones over the run; first call (compile) {first:.1f} s",
+    rows = []
+    for iters in TRACK_ITERS_ROWS:
+        tracked_tx = sharpness.track_sharpness(
+            optax.sgd(ETA), k, every=1, init_grad_fn=problem.grad, max_iters=iters, tol=1e-9
         )
-    ]
+        start = time.process_time()
+        tracked = np.asarray(dynopt.run(tracked_tx, problem, steps, observe=obs).observations)
+        first = time.process_time() - start
+        deviation = float(np.max(np.abs(tracked - exact) / np.abs(exact)))
+        cpu_step_s, tracked_s, ratio = paired(
+            lambda: dynopt.run(plain_tx, problem, steps).loss,
+            lambda tx=tracked_tx: dynopt.run(tx, problem, steps, observe=obs).observations,
+            config.repeats,
+        )
+        rows.append(
+            cost_row(
+                "central",
+                f"tracked GD step (k={k}, every step, {iters} warm LOBPCG iteration"
+                f"{'s' if iters > 1 else ''}), MLP d={d}",
+                dynopt_s=tracked_s / steps,
+                baseline="one plain GD step",
+                baseline_s=cpu_step_s / steps,
+                ratio=ratio,
+                target=20.0,
+                note=f"CPU-time multiple of a step, median over 11+ back-to-back pairs; tracked "
+                f"eigenvalues within {deviation:.1e} (relative) of converged ones over the run; "
+                f"first call (compile) {first:.1f} s CPU",
+            )
+        )
     if not config.tiny:  # its vmapped program alone compiles for ~50 s of CPU
         rows.append(_tracked_sweep(problem, k, steps, 1))  # ~25 s a call: one repeat
     units = 10 if config.tiny else 50  # GD steps of flow time
@@ -91,7 +101,7 @@ def run(config: Config) -> list[dict]:
         _per_gd_time(
             f"central flow per unit GD time (k={k}), MLP d={d}",
             flow_s / units,
-            step_s,
+            plain_s / steps,
             f"from the initialization (below the threshold); compile {first:.1f} s",
         )
     )
@@ -150,15 +160,13 @@ def _central_at_the_edge(repeats: int) -> dict:
 def _per_gd_time(case: str, per_unit_s: float, step_s: float, note: str) -> dict:
     """A central-flow row: seconds of `central_solve` per unit of GD time (one step η) as a
     multiple of one plain GD step (goal ≤ 200×)."""
-    return row(
+    return cost_row(
         "central",
         case,
         dynopt_s=per_unit_s,
         baseline="one plain GD step",
         baseline_s=step_s,
-        ratio=per_unit_s / step_s,
         target=200.0,
-        higher_is_better=False,
         note=note,
     )
 

@@ -10,7 +10,6 @@ one Hessian-vector product more) against the plain sgd step.
 Goals (issue 15): order 2 ≤ 3×, order 3 ≤ 6× a step, compile < 10 s, solve ≤ 1.5×.
 """
 
-import statistics
 import time
 
 import equinox as eqx
@@ -23,7 +22,7 @@ from dynopt import flows, problems
 from dynopt._modified import modified_flow
 from dynopt.transforms import modifying
 
-from ._common import block, Config, row
+from ._common import block, Config, cost_row, paired
 
 
 H = 0.01
@@ -62,25 +61,6 @@ def _cpu(fn, repeats: int) -> float:
     return out
 
 
-def _paired(step, field, repeats: int) -> tuple[float, float, float]:
-    """`(step_s, field_s, ratio)`: CPU seconds of the two calls timed alternately (after one warm
-    call each), their minima, and the median over pairs of field/step. On this shared VM the
-    speed drifts by ±30% over seconds; a ratio of back-to-back calls does not see the drift that
-    a baseline timed once, before all the fields, does."""
-    block(step())
-    block(field())
-    pairs = []
-    for _ in range(max(repeats, 11)):
-        times = []
-        for fn in (step, field):
-            start = time.process_time()
-            block(fn())
-            times.append(time.process_time() - start)
-        pairs.append(times)
-    a, b = zip(*pairs)
-    return min(a), min(b), statistics.median(y / x for x, y in pairs)
-
-
 def _step_fn(tx, problem):
     def step(carry):
         params, state = carry
@@ -113,13 +93,13 @@ def run(config: Config) -> list[dict]:
         start = time.process_time()
         block(loop(y0))
         first = time.process_time() - start
-        pair_step_s, field_s, ratio = _paired(
+        pair_step_s, field_s, ratio = paired(
             lambda: step_run((p0, sgd.init(p0))),
             lambda loop=loop, y0=y0: loop(y0),
             config.repeats,
         )
         rows.append(
-            row(
+            cost_row(
                 "modified",
                 f"order-{p} field of sgd, MLP d={n}",
                 dynopt_s=field_s / LOOP,
@@ -127,22 +107,19 @@ def run(config: Config) -> list[dict]:
                 baseline_s=pair_step_s / LOOP,
                 ratio=ratio,
                 target=goals[p],
-                higher_is_better=False,
                 note=f"CPU-time multiple of a step: median over 11+ back-to-back pairs (times: "
                 f"minima); first call (compile) {first:.1f} s CPU",
                 compile_s=first,
             )
         )
     rows.append(
-        row(
+        cost_row(
             "modified",
             f"order-3 field compile, MLP d={n}",
             dynopt_s=rows[-1]["compile_s"],
             baseline="goal 10 s",
             baseline_s=10.0,
-            ratio=rows[-1]["compile_s"] / 10.0,
             target=1.0,
-            higher_is_better=False,
             note="first call of the jitted loop (trace + compile + 20 evaluations), CPU seconds",
         )
     )
@@ -154,15 +131,13 @@ def run(config: Config) -> list[dict]:
     auto_s = _cpu(lambda: dynopt.solve(auto, problem, ts, **kw).params, config.repeats)
     hand_s = _cpu(lambda: dynopt.solve(hand, problem, ts, **kw).params, config.repeats)
     rows.append(
-        row(
+        cost_row(
             "modified",
             f"solve order-2 automatic flow, MLP d={n}",
             dynopt_s=auto_s,
             baseline="ModifiedGradientFlow (hand-written)",
             baseline_s=hand_s,
-            ratio=auto_s / hand_s,
             target=1.5,
-            higher_is_better=False,
             note="tsit5, rtol 1e-8, dense=False, compile excluded, CPU seconds (min)",
         )
     )
@@ -174,14 +149,12 @@ def run(config: Config) -> list[dict]:
     compile_s = time.perf_counter() - start
     mod_s = _cpu(lambda: mod_run((p0, tx.init(p0))), config.repeats) / LOOP
     rows.append(
-        row(
+        cost_row(
             "modified",
             f"modifying(sgd, order=2) step, MLP d={n}",
             dynopt_s=mod_s,
             baseline="optax.sgd step",
             baseline_s=step_s,
-            ratio=mod_s / step_s,
-            higher_is_better=False,
             note=f"one Hessian-vector product more per step; first call {compile_s:.1f} s",
         )
     )
