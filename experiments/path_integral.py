@@ -246,7 +246,7 @@ def _all_routes(c: Config, sde, x0, T, key, exact_fn, window) -> Routes:
             sde, x0, T, edges, key, c.route_paths, dt=T / c.mc_steps
         ),
     }
-    errors = {k: float(jnp.max(jnp.abs(r.density - exact_fn(r.x)))) for k, r in results.items()}
+    errors = {k: float(r.error(exact_fn)) for k, r in results.items()}
     xs = {k: np.asarray(r.x) for k, r in results.items()}
     ps = {k: np.asarray(r.density) for k, r in results.items()}
     xs["exact"] = np.linspace(lo, hi, 400)

@@ -80,11 +80,18 @@ def lognormal_density(
     _check_s0(s0)
     positive("sigma", sigma)
     positive("T", T)
-    s = jnp.asarray(s, dtype=float)
     var = (sigma if printed else sigma**2) * T
     b = mu - 0.5 * sigma**2
-    z = jnp.log(jnp.where(s > 0, s, 1.0) / s0) - b * T
-    d = jnp.exp(-0.5 * z**2 / var) / (jnp.where(s > 0, s, 1.0) * jnp.sqrt(2 * jnp.pi * var))
+    s0, b, T, var = (jnp.asarray(v, dtype=float) for v in (s0, b, T, var))
+    return _lognormal(jnp.asarray(s, dtype=float), s0, b, T, var)
+
+
+@jax.jit
+def _lognormal(s, s0, b, T, var):
+    # Jitted: run eagerly, each size of `s` compiled every primitive on its own.
+    pos = jnp.where(s > 0, s, 1.0)
+    z = jnp.log(pos / s0) - b * T
+    d = jnp.exp(-0.5 * z**2 / var) / (pos * jnp.sqrt(2 * jnp.pi * var))
     return jnp.where(s > 0, d, 0.0)
 
 

@@ -10,6 +10,7 @@ on $dS = S(\mu\,dt + \sigma\,dW)$, drift $\mu - \sigma^2/2$ and diffusion $\sigm
 
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -57,9 +58,14 @@ def ito_lemma(
             f"drift must have x's shape {xv.shape} and diffusion shape (d, m) with d = "
             f"{xv.shape[0]}; got {b.shape} and {sig.shape}."
         )
+    drift_y, diff_y = _ito_terms(fv, t, xv, b, sig)
+    return drift_y, (diff_y[0] if scalar else diff_y)
+
+
+@eqx.filter_jit
+def _ito_terms(fv, t, xv, b, sig):
+    # One compiled program: the derivatives run eagerly compiled each primitive on its own.
     ft = jax.grad(fv, argnums=0)(t, xv)
     grad = jax.grad(fv, argnums=1)(t, xv)
     hess = jax.hessian(fv, argnums=1)(t, xv)
-    drift_y = ft + grad @ b + 0.5 * jnp.trace(sig @ sig.T @ hess)
-    diff_y = grad @ sig
-    return drift_y, (diff_y[0] if scalar else diff_y)
+    return ft + grad @ b + 0.5 * jnp.trace(sig @ sig.T @ hess), grad @ sig

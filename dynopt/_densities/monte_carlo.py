@@ -38,11 +38,7 @@ def histogram_density(
     e = np.asarray(edges, dtype=np.float64)
     if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) > 0):
         raise ValueError("edges must be a 1-D increasing array of >= 2 bin edges.")
-    s = jnp.asarray(samples)
-    idx = jnp.searchsorted(jnp.asarray(e), s, side="right") - 1
-    inside = (idx >= 0) & (idx < e.size - 1)
-    counts = jnp.zeros(e.size - 1).at[jnp.where(inside, idx, 0)].add(inside.astype(float))
-    probs = counts / s.shape[0]
+    probs = _bin_fractions_1d(jnp.asarray(samples), jnp.asarray(e))
     width = jnp.asarray(np.diff(e))
     return GridDensity(x=jnp.asarray(0.5 * (e[1:] + e[:-1])), **_histogram_fields(probs, width, t))
 
@@ -86,6 +82,13 @@ def _bin_fractions(s, edges):
     flat = jnp.ravel_multi_index(tuple(idx.T), nb, mode="clip")
     counts = jnp.zeros(int(np.prod(nb))).at[flat].add(inside.astype(float)).reshape(nb)
     return counts / s.shape[0]
+
+
+@jax.jit
+def _bin_fractions_1d(s, edges):
+    """The d = 1 case of `_bin_fractions` (one compiled program per shape: run eagerly, the
+    binning compiled each primitive on its own, for every sample and bin count)."""
+    return _bin_fractions(s[:, None], (edges,))
 
 
 def histogram_density_nd(samples: Float[Array, "N d"], edges, t: ScalarLike) -> TensorDensity:

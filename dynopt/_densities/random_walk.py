@@ -134,15 +134,17 @@ def _random_walk(sde, x0, t1, dt, window, mass_tol, name):
         )
     check_lost_mass(lost, mass_tol, name)
     occ = [np.flatnonzero((j - n) % 2 == 0) for j in js]  # occupied sub-lattice, per axis
-    P_occ = P[np.ix_(*occ)]
-    mass = jnp.sum(P_occ)
+    # The result's bookkeeping on the host: eagerly on device, each window size compiled ~6
+    # one-op programs.
+    P_occ, lost = np.asarray(P)[np.ix_(*occ)], np.asarray(lost)
+    mass = np.sum(P_occ)
     return TensorDensity(
         axes=tuple(jnp.asarray(a[o]) for a, o in zip(axes, occ)),
-        density=P_occ / (2 * ds) ** d,
+        density=jnp.asarray(P_occ / (2 * ds) ** d),
         t=jnp.asarray(t1, float),
-        mass=mass,
-        lost_mass=lost,
-        mass_defect=jnp.abs(mass + lost - 1.0),
+        mass=jnp.asarray(mass),
+        lost_mass=jnp.asarray(lost),
+        mass_defect=jnp.asarray(np.abs(mass + lost - 1.0)),
         method="random_walk",
     )
 
