@@ -328,7 +328,8 @@ def stationary(config: Config) -> Stationary:
 
 def linreg_stationary(config: Config) -> LinregStationary:
     key, linreg = _key(config, 1), _linreg(config)
-    lam_max = float(np.linalg.eigvalsh(np.asarray(jax.hessian(linreg.loss)(linreg.params0))).max())
+    hess = jax.jit(jax.hessian(linreg.loss))(linreg.params0)  # one program, not one per primitive
+    lam_max = float(np.linalg.eigvalsh(np.asarray(hess)).max())
     etas = np.asarray([e for e in config.etas if e <= 0.8]) / lam_max  # 2nd moments stable
     model = sde.SGDNoise(float(etas[0]), config.linreg_batch)
     tr_sgd, tr_sde = (_exact(model, linreg, etas, sgd=s) for s in (True, False))
