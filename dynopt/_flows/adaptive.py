@@ -22,12 +22,9 @@ class RMSPropState(NamedTuple):
 
 
 class AbstractRMSPropFlow(AbstractMappedFlow):
-    """The hyper-parameters and the state `RMSPropState(θ, G)` shared by the two RMSprop flows;
-    `from_hyperparams` inverts the flow's `default_map`."""
-
-    kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
-    eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
-    initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
+    """What the two RMSprop flows share: the state `RMSPropState(θ, G)` and `from_hyperparams`,
+    the inverse of the flow's `default_map` (fields stay on the final classes, as equinox's
+    abstract/final pattern asks)."""
 
     def params(self, state: RMSPropState) -> Params:
         return state.params
@@ -73,6 +70,10 @@ class RMSPropFlow(AbstractRMSPropFlow):
 
     default_map: ClassVar[type] = RMSProp
 
+    kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
+    eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
+    initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
+
     def init(self, params: Params) -> RMSPropState:
         G = jax.tree.map(lambda x: jnp.full_like(x, self.initial_scale), params)
         return RMSPropState(params, G)
@@ -106,6 +107,10 @@ class GlobalRMSPropFlow(AbstractRMSPropFlow):
     """
 
     default_map: ClassVar[type] = GlobalRMSProp
+
+    kappa: Array = hyperparameter("kappa", lower=0.0, lower_open=True)
+    eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
+    initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
 
     def init(self, params: Params) -> RMSPropState:
         dtype = optax.tree.dtype(params, "highest")
