@@ -46,10 +46,6 @@ def ito_lemma(
         raise ValueError("f must return a scalar.")
     scalar = x.ndim == 0
     xv = jnp.atleast_1d(x)
-
-    def fv(s, y):
-        return f(s, y[0] if scalar else y)
-
     b = jnp.atleast_1d(jnp.asarray(drift(t, x), dtype=float))
     sig = jnp.asarray(diffusion(t, x), dtype=float)
     sig = sig.reshape(1, 1) if scalar else sig
@@ -58,13 +54,17 @@ def ito_lemma(
             f"drift must have x's shape {xv.shape} and diffusion shape (d, m) with d = "
             f"{xv.shape[0]}; got {b.shape} and {sig.shape}."
         )
-    drift_y, diff_y = _ito_terms(fv, t, xv, b, sig)
+    drift_y, diff_y = _ito_terms(f, scalar, t, xv, b, sig)
     return drift_y, (diff_y[0] if scalar else diff_y)
 
 
 @eqx.filter_jit
-def _ito_terms(fv, t, xv, b, sig):
-    # One compiled program: the derivatives run eagerly compiled each primitive on its own.
+def _ito_terms(f, scalar: bool, t, xv, b, sig):
+    # One compiled program (run eagerly, every primitive of the derivatives compiled on its
+    # own), cached on `f` itself: calls with the same `f` at new points reuse it.
+    def fv(s, y):
+        return f(s, y[0] if scalar else y)
+
     ft = jax.grad(fv, argnums=0)(t, xv)
     grad = jax.grad(fv, argnums=1)(t, xv)
     hess = jax.hessian(fv, argnums=1)(t, xv)
