@@ -146,6 +146,94 @@ def _vector_field(t, y, args):
     return flow.vector_field(t, y, problem)
 
 
+def _unit_time_field(s, y, args):
+    # The flow in s = (t - t0)/(t1 - t0): dy/ds = (t1 - t0) f(t0 + s (t1 - t0), y).
+    flow, problem, t0, span = args
+    return jax.tree.map(lambda d: span * d, flow.vector_field(t0 + s * span, y, problem))
+
+
+class _FirstStepGiven(diffrax.AbstractAdaptiveStepSizeController):
+    """`controller` with its first step `first` chosen by the caller. (`diffeqsolve(dt0=...)`
+    with a traced step adds a runtime sign check, a host callback that keeps the program out
+    of JAX's persistent cache; handed to the controller's `init` it needs none.)"""
+
+    controller: diffrax.PIDController
+    first: jax.Array
+    rtol: float
+    atol: float
+    norm: Callable
+
+    def wrap(self, direction):
+        return _FirstStepGiven(
+            self.controller.wrap(direction), self.first * direction, self.rtol, self.atol, self.norm
+        )
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        first = self.first if dt0 is None else dt0
+        return self.controller.init(terms, t0, t1, y0, first, args, func, error_order)
+
+    def adapt_step_size(self, *args, **kwargs):
+        return self.controller.adapt_step_size(*args, **kwargs)
+
+
+class UnitTimeInterpolation(diffrax.AbstractPath):
+    r"""The dense output of a solve run in the unit time $s = (t - t_0)/(t_1 - t_0) \in [0, 1]$,
+    read in the flow's time $t$ (what `solve`'s `Trajectory.interpolation` and `compare`'s
+    reference hold).
+
+    Why: when the end time reaching `diffrax.diffeqsolve` is traced (a new horizon must not
+    recompile), diffrax unrolls 100 `prevbefore`s of it into every program (~2,200 scalar HLO
+    ops in one fused kernel, about a third of a small solve's compile time); with the
+    constants 0 and 1 XLA folds them away.
+
+    **Fields:** `path` (diffrax's interpolation in $s$); `start`, `end` ($t_0$, $t_1$).
+    """
+
+    path: diffrax.DenseInterpolation
+    start: jax.Array
+    end: jax.Array
+
+    def _time(self, s):
+        # The ends exactly (not t0 + 1 * span, which can miss t1 by an ulp).
+        return jnp.where(s == 1, self.end, jnp.where(s == 0, self.start, self._unmap(s)))
+
+    def _unmap(self, s):
+        return self.start + s * (self.end - self.start)
+
+    def _unit(self, t):
+        return (t - self.start) / (self.end - self.start)
+
+    @property
+    def t0(self):
+        return self._time(self.path.t0)
+
+    @property
+    def t1(self):
+        """The last time the solve reached ($t_1$ unless it stopped early)."""
+        return self._time(self.path.t1)
+
+    @property
+    def ts(self):
+        """The solver's step times in $t$ (`inf` past the last step, as diffrax pads)."""
+        return self._time(self.path.ts)
+
+    def _inside(self, t):
+        # Kept inside the steps' span: mapping a step time t -> s can round past the last
+        # step, where diffrax's buffers hold no polynomial (NaN); callers check t is in range.
+        # (`where`, not `clip`: at t1 itself clip's derivative is 1/2, the tie of a minimum.)
+        s, lo, hi = self._unit(t), self.path.t0, self.path.t1
+        return jnp.where(s > hi, hi, jnp.where(s < lo, lo, s))
+
+    def evaluate(self, t0, t1=None, left: bool = True):
+        if t1 is not None:  # the increment (a tree map: diffrax's `-` fails on NamedTuples)
+            return jax.tree.map(jnp.subtract, self.evaluate(t1, left=left), self.evaluate(t0))
+        return self.path.evaluate(self._inside(t0), left=left)
+
+    def derivative(self, t, left: bool = True):
+        rate = 1.0 / (self.end - self.start)
+        return jax.tree.map(lambda d: d * rate, self.path.derivative(self._inside(t), left))
+
+
 DENSE_MEMORY_LIMIT = 2 * 2**30  # bytes a dense solve may preallocate before we refuse
 
 
@@ -290,29 +378,47 @@ def dense_solve(
     of `ts` (host callbacks, which keep the program out of JAX's persistent cache; `solve` and
     `compare` check `ts` on the host)."""
     y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
-    saveat = diffrax.SaveAt(t1=True, dense=True) if dense else diffrax.SaveAt(ts=ts)
+    t0, t1 = jnp.asarray(t0, jnp.float64), jnp.asarray(t1, jnp.float64)
+    # Solved in the unit time s on the constant interval [0, 1] (`UnitTimeInterpolation`).
+    unit = UnitTimeInterpolation(None, t0, t1)
+    saveat = diffrax.SaveAt(t1=True, dense=True) if dense else diffrax.SaveAt(ts=unit._unit(ts))
+    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    # diffrax's first-step heuristic (Hairer's) is not invariant under a change of time unit
+    # (in s it can propose a first step that every retry rejects): take the step a solve in t
+    # would take first, in units of s. The later steps' control is unit-free.
+    term = diffrax.ODETerm(_vector_field)
+    tnext, _ = controller.init(
+        term, t0, t1, y0, None, (flow, problem), solver.func, solver.error_order(term)
+    )
     sol = integrate(
-        diffrax.ODETerm(_vector_field),
+        diffrax.ODETerm(_unit_time_field),
         solver,
-        t0,
-        t1,
+        0.0,
+        1.0,
         y0,
-        args=(flow, problem),
+        args=(flow, problem, t0, t1 - t0),
         saveat=saveat,
-        controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        controller=_FirstStepGiven(
+            controller, (tnext - t0) / (t1 - t0), controller.rtol, controller.atol, controller.norm
+        ),
         max_steps=max_steps,
         progress_meter=meter,
     )
     if not dense:
-        return sol
-    interp = sol.interpolation
+        # The requested times where saved, diffrax's `inf` where the solve stopped before them.
+        return dataclasses.replace(
+            sol, t0=t0, t1=t1, ts=jnp.where(jnp.isfinite(sol.ts), ts, sol.ts)
+        )
+    interp = eqx.tree_at(lambda u: u.path, unit, sol.interpolation, is_leaf=lambda x: x is None)
     reached = ts <= interp.t1
 
     def at(t, ok):
         y = interp.evaluate(jnp.minimum(t, interp.t1))
         return jax.tree.map(lambda x: jnp.where(ok, x, jnp.inf), y)
 
-    return dataclasses.replace(sol, ts=ts, ys=jax.vmap(at)(ts, reached))
+    return dataclasses.replace(
+        sol, t0=t0, t1=t1, ts=ts, ys=jax.vmap(at)(ts, reached), interpolation=interp
+    )
 
 
 @dataclasses.dataclass

@@ -21,8 +21,10 @@ class Trajectory(eqx.Module):
     - `diverged_at`: the first step $k$ at which the iterate (or its loss) was non-finite, or $-1$.
       From that step on, the run keeps its last finite iterate instead of flooding with NaNs.
     - `steps`: the discrete step index of each saved point (`None` for reference solves).
-    - `interpolation`: the diffrax dense interpolation of a reference solve (`None` for runs),
-      used by `evaluate`.
+    - `interpolation`: the dense output of a reference solve (`None` for runs), used by
+      `evaluate`: a `diffrax.AbstractPath` in the flow's time (diffrax's interpolation of the
+      solve in unit time, see `dynopt._solve.UnitTimeInterpolation`), with `t0`, `t1`, `ts`,
+      `evaluate` and `derivative`.
     - `flow`: the flow a reference solve integrated (maps a state to parameters in `evaluate`).
     - `solver`: the diffrax solver's name for reference solves, else `None`.
     - `stats`: solver statistics (`num_steps`, `num_accepted_steps`, ...) or `{}`.
