@@ -159,14 +159,22 @@ class _FirstStepGiven(diffrax.AbstractAdaptiveStepSizeController):
 
     controller: diffrax.PIDController
     first: jax.Array
-    rtol: float
-    atol: float
-    norm: Callable
+
+    # The tolerances an implicit solver's root finder takes over: the controller's own.
+    @property
+    def rtol(self):
+        return self.controller.rtol
+
+    @property
+    def atol(self):
+        return self.controller.atol
+
+    @property
+    def norm(self):
+        return self.controller.norm
 
     def wrap(self, direction):
-        return _FirstStepGiven(
-            self.controller.wrap(direction), self.first * direction, self.rtol, self.atol, self.norm
-        )
+        return _FirstStepGiven(self.controller.wrap(direction), self.first * direction)
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         first = self.first if dt0 is None else dt0
@@ -398,9 +406,7 @@ def dense_solve(
         y0,
         args=(flow, problem, t0, t1 - t0),
         saveat=saveat,
-        controller=_FirstStepGiven(
-            controller, (tnext - t0) / (t1 - t0), controller.rtol, controller.atol, controller.norm
-        ),
+        controller=_FirstStepGiven(controller, (tnext - t0) / (t1 - t0)),
         max_steps=max_steps,
         progress_meter=meter,
     )
