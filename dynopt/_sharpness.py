@@ -28,14 +28,18 @@ class Eigenpairs(NamedTuple):
 
 
 def check_k(k: int, num_params: int) -> int:
-    """`k` must satisfy $1 \\le k$ and $5k < n$ (LOBPCG's block needs room: `lobpcg_standard`)."""
+    """`k` must satisfy $1 \\le k \\le n$ (`top_eigenpairs`: LOBPCG for $5k < n$, a dense
+    `eigh` below)."""
     positive_int("k", k)
-    if 5 * k >= num_params:
-        raise ValueError(
-            f"k must be in [1, {(num_params - 1) // 5}] for {num_params} parameters "
-            f"(LOBPCG needs 5k < n), got k={k}; for a tiny model use a dense eigh."
-        )
+    if k > num_params:
+        raise ValueError(f"k must be in [1, {num_params}] (the number of parameters), got k={k}.")
     return k
+
+
+def lobpcg_fits(k: int, num_params: int) -> bool:
+    """Whether `lobpcg_standard` takes a block of `k` columns in dimension `num_params`: its
+    search space of $3k$ vectors needs $5k < n$. Smaller models take the dense route."""
+    return 5 * k < num_params
 
 
 def hvp_operator(grad_fn: Callable[[Params], Params], params: Params, diag: Params | None = None):
@@ -71,7 +75,9 @@ def top_eigenpairs(
     **Arguments:**
 
     - `grad_fn`: `params -> gradient` (a `Problem.grad`, or the oracle's `grad_fn`).
-    - `start`: $(n, k)$ linearly independent columns, $5k < n$.
+    - `start`: $(n, k)$ linearly independent columns, $1 \le k \le n$. For $5k \ge n$ (a
+      model too small for LOBPCG's $3k$-vector search space) the matrix is formed from $n$
+      products and `eigh` gives the exact eigenpairs (`start` then sets only $k$).
     - `diag`: the diagonal preconditioner $D$ (a pytree like `params`, entries $> 0$) or `None`.
     - `max_iters`, `tol`: LOBPCG's iteration cap and tolerance (its residual test
       $\|Av - \lambda v\| \le 10\,n\,\mathrm{tol}\,(|\lambda| + \|Av\|)$; `None`: machine epsilon).
@@ -79,13 +85,24 @@ def top_eigenpairs(
       instead of the runtime error: the compiled program then holds no host callback, so JAX's
       persistent compilation cache can store it (check the values on the host).
 
-    **Returns:** `Eigenpairs` (values largest first).
+    **Returns:** `Eigenpairs` (values largest first; `iterations` 0 on the dense route).
 
-    **Raises:** a runtime error (`eqx.error_if`) when a Hessian-vector product is not finite
+    **Raises:** `ValueError` for a `start` that is not $(n, k)$ with $1 \le k \le n$; a
+    runtime error (`eqx.error_if`) when a Hessian-vector product is not finite
     (with `checked=True`), read off the result: non-finite eigenpairs.
     """
+    start = jnp.asarray(start)
+    n = ravel_pytree(params)[0].shape[0]
+    if start.ndim != 2 or start.shape[0] != n or not 1 <= start.shape[1] <= n:
+        raise ValueError(
+            f"start must be an (n, k) block with n = {n} (the number of parameters) and "
+            f"1 <= k <= n, got shape {start.shape}."
+        )
     op = hvp_operator(grad_fn, params, diag)
-    values, vectors, iterations = lobpcg_standard(op, jnp.asarray(start), m=max_iters, tol=tol)
+    if lobpcg_fits(start.shape[1], n):
+        values, vectors, iterations = lobpcg_standard(op, start, m=max_iters, tol=tol)
+    else:
+        values, vectors, iterations = _dense_top(op, n, start.shape[1], start.dtype)
     # Checked on the result, not by probing the start (k more products, 10% of a warm step): a
     # non-finite entry in any product LOBPCG forms, at any iteration, makes every value NaN.
     bad = ~(jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(vectors)))
@@ -100,6 +117,13 @@ def top_eigenpairs(
     else:
         values, vectors = jnp.where(bad, jnp.nan, values), jnp.where(bad, jnp.nan, vectors)
     return Eigenpairs(values, vectors, iterations)
+
+
+def _dense_top(op, n: int, k: int, dtype) -> tuple[Array, Array, Array]:
+    # A model too small for LOBPCG (5k >= n): the matrix from n products, then `eigh` (exact).
+    matrix = op(jnp.eye(n, dtype=dtype))
+    values, vectors = jnp.linalg.eigh(0.5 * (matrix + matrix.T))
+    return values[::-1][:k], vectors[:, ::-1][:, :k], jnp.asarray(0)
 
 
 def lane_cond(pred, true_fn, false_fn, *operands):
@@ -190,7 +214,7 @@ def track_sharpness(
     **Arguments:**
 
     - `tx`: the optimizer.
-    - `k`: the number of eigenpairs, $1 \le k$, $5k < n$.
+    - `k`: the number of eigenpairs, $1 \le k \le n$ (dense `eigh` for $5k \ge n$).
     - `every`: the tracking period in steps.
     - `preconditioner`: `None` (the Hessian) or `inner_state -> D` (e.g. `adam_preconditioner`),
       read from `tx`'s state *after* the update.

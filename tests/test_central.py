@@ -168,7 +168,7 @@ def test_bad_input(net):
     with pytest.raises(ValueError, match="learning_rate must be > 0"):
         CentralFlow(0.0)
     with pytest.raises(ValueError, match="k must be in"):
-        CentralFlow(0.1, k=100).central(net.params0, net)
+        CentralFlow(0.1, k=net.num_params + 1).central(net.params0, net)
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +283,23 @@ def test_the_central_field_vmaps_over_learning_rates(net, central):
         lane = jax.tree.map(lambda x, i=i: x[i], batch)
         for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(lane)):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-13)
+
+
+def test_a_model_too_small_for_lobpcg_one_direction_closed_form():
+    """Three parameters (5k >= n: the eigenpairs come from the dense route), at η = 2/λ_max
+    where gradient flow sharpens: σ² is the one-direction closed form."""
+
+    def loss(p):
+        return 0.5 * (jnp.sum(p["a"]) * p["b"][0] - 1.0) ** 2 + 0.1 * jnp.sum(p["a"] ** 4)
+
+    w = {"a": jnp.asarray([1.0, -0.6]), "b": jnp.asarray([1.8])}
+    problem = dynopt.Problem(loss, w)
+    lam = np.linalg.eigvalsh(np.asarray(sharpness.dense_hessian(loss, w)))[-1]
+    eta = float(2.0 / lam)
+    state = CentralFlow(eta, k=1).central(w, problem)
+    np.testing.assert_allclose(state.eig.values[0], lam, rtol=1e-12)
+    grad_S, grad_L, norm2 = _one_direction(problem, w, state)
+    g = jnp.vdot(grad_S, grad_L)
+    assert g < 0  # sharpening: the direction is active
+    gap = 2.0 / eta - state.eig.values[0]
+    np.testing.assert_allclose(state.X[0, 0], -2.0 * (g + gap / eta) / norm2, rtol=1e-9)

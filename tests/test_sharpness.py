@@ -94,7 +94,7 @@ def test_edge_of_stability_on_a_small_network(net):
 
 def test_bad_input(net):
     with pytest.raises(ValueError, match="k must be in"):
-        sharpness.track_sharpness(optax.sgd(0.1), 100).init(net.params0)
+        sharpness.track_sharpness(optax.sgd(0.1), net.num_params + 1).init(net.params0)
     with pytest.raises(ValueError, match="k must be a positive integer"):
         sharpness.track_sharpness(optax.sgd(0.1), 0)
     bad = jax.tree.map(lambda x: x * jnp.nan, net.params0)
@@ -109,6 +109,45 @@ def test_bad_input(net):
     np.testing.assert_array_equal(np.asarray(good.values), np.asarray(ref.values))
     with pytest.raises(ValueError, match="exactly one SharpnessState"):
         sharpness.sharpness(net.params0, optax.sgd(0.1).init(net.params0), net)
+
+
+def _small():
+    """Six parameters in a dict, non-quadratic: too few for LOBPCG at k >= 2 (5k >= n)."""
+
+    def loss(p):
+        return 0.5 * (jnp.sum(p["a"] * p["b"]) - 1.0) ** 2 + jnp.sum(jnp.cos(p["a"]))
+
+    params = {"a": jnp.asarray([1.5, 0.1, 0.2]), "b": jnp.asarray([0.05, 0.3, -0.2])}
+    return dynopt.Problem(loss, params)
+
+
+@pytest.mark.parametrize("k", [1, 2, 6])
+def test_a_model_too_small_for_lobpcg_takes_the_exact_dense_route(k):
+    """k = 1 runs LOBPCG (5 < 6); k = 2 and k = n = 6 form the matrix from n products and
+    `eigh` it: the eigenpairs are dense eigh's to rounding, with and without a preconditioner,
+    and `track_sharpness` records them inside `run`."""
+    problem = _small()
+    start = sharpness.random_start(jax.random.key(1), 6, k)
+    diag = {"a": jnp.asarray([0.5, 2.0, 1.0]), "b": jnp.asarray([1.5, 0.7, 3.0])}
+    for d in (None, diag):
+        got = sharpness.top_eigenpairs(problem.grad, problem.params0, start, diag=d, tol=TOL)
+        values, vectors = _dense_eigh(problem, problem.params0, d)
+        np.testing.assert_allclose(got.values, values[::-1][:k], rtol=0, atol=1e-10)
+        overlap = np.abs(np.sum(np.asarray(got.vectors) * vectors[:, ::-1][:, :k], axis=0))
+        np.testing.assert_allclose(overlap, 1.0, atol=1e-8)
+    tx = sharpness.track_sharpness(optax.sgd(0.05), k, init_grad_fn=problem.grad, tol=TOL)
+    traj = dynopt.run(tx, problem, 4, every=2, observe=sharpness.sharpness)
+    w = jax.tree.map(lambda x: x[-1], traj.params)
+    np.testing.assert_allclose(
+        traj.observations[-1], _dense_eigh(problem, w)[0][::-1][:k], rtol=0, atol=1e-10
+    )
+
+
+def test_a_start_block_of_the_wrong_shape_is_refused():
+    problem = _small()
+    for shape in [(5, 1), (6, 7), (6,), (6, 0)]:
+        with pytest.raises(ValueError, match=r"start must be an \(n, k\) block with n = 6"):
+            sharpness.top_eigenpairs(problem.grad, problem.params0, jnp.ones(shape))
 
 
 def test_lane_cond_branches_under_vmap_and_keeps_the_costly_branch_inside_the_loop():

@@ -256,7 +256,8 @@ class CentralFlow(AbstractFlow):
     **Arguments:**
 
     - `learning_rate`: $\eta > 0$ (an array leaf: vmappable, no recompilation).
-    - `k`: the number of top eigen-directions that may oscillate ($1 \le k$, $5k < n$).
+    - `k`: the number of top eigen-directions that may oscillate ($1 \le k \le n$; a dense
+      `eigh` for $5k \ge n$).
     - `basis`: the warm start of the eigen-solver, an $(n, k)$ block (e.g. the vectors at a
       nearby point; `central_solve` refreshes it along the path), or `None` for a fixed
       random block.
