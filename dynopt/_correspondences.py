@@ -395,6 +395,13 @@ AUTOMATIC: tuple[AutomaticCorrespondence, ...] = (
         lambda h: optax.rmsprop(h, decay=0.6, eps=0.3),
         (Measurement(logcosh, _T1, _LADDER, (2,)),),
     ),
+    # A trace after the learning rate: the state holds step-scaled updates (moves θ at h = 0,
+    # manifold from M_0 = 0), one slow-manifold term more per order.
+    AutomaticCorrespondence(
+        "auto_rmsprop_momentum",
+        lambda h: optax.rmsprop(h, decay=0.6, eps=0.3, momentum=0.5),
+        (Measurement(logcosh, _T1, _LADDER, (2,)), Measurement(_mlp, _T1, _LADDER, (1,))),
+    ),
     AutomaticCorrespondence(
         "auto_adam",
         lambda h: optax.adam(h, b1=0.5, b2=0.6, eps=0.3),

@@ -150,6 +150,18 @@ def test_bad_input():
         modified_flow(lambda h: optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(h)), 0.1)
     with pytest.raises(ValueError, match="moves the parameters"):
         modified_flow(lambda h: optax.sgd(0.1), 0.1)
+    # A fast state moves θ at h = 0 from a generic state; on its slow manifold too when the
+    # learning rate is a constant (with `h` it does not: AUTOMATIC's rmsprop momentum row).
+    with pytest.raises(ValueError, match=r"moves the parameters by .* from a state on its slow"):
+        modified_flow(lambda h: optax.sgd(0.1, momentum=0.5), 0.1)
+    with pytest.raises(ValueError, match=r"moves the parameters by .*; it must vanish"):
+        modified_flow(lambda h: optax.rmsprop(0.1, momentum=0.5), 0.1)
+    with pytest.raises(ValueError, match="order must be 1 or 2 for an optimizer whose state"):
+        modified_flow(lambda h: optax.rmsprop(h, momentum=0.5), 0.1, order=3)
+    # A trace of RMS-scaled gradients couples the leaves: named, with the reordering.
+    coupled = lambda h: optax.chain(optax.scale_by_rms(), optax.trace(0.5), optax.scale(-h))
+    with pytest.raises(ValueError, match=r"depends on another leaf.*optax.rmsprop\(h, momentum"):
+        modified_flow(coupled, 0.1)
     with pytest.raises(ValueError, match=r"state='slow'.*\.trace changes"):
         modified_flow(lambda h: optax.sgd(h, momentum=0.9), 0.1, state="slow")
     with pytest.raises(ValueError, match="integer step counter"):
@@ -164,6 +176,19 @@ def test_bad_input():
         )
     with pytest.raises(ValueError, match="step_size"):
         modified_flow(lambda h: optax.sgd(h), -0.1)
+
+
+def test_a_trace_after_the_learning_rate_reads_one_manifold_term_more(getkey):
+    """`optax.rmsprop(h, momentum=β)` keeps the trace in step-scaled units (its manifold starts
+    at 0): f₁ = -g/((1-β)√(g² + ε)), which needs the manifold's O(h) term. Without the extra
+    term f₁ would be -g/√(g² + ε) (the test can fail)."""
+    problem = smooth_problem(getkey())
+    beta, decay, eps = 0.5, 0.6, 0.3
+    flow = modified_flow(lambda h: optax.rmsprop(h, decay=decay, eps=eps, momentum=beta), 0.01)
+    f1 = flow.field_values(flow.init(problem.params0), problem)[0]
+    g = problem.grad(problem.params0)
+    want = jax.tree.map(lambda g: -g / ((1 - beta) * jnp.sqrt(g**2 + eps)), g)
+    np.testing.assert_allclose(tree_max_abs_diff(f1, want), 0.0, atol=1e-13)
 
 
 @pytest.mark.parametrize("name", ["adam", "rmsprop"])

@@ -77,8 +77,22 @@ def manifold_terms(spec: OptimizerSpec, problem, params, count: int) -> list:
                 lambda t, i=i: manifold_terms(spec, problem, moved(t)[0], i + 1)[i], k
             )[k]
             r = optax.tree.add(r, c)
+        if spec.lag and j > 0:
+            r = optax.tree.add(r, _lag_term(spec, problem, params, a, r, rest))
         values.append(jax.tree.map(lambda r, ai: r / (ai - 1), r, a))
     return values
+
+
+def _lag_term(spec: OptimizerSpec, problem, params, a, r, rest):
+    r"""The part of $r_j$ that a lagged state (`spec.lag`) adds through $M_j$ itself:
+    $M_0'(\theta)\,\delta$ with $\delta = \partial_s u_0\, M_j$, the move of θ that the new term
+    makes at $\tau = 0$. Only leaves with $M_0 \equiv 0$ move θ at $\tau = 0$, and their $M_j$
+    (so $\delta$) is already exact from $r$ alone; the other leaves' $M_j$ gain this term."""
+    tau0 = jnp.zeros((), jnp.float64)
+    zero, _ = template(spec, params)
+    mj = jax.tree.map(lambda r, ai: r / (ai - 1), r, a)
+    delta = jax.jvp(lambda m: fast_step(spec, problem, tau0, params, m, rest)[0], (zero,), (mj,))[1]
+    return jax.jvp(lambda p: manifold_terms(spec, problem, p, 1)[0], (params,), (delta,))[1]
 
 
 def manifold(spec: OptimizerSpec, problem, tau, params, count: int):
@@ -89,11 +103,12 @@ def manifold(spec: OptimizerSpec, problem, tau, params, count: int):
 
 def fast_coefficients(spec: OptimizerSpec, problem):
     r"""`coefficients(θ, n)` $= [d_1, \dots, d_n]$ of the reduced map $\psi_\tau(\theta)$ at
-    `params`, jointly (the manifold to $O(\tau^{n-1})$, all that $d_n$ sees)."""
+    `params`, jointly (the manifold to $O(\tau^{n-1})$, all that $d_n$ sees; to $O(\tau^n)$
+    for a state that moves θ at $\tau = 0$, `spec.lag`)."""
 
     def coefficients(params, n):
         zero, rest = template(spec, params)
-        ms = manifold_terms(spec, problem, params, n)
+        ms = manifold_terms(spec, problem, params, n + spec.lag)
 
         def psi(tau):
             return fast_step(spec, problem, tau, params, series(ms, tau, zero), rest)[0]

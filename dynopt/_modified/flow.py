@@ -156,7 +156,7 @@ def slow_manifold_init(disc: Discretization, params, problem):
 @eqx.filter_jit
 def _manifold_state(spec: OptimizerSpec, step_size, params, problem):
     tau = step_size ** (1.0 / spec.power)
-    m = manifold(spec, problem, tau, params, spec.order)
+    m = manifold(spec, problem, tau, params, spec.order + spec.lag)
     return eqx.combine(m, template(spec, params)[1])
 
 
@@ -182,8 +182,9 @@ def _leaf_changes(before, after) -> list[tuple[str, float]]:
 
 
 @ft.cache
-def _check(spec: OptimizerSpec, regime: str) -> str:
-    """Validate `spec` on a probe problem; return the regime (resolving `"auto"`). Concrete
+def _check(spec: OptimizerSpec, regime: str) -> tuple[str, int]:
+    """Validate `spec` on a probe problem; return the regime (resolving `"auto"`) and the
+    fast state's `lag` (`OptimizerSpec`). Concrete
     even when `modified_flow` is called under `jit` (e.g. `compare`'s `reference`), and cached:
     a sweep checks once."""
     with jax.ensure_compile_time_eval():
@@ -216,6 +217,7 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> str:
         )
     params1, state1 = raw_step(spec, zero, x0, state, problem)
     moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
+    lag = 0
     if has_counters(state0) and (regime == "slow" or not np.isfinite(moved)):
         raise ValueError(
             "state='slow': the optimizer state has an integer step counter (bias "
@@ -225,11 +227,24 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> str:
             "first-order flow)."
         )
     if not np.isfinite(moved) or moved > 1e-12:
-        raise ValueError(
-            f"optimizer: at step size h = 0 the update moves the parameters by {moved:.3g}; it "
-            "must vanish (Φ₀ = identity). Write the learning rate as a function of h, e.g. "
-            "`lambda h: optax.adam(h)`, not a constant."
-        )
+        # A state that moves at h = 0 (fast) may hold updates already scaled by the learning
+        # rate (optax.rmsprop(h, momentum=β): a trace after the scaling), which move the
+        # parameters from a generic state but vanish on the slow manifold (M_0 = 0): there
+        # the reduced map is near identity, which is all the fast regime needs.
+        fast = regime != "slow" and spec.state_map is None and _state_moves(state, state1)
+        if fast:
+            try:
+                moved = _moved_on_manifold(dataclasses.replace(spec, regime="fast"), problem, x0)
+                lag = 1
+            except ValueError:  # no slow manifold to start from: the plain message below
+                fast = False
+        if not np.isfinite(moved) or moved > 1e-12:
+            where = " from a state on its slow manifold" if fast else ""
+            raise ValueError(
+                f"optimizer: at step size h = 0 the update moves the parameters by {moved:.3g}"
+                f"{where}; it must vanish (Φ₀ = identity). Write the learning rate as a "
+                "function of h, e.g. `lambda h: optax.adam(h)`, not a constant."
+            )
     if spec.state_map is not None:
         forward, inverse = spec.state_map
         back = inverse(forward(state, zero + 0.01), zero + 0.01)
@@ -254,10 +269,25 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> str:
                 "time_unit in which the state is near identity."
             )
         _check_finite_field(spec, regime, problem, ModifiedState(x0, state))
-        return regime
+        return regime, lag
     _contraction_checked(spec, problem, x0)
-    _check_finite_field(spec, regime, problem, x0)
-    return regime
+    _check_finite_field(dataclasses.replace(spec, lag=lag), regime, problem, x0)
+    return regime, lag
+
+
+def _state_moves(state, state1) -> bool:
+    return any(c > 1e-12 or not np.isfinite(c) for _, c in _leaf_changes(state, state1))
+
+
+def _moved_on_manifold(spec: OptimizerSpec, problem, x0) -> float:
+    """How far one step at h = 0 moves `x0` from the fast state's manifold $s = M_0(x_0)$
+    (the contraction checked first: $M_0$ divides by $1 - a$)."""
+    _contraction_checked(spec, problem, x0)
+    zero_tau = jnp.zeros((), jnp.float64)
+    _, rest = template(spec, x0)
+    m0 = manifold(spec, problem, zero_tau, x0, 1)
+    params1, _ = fast_step(spec, problem, zero_tau, x0, m0, rest)
+    return float(optax.tree.norm(optax.tree.sub(params1, x0)))
 
 
 def _check_finite_field(spec: OptimizerSpec, regime: str, problem, y) -> None:
@@ -288,8 +318,9 @@ def _contraction_probe(spec, problem, x0):
     zero_tau = jnp.zeros((), jnp.float64)
     a = contraction(spec, problem, x0)
     zero, rest = template(spec, x0)
+    # Positive entries (a second moment under a square root must stay real), not constant.
     probe = jax.tree.map(
-        lambda x: jnp.cos(1.0 + jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape), zero
+        lambda x: 1.5 + jnp.cos(1.0 + jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape), zero
     )
 
     def S(m):
@@ -303,6 +334,17 @@ def _contraction_probe(spec, problem, x0):
 
 def _contraction_checked(spec, problem, x0):
     a, err = _contraction_probe(spec, problem, x0)
+    # The structure first: with leaves coupled, `a` holds row sums of A, not its diagonal.
+    # (`not <=`: a NaN deviation, e.g. a state at 0 under a square root, fails too.)
+    if not float(err) <= 1e-10:
+        raise ValueError(
+            "state='fast': the state update at h = 0 is not a coordinate-wise affine "
+            f"contraction s' = A s + c(θ) (deviation {float(err):.3g}): a leaf's update depends "
+            "on another leaf (e.g. a trace of RMS-scaled gradients, optax.chain(scale_by_rms(), "
+            "trace(b), scale(-h))), or is nonlinear in the state. Its slow manifold is not "
+            "supported. Apply the learning rate before the trace (optax.rmsprop(h, "
+            "momentum=b): the same iterates), or use state='slow' with decays that scale with h."
+        )
     for path, ai in jax.tree_util.tree_flatten_with_path(a)[0]:
         worst = float(jnp.max(jnp.abs(ai), initial=0.0))
         if not worst < 1:
@@ -311,12 +353,6 @@ def _contraction_checked(spec, problem, x0):
                 f"contract at h = 0 (|∂s'/∂s| = {worst:.3g} ≥ 1): it is a slow variable. Use "
                 "state='slow' with decays that scale with h."
             )
-    if float(err) > 1e-10:
-        raise ValueError(
-            "state='fast': the state update at h = 0 is not a coordinate-wise affine "
-            f"contraction s' = A s + c(θ) (deviation {float(err):.3g}); its slow manifold is not "
-            "supported. Use state='slow'."
-        )
     return a
 
 
@@ -363,7 +399,11 @@ def modified_flow(
       $h\,w_i\,\partial_i N$ with a per-coordinate weight $w_i$ that turns negative (an
       anti-penalty) where $\beta_2$'s lag outweighs $\beta_1$'s, e.g. $\beta_2 = 0.999$,
       $\beta_1 = 0.9$ and $|g| \gg \epsilon$. `discretize(h)` starts the optimizer on the
-      manifold (optax's zero start leaves an $O(h)$ initial layer for a trace).
+      manifold (optax's zero start leaves an $O(h)$ initial layer for a trace). A state of
+      updates already scaled by the step (a trace after the learning rate:
+      `optax.rmsprop(h, momentum=β)`) moves $\theta$ at $h = 0$ from a generic state but not
+      from its manifold, which starts at $M_0 = 0$: supported at orders 1 and 2, each order
+      reading one manifold term more (e.g. $f_1 = -g/((1-\beta)D)$).
     - `"auto"`: `"slow"` when one step at $h = 0$ leaves the state unchanged, else `"fast"`.
 
     **Arguments:**
@@ -371,7 +411,8 @@ def modified_flow(
     - `optimizer`: a callable $h \mapsto$ `optax.GradientTransformation` (how the
       hyper-parameters depend on $h$), or $h \mapsto$ `Discretization` (e.g. `flow.discretize`).
     - `step_size`: $h$, the argument of `optimizer` (a traced leaf).
-    - `order`: $p \in \{1, 2, 3, 4\}$; 1 is the continuum limit.
+    - `order`: $p \in \{1, 2, 3, 4\}$ (1 or 2 for a state of step-scaled updates); 1 is the
+      continuum limit.
     - `state_map`: `(forward, inverse)` with `forward(opt_state, τ) -> z` and
       `inverse(z, τ) -> opt_state`, the coordinates of a slow state (must be regular at τ = 0).
     - `time_unit`: $q$ with the time per step $\tau = h^q$ and $1/q$ an integer (e.g. 0.5 when
@@ -398,8 +439,9 @@ def modified_flow(
 
     **Raises:** `ValueError` for a non-callable optimizer, `order` outside 1..4, a non-smooth
     update (sign, clipping), an update that does not vanish at $h = 0$, a state leaf that is not
-    near identity in the slow regime (named, with its change), a non-contracting state in the
-    fast regime, a `state_map` that does not invert, a bad `time_unit` or `state`.
+    near identity in the slow regime (named, with its change), a non-contracting or coupled
+    state in the fast regime, `order` > 2 for a state of step-scaled updates, a `state_map` that
+    does not invert, a bad `time_unit` or `state`.
     """
     if isinstance(optimizer, Discretization) or not callable(optimizer):
         raise ValueError(
@@ -426,10 +468,17 @@ def modified_flow(
         raise ValueError("state_map applies to state='slow' (or 'auto' resolving to slow).")
     _check_time(optimizer, power)
     # Checked at order 1: the checks do not depend on the order, so one per optimizer.
-    regime = _check(OptimizerSpec(optimizer, power, "slow", 1, state_map), state)
+    regime, lag = _check(OptimizerSpec(optimizer, power, "slow", 1, state_map), state)
     if regime == "fast" and state_map is not None:
         raise ValueError("state_map: the state is fast (not near identity at h = 0); drop it.")
-    spec = OptimizerSpec(optimizer, power, regime, int(order), state_map)
+    if lag and order > 2:
+        raise ValueError(
+            f"order must be 1 or 2 for an optimizer whose state holds step-scaled updates (a "
+            f"trace after the learning rate, as in optax.rmsprop(h, momentum=b)), got {order}: "
+            "each order needs one more slow-manifold term there, and order 3 differentiates "
+            "nested manifolds beyond what compiles in memory."
+        )
+    spec = OptimizerSpec(optimizer, power, regime, int(order), state_map, lag)
     return ModifiedFlow(spec, positive("step_size", jnp.asarray(step_size, jnp.float64)))
 
 

@@ -36,6 +36,10 @@ class OptimizerSpec:
     - `order`: the number of terms $p$ of the modified field.
     - `state_map`: `None` or `(forward, inverse)`, `forward(opt_state, τ) -> z`,
       `inverse(z, τ) -> opt_state`: the coordinates in which the slow state is near identity.
+    - `lag`: 1 when a fast state holds updates already scaled by the step (a trace after the
+      learning rate, as in `optax.rmsprop(h, momentum=β)`): it moves θ at $h = 0$ and its
+      manifold starts at $M_0 = 0$, so the reduced map's $d_n$ sees $M_n$, one manifold term
+      more than when θ's update is $O(h)$ in the state; else 0.
     """
 
     optimizer: Callable[[Any], Any]
@@ -43,6 +47,7 @@ class OptimizerSpec:
     regime: str = "slow"
     order: int = 1
     state_map: tuple[Callable, Callable] | None = None
+    lag: int = 0
 
     def __call__(self, step_size) -> optax.GradientTransformationExtraArgs:
         """The optimizer at step size $h$ (the `Discretization` factory)."""
