@@ -31,17 +31,22 @@ def _dense_eigh(problem, params, diag=None):
     return np.linalg.eigh(hess)
 
 
+def _assert_top_eigenpairs(problem, start, diag, atol):
+    """`top_eigenpairs` from `start` against dense eigh at `problem.params0`: values to `atol`,
+    vectors up to sign (the top eigenvalues are simple in these tests)."""
+    k = start.shape[1]
+    got = sharpness.top_eigenpairs(problem.grad, problem.params0, start, diag=diag, tol=TOL)
+    values, vectors = _dense_eigh(problem, problem.params0, diag)
+    np.testing.assert_allclose(got.values, values[::-1][:k], rtol=0, atol=atol)
+    overlap = np.abs(np.sum(np.asarray(got.vectors) * vectors[:, ::-1][:, :k], axis=0))
+    np.testing.assert_allclose(overlap, 1.0, atol=1e-8)
+
+
 def test_top_eigenpairs_match_dense_eigh(net):
-    k = K
-    start = sharpness.random_start(jax.random.key(1), net.num_params, k)
+    start = sharpness.random_start(jax.random.key(1), net.num_params, K)
     diag = jax.tree.map(lambda x: 0.5 + jnp.abs(x), net.params0)  # a positive preconditioner
     for d in (None, diag):
-        got = sharpness.top_eigenpairs(net.grad, net.params0, start, diag=d, tol=TOL)
-        values, vectors = _dense_eigh(net, net.params0, d)
-        np.testing.assert_allclose(got.values, values[::-1][:k], rtol=0, atol=1e-8)
-        # Eigenvectors up to sign (the top eigenvalues are simple here).
-        overlap = np.abs(np.sum(np.asarray(got.vectors) * vectors[:, ::-1][:, :k], axis=0))
-        np.testing.assert_allclose(overlap, 1.0, atol=1e-8)
+        _assert_top_eigenpairs(net, start, d, atol=1e-8)
 
 
 def test_tracking_inside_run_records_the_saved_iterates_eigenvalues(net):
@@ -130,11 +135,7 @@ def test_a_model_too_small_for_lobpcg_takes_the_exact_dense_route(k):
     start = sharpness.random_start(jax.random.key(1), 6, k)
     diag = {"a": jnp.asarray([0.5, 2.0, 1.0]), "b": jnp.asarray([1.5, 0.7, 3.0])}
     for d in (None, diag):
-        got = sharpness.top_eigenpairs(problem.grad, problem.params0, start, diag=d, tol=TOL)
-        values, vectors = _dense_eigh(problem, problem.params0, d)
-        np.testing.assert_allclose(got.values, values[::-1][:k], rtol=0, atol=1e-10)
-        overlap = np.abs(np.sum(np.asarray(got.vectors) * vectors[:, ::-1][:, :k], axis=0))
-        np.testing.assert_allclose(overlap, 1.0, atol=1e-8)
+        _assert_top_eigenpairs(problem, start, d, atol=1e-10)
     tx = sharpness.track_sharpness(optax.sgd(0.05), k, init_grad_fn=problem.grad, tol=TOL)
     traj = dynopt.run(tx, problem, 4, every=2, observe=sharpness.sharpness)
     w = jax.tree.map(lambda x: x[-1], traj.params)
