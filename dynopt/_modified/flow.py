@@ -184,14 +184,13 @@ def _leaf_changes(before, after) -> list[tuple[str, float]]:
 @ft.cache
 def _check(spec: OptimizerSpec, regime: str) -> tuple[str, int]:
     """Validate `spec` on a probe problem; return the regime (resolving `"auto"`) and the
-    fast state's `lag` (`OptimizerSpec`). Concrete
-    even when `modified_flow` is called under `jit` (e.g. `compare`'s `reference`), and cached:
-    a sweep checks once."""
+    fast state's `lag` (`OptimizerSpec`). Concrete even when `modified_flow` is called under
+    `jit` (e.g. `compare`'s `reference`), and cached: a sweep checks once."""
     with jax.ensure_compile_time_eval():
         return _check_concrete(spec, regime)
 
 
-def _check_concrete(spec: OptimizerSpec, regime: str) -> str:
+def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int]:
     problem = _probe_problem()
     x0 = problem.params0
     zero = jnp.zeros((), jnp.float64)
