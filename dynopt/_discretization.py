@@ -13,18 +13,6 @@ from ._custom_types import Array, ScalarLike
 from ._validation import positive
 
 
-def check_positive(name: str, value: Any) -> None:
-    """Legacy: raise `ValueError` unless every entry of a concrete `value` is finite and > 0;
-    traced values pass. Kept for the modules that still import it; new code uses
-    `dynopt._validation.positive` (which also checks traced values with `eqx.error_if`).
-    """
-    if isinstance(value, jax.core.Tracer):
-        return
-    arr = np.asarray(value, dtype=float)
-    if arr.size == 0 or not np.all(np.isfinite(arr)) or not np.all(arr > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value}.")
-
-
 def widest_dtype(params: Any) -> np.dtype:
     """The widest dtype of the leaves of `params` (the dtype hyper-parameters are cast to).
 

@@ -4,13 +4,11 @@ tiers, `astype`, `init_fn`."""
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 
 import dynopt
 from dynopt import problems
-from dynopt._discretization import check_positive
 
 
 def test_hyperparameters_are_leaves_and_factory_is_static():
@@ -51,10 +49,3 @@ def test_dt_validation_in_three_tiers():
     assert float(make(jnp.asarray(0.5))) == 0.5
     with pytest.raises(Exception, match="dt must be > 0"):
         jax.block_until_ready(make(jnp.asarray(-0.5)))
-
-
-def test_legacy_check_positive_message():
-    """Kept for modules that still import it (same message as before)."""
-    with pytest.raises(ValueError, match="x must be finite and > 0"):
-        check_positive("x", np.array([1.0, 0.0]))
-    check_positive("x", jnp.ones(2))

@@ -209,11 +209,15 @@ def test_log_params_and_parameters():
 
 def test_bad_input_raises():
     obs = rnn.Observations(POST_TS, POST_TABLE)
-    with pytest.raises(ValueError, match="step_size must be finite and > 0"):
+    with pytest.raises(ValueError, match="step_size must be > 0"):
         rnn.ODECell(LV, TRUE, -0.1)
+    # A traced step is checked inside jit/vmap too (a negative one integrated backwards).
+    steps = jax.vmap(lambda h: rnn.ODECell(LV, TRUE, h)(Y0, 3)[-1])
+    with pytest.raises(Exception, match="step_size must be > 0"):
+        jax.block_until_ready(steps(jnp.asarray([0.1, -0.2])))
     with pytest.raises(ValueError, match="method must be one of"):
         rnn.ODECell(LV, TRUE, 0.1, method="rk45")
-    with pytest.raises(ValueError, match="clip must be finite and > 0"):
+    with pytest.raises(ValueError, match="clip must be > 0"):
         rnn.ODECell(LV, TRUE, 0.1, clip=0.0)
     with pytest.raises(ValueError, match="log_params=True needs every parameter finite and > 0"):
         rnn.ODECell(LV, -TRUE, 0.1, log_params=True)

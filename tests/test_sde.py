@@ -283,6 +283,20 @@ def test_blowup_raises_unless_kept_and_is_averaged_only_on_request():
     )
 
 
+def test_the_mean_over_no_surviving_path_is_nan_not_zero(getkey):
+    """x' = 4x³ from x = 1 blows up at t = 1/8: every path diverges before t = 0.5, so the mean
+    over the surviving paths (whole paths) does not exist at any save time: NaN, where the sum
+    over no path divided by max(count, 1) gave 0 ± 0."""
+    blowup = dynopt.Problem(lambda x: -jnp.sum(x**4), jnp.array([1.0]))
+    paths = sde.simulate(
+        sde.Langevin(0.1), blowup, [0.0, 0.5], getkey(), 4, dt=0.01, on_blowup="keep"
+    )
+    assert paths.num_diverged == 4
+    mean, se = paths.expectation(lambda q: q[0], drop_diverged=True)
+    np.testing.assert_array_equal(np.asarray(mean), [np.nan, np.nan])
+    np.testing.assert_array_equal(np.asarray(se), [np.nan, np.nan])
+
+
 def test_default_step_resolves_the_drift():
     """The default step is 0.05/rho, rho the drift's fastest rate at the start (LAM = 2 here;
     Kramers(damping 3): the eigenvalues of [[0, 1], [-2, -3]] are -1 and -2): each save

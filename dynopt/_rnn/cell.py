@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, Float, Params, PyTree, ScalarLike
-from .._discretization import check_positive
+from .._validation import positive
 
 
 VectorField = Callable[[Float[Array, ""], Array, PyTree], Array]
@@ -121,19 +121,20 @@ class ODECell(eqx.Module):
             raise ValueError(
                 f"vector_field must be callable f(t, y, params), got {vector_field!r}."
             )
-        check_positive("step_size", step_size)
+        # Inside jit/vmap a traced step is checked at run time (eqx.error_if): a negative one
+        # would integrate backwards without a word.
+        step_size = positive("step_size", jnp.asarray(step_size))
         if method not in TABLEAUS:
             raise ValueError(f"method must be one of {sorted(TABLEAUS)}, got {method!r}.")
         if clip is not None:
-            check_positive("clip", clip)
-            clip = float(clip)
+            clip = float(positive("clip", clip))
         params = jax.tree.map(jnp.asarray, params)
         if log_params:
             _check_params_positive(params)
             params = jax.tree.map(jnp.log, params)
         self.vector_field = vector_field
         self.params = params
-        self.step_size = jnp.asarray(step_size)
+        self.step_size = step_size
         self.method = method
         self.clip = clip
         self.log_params = bool(log_params)

@@ -88,6 +88,9 @@ class SDEPaths(eqx.Module):
         over the $P'$ paths that never blew up instead (the mean *conditional on survival*,
         biased towards the paths that stayed small: a choice to make explicitly).
 
+        **Returns:** `(mean, standard_error)`, each of shape $(T,)$; with `drop_diverged`, NaN
+        at save times where no path survives (the mean) or fewer than two do (the error).
+
         **Raises:** `ValueError` if some path blew up and `drop_diverged` is false (inside
         `jit`: an `eqx.error_if` with the same message): the mean over all paths does not exist.
         """
@@ -105,12 +108,11 @@ class SDEPaths(eqx.Module):
                 values = eqx.error_if(values, jnp.any(self.diverged), f"some {msg}")
         ok = ~self.diverged[:, None]
         count = jnp.sum(ok, axis=0)
-        n = jnp.maximum(count, 1).astype(values.dtype)
-        mean = jnp.sum(jnp.where(ok, values, 0.0), axis=0) / n
-        var = jnp.sum(jnp.where(ok, (values - mean[None]) ** 2, 0.0), axis=0) / jnp.maximum(
-            n - 1, 1
-        )
-        return mean, jnp.sqrt(var / n)
+        # No surviving path: no mean (NaN, not 0); one: a mean but no standard error.
+        n = count.astype(values.dtype)
+        mean = jnp.where(count > 0, jnp.sum(jnp.where(ok, values, 0.0), axis=0) / n, jnp.nan)
+        sq = jnp.sum(jnp.where(ok, (values - mean[None]) ** 2, 0.0), axis=0)
+        return mean, jnp.where(count > 1, jnp.sqrt(sq / ((n - 1) * n)), jnp.nan)
 
 
 def _levy_area(solver):
