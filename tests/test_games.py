@@ -491,6 +491,9 @@ def test_post4_game_builds_the_posts_cases_from_a_scaled_start():
     for bad in ("vanilla (code)", "wgan-gp", "nope"):
         with pytest.raises(ValueError, match="unknown post 4 case"):
             games.post4_game(bad)
+    for bad in (0.0, -1.0, float("nan")):  # scale 0 is the equilibrium itself: a NaN gradient
+        with pytest.raises(ValueError, match="scale must be > 0"):
+            games.post4_game("wgan", scale=bad)
 
 
 def test_orbit_verdict_tells_convergence_a_circle_and_oscillation_apart():

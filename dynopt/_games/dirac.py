@@ -173,8 +173,9 @@ def post4_game(case: str, scale: float = 1.0) -> Game:
 
     **Returns:** the `Game` (`dirac_gan` with the case's variant, weight and centre).
 
-    **Raises:** `ValueError` for an unknown case.
+    **Raises:** `ValueError` for an unknown case or a `scale` that is not finite and > 0.
     """
+    scale = float(positive("scale", scale))
     name = case.removesuffix(" (code)")
     if name not in POST4_CASES or (case != name and name != "gan-qp"):
         valid = ", ".join([*POST4_CASES, "gan-qp (code)"])

@@ -205,10 +205,12 @@ def quadratic_stationary_covariance(
     sde: SGDNoise, problem: Problem, *, step: float | None = None
 ) -> Float[Array, "d d"]:
     r"""The exact stationary covariance $M$: $HM + MH - hHMH = \kappa S(0, M)$ with $h$ = `step`
-    (`None`: the SDE, $h = 0$; `sde.learning_rate`: SGD). `nan` if the recursion is unstable."""
+    (`None`: the SDE, $h = 0$; `sde.learning_rate`: SGD). `nan` if the recursion is unstable.
+
+    **Raises:** `ValueError` for a `step` that is not finite and > 0 (as `quadratic_moments`)."""
     sde.check(problem)
     flat0 = ravel_pytree(problem.params0)[0]
-    h = 0.0 if step is None else float(step)
+    h = 0.0 if step is None else float(positive("step", step, hint="step=None is the SDE (h = 0)."))
     return _stationary(sde, problem, flat0, jnp.asarray(h), step is None)
 
 

@@ -252,6 +252,9 @@ def _check_common(flow, problem, x0, num_paths, brownian, key, on_blowup):
         flow.check(problem)
     _check_x0(flow, problem, x0, 0.0)
     if not is_traced(x0):
+        # A NaN start would read as every path blowing up ("take a smaller dt").
+        if not all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree.leaves(x0)):
+            raise ValueError("x0 contains NaN or inf; every initial value must be finite.")
         # Concretely, so a check in `init` (GBM's S0 > 0) raises here: the program is traced
         # inside `host_validated()`, where it would only poison the paths with NaN.
         flow.init(x0)
