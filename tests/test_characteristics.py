@@ -234,6 +234,8 @@ def test_bad_input():
         ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, ss, on_blowup="ignore")
     with pytest.raises(ValueError, match="u_max must be finite and > 0"):
         ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, ss, u_max=-1.0)
+    with pytest.raises(ValueError, match=r"max_steps must be a positive integer, got 10\.5"):
+        ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, ss, max_steps=10.5)
     with pytest.raises(ValueError, match="strictly increasing"):
         ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, jnp.array([0.0, 1.0, 0.5]))
     with pytest.raises(ValueError, match=r"p_guess must have shape \(2,\) or \(25, 2\)"):

@@ -254,3 +254,10 @@ def test_fokker_planck_failure_is_a_solve_error():
     init = D.linear_density(jnp.asarray(g), 0.25, X0, rate=1.0, alpha=ALPHA)
     with pytest.raises(dynopt.SolveError, match=r"fokker_planck \(Kvaerno5\) failed.*max_steps"):
         D.fokker_planck(LIN, init, g, 0.25, 0.5, max_steps=2)
+    # Bad options are named before any solve (they read as a budget exhausted, or passed).
+    with pytest.raises(ValueError, match="t1 must be"):
+        D.fokker_planck(LIN, init, g, 0.25, np.inf)
+    with pytest.raises(ValueError, match="rtol must be > 0"):
+        D.fokker_planck(LIN, init, g, 0.25, 0.5, rtol=-1.0)
+    with pytest.raises(ValueError, match="max_steps must be a positive integer"):
+        D.fokker_planck(LIN, init, g, 0.25, 0.5, max_steps=0)

@@ -14,7 +14,7 @@ import optimistix as optx
 from .. import _solve
 from .._saving import SaveAtTimes, saved
 from .._solve import _pick_solver, _require_x64, raise_for_result
-from .._validation import increasing
+from .._validation import increasing, positive_int
 from .solution import (
     BlowUp,
     BlowUpError,
@@ -47,9 +47,8 @@ def check_options(
         raise ValueError(f"u_max must be finite and > 0, got {u_max}.")
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
-    if int(max_steps) < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps}.")
-    return Options(on_blowup, float(u_max), solver, rtol, atol, int(max_steps))
+    max_steps = positive_int("max_steps", max_steps)  # 10.5 is refused, not truncated
+    return Options(on_blowup, float(u_max), solver, rtol, atol, max_steps)
 
 
 def check_initial(initial: Callable, sigma) -> tuple[jax.Array, int, tuple[int, ...]]:

@@ -24,7 +24,7 @@ import numpy as np
 from .._custom_types import Array, Float, ScalarLike
 from .._problem import Problem
 from .._solve import integrate, raise_for_result
-from .._validation import interval, positive
+from .._validation import interval, positive, positive_int
 from .base import check_lost_mass, check_uniform_grid, GridDensity, ScalarSDE
 from .vector import (
     as_vector_sde,
@@ -105,8 +105,13 @@ def _fokker_planck(sde, initial, axes, t0, t1, rtol, atol, mass_tol, max_steps, 
             f"initial must be a density, >= 0 everywhere: {negative} grid values are negative "
             f"(min {float(jnp.min(p0)):.3g}). Clip it (jnp.maximum(initial, 0)) and renormalise."
         )
+    interval("t0", t0)
+    interval("t1", t1)  # finite: an infinite horizon read as a step budget exhausted
     if not float(t1) > float(t0):
         raise ValueError(f"need t1 > t0, got t0={t0}, t1={t1}.")
+    positive("rtol", rtol)
+    positive("atol", atol)
+    max_steps = positive_int("max_steps", max_steps)
     vol = cell_volume(axes)
     mass0 = jnp.sum(p0) * vol
     defect = abs(1.0 - float(mass0))
