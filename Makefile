@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## make run: install, run the default experiment suite, say where the results went
+## make run: install, run the default experiment suite (JOBS experiments at a time, each in its
+## own process: most of a quick run is XLA compiling on one thread), say where the results went
 run: $(STAMP)
-	$(PY) -m experiments run-all --quick
+	$(PY) -m experiments run-all --quick --jobs $(JOBS)
 	@echo "results page: $(CURDIR)/results/index.html (per experiment: results/<name>/ with config.json, metrics.json, data.npz, *.png)"
 
 ## full-size experiments

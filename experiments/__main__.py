@@ -1,44 +1,27 @@
 """Command line: python -m experiments list | run NAME [--quick] [--seed N] [--out DIR] |
-run-all [--quick] [--seed N] [--out PARENT] | figures [NAME ...] | page [--out PARENT]
+run-all [NAME ...] [--quick] [--seed N] [--out PARENT] [--jobs J] | figures [NAME ...] |
+page [--out PARENT]
 
 After each run the headline numbers are printed next to the values the run card predicts;
-`run-all`, `figures` and `page` (re)write the results page PARENT/index.html."""
+`run-all`, `figures` and `page` (re)write the results page PARENT/index.html. `run-all --jobs J`
+runs J experiments at a time, each in its own process (`make run` uses one per core: most of a
+quick run is XLA compiling on one thread)."""
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import jax
 
-import dynopt
-
 from . import _card, _headline, _page, DEFAULT_RESULTS, EXPERIMENTS, get, replot, run_experiment
 from ._io import check_out
+from ._jobs import enable_compilation_cache, run_one, run_parallel
 
 
 # Figures the README shows: (experiment, file) -> docs path. `figures` refreshes them.
 README_FIGURES = {("gd_flow", "orders.png"): Path("docs/figures/gd_flow_orders.png")}
-
-
-def enable_compilation_cache() -> str:
-    """Turn on JAX's persistent compilation cache for this process and return its folder: most of
-    an experiment's wall time is compilation, and a second run reuses it.
-    `JAX_COMPILATION_CACHE_DIR` (the Makefile sets `.cache/jax`) wins; otherwise
-    `$XDG_CACHE_HOME/dynopt/jax`. Turn it off with `JAX_ENABLE_COMPILATION_CACHE=false`."""
-    import jax
-
-    folder = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    if not folder:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        folder = os.path.join(base, "dynopt", "jax")
-        jax.config.update("jax_compilation_cache_dir", folder)
-    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return folder
 
 
 def summary(name: str) -> str:
@@ -66,6 +49,13 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
+def _report(name: str, out: Path, elapsed: float) -> None:
+    print(f"{name}: done in {elapsed:.1f} s; results and figures in {out}/", flush=True)
+    lines = headlines(name, out)
+    if lines:
+        print(lines, flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,7 +63,14 @@ def main(argv=None) -> int:
     names_help = "one of: " + ", ".join(sorted(EXPERIMENTS))
     p_run = sub.add_parser("run", help="run one experiment", description=names_help)
     p_run.add_argument("name", metavar="NAME", help=names_help)
-    p_all = sub.add_parser("run-all", help="run every experiment")
+    p_all = sub.add_parser("run-all", help="run every experiment (or the NAMEs given)")
+    p_all.add_argument("names", nargs="*", metavar="NAME", help=names_help)
+    p_all.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="experiments run at once, each in its own process (default 1: one after another)",
+    )
     for p in (p_run, p_all):
         p.add_argument("--quick", action="store_true", help="small settings (seconds)")
         p.add_argument("--seed", type=int, default=0)
@@ -98,40 +95,45 @@ def main(argv=None) -> int:
         write_page(Path(args.out or DEFAULT_RESULTS), sorted(EXPERIMENTS))
         return 0
     if args.command in ("run", "run-all"):
-        names = [args.name] if args.command == "run" else sorted(EXPERIMENTS)
+        if args.command == "run":
+            names = [args.name]
+        else:
+            names = list(dict.fromkeys(args.names)) or sorted(EXPERIMENTS)
         if args.command == "run":
             outs = [DEFAULT_RESULTS / args.name if args.out is None else args.out]
         elif args.out is not None and not args.out.strip():
             outs = [""] * len(names)  # refused by check_out
         else:
             outs = [Path(args.out or DEFAULT_RESULTS) / name for name in names]
+        jobs = getattr(args, "jobs", 1)
         try:  # every check before any work
             _card.check_seed(args.seed)
+            if not isinstance(jobs, int) or jobs < 1:
+                raise ValueError(f"--jobs must be a positive integer, got {jobs}.")
             for name, out in zip(names, outs):
                 get(name)
                 check_out(out)
         except ValueError as e:  # unknown experiment, or an --out that must not be touched
             print(f"error: {e}", file=sys.stderr)
             return 2
-        for i, (name, out) in enumerate(zip(names, outs)):
-            mode = "quick" if args.quick else "full"
+        mode = "quick" if args.quick else "full"
+        if jobs > 1:
+            print(f"{len(names)} experiments ({mode} mode), {jobs} at a time:", flush=True)
+            for i, name in enumerate(names):
+                print(f"  {name} ({i + 1}/{len(names)}): {summary(name)}", flush=True)
+            run_parallel(names, outs, quick=args.quick, seed=args.seed, jobs=jobs, report=_report)
+        for i, (name, out) in enumerate(zip(names, outs) if jobs == 1 else ()):
             print(f"{name} ({i + 1}/{len(names)}, {mode} mode): {summary(name)}", flush=True)
-            start = time.perf_counter()
-            # Progress bars only for full runs: a bar is a host callback inside the compiled
-            # program, which JAX's persistent cache will not store, and quick runs take seconds.
-            with dynopt.show_progress(not args.quick):
-                out = run_experiment(name, quick=args.quick, seed=args.seed, out=out, log=_log)
-            elapsed = time.perf_counter() - start
-            print(f"{name}: done in {elapsed:.1f} s; results and figures in {out}/")
-            lines = headlines(name, out)
-            if lines:
-                print(lines)
+            out, elapsed = run_one(
+                name, args.quick, args.seed, out, progress=not args.quick, log=_log
+            )
+            _report(name, out, elapsed)
             # Each compiled program holds ~3 memory mappings for as long as a jit cache keeps it;
             # one process running every experiment would otherwise near Linux's 65,530-mapping
             # limit (vm.max_map_count), where XLA's next compilation segfaults.
             jax.clear_caches()
-        if args.command == "run-all":
-            write_page(Path(args.out or DEFAULT_RESULTS), names)
+        if args.command == "run-all":  # the page over every result in the folder
+            write_page(Path(args.out or DEFAULT_RESULTS), sorted(EXPERIMENTS))
         elif args.out is None:  # the default results folder: keep its page current
             write_page(DEFAULT_RESULTS, sorted(EXPERIMENTS))
         return 0

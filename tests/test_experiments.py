@@ -173,6 +173,26 @@ def test_run_all_takes_out(tmp_path, monkeypatch):
     assert calls == [*runs, tmp_path / "res"]
 
 
+def test_run_all_jobs_runs_each_experiment_in_its_own_process(tmp_path, capfd):
+    """`run-all NAME --jobs 2`: the experiment runs in a spawned worker (its log lines tagged with
+    its name) and its result is whole: its headline numbers are the card's, as in-process."""
+    assert cli.main(["run-all", "nesterov", "--quick", "--jobs", "2", "--out", str(tmp_path)]) == 0
+    out = capfd.readouterr().out  # the worker writes to the file descriptor, not sys.stdout
+    assert "[nesterov] " in out and "nesterov: done in" in out, out
+    metrics = json.loads((tmp_path / "nesterov" / "metrics.json").read_text())
+    readings = _headline.read(experiments.get("nesterov").HEADLINES, metrics)
+    assert readings and all(r.status in ("ok", "full mode only") for r in readings), readings
+    assert (tmp_path / "index.html").is_file()
+
+
+def test_run_all_refuses_a_bad_jobs_or_name_before_any_work(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: pytest.fail("work was done"))
+    for argv in (["--jobs", "0"], ["--jobs", "-2"], ["no_such_experiment"]):
+        assert cli.main(["run-all", "--quick", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
 def test_results_are_written_with_the_users_umask(tmp_path):
     def draw(folder):
         fig, (ax,) = plotting.panels(1)
