@@ -228,6 +228,10 @@ def test_bad_input_nd():
         D.stationary_density_nd(SDE, axes)
     with pytest.raises(ValueError, match="edges"):
         D.histogram_density_nd(jnp.zeros((4, 2)), (np.array([0.0, 1.0, 3.0]), axes[1]), 1.0)
+    with pytest.raises(ValueError, match=r"^x0 must have shape \(d,\) = \(2,\) like A, got \(3,\)"):
+        D.linear_moments(A, 1.0, jnp.zeros(3), alpha=1.0)
+    with pytest.raises(ValueError, match=r"^x must have shape \(\.\.\., d\) with d = 2"):
+        D.linear_density_nd(jnp.zeros((4, 3)), 1.0, jnp.zeros(2), A=A, alpha=1.0)
 
 
 def test_routes_agree_on_a_nonlinear_non_gradient_drift():

@@ -355,6 +355,10 @@ def test_bad_input():
         sde.SGDNoise(-0.1, 2)
     with pytest.raises(ValueError, match="problem must be a finite-sum"):
         sde.quadratic_moments(sde.SGDNoise(0.1, 2), problems.rosenbrock(), ts)
+    with pytest.raises(ValueError, match=r"^x0 must have the structure and shapes of problem"):
+        sde.quadratic_moments(sde.SGDNoise(0.1, 2), p, ts, x0=jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"^covariance0 must be a \(d, d\) matrix with d = 2"):
+        sde.quadratic_moments(sde.SGDNoise(0.1, 2), p, ts, covariance0=jnp.eye(3))
     with pytest.raises(ValueError, match="covariance must be one of"):
         sde.SGDNoise(0.1, 2, covariance="cholesky")
     with pytest.raises(ValueError, match=r"rank must be an integer in \[1, 2\]"):

@@ -225,12 +225,14 @@ def linear_moments(
     $\exp\Big(t\begin{bmatrix}-A & \alpha I\\ 0 & A^\top\end{bmatrix}\Big)
     = \begin{bmatrix}\cdot & G\\ 0 & F\end{bmatrix}$, $\Sigma = F^\top G$.
 
-    **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$, or an $A$ that is not a square
-    matrix of finite real numbers."""
+    **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$, an $A$ that is not a square
+    matrix of finite real numbers, or an `x0` that is not a point of shape $(d,)$."""
     positive("alpha", alpha)
     positive("t", t)
     a = LinearDrift(A).A
     d = a.shape[0]
+    if jnp.shape(x0) != (d,):
+        raise ValueError(f"x0 must have shape (d,) = ({d},) like A, got {jnp.shape(x0)}.")
     t = jnp.asarray(t, dtype=float)
     block = jnp.block([[-a, jnp.asarray(alpha, float) * jnp.eye(d)], [jnp.zeros((d, d)), a.T]])
     E = jax.scipy.linalg.expm(t * block)
@@ -255,9 +257,14 @@ def linear_density_nd(
     x: Float[Array, "... d"], t: ScalarLike, x0, *, A, alpha: ScalarLike
 ) -> Float[Array, "..."]:
     r"""Exact transition density of $dx = Ax\,dt + \sqrt\alpha\,dW$: $\mathcal N(x;\ \mu(t),
-    \Sigma(t))$ with `linear_moments`."""
+    \Sigma(t))$ with `linear_moments`; `x` of shape $(\dots, d)$, else `ValueError`."""
     mean, cov = linear_moments(A, t, x0, alpha=alpha)
-    return gaussian_density(jnp.asarray(x, dtype=float), mean, cov)
+    x = jnp.asarray(x, dtype=float)
+    if x.ndim < 1 or x.shape[-1] != mean.shape[0]:
+        raise ValueError(
+            f"x must have shape (..., d) with d = {mean.shape[0]} (A's size), got {x.shape}."
+        )
+    return gaussian_density(x, mean, cov)
 
 
 # ----------------------------------------------------------------------------- tensor grids

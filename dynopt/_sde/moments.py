@@ -137,6 +137,12 @@ def _moments(sde, problem, flat0, ts, steps, h, continuous: bool, mean0, cov0):
     return QuadraticMoments(ts=ts, mean=mean, covariance=cov, expected_loss=exp_loss)
 
 
+def _same_structure(a, b) -> bool:
+    return jax.tree.structure(a) == jax.tree.structure(b) and all(
+        jnp.shape(x) == jnp.shape(y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+
+
 def quadratic_moments(
     sde: SGDNoise,
     problem: Problem,
@@ -159,10 +165,27 @@ def quadratic_moments(
     One jitted program per problem shape: new step sizes, learning rates, batch sizes and times
     reuse it. For non-quadratic losses the result is the moment dynamics of the linearisation at
     the minimizer found by one Newton step from `x0` (an approximation).
+
+    **Raises:** `ValueError` for `ts` that are not 1-D times $\ge 0$, a `step` that is not
+    finite and > 0 (or does not divide `ts`), an `x0` unlike `problem.params0`, or a
+    `covariance0` that is not $(d, d)$.
     """
     sde.check(problem)
+    size = ravel_pytree(problem.params0)[0].size
+    # x0: parameters like params0, or a raveled mean (as `QuadraticMoments.mean` holds them)
+    if x0 is not None and not (_same_structure(x0, problem.params0) or jnp.shape(x0) == (size,)):
+        raise ValueError(
+            "x0 must have the structure and shapes of problem.params0 "
+            f"({jax.tree.map(jnp.shape, problem.params0)}) or be raveled parameters of shape "
+            f"({size},), got {jax.tree.map(jnp.shape, x0)}."
+        )
     flat0 = ravel_pytree(problem.params0 if x0 is None else x0)[0]
     cov0 = jnp.zeros((flat0.size,) * 2, flat0.dtype) if covariance0 is None else covariance0
+    if jnp.shape(cov0) != (flat0.size,) * 2:
+        raise ValueError(
+            f"covariance0 must be a (d, d) matrix with d = {flat0.size} (the number of "
+            f"parameters), got shape {jnp.shape(cov0)}."
+        )
     ts_np = np.asarray(ts, dtype=np.float64)
     if ts_np.ndim != 1 or np.any(ts_np < 0):
         raise ValueError("ts must be a 1-D array of times >= 0.")
