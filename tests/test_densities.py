@@ -199,6 +199,12 @@ def test_gbm_lognormal_and_black_scholes(getkey):
 def test_bad_input():
     with pytest.raises(ValueError, match="alpha must be > 0"):
         D.ScalarSDE(lambda x, t: x, 0.0)
+    with pytest.raises(ValueError, match=r"^samples must be a non-empty 1-D array"):
+        D.histogram_density(jnp.zeros((4, 2)), np.linspace(-1, 1, 5), 1.0)
+    with pytest.raises(ValueError, match=r"^samples must be a non-empty 1-D array"):
+        D.histogram_density(jnp.zeros(0), np.linspace(-1, 1, 5), 1.0)
+    with pytest.raises(ValueError, match=r"^samples must have shape \(N, 2\) with N >= 1"):
+        D.histogram_density_nd(jnp.zeros((0, 2)), (np.linspace(-1, 1, 5),) * 2, 1.0)
     with pytest.raises(ValueError, match="alpha"):
         D.linear_sde(1.0, -1.0)
     with pytest.raises(ValueError, match="alpha"):

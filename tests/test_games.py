@@ -343,6 +343,17 @@ def test_bad_input_raises():
         dynopt.run(optax.sgd(0.1), games.dirac_gan(), 5, observe=games.averages)
     with pytest.raises(ValueError, match="must return a scalar"):
         games.Game(lambda p, t: p, lambda p, t: jnp.sum(t), jnp.zeros(2), jnp.zeros(2))
+    no_equilibrium = games.Game(
+        lambda p, t: jnp.sum(p * t), lambda p, t: -jnp.sum(p * t), jnp.ones(1), jnp.ones(1)
+    )
+    with pytest.raises(ValueError, match=r"^game .* has no equilibrium: give one"):
+        games.modified_flow_growth(games.Simultaneous(), no_equilibrium, 0.1)
+    with pytest.raises(ValueError, match="step_size must be > 0"):
+        games.modified_flow_growth(games.Simultaneous(), games.dirac_gan(), 0.0)
+    with pytest.raises(ValueError, match=r"^norms has 0 step\(s\) past the first tenth"):
+        games.measured_growth(np.ones(50))  # never below the ceiling
+    with pytest.raises(ValueError, match=r"^norms must be a 1-D array"):
+        games.measured_growth(np.ones((5, 2)) * 1e-6)
     with pytest.raises(ValueError, match="key must be given iff the game is stochastic"):
         dynopt.run(optax.sgd(0.1), games.dirac_gan(), 5, key=jax.random.key(0))
     mix = games.mixture_gan(jax.random.key(0), hidden=4, batch_size=4)

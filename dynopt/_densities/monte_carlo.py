@@ -38,6 +38,11 @@ def histogram_density(
     e = np.asarray(edges, dtype=np.float64)
     if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) > 0):
         raise ValueError("edges must be a 1-D increasing array of >= 2 bin edges.")
+    if jnp.ndim(samples) != 1 or jnp.size(samples) < 1:
+        raise ValueError(
+            f"samples must be a non-empty 1-D array, got shape {jnp.shape(samples)} "
+            "(histogram_density_nd takes (N, d) samples)."
+        )
     probs = _bin_fractions_1d(jnp.asarray(samples), jnp.asarray(e))
     width = jnp.asarray(np.diff(e))
     return GridDensity(x=jnp.asarray(0.5 * (e[1:] + e[:-1])), **_histogram_fields(probs, width, t))
@@ -96,8 +101,8 @@ def histogram_density_nd(samples: Float[Array, "N d"], edges, t: ScalarLike) -> 
     centres as `axes`); samples outside every bin count as lost."""
     edges = _check_edges(edges)
     s = jnp.asarray(samples)
-    if s.ndim != 2 or s.shape[1] != len(edges):
-        raise ValueError(f"samples must have shape (N, {len(edges)}), got {s.shape}.")
+    if s.ndim != 2 or s.shape[1] != len(edges) or s.shape[0] < 1:
+        raise ValueError(f"samples must have shape (N, {len(edges)}) with N >= 1, got {s.shape}.")
     probs = _bin_fractions(s, tuple(jnp.asarray(e) for e in edges))
     vol = float(np.prod([e[1] - e[0] for e in edges]))
     return TensorDensity(

@@ -14,7 +14,7 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, ScalarLike
 from .._discretization import Discretization
 from .._flows.base import AbstractFlow
-from .._validation import hyperparameter
+from .._validation import hyperparameter, positive
 from .game import Game, GameParams
 from .schemes import AbstractScheme, Simultaneous
 
@@ -98,6 +98,14 @@ def modified_flow_growth(scheme: AbstractScheme, game: Game, step_size: float) -
     **Arguments:** `scheme`, `game` (with an `equilibrium`), `step_size` $h > 0$.
 
     **Returns:** the growth factor per step (> 1: the modified flow spirals out).
+
+    **Raises:** `ValueError` for a game with no `equilibrium` or a `step_size` that is not > 0.
     """
+    if game.equilibrium is None:
+        raise ValueError(
+            f"game {game.name!r} has no equilibrium: give one (`equilibrium=(phi*, theta*)`) to "
+            "linearize the modified flow there."
+        )
+    positive("step_size", step_size)
     jac = np.asarray(_modified_jacobian(game, scheme, jnp.asarray(step_size)))
     return float(np.exp(step_size * float(np.max(np.linalg.eigvals(jac).real))))

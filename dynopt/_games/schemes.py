@@ -302,8 +302,19 @@ def measured_growth(norms, *, ceiling: float = 1e-4) -> float:
     linearization stops holding.
 
     **Returns:** the fitted factor, to compare with `AbstractScheme.growth`.
+
+    **Raises:** `ValueError` for `norms` that are not 1-D, or with fewer than two steps in the
+    linear regime (the run left it, or never entered it: lower the start or raise `ceiling`).
     """
     norms = np.asarray(norms, float)
+    if norms.ndim != 1:
+        raise ValueError(f"norms must be a 1-D array of distances, got shape {norms.shape}.")
     ks = np.arange(norms.size)
     ok = (ks >= (norms.size - 1) // 10) & (norms < ceiling) & (norms > 1e-300)
+    if np.count_nonzero(ok) < 2:
+        raise ValueError(
+            f"norms has {np.count_nonzero(ok)} step(s) past the first tenth with 0 < norm < "
+            f"ceiling = {ceiling:g}; a growth factor needs at least two: start nearer the "
+            "equilibrium, run more steps, or raise ceiling."
+        )
     return float(np.exp(np.polyfit(ks[ok], np.log(norms[ok]), 1)[0]))
