@@ -200,6 +200,16 @@ def test_recovery_on_a_well_posed_synthetic_case():
     assert float(fit_adam.loss) < 0.1 * float(fit_adam.losses[0])
 
 
+def test_integer_initial_state_is_read_as_real():
+    """`y0` given as integers (e.g. counts) unrolls as the same real numbers: the integer dtype
+    would truncate every step (before, a scan carry dtype error)."""
+    cell = rnn.ODECell(LV, TRUE, 0.1)
+    y0 = jnp.asarray([3, 1])
+    ys = cell(y0, 5)
+    assert ys.dtype == cell.step_size.dtype
+    np.testing.assert_array_equal(ys, cell(y0.astype(float), 5))
+
+
 def test_log_params_and_parameters():
     cell = rnn.ODECell(LV, TRUE, 1.0, log_params=True)
     np.testing.assert_allclose(cell.params, jnp.log(TRUE))

@@ -181,6 +181,8 @@ class ODECell(eqx.Module):
         if not isinstance(num_steps, int | np.integer) or num_steps < 1:
             raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
         y0 = jnp.asarray(y0)
+        if not jnp.issubdtype(y0.dtype, jnp.inexact):  # integer data: the state is real
+            y0 = y0.astype(self.step_size.dtype)
         ts = self.times(int(num_steps), t0).astype(y0.dtype)
 
         def body(y, t):
