@@ -228,6 +228,16 @@ def test_bad_input_nd():
         D.stationary_density_nd(SDE, axes)
     with pytest.raises(ValueError, match="edges"):
         D.histogram_density_nd(jnp.zeros((4, 2)), (np.array([0.0, 1.0, 3.0]), axes[1]), 1.0)
+    # A drift that is NaN on part of the grid is named as such (it read as a step budget
+    # exhausted, or as lost mass NaN > mass_tol).
+    root = D.VectorSDE(lambda x, t: -jnp.sqrt(x), 0.5)
+    line = (np.linspace(-1.0, 2.0, 31),)
+    bump = jnp.asarray(np.exp(-((line[0] - 1) ** 2) / 0.02) / np.sqrt(0.02 * np.pi))
+    nan_drift = r"the drift p\(x, t\) is not finite at 1\d of the 3\d points .* at t = 0 \(e.g."
+    with pytest.raises(ValueError, match=r"^fokker_planck_nd: " + nan_drift):
+        D.fokker_planck_nd(root, bump, line, 0.0, 0.5, max_steps=200)
+    with pytest.raises(ValueError, match=r"^path_integral_nd: " + nan_drift):
+        D.path_integral_nd(root, [1.0], 0.5, line, 4)
     with pytest.raises(ValueError, match=r"^x0 must have shape \(d,\) = \(2,\) like A, got \(3,\)"):
         D.linear_moments(A, 1.0, jnp.zeros(3), alpha=1.0)
     with pytest.raises(ValueError, match=r"^x must have shape \(\.\.\., d\) with d = 2"):

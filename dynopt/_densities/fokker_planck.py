@@ -23,7 +23,7 @@ import numpy as np
 
 from .._custom_types import Array, Float, ScalarLike
 from .._problem import Problem
-from .._solve import integrate, raise_for_result
+from .._solve import integrate, raise_for_result, SolveError
 from .._validation import interval, positive, positive_int
 from .base import check_lost_mass, check_uniform_grid, GridDensity, ScalarSDE
 from .vector import (
@@ -31,6 +31,7 @@ from .vector import (
     cell_volume,
     check_axes,
     check_dimension,
+    check_finite_drift,
     padded_axes,
     TensorDensity,
 )
@@ -135,7 +136,21 @@ def _fokker_planck(sde, initial, axes, t0, t1, rtol, atol, mass_tol, max_steps, 
         atol,
         max_steps,
     )
-    raise_for_result(result, what=f"{name} (Kvaerno5)", max_steps=max_steps, rtol=rtol, atol=atol)
+
+    def name_a_nonfinite_drift():  # it reads as a step budget exhausted, or as lost mass
+        for i in range(d):
+            faces = _face_points(tuple(jnp.asarray(a) for a in axes), i)
+            check_finite_drift(sde, faces, (t0, t1), name)
+
+    try:
+        raise_for_result(
+            result, what=f"{name} (Kvaerno5)", max_steps=max_steps, rtol=rtol, atol=atol
+        )
+    except SolveError:
+        name_a_nonfinite_drift()
+        raise
+    if not bool(jnp.all(jnp.isfinite(y1))):
+        name_a_nonfinite_drift()
     P = y1[:-1].reshape(size)[tuple(slice(0, m) for m in shape)]
     lost = y1[-1]
     mass = jnp.sum(P) * vol

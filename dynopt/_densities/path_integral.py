@@ -43,6 +43,7 @@ from .vector import (
     cell_volume,
     check_axes,
     check_dimension,
+    check_finite_drift,
     check_point,
     mesh_points,
     TensorDensity,
@@ -148,6 +149,8 @@ def _path_integral(sde, x0, t1, axes, num_slices, convention, jacobian, t0, mass
         jacobian,
     )
     P = P.reshape(pts.shape[:-1])
+    if not bool(jnp.all(jnp.isfinite(P))):  # name a NaN drift (it would read as lost mass)
+        check_finite_drift(sde, pts, (t0, float(t1)), name)
     mass = jnp.sum(P) * vol
     if jacobian:
         check_lost_mass(1.0 - mass, mass_tol, f"{name} ({convention})")

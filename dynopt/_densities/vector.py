@@ -309,6 +309,24 @@ def check_dimension(sde: VectorSDE, d: int) -> None:
     sde.check_dimension(d)
 
 
+def check_finite_drift(sde: VectorSDE, points: Float[Array, "... d"], ts, who: str) -> None:
+    """`ValueError` naming where the drift is not finite among `points` at the times `ts`. A
+    diagnosis for a route whose result came out non-finite or whose solve failed (a NaN drift
+    otherwise reads as lost mass or a step budget exhausted); eager, so it costs nothing when
+    the route succeeds."""
+    flat = jnp.asarray(points).reshape(-1, jnp.shape(points)[-1])
+    for t in ts:
+        values = jax.vmap(sde.p, in_axes=(0, None))(flat, jnp.asarray(t, float))
+        bad = np.asarray(~jnp.all(jnp.isfinite(values), axis=-1))
+        if bad.any():
+            x = np.asarray(flat[int(np.argmax(bad))])
+            raise ValueError(
+                f"{who}: the drift p(x, t) is not finite at {int(bad.sum())} of the {bad.size} "
+                f"points where the route evaluates it at t = {float(t):g} (e.g. x = "
+                f"{x.tolist()}). Restrict the grid to the drift's domain, or fix the drift there."
+            )
+
+
 def check_point(name: str, x, d: int) -> Float[Array, " d"]:
     x = jnp.asarray(x, dtype=float)
     if x.shape != (d,):
