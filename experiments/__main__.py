@@ -125,7 +125,13 @@ def main(argv=None) -> int:
         for i, (name, out) in enumerate(zip(names, outs) if jobs == 1 else ()):
             print(f"{name} ({i + 1}/{len(names)}, {mode} mode): {summary(name)}", flush=True)
             out, elapsed = run_one(
-                name, args.quick, args.seed, out, progress=not args.quick, log=_log
+                name,
+                args.quick,
+                args.seed,
+                out,
+                progress=not args.quick,
+                log=_log,
+                run=run_experiment,  # this module's name for it (tests replace it)
             )
             _report(name, out, elapsed)
             # Each compiled program holds ~3 memory mappings for as long as a jit cache keeps it;

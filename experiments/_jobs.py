@@ -33,13 +33,16 @@ def enable_compilation_cache() -> str:
     return folder
 
 
-def run_one(name: str, quick: bool, seed: int, out, *, progress: bool, log) -> tuple[Path, float]:
-    """One experiment in this process, timed: `(results folder, wall seconds)`."""
+def run_one(
+    name: str, quick: bool, seed: int, out, *, progress: bool, log, run=run_experiment
+) -> tuple[Path, float]:
+    """One experiment in this process (`run`: the runner, `run_experiment`), timed:
+    `(results folder, wall seconds)`."""
     start = time.perf_counter()
     # Progress bars only for full runs: a bar is a host callback inside the compiled program,
     # which JAX's persistent cache will not store, and quick runs take seconds.
     with dynopt.show_progress(progress):
-        out = run_experiment(name, quick=quick, seed=seed, out=out, log=log)
+        out = run(name, quick=quick, seed=seed, out=out, log=log)
     return out, time.perf_counter() - start
 
 
