@@ -4,8 +4,8 @@ page [--out PARENT]
 
 After each run the headline numbers are printed next to the values the run card predicts;
 `run-all`, `figures` and `page` (re)write the results page PARENT/index.html. `run-all --jobs J`
-runs J experiments at a time, each in its own process (`make run` uses one per core: most of a
-quick run is XLA compiling on one thread)."""
+runs J experiments at a time, each in its own process (`make run` uses `JOBS`, 2 by default:
+most of a quick run is XLA compiling on one thread)."""
 
 import argparse
 import json

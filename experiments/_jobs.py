@@ -86,8 +86,8 @@ def run_parallel(
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = {pool.submit(_run_in_worker, name, quick, seed, out): name for name, out in order}
         for future in concurrent.futures.as_completed(futures):
-            if future.exception() is not None:
+            if (error := future.exception()) is not None:
                 for other in futures:
                     other.cancel()
-                raise future.exception()
+                raise error
             report(futures[future], *future.result())

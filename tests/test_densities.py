@@ -267,3 +267,26 @@ def test_fokker_planck_failure_is_a_solve_error():
         D.fokker_planck(LIN, init, g, 0.25, 0.5, rtol=-1.0)
     with pytest.raises(ValueError, match="max_steps must be a positive integer"):
         D.fokker_planck(LIN, init, g, 0.25, 0.5, max_steps=0)
+
+
+def test_stationary_density_refuses_a_law_piled_on_the_grid_edge():
+    """An unstable drift (p = +x: exp(x²/α) is not normalisable) or a grid that cuts a confined
+    law off puts the normalised mass on the end points: named, not returned as a density;
+    under `jit` (a traced drift) the same check is an `eqx.error_if` error."""
+    grid = np.linspace(-3.0, 3.0, 61)
+    with pytest.raises(ValueError, match="drift does not confine"):
+        D.stationary_density(D.ScalarSDE(D.Polynomial([0.0, 1.0]), ALPHA), grid)
+    ou = D.ScalarSDE(D.Polynomial([0.0, -1.0]), ALPHA)
+    with pytest.raises(ValueError, match="edge points"):  # N(0, α/2) cut at ±0.2σ
+        D.stationary_density(ou, np.linspace(-0.1, 0.1, 11))
+    cut = D.stationary_density(ou, np.linspace(-0.1, 0.1, 11), edge_tol=None)
+    np.testing.assert_allclose(float(jnp.sum(cut) * 0.02), 1.0, rtol=1e-12)  # still normalised
+    D.stationary_density(ou, grid)  # N(0, α/2) on ±6σ: the edges hold ~e^{-18} of the mass
+
+    @jax.jit
+    def traced(c):
+        return D.stationary_density(D.ScalarSDE(D.Polynomial([0.0, c]), ALPHA), grid)
+
+    assert np.isfinite(traced(-1.0)).all()
+    with pytest.raises(Exception, match="edge_tol"):
+        traced(1.0).block_until_ready()

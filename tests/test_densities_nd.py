@@ -226,6 +226,9 @@ def test_bad_input_nd():
         D.path_integral_nd(SDE, X0, T, (np.linspace(0, 0.4, 9), np.linspace(-0.4, 0, 9)), 2)
     with pytest.raises(ValueError, match="not a gradient field"):
         D.stationary_density_nd(SDE, axes)
+    repelling = D.VectorSDE(lambda x, t: x * jnp.array([-1.0, 1.0]), 0.5)  # a saddle: no law
+    with pytest.raises(ValueError, match="drift does not confine"):
+        D.stationary_density_nd(repelling, axes)
     with pytest.raises(ValueError, match="edges"):
         D.histogram_density_nd(jnp.zeros((4, 2)), (np.array([0.0, 1.0, 3.0]), axes[1]), 1.0)
     # A drift that is NaN on part of the grid is named as such (it read as a step budget

@@ -148,17 +148,47 @@ def antiderivative(f, x: ScalarLike, x_ref: ScalarLike = 0.0) -> Scalar:
     return half * jnp.sum(jnp.asarray(_GL_WEIGHTS) * jax.vmap(f)(ys))
 
 
-def stationary_density(sde: ScalarSDE, grid: Float[Array, " m"]) -> Float[Array, " m"]:
+def check_edge_mass(density, edge, cell, edge_tol: float | None, who: str):
+    """`density` itself, checked: a `ValueError` (an `eqx.error_if` error under `jit`/`vmap`)
+    when more than `edge_tol` of the normalised grid density's mass sits on the grid's edge
+    points (`edge`: a boolean mask). Then the grid cuts the law off, or the drift does not
+    confine it and no stationary law exists (the formula piles the mass at the edge)."""
+    if edge_tol is None:
+        return density
+    edge_mass = jnp.sum(jnp.where(edge, density, 0.0)) * cell
+    why = (
+        f"of the stationary density's mass lies on the grid's edge points (edge_tol = "
+        f"{edge_tol:g}): either the grid does not cover the stationary law (widen it), or the "
+        "drift does not confine it (e.g. p(x) = +x: no stationary law exists; check the "
+        "drift's sign). Pass edge_tol=None to accept a truncated law."
+    )
+    if isinstance(edge_mass, jax.core.Tracer):
+        return eqx.error_if(density, ~(edge_mass <= edge_tol), f"{who}: more than edge_tol {why}")
+    if not float(edge_mass) <= edge_tol:
+        raise ValueError(f"{who}: {float(edge_mass):.3g} {why}")
+    return density
+
+
+def stationary_density(
+    sde: ScalarSDE, grid: Float[Array, " m"], *, edge_tol: float | None = 1e-3
+) -> Float[Array, " m"]:
     r"""The stationary solution of Fokker–Planck for a time-independent drift,
     $$P_\infty(x) \propto \exp\Big(\frac{2}{\alpha}\int^x p\,dy\Big),$$
     with $\int^x p$ by Gauss–Legendre quadrature (exact for polynomial drifts), normalised on the
-    uniform `grid` (Riemann sum)."""
+    uniform `grid` (Riemann sum).
+
+    **Raises:** `ValueError` for a bad grid, or when more than `edge_tol` of the mass lies on
+    the grid's two end points: the law exists on $\mathbb{R}$ only for a confining drift, and
+    the normalisation on a grid hides a drift that is not (it would put the mass at the ends).
+    """
     g = jnp.asarray(check_uniform_grid("grid", grid))
     h = g[1] - g[0]
     phi = jax.vmap(lambda x: antiderivative(lambda y: sde.p(y, 0.0), x, g[0]))(g)
     logd = 2.0 * phi / sde.alpha
     d = jnp.exp(logd - jnp.max(logd))
-    return d / (jnp.sum(d) * h)
+    d = d / (jnp.sum(d) * h)
+    edge = jnp.zeros(g.shape, bool).at[jnp.array([0, -1])].set(True)
+    return check_edge_mass(d, edge, h, edge_tol, "stationary_density")
 
 
 class GridDensity(eqx.Module):

@@ -21,7 +21,7 @@ from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._sde.base import AbstractSDE, is_additive, not_an_optimizer
 from .._validation import hyperparameter, interval, positive
-from .base import _GL_NODES, _GL_WEIGHTS, check_uniform_grid, ScalarSDE
+from .base import _GL_NODES, _GL_WEIGHTS, check_edge_mass, check_uniform_grid, ScalarSDE
 
 
 class VectorSDE(AbstractSDE):
@@ -390,7 +390,12 @@ def potential_along_segment(sde: VectorSDE, x, x_ref) -> Scalar:
 
 
 def stationary_density_nd(
-    sde, axes, *, curl_tol: float = 1e-8, problem: Problem | None = None
+    sde,
+    axes,
+    *,
+    curl_tol: float = 1e-8,
+    edge_tol: float | None = 1e-3,
+    problem: Problem | None = None,
 ) -> Float[Array, "..."]:
     r"""The stationary solution of Fokker–Planck for a time-independent gradient drift
     $p = -\nabla U$: $P_\infty \propto e^{-2U/\alpha}$, normalised on the tensor grid `axes`
@@ -398,7 +403,9 @@ def stationary_density_nd(
 
     **Raises:** `ValueError` for bad axes, or when $p$ is not a gradient field:
     $\max|\nabla p - \nabla p^\top| > $ `curl_tol` $\cdot \max(1, \max|\nabla p|)$ on the grid
-    (then no such closed form exists). `sde` as in every route (`as_vector_sde`)."""
+    (then no such closed form exists), or when more than `edge_tol` of the mass lies on the
+    grid's boundary points (a grid that cuts the law off, or a drift that does not confine: no
+    stationary law). `sde` as in every route (`as_vector_sde`)."""
     sde = as_vector_sde(sde, problem)
     axes = check_axes("axes", axes)
     check_dimension(sde, len(axes))
@@ -415,7 +422,14 @@ def stationary_density_nd(
     phi = jax.vmap(lambda x: potential_along_segment(sde, x, flat[0]))(flat)
     logd = 2.0 * phi / sde.alpha
     dens = jnp.exp(logd - jnp.max(logd))
-    return (dens / (jnp.sum(dens) * cell_volume(axes))).reshape(pts.shape[:-1])
+    dens = (dens / (jnp.sum(dens) * cell_volume(axes))).reshape(pts.shape[:-1])
+    edge = np.zeros(dens.shape, bool)
+    for axis in range(d):  # every point with a coordinate at its axis's first or last value
+        index = [slice(None)] * d
+        for end in (0, -1):
+            index[axis] = end
+            edge[tuple(index)] = True
+    return check_edge_mass(dens, edge, cell_volume(axes), edge_tol, "stationary_density_nd")
 
 
 def short_time_density_nd(
