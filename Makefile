@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 # JAX's persistent compilation cache: a second `make run` reuses the compiled programs (most of an
-# experiment's time is compilation). `make test` runs without it (tests/conftest.py says why).
+# experiment's time is compilation); `make test` too (a second run loads what the first compiled).
 # `make clean` removes it.
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
@@ -38,7 +38,7 @@ figures: $(STAMP)
 ## one BLAS thread per test worker: JOBS workers already fill the cores (LAPACK LU inside the
 ## implicit solvers runs 6-15x slower when OpenBLAS threads fight the other worker)
 test: $(STAMP)
-	MPLBACKEND=Agg OPENBLAS_NUM_THREADS=1 JAX_ENABLE_COMPILATION_CACHE=false $(PY) -m pytest -n $(JOBS) -q --durations=30
+	MPLBACKEND=Agg OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) -q --durations=30
 
 ## compile times are part of what bench reports: no persistent cache there
 bench: $(STAMP)

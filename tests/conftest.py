@@ -8,17 +8,15 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Test workers fill the cores already; a multi-threaded BLAS inside each fights the others.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-# No persistent compilation cache in the test suite: CI starts from an empty cache, so writing
-# every program would cost time and reuse nothing. `make run` and the CLI keep the cache;
-# tests/test_validation.py checks, in a child process, that their programs can enter it.
-os.environ.setdefault("JAX_ENABLE_COMPILATION_CACHE", "false")
+# JAX's persistent compilation cache is used where JAX_COMPILATION_CACHE_DIR names a folder:
+# `make test` points it at .cache/jax (`make clean` removes it), so a second run loads the
+# programs the first compiled. A plain `pytest` runs without it.
 
 import jax
 import pytest
 
 
 jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_enable_compilation_cache", False)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
