@@ -288,5 +288,5 @@ def test_stationary_density_refuses_a_law_piled_on_the_grid_edge():
         return D.stationary_density(D.ScalarSDE(D.Polynomial([0.0, c]), ALPHA), grid)
 
     assert np.isfinite(traced(-1.0)).all()
-    with pytest.raises(Exception, match="edge_tol"):
+    with pytest.raises(Exception, match="edge_tol"):  # the runtime error type varies by jax
         traced(1.0).block_until_ready()

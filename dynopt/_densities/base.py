@@ -148,13 +148,15 @@ def antiderivative(f, x: ScalarLike, x_ref: ScalarLike = 0.0) -> Scalar:
     return half * jnp.sum(jnp.asarray(_GL_WEIGHTS) * jax.vmap(f)(ys))
 
 
-def check_edge_mass(density, edge, cell, edge_tol: float | None, who: str):
+def check_edge_mass(density, cell, edge_tol: float | None, who: str):
     """`density` itself, checked: a `ValueError` (an `eqx.error_if` error under `jit`/`vmap`)
     when more than `edge_tol` of the normalised grid density's mass sits on the grid's edge
-    points (`edge`: a boolean mask). Then the grid cuts the law off, or the drift does not
-    confine it and no stationary law exists (the formula piles the mass at the edge)."""
+    points (those with a coordinate at its axis's first or last value). Then the grid cuts the
+    law off, or the drift does not confine it and no stationary law exists (the formula piles
+    the mass at the edge)."""
     if edge_tol is None:
         return density
+    edge = ~np.pad(np.ones([n - 2 for n in density.shape], bool), 1)
     edge_mass = jnp.sum(jnp.where(edge, density, 0.0)) * cell
     why = (
         f"of the stationary density's mass lies on the grid's edge points (edge_tol = "
@@ -187,8 +189,7 @@ def stationary_density(
     logd = 2.0 * phi / sde.alpha
     d = jnp.exp(logd - jnp.max(logd))
     d = d / (jnp.sum(d) * h)
-    edge = jnp.zeros(g.shape, bool).at[jnp.array([0, -1])].set(True)
-    return check_edge_mass(d, edge, h, edge_tol, "stationary_density")
+    return check_edge_mass(d, h, edge_tol, "stationary_density")
 
 
 class GridDensity(eqx.Module):
