@@ -244,6 +244,28 @@ def _automatic(optimizer, step_sizes, reference, order):
     return flow, reference
 
 
+def _check_branches(flow, problem, map, hs, dts, ns) -> None:
+    """An automatic flow of a step with iterate-dependent branches (clipping, `jnp.where`
+    guards) is exact only while the run stays on one side of every switching surface: replay
+    the runs with the predicates recorded and refuse one that switches."""
+    from ._modified import ModifiedFlow
+    from ._modified.branches import first_switch
+
+    if not isinstance(flow, ModifiedFlow) or not flow.spec.branches or map is not default_map:
+        return
+    switch = first_switch(flow, problem, hs, ns)
+    if np.any(switch >= 0):
+        i = int(np.argmax(switch >= 0))
+        k = int(switch[i])
+        raise ValueError(
+            f"flow: the optimizer's step has a branch chosen by the iterate "
+            f"({', '.join(flow.spec.branches)}), and the run at h = {float(hs[i]):g} switches "
+            f"branch at step {k} (t = {k * float(dts[i]):.4g}): it crosses a kink (e.g. "
+            "clipping becoming active), across which no modified flow exists. Compare over a "
+            "horizon t1 that ends before the switch, or replace the branch by a smooth surrogate."
+        )
+
+
 def compare(
     flow: AbstractFlow | Callable[[jax.Array], Any],
     problem: AbstractProblem,
@@ -336,6 +358,7 @@ def compare(
         return disc.dt
 
     hs, dts, ns, t1 = matched_steps(step_sizes, t1, dt_of)
+    _check_branches(flow, problem, map, hs, dts, ns)
     per_step = reference is not None and not isinstance(reference, AbstractFlow)
     if per_step and not callable(reference):
         raise ValueError("reference must be None, a flow, or a callable step_size -> flow.")

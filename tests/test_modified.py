@@ -146,8 +146,16 @@ def test_bad_input():
         modified_flow(lambda h: optax.sgd(h), 0.1, order=5)
     with pytest.raises(ValueError, match=r"not smooth.*sign"):
         modified_flow(lambda h: optax.lion(h), 0.1)
-    with pytest.raises(ValueError, match=r"not smooth.*select_n"):
-        modified_flow(lambda h: optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(h)), 0.1)
+    with pytest.raises(ValueError, match=r"not smooth.*max"):
+        modified_flow(lambda h: optax.amsgrad(h), 0.1)
+    with pytest.raises(ValueError, match=r"random \(random_bits"):
+        modified_flow(lambda h: optax.noisy_sgd(h, key=jax.random.key(0)), 0.1)
+    with pytest.raises(ValueError, match="integer step counter"):
+        modified_flow(lambda h: optax.sgd(optax.exponential_decay(h, 10, 0.9)), 0.1)
+    with pytest.raises(ValueError, match="vanishes once the step counter is large"):
+        modified_flow(lambda h: optax.adam(optax.exponential_decay(h, 10, 0.9)), 0.1)
+    with pytest.raises(ValueError, match="inject_hyperparams keeps"):
+        modified_flow(lambda h: optax.inject_hyperparams(optax.sgd)(learning_rate=h), 0.1)
     with pytest.raises(ValueError, match="moves the parameters"):
         modified_flow(lambda h: optax.sgd(0.1), 0.1)
     # A fast state moves θ at h = 0 from a generic state; on its slow manifold too when the

@@ -50,6 +50,18 @@ def standard_promotion(
     return wrapped
 
 
+def _cast_numeric_like(tree, like):
+    """`optax.tree.cast_like` on the numeric leaves only: a PRNG key (optax.add_noise's
+    state) has no `astype`."""
+
+    def one(t, o):
+        if not hasattr(o, "dtype") or jax.dtypes.issubdtype(o.dtype, jax.dtypes.prng_key):
+            return t
+        return t.astype(o.dtype)
+
+    return jax.tree.map(one, tree, like)
+
+
 def with_standard_promotion(
     tx: optax.GradientTransformation,
 ) -> optax.GradientTransformationExtraArgs:
@@ -63,7 +75,7 @@ def with_standard_promotion(
     def update_fn(updates, state, params=None, **extra_args):
         with jax.numpy_dtype_promotion("standard"):
             new, new_state = tx.update(updates, state, params, **extra_args)
-        return optax.tree.cast_like(new, updates), optax.tree.cast_like(new_state, state)
+        return optax.tree.cast_like(new, updates), _cast_numeric_like(new_state, state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -19,8 +19,8 @@ from .._validation import positive
 from .fast import contraction, fast_coefficients, fast_step, manifold, template
 from .recursion import combine_values, modified_values
 from .slow import ModifiedState, slow_coefficients
-from .smooth import nonsmooth_primitives
-from .step import has_counters, OptimizerSpec, raw_step, split_state
+from .smooth import classify
+from .step import has_counters, OptimizerSpec, raw_step, saturate_counters, split_state
 
 
 MAX_ORDER = 4
@@ -182,7 +182,7 @@ def _leaf_changes(before, after) -> list[tuple[str, float]]:
 
 
 @ft.cache
-def _check(spec: OptimizerSpec, regime: str) -> tuple[str, int]:
+def _check(spec: OptimizerSpec, regime: str) -> tuple[str, int, tuple[str, ...]]:
     """Validate `spec` on a probe problem; return the regime (resolving `"auto"`) and the
     fast state's `lag` (`OptimizerSpec`). Concrete even when `modified_flow` is called under
     `jit` (e.g. `compare`'s `reference`), and cached: a sweep checks once."""
@@ -190,12 +190,28 @@ def _check(spec: OptimizerSpec, regime: str) -> tuple[str, int]:
         return _check_concrete(spec, regime)
 
 
-def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int]:
+def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int, tuple[str, ...]]:
     problem = _probe_problem()
     x0 = problem.params0
     zero = jnp.zeros((), jnp.float64)
     tx0 = spec.transform(zero)
     state0 = tx0.init(x0)
+    injected = tuple(
+        getattr(optax, n)
+        for n in ("InjectHyperparamsState", "InjectStatefulHyperparamsState")
+        if hasattr(optax, n)
+    )
+
+    def is_injected(x):
+        return isinstance(x, injected)
+
+    if any(is_injected(x) for x in jax.tree.leaves(state0, is_leaf=is_injected)):
+        raise ValueError(
+            "optimizer: optax.inject_hyperparams keeps the hyper-parameters (and a step counter "
+            "for schedules) in the optimizer state, where the expansion would treat them as "
+            "dynamic variables. Build the optimizer directly with its hyper-parameters as "
+            "functions of h, e.g. `lambda h: optax.sgd(h)`."
+        )
     # A generic state: optax's zeros would hide a state leaf that Φ₀ moves.
     floats, rest = split_state(state0)
     floats = jax.tree.map(
@@ -204,16 +220,25 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int]:
     )
     state = eqx.combine(floats, rest)
     with jax.numpy_dtype_promotion("standard"):
-        found = nonsmooth_primitives(
+        found = classify(
             lambda tau, p, s: raw_step(spec, tau, p, s, problem), jnp.asarray(0.01), x0, state
         )
-    if found:
+    if found.random:
         raise ValueError(
-            f"optimizer: the update map is not smooth ({', '.join(found)} depend on the iterate): "
-            "sign-based steps (Lion, signSGD), active clipping and Polyak truncation have no "
-            "Taylor expansion in the step size, so no modified flow exists. Replace the kink by a "
-            "smooth surrogate (e.g. sign(g) -> g/sqrt(g^2 + w^2)) and model that."
+            f"optimizer: the update map is random ({', '.join(sorted(found.random))}: a PRNG "
+            "draw, as in optax.noisy_sgd or optax.add_noise), so no deterministic modified flow "
+            "exists. Model the noise as a diffusion (dynopt.sde) and take the drift from the "
+            "optimizer without its noise."
         )
+    if found.kinks:
+        raise ValueError(
+            f"optimizer: the update map is not smooth ({', '.join(sorted(found.kinks))} depend "
+            "on the iterate): sign-based steps (Lion, signSGD), max/min (AMSGrad, Polyak "
+            "truncation, Yogi's sign) have no Taylor expansion in the step size across their "
+            "kink, so no modified flow exists. Replace the kink by a smooth surrogate (e.g. "
+            "sign(g) -> g/sqrt(g^2 + w^2)) and model that."
+        )
+    branches = tuple(sorted(found.branches))
     params1, state1 = raw_step(spec, zero, x0, state, problem)
     moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
     lag = 0
@@ -258,6 +283,15 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int]:
     changes = [(k, c) for k, c in _leaf_changes(state, state1) if c > 1e-12 or not np.isfinite(c)]
     if regime == "auto":
         regime = "fast" if changes else "slow"
+        if regime == "slow" and has_counters(state0):
+            raise ValueError(
+                "optimizer: its state has an integer step counter (a learning-rate schedule in "
+                "steps such as optax.exponential_decay, optax.inject_hyperparams, or a bias "
+                "correction) and no fast floating state: the update depends on the step index "
+                "k = t/h, not only on the state, so no autonomous modified flow exists. Use a "
+                "constant learning rate written as a function of h (the flow at one frozen "
+                "schedule value), without inject_hyperparams."
+            )
     if regime == "slow":
         if changes:
             k, c = changes[0]
@@ -268,10 +302,23 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int]:
                 "time_unit in which the state is near identity."
             )
         _check_finite_field(spec, regime, problem, ModifiedState(x0, state))
-        return regime, lag
+        return regime, lag, branches
     _contraction_checked(spec, problem, x0)
+    if has_counters(state0):
+        # The fast state's counters are saturated (bias corrections at 1): a schedule in steps
+        # is frozen at its value for k -> oo, which must not stop the optimizer.
+        floats, rest = split_state(state)
+        late = eqx.combine(floats, saturate_counters(rest))
+        params_late, _ = raw_step(spec, zero + 0.01, x0, late, problem)
+        if not float(optax.tree.norm(optax.tree.sub(params_late, x0))) > 0:
+            raise ValueError(
+                "optimizer: its update vanishes once the step counter is large (a learning-rate "
+                "schedule in steps that decays to 0, e.g. optax.exponential_decay): the step "
+                "index k = t/h grows without bound as h -> 0, so such a schedule has no "
+                "continuous model. Use a constant learning rate written as a function of h."
+            )
     _check_finite_field(dataclasses.replace(spec, lag=lag), regime, problem, x0)
-    return regime, lag
+    return regime, lag, branches
 
 
 def _state_moves(state, state1) -> bool:
@@ -436,8 +483,16 @@ def modified_flow(
     `run` and `compare(flow, problem, hs, t1, reference=lambda h: modified_flow(opt, h, p))`
     work unchanged.
 
+    A branch chosen by the iterate (`select_n`/`cond`: gradient clipping, a `jnp.where`
+    guard) is smooth on each side of its switching surface: the flow is expanded on the side
+    the point is on (`spec.branches` names them), exact for a run that never switches;
+    `compare` replays its runs with the step's predicates recorded and refuses one that
+    switches. A kink inside the primitive (`sign`, `max`, `abs`) is refused here.
+
     **Raises:** `ValueError` for a non-callable optimizer, `order` outside 1..4, a non-smooth
-    update (sign, clipping), an update that does not vanish at $h = 0$, a state leaf that is not
+    update (sign, max/min, a branch inside a loop), a random update (a PRNG draw), a step
+    counter that is not a bias correction (a schedule in steps, `optax.inject_hyperparams`),
+    an update that does not vanish at $h = 0$, a state leaf that is not
     near identity in the slow regime (named, with its change), a non-contracting or coupled
     state in the fast regime, `order` > 2 for a state of step-scaled updates, a `state_map` that
     does not invert, a bad `time_unit` or `state`.
@@ -467,7 +522,7 @@ def modified_flow(
         raise ValueError("state_map applies to state='slow' (or 'auto' resolving to slow).")
     _check_time(optimizer, power)
     # Checked at order 1: the checks do not depend on the order, so one per optimizer.
-    regime, lag = _check(OptimizerSpec(optimizer, power, "slow", 1, state_map), state)
+    regime, lag, branches = _check(OptimizerSpec(optimizer, power, "slow", 1, state_map), state)
     if regime == "fast" and state_map is not None:
         raise ValueError("state_map: the state is fast (not near identity at h = 0); drop it.")
     if lag and order > 2:
@@ -477,7 +532,7 @@ def modified_flow(
             "each order needs one more slow-manifold term there, and order 3 differentiates "
             "nested manifolds beyond what compiles in memory."
         )
-    spec = OptimizerSpec(optimizer, power, regime, int(order), state_map, lag)
+    spec = OptimizerSpec(optimizer, power, regime, int(order), state_map, lag, branches)
     return ModifiedFlow(spec, positive("step_size", jnp.asarray(step_size, jnp.float64)))
 
 

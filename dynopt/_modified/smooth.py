@@ -1,37 +1,77 @@
-r"""Static detection of non-smooth update maps.
+r"""Detection of non-smooth update maps, statically and along a run.
 
-A map with `sign` (Lion, signSGD), an active-set `select` (gradient clipping), `max`/`min`
-(Polyak truncation) or rounding of the iterate has no Taylor expansion in $h$ where a kink is
-crossed, and nested `jvp`s differentiate it as if the kink were absent: the modified field would
-be silently wrong. Such primitives are found in the jaxpr of one step, counting only those whose
-operands depend on the parameters or the floating optimizer state (an integer counter's
-`select`, as in optax's `safe_increment`, is smooth in $h$).
+A map with `sign` (Lion, signSGD), `max`/`min` (Polyak truncation, AMSGrad) or rounding of the
+iterate has no Taylor expansion in $h$ where a kink is crossed, and nested `jvp`s differentiate
+it as if the kink were absent: the modified field would be silently wrong. Such primitives are
+found in the jaxpr of one step, counting only those whose operands depend on the parameters or
+the floating optimizer state (an integer counter's `select`, as in optax's `safe_increment`, is
+smooth in $h$), and refused.
+
+A *branch* (`select_n`, `cond`: gradient clipping, a `jnp.where` guard as in Adagrad or LAMB's
+trust ratio) is smooth wherever its predicate does not change: the map is expanded on the
+branch its point takes, exact while no run crosses the switching surface. `branch_bits`
+evaluates one step and returns its predicates, so a run can check that they never change
+(`first_switch`); crossing the surface, e.g. clipping that becomes active, is the kink.
 """
 
 import jax
+import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 
 _KINKS = {"sign", "max", "min", "abs", "floor", "ceil", "round", "clamp", "argmax", "argmin"}
-_PREDICATED = {"select_n", "cond", "while"}
+_BRANCHES = {"select_n", "cond"}
+_LOOPS = {"while"}
+_RANDOM = {"random_bits", "random_seed", "random_wrap", "threefry2x32", "random_fold_in"}
+# Call-like primitives whose body is one jaxpr evaluated on the same operands.
+_CALLS = {
+    "pjit",
+    "jit",
+    "closed_call",
+    "core_call",
+    "custom_jvp_call",
+    "custom_vjp_call",
+    "remat",
+    "checkpoint",
+}
+
+
+def _call_body(eqn):
+    """`(jaxpr, consts)` of a call-like equation, else `None`."""
+    if eqn.primitive.name not in _CALLS:
+        return None
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        j = eqn.params.get(key)
+        if isinstance(j, jex_core.ClosedJaxpr):
+            return j.jaxpr, j.consts
+        if isinstance(j, jex_core.Jaxpr):
+            return j, []
+    return None
 
 
 def _sub_jaxprs(params):
     for v in params.values():
-        if isinstance(v, jex_core.ClosedJaxpr):
-            yield v.jaxpr
-        elif isinstance(v, jex_core.Jaxpr):
-            yield v
-        elif isinstance(v, (tuple, list)):
-            for x in v:
-                if isinstance(x, jex_core.ClosedJaxpr):
-                    yield x.jaxpr
-                elif isinstance(x, jex_core.Jaxpr):
-                    yield x
+        for x in v if isinstance(v, (tuple, list)) else (v,):
+            if isinstance(x, jex_core.ClosedJaxpr):
+                yield x.jaxpr
+            elif isinstance(x, jex_core.Jaxpr):
+                yield x
 
 
-def _scan(jaxpr, dependent: list[bool], found: list[str]) -> list[bool]:
-    dep = {v: d for v, d in zip(jaxpr.invars, dependent)}
+class Found:
+    """What one step's jaxpr holds: `kinks` (refused), `branches` (checked along a run),
+    `random` (a PRNG draw: the map is random)."""
+
+    def __init__(self):
+        self.kinks: set[str] = set()
+        self.branches: set[str] = set()
+        self.random: set[str] = set()
+
+
+def _scan(jaxpr, dependent: list[bool], found: Found, nested: bool) -> list[bool]:
+    """Propagate "depends on the iterate" through `jaxpr`, recording what `Found` names. Inside
+    a loop or `cond` body (`nested`) a branch cannot be observed by `branch_bits`: a kink."""
+    dep = dict(zip(jaxpr.invars, dependent))
 
     def is_dep(v):
         return not isinstance(v, jex_core.Literal) and dep.get(v, False)
@@ -39,38 +79,79 @@ def _scan(jaxpr, dependent: list[bool], found: list[str]) -> list[bool]:
     for eqn in jaxpr.eqns:
         ins = [is_dep(v) for v in eqn.invars]
         name = eqn.primitive.name
+        if name in _RANDOM:
+            found.random.add(name)
         if name in _KINKS and any(ins):
-            found.append(name)
-        elif name in _PREDICATED and ins and ins[0]:
-            found.append(f"{name} (a branch chosen by the iterate, e.g. clipping)")
-        subs = list(_sub_jaxprs(eqn.params))
-        if subs and name in (
-            "pjit",
-            "jit",
-            "closed_call",
-            "custom_jvp_call",
-            "custom_vjp_call",
-            "remat",
-            "checkpoint",
-        ):
-            outs = _scan(subs[0], ins, found)
+            found.kinks.add(name)
+        elif name in _LOOPS and any(ins):
+            found.kinks.add(f"{name} (a loop whose trip count may depend on the iterate)")
+        elif name in _BRANCHES and ins and ins[0]:
+            label = f"{name} (a branch chosen by the iterate, e.g. clipping)"
+            (found.kinks if nested else found.branches).add(label)
+        body = _call_body(eqn)
+        if body is not None:
+            outs = _scan(body[0], ins, found, nested)
             if len(outs) == len(eqn.outvars):
-                for v, d in zip(eqn.outvars, outs):
-                    dep[v] = d
+                dep.update(zip(eqn.outvars, outs))
                 continue
         else:
-            for sub in subs:
-                _scan(sub, [any(ins)] * len(sub.invars), found)
+            for sub in _sub_jaxprs(eqn.params):
+                _scan(sub, [any(ins)] * len(sub.invars), found, True)
         for v in eqn.outvars:
             dep[v] = any(ins)
     return [is_dep(v) for v in jaxpr.outvars]
 
 
-def nonsmooth_primitives(fn, *args) -> list[str]:
-    """The non-smooth primitives of `fn(*args)` whose operands depend on the floating inputs."""
+def _dependent(args) -> list[bool]:
+    return [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in jax.tree.leaves(args)]
+
+
+def classify(fn, *args) -> Found:
+    """The non-smooth primitives of `fn(*args)` whose operands depend on its floating inputs."""
     closed = jax.make_jaxpr(fn)(*args)
-    flat = jax.tree.leaves(args)
-    dependent = [jax.numpy.issubdtype(jax.numpy.result_type(x), jax.numpy.inexact) for x in flat]
-    found: list[str] = []
-    _scan(closed.jaxpr, dependent, found)
-    return sorted(set(found))
+    found = Found()
+    _scan(closed.jaxpr, _dependent(args), found, False)
+    return found
+
+
+def _eval(jaxpr, consts, args, dependent, bits: list):
+    """Evaluate `jaxpr` (as `jax.core.eval_jaxpr`), appending the predicate of every branch
+    whose predicate depends on the iterate to `bits`, in program order."""
+    env, dep = {}, {}
+
+    def read(v):
+        return v.val if isinstance(v, jex_core.Literal) else env[v]
+
+    def is_dep(v):
+        return not isinstance(v, jex_core.Literal) and dep.get(v, False)
+
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v], dep[v] = c, False
+    for v, a, d in zip(jaxpr.invars, args, dependent):
+        env[v], dep[v] = a, d
+    for eqn in jaxpr.eqns:
+        vals = [read(v) for v in eqn.invars]
+        ins = [is_dep(v) for v in eqn.invars]
+        body = _call_body(eqn)
+        if body is not None:
+            outs, outdep = _eval(body[0], body[1], vals, ins, bits)
+        else:
+            outs = eqn.primitive.bind(*vals, **eqn.primitive.get_bind_params(eqn.params))
+            outs = outs if eqn.primitive.multiple_results else [outs]
+            outdep = [any(ins)] * len(outs)
+            if eqn.primitive.name in _BRANCHES and ins[0]:
+                bits.append(jnp.ravel(vals[0]).astype(jnp.int32))
+        for v, o, d in zip(eqn.outvars, outs, outdep):
+            env[v], dep[v] = o, d
+    return [read(v) for v in jaxpr.outvars], [is_dep(v) for v in jaxpr.outvars]
+
+
+def branch_bits(fn, *args):
+    """`(fn(*args), bits)`: the output and the concatenated predicates (int32) of the branches
+    of `fn` chosen by its floating inputs; two points on the same side of every switching
+    surface give equal bits."""
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    bits: list = []
+    outs, _ = _eval(closed.jaxpr, closed.consts, jax.tree.leaves(args), _dependent(args), bits)
+    out = jax.tree.unflatten(jax.tree.structure(shape), outs)
+    return out, (jnp.concatenate(bits) if bits else jnp.zeros((0,), jnp.int32))

@@ -40,6 +40,9 @@ class OptimizerSpec:
       learning rate, as in `optax.rmsprop(h, momentum=β)`): it moves θ at $h = 0$ and its
       manifold starts at $M_0 = 0$, so the reduced map's $d_n$ sees $M_n$, one manifold term
       more than when θ's update is $O(h)$ in the state; else 0.
+    - `branches`: the iterate-dependent branches of the step (`select_n` of clipping, a
+      `jnp.where` guard): the map is expanded on the branch its point takes, valid while a run
+      never switches (`dynopt._modified.branches.first_switch`).
     """
 
     optimizer: Callable[[Any], Any]
@@ -48,6 +51,7 @@ class OptimizerSpec:
     order: int = 1
     state_map: tuple[Callable, Callable] | None = None
     lag: int = 0
+    branches: tuple[str, ...] = ()
 
     def __call__(self, step_size) -> optax.GradientTransformationExtraArgs:
         """The optimizer at step size $h$ (the `Discretization` factory)."""
