@@ -413,6 +413,15 @@ AUTOMATIC: tuple[AutomaticCorrespondence, ...] = (
         # On log-cosh the ladder is pre-asymptotic at p = 2 (fit 1.89); the MLP's is not.
         (Measurement(_mlp, _T1, _LADDER, (2,)),),
     ),
+    # A coupled fast state: AdaBelief's second moment reads the new first moment (the
+    # manifold solved leaf after leaf, `OptimizerSpec.sweeps` = 2). eps_root > 0 because on the
+    # manifold g - m = O(h): with optax's eps_root = 1e-16 the root sqrt(O(h²) + 1e-16) is not
+    # analytic at the scale of h, and the order-2 flow measures order 0.93, not 2.
+    AutomaticCorrespondence(
+        "auto_adabelief",
+        lambda h: optax.adabelief(h, b1=0.5, b2=0.6, eps=0.3, eps_root=0.2),
+        (Measurement(logcosh, _T1, _LADDER, (1, 2, 3)), Measurement(_mlp, _T1, _LADDER, (2,))),
+    ),
     AutomaticCorrespondence(
         "auto_heavy_ball_velocity",
         heavy_ball_velocity,

@@ -4,7 +4,8 @@ follows a parameter-only modified flow.
 
 Invariance of the manifold under one step $(\theta, s) \mapsto (\psi_h(\theta), S_h(\theta, s))$
 reads $M_h(\psi_h(\theta)) = S_h(\theta, M_h(\theta))$. With $A = \partial_s S_0$ (diagonal for
-optax's traces and moment EMAs: $A = \beta$), the $h^j$ coefficient gives
+optax's traces and moment EMAs: $A = \beta$; block-triangular when a leaf reads another, as
+AdaBelief's $v$ reads the new $m$: `_coupled_solve`), the $h^j$ coefficient gives
 $(I - A)M_j = -r_j$, where $r_j$ is the $h^j$ coefficient of the residual of the truncated
 manifold $M^{(j-1)}_h = \sum_{i<j} h^i M_i$ — all by nested `jvp` at a point. For a trace,
 $M_0 = \nabla L/(1-\beta)$ and $M_1$ is the lag of the average,
@@ -45,6 +46,57 @@ def contraction(spec: OptimizerSpec, problem, params):
     ]
 
 
+def _unit(zero, i: int):
+    """Ones on the `i`-th leaf of `zero`, zeros on the others."""
+    leaves, treedef = jax.tree.flatten(zero)
+    ones = [jnp.ones_like(x) if j == i else jnp.zeros_like(x) for j, x in enumerate(leaves)]
+    return jax.tree.unflatten(treedef, ones)
+
+
+def leaf_blocks(spec: OptimizerSpec, problem, params, state) -> list[list]:
+    r"""`blocks[i][j]` $= \partial_{s_i} S_{0,j}\,\mathbf 1$ at `state`: how leaf $j$'s update
+    at $h = 0$ moves with leaf $i$ (flat leaf lists). The diagonal blocks are the leaves' own
+    contractions; an off-diagonal one is a coupling (AdaBelief's $v$ reads the new $m$)."""
+    zero, rest = template(spec, params)
+    tau0 = jnp.zeros((), jnp.float64)
+
+    def S(m):
+        return fast_step(spec, problem, tau0, params, m, rest)[1]
+
+    n = len(jax.tree.leaves(zero))
+    return [jax.tree.leaves(jax.jvp(S, (state,), (_unit(zero, i),))[1]) for i in range(n)]
+
+
+def own_contraction(spec: OptimizerSpec, problem, params):
+    r"""$a$ with $a_i$ the own-leaf coefficient $\partial_{s_i}S_{0,i}\,\mathbf 1$ (the
+    diagonal of $A$ when each leaf's update is coordinate-wise in itself)."""
+    zero, _ = template(spec, params)
+    blocks = leaf_blocks(spec, problem, params, zero)
+    return jax.tree.unflatten(jax.tree.structure(zero), [b[i] for i, b in enumerate(blocks)])
+
+
+def _coupled_solve(spec: OptimizerSpec, problem, params, a, r, x, m0):
+    r"""Refine $x = r/(a - 1)$ by `spec.sweeps - 1` Jacobi sweeps with the exact own-leaf
+    diagonal, exact for an acyclic coupling (each sweep settles one more level of the chain):
+    for $M_0$ (`m0` is None) the fixed point $M_0 = S_0(\theta, M_0)$,
+    $x \leftarrow (S_0(\theta, x) - a\odot x)/(1 - a)$; for $j \ge 1$ the linear system
+    $(I - A)M_j = -r_j$ with $A = \partial_s S_0$ at $M_0$,
+    $x \leftarrow (r_j - (A - \mathrm{diag}\,a)x)/(a - 1)$."""
+    _, rest = template(spec, params)
+    tau0 = jnp.zeros((), jnp.float64)
+
+    def S(m):
+        return fast_step(spec, problem, tau0, params, m, rest)[1]
+
+    for _ in range(spec.sweeps - 1):
+        if m0 is None:
+            x = jax.tree.map(lambda s, xi, ai: (s - ai * xi) / (1 - ai), S(x), x, a)
+        else:
+            Ax = jax.jvp(S, (m0,), (x,))[1]
+            x = jax.tree.map(lambda ri, v, xi, ai: (ri - (v - ai * xi)) / (ai - 1), r, Ax, x, a)
+    return x
+
+
 def series(values, tau, zero):
     r"""$\sum_j \tau^j M_j$ for `values` $= [M_0, \dots]$ (`zero` when empty)."""
     out = zero
@@ -60,7 +112,11 @@ def manifold_terms(spec: OptimizerSpec, problem, params, count: int) -> list:
     zero, rest = template(spec, params)
     if count == 0:
         return []
-    a = contraction(spec, problem, params)
+    a = (
+        contraction(spec, problem, params)
+        if spec.sweeps == 1
+        else own_contraction(spec, problem, params)
+    )
     values: list = []
     for j in range(count):
 
@@ -79,7 +135,10 @@ def manifold_terms(spec: OptimizerSpec, problem, params, count: int) -> list:
             r = optax.tree.add(r, c)
         if spec.lag and j > 0:
             r = optax.tree.add(r, _lag_term(spec, problem, params, a, r, rest))
-        values.append(jax.tree.map(lambda r, ai: r / (ai - 1), r, a))
+        x = jax.tree.map(lambda r, ai: r / (ai - 1), r, a)
+        if spec.sweeps > 1:
+            x = _coupled_solve(spec, problem, params, a, r, x, values[0] if j else None)
+        values.append(x)
     return values
 
 

@@ -16,7 +16,7 @@ from .._discretization import Discretization
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._validation import positive
-from .fast import contraction, fast_coefficients, fast_step, manifold, template
+from .fast import fast_coefficients, fast_step, leaf_blocks, manifold, template
 from .recursion import combine_values, modified_values
 from .slow import ModifiedState, slow_coefficients
 from .smooth import classify
@@ -182,15 +182,16 @@ def _leaf_changes(before, after) -> list[tuple[str, float]]:
 
 
 @ft.cache
-def _check(spec: OptimizerSpec, regime: str) -> tuple[str, int, tuple[str, ...]]:
-    """Validate `spec` on a probe problem; return the regime (resolving `"auto"`) and the
-    fast state's `lag` (`OptimizerSpec`). Concrete even when `modified_flow` is called under
+def _check(spec: OptimizerSpec, regime: str) -> tuple[str, int, tuple[str, ...], int]:
+    """Validate `spec` on a probe problem; return the regime (resolving `"auto"`), the
+    fast state's `lag`, the step's iterate-dependent `branches` and the manifold's `sweeps`
+    (`OptimizerSpec`). Concrete even when `modified_flow` is called under
     `jit` (e.g. `compare`'s `reference`), and cached: a sweep checks once."""
     with jax.ensure_compile_time_eval():
         return _check_concrete(spec, regime)
 
 
-def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int, tuple[str, ...]]:
+def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int, tuple[str, ...], int]:
     problem = _probe_problem()
     x0 = problem.params0
     zero = jnp.zeros((), jnp.float64)
@@ -302,8 +303,15 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int, tuple[s
                 "time_unit in which the state is near identity."
             )
         _check_finite_field(spec, regime, problem, ModifiedState(x0, state))
-        return regime, lag, branches
-    _contraction_checked(spec, problem, x0)
+        return regime, lag, branches, 1
+    _, sweeps = _contraction_checked(spec, problem, x0)
+    if lag and sweeps > 1:
+        raise ValueError(
+            "optimizer: its fast state holds updates already scaled by the step (a trace after "
+            "the learning rate) and its leaves read each other: this combination of slow "
+            "manifolds is not supported. Apply the learning rate after the trace."
+        )
+    spec = dataclasses.replace(spec, sweeps=sweeps)
     if has_counters(state0):
         # The fast state's counters are saturated (bias corrections at 1): a schedule in steps
         # is frozen at its value for k -> oo, which must not stop the optimizer.
@@ -318,7 +326,7 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int, tuple[s
                 "continuous model. Use a constant learning rate written as a function of h."
             )
     _check_finite_field(dataclasses.replace(spec, lag=lag), regime, problem, x0)
-    return regime, lag, branches
+    return regime, lag, branches, sweeps
 
 
 def _state_moves(state, state1) -> bool:
@@ -328,7 +336,8 @@ def _state_moves(state, state1) -> bool:
 def _moved_on_manifold(spec: OptimizerSpec, problem, x0) -> float:
     """How far one step at h = 0 moves `x0` from the fast state's manifold $s = M_0(x_0)$
     (the contraction checked first: $M_0$ divides by $1 - a$)."""
-    _contraction_checked(spec, problem, x0)
+    _, sweeps = _contraction_checked(spec, problem, x0)
+    spec = dataclasses.replace(spec, sweeps=sweeps)
     zero_tau = jnp.zeros((), jnp.float64)
     _, rest = template(spec, x0)
     m0 = manifold(spec, problem, zero_tau, x0, 1)
@@ -359,38 +368,88 @@ def _check_finite_field(spec: OptimizerSpec, regime: str, problem, y) -> None:
 
 @eqx.filter_jit
 def _contraction_probe(spec, problem, x0):
-    """The diagonal $a$ of $A = \\partial_s S_0$ and the deviation of $S_0$ from the
-    coordinate-wise affine map $s \\mapsto a\\odot s + c(\\theta)$ on a probe state."""
-    zero_tau = jnp.zeros((), jnp.float64)
-    a = contraction(spec, problem, x0)
+    r"""The fast state's structure on the probe: the own-leaf coefficients $a$ (at the zero
+    state), the deviation of each leaf's update from $s_i' = a_i\odot s_i + c_i(\theta,
+    s_{-i})$ with a constant $a_i$, and the coupling matrix `C[i, j]` > 0 where leaf $j$'s
+    update reads leaf $i$."""
     zero, rest = template(spec, x0)
     # Positive entries (a second moment under a square root must stay real), not constant.
     probe = jax.tree.map(
         lambda x: 1.5 + jnp.cos(1.0 + jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape), zero
     )
+    zero_tau = jnp.zeros((), jnp.float64)
 
     def S(m):
-        return fast_step(spec, problem, zero_tau, x0, m, rest)[1]
+        return jax.tree.leaves(fast_step(spec, problem, zero_tau, x0, m, rest)[1])
 
-    Av = jax.jvp(S, (zero,), (probe,))[1]
-    affine = optax.tree.sub(optax.tree.sub(S(probe), S(zero)), Av)
-    diag = optax.tree.sub(Av, jax.tree.map(jnp.multiply, a, probe))
-    return a, optax.tree.norm(diag) + optax.tree.norm(affine)
+    at_zero = leaf_blocks(spec, problem, x0, zero)
+    at_probe = leaf_blocks(spec, problem, x0, probe)
+    flat, treedef = jax.tree.flatten(probe)
+    n = len(flat)
+
+    def size(x):
+        return jnp.max(jnp.abs(x), initial=0.0)
+
+    dev = jnp.zeros((), jnp.float64)
+    coupling = []
+    for i in range(n):
+        a_i = at_zero[i][i]
+        without = jax.tree.unflatten(
+            treedef, [jnp.zeros_like(x) if j == i else x for j, x in enumerate(flat)]
+        )
+        own = S(probe)[i] - S(without)[i] - a_i * flat[i]
+        dev = dev + size(at_probe[i][i] - a_i) + size(own)
+        coupling.append(
+            jnp.stack(
+                [
+                    jnp.where(j == i, 0.0, size(at_zero[i][j]) + size(at_probe[i][j]))
+                    for j in range(n)
+                ]
+            )
+        )
+    a = jax.tree.unflatten(treedef, [at_zero[i][i] for i in range(n)])
+    return a, dev, jnp.stack(coupling) if n else jnp.zeros((0, 0))
 
 
-def _contraction_checked(spec, problem, x0):
-    a, err = _contraction_probe(spec, problem, x0)
-    # The structure first: with leaves coupled, `a` holds row sums of A, not its diagonal.
+def _chain_length(reads: np.ndarray, names: list[str]) -> int:
+    """The longest chain of leaves in the coupling graph (`reads[i, j]`: leaf j reads leaf i),
+    or a `ValueError` for a cycle (no triangular order to solve the manifold in)."""
+    n = len(reads)
+    depth: dict[int, int] = {}
+    active: set[int] = set()
+
+    def visit(j):
+        if j in depth:
+            return depth[j]
+        if j in active:
+            raise ValueError(
+                "state='fast': the optimizer-state leaves read each other in a cycle (through "
+                f"{names[j]}): the slow manifold is solved leaf after leaf, which needs each "
+                "leaf's update to depend only on leaves earlier in a chain. Use state='slow' "
+                "with decays that scale with h."
+            )
+        active.add(j)
+        depth[j] = 1 + max((visit(i) for i in range(n) if reads[i, j]), default=0)
+        active.discard(j)
+        return depth[j]
+
+    return max((visit(j) for j in range(n)), default=1)
+
+
+def _contraction_checked(spec, problem, x0) -> tuple[Any, int]:
+    """`(a, sweeps)`: the own-leaf contractions and the Jacobi sweeps of the slow manifold
+    (`OptimizerSpec.sweeps`), after checking the fast state's structure."""
+    a, err, coupling = _contraction_probe(spec, problem, x0)
     # (`not <=`: a NaN deviation, e.g. a state at 0 under a square root, fails too.)
     if not float(err) <= 1e-10:
         raise ValueError(
-            "state='fast': the state update at h = 0 is not a coordinate-wise affine "
-            f"contraction s' = A s + c(θ) (deviation {float(err):.3g}): a leaf's update depends "
-            "on another leaf (e.g. a trace of RMS-scaled gradients, optax.chain(scale_by_rms(), "
-            "trace(b), scale(-h))), or is nonlinear in the state. Its slow manifold is not "
-            "supported. Apply the learning rate before the trace (optax.rmsprop(h, "
-            "momentum=b): the same iterates), or use state='slow' with decays that scale with h."
+            "state='fast': the state update at h = 0 is not affine in each leaf with a "
+            f"constant coordinate-wise coefficient, s_i' = a_i s_i + c_i(θ, other leaves) "
+            f"(deviation {float(err):.3g}): a leaf is nonlinear in itself. Its slow manifold "
+            "is not supported; use state='slow' with decays that scale with h."
         )
+    names = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(a)[0]]
+    sweeps = _chain_length(np.asarray(coupling) > 0, names)
     for path, ai in jax.tree_util.tree_flatten_with_path(a)[0]:
         worst = float(jnp.max(jnp.abs(ai), initial=0.0))
         if not worst < 1:
@@ -399,7 +458,7 @@ def _contraction_checked(spec, problem, x0):
                 f"contract at h = 0 (|∂s'/∂s| = {worst:.3g} ≥ 1): it is a slow variable. Use "
                 "state='slow' with decays that scale with h."
             )
-    return a
+    return a, sweeps
 
 
 def modified_flow(
@@ -449,7 +508,14 @@ def modified_flow(
       updates already scaled by the step (a trace after the learning rate:
       `optax.rmsprop(h, momentum=β)`) moves $\theta$ at $h = 0$ from a generic state but not
       from its manifold, which starts at $M_0 = 0$: supported at orders 1 and 2, each order
-      reading one manifold term more (e.g. $f_1 = -g/((1-\beta)D)$).
+      reading one manifold term more (e.g. $f_1 = -g/((1-\beta)D)$). Leaves that read other
+      leaves (AdaBelief's $v$ reads the new $m$; a trace of RMS-scaled gradients,
+      `optax.chain(optax.scale_by_rms(), optax.trace(b), optax.scale(-h))`) are solved leaf
+      after leaf along the chain, each leaf affine in itself with a constant coefficient
+      ($s_i' = a_i\odot s_i + c_i(\theta, s_{-i})$, the EMAs and traces of optax); leaves in a
+      cycle or nonlinear in themselves are refused. A state that vanishes on the manifold under
+      a square root (AdaBelief's $(g - m)^2 = O(h^2)$ with a tiny `eps_root`) makes the step
+      non-analytic at the scale of $h$: the order-1 flow holds, higher orders do not.
     - `"auto"`: `"slow"` when one step at $h = 0$ leaves the state unchanged, else `"fast"`.
 
     **Arguments:**
@@ -522,7 +588,9 @@ def modified_flow(
         raise ValueError("state_map applies to state='slow' (or 'auto' resolving to slow).")
     _check_time(optimizer, power)
     # Checked at order 1: the checks do not depend on the order, so one per optimizer.
-    regime, lag, branches = _check(OptimizerSpec(optimizer, power, "slow", 1, state_map), state)
+    regime, lag, branches, sweeps = _check(
+        OptimizerSpec(optimizer, power, "slow", 1, state_map), state
+    )
     if regime == "fast" and state_map is not None:
         raise ValueError("state_map: the state is fast (not near identity at h = 0); drop it.")
     if lag and order > 2:
@@ -532,7 +600,7 @@ def modified_flow(
             "each order needs one more slow-manifold term there, and order 3 differentiates "
             "nested manifolds beyond what compiles in memory."
         )
-    spec = OptimizerSpec(optimizer, power, regime, int(order), state_map, lag, branches)
+    spec = OptimizerSpec(optimizer, power, regime, int(order), state_map, lag, branches, sweeps)
     return ModifiedFlow(spec, positive("step_size", jnp.asarray(step_size, jnp.float64)))
 
 

@@ -43,6 +43,9 @@ class OptimizerSpec:
     - `branches`: the iterate-dependent branches of the step (`select_n` of clipping, a
       `jnp.where` guard): the map is expanded on the branch its point takes, valid while a run
       never switches (`dynopt._modified.branches.first_switch`).
+    - `sweeps`: 1 when the fast state's leaves update independently; else the length of the
+      longest chain of leaves reading each other (AdaBelief: $m \to v$, 2), the Jacobi sweeps
+      that solve for its slow manifold exactly (`fast._coupled_solve`).
     """
 
     optimizer: Callable[[Any], Any]
@@ -52,6 +55,7 @@ class OptimizerSpec:
     state_map: tuple[Callable, Callable] | None = None
     lag: int = 0
     branches: tuple[str, ...] = ()
+    sweeps: int = 1
 
     def __call__(self, step_size) -> optax.GradientTransformationExtraArgs:
         """The optimizer at step size $h$ (the `Discretization` factory)."""
