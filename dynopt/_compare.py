@@ -244,6 +244,33 @@ def _automatic(optimizer, step_sizes, reference, order):
     return flow, reference
 
 
+def _series_diagnosis(reference, per_step, problem, hs) -> str | None:
+    r"""Why an order-$p \ge 2$ automatic reference may fail to solve: its $O(\tau)$ term
+    dominates the leading one at $\theta_0$ ($\tau\|f_2\|/\|f_1\| \ge 1/2$ at the largest
+    step size), i.e. the truncated series is used outside its asymptotic regime."""
+    from ._modified import ModifiedFlow
+
+    if not per_step:
+        return None
+    h = float(np.max(hs))
+    ref = reference(h)
+    if not isinstance(ref, ModifiedFlow) or ref.order < 2:
+        return None
+    fs = eqx.filter_jit(ref.field_values)(ref.init(problem.params0), problem)
+    f1, f2 = ref.params(fs[0]), ref.params(fs[1])
+    ratio = float(ref.tau * optax.tree.norm(f2) / optax.tree.norm(f1))
+    if ratio < 0.5:
+        return None
+    return (
+        f"Likely cause: the order-{ref.order} modified flow's correction dominates its leading "
+        f"term at these step sizes: at θ0, τ‖f2‖/‖f1‖ = {ratio:.3g} at h = {h:g}, so the "
+        "truncated series is outside its asymptotic regime and the flow it defines is stiff "
+        "or blows up (the terms grow like (τ/(1 - β))^j for a decay β: optax.adam's "
+        "b2 = 0.999 needs τ ≪ 1e-3). Take step sizes where this ratio is small (below about "
+        f"h = {h / ratio / 10:.2g}), or compare with order=1."
+    )
+
+
 def _check_branches(flow, problem, map, hs, dts, ns) -> None:
     """An automatic flow of a step with iterate-dependent branches (clipping, `jnp.where`
     guards) is exact only while the run stays on one side of every switching surface: replay
@@ -397,8 +424,10 @@ def compare(
     )
     with host_validated():
         errs, finals, div, scales, result = gather(_compare_jit(*args))
+    diagnosis = None
     if not np.all(np.asarray(result == diffrax.RESULTS.successful)):
         _compare_checked(*args)  # raises the runtime check's own message, if one fired
+        diagnosis = _series_diagnosis(reference, per_step, problem, hs)
     raise_for_result(
         result,
         what=f"compare: reference solve({name})",
@@ -406,6 +435,7 @@ def compare(
         rtol=rtol,
         atol=atol,
         stiffness=ratio,
+        diagnosis=diagnosis,
     )
     unstable = _past_stability_limit(flow, problem, map, hs)
     return make_comparison(hs, dts, ns, errs, finals, div, t1, name, scales, unstable)

@@ -186,6 +186,42 @@ def test_coupled_fast_state(getkey):
     assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.15, cmp
 
 
+def test_optimistic_gradient_descent_settles_its_first_step_flag(getkey):
+    r"""`optax.optimistic_gradient_descent` keeps a boolean `is_initial_step` (its first step
+    uses the current gradient twice): on the slow manifold it is False. The previous gradient is
+    $g(\theta_{k-1}) = g + h\alpha Hg + O(h^2)$, so $d_1 = -\alpha g$, $d_2 = \alpha\beta Hg$
+    and $f_2 = \alpha(\beta - \alpha/2)Hg$; at $\alpha = \beta = 1$ the implicit regulariser is
+    $-\tfrac h4\|\nabla L\|^2$, GD's with the sign reversed."""
+    problem = smooth_problem(getkey())
+    p0 = problem.params0
+    g = problem.grad(p0)
+    Hg = jax.jvp(problem.grad, (p0,), (g,))[1]
+    alpha, beta = 0.7, 0.4
+    flow = modified_flow(
+        lambda h: optax.optimistic_gradient_descent(h, alpha=alpha, beta=beta), 0.02, order=2
+    )
+    f1, f2 = _fields(flow, p0, problem)
+    assert tree_max_abs_diff(f1, jax.tree.map(lambda x: -alpha * x, g)) < 1e-14
+    assert tree_max_abs_diff(f2, jax.tree.map(lambda x: alpha * (beta - alpha / 2) * x, Hg)) < 1e-12
+    default = modified_flow(lambda h: optax.optimistic_gradient_descent(h), 0.02, order=2)
+    terms = eqx.filter_jit(default.terms)(p0, problem)
+    assert abs(float(terms.regularizer) + 0.25) < 1e-12
+    cmp = dynopt.compare(
+        lambda h: optax.optimistic_gradient_descent(h), problem, (0.02, 0.01, 0.005), 0.4, order=2
+    )
+    assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.15, cmp
+
+
+def test_a_series_outside_its_asymptotic_regime_is_named():
+    """optax.adam's defaults at h = 0.02: the O(h) term carries (1+β₂)/(2(1-β₂)) ≈ 1000 and
+    1/√ε, so the order-2 flow is stiff and its solve fails; the error says why."""
+    problem = dynopt.problems.mlp_regression(
+        num_samples=16, dim=2, width=4, depth=1, batch_size=16, seed=3
+    )
+    with pytest.raises(dynopt.SolveError, match=r"Likely cause: the order-2 .* τ‖f2‖/‖f1‖ = "):
+        dynopt.compare(lambda h: optax.adam(h), problem, (0.02, 0.01, 0.005), 0.4, order=2)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="optimizer must be a callable"):
         modified_flow(optax.sgd(0.1), 0.1)

@@ -20,13 +20,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .step import OptimizerSpec, raw_step, saturate_counters, split_state
+from .step import OptimizerSpec, raw_step, saturate_counters, settle_flags, split_state
 from .taylor import taylor_coefficients
 
 
 def template(spec: OptimizerSpec, params):
-    """`(zero floating state, saturated rest)` of the optimizer's state for `params`."""
-    floats, rest = split_state(spec.transform(jnp.zeros((), jnp.float64)).init(params))
+    """`(zero floating state, saturated rest)` of the optimizer's state for `params`: counters
+    saturated, first-step flags as after a few steps (`settle_flags`)."""
+    tau0 = jnp.zeros((), jnp.float64)
+    state = settle_flags(spec, tau0, params, spec.transform(tau0).init(params))
+    floats, rest = split_state(state)
     return jax.tree.map(jnp.zeros_like, floats), saturate_counters(rest)
 
 

@@ -20,7 +20,14 @@ from .fast import fast_coefficients, fast_step, leaf_blocks, manifold, template
 from .recursion import combine_values, modified_values
 from .slow import ModifiedState, slow_coefficients
 from .smooth import classify
-from .step import has_counters, OptimizerSpec, raw_step, saturate_counters, split_state
+from .step import (
+    has_counters,
+    OptimizerSpec,
+    raw_step,
+    saturate_counters,
+    settle_flags,
+    split_state,
+)
 
 
 MAX_ORDER = 4
@@ -304,6 +311,13 @@ def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int, tuple[s
             )
         _check_finite_field(spec, regime, problem, ModifiedState(x0, state))
         return regime, lag, branches, 1
+    settled = [split_state(settle_flags(spec, zero, x0, state0, n))[1] for n in (2, 3)]
+    if not eqx.tree_equal(*settled):
+        raise ValueError(
+            "optimizer: a boolean leaf of its state keeps changing from step to step (not a "
+            "first-step flag that settles): the update is not one map of the state, so no "
+            "modified flow of this form exists."
+        )
     _, sweeps = _contraction_checked(spec, problem, x0)
     if lag and sweeps > 1:
         raise ValueError(

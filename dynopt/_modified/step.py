@@ -84,6 +84,38 @@ def saturate_counters(rest):
     return jax.tree.map(one, rest)
 
 
+def _has_flags(rest) -> bool:
+    return any(eqx.is_array(x) and x.dtype == jnp.bool_ for x in jax.tree.leaves(rest))
+
+
+def settle_flags(spec: "OptimizerSpec", tau, params, opt_state, steps: int = 2):
+    """`opt_state` with its boolean leaves (first-step flags, e.g. optax's
+    `is_initial_step` in `scale_by_optimistic_gradient`) as they are after `steps` updates:
+    the optimizer after a long history, like a saturated counter. The updates are fed zeros
+    (flags do not depend on the gradients' values); a state without flags is returned as is."""
+    floats, rest = split_state(opt_state)
+    if not _has_flags(rest):
+        return opt_state
+    tx = spec.transform(tau)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    state = opt_state
+    for _ in range(steps):
+        _, state = tx.update(
+            zeros,
+            state,
+            params,
+            value=jnp.zeros(()),
+            grad=zeros,
+            value_fn=lambda p: jnp.zeros(()),
+            grad_fn=lambda p: jax.tree.map(jnp.zeros_like, p),
+        )
+    late = split_state(state)[1]
+    flags = jax.tree.map(
+        lambda x, y: y if eqx.is_array(x) and x.dtype == jnp.bool_ else x, rest, late
+    )
+    return eqx.combine(floats, flags)
+
+
 def has_counters(opt_state) -> bool:
     return any(
         eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.integer) for x in jax.tree.leaves(opt_state)
