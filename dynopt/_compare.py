@@ -226,7 +226,7 @@ _compare_jit = eqx.filter_jit(_compare_program)
 _compare_checked = eqx.filter_jit(_compare_program)
 
 
-def _automatic(optimizer, step_sizes, reference, order):
+def _automatic(optimizer, step_sizes, reference, order, problem):
     """An optimizer callable's automatic flow (`modified_flow`: its discretization is the
     optimizer itself, started on the order-`order` slow manifold where its state is fast) and,
     for `order` > 1, the order-`order` modified flow at each h as the reference."""
@@ -238,9 +238,9 @@ def _automatic(optimizer, step_sizes, reference, order):
         hint = float(np.max(np.asarray(step_sizes, dtype=np.float64)))
     except (TypeError, ValueError):
         raise ValueError(f"step_sizes must be positive numbers, got {step_sizes!r}.") from None
-    flow = modified_flow(optimizer, hint, 1 if order is None else order)
+    flow = modified_flow(optimizer, hint, 1 if order is None else order, problem=problem)
     if order is not None and order != 1:
-        reference = ft.partial(modified_flow, optimizer, order=order)
+        reference = ft.partial(modified_flow, optimizer, order=order, problem=problem)
     return flow, reference
 
 
@@ -359,7 +359,7 @@ def compare(
     """
     _require_x64()
     if not isinstance(flow, (AbstractFlow, type)) and callable(flow):
-        flow, reference = _automatic(flow, step_sizes, reference, order)
+        flow, reference = _automatic(flow, step_sizes, reference, order, problem)
     elif order is not None:
         raise ValueError("order= is for an optimizer callable (h -> optax transform) as flow.")
     if not isinstance(flow, AbstractFlow):

@@ -222,6 +222,30 @@ def test_a_series_outside_its_asymptotic_regime_is_named():
         dynopt.compare(lambda h: optax.adam(h), problem, (0.02, 0.01, 0.005), 0.4, order=2)
 
 
+def test_a_transform_built_for_the_parameter_structure():
+    """`optax.masked` cannot step on the probe problem's parameters: the checks run on the
+    user's problem (given, or `compare`'s). Weight decay on the weights only:
+    f1 = -(g + c·θ) on the masked leaves, -g on the others."""
+    problem = dynopt.problems.mlp_regression(
+        num_samples=16, dim=2, width=4, depth=1, batch_size=16, seed=3
+    )
+    p0, c = problem.params0, 0.1
+    mask = jax.tree.map(lambda x: x.ndim > 1, p0)
+
+    def opt(h):
+        return optax.chain(optax.masked(optax.add_decayed_weights(c), mask), optax.sgd(h))
+
+    with pytest.raises(ValueError, match=r"one step on the probe problem .* Pass problem="):
+        modified_flow(opt, 0.02)
+    flow = modified_flow(opt, 0.02, order=2, problem=problem)
+    f1 = _fields(flow, flow.init(p0), problem)[0].params
+    g = problem.grad(p0)
+    expect = jax.tree.map(lambda gi, x, m: -(gi + c * x) if m else -gi, g, p0, mask)
+    assert tree_max_abs_diff(f1, expect) < 1e-15
+    cmp = dynopt.compare(opt, problem, (0.02, 0.01, 0.005), 0.4, order=2)
+    assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.15, cmp
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="optimizer must be a callable"):
         modified_flow(optax.sgd(0.1), 0.1)

@@ -188,18 +188,67 @@ def _leaf_changes(before, after) -> list[tuple[str, float]]:
     return out
 
 
+class _ByIdentity:
+    """A cache key for an unhashable object (a problem with array leaves): its identity."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _ByIdentity) and other.obj is self.obj
+
+
 @ft.cache
-def _check(spec: OptimizerSpec, regime: str) -> tuple[str, int, tuple[str, ...], int]:
-    """Validate `spec` on a probe problem; return the regime (resolving `"auto"`), the
-    fast state's `lag`, the step's iterate-dependent `branches` and the manifold's `sweeps`
-    (`OptimizerSpec`). Concrete even when `modified_flow` is called under
-    `jit` (e.g. `compare`'s `reference`), and cached: a sweep checks once."""
+def _check(
+    spec: OptimizerSpec, regime: str, on: _ByIdentity | None = None
+) -> tuple[str, int, tuple[str, ...], int]:
+    """Validate `spec` on a probe problem (or on `on.obj`, the user's problem, when the
+    optimizer cannot step on the probe's parameters: `optax.masked`, `optax.multi_transform`);
+    return the regime (resolving `"auto"`), the fast state's `lag`, the step's
+    iterate-dependent `branches` and the manifold's `sweeps` (`OptimizerSpec`). Concrete even
+    when `modified_flow` is called under `jit` (e.g. `compare`'s `reference`), and cached: a
+    sweep checks once."""
     with jax.ensure_compile_time_eval():
-        return _check_concrete(spec, regime)
+        probe = _probe_problem()
+        failure = _step_failure(spec, probe)
+        if failure is None:
+            return _check_concrete(spec, regime, probe)
+        if on is not None and _step_failure(spec, on.obj) is None:
+            return _check_concrete(spec, regime, on.obj)
+        hint = (
+            " It failed on your problem too."
+            if on is not None
+            else " Pass problem=<your "
+            "problem> (compare does) so that the checks run on your parameters' structure."
+        )
+        raise ValueError(
+            "optimizer: one step on the probe problem (parameters: one float64 3-vector) "
+            f"failed with {failure}. A transform built for a particular parameter structure "
+            f"(optax.masked, optax.multi_transform, optax.lookahead's LookaheadParams) cannot "
+            f"step there.{hint}"
+        )
 
 
-def _check_concrete(spec: OptimizerSpec, regime: str) -> tuple[str, int, tuple[str, ...], int]:
-    problem = _probe_problem()
+def _step_failure(spec: OptimizerSpec, problem) -> str | None:
+    """`None` if one step of the optimizer traces on `problem`, else what it raised."""
+    x0 = problem.params0
+    try:
+        with jax.numpy_dtype_promotion("standard"):
+            tau = jnp.zeros((), jnp.float64)
+            jax.eval_shape(
+                lambda t: raw_step(spec, t, x0, spec.transform(t).init(x0), problem), tau
+            )
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+        return f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
+    return None
+
+
+def _check_concrete(
+    spec: OptimizerSpec, regime: str, problem
+) -> tuple[str, int, tuple[str, ...], int]:
     x0 = problem.params0
     zero = jnp.zeros((), jnp.float64)
     tx0 = spec.transform(zero)
@@ -483,6 +532,7 @@ def modified_flow(
     state: str = "auto",
     state_map: tuple[Callable, Callable] | None = None,
     time_unit: float | None = None,
+    problem: Problem | None = None,
 ) -> ModifiedFlow:
     r"""The continuous-time model of any optax optimizer, to order $p$, by automatic backward
     error analysis.
@@ -543,6 +593,10 @@ def modified_flow(
       `inverse(z, τ) -> opt_state`, the coordinates of a slow state (must be regular at τ = 0).
     - `time_unit`: $q$ with the time per step $\tau = h^q$ and $1/q$ an integer (e.g. 0.5 when
       `optimizer` takes a learning rate $\alpha$ and the time per step is $\sqrt\alpha$).
+    - `problem`: optional; the construction checks (smoothness, regime, contraction) run on a
+      small probe problem, and on `problem` instead when the optimizer cannot step on the
+      probe's parameters (a transform built for your structure: `optax.masked`,
+      `optax.multi_transform`). `compare` passes its problem.
 
     The step is differentiated at $\tau = 0$, so it must be computed without a removable
     singularity there: `jnp.sqrt(h)` with $h = \tau^2$, or a `state_map` dividing by $\tau$,
@@ -602,8 +656,9 @@ def modified_flow(
         raise ValueError("state_map applies to state='slow' (or 'auto' resolving to slow).")
     _check_time(optimizer, power)
     # Checked at order 1: the checks do not depend on the order, so one per optimizer.
+    on = None if problem is None else _ByIdentity(problem)
     regime, lag, branches, sweeps = _check(
-        OptimizerSpec(optimizer, power, "slow", 1, state_map), state
+        OptimizerSpec(optimizer, power, "slow", 1, state_map), state, on
     )
     if regime == "fast" and state_map is not None:
         raise ValueError("state_map: the state is fast (not near identity at h = 0); drop it.")
