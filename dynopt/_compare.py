@@ -240,8 +240,33 @@ def _automatic(optimizer, step_sizes, reference, order, problem):
         raise ValueError(f"step_sizes must be positive numbers, got {step_sizes!r}.") from None
     flow = modified_flow(optimizer, hint, 1 if order is None else order, problem=problem)
     if order is not None and order != 1:
-        reference = ft.partial(modified_flow, optimizer, order=order, problem=problem)
+        reference = _order_reference(optimizer, order, problem)
     return flow, reference
+
+
+# The order-p reference of each (optimizer, order, problem) seen last: one object per key, so
+# that a repeated `compare(optimizer, ..., order=p)` finds the compiled program (the reference
+# is a static argument of the jitted comparison, and a new partial is a new key: a recompile).
+_REFERENCES: dict = {}
+_MAX_REFERENCES = 8
+
+
+def _order_reference(optimizer, order: int, problem):
+    from ._modified import modified_flow
+
+    try:
+        key = (optimizer, order, id(problem))
+        hash(key)
+    except TypeError:  # an unhashable callable: a fresh reference (compiled anew each call)
+        return ft.partial(modified_flow, optimizer, order=order, problem=problem)
+    ref = _REFERENCES.get(key)
+    if ref is None or ref.keywords["problem"] is not problem:  # an id reused by a new problem
+        ref = ft.partial(modified_flow, optimizer, order=order, problem=problem)
+        _REFERENCES.pop(key, None)
+        while len(_REFERENCES) >= _MAX_REFERENCES:
+            _REFERENCES.pop(next(iter(_REFERENCES)))
+        _REFERENCES[key] = ref
+    return ref
 
 
 def _series_diagnosis(reference, per_step, problem, hs) -> str | None:

@@ -331,7 +331,7 @@ class AutomaticCorrespondence:
         continuum limit does not depend on $h$ (one reference solve, not one per step)."""
         if order == 1:
             return None
-        return ft.partial(modified_flow, self.optimizer, order=order, **dict(self.options))
+        return _reference(self.optimizer, order, self.options)
 
     def compare(self, measurement: Measurement, order: int):
         """`dynopt.compare` of the optimizer against its order-`order` flow on `measurement`
@@ -344,6 +344,13 @@ class AutomaticCorrespondence:
             reference=self.reference(order),
             solver="tsit5",
         )
+
+
+@ft.cache
+def _reference(optimizer, order: int, options) -> Callable[[Any], ModifiedFlow]:
+    # One object per row and order: `compare` takes the reference as a static argument, so a
+    # new partial per call would compile the comparison anew.
+    return ft.partial(modified_flow, optimizer, order=order, **dict(options))
 
 
 def _mlp():

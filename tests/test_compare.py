@@ -144,10 +144,17 @@ def test_an_optimizer_callable_is_compared_with_its_automatic_modified_flow():
             (p["b"] - jnp.tanh(p["w"][:2])) ** 2
         )
 
-    problem = dynopt.Problem(loss, {"w": jnp.zeros(4), "b": jnp.ones(2)})
+    counter = TraceCounter(loss)
+    problem = dynopt.Problem(counter, {"w": jnp.zeros(4), "b": jnp.ones(2)})
     c = dynopt.compare(_heavy_ball_half, problem, [0.02, 0.01, 0.005, 0.0025], 1.0, order=2)
     assert c.verdict == "asymptotic", c.reason
     assert abs(c.order - 2.0) < 0.1, c.local_orders
+    # Called again (new step sizes), it reuses the compiled comparison: the order-2 reference
+    # is one object per (optimizer, order, problem), not a new static argument per call.
+    traced = counter.count
+    again = dynopt.compare(_heavy_ball_half, problem, [0.04, 0.02, 0.01, 0.005], 1.0, order=2)
+    assert counter.count == traced
+    assert abs(again.order - 2.0) < 0.15, again.local_orders
     with pytest.raises(ValueError, match="order= is for an optimizer callable"):
         dynopt.compare(flows.GradientFlow(), problem, [0.02, 0.01, 0.005], 1.0, order=2)
 

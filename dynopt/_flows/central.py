@@ -380,14 +380,17 @@ def central_path(
     diffrax results)`; `jax.vmap` it over flows with a batch of learning rates."""
     import diffrax
 
-    from .._solve import integrate
+    from .._solve import _FirstStepGiven, integrate
 
     # One refreshed `central` per saved time, at the *start* of each interval (the last interval
     # has zero length: diffrax returns at once), so that the program holds one copy of it (the
     # eigen-solve, third derivatives and complementarity solve are what XLA takes longest to
-    # compile) besides the vector field's.
+    # compile) besides the vector field's. Each interval's first step is the previous one's
+    # mean accepted step (the first interval's: 1e-3 of a mean interval), not diffrax's
+    # first-step heuristic, which evaluates the field outside the step loop: a second copy of
+    # it in the program.
     def chunk(carry, interval):
-        w, basis = carry
+        w, basis, first = carry
         cs = _with_basis(flow, basis).central(w, problem, refresh=True)
         sol = integrate(
             diffrax.ODETerm(_vector_field),
@@ -396,15 +399,20 @@ def central_path(
             interval[1],
             w,
             args=(_with_basis(flow, cs.eig.vectors), problem),
-            controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            controller=_FirstStepGiven(diffrax.PIDController(rtol=rtol, atol=atol), first),
             max_steps=max_steps,
         )
         w1 = jax.tree.map(lambda x: x[-1], sol.ys)
-        return (w1, cs.eig.vectors), (w, cs, sol.result, sol.stats["num_steps"])
+        accepted = jnp.maximum(sol.stats["num_accepted_steps"], 1)
+        mean_step = (interval[1] - interval[0]) / accepted
+        first = jnp.where(mean_step > 0, mean_step, first)
+        return (w1, cs.eig.vectors, first), (w, cs, sol.result, sol.stats["num_steps"])
 
     basis0 = start_block(flow.basis, flow.k, ravel_pytree(problem.params0)[0])
     intervals = jnp.stack([ts, jnp.concatenate([ts[1:], ts[-1:]])], axis=1)
-    _, (params, cs, results, num_steps) = jax.lax.scan(chunk, (problem.params0, basis0), intervals)
+    first0 = 1e-3 * (ts[-1] - ts[0]) / max(ts.shape[0] - 1, 1)  # of a mean interval
+    carry0 = (problem.params0, basis0, first0)
+    _, (params, cs, results, num_steps) = jax.lax.scan(chunk, carry0, intervals)
     path = CentralPath(
         ts=ts,
         params=params,
