@@ -374,7 +374,18 @@ _FIRST_STEP = 1e-6
 
 
 def dense_solve(
-    flow, problem, solver, t0, t1, ts, rtol, atol, max_steps, dense: bool = True, meter=None
+    flow,
+    problem,
+    solver,
+    t0,
+    t1,
+    ts,
+    rtol,
+    atol,
+    max_steps,
+    dense: bool = True,
+    meter=None,
+    reach: bool = False,
 ) -> diffrax.Solution:
     """The reference solve of a flow's drift behind `solve` and `compare` (traceable; never
     throws): Tsit5/Kvaerno5/... with `PIDController(rtol, atol)`, saved at `ts`.
@@ -388,7 +399,13 @@ def dense_solve(
     t0, t1 = jnp.asarray(t0, jnp.float64), jnp.asarray(t1, jnp.float64)
     # Solved in the unit time s on the constant interval [0, 1] (`UnitTimeInterpolation`).
     unit = UnitTimeInterpolation(None, t0, t1)
-    saveat = diffrax.SaveAt(t1=True, dense=True) if dense else diffrax.SaveAt(ts=unit._unit(ts))
+    # `reach` (without `dense`): the state where the solve stopped is saved too, in the first
+    # row not reached (diffrax's t1 save): what a failure's diagnosis reads.
+    saveat = (
+        diffrax.SaveAt(t1=True, dense=True)
+        if dense
+        else diffrax.SaveAt(ts=unit._unit(ts), t1=reach)
+    )
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
     # The first step is a fixed fraction of the interval, not diffrax's heuristic (Hairer's):
     # that evaluates the vector field outside the step loop, a second copy of the field in the
@@ -408,6 +425,8 @@ def dense_solve(
         max_steps=max_steps,
         progress_meter=meter,
     )
+    if reach and not dense:  # the saved times in t (`inf` where none)
+        return dataclasses.replace(sol, t0=t0, t1=t1, ts=t0 + sol.ts * (t1 - t0))
     if not dense:
         # The requested times where saved, diffrax's `inf` where the solve stopped before them.
         return dataclasses.replace(
@@ -461,7 +480,7 @@ def _compiled_solve(flow, problem, solver, max_steps: int, dense: bool, progress
         return found, arrays
     outputs: list = []
 
-    def solution(arrays, t0, ts, rtol, atol):
+    def solution(arrays, t0, ts, rtol, atol, reach=False):
         it = iter(arrays)
         flow, problem, solver = jax.tree.unflatten(
             treedef, [next(it) if x is None else x for x in static]
@@ -469,7 +488,7 @@ def _compiled_solve(flow, problem, solver, max_steps: int, dense: bool, progress
         # `progress` (static) is diffrax's tqdm meter, shown under `dynopt.show_progress()`.
         meter = diffrax.TqdmProgressMeter() if progress else None
         sol = dense_solve(
-            flow, problem, solver, t0, ts[-1], ts, rtol, atol, max_steps, dense, meter
+            flow, problem, solver, t0, ts[-1], ts, rtol, atol, max_steps, dense, meter, reach
         )
         return flow, problem, sol
 
@@ -491,7 +510,7 @@ def _compiled_solve(flow, problem, solver, max_steps: int, dense: bool, progress
         return dynamic
 
     def full(arrays, t0, ts, rtol, atol):  # the whole solution, to diagnose a failure
-        return eqx.filter_jit(lambda *a: solution(*a)[2])(arrays, t0, ts, rtol, atol)
+        return eqx.filter_jit(lambda *a: solution(*a, reach=True)[2])(arrays, t0, ts, rtol, atol)
 
     compiled = _Compiled(jax.jit(fn), full, outputs)
     if key is not None:
@@ -550,7 +569,7 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
     )
     if saved_ok.any():
         last = int(np.flatnonzero(saved_ok)[-1])
-        reached, y = float(ts_host[last]), jax.tree.map(lambda x: x[last], sol.ys)
+        reached, y = float(np.asarray(sol.ts)[last]), jax.tree.map(lambda x: x[last], sol.ys)
     interp = sol.interpolation
     if interp is not None:
         steps = np.asarray(interp.ts)

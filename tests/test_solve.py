@@ -293,3 +293,21 @@ def test_a_solves_program_holds_no_unrolled_end_time_chain():
     args = (arrays, jnp.asarray(0.0), jnp.array([0.5, 1.0]), 1e-10, 1e-12)
     hlo = compiled.run.lower(*args).compile().as_text()
     assert hlo.count("nextafter") < 50, hlo.count("nextafter")
+
+
+def test_a_failed_solve_names_the_time_it_reached_with_or_without_dense_output():
+    """Out of steps, the `SolveError` says how far the solve got. Without the dense output the
+    requested saves past that point are `inf`, so the diagnosis re-runs the solve saving the
+    state where it stopped (it used to report t = t0): the same time as with `dense=True`."""
+    import re
+
+    p = problems.quadratic([1.0, 100.0])
+    reached = []
+    for dense in (True, False):
+        with pytest.raises(dynopt.SolveError, match="max_steps_reached") as info:
+            dynopt.solve(flows.GradientFlow(), p, [10.0], max_steps=40, dense=dense)
+        found = re.search(r"It reached t = ([0-9.e+-]+) of \[0, 10\]", str(info.value))
+        assert found is not None, str(info.value)
+        reached.append(float(found.group(1)))
+    assert 0.0 < reached[0] < 10.0
+    assert reached[1] == pytest.approx(reached[0], rel=1e-9)
