@@ -148,9 +148,10 @@ def _unit_time_field(s, y, args):
 
 
 class _FirstStepGiven(diffrax.AbstractAdaptiveStepSizeController):
-    """`controller` with its first step `first` chosen by the caller. (`diffeqsolve(dt0=...)`
-    with a traced step adds a runtime sign check, a host callback that keeps the program out
-    of JAX's persistent cache; handed to the controller's `init` it needs none.)"""
+    """`controller` with its first step `first` (a positive size, in either time direction)
+    chosen by the caller. (`diffeqsolve(dt0=...)` with a traced step adds a runtime sign check,
+    a host callback that keeps the program out of JAX's persistent cache; handed to the
+    controller's `init` it needs none.)"""
 
     controller: diffrax.PIDController
     first: jax.Array
@@ -169,7 +170,8 @@ class _FirstStepGiven(diffrax.AbstractAdaptiveStepSizeController):
         return self.controller.norm
 
     def wrap(self, direction):
-        return _FirstStepGiven(self.controller.wrap(direction), self.first * direction)
+        # diffrax solves a backward problem forward in -t: `first` is already a step there.
+        return _FirstStepGiven(self.controller.wrap(direction), self.first)
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         first = self.first if dt0 is None else dt0

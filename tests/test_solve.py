@@ -311,3 +311,29 @@ def test_a_failed_solve_names_the_time_it_reached_with_or_without_dense_output()
         reached.append(float(found.group(1)))
     assert 0.0 < reached[0] < 10.0
     assert reached[1] == pytest.approx(reached[0], rel=1e-9)
+
+
+def test_a_given_first_step_is_a_step_size_in_either_time_direction():
+    """`_FirstStepGiven` (the first step of reference solves and central-flow chunks) hands its
+    step to the controller in diffrax's frame, where a backward solve runs forward in -t: a
+    negative first step there ran out of steps (max_steps reached)."""
+    from dynopt._solve import _FirstStepGiven, integrate
+
+    def solve(t0, t1):
+        controller = diffrax.PIDController(rtol=1e-10, atol=1e-12)
+        return integrate(
+            diffrax.ODETerm(lambda t, y, args: -y),
+            diffrax.Tsit5(),
+            t0,
+            t1,
+            jnp.ones(3),
+            controller=_FirstStepGiven(controller, jnp.asarray(1e-6)),
+            max_steps=4096,
+        )
+
+    forward, backward = solve(0.0, 1.0), solve(1.0, 0.0)
+    for sol, t1 in ((forward, 1.0), (backward, 0.0)):
+        assert diffrax.is_successful(sol.result), sol.result
+        assert float(sol.ts[-1]) == t1
+    np.testing.assert_allclose(forward.ys[-1], np.exp(-1.0) * np.ones(3), rtol=1e-9)
+    np.testing.assert_allclose(backward.ys[-1], np.exp(1.0) * np.ones(3), rtol=1e-9)
