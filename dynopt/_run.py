@@ -63,7 +63,10 @@ class _Oracle(eqx.Module):
     problem: AbstractProblem
     key: Key | None
 
-    def value_fn(self, params: Params):
+    def value_fn(self, params: Params, grad_fn=None):
+        # optax's line searches (`optax.lbfgs`) hand every extra argument they do not consume
+        # to `value_fn`, matched by name: `grad_fn` is accepted here, and ignored.
+        del grad_fn
         return self.problem.value(params, self.key)
 
     def grad_fn(self, params: Params) -> Params:

@@ -255,6 +255,10 @@ def test_bad_input():
         modified_flow(lambda h: optax.lion(h), 0.1)
     with pytest.raises(ValueError, match=r"not smooth.*max"):
         modified_flow(lambda h: optax.amsgrad(h), 0.1)
+    # A line search (it reads `value_fn`, to which optax hands the extra arguments it does not
+    # consume, dynopt's `grad_fn` among them): the iterate picks its branches and trip counts.
+    with pytest.raises(ValueError, match=r"not smooth.*while \(a loop whose trip count"):
+        modified_flow(lambda h: optax.lbfgs(h), 0.1)
     with pytest.raises(ValueError, match=r"random \(random_bits"):
         modified_flow(lambda h: optax.noisy_sgd(h, key=jax.random.key(0)), 0.1)
     with pytest.raises(ValueError, match="integer step counter"):

@@ -231,6 +231,40 @@ def _opt_state(params, opt_state, problem):
     return opt_state
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        optax.lbfgs,
+        lambda: optax.chain(
+            optax.sgd(1.0),
+            optax.scale_by_backtracking_linesearch(max_backtracking_steps=15, store_grad=True),
+        ),
+    ],
+)
+def test_line_searches_run_and_match_optax_documented_loop(make):
+    """optax's line searches hand every extra argument they do not consume (here dynopt's
+    `grad_fn`) to `value_fn`, by name: `run` used to fail on `optax.lbfgs` with a TypeError. Its
+    iterates are those of optax's documented loop (`value_and_grad_from_state`)."""
+    p = problems.logcosh()
+    tx = make()
+    with jax.numpy_dtype_promotion("standard"):  # raw optax (lbfgs's counters) needs it
+        traj = dynopt.run(tx, p, 15)
+    value_and_grad = optax.value_and_grad_from_state(p.loss)
+
+    @jax.jit
+    def step(params, state):
+        value, grad = value_and_grad(params, state=state)
+        u, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=p.loss)
+        return optax.apply_updates(params, u), state
+
+    params, state = p.params0, tx.init(p.params0)
+    with jax.numpy_dtype_promotion("standard"):
+        for _ in range(15):
+            params, state = step(params, state)
+    assert float(p.loss(traj.final_params)) < 0.5 * float(p.loss(p.params0))
+    assert tree_max_abs_diff(traj.final_params, params) < 1e-12
+
+
 def test_extra_args_are_the_oracle_on_the_step_minibatch():
     """One extra-argument protocol: `value`, `grad`, `value_fn`, `grad_fn`, all on the minibatch
     of `fold_in(key, k)` (here recorded in the transform's state, read by an observer)."""

@@ -17,6 +17,7 @@ import optax
 
 from .._discretization import Discretization
 from .._maps.base import with_standard_promotion
+from .._run import oracle
 
 
 # A counter this large makes optax's bias corrections 1 - b**count exactly 1 in float64: the
@@ -106,7 +107,7 @@ def settle_flags(spec: "OptimizerSpec", tau, params, opt_state, steps: int = 2):
             params,
             value=jnp.zeros(()),
             grad=zeros,
-            value_fn=lambda p: jnp.zeros(()),
+            value_fn=lambda p, grad_fn=None: jnp.zeros(()),
             grad_fn=lambda p: jax.tree.map(jnp.zeros_like, p),
         )
     late = split_state(state)[1]
@@ -127,13 +128,6 @@ def raw_step(spec: OptimizerSpec, tau, params, opt_state, problem):
     arguments (`value`, `grad`, `value_fn`, `grad_fn`) from the problem."""
     tx = spec.transform(tau)
     value, grad = problem.value_and_grad(params)
-    updates, new_state = tx.update(
-        grad,
-        opt_state,
-        params,
-        value=value,
-        grad=grad,
-        value_fn=problem.loss,
-        grad_fn=problem.grad,
-    )
+    extra = oracle(problem, None, 0).extra_args(value, grad)  # what `dynopt.run` passes
+    updates, new_state = tx.update(grad, opt_state, params, **extra)
     return optax.tree.add(params, optax.tree.cast_like(updates, params)), new_state
