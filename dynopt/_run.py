@@ -63,19 +63,25 @@ class _Oracle(eqx.Module):
     problem: AbstractProblem
     key: Key | None
 
-    def value_fn(self, params: Params, grad_fn=None):
+    def value_fn(self, params: Params, grad_fn=None, obj_fn=None):
         # optax's line searches (`optax.lbfgs`) hand every extra argument they do not consume
-        # to `value_fn`, matched by name: `grad_fn` is accepted here, and ignored.
-        del grad_fn
+        # to `value_fn`, matched by name: the other two are accepted here, and ignored.
+        del grad_fn, obj_fn
         return self.problem.value(params, self.key)
 
     def grad_fn(self, params: Params) -> Params:
         return self.problem.grad(params, self.key)
 
+    def obj_fn(self, params: Params):
+        return self.problem.value(params, self.key)
+
     def extra_args(self, value, grad) -> dict[str, Any]:
         """The extra arguments of a `GradientTransformationExtraArgs`: optax's `value`, `grad`,
-        `value_fn`, and `grad_fn` (the oracle's gradient field elsewhere, same minibatch)."""
-        return dict(value=value, grad=grad, value_fn=self.value_fn, grad_fn=self.grad_fn)
+        `value_fn`; `obj_fn` (the same loss, under the name `optax.contrib.sophia` reads);
+        and `grad_fn` (the oracle's gradient field elsewhere, same minibatch)."""
+        return dict(
+            value=value, grad=grad, value_fn=self.value_fn, obj_fn=self.obj_fn, grad_fn=self.grad_fn
+        )
 
 
 def oracle(problem: AbstractProblem, key: Key | None, k) -> _Oracle:

@@ -219,11 +219,19 @@ def test_discretization_init_fn_sets_the_initial_state():
 
 def _extra_args_state(params):
     zeros = optax.tree.zeros_like(params)
-    return dict(value=jnp.zeros(()), grad=zeros, grad_fn=zeros, value_fn=jnp.zeros(()))
+    return dict(
+        value=jnp.zeros(()), grad=zeros, grad_fn=zeros, value_fn=jnp.zeros(()), obj_fn=jnp.zeros(())
+    )
 
 
-def _record_extra_args(updates, state, params=None, *, value, grad, value_fn, grad_fn):
-    seen = dict(value=value, grad=grad, grad_fn=grad_fn(params), value_fn=value_fn(params))
+def _record_extra_args(updates, state, params=None, *, value, grad, value_fn, obj_fn, grad_fn):
+    seen = dict(
+        value=value,
+        grad=grad,
+        grad_fn=grad_fn(params),
+        value_fn=value_fn(params),
+        obj_fn=obj_fn(params),
+    )
     return optax.tree.scale(-0.1, updates), seen
 
 
@@ -265,9 +273,31 @@ def test_line_searches_run_and_match_optax_documented_loop(make):
     assert tree_max_abs_diff(traj.final_params, params) < 1e-12
 
 
+def test_sophia_gets_its_objective_and_matches_optax_documented_loop():
+    """`optax.contrib.sophia` estimates its Hessian diagonal from the objective it is handed as
+    `obj_fn` (its docstring's loop); `run` hands it the oracle's loss, on the step's minibatch."""
+    p = problems.logcosh()
+    tx = optax.contrib.sophia(0.05)
+    with jax.numpy_dtype_promotion("standard"):
+        traj = dynopt.run(tx, p, 12)
+
+    @jax.jit
+    def step(params, state):
+        u, state = tx.update(p.grad(params), state, params, obj_fn=p.loss)
+        return optax.apply_updates(params, u), state
+
+    params, state = p.params0, tx.init(p.params0)
+    with jax.numpy_dtype_promotion("standard"):
+        for _ in range(12):
+            params, state = step(params, state)
+    assert float(p.loss(traj.final_params)) < float(p.loss(p.params0))
+    assert tree_max_abs_diff(traj.final_params, params) < 1e-12
+
+
 def test_extra_args_are_the_oracle_on_the_step_minibatch():
-    """One extra-argument protocol: `value`, `grad`, `value_fn`, `grad_fn`, all on the minibatch
-    of `fold_in(key, k)` (here recorded in the transform's state, read by an observer)."""
+    """One extra-argument protocol: `value`, `grad`, `value_fn`, `obj_fn`, `grad_fn`, all on the
+    minibatch of `fold_in(key, k)` (here recorded in the transform's state, read by an
+    observer)."""
     p = problems.linear_regression(num_samples=32, dim=3, batch_size=4)
     tx = optax.GradientTransformationExtraArgs(_extra_args_state, _record_extra_args)
     key = jax.random.key(2)
@@ -277,7 +307,7 @@ def test_extra_args_are_the_oracle_on_the_step_minibatch():
         bkey = jax.random.fold_in(key, k)
         value, grad = jax.value_and_grad(p.stochastic_loss)(params, bkey)
         seen = jax.tree.map(lambda x, k=k: x[k + 1], traj.observations)
-        want = dict(value=value, grad=grad, grad_fn=grad, value_fn=value)
+        want = dict(value=value, grad=grad, grad_fn=grad, value_fn=value, obj_fn=value)
         assert eqx.tree_equal(seen, want, rtol=1e-14, atol=1e-15), k
     # Elsewhere: grad_fn at another point is the same minibatch's gradient there.
     p2 = problems.quadratic([1.0, 4.0])
