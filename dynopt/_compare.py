@@ -24,6 +24,7 @@ from ._solve import (
     _require_x64,
     check_dense_memory,
     dense_solve,
+    failure_diagnosis,
     raise_for_result,
     top_eigenvalue,
 )
@@ -450,9 +451,17 @@ def compare(
     with host_validated():
         errs, finals, div, scales, result = gather(_compare_jit(*args))
     diagnosis = None
-    if not np.all(np.asarray(result == diffrax.RESULTS.successful)):
+    ok = np.atleast_1d(np.asarray(result == diffrax.RESULTS.successful))
+    if not np.all(ok):
         _compare_checked(*args)  # raises the runtime check's own message, if one fired
         diagnosis = _series_diagnosis(reference, per_step, problem, hs)
+        if diagnosis is None:  # where the first failed reference stopped, and why
+            failed = (
+                ref(float(hs[np.flatnonzero(~ok)[0] if ok.size > 1 else 0])) if per_step else ref
+            )
+            diagnosis = failure_diagnosis(
+                failed, problem, solver_obj, 0.0, [t1], rtol, atol, max_steps
+            )
     raise_for_result(
         result,
         what=f"compare: reference solve({name})",
@@ -461,6 +470,7 @@ def compare(
         atol=atol,
         stiffness=ratio,
         diagnosis=diagnosis,
+        implicit=isinstance(solver_obj, diffrax.AbstractImplicitSolver),
     )
     unstable = _past_stability_limit(flow, problem, map, hs)
     return make_comparison(hs, dts, ns, errs, finals, div, t1, name, scales, unstable)

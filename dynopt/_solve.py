@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from . import _progress
 from ._custom_types import ArrayLike, Params, PyTree, ScalarLike
@@ -522,9 +523,13 @@ def _compiled_solve(flow, problem, solver, max_steps: int, dense: bool, progress
     return compiled, arrays
 
 
-def _advice(name: str, max_steps: int | None, rtol: float | None, atol: float | None) -> str:
+def _advice(
+    name: str, max_steps: int | None, rtol: float | None, atol: float | None, implicit: bool
+) -> str:
     tol = f" (now {rtol:g}/{atol:g})" if rtol is not None and atol is not None else ""
     steps = f" (now {max_steps})" if max_steps is not None else ""
+    if name == "max_steps_reached" and implicit:
+        return f"raise max_steps={steps}, loosen rtol/atol{tol}, or shorten the horizon"
     if name == "max_steps_reached":
         return (
             f"raise max_steps={steps}, loosen rtol/atol{tol}, shorten the horizon, or pass "
@@ -564,6 +569,7 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
     norm = lambda y: float(optax.tree.norm(jax.tree.map(lambda x: jnp.asarray(x, float), y)))
     y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
     reached, y = t0, y0
+    span = max(float(ts_host[-1]) - t0, 1e-300)
     saved_ok = np.asarray(
         jax.vmap(
             lambda y: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(y)]))
@@ -584,6 +590,7 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
         norm(flow.vector_field(reached, y, problem)),
         norm(flow.vector_field(t0, y0, problem)),
     )
+    radius, radius0 = _radius(flow, problem, reached, y), _radius(flow, problem, t0, y0)
     where = (
         f"It reached t = {reached:.10g} of [{t0:g}, {float(ts_host[-1]):g}], where the state's "
         f"norm is {size:.3g} (at t0: {size0:.3g})."
@@ -607,9 +614,33 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
             "derivative of a log or sqrt at the edge of its domain); no step budget helps. End "
             "the horizon before it, or change the problem."
         )
+    elif radius is not None and radius > _BLOW_UP_GROWTH * max(radius0, 1.0 / span):
+        cause = (
+            f"Likely cause: the flow's Jacobian there has spectral radius {radius:.3g} (at t0: "
+            f"{radius0:.3g}): the field changes on a time scale of {1 / radius:.2g}, so each "
+            "step is that short. Either the flow turned stiff (an implicit solver helps) or its "
+            "field is nearly discontinuous (a normalized or sign-like step switching where a "
+            "gradient or one parameter leaf's gradient vanishes, smoothed only by an eps, e.g. "
+            "optax.novograd's per-leaf normalization: no solver helps). End the horizon before "
+            f"t = {reached:.4g}, or change the problem."
+        )
     else:
         return where
     return f"{where} {cause}"
+
+
+def _radius(flow, problem, t, y) -> float | None:
+    r"""The spectral radius of the flow's Jacobian $\partial f/\partial y$ at $(t, y)$ (dense, for
+    states of at most 1000 entries; else `None`): $1/$radius is the shortest time scale the
+    solver must resolve there."""
+    flat, unravel = ravel_pytree(y)
+    if flat.size > _DENSE_HESSIAN_MAX_DIM or not jnp.issubdtype(flat.dtype, jnp.floating):
+        return None
+    field = lambda z: ravel_pytree(flow.vector_field(t, unravel(z), problem))[0]
+    jac = np.asarray(jax.jacfwd(field)(flat))
+    if not np.all(np.isfinite(jac)):
+        return float("inf")
+    return float(np.max(np.abs(np.linalg.eigvals(jac))))
 
 
 def raise_for_result(
@@ -621,6 +652,7 @@ def raise_for_result(
     atol: float | None = None,
     stiffness: float | None = None,
     diagnosis: str | None = None,
+    implicit: bool = False,
 ) -> None:
     r"""Turn a diffrax `RESULTS` item (possibly batched, from `vmap`) into a `SolveError`.
 
@@ -628,7 +660,8 @@ def raise_for_result(
     (element-wise under a batch) and `diffrax.RESULTS[item]` for the message. The error names
     the failure, which batch entries failed, and what to change (`max_steps`, the tolerances,
     the solver, the horizon), or, given a `diagnosis` that names a likely cause (a blow-up, a
-    non-finite field: `solve`'s), that instead. After a terminating event, map
+    non-finite field: `solve`'s), that instead; `implicit`: the solver was implicit already (no
+    advice to switch to one). After a terminating event, map
     `event_occurred` to success first (`diffrax.is_okay`).
 
     **Raises:** `SolveError` unless every entry is `successful`.
@@ -647,7 +680,7 @@ def raise_for_result(
     stiff = f"; estimated stiffness ratio {stiffness:.3g}" if stiffness is not None else ""
     if diagnosis is not None and "Likely cause" in diagnosis:
         raise SolveError(f"{what} failed{where}: {name}: {message} {diagnosis}")
-    advice = _advice(name, max_steps, rtol, atol)
+    advice = _advice(name, max_steps, rtol, atol, implicit)
     extra = f" {diagnosis}" if diagnosis else ""
     raise SolveError(f"{what} failed{where}: {name}: {message}{extra} To fix: {advice}{stiff}.")
 
@@ -751,5 +784,18 @@ def solve(
             atol=atol,
             stiffness=ratio,
             diagnosis=_diagnose(flow, problem, sol, ts_host, t0),
+            implicit=isinstance(solver_obj, diffrax.AbstractImplicitSolver),
         )
     return Trajectory(**out, flow=flow, solver=name)
+
+
+def failure_diagnosis(flow, problem, solver, t0, ts, rtol, atol, max_steps) -> str:
+    """`_diagnose` of the reference solve of `flow` on `problem` (`solver`: a diffrax solver
+    object) from `t0` to `ts[-1]`: where it stopped and why it likely did (for a solve known to
+    fail; `compare` names the cause with it)."""
+    ts_host = np.asarray(ts, np.float64)
+    compiled, arrays = _compiled_solve(flow, problem, solver, int(max_steps), False, False)
+    f64 = np.float64
+    with host_validated():
+        sol = compiled.full(arrays, f64(t0), ts_host, f64(rtol), f64(atol))
+    return _diagnose(flow, problem, sol, ts_host, float(t0))

@@ -161,3 +161,15 @@ def test_an_optimizer_callable_is_compared_with_its_automatic_modified_flow():
 
 def _heavy_ball_half(h):
     return optax.sgd(h, momentum=0.5)
+
+
+def test_a_failed_reference_says_where_it_stopped_and_why():
+    """optax.novograd normalises each parameter leaf's gradient (smoothed by eps = 1e-6): its
+    continuum flow reaches the minimum of one leaf in finite time and then switches on that
+    scale, so the reference solve spends its budget there. The error says where (t = 0.1115 of
+    0.4) and why (the flow's Jacobian there against t0's), not only 'max_steps reached'."""
+    with pytest.raises(dynopt.SolveError) as info:
+        dynopt.compare(lambda h: optax.novograd(h), problems.logcosh(), (0.02, 0.01, 0.005), 0.4)
+    msg = str(info.value)
+    assert "It reached t = 0.111" in msg and "of [0, 0.4]" in msg, msg
+    assert "Jacobian there has spectral radius" in msg and "novograd" in msg, msg

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import diffrax
@@ -337,3 +338,21 @@ def test_a_given_first_step_is_a_step_size_in_either_time_direction():
         assert float(sol.ts[-1]) == t1
     np.testing.assert_allclose(forward.ys[-1], np.exp(-1.0) * np.ones(3), rtol=1e-9)
     np.testing.assert_allclose(backward.ys[-1], np.exp(1.0) * np.ones(3), rtol=1e-9)
+
+
+def test_a_solve_stalled_by_a_nearly_discontinuous_field_says_so():
+    """The sign flow of width 1e-9 reaches the minimum of a quadratic at t = 1 and then slides
+    along a field that switches on a 1e-9 scale: an explicit solve spends its step budget
+    there. The error names the Jacobian's spectral radius where it stopped against t0's and
+    the horizon to end before; an implicit solve that fails is not told to go implicit."""
+    flow, p = flows.SignFlow(width=1e-9), problems.quadratic([1.0, 3.0])
+    with pytest.raises(dynopt.SolveError) as info:
+        dynopt.solve(flow, p, ts=[5.0], solver="tsit5", max_steps=2000)
+    msg = str(info.value)
+    assert "It reached t = 1.00000" in msg, msg
+    radius = float(re.search(r"spectral radius ([0-9.e+-]+) \(at t0: ([0-9.e+-]+)\)", msg)[1])
+    assert radius > 1e8, msg  # ~ λ_max / width = 3e9
+    assert "End the horizon before t = 1," in msg, msg
+    with pytest.raises(dynopt.SolveError) as info:
+        dynopt.solve(flow, p, ts=[5.0], solver="implicit", max_steps=2000)
+    assert "solver='implicit'" not in str(info.value), str(info.value)
