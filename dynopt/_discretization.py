@@ -1,5 +1,6 @@
 """`Discretization`: an optax transform together with its continuous-time step."""
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -85,3 +86,18 @@ class Discretization(eqx.Module):
             for k, v in self.hyperparams.items()
         }
         return eqx.tree_at(lambda d: d.hyperparams, self, hp)
+
+
+def accepted_extra_args(update: Callable, extra: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `extra` that `update` accepts by name: all of them when it takes
+    `**kwargs` (optax's own transforms, or its signature cannot be read); else those it
+    declares (`optax.contrib.sam` declares only `grad_fn`)."""
+    try:
+        params = inspect.signature(update).parameters.values()
+    except (TypeError, ValueError):
+        return extra
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return extra
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = {p.name for p in params if p.kind in named}
+    return {k: v for k, v in extra.items() if k in names}

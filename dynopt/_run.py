@@ -17,7 +17,7 @@ import optax
 
 from . import _progress
 from ._custom_types import Key, Params, ScalarLike
-from ._discretization import Discretization, widest_dtype
+from ._discretization import accepted_extra_args, Discretization, widest_dtype
 from ._problem import AbstractProblem
 from ._sharding import sweep_apply
 from ._trajectory import Trajectory
@@ -69,19 +69,28 @@ class _Oracle(eqx.Module):
         del grad_fn, obj_fn
         return self.problem.value(params, self.key)
 
-    def grad_fn(self, params: Params) -> Params:
+    def grad_fn(self, params: Params, *index) -> Params:
+        # `optax.contrib.sam(..., opaque_mode=True)` calls `grad_fn(params, i)` to pick a batch
+        # per inner step; here every evaluation is on this step's minibatch.
+        del index
         return self.problem.grad(params, self.key)
 
     def obj_fn(self, params: Params):
         return self.problem.value(params, self.key)
 
-    def extra_args(self, value, grad) -> dict[str, Any]:
-        """The extra arguments of a `GradientTransformationExtraArgs`: optax's `value`, `grad`,
-        `value_fn`; `obj_fn` (the same loss, under the name `optax.contrib.sophia` reads);
-        and `grad_fn` (the oracle's gradient field elsewhere, same minibatch)."""
-        return dict(
+    def extra_args(self, tx, value, grad) -> dict[str, Any]:
+        """The extra arguments for `tx.update`: none for a plain `GradientTransformation`; for a
+        `GradientTransformationExtraArgs`, optax's `value`, `grad`, `value_fn`; `obj_fn` (the
+        same loss, under the name `optax.contrib.sophia` reads); and `grad_fn` (the oracle's
+        gradient field elsewhere, same minibatch) — those its `update` declares, all of them
+        when it takes `**kwargs` (optax's own transforms; `optax.contrib.sam` takes only
+        `grad_fn`)."""
+        if not isinstance(tx, optax.GradientTransformationExtraArgs):
+            return {}
+        out = dict(
             value=value, grad=grad, value_fn=self.value_fn, obj_fn=self.obj_fn, grad_fn=self.grad_fn
         )
+        return accepted_extra_args(tx.update, out)
 
 
 def oracle(problem: AbstractProblem, key: Key | None, k) -> _Oracle:
@@ -101,13 +110,12 @@ def make_step(
     `divergence_limit`), or whose new iterate is non-finite, is not applied; the first such step
     index is recorded once and the state is frozen from then on.
     """
-    extra = isinstance(tx, optax.GradientTransformationExtraArgs)
 
     def step(carry):
         params, opt_state, diverged_at, k = carry
         orc = oracle(problem, key, k)
         value, grad = problem.value_and_grad(params, orc.key)
-        kwargs = orc.extra_args(value, grad) if extra else {}
+        kwargs = orc.extra_args(tx, value, grad)
         updates, new_state = tx.update(grad, opt_state, params, **kwargs)
         new_params = optax.apply_updates(params, updates)
         value_ok = jnp.isfinite(value) & (value <= limit)
@@ -147,7 +155,7 @@ def make_fast_step(
             val, grad = problem.value_and_grad(params, orc.key)
         else:
             val, grad = None, problem.grad(params, orc.key)
-        kwargs = orc.extra_args(val, grad) if extra else {}
+        kwargs = orc.extra_args(tx, val, grad)
         updates, new_state = tx.update(grad, opt_state, params, **kwargs)
         return (optax.apply_updates(params, updates), new_state, diverged_at, k + 1), val
 

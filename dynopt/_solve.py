@@ -598,8 +598,10 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
     if not (np.isfinite(size) and np.isfinite(speed)):
         cause = (
             "Likely cause: the vector field is not finite there (NaN/inf in the loss or its "
-            "gradient, e.g. a log or sqrt out of its domain); no step budget helps. Check the "
-            "loss at these parameters."
+            "gradient, e.g. a log or sqrt out of its domain; for an automatic flow also in the "
+            "optimizer's update or its derivatives, e.g. the sqrt of a second moment that "
+            "vanishes on the slow manifold); no step budget helps. Check the loss and the "
+            "field at these parameters."
         )
     elif size > _BLOW_UP_GROWTH * max(size0, 1.0):
         cause = (

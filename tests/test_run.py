@@ -294,6 +294,23 @@ def test_sophia_gets_its_objective_and_matches_optax_documented_loop():
     assert tree_max_abs_diff(traj.final_params, params) < 1e-12
 
 
+@pytest.mark.parametrize("opaque", [False, True])
+def test_sam_gets_only_the_extra_arguments_it_declares(opaque):
+    """`optax.contrib.sam`'s update declares only `grad_fn` (no `**kwargs`), and in opaque mode
+    calls `grad_fn(params, i)`: `run` passes what an update declares, and its `grad_fn` takes
+    (and ignores) a batch index. Its iterates are those of the loop in SAM's docstring."""
+    p = problems.logcosh()
+    tx = optax.contrib.sam(optax.sgd(0.1), optax.sgd(0.05), opaque_mode=opaque)
+    with jax.numpy_dtype_promotion("standard"):  # raw optax (SAM's bool * float) needs it
+        traj = dynopt.run(tx, p, 10)
+        params, state = p.params0, tx.init(p.params0)
+        extra = dict(grad_fn=lambda q, i: p.grad(q)) if opaque else {}
+        for _ in range(10):
+            updates, state = tx.update(p.grad(params), state, params, **extra)
+            params = optax.apply_updates(params, updates)
+    assert tree_max_abs_diff(traj.final_params, params) < 1e-14
+
+
 def test_extra_args_are_the_oracle_on_the_step_minibatch():
     """One extra-argument protocol: `value`, `grad`, `value_fn`, `obj_fn`, `grad_fn`, all on the
     minibatch of `fold_in(key, k)` (here recorded in the transform's state, read by an

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .._discretization import Discretization
+from .._discretization import accepted_extra_args, Discretization
 from .._maps.base import with_standard_promotion
 from .._run import oracle
 
@@ -101,15 +101,14 @@ def settle_flags(spec: "OptimizerSpec", tau, params, opt_state, steps: int = 2):
     zeros = jax.tree.map(jnp.zeros_like, params)
     state = opt_state
     for _ in range(steps):
-        _, state = tx.update(
-            zeros,
-            state,
-            params,
+        extra = dict(
             value=jnp.zeros(()),
             grad=zeros,
-            value_fn=lambda p, grad_fn=None: jnp.zeros(()),
-            grad_fn=lambda p: jax.tree.map(jnp.zeros_like, p),
+            value_fn=lambda p, grad_fn=None, obj_fn=None: jnp.zeros(()),
+            obj_fn=lambda p: jnp.zeros(()),
+            grad_fn=lambda p, *index: jax.tree.map(jnp.zeros_like, p),
         )
+        _, state = tx.update(zeros, state, params, **accepted_extra_args(tx.update, extra))
     late = split_state(state)[1]
     flags = jax.tree.map(
         lambda x, y: y if eqx.is_array(x) and x.dtype == jnp.bool_ else x, rest, late
@@ -128,6 +127,6 @@ def raw_step(spec: OptimizerSpec, tau, params, opt_state, problem):
     arguments (`value`, `grad`, `value_fn`, `grad_fn`) from the problem."""
     tx = spec.transform(tau)
     value, grad = problem.value_and_grad(params)
-    extra = oracle(problem, None, 0).extra_args(value, grad)  # what `dynopt.run` passes
+    extra = oracle(problem, None, 0).extra_args(tx, value, grad)  # what `dynopt.run` passes
     updates, new_state = tx.update(grad, opt_state, params, **extra)
     return optax.tree.add(params, optax.tree.cast_like(updates, params)), new_state
