@@ -114,7 +114,15 @@ class Problem(AbstractProblem):
         leaves = jax.tree.leaves(self.params0)
         if not leaves:
             raise ValueError("params0 must contain at least one array.")
-        for leaf in leaves:
+        for path, leaf in jax.tree_util.tree_leaves_with_path(self.params0):
+            if not (eqx.is_array_like(leaf) and not callable(leaf)):
+                raise ValueError(
+                    f"params0 must hold arrays only; the leaf at {jax.tree_util.keystr(path)} is "
+                    f"a {type(leaf).__name__} (e.g. an equinox model's activation). Optimize "
+                    "its arrays and close over the rest: `params0, static = "
+                    "eqx.partition(model, eqx.is_inexact_array)` and `loss_fn = lambda p: "
+                    "loss(eqx.combine(p, static))`."
+                )
             dtype = jnp.result_type(leaf)
             if jnp.issubdtype(dtype, jnp.complexfloating):
                 # jax.grad of a real loss of z is the *conjugate* of the steepest-ascent

@@ -1,6 +1,8 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import scipy.linalg
 
@@ -198,3 +200,21 @@ def test_any_oracle_steps_through_run_solve_and_compare():
     assert abs(float(c.order) - 1.0) <= 0.1
     with pytest.raises(ValueError, match="deterministic"):
         dynopt.run(flows.GradientFlow().discretize(h), p, 5, key=jax.random.key(0))
+
+
+def test_an_equinox_model_as_params0_gets_the_partition_remedy():
+    """An `eqx.nn.MLP` holds its activation as a leaf: a raw TypeError ('Cannot determine dtype
+    of PjitFunction') before; now a ValueError naming the leaf and the partition to use, which
+    then runs."""
+    model = eqx.nn.MLP(3, 1, 4, 1, activation=jnp.tanh, key=jax.random.key(0))
+    x = jnp.ones((5, 3))
+
+    def loss(m):
+        return jnp.mean(jax.vmap(m)(x) ** 2)
+
+    with pytest.raises(ValueError, match=r"leaf at \.activation is a .*eqx\.partition"):
+        dynopt.Problem(loss, model)
+    params0, static = eqx.partition(model, eqx.is_inexact_array)
+    p = dynopt.Problem(lambda q: loss(eqx.combine(q, static)), params0)
+    traj = dynopt.run(optax.sgd(0.1), p, 3)
+    assert float(p.loss(traj.final_params)) < float(p.loss(params0))
