@@ -194,9 +194,9 @@ def _past_stability_limit(flow, problem, map, hs: np.ndarray) -> np.ndarray | No
 def _compare_program(
     flow, problem, map, reference, per_step, hs, ns, t1, solver, rtol, atol, max_steps
 ):
-    def solve_ref(ref, problem, solver):
+    def solve_ref(ref, problem, solver, y0=None):
         ts = jnp.reshape(t1, (1,))
-        return dense_solve(ref, problem, solver, 0.0, t1, ts, rtol, atol, max_steps)
+        return dense_solve(ref, problem, solver, 0.0, t1, ts, rtol, atol, max_steps, y0=y0)
 
     # The step sizes are the sweep axis, split across devices (`sweep_map`).
     if per_step:
@@ -204,7 +204,12 @@ def _compare_program(
         def one(hn, shared):
             (h, n), (flow, problem, map, solver) = hn, shared
             ref = reference(h)
-            sol = solve_ref(ref, problem, solver)
+            # The start batched like the rest of the solve's carry (it is the same for every h
+            # when the state is the parameters): `vmap` of diffrax's while loop then batches
+            # its body once, not again for each carry it finds batched after a pass (each pass
+            # re-traces the whole order-p field: seconds for p = 3).
+            y0 = jax.tree.map(lambda x: x + jnp.zeros_like(x) * h, ref.init(problem.params0))
+            sol = solve_ref(ref, problem, solver, y0)
             return (*_error_run(flow, problem, map, ref, sol.interpolation, h, n), sol.result)
 
         errs, finals, div, scales, result = sweep_map(one, (hs, ns), (flow, problem, map, solver))
