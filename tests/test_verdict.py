@@ -126,3 +126,19 @@ def test_assess_order_needs_errors_small_against_the_solution():
     assert assess_order(h[:2], errors[:2], scales=10.0).verdict == "too few step sizes"
     flagged = assess_order(h, errors, scales=10.0, unstable=[True, False, False])
     assert flagged.verdict == "unstable" and "0.1" in flagged.reason
+
+
+def test_agreeing_local_orders_that_still_drift_are_noted():
+    """Local orders 1.61 -> 1.80 (lars against its order-2 automatic flow at h = 0.02/0.01/
+    0.005) agree within 0.2, so the verdict is asymptotic with the fit 1.70, but they still
+    move one way: the reason says so, whichever order the step sizes are given in. A settled
+    pair (2.00, 2.02) gets no note."""
+    h = np.array([0.02, 0.01, 0.005])
+    for slopes, noted in (([1.61, 1.80], True), ([2.0, 2.02], False), ([1.8, 1.61], True)):
+        e = 0.1 * np.cumprod([1.0, 2.0 ** -slopes[0], 2.0 ** -slopes[1]])
+        for order in (slice(None), slice(None, None, -1)):
+            a = assess_order(h[order], e[order], scales=1.0)
+            assert a.verdict == "asymptotic", a
+            assert ("still drift" in a.reason) == noted, a.reason
+    a = assess_order(h, 0.1 * np.cumprod([1.0, 2.0**-1.61, 2.0**-1.80]))
+    assert "drift by +0.19 toward smaller steps" in a.reason, a.reason
