@@ -121,7 +121,8 @@ class Problem(AbstractProblem):
                     f"a {type(leaf).__name__} (e.g. an equinox model's activation). Optimize "
                     "its arrays and close over the rest: `params0, static = "
                     "eqx.partition(model, eqx.is_inexact_array)` and `loss_fn = lambda p: "
-                    "loss(eqx.combine(p, static))`."
+                    "loss(eqx.combine(p, static))`; for a network on data (x, y), "
+                    "`dynopt.networks.network_problem(model, (x, y))` does this."
                 )
             dtype = jnp.result_type(leaf)
             if jnp.issubdtype(dtype, jnp.complexfloating):
