@@ -208,7 +208,9 @@ def _compare_program(
             # when the state is the parameters): `vmap` of diffrax's while loop then batches
             # its body once, not again for each carry it finds batched after a pass (each pass
             # re-traces the whole order-p field: seconds for p = 3).
-            y0 = jax.tree.map(lambda x: x + jnp.zeros_like(x) * h, ref.init(problem.params0))
+            y0 = jax.tree.map(
+                lambda x: jnp.asarray(x, jnp.float64) + 0.0 * h, ref.init(problem.params0)
+            )
             sol = solve_ref(ref, problem, solver, y0)
             return (*_error_run(flow, problem, map, ref, sol.interpolation, h, n), sol.result)
 
