@@ -18,7 +18,7 @@ from ._maps.base import AbstractMap
 from ._order import assess_order
 from ._problem import AbstractProblem, Problem
 from ._run import _floating_dtype, divergence_limit, make_fast_step
-from ._sharding import gather, sweep_map
+from ._sharding import gather, sweep_apply, sweep_map
 from ._solve import (
     _pick_solver,
     _require_x64,
@@ -194,27 +194,29 @@ def _past_stability_limit(flow, problem, map, hs: np.ndarray) -> np.ndarray | No
 def _compare_program(
     flow, problem, map, reference, per_step, hs, ns, t1, solver, rtol, atol, max_steps
 ):
-    def solve_ref(ref, problem, solver, y0=None):
+    def solve_ref(ref, problem, solver):
         ts = jnp.reshape(t1, (1,))
-        return dense_solve(ref, problem, solver, 0.0, t1, ts, rtol, atol, max_steps, y0=y0)
+        return dense_solve(ref, problem, solver, 0.0, t1, ts, rtol, atol, max_steps)
 
-    # The step sizes are the sweep axis, split across devices (`sweep_map`).
+    # The step sizes are the sweep axis, split across devices (`sweep_apply`, `sweep_map`).
     if per_step:
 
         def one(hn, shared):
             (h, n), (flow, problem, map, solver) = hn, shared
             ref = reference(h)
-            # The start batched like the rest of the solve's carry (it is the same for every h
-            # when the state is the parameters): `vmap` of diffrax's while loop then batches
-            # its body once, not again for each carry it finds batched after a pass (each pass
-            # re-traces the whole order-p field: seconds for p = 3).
-            y0 = jax.tree.map(
-                lambda x: jnp.asarray(x, jnp.float64) + 0.0 * h, ref.init(problem.params0)
-            )
-            sol = solve_ref(ref, problem, solver, y0)
+            sol = solve_ref(ref, problem, solver)
             return (*_error_run(flow, problem, map, ref, sol.interpolation, h, n), sol.result)
 
-        errs, finals, div, scales, result = sweep_map(one, (hs, ns), (flow, problem, map, solver))
+        # A sequential map over each device's step sizes, not `vmap`: batching the adaptive
+        # reference solve re-traces its body (the order-p field) through vmap's while-loop rule,
+        # and a batched while loop runs every member to the slowest one's step count anyway.
+        # Order-3 AdaBelief cell: tracing 9.8 -> 5.5 s, compilation unchanged, results equal.
+        def each(batch, shared):
+            return jax.lax.map(lambda hn: one(hn, shared), batch)
+
+        errs, finals, div, scales, result = sweep_apply(
+            each, (hs, ns), (flow, problem, map, solver)
+        )
     else:
         sol = solve_ref(reference, problem, solver)
 

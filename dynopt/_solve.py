@@ -389,7 +389,6 @@ def dense_solve(
     dense: bool = True,
     meter=None,
     reach: bool = False,
-    y0=None,
 ) -> diffrax.Solution:
     """The reference solve of a flow's drift behind `solve` and `compare` (traceable; never
     throws): Tsit5/Kvaerno5/... with `PIDController(rtol, atol)`, saved at `ts`.
@@ -398,10 +397,8 @@ def dense_solve(
     interpolating polynomials diffrax's `SaveAt(ts=...)` evaluates), and `inf` past the last
     step reached, as diffrax leaves them: `SaveAt(ts=...)` would add diffrax's own runtime checks
     of `ts` (host callbacks, which keep the program out of JAX's persistent cache; `solve` and
-    `compare` check `ts` on the host). `y0`: the start, default `flow.init(problem.params0)`."""
-    if y0 is None:
-        y0 = flow.init(problem.params0)
-    y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), y0)
+    `compare` check `ts` on the host)."""
+    y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
     t0, t1 = jnp.asarray(t0, jnp.float64), jnp.asarray(t1, jnp.float64)
     # Solved in the unit time s on the constant interval [0, 1] (`UnitTimeInterpolation`).
     unit = UnitTimeInterpolation(None, t0, t1)

@@ -91,7 +91,13 @@ class ModifiedFlow(AbstractFlow):
 
     def field_values(self, state, problem) -> list:
         r"""$[f_1, \dots, f_p]$ at `state`, computed jointly (one tower of `jax.linearize`)."""
-        return _field_values(self, state, problem)
+        # One promotion context, so one trace of the jitted towers: diffrax checks a vector
+        # field's output under standard promotion (an `eval_shape` in `diffeqsolve`) and then
+        # solves under the caller's, and jit's cache is keyed by it (a second trace of an
+        # order-3 field under strict promotion: 5 s of 14). The optax steps inside run under
+        # standard promotion anyway (`with_standard_promotion`).
+        with jax.numpy_dtype_promotion("standard"):
+            return _field_values(self, state, problem)
 
     def fields(self, problem) -> list[Callable[[Any], Any]]:
         r"""$[f_1, \dots, f_p]$ on `problem`, as functions of the state (each evaluates the
