@@ -291,7 +291,7 @@ def _series_diagnosis(reference, per_step, problem, hs) -> str | None:
     ref = reference(h)
     if not isinstance(ref, ModifiedFlow) or ref.order < 2:
         return None
-    fs = eqx.filter_jit(ref.field_values)(ref.init(problem.params0), problem)
+    fs = ref.field_values(ref.init(problem.params0), problem)  # jitted inside
     f1, f2 = ref.params(fs[0]), ref.params(fs[1])
     ratio = float(ref.tau * optax.tree.norm(f2) / optax.tree.norm(f1))
     if ratio < 0.5:
@@ -462,9 +462,14 @@ def compare(
     diagnosis = None
     ok = np.atleast_1d(np.asarray(result == diffrax.RESULTS.successful))
     if not np.all(ok):
-        _compare_checked(*args)  # raises the runtime check's own message, if one fired
+        # A truncated series used outside its asymptotic regime first: a cause named from
+        # one field evaluation, without compiling the checked program a second time (its
+        # runtime checks guard inputs already checked on the host, or computed values of
+        # flows that are not modified series: central flows, sharpness).
         diagnosis = _series_diagnosis(reference, per_step, problem, hs)
-        if diagnosis is None:  # where the first failed reference stopped, and why
+        if diagnosis is None:
+            _compare_checked(*args)  # raises the runtime check's own message, if one fired
+            # where the first failed reference stopped, and why
             failed = (
                 ref(float(hs[np.flatnonzero(~ok)[0] if ok.size > 1 else 0])) if per_step else ref
             )
