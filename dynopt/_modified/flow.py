@@ -16,9 +16,10 @@ from .._discretization import Discretization
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._validation import positive
+from .counters import bias_products, CountedState
 from .fast import fast_coefficients, fast_step, leaf_blocks, manifold, template
 from .recursion import combine_values, modified_values
-from .slow import ModifiedState, slow_coefficients
+from .slow import counted_init, ModifiedState, slow_coefficients
 from .smooth import classify
 from .step import (
     has_counters,
@@ -27,6 +28,7 @@ from .step import (
     saturate_counters,
     settle_flags,
     split_state,
+    zero_update,
 )
 
 
@@ -81,6 +83,8 @@ class ModifiedFlow(AbstractFlow):
         if self.spec.regime == "fast":
             return params
         opt_state = self.spec.transform(self.tau).init(params)
+        if self.spec.products:
+            return ModifiedState(params, counted_init(self.spec, self.tau, params, opt_state))
         forward = self.spec.state_map[0] if self.spec.state_map else None
         return ModifiedState(params, opt_state if forward is None else forward(opt_state, self.tau))
 
@@ -210,7 +214,7 @@ class _ByIdentity:
 @ft.cache
 def _check(
     spec: OptimizerSpec, regime: str, on: _ByIdentity | None = None
-) -> tuple[str, int, tuple[str, ...], int]:
+) -> tuple[str, int, tuple[str, ...], int, int]:
     """Validate `spec` on a probe problem (or on `on.obj`, the user's problem, when the
     optimizer cannot step on the probe's parameters: `optax.masked`, `optax.multi_transform`);
     return the regime (resolving `"auto"`), the fast state's `lag`, the step's
@@ -254,7 +258,7 @@ def _step_failure(spec: OptimizerSpec, problem) -> str | None:
 
 def _check_concrete(
     spec: OptimizerSpec, regime: str, problem
-) -> tuple[str, int, tuple[str, ...], int]:
+) -> tuple[str, int, tuple[str, ...], int, int]:
     x0 = problem.params0
     zero = jnp.zeros((), jnp.float64)
     tx0 = spec.transform(zero)
@@ -304,14 +308,19 @@ def _check_concrete(
     branches = tuple(sorted(found.branches))
     params1, state1 = raw_step(spec, zero, x0, state, problem)
     moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
-    lag = 0
-    if has_counters(state0) and (regime == "slow" or not np.isfinite(moved)):
+    lag, products = 0, 0
+    if has_counters(state0) and regime != "fast" and (regime == "slow" or not np.isfinite(moved)):
+        # A counter in the slow regime: time, carried by its bias corrections' products.
+        products = _counted_products(spec, problem, x0, state)
+        with bias_products(constant=0.5):
+            params1, state1 = raw_step(spec, zero, x0, state, problem)
+        moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
+    elif has_counters(state0) and not np.isfinite(moved):
         raise ValueError(
-            "state='slow': the optimizer state has an integer step counter (bias "
-            "correction). A counter is time t = k*h, and 1 - b(h)**(t/h) is singular at "
-            "h = 0 for autodiff; use state='fast' (fixed decays), or an optimizer without "
-            "bias correction (e.g. optax.rmsprop, or dynopt.flows.AdamFlow for Adam's "
-            "first-order flow)."
+            "state='fast': the optimizer's step is not finite at h = 0 with its integer step "
+            "counter (a bias correction 1 - b**k that vanishes when b = 1 at h = 0: decays "
+            "that scale with h make the state slow). Use state='auto' or 'slow', where the "
+            "corrections are carried as products b**k of the decays."
         )
     if not np.isfinite(moved) or moved > 1e-12:
         # A state that moves at h = 0 (fast) may hold updates already scaled by the learning
@@ -346,7 +355,7 @@ def _check_concrete(
     changes = [(k, c) for k, c in _leaf_changes(state, state1) if c > 1e-12 or not np.isfinite(c)]
     if regime == "auto":
         regime = "fast" if changes else "slow"
-        if regime == "slow" and has_counters(state0):
+        if regime == "slow" and has_counters(state0) and not products:
             raise ValueError(
                 "optimizer: its state has an integer step counter (a learning-rate schedule in "
                 "steps such as optax.exponential_decay, optax.inject_hyperparams, or a bias "
@@ -364,8 +373,12 @@ def _check_concrete(
                 "(e.g. b1 = 1 - a*h); use state='fast' for fixed decays, or a state_map / "
                 "time_unit in which the state is near identity."
             )
+        if products:
+            spec = dataclasses.replace(spec, products=products)
+            floats = split_state(state)[0]
+            state = CountedState(floats, (jnp.asarray(0.5),) * products)
         _check_finite_field(spec, regime, problem, ModifiedState(x0, state))
-        return regime, lag, branches, 1
+        return regime, lag, branches, 1, products
     settled = [split_state(settle_flags(spec, zero, x0, state0, n))[1] for n in (2, 3)]
     if not eqx.tree_equal(*settled):
         raise ValueError(
@@ -395,7 +408,35 @@ def _check_concrete(
                 "continuous model. Use a constant learning rate written as a function of h."
             )
     _check_finite_field(dataclasses.replace(spec, lag=lag), regime, problem, x0)
-    return regime, lag, branches, sweeps
+    return regime, lag, branches, sweeps, 0
+
+
+def _counted_products(spec: OptimizerSpec, problem, x0, state) -> int:
+    """How many bias corrections a step reads from the counter (`dynopt._modified.counters`);
+    a `ValueError` when the counter enters the step in any other way (a schedule in steps)."""
+    tau = jnp.asarray(0.01)
+    with bias_products() as tape:
+        zero_update(spec, tau, x0, state)
+    floats, rest = split_state(state)
+    later = eqx.combine(floats, jax.tree.map(lambda x: x + 7 if _is_counter(x) else x, rest))
+    with bias_products(constant=0.5):
+        now = raw_step(spec, tau, x0, state, problem)
+        then = raw_step(spec, tau, x0, later, problem)
+    diff = max((c for _, c in _leaf_changes(now, then)), default=0.0)
+    if not tape.decays or not diff == 0.0:
+        raise ValueError(
+            "optimizer: its update reads the integer step counter other than through optax's "
+            "bias corrections (optax.tree.bias_correction): a learning-rate schedule in steps, "
+            "optax.inject_hyperparams, or a rectification as in RAdam. The step index k = t/h "
+            "grows without bound as h -> 0, so such an update has no slow-regime modified "
+            "flow; use state='fast' (fixed decays) or a constant learning rate written as a "
+            "function of h."
+        )
+    return len(tape.decays)
+
+
+def _is_counter(x) -> bool:
+    return eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.integer)
 
 
 def _state_moves(state, state1) -> bool:
@@ -663,7 +704,7 @@ def modified_flow(
     _check_time(optimizer, power)
     # Checked at order 1: the checks do not depend on the order, so one per optimizer.
     on = None if problem is None else _ByIdentity(problem)
-    regime, lag, branches, sweeps = _check(
+    regime, lag, branches, sweeps, products = _check(
         OptimizerSpec(optimizer, power, "slow", 1, state_map), state, on
     )
     if regime == "fast" and state_map is not None:
@@ -675,7 +716,14 @@ def modified_flow(
             "each order needs one more slow-manifold term there, and order 3 differentiates "
             "nested manifolds beyond what compiles in memory."
         )
-    spec = OptimizerSpec(optimizer, power, regime, int(order), state_map, lag, branches, sweeps)
+    if products and state_map is not None:
+        raise ValueError(
+            "state_map: an optimizer whose bias corrections read the step counter carries them "
+            "as products of its decays; a state_map on top is not supported."
+        )
+    spec = OptimizerSpec(
+        optimizer, power, regime, int(order), state_map, lag, branches, sweeps, products
+    )
     return ModifiedFlow(spec, positive("step_size", jnp.asarray(step_size, jnp.float64)))
 
 

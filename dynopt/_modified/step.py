@@ -47,6 +47,8 @@ class OptimizerSpec:
     - `sweeps`: 1 when the fast state's leaves update independently; else the length of the
       longest chain of leaves reading each other (AdaBelief: $m \to v$, 2), the Jacobi sweeps
       that solve for its slow manifold exactly (`fast._coupled_solve`).
+    - `products`: in the slow regime, the number of bias corrections a step computes from the
+      step counter, carried as products $c_i = b_i^k$ (`dynopt._modified.counters`); else 0.
     """
 
     optimizer: Callable[[Any], Any]
@@ -57,6 +59,7 @@ class OptimizerSpec:
     lag: int = 0
     branches: tuple[str, ...] = ()
     sweeps: int = 1
+    products: int = 0
 
     def __call__(self, step_size) -> optax.GradientTransformationExtraArgs:
         """The optimizer at step size $h$ (the `Discretization` factory)."""
@@ -97,23 +100,29 @@ def settle_flags(spec: "OptimizerSpec", tau, params, opt_state, steps: int = 2):
     floats, rest = split_state(opt_state)
     if not _has_flags(rest):
         return opt_state
-    tx = spec.transform(tau)
-    zeros = jax.tree.map(jnp.zeros_like, params)
     state = opt_state
     for _ in range(steps):
-        extra = dict(
-            value=jnp.zeros(()),
-            grad=zeros,
-            value_fn=lambda p, grad_fn=None, obj_fn=None: jnp.zeros(()),
-            obj_fn=lambda p: jnp.zeros(()),
-            grad_fn=lambda p, *index: jax.tree.map(jnp.zeros_like, p),
-        )
-        _, state = tx.update(zeros, state, params, **accepted_extra_args(tx.update, extra))
+        state = zero_update(spec, tau, params, state)
     late = split_state(state)[1]
     flags = jax.tree.map(
         lambda x, y: y if eqx.is_array(x) and x.dtype == jnp.bool_ else x, rest, late
     )
     return eqx.combine(floats, flags)
+
+
+def zero_update(spec: "OptimizerSpec", tau, params, opt_state):
+    """The optimizer state after one update fed zero gradients (and a zero loss): for what does
+    not depend on the gradients' values (flags, counters, the bias corrections a step reads)."""
+    tx = spec.transform(tau)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    extra = dict(
+        value=jnp.zeros(()),
+        grad=zeros,
+        value_fn=lambda p, grad_fn=None, obj_fn=None: jnp.zeros(()),
+        obj_fn=lambda p: jnp.zeros(()),
+        grad_fn=lambda p, *index: jax.tree.map(jnp.zeros_like, p),
+    )
+    return tx.update(zeros, opt_state, params, **accepted_extra_args(tx.update, extra))[1]
 
 
 def has_counters(opt_state) -> bool:
