@@ -595,7 +595,12 @@ def modified_flow(
     Regimes (`state`):
 
     - `"slow"`: every state decay scales with $h$ (e.g. `optax.rmsprop(h, decay=1 - κh)`); the
-      flow lives on $(\theta, s)$ (`ModifiedState`).
+      flow lives on $(\theta, s)$ (`ModifiedState`). Bias corrections $1 - b^k$ read from the
+      step counter (`optax.adam(h, b1=1 - a_1h, b2=1 - a_2h)`) are carried as state variables
+      $c = b^k$, $c \mapsto b\,c$ (`CountedState`; the counter is time $t = kh$): the
+      order-1 field is `AdamFlow`'s with the exact corrections $1 - e^{-a_it}$. The series is
+      singular at $t = 0$ ($1 - b^0 = 0$): it describes the run for $t \gg h$, not from
+      optax's zero start.
     - `"fast"`: decays fixed as $h \to 0$ (optax's defaults); the state is reduced to its slow
       manifold $s = M_h(\theta)$ and the flow lives on $\theta$. Heavy ball
       `optax.sgd(h, momentum=β)` gives
