@@ -31,7 +31,8 @@ class Config:
     (fast-regime optimizers started on their slow manifold) is compared with the order-1, 2, 3
     flows on a non-quadratic 5-parameter loss (`problems.logcosh`) and on a tanh MLP (pytree
     params): fitted orders ≈ 1, 2, 3. Then the agreement with the hand-derived rows (GD's
-    modified flow, Ghosh's heavy ball, RMSPropFlow, the Adam/RMSprop O(h) term derived here),
+    modified flow, Ghosh's heavy ball, RMSPropFlow, AdamFlow from slow Adam with its counter
+    as time, the Adam/RMSprop O(h) term derived here),
     the implicit regulariser, the modifying optimizer's order gain, and the cost of optax's zero
     start (the boundary layer).
     Runtime: dominated by compilation, one compare program (discrete runs + diffrax reference)
@@ -160,6 +161,7 @@ class Rows:
     gd_order2_vs_modified_gradient_flow: float
     heavy_ball_order2_vs_ghosh: float
     rmsprop_slow_vs_rmspropflow: float
+    adam_slow_vs_adamflow: float  # bias corrections as products, at t = 0.7
     adam_fast_f2_vs_closed_form: float
     rmsprop_fast_f2_vs_closed_form: float
     usam_regularizer: float  # μ in f1 + h f2 ≈ -∇[L + μ‖∇L‖²] (least squares), small ρ
@@ -198,6 +200,14 @@ def _denom(g, eps, eps_inside):
     return jnp.sqrt(g**2 + eps) if eps_inside else jnp.abs(g) + eps
 
 
+_SLOW_ADAM = (2.0, 3.0)  # a1, a2
+
+
+def _slow_adam(h):
+    a1, a2 = _SLOW_ADAM
+    return optax.adam(h, b1=1 - a1 * h, b2=1 - a2 * h, eps=0.1)
+
+
 def rows(config: Config) -> Rows:
     del config
     problem = problems.logcosh()
@@ -213,8 +223,10 @@ def rows(config: Config) -> Rows:
         "adam": modified_flow(_optimizer("adam"), h, order=2),
         "rmsprop": modified_flow(_optimizer("rmsprop"), h, order=2),
         "usam": modified_flow(lambda h: usam(h, rho), h, order=2),
+        # Adam, slow regime b_i = 1 - a_i h: the counter is time (corrections as products).
+        "adam_slow": modified_flow(_slow_adam, h),
     }
-    from dynopt._flows.adaptive import RMSPropState
+    from dynopt._flows.adaptive import AdamState, RMSPropState
 
     # One compiled program for every row (one compile, not one per flow).
     @eqx.filter_jit
@@ -233,6 +245,23 @@ def rows(config: Config) -> Rows:
         y = y._replace(state=(y.state[0]._replace(nu=nu), *y.state[1:]))
         auto = flow.vector_field(0.0, y, problem)
         ref = flows.RMSPropFlow(kappa, eps).vector_field(0.0, RMSPropState(p0, nu), problem)
+        # Slow Adam at t = 0.7 (products c_i = e^{-a_i t}) against AdamFlow's exact corrections.
+        flow, t = flows_["adam_slow"], 0.7
+        y = flow.init(p0)
+        m = jax.tree.map(lambda x: 0.3 * jnp.sin(x + 1.0), p0)
+        (adam, rest), _ = y.state
+        y = y._replace(
+            state=y.state._replace(
+                state=(adam._replace(mu=m, nu=nu), rest),
+                products=tuple(jnp.exp(-a * t) for a in _SLOW_ADAM),
+            )
+        )
+        auto_a = flow.vector_field(0.0, y, problem)
+        ref_a = flows.AdamFlow(*_SLOW_ADAM, 0.1).vector_field(t, AdamState(p0, m, nu), problem)
+        dev_a = jnp.maximum(
+            _max_dev(auto_a.params, ref_a.params),
+            _max_dev((auto_a.state.state[0].mu, auto_a.state.state[0].nu), (ref_a.m, ref_a.v)),
+        )
         # Adam / RMSprop with fixed β: f2 against the closed form derived here.
         f2a = flows_["adam"].field_values(p0, problem)[1]
         f2r = flows_["rmsprop"].field_values(p0, problem)[1]
@@ -244,6 +273,7 @@ def rows(config: Config) -> Rows:
             _max_dev(gd, mg),
             _max_dev(hb, ghosh),
             jnp.maximum(_max_dev(auto.params, ref.params), _max_dev(auto.state[0].nu, ref.G)),
+            dev_a,
             _max_dev(f2a, adaptive_f2(problem, p0, 0.5, 0.6, 0.3, False)),
             _max_dev(f2r, adaptive_f2(problem, p0, 0.0, 0.6, 0.3, True)),
             -optax.tree.vdot(sq2, sq) / optax.tree.norm(sq, squared=True),
@@ -352,6 +382,7 @@ HEADLINES = (
              high=1e-12),
     Headline("rows/heavy_ball_order2_vs_ghosh", "heavy ball order 2 vs Ghosh et al.", high=1e-12),
     Headline("rows/rmsprop_slow_vs_rmspropflow", "rmsprop (slow) vs RMSPropFlow", high=1e-12),
+    Headline("rows/adam_slow_vs_adamflow", "adam (slow, counter as time) vs AdamFlow", high=1e-12),
     Headline("rows/adam_fast_f2_vs_closed_form", "Adam O(h) term vs closed form", high=1e-12),
     Headline("modifying/sgd/order_modifying", "modifying(sgd) vs gradient flow", 2.0, 0.15),
     Headline("boundary_layer/heavy_ball/order_zero_start", "heavy ball from zero trace (full)",
