@@ -306,6 +306,23 @@ def _series_diagnosis(reference, per_step, problem, hs) -> str | None:
     )
 
 
+def _check_counted_start(flow) -> None:
+    r"""A slow-regime automatic flow with bias corrections carried as products $c = b^k$ is
+    singular at optax's zero start ($1 - b\,c = 1 - b \to 0$ at $h = 0$ when $c = 1$)."""
+    from ._modified import ModifiedFlow
+
+    if isinstance(flow, ModifiedFlow) and flow.spec.products:
+        raise ValueError(
+            "compare: the optimizer's bias corrections 1 - b**k read its step counter; in the "
+            "slow regime (decays 1 - a*h) they are carried as products c = b**k, and the "
+            "modified series is singular at k = 0 (1 - b**0 = 0): the flow describes the run "
+            "for t >> h, not from optax's zero start, so orders measured from t = 0 would be "
+            "those of the start-up layer. Compare with state='fast' (fixed decays), with "
+            "dynopt.flows.AdamFlow (its first-order flow, with the t -> 0 limits), or solve the "
+            "modified flow from a state at t > 0."
+        )
+
+
 def _check_branches(flow, problem, map, hs, dts, ns) -> None:
     """An automatic flow of a step with iterate-dependent branches (clipping, `jnp.where`
     guards) is exact only while the run stays on one side of every switching surface: replay
@@ -405,6 +422,7 @@ def compare(
     if not isinstance(problem, AbstractProblem):
         raise ValueError(f"problem must be a dynopt.AbstractProblem, got {type(problem).__name__}.")
     problem.check_key(None)
+    _check_counted_start(flow)
     map = default_map if map is None else map
     if not callable(map):
         raise ValueError(

@@ -99,3 +99,9 @@ def test_a_counter_read_outside_the_bias_corrections_is_refused():
 
     with pytest.raises(ValueError, match="reads the integer step counter other than"):
         modified_flow(scheduled, 0.01)
+
+
+def test_compare_from_the_zero_start_says_why_not():
+    problem = dynopt.problems.logcosh()
+    with pytest.raises(ValueError, match=r"singular at k = 0 \(1 - b\*\*0 = 0\)"):
+        dynopt.compare(_adam, problem, (0.02, 0.01), 0.2)
