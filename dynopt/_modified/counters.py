@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -56,7 +57,7 @@ def _bias_correction(moment, decay, count):
     if tape.products is None and tape.constant is None:  # recording only
         return _ORIGINAL(moment, decay, count)
     c = tape.constant if tape.products is None else tape.products[i]
-    correction = 1 - decay * c
+    correction = 1 - jnp.asarray(decay) * c
     return jax.tree.map(lambda x: x / correction.astype(x.dtype), moment)
 
 

@@ -308,19 +308,31 @@ def _check_concrete(
     branches = tuple(sorted(found.branches))
     params1, state1 = raw_step(spec, zero, x0, state, problem)
     moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
-    lag, products = 0, 0
-    if has_counters(state0) and regime != "fast" and (regime == "slow" or not np.isfinite(moved)):
-        # A counter in the slow regime: time, carried by its bias corrections' products.
-        products = _counted_products(spec, problem, x0, state)
-        with bias_products(constant=0.5):
-            params1, state1 = raw_step(spec, zero, x0, state, problem)
-        moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
-    elif has_counters(state0) and not np.isfinite(moved):
+    lag, products, trial = 0, 0, None
+    if has_counters(state0) and regime != "fast":
+        # A counter read by bias corrections of a slow state: time, carried by the
+        # corrections' products (the step at h = 0 divides by 1 - b**1 = 0 otherwise).
+        with bias_products(constant=0.5) as tape:
+            trial = raw_step(spec, zero, x0, state, problem)
+        if tape.decays and (regime == "slow" or not _state_moves(state, trial[1])):
+            products = _counted_products(spec, problem, x0, state)
+            params1, state1 = trial
+            moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
+    if has_counters(state0) and not products and regime == "slow":
         raise ValueError(
-            "state='fast': the optimizer's step is not finite at h = 0 with its integer step "
-            "counter (a bias correction 1 - b**k that vanishes when b = 1 at h = 0: decays "
-            "that scale with h make the state slow). Use state='auto' or 'slow', where the "
-            "corrections are carried as products b**k of the decays."
+            "state='slow': the optimizer state has an integer step counter that no bias "
+            "correction reads (a schedule in steps): the update depends on the step index "
+            "k = t/h, not only on the state, so no slow-regime modified flow exists."
+        )
+    if has_counters(state0) and not products and not np.isfinite(moved):
+        changed = [] if trial is None else _leaf_changes(state, trial[1])
+        moving = [k for k, c in changed if c > 1e-12]
+        where = f" (at h = 0 the state leaf {moving[0]} still changes)" if moving else ""
+        raise ValueError(
+            "optimizer: its step is not finite at h = 0 with its integer step counter: a "
+            "bias correction 1 - b**k vanishes where b = 1 at h = 0, next to a state that is "
+            f"not near identity{where}. Give the whole state one regime: every decay and "
+            "additive term scaling with h (slow), or every decay fixed (fast)."
         )
     if not np.isfinite(moved) or moved > 1e-12:
         # A state that moves at h = 0 (fast) may hold updates already scaled by the learning
@@ -418,11 +430,14 @@ def _counted_products(spec: OptimizerSpec, problem, x0, state) -> int:
     with bias_products() as tape:
         zero_update(spec, tau, x0, state)
     floats, rest = split_state(state)
-    later = eqx.combine(floats, jax.tree.map(lambda x: x + 7 if _is_counter(x) else x, rest))
+    diff = 0.0
     with bias_products(constant=0.5):
         now = raw_step(spec, tau, x0, state, problem)
-        then = raw_step(spec, tau, x0, later, problem)
-    diff = max((c for _, c in _leaf_changes(now, then)), default=0.0)
+        # A few steps and a long history later (a schedule with a boundary there).
+        for k in (7, 2**20):
+            later = jax.tree.map(lambda x, k=k: x + k if _is_counter(x) else x, rest)
+            then = raw_step(spec, tau, x0, eqx.combine(floats, later), problem)
+            diff = max([diff, *(c for _, c in _leaf_changes(now, then))])
     if not tape.decays or not diff == 0.0:
         raise ValueError(
             "optimizer: its update reads the integer step counter other than through optax's "
