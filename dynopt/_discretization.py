@@ -1,6 +1,7 @@
 """`Discretization`: an optax transform together with its continuous-time step."""
 
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -101,3 +102,20 @@ def accepted_extra_args(update: Callable, extra: dict[str, Any]) -> dict[str, An
     named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     names = {p.name for p in params if p.kind in named}
     return {k: v for k, v in extra.items() if k in names}
+
+
+def update_with_extra_args(tx, updates, state, params, extra: dict[str, Any]):
+    """`tx.update(updates, state, params, **extra)` with the extra arguments `tx` accepts
+    (`accepted_extra_args`), dropping one that a transform inside refuses by name:
+    `optax.chain` takes `**kwargs` and hands every one to each link, and a link that declares
+    its own (`optax.contrib.sam`: only `grad_fn`) raises `TypeError` for the others. A dropped
+    argument is one it could not have read; the retry happens at trace time only."""
+    extra = accepted_extra_args(tx.update, extra)
+    while True:
+        try:
+            return tx.update(updates, state, params, **extra)
+        except TypeError as e:
+            match = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+            if match is None or match.group(1) not in extra:
+                raise
+            extra = {k: v for k, v in extra.items() if k != match.group(1)}

@@ -17,7 +17,12 @@ import optax
 
 from . import _progress
 from ._custom_types import Key, Params, ScalarLike
-from ._discretization import accepted_extra_args, Discretization, widest_dtype
+from ._discretization import (
+    accepted_extra_args,
+    Discretization,
+    update_with_extra_args,
+    widest_dtype,
+)
 from ._problem import AbstractProblem
 from ._sharding import sweep_apply
 from ._trajectory import Trajectory
@@ -116,7 +121,7 @@ def make_step(
         orc = oracle(problem, key, k)
         value, grad = problem.value_and_grad(params, orc.key)
         kwargs = orc.extra_args(tx, value, grad)
-        updates, new_state = tx.update(grad, opt_state, params, **kwargs)
+        updates, new_state = update_with_extra_args(tx, grad, opt_state, params, kwargs)
         new_params = optax.apply_updates(params, updates)
         value_ok = jnp.isfinite(value) & (value <= limit)
         params_ok = tree_all_finite(new_params)
@@ -156,7 +161,7 @@ def make_fast_step(
         else:
             val, grad = None, problem.grad(params, orc.key)
         kwargs = orc.extra_args(tx, val, grad)
-        updates, new_state = tx.update(grad, opt_state, params, **kwargs)
+        updates, new_state = update_with_extra_args(tx, grad, opt_state, params, kwargs)
         return (optax.apply_updates(params, updates), new_state, diverged_at, k + 1), val
 
     return step

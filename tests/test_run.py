@@ -295,12 +295,17 @@ def test_sophia_gets_its_objective_and_matches_optax_documented_loop():
 
 
 @pytest.mark.parametrize("opaque", [False, True])
-def test_sam_gets_only_the_extra_arguments_it_declares(opaque):
+@pytest.mark.parametrize("chained", [False, True])
+def test_sam_gets_only_the_extra_arguments_it_declares(opaque, chained):
     """`optax.contrib.sam`'s update declares only `grad_fn` (no `**kwargs`), and in opaque mode
     calls `grad_fn(params, i)`: `run` passes what an update declares, and its `grad_fn` takes
-    (and ignores) a batch index. Its iterates are those of the loop in SAM's docstring."""
+    (and ignores) a batch index. Inside `optax.chain` (which hands every extra argument to each
+    link) the ones SAM refuses by name are dropped. Its iterates are those of the loop in SAM's
+    docstring."""
     p = problems.logcosh()
     tx = optax.contrib.sam(optax.sgd(0.1), optax.sgd(0.05), opaque_mode=opaque)
+    if chained:
+        tx = optax.chain(optax.add_decayed_weights(0.01), tx)
     with jax.numpy_dtype_promotion("standard"):  # raw optax (SAM's bool * float) needs it
         traj = dynopt.run(tx, p, 10)
         params, state = p.params0, tx.init(p.params0)

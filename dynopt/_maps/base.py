@@ -18,7 +18,7 @@ import jax
 import optax
 
 from .._custom_types import Array, ScalarLike
-from .._discretization import accepted_extra_args, Discretization
+from .._discretization import Discretization, update_with_extra_args
 from .._validation import interval, positive
 
 
@@ -74,8 +74,7 @@ def with_standard_promotion(
 
     def update_fn(updates, state, params=None, **extra_args):
         with jax.numpy_dtype_promotion("standard"):
-            extra = accepted_extra_args(tx.update, extra_args)
-            new, new_state = tx.update(updates, state, params, **extra)
+            new, new_state = update_with_extra_args(tx, updates, state, params, extra_args)
         return optax.tree.cast_like(new, updates), _cast_numeric_like(new_state, state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
