@@ -143,6 +143,8 @@ def interval(
 
     **Raises:** `ValueError` for a concrete value out of range or not a real number.
     """
+    if getattr(_state, "zero_step", False):
+        return value
     rng = describe_range(lower, upper, lower_open, upper_open)
     msg = f"{name} must be {rng}, got {{}}." + (f" {hint}" if hint else "")
     if is_traced(value):
@@ -186,6 +188,20 @@ def interval(
 def positive(name: str, value: Any, *, hint: str = "") -> Any:
     """`interval(name, value, lower=0, lower_open=True)`: finite and > 0."""
     return interval(name, value, lower=0.0, lower_open=True, hint=hint)
+
+
+@contextlib.contextmanager
+def at_zero_step() -> Iterator[None]:
+    """Inside, `interval` (and its shorthands) return values unchecked: `modified_flow` expands
+    an `h -> Discretization` optimizer (e.g. a flow's `discretize`) at $h = 0$, where a map's
+    own checks (`step_size > 0`, `dt > 0`, a decay $1 - ah < 1$) refuse the very point the
+    expansion is taken at. The same optimizer is checked at positive step sizes first."""
+    previous = getattr(_state, "zero_step", False)
+    _state.zero_step = True
+    try:
+        yield
+    finally:
+        _state.zero_step = previous
 
 
 def nonnegative(name: str, value: Any, *, hint: str = "") -> Any:

@@ -60,6 +60,15 @@ def test_gradient_descent_identities(getkey):
     assert tree_max_abs_diff(v2.params, mg) < 1e-12
     terms = eqx.filter_jit(flow2.terms)(flow2.init(p0), problem)
     assert abs(float(terms.rate) - 1) < 1e-12 and abs(float(terms.regularizer) - 0.25) < 1e-12
+    # An h -> Discretization optimizer: its own checks (dt = h > 0) would refuse h = 0, where
+    # the expansion is taken; checked at positive h, expanded unchecked at 0: the same fields.
+    flow_d = modified_flow(
+        lambda h: dynopt.Discretization(optax.sgd, {"learning_rate": h}, dt=h), h, order=3
+    )
+    fd = [f.params for f in _fields(flow_d, flow_d.init(p0), problem)]
+    assert tree_max_abs_diff(fd, [f1, f2, f3]) < 1e-15
+    with pytest.raises(ValueError, match="dt must be > 0"):
+        modified_flow(lambda h: dynopt.Discretization(optax.sgd, {"learning_rate": h}, dt=-h), h)
 
 
 def test_heavy_ball_ghosh(getkey):

@@ -26,27 +26,45 @@ def _adam(h):
     return optax.adam(h, b1=1 - A1 * h, b2=1 - A2 * h, eps=EPS)
 
 
-def _state(problem):
+def _is_adam(x):
+    return isinstance(x, optax.ScaleByAdamState)
+
+
+def _state(problem, flow=None):
     """A state at time T > 0: moments away from the manifold, products c_i = exp(-a_i T)."""
     th = problem.params0
     m = jax.tree.map(lambda x: 0.3 * jnp.sin(x + 1.0), th)
     v = jax.tree.map(lambda x: 0.2 + x * x, th)
-    adam = (optax.ScaleByAdamState(None, m, v), optax.EmptyState())
+    if flow is None:
+        adam = (optax.ScaleByAdamState(None, m, v), optax.EmptyState())
+    else:  # the flow's own optimizer-state structure, moments replaced
+        adam = jax.tree.map(
+            lambda s: s._replace(mu=m, nu=v) if _is_adam(s) else s,
+            flow.init(th).state.state,
+            is_leaf=_is_adam,
+        )
     return ModifiedState(th, CountedState(adam, (jnp.exp(-A1 * T), jnp.exp(-A2 * T)))), (m, v)
 
 
-def test_order_one_field_is_adam_flow_with_exact_bias_corrections():
-    """optax.adam(h, b1 = 1 - a1 h, b2 = 1 - a2 h): its counter read as time, the order-1 field
-    is AdamFlow's (m̂ = m/(1 - e^{-a1 t}), ...) on a pytree, and the products decay at -a_i."""
+def _moments(state):
+    (adam,) = [s for s in jax.tree.leaves(state, is_leaf=_is_adam) if _is_adam(s)]
+    return adam.mu, adam.nu
+
+
+@pytest.mark.parametrize("form", ["optax", "AdamFlow.discretize"])
+def test_order_one_field_is_adam_flow_with_exact_bias_corrections(form):
+    """optax.adam(h, b1 = 1 - a1 h, b2 = 1 - a2 h), or AdamFlow's own discretization (dynopt's
+    Adam with the corrections hoisted): its counter read as time, the order-1 field is
+    AdamFlow's (m̂ = m/(1 - e^{-a1 t}), ...) on a pytree, and the products decay at -a_i."""
     problem = dynopt.problems.logcosh()
-    flow = modified_flow(_adam, 0.01, order=2)
+    optimizer = _adam if form == "optax" else AdamFlow(A1, A2, EPS).discretize
+    flow = modified_flow(optimizer, 0.01, order=2)
     assert flow.spec.regime == "slow" and flow.spec.products == 2
-    y, (m, v) = _state(problem)
+    y, (m, v) = _state(problem, flow)
     f1 = flow.field_values(y, problem)[0]
     ref = AdamFlow(A1, A2, EPS).vector_field(T, AdamState(problem.params0, m, v), problem)
     assert tree_max_abs_diff(f1.params, ref.params) < 1e-14
-    assert tree_max_abs_diff(f1.state.state[0].mu, ref.m) < 1e-14
-    assert tree_max_abs_diff(f1.state.state[0].nu, ref.v) < 1e-14
+    assert tree_max_abs_diff(_moments(f1.state.state), (ref.m, ref.v)) < 1e-14
     np.testing.assert_allclose(
         f1.state.products, (-A1 * np.exp(-A1 * T), -A2 * np.exp(-A2 * T)), rtol=1e-14
     )

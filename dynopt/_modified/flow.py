@@ -199,10 +199,15 @@ def _leaf_changes(before, after) -> list[tuple[str, float]]:
 
 
 class _ByIdentity:
-    """A cache key for an unhashable object (a problem with array leaves): its identity."""
+    """A cache key for an unhashable object (a problem with array leaves): its identity. Calls
+    go to the object (an unhashable optimizer callable: a bound `discretize` of a flow with
+    array hyper-parameters is static in the flow's spec, which jit hashes)."""
 
     def __init__(self, obj):
         self.obj = obj
+
+    def __call__(self, *args, **kwargs):
+        return self.obj(*args, **kwargs)
 
     def __hash__(self) -> int:
         return id(self.obj)
@@ -721,6 +726,10 @@ def modified_flow(
         raise ValueError("state_map must be a pair (forward, inverse) of callables (s, τ) -> z.")
     if state == "fast" and state_map is not None:
         raise ValueError("state_map applies to state='slow' (or 'auto' resolving to slow).")
+    try:
+        hash(optimizer)
+    except TypeError:
+        optimizer = _ByIdentity(optimizer)
     _check_time(optimizer, power)
     # Checked at order 1: the checks do not depend on the order, so one per optimizer.
     on = None if problem is None else _ByIdentity(problem)

@@ -18,6 +18,7 @@ import optax
 from .._discretization import accepted_extra_args, Discretization
 from .._maps.base import with_standard_promotion
 from .._run import oracle
+from .._validation import at_zero_step
 
 
 # A counter this large makes optax's bias corrections 1 - b**count exactly 1 in float64: the
@@ -63,7 +64,10 @@ class OptimizerSpec:
 
     def __call__(self, step_size) -> optax.GradientTransformationExtraArgs:
         """The optimizer at step size $h$ (the `Discretization` factory)."""
-        out = self.optimizer(step_size)
+        # The expansion evaluates it at h = 0, where a map's checks (step_size > 0, dt > 0)
+        # would refuse it: unchecked here, checked at positive h when the flow is built.
+        with at_zero_step():
+            out = self.optimizer(step_size)
         if isinstance(out, Discretization):
             out = out.transform
         return with_standard_promotion(out)

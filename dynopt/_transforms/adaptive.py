@@ -142,8 +142,8 @@ def scale_by_adam(
     The same state (`optax.ScaleByAdamState`) and the same arithmetic as optax, except that
     $m/(1-\beta^t)$ is $m\cdot c$ with the scalar $c$ formed once (one rounding apart, as optax
     itself compiles with constant $\beta$s); the moments are updated by optax's own
-    `optax.tree.update_moment*`. $\beta^t$ is computed in the hyper-parameters' precision, as
-    optax does, then cast to each moment's dtype.
+    `optax.tree.update_moment*`. $c_i$ is `optax.tree.bias_correction` of the scalar 1, in the
+    hyper-parameters' precision as optax computes it, then cast to each moment's dtype.
     """
 
     def init_fn(params):
@@ -154,8 +154,13 @@ def scale_by_adam(
         mu = optax.tree.update_moment(updates, state.mu, b1, 1)
         nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         count = optax.safe_increment(state.count)
-        t = count.astype(jnp.result_type(b1, b2, float))
-        c1, c2 = 1 / (1 - jnp.asarray(b1) ** t), 1 / (1 - jnp.asarray(b2) ** t)
+        # optax's own correction of the scalar 1, i.e. 1/(1 - b**count) in the
+        # hyper-parameters' precision: the function `modified_flow` reads a counter through.
+        # (The count as a float: strict-promotion clean, as before.)
+        one_ = jnp.ones((), jnp.result_type(b1, b2, float))
+        t = count.astype(one_.dtype)
+        c1 = optax.tree.bias_correction(one_, b1, t)
+        c2 = optax.tree.bias_correction(one_, b2, t)
 
         def one(m, v):
             e = jnp.asarray(eps, m.dtype)
