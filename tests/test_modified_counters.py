@@ -98,6 +98,9 @@ def test_discretization_is_the_optimizer_itself():
     problem = dynopt.problems.logcosh()
     h, n = 0.01, 20
     flow = modified_flow(_adam, h, order=1)
+    # `init` traced too (under the suite's strict promotion): the products c_i = b_i^0 = 1.
+    y0 = eqx.filter_jit(flow.init)(problem.params0)
+    assert [float(c) for c in y0.state.products] == [1.0, 1.0]
     ours = dynopt.run(flow.discretize(h), problem, n).params
     tx, params = _adam(h), problem.params0
     with jax.numpy_dtype_promotion("standard"):

@@ -52,7 +52,7 @@ def counted_init(spec: OptimizerSpec, tau, params, opt_state) -> CountedState:
     with bias_products() as tape:
         zero_update(spec, tau, params, opt_state)
     products = tuple(
-        jnp.asarray(d, jnp.float64) ** (jnp.asarray(j) - 1)
+        jnp.asarray(d, jnp.float64) ** (jnp.asarray(j, jnp.float64) - 1)  # strict-clean
         for d, j in zip(tape.decays, tape.counts)
     )
     return CountedState(split_state(opt_state)[0], products)
