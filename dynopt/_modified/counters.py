@@ -56,6 +56,11 @@ def _bias_correction(moment, decay, count):
     tape.counts.append(count)
     if tape.products is None and tape.constant is None:  # recording only
         return _ORIGINAL(moment, decay, count)
+    if tape.products is not None and i >= len(tape.products):
+        raise ValueError(
+            f"optimizer: a step calls optax's bias correction more than the {len(tape.products)} "
+            "times it did when the flow was built (a data-dependent number of corrections)."
+        )
     c = tape.constant if tape.products is None else tape.products[i]
     correction = 1 - jnp.asarray(decay) * c
     return jax.tree.map(lambda x: x / correction.astype(x.dtype), moment)
