@@ -65,6 +65,9 @@ def test_order_one_field_is_adam_flow_with_exact_bias_corrections(form):
     ref = AdamFlow(A1, A2, EPS).vector_field(T, AdamState(problem.params0, m, v), problem)
     assert tree_max_abs_diff(f1.params, ref.params) < 1e-14
     assert tree_max_abs_diff(_moments(f1.state.state), (ref.m, ref.v)) < 1e-14
+    if form != "optax":  # the map's own check at a step size, as without modified_flow
+        with pytest.raises(ValueError, match=r"1 - a1 \* step_size must be in \[0, 1\)"):
+            flow.discretize(0.6)
     np.testing.assert_allclose(
         f1.state.products, (-A1 * np.exp(-A1 * T), -A2 * np.exp(-A2 * T)), rtol=1e-14
     )

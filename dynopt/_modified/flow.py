@@ -15,7 +15,7 @@ from .._custom_types import Array, Params, ScalarLike
 from .._discretization import Discretization
 from .._flows.base import AbstractFlow
 from .._problem import Problem
-from .._validation import positive
+from .._validation import is_traced, positive
 from .counters import bias_products, CountedState
 from .fast import fast_coefficients, fast_step, leaf_blocks, manifold, template
 from .recursion import combine_values, modified_values
@@ -118,6 +118,10 @@ class ModifiedFlow(AbstractFlow):
     def discretize(self, step_size: ScalarLike) -> Discretization:
         """The optimizer itself at `step_size` (fast regime: started on its slow manifold)."""
         h = positive("step_size", jnp.asarray(step_size))
+        if not is_traced(h):
+            # The spec builds the optimizer unchecked (it is also expanded at h = 0): its own
+            # checks at this step size (an h -> Discretization map's a*h < 1) run here.
+            self.spec.optimizer(h)
         return Discretization(
             self.spec,
             {"step_size": h},
