@@ -2,12 +2,15 @@
 
 The setting of the public central-flow reference code (issue 16's anchor): MLP 8 → 16 → 16 → 1,
 swish, 128 standard-normal points and targets, MSE, GD η = 0.1, k = 5 tracked directions (float64).
-Rows: (1) a GD step with the top-5 eigenpairs updated at every step by 2, and by 1, warm-started
-LOBPCG iterations (`TRACK_ITERS_ROWS`, `sharpness.track_sharpness(max_iters=…)`: the vectors refine
-along the run instead of being reconverged each step), against a plain GD step, both inside one
-jitted `run`, timed in back-to-back pairs (goal ≤ 20×; the anchor's 240×); the note gives the
-largest relative deviation of the tracked eigenvalues from fully converged ones over the run
-(2 iterations: 44–50×, 1.8e-3; 1 iteration: 26–30×, 7.4e-3); (2) `central_solve` per unit of GD
+Rows: (1) a GD step with the top-5 eigenpairs updated at every step from the previous step's
+vectors (`TRACK_ROWS`, `sharpness.track_sharpness(method=…, max_iters=…)`: the vectors refine
+along the run instead of being reconverged each step) by 1 and 2 iterations of block
+Rayleigh–Ritz with carried products (k products an iteration, k more for the new iterate) and
+by 1 LOBPCG iteration (5k products), against a plain GD step, both inside one jitted `run`,
+timed in back-to-back pairs (goal ≤ 20×; the anchor's 240×); the note gives the largest
+relative deviation of the tracked eigenvalues from fully converged ones over the run
+(2026-12-04: Rayleigh–Ritz 1 iteration 11×, 7.5e-3; 2 iterations 15×, 4.1e-3; LOBPCG 1
+iteration 27×, 7.4e-3; LOBPCG 2 iterations was 44–50×, 1.8e-3); (2) `central_solve` per unit of GD
 time (one step η), compile excluded (goal ≤ 200×; the anchor's 2,600×). The flow starts at the
 initialization, below the threshold (Σ = 0 until the sharpness reaches 2/η), so row (2) is the
 pre-EoS cost; row (4), not in tiny mode, is the cost at the edge, on the anchor's own initialization
@@ -40,7 +43,8 @@ from ._common import Config, cost_row, paired, row, timed
 
 
 ETA, K, TRACK_ITERS = 0.1, 5, 2
-TRACK_ITERS_ROWS = (2, 1)  # warm LOBPCG iterations per tracked step: cost against accuracy
+# (method, warm iterations per tracked step): cost against accuracy
+TRACK_ROWS = (("rayleigh_ritz", 1), ("rayleigh_ritz", 2), ("lobpcg", 1))
 
 
 def _problem(tiny: bool) -> dynopt.Problem:
@@ -63,9 +67,15 @@ def run(config: Config) -> list[dict]:
     )
     exact = np.asarray(dynopt.run(converged_tx, problem, steps, observe=obs).observations)
     rows = []
-    for iters in TRACK_ITERS_ROWS:
+    for method, iters in TRACK_ROWS:
         tracked_tx = sharpness.track_sharpness(
-            optax.sgd(ETA), k, every=1, init_grad_fn=problem.grad, max_iters=iters, tol=1e-9
+            optax.sgd(ETA),
+            k,
+            every=1,
+            init_grad_fn=problem.grad,
+            max_iters=iters,
+            tol=1e-9,
+            method=method,
         )
         start = time.process_time()
         tracked = np.asarray(dynopt.run(tracked_tx, problem, steps, observe=obs).observations)
@@ -79,7 +89,8 @@ def run(config: Config) -> list[dict]:
         rows.append(
             cost_row(
                 "central",
-                f"tracked GD step (k={k}, every step, {iters} warm LOBPCG iteration"
+                f"tracked GD step (k={k}, every step, {iters} warm "
+                f"{'LOBPCG' if method == 'lobpcg' else 'Rayleigh-Ritz'} iteration"
                 f"{'s' if iters > 1 else ''}), MLP d={d}",
                 dynopt_s=tracked_s / steps,
                 baseline="one plain GD step",

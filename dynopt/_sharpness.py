@@ -1,11 +1,12 @@
 r"""Sharpness: the top-$k$ eigenpairs of the Hessian $H = \nabla^2 L(\theta)$, or of the
 preconditioned Hessian $D^{-1/2} H D^{-1/2}$ (diagonal $D \succ 0$, an adaptive optimizer's
 preconditioner), from Hessian-vector products only, by `jax.experimental.sparse.linalg.
-lobpcg_standard`; and `track_sharpness`, an optax wrapper that carries them, warm-started,
-through a `run` (recorded at saved points by the observer `sharpness`)."""
+lobpcg_standard` (or, to refine a warm start cheaply, block Rayleigh–Ritz with carried
+products: `rayleigh_ritz`); and `track_sharpness`, an optax wrapper that carries them,
+warm-started, through a `run` (recorded at saved points by the observer `sharpness`)."""
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import equinox as eqx
 import jax
@@ -15,7 +16,11 @@ from jax.experimental.sparse.linalg import lobpcg_standard
 from jax.flatten_util import ravel_pytree
 
 from ._custom_types import Array, Float, Int, Key, Params, PyTree, Scalar
-from ._validation import positive_int
+from ._validation import choice, positive_int
+
+
+Method = Literal["lobpcg", "rayleigh_ritz"]
+METHODS: tuple[str, ...] = ("lobpcg", "rayleigh_ritz")
 
 
 class Eigenpairs(NamedTuple):
@@ -57,6 +62,64 @@ def hvp_operator(grad_fn: Callable[[Params], Params], params: Params, diag: Para
     return jax.vmap(column, in_axes=1, out_axes=1)
 
 
+def rayleigh_ritz(
+    op: Callable[[Array], Array], start: Float[Array, "n k"], *, max_iters: int, tol=None
+) -> tuple[Float[Array, " k"], Float[Array, "n k"], Int[Array, ""]]:
+    r"""Refine the block `start` towards the top-$k$ eigenpairs of the symmetric operator `op`
+    (`V -> A V` on $(n, m)$ blocks) by block Rayleigh–Ritz on $[X, R]$, $R = AX - X\Theta$:
+
+    $S = [X,\ \mathrm{orth}_{\perp X}(R)]$, $S^\top A S = C\Lambda C^\top$,
+    $X \leftarrow S C_{:, 1:k}$, $AX \leftarrow (AS)\,C_{:, 1:k}$
+
+    ($\Lambda$ descending). $AX$ is carried, not recomputed, so an iteration costs $k$ products
+    (the new directions'), and the whole call $k(1 + \text{iterations})$: against $5k$ for one
+    iteration of `lobpcg_standard`, which forms $A$ of its whole $3k$ search space and then of
+    $X$ again. Without LOBPCG's previous-direction block it converges more slowly from a cold
+    start: it is meant for a warm start whose vectors are already close (the previous iterate's
+    in `track_sharpness`, where the Hessian moves little per step).
+
+    **Arguments:** `op`; `start`, $(n, k)$ with $2k \le n$ (orthonormalized here);
+    `max_iters` $\ge 1$; `tol`: stop when every residual satisfies
+    $\|Ax - \theta x\| \le 10\,n\,\mathrm{tol}\,(|\theta| + \|Ax\|)$ (LOBPCG's test;
+    `None`: machine epsilon).
+
+    **Returns:** `(values, vectors, iterations)`, values largest first.
+    """
+    n, k = start.shape
+    eps = jnp.finfo(start.dtype).eps if tol is None else tol
+    X = jnp.linalg.qr(start)[0]
+    AX = op(X)
+    theta = jnp.sum(X * AX, axis=0)
+
+    def residual(X, AX, theta):
+        R = AX - X * theta[None, :]
+        bound = 10.0 * n * eps * (jnp.abs(theta) + jnp.linalg.norm(AX, axis=0))
+        return R, jnp.all(jnp.linalg.norm(R, axis=0) <= bound)
+
+    def cond(carry):
+        i, _, _, _, done = carry
+        return (i < max_iters) & ~done
+
+    def body(carry):
+        i, X, AX, theta, _ = carry
+        R, _ = residual(X, AX, theta)
+        R = R - X @ (X.T @ R)
+        # QR of [X, R]: its last k columns are orthonormal and orthogonal to X even where R is
+        # (near) zero at convergence, where a QR of R alone would not be.
+        Q = jnp.linalg.qr(jnp.concatenate([X, R], axis=1))[0][:, k:]
+        S = jnp.concatenate([X, Q], axis=1)
+        AS = jnp.concatenate([AX, op(Q)], axis=1)
+        SAS = S.T @ AS
+        values, C = jnp.linalg.eigh(0.5 * (SAS + SAS.T))
+        C = C[:, ::-1][:, :k]
+        X, AX, theta = S @ C, AS @ C, values[::-1][:k]
+        return i + 1, X, AX, theta, residual(X, AX, theta)[1]
+
+    init = (jnp.asarray(0), X, AX, theta, jnp.asarray(False))
+    iterations, X, _, theta, _ = jax.lax.while_loop(cond, body, init)
+    return theta, X, iterations
+
+
 @eqx.filter_jit
 def top_eigenpairs(
     grad_fn: Callable[[Params], Params],
@@ -67,6 +130,7 @@ def top_eigenpairs(
     max_iters: int = 100,
     tol: float | None = None,
     checked: bool = True,
+    method: Method = "lobpcg",
 ) -> Eigenpairs:
     r"""The $k$ largest eigenvalues of $A = H$ (or $D^{-1/2}HD^{-1/2}$ with `diag` $= D$) and
     their eigenvectors, $H$ the Hessian $\partial_\theta$ `grad_fn` at `params`, by LOBPCG
@@ -84,6 +148,9 @@ def top_eigenpairs(
     - `checked`: `False` returns NaN eigenpairs where a Hessian-vector product is not finite,
       instead of the runtime error: the compiled program then holds no host callback, so JAX's
       persistent compilation cache can store it (check the values on the host).
+    - `method`: `"lobpcg"` (`lobpcg_standard`: converges from any start) or `"rayleigh_ritz"`
+      (`rayleigh_ritz`: $k$ products an iteration against LOBPCG's $4k$–$5k$, for refining a
+      warm start by one or two iterations).
 
     **Returns:** `Eigenpairs` (values largest first; `iterations` 0 on the dense route).
 
@@ -98,8 +165,11 @@ def top_eigenpairs(
             f"start must be an (n, k) block with n = {n} (the number of parameters) and "
             f"1 <= k <= n, got shape {start.shape}."
         )
+    choice("method", method, METHODS)
     op = hvp_operator(grad_fn, params, diag)
-    if lobpcg_fits(start.shape[1], n):
+    if lobpcg_fits(start.shape[1], n) and method == "rayleigh_ritz":
+        values, vectors, iterations = rayleigh_ritz(op, start, max_iters=max_iters, tol=tol)
+    elif lobpcg_fits(start.shape[1], n):
         values, vectors, iterations = lobpcg_standard(op, start, m=max_iters, tol=tol)
     else:
         values, vectors, iterations = _dense_top(op, n, start.shape[1], start.dtype)
@@ -200,6 +270,7 @@ def track_sharpness(
     tol: float | None = None,
     seed: int = 0,
     init_iters: int | None = None,
+    method: Method = "lobpcg",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Wrap `tx` so that its state carries the top-$k$ eigenpairs of the Hessian (or of the
     preconditioned Hessian $D^{-1/2}HD^{-1/2}$), recomputed every `every` steps at the new
@@ -226,6 +297,11 @@ def track_sharpness(
       `max(max_iters, 100)`: a random block needs far more iterations than a warm one (with
       `max_iters=2`, the anchor MLP's 2nd–5th eigenvalues at $\theta_0$ were 21–26% low, and
       exact to 2e-5 from step 20 on).
+    - `method`: the warm steps' solver (`top_eigenpairs`; the cold start is always LOBPCG).
+      `"rayleigh_ritz"` with `max_iters=1` or `2` is the cheap tracker: on an MLP with 433
+      parameters (k = 5, GD η = 0.1, 200 steps) a tracked step cost 11× / 15× a plain step,
+      eigenvalues within 7.5e-3 / 4.1e-3 of converged ones, against 27× and 7.4e-3 for one
+      LOBPCG iteration (`make bench`).
 
     **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`.
     """
@@ -234,6 +310,7 @@ def track_sharpness(
     positive_int("max_iters", max_iters)
     init_iters = max(max_iters, 100) if init_iters is None else init_iters
     positive_int("init_iters", init_iters)
+    choice("method", method, METHODS)
     precond = _no_diag if preconditioner is None else preconditioner
     inner_tx = optax.with_extra_args_support(tx)
 
@@ -263,7 +340,13 @@ def track_sharpness(
         def track(params, vectors, inner):
             return tuple(
                 top_eigenpairs(
-                    grad_fn, params, vectors, diag=precond(inner), max_iters=max_iters, tol=tol
+                    grad_fn,
+                    params,
+                    vectors,
+                    diag=precond(inner),
+                    max_iters=max_iters,
+                    tol=tol,
+                    method=method,
                 )
             )
 
