@@ -1,9 +1,9 @@
 r"""Sharpness: the top-$k$ eigenpairs of the Hessian $H = \nabla^2 L(\theta)$, or of the
 preconditioned Hessian $D^{-1/2} H D^{-1/2}$ (diagonal $D \succ 0$, an adaptive optimizer's
 preconditioner), from Hessian-vector products only, by `jax.experimental.sparse.linalg.
-lobpcg_standard` (or, to refine a warm start cheaply, block Rayleigh–Ritz with carried
-products: `rayleigh_ritz`); and `track_sharpness`, an optax wrapper that carries them,
-warm-started, through a `run` (recorded at saved points by the observer `sharpness`)."""
+lobpcg_standard`'s algorithm with its products carried (`lobpcg`: a quarter of the
+Hessian-vector products an iteration); and `track_sharpness`, an optax wrapper that carries
+them, warm-started, through a `run` (recorded at saved points by the observer `sharpness`)."""
 
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
@@ -19,8 +19,8 @@ from ._custom_types import Array, Float, Int, Key, Params, PyTree, Scalar
 from ._validation import choice, positive_int
 
 
-Method = Literal["lobpcg", "rayleigh_ritz"]
-METHODS: tuple[str, ...] = ("lobpcg", "rayleigh_ritz")
+Method = Literal["lobpcg", "lobpcg_standard"]
+METHODS: tuple[str, ...] = ("lobpcg", "lobpcg_standard")
 
 
 class Eigenpairs(NamedTuple):
@@ -62,25 +62,28 @@ def hvp_operator(grad_fn: Callable[[Params], Params], params: Params, diag: Para
     return jax.vmap(column, in_axes=1, out_axes=1)
 
 
-def rayleigh_ritz(
+def lobpcg(
     op: Callable[[Array], Array], start: Float[Array, "n k"], *, max_iters: int, tol=None
 ) -> tuple[Float[Array, " k"], Float[Array, "n k"], Int[Array, ""]]:
-    r"""Refine the block `start` towards the top-$k$ eigenpairs of the symmetric operator `op`
-    (`V -> A V` on $(n, m)$ blocks) by block Rayleigh–Ritz on $[X, R]$, $R = AX - X\Theta$:
+    r"""The top-$k$ eigenpairs of the symmetric operator `op` (`V -> A V` on $(n, m)$ blocks)
+    by LOBPCG (Knyazev 2001) from the block `start`, with the products carried.
 
-    $S = [X,\ \mathrm{orth}_{\perp X}(R)]$, $S^\top A S = C\Lambda C^\top$,
-    $X \leftarrow S C_{:, 1:k}$, $AX \leftarrow (AS)\,C_{:, 1:k}$
+    Each iteration solves the Rayleigh–Ritz problem on the orthonormal search space
+    $S = [X,\ P,\ R_\perp]$ ($R = AX - X\Theta$ the residuals, orthonormalized against
+    $[X, P]$; $P$ the previous step's new directions, absent in the first iteration):
+    $S^\top A S = C\Lambda C^\top$ ($\Lambda$ descending), $X \leftarrow S C_{:, 1:k}$ and
+    $P \leftarrow S C_{:, k+1:}\,q$ (the complement of the new $X$ in the coefficient space,
+    reduced to $k$ orthonormal columns by the QR $q$ of $C_{1:k,\,k+1:}^\top$, as
+    `jax.experimental.sparse.linalg.lobpcg_standard` does). $AX$ and $AP$ are the same
+    combinations of $AS$, so an iteration applies `op` to the $k$ residual directions only:
+    $k$ products, against $4k$ for `lobpcg_standard`, which forms $A$ of its whole $3k$ search
+    space and of $X$ again at every iteration. Measured on a 433-parameter MLP Hessian, $k = 5$:
+    the same error after the same number of iterations as `lobpcg_standard` from a random and
+    from a warm start (to 1e-15 after 32 iterations; the carried products' rounding).
 
-    ($\Lambda$ descending). $AX$ is carried, not recomputed, so an iteration costs $k$ products
-    (the new directions'), and the whole call $k(1 + \text{iterations})$: against $5k$ for one
-    iteration of `lobpcg_standard`, which forms $A$ of its whole $3k$ search space and then of
-    $X$ again. Without LOBPCG's previous-direction block it converges more slowly from a cold
-    start: it is meant for a warm start whose vectors are already close (the previous iterate's
-    in `track_sharpness`, where the Hessian moves little per step).
-
-    **Arguments:** `op`; `start`, $(n, k)$ with $2k \le n$ (orthonormalized here);
-    `max_iters` $\ge 1$; `tol`: stop when every residual satisfies
-    $\|Ax - \theta x\| \le 10\,n\,\mathrm{tol}\,(|\theta| + \|Ax\|)$ (LOBPCG's test;
+    **Arguments:** `op`; `start`, $(n, k)$ of full rank with $3k \le n$ (orthonormalized
+    here); `max_iters` $\ge 1$; `tol`: stop when every pair satisfies
+    $\|Ax - \theta x\| \le 10\,n\,\mathrm{tol}\,(|\theta| + \|Ax\|)$ (`lobpcg_standard`'s test;
     `None`: machine epsilon).
 
     **Returns:** `(values, vectors, iterations)`, values largest first.
@@ -96,27 +99,32 @@ def rayleigh_ritz(
         bound = 10.0 * n * eps * (jnp.abs(theta) + jnp.linalg.norm(AX, axis=0))
         return R, jnp.all(jnp.linalg.norm(R, axis=0) <= bound)
 
-    def cond(carry):
-        i, _, _, _, done = carry
-        return (i < max_iters) & ~done
-
-    def body(carry):
-        i, X, AX, theta, _ = carry
+    def step(X, AX, theta, P, AP):
         R, _ = residual(X, AX, theta)
-        R = R - X @ (X.T @ R)
-        # QR of [X, R]: its last k columns are orthonormal and orthogonal to X even where R is
-        # (near) zero at convergence, where a QR of R alone would not be.
-        Q = jnp.linalg.qr(jnp.concatenate([X, R], axis=1))[0][:, k:]
-        S = jnp.concatenate([X, Q], axis=1)
-        AS = jnp.concatenate([AX, op(Q)], axis=1)
+        base = X if P is None else jnp.concatenate([X, P], axis=1)
+        m = base.shape[1]
+        # The QR of [base, R⊥]: its last k columns are orthonormal and orthogonal to the base
+        # even where R is (near) zero at convergence, where a QR of R alone would not be.
+        R = R - base @ (base.T @ R)
+        Q = jnp.linalg.qr(jnp.concatenate([base, R], axis=1))[0][:, m:]
+        S = jnp.concatenate([base, Q], axis=1)
+        AS = jnp.concatenate([AX if P is None else jnp.concatenate([AX, AP], axis=1), op(Q)], 1)
         SAS = S.T @ AS
         values, C = jnp.linalg.eigh(0.5 * (SAS + SAS.T))
-        C = C[:, ::-1][:, :k]
-        X, AX, theta = S @ C, AS @ C, values[::-1][:k]
-        return i + 1, X, AX, theta, residual(X, AX, theta)[1]
+        values, C = values[::-1], C[:, ::-1]
+        D = C[:, k:] @ jnp.linalg.qr(C[:k, k:].T)[0]
+        return S @ C[:, :k], AS @ C[:, :k], values[:k], S @ D, AS @ D
 
-    init = (jnp.asarray(0), X, AX, theta, jnp.asarray(False))
-    iterations, X, _, theta, _ = jax.lax.while_loop(cond, body, init)
+    def cond(carry):
+        i, X, AX, theta, _, _ = carry
+        return (i < max_iters) & ~residual(X, AX, theta)[1]
+
+    def body(carry):
+        i, *state = carry
+        return (i + 1, *step(*state))
+
+    init = (jnp.asarray(1), *step(X, AX, theta, None, None))
+    iterations, X, _, theta, _, _ = jax.lax.while_loop(cond, body, init)
     return theta, X, iterations
 
 
@@ -148,9 +156,9 @@ def top_eigenpairs(
     - `checked`: `False` returns NaN eigenpairs where a Hessian-vector product is not finite,
       instead of the runtime error: the compiled program then holds no host callback, so JAX's
       persistent compilation cache can store it (check the values on the host).
-    - `method`: `"lobpcg"` (`lobpcg_standard`: converges from any start) or `"rayleigh_ritz"`
-      (`rayleigh_ritz`: $k$ products an iteration against LOBPCG's $4k$–$5k$, for refining a
-      warm start by one or two iterations).
+    - `method`: `"lobpcg"` (`lobpcg` here: $k$ products an iteration) or `"lobpcg_standard"`
+      (`jax.experimental.sparse.linalg.lobpcg_standard`: the same iteration recomputing
+      every product, $4k$ an iteration; the reference).
 
     **Returns:** `Eigenpairs` (values largest first; `iterations` 0 on the dense route).
 
@@ -167,8 +175,8 @@ def top_eigenpairs(
         )
     choice("method", method, METHODS)
     op = hvp_operator(grad_fn, params, diag)
-    if lobpcg_fits(start.shape[1], n) and method == "rayleigh_ritz":
-        values, vectors, iterations = rayleigh_ritz(op, start, max_iters=max_iters, tol=tol)
+    if lobpcg_fits(start.shape[1], n) and method == "lobpcg":
+        values, vectors, iterations = lobpcg(op, start, max_iters=max_iters, tol=tol)
     elif lobpcg_fits(start.shape[1], n):
         values, vectors, iterations = lobpcg_standard(op, start, m=max_iters, tol=tol)
     else:
@@ -297,11 +305,10 @@ def track_sharpness(
       `max(max_iters, 100)`: a random block needs far more iterations than a warm one (with
       `max_iters=2`, the anchor MLP's 2nd–5th eigenvalues at $\theta_0$ were 21–26% low, and
       exact to 2e-5 from step 20 on).
-    - `method`: the warm steps' solver (`top_eigenpairs`; the cold start is always LOBPCG).
-      `"rayleigh_ritz"` with `max_iters=1` or `2` is the cheap tracker: on an MLP with 433
-      parameters (k = 5, GD η = 0.1, 200 steps) a tracked step cost 11× / 15× a plain step,
-      eigenvalues within 7.5e-3 / 4.1e-3 of converged ones, against 27× and 7.4e-3 for one
-      LOBPCG iteration (`make bench`).
+    - `method`: the eigen-solver (`top_eigenpairs`). A tracked step with $k = 5$ on an MLP
+      with 433 parameters (GD η = 0.1, 200 steps, `make bench`): 1 warm iteration 11× a plain
+      step (eigenvalues within 7.5e-3 of converged ones), 2 iterations 15× (1.8e-3), against
+      27× and 44–50× with `"lobpcg_standard"`.
 
     **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`.
     """
