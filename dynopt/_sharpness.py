@@ -142,7 +142,7 @@ def top_eigenpairs(
 ) -> Eigenpairs:
     r"""The $k$ largest eigenvalues of $A = H$ (or $D^{-1/2}HD^{-1/2}$ with `diag` $= D$) and
     their eigenvectors, $H$ the Hessian $\partial_\theta$ `grad_fn` at `params`, by LOBPCG
-    (`lobpcg_standard`) from the block `start` (warm start: the previous vectors).
+    (`method`) from the block `start` (warm start: the previous vectors).
 
     **Arguments:**
 
