@@ -2,30 +2,26 @@
 
 The setting of the public central-flow reference code (issue 16's anchor): MLP 8 → 16 → 16 → 1,
 swish, 128 standard-normal points and targets, MSE, GD η = 0.1, k = 5 tracked directions (float64).
-Rows: (1) a GD step with the top-5 eigenpairs updated at every step from the previous step's
-vectors (`TRACK_ROWS`, `sharpness.track_sharpness(method=…, max_iters=…)`: the vectors refine along
-the run instead of being reconverged each step) by 1 and 2 iterations of dynopt's LOBPCG (products
-carried: k an iteration, k more for the new iterate) and by 1 iteration of jax's `lobpcg_standard`
-(4k an iteration, 5k the first), against a plain GD step, both inside one jitted `run`, timed in
-back-to-back pairs (goal ≤ 20×; the anchor's 240×); the note gives the largest relative deviation
-of the tracked eigenvalues from fully converged ones over the run (2026-12-04: 1 iteration 9.2×,
-7.5e-3; 2 iterations 12.5×, 1.8e-3; `lobpcg_standard` 1 iteration 26×, 7.4e-3, 2 iterations 44–50×,
-1.8e-3); (2) `central_solve` per unit of GD time (one step η), compile excluded (goal ≤ 200×; the
-anchor's 2,600×). The flow starts at the initialization, below the threshold (Σ = 0 until the
-sharpness reaches 2/η), so row (2) is the pre-EoS cost; row (4), not in tiny mode, is the cost at
-the edge, on the anchor's own initialization (`_anchor_problem`), where an explicit solver's step
-is set by stability (η·λ = 2), not by rtol: `central_solve`'s Bosh3 takes ~1.5 steps of 3
-evaluations per GD step (Tsit5: ~1 of 6, 1.2× slower there). 2026-12-04, with the eigen-solve's
-products carried: 194× below the edge (met; 486× with `lobpcg_standard`), 754× at the edge (missed;
-1.38e3×). Row (3), not in tiny mode: 8 tracked GD runs over learning rates 0.06–0.14 as one vmapped
-program against the 8 runs one after another (goal: the vmapped program faster). Met: 1.17× (1.01 s
-vmapped vs 1.18 s sequential, 200 steps, CPU time, compile 22 s vs 14 s; the eigenvalues agree to
-1e-15). It was 16× *slower* (25.3 s vs 1.6 s, compile 48 s) because XLA hoisted the eigen-solve out
-of `lane_cond`'s `while_loop` (its inputs were loop invariants, forwarded unchanged) and so ran it
-at every step of every lane; `lane_cond` now carries the branch's operands round the loop through
-an optimization barrier. `central_path` vmapped over 8 learning rates uses `lane_cond` too:
-measured by hand (flow time 0–1, this network, CPU time) at 0.95× the 8 solves one after another
-(15.7 s vs 14.9 s; compile 33 s, was 529 s); not a row (its compile).
+Rows: (1) a GD step with the top-5 eigenpairs updated at every step by 2, and by 1, warm-started
+LOBPCG iterations (`TRACK_ITERS_ROWS`, `sharpness.track_sharpness(max_iters=…)`: the vectors refine
+along the run instead of being reconverged each step), against a plain GD step, both inside one
+jitted `run`, timed in back-to-back pairs (goal ≤ 20×; the anchor's 240×); the note gives the
+largest relative deviation of the tracked eigenvalues from fully converged ones over the run
+(2 iterations: 44–50×, 1.8e-3; 1 iteration: 26–30×, 7.4e-3); (2) `central_solve` per unit of GD
+time (one step η), compile excluded (goal ≤ 200×; the anchor's 2,600×). The flow starts at the
+initialization, below the threshold (Σ = 0 until the sharpness reaches 2/η), so row (2) is the
+pre-EoS cost; row (4), not in tiny mode, is the cost at the edge, on the anchor's own initialization
+(`_anchor_problem`), where an explicit solver's step is set by stability (η·λ = 2), not by rtol:
+`central_solve`'s Bosh3 takes ~1.6 steps of 3 evaluations per GD step (Tsit5: ~1 of 6, 1.2× slower
+there), 1.8e3x (goal 200x: missed). Row (3), not in tiny mode: 8 tracked GD runs over learning rates
+0.06–0.14 as one vmapped program against the 8 runs one after another (goal: the vmapped program
+faster). Met: 1.17× (1.01 s vmapped vs 1.18 s sequential, 200 steps, CPU time, compile 22 s vs 14 s;
+the eigenvalues agree to 1e-15). It was 16× *slower* (25.3 s vs 1.6 s, compile 48 s) because XLA
+hoisted the eigen-solve out of `lane_cond`'s `while_loop` (its inputs were loop invariants,
+forwarded unchanged) and so ran it at every step of every lane; `lane_cond` now carries the branch's
+operands round the loop through an optimization barrier. `central_path` vmapped over 8 learning
+rates uses `lane_cond` too: measured by hand (flow time 0–1, this network, CPU time) at 0.95× the 8
+solves one after another (15.7 s vs 14.9 s; compile 33 s, was 529 s); not a row (its compile).
 """
 
 import time
@@ -44,8 +40,7 @@ from ._common import Config, cost_row, paired, row, timed
 
 
 ETA, K, TRACK_ITERS = 0.1, 5, 2
-# (method, warm iterations per tracked step): cost against accuracy
-TRACK_ROWS = (("lobpcg", 1), ("lobpcg", 2), ("lobpcg_standard", 1))
+TRACK_ITERS_ROWS = (2, 1)  # warm LOBPCG iterations per tracked step: cost against accuracy
 
 
 def _problem(tiny: bool) -> dynopt.Problem:
@@ -68,15 +63,9 @@ def run(config: Config) -> list[dict]:
     )
     exact = np.asarray(dynopt.run(converged_tx, problem, steps, observe=obs).observations)
     rows = []
-    for method, iters in TRACK_ROWS:
+    for iters in TRACK_ITERS_ROWS:
         tracked_tx = sharpness.track_sharpness(
-            optax.sgd(ETA),
-            k,
-            every=1,
-            init_grad_fn=problem.grad,
-            max_iters=iters,
-            tol=1e-9,
-            method=method,
+            optax.sgd(ETA), k, every=1, init_grad_fn=problem.grad, max_iters=iters, tol=1e-9
         )
         start = time.process_time()
         tracked = np.asarray(dynopt.run(tracked_tx, problem, steps, observe=obs).observations)
@@ -90,7 +79,7 @@ def run(config: Config) -> list[dict]:
         rows.append(
             cost_row(
                 "central",
-                f"tracked GD step (k={k}, every step, {iters} warm {method} iteration"
+                f"tracked GD step (k={k}, every step, {iters} warm LOBPCG iteration"
                 f"{'s' if iters > 1 else ''}), MLP d={d}",
                 dynopt_s=tracked_s / steps,
                 baseline="one plain GD step",

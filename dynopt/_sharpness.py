@@ -1,12 +1,11 @@
 r"""Sharpness: the top-$k$ eigenpairs of the Hessian $H = \nabla^2 L(\theta)$, or of the
 preconditioned Hessian $D^{-1/2} H D^{-1/2}$ (diagonal $D \succ 0$, an adaptive optimizer's
 preconditioner), from Hessian-vector products only, by `jax.experimental.sparse.linalg.
-lobpcg_standard`'s algorithm with its products carried (`lobpcg`: a quarter of the
-Hessian-vector products an iteration); and `track_sharpness`, an optax wrapper that carries
-them, warm-started, through a `run` (recorded at saved points by the observer `sharpness`)."""
+lobpcg_standard`; and `track_sharpness`, an optax wrapper that carries them, warm-started,
+through a `run` (recorded at saved points by the observer `sharpness`)."""
 
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -16,11 +15,7 @@ from jax.experimental.sparse.linalg import lobpcg_standard
 from jax.flatten_util import ravel_pytree
 
 from ._custom_types import Array, Float, Int, Key, Params, PyTree, Scalar
-from ._validation import choice, positive_int
-
-
-Method = Literal["lobpcg", "lobpcg_standard"]
-METHODS: tuple[str, ...] = ("lobpcg", "lobpcg_standard")
+from ._validation import positive_int
 
 
 class Eigenpairs(NamedTuple):
@@ -62,72 +57,6 @@ def hvp_operator(grad_fn: Callable[[Params], Params], params: Params, diag: Para
     return jax.vmap(column, in_axes=1, out_axes=1)
 
 
-def lobpcg(
-    op: Callable[[Array], Array], start: Float[Array, "n k"], *, max_iters: int, tol=None
-) -> tuple[Float[Array, " k"], Float[Array, "n k"], Int[Array, ""]]:
-    r"""The top-$k$ eigenpairs of the symmetric operator `op` (`V -> A V` on $(n, m)$ blocks)
-    by LOBPCG (Knyazev 2001) from the block `start`, with the products carried.
-
-    Each iteration solves the Rayleigh–Ritz problem on the orthonormal search space
-    $S = [X,\ P,\ R_\perp]$ ($R = AX - X\Theta$ the residuals, orthonormalized against
-    $[X, P]$; $P$ the previous step's new directions, absent in the first iteration):
-    $S^\top A S = C\Lambda C^\top$ ($\Lambda$ descending), $X \leftarrow S C_{:, 1:k}$ and
-    $P \leftarrow S C_{:, k+1:}\,q$ (the complement of the new $X$ in the coefficient space,
-    reduced to $k$ orthonormal columns by the QR $q$ of $C_{1:k,\,k+1:}^\top$, as
-    `jax.experimental.sparse.linalg.lobpcg_standard` does). $AX$ and $AP$ are the same
-    combinations of $AS$, so an iteration applies `op` to the $k$ residual directions only:
-    $k$ products, against $4k$ for `lobpcg_standard`, which forms $A$ of its whole $3k$ search
-    space and of $X$ again at every iteration. Measured on a 433-parameter MLP Hessian, $k = 5$:
-    the same error after the same number of iterations as `lobpcg_standard` from a random and
-    from a warm start (to 1e-15 after 32 iterations; the carried products' rounding).
-
-    **Arguments:** `op`; `start`, $(n, k)$ of full rank with $3k \le n$ (orthonormalized
-    here); `max_iters` $\ge 1$; `tol`: stop when every pair satisfies
-    $\|Ax - \theta x\| \le 10\,n\,\mathrm{tol}\,(|\theta| + \|Ax\|)$ (`lobpcg_standard`'s test;
-    `None`: machine epsilon).
-
-    **Returns:** `(values, vectors, iterations)`, values largest first.
-    """
-    n, k = start.shape
-    eps = jnp.finfo(start.dtype).eps if tol is None else tol
-    X = jnp.linalg.qr(start)[0]
-    AX = op(X)
-    theta = jnp.sum(X * AX, axis=0)
-
-    def residual(X, AX, theta):
-        R = AX - X * theta[None, :]
-        bound = 10.0 * n * eps * (jnp.abs(theta) + jnp.linalg.norm(AX, axis=0))
-        return R, jnp.all(jnp.linalg.norm(R, axis=0) <= bound)
-
-    def step(X, AX, theta, P, AP):
-        R, _ = residual(X, AX, theta)
-        base = X if P is None else jnp.concatenate([X, P], axis=1)
-        m = base.shape[1]
-        # The QR of [base, R⊥]: its last k columns are orthonormal and orthogonal to the base
-        # even where R is (near) zero at convergence, where a QR of R alone would not be.
-        R = R - base @ (base.T @ R)
-        Q = jnp.linalg.qr(jnp.concatenate([base, R], axis=1))[0][:, m:]
-        S = jnp.concatenate([base, Q], axis=1)
-        AS = jnp.concatenate([AX if P is None else jnp.concatenate([AX, AP], axis=1), op(Q)], 1)
-        SAS = S.T @ AS
-        values, C = jnp.linalg.eigh(0.5 * (SAS + SAS.T))
-        values, C = values[::-1], C[:, ::-1]
-        D = C[:, k:] @ jnp.linalg.qr(C[:k, k:].T)[0]
-        return S @ C[:, :k], AS @ C[:, :k], values[:k], S @ D, AS @ D
-
-    def cond(carry):
-        i, X, AX, theta, _, _ = carry
-        return (i < max_iters) & ~residual(X, AX, theta)[1]
-
-    def body(carry):
-        i, *state = carry
-        return (i + 1, *step(*state))
-
-    init = (jnp.asarray(1), *step(X, AX, theta, None, None))
-    iterations, X, _, theta, _, _ = jax.lax.while_loop(cond, body, init)
-    return theta, X, iterations
-
-
 @eqx.filter_jit
 def top_eigenpairs(
     grad_fn: Callable[[Params], Params],
@@ -138,11 +67,10 @@ def top_eigenpairs(
     max_iters: int = 100,
     tol: float | None = None,
     checked: bool = True,
-    method: Method = "lobpcg",
 ) -> Eigenpairs:
     r"""The $k$ largest eigenvalues of $A = H$ (or $D^{-1/2}HD^{-1/2}$ with `diag` $= D$) and
     their eigenvectors, $H$ the Hessian $\partial_\theta$ `grad_fn` at `params`, by LOBPCG
-    (`method`) from the block `start` (warm start: the previous vectors).
+    (`lobpcg_standard`) from the block `start` (warm start: the previous vectors).
 
     **Arguments:**
 
@@ -156,9 +84,6 @@ def top_eigenpairs(
     - `checked`: `False` returns NaN eigenpairs where a Hessian-vector product is not finite,
       instead of the runtime error: the compiled program then holds no host callback, so JAX's
       persistent compilation cache can store it (check the values on the host).
-    - `method`: `"lobpcg"` (`lobpcg` here: $k$ products an iteration) or `"lobpcg_standard"`
-      (`jax.experimental.sparse.linalg.lobpcg_standard`: the same iteration recomputing
-      every product, $4k$ an iteration; the reference).
 
     **Returns:** `Eigenpairs` (values largest first; `iterations` 0 on the dense route).
 
@@ -173,11 +98,8 @@ def top_eigenpairs(
             f"start must be an (n, k) block with n = {n} (the number of parameters) and "
             f"1 <= k <= n, got shape {start.shape}."
         )
-    choice("method", method, METHODS)
     op = hvp_operator(grad_fn, params, diag)
-    if lobpcg_fits(start.shape[1], n) and method == "lobpcg":
-        values, vectors, iterations = lobpcg(op, start, max_iters=max_iters, tol=tol)
-    elif lobpcg_fits(start.shape[1], n):
+    if lobpcg_fits(start.shape[1], n):
         values, vectors, iterations = lobpcg_standard(op, start, m=max_iters, tol=tol)
     else:
         values, vectors, iterations = _dense_top(op, n, start.shape[1], start.dtype)
@@ -278,7 +200,6 @@ def track_sharpness(
     tol: float | None = None,
     seed: int = 0,
     init_iters: int | None = None,
-    method: Method = "lobpcg",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Wrap `tx` so that its state carries the top-$k$ eigenpairs of the Hessian (or of the
     preconditioned Hessian $D^{-1/2}HD^{-1/2}$), recomputed every `every` steps at the new
@@ -305,10 +226,6 @@ def track_sharpness(
       `max(max_iters, 100)`: a random block needs far more iterations than a warm one (with
       `max_iters=2`, the anchor MLP's 2nd–5th eigenvalues at $\theta_0$ were 21–26% low, and
       exact to 2e-5 from step 20 on).
-    - `method`: the eigen-solver (`top_eigenpairs`). A tracked step with $k = 5$ on an MLP
-      with 433 parameters (GD η = 0.1, 200 steps, `make bench`): 1 warm iteration 11× a plain
-      step (eigenvalues within 7.5e-3 of converged ones), 2 iterations 15× (1.8e-3), against
-      27× and 44–50× with `"lobpcg_standard"`.
 
     **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`.
     """
@@ -317,7 +234,6 @@ def track_sharpness(
     positive_int("max_iters", max_iters)
     init_iters = max(max_iters, 100) if init_iters is None else init_iters
     positive_int("init_iters", init_iters)
-    choice("method", method, METHODS)
     precond = _no_diag if preconditioner is None else preconditioner
     inner_tx = optax.with_extra_args_support(tx)
 
@@ -347,13 +263,7 @@ def track_sharpness(
         def track(params, vectors, inner):
             return tuple(
                 top_eigenpairs(
-                    grad_fn,
-                    params,
-                    vectors,
-                    diag=precond(inner),
-                    max_iters=max_iters,
-                    tol=tol,
-                    method=method,
+                    grad_fn, params, vectors, diag=precond(inner), max_iters=max_iters, tol=tol
                 )
             )
 

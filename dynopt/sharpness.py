@@ -6,7 +6,6 @@ from ._sharpness import (
     dense_hessian as dense_hessian,
     Eigenpairs as Eigenpairs,
     hvp_operator as hvp_operator,
-    lobpcg as lobpcg,
     random_start as random_start,
     rmsprop_preconditioner as rmsprop_preconditioner,
     sharpness as sharpness,

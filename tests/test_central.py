@@ -164,31 +164,6 @@ def test_the_complementarity_solve_vmaps_over_learning_rates(net, central):
         np.testing.assert_allclose(sol.X[i], jax.jit(solve)(etas[i]).X, rtol=1e-9, atol=1e-14)
 
 
-def test_the_field_is_the_same_with_jaxs_lobpcg(net, central):
-    """`eig_method="lobpcg"` (the default: k products an iteration) and `"lobpcg_standard"`
-    (jax's: 4k), both converged from a warm basis (0.2% noise per entry on the top-2 vectors),
-    give the same eigenvalues, Σ = UXUᵀ and drift 10% above the threshold, to the residual
-    test's 10·n·tol over the gap; a bad method is refused."""
-    _, w, _ = central
-    start = sharpness.random_start(jax.random.key(0), net.num_params, 2)
-    exact = sharpness.top_eigenpairs(net.grad, w, start, tol=1e-12)
-    basis = exact.vectors + 2e-3 * jax.random.normal(jax.random.key(1), exact.vectors.shape)
-    eta = 1.1 * 2.0 / float(exact.values[0])
-    fn = eqx.filter_jit(lambda flow: flow.central(w, net))
-    ours, jaxs = (
-        fn(CentralFlow(eta, k=2, basis=basis, eig_method=m, eig_iters=100, eig_tol=1e-12))
-        for m in ("lobpcg", "lobpcg_standard")
-    )
-    assert np.asarray(ours.X)[0, 0] > 0  # the top direction oscillates: a non-trivial drift
-    np.testing.assert_allclose(ours.eig.values, jaxs.eig.values, rtol=1e-10)
-    sigma = [s.eig.vectors @ s.X @ s.eig.vectors.T for s in (ours, jaxs)]
-    np.testing.assert_allclose(sigma[0], sigma[1], rtol=0, atol=1e-7 * np.max(np.abs(sigma[1])))
-    rel = jnp.linalg.norm(ours.velocity - jaxs.velocity) / jnp.linalg.norm(jaxs.velocity)
-    assert float(rel) < 1e-7
-    with pytest.raises(ValueError, match="eig_method must be one of"):
-        CentralFlow(0.1, eig_method="power")
-
-
 def test_bad_input(net):
     with pytest.raises(ValueError, match="learning_rate must be > 0"):
         CentralFlow(0.0)

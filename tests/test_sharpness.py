@@ -10,7 +10,6 @@ import pytest
 
 import dynopt
 from dynopt import networks, sharpness
-from dynopt._sharpness import lobpcg
 
 
 @pytest.fixture(scope="module")
@@ -174,71 +173,3 @@ def test_lane_cond_branches_under_vmap_and_keeps_the_costly_branch_inside_the_lo
     hlo = jax.jit(jax.vmap(f)).lower(xs, ns).compile().as_text()
     entry = hlo[hlo.index("ENTRY") :].split("\n}\n")[0]
     assert "while/body" not in entry, entry
-
-
-def test_lobpcg_applies_the_operator_to_k_columns_an_iteration_and_converges_like_jaxs(net):
-    """dynopt's LOBPCG carries AX and AP: `op` sees k columns at the start and k an iteration
-    (counted on a matrix operator; `lobpcg_standard` forms 4k). Its error after m iterations
-    from a warm start (the converged top-2 vectors plus 0.2% noise per entry) is that of
-    `lobpcg_standard` (measured: the same to two digits), and it reaches dense eigh's pairs
-    from a random start, with and without a preconditioner."""
-    a = jax.random.normal(jax.random.key(2), (40, 40))
-    a = a + a.T
-    columns = []
-
-    def op(v):
-        jax.debug.callback(lambda m: columns.append(m.shape[1]), v)
-        return a @ v
-
-    values, vectors, iterations = jax.jit(lambda x: lobpcg(op, x, max_iters=3, tol=None))(
-        jax.random.normal(jax.random.key(3), (40, 3))
-    )
-    jax.effects_barrier()
-    assert int(iterations) == 3 and columns == [3, 3, 3, 3]
-    assert np.all(np.diff(np.asarray(values)) <= 0)  # largest first
-    np.testing.assert_allclose(np.asarray(vectors).T @ np.asarray(vectors), np.eye(3), atol=1e-12)
-
-    start = sharpness.random_start(jax.random.key(1), net.num_params, K)
-    diag = jax.tree.map(lambda x: 0.5 + jnp.abs(x), net.params0)
-    for d in (None, diag):
-        got = sharpness.top_eigenpairs(net.grad, net.params0, start, diag=d, tol=TOL)
-        values, vectors = _dense_eigh(net, net.params0, d)
-        np.testing.assert_allclose(got.values, values[::-1][:K], rtol=0, atol=1e-8)
-        overlap = np.abs(np.sum(np.asarray(got.vectors) * vectors[:, ::-1][:, :K], axis=0))
-        np.testing.assert_allclose(overlap, 1.0, atol=1e-8)
-    exact = values[::-1][:K]
-    warm = vectors[:, ::-1][:, :K] + 2e-3 * np.asarray(
-        jax.random.normal(jax.random.key(4), start.shape)
-    )
-
-    def error(method, m):
-        got = sharpness.top_eigenpairs(
-            net.grad, net.params0, warm, diag=diag, tol=TOL, max_iters=m, method=method
-        )
-        return float(np.max(np.abs(np.asarray(got.values) - exact)) / exact[0])
-
-    for m in (1, 3):
-        ours, jaxs = error("lobpcg", m), error("lobpcg_standard", m)
-        assert ours < 2 * jaxs, (m, ours, jaxs)
-    assert error("lobpcg", 3) < 0.1 * error("lobpcg", 1)  # not stalled
-
-
-def test_tracking_is_as_close_with_a_quarter_of_the_products(net):
-    """`track_sharpness(max_iters=2)` along a GD run, against the converged eigenvalues at
-    every saved iterate: dynopt's LOBPCG (k products an iteration) as close as
-    `lobpcg_standard` (4k); a bad method is refused by name."""
-    eta, steps = 0.3, 40
-    exact_tx = sharpness.track_sharpness(optax.sgd(eta), K, init_grad_fn=net.grad, tol=TOL)
-    exact = np.asarray(dynopt.run(exact_tx, net, steps, observe=sharpness.sharpness).observations)
-
-    def deviation(method):
-        tx = sharpness.track_sharpness(
-            optax.sgd(eta), K, init_grad_fn=net.grad, max_iters=2, tol=TOL, method=method
-        )
-        got = dynopt.run(tx, net, steps, observe=sharpness.sharpness).observations
-        return float(np.max(np.abs(np.asarray(got) - exact) / np.abs(exact)))
-
-    ours, jaxs = deviation("lobpcg"), deviation("lobpcg_standard")
-    assert ours < 1.5 * jaxs < 1e-2, (ours, jaxs)
-    with pytest.raises(ValueError, match="method must be one of"):
-        sharpness.track_sharpness(optax.sgd(0.1), K, method="power")

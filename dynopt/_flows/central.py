@@ -40,8 +40,8 @@ from .._custom_types import Array, Float, Int, Params, Scalar, ScalarLike
 from .._discretization import Discretization
 from .._maps.gradient import GradientDescent
 from .._problem import Problem
-from .._sharpness import check_k, Eigenpairs, lane_cond, METHODS, random_start, top_eigenpairs
-from .._validation import choice, hyperparameter, positive_int
+from .._sharpness import check_k, Eigenpairs, lane_cond, random_start, top_eigenpairs
+from .._validation import hyperparameter, positive_int
 from .base import AbstractFlow
 
 
@@ -174,27 +174,19 @@ def start_block(basis: Array | None, k: int, flat: Array) -> Array:
 def warm_eigenpairs(
     flow, problem: Problem, params: Params, flat: Array, *, max_iters: int, diag=None
 ) -> Eigenpairs:
-    """The top `flow.k` eigenpairs at `params` (raveled: `flat`) by `flow.eig_method` from the
-    flow's warm start `flow.basis` to `flow.eig_tol`; `diag` as in `top_eigenpairs`."""
+    """The top `flow.k` eigenpairs at `params` (raveled: `flat`) by LOBPCG from the flow's warm
+    start `flow.basis` to `flow.eig_tol`; `diag` as in `top_eigenpairs`."""
     check_k(flow.k, flat.shape[0])
     start = start_block(flow.basis, flow.k, flat)
     return top_eigenpairs(
-        problem.grad,
-        params,
-        start,
-        diag=diag,
-        max_iters=max_iters,
-        tol=flow.eig_tol,
-        method=flow.eig_method,
+        problem.grad, params, start, diag=diag, max_iters=max_iters, tol=flow.eig_tol
     )
 
 
 def check_sizes(flow) -> None:
-    """`ValueError` unless a central flow's `k`, `eig_iters` and `qp_iters` are positive and
-    `eig_method` is one of `dynopt.sharpness.top_eigenpairs`'s methods."""
+    """`ValueError` unless a central flow's `k`, `eig_iters` and `qp_iters` are positive."""
     for name in ("k", "eig_iters", "qp_iters"):
         positive_int(name, getattr(flow, name))
-    choice("eig_method", flow.eig_method, METHODS)
 
 
 def oscillation(
@@ -270,10 +262,8 @@ class CentralFlow(AbstractFlow):
       nearby point; `central_solve` refreshes it along the path), or `None` for a fixed
       random block.
     - `stabilization`: $r\eta$, the stabilization rate per GD step ($> 0$; default 1).
-    - `eig_method`: the eigen-solver, `"lobpcg"` (default: $k$ Hessian-vector products an
-      iteration) or `"lobpcg_standard"` (jax's, $4k$; `dynopt.sharpness.top_eigenpairs`).
-    - `eig_iters`, `eig_tol`: its cap (inside the vector field, from the warm start) and
-      tolerance; `refresh_iters`: the cap when the warm start is refreshed
+    - `eig_iters`, `eig_tol`: the LOBPCG cap (inside the vector field, from the warm start)
+      and tolerance; `refresh_iters`: the cap when the warm start is refreshed
       (`central_solve`, at save times); `qp_iters`, `qp_tol`: the complementarity solver's.
 
     **Raises:** `ValueError` for a non-positive `learning_rate` or bad `k`; at run time, an
@@ -285,7 +275,6 @@ class CentralFlow(AbstractFlow):
     k: int = eqx.field(static=True, default=5)
     basis: Array | None = None
     stabilization: Array = hyperparameter("stabilization", default=1.0, lower=0.0, lower_open=True)
-    eig_method: str = eqx.field(static=True, default="lobpcg")
     eig_iters: int = eqx.field(static=True, default=8)
     refresh_iters: int = eqx.field(static=True, default=100)
     eig_tol: float = eqx.field(static=True, default=1e-9)

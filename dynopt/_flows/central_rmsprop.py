@@ -54,7 +54,6 @@ class AbstractRMSPropCentralFlow(AbstractFlow):
     k: int = eqx.field(static=True, default=2)
     basis: Array | None = None
     stabilization: Array = hyperparameter("stabilization", default=1.0, lower=0.0, lower_open=True)
-    eig_method: str = eqx.field(static=True, default="lobpcg")
     eig_iters: int = eqx.field(static=True, default=8)
     eig_tol: float = eqx.field(static=True, default=1e-9)
     qp_iters: int = eqx.field(static=True, default=2000)
@@ -75,8 +74,8 @@ class ScalarRMSPropCentralFlow(AbstractRMSPropCentralFlow):
 
     - `learning_rate`: $h > 0$; `kappa`: $\kappa = (1-\beta_2)/h > 0$; `eps`: $\epsilon \ge 0$;
       `initial_scale`: $G(0) \ge 0$ (all array leaves: vmappable).
-    - `k`, `basis`, `stabilization`, `eig_method`, `eig_iters`, `eig_tol`, `qp_iters`,
-      `qp_tol`: as `CentralFlow` (the stabilization rate is $r$ = `stabilization`$/h$).
+    - `k`, `basis`, `stabilization`, `eig_iters`, `eig_tol`, `qp_iters`, `qp_tol`: as
+      `CentralFlow` (the stabilization rate is $r$ = `stabilization`$/h$).
 
     **Raises:** `ValueError` for bad hyper-parameters or `k`; at run time an error when the
     complementarity solve does not converge.
