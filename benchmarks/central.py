@@ -3,25 +3,27 @@
 The setting of the public central-flow reference code (issue 16's anchor): MLP 8 → 16 → 16 → 1,
 swish, 128 standard-normal points and targets, MSE, GD η = 0.1, k = 5 tracked directions (float64).
 Rows: (1) a GD step with the top-5 eigenpairs updated at every step by 2, and by 1, warm-started
-LOBPCG iterations (`TRACK_ITERS_ROWS`, `sharpness.track_sharpness(max_iters=…)`: the vectors refine
-along the run instead of being reconverged each step), against a plain GD step, both inside one
-jitted `run`, timed in back-to-back pairs (goal ≤ 20×; the anchor's 240×); the note gives the
-largest relative deviation of the tracked eigenvalues from fully converged ones over the run
-(2 iterations: 44–50×, 1.8e-3; 1 iteration: 26–30×, 7.4e-3); (2) `central_solve` per unit of GD
-time (one step η), compile excluded (goal ≤ 200×; the anchor's 2,600×). The flow starts at the
+LOBPCG iterations, and by `matfree`'s Lanczos with 16 products from the warm start (`TRACK_ROWS`,
+`sharpness.track_sharpness(method=…, max_iters=…)`: the vectors refine along the run instead of
+being reconverged each step), against a plain GD step, both inside one jitted `run`, timed in
+back-to-back pairs (goal ≤ 20×; the anchor's 240×); the note gives the largest relative deviation
+of the tracked eigenvalues from fully converged ones over the run (2 iterations: 44–50×, 1.8e-3; 1
+iteration: 26–30×, 7.4e-3; Lanczos 16: 15×, 6e-4, by a prototype); (2) `central_solve` per unit of
+GD time (one step η), compile excluded (goal ≤ 200×; the anchor's 2,600×). The flow starts at the
 initialization, below the threshold (Σ = 0 until the sharpness reaches 2/η), so row (2) is the
-pre-EoS cost; row (4), not in tiny mode, is the cost at the edge, on the anchor's own initialization
-(`_anchor_problem`), where an explicit solver's step is set by stability (η·λ = 2), not by rtol:
-`central_solve`'s Bosh3 takes ~1.6 steps of 3 evaluations per GD step (Tsit5: ~1 of 6, 1.2× slower
-there), 1.8e3x (goal 200x: missed). Row (3), not in tiny mode: 8 tracked GD runs over learning rates
-0.06–0.14 as one vmapped program against the 8 runs one after another (goal: the vmapped program
-faster). Met: 1.17× (1.01 s vmapped vs 1.18 s sequential, 200 steps, CPU time, compile 22 s vs 14 s;
-the eigenvalues agree to 1e-15). It was 16× *slower* (25.3 s vs 1.6 s, compile 48 s) because XLA
-hoisted the eigen-solve out of `lane_cond`'s `while_loop` (its inputs were loop invariants,
-forwarded unchanged) and so ran it at every step of every lane; `lane_cond` now carries the branch's
-operands round the loop through an optimization barrier. `central_path` vmapped over 8 learning
-rates uses `lane_cond` too: measured by hand (flow time 0–1, this network, CPU time) at 0.95× the 8
-solves one after another (15.7 s vs 14.9 s; compile 33 s, was 529 s); not a row (its compile).
+pre-EoS cost; row (4), not in tiny mode, is the cost at the edge, on the anchor's own
+initialization (`_anchor_problem`), where an explicit solver's step is set by stability (η·λ = 2),
+not by rtol: `central_solve`'s Bosh3 takes ~1.6 steps of 3 evaluations per GD step (Tsit5: ~1 of 6,
+1.2× slower there), 1.8e3x (goal 200x: missed). Row (3), not in tiny mode: 8 tracked GD runs over
+learning rates 0.06–0.14 as one vmapped program against the 8 runs one after another (goal: the
+vmapped program faster). Met: 1.17× (1.01 s vmapped vs 1.18 s sequential, 200 steps, CPU time,
+compile 22 s vs 14 s; the eigenvalues agree to 1e-15). It was 16× *slower* (25.3 s vs 1.6 s,
+compile 48 s) because XLA hoisted the eigen-solve out of `lane_cond`'s `while_loop` (its inputs
+were loop invariants, forwarded unchanged) and so ran it at every step of every lane; `lane_cond`
+now carries the branch's operands round the loop through an optimization barrier. `central_path`
+vmapped over 8 learning rates uses `lane_cond` too: measured by hand (flow time 0–1, this network,
+CPU time) at 0.95× the 8 solves one after another (15.7 s vs 14.9 s; compile 33 s, was 529 s); not
+a row (its compile).
 """
 
 import time
@@ -40,7 +42,9 @@ from ._common import Config, cost_row, paired, row, timed
 
 
 ETA, K, TRACK_ITERS = 0.1, 5, 2
-TRACK_ITERS_ROWS = (2, 1)  # warm LOBPCG iterations per tracked step: cost against accuracy
+# (method, warm iterations, or the Krylov depth for Lanczos, per tracked step): cost against
+# accuracy
+TRACK_ROWS = (("lobpcg", 2), ("lobpcg", 1), ("lanczos", 16))
 
 
 def _problem(tiny: bool) -> dynopt.Problem:
@@ -63,9 +67,15 @@ def run(config: Config) -> list[dict]:
     )
     exact = np.asarray(dynopt.run(converged_tx, problem, steps, observe=obs).observations)
     rows = []
-    for iters in TRACK_ITERS_ROWS:
+    for method, iters in TRACK_ROWS:
         tracked_tx = sharpness.track_sharpness(
-            optax.sgd(ETA), k, every=1, init_grad_fn=problem.grad, max_iters=iters, tol=1e-9
+            optax.sgd(ETA),
+            k,
+            every=1,
+            init_grad_fn=problem.grad,
+            max_iters=iters,
+            tol=1e-9,
+            method=method,
         )
         start = time.process_time()
         tracked = np.asarray(dynopt.run(tracked_tx, problem, steps, observe=obs).observations)
@@ -79,8 +89,13 @@ def run(config: Config) -> list[dict]:
         rows.append(
             cost_row(
                 "central",
-                f"tracked GD step (k={k}, every step, {iters} warm LOBPCG iteration"
-                f"{'s' if iters > 1 else ''}), MLP d={d}",
+                f"tracked GD step (k={k}, every step, "
+                + (
+                    f"{iters} warm LOBPCG iteration{'s' if iters > 1 else ''}"
+                    if method == "lobpcg"
+                    else f"Lanczos, {iters} products from the warm start"
+                )
+                + f"), MLP d={d}",
                 dynopt_s=tracked_s / steps,
                 baseline="one plain GD step",
                 baseline_s=cpu_step_s / steps,
