@@ -54,7 +54,8 @@ class AbstractRMSPropCentralFlow(AbstractFlow):
     k: int = eqx.field(static=True, default=2)
     basis: Array | None = None
     stabilization: Array = hyperparameter("stabilization", default=1.0, lower=0.0, lower_open=True)
-    eig_iters: int = eqx.field(static=True, default=8)
+    eig_method: str = eqx.field(static=True, default="lanczos")
+    eig_iters: int = eqx.field(static=True, default=48)
     eig_tol: float = eqx.field(static=True, default=1e-9)
     qp_iters: int = eqx.field(static=True, default=2000)
     qp_tol: float = eqx.field(static=True, default=1e-10)
@@ -74,8 +75,8 @@ class ScalarRMSPropCentralFlow(AbstractRMSPropCentralFlow):
 
     - `learning_rate`: $h > 0$; `kappa`: $\kappa = (1-\beta_2)/h > 0$; `eps`: $\epsilon \ge 0$;
       `initial_scale`: $G(0) \ge 0$ (all array leaves: vmappable).
-    - `k`, `basis`, `stabilization`, `eig_iters`, `eig_tol`, `qp_iters`, `qp_tol`: as
-      `CentralFlow` (the stabilization rate is $r$ = `stabilization`$/h$).
+    - `k`, `basis`, `stabilization`, `eig_method`, `eig_iters`, `eig_tol`, `qp_iters`,
+      `qp_tol`: as `CentralFlow` (the stabilization rate is $r$ = `stabilization`$/h$).
 
     **Raises:** `ValueError` for bad hyper-parameters or `k`; at run time an error when the
     complementarity solve does not converge.
@@ -87,7 +88,7 @@ class ScalarRMSPropCentralFlow(AbstractRMSPropCentralFlow):
         """`(eigenpairs, X, residual, d(state)/dt)` at `state`."""
         params, G = state
         flat, unravel = ravel_pytree(params)
-        eig = warm_eigenpairs(self, problem, params, flat, max_iters=self.eig_iters)
+        eig = warm_eigenpairs(self, problem, params, flat)
         grad = ravel_pytree(problem.grad(params))[0]
         U, lam = eig.vectors, eig.values
         h, kappa = self.learning_rate.astype(flat.dtype), self.kappa.astype(flat.dtype)
@@ -180,9 +181,7 @@ class RMSPropCentralFlow(AbstractRMSPropCentralFlow):
         flat, unravel = ravel_pytree(params)
         G = ravel_pytree(state.G)[0]
         p = jnp.sqrt(G + self.eps)
-        eig = warm_eigenpairs(
-            self, problem, params, flat, max_iters=self.eig_iters, diag=unravel(p)
-        )
+        eig = warm_eigenpairs(self, problem, params, flat, diag=unravel(p))
         U, lam = eig.vectors / jnp.sqrt(p)[:, None], eig.values  # HU = PUΛ, UᵀPU = I
         grad = ravel_pytree(problem.grad(params))[0]
         h, kappa = self.learning_rate.astype(flat.dtype), self.kappa.astype(flat.dtype)
