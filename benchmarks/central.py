@@ -8,22 +8,24 @@ LOBPCG iterations, and by `matfree`'s Lanczos with 16 products from the warm sta
 being reconverged each step), against a plain GD step, both inside one jitted `run`, timed in
 back-to-back pairs (goal ≤ 20×; the anchor's 240×); the note gives the largest relative deviation
 of the tracked eigenvalues from fully converged ones over the run (2 iterations: 44–50×, 1.8e-3; 1
-iteration: 26–30×, 7.4e-3; Lanczos 16: 15×, 6e-4, by a prototype); (2) `central_solve` per unit of
-GD time (one step η), compile excluded (goal ≤ 200×; the anchor's 2,600×). The flow starts at the
+iteration: 26–30×, 7.4e-3; Lanczos 16: 17×, 6.2e-4, 2026-12-04); (2) `central_solve` per unit of GD
+time (one step η), compile excluded (goal ≤ 200×; the anchor's 2,600×). The flow starts at the
 initialization, below the threshold (Σ = 0 until the sharpness reaches 2/η), so row (2) is the
 pre-EoS cost; row (4), not in tiny mode, is the cost at the edge, on the anchor's own
 initialization (`_anchor_problem`), where an explicit solver's step is set by stability (η·λ = 2),
 not by rtol: `central_solve`'s Bosh3 takes ~1.6 steps of 3 evaluations per GD step (Tsit5: ~1 of 6,
-1.2× slower there), 1.8e3x (goal 200x: missed). Row (3), not in tiny mode: 8 tracked GD runs over
-learning rates 0.06–0.14 as one vmapped program against the 8 runs one after another (goal: the
-vmapped program faster). Met: 1.17× (1.01 s vmapped vs 1.18 s sequential, 200 steps, CPU time,
-compile 22 s vs 14 s; the eigenvalues agree to 1e-15). It was 16× *slower* (25.3 s vs 1.6 s,
-compile 48 s) because XLA hoisted the eigen-solve out of `lane_cond`'s `while_loop` (its inputs
-were loop invariants, forwarded unchanged) and so ran it at every step of every lane; `lane_cond`
-now carries the branch's operands round the loop through an optimization barrier. `central_path`
-vmapped over 8 learning rates uses `lane_cond` too: measured by hand (flow time 0–1, this network,
-CPU time) at 0.95× the 8 solves one after another (15.7 s vs 14.9 s; compile 33 s, was 529 s); not
-a row (its compile).
+1.2× slower there), 1.8e3x (goal 200x: missed). 2026-12-04, with the eigen-solve inside the field
+by Lanczos (48 products) instead of LOBPCG (8 iterations): 231× below the edge (was 484×), 883× at
+the edge (was 1.33e3×). Row (3), not in tiny mode: 8 tracked GD runs over learning rates 0.06–0.14
+as one vmapped program against the 8 runs one after another (goal: the vmapped program faster).
+Met: 1.17× (1.01 s vmapped vs 1.18 s sequential, 200 steps, CPU time, compile 22 s vs 14 s; the
+eigenvalues agree to 1e-15). It was 16× *slower* (25.3 s vs 1.6 s, compile 48 s) because XLA
+hoisted the eigen-solve out of `lane_cond`'s `while_loop` (its inputs were loop invariants,
+forwarded unchanged) and so ran it at every step of every lane; `lane_cond` now carries the
+branch's operands round the loop through an optimization barrier. `central_path` vmapped over 8
+learning rates uses `lane_cond` too: measured by hand (flow time 0–1, this network, CPU time) at
+0.95× the 8 solves one after another (15.7 s vs 14.9 s; compile 33 s, was 529 s); not a row (its
+compile).
 """
 
 import time

@@ -40,11 +40,14 @@ class Config:
     order for hλ < 1 and grow with it from hλ ≈ 1.3, while GD stays stable up to hλ = 2.
     RMSProp (`rmsprop_lr`, `rmsprop_decay`) on the same net: the top-`k` eigenvalues of the
     preconditioned Hessian D^{-1/2} H D^{-1/2} (D = √(ν + ε)) against 2/η.
-    The central flow is the expensive part (a diffrax solve whose vector field runs LOBPCG, a
+    The central flow is the expensive part (a diffrax solve whose vector field runs an
+    eigen-solve — matfree's Lanczos, 48 products, since 2026-12-04; LOBPCG before — a
     complementarity solve and third derivatives): quick mode skips it (`central = False`; its
-    metrics are then absent). Runtime in CPU time (cold compilation cache, 2 cores shared at
-    load ≈ 20, so wall time says little): quick 69 s (was 90 s with a tracked run per optimizer),
-    full 181 s (941 s wall).
+    metrics are then absent; its 400 steps leave too short an EoS window for the σ-smoothed
+    comparison: run with it, the prediction is off by 32% max where the stable flow is off by
+    52%, at σ = 20). Runtime in CPU time (cold compilation cache): quick 69 s at load ≈ 20
+    (was 90 s with a tracked run per optimizer); full 85 s CPU, 59 s wall on a quiet machine
+    (2026-12-04; 181 s CPU, 941 s wall at load ≈ 20 before, with LOBPCG in the field).
     Measured (full, seed 0): onset at step 80, median η·λ_max/2 after onset 0.97; gradient
     flow ends at η·λ_max/2 = 1.41; gradient flow vs smoothed GD loss max 28%; central-flow
     prediction max 25% / mean 7.1% — off the 5% goal, for two reasons read off the saved
