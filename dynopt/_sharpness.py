@@ -107,7 +107,10 @@ def top_eigenpairs(
       full reorthogonalization from the sum of the start columns, $m$ = `max_iters` products,
       $k \le m \le n$, `tol` unused): the top-$k$ Ritz pairs of a Krylov space of depth $m$.
       From a warm start (the previous step's vectors) $m = 16$ tracks as closely as two LOBPCG
-      iterations (45 products at $k = 5$), which is what `track_sharpness` is for.
+      iterations (45 products at $k = 5$), which is what `track_sharpness` is for. One Krylov
+      sequence holds one vector per distinct eigenvalue: an exactly repeated top eigenvalue
+      (a point with a symmetry, such as identical hidden units) shows once, and there is no
+      residual test; use LOBPCG for those.
 
     **Returns:** `Eigenpairs` (values largest first; `iterations` 0 on the dense route).
 
