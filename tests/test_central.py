@@ -167,7 +167,7 @@ def test_the_complementarity_solve_vmaps_over_learning_rates(net, central):
 def test_the_fields_lanczos_gives_the_converged_lobpcg_field(net, central):
     """Inside the vector field, from a warm basis (the top-2 vectors plus 0.2% noise per
     entry), the default Lanczos (48 products) gives the field of LOBPCG run to tol 1e-12: the
-    eigenvalues, Σ = UXUᵀ and the drift 10% above the threshold (measured: 4e-16 of λ₁,
+    eigenvalues, Σ = UXUᵀ and the drift 10% above the threshold (measured: 1e-16 of λ₁,
     9e-11 and 4e-10 relative); a bad method is refused."""
     _, w, _ = central
     start = sharpness.random_start(jax.random.key(0), net.num_params, 2)
