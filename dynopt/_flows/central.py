@@ -287,7 +287,9 @@ class CentralFlow(AbstractFlow):
       steps) gives the prediction error of LOBPCG converged to tol 1e-12 to 3e-7 relative at
       depth 48 (to 1.2e-3 at depth 24; LOBPCG capped at 8 iterations, the previous default,
       to 5e-5); on the anchor MLP (k = 5) depth 48 costs 0.58× LOBPCG-8 at the edge and 0.47×
-      below it.
+      below it. A fixed depth has no residual test: where the warm basis is refreshed rarely
+      (few save times in `central_solve`, or `solve` from a fixed `basis`) or k is large,
+      raise `eig_iters` or use `"lobpcg"`.
     - `eig_tol`: LOBPCG's tolerance; `refresh_iters`: LOBPCG's cap when the warm start is
       refreshed (`central_solve`, at save times); `qp_iters`, `qp_tol`: the complementarity
       solver's.
