@@ -404,11 +404,16 @@ def dense_solve(
     unit = UnitTimeInterpolation(None, t0, t1)
     # `reach` (without `dense`): the state where the solve stopped is saved too, in the first
     # row not reached (diffrax's t1 save): what a failure's diagnosis reads.
-    saveat = (
-        diffrax.SaveAt(t1=True, dense=True)
-        if dense
-        else diffrax.SaveAt(ts=unit._unit(ts), t1=reach)
-    )
+    # One save time without `dense` is the horizon itself: diffrax's t1 save, with none of
+    # `SaveAt(ts=...)`'s runtime checks (host callbacks: ~0.1 ms a call on a small problem, and
+    # the program stays out of the persistent cache).
+    final_only = not dense and not reach and ts.shape[0] == 1
+    if dense:
+        saveat = diffrax.SaveAt(t1=True, dense=True)
+    elif final_only:
+        saveat = diffrax.SaveAt(t1=True)
+    else:
+        saveat = diffrax.SaveAt(ts=unit._unit(ts), t1=reach)
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
     # The first step is a fixed fraction of the interval, not diffrax's heuristic (Hairer's):
     # that evaluates the vector field outside the step loop, a second copy of the field in the
@@ -428,6 +433,10 @@ def dense_solve(
         max_steps=max_steps,
         progress_meter=meter,
     )
+    if final_only:  # `inf` where the solve stopped short of t1, as `SaveAt(ts=...)` leaves it
+        done = diffrax.is_successful(sol.result)
+        ys = jax.tree.map(lambda y: jnp.where(done, y, jnp.inf), sol.ys)
+        return dataclasses.replace(sol, t0=t0, t1=t1, ts=jnp.where(done, ts, jnp.inf), ys=ys)
     if reach and not dense:  # the saved times in t (`inf` where none)
         return dataclasses.replace(sol, t0=t0, t1=t1, ts=t0 + sol.ts * (t1 - t0))
     if not dense:

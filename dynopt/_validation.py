@@ -117,6 +117,20 @@ def _bad_mask(xp, arr, lower, upper, lower_open, upper_open, allow_inf):
     return bad
 
 
+def _scalar_in_range(value, lower, upper, lower_open, upper_open, allow_inf) -> bool:
+    """`True` when the Python number `value` passes `interval`'s check (else the full check
+    runs, and says why it fails)."""
+    try:
+        x = float(value)
+    except OverflowError:  # an int beyond float64
+        return False
+    if math.isnan(x) or (math.isinf(x) and not allow_inf):
+        return False
+    if lower is not None and (x <= lower if lower_open else x < lower):
+        return False
+    return upper is None or not (x >= upper if upper_open else x > upper)
+
+
 def interval(
     name: str,
     value: Any,
@@ -144,6 +158,12 @@ def interval(
     **Raises:** `ValueError` for a concrete value out of range or not a real number.
     """
     if getattr(_state, "zero_step", False):
+        return value
+    # A plain Python number in range, the common case on the host: no array, no message built
+    # (a repeated small `solve` pays these checks on every call).
+    if type(value) in (float, int) and _scalar_in_range(
+        value, lower, upper, lower_open, upper_open, allow_inf
+    ):
         return value
     rng = describe_range(lower, upper, lower_open, upper_open)
     msg = f"{name} must be {rng}, got {{}}." + (f" {hint}" if hint else "")

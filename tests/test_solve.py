@@ -115,6 +115,20 @@ def test_dense_false_saves_memory_and_matches():
         sparse.evaluate(0.7)
 
 
+def test_a_final_time_only_solve_is_the_last_row_of_a_longer_one():
+    """With one save time and `dense=False`, the save is diffrax's t1 save (no runtime checks
+    of the save times): the same steps, so the same end point as the last of several saves
+    (those are evaluated on the step's interpolant at t1, equal to the step's end up to
+    rounding), and its loss and statistics too."""
+    p = problems.rosenbrock()
+    one = dynopt.solve(flows.GradientFlow(), p, [1.0], dense=False)
+    two = dynopt.solve(flows.GradientFlow(), p, [0.5, 1.0], dense=False)
+    assert one.params.shape == (1, 2) and one.ts.tolist() == [1.0]
+    np.testing.assert_allclose(one.params[0], two.params[-1], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(one.loss[0], two.loss[-1], rtol=1e-12, atol=1e-18)
+    assert int(one.stats["num_steps"]) == int(two.stats["num_steps"])
+
+
 def test_dense_memory_guard_names_the_fix():
     big = dynopt.Problem(lambda x: jnp.sum(x**2), jnp.zeros(50_000))
     with pytest.raises(ValueError, match="Pass dense=False"):

@@ -87,6 +87,7 @@ from dynopt import flows, lyapunov, problems
 problem = problems.quadratic(jnp.linspace(1.0, 3.0, 7))
 ts = jnp.linspace(0.0, 1.0, 7)
 ref = dynopt.solve(flows.GradientFlow(), problem, ts)
+dynopt.solve(flows.GradientFlow(), problem, [1.0], dense=False)  # diffrax's t1 save
 lyapunov.loss_rate(ref, problem, ts)
 dynopt.compare(flows.GradientFlow(), problem, [0.1, 0.05, 0.025], 1.0)
 modified = flows.ModifiedGradientFlow
