@@ -265,6 +265,8 @@ HEADLINES = (
     Headline("post3/gd_final_x", "post 3: GD ends at", 3.0, 1e-6),
     Headline("post3/polyak_escape_t", "post 3: Polyak crosses the barrier at t", low=2.5,
              high=3.0),
+    Headline("post3/polyak_basin_fraction",
+             "post 3: share of 201 Polyak runs from 4 ± 0.01 ending in the global basin", low=0.7),
 )  # fmt: skip
 
 

@@ -30,13 +30,24 @@ def test_post3_example_truncated_polyak_escapes_gd_does_not():
     polyak = dynopt.run(flows.PolyakFlow(M=1000.0).discretize(0.01), p, 2500)
     gd = dynopt.run(flows.GradientFlow().discretize(0.01), p, 2500)
     assert abs(float(gd.final_params[0]) - 3.0) < 1e-9
-    # The escape is chaotic (jumps of up to h*M*L ≈ 16: perturbing x0 by 1e-9 changes where
-    # step 2500 lands), so the statement is about every start near 4, not one end point: each
-    # ends in the global minimum's basin (x < 2) at a loss below 0.1 (GD's local minimum: 1.62;
-    # the run keeps jumping around the global minimum, measured losses 5.5e-7 to 1.7e-2).
-    starts = jnp.asarray(4.0 + np.linspace(-1e-2, 1e-2, 5))[:, None]
+    # The escape is chaotic (jumps of up to h*M*L ≈ 16: perturbing x0 by 1e-9, or the rounding
+    # of one operation, changes where step 2500 lands; 5 starts all ending in the global basin
+    # on one build failed on another), so the statement is about many starts near 4: most end
+    # in the global minimum's basin (left of the barrier x ≈ 1.84), GD's none. Measured: 84%
+    # and 86% of 201 starts under two XLA optimization levels (13% have not escaped by step
+    # 2500); 70% is 5 standard errors of a 201-run share below.
+    starts = jnp.asarray(4.0 + np.linspace(-1e-2, 1e-2, 201))[:, None]
     ends = jax.vmap(lambda x0: _polyak_end(eqx.tree_at(lambda q: q.params0, p, x0)))(starts)
-    assert np.all(np.asarray(ends[0]) < 2.0) and np.all(np.asarray(ends[1]) < 0.1), ends
+    barrier = float(np.sort(np.roots(np.polyder(np.poly([0.0, 1.0, 3.0, 3.0]))).real)[1])
+    assert 1.8 < barrier < 1.9
+    share = float(np.mean(np.asarray(ends[0]) < barrier))
+    assert share >= 0.7, share
+    gd_ends = jax.vmap(
+        lambda x0: dynopt.run(
+            flows.GradientFlow().discretize(0.01), eqx.tree_at(lambda q: q.params0, p, x0), 2500
+        ).final_params[0]
+    )(starts)
+    np.testing.assert_allclose(np.asarray(gd_ends), 3.0, atol=1e-6)
     g = jax.jit(jax.grad(lambda x: _post3_loss(jnp.atleast_1d(x))))
     x, xs = 4.0, [4.0]
     for _ in range(200):  # before the chaotic phase
