@@ -90,7 +90,9 @@ def test_block_checks_equal_per_step_checks(every):
         params, loss, div = _per_step_checked(flows.GradientFlow().discretize(h), p, n)
         assert int(batch.diverged_at[i]) == int(div)
         np.testing.assert_array_equal(batch.params[i], params[::every])
-        np.testing.assert_array_equal(batch.loss[i], loss[::every])
+        # The loss is a reduction, summed in whatever order each compiled program picks: equal
+        # to rounding (1-ulp differences seen with XLA's optimizations off), not bit for bit.
+        np.testing.assert_allclose(batch.loss[i], loss[::every], rtol=1e-14, atol=0.0)
         single = dynopt.run(flows.GradientFlow().discretize(h), p, n, every=every)
         np.testing.assert_array_equal(single.params, batch.params[i])
     div = [int(d) for d in batch.diverged_at]

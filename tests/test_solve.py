@@ -367,6 +367,8 @@ def test_a_solve_stalled_by_a_nearly_discontinuous_field_says_so():
     radius = float(re.search(r"spectral radius ([0-9.e+-]+) \(at t0: ([0-9.e+-]+)\)", msg)[1])
     assert radius > 1e8, msg  # ~ λ_max / width = 3e9
     assert "End the horizon before t = 1," in msg, msg
+    # Whether Kvaerno5 gets past t = 1 at all depends on rounding (it stalls at t ≈ 0.947 with
+    # XLA's optimizations, and finishes in 1,578 steps without them): 200 steps fail either way.
     with pytest.raises(dynopt.SolveError) as info:
-        dynopt.solve(flow, p, ts=[5.0], solver="implicit", max_steps=2000)
+        dynopt.solve(flow, p, ts=[5.0], solver="implicit", max_steps=200)
     assert "solver='implicit'" not in str(info.value), str(info.value)
