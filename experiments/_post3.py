@@ -100,11 +100,14 @@ def figure(r: Post3):
         esc = r.polyak_escape_t
         ax.axvline(esc, color="r", ls="--", lw=0.8, label=f"Polyak crosses it, t = {esc:.2f}")
     ax.set(ylim=(-2.0, 8.0), xlabel="t = k h", ylabel="x")
-    ax.set_title(
-        f"post 3, x0 = 4: Polyak ends at {r.polyak_final_x:.4f}, GD at {r.gd_final_x:.4f}\n"
-        f"(runs from {len(STARTS)} starts in 4 ± 0.01: {r.polyak_basin_fraction:.0%} of Polyak's "
-        "end in the global basin)"
-    )
+    title = f"post 3, x0 = 4: Polyak ends at {r.polyak_final_x:.4f}, GD at {r.gd_final_x:.4f}"
+    share = r.polyak_basin_fraction
+    if share is not None and np.isfinite(share):  # absent from results saved before it was
+        title += (
+            f"\n(runs from {len(STARTS)} starts in 4 ± 0.01: {share:.0%} of Polyak's end in "
+            "the global basin)"
+        )
+    ax.set_title(title)
     plotting.legend(ax)
     ax.grid(True, alpha=0.3)
     return fig
