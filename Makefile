@@ -48,6 +48,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check dynopt experiments tests benchmarks
 	$(VENV)/bin/ruff format --check dynopt experiments tests benchmarks
 
+## make clean: the virtual environment, caches and build files; of results/ only what dynopt wrote
+## (result folders with its marker, the page it wrote), never a file of yours
 clean:
-	rm -rf $(VENV) results .cache .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	@if [ -x $(PY) ]; then $(PY) -m experiments clean; \
+	else echo "results/ left as is: without $(VENV), dynopt's results cannot be told from other files"; fi
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

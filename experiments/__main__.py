@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 
 from . import _card, _headline, _page, DEFAULT_RESULTS, EXPERIMENTS, get, replot, run_experiment
-from ._io import check_out
+from ._io import check_out, remove_results
 from ._jobs import enable_compilation_cache, run_one, run_parallel
 
 
@@ -82,7 +82,18 @@ def main(argv=None) -> int:
     p_fig.add_argument("names", nargs="*", metavar="NAME", help=names_help)
     p_page = sub.add_parser("page", help="write PARENT/index.html over the saved results")
     p_page.add_argument("--out", default=None, help="parent folder (default results)")
+    p_clean = sub.add_parser(
+        "clean",
+        help="remove the results dynopt wrote (result folders, the page), never other files",
+    )
+    p_clean.add_argument("--out", default=None, help="parent folder (default results)")
     args = parser.parse_args(argv)
+    if args.command == "clean":
+        removed, kept = remove_results(Path(args.out or DEFAULT_RESULTS), _page.written_by_dynopt)
+        print(f"removed {len(removed)} dynopt result(s)", flush=True)
+        for path in kept:
+            print(f"kept {path}: not written by dynopt", flush=True)
+        return 0
     if args.command not in ("list", "page"):
         enable_compilation_cache()
 

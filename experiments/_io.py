@@ -202,6 +202,51 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
     raise OSError(f"could not place results in {out_dir}: too many concurrent writers")
 
 
+def _writer_leftover(p: Path) -> bool:
+    """A temporary or moved-aside folder `.NAME.{tmp,old}-PID-...` of a writer that died."""
+    name = p.name
+    if not name.startswith(".") or not p.is_dir() or p.is_symlink():
+        return False
+    for kind in ("tmp", "old"):
+        _, sep, rest = name.partition(f".{kind}-")
+        pid = rest.split("-", 1)[0]
+        if sep and pid.isdigit():
+            return not _pid_alive(int(pid))
+    return False
+
+
+def remove_results(root, is_page) -> tuple[list[Path], list[Path]]:
+    """Remove what dynopt wrote under the results folder `root`, nothing else: each folder that
+    is a dynopt result (its marker, or only the files a result had before the marker existed),
+    the page if `is_page(path)` says dynopt wrote it, and the leftovers of writers that died;
+    then `root` itself if nothing is left in it. Links are never followed.
+
+    **Returns:** `(removed, kept)`: the paths removed, and the entries of `root` left alone."""
+    root = Path(root)
+    if root.is_symlink() or not root.is_dir():
+        return [], []
+    removed, kept = [], []
+    for p in sorted(root.iterdir()):
+        if p.is_symlink():
+            ours = False
+        elif p.is_dir():
+            ours = _is_result({q.name for q in p.iterdir()}) or _writer_leftover(p)
+        else:
+            ours = p.is_file() and is_page(p)
+        if not ours:
+            kept.append(p)
+            continue
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+        removed.append(p)
+    if not kept:
+        root.rmdir()
+        removed.append(root)
+    return removed, kept
+
+
 def write_results(out_dir: Path, *, config, metrics: dict, arrays: dict, figures) -> Path:
     """Atomically (re)place `out_dir` with config.json, metrics.json, data.npz, the figures and
     the marker. `figures` is a callable `tmp_dir -> list[Path]` that draws into the temporary

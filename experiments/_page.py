@@ -118,6 +118,14 @@ def render(experiments: Mapping[str, ModuleType], folders: Mapping[str, Path], r
     )
 
 
+def written_by_dynopt(page: Path) -> bool:
+    """Whether the file `page` is a results page dynopt wrote (its title)."""
+    try:
+        return _TITLE in page.read_text(errors="replace")
+    except OSError:
+        return False
+
+
 def write_page(root: Path, experiments: Mapping[str, ModuleType], names: Sequence[str]) -> Path:
     """Write `root/index.html` over the dynopt results `root/NAME` of `names` (atomically, a
     file dynopt owns: an existing `index.html` is replaced only if dynopt wrote it)."""
@@ -129,9 +137,7 @@ def write_page(root: Path, experiments: Mapping[str, ModuleType], names: Sequenc
     }
     page = render({n: experiments[n] for n in names if n in folders}, folders, root)
     target = root / "index.html"
-    if target.exists() and "<title>dynopt results</title>" not in target.read_text(
-        errors="replace"
-    ):
+    if target.exists() and not written_by_dynopt(target):
         raise ValueError(f"{target} exists and was not written by dynopt; not replacing it.")
     fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html", dir=root)
     try:

@@ -2,6 +2,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -151,6 +152,41 @@ def test_out_refuses_a_users_folder_or_file_before_any_work(tmp_path, monkeypatc
         experiments.run_experiment("gd_flow", quick=True, out=user)
     assert (user / "thesis.tex").read_text() == "mine" and notes.read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "project"]
+
+
+def test_clean_removes_only_what_dynopt_wrote(tmp_path, capsys):
+    """`python -m experiments clean` (what `make clean` runs) removes dynopt's result folders,
+    its page and a dead writer's leftover, and keeps a user's files, folders and links in the
+    results folder, and whatever such a link points at; the folder goes only once empty."""
+    root = tmp_path / "results"
+    _write(root / "gd_flow")
+    _write(root / "nesterov")
+    (root / "index.html").write_text("<html><title>dynopt results</title></html>")
+    leftover = root / ".gd_flow.tmp-999999999-abc"  # no such pid: its writer died
+    leftover.mkdir()
+    (root / "thesis.tex").write_text("mine")
+    (root / "mine").mkdir()
+    (root / "mine" / "data.csv").write_text("mine")
+    outside = _write(tmp_path / "elsewhere")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    assert cli.main(["clean", "--out", str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in root.iterdir()) == ["link", "mine", "thesis.tex"], printed
+    assert (root / "thesis.tex").read_text() == "mine"
+    assert (root / "mine" / "data.csv").read_text() == "mine"
+    assert (outside / ".dynopt").is_file()  # a link is not followed
+    assert printed.count("kept ") == 3, printed
+    shutil.rmtree(root / "mine")
+    (root / "link").unlink()
+    (root / "thesis.tex").unlink()
+    (root / "index.html").write_text("<html><title>my page</title></html>")  # not dynopt's
+    assert cli.main(["clean", "--out", str(root)]) == 0
+    assert [p.name for p in root.iterdir()] == ["index.html"]
+    (root / "index.html").unlink()
+    _write(root / "gd_flow")
+    assert cli.main(["clean", "--out", str(root)]) == 0
+    assert not root.exists()  # nothing else was in it
+    assert cli.main(["clean", "--out", str(root)]) == 0  # nothing to clean: no error
 
 
 def test_only_a_previous_result_is_replaced(tmp_path):
