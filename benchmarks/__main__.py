@@ -13,6 +13,7 @@ On a GPU machine the same command runs there unchanged (rows record the device).
 
 import argparse
 import importlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,40 @@ BENCHMARKS = {
 }
 
 
+# How a report this command wrote is recognised: the keys of bench.json, the table's header.
+_JSON_KEYS = {"machine", "versions", "config", "rows"}
+_MD_HEADER = "| benchmark | case | dynopt | baseline |"
+
+
+def is_report(path: Path) -> bool:
+    """Whether the file `path` is a bench.json or bench.md this command wrote."""
+    if path.name not in ("bench.json", "bench.md") or path.is_symlink() or not path.is_file():
+        return False
+    try:
+        text = path.read_text(errors="replace")
+        if path.suffix == ".json":
+            data = json.loads(text)
+            return isinstance(data, dict) and _JSON_KEYS <= set(data)
+        return _MD_HEADER in text
+    except (OSError, ValueError):
+        return False
+
+
+def check_out(out: Path) -> str | None:
+    """`None` if the report may be written to `out`, else why not (one line): `out` must be a
+    folder (or not exist yet) whose bench.json and bench.md, where present, this command
+    wrote."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder; choose another path."
+    for name in ("bench.json", "bench.md"):
+        if (out / name).exists() and not is_report(out / name):
+            return (
+                f"--out {out} holds a {name} that is not a dynopt benchmark report; "
+                "choose another folder (nothing was run)."
+            )
+    return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
@@ -41,6 +76,8 @@ def main(argv=None) -> int:
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; choose from {sorted(BENCHMARKS)}")
+    if (why := check_out(args.out)) is not None:  # before any work
+        parser.error(why)
 
     import jax
 

@@ -230,8 +230,8 @@ def write(report: dict, out_dir: Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md = out_dir / "bench.json", out_dir / "bench.md"
-    tmp = out_dir / ".bench.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, default=float))
-    os.replace(tmp, js)
-    md.write_text(markdown(report))
+    for path, text in ((js, json.dumps(report, indent=2, default=float)), (md, markdown(report))):
+        tmp = out_dir / f".{path.name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, path)  # atomic: a reader sees the old report or the new one
     return js, md

@@ -89,7 +89,12 @@ def main(argv=None) -> int:
     p_clean.add_argument("--out", default=None, help="parent folder (default results)")
     args = parser.parse_args(argv)
     if args.command == "clean":
-        removed, kept = remove_results(Path(args.out or DEFAULT_RESULTS), _page.written_by_dynopt)
+        from benchmarks.__main__ import is_report
+
+        def ours(path: Path) -> bool:  # the results page, or a `make bench` report
+            return (path.name == "index.html" and _page.written_by_dynopt(path)) or is_report(path)
+
+        removed, kept = remove_results(Path(args.out or DEFAULT_RESULTS), ours)
         print(f"removed {len(removed)} dynopt result(s)", flush=True)
         for path in kept:
             print(f"kept {path}: not written by dynopt", flush=True)

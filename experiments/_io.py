@@ -215,11 +215,12 @@ def _writer_leftover(p: Path) -> bool:
     return False
 
 
-def remove_results(root, is_page) -> tuple[list[Path], list[Path]]:
+def remove_results(root, is_ours) -> tuple[list[Path], list[Path]]:
     """Remove what dynopt wrote under the results folder `root`, nothing else: each folder that
     is a dynopt result (its marker, or only the files a result had before the marker existed),
-    the page if `is_page(path)` says dynopt wrote it, and the leftovers of writers that died;
-    then `root` itself if nothing is left in it. Links are never followed.
+    each file that `is_ours(path)` recognises (the results page, a benchmark report) and each
+    folder holding only such files, and the leftovers of writers that died; then `root` itself
+    if nothing is left in it. Links are never followed.
 
     **Returns:** `(removed, kept)`: the paths removed, and the entries of `root` left alone."""
     root = Path(root)
@@ -230,9 +231,14 @@ def remove_results(root, is_page) -> tuple[list[Path], list[Path]]:
         if p.is_symlink():
             ours = False
         elif p.is_dir():
-            ours = _is_result({q.name for q in p.iterdir()}) or _writer_leftover(p)
+            inside = list(p.iterdir())
+            ours = (
+                _is_result({q.name for q in inside})
+                or _writer_leftover(p)
+                or (bool(inside) and all(not q.is_symlink() and is_ours(q) for q in inside))
+            )
         else:
-            ours = p.is_file() and is_page(p)
+            ours = p.is_file() and is_ours(p)
         if not ours:
             kept.append(p)
             continue

@@ -31,6 +31,26 @@ def test_bench_cli_writes_json_and_markdown(tmp_path, capsys):
     md = (tmp_path / "bench.md").read_text()
     assert md.count("\n| bandwidth |") == 2 and "| benchmark | case |" in md
     assert "| bandwidth |" in capsys.readouterr().out
+    with jax.numpy_dtype_promotion("standard"):  # its own report is replaced
+        assert (
+            main(["--tiny", "--repeats", "1", "--only", "bandwidth", "--out", str(tmp_path)]) == 0
+        )
+
+
+def test_bench_cli_refuses_a_users_report_files_before_any_work(tmp_path, capsys):
+    """`--out` may hold only this command's own bench.json and bench.md: a user's file of that
+    name (or an `--out` that is a file) stops it before any benchmark runs, untouched."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "bench.md").write_text("my notes")
+    (tmp_path / "file").write_text("mine")
+    for out, match in ((mine, "bench.md that is not"), (tmp_path / "file", "is a file")):
+        with pytest.raises(SystemExit) as info:
+            main(["--tiny", "--only", "bandwidth", "--out", str(out)])
+        assert info.value.code == 2
+        assert match in capsys.readouterr().err
+    assert (mine / "bench.md").read_text() == "my notes"
+    assert sorted(p.name for p in mine.iterdir()) == ["bench.md"]
 
 
 def test_row_ratio_and_target_logic():

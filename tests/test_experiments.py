@@ -164,6 +164,8 @@ def test_clean_removes_only_what_dynopt_wrote(tmp_path, capsys):
     (root / "index.html").write_text("<html><title>dynopt results</title></html>")
     leftover = root / ".gd_flow.tmp-999999999-abc"  # no such pid: its writer died
     leftover.mkdir()
+    (root / "bench").mkdir()  # `make bench`'s report
+    (root / "bench" / "bench.md").write_text("| benchmark | case | dynopt | baseline | ...")
     (root / "thesis.tex").write_text("mine")
     (root / "mine").mkdir()
     (root / "mine" / "data.csv").write_text("mine")
