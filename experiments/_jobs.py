@@ -64,12 +64,23 @@ def _run_in_worker(name: str, quick: bool, seed: int, out) -> tuple[Path, float]
         jax.clear_caches()
 
 
-def _previous_wall_time(out) -> float:
-    """The wall time of the result already in `out`, or infinity (unknown: scheduled first)."""
+# Quick modes' wall times in a cold first `make run` (fresh clone, 2 processes, 2026-12-05):
+# the order of a first run, which has no previous results to go by. Only an order: a stale
+# value costs at most some idle time at the end, never a result.
+_FIRST_RUN_SECONDS = {
+    "gd_flow": 29.8, "characteristics": 27.6, "rnn_ode": 27.0, "adaptive": 22.7,
+    "gan_dynamics": 21.4, "path_integral": 18.8, "edge_of_stability": 18.1, "sgd_sde": 16.8,
+    "holistic": 15.2, "continuum": 12.7, "momentum": 10.5, "nesterov": 7.9,
+}  # fmt: skip
+
+
+def _previous_wall_time(out, name: str | None = None, quick: bool = False) -> float:
+    """The wall time of the result already in `out`; else, in quick mode, `name`'s typical
+    first-run time; else infinity (unknown: scheduled first)."""
     try:
         return float(json.loads((Path(out) / "metrics.json").read_text())["wall_time_s"])
     except (OSError, ValueError, KeyError, TypeError):
-        return float("inf")
+        return _FIRST_RUN_SECONDS.get(name, float("inf")) if quick else float("inf")
 
 
 def run_parallel(
@@ -78,9 +89,9 @@ def run_parallel(
     """Run the experiments `jobs` at a time in fresh (spawned: JAX is not fork-safe) processes;
     report each as it finishes. The first failure cancels what has not started and is raised
     once the running ones end."""
-    # Longest first (by the previous run's wall time), so that no process is left running a
-    # long experiment alone at the end.
-    order = sorted(zip(names, outs), key=lambda pair: -_previous_wall_time(pair[1]))
+    # Longest first (by the previous run's wall time, or a first run's typical one), so that no
+    # process is left running a long experiment alone at the end.
+    order = sorted(zip(names, outs), key=lambda pair: -_previous_wall_time(pair[1], pair[0], quick))
     context = multiprocessing.get_context("spawn")
     workers = min(jobs, len(names))
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:

@@ -191,6 +191,21 @@ def test_clean_removes_only_what_dynopt_wrote(tmp_path, capsys):
     assert cli.main(["clean", "--out", str(root)]) == 0  # nothing to clean: no error
 
 
+def test_a_first_quick_run_is_ordered_longest_first(tmp_path):
+    """`run-all --jobs` orders by the previous results' wall times; with none (a fresh clone),
+    quick mode goes by typical first-run times, which name only existing experiments, and an
+    experiment without one (new) goes first; full mode without results keeps the given order."""
+    from experiments._jobs import _FIRST_RUN_SECONDS, _previous_wall_time
+
+    assert set(_FIRST_RUN_SECONDS) <= set(experiments.EXPERIMENTS)
+    none = tmp_path / "absent"
+    assert _previous_wall_time(none, "gd_flow", quick=True) == _FIRST_RUN_SECONDS["gd_flow"]
+    assert _previous_wall_time(none, "new_one", quick=True) == math.inf
+    assert _previous_wall_time(none, "gd_flow", quick=False) == math.inf
+    out = _write(tmp_path / "gd_flow", wall_time_s=3.0)
+    assert _previous_wall_time(out, "gd_flow", quick=True) == 3.0
+
+
 def test_only_a_previous_result_is_replaced(tmp_path):
     out = _write(tmp_path / "exp")
     assert (out / ".dynopt").is_file()
