@@ -95,7 +95,8 @@ def main(argv=None) -> int:
             return (path.name == "index.html" and _page.written_by_dynopt(path)) or is_report(path)
 
         removed, kept = remove_results(Path(args.out or DEFAULT_RESULTS), ours)
-        print(f"removed {len(removed)} dynopt result(s)", flush=True)
+        for path in removed:
+            print(f"removed {path}", flush=True)
         for path in kept:
             print(f"kept {path}: not written by dynopt", flush=True)
         return 0
