@@ -217,8 +217,9 @@ def _writer_leftover(p: Path) -> bool:
 
 def remove_results(root, is_ours) -> tuple[list[Path], list[Path]]:
     """Remove what dynopt wrote under the results folder `root`, nothing else: each folder that
-    is a dynopt result (its marker, or only the files a result had before the marker existed),
-    each file that `is_ours(path)` recognises (the results page, a benchmark report) and each
+    carries a dynopt result's marker (a folder of only metrics.json and PNGs, which `run` would
+    replace as a result written before the marker existed, is kept: it may be a user's), each
+    file that `is_ours(path)` recognises (the results page, a benchmark report) and each
     folder holding only such files, and the leftovers of writers that died; then `root` itself
     if nothing is left in it. Links are never followed.
 
@@ -233,7 +234,7 @@ def remove_results(root, is_ours) -> tuple[list[Path], list[Path]]:
         elif p.is_dir():
             inside = list(p.iterdir())
             ours = (
-                _is_result({q.name for q in inside})
+                (p / MARKER).is_file()
                 or _writer_leftover(p)
                 or (bool(inside) and all(not q.is_symlink() and is_ours(q) for q in inside))
             )

@@ -167,18 +167,21 @@ def test_clean_removes_only_what_dynopt_wrote(tmp_path, capsys):
     (root / "bench").mkdir()  # `make bench`'s report
     (root / "bench" / "bench.md").write_text("| benchmark | case | dynopt | baseline | ...")
     (root / "thesis.tex").write_text("mine")
+    (root / "plots").mkdir()  # looks like a pre-marker result, but may be a user's: kept
+    (root / "plots" / "metrics.json").write_text("{}")
     (root / "mine").mkdir()
     (root / "mine" / "data.csv").write_text("mine")
     outside = _write(tmp_path / "elsewhere")
     (root / "link").symlink_to(outside, target_is_directory=True)
     assert cli.main(["clean", "--out", str(root)]) == 0
     printed = capsys.readouterr().out
-    assert sorted(p.name for p in root.iterdir()) == ["link", "mine", "thesis.tex"], printed
+    assert sorted(p.name for p in root.iterdir()) == ["link", "mine", "plots", "thesis.tex"]
     assert (root / "thesis.tex").read_text() == "mine"
     assert (root / "mine" / "data.csv").read_text() == "mine"
     assert (outside / ".dynopt").is_file()  # a link is not followed
-    assert printed.count("kept ") == 3 and printed.count("removed ") == 5, printed
+    assert printed.count("kept ") == 4 and printed.count("removed ") == 5, printed
     shutil.rmtree(root / "mine")
+    shutil.rmtree(root / "plots")
     (root / "link").unlink()
     (root / "thesis.tex").unlink()
     (root / "index.html").write_text("<html><title>my page</title></html>")  # not dynopt's
