@@ -59,23 +59,15 @@ class OutError(ValueError):
 
 def check_out(out_dir) -> Path:
     """`out_dir` as a Path if results may be written there: it does not exist, is an empty folder,
-    or is a previous dynopt result; `OutError` with a one-line reason otherwise. Each test reads
-    the file system once, so a concurrent writer swapping its result in cannot fool it."""
+    or is a previous dynopt result; `OutError` with a one-line reason otherwise. A concurrent
+    writer swapping its result in cannot fool it: the listing is taken from one folder that is
+    still at `out_dir` when it ends."""
     if out_dir is None or str(out_dir).strip() == "":
         raise OutError("--out is empty; give a folder for the results.")
     out_dir = Path(out_dir).expanduser()
     if out_dir.name in ("", ".", ".."):
         raise OutError(f"--out {str(out_dir)!r} names no folder of its own; give e.g. out/NAME.")
-    try:
-        mode = os.lstat(out_dir).st_mode
-    except (FileNotFoundError, NotADirectoryError):  # (a file above it: refused below)
-        mode = None
-    if mode is not None and not stat.S_ISDIR(mode):
-        raise OutError(f"--out {out_dir} is a file, not a results folder; choose another path.")
-    try:
-        names = {p.name for p in out_dir.iterdir()} if mode is not None else set()
-    except FileNotFoundError:  # moved aside by a concurrent writer this instant
-        names = set()
+    names = _entries(out_dir)
     if names and not _is_result(names):
         raise OutError(
             f"--out {out_dir} holds files that are not a dynopt result (no {MARKER} marker); "
@@ -87,6 +79,37 @@ def check_out(out_dir) -> Path:
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutError(f"--out {out_dir}: cannot create it under {parent} (not a writable folder).")
     return out_dir
+
+
+def _entries(out_dir: Path) -> set[str]:
+    """The names in the folder at `out_dir` (empty if there is none), read from one folder: a
+    concurrent writer moves a previous result aside and deletes it, so a listing taken from a
+    folder that is no longer at `out_dir` when the listing ends (part deleted, marker first) is
+    read again. `OutError` if `out_dir` is a file."""
+    for _ in range(1000):
+        try:
+            mode = os.lstat(out_dir).st_mode
+        except (FileNotFoundError, NotADirectoryError):  # (a file above it: refused later)
+            return set()
+        if not stat.S_ISDIR(mode):
+            raise OutError(f"--out {out_dir} is a file, not a results folder; choose another path.")
+        try:
+            fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except PermissionError as e:
+            raise OutError(f"--out {out_dir}: cannot read the folder ({e.strerror}).") from e
+        except OSError:
+            continue  # replaced between the two calls: look again
+        try:
+            names, listed = set(os.listdir(fd)), os.fstat(fd)
+        finally:
+            os.close(fd)
+        try:
+            now = os.lstat(out_dir)
+        except FileNotFoundError:
+            continue
+        if (now.st_dev, now.st_ino) == (listed.st_dev, listed.st_ino):
+            return names
+    raise OutError(f"--out {out_dir} keeps being replaced by other writers; try again.")
 
 
 _LEGACY = {"config.json", "metrics.json", "data.npz"}
