@@ -24,6 +24,26 @@ def test_diagonal_quadratic_matches_dense():
     np.testing.assert_array_equal(diag.minimizer, xstar)
 
 
+def test_dense_quadratic_gradient_is_one_matrix_vector_product():
+    """The gradient H(x - x*) takes one d x d product (autodiff of x^T H x takes two); the
+    Hessian, third derivatives and the derivative in H stay those of the quadratic form."""
+    import jax
+
+    from dynopt._problems.quadratic import _half_quadratic_form
+
+    p = problems.quadratic(jnp.logspace(-1.0, 1.0, 6), rotate=True, seed=3, minimizer=jnp.ones(6))
+    h, x = p.hessian, jnp.linspace(-1.0, 2.0, 6)
+    np.testing.assert_allclose(p.grad(x), h @ (x - 1.0), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(jax.hessian(p.loss)(x), h, rtol=1e-14, atol=1e-15)
+    third = jax.jacfwd(jax.hessian(p.loss))(x)
+    np.testing.assert_array_equal(third, np.zeros((6, 6, 6)))
+    d_h = jax.grad(_half_quadratic_form, argnums=1)(x, h)
+    np.testing.assert_allclose(d_h, 0.5 * jnp.outer(x, x), rtol=1e-15)
+    jaxpr = jax.make_jaxpr(p.grad)(x).jaxpr
+    dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert sum(any(v.aval.shape == (6, 6) for v in e.invars) for e in dots) == 1
+
+
 def test_million_parameter_diagonal_quadratic_runs():
     """10^6 eigenvalues: the dense form is refused before anything is allocated (it would be an
     8 TB matrix); the diagonal form takes gradient steps exactly (1 - h lambda)^k."""

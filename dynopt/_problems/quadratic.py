@@ -15,9 +15,32 @@ from .._validation import interval
 DENSE_MAX_BYTES = 2**30
 
 
+@jax.custom_jvp
+def _half_quadratic_form(x: Array, hessian: Array) -> Scalar:
+    return 0.5 * x @ (hessian @ x)
+
+
+def _half_quadratic_form_jvp(primals, tangents):
+    # H is symmetric by construction, so the gradient is H x: one matrix-vector product where
+    # autodiff of x^T H x takes two (H x and H^T x). Hessian-vector products stay exact (H v).
+    # Symbolic zeros: a constant H (the usual case) adds no d x d product of zeros.
+    x, hessian = primals
+    dx, dhessian = tangents
+    hx = hessian @ x
+    dout = jnp.zeros_like(hx, shape=())
+    if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
+        dout = dout + hx @ dx
+    if not isinstance(dhessian, jax.custom_derivatives.SymbolicZero):
+        dout = dout + 0.5 * x @ (dhessian @ x)
+    return 0.5 * x @ hx, dout
+
+
+_half_quadratic_form.defjvp(_half_quadratic_form_jvp, symbolic_zeros=True)
+
+
 def _quadratic_loss(params: Params, hessian: Array, minimizer: Array) -> Scalar:
     x = ravel_pytree(params)[0] - minimizer
-    return 0.5 * x @ (hessian @ x)
+    return _half_quadratic_form(x, hessian)
 
 
 def _diagonal_loss(params: Params, eigenvalues: Array, minimizer: Array) -> Scalar:
