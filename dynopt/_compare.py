@@ -406,8 +406,10 @@ def compare(
     **Returns:** a `Comparison` (`step_sizes` = the $h$, `dts` = the $\Delta t$, `verdict`,
     `local_orders`, `order`).
 
-    **Raises:** `ValueError` for invalid step sizes, horizon, map or reference; `SolveError` if
-    a reference solve fails.
+    **Raises:** `ValueError` for invalid step sizes, horizon, map or reference, or when the runs
+    of an optimizer's order-$p \ge 2$ flow blow up from their start on the order-$p$ slow
+    manifold because the series is outside its asymptotic regime (said with its diagnosis, not
+    reported as an unstable optimizer); `SolveError` if a reference solve fails.
     """
     _require_x64()
     if not isinstance(flow, (AbstractFlow, type)) and callable(flow):
@@ -504,8 +506,40 @@ def compare(
         diagnosis=diagnosis,
         implicit=isinstance(solver_obj, diffrax.AbstractImplicitSolver),
     )
+    _check_manifold_start(flow, map, problem, hs, np.asarray(div))
     unstable = _past_stability_limit(flow, problem, map, hs)
     return make_comparison(hs, dts, ns, errs, finals, div, t1, name, scales, unstable)
+
+
+def _check_manifold_start(flow, map, problem, hs, diverged_at) -> None:
+    r"""A fast-regime automatic flow of order $p \ge 2$ starts its runs on the order-$p$ slow
+    manifold, itself a truncated series in $	au$: where the series is outside its asymptotic
+    regime, that start is garbage (e.g. a negative second moment) and the runs blow up at once.
+    Reported as diverged runs, it would read as an unstable optimizer; `ValueError` with the
+    series' diagnosis instead."""
+    from ._modified import ModifiedFlow
+
+    bad = diverged_at >= 0
+    if not (
+        np.any(bad)
+        and map is default_map
+        and isinstance(flow, ModifiedFlow)
+        and flow.spec.regime == "fast"
+        and flow.order >= 2
+        and jax.tree.leaves(flow.spec(flow.step_size).init(problem.params0))
+    ):
+        return
+    h = float(np.max(hs[bad]))
+    at_h = ft.partial(eqx.tree_at, lambda f: f.step_size, flow)
+    cause = _series_diagnosis(lambda h: at_h(jnp.asarray(h)), True, problem, np.asarray([h]))
+    if cause is None:
+        return
+    steps = sorted({int(k) for k in diverged_at[bad]})
+    raise ValueError(
+        f"compare: the optimizer's runs at step sizes {hs[bad].tolist()} blew up at step(s) "
+        f"{steps}, started on the order-{flow.order} slow manifold of its state, a truncated "
+        f"series in the step like the flow. {cause}"
+    )
 
 
 __all__ = ["compare", "default_map"]

@@ -231,6 +231,19 @@ def test_a_series_outside_its_asymptotic_regime_is_named():
         dynopt.compare(lambda h: optax.adam(h), problem, (0.02, 0.01, 0.005), 0.4, order=2)
 
 
+def test_runs_blown_up_by_a_series_start_are_not_called_unstable():
+    """The same defaults on another draw of the data: the order-2 references solve, but the
+    runs start on the order-2 slow manifold, the same series outside its regime (a negative
+    second moment), and blow up at step 1. That is not the optimizer's instability: the error
+    says so, with the series' diagnosis (before: a Comparison "unstable, no order")."""
+    problem = dynopt.problems.mlp_regression(
+        num_samples=16, dim=2, width=4, depth=1, batch_size=16, seed=1
+    )
+    with pytest.raises(ValueError, match=r"blew up at step\(s\) \[1\], started on the order-2 "
+                       r"slow manifold.*Likely cause: the order-2 .* τ‖f2‖/‖f1‖ = "):  # fmt: skip
+        dynopt.compare(lambda h: optax.adam(h), problem, (0.02, 0.01, 0.005), 0.4, order=2)
+
+
 def test_a_transform_built_for_the_parameter_structure():
     """`optax.masked` cannot step on the probe problem's parameters: the checks run on the
     user's problem (given, or `compare`'s). Weight decay on the weights only:
