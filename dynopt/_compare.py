@@ -513,7 +513,7 @@ def compare(
 
 def _check_manifold_start(flow, map, problem, hs, diverged_at) -> None:
     r"""A fast-regime automatic flow of order $p \ge 2$ starts its runs on the order-$p$ slow
-    manifold, itself a truncated series in $	au$: where the series is outside its asymptotic
+    manifold, itself a truncated series in $\tau$: where the series is outside its asymptotic
     regime, that start is garbage (e.g. a negative second moment) and the runs blow up at once.
     Reported as diverged runs, it would read as an unstable optimizer; `ValueError` with the
     series' diagnosis instead."""

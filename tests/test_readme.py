@@ -32,3 +32,18 @@ def test_every_python_snippet_in_the_readme_runs():
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     printed = [float(x) for x in re.findall(r"^(-?[\d.]+(?:e-?\d+)?)$", result.stdout, re.M)]
     assert all(x == x for x in printed), result.stdout  # no NaN printed by any snippet
+
+
+def test_no_source_holds_a_control_character():
+    r"""A docstring's LaTeX written into a non-raw string loses its backslash: "\theta" becomes a
+    tab and "heta" (two such were in the package). No source file holds a tab or another control
+    character except the newline."""
+    root = README.parent
+    bad = [
+        f"{path.relative_to(root)}:{i}"
+        for folder in ("dynopt", "experiments", "tests", "benchmarks")
+        for path in sorted((root / folder).rglob("*.py"))
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"[\x00-\x09\x0b-\x1f\x7f]", line)
+    ]
+    assert bad == []

@@ -191,7 +191,7 @@ def adamw(
 ) -> optax.GradientTransformation:
     r"""`optax.adamw(learning_rate, b1, b2, eps, weight_decay=λ)` (no mask; same state, iterates
     equal to rounding) with the bias corrections hoisted (`scale_by_adam`):
-    $	heta_{k+1} = 	heta_k - \eta\,(u_k + \lambda	heta_k)$."""
+    $\theta_{k+1} = \theta_k - \eta\,(u_k + \lambda\theta_k)$."""
     return optax.chain(
         scale_by_adam(b1, b2, eps),
         optax.add_decayed_weights(weight_decay),
