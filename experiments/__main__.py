@@ -94,11 +94,19 @@ def main(argv=None) -> int:
         def ours(path: Path) -> bool:  # the results page, or a `make bench` report
             return (path.name == "index.html" and _page.written_by_dynopt(path)) or is_report(path)
 
-        removed, kept = remove_results(Path(args.out or DEFAULT_RESULTS), ours)
+        root = Path(args.out or DEFAULT_RESULTS)
+        removed, kept = remove_results(root, ours)
         for path in removed:
             print(f"removed {path}", flush=True)
         for path in kept:
             print(f"kept {path}: not written by dynopt", flush=True)
+        if not removed and not kept:  # say why nothing happened
+            if root.is_symlink():
+                print(f"left {root} alone: a link (clean never follows one)", flush=True)
+            elif root.exists():
+                print(f"left {root} alone: a file, not a results folder", flush=True)
+            else:
+                print(f"nothing to remove: there is no {root}", flush=True)
         return 0
     if args.command not in ("list", "page"):
         enable_compilation_cache()

@@ -76,8 +76,17 @@ def check_out(out_dir) -> Path:
     parent = out_dir.parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise OutError(f"--out {out_dir}: cannot create it under {parent} (not a writable folder).")
+    if not parent.is_dir():
+        raise OutError(f"--out {out_dir}: cannot create it under {parent} (not a folder).")
+    # A real write, not `os.access`: as root every permission test passes, and a folder such as
+    # /proc or a full disk refuses anyway, which would surface only after the whole run. The
+    # probe has a writer's temporary name, so `_recover` and `clean` know it if we die here.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=parent))
+    except OSError as e:
+        raise OutError(
+            f"--out {out_dir}: cannot create it under {parent} ({e.strerror or e})."
+        ) from e
     return out_dir
 
 

@@ -191,7 +191,22 @@ def test_clean_removes_only_what_dynopt_wrote(tmp_path, capsys):
     _write(root / "gd_flow")
     assert cli.main(["clean", "--out", str(root)]) == 0
     assert not root.exists()  # nothing else was in it
-    assert cli.main(["clean", "--out", str(root)]) == 0  # nothing to clean: no error
+    capsys.readouterr()
+    assert cli.main(["clean", "--out", str(root)]) == 0  # nothing to clean: no error, a reason
+    assert capsys.readouterr().out == f"nothing to remove: there is no {root}\n"
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli.main(["clean", "--out", str(tmp_path / "notes.txt")]) == 0
+    assert "a file, not a results folder" in capsys.readouterr().out
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_out_under_a_folder_that_refuses_writes_is_refused_before_any_work(monkeypatch):
+    """The parent's writability is tried by a real write: as root `os.access` says yes to
+    everything (simulated here for any user), and /proc refuses new folders to root too; the
+    refusal used to come from `write_results` after the whole run."""
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)
+    with pytest.raises(OutError, match=r"--out /proc/dynopt-results: cannot create it under /proc"):
+        experiments._io.check_out("/proc/dynopt-results")
 
 
 def test_a_first_quick_run_is_ordered_longest_first(tmp_path):
