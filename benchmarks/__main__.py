@@ -14,7 +14,9 @@ On a GPU machine the same command runs there unchanged (rows record the device).
 import argparse
 import importlib
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,6 +63,17 @@ def check_out(out: Path) -> str | None:
                 f"--out {out} holds a {name} that is not a dynopt benchmark report; "
                 "choose another folder (nothing was run)."
             )
+    # A real write where the reports will go (or the nearest folder that exists above it):
+    # `os.access` says yes to root, and a folder such as /proc refuses anyway.
+    where = out
+    while not where.exists():
+        where = where.parent
+    if not where.is_dir():
+        return f"--out {out}: {where} is a file, not a folder; choose another path."
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".bench-write-test-", dir=where))
+    except OSError as e:
+        return f"--out {out}: cannot write under {where} ({e.strerror or e}); nothing was run."
     return None
 
 

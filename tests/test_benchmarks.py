@@ -2,6 +2,7 @@
 equivalences the transform-overhead rows rely on."""
 
 import json
+from pathlib import Path
 
 import jax
 import pytest
@@ -44,7 +45,12 @@ def test_bench_cli_refuses_a_users_report_files_before_any_work(tmp_path, capsys
     mine.mkdir()
     (mine / "bench.md").write_text("my notes")
     (tmp_path / "file").write_text("mine")
-    for out, match in ((mine, "bench.md that is not"), (tmp_path / "file", "is a file")):
+    cases = (
+        (mine, "bench.md that is not"),
+        (tmp_path / "file", "is a file"),
+        (Path("/proc/bench"), "cannot write under /proc"),  # refused only at the end before
+    )
+    for out, match in cases:
         with pytest.raises(SystemExit) as info:
             main(["--tiny", "--only", "bandwidth", "--out", str(out)])
         assert info.value.code == 2
