@@ -29,7 +29,7 @@ from ._solve import (
     top_eigenvalue,
 )
 from ._trajectory import Comparison
-from ._validation import host_validated, positive
+from ._validation import host_validated, positive, solver_options
 
 
 def default_map(flow: AbstractFlow, step_size: ScalarLike) -> Discretization:
@@ -424,6 +424,7 @@ def compare(
     if not isinstance(problem, AbstractProblem):
         raise ValueError(f"problem must be a dynopt.AbstractProblem, got {type(problem).__name__}.")
     problem.check_key(None)
+    rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     _check_counted_start(flow)
     map = default_map if map is None else map
     if not callable(map):

@@ -18,7 +18,7 @@ from ._custom_types import ArrayLike, Params, PyTree, ScalarLike
 from ._flows.base import AbstractFlow
 from ._problem import AbstractProblem, Problem, raveled_loss as _raveled_loss
 from ._trajectory import Trajectory
-from ._validation import host_validated, interval
+from ._validation import host_validated, interval, solver_options
 
 
 SOLVERS = {
@@ -773,13 +773,10 @@ def solve(
         )
     t0 = float(interval("t0", t0))
     ts_host = _check_times(ts, t0)  # the horizon from host memory: no device round trip
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
-    if int(max_steps) < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps}.")
+    rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     horizon = float(ts_host[-1]) - t0
     solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, horizon)
-    max_steps, dense = int(max_steps), bool(dense)
+    dense = bool(dense)
     compiled, arrays = _compiled_solve(
         flow, problem, solver_obj, max_steps, dense, _progress.enabled()
     )

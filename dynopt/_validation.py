@@ -281,6 +281,25 @@ def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
     return int(value)
 
 
+def solver_options(rtol: Any, atol: Any, max_steps: Any) -> tuple[float, float, int]:
+    """An adaptive solve's `(rtol, atol, max_steps)` as Python numbers: the tolerances finite and
+    > 0, `max_steps` a positive integer (10.5 is refused, not truncated); else `ValueError`."""
+
+    def tolerance(x) -> float | None:
+        if isinstance(x, bool | str | bytes):
+            return None
+        try:
+            value = float(x)
+        except (TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) and value > 0 else None
+
+    rtol_f, atol_f = tolerance(rtol), tolerance(atol)
+    if rtol_f is None or atol_f is None:
+        raise ValueError(f"rtol and atol must be > 0 and finite, got rtol={rtol!r}, atol={atol!r}.")
+    return rtol_f, atol_f, positive_int("max_steps", max_steps)
+
+
 def increasing(name: str, values: Any, *, start: float | None = None, min_size: int = 1):
     """`values` as a 1-D float64 NumPy array of finite, strictly increasing numbers (at least
     `min_size` of them), with `values[0] >= start` and `values[-1] > start` when `start` is

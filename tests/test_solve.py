@@ -100,6 +100,30 @@ def test_bad_tolerances_raise():
         dynopt.solve(flows.GradientFlow(), problems.rosenbrock(), [1.0], rtol=0.0)
 
 
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(max_steps=2.5), r"max_steps must be a positive integer, got 2\.5"),  # was int()'d
+        (dict(max_steps=True), "max_steps must be a positive integer"),
+        (dict(rtol=float("inf")), r"rtol and atol must be > 0 and finite, got rtol=inf"),
+        (dict(atol="1e-8"), r"rtol and atol must be > 0 and finite, got .*atol='1e-8'"),
+    ],
+)
+def test_solver_options_are_checked_by_every_entry_point(options, match):
+    """`solve`, `compare` and the central flow's solve take the same options and refuse the same
+    bad values before any work (`compare` and `central_solve` took any before; a fractional
+    `max_steps` was truncated, 2.5 -> 2, and failed as a step budget exhausted)."""
+    from dynopt.flows import central_solve, CentralFlow
+
+    problem, flow = problems.rosenbrock(), flows.GradientFlow()
+    with pytest.raises(ValueError, match=match):
+        dynopt.solve(flow, problem, [1.0], **options)
+    with pytest.raises(ValueError, match=match):
+        dynopt.compare(flow, problem, [0.002, 0.001, 0.0005], 0.01, **options)
+    with pytest.raises(ValueError, match=match):
+        central_solve(CentralFlow(learning_rate=0.01, k=1), problem, [0.0, 0.1], **options)
+
+
 def test_non_flow_raises():
     with pytest.raises(ValueError, match="flow must be a dynopt flow"):
         dynopt.solve(lambda t, y: y, problems.rosenbrock(), [1.0])

@@ -13,7 +13,7 @@ from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._saving import SaveAtTimes, saved
 from .._solve import _pick_solver, _require_x64, check_times, integrate, raise_for_result
-from .._validation import host_validated
+from .._validation import host_validated, solver_options
 
 
 class DensityTransport(eqx.Module):
@@ -140,8 +140,7 @@ def transport_density(
             )
         if int(num_probes) < 1:
             raise ValueError(f"num_probes must be a positive integer, got {num_probes}.")
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
+    rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     t0 = float(t0)
     ts = check_times(ts, t0)
     ref, leaves = jax.tree.leaves(problem.params0), jax.tree.leaves(params0)
@@ -172,7 +171,7 @@ def transport_density(
         jax.random.rademacher(key, (m, k, d), dtype=jnp.float64) if hutch else jnp.zeros((m, 1, 1))
     )
     solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, float(ts[-1]) - t0)
-    options = (solver_obj, rtol, atol, int(max_steps), hutch)
+    options = (solver_obj, rtol, atol, max_steps, hutch)
     with host_validated():  # flow, problem, samples and times checked above
         ys, logp, params, result = _transport(
             flow, problem, params0, logp0, probes, ts, t0, *options
@@ -180,7 +179,7 @@ def transport_density(
     raise_for_result(
         result,
         what=f"density transport ({name})",
-        max_steps=int(max_steps),
+        max_steps=max_steps,
         rtol=rtol,
         atol=atol,
         stiffness=ratio,

@@ -14,7 +14,7 @@ import optimistix as optx
 from .. import _solve
 from .._saving import SaveAtTimes, saved
 from .._solve import _pick_solver, _require_x64, raise_for_result
-from .._validation import increasing, positive_int
+from .._validation import increasing, solver_options
 from .solution import (
     BlowUp,
     BlowUpError,
@@ -45,9 +45,7 @@ def check_options(
         raise ValueError(f"on_blowup must be 'raise' or 'stop', got {on_blowup!r}.")
     if not (np.isfinite(u_max) and u_max > 0):
         raise ValueError(f"u_max must be finite and > 0, got {u_max}.")
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
-    max_steps = positive_int("max_steps", max_steps)  # 10.5 is refused, not truncated
+    rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     return Options(on_blowup, float(u_max), solver, rtol, atol, max_steps)
 
 

@@ -41,7 +41,7 @@ from .._discretization import Discretization
 from .._maps.gradient import GradientDescent
 from .._problem import Problem
 from .._sharpness import check_k, Eigenpairs, lane_cond, METHODS, random_start, top_eigenpairs
-from .._validation import choice, hyperparameter, positive_int
+from .._validation import choice, hyperparameter, positive_int, solver_options
 from .base import AbstractFlow
 
 
@@ -500,7 +500,8 @@ def central_solve(
     from .._solve import _check_times, _require_x64, raise_for_result
 
     _require_x64()
+    rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     ts = jnp.asarray(_check_times(ts, float(np.asarray(ts)[0])))
-    path, results = _central_path_jit(flow, problem, ts, rtol, atol, int(max_steps), solver)
+    path, results = _central_path_jit(flow, problem, ts, rtol, atol, max_steps, solver)
     raise_for_result(results, what="central_solve", max_steps=max_steps, rtol=rtol, atol=atol)
     return path

@@ -30,7 +30,7 @@ from .._problem import Problem
 from .._run import run
 from .._saving import SaveAtTimes, saved
 from .._solve import integrate
-from .._validation import increasing
+from .._validation import increasing, solver_options
 from .cell import ODECell
 
 
@@ -241,10 +241,7 @@ def diffrax_model(
     non-positive tolerances.
     """
     shared = _shared_fields(cell, y0, obs, t0)
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
+    rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     return ObservationModel(
         **shared,
         route="diffrax",
