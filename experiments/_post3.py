@@ -49,6 +49,10 @@ class Post3:
 # The escape is chaotic (jumps of up to h·M·L; a 1e-9 change of x0, or of rounding, moves where
 # step n lands), so the robust statement is about the starts near 4, not one run.
 STARTS = 4.0 + np.linspace(-1e-2, 1e-2, 201)
+# "201 starts in 4 ± 0.01", for titles and headlines: read off STARTS, not written again.
+STARTS_TEXT = (
+    f"{len(STARTS)} starts in {(STARTS[0] + STARTS[-1]) / 2:g} ± {(STARTS[-1] - STARTS[0]) / 2:.2g}"
+)
 
 
 def basin_fraction(M: float, h: float, n: int, starts=STARTS) -> float:
@@ -103,10 +107,7 @@ def figure(r: Post3):
     title = f"post 3, x0 = 4: Polyak ends at {r.polyak_final_x:.4f}, GD at {r.gd_final_x:.4f}"
     share = r.polyak_basin_fraction
     if share is not None and np.isfinite(share):  # absent from results saved before it was
-        title += (
-            f"\n(runs from {len(STARTS)} starts in 4 ± 0.01: {share:.0%} of Polyak's end in "
-            "the global basin)"
-        )
+        title += f"\n(runs from {STARTS_TEXT}: {share:.0%} of Polyak's end in the global basin)"
     ax.set_title(title)
     plotting.legend(ax)
     ax.grid(True, alpha=0.3)

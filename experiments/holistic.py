@@ -266,7 +266,8 @@ HEADLINES = (
     Headline("post3/polyak_escape_t", "post 3: Polyak crosses the barrier at t", low=2.5,
              high=3.0),
     Headline("post3/polyak_basin_fraction",
-             "post 3: share of 201 Polyak runs from 4 ± 0.01 ending in the global basin", low=0.7),
+             f"post 3: share of Polyak runs from {post3.STARTS_TEXT} in the global basin",
+             low=0.7),
 )  # fmt: skip
 
 
