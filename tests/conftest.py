@@ -8,6 +8,19 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Test workers fill the cores already; a multi-threaded BLAS inside each fights the others.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# The suite is compile-bound: XLA's backend compilation was 62% of its worker time
+# (jax.monitoring over a whole run, 2 cores). It compiles with XLA:CPU's cheaper settings, the
+# same operations: the elemental emitter instead of the fusion emitters (which build one
+# MLIR -> LLVM module per fusion: 1,173 for the order-3 AdaBelief comparison) and
+# `jax_disable_most_optimizations` (no LLVM optimization). 1,049 s -> 555 s on 2 cores, every
+# golden value within its tolerance. Bit-for-bit comparisons of two different programs hold
+# for the optimized code users run: they use `tests.helpers.optimized_compilation`. Set
+# before JAX starts its backend and in the environment, so that child processes compile as the
+# parent. `JAX_DISABLE_MOST_OPTIMIZATIONS=0` runs the suite with XLA's default optimizations.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 # JAX's persistent compilation cache is used where JAX_COMPILATION_CACHE_DIR names a folder:
 # `make test` points it at .cache/jax (`make clean` removes it), so a second run loads the
 # programs the first compiled. A plain `pytest` runs without it.
@@ -16,6 +29,11 @@ import jax
 import pytest
 
 
+# (JAX may be imported already by a pytest plugin, before the environment above was read.)
+jax.config.update(
+    "jax_disable_most_optimizations",
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("1", "true", "t", "yes", "y", "on"),
+)
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -1,6 +1,8 @@
 """Test helpers: a trace counter, thin aliases over the stack's tree comparisons, the check that
-a stochastic run is a function of its key, and a subprocess on several host CPU devices."""
+a stochastic run is a function of its key, a subprocess on several host CPU devices, and XLA's
+default optimizations for bit-for-bit comparisons."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -53,13 +55,29 @@ def check_keyed_runs(method, problem, num_steps, key, other_key):
     return a, c
 
 
+@contextlib.contextmanager
+def optimized_compilation():
+    """XLA's default optimizations for the programs compiled inside (the suite turns most of them
+    off, tests/conftest.py): for a bit-for-bit comparison of two different programs, which
+    holds for the optimized code users run, while unoptimized code may round one operation
+    differently in each (an ulp)."""
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+
+
 def run_on_host_devices(code: str, *args: str, devices: int = 4):
     """Run `python -c code *args` from the repository root (so it can import `tests.*`) in a
     subprocess that sees `devices` host CPU devices; the JSON its last line of output prints."""
     return _child_json(
         code,
         *args,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        # The parent's flags (tests/conftest.py) kept: the child compiles as the parent does.
+        XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+        f"--xla_force_host_platform_device_count={devices}",
         JAX_PLATFORMS="cpu",
         timeout=300,
     )

@@ -121,7 +121,10 @@ def _run_workers() -> list[dict]:
     address = f"localhost:{_free_port()}"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)  # one CPU device per process
+    # One CPU device per process; the suite's other flags kept (tests/conftest.py).
+    env["XLA_FLAGS"] = " ".join(
+        f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f
+    )
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, str(i), address],

@@ -12,6 +12,8 @@ import pytest
 
 from dynopt._saving import SaveAtTimes, saved
 
+from .helpers import optimized_compilation
+
 
 @pytest.mark.parametrize("implicit", [False, True])
 def test_saving_at_times_is_diffraxs_save_at_ts(implicit):
@@ -88,7 +90,9 @@ def test_saving_at_times_is_diffraxs_save_at_ts_for_sdes(brownian):
             )
             return ref.ys, saved(new, ts, 0.0, y0)
 
-        with warnings.catch_warnings():
+        # Bit for bit as compiled for users (`optimized_compilation`): without LLVM's
+        # optimizations SRA1 on the tree rounds one operation differently (an ulp).
+        with warnings.catch_warnings(), optimized_compilation():
             warnings.simplefilter("error")  # e.g. "not marked as converging to either ..."
             ref, new = jax.jit(jax.vmap(both))(jax.random.split(jax.random.key(0), 4))
         assert np.all(np.isfinite(ref))
