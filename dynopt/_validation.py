@@ -166,6 +166,8 @@ def interval(
     ):
         return value
     rng = describe_range(lower, upper, lower_open, upper_open)
+    if not allow_inf and rng != "finite" and (lower is None or upper is None):
+        rng += " and finite"  # "must be > 0, got inf" would contradict itself
     msg = f"{name} must be {rng}, got {{}}." + (f" {hint}" if hint else "")
     if is_traced(value):
         arr = jnp.asarray(value)

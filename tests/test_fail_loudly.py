@@ -15,9 +15,11 @@ from .test_characteristics import _alpha1 as _alpha, _beta1 as _beta, _initial1 
 
 def test_discretize_names_the_step_size():
     for bad in ("0.1", None, [0.1, "x"]):
-        with pytest.raises(ValueError, match=r"^step_size must be a real number > 0, got"):
+        with pytest.raises(
+            ValueError, match=r"^step_size must be a real number > 0 and finite, got"
+        ):
             flows.GradientFlow().discretize(bad)
-    with pytest.raises(ValueError, match=r"step_size must be > 0, got -0\.1"):
+    with pytest.raises(ValueError, match=r"step_size must be > 0 and finite, got -0\.1"):
         flows.HeavyBall(1.0).discretize(-0.1)
     # Numbers of every kind still work, and give the same hyper-parameters.
     for h in (0.1, np.float64(0.1), jnp.asarray(0.1)):

@@ -373,7 +373,9 @@ def test_bad_input():
         sde.simulate(dynopt.flows.GradientFlow(), quad, ts, key, 2)
     with pytest.raises(ValueError, match="x0 contains NaN or inf"):
         sde.simulate(sde.Langevin(1.0), quad, ts, key, 2, x0=jnp.array([jnp.nan]))
-    with pytest.raises(ValueError, match=r"step must be > 0, got 0.0. step=None is the SDE"):
+    with pytest.raises(
+        ValueError, match=r"step must be > 0 and finite, got 0.0. step=None is the SDE"
+    ):
         sde.quadratic_stationary_covariance(sde.SGDNoise(0.1, 2), p, step=0.0)
     with pytest.raises(ValueError, match="x0 is required when problem is None"):
         sde.simulate(sde.Langevin(1.0), None, ts, key, 2)

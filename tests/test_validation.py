@@ -24,11 +24,12 @@ from .helpers import assert_programs_cacheable
 @pytest.mark.parametrize(
     "check, value, match",
     [
-        (positive, 0.0, r"x must be > 0, got 0.0"),
-        (positive, float("nan"), r"x must be > 0"),
-        (nonnegative, -1.0, r"x must be >= 0"),
-        (decay, 1.0, r"x must be in \[0, 1\)"),
-        (positive, "a", r"x must be a real number > 0, got 'a' \(a str\)"),
+        (positive, 0.0, r"x must be > 0 and finite, got 0.0"),
+        (positive, float("nan"), r"x must be > 0 and finite, got nan"),
+        (positive, float("inf"), r"x must be > 0 and finite, got inf"),
+        (nonnegative, -1.0, r"x must be >= 0 and finite"),
+        (decay, 1.0, r"x must be in \[0, 1\), got 1.0"),
+        (positive, "a", r"x must be a real number > 0 and finite, got 'a' \(a str\)"),
         (interval, None, r"x must be a finite real number, got None \(a NoneType\)"),
         (interval, [1.0, 1j], r"x must be a finite real number, got \[1.0, 1j\] \(a list\)"),
     ],
