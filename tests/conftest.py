@@ -79,12 +79,30 @@ def _release_compiled_programs_when_many():
         _release_compiled_programs()
 
 
+# Fixtures that compute a child-process result once per run under a file lock
+# (`tests.helpers.once_per_run`).
+_ONCE_PER_RUN = ("workers", "sharded")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under `make test` (`-n 2`, `--maxschedchunk 1`: one test at a time to each free worker)
-    the experiments' quick runs, the longest tests by far (40-110 s each), go first, so that no
-    worker is left running one alone at the end. (xdist_group cannot pin the figure-redraw test
-    to gd_flow's worker: xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads.)"""
-    quick = [item for item in items if "quick_results" in getattr(item, "fixturenames", ())]
-    first = set(quick)
-    items[:] = quick + [item for item in items if item not in first]
+    the experiments' quick runs, the longest tests by far (10-20 s each), go first, so that no
+    worker is left running one alone at the end. Then one test of each once-per-run fixture,
+    and that fixture's other tests halfway through the rest: a worker that met them early
+    would wait on the lock (8 s) while the other worker computes the result. (xdist_group
+    cannot pin the figure-redraw test to gd_flow's worker: xdist 3.8 renames `item._nodeid`,
+    which pytest 9 no longer reads.)"""
+
+    def uses(item, name):
+        return name in getattr(item, "fixturenames", ())
+
+    quick = [item for item in items if uses(item, "quick_results")]
+    once = [item for item in items if any(uses(item, name) for name in _ONCE_PER_RUN)]
+    early = [next(i for i in once if uses(i, name)) for name in _ONCE_PER_RUN if any(
+        uses(i, name) for i in once)]  # fmt: skip
+    late = [item for item in once if item not in early]
+    placed = set(quick) | set(once)
+    rest = [item for item in items if item not in placed]
+    half = len(rest) // 2  # not at the very end: their own calls take 1-9 s
+    items[:] = quick + early + rest[:half] + late + rest[half:]
