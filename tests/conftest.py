@@ -16,11 +16,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # golden value within its tolerance. Bit-for-bit comparisons of two different programs hold
 # for the optimized code users run: they use `tests.helpers.optimized_compilation`. Set
 # before JAX starts its backend and in the environment, so that child processes compile as the
-# parent. `JAX_DISABLE_MOST_OPTIMIZATIONS=0` runs the suite with XLA's default optimizations.
+# parent. Either is the caller's where given: `JAX_DISABLE_MOST_OPTIMIZATIONS=0
+# XLA_FLAGS=--xla_cpu_use_fusion_emitters=true` runs the suite as XLA compiles by default.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
-TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
-if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false"
+    os.environ["XLA_FLAGS"] = flags.strip()
 # JAX's persistent compilation cache is used where JAX_COMPILATION_CACHE_DIR names a folder:
 # `make test` points it at .cache/jax (`make clean` removes it), so a second run loads the
 # programs the first compiled. A plain `pytest` runs without it.
