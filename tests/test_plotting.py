@@ -80,6 +80,35 @@ def test_save_removes_empty_axes(tmp_path):
     assert len(fig.axes) == 3
 
 
+def test_save_writes_the_pixels_savefig_would(tmp_path, monkeypatch):
+    """`save` writes the buffer of `finish`'s last draw; a figure changed after it (stale)
+    goes through `savefig`: the same pixels, size and resolution either way."""
+    from PIL import Image
+
+    def draw():
+        fig, axes = plotting.panels(2)
+        axes[0].loglog([1e-4, 1e-1], [1e-3, 1.0], "o-", label="a")
+        axes[0].legend()
+        axes[1].plot([0, 1], [2, 3])
+        axes[1].set_title("a title")
+        return fig
+
+    fast = plotting.save(draw(), tmp_path / "fast.png", dpi=90)
+    finish = plotting.finish
+
+    def finish_then_touch(fig):
+        finish(fig)
+        fig.stale = True
+
+    monkeypatch.setattr(plotting, "finish", finish_then_touch)
+    slow = plotting.save(draw(), tmp_path / "slow.png", dpi=90)
+    a, b = Image.open(fast), Image.open(slow)
+    assert a.size == b.size == (round(90 * 8.4), round(90 * 3.4))
+    assert a.info["dpi"] == pytest.approx(b.info["dpi"])
+    assert a.info["dpi"] == pytest.approx((90, 90), abs=0.01)  # PNG stores dots per metre
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_legend_lists_only_drawn_data(tmp_path):
     fig, (ax,) = plotting.panels(1)
     ax.plot([0, 1], [0, 1], label="drawn")
