@@ -284,22 +284,26 @@ def _sci(v: float, _pos=None) -> str:
 
 
 def log_ticks(lo: float, hi: float, *, max_ticks: int = 6) -> list[float]:
-    """At least two and at most `max_ticks` round values in [lo, hi] for a log axis: powers of ten
-    when the range spans a few decades, 1-2-5 or 1-2-…-9 mantissas within a decade, and the two
-    ends rounded to two digits over a range too narrow for any of those."""
+    """At least two and at most `max_ticks` round values in [lo, hi] for a log axis, reaching
+    across at least half of it: powers of ten when the range spans a few decades, 1-3, 1-2-5 or
+    1-1.5-2-…-9 mantissas within a decade, and the two ends rounded to two digits over a range
+    too narrow for any of those."""
     lo, hi = min(lo, hi), max(lo, hi)
     if not (lo > 0 and np.isfinite(hi)):
         return []
     tol = 1e-9
     k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    for subs in ((1.0,), (1.0, 3.0), (1.0, 2.0, 5.0), tuple(float(m) for m in range(1, 10))):
+    # 1.5 in the last set: [0.065, 0.16] gets 0.07-0.15, not 0.07-0.1 (its left half only).
+    every = (1.0, 1.5, *(float(m) for m in range(2, 10)))
+    for subs in ((1.0,), (1.0, 3.0), (1.0, 2.0, 5.0), every):
         ticks = [
             m * 10.0**k
             for k in range(k0, k1 + 1)
             for m in subs
             if lo * (1 - tol) <= m * 10.0**k <= hi * (1 + tol)
         ]
-        if len(ticks) >= 2:
+        # Labels that reach across at least half the range (in log), or the ends below.
+        if len(ticks) >= 2 and math.log(ticks[-1] / ticks[0]) >= 0.5 * math.log(hi / lo):
             if len(ticks) > max_ticks:  # many decades: every n-th power of ten
                 decades = [t for t in ticks if abs(math.log10(t) - round(math.log10(t))) < tol]
                 stride = math.ceil(len(decades) / max_ticks)

@@ -52,6 +52,9 @@ def test_log_tick_labels_never_collide_and_are_at_least_two(lo, hi, width):
 def test_log_ticks_values():
     assert plotting.log_ticks(1e-3, 1e-1) == pytest.approx([1e-3, 1e-2, 1e-1])
     assert plotting.log_ticks(1.8e-3, 1.6e-2) == pytest.approx([3e-3, 1e-2])
+    # Within a decade the ticks reach across the range, not only its left half.
+    assert plotting.log_ticks(0.065, 0.16) == pytest.approx([0.07, 0.08, 0.09, 0.1, 0.15])
+    assert plotting.log_ticks(1.1e-16, 2.2e-16) == pytest.approx([1.1e-16, 2.2e-16])  # the ends
     assert len(plotting.log_ticks(1e-60, 1e4)) <= 6
     narrow = plotting.log_ticks(3.1e-4, 3.3e-4)
     assert len(narrow) == 2 and 3.1e-4 <= narrow[0] < narrow[1] <= 3.3e-4
