@@ -1,7 +1,6 @@
 """Benchmark 5: the experiment suite. Wall time and compile time of every registered experiment
 (`experiments.EXPERIMENTS`), quick and/or full mode, each in a fresh Python process so that no
-compiled program is shared between them (process start-up and imports are excluded), compiled
-as `python -m experiments` compiles them (`experiments._jobs.elemental_emitter`).
+compiled program is shared between them (process start-up and imports are excluded).
 
 Compile time is what JAX's monitoring events report (tracing, lowering to MLIR, XLA compilation),
 summed over the run. There is no baseline to divide by: the row's target is the 30 s budget of a
@@ -31,8 +30,6 @@ def listen(event, duration, **kwargs):
         compile_s[0] += duration
 jax.monitoring.register_event_duration_secs_listener(listen)
 from experiments import run_experiment
-from experiments._jobs import elemental_emitter
-elemental_emitter()  # compiled as `python -m experiments` compiles them
 name, quick, out = sys.argv[1], sys.argv[2] == "quick", sys.argv[3]
 start = time.perf_counter()
 run_experiment(name, quick=quick, out=out)
