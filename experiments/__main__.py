@@ -17,7 +17,7 @@ import jax
 
 from . import _card, _headline, _page, DEFAULT_RESULTS, EXPERIMENTS, get, replot, run_experiment
 from ._io import check_out, remove_results
-from ._jobs import elemental_emitter, enable_compilation_cache, run_one, run_parallel
+from ._jobs import enable_compilation_cache, run_one, run_parallel
 
 
 # Figures the README shows: (experiment, file) -> docs path. `figures` refreshes them.
@@ -109,7 +109,6 @@ def main(argv=None) -> int:
                 print(f"nothing to remove: there is no {root}", flush=True)
         return 0
     if args.command not in ("list", "page"):
-        elemental_emitter()  # before JAX's backend starts (nothing above computes)
         enable_compilation_cache()
 
     if args.command == "list":

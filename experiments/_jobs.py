@@ -33,18 +33,6 @@ def enable_compilation_cache() -> str:
     return folder
 
 
-def elemental_emitter() -> None:
-    """Compile with XLA:CPU's elemental emitter (`--xla_cpu_use_fusion_emitters=false`) in this
-    process and the workers it spawns, unless `XLA_FLAGS` already names the setting. The default
-    fusion emitters lower every fusion as its own MLIR module: a first, cold `make run` took
-    125.8 s with them and 100.9 s without, while the second, cached run (whose time is execution
-    and tracing) took 45.3-45.8 s and 44.4-46.5 s (2026-12-05; every headline the same, ok). Set
-    before JAX starts its backend: the flags are read once, there."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_use_fusion_emitters" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
-
-
 def run_one(
     name: str, quick: bool, seed: int, out, *, progress: bool, log, run=run_experiment
 ) -> tuple[Path, float]:

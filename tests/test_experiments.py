@@ -256,24 +256,6 @@ def test_run_all_jobs_runs_each_experiment_in_its_own_process(tmp_path, capfd):
     assert (tmp_path / "index.html").is_file()
 
 
-def test_the_runner_compiles_with_the_elemental_emitter_unless_told_otherwise(monkeypatch):
-    """`python -m experiments` turns XLA:CPU's fusion emitters off for itself and its workers,
-    keeping the user's other flags, and leaves a setting the user gave alone."""
-    from experiments._jobs import elemental_emitter
-
-    for given, expected in (
-        (None, "--xla_cpu_use_fusion_emitters=false"),
-        ("--xla_dump_to=/tmp/d", "--xla_dump_to=/tmp/d --xla_cpu_use_fusion_emitters=false"),
-        ("--xla_cpu_use_fusion_emitters=true", "--xla_cpu_use_fusion_emitters=true"),
-    ):
-        if given is None:
-            monkeypatch.delenv("XLA_FLAGS", raising=False)
-        else:
-            monkeypatch.setenv("XLA_FLAGS", given)
-        elemental_emitter()
-        assert os.environ["XLA_FLAGS"] == expected
-
-
 def test_run_all_refuses_a_bad_jobs_or_name_before_any_work(monkeypatch, capsys):
     monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: pytest.fail("work was done"))
     for argv in (["--jobs", "0"], ["--jobs", "-2"], ["no_such_experiment"]):
