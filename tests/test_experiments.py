@@ -395,3 +395,19 @@ def test_typed_results_round_trip_through_the_saved_files(tmp_path):
     assert isinstance(results.b.part, _Part) and results.b.part.note == 0.5
     assert results.b.part.errors.tolist() == [1.0, 1.0] and results.b.other is None
     assert results.c is None
+
+
+def test_continuum_order_cells_give_the_same_numbers_one_or_two_at_a_time():
+    """`continuum.orders` measures its cells in threads (`Config.threads`): each cell is its own
+    program, so the numbers do not depend on what runs beside it."""
+    from experiments.continuum import Config, orders
+
+    config = dataclasses.replace(
+        Config(), optimizers=("sgd",), problems=("logcosh",), orders=(1, 2)
+    )
+    one, two = (orders(dataclasses.replace(config, threads=t)) for t in (1, 2))
+    case, other = one["sgd.logcosh"], two["sgd.logcosh"]
+    np.testing.assert_array_equal(case.errors, other.errors)
+    assert case.fitted_orders[:2] == other.fitted_orders[:2]
+    assert case.verdicts == other.verdicts and case.regime == other.regime == "slow"
+    assert abs(case.fitted_orders[1] - 2) < 0.15  # the cells ran (not the nan of "not run")
