@@ -57,10 +57,13 @@ def check_keyed_runs(method, problem, num_steps, key, other_key):
 
 @contextlib.contextmanager
 def optimized_compilation():
-    """XLA's default optimizations for the programs compiled inside (the suite turns most of them
-    off, tests/conftest.py): for a bit-for-bit comparison of two different programs, which
-    holds for the optimized code users run, while unoptimized code may round one operation
-    differently in each (an ulp)."""
+    """LLVM's optimizations back on for the programs compiled inside (the suite turns them off,
+    tests/conftest.py): for a bit-for-bit comparison of two different programs, which holds for
+    optimized code, while unoptimized code may round one operation differently in each (an
+    ulp). The emitter stays the suite's (XLA_FLAGS is read once per process): the elemental
+    one, where users get the fusion emitters; run the test with
+    `JAX_DISABLE_MOST_OPTIMIZATIONS=0 XLA_FLAGS=--xla_cpu_use_fusion_emitters=true` to check it
+    as users compile."""
     before = jax.config.read("jax_disable_most_optimizations")
     jax.config.update("jax_disable_most_optimizations", False)
     try:

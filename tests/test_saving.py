@@ -90,8 +90,9 @@ def test_saving_at_times_is_diffraxs_save_at_ts_for_sdes(brownian):
             )
             return ref.ys, saved(new, ts, 0.0, y0)
 
-        # Bit for bit as compiled for users (`optimized_compilation`): without LLVM's
-        # optimizations SRA1 on the tree rounds one operation differently (an ulp).
+        # Bit for bit with LLVM's optimizations (`optimized_compilation`; also with XLA's
+        # defaults, checked 2026-12-05): without them SRA1 on the tree rounds one operation
+        # differently (an ulp).
         with warnings.catch_warnings(), optimized_compilation():
             warnings.simplefilter("error")  # e.g. "not marked as converging to either ..."
             ref, new = jax.jit(jax.vmap(both))(jax.random.split(jax.random.key(0), 4))
