@@ -14,7 +14,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # MLIR -> LLVM module per fusion: 1,173 for the order-3 AdaBelief comparison) and
 # `jax_disable_most_optimizations` (no LLVM optimization). 1,049 s -> 555 s on 2 cores, every
 # golden value within its tolerance. Bit-for-bit comparisons of two different programs hold
-# for the optimized code users run: they use `tests.helpers.optimized_compilation`. Set
+# for optimized code: they turn LLVM's optimizations back on (`optimized_compilation`). Set
 # before JAX starts its backend and in the environment, so that child processes compile as the
 # parent. Either is the caller's where given: `JAX_DISABLE_MOST_OPTIMIZATIONS=0
 # XLA_FLAGS=--xla_cpu_use_fusion_emitters=true` runs the suite as XLA compiles by default.
