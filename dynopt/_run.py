@@ -416,10 +416,12 @@ def _batch_discretization(disc: Discretization) -> Discretization:
 
 # `batch_size=None`: a sweep runs one run after another (`lax.map`) instead of under one `vmap`
 # when its problem carries less data than one run's parameters and has at least this many
-# parameters. Measured on 2 CPU cores (Rosenbrock, 64 step sizes × 1000 steps): at d = 1000
-# the vmapped kernel costs 1.7× the sequential runs (batch of 8: 1.2×), at d = 100 they are
-# even (0.9×); logistic regression (a data matrix) gains 3.5× from the vmap at d = 1000.
-SEQUENTIAL_MIN_PARAMS = 512
+# parameters. Measured on one CPU core (Rosenbrock, 64 step sizes × 1000 steps, float64, ms;
+# 2026-12-05): vmapped / sequential 0.38 / 1.10 at d = 2, 2.66 / 2.97 at d = 30, 3.71 / 3.41
+# at d = 40, 6.21 / 3.99 at d = 64, 8.3 / 6.0 at d = 100, 85 / 27 at d = 1000: the vmap pays
+# off only while a run's gradient is too small to fill a kernel. Logistic regression (a data
+# matrix) gains 3.5× from the vmap at d = 1000.
+SEQUENTIAL_MIN_PARAMS = 40
 
 
 def default_batch_size(problem: AbstractProblem) -> int | None:

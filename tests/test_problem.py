@@ -43,6 +43,19 @@ def test_rosenbrock_minimizer():
     assert float(p4.loss(jnp.ones(4))) == 0.0
 
 
+def test_rosenbrock_constants_are_compile_time_and_keep_the_params_dtype():
+    """`a`, `b` are Python floats in the loss (folded in, not traced: an XLA:CPU defect makes a
+    traced `b` cost 2.8x a step, see `problems.rosenbrock`); they give the formula's value and
+    leave a float32 start in float32 (weak scalars)."""
+    x = np.array([0.3, -1.1, 0.7, 2.0])
+    p = problems.rosenbrock(4, a=2.0, b=5.0, params0=x)
+    assert jax.tree.leaves(eqx.filter(p.loss_fn, eqx.is_array)) == []
+    expected = np.sum((2.0 - x[:-1]) ** 2 + 5.0 * (x[1:] - x[:-1] ** 2) ** 2)
+    np.testing.assert_allclose(float(p.loss(jnp.asarray(x))), expected, rtol=1e-14)
+    x32 = jnp.asarray(x, jnp.float32)
+    assert p.loss(x32).dtype == jnp.float32 and p.grad(x32).dtype == jnp.float32
+
+
 def test_logcosh_against_its_formula_and_bad_input():
     c, A = jnp.array([0.3, -1.0]), jnp.array([[1.0, 0.5, -0.2], [0.1, -0.4, 2.0]])
     p0 = {"a": jnp.array([0.2, -0.7]), "b": jnp.array([1.0, -0.5, 0.25])}

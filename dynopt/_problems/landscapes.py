@@ -17,7 +17,7 @@ def _start(name: str, params0: ArrayLike, shape: tuple[int, ...] | None) -> Arra
     return x
 
 
-def _rosenbrock(x: Array, a: Array, b: Array) -> Scalar:
+def _rosenbrock(x: Array, a: float, b: float) -> Scalar:
     return jnp.sum((a - x[:-1]) ** 2 + b * (x[1:] - x[:-1] ** 2) ** 2)
 
 
@@ -28,6 +28,14 @@ def rosenbrock(
     for $d=2$ and $(1, \dots, 1)$ for $a = 1$.
 
     Default start: $(-1.2, 1, -1.2, 1, \dots)$, the classical one.
+
+    `a` and `b` define the function, as the constants in a loss a user writes: they are
+    compile-time constants (Python floats in the loss's `eqx.Partial`, static under
+    `filter_jit`), so a new `a` or `b` compiles anew. As traced leaves they cost 2.8× per step
+    on a CPU (d = 1000, float64, jax 0.10.2): XLA hoists the scalar $2b$ out of the loop into a
+    temporary buffer, and its CPU fusion emitter then loads it without alias information, which
+    keeps LLVM from vectorizing the gradient's loop (XLA's older elemental emitter is not
+    affected).
 
     **Raises:** `ValueError` unless `dim` is an integer $\ge 2$, `a` finite, `b > 0` and
     `params0` a finite array of shape `(dim,)`.
@@ -41,7 +49,7 @@ def rosenbrock(
         params0 = jnp.array([-1.2 if i % 2 == 0 else 1.0 for i in range(dim)])
     params0 = _start("params0", params0, (dim,))
     minimizer = jnp.full(dim, 1.0) if a == 1.0 else (jnp.array([a, a * a]) if dim == 2 else None)
-    loss_fn = eqx.Partial(_rosenbrock, a=jnp.asarray(a), b=jnp.asarray(b))
+    loss_fn = eqx.Partial(_rosenbrock, a=float(a), b=float(b))
     return Problem(
         loss_fn=loss_fn, params0=params0, name=f"rosenbrock(d={dim})", minimizer=minimizer
     )
