@@ -12,3 +12,4 @@ from ._networks.problem import (
     network_problem as network_problem,
     shard_data as shard_data,
 )
+from ._networks.reference import central_flows_example as central_flows_example

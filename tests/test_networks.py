@@ -156,3 +156,24 @@ def test_sharded_data_gives_the_same_numbers():
     # batch: four partial sums all-reduced, another summation order (a few ulps at most).
     np.testing.assert_array_equal(lin_sharded["sgd"], lin["sgd"])
     np.testing.assert_allclose(lin_sharded["gd"], lin["gd"], rtol=1e-15, atol=1e-16)
+
+
+def test_central_flows_example_is_the_reference_notebooks_network():
+    """The reference example: 433 parameters (8-16-16-1), 128 points; its draws are float32 (the
+    notebook runs without x64), so the float64 problem holds exactly the float32 values."""
+    p64 = networks.central_flows_example()
+    p32 = networks.central_flows_example(dtype=jnp.float32)
+    assert p64.num_params == p32.num_params == 8 * 16 + 16 + 16 * 16 + 16 + 16 + 1
+    assert {a.dtype for a in jax.tree.leaves(p32.params0)} == {jnp.dtype(jnp.float32)}
+    assert {a.dtype for a in jax.tree.leaves(p64.params0)} == {jnp.dtype(jnp.float64)}
+    for a, b in zip(
+        jax.tree.leaves((p64.params0, p64.data)), jax.tree.leaves((p32.params0, p32.data))
+    ):
+        assert a.shape == b.shape and np.array_equal(np.asarray(a), np.asarray(b, np.float64))
+    assert p64.data[0].shape == (128, 8) and p64.data[1].shape == (128, 1)
+    # biases start at zero, kernels do not (LeCun-normal, truncated at two standard deviations)
+    layers = p64.params0.layers
+    assert all(not np.any(np.asarray(lin.bias)) for lin in layers)
+    for lin in layers:
+        w = np.asarray(lin.weight)
+        assert np.all(np.abs(w) <= 2 * np.sqrt(1.0 / w.shape[1]) / 0.8796) and np.std(w) > 0
