@@ -333,6 +333,15 @@ def _check_branches(flow, problem, map, hs, dts, ns) -> None:
     if not isinstance(flow, ModifiedFlow) or not flow.spec.branches or map is not default_map:
         return
     switch = first_switch(flow, problem, hs, ns)
+    if np.any(switch == 0):
+        i = int(np.argmax(switch == 0))
+        raise ValueError(
+            f"flow: the optimizer's step has a branch chosen by the iterate "
+            f"({', '.join(flow.spec.branches)}), and the run at h = {float(hs[i]):g} starts on "
+            "its kink (a max/min/clamp whose operands are equal there, e.g. a running maximum "
+            "equal to the value it is compared with), where the step has no derivative and no "
+            "modified flow exists. Start from a point off the kink (another state or θ₀)."
+        )
     if np.any(switch >= 0):
         i = int(np.argmax(switch >= 0))
         k = int(switch[i])
@@ -340,7 +349,8 @@ def _check_branches(flow, problem, map, hs, dts, ns) -> None:
             f"flow: the optimizer's step has a branch chosen by the iterate "
             f"({', '.join(flow.spec.branches)}), and the run at h = {float(hs[i]):g} switches "
             f"branch at step {k} (t = {k * float(dts[i]):.4g}): it crosses a kink (e.g. "
-            "clipping becoming active), across which no modified flow exists. Compare over a "
+            "clipping becoming active, or two compared values becoming equal), across which "
+            "no modified flow exists. Compare over a "
             "horizon t1 that ends before the switch, or replace the branch by a smooth surrogate."
         )
 

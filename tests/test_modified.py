@@ -275,7 +275,9 @@ def test_bad_input():
         modified_flow(lambda h: optax.sgd(h), 0.1, order=5)
     with pytest.raises(ValueError, match=r"not smooth.*sign"):
         modified_flow(lambda h: optax.lion(h), 0.1)
-    with pytest.raises(ValueError, match=r"not smooth.*max"):
+    # AMSGrad's running maximum ν̂ = max(ν̂, ν) is a branch, but no contracting state: refused
+    # as a fast state that is nonlinear in itself
+    with pytest.raises(ValueError, match=r"not affine in each leaf .* nonlinear in itself"):
         modified_flow(lambda h: optax.amsgrad(h), 0.1)
     # A line search (it reads `value_fn`, to which optax hands the extra arguments it does not
     # consume, dynopt's `grad_fn` among them): the iterate picks its branches and trip counts.

@@ -80,3 +80,65 @@ def test_a_run_that_crosses_the_clipping_threshold_is_refused(getkey):
     assert g1 < 0.95 * g0  # the gradient norm falls through the threshold below
     with pytest.raises(ValueError, match=r"switches branch at step \d+"):
         dynopt.compare(_clip_sgd(0.97 * g0), problem, (0.04, 0.02, 0.01), t1, order=2)
+
+
+def _clip_each_sgd(max_delta):
+    return lambda h: optax.chain(optax.clip(max_delta), optax.sgd(h))
+
+
+def test_comparisons_are_branches_and_ties_are_reported():
+    """`max`/`min`/`clamp` of iterate-dependent values are branches: their bits say which
+    operand each entry takes, and a tie (equal operands: the kink) is reported apart."""
+
+    def relu_step(x):
+        return jnp.maximum(x, 0.0) + jax.lax.clamp(-0.5, x, 0.5)
+
+    found = classify(relu_step, jnp.ones(3))
+    assert not found.kinks and {b.split()[0] for b in found.branches} == {"max", "clamp"}
+    _, bits, tie = branch_bits(relu_step, jnp.asarray([2.0, -1.0, 0.3]), with_ties=True)
+    # max takes x (its first operand: -1) or 0 (+1); clamp puts x above (+1), below (-1) or
+    # inside (0) its bounds
+    np.testing.assert_array_equal(np.asarray(bits), [-1, 1, -1, 1, -1, 0])
+    assert not bool(tie)
+    _, _, tie = branch_bits(relu_step, jnp.asarray([2.0, 0.0, 0.3]), with_ties=True)
+    assert bool(tie)  # max(0, 0)
+    _, _, tie = branch_bits(relu_step, jnp.asarray([2.0, 1.0, 0.5]), with_ties=True)
+    assert bool(tie)  # clamp at its upper bound
+
+
+def test_elementwise_clipping_inactive_and_active(getkey):
+    """`optax.clip(c)` (a clamp of each gradient entry): inactive it is plain SGD, to every
+    order; active in every entry the step is θ - h c sign(∇L), so f1 = -c sign(∇L)."""
+    problem = smooth_problem(getkey())
+    p0, h = problem.params0, 0.05
+    loose = modified_flow(_clip_each_sgd(1e3), h, order=3)
+    assert loose.spec.branches
+    plain = modified_flow(lambda h: optax.sgd(h), h, order=3)
+    fields = (_fields(f, f.init(p0), problem) for f in (loose, plain))
+    for a, b in zip(*fields):
+        assert tree_max_abs_diff(a.params, b.params) < 1e-13
+    cmp = dynopt.compare(_clip_each_sgd(1e3), problem, (0.04, 0.02, 0.01), 0.8, order=2)
+    assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.15
+    g = problem.grad(p0)
+    c = 1e-3
+    assert min(float(jnp.min(jnp.abs(x))) for x in jax.tree.leaves(g)) > 10 * c
+    tight = modified_flow(_clip_each_sgd(c), h, order=2)
+    f1 = _fields(tight, tight.init(p0), problem)[0].params
+    assert tree_max_abs_diff(f1, jax.tree.map(lambda x: -c * jnp.sign(x), g)) < 1e-15
+
+
+def test_a_run_on_or_across_a_comparisons_kink_is_refused():
+    """L = ½(x₁² + 2x₂²): from (1, 1) the gradient is (1, 2); clipped at 1.5 the second entry
+    is clipped and x₂ falls by 1.5 per unit time until 2x₂ = 1.5 at t = 1/6: the run switches.
+    From (0.25, 0.75) the gradient (0.25, 1.5) has an entry at the threshold 0.25: a tie."""
+    quad = dynopt.problems.quadratic(jnp.asarray([1.0, 2.0]), minimizer=jnp.zeros(2))
+    across = dynopt.Problem(loss_fn=quad.loss_fn, params0=jnp.asarray([1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"switches branch at step \d+"):
+        dynopt.compare(_clip_each_sgd(1.5), across, (0.04, 0.02, 0.01), 0.48, order=2)
+    # on one side while t < 1/6 (x₂ clipped, x₁ not): the order-2 field, measured (order 1 and
+    # 3 give 1.00 and 2.98 on the same runs)
+    cmp = dynopt.compare(_clip_each_sgd(1.5), across, (0.004, 0.002, 0.001), 0.12, order=2)
+    assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.1, cmp
+    on = dynopt.Problem(loss_fn=quad.loss_fn, params0=jnp.asarray([0.25, 0.75]))
+    with pytest.raises(ValueError, match="starts on its kink"):
+        dynopt.compare(_clip_each_sgd(0.25), on, (0.04, 0.02, 0.01), 0.08, order=2)

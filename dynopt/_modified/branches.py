@@ -1,7 +1,8 @@
 r"""Along a run, whether an optimizer's step ever switches branch.
 
-An update with an iterate-dependent branch (`select_n`: clipping, a `jnp.where` guard) is
-smooth, and its modified flow exact, on each side of the branch's switching surface. The
+An update with an iterate-dependent branch (`select_n`: clipping, a `jnp.where` guard; `max`,
+`min`, `clamp`: `optax.clip`, a running maximum) is smooth, and its modified flow exact, on
+each side of the branch's switching surface. The
 discrete run of step size $h$ is replayed with the step's predicates recorded
 (`smooth.branch_bits`); the first step whose predicates differ from step 0's is where the run
 crosses a kink.
@@ -25,9 +26,10 @@ def _first_switch(flow, problem, h, n):
 
     def step(p, s):
         with jax.numpy_dtype_promotion("standard"):
-            return branch_bits(lambda p, s: raw_step(spec, tau, p, s, problem), p, s)
+            fn = lambda p, s: raw_step(spec, tau, p, s, problem)
+            return branch_bits(fn, p, s, with_ties=True)
 
-    (p1, s1), bits0 = step(params, disc.init(params, problem))
+    (p1, s1), bits0, tie0 = step(params, disc.init(params, problem))
 
     def cond(c):
         k, first, _, _ = c
@@ -35,17 +37,19 @@ def _first_switch(flow, problem, h, n):
 
     def body(c):
         k, first, p, s = c
-        (p, s), bits = step(p, s)
-        return k + 1, jnp.where(jnp.any(bits != bits0), k, first), p, s
+        (p, s), bits, tie = step(p, s)
+        return k + 1, jnp.where(jnp.any(bits != bits0) | tie, k, first), p, s
 
-    init = (jnp.asarray(1), jnp.asarray(-1), p1, s1)
+    init = (jnp.asarray(1), jnp.where(tie0, 0, -1), p1, s1)
     return jax.lax.while_loop(cond, body, init)[1]
 
 
 def first_switch(flow, problem, step_sizes, num_steps) -> np.ndarray:
     """Per step size, the first step $k$ whose branch predicates differ from step 0's (the
-    run crosses a kink between steps $k - 1$ and $k$), or -1 when none does in `num_steps`
-    steps. Step sizes and counts are validated by the caller (one compile for all)."""
+    run crosses a kink between steps $k - 1$ and $k$) or whose comparisons meet a tie (the
+    iterate sits on a kink: 0 where the run starts on one), or -1 when none does in
+    `num_steps` steps. Step sizes and counts are validated by the caller (one compile for
+    all)."""
     out = []
     with host_validated():
         for h, n in zip(np.asarray(step_sizes), np.asarray(num_steps)):

@@ -309,8 +309,8 @@ def _check_concrete(
     if found.kinks:
         raise ValueError(
             f"optimizer: the update map is not smooth ({', '.join(sorted(found.kinks))} depend "
-            "on the iterate): sign-based steps (Lion, signSGD), max/min (AMSGrad, Polyak "
-            "truncation, Yogi's sign) have no Taylor expansion in the step size across their "
+            "on the iterate): sign-based steps (Lion, signSGD, Yogi's sign), abs, rounding, "
+            "or a branch inside a loop have no Taylor expansion in the step size across their "
             "kink, so no modified flow exists. Replace the kink by a smooth surrogate (e.g. "
             "sign(g) -> g/sqrt(g^2 + w^2)) and model that."
         )
@@ -694,13 +694,15 @@ def modified_flow(
     work unchanged.
 
     A branch chosen by the iterate (`select_n`/`cond`: gradient clipping, a `jnp.where`
-    guard) is smooth on each side of its switching surface: the flow is expanded on the side
-    the point is on (`spec.branches` names them), exact for a run that never switches;
-    `compare` replays its runs with the step's predicates recorded and refuses one that
-    switches. A kink inside the primitive (`sign`, `max`, `abs`) is refused here.
+    guard; `max`/`min`/`clamp`: `optax.clip`, a running maximum, a truncation) is smooth on
+    each side of its switching surface: the flow is expanded on the side the point is on
+    (`spec.branches` names them), exact for a run that never switches; `compare` replays its
+    runs with the step's predicates recorded and refuses one that switches or meets a tie of
+    a comparison (its kink). A kink inside the primitive (`sign`, `abs`, rounding) is refused
+    here.
 
     **Raises:** `ValueError` for a non-callable optimizer, `order` outside 1..4, a non-smooth
-    update (sign, max/min, a branch inside a loop), a random update (a PRNG draw), a step
+    update (sign, abs, rounding, a branch inside a loop), a random update (a PRNG draw), a step
     counter that is not a bias correction (a schedule in steps, `optax.inject_hyperparams`),
     an update that does not vanish at $h = 0$, a state leaf that is not
     near identity in the slow regime (named, with its change), a non-contracting or coupled

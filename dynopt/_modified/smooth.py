@@ -1,7 +1,7 @@
 r"""Detection of non-smooth update maps, statically and along a run.
 
-A map with `sign` (Lion, signSGD), `max`/`min` (Polyak truncation, AMSGrad) or rounding of the
-iterate has no Taylor expansion in $h$ where a kink is crossed, and nested `jvp`s differentiate
+A map with `sign` (Lion, signSGD), `abs` or rounding of the iterate has no Taylor expansion
+in $h$ where a kink is crossed, and nested `jvp`s differentiate
 it as if the kink were absent: the modified field would be silently wrong. Such primitives are
 found in the jaxpr of one step, counting only those whose operands depend on the parameters or
 the floating optimizer state (an integer counter's `select`, as in optax's `safe_increment`, is
@@ -12,6 +12,13 @@ trust ratio) is smooth wherever its predicate does not change: the map is expand
 branch its point takes, exact while no run crosses the switching surface. `branch_bits`
 evaluates one step and returns its predicates, so a run can check that they never change
 (`first_switch`); crossing the surface, e.g. clipping that becomes active, is the kink.
+
+A *comparison* (`max`, `min`, `clamp`: `optax.clip`, AMSGrad's running maximum, Polyak's
+truncation) is a branch of the same kind: away from a tie it is one of its operands, and `jvp`
+differentiates that one. Its predicate is which operand it takes, elementwise (-1, +1; for
+`clamp` below, inside, above). At a tie (equal operands) the map has a kink and `jvp` returns
+the operands' mean derivative, a field of no branch: `branch_bits` reports ties apart, and a
+run that meets one is refused like a run that switches.
 """
 
 import jax
@@ -19,8 +26,9 @@ import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 
-_KINKS = {"sign", "max", "min", "abs", "floor", "ceil", "round", "clamp", "argmax", "argmin"}
+_KINKS = {"sign", "abs", "floor", "ceil", "round", "argmax", "argmin"}
 _BRANCHES = {"select_n", "cond"}
+_COMPARISONS = {"max", "min", "clamp"}
 _LOOPS = {"while"}
 _RANDOM = {"random_bits", "random_seed", "random_wrap", "threefry2x32", "random_fold_in"}
 # Call-like primitives whose body is one jaxpr evaluated on the same operands.
@@ -88,6 +96,9 @@ def _scan(jaxpr, dependent: list[bool], found: Found, nested: bool) -> list[bool
         elif name in _BRANCHES and ins and ins[0]:
             label = f"{name} (a branch chosen by the iterate, e.g. clipping)"
             (found.kinks if nested else found.branches).add(label)
+        elif name in _COMPARISONS and any(ins):
+            label = f"{name} (a comparison of iterate-dependent values, e.g. optax.clip)"
+            (found.kinks if nested else found.branches).add(label)
         body = _call_body(eqn)
         if body is not None:
             outs = _scan(body[0], ins, found, nested)
@@ -114,9 +125,23 @@ def classify(fn, *args) -> Found:
     return found
 
 
-def _eval(jaxpr, consts, args, dependent, bits: list):
+def _sides(name: str, vals) -> tuple[jax.Array, jax.Array]:
+    """`(side, tie)` of a comparison: which operand `max`/`min` takes (-1: the first, +1: the
+    second) or where `clamp(lo, x, hi)` puts `x` (-1 below, 0 inside, +1 above), elementwise,
+    and whether any pair of compared operands is equal."""
+    if name == "clamp":
+        lo, x, hi = jnp.broadcast_arrays(*vals)
+        side = jnp.where(x < lo, -1, jnp.where(x > hi, 1, 0))
+        return side, jnp.any((x == lo) | (x == hi))
+    a, b = jnp.broadcast_arrays(*vals)
+    take_a = (a > b) if name == "max" else (a < b)
+    return jnp.where(take_a, -1, 1), jnp.any(a == b)
+
+
+def _eval(jaxpr, consts, args, dependent, bits: list, ties: list):
     """Evaluate `jaxpr` (as `jax.core.eval_jaxpr`), appending the predicate of every branch
-    whose predicate depends on the iterate to `bits`, in program order."""
+    whose predicate depends on the iterate to `bits`, in program order, and for each
+    comparison of iterate-dependent values whether it met a tie to `ties`."""
     env, dep = {}, {}
 
     def read(v):
@@ -134,24 +159,34 @@ def _eval(jaxpr, consts, args, dependent, bits: list):
         ins = [is_dep(v) for v in eqn.invars]
         body = _call_body(eqn)
         if body is not None:
-            outs, outdep = _eval(body[0], body[1], vals, ins, bits)
+            outs, outdep = _eval(body[0], body[1], vals, ins, bits, ties)
         else:
             outs = eqn.primitive.bind(*vals, **eqn.primitive.get_bind_params(eqn.params))
             outs = outs if eqn.primitive.multiple_results else [outs]
             outdep = [any(ins)] * len(outs)
             if eqn.primitive.name in _BRANCHES and ins[0]:
                 bits.append(jnp.ravel(vals[0]).astype(jnp.int32))
+            elif eqn.primitive.name in _COMPARISONS and any(ins):
+                side, tie = _sides(eqn.primitive.name, vals)
+                bits.append(jnp.ravel(side).astype(jnp.int32))
+                ties.append(tie)
         for v, o, d in zip(eqn.outvars, outs, outdep):
             env[v], dep[v] = o, d
     return [read(v) for v in jaxpr.outvars], [is_dep(v) for v in jaxpr.outvars]
 
 
-def branch_bits(fn, *args):
+def branch_bits(fn, *args, with_ties: bool = False):
     """`(fn(*args), bits)`: the output and the concatenated predicates (int32) of the branches
-    of `fn` chosen by its floating inputs; two points on the same side of every switching
-    surface give equal bits."""
+    and comparisons of `fn` chosen by its floating inputs; two points on the same side of every
+    switching surface give equal bits. `with_ties`: `(out, bits, tie)`, `tie` true where some
+    comparison's operands are equal (the point sits on a kink)."""
     closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
     bits: list = []
-    outs, _ = _eval(closed.jaxpr, closed.consts, jax.tree.leaves(args), _dependent(args), bits)
+    ties: list = []
+    leaves = jax.tree.leaves(args)
+    outs, _ = _eval(closed.jaxpr, closed.consts, leaves, _dependent(args), bits, ties)
     out = jax.tree.unflatten(jax.tree.structure(shape), outs)
-    return out, (jnp.concatenate(bits) if bits else jnp.zeros((0,), jnp.int32))
+    bits = jnp.concatenate(bits) if bits else jnp.zeros((0,), jnp.int32)
+    if not with_ties:
+        return out, bits
+    return out, bits, jnp.any(jnp.stack(ties)) if ties else jnp.asarray(False)

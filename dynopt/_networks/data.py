@@ -76,8 +76,9 @@ def gaussian_regression(
     num_samples: int = 128, in_dim: int = 8, out_dim: int = 1, *, seed: int = 0
 ) -> tuple[Array, Array]:
     r"""Standard-normal inputs and targets, $x_i \sim \mathcal N(0, I)$, $y_i \sim \mathcal
-    N(0, I)$ independently: the example of the public central-flow reference code
-    (n = 128, 8 → 1). Fitting noise makes the network sharpen.
+    N(0, I)$ independently: the kind of data of the public central-flow reference code's
+    example (n = 128, 8 → 1; its own draw and initial weights: `central_flows_example`).
+    Fitting noise makes the network sharpen.
 
     **Returns:** `(x, y)`, float64 `(n, in_dim)` and `(n, out_dim)`.
     """
