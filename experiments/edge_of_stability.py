@@ -461,6 +461,17 @@ HEADLINES = (
 )  # fmt: skip
 
 
+def _loss_panel(ax, curves, span, span_name: str, title: str, **legend) -> None:
+    """Loss curves on a log axis fitted to them, with the measured span shaded."""
+    plotting.plot_loss_curves(ax, curves)
+    values = np.concatenate([np.asarray(c[1]) for c in curves])
+    ax.set_ylim(0.5 * values.min(), 2.0 * values.max())
+    ax.axvspan(*span, color="0.9", zorder=0, label=f"{span_name} (errors measured)")
+    ax.set_xlabel("step k (time t = kη)")
+    ax.set_title(title)
+    plotting.legend(ax, **legend)
+
+
 def draw_eos(r):
     e = r.eos
     eta = e.learning_rate
@@ -473,13 +484,7 @@ def draw_eos(r):
     if e.central_steps is not None:
         curves.append((e.central_steps, e.central_loss, "central flow: L(w)"))
         curves.append((e.central_steps, e.central_predicted, "central flow: L + ½⟨Σ, H⟩"))
-    plotting.plot_loss_curves(axes[0], curves)
-    values = np.concatenate([np.asarray(c[1]) for c in curves])
-    axes[0].set_ylim(0.5 * values.min(), 2.0 * values.max())
-    axes[0].axvspan(*e.eos_phase, color="0.9", zorder=0, label="EoS phase (errors measured)")
-    axes[0].set_xlabel("step k (time t = kη)")
-    axes[0].set_title(f"digits MLP, GD η = {eta:.3g}")
-    plotting.legend(axes[0])
+    _loss_panel(axes[0], curves, e.eos_phase, "EoS phase", f"digits MLP, GD η = {eta:.3g}")
     for i in range(e.gd_eigenvalues.shape[1]):
         axes[1].plot(e.tracked_steps, eta * e.gd_eigenvalues[:, i], lw=1, label=f"GD η·λ{i + 1}")
     axes[1].plot(
@@ -518,13 +523,9 @@ def draw_anchor(r):
         (a.central_steps, a.central_loss, "central flow: L(w)"),
         (a.central_steps, a.central_predicted, "central flow: L + ½⟨Σ, H⟩"),
     ]
-    plotting.plot_loss_curves(axes[0], curves)
-    values = np.concatenate([np.asarray(c[1]) for c in curves])
-    axes[0].set_ylim(0.5 * values.min(), 2.0 * values.max())
-    axes[0].axvspan(*a.window, color="0.9", zorder=0, label="window (errors measured)")
-    axes[0].set_xlabel("step k (time t = kη)")
-    axes[0].set_title(f"reference example (MLP 8-16-16-1), GD η = {a.learning_rate:g}")
-    plotting.legend(axes[0], loc="lower left")  # the spikes fill the upper right
+    title = f"reference example (MLP 8-16-16-1), GD η = {a.learning_rate:g}"
+    # its loss spikes fill the upper right: the legend goes lower left
+    _loss_panel(axes[0], curves, a.window, "window", title, loc="lower left")
     lo, hi = a.window
     window = (a.central_steps >= lo) & (a.central_steps <= hi)
     k = a.central_steps[window]

@@ -21,6 +21,10 @@ def _clip_sgd(max_norm):
     return lambda h: optax.chain(optax.clip_by_global_norm(max_norm), optax.sgd(h))
 
 
+def _clip_each_sgd(max_delta):
+    return lambda h: optax.chain(optax.clip(max_delta), optax.sgd(h))
+
+
 @eqx.filter_jit
 def _fields(flow, state, problem):
     return flow.field_values(state, problem)
@@ -46,16 +50,19 @@ def test_branch_bits_record_the_iterate_dependent_predicates():
     assert looped.kinks and not looped.branches
 
 
-def test_inactive_clipping_is_plain_sgd(getkey):
+@pytest.mark.parametrize("clip", [_clip_sgd, _clip_each_sgd], ids=["global_norm", "each_entry"])
+def test_inactive_clipping_is_plain_sgd(getkey, clip):
+    """Clipping by the global norm (a `select`) or of each entry (`optax.clip`: `max`, `min`)
+    that never acts: plain SGD's fields to every order, and SGD's measured order."""
     problem = smooth_problem(getkey())
     p0, h = problem.params0, 0.05
-    clipped = modified_flow(_clip_sgd(1e3), h, order=3)
+    clipped = modified_flow(clip(1e3), h, order=3)
     assert clipped.spec.branches
     plain = modified_flow(lambda h: optax.sgd(h), h, order=3)
     fields = (_fields(f, f.init(p0), problem) for f in (clipped, plain))
     for a, b in zip(*fields):
         assert tree_max_abs_diff(a.params, b.params) < 1e-13
-    cmp = dynopt.compare(_clip_sgd(1e3), problem, (0.04, 0.02, 0.01), 0.8, order=2)
+    cmp = dynopt.compare(clip(1e3), problem, (0.04, 0.02, 0.01), 0.8, order=2)
     assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.15
 
 
@@ -82,10 +89,6 @@ def test_a_run_that_crosses_the_clipping_threshold_is_refused(getkey):
         dynopt.compare(_clip_sgd(0.97 * g0), problem, (0.04, 0.02, 0.01), t1, order=2)
 
 
-def _clip_each_sgd(max_delta):
-    return lambda h: optax.chain(optax.clip(max_delta), optax.sgd(h))
-
-
 def test_comparisons_are_branches_and_ties_are_reported():
     """`max`/`min`/`clamp` of iterate-dependent values are branches: their bits say which
     operand each entry takes, and a tie (equal operands: the kink) is reported apart."""
@@ -106,23 +109,13 @@ def test_comparisons_are_branches_and_ties_are_reported():
     assert bool(tie)  # clamp at its upper bound
 
 
-def test_elementwise_clipping_inactive_and_active(getkey):
-    """`optax.clip(c)` (a clamp of each gradient entry): inactive it is plain SGD, to every
-    order; active in every entry the step is θ - h c sign(∇L), so f1 = -c sign(∇L)."""
+def test_elementwise_clipping_active_everywhere_is_sign_descent(getkey):
+    """`optax.clip(c)` acting on every entry: the step is θ - h c sign(∇L), so f1 = -c sign(∇L)."""
     problem = smooth_problem(getkey())
-    p0, h = problem.params0, 0.05
-    loose = modified_flow(_clip_each_sgd(1e3), h, order=3)
-    assert loose.spec.branches
-    plain = modified_flow(lambda h: optax.sgd(h), h, order=3)
-    fields = (_fields(f, f.init(p0), problem) for f in (loose, plain))
-    for a, b in zip(*fields):
-        assert tree_max_abs_diff(a.params, b.params) < 1e-13
-    cmp = dynopt.compare(_clip_each_sgd(1e3), problem, (0.04, 0.02, 0.01), 0.8, order=2)
-    assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.15
+    p0, c = problem.params0, 1e-3
     g = problem.grad(p0)
-    c = 1e-3
     assert min(float(jnp.min(jnp.abs(x))) for x in jax.tree.leaves(g)) > 10 * c
-    tight = modified_flow(_clip_each_sgd(c), h, order=2)
+    tight = modified_flow(_clip_each_sgd(c), 0.05, order=2)
     f1 = _fields(tight, tight.init(p0), problem)[0].params
     assert tree_max_abs_diff(f1, jax.tree.map(lambda x: -c * jnp.sign(x), g)) < 1e-15
 
