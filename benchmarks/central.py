@@ -213,8 +213,9 @@ def _central_over_the_anchor_run(steps: int = 1000, sigma: float = 50.0) -> dict
         f"against float64 GD {errors(path.predicted_loss, 64)}; stable flow "
         f"{errors(gf.loss, 32)} (the anchor: up to 56%); precision floor (float32 vs float64 "
         f"smoothed GD loss) max {floor:.1%}; the central flow reaches η·λ = 2 at step {onset} "
-        f"(the anchor: 350); {int(np.sum(np.asarray(path.num_steps)))} solver steps; first "
-        f"call {first:.1f} s",
+        f"(the anchor: 350); the field's Lanczos eigenvalues within "
+        f"{float(np.max(np.asarray(path.eig_deviation))):.1e} of refreshed ones; "
+        f"{int(np.sum(np.asarray(path.num_steps)))} solver steps; first call {first:.1f} s",
     )
 
 

@@ -65,7 +65,9 @@ class Config:
     k = 5, 1000 steps): the central flow reaches the edge at step 350 and predicts float32 GD's
     smoothed loss on steps 350–900 within 2.9% max / 1.4% mean (the reference's notebook: 3.0% /
     1.3%; the stable flow 56.6%, the notebook 56%), float64 GD's within 6.0% / 3.1%, the two GD
-    runs 4.1% apart (`anchor.png`); it adds 33 s (full run 87 s wall, 2026-12-05). hλ sweep:
+    runs 4.1% apart (`anchor.png`); it adds 33 s (full run 87 s wall, 2026-12-05). The central
+    flow's field eigen-solve (Lanczos, depth 48) stays within 9.3e-9 (digits) and 8.8e-10
+    (anchor) of refreshed eigenvalues (`*eig_deviation_max`). hλ sweep:
     orders improve on all
     of hλ < 1 and worsen from hλ ≈ 1.21. RMSProp (η = 4e-3): median η·λ_max(D⁻¹H)/2 after
     onset 1.14; at η = 1e-3 (the default) ≈ 1.07 over 500 steps.
@@ -118,6 +120,8 @@ class EdgeOfStability:
     # phase: GD is chaotic at the edge, so this is how far the target itself moves with rounding.
     gd_precision_floor_max_rel_error: float
     gd_precision_floor_mean_rel_error: float
+    # the field's eigen-solve (Lanczos, fixed depth) against refreshed eigenvalues, worst interval
+    central_eig_deviation_max: float | None
     distance_gd_central: float | None  # ‖w_GD − w_CF‖ at the end
     distance_gd_flow: float  # ‖w_GD − w_GF‖ at the end
     eos_phase: list[int]
@@ -153,6 +157,7 @@ class Anchor:
     prediction_mean_rel_error_float64: float
     stable_flow_max_rel_error_float32: float
     precision_floor_max_rel_error: float  # smoothed float32 vs float64 GD loss, on the window
+    eig_deviation_max: float  # the central flow's field eigen-solve, worst interval
     window: list[int]
     steps: Array
     gd_loss_float32: Array  # every step
@@ -318,6 +323,7 @@ def edge_of_stability(config: Config) -> EdgeOfStability:
             central_prediction_mean_rel_error=float(err.mean()),
             central_prediction_matched_max_rel_error=float(matched_err.max()),
             central_prediction_matched_mean_rel_error=float(matched_err.mean()),
+            central_eig_deviation_max=float(jnp.max(path.eig_deviation)),
             distance_gd_central=float(jnp.linalg.norm(w_gd - final(path.params))),
             central_steps=c_steps,
             central_loss=np.asarray(path.loss),
@@ -400,6 +406,7 @@ def anchor(config: Config) -> Anchor | None:
             _rel(np.asarray(gf.loss)[mask], smoothed32[saved[mask]]).max()
         ),
         precision_floor_max_rel_error=float(_rel(smoothed32, smoothed64)[lo : hi + 1].max()),
+        eig_deviation_max=float(jnp.max(path.eig_deviation)),
         window=[lo, hi],
         steps=np.arange(steps + 1),
         gd_loss_float32=loss32,

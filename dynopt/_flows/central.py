@@ -287,9 +287,11 @@ class CentralFlow(AbstractFlow):
       steps) gives the prediction error of LOBPCG converged to tol 1e-12 to 3e-7 relative at
       depth 48 (to 1.2e-3 at depth 24; LOBPCG capped at 8 iterations, the previous default,
       to 5e-5); on the anchor MLP (k = 5) depth 48 costs 0.58× LOBPCG-8 at the edge and 0.47×
-      below it. A fixed depth has no residual test: where the warm basis is refreshed rarely
-      (few save times in `central_solve`, or `solve` from a fixed `basis`) or k is large,
-      raise `eig_iters` or use `"lobpcg"`.
+      below it. A fixed depth has no residual test inside the field; `central_solve` measures
+      it after the fact (`CentralPath.eig_deviation`: the field's eigenvalues at each
+      interval's end against refreshed ones; 9e-9 on the digits run, 9e-10 on the anchor's,
+      1.4e-5 at depth 2 in the tests): where it is not small (few save times, `solve` from a
+      fixed `basis`, large k), raise `eig_iters` or use `"lobpcg"`.
     - `eig_tol`: LOBPCG's tolerance; `refresh_iters`: LOBPCG's cap when the warm start is
       refreshed (`central_solve`, at save times); `qp_iters`, `qp_tol`: the complementarity
       solver's.
@@ -375,7 +377,13 @@ class CentralPath(NamedTuple):
     """A central-flow solution saved at `ts`: `params` (leading time axis), the loss $L$, the
     predicted time-averaged loss $L + \\frac12\\langle\\Sigma,H\\rangle$, the top-$k$
     eigenvalues and $X$ at each saved time, and diffrax's step count (accepted and rejected)
-    on each interval between saved times (under `vmap` every lane pays the largest)."""
+    on each interval between saved times (under `vmap` every lane pays the largest).
+    `eig_deviation[i]`: the vector field's own eigen-solve (`eig_method`, `eig_iters`, from the
+    warm start it used over interval $i$) at the interval's end, against the refreshed
+    eigenvalues there: $\\max_j |\\tilde\\lambda_j - \\lambda_j| / |\\lambda_j|$, the largest
+    error of the field's eigenvalues over the interval, the point farthest from the warm
+    start (a fixed Lanczos depth has no residual test of its own: raise `eig_iters` or save
+    more often where it is not small)."""
 
     ts: Float[Array, " T"]
     params: Params
@@ -384,6 +392,7 @@ class CentralPath(NamedTuple):
     eigenvalues: Float[Array, "T k"]
     X: Float[Array, "T k k"]
     num_steps: Int[Array, " T-1"]
+    eig_deviation: Float[Array, " T-1"]
 
 
 def _vector_field(t, y, args):
@@ -421,6 +430,10 @@ def central_path(
     def chunk(carry, interval):
         w, basis, first = carry
         cs = _with_basis(flow, basis).central(w, problem, refresh=True)
+        # The field's eigen-solve here, from the warm start it used over the interval ending
+        # here (the first chunk's: the initial block, not a field's; dropped below).
+        field = warm_eigenpairs(_with_basis(flow, basis), problem, w, ravel_pytree(w)[0])
+        deviation = jnp.max(jnp.abs(field.values - cs.eig.values) / jnp.abs(cs.eig.values))
         sol = integrate(
             diffrax.ODETerm(_vector_field),
             _default_solver() if solver is None else solver,
@@ -435,13 +448,14 @@ def central_path(
         accepted = jnp.maximum(sol.stats["num_accepted_steps"], 1)
         mean_step = (interval[1] - interval[0]) / accepted
         first = jnp.where(mean_step > 0, mean_step, first)
-        return (w1, cs.eig.vectors, first), (w, cs, sol.result, sol.stats["num_steps"])
+        out = (w, cs, sol.result, sol.stats["num_steps"], deviation)
+        return (w1, cs.eig.vectors, first), out
 
     basis0 = start_block(flow.basis, flow.k, ravel_pytree(problem.params0)[0])
     intervals = jnp.stack([ts, jnp.concatenate([ts[1:], ts[-1:]])], axis=1)
     first0 = 1e-3 * (ts[-1] - ts[0]) / max(ts.shape[0] - 1, 1)  # of a mean interval
     carry0 = (problem.params0, basis0, first0)
-    _, (params, cs, results, num_steps) = jax.lax.scan(chunk, carry0, intervals)
+    _, (params, cs, results, num_steps, deviation) = jax.lax.scan(chunk, carry0, intervals)
     path = CentralPath(
         ts=ts,
         params=params,
@@ -450,6 +464,7 @@ def central_path(
         eigenvalues=cs.eig.values,
         X=cs.X,
         num_steps=num_steps[:-1],
+        eig_deviation=deviation[1:],
     )
     return path, results
 
