@@ -432,16 +432,15 @@ def default_batch_size(problem: AbstractProblem) -> int | None:
     matrix become one matrix-matrix product. An elementwise gradient (the extended Rosenbrock
     function) shares nothing, and on a CPU XLA's batched kernel runs slower per element than
     the single-run one, so above `SEQUENTIAL_MIN_PARAMS` parameters such a sweep runs
-    sequentially. "Shares nothing" is read from the problem: a `Problem` whose loss carries
-    fewer array entries (data, matrices, constants in its `eqx.Partial`) than one run has
-    parameters. Data closed over by a plain function are invisible here: pass `batch_size`.
+    sequentially. "Shares nothing" is read from the problem's loss: its traced program (one
+    `jax.make_jaxpr`, no compilation) holds fewer constant array entries than one run has
+    parameters. The constants are every array the loss reads besides the parameters: data and
+    matrices in an `eqx.Partial`, and arrays a plain function closes over alike.
     """
-    loss_fn = getattr(problem, "loss_fn", None)
-    if loss_fn is None or problem.num_params < SEQUENTIAL_MIN_PARAMS:
+    if getattr(problem, "loss_fn", None) is None or problem.num_params < SEQUENTIAL_MIN_PARAMS:
         return None
-    shared = sum(
-        int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(eqx.filter(loss_fn, eqx.is_array))
-    )
+    consts = jax.make_jaxpr(problem.loss)(problem.params0).consts
+    shared = sum(int(np.prod(np.shape(c))) for c in consts)
     return 1 if shared < problem.num_params else None
 
 
@@ -484,7 +483,7 @@ def run(
     - `batch_size`: for batches, run this many runs at a time (per device), the chunks one after
       another in a `lax.map`; a `batch_size` at least the batch's length runs it under one
       `vmap`. `None` chooses (`default_batch_size`): one `vmap`, except for a problem with at
-      least `SEQUENTIAL_MIN_PARAMS` parameters whose loss carries less data than one run has
+      least `SEQUENTIAL_MIN_PARAMS` parameters whose loss reads less data than one run has
       parameters (an elementwise loss such as Rosenbrock), which runs one run after another:
       there batching shares nothing and, on a CPU, XLA's batched kernel runs slower per element.
       Smaller chunks also bound the memory of the per-step intermediates. Results do not
@@ -529,8 +528,6 @@ def run(
             f"...), got {type(problem).__name__}."
         )
     positive_int("batch_size", batch_size, allow_none=True)
-    if batch_size is None:
-        batch_size = default_batch_size(problem)
     if observe is not None and not callable(observe):
         raise ValueError(
             "observe must be None or a function (params, opt_state, problem) -> pytree, got "
@@ -545,6 +542,8 @@ def run(
                 f"time step (dt={transform.dt})."
             )
         batched = jnp.ndim(transform.dt) > 0 or (key is not None and key.ndim == 1)
+        if batched and batch_size is None:
+            batch_size = default_batch_size(problem)
         with _progress.bar(None if batched else num_steps, "run"):
             traj = _run_discretization(
                 _batch_discretization(transform),
@@ -565,6 +564,8 @@ def run(
             if step.ndim != 0:
                 raise ValueError(f"dt must be a scalar, got shape {step.shape}.")
         batched = key is not None and key.ndim == 1
+        if batched and batch_size is None:
+            batch_size = default_batch_size(problem)
         with _progress.bar(None if batched else num_steps, "run"):
             traj = _run_transform(
                 transform, problem, num_steps, every, key, batch_size, observe, step,

@@ -428,8 +428,8 @@ def test_numpy_integer_counts_are_accepted():
 
 
 def test_default_sweep_strategy_reads_the_problem():
-    """`batch_size=None` vmaps a sweep, except an elementwise loss (less data than one run's
-    parameters) with at least `SEQUENTIAL_MIN_PARAMS` parameters, which runs sequentially;
+    """`batch_size=None` vmaps a sweep, except an elementwise loss (it reads less data than one
+    run has parameters) with at least `SEQUENTIAL_MIN_PARAMS` parameters, which runs sequentially;
     either way the trajectories are those of one vmap."""
     from dynopt._run import default_batch_size, SEQUENTIAL_MIN_PARAMS
 
@@ -438,6 +438,12 @@ def test_default_sweep_strategy_reads_the_problem():
     assert default_batch_size(problems.rosenbrock(big - 1)) is None
     assert default_batch_size(problems.logistic_regression(64, big)) is None  # a data matrix
     assert default_batch_size(problems.quadratic(jnp.linspace(1.0, 2.0, big))) is None
+    # A plain function: the data it closes over count as well (read from its traced program).
+    x = jax.random.normal(jax.random.key(0), (64, big))
+    closure = dynopt.Problem(loss_fn=lambda w: jnp.mean((x @ w) ** 2), params0=jnp.ones(big))
+    assert default_batch_size(closure) is None
+    elementwise = dynopt.Problem(loss_fn=lambda w: jnp.sum(jnp.cosh(w)), params0=jnp.ones(big))
+    assert default_batch_size(elementwise) == 1
     disc = flows.GradientFlow().discretize(jnp.asarray([1e-4, 3e-4, 5e-3]))  # the last diverges
     p = problems.rosenbrock(big)
     auto = dynopt.run(disc, p, 40, every=20)
