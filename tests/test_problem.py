@@ -46,7 +46,7 @@ def test_rosenbrock_minimizer():
 def test_rosenbrock_constants_are_compile_time_and_keep_the_params_dtype():
     """`a`, `b` are Python floats in the loss (folded in, not traced: an XLA:CPU defect makes a
     traced `b` cost 2.8x a step, see `problems.rosenbrock`); they give the formula's value and
-    leave a float32 start in float32 (weak scalars)."""
+    leave a float32 start in float32."""
     x = np.array([0.3, -1.1, 0.7, 2.0])
     p = problems.rosenbrock(4, a=2.0, b=5.0, params0=x)
     assert jax.tree.leaves(eqx.filter(p.loss_fn, eqx.is_array)) == []
