@@ -147,7 +147,9 @@ def run_sections(
         metrics["section_wall_time_s"][key] = elapsed
         metrics[key] = _split(result, _result_hint(section), key, arrays)
         if log is not None:
-            log(f"  [{i + 1}/{len(sections)}] {key} done in {elapsed:.1f} s")
+            # A section returning None is one this mode skips (e.g. a full-mode-only section).
+            said = "skipped in this mode" if result is None else f"done in {elapsed:.1f} s"
+            log(f"  [{i + 1}/{len(sections)}] {key} {said}")
     return metrics, arrays
 
 

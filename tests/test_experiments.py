@@ -380,7 +380,9 @@ def _section_c(config) -> _Part | None:  # a section a mode skips
 
 def test_typed_results_round_trip_through_the_saved_files(tmp_path):
     sections = {"a": _section_a, "b": _section_b, "c": _section_c}
-    metrics, arrays = _card.run_sections(sections, config=None)
+    said = []
+    metrics, arrays = _card.run_sections(sections, config=None, log=said.append)
+    assert said[-1] == "  [3/3] c skipped in this mode" and said[1].startswith("  [1/3] a done in")
     assert set(metrics["section_wall_time_s"]) == {"a", "b", "c"}
     assert metrics["a"] == {"p": {"name": "p", "order": float("inf"), "note": None}}  # no arrays
     assert metrics["b"]["other"] is None and metrics["c"] is None
