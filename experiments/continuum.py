@@ -2,6 +2,8 @@
 
 import concurrent.futures
 import dataclasses
+import multiprocessing
+import os
 import time
 from typing import ClassVar
 
@@ -45,9 +47,10 @@ class Config:
     ≈ 15 s of CPU; full mode 595 s of CPU, 9 min 57 s wall with the compilation cache off
     (2026-12-04; 70 order cells, 528 s of them; every fitted order within 0.15 of p, the
     farthest the fast-regime rmsprop/adam/adamw on log-cosh at p = 1, 2: 0.93, 1.88, a ladder
-    still pre-asymptotic there), over the issue's 3 min. With the order cells two at a time
-    (`threads`: one compiles while the other traces; the same numbers as one at a time, to the
-    bit): 334 s wall, 560 s CPU, the cells 280 s (2026-12-05, cache off), still over 3 min.
+    still pre-asymptotic there), over the issue's 3 min. With the order cells two at a time in
+    threads: 334 s wall, 560 s CPU, the cells 280 s (2026-12-05, cache off). Now in `workers`
+    spawned processes compiling as the test suite does (`orders`): 162 s wall, 260 s CPU, the
+    cells 120 s (2026-12-05, cache off; quick mode keeps one in-process cell).
     Headline: heavy ball orders 1, 2, 3 within
     0.15 (2 in quick mode); hand rows to 1e-12; modifying(sgd) order 2; zero start order 1.
     """
@@ -73,9 +76,11 @@ class Config:
     orders: tuple[int, ...] = (1, 2, 3)
     modifying_step_sizes: tuple[float, ...] = (0.04, 0.02, 0.01)
     modifying_t1: float = 0.8
-    threads: int = 2  # order cells measured at once
+    workers: int = 2  # processes measuring the order cells (0: one after another, in-process)
 
-    QUICK: ClassVar[dict] = dict(optimizers=("heavy_ball",), problems=("logcosh",), orders=(2,))
+    QUICK: ClassVar[dict] = dict(
+        optimizers=("heavy_ball",), problems=("logcosh",), orders=(2,), workers=0
+    )
 
 
 def _row(name: str):
@@ -101,23 +106,61 @@ class Case:
     step_sizes: list[float]
 
 
-def _order(row, m, p):
-    return row.flow(m.step_sizes[0]).spec.regime, row.compare(m, p)
+def _builders() -> dict:
+    return {m.label: m.problem for row in AUTOMATIC for m in row.measurements}
+
+
+def _measure(
+    case: tuple[str, str, tuple[int, ...]],
+) -> list[tuple[str, float, str, np.ndarray, float]]:
+    """One optimizer on one problem at `orders` (one task, so that its cells share one
+    process's caches): for each p, the row's discrete run against its order-p automatic flow,
+    `(regime, fitted order, verdict, errors, wall seconds)`."""
+    name, pname, orders_ = case
+    row = _row(name)
+    m = dataclasses.replace(row.measurements[0], problem=_builders()[pname])
+    out = []
+    for p in orders_:
+        start = time.perf_counter()
+        regime = row.flow(m.step_sizes[0]).spec.regime
+        cmp = row.compare(m, p)
+        result = float(cmp.order), str(cmp.verdict), np.asarray(cmp.errors)
+        out.append((regime, *result, time.perf_counter() - start))
+    return out
+
+
+def _cheap_worker(cache_dir: str | None) -> None:
+    """A spawned cell worker, before its first JAX computation: float64 as its parent, the
+    parent's compilation cache, and XLA:CPU's cheaper compilation (the test suite's: the
+    elemental emitter, no LLVM optimization), each unless the caller's environment chooses
+    (`XLA_FLAGS=--xla_cpu_use_fusion_emitters=...`, `JAX_DISABLE_MOST_OPTIMIZATIONS`)."""
+    if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+        flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false"
+        os.environ["XLA_FLAGS"] = flags.strip()
+    jax.config.update("jax_enable_x64", True)
+    if "JAX_DISABLE_MOST_OPTIMIZATIONS" not in os.environ:
+        jax.config.update("jax_disable_most_optimizations", True)
+    if cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
 
 
 def orders(config: Config) -> dict[str, Case]:
     """Every automatic row in `config.optimizers` on every problem of `config.problems` at every
     order of `config.orders` (the registry pins a subset of these cells in CI), on the row's own
-    step sizes and horizon. The cells run `config.threads` at a time: XLA compiles with the
-    GIL released, so one cell compiles while another traces (each cell's numbers are its own
-    program's, whatever runs beside it)."""
-    builders = {m.label: m.problem for row in AUTOMATIC for m in row.measurements}
-    out, cells = {}, []
+    step sizes and horizon.
+
+    The cells are compile-bound (one program each, run once, 3-35 s of compilation against
+    milliseconds of running): with `config.workers` > 0 they run in that many spawned processes
+    that compile as the test suite does (`_cheap_worker`; the full run's cells 280 s in two
+    threads with XLA's defaults -> 120 s, 2026-12-05, every error within 6.5e-6 relative of the
+    default compilation's, every fitted order within 6e-6, the same verdicts), each cell's numbers
+    its own program's, whichever worker runs it; with 0, one after another in this process,
+    compiled as everything else."""
+    out, tasks = {}, []
     for pname in config.problems:
         for name in config.optimizers:
             row = _row(name)
-            m = dataclasses.replace(row.measurements[0], problem=builders[pname])
-            hs = m.step_sizes
+            hs = row.measurements[0].step_sizes
             case = Case(
                 name,
                 pname,
@@ -129,25 +172,41 @@ def orders(config: Config) -> dict[str, Case]:
                 step_sizes=list(hs),
             )
             lag = row.flow(hs[0]).spec.lag
+            run = []
             for p in config.orders:
                 if lag and p > 2:  # refused by modified_flow: one manifold term per order
                     case.verdicts[p - 1] = "orders 1-2 only (a state of step-scaled updates)"
                 else:
-                    cells.append((case, row, m, p))
+                    run.append(p)
+            if run:
+                tasks.append((case, (name, pname, tuple(run))))
             out[f"{name}.{pname}"] = case
-
-    def measure(cell):
-        start = time.perf_counter()
-        regime, cmp = _order(*cell[1:])
-        return regime, cmp, time.perf_counter() - start
-
-    with concurrent.futures.ThreadPoolExecutor(config.threads) as pool:
-        for (case, _, _, p), (regime, cmp, seconds) in zip(cells, pool.map(measure, cells)):
+    # The MLP's first (its cells compile longest), so that no worker is left compiling a large
+    # cell alone at the end.
+    tasks.sort(key=lambda task: task[1][1] != "mlp")
+    todo = [task for _, task in tasks]
+    if config.workers > 0 and todo:
+        cache = (
+            jax.config.jax_compilation_cache_dir
+            if jax.config.jax_enable_compilation_cache
+            else None
+        )
+        with concurrent.futures.ProcessPoolExecutor(
+            min(config.workers, len(todo)),
+            mp_context=multiprocessing.get_context("spawn"),  # JAX is not fork-safe
+            initializer=_cheap_worker,
+            initargs=(cache,),
+        ) as pool:
+            measured = list(pool.map(_measure, todo))
+    else:
+        measured = [_measure(task) for task in todo]
+    for (case, (_, _, run)), results in zip(tasks, measured):
+        for p, (regime, order, verdict, errors, seconds) in zip(run, results):
             case.regime = regime
             case.seconds[p - 1] = seconds
-            case.fitted_orders[p - 1] = float(cmp.order)
-            case.verdicts[p - 1] = str(cmp.verdict)
-            case.errors[p - 1] = np.asarray(cmp.errors)
+            case.fitted_orders[p - 1] = order
+            case.verdicts[p - 1] = verdict
+            case.errors[p - 1] = errors
     return out
 
 
