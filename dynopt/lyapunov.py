@@ -10,4 +10,5 @@ from ._lyapunov import (
     max_relative_deviation as max_relative_deviation,
     preconditioned_norm_sq as preconditioned_norm_sq,
     predicted_rate as predicted_rate,
+    rates as rates,
 )

@@ -158,8 +158,7 @@ def lyapunov_rates(config: Config) -> dict[str, Rate]:
         # The Polyak reference runs to polyak_t1 (it also serves the L(t) = L(0)e^{-t} check).
         horizon = ts_polyak if name == "polyak" else ts
         ref = dynopt.solve(flow, prob, horizon, solver=solver, max_steps=65_536)
-        measured = np.asarray(lyapunov.loss_rate(ref, prob, ts))
-        predicted = np.asarray(lyapunov.predicted_rate(ref, prob, ts))
+        measured, predicted = (np.asarray(r) for r in lyapunov.rates(ref, prob, ts))
         deviation = float(lyapunov.max_relative_deviation(measured, predicted))
         loss_t1 = float(prob.loss(ref.evaluate(ts[-1])))
         out[name] = Rate(

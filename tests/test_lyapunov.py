@@ -59,3 +59,26 @@ def test_rates_compile_once_for_new_times_and_references():
     expected = jnp.stack([jnp.sum(jnp.abs(jnp.sinh(ref.evaluate(t)))) for t in ts])
     np.testing.assert_allclose(again, expected, rtol=1e-12)
     assert first.shape == (11,)
+
+
+def test_rates_are_both_sides_of_the_identity_in_one_program():
+    """`rates` gives `loss_rate` and `predicted_rate` (to rounding: another fused program) from
+    one trace of the loss per side, for a flow with a closed-form rate and for the chain rule."""
+    traces = []
+
+    def loss(theta):
+        traces.append(None)  # runs only while tracing
+        return jnp.sum(jnp.cosh(theta)) + theta[0] * theta[1]
+
+    p = dynopt.Problem(loss, jnp.array([1.0, -0.5]))
+    ts = jnp.linspace(0.0, 0.5, 21)
+    for flow in (flows.GradientFlow(), flows.AdamWFlow(2.0, 5.0, 1e-8, 0.1)):
+        ref = dynopt.solve(flow, p, ts)
+        before = len(traces)
+        measured, predicted = lyapunov.rates(ref, p, ts)
+        traced = len(traces) - before
+        lyapunov.rates(ref, p, ts[::-1])  # new times: the same program
+        assert len(traces) - before == traced
+        np.testing.assert_allclose(measured, lyapunov.loss_rate(ref, p, ts), rtol=1e-13)
+        np.testing.assert_allclose(predicted, lyapunov.predicted_rate(ref, p, ts), rtol=1e-13)
+        assert float(lyapunov.max_relative_deviation(measured, predicted)) < 1e-6
