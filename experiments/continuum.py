@@ -119,29 +119,30 @@ def _measure(
     name, pname, orders_ = case
     row = _row(name)
     m = dataclasses.replace(row.measurements[0], problem=_builders()[pname])
+    regime = row.flow(m.step_sizes[0]).spec.regime
     out = []
     for p in orders_:
         start = time.perf_counter()
-        regime = row.flow(m.step_sizes[0]).spec.regime
         cmp = row.compare(m, p)
         result = float(cmp.order), str(cmp.verdict), np.asarray(cmp.errors)
         out.append((regime, *result, time.perf_counter() - start))
     return out
 
 
-def _cheap_worker(cache_dir: str | None) -> None:
+def _cheap_worker(cache: dict) -> None:
     """A spawned cell worker, before its first JAX computation: float64 as its parent, the
-    parent's compilation cache, and XLA:CPU's cheaper compilation (the test suite's: the
-    elemental emitter, no LLVM optimization), each unless the caller's environment chooses
-    (`XLA_FLAGS=--xla_cpu_use_fusion_emitters=...`, `JAX_DISABLE_MOST_OPTIMIZATIONS`)."""
+    parent's compilation cache settings (`cache`: jax config names and values), and XLA:CPU's
+    cheaper compilation (the test suite's: the elemental emitter, no LLVM optimization), each
+    unless the caller's environment chooses (`XLA_FLAGS=--xla_cpu_use_fusion_emitters=...`,
+    `JAX_DISABLE_MOST_OPTIMIZATIONS`)."""
     if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
         flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false"
         os.environ["XLA_FLAGS"] = flags.strip()
     jax.config.update("jax_enable_x64", True)
     if "JAX_DISABLE_MOST_OPTIMIZATIONS" not in os.environ:
         jax.config.update("jax_disable_most_optimizations", True)
-    if cache_dir:
-        jax.config.update("jax_compilation_cache_dir", cache_dir)
+    for name, value in cache.items():
+        jax.config.update(name, value)
 
 
 def orders(config: Config) -> dict[str, Case]:
@@ -186,11 +187,12 @@ def orders(config: Config) -> dict[str, Case]:
     tasks.sort(key=lambda task: task[1][1] != "mlp")
     todo = [task for _, task in tasks]
     if config.workers > 0 and todo:
-        cache = (
-            jax.config.jax_compilation_cache_dir
-            if jax.config.jax_enable_compilation_cache
-            else None
+        names = (
+            "jax_enable_compilation_cache",
+            "jax_compilation_cache_dir",
+            "jax_persistent_cache_min_compile_time_secs",
         )
+        cache = {name: getattr(jax.config, name) for name in names}
         with concurrent.futures.ProcessPoolExecutor(
             min(config.workers, len(todo)),
             mp_context=multiprocessing.get_context("spawn"),  # JAX is not fork-safe

@@ -62,8 +62,8 @@ def test_rates_compile_once_for_new_times_and_references():
 
 
 def test_rates_are_both_sides_of_the_identity_in_one_program():
-    """`rates` gives `loss_rate` and `predicted_rate` (to rounding: another fused program) from
-    one trace of the loss per side, for a flow with a closed-form rate and for the chain rule."""
+    """`rates` gives `loss_rate` and `predicted_rate` (to rounding: another fused program), for a
+    flow with a closed-form rate and for the chain rule; new times reuse its program."""
     traces = []
 
     def loss(theta):
