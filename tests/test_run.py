@@ -444,6 +444,20 @@ def test_default_sweep_strategy_reads_the_problem():
     assert default_batch_size(closure) is None
     elementwise = dynopt.Problem(loss_fn=lambda w: jnp.sum(jnp.cosh(w)), params0=jnp.ones(big))
     assert default_batch_size(elementwise) == 1
+    # Read once per problem structure (the loss traced once), anew for new shapes or functions.
+    traces = []
+
+    def loss(w, data):
+        traces.append(None)  # runs only while tracing
+        return jnp.sum(jnp.cosh(w)) * jnp.mean(data)
+
+    def problem(n):  # n shared data entries
+        return dynopt.Problem(loss_fn=eqx.Partial(loss, data=jnp.ones(n)), params0=jnp.ones(big))
+
+    built = [problem(n) for n in (1, 1, big, big)]
+    traces.clear()  # (building a Problem traces its loss once, to check it)
+    assert [default_batch_size(p) for p in built] == [1, 1, None, None]
+    assert len(traces) == 2
     disc = flows.GradientFlow().discretize(jnp.asarray([1e-4, 3e-4, 5e-3]))  # the last diverges
     p = problems.rosenbrock(big)
     auto = dynopt.run(disc, p, 40, every=20)
