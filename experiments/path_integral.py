@@ -324,8 +324,7 @@ def two_d(c: Config) -> TwoD | None:
     for m in c.nd_fp_sizes:
         axes = (np.linspace(-2.1, 2.5, m), np.linspace(-2.3, 1.9, m))
         init = D.gaussian_density(D.mesh_points(axes), m0, c0)
-        # Solver tolerance 1e-6 ≪ the O(h²) error (≥ 1e-2): fewer implicit steps, each of which
-        # factorises a dense (M+1)² Jacobian.
+        # Solver tolerance 1e-6 ≪ the O(h²) error (≥ 1e-2): fewer implicit steps.
         fp_res.append(D.fokker_planck_nd(
             sde, init, axes, c.nd_fp_t0, T, pad_to=max(c.nd_fp_sizes), rtol=1e-6, atol=1e-9
         ))  # fmt: skip
