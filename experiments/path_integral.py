@@ -481,7 +481,7 @@ def draw_two_d(r):
             plotting.plot_error_vs_step_size(ax, rel, errors, label=label, order=abs(slope),
                                              marker=next(markers))  # fmt: skip
     lo, hi = ax.get_ylim()
-    ax.set_ylim(lo, hi * 40)  # room for the legend above the data
+    ax.set_ylim(lo, hi * 400)  # room for the five-route legend above the data
     plotting.dress(ax, legend=dict(loc="upper left"), grid=None,
                    title="(e) 2-D convergence of each route",
                    xlabel="discretization parameter / coarsest",
