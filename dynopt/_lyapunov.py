@@ -149,7 +149,7 @@ def rates(
     the rate the flow predicts (`predicted_rate`).
 
     **Returns:** `(measured, predicted)`, each of shape `(n,)`: the values of `loss_rate` and
-    `predicted_rate` (one program instead of two: half the compilation).
+    `predicted_rate`, from one compiled program instead of two.
     """
     return _on_reference(reference, problem, ts, _both_rates)
 
