@@ -434,7 +434,8 @@ def plot_orders(
 ) -> None:
     """Errors against step size, one `(errors, label, fitted order)` per series, each with a
     dashed slope guide of `guides[i]` (default: the order rounded) through its smallest-h point,
-    where the asymptotic regime is."""
+    where the asymptotic regime is. A guide that would lie within a factor 2 of one already
+    drawn with the same slope (two curves nearly on each other) is drawn once."""
     h = np.asarray(step_sizes, float)
     markers, drawn = "osD^v<>", []
     for i, (errors, label, order) in enumerate(series):
@@ -445,10 +446,12 @@ def plot_orders(
         e = np.asarray(errors, float)
         j = int(np.argmin(h))
         if guide and np.isfinite(e[j]) and e[j] > 0:  # a factor 2 below the data, visible
-            plot_slope_guide(ax, h, 0.5 * e[j] * (h.max() / h[j]) ** guide, guide)
-            drawn.append(f"{guide:g}")
+            anchor = 0.5 * e[j] * (h.max() / h[j]) ** guide
+            if not any(g == guide and abs(np.log(anchor / a)) < np.log(2) for g, a in drawn):
+                plot_slope_guide(ax, h, anchor, guide)
+                drawn.append((guide, anchor))
     if drawn:
-        orders = list(dict.fromkeys(drawn))
+        orders = [f"{g:g}" for g in sorted({g for g, _ in drawn})]
         text = f"slope {', '.join(orders)} guide{'s' if len(orders) > 1 else ''}"
         key_entry(ax, text, "k--", lw=0.8, alpha=0.6)
     legend(ax)

@@ -31,6 +31,19 @@ def test_plotting_functions_write_pngs(tmp_path):
     assert list(path.parent.iterdir()) == [path]  # no temp files left
 
 
+def test_slope_guides_of_curves_on_each_other_are_drawn_once():
+    """Two curves of the same order within 5% of each other get one slope guide, a third a
+    decade below gets its own, a slope-1 curve its own; the key lists the slopes in order."""
+    _, (ax,) = plotting.panels(1)
+    hs = np.array([0.02, 0.01, 0.005])
+    series = [(hs**2, "a", 2.0), (1.05 * hs**2, "b", 2.0), (0.1 * hs**2, "c", 2.0), (hs, "d", 1.0)]
+    plotting.plot_orders(ax, hs, series)
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 3 + 1  # three guides and the legend's key entry
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "slope 1, 2 guides" in texts
+
+
 # Ranges that collided ("3×10⁻⁴4×10⁻⁴") or showed one label over decades before.
 RANGES = [(1.5e-2, 5e-1), (1.8e-3, 1.6e-2), (3e-4, 4.6e-4), (6e-5, 1e-3), (1e-60, 1e4), (2.0, 3.0)]
 
