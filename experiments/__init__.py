@@ -2,7 +2,7 @@
 
 Each experiment module is a run card (`experiments/_card.py`): a frozen `Config` (its docstring
 the card, its `QUICK` the quick-mode override), `SECTIONS` that return typed results, and `FIGURES`
-drawn from the saved results alone.
+(and optionally `TABLES`) drawn from the saved results alone.
 `python -m experiments list|run NAME [--quick] [--seed N] [--out DIR]|run-all|figures`.
 """
 

@@ -54,6 +54,8 @@ def _report(name: str, out: Path, elapsed: float) -> None:
     lines = headlines(name, out)
     if lines:
         print(lines, flush=True)
+    for table in _card.tables(get(name), out):
+        print(_card.table_text(table), flush=True)
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,10 @@ An experiment module defines
   numbers, strings, lists, nested dicts and arrays (fields annotated `Array`), or a
   `dict[str, result]`; the return annotation says which (`None` for a section a mode skips);
 - `FIGURES`: `{file name: draw}`, each `draw(results) -> Figure` a pure function of the results
-  (or `None` when a mode has nothing to draw, e.g. a full-mode-only section).
+  (or `None` when a mode has nothing to draw, e.g. a full-mode-only section);
+- optionally `TABLES`: `{title: table}`, each `table(results) -> (columns, rows)` (strings; `None`
+  when a mode has nothing to show), a pure function of the results as the figures are: printed
+  after a run and shown on the results page.
 
 The runner applies `QUICK`, times each section, writes the numbers to `metrics.json` under the
 section's key and the arrays to `data.npz` under `section/field` keys, and rebuilds the typed
@@ -171,3 +174,39 @@ def draw(module, metrics: dict, arrays: Mapping, out_dir: Path, config=None) -> 
     results = results_from(module.SECTIONS, metrics, arrays, config)
     figures = {name: draw(results) for name, draw in module.FIGURES.items()}
     return [plotting.save(fig, Path(out_dir) / n) for n, fig in figures.items() if fig is not None]
+
+
+Table = tuple[str, list[str], list[list[str]]]  # (title, column headers, rows of cells)
+
+
+def tables(module, folder: Path) -> list[Table]:
+    """`module.TABLES` evaluated on the result saved in `folder` (none if it defines none)."""
+    specs = getattr(module, "TABLES", {})
+    if not specs:
+        return []
+    import json
+
+    from ._io import load_results
+
+    metrics, arrays = load_results(folder)
+    config = json.loads((Path(folder) / "config.json").read_text())
+    results = results_from(module.SECTIONS, metrics, arrays, config)
+    out = []
+    for title, table in specs.items():
+        made = table(results)
+        if made is not None:
+            columns, rows = made
+            out.append((title, [str(c) for c in columns], [[str(c) for c in r] for r in rows]))
+    return out
+
+
+def table_text(table: Table) -> str:
+    """A table as aligned plain text (title, header, rule, rows)."""
+    title, columns, rows = table
+    widths = [max(len(x) for x in col) for col in zip(columns, *rows)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([title, line(columns), rule, *(line(r) for r in rows)])

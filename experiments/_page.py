@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from . import _headline
+from . import _card, _headline
 from ._io import _umask, MARKER
 
 
@@ -37,6 +37,7 @@ td.num { font-variant-numeric: tabular-nums; text-align: right; }
 figure { margin: 0; max-width: 100%; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 0.85rem; color: #555; }
+caption { text-align: left; font-weight: 600; padding-bottom: 0.3rem; }
 """
 
 
@@ -86,6 +87,13 @@ def _experiment_section(name: str, module: ModuleType, folder: Path, root: Path)
         parts.append(
             "<table><thead><tr><th>headline</th><th>value</th><th>expected</th><th></th></tr>"
             f"</thead><tbody>{rows}</tbody></table>"
+        )
+    for title, columns, rows in _card.tables(module, folder):
+        head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
+        body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+        parts.append(
+            f"<table><caption>{_esc(title)}</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>"
         )
     figures = sorted(folder.glob("*.png"))
     if figures:

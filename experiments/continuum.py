@@ -242,7 +242,9 @@ def equations(config: Config) -> dict[str, Equation]:
         elif r1 < 1e-10:
             eq = f"θ' = -{c:.4g} ∇L + h·f2 (f2 off -∇‖∇L‖² by {r2:.2g} rel.)"
         else:
-            eq = "θ' = f1(θ) coordinate-wise (not along ∇L) + h·f2"
+            # Adam/RMSprop (coordinate-wise), weight decay (a θ term), USAM (∇L at a shifted
+            # point): f1 itself is no multiple of ∇L.
+            eq = f"θ' = f1(θ) + h·f2, f1 not along ∇L (off -{c:.3g}∇L by {r1:.2g} rel.)"
         out[name] = Equation(name, flow.spec.regime, eq, c, r1, lam, r2)
     return out
 
@@ -538,3 +540,32 @@ def draw_modifying(r):
 
 
 FIGURES = {"orders.png": draw_orders, "modifying.png": draw_modifying}
+
+
+def _orders_cell(case: Case | None) -> str:
+    if case is None:
+        return "–"
+    return "/".join(
+        "–" if not np.isfinite(o) else f"{o:.2f}" for o in map(float, case.fitted_orders)
+    )
+
+
+def table_equations(r):
+    """Per optimizer: its regime, the leading equation of its order-2 automatic flow at θ₀ of the
+    log-cosh problem, and the fitted orders against the order-1/2/3 flows on both problems."""
+    problems_ = sorted({c.problem for c in r.orders.values()})
+    columns = ["optimizer", "regime", "order-2 equation at θ₀ (log-cosh)"]
+    columns += [f"orders p = 1/2/3, {p}" for p in problems_]
+    rows = [
+        [
+            name,
+            eq.regime,
+            eq.equation,
+            *(_orders_cell(r.orders.get(f"{name}.{p}")) for p in problems_),
+        ]
+        for name, eq in r.equations.items()
+    ]
+    return columns, rows
+
+
+TABLES = {"continuum: equations and fitted orders": table_equations}

@@ -1,5 +1,6 @@
 """The results page and the headline readings (experiments/_page.py, experiments/_headline.py)."""
 
+import dataclasses
 import json
 import types
 from html.parser import HTMLParser
@@ -107,3 +108,48 @@ def test_a_foreign_index_html_is_not_replaced(tmp_path):
     (tmp_path / "index.html").unlink()
     _page.write_page(tmp_path, {"alpha": _module(HEADLINES)}, ["alpha"])
     _page.write_page(tmp_path, {"alpha": _module(HEADLINES)}, ["alpha"])  # its own page: replaced
+
+
+@dataclasses.dataclass
+class _Orders:
+    name: str
+    orders: list[float]
+
+
+def _orders_section(config) -> dict[str, _Orders]:
+    return {"sgd": _Orders("sgd <fast>", [1.01, 2.0]), "adam": _Orders("adam", [0.93, 1.88])}
+
+
+def _orders_table(r):
+    return ["optimizer", "orders"], [
+        [o.name, "/".join(f"{x:.2f}" for x in o.orders)] for o in r.a.values()
+    ]
+
+
+def test_an_experiments_tables_are_printed_and_shown_on_the_page(tmp_path, capsys, monkeypatch):
+    """`TABLES` are drawn from the saved results alone, like figures: printed after a run (the
+    CLI's report) and shown, escaped, on the results page; a table a mode lacks (`None`) is left
+    out."""
+    from experiments import __main__ as cli, _card
+    from experiments._io import write_results
+
+    module = _module(HEADLINES)
+    module.SECTIONS = {"a": _orders_section}
+    module.TABLES = {"orders <table>": _orders_table, "full only": lambda r: None}
+    metrics, arrays = _card.run_sections(module.SECTIONS, config=None)
+    write_results(
+        tmp_path / "alpha", config={}, metrics=metrics, arrays=arrays, figures=lambda d: []
+    )
+    text = _page.write_page(tmp_path, {"alpha": module}, ["alpha"]).read_text()
+    assert "<caption>orders &lt;table&gt;</caption>" in text and "full only" not in text
+    assert "<td>sgd &lt;fast&gt;</td><td>1.01/2.00</td>" in text
+    monkeypatch.setattr(cli, "get", lambda name: module)
+    cli._report("alpha", tmp_path / "alpha", 1.0)  # the CLI's report of a finished run
+    printed = capsys.readouterr().out.splitlines()
+    start = printed.index("orders <table>")
+    assert printed[start + 1 :] == [
+        "optimizer   orders",
+        "----------  ---------",
+        "sgd <fast>  1.01/2.00",
+        "adam        0.93/1.88",
+    ]
