@@ -568,4 +568,4 @@ def table_equations(r):
     return columns, rows
 
 
-TABLES = {"continuum: equations and fitted orders": table_equations}
+TABLES = {"Equations and fitted orders": table_equations}
