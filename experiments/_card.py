@@ -188,9 +188,15 @@ def tables(module, folder: Path) -> list[Table]:
 
     from ._io import load_results
 
-    metrics, arrays = load_results(folder)
-    config = json.loads((Path(folder) / "config.json").read_text())
-    results = results_from(module.SECTIONS, metrics, arrays, config)
+    try:
+        metrics, arrays = load_results(folder)
+        config = json.loads((Path(folder) / "config.json").read_text())
+        results = results_from(module.SECTIONS, metrics, arrays, config)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        # A result this version cannot rebuild (another version wrote it, a file is gone): the
+        # page and the report still render, and say so.
+        why = f"{type(e).__name__}: {e}"
+        return [("Tables", ["not shown"], [[f"the saved result cannot be read ({why}); rerun"]])]
     out = []
     for title, table in specs.items():
         made = table(results)

@@ -153,3 +153,7 @@ def test_an_experiments_tables_are_printed_and_shown_on_the_page(tmp_path, capsy
         "sgd <fast>  1.01/2.00",
         "adam        0.93/1.88",
     ]
+    # A result this version cannot rebuild (e.g. written by an older one): said, not raised.
+    (tmp_path / "alpha" / "data.npz").unlink()
+    text = _page.write_page(tmp_path, {"alpha": module}, ["alpha"]).read_text()
+    assert "the saved result cannot be read" in text
