@@ -6,7 +6,9 @@ the card, its `QUICK` the quick-mode override), `SECTIONS` that return typed res
 `python -m experiments list|run NAME [--quick] [--seed N] [--out DIR]|run-all|figures`.
 """
 
+import ast
 import importlib
+import importlib.util
 import time
 from pathlib import Path
 from types import ModuleType
@@ -32,13 +34,27 @@ EXPERIMENTS: dict[str, str] = {
 DEFAULT_RESULTS = Path("results")
 
 
-def get(name: str) -> ModuleType:
-    """The experiment module called `name`; `ValueError` listing the available ones otherwise."""
+def check_name(name: str) -> str:
+    """`name` if it is an experiment's; `ValueError` listing the available ones otherwise."""
     if name not in EXPERIMENTS:
         raise ValueError(
             f"unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS))}."
         )
-    return importlib.import_module(EXPERIMENTS[name])
+    return name
+
+
+def get(name: str) -> ModuleType:
+    """The experiment module called `name`; `ValueError` listing the available ones otherwise."""
+    return importlib.import_module(EXPERIMENTS[check_name(name)])
+
+
+def summary(name: str) -> str:
+    """The experiment's whole one-line description: the first paragraph of its docstring, read
+    from its source (listing experiments, or a parallel run's parent, imports none of them: an
+    import is JAX and dynopt, over a second)."""
+    origin = importlib.util.find_spec(EXPERIMENTS[check_name(name)]).origin
+    doc = ast.get_docstring(ast.parse(Path(origin).read_text(encoding="utf-8"))) or ""
+    return " ".join(doc.strip().split("\n\n")[0].split())
 
 
 def run_experiment(

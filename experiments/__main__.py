@@ -8,14 +8,24 @@ runs J experiments at a time, each in its own process (`make run` uses `JOBS`, 2
 most of a quick run is XLA compiling on one thread)."""
 
 import argparse
+import functools
 import json
 import shutil
 import sys
 from pathlib import Path
 
-import jax
-
-from . import _card, _headline, _page, DEFAULT_RESULTS, EXPERIMENTS, get, replot, run_experiment
+from . import (
+    _card,
+    _jobs,
+    _page,
+    check_name,
+    DEFAULT_RESULTS,
+    EXPERIMENTS,
+    get,
+    replot,
+    run_experiment,
+    summary,
+)
 from ._io import check_out, remove_results
 from ._jobs import enable_compilation_cache, run_one, run_parallel
 
@@ -24,25 +34,12 @@ from ._jobs import enable_compilation_cache, run_one, run_parallel
 README_FIGURES = {("gd_flow", "orders.png"): Path("docs/figures/gd_flow_orders.png")}
 
 
-def summary(name: str) -> str:
-    """The experiment's whole one-line description: the first paragraph of its docstring."""
-    doc = (get(name).__doc__ or "").strip().split("\n\n")[0]
-    return " ".join(doc.split())
-
-
-def headlines(name: str, out: Path) -> str:
-    """The headline lines of the result in `out`, against the card's predictions."""
-    metrics = json.loads((Path(out) / "metrics.json").read_text())
-    return _headline.text(_headline.read(getattr(get(name), "HEADLINES", ()), metrics))
+def _print_page(written: bool, line: str) -> None:
+    print(line, file=sys.stdout if written else sys.stderr, flush=True)
 
 
 def write_page(parent: Path, names) -> None:
-    try:
-        page = _page.write_page(Path(parent), {n: get(n) for n in names}, list(names))
-    except ValueError as e:
-        print(f"results page not written: {e}", file=sys.stderr)
-        return
-    print(f"results page: {page.resolve().as_uri()}")
+    _print_page(*_jobs.page(parent, names))
 
 
 def _log(message: str) -> None:
@@ -50,12 +47,7 @@ def _log(message: str) -> None:
 
 
 def _report(name: str, out: Path, elapsed: float) -> None:
-    print(f"{name}: done in {elapsed:.1f} s; results and figures in {out}/", flush=True)
-    lines = headlines(name, out)
-    if lines:
-        print(lines, flush=True)
-    for table in _card.tables(get(name), out):
-        print(_card.table_text(table), flush=True)
+    print(_jobs.report(get(name), name, out, elapsed), flush=True)
 
 
 def main(argv=None) -> int:
@@ -110,8 +102,9 @@ def main(argv=None) -> int:
             else:
                 print(f"nothing to remove: there is no {root}", flush=True)
         return 0
-    if args.command not in ("list", "page"):
-        enable_compilation_cache()
+    jobs = getattr(args, "jobs", 1)
+    if args.command not in ("list", "page") and not (args.command == "run-all" and jobs > 1):
+        enable_compilation_cache()  # (a parallel run's workers turn it on for themselves)
 
     if args.command == "list":
         width = max(map(len, EXPERIMENTS))
@@ -132,13 +125,12 @@ def main(argv=None) -> int:
             outs = [""] * len(names)  # refused by check_out
         else:
             outs = [Path(args.out or DEFAULT_RESULTS) / name for name in names]
-        jobs = getattr(args, "jobs", 1)
         try:  # every check before any work
             _card.check_seed(args.seed)
             if not isinstance(jobs, int) or jobs < 1:
                 raise ValueError(f"--jobs must be a positive integer, got {jobs}.")
             for name, out in zip(names, outs):
-                get(name)
+                check_name(name)
                 check_out(out)
         except ValueError as e:  # unknown experiment, or an --out that must not be touched
             print(f"error: {e}", file=sys.stderr)
@@ -148,8 +140,16 @@ def main(argv=None) -> int:
             print(f"{len(names)} experiments ({mode} mode), {jobs} at a time:", flush=True)
             for i, name in enumerate(names):
                 print(f"  {name} ({i + 1}/{len(names)}): {summary(name)}", flush=True)
-            run_parallel(names, outs, quick=args.quick, seed=args.seed, jobs=jobs, report=_report)
-        for i, (name, out) in enumerate(zip(names, outs) if jobs == 1 else ()):
+            # The page too is written by a worker: one that has dynopt imported already.
+            parent = Path(args.out or DEFAULT_RESULTS)
+            then = functools.partial(_jobs.page, parent, sorted(EXPERIMENTS))
+            _print_page(
+                *run_parallel(names, outs, quick=args.quick, seed=args.seed, jobs=jobs, then=then)
+            )
+            return 0
+        import jax  # (only here: a parallel run's parent never imports it)
+
+        for i, (name, out) in enumerate(zip(names, outs)):
             print(f"{name} ({i + 1}/{len(names)}, {mode} mode): {summary(name)}", flush=True)
             out, elapsed = run_one(
                 name,

@@ -1,6 +1,9 @@
 """`run-all --jobs J`: experiments run J at a time, each in a spawned worker process (most of a
 quick run is XLA compiling on one thread, so two processes use two cores). The workers live in
-this module, not in `__main__`, so that a spawned process can import them."""
+this module, not in `__main__`, so that a spawned process can import them.
+
+The parent of a parallel run imports neither JAX nor dynopt (over a second of one core, before
+the workers could start): the workers return what is printed, and one of them writes the page."""
 
 import concurrent.futures
 import functools
@@ -11,11 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import jax
-
-import dynopt
-
-from . import run_experiment
+from . import _card, _headline, get, run_experiment
 
 
 def enable_compilation_cache() -> str:
@@ -23,6 +22,8 @@ def enable_compilation_cache() -> str:
     an experiment's wall time is compilation, and a second run reuses it.
     `JAX_COMPILATION_CACHE_DIR` (the Makefile sets `.cache/jax`) wins; otherwise
     `$XDG_CACHE_HOME/dynopt/jax`. Turn it off with `JAX_ENABLE_COMPILATION_CACHE=false`."""
+    import jax
+
     folder = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if not folder:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -38,6 +39,8 @@ def run_one(
 ) -> tuple[Path, float]:
     """One experiment in this process (`run`: the runner, `run_experiment`), timed:
     `(results folder, wall seconds)`."""
+    import dynopt
+
     start = time.perf_counter()
     # Progress bars only for full runs: a bar is a host callback inside the compiled program,
     # which JAX's persistent cache will not store, and quick runs take seconds.
@@ -46,20 +49,50 @@ def run_one(
     return out, time.perf_counter() - start
 
 
+def report(module, name: str, out: Path, elapsed: float) -> str:
+    """What the CLI prints when `module`'s run finishes: where its results went, its headline
+    numbers against the card's predictions, and its tables, all read from the saved result."""
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
+    lines = [f"{name}: done in {elapsed:.1f} s; results and figures in {out}/"]
+    if head := _headline.text(_headline.read(getattr(module, "HEADLINES", ()), metrics)):
+        lines.append(head)
+    lines += [_card.table_text(table) for table in _card.tables(module, out)]
+    return "\n".join(lines)
+
+
+def page(parent, names) -> tuple[bool, str]:
+    """Write the results page over every result in `parent`: `(written, the line to print)`."""
+    from . import _page
+
+    try:
+        written = _page.write_page(Path(parent), {n: get(n) for n in names}, list(names))
+    except ValueError as e:
+        return False, f"results page not written: {e}"
+    return True, f"results page: {written.resolve().as_uri()}"
+
+
+def _show(text: str) -> None:
+    print(text, flush=True)
+
+
 def _tagged_log(name: str, message: str) -> None:
     print(f"[{name}] {message}", flush=True)
 
 
-def _run_in_worker(name: str, quick: bool, seed: int, out) -> tuple[Path, float]:
+def _run_in_worker(name: str, quick: bool, seed: int, out) -> str:
     """`run_one` in a `run-all --jobs` worker process: the compilation cache as in the parent,
     each log line tagged with the experiment, no progress bars (two processes' bars would
     overwrite each other), and the compiled programs released afterwards (each holds memory
-    mappings; a worker that keeps every experiment's nears Linux's limit, as in `main`)."""
+    mappings; a worker that keeps every experiment's nears Linux's limit, as in `main`).
+    Returns the `report` to print."""
+    import jax
+
     enable_compilation_cache()
     try:
-        return run_one(
+        out, elapsed = run_one(
             name, quick, seed, out, progress=False, log=functools.partial(_tagged_log, name)
         )
+        return report(get(name), name, out, elapsed)
     finally:
         jax.clear_caches()
 
@@ -84,11 +117,19 @@ def _previous_wall_time(out, name: str | None = None, quick: bool = False) -> fl
 
 
 def run_parallel(
-    names, outs, *, quick: bool, seed: int, jobs: int, report: Callable[[str, Path, float], None]
-) -> None:
+    names,
+    outs,
+    *,
+    quick: bool,
+    seed: int,
+    jobs: int,
+    show: Callable[[str], None] = _show,
+    then: Callable | None = None,
+):
     """Run the experiments `jobs` at a time in fresh (spawned: JAX is not fork-safe) processes;
-    report each as it finishes. The first failure cancels what has not started and is raised
-    once the running ones end."""
+    `show` each one's `report` as it finishes. The first failure cancels what has not started
+    and is raised once the running ones end. Then `then()` (a picklable callable, e.g. writing
+    the page) runs in a worker, which has imported what it needs already; returns its value."""
     # Longest first (by the previous run's wall time, or a first run's typical one), so that no
     # process is left running a long experiment alone at the end.
     order = sorted(zip(names, outs), key=lambda pair: -_previous_wall_time(pair[1], pair[0], quick))
@@ -101,4 +142,5 @@ def run_parallel(
                 for other in futures:
                     other.cancel()
                 raise error
-            report(futures[future], *future.result())
+            show(future.result())
+        return None if then is None else pool.submit(then).result()

@@ -288,7 +288,7 @@ def draw_limits(r):
     fit_from = r.config["limit_fit_from"]
     title = f"κ → ∞: sign-like limit (slope {lim.kappa_slope:.2f} for κ ≥ {fit_from:g})"
     plotting.dress(axes[0], title=title, grid="both", xlabel="κ",
-                   ylabel="max |θ_RMSprop-flow − θ_sign-like| on [0, 1]")  # fmt: skip
+                   ylabel="max |θ_RMSprop-flow − θ_sign-like|\non [0, 1]")  # fmt: skip
     w = lim.widths
     axes[1].loglog(w, lim.width_errors, "o-", label="regularized vs exact sign flow")
     axes[1].loglog(w, w, "k--", lw=0.8, label="error = w")

@@ -361,7 +361,7 @@ def draw_growth(r):
                 ax.plot(h[bounded], 0 * h[bounded], "v", label=label, **edge)
         plotting.key_entry(ax, "step-matrix spectral radius − 1", "k-", lw=1)
         plotting.key_entry(ax, "modified-flow rate − 1", "k:")
-        title = f"Dirac GAN ({gname}) near equilibrium: lines predicted, dots measured"
+        title = f"Dirac GAN ({gname}) near equilibrium:\nlines predicted, dots measured"
         ax.set(xlabel="step size h", ylabel="growth of |z_k| per step − 1")
         plotting.dress(ax, title=title, legend=dict(loc="center left"), grid="both")
     return fig

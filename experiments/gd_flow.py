@@ -291,7 +291,7 @@ def draw_lyapunov(r):
         dev_ax.semilogy(p.lyap_ts, np.where(rel > 0, rel, np.nan), ".-", ms=3)
         dev_ax.set_title(f"max rel. deviation {p.lyapunov_max_rel_deviation:.1e}")
         plotting.dress(
-            dev_ax, xlabel="t", ylabel="|measured − predicted| / max |predicted|", grid="both"
+            dev_ax, xlabel="t", ylabel="|measured − predicted|\n/ max |predicted|", grid="both"
         )
     return fig
 

@@ -476,7 +476,7 @@ def draw_identifiability(r):
     v = idf.v_post[:, 5]
     weak = " ".join(f"{v[i]:+.2f}·{NAMES[i]}" for i in np.argsort(-np.abs(v))[:3])
     plotting.dress(axes[0], legend=False, grid="both",
-                   title=f"six observations; weakest ≈ {weak}", xlabel="k",
+                   title=f"six observations\nweakest ≈ {weak}", xlabel="k",
                    ylabel="singular value of ∂y/∂log θ")  # fmt: skip
     z, var = idf.profile_z, idf.noise_std**2
     axes[1].plot(z, idf.profile_weakest / var, label="weakest: straight slice")

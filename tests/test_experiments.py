@@ -237,7 +237,7 @@ def test_only_a_previous_result_is_replaced(tmp_path):
 def test_run_all_takes_out(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(cli, "run_experiment", lambda name, **kw: calls.append((name, kw["out"])))
-    monkeypatch.setattr(cli, "headlines", lambda name, out: "")  # no results were written
+    monkeypatch.setattr(cli, "_report", lambda name, out, elapsed: None)  # nothing was written
     monkeypatch.setattr(cli, "write_page", lambda parent, names: calls.append(parent))
     assert cli.main(["run-all", "--quick", "--out", str(tmp_path / "res")]) == 0
     runs = [(n, tmp_path / "res" / n) for n in sorted(experiments.EXPERIMENTS)]
@@ -254,6 +254,17 @@ def test_run_all_jobs_runs_each_experiment_in_its_own_process(tmp_path, capfd):
     readings = _headline.read(experiments.get("nesterov").HEADLINES, metrics)
     assert readings and all(r.status in ("ok", "full mode only") for r in readings), readings
     assert (tmp_path / "index.html").is_file()
+
+
+def test_a_parallel_runs_parent_imports_neither_jax_nor_an_experiment():
+    """The parent of `run-all --jobs` starts its workers at once: importing JAX and dynopt first
+    (over a second of one core) would delay every worker by as much, in every `make run`."""
+    code = (
+        "import sys, experiments.__main__ as cli; cli.summary('gd_flow'); "
+        "print(sorted(m for m in ('jax', 'dynopt', 'experiments.gd_flow') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 def test_run_all_refuses_a_bad_jobs_or_name_before_any_work(monkeypatch, capsys):
