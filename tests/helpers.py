@@ -119,22 +119,45 @@ jax.jit(lambda x: eqx.error_if(x, x > 0, "x > 0"))(-jnp.ones(7))
 control = [m for m in records if refused in m]
 records.clear()
 """
-_REFUSED_EPILOGUE = """
-print(json.dumps({"control": control, "found": [m for m in records if refused in m]}))
-"""
 
 
-def assert_programs_cacheable(code: str, cache_dir) -> None:
-    """Run `code` in a child process with JAX's persistent cache in `cache_dir` and assert that
-    the cache refused none of the programs it compiled: JAX refuses every program that holds a
-    host callback (`eqx.error_if`, a progress bar, diffrax's checks of `SaveAt(ts=...)`) and
-    says so in its log. A program with an `eqx.error_if`, compiled first, is the control: it
-    must be refused, or the check cannot see. (A child process: the suite runs without the
-    persistent cache.)"""
-    script = _REFUSED_PROLOGUE + code + _REFUSED_EPILOGUE
-    result = _child_json(script, str(cache_dir), JAX_ENABLE_COMPILATION_CACHE="true")
+# The modules whose `_NO_CALLBACKS_SCRIPT` `assert_programs_cacheable` runs, all in one child.
+CACHEABLE_SCRIPTS = (
+    "tests.test_characteristics",
+    "tests.test_rnn",
+    "tests.test_sde",
+    "tests.test_validation",
+)
+
+
+def assert_programs_cacheable(module: str, tmp_path_factory) -> None:
+    """Assert that JAX's persistent cache refused none of the programs that `module`'s
+    `_NO_CALLBACKS_SCRIPT` compiles: JAX refuses every program that holds a host callback
+    (`eqx.error_if`, a progress bar, diffrax's checks of `SaveAt(ts=...)`) and says so in its log.
+    A program with an `eqx.error_if`, compiled first, is the control: it must be refused, or the
+    check cannot see. The scripts of every module in `CACHEABLE_SCRIPTS` run once per test run,
+    one after another in one child process with its own cache folder (the suite runs without
+    the persistent cache; a child costs seconds to start); a program two scripts share is
+    checked where it is first compiled."""
+    result = once_per_run(tmp_path_factory, "cacheable", lambda: _cacheable(tmp_path_factory))
     assert result["control"], "the control program was not refused: the check cannot see"
-    assert result["found"] == []
+    assert result["found"][module] == []
+
+
+def _cacheable(tmp_path_factory) -> dict:
+    import importlib
+
+    scripts = {m: importlib.import_module(m)._NO_CALLBACKS_SCRIPT for m in CACHEABLE_SCRIPTS}
+    body = f"""
+found = {{}}
+for name, code in {scripts!r}.items():
+    records.clear()
+    exec(code, dict(globals()))  # as if it followed the prologue, in a namespace of its own
+    found[name] = [m for m in records if refused in m]
+print(json.dumps({{"control": control, "found": found}}))
+"""
+    cache = tmp_path_factory.mktemp("cacheable")
+    return _child_json(_REFUSED_PROLOGUE + body, str(cache), JAX_ENABLE_COMPILATION_CACHE="true")
 
 
 def once_per_run(tmp_path_factory, name: str, compute):

@@ -357,10 +357,10 @@ ch.transport_density(flows.GradientFlow(), problems.double_well(), x0, jnp.zeros
 """
 
 
-def test_programs_hold_no_host_callbacks(tmp_path):
+def test_programs_hold_no_host_callbacks(tmp_path_factory):
     """JAX's persistent compilation cache stores no program with a host callback, and diffrax's
     `SaveAt(ts=...)` checks traced save times with one: the characteristics and density
     transport check their times on the host and save them through the solver (`SaveAtTimes`),
     so a second process reuses the compiled solves. A program with an `eqx.error_if` is the
-    control. (In a child process with its own cache folder, as in tests/test_validation.py.)"""
-    assert_programs_cacheable(_NO_CALLBACKS_SCRIPT, tmp_path / "cache")
+    control. (In a child process with its own cache folder: `assert_programs_cacheable`.)"""
+    assert_programs_cacheable(__name__, tmp_path_factory)

@@ -303,11 +303,11 @@ rnn.identifiability(model)
 """
 
 
-def test_diffrax_model_programs_hold_no_host_callbacks(tmp_path):
+def test_diffrax_model_programs_hold_no_host_callbacks(tmp_path_factory):
     """JAX's persistent compilation cache stores no program with a host callback, and diffrax's
     `SaveAt(ts=...)` checks traced save times with one: the observation model saves at its
     (host-checked) times through the solver, so `predict`, both kinds of `fit` and
     `identifiability` compile programs a second process reuses. A program with an
-    `eqx.error_if` is the control. (In a child process with its own cache folder, as in
-    tests/test_validation.py.)"""
-    assert_programs_cacheable(_NO_CALLBACKS_SCRIPT, tmp_path / "cache")
+    `eqx.error_if` is the control. (In a child process with its own cache folder:
+    `assert_programs_cacheable`.)"""
+    assert_programs_cacheable(__name__, tmp_path_factory)

@@ -528,7 +528,7 @@ D.monte_carlo_samples(D.linear_sde(-1.0, 1.0), 0.0, 0.5, key, 64, dt=0.05)
 """
 
 
-def test_programs_hold_no_host_callbacks(tmp_path):
+def test_programs_hold_no_host_callbacks(tmp_path_factory):
     """JAX's persistent compilation cache stores no program with a host callback: `simulate`
     and `first_passage` step on the host-built grid without `StepTo`'s runtime checks, save
     through the solver (`SaveAtTimes`) instead of diffrax's checked `SaveAt(ts=...)`, and trace
@@ -536,4 +536,4 @@ def test_programs_hold_no_host_callbacks(tmp_path):
     the host), so a second process reuses the compiled simulations, the Monte Carlo density
     routes' too. A program with an `eqx.error_if` is the control. (`brownian="tree"` keeps
     `VirtualBrownianTree`'s own range checks, so it is left out.)"""
-    assert_programs_cacheable(_NO_CALLBACKS_SCRIPT, tmp_path / "cache")
+    assert_programs_cacheable(__name__, tmp_path_factory)

@@ -96,10 +96,10 @@ dynopt.compare(flows.GradientFlow(), problem, [0.1, 0.05], 1.0, reference=modifi
 """
 
 
-def test_entry_point_programs_hold_no_host_callbacks(tmp_path):
+def test_entry_point_programs_hold_no_host_callbacks(tmp_path_factory):
     """JAX's persistent compilation cache stores no program with a host callback (an
     `eqx.error_if`, a progress bar): `compare`, `solve` and the Lyapunov rates validate on the
     host and compile callback-free programs, so a second process reuses them. A program with an
     `eqx.error_if` is the control: JAX says it refuses to store it. (In a child process with its
     own cache folder: the suite itself runs without the persistent cache.)"""
-    assert_programs_cacheable(_NO_CALLBACKS_SCRIPT, tmp_path / "cache")
+    assert_programs_cacheable(__name__, tmp_path_factory)
