@@ -3,6 +3,7 @@ the slow and fast regimes against the hand-derived flows, bad input. The fitted 
 automatic row are the registry battery's (`tests/test_correspondences.py`)."""
 
 import functools as ft
+import warnings
 from typing import NamedTuple
 
 import equinox as eqx
@@ -406,3 +407,55 @@ def test_no_retrace_across_step_sizes(getkey):
     # equal static parts (jit caches on equality and hash)
     assert disc[0].factory == disc[1].factory and disc[0].init_fn is disc[1].init_fn
     assert hash(disc[0].factory) == hash(disc[1].factory)
+
+
+def test_a_fit_below_the_expansions_order_is_not_called_asymptotic():
+    """optax.rmsprop's defaults: g/sqrt(g² + 1e-8) bends on the scale 1e-4 in g, far below
+    what h = 0.02 to 0.005 resolve near a coordinate's minimum, and the errors against the
+    order-1 flow fall like h^0.44 with agreeing local orders (0.34, 0.53). The optimizer against
+    its own order-p flow has global error O(h^p), so such a fit is not the limit: pre-asymptotic,
+    said, instead of "asymptotic 0.44"."""
+    cmp = dynopt.compare(
+        lambda h: optax.rmsprop(h), dynopt.problems.logcosh(), (0.02, 0.01, 0.005), 0.4
+    )
+    assert cmp.verdict == "pre-asymptotic" and np.isnan(cmp.order), cmp.reason
+    assert "below the order 1 the errors must reach" in cmp.reason, cmp.reason
+
+
+def test_state_leaves_that_are_flags_or_counters(getkey):
+    """optax.zero_nans keeps a boolean flag per leaf: piecewise constant in h, its Taylor
+    coefficients are zero (a float0 tangent before). The chain's fields are sgd's."""
+    problem = dynopt.problems.logcosh()
+    x = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(getkey(), p.shape), problem.params0)
+    for opt in (lambda h: optax.sgd(h), lambda h: optax.sgd(h, momentum=0.5)):
+        plain = modified_flow(opt, 0.01, 2)
+        flagged = modified_flow(lambda h, opt=opt: optax.chain(optax.zero_nans(), opt(h)), 0.01, 2)
+        ours = [plain.params(f) for f in plain.field_values(plain.init(x), problem)]
+        theirs = [flagged.params(f) for f in flagged.field_values(flagged.init(x), problem)]
+        assert tree_max_abs_diff(ours, theirs) < 1e-14
+
+
+def test_a_field_that_is_not_finite_at_the_point_is_said():
+    """Adam with a parameter the loss does not read: its gradient is exactly 0, the second
+    moment on the slow manifold is 0, and autodiff through its square root gives 0·∞ = NaN.
+    `terms` says so, naming the leaf, instead of returning a NaN rate."""
+    base = dynopt.problems.logcosh()
+    problem = dynopt.Problem(
+        lambda x: base.loss_fn({"a": x["a"], "b": x["b"]}),
+        {**base.params0, "unused": jnp.zeros(2)},
+    )
+    flow = modified_flow(lambda h: optax.adam(h, 0.5, 0.6, 0.3), 0.01, 2, problem=problem)
+    with pytest.raises(ValueError, match=r"not finite at `state` \(\[0\]\['unused'\].*0·∞ = NaN"):
+        flow.terms(flow.init(problem.params0), problem)
+
+
+def test_a_schedule_in_steps_of_a_fast_state_is_frozen_and_said():
+    """A fast state's counter is taken at k -> oo (bias corrections 1): right for Adam, and for
+    a schedule in steps the h -> 0 limit at any t > 0, but not the schedule from step 0. A
+    warning says so; a first-step rule (novograd's count == 0) is not a schedule."""
+    warm_up = optax.linear_schedule
+    with pytest.warns(UserWarning, match="reads the integer step counter other than"):
+        modified_flow(lambda h: optax.sgd(warm_up(h, 0.5 * h, 100), momentum=0.5), 0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        modified_flow(lambda h: optax.adam(h, 0.5, 0.6, 0.3), 0.01)

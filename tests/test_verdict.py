@@ -129,10 +129,9 @@ def test_assess_order_needs_errors_small_against_the_solution():
 
 
 def test_agreeing_local_orders_that_still_drift_are_noted():
-    """Local orders 1.61 -> 1.80 (lars against its order-2 automatic flow at h = 0.02/0.01/
-    0.005) agree within 0.2, so the verdict is asymptotic with the fit 1.70, but they still
-    move one way: the reason says so, whichever order the step sizes are given in. A settled
-    pair (2.00, 2.02) gets no note."""
+    """Local orders 1.61 -> 1.80 agree within 0.2, so the verdict is asymptotic with the fit
+    1.70, but they still move one way: the reason says so, whichever order the step sizes are
+    given in. A settled pair (2.00, 2.02) gets no note."""
     h = np.array([0.02, 0.01, 0.005])
     for slopes, noted in (([1.61, 1.80], True), ([2.0, 2.02], False), ([1.8, 1.61], True)):
         e = 0.1 * np.cumprod([1.0, 2.0 ** -slopes[0], 2.0 ** -slopes[1]])
@@ -142,3 +141,21 @@ def test_agreeing_local_orders_that_still_drift_are_noted():
             assert ("still drift" in a.reason) == noted, a.reason
     a = assess_order(h, 0.1 * np.cumprod([1.0, 2.0**-1.61, 2.0**-1.80]))
     assert "drift by +0.19 toward smaller steps" in a.reason, a.reason
+
+
+def test_a_fit_below_the_least_possible_order_is_not_the_limit():
+    """`at_least`: where a theorem says the errors are O(dt^p) as dt -> 0, agreeing local orders
+    whose fit is more than the slope tolerance below p are not the limit (pre-asymptotic, the
+    reason saying so); within the tolerance, or above p, the fit stands."""
+    h = np.array([0.02, 0.01, 0.005])
+    for slopes, least, verdict in (
+        ([1.61, 1.80], 2, "pre-asymptotic"),  # fit 1.70 < 2 - 0.2
+        ([1.61, 1.80], 1, "asymptotic"),
+        ([1.85, 1.9], 2, "asymptotic"),  # within the tolerance
+        ([2.9, 3.0], 2, "asymptotic"),  # above: a term that vanishes on this problem
+    ):
+        e = 0.1 * np.cumprod([1.0, 2.0 ** -slopes[0], 2.0 ** -slopes[1]])
+        a = assess_order(h, e, scales=1.0, at_least=least)
+        assert a.verdict == verdict, a
+        if verdict == "pre-asymptotic":
+            assert np.isnan(a.order) and f"below the order {least}" in a.reason, a.reason

@@ -2,6 +2,7 @@ r"""`modified_flow`: the continuous-time model of any optax update map, to any o
 
 import dataclasses
 import functools as ft
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -130,8 +131,12 @@ class ModifiedFlow(AbstractFlow):
         )
 
     def terms(self, state, problem: Problem) -> Terms:
-        r"""$f_1, \dots, f_p$ at `state` and the implicit regulariser (see `Terms`)."""
+        r"""$f_1, \dots, f_p$ at `state` and the implicit regulariser (see `Terms`).
+
+        **Raises:** `ValueError` (outside `jit`) where a field is not finite at `state`."""
         fs = self.field_values(state, problem)
+        if bad := non_finite_leaves(fs):
+            raise ValueError(f"terms: the fields are not finite at `state` ({bad}): {NOT_FINITE}")
         theta = self.params(state)
         g = problem.grad(theta)
         f1 = self.params(fs[0])
@@ -148,6 +153,27 @@ class ModifiedFlow(AbstractFlow):
         rem = optax.tree.add_scale(f2, rate * lam, grad_sq)
         res2 = optax.tree.norm(rem) / optax.tree.norm(f2)
         return Terms(fs, rate, lam, (res1, res2))
+
+
+# Why a modified field can be NaN or overflow at one point of a map that is smooth elsewhere.
+NOT_FINITE = (
+    "the optimizer's update is not differentiable there, or overflows: e.g. the square root of "
+    "a second moment that is exactly 0 (a parameter whose gradient is exactly 0 there: an "
+    "unused leaf, a dead unit), where autodiff gives 0·∞ = NaN, or a denominator set by a tiny "
+    "ε (optax.adabelief's eps = 1e-16: its fast second moment vanishes as h -> 0). No modified "
+    "flow exists there: drop the parameters the loss does not read, start elsewhere, or raise ε."
+)
+
+
+def non_finite_leaves(tree) -> str:
+    """The paths (`jax.tree_util.keystr`) of the concrete leaves of `tree` that hold a NaN or an
+    infinity, comma-separated; empty when none (or when traced)."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return ", ".join(
+        jax.tree_util.keystr(path)
+        for path, x in flat
+        if eqx.is_array(x) and not is_traced(x) and not np.all(np.isfinite(np.asarray(x)))
+    )
 
 
 @eqx.filter_jit
@@ -428,6 +454,18 @@ def _check_concrete(
                 "index k = t/h grows without bound as h -> 0, so such a schedule has no "
                 "continuous model. Use a constant learning rate written as a function of h."
             )
+        if _reads_counter(spec, problem, x0, floats, rest):
+            warnings.warn(
+                "optimizer: its update reads the integer step counter other than through "
+                "optax's bias corrections (a schedule in steps, e.g. a warm-up, or RAdam's "
+                "rectification). The modified flow, and the runs compare starts on its slow "
+                "manifold, take it at its value for k -> oo: the limit as h -> 0 at any fixed "
+                "t > 0 (a transition of N steps lasts N*h), not the schedule from step 0. For "
+                "the flow at another value, write that constant learning rate as a function of "
+                "h.",
+                UserWarning,
+                stacklevel=2,
+            )
     _check_finite_field(dataclasses.replace(spec, lag=lag), regime, problem, x0)
     return regime, lag, branches, sweeps, 0
 
@@ -457,6 +495,19 @@ def _counted_products(spec: OptimizerSpec, problem, x0, state) -> int:
             "function of h."
         )
     return len(tape.decays)
+
+
+def _reads_counter(spec: OptimizerSpec, problem, x0, floats, rest) -> bool:
+    """Whether one step's update changes with the integer step counter once optax's bias
+    corrections no longer read it (each at its k -> oo value 1), past the first steps (a
+    first-step rule, as novograd's `count == 0`, is not a schedule)."""
+    tau = jnp.asarray(0.01)
+    updates = []
+    with bias_products(constant=0.0):
+        for k in (5, 1000, 2**20):
+            at_k = jax.tree.map(lambda x, k=k: jnp.full_like(x, k) if _is_counter(x) else x, rest)
+            updates.append(raw_step(spec, tau, x0, eqx.combine(floats, at_k), problem)[0])
+    return any(c != 0.0 for u in updates[1:] for _, c in _leaf_changes(updates[0], u))
 
 
 def _is_counter(x) -> bool:

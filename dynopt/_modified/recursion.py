@@ -38,7 +38,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -97,11 +99,22 @@ def _low_order(coefficients: Coefficients, y, order: int) -> list:
 def modified_values(coefficients: Coefficients, y, order: int) -> list:
     r"""$[f_1(y), \dots, f_p(y)]$ ($p$ = `order`) from `coefficients(y, n)`
     $= [d_1(y), \dots, d_n(y)]$, the step's Taylor coefficients at $y$: orders $\le 3$ by the
-    expanded formulas, higher orders by the tower."""
+    expanded formulas, higher orders by the tower. Integer and boolean leaves of $y$ (a flag
+    such as optax.zero_nans') are constants of the expansion: fields 0, no tangents."""
+    z, rest = eqx.partition(y, eqx.is_inexact_array)
+    if jax.tree.leaves(rest):
+        inexact = coefficients
+
+        def coefficients(z, n):
+            return [eqx.filter(d, eqx.is_inexact_array) for d in inexact(eqx.combine(z, rest), n)]
+
     if order <= 3:
-        return _low_order(coefficients, y, order)
-    tower = _tower(coefficients, y, order)
-    return [tower[(j,)] for j in range(1, order + 1)]
+        values = _low_order(coefficients, z, order)
+    else:
+        tower = _tower(coefficients, z, order)
+        values = [tower[(j,)] for j in range(1, order + 1)]
+    zeros = jax.tree.map(jnp.zeros_like, rest)
+    return [eqx.combine(v, zeros) for v in values]
 
 
 def combine_values(values: list, step: Any):

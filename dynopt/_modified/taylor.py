@@ -29,4 +29,15 @@ def derivatives(fn: Callable[[Any], Any], h, order: int) -> list:
 def taylor_coefficients(fn: Callable[[Any], Any], order: int, dtype=jnp.float64) -> list:
     r"""$[c_0, c_1, \dots, c_p]$ with $\Phi_h = \sum_j c_j h^j + O(h^{p+1})$ at $h = 0$."""
     ds = derivatives(fn, jnp.zeros((), dtype), order)
-    return [jax.tree.map(lambda x, j=j: x / math.factorial(j), d) for j, d in enumerate(ds)]
+
+    def coefficient(x, c0, j):
+        # An integer or boolean leaf (a counter, optax.zero_nans' flag) is piecewise constant
+        # in h: its tangent is float0, its coefficients zero.
+        if x.dtype == jax.dtypes.float0:
+            return jnp.zeros_like(c0)
+        return x / math.factorial(j)
+
+    return [ds[0]] + [
+        jax.tree.map(lambda x, c0, j=j: coefficient(x, c0, j), d, ds[0])
+        for j, d in enumerate(ds[1:], 1)
+    ]
