@@ -322,6 +322,10 @@ def test_bad_input():
         )
     with pytest.raises(ValueError, match=r"does not .*contract"):
         modified_flow(lambda h: optax.rmsprop(h, decay=1 - h), 0.1, state="fast")
+    # AdaGrad's accumulator is neither regime's: the message says what it is, without sending
+    # the user from state='fast' to 'slow' and back.
+    with pytest.raises(ValueError, match=r"never forgotten.*accumulator .*AdaGrad"):
+        modified_flow(lambda h: optax.adagrad(h), 0.1)
     with pytest.raises(ValueError, match="state_map: inverse"):
         modified_flow(
             lambda h: optax.rmsprop(h, decay=1 - h),

@@ -386,7 +386,10 @@ def _check_concrete(
             raise ValueError(
                 f"optimizer: at step size h = 0 the update moves the parameters by {moved:.3g}"
                 f"{where}; it must vanish (Φ₀ = identity). Write the learning rate as a "
-                "function of h, e.g. `lambda h: optax.adam(h)`, not a constant."
+                "function of h, e.g. `lambda h: optax.adam(h)`, not a constant. If it is one "
+                "already, the transform moves the parameters by a rule that does not scale "
+                "with the step (schedule-free's averaging, SAM's perturbation, a projection "
+                "such as optax.keep_params_nonnegative), which no modified flow in h describes."
             )
     if spec.state_map is not None:
         forward, inverse = spec.state_map
@@ -638,10 +641,22 @@ def _contraction_checked(spec, problem, x0) -> tuple[Any, int]:
     for path, ai in jax.tree_util.tree_flatten_with_path(a)[0]:
         worst = float(jnp.max(jnp.abs(ai), initial=0.0))
         if not worst < 1:
+            leaf = jax.tree_util.keystr(path)
+            if abs(worst - 1) <= 1e-12:  # never forgotten
+                raise ValueError(
+                    f"state='fast': the optimizer-state leaf {leaf} does not contract at h = 0 "
+                    "(|∂s'/∂s| = 1: it is never forgotten). Either a slow variable, which the "
+                    "step changes by O(h) (then state='slow'); or an accumulator that the step "
+                    "changes by O(1) at h = 0, like AdaGrad's sum of squared gradients, which "
+                    "grows with the step count k = t/h and has no modified flow of this form "
+                    "(an average instead, a decay 1 - a*h, is RMSprop's slow regime); or a "
+                    "constant kept in the state (muon's Newton-Schulz coefficients), which is "
+                    "not supported: pass it as a hyper-parameter."
+                )
             raise ValueError(
-                f"state='fast': the optimizer-state leaf {jax.tree_util.keystr(path)} does not "
-                f"contract at h = 0 (|∂s'/∂s| = {worst:.3g} ≥ 1): it is a slow variable. Use "
-                "state='slow' with decays that scale with h."
+                f"state='fast': the optimizer-state leaf {leaf} does not contract at h = 0 "
+                f"(|∂s'/∂s| = {worst:.3g} ≥ 1): it is a slow variable. Use state='slow' with "
+                "decays that scale with h."
             )
     return a, sweeps
 
