@@ -334,6 +334,8 @@ def test_bad_input():
         )
     with pytest.raises(ValueError, match="step_size"):
         modified_flow(lambda h: optax.sgd(h), -0.1)
+    with pytest.raises(ValueError, match=r"traced step size failed .*must stay a JAX value"):
+        modified_flow(lambda h: optax.sgd(float(h)), 0.1)
 
 
 def test_a_trace_after_the_learning_rate_reads_one_manifold_term_more(getkey):

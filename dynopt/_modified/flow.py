@@ -261,6 +261,15 @@ def _check(
         failure = _step_failure(spec, probe)
         if failure is None:
             return _check_concrete(spec, regime, probe)
+        if failure.startswith(("ConcretizationTypeError", "TracerBoolConversionError")):
+            raise ValueError(
+                f"optimizer: building or stepping it with a traced step size failed with "
+                f"{failure}. The expansion differentiates in h, so h (and what is computed "
+                "from it) must stay a JAX value: no float(h), and no optax schedule whose "
+                "arguments are checked with a Python `if` (optax.warmup_cosine_decay_schedule "
+                "with h as a value). Build such parts from constants, or write the learning "
+                "rate as a JAX expression in h."
+            )
         if on is not None and _step_failure(spec, on.obj) is None:
             return _check_concrete(spec, regime, on.obj)
         hint = (
