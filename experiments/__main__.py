@@ -147,8 +147,6 @@ def main(argv=None) -> int:
                 *run_parallel(names, outs, quick=args.quick, seed=args.seed, jobs=jobs, then=then)
             )
             return 0
-        import jax  # (only here: a parallel run's parent never imports it)
-
         for i, (name, out) in enumerate(zip(names, outs)):
             print(f"{name} ({i + 1}/{len(names)}, {mode} mode): {summary(name)}", flush=True)
             out, elapsed = run_one(
@@ -161,10 +159,9 @@ def main(argv=None) -> int:
                 run=run_experiment,  # this module's name for it (tests replace it)
             )
             _report(name, out, elapsed)
-            # Each compiled program holds ~3 memory mappings for as long as a jit cache keeps it;
-            # one process running every experiment would otherwise near Linux's 65,530-mapping
+            # One process running every experiment would otherwise near Linux's 65,530-mapping
             # limit (vm.max_map_count), where XLA's next compilation segfaults.
-            jax.clear_caches()
+            _jobs.release_programs()
         if args.command == "run-all":  # the page over every result in the folder
             write_page(Path(args.out or DEFAULT_RESULTS), sorted(EXPERIMENTS))
         elif args.out is None:  # the default results folder: keep its page current

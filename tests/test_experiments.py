@@ -425,3 +425,20 @@ def test_continuum_order_cells_give_their_own_numbers_in_worker_processes():
     assert case.fitted_orders[:2] == other.fitted_orders[:2]
     assert case.verdicts == other.verdicts and case.regime == other.regime == "slow"
     assert abs(case.fitted_orders[1] - 2) < 0.15  # the cells ran (not the nan of "not run")
+
+
+def test_compiled_programs_are_released_once_they_hold_many_mappings(monkeypatch):
+    """A process running experiment after experiment keeps their compiled programs (releasing
+    costs ~0.25 s each) until it holds over `MAPPINGS_BEFORE_RELEASE` memory mappings, far
+    below Linux's 65,530 where XLA's next compilation segfaults; then it releases them."""
+    import jax
+
+    from experiments import _jobs
+
+    cleared = []
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(True))
+    for limit, expected in ((10**9, []), (0, [True])):
+        monkeypatch.setattr(_jobs, "MAPPINGS_BEFORE_RELEASE", limit)
+        cleared.clear()
+        _jobs.release_programs()
+        assert cleared == expected
