@@ -123,7 +123,7 @@ def assess_order(
        When the local orders, taken toward smaller steps, still move one way by more than
        0.1 (`DRIFT_NOTE`), the reason says so: the fit stands, but its limit may differ by
        that much (chain(ema(0.9), scale(-h)) against its order-1 flow at h = 0.02 to 0.005:
-       0.80 → 0.93, fit 0.87).
+       0.78 → 0.96, fit 0.87).
        Where the order cannot be below `at_least` as $\Delta t \to 0$ (a theorem, e.g. an order-$p$
        modified flow started where its runs start), a fit more than `SLOPE_TOLERANCE` below it
        is not the limit: `"pre-asymptotic"`, the reason saying so (default RMSprop's
