@@ -104,7 +104,7 @@ def release_programs() -> None:
     """`jax.clear_caches()` once this process holds more than `MAPPINGS_BEFORE_RELEASE` memory
     mappings (each compiled program holds ~3 for as long as a jit cache keeps it), or always
     where they cannot be counted (no /proc/self/maps). Releasing costs ~0.25 s after a quick
-    experiment and is otherwise paid at exit, at once."""
+    experiment; kept, the programs go when the process exits."""
     import jax
 
     try:
