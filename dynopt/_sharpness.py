@@ -18,7 +18,7 @@ from jax.experimental.sparse.linalg import lobpcg_standard
 from jax.flatten_util import ravel_pytree
 
 from ._custom_types import Array, Float, Int, Key, Params, PyTree, Scalar
-from ._validation import choice, positive_int
+from ._validation import choice, is_traced, positive_int
 
 
 Method = Literal["lobpcg", "lanczos"]
@@ -74,7 +74,6 @@ def _lanczos_top(op, start: Array, num_matvecs: int) -> tuple[Array, Array, Arra
     return values[::-1][:k], vectors[::-1][:k].T, jnp.asarray(num_matvecs)
 
 
-@eqx.filter_jit
 def top_eigenpairs(
     grad_fn: Callable[[Params], Params],
     params: Params,
@@ -114,17 +113,64 @@ def top_eigenpairs(
 
     **Returns:** `Eigenpairs` (values largest first; `iterations` 0 on the dense route).
 
-    **Raises:** `ValueError` for a `start` that is not $(n, k)$ with $1 \le k \le n$; a
-    runtime error (`eqx.error_if`) when a Hessian-vector product is not finite
-    (with `checked=True`), read off the result: non-finite eigenpairs.
+    **Raises:** `ValueError` for a `start` that is not $(n, k)$ with $1 \le k \le n$ (or,
+    given concretely, not of full rank), a `diag` that is not a pytree like `params` (or,
+    given concretely, has an entry that is not positive and finite), `max_iters < 1` or a
+    `tol` that is not positive; a runtime error (`eqx.error_if`) when a Hessian-vector product
+    is not finite (with `checked=True`), read off the result: non-finite eigenpairs.
     """
+    positive_int("max_iters", max_iters)
+    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < float("inf")):
+        raise ValueError(f"tol must be None or a positive finite number, got {tol!r}.")
+    flat = ravel_pytree(params)[0]
+    # The block in the parameters' precision (`random_start` draws float64; float32 params
+    # would otherwise meet a float64 tangent in the Hessian-vector product).
     start = jnp.asarray(start)
-    n = ravel_pytree(params)[0].shape[0]
+    if jnp.issubdtype(flat.dtype, jnp.floating) and start.dtype != flat.dtype:
+        start = start.astype(flat.dtype)
+    if diag is not None:
+        if jax.tree.structure(diag) != jax.tree.structure(params) or any(
+            jnp.shape(d) != jnp.shape(x)
+            for d, x in zip(jax.tree.leaves(diag), jax.tree.leaves(params))
+        ):
+            raise ValueError(
+                "diag must be a pytree like params (the same structure and leaf shapes): the "
+                f"diagonal preconditioner D; got structure {jax.tree.structure(diag)} for params' "
+                f"{jax.tree.structure(params)}."
+            )
+        if not is_traced(diag):
+            with jax.ensure_compile_time_eval():  # concrete, also when called under a jit
+                d = ravel_pytree(diag)[0]
+                ok = bool(jnp.all(jnp.isfinite(d) & (d > 0)))
+            if not ok:
+                raise ValueError(
+                    "diag (the preconditioner D of D^-1/2 H D^-1/2) must have positive, finite "
+                    f"entries; its smallest is {float(jnp.min(d)):.3g}."
+                )
+    n = flat.shape[0]
     if start.ndim != 2 or start.shape[0] != n or not 1 <= start.shape[1] <= n:
         raise ValueError(
             f"start must be an (n, k) block with n = {n} (the number of parameters) and "
             f"1 <= k <= n, got shape {start.shape}."
         )
+    if not is_traced(start):
+        with jax.ensure_compile_time_eval():
+            singular = jnp.linalg.svd(start, compute_uv=False)
+            ok = bool(singular[-1] > singular[0] * n * jnp.finfo(start.dtype).eps)
+        if not ok:
+            raise ValueError(
+                f"start must have linearly independent columns; its {start.shape[1]} columns "
+                "span fewer dimensions (draw one with dynopt.sharpness.random_start)."
+            )
+    return _top_eigenpairs(
+        grad_fn, params, start, diag=diag, max_iters=max_iters, tol=tol, checked=checked,
+        method=method,
+    )  # fmt: skip
+
+
+@eqx.filter_jit
+def _top_eigenpairs(grad_fn, params, start, *, diag, max_iters, tol, checked, method):
+    n = ravel_pytree(params)[0].shape[0]
     choice("method", method, METHODS)
     k = start.shape[1]
     if method == "lanczos" and not k <= max_iters <= n:
@@ -135,6 +181,25 @@ def top_eigenpairs(
     op = hvp_operator(grad_fn, params, diag)
     if lobpcg_fits(k, n) and method == "lanczos":
         values, vectors, iterations = _lanczos_top(op, start, max_iters)
+        # A Krylov space that closes before `max_iters` products (a Hessian of low rank: flat
+        # directions) breaks matfree's Lanczos: NaN where the residual is exactly 0, else Ritz
+        # pairs of round-off (a rank-2 Hessian with top eigenvalue 4 gave 62.2). One product
+        # checks the top pair: a residual ‖Av − λv‖ above |λ|/2 means no eigenvalue near λ
+        # (some eigenvalue lies within the residual of λ), and LOBPCG from the same block
+        # takes over. Only the lanes that broke down run it (`lane_cond`).
+        top = vectors[:, :1]
+        residual = jnp.linalg.norm(op(top)[:, 0] - values[0] * top[:, 0])
+        fine = jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(vectors))
+        broke = ~(fine & (residual <= 0.5 * jnp.abs(values[0])))
+        values, vectors, iterations = lane_cond(
+            broke,
+            lambda block, *_: lobpcg_standard(op, block, m=max_iters, tol=tol),
+            lambda _, *found: found,
+            start,
+            values,
+            vectors,
+            iterations,
+        )
     elif lobpcg_fits(k, n):
         values, vectors, iterations = lobpcg_standard(op, start, m=max_iters, tol=tol)
     else:
@@ -147,8 +212,9 @@ def top_eigenpairs(
             (values, vectors),
             bad,
             "the loss's Hessian-vector product is not finite at these parameters (a non-finite "
-            "loss or gradient, or a non-twice-differentiable operation), or the start block is "
-            "not of full rank.",
+            "loss or gradient, or a non-twice-differentiable operation), or the preconditioner "
+            "diag has an entry that is not positive (an optimizer state read before its first "
+            "step), or the start block is not of full rank.",
         )
     else:
         values, vectors = jnp.where(bad, jnp.nan, values), jnp.where(bad, jnp.nan, vectors)
@@ -357,13 +423,27 @@ def adam_preconditioner(b2: float = 0.999, eps: float = 1e-8, *, bias_correction
     sharpness $\lambda_{\max}(D^{-1}H)$ stabilizes at $(2+2\beta_1)/((1-\beta_1)\eta)$."""
 
     def diag(inner_state):
-        nu = optax.tree.get(inner_state, "nu")
+        nu = _second_moment(inner_state, "adam_preconditioner")
         if bias_correction:
-            count = optax.tree.get(inner_state, "count")
+            # Before the first step (count 0, ν = 0) the correction is 0/0: D = ε there, as
+            # for RMSprop's D = √ε.
+            count = jnp.maximum(optax.tree.get(inner_state, "count"), 1)
             nu = jax.tree.map(lambda v: v / (1 - jnp.asarray(b2, v.dtype) ** count), nu)
         return jax.tree.map(lambda v: jnp.sqrt(v) + eps, nu)
 
     return diag
+
+
+def _second_moment(inner_state, name: str):
+    nu = optax.tree.get(inner_state, "nu")
+    if nu is None:
+        raise ValueError(
+            f"{name}: the optimizer state holds no second moment `nu` (not an Adam or RMSprop "
+            "state): a preconditioner that does not match the optimizer would give the plain "
+            "Hessian's sharpness under its name. Use it with optax.adam/rmsprop-style states, "
+            "or track the plain Hessian (preconditioner=None)."
+        )
+    return nu
 
 
 def rmsprop_preconditioner(eps: float = 1e-8):
@@ -371,6 +451,8 @@ def rmsprop_preconditioner(eps: float = 1e-8):
     \epsilon}$. RMSProp with step $\eta$ is stable on $H$ iff $\eta\lambda_{\max}(D^{-1}H) < 2$."""
 
     def diag(inner_state):
-        return jax.tree.map(lambda v: jnp.sqrt(v + eps), optax.tree.get(inner_state, "nu"))
+        return jax.tree.map(
+            lambda v: jnp.sqrt(v + eps), _second_moment(inner_state, "rmsprop_preconditioner")
+        )
 
     return diag

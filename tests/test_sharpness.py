@@ -214,3 +214,43 @@ def test_lanczos_tracks_along_a_run_as_closely_as_lobpcg(net):
 
     lanczos, lobpcg = deviation("lanczos", 16), deviation("lobpcg", 1)
     assert lanczos < lobpcg < 1e-2, (lanczos, lobpcg)
+
+
+def test_a_hessian_with_flat_directions_and_bad_arguments():
+    """A Hessian of rank 2 in 40 dimensions: Lanczos' Krylov space closes after two products
+    and matfree divides by the vanishing residual; the breakdown falls back to LOBPCG from the
+    same block (the central flow's default method failed on such problems as "HVP not finite").
+    Float32 parameters take a float64 start block in their own precision. A start block of
+    dependent columns, max_iters < 1, a non-positive tol, a diag of the wrong structure or
+    with a zero entry, and a preconditioner for a state without `nu` are refused, naming what."""
+    a = jnp.asarray([4.0, 1.0] + [0.0] * 38)
+    problem = dynopt.Problem(lambda p: 0.5 * jnp.sum(a * p**2), jnp.ones(40))
+    start = sharpness.random_start(jax.random.key(0), 40, 2)
+    for method in ("lanczos", "lobpcg"):
+        found = sharpness.top_eigenpairs(
+            problem.grad, problem.params0, start, method=method, max_iters=16
+        )
+        np.testing.assert_allclose(found.values, [4.0, 1.0], rtol=1e-10)
+    a32 = a.astype(jnp.float32)
+    low = dynopt.Problem(lambda p: 0.5 * jnp.sum(a32 * p**2), jnp.ones(40, jnp.float32))
+    found = sharpness.top_eigenpairs(low.grad, low.params0, start)
+    assert found.values.dtype == jnp.float32
+    np.testing.assert_allclose(found.values, [4.0, 1.0], rtol=1e-5)
+    bad = [
+        (dict(start=jnp.ones((40, 2))), "linearly independent columns"),
+        (dict(max_iters=0), "max_iters must be a positive integer"),
+        (dict(tol=-1.0), "tol must be None or a positive"),
+        (dict(diag=jnp.ones(3)), "diag must be a pytree like params"),
+        (dict(diag=jnp.zeros(40)), "positive, finite entries"),
+    ]
+    for kwargs, match in bad:
+        block = kwargs.pop("start", start)
+        with pytest.raises(ValueError, match=match):
+            sharpness.top_eigenpairs(problem.grad, problem.params0, block, **kwargs)
+    with pytest.raises(ValueError, match="holds no second moment `nu`"):
+        sharpness.track_sharpness(
+            optax.sgd(0.1),
+            1,
+            preconditioner=sharpness.adam_preconditioner(),
+            init_grad_fn=problem.grad,
+        ).init(problem.params0)
