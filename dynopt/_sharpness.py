@@ -108,8 +108,9 @@ def top_eigenpairs(
       From a warm start (the previous step's vectors) $m = 16$ tracks as closely as two LOBPCG
       iterations (45 products at $k = 5$), which is what `track_sharpness` is for. One Krylov
       sequence holds one vector per distinct eigenvalue: an exactly repeated top eigenvalue
-      (a point with a symmetry, such as identical hidden units) shows once, and there is no
-      residual test; use LOBPCG for those.
+      (a point with a symmetry, such as identical hidden units) shows once; use LOBPCG for
+      those. One more product checks the top pair: a residual above $|\lambda|/2$ (a Krylov
+      space that closed early: a Hessian of low rank) hands the block to LOBPCG.
 
     **Returns:** `Eigenpairs` (values largest first; `iterations` 0 on the dense route).
 
