@@ -244,7 +244,10 @@ def oscillation(
         residual > qp_tol,
         f"{who}: the complementarity solve did not converge (residual above qp_tol after "
         "qp_iters iterations) at some evaluation of the vector field; raise qp_iters or qp_tol, "
-        "or lower k (near-duplicate top directions make it ill-conditioned).",
+        "or lower k (near-duplicate top directions make it ill-conditioned). If the sharpness is "
+        "above 2/learning_rate where the third derivative along the top directions vanishes (a "
+        "quadratic loss), no central flow exists: GD there diverges, and no iteration count "
+        "helps.",
     )
     return X, residual, drift
 
