@@ -5,6 +5,7 @@ lobpcg_standard` (or `matfree`'s Lanczos decomposition, the cheaper warm tracker
 `track_sharpness`, an optax wrapper that carries them, warm-started, through a `run` (recorded
 at saved points by the observer `sharpness`)."""
 
+import numbers
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -121,7 +122,9 @@ def top_eigenpairs(
     is not finite (with `checked=True`), read off the result: non-finite eigenpairs.
     """
     positive_int("max_iters", max_iters)
-    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < float("inf")):
+    if tol is not None and not (
+        isinstance(tol, numbers.Real) and not isinstance(tol, bool) and 0 < tol < float("inf")
+    ):
         raise ValueError(f"tol must be None or a positive finite number, got {tol!r}.")
     flat = ravel_pytree(params)[0]
     # The block in the parameters' precision (`random_start` draws float64; float32 params
