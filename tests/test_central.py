@@ -338,3 +338,40 @@ def test_a_model_too_small_for_lobpcg_one_direction_closed_form():
     assert g < 0  # sharpening: the direction is active
     gap = 2.0 / eta - state.eig.values[0]
     np.testing.assert_allclose(state.X[0, 0], -2.0 * (g + gap / eta) / norm2, rtol=1e-9)
+
+
+def test_more_directions_at_the_edge_than_k_are_said():
+    """Decoupled two-parameter pairs whose top eigenvalues rise to 2/η one after another.
+    Six pairs (12 parameters; η·λ/2 = 1.035, 1.023, 0.962 at the start), k = 2: the third
+    reaches the threshold near t = 30, between saved times, and the top tracked eigenvalue
+    then rises above it (1.0207 at t = 32, from 1.0000); saved more densely, the third is
+    seen at it. Twelve pairs, k = 3: the flow holds three at the threshold until the fourth
+    reaches it at t = 28.8. `central_solve` warns at the first such saved time, naming the k
+    to use; `next_eigenvalue`, the refresh's (k+1)-th eigenvalue, is the dense Hessian's on
+    both of the refresh's routes (dense for 5(k+1) >= n, else LOBPCG to `eig_tol` = 1e-9)."""
+
+    def loss(p):
+        return 0.5 * jnp.sum((jnp.tanh(p["a"]) * p["b"] - 0.5) ** 2) + 0.05 * jnp.sum(p["a"] ** 4)
+
+    def problem(pairs):
+        return dynopt.Problem(
+            loss, {"a": jnp.linspace(0.2, 1.5, pairs), "b": jnp.linspace(-1.0, 2.0, pairs)}
+        )
+
+    def dense(path, k):
+        hessians = jax.vmap(lambda p: sharpness.dense_hessian(loss, p))(path.params)
+        return np.linalg.eigvalsh(np.asarray(hessians))[:, -1 - k]
+
+    eta = 1.6
+    ts = eta * jnp.linspace(0.0, 20.0, 11)
+    with pytest.warns(RuntimeWarning, match=r"saved time 10\) the top eigenvalue rose.*k=3\)"):
+        path = central_solve(CentralFlow(eta, k=2), problem(6), ts)
+    assert eta * float(np.asarray(path.eigenvalues)[-1, 0]) / 2 > 1.01  # the hold is lost
+    np.testing.assert_allclose(path.next_eigenvalue, dense(path, 2), rtol=1e-12)
+    with pytest.warns(RuntimeWarning, match=r"saved time 8\) the \(2\+1\)-th eigenvalue"):
+        central_solve(CentralFlow(eta, k=2), problem(6), 1.2 * ts)
+    with pytest.warns(RuntimeWarning, match=r"saved time 9\) the \(3\+1\)-th.*k=4\)"):
+        held = central_solve(CentralFlow(eta, k=3), problem(12), ts)
+    tracked = eta * np.asarray(held.eigenvalues)[1:9] / 2  # held at the edge till then
+    assert float(np.max(tracked)) <= 1.0 + 1e-5
+    np.testing.assert_allclose(held.next_eigenvalue, dense(held, 3), rtol=1e-9)

@@ -28,6 +28,7 @@ the PSD cone by a $k\times k$ `eigh`). One direction: $\sigma^2 = \max(0,
 threshold.
 """
 
+import warnings
 from typing import NamedTuple
 
 import equinox as eqx
@@ -43,6 +44,12 @@ from .._problem import Problem
 from .._sharpness import check_k, Eigenpairs, lane_cond, METHODS, random_start, top_eigenpairs
 from .._validation import choice, hyperparameter, positive_int, solver_options
 from .base import AbstractFlow
+
+
+# How far above 2/η a tracked eigenvalue may rise before `central_solve` says the flow lost its
+# hold: 100× what the tests measure it held to (1e-5 at rtol 1e-6), below the smallest loss of
+# hold measured (2e-3, a third direction reaching the edge with k = 2).
+SLIP = 1e-3
 
 
 class Complementarity(NamedTuple):
@@ -318,12 +325,21 @@ class CentralFlow(AbstractFlow):
     def __check_init__(self):
         check_sizes(self)
 
-    def central(self, params: Params, problem: Problem, *, refresh: bool = False) -> CentralState:
+    def central(
+        self,
+        params: Params,
+        problem: Problem,
+        *,
+        refresh: bool = False,
+        eig: Eigenpairs | None = None,
+    ) -> CentralState:
         """The eigenpairs, $X$, the drift and the predicted loss at `params` (`eig_method` from
-        `basis`, or LOBPCG for at most `refresh_iters` iterations when `refresh`)."""
+        `basis`, or LOBPCG for at most `refresh_iters` iterations when `refresh`; or the top-k
+        eigenpairs `eig` given)."""
         flat, _ = ravel_pytree(params)
-        iters = self.refresh_iters if refresh else None
-        eig = warm_eigenpairs(self, problem, params, flat, max_iters=iters)
+        if eig is None:
+            iters = self.refresh_iters if refresh else None
+            eig = warm_eigenpairs(self, problem, params, flat, max_iters=iters)
         value, grad = problem.value_and_grad(params)
         grad = ravel_pytree(grad)[0]
         U = eig.vectors
@@ -386,7 +402,10 @@ class CentralPath(NamedTuple):
     eigenvalues there: $\\max_j |\\tilde\\lambda_j - \\lambda_j| / |\\lambda_j|$, the largest
     error of the field's eigenvalues over the interval, the point farthest from the warm
     start (a fixed Lanczos depth has no residual test of its own: raise `eig_iters` or save
-    more often where it is not small)."""
+    more often where it is not small).
+    `next_eigenvalue`: $\\lambda_{k+1}$ at each saved time (NaN for $k = n$), from the same
+    refresh: the flow holds only its $k$ tracked directions at the threshold, so it describes
+    GD only while $\\eta\\lambda_{k+1} < 2$ (`central_solve` warns where not)."""
 
     ts: Float[Array, " T"]
     params: Params
@@ -396,6 +415,7 @@ class CentralPath(NamedTuple):
     X: Float[Array, "T k k"]
     num_steps: Int[Array, " T-1"]
     eig_deviation: Float[Array, " T-1"]
+    next_eigenvalue: Float[Array, " T"]
 
 
 def _vector_field(t, y, args):
@@ -430,9 +450,23 @@ def central_path(
     # mean accepted step (the first interval's: 1e-3 of a mean interval), not diffrax's
     # first-step heuristic, which evaluates the field outside the step loop: a second copy of
     # it in the program.
+    #
+    # The refresh solves for k + 1 eigenpairs (while k < n): the (k+1)-th says whether more
+    # directions reach the threshold than the flow holds there. Its warm start rides along in
+    # the carried block's last column.
+    k = flow.k
+    flat0 = ravel_pytree(problem.params0)[0]
+    extra = k < flat0.shape[0]
+
     def chunk(carry, interval):
-        w, basis, first = carry
-        cs = _with_basis(flow, basis).central(w, problem, refresh=True)
+        w, block, first = carry
+        basis = block[:, :k]
+        found = top_eigenpairs(
+            problem.grad, w, block, max_iters=flow.refresh_iters, tol=flow.eig_tol
+        )
+        eig = Eigenpairs(found.values[:k], found.vectors[:, :k], found.iterations)
+        cs = flow.central(w, problem, eig=eig)
+        next_value = found.values[k] if extra else jnp.full((), jnp.nan, found.values.dtype)
         # The field's eigen-solve here, from the warm start it used over the interval ending
         # here (the first chunk's: the initial block, not a field's; dropped below).
         field = warm_eigenpairs(_with_basis(flow, basis), problem, w, ravel_pytree(w)[0])
@@ -451,14 +485,18 @@ def central_path(
         accepted = jnp.maximum(sol.stats["num_accepted_steps"], 1)
         mean_step = (interval[1] - interval[0]) / accepted
         first = jnp.where(mean_step > 0, mean_step, first)
-        out = (w, cs, sol.result, sol.stats["num_steps"], deviation)
-        return (w1, cs.eig.vectors, first), out
+        out = (w, cs, sol.result, sol.stats["num_steps"], deviation, next_value)
+        return (w1, found.vectors, first), out
 
-    basis0 = start_block(flow.basis, flow.k, ravel_pytree(problem.params0)[0])
+    block0 = start_block(flow.basis, k, flat0)
+    if extra:  # the (k+1)-th column's cold start (seeded apart from `start_block`'s)
+        column = random_start(jax.random.key(1), flat0.shape[0], 1, flat0.dtype)
+        block0 = jnp.concatenate([block0, column], axis=1)
     intervals = jnp.stack([ts, jnp.concatenate([ts[1:], ts[-1:]])], axis=1)
     first0 = 1e-3 * (ts[-1] - ts[0]) / max(ts.shape[0] - 1, 1)  # of a mean interval
-    carry0 = (problem.params0, basis0, first0)
-    _, (params, cs, results, num_steps, deviation) = jax.lax.scan(chunk, carry0, intervals)
+    carry0 = (problem.params0, block0, first0)
+    scanned = jax.lax.scan(chunk, carry0, intervals)[1]
+    params, cs, results, num_steps, deviation, next_values = scanned
     path = CentralPath(
         ts=ts,
         params=params,
@@ -468,6 +506,7 @@ def central_path(
         X=cs.X,
         num_steps=num_steps[:-1],
         eig_deviation=deviation[1:],
+        next_eigenvalue=next_values,
     )
     return path, results
 
@@ -515,6 +554,12 @@ def central_solve(
 
     **Raises:** `SolveError` when an interval's solve fails (saying which and what to change);
     the flow's own runtime errors (non-converged complementarity solve, non-finite HVP).
+
+    **Warns:** `RuntimeWarning` where the flow no longer holds GD's edge: at the first saved
+    time where the $(k+1)$-th eigenvalue (`CentralPath.next_eigenvalue`) is at or above
+    $2/\eta$, or the top tracked one rose above it by more than `SLIP` (a direction beyond
+    the $k$ held ones overtook one between saved times); it names the $k$ to use. (Before a
+    failed interval, that is the `SolveError`'s likely cause instead.)
     """
     from .._solve import _check_times, _require_x64, raise_for_result
 
@@ -522,5 +567,54 @@ def central_solve(
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     ts = jnp.asarray(_check_times(ts, float(np.asarray(ts)[0])))
     path, results = _central_path_jit(flow, problem, ts, rtol, atol, max_steps, solver)
-    raise_for_result(results, what="central_solve", max_steps=max_steps, rtol=rtol, atol=atol)
+    crossed = _lost_hold(flow, path, results)
+    raise_for_result(
+        results,
+        what="central_solve",
+        max_steps=max_steps,
+        rtol=rtol,
+        atol=atol,
+        diagnosis=None if crossed is None else f"Likely cause: {crossed}",
+    )
+    if crossed is not None:
+        warnings.warn(crossed, RuntimeWarning, stacklevel=2)
     return path
+
+
+def _lost_hold(flow: CentralFlow, path: CentralPath, results) -> str | None:
+    """What to say where the flow stops holding GD's edge (before the first failed interval):
+    the $(k+1)$-th eigenvalue is at or above $2/\\eta$ at a saved time, or the top tracked one
+    is above it by more than `SLIP` and higher than at the previous saved time (tracked ones
+    above the threshold can only decay, at the stabilization rate: a rise means a direction
+    the flow did not hold overtook one it did, between saved times); or `None`."""
+    import diffrax
+
+    eta, k = np.asarray(flow.learning_rate), flow.k
+    following = eta * np.asarray(path.next_eigenvalue) / 2.0
+    top = eta * np.asarray(path.eigenvalues)[:, 0] / 2.0
+    failed = np.flatnonzero(~np.asarray(results == diffrax.RESULTS.successful))
+    last = failed[0] if failed.size else top.shape[0] - 1  # saved times before a failure
+    reached = following[: last + 1] >= 1.0  # NaN (k = n) compares False
+    rose = np.zeros_like(reached)
+    rose[1:] = (top[1 : last + 1] > 1.0 + SLIP) & (top[1 : last + 1] > top[:last])
+    at = np.flatnonzero(reached | rose)
+    if at.size == 0:
+        return None
+    i = int(at[0])
+    if reached[i]:
+        what = (
+            f"the ({k}+1)-th eigenvalue of the Hessian is at or above the threshold "
+            f"(learning_rate * lambda_{k + 1} / 2 = {float(following[i]):.6g})"
+        )
+    else:
+        what = (
+            f"the top eigenvalue rose above the threshold (learning_rate * lambda_1 / 2 = "
+            f"{float(top[i]):.6g}, {float(top[i - 1]):.6g} at the saved time before): a "
+            f"direction beyond the k = {k} held ones most likely reached the edge in between"
+        )
+    return (
+        f"at t = {float(path.ts[i]):.6g} (saved time {i}) {what}. More directions are at the "
+        f"edge of stability than the k = {k} this flow holds there, so from then on its "
+        "eigenvalues can drift above 2/learning_rate and the path is not GD's central flow. "
+        f"Solve again with a larger k (CentralFlow(..., k={k + 1}) or more)."
+    )
