@@ -280,14 +280,16 @@ def dense_hessian(loss_fn: Callable[[Params], Scalar], params: Params) -> Float[
 
 
 class SharpnessState(NamedTuple):
-    """State of `track_sharpness`: the inner optimizer's state, the update count, and the
-    eigenpairs at the last tracked iterate (`values` NaN before the first)."""
+    """State of `track_sharpness`: the inner optimizer's state, the update count, the
+    eigenpairs at the last tracked iterate (`values` NaN before the first), and the update
+    count at which they were computed (`tracked_at`)."""
 
     inner: Any
     count: Int[Array, ""]
     values: Float[Array, " k"]
     vectors: Float[Array, "n k"]
     iterations: Int[Array, ""]
+    tracked_at: Int[Array, ""]
 
 
 def _no_diag(inner_state) -> None:
@@ -316,7 +318,8 @@ def track_sharpness(
     the eigenpairs at $\theta_{j+1}$ are computed from the oracle's `grad_fn` (the same
     minibatch as the step; `run` passes it) and the state's previous vectors. With
     `run(..., every=m·every, observe=sharpness)` the recorded values are exactly those at the
-    saved iterates; other steps cost nothing extra (`lane_cond`, also under `vmap`).
+    saved iterates; other steps cost nothing extra (`lane_cond`, also under `vmap`). At a saved
+    iterate the tracker skipped, `sharpness` records NaN.
 
     **Arguments:**
 
@@ -361,7 +364,7 @@ def track_sharpness(
             values, start, iterations = top_eigenpairs(
                 init_grad_fn, params, start, diag=precond(inner), max_iters=init_iters, tol=tol
             )
-        return SharpnessState(inner, jnp.asarray(0), values, start, iterations)
+        return SharpnessState(inner, jnp.asarray(0), values, start, iterations, jnp.asarray(0))
 
     def update_fn(updates, state, params=None, *, grad_fn=None, **extra):
         if params is None or grad_fn is None:
@@ -391,10 +394,12 @@ def track_sharpness(
 
         # `lane_cond`, not `lax.cond`: under a `vmap` over learning rates the count is batched,
         # and a batched `cond` would run the eigen-solve at every step.
+        tracked = count % every == 0
         values, vectors, iterations = lane_cond(
-            count % every == 0, track, keep, new_params, state.vectors, inner
+            tracked, track, keep, new_params, state.vectors, inner
         )
-        return updates, SharpnessState(inner, count, values, vectors, iterations)
+        at = jnp.where(tracked, count, state.tracked_at)
+        return updates, SharpnessState(inner, count, values, vectors, iterations, at)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -415,9 +420,12 @@ def _find(opt_state) -> SharpnessState:
 
 def sharpness(params: Params, opt_state: PyTree, problem: Any) -> Float[Array, " k"]:
     """Observer for `run(..., observe=sharpness)`: the tracked top-$k$ eigenvalues held by the
-    `track_sharpness` state (NaN before the first tracked step)."""
+    `track_sharpness` state at the observed iterate; NaN before the first tracked step, and at
+    an iterate the tracker skipped (a `run` `every` that its `every` does not divide): the
+    values held there belong to an earlier iterate."""
     del params, problem
-    return _find(opt_state).values
+    state = _find(opt_state)
+    return jnp.where(state.tracked_at == state.count, state.values, jnp.nan)
 
 
 def adam_preconditioner(b2: float = 0.999, eps: float = 1e-8, *, bias_correction: bool = True):

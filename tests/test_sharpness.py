@@ -57,6 +57,11 @@ def test_tracking_inside_run_records_the_saved_iterates_eigenvalues(net):
         w = jax.tree.map(lambda x, i=i: x[i], traj.params)
         values, _ = _dense_eigh(net, w)
         np.testing.assert_allclose(traj.observations[i], values[::-1][:K], atol=1e-8)
+    # A run that saves where the tracker did not track records NaN there, not the values of
+    # an earlier iterate (steps 3, 6, 9 with tracking at 5, 10: only θ₀ was tracked).
+    stale = dynopt.run(tx, net, 9, every=3, observe=sharpness.sharpness)
+    np.testing.assert_array_equal(stale.observations[0], traj.observations[0])
+    assert np.all(np.isnan(np.asarray(stale.observations)[1:]))
 
 
 def test_a_cheap_tracker_starts_converged(net):
