@@ -6,6 +6,7 @@ lobpcg_standard` (or `matfree`'s Lanczos decomposition, the cheaper warm tracker
 at saved points by the observer `sharpness`)."""
 
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -115,6 +116,9 @@ def top_eigenpairs(
 
     **Returns:** `Eigenpairs` (values largest first; `iterations` 0 on the dense route).
 
+    **Warns:** `RuntimeWarning` when LOBPCG, called eagerly, stops at `max_iters` (under a
+    trace, read `iterations`).
+
     **Raises:** `ValueError` for a `start` that is not $(n, k)$ with $1 \le k \le n$ (or,
     given concretely, not of full rank), a `diag` that is not a pytree like `params` (or,
     given concretely, has an entry that is not positive and finite), `max_iters < 1` or a
@@ -166,10 +170,27 @@ def top_eigenpairs(
                 f"start must have linearly independent columns; its {start.shape[1]} columns "
                 "span fewer dimensions (draw one with dynopt.sharpness.random_start)."
             )
-    return _top_eigenpairs(
+    found = _top_eigenpairs(
         grad_fn, params, start, diag=diag, max_iters=max_iters, tol=tol, checked=checked,
         method=method,
     )  # fmt: skip
+    if (
+        method == "lobpcg"
+        and lobpcg_fits(start.shape[1], n)
+        and not isinstance(found.iterations, jax.core.Tracer)
+        and int(found.iterations) >= max_iters
+        and bool(jnp.all(jnp.isfinite(found.values)))  # NaN (checked=False) says more
+    ):
+        # Called eagerly (under a trace, e.g. a tracker's capped warm steps, `iterations` says it).
+        warnings.warn(
+            f"top_eigenpairs: LOBPCG stopped at its cap max_iters={max_iters} before every pair "
+            "met its tolerance: the eigenpairs are approximate. Raise max_iters (a cold random "
+            "start needs far more iterations than a warm one), loosen tol, or start from "
+            "nearby vectors.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return found
 
 
 @eqx.filter_jit
