@@ -1,17 +1,21 @@
 """Command line: python -m experiments list | run NAME [--quick] [--seed N] [--out DIR] |
-run-all [NAME ...] [--quick] [--seed N] [--out PARENT] [--jobs J] | figures [NAME ...] |
-page [--out PARENT]
+run-all [NAME ...] [--quick] [--seed N] [--out PARENT] [--jobs J] |
+figures [NAME ...] | figures NAME --out DIR | page [--out PARENT] | clean [--out PARENT]
 
 After each run the headline numbers are printed next to the values the run card predicts;
-`run-all`, `figures` and `page` (re)write the results page PARENT/index.html. `run-all --jobs J`
-runs J experiments at a time, each in its own process (`make run` uses `JOBS`, 2 by default:
-most of a quick run is XLA compiling on one thread)."""
+`run-all`, `figures` (without `--out`) and `page` (re)write the results page PARENT/index.html.
+`run-all --jobs J` runs J experiments at a time, each in its own process (`make run` uses `JOBS`,
+2 by default: most of a quick run is XLA compiling on one thread). A refused argument (an unknown
+experiment, an `--out` that is not dynopt's to write) is one line `error: ...` and exit status 2,
+before any work."""
 
 import argparse
 import functools
 import json
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from . import (
@@ -26,12 +30,14 @@ from . import (
     run_experiment,
     summary,
 )
-from ._io import check_out, remove_results
+from ._io import _umask, check_out, is_result, remove_results
 from ._jobs import enable_compilation_cache, run_one, run_parallel
 
 
-# Figures the README shows: (experiment, file) -> docs path. `figures` refreshes them.
-README_FIGURES = {("gd_flow", "orders.png"): Path("docs/figures/gd_flow_orders.png")}
+# Figures the README shows: (experiment, file) -> path in this source checkout (not under the
+# working folder, whose docs/ may be anyone's). `figures` refreshes them from full-size results.
+_CHECKOUT = Path(__file__).resolve().parents[1]
+README_FIGURES = {("gd_flow", "orders.png"): _CHECKOUT / "docs" / "figures" / "gd_flow_orders.png"}
 
 
 def _print_page(written: bool, line: str) -> None:
@@ -48,6 +54,92 @@ def _log(message: str) -> None:
 
 def _report(name: str, out: Path, elapsed: float) -> None:
     print(_jobs.report(get(name), name, out, elapsed), flush=True)
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _saved_metrics(name: str, folder: Path) -> dict | None:
+    """The metrics of `name`'s result saved in `folder` (`check_out` passed: none, or a dynopt
+    result), `None` if there is none; `ValueError` if it is unreadable or another experiment's."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--out {folder}: cannot read its metrics.json ({e}).") from e
+    if not isinstance(metrics, dict) or metrics.get("experiment", name) != name:
+        other = metrics.get("experiment") if isinstance(metrics, dict) else None
+        raise ValueError(f"--out {folder} holds the result of {other!r}, not of {name!r}.")
+    return metrics
+
+
+def _refresh_readme_figure(name: str, source: Path, target: Path, metrics: dict) -> str:
+    """Copy `source` (a figure of `name`'s result in the default results folder) over the README
+    figure `target`, atomically, if that result is full-size; the line to print either way."""
+    if metrics.get("quick") is not False:
+        return (
+            f"README figure {target} not refreshed: {source.parent} is a quick-mode result; "
+            f"README figures come from full-size runs (python -m experiments run {name})."
+        )
+    if not source.is_file():
+        return f"README figure {target} not refreshed: there is no {source}."
+    if not target.parent.is_dir():
+        return f"README figure {target} not refreshed: no {target.parent} (not a source checkout)."
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return f"README figure refreshed: {target} (from {source})"
+
+
+def _redraw_figures(names: list[str], out) -> int:
+    """`figures [NAME ...] [--out DIR]`: redraw each experiment's figures from its saved result
+    (in results/NAME, or DIR as `run --out DIR` wrote it), running it at full size first where
+    none is saved; refresh the README figures of the experiments named from full-size results in
+    results/; rewrite the results page over results/."""
+    try:  # every check before any work
+        if out is not None and len(names) != 1:
+            raise ValueError(
+                "--out DIR is one experiment's results folder (as in run); give exactly one NAME."
+            )
+        names = list(dict.fromkeys(names)) or sorted(EXPERIMENTS)
+        saved = {}
+        for name in names:
+            check_name(name)
+            folder = check_out(DEFAULT_RESULTS / name if out is None else out)
+            saved[name] = folder, _saved_metrics(name, folder)
+    except ValueError as e:  # unknown experiment, a user's folder, another experiment's result
+        return _error(str(e))
+    for name, (folder, metrics) in saved.items():
+        if metrics is None:
+            print(f"{name}: no saved result in {folder}; running it (full size) first", flush=True)
+            enable_compilation_cache()
+            run_experiment(name, out=folder, log=_log)
+            saved[name] = folder, _saved_metrics(name, folder)
+        paths = replot(name, folder)
+        print(f"{name}: {', '.join(str(p) for p in paths)}", flush=True)
+    for (name, file), target in README_FIGURES.items():
+        if name not in saved:  # only the experiments asked for
+            continue
+        if out is not None:
+            print(
+                f"README figure {target} not refreshed: it comes from {DEFAULT_RESULTS / name} "
+                "(figures without --out).",
+                flush=True,
+            )
+            continue
+        folder, metrics = saved[name]
+        print(_refresh_readme_figure(name, folder / file, target, metrics), flush=True)
+    if out is None:
+        write_page(DEFAULT_RESULTS, sorted(EXPERIMENTS))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -74,6 +166,11 @@ def main(argv=None) -> int:
     )
     p_fig = sub.add_parser("figures", help="redraw figures from saved results")
     p_fig.add_argument("names", nargs="*", metavar="NAME", help=names_help)
+    p_fig.add_argument(
+        "--out",
+        default=None,
+        help="the results folder of the one NAME given, as in run (default results/NAME)",
+    )
     p_page = sub.add_parser("page", help="write PARENT/index.html over the saved results")
     p_page.add_argument("--out", default=None, help="parent folder (default results)")
     p_clean = sub.add_parser(
@@ -82,6 +179,8 @@ def main(argv=None) -> int:
     )
     p_clean.add_argument("--out", default=None, help="parent folder (default results)")
     args = parser.parse_args(argv)
+    if args.command in ("clean", "page") and args.out is not None and not args.out.strip():
+        return _error("--out is empty; give a folder.")  # (not the default folder: a typo)
     if args.command == "clean":
         from benchmarks.__main__ import is_report
 
@@ -89,6 +188,13 @@ def main(argv=None) -> int:
             return (path.name == "index.html" and _page.written_by_dynopt(path)) or is_report(path)
 
         root = Path(args.out or DEFAULT_RESULTS)
+        if not root.is_symlink() and is_result(root):
+            print(
+                f"left {root} alone: a result folder itself; clean removes the results in the "
+                f"folder that holds them (--out {root.parent}).",
+                flush=True,
+            )
+            return 0
         removed, kept = remove_results(root, ours)
         for path in removed:
             print(f"removed {path}", flush=True)
@@ -97,13 +203,16 @@ def main(argv=None) -> int:
         if not removed and not kept:  # say why nothing happened
             if root.is_symlink():
                 print(f"left {root} alone: a link (clean never follows one)", flush=True)
+            elif root.is_dir():
+                print(f"nothing to remove: {root} is empty", flush=True)
             elif root.exists():
                 print(f"left {root} alone: a file, not a results folder", flush=True)
             else:
                 print(f"nothing to remove: there is no {root}", flush=True)
         return 0
     jobs = getattr(args, "jobs", 1)
-    if args.command not in ("list", "page") and not (args.command == "run-all" and jobs > 1):
+    # (`figures` turns it on only where it runs an experiment: redrawing compiles nothing)
+    if args.command in ("run", "run-all") and not (args.command == "run-all" and jobs > 1):
         enable_compilation_cache()  # (a parallel run's workers turn it on for themselves)
 
     if args.command == "list":
@@ -111,8 +220,11 @@ def main(argv=None) -> int:
         for name in sorted(EXPERIMENTS):
             print(f"{name:{width}s}  {summary(name)}")
         return 0
-    if args.command == "page":
-        write_page(Path(args.out or DEFAULT_RESULTS), sorted(EXPERIMENTS))
+    if args.command == "page":  # writing the page is its only job: not written is an error
+        written, line = _jobs.page(Path(args.out or DEFAULT_RESULTS), sorted(EXPERIMENTS))
+        if not written:
+            return _error(line)
+        print(line, flush=True)
         return 0
     if args.command in ("run", "run-all"):
         if args.command == "run":
@@ -168,25 +280,7 @@ def main(argv=None) -> int:
             write_page(DEFAULT_RESULTS, sorted(EXPERIMENTS))
         return 0
     if args.command == "figures":
-        readme_sources = {name for name, _ in README_FIGURES}
-        for name in args.names or sorted(EXPERIMENTS):
-            metrics_file = DEFAULT_RESULTS / name / "metrics.json"
-            # README figures come from full-size runs; other figures redraw whatever is saved.
-            missing = not metrics_file.exists()
-            if missing or (
-                name in readme_sources and json.loads(metrics_file.read_text())["quick"]
-            ):
-                run_experiment(name)
-            paths = replot(name)
-            print(f"{name}: {', '.join(str(p) for p in paths)}")
-        for (name, file), target in README_FIGURES.items():
-            source = DEFAULT_RESULTS / name / file
-            if source.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-                print(f"README figure refreshed: {target}")
-        write_page(DEFAULT_RESULTS, sorted(EXPERIMENTS))
-        return 0
+        return _redraw_figures(args.names, args.out)
     return 2
 
 

@@ -1,7 +1,9 @@
 """The shared results writer: results/NAME/{config.json, metrics.json, data.npz, *.png, .dynopt}.
 
-A results folder carries a marker file (`.dynopt`); `check_out` refuses, before any work, an
-`--out` that is a file or a non-empty folder without it, so a user's folder is never replaced.
+A results folder carries a marker file (`.dynopt`, a regular file): a folder is a dynopt result
+only if it has one (`is_result`). `check_out` refuses, before any work, an `--out` that is a file
+or a non-empty folder without it, and `remove_results` (`clean`) removes no such folder as a
+result, so a user's folder is never replaced or removed, whatever it holds.
 Everything is written into a unique temporary folder beside the target (named with the writer's
 pid), then swapped in by renames; concurrent writers each swap their own folder in (the last one
 wins, none fails), and the leftovers of writers that died (a temporary folder, or the old result
@@ -67,8 +69,8 @@ def check_out(out_dir) -> Path:
     out_dir = Path(out_dir).expanduser()
     if out_dir.name in ("", ".", ".."):
         raise OutError(f"--out {str(out_dir)!r} names no folder of its own; give e.g. out/NAME.")
-    names = _entries(out_dir)
-    if names and not _is_result(names):
+    names, marked = _entries(out_dir)
+    if names and not marked:
         raise OutError(
             f"--out {out_dir} holds files that are not a dynopt result (no {MARKER} marker); "
             "choose a new or empty folder."
@@ -90,16 +92,17 @@ def check_out(out_dir) -> Path:
     return out_dir
 
 
-def _entries(out_dir: Path) -> set[str]:
-    """The names in the folder at `out_dir` (empty if there is none), read from one folder: a
-    concurrent writer moves a previous result aside and deletes it, so a listing taken from a
-    folder that is no longer at `out_dir` when the listing ends (part deleted, marker first) is
-    read again. `OutError` if `out_dir` is a file."""
+def _entries(out_dir: Path) -> tuple[set[str], bool]:
+    """`(names, marked)`: the names in the folder at `out_dir` (empty if there is none) and
+    whether it carries the marker, read from one folder: a concurrent writer moves a previous
+    result aside and deletes it, so a listing taken from a folder that is no longer at `out_dir`
+    when the listing ends (part deleted, marker first) is read again. `OutError` if `out_dir` is
+    a file."""
     for _ in range(1000):
         try:
             mode = os.lstat(out_dir).st_mode
         except (FileNotFoundError, NotADirectoryError):  # (a file above it: refused later)
-            return set()
+            return set(), False
         if not stat.S_ISDIR(mode):
             raise OutError(f"--out {out_dir} is a file, not a results folder; choose another path.")
         try:
@@ -110,6 +113,7 @@ def _entries(out_dir: Path) -> set[str]:
             continue  # replaced between the two calls: look again
         try:
             names, listed = set(os.listdir(fd)), os.fstat(fd)
+            marked = MARKER in names and is_result(fd)
         finally:
             os.close(fd)
         try:
@@ -117,19 +121,23 @@ def _entries(out_dir: Path) -> set[str]:
         except FileNotFoundError:
             continue
         if (now.st_dev, now.st_ino) == (listed.st_dev, listed.st_ino):
-            return names
+            return names, marked
     raise OutError(f"--out {out_dir} keeps being replaced by other writers; try again.")
 
 
-_LEGACY = {"config.json", "metrics.json", "data.npz"}
-
-
-def _is_result(names: set[str]) -> bool:
-    """Whether a folder's entries are a dynopt result: the marker, or (written before the marker
-    existed) only config.json, metrics.json, data.npz and PNGs."""
-    if MARKER in names:
-        return True
-    return "metrics.json" in names and all(n in _LEGACY or n.endswith(".png") for n in names)
+def is_result(folder) -> bool:
+    """Whether `folder` (a path, or an open folder's descriptor) is a dynopt result: it carries
+    the marker as a regular file. The only test: `check_out`, `remove_results` and the page all
+    use it. (Folders without the marker are never results, even if they hold only metrics.json
+    and PNGs: the writer has always written it, and such a folder may be a user's.)"""
+    try:
+        if isinstance(folder, int):
+            mode = os.stat(MARKER, dir_fd=folder, follow_symlinks=False).st_mode
+        else:
+            mode = os.lstat(Path(folder) / MARKER).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode)
 
 
 def _key(k) -> str:  # a path segment, "/" and "~" escaped as in JSON Pointer (RFC 6901)
@@ -200,7 +208,7 @@ def _recover(out_dir: Path) -> None:
         pid = rest.split("-", 1)[0]
         if kind not in ("tmp", "old") or not pid.isdigit() or _pid_alive(int(pid)):
             continue
-        if kind == "old" and not out_dir.exists() and (p / MARKER).is_file():
+        if kind == "old" and not out_dir.exists() and is_result(p):
             try:
                 os.rename(p, out_dir)  # the old result is never left unreachable
                 continue
@@ -235,11 +243,18 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
 
 
 def _writer_leftover(p: Path) -> bool:
-    """A temporary or moved-aside folder `.NAME.{tmp,old}-PID-...` of a writer that died."""
+    """A temporary or moved-aside folder `.NAME.{tmp,old}-PID-...`, or a temporary file
+    `.NAME.tmp-PID-...` (the results page's), of a writer that died."""
     name = p.name
-    if not name.startswith(".") or not p.is_dir() or p.is_symlink():
+    if not name.startswith(".") or p.is_symlink():
         return False
-    for kind in ("tmp", "old"):
+    if p.is_dir():
+        kinds = ("tmp", "old")
+    elif p.is_file():
+        kinds = ("tmp",)
+    else:
+        return False
+    for kind in kinds:
         _, sep, rest = name.partition(f".{kind}-")
         pid = rest.split("-", 1)[0]
         if sep and pid.isdigit():
@@ -248,16 +263,17 @@ def _writer_leftover(p: Path) -> bool:
 
 
 def remove_results(root, is_ours) -> tuple[list[Path], list[Path]]:
-    """Remove what dynopt wrote under the results folder `root`, nothing else: each folder that
-    carries a dynopt result's marker (a folder of only metrics.json and PNGs, which `run` would
-    replace as a result written before the marker existed, is kept: it may be a user's), each
-    file that `is_ours(path)` recognises (the results page, a benchmark report) and each
-    folder holding only such files, and the leftovers of writers that died; then `root` itself
-    if nothing is left in it. Links are never followed.
+    """Remove what dynopt wrote in the results folder `root`, nothing else: each folder that
+    `is_result` (the marker: the folders `check_out` lets `run` replace), each file that
+    `is_ours(path)` recognises (the results page, a benchmark report) and each folder holding
+    only such files, and the leftovers of writers that died. `root` itself always stays (dynopt
+    cannot tell a folder it made from one the user made), and so does every empty folder in it.
+    Links are never followed; a `root` that is a link, not a folder, or a result itself is left
+    alone.
 
     **Returns:** `(removed, kept)`: the paths removed, and the entries of `root` left alone."""
     root = Path(root)
-    if root.is_symlink() or not root.is_dir():
+    if root.is_symlink() or not root.is_dir() or is_result(root):
         return [], []
     removed, kept = [], []
     for p in sorted(root.iterdir()):
@@ -266,12 +282,12 @@ def remove_results(root, is_ours) -> tuple[list[Path], list[Path]]:
         elif p.is_dir():
             inside = list(p.iterdir())
             ours = (
-                (p / MARKER).is_file()
+                is_result(p)
                 or _writer_leftover(p)
                 or (bool(inside) and all(not q.is_symlink() and is_ours(q) for q in inside))
             )
         else:
-            ours = p.is_file() and is_ours(p)
+            ours = _writer_leftover(p) or (p.is_file() and is_ours(p))
         if not ours:
             kept.append(p)
             continue
@@ -280,9 +296,6 @@ def remove_results(root, is_ours) -> tuple[list[Path], list[Path]]:
         else:
             p.unlink()
         removed.append(p)
-    if not kept:
-        root.rmdir()
-        removed.append(root)
     return removed, kept
 
 

@@ -61,13 +61,19 @@ def report(module, name: str, out: Path, elapsed: float) -> str:
 
 
 def page(parent, names) -> tuple[bool, str]:
-    """Write the results page over every result in `parent`: `(written, the line to print)`."""
+    """Write the results page over every result in `parent`: `(written, the line to print)`;
+    where it is not written (a user's index.html, a folder that cannot be written), the line
+    says why."""
     from . import _page
 
+    parent = Path(parent)
     try:
-        written = _page.write_page(Path(parent), {n: get(n) for n in names}, list(names))
+        written = _page.write_page(parent, {n: get(n) for n in names}, list(names))
     except ValueError as e:
         return False, f"results page not written: {e}"
+    except OSError as e:  # no such folder, a file, no permission
+        why = e.strerror or e
+        return False, f"results page not written: cannot write {parent / 'index.html'} ({why})."
     return True, f"results page: {written.resolve().as_uri()}"
 
 

@@ -15,10 +15,16 @@ from pathlib import Path
 from types import ModuleType
 
 from . import _card, _headline
-from ._io import _umask, MARKER
+from ._io import _umask, is_result
 
 
-_TITLE = "<title>dynopt results</title>"  # also how a page dynopt wrote is recognised
+# How every page dynopt has written begins; `written_by_dynopt` recognises a page by it (a title
+# alone would claim a user's page that merely shares it).
+_HEAD = (
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    "<title>dynopt results</title>"
+)
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222;
        line-height: 1.45; padding: 0 1rem; }
@@ -116,9 +122,7 @@ def render(experiments: Mapping[str, ModuleType], folders: Mapping[str, Path], r
     nav = " ".join(f'<a href="#{_esc(n)}">{_esc(n)}</a>' for n in names)
     body = "\n".join(_experiment_section(n, experiments[n], folders[n], root) for n in names)
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"{_TITLE}<style>{_STYLE}</style></head><body>"
+        f"{_HEAD}<style>{_STYLE}</style></head><body>"
         "<h1>dynopt results</h1>"
         "<p>Each experiment: what it shows, its headline numbers against the values its run card "
         "predicts, and its figures (click for full size).</p>"
@@ -127,9 +131,15 @@ def render(experiments: Mapping[str, ModuleType], folders: Mapping[str, Path], r
 
 
 def written_by_dynopt(page: Path) -> bool:
-    """Whether the file `page` is a results page dynopt wrote (its title)."""
+    """Whether `page` is a results page dynopt wrote: a regular file (not a link) that begins as
+    every page `render` made."""
+    page = Path(page)
+    head = _HEAD.encode()
     try:
-        return _TITLE in page.read_text(errors="replace")
+        if page.is_symlink() or not page.is_file():
+            return False
+        with open(page, "rb") as f:
+            return f.read(len(head)) == head
     except OSError:
         return False
 
@@ -139,15 +149,14 @@ def write_page(root: Path, experiments: Mapping[str, ModuleType], names: Sequenc
     file dynopt owns: an existing `index.html` is replaced only if dynopt wrote it)."""
     root = Path(root)
     folders = {
-        n: root / n
-        for n in names
-        if (root / n / MARKER).exists() and (root / n / "metrics.json").exists()
+        n: root / n for n in names if is_result(root / n) and (root / n / "metrics.json").exists()
     }
     page = render({n: experiments[n] for n in names if n in folders}, folders, root)
     target = root / "index.html"
-    if target.exists() and not written_by_dynopt(target):
+    if os.path.lexists(target) and not written_by_dynopt(target):  # (a link too: the user's)
         raise ValueError(f"{target} exists and was not written by dynopt; not replacing it.")
-    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html", dir=root)
+    # A writer's temporary name (its pid inside): `clean` removes it if the writer died.
+    fd, tmp = tempfile.mkstemp(prefix=f".index.html.tmp-{os.getpid()}-", dir=root)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(page)

@@ -14,7 +14,7 @@ import pytest
 
 import experiments
 from dynopt import plotting
-from experiments import __main__ as cli, _card, _headline
+from experiments import __main__ as cli, _card, _headline, _page
 from experiments._io import load_results, OutError, write_results
 
 
@@ -157,11 +157,11 @@ def test_out_refuses_a_users_folder_or_file_before_any_work(tmp_path, monkeypatc
 def test_clean_removes_only_what_dynopt_wrote(tmp_path, capsys):
     """`python -m experiments clean` (what `make clean` runs) removes dynopt's result folders,
     its page and a dead writer's leftover, and keeps a user's files, folders and links in the
-    results folder, and whatever such a link points at; the folder goes only once empty."""
+    results folder, and whatever such a link points at; the folder itself always stays."""
     root = tmp_path / "results"
     _write(root / "gd_flow")
     _write(root / "nesterov")
-    (root / "index.html").write_text("<html><title>dynopt results</title></html>")
+    _page.write_page(root, {}, [])
     leftover = root / ".gd_flow.tmp-999999999-abc"  # no such pid: its writer died
     leftover.mkdir()
     (root / "bench").mkdir()  # `make bench`'s report
@@ -190,14 +190,175 @@ def test_clean_removes_only_what_dynopt_wrote(tmp_path, capsys):
     (root / "index.html").unlink()
     _write(root / "gd_flow")
     assert cli.main(["clean", "--out", str(root)]) == 0
-    assert not root.exists()  # nothing else was in it
+    assert list(root.iterdir()) == []  # the folder stays: dynopt cannot prove it made it
     capsys.readouterr()
     assert cli.main(["clean", "--out", str(root)]) == 0  # nothing to clean: no error, a reason
+    assert capsys.readouterr().out == f"nothing to remove: {root} is empty\n"
+    root.rmdir()
+    assert cli.main(["clean", "--out", str(root)]) == 0
     assert capsys.readouterr().out == f"nothing to remove: there is no {root}\n"
     (tmp_path / "notes.txt").write_text("mine")
     assert cli.main(["clean", "--out", str(tmp_path / "notes.txt")]) == 0
     assert "a file, not a results folder" in capsys.readouterr().out
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def _user_folder(folder: Path) -> Path:
+    """A user's folder that looks like a result written before the marker existed."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text('{"my": "tracking"}')
+    (folder / "config.json").write_text("{}")
+    (folder / "loss_curve.png").write_text("png")
+    return folder
+
+
+def test_a_folder_without_the_marker_is_never_a_result(tmp_path, monkeypatch, capsys):
+    """`run --out` used to replace a marker-less folder of metrics.json, config.json and PNGs as
+    an old-style result (deleting the user's files) while `clean` kept it as the user's: only
+    the marker, a regular file, makes a result, for both."""
+    monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: pytest.fail("work was done"))
+    legacy = _user_folder(tmp_path / "legacy")
+    fake = _user_folder(tmp_path / "fake")
+    (fake / ".dynopt").mkdir()  # a folder is not the marker
+    link = _user_folder(tmp_path / "link")
+    (link / ".dynopt").symlink_to(_write(tmp_path / "real") / ".dynopt")  # nor is a link
+    for folder in (legacy, fake, link):
+        assert cli.main(["run", "nesterov", "--quick", "--out", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"error: --out {folder} holds files that are not a dynopt result (no .dynopt marker);"
+            " choose a new or empty folder.\n"
+        )
+        with pytest.raises(OutError, match="not a dynopt result"):
+            _write(folder)
+        assert (folder / "loss_curve.png").read_text() == "png"
+        assert (folder / "metrics.json").read_text() == '{"my": "tracking"}'
+    assert cli.main(["clean", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines() == [
+        f"removed {tmp_path / 'real'}",
+        *(f"kept {tmp_path / n}: not written by dynopt" for n in ("fake", "legacy", "link")),
+    ]
+
+
+def test_clean_never_removes_the_out_folder_or_a_folder_it_cannot_prove_it_made(tmp_path, capsys):
+    """`clean --out DIR` used to remove a user's empty DIR, and DIR itself once all in it was
+    dynopt's. Now DIR and empty folders always stay; a page is dynopt's only if it begins as
+    dynopt writes it (not a user's page with the same title); a dead page writer's temporary
+    file goes; a result folder given as DIR is left alone (its parent is what clean takes)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["clean", "--out", str(empty)]) == 0
+    assert empty.is_dir() and capsys.readouterr().out == f"nothing to remove: {empty} is empty\n"
+    root = tmp_path / "results"
+    result = _write(root / "gd_flow")
+    (root / "new").mkdir()  # a user's empty folder
+    page = _page.write_page(root, {}, [])
+    (root / f".index.html.tmp-{2**22 + 1}-x").write_text("<html>")  # its writer died
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "index.html").write_text("<html><head><title>dynopt results</title></head></html>")
+    assert cli.main(["clean", "--out", str(result)]) == 0
+    assert capsys.readouterr().out.startswith(f"left {result} alone: a result folder itself")
+    assert (result / ".dynopt").is_file()
+    assert cli.main(["clean", "--out", str(root)]) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["new"]
+    assert not page.exists() and capsys.readouterr().out.count("removed ") == 3
+    assert cli.main(["clean", "--out", str(mine)]) == 0
+    assert (mine / "index.html").is_file()
+    assert capsys.readouterr().out == f"kept {mine / 'index.html'}: not written by dynopt\n"
+    with pytest.raises(ValueError, match="not written by dynopt"):
+        _page.write_page(mine, {}, [])  # nor is it replaced
+
+
+@pytest.fixture
+def fake_repo(tmp_path, monkeypatch):
+    """The CLI's results folder and README figure moved under `tmp_path` (a test never writes
+    the repository's results/ or docs/), figures recorded instead of drawn, nothing run, and
+    the page not written: `(results, readme figure, redrawn folders)`."""
+    results, figure = tmp_path / "results", tmp_path / "docs" / "figures" / "gd_flow_orders.png"
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"README figure")
+    redrawn = []
+    monkeypatch.setattr(cli, "DEFAULT_RESULTS", results)
+    monkeypatch.setattr(cli, "README_FIGURES", {("gd_flow", "orders.png"): figure})
+    monkeypatch.setattr(cli, "replot", lambda name, out=None: redrawn.append(out) or [])
+    monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: pytest.fail("an experiment ran"))
+    monkeypatch.setattr(cli, "write_page", lambda parent, names: None)
+    return results, figure, redrawn
+
+
+def _result_of(out: Path, name: str, quick: bool) -> Path:
+    def orders(folder):
+        (folder / "orders.png").write_bytes(f"{name}, quick={quick}".encode())
+
+    return _write(out, figures=orders, experiment=name, quick=quick)
+
+
+def test_figures_refresh_a_readme_figure_only_from_a_full_size_result_named(fake_repo, capsys):
+    """`figures nesterov` used to copy a quick gd_flow figure over the README's: a README
+    figure now comes only from a full-size result of an experiment named (or all, none named)
+    in the default results folder, and `figures` says why where it does not."""
+    results, figure, redrawn = fake_repo
+    _result_of(results / "gd_flow", "gd_flow", quick=True)
+    _result_of(results / "nesterov", "nesterov", quick=False)
+    assert cli.main(["figures", "nesterov"]) == 0
+    assert "README" not in capsys.readouterr().out and figure.read_bytes() == b"README figure"
+    assert cli.main(["figures", "gd_flow"]) == 0
+    said = f"README figure {figure} not refreshed: {results / 'gd_flow'} is a quick-mode result"
+    assert said in capsys.readouterr().out
+    assert figure.read_bytes() == b"README figure"
+    full = _result_of(results / "gd_flow", "gd_flow", quick=False)
+    elsewhere = _result_of(results.parent / "elsewhere", "gd_flow", quick=False)
+    assert cli.main(["figures", "gd_flow", "--out", str(elsewhere)]) == 0
+    assert "not refreshed: it comes from" in capsys.readouterr().out
+    assert figure.read_bytes() == b"README figure"
+    assert cli.main(["figures", "gd_flow", "nesterov"]) == 0
+    assert capsys.readouterr().out.count(f"README figure refreshed: {figure}") == 1
+    assert figure.read_bytes() == b"gd_flow, quick=False"
+    assert redrawn == [
+        results / "nesterov",
+        results / "gd_flow",
+        elsewhere,
+        full,
+        results / "nesterov",
+    ]
+    assert sorted(p.name for p in figure.parent.iterdir()) == ["gd_flow_orders.png"]
+
+
+def test_figures_and_page_refuse_in_one_line_with_rc_2_and_figures_takes_out(
+    fake_repo, tmp_path, capsys
+):
+    """`figures nope` and `figures NAME` over a user's results/NAME used to end in tracebacks
+    (the latter after starting a full run), `figures` had no `--out`, and `page` exited 0 when
+    it could not write the page."""
+    results, _, redrawn = fake_repo
+    _user_folder(results / "momentum")
+    other = _result_of(tmp_path / "other", "nesterov", quick=True)
+    for argv, reason in (
+        (["nope"], "unknown experiment 'nope'"),
+        (["momentum"], f"--out {results / 'momentum'} holds files that are not a dynopt result"),
+        (["gd_flow", "--out", str(other)], f"--out {other} holds the result of 'nesterov'"),
+        (["--out", str(other)], "--out DIR is one experiment's results folder"),
+        (["nesterov", "gd_flow", "--out", str(other)], "give exactly one NAME"),
+        (["nesterov", "--out", ""], "--out is empty"),
+    ):
+        assert cli.main(["figures", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and reason in err and err.count("\n") == 1, err
+    assert redrawn == [] and sorted(p.name for p in (results / "momentum").iterdir()) == [
+        "config.json", "loss_curve.png", "metrics.json"
+    ]  # fmt: skip
+    assert cli.main(["figures", "nesterov", "--out", str(other)]) == 0  # as `run --out` wrote it
+    assert redrawn == [other]
+    user_page = tmp_path / "site" / "index.html"
+    user_page.parent.mkdir()
+    user_page.write_text("<html>mine</html>")
+    for out in (user_page.parent, tmp_path / "absent", ""):
+        assert cli.main(["page", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert user_page.read_text() == "<html>mine</html>" and not (tmp_path / "absent").exists()
 
 
 def test_out_under_a_folder_that_refuses_writes_is_refused_before_any_work(monkeypatch):
