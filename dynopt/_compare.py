@@ -29,7 +29,7 @@ from ._solve import (
     top_eigenvalue,
 )
 from ._trajectory import Comparison
-from ._validation import host_validated, positive, solver_options
+from ._validation import check_unbatched, host_validated, positive, solver_options
 
 
 def default_map(flow: AbstractFlow, step_size: ScalarLike) -> Discretization:
@@ -456,6 +456,9 @@ def compare(
         )
     if not isinstance(problem, AbstractProblem):
         raise ValueError(f"problem must be a dynopt.AbstractProblem, got {type(problem).__name__}.")
+    check_unbatched(flow, "compare")
+    if isinstance(reference, AbstractFlow):
+        check_unbatched(reference, "compare (its reference)")
     problem.check_key(None)
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     _check_counted_start(flow)
@@ -544,8 +547,14 @@ def compare(
     unstable = _past_stability_limit(flow, problem, map, hs)
     # An optimizer against its own order-p automatic flow, its runs started where the flow
     # starts (the default map: on the order-p slow manifold): a local error O(τ^{p+1}), so a
-    # global one O(τ^p) on [0, t1]; a fit below p is not the limit.
-    at_least = automatic_order if map is default_map else None
+    # global one O(τ^p) on [0, t1]; a fit below p is not the limit. Likewise a flow against
+    # itself under its default map, whose claimed order the correspondence battery fits.
+    at_least = None
+    if map is default_map:
+        if automatic_order is not None:
+            at_least = automatic_order
+        elif reference is None:
+            at_least = getattr(getattr(flow, "default_map", None), "order", None)
     return make_comparison(hs, dts, ns, errs, finals, div, t1, name, scales, unstable, at_least)
 
 

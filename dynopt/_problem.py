@@ -13,6 +13,39 @@ from jax.flatten_util import ravel_pytree
 from ._custom_types import Array, Float, Key, Params, Scalar
 
 
+def array_leaves(tree):
+    """`tree` with its Python and NumPy scalar leaves as JAX arrays (a float in the default
+    floating type, not weakly typed), so that `params0 = 1.0` or `[1.0, 2.0]` step as arrays do
+    (`run` indexes its leaves); every other leaf as given (checked by the caller)."""
+
+    def one(x):
+        if isinstance(x, bool):
+            return x
+        if isinstance(x, float):
+            return jnp.asarray(x, dtype=jnp.result_type(float))
+        if isinstance(x, (int, np.generic)):
+            return jnp.asarray(x)
+        return x
+
+    return jax.tree.map(one, tree)
+
+
+def check_loss_output(name: str, out) -> None:
+    """`ValueError` naming `name` unless `out` (an `eval_shape`) is a real floating scalar."""
+    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == ()):
+        shape = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+        raise ValueError(
+            f"{name} must return a scalar, got shape {shape}. Reduce it, e.g. with jnp.mean or "
+            "jnp.sum."
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(
+            f"{name} must return a real floating scalar, got dtype {out.dtype}: a gradient needs "
+            "a real-valued loss (cast an integer count with .astype(float); for a complex "
+            "value, return e.g. its squared modulus)."
+        )
+
+
 def _is_concrete(tree) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
@@ -39,7 +72,17 @@ class AbstractProblem(eqx.Module):
     - `value(params, key=None) -> scalar` and `value_and_grad(params, key=None)`: the oracle at
       $\theta$ on the minibatch drawn with `key` (`None`: the deterministic oracle).
     - `check_key(key)`: raise `ValueError` unless the oracle accepts `key` (`None` or one key).
+
+    and may override `time_scales(params)` (the rates `solve` reads its stiffness from).
     """
+
+    def time_scales(self, params: Params) -> np.ndarray | None:
+        r"""The magnitudes of the decay rates of the gradient field's linearisation at `params`
+                (the stiffness test of `solve`'s automatic solver choice), or `None`: those of the
+                value's Hessian, as for a loss, where $\dot	heta = -
+        abla L$ linearises to $-H$."""
+        del params
+        return None
 
     params0: eqx.AbstractVar[Params]
     name: eqx.AbstractVar[str]
@@ -98,7 +141,7 @@ class Problem(AbstractProblem):
     """
 
     loss_fn: Callable[[Params], Scalar]
-    params0: Params
+    params0: Params = eqx.field(converter=array_leaves)
     name: str = eqx.field(static=True, default="problem")
     minimizer: Params | None = None
     stochastic_loss_fn: Callable[[Params, Key], Scalar] | None = None
@@ -141,13 +184,7 @@ class Problem(AbstractProblem):
         if _is_concrete(self.params0):
             if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in leaves):
                 raise ValueError("params0 contains NaN or inf; every initial value must be finite.")
-        out = jax.eval_shape(self.loss_fn, self.params0)
-        if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == ()):
-            shape = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
-            raise ValueError(
-                f"loss_fn must return a scalar, got shape {shape}. Reduce it, e.g. with "
-                "jnp.mean or jnp.sum."
-            )
+        check_loss_output("loss_fn", jax.eval_shape(self.loss_fn, self.params0))
         if self.minimizer is not None:
             s0, s1 = jax.tree.structure(self.params0), jax.tree.structure(self.minimizer)
             if s0 != s1:

@@ -18,7 +18,7 @@ from ._custom_types import ArrayLike, Params, PyTree, ScalarLike
 from ._flows.base import AbstractFlow
 from ._problem import AbstractProblem, Problem, raveled_loss as _raveled_loss
 from ._trajectory import Trajectory
-from ._validation import host_validated, interval, solver_options
+from ._validation import check_unbatched, host_validated, interval, solver_options
 
 
 SOLVERS = {
@@ -93,14 +93,18 @@ def _top_eigenvalue(problem: Problem, params: Params) -> jax.Array:
 
 def stiffness_ratio(problem: Problem, params: Params, horizon: float) -> float:
     r"""$\lambda_{\max} / \max(\lambda_{\min}, 1/T)$ for the Hessian eigenvalue magnitudes $\lambda$
-    of the loss at `params` and the horizon $T$: the spread of time scales a solver must resolve
+    of the loss at `params` (or the problem's own `time_scales`: a game's $|\mathrm{Re}\,\mu|$
+    of its Jacobian) and the horizon $T$: the spread of time scales a solver must resolve
     over $[t_0, t_0+T]$ (the condition number once $T \ge 1/\lambda_{\min}$).
 
     For more than 1000 parameters only $\lambda_{\max}$ is estimated (power iteration on
     Hessian-vector products) and the ratio is $\lambda_{\max} T$.
     """
     size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(params))
-    if size <= _DENSE_HESSIAN_MAX_DIM:
+    rates = problem.time_scales(params)
+    if rates is not None:
+        lam_max, lam_min = float(np.max(rates)), float(np.min(rates))
+    elif size <= _DENSE_HESSIAN_MAX_DIM:
         lam = np.abs(np.linalg.eigvalsh(np.asarray(_hessian_matrix(problem, params))))
         lam_max, lam_min = float(lam.max()), float(lam.min())
     else:
@@ -771,6 +775,7 @@ def solve(
             "problem must be a dynopt.AbstractProblem (a dynopt.Problem, a dynopt.games.Game, "
             f"...), got {type(problem).__name__}; the call is solve(flow, problem, ts)."
         )
+    check_unbatched(flow, "solve")
     t0 = float(interval("t0", t0))
     ts_host = _check_times(ts, t0)  # the horizon from host memory: no device round trip
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)

@@ -27,6 +27,7 @@ eps: Array = hyperparameter("eps", default=1e-8, lower=0.0)
 """
 
 import contextlib
+import dataclasses
 import functools as ft
 import math
 import threading
@@ -188,10 +189,10 @@ def interval(
         arr = np.asarray(value)
     except Exception as e:  # ragged lists and other non-arrays
         raise ValueError(not_real.format(value)) from e
+    # A bool is not a number here (`discretize(True)` would step by 1 with times of dtype bool).
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.integer)
         or np.issubdtype(arr.dtype, np.floating)
-        or arr.dtype == np.bool_
         or str(arr.dtype) == "bfloat16"
     ):
         raise ValueError(not_real.format(value))
@@ -261,9 +262,26 @@ def hyperparameter(name: str, *, default: Any = _MISSING, **bounds) -> Any:
     bounds of `interval`.
     """
     converter = ft.partial(_convert, name, bounds)
+    metadata = {"hyperparameter": True}
     if default is _MISSING:
-        return eqx.field(converter=converter)
-    return eqx.field(converter=converter, default=default)
+        return eqx.field(converter=converter, metadata=metadata)
+    return eqx.field(converter=converter, default=default, metadata=metadata)
+
+
+def check_unbatched(flow: Any, who: str) -> None:
+    """`ValueError` where a concrete hyper-parameter of `flow` (a `hyperparameter` field) is not
+    a scalar: `run` takes such a flow's discretization as a batch of runs, one per entry, so a
+    reference solve of it would mean something else (one flow with per-coordinate values)."""
+    if not dataclasses.is_dataclass(flow):
+        return
+    for f in dataclasses.fields(flow):
+        value = getattr(flow, f.name, None)
+        if f.metadata.get("hyperparameter") and not is_traced(value) and jnp.ndim(value) > 0:
+            raise ValueError(
+                f"{who} takes one flow: {type(flow).__name__}.{f.name} has shape "
+                f"{jnp.shape(value)}, which `run` treats as a batch of runs. Give it a scalar "
+                "and solve or compare one value at a time (or sweep it with run)."
+            )
 
 
 def choice(name: str, value: Any, options: tuple) -> Any:

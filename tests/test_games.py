@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.linalg
 
 import dynopt
 from dynopt import flows, games
@@ -327,6 +328,15 @@ def test_bad_input_raises():
             bad()
     with pytest.raises(ValueError, match="weight must be > 0"):
         games.dirac_gan("gan-qp", weight=0.0)
+    with pytest.raises(ValueError, match="weight applies to variants 'wgan-gp' and 'gan-qp'"):
+        games.dirac_gan("vanilla", weight=5.0)
+    # The origin is an equilibrium only where the field is defined there.
+    for variant, kwargs in (("wgan", {}), ("gan-qp", {}), ("wgan-gp", {"center": 1.0})):
+        game = games.dirac_gan(variant, **kwargs)
+        assert game.equilibrium is None
+        with pytest.raises(ValueError, match="has no equilibrium"):
+            game.eigenvalues()
+    assert games.dirac_gan("wgan-gp").equilibrium is not None
     with pytest.raises(ValueError, match="gamma must be >= 0"):
         games.Consensus(-1.0)
     with pytest.raises(ValueError, match="step_size must be > 0"):
@@ -537,3 +547,26 @@ def test_measured_growth_fits_a_geometric_sequence_in_the_linear_regime():
     assert games.measured_growth(norms, ceiling=1e-5) == pytest.approx(1.01, rel=1e-12)
     bent = np.where(norms < 1e-5, norms, 1e-5 * 1.001 ** (k - 231))  # saturates past 1e-5
     assert games.measured_growth(bent, ceiling=1e-5) == pytest.approx(1.01, rel=1e-12)
+
+
+def test_a_games_stiffness_is_read_off_its_jacobian():
+    """Two rotations at rates 1 and c = 110 are oscillatory, not stiff: the automatic solver is
+    Tsit5 (the Hamiltonian's Hessian JᵀJ gave the ratio c² = 12,100 and chose Kvaerno5, 4×
+    slower and 20× less accurate), and the solve matches the closed-form rotation. A damped
+    game keeps its real rates."""
+    c = 110.0
+    game = games.minmax(
+        lambda p, t: p[0] * t[0] + c * p[1] * t[1], jnp.array([1.0, 1.0]), jnp.array([0.5, 0.5])
+    )
+    assert dynopt.stiffness_ratio(game, game.params0, 2.0) == 0.0
+    ts = jnp.linspace(0.0, 2.0, 5)
+    sol = dynopt.solve(games.GameFlow(), game, ts)
+    assert sol.solver == "tsit5"
+    # The linear flow z' = J z in closed form: exp(J t) z0.
+    z0 = np.concatenate([np.ones(2), np.full(2, 0.5)])
+    exact = scipy.linalg.expm(np.asarray(game.jacobian(game.params0)) * 2.0) @ z0
+    np.testing.assert_allclose(
+        np.concatenate([sol.params[0][-1], sol.params[1][-1]]), exact, atol=1e-7
+    )
+    damped = games.minmax(lambda p, t: 0.5 * p @ p - 0.5 * t @ t * 1e3, jnp.ones(2), jnp.ones(2))
+    assert dynopt.stiffness_ratio(damped, damped.params0, 2.0) == pytest.approx(1e3 / 1.0)

@@ -49,6 +49,20 @@ def test_branch_bits_record_the_iterate_dependent_predicates():
     looped = classify(lambda x: jax.lax.fori_loop(0, 2, lambda i, y: leaky(y), x), jnp.ones(2))
     assert looped.kinks and not looped.branches
 
+    # A `cond` chosen by an integer sees its operands one for one: an integer select inside
+    # (a counter, as in optax.MultiSteps) is smooth; an iterate's is a kink (nested).
+    def counted(x, n, guard):
+        def on(x, n):
+            y = jnp.where(x > 0, x, 0.0) if guard else x
+            return 2.0 * y, jnp.where(n > 3, n, n + 1)
+
+        return jax.lax.cond(n % 2 == 0, on, lambda x, n: (x, n), x, n)
+
+    found = classify(lambda x, n: counted(x, n, False), jnp.ones(2), jnp.asarray(1))
+    assert not found.kinks and not found.branches
+    found = classify(lambda x, n: counted(x, n, True), jnp.ones(2), jnp.asarray(1))
+    assert found.kinks == {"select_n (a branch chosen by the iterate, e.g. clipping)"}
+
 
 @pytest.mark.parametrize("clip", [_clip_sgd, _clip_each_sgd], ids=["global_norm", "each_entry"])
 def test_inactive_clipping_is_plain_sgd(getkey, clip):

@@ -114,6 +114,30 @@ def test_non_scalar_loss_raises():
         dynopt.Problem(lambda x: x**2, jnp.ones(3))
 
 
+def test_python_numbers_as_params0_step_as_arrays():
+    """`params0 = 1.0` or `[1.0, 2.0]` (Python floats: `run` indexes its leaves) become float
+    arrays of the default floating type, not weakly typed; GD's iterates are (1 - 2h)^k."""
+    for params0 in (1.0, [1.0, 2.0], np.float64(1.0)):
+        problem = dynopt.Problem(lambda p: sum(x**2 for x in jax.tree.leaves(p)), params0)
+        for leaf in jax.tree.leaves(problem.params0):
+            assert isinstance(leaf, jax.Array) and leaf.dtype == jnp.float64 and not leaf.weak_type
+        traj = dynopt.run(optax.sgd(0.1), problem, 3)
+        np.testing.assert_allclose(
+            jax.tree.leaves(traj.params)[0], jax.tree.leaves(params0)[0] * 0.8 ** np.arange(4)
+        )
+
+
+def test_a_loss_that_is_not_real_floating_raises():
+    for loss, dtype in (
+        (lambda p: jnp.sum(p).astype(int), "int"),
+        (lambda p: jnp.sum(p).astype(jnp.complex128), "complex"),
+    ):
+        with pytest.raises(
+            ValueError, match=f"loss_fn must return a real floating scalar, got dtype {dtype}"
+        ):
+            dynopt.Problem(loss, jnp.ones(2))
+
+
 def test_nan_params0_raises():
     with pytest.raises(ValueError, match="params0 contains NaN"):
         dynopt.Problem(lambda x: jnp.sum(x**2), jnp.array([1.0, jnp.nan]))

@@ -129,6 +129,19 @@ def test_non_flow_raises():
         dynopt.solve(lambda t, y: y, problems.rosenbrock(), [1.0])
 
 
+def test_a_flow_with_batched_hyperparameters_is_refused():
+    """`run` takes `HeavyBall([0.5, 1.0])`'s discretization as two runs; `solve` and `compare`
+    would have taken it as one flow with per-coordinate damping: refused, naming the field."""
+    q = problems.quadratic([1.0, 4.0])
+    batched = flows.HeavyBall(jnp.array([0.5, 1.0]))
+    assert dynopt.run(batched.discretize(0.1), q, 3).loss.shape == (2, 4)
+    match = r"takes one flow: HeavyBall.damping has shape \(2,\)"
+    with pytest.raises(ValueError, match="solve " + match):
+        dynopt.solve(batched, q, [1.0])
+    with pytest.raises(ValueError, match="compare " + match):
+        dynopt.compare(batched, q, [0.1, 0.05, 0.025], t1=0.5)
+
+
 def test_dense_false_saves_memory_and_matches():
     p = problems.quadratic([1.0, 10.0], rotate=True)
     ts = jnp.array([0.5, 1.0])

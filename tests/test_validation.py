@@ -32,6 +32,9 @@ from .helpers import assert_programs_cacheable
         (positive, "a", r"x must be a real number > 0 and finite, got 'a' \(a str\)"),
         (interval, None, r"x must be a finite real number, got None \(a NoneType\)"),
         (interval, [1.0, 1j], r"x must be a finite real number, got \[1.0, 1j\] \(a list\)"),
+        # a bool is no step size (`discretize(True)` stepped by 1, with times of dtype bool)
+        (positive, True, r"x must be a real number > 0 and finite, got True \(a bool\)"),
+        (positive, np.array([True]), r"x must be a real number > 0 and finite"),
     ],
 )
 def test_concrete_values_raise_naming_the_range(check, value, match):

@@ -159,3 +159,19 @@ def test_a_fit_below_the_least_possible_order_is_not_the_limit():
         assert a.verdict == verdict, a
         if verdict == "pre-asymptotic":
             assert np.isnan(a.order) and f"below the order {least}" in a.reason, a.reason
+
+
+def test_a_flow_below_its_maps_claimed_order_is_not_the_limit():
+    """A flow against itself under its default map: the map's claimed order is the least the
+    errors reach as the step shrinks. RMSProp's flow from ν₀ = 0 with ε = 1e-4 errs O(√h) at
+    start-up while κhg² > ε: its local orders agree near 0.47 at h = 0.04..0.01, and 0.77 at
+    h 64× smaller, below the map's order 1 (pre-asymptotic, no order; it was "asymptotic,
+    0.469" before). GD on the same problem keeps its order 1 fit."""
+    problem = dynopt.Problem(
+        lambda p: jnp.sum(jnp.log(jnp.cosh(p["w"] - 1.0))), {"w": jnp.asarray([0.3, -0.5])}
+    )
+    c = dynopt.compare(flows.RMSPropFlow(kappa=2.0, eps=1e-4), problem, [0.04, 0.02, 0.01], t1=1.0)
+    assert c.verdict == "pre-asymptotic" and np.isnan(c.order), c.reason
+    assert "below the order 1" in c.reason
+    gd = dynopt.compare(flows.GradientFlow(), problem, [0.04, 0.02, 0.01], t1=1.0)
+    assert gd.verdict == "asymptotic" and abs(float(gd.order) - 1.0) < 0.1

@@ -104,11 +104,14 @@ def dirac_gan(
       $\dot\theta = \varphi$.
 
     `normalization="code"` (GAN-QP only) divides by $\|\varphi\|$ instead, as the post's code does.
-    Extra `penalties` (e.g. `WeightDecay(0.1)`) are added to $\ell_D$. Equilibrium $(0, 0)$;
+    Extra `penalties` (e.g. `WeightDecay(0.1)`) are added to $\ell_D$. Equilibrium $(0, 0)$
+    for `"vanilla"` and `"wgan-gp"` with $c = 0$ (`Game.equilibrium`; `None` for the others,
+    whose fields divide by $\|\varphi\|$ or $\|\theta\|$ and are not defined there);
     near it the vanilla flow is $\dot\varphi \approx -\theta/2$, $\dot\theta \approx \varphi/2$,
     so $\ddot\theta \approx -\theta/4$ (eqs. 8–9): a centre, eigenvalues $\pm i/2$.
 
-    **Raises:** `ValueError` for an unknown variant or normalization, or a negative weight.
+    **Raises:** `ValueError` for an unknown variant or normalization, a negative weight, or a
+    weight for a variant without one.
     """
     if variant not in DIRAC_VARIANTS:
         raise ValueError(
@@ -124,8 +127,10 @@ def dirac_gan(
         penalties = (GradientPenalty(weight, center=float(center)), *penalties)
     elif variant == "gan-qp":
         weight = positive("weight", 1.0 if weight is None else weight, hint="(GAN-QP's lambda)")
+    elif weight is not None:
+        raise ValueError(f"weight applies to variants 'wgan-gp' and 'gan-qp', not {variant!r}.")
     else:
-        weight = 0.0 if weight is None else weight
+        weight = 0.0
     phi0, theta0 = jnp.asarray(phi0, jnp.float64), jnp.asarray(theta0, jnp.float64)
     if phi0.ndim != 1 or phi0.shape != theta0.shape:
         raise ValueError(
@@ -140,13 +145,16 @@ def dirac_gan(
     label = variant if variant != "wgan-gp" else f"wgan-gp c={center:g}"
     if normalization == "code":
         label += " (code)"
+    # The origin is an equilibrium where the field is defined there: the others divide by
+    # ‖φ‖ or ‖θ‖ (WGAN's θ' = φ/‖φ‖ never vanishes at all).
+    at_origin = variant == "vanilla" or (variant == "wgan-gp" and float(center) == 0.0)
     return Game(
         d_loss,
         g_loss,
         phi0,
         theta0,
         name=f"dirac {label}",
-        equilibrium=(zero, zero),
+        equilibrium=(zero, zero) if at_origin else None,
         d_grad_fn=d_grad,
     )
 

@@ -10,7 +10,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Key, PyTree, Scalar
-from .._problem import AbstractProblem
+from .._problem import AbstractProblem, array_leaves, check_loss_output
 
 
 GameParams = tuple  # (phi, theta): discriminator first, generator second
@@ -64,8 +64,8 @@ class Game(AbstractProblem):
 
     d_loss_fn: Callable
     g_loss_fn: Callable
-    phi0: PyTree
-    theta0: PyTree
+    phi0: PyTree = eqx.field(converter=array_leaves)
+    theta0: PyTree = eqx.field(converter=array_leaves)
     name: str = eqx.field(static=True, default="game")
     equilibrium: GameParams | None = None
     stochastic: bool = eqx.field(static=True, default=False)
@@ -75,14 +75,12 @@ class Game(AbstractProblem):
         for name, tree in (("phi0", self.phi0), ("theta0", self.theta0)):
             leaves = jax.tree.leaves(tree)
             if not leaves or not all(
-                jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves
+                jnp.issubdtype(jnp.result_type(x), jnp.floating) for x in leaves
             ):
-                raise ValueError(f"{name} must be a non-empty pytree of floating arrays.")
+                raise ValueError(f"{name} must be a non-empty pytree of real floating arrays.")
         args = (self.phi0, self.theta0) + ((jax.random.key(0),) if self.stochastic else ())
         for name, fn in (("d_loss_fn", self.d_loss_fn), ("g_loss_fn", self.g_loss_fn)):
-            out = jax.eval_shape(fn, *args)
-            if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == ()):
-                raise ValueError(f"{name} must return a scalar, got {out}.")
+            check_loss_output(name, jax.eval_shape(fn, *args))
 
     def _args(self, z: GameParams, key: Key | None):
         if self.stochastic and key is None:
@@ -145,6 +143,17 @@ class Game(AbstractProblem):
         r"""The Jacobian $J = \partial v/\partial z$ of the flow at $z$, a dense matrix in
         `ravel_pytree((phi, theta))` order ($\varphi$ block first)."""
         return _jacobian(self.vector_field, z, key)
+
+    def time_scales(self, params: GameParams) -> np.ndarray | None:
+        r"""$|\mathrm{Re}\,\mu|$ for the eigenvalues $\mu$ of the Jacobian $J$ at `params`
+        (the stiffness test of `solve`): a rotation ($\mathrm{Re}\,\mu = 0$) is resolved for
+        accuracy, not a stiff mode. The value's Hessian would give $J^\top J$ near a
+        stationary point, squaring the spread. `None` (the Hessian) above 1,000 parameters,
+        where no dense Jacobian is formed."""
+        if optax.tree.size(params) > 1000:
+            return None
+        key = jax.random.key(0) if self.stochastic else None
+        return np.abs(np.linalg.eigvals(np.asarray(self.jacobian(params, key))).real)
 
     def eigenvalues(self, z: GameParams | None = None, key: Key | None = None) -> np.ndarray:
         """Eigenvalues of `jacobian(z)` (default: at `equilibrium`), sorted by real part. The

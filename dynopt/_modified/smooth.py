@@ -105,6 +105,14 @@ def _scan(jaxpr, dependent: list[bool], found: Found, nested: bool) -> list[bool
             if len(outs) == len(eqn.outvars):
                 dep.update(zip(eqn.outvars, outs))
                 continue
+        elif name == "cond":
+            # Each branch sees the operands after the index, one for one: an output depends on
+            # the iterate where some branch makes it so (or the index does). Its bodies are
+            # nested all the same: `branch_bits` cannot observe a branch inside them.
+            outs = [_scan(b.jaxpr, ins[1:], found, True) for b in eqn.params["branches"]]
+            for v, *alike in zip(eqn.outvars, *outs):
+                dep[v] = ins[0] or any(alike)
+            continue
         else:
             for sub in _sub_jaxprs(eqn.params):
                 _scan(sub, [any(ins)] * len(sub.invars), found, True)
