@@ -100,6 +100,8 @@ def matched_steps(
     if hs.ndim != 1 or hs.size == 0:
         raise ValueError(f"step_sizes must be a non-empty 1-D array, got shape {hs.shape}.")
     positive("step_sizes", hs)
+    if np.unique(hs).size != hs.size:  # a repeated step has no slope to the other
+        raise ValueError(f"step_sizes must be distinct, got {hs.tolist()}.")
     t1 = float(positive("t1", t1))
     dts = np.asarray([float(dt_of(h)) for h in hs])
     ns = np.rint(t1 / dts)

@@ -18,7 +18,7 @@ from ._custom_types import ArrayLike, Params, PyTree, ScalarLike
 from ._flows.base import AbstractFlow
 from ._problem import AbstractProblem, Problem, raveled_loss as _raveled_loss
 from ._trajectory import Trajectory
-from ._validation import check_unbatched, host_validated, interval, solver_options
+from ._validation import check_unbatched, host_validated, interval, is_traced, solver_options
 
 
 SOLVERS = {
@@ -49,7 +49,20 @@ def check_times(ts: ArrayLike, t0: ScalarLike) -> jax.Array:
     return jnp.asarray(_check_times(ts, t0))
 
 
+def _on_host(what: str, **values) -> None:
+    """`ValueError` where one of `values` is traced: `what` runs on the host."""
+    for name, value in values.items():
+        if is_traced(value):
+            raise ValueError(
+                f"{name} must be concrete: {what} is called on the host, outside jax.jit and "
+                "jax.vmap, since its checks, solver choice and save times are decided there "
+                "(it compiles its own program). To solve for several flows or times, call it in "
+                "a Python loop: new hyper-parameter values and times do not recompile."
+            )
+
+
 def _check_times(ts: ArrayLike, t0: ScalarLike) -> np.ndarray:
+    _on_host("solve", ts=ts)
     try:
         arr = None if isinstance(ts, str | bytes) else np.asarray(ts, dtype=np.float64)
     except (TypeError, ValueError):
@@ -142,6 +155,13 @@ def _pick_solver(solver, problem: Problem, params0: Params, horizon: float):
             )
         return _solver(key), key, None
     if isinstance(solver, diffrax.AbstractSolver):
+        if not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+            raise ValueError(
+                f"solver must estimate its error (an adaptive diffrax solver: Tsit5, Dopri5, "
+                f"Dopri8, Kvaerno5, ...); {type(solver).__name__} has fixed steps, and a "
+                "reference solve controls its step by rtol/atol. A fixed-step discretization "
+                "of a flow is `run(flow.discretize(h), ...)`."
+            )
         return solver, type(solver).__name__.lower(), None
     raise ValueError(f"solver must be None, a name or a diffrax.AbstractSolver, got {solver!r}.")
 
@@ -775,6 +795,7 @@ def solve(
             "problem must be a dynopt.AbstractProblem (a dynopt.Problem, a dynopt.games.Game, "
             f"...), got {type(problem).__name__}; the call is solve(flow, problem, ts)."
         )
+    _on_host("solve", flow=flow, problem=problem, t0=t0)
     check_unbatched(flow, "solve")
     t0 = float(interval("t0", t0))
     ts_host = _check_times(ts, t0)  # the horizon from host memory: no device round trip

@@ -52,7 +52,7 @@ class Trajectory(eqx.Module):
 
     def evaluate(self, t: ScalarLike) -> Params:
         r"""Parameters at any time `t` in the solve's interval $[t_0, t_1]$ (dense output of a
-        reference).
+        reference); for a 1-D array of times, stacked along a leading axis.
 
         **Raises:** `ValueError` for `t` outside $[t_0, t_1]$ (concrete `t`; inside `jit` an
         `eqx.error_if` with the same message): diffrax would extrapolate its last polynomial
@@ -74,6 +74,10 @@ class Trajectory(eqx.Module):
                 "(ts[-1]) to evaluate there."
             )
             t = interval("t", t, lower=t0, upper=t1, hint=hint)
+        if jnp.ndim(t) > 1:
+            raise ValueError(f"t must be a time or a 1-D array of times, got shape {jnp.shape(t)}.")
+        if jnp.ndim(t) == 1:
+            return jax.vmap(lambda s: self.flow.params(interp.evaluate(s)))(jnp.asarray(t))
         return self.flow.params(interp.evaluate(t))
 
     @property

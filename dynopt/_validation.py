@@ -317,6 +317,8 @@ def solver_options(rtol: Any, atol: Any, max_steps: Any) -> tuple[float, float, 
     rtol_f, atol_f = tolerance(rtol), tolerance(atol)
     if rtol_f is None or atol_f is None:
         raise ValueError(f"rtol and atol must be > 0 and finite, got rtol={rtol!r}, atol={atol!r}.")
+    if rtol_f >= 1.0:  # an error as large as the solution itself: no accuracy asked at all
+        raise ValueError(f"rtol must be in (0, 1), got {rtol!r}.")
     return rtol_f, atol_f, positive_int("max_steps", max_steps)
 
 

@@ -87,6 +87,8 @@ def test_compare_bad_input():
         dynopt.compare(flows.GradientFlow(), p, "abc", 1.0)
     with pytest.raises(ValueError, match="step_sizes must be > 0"):
         dynopt.compare(flows.GradientFlow(), p, [0.1, -0.1], 1.0)
+    with pytest.raises(ValueError, match="step_sizes must be distinct"):
+        dynopt.compare(flows.GradientFlow(), p, [0.1, 0.1, 0.05], 1.0)
     with pytest.raises(ValueError, match="t1 must be > 0"):
         dynopt.compare(flows.GradientFlow(), p, [0.1], 0.0)
     with pytest.raises(ValueError, match="integer multiple"):

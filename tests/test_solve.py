@@ -202,12 +202,34 @@ def test_every_diffrax_solve_goes_through_integrate():
         ((problems.rosenbrock(), flows.GradientFlow(), [1.0]), {}, "solve\\(flow, problem, ts\\)"),
         ((flows.GradientFlow(), problems.rosenbrock(), "abc"), {}, "ts must be a non-empty 1-D"),
         ((flows.GradientFlow(), problems.rosenbrock(), [1.0]), {"t0": float("nan")}, "t0 must"),
+        # a fixed-step solver cannot control its error
+        (
+            (flows.GradientFlow(), problems.rosenbrock(), [1.0]),
+            {"solver": diffrax.Euler()},
+            "Euler has fixed steps",
+        ),
+        (
+            (flows.GradientFlow(), problems.rosenbrock(), [1.0]),
+            {"rtol": 10.0},
+            r"rtol must be in \(0, 1\)",
+        ),
     ],
 )
 def test_bad_arguments_are_one_line_value_errors(args, kwargs, match):
     with pytest.raises(ValueError, match=match) as info:
         dynopt.solve(*args, **kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_solve_under_a_trace_says_it_runs_on_the_host():
+    """`solve` decides its solver, checks and save times on the host: under `vmap` (a batch
+    of flows) or `jit` (traced times) it says so instead of a TracerBoolConversionError."""
+    q = problems.quadratic([1.0, 4.0])
+    ts = jnp.linspace(0.0, 1.0, 3)
+    with pytest.raises(ValueError, match="flow must be concrete: solve is called on the host"):
+        jax.vmap(lambda d: dynopt.solve(flows.HeavyBall(d), q, ts).params)(jnp.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match="ts must be concrete"):
+        jax.jit(lambda t: dynopt.solve(flows.GradientFlow(), q, t).params)(ts)
 
 
 def _minus_x4(x):

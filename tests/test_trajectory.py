@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ def test_evaluate_is_the_dense_reference_between_save_times():
     for t in (0.0, 0.137, 0.5, 1.9, 2.0):
         np.testing.assert_allclose(ref.evaluate(t), p.flow_solution(jnp.asarray(t)), atol=1e-9)
     np.testing.assert_allclose(ref.params, jnp.stack([p.flow_solution(t) for t in ts]), atol=1e-9)
+    times = jnp.asarray([0.137, 1.9])  # several times at once: stacked
+    np.testing.assert_allclose(ref.evaluate(times), jax.vmap(p.flow_solution)(times), atol=1e-9)
     assert ref.steps is None and ref.solver == "tsit5" and ref.stats["num_steps"] > 0
     assert int(ref.diverged_at) == -1 and not bool(ref.diverged)
     assert bool(jnp.all(ref.valid))
