@@ -570,3 +570,149 @@ def test_a_games_stiffness_is_read_off_its_jacobian():
     )
     damped = games.minmax(lambda p, t: 0.5 * p @ p - 0.5 * t @ t * 1e3, jnp.ones(2), jnp.ones(2))
     assert dynopt.stiffness_ratio(damped, damped.params0, 2.0) == pytest.approx(1e3 / 1.0)
+
+
+def test_a_games_equilibrium_is_checked_against_its_initial_point():
+    """A wrong shape or tree failed only in `eigenvalues` (a raw TypeError or LinAlgError)."""
+    loss = lambda p, t: -0.5 * jnp.dot(t, p)
+    with pytest.raises(ValueError, match=r"equilibrium's phi\* must be like phi0: expected leaf"):
+        games.minmax(loss, jnp.ones(2), jnp.ones(2), equilibrium=(jnp.zeros(3), jnp.zeros(2)))
+    with pytest.raises(ValueError, match=r"equilibrium must be a pair \(phi\*, theta\*\)"):
+        games.minmax(loss, jnp.ones(2), jnp.ones(2), equilibrium=jnp.zeros(4))
+    with pytest.raises(ValueError, match=r"equilibrium's theta\* must be like theta0: expected "):
+        games.minmax(loss, jnp.ones(2), jnp.ones(2), equilibrium=(jnp.zeros(2), [0.0, 0.0]))
+    with pytest.raises(ValueError, match=r"theta\* must hold real floating arrays"):
+        games.minmax(loss, jnp.ones(2), jnp.ones(2), equilibrium=(jnp.zeros(2), jnp.zeros(2, int)))
+    # A list pair is a pair.
+    game = games.minmax(loss, jnp.ones(2), jnp.ones(2), equilibrium=[jnp.zeros(2), jnp.zeros(2)])
+    np.testing.assert_allclose(game.eigenvalues(), [-0.5j, -0.5j, 0.5j, 0.5j], atol=1e-15)
+
+
+def test_d_grad_fn_is_checked_against_phi0_at_construction():
+    """It replaces ∇_φ ℓ_D: a wrong shape or tree failed only inside `run`."""
+    loss = lambda p, t: jnp.sum(p * t)
+    for bad, match in (
+        (lambda p, t: jnp.ones(3), r"expected leaf shapes \(2,\), got \(3,\)"),
+        (lambda p, t: (p,), "expected the tree structure"),
+    ):
+        with pytest.raises(ValueError, match="d_grad_fn must return a pytree like phi0.*" + match):
+            games.Game(loss, loss, jnp.ones(2), jnp.ones(2), d_grad_fn=bad)
+
+
+def test_a_stochastic_games_losses_must_take_a_key():
+    loss = lambda p, t: jnp.sum(p * t)
+    with pytest.raises(ValueError, match=r"d_loss_fn must take \(phi, theta, key\): a stochastic"):
+        games.Game(loss, loss, jnp.ones(2), jnp.ones(2), stochastic=True)
+    with pytest.raises(ValueError, match=r"must take \(phi, theta\) \(a loss that draws .* needs"):
+        games.Game(lambda p, t, k: loss(p, t), loss, jnp.ones(2), jnp.ones(2))
+
+
+def test_a_loss_that_fails_on_the_initial_point_is_named():
+    with pytest.raises(
+        ValueError,
+        match=r"^d_loss_fn \(minmax's -loss_fn\) failed on the initial point \(phi of shape "
+        r"\(2,\), theta of shape \(3,\)\): TypeError: dot_general",
+    ) as info:
+        games.minmax(lambda p, t: p @ t, jnp.ones(2), jnp.ones(3))
+    assert isinstance(info.value.__cause__, TypeError)
+    with pytest.raises(ValueError, match="g_loss_fn must be callable, got float"):
+        games.Game(lambda p, t: jnp.sum(p), 1.0, jnp.ones(2), jnp.ones(2))
+
+
+def test_game_flows_take_a_scheme_object():
+    """A scheme's name failed inside `solve` with an AttributeError."""
+    with pytest.raises(ValueError, match=r"got the name 'simultaneous': pass games.scheme\("):
+        games.GameFlow("simultaneous")
+    with pytest.raises(ValueError, match=r"scheme must be a dynopt\.games scheme"):
+        games.ModifiedGameFlow(optax.sgd(0.1), 0.1)
+    with pytest.raises(ValueError, match=r"scheme must be a dynopt\.games scheme"):
+        games.modified_flow_growth("simultaneous", _linear_game(), 0.1)
+
+
+def test_game_flows_and_schemes_on_a_plain_problem_ask_for_a_game():
+    quad = dynopt.problems.quadratic([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"^GameFlow needs a dynopt.games.Game .* got a Problem"):
+        dynopt.solve(games.GameFlow(), quad, [1.0])
+    with pytest.raises(ValueError, match=r"^ModifiedGameFlow needs a dynopt.games.Game"):
+        dynopt.solve(games.ModifiedGameFlow(games.Simultaneous(), 0.1), quad, [1.0])
+    for sch in (games.Alternating(), games.Consensus()):
+        with pytest.raises(ValueError, match=r"scheme's discretization \(\w+\) needs a dynopt"):
+            dynopt.run(sch.discretize(0.1), quad, 2)
+    # A plain gradient scheme is GD on a loss: it runs.
+    gd = dynopt.run(optax.sgd(0.1), quad, 2).loss
+    np.testing.assert_array_equal(
+        dynopt.run(games.Simultaneous().discretize(0.1), quad, 2).loss, gd
+    )
+    with pytest.raises(ValueError, match="scheme's discretization"):
+        dynopt.run(games.weight_averages(games.Alternating().discretize(0.1), 0.5), quad, 2)
+    with pytest.raises(ValueError, match=r"^modified_flow_growth needs a dynopt\.games\.Game"):
+        games.modified_flow_growth(games.Simultaneous(), quad, 0.1)
+
+
+def test_alternating_d_first_must_be_a_bool():
+    for bad in ("yes", 1, None):
+        with pytest.raises(ValueError, match=r"d_first must be a bool \(True: the discriminator"):
+            games.Alternating(d_first=bad)
+    assert games.Alternating(d_first=np.bool_(False)).d_first is False
+
+
+def test_growth_predictions_take_one_positive_step_size():
+    game = _linear_game()
+    jac = np.asarray(game.jacobian(game.equilibrium))
+    with pytest.raises(ValueError, match=r"step_size must be a scalar > 0 .* got shape \(2,\)"):
+        games.modified_flow_growth(games.Simultaneous(), game, jnp.array([0.1, 0.2]))
+    for bad in (-0.1, 0.0, np.array([0.1, 0.2])):
+        with pytest.raises(ValueError, match="step_size must be"):
+            games.Simultaneous().growth(jac, bad, 2)
+    with pytest.raises(ValueError, match=r"num_phi must be in \[1, 3\]"):
+        games.Alternating().growth(jac, 0.1, 4)
+    with pytest.raises(ValueError, match=r"jac must be a square n x n Jacobian"):
+        games.Simultaneous().growth(jac[:3], 0.1, 2)
+
+
+def test_a_stochastic_game_in_compare_or_solve_asks_for_a_deterministic_one():
+    game = games.minmax(
+        lambda p, t, k: jnp.sum(p * t) * (1 + 0.1 * jax.random.normal(k)),
+        jnp.ones(1),
+        jnp.ones(1),
+        stochastic=True,
+    )
+    need = "`compare` and `solve` take no key and need a deterministic game"
+    with pytest.raises(ValueError, match=f"key must be given iff the game is stochastic.*{need}"):
+        dynopt.compare(games.GameFlow(), game, [0.1, 0.05], 1.0)
+    with pytest.raises(ValueError, match="`solve` and `compare` take none and need a determin"):
+        dynopt.solve(games.GameFlow(), game, [1.0])
+
+
+def test_mixture_helpers_check_their_sizes():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"hidden must be a positive integer, got 2\.5"):
+        games.mixture_gan(key, hidden=2.5)
+    with pytest.raises(ValueError, match="latent_dim must be a positive integer, got 0"):
+        games.mixture_gan(key, latent_dim=0)
+    with pytest.raises(ValueError, match="std must be > 0"):
+        games.mixture_gan(key, std=-1.0)
+    game = games.mixture_gan(key, hidden=4, latent_dim=5, batch_size=4)
+    assert games.generate(game.theta0, key, 7).shape == (7, 2)  # latent size read off theta
+    with pytest.raises(ValueError, match=r"latent_dim must be the generator's input size 5"):
+        games.generate(game.theta0, key, 7, latent_dim=2)
+    with pytest.raises(ValueError, match="theta must be a mixture_gan generator's parameters"):
+        games.generate(jnp.ones(3), key, 7)
+    with pytest.raises(ValueError, match="num_modes must be a positive integer, got 0"):
+        games.mode_statistics(jnp.ones((5, 2)), num_modes=0)
+    with pytest.raises(ValueError, match=r"samples must be an \(n, 2\) array"):
+        games.mode_statistics(jnp.ones((5, 3)))
+
+
+def test_orbit_verdict_and_measured_growth_on_empty_or_diverged_runs():
+    with pytest.raises(ValueError, match="theta_norms must be a non-empty 1-D array"):
+        games.orbit_verdict([])
+    with pytest.raises(ValueError, match=r"theta_norms\[2\] = nan: the run diverged at save 2"):
+        games.orbit_verdict([0.2, 0.3, np.nan, 0.1])
+    k = np.arange(501)
+    norms = 1e-6 * 1.01**k
+    broken = np.where(k < 300, norms, np.nan)  # NaN while still in the linear regime
+    assert np.isnan(games.measured_growth(broken))
+    # A NaN after the run left the regime (an overflow) leaves the fit alone.
+    overflow = np.where(k < 480, norms, np.nan)
+    assert games.measured_growth(overflow, ceiling=1e-5) == pytest.approx(1.01, rel=1e-12)

@@ -204,8 +204,21 @@ def orbit_verdict(theta_norms) -> str:
     **Arguments:** `theta_norms`: $\|\theta(t_k)\|$, $k = 0, \dots, n$.
 
     **Returns:** the verdict in words (a circle's radius included).
+
+    **Raises:** `ValueError` for `theta_norms` that is not a non-empty 1-D array, or holds a
+    NaN or infinity (a diverged solve would read as "oscillates").
     """
     norms = np.asarray(theta_norms, float)
+    if norms.ndim != 1 or norms.size == 0:
+        raise ValueError(
+            f"theta_norms must be a non-empty 1-D array of |θ(t_k)|, got shape {norms.shape}."
+        )
+    if not np.all(np.isfinite(norms)):
+        k = int(np.argmax(~np.isfinite(norms)))
+        raise ValueError(
+            f"theta_norms[{k}] = {norms[k]}: the run diverged at save {k}; no verdict on an "
+            "orbit that is not finite."
+        )
     tail, half = norms[-max(len(norms) // 10, 1) :], norms[len(norms) // 2 :]
     if tail.max() < 0.05 * norms[0]:
         return "converges to the equilibrium"

@@ -14,9 +14,28 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, ScalarLike
 from .._discretization import Discretization
 from .._flows.base import AbstractFlow
-from .._validation import hyperparameter, positive
+from .._validation import hyperparameter
 from .game import Game, GameParams
-from .schemes import AbstractScheme, Simultaneous
+from .schemes import AbstractScheme, require_game, scalar_step_size, SCHEMES, Simultaneous
+
+
+def _check_scheme(scheme) -> None:
+    """`ValueError` unless `scheme` is a scheme object (a name would fail only inside `solve`)."""
+    if isinstance(scheme, str):
+        fix = (
+            f"pass games.scheme({scheme!r})"
+            if scheme in SCHEMES
+            else f"pass games.scheme(name) with a name in {', '.join(SCHEMES)}"
+        )
+        raise ValueError(
+            f"scheme must be a dynopt.games scheme object, got the name {scheme!r}: {fix} (or "
+            "the class, e.g. games.Simultaneous())."
+        )
+    if not isinstance(scheme, AbstractScheme):
+        raise ValueError(
+            "scheme must be a dynopt.games scheme (an AbstractScheme, e.g. games.Simultaneous() "
+            f"or games.scheme('consensus', gamma=0.5)), got a {type(scheme).__name__}."
+        )
 
 
 class GameFlow(AbstractFlow):
@@ -33,12 +52,16 @@ class GameFlow(AbstractFlow):
 
     scheme: AbstractScheme = Simultaneous()
 
+    def __check_init__(self):
+        _check_scheme(self.scheme)
+
     def init(self, params: GameParams) -> GameParams:
         return params
 
     def vector_field(self, t: ScalarLike, state: GameParams, problem: Game) -> GameParams:
         del t
-        return self.scheme.field(problem, state)
+        # The first place `solve`/`compare` hand this flow its problem.
+        return self.scheme.field(require_game(problem, "GameFlow"), state)
 
     def params(self, state: GameParams) -> GameParams:
         return state
@@ -65,11 +88,15 @@ class ModifiedGameFlow(AbstractFlow):
     scheme: AbstractScheme
     step_size: Array = hyperparameter("step_size", lower=0.0, lower_open=True)
 
+    def __check_init__(self):
+        _check_scheme(self.scheme)
+
     def init(self, params: GameParams) -> GameParams:
         return params
 
     def vector_field(self, t: ScalarLike, state: GameParams, problem: Game) -> GameParams:
         del t
+        problem = require_game(problem, "ModifiedGameFlow")
         w = self.scheme.field(problem, state)
         w1 = self.scheme.drift(problem, state)
         return jax.tree.map(lambda a, b: a + self.step_size.astype(b.dtype) * b, w, w1)
@@ -99,13 +126,16 @@ def modified_flow_growth(scheme: AbstractScheme, game: Game, step_size: float) -
 
     **Returns:** the growth factor per step (> 1: the modified flow spirals out).
 
-    **Raises:** `ValueError` for a game with no `equilibrium` or a `step_size` that is not > 0.
+    **Raises:** `ValueError` for a game with no `equilibrium`, a `step_size` that is not one
+    number > 0, or a `scheme` or `game` of another type.
     """
+    _check_scheme(scheme)
+    require_game(game, "modified_flow_growth")
     if game.equilibrium is None:
         raise ValueError(
             f"game {game.name!r} has no equilibrium: give one (`equilibrium=(phi*, theta*)`) to "
             "linearize the modified flow there."
         )
-    positive("step_size", step_size)
+    step_size = scalar_step_size(step_size)  # one h: the factor exp(h max Re λ) is a float
     jac = np.asarray(_modified_jacobian(game, scheme, jnp.asarray(step_size)))
     return float(np.exp(step_size * float(np.max(np.linalg.eigvals(jac).real))))

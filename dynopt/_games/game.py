@@ -1,5 +1,6 @@
 """`Game`: a two-player differentiable game over pytrees $(\varphi, \theta)$."""
 
+import inspect
 from collections.abc import Callable
 
 import equinox as eqx
@@ -14,6 +15,34 @@ from .._problem import AbstractProblem, array_leaves, check_loss_output
 
 
 GameParams = tuple  # (phi, theta): discriminator first, generator second
+
+
+def _floating_leaves(tree) -> bool:
+    """Whether `tree` is a non-empty pytree of real floating arrays (or Python floats)."""
+    leaves = jax.tree.leaves(tree)
+    return bool(leaves) and all(
+        eqx.is_array_like(x) and jnp.issubdtype(jnp.result_type(x), jnp.floating) for x in leaves
+    )
+
+
+def _shapes(tree) -> str:
+    """The leaf shapes of `tree` for a message: `(2,)` for one array, else the tree of shapes."""
+    if isinstance(tree, jax.Array | np.ndarray | jax.ShapeDtypeStruct):
+        return str(tuple(tree.shape))
+    return str(jax.tree.map(lambda x: tuple(jnp.shape(x)), tree))
+
+
+def _check_like(what: str, ref: PyTree, got: PyTree) -> None:
+    """`ValueError("{what}: ...")` unless `got` has the tree structure and leaf shapes of `ref`."""
+    s_ref, s_got = jax.tree.structure(ref), jax.tree.structure(got)
+    if s_ref != s_got:
+        raise ValueError(f"{what}: expected the tree structure {s_ref}, got {s_got}.")
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ref), jax.tree.leaves(got)):
+        if jnp.shape(a) != jnp.shape(b):
+            where = f" (the leaf at {jax.tree_util.keystr(path)})" if path else ""
+            raise ValueError(
+                f"{what}: expected leaf shapes {_shapes(ref)}, got {_shapes(got)}{where}."
+            )
 
 
 class _Negated(eqx.Module):
@@ -58,8 +87,10 @@ class Game(AbstractProblem):
     - `d_grad_fn`: `None`, or `(phi, theta[, key]) -> pytree` replacing $\nabla_\varphi\ell_D$ for
       fields that are no gradient (e.g. GAN-QP with the original code's normalization).
 
-    **Raises:** `ValueError` if a loss is not scalar-valued or the initial parameters are not
-    floating.
+    **Raises:** `ValueError` if a loss is not scalar-valued or fails on the initial parameters
+    (e.g. takes other arguments than `(phi, theta[, key])`), the initial parameters are not
+    floating, `d_grad_fn` returns no pytree like `phi0`, or `equilibrium` is not a pair with
+    the tree structures and leaf shapes of `(phi0, theta0)`.
     """
 
     d_loss_fn: Callable
@@ -73,18 +104,80 @@ class Game(AbstractProblem):
 
     def __check_init__(self):
         for name, tree in (("phi0", self.phi0), ("theta0", self.theta0)):
-            leaves = jax.tree.leaves(tree)
-            if not leaves or not all(
-                jnp.issubdtype(jnp.result_type(x), jnp.floating) for x in leaves
-            ):
+            if not _floating_leaves(tree):
                 raise ValueError(f"{name} must be a non-empty pytree of real floating arrays.")
+        for name in ("d_loss_fn", "g_loss_fn", "d_grad_fn"):
+            fn = getattr(self, name)
+            if not (callable(fn) or (fn is None and name == "d_grad_fn")):
+                raise ValueError(f"{name} must be callable, got {type(fn).__name__}.")
         args = (self.phi0, self.theta0) + ((jax.random.key(0),) if self.stochastic else ())
-        for name, fn in (("d_loss_fn", self.d_loss_fn), ("g_loss_fn", self.g_loss_fn)):
-            check_loss_output(name, jax.eval_shape(fn, *args))
+        for name in ("d_loss_fn", "g_loss_fn"):
+            check_loss_output(name, self._trace(name, args))
+        if self.d_grad_fn is not None:
+            # It replaces ∇_φ ℓ_D: anything but phi0's structure and shapes would fail only
+            # inside `run`/`solve`, where it is added to phi.
+            _check_like(
+                "d_grad_fn must return a pytree like phi0 (it replaces the gradient of d_loss_fn)",
+                self.phi0,
+                self._trace("d_grad_fn", args),
+            )
+        if self.equilibrium is not None:
+            self._check_equilibrium()
+
+    def _trace(self, name: str, args: tuple):
+        """`eval_shape` of the callable field `name` at the initial point; a failure is raised
+        as a `ValueError` naming it and the shapes it was called with."""
+        fn = getattr(self, name)
+        try:
+            return jax.eval_shape(fn, *args)
+        except Exception as e:
+            # minmax's D loss is -loss_fn: name (and read the signature of) the user's function.
+            inner, label = (
+                (fn.fn, f"{name} (minmax's -loss_fn)") if isinstance(fn, _Negated) else (fn, name)
+            )
+            called = f"phi of shape {_shapes(self.phi0)}, theta of shape {_shapes(self.theta0)}"
+            called += " and a key" if self.stochastic else ""
+            try:
+                inspect.signature(inner).bind(*args)
+            except TypeError:  # the wrong number of arguments: say what a game's losses take
+                if self.stochastic:
+                    raise ValueError(
+                        f"{label} must take (phi, theta, key): a stochastic game's losses draw "
+                        f"their minibatch from the key. Called with {called}: {e}"
+                    ) from e
+                raise ValueError(
+                    f"{label} must take (phi, theta) (a loss that draws a minibatch from a key "
+                    f"needs stochastic=True). Called with {called}: {e}"
+                ) from e
+            except ValueError:  # no signature to read
+                pass
+            raise ValueError(
+                f"{label} failed on the initial point ({called}): {type(e).__name__}: {e}"
+            ) from e
+
+    def _check_equilibrium(self) -> None:
+        eq = self.equilibrium
+        if not (isinstance(eq, tuple | list) and len(eq) == 2):
+            raise ValueError(
+                "equilibrium must be a pair (phi*, theta*) like (phi0, theta0), got a value of "
+                f"type {type(eq).__name__}."
+            )
+        for name, ref, part in (("phi*", self.phi0, eq[0]), ("theta*", self.theta0, eq[1])):
+            init = "phi0" if name == "phi*" else "theta0"
+            if not _floating_leaves(part):
+                raise ValueError(
+                    f"equilibrium's {name} must hold real floating arrays like {init}."
+                )
+            _check_like(f"equilibrium's {name} must be like {init}", ref, part)
 
     def _args(self, z: GameParams, key: Key | None):
         if self.stochastic and key is None:
-            raise ValueError(f"game {self.name!r} is stochastic: pass a key.")
+            # Reached by `solve` (and flows' fields), which take no key.
+            raise ValueError(
+                f"game {self.name!r} is stochastic: its losses need a key (its minibatch). "
+                "`run(..., key=key)` passes one; `solve` and `compare` take none and need a "
+                "deterministic game (stochastic=False, losses of (phi, theta))."
+            )
         return (z[0], z[1]) + ((key,) if self.stochastic else ())
 
     @property
@@ -109,10 +202,19 @@ class Game(AbstractProblem):
 
     def check_key(self, key: Key | None) -> None:
         """A stochastic game needs a key (its minibatch); a deterministic one takes none."""
-        if self.stochastic != (key is not None):
+        if self.stochastic and key is None:
+            # `compare` checks with no key (it has none to give): say what it needs instead.
             raise ValueError(
                 f"key must be given iff the game is stochastic; game {self.name!r} has "
-                f"stochastic={self.stochastic}."
+                "stochastic=True and no key was given. `run(..., key=key)` draws its "
+                "minibatches from one; `compare` and `solve` take no key and need a "
+                "deterministic game (stochastic=False, losses of (phi, theta))."
+            )
+        if not self.stochastic and key is not None:
+            raise ValueError(
+                f"key must be given iff the game is stochastic; game {self.name!r} has "
+                "stochastic=False and takes no key: drop key=, or build the game with "
+                "stochastic=True and losses of (phi, theta, key)."
             )
 
     def losses(self, z: GameParams, key: Key | None = None) -> tuple[Scalar, Scalar]:

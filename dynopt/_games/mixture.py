@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Key
+from .._validation import positive, positive_int
 from .game import Game
 from .regularizers import AbstractPenalty, total_penalty
 
@@ -94,9 +95,14 @@ def mixture_gan(
     r"""A non-saturating GAN on the 8-Gaussian ring (radius `radius`, mode std `std`): MLPs
     $G_\theta: \mathbb R^{\text{latent}} \to \mathbb R^2$, $D_\varphi: \mathbb R^2 \to \mathbb R$
     with `depth` tanh layers of width `hidden`; `penalties` are added to D's loss. A stochastic
-    `Game`: each step draws one minibatch of `batch_size` real and latent samples."""
-    if hidden < 1 or depth < 1 or latent_dim < 1 or batch_size < 1:
-        raise ValueError("hidden, depth, latent_dim and batch_size must be positive integers.")
+    `Game`: each step draws one minibatch of `batch_size` real and latent samples.
+
+    **Raises:** `ValueError` for sizes that are not positive integers, or a `radius` or `std`
+    that is not > 0."""
+    hidden, depth = positive_int("hidden", hidden), positive_int("depth", depth)
+    latent_dim = positive_int("latent_dim", latent_dim)
+    batch_size = positive_int("batch_size", batch_size)
+    radius, std = float(positive("radius", radius)), float(positive("std", std))
     k_d, k_g = jax.random.split(key)
     phi0 = mlp_init(k_d, (2, *(hidden,) * depth, 1), dtype)
     theta0 = mlp_init(k_g, (latent_dim, *(hidden,) * depth, 2), dtype)
@@ -117,8 +123,32 @@ def mixture_gan(
     )
 
 
-def generate(theta, key: Key, n: int, latent_dim: int = 2) -> Array:
-    """`n` generator samples."""
+def generate(theta, key: Key, n: int, latent_dim: int | None = None) -> Array:
+    """`n` samples of the generator with parameters `theta` (from `mixture_gan`).
+
+    `latent_dim`: `None` (read off `theta`'s first layer), or the latent size, checked
+    against it.
+
+    **Raises:** `ValueError` for an `n` that is not a positive integer, a `theta` that is no
+    `mixture_gan` generator, or a `latent_dim` other than its input size."""
+    n = positive_int("n", n)
+    try:
+        w_in = theta[0]["w"]
+    except (TypeError, KeyError, IndexError) as e:
+        raise ValueError(
+            "theta must be a mixture_gan generator's parameters (a list of {'w', 'b'} layers, "
+            f"e.g. game.theta0), got a {type(theta).__name__}."
+        ) from e
+    # The latent size is the first layer's input width: a default of 2 would fail (as a raw
+    # dot_general error) on a GAN built with another `latent_dim`.
+    expected = jnp.shape(w_in)[0]
+    if latent_dim is None:
+        latent_dim = expected
+    elif latent_dim != expected:
+        raise ValueError(
+            f"latent_dim must be the generator's input size {expected} (theta[0]['w'] has shape "
+            f"{jnp.shape(w_in)}), got {latent_dim!r}; leave it None to read it from theta."
+        )
     dtype = jax.tree.leaves(theta)[0].dtype
     z = jax.random.normal(key, (n, latent_dim), dtype)
     return jax.vmap(mlp, in_axes=(None, 0))(theta, z)
@@ -128,7 +158,17 @@ def mode_statistics(samples: Array, num_modes: int = 8, radius: float = 2.0, std
     r"""Mode coverage as in the unrolled-GAN benchmark: a sample is *high quality* if it lies
     within $3\sigma$ of its nearest mode; a mode is *covered* if it receives at least
     $\frac14$ of its share ($n/(4m)$) of the high-quality samples. Returns
-    `(modes_covered, fraction_high_quality)`."""
+    `(modes_covered, fraction_high_quality)`.
+
+    **Raises:** `ValueError` for `samples` that are not `(n, 2)` with $n \\ge 1$, a `num_modes`
+    that is not a positive integer, or a `radius` or `std` that is not > 0."""
+    if jnp.ndim(samples) != 2 or jnp.shape(samples)[1] != 2 or jnp.shape(samples)[0] < 1:
+        raise ValueError(
+            f"samples must be an (n, 2) array of 2-D points with n >= 1, got shape "
+            f"{jnp.shape(samples)}."
+        )
+    num_modes = positive_int("num_modes", num_modes)
+    radius, std = positive("radius", radius), positive("std", std)
     modes = mixture_modes(num_modes, radius).astype(samples.dtype)
     dist = jnp.linalg.norm(samples[:, None, :] - modes[None], axis=-1)
     nearest, d_min = jnp.argmin(dist, axis=1), jnp.min(dist, axis=1)

@@ -126,6 +126,40 @@ def _spectral_radius(m: np.ndarray) -> float:
     return float(np.max(np.abs(np.linalg.eigvals(m))))
 
 
+def require_game(problem, who: str) -> Game:
+    """`ValueError` unless `problem` is a `Game`: a game scheme reads the two players' blocks
+    $(\varphi, \theta)$ and the game's field, which a plain `Problem` has not."""
+    if not isinstance(problem, Game):
+        raise ValueError(
+            f"{who} needs a dynopt.games.Game (two players' losses over (phi, theta)), got a "
+            f"{type(problem).__name__}. For a loss, use a dynopt flow (e.g. "
+            "dynopt.flows.GradientFlow) or an optax optimizer; a loss as a game is "
+            "dynopt.games.Game(d_loss_fn, g_loss_fn, phi0, theta0)."
+        )
+    return problem
+
+
+def _game_init(disc: Discretization, params, problem):
+    """The `init_fn` of a scheme that needs the players' blocks or the game's field
+    (alternating, consensus): its transform's own state, once the problem is known to be a game
+    (`run` and `compare` call it before the first step, which on a plain `Problem` fails with a
+    raw TypeError or silently runs another method)."""
+    name = getattr(disc.factory, "__name__", type(disc.factory).__name__)
+    require_game(problem, f"a dynopt.games scheme's discretization ({name})")
+    return disc.transform.init(params)
+
+
+def scalar_step_size(step_size) -> float:
+    """`step_size` as a Python float, if it is one real number > 0 (else `ValueError`)."""
+    positive("step_size", step_size)
+    if np.ndim(step_size) != 0:
+        raise ValueError(
+            f"step_size must be a scalar > 0 (one step size per call), got shape "
+            f"{np.shape(step_size)}."
+        )
+    return float(step_size)
+
+
 class AbstractScheme(eqx.Module):
     r"""A discrete game dynamic: `discretize(h)` (the optax transform and its clock $t = kh$),
     `field(game, z)` (its $h \to 0$ limit $w$), `drift(game, z)` (the $O(h)$ term $w_1$ of its
@@ -152,8 +186,26 @@ class AbstractScheme(eqx.Module):
 
     def growth(self, jac, step_size: float, num_phi: int) -> float:
         """The predicted per-step growth factor of $\\|z_k - z^*\\|$ near an equilibrium with
-        Jacobian `jac`: the spectral radius of `step_matrix` (> 1: diverges, < 1: converges)."""
-        return _spectral_radius(self.step_matrix(np.asarray(jac), float(step_size), num_phi))
+        Jacobian `jac`: the spectral radius of `step_matrix` (> 1: diverges, < 1: converges).
+
+        **Arguments:** `jac`: the $n \\times n$ Jacobian $J$ of the flow (`Game.jacobian`);
+        `step_size` $h > 0$ (one scalar); `num_phi`: the size of the $\\varphi$ block,
+        $1 \\le$ `num_phi` $< n$ (`Game.num_phi`).
+
+        **Raises:** `ValueError` for a `jac` that is not square, or a `step_size` or `num_phi`
+        out of range (a negative $h$ would return the factor of a step backwards)."""
+        jac = np.asarray(jac)
+        if jac.ndim != 2 or jac.shape[0] != jac.shape[1] or jac.shape[0] < 2:
+            raise ValueError(
+                f"jac must be a square n x n Jacobian with n >= 2, got shape {jac.shape}."
+            )
+        step_size = scalar_step_size(step_size)
+        n = jac.shape[0]
+        if isinstance(num_phi, bool) or not isinstance(num_phi, int | np.integer):
+            raise ValueError(f"num_phi must be an integer in [1, {n - 1}], got {num_phi!r}.")
+        if not 1 <= num_phi < n:
+            raise ValueError(f"num_phi must be in [1, {n - 1}] (jac is {n} x {n}), got {num_phi}.")
+        return _spectral_radius(self.step_matrix(jac, step_size, int(num_phi)))
 
 
 class AbstractGradientScheme(AbstractScheme):
@@ -165,6 +217,7 @@ class AbstractGradientScheme(AbstractScheme):
     drift_sign: eqx.AbstractClassVar[float]
 
     def discretize(self, step_size):
+        # No `_game_init`: a plain gradient method, meaningful on a loss too (GD, extragradient).
         step_size = positive("step_size", step_size)
         return Discretization(self.factory, {"learning_rate": step_size}, dt=step_size)
 
@@ -191,8 +244,18 @@ class Alternating(AbstractScheme):
     $-\frac12 Jv + (0, J_{\theta\varphi}v_\varphi)$ (D first) or $-\frac12 Jv +
     (J_{\varphi\theta}v_\theta, 0)$ (G first)."""
 
-    d_first: bool = eqx.field(static=True, default=True)
+    d_first: bool = eqx.field(
+        static=True, default=True, converter=lambda x: bool(x) if isinstance(x, np.bool_) else x
+    )
     name: ClassVar[str] = "alternating"
+
+    def __check_init__(self):
+        # Any truthy value would pass `if d_first` silently (e.g. "no").
+        if not isinstance(self.d_first, bool):
+            raise ValueError(
+                "d_first must be a bool (True: the discriminator steps first), got "
+                f"{self.d_first!r} (a {type(self.d_first).__name__})."
+            )
 
     def discretize(self, step_size):
         step_size = positive("step_size", step_size)
@@ -201,6 +264,7 @@ class Alternating(AbstractScheme):
             {"learning_rate": step_size},
             dt=step_size,
             options=(("d_first", self.d_first),),
+            init_fn=_game_init,
         )
 
     def field(self, game, z):
@@ -240,6 +304,7 @@ class Consensus(AbstractScheme):
             consensus_optimization,
             {"learning_rate": step_size, "gamma": self.gamma},
             dt=step_size,
+            init_fn=_game_init,
         )
 
     def field(self, game, z):
@@ -301,7 +366,9 @@ def measured_growth(norms, *, ceiling: float = 1e-4) -> float:
     **Arguments:** `norms`: $\|z_k - z^*\|$, $k = 0, \dots, n$; `ceiling`: where the
     linearization stops holding.
 
-    **Returns:** the fitted factor, to compare with `AbstractScheme.growth`.
+    **Returns:** the fitted factor, to compare with `AbstractScheme.growth`; NaN when the run
+    diverged (a NaN norm) before it left the linear regime, whose factor it cannot measure (a
+    NaN after the norm passed `ceiling`, e.g. from an overflow, leaves the fit alone).
 
     **Raises:** `ValueError` for `norms` that are not 1-D, or with fewer than two steps in the
     linear regime (the run left it, or never entered it: lower the start or raise `ceiling`).
@@ -309,6 +376,14 @@ def measured_growth(norms, *, ceiling: float = 1e-4) -> float:
     norms = np.asarray(norms, float)
     if norms.ndim != 1:
         raise ValueError(f"norms must be a 1-D array of distances, got shape {norms.shape}.")
+    nan = np.isnan(norms)
+    if nan.any():
+        # The comparisons below drop NaN steps: a run that broke down inside the fitted regime
+        # would get a finite factor from its steps before the NaN. NaN says it diverged (the
+        # gan_dynamics experiment tabulates several step sizes: one NaN, not a failed run).
+        k = int(np.argmax(nan))
+        if not np.any(norms[:k] >= ceiling):
+            return float("nan")
     ks = np.arange(norms.size)
     ok = (ks >= (norms.size - 1) // 10) & (norms < ceiling) & (norms > 1e-300)
     if np.count_nonzero(ok) < 2:
