@@ -12,6 +12,19 @@ from ._trajectory import Trajectory
 from ._validation import host_validated, interval
 
 
+def _a_loss(problem, who: str) -> None:
+    r"""`ValueError` unless `problem` is a loss (`Problem`): the flows' rate hooks read its
+    oracle's gradient as $\nabla L$, which a game's is not (the simultaneous gradient $\xi$,
+    while its value is $\mathcal H = \frac12\|\xi\|^2$)."""
+    if not isinstance(problem, Problem):
+        raise ValueError(
+            f"{who} is for a loss (a dynopt.Problem): it reads the oracle's gradient as the "
+            f"loss's, which a {type(problem).__name__}'s is not (a game's is the simultaneous "
+            "gradient xi, while its value is H = |xi|^2/2). loss_rate and chain_rule_rate "
+            "work on any problem."
+        )
+
+
 def _on_reference(
     reference: Trajectory, problem: Problem, ts: ArrayLike, fn, extra=None
 ) -> Float[Array, " n"]:
@@ -20,9 +33,15 @@ def _on_reference(
     the program needs no runtime one). `fn` is a module-level function (and `extra` a fixed
     object such as the user's preconditioner), so a second call with new times, a new reference
     of the same shapes or a new problem built from the same loss reuses the compiled program."""
-    if reference.interpolation is None or reference.flow is None:
+    if reference.flow is None:
         raise ValueError("this needs a reference solve (dynopt.solve), not a discrete run.")
+    if reference.interpolation is None:
+        raise ValueError(
+            "this needs the reference's dense output: solve with dense=True (the default)."
+        )
     interp = reference.interpolation
+    if np.ndim(ts) != 1:
+        raise ValueError(f"ts must be a 1-D array of times, got shape {np.shape(ts)}.")
     ts = interval("ts", np.asarray(ts), lower=float(interp.t0), upper=float(interp.t1))
     with host_validated():
         return _over_times(fn, reference, problem, extra, jnp.asarray(ts))
@@ -46,7 +65,7 @@ def _rate(t, reference, problem, _):
 
 
 def _gradient_norm_sq(t, reference, problem, _):
-    return optax.tree.norm(problem.grad(reference.evaluate(t)), squared=True)
+    return optax.tree.norm(_terms(t, reference, problem)[3], squared=True)
 
 
 def _gradient_l1_norm(t, reference, problem, _):
@@ -134,6 +153,7 @@ def predicted_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Fl
     All but Adam's are $\le 0$: $L$ is a Lyapunov function (post 3). Compare with `loss_rate`
     (measured on the solved trajectory, not from the field) via `identity_deviation`.
     """
+    _a_loss(problem, "predicted_rate")
     return _on_reference(reference, problem, ts, _predicted_rate)
 
 
@@ -151,6 +171,7 @@ def rates(
     **Returns:** `(measured, predicted)`, each of shape `(n,)`: the values of `loss_rate` and
     `predicted_rate`, from one compiled program instead of two.
     """
+    _a_loss(problem, "rates")
     return _on_reference(reference, problem, ts, _both_rates)
 
 
@@ -158,4 +179,5 @@ def identity_deviation(reference: Trajectory, problem: Problem, ts: ArrayLike) -
     r"""`max_relative_deviation(loss_rate, predicted_rate)` on `ts`: how well the solved
     trajectory satisfies its flow's Lyapunov identity (to the solver and interpolation accuracy).
     """
+    _a_loss(problem, "identity_deviation")
     return max_relative_deviation(*rates(reference, problem, ts))

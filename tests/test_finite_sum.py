@@ -113,3 +113,30 @@ def test_shard_data_refuses_bad_input():
         problems.shard_data(np.ones((4, 2)), mesh)
     with pytest.raises(ValueError, match="shard must be True or False"):
         problems.logistic_regression(16, 2, shard="yes")
+
+
+def test_batch_size_is_a_positive_integer_at_construction():
+    """A NumPy integer is taken as the int it is (it became a traced leaf of the stochastic loss
+    and failed inside `run`); a float, a bool, a JAX array or an empty data set is refused
+    naming it."""
+    import dynopt
+    import optax
+
+    x = jax.random.normal(jax.random.key(0), (100, 3))
+    data = (x, x @ jnp.array([1.0, -2.0, 0.5]))
+
+    def sample(w, s):
+        return 0.5 * (s[0] @ w - s[1]) ** 2
+
+    p = problems.finite_sum(sample, data, jnp.zeros(3), batch_size=np.int64(20))
+    q = problems.finite_sum(sample, data, jnp.zeros(3), batch_size=20)
+    key = jax.random.key(1)
+    np.testing.assert_array_equal(
+        dynopt.run(optax.sgd(0.05), p, 5, key=key).loss,
+        dynopt.run(optax.sgd(0.05), q, 5, key=key).loss,
+    )
+    for bad in (2.5, 20.0, True, jnp.array(20)):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            problems.finite_sum(sample, data, jnp.zeros(3), batch_size=bad)
+    with pytest.raises(ValueError, match="data must hold at least one sample"):
+        problems.finite_sum(sample, (x[:0], x[:0, 0]), jnp.zeros(3), batch_size=1)

@@ -1,3 +1,4 @@
+import pytest
 import jax.numpy as jnp
 import numpy as np
 
@@ -82,3 +83,28 @@ def test_rates_are_both_sides_of_the_identity_in_one_program():
         np.testing.assert_allclose(measured, lyapunov.loss_rate(ref, p, ts), rtol=1e-13)
         np.testing.assert_allclose(predicted, lyapunov.predicted_rate(ref, p, ts), rtol=1e-13)
         assert float(lyapunov.max_relative_deviation(measured, predicted)) < 1e-6
+
+
+def test_the_identities_are_for_a_loss_and_say_what_they_need():
+    """On a game the oracle's gradient is the simultaneous gradient ξ, not ∇H (its value):
+    the predicted rate −‖ξ‖² = −2H is no dL/dt (a 100% "deviation" on an exact solve), so the
+    identities refuse it; the chain rule ⟨∇H, ż⟩ still equals the measured rate. Bad `ts` and a
+    solve without dense output are named."""
+    from dynopt import games
+
+    game = games.dirac_gan()
+    ts = jnp.linspace(0.0, 1.0, 5)
+    ref = dynopt.solve(games.GameFlow(), game, ts)
+    for fn in (lyapunov.predicted_rate, lyapunov.rates, lyapunov.identity_deviation):
+        with pytest.raises(ValueError, match=f"{fn.__name__} is for a loss"):
+            fn(ref, game, ts)
+    measured = lyapunov.loss_rate(ref, game, ts)
+    chain = lyapunov.chain_rule_rate(ref, game, ts)
+    np.testing.assert_allclose(chain, measured, atol=1e-9 * float(jnp.max(jnp.abs(measured))))
+    q = problems.quadratic([1.0, 3.0])
+    r = dynopt.solve(flows.GradientFlow(), q, ts)
+    for bad in (0.5, jnp.full((2, 2), 0.5)):
+        with pytest.raises(ValueError, match="ts must be a 1-D array of times"):
+            lyapunov.rates(r, q, bad)
+    with pytest.raises(ValueError, match="solve with dense=True"):
+        lyapunov.rates(dynopt.solve(flows.GradientFlow(), q, ts, dense=False), q, ts)

@@ -95,3 +95,15 @@ def test_fixed_momentum_stability_limit():
     hs = jnp.array([0.98, 1.02]) * limit
     final = np.abs(np.asarray(dynopt.run(maps.FixedMomentum()(flow, hs), problem, 3000).params))
     assert (final[0, -1, 0] < 1e-3 and not np.all(np.isfinite(final[1, -1]))) or final[1, -1, 0] > 1
+
+
+def test_a_batched_hyperparameter_the_map_does_not_read_is_refused():
+    """`SignFlow(width=[...])`: the sign map does not depend on the flow's width, so `run` made
+    one run where a batch was meant (its loss indexed by time, not by run). Batched
+    hyper-parameters and step sizes of different lengths are named before any arithmetic."""
+    with pytest.raises(ValueError, match=r"SignFlow.width is batched, but Sign's optax transform"):
+        flows.SignFlow(jnp.array([0.0, 0.1, 1.0])).discretize(0.05)
+    with pytest.raises(ValueError, match=r"share one length .*step_size \(3,\), HeavyBall"):
+        flows.HeavyBall(jnp.array([0.1, 0.5])).discretize(jnp.array([0.02, 0.05, 0.1]))
+    zipped = flows.HeavyBall(jnp.array([0.1, 0.5])).discretize(jnp.array([0.02, 0.05]))
+    assert dynopt.run(zipped, problems.quadratic([1.0, 3.0]), 3).loss.shape == (2, 4)

@@ -9,6 +9,7 @@ for the flow's default map.
 """
 
 import abc
+import dataclasses
 import functools as ft
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -19,7 +20,7 @@ import optax
 
 from .._custom_types import Array, ScalarLike
 from .._discretization import Discretization, update_with_extra_args
-from .._validation import interval, positive
+from .._validation import interval, is_traced, positive
 
 
 @ft.cache
@@ -93,6 +94,25 @@ def rate_decay(name: str, rate: ScalarLike, step_size: ScalarLike) -> Array:
     )
 
 
+def _batched_fields(flow: Any, h: Array) -> list[str]:
+    """The names of `flow`'s concrete hyper-parameters (`hyperparameter` fields) that are
+    batched (1-D); `ValueError` unless they and a batched `h` are 1-D of one shared length (a
+    sweep is a batch of runs, one per entry)."""
+    shapes = {"step_size": jax.numpy.shape(h)} if jax.numpy.ndim(h) else {}
+    if dataclasses.is_dataclass(flow):
+        for f in dataclasses.fields(flow):
+            value = getattr(flow, f.name, None)
+            if f.metadata.get("hyperparameter") and not is_traced(value) and jax.numpy.ndim(value):
+                shapes[f"{type(flow).__name__}.{f.name}"] = jax.numpy.shape(value)
+    if len({s for s in shapes.values()}) > 1 or any(len(s) > 1 for s in shapes.values()):
+        listed = ", ".join(f"{k} {v}" for k, v in shapes.items())
+        raise ValueError(
+            f"batched hyper-parameters must be 1-D and share one length (one run per entry), "
+            f"got {listed}."
+        )
+    return [k for k in shapes if k != "step_size"]
+
+
 class AbstractMap(eqx.Module):
     r"""A discretization map: `map(flow, step_size) -> Discretization`.
 
@@ -147,10 +167,20 @@ class AbstractMap(eqx.Module):
         inside the compiled program)."""
         # Checked before the conversion: `jnp.asarray("0.1")` would raise deep inside JAX.
         h = jax.numpy.asarray(positive("step_size", step_size))
-        return Discretization(
+        batched = _batched_fields(flow, h)
+        disc = Discretization(
             standard_promotion(self.factory),
             self.hyperparams(flow, h),
             dt=self.dt(flow, h),
             options=self.options(flow),
             init_fn=self.init_fn,
         )
+        if batched and all(jax.numpy.ndim(x) == 0 for x in (disc.dt, *disc.hyperparams.values())):
+            names = ", ".join(batched)
+            raise ValueError(
+                f"{names} {'is' if len(batched) == 1 else 'are'} batched, but "
+                f"{type(self).__name__}'s optax transform does not depend on "
+                f"{'it' if len(batched) == 1 else 'them'}: `run` would make one run, not a "
+                "batch. Sweep a hyper-parameter the discretization uses (or the step size)."
+            )
+        return disc

@@ -78,6 +78,8 @@ def network_problem(
     x, y = data
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"data: x and y must share the sample axis, got {x.shape} and {y.shape}.")
+    if x.shape[0] == 0:
+        raise ValueError("data must hold at least one sample (x and y are empty).")
     params, static = eqx.partition(model, eqx.is_inexact_array)
     try:
         out = jax.eval_shape(model, jax.ShapeDtypeStruct(x.shape[1:], x.dtype))

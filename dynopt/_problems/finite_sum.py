@@ -10,6 +10,7 @@ import optax
 from .._custom_types import Array, Int, Key, Params, Scalar
 from .._problem import Problem
 from .._sharding import data_mesh, shard_data
+from .._validation import positive_int
 
 
 def _batch_loss(params: Params, data: Params, sample_loss_fn, regularizer) -> Scalar:
@@ -143,6 +144,11 @@ def finite_sum(
     if len(sizes) != 1:
         raise ValueError(f"every data array must share the leading sample axis; got sizes {sizes}.")
     (n,) = sizes
+    if n < 1:
+        raise ValueError("data must hold at least one sample (its leading axis is empty).")
+    # A Python int: it sizes the minibatch's arrays (a NumPy or JAX integer would become a
+    # traced leaf of the stochastic loss).
+    batch_size = positive_int("batch_size", batch_size)
     if not 1 <= batch_size <= n:
         raise ValueError(
             f"batch_size must be in [1, {n}] (the number of samples), got {batch_size}."
