@@ -119,8 +119,9 @@ def test_batch_size_is_a_positive_integer_at_construction():
     """A NumPy integer is taken as the int it is (it became a traced leaf of the stochastic loss
     and failed inside `run`); a float, a bool, a JAX array or an empty data set is refused
     naming it."""
-    import dynopt
     import optax
+
+    import dynopt
 
     x = jax.random.normal(jax.random.key(0), (100, 3))
     data = (x, x @ jnp.array([1.0, -2.0, 0.5]))
