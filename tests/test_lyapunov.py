@@ -1,6 +1,6 @@
-import pytest
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import dynopt
 from dynopt import flows, lyapunov, problems
