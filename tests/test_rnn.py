@@ -311,3 +311,106 @@ def test_diffrax_model_programs_hold_no_host_callbacks(tmp_path_factory):
     `eqx.error_if` is the control. (In a child process with its own cache folder:
     `assert_programs_cacheable`.)"""
     assert_programs_cacheable(__name__, tmp_path_factory)
+
+
+def _linear(t, y, a):
+    return a @ y
+
+
+def _product_decay(t, y, p):
+    """ẏ = -(a·b) y: the data determine a·b only, so (a, b) is structurally non-identifiable."""
+    return -(p[0] * p[1]) * y
+
+
+def _widening(t, y, p):
+    return (p * y).astype(jnp.float64)
+
+
+def _tiny_decay_model():
+    """A scalar decay seen at two grid times: the cheapest model for argument checks."""
+    cell = rnn.ODECell(_product_decay, jnp.array([0.7, 1.3]), 0.25)
+    ts = np.array([0.5, 1.0, 1.5, 2.0])
+    probe = rnn.unrolled_model(cell, jnp.array(1.0), rnn.Observations(ts, np.zeros(4)))
+    data = np.asarray(probe.predict(cell.params))
+    return rnn.unrolled_model(cell, jnp.array(1.0), rnn.Observations(ts, data))
+
+
+def test_float32_state_with_float64_parameters_unrolls_in_their_promoted_dtype():
+    """The state is promoted to the result dtype of y0 and θ (before, a scan carry TypeError);
+    equal dtypes stay as they are, and a field that returns a wider dtype is refused clearly."""
+    a64 = jnp.array([[-1.0, 0.2], [0.0, -0.5]])
+    y32 = jnp.array([1.0, 0.5], jnp.float32)  # exactly representable: the same initial state
+    ys = rnn.ODECell(_linear, a64, 0.1)(y32, 5)
+    assert ys.dtype == jnp.float64
+    np.testing.assert_array_equal(ys, rnn.ODECell(_linear, a64, 0.1)(y32.astype(float), 5))
+    assert rnn.ODECell(_linear, a64.astype(jnp.float32), 0.1)(y32, 5).dtype == jnp.float32
+    with pytest.raises(ValueError, match="returns dtype float64 for a state of dtype float32"):
+        rnn.ODECell(_widening, jnp.float32(2.0), 0.1)(jnp.float32(1.0), 3)
+
+
+def test_non_scalar_step_size_is_refused_at_construction():
+    """Before, accepted, and failed only when unrolled ("mul got incompatible shapes")."""
+    with pytest.raises(ValueError, match=r"step_size must be a scalar, got shape \(2,\)"):
+        rnn.ODECell(LV, TRUE, jnp.array([0.1, 0.2]))
+
+
+def test_numpy_integers_count_as_integers_and_bools_do_not():
+    """`fit` took a NumPy integer as no integer while `ODECell.__call__` did; a bool is refused
+    by both (before, `cell(y0, True)` took one step)."""
+    model = _tiny_decay_model()
+    fitted = rnn.fit(model, optax.sgd(1e-3), np.int64(3))
+    assert int(fitted.num_iterations) == 3 and bool(fitted.ok)
+    assert model.cell(jnp.array(1.0), np.int32(4)).shape == (5,)
+    with pytest.raises(ValueError, match="num_iterations must be a positive integer"):
+        rnn.fit(model, optax.sgd(1e-3), True)
+    with pytest.raises(ValueError, match="num_steps must be a positive integer"):
+        model.cell(jnp.array(1.0), True)
+
+
+def test_sensitivity_analysis_refuses_a_nonpositive_noise_std():
+    """σ divides S and multiplies the singular values back: σ < 0 returned negative singular
+    values, σ = 0 NaN; refused as in `identifiability`."""
+    for sigma in (-1.0, 0.0, np.inf):
+        with pytest.raises(ValueError, match="noise_std must be > 0"):
+            rnn.sensitivity_analysis(np.eye(2), sigma)
+    with pytest.raises(ValueError, match="noise_std must be a scalar"):
+        rnn.sensitivity_analysis(np.eye(2), np.ones(2))
+    with pytest.raises(ValueError, match=r"sensitivity must be a finite, nonempty 2-D array"):
+        rnn.sensitivity_analysis(np.ones(3), 1.0)
+
+
+def test_loss_profile_refuses_a_zero_or_misshapen_direction():
+    """A zero direction normalised to a NaN profile; a wrong length raised a TypeError."""
+    model = _tiny_decay_model()
+    raw, alphas = model.cell.params, jnp.array([-0.1, 0.1])
+    with pytest.raises(ValueError, match="direction must be finite and nonzero"):
+        rnn.loss_profile(model, raw, jnp.zeros(2), alphas)
+    with pytest.raises(ValueError, match=r"direction must have shape \(p,\) = \(2,\)"):
+        rnn.loss_profile(model, raw, jnp.ones(3), alphas)
+    with pytest.raises(ValueError, match="alphas must be 1-D"):
+        rnn.loss_profile(model, raw, jnp.ones(2), 0.1)
+
+
+def test_exactly_flat_direction_gives_infinite_std_errors():
+    """ẏ = -(a·b)y: S has rank 1, but its second singular value is round-off (~1e-16 s_1), not 0;
+    before, std_errors were finite (~1e15). With the rank tolerance max(n, p)·eps·s_1 both are
+    inf, and `sensitivity_analysis` agrees. A parameter orthogonal to an exactly flat direction
+    keeps a finite error (before, 0/0 = NaN)."""
+    ident = rnn.identifiability(_tiny_decay_model())
+    s = np.asarray(ident.singular_values)
+    assert 0 <= s[1] <= 8 * np.finfo(float).eps * s[0]  # reported as computed
+    assert np.all(np.isinf(ident.std_errors))
+    _, _, se = rnn.sensitivity_analysis(np.asarray(ident.sensitivity), 1.0)
+    assert np.all(np.isinf(se))
+    _, _, se = rnn.sensitivity_analysis(np.array([[2.0, 0.0], [0.0, 0.0]]), 1.0)
+    np.testing.assert_array_equal(se, [0.5, np.inf])
+
+
+def test_y0_the_vector_field_cannot_take_is_a_value_error():
+    """Checked by tracing the field once, abstractly, at the start of the unroll (before, a raw
+    dot_general TypeError from inside the scan)."""
+    cell = rnn.ODECell(_linear, jnp.eye(2), 0.1)
+    with pytest.raises(ValueError, match=r"fails for y0 of shape \(3,\)"):
+        cell(jnp.ones(3), 5)
+    with pytest.raises(ValueError, match=r"has shape \(2,\); it must match y0's \(\)"):
+        rnn.ODECell(lambda t, y, p: jnp.stack([y, y]), jnp.ones(1), 0.1)(jnp.array(1.0), 3)

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._custom_types import Array, Float, Params, PyTree, ScalarLike
-from .._validation import positive
+from .._custom_types import Array, ArrayLike, Float, Params, PyTree, ScalarLike
+from .._validation import positive, positive_int
 
 
 VectorField = Callable[[Float[Array, ""], Array, PyTree], Array]
@@ -87,7 +87,7 @@ class ODECell(eqx.Module):
     - `vector_field`: `f(t, y, params) -> dy/dt` (the diffrax `ODETerm` signature), with `y` an
       array; keep it a module-level function (it is static, so a new closure recompiles).
     - `params`: the ODE parameters $\theta$ (any pytree of floating arrays), in natural units.
-    - `step_size`: $h > 0$.
+    - `step_size`: $h > 0$, a scalar.
     - `method`: `"euler"`, `"heun"`, `"midpoint"`, `"ralston"`, `"bosh3"` (diffrax's tableaus) or
       `"rk4"` (classic).
     - `clip`: `None` or $M > 0$: clip every evaluation of $f$ to $[-M, M]$ (post 5 uses
@@ -96,8 +96,12 @@ class ODECell(eqx.Module):
     - `log_params`: store $\log\theta$ as the trainable leaves (positivity by construction; also
       makes gradients scale-free when parameters span orders of magnitude).
 
-    **Raises:** `ValueError` for $h \le 0$, an unknown method, $M \le 0$, or non-positive
-    parameters with `log_params=True`.
+    The state is real: `cell(y0, n)` unrolls in the result dtype of `y0` and the parameters
+    (standard promotion; an integer `y0` counts as `step_size`'s float dtype), so a float32
+    `y0` with float64 parameters unrolls in float64.
+
+    **Raises:** `ValueError` for $h \le 0$ or a non-scalar $h$, an unknown method, $M \le 0$,
+    or non-positive parameters with `log_params=True`.
     """
 
     vector_field: VectorField = eqx.field(static=True)
@@ -124,6 +128,8 @@ class ODECell(eqx.Module):
         # Inside jit/vmap a traced step is checked at run time (eqx.error_if): a negative one
         # would integrate backwards without a word.
         step_size = positive("step_size", jnp.asarray(step_size))
+        if step_size.ndim != 0:  # one h per cell: an array would fail only when unrolled
+            raise ValueError(f"step_size must be a scalar, got shape {step_size.shape}.")
         if method not in TABLEAUS:
             raise ValueError(f"method must be one of {sorted(TABLEAUS)}, got {method!r}.")
         if clip is not None:
@@ -174,16 +180,52 @@ class ODECell(eqx.Module):
         h = self.step_size
         return jnp.asarray(t0, h.dtype) + h * jnp.arange(num_steps + 1, dtype=h.dtype)
 
+    def _initial_state(self, y0: ArrayLike, t0: ScalarLike) -> Array:
+        """`y0` in the dtype the unroll carries, checked against the vector field (traced once,
+        abstractly): a mismatch is a `ValueError` here, not a `lax.scan` or `dot_general` error."""
+        y0 = jnp.asarray(y0)
+        if not jnp.issubdtype(y0.dtype, jnp.inexact):  # integer data: the state is real
+            h = self.step_size.dtype
+            y0 = y0.astype(h if jnp.issubdtype(h, jnp.inexact) else jnp.result_type(float))
+        # The scan carry must keep one dtype, and f(t, y; θ) computes in the promoted dtype of y
+        # and θ: start there (float32 y0 with float64 θ is a float64 unroll).
+        with jax.numpy_dtype_promotion("standard"):
+            dtype = jnp.result_type(y0, *jax.tree.leaves(self.params))
+        y0 = y0.astype(dtype)
+        t = jnp.asarray(t0, dtype)
+        try:
+            out = jax.eval_shape(lambda cell, t, y: cell.field(t, y), self, t, y0)
+        except (TypeError, ValueError, IndexError) as e:
+            raise ValueError(
+                f"vector_field(t, y, params) fails for y0 of shape {y0.shape} and dtype "
+                f"{y0.dtype} (params: {jax.tree.map(jnp.shape, self.params)}): {e}"
+            ) from e
+        if not hasattr(out, "shape") or out.shape != y0.shape:
+            shape = getattr(out, "shape", type(out).__name__)
+            raise ValueError(
+                f"vector_field(t, y0, params) has shape {shape}; it must match y0's {y0.shape}."
+            )
+        with jax.numpy_dtype_promotion("standard"):
+            wider = jnp.result_type(y0.dtype, out.dtype) != y0.dtype
+        if wider:
+            raise ValueError(
+                f"vector_field(t, y, params) returns dtype {out.dtype} for a state of dtype "
+                f"{y0.dtype} (the promoted dtype of y0 and params); return dy/dt in y's dtype."
+            )
+        return y0
+
     def __call__(
         self, y0: Array, num_steps: int, *, t0: ScalarLike = 0.0
     ) -> Float[Array, "n+1 ..."]:
-        """Unroll the cell: $y_0, y_1, \\dots, y_N$ at `times(num_steps, t0)` (one `lax.scan`)."""
-        if not isinstance(num_steps, int | np.integer) or num_steps < 1:
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
-        y0 = jnp.asarray(y0)
-        if not jnp.issubdtype(y0.dtype, jnp.inexact):  # integer data: the state is real
-            y0 = y0.astype(self.step_size.dtype)
-        ts = self.times(int(num_steps), t0).astype(y0.dtype)
+        """Unroll the cell: $y_0, y_1, \\dots, y_N$ at `times(num_steps, t0)` (one `lax.scan`), in
+        the promoted dtype of `y0` and the parameters.
+
+        **Raises:** `ValueError` for a `num_steps` that is not a positive (Python or NumPy)
+        integer, or a `y0` whose shape or dtype the vector field does not accept or return.
+        """
+        num_steps = positive_int("num_steps", num_steps)
+        y0 = self._initial_state(y0, t0)
+        ts = self.times(num_steps, t0).astype(y0.dtype)
 
         def body(y, t):
             y = self.step(t, y)

@@ -10,6 +10,13 @@ so with $S = U\,\mathrm{diag}(s)\,V^\top$ the direction $v_k$ is determined to w
 $\sigma/s_k$ and the parameter standard errors are
 $\mathrm{se}_i = \sigma\big(\sum_k V_{ik}^2/s_k^2\big)^{1/2}$. With log-parameters these are
 relative errors, so parameters of very different magnitudes compare on one scale.
+
+A singular value $s_k \le \max(n, p)\,\varepsilon\,s_1$ ($n$ observed entries, $p$ parameters,
+$\varepsilon$ the dtype's machine epsilon: NumPy's `matrix_rank` tolerance) is round-off of an
+exactly flat direction (e.g. $\dot y = -ab\,y$ determines only $ab$, and its $S$ has
+$s_2/s_1 \approx 10^{-16}$, not 0): it counts as zero, so every parameter with a component
+along $v_k$ gets $\mathrm{se}_i = \infty$. The singular values themselves are reported as
+computed.
 """
 
 import diffrax
@@ -21,6 +28,7 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, ArrayLike, Float, PyTree
+from .._validation import is_traced, positive, positive_int
 from .inference import ObservationModel
 
 
@@ -31,7 +39,8 @@ class Identifiability(eqx.Module):
     **Fields:** `sensitivity` $S/\sigma$ (observed entries × parameters), `singular_values` of
     $S$ (descending), `directions` ($V$: column $k$ is the direction of `singular_values[k]`;
     the last column is the weakest), `fisher` $F$, `std_errors` (the Cramér–Rao standard errors,
-    `inf` along an exactly flat direction).
+    `inf` along an exactly flat direction: a singular value at most $\max(n, p)\,\varepsilon\,s_1$,
+    see the module docstring).
     """
 
     sensitivity: Float[Array, "n p"]
@@ -43,6 +52,22 @@ class Identifiability(eqx.Module):
     @property
     def condition_number(self) -> Float[Array, ""]:
         return self.singular_values[0] / self.singular_values[-1]
+
+
+def _noise_std(noise_std):
+    """The noise level $\\sigma$: a finite scalar > 0 (it divides $S$; a negative one would flip
+    the sign of every singular value)."""
+    noise_std = positive("noise_std", noise_std)
+    if np.ndim(noise_std) != 0:
+        raise ValueError(f"noise_std must be a scalar, got shape {np.shape(noise_std)}.")
+    return noise_std
+
+
+def _flat(s, num_rows: int):
+    """Which singular values (descending) are zero up to round-off: $s_k \\le \\max(n, p)
+    \\,\\varepsilon\\, s_1$, NumPy's `matrix_rank` tolerance (relative, so scale-free)."""
+    xp = np if isinstance(s, np.ndarray) else jnp
+    return s <= max(num_rows, s.shape[0]) * xp.finfo(s.dtype).eps * s[0]
 
 
 @eqx.filter_jit
@@ -63,10 +88,9 @@ def identifiability(
     """Sensitivity matrix, singular values, Fisher information and standard errors of `model`'s
     observations at `raw` (default: the cell's current parameters), for noise level `noise_std`.
 
-    **Raises:** `ValueError` for `noise_std <= 0`.
+    **Raises:** `ValueError` for a `noise_std` that is not a finite scalar > 0.
     """
-    if not noise_std > 0:
-        raise ValueError(f"noise_std must be > 0, got {noise_std}.")
+    noise_std = _noise_std(noise_std)
     raw = model.cell.params if raw is None else raw
     jac, mask = _jacobian(model, raw)
     sens = jac[mask] / noise_std  # drop the rows of unobserved entries
@@ -74,8 +98,11 @@ def identifiability(
     directions = vt.T
     # Fewer observed entries than parameters: the missing singular values are exact zeros.
     s = jnp.concatenate([s, jnp.zeros(vt.shape[0] - s.shape[0], s.dtype)])
-    inv_s2 = jnp.where(s > 0, 1.0 / jnp.where(s > 0, s, 1.0) ** 2, jnp.inf)
-    std_errors = jnp.sqrt(jnp.sum(directions**2 * inv_s2[None, :], axis=1))
+    flat = _flat(s, sens.shape[0])
+    inv_s2 = jnp.where(flat, jnp.inf, 1.0 / jnp.where(flat, 1.0, s) ** 2)
+    # A parameter with no component along a flat direction is not made infinite by it (0·inf).
+    terms = jnp.where(directions == 0, 0.0, directions**2 * inv_s2[None, :])
+    std_errors = jnp.sqrt(jnp.sum(terms, axis=1))
     return Identifiability(
         sensitivity=sens,
         singular_values=s * noise_std,
@@ -85,7 +112,6 @@ def identifiability(
     )
 
 
-@eqx.filter_jit
 def loss_profile(
     model: ObservationModel,
     raw: PyTree,
@@ -101,7 +127,33 @@ def loss_profile(
     - an optimistix least-squares solver: the profile
       $\min_\beta L(\theta + \alpha v + W\beta)$, with $W$ an orthonormal basis of $v^\perp$,
       which follows a curved valley where the straight slice climbs out of it.
+
+    `direction` is normalised to $\|v\| = 1$.
+
+    **Raises:** `ValueError` for a `direction` not of shape `(p,)` ($p$ the number of flattened
+    parameters) or not finite and nonzero, `alphas` not 1-D, or `max_steps` not a positive
+    integer.
     """
+    flat, _ = ravel_pytree(raw)
+    p = flat.shape[0]
+    v = jnp.asarray(direction)
+    if v.shape != (p,):
+        raise ValueError(
+            f"direction must have shape (p,) = ({p},) (the flattened parameters), got {v.shape}."
+        )
+    if not is_traced(v):  # a zero direction would normalise to NaN: the whole profile NaN
+        norm = float(np.linalg.norm(np.asarray(v, np.float64)))
+        if not (np.isfinite(norm) and norm > 0):
+            raise ValueError(f"direction must be finite and nonzero, got norm {norm}.")
+    alphas = jnp.asarray(alphas)
+    if alphas.ndim != 1:
+        raise ValueError(f"alphas must be 1-D (one loss per alpha), got shape {alphas.shape}.")
+    max_steps = positive_int("max_steps", max_steps)
+    return _loss_profile(model, raw, v, alphas, solver, max_steps)
+
+
+@eqx.filter_jit
+def _loss_profile(model, raw, direction, alphas, solver, max_steps):
     flat, unravel = ravel_pytree(raw)
     v = jnp.asarray(direction, flat.dtype)
     v = v / jnp.linalg.norm(v)
@@ -130,16 +182,30 @@ def sensitivity_analysis(sensitivity, noise_std: float) -> tuple[np.ndarray, ...
     $S$ (rows: observed entries, e.g. a subset of the rows of `Identifiability.sensitivity`
     times $\sigma$, to ask what fewer observations determine): with $S/\sigma =
     U\,\mathrm{diag}(s/\sigma)\,V^\top$, $\mathrm{se}_i = \sigma(\sum_k V_{ik}^2/s_k^2)^{1/2}$
-    (`inf` along a flat direction; fewer rows than parameters give exact zeros).
+    (`inf` along a flat direction, with `identifiability`'s rank tolerance; fewer rows than
+    parameters give exact zeros).
 
-    **Arguments:** `sensitivity` $S$ of shape `(n, p)`, `noise_std` $\sigma > 0$.
+    **Arguments:** `sensitivity` $S$ of shape `(n, p)`, `noise_std` $\sigma > 0$ (the noise's
+    standard deviation, as for `identifiability`).
+
+    **Raises:** `ValueError` for a `sensitivity` that is not a finite 2-D array, or a `noise_std`
+    that is not a finite scalar > 0.
 
     **Returns:** `(singular_values, directions, std_errors)`: $s$ (descending, length $p$), $V$
     (column $k$ belongs to $s_k$), $\mathrm{se}$ (length $p$); NumPy arrays.
     """
-    s_mat = np.asarray(sensitivity, float) / noise_std
+    noise_std = float(_noise_std(noise_std))
+    s_mat = np.asarray(sensitivity, float)
+    if s_mat.ndim != 2 or s_mat.size == 0 or not np.all(np.isfinite(s_mat)):
+        raise ValueError(
+            f"sensitivity must be a finite, nonempty 2-D array (n, p), got shape {s_mat.shape}."
+        )
+    s_mat = s_mat / noise_std
     _, s, vt = np.linalg.svd(s_mat, full_matrices=True)
     s = np.concatenate([s, np.zeros(vt.shape[0] - s.size)])
-    with np.errstate(divide="ignore"):
-        se = np.sqrt(np.sum(vt.T**2 / s[None, :] ** 2, axis=1))
+    flat = _flat(s, s_mat.shape[0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = vt.T**2 / np.where(flat, 0.0, s)[None, :] ** 2
+    # A parameter with no component along a flat direction is not made infinite by it (0/0).
+    se = np.sqrt(np.sum(np.where(vt.T == 0, 0.0, terms), axis=1))
     return s * noise_std, vt.T, se

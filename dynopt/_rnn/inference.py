@@ -30,7 +30,7 @@ from .._problem import Problem
 from .._run import run
 from .._saving import SaveAtTimes, saved
 from .._solve import integrate
-from .._validation import increasing, solver_options
+from .._validation import increasing, positive_int, solver_options
 from .cell import ODECell
 
 
@@ -205,8 +205,7 @@ def unrolled_model(
     n_last = int(idx.max())
     if num_steps is None:
         num_steps = max(n_last, 1)
-    if not isinstance(num_steps, int | np.integer) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
+    num_steps = positive_int("num_steps", num_steps)
     if n_last > num_steps:
         raise ValueError(
             f"observation time {float(obs.ts[-1])} is outside the horizon "
@@ -298,10 +297,11 @@ def fit(
     - An `optimistix` least-squares solver (e.g. `optx.LevenbergMarquardt(rtol, atol)`) minimises
       $\|r(\theta)\|^2$ with at most `num_iterations` steps.
 
-    **Raises:** `ValueError` for a non-positive `num_iterations` or an unknown optimizer.
+    **Raises:** `ValueError` for a `num_iterations` that is not a positive (Python or NumPy)
+    integer, or an unknown optimizer.
     """
-    if not isinstance(num_iterations, int) or num_iterations < 1:
-        raise ValueError(f"num_iterations must be a positive integer, got {num_iterations!r}.")
+    # A NumPy integer counts, as for `ODECell.__call__`'s num_steps; a bool does not.
+    num_iterations = positive_int("num_iterations", num_iterations)
     if isinstance(optimizer, optax.GradientTransformation):
         traj = run(optimizer, model.problem(), num_iterations, every=every)
         raw = jax.tree.map(lambda x: x[-1], traj.params)
