@@ -1,6 +1,8 @@
 """dynopt.densities: four routes to P(x, t | x0) against exact densities, with fitted orders;
 the Onsager–Machlup action and its boundary form; Itô's lemma; GBM and Black–Scholes."""
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -290,3 +292,127 @@ def test_stationary_density_refuses_a_law_piled_on_the_grid_edge():
     assert np.isfinite(traced(-1.0)).all()
     with pytest.raises(Exception, match="edge_tol"):  # the runtime error type varies by jax
         traced(1.0).block_until_ready()
+
+
+def test_path_integral_refuses_mass_created_by_a_grid_too_coarse_for_the_slices():
+    """h = 0.2 against the kernel width √(αε) = 0.088 (64 slices): each slice's trapezoid sum of
+    its kernel exceeds 1 by ~2exp(-2π²αε/h²) = 4%, compounding to a mass of 14.5 (max error 15x
+    the peak). It was returned as a lost mass of -13.5 under mass_tol; now it is named."""
+    ou, g = D.linear_sde(-1.0, ALPHA), np.linspace(-3.0, 3.0, 31)
+    created = r"^path_integral \(midpoint\): mass was created, not lost: the density's mass is 14"
+    advice = r".*2\.26 times .* = 0\.0884.*at most 12 slices"
+    with pytest.raises(ValueError, match=created + advice):
+        D.path_integral(ou, X0, 1.0, g, 64)
+    res = D.path_integral(ou, X0, 1.0, g, 64, mass_tol=None)  # accepted: reported, not refused
+    assert float(res.lost_mass) < -13.0
+    # The advice holds: 12 slices resolve the kernel (√(αε) = 0.204 ≥ h).
+    exact = lambda x: D.linear_density(x, 1.0, X0, rate=-1.0, alpha=ALPHA)
+    res = D.path_integral(ou, X0, 1.0, g, 12)
+    assert abs(float(res.lost_mass)) < 1e-6 and float(res.error(exact)) < 0.01
+
+
+def test_fokker_planck_refuses_a_non_monotone_scheme_naming_the_peclet_number():
+    """p = -20x, α = 0.1, h = 0.1: cell Péclet |p|h/α up to 60 where the density starts, far past
+    the central fluxes' monotone limit 1. By t = 0.3 the density went to -17.5% of its peak and
+    18% of mass was created, and it was returned; on h = 0.2 the failure (at t = 1: lost mass
+    +820) read as 'Widen the grid'."""
+    sde = D.linear_sde(-20.0, 0.1)
+    cases = (
+        (61, 60, r"-1\.6 \(17\.5% of its peak, beyond 1%\) and mass was created"),
+        (31, 120, ""),
+    )
+    for m, peclet, negative in cases:
+        g = np.linspace(-3.0, 3.0, m)
+        init = np.exp(-0.5 * (g - 2.0) ** 2 / 0.25)
+        init /= init.sum() * (g[1] - g[0])
+        with pytest.raises(
+            ValueError,
+            match=rf"^fokker_planck: the density turned negative, to {negative}.*Péclet number "
+            rf"\|p_i\| h_i / alpha reaches {peclet} where .* <= alpha / \|p_i\| = 0\.00167",
+        ):
+            D.fokker_planck(sde, init, g, 0.0, 0.3, pad_to=61)
+    res = D.fokker_planck(sde, init, g, 0.0, 0.3, pad_to=61, mass_tol=None)  # reported
+    assert float(jnp.min(res.density)) < -float(jnp.max(res.density))
+    assert float(res.lost_mass) < -0.5
+
+
+class _CoolingLangevin(dynopt.sde.AbstractNoisyFlow):
+    # Gradient flow with noise √(2T(t)) dW, T(t) = e^{-2t}/2: additive, but not constant in time.
+    additive: ClassVar[bool] = True
+
+    @property
+    def deterministic(self):
+        return dynopt.flows.GradientFlow()
+
+    def diffusion(self, t, state, problem):
+        return jnp.sqrt(jnp.exp(-2.0 * t)) * jnp.eye(state.shape[0])
+
+
+class _DeclaredMultiplicative(_CoolingLangevin):
+    # Declares state-dependent noise √(α(1 + x²)): its derivative vanishes at params0 = 0.
+    additive: ClassVar[bool] = False
+
+    def diffusion(self, t, state, problem):
+        return jnp.diag(jnp.sqrt(0.5 * (1.0 + state**2)))
+
+
+def test_routes_take_only_constant_isotropic_additive_noise(getkey):
+    """The routes read a flow's noise as one α. A noise that cools in time was read at t = 0 (the
+    path integral's variance at t = 1 came out 0.432, the exact e^{-2} = 0.135); a flow declaring
+    state-dependent noise was taken where its derivative happened to vanish at params0. Both are
+    refused, saying why; so are a flow without noise and a problem of another dimension."""
+    well = dynopt.Problem(lambda x: 0.5 * jnp.sum(x * x), jnp.zeros(1))
+    g = np.linspace(-4.0, 4.0, 41)
+    need = "need constant isotropic additive noise"
+    cooling = rf"{need}.*_CoolingLangevin's noise changes with time: g g\^T = 1 I at t = 0 but"
+    with pytest.raises(ValueError, match=cooling + r" 0\.606531 I at t = 0\.25"):
+        D.path_integral(_CoolingLangevin(), 0.0, 1.0, g, 8, problem=well)
+    with pytest.raises(ValueError, match=cooling):
+        D.monte_carlo_samples(_CoolingLangevin(), 0.0, 1.0, getkey(), 8, dt=0.1, problem=well)
+    with pytest.raises(ValueError, match=rf"{need}.*declares state-dependent noise \(additive"):
+        D.path_integral(_DeclaredMultiplicative(), 0.0, 1.0, g, 8, problem=well)
+    with pytest.raises(ValueError, match=r"diffusion is 0 at t = 0 \(its temperature is 0\)"):
+        D.path_integral(dynopt.sde.Langevin(0.0), 0.0, 1.0, g, 8, problem=well)
+    plane = dynopt.Problem(lambda x: 0.5 * jnp.sum(x * x), jnp.zeros(2))
+    with pytest.raises(ValueError, match=r"^problem has a 2-dimensional state .* has 1 dimension"):
+        D.path_integral(dynopt.sde.Langevin(0.25), 0.0, 1.0, g, 8, problem=plane)
+
+
+def test_random_walk_ignores_the_drift_on_its_padding():
+    """The walk's lattice is padded to a power-of-two size: a drift that is finite on the window
+    but not beyond (√(4 - x) past x = 4) made it NaN through the padding ('lost mass nan'). The
+    result equals that of the same drift made finite outside; a drift that is NaN on the window
+    itself is named."""
+    f = lambda x, t: jnp.sqrt(4.0 - x) - 2.0 - x
+    tame = lambda x, t: jnp.where(x < 4.0, f(jnp.minimum(x, 4.0), t), 0.0)
+    res = D.random_walk(D.ScalarSDE(f, ALPHA), 0.0, 1.0, 0.01, (-3.0, 3.0))
+    ref = D.random_walk(D.ScalarSDE(tame, ALPHA), 0.0, 1.0, 0.01, (-3.0, 3.0))
+    np.testing.assert_array_equal(res.density, ref.density)
+    assert abs(float(res.mass) - 1.0) < 1e-6
+    with pytest.raises(ValueError, match=r"^random_walk: the drift p\(x, t\) is not finite at"):
+        D.random_walk(D.ScalarSDE(lambda x, t: -jnp.sqrt(x), ALPHA), 0.5, 0.5, 0.01, (-1.0, 1.0))
+
+
+def test_bad_input_is_named():
+    """A vector α (read by Monte Carlo as several Brownian motions, a TypeError elsewhere), a 1-D
+    start that is not one number, a NaN start (read as 'lost mass nan'), and the SolveError of
+    Fokker-Planck, which advised switching to the implicit solver it already uses."""
+    scalar = r"^alpha must be a scalar, the one variance rate .* got shape \(2,\)"
+    with pytest.raises(ValueError, match=scalar):
+        D.ScalarSDE(lambda x, t: -x, np.array([0.5, 2.0]))
+    with pytest.raises(ValueError, match=scalar):
+        D.VectorSDE(lambda x, t: -x, np.array([0.5, 2.0]))
+    g = np.linspace(-4.0, 4.5, 49)
+    with pytest.raises(ValueError, match=r"^x0 must be a scalar .* got shape \(2,\)"):
+        D.path_integral(LIN, [0.3, 0.2], 0.5, g, 4)
+    for route in (
+        lambda: D.path_integral(LIN, np.nan, 0.5, g, 4),
+        lambda: D.random_walk(LIN, np.nan, 0.5, 0.01, (-3.0, 3.0)),
+        lambda: D.short_time_density(LIN, np.nan, 0.1, g),
+    ):
+        with pytest.raises(ValueError, match=r"^x0 must be finite, got nan"):
+            route()
+    init = D.linear_density(jnp.asarray(g), 0.25, X0, rate=1.0, alpha=ALPHA)
+    with pytest.raises(dynopt.SolveError, match="max_steps") as err:
+        D.fokker_planck(LIN, init, g, 0.25, 0.5, max_steps=2)
+    assert "implicit" not in str(err.value)

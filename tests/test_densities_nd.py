@@ -137,8 +137,10 @@ def test_monte_carlo_nd_matches_exact_within_sampling_error():
 def test_double_well_2d_long_time_fokker_planck():
     # U = (x² - 1)²/4 + y²/2, p = -∇U: stationary law ∝ exp(-2U/α).
     sde = D.VectorSDE(lambda x, t: jnp.stack([x[0] - x[0] ** 3, -x[1]]), ALPHA)
-    # Cell Péclet |p_i| h_i / α ≤ 2 everywhere (central fluxes stay monotone; at |x| = 2.2 with
-    # h = 0.18 it is 3, and the absorbing faces then feed mass back in).
+    # Cell Péclet |p_i| h_i / α reaches 1.7 at |x| = 2 (h = 0.14), past the central fluxes'
+    # monotone limit 1: the absorbing faces there feed back 7.7e-4 of mass and the tails dip to
+    # -5.5e-4 of the peak, below the 1% that Fokker–Planck refuses (at |x| = 2.2 with h = 0.18
+    # it would be 3).
     axes = (np.linspace(-2.0, 2.0, 29), np.linspace(-2.2, 2.2, 23))
     stat = D.stationary_density_nd(sde, axes)
     pts = D.mesh_points(axes)
@@ -298,3 +300,38 @@ def test_fokker_planck_nd_large_grids_solve_matrix_free_as_the_dense_solve(monke
     peak = float(jnp.max(dense.density))
     assert float(jnp.max(jnp.abs(matrix_free.density - dense.density))) < 1e-10 * peak
     assert float(matrix_free.mass_defect) < 1e-12 and float(dense.mass_defect) < 1e-12
+
+
+def test_fokker_planck_nd_ignores_the_drift_on_its_padding():
+    """`pad_to` cells are inactive, but the drift was evaluated on their faces: log(4.6 - x - y),
+    finite on the grid's cells and faces (x + y <= 4.33) and not beyond, reached the outflow sums
+    as NaN * 0 and the solve failed (max_steps). Masked there, the padding changes the result only
+    through the adaptive steps (the error norm counts the padded zeros): to the solver's rtol."""
+    sde = D.VectorSDE(lambda x, t: -x + 0.1 * jnp.log(4.6 - x[0] - x[1]), ALPHA)
+    axes = (np.linspace(-2.0, 2.0, 7),) * 2  # padded to 9 points, up to 3.33
+    h = axes[0][1] - axes[0][0]
+    init = D.short_time_density_nd(sde, np.zeros(2), 0.2, axes)
+    init = init / (jnp.sum(init) * h**2)
+    kw = dict(rtol=1e-7, max_steps=500, mass_tol=None)
+    ref = D.fokker_planck_nd(sde, init, axes, 0.2, 0.5, **kw)
+    res = D.fokker_planck_nd(sde, init, axes, 0.2, 0.5, pad_to=9, **kw)
+    peak = float(jnp.max(ref.density))
+    np.testing.assert_allclose(res.density, ref.density, rtol=0, atol=1e-7 * peak)
+    with pytest.raises(ValueError, match=r"^x0 must be finite, got \[nan, 0\.0\]"):
+        D.path_integral_nd(SDE, [np.nan, 0.0], T, axes, 2)
+
+
+def test_fokker_planck_nd_refuses_a_non_monotone_scheme():
+    """The 1-D check in d dimensions: p = (-20x, -y), α = 0.1, h_x = 0.6, cell Péclet up to 360
+    on axis 0. The absorbing faces fed in mass up to 13.9 and the density dipped to -23% of its
+    peak; it was returned as a lost mass of -12.9."""
+    sde = D.linear_vector_sde(np.diag([-20.0, -1.0]), 0.1)
+    axes = (np.linspace(-3.0, 3.0, 11), np.linspace(-3.0, 3.0, 7))
+    init = D.gaussian_density(D.mesh_points(axes), jnp.array([2.0, 0.0]), 0.25 * jnp.eye(2))
+    init = init / (jnp.sum(init) * 0.6 * 1.0)
+    with pytest.raises(
+        ValueError,
+        match=r"^fokker_planck_nd: the density turned negative, .* mass was created, not lost "
+        r".* reaches 360 on axis 0 where the density lives",
+    ):
+        D.fokker_planck_nd(sde, init, axes, 0.0, 0.3)

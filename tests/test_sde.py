@@ -96,6 +96,24 @@ def test_simulate_is_deterministic_bit_for_bit():
     assert not np.array_equal(a.ys[:, -1], c.ys[:, -1])
 
 
+def test_common_random_numbers_hold_within_one_levy_area_kind():
+    """The same key and grid give the same Brownian path only to solvers of one Lévy-area kind
+    (`simulate`'s docstring): ShARK and SRA1 draw the space-time Lévy area and share the path
+    (their final states differ by their strong errors), Euler draws plain increments and gets an
+    independent one (over N paths its sample correlation has standard deviation 1/√N: 4 allowed)."""
+    ou, ts, n = dynopt.densities.linear_vector_sde(-jnp.eye(1), 1.0), jnp.array([0.0, 1.0]), 256
+    final = {
+        type(solver).__name__: np.asarray(
+            sde.simulate(ou, None, ts, jax.random.key(0), n, x0=jnp.zeros(1), dt=1 / 16,
+                         solver=solver).ys[:, -1, 0]
+        )
+        for solver in (diffrax.ShARK(), diffrax.SRA1(), diffrax.Euler())
+    }  # fmt: skip
+    corr = lambda a, b: np.corrcoef(final[a], final[b])[0, 1]
+    assert corr("ShARK", "SRA1") > 0.999
+    assert abs(corr("ShARK", "Euler")) < 4 / np.sqrt(n)
+
+
 @pytest.mark.parametrize("ts, dt", [([0.0, 6.0], 0.01), ([0.0, 3.0, 6.0], None)])
 def test_gibbs_histogram_double_well(ts, dt):
     """Langevin on (x^2 - 1)^2 at T = 0.4, started at the saddle (the symmetric start never

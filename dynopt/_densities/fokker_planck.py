@@ -13,8 +13,10 @@ that left (`lost_mass`). Stiff ($\sim\alpha/h^2$): Kvaerno5 with a PID controlle
 ($M = \prod_i m_i$) its stage equations are solved by Newton's method with matrix-free GMRES,
 $O(M)$ an iteration, instead of a dense factorisation of the $(M+1)\times(M+1)$ Jacobian,
 $O(M^3)$ at every step (`_implicit_solver`). Central face
-averages stay monotone for cell Péclet numbers $|p_i|h_i/\alpha \le 2$; beyond that (strong drift
-on a coarse grid) the absorbing faces can feed spurious mass back in.
+averages are monotone only for cell Péclet numbers $|p_i|h_i/\alpha \le 1$: a neighbour
+$P_{j\pm1}$ enters $\dot P_j$ with the weight $(\alpha/h_i \mp p_i)/(2h_i)$. Beyond (strong drift
+on a coarse grid) the density can turn negative and the absorbing faces feed spurious mass back
+in; where the density lives, either beyond `BROKEN_TOL` (1%) is refused, naming the Péclet number.
 """
 
 import diffrax
@@ -29,13 +31,21 @@ from .._custom_types import Array, Float, ScalarLike
 from .._problem import Problem
 from .._solve import integrate, raise_for_result, SolveError
 from .._validation import interval, positive, positive_int
-from .base import check_lost_mass, check_uniform_grid, GridDensity, ScalarSDE
+from .base import (
+    BROKEN_TOL,
+    check_lost_mass,
+    check_scalar_point,
+    check_uniform_grid,
+    GridDensity,
+    ScalarSDE,
+)
 from .vector import (
     as_vector_sde,
     cell_volume,
     check_axes,
     check_dimension,
     check_finite_drift,
+    mesh_points,
     padded_axes,
     TensorDensity,
 )
@@ -46,10 +56,10 @@ from .vector import (
 # (M+1)² Jacobian, O(M³) a step); above, Newton's method on matrix-free GMRES (optimistix's
 # Newton: diffrax's chord method keeps its linearised Jacobian, which an iterative solver cannot
 # use), O(M) a GMRES iteration. The stage matrices I - γΔt·J are column diagonally dominant at
-# any step where the cell Péclet numbers are at most 2 (J conserves mass and its off-diagonal
-# entries are then >= 0); where GMRES does not converge, the step is rejected and retried smaller
-# like any failed stage solve. GMRES to 1e-12 keeps the semi-discrete system's mass to
-# rounding. Measured per solve after compilation (OU-like cubic drift, t 0 -> 1, default
+# any step where the cell Péclet numbers |p_i| h_i / α are at most 1 (J conserves mass and its
+# off-diagonal entries are then >= 0); where GMRES does not converge, the step is rejected and
+# retried smaller like any failed stage solve. GMRES to 1e-12 keeps the semi-discrete system's
+# mass to rounding. Measured per solve after compilation (OU-like cubic drift, t 0 -> 1, default
 # tolerances, 2026-12-05): M = 101 LU 0.024 s / GMRES 0.059 s; 401: 0.37 / 0.21 s; 1,601:
 # 8.9 / 2.1 s; 21² = 441: 0.57 / 0.27 s; the 2-D test's cubic rotating drift, 37² and 43² cells:
 # 3.2 / 0.38 s and 6.2 / 0.51 s, the densities within 1.3e-16 of each other, mass defects equal.
@@ -87,6 +97,16 @@ def _solve(sde, axes, nums, y0, t0, t1, solver, rtol, atol, max_steps):
         mask = jnp.arange(shape[i]) < nums[i]
         active = active & mask.reshape([-1 if j == i else 1 for j in range(d)])
     faces = [_face_points(axes, i) for i in range(d)]
+    # The faces of the active cells (m_i + 1 along i): the drift is masked on the others, where it
+    # need not be finite (outside the grid) and its NaN * 0 would reach the outflow sums.
+    real = []
+    for i in range(d):
+        mask = jnp.ones(faces[i].shape[:-1], bool)
+        for j in range(d):
+            lim = nums[j] + 1 if j == i else nums[j]
+            keep = jnp.arange(faces[i].shape[j]) < lim
+            mask = mask & keep.reshape([-1 if k == j else 1 for k in range(d)])
+        real.append(mask)
 
     def vf(t, y, args):
         P = jnp.where(active, y[:-1].reshape(shape), 0.0)
@@ -95,6 +115,7 @@ def _solve(sde, axes, nums, y0, t0, t1, solver, rtol, atol, max_steps):
         for i in range(d):
             fshape = faces[i].shape[:-1]
             pf = jax.vmap(lambda x: sde.p(x, t))(faces[i].reshape(-1, d))[:, i].reshape(fshape)
+            pf = jnp.where(real[i], pf, 0.0)
             pad = [(1, 1) if j == i else (0, 0) for j in range(d)]
             ext = jnp.pad(P, pad)
             lo = jax.lax.slice_in_dim(ext, 0, shape[i] + 1, axis=i)
@@ -119,7 +140,14 @@ def _solve(sde, axes, nums, y0, t0, t1, solver, rtol, atol, max_steps):
     return sol.ys[-1], sol.result
 
 
-def _fokker_planck(sde, initial, axes, t0, t1, rtol, atol, mass_tol, max_steps, pad_to, name):
+def _fokker_planck(
+    sde, problem, initial, axes, t0, t1, rtol, atol, mass_tol, max_steps, pad_to, name
+):
+    interval("t0", t0)
+    interval("t1", t1)  # finite: an infinite horizon read as a step budget exhausted
+    if not float(t1) > float(t0):
+        raise ValueError(f"need t1 > t0, got t0={t0}, t1={t1}.")
+    sde = as_vector_sde(sde, problem, times=np.linspace(float(t0), float(t1), 5))
     axes = check_axes("axes", axes)
     d = len(axes)
     check_dimension(sde, d)
@@ -134,10 +162,6 @@ def _fokker_planck(sde, initial, axes, t0, t1, rtol, atol, mass_tol, max_steps, 
             f"initial must be a density, >= 0 everywhere: {negative} grid values are negative "
             f"(min {float(jnp.min(p0)):.3g}). Clip it (jnp.maximum(initial, 0)) and renormalise."
         )
-    interval("t0", t0)
-    interval("t1", t1)  # finite: an infinite horizon read as a step budget exhausted
-    if not float(t1) > float(t0):
-        raise ValueError(f"need t1 > t0, got t0={t0}, t1={t1}.")
     positive("rtol", rtol)
     positive("atol", atol)
     max_steps = positive_int("max_steps", max_steps)
@@ -172,7 +196,12 @@ def _fokker_planck(sde, initial, axes, t0, t1, rtol, atol, mass_tol, max_steps, 
 
     try:
         raise_for_result(
-            result, what=f"{name} (Kvaerno5)", max_steps=max_steps, rtol=rtol, atol=atol
+            result,
+            what=f"{name} (Kvaerno5)",
+            max_steps=max_steps,
+            rtol=rtol,
+            atol=atol,
+            implicit=True,
         )
     except SolveError:
         name_a_nonfinite_drift()
@@ -182,6 +211,7 @@ def _fokker_planck(sde, initial, axes, t0, t1, rtol, atol, mass_tol, max_steps, 
     P = y1[:-1].reshape(size)[tuple(slice(0, m) for m in shape)]
     lost = y1[-1]
     mass = jnp.sum(P) * vol
+    _check_monotone(sde, axes, p0, P, float(lost), float(mass), t0, t1, mass_tol, name)
     check_lost_mass(lost, mass_tol, name)
     return TensorDensity(
         axes=tuple(jnp.asarray(a) for a in axes),
@@ -191,6 +221,54 @@ def _fokker_planck(sde, initial, axes, t0, t1, rtol, atol, mass_tol, max_steps, 
         lost_mass=lost,
         mass_defect=jnp.abs(mass + lost - mass0),
         method="fokker_planck",
+    )
+
+
+def _check_monotone(sde, axes, p0, P, lost, mass, t0, t1, mass_tol, name) -> None:
+    """`ValueError` when the density turned negative beyond `BROKEN_TOL` of its peak, or the
+    faces created more than max(`mass_tol`, `BROKEN_TOL`) of mass: the central scheme was not
+    monotone. Names the cell Péclet number where the initial or the final density is at least
+    `BROKEN_TOL` of its peak (at t0, t1)."""
+    if mass_tol is None:
+        return
+    peak, low = float(jnp.max(P)), float(jnp.min(P))
+    negative = low < -BROKEN_TOL * peak
+    created = -lost > max(mass_tol, BROKEN_TOL)
+    if not (negative or created):
+        return
+    d = len(axes)
+    pts = mesh_points(axes).reshape(-1, d)
+    hs = np.array([a[1] - a[0] for a in axes])
+    worst = np.zeros(d)  # max |p_i| over the cells where the density lives
+    for t, dens in ((t0, p0), (t1, P)):
+        dens = np.abs(np.asarray(dens)).reshape(-1)
+        live = dens >= BROKEN_TOL * dens.max()
+        p = np.abs(np.asarray(jax.vmap(sde.p, in_axes=(0, None))(pts, jnp.asarray(t, float))))
+        worst = np.maximum(worst, np.max(p[live], axis=0))
+    alpha = float(sde.alpha)
+    i = int(np.argmax(worst * hs))
+    axis = f" on axis {i}" if d > 1 else ""
+    what = []
+    if negative:
+        what.append(
+            f"the density turned negative, to {low:.3g} ({-low / peak:.1%} of its peak, beyond "
+            f"{BROKEN_TOL:.0%})"
+        )
+    if created:
+        what.append(
+            f"mass was created, not lost (mass {mass:.6g}, lost_mass {lost:.3g}, beyond "
+            f"max(mass_tol, {BROKEN_TOL:g}))"
+        )
+    refine = (
+        f" Refine the grid to a spacing h_i <= alpha / |p_i| = {alpha / worst[i]:.3g}{axis} (now "
+        f"{hs[i]:.3g}): a wider grid with as many points is coarser."
+        if worst[i] > 0
+        else ""
+    )
+    raise ValueError(
+        f"{name}: {' and '.join(what)}: the central fluxes are not monotone. The cell Péclet "
+        f"number |p_i| h_i / alpha reaches {worst[i] * hs[i] / alpha:.3g}{axis} where the density "
+        f"lives (monotone only up to 1).{refine} mass_tol=None accepts and reports it."
     )
 
 
@@ -224,13 +302,26 @@ def fokker_planck_nd(
     `mass_defect` = $|\sum P\prod h + L - \sum P_0\prod h|$.
 
     **Raises:** `ValueError` for bad axes, an `initial` of the wrong shape or whose mass differs
-    from 1 by more than `mass_tol`, $t_1 \le t_0$, `pad_to` smaller than the grid, or a lost mass
-    above `mass_tol` (`mass_tol=None` reports without raising); `dynopt.SolveError` when the
-    implicit solve fails (step budget, Newton failure), saying what to change.
+    from 1 by more than `mass_tol`, $t_1 \le t_0$, `pad_to` smaller than the grid, a flow whose
+    noise is not constant isotropic additive noise over $[t_0, t_1]$, a lost mass above
+    `mass_tol`, or a scheme that was not monotone (cell Péclet number above 1 where the density
+    lives): a density negative beyond 1% of its peak or mass created beyond max(`mass_tol`, 1%)
+    (`mass_tol=None` reports all of these without raising); `dynopt.SolveError` when the implicit
+    solve fails (step budget, Newton failure), saying what to change.
     """
-    sde = as_vector_sde(sde, problem)
     return _fokker_planck(
-        sde, initial, axes, t0, t1, rtol, atol, mass_tol, max_steps, pad_to, "fokker_planck_nd"
+        sde,
+        problem,
+        initial,
+        axes,
+        t0,
+        t1,
+        rtol,
+        atol,
+        mass_tol,
+        max_steps,
+        pad_to,
+        "fokker_planck_nd",
     )
 
 
@@ -258,7 +349,8 @@ def fokker_planck(
     **Raises:** as `fokker_planck_nd`, for a 1-D model.
     """
     res = _fokker_planck(
-        as_vector_sde(sde, problem),
+        sde,
+        problem,
         initial,
         (check_uniform_grid("grid", grid),),
         t0,
@@ -279,7 +371,8 @@ def short_time_density(
     r"""The one-slice Itô propagator $\mathcal N(x;\ x_0 + p(x_0,0)t,\ \alpha t)$ on `grid`: a
     start for `fokker_planck` at a small $t_0 = t$ (error $O(t)$)."""
     positive("t", t)
+    x0 = check_scalar_point("x0", x0)[0]
     x = jnp.asarray(check_uniform_grid("grid", grid))
     var = sde.alpha * t
-    mean = x0 + sde.p(jnp.asarray(x0, float), 0.0) * t
+    mean = x0 + sde.p(x0, 0.0) * t
     return jnp.exp(-0.5 * (x - mean) ** 2 / var) / jnp.sqrt(2 * jnp.pi * var)

@@ -20,7 +20,7 @@ from .._custom_types import Array, Float, Key, ScalarLike
 from .._problem import Problem
 from .._sde.simulate import simulate
 from .._validation import positive
-from .base import check_lost_mass, GridDensity
+from .base import check_lost_mass, check_scalar_point, GridDensity
 from .vector import (
     as_vector_sde,
     check_dimension,
@@ -126,11 +126,11 @@ def monte_carlo_samples_nd(
 
     `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
     `problem` (`VectorSDE.from_flow`: the state is the raveled flow state)."""
-    sde = as_vector_sde(sde, problem)
+    positive("t1", t1)
+    sde = as_vector_sde(sde, problem, times=np.linspace(0.0, float(t1), 5))
     x0 = jnp.asarray(x0, dtype=float)
     check_dimension(sde, x0.size)
     x0 = check_point("x0", x0, x0.size)
-    positive("t1", t1)
     ts = jnp.asarray([0.0, float(t1)])
     paths = simulate(sde, None, ts, key, num_paths, x0=x0, dt=dt, solver=solver)
     return paths.ys[:, -1, :]
@@ -174,7 +174,7 @@ def monte_carlo_samples(
 ) -> Float[Array, " N"]:
     """The 1-D sampler: `monte_carlo_samples_nd` from $x_0$, shape $(N,)$. Prefixes
     `samples[:N]` are independent samples too: a convergence study in $N$ needs one run."""
-    x0 = jnp.reshape(jnp.asarray(x0, float), (1,))
+    x0 = check_scalar_point("x0", x0)
     return monte_carlo_samples_nd(
         sde, x0, t1, key, num_paths, dt=dt, solver=solver, problem=problem
     )[:, 0]

@@ -27,8 +27,15 @@ import numpy as np
 from .._custom_types import ScalarLike
 from .._problem import Problem
 from .._validation import interval, positive
-from .base import check_lost_mass, GridDensity
-from .vector import as_vector_sde, check_dimension, check_point, mesh_points, TensorDensity
+from .base import check_lost_mass, check_scalar_point, GridDensity
+from .vector import (
+    as_vector_sde,
+    check_dimension,
+    check_finite_drift,
+    check_point,
+    mesh_points,
+    TensorDensity,
+)
 
 
 @eqx.filter_jit
@@ -48,6 +55,9 @@ def _walk(sde, axes, nums, j0, ds, dt, n):
     def step(k, carry):
         P, lost, ratio = carry
         q = (jax.vmap(lambda x: sde.p(x, k * dt))(pts) * ds / sde.alpha).reshape(*shape, d)
+        # Masked on the padding: a drift that is not finite there (outside the window) would
+        # reach the window as NaN * 0 through the rolls; P is 0 there, so nothing else changes.
+        q = jnp.where(active[..., None], q, 0.0)
         new = jnp.zeros(shape)
         for sigma in signs:
             w = jnp.prod(0.5 * (1.0 + jnp.asarray(sigma).reshape(*[1] * d, d) * q), axis=-1)
@@ -77,18 +87,20 @@ def random_walk_nd(
     `problem` (`VectorSDE.from_flow`).
 
     **Raises:** `ValueError` for $\Delta t \le 0$, $t_1/\Delta t$ not an integer, a window that is
-    not one `(lo, hi)` pair per coordinate of $x_0$ or does not contain $x_0$,
+    not one `(lo, hi)` pair per coordinate of $x_0$ or does not contain $x_0$, a drift that is
+    not finite on the window (beyond it, on the lattice's padding, it is never used),
     $|p_i|\Delta s/\alpha > 1$ somewhere on the window, or a lost mass above `mass_tol`.
     """
-    return _random_walk(as_vector_sde(sde, problem), x0, t1, dt, window, mass_tol, "random_walk_nd")
+    return _random_walk(sde, problem, x0, t1, dt, window, mass_tol, "random_walk_nd")
 
 
-def _random_walk(sde, x0, t1, dt, window, mass_tol, name):
+def _random_walk(sde, problem, x0, t1, dt, window, mass_tol, name):
     positive("dt", dt)
     positive("t1", t1)
     n = round(float(t1) / float(dt))
     if n < 1 or abs(n * float(dt) - float(t1)) > 1e-9 * float(t1):
         raise ValueError(f"t1/dt must be a positive integer, got t1={t1}, dt={dt}.")
+    sde = as_vector_sde(sde, problem, times=np.linspace(0.0, float(t1), 5))
     win = np.asarray(interval("window", window), dtype=np.float64)  # finite real numbers
     x0 = np.asarray(x0, dtype=np.float64)
     if win.ndim != 2 or win.shape[1] != 2 or x0.shape != (win.shape[0],):
@@ -126,6 +138,9 @@ def _random_walk(sde, x0, t1, dt, window, mass_tol, name):
         jnp.asarray(float(dt)),
         jnp.asarray(n),
     )
+    if not (np.isfinite(float(ratio)) and np.isfinite(float(lost))):  # name a NaN drift
+        real = tuple(a[:m] for a, m in zip(axes, nums))
+        check_finite_drift(sde, mesh_points(real), (0.0, (n - 1) * float(dt)), name)
     if not float(ratio) <= 1.0:
         raise ValueError(
             f"|p_i| ds / alpha reaches {float(ratio):.3g} > 1 on the window: the walk's "
@@ -166,5 +181,6 @@ def random_walk(
     $|p|\Delta s/\alpha > 1$ somewhere on the window: take a smaller $\Delta t$ or a narrower
     window).
     """
-    res = _random_walk(as_vector_sde(sde, problem), [x0], t1, dt, [window], mass_tol, "random_walk")
+    x0 = check_scalar_point("x0", x0)
+    res = _random_walk(sde, problem, x0, t1, dt, [window], mass_tol, "random_walk")
     return GridDensity.from_tensor(res)

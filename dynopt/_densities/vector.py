@@ -19,9 +19,16 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, Float, Scalar, ScalarLike
 from .._flows.base import AbstractFlow
 from .._problem import Problem
-from .._sde.base import AbstractSDE, is_additive, not_an_optimizer
+from .._sde.base import AbstractSDE, not_an_optimizer
 from .._validation import hyperparameter, interval, positive
-from .base import _GL_NODES, _GL_WEIGHTS, check_edge_mass, check_uniform_grid, ScalarSDE
+from .base import (
+    _GL_NODES,
+    _GL_WEIGHTS,
+    check_edge_mass,
+    check_scalar_alpha,
+    check_uniform_grid,
+    ScalarSDE,
+)
 
 
 class VectorSDE(AbstractSDE):
@@ -40,8 +47,9 @@ class VectorSDE(AbstractSDE):
       `eqx.Module` such as `LinearDrift` keeps its numbers traced: one compilation for many).
     - `alpha`: the variance rate $\alpha > 0$ (an array leaf).
 
-    **Raises:** `ValueError` for $\alpha \le 0$, a non-callable drift, or (at `check_dimension`,
-    i.e. in `simulate` and every route) a drift whose output shape is not the state's $(d,)$.
+    **Raises:** `ValueError` for $\alpha \le 0$, an $\alpha$ that is not a scalar, a
+    non-callable drift, or (at `check_dimension`, i.e. in `simulate` and every route) a drift whose
+    output shape is not the state's $(d,)$.
     """
 
     drift_fn: Callable[[Array, Scalar], Array]
@@ -53,43 +61,81 @@ class VectorSDE(AbstractSDE):
             raise ValueError(
                 f"drift must be callable (x, t) -> shape (d,), got {type(self.drift_fn)}."
             )
+        check_scalar_alpha(self.alpha)
 
     @staticmethod
-    def from_flow(flow: AbstractFlow, problem: Problem) -> "VectorSDE":
+    def from_flow(flow: AbstractFlow, problem: Problem, *, times=(0.0, 1.0)) -> "VectorSDE":
         r"""The flow with noise `flow` on `problem` as $dx = p\,dt + \sqrt\alpha\,dW$ on its
         raveled state: $p$ is the flow's `vector_field`, and its `diffusion` must be
-        $\sqrt\alpha\,I$ with $\alpha$ independent of the state (isotropic additive noise, the
-        densities' Fokker–Planck $\partial_t P = \tfrac\alpha2\Delta P - \nabla\cdot(pP)$).
-        `Langevin(T)` gives $p = -\nabla L$, $\alpha = 2T$.
+        $\sqrt\alpha\,I$ with one $\alpha$ for every state and time (constant isotropic additive
+        noise, the densities' Fokker–Planck $\partial_t P = \tfrac\alpha2\Delta P -
+        \nabla\cdot(pP)$). `Langevin(T)` gives $p = -\nabla L$, $\alpha = 2T$. The noise is
+        read at `problem.params0` at each of `times` (the routes pass five times across their
+        $[t_0, t_1]$), with its derivative in the state.
 
-        **Raises:** `ValueError` for a flow without diffusion, or noise that is not isotropic
-        and additive at `problem.params0` (e.g. `Kramers`: noise on the velocity only;
-        `SGDNoise`: state-dependent).
+        **Raises:** `ValueError` for a flow without diffusion or with zero noise (`Langevin(0)`),
+        one that declares state-dependent noise (`additive = False`: `SGDNoise`, `GBM`), or noise
+        that is not isotropic (`Kramers`: on the velocity only), depends on the state at
+        `params0`, or changes across `times`.
         """
         if not isinstance(flow, AbstractFlow) or not isinstance(problem, Problem):
             raise ValueError(
                 "from_flow needs a dynopt flow with noise and its dynopt.Problem, got "
                 f"{type(flow).__name__} and {type(problem).__name__}."
             )
+        name = type(flow).__name__
+        need = (
+            "the density routes need constant isotropic additive noise sqrt(alpha) dW on the "
+            "whole state (one alpha for every state and time)"
+        )
         if isinstance(flow, AbstractSDE):
             flow.check(problem)
+            if not flow.additive:  # a zero derivative at params0 does not make it additive
+                raise ValueError(
+                    f"{need}; {name} declares state-dependent noise (additive = False). "
+                    "Simulate it with dynopt.sde.simulate."
+                )
         state0 = flow.init(problem.params0)
         x0 = ravel_pytree(state0)[0]
-        g, dg = _diffusion_matrix(flow, problem, state0, x0)
-        if g is None:
-            raise ValueError(f"{type(flow).__name__} declares no diffusion: it is an ODE.")
-        gg = np.asarray(g @ g.T)
-        alpha = float(gg[0, 0]) if gg.size else 0.0
+        ts = [float(t) for t in np.atleast_1d(np.asarray(times, dtype=np.float64))]
+        noise = [_diffusion_matrix(flow, problem, state0, x0, t) for t in ts]
+        if noise[0][0] is None:
+            raise ValueError(f"{name} declares no diffusion: it is an ODE.")
         n = x0.shape[0]
-        scale = max(alpha, 1e-300)
-        iso = gg.shape == (n, n) and np.allclose(gg, alpha * np.eye(n), rtol=0, atol=1e-12 * scale)
-        additive = is_additive(flow) or not np.any(np.asarray(dg))
-        if not (iso and additive and alpha > 0):
-            raise ValueError(
-                f"the density routes need isotropic additive noise sqrt(alpha) dW on the whole "
-                f"state; {type(flow).__name__}'s diffusion is not (e.g. Kramers: noise on the "
-                "velocity only; SGDNoise: state-dependent). Simulate it with dynopt.sde.simulate."
+        alpha = None
+        for t, (g, dg) in zip(ts, noise):
+            gg = np.asarray(g @ g.T)
+            a = float(gg[0, 0]) if gg.size else 0.0
+            if alpha is None and not np.any(gg):
+                cold = float(getattr(flow, "temperature", 1.0)) == 0.0
+                why = " (its temperature is 0)" if cold else ""
+                raise ValueError(
+                    f"{need}; {name}'s diffusion is 0 at t = {t:g}{why}: there is no noise, and "
+                    "the law is a moving point mass. Integrate it with dynopt.solve, or give it "
+                    "noise."
+                )
+            iso = gg.shape == (n, n) and np.allclose(
+                gg, a * np.eye(n), rtol=0, atol=1e-12 * max(abs(a), 1e-300)
             )
+            if alpha is None and not (iso and a > 0):
+                raise ValueError(
+                    f"{need}; {name}'s diffusion is not isotropic (e.g. Kramers: noise on the "
+                    "velocity only). Simulate it with dynopt.sde.simulate."
+                )
+            if np.any(np.asarray(dg)):
+                raise ValueError(
+                    f"{need}; {name}'s diffusion depends on the state (its derivative at "
+                    f"params0 is not 0 at t = {t:g}). Simulate it with dynopt.sde.simulate."
+                )
+            if alpha is None:
+                alpha, t_first = a, t
+            elif not (iso and abs(a - alpha) <= 1e-12 * alpha):
+                now = f"{a:.6g} I" if iso else "not a multiple of I"
+                raise ValueError(
+                    f"{need}; {name}'s noise changes with time: g g^T = {alpha:.6g} I at t = "
+                    f"{t_first:g} but {now} at t = {t:g}. The routes use one alpha throughout; "
+                    "simulate it with dynopt.sde.simulate."
+                )
         return VectorSDE(_FlowDrift(flow, problem, state0), alpha)
 
     def p(self, x: Float[Array, " d"], t: ScalarLike) -> Float[Array, " d"]:
@@ -105,6 +151,15 @@ class VectorSDE(AbstractSDE):
 
     def check_dimension(self, d: int) -> None:
         """`ValueError` unless the drift maps shape $(d,)$ to $(d,)$."""
+        if isinstance(self.drift_fn, _FlowDrift):  # its unravel would fail with a shape error
+            n = ravel_pytree(self.drift_fn.state0)[0].shape[0]
+            if n != d:
+                raise ValueError(
+                    f"problem has a {n}-dimensional state ({type(self.drift_fn.flow).__name__} "
+                    f"on problem.params0, raveled), but the grid (and x0) has {d} dimension"
+                    f"{'s' if d != 1 else ''}: give one axis per state coordinate (the _nd "
+                    "routes for d > 1)."
+                )
         y0 = jnp.zeros(d)
         out = jax.eval_shape(self.drift_fn, y0, jnp.zeros(()))
         if getattr(out, "shape", None) != y0.shape:
@@ -148,13 +203,13 @@ class _FlowDrift(eqx.Module):
         return ravel_pytree(self.flow.vector_field(t, unravel(x), self.problem))[0]
 
 
-def _diffusion_matrix(flow, problem, state0, x0):
-    """The flow's noise coefficient at the start as a dense matrix, and its derivative in the
-    state (zero for additive noise); `(None, None)` for an ODE."""
+def _diffusion_matrix(flow, problem, state0, x0, t):
+    """The flow's noise coefficient at `x0` and time `t` as a dense matrix, and its derivative in
+    the state (zero for additive noise); `(None, None)` for an ODE."""
     unravel = ravel_pytree(state0)[1]
 
     def dense(x):
-        g = flow.diffusion(0.0, unravel(x), problem)
+        g = flow.diffusion(t, unravel(x), problem)
         if g is None:
             return None
         return g.as_matrix() if isinstance(g, lx.AbstractLinearOperator) else jnp.asarray(g)
@@ -172,9 +227,10 @@ class _ScalarDrift(eqx.Module):
         return jnp.reshape(jnp.asarray(self.fn(x[0], t)), (1,))
 
 
-def as_vector_sde(sde, problem: Problem | None = None) -> VectorSDE:
+def as_vector_sde(sde, problem: Problem | None = None, *, times=(0.0, 1.0)) -> VectorSDE:
     """The density model of `sde`: a `VectorSDE` as is, a `ScalarSDE` as its $d = 1$ case, or a
-    flow with noise on `problem` (`VectorSDE.from_flow`).
+    flow with noise on `problem` (`VectorSDE.from_flow`, its noise compared at `times`: the
+    routes pass their time window).
 
     **Raises:** `ValueError` for anything else, or a flow given without its problem."""
     if isinstance(sde, VectorSDE):
@@ -186,7 +242,7 @@ def as_vector_sde(sde, problem: Problem | None = None) -> VectorSDE:
             raise ValueError(
                 f"{type(sde).__name__} is a flow: pass the problem it acts on (problem=...)."
             )
-        return VectorSDE.from_flow(sde, problem)
+        return VectorSDE.from_flow(sde, problem, times=times)
     raise ValueError(
         "sde must be a dynopt.densities.VectorSDE or ScalarSDE, or a flow with noise together "
         f"with problem=..., got {type(sde).__name__}."
@@ -328,9 +384,12 @@ def check_finite_drift(sde: VectorSDE, points: Float[Array, "... d"], ts, who: s
 
 
 def check_point(name: str, x, d: int) -> Float[Array, " d"]:
+    """`ValueError` unless `x` is a point of shape (d,) with finite coordinates."""
     x = jnp.asarray(x, dtype=float)
     if x.shape != (d,):
         raise ValueError(f"{name} must have shape ({d},) (one coordinate per axis), got {x.shape}.")
+    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"{name} must be finite, got {np.asarray(x).tolist()}.")
     return x
 
 
@@ -431,8 +490,8 @@ def short_time_density_nd(
 ) -> Float[Array, "..."]:
     r"""The one-slice Itô propagator $\mathcal N(x;\ x_0 + p(x_0,0)t,\ \alpha t I)$ on the tensor
     grid: a start for `fokker_planck_nd` at a small $t_0 = t$ (error $O(t)$)."""
-    sde = as_vector_sde(sde, problem)
     positive("t", t)
+    sde = as_vector_sde(sde, problem, times=np.linspace(0.0, float(t), 5))
     axes = check_axes("axes", axes)
     d = len(axes)
     check_dimension(sde, d)
