@@ -190,6 +190,83 @@ def test_eikonal_from_a_circle():
         ch.charpit(F, circle, jnp.concatenate([sig, sig]), jnp.linspace(0.0, 2.0, 5))
 
 
+def _eikonal(x, u, p):
+    return 0.5 * (jnp.dot(p, p) - 1.0)
+
+
+def test_point_focus_is_a_crossing():
+    """Inward from a sphere of radius R every characteristic of |grad u| = 1 meets the centre at
+    s = R, where det ~ (R - s)^2 has a double zero (no sign change): still a crossing, as for the
+    circle. Likewise the 2-D pressureless gas u0 = -(y, z) (det = (1 - t)^2), and an astigmatic
+    focus whose two simple zeros (t = 1, 1/0.99) a step could span; a det with a minimum well
+    away from 0 (e^(-2 sin t) >= e^-2) is no crossing."""
+    R = 1.5
+
+    def sphere(a):
+        th, ph = a[0], a[1]
+        n = jnp.stack([jnp.sin(th) * jnp.cos(ph), jnp.sin(th) * jnp.sin(ph), jnp.cos(th)])
+        return R * n, jnp.zeros_like(th)
+
+    th, ph = np.meshgrid(np.linspace(0.4, 2.7, 4), np.linspace(0, 2 * np.pi, 3, endpoint=False))
+    sig = jnp.asarray(np.stack([th.ravel(), ph.ravel()], 1))
+    inward = jax.vmap(lambda a: -sphere(a)[0] / R)(sig)
+    ss = jnp.linspace(0.0, 2.5, 6)
+    with pytest.raises(ch.BlowUpError, match=r"characteristics cross.* at s=1\.5"):
+        ch.charpit(_eikonal, sphere, sig, ss, p_guess=inward)
+    r = ch.charpit(_eikonal, sphere, sig, ss, p_guess=inward, on_blowup="stop")
+    b = r.blowup
+    assert np.all(np.asarray(b.kind) == 1)
+    assert np.max(np.abs(np.asarray(b.s) - R)) < 1e-6
+    assert np.max(np.abs(np.asarray(b.x))) < 1e-6
+    assert np.max(np.abs(np.asarray(b.u) - R)) < 1e-6  # u = distance travelled
+    assert np.all(np.isnan(np.asarray(r.u[:, 3:])))
+
+    g = np.meshgrid(np.linspace(-1.0, 1.0, 3), np.linspace(-1.0, 1.0, 3))
+    sg = jnp.asarray(np.stack([g[0].ravel(), g[1].ravel()], 1))[jnp.array([0, 1, 2, 3, 5, 6, 7, 8])]
+
+    def gas(c):
+        def initial(a):
+            return jnp.stack([jnp.zeros_like(a[0]), a[0], a[1]]), -jnp.stack([a[0], c * a[1]])
+
+        return ch.quasilinear(
+            lambda x, u: jnp.concatenate([jnp.ones(1), u]),
+            lambda x, u: jnp.zeros_like(u),
+            initial,
+            sg,
+            jnp.linspace(0.0, 2.0, 5),
+            on_blowup="stop",
+        ).blowup
+
+    for c in (1.0, 0.99):
+        b = gas(c)
+        assert np.all(np.asarray(b.kind) == 1)
+        assert np.max(np.abs(np.asarray(b.s) - 1.0)) < 1e-6
+        assert np.max(np.abs(np.asarray(b.x)[:, 1])) < 1e-6
+    r = ch.quasilinear(
+        lambda x, u: jnp.stack([jnp.ones_like(x[0]), -2 * jnp.cos(x[0]) * x[1]]),
+        lambda x, u: jnp.zeros_like(u),
+        lambda s: (jnp.stack([jnp.zeros_like(s), s]), s),
+        jnp.linspace(-1.0, 1.0, 3),
+        jnp.linspace(0.0, 6.0, 7),
+    )
+    assert np.all(np.asarray(r.blowup.kind) == 0)
+    assert np.max(np.abs(np.asarray(r.det) - np.exp(-2 * np.sin(np.asarray(r.s))))) < 1e-8
+
+
+def test_charpit_initial_p0_check_is_scale_free():
+    """F and 1e-9 F are the same PDE: |p| = 2 along the line has no eikonal p0 for either, and
+    |p_x| = 1/2 has one for both."""
+    line = lambda s: (jnp.stack([s, jnp.zeros_like(s)]), 2.0 * s)
+    small = lambda x, u, p: 1e-9 * _eikonal(x, u, p)
+    ss = jnp.linspace(0.0, 1.0, 3)
+    for F in (_eikonal, small):
+        with pytest.raises(ValueError, match=r"no initial p0"):
+            ch.charpit(F, line, SIG1, ss, p_guess=jnp.array([2.0, 1.0]))
+    half = lambda s: (jnp.stack([s, jnp.zeros_like(s)]), 0.5 * s)
+    r = ch.charpit(small, half, SIG1, ss, p_guess=jnp.array([0.5, 1.0]))
+    assert np.allclose(np.asarray(r.p[:, 0]), [0.5, np.sqrt(0.75)], atol=1e-12)
+
+
 def test_density_transport_gaussian_on_quadratic(getkey):
     """Gradient flow on 1/2 x^T H x carries N(0, I) to N(0, e^{-Ht} e^{-Ht}): along a
     characteristic log rho grows at the rate tr H. Hutchinson is unbiased for it."""
@@ -240,6 +317,14 @@ def test_bad_input():
         ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, jnp.array([0.0, 1.0, 0.5]))
     with pytest.raises(ValueError, match=r"p_guess must have shape \(2,\) or \(25, 2\)"):
         ch.charpit(_F_heat, _initial_heat, SIG1, ss, p_guess=jnp.ones(3))
+    with pytest.raises(ValueError, match="p_guess must be None, a real array"):
+        ch.charpit(_F_heat, _initial_heat, SIG1, ss, p_guess="up")
+    with pytest.raises(ValueError, match="sigma must be a real array"):
+        ch.charpit(_F_heat, _initial_heat, np.asarray(SIG1) + 0j, ss)
+    with pytest.raises(ValueError, match="its u0 is a dict, not an array"):
+        ch.quasilinear(_alpha1, _beta1, lambda s: (_initial1(s)[0], {"a": s}), SIG1, ss)
+    with pytest.raises(ValueError, match="its x0 is a dict, not an array"):
+        ch.charpit(_F_heat, lambda s: ({"t": s, "x": s}, s), SIG1, ss)
     # The initial line t = x is characteristic for u_t + u_x = 0 (alpha = (1, 1) along it).
     with pytest.raises(ValueError, match="initial curve is characteristic"):
         ch.quasilinear(
@@ -272,6 +357,30 @@ def test_to_grid_is_exact_for_linear_data(getkey):
     assert line.shape == (1, 2)
     with pytest.raises(ValueError, match="points must have last dimension n=2"):
         ch.to_grid(pts, u, np.zeros((3, 3)))
+
+
+def test_grid_values_on_the_closed_domain():
+    """u = x - 0.7 t advected by (1, 0.7): exact on the closed mesh, its last time row t = 3
+    (saved as 3 - 4e-15) and its side edge included."""
+    r = ch.quasilinear(
+        lambda x, u: jnp.array([1.0, 0.7]),
+        lambda x, u: jnp.zeros_like(u),
+        lambda s: (jnp.stack([jnp.zeros_like(s), s]), s),
+        jnp.linspace(-4.0, 4.0, 81),
+        jnp.linspace(0.0, 3.0, 31),
+    )
+    tt, xx = np.meshgrid([0.0, 1.5, 3.0], np.linspace(-1.0, 1.0, 5), indexing="ij")
+    pts = np.stack([tt, xx], -1)
+    for out in (r.on_grid(pts), ch.to_grid(r.x, r.u, pts)):
+        assert np.max(np.abs(out - (xx - 0.7 * tt))) < 1e-12
+    edge = np.array([1.5, -4.0 + 0.7 * 1.5])  # on the characteristic sigma = -4
+    assert r.on_grid(edge) == pytest.approx(-4.0, abs=1e-12)
+    assert ch.to_grid(r.x, r.u, edge) == pytest.approx(-4.0, abs=1e-12)
+    assert np.isnan(r.on_grid(np.array([3.0 + 1e-6, 0.0])))  # outside by more than round-off
+    line = ch.to_grid(
+        np.array([[0.0], [1.0]]), np.array([0.0, 1.0]), np.array([[1 + 1e-12], [1.1]])
+    )
+    assert line[0] == 1.0 and np.isnan(line[1])
 
 
 def test_riccati_closed_form_solves_the_pde_and_blows_up_where_predicted():

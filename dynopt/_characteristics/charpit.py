@@ -55,7 +55,20 @@ def _launch(F, initial, n, sigma, guesses, scalar_sigma):
         dp = -jnp.linalg.solve(jax.jacfwd(R, 0)(p0, sig), jax.jacfwd(R, 1)(p0, sig))
         z0 = jnp.concatenate([x0, u0[None], p0])
         Z0 = jnp.concatenate([T, du[None], dp], axis=0)
-        return z0, Z0, jnp.max(jnp.abs(R(p0, sig)))
+        # The residual relative to the size of each equation's terms, so that F and c F (the same
+        # PDE) are judged alike: F against |F_x||x| + |F_u||u| + |F_p||p| (its terms' size to
+        # first order), the strip conditions against |dx0/dsigma_j||p| + |du0/dsigma_j|.
+        Fx, Fu, Fp = jax.grad(F, argnums=(0, 1, 2))(x0, u0, p0)
+        norm = jnp.linalg.norm
+        size = jnp.concatenate(
+            [
+                (norm(Fx) * norm(x0) + jnp.abs(Fu * u0) + norm(Fp) * norm(p0))[None],
+                norm(T, axis=0) * norm(p0) + jnp.abs(du),
+            ]
+        )
+        r = jnp.abs(R(p0, sig))
+        rel = jnp.where(size > 0, r / jnp.where(size > 0, size, 1.0), jnp.where(r > 0, jnp.inf, 0))
+        return z0, Z0, jnp.max(rel)
 
     return jax.vmap(one)(sigma, guesses)
 
@@ -126,7 +139,17 @@ def charpit(
     elif callable(p_guess):
         guesses = jax.vmap(lambda q: jnp.asarray(p_guess(q[0] if scalar_sigma else q)))(sig)
     else:
-        guesses = jnp.asarray(p_guess, jnp.float64)
+        try:
+            guesses = np.asarray(p_guess)
+            ok = guesses.dtype.kind in "biuf"
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"p_guess must be None, a real array of shape ({n},) or ({m}, {n}), or a function "
+                f"sigma -> ({n},); got {p_guess!r:.80}."
+            )
+        guesses = jnp.asarray(guesses, jnp.float64)
         if guesses.shape == (n,):
             guesses = jnp.broadcast_to(guesses, (m, n))
     if guesses.shape != (m, n):
@@ -136,13 +159,16 @@ def charpit(
         )
     z0s, Z0s, res0 = _launch(F, initial, n, sig, guesses.astype(jnp.float64), scalar_sigma)
     res0 = np.asarray(res0)
+    # Newton converges quadratically: at a root it stops at round-off, ~1e-16 of the terms'
+    # size; 1e-8 leaves room for ill-conditioning, while no root leaves an O(1) remainder.
     bad = np.flatnonzero(~(res0 <= 1e-8))
     if bad.size:
         i = int(bad[0])
         raise ValueError(
             f"no initial p0 with F(x0, u0, p0) = 0 consistent with the initial data at "
-            f"sigma={np.asarray(sigma)[i].tolist()} (residual {res0[i]:.3g} after Newton). Pass "
-            "p_guess= closer to the branch you want, or check that F = 0 is solvable there."
+            f"sigma={np.asarray(sigma)[i].tolist()} (residual {res0[i]:.3g} of its terms' size "
+            "after Newton). Pass p_guess= closer to the branch you want, or check that F = 0 is "
+            "solvable there."
         )
     return integrate(
         _Field(F, n),

@@ -56,7 +56,14 @@ def check_initial(initial: Callable, sigma) -> tuple[jax.Array, int, tuple[int, 
         raise ValueError(
             f"initial must be a function sigma -> (x0, u0), got {type(initial).__name__}."
         )
-    sig = np.asarray(sigma, dtype=np.float64)
+    try:
+        sig = np.asarray(sigma)
+        real = sig.dtype.kind in "biuf"
+    except (TypeError, ValueError):
+        real = False
+    if not real:  # complex would lose its imaginary part (a ComplexWarning) below
+        raise ValueError(f"sigma must be a real array, got {sigma!r:.80}.")
+    sig = sig.astype(np.float64)
     if sig.ndim not in (1, 2) or sig.shape[0] == 0:
         raise ValueError(
             f"sigma must have shape (m,) or (m, n-1) with m >= 1, got shape {sig.shape}."
@@ -68,6 +75,12 @@ def check_initial(initial: Callable, sigma) -> tuple[jax.Array, int, tuple[int, 
     if not (isinstance(out, tuple) and len(out) == 2):
         raise ValueError("initial(sigma) must return a pair (x0, u0).")
     x0, u0 = out
+    for name, a in (("x0", x0), ("u0", u0)):
+        if not isinstance(a, jax.ShapeDtypeStruct):
+            raise ValueError(
+                f"initial(sigma) must return a pair of arrays (x0, u0); its {name} is a "
+                f"{type(a).__name__}, not an array."
+            )
     if len(x0.shape) != 1 or x0.shape[0] < 2:
         raise ValueError(
             f"initial(sigma)[0] (x0) must be a 1-D array of n >= 2 coordinates, got shape "
@@ -115,23 +128,54 @@ def _det(field, n, z, Z):
     return jnp.linalg.det(jnp.concatenate([Z[:n], dz[:n, None]], axis=1))
 
 
+def _flow(field, z, Z):
+    """dz/ds, dZ/ds and d^2z/ds^2 = Dg(z) g(z)."""
+    tangent = lambda c: jax.jvp(field, (z,), (c,))
+    dz, ddz = tangent(field(z))
+    return dz, jax.vmap(lambda c: tangent(c)[1], in_axes=1, out_axes=1)(Z), ddz
+
+
+def _det_rates(field, n, z, Z):
+    """det[dx/dsigma, dx/ds] and its first two derivatives in s along the flow."""
+    flow = lambda y: _flow(field, *y)[:2]
+    det = lambda y: _det(field, n, *y)
+    rate = lambda y: jax.jvp(det, (y,), (flow(y),))[1]
+    d, d1 = jax.jvp(det, ((z, Z),), (flow((z, Z)),))
+    return d, d1, jax.jvp(rate, ((z, Z),), (flow((z, Z)),))[1]
+
+
 def _vector_field(s, y, args):
-    field = args[0]
+    """(z, Z, w): the characteristic, its tangent, and w = log|det J|, J = [dx/dsigma, dx/ds].
+
+    w is integrated only so that the step-size controller sees det: at a zero of det of any
+    order w -> -inf, so steps shrink onto it instead of stepping over it (at a point focus in
+    3-D det ~ (s* - s)^2 has no sign change for the event to see). By Jacobi's formula
+    d(log|det J|)/ds = tr(J^-1 dJ/ds), with dJ/ds = [d(dx/dsigma)/ds, d^2x/ds^2]."""
+    field, n = args[0], args[1]
     del s
-    z, Z = y
-    dZ = jax.vmap(lambda c: jax.jvp(field, (z,), (c,))[1], in_axes=1, out_axes=1)(Z)
-    return field(z), dZ
+    dz, dZ, ddz = _flow(field, y[0], y[1])
+    J = jnp.concatenate([y[1][:n], dz[:n, None]], axis=1)
+    dJ = jnp.concatenate([dZ[:n], ddz[:n, None]], axis=1)
+    return dz, dZ, jnp.trace(jnp.linalg.solve(J, dJ))
 
 
 def _conditions(y, args):
-    """Both blow-up conditions, positive at s = 0 and 0 at the blow-up, with slope O(1) in s
-    there: the normalised det[dx/dsigma, dx/ds], and (M^2 - |u|^2)/(M(1 + |u|^2)) for M = u_max,
+    """Both blow-up conditions, positive at s = 0 and 0 at the blow-up: for crossings
+    (d - eps)/(1 - eps) with d = det/det0, and (M^2 - |u|^2)/(M(1 + |u|^2)) for M = u_max,
     whose slope at |u| = M is O(1) for a pole u ~ 1/(s* - s), so that the root find's
-    |cond| < atol tests s and not round-off in u. (|u|^2, not |u|: smooth at u = 0.)"""
-    field, n, det0, (ulo, uhi), u_max = args
+    |cond| < atol tests s and not round-off in u. (|u|^2, not |u|: smooth at u = 0.)
+
+    The crossing one reaches 0 where d falls to eps, before a zero of det of any order (a fold, or a
+    point focus in 3-D where d ~ (s* - s)^2 has no sign change to detect), and the steps
+    cannot jump over that (`_vector_field`'s w). eps = rtol: each column of dx/dsigma carries an
+    error of about rtol relative to its size at s = 0, so |d| < rtol is 0 to the accuracy the
+    solve was asked for, while a minimum of |d| above it is no crossing. `integrate` then
+    extrapolates from |d| = eps to d = 0."""
+    field, n, det0, (ulo, uhi), u_max, eps = args
     u = y[0][ulo:uhi]
     q = jnp.sum(u * u)
-    return _det(field, n, *y) / det0, (u_max**2 - q) / (u_max * (1.0 + q))
+    d = _det(field, n, y[0], y[1]) / det0
+    return (d - eps) / (1.0 - eps), (u_max**2 - q) / (u_max * (1.0 + q))
 
 
 def _blowup_condition(t, y, args, **kwargs):
@@ -157,25 +201,28 @@ def _integrate(field, n, ulo, uhi, z0s, Z0s, ss, solver, rtol, atol, max_steps, 
     event = diffrax.Event(_blowup_condition, optx.Newton(rtol=1e-12, atol=1e-12))
 
     def one(z0, Z0):
-        args = (field, n, _det(field, n, z0, Z0), (ulo, uhi), u_max)
+        det0 = _det(field, n, z0, Z0)
+        args = (field, n, det0, (ulo, uhi), u_max, rtol)
+        y0 = (z0, Z0, jnp.zeros(()))
         # Saved at `ss` by the solver (no diffrax checks of traced `ss`: `integrate` checked it).
         sol = _solve.integrate(
             diffrax.ODETerm(_vector_field),
             SaveAtTimes(solver, ss),
             0.0,
             ss[-1],
-            (z0, Z0),
+            y0,
             args=args,
             saveat=diffrax.SaveAt(t1=True, solver_state=True),
             controller=diffrax.PIDController(rtol=rtol, atol=atol),
             event=event,
             max_steps=max_steps,
         )
-        zs, Zs = saved(sol, ss, 0.0, (z0, Z0))
-        zf, Zf = sol.ys
-        dets = jax.vmap(lambda a, b: _det(field, n, a, b))(zs, Zs) / args[2]
-        crossing, divergence = _conditions((zf[0], Zf[0]), args)
-        return zs, dets, zf[0], field(zf[0]), sol.ts[0], crossing <= divergence, sol.result
+        zs, Zs, _ = saved(sol, ss, 0.0, y0)
+        zf, Zf = sol.ys[0][0], sol.ys[1][0]
+        dets = jax.vmap(lambda a, b: _det(field, n, a, b))(zs, Zs) / det0
+        crossing, divergence = _conditions((zf, Zf), args)
+        d, d1, d2 = _det_rates(field, n, zf, Zf)
+        return zs, dets, zf, field(zf), sol.ts[0], crossing <= divergence, (d, d1, d2), sol.result
 
     return jax.vmap(one)(z0s, Z0s)
 
@@ -204,7 +251,7 @@ def integrate(
     k = int(np.prod(u_shape))
     solver_obj, name, _ = _pick_solver("tsit5" if solver is None else solver, None, None, None)
     check_transversal(_initial_det(field, n, z0s, Z0s), sigma)
-    zs, dets, zf, dzf, s_end, is_crossing, result = _integrate(
+    zs, dets, zf, dzf, s_end, is_crossing, (d, d1, d2), result = _integrate(
         field, n, n, n + k, z0s, Z0s, ss, solver_obj, rtol, atol, max_steps, u_max
     )
     # An event ends the solve with `event_occurred`: `is_okay` (not `is_successful`) says whether
@@ -226,9 +273,16 @@ def integrate(
     # Divergence: one Newton step on 1/|u| = 0, i.e. ds = |u|^2 / (u . du/ds).
     rate = np.sum(u_f * du_f, 1)
     ds = np.divide(np.sum(u_f * u_f, 1), rate, out=np.zeros_like(rate), where=divergence)
+    # Crossing, stopped where d = rtol: one step of Newton's method on d/d' (Schroeder's,
+    # quadratic for a zero of any order: ds = (s* - s)(1 + O(s* - s)) for d = c (s* - s)^k).
+    d, d1, d2 = np.asarray(d), np.asarray(d1), np.asarray(d2)
+    den = d1 * d1 - d * d2
+    step = np.divide(-d * d1, den, out=np.zeros_like(den), where=crossing & (den != 0))
+    ds = np.where(crossing, np.clip(step, 0.0, None), ds)
     s_b = np.where(kind != NO_BLOWUP, s_end + ds, np.inf)
     x_b = np.where((kind != NO_BLOWUP)[:, None], zf[:, :n] + ds[:, None] * dzf[:, :n], np.nan)
-    u_b = np.where((kind != NO_BLOWUP)[:, None], u_f, np.nan).reshape(-1, *u_shape)
+    u_b = u_f + np.where(crossing, ds, 0.0)[:, None] * du_f  # the value at the event if diverging
+    u_b = np.where((kind != NO_BLOWUP)[:, None], u_b, np.nan).reshape(-1, *u_shape)
     blowup = BlowUp(
         kind=jnp.asarray(kind), s=jnp.asarray(s_b), x=jnp.asarray(x_b), u=jnp.asarray(u_b)
     )

@@ -58,7 +58,8 @@ def quasilinear(
     A vector $u \in \mathbb{R}^k$ with vector $\beta$ solves a system sharing the operator
     $\alpha\cdot\nabla$ (eq. 29). The tangent $\partial(x,u)/\partial\sigma$ is integrated along
     (a `jax.jvp` of the characteristic field), so characteristic crossings are detected where
-    $\det[\partial x/\partial\sigma,\ \alpha]$ changes sign; $|u| \ge$ `u_max` flags a divergence.
+    $\det[\partial x/\partial\sigma,\ \alpha]$ reaches 0 (a zero of any order: its logarithm is
+    integrated along, so no step passes over one); $|u| \ge$ `u_max` flags a divergence.
     Both are `diffrax.Event`s located by a root find.
 
     **Arguments:**

@@ -19,15 +19,18 @@ class BlowUp(eqx.Module):
     r"""Where each characteristic stops being a classical solution, one entry per characteristic.
 
     - `kind`: 0 none before the horizon, 1 crossing ($\det[\partial x/\partial\sigma,\ dx/ds]$
-      changes sign: neighbouring characteristics meet, a shock or caustic), 2 divergence
+      reaches 0, with or without a sign change: neighbouring characteristics meet, a shock,
+      caustic or focus), 2 divergence
       ($|u|$ reached `u_max`). (The determinant also vanishes where the characteristic speed
       $dx/ds$ does; the PDEs here have a non-vanishing speed.)
-    - `s`: the parameter value of the event ($+\infty$ where none). Crossings are located by
-      diffrax's event root find on the dense solution. For a divergence, the root find locates
+    - `s`: the parameter value of the event ($+\infty$ where none). For a crossing, diffrax's
+      event root find locates $|\det/\det_0|$ = `rtol` on the dense solution and one step of
+      Newton's method on $\det/\det'$ (quadratic for a zero of any order) extrapolates to
+      $\det = 0$. For a divergence, the root find locates
       $|u| = u_{\max}$ and one Newton step on $1/|u| = 0$ extrapolates to the pole (exact to
       $O(u_{\max}^{-2})$ for a simple pole $u \sim c/(s^*-s)$).
     - `x`, `u`: the place and value there (NaN where none; `u` is the value at the event for a
-      divergence).
+      divergence, extrapolated like `s` for a crossing).
     """
 
     kind: Int[Array, " m"]
@@ -102,7 +105,8 @@ class Characteristics(eqx.Module):
         For $n = 2$ the triangles are the cells of the $(\sigma_i, s_j)$ mesh whose corners are
         all valid, so nothing is interpolated across a blow-up or a gap between characteristics
         (a Delaunay triangulation would bridge them); for $n > 2$ it falls back to `to_grid`.
-        Points outside the mesh get NaN. Host-side post-processing."""
+        Points outside the mesh get NaN (a point within round-off of it, 1.5e-8 of a cell's size,
+        counts as on it). Host-side post-processing."""
         x, u = np.asarray(self.x, float), np.asarray(self.u, float)
         if x.shape[-1] != 2 or np.ndim(self.sigma) != 1:
             return to_grid(x, u, points)
@@ -141,14 +145,54 @@ def _mesh_interpolate(x, u, points) -> np.ndarray:
             for col in values[ok].T
         ],
         -1,
-    ).reshape(*points.shape[:-1], values.shape[-1])
+    )
+    # Points on the mesh's edges that round-off puts just outside it.
+    miss = np.any(np.isnan(out), -1) & np.all(np.isfinite(flat), -1)
+    if np.any(miss):
+        out[miss] = _on_simplices(xs, tris[~tri.mask], values[ok], flat[miss])
+    out = out.reshape(*points.shape[:-1], values.shape[-1])
     return out[..., 0] if u.ndim == 2 else out
+
+
+# How far outside a cell, in its barycentric coordinates, a point still counts as on it. The
+# vertices carry the solve's error (rtol, and at least the round-off accumulated over its steps:
+# e.g. t = 3 - 4e-15 for t = 3), so a point within sqrt(eps) ~ 1.5e-8 of a cell, relative to its
+# size, lies on the cell to the accuracy the data have; extrapolating the linear interpolant that
+# far moves the value by 1.5e-8 of the cell's range of u, far below the O(h^2) interpolation
+# error.
+_EDGE_TOL = float(np.sqrt(np.finfo(float).eps))
+
+
+def _on_simplices(verts, simplices, values, points, chunk: int = 256) -> np.ndarray:
+    """Linear interpolation of `values` (V, k) at `points` (P, n) on the simplex (of `simplices`,
+    (S, n+1) vertex indices) that holds each point within `_EDGE_TOL`; NaN where none does."""
+    n = verts.shape[1]
+    out = np.full((points.shape[0], values.shape[1]), np.nan)
+    corners = verts[simplices]  # (S, n+1, n)
+    M = np.swapaxes(corners[:, :n] - corners[:, n:], 1, 2)  # columns v_i - v_n
+    good = np.abs(np.linalg.det(M)) > 0
+    corners, M, simplices = corners[good], M[good], simplices[good]
+    if not simplices.size:
+        return out
+    inv = np.linalg.inv(M)
+    for lo in range(0, points.shape[0], chunk):
+        p = points[lo : lo + chunk]
+        b = np.einsum("sij,psj->psi", inv, p[:, None, :] - corners[None, :, n])
+        bary = np.concatenate([b, 1.0 - b.sum(-1, keepdims=True)], -1)  # (P, S, n+1)
+        worst = bary.min(-1)
+        best = np.argmax(worst, 1)
+        inside = worst[np.arange(p.shape[0]), best] >= -_EDGE_TOL
+        w = bary[np.arange(p.shape[0]), best]  # (P, n+1)
+        vals = np.einsum("pi,pik->pk", w, values[simplices[best]])
+        out[lo : lo + chunk] = np.where(inside[:, None], vals, np.nan)
+    return out
 
 
 def to_grid(x, u, points) -> np.ndarray:
     r"""Interpolate scattered values `u` (shape `(..., )` or `(..., k)`) at scattered points `x`
     (shape `(..., n)`, NaN entries ignored) onto `points` (shape `(..., n)`), piecewise linearly
-    on a Delaunay triangulation. Outside the convex hull of the points: NaN.
+    on a Delaunay triangulation. Outside the convex hull of the points: NaN (a point within
+    round-off of it, 1.5e-8 of a cell's size, counts as on it).
 
     **Raises:** `ValueError` if the shapes disagree.
     """
@@ -170,14 +214,25 @@ def to_grid(x, u, points) -> np.ndarray:
     ok = np.all(np.isfinite(xs), axis=1) & np.all(np.isfinite(us), axis=1)
     if n == 1:
         order = np.argsort(xs[ok, 0])
+        line = xs[ok, 0][order]
+        # The ends, to within _EDGE_TOL of the extent (as the cells' edges for n > 1).
+        slack = _EDGE_TOL * (line[-1] - line[0]) if line.size else 0.0
+        q = points[..., 0]
+        q = np.where((q < line[0]) & (q >= line[0] - slack), line[0], q) if line.size else q
+        q = np.where((q > line[-1]) & (q <= line[-1] + slack), line[-1], q) if line.size else q
         out = np.stack(
-            [
-                np.interp(points[..., 0], xs[ok, 0][order], col[order], left=np.nan, right=np.nan)
-                for col in us[ok].T
-            ],
+            [np.interp(q, line, col[order], left=np.nan, right=np.nan) for col in us[ok].T],
             axis=-1,
         )
     else:
-        out = griddata(xs[ok], us[ok], points.reshape(-1, n), method="linear")
+        flat = points.reshape(-1, n)
+        out = griddata(xs[ok], us[ok], flat, method="linear").reshape(-1, us.shape[1])
+        # Points on the hull that round-off puts just outside it.
+        miss = np.any(np.isnan(out), -1) & np.all(np.isfinite(flat), -1)
+        if np.any(miss):
+            from scipy.spatial import Delaunay
+
+            tri = Delaunay(xs[ok])
+            out[miss] = _on_simplices(tri.points, tri.simplices, us[ok], flat[miss])
         out = out.reshape(*points.shape[:-1], us.shape[1])
     return out[..., 0] if u.ndim == len(lead) else out
