@@ -153,6 +153,10 @@ def _vector_field(s, y, args):
     d(log|det J|)/ds = tr(J^-1 dJ/ds), with dJ/ds = [d(dx/dsigma)/ds, d^2x/ds^2]."""
     field, n = args[0], args[1]
     del s
+    if len(y) == 2:  # n = 2: one column of dx/dsigma, a zero of det is simple (a sign change)
+        z, Z = y
+        dZ = jax.vmap(lambda c: jax.jvp(field, (z,), (c,))[1], in_axes=1, out_axes=1)(Z)
+        return field(z), dZ
     dz, dZ, ddz = _flow(field, y[0], y[1])
     J = jnp.concatenate([y[1][:n], dz[:n, None]], axis=1)
     dJ = jnp.concatenate([dZ[:n], ddz[:n, None]], axis=1)
@@ -200,10 +204,15 @@ def _initial_det(field, n, z0s, Z0s):
 def _integrate(field, n, ulo, uhi, z0s, Z0s, ss, solver, rtol, atol, max_steps, u_max):
     event = diffrax.Event(_blowup_condition, optx.Newton(rtol=1e-12, atol=1e-12))
 
+    # n >= 3 only: a point focus (n - 1 >= 2 columns of dx/dsigma vanishing together) is a zero
+    # of det of even order. In 2-D every zero is simple: the plain sign test, no log|det| to
+    # integrate, no margin eps, no extrapolation (a smaller program, compiled faster).
+    focus = n >= 3
+
     def one(z0, Z0):
         det0 = _det(field, n, z0, Z0)
-        args = (field, n, det0, (ulo, uhi), u_max, rtol)
-        y0 = (z0, Z0, jnp.zeros(()))
+        args = (field, n, det0, (ulo, uhi), u_max, rtol if focus else 0.0)
+        y0 = (z0, Z0, jnp.zeros(())) if focus else (z0, Z0)
         # Saved at `ss` by the solver (no diffrax checks of traced `ss`: `integrate` checked it).
         sol = _solve.integrate(
             diffrax.ODETerm(_vector_field),
@@ -217,11 +226,12 @@ def _integrate(field, n, ulo, uhi, z0s, Z0s, ss, solver, rtol, atol, max_steps, 
             event=event,
             max_steps=max_steps,
         )
-        zs, Zs, _ = saved(sol, ss, 0.0, y0)
+        zs, Zs = saved(sol, ss, 0.0, y0)[:2]
         zf, Zf = sol.ys[0][0], sol.ys[1][0]
         dets = jax.vmap(lambda a, b: _det(field, n, a, b))(zs, Zs) / det0
         crossing, divergence = _conditions((zf, Zf), args)
-        d, d1, d2 = _det_rates(field, n, zf, Zf)
+        zero = jnp.zeros((), zf.dtype)
+        d, d1, d2 = _det_rates(field, n, zf, Zf) if focus else (zero, zero, zero)
         return zs, dets, zf, field(zf), sol.ts[0], crossing <= divergence, (d, d1, d2), sol.result
 
     return jax.vmap(one)(z0s, Z0s)
@@ -281,7 +291,8 @@ def integrate(
     ds = np.where(crossing, np.clip(step, 0.0, None), ds)
     s_b = np.where(kind != NO_BLOWUP, s_end + ds, np.inf)
     x_b = np.where((kind != NO_BLOWUP)[:, None], zf[:, :n] + ds[:, None] * dzf[:, :n], np.nan)
-    u_b = u_f + np.where(crossing, ds, 0.0)[:, None] * du_f  # the value at the event if diverging
+    moved = crossing & (ds > 0)  # extrapolated to det = 0 (n >= 3; else stopped there)
+    u_b = np.where(moved[:, None], u_f + ds[:, None] * du_f, u_f)
     u_b = np.where((kind != NO_BLOWUP)[:, None], u_b, np.nan).reshape(-1, *u_shape)
     blowup = BlowUp(
         kind=jnp.asarray(kind), s=jnp.asarray(s_b), x=jnp.asarray(x_b), u=jnp.asarray(u_b)

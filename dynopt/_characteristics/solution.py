@@ -149,7 +149,10 @@ def _mesh_interpolate(x, u, points) -> np.ndarray:
     # Points on the mesh's edges that round-off puts just outside it.
     miss = np.any(np.isnan(out), -1) & np.all(np.isfinite(flat), -1)
     if np.any(miss):
-        out[miss] = _on_simplices(xs, tris[~tri.mask], values[ok], flat[miss])
+        finder = tri.get_trifinder()
+        scale = np.ptp(xs, axis=0)
+        found = _nudged_cells(lambda q: finder(q[:, 0], q[:, 1]), flat[miss], scale)
+        out[miss] = _on_simplices(xs, tris, values[ok], flat[miss], found)
     out = out.reshape(*points.shape[:-1], values.shape[-1])
     return out[..., 0] if u.ndim == 2 else out
 
@@ -163,29 +166,41 @@ def _mesh_interpolate(x, u, points) -> np.ndarray:
 _EDGE_TOL = float(np.sqrt(np.finfo(float).eps))
 
 
-def _on_simplices(verts, simplices, values, points, chunk: int = 256) -> np.ndarray:
-    """Linear interpolation of `values` (V, k) at `points` (P, n) on the simplex (of `simplices`,
-    (S, n+1) vertex indices) that holds each point within `_EDGE_TOL`; NaN where none does."""
+def _on_simplices(verts, simplices, values, points, found) -> np.ndarray:
+    """Linear interpolation of `values` (V, k) at `points` (P, n) on the simplex `found[p]` (an
+    index into `simplices`, (S, n+1) vertex indices; -1: none) where the point lies on it within
+    `_EDGE_TOL` in barycentric coordinates; NaN elsewhere."""
     n = verts.shape[1]
     out = np.full((points.shape[0], values.shape[1]), np.nan)
-    corners = verts[simplices]  # (S, n+1, n)
+    rows = np.flatnonzero(found >= 0)
+    if not rows.size:
+        return out
+    corners = verts[simplices[found[rows]]]  # (R, n+1, n)
     M = np.swapaxes(corners[:, :n] - corners[:, n:], 1, 2)  # columns v_i - v_n
     good = np.abs(np.linalg.det(M)) > 0
-    corners, M, simplices = corners[good], M[good], simplices[good]
-    if not simplices.size:
-        return out
-    inv = np.linalg.inv(M)
-    for lo in range(0, points.shape[0], chunk):
-        p = points[lo : lo + chunk]
-        b = np.einsum("sij,psj->psi", inv, p[:, None, :] - corners[None, :, n])
-        bary = np.concatenate([b, 1.0 - b.sum(-1, keepdims=True)], -1)  # (P, S, n+1)
-        worst = bary.min(-1)
-        best = np.argmax(worst, 1)
-        inside = worst[np.arange(p.shape[0]), best] >= -_EDGE_TOL
-        w = bary[np.arange(p.shape[0]), best]  # (P, n+1)
-        vals = np.einsum("pi,pik->pk", w, values[simplices[best]])
-        out[lo : lo + chunk] = np.where(inside[:, None], vals, np.nan)
+    rows, corners, M = rows[good], corners[good], M[good]
+    b = np.linalg.solve(M, (points[rows] - corners[:, n])[..., None])[..., 0]
+    bary = np.concatenate([b, 1.0 - b.sum(-1, keepdims=True)], -1)  # (R, n+1)
+    inside = bary.min(-1) >= -_EDGE_TOL
+    vals = np.einsum("ri,rik->rk", bary, values[simplices[found[rows]]])
+    out[rows] = np.where(inside[:, None], vals, np.nan)
     return out
+
+
+def _nudged_cells(find, points, scale) -> np.ndarray:
+    """The cell `find(q)` returns (or -1) for each of `points` moved by `_EDGE_TOL * scale` along
+    each axis either way, the first hit: the cell a point just outside the mesh by round-off
+    lies on (an O(log) search per point, where a scan of every cell would be O(cells))."""
+    found = np.full(points.shape[0], -1)
+    for axis in range(points.shape[1]):
+        for sign in (1.0, -1.0):
+            todo = found < 0
+            if not np.any(todo):
+                return found
+            q = points[todo].copy()
+            q[:, axis] += sign * _EDGE_TOL * scale[axis]
+            found[todo] = find(q)
+    return found
 
 
 def to_grid(x, u, points) -> np.ndarray:
@@ -233,6 +248,7 @@ def to_grid(x, u, points) -> np.ndarray:
             from scipy.spatial import Delaunay
 
             tri = Delaunay(xs[ok])
-            out[miss] = _on_simplices(tri.points, tri.simplices, us[ok], flat[miss])
+            found = tri.find_simplex(flat[miss], bruteforce=True, tol=_EDGE_TOL)
+            out[miss] = _on_simplices(tri.points, tri.simplices, us[ok], flat[miss], found)
         out = out.reshape(*points.shape[:-1], us.shape[1])
     return out[..., 0] if u.ndim == len(lead) else out
