@@ -140,9 +140,8 @@ def _solve(sde, axes, nums, y0, t0, t1, solver, rtol, atol, max_steps):
     return sol.ys[-1], sol.result
 
 
-def _fokker_planck(
-    sde, problem, initial, axes, t0, t1, rtol, atol, mass_tol, max_steps, pad_to, name
-):
+def _fokker_planck(sde, problem, initial, axes, t0, t1, options, name):
+    rtol, atol, mass_tol, max_steps, pad_to = options
     interval("t0", t0)
     interval("t1", t1)  # finite: an infinite horizon read as a step budget exhausted
     if not float(t1) > float(t0):
@@ -309,20 +308,8 @@ def fokker_planck_nd(
     (`mass_tol=None` reports all of these without raising); `dynopt.SolveError` when the implicit
     solve fails (step budget, Newton failure), saying what to change.
     """
-    return _fokker_planck(
-        sde,
-        problem,
-        initial,
-        axes,
-        t0,
-        t1,
-        rtol,
-        atol,
-        mass_tol,
-        max_steps,
-        pad_to,
-        "fokker_planck_nd",
-    )
+    options = (rtol, atol, mass_tol, max_steps, pad_to)
+    return _fokker_planck(sde, problem, initial, axes, t0, t1, options, "fokker_planck_nd")
 
 
 def fokker_planck(
@@ -348,20 +335,9 @@ def fokker_planck(
 
     **Raises:** as `fokker_planck_nd`, for a 1-D model.
     """
-    res = _fokker_planck(
-        sde,
-        problem,
-        initial,
-        (check_uniform_grid("grid", grid),),
-        t0,
-        t1,
-        rtol,
-        atol,
-        mass_tol,
-        max_steps,
-        pad_to,
-        "fokker_planck",
-    )
+    axes = (check_uniform_grid("grid", grid),)
+    options = (rtol, atol, mass_tol, max_steps, pad_to)
+    res = _fokker_planck(sde, problem, initial, axes, t0, t1, options, "fokker_planck")
     return GridDensity.from_tensor(res)
 
 
