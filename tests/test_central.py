@@ -2,6 +2,7 @@
 one-direction closed form, gradient flow below the threshold, the solve vmapped over learning
 rates."""
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ import dynopt
 from dynopt import networks, sharpness
 from dynopt._flows.adaptive import RMSPropState
 from dynopt._flows.central import (
+    _lost_hold,
     central_solve,
     CentralFlow,
     solve_complementarity,
@@ -343,12 +345,13 @@ def test_a_model_too_small_for_lobpcg_one_direction_closed_form():
 def test_more_directions_at_the_edge_than_k_are_said():
     """Decoupled two-parameter pairs whose top eigenvalues rise to 2/η one after another.
     Six pairs (12 parameters; η·λ/2 = 1.035, 1.023, 0.962 at the start), k = 2: the third
-    reaches the threshold near t = 30, between saved times, and the top tracked eigenvalue
-    then rises above it (1.0207 at t = 32, from 1.0000); saved more densely, the third is
-    seen at it. Twelve pairs, k = 3: the flow holds three at the threshold until the fourth
+    reaches the threshold near t = 30 and the held ones then drift above it with it (1.0044 at
+    t = 32). Twelve pairs, k = 3: the flow holds three at the threshold until the fourth
     reaches it at t = 28.8. `central_solve` warns at the first such saved time, naming the k
-    to use; `next_eigenvalue`, the refresh's (k+1)-th eigenvalue, is the dense Hessian's on
-    both of the refresh's routes (dense for 5(k+1) >= n, else LOBPCG to `eig_tol` = 1e-9)."""
+    to use; `next_eigenvalue`, the (k+1)-th eigenvalue, is the dense Hessian's on both routes
+    (dense for 5(k+1) >= n, else a Lanczos of the deflated Hessian). A held eigenvalue that
+    rises above the threshold while the (k+1)-th is below it at the saved times (one overtook
+    another in between) is said too."""
 
     def loss(p):
         return 0.5 * jnp.sum((jnp.tanh(p["a"]) * p["b"] - 0.5) ** 2) + 0.05 * jnp.sum(p["a"] ** 4)
@@ -364,14 +367,33 @@ def test_more_directions_at_the_edge_than_k_are_said():
 
     eta = 1.6
     ts = eta * jnp.linspace(0.0, 20.0, 11)
-    with pytest.warns(RuntimeWarning, match=r"saved time 10\) the top eigenvalue rose.*k=3\)"):
+    with pytest.warns(RuntimeWarning, match=r"saved time 10\) the \(2\+1\)-th eigenvalue.*k=3\)"):
         path = central_solve(CentralFlow(eta, k=2), problem(6), ts)
-    assert eta * float(np.asarray(path.eigenvalues)[-1, 0]) / 2 > 1.01  # the hold is lost
+    assert eta * float(np.asarray(path.eigenvalues)[-1, 0]) / 2 > 1.004  # the hold is lost
     np.testing.assert_allclose(path.next_eigenvalue, dense(path, 2), rtol=1e-12)
-    with pytest.warns(RuntimeWarning, match=r"saved time 8\) the \(2\+1\)-th eigenvalue"):
-        central_solve(CentralFlow(eta, k=2), problem(6), 1.2 * ts)
     with pytest.warns(RuntimeWarning, match=r"saved time 9\) the \(3\+1\)-th.*k=4\)"):
         held = central_solve(CentralFlow(eta, k=3), problem(12), ts)
     tracked = eta * np.asarray(held.eigenvalues)[1:9] / 2  # held at the edge till then
     assert float(np.max(tracked)) <= 1.0 + 1e-5
-    np.testing.assert_allclose(held.next_eigenvalue, dense(held, 3), rtol=1e-9)
+    # Exact to the refresh's accuracy while the spectrum is split; once the fourth joins the
+    # held ones (saved time 10, four eigenvalues within 1e-3), the deflation's U is fixed only
+    # to the refresh's tolerance over that gap: 5e-6 measured.
+    np.testing.assert_allclose(held.next_eigenvalue[:10], dense(held, 3)[:10], rtol=1e-9)
+    np.testing.assert_allclose(held.next_eigenvalue, dense(held, 3), rtol=1e-4)
+    # The other symptom, on the path's saved values alone.
+    ok = jax.vmap(lambda _: diffrax.RESULTS.successful)(jnp.arange(4))
+    rose = path._replace(
+        ts=jnp.arange(4.0),
+        eigenvalues=jnp.asarray([[1.3, 1.0], [1.0, 0.9], [1.0, 0.95], [1.02, 1.0]]) * 2 / eta,
+        next_eigenvalue=jnp.asarray([0.5, 0.6, 0.8, 0.99]) * 2 / eta,
+    )
+    said = _lost_hold(CentralFlow(eta, k=2), rose, ok)
+    assert said.startswith("at t = 3 (saved time 3) the top eigenvalue rose above the threshold")
+    assert (
+        _lost_hold(
+            CentralFlow(eta, k=2),
+            rose._replace(eigenvalues=rose.eigenvalues[jnp.asarray([0, 1, 2, 2])]),
+            ok,
+        )
+        is None
+    )

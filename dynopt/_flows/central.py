@@ -41,7 +41,18 @@ from .._custom_types import Array, Float, Int, Params, Scalar, ScalarLike
 from .._discretization import Discretization
 from .._maps.gradient import GradientDescent
 from .._problem import Problem
-from .._sharpness import check_k, Eigenpairs, lane_cond, METHODS, random_start, top_eigenpairs
+from .._sharpness import (
+    _dense_top,
+    _lanczos_top,
+    check_k,
+    Eigenpairs,
+    hvp_operator,
+    lane_cond,
+    lobpcg_fits,
+    METHODS,
+    random_start,
+    top_eigenpairs,
+)
 from .._validation import choice, hyperparameter, positive_int, solver_options
 from .base import AbstractFlow
 
@@ -325,21 +336,12 @@ class CentralFlow(AbstractFlow):
     def __check_init__(self):
         check_sizes(self)
 
-    def central(
-        self,
-        params: Params,
-        problem: Problem,
-        *,
-        refresh: bool = False,
-        eig: Eigenpairs | None = None,
-    ) -> CentralState:
+    def central(self, params: Params, problem: Problem, *, refresh: bool = False) -> CentralState:
         """The eigenpairs, $X$, the drift and the predicted loss at `params` (`eig_method` from
-        `basis`, or LOBPCG for at most `refresh_iters` iterations when `refresh`; or the top-k
-        eigenpairs `eig` given)."""
+        `basis`, or LOBPCG for at most `refresh_iters` iterations when `refresh`)."""
         flat, _ = ravel_pytree(params)
-        if eig is None:
-            iters = self.refresh_iters if refresh else None
-            eig = warm_eigenpairs(self, problem, params, flat, max_iters=iters)
+        iters = self.refresh_iters if refresh else None
+        eig = warm_eigenpairs(self, problem, params, flat, max_iters=iters)
         value, grad = problem.value_and_grad(params)
         grad = ravel_pytree(grad)[0]
         U = eig.vectors
@@ -403,9 +405,10 @@ class CentralPath(NamedTuple):
     error of the field's eigenvalues over the interval, the point farthest from the warm
     start (a fixed Lanczos depth has no residual test of its own: raise `eig_iters` or save
     more often where it is not small).
-    `next_eigenvalue`: $\\lambda_{k+1}$ at each saved time (NaN for $k = n$), from the same
-    refresh: the flow holds only its $k$ tracked directions at the threshold, so it describes
-    GD only while $\\eta\\lambda_{k+1} < 2$ (`central_solve` warns where not)."""
+    `next_eigenvalue`: $\\lambda_{k+1}$ at each saved time (NaN for $k = n$; the top of the
+    deflated Hessian by a warm Lanczos of `NEXT_DEPTH` products, exact for small models): the
+    flow holds only its $k$ tracked directions at the threshold, so it describes GD only while
+    $\\eta\\lambda_{k+1} < 2$ (`central_solve` warns where not)."""
 
     ts: Float[Array, " T"]
     params: Params
@@ -416,6 +419,33 @@ class CentralPath(NamedTuple):
     num_steps: Int[Array, " T-1"]
     eig_deviation: Float[Array, " T-1"]
     next_eigenvalue: Float[Array, " T"]
+
+
+# The depth of the deflated Lanczos for the (k+1)-th eigenvalue at each saved time (cut to n - k):
+# from the previous saved time's vector, as the field's own warm Lanczos.
+NEXT_DEPTH = 24
+
+
+def _next_eigenpair(problem: Problem, params: Params, U: Array, spare: Array):
+    r"""$(\lambda_{k+1}, v)$ at `params`, given the top-$k$ eigenvectors `U`: the top of
+    $(I - UU^\top)H(I - UU^\top)$ by Lanczos (`NEXT_DEPTH` products, from `spare`; a Ritz
+    value, so from below), or exactly (a dense `eigh`) for a model too small for that; NaN for
+    $k = n$."""
+    n, k = U.shape
+    if k == n:
+        return jnp.full((), jnp.nan, U.dtype), spare
+    op = hvp_operator(problem.grad, params)
+    if not lobpcg_fits(k + 1, n):
+        values, vectors, _ = _dense_top(op, n, k + 1, U.dtype)
+        return values[k], vectors[:, k:]
+
+    def deflate(V):
+        return V - U @ (U.T @ V)
+
+    values, vectors, _ = _lanczos_top(
+        lambda V: deflate(op(deflate(V))), deflate(spare), min(NEXT_DEPTH, n - k)
+    )
+    return values[0], vectors
 
 
 def _vector_field(t, y, args):
@@ -451,22 +481,18 @@ def central_path(
     # first-step heuristic, which evaluates the field outside the step loop: a second copy of
     # it in the program.
     #
-    # The refresh solves for k + 1 eigenpairs (while k < n): the (k+1)-th says whether more
-    # directions reach the threshold than the flow holds there. Its warm start rides along in
-    # the carried block's last column.
+    # Besides the refresh, the (k+1)-th eigenvalue (while k < n): whether more directions reach
+    # the threshold than the flow holds there. From the top of the deflated operator
+    # (I - UU^T) H (I - UU^T), by a Lanczos of `NEXT_DEPTH` products warm-started from the
+    # previous saved time's vector (the refresh itself is unchanged: the same numbers as without).
     k = flow.k
     flat0 = ravel_pytree(problem.params0)[0]
-    extra = k < flat0.shape[0]
+    n = flat0.shape[0]
 
     def chunk(carry, interval):
-        w, block, first = carry
-        basis = block[:, :k]
-        found = top_eigenpairs(
-            problem.grad, w, block, max_iters=flow.refresh_iters, tol=flow.eig_tol
-        )
-        eig = Eigenpairs(found.values[:k], found.vectors[:, :k], found.iterations)
-        cs = flow.central(w, problem, eig=eig)
-        next_value = found.values[k] if extra else jnp.full((), jnp.nan, found.values.dtype)
+        w, basis, spare, first = carry
+        cs = _with_basis(flow, basis).central(w, problem, refresh=True)
+        next_value, spare = _next_eigenpair(problem, w, cs.eig.vectors, spare)
         # The field's eigen-solve here, from the warm start it used over the interval ending
         # here (the first chunk's: the initial block, not a field's; dropped below).
         field = warm_eigenpairs(_with_basis(flow, basis), problem, w, ravel_pytree(w)[0])
@@ -486,15 +512,14 @@ def central_path(
         mean_step = (interval[1] - interval[0]) / accepted
         first = jnp.where(mean_step > 0, mean_step, first)
         out = (w, cs, sol.result, sol.stats["num_steps"], deviation, next_value)
-        return (w1, found.vectors, first), out
+        return (w1, cs.eig.vectors, spare, first), out
 
-    block0 = start_block(flow.basis, k, flat0)
-    if extra:  # the (k+1)-th column's cold start (seeded apart from `start_block`'s)
-        column = random_start(jax.random.key(1), flat0.shape[0], 1, flat0.dtype)
-        block0 = jnp.concatenate([block0, column], axis=1)
+    basis0 = start_block(flow.basis, k, flat0)
+    # The (k+1)-th direction's cold start (seeded apart from `start_block`'s).
+    spare0 = random_start(jax.random.key(1), n, 1, flat0.dtype)
     intervals = jnp.stack([ts, jnp.concatenate([ts[1:], ts[-1:]])], axis=1)
     first0 = 1e-3 * (ts[-1] - ts[0]) / max(ts.shape[0] - 1, 1)  # of a mean interval
-    carry0 = (problem.params0, block0, first0)
+    carry0 = (problem.params0, basis0, spare0, first0)
     scanned = jax.lax.scan(chunk, carry0, intervals)[1]
     params, cs, results, num_steps, deviation, next_values = scanned
     path = CentralPath(
