@@ -242,11 +242,12 @@ def test_point_focus_is_a_crossing():
         assert np.all(np.asarray(b.kind) == 1)
         assert np.max(np.abs(np.asarray(b.s) - 1.0)) < 1e-6
         assert np.max(np.abs(np.asarray(b.x)[:, 1])) < 1e-6
+    # In 3-D (where the focus margin applies): dy/dsigma = dz/dsigma = e^(-sin t).
     r = ch.quasilinear(
-        lambda x, u: jnp.stack([jnp.ones_like(x[0]), -2 * jnp.cos(x[0]) * x[1]]),
+        lambda x, u: jnp.stack([jnp.ones_like(x[0]), *(-jnp.cos(x[0]) * x[1:])]),
         lambda x, u: jnp.zeros_like(u),
-        lambda s: (jnp.stack([jnp.zeros_like(s), s]), s),
-        jnp.linspace(-1.0, 1.0, 3),
+        lambda a: (jnp.stack([jnp.zeros_like(a[0]), a[0], a[1]]), a[0]),
+        sg,
         jnp.linspace(0.0, 6.0, 7),
     )
     assert np.all(np.asarray(r.blowup.kind) == 0)
