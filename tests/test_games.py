@@ -716,3 +716,15 @@ def test_orbit_verdict_and_measured_growth_on_empty_or_diverged_runs():
     # A NaN after the run left the regime (an overflow) leaves the fit alone.
     overflow = np.where(k < 480, norms, np.nan)
     assert games.measured_growth(overflow, ceiling=1e-5) == pytest.approx(1.01, rel=1e-12)
+
+
+def test_a_weight_averaged_scheme_with_its_own_init_holds_no_host_callback():
+    """Alternating GDA (an `init_fn` that checks the problem is a game) under
+    `weight_averages`: the run's program holds no runtime check (an `eqx.error_if` is a host
+    callback, which keeps the program out of JAX's persistent cache; the mixture GAN's run
+    recompiled on every `make run`)."""
+    game = games.mixture_gan(jax.random.key(0), hidden=4, batch_size=4, dtype=jnp.float32)
+    for scheme in (games.Alternating(), games.Consensus(0.1)):
+        disc = games.weight_averages(scheme.discretize(0.01), 0.99)
+        program = jax.make_jaxpr(lambda k, d=disc: dynopt.run(d, game, 2, key=k).loss)
+        assert "callback" not in str(program(jax.random.key(1)))

@@ -23,7 +23,7 @@ import optax
 
 from .._custom_types import Params
 from .._discretization import Discretization
-from .._validation import interval
+from .._validation import host_validated, interval
 
 
 class WeightAveragesState(NamedTuple):
@@ -79,7 +79,13 @@ class _AveragedInit(eqx.Module):
     decays: tuple[float, ...] = eqx.field(static=True)
 
     def __call__(self, disc: Discretization, params: Params, problem) -> WeightAveragesState:
-        inner = Discretization(self.factory, disc.hyperparams, disc.dt, disc.options, self.init_fn)
+        # `disc`'s dt was checked when it was built; rebuilt here inside the run's trace it needs
+        # no runtime check (an `eqx.error_if` would keep the program out of JAX's persistent
+        # cache: the mixture GAN's run recompiled, 3.2 s, on every `make run`).
+        with host_validated():
+            inner = Discretization(
+                self.factory, disc.hyperparams, disc.dt, disc.options, self.init_fn
+            )
         return WeightAveragesState(
             inner.init(params, problem), _broadcast(params, len(self.decays))
         )
