@@ -405,6 +405,8 @@ def test_bad_input_is_named():
     g = np.linspace(-4.0, 4.5, 49)
     with pytest.raises(ValueError, match=r"^x0 must be a scalar .* got shape \(2,\)"):
         D.path_integral(LIN, [0.3, 0.2], 0.5, g, 4)
+    with pytest.raises(ValueError, match=r"^t1 must be a finite real number, got 'abc'"):
+        D.path_integral(LIN, 0.3, "abc", g, 4)  # was float()'s "could not convert"
     for route in (
         lambda: D.path_integral(LIN, np.nan, 0.5, g, 4),
         lambda: D.random_walk(LIN, np.nan, 0.5, 0.01, (-3.0, 3.0)),

@@ -37,7 +37,7 @@ import numpy as np
 
 from .._custom_types import Array, Float, Scalar, ScalarLike
 from .._problem import Problem
-from .._validation import choice, positive, positive_int
+from .._validation import choice, interval, positive, positive_int
 from .base import (
     check_lost_mass,
     check_scalar_point,
@@ -145,6 +145,8 @@ def _path_integral(
 ):
     choice("convention", convention, _CONVENTIONS)
     positive_int("num_slices", num_slices)
+    interval("t0", t0)
+    interval("t1", t1)  # a real number before float(): named, not "could not convert"
     positive("t1 - t0", float(t1) - float(t0))
     sde = as_vector_sde(sde, problem, times=np.linspace(float(t0), float(t1), 5))
     axes = check_axes("axes", axes)
