@@ -38,7 +38,26 @@ def _check_scheme(scheme) -> None:
         )
 
 
-class GameFlow(AbstractFlow):
+class _AbstractGameFlow(AbstractFlow):
+    r"""A flow on a game's parameters $z = (\varphi, \theta)$ (the state is the parameters),
+    driven by a game scheme, whose optax transform is also the flow's discretization."""
+
+    scheme: eqx.AbstractVar[AbstractScheme]
+
+    def __check_init__(self):
+        _check_scheme(self.scheme)
+
+    def init(self, params: GameParams) -> GameParams:
+        return params
+
+    def params(self, state: GameParams) -> GameParams:
+        return state
+
+    def discretize(self, step_size: ScalarLike) -> Discretization:
+        return self.scheme.discretize(step_size)
+
+
+class GameFlow(_AbstractGameFlow):
     r"""The continuous-time limit of a game scheme: $\dot z = w(z)$, where $w = v$ is the game
     flow $(\dot\varphi, \dot\theta) = (-\nabla_\varphi\ell_D, -\nabla_\theta\ell_G)$ (post 4,
     eqs. 3–4) for GDA, extragradient and optimistic GD, and $w = v - \gamma J^\top v$ for
@@ -52,22 +71,10 @@ class GameFlow(AbstractFlow):
 
     scheme: AbstractScheme = Simultaneous()
 
-    def __check_init__(self):
-        _check_scheme(self.scheme)
-
-    def init(self, params: GameParams) -> GameParams:
-        return params
-
     def vector_field(self, t: ScalarLike, state: GameParams, problem: Game) -> GameParams:
         del t
         # The first place `solve`/`compare` hand this flow its problem.
         return self.scheme.field(require_game(problem, "GameFlow"), state)
-
-    def params(self, state: GameParams) -> GameParams:
-        return state
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return self.scheme.discretize(step_size)
 
     def modified(self, step_size: ScalarLike) -> "ModifiedGameFlow":
         """The scheme's modified flow at step size $h$, which it tracks to $O(h^2)$: pass the
@@ -75,7 +82,7 @@ class GameFlow(AbstractFlow):
         return ModifiedGameFlow(self.scheme, step_size)
 
 
-class ModifiedGameFlow(AbstractFlow):
+class ModifiedGameFlow(_AbstractGameFlow):
     r"""The first-order modified flow of a game scheme with step $h$ (discretization drift,
     Rosca et al. 2021): $\dot z = w(z) + h\,w_1(z)$, which the scheme tracks with global error
     $O(h^2)$. E.g. simultaneous GDA: $\dot z = v - \frac h2 Jv$; on the Dirac GAN's
@@ -88,24 +95,12 @@ class ModifiedGameFlow(AbstractFlow):
     scheme: AbstractScheme
     step_size: Array = hyperparameter("step_size", lower=0.0, lower_open=True)
 
-    def __check_init__(self):
-        _check_scheme(self.scheme)
-
-    def init(self, params: GameParams) -> GameParams:
-        return params
-
     def vector_field(self, t: ScalarLike, state: GameParams, problem: Game) -> GameParams:
         del t
         problem = require_game(problem, "ModifiedGameFlow")
         w = self.scheme.field(problem, state)
         w1 = self.scheme.drift(problem, state)
         return jax.tree.map(lambda a, b: a + self.step_size.astype(b.dtype) * b, w, w1)
-
-    def params(self, state: GameParams) -> GameParams:
-        return state
-
-    def discretize(self, step_size: ScalarLike) -> Discretization:
-        return self.scheme.discretize(step_size)
 
 
 @eqx.filter_jit
