@@ -470,6 +470,19 @@ def _shared_entries(problem: AbstractProblem) -> int:
     return shared
 
 
+def _check_sweep_batch_size(batch_size: int | None, sweep: bool) -> None:
+    """`ValueError` for a `batch_size` given to a run that is not a sweep: there it would be
+    ignored, while a finite-sum user may mean the minibatch size, which is the problem's."""
+    if batch_size is not None and not sweep:
+        raise ValueError(
+            f"batch_size={batch_size!r} is the chunk size of a sweep (how many runs of a batch "
+            "of step sizes or keys run at a time), and this run is a single run. The minibatch "
+            "size of SGD is the problem's: problems.finite_sum(..., batch_size=B) (or "
+            "network_problem(..., batch_size=B), SGDNoise(eta, B).sgd_problem(problem)); leave "
+            "run's batch_size out."
+        )
+
+
 def run(
     transform: Discretization | optax.GradientTransformation,
     problem: AbstractProblem,
@@ -505,15 +518,25 @@ def run(
       an error).
     - `problem`: any `dynopt.AbstractProblem` (a `Problem`, a `Game`, ...).
     - `num_steps`: number of updates $N$; `every`: save every `every`-th iterate (must divide $N$).
+      Each saved point evaluates the full `problem.loss` (the divergence check at the end of
+      each block of `every` steps, and the recorded `loss`), whatever the oracle: for SGD on a
+      finite sum of $n$ samples that is $O(n)$ work per saved point against $O(B)$ per step,
+      so the default `every=1` makes each step cost $O(n)$ (measured, $n = 10^6$, $B = 32$:
+      about 40× the cost per step of `every=50`). A large `every` steps SGD on a large $n$ at
+      nearly the minibatch's cost.
     - `key`: `None` (full-batch gradients), one key, or a 1-D batch of keys (vmapped seeds).
-    - `batch_size`: for batches, run this many runs at a time (per device), the chunks one after
-      another in a `lax.map`; a `batch_size` at least the batch's length runs it under one
-      `vmap`. `None` chooses (`default_batch_size`): one `vmap`, except for a problem with at
-      least `SEQUENTIAL_MIN_PARAMS` parameters whose loss reads less data than one run has
-      parameters (an elementwise loss such as Rosenbrock), which runs one run after another:
-      there batching shares nothing and, on a CPU, XLA's batched kernel runs slower per element.
-      Smaller chunks also bound the memory of the per-step intermediates. Results do not
-      depend on it (to summation-order rounding).
+    - `batch_size`: the sweep's chunk size, for a sweep only (a batch of step sizes or
+      hyper-parameters, or a 1-D batch of keys): run this many runs at a time (per device), the
+      chunks one after another in a `lax.map`; a `batch_size` at least the batch's length runs
+      it under one `vmap`. `None` chooses (`default_batch_size`): one `vmap`, except for a
+      problem with at least `SEQUENTIAL_MIN_PARAMS` parameters whose loss reads less data than
+      one run has parameters (an elementwise loss such as Rosenbrock), which runs one run after
+      another: there batching shares nothing and, on a CPU, XLA's batched kernel runs slower
+      per element. Smaller chunks also bound the memory of the per-step intermediates. Results
+      do not depend on it (to summation-order rounding). It is not the minibatch size of SGD:
+      that is the problem's (`problems.finite_sum(..., batch_size=B)`, `network_problem`'s
+      `batch_size`, `SGDNoise(η, B).sgd_problem(problem)`), and a `batch_size` given to a
+      single run is a `ValueError`.
     - `observe`: `None`, or an observer `(params, opt_state, problem) -> pytree` evaluated at
       every saved point (after the run's own checks, on the frozen state once diverged) and
       returned as `Trajectory.observations` (leaves with the time axis after the batch axes).
@@ -537,8 +560,9 @@ def run(
     of them (`NamedSharding` on a one-axis mesh; any batch size, padded and trimmed), so the
     outputs come back sharded along it; see `dynopt._sharding` for multi-host use.
 
-    **Raises:** `ValueError` for a bad count, transform, problem, observer, `dt`, or a key the
-    problem's oracle does not take (`problem.check_key`).
+    **Raises:** `ValueError` for a bad count, transform, problem, observer, `dt`, a key the
+    problem's oracle does not take (`problem.check_key`), or a `batch_size` for a run that is
+    not a sweep.
     """
     num_steps = positive_int("num_steps", num_steps)
     if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 1:
@@ -561,18 +585,21 @@ def run(
         )
     key = _as_key(key)
     problem.check_key(key)
+    seeds = key is not None and key.ndim == 1
     if isinstance(transform, Discretization):
         if dt is not None:
             raise ValueError(
                 "dt is only for a raw optax transform; a dynopt.Discretization carries its own "
                 f"time step (dt={transform.dt})."
             )
-        batched = jnp.ndim(transform.dt) > 0 or (key is not None and key.ndim == 1)
+        disc = _batch_discretization(transform)  # a batch of hyper-parameters is a sweep too
+        _check_sweep_batch_size(batch_size, jnp.ndim(disc.dt) > 0 or seeds)
+        batched = jnp.ndim(transform.dt) > 0 or seeds
         if batched and batch_size is None:
             batch_size = default_batch_size(problem)
         with _progress.bar(None if batched else num_steps, "run"):
             traj = _run_discretization(
-                _batch_discretization(transform),
+                disc,
                 problem,
                 num_steps,
                 every,
@@ -589,7 +616,8 @@ def run(
             step = jnp.asarray(positive("dt", dt, hint="dt is the time one step advances."))
             if step.ndim != 0:
                 raise ValueError(f"dt must be a scalar, got shape {step.shape}.")
-        batched = key is not None and key.ndim == 1
+        batched = seeds
+        _check_sweep_batch_size(batch_size, batched)
         if batched and batch_size is None:
             batch_size = default_batch_size(problem)
         with _progress.bar(None if batched else num_steps, "run"):

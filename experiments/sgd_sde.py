@@ -423,7 +423,8 @@ def scaling(config: Config) -> Scaling:
 
 
 def _schedule(config: Config, key, linreg, phases) -> Schedule:
-    loss, *_ = sde.scheduled_moments(linreg, phases)  # exact E L after every update
+    # Exact E L after every update, with replacement as the Monte Carlo paths sample.
+    loss, *_ = sde.scheduled_moments(linreg, phases, replace=True)
     steps = [n for *_, n in phases]
     samples = np.cumsum([0.0, *np.repeat([b for _, b, _ in phases], steps)])
     updates = np.arange(sum(steps) + 1)

@@ -48,3 +48,13 @@ def test_rmsprop_orbit_distance_and_crossover():
     only_second = np.sqrt((gamma / 2) ** 2 - between / lams[1] ** 2)
     distance = maps.rmsprop_orbit_distance(gamma, np.array([between, above]), lams)
     np.testing.assert_allclose(distance, [only_second, 0.0], rtol=1e-14)
+
+
+def test_noisy_quadratic_bad_arguments_are_value_errors_naming_them():
+    """n = 2.5 was a TypeError from NumPy; a NaN lam or sigma gave a NaN problem."""
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        sde.noisy_quadratic(2.5, 1.0, 1.0, seed=0)
+    with pytest.raises(ValueError, match="lam must be finite"):
+        sde.noisy_quadratic(8, float("nan"), 1.0, seed=0)
+    with pytest.raises(ValueError, match="sigma must be >= 0 and finite"):
+        sde.noisy_quadratic(8, 1.0, float("inf"), seed=0)

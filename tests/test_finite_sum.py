@@ -141,3 +141,74 @@ def test_batch_size_is_a_positive_integer_at_construction():
             problems.finite_sum(sample, data, jnp.zeros(3), batch_size=bad)
     with pytest.raises(ValueError, match="data must hold at least one sample"):
         problems.finite_sum(sample, (x[:0], x[:0, 0]), jnp.zeros(3), batch_size=1)
+
+
+def _sample(w, s):
+    return 0.5 * (s[0] @ w - s[1]) ** 2
+
+
+def test_replace_must_be_a_bool():
+    """`replace="no"` was read as `bool("no") = True` (sampling with replacement); only True and
+    False (a NumPy bool too) are taken."""
+    data = problems.linear_regression(10, 3, batch_size=1).data
+    for bad in ("no", "False", 1, 0, None):
+        with pytest.raises(ValueError, match="replace must be True or False"):
+            problems.finite_sum(_sample, data, jnp.zeros(3), batch_size=4, replace=bad)
+    with pytest.raises(ValueError, match="replace must be True or False"):
+        sample_indices(jax.random.key(0), 10, 4, replace="no")
+    for ok in (True, np.bool_(True), False, np.bool_(False)):
+        p = problems.finite_sum(_sample, data, jnp.zeros(3), batch_size=4, replace=ok)
+        assert p.stochastic_loss_fn.keywords["replace"] is bool(ok)
+
+
+def test_full_batch_without_replacement_is_the_full_loss_with_no_draw():
+    """B = n without replacement is the whole set: `arange(n)` with no permutation of n rows,
+    and the stochastic loss and gradient equal the full ones exactly (any key)."""
+    jaxpr = str(jax.make_jaxpr(lambda k: sample_indices(k, 128, 128))(jax.random.key(0)))
+    assert "= sort[" not in jaxpr and "random_bits" not in jaxpr
+    np.testing.assert_array_equal(sample_indices(jax.random.key(0), 128, 128), np.arange(128))
+    p = problems.logistic_regression(300, 4, batch_size=300)
+    w = jnp.linspace(-1.0, 1.0, 4)
+    for seed in range(3):
+        key = jax.random.key(seed)
+        assert float(p.stochastic_loss(w, key)) == float(p.loss(w))
+        np.testing.assert_array_equal(jax.grad(p.stochastic_loss)(w, key), jax.grad(p.loss)(w))
+    # With replacement B = n is still a random draw.
+    q = problems.finite_sum(_sample, p.data, jnp.zeros(4), batch_size=300, replace=True)
+    assert float(q.stochastic_loss(w, jax.random.key(0))) != float(q.loss(w))
+
+
+def test_bad_data_sizes_and_hyper_parameters_are_value_errors_naming_them():
+    """A 0-d data leaf (IndexError), Python lists (AttributeError), a vector sample loss
+    (silently averaged), float/str sizes (TypeErrors from JAX/NumPy), a NaN or infinite noise
+    or l2 (accepted, a NaN loss): each a ValueError naming the argument."""
+    x, y = jnp.ones((10, 3)), jnp.ones(10)
+    with pytest.raises(ValueError, match=r"data must be a pytree of arrays .* data\[2\] of shape"):
+        problems.finite_sum(
+            lambda w, s: _sample(w, s) * s[2], (x, y, jnp.array(2.0)), jnp.zeros(3), batch_size=2
+        )
+    with pytest.raises(ValueError, match=r"data\[0\]\[0\]\[0\] of float.*jnp.asarray"):
+        problems.finite_sum(_sample, ([[1.0, 2.0, 3.0]] * 4, [1.0, 2.0, 3.0, 4.0]), jnp.zeros(3),
+                            batch_size=2)  # fmt: skip
+    with pytest.raises(ValueError, match="data must be a pytree of arrays"):
+        problems.finite_sum(_sample, (), jnp.zeros(3), batch_size=1)
+    with pytest.raises(ValueError, match=r"sample_loss_fn must return a scalar, got shape \(3,\)"):
+        problems.finite_sum(lambda w, s: (s[0] * w - s[1]) ** 2, (x, y), jnp.zeros(3), batch_size=2)
+    # NumPy data is taken as it is.
+    p = problems.finite_sum(_sample, (np.ones((10, 3)), np.ones(10)), jnp.zeros(3), batch_size=2)
+    assert float(p.loss(jnp.zeros(3))) == 0.5
+    for call, name in [
+        (lambda: problems.linear_regression(50.0, 3), "num_samples"),
+        (lambda: problems.linear_regression("50", 3), "num_samples"),
+        (lambda: problems.linear_regression(50, 2.0), "dim"),
+        (lambda: problems.logistic_regression(50, 0), "dim"),
+        (lambda: problems.mlp_regression(100, 3, depth=2.5), "depth"),
+        (lambda: problems.mlp_regression(100, 3, width=0), "width"),
+    ]:
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+            call()
+    for bad in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(ValueError, match=r"noise must be >= 0 and finite"):
+            problems.linear_regression(50, 3, noise=bad)
+        with pytest.raises(ValueError, match=r"l2 must be >= 0 and finite"):
+            problems.logistic_regression(50, 3, l2=bad)

@@ -177,3 +177,28 @@ def test_central_flows_example_is_the_reference_notebooks_network():
     for lin in layers:
         w = np.asarray(lin.weight)
         assert np.all(np.abs(w) <= 2 * np.sqrt(1.0 / w.shape[1]) / 0.8796) and np.std(w) > 0
+
+
+def test_shard_flags_and_non_finite_inputs_are_refused():
+    """`shard=0`/`1` passed `choice` (0 == False) and NaN inputs were accepted (a NaN loss)."""
+    x, y = networks.digits(20)
+    small = networks.mlp(64, 10, width=4, depth=1, key=jax.random.key(0))
+    for bad in (0, 1, "yes"):
+        with pytest.raises(ValueError, match="shard must be one of"):
+            networks.network_problem(small, (x, y), shard=bad)
+    networks.network_problem(small, (x, y), shard=np.bool_(False))
+    with pytest.raises(ValueError, match="inputs x must be finite; 1 of their 1280 entries"):
+        networks.network_problem(small, (x.at[3, 5].set(jnp.nan), y))
+    yf = jnp.zeros((20, 10)).at[0, 0].set(jnp.inf)
+    with pytest.raises(ValueError, match="float targets y must be finite"):
+        networks.network_problem(small, (x, yf))
+
+
+def test_full_batch_minibatch_is_the_full_loss():
+    """`batch_size=None` (B = n): the stochastic loss is the full loss itself, with no random
+    draw (a draw of all n rows, Floyd's or a permutation, only reordered the same mean)."""
+    p = _mlp_problem("cross_entropy")
+    key = jax.random.key(3)
+    assert float(p.stochastic_loss(p.params0, key)) == float(p.loss(p.params0))
+    jaxpr = str(jax.make_jaxpr(p.stochastic_loss)(p.params0, key))
+    assert "random_bits" not in jaxpr and "= sort[" not in jaxpr

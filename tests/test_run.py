@@ -125,6 +125,27 @@ def test_batch_size_chunks_give_the_same_runs(batch_size):
     np.testing.assert_allclose(b.params, a.params, rtol=1e-13, atol=1e-15)
 
 
+def test_batch_size_of_a_single_run_is_an_error_not_a_minibatch_size():
+    """`run`'s `batch_size` is a sweep's chunk size: on a single run it was silently ignored
+    (even 10**6 on n = 256), while a finite-sum user may mean the minibatch size."""
+    p = problems.linear_regression(256, 4, batch_size=32)
+    key = jax.random.key(0)
+    for tx in (optax.sgd(0.05), flows.GradientFlow().discretize(0.05)):
+        for b in (1, 10**6):
+            with pytest.raises(ValueError, match=r"chunk size of a sweep.*finite_sum\(\.\.\., "):
+                dynopt.run(tx, p, 4, key=key, batch_size=b)
+        with pytest.raises(ValueError, match="chunk size of a sweep"):
+            dynopt.run(tx, p, 4, batch_size=2)
+    # A sweep over seeds, step sizes or hyper-parameters alone still takes it.
+    keys = jax.random.split(key, 3)
+    a = dynopt.run(optax.sgd(0.05), p, 4, key=keys, batch_size=2)
+    np.testing.assert_allclose(a.params, dynopt.run(optax.sgd(0.05), p, 4, key=keys).params,
+                               rtol=1e-13, atol=1e-15)  # fmt: skip
+    hb = flows.HeavyBall(damping=jnp.asarray([1.0, 2.0, 3.0])).discretize(0.05)
+    b = dynopt.run(hb, p, 4, batch_size=2)
+    np.testing.assert_allclose(b.params, dynopt.run(hb, p, 4).params, rtol=1e-13, atol=1e-15)
+
+
 def test_batched_step_sizes_match_single_runs():
     p = problems.quadratic([1.0, 3.0], rotate=True)
     hs = jnp.array([0.1, 0.2, 0.3])

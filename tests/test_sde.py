@@ -509,13 +509,13 @@ def test_scheduled_moments_chain_the_phases_of_a_schedule():
     """One phase is `quadratic_moments` itself; two phases are the first followed by the second
     phase's recursion started from the first's final mean and covariance."""
     p = problems.linear_regression(num_samples=32, dim=3, batch_size=4, noise=0.5)
-    loss, mean, cov = sde.scheduled_moments(p, [(0.1, 4, 20)])
+    loss, mean, cov = sde.scheduled_moments(p, [(0.1, 4, 20)], replace=True)
     ref = sde.quadratic_moments(
         sde.SGDNoise(0.1, 4, replace=True), p, 0.1 * np.arange(21), step=0.1
     )
     np.testing.assert_allclose(loss, ref.expected_loss, rtol=1e-14)
     np.testing.assert_allclose(cov, ref.covariance[-1], rtol=1e-14)
-    loss2, mean2, cov2 = sde.scheduled_moments(p, [(0.1, 4, 20), (0.05, 16, 10)])
+    loss2, mean2, cov2 = sde.scheduled_moments(p, [(0.1, 4, 20), (0.05, 16, 10)], replace=True)
     model = sde.SGDNoise(0.05, 16, replace=True)
     ts = 0.05 * np.arange(11)
     second = sde.quadratic_moments(model, p, ts, step=0.05, x0=mean, covariance0=cov)
@@ -555,3 +555,45 @@ def test_programs_hold_no_host_callbacks(tmp_path_factory):
     routes' too. A program with an `eqx.error_if` is the control. (`brownian="tree"` keeps
     `VirtualBrownianTree`'s own range checks, so it is left out.)"""
     assert_programs_cacheable(__name__, tmp_path_factory)
+
+
+def test_sgd_noise_replace_must_be_a_bool():
+    """`SGDNoise(η, B, replace="no")` stored `bool("no") = True`: c = 1 instead of (n-B)/(n-1)."""
+    for bad in ("no", 1, None):
+        with pytest.raises(ValueError, match="replace must be True or False"):
+            sde.SGDNoise(0.1, 4, replace=bad)
+    assert sde.SGDNoise(0.1, 4, replace=np.bool_(True)).replace is True
+    p = problems.linear_regression(num_samples=10, dim=2, batch_size=2)
+    with pytest.raises(ValueError, match="replace must be True or False"):
+        sde.scheduled_moments(p, [(0.1, 2, 3)], replace="no")
+
+
+def test_sgd_noise_refuses_a_batch_larger_than_the_data_wherever_it_meets_a_problem():
+    """B > n made c = (n-B)/(n-1) negative: a negative 'covariance', a NaN diffusion."""
+    p = problems.linear_regression(num_samples=10, dim=3, batch_size=2)
+    model, theta = sde.SGDNoise(0.1, 11), jnp.ones(3)
+    for call in (
+        lambda: model.finite_population_factor(p),
+        lambda: model.noise_scale(p),
+        lambda: model.minibatch_covariance(theta, p),
+        lambda: model.diffusion(0.0, theta, p),
+    ):
+        with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, 10\]"):
+            call()
+    c = sde.SGDNoise(0.1, 10).finite_population_factor(p)
+    assert float(c) == 0.0  # B = n: full batch, noiseless
+
+
+def test_scheduled_moments_default_to_the_problems_own_sampling():
+    """`replace=None` (default) reads the problem's scheme, as `finite_sum` and `SGDNoise`
+    default to without replacement (the old default, True, was off by 38 % on such a problem)."""
+    p = problems.linear_regression(5, 2, batch_size=2, seed=4, noise=0.5)
+    phases = [(0.3, 2, 2), (0.1, 3, 1)]
+    q = sde.SGDNoise(0.3, 2, replace=True).sgd_problem(p)  # the same data, with replacement
+    for prob, replace in ((p, False), (q, True)):
+        default = sde.scheduled_moments(prob, phases)
+        explicit = sde.scheduled_moments(prob, phases, replace=replace)
+        for a, b in zip(default, explicit):
+            np.testing.assert_array_equal(a, b)
+    without = sde.scheduled_moments(p, phases)[2]
+    assert float(jnp.abs(default[2] - without).max()) > 0.1 * float(jnp.abs(without).max())

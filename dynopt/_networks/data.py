@@ -24,7 +24,9 @@ def digits(
     - `image`: `False` for flat inputs of shape `(n, 64)`, `True` for `(n, 1, 8, 8)` (a CNN).
     - `seed`: the shuffle's seed.
 
-    **Returns:** `(x, labels)`: float64 inputs and int32 labels in $\{0,\dots,9\}$.
+    **Returns:** `(x, labels)`: inputs in JAX's default float dtype (float64 with
+    `jax_enable_x64`, else float32; computed in float64 first) and int32 labels in
+    $\{0,\dots,9\}$.
     """
     from sklearn.datasets import load_digits
 
@@ -61,7 +63,8 @@ def gaussian_classes(
     r"""A Gaussian mixture: class $c$ (uniform) has inputs $x \sim \mathcal N(\mu_c, I_d)$ with
     $\mu_c \sim \mathcal N(0, (s^2/d) I_d)$, $s$ = `separation`.
 
-    **Returns:** `(x, labels)`, float64 `(n, dim)` and int32 `(n,)`.
+    **Returns:** `(x, labels)`, `(n, dim)` in JAX's default float dtype (float64 with
+    `jax_enable_x64`, else float32) and int32 `(n,)`.
     """
     for name, value in (("num_samples", num_samples), ("dim", dim), ("num_classes", num_classes)):
         positive_int(name, value)
@@ -80,7 +83,8 @@ def gaussian_regression(
     example (n = 128, 8 → 1; its own draw and initial weights: `central_flows_example`).
     Fitting noise makes the network sharpen.
 
-    **Returns:** `(x, y)`, float64 `(n, in_dim)` and `(n, out_dim)`.
+    **Returns:** `(x, y)`, `(n, in_dim)` and `(n, out_dim)` in JAX's default float dtype
+    (float64 with `jax_enable_x64`, else float32).
     """
     for name, value in (("num_samples", num_samples), ("in_dim", in_dim), ("out_dim", out_dim)):
         positive_int(name, value)

@@ -7,6 +7,7 @@ from typing import Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._custom_types import Array, Params, PyTree, Scalar
@@ -61,7 +62,8 @@ def network_problem(
       float targets of the output's shape (`"mse"` only).
     - `loss`: `"mse"` or `"cross_entropy"`.
     - `batch_size`: the minibatch size of `run(..., key=...)` (sampled without replacement);
-      `None`: the whole data set (full batch).
+      `None`: the whole data set (full batch: the stochastic loss is then the full loss, with
+      no draw).
     - `shard`: `False`; `True`: split the sample axis of `data` (the whole data set, the
       same on every process) over all devices of all processes (`shard_data`); `"local"`:
       `data` holds only this process's rows (every process the same number), stacked process
@@ -71,10 +73,14 @@ def network_problem(
     **Returns:** a `dynopt.Problem` (a finite sum: `data`, `sample_loss_fn`, `batch_size` set).
 
     **Raises:** `ValueError` when the inputs do not fit the model's input shape, the outputs
-    are not 1-D, a label is out of range of the outputs, or float targets meet cross-entropy.
+    are not 1-D, a label is out of range of the outputs, float targets meet cross-entropy, an
+    input or float target is NaN or infinite, or `shard` is not one of the three above.
     """
     choice("loss", loss, LOSSES)
-    choice("shard", shard, (False, True, "local"))
+    # Not `choice`: 0 and 1 equal False and True.
+    if not (isinstance(shard, bool | np.bool_) or (isinstance(shard, str) and shard == "local")):
+        raise ValueError(f"shard must be one of [False, True, 'local'], got {shard!r}.")
+    shard = shard if isinstance(shard, str) else bool(shard)
     x, y = data
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"data: x and y must share the sample axis, got {x.shape} and {y.shape}.")
@@ -107,6 +113,13 @@ def network_problem(
             )
         y = y.astype(out.dtype)
     x = x.astype(out.dtype)
+    for what, arr in (("inputs x", x), ("float targets y", y)):
+        if jnp.issubdtype(arr.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(arr))):
+            bad = int(jnp.sum(~jnp.isfinite(arr)))
+            raise ValueError(
+                f"data: the {what} must be finite; {bad} of their {arr.size} entries are NaN "
+                "or inf."
+            )
     data = (x, y)
     if shard:
         data = shard_data(data, local=shard == "local")

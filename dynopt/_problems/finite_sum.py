@@ -5,12 +5,13 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._custom_types import Array, Int, Key, Params, Scalar
-from .._problem import Problem
+from .._problem import check_loss_output, Problem
 from .._sharding import data_mesh, shard_data
-from .._validation import positive_int
+from .._validation import nonnegative, positive_int
 
 
 def _batch_loss(params: Params, data: Params, sample_loss_fn, regularizer) -> Scalar:
@@ -39,16 +40,27 @@ def _floyd(key: Key, n: int, batch_size: int) -> Int[Array, " batch"]:
 _FLOYD_MAX_RATIO = 100
 
 
+def flag(name: str, value: object) -> bool:
+    """`value` as a Python bool: `True` or `False` (a NumPy bool too); anything else, e.g. the
+    string `"no"` (which `bool()` would read as `True`) or `0`/`1`, is a `ValueError` naming
+    `name`."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
 def sample_indices(key: Key, n: int, batch_size: int, *, replace: bool = False) -> Array:
     r"""`batch_size` sample indices out of `range(n)`: a uniformly random subset without
     replacement (default; Floyd's algorithm, $O(B^2)$ and independent of $n$, or a permutation
-    of all $n$ when $B^2 > 100n$, whichever is cheaper), or i.i.d. uniform draws with
-    replacement. A minibatch mean of per-sample gradients $g_i$ then has covariance
-    $c\,\Sigma/B$ with $c = (n-B)/(n-1)$ without replacement and $c = 1$ with
-    (`sde.SGDNoise.finite_population_factor`).
+    of all $n$ when $B^2 > 100n$, whichever is cheaper; at $B = n$ the subset is the whole set,
+    `arange(n)`, no draw), or i.i.d. uniform draws with replacement. A minibatch mean of
+    per-sample gradients $g_i$ then has covariance $c\,\Sigma/B$ with $c = (n-B)/(n-1)$
+    without replacement and $c = 1$ with (`sde.SGDNoise.finite_population_factor`).
     """
-    if replace:
+    if flag("replace", replace):
         return jax.random.randint(key, (batch_size,), 0, n)
+    if batch_size == n:  # every sample once: the mean is the same in any order
+        return jnp.arange(n)
     if batch_size * batch_size <= _FLOYD_MAX_RATIO * n:
         return _floyd(key, n, batch_size)
     return jax.random.choice(key, n, (batch_size,), replace=False)
@@ -64,6 +76,10 @@ def _minibatch_loss(
     replace: bool = False,
 ) -> Scalar:
     n = jax.tree.leaves(data)[0].shape[0]
+    if batch_size == n and not replace:
+        # The whole set, in its own order: the full-batch loss itself (no draw, no gather; a
+        # permutation of all n rows would cost O(n log n) per step for the same mean).
+        return _batch_loss(params, data, sample_loss_fn, regularizer)
     # Without replacement the minibatch gradient is unbiased with covariance
     # (1/B)(n-B)/(n-1) Sigma, the finite-population correction of the per-sample covariance Sigma.
     idx = sample_indices(key, n, batch_size, replace=replace)
@@ -82,8 +98,7 @@ def _l2(params: Params, strength: Array) -> Scalar:
 
 def _gaussian_design(num_samples: int, dim: int, seed: int) -> tuple[Array, Key, Key]:
     r"""Inputs $x_i \sim \mathcal N(0, I_d)$ (validated sizes) and two keys for the rest."""
-    if num_samples < 1 or dim < 1:
-        raise ValueError(f"num_samples and dim must be >= 1, got {num_samples}, {dim}.")
+    num_samples, dim = positive_int("num_samples", num_samples), positive_int("dim", dim)
     kx, k1, k2 = jax.random.split(jax.random.key(seed), 3)
     return jax.random.normal(kx, (num_samples, dim)), k1, k2
 
@@ -93,9 +108,7 @@ def _process_rows(data: Params, shard: bool, num_samples: int) -> Params:
     generates the whole set (it is synthetic) and passes only its block of rows to
     `shard_data(..., local=True)`, as a host with its own part of a real data set would;
     `num_samples` must be a multiple of the device count."""
-    if not isinstance(shard, bool):
-        raise ValueError(f"shard must be True or False, got {shard!r}.")
-    if not shard:
+    if not flag("shard", shard):
         return data
     mesh = data_mesh()
     if num_samples % mesh.size:
@@ -123,14 +136,20 @@ def finite_sum(
 
     `stochastic_loss(params, key)` averages $\ell$ over `batch_size` samples drawn without
     replacement (default) or with (`replace=True`), plus the full regularizer $R$. A draw costs
-    $O(B^2)$ whatever $n$ (`sample_indices`), so $n = 10^7$ samples step as fast as $10^3$.
+    $O(B^2)$ whatever $n$ (`sample_indices`); $B = n$ without replacement is the whole set, the
+    full loss itself (no draw). A minibatch step of SGD is then $O(B)$, but `run` also
+    evaluates the full loss, $O(n)$, at every saved point: with its default `every=1` each step
+    costs $O(n)$ (see `run`'s `every`); a large `every` keeps SGD at the minibatch's cost.
 
     **Arguments:**
 
-    - `sample_loss_fn`: $\ell$, `(params, sample) -> scalar`, where `sample` is one slice of `data`.
-    - `data`: a pytree of arrays sharing a leading sample axis of length $n$.
-    - `batch_size`: $B$, with $1 \le B \le n$.
-    - `replace`: sample the minibatch with replacement (i.i.d. indices) instead of without.
+    - `sample_loss_fn`: $\ell$, `(params, sample) -> scalar`, where `sample` is one slice of `data`
+      (a scalar: a vector output is a `ValueError`, not averaged over its entries).
+    - `data`: a pytree of arrays (JAX or NumPy) sharing a leading sample axis of length
+      $n \ge 1$ (convert lists with `jnp.asarray`).
+    - `batch_size`: $B$, an integer with $1 \le B \le n$.
+    - `replace`: `True` to sample the minibatch with replacement (i.i.d. indices) instead of
+      without (`False`); nothing else (a NumPy bool is taken).
 
     **Data-parallel:** `data` may be global arrays split over devices and processes
     (`shard_data`; with `local=True` each process feeds only its rows). The full-batch loss
@@ -140,12 +159,27 @@ def finite_sum(
     an all-reduce of the $B$ rows: $O(B)$ traffic per step, whatever $n$, after which every
     device evaluates the minibatch loss whole (the same numbers as one device).
     """
-    sizes = {x.shape[0] for x in jax.tree.leaves(data)}
+    leaves = jax.tree_util.tree_flatten_with_path(data)[0]
+    if not leaves:
+        raise ValueError("data must be a pytree of arrays, got one with no arrays in it.")
+    for path, x in leaves:
+        if not (isinstance(x, jax.Array | np.ndarray) and x.ndim >= 1):
+            what = f"shape {x.shape}" if isinstance(x, jax.Array | np.ndarray) else type(x).__name__
+            raise ValueError(
+                f"data must be a pytree of arrays with a leading sample axis (ndim >= 1), got "
+                f"data{jax.tree_util.keystr(path)} of {what}. Convert lists with jnp.asarray; "
+                "a constant shared by all samples belongs in sample_loss_fn (e.g. eqx.Partial)."
+            )
+    sizes = {x.shape[0] for _, x in leaves}
     if len(sizes) != 1:
         raise ValueError(f"every data array must share the leading sample axis; got sizes {sizes}.")
     (n,) = sizes
     if n < 1:
         raise ValueError("data must hold at least one sample (its leading axis is empty).")
+    # One sample's loss must be a scalar: the mean over the batch would silently average the
+    # entries of a vector too.
+    sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
+    check_loss_output("sample_loss_fn", jax.eval_shape(sample_loss_fn, params0, sample))
     # A Python int: it sizes the minibatch's arrays (a NumPy or JAX integer would become a
     # traced leaf of the stochastic loss).
     batch_size = positive_int("batch_size", batch_size)
@@ -160,7 +194,7 @@ def finite_sum(
     # The minibatch loss is the full-batch loss on a drawn subset: the same keywords plus the
     # draw's (as `SGDNoise.sgd_problem` rebuilds it with another batch size).
     stochastic = eqx.Partial(
-        _minibatch_loss, **loss_fn.keywords, batch_size=batch_size, replace=bool(replace)
+        _minibatch_loss, **loss_fn.keywords, batch_size=batch_size, replace=flag("replace", replace)
     )
     return Problem(
         loss_fn=loss_fn,
@@ -195,8 +229,7 @@ def linear_regression(
     The minimizer is the least-squares solution $(X^\top X)^{-1}X^\top y$ (exact).
     `shard=True` splits the samples over all devices of all processes (`_process_rows`).
     """
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}.")
+    nonnegative("noise", noise)
     x, kw, kn = _gaussian_design(num_samples, dim, seed)
     w_true = jax.random.normal(kw, (dim,))
     y = x @ w_true + noise * jax.random.normal(kn, (num_samples,))
@@ -232,8 +265,7 @@ def logistic_regression(
     loss is strongly convex; its minimizer is not known in closed form (`minimizer=None`).
     `shard=True` splits the samples over all devices of all processes (`_process_rows`).
     """
-    if l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}.")
+    nonnegative("l2", l2)
     x, kw, ky = _gaussian_design(num_samples, dim, seed)
     w_true = 2.0 * jax.random.normal(kw, (dim,)) / jnp.sqrt(dim)
     p = jax.nn.sigmoid(x @ w_true)
@@ -276,8 +308,9 @@ def mlp_regression(
     (LeCun-normal initialization), a non-trivial pytree.
     `shard=True` splits the samples over all devices of all processes (`_process_rows`).
     """
-    if min(num_samples, dim, width, depth) < 1:
-        raise ValueError("num_samples, dim, width and depth must all be >= 1.")
+    sizes = {"num_samples": num_samples, "dim": dim, "width": width, "depth": depth}
+    for arg, value in sizes.items():
+        positive_int(arg, value)
     keys = jax.random.split(jax.random.key(seed), depth + 4)
     x = jax.random.normal(keys[0], (num_samples, dim))
     a = jax.random.normal(keys[1], (dim,)) / jnp.sqrt(dim)

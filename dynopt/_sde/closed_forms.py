@@ -15,6 +15,7 @@ import numpy as np
 from .._custom_types import Array, Scalar
 from .._problem import Problem
 from .._problems.finite_sum import finite_sum
+from .._validation import interval, nonnegative, positive_int
 
 
 def _sample_quadratic(theta: Array, x: Array, lam: Array) -> Scalar:
@@ -26,11 +27,14 @@ def noisy_quadratic(n: int, lam: float, sigma: float, seed: int) -> Problem:
     $x_i$ of variance exactly $\sigma^2$: $L = \frac12\lambda\theta^2$ (up to a constant),
     per-sample gradient variance $\sigma^2$ (batch size 1; `SGDNoise` sets its own).
 
-    **Arguments:** `n` samples ($\ge 2$), curvature `lam`, gradient noise `sigma`, `seed` of the
-    $x_i$ (NumPy's `default_rng`).
+    **Arguments:** `n` samples (an integer $\ge 2$), curvature `lam` (finite), gradient noise
+    `sigma` ($\ge 0$, finite), `seed` of the $x_i$ (NumPy's `default_rng`); else `ValueError`
+    naming the argument.
     """
-    if n < 2:
+    if positive_int("n", n) < 2:
         raise ValueError(f"n must be >= 2 (a sample variance), got {n}")
+    interval("lam", lam)
+    nonnegative("sigma", sigma)
     x = np.random.default_rng(seed).normal(size=n)
     x = (x - x.mean()) / x.std() * sigma
     loss = eqx.Partial(_sample_quadratic, lam=jnp.asarray(lam))

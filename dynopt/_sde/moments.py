@@ -30,7 +30,7 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, Float, Params
 from .._problem import Problem
 from .._validation import positive
-from .sgd import SGDNoise
+from .sgd import _samples_with_replacement, SGDNoise
 
 
 def _quadratic_data(p: Problem, flat0: Float[Array, " d"]):
@@ -238,7 +238,7 @@ def quadratic_stationary_covariance(
 
 
 def scheduled_moments(
-    problem: Problem, phases, *, replace: bool = True
+    problem: Problem, phases, *, replace: bool | None = None
 ) -> tuple[np.ndarray, Float[Array, " d"], Float[Array, "d d"]]:
     r"""Exact moments of SGD through a schedule of constant phases $(\eta_k, B_k, n_k)$: phase $k$
     runs $n_k$ steps of `SGDNoise(η_k, B_k, replace=replace)` from the mean and covariance that
@@ -247,11 +247,15 @@ def scheduled_moments(
     at its end, so all phases share one compiled program.
 
     **Arguments:** `problem` (a quadratic finite sum), `phases`: `(eta, batch, steps)` triples,
-    `replace`: sampling with replacement.
+    `replace`: `True` (sampling with replacement), `False` (without), or `None` (default): the
+    problem's own scheme, as its `stochastic_loss` draws (`problems.finite_sum`'s `replace`;
+    without replacement, `SGDNoise`'s default, for a problem `finite_sum` did not build).
 
     **Returns:** `(expected_loss, mean, covariance)`: $\mathbb E L$ at the start and after each of
     the $\sum_k n_k$ updates, and the final mean and covariance.
     """
+    if replace is None:
+        replace = bool(_samples_with_replacement(problem))
     mean = cov = None
     losses = []
     longest = max(n for *_, n in phases)

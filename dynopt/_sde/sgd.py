@@ -13,7 +13,7 @@ from .._custom_types import Array, Float, Params, ScalarLike
 from .._discretization import Discretization
 from .._flows.gradient import GradientFlow
 from .._problem import Problem
-from .._problems.finite_sum import _batch_loss, _minibatch_loss
+from .._problems.finite_sum import _batch_loss, _minibatch_loss, flag
 from .._validation import choice, hyperparameter, positive_int
 from .base import AbstractSDE
 
@@ -63,9 +63,10 @@ class SGDNoise(AbstractSDE):
     - `batch_size`: $1 \le B \le n$ (an integer array leaf: a sweep over $B$ reuses compiled
       programs; independent of `problem.batch_size`: `sgd_problem(problem)` samples this $B$).
     - `replace`: `False` (default, as `problems.finite_sum`) or `True` (with replacement, as
-      `problems.finite_sum(..., replace=True)`). (Per-epoch random reshuffling draws each step's
-      batch as a uniform $B$-subset too: its one-step covariance is the `False` one, while
-      the batches of one epoch are negatively correlated, which this SDE ignores.)
+      `problems.finite_sum(..., replace=True)`); nothing else (a NumPy bool is taken).
+      (Per-epoch random reshuffling draws each step's batch as a uniform $B$-subset too: its
+      one-step covariance is the `False` one, while the batches of one epoch are negatively
+      correlated, which this SDE ignores.)
     - `covariance`: how the diffusion factor $G$ with $GG^\top = \eta c\Sigma/B$ is formed:
       `"full"` ($d\times d$ symmetric square root by `eigh`; exact; $O(d^3)$ per step),
       `"samples"` ($G = \sqrt{\eta c/(nB)}\,(g_i - \bar g)_i^\top$, $d\times n$, driven by an
@@ -76,8 +77,11 @@ class SGDNoise(AbstractSDE):
     - `rank`: for `"lowrank"`, $1 \le r \le \min(n, d)$.
 
     **Raises:** `ValueError` naming the argument for a non-positive learning rate, a batch size
-    that is not a positive integer, or a bad covariance/rank; `check(problem)` for a problem
-    without `data`/`sample_loss_fn`, $B > n$ or a rank above $\min(n, d)$.
+    that is not a positive integer, a `replace` that is not a bool, or a bad covariance/rank;
+    `check(problem)` for a problem without `data`/`sample_loss_fn`, $B > n$ or a rank above
+    $\min(n, d)$, wherever the model meets a problem (also `finite_population_factor`,
+    `noise_scale`, `minibatch_covariance` and `diffusion` called directly; $B$ is checked where
+    it is concrete).
     """
 
     learning_rate: Array = hyperparameter("learning_rate", lower=0.0, lower_open=True)
@@ -98,7 +102,7 @@ class SGDNoise(AbstractSDE):
     ):
         self.learning_rate = learning_rate
         self.batch_size = jnp.asarray(positive_int("batch_size", batch_size))
-        self.replace = bool(replace)
+        self.replace = flag("replace", replace)
         self.covariance = choice("covariance", covariance, _COVARIANCES)
         if covariance == "lowrank":
             self.rank = positive_int("rank", rank)
@@ -132,7 +136,9 @@ class SGDNoise(AbstractSDE):
     # --- the noise model -------------------------------------------------------------------------
 
     def finite_population_factor(self, problem: Problem) -> Array:
-        r"""$c$: $(n-B)/(n-1)$ without replacement, $1$ with ($\mathrm{Cov}\,g_B = c\Sigma/B$)."""
+        r"""$c$: $(n-B)/(n-1)$ without replacement, $1$ with ($\mathrm{Cov}\,g_B = c\Sigma/B$).
+        `ValueError` (`check`) for $B > n$, where $c$ would be negative."""
+        self.check(problem)
         n = _num_samples(problem)
         b = self.batch_size.astype(self.learning_rate.dtype)
         if self.replace:
