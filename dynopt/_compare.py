@@ -13,7 +13,7 @@ import optax
 
 from ._custom_types import ArrayLike, ScalarLike
 from ._discretization import Discretization
-from ._flows.base import AbstractFlow
+from ._flows.base import AbstractFlow, AbstractMappedFlow
 from ._maps.base import AbstractMap
 from ._order import assess_order
 from ._problem import AbstractProblem, Problem
@@ -156,6 +156,18 @@ def make_comparison(
         final_verdict=final.verdict,
         scales=None if scales is None else jnp.asarray(scales),
     )
+
+
+def _default_map_order(flow: AbstractFlow) -> float | None:
+    """The claimed order of the map behind `flow.discretize`: for an `AbstractMappedFlow`
+    that keeps its default `discretize`, the order of the instance it builds,
+    `flow.default_map()` (read from the instance: a map's order may depend on its fields,
+    e.g. `Leapfrog`'s half-step start); `None` for any other flow."""
+    if not isinstance(flow, AbstractMappedFlow):
+        return None
+    if type(flow).discretize is not AbstractMappedFlow.discretize:
+        return None  # a discretize of its own: the default map's claim is not its
+    return float(type(flow).default_map().order)
 
 
 def _declared_map(flow: AbstractFlow, map, h: float) -> AbstractMap | None:
@@ -465,6 +477,12 @@ def compare(
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     _check_counted_start(flow)
     map = default_map if map is None else map
+    if isinstance(map, type) and issubclass(map, AbstractMap):
+        raise ValueError(
+            f"map must be a map instance, got the class {map.__name__}: pass "
+            f"map={map.__name__}() (a map is an eqx.Module; its fields, if any, are its "
+            "options)."
+        )
     if not callable(map):
         raise ValueError(
             f"map must be None or a callable (flow, h) -> Discretization, got {map!r}."
@@ -556,7 +574,7 @@ def compare(
         if automatic_order is not None:
             at_least = automatic_order
         elif reference is None:
-            at_least = getattr(getattr(flow, "default_map", None), "order", None)
+            at_least = _default_map_order(flow)
     return make_comparison(hs, dts, ns, errs, finals, div, t1, name, scales, unstable, at_least)
 
 

@@ -130,7 +130,9 @@ def assess_order(
        $g/\sqrt{g^2 + \varepsilon}$ bends on the scale $\sqrt\varepsilon$ = 1e-4 and fits 1.15
        against its order-2 flow at h = 0.02 to 0.005, with agreeing local orders).
     4. `"pre-asymptotic"` otherwise (too coarse, or errors at the reference's accuracy where
-       the slopes scatter; the reason says which test failed).
+       the slopes scatter; the reason says which test failed). Scattered local orders above
+       `at_least` add a note: the loss may lack the $p + 1$ derivatives the expansion needs
+       (Huber's loss, its Hessian jumping, against GD's order-2 flow: 2.72, 1.54, 1.61).
 
     **Arguments:** `step_sizes` ($\Delta t_i$, distinct), `errors` ($e_i$), and optionally
     `scales` (per step size or one), `diverged` and `unstable` (boolean per step size), and
@@ -168,6 +170,14 @@ def assess_order(
             f"local orders {_fmt(slopes)} differ by {spread:.2g} > {SLOPE_TOLERANCE}: "
             "take smaller step sizes"
         )
+        if at_least is not None and np.any(slopes > at_least + SLOPE_TOLERANCE):
+            # Scattered local orders above the order the errors must reach: the mark of a
+            # loss without the derivatives the order-p error expansion needs.
+            reason += (
+                f"; or the loss may lack the {at_least + 1:g} derivatives an order-"
+                f"{at_least:g} expansion needs (a non-smooth loss, e.g. Huber's, whose Hessian "
+                "jumps): then smaller steps do not help"
+            )
         return OrderAssessment("pre-asymptotic", slopes, nan, reason)
     if scales is not None:
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -177,13 +177,30 @@ class Problem(AbstractProblem):
                 )
             if not jnp.issubdtype(dtype, jnp.floating):
                 raise ValueError(
-                    f"params0 must hold floating arrays; got dtype {dtype}. "
+                    f"params0 must hold floating arrays; the leaf at "
+                    f"{jax.tree_util.keystr(path)} has dtype {dtype}. "
                     "Write e.g. jnp.array([1.0, 2.0]) instead of jnp.array([1, 2])."
                 )
         if _is_concrete(self.params0):
             if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in leaves):
                 raise ValueError("params0 contains NaN or inf; every initial value must be finite.")
-        check_loss_output("loss_fn", jax.eval_shape(self.loss_fn, self.params0))
+        try:
+            out = jax.eval_shape(self.loss_fn, self.params0)
+        except (
+            jax.errors.ConcretizationTypeError,
+            jax.errors.TracerIntegerConversionError,
+            jax.errors.TracerArrayConversionError,
+        ) as e:
+            # A Python `if`/`while` on an array (TracerBoolConversionError), float()/int() of
+            # one (ConcretizationTypeError, TracerIntegerConversionError), np.asarray of one.
+            raise ValueError(
+                f"loss_fn branches on or converts a traced value ({type(e).__name__}): dynopt "
+                "differentiates and compiles the loss, so inside it the parameters (and what is "
+                "computed from them) are JAX tracers with no concrete value. Write a branch as "
+                "jnp.where(cond, a, b) or jax.lax.cond(cond, f, g, x), and keep values as JAX "
+                "arrays (no float(), int(), bool() or np.asarray of them)."
+            ) from e
+        check_loss_output("loss_fn", out)
         if self.minimizer is not None:
             s0, s1 = jax.tree.structure(self.params0), jax.tree.structure(self.minimizer)
             if s0 != s1:

@@ -166,10 +166,55 @@ def _pick_solver(solver, problem: Problem, params0: Params, horizon: float):
     raise ValueError(f"solver must be None, a name or a diffrax.AbstractSolver, got {solver!r}.")
 
 
+def check_field_like_state(flow, state, field) -> None:
+    """`ValueError` naming `<Flow>.vector_field`, the leaf and both shapes unless `field` (its
+    value at `state`) has the state's tree structure and, leaf for leaf, its shape and a
+    dtype that casts into the state's (diffrax's `ODETerm` broadcasts a wrong shape silently:
+    the solve would be of an ODE the flow does not define). Shapes only: free at run time, and
+    run where the field is traced anyway (nothing is evaluated, nothing recompiles)."""
+    what = f"{type(flow).__name__}.vector_field"
+    flat_y, tree_y = jax.tree_util.tree_flatten_with_path(state)
+    flat_f, tree_f = jax.tree_util.tree_flatten_with_path(field)
+    if tree_f != tree_y:
+        ys = {jax.tree_util.keystr(k) for k, _ in flat_y}
+        fs = {jax.tree_util.keystr(k) for k, _ in flat_f}
+        lacks, extra = sorted(ys - fs), sorted(fs - ys)
+        detail = "; ".join(
+            part
+            for part in (
+                f"it lacks the leaves {', '.join(lacks)}" if lacks else "",
+                f"it has leaves the state does not: {', '.join(extra)}" if extra else "",
+            )
+            if part
+        )
+        raise ValueError(
+            f"{what} must return a pytree of the state's structure (flow.init(params0)), "
+            f"leaf for leaf; got {tree_f}, the state is {tree_y}"
+            f"{f' ({detail})' if detail else ''}."
+        )
+    for (path, y), (_, d) in zip(flat_y, flat_f):
+        where = jax.tree_util.keystr(path) or "(the state itself)"
+        if jnp.shape(d) != jnp.shape(y):
+            raise ValueError(
+                f"{what} returned shape {jnp.shape(d)} at {where}, where the state's leaf has "
+                f"shape {jnp.shape(y)}: the field must match the state leaf for leaf (diffrax "
+                "would broadcast it silently and solve another ODE)."
+            )
+        with jax.numpy_dtype_promotion("standard"):
+            promoted = jnp.result_type(d, y)
+        if promoted != jnp.result_type(y):
+            raise ValueError(
+                f"{what} returned dtype {jnp.result_type(d)} at {where}, which does not cast "
+                f"into the state's dtype {jnp.result_type(y)} (the solve's state)."
+            )
+
+
 def _unit_time_field(s, y, args):
     # The flow in s = (t - t0)/(t1 - t0): dy/ds = (t1 - t0) f(t0 + s (t1 - t0), y).
     flow, problem, t0, span = args
-    return jax.tree.map(lambda d: span * d, flow.vector_field(t0 + s * span, y, problem))
+    field = flow.vector_field(t0 + s * span, y, problem)
+    check_field_like_state(flow, y, field)  # at trace time, on shapes
+    return jax.tree.map(lambda d: span * d, field)
 
 
 class _FirstStepGiven(diffrax.AbstractAdaptiveStepSizeController):

@@ -175,3 +175,77 @@ def test_a_failed_reference_says_where_it_stopped_and_why():
     msg = str(info.value)
     assert "It reached t = 0.111" in msg and "of [0, 0.4]" in msg, msg
     assert "Jacobian there has spectral radius" in msg and "novograd" in msg, msg
+
+
+def _default_map_rows():
+    """The registry rows whose map is their flow's default map (`flow.discretize`)."""
+    from dynopt.correspondences import REGISTRY
+
+    rows = []
+    for row in REGISTRY:
+        default = getattr(type(row.flow()), "default_map", None)
+        if default is not None and row.map == default():
+            rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("row", _default_map_rows(), ids=lambda row: row.name)
+def test_compare_with_the_default_map_of_every_registry_flow(row):
+    """`compare(flow, ...)` without `map=` reads the default map's claimed order from the map
+    `flow.discretize` builds (an instance: `Leapfrog.order` is a property of its half-step
+    field; read on the class it was a `property` object, and `compare(HeavyBall(a), ...)`
+    raised a TypeError). Short runs (4, 8, 16 steps): no exception, a verdict, and an order
+    only where asymptotic."""
+    m = row.measurements[0]
+    flow, problem = row.flow(), m.problem()
+    t1 = 4 * float(flow.discretize(m.step_sizes[0]).dt)
+    c = dynopt.compare(flow, problem, m.step_sizes, t1)
+    assert c.verdict in ("asymptotic", "pre-asymptotic", "unstable"), (c.verdict, c.reason)
+    assert np.all(np.isfinite(np.asarray(c.errors))), c
+    if c.verdict == "asymptotic":
+        assert np.isfinite(float(c.order)), c
+
+
+def test_a_map_class_is_refused_with_the_instance_to_pass():
+    with pytest.raises(ValueError, match=r"map=Leapfrog\(\)"):
+        dynopt.compare(
+            flows.HeavyBall(1.0), _quadratic(), [0.04, 0.02, 0.01], 1.0, map=dynopt.maps.Leapfrog
+        )
+
+
+def test_scattered_local_orders_above_the_claimed_order_name_a_non_smooth_loss():
+    """GD against its order-2 flow on a Huber loss (the Hessian jumps where |r| = δ; errors as
+    `compare(lambda h: optax.sgd(h), huber, [0.04, ..., 0.005], 2.0, order=2)` measures them):
+    local orders 2.72, 1.54, 1.61. Pre-asymptotic as before, and the reason also names the
+    loss's smoothness; no such note without a claimed order or with orders below it."""
+    from dynopt._order import assess_order
+
+    hs = [0.04, 0.02, 0.01, 0.005]
+    errs = [1.20057089e-05, 1.81976592e-06, 6.25323128e-07, 2.05260012e-07]
+    a = assess_order(hs, errs, at_least=2)
+    assert a.verdict == "pre-asymptotic" and np.isnan(a.order)
+    assert "take smaller step sizes" in a.reason
+    assert "loss may lack the 3 derivatives" in a.reason and "Huber" in a.reason
+    assert "derivatives" not in assess_order(hs, errs).reason
+    assert "derivatives" not in assess_order(hs, errs, at_least=3).reason
+
+
+def test_heavy_ball_beta_09_of_the_readme_is_asymptotic_only_at_smaller_steps():
+    """The README's `heavy_ball` (β = 0.9; θ' ≈ -10∇L): against its order-2 flow the step
+    sizes that suit β = 0.5 are pre-asymptotic (errors up to 7.7x the solution's scale),
+    ten times smaller ones fit 2.04."""
+
+    def loss(p):
+        return jnp.sum(jnp.log(jnp.cosh(p["w"] - 1.0))) + 0.5 * jnp.sum(
+            (p["b"] - jnp.tanh(p["w"][:2])) ** 2
+        )
+
+    problem = dynopt.Problem(loss, {"w": jnp.zeros(4), "b": jnp.ones(2)})
+    coarse = dynopt.compare(_heavy_ball_09, problem, [0.02, 0.01, 0.005, 0.0025], 1.0, order=2)
+    assert coarse.verdict == "pre-asymptotic" and "solution's scale" in coarse.reason, coarse
+    fine = dynopt.compare(_heavy_ball_09, problem, [0.002, 0.001, 0.0005, 0.00025], 1.0, order=2)
+    assert fine.verdict == "asymptotic" and abs(float(fine.order) - 2.04) < 0.01, fine
+
+
+def _heavy_ball_09(h):
+    return optax.sgd(h, momentum=0.9)

@@ -107,3 +107,43 @@ def test_a_batched_hyperparameter_the_map_does_not_read_is_refused():
         flows.HeavyBall(jnp.array([0.1, 0.5])).discretize(jnp.array([0.02, 0.05, 0.1]))
     zipped = flows.HeavyBall(jnp.array([0.1, 0.5])).discretize(jnp.array([0.02, 0.05]))
     assert dynopt.run(zipped, problems.quadratic([1.0, 3.0]), 3).loss.shape == (2, 4)
+
+
+def test_a_map_definition_mistake_is_refused_when_its_class_is_created():
+    """A map without `order`, or with its optax factory assigned as a plain function (bound as
+    a method: `sgd() got multiple values for argument 'learning_rate'` at the first step
+    before), is refused where the class is written, saying what to write. An abstract base
+    (named Abstract..., or with `hyperparams` abstract) may leave them to its subclasses, which
+    equinox refuses to instantiate until they are given."""
+    from typing import ClassVar
+
+    with pytest.raises(TypeError, match=r"NoOrder \(an AbstractMap\) declares no order"):
+
+        class NoOrder(maps.AbstractMap):
+            factory: ClassVar = staticmethod(optax.sgd)
+
+            def hyperparams(self, flow, step_size):
+                return {"learning_rate": step_size}
+
+    with pytest.raises(TypeError, match=r"staticmethod\(sgd\)"):
+
+        class NotStatic(maps.AbstractMap):
+            order: ClassVar[float] = 1.0
+            factory: ClassVar = optax.sgd
+
+            def hyperparams(self, flow, step_size):
+                return {"learning_rate": step_size}
+
+    class AbstractPlain(maps.AbstractMap):
+        def hyperparams(self, flow, step_size):
+            return {"learning_rate": step_size}
+
+    with pytest.raises(TypeError, match="abstract class attributes"):
+        AbstractPlain()
+
+    class Plain(AbstractPlain):
+        order: ClassVar[float] = 1.0
+        factory: ClassVar = staticmethod(optax.sgd)
+
+    disc = Plain()(flows.GradientFlow(), 0.1)
+    assert float(disc.hyperparams["learning_rate"]) == 0.1

@@ -11,7 +11,7 @@ import pytest
 
 import dynopt
 from dynopt._modified import modified_flow
-from dynopt._modified.smooth import branch_bits, classify
+from dynopt._modified.smooth import branch_bits, classify, opaque
 
 from .helpers import tree_max_abs_diff
 from .test_modified import smooth_problem
@@ -101,6 +101,35 @@ def test_a_run_that_crosses_the_clipping_threshold_is_refused(getkey):
     assert g1 < 0.95 * g0  # the gradient norm falls through the threshold below
     with pytest.raises(ValueError, match=r"switches branch at step \d+"):
         dynopt.compare(_clip_sgd(0.97 * g0), problem, (0.04, 0.02, 0.01), t1, order=2)
+
+
+def test_the_losss_own_branches_are_inputs_not_the_optimizers():
+    """clip_by_global_norm(100) never acts (‖∇L‖ ≈ 0.53) on a loss written with
+    `jnp.logaddexp(r, -r)` (= log cosh r + log 2, smooth; its internal `max` flips along the
+    run): the replay records only the optimizer's predicates, so the run is not refused as
+    switching branch (it was, at step 7 of h = 0.02), and it measures what log(cosh) does."""
+    x = jax.random.normal(jax.random.key(0), (32, 3))
+    y = jnp.sin(x @ jnp.array([1.0, -0.5, 0.3]))
+    p0 = {"w": jnp.array([0.3, 0.2, -0.1]), "b": jnp.zeros(())}
+
+    def problem(lc):
+        return dynopt.Problem(lambda p: jnp.mean(lc(x @ p["w"] + p["b"] - y)), p0)
+
+    by_addexp = problem(lambda r: jnp.logaddexp(r, -r) - jnp.log(2.0))
+    by_cosh = problem(lambda r: jnp.log(jnp.cosh(r)))
+    assert float(optax.tree.norm(by_addexp.grad(p0))) < 1.0
+    hs, t1 = (0.02, 0.01, 0.005), 0.4
+    got = dynopt.compare(_clip_sgd(100.0), by_addexp, hs, t1, order=2)
+    assert got.verdict == "asymptotic" and abs(float(got.order) - 2) < 0.1, got
+    ref = dynopt.compare(_clip_sgd(100.0), by_cosh, hs, t1, order=2)
+    np.testing.assert_allclose(np.asarray(got.errors), np.asarray(ref.errors), rtol=1e-6)
+    # an `opaque` evaluation's own predicates are not recorded; its outputs are dependent
+    lse = lambda v: jnp.logaddexp(v, -v)
+    v = jnp.asarray([0.5, -2.0])
+    assert branch_bits(lse, v)[1].size > 0  # logaddexp compares its operands
+    out, bits = branch_bits(lambda v: jnp.where(opaque(lse)(v) > 1.0, v, 0.0), v)
+    np.testing.assert_array_equal(np.asarray(bits), [0, 1])
+    np.testing.assert_array_equal(np.asarray(out), [0.0, -2.0])
 
 
 def test_comparisons_are_branches_and_ties_are_reported():

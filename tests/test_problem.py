@@ -146,6 +146,31 @@ def test_nan_params0_raises():
 def test_integer_params0_raises():
     with pytest.raises(ValueError, match="params0 must hold floating"):
         dynopt.Problem(lambda x: jnp.sum(x), jnp.array([1, 2]))
+    # the leaf is named, as for a non-array leaf
+    with pytest.raises(ValueError, match=r"the leaf at \['n'\] has dtype int"):
+        dynopt.Problem(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.zeros(3), "n": jnp.arange(2)})
+
+
+@pytest.mark.parametrize(
+    "loss, cause",
+    [
+        (
+            lambda p: jnp.sum(p**2) if p[0] > 0 else jnp.sum(p**4),
+            jax.errors.ConcretizationTypeError,
+        ),
+        (lambda p: jnp.asarray(float(jnp.sum(p**2))), jax.errors.ConcretizationTypeError),
+        (lambda p: jnp.sum(p[: int(p[0])]), jax.errors.ConcretizationTypeError),
+        (lambda p: jnp.asarray(np.sum(np.asarray(p))), jax.errors.TracerArrayConversionError),
+    ],
+    ids=["if", "float", "int", "np.asarray"],
+)
+def test_a_loss_that_branches_on_or_converts_a_traced_value_says_so(loss, cause):
+    """A Python `if` on an array or float()/int()/np.asarray of one inside the loss: a
+    ValueError naming loss_fn and the remedy (jnp.where, lax.cond), JAX's error chained."""
+    with pytest.raises(ValueError, match=r"loss_fn branches on or converts a traced value") as e:
+        dynopt.Problem(loss, jnp.ones(3))
+    assert "jnp.where" in str(e.value) and "lax.cond" in str(e.value)
+    assert isinstance(e.value.__cause__, cause)
 
 
 def test_minimizer_structure_mismatch_raises():

@@ -5,6 +5,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import scipy.integrate
 
@@ -431,3 +432,53 @@ def test_a_solve_stalled_by_a_nearly_discontinuous_field_says_so():
     with pytest.raises(dynopt.SolveError) as info:
         dynopt.solve(flow, p, ts=[5.0], solver="implicit", max_steps=200)
     assert "solver='implicit'" not in str(info.value), str(info.value)
+
+
+class _FieldOfWrongShape(flows.AbstractFlow):
+    """θ' = -∇L with a slip: the first entry of each leaf only."""
+
+    def init(self, params):
+        return params
+
+    def params(self, state):
+        return state
+
+    def vector_field(self, t, state, problem):
+        return jax.tree.map(lambda g: -g[:1], problem.grad(state))
+
+    def discretize(self, step_size):
+        return dynopt.Discretization(optax.sgd, {"learning_rate": step_size}, dt=step_size)
+
+
+class _FieldMissingALeaf(_FieldOfWrongShape):
+    def vector_field(self, t, state, problem):
+        return {"a": -problem.grad(state)["a"]}
+
+
+class _ComplexField(_FieldOfWrongShape):
+    def vector_field(self, t, state, problem):
+        return jax.tree.map(lambda g: -g * (1 + 0j), problem.grad(state))
+
+
+@pytest.mark.parametrize(
+    "flow, match",
+    [
+        (
+            _FieldOfWrongShape(),
+            r"_FieldOfWrongShape\.vector_field returned shape \(1,\) at \['a'\], where the "
+            r"state's leaf has shape \(3,\)",
+        ),
+        (_FieldMissingALeaf(), r"_FieldMissingALeaf\.vector_field .* lacks the leaves \['b'\]"),
+        (_ComplexField(), r"_ComplexField\.vector_field returned dtype complex128 at \['a'\]"),
+    ],
+    ids=["shape", "structure", "dtype"],
+)
+def test_a_vector_field_unlike_the_state_is_refused_by_solve_and_compare(flow, match):
+    """diffrax's ODETerm broadcasts a field leaf of the wrong shape silently: `solve` and
+    `compare` returned numbers for an ODE the flow never wrote. Checked on shapes where the
+    field is traced: a ValueError naming the flow's vector_field, the leaf and both shapes."""
+    problem = problems.logcosh()  # params {'a': (3,), 'b': (2,)}
+    with pytest.raises(ValueError, match=match):
+        dynopt.solve(flow, problem, ts=[1.0])
+    with pytest.raises(ValueError, match=match):
+        dynopt.compare(flow, problem, [0.02, 0.01, 0.005], 1.0)

@@ -11,8 +11,9 @@ for the flow's default map.
 import abc
 import dataclasses
 import functools as ft
+import types
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -113,6 +114,13 @@ def _batched_fields(flow: Any, h: Array) -> list[str]:
     return [k for k in shapes if k != "step_size"]
 
 
+def _is_abstract_map(cls) -> bool:
+    """An abstract base of maps: named `Abstract...` (equinox's convention), or with its
+    `hyperparams` still abstract."""
+    name = cls.__name__.lstrip("_")
+    return name.startswith("Abstract") or getattr(cls.hyperparams, "__isabstractmethod__", False)
+
+
 class AbstractMap(eqx.Module):
     r"""A discretization map: `map(flow, step_size) -> Discretization`.
 
@@ -136,8 +144,36 @@ class AbstractMap(eqx.Module):
       Hessian eigenvalue is `lambda_max` (`None`: not known).
     """
 
-    order: ClassVar[float]
-    factory: ClassVar[Callable[..., optax.GradientTransformation]]
+    # Abstract class attributes (equinox's idiom): a concrete map without them is refused
+    # when its class is created (`__init_subclass__`, with what to write), and equinox refuses
+    # to instantiate any class that still lacks them.
+    order: eqx.AbstractClassVar[float]
+    factory: eqx.AbstractClassVar[Callable[..., optax.GradientTransformation]]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        factory = cls.__dict__.get("factory")
+        if isinstance(factory, types.FunctionType) and not factory.__qualname__.startswith(
+            f"{cls.__qualname__}."
+        ):
+            # A function assigned in the class body binds as a method: `self.factory(lr=h)`
+            # would call it as `factory(self, lr=h)`.
+            raise TypeError(
+                f"{cls.__name__}.factory is the plain function {factory.__qualname__}, which "
+                "Python binds as a method (the map itself would be its first argument): write "
+                f"`factory: ClassVar = staticmethod({factory.__qualname__})`."
+            )
+        if _is_abstract_map(cls):
+            return
+        missing = [n for n in ("order", "factory") if not hasattr(cls, n)]
+        if missing:
+            raise TypeError(
+                f"{cls.__name__} (an AbstractMap) declares no {' and no '.join(missing)}: a map "
+                "needs `order` (its claimed global order in Δt, e.g. `order: ClassVar[float] = "
+                "1.0`, or a property of its fields) and `factory` (the optax factory, e.g. "
+                "`factory: ClassVar = staticmethod(optax.sgd)`). An abstract base of several "
+                "maps: name it Abstract<Name>."
+            )
 
     @abc.abstractmethod
     def hyperparams(self, flow: Any, step_size: Array) -> dict[str, Array]:

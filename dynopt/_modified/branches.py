@@ -5,7 +5,10 @@ An update with an iterate-dependent branch (`select_n`: clipping, a `jnp.where` 
 each side of the branch's switching surface. The
 discrete run of step size $h$ is replayed with the step's predicates recorded
 (`smooth.branch_bits`); the first step whose predicates differ from step 0's is where the run
-crosses a kink.
+crosses a kink. Only the optimizer's predicates are recorded: the loss and its gradient (also
+where the update evaluates them elsewhere, `value_fn`, `grad_fn`) are inputs to the step, each
+evaluation one `smooth.opaque` call, so a branch inside the loss (`jnp.logaddexp`'s `max`,
+smooth as a whole) is not taken for the optimizer's.
 """
 
 import equinox as eqx
@@ -13,9 +16,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._problem import AbstractProblem
 from .._validation import host_validated
-from .smooth import branch_bits
+from .smooth import branch_bits, opaque
 from .step import raw_step
+
+
+class _OpaqueOracle(AbstractProblem):
+    """`problem` whose every oracle evaluation is one `opaque` call: to `branch_bits`, its
+    values and gradients are inputs of the step, whose predicates are not recorded."""
+
+    problem: AbstractProblem
+
+    @property
+    def params0(self):
+        return self.problem.params0
+
+    @property
+    def name(self):
+        return self.problem.name
+
+    def loss(self, params):
+        return opaque(self.problem.loss)(params)
+
+    def value(self, params, key=None):
+        return opaque(lambda p, k: self.problem.value(p, k))(params, key)
+
+    def value_and_grad(self, params, key=None):
+        return opaque(lambda p, k: self.problem.value_and_grad(p, k))(params, key)
+
+    def check_key(self, key):
+        self.problem.check_key(key)
 
 
 @eqx.filter_jit
@@ -23,10 +54,11 @@ def _first_switch(flow, problem, h, n):
     disc = flow.discretize(h)
     spec, tau = flow.spec, disc.dt
     params = problem.params0
+    inputs = _OpaqueOracle(problem)
 
     def step(p, s):
         with jax.numpy_dtype_promotion("standard"):
-            fn = lambda p, s: raw_step(spec, tau, p, s, problem)
+            fn = lambda p, s: raw_step(spec, tau, p, s, inputs)
             return branch_bits(fn, p, s, with_ties=True)
 
     (p1, s1), bits0, tie0 = step(params, disc.init(params, problem))

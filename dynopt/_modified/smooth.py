@@ -44,9 +44,28 @@ _CALLS = {
 }
 
 
+# The name of a `jax.jit` call that `branch_bits` evaluates whole (`opaque`).
+_OPAQUE = "dynopt_opaque_input"
+
+
+def opaque(fn):
+    """`fn` as one `jax.jit` call that `branch_bits` evaluates whole, recording none of its
+    predicates: for what feeds the step as an input (the loss and its gradient, whose own
+    branches, e.g. `jnp.logaddexp`'s `max`, are not the optimizer's)."""
+
+    def dynopt_opaque_input(*args):  # the name is the mark (`_OPAQUE`)
+        return fn(*args)
+
+    return jax.jit(dynopt_opaque_input)
+
+
+def _is_opaque(eqn) -> bool:
+    return eqn.primitive.name in _CALLS and eqn.params.get("name") == _OPAQUE
+
+
 def _call_body(eqn):
-    """`(jaxpr, consts)` of a call-like equation, else `None`."""
-    if eqn.primitive.name not in _CALLS:
+    """`(jaxpr, consts)` of a call-like equation, else `None` (also for an `opaque` call)."""
+    if eqn.primitive.name not in _CALLS or _is_opaque(eqn):
         return None
     for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
         j = eqn.params.get(key)
@@ -100,7 +119,9 @@ def _scan(jaxpr, dependent: list[bool], found: Found, nested: bool) -> list[bool
             label = f"{name} (a comparison of iterate-dependent values, e.g. optax.clip)"
             (found.kinks if nested else found.branches).add(label)
         body = _call_body(eqn)
-        if body is not None:
+        if _is_opaque(eqn):
+            pass  # an input to the step: its outputs depend on what its operands do
+        elif body is not None:
             outs = _scan(body[0], ins, found, nested)
             if len(outs) == len(eqn.outvars):
                 dep.update(zip(eqn.outvars, outs))
