@@ -390,7 +390,7 @@ AUTOMATIC: tuple[AutomaticCorrespondence, ...] = (
     ),
     # Slow state: the decay scales with h, an ODE on (θ, ν). The state relaxes at rate 2 and
     # g²/(ν + ε) is stiff: at h = 0.02 the h^(p+1) term is not yet small against the h^p one
-    # (local slopes 2.71, 2.87 at p = 3); one halving further down is asymptotic.
+    # (local slopes 2.69, 2.86, 2.94 from h = 0.04 at p = 3); one halving further down is closer.
     AutomaticCorrespondence(
         "auto_rmsprop_slow",
         lambda h: optax.rmsprop(h, decay=1 - 2 * h, eps=0.5),
