@@ -19,6 +19,7 @@ from . import (
     sde as sde,
     sharpness as sharpness,
     transforms as transforms,
+    validation as validation,
 )
 from ._compare import compare as compare
 from ._discretization import Discretization as Discretization

@@ -41,7 +41,9 @@ import numpy as np
 
 
 def is_traced(value: Any) -> bool:
-    """Whether any leaf of `value` is a JAX tracer (its value is unknown at trace time)."""
+    """Whether any leaf of `value` is a JAX tracer (its value is unknown at trace time): a
+    check of your own branches on it, raising `ValueError` on a concrete value and wrapping a
+    traced one with `check`. Checks nothing itself."""
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(value))
 
 
@@ -82,9 +84,9 @@ def _poison(value: Any, bad: Any) -> Any:
 
 
 def check(value: Any, bad: Any, msg: str) -> Any:
-    """The runtime tier for a condition computed inside a program: `eqx.error_if(value, bad,
-    msg)`, or, inside `host_validated()`, `value` poisoned with NaN where `bad` (no host
-    callback; the caller reports the non-finite result)."""
+    """The runtime tier (inside `jit`) for a condition computed inside a program: `eqx.error_if(
+    value, bad, msg)`, or, inside `host_validated()`, `value` poisoned with NaN where `bad` (no
+    host callback; the caller reports the non-finite result). Use the returned value."""
     if inputs_validated():
         return _poison(value, jnp.any(bad))
     return eqx.error_if(value, bad, msg)
@@ -209,7 +211,9 @@ def interval(
 
 
 def positive(name: str, value: Any, *, hint: str = "") -> Any:
-    """`interval(name, value, lower=0, lower_open=True)`: finite and > 0."""
+    """`interval(name, value, lower=0, lower_open=True)`: every entry finite and > 0. All three
+    tiers: `ValueError` for a concrete value, `eqx.error_if` inside `jit` for a traced one (use
+    the returned value)."""
     return interval(name, value, lower=0.0, lower_open=True, hint=hint)
 
 
@@ -228,12 +232,14 @@ def at_zero_step() -> Iterator[None]:
 
 
 def nonnegative(name: str, value: Any, *, hint: str = "") -> Any:
-    """Finite and >= 0."""
+    """`interval(name, value, lower=0)`: every entry finite and >= 0. All three tiers, as
+    `interval` (use the returned value)."""
     return interval(name, value, lower=0.0, hint=hint)
 
 
 def decay(name: str, value: Any, *, hint: str = "") -> Any:
-    """An EMA decay / momentum in [0, 1)."""
+    """`interval(name, value, lower=0, upper=1, upper_open=True)`: an EMA decay or momentum,
+    every entry in [0, 1). All three tiers, as `interval` (use the returned value)."""
     return interval(name, value, lower=0.0, upper=1.0, upper_open=True, hint=hint)
 
 
@@ -285,14 +291,17 @@ def check_unbatched(flow: Any, who: str) -> None:
 
 
 def choice(name: str, value: Any, options: tuple) -> Any:
-    """`ValueError` unless `value` is one of `options`."""
+    """`ValueError` unless `value` is one of `options`: construction only, for static options
+    (a string, a flag), never traced."""
     if value not in options:
         raise ValueError(f"{name} must be one of {list(options)}, got {value!r}.")
     return value
 
 
 def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
-    """`ValueError` unless `value` is a Python (or NumPy) integer >= 1 (bool is not)."""
+    """`ValueError` unless `value` is a Python (or NumPy) integer >= 1 (bool is not; `None`
+    where `allow_none`): construction only, for static sizes and counts, never traced. Returns
+    it as an `int`."""
     if value is None and allow_none:
         return value
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -303,7 +312,8 @@ def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
 
 def solver_options(rtol: Any, atol: Any, max_steps: Any) -> tuple[float, float, int]:
     """An adaptive solve's `(rtol, atol, max_steps)` as Python numbers: the tolerances finite and
-    > 0, `max_steps` a positive integer (10.5 is refused, not truncated); else `ValueError`."""
+    > 0 (`rtol` < 1), `max_steps` a positive integer (10.5 is refused, not truncated); else
+    `ValueError`. Construction only (static solver options, never traced)."""
 
     def tolerance(x) -> float | None:
         if isinstance(x, bool | str | bytes):

@@ -1,5 +1,22 @@
-"""The registry of correspondences (flow × map × optax baseline × claimed order × problems)."""
+"""The registry of correspondences (flow × map × optax baseline × claimed order × problems), and
+the battery that checks a row: one function per check, and `verify` for all of them."""
 
+from ._battery import (
+    automatic_identity as automatic_identity,
+    automatic_order as automatic_order,
+    baseline_identity as baseline_identity,
+    Check as Check,
+    Conformance as Conformance,
+    fitted_orders as fitted_orders,
+    flow_retraces as flow_retraces,
+    inverse_round_trip as inverse_round_trip,
+    InverseRoundTrip as InverseRoundTrip,
+    lyapunov_residual as lyapunov_residual,
+    optax_conformance as optax_conformance,
+    OrderFit as OrderFit,
+    Verification as Verification,
+    verify as verify,
+)
 from ._correspondences import (
     AUTOMATIC as AUTOMATIC,
     AutomaticCorrespondence as AutomaticCorrespondence,

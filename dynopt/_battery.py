@@ -1,0 +1,615 @@
+r"""The correspondence battery as public checks: one function per check of a `Correspondence`
+(or an `AutomaticCorrespondence`), each returning what it measures, and `verify`, which runs
+them all and says which pass at the battery's tolerances. `tests/test_correspondences.py` runs
+the same functions on every row of the registry; a row written outside the package gets the
+same battery.
+
+The checks of a `Correspondence` (float64, `jax_enable_x64`):
+
+- `baseline_identity`: `run(map(flow, h))` against a hand-written `lax.scan` of the raw optax
+  baseline, from the map's initial state: max $|\Delta\theta|$ $\le$ 1e-12;
+- `fitted_orders`: on each of at least two measurements, the slope of $\log e$ against
+  $\log\Delta t$ within $\pm$0.1 of the claimed order (errors finite and positive; where the
+  errors come from `compare`, its verdict `"asymptotic"`);
+- `optax_conformance`: float32 parameters kept, finite losses, no recompilation for a new step
+  size, and the same iterates inside `optax.chain` under `optax.inject_hyperparams` (to 1e-12);
+- `inverse_round_trip`: the inverse map recovers $h$ and $\Delta t$ to a relative 1e-12 and the
+  hyper-parameters to a relative 1e-10 (absolute 1e-15 for a zero);
+- `lyapunov_residual`: where the flow declares a closed-form `loss_rate`, its relative
+  deviation from $dL/dt$ along the diffrax solution $<$ 1e-6;
+- `flow_retraces`: new values of the flow's hyper-parameters trace nothing anew (0 retraces).
+
+Of an `AutomaticCorrespondence`: `automatic_identity` (its `discretize(h)` is the user's
+optimizer to 1e-13) and `automatic_order` (on each measurement and order $p$: verdict
+`"asymptotic"`, every local order and the fit within 0.15 of $p$).
+"""
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._compare import compare
+from ._correspondences import AutomaticCorrespondence, Correspondence, Measurement
+from ._custom_types import Float, Params, ScalarLike
+from ._discretization import Discretization
+from ._flows.base import AbstractFlow
+from ._lyapunov import identity_deviation
+from ._maps.base import AbstractMap
+from ._order import local_orders
+from ._problem import Problem
+from ._run import run
+from ._solve import solve
+
+
+# The battery's tolerances (those of tests/test_correspondences.py).
+IDENTITY_TOLERANCE = 1e-12
+AUTOMATIC_IDENTITY_TOLERANCE = 1e-13
+ORDER_TOLERANCE = 0.1
+AUTOMATIC_ORDER_TOLERANCE = 0.15
+CONFORMANCE_TOLERANCE = 1e-12
+STEP_SIZE_ROUND_TRIP_TOLERANCE = 1e-12
+HYPERPARAMETER_ROUND_TRIP_TOLERANCE = 1e-10
+# |a' - a| / (|a| + floor) <= 1e-10 is |a' - a| <= 1e-10 |a| + 1e-15: relative, and absolute
+# to 1e-15 for an entry 0 (a weight decay of 0).
+_ROUND_TRIP_FLOOR = 1e-5
+LYAPUNOV_TOLERANCE = 1e-6
+
+
+def _require_x64(who: str) -> None:
+    if not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"{who} measures in float64 (its tolerances are 1e-12 and below): call "
+            "jax.config.update('jax_enable_x64', True) at the start of your program."
+        )
+
+
+def _tree_max_abs_diff(x: Params, y: Params) -> float:
+    return max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y), strict=True)
+    )
+
+
+def _scan_baseline(tx, problem: Problem, state, num_steps: int):
+    """The loop a user writes around a raw optax transform (value and loss passed for Polyak,
+    the gradient function for USAM); the iterates after each step."""
+
+    def step(carry, _):
+        params, state = carry
+        value, grad = jax.value_and_grad(problem.loss)(params)
+        updates, state = tx.update(
+            grad, state, params, value=value, value_fn=problem.loss, grad_fn=problem.grad
+        )
+        params = optax.apply_updates(params, updates)
+        return (params, state), params
+
+    _, params = jax.lax.scan(step, (problem.params0, state), None, length=num_steps)
+    return params
+
+
+def _against_raw_optax(disc: Discretization, tx, problem: Problem, state, num_steps) -> float:
+    """Max $|\\Delta\\theta|$ between `run(disc)` and the hand-written loop of `tx` from `state`."""
+    ours = run(disc, problem, num_steps).params
+    tx = optax.with_extra_args_support(tx)
+    with jax.numpy_dtype_promotion("standard"):  # raw optax (Adam's bias correction) needs it
+        theirs = eqx.filter_jit(lambda s: _scan_baseline(tx, problem, s, num_steps))(state)
+    return _tree_max_abs_diff(jax.tree.map(lambda x: x[1:], ours), theirs)
+
+
+def baseline_identity(row: Correspondence, num_steps: int = 40) -> float | None:
+    r"""Identity of the row's map with its raw optax baseline.
+
+    On the first measurement's problem at its smallest step size $h$: `run(map(flow, h))`
+    against a hand-written `lax.scan` of `baseline(h)` (the loop a user writes), both from the
+    map's initial state where it declares one (`init_fn`: a half-step trace, a slow manifold),
+    else from the transform's own `init`.
+
+    **Arguments:** `row`; `num_steps` (default 40).
+
+    **Returns:** the max $|\Delta\theta|$ over the iterates (the battery asks $\le$ 1e-12), or
+    `None` where the row has no baseline.
+    """
+    _require_x64("baseline_identity")
+    if row.baseline is None:
+        return None
+    m = row.measurements[0]
+    problem, h = m.problem(), m.step_sizes[-1]
+    disc = row.discretization(h)
+    tx = optax.with_extra_args_support(row.baseline(h))
+    state = disc.init(problem.params0, problem) if row.map.init_fn else tx.init(problem.params0)
+    return _against_raw_optax(disc, tx, problem, state, num_steps)
+
+
+class OrderFit(NamedTuple):
+    r"""A fitted order on one measurement.
+
+    **Fields:** `problem` (the measurement's label); `claimed` (the order asked); `dts` and
+    `errors` (max error over the horizon per time step); `order` (least-squares slope of
+    $\log e$ against $\log\Delta t$; `nan` unless every error is finite and positive);
+    `local_orders` (between consecutive step sizes); `verdict` and `reason` (`compare`'s;
+    `None` and `""` where the errors are measured against the flow's closed form).
+    """
+
+    problem: str
+    claimed: float
+    dts: Float[np.ndarray, " k"]
+    errors: Float[np.ndarray, " k"]
+    order: float
+    local_orders: Float[np.ndarray, " k-1"]
+    verdict: str | None
+    reason: str
+
+
+def _errors_against_closed_form(row: Correspondence, flow, problem, exact, m: Measurement):
+    """Max error over the run against the closed form `exact(t)` (a state): one batched run and
+    one compiled comparison for all step sizes (each run's points past its horizon masked)."""
+    hs = jnp.asarray(m.step_sizes)
+    disc = row.map(flow, hs)
+    dts = np.asarray(disc.dt)
+    ns = np.rint(m.t1 / dts).astype(int)
+    traj = run(disc, problem, int(ns.max()))
+    flat = lambda p: jax.flatten_util.ravel_pytree(p)[0]
+
+    @jax.jit
+    def max_errors(params, dts, ns):
+        k = jnp.arange(jax.tree.leaves(params)[0].shape[1])[None, :]  # saved points
+        ts = dts[:, None] * k.astype(dts.dtype)  # t = k dt, as the run's own times
+        ref = jax.vmap(jax.vmap(lambda t: flat(flow.params(exact(t)))))(ts)
+        err = jnp.linalg.norm(jax.vmap(jax.vmap(flat))(params) - ref, axis=-1)
+        return jnp.max(jnp.where(k <= ns[:, None], err, 0.0), axis=1)
+
+    return dts, np.asarray(max_errors(traj.params, jnp.asarray(dts), jnp.asarray(ns)))
+
+
+def _slope(dts, errors) -> float:
+    if not (np.all(np.isfinite(errors)) and np.all(errors > 0)):
+        return float("nan")
+    return float(np.polyfit(np.log(dts), np.log(errors), 1)[0])
+
+
+def fitted_orders(row: Correspondence) -> tuple[OrderFit, ...]:
+    r"""The row's global order, fitted on each of its measurements.
+
+    Against the flow's closed form where it has one (and the row follows the flow itself): one
+    batched run of all step sizes; else `dynopt.compare` with the row's map and reference.
+
+    **Arguments:** `row`.
+
+    **Returns:** one `OrderFit` per measurement (the battery asks at least two, errors finite
+    and positive, `compare`'s verdict `"asymptotic"` where it ran, and every `order` within
+    $\pm$0.1 of `row.order`).
+    """
+    _require_x64("fitted_orders")
+    fits = []
+    for m in row.measurements:
+        problem, flow = m.problem(), row.flow()
+        exact = flow.closed_form(problem) if row.reference is None else None
+        if exact is not None:
+            dts, errors = _errors_against_closed_form(row, flow, problem, exact, m)
+            verdict, reason = None, ""
+        else:
+            c = compare(flow, problem, m.step_sizes, m.t1, map=row.map, reference=row.reference)
+            dts, errors = np.asarray(c.dts), np.asarray(c.errors)
+            verdict, reason = c.verdict, c.reason
+        slopes = local_orders(dts, errors)
+        fit = OrderFit(
+            m.label, row.order, dts, errors, _slope(dts, errors), slopes, verdict, reason
+        )
+        fits.append(fit)
+    return tuple(fits)
+
+
+class Conformance(NamedTuple):
+    """How the row's optax transform behaves as optax transforms do.
+
+    **Fields:** `retraces` (calls of the loss while running a new step size after a first:
+    0 when the compiled program is reused); `float32_kept` (float32 parameters stay float32);
+    `finite` (the float32 run's losses are finite); `chain_error` (max $|\\Delta\\theta|$
+    between the transform alone and inside `optax.chain` under `optax.inject_hyperparams`).
+    """
+
+    retraces: int
+    float32_kept: bool
+    finite: bool
+    chain_error: float
+
+
+class _CallCounter:
+    """A loss that counts its calls: JAX calls it once per trace, a compiled program never."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.count = 0
+
+    def __call__(self, *args):
+        self.count += 1
+        return self.fn(*args)
+
+
+def _bowl(p):
+    return jnp.sum((p["a"] - 1.0) ** 2) + 2.0 * jnp.sum(p["b"] ** 2) + 0.1
+
+
+def optax_conformance(row: Correspondence) -> Conformance:
+    r"""The row's discretization as an optax citizen, on a quadratic bowl over pytree
+    parameters (a dict of a matrix and a vector), at the first measurement's largest step size.
+
+    **Arguments:** `row`.
+
+    **Returns:** a `Conformance` (the battery asks 0 `retraces`, `float32_kept`, `finite` and
+    `chain_error` $\le$ 1e-12).
+    """
+    _require_x64("optax_conformance")
+    h = row.measurements[0].step_sizes[0]
+    counter = _CallCounter(_bowl)
+    p32 = Problem(counter, {"a": jnp.zeros((2, 2), jnp.float32), "b": jnp.ones(3, jnp.float32)})
+    traj = run(row.discretization(h), p32, 20, every=20)
+    first = counter.count
+    run(row.discretization(0.9 * h), p32, 20, every=20)
+    retraces = counter.count - first
+    kept = all(x.dtype == jnp.float32 for x in jax.tree.leaves(traj.params))
+    finite = bool(np.all(np.isfinite(np.asarray(traj.loss))))
+    p64 = Problem(_bowl, {"a": jnp.zeros((2, 2)), "b": jnp.ones(3)})
+    d = row.discretization(h)
+    # From the transform's own initial state on both sides (a declared init_fn is the map's).
+    disc = Discretization(d.factory, d.hyperparams, d.dt, d.options)
+    a = run(disc, p64, 5).final_params
+    kwargs = {**disc.hyperparams, **dict(disc.options)}
+    # Injected: the map's numeric hyper-parameters; static: the factory's other arguments.
+    names = inspect.signature(disc.factory).parameters
+    static = tuple(k for k in names if k not in disc.hyperparams)
+    injected = optax.inject_hyperparams(disc.factory, static_args=static)(**kwargs)
+    b = run(optax.chain(optax.identity(), injected), p64, 5).final_params
+    return Conformance(retraces, kept, finite, _tree_max_abs_diff(a, b))
+
+
+def _scaled(flow: AbstractFlow, factor: float) -> AbstractFlow:
+    """The flow with every hyper-parameter leaf multiplied by `factor` (validated anew)."""
+    leaves, treedef = jax.tree.flatten(flow)
+    return jax.tree.unflatten(treedef, [x * factor for x in leaves])
+
+
+class InverseRoundTrip(NamedTuple):
+    r"""Relative errors of `map(*map.inverse(map(flow, h).hyperparams))` against `map(flow, h)`.
+
+    **Fields:** `step_size_error` ($|h' - h|/h$); `dt_error` ($|\Delta t' - \Delta t|/\Delta t$);
+    `hyperparameter_error` (max over hyper-parameters and entries of $|a' - a|/(|a| + 10^{-5})$:
+    relative, and absolute to $10^{-15}$ for an entry 0 at the battery's 1e-10).
+    """
+
+    step_size_error: float
+    dt_error: float
+    hyperparameter_error: float
+
+
+def _relative(recovered, value) -> float:
+    value = np.asarray(value, dtype=np.float64)
+    error = np.abs(np.asarray(recovered, dtype=np.float64) - value)
+    return float(np.max(error / (np.abs(value) + _ROUND_TRIP_FLOOR)))
+
+
+def inverse_round_trip(
+    row: Correspondence, step_size: ScalarLike | None = None, scale: float = 1.0
+) -> InverseRoundTrip | None:
+    r"""The inverse map's round trip: optax hyper-parameters $\mapsto$ (flow, $h$) $\mapsto$ the
+    same hyper-parameters.
+
+    **Arguments:** `row`; `step_size` (default: the first measurement's largest); `scale`
+    (every hyper-parameter of `row.flow()` multiplied by it; default 1).
+
+    **Returns:** an `InverseRoundTrip` (the battery asks $h$ and $\Delta t$ to 1e-12, the
+    hyper-parameters to 1e-10), or `None` where the map declares no inverse.
+    """
+    _require_x64("inverse_round_trip")
+    if type(row.map).inverse is AbstractMap.inverse:
+        return None
+    inverse = row.map.inverse
+    flow = _scaled(row.flow(), scale)
+    h = jnp.asarray(row.measurements[0].step_sizes[0] if step_size is None else step_size)
+    disc = row.map(flow, h)
+    kwargs = {**disc.hyperparams, **dict(disc.options)}
+    accepted = inspect.signature(inverse).parameters
+    flow2, h2 = inverse(**{k: v for k, v in kwargs.items() if k in accepted})
+    disc2 = row.map(flow2, h2)
+    hyper = max(
+        (_relative(disc2.hyperparams[k], v) for k, v in disc.hyperparams.items()), default=0.0
+    )
+    return InverseRoundTrip(
+        abs(float(h2) - float(h)) / abs(float(h)),
+        abs(float(disc2.dt) - float(disc.dt)) / abs(float(disc.dt)),
+        hyper,
+    )
+
+
+def _declares_loss_rate(flow: AbstractFlow) -> bool:
+    return type(flow).loss_rate is not AbstractFlow.loss_rate
+
+
+def lyapunov_residual(row: Correspondence) -> float | None:
+    r"""The flow's declared closed-form $dL/dt$ (`loss_rate`) against the derivative of $L$
+    along the diffrax solution, on the first measurement's problem over its first quarter
+    horizon (21 points): `dynopt.lyapunov.identity_deviation`.
+
+    **Arguments:** `row`.
+
+    **Returns:** the max relative deviation (the battery asks $<$ 1e-6), or `None` where the
+    flow declares no `loss_rate`.
+    """
+    m = row.measurements[0]
+    flow = row.flow()
+    if not _declares_loss_rate(flow):
+        return None
+    problem = m.problem()
+    ts = jnp.linspace(0.0, m.t1 / 4, 21)
+    return float(identity_deviation(solve(flow, problem, ts), problem, ts))
+
+
+def flow_retraces(row: Correspondence, factors: Sequence[float] = (1.0, 0.9, 0.8)) -> int:
+    r"""Retraces of one jitted function of the flow (its vector field and one step of its
+    discretization) called with the flow's hyper-parameters scaled by each of `factors`: the
+    hyper-parameters are array leaves, so new values should reuse the compiled program.
+
+    **Arguments:** `row`; `factors` (default 1, 0.9, 0.8).
+
+    **Returns:** the traces after the first (the battery asks 0).
+    """
+    problem = row.measurements[0].problem()
+    h = row.measurements[0].step_sizes[0]
+    traces = []
+
+    @eqx.filter_jit
+    def field_and_step(flow, state):
+        traces.append(1)  # runs at trace time only
+        disc = row.map(flow, h)
+        g = problem.grad(problem.params0)
+        opt_state = disc.transform.init(problem.params0)
+        updates, _ = disc.transform.update(
+            g,
+            opt_state,
+            problem.params0,
+            value=problem.loss(problem.params0),
+            value_fn=problem.loss,
+            grad_fn=problem.grad,
+        )
+        return flow.vector_field(0.1, state, problem), updates
+
+    flow = row.flow()
+    state = flow.init(problem.params0)
+    for factor in factors:
+        field_and_step(_scaled(flow, factor), state)
+    return len(traces) - 1
+
+
+def automatic_identity(row: AutomaticCorrespondence, num_steps: int = 30) -> float:
+    r"""Identity of an automatic row's `flow.discretize(h)` with the optimizer as the user
+    wrote it: on the first measurement's problem at its smallest step size and highest order,
+    both from the discretization's initial state (the slow manifold in the fast regime), the
+    run against a hand-written `lax.scan` of the raw transform.
+
+    **Arguments:** `row`; `num_steps` (default 30).
+
+    **Returns:** the max $|\Delta\theta|$ (the battery asks $\le$ 1e-13).
+    """
+    _require_x64("automatic_identity")
+    m = row.measurements[0]
+    problem, h = m.problem(), m.step_sizes[-1]
+    disc = row.discretization(h, max(m.orders))
+    tx = optax.with_extra_args_support(row.optimizer(h))
+    return _against_raw_optax(disc, tx, problem, disc.init(problem.params0, problem), num_steps)
+
+
+def automatic_order(row: AutomaticCorrespondence, index: int, order: int) -> OrderFit:
+    r"""The optimizer against its order-`order` automatic flow on `row.measurements[index]`
+    (`AutomaticCorrespondence.compare`, Tsit5 reference).
+
+    **Arguments:** `row`; `index` (which measurement); `order` ($p$).
+
+    **Returns:** an `OrderFit` whose `order` is `compare`'s fit (`nan` unless asymptotic); the
+    battery asks verdict `"asymptotic"` and every local order and the fit within 0.15 of $p$.
+    """
+    _require_x64("automatic_order")
+    m = row.measurements[index]
+    c = row.compare(m, order)
+    return OrderFit(
+        m.label,
+        float(order),
+        np.asarray(c.dts),
+        np.asarray(c.errors),
+        float(c.order),
+        np.asarray(c.local_orders),
+        c.verdict,
+        c.reason,
+    )
+
+
+class Check(NamedTuple):
+    """One check of `verify`: its `name`, whether it `passed` (`None`: it does not apply to the
+    row, e.g. no baseline), what it `measured` (the check function's result) and the
+    `criterion` it was held to, in words."""
+
+    name: str
+    passed: bool | None
+    measured: Any
+    criterion: str
+
+
+class Verification(NamedTuple):
+    """What `verify` found: the row's `name` and its `checks` by name, in the battery's order.
+
+    `passed` is `True` when no check failed; `failed` names those that did. `str()` gives
+    one line per check."""
+
+    name: str
+    checks: dict[str, Check]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        return tuple(name for name, c in self.checks.items() if c.passed is False)
+
+    def __str__(self) -> str:
+        word = {True: "ok", False: "FAIL", None: "n/a"}
+        lines = [f"{self.name}: {'passed' if self.passed else 'FAILED ' + ', '.join(self.failed)}"]
+        for c in self.checks.values():
+            lines.append(f"  {c.name:<12} {word[c.passed]:<4} {c.criterion}: {_show(c.measured)}")
+        return "\n".join(lines)
+
+
+def _show(measured: Any) -> str:
+    if isinstance(measured, float):
+        return f"{measured:.3g}"
+    if measured is None:
+        return "does not apply"
+    if isinstance(measured, tuple) and measured and isinstance(measured[0], OrderFit):
+        return ", ".join(f"{f.problem} {f.order:.3f}" for f in measured)
+    if isinstance(measured, Conformance | InverseRoundTrip):
+        return ", ".join(f"{k}={_show(v)}" for k, v in measured._asdict().items())
+    return str(measured)
+
+
+def _orders_pass(fits: tuple[OrderFit, ...]) -> bool:
+    return len(fits) >= 2 and all(
+        np.all(np.isfinite(f.errors))
+        and np.all(f.errors > 0)
+        and f.verdict in (None, "asymptotic")
+        and abs(f.order - f.claimed) <= ORDER_TOLERANCE
+        for f in fits
+    )
+
+
+def _automatic_orders_pass(fits: tuple[OrderFit, ...]) -> bool:
+    return all(
+        f.verdict == "asymptotic"
+        and np.all(np.abs(f.local_orders - f.claimed) <= AUTOMATIC_ORDER_TOLERANCE)
+        and abs(f.order - f.claimed) < AUTOMATIC_ORDER_TOLERANCE
+        for f in fits
+    )
+
+
+def _optional(value, ok: Callable[[Any], bool]) -> bool | None:
+    return None if value is None else bool(ok(value))
+
+
+def _hand_checks(row: Correspondence) -> dict[str, Callable[[], Check]]:
+    def identity():
+        d = baseline_identity(row)
+        ok = _optional(d, lambda d: d <= IDENTITY_TOLERANCE)
+        return Check(
+            "identity", ok, d, f"max |Δθ| against the optax baseline <= {IDENTITY_TOLERANCE:g}"
+        )
+
+    def order():
+        fits = fitted_orders(row)
+        criterion = f"at least two problems, each fit within ±{ORDER_TOLERANCE:g} of {row.order:g}"
+        return Check("order", _orders_pass(fits), fits, criterion)
+
+    def conformance():
+        c = optax_conformance(row)
+        ok = c.retraces == 0 and c.float32_kept and c.finite
+        ok = ok and c.chain_error <= CONFORMANCE_TOLERANCE
+        criterion = f"no retrace, float32 kept, finite, chain/inject <= {CONFORMANCE_TOLERANCE:g}"
+        return Check("conformance", ok, c, criterion)
+
+    def inverse():
+        r = inverse_round_trip(row)
+        ok = _optional(
+            r,
+            lambda r: (
+                max(r.step_size_error, r.dt_error) <= STEP_SIZE_ROUND_TRIP_TOLERANCE
+                and r.hyperparameter_error <= HYPERPARAMETER_ROUND_TRIP_TOLERANCE
+            ),
+        )
+        criterion = (
+            f"h, dt to {STEP_SIZE_ROUND_TRIP_TOLERANCE:g}, hyper-parameters to "
+            f"{HYPERPARAMETER_ROUND_TRIP_TOLERANCE:g} (relative)"
+        )
+        return Check("inverse", ok, r, criterion)
+
+    def lyapunov():
+        r = lyapunov_residual(row)
+        ok = _optional(r, lambda r: r < LYAPUNOV_TOLERANCE)
+        return Check("lyapunov", ok, r, f"loss_rate against dL/dt < {LYAPUNOV_TOLERANCE:g}")
+
+    def retrace():
+        n = flow_retraces(row)
+        return Check("retrace", n == 0, n, "retraces for new flow hyper-parameters == 0")
+
+    return {
+        "identity": identity,
+        "order": order,
+        "conformance": conformance,
+        "inverse": inverse,
+        "lyapunov": lyapunov,
+        "retrace": retrace,
+    }
+
+
+def _automatic_checks(row: AutomaticCorrespondence) -> dict[str, Callable[[], Check]]:
+    def identity():
+        d = automatic_identity(row)
+        tol = AUTOMATIC_IDENTITY_TOLERANCE
+        return Check("identity", d <= tol, d, f"max |Δθ| against the optimizer <= {tol:g}")
+
+    def order():
+        fits = tuple(
+            automatic_order(row, i, p) for i, m in enumerate(row.measurements) for p in m.orders
+        )
+        criterion = f"asymptotic, local orders and fit within {AUTOMATIC_ORDER_TOLERANCE:g} of p"
+        return Check("order", _automatic_orders_pass(fits), fits, criterion)
+
+    return {"identity": identity, "order": order}
+
+
+def verify(
+    row: Correspondence | AutomaticCorrespondence, checks: Sequence[str] | None = None
+) -> Verification:
+    r"""Run the battery on `row` and say which checks pass at its tolerances.
+
+    A `Correspondence`: `"identity"` (`baseline_identity` $\le$ 1e-12), `"order"`
+    (`fitted_orders`: at least two measurements, errors finite and positive, `compare`'s
+    verdict asymptotic where it ran, each fit within $\pm$0.1 of the claimed order),
+    `"conformance"` (`optax_conformance`: no retrace, float32 kept, finite losses, chain and
+    inject to 1e-12), `"inverse"` (`inverse_round_trip` at the default step size: $h$ and
+    $\Delta t$ to a relative 1e-12, hyper-parameters to 1e-10), `"lyapunov"`
+    (`lyapunov_residual` $<$ 1e-6) and `"retrace"` (`flow_retraces` $= 0$). A check that does
+    not apply (no baseline, no inverse, no `loss_rate`) has `passed = None`.
+
+    An `AutomaticCorrespondence`: `"identity"` (`automatic_identity` $\le$ 1e-13) and
+    `"order"` (`automatic_order` on every measurement and order: asymptotic, local orders and
+    fit within 0.15 of $p$).
+
+    An exception inside a check (a map that refuses its own hyper-parameters, a solve that
+    fails) propagates: it says more than a failed check would.
+
+    **Arguments:** `row`; `checks` (names to run, in the battery's order; default all).
+
+    **Returns:** a `Verification` (`passed`, `failed`, `checks` by name; `str()` one line per
+    check).
+    """
+    _require_x64("verify")
+    if isinstance(row, AutomaticCorrespondence):
+        available = _automatic_checks(row)
+    elif isinstance(row, Correspondence):
+        available = _hand_checks(row)
+    else:
+        raise TypeError(
+            "verify takes a Correspondence or an AutomaticCorrespondence, got "
+            f"{type(row).__name__}."
+        )
+    names = list(available) if checks is None else list(checks)
+    unknown = [n for n in names if n not in available]
+    if isinstance(checks, str) or unknown:
+        raise ValueError(
+            f"checks must be a sequence of names from {list(available)}, got {checks!r}."
+        )
+    return Verification(row.name, {n: available[n]() for n in available if n in names})
