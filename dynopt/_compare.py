@@ -545,6 +545,9 @@ def compare(
         # flows that are not modified series: central flows, sharpness).
         diagnosis = _series_diagnosis(reference, per_step, problem, hs)
         if diagnosis is None:
+            # the runs' start on the slow manifold, where it is what failed first
+            diagnosis = _dead_start_cause(flow, map, problem, hs, np.asarray(div))
+        if diagnosis is None:
             _compare_checked(*args)  # raises the runtime check's own message, if one fired
             # where the first failed reference stopped, and why
             failed = (
@@ -584,28 +587,174 @@ def _check_manifold_start(flow, map, problem, hs, diverged_at) -> None:
     regime, that start is garbage (e.g. a negative second moment) and the runs blow up at once.
     Reported as diverged runs, it would read as an unstable optimizer; `ValueError` with the
     series' diagnosis instead."""
-    from ._modified import ModifiedFlow
-
     bad = diverged_at >= 0
-    if not (
-        np.any(bad)
-        and map is default_map
-        and isinstance(flow, ModifiedFlow)
-        and flow.spec.regime == "fast"
-        and flow.order >= 2
-        and jax.tree.leaves(flow.spec(flow.step_size).init(problem.params0))
-    ):
+    if not (np.any(bad) and _starts_on_manifold(flow, map, problem)):
         return
+    _check_dead_start(flow, map, problem, hs, diverged_at)
     h = float(np.max(hs[bad]))
     at_h = ft.partial(eqx.tree_at, lambda f: f.step_size, flow)
     cause = _series_diagnosis(lambda h: at_h(jnp.asarray(h)), True, problem, np.asarray([h]))
     if cause is None:
         return
+    raise ValueError(f"{_blew_up(flow, hs, diverged_at)} {cause}")
+
+
+def _blew_up(flow, hs, diverged_at) -> str:
+    bad = diverged_at >= 0
     steps = sorted({int(k) for k in diverged_at[bad]})
-    raise ValueError(
+    return (
         f"compare: the optimizer's runs at step sizes {hs[bad].tolist()} blew up at step(s) "
         f"{steps}, started on the order-{flow.order} slow manifold of its state, a truncated "
-        f"series in the step like the flow. {cause}"
+        "series in the step like the flow."
+    )
+
+
+def _check_dead_start(flow, map, problem, hs, diverged_at) -> None:
+    r"""Runs dead within one step of their start on the order-$p$ slow manifold: `ValueError`
+    when the start itself, or its first step, is not finite, whatever the global ratio
+    $\tau\|f_2\|/\|f_1\|$ says (a coordinate whose gradient is near 0 can get a negative
+    second moment while the ratio stays small). Where the reference solve failed too, the
+    same cause is its diagnosis when the series' own is silent."""
+    cause = _dead_start_cause(flow, map, problem, hs, diverged_at)
+    if cause is not None:
+        raise ValueError(cause)
+
+
+def _dead_start_cause(flow, map, problem, hs, diverged_at) -> str | None:
+    """`_check_dead_start`'s message, or `None`."""
+    early = (diverged_at >= 0) & (diverged_at <= 1)
+    if not (np.any(early) and _starts_on_manifold(flow, map, problem)):
+        return None
+    cause = _manifold_start_failure(flow, problem, float(np.max(hs[early])))
+    return None if cause is None else f"{_blew_up(flow, hs, diverged_at)} {cause}"
+
+
+def _starts_on_manifold(flow, map, problem) -> bool:
+    """Whether `flow`'s runs start on a truncated slow manifold: a fast-regime automatic flow
+    of order >= 2 with a state, under the default map."""
+    from ._modified import ModifiedFlow
+
+    return bool(
+        map is default_map
+        and isinstance(flow, ModifiedFlow)
+        and flow.spec.regime == "fast"
+        and flow.order >= 2
+        and jax.tree.leaves(flow.spec(flow.step_size).init(problem.params0))
+    )
+
+
+@eqx.filter_jit
+def _start_and_first_step(flow, problem, h):
+    from ._modified.step import raw_step
+
+    disc = flow.discretize(h)
+    state = disc.init(problem.params0, problem)
+    with jax.numpy_dtype_promotion("standard"):
+        return state, raw_step(flow.spec, disc.dt, problem.params0, state, problem)
+
+
+def _count_non_finite(tree) -> tuple[int, str]:
+    """The number of non-finite entries of `tree` and the paths of the leaves holding them."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    counts = [
+        (jax.tree_util.keystr(path), int(np.sum(~np.isfinite(np.asarray(x)))))
+        for path, x in flat
+        if eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
+    counts = [(path, c) for path, c in counts if c]
+    return sum(c for _, c in counts), ", ".join(
+        f"{path} ({c})" if path else str(c) for path, c in counts
+    )
+
+
+def _manifold_start_failure(flow, problem, h: float) -> str | None:
+    r"""Why the runs from the order-$p$ slow-manifold start die at once, or `None` when the
+    start and its first step are finite: the non-finite entries of the start or of the first
+    step (a negative second moment under a square root reads as NaN), the start's negative
+    entries there, and the per-coordinate size of the series' correction at $\theta_0$,
+    $\max_i \tau|f_{2,i}|/|f_{1,i}|$ (large where a gradient coordinate is near 0, even when
+    the global $\tau\|f_2\|/\|f_1\|$ is small)."""
+    from ._modified.flow import non_finite_leaves, NOT_FINITE
+
+    with host_validated():
+        start, (p1, s1) = _start_and_first_step(flow, problem, jnp.asarray(h))
+    n_start, where_start = _count_non_finite(start)
+    n_step, _ = _count_non_finite((p1, s1))
+    if not n_start and not n_step:
+        return None
+    if n_start:
+        what = (
+            f"At h = {h:g} the start state itself is not finite: {n_start} entries, in "
+            f"{where_start}."
+        )
+    else:
+        # the start state's parameter-shaped parts (moments) negative where the step is NaN,
+        # and only there: e.g. a second moment below 0, whose square root is NaN
+        ptree = jax.tree.structure(problem.params0)
+        nan_at = [~np.isfinite(np.asarray(y)) for y in jax.tree.leaves(p1)]
+        subs, _ = jax.tree_util.tree_flatten_with_path(
+            start, is_leaf=lambda x: jax.tree.structure(x) == ptree
+        )
+        neg = []
+        for path, sub in subs:
+            xs = jax.tree.leaves(sub)
+            if jax.tree.structure(sub) != ptree or not all(
+                eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.inexact) and x.shape == m.shape
+                for x, m in zip(xs, nan_at)
+            ):
+                continue
+            c = sum(int(np.sum((np.asarray(x) < 0) & m)) for x, m in zip(xs, nan_at))
+            # a part negative only there (a second moment), not one of either sign (a mean)
+            if c and c == sum(int(np.sum(np.asarray(x) < 0)) for x in xs):
+                neg.append(f"{jax.tree_util.keystr(path) or 'the state'} ({c})")
+        parts = [
+            f"{name}: {where}"
+            for name, tree in (("parameters", p1), ("state", s1))
+            for n, where in [_count_non_finite(tree)]
+            if n
+        ]
+        what = (
+            f"At h = {h:g} the start state is finite but its first step is not: {n_step} "
+            f"non-finite entries, in {'; '.join(parts)}"
+            + (
+                f"; at those coordinates the start is negative in {', '.join(neg)}: a second "
+                "moment below 0, whose square root is NaN (an invalid start)."
+                if neg
+                else "."
+            )
+        )
+    flow_h = eqx.tree_at(lambda f: f.step_size, flow, jnp.asarray(h))
+    fs = flow_h.field_values(flow_h.init(problem.params0), problem)
+    f1, f2 = flow_h.params(fs[0]), flow_h.params(fs[1])
+    if bad := [f"f{i + 1} at {b}" for i, f in enumerate((f1, f2)) if (b := non_finite_leaves(f))]:
+        return (
+            f"{what} Likely cause: the order-{flow.order} modified flow is not finite at θ0 "
+            f"({'; '.join(bad)}): {NOT_FINITE}"
+        )
+    tau = float(flow_h.tau)
+    ratio = tau * float(optax.tree.norm(f2) / optax.tree.norm(f1))
+    a1 = np.concatenate([np.abs(np.ravel(x)) for x in jax.tree.leaves(f1)])
+    a2 = np.concatenate([np.abs(np.ravel(x)) for x in jax.tree.leaves(f2)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per = np.where(a2 == 0, 0.0, tau * a2 / a1)
+    worst = float(np.max(per))
+    many = int(np.sum(per >= 0.5))
+    below = (
+        f"step sizes below about h = {h / worst / 10:.2g}"
+        if np.isfinite(worst) and worst > 0
+        else "smaller step sizes"
+    )
+    return (
+        f"{what} Likely cause: the order-{flow.order} modified flow's correction dominates its "
+        f"leading term coordinate by coordinate: at θ0, max_i τ|f2_i|/|f1_i| = {worst:.3g} "
+        f"({many} of {a1.size} coordinates at or above 1/2; the global "
+        f"τ‖f2‖/‖f1‖ = {ratio:.3g} at h = {h:g}): where a gradient coordinate is near 0 the "
+        "truncated series of the slow manifold is outside its asymptotic regime, and the start "
+        "it gives is not a state the optimizer can take (this says nothing of the optimizer's "
+        f"stability: its runs from optax's own init may be fine). Take {below} (the ratio "
+        "falls like τ), compare with order=1, raise an ε that keeps the denominator positive "
+        "(one inside the square root, as optax.scale_by_rms's), or start from a θ0 with no "
+        "gradient coordinate near 0."
     )
 
 

@@ -249,6 +249,36 @@ def test_runs_blown_up_by_a_series_start_are_not_called_unstable():
         dynopt.compare(lambda h: optax.adam(h), problem, (0.02, 0.01, 0.005), 0.4, order=2)
 
 
+def _near_zero_gradient_coordinate(A, params0) -> dynopt.Problem:
+    """A quadratic ½θᵀAθ whose second gradient coordinate is ~1e-4 at θ0 and grows in
+    magnitude along the flow: the order-2 slow manifold of a slow second moment lags it, its
+    ν₂ = g₂² - O(τ)·d(g₂²)/dt is negative at θ0 for any τ ≳ 1e-5."""
+    A = jnp.asarray(A)
+    return dynopt.Problem(loss_fn=lambda x: 0.5 * x @ A @ x, params0=jnp.asarray(params0))
+
+
+def test_a_start_with_a_negative_second_moment_is_not_called_unstable():
+    """AdamW/Adam at these step sizes is stable (optax's own runs), but the order-2 slow-manifold
+    start has ν < 0 in the coordinate whose gradient is near 0: the first step takes the square
+    root of a negative number. The global τ‖f2‖/‖f1‖ = 0.13 is small (the large coordinate
+    carries the norms), so the series diagnosis stayed silent and the comparison read
+    "unstable", diverged_at [1 1 1] (before). Now: a `ValueError` naming the invalid start and
+    the per-coordinate ratio max_i τ|f2_i|/|f1_i|."""
+    problem = _near_zero_gradient_coordinate([[1.0, 2.0], [2.0, 5.0]], [1.0, -0.4 - 1e-4])
+    opt = lambda h: optax.adam(h, b1=0.9, b2=0.99, eps=0.1)
+    hs = (5e-4, 2.5e-4, 1.25e-4)
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam is not strict-clean
+        run = dynopt.run(opt(hs[0]), problem, 10, every=10)
+    assert int(run.diverged_at) == -1  # the optimizer itself is fine
+    with pytest.raises(
+        ValueError,
+        match=r"blew up at step\(s\) \[1\], started on the order-2 slow manifold.*first step is "
+        r"not: 1 non-finite.*negative in \S*nu \(1\).*max_i τ\|f2_i\|/\|f1_i\| = .*"
+        r"τ‖f2‖/‖f1‖ = 0\.1.*order=1",
+    ):
+        dynopt.compare(opt, problem, hs, t1=0.005, order=2)
+
+
 def test_a_transform_built_for_the_parameter_structure():
     """`optax.masked` cannot step on the probe problem's parameters: the checks run on the
     user's problem (given, or `compare`'s). Weight decay on the weights only:
@@ -453,6 +483,24 @@ def test_a_field_that_is_not_finite_at_the_point_is_said():
     flow = modified_flow(lambda h: optax.adam(h, 0.5, 0.6, 0.3), 0.01, 2, problem=problem)
     with pytest.raises(ValueError, match=r"not finite at `state` \(\[0\]\['unused'\].*0·∞ = NaN"):
         flow.terms(flow.init(problem.params0), problem)
+
+
+def test_terms_take_bare_parameters_where_they_fix_the_state():
+    """`terms(params0, problem)` as the README writes it for AdamW (fast regime: the state is
+    the parameters) works for plain SGD too (slow regime, no optimizer state: the state is
+    `init(params)`); it raised a raw AttributeError ('... has no attribute state') before. A
+    slow-regime optimizer with a state needs it: a ValueError naming `flow.init(params)`."""
+    problem = smooth_problem(jax.random.key(0))
+    p0 = problem.params0
+    sgd = modified_flow(optax.sgd, 0.01, order=2, problem=problem)
+    assert sgd.spec.regime == "slow"
+    bare, full = sgd.terms(p0, problem), sgd.terms(sgd.init(p0), problem)
+    assert float(bare.regularizer) == float(full.regularizer) == pytest.approx(0.25)
+    rms = modified_flow(lambda h: optax.rmsprop(h, decay=1 - 3.0 * h, eps=1e-3), 0.01, order=2)
+    assert rms.spec.regime == "slow"
+    with pytest.raises(ValueError, match=r"slow regime.*bare parameters.*flow\.init\(params\)"):
+        rms.terms(p0, problem)
+    assert np.isfinite(float(rms.terms(rms.init(p0), problem).rate))
 
 
 def test_a_schedule_in_steps_of_a_fast_state_is_frozen_and_said():

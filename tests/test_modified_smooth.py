@@ -11,6 +11,7 @@ import pytest
 
 import dynopt
 from dynopt._modified import modified_flow
+from dynopt._modified.branches import first_switch
 from dynopt._modified.smooth import branch_bits, classify, opaque
 
 from .helpers import tree_max_abs_diff
@@ -101,6 +102,31 @@ def test_a_run_that_crosses_the_clipping_threshold_is_refused(getkey):
     assert g1 < 0.95 * g0  # the gradient norm falls through the threshold below
     with pytest.raises(ValueError, match=r"switches branch at step \d+"):
         dynopt.compare(_clip_sgd(0.97 * g0), problem, (0.04, 0.02, 0.01), t1, order=2)
+
+
+def test_a_run_that_blows_up_from_its_start_is_no_branch_switch():
+    """clip_by_global_norm(1) never acts (‖∇L‖ = 0.2), but the order-2 slow-manifold start of
+    scale_by_rms(0.99) has a negative second moment where a gradient coordinate is ~1e-4: the
+    first step is NaN. The branch replay took the NaN predicate for a switch ("switches branch
+    at step 1 ... clipping becoming active", before); it stops at the first non-finite iterate,
+    and the start's own diagnosis speaks."""
+    A = jnp.asarray([[5.0, -2.0], [-2.0, 1.0]])
+    problem = dynopt.Problem(
+        loss_fn=lambda x: 0.5 * x @ A @ x, params0=jnp.asarray([0.2, 0.4 + 1e-4])
+    )
+    assert float(optax.tree.norm(problem.grad(problem.params0))) < 0.5
+
+    def opt(h):
+        return optax.chain(
+            optax.clip_by_global_norm(1.0), optax.scale_by_rms(decay=0.99), optax.scale(-h)
+        )
+
+    hs = (5e-4, 2.5e-4, 1.25e-4)
+    flow = modified_flow(opt, hs[0], order=2, problem=problem)
+    assert list(first_switch(flow, problem, hs, (10, 20, 40))) == [-1, -1, -1]
+    with pytest.raises(ValueError, match=r"blew up at step\(s\) \[1\].*first step is not") as e:
+        dynopt.compare(opt, problem, hs, t1=0.005, order=2)
+    assert "switches branch" not in str(e.value)
 
 
 def test_the_losss_own_branches_are_inputs_not_the_optimizers():

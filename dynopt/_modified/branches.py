@@ -61,27 +61,45 @@ def _first_switch(flow, problem, h, n):
             fn = lambda p, s: raw_step(spec, tau, p, s, inputs)
             return branch_bits(fn, p, s, with_ties=True)
 
-    (p1, s1), bits0, tie0 = step(params, disc.init(params, problem))
+    state0 = disc.init(params, problem)
+    (p1, s1), bits0, tie0 = step(params, state0)
 
+    # The replay stops at the first non-finite iterate: a NaN predicate (a comparison with a
+    # NaN is False) is no branch switch, and a run that blows up (e.g. from an invalid start)
+    # is diagnosed by the caller, not as a kink.
     def cond(c):
         k, first, _, _ = c
-        return (k < n) & (first < 0)
+        return (k < n) & (first < 0) & _finite((c[2], c[3]))
 
     def body(c):
         k, first, p, s = c
         (p, s), bits, tie = step(p, s)
-        return k + 1, jnp.where(jnp.any(bits != bits0) | tie, k, first), p, s
+        # a step whose result is not finite computed its predicates on NaN: not counted
+        switched = (jnp.any(bits != bits0) | tie) & _finite((p, s))
+        return k + 1, jnp.where(switched, k, first), p, s
 
-    init = (jnp.asarray(1), jnp.where(tie0, 0, -1), p1, s1)
+    start = jnp.where(tie0 & _finite((params, state0)), 0, -1)
+    init = (jnp.asarray(1), start, p1, s1)
     return jax.lax.while_loop(cond, body, init)[1]
+
+
+def _finite(tree) -> jax.Array:
+    """Whether every inexact leaf of `tree` is finite (a traced boolean)."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.asarray(leaves)) if leaves else jnp.asarray(True)
 
 
 def first_switch(flow, problem, step_sizes, num_steps) -> np.ndarray:
     """Per step size, the first step $k$ whose branch predicates differ from step 0's (the
     run crosses a kink between steps $k - 1$ and $k$) or whose comparisons meet a tie (the
     iterate sits on a kink: 0 where the run starts on one), or -1 when none does in
-    `num_steps` steps. Step sizes and counts are validated by the caller (one compile for
-    all)."""
+    `num_steps` steps or before the first non-finite iterate (a run that blows up is no
+    switch: its predicates on NaN are meaningless). Step sizes and counts are validated by
+    the caller (one compile for all)."""
     out = []
     with host_validated():
         for h, n in zip(np.asarray(step_sizes), np.asarray(num_steps)):

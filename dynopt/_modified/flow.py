@@ -116,6 +116,22 @@ class ModifiedFlow(AbstractFlow):
     def params(self, state) -> Params:
         return state if self.spec.regime == "fast" else state.params
 
+    def _state_of(self, state):
+        """`state`, or `init(state)` for bare parameters where those fix the state (fast
+        regime, or a slow regime without optimizer state); else a `ValueError`."""
+        if self.spec.regime == "fast" or isinstance(state, ModifiedState):
+            return state
+        full = self.init(state)
+        if not jax.tree.leaves(full.state):
+            return full
+        raise ValueError(
+            "terms: this flow is in the slow regime, whose state is the parameters and the "
+            "optimizer's state (ModifiedState(params, state)), and this optimizer has a state "
+            f"({type(full.state).__name__}): got bare parameters "
+            f"({type(state).__name__}), which do not fix it. Pass `flow.init(params)` (optax's "
+            "initial state) or a ModifiedState with the optimizer state you mean."
+        )
+
     def discretize(self, step_size: ScalarLike) -> Discretization:
         """The optimizer itself at `step_size` (fast regime: started on its slow manifold)."""
         h = positive("step_size", jnp.asarray(step_size))
@@ -133,7 +149,17 @@ class ModifiedFlow(AbstractFlow):
     def terms(self, state, problem: Problem) -> Terms:
         r"""$f_1, \dots, f_p$ at `state` and the implicit regulariser (see `Terms`).
 
-        **Raises:** `ValueError` (outside `jit`) where a field is not finite at `state`."""
+        `state` is the flow's state, as `flow.init(params)` gives it: the parameters
+        themselves in the fast regime, a `ModifiedState(params, optimizer_state)` in the slow
+        one. Bare parameters are accepted wherever they fix the state: in the fast regime, and
+        in the slow regime of an optimizer without state (`optax.sgd`: the state is then
+        `flow.init(params)`). A slow-regime optimizer with a state (a momentum whose decay is
+        1 - a·h) needs that state: pass `flow.init(params)` (optax's init) or your own
+        `ModifiedState`.
+
+        **Raises:** `ValueError` for bare parameters where the flow's state is more than the
+        parameters (see above), and (outside `jit`) where a field is not finite at `state`."""
+        state = self._state_of(state)
         fs = self.field_values(state, problem)
         if bad := non_finite_leaves(fs):
             raise ValueError(f"terms: the fields are not finite at `state` ({bad}): {NOT_FINITE}")
