@@ -693,6 +693,14 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
             "derivative of a log or sqrt at the edge of its domain); no step budget helps. End "
             "the horizon before it, or change the problem."
         )
+    elif (kinks := _kinked_gradient(flow, problem, reached, y)) is not None:
+        cause = (
+            f"Likely cause: the loss's gradient is not smooth in the parameters ({kinks} in "
+            "the model or loss, e.g. relu, abs or max) and jumps where the flow meets a kink, "
+            "here: an adaptive ODE solver cannot pass it, and no step budget, tolerance or "
+            "implicit solver helps. For a reference solution use a smooth activation (tanh, "
+            "gelu, softplus) or a smooth loss."
+        )
     else:
         # Only now (it needs a dense Jacobian): the field changing on a tiny time scale.
         radius = _radius(flow, problem, reached, y)
@@ -709,6 +717,61 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
             f"t = {reached:.4g}, or change the problem."
         )
     return f"{where} {cause}"
+
+
+# A kink found along the flow: the gradient's change over +-delta at least this much of its change
+# over +-3 delta (a smooth gradient's: ~1/3; across a jump: ~1), and at least `_KINK_SIZE` of
+# the gradient (not rounding noise).
+_KINK_JUMP = 0.7
+_KINK_SIZE = 1e-6
+# The half-widths delta tried, relative to the parameters' scale: 1e-10 to 1.6e-4.
+_KINK_DELTAS = 1e-10 * 3.0 ** np.arange(14)
+
+
+def _kinked_gradient(flow, problem, t, y) -> str | None:
+    """The non-smooth primitives of the loss's gradient (`smooth.classify`: relu's `max`, `abs`,
+    a `select_n` chosen by the parameters) where the flow stopped at a kink of it, else `None`.
+    Syntactic alone, smooth losses would be named too (softplus and logsumexp hold `max`,
+    `abs` and `select_n`): the gradient must also jump near the stopping point, along the flow
+    (`_KINK_DELTAS`, `_KINK_JUMP`, `_KINK_SIZE`: a change that does not shrink with the span).
+    Only on a failed solve's diagnosis."""
+    from ._modified.smooth import classify
+
+    loss = getattr(problem, "loss", None)
+    if loss is None:
+        return None
+    try:
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.params(y))
+        grad = jax.grad(loss)
+        found = classify(grad, params)
+        names = sorted({k.split(" ")[0] for k in found.kinks | found.branches})
+        if not names:
+            return None
+        flat, unravel = ravel_pytree(params)
+        step, _ = ravel_pytree(flow.params(flow.vector_field(t, y, problem)))
+        step = jnp.asarray(step, jnp.float64)
+        size = float(jnp.linalg.norm(step))
+        if not (np.isfinite(size) and size > 0):
+            return None
+        scale = max(float(jnp.linalg.norm(flat)), 1.0)
+        g = lambda x: ravel_pytree(grad(unravel(x)))[0]
+
+        g0 = float(jnp.linalg.norm(g(flat)))
+
+        @jax.jit
+        def changes(deltas):
+            def change(delta):
+                shift = (delta * scale / size) * step
+                return jnp.linalg.norm(g(flat + shift) - g(flat - shift))
+
+            return jax.vmap(change)(deltas)
+
+        c = np.asarray(changes(jnp.asarray(_KINK_DELTAS)))
+        near, far = c[:-1], c[1:]
+        jump = np.isfinite(c[:-1]) & (near >= _KINK_JUMP * far) & (near > _KINK_SIZE * g0)
+        return ", ".join(names) if jump.any() else None
+    except Exception:  # a diagnosis never hides the solve's own error
+        return None
 
 
 def _radius(flow, problem, t, y) -> float | None:

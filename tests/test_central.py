@@ -397,3 +397,18 @@ def test_more_directions_at_the_edge_than_k_are_said():
         )
         is None
     )
+
+
+def test_central_solve_of_float32_parameters_is_a_float64_path():
+    """Float32 parameters (equinox's default dtype) with x64 enabled: the path is solved and
+    returned in float64, as `solve`'s reference (the scan's carry once kept float32 in and
+    got float64 out of diffrax: JAX's raw carry-type TypeError)."""
+    x, y = networks.gaussian_regression(16, 2, 1)
+    model = eqx.nn.MLP(2, 1, 4, 1, activation=jnp.tanh, key=jax.random.key(0), dtype=jnp.float32)
+    # The user's setting (JAX's default promotion; the suite's is strict): float64 data.
+    with jax.numpy_dtype_promotion("standard"):
+        problem = networks.network_problem(model, (x, y))
+        assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(problem.params0))
+        path = central_solve(CentralFlow(0.5, k=1), problem, jnp.asarray([0.0, 0.5, 1.0]))
+    assert all(a.dtype == jnp.float64 for a in jax.tree.leaves(path.params))
+    assert np.all(np.isfinite(np.asarray(path.predicted_loss)))

@@ -482,3 +482,24 @@ def test_a_vector_field_unlike_the_state_is_refused_by_solve_and_compare(flow, m
         dynopt.solve(flow, problem, ts=[1.0])
     with pytest.raises(ValueError, match=match):
         dynopt.compare(flow, problem, [0.02, 0.01, 0.005], 1.0)
+
+
+def test_a_solve_stuck_at_a_kink_of_the_gradient_says_the_gradient_is_not_smooth():
+    """Gradient flow of |w0 - 1| (as a max, relu's primitive) reaches the kink at t = 1 and
+    chatters there: the budget runs out and the advice to raise it, loosen rtol or go implicit
+    would not help. The diagnosis names the non-smooth primitives and a smooth activation. A
+    smooth loss that holds the same primitives (softplus: max, abs, select_n) stopped away
+    from any kink keeps the usual advice."""
+    kinked = dynopt.Problem(
+        lambda w: jnp.maximum(1.0 - w[0], w[0] - 1.0) + 0.5 * w[1] ** 2, jnp.array([0.0, 1.0])
+    )
+    with pytest.raises(dynopt.SolveError) as info:
+        dynopt.solve(flows.GradientFlow(), kinked, [3.0], max_steps=200)
+    message = str(info.value)
+    assert "the loss's gradient is not smooth" in message and "max" in message, message
+    assert "smooth activation (tanh, gelu, softplus)" in message
+    assert "raise max_steps" not in message
+    smooth = dynopt.Problem(lambda w: jnp.sum(jax.nn.softplus(3.0 * w)), jnp.array([2.0, 1.0]))
+    with pytest.raises(dynopt.SolveError) as info:
+        dynopt.solve(flows.GradientFlow(), smooth, [3.0], max_steps=5)
+    assert "not smooth" not in str(info.value) and "raise max_steps" in str(info.value)

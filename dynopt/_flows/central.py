@@ -486,7 +486,10 @@ def central_path(
     # (I - UU^T) H (I - UU^T), by a Lanczos of `NEXT_DEPTH` products warm-started from the
     # previous saved time's vector (the refresh itself is unchanged: the same numbers as without).
     k = flow.k
-    flat0 = ravel_pytree(problem.params0)[0]
+    # The path is a float64 reference, as `solve`'s: float32 parameters (equinox's default) are
+    # promoted at the start, and the returned `params` are float64 (as diffrax returns them).
+    params0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), problem.params0)
+    flat0 = ravel_pytree(params0)[0]
     n = flat0.shape[0]
 
     def chunk(carry, interval):
@@ -519,7 +522,7 @@ def central_path(
     spare0 = random_start(jax.random.key(1), n, 1, flat0.dtype)
     intervals = jnp.stack([ts, jnp.concatenate([ts[1:], ts[-1:]])], axis=1)
     first0 = 1e-3 * (ts[-1] - ts[0]) / max(ts.shape[0] - 1, 1)  # of a mean interval
-    carry0 = (problem.params0, basis0, spare0, first0)
+    carry0 = (params0, basis0, spare0, first0)
     scanned = jax.lax.scan(chunk, carry0, intervals)[1]
     params, cs, results, num_steps, deviation, next_values = scanned
     path = CentralPath(
@@ -575,7 +578,9 @@ def central_solve(
     **Arguments:** `flow`, `problem`, `ts` (increasing); `rtol`, `atol`, `max_steps` (per
     interval); `solver` (any explicit diffrax solver; `None`: Bosh3).
 
-    **Returns:** a `CentralPath`.
+    **Returns:** a `CentralPath`, in float64 as `solve`'s reference: float32 parameters
+    (equinox's default dtype, or a model built before enabling x64) are promoted at the start,
+    and its `params` are float64.
 
     **Raises:** `SolveError` when an interval's solve fails (saying which and what to change);
     the flow's own runtime errors (non-converged complementarity solve, non-finite HVP).
