@@ -27,7 +27,7 @@ from .taylor import taylor_coefficients
 def template(spec: OptimizerSpec, params):
     """`(zero floating state, saturated rest)` of the optimizer's state for `params`: counters
     saturated, first-step flags as after a few steps (`settle_flags`)."""
-    tau0 = jnp.zeros((), jnp.float64)
+    tau0 = jnp.zeros((), float)
     state = settle_flags(spec, tau0, params, spec.transform(tau0).init(params))
     floats, rest = split_state(state)
     return jax.tree.map(jnp.zeros_like, floats), saturate_counters(rest)
@@ -43,7 +43,7 @@ def contraction(spec: OptimizerSpec, problem, params):
     r"""The diagonal of $A = \partial_s S_0(\theta, \cdot)$, as a pytree like the state."""
     zero, rest = template(spec, params)
     ones = jax.tree.map(jnp.ones_like, zero)
-    tau0 = jnp.zeros((), jnp.float64)
+    tau0 = jnp.zeros((), float)
     return jax.jvp(lambda m: fast_step(spec, problem, tau0, params, m, rest)[1], (zero,), (ones,))[
         1
     ]
@@ -61,7 +61,7 @@ def leaf_blocks(spec: OptimizerSpec, problem, params, state) -> list[list]:
     at $h = 0$ moves with leaf $i$ (flat leaf lists). The diagonal blocks are the leaves' own
     contractions; an off-diagonal one is a coupling (AdaBelief's $v$ reads the new $m$)."""
     zero, rest = template(spec, params)
-    tau0 = jnp.zeros((), jnp.float64)
+    tau0 = jnp.zeros((), float)
 
     def S(m):
         return fast_step(spec, problem, tau0, params, m, rest)[1]
@@ -86,7 +86,7 @@ def _coupled_solve(spec: OptimizerSpec, problem, params, a, r, x, m0):
     $(I - A)M_j = -r_j$ with $A = \partial_s S_0$ at $M_0$,
     $x \leftarrow (r_j - (A - \mathrm{diag}\,a)x)/(a - 1)$."""
     _, rest = template(spec, params)
-    tau0 = jnp.zeros((), jnp.float64)
+    tau0 = jnp.zeros((), float)
 
     def S(m):
         return fast_step(spec, problem, tau0, params, m, rest)[1]
@@ -150,7 +150,7 @@ def _lag_term(spec: OptimizerSpec, problem, params, a, r, rest):
     $M_0'(\theta)\,\delta$ with $\delta = \partial_s u_0\, M_j$, the move of θ that the new term
     makes at $\tau = 0$. Only leaves with $M_0 \equiv 0$ move θ at $\tau = 0$, and their $M_j$
     (so $\delta$) is already exact from $r$ alone; the other leaves' $M_j$ gain this term."""
-    tau0 = jnp.zeros((), jnp.float64)
+    tau0 = jnp.zeros((), float)
     zero, _ = template(spec, params)
     mj = jax.tree.map(lambda r, ai: r / (ai - 1), r, a)
     delta = jax.jvp(lambda m: fast_step(spec, problem, tau0, params, m, rest)[0], (zero,), (mj,))[1]

@@ -317,7 +317,7 @@ def _step_failure(spec: OptimizerSpec, problem) -> str | None:
     x0 = problem.params0
     try:
         with jax.numpy_dtype_promotion("standard"):
-            tau = jnp.zeros((), jnp.float64)
+            tau = jnp.zeros((), float)
             jax.eval_shape(
                 lambda t: raw_step(spec, t, x0, spec.transform(t).init(x0), problem), tau
             )
@@ -330,7 +330,7 @@ def _check_concrete(
     spec: OptimizerSpec, regime: str, problem
 ) -> tuple[str, int, tuple[str, ...], int, int]:
     x0 = problem.params0
-    zero = jnp.zeros((), jnp.float64)
+    zero = jnp.zeros((), float)
     tx0 = spec.transform(zero)
     state0 = tx0.init(x0)
     injected = tuple(
@@ -561,7 +561,7 @@ def _moved_on_manifold(spec: OptimizerSpec, problem, x0) -> float:
     (the contraction checked first: $M_0$ divides by $1 - a$)."""
     _, sweeps = _contraction_checked(spec, problem, x0)
     spec = dataclasses.replace(spec, sweeps=sweeps)
-    zero_tau = jnp.zeros((), jnp.float64)
+    zero_tau = jnp.zeros((), float)
     _, rest = template(spec, x0)
     m0 = manifold(spec, problem, zero_tau, x0, 1)
     params1, _ = fast_step(spec, problem, zero_tau, x0, m0, rest)
@@ -600,7 +600,7 @@ def _contraction_probe(spec, problem, x0):
     probe = jax.tree.map(
         lambda x: 1.5 + jnp.cos(1.0 + jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape), zero
     )
-    zero_tau = jnp.zeros((), jnp.float64)
+    zero_tau = jnp.zeros((), float)
 
     def S(m):
         return jax.tree.leaves(fast_step(spec, problem, zero_tau, x0, m, rest)[1])
@@ -613,7 +613,7 @@ def _contraction_probe(spec, problem, x0):
     def size(x):
         return jnp.max(jnp.abs(x), initial=0.0)
 
-    dev = jnp.zeros((), jnp.float64)
+    dev = jnp.zeros((), float)
     coupling = []
     for i in range(n):
         a_i = at_zero[i][i]
@@ -860,7 +860,7 @@ def modified_flow(
     spec = OptimizerSpec(
         optimizer, power, regime, int(order), state_map, lag, branches, sweeps, products
     )
-    return ModifiedFlow(spec, positive("step_size", jnp.asarray(step_size, jnp.float64)))
+    return ModifiedFlow(spec, positive("step_size", jnp.asarray(step_size, float)))
 
 
 @ft.cache

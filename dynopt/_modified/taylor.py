@@ -26,7 +26,7 @@ def derivatives(fn: Callable[[Any], Any], h, order: int) -> list:
     return [*primal, tangent[-1]]
 
 
-def taylor_coefficients(fn: Callable[[Any], Any], order: int, dtype=jnp.float64) -> list:
+def taylor_coefficients(fn: Callable[[Any], Any], order: int, dtype=float) -> list:
     r"""$[c_0, c_1, \dots, c_p]$ with $\Phi_h = \sum_j c_j h^j + O(h^{p+1})$ at $h = 0$."""
     ds = derivatives(fn, jnp.zeros((), dtype), order)
 
