@@ -298,6 +298,15 @@ def choice(name: str, value: Any, options: tuple) -> Any:
     return value
 
 
+def flag(name: str, value: Any) -> bool:
+    """`value` as a Python bool: `True` or `False` (a NumPy bool too); anything else, e.g. the
+    string `"no"` (which `bool()` would read as `True`) or `0`/`1`, is a `ValueError` naming
+    `name`."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
 def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
     """`ValueError` unless `value` is a Python (or NumPy) integer >= 1 (bool is not; `None`
     where `allow_none`): construction only, for static sizes and counts, never traced. Returns

@@ -15,7 +15,7 @@ is bad). Use the value a validator returns, or the runtime check is dropped.
 - `rate_decay(name, rate, step_size)`: a map's EMA decay $1 - a h$ checked in [0, 1) (returns
   it), all three tiers;
 - `check(value, bad, msg)`: inside `jit`, for a condition your code computes (`eqx.error_if`);
-- `choice`, `positive_int`, `solver_options`: static options, construction only;
+- `choice`, `flag`, `positive_int`, `solver_options`: static options, construction only;
 - `is_traced(value)`: whether a value is a tracer (for a check of your own).
 
 ```python
@@ -37,6 +37,7 @@ from ._validation import (
     check as check,
     choice as choice,
     decay as decay,
+    flag as flag,
     hyperparameter as hyperparameter,
     interval as interval,
     is_traced as is_traced,

@@ -11,7 +11,7 @@ import optax
 from .._custom_types import Array, Int, Key, Params, Scalar
 from .._problem import check_loss_output, Problem
 from .._sharding import data_mesh, shard_data
-from .._validation import nonnegative, positive_int
+from .._validation import flag, nonnegative, positive_int
 
 
 def _batch_loss(params: Params, data: Params, sample_loss_fn, regularizer) -> Scalar:
@@ -38,15 +38,6 @@ def _floyd(key: Key, n: int, batch_size: int) -> Int[Array, " batch"]:
 # permutation of n sorts n keys (~0.4-2 us each on a CPU, measured at n = 256 ... 65536). The
 # permutation is cheaper only when B is close to n: B^2 > 100 n.
 _FLOYD_MAX_RATIO = 100
-
-
-def flag(name: str, value: object) -> bool:
-    """`value` as a Python bool: `True` or `False` (a NumPy bool too); anything else, e.g. the
-    string `"no"` (which `bool()` would read as `True`) or `0`/`1`, is a `ValueError` naming
-    `name`."""
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be True or False, got {value!r}.")
-    return bool(value)
 
 
 def sample_indices(key: Key, n: int, batch_size: int, *, replace: bool = False) -> Array:

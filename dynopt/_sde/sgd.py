@@ -13,8 +13,8 @@ from .._custom_types import Array, Float, Params, ScalarLike
 from .._discretization import Discretization
 from .._flows.gradient import GradientFlow
 from .._problem import Problem
-from .._problems.finite_sum import _batch_loss, _minibatch_loss, flag
-from .._validation import choice, hyperparameter, positive_int
+from .._problems.finite_sum import _batch_loss, _minibatch_loss
+from .._validation import choice, flag, hyperparameter, positive_int
 from .base import AbstractSDE
 
 
