@@ -70,6 +70,27 @@ def test_minibatch_covariance_factor_matches_monte_carlo(n, b, replace):
     assert np.abs(cov - other)[0, 0] > 10 * se[0, 0]
 
 
+def test_with_replacement_a_batch_larger_than_the_data_is_well_defined():
+    """B > n i.i.d. draws: Cov = Sigma / B (c = 1) against Monte Carlo, as for B <= n; without
+    replacement the same B is refused by both the problem and the noise model, naming the fix."""
+    n, b = 6, 15
+    data = problems.linear_regression(n, 2, batch_size=1, noise=0.5, seed=1).data
+    loss = lambda w, s: 0.5 * (s[0] @ w - s[1]) ** 2
+    p = problems.finite_sum(loss, data, jnp.zeros(2), batch_size=b, replace=True)
+    theta = jnp.array([0.4, -0.3])
+    keys = jax.random.split(jax.random.key(2), 20_000)
+    g = np.asarray(jax.jit(jax.vmap(jax.grad(p.stochastic_loss), in_axes=(None, 0)))(theta, keys))
+    cov, se = _covariance_and_se(g)
+    model = sde.SGDNoise(0.1, b, replace=True)
+    assert float(model.finite_population_factor(p)) == 1.0
+    exact = np.asarray(model.minibatch_covariance(theta, p))
+    assert np.all(np.abs(cov - exact) < 4.5 * se)
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 6\].*replace=True"):
+        problems.finite_sum(loss, data, jnp.zeros(2), batch_size=b)
+    with pytest.raises(ValueError, match=r"\[1, 6\] \(n samples\) without replacement"):
+        sde.SGDNoise(0.1, b).finite_population_factor(p)
+
+
 def test_draw_does_not_touch_all_samples():
     """For B^2 <= 100 n the draw is Floyd's loop over B: no sort, no permutation of n."""
     jaxpr = str(jax.make_jaxpr(lambda k: sample_indices(k, 10_000, 32))(jax.random.key(0)))

@@ -138,7 +138,7 @@ def finite_sum(
       (a scalar: a vector output is a `ValueError`, not averaged over its entries).
     - `data`: a pytree of arrays (JAX or NumPy) sharing a leading sample axis of length
       $n \ge 1$ (convert lists with `jnp.asarray`).
-    - `batch_size`: $B$, an integer with $1 \le B \le n$.
+    - `batch_size`: $B$, an integer with $1 \le B \le n$ ($B \ge 1$ with `replace=True`).
     - `replace`: `True` to sample the minibatch with replacement (i.i.d. indices) instead of
       without (`False`); nothing else (a NumPy bool is taken).
 
@@ -174,9 +174,12 @@ def finite_sum(
     # A Python int: it sizes the minibatch's arrays (a NumPy or JAX integer would become a
     # traced leaf of the stochastic loss).
     batch_size = positive_int("batch_size", batch_size)
-    if not 1 <= batch_size <= n:
+    replace = flag("replace", replace)
+    # With replacement any B draws i.i.d. indices; without, a subset holds at most n samples.
+    if not replace and batch_size > n:
         raise ValueError(
-            f"batch_size must be in [1, {n}] (the number of samples), got {batch_size}."
+            f"batch_size must be in [1, {n}] (the number of samples) without replacement, got "
+            f"{batch_size}; replace=True draws any number of samples with replacement."
         )
     regularizer = _no_regularizer if regularizer is None else regularizer
     loss_fn = eqx.Partial(
@@ -185,7 +188,7 @@ def finite_sum(
     # The minibatch loss is the full-batch loss on a drawn subset: the same keywords plus the
     # draw's (as `SGDNoise.sgd_problem` rebuilds it with another batch size).
     stochastic = eqx.Partial(
-        _minibatch_loss, **loss_fn.keywords, batch_size=batch_size, replace=flag("replace", replace)
+        _minibatch_loss, **loss_fn.keywords, batch_size=batch_size, replace=replace
     )
     return Problem(
         loss_fn=loss_fn,

@@ -60,8 +60,9 @@ class SGDNoise(AbstractSDE):
     **Arguments:**
 
     - `learning_rate`: $\eta > 0$ (an array leaf).
-    - `batch_size`: $1 \le B \le n$ (an integer array leaf: a sweep over $B$ reuses compiled
-      programs; independent of `problem.batch_size`: `sgd_problem(problem)` samples this $B$).
+    - `batch_size`: $1 \le B \le n$, or any $B \ge 1$ with `replace=True` (an integer array
+      leaf: a sweep over $B$ reuses compiled programs; independent of `problem.batch_size`:
+      `sgd_problem(problem)` samples this $B$).
     - `replace`: `False` (default, as `problems.finite_sum`) or `True` (with replacement, as
       `problems.finite_sum(..., replace=True)`); nothing else (a NumPy bool is taken).
       (Per-epoch random reshuffling draws each step's batch as a uniform $B$-subset too: its
@@ -78,7 +79,8 @@ class SGDNoise(AbstractSDE):
 
     **Raises:** `ValueError` naming the argument for a non-positive learning rate, a batch size
     that is not a positive integer, a `replace` that is not a bool, or a bad covariance/rank;
-    `check(problem)` for a problem without `data`/`sample_loss_fn`, $B > n$ or a rank above
+    `check(problem)` for a problem without `data`/`sample_loss_fn`, $B > n$ without
+    replacement or a rank above
     $\min(n, d)$, wherever the model meets a problem (also `finite_population_factor`,
     `noise_scale`, `minibatch_covariance` and `diffusion` called directly; $B$ is checked where
     it is concrete).
@@ -123,9 +125,11 @@ class SGDNoise(AbstractSDE):
                 "(e.g. problems.linear_regression or problems.finite_sum)."
             )
         n, b = _num_samples(problem), self.batch_size
-        if not isinstance(b, jax.core.Tracer) and not 1 <= int(b) <= n:
+        # c = (n - B)/(n - 1) without replacement needs B <= n; with replacement c = 1, any B.
+        if not isinstance(b, jax.core.Tracer) and not self.replace and int(b) > n:
             raise ValueError(
-                f"batch_size must be an integer in [1, {n}] (n samples), got {int(b)}."
+                f"batch_size must be an integer in [1, {n}] (n samples) without replacement, "
+                f"got {int(b)}; replace=True models any B."
             )
         if self.rank is not None and self.rank > min(n, problem.num_params):
             raise ValueError(
@@ -137,7 +141,7 @@ class SGDNoise(AbstractSDE):
 
     def finite_population_factor(self, problem: Problem) -> Array:
         r"""$c$: $(n-B)/(n-1)$ without replacement, $1$ with ($\mathrm{Cov}\,g_B = c\Sigma/B$).
-        `ValueError` (`check`) for $B > n$, where $c$ would be negative."""
+        `ValueError` (`check`) for $B > n$ without replacement, where $c$ would be negative."""
         self.check(problem)
         n = _num_samples(problem)
         b = self.batch_size.astype(self.learning_rate.dtype)
