@@ -216,6 +216,26 @@ class Problem(AbstractProblem):
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}.")
 
+    def __repr__(self) -> str:
+        # One line: equinox's default prints every field, a network's model and data included
+        # (about 150 lines for a 369-parameter MLP).
+        leaves = jax.tree.leaves(self.params0)
+        dtypes = "/".join(sorted({str(jnp.result_type(x)) for x in leaves}))
+        parts = [
+            f"name={self.name!r}",
+            f"params={self.num_params} scalars in {len(leaves)} "
+            f"{'leaf' if len(leaves) == 1 else 'leaves'} ({dtypes})",
+        ]
+        if self.data is not None:
+            parts.append(f"data={jnp.shape(jax.tree.leaves(self.data)[0])[0]} samples")
+        if self.batch_size is not None:
+            parts.append(f"batch_size={self.batch_size}")
+        known = ("minimizer", "stochastic_loss_fn", "hessian", "flow_solution")
+        given = [name for name in known if getattr(self, name) is not None]
+        if given:
+            parts.append("with " + ", ".join(given))
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     def loss(self, params: Params) -> Scalar:
         """The full (deterministic) loss $L(\\theta)$."""
         return self.loss_fn(params)

@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 
 import dynopt
-from dynopt import flows, problems
+from dynopt import flows, networks, problems
 
 from .helpers import tree_max_abs_diff
 
@@ -280,3 +280,15 @@ def test_an_equinox_model_as_params0_gets_the_partition_remedy():
     p = dynopt.Problem(lambda q: loss(eqx.combine(q, static)), params0)
     traj = dynopt.run(optax.sgd(0.1), p, 3)
     assert float(p.loss(traj.final_params)) < float(p.loss(params0))
+
+
+def test_repr_is_one_line_that_names_the_size_and_what_is_known():
+    """equinox's default repr printed the model and data field by field (about 150 lines for a
+    369-parameter network); a problem reads in one line."""
+    x, y = networks.gaussian_regression(16, 4, 1)
+    model = networks.mlp(4, 1, width=8, depth=2, key=jax.random.key(0))
+    text = repr(networks.network_problem(model, (x, y)))
+    assert "\n" not in text and len(text) < 200
+    assert "121 scalars in 6 leaves" in text and "data=16 samples" in text
+    quad = repr(problems.quadratic([1.0, 2.0]))
+    assert "2 scalars in 1 leaf (float64)" in quad and "minimizer, hessian, flow_solution" in quad
