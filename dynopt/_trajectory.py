@@ -127,6 +127,8 @@ class Comparison(eqx.Module):
     - `num_steps`: $N_h = t_1/\Delta t$.
     - `scales`: the solution's scale per run, $\max_k\|\theta(k\Delta t) - \theta(0)\|$.
     - `t1`, `solver`: the horizon and the reference solver's name.
+    - `start`: where the discrete runs started (`compare`'s `start`): `"map"`, the map's own
+      initial state, or `"optax"`, the transform's `init`.
     """
 
     step_sizes: Float[Array, " k"]
@@ -144,6 +146,7 @@ class Comparison(eqx.Module):
     reason: str = eqx.field(static=True, default="")
     final_verdict: str = eqx.field(static=True, default="too few step sizes")
     scales: Float[Array, " k"] | None = None
+    start: str = eqx.field(static=True, default="map")
 
     @property
     def diverged(self) -> Bool[Array, " k"]:
@@ -164,7 +167,7 @@ class Comparison(eqx.Module):
             f"errors={fmt(self.errors)}, local_orders={lo}, "
             f"diverged_at={np.asarray(self.diverged_at).tolist()}, "
             f"final_order={float(self.final_order):.3g} ({self.final_verdict}), t1={self.t1:g}, "
-            f"solver={self.solver!r})"
+            f"solver={self.solver!r}, start={self.start!r})"
         )
 
     __str__ = __repr__

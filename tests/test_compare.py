@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -249,3 +250,37 @@ def test_heavy_ball_beta_09_of_the_readme_is_asymptotic_only_at_smaller_steps():
 
 def _heavy_ball_09(h):
     return optax.sgd(h, momentum=0.9)
+
+
+def test_start_optax_runs_the_optimizer_from_its_own_init_as_a_users_loop_does():
+    """`start="optax"`: the discrete runs start from `tx.init` (zero momentum), not from the
+    order-2 slow manifold. The errors then equal those of a hand-written optax loop from zero
+    against the same reference, and the start-up layer makes them first order (the manifold
+    start fits 2). A map without a start of its own (GD) gives the same numbers either way."""
+    p = problems.logistic_regression(64, 3, seed=0)
+    hs, t1 = np.array([0.02, 0.01, 0.005, 0.0025]), 1.0
+
+    def opt(h):
+        return optax.sgd(h, momentum=0.5)
+
+    on_manifold = dynopt.compare(opt, p, hs, t1, order=2)
+    from_zero = dynopt.compare(opt, p, hs, t1, order=2, start="optax")
+    assert on_manifold.start == "map" and from_zero.start == "optax"
+    assert on_manifold.verdict == "asymptotic" and abs(float(on_manifold.order) - 2.0) < 0.1
+    assert from_zero.verdict == "asymptotic" and abs(float(from_zero.order) - 1.0) < 0.1
+    assert np.all(np.asarray(from_zero.errors) > 10 * np.asarray(on_manifold.errors))
+    # the hand-written loop from optax's zero state, against the order-2 flow solved alone
+    h, n = float(hs[2]), round(t1 / float(hs[2]))
+    ref = dynopt.solve(dynopt.modified_flow(opt, h, 2), p, jnp.asarray(np.arange(n + 1) * h)).params
+    tx = opt(h)
+    theta, state, loop_err = p.params0, tx.init(p.params0), 0.0
+    for k in range(n):
+        updates, state = tx.update(jax.grad(p.loss)(theta), state, theta)
+        theta = optax.apply_updates(theta, updates)
+        loop_err = max(loop_err, float(jnp.linalg.norm(theta - ref[k + 1])))
+    # both references at compare's rtol 1e-10 on errors of ~4e-3
+    np.testing.assert_allclose(float(from_zero.errors[2]), loop_err, rtol=1e-6)
+    gd = [dynopt.compare(flows.GradientFlow(), p, hs, t1, start=s) for s in ("map", "optax")]
+    np.testing.assert_array_equal(np.asarray(gd[0].errors), np.asarray(gd[1].errors))
+    with pytest.raises(ValueError, match=r"start must be 'map'.*or 'optax'"):
+        dynopt.compare(opt, p, hs, t1, start="zero")
