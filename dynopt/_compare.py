@@ -324,25 +324,27 @@ def _order_reference(optimizer, order: int, problem):
 
 
 def _series_diagnosis(reference, per_step, problem, hs) -> str | None:
-    r"""Why an order-$p \ge 2$ automatic reference may fail to solve: its $O(\tau)$ term
-    dominates the leading one at $\theta_0$ ($\tau\|f_2\|/\|f_1\| \ge 1/2$ at the largest
-    step size), i.e. the truncated series is used outside its asymptotic regime."""
+    r"""Why an automatic reference may fail to solve: its field is not finite at $\theta_0$
+    (named by term and leaf), or, at order $p \ge 2$, its $O(\tau)$ term dominates the leading
+    one there ($\tau\|f_2\|/\|f_1\| \ge 1/2$ at the largest step size), i.e. the truncated
+    series is used outside its asymptotic regime."""
     from ._modified import ModifiedFlow
     from ._modified.flow import non_finite_leaves, NOT_FINITE
 
-    if not per_step:
-        return None
     h = float(np.max(hs))
-    ref = reference(h)
-    if not isinstance(ref, ModifiedFlow) or ref.order < 2:
+    ref = reference(h) if per_step else reference
+    if not isinstance(ref, ModifiedFlow):
         return None
     fs = ref.field_values(ref.init(problem.params0), problem)  # jitted inside
-    f1, f2 = ref.params(fs[0]), ref.params(fs[1])
-    if bad := [f"f{i + 1} at {b}" for i, f in enumerate((f1, f2)) if (b := non_finite_leaves(f))]:
+    terms = [ref.params(f) for f in fs]
+    if bad := [f"f{i + 1} at {b}" for i, f in enumerate(terms) if (b := non_finite_leaves(f))]:
         return (
             f"Likely cause: the order-{ref.order} modified flow is not finite at θ0 "
             f"({'; '.join(bad)}): {NOT_FINITE}"
         )
+    if ref.order < 2:
+        return None
+    f1, f2 = terms[0], terms[1]
     ratio = float(ref.tau * optax.tree.norm(f2) / optax.tree.norm(f1))
     if ratio < 0.5:
         return None
@@ -576,7 +578,7 @@ def compare(
         # one field evaluation, without compiling the checked program a second time (its
         # runtime checks guard inputs already checked on the host, or computed values of
         # flows that are not modified series: central flows, sharpness).
-        diagnosis = _series_diagnosis(reference, per_step, problem, hs)
+        diagnosis = _series_diagnosis(ref, per_step, problem, hs)
         if diagnosis is None:
             # the runs' start on the slow manifold, where it is what failed first
             diagnosis = _dead_start_cause(flow, map, problem, hs, np.asarray(div))

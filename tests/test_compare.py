@@ -284,3 +284,20 @@ def test_start_optax_runs_the_optimizer_from_its_own_init_as_a_users_loop_does()
     np.testing.assert_array_equal(np.asarray(gd[0].errors), np.asarray(gd[1].errors))
     with pytest.raises(ValueError, match=r"start must be 'map'.*or 'optax'"):
         dynopt.compare(opt, p, hs, t1, start="zero")
+
+
+def test_an_order_1_automatic_flow_not_finite_at_the_start_is_named_by_its_leaf():
+    """Adam on a problem with a leaf the loss never reads: sqrt'(0)·0 = NaN in f1 there. The
+    order-1 comparison named only a non-finite field somewhere; it now names f1 and the leaf,
+    as order 2 did."""
+
+    def loss(p):
+        return jnp.sum(jnp.log(jnp.cosh(p["w"] - 0.7)))
+
+    p = dynopt.Problem(loss, {"w": jnp.array([0.3, -0.4]), "unused": jnp.array([1.0, 2.0])})
+    with pytest.raises(
+        dynopt.SolveError,
+        match=r"order-1 modified flow is not finite at θ0 "
+        r"\(f1 at \['unused'\]\)",
+    ):
+        dynopt.compare(lambda h: optax.adam(h, b1=0.5, b2=0.6, eps=0.3), p, HS[:3], 0.4)
