@@ -83,6 +83,25 @@ def _release_compiled_programs_when_many():
 # Fixtures that compute a child-process result once per run under a file lock
 # (`tests.helpers.once_per_run`).
 _ONCE_PER_RUN = ("workers", "sharded")
+# The tests after the experiments' quick runs that took longest (`--durations`, 2026-12-06,
+# 4-25 s each on a quiet 2-core machine).
+_SLOW = (
+    "tests/test_central.py::test_central_solve_holds_the_edge_with_either_solver",
+    "tests/test_characteristics.py::test_programs_hold_no_host_callbacks",
+    "tests/test_sharpness.py::test_lanczos_tracks_along_a_run_as_closely_as_lobpcg",
+    "tests/test_saving.py::test_saving_at_times_is_diffraxs_save_at_ts_for_sdes",
+    "tests/test_central.py::test_scalar_rmsprop_central_flow_is_the_stable_flow_below_the_edge",
+    "tests/test_correspondences.py::test_automatic_order[auto_adabelief-logcosh-p3]",
+    "tests/test_characteristics.py::test_point_focus_is_a_crossing",
+    "tests/test_central.py::test_more_directions_at_the_edge_than_k_are_said",
+    "tests/test_correspondences.py::test_automatic_order[auto_rmsprop_momentum-logcosh-p2]",
+    "tests/test_readme.py::test_every_python_snippet_in_the_readme_runs",
+    "tests/test_mixed_dtype.py::test_strict_promotion_compare_and_automatic_solver",
+    "tests/test_sharpness.py::test_tracking_inside_run_records_the_saved_iterates_eigenvalues",
+    "tests/test_densities_nd.py::test_routes_agree_on_a_nonlinear_non_gradient_drift",
+    "tests/test_experiments.py::test_run_all_jobs_runs_each_experiment_in_its_own_process",
+    "tests/test_solve.py::test_dense_memory_guard_counts_the_solver_values_per_step",
+)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -105,5 +124,8 @@ def pytest_collection_modifyitems(config, items):
     late = [item for item in once if item not in early]
     placed = set(quick) | set(once)
     rest = [item for item in items if item not in placed]
+    # The longest of the rest next (a stable sort keeps their order): collected in file order,
+    # the ones in test_s*.py came last, and a worker ran one alone while the other idled.
+    rest.sort(key=lambda item: not item.nodeid.startswith(_SLOW))
     half = len(rest) // 2  # not at the very end: their own calls take 1-9 s
     items[:] = quick + early + rest[:half] + late + rest[half:]
