@@ -1,16 +1,20 @@
 """All of dynopt's figures. Pure functions of saved results; matplotlib's object API (no pyplot
 state, no GUI backend needed).
 
-`panels(n)` gives exactly n axes (no blank slots); each `plot_*` draws on a given `Axes`; `save`
-finishes a figure before writing it atomically: one font size per role (`FONT`), legends that list
-only drawn data, log axes whose tick labels never collide and always show at least two labels,
-axis labels and titles wrapped to their panel, and empty axes removed. Figure defects are fixed
+`panels(n)` gives exactly n axes (no blank slots); each `plot_*` draws on a given `Axes` and marks
+values a log axis cannot show (non-finite, ≤ 0) on its edges instead of dropping them or drawing
+them at an invented level; `save` finishes a figure before writing it atomically in the format its
+suffix names: one font size per role (`FONT`), legends that list only drawn data, log axes whose
+tick labels are distinct, never collide and always show at least two, axis labels and titles
+wrapped to their panel, and empty axes removed (the others re-seated). Figure defects are fixed
 here, once, not in each experiment.
 """
 
 import itertools
 import math
+import numbers
 import os
+import re
 import tempfile
 import textwrap
 import warnings
@@ -26,7 +30,13 @@ from matplotlib.collections import Collection, PathCollection
 from matplotlib.container import Container
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    LogFormatter,
+    LogLocator,
+    NullFormatter,
+)
 
 
 # The one font-size setting (points), by role; `save` applies it to every figure.
@@ -47,9 +57,14 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.2, height: float 
 
 def panels(n: int, *, ncols: int | None = None, width: float = 4.2, height: float = 3.4):
     """A new `Figure` with exactly `n` axes in rows of `ncols` (default: one row up to 4, else
-    rows of 3 or 4); a shorter last row is centred, so no slot is left blank."""
-    if n < 1:
-        raise ValueError(f"panels needs n >= 1, got {n}")
+    rows of 3 or 4); a shorter last row is centred, so no slot is left blank.
+
+    **Raises:** `ValueError` if `n` or `ncols` is not an integer >= 1.
+    """
+    if not _is_count(n):
+        raise ValueError(f"panels needs an integer n >= 1 (the number of panels), got {n!r}")
+    if ncols is not None and not _is_count(ncols):
+        raise ValueError(f"panels needs ncols = None or an integer >= 1, got {ncols!r}")
     if ncols is None:
         ncols = n if n <= 4 else min((4, 3), key=lambda c: (-n % c, -c))  # fullest last row
     ncols = min(ncols, n)
@@ -58,6 +73,10 @@ def panels(n: int, *, ncols: int | None = None, width: float = 4.2, height: floa
     grid = fig.add_gridspec(nrows, 2 * ncols)
     axes = [fig.add_subplot(grid[row, a:b]) for row, a, b in _grid_slots(ncols, n)]
     return fig, axes
+
+
+def _is_count(n) -> bool:
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1
 
 
 @contextmanager
@@ -72,11 +91,21 @@ def _wall_clock_legend_warning_off():
 
 
 def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
-    """`finish` the figure at `dpi`, then write it as PNG via a temporary file and an atomic
-    rename."""
+    """`finish` the figure at `dpi`, then write it in the format its suffix names (`.png`,
+    `.pdf`, `.svg`, ...) via a temporary file and an atomic rename.
+
+    **Raises:** `ValueError` if the suffix is missing or names no format matplotlib writes.
+    """
     path = Path(path)
+    fmt = path.suffix[1:].lower()
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in formats:
+        raise ValueError(
+            f"save: {path.name!r} needs a suffix naming the file format, one of "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=f".{fmt}.tmp")
     os.close(fd)
     mask = os.umask(0)
     os.umask(mask)
@@ -88,7 +117,7 @@ def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
         finish(fig)
         canvas = fig.canvas
         size = tuple(round(v * dpi) for v in fig.get_size_inches())
-        if not fig.stale and isinstance(canvas, FigureCanvasAgg):
+        if fmt == "png" and not fig.stale and isinstance(canvas, FigureCanvasAgg):
             # `finish`'s last draw is the figure as saved: write its pixels (what `savefig`
             # does after drawing it once more, a third of a figure's cost).
             pixels = np.asarray(canvas.buffer_rgba())
@@ -100,7 +129,7 @@ def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
         # running it again moves nothing).
         fig.set_layout_engine("none")
         with _wall_clock_legend_warning_off():
-            fig.savefig(tmp, dpi=dpi, format="png")
+            fig.savefig(tmp, dpi=dpi, format=fmt)
         os.replace(tmp, path)
     finally:
         fig.set_layout_engine(engine)
@@ -120,10 +149,11 @@ def _finish(fig: Figure) -> None:
     if not hasattr(fig.canvas, "get_renderer"):
         FigureCanvasAgg(fig)  # text extents need a renderer
     empty = [ax for ax in fig.axes if _is_empty(ax)]
+    emptied = {id(s.get_gridspec()) for s in (ax.get_subplotspec() for ax in empty) if s}
     for ax in empty:
         ax.remove()
     if empty:
-        _close_gaps(fig)
+        _close_gaps(fig, emptied)
     for ax in fig.axes:
         _fonts(ax)
         _prune_legend(ax)
@@ -157,20 +187,24 @@ def _grid_slots(ncols: int, n: int):
         yield row, start, start + 2
 
 
-def _close_gaps(fig: Figure) -> None:
-    """Re-seat the axes left in a grid after empty ones were removed, so no slot stays blank."""
+def _close_gaps(fig: Figure, emptied: set[int]) -> None:
+    """Re-seat the axes left in the grids (ids in `emptied`) that lost empty axes, so no slot
+    stays blank: grids of single cells (`figure`) and of panels two columns wide (`panels`)."""
     grids: dict = {}
     for ax in fig.axes:
         spec = ax.get_subplotspec()
         if spec is not None and not hasattr(ax, "_colorbar"):
             grids.setdefault(id(spec.get_gridspec()), []).append(ax)
-    for axes in grids.values():
+    for key, axes in grids.items():
         gs = axes[0].get_subplotspec().get_gridspec()
         nrows, ncols = gs.get_geometry()
-        if len(axes) == nrows * ncols or any(
-            a.get_subplotspec().num1 != a.get_subplotspec().num2 for a in axes
-        ):
-            continue  # full, or panels spanning several cells (e.g. from `panels`)
+        spans = {(len(s.rowspan), len(s.colspan)) for s in (a.get_subplotspec() for a in axes)}
+        if key not in emptied or len(spans) > 1 or len(axes) * min(spans)[1] == nrows * ncols:
+            continue  # untouched, full, or panels of mixed sizes (placed by hand)
+        ((height, width),) = spans
+        if height != 1 or width not in (1, 2) or ncols % width:
+            continue
+        ncols //= width  # `panels` puts each panel on two columns (a short last row centred)
         axes.sort(key=lambda a: a.get_subplotspec().num1)
         n = len(axes)  # fewest blank slots in at most as many rows, then the widest rows
         ncols = min(
@@ -207,7 +241,8 @@ def _fonts(ax: Axes) -> None:
 
 
 def _drawn(artist) -> bool:
-    """Whether a legend handle shows data in its axes (or is a declared style key)."""
+    """Whether a legend handle shows data in its axes (or is a declared style key): a point with
+    finite coordinates, positive on a log axis."""
     if isinstance(artist, Container):  # bars, error bars: drawn if any part is
         return any(_drawn(child) for child in artist.get_children())
     if artist.get_gid() == KEY:
@@ -216,32 +251,57 @@ def _drawn(artist) -> bool:
         return False
     if isinstance(artist, Line2D):
         x, y = (np.asarray(v, float) for v in artist.get_data())
-        return bool(np.any(np.isfinite(x) & np.isfinite(y)))
+        return _any_shown(artist, artist.get_transform(), x, y)
     if isinstance(artist, PathCollection):  # scatter: a marker per offset
-        off = np.asarray(artist.get_offsets(), float)
-        return bool(off.size) and bool(np.any(np.all(np.isfinite(off), axis=-1)))
+        off = np.asarray(artist.get_offsets(), float).reshape(-1, 2)
+        return _any_shown(artist, artist.get_offset_transform(), off[:, 0], off[:, 1])
     if isinstance(artist, Collection):
-        return any(np.isfinite(p.vertices).all(axis=1).any() for p in artist.get_paths())
+        return any(
+            _any_shown(artist, artist.get_transform(), p.vertices[:, 0], p.vertices[:, 1])
+            for p in artist.get_paths()
+        )
     return True
 
 
+def _any_shown(artist, transform, x, y) -> bool:
+    """Whether any point (x, y) drawn with `transform` is on the canvas: finite, and positive
+    where that coordinate is data on a log axis (matplotlib drops the others)."""
+    shown = np.isfinite(x) & np.isfinite(y)
+    ax = artist.axes
+    if ax is not None:
+        for v, is_data, axis in zip((x, y), transform.contains_branch_separately(ax.transData),
+                                    (ax.xaxis, ax.yaxis)):  # fmt: skip
+            if is_data and axis.get_scale() == "log":
+                shown &= v > 0
+    return bool(np.any(shown))
+
+
 def _prune_legend(ax: Axes) -> None:
+    """Drop the legend entries whose artists show nothing; a label carried by several artists
+    keeps as many entries as it has drawn artists."""
     legend = ax.get_legend()
     if legend is None:
         return
     handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
-    artists, artist_labels = ax.get_legend_handles_labels()
-    by_label = dict(zip(artist_labels, artists))
-    keep = [
-        (h, lab) for h, lab in zip(handles, labels) if lab not in by_label or _drawn(by_label[lab])
-    ]
+    carried: dict[str, list] = {}  # label -> its drawn artists, in drawing order
+    for artist, label in zip(*ax.get_legend_handles_labels()):
+        carried.setdefault(label, [])
+        if _drawn(artist):
+            carried[label].append(artist)
+    keep, used = [], dict.fromkeys(carried, 0)
+    for h, lab in zip(handles, labels):
+        if lab not in carried:
+            keep.append((h, lab))  # a handle given to the legend, not drawn in the axes
+        elif used[lab] < len(carried[lab]):
+            keep.append((carried[lab][used[lab]], lab))
+            used[lab] += 1
     if len(keep) == len(labels):
         return
     if not keep:
         legend.remove()
         return
     ax.legend(
-        [by_label.get(lab, h) for h, lab in keep],
+        [h for h, _ in keep],
         [lab for _, lab in keep],
         loc=legend._loc,
         ncols=legend._ncols,
@@ -269,8 +329,9 @@ def key_entry(ax: Axes, label: str, *args, **style) -> None:
 _SUP = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
-def _sci(v: float, _pos=None) -> str:
-    """`10⁻³`, `3×10⁻⁴`, `2.5×10²`: compact, unambiguous log-axis tick labels."""
+def _sci(v: float, _pos=None, *, digits: int = 2) -> str:
+    """`10⁻³`, `3×10⁻⁴`, `2.5×10²`: compact, unambiguous log-axis tick labels, the mantissa to
+    `digits` significant digits (one more for values in [1, 1000), written plainly)."""
     if v <= 0 or not np.isfinite(v):
         return ""
     e = math.floor(math.log10(v) + 1e-9)
@@ -279,8 +340,21 @@ def _sci(v: float, _pos=None) -> str:
     if abs(m - 1) < 1e-6:
         return "1" if e == 0 else exp
     if 0 <= e <= 2:
-        return f"{v:.3g}"
-    return f"{m:.2g}×{exp}"
+        return f"{v:.{digits + 1}g}"
+    return f"{m:.{digits}g}×{exp}"
+
+
+def _tick_formatter(ticks) -> FuncFormatter:
+    """One label style for a log axis's `ticks` (0.3, 1, 10 or 10⁻⁴), with the fewest digits
+    that keep their labels distinct (1.28×10⁻⁶ and 1.31×10⁻⁶, not 1.3×10⁻⁶ twice)."""
+    ticks = sorted({float(t) for t in ticks if t > 0 and np.isfinite(t)})
+    plain = all(1e-2 <= t < 1e3 for t in ticks)
+
+    def label(v: float, extra: int) -> str:
+        return f"{v:.{6 + extra}g}" if plain else _sci(v, digits=2 + extra)
+
+    extra = next((k for k in range(15) if len({label(t, k) for t in ticks}) == len(ticks)), 0)
+    return FuncFormatter(lambda v, _: label(v, extra))
 
 
 def log_ticks(lo: float, hi: float, *, max_ticks: int = 6) -> list[float]:
@@ -321,9 +395,18 @@ def log_ticks(lo: float, hi: float, *, max_ticks: int = 6) -> list[float]:
 
 
 def _log_ticks(ax: Axes, axis) -> None:
-    if isinstance(axis.get_major_locator(), FixedLocator):
+    locator = axis.get_major_locator()
+    if isinstance(locator, FixedLocator):
+        # Ticks chosen by the caller (e.g. the sample counts): labelled as ours unless the
+        # caller gave the labels too, and only thinned if colliding.
         axis.set_minor_formatter(NullFormatter())
-        return  # ticks chosen by the caller (e.g. the sample counts); only thinned if colliding
+        ticks = np.asarray(locator.locs, float)
+        positive = axis.get_scale() == "log" or (
+            ticks.size and ticks.min() >= axis.get_transform().linthresh
+        )
+        if positive and isinstance(axis.get_major_formatter(), LogFormatter):
+            axis.set_major_formatter(_tick_formatter(ticks))
+        return
     lo, hi = ax.get_xlim() if axis is ax.xaxis else ax.get_ylim()  # autoscaled, not stale
     if axis.get_scale() == "symlog" and not min(lo, hi) >= axis.get_transform().linthresh:
         return  # a symlog axis through 0 keeps matplotlib's ticks
@@ -331,8 +414,7 @@ def _log_ticks(ax: Axes, axis) -> None:
     if len(ticks) < 2:
         return
     axis.set_major_locator(FixedLocator(ticks))
-    plain = all(1e-2 <= t < 1e3 for t in ticks)  # one style per axis: 0.3, 1, 10 or 10⁻⁴
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}" if plain else _sci(v)))
+    axis.set_major_formatter(_tick_formatter(ticks))
     axis.set_minor_locator(LogLocator(subs="auto"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -382,15 +464,80 @@ def _wrap_labels(fig: Figure) -> None:
             s = text.get_text()
             size = text.get_window_extent(renderer)
             extent = max(size.width, size.height)
-            if s and "\n" not in s and "$" not in s and extent > length > 0:
-                width = max(12, int(len(s) * length / extent))
-                text.set_text(textwrap.fill(s, width))
-                changed = True
+            if s and "\n" not in s and extent > length > 0:
+                wrapped = _fill(s, max(12, int(len(s) * length / extent)))
+                changed |= wrapped != s
+                text.set_text(wrapped)
     if changed:
         fig.canvas.draw()
 
 
+# A word: non-space characters and whole `$…$` segments (mathtext, spaces included).
+_WORD = re.compile(r"(?:\$[^$]*\$|[^\s$])+")
+
+
+def _fill(s: str, width: int) -> str:
+    """`s` in lines of about `width` characters, broken at spaces outside `$…$` (a line break
+    inside one is a mathtext error); unchanged if its `$` do not pair up."""
+    if "$" not in s:
+        return textwrap.fill(s, width)
+    if s.count("$") % 2 or "\\$" in s:
+        return s
+    lines = [""]
+    for word in _WORD.findall(s):
+        if lines[-1] and len(lines[-1]) + 1 + len(word) > width:
+            lines.append(word)
+        else:
+            lines[-1] = f"{lines[-1]} {word}" if lines[-1] else word
+    return "\n".join(lines)
+
+
 # --- the plots --------------------------------------------------------------------------------
+
+
+def _number(v, name: str) -> float | None:
+    """`v` (a Python or NumPy number, a 0-d JAX array) as a float; None stays None."""
+    if v is None:
+        return None
+    a = np.asarray(v, float)
+    if a.size != 1:
+        raise ValueError(f"{name} must be a number or None, got an array of shape {a.shape}")
+    return float(a.reshape(()))
+
+
+def _step_sizes(step_sizes) -> np.ndarray:
+    h = np.asarray(step_sizes, float)
+    if h.ndim != 1 or not h.size:
+        raise ValueError(f"step_sizes must be a non-empty 1-D sequence, got shape {h.shape}")
+    if not np.all(np.isfinite(h) & (h > 0)):
+        raise ValueError(f"step_sizes must be positive (and finite) on a log axis, got {h}")
+    return h
+
+
+def _edge(ax: Axes, x, *, top: bool, marker: str, label: str | None = None, **style) -> None:
+    """Markers at `x` on the top (y = 1) or bottom (y = 0) edge of the axes: values a log
+    y-axis cannot show, marked where they are instead of drawn at an invented level."""
+    x = np.asarray(x, float)
+    ax.plot(
+        x, np.full(x.shape, 1.0 if top else 0.0), ls="none", marker=marker, clip_on=False,
+        transform=ax.get_xaxis_transform(), label="_nolegend_" if label is None else label,
+        **style,
+    )  # fmt: skip
+
+
+def _below(y, floor: float) -> str:
+    """What values at or below `floor` are, for a legend entry."""
+    if floor != 0:
+        return f"≤ {floor:g}"
+    return "exactly 0" if np.all(y == 0) else "≤ 0"
+
+
+def _key_once(ax: Axes, label: str, *args, **style) -> None:
+    if label not in [line.get_label() for line in ax.lines if line.get_gid() == KEY]:
+        key_entry(ax, label, *args, **style)
+
+
+DIVERGED = "× diverged (non-finite error)"  # the key of the crosses on an error plot's top edge
 
 
 def plot_error_vs_step_size(
@@ -402,26 +549,59 @@ def plot_error_vs_step_size(
     order: float | None = None,
     marker: str = "o",
     color=None,
+    key: bool = True,
     **style,
-) -> None:
-    """Log-log error against step size, with the fitted order in the legend. Non-finite errors
-    (diverged runs) are drawn as crosses on the top edge."""
-    h, e = np.asarray(step_sizes, float), np.asarray(errors, float)
+) -> bool:
+    """Log-log error against step size, with the fitted order in the legend. Errors a log axis
+    cannot show are marked on its edges, not drawn at an invented level: non-finite ones
+    (diverged runs) as crosses on the top edge (explained by one key entry), zero and negative
+    ones as open markers on the bottom edge (with their own legend entry).
+
+    **Arguments:**
+
+    - `step_sizes`: positive; `errors`: one per step size.
+    - `label`, `order`: the legend entry, with the order (a number, a 0-d array or None).
+    - `marker`, `color`, `style`: the line's style.
+    - `key`: whether to add the crosses' key entry (`plot_orders` adds one after all series).
+
+    **Returns:** whether a cross was drawn.
+
+    **Raises:** `ValueError` if a step size is not positive or `errors` does not have one entry
+    per step size.
+    """
+    h = _step_sizes(step_sizes)
+    e = np.asarray(errors, float)
+    if e.shape != h.shape:
+        raise ValueError(
+            f"the errors of {label!r} have shape {e.shape} and step_sizes {h.shape}: one error "
+            "per step size"
+        )
+    order = _number(order, f"the order of {label!r}")
     ok = np.isfinite(e) & (e > 0)
     text = label if order is None or not np.isfinite(order) else f"{label} (slope {order:.2f})"
     (line,) = ax.loglog(h[ok], e[ok], marker=marker, label=text, color=color, **style)
-    if np.any(~ok):
-        top = np.max(e[ok]) * 3 if np.any(ok) else 1.0
-        ax.scatter(h[~ok], np.full((~ok).sum(), top), marker="x", color=line.get_color())
+    color = line.get_color()
+    low = e <= 0  # -inf too; NaN is not
+    if np.any(low):
+        what = f"{label}: {_below(e[low], 0.0)} (bottom edge)"
+        _edge(ax, h[low], top=False, marker=marker, color=color, mfc="none", label=what)
+    bad = ~np.isfinite(e) & ~low
+    if np.any(bad):  # a series with no error to draw is named by its crosses
+        _edge(ax, h[bad], top=True, marker="x", color=color, ms=8, mew=1.5,
+              label=None if np.any(ok | low) else text)  # fmt: skip
+        if key:
+            _key_once(ax, DIVERGED, "kx", ls="none")
     ax.set_xlabel("step size h")
     ax.set_ylabel("max error over [0, t1]")
     ax.grid(True, which="both", alpha=0.3)
+    return bool(np.any(bad))
 
 
 def plot_slope_guide(ax: Axes, step_sizes, anchor_error: float, order: float, **kwargs) -> None:
     """A dashed line of slope `order` through (max h, anchor_error)."""
     h = np.asarray(step_sizes, float)
     hs = np.array([h.min(), h.max()])
+    anchor_error, order = float(anchor_error), float(order)
     ax.loglog(hs, anchor_error * (hs / h.max()) ** order, "k--", lw=0.8, alpha=0.6, **kwargs)
 
 
@@ -433,19 +613,37 @@ def plot_orders(
     guides: Sequence[float | None] | None = None,
 ) -> None:
     """Errors against step size, one `(errors, label, fitted order)` per series, each with a
-    dashed slope guide of `guides[i]` (default: the order rounded) through its smallest-h point,
-    where the asymptotic regime is. A guide that would lie within a factor 2 of one already
-    drawn with the same slope (two curves nearly on each other) is drawn once."""
-    h = np.asarray(step_sizes, float)
-    markers, drawn = "osD^v<>", []
+    dashed slope guide of `guides[i]` (default: the order rounded) through its smallest-h point
+    with a finite error, where the asymptotic regime is. A guide that would lie within a factor
+    2 of one already drawn with the same slope (two curves nearly on each other) is drawn once;
+    one step size gets no guide.
+
+    **Arguments:**
+
+    - `step_sizes`: positive, one per error.
+    - `series`: `(errors, label, order)`; `order` a number, a 0-d array (e.g.
+      `Comparison.order`) or None.
+    - `guides`: one slope (or None) per series.
+
+    **Raises:** `ValueError` if a step size is not positive, or a series or `guides` has the
+    wrong length.
+    """
+    h = _step_sizes(step_sizes)
+    series = list(series)
+    if guides is not None and len(guides) != len(series):
+        raise ValueError(f"guides has {len(guides)} entries for {len(series)} series")
+    markers, drawn, crosses = "osD^v<>", [], False
     for i, (errors, label, order) in enumerate(series):
-        plot_error_vs_step_size(ax, h, errors, label=label, order=order, marker=markers[i % 7])
-        guide = (guides[i] if guides is not None else None) or (
-            round(order) if order is not None and np.isfinite(order) else None
+        crosses |= plot_error_vs_step_size(
+            ax, h, errors, label=label, order=order, marker=markers[i % 7], key=False
         )
+        order = _number(order, f"the order of {label!r}")
+        given = _number(guides[i], f"guides[{i}]") if guides is not None else None
+        guide = given or (round(order) if order is not None and np.isfinite(order) else None)
         e = np.asarray(errors, float)
-        j = int(np.argmin(h))
-        if guide and np.isfinite(e[j]) and e[j] > 0:  # a factor 2 below the data, visible
+        finite = np.flatnonzero(np.isfinite(e) & (e > 0))
+        if guide and np.isfinite(guide) and finite.size and h.max() > h.min():
+            j = finite[np.argmin(h[finite])]  # a factor 2 below the data, visible
             anchor = 0.5 * e[j] * (h.max() / h[j]) ** guide
             if not any(g == guide and abs(np.log(anchor / a)) < np.log(2) for g, a in drawn):
                 plot_slope_guide(ax, h, anchor, guide)
@@ -454,6 +652,8 @@ def plot_orders(
         orders = [f"{g:g}" for g in sorted({g for g, _ in drawn})]
         text = f"slope {', '.join(orders)} guide{'s' if len(orders) > 1 else ''}"
         key_entry(ax, text, "k--", lw=0.8, alpha=0.6)
+    if crosses:
+        _key_once(ax, DIVERGED, "kx", ls="none")
     legend(ax)
 
 
@@ -475,55 +675,127 @@ def plot_loss_curves(
     headroom: float = 100.0,
     decades: float = 20.0,
 ) -> None:
-    """Loss against time on a log scale. `diverged_at[i]` is run i's divergence time (or None):
-    it is marked by a cross at that time on the top edge. The y-range covers the runs that did not
-    diverge (and every run's start) with `headroom`, so a diverging run leaves the axes instead of
-    stretching them over tens of decades."""
-    diverged_at = list(diverged_at) if diverged_at is not None else [None] * len(curves)
+    """Loss against time on a log scale. The y-range covers the runs that did not diverge (and
+    every run's start) with `headroom`, so a diverging run leaves the axes instead of stretching
+    them over tens of decades. A loss of 0 or below is an open marker on the bottom edge; a curve
+    with nothing to draw is named in the panel.
+
+    **Arguments:**
+
+    - `curves`: `(t, loss, label)`, `t` and `loss` 1-D of equal length.
+    - `diverged_at`: one entry per curve: the *time* at which run i diverged, marked by a cross
+      on the top edge (the loss is drawn up to it), or None (or negative, as
+      `Trajectory.diverged_at`'s −1) where it did not. `Trajectory.diverged_at` is a step: pass
+      `ts[k]`.
+    - `clip`: losses above it are treated as diverged and not drawn.
+
+    **Raises:** `ValueError` if `diverged_at` does not have one entry per curve, a divergence
+    time lies outside its curve's times or is an integer array (a step index), or a curve's `t`
+    and `loss` differ in shape.
+    """
+    curves = list(curves)
+    diverged_at = [None] * len(curves) if diverged_at is None else list(diverged_at)
+    if len(diverged_at) != len(curves):
+        raise ValueError(
+            f"diverged_at has {len(diverged_at)} entries for {len(curves)} curves: one per "
+            "curve (None where a run did not diverge)"
+        )
     lo, hi = np.inf, 0.0
-    lines = []
-    for (t, loss, label), div in zip(curves, diverged_at):
+    lines, shown, missing = [], [], []
+    for i, (t, loss, label) in enumerate(curves):
         t, loss = np.asarray(t, float), np.asarray(loss, float)
-        ok = np.isfinite(loss) & (loss > 0) & (loss <= clip)
-        if div is not None:
-            ok &= t <= div
+        if t.ndim != 1 or t.shape != loss.shape:
+            raise ValueError(
+                f"curves[{i}] ({label!r}): t has shape {t.shape} and loss {loss.shape}; they "
+                "must be 1-D and of equal length"
+            )
+        div = diverged_at[i] = _divergence_time(diverged_at[i], t, i)
+        before = t <= div if div is not None else np.ones(t.shape, bool)
+        ok = before & np.isfinite(loss) & (loss > 0) & (loss <= clip)
         style = _STYLES[len(lines) % len(_STYLES)]
         (line,) = ax.semilogy(t[ok], loss[ok], label=label, **style)
         lines.append(line)
+        low = before & (loss <= 0)
+        if np.any(low):  # every n-th: a row of markers, not a bar
+            what = f"{label}: {_below(loss[low], 0.0)} (bottom edge)"
+            every = max(1, int(low.sum()) // 25)
+            _edge(ax, t[low], top=False, marker="o", color=line.get_color(), mfc="none", ms=4,
+                  markevery=every, label=what)  # fmt: skip
+        shown.append(bool(np.any(ok | low)))
         if np.any(ok):
             lo = min(lo, loss[ok].min())
             hi = max(hi, loss[ok][0] if div is not None else loss[ok].max())
+        elif div is None and not np.any(low):
+            missing.append((label, line.get_color()))
     if np.isfinite(lo) and hi > 0:
         top = hi * headroom
         ax.set_ylim(max(lo / 3, top / 10.0**decades), top)
-    for line, div in zip(lines, diverged_at):
-        if div is not None:
+    for line, div, named in zip(lines, diverged_at, shown):
+        if div is not None:  # a run with nothing else drawn is named by its cross
             ax.plot(
                 [div], [1.0], "x", color=line.get_color(), ms=9, mew=2,
                 transform=ax.get_xaxis_transform(), clip_on=False,
+                label="_nolegend_" if named else line.get_label(),
             )  # fmt: skip
     if any(d is not None for d in diverged_at):
-        key_entry(ax, "× divergence (non-finite)", "kx", ls="none")
+        key_entry(ax, "× divergence", "kx", ls="none")
+    for k, (label, color) in enumerate(missing):
+        ax.text(0.5, 0.5 - 0.08 * k, f"{label}: no loss in (0, {clip:g}] to draw",
+                transform=ax.transAxes, ha="center", va="center", color=color)  # fmt: skip
     ax.set_xlabel("t")
     ax.set_ylabel("loss")
     ax.grid(True, which="both", alpha=0.3)
 
 
+def _divergence_time(div, t: np.ndarray, i: int) -> float | None:
+    """`diverged_at[i]` as a time in curve i's range, None where the run did not diverge."""
+    if div is None:
+        return None
+    a = np.asarray(div)
+    if a.size != 1 or not (np.issubdtype(a.dtype, np.number) and a.dtype != bool):
+        raise ValueError(f"diverged_at[{i}] must be a time or None, got {div!r}")
+    v = float(a.reshape(()))
+    if v < 0:
+        return None  # `Trajectory.diverged_at`'s −1: not diverged
+    if np.issubdtype(a.dtype, np.integer) and not isinstance(div, int):
+        raise ValueError(
+            f"diverged_at[{i}] = {v:g} is an integer array, a step index (as "
+            "Trajectory.diverged_at)? diverged_at takes times: pass ts[k] (None where a run "
+            "did not diverge)"
+        )
+    ts = t[np.isfinite(t)]
+    lo, hi = (ts.min(), ts.max()) if ts.size else (v, v)
+    slack = 1e-9 * max(hi - lo, abs(lo), abs(hi))
+    if not (np.isfinite(v) and lo - slack <= v <= hi + slack):
+        raise ValueError(
+            f"diverged_at[{i}] = {v:g} lies outside curve {i}'s times [{lo:g}, {hi:g}]: it takes "
+            "the time at which the run diverged (not a step index)"
+        )
+    return v
+
+
 def plot_log_floor(ax: Axes, x, y, fmt: str = "o", *, floor: float = 0.0, label: str, **style):
     """`y` against `x` on a log y-axis; values at or below `floor` (e.g. exact zeros, or a
     converged run's distance) are not data at an invented level: they are drawn as open markers on
-    the bottom edge, with their own legend entry."""
+    the bottom edge, +inf as crosses on the top edge, each with their own legend entry (NaN is
+    not drawn)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape:
+        raise ValueError(f"plot_log_floor: x has shape {x.shape} and y {y.shape}")
     above = np.isfinite(y) & (y > floor)
     (line,) = ax.semilogy(x[above], y[above], fmt, label=label, **style)
-    below = np.isfinite(y) & ~above
+    below = y <= floor  # -inf too
     if np.any(below):
-        what = "exactly 0" if floor == 0 else f"≤ {floor:g}"
+        what = _below(y[below], floor)
         ax.plot(
             x[below], np.zeros(below.sum()), fmt[0] if fmt[0] in "os^vD.x" else "o",
             color=line.get_color(), mfc="none", ms=5, clip_on=False,
             transform=ax.get_xaxis_transform(), label=f"{label}: {what} (bottom edge)",
         )  # fmt: skip
+    inf = y == np.inf
+    if np.any(inf):
+        _edge(ax, x[inf], top=True, marker="x", color=line.get_color(), ms=6, mew=1.5,
+              label=f"{label}: +∞ (top edge)")  # fmt: skip
     return line
 
 
@@ -557,12 +829,31 @@ def plot_contour_paths(
     ys: np.ndarray,
     paths: Sequence[tuple[np.ndarray, str]],
 ) -> None:
-    """Log-spaced contours of a 2-D loss with parameter paths (arrays of shape (n, 2)) on top;
-    later paths are drawn thinner and dashed, so one over another stays visible."""
-    levels = np.geomspace(max(np.min(loss_grid), 1e-3), np.max(loss_grid), 20)
-    ax.contour(xs, ys, loss_grid, levels=levels, colors="0.7", linewidths=0.6)
+    """Contours of a 2-D loss at 20 log-spaced heights above its minimum (from 10⁻³ above it,
+    or 10⁻³ of its range if that is smaller, to its maximum; non-finite values ignored, any sign;
+    none for a constant loss) with parameter paths (arrays of shape (n, 2)) on top; later paths
+    are drawn thinner and dashed, so one over another stays visible.
+
+    **Raises:** `ValueError` if `loss_grid` is not `(len(ys), len(xs))` or a path not `(n, 2)`.
+    """
+    grid = np.asarray(loss_grid, float)
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    if grid.ndim != 2 or (xs.ndim == ys.ndim == 1 and grid.shape != (ys.size, xs.size)):
+        raise ValueError(
+            f"loss_grid has shape {grid.shape}; it must be (len(ys), len(xs)) = "
+            f"({ys.size}, {xs.size}) (`loss_on_grid`'s layout)"
+        )
+    paths = [(np.asarray(path, float), label) for path, label in paths]
     for i, (path, label) in enumerate(paths):
-        path = np.asarray(path)
+        if path.ndim != 2 or path.shape[1] != 2:
+            raise ValueError(f"paths[{i}] ({label!r}) has shape {path.shape}; it must be (n, 2)")
+    finite = grid[np.isfinite(grid)]
+    if finite.size and finite.max() > finite.min():
+        low, span = finite.min(), finite.max() - finite.min()
+        levels = low + np.geomspace(1e-3 * min(1.0, span), span, 20)
+        ax.contour(xs, ys, np.ma.masked_invalid(grid), levels=levels, colors="0.7",
+                   linewidths=0.6)  # fmt: skip
+    for i, (path, label) in enumerate(paths):
         path = path[np.all(np.isfinite(path), axis=1)]
         style = dict(lw=3, alpha=0.45) if i == 0 else dict(lw=1, ls=("--", ":", "-.")[i % 3])
         ax.plot(path[:, 0], path[:, 1], label=label, **style)
@@ -579,10 +870,17 @@ def plot_phase_portrait(
 ) -> None:
     """2-D trajectories (arrays of shape (n, 2), e.g. a generator's θ) with their start marked by
     a dot and the equilibrium by a red dot; `window` sets the axes to ±window. Later paths are
-    dashed, so coinciding paths stay distinguishable."""
+    dashed, so coinciding paths stay distinguishable.
+
+    **Raises:** `ValueError` if a path is not `(n, 2)` or has no finite point.
+    """
     for i, (path, label) in enumerate(paths):
-        path = np.asarray(path)
+        path = np.asarray(path, float)
+        if path.ndim != 2 or path.shape[1] != 2:
+            raise ValueError(f"paths[{i}] ({label!r}) has shape {path.shape}; it must be (n, 2)")
         path = path[np.all(np.isfinite(path), axis=1)]
+        if not path.size:
+            raise ValueError(f"paths[{i}] ({label!r}) has no finite point to draw")
         ls = ("-", "--", ":", "-.")[i % 4]
         (line,) = ax.plot(path[:, 0], path[:, 1], lw=0.9 if i else 1.6, ls=ls, label=label)
         ax.plot(path[0, 0], path[0, 1], "o", color=line.get_color(), ms=4)
@@ -637,10 +935,18 @@ def plot_density_map(
     ax: Axes, x, y, values, *, label: str, clip: float | None = None, log: bool = False
 ) -> None:
     """A field on a regular grid (`values[j, i]` at `(x[i], y[j])`) with a colour scale over the
-    whole map (`color_norm`; `log=True`: a log scale over the positive values), NaN blank."""
+    whole map (`color_norm`; `log=True`: a log scale over the positive values), NaN blank.
+
+    **Raises:** `ValueError` if `log=True` and no value is positive.
+    """
     v = np.asarray(values, float)
     if log:
         pos = v[np.isfinite(v) & (v > 0)]
+        if not pos.size:
+            raise ValueError(
+                "plot_density_map(log=True): values has no positive finite entry for a log "
+                "colour scale (log=False takes any sign)"
+            )
         norm, cmap = mcolors.LogNorm(pos.min(), pos.max()), "viridis"
         v = np.where(v > 0, v, np.nan)
     else:
@@ -759,7 +1065,8 @@ def plot_bar_pairs(
     ax: Axes, names: Sequence[str], first, second, *, labels: tuple[str, str], fmt: str = ".4f"
 ) -> None:
     """Two bars per name (e.g. predicted and measured), the second labelled with its value, with
-    headroom above the bars for a legend.
+    headroom above the bars for a legend (a y-range from 0 to the values' extremes, NaN not
+    drawn; a log y-axis, set before or after, scales itself).
 
     **Arguments:**
 
@@ -774,7 +1081,10 @@ def plot_bar_pairs(
     bars = ax.bar(x + 0.2, second, width=0.4, label=labels[1])
     ax.bar_label(bars, labels=[f"{v:{fmt}}" for v in second])
     ax.set_xticks(x, names, rotation=20)
-    ax.set_ylim(0.0, 1.35 * max(first.max(), second.max()))
+    # Headroom as a margin, not fixed limits: autoscaling keeps the bars' sticky edge at 0 (so
+    # 0 to 1.35·max for positive values, the sign respected for negative ones), ignores NaN,
+    # and still works on a log axis.
+    ax.set_ymargin(0.35)
 
 
 def loss_on_grid(loss, xs, ys) -> np.ndarray:
@@ -787,12 +1097,22 @@ def loss_on_grid(loss, xs, ys) -> np.ndarray:
     - `xs`, `ys`: the grid's coordinates.
 
     **Returns:** an array of shape `(len(ys), len(xs))`.
+
+    **Raises:** `ValueError` if `xs` or `ys` is not 1-D or `loss` does not return a scalar.
     """
     import jax
     import jax.numpy as jnp
 
-    grid = jnp.stack(jnp.meshgrid(jnp.asarray(xs), jnp.asarray(ys)), axis=-1)
-    return np.asarray(jax.jit(jax.vmap(jax.vmap(loss)))(grid))
+    xs, ys = jnp.asarray(xs), jnp.asarray(ys)
+    if xs.ndim != 1 or ys.ndim != 1:
+        raise ValueError(f"xs and ys must be 1-D, got shapes {xs.shape} and {ys.shape}")
+    grid = jnp.stack(jnp.meshgrid(xs, ys), axis=-1)
+    out = np.asarray(jax.jit(jax.vmap(jax.vmap(loss)))(grid))
+    if out.shape != (ys.size, xs.size):
+        raise ValueError(
+            f"loss must return a scalar; it returned an array of shape {out.shape[2:]} per point"
+        )
+    return out
 
 
 # --- helpers for h4 ---

@@ -251,3 +251,311 @@ def test_a_descheduled_best_legend_placement_is_not_a_warning(tmp_path, monkeypa
         plotting.save(fig, tmp_path / "f.png")
     assert readings  # the best-placement search ran on the slow clock
     assert (tmp_path / "f.png").exists()
+
+
+# --- defects found by probing the helpers --------------------------------------------------
+
+
+def _legend_texts(ax):
+    legend = ax.get_legend()
+    return [t.get_text() for t in legend.get_texts()] if legend is not None else []
+
+
+def _tick_texts(fig, axis):
+    lo, hi = sorted(axis.get_view_interval())
+    return [
+        t.label1.get_text()
+        for t in axis.get_major_ticks()
+        if t.label1.get_visible() and t.label1.get_text() and lo <= t.get_loc() <= hi * 1.000001
+    ]
+
+
+def _edge_lines(ax, top: bool):
+    """The lines drawn on the top (y = 1) or bottom (y = 0) edge in axes coordinates."""
+    edge = ax.get_xaxis_transform()
+    return [
+        ln
+        for ln in ax.lines
+        if ln.get_transform() == edge
+        and len(ln.get_xdata())
+        and np.all(np.asarray(ln.get_ydata()) == (1.0 if top else 0.0))
+    ]
+
+
+def test_plot_orders_takes_the_0d_order_that_compare_returns():
+    import jax.numpy as jnp
+
+    _, (ax,) = plotting.panels(1)
+    hs = jnp.asarray([0.02, 0.01, 0.005, 0.0025])
+    plotting.plot_orders(ax, hs, [(0.3 * hs, "GD", jnp.asarray(1.0369))])  # Comparison.order
+    assert _legend_texts(ax) == ["GD (slope 1.04)", "slope 1 guide"]
+
+
+@pytest.mark.parametrize(
+    "suffix,magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<svg")]
+)
+def test_save_writes_the_format_its_suffix_names(tmp_path, suffix, magic):
+    fig, (ax,) = plotting.panels(1)
+    ax.plot([1, 2], [1, 2])
+    path = plotting.save(fig, tmp_path / f"f{suffix}")
+    assert magic in path.read_bytes()[:400]
+    assert list(tmp_path.iterdir()) == [path]  # written atomically, no temporary file left
+
+
+@pytest.mark.parametrize("name", ["f.xyz", "f"])
+def test_save_refuses_a_suffix_naming_no_format(tmp_path, name):
+    fig, (ax,) = plotting.panels(1)
+    ax.plot([1, 2], [1, 2])
+    with pytest.raises(ValueError, match="suffix naming the file format"):
+        plotting.save(fig, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tick_labels_of_a_narrow_log_range_are_distinct():
+    """Errors saturated at a reference tolerance: ticks 1.28e-6 and 1.31e-6 were both labelled
+    1.3×10⁻⁶; the labels get the digits that tell them apart."""
+    fig, axes = plotting.panels(2)
+    hs = np.array([0.1, 0.05, 0.025, 0.0125])
+    saturated = [1.3135e-6, 1.29e-6, 1.28e-6, 1.2712e-6]
+    plotting.plot_orders(axes[0], hs, [(saturated, "GD", 0.02)])
+    axes[1].loglog([1.0, 2.0], [5e-5, 5.0001e-5], "o")
+    plotting.finish(fig)
+    for ax in axes:
+        labels = _tick_texts(fig, ax.yaxis)
+        assert len(labels) >= 2 and len(set(labels)) == len(labels), labels
+    assert plotting._sci(1.28e-6, digits=3) == "1.28×10⁻⁶"
+
+
+def test_ticks_set_by_the_caller_on_a_log_axis_are_labelled_and_thinned():
+    fig, axes = plotting.panels(2)
+    x = np.arange(1, 10) * 1e-4
+    for ax in axes:
+        ax.loglog(x, x**2, "o-")
+    axes[0].set_xticks(x)
+    axes[1].set_xticks(x[::4], ["one", "five", "nine"])  # the caller's labels stay
+    plotting.finish(fig)
+    labels = _tick_texts(fig, axes[0].xaxis)
+    assert len(labels) >= 2 and "10⁻⁴" in labels and "5×10⁻⁴" in labels
+    boxes = _labels(fig, axes[0].xaxis)
+    assert not any(a.overlaps(b) for (_, a), (_, b) in itertools.pairwise(boxes))
+    assert _tick_texts(fig, axes[1].xaxis) == ["one", "five", "nine"]
+
+
+@pytest.mark.filterwarnings("ignore:Data has no positive values")
+def test_legend_drops_data_a_log_axis_cannot_show(tmp_path):
+    fig, axes = plotting.panels(2)
+    t = np.linspace(0, 1, 20)
+    plotting.plot_rate_check(axes[0], t, -np.exp(-t), -np.exp(-t), label="dL/dt")
+    axes[0].set_yscale("log")  # the rates are negative: nothing to show
+    axes[0].plot(t, np.exp(-t), label="shown")
+    plotting.dress(axes[0])
+    assert _legend_texts(axes[0]) == ["shown"]
+    axes[1].plot(t + 1, np.exp(-t), label="positive")
+    axes[1].plot(t + 1, -np.exp(-t), label="negative")
+    axes[1].legend()
+    axes[1].set_yscale("log")  # after the legend: `save` prunes it
+    plotting.save(fig, tmp_path / "f.png")
+    assert _legend_texts(axes[1]) == ["positive"]
+    with pytest.raises(ValueError, match="step_sizes must be positive"):
+        plotting.plot_orders(axes[1], -np.array([0.1, 0.05]), [([1.0, 0.5], "neg h", 1.0)])
+
+
+def test_a_drawn_curve_keeps_its_entry_when_an_undrawn_one_has_its_label(tmp_path):
+    fig, axes = plotting.panels(2)
+    axes[0].plot([0, 1], [0, 1], label="a")
+    axes[0].plot([0, 1], [np.nan, np.nan], label="a")
+    axes[0].legend()
+    t = np.linspace(0, 5, 51)
+    curves = [
+        (t, np.exp(-t), "GD"),
+        (t, np.exp(-2 * t), "SGD"),
+        (t, np.full_like(t, np.inf), "SGD"),
+    ]
+    plotting.plot_loss_curves(axes[1], curves)
+    plotting.dress(axes[1])
+    plotting.save(fig, tmp_path / "f.png")
+    assert _legend_texts(axes[0]) == ["a"]
+    assert _legend_texts(axes[1]) == ["GD", "SGD"]
+
+
+def test_order_plots_mark_errors_a_log_axis_cannot_show_on_its_edges():
+    """NaN and inf: crosses on the top edge with a key entry; 0 and below: open markers on the
+    bottom edge with their own entry; an all-NaN series is named by its crosses."""
+    _, axes = plotting.panels(2)
+    hs = np.array([0.1, 0.05, 0.025, 0.0125])
+    bad = np.array([np.inf, np.nan, 0.0, 1e-3])
+    plotting.plot_orders(axes[0], hs, [(bad, "bad", 1.0), (hs**2, "ok", 2.0)])
+    (top,) = _edge_lines(axes[0], top=True)
+    assert top.get_xdata().tolist() == [0.1, 0.05] and top.get_marker() == "x"
+    (bottom,) = _edge_lines(axes[0], top=False)
+    assert bottom.get_xdata().tolist() == [0.025] and bottom.get_markerfacecolor() == "none"
+    assert top.get_color() == bottom.get_color() == axes[0].lines[0].get_color()
+    texts = _legend_texts(axes[0])
+    assert "bad: exactly 0 (bottom edge)" in texts and plotting.DIVERGED in texts
+    plotting.plot_orders(axes[1], hs, [(np.full(4, np.nan), "all NaN", None)])
+    (top,) = _edge_lines(axes[1], top=True)
+    assert top.get_xdata().tolist() == hs.tolist()
+    assert _legend_texts(axes[1]) == ["all NaN", plotting.DIVERGED]
+    assert not [c for c in axes[1].collections if len(c.get_offsets())]  # nothing mid-panel
+
+
+def test_loss_curves_check_diverged_at_and_name_every_run(tmp_path):
+    import jax.numpy as jnp
+
+    t = np.linspace(0, 10, 101)
+    curves = [(t, np.exp(-t), "stable"), (t, np.where(t < 6, np.exp(t), np.inf), "unstable")]
+    _, (ax,) = plotting.panels(1)
+    with pytest.raises(ValueError, match="diverged_at has 1 entries for 2 curves"):
+        plotting.plot_loss_curves(ax, curves, diverged_at=[None])
+    with pytest.raises(ValueError, match="step index"):  # Trajectory.diverged_at, a step
+        plotting.plot_loss_curves(ax, curves, diverged_at=[None, jnp.asarray(60)])
+    with pytest.raises(ValueError, match="outside curve 1's times"):
+        plotting.plot_loss_curves(ax, curves, diverged_at=[None, 60.0])
+    fig, (ax,) = plotting.panels(1)
+    inf = (t, np.full_like(t, np.inf), "inf from the start")
+    plotting.plot_loss_curves(ax, [*curves, inf], diverged_at=[jnp.asarray(-1), 6.0, 0.0])
+    plotting.dress(ax)
+    plotting.save(fig, tmp_path / "f.png")
+    assert len(ax.lines[0].get_xdata()) == 101  # −1: not diverged, drawn in full
+    crosses = _edge_lines(ax, top=True)
+    assert [float(c.get_xdata()[0]) for c in crosses] == [6.0, 0.0]
+    assert _legend_texts(ax) == ["stable", "unstable", "inf from the start", "× divergence"]
+
+
+def test_loss_curves_mark_nonpositive_losses_and_name_curves_with_nothing_to_draw(tmp_path):
+    fig, axes = plotting.panels(2)
+    t = np.linspace(0, 10, 101)
+    plotting.plot_loss_curves(axes[0], [(t, np.exp(-t) - 0.5, "shifted")])
+    plotting.dress(axes[0])
+    (bottom,) = _edge_lines(axes[0], top=False)
+    assert np.all(bottom.get_xdata() > 0.69) and len(bottom.get_xdata()) == np.sum(t > np.log(2))
+    assert _legend_texts(axes[0]) == ["shifted", "shifted: ≤ 0 (bottom edge)"]
+    plotting.plot_loss_curves(axes[1], [(t, 1e25 * np.exp(-t), "above clip")])
+    plotting.save(fig, tmp_path / "f.png")
+    assert [x.get_text() for x in axes[1].texts] == ["above clip: no loss in (0, 1e+20] to draw"]
+
+
+def test_contours_ignore_nonfinite_values_and_take_any_sign_or_a_constant():
+    x = np.linspace(-1, 1, 11)
+    bowl = x[None, :] ** 2 + x[:, None] ** 2
+    cases = {"nan": np.where(bowl > 1.9, np.nan, bowl), "negative": bowl - 5.0}
+    cases["inf"] = np.where(bowl > 1.9, np.inf, bowl)
+    for name, grid in cases.items():
+        _, (ax,) = plotting.panels(1)
+        plotting.plot_contour_paths(ax, grid, x, x, [(np.stack([x, x], 1), "path")])
+        (contours,) = [c for c in ax.collections if hasattr(c, "levels")]
+        levels = np.asarray(contours.levels)
+        assert np.all(np.isfinite(levels)) and len(levels) == 20, name
+        assert levels[0] == pytest.approx(np.nanmin(grid) + 1e-3), name
+        assert any(len(p.vertices) for p in contours.get_paths()), name
+    for grid in (np.zeros((11, 11)), np.full((11, 11), 3.0)):
+        _, (ax,) = plotting.panels(1)
+        plotting.plot_contour_paths(ax, grid, x, x, [(np.stack([x, x], 1), "path")])
+        assert not ax.collections and len(ax.lines) == 1
+
+
+def test_save_reseats_panels_around_an_empty_one():
+    fig, axes = plotting.panels(5)
+    for i, ax in enumerate(axes):
+        if i != 2:
+            ax.plot([0, 1], [i, i + 1])
+    plotting.finish(fig)
+    assert len(fig.axes) == 4
+    rows = {}
+    for ax in fig.axes:
+        spec = ax.get_subplotspec()
+        rows.setdefault(spec.rowspan.start, []).append(spec.colspan)
+        ncols = spec.get_gridspec().get_geometry()[1]
+    assert len(rows) == 2  # 2 × 2, every row full
+    for spans in rows.values():
+        assert sorted(c.start for c in spans) == list(range(0, ncols, 2))
+
+
+def test_titles_with_mathtext_are_wrapped_outside_the_dollar_signs(tmp_path):
+    fig, (ax,) = plotting.panels(1, width=3.0)
+    ax.plot([1, 2], [1, 2])
+    ax.set_title(r"the step size $h \cdot \lambda_{max}$ against a long title that goes on and on")
+    plotting.save(fig, tmp_path / "f.png")
+    lines = ax.get_title().split("\n")
+    assert len(lines) >= 2 and all(line.count("$") % 2 == 0 for line in lines)
+    renderer = fig.canvas.get_renderer()
+    assert ax.title.get_window_extent(renderer).width <= fig.bbox.width
+
+
+def test_bar_pairs_limits_respect_the_sign_nan_and_a_log_axis(tmp_path):
+    fig, axes = plotting.panels(3)
+    plotting.plot_bar_pairs(axes[0], ["a", "b"], [-1.0, -2.0], [-1.1, -2.1], labels=("p", "m"))
+    plotting.plot_bar_pairs(
+        axes[1], ["a", "b", "c"], [1, 2, 3], [1.1, 2.1, np.nan], labels=("p", "m")
+    )
+    plotting.plot_bar_pairs(axes[2], ["a", "b"], [1e-6, 2.0], [1e-6, 2.1], labels=("p", "m"))
+    axes[2].set_yscale("log")
+    plotting.save(fig, tmp_path / "f.png")
+    lo, hi = axes[0].get_ylim()
+    assert lo < -2.1 and hi == 0.0  # not inverted, every bar inside
+    assert axes[1].get_ylim() == pytest.approx((0.0, 1.35 * 3.0))
+    lo, hi = axes[2].get_ylim()
+    assert lo < 1e-6 and hi > 2.1 and len(_tick_texts(fig, axes[2].yaxis)) >= 2
+
+
+def _density_log(ax):
+    plotting.plot_density_map(ax, [0, 1], [0, 1], -np.ones((2, 2)), label="v", log=True)
+
+
+def _contour_1d_path(ax):
+    plotting.plot_contour_paths(ax, np.ones((2, 2)), [0, 1], [0, 1], [([0, 1], "p")])
+
+
+def _contour_transposed(ax):
+    plotting.plot_contour_paths(ax, np.ones((3, 2)), [0, 1], [0, 1], [])
+
+
+@pytest.mark.parametrize(
+    "draw,match",
+    [
+        (lambda ax: plotting.plot_orders(ax, [0.1, 0.05], [([1.0], "e", 1.0)]), "one error per"),
+        (lambda ax: plotting.plot_loss_curves(ax, [([0, 1], [1.0], "a")]), r"curves\[0\]"),
+        (lambda ax: plotting.plot_phase_portrait(ax, [(np.full((3, 2), np.nan), "p")]), "finite"),
+        (_contour_1d_path, r"paths\[0\].*\(n, 2\)"),
+        (_contour_transposed, "loss_grid"),
+        (_density_log, "positive"),
+        (lambda ax: plotting.panels(3, ncols=0), "ncols"),
+        (lambda ax: plotting.panels(2.5), "integer n >= 1"),
+        (lambda ax: plotting.panels(None), "integer n >= 1"),
+        (lambda ax: plotting.loss_on_grid(lambda p: p, [0.0, 1.0], [2.0]), "scalar"),
+    ],
+)  # fmt: skip
+def test_wrong_inputs_raise_value_errors_naming_the_argument(draw, match):
+    _, (ax,) = plotting.panels(1)
+    with pytest.raises(ValueError, match=match):
+        draw(ax)
+
+
+def test_one_step_size_gets_no_slope_guide(tmp_path):
+    fig, (ax,) = plotting.panels(1)
+    plotting.plot_orders(ax, [0.01], [([1e-3], "one", 1.0)])
+    plotting.save(fig, tmp_path / "f.png")
+    assert _legend_texts(ax) == ["one (slope 1.00)"]
+    assert not [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    lo, hi = ax.get_ylim()
+    assert lo < 1e-3 / 2 and hi > 2e-3  # the point is inside, not on the edge
+
+
+def test_log_floor_names_negative_values_and_marks_infinity():
+    _, (ax,) = plotting.panels(1)
+    y = np.array([1e-2, 1e-4, 0.0, np.nan, np.inf, -1e-3])
+    plotting.plot_log_floor(ax, np.arange(6.0), y, label="d")
+    plotting.legend(ax)
+    assert _legend_texts(ax) == ["d", "d: ≤ 0 (bottom edge)", "d: +∞ (top edge)"]
+    (top,) = _edge_lines(ax, top=True)
+    assert top.get_xdata().tolist() == [4.0]
+
+
+def test_slope_guide_anchors_at_the_smallest_step_with_a_finite_error():
+    _, (ax,) = plotting.panels(1)
+    hs = np.array([0.1, 0.05, 0.025, 0.0125])
+    plotting.plot_orders(ax, hs, [(np.array([1e-1, 5e-2, 2.5e-2, np.nan]), "x", 1.0)])
+    (guide,) = [ln for ln in ax.lines if ln.get_linestyle() == "--" and len(ln.get_xdata())]
+    # a factor 2 below the point at h = 0.025
+    np.testing.assert_allclose(np.interp(0.025, guide.get_xdata(), guide.get_ydata()), 1.25e-2)
+    assert "slope 1 guide" in _legend_texts(ax)
