@@ -495,7 +495,9 @@ def _loss_panel(ax, curves, span, span_name: str, title: str, **legend) -> None:
     """Loss curves on a log axis fitted to them, with the measured span shaded."""
     plotting.plot_loss_curves(ax, curves)
     values = np.concatenate([np.asarray(c[1]) for c in curves])
-    ax.set_ylim(0.5 * values.min(), 2.0 * values.max())
+    values = values[np.isfinite(values) & (values > 0)]  # a diverged GD run: marked, not a limit
+    if values.size:
+        ax.set_ylim(0.5 * values.min(), 2.0 * values.max())
     ax.axvspan(*span, color="0.9", zorder=0, label=f"{span_name} (errors measured)")
     ax.set_xlabel("step k (time t = kη)")
     ax.set_title(title)
