@@ -308,11 +308,13 @@ def test_bad_input():
         modified_flow(optax.sgd(0.1), 0.1)
     with pytest.raises(ValueError, match="order must be an integer"):
         modified_flow(lambda h: optax.sgd(h), 0.1, order=5)
-    with pytest.raises(ValueError, match=r"not smooth.*sign"):
-        modified_flow(lambda h: optax.lion(h), 0.1)
-    # AMSGrad's running maximum ν̂ = max(ν̂, ν) is a branch, but no contracting state: refused
-    # as a fast state that is nonlinear in itself
-    with pytest.raises(ValueError, match=r"not affine in each leaf .* nonlinear in itself"):
+    # Rounding is a kink inside the primitive (sign and abs are branches: test_modified_smooth)
+    rounded = optax.stateless(lambda u, p: jax.tree.map(lambda x: jnp.round(100 * x) / 100, u))
+    with pytest.raises(ValueError, match=r"not smooth.*round"):
+        modified_flow(lambda h: optax.chain(optax.sgd(h), rounded), 0.1)
+    # AMSGrad's running maximum ν̂ = max(ν̂, ν) is a branch whose fixed states ν̂ = ν are its
+    # tie: no slow manifold, in either regime (test_modified_smooth)
+    with pytest.raises(ValueError, match=r"slow manifold .* kink of its max.*never forgets"):
         modified_flow(lambda h: optax.amsgrad(h), 0.1)
     # A line search (it reads `value_fn`, to which optax hands the extra arguments it does not
     # consume, dynopt's `grad_fn` among them): the iterate picks its branches and trip counts.
@@ -527,3 +529,42 @@ def test_no_float64_requests_without_x64():
         flow = dynopt.modified_flow(opt, 0.01, order=2, problem=problem)
         terms = flow.terms(flow.init(problem.params0), problem)
         assert jnp.isfinite(terms.regularizer)
+
+
+def test_refusals_name_their_cause_and_a_remedy_that_builds():
+    """Each refusal says why, and its remedy is checked here to build: a state that is fast is
+    sent to state='fast' (and one that is neither says why); Adadelta's fast state is affine in
+    itself with a coefficient that reads another leaf (not "nonlinear in itself") and slow
+    with rho = 1 - a·h; a normalization after the learning rate does not scale with h (not a
+    singularity at τ = 0), and before it is normalized descent, f1 = -∇L/(‖∇L‖ + ε)."""
+    with pytest.raises(ValueError, match=r"state='slow'.*\.trace changes.*use state='fast'"):
+        modified_flow(lambda h: optax.sgd(h, momentum=0.9), 0.1, state="slow")
+    assert modified_flow(lambda h: optax.sgd(h, momentum=0.9), 0.1, state="fast")
+    with pytest.raises(ValueError, match=r"Nor is the state fast: .*never forgotten.*AdaGrad"):
+        modified_flow(lambda h: optax.adagrad(h), 0.1, state="slow")
+    with pytest.raises(ValueError, match=r"affine in each leaf.*coefficient .*depends.*Adadelta"):
+        modified_flow(lambda h: optax.adadelta(h, rho=0.6, eps=0.3), 0.01)
+    slow = modified_flow(lambda h: optax.adadelta(h, rho=1 - 2 * h, eps=0.3), 0.01, state="slow")
+    assert slow.spec.regime == "slow"
+    after = lambda h: optax.chain(optax.sgd(h), optax.normalize_by_update_norm())
+    with pytest.raises(ValueError, match=r"step length does not scale with the step size"):
+        modified_flow(after, 0.01)
+    problem = dynopt.problems.quadratic(jnp.asarray([1.0, 4.0]), params0=jnp.asarray([1.0, -1.5]))
+    before = modified_flow(
+        lambda h: optax.chain(optax.normalize_by_update_norm(), optax.sgd(h)), 0.01
+    )
+    g = problem.grad(problem.params0)
+    f1 = _fields(before, before.init(problem.params0), problem)[0].params
+    assert tree_max_abs_diff(f1, -g / (jnp.linalg.norm(g) + 1e-6)) < 1e-15
+
+
+def test_a_transform_that_fails_on_the_users_problem_says_how():
+    """optax.lookahead fails on the probe problem (no LookaheadParams) and on the user's (it
+    takes the gradient of the fast parameters alone): the user's own failure is said (before:
+    the probe's AttributeError, and "it failed on your problem too")."""
+    rosen = dynopt.problems.rosenbrock(b=2.0, params0=jnp.asarray([-0.5, 0.5]))
+    params0 = optax.LookaheadParams.init_synced(rosen.params0)
+    problem = dynopt.Problem(lambda p: rosen.loss(p.fast), params0, name="lookahead")
+    opt = lambda h: optax.lookahead(optax.sgd(h), 2, 0.5)
+    with pytest.raises(ValueError, match=r"on your problem \(lookahead\) failed with TypeError"):
+        modified_flow(opt, 0.01, problem=problem)

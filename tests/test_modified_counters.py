@@ -173,3 +173,79 @@ def test_other_bias_corrected_optimizers_local_order(name, optimizer, products):
     errs = [float(_local_error(modified_flow(optimizer, h, order=2), problem, y)) for h in hs]
     slopes = np.diff(np.log(errs)) / np.diff(np.log(hs))
     np.testing.assert_allclose(slopes, 3.0, atol=0.1, err_msg=name)
+
+
+@eqx.filter_jit
+def _fields(flow, state, problem):
+    return flow.field_values(state, problem)
+
+
+def _float64_logcosh() -> dynopt.Problem:
+    return dynopt.problems.logcosh(
+        params0={"a": jnp.asarray([0.9, -0.6, 0.3]), "b": jnp.asarray([0.5, -1.1])}
+    )
+
+
+def test_a_counter_the_update_never_reads_is_no_time():
+    """A constant schedule keeps a step counter that the update never reads: an integer leaf
+    like any other, not the step index k = t/h (refused in state='auto' and 'slow' before:
+    "no autonomous modified flow exists"). Gradient descent's f1 = -∇L (with weight decay c:
+    -(∇L + cθ)) and its measured order; a decaying schedule is still refused."""
+    problem = _float64_logcosh()
+    p0, g, c = problem.params0, problem.grad(problem.params0), 0.1
+    constant = lambda h: optax.sgd(optax.constant_schedule(h))
+    decayed = lambda h: optax.chain(
+        optax.add_decayed_weights(c), optax.sgd(optax.constant_schedule(h))
+    )
+    cases = (
+        (constant, optax.tree.scale(-1.0, g)),
+        (lambda h: optax.sgd(lambda k: h), optax.tree.scale(-1.0, g)),
+        (decayed, optax.tree.scale(-1.0, optax.tree.add_scale(g, c, p0))),
+    )
+    for opt, expect, state in (*[(*case, "auto") for case in cases], (*cases[0], "slow")):
+        flow = modified_flow(opt, 0.01, state=state)
+        assert flow.spec.regime == "slow"
+        f1 = _fields(flow, flow.init(p0), problem)[0].params
+        assert tree_max_abs_diff(f1, expect) < 1e-15
+    cmp = dynopt.compare(constant, problem, (0.02, 0.01, 0.005), 0.4, order=2)
+    assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.1, cmp
+    with pytest.raises(ValueError, match="the update depends on the step index"):
+        modified_flow(lambda h: optax.sgd(optax.exponential_decay(h, 10, 0.9)), 0.01)
+
+
+def test_a_decay_that_tends_to_one_with_the_count_is_refused():
+    """optax.adafactor's decay 1 - (k+1)^-0.8 reads the counter and tends to 1: at the saturated
+    count its state never forgets (before: accepted, with f2 growing as the saturated count,
+    3e8 at 2^30). Refused, the leaf named. Its remedy, no memory (decay_rate=0): v = g² + ε each
+    step, f1 = -g/√(g² + ε)."""
+    opts = dict(clipping_threshold=None, multiply_by_parameter_scale=False, eps=1e-3)
+    with pytest.raises(ValueError, match=r"decay of the optimizer-state leaf \[0\]\.v reads the"):
+        modified_flow(lambda h: optax.adafactor(h, **opts), 0.01)
+    problem = _float64_logcosh()
+    p0, g = problem.params0, problem.grad(problem.params0)
+    flow = modified_flow(lambda h: optax.adafactor(h, decay_rate=0.0, **opts), 0.01)
+    f1 = _fields(flow, p0, problem)[0]
+    assert tree_max_abs_diff(f1, jax.tree.map(lambda x: -x / jnp.sqrt(x * x + 1e-3), g)) < 1e-15
+
+
+def test_a_step_periodic_in_the_step_index_is_said():
+    """optax.MultiSteps and optax.apply_every move the parameters every N-th step: refused for
+    that cause (before: "acc_grads never forgotten", "vanishes once the step counter is
+    large"), with the remedy, N steps as one, which is exact: N steps of
+    chain(sgd(h), apply_every(N)) are one step of sgd(N·h)."""
+    with pytest.raises(ValueError, match=r"got an optax\.MultiSteps .*\.gradient_transformation"):
+        modified_flow(lambda h: optax.MultiSteps(optax.sgd(h), 2), 0.01)
+    multi = lambda h: optax.MultiSteps(optax.sgd(h), 2).gradient_transformation()
+    with pytest.raises(ValueError, match=r"modulo N = 2: .*Model N steps as one"):
+        modified_flow(multi, 0.01)
+    every = lambda h: optax.chain(optax.sgd(h), optax.apply_every(3))
+    with pytest.raises(ValueError, match=r"modulo N = 3: .*Model N steps as one"):
+        modified_flow(every, 0.01)
+    problem = _float64_logcosh()
+    params, state, h = problem.params0, every(0.1).init(problem.params0), 0.1
+    with jax.numpy_dtype_promotion("standard"):  # optax's apply_every multiplies by a bool
+        for _ in range(3):
+            updates, state = every(h).update(problem.grad(params), state)
+            params = optax.apply_updates(params, updates)
+    one = optax.tree.add_scale(problem.params0, -3 * h, problem.grad(problem.params0))
+    assert tree_max_abs_diff(params, one) < 1e-15

@@ -204,3 +204,142 @@ def test_a_run_on_or_across_a_comparisons_kink_is_refused():
     on = dynopt.Problem(loss_fn=quad.loss_fn, params0=jnp.asarray([0.25, 0.75]))
     with pytest.raises(ValueError, match="starts on its kink"):
         dynopt.compare(_clip_each_sgd(0.25), on, (0.04, 0.02, 0.01), 0.08, order=2)
+
+
+def _quartic() -> dynopt.Problem:
+    """L = ½(x - c)ᵀA(x - c) + 0.1 Σ(x - c)⁴ from x₀ = (1.5, 1): ∇L(x₀) ≈ (3.7, 2.5), and no
+    coordinate of ∇L reaches 0 within t = 0.4 of the flows below (compare replays the runs,
+    and refuses one that crosses a kink)."""
+    A = jnp.asarray([[2.0, 0.5], [0.5, 1.0]])
+    c = jnp.asarray([0.3, -0.2])
+    return dynopt.Problem(
+        lambda x: 0.5 * (x - c) @ A @ (x - c) + 0.1 * jnp.sum((x - c) ** 4),
+        jnp.asarray([1.5, 1.0]),
+    )
+
+
+def test_sign_and_abs_are_branches_with_a_tie_at_zero():
+    """`sign` and `abs` of iterate-dependent values are comparisons with 0: their bits are the
+    operand's sign, x = 0 their tie (they were refused as kinks outright)."""
+
+    def fn(x):
+        return jnp.sign(x) + jnp.abs(x)
+
+    found = classify(fn, jnp.ones(2))
+    assert not found.kinks and {b.split()[0] for b in found.branches} == {"sign", "abs"}
+    _, bits, tie = branch_bits(fn, jnp.asarray([2.0, -1.0]), with_ties=True)
+    np.testing.assert_array_equal(np.asarray(bits), [1, -1, 1, -1])
+    assert not bool(tie)
+    assert bool(branch_bits(fn, jnp.asarray([2.0, 0.0]), with_ties=True)[2])
+
+
+def test_adamax_is_adam_without_the_lag_of_its_second_moment():
+    """Adamax's ν = max(|g| + ε, β₂ν) is |g| + ε on its slow manifold, with no lag: its fields
+    are Adam's with D = |g| + ε and β₂ = 0 (`modified_flow`'s docstring):
+    f1 = -g/D, f2 = -(H g/D)/D ⊙ [(1 + β₁)/(2(1 - β₁)) - ½|g|/D]."""
+    problem = _quartic()
+    b1, eps = 0.5, 0.3
+    opt = lambda h: optax.adamax(h, b1=b1, b2=0.6, eps=eps)
+    x = problem.params0
+    g, hess = problem.grad(x), jax.hessian(problem.loss)(x)
+    d = jnp.abs(g) + eps
+    flow = modified_flow(opt, 0.01, order=2)
+    f1, f2 = _fields(flow, x, problem)
+    assert tree_max_abs_diff(f1, -g / d) < 1e-15
+    expect = -(hess @ (g / d)) / d * ((1 + b1) / (2 * (1 - b1)) - 0.5 * jnp.abs(g) / d)
+    assert tree_max_abs_diff(f2, expect) < 1e-14
+    cmp = dynopt.compare(opt, problem, (0.02, 0.01, 0.005), 0.4, order=2)
+    assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.1, cmp
+
+
+def test_sign_descent_away_from_its_kinks():
+    """signSGD: θ' = -sign(∇L) (f2 = 0), a constant field while no gradient coordinate
+    crosses 0, which its steps follow exactly; Lion (momentum on its slow manifold m = g)
+    adds its weight decay w: f1 = -(sign(∇L) + wθ), and f2 = -½f1'f1 = (w/2)f1. A run in
+    which a coordinate of the gradient crosses 0 is refused."""
+    problem = _quartic()
+    x = problem.params0
+    sign = jnp.sign(problem.grad(x))
+    flow = modified_flow(lambda h: optax.sign_sgd(h), 0.01, order=2)
+    f1, f2 = _fields(flow, flow.init(x), problem)
+    assert tree_max_abs_diff(f1.params, -sign) == 0 and tree_max_abs_diff(f2.params, 0 * x) == 0
+    cmp = dynopt.compare(lambda h: optax.sign_sgd(h), problem, (0.02, 0.01, 0.005), 0.4)
+    assert float(jnp.max(cmp.errors)) < 1e-13, cmp
+    w = 0.1
+    lion = modified_flow(lambda h: optax.lion(h, b1=0.5, b2=0.6, weight_decay=w), 0.01, 2)
+    f1, f2 = _fields(lion, x, problem)
+    assert tree_max_abs_diff(f1, -(sign + w * x)) < 1e-15
+    assert tree_max_abs_diff(f2, 0.5 * w * f1) < 1e-15
+    # from (1.5, -0.7): ∂₂L = 0.05, falling at a rate ≈ 1.8 along θ' = -sign(∇L) = (-1, -1):
+    # it crosses 0 at t ≈ 0.03
+    near = dynopt.Problem(problem.loss_fn, jnp.asarray([1.5, -0.7]))
+    with pytest.raises(ValueError, match=r"switches branch at step \d+"):
+        dynopt.compare(lambda h: optax.sign_sgd(h), near, (0.02, 0.01, 0.005), 0.4)
+
+
+def test_a_guard_on_updates_scaled_by_the_step_is_refused(getkey):
+    """optax.polyak_sgd(scaling=h) tests ‖h∇L‖² ≤ machine ε: at h = 0 its updates are exactly 0
+    and take the "step = 0" branch, which no run with h > 0 takes (its f1 was 0, its steps'
+    (Φ_h(θ) - θ)/h = -∇L). The learning rate after the guard, as the message says, gives Polyak's
+    step h·min(L/‖∇L‖², M): f1 = -min(L/‖∇L‖², M)∇L."""
+    for opt in (
+        lambda h: optax.polyak_sgd(max_learning_rate=1.0, scaling=h),
+        lambda h: optax.chain(optax.sgd(h), optax.scale_by_polyak()),
+    ):
+        with pytest.raises(ValueError, match=r"branch of its step at h = 0 is not the one"):
+            modified_flow(opt, 0.01)
+    problem, m = smooth_problem(getkey()), 0.5
+    p0 = problem.params0
+    polyak = modified_flow(
+        lambda h: optax.chain(optax.scale_by_polyak(max_learning_rate=m), optax.scale(-h)), 0.01
+    )
+    g = problem.grad(p0)
+    rate = jnp.minimum(problem.loss(p0) / optax.tree.norm(g, squared=True), m)
+    f1 = _fields(polyak, polyak.init(p0), problem)[0].params
+    assert tree_max_abs_diff(f1, optax.tree.scale(-rate, g)) < 1e-15
+
+    # A guard that the probe problem's small gradient keeps closed at h = 1e-6 opens there on
+    # the problem given (‖∇L‖ = 100): checked on it too, and named.
+    def guard(u, p):
+        closed = optax.tree.norm(u, squared=True) <= 1e-11
+        return jax.tree.map(lambda x: jnp.where(closed, 0.0, x), u)
+
+    opt = lambda h: optax.chain(optax.sgd(h), optax.stateless(guard))
+    steep = dynopt.Problem(lambda x: 100.0 * x[0], jnp.zeros(1), name="steep")
+    assert modified_flow(opt, 0.01).spec.branches
+    with pytest.raises(ValueError, match=r"at h = 0 is not the one .* on the problem 'steep'"):
+        modified_flow(opt, 0.01, problem=steep)
+
+
+def test_a_run_on_another_branch_than_the_expansion_is_refused(getkey):
+    """Clipping after the learning rate at c = 1e-3 never acts at h = 0 (the flow is gradient
+    descent's) but clips every step at h ≥ 0.01 (h‖∇L‖ > c): the runs stay on one branch, the
+    other one than the flow's (the replay took its reference from the first run step and let
+    them through)."""
+    problem = smooth_problem(getkey())
+    assert float(optax.tree.norm(problem.grad(problem.params0))) > 0.2
+    opt = lambda h: optax.chain(optax.sgd(h), optax.clip_by_global_norm(1e-3))
+    with pytest.raises(ValueError, match=r"from its first step, another branch .* h = 0"):
+        dynopt.compare(opt, problem, (0.04, 0.02, 0.01), 0.4, order=1)
+
+
+def test_a_running_maximum_or_a_sign_step_has_no_slow_manifold():
+    """AMSGrad's ν̂ = max(ν̂, ν) never forgets: its fixed states ν̂ = ν are the max's tie, and
+    with decays 1 - a·h ν̂ jumps at h = 0. Yogi's v ← v - (1 - β₂)sign(v - g²)g² does not
+    contract off its kink, and its target v = g² is the kink. The messages say so, not
+    "use state='slow'" and back "use state='fast'"."""
+    never = r"never forgets.*optax\.adam is AMSGrad without the maximum"
+    with pytest.raises(ValueError, match=r"state='fast': on its slow manifold .*max.*" + never):
+        modified_flow(lambda h: optax.amsgrad(h, b1=0.5, b2=0.6, eps=0.3), 0.01)
+    with pytest.raises(ValueError, match=r"state='slow': .*nu_max changes .*" + never):
+        modified_flow(
+            lambda h: optax.amsgrad(h, b1=1 - 2 * h, b2=1 - 3 * h, eps=0.3), 0.01, state="slow"
+        )
+    with pytest.raises(ValueError, match=r"\.nu does not contract .*sign.*Yogi's"):
+        modified_flow(lambda h: optax.yogi(h), 0.01)
+    # Adamax's maximum forgets through β₂: fast with a fixed β₂ (the remedy said)
+    with pytest.raises(ValueError, match=r"Adamax.*fix that decay and use state='fast'"):
+        modified_flow(lambda h: optax.adamax(h, b2=1 - 3 * h), 0.01, state="slow")
+    with pytest.raises(ValueError, match=r"state='slow': .*use state='fast'"):
+        modified_flow(lambda h: optax.adamax(h, b1=0.5, b2=0.6), 0.01, state="slow")
+    assert modified_flow(lambda h: optax.adamax(h, b1=0.5, b2=0.6), 0.01).spec.regime == "fast"

@@ -1,15 +1,19 @@
 r"""Along a run, whether an optimizer's step ever switches branch.
 
 An update with an iterate-dependent branch (`select_n`: clipping, a `jnp.where` guard; `max`,
-`min`, `clamp`: `optax.clip`, a running maximum) is smooth, and its modified flow exact, on
-each side of the branch's switching surface. The
+`min`, `clamp`: `optax.clip`, a running maximum; `sign`, `abs`: signSGD, Lion, Adamax) is
+smooth, and its modified flow exact, on each side of the branch's switching surface. The
 discrete run of step size $h$ is replayed with the step's predicates recorded
 (`smooth.branch_bits`); the first step whose predicates differ from step 0's is where the run
-crosses a kink. Only the optimizer's predicates are recorded: the loss and its gradient (also
-where the update evaluates them elsewhere, `value_fn`, `grad_fn`) are inputs to the step, each
-evaluation one `smooth.opaque` call, so a branch inside the loss (`jnp.logaddexp`'s `max`,
-smooth as a whole) is not taken for the optimizer's.
+crosses a kink. The flow itself is expanded at $h = 0$: step 0's predicates must also be those
+of the step at $h = 0$ from the same point, else the run is on another branch from the start.
+Only the optimizer's predicates are recorded: the loss and its gradient (also where the update
+evaluates them elsewhere, `value_fn`, `grad_fn`) are inputs to the step, each evaluation one
+`smooth.opaque` call, so a branch inside the loss (`jnp.logaddexp`'s `max`, smooth as a whole)
+is not taken for the optimizer's.
 """
+
+import contextlib
 
 import equinox as eqx
 import jax
@@ -18,6 +22,8 @@ import numpy as np
 
 from .._problem import AbstractProblem
 from .._validation import host_validated
+from .counters import bias_products
+from .slow import counted_init
 from .smooth import branch_bits, opaque
 from .step import raw_step
 
@@ -49,20 +55,37 @@ class _OpaqueOracle(AbstractProblem):
         self.problem.check_key(key)
 
 
+def step_bits(spec, problem, tau, params, state):
+    """`((params', state'), bits, tie)` of one step at `tau` (`smooth.branch_bits`), the
+    problem's oracle evaluations opaque (their own branches are not the optimizer's)."""
+    inputs = _OpaqueOracle(problem)
+    with jax.numpy_dtype_promotion("standard"):
+        fn = lambda p, s: raw_step(spec, tau, p, s, inputs)
+        return branch_bits(fn, params, state, with_ties=True)
+
+
 @eqx.filter_jit
 def _first_switch(flow, problem, h, n):
     disc = flow.discretize(h)
     spec, tau = flow.spec, disc.dt
     params = problem.params0
-    inputs = _OpaqueOracle(problem)
 
     def step(p, s):
-        with jax.numpy_dtype_promotion("standard"):
-            fn = lambda p, s: raw_step(spec, tau, p, s, inputs)
-            return branch_bits(fn, p, s, with_ties=True)
+        return step_bits(spec, problem, tau, p, s)
 
     state0 = disc.init(params, problem)
     (p1, s1), bits0, tie0 = step(params, state0)
+    # The flow is expanded at τ = 0: the branches it differentiates are the step's at τ = 0
+    # (with the bias corrections' products where the slow state carries them), which a run at
+    # h > 0 must take too. A guard on updates already scaled by h (exactly 0 at τ = 0) takes
+    # another branch from the first step on: a switch at step 0, which bits0 alone cannot see.
+    zero = jnp.zeros_like(tau)
+    products = counted_init(spec, tau, params, state0).products if spec.products else None
+    with bias_products(products) if products else contextlib.nullcontext():
+        out_zero, bits_zero, _ = step_bits(spec, problem, zero, params, state0)
+    differs = bits_zero.shape != bits0.shape or jnp.any(bits_zero != bits0)
+    # (a NaN at τ = 0, e.g. the singular start of a slow series, decides nothing)
+    at_zero = differs & _finite((params, state0)) & _finite(out_zero) & _finite((p1, s1))
 
     # The replay stops at the first non-finite iterate: a NaN predicate (a comparison with a
     # NaN is False) is no branch switch, and a run that blows up (e.g. from an invalid start)
@@ -80,7 +103,7 @@ def _first_switch(flow, problem, h, n):
 
     start = jnp.where(tie0 & _finite((params, state0)), 0, -1)
     init = (jnp.asarray(1), start, p1, s1)
-    return jax.lax.while_loop(cond, body, init)[1]
+    return jax.lax.while_loop(cond, body, init)[1], at_zero
 
 
 def _finite(tree) -> jax.Array:
@@ -99,9 +122,26 @@ def first_switch(flow, problem, step_sizes, num_steps) -> np.ndarray:
     iterate sits on a kink: 0 where the run starts on one), or -1 when none does in
     `num_steps` steps or before the first non-finite iterate (a run that blows up is no
     switch: its predicates on NaN are meaningless). Step sizes and counts are validated by
-    the caller (one compile for all)."""
+    the caller (one compile for all).
+
+    **Raises:** `ValueError` where a run's first step takes other branches than the step at
+    $h = 0$, the point of the flow's expansion (a switch at step 0: the flow describes a
+    branch the run never takes)."""
     out = []
     with host_validated():
         for h, n in zip(np.asarray(step_sizes), np.asarray(num_steps)):
-            out.append(int(_first_switch(flow, problem, jnp.asarray(h), jnp.asarray(n))))
+            first, at_zero = _first_switch(flow, problem, jnp.asarray(h), jnp.asarray(n))
+            if bool(at_zero):
+                raise ValueError(
+                    f"flow: the run at h = {float(h):g} takes, from its first step, another "
+                    f"branch of the optimizer's step ({', '.join(flow.spec.branches)}) than "
+                    "the step at h = 0, where the modified flow is expanded: the flow describes "
+                    "a branch the run never takes. A clipping or guard applied to updates "
+                    "already scaled by the learning rate does this (optax.chain(optax.sgd(h), "
+                    "optax.clip_by_global_norm(c)) clips once h*|grad L| > c, never at h = 0): "
+                    "apply the learning rate after it (optax.chain(optax.clip_by_global_norm(c)"
+                    ", optax.sgd(h))), or take step sizes at which the run stays on the branch "
+                    "of h = 0."
+                )
+            out.append(int(first))
     return np.asarray(out)

@@ -56,11 +56,13 @@ def _unit(zero, i: int):
     return jax.tree.unflatten(treedef, ones)
 
 
-def leaf_blocks(spec: OptimizerSpec, problem, params, state) -> list[list]:
+def leaf_blocks(spec: OptimizerSpec, problem, params, state, rest=None) -> list[list]:
     r"""`blocks[i][j]` $= \partial_{s_i} S_{0,j}\,\mathbf 1$ at `state`: how leaf $j$'s update
     at $h = 0$ moves with leaf $i$ (flat leaf lists). The diagonal blocks are the leaves' own
-    contractions; an off-diagonal one is a coupling (AdaBelief's $v$ reads the new $m$)."""
-    zero, rest = template(spec, params)
+    contractions; an off-diagonal one is a coupling (AdaBelief's $v$ reads the new $m$).
+    `rest`: the state's other leaves (default: `template`'s, counters saturated)."""
+    zero, saturated = template(spec, params)
+    rest = saturated if rest is None else rest
     tau0 = jnp.zeros((), float)
 
     def S(m):

@@ -1,5 +1,6 @@
 r"""`modified_flow`: the continuous-time model of any optax update map, to any order."""
 
+import contextlib
 import dataclasses
 import functools as ft
 import warnings
@@ -17,6 +18,7 @@ from .._discretization import Discretization
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._validation import is_traced, positive
+from .branches import step_bits
 from .counters import bias_products, CountedState
 from .fast import fast_coefficients, fast_step, leaf_blocks, manifold, template
 from .recursion import combine_values, modified_values
@@ -286,7 +288,11 @@ def _check(
         probe = _probe_problem()
         failure = _step_failure(spec, probe)
         if failure is None:
-            return _check_concrete(spec, regime, probe)
+            checked = _check_concrete(spec, regime, probe)
+            regime, _, branches, _, products = checked
+            if branches and on is not None and _step_failure(spec, on.obj) is None:
+                _check_branch_at_zero(spec, regime, products, branches, on.obj)
+            return checked
         if failure.startswith(("ConcretizationTypeError", "TracerBoolConversionError")):
             raise ValueError(
                 f"optimizer: building or stepping it with a traced step size failed with "
@@ -296,19 +302,25 @@ def _check(
                 "with h as a value). Build such parts from constants, or write the learning "
                 "rate as a JAX expression in h."
             )
-        if on is not None and _step_failure(spec, on.obj) is None:
+        if on is None:
+            raise ValueError(
+                "optimizer: one step on the probe problem (parameters: one float64 3-vector) "
+                f"failed with {failure}. A transform built for a particular parameter "
+                "structure (optax.masked, optax.multi_transform) cannot step there. Pass "
+                "problem=<your problem> (compare does) so that the checks run on your "
+                "parameters' structure."
+            )
+        own = _step_failure(spec, on.obj)
+        if own is None:
             return _check_concrete(spec, regime, on.obj)
-        hint = (
-            " It failed on your problem too."
-            if on is not None
-            else " Pass problem=<your "
-            "problem> (compare does) so that the checks run on your parameters' structure."
-        )
+        # The user's own failure is the one to fix (the probe's is expected of a transform
+        # built for another structure).
         raise ValueError(
-            "optimizer: one step on the probe problem (parameters: one float64 3-vector) "
-            f"failed with {failure}. A transform built for a particular parameter structure "
-            f"(optax.masked, optax.multi_transform, optax.lookahead's LookaheadParams) cannot "
-            f"step there.{hint}"
+            f"optimizer: one step on your problem ({on.obj.name}) failed with {own}. A step "
+            "is `tx.update(grad, state, params, ...)` with the gradient of the problem's loss "
+            "in the parameters' own structure, and its updates added to them (optax.lookahead "
+            "takes the gradient of its fast parameters alone, and does not step so). On "
+            f"dynopt's probe problem (one float64 3-vector) it failed with {failure}."
         )
 
 
@@ -324,6 +336,56 @@ def _step_failure(spec: OptimizerSpec, problem) -> str | None:
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
         return f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
     return None
+
+
+def _generic(state0):
+    """A generic optimizer state near `state0`: optax's zeros would hide a state leaf that Φ₀
+    moves."""
+    floats, rest = split_state(state0)
+    floats = jax.tree.map(
+        lambda x: x + 0.37 + 0.1 * jnp.cos(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape),
+        floats,
+    )
+    return eqx.combine(floats, rest)
+
+
+def _check_branch_at_zero(
+    spec: OptimizerSpec, regime: str, products: int, branches: tuple, problem
+) -> None:
+    """The step's branches at τ = 0, where it is expanded, must be those it takes for small
+    τ > 0 (from a generic state: its counters saturated in the fast regime, its bias
+    corrections from products in a slow one that carries them)."""
+    x0 = problem.params0
+    state = _generic(spec.transform(jnp.zeros((), float)).init(x0))
+    if regime == "fast":
+        floats, rest = split_state(state)
+        state = eqx.combine(floats, saturate_counters(rest))
+    at_zero, near = _bits_at_zero(spec, problem, state, bool(products))
+    if at_zero.shape == near.shape and np.array_equal(np.asarray(at_zero), np.asarray(near)):
+        return
+    raise ValueError(
+        f"optimizer: a branch of its step at h = 0 is not the one it takes for h > 0 "
+        f"(its {_names(branches)}, on the problem {problem.name!r}): the expansion at h = 0 would "
+        "differentiate a branch that no run takes, and its modified flow would be wrong. A "
+        "guard on the size of updates already scaled by the learning rate does this: "
+        "optax.polyak_sgd(scaling=h) and optax.chain(optax.sgd(h), optax.scale_by_polyak()) "
+        "test |h*grad L|^2 against the machine epsilon, so at h = 0 they take their "
+        "'step = 0' branch. Apply the learning rate after the guard: "
+        "optax.chain(optax.scale_by_polyak(max_learning_rate=M), optax.scale(-h)) takes "
+        "steps -h*min((L - f_min)/|grad L|^2, M)*grad L. (optax.polyak_sgd(max_learning_rate=M, "
+        "scaling=h) itself, for h -> 0, caps every step at M: it is optax.sgd(M*h).)"
+    )
+
+
+@eqx.filter_jit
+def _bits_at_zero(spec: OptimizerSpec, problem, state, products: bool):
+    """The step's branch bits from `(problem.params0, state)` at τ = 0 and at τ = 1e-6 (bias
+    corrections from products of 0.5 where `products`)."""
+    x0 = problem.params0
+    with bias_products(constant=0.5) if products else contextlib.nullcontext():
+        at_zero = step_bits(spec, problem, jnp.zeros((), float), x0, state)[1]
+        near = step_bits(spec, problem, jnp.asarray(1e-6), x0, state)[1]
+    return at_zero, near
 
 
 def _check_concrete(
@@ -349,13 +411,7 @@ def _check_concrete(
             "dynamic variables. Build the optimizer directly with its hyper-parameters as "
             "functions of h, e.g. `lambda h: optax.sgd(h)`."
         )
-    # A generic state: optax's zeros would hide a state leaf that Φ₀ moves.
-    floats, rest = split_state(state0)
-    floats = jax.tree.map(
-        lambda x: x + 0.37 + 0.1 * jnp.cos(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape),
-        floats,
-    )
-    state = eqx.combine(floats, rest)
+    state = _generic(state0)
     with jax.numpy_dtype_promotion("standard"):
         found = classify(
             lambda tau, p, s: raw_step(spec, tau, p, s, problem), jnp.asarray(0.01), x0, state
@@ -370,10 +426,10 @@ def _check_concrete(
     if found.kinks:
         raise ValueError(
             f"optimizer: the update map is not smooth ({', '.join(sorted(found.kinks))} depend "
-            "on the iterate): sign-based steps (Lion, signSGD, Yogi's sign), abs, rounding, "
-            "or a branch inside a loop have no Taylor expansion in the step size across their "
-            "kink, so no modified flow exists. Replace the kink by a smooth surrogate (e.g. "
-            "sign(g) -> g/sqrt(g^2 + w^2)) and model that."
+            "on the iterate): rounding (floor, round, argmax) or a branch inside a loop has no "
+            "Taylor expansion in the step size across its kinks, which the step cannot be "
+            "checked against along a run, so no modified flow exists. Replace the kink by a "
+            "smooth surrogate (e.g. round(x) -> x) and model that."
         )
     branches = tuple(sorted(found.branches))
     params1, state1 = raw_step(spec, zero, x0, state, problem)
@@ -388,7 +444,14 @@ def _check_concrete(
             products = _counted_products(spec, problem, x0, state)
             params1, state1 = trial
             moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
-    if has_counters(state0) and not products and regime == "slow":
+    generic = state
+
+    def counted() -> bool:
+        # A counter the step never reads (optax.constant_schedule(h), a schedule `lambda k: h`)
+        # is an integer leaf like any other: a constant of the expansion, not a time.
+        return has_counters(state0) and not products and _counter_read(spec, problem, x0, generic)
+
+    if regime == "slow" and counted():
         raise ValueError(
             "state='slow': the optimizer state has an integer step counter that no bias "
             "correction reads (a schedule in steps): the update depends on the step index "
@@ -412,7 +475,9 @@ def _check_concrete(
         fast = regime != "slow" and spec.state_map is None and _state_moves(state, state1)
         if fast:
             try:
-                moved = _moved_on_manifold(dataclasses.replace(spec, regime="fast"), problem, x0)
+                moved = _moved_on_manifold(
+                    dataclasses.replace(spec, regime="fast"), problem, x0, branches
+                )
                 lag = 1
             except ValueError:  # no slow manifold to start from: the plain message below
                 fast = False
@@ -440,7 +505,7 @@ def _check_concrete(
     changes = [(k, c) for k, c in _leaf_changes(state, state1) if c > 1e-12 or not np.isfinite(c)]
     if regime == "auto":
         regime = "fast" if changes else "slow"
-        if regime == "slow" and has_counters(state0) and not products:
+        if regime == "slow" and counted():
             raise ValueError(
                 "optimizer: its state has an integer step counter (a learning-rate schedule in "
                 "steps such as optax.exponential_decay, optax.inject_hyperparams, or a bias "
@@ -452,18 +517,57 @@ def _check_concrete(
     if regime == "slow":
         if changes:
             k, c = changes[0]
-            raise ValueError(
+            head = (
                 f"state='slow': the optimizer-state leaf {k} changes by {c:.3g} at step size "
                 "h = 0 (Φ₀ ≠ identity). In the slow regime every decay must scale with h "
-                "(e.g. b1 = 1 - a*h); use state='fast' for fixed decays, or a state_map / "
-                "time_unit in which the state is near identity."
+                "(e.g. b1 = 1 - a*h)"
             )
+            # The remedy said is one that builds: the fast regime, checked.
+            if (
+                failure := _fast_failure(dataclasses.replace(spec, state_map=None), problem)
+            ) is None:
+                raise ValueError(
+                    f"{head}; with these decays the state is fast: use state='fast' (or a "
+                    "state_map / time_unit in which the state is near identity)."
+                )
+            if any(b.split()[0] in ("max", "min") for b in branches):
+                raise ValueError(
+                    f"{head}, but a maximum of a state leaf and another value (this step's "
+                    f"{_names(branches)}) jumps at h = 0 to that value wherever it is larger, "
+                    "whatever the decays. One that forgets through a fixed decay (Adamax's "
+                    "nu <- max(|g| + eps, b2 nu)) is a fast state: fix that decay and use "
+                    "state='fast'. A running maximum that never forgets (AMSGrad's nu_max <- "
+                    "max(nu_max, nu): the largest nu of the whole run, not a function of the "
+                    "current state) has no modified flow in either regime; optax.adam is "
+                    "AMSGrad without the maximum."
+                )
+            raise ValueError(f"{head}. Nor is the state fast: {failure}")
         if products:
             spec = dataclasses.replace(spec, products=products)
             floats = split_state(state)[0]
             state = CountedState(floats, (jnp.asarray(0.5),) * products)
+        if branches:
+            _check_branch_at_zero(spec, regime, products, branches, problem)
         _check_finite_field(spec, regime, problem, ModifiedState(x0, state))
         return regime, lag, branches, 1, products
+    try:
+        return _check_fast(spec, regime, problem, state0, state, lag, branches)
+    except ValueError as e:
+        # A step that moves the parameters only every N-th step fails the fast checks in
+        # several ways (an accumulator never forgotten, a zero update at the saturated count):
+        # the cause is its period, said instead.
+        period = _period(spec, problem, x0, state) if has_counters(state0) else 0
+        if not period:
+            raise
+        raise ValueError(_periodic(period)) from e
+
+
+def _check_fast(
+    spec: OptimizerSpec, regime: str, problem, state0, state, lag: int, branches
+) -> tuple[str, int, tuple[str, ...], int, int]:
+    """The fast regime's checks of `_check_concrete` (from `state`, a generic state)."""
+    x0 = problem.params0
+    zero = jnp.zeros((), float)
     settled = [split_state(settle_flags(spec, zero, x0, state0, n))[1] for n in (2, 3)]
     if not eqx.tree_equal(*settled):
         raise ValueError(
@@ -471,7 +575,7 @@ def _check_concrete(
             "first-step flag that settles): the update is not one map of the state, so no "
             "modified flow of this form exists."
         )
-    _, sweeps = _contraction_checked(spec, problem, x0)
+    _, sweeps = _contraction_checked(spec, problem, x0, branches)
     if lag and sweeps > 1:
         raise ValueError(
             "optimizer: its fast state holds updates already scaled by the step (a trace after "
@@ -479,6 +583,8 @@ def _check_concrete(
             "manifolds is not supported. Apply the learning rate after the trace."
         )
     spec = dataclasses.replace(spec, sweeps=sweeps)
+    if branches:
+        _check_manifold_branches(spec, problem, x0, branches)
     if has_counters(state0):
         # The fast state's counters are saturated (bias corrections at 1): a schedule in steps
         # is frozen at its value for k -> oo, which must not stop the optimizer.
@@ -504,8 +610,42 @@ def _check_concrete(
                 UserWarning,
                 stacklevel=2,
             )
+    if branches:
+        _check_branch_at_zero(spec, regime, 0, branches, problem)
     _check_finite_field(dataclasses.replace(spec, lag=lag), regime, problem, x0)
     return regime, lag, branches, sweeps, 0
+
+
+# Steps examined for a cycle of the step counter (`_period`): periods up to half of it.
+_CYCLE_STEPS = 16
+
+
+def _period(spec: OptimizerSpec, problem, x0, state) -> int:
+    """$N$ where the step moves the parameters only every $N$-th step (a counter that cycles:
+    optax.MultiSteps, optax.apply_every), read from `_CYCLE_STEPS` steps at `x0` from `state`;
+    0 where every step moves them, or none does."""
+    tau = jnp.asarray(0.01)
+    moved = []
+    for _ in range(_CYCLE_STEPS):
+        params, state = raw_step(spec, tau, x0, state, problem)
+        moved.append(float(optax.tree.norm(optax.tree.sub(params, x0))) > 0)
+    on = [k for k, m in enumerate(moved) if m]
+    if not on or len(on) == len(moved):
+        return 0
+    return on[1] - on[0] if len(on) > 1 else _CYCLE_STEPS
+
+
+def _periodic(period: int) -> str:
+    return (
+        f"optimizer: its step depends on the step index k modulo N = {period}: it moves the "
+        "parameters only every N-th step (optax.MultiSteps and optax.apply_every accumulate "
+        "N steps and apply them at once), so it is a cycle of N different maps "
+        "whose accumulator is reset every N steps, not one map of the state, and no modified "
+        "flow of one step exists. Model N steps as one: the N gradients are taken at the same "
+        "parameters, so N steps of optax.MultiSteps(opt, N) are one step of opt (on N "
+        "batches), and N steps of optax.chain(optax.sgd(h), optax.apply_every(N)) one step of "
+        "optax.sgd(N*h); the modified flow of that one step describes every N-th iterate."
+    )
 
 
 def _counted_products(spec: OptimizerSpec, problem, x0, state) -> int:
@@ -535,6 +675,36 @@ def _counted_products(spec: OptimizerSpec, problem, x0, state) -> int:
     return len(tape.decays)
 
 
+def _fast_failure(spec: OptimizerSpec, problem) -> str | None:
+    """Why `spec` is no fast-regime optimizer on `problem` (its refusal), or `None`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _check_concrete(spec, "fast", problem)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _names(branches) -> str:
+    """The primitives of `spec.branches` labels (`max, sign`)."""
+    return ", ".join(dict.fromkeys(b.split()[0] for b in branches))
+
+
+def _counter_read(spec: OptimizerSpec, problem, x0, state) -> bool:
+    """Whether one step (the parameters and the floating state it returns) changes with the
+    integer step counters of `state`, a few steps and a long history later."""
+    floats, rest = split_state(state)
+    tau = jnp.asarray(0.01)
+    now = raw_step(spec, tau, x0, state, problem)
+    for k in (7, 2**20):
+        later = jax.tree.map(lambda x, k=k: x + k if _is_counter(x) else x, rest)
+        then = raw_step(spec, tau, x0, eqx.combine(floats, later), problem)
+        if any(c != 0.0 for _, c in _leaf_changes(now, then)):
+            return True
+    return False
+
+
 def _reads_counter(spec: OptimizerSpec, problem, x0, floats, rest) -> bool:
     """Whether one step's update changes with the integer step counter once optax's bias
     corrections no longer read it (each at its k -> oo value 1), past the first steps (a
@@ -556,10 +726,10 @@ def _state_moves(state, state1) -> bool:
     return any(c > 1e-12 or not np.isfinite(c) for _, c in _leaf_changes(state, state1))
 
 
-def _moved_on_manifold(spec: OptimizerSpec, problem, x0) -> float:
+def _moved_on_manifold(spec: OptimizerSpec, problem, x0, branches) -> float:
     """How far one step at h = 0 moves `x0` from the fast state's manifold $s = M_0(x_0)$
     (the contraction checked first: $M_0$ divides by $1 - a$)."""
-    _, sweeps = _contraction_checked(spec, problem, x0)
+    _, sweeps = _contraction_checked(spec, problem, x0, branches)
     spec = dataclasses.replace(spec, sweeps=sweeps)
     zero_tau = jnp.zeros((), float)
     _, rest = template(spec, x0)
@@ -576,6 +746,24 @@ def _check_finite_field(spec: OptimizerSpec, regime: str, problem, y) -> None:
     f1 = flow.field_values(y, problem)[0]
     flat, _ = jax.tree_util.tree_flatten_with_path(f1)
     bad = [jax.tree_util.keystr(path) for path, x in flat if not np.all(np.isfinite(x))]
+    if bad and regime == "slow" and not spec.products and spec.state_map is None:
+        # A step whose length does not shrink with τ has no expansion: its derivative at
+        # τ = 0 is as large as the inverse of a jitter (here NaN, through a norm at 0).
+        lengths = [
+            float(optax.tree.norm(optax.tree.sub(raw_step(spec, t, *y, problem)[0], y.params)))
+            for t in (jnp.asarray(1e-2), jnp.asarray(1e-4))
+        ]
+        if lengths[1] > 0.1 * lengths[0]:
+            raise ValueError(
+                f"optimizer: its step length does not scale with the step size: one step "
+                f"moves the parameters by {lengths[0]:.3g} at τ = 0.01 and {lengths[1]:.3g} at "
+                "τ = 0.0001 (and f1 is not finite). A normalization after the learning rate "
+                "(optax.chain(optax.sgd(h), optax.normalize_by_update_norm())) scales every "
+                "step to a fixed length, so the steps do not vanish as h -> 0 (except below "
+                "the scale of its eps), and no modified flow exists. Normalize first: "
+                "optax.chain(optax.normalize_by_update_norm(), optax.sgd(h)), normalized "
+                "descent (f1 = -grad L/(|grad L| + eps))."
+            )
     if bad:
         raise ValueError(
             f"optimizer: the leading field f1 is not finite ({', '.join(bad)}): the step is "
@@ -589,17 +777,60 @@ def _check_finite_field(spec: OptimizerSpec, regime: str, problem, y) -> None:
         )
 
 
+def _probe_state(zero, scale):
+    """Positive entries (a second moment under a square root must stay real), not constant,
+    of size `scale`."""
+    return jax.tree.map(
+        lambda x: scale * (1.5 + jnp.cos(1.0 + jnp.arange(x.size, dtype=x.dtype))).reshape(x.shape),
+        zero,
+    )
+
+
+def _probe_scale(spec, problem, x0, branches) -> float:
+    """The size of the state at which `_contraction_probe` reads the fast state's structure:
+    the largest of 1, 1e-2, 1e-4 whose state takes the zero state's branches. A step with
+    branches is affine in its state on one side of each (Adamax's max(|g| + ε, β₂ν) takes
+    |g| + ε near ν = 0, β₂ν for ν > (|g| + ε)/β₂); the slow manifold is checked to lie on the
+    zero state's side (`_check_manifold_branches`)."""
+    if not branches:
+        return 1.0
+    scales = (1.0, 1e-2, 1e-4)
+    ref, probes = _probe_bits(spec, problem, x0, scales)
+    for scale, here in zip(scales, probes):
+        if here.shape == ref.shape and np.array_equal(here, ref):
+            return scale
+    return 1.0
+
+
 @eqx.filter_jit
-def _contraction_probe(spec, problem, x0):
+def _probe_bits(spec, problem, x0, scales):
+    """The step's branch bits at τ = 0 from the zero fast state and from probe states of the
+    sizes `scales` (one compiled program: eagerly, each evaluation binds every primitive)."""
+    zero, rest = template(spec, x0)
+    tau0 = jnp.zeros((), float)
+
+    def bits(m):
+        return step_bits(spec, problem, tau0, x0, eqx.combine(m, rest))[1]
+
+    return bits(zero), [bits(_probe_state(zero, scale)) for scale in scales]
+
+
+# A count well past any start-up, below `SATURATED_COUNT`: a decay that still changes between
+# the two reads the counter for ever (`_contraction_checked`).
+_EARLY_COUNT = 2**20
+
+
+@eqx.filter_jit
+def _contraction_probe(spec, problem, x0, scale):
     r"""The fast state's structure on the probe: the own-leaf coefficients $a$ (at the zero
     state), the deviation of each leaf's update from $s_i' = a_i\odot s_i + c_i(\theta,
-    s_{-i})$ with a constant $a_i$, and the coupling matrix `C[i, j]` > 0 where leaf $j$'s
-    update reads leaf $i$."""
+    s_{-i})$ with a constant $a_i$, its deviation from an update affine in the leaf itself
+    (with a coefficient that may depend on θ and the other leaves), the coupling matrix
+    `C[i, j]` > 0 where leaf $j$'s update reads leaf $i$, and the own-leaf coefficients at
+    the step count `_EARLY_COUNT` (`SATURATED_COUNT` for $a$). Deviations are per unit of the
+    probe state's size `scale`."""
     zero, rest = template(spec, x0)
-    # Positive entries (a second moment under a square root must stay real), not constant.
-    probe = jax.tree.map(
-        lambda x: 1.5 + jnp.cos(1.0 + jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape), zero
-    )
+    probe = _probe_state(zero, scale)
     zero_tau = jnp.zeros((), float)
 
     def S(m):
@@ -607,6 +838,7 @@ def _contraction_probe(spec, problem, x0):
 
     at_zero = leaf_blocks(spec, problem, x0, zero)
     at_probe = leaf_blocks(spec, problem, x0, probe)
+    early = leaf_blocks(spec, problem, x0, zero, saturate_counters(rest, _EARLY_COUNT))
     flat, treedef = jax.tree.flatten(probe)
     n = len(flat)
 
@@ -614,14 +846,16 @@ def _contraction_probe(spec, problem, x0):
         return jnp.max(jnp.abs(x), initial=0.0)
 
     dev = jnp.zeros((), float)
+    curved = jnp.zeros((), float)
     coupling = []
     for i in range(n):
         a_i = at_zero[i][i]
         without = jax.tree.unflatten(
             treedef, [jnp.zeros_like(x) if j == i else x for j, x in enumerate(flat)]
         )
-        own = S(probe)[i] - S(without)[i] - a_i * flat[i]
-        dev = dev + size(at_probe[i][i] - a_i) + size(own)
+        step_i = S(probe)[i] - S(without)[i]
+        dev = dev + size(at_probe[i][i] - a_i) + size(step_i - a_i * flat[i]) / scale
+        curved = curved + size(step_i - at_probe[i][i] * flat[i]) / scale
         coupling.append(
             jnp.stack(
                 [
@@ -631,7 +865,8 @@ def _contraction_probe(spec, problem, x0):
             )
         )
     a = jax.tree.unflatten(treedef, [at_zero[i][i] for i in range(n)])
-    return a, dev, jnp.stack(coupling) if n else jnp.zeros((0, 0))
+    a_early = jax.tree.unflatten(treedef, [early[i][i] for i in range(n)])
+    return a, dev, curved, jnp.stack(coupling) if n else jnp.zeros((0, 0)), a_early
 
 
 def _chain_length(reads: np.ndarray, names: list[str]) -> int:
@@ -659,24 +894,73 @@ def _chain_length(reads: np.ndarray, names: list[str]) -> int:
     return max((visit(j) for j in range(n)), default=1)
 
 
-def _contraction_checked(spec, problem, x0) -> tuple[Any, int]:
+def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
     """`(a, sweeps)`: the own-leaf contractions and the Jacobi sweeps of the slow manifold
-    (`OptimizerSpec.sweeps`), after checking the fast state's structure."""
-    a, err, coupling = _contraction_probe(spec, problem, x0)
+    (`OptimizerSpec.sweeps`), after checking the fast state's structure (on the side of the
+    step's `branches` that the zero state takes)."""
+    scale = _probe_scale(spec, problem, x0, branches)
+    a, err, curved, coupling, a_early = _contraction_probe(spec, problem, x0, jnp.asarray(scale))
+    flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
+    for (path, late), early in zip(flat_a, jax.tree.leaves(a_early)):
+        # A decay read from the counter that still approaches 1 between k = 2^20 and 2^30
+        # (optax.adafactor's 1 - (k+1)^-r): the state's memory, (k+1)^r steps, grows without
+        # bound, so at k -> oo it never forgets and has no slow manifold. In time t = kh the
+        # window is t^r h^(1-r): the h -> 0 limit at fixed t exists (the state at its
+        # instantaneous target), but the runs reach it at the rate h^(1-r), with a lag that is
+        # no power series in h and depends on t: no order-p modified flow, not even p = 1
+        # (its error would be O(h^(1-r)), and the saturated count freezes the state instead).
+        gap_late = 1 - np.abs(np.asarray(late))
+        gap_early = 1 - np.abs(np.asarray(early))
+        if np.any((gap_early > 0) & (gap_late < 0.5 * gap_early)):
+            leaf = jax.tree_util.keystr(path)
+            raise ValueError(
+                f"state='fast': the decay of the optimizer-state leaf {leaf} reads the step "
+                "counter and tends to 1 as k -> oo (|∂s'/∂s| = "
+                f"{1 - float(np.min(gap_early)):.10g} at k = 2^20, "
+                f"{1 - float(np.min(gap_late)):.10g} at k = 2^30), as optax.adafactor's "
+                "1 - (k+1)^(-decay_rate): its memory grows without bound, so the state never "
+                "settles on a slow manifold and no modified flow exists. (At a fixed time "
+                "t = kh its averaging window, t^r h^(1-r) with r = decay_rate, vanishes only as "
+                "a fractional power of h: runs approach their h -> 0 limit at the rate "
+                "h^(1-r), not with an error O(h^p).) Use a fixed decay: optax.rmsprop(h, "
+                "decay=b), or optax.adafactor(h, decay_rate=0.0) (no memory)."
+            )
     # (`not <=`: a NaN deviation, e.g. a state at 0 under a square root, fails too.)
     if not float(err) <= 1e-10:
+        if float(curved) <= 1e-10:
+            raise ValueError(
+                "state='fast': the state update at h = 0 is affine in each leaf, "
+                "s_i' = a_i s_i + c_i, but with a coefficient a_i that depends on the "
+                f"parameters or on other leaves (deviation from a constant one {float(err):.3g})"
+                ": e.g. Adadelta's average of squared updates, E[dx^2]' = (rho + (1 - rho) "
+                "g^2/(E[g^2] + eps)) E[dx^2] + ..., whose coefficient reads E[g^2]. The fast "
+                "regime solves the slow manifold with constant coefficients (optax's EMAs and "
+                "traces) and does not support it. With decays that scale with h the state is "
+                "slow and supported: state='slow', e.g. optax.adadelta(h, rho=1 - a*h)."
+            )
         raise ValueError(
             "state='fast': the state update at h = 0 is not affine in each leaf with a "
             f"constant coordinate-wise coefficient, s_i' = a_i s_i + c_i(θ, other leaves) "
             f"(deviation {float(err):.3g}): a leaf is nonlinear in itself. Its slow manifold "
-            "is not supported; use state='slow' with decays that scale with h."
+            "is not supported; with decays that scale with h (1 - a*h) the state is slow: "
+            "state='slow'."
         )
-    names = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(a)[0]]
+    names = [jax.tree_util.keystr(p) for p, _ in flat_a]
     sweeps = _chain_length(np.asarray(coupling) > 0, names)
-    for path, ai in jax.tree_util.tree_flatten_with_path(a)[0]:
+    for path, ai in flat_a:
         worst = float(jnp.max(jnp.abs(ai), initial=0.0))
         if not worst < 1:
             leaf = jax.tree_util.keystr(path)
+            if abs(worst - 1) <= 1e-12 and any(b.split()[0] in _SIGNS for b in branches):
+                raise ValueError(
+                    f"state='fast': the optimizer-state leaf {leaf} does not contract at h = 0 "
+                    f"(|∂s'/∂s| = 1 off the kink of its {_names(branches)}): a state moved "
+                    "toward a target by steps whose size does not shrink near it, as Yogi's "
+                    "v <- v - (1 - b2) sign(v - g^2) g^2, reaches it in finitely many steps "
+                    "and then oscillates across the sign's kink. Its would-be slow manifold "
+                    "v = g^2 is that kink, so no modified flow exists with a fixed b2; "
+                    "optax.adam, v <- b2 v + (1 - b2) g^2, is the smooth rule."
+                )
             if abs(worst - 1) <= 1e-12:  # never forgotten
                 raise ValueError(
                     f"state='fast': the optimizer-state leaf {leaf} does not contract at h = 0 "
@@ -694,6 +978,56 @@ def _contraction_checked(spec, problem, x0) -> tuple[Any, int]:
                 "decays that scale with h."
             )
     return a, sweeps
+
+
+# Branches that move a state by a step of fixed size (`sign`, `abs`): Yogi's second moment.
+_SIGNS = ("sign", "abs")
+
+
+@eqx.filter_jit
+def _manifold_bits(spec: OptimizerSpec, problem, x0):
+    r"""The step's branch bits at τ = 0 from the zero fast state, and `(bits, tie)` from its
+    slow manifold $M_0$ and from $M_0$ nudged by a relative $\pm10^{-8}$: on a kink the compared
+    values are equal, a tie, or (rounded) bits that change under the nudge."""
+    tau0 = jnp.zeros((), float)
+    zero, rest = template(spec, x0)
+    m0 = manifold(spec, problem, tau0, x0, 1)
+
+    def bits(m):
+        _, b, tie = step_bits(spec, problem, tau0, x0, eqx.combine(m, rest))
+        return b, tie
+
+    nudged = [jax.tree.map(lambda x, f=f: f * x, m0) for f in (1.0, 1 + 1e-8, 1 - 1e-8)]
+    return bits(zero)[0], [bits(m) for m in nudged]
+
+
+def _check_manifold_branches(spec: OptimizerSpec, problem, x0, branches) -> None:
+    """The fast state's slow manifold $M_0(\theta)$ must lie off every kink of the step and on
+    the side of its branches that the zero state takes (where its contractions are read)."""
+    ref, sides = _manifold_bits(spec, problem, x0)
+    ref = np.asarray(ref)
+    sides = [(np.asarray(b), bool(tie)) for b, tie in sides]
+    if any(tie for _, tie in sides) or any(
+        b.shape != sides[0][0].shape or not np.array_equal(b, sides[0][0]) for b, _ in sides
+    ):
+        raise ValueError(
+            f"state='fast': on its slow manifold the step sits on the kink of its "
+            f"{_names(branches)} (compared values equal, where the step has no derivative). "
+            "E.g. AMSGrad's running maximum nu_max <- max(nu_max, nu), whose fixed states have "
+            "nu_max = nu: a running maximum never forgets (nu_max is the largest nu of the "
+            "whole run, not a function of the current parameters), so that state has no slow "
+            "manifold and no modified flow exists, with fixed decays or decays 1 - a*h "
+            "(optax.adam is AMSGrad without the maximum). A threshold that the manifold's "
+            "values meet exactly (a clipping of updates whose size is fixed there) has to move "
+            "off them."
+        )
+    here = sides[0][0]
+    if here.shape != ref.shape or not np.array_equal(here, ref):
+        raise ValueError(
+            f"state='fast': the state's slow manifold lies on another side of its "
+            f"{_names(branches)} than the zero state, where its contraction is read: not "
+            "supported."
+        )
 
 
 def modified_flow(
@@ -795,20 +1129,27 @@ def modified_flow(
     work unchanged.
 
     A branch chosen by the iterate (`select_n`/`cond`: gradient clipping, a `jnp.where`
-    guard; `max`/`min`/`clamp`: `optax.clip`, a running maximum, a truncation) is smooth on
-    each side of its switching surface: the flow is expanded on the side the point is on
-    (`spec.branches` names them), exact for a run that never switches; `compare` replays its
-    runs with the step's predicates recorded and refuses one that switches or meets a tie of
-    a comparison (its kink). A kink inside the primitive (`sign`, `abs`, rounding) is refused
-    here.
+    guard; `max`/`min`/`clamp`: `optax.clip`, a running maximum, a truncation; `sign`/`abs`:
+    signSGD, Lion, Adamax) is smooth on each side of its switching surface: the flow is
+    expanded on the side the point is on (`spec.branches` names them), exact for a run that
+    never switches (signSGD: $\dot\theta = -\mathrm{sign}\,\nabla L$ while no $\partial_iL$
+    crosses 0); `compare` replays its runs with the step's predicates recorded and refuses one
+    that switches, meets a tie of a comparison (its kink), or takes another branch than the
+    step at $h = 0$. A step whose branch at $h = 0$ is not its branch for small $h > 0$ (a
+    guard on updates already scaled by $h$, as `optax.polyak_sgd(scaling=h)`), or whose slow
+    manifold sits on a kink (AMSGrad's running maximum, Yogi's sign), is refused here, as is
+    rounding.
 
     **Raises:** `ValueError` for a non-callable optimizer, `order` outside 1..4, a non-smooth
-    update (sign, abs, rounding, a branch inside a loop), a random update (a PRNG draw), a step
-    counter that is not a bias correction (a schedule in steps, `optax.inject_hyperparams`),
-    an update that does not vanish at $h = 0$, a state leaf that is not
-    near identity in the slow regime (named, with its change), a non-contracting or coupled
-    state in the fast regime, `order` > 2 for a state of step-scaled updates, a `state_map` that
-    does not invert, a bad `time_unit` or `state`.
+    update (rounding, a branch inside a loop), a branch at $h = 0$ other than for $h > 0$, a
+    random update (a PRNG draw), a step counter read other than by a bias correction (a
+    schedule in steps, `optax.inject_hyperparams`; a counter never read, as a constant
+    schedule's, is no time), a step periodic in the counter (`optax.MultiSteps`,
+    `optax.apply_every`), an update that does not vanish at $h = 0$ or whose length does not
+    scale with $h$, a state leaf that is not near identity in the slow regime (named, with its
+    change), a non-contracting or coupled state in the fast regime (a decay that tends to 1
+    with the counter: `optax.adafactor`), a slow manifold on a kink, `order` > 2 for a state
+    of step-scaled updates, a `state_map` that does not invert, a bad `time_unit` or `state`.
     """
     if isinstance(optimizer, Discretization) or not callable(optimizer):
         raise ValueError(
@@ -880,6 +1221,17 @@ def _check_time_concrete(optimizer, power: int) -> None:
                     f"optimizer: its Discretization advances dt = {dt:.6g} per step at h = {h}, "
                     f"not h^(1/{power}); pass time_unit (τ = h^q) to match."
                 )
+        elif isinstance(out, optax.MultiSteps):
+            raise ValueError(
+                "optimizer(h) must return an optax.GradientTransformation or a "
+                "Discretization, got an optax.MultiSteps (its .gradient_transformation() is "
+                "one). Its step is periodic in the step index, though: it accumulates N "
+                "gradients and applies them every N-th step, a cycle of N maps that has no "
+                "modified flow of one step. Model N steps as one: N steps of "
+                "optax.MultiSteps(opt, N) take their gradients at the same parameters and are "
+                "one step of opt (on N batches), whose modified flow describes every N-th "
+                "iterate."
+            )
         elif not isinstance(out, optax.GradientTransformation):
             raise ValueError(
                 "optimizer(h) must return an optax.GradientTransformation or a Discretization, "

@@ -1,11 +1,10 @@
 r"""Detection of non-smooth update maps, statically and along a run.
 
-A map with `sign` (Lion, signSGD), `abs` or rounding of the iterate has no Taylor expansion
-in $h$ where a kink is crossed, and nested `jvp`s differentiate
-it as if the kink were absent: the modified field would be silently wrong. Such primitives are
-found in the jaxpr of one step, counting only those whose operands depend on the parameters or
-the floating optimizer state (an integer counter's `select`, as in optax's `safe_increment`, is
-smooth in $h$), and refused.
+A map with rounding of the iterate (`floor`, `round`, `argmax`) has no Taylor expansion in $h$
+where a kink is crossed, and nested `jvp`s differentiate it as if the kink were absent: the
+modified field would be silently wrong. Such primitives are found in the jaxpr of one step,
+counting only those whose operands depend on the parameters or the floating optimizer state (an
+integer counter's `select`, as in optax's `safe_increment`, is smooth in $h$), and refused.
 
 A *branch* (`select_n`, `cond`: gradient clipping, a `jnp.where` guard as in Adagrad or LAMB's
 trust ratio) is smooth wherever its predicate does not change: the map is expanded on the
@@ -14,11 +13,13 @@ evaluates one step and returns its predicates, so a run can check that they neve
 (`first_switch`); crossing the surface, e.g. clipping that becomes active, is the kink.
 
 A *comparison* (`max`, `min`, `clamp`: `optax.clip`, AMSGrad's running maximum, Polyak's
-truncation) is a branch of the same kind: away from a tie it is one of its operands, and `jvp`
-differentiates that one. Its predicate is which operand it takes, elementwise (-1, +1; for
-`clamp` below, inside, above). At a tie (equal operands) the map has a kink and `jvp` returns
-the operands' mean derivative, a field of no branch: `branch_bits` reports ties apart, and a
-run that meets one is refused like a run that switches.
+truncation; `sign`, `abs`: signSGD, Lion, Adamax's $|g|$) is a branch of the same kind: away
+from a tie it is one of its operands (for `sign`, the constant $\pm1$; for `abs`, $\pm x$), and
+`jvp` differentiates that one. Its predicate is which operand it takes, elementwise (-1, +1;
+for `clamp` below, inside, above; for `sign` and `abs` the sign of $x$). At a tie (equal
+operands; $x = 0$) the map has a kink and `jvp` returns a derivative of no branch (the
+operands' mean; `sign`'s 0): `branch_bits` reports ties apart, and a run that meets one is
+refused like a run that switches.
 """
 
 import jax
@@ -26,9 +27,17 @@ import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 
-_KINKS = {"sign", "abs", "floor", "ceil", "round", "argmax", "argmin"}
+_KINKS = {"floor", "ceil", "round", "argmax", "argmin"}
 _BRANCHES = {"select_n", "cond"}
-_COMPARISONS = {"max", "min", "clamp"}
+_COMPARISONS = {"max", "min", "clamp", "sign", "abs"}
+# What each comparison is in an optimizer (for the branches' labels).
+_EXAMPLE = {
+    "max": "optax.clip",
+    "min": "optax.clip",
+    "clamp": "optax.clip",
+    "sign": "signSGD, Lion",
+    "abs": "Adamax's |g|",
+}
 _LOOPS = {"while"}
 _RANDOM = {"random_bits", "random_seed", "random_wrap", "threefry2x32", "random_fold_in"}
 # Call-like primitives whose body is one jaxpr evaluated on the same operands.
@@ -116,7 +125,7 @@ def _scan(jaxpr, dependent: list[bool], found: Found, nested: bool) -> list[bool
             label = f"{name} (a branch chosen by the iterate, e.g. clipping)"
             (found.kinks if nested else found.branches).add(label)
         elif name in _COMPARISONS and any(ins):
-            label = f"{name} (a comparison of iterate-dependent values, e.g. optax.clip)"
+            label = f"{name} (a comparison of iterate-dependent values, e.g. {_EXAMPLE[name]})"
             (found.kinks if nested else found.branches).add(label)
         body = _call_body(eqn)
         if _is_opaque(eqn):
@@ -156,8 +165,12 @@ def classify(fn, *args) -> Found:
 
 def _sides(name: str, vals) -> tuple[jax.Array, jax.Array]:
     """`(side, tie)` of a comparison: which operand `max`/`min` takes (-1: the first, +1: the
-    second) or where `clamp(lo, x, hi)` puts `x` (-1 below, 0 inside, +1 above), elementwise,
-    and whether any pair of compared operands is equal."""
+    second), where `clamp(lo, x, hi)` puts `x` (-1 below, 0 inside, +1 above) or the sign of
+    the operand of `sign`/`abs` (-1, +1; 0 at its kink), elementwise, and whether any pair of
+    compared operands is equal (for `sign`/`abs`: an operand is 0)."""
+    if name in ("sign", "abs"):
+        (x,) = vals
+        return jnp.sign(x), jnp.any(x == 0)
     if name == "clamp":
         lo, x, hi = jnp.broadcast_arrays(*vals)
         side = jnp.where(x < lo, -1, jnp.where(x > hi, 1, 0))

@@ -81,12 +81,12 @@ def split_state(opt_state):
     return eqx.partition(opt_state, eqx.is_inexact_array)
 
 
-def saturate_counters(rest):
-    """Integer leaves (step counters) set to `SATURATED_COUNT`."""
+def saturate_counters(rest, count: int = SATURATED_COUNT):
+    """Integer leaves (step counters) set to `count` (default `SATURATED_COUNT`)."""
 
     def one(x):
         if eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.integer):
-            return jnp.full_like(x, min(SATURATED_COUNT, int(jnp.iinfo(x.dtype).max) // 2))
+            return jnp.full_like(x, min(count, int(jnp.iinfo(x.dtype).max) // 2))
         return x
 
     return jax.tree.map(one, rest)
