@@ -7,6 +7,7 @@ the card, its `QUICK` the quick-mode override), `SECTIONS` that return typed res
 """
 
 import ast
+import functools
 import importlib
 import importlib.util
 import time
@@ -48,28 +49,59 @@ def get(name: str) -> ModuleType:
     return importlib.import_module(EXPERIMENTS[check_name(name)])
 
 
+def _source(name: str) -> ast.Module:
+    """The parsed source of `name`'s module, without importing it (an import is JAX and dynopt,
+    over a second)."""
+    origin = importlib.util.find_spec(EXPERIMENTS[check_name(name)]).origin
+    return ast.parse(Path(origin).read_text(encoding="utf-8"))
+
+
+def first_paragraph(doc: str | None) -> str:
+    """A docstring's first paragraph on one line: an experiment's description (`list`, the
+    results page and the run headers all show this one)."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
 def summary(name: str) -> str:
     """The experiment's whole one-line description: the first paragraph of its docstring, read
-    from its source (listing experiments, or a parallel run's parent, imports none of them: an
-    import is JAX and dynopt, over a second)."""
-    origin = importlib.util.find_spec(EXPERIMENTS[check_name(name)]).origin
-    doc = ast.get_docstring(ast.parse(Path(origin).read_text(encoding="utf-8"))) or ""
-    return " ".join(doc.strip().split("\n\n")[0].split())
+    from its source (listing experiments, or a parallel run's parent, imports none of them)."""
+    return first_paragraph(ast.get_docstring(_source(name)))
+
+
+@functools.cache
+def figure_names(name: str) -> frozenset[str]:
+    """The file names of `name`'s figures (the keys of its `FIGURES`), read from its source as
+    `summary` is; none for a name the registry does not know. (A result whose marker lists no
+    files, written before markers did, holds these as dynopt's.)"""
+    if name not in EXPERIMENTS:
+        return frozenset()
+    for node in _source(name).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Dict):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            keys = node.value.keys
+            if any(isinstance(t, ast.Name) and t.id == "FIGURES" for t in targets) and all(
+                isinstance(k, ast.Constant) and isinstance(k.value, str) for k in keys
+            ):
+                return frozenset(k.value for k in keys)
+    return frozenset(get(name).FIGURES)  # not a literal: ask the module
 
 
 def run_experiment(
     name: str, *, quick: bool = False, seed: int = 0, out: Path | None = None, log=None
 ) -> Path:
     """Run one experiment and write its results folder atomically; returns the folder. An `out`
-    that is not a new, empty or previous results folder (`_io.OutError`) and a seed outside
-    [0, 2**32) (`ValueError`) are refused first. A deterministic experiment records `seed: null`:
-    no result of it depends on the seed. `log(message)` (the CLI passes `print`) hears each
-    section start and end with its wall time."""
+    that is not new, empty or a previous result of this experiment holding only what dynopt
+    wrote (`_io.OutError`) and a seed outside [0, 2**32) (`ValueError`) are refused first. If
+    `out` turns into such a place while the experiment runs, the finished result goes to a new
+    folder beside it (`_io.Diverted`, an `OutError` naming it). A deterministic experiment
+    records `seed: null`: no result of it depends on the seed. `log(message)` (the CLI passes
+    `print`) hears each section start and end with its wall time."""
     from ._io import check_out, device_info, package_versions, write_results
 
     module = get(name)
     _card.check_seed(seed)
-    out = check_out(Path(out) if out is not None else DEFAULT_RESULTS / name)  # before any work
+    out = Path(out) if out is not None else DEFAULT_RESULTS / name
+    out = check_out(out, experiment=name)  # before any work
     import jax
 
     jax.config.update("jax_enable_x64", True)  # an entry point: references run in float64
@@ -93,14 +125,34 @@ def run_experiment(
         metrics=metrics,
         arrays=arrays,
         figures=lambda tmp: _figures(module, tmp),
+        divert=True,
     )
 
 
+def check_redraw(name: str, out: Path) -> None:
+    """`_io.OutError` if redrawing `name`'s figures in `out` would replace a file there that
+    dynopt did not write (a figure's name, e.g. one a quick run does not draw)."""
+    from ._io import foreign, OutError
+
+    if clash := sorted(figure_names(name) & foreign(out)):
+        raise OutError(
+            f"{out} holds {', '.join(clash)}, not written by dynopt: redrawing {name}'s figures "
+            "would replace them; move them out of it first."
+        )
+
+
 def replot(name: str, out: Path | None = None) -> list[Path]:
-    """Redraw an experiment's figures from its saved results (no recomputation)."""
+    """Redraw an experiment's figures from its saved results (no recomputation), and add them to
+    the files its marker lists. `_io.OutError` if a figure would replace a file there that dynopt
+    did not write."""
+    from ._io import add_written
+
     module = get(name)
     out = Path(out) if out is not None else DEFAULT_RESULTS / name
-    return _figures(module, out, source=out)
+    check_redraw(name, out)
+    paths = _figures(module, out, source=out)
+    add_written(out, [p.name for p in paths])
+    return paths
 
 
 def _figures(module: ModuleType, out_dir: Path, source: Path | None = None) -> list[Path]:

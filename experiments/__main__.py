@@ -7,13 +7,18 @@ After each run the headline numbers are printed next to the values the run card 
 `run-all --jobs J` runs J experiments at a time, each in its own process (`make run` uses `JOBS`,
 2 by default: most of a quick run is XLA compiling on one thread). A refused argument (an unknown
 experiment, an `--out` that is not dynopt's to write) is one line `error: ...` and exit status 2,
-before any work."""
+before any work. An `--out` that became such a place while the run went on is one `error:` line
+naming the new folder beside it where the finished result went (exit status 1). Ctrl-C stops a
+run: one line `interrupted; finished: ...; results kept in ...`, the page over what is there,
+exit status 130."""
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +28,7 @@ from . import (
     _jobs,
     _page,
     check_name,
+    check_redraw,
     DEFAULT_RESULTS,
     EXPERIMENTS,
     get,
@@ -30,13 +36,15 @@ from . import (
     run_experiment,
     summary,
 )
-from ._io import _umask, check_out, is_result, remove_results
+from ._io import _umask, check_out, is_result, OutError, remove_results
 from ._jobs import enable_compilation_cache, run_one, run_parallel
 
 
 # Figures the README shows: (experiment, file) -> path in this source checkout (not under the
-# working folder, whose docs/ may be anyone's). `figures` refreshes them from full-size results.
+# working folder, whose docs/ may be anyone's). `figures` refreshes them from full-size results
+# in this checkout's own results folder, never from a results/ elsewhere.
 _CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT_RESULTS = _CHECKOUT / "results"
 README_FIGURES = {("gd_flow", "orders.png"): _CHECKOUT / "docs" / "figures" / "gd_flow_orders.png"}
 
 
@@ -61,6 +69,17 @@ def _error(message: str) -> int:
     return 2
 
 
+def _refuse_a_result_as_parent(parent: Path) -> None:
+    """`ValueError` if `parent`, where results go as PARENT/NAME with the page beside them, is a
+    result folder itself."""
+    if is_result(parent):
+        raise ValueError(
+            f"--out {parent} is a dynopt result folder itself, not a folder that holds results "
+            "(each in PARENT/NAME, the page in PARENT/index.html); give e.g. --out "
+            f"{parent.absolute().parent}"
+        )
+
+
 def _saved_metrics(name: str, folder: Path) -> dict | None:
     """The metrics of `name`'s result saved in `folder` (`check_out` passed: none, or a dynopt
     result), `None` if there is none; `ValueError` if it is unreadable or another experiment's."""
@@ -78,7 +97,15 @@ def _saved_metrics(name: str, folder: Path) -> dict | None:
 
 def _refresh_readme_figure(name: str, source: Path, target: Path, metrics: dict) -> str:
     """Copy `source` (a figure of `name`'s result in the default results folder) over the README
-    figure `target`, atomically, if that result is full-size; the line to print either way."""
+    figure `target`, atomically, if that result is full-size and in this checkout's own results
+    folder (a results/ elsewhere is another project's, or a copy's); the line to print either
+    way."""
+    if source.parent.resolve().parent != CHECKOUT_RESULTS.resolve():
+        return (
+            f"README figure {target} not refreshed: {source.parent} is not in this checkout's "
+            f"results folder {CHECKOUT_RESULTS} (README figures come from there: run figures "
+            f"in {_CHECKOUT})."
+        )
     if metrics.get("quick") is not False:
         return (
             f"README figure {target} not refreshed: {source.parent} is a quick-mode result; "
@@ -113,7 +140,9 @@ def _redraw_figures(names: list[str], out) -> int:
         saved = {}
         for name in names:
             check_name(name)
-            folder = check_out(DEFAULT_RESULTS / name if out is None else out)
+            folder = DEFAULT_RESULTS / name if out is None else out
+            folder = check_out(folder, experiment=name, redraw=True)
+            check_redraw(name, folder)
             saved[name] = folder, _saved_metrics(name, folder)
     except ValueError as e:  # unknown experiment, a user's folder, another experiment's result
         return _error(str(e))
@@ -140,6 +169,84 @@ def _redraw_figures(names: list[str], out) -> int:
     if out is None:
         write_page(DEFAULT_RESULTS, sorted(EXPERIMENTS))
     return 0
+
+
+def _run(names, outs, quick: bool, seed: int, jobs: int, page: Path | None, where: Path) -> int:
+    """`run` / `run-all` once every check passed: the experiments (`jobs` at a time), their
+    reports, then the page over `page` (None: no page). Exit status 0; 1 where an `--out` became
+    a place dynopt must not write during the run (its result went to a new folder beside it,
+    named); 130 after Ctrl-C, which keeps every result written and writes the page over them."""
+    mode = "quick" if quick else "full"
+    finished, failed = [], []
+    interrupted = []
+
+    def on_interrupt(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    def log(message: str) -> None:
+        # A KeyboardInterrupt raised while Python runs a garbage-collector callback (JAX has one)
+        # is printed and dropped: the run then stops at the next section, where it logs.
+        if interrupted:
+            raise KeyboardInterrupt
+        _log(message)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+    except ValueError:  # not the main thread: Ctrl-C is not ours to catch
+        previous = None
+    hook, sys.unraisablehook = sys.unraisablehook, _jobs.quiet_lost_interrupts(sys.unraisablehook)
+    try:
+        if jobs > 1:
+            print(f"{len(names)} experiments ({mode} mode), {jobs} at a time:", flush=True)
+            for i, name in enumerate(names):
+                print(f"  {name} ({i + 1}/{len(names)}): {summary(name)}", flush=True)
+            # The page too is written by a worker: one that has dynopt imported already.
+            then = functools.partial(_jobs.page, page, sorted(EXPERIMENTS))
+            written, finished, failed = run_parallel(
+                names, outs, quick=quick, seed=seed, jobs=jobs, then=then
+            )
+            _print_page(*written)
+            return 1 if failed else 0
+        for i, (name, out) in enumerate(zip(names, outs)):
+            print(f"{name} ({i + 1}/{len(names)}, {mode} mode): {summary(name)}", flush=True)
+            try:
+                out, elapsed = run_one(
+                    name,
+                    quick,
+                    seed,
+                    out,
+                    progress=not quick,
+                    log=log,
+                    run=run_experiment,  # this module's name for it (tests replace it)
+                )
+            except OutError as e:  # --out changed during the run (the result saved beside it)
+                print(f"error: {e}", file=sys.stderr, flush=True)
+                failed.append(name)
+                continue
+            finished.append(name)
+            _report(name, out, elapsed)
+            # One process running every experiment would otherwise near Linux's 65,530-mapping
+            # limit (vm.max_map_count), where XLA's next compilation segfaults.
+            _jobs.release_programs()
+        if page is not None:
+            write_page(page, sorted(EXPERIMENTS))
+        return 1 if failed else 0
+    except KeyboardInterrupt as e:
+        finished = getattr(e, "finished", finished)  # (`_jobs.Interrupted` says which)
+        print(
+            f"interrupted; finished: {', '.join(finished) or 'none'}; results kept in {where}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if page is not None and page.is_dir():  # (none: nothing finished, nothing to show)
+            with contextlib.suppress(KeyboardInterrupt):  # (a second Ctrl-C: no page)
+                write_page(page, sorted(EXPERIMENTS))
+        return 130
+    finally:
+        sys.unraisablehook = hook
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def main(argv=None) -> int:
@@ -198,7 +305,7 @@ def main(argv=None) -> int:
         removed, kept = remove_results(root, ours)
         for path in removed:
             print(f"removed {path}", flush=True)
-        for path in kept:
+        for path in kept:  # (in root, or in a result: a user's notes)
             print(f"kept {path}: not written by dynopt", flush=True)
         if not removed and not kept:  # say why nothing happened
             if root.is_symlink():
@@ -241,44 +348,18 @@ def main(argv=None) -> int:
             _card.check_seed(args.seed)
             if not isinstance(jobs, int) or jobs < 1:
                 raise ValueError(f"--jobs must be a positive integer, got {jobs}.")
+            if args.command == "run-all" and (args.out is None or args.out.strip()):
+                _refuse_a_result_as_parent(Path(args.out or DEFAULT_RESULTS))
             for name, out in zip(names, outs):
                 check_name(name)
-                check_out(out)
+                check_out(out, experiment=name)
         except ValueError as e:  # unknown experiment, or an --out that must not be touched
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        mode = "quick" if args.quick else "full"
-        if jobs > 1:
-            print(f"{len(names)} experiments ({mode} mode), {jobs} at a time:", flush=True)
-            for i, name in enumerate(names):
-                print(f"  {name} ({i + 1}/{len(names)}): {summary(name)}", flush=True)
-            # The page too is written by a worker: one that has dynopt imported already.
-            parent = Path(args.out or DEFAULT_RESULTS)
-            then = functools.partial(_jobs.page, parent, sorted(EXPERIMENTS))
-            _print_page(
-                *run_parallel(names, outs, quick=args.quick, seed=args.seed, jobs=jobs, then=then)
-            )
-            return 0
-        for i, (name, out) in enumerate(zip(names, outs)):
-            print(f"{name} ({i + 1}/{len(names)}, {mode} mode): {summary(name)}", flush=True)
-            out, elapsed = run_one(
-                name,
-                args.quick,
-                args.seed,
-                out,
-                progress=not args.quick,
-                log=_log,
-                run=run_experiment,  # this module's name for it (tests replace it)
-            )
-            _report(name, out, elapsed)
-            # One process running every experiment would otherwise near Linux's 65,530-mapping
-            # limit (vm.max_map_count), where XLA's next compilation segfaults.
-            _jobs.release_programs()
-        if args.command == "run-all":  # the page over every result in the folder
-            write_page(Path(args.out or DEFAULT_RESULTS), sorted(EXPERIMENTS))
-        elif args.out is None:  # the default results folder: keep its page current
-            write_page(DEFAULT_RESULTS, sorted(EXPERIMENTS))
-        return 0
+            return _error(str(e))
+        if args.command == "run-all":
+            page = where = Path(args.out or DEFAULT_RESULTS)
+        else:  # the default results folder's page is kept current; another --out has none
+            page, where = (DEFAULT_RESULTS if args.out is None else None), Path(outs[0])
+        return _run(names, outs, args.quick, args.seed, jobs, page, where)
     if args.command == "figures":
         return _redraw_figures(args.names, args.out)
     return 2

@@ -1,34 +1,51 @@
 """The shared results writer: results/NAME/{config.json, metrics.json, data.npz, *.png, .dynopt}.
 
 A results folder carries a marker file (`.dynopt`, a regular file): a folder is a dynopt result
-only if it has one (`is_result`). `check_out` refuses, before any work, an `--out` that is a file
-or a non-empty folder without it, and `remove_results` (`clean`) removes no such folder as a
-result, so a user's folder is never replaced or removed, whatever it holds.
+only if it has one (`is_result`), and the marker lists the files dynopt wrote there. Only those are
+ever replaced or removed: `check_out` refuses, before any work, an `--out` that is a file, a
+non-empty folder without the marker, another experiment's result, or a result that also holds
+something dynopt did not write (a user's notes), naming it; `remove_results` (`clean`) removes the
+listed files and keeps, and reports, the rest. A marker written before markers listed files (an
+older dynopt) counts config.json, metrics.json, data.npz and the experiment's figures as dynopt's,
+and anything else as the user's.
 Everything is written into a unique temporary folder beside the target (named with the writer's
-pid), then swapped in by renames; concurrent writers each swap their own folder in (the last one
-wins, none fails), and the leftovers of writers that died (a temporary folder, or the old result
-moved aside before the final rename) are cleaned up or put back by the next writer. Files get the
-user's umask, and `metrics.json` is standard JSON: a non-finite number is written as `null` and its
-value ("inf", "-inf" or "nan") is recorded under `non_finite` by its path, e.g.
+pid), then swapped in by renames (Ctrl-C waits until the swap is done); concurrent writers each
+swap their own folder in (the last one wins, none fails), and the leftovers of writers that died
+(a temporary folder, or the old result moved aside before the final rename) are cleaned up or put
+back by the next writer. Where the target became a place dynopt must not write while the run went
+on, the finished result goes to a new folder beside it (`Diverted`). Files get the user's umask,
+and `metrics.json` is standard JSON: a non-finite number is written as `null` and its value
+("inf", "-inf" or "nan") is recorded under `non_finite` by its path, e.g.
 `{"stability/runs/2/final_loss": "inf"}`; `load_results` puts it back.
 """
 
+import contextlib
 import dataclasses
 import errno
 import json
 import os
 import platform
 import shutil
+import signal
 import stat
 import tempfile
+import threading
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 
 PACKAGES = ("dynopt", "jax", "jaxlib", "optax", "diffrax", "equinox", "numpy", "matplotlib")
 MARKER = ".dynopt"  # present in every results folder this writer made
+# What a marker says; the list of files dynopt wrote follows it as JSON, {"files": [...]}.
+_MARKER_HEAD = (
+    "dynopt experiment results. A new run replaces, and `python -m experiments clean` removes,\n"
+    "the files listed below, which dynopt wrote; nothing else in this folder.\n"
+)
+_EVERY_RESULT = ("config.json", "metrics.json", "data.npz")  # besides the figures and the marker
 NON_FINITE = "non_finite"  # metrics.json: path -> "inf" | "-inf" | "nan" for each null number
 
 
@@ -59,27 +76,49 @@ class OutError(ValueError):
     """An `--out` that the writer must not touch; the message is one line for the user."""
 
 
-def check_out(out_dir) -> Path:
+class Diverted(OutError):
+    """The `--out` became a place the writer must not touch while the run went on; the finished
+    result was saved in `saved`, a new folder beside it (the message names it)."""
+
+    def __init__(self, message: str, saved: Path):
+        super().__init__(message)
+        self.saved = saved
+
+    def __reduce__(self):  # (both arguments survive pickling, e.g. out of a worker process)
+        return type(self), (str(self), self.saved)
+
+
+class _Listing(NamedTuple):
+    names: set[str]  # the folder's entries
+    ours: set[str] | None  # those dynopt wrote, the marker included; None: not a result
+    experiment: str | None  # the experiment its metrics.json names (None: none named)
+    unreadable: str | None  # why its metrics.json cannot be read, if it cannot
+
+
+def check_out(out_dir, *, experiment: str | None = None, redraw: bool = False) -> Path:
     """`out_dir` as a Path if results may be written there: it does not exist, is an empty folder,
-    or is a previous dynopt result; `OutError` with a one-line reason otherwise. A concurrent
-    writer swapping its result in cannot fool it: the listing is taken from one folder that is
-    still at `out_dir` when it ends."""
+    or is a previous dynopt result holding only what dynopt wrote (of `experiment`, where given);
+    `OutError` with a one-line reason otherwise. With `redraw` (only figures are drawn into it,
+    `figures`), what else the result holds is no obstacle. A concurrent writer swapping its
+    result in cannot fool it: the listing is taken from one folder that is still at `out_dir`
+    when it ends."""
     if out_dir is None or str(out_dir).strip() == "":
         raise OutError("--out is empty; give a folder for the results.")
     out_dir = Path(out_dir).expanduser()
     if out_dir.name in ("", ".", ".."):
         raise OutError(f"--out {str(out_dir)!r} names no folder of its own; give e.g. out/NAME.")
-    names, marked = _entries(out_dir)
-    if names and not marked:
-        raise OutError(
-            f"--out {out_dir} holds files that are not a dynopt result (no {MARKER} marker); "
-            "choose a new or empty folder."
-        )
+    if (why := _refusal(out_dir, _entries(out_dir), experiment, redraw)) is not None:
+        raise OutError(why)
     parent = out_dir.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise OutError(f"--out {out_dir}: cannot create it under {parent} (not a folder).")
+    if is_result(parent):  # its new entry would be a file of the user's in that result
+        raise OutError(
+            f"--out {out_dir} is inside {parent}, a dynopt result itself; put results beside "
+            f"it, e.g. --out {parent.absolute().parent / out_dir.name}"
+        )
     # A real write, not `os.access`: as root every permission test passes, and a folder such as
     # /proc or a full disk refuses anyway, which would surface only after the whole run. The
     # probe has a writer's temporary name, so `_recover` and `clean` know it if we die here.
@@ -92,17 +131,103 @@ def check_out(out_dir) -> Path:
     return out_dir
 
 
-def _entries(out_dir: Path) -> tuple[set[str], bool]:
-    """`(names, marked)`: the names in the folder at `out_dir` (empty if there is none) and
-    whether it carries the marker, read from one folder: a concurrent writer moves a previous
-    result aside and deletes it, so a listing taken from a folder that is no longer at `out_dir`
-    when the listing ends (part deleted, marker first) is read again. `OutError` if `out_dir` is
-    a file."""
+def _some(names) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:5])
+    return shown if len(names) <= 5 else f"{shown} and {len(names) - 5} more"
+
+
+def _refusal(out_dir: Path, listing: _Listing, experiment, redraw: bool) -> str | None:
+    """Why results of `experiment` must not be written over the folder listed (None: they may)."""
+    names, ours, other, unreadable = listing
+    if not names:
+        return None
+    if ours is None:
+        return (
+            f"--out {out_dir} holds files that are not a dynopt result (no {MARKER} marker); "
+            "choose a new or empty folder."
+        )
+    if experiment is not None and unreadable is not None:
+        return (
+            f"--out {out_dir}: cannot read its metrics.json ({unreadable}), so not whose result it "
+            "is; choose another --out, or remove it with python -m experiments clean --out "
+            f"{out_dir.parent}."
+        )
+    if experiment is not None and other is not None and other != experiment:
+        return (
+            f"--out {out_dir} holds the result of {other!r}, not of {experiment!r}; a run replaces "
+            "only its own experiment's result: choose another --out, e.g. "
+            f"{out_dir.absolute().parent / experiment}"
+        )
+    if not redraw and (others := names - ours):
+        return (
+            f"--out {out_dir} is a dynopt result that also holds what dynopt did not write: "
+            f"{_some(others)}; a new run replaces the whole folder, so move them out of it first "
+            "(or choose another --out)."
+        )
+    return None
+
+
+def _read(fd: int, name: str) -> bytes | None:
+    """The regular file `name` in the folder open as `fd` (a link is not followed), or None."""
+    try:
+        file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except OSError:
+        return None
+    with os.fdopen(file, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None  # (a FIFO would block a plain open)
+        return f.read()
+
+
+def _examine(fd: int, names: set[str]) -> _Listing:
+    """The listing of the result folder open as `fd` with entries `names`: which are dynopt's
+    (those its marker lists; for a marker without a list, the files every result has and its
+    experiment's figures; only regular files), and whose result it is."""
+    other = unreadable = None
+    try:
+        text = _read(fd, "metrics.json")
+        metrics = {} if text is None else json.loads(text)
+        if not isinstance(metrics, dict):
+            raise ValueError("not a JSON object")
+        other = metrics.get("experiment")
+    except ValueError as e:  # (UnicodeDecodeError too)
+        unreadable = str(e)
+    other = other if isinstance(other, str) else None
+    listed = None
+    marker = _read(fd, MARKER) or b""
+    if (brace := marker.find(b"{")) >= 0:  # the list after the marker's sentence
+        try:
+            files = json.loads(marker[brace:])["files"]
+            if all(isinstance(n, str) and n not in ("", ".", "..") and "/" not in n for n in files):
+                listed = set(files)
+        except (ValueError, KeyError, TypeError):
+            pass
+    if listed is None:  # written before markers listed files: the rest is the user's
+        from . import figure_names
+
+        listed = {*_EVERY_RESULT, *(figure_names(other) if other is not None else ())}
+    ours = {MARKER}
+    for name in (listed & names) - {MARKER}:
+        try:
+            if stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                ours.add(name)
+        except OSError:
+            pass
+    return _Listing(names, ours, other, unreadable)
+
+
+def _entries(out_dir: Path) -> _Listing:
+    """The listing of the folder at `out_dir` (empty if there is none): its names, and for a
+    result which of them dynopt wrote and whose result it is, read from one folder: a concurrent
+    writer moves a previous result aside and deletes it, so a listing taken from a folder that
+    is no longer at `out_dir` when the listing ends (part deleted, marker first) is read again.
+    `OutError` if `out_dir` is a file."""
     for _ in range(1000):
         try:
             mode = os.lstat(out_dir).st_mode
         except (FileNotFoundError, NotADirectoryError):  # (a file above it: refused later)
-            return set(), False
+            return _Listing(set(), None, None, None)
         if not stat.S_ISDIR(mode):
             raise OutError(f"--out {out_dir} is a file, not a results folder; choose another path.")
         try:
@@ -113,7 +238,10 @@ def _entries(out_dir: Path) -> tuple[set[str], bool]:
             continue  # replaced between the two calls: look again
         try:
             names, listed = set(os.listdir(fd)), os.fstat(fd)
-            marked = MARKER in names and is_result(fd)
+            if MARKER in names and is_result(fd):
+                listing = _examine(fd, names)
+            else:
+                listing = _Listing(names, None, None, None)
         finally:
             os.close(fd)
         try:
@@ -121,8 +249,14 @@ def _entries(out_dir: Path) -> tuple[set[str], bool]:
         except FileNotFoundError:
             continue
         if (now.st_dev, now.st_ino) == (listed.st_dev, listed.st_ino):
-            return names, marked
+            return listing
     raise OutError(f"--out {out_dir} keeps being replaced by other writers; try again.")
+
+
+def foreign(folder) -> set[str]:
+    """The entries of `folder` that dynopt did not write (all of them if it is no result)."""
+    names, ours, *_ = _entries(Path(folder))
+    return names - (ours or set())
 
 
 def is_result(folder) -> bool:
@@ -138,6 +272,28 @@ def is_result(folder) -> bool:
     except OSError:
         return False
     return stat.S_ISREG(mode)
+
+
+def _mark(folder: Path, files) -> None:
+    """Write `folder`'s marker listing `files` (atomically: a temporary file renamed over it)."""
+    text = _MARKER_HEAD + json.dumps({"files": sorted(set(files) - {MARKER})}, indent=1) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f"{MARKER}.tmp-{os.getpid()}-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, folder / MARKER)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def add_written(folder, files) -> None:
+    """Add `files` (just drawn into the result `folder` by dynopt: redrawn figures) to the files
+    its marker lists."""
+    folder = Path(folder)
+    _, ours, *_ = _entries(folder)
+    if ours is not None:
+        _mark(folder, ours | set(files))
 
 
 def _key(k) -> str:  # a path segment, "/" and "~" escaped as in JSON Pointer (RFC 6901)
@@ -201,7 +357,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _recover(out_dir: Path) -> None:
     """Clean up after writers that died: put an old result moved aside back if the target is
-    missing, and remove their temporary folders."""
+    missing (else remove what dynopt wrote in it), and remove their temporary folders."""
     prefix = f".{out_dir.name}."
     for p in sorted(out_dir.parent.glob(f"{prefix}*-*")):
         kind, _, rest = p.name[len(prefix) :].partition("-")
@@ -214,12 +370,73 @@ def _recover(out_dir: Path) -> None:
                 continue
             except OSError:
                 pass
-        shutil.rmtree(p, ignore_errors=True)
+        if kind == "old":
+            _discard(p)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
 
 
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    """Rename `tmp` to `out_dir`, moving a previous result aside first; retried when another
-    writer swaps its folder in between (then the last writer wins)."""
+def _discard(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Remove what dynopt wrote in the result `folder` (the marker last: a folder half removed
+    is still a result), and the folder if nothing else is in it: `(removed, kept)`, the paths
+    removed (the folder alone if it went) and those left (not dynopt's)."""
+    try:
+        names, ours, *_ = _entries(folder)
+    except OutError:
+        return [], [folder]
+    if ours is None:
+        return [], [folder]
+    removed, kept = [], [folder / n for n in sorted(names - ours)]
+    for name in [*sorted(ours - {MARKER}), MARKER]:
+        try:
+            os.unlink(folder / name)  # (a regular file: `_examine` counts no other as dynopt's)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            kept.append(folder / name)
+            continue
+        removed.append(folder / name)
+    if not kept:
+        try:
+            folder.rmdir()
+            return [folder], []
+        except OSError:  # something new in it
+            kept = sorted(folder.iterdir())
+    return removed, kept
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Ctrl-C (SIGINT) waits until the block is done, then acts as it would have: the renames
+    that swap a result in are never cut in two. (Only the main thread can wait for it.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, None)  # (Python's own handler raises KeyboardInterrupt)
+        elif received and previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _put_back(backup: Path, out_dir: Path) -> bool:
+    try:
+        os.rename(backup, out_dir)
+    except OSError:
+        return False
+    return True
+
+
+def _swap_in(tmp: Path, out_dir: Path, experiment: str | None = None) -> None:
+    """Rename `tmp` to `out_dir`, moving a previous result aside first and removing what dynopt
+    wrote in it; retried when another writer swaps its folder in between (then the last writer
+    wins). `OutError` (the previous result put back) if what was moved aside is no longer only
+    dynopt's result of `experiment`: something was added to it since `check_out`."""
     for _ in range(100):
         backup = Path(
             tempfile.mkdtemp(prefix=f".{out_dir.name}.old-{os.getpid()}-", dir=out_dir.parent)
@@ -229,96 +446,156 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
             os.rename(out_dir, backup)
         except FileNotFoundError:
             backup = None
+        if backup is not None:
+            # Read where nobody else looks for it: nothing can be added to it unseen any more.
+            why = _refusal(out_dir, _entries(backup), experiment, redraw=False)
+            if why is not None:
+                if not _put_back(backup, out_dir):
+                    why += f" (it is at {backup} now)"
+                raise OutError(why)
         try:
             os.rename(tmp, out_dir)
         except OSError as e:
+            if backup is not None and not _put_back(backup, out_dir):
+                _discard(backup)  # another writer's result is there: the last one wins
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
             continue  # another writer got in between: move its result aside and retry
-        finally:
-            if backup is not None:
-                shutil.rmtree(backup, ignore_errors=True)
+        if backup is not None:
+            _discard(backup)
         return
     raise OSError(f"could not place results in {out_dir}: too many concurrent writers")
 
 
-def _writer_leftover(p: Path) -> bool:
-    """A temporary or moved-aside folder `.NAME.{tmp,old}-PID-...`, or a temporary file
-    `.NAME.tmp-PID-...` (the results page's), of a writer that died."""
+def _set_aside(tmp: Path, out_dir: Path) -> Path:
+    """Rename `tmp` to a new folder beside `out_dir`, `NAME.dynopt-DATE-TIME[-N]`; its path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1, 1000):
+        target = out_dir.with_name(f"{out_dir.name}.dynopt-{stamp}" + (f"-{i}" if i > 1 else ""))
+        try:
+            target.mkdir()  # claimed: the rename below replaces only this empty folder
+        except FileExistsError:
+            continue
+        try:
+            os.rename(tmp, target)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                continue  # someone put something into it meanwhile: theirs now
+            with contextlib.suppress(OSError):
+                target.rmdir()
+            raise
+        return target
+    raise OSError(f"could not find a new folder beside {out_dir}")
+
+
+def _leftover_kind(p: Path) -> str | None:
+    """The kind of a dead writer's leftover `p`, else None: "tmp" for a temporary folder or file
+    `.NAME.tmp-PID-...` (the results page's is a file), "old" for a result moved aside,
+    `.NAME.old-PID-...`."""
     name = p.name
     if not name.startswith(".") or p.is_symlink():
-        return False
+        return None
     if p.is_dir():
         kinds = ("tmp", "old")
     elif p.is_file():
         kinds = ("tmp",)
     else:
-        return False
+        return None
     for kind in kinds:
         _, sep, rest = name.partition(f".{kind}-")
         pid = rest.split("-", 1)[0]
         if sep and pid.isdigit():
-            return not _pid_alive(int(pid))
-    return False
+            return None if _pid_alive(int(pid)) else kind
+    return None
 
 
 def remove_results(root, is_ours) -> tuple[list[Path], list[Path]]:
-    """Remove what dynopt wrote in the results folder `root`, nothing else: each folder that
-    `is_result` (the marker: the folders `check_out` lets `run` replace), each file that
-    `is_ours(path)` recognises (the results page, a benchmark report) and each folder holding
-    only such files, and the leftovers of writers that died. `root` itself always stays (dynopt
-    cannot tell a folder it made from one the user made), and so does every empty folder in it.
-    Links are never followed; a `root` that is a link, not a folder, or a result itself is left
-    alone.
+    """Remove what dynopt wrote in the results folder `root`, nothing else: in each folder that
+    `is_result` the files its marker lists (and the folder, if nothing else is in it), each
+    file that `is_ours(path)` recognises (the results page, a benchmark report) and each folder
+    holding only such files, and the leftovers of writers that died. `root` itself always stays
+    (dynopt cannot tell a folder it made from one the user made), and so does every empty folder
+    in it. Links are never followed; a `root` that is a link, not a folder, or a result itself
+    is left alone.
 
-    **Returns:** `(removed, kept)`: the paths removed, and the entries of `root` left alone."""
+    **Returns:** `(removed, kept)`: the paths removed, and those left alone (entries of `root`,
+    or of a result in it)."""
     root = Path(root)
     if root.is_symlink() or not root.is_dir() or is_result(root):
         return [], []
     removed, kept = [], []
     for p in sorted(root.iterdir()):
+        kind = _leftover_kind(p)
         if p.is_symlink():
-            ours = False
+            kept.append(p)
+        elif p.is_dir() and (kind == "old" or (kind is None and is_result(p))):
+            gone, left = _discard(p)
+            removed += gone
+            kept += left
         elif p.is_dir():
             inside = list(p.iterdir())
-            ours = (
-                is_result(p)
-                or _writer_leftover(p)
-                or (bool(inside) and all(not q.is_symlink() and is_ours(q) for q in inside))
-            )
-        else:
-            ours = _writer_leftover(p) or (p.is_file() and is_ours(p))
-        if not ours:
-            kept.append(p)
-            continue
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
+            if kind == "tmp" or (inside and all(not q.is_symlink() and is_ours(q) for q in inside)):
+                shutil.rmtree(p)
+                removed.append(p)
+            else:
+                kept.append(p)
+        elif kind == "tmp" or (p.is_file() and is_ours(p)):
             p.unlink()
-        removed.append(p)
+            removed.append(p)
+        else:
+            kept.append(p)
     return removed, kept
 
 
-def write_results(out_dir: Path, *, config, metrics: dict, arrays: dict, figures) -> Path:
+def write_results(
+    out_dir: Path, *, config, metrics: dict, arrays: dict, figures, divert: bool = False
+) -> Path:
     """Atomically (re)place `out_dir` with config.json, metrics.json, data.npz, the figures and
-    the marker. `figures` is a callable `tmp_dir -> list[Path]` that draws into the temporary
-    folder, so figures and data always come from the same run."""
-    out_dir = check_out(out_dir)
+    the marker listing them. `figures` is a callable `tmp_dir -> list[Path]` that draws into the
+    temporary folder, so figures and data always come from the same run. `out_dir` is checked
+    (`check_out`, against the experiment `metrics` names) before anything is written and again
+    as the result is swapped in; with `divert`, a refusal then (the folder changed while the run
+    went on) saves the result in a new folder beside it instead and raises `Diverted` naming
+    it."""
+    experiment = metrics.get("experiment") if isinstance(metrics, dict) else None
+    refused = None
+    try:
+        out_dir = check_out(out_dir, experiment=experiment)
+    except OutError as e:
+        if not divert or str(out_dir).strip() == "":
+            raise
+        out_dir = Path(out_dir).expanduser()
+        if out_dir.name in ("", ".", "..") or not out_dir.parent.is_dir():
+            raise
+        refused = e
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _recover(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-        (tmp / MARKER).write_text("dynopt experiment results; safe to replace by a new run\n")
         (tmp / "config.json").write_text(dumps(config))
         (tmp / "metrics.json").write_text(dumps(metrics))
         np.savez(tmp / "data.npz", **{k: np.asarray(v) for k, v in arrays.items()})
         figures(tmp)
-        _swap_in(tmp, out_dir)
+        _mark(tmp, os.listdir(tmp))  # last: the list of what is in it
+        if refused is None:
+            try:
+                with _interrupts_deferred():
+                    _swap_in(tmp, out_dir, experiment)
+                return out_dir
+            except OutError as e:
+                if not divert:
+                    raise
+                refused = e
+        with _interrupts_deferred():
+            saved = _set_aside(tmp, out_dir)
+        raise Diverted(
+            f"{refused} (found once the run had finished: its result was saved to {saved} instead)",
+            saved,
+        ) from refused
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 def load_results(out_dir: Path) -> tuple[dict, dict]:

@@ -3,18 +3,24 @@ quick run is XLA compiling on one thread, so two processes use two cores). The w
 this module, not in `__main__`, so that a spawned process can import them.
 
 The parent of a parallel run imports neither JAX nor dynopt (over a second of one core, before
-the workers could start): the workers return what is printed, and one of them writes the page."""
+the workers could start): the workers return what is printed, and one of them writes the page.
+Ctrl-C stops the whole run: what has not started is cancelled, the running experiments stop
+(their temporary folders removed, no result half swapped in) and the workers exit."""
 
 import concurrent.futures
+import contextlib
 import functools
 import json
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from . import _card, _headline, get, run_experiment
+from ._io import _recover, is_result, OutError
 
 
 def enable_compilation_cache() -> str:
@@ -67,8 +73,9 @@ def page(parent, names) -> tuple[bool, str]:
     from . import _page
 
     parent = Path(parent)
+    names = [n for n in names if is_result(parent / n)]  # (importing only what the page shows)
     try:
-        written = _page.write_page(parent, {n: get(n) for n in names}, list(names))
+        written = _page.write_page(parent, {n: get(n) for n in names}, names)
     except ValueError as e:
         return False, f"results page not written: {e}"
     except OSError as e:  # no such folder, a file, no permission
@@ -81,23 +88,85 @@ def _show(text: str) -> None:
     print(text, flush=True)
 
 
+def _warn(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def _tagged_log(name: str, message: str) -> None:
+    if _running and _told_to_stop():  # a Ctrl-C whose KeyboardInterrupt was lost (see below)
+        raise KeyboardInterrupt
     print(f"[{name}] {message}", flush=True)
 
 
-def _run_in_worker(name: str, quick: bool, seed: int, out) -> str:
+# A worker's state for Ctrl-C: SIGINT stops the experiment running (once: a second SIGINT, e.g.
+# the parent's after the terminal's, must not cut its cleanup short), and the worker starts no
+# other; so does the parent's `_stop_event` (a worker still starting ignores SIGINT). A
+# KeyboardInterrupt raised while Python runs a garbage-collector callback (JAX has one) is
+# printed and dropped; the experiment then stops at its next section, where it logs.
+_interrupted = False
+_running = False
+_stop_event = None
+
+
+def _told_to_stop() -> bool:
+    return _interrupted or (_stop_event is not None and _stop_event.is_set())
+
+
+def _on_interrupt(signum, frame) -> None:
+    global _interrupted
+    first, _interrupted = not _interrupted, True
+    if first and _running:
+        raise KeyboardInterrupt
+
+
+def quiet_lost_interrupts(hook):
+    """`sys.unraisablehook` that drops a KeyboardInterrupt raised where Python cannot raise it
+    (a garbage-collector callback): the run acts on that Ctrl-C at its next section, and the
+    traceback Python would print says nothing the user needs. Anything else goes to `hook`."""
+
+    def unraisable(info) -> None:
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            hook(info)
+
+    return unraisable
+
+
+def _worker_init(stop=None) -> None:
+    """A worker's start: SIGINT (ignored while it started), or the parent setting `stop` (an
+    event), now stops its experiment."""
+    global _stop_event
+    _stop_event = stop
+    signal.signal(signal.SIGINT, _on_interrupt)
+    sys.unraisablehook = quiet_lost_interrupts(sys.unraisablehook)
+
+
+def _run_in_worker(name: str, quick: bool, seed: int, out) -> tuple[str, str]:
     """`run_one` in a `run-all --jobs` worker process: the compilation cache as in the parent,
     each log line tagged with the experiment, no progress bars (two processes' bars would
     overwrite each other), and the compiled programs released once they hold many memory
-    mappings (`release_programs`). Returns the `report` to print."""
-    enable_compilation_cache()
+    mappings (`release_programs`). Returns `(status, text)`: `("done", the report to print)`,
+    `("error", the error line)` where `--out` became a place dynopt must not write during the
+    run (the result saved beside it, or nowhere), `("interrupted", "")` after Ctrl-C."""
+    global _running
     try:
-        out, elapsed = run_one(
-            name, quick, seed, out, progress=False, log=functools.partial(_tagged_log, name)
-        )
-        return report(get(name), name, out, elapsed)
+        _running = True
+        if _told_to_stop():
+            return "interrupted", ""
+        enable_compilation_cache()
+        try:
+            out, elapsed = run_one(
+                name, quick, seed, out, progress=False, log=functools.partial(_tagged_log, name)
+            )
+        except OutError as e:
+            return "error", f"error: {e}"
+        finally:
+            if not _told_to_stop():  # (stopping: the programs go with the process)
+                release_programs()
+        return "done", report(get(name), name, out, elapsed)
+    except KeyboardInterrupt:
+        return "interrupted", ""
     finally:
-        release_programs()
+        _running = False
 
 
 # Memory mappings past which a process releases its compiled programs: a third of Linux's
@@ -141,6 +210,35 @@ def _previous_wall_time(out, name: str | None = None, quick: bool = False) -> fl
         return _FIRST_RUN_SECONDS.get(name, float("inf")) if quick else float("inf")
 
 
+# How long the running experiments get, after Ctrl-C, to stop by themselves (their temporary
+# folders removed) before their workers are killed: Python sees the signal only between two
+# calls into XLA, and one compilation can take seconds.
+STOP_GRACE_S = 10.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a parallel run; `finished`: the experiments whose results were written."""
+
+    def __init__(self, finished):
+        super().__init__()
+        self.finished = list(finished)
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored in the block, and by the processes it starts (the disposition survives
+    `exec`, and Python keeps it): a Ctrl-C while a worker imports would print its traceback."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to ignore it with
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_parallel(
     names,
     outs,
@@ -149,23 +247,83 @@ def run_parallel(
     seed: int,
     jobs: int,
     show: Callable[[str], None] = _show,
+    warn: Callable[[str], None] = _warn,
     then: Callable | None = None,
 ):
     """Run the experiments `jobs` at a time in fresh (spawned: JAX is not fork-safe) processes;
-    `show` each one's `report` as it finishes. The first failure cancels what has not started
-    and is raised once the running ones end. Then `then()` (a picklable callable, e.g. writing
-    the page) runs in a worker, which has imported what it needs already; returns its value."""
+    `show` each one's `report` as it finishes (`warn` its error line where its `--out` changed
+    during the run). The first failure cancels what has not started and is raised once the
+    running ones end. Then `then()` (a picklable callable, e.g. writing the page) runs in a
+    worker, which has imported what it needs already. Returns `(then's value, finished, failed)`
+    (experiment names); Ctrl-C stops every worker and raises `Interrupted`."""
     # Longest first (by the previous run's wall time, or a first run's typical one), so that no
     # process is left running a long experiment alone at the end.
     order = sorted(zip(names, outs), key=lambda pair: -_previous_wall_time(pair[1], pair[0], quick))
     context = multiprocessing.get_context("spawn")
     workers = min(jobs, len(names))
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {pool.submit(_run_in_worker, name, quick, seed, out): name for name, out in order}
+    stop = context.Event()
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_worker_init, initargs=(stop,)
+    )
+    futures: dict = {}
+    finished, failed, seen = [], [], set()
+
+    def collect(future) -> None:
+        seen.add(future)
+        status, text = future.result()
+        if status == "interrupted":  # (a worker alone got SIGINT: the run stops all the same)
+            raise KeyboardInterrupt
+        (finished if status == "done" else failed).append(futures[future])
+        (show if status == "done" else warn)(text)
+
+    try:
+        with _sigint_ignored():  # (the workers start here)
+            for name, out in order:
+                futures[pool.submit(_run_in_worker, name, quick, seed, out)] = name
         for future in concurrent.futures.as_completed(futures):
             if (error := future.exception()) is not None:
                 for other in futures:
                     other.cancel()
                 raise error
-            show(future.result())
-        return None if then is None else pool.submit(then).result()
+            collect(future)
+        value = None if then is None else pool.submit(then).result()
+    except KeyboardInterrupt:
+        _stop(pool, stop, futures, seen, collect)
+        for name, out in order:  # a killed worker's temporary folder, or a result moved aside
+            if name not in finished:
+                with contextlib.suppress(OSError):
+                    _recover(Path(out))
+        raise Interrupted(finished) from None
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return value, finished, failed
+
+
+def _stop(pool, stop, futures, seen, collect) -> None:
+    """After Ctrl-C: cancel what has not started, tell the workers (`stop`, and SIGINT: the
+    terminal sent them one too, `kill -INT` of the parent did not), let the running experiments
+    stop for `STOP_GRACE_S`, collecting any that finished meanwhile, then kill the workers still
+    there."""
+    with _sigint_ignored():  # a second Ctrl-C changes nothing now
+        stop.set()
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for future in futures:  # (here, not in the pool's thread: `wait` below skips them)
+            future.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with contextlib.suppress(OSError):
+                os.kill(process.pid, signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE_S
+        running = [f for f in futures if f not in seen and not f.cancelled()]
+        done, _ = concurrent.futures.wait(running, timeout=STOP_GRACE_S)
+        for future in done:
+            with contextlib.suppress(BaseException):  # (failed, interrupted: not finished)
+                collect(future)
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(5)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from . import _card, _headline
+from . import _card, _headline, first_paragraph
 from ._io import _umask, is_result
 
 
@@ -52,9 +52,9 @@ def _esc(value) -> str:
 
 
 def _summary(module: ModuleType) -> tuple[str, str]:
-    """The module's one-line summary and its run card (the Config docstring)."""
-    doc = (module.__doc__ or "").strip()
-    first = doc.splitlines()[0] if doc else ""
+    """The module's summary (its docstring's whole first paragraph, as `list` shows it) and its
+    run card (the Config docstring)."""
+    first = first_paragraph(module.__doc__)
     config = getattr(module, "Config", None)
     card = (config.__doc__ or "").strip() if config is not None else ""
     return first, card
@@ -146,8 +146,14 @@ def written_by_dynopt(page: Path) -> bool:
 
 def write_page(root: Path, experiments: Mapping[str, ModuleType], names: Sequence[str]) -> Path:
     """Write `root/index.html` over the dynopt results `root/NAME` of `names` (atomically, a
-    file dynopt owns: an existing `index.html` is replaced only if dynopt wrote it)."""
+    file dynopt owns: an existing `index.html` is replaced only if dynopt wrote it). `root` must
+    be the folder that holds results, not a result itself (`ValueError`)."""
     root = Path(root)
+    if is_result(root):  # the page would be a file of the user's in that result
+        raise ValueError(
+            f"{root} is a dynopt result folder itself; the page goes in the folder that holds "
+            f"results, e.g. --out {root.absolute().parent}"
+        )
     folders = {
         n: root / n for n in names if is_result(root / n) and (root / n / "metrics.json").exists()
     }

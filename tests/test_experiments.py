@@ -1,11 +1,14 @@
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 
 import experiments
 from dynopt import plotting
-from experiments import __main__ as cli, _card, _headline, _page
+from experiments import __main__ as cli, _card, _headline, _io, _jobs, _page
 from experiments._io import load_results, OutError, write_results
 
 
@@ -61,6 +64,7 @@ def test_figures_are_redrawn_from_the_saved_results_alone(quick_results):
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
     assert {p.name for p in experiments.replot("gd_flow", out)} == set(before)
     assert all(p.stat().st_mtime_ns > before[p.name] for p in out.glob("*.png"))
+    assert _io.foreign(out) == set()  # what it drew is on the marker's list: a new run replaces it
 
 
 def test_seed_is_checked_before_any_work_and_recorded_only_where_it_is_used(tmp_path):
@@ -271,16 +275,282 @@ def test_clean_never_removes_the_out_folder_or_a_folder_it_cannot_prove_it_made(
         _page.write_page(mine, {}, [])  # nor is it replaced
 
 
+def _with_users_files(result: Path) -> Path:
+    (result / "my_notes.txt").write_text("notes")
+    (result / "mydir").mkdir()
+    (result / "mydir" / "f").write_text("x")
+    return result
+
+
+def _users_files_intact(result: Path) -> bool:
+    return (result / "my_notes.txt").read_text() == "notes" and (
+        result / "mydir" / "f"
+    ).read_text() == "x"
+
+
+def test_a_rerun_refuses_a_result_holding_files_dynopt_did_not_write(tmp_path, monkeypatch, capsys):
+    """`run nesterov --out O` a second time used to delete the notes and the folder the user had
+    put into O, a result of the first: the marker lists what dynopt wrote, and a result holding
+    anything else is refused before any work, naming it (moving the user's files elsewhere, or
+    into a temporary folder that a crash would leave to be removed, is not dynopt's to do)."""
+    monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: pytest.fail("work was done"))
+    out = _with_users_files(_write(tmp_path / "o", experiment="nesterov"))
+    assert cli.main(["run", "nesterov", "--quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: --out {out} is a dynopt result that also holds what dynopt did not write: "
+        "my_notes.txt, mydir; a new run replaces the whole folder, so move them out of it first "
+        "(or choose another --out).\n"
+    )
+    with pytest.raises(OutError, match=r"my_notes\.txt, mydir"):
+        _write(out, experiment="nesterov")
+    assert _users_files_intact(out) and load_results(out)[0] == {"experiment": "nesterov"}
+    # Added while the new result was being written (after the check): still refused, the
+    # previous result and the user's files put back as they were.
+    (out / "my_notes.txt").unlink()
+    shutil.rmtree(out / "mydir")
+    with pytest.raises(OutError, match=r"my_notes\.txt, mydir"):
+        _write(out, figures=lambda d: _with_users_files(out), experiment="nesterov", m=2.0)
+    assert _users_files_intact(out) and load_results(out)[0] == {"experiment": "nesterov"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+    marker = (out / ".dynopt").read_text()
+    assert json.loads(marker[marker.index("{") :]) == {
+        "files": ["config.json", "data.npz", "metrics.json"]
+    }
+
+
+def test_clean_keeps_and_reports_what_a_user_put_into_a_result(tmp_path, capsys):
+    """`clean --out P` used to delete P/nesterov/my_extra.txt with the result ("never other
+    files", says its help): it removes the files the marker lists and keeps, and reports, the
+    rest, in the folder."""
+    root = tmp_path / "P"
+    result = _write(root / "nesterov", experiment="nesterov")
+    (result / "my_extra.txt").write_text("mine")
+    assert cli.main(["clean", "--out", str(root)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [
+        *(f"removed {result / n}" for n in ("config.json", "data.npz", "metrics.json", ".dynopt")),
+        f"kept {result / 'my_extra.txt'}: not written by dynopt",
+    ]
+    assert [p.name for p in result.iterdir()] == ["my_extra.txt"]
+    assert (result / "my_extra.txt").read_text() == "mine"
+
+
+def test_a_marker_without_a_list_counts_only_what_every_result_holds_as_dynopts(tmp_path, capsys):
+    """A result written before markers listed files: config.json, metrics.json, data.npz and
+    the figures of the experiment its metrics.json names are dynopt's, anything else the
+    user's (refused by a new run, kept by clean)."""
+    old = _write(tmp_path / "P" / "nesterov", experiment="nesterov")
+    (old / ".dynopt").write_text("dynopt experiment results; safe to replace by a new run\n")
+    for name in ("sbc.png", "r_sweep.png", "my_plot.png"):
+        (old / name).write_bytes(b"png")
+    with pytest.raises(OutError, match=r"did not write: my_plot\.png;"):
+        _write(old, experiment="nesterov")
+    assert _io.foreign(old) == {"my_plot.png"}
+    assert cli.main(["clean", "--out", str(tmp_path / "P")]) == 0
+    assert f"kept {old / 'my_plot.png'}: not written by dynopt" in capsys.readouterr().out
+    assert [p.name for p in old.iterdir()] == ["my_plot.png"]
+    (old / "my_plot.png").unlink()
+    _write(old, experiment="nesterov")  # an old result of its own files alone is replaced
+    (old / ".dynopt").write_text("dynopt experiment results; safe to replace by a new run\n")
+    _write(old, experiment="nesterov", m=2.0)
+    assert load_results(old)[0] == {"experiment": "nesterov", "m": 2.0}
+
+
+def test_run_refuses_an_out_holding_another_experiments_result(tmp_path, monkeypatch, capsys):
+    """`run gd_flow --out O` with O a nesterov result used to replace it silently (`figures`
+    refused it already): `run` and `run-all` refuse it before any work, naming both; a writer
+    that finds one there when its result is ready does not replace it either."""
+    monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: pytest.fail("work was done"))
+    other = _write(tmp_path / "o", experiment="nesterov")
+    assert cli.main(["run", "gd_flow", "--quick", "--out", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: --out {other} holds the result of 'nesterov', not of 'gd_flow'; a run replaces "
+        f"only its own experiment's result: choose another --out, e.g. {tmp_path / 'gd_flow'}\n"
+    )
+    _write(tmp_path / "P" / "gd_flow", experiment="nesterov")
+    assert cli.main(["run-all", "gd_flow", "--out", str(tmp_path / "P")]) == 2
+    assert "holds the result of 'nesterov', not of 'gd_flow'" in capsys.readouterr().err
+    with pytest.raises(OutError, match="holds the result of 'nesterov', not of 'gd_flow'"):
+        _write(other, experiment="gd_flow")
+    assert load_results(other)[0] == {"experiment": "nesterov"}
+
+
+_FAKE_EXPERIMENT = '''"""A fake experiment for the command line's tests: one section that naps for
+`Config.seconds`, after calling `DURING()` where a test set it.
+
+Its summary is the whole first paragraph above."""
+
+import dataclasses
+import time
+from typing import ClassVar
+
+
+DURING = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Run card. `python -m experiments run NAME --quick`."""
+
+    quick: bool = False
+    seconds: float = SECONDS
+    QUICK: ClassVar[dict] = {}
+
+
+@dataclasses.dataclass
+class Nap:
+    seconds: float
+
+
+def nap(config) -> Nap:
+    if DURING is not None:
+        DURING()
+    end = time.monotonic() + config.seconds
+    while time.monotonic() < end:
+        time.sleep(0.02)
+    return Nap(config.seconds)
+
+
+SECTIONS = {"nap": nap}
+FIGURES = {}
+HEADLINES = ()
+'''
+
+
+def _fake_experiments(folder: Path, **seconds) -> dict[str, str]:
+    """Write a fake experiment module `fake_NAME.py` into `folder` per `NAME=seconds` (each one
+    section napping that long): `{NAME: module name}` for the registry."""
+    for name, nap in seconds.items():
+        (folder / f"fake_{name}.py").write_text(_FAKE_EXPERIMENT.replace("SECONDS", repr(nap)))
+    return {name: f"fake_{name}" for name in seconds}
+
+
+@pytest.fixture
+def naps(tmp_path, monkeypatch):
+    """Fake experiments `nap` and `nap2` (no JAX work: a section that calls the module's `DURING`
+    hook) in the registry, the CLI's compilation cache left alone: their modules."""
+    import importlib
+
+    (tmp_path / "fakes").mkdir()
+    registry = _fake_experiments(tmp_path / "fakes", nap=0.0, nap2=0.0)
+    monkeypatch.syspath_prepend(str(tmp_path / "fakes"))
+    for name, module in registry.items():
+        monkeypatch.setitem(experiments.EXPERIMENTS, name, module)
+    monkeypatch.setattr(cli, "enable_compilation_cache", lambda: None)
+    yield {name: importlib.import_module(module) for name, module in registry.items()}
+    for module in registry.values():
+        sys.modules.pop(module, None)
+
+
+def test_an_out_that_changes_during_the_run_gets_the_result_beside_it(naps, tmp_path, capsys):
+    """`--out` made a user's folder while the experiment ran used to end in an OutError
+    traceback, the computed results lost: one `error:` line, the result saved whole in a new
+    folder beside it, named, exit status 1, the user's folder untouched."""
+    out = tmp_path / "o"
+
+    def users_folder():
+        out.mkdir()
+        (out / "thesis.tex").write_text("mine")
+
+    naps["nap"].DURING = users_folder
+    assert cli.main(["run", "nap", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    [saved] = [p for p in tmp_path.iterdir() if p.name.startswith("o.dynopt-")]
+    assert err == (
+        f"error: --out {out} holds files that are not a dynopt result (no .dynopt marker); choose "
+        "a new or empty folder. (found once the run had finished: its result was saved to "
+        f"{saved} instead)\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+    assert load_results(saved)[0]["experiment"] == "nap" and _io.foreign(saved) == set()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fakes", "o", saved.name]
+    # A user's file put into the previous result, and another experiment's result, alike.
+    naps["nap"].DURING = None
+    assert cli.main(["run-all", "nap", "--out", str(tmp_path)]) == 0
+    naps["nap"].DURING = lambda: (tmp_path / "nap" / "notes.txt").write_text("mine")
+    naps["nap2"].DURING = lambda: _write(tmp_path / "nap2", experiment="nesterov")
+    for name in ("nap", "nap2"):
+        assert cli.main(["run-all", name, "--out", str(tmp_path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --out {tmp_path / name} ") and err.count("\n") == 1, err
+        [saved] = tmp_path.glob(f"{name}.dynopt-*")
+        assert load_results(saved)[0]["experiment"] == name
+    assert (tmp_path / "nap" / "notes.txt").read_text() == "mine"
+    assert load_results(tmp_path / "nap2")[0]["experiment"] == "nesterov"
+
+
+def test_ctrl_c_stops_run_all_keeps_what_finished_and_writes_its_page(
+    naps, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C in `run-all --jobs 1` used to print a 151-line JAX traceback and write no page:
+    one line says what finished and where it is, the page is written over it, exit status 130,
+    and the interrupted experiment leaves nothing behind."""
+    pages = []
+    monkeypatch.setattr(cli, "write_page", lambda parent, names: pages.append(parent))
+    naps["nap2"].DURING = lambda: os.kill(os.getpid(), signal.SIGINT)
+    out = tmp_path / "res"
+    try:
+        rc = cli.main(["run-all", "nap", "nap2", "--out", str(out)])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C ended in a traceback")
+    assert rc == 130 and pages == [out]
+    err = capsys.readouterr().err
+    assert err == f"interrupted; finished: nap; results kept in {out}\n"
+    assert [p.name for p in out.iterdir()] == ["nap"]
+    # A KeyboardInterrupt that Python drops (raised in a garbage-collector callback, as JAX's
+    # one did) still stops the run, at its next section.
+
+    def dropped():
+        try:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass
+
+    naps["nap2"].DURING = dropped
+    try:
+        rc = cli.main(["run", "nap2", "--out", str(out / "nap2")])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C ended in a traceback")
+    assert rc == 130 and [p.name for p in out.iterdir()] == ["nap"]
+
+
+def test_ctrl_c_while_a_result_is_swapped_in_waits_for_the_swap(tmp_path, monkeypatch):
+    """A Ctrl-C between the two renames that swap a result in left no result at `out` (the old
+    one moved aside until a later writer put it back): the swap ends first."""
+    out = _write(tmp_path / "exp")
+    rename, renames = os.rename, []
+
+    def rename_then_ctrl_c(src, dst):
+        rename(src, dst)
+        renames.append(dst)
+        if len(renames) == 1:  # the old result moved aside, the new one not yet in
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "rename", rename_then_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (Python's own)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _write(out, m=2.0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    monkeypatch.undo()
+    assert load_results(out)[0] == {"m": 2.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
 @pytest.fixture
 def fake_repo(tmp_path, monkeypatch):
-    """The CLI's results folder and README figure moved under `tmp_path` (a test never writes
-    the repository's results/ or docs/), figures recorded instead of drawn, nothing run, and
-    the page not written: `(results, readme figure, redrawn folders)`."""
+    """The CLI's results folder (the checkout's own) and README figure moved under `tmp_path` (a
+    test never writes the repository's results/ or docs/), figures recorded instead of drawn,
+    nothing run, and the page not written: `(results, readme figure, redrawn folders)`."""
     results, figure = tmp_path / "results", tmp_path / "docs" / "figures" / "gd_flow_orders.png"
     figure.parent.mkdir(parents=True)
     figure.write_bytes(b"README figure")
     redrawn = []
     monkeypatch.setattr(cli, "DEFAULT_RESULTS", results)
+    monkeypatch.setattr(cli, "CHECKOUT_RESULTS", results, raising=False)
     monkeypatch.setattr(cli, "README_FIGURES", {("gd_flow", "orders.png"): figure})
     monkeypatch.setattr(cli, "replot", lambda name, out=None: redrawn.append(out) or [])
     monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: pytest.fail("an experiment ran"))
@@ -361,6 +631,48 @@ def test_figures_and_page_refuse_in_one_line_with_rc_2_and_figures_takes_out(
     assert user_page.read_text() == "<html>mine</html>" and not (tmp_path / "absent").exists()
 
 
+def test_figures_refresh_a_readme_figure_only_from_the_checkouts_own_results(
+    fake_repo, tmp_path, monkeypatch, capsys
+):
+    """`figures gd_flow` in an unrelated folder with a full-size results/gd_flow used to copy
+    its figure over the checkout's README figure: only the checkout's own results/ (as it
+    resolves) refreshes it."""
+    results, figure, _ = fake_repo
+    checkout_results = tmp_path / "checkout" / "results"
+    monkeypatch.setattr(cli, "CHECKOUT_RESULTS", checkout_results, raising=False)
+    _result_of(results / "gd_flow", "gd_flow", quick=False)
+    assert cli.main(["figures", "gd_flow"]) == 0
+    assert capsys.readouterr().out.endswith(
+        f"README figure {figure} not refreshed: {results / 'gd_flow'} is not in this checkout's "
+        f"results folder {checkout_results} (README figures come from there: run figures in "
+        f"{cli._CHECKOUT}).\n"
+    )
+    assert figure.read_bytes() == b"README figure"
+    checkout_results.parent.mkdir()
+    checkout_results.symlink_to(results, target_is_directory=True)  # the same folder
+    assert cli.main(["figures", "gd_flow"]) == 0
+    assert f"README figure refreshed: {figure}" in capsys.readouterr().out
+    assert figure.read_bytes() == b"gd_flow, quick=False"
+
+
+def test_run_all_and_page_refuse_a_result_folder_as_their_parent(tmp_path, monkeypatch, capsys):
+    """`run-all --out O` and `page --out O` with O a result used to write O/NAME/ and
+    O/index.html into it (which the next `run --out O` deleted): refused, as `clean` does,
+    and so is any `--out` inside a result."""
+    monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: pytest.fail("work was done"))
+    result = _write(tmp_path / "o", experiment="nesterov")
+    for argv in (["run-all", "nesterov", "--quick"], ["run-all", "--jobs", "2"], ["page"]):
+        assert cli.main([*argv, "--out", str(result)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert f"{result} is a dynopt result folder itself" in err
+    assert cli.main(["run", "gd_flow", "--quick", "--out", str(result / "sub")]) == 2
+    assert f"is inside {result}, a dynopt result itself" in capsys.readouterr().err
+    assert _io.foreign(result) == set()
+    with pytest.raises(ValueError, match="a dynopt result folder itself"):
+        _page.write_page(result, {}, [])
+
+
 def test_out_under_a_folder_that_refuses_writes_is_refused_before_any_work(monkeypatch):
     """The parent's writability is tried by a real write: as root `os.access` says yes to
     everything (simulated here for any user), and /proc refuses new folders to root too; the
@@ -415,6 +727,69 @@ def test_run_all_jobs_runs_each_experiment_in_its_own_process(tmp_path, capfd):
     readings = _headline.read(experiments.get("nesterov").HEADLINES, metrics)
     assert readings and all(r.status in ("ok", "full mode only") for r in readings), readings
     assert (tmp_path / "index.html").is_file()
+
+
+def test_ctrl_c_stops_a_parallel_run_all_and_its_workers(tmp_path):
+    """Ctrl-C in `run-all --jobs 2` (`make run`) used to leave it running: the pool waited for
+    every queued experiment, and the workers went on writing results. It stops now: what has
+    not started is cancelled, the running experiment stops with nothing of it left, the workers
+    exit, one line says what finished, the page is written over it, exit status 130."""
+    registry = _fake_experiments(
+        tmp_path, quick=0.0, slow=120.0, slower=120.0, queued=120.0, last=120.0
+    )
+    driver = tmp_path / "driver.py"  # (a spawned worker runs it too, as __mp_main__)
+    driver.write_text(
+        "import sys\nimport experiments\n"
+        f"experiments.EXPERIMENTS.update({registry!r})\n"
+        "if __name__ == '__main__':\n"
+        "    from experiments.__main__ import main\n"
+        "    sys.exit(main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "res"
+    repo = str(Path(experiments.__file__).parents[1])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]),
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    argv = ["run-all", *registry, "--jobs", "2", "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    said = []
+    try:
+        for line in proc.stdout:  # until `quick` is done and `slower` has its worker
+            said.append(line)
+            if line.startswith("quick: done in"):
+                break
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        start = time.monotonic()
+        rest, _ = proc.communicate(timeout=60)
+        stopped = time.monotonic() - start
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    said = "".join(said) + rest
+    assert proc.returncode == 130, said
+    assert f"interrupted; finished: quick; results kept in {out}\n" in said
+    assert "Traceback" not in said and "Exception ignored" not in said, said
+    assert stopped < _jobs.STOP_GRACE_S, said  # the workers stopped by themselves, unkilled
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "quick"], said
+    assert 'id="quick"' in (out / "index.html").read_text()
+    for _ in range(100):  # no worker left behind in the job's process group
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("a process of the run is still there")
 
 
 def test_a_parallel_runs_parent_imports_neither_jax_nor_an_experiment():

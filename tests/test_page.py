@@ -157,3 +157,19 @@ def test_an_experiments_tables_are_printed_and_shown_on_the_page(tmp_path, capsy
     (tmp_path / "alpha" / "data.npz").unlink()
     text = _page.write_page(tmp_path, {"alpha": module}, ["alpha"]).read_text()
     assert "the saved result cannot be read" in text
+
+
+def test_the_page_shows_each_experiments_whole_summary_as_list_does(tmp_path):
+    """The page used to show a docstring's first line: five of the twelve summaries stopped
+    mid-sentence ("...the central flow; where the"). It shows the whole first paragraph, the
+    same summary as `python -m experiments list`."""
+    import experiments
+
+    module = _module(HEADLINES)
+    module.__doc__ = "A fake experiment whose summary\ngoes on over two lines.\n\nThe rest."
+    _result(tmp_path, "alpha", {"error": 1e-12})
+    text = _page.write_page(tmp_path, {"alpha": module}, ["alpha"]).read_text()
+    assert "<p>A fake experiment whose summary goes on over two lines.</p>" in text
+    assert "The rest" not in text
+    for name in experiments.EXPERIMENTS:
+        assert _page._summary(experiments.get(name))[0] == experiments.summary(name), name
