@@ -1,14 +1,20 @@
 """`make bench` = `python -m benchmarks`: writes results/bench/bench.json and bench.md and prints
 the table.
 
-    python -m benchmarks [--only transform,sweep,solver,bandwidth,suite] [--repeats N]
-                         [--experiments quick|full|both|none] [--tiny] [--out DIR]
+    python -m benchmarks [--only transform,sweep,solver,bandwidth,suite,modified,central]
+                         [--repeats N] [--experiments quick|full|both|none] [--tiny] [--out DIR]
 
 Every row is a ratio against what a user would otherwise run, measured side by side in this
-process: medians over `--repeats` calls after a warm-up call, compile time reported apart.
-`--tiny` shrinks every size (a smoke test of the code, not a measurement). The default run takes
-about 5 minutes on 2 CPU cores; `--experiments both` adds every experiment's full mode.
-On a GPU machine the same command runs there unchanged (rows record the device).
+process: calls of dynopt and of the baseline alternate after a first (compiling) call, `--repeats`
+of each and more where a benchmark needs them (11 back-to-back pairs for CPU-time ratios, enough
+calls to fill 0.5 s of samples), fewer only for the slowest calls (`--help` says which); compile
+time is reported apart. `--tiny` shrinks every size (a smoke test of the code, not a measurement).
+The whole default run took 15 min 56 s wall (819 s of CPU) on 2 CPU cores under a load average of
+1.4-4.4, this run included (2026-12-06; docs/performance.md); `--experiments both` adds every
+experiment's full mode. The persistent compilation cache is off in this command and its children
+(compile times are part of what it reports). The report is rewritten after each benchmark and
+marked partial (`"complete": false`, a PARTIAL line in bench.md) until the last one is done. On a
+GPU machine the same command runs there unchanged (rows record the device).
 """
 
 import argparse
@@ -79,16 +85,45 @@ def check_out(out: Path) -> str | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per median")
-    parser.add_argument("--experiments", choices=["quick", "full", "both", "none"], default="quick")
+    parser.add_argument(
+        "--only",
+        default=",".join(BENCHMARKS),
+        help="comma-separated subset of " + ",".join(BENCHMARKS) + " (default: all)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed calls of each side per figure, >= 1 (default: %(default)s); most figures "
+        "take more where they need them (11+ back-to-back pairs for CPU-time ratios, calls until "
+        "each side has 0.5 s of samples); the slowest take fewer: the sweep's Python-loop (b) "
+        "baseline N//2, its logistic-regression d=1000 rows min(N, 3), the central-flow rows 3 "
+        "rounds whatever N",
+    )
+    parser.add_argument(
+        "--experiments",
+        choices=["quick", "full", "both", "none"],
+        default="quick",
+        help="which experiment modes the suite benchmark times (default: %(default)s)",
+    )
     parser.add_argument("--tiny", action="store_true", help="toy sizes (tests the code only)")
-    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/bench"),
+        help="folder for bench.json and bench.md (default: %(default)s); a bench.json or "
+        "bench.md there that this command did not write is never overwritten",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if not names:
+        parser.error(f"--only names no benchmark; choose from {','.join(BENCHMARKS)}")
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; choose from {sorted(BENCHMARKS)}")
+    names = list(dict.fromkeys(names))  # each once, in the order given
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if (why := check_out(args.out)) is not None:  # before any work
         parser.error(why)
 
@@ -99,7 +134,17 @@ def main(argv=None) -> int:
 
     config = Config(tiny=args.tiny, repeats=args.repeats, experiments=args.experiments)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    report = {"machine": machine(), "versions": versions(), "config": settings, "rows": []}
+    report = {
+        "machine": machine(),
+        "versions": versions(),
+        "config": settings,
+        "complete": False,  # until the last benchmark is done
+        "planned": names,
+        "ran": [],
+        "seconds": {},
+        "total_s": 0.0,
+        "rows": [],
+    }
     start = time.perf_counter()
     for name in names:
         t0 = time.perf_counter()
@@ -107,11 +152,14 @@ def main(argv=None) -> int:
         rows = importlib.import_module(BENCHMARKS[name]).run(config)
         device = report["machine"]["platform"]
         report["rows"] += [r | {"device": device} for r in rows]
+        report["ran"].append(name)
+        report["seconds"][name] = time.perf_counter() - t0
         print(f"[bench] {name}: {len(rows)} rows in {time.perf_counter() - t0:.1f} s", flush=True)
         report["machine"]["load_average_end"] = load_average()
         report["total_s"] = time.perf_counter() - start
+        report["complete"] = len(report["ran"]) == len(names)
         write(report, args.out)  # after each benchmark, so a partial run still leaves results
-    js, md = write(report, args.out)
+    js, md = args.out / "bench.json", args.out / "bench.md"
     print()
     print(markdown(report))
     print(f"[bench] {len(report['rows'])} rows in {report['total_s']:.0f} s: {js}, {md}")
@@ -119,4 +167,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # Compile times are part of what the report says: no persistent compilation cache in this
+    # process, even where the caller's environment turns it on (`JAX_COMPILATION_CACHE_DIR`),
+    # set before JAX is imported (it reads this once); the child processes (the sweep's
+    # host-device run, each experiment of the suite) are given the same setting explicitly.
+    os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     sys.exit(main())

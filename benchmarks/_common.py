@@ -1,8 +1,9 @@
 """Shared timing, row and report helpers for `python -m benchmarks`.
 
 Every row times dynopt and the baseline a user would otherwise write, side by side in the same
-process: the first call (trace + compile + one run) is timed on its own, then the median of
-`repeats` further calls is the run time; compile time is first call minus that median.
+process: the first call (trace + compile + one run) is timed on its own, then further calls of
+the two *alternate* (`alternating`, `paired`), so that the speed drift of a shared machine hits
+both sides alike; compile time is the first call minus a later one.
 """
 
 import dataclasses
@@ -10,6 +11,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +28,12 @@ class Config:
     tiny: bool = False
     repeats: int = 5
     experiments: str = "quick"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a benchmark's child process: this one's, with JAX's persistent
+    compilation cache off (compile times are part of what the rows report) and `extra`."""
+    return {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false", **extra}
 
 
 def block(x: Any) -> Any:
@@ -59,15 +67,19 @@ def row(
     target: float | None = None,
     higher_is_better: bool = True,
     note: str = "",
+    failed: bool = False,
     **extra: Any,
 ) -> dict:
     """One measurement. `ratio` defaults to baseline_s / dynopt_s (> 1: dynopt is faster);
-    `met` compares it with `target` (>= when `higher_is_better`, else <=)."""
+    `met` compares it with `target` (>= when `higher_is_better`, else <=); `failed` (the
+    measurement or the benchmarked run failed) makes `met` False whatever the ratio."""
     if ratio is None and dynopt_s and baseline_s:
         ratio = baseline_s / dynopt_s
     met = None
     if target is not None and ratio is not None:
         met = bool(ratio >= target) if higher_is_better else bool(ratio <= target)
+    if failed:
+        met = False
     return {
         "benchmark": benchmark,
         "case": case,
@@ -111,15 +123,71 @@ def cost_row(
     )
 
 
-def paired(baseline: Callable[[], Any], candidate: Callable[[], Any], repeats: int):
+@dataclasses.dataclass
+class Timing:
+    """One callable's timings from `alternating`: `first` (the first call: trace, compile and one
+    run), `samples` (the later calls), `result` (the last call's output)."""
+
+    first: float
+    samples: list[float]
+    result: Any = None
+
+    @property
+    def median(self) -> float:
+        return float(statistics.median(self.samples))
+
+    @property
+    def best(self) -> float:
+        return float(min(self.samples))
+
+
+def alternating(
+    fns: list[Callable[[], Any]],
+    repeats: int,
+    min_total_s: float = 0.5,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    max_rounds: int = 200,
+) -> list[Timing]:
+    """Time the callables `fns` in alternation (a, b, ..., a, b, ...) after one first call each:
+    at least `repeats` rounds, and more until every callable's samples add up to `min_total_s`
+    (at most `max_rounds`). The VM's speed drifts by 10-30% over seconds, and a ratio of two
+    medians taken seconds apart carries that drift (Rosenbrock d = 100 read 0.76x and 1.01x in
+    two runs that way; alternating, 1.06-1.10x in three); a call of a few ms varies by 2x from
+    call to call, and five samples give a median that moves as much."""
+    out = []
+    for fn in fns:
+        start = clock()
+        result = block(fn())
+        out.append(Timing(clock() - start, [], result))
+    rounds = 0
+    while rounds < max(repeats, 1) or (
+        min(sum(t.samples) for t in out) < min_total_s and rounds < max_rounds
+    ):
+        for entry, fn in zip(out, fns):
+            start = clock()
+            entry.result = block(fn())
+            entry.samples.append(clock() - start)
+        rounds += 1
+    return out
+
+
+def paired(
+    baseline: Callable[[], Any],
+    candidate: Callable[[], Any],
+    repeats: int,
+    min_pairs: int = 11,
+):
     """`(baseline_s, candidate_s, ratio)`: CPU seconds of the two calls timed alternately (after
-    one warm call each), their minima, and the median over pairs of candidate/baseline. On a
-    shared VM the speed drifts by ±30% over seconds; a ratio of back-to-back calls does not see
-    the drift that a baseline timed once, apart from the candidates, does."""
+    one warm call each; at least `max(repeats, min_pairs)` pairs), their minima, and the median
+    over pairs of candidate/baseline. On a shared VM the speed drifts by ±30% over seconds; a
+    ratio of back-to-back calls does not see the drift that a baseline timed once, apart from
+    the candidates, does. CPU time counts every thread of this process (XLA's too), not other
+    processes' load."""
     block(baseline())
     block(candidate())
     pairs = []
-    for _ in range(max(repeats, 11)):
+    for _ in range(max(repeats, min_pairs)):
         times = []
         for fn in (baseline, candidate):
             start = time.process_time()
@@ -198,7 +266,16 @@ def fmt_time(s: float | None) -> str:
 def markdown(report: dict) -> str:
     m = report["machine"]
     v = report["versions"]
-    lines = [
+    lines = []
+    if report.get("complete") is False:
+        done, planned = report.get("ran", []), report.get("planned", [])
+        ran = ", ".join(done) or "none"
+        lines += [
+            f"**PARTIAL: ran {len(done)} of {len(planned)} benchmarks** ({ran}; planned: "
+            f"{', '.join(planned)}): the run stopped or is still going.",
+            "",
+        ]
+    lines += [
         f"Measured on {m['cpu']} ({m['cpu_count']} cores, {m['memory_gib']} GiB), "
         f"{m['platform']} ×{m['device_count']}, load average {m.get('load_average_start')} at "
         f"start / {m.get('load_average_end')} at end; jax {v.get('jax')}, optax {v.get('optax')}, "
@@ -227,11 +304,22 @@ def markdown(report: dict) -> str:
 
 
 def write(report: dict, out_dir: Path) -> tuple[Path, Path]:
+    """Write bench.json and bench.md into `out_dir`, each through a temporary file of a unique
+    name in the same folder and `os.replace` (atomic: a reader sees the old report or the new
+    one, and two writers never share a temporary file)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md = out_dir / "bench.json", out_dir / "bench.md"
+    umask = os.umask(0)
+    os.umask(umask)
     for path, text in ((js, json.dumps(report, indent=2, default=float)), (md, markdown(report))):
-        tmp = out_dir / f".{path.name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, path)  # atomic: a reader sees the old report or the new one
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
+        try:
+            os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the report private
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return js, md

@@ -2,33 +2,32 @@
 
 The setting of the public central-flow reference code (issue 16's anchor): MLP 8 → 16 → 16 → 1,
 swish, 128 standard-normal points and targets, MSE, GD η = 0.1, k = 5 tracked directions (float64).
+Issue 16's unit is "a plain GD step in a jitted loop": here `_gd_steps`, N plain GD steps in one
+`dynopt.run(optax.sgd(η), problem, N, every=N)` (no per-step loss record: the loop is a
+hand-written `lax.scan` of the optax update, the same iterates bit for bit). Every time is CPU
+seconds of this process (all its threads, not other processes' load), and every ratio is taken
+call by call against that baseline timed in alternation with it (`paired`, `alternating`).
+
 Rows: (1) a GD step with the top-5 eigenpairs updated at every step by 2, and by 1, warm-started
 LOBPCG iterations, and by `matfree`'s Lanczos with 16 products from the warm start (`TRACK_ROWS`,
-`sharpness.track_sharpness(method=…, max_iters=…)`: the vectors refine along the run instead of
-being reconverged each step), against a plain GD step, both inside one jitted `run`, timed in
-back-to-back pairs (goal ≤ 20×; the anchor's 240×); the note gives the largest relative deviation
-of the tracked eigenvalues from fully converged ones over the run (2 iterations: 44–50×, 1.8e-3; 1
-iteration: 26–30×, 7.4e-3; Lanczos 16: 17×, 6.2e-4, 2026-12-04); (2) `central_solve` per unit of GD
-time (one step η), compile excluded (goal ≤ 200×; the anchor's 2,600×). The flow starts at the
-initialization, below the threshold (Σ = 0 until the sharpness reaches 2/η), so row (2) is the
-pre-EoS cost; row (4), not in tiny mode, is the cost at the edge, on the anchor's own
-initialization (`_anchor_problem`), where an explicit solver's step is set by stability (η·λ = 2),
-not by rtol: `central_solve`'s Bosh3 takes ~1.6 steps of 3 evaluations per GD step (Tsit5: ~1 of 6,
-1.2× slower there), 1.8e3x (goal 200x: missed). 2026-12-04, with the eigen-solve inside the field
-by Lanczos (48 products) instead of LOBPCG (8 iterations): 231× below the edge (was 484×), 883× at
-the edge (was 1.33e3×). Row (3), not in tiny mode: 8 tracked GD runs over learning rates 0.06–0.14
-as one vmapped program against the 8 runs one after another (goal: the vmapped program faster).
-Met: 1.17× (1.01 s vmapped vs 1.18 s sequential, 200 steps, CPU time, compile 22 s vs 14 s; the
-eigenvalues agree to 1e-15). It was 16× *slower* (25.3 s vs 1.6 s, compile 48 s) because XLA
-hoisted the eigen-solve out of `lane_cond`'s `while_loop` (its inputs were loop invariants,
-forwarded unchanged) and so ran it at every step of every lane; `lane_cond` now carries the
-branch's operands round the loop through an optimization barrier. `central_path` vmapped over 8
-learning rates uses `lane_cond` too: measured by hand (flow time 0–1, this network, CPU time) at
-0.95× the 8 solves one after another (15.7 s vs 14.9 s; compile 33 s, was 529 s); not a row (its
-compile). Row (5), not in tiny mode: the central flow over the anchor's whole run (1000 GD steps
-of flow time from the initialization, one solve, the sharpness reaching 2/η near step 320) per
-unit of GD time, with its prediction error against the σ = 50-step smoothed GD loss on steps
-350-900 (the anchor's window and statistic) in the note.
+`sharpness.track_sharpness(method=…, max_iters=…)`), timed as 200 tracked steps with `every=200`
+against 200 plain steps with `every=200`, in 11+ back-to-back pairs (goal ≤ 20×; the anchor's
+240×); the note gives the largest relative deviation of the tracked eigenvalues from fully
+converged ones over the run, from a separate untimed run that records them at every step.
+(2) `central_solve` per unit of GD time (one step η) from the initialization, below the threshold
+(Σ = 0 until the sharpness reaches 2/η): the *marginal* rate (T(2U) − T(U))/U over U and 2U GD
+steps of flow time with the same number of saved times (so the per-call and per-save costs
+cancel), against a GD step, each round of the three calls timed together (3 rounds, median of
+the per-round ratios; goal ≤ 200×, the anchor's 2,600×). The note gives U, the saves, the
+average rate at U and the fixed per-call cost 2T(U) − T(2U). (3), not in tiny mode: 8 tracked GD
+runs over learning rates 0.06–0.14 as one vmapped program against the 8 runs one after another
+(goal: the vmapped program faster), in back-to-back pairs. (4), not in tiny mode: row (2) at the
+edge, on the anchor's own initialization (`_anchor_problem`) from GD's iterate at step 400
+(η·λ_max = 2 from step 350 on), U = 100. (5), not in tiny mode: the central flow over the
+anchor's whole run (1000 GD steps of flow time from the initialization, one solve saved every 10
+steps, the sharpness reaching 2/η near step 350): its average cost per unit of GD time, fixed
+costs included (3 rounds against the GD baseline), and in the note its prediction error against
+the σ = 50-step smoothed GD loss on steps 350-900 (the anchor's window and statistic).
 """
 
 import time
@@ -43,7 +42,7 @@ import dynopt
 from dynopt import flows, networks, sharpness
 from dynopt._flows.central import central_solve, CentralFlow
 
-from ._common import Config, cost_row, paired, row, timed
+from ._common import alternating, block, Config, cost_row, paired, row
 
 
 ETA, K, TRACK_ITERS = 0.1, 5, 2
@@ -59,13 +58,31 @@ def _problem(tiny: bool) -> dynopt.Problem:
     return networks.network_problem(model, (x, y))
 
 
+FLOW_ROUNDS = 3  # rounds of (GD, flow over U, flow over 2U) per central-flow row
+GD_STEPS = 1000  # plain GD steps per baseline call of the central-flow rows
+
+
+def _gd_steps(problem: dynopt.Problem, eta: float, n: int):
+    """The unit of every row: `n` plain GD steps in one jitted run, no per-step loss record
+    (`every=n`): issue 16's "plain GD step in a jitted loop" (one transform object, so one
+    compiled program)."""
+    tx = optax.sgd(eta)
+    return lambda: dynopt.run(tx, problem, n, every=n).final_params
+
+
+def _cpu_first(fn) -> float:
+    """CPU seconds of one call (the first: trace, compile and run)."""
+    start = time.process_time()
+    block(fn())
+    return time.process_time() - start
+
+
 def run(config: Config) -> list[dict]:
     problem = _problem(config.tiny)
     d = problem.num_params
     k = 1 if config.tiny else K
     steps = 20 if config.tiny else 200
-    plain_tx = optax.sgd(ETA)
-    _, plain_s = timed(lambda: dynopt.run(plain_tx, problem, steps).loss, config.repeats)
+    plain = _gd_steps(problem, ETA, steps)
     obs = sharpness.sharpness
     converged_tx = sharpness.track_sharpness(
         optax.sgd(ETA), k, every=1, init_grad_fn=problem.grad, tol=1e-9
@@ -82,15 +99,13 @@ def run(config: Config) -> list[dict]:
             tol=1e-9,
             method=method,
         )
-        start = time.process_time()
+        # Accuracy, untimed: the tracked eigenvalues recorded at every step.
         tracked = np.asarray(dynopt.run(tracked_tx, problem, steps, observe=obs).observations)
-        first = time.process_time() - start
         deviation = float(np.max(np.abs(tracked - exact) / np.abs(exact)))
-        cpu_step_s, tracked_s, ratio = paired(
-            lambda: dynopt.run(plain_tx, problem, steps).loss,
-            lambda tx=tracked_tx: dynopt.run(tx, problem, steps, observe=obs).observations,
-            config.repeats,
-        )
+        # Cost: the same steps without the per-step record, as the plain baseline.
+        tracked_run = lambda tx=tracked_tx: dynopt.run(tx, problem, steps, every=steps).final_params
+        first = _cpu_first(tracked_run)
+        cpu_step_s, tracked_s, ratio = paired(plain, tracked_run, config.repeats)
         rows.append(
             cost_row(
                 "central",
@@ -102,33 +117,96 @@ def run(config: Config) -> list[dict]:
                 )
                 + f"), MLP d={d}",
                 dynopt_s=tracked_s / steps,
-                baseline="one plain GD step",
+                baseline="one plain GD step (jitted loop)",
                 baseline_s=cpu_step_s / steps,
                 ratio=ratio,
                 target=20.0,
-                note=f"CPU-time multiple of a step, median over 11+ back-to-back pairs; tracked "
-                f"eigenvalues within {deviation:.1e} (relative) of converged ones over the run; "
-                f"first call (compile) {first:.1f} s CPU",
+                note=f"CPU-time multiple of a step: {steps} steps each side, every={steps} (no "
+                f"per-step loss record), median over 11+ back-to-back pairs (times: minima); "
+                f"tracked eigenvalues within {deviation:.1e} (relative) of converged ones over "
+                f"the run (a separate untimed run recording them every step); first call "
+                f"(compile) {first:.1f} s CPU",
             )
         )
-    if not config.tiny:  # its vmapped program alone compiles for ~50 s of CPU
-        rows.append(_tracked_sweep(problem, k, steps, 1))  # ~25 s a call: one repeat
+    if not config.tiny:  # its vmapped program alone compiles for ~15-50 s of CPU
+        rows.append(_tracked_sweep(problem, k, steps, config.repeats))
     units = 10 if config.tiny else 50  # GD steps of flow time
-    ts = ETA * jnp.linspace(0.0, units, 6)
     flow = CentralFlow(ETA, k=k)
-    first, flow_s = timed(lambda: central_solve(flow, problem, ts).loss, config.repeats)
     rows.append(
-        _per_gd_time(
-            f"central flow per unit GD time (k={k}), MLP d={d}",
-            flow_s / units,
-            plain_s / steps,
-            f"from the initialization (below the threshold); compile {first:.1f} s",
+        _marginal_row(
+            f"central flow per unit GD time (k={k}), MLP d={d}, from the initialization",
+            flow,
+            problem,
+            ETA,
+            units,
+            saves=6,
+            rounds=1 if config.tiny else FLOW_ROUNDS,
+            gd_steps=100 if config.tiny else GD_STEPS,
+            where="from the initialization (below the threshold until the sharpness reaches 2/η)",
         )
     )
     if not config.tiny:
-        rows.append(_central_at_the_edge(config.repeats))
+        rows.append(_central_at_the_edge())
         rows.append(_central_over_the_anchor_run())
     return rows
+
+
+def _marginal_row(
+    case: str,
+    flow: CentralFlow,
+    problem: dynopt.Problem,
+    eta: float,
+    units: int,
+    *,
+    saves: int,
+    rounds: int,
+    gd_steps: int,
+    where: str,
+) -> dict:
+    """`central_solve`'s marginal cost per unit of GD time, (T(2U) − T(U))/U, as a multiple of a
+    plain GD step (`_gd_steps`): the three calls (GD, the flow over U and over 2U GD steps of
+    flow time, both with `saves` saved times: one compiled program) timed together in each of
+    `rounds` rounds (CPU seconds), the ratio the median over rounds (goal ≤ 200×)."""
+    gd = _gd_steps(problem, eta, gd_steps)
+
+    def solve(u):
+        ts = eta * jnp.linspace(0.0, u, saves)
+        return lambda: central_solve(flow, problem, ts)
+
+    gd_t, one, two = alternating(
+        [gd, solve(units), solve(2 * units)], rounds, 0.0, clock=time.process_time
+    )
+    step = [t / gd_steps for t in gd_t.samples]
+    marginal = [(b - a) / units for a, b in zip(one.samples, two.samples)]
+    ratio = float(np.median([m / g for m, g in zip(marginal, step)]))
+    average = float(np.median([a / units / g for a, g in zip(one.samples, step)]))
+    fixed = float(np.median([2 * a - b for a, b in zip(one.samples, two.samples)]))
+    path = two.result
+    top = eta * np.asarray(path.eigenvalues)[:, 0] / 2
+    solver_steps = (
+        int(np.sum(np.asarray(one.result.num_steps))),
+        int(np.sum(np.asarray(path.num_steps))),
+    )
+    return cost_row(
+        "central",
+        case,
+        dynopt_s=float(np.median(marginal)),
+        baseline="one plain GD step (jitted loop)",
+        baseline_s=float(np.median(step)),
+        ratio=ratio,
+        target=200.0,
+        note=f"marginal rate (T(2U) − T(U))/U, U = {units} GD steps, {saves} saved times each; "
+        f"{where}; CPU time, median over {rounds} rounds of (GD {gd_steps} steps every="
+        f"{gd_steps}, flow U, flow 2U); average at U {average:.0f}× (fixed per-call cost "
+        f"2T(U) − T(2U) = {fixed:.2f} s CPU); Bosh3 steps {solver_steps[0]} (U) and "
+        f"{solver_steps[1]} (2U); η·λ₁/2 {top[0]:.3f} at the start, median {np.median(top):.3f} "
+        f"over the 2U run; first "
+        f"call (compile) {one.first - one.median:.1f} s CPU",
+        units=units,
+        saves=saves,
+        average_ratio=average,
+        fixed_cost_s=fixed,
+    )
 
 
 def _anchor_problem() -> dynopt.Problem:
@@ -138,38 +216,35 @@ def _anchor_problem() -> dynopt.Problem:
     return networks.central_flows_example()
 
 
-def _central_at_the_edge(repeats: int) -> dict:
-    """The central flow where it works: from GD's iterate at step 400 (η·λ_max = 2 from step
-    350 on) for 100 GD steps of flow time, against a plain GD step on the same network."""
+def _central_at_the_edge() -> dict:
+    """The central flow where it works: from GD's iterate at step 400 of the anchor's run
+    (η·λ_max = 2 from step 350 on), over U = 100 and 2U = 200 GD steps of flow time (11 saved
+    times each), its marginal cost against a plain GD step on the same network. At the edge an
+    explicit solver's step is set by stability (η·λ = 2) and, for Bosh3 at rtol 1e-6, by
+    accuracy too; each of its 3 evaluations a step runs the eigen-solve, the third-derivative
+    contractions and the complementarity solve."""
     eta, start, units = 2 * ETA, 400, 100
     problem = _anchor_problem()
-    tx = optax.sgd(eta)
-    _, gd_s = timed(lambda: dynopt.run(tx, problem, 1000, every=1000).loss, repeats)
-    step_s = gd_s / 1000
-    w = dynopt.run(tx, problem, start, every=start).final_params
+    w = dynopt.run(optax.sgd(eta), problem, start, every=start).final_params
     at_edge = dynopt.Problem(problem.loss, w)
-    flow = CentralFlow(eta, k=K)
-    ts = eta * jnp.linspace(0.0, units, 11)
-    first, flow_s = timed(lambda: central_solve(flow, at_edge, ts).loss, repeats)
-    path = central_solve(flow, at_edge, ts)  # compiled: what the note reads
-    median_ratio = float(np.median(eta * np.asarray(path.eigenvalues)[:, 0] / 2))
-    solver_steps = int(np.sum(np.asarray(path.num_steps)))
-    return _per_gd_time(
+    return _marginal_row(
         f"central flow per unit GD time at the edge (k={K}), anchor MLP d={problem.num_params}",
-        flow_s / units,
-        step_s,
-        f"GD steps {start}-{start + units}, median η·λ₁/2 = {median_ratio:.3f}; {solver_steps} "
-        f"Bosh3 steps for {units} GD steps (stiffness η·λ = 2 bounds the step; at rtol 1e-6 "
-        f"Bosh3's accuracy too), each with 3 evaluations of the eigen-solve, third "
-        f"derivatives and complementarity solve; "
-        f"compile {first:.1f} s",
+        CentralFlow(eta, k=K),
+        at_edge,
+        eta,
+        units,
+        saves=11,
+        rounds=FLOW_ROUNDS,
+        gd_steps=GD_STEPS,
+        where=f"from GD's iterate at step {start} (at the edge: η·λ₁ = 2)",
     )
 
 
 def _central_over_the_anchor_run(steps: int = 1000, sigma: float = 50.0) -> dict:
     """The anchor's whole run on its own data and initialization: the central flow from the
-    initialization over `steps` GD steps of flow time (one solve, saved every 10 steps; timed
-    once, compile included in `first`), and its prediction L + ½⟨Σ, H⟩ against GD's loss
+    initialization over `steps` GD steps of flow time (one solve, saved every 10 steps), its
+    average cost per unit of GD time against `steps` plain GD steps (`FLOW_ROUNDS` rounds, CPU
+    time, compile apart), and its prediction L + ½⟨Σ, H⟩ against GD's loss
     Gaussian-smoothed over `sigma` steps on steps 350-900, the anchor's window and statistic
     (the anchor: 3.0% max / 1.3% mean there, the stable flow up to 56%). GD runs in float32, as
     the anchor's notebook does, and in float64: at the edge GD is chaotic, and the two smoothed
@@ -178,8 +253,6 @@ def _central_over_the_anchor_run(steps: int = 1000, sigma: float = 50.0) -> dict
 
     eta = 2 * ETA
     problem = _anchor_problem()
-    tx = optax.sgd(eta)
-    _, gd_s = timed(lambda: dynopt.run(tx, problem, steps, every=steps).loss, 3)
     p32 = networks.central_flows_example(dtype=jnp.float32)
     smoothed = {
         bits: gaussian_filter1d(
@@ -191,10 +264,15 @@ def _central_over_the_anchor_run(steps: int = 1000, sigma: float = 50.0) -> dict
     }
     saved = np.arange(0, steps + 1, 10)
     ts = jnp.asarray(eta * saved, dtype=float)
-    start = time.perf_counter()
-    path = central_solve(CentralFlow(eta, k=K), problem, ts)
-    first = time.perf_counter() - start
-    _, flow_s = timed(lambda: central_solve(CentralFlow(eta, k=K), problem, ts).loss, 1)
+    flow = CentralFlow(eta, k=K)
+    gd_t, flow_t = alternating(
+        [_gd_steps(problem, eta, steps), lambda: central_solve(flow, problem, ts)],
+        FLOW_ROUNDS,
+        0.0,
+        clock=time.process_time,
+    )
+    path = flow_t.result
+    ratio = float(np.median([f / g for f, g in zip(flow_t.samples, gd_t.samples)]))
     gf = dynopt.solve(flows.GradientFlow(), problem, ts, solver="tsit5", rtol=1e-8, atol=1e-10)
     window = (saved >= 350) & (saved <= 900)
     onset = saved[np.argmax(eta * np.asarray(path.eigenvalues)[:, 0] / 2 >= 0.999)]
@@ -204,33 +282,29 @@ def _central_over_the_anchor_run(steps: int = 1000, sigma: float = 50.0) -> dict
         return f"max {err.max():.1%}, mean {err.mean():.1%}"
 
     floor = np.max(np.abs(smoothed[32][saved[window]] / smoothed[64][saved[window]] - 1))
-    return _per_gd_time(
+    return cost_row(
+        "central",
         f"central flow per unit GD time over the anchor's whole run (k={K}, {steps} steps, "
         "its data and initialization)",
-        flow_s / steps,
-        gd_s / steps,
-        f"prediction vs σ={sigma:g}-smoothed GD loss on steps 350-900: against float32 GD (the "
+        dynopt_s=flow_t.median / steps,
+        baseline="one plain GD step (jitted loop)",
+        baseline_s=gd_t.median / steps,
+        ratio=ratio,
+        target=200.0,
+        units=steps,
+        saves=len(saved),
+        note=f"average over the whole run, fixed per-call cost included: U = {steps} GD steps, "
+        f"{len(saved)} saved times, one solve against {steps} GD steps (every={steps}), CPU "
+        f"time, median over {FLOW_ROUNDS} rounds; first call (compile) "
+        f"{flow_t.first - flow_t.median:.1f} s CPU; prediction vs σ={sigma:g}-smoothed GD "
+        f"loss on steps 350-900: against float32 GD (the "
         f"anchor's precision) {errors(path.predicted_loss, 32)} (the anchor: 3.0%, 1.3%), "
         f"against float64 GD {errors(path.predicted_loss, 64)}; stable flow "
         f"{errors(gf.loss, 32)} (the anchor: up to 56%); precision floor (float32 vs float64 "
         f"smoothed GD loss) max {floor:.1%}; the central flow reaches η·λ = 2 at step {onset} "
         f"(the anchor: 350); the field's Lanczos eigenvalues within "
         f"{float(np.max(np.asarray(path.eig_deviation))):.1e} of refreshed ones; "
-        f"{int(np.sum(np.asarray(path.num_steps)))} solver steps; first call {first:.1f} s",
-    )
-
-
-def _per_gd_time(case: str, per_unit_s: float, step_s: float, note: str) -> dict:
-    """A central-flow row: seconds of `central_solve` per unit of GD time (one step η) as a
-    multiple of one plain GD step (goal ≤ 200×)."""
-    return cost_row(
-        "central",
-        case,
-        dynopt_s=per_unit_s,
-        baseline="one plain GD step",
-        baseline_s=step_s,
-        target=200.0,
-        note=note,
+        f"{int(np.sum(np.asarray(path.num_steps)))} solver steps",
     )
 
 
@@ -239,7 +313,8 @@ SWEEP = 8  # learning rates in the vmapped sweep
 
 def _tracked_sweep(problem: dynopt.Problem, k: int, steps: int, repeats: int) -> dict:
     """8 tracked GD runs (k directions tracked every 10 steps, learning rates 0.06–0.14, an
-    array leaf: one compiled program each way) as one vmapped program vs one after another."""
+    array leaf: one compiled program each way) as one vmapped program vs one after another,
+    CPU time in back-to-back pairs."""
     etas = jnp.asarray(ETA * np.linspace(0.6, 1.4, SWEEP))
 
     def one(lr):
@@ -247,9 +322,11 @@ def _tracked_sweep(problem: dynopt.Problem, k: int, steps: int, repeats: int) ->
         return dynopt.run(tx, problem, steps, every=10, observe=sharpness.sharpness).observations
 
     single, batch = eqx.filter_jit(one), eqx.filter_jit(jax.vmap(one))
-    first_seq, seq_s = timed(lambda: [single(e) for e in etas], repeats)
-    first_vmap, vmap_s = timed(lambda: batch(etas), repeats)
-    seq, vec = np.stack([single(e) for e in etas]), np.asarray(batch(etas))
+    sequential = lambda: [single(e) for e in etas]
+    vmapped = lambda: batch(etas)
+    first_seq, first_vmap = _cpu_first(sequential), _cpu_first(vmapped)
+    seq_s, vmap_s, ratio = paired(sequential, vmapped, repeats, min_pairs=5)
+    seq, vec = np.stack(sequential()), np.asarray(vmapped())
     # NaN where nothing was tracked yet (the start without `init_grad_fn`), in both alike
     assert np.array_equal(np.isnan(seq), np.isnan(vec))
     diff = float(np.nanmax(np.abs(seq - vec)))
@@ -259,7 +336,9 @@ def _tracked_sweep(problem: dynopt.Problem, k: int, steps: int, repeats: int) ->
         dynopt_s=vmap_s,
         baseline=f"{SWEEP} sequential runs (one compiled program)",
         baseline_s=seq_s,
+        ratio=1.0 / ratio,
         target=1.0,
-        note=f"eigenvalues equal to {diff:.1e}; first calls (compile) {first_vmap:.0f} s vmapped, "
-        f"{first_seq:.0f} s sequential",
+        note=f"ratio = sequential / vmapped, CPU time, median over 5+ back-to-back pairs "
+        f"(times: minima); eigenvalues equal to {diff:.1e}; first calls (compile) "
+        f"{first_vmap:.0f} s vmapped, {first_seq:.0f} s sequential, CPU",
     )

@@ -1,10 +1,15 @@
 """Benchmark 5: the experiment suite. Wall time and compile time of every registered experiment
 (`experiments.EXPERIMENTS`), quick and/or full mode, each in a fresh Python process so that no
-compiled program is shared between them (process start-up and imports are excluded).
+compiled program is shared between them (process start-up and imports are excluded), with JAX's
+persistent compilation cache off (a cold run: what a first `make run` pays).
 
 Compile time is what JAX's monitoring events report (tracing, lowering to MLIR, XLA compilation),
 summed over the run. There is no baseline to divide by: the row's target is the 30 s budget of a
-quick mode (tests/test_experiments.py) and no target for full modes.
+quick mode (tests/test_experiments.py) and no target for full modes. Each experiment runs alone
+(one at a time, nothing else from this command running beside it): issue 17's goal is the 30 s
+on a *loaded* 2-core machine, and these rows do not load the machine themselves; each note gives
+the load average (other processes) when the experiment started. An experiment that fails or
+times out is a row with `met` False.
 """
 
 import json
@@ -13,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._common import Config, row
+from ._common import child_env, Config, load_average, row
 
 
 CHILD = """
@@ -45,19 +50,31 @@ def _modes(config: Config) -> list[str]:
     ]
 
 
-def time_experiment(name: str, mode: str, timeout: float = 1800.0) -> dict:
+TIMEOUT_S = 1800.0
+
+
+def time_experiment(name: str, mode: str, timeout: float = TIMEOUT_S) -> dict:
+    """`{"wall_s", "compile_s"}` of one experiment run in a fresh process, or `{"error": why}`
+    (it failed, printed no result, or ran past `timeout` seconds)."""
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD, name, mode, str(Path(tmp) / name)],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", CHILD, name, mode, str(Path(tmp) / name)],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=child_env(),
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"error": "printed no result"}
 
 
 def run(config: Config, names: list[str] | None = None) -> list[dict]:
@@ -67,32 +84,39 @@ def run(config: Config, names: list[str] | None = None) -> list[dict]:
     for mode in _modes(config):
         for name in names if names is not None else sorted(EXPERIMENTS):
             print(f"  experiment suite: {name} ({mode})", flush=True)
+            load = load_average()
             m = time_experiment(name, mode)
+            quick = mode == "quick"
+            budget = dict(
+                baseline="quick-mode budget (run alone)" if quick else "—",
+                baseline_s=QUICK_BUDGET_S if quick else None,
+                target=1.0 if quick else None,
+            )
             if "error" in m:
                 rows.append(
                     row(
                         "experiment suite",
-                        f"{name} ({mode})",
+                        f"{name} ({mode}), alone",
                         dynopt_s=None,
-                        baseline="—",
-                        baseline_s=None,
                         note=f"failed: {m['error']}",
+                        failed=True,
+                        mode=mode,
+                        **budget,
                     )
                 )
                 continue
-            quick = mode == "quick"
             rows.append(
                 row(
                     "experiment suite",
-                    f"{name} ({mode})",
+                    f"{name} ({mode}), alone",
                     dynopt_s=m["wall_s"],
-                    baseline="quick-mode budget" if quick else "—",
-                    baseline_s=QUICK_BUDGET_S if quick else None,
-                    target=1.0 if quick else None,
                     note=f"compile {m['compile_s']:.1f} s of {m['wall_s']:.1f} s wall"
-                    + ("; ratio = budget / wall" if quick else ""),
+                    + ("; ratio = budget / wall" if quick else "")
+                    + f"; run alone, load average {load[0] if load else '?'} at its start",
                     compile_s=m["compile_s"],
                     mode=mode,
+                    load_average_start=load,
+                    **budget,
                 )
             )
     return rows
