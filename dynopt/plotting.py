@@ -537,7 +537,7 @@ def _key_once(ax: Axes, label: str, *args, **style) -> None:
         key_entry(ax, label, *args, **style)
 
 
-DIVERGED = "× diverged (non-finite error)"  # the key of the crosses on an error plot's top edge
+DIVERGED = "diverged (non-finite error)"  # the key of the crosses on an error plot's top edge
 
 
 def plot_error_vs_step_size(
@@ -738,7 +738,7 @@ def plot_loss_curves(
                 label="_nolegend_" if named else line.get_label(),
             )  # fmt: skip
     if any(d is not None for d in diverged_at):
-        key_entry(ax, "× divergence", "kx", ls="none")
+        key_entry(ax, "divergence", "kx", ls="none")
     for k, (label, color) in enumerate(missing):
         ax.text(0.5, 0.5 - 0.08 * k, f"{label}: no loss in (0, {clip:g}] to draw",
                 transform=ax.transAxes, ha="center", va="center", color=color)  # fmt: skip

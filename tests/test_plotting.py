@@ -419,7 +419,7 @@ def test_loss_curves_check_diverged_at_and_name_every_run(tmp_path):
     assert len(ax.lines[0].get_xdata()) == 101  # −1: not diverged, drawn in full
     crosses = _edge_lines(ax, top=True)
     assert [float(c.get_xdata()[0]) for c in crosses] == [6.0, 0.0]
-    assert _legend_texts(ax) == ["stable", "unstable", "inf from the start", "× divergence"]
+    assert _legend_texts(ax) == ["stable", "unstable", "inf from the start", "divergence"]
 
 
 def test_loss_curves_mark_nonpositive_losses_and_name_curves_with_nothing_to_draw(tmp_path):
