@@ -37,7 +37,12 @@ class Discretization(eqx.Module):
 
     - `factory`: a function returning an `optax.GradientTransformation`, e.g. `optax.sgd`.
     - `hyperparams`: its numeric keyword arguments (the discrete hyper-parameters), as arrays.
-    - `dt`: the continuous time advanced by one step.
+      Floating ones are stored weakly typed, as Python floats are (`weakly_typed`): optax
+      computes with them as with Python floats, whatever the parameters' dtype, and a Python
+      float, a NumPy scalar and a JAX array scalar give the same leaf type (no recompilation
+      between them). Integer ones (a period, a count) are kept as given.
+    - `dt`: the continuous time advanced by one step; an integer is taken as a float, and it
+      is stored weakly typed as the floating hyper-parameters are.
     - `options`: static keyword arguments (booleans, names), as a tuple of `(key, value)` pairs.
     - `init_fn`: `None` (the transform's own `init`, e.g. optax's zero momentum), or a module-level
       function `(discretization, params, problem) -> opt_state` for discretizations whose
@@ -63,8 +68,13 @@ class Discretization(eqx.Module):
         init_fn: Callable[..., Any] | None = None,
     ):
         self.factory = factory
-        self.hyperparams = {k: jnp.asarray(v) for k, v in hyperparams.items()}
-        self.dt = positive("dt", jnp.asarray(dt))
+        self.hyperparams = {k: _weak_float(jnp.asarray(v)) for k, v in hyperparams.items()}
+        dt = jnp.asarray(dt)
+        if jnp.ndim(dt) > 0 and jnp.size(dt) == 0:
+            raise ValueError("dt is an empty batch of step sizes; give at least one.")
+        if jnp.issubdtype(dt.dtype, jnp.integer) or jnp.issubdtype(dt.dtype, jnp.bool_):
+            dt = dt.astype(float)  # an integer dt would make integer save times
+        self.dt = positive("dt", _weak_float(dt))
         self.options = tuple(options)
         self.init_fn = init_fn
 
@@ -79,6 +89,17 @@ class Discretization(eqx.Module):
             return self.transform.init(params)
         return self.init_fn(self, params, problem)
 
+    def weakly_typed(self) -> "Discretization":
+        """The floating hyper-parameters (not `dt`) weakly typed, as Python floats are: what
+        optax computes from them alone ($1 - b_2$, $b_2^k$) stays in their own precision, and
+        they take the parameters' dtype only where they meet the parameters or the state. A
+        bfloat16 run with $b_2 = 0.999$ then sees $1 - b_2 = 10^{-3}$, as a hand-written loop
+        with `optax.adam(lr, b2=0.999)` does, where `astype(bfloat16)` would round $b_2$ to 1
+        first. A weak type combines with every float dtype also under strict promotion. The
+        values stay traced leaves (a sweep compiles once)."""
+        hp = {k: _weak_float(v) for k, v in self.hyperparams.items()}
+        return eqx.tree_at(lambda d: d.hyperparams, self, hp)
+
     def astype(self, dtype) -> "Discretization":
         """Cast the floating hyper-parameters (not `dt`) to `dtype`, so that a float32 run stays
         float32 under strict dtype promotion."""
@@ -87,6 +108,17 @@ class Discretization(eqx.Module):
             for k, v in self.hyperparams.items()
         }
         return eqx.tree_at(lambda d: d.hyperparams, self, hp)
+
+
+def _weak_float(x: jax.Array) -> jax.Array:
+    """A floating `x` as a weakly typed float of the default float dtype, the type of a Python
+    float (`lax.full_like` gives its result the weak type of its template, here the Python
+    float 0.0; a traced `x` stays traced); any other `x` unchanged."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return x
+    if jnp.ndim(x) > 0:
+        return jax.vmap(_weak_float)(x)
+    return jax.lax.full_like(0.0, x)
 
 
 def accepted_extra_args(update: Callable, extra: dict[str, Any]) -> dict[str, Any]:

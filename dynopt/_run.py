@@ -29,12 +29,12 @@ from ._trajectory import Trajectory
 from ._validation import positive, positive_int
 
 
-# A run diverges once its oracle value exceeds `L0 + DIVERGENCE_FACTOR * max(|L0|, 1)`.
+# A run diverges once its loss exceeds `L0 + DIVERGENCE_FACTOR * max(|L0|, 1)`.
 DIVERGENCE_FACTOR = 1e8
 
 
 def divergence_limit(loss0: jax.Array) -> jax.Array:
-    r"""The oracle value above which a run counts as diverged:
+    r"""The loss (`problem.loss`) above which a run counts as diverged:
     $L_0 + F\max(|L_0|, 1)$ with $F$ = `DIVERGENCE_FACTOR` $= 10^8$ and $L_0$ the loss at
     $\theta_0$.
 
@@ -103,6 +103,14 @@ def oracle(problem: AbstractProblem, key: Key | None, k) -> _Oracle:
     return _Oracle(problem, None if key is None else jax.random.fold_in(key, k))
 
 
+def iterate_ok(problem: AbstractProblem, params: Params, limit) -> jax.Array:
+    """`run`'s test of one iterate $\theta_k$: finite, with `problem.loss` (the full loss, as
+    recorded, whatever the oracle's minibatch) finite and at most `limit`
+    (`divergence_limit`)."""
+    loss = problem.loss(params)
+    return tree_all_finite(params) & jnp.isfinite(loss) & (loss <= limit)
+
+
 def make_step(
     tx: optax.GradientTransformation,
     problem: AbstractProblem,
@@ -111,19 +119,20 @@ def make_step(
 ):
     """One guarded optimizer step: `(params, opt_state, diverged_at, k) -> same`.
 
-    A step whose oracle value (e.g. the loss) is non-finite or above `limit` (see
-    `divergence_limit`), or whose new iterate is non-finite, is not applied; the first such step
-    index is recorded once and the state is frozen from then on.
+    The step of `make_fast_step` (the same arithmetic), with `run`'s divergence test: a step
+    whose iterate $\theta_k$ fails `iterate_ok` (its full loss non-finite or above `limit`) is
+    not taken and records `diverged_at = k`, keeping $\theta_k$; a step whose new iterate
+    $\theta_{k+1}$ is non-finite is not applied and records `k + 1`, keeping $\theta_k$. The
+    first such index is recorded once and the state is frozen from then on. (The loss of
+    $\theta_{k+1}$ is tested at the next step.)
     """
+    fast = make_fast_step(tx, problem, key, value=False)
 
     def step(carry):
         params, opt_state, diverged_at, k = carry
-        orc = oracle(problem, key, k)
-        value, grad = problem.value_and_grad(params, orc.key)
-        kwargs = orc.extra_args(tx, value, grad)
-        updates, new_state = update_with_extra_args(tx, grad, opt_state, params, kwargs)
-        new_params = optax.apply_updates(params, updates)
-        value_ok = jnp.isfinite(value) & (value <= limit)
+        (new_params, new_state, _, _), _ = fast(carry)
+        loss = problem.loss(params)
+        value_ok = jnp.isfinite(loss) & (loss <= limit)
         params_ok = tree_all_finite(new_params)
         alive = diverged_at < 0
         diverged_at = jnp.where(
@@ -198,15 +207,16 @@ def _drive(
     opt_state0)` builds one run.
 
     Each block of `every` steps runs unchecked (`make_fast_step` with the gradient alone, no
-    oracle value unless the transform reads it); then the block's end iterate is checked: finite,
-    and `problem.loss` there finite and at most `divergence_limit`. Only if some run of the batch
-    failed that check is the block replayed from its start with the per-step check
-    (`make_step`), for those runs, to find the first failing step and keep the last accepted
-    iterate: the same result as checking every step, for a run whose value grows past the
-    limit and stays there (divergence); one that leaves and comes back inside a block, or a
-    minibatch value past the limit while the full loss is not, is not caught. A block whose
-    end loss is past the limit while its own steps' values are not (the first bad value is the
-    next block's first step) replays to the same iterates, and the next block finds the step.
+    oracle value unless the transform reads it); then the block's end iterate is tested
+    (`iterate_ok`: finite, full loss finite and at most `divergence_limit`). Only if some run
+    of the batch failed is the block replayed from its start with the same test at every step
+    (`make_step`), for those runs, to find the first failing iterate; an end iterate that is
+    finite but fails on its loss, with every earlier iterate of the block passing, is
+    `diverged_at` = the block's end step (what the next block's first step would find; the
+    last block has no next one). One predicate, `iterate_ok` on $\theta_k$, in both paths:
+    `diverged_at` is the first iterate that fails it, at every `every`, for a run that,
+    once failed, still fails at the end of its block (divergence: growth or overflow that
+    persists); an excursion that leaves and comes back inside one block is not caught.
     One decision for the whole batch (also when `run` itself is `vmap`ped), so a batch without
     divergence never pays for the replay. The recorded `loss` (`problem.loss` at the saved
     points) is evaluated once more, after the scan, at one trace site: for a game it is a
@@ -231,8 +241,7 @@ def _drive(
         return jax.lax.fori_loop(0, every, lambda _, c: step(c)[0], (*state, k))[:3]
 
     def end_ok(params):
-        loss = problem.loss(params)
-        return tree_all_finite(params) & jnp.isfinite(loss) & (loss <= limit)
+        return iterate_ok(problem, params, limit)
 
     fast = _lift(fast_block, levels, spec=True, state=True, k=True)
     guarded = _lift(guarded_block, levels, spec=True, state=True, k=True)
@@ -265,6 +274,10 @@ def _drive(
         _, _, new = jax.lax.while_loop(
             lambda pending: ~pending[0], replay, (~jnp.any(bad), state, new)
         )
+        # The replay tests the losses of the block's start to its last-but-one iterate and the
+        # finiteness of all; the end iterate's loss failed: that is its step, here, so that the
+        # last block's end is tested too (the run keeps that iterate, as `make_step` would).
+        new = (*new[:2], jnp.where(bad & (new[2] < 0), k + every, new[2]))
         # A run that diverged in an earlier block stays frozen.
         new = _select(alive, new, state)
         if _progress.enabled():  # read at trace time; `run` keys its compiled programs on it
@@ -335,11 +348,12 @@ def _run_discretization(
     disc: Discretization, problem, num_steps, every, key, batch_size, observe, progress=False
 ):
     del progress  # static: a program with progress callbacks is compiled apart (`_progress`)
-    dtype = _floating_dtype(problem.params0)
 
     def setup(spec, prob):
         d, k = spec
-        d = d.astype(dtype)
+        # Weakly typed floating hyper-parameters (as Python floats): not rounded to the
+        # parameters' dtype before optax computes with them (bfloat16(0.999) is 1).
+        d = d.weakly_typed()
         return d.transform, d.dt, k, d.init(prob.params0, prob)
 
     def drive(specs, prob, levels):
@@ -411,6 +425,10 @@ def _batch_discretization(disc: Discretization) -> Discretization:
     if len(sizes) != 1:
         raise ValueError(f"batched hyper-parameters must share one length, got {sorted(sizes)}.")
     (n,) = sizes
+    if n == 0:
+        raise ValueError(
+            "the Discretization is an empty batch of hyper-parameters; give at least one."
+        )
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)), disc)
 
 
@@ -468,6 +486,20 @@ def _shared_entries(problem: AbstractProblem) -> int:
             _SHARED_ENTRIES.pop(next(iter(_SHARED_ENTRIES)))  # the oldest
         _SHARED_ENTRIES[key] = shared
     return shared
+
+
+def _check_observe(observe, problem: AbstractProblem, state0: Callable[[], Any]) -> None:
+    """`ValueError` naming `observe` when it cannot be called as `observe(params, opt_state,
+    problem)` or does not return a pytree of arrays (traced abstractly, `jax.eval_shape`, on the
+    start state `state0()`): inside the run the error would come out of JAX's tracing, raw."""
+    state = jax.eval_shape(state0)  # outside the `try`: its own errors are not the observer's
+    try:
+        jax.eval_shape(lambda s: observe(problem.params0, s, problem), state)
+    except TypeError as e:
+        raise ValueError(
+            "observe must be a function (params, opt_state, problem) -> pytree of arrays; "
+            f"calling it on the run's start state failed: {e}"
+        ) from e
 
 
 def _check_sweep_batch_size(batch_size: int | None, sweep: bool) -> None:
@@ -547,22 +579,27 @@ def run(
 
     **Returns:** a `Trajectory` with $N/\text{every} + 1$ saved points (including $\theta_0$),
     `loss` = `problem.loss` at them, `ts_unit` saying what `ts` counts ("time" or "steps"), and
-    `diverged_at` = the first step whose oracle value or iterate was non-finite, or whose oracle
-    value exceeded $L_0 + 10^8\max(|L_0|, 1)$ ($L_0$ the loss at $\theta_0$; the growth
+    `diverged_at` = the first step $k$ whose iterate $\theta_k$ is non-finite or whose loss
+    $L(\theta_k)$ (the full `problem.loss`, as recorded, also for a minibatch oracle: a NaN
+    minibatch that a transform skips, `optax.apply_if_finite`, is not a divergence) is
+    non-finite or exceeds $L_0 + 10^8\max(|L_0|, 1)$ ($L_0$ the loss at $\theta_0$; the growth
     criterion of `divergence_limit`: an unstable run can grow for thousands of steps before it
-    overflows), or $-1$. From that step on the run stops updating and keeps its last accepted
-    iterate. The steps themselves run
-    unchecked; the iterate and loss at each saved point are checked, and a block that ends
-    non-finite is replayed with a check at every step to find that first step. (A value that
-    turns non-finite and back to finite inside one block, with finite iterates throughout, is
+    overflows), or $-1$. From that step on the run stops updating: it keeps $\theta_k$ when
+    only its loss failed (finite, its loss possibly `inf`), else $\theta_{k-1}$, the last
+    iterate that passed; `Trajectory.valid` masks the saved points from step $k$ on. The
+    steps themselves run unchecked; the iterate and loss at each saved point are tested, and
+    a block that ends failing is replayed with the same test at every step to find that first
+    step, so `diverged_at` does not depend on `every` for a run that stays diverged. (An
+    iterate that fails and recovers inside one block, the block's end passing, is
     therefore not reported.) Extra leading axes for batches:
     step sizes first, then seeds. With several devices the outer batch axis is split across all
     of them (`NamedSharding` on a one-axis mesh; any batch size, padded and trimmed), so the
     outputs come back sharded along it; see `dynopt._sharding` for multi-host use.
 
-    **Raises:** `ValueError` for a bad count, transform, problem, observer, `dt`, a key the
-    problem's oracle does not take (`problem.check_key`), or a `batch_size` for a run that is
-    not a sweep.
+    **Raises:** `ValueError` for a bad count, transform, problem, observer (one that cannot be
+    called as `observe(params, opt_state, problem)` or returns no pytree of arrays), `dt`, an
+    empty batch (of keys, step sizes or hyper-parameters), a key the problem's oracle does not
+    take (`problem.check_key`), or a `batch_size` for a run that is not a sweep.
     """
     num_steps = positive_int("num_steps", num_steps)
     if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 1:
@@ -586,6 +623,8 @@ def run(
     key = _as_key(key)
     problem.check_key(key)
     seeds = key is not None and key.ndim == 1
+    if seeds and key.shape[0] == 0:
+        raise ValueError("key is an empty batch of keys; give at least one.")
     if isinstance(transform, Discretization):
         if dt is not None:
             raise ValueError(
@@ -593,8 +632,13 @@ def run(
                 f"time step (dt={transform.dt})."
             )
         disc = _batch_discretization(transform)  # a batch of hyper-parameters is a sweep too
+        if observe is not None:
+            one = jax.tree.map(lambda x: x[0] if jnp.ndim(x) > 0 else x, disc)
+            _check_observe(
+                observe, problem, lambda: one.weakly_typed().init(problem.params0, problem)
+            )
         _check_sweep_batch_size(batch_size, jnp.ndim(disc.dt) > 0 or seeds)
-        batched = jnp.ndim(transform.dt) > 0 or seeds
+        batched = jnp.ndim(disc.dt) > 0 or seeds
         if batched and batch_size is None:
             batch_size = default_batch_size(problem)
         with _progress.bar(None if batched else num_steps, "run"):
@@ -618,6 +662,8 @@ def run(
                 raise ValueError(f"dt must be a scalar, got shape {step.shape}.")
         batched = seeds
         _check_sweep_batch_size(batch_size, batched)
+        if observe is not None:
+            _check_observe(observe, problem, lambda: transform.init(problem.params0))
         if batched and batch_size is None:
             batch_size = default_batch_size(problem)
         with _progress.bar(None if batched else num_steps, "run"):

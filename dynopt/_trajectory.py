@@ -18,8 +18,12 @@ class Trajectory(eqx.Module):
       the step indices $k$ for a raw optax transform run without `dt` (see `ts_unit`).
     - `params`: the parameters at `ts`, a pytree whose leaves have a leading time axis.
     - `loss`: $L(\theta)$ at `ts`.
-    - `diverged_at`: the first step $k$ at which the iterate (or its loss) was non-finite, or $-1$.
-      From that step on, the run keeps its last finite iterate instead of flooding with NaNs.
+    - `diverged_at`: the first step $k$ whose iterate $\theta_k$ is non-finite or whose loss
+      $L(\theta_k)$ is non-finite or past `run`'s growth criterion $L_0 + 10^8\max(|L_0|, 1)$
+      (`dynopt._run.divergence_limit`), or $-1$; the same at every `every` for a run that stays
+      diverged (`run`). From that step on the run is frozen instead of flooding with NaNs: it
+      keeps $\theta_k$ when only its loss failed (a finite iterate whose saved loss may be
+      `inf` or past the limit), else the last iterate that passed; `valid` masks those points.
     - `steps`: the discrete step index of each saved point (`None` for reference solves).
     - `interpolation`: the dense output of a reference solve (`None` for runs), used by
       `evaluate`: a `diffrax.AbstractPath` in the flow's time (diffrax's interpolation of the

@@ -49,3 +49,32 @@ def test_dt_validation_in_three_tiers():
     assert float(make(jnp.asarray(0.5))) == 0.5
     with pytest.raises(Exception, match="dt must be > 0"):
         jax.block_until_ready(make(jnp.asarray(-0.5)))
+
+
+def test_integer_dt_gives_float_times():
+    d = dynopt.Discretization(optax.sgd, {"learning_rate": 1}, dt=1)
+    assert jnp.issubdtype(d.dt.dtype, jnp.floating)
+    assert d.hyperparams["learning_rate"].dtype == jnp.int64  # an integer may be meant
+    traj = dynopt.run(d, problems.quadratic([0.5]), 3)
+    assert jnp.issubdtype(traj.ts.dtype, jnp.floating)
+    assert traj.ts.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_weakly_typed_hyperparameters_stay_traced_leaves():
+    """Floating hyper-parameters are weakly typed (they meet a bfloat16 state as a Python float
+    would), integers stay as given, and under `jit` they are still traced: one compilation."""
+    d = dynopt.Discretization(optax.sgd, {"learning_rate": jnp.float32(0.1)}, dt=0.1)
+    assert jax.typeof(d.hyperparams["learning_rate"]).weak_type
+    traces = []
+
+    @jax.jit
+    def step(d, x):
+        traces.append(1)
+        d = d.weakly_typed()
+        assert jax.typeof(d.hyperparams["learning_rate"]).weak_type
+        return d.transform.update(x, d.transform.init(x))[0]
+
+    x = jnp.ones(2, jnp.bfloat16)
+    assert step(d, x).dtype == jnp.bfloat16
+    step(dynopt.Discretization(optax.sgd, {"learning_rate": 0.2}, dt=0.2), x)
+    assert len(traces) == 1

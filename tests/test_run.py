@@ -486,3 +486,146 @@ def test_default_sweep_strategy_reads_the_problem():
     np.testing.assert_allclose(auto.params, whole.params, rtol=1e-13, atol=0)
     np.testing.assert_array_equal(auto.diverged_at, whole.diverged_at)
     assert int(auto.diverged_at[-1]) > 0 and int(auto.diverged_at[0]) == -1
+
+
+def _halving_quadratic(dtype=jnp.float64):
+    """½x², x₀ = 1: `optax.sgd(3.0)` maps x to −2x, loss 0.5·4ᵏ, past the growth limit
+    0.5 + 10⁸ first at k = 14."""
+    return dynopt.Problem(lambda x: 0.5 * jnp.sum(x**2), jnp.array([1.0], dtype), name="quad")
+
+
+@pytest.mark.parametrize("every", [1, 2, 7, 14])
+def test_divergence_at_the_last_step_is_reported(every):
+    """The last block's end iterate gets the test every other block's end gets from the next
+    block: a run past the growth limit (or overflowing) at its last step was reported finite."""
+    p = _halving_quadratic()
+    traj = dynopt.run(optax.sgd(3.0), p, 14, every=every)
+    assert int(traj.diverged_at) == 14  # as with more steps, whatever `every`
+    assert int(dynopt.run(optax.sgd(3.0), p, 28, every=every).diverged_at) == 14
+    # The run keeps that iterate (finite, its loss past the limit), masked by `valid`.
+    assert float(traj.final_params[0]) == (-2.0) ** 14 and not bool(traj.valid[-1])
+    assert float(traj.loss[-1]) > float(divergence_limit(p.loss(p.params0)))
+    over = dynopt.run(optax.sgd(1e20), _halving_quadratic(jnp.float32), 1)
+    assert int(over.diverged_at) == 1 and np.isinf(over.loss[-1])
+
+
+def _nan_minibatch_problem():
+    """Full loss ½‖x − 1‖²; the minibatch loss (and gradient) is NaN for about a quarter of
+    the keys."""
+    return dynopt.Problem(
+        lambda x: 0.5 * jnp.sum((x - 1.0) ** 2),
+        jnp.array([3.0, -2.0]),
+        stochastic_loss_fn=lambda x, k: (
+            0.5 * jnp.sum((x - 1.0) ** 2) * jnp.where(jax.random.uniform(k) < 0.25, jnp.nan, 1.0)
+        ),
+    )
+
+
+def _hand_diverged_at(tx, problem, num_steps, key):
+    """`diverged_at` by its definition, from a plain optax loop on the same oracle: the first
+    $k$ whose iterate is non-finite or whose full loss is non-finite or past the limit."""
+    limit = divergence_limit(problem.loss(problem.params0))
+
+    def body(carry, k):
+        params, state = carry
+        g = jax.grad(problem.stochastic_loss)(params, jax.random.fold_in(key, k))
+        updates, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, state), params
+
+    _, saved = jax.lax.scan(
+        body, (problem.params0, tx.init(problem.params0)), jnp.arange(num_steps)
+    )
+    params = jnp.concatenate([problem.params0[None], saved])
+    loss = jax.vmap(problem.loss)(params)
+    bad = ~jnp.all(jnp.isfinite(params), axis=1) | ~jnp.isfinite(loss) | ~(loss <= limit)
+    return int(jnp.argmax(bad)) if bool(jnp.any(bad)) else -1
+
+
+def test_diverged_at_does_not_depend_on_every():
+    """One predicate in the per-block check and the replay (the iterate and its full loss): a
+    run skipping NaN minibatches (`apply_if_finite`) diverged at 30, 28, 23 or 1 depending on
+    `every` (the replay tested the minibatch value); plain SGD on NaN minibatches fails where
+    its iterate turns NaN."""
+    p, key, n = _nan_minibatch_problem(), jax.random.key(0), 40
+    for tx in (optax.apply_if_finite(optax.sgd(2.5), 100), optax.sgd(0.1)):
+        expected = _hand_diverged_at(tx, p, n, key)
+        assert expected > 0
+        for every in (1, 4, 8, 20, 40):
+            assert int(dynopt.run(tx, p, n, key=key, every=every).diverged_at) == expected
+
+
+def test_hyperparameters_are_not_rounded_to_the_parameter_dtype():
+    """A hyper-parameter enters optax as a Python float would: bfloat16(0.999) is 1, so Adam
+    with b2 = 0.999 cast to bfloat16 had 1 − b2 = 0 and diverged at step 1; float32 runs were
+    off a hand-written loop by the rounding of 1 − b2."""
+
+    def loss(x):
+        target = jnp.array([1.0, -2.0, 0.5, 3.0], jnp.float32)
+        return jnp.sum(jnp.log(jnp.cosh(x.astype(jnp.float32) - target))).astype(x.dtype)
+
+    hp = {"learning_rate": 0.05, "b2": 0.999}
+    with jax.numpy_dtype_promotion("standard"):  # optax.adam's bias correction needs it
+        for dtype in (jnp.bfloat16, jnp.float32):
+            p = dynopt.Problem(loss, jnp.zeros(4, dtype))
+            traj = dynopt.run(dynopt.Discretization(optax.adam, hp, dt=0.05), p, 20)
+            tx, params = optax.adam(**hp), p.params0
+            state = tx.init(params)
+            for _ in range(20):
+                updates, state = tx.update(jax.grad(loss)(params), state, params)
+                params = optax.apply_updates(params, updates)
+            assert int(traj.diverged_at) == -1 and traj.final_params.dtype == dtype
+            eps = float(jnp.finfo(dtype).eps)
+            np.testing.assert_allclose(
+                np.asarray(traj.final_params, np.float64),
+                np.asarray(params, np.float64),
+                rtol=0,
+                atol=(4 * eps if dtype == jnp.bfloat16 else 1e-7),
+            )
+
+
+def test_batched_hyperparameters_with_scalar_dt_choose_the_sweep_strategy(monkeypatch):
+    """A batch of learning rates with one dt is a sweep: `batch_size=None` goes through
+    `default_batch_size` (it was read from the unbroadcast dt)."""
+    from dynopt import _run
+
+    seen = []
+    original = _run._run_discretization
+    monkeypatch.setattr(_run, "_run_discretization", lambda *a: seen.append(a[5]) or original(*a))
+    p = problems.rosenbrock(64)
+    assert _run.default_batch_size(p) == 1
+    lrs = jnp.array([1e-4, 2e-4])
+    dynopt.run(dynopt.Discretization(optax.sgd, {"learning_rate": lrs}, dt=1e-4), p, 2)
+    assert seen == [1]
+
+
+def test_a_bad_observer_is_a_value_error_naming_it():
+    p = problems.quadratic([1.0, 2.0])
+    for tx in (optax.sgd(0.1), flows.GradientFlow().discretize(jnp.array([0.1, 0.2]))):
+        for observe in (lambda a, b, c: "x", lambda a: a):
+            with pytest.raises(ValueError, match="observe must be a function"):
+                dynopt.run(tx, p, 4, observe=observe)
+
+
+def test_python_floats_and_array_scalars_share_one_program():
+    """Hyper-parameters and dt as Python floats, NumPy or JAX scalars: one compilation (the
+    weak and the strong type were two)."""
+    counter = TraceCounter(lambda x: jnp.sum(x**2))
+    p = dynopt.Problem(counter, jnp.array([1.0, -0.5]))
+    make = lambda h: dynopt.Discretization(optax.sgd, {"learning_rate": h}, dt=h)
+    dynopt.run(make(0.1), p, 3)
+    traced = counter.count
+    for h in (jnp.asarray(0.2), np.float64(0.3), jnp.float32(0.25), 0.4):
+        dynopt.run(make(h), p, 3)
+    assert counter.count == traced
+
+
+def test_empty_batches_are_a_value_error():
+    p = problems.linear_regression(16, 2, batch_size=4)
+    with pytest.raises(ValueError, match="empty batch of keys"):
+        dynopt.run(optax.sgd(0.1), p, 4, key=jax.random.split(jax.random.key(0), 0))
+    with pytest.raises(ValueError, match="empty batch of step sizes"):
+        dynopt.Discretization(optax.sgd, {"learning_rate": jnp.zeros(0)}, dt=jnp.zeros(0))
+    empty_lr = dynopt.Discretization(optax.sgd, {"learning_rate": jnp.zeros(0)}, dt=0.1)
+    with pytest.raises(ValueError, match="empty batch of hyper-parameters"):
+        dynopt.run(empty_lr, p, 4)
