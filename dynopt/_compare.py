@@ -17,7 +17,7 @@ from ._flows.base import AbstractFlow, AbstractMappedFlow
 from ._maps.base import AbstractMap
 from ._order import assess_order
 from ._problem import AbstractProblem, Problem
-from ._run import _floating_dtype, divergence_limit, make_fast_step
+from ._run import divergence_limit, make_fast_step
 from ._sharding import gather, sweep_apply, sweep_map
 from ._solve import (
     _pick_solver,
@@ -59,7 +59,7 @@ def _error_run(flow, problem, map, ref_flow, interp, h, n):
     the error norm, computed at every step anyway, is non-finite exactly when the iterate is,
     and the oracle's value is checked against `run`'s growth criterion (`divergence_limit`);
     either stops the loop with `diverged_at` = the step."""
-    disc = map(flow, h).astype(_floating_dtype(problem.params0))
+    disc = map(flow, h).weakly_typed()  # as a hand loop's Python floats, in any dtype
     step = make_fast_step(disc.transform, problem, None)
     limit = divergence_limit(problem.loss(problem.params0))
     ref0 = ref_flow.params(interp.evaluate(interp.t0))
