@@ -273,11 +273,15 @@ def test_start_optax_runs_the_optimizer_from_its_own_init_as_a_users_loop_does()
     h, n = float(hs[2]), round(t1 / float(hs[2]))
     ref = dynopt.solve(dynopt.modified_flow(opt, h, 2), p, jnp.asarray(np.arange(n + 1) * h)).params
     tx = opt(h)
-    theta, state, loop_err = p.params0, tx.init(p.params0), 0.0
-    for k in range(n):
+
+    def step(carry, _):
+        theta, state = carry
         updates, state = tx.update(jax.grad(p.loss)(theta), state, theta)
         theta = optax.apply_updates(theta, updates)
-        loop_err = max(loop_err, float(jnp.linalg.norm(theta - ref[k + 1])))
+        return (theta, state), theta
+
+    _, thetas = jax.lax.scan(step, (p.params0, tx.init(p.params0)), length=n)
+    loop_err = float(jnp.max(jnp.linalg.norm(thetas - ref[1:], axis=-1)))
     # both references at compare's rtol 1e-10 on errors of ~4e-3
     np.testing.assert_allclose(float(from_zero.errors[2]), loop_err, rtol=1e-6)
     gd = [dynopt.compare(flows.GradientFlow(), p, hs, t1, start=s) for s in ("map", "optax")]
