@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from . import _card, _headline, first_paragraph
-from ._io import _umask, is_result
+from ._io import _umask, foreign, is_result
 
 
 # How every page dynopt has written begins; `written_by_dynopt` recognises a page by it (a title
@@ -101,7 +101,8 @@ def _experiment_section(name: str, module: ModuleType, folder: Path, root: Path)
             f"<table><caption>{_esc(title)}</caption><thead><tr>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table>"
         )
-    figures = sorted(folder.glob("*.png"))
+    mine = foreign(folder)  # a user's own PNG in a result folder is not one of its figures
+    figures = sorted(f for f in folder.glob("*.png") if f.name not in mine)
     if figures:
         parts.append('<div class="figures">')
         for fig in figures:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from experiments import _headline, _page
-from experiments._io import MARKER
+from experiments._io import _mark
 
 
 class _Links(HTMLParser):
@@ -38,11 +38,11 @@ def _module(headlines):
 def _result(root: Path, name: str, metrics: dict, figures=("a.png",)) -> Path:
     folder = root / name
     folder.mkdir(parents=True)
-    (folder / MARKER).write_text("dynopt\n")
     (folder / "metrics.json").write_text(json.dumps({"quick": True, "seed": 0, **metrics}))
     (folder / "config.json").write_text("{}")
     for fig in figures:
         (folder / fig).write_bytes(b"\x89PNG\r\n\x1a\n")
+    _mark(folder, ["metrics.json", "config.json", *figures])  # as `write_results` does
     return folder
 
 
@@ -173,3 +173,11 @@ def test_the_page_shows_each_experiments_whole_summary_as_list_does(tmp_path):
     assert "The rest" not in text
     for name in experiments.EXPERIMENTS:
         assert _page._summary(experiments.get(name))[0] == experiments.summary(name), name
+
+
+def test_a_users_own_png_in_a_result_folder_is_not_shown_as_a_figure(tmp_path):
+    """The page shows the figures the result's marker lists, not every PNG in the folder."""
+    folder = _result(tmp_path, "alpha", {"error": 1e-12}, ("x.png",))
+    (folder / "my_sketch.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    text = _page.write_page(tmp_path, {"alpha": _module(HEADLINES)}, ["alpha"]).read_text()
+    assert "alpha/x.png" in text and "my_sketch.png" not in text
