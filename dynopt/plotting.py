@@ -105,7 +105,9 @@ def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
             f"{', '.join('.' + f for f in sorted(formats))}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=f".{fmt}.tmp")
+    # Named `.NAME.tmp-PID-...`: a writer killed mid-save leaves a file that the experiments'
+    # runner recognises as a dead writer's, not as the user's.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-")
     os.close(fd)
     mask = os.umask(0)
     os.umask(mask)

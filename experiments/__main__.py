@@ -216,7 +216,8 @@ def _run(names, outs, quick: bool, seed: int, jobs: int, page: Path | None, wher
                     quick,
                     seed,
                     out,
-                    progress=not quick,
+                    # (a bar redrawn into a log file is thousands of lines of noise)
+                    progress=not quick and sys.stderr.isatty(),
                     log=log,
                     run=run_experiment,  # this module's name for it (tests replace it)
                 )

@@ -208,7 +208,9 @@ def _examine(fd: int, names: set[str]) -> _Listing:
 
         listed = {*_EVERY_RESULT, *(figure_names(other) if other is not None else ())}
     ours = {MARKER}
-    for name in (listed & names) - {MARKER}:
+    # A dead writer's temporary file (`dynopt.plotting.save` killed mid-write) is dynopt's too.
+    leftovers = {n for n in names if n.startswith(".") and _leftover_kind_of(n, False) == "tmp"}
+    for name in ((listed | leftovers) & names) - {MARKER}:
         try:
             if stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
                 ours.add(name)
@@ -492,16 +494,16 @@ def _leftover_kind(p: Path) -> str | None:
     """The kind of a dead writer's leftover `p`, else None: "tmp" for a temporary folder or file
     `.NAME.tmp-PID-...` (the results page's is a file), "old" for a result moved aside,
     `.NAME.old-PID-...`."""
-    name = p.name
-    if not name.startswith(".") or p.is_symlink():
+    if p.is_symlink() or not (p.is_dir() or p.is_file()):
         return None
-    if p.is_dir():
-        kinds = ("tmp", "old")
-    elif p.is_file():
-        kinds = ("tmp",)
-    else:
+    return _leftover_kind_of(p.name, p.is_dir())
+
+
+def _leftover_kind_of(name: str, is_dir: bool) -> str | None:
+    """`_leftover_kind` from the entry's name and whether it is a folder."""
+    if not name.startswith("."):
         return None
-    for kind in kinds:
+    for kind in ("tmp", "old") if is_dir else ("tmp",):
         _, sep, rest = name.partition(f".{kind}-")
         pid = rest.split("-", 1)[0]
         if sep and pid.isdigit():

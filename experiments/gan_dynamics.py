@@ -349,9 +349,11 @@ def draw_growth(r):
     for ax, (gname, per) in zip(axes, r.growth.items()):
         for name, v in per.items():
             rho = np.asarray(v.predicted_spectral_radius) - 1
-            (line,) = ax.loglog(h, rho, "-", lw=1)
+            # Wide and pale under the dotted line: where the two predictions agree (simultaneous
+            # steps: to plotting precision) both stay visible.
+            (line,) = ax.loglog(h, rho, "-", lw=5, alpha=0.3, solid_capstyle="butt")
             color = line.get_color()
-            ax.loglog(h, np.asarray(v.predicted_modified_flow) - 1, ":", color=color)
+            ax.loglog(h, np.asarray(v.predicted_modified_flow) - 1, ":", color=color, lw=1.5)
             measured = np.abs(np.asarray(v.measured) - 1)
             plotting.plot_log_floor(ax, h, measured, "o", label=name, color=color)
             bounded = rho <= 1e-12  # predicted ρ = 1: no line on a log axis, a mark on its edge
@@ -359,8 +361,9 @@ def draw_growth(r):
             label = f"{name}: predicted ρ = 1 (bounded)"
             if np.any(bounded):  # (an empty line off the clip box would skew the layout)
                 ax.plot(h[bounded], 0 * h[bounded], "v", label=label, **edge)
-        plotting.key_entry(ax, "step-matrix spectral radius − 1", "k-", lw=1)
-        plotting.key_entry(ax, "modified-flow rate − 1", "k:")
+        plotting.key_entry(ax, "step-matrix spectral radius − 1", "k-", lw=5, alpha=0.3)
+        plotting.key_entry(ax, "modified-flow rate − 1", "k:", lw=1.5)
+        ax.set_xticks(h)  # each step size measured, labelled
         title = f"Dirac GAN ({gname}) near equilibrium:\nlines predicted, dots measured"
         ax.set(xlabel="step size h", ylabel="growth of |z_k| per step − 1")
         plotting.dress(ax, title=title, legend=dict(loc="center left"), grid="both")

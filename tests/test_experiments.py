@@ -978,3 +978,40 @@ def test_compiled_programs_are_released_once_they_hold_many_mappings(monkeypatch
         cleared.clear()
         _jobs.release_programs()
         assert cleared == expected
+
+
+def test_a_save_killed_mid_write_leaves_a_file_the_next_run_replaces(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    out = _write(tmp_path / "exp")
+    dead = 2**22 + 4321  # above Linux's pid_max: no such process
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the writer dies after its temporary file exists
+
+    fig = plt.figure()
+    with monkeypatch.context() as m:
+        m.setattr(os, "getpid", lambda: dead)
+        m.setattr(os, "replace", killed)
+        m.setattr(os, "remove", lambda path: None)  # SIGKILL: no cleanup runs
+        with pytest.raises(KeyboardInterrupt):
+            plotting.save(fig, out / "growth.png")
+    plt.close(fig)
+    (left,) = [p.name for p in out.iterdir() if p.name.startswith(".growth.png")]
+    assert _io.foreign(out) == set()  # a dead writer's, not the user's: no refusal
+    assert _write(out, m=2.0) == out and load_results(out)[0] == {"m": 2.0}
+    assert not (out / left).exists()
+
+
+def test_full_runs_draw_progress_bars_only_on_a_terminal(naps, tmp_path, monkeypatch):
+    """A full run redirected to a file (CI, `nohup`) wrote every redraw of diffrax's and
+    `run`'s progress bars into the log (hundreds of kilobytes for one experiment)."""
+    import dynopt._progress
+
+    shown = []
+    naps["nap"].DURING = lambda: shown.append(dynopt._progress.enabled())
+    assert cli.main(["run", "nap", "--out", str(tmp_path / "a")]) == 0
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert cli.main(["run", "nap", "--out", str(tmp_path / "b")]) == 0
+    assert cli.main(["run", "nap", "--quick", "--out", str(tmp_path / "c")]) == 0
+    assert shown == [False, True, False]
