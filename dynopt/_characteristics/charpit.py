@@ -10,7 +10,7 @@ import numpy as np
 import optimistix as optx
 
 from .._custom_types import ArrayLike
-from .integrate import check_initial, check_options, integrate
+from .integrate import check_initial, check_options, integrate, OnRows, real_array
 from .solution import Characteristics
 
 
@@ -28,7 +28,7 @@ class _Field(eqx.Module):
 
 
 @eqx.filter_jit
-def _launch(F, initial, n, sigma, guesses, scalar_sigma):
+def _launch(F, initial, n, sigma, guesses):
     """For each sigma: z0 = (x0, u0, p0), its tangent dz0/dsigma, and the residual at p0.
 
     p0 solves R(p, sigma) = (F(x0, u0, p), p . dx0/dsigma_j - du0/dsigma_j) = 0 (F = 0 and the
@@ -36,19 +36,18 @@ def _launch(F, initial, n, sigma, guesses, scalar_sigma):
     rows: the strip conditions' min-norm solution). dp0/dsigma = -R_p^{-1} R_sigma by the
     implicit function theorem."""
 
-    def x0u0(sig):
-        return initial(sig[0] if scalar_sigma else sig)
+    def data(sig):
+        x0, u0 = initial(sig)
+        T = jax.jacfwd(lambda q: initial(q)[0])(sig)  # (n, n-1)
+        du = jax.jacfwd(lambda q: initial(q)[1])(sig)  # (n-1,)
+        return x0, u0, T, du
 
     def R(p, sig):
-        x0, u0 = x0u0(sig)
-        T = jax.jacfwd(lambda q: x0u0(q)[0])(sig)  # (n, n-1)
-        du = jax.jacfwd(lambda q: x0u0(q)[1])(sig)  # (n-1,)
+        x0, u0, T, du = data(sig)
         return jnp.concatenate([F(x0, u0, p)[None], T.T @ p - du])
 
     def one(sig, guess):
-        x0, u0 = x0u0(sig)
-        T = jax.jacfwd(lambda q: x0u0(q)[0])(sig)
-        du = jax.jacfwd(lambda q: x0u0(q)[1])(sig)
+        x0, u0, T, du = data(sig)
         min_norm = jnp.linalg.pinv(T.T) @ du
         guess = jnp.where(jnp.isnan(guess), min_norm, guess)
         p0 = optx.root_find(R, optx.Newton(rtol=1e-13, atol=1e-13), guess, sig, throw=False).value
@@ -118,14 +117,13 @@ def charpit(
     options = check_options(on_blowup, u_max, solver, rtol, atol, max_steps)
     if not callable(F):
         raise ValueError(f"F must be a function (x, u, p) -> scalar, got {type(F).__name__}.")
-    sig, n, u_shape = check_initial(initial, sigma)
-    if u_shape != ():
+    sig, on_rows, x0, u0 = check_initial(initial, sigma)
+    if u0.shape != ():
         raise ValueError(
             f"charpit solves scalar PDEs: initial(sigma)[1] (u0) must be a scalar, got shape "
-            f"{u_shape}. Systems sharing one operator are solved by `quasilinear`."
+            f"{u0.shape}. Systems sharing one operator are solved by `quasilinear`."
         )
-    scalar_sigma = jnp.ndim(jnp.asarray(sigma)) == 1
-    x0, u0 = jax.eval_shape(initial, sig[0, 0] if scalar_sigma else sig[0])
+    n = x0.shape[0]
     f_out = jax.eval_shape(F, x0, u0, x0)
     if f_out.shape != ():
         raise ValueError(
@@ -137,14 +135,10 @@ def charpit(
     if p_guess is None:
         guesses = jnp.full((m, n), jnp.nan)
     elif callable(p_guess):
-        guesses = jax.vmap(lambda q: jnp.asarray(p_guess(q[0] if scalar_sigma else q)))(sig)
+        guesses = jax.vmap(lambda q: jnp.asarray(OnRows(p_guess, on_rows.scalar)(q)))(sig)
     else:
-        try:
-            guesses = np.asarray(p_guess)
-            ok = guesses.dtype.kind in "biuf"
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
+        guesses = real_array(p_guess)
+        if guesses is None:
             raise ValueError(
                 f"p_guess must be None, a real array of shape ({n},) or ({m}, {n}), or a function "
                 f"sigma -> ({n},); got {p_guess!r:.80}."
@@ -157,7 +151,7 @@ def charpit(
             f"p_guess must have shape ({n},) or ({m}, {n}), or be a function sigma -> ({n},); "
             f"got shape {guesses.shape}."
         )
-    z0s, Z0s, res0 = _launch(F, initial, n, sig, guesses.astype(jnp.float64), scalar_sigma)
+    z0s, Z0s, res0 = _launch(F, on_rows, n, sig, guesses.astype(jnp.float64))
     res0 = np.asarray(res0)
     # Newton converges quadratically: at a root it stops at round-off, ~1e-16 of the terms'
     # size; 1e-8 leaves room for ill-conditioning, while no root leaves an O(1) remainder.

@@ -49,19 +49,39 @@ def check_options(
     return Options(on_blowup, float(u_max), solver, rtol, atol, max_steps)
 
 
-def check_initial(initial: Callable, sigma) -> tuple[jax.Array, int, tuple[int, ...]]:
-    """Validate the initial manifold `sigma -> (x0, u0)`: returns `sigma` as `(m, q)`, `n` and
-    the shape of `u0`. The manifold must be `(n-1)`-dimensional (q = n - 1)."""
+def real_array(value) -> np.ndarray | None:
+    """`value` as a NumPy array of real numbers (bool, integer or float), or `None` where it is
+    not one (complex would lose its imaginary part, with a ComplexWarning, once cast to float)."""
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError):
+        return None
+    return a if a.dtype.kind in "biuf" else None
+
+
+class OnRows(eqx.Module):
+    """`fn` of the caller's sigma as a function of one row of the `(m, q)` sigma the solvers
+    map over: the row's one entry where sigma was given as `(m,)`, else the row."""
+
+    fn: Callable
+    scalar: bool = eqx.field(static=True)
+
+    def __call__(self, row):
+        return self.fn(row[0] if self.scalar else row)
+
+
+def check_initial(
+    initial: Callable, sigma
+) -> tuple[jax.Array, OnRows, jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
+    """Validate the initial manifold `sigma -> (x0, u0)`: returns `sigma` as `(m, q)`, `initial`
+    on its rows (`OnRows`) and the shapes of `x0` `(n,)` and `u0`. The manifold must be
+    `(n-1)`-dimensional (q = n - 1)."""
     if not callable(initial):
         raise ValueError(
             f"initial must be a function sigma -> (x0, u0), got {type(initial).__name__}."
         )
-    try:
-        sig = np.asarray(sigma)
-        real = sig.dtype.kind in "biuf"
-    except (TypeError, ValueError):
-        real = False
-    if not real:  # complex would lose its imaginary part (a ComplexWarning) below
+    sig = real_array(sigma)
+    if sig is None:
         raise ValueError(f"sigma must be a real array, got {sigma!r:.80}.")
     sig = sig.astype(np.float64)
     if sig.ndim not in (1, 2) or sig.shape[0] == 0:
@@ -97,7 +117,8 @@ def check_initial(initial: Callable, sigma) -> tuple[jax.Array, int, tuple[int, 
         raise ValueError(
             f"initial(sigma)[1] (u0) must be a scalar or a 1-D vector, got shape {u0.shape}."
         )
-    return jnp.asarray(sig if sig.ndim == 2 else sig[:, None]), n, tuple(u0.shape)
+    rows = OnRows(initial, sig.ndim == 1)
+    return jnp.asarray(sig if sig.ndim == 2 else sig[:, None]), rows, x0, u0
 
 
 def check_transversal(det0, sigma) -> None:
@@ -326,4 +347,13 @@ def integrate(
     )
 
 
-__all__ = ["KIND_NAMES", "Options", "check_initial", "check_options", "integrate", "tangents"]
+__all__ = [
+    "KIND_NAMES",
+    "OnRows",
+    "Options",
+    "check_initial",
+    "check_options",
+    "integrate",
+    "real_array",
+    "tangents",
+]

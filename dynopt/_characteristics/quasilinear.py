@@ -26,9 +26,9 @@ class _Field(eqx.Module):
 
 
 @eqx.filter_jit
-def _launch(initial, sigma, scalar_sigma):
+def _launch(initial, sigma):
     def z0(sig):
-        x0, u0 = initial(sig[0] if scalar_sigma else sig)
+        x0, u0 = initial(sig)
         return jnp.concatenate([x0, jnp.ravel(u0)])
 
     return tangents(z0, sigma)
@@ -82,16 +82,15 @@ def quasilinear(
     options = check_options(on_blowup, u_max, solver, rtol, atol, max_steps)
     if not (callable(alpha) and callable(beta)):
         raise ValueError("alpha and beta must be functions (x, u) -> array.")
-    sig, n, u_shape = check_initial(initial, sigma)
-    scalar_sigma = jnp.ndim(jnp.asarray(sigma)) == 1
-    x0, u0 = jax.eval_shape(initial, sig[0, 0] if scalar_sigma else sig[0])
+    sig, on_rows, x0, u0 = check_initial(initial, sigma)
+    n, u_shape = x0.shape[0], u0.shape
     a_out = jax.eval_shape(alpha, x0, u0)
     if a_out.shape != (n,):
         raise ValueError(f"alpha(x, u) must return shape ({n},) like x, got {a_out.shape}.")
     b_out = jax.eval_shape(beta, x0, u0)
     if b_out.shape != u_shape:
         raise ValueError(f"beta(x, u) must return the shape of u, {u_shape}, got {b_out.shape}.")
-    z0s, Z0s = _launch(initial, sig, scalar_sigma)
+    z0s, Z0s = _launch(on_rows, sig)
     return integrate(
         _Field(alpha, beta, n, u_shape), n, u_shape, z0s, Z0s, jnp.asarray(sigma), s, options
     )

@@ -40,11 +40,10 @@ from .base import (
     ScalarSDE,
 )
 from .vector import (
-    as_vector_sde,
+    active_cells,
     cell_volume,
-    check_axes,
-    check_dimension,
     check_finite_drift,
+    check_model_on_grid,
     mesh_points,
     padded_axes,
     TensorDensity,
@@ -92,21 +91,14 @@ def _solve(sde, axes, nums, y0, t0, t1, solver, rtol, atol, max_steps):
     vol = hs[0]
     for h in hs[1:]:
         vol = vol * h
-    active = jnp.ones(shape, bool)
-    for i in range(d):
-        mask = jnp.arange(shape[i]) < nums[i]
-        active = active & mask.reshape([-1 if j == i else 1 for j in range(d)])
+    active = active_cells(shape, nums)
     faces = [_face_points(axes, i) for i in range(d)]
     # The faces of the active cells (m_i + 1 along i): the drift is masked on the others, where it
     # need not be finite (outside the grid) and its NaN * 0 would reach the outflow sums.
-    real = []
-    for i in range(d):
-        mask = jnp.ones(faces[i].shape[:-1], bool)
-        for j in range(d):
-            lim = nums[j] + 1 if j == i else nums[j]
-            keep = jnp.arange(faces[i].shape[j]) < lim
-            mask = mask & keep.reshape([-1 if k == j else 1 for k in range(d)])
-        real.append(mask)
+    real = [
+        active_cells(faces[i].shape[:-1], [nums[j] + 1 if j == i else nums[j] for j in range(d)])
+        for i in range(d)
+    ]
 
     def vf(t, y, args):
         P = jnp.where(active, y[:-1].reshape(shape), 0.0)
@@ -146,10 +138,8 @@ def _fokker_planck(sde, problem, initial, axes, t0, t1, options, name):
     interval("t1", t1)  # finite: an infinite horizon read as a step budget exhausted
     if not float(t1) > float(t0):
         raise ValueError(f"need t1 > t0, got t0={t0}, t1={t1}.")
-    sde = as_vector_sde(sde, problem, times=np.linspace(float(t0), float(t1), 5))
-    axes = check_axes("axes", axes)
+    sde, axes = check_model_on_grid(sde, problem, axes, t0, t1)
     d = len(axes)
-    check_dimension(sde, d)
     shape = tuple(a.size for a in axes)
     interval("initial", initial)  # finite real numbers
     p0 = jnp.asarray(initial, dtype=float)

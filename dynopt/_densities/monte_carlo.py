@@ -23,6 +23,7 @@ from .._validation import positive
 from .base import check_lost_mass, check_scalar_point, GridDensity
 from .vector import (
     as_vector_sde,
+    cell_volume,
     check_dimension,
     check_point,
     evaluate_on,
@@ -104,10 +105,9 @@ def histogram_density_nd(samples: Float[Array, "N d"], edges, t: ScalarLike) -> 
     if s.ndim != 2 or s.shape[1] != len(edges) or s.shape[0] < 1:
         raise ValueError(f"samples must have shape (N, {len(edges)}) with N >= 1, got {s.shape}.")
     probs = _bin_fractions(s, tuple(jnp.asarray(e) for e in edges))
-    vol = float(np.prod([e[1] - e[0] for e in edges]))
     return TensorDensity(
         axes=tuple(jnp.asarray(0.5 * (e[1:] + e[:-1])) for e in edges),
-        **_histogram_fields(probs, vol, t),
+        **_histogram_fields(probs, cell_volume(edges), t),
     )
 
 

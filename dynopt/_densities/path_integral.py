@@ -47,9 +47,8 @@ from .base import (
 from .vector import (
     as_vector_sde,
     cell_volume,
-    check_axes,
-    check_dimension,
     check_finite_drift,
+    check_model_on_grid,
     check_point,
     mesh_points,
     TensorDensity,
@@ -148,10 +147,8 @@ def _path_integral(
     interval("t0", t0)
     interval("t1", t1)  # a real number before float(): named, not "could not convert"
     positive("t1 - t0", float(t1) - float(t0))
-    sde = as_vector_sde(sde, problem, times=np.linspace(float(t0), float(t1), 5))
-    axes = check_axes("axes", axes)
+    sde, axes = check_model_on_grid(sde, problem, axes, t0, t1)
     d = len(axes)
-    check_dimension(sde, d)
     x0 = check_point("x0", x0, d)
     vol = cell_volume(axes)
     pts = mesh_points(axes)

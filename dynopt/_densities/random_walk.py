@@ -29,6 +29,7 @@ from .._problem import Problem
 from .._validation import interval, positive
 from .base import check_lost_mass, check_scalar_point, GridDensity
 from .vector import (
+    active_cells,
     as_vector_sde,
     check_dimension,
     check_finite_drift,
@@ -44,10 +45,7 @@ def _walk(sde, axes, nums, j0, ds, dt, n):
     # wrap-around only ever moves zeros or lands in padding). n is traced.
     d = len(axes)
     shape = tuple(a.shape[0] for a in axes)
-    active = jnp.ones(shape, bool)
-    for i in range(d):
-        mask = jnp.arange(shape[i]) < nums[i]
-        active = active & mask.reshape([-1 if j == i else 1 for j in range(d)])
+    active = active_cells(shape, nums)
     pts = mesh_points(axes).reshape(-1, d)
     P0 = jnp.zeros(shape).at[tuple(j0)].set(1.0)
     signs = list(itertools.product((1.0, -1.0), repeat=d))

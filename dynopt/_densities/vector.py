@@ -16,7 +16,7 @@ import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._custom_types import Array, Float, Scalar, ScalarLike
+from .._custom_types import Array, Bool, Float, Scalar, ScalarLike
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._sde.base import AbstractSDE, not_an_optimizer
@@ -358,11 +358,33 @@ def padded_axes(axes, pad_to) -> tuple[tuple[np.ndarray, ...], tuple[int, ...]]:
     return tuple(out), size
 
 
+def active_cells(shape: tuple[int, ...], nums) -> Bool[Array, "..."]:
+    """The active cells of a padded array of `shape`: those with index < `nums[i]` along every
+    axis i (`nums` may be traced: one program serves several grids)."""
+    d = len(shape)
+    active = jnp.ones(shape, bool)
+    for i in range(d):
+        keep = jnp.arange(shape[i]) < nums[i]
+        active = active & keep.reshape([-1 if j == i else 1 for j in range(d)])
+    return active
+
+
 def check_dimension(sde: VectorSDE, d: int) -> None:
     """`ValueError` unless `sde` is a `VectorSDE` whose drift maps shape (d,) to (d,)."""
     if not isinstance(sde, VectorSDE):
         raise ValueError(f"sde must be a dynopt.densities.VectorSDE, got {type(sde).__name__}.")
     sde.check_dimension(d)
+
+
+def check_model_on_grid(
+    sde, problem: Problem | None, axes, t0: ScalarLike, t1: ScalarLike
+) -> tuple[VectorSDE, tuple[np.ndarray, ...]]:
+    """A grid route's model and grid: `sde` as a `VectorSDE` (`as_vector_sde`, a flow's noise
+    compared over $[t_0, t_1]$) and `axes` (`check_axes`), of the same dimension."""
+    sde = as_vector_sde(sde, problem, times=np.linspace(float(t0), float(t1), 5))
+    axes = check_axes("axes", axes)
+    check_dimension(sde, len(axes))
+    return sde, axes
 
 
 def check_finite_drift(sde: VectorSDE, points: Float[Array, "... d"], ts, who: str) -> None:
@@ -491,10 +513,8 @@ def short_time_density_nd(
     r"""The one-slice Itô propagator $\mathcal N(x;\ x_0 + p(x_0,0)t,\ \alpha t I)$ on the tensor
     grid: a start for `fokker_planck_nd` at a small $t_0 = t$ (error $O(t)$)."""
     positive("t", t)
-    sde = as_vector_sde(sde, problem, times=np.linspace(0.0, float(t), 5))
-    axes = check_axes("axes", axes)
+    sde, axes = check_model_on_grid(sde, problem, axes, 0.0, t)
     d = len(axes)
-    check_dimension(sde, d)
     x0 = check_point("x0", x0, d)
     mean = x0 + sde.p(x0, 0.0) * t
     return gaussian_density(mesh_points(axes), mean, sde.alpha * t * jnp.eye(d))
