@@ -9,12 +9,16 @@ The checks of a `Correspondence` (float64, `jax_enable_x64`):
 - `baseline_identity`: `run(map(flow, h))` against a hand-written `lax.scan` of the raw optax
   baseline, from the map's initial state: max $|\Delta\theta|$ $\le$ 1e-12;
 - `fitted_orders`: on each of at least two measurements, the slope of $\log e$ against
-  $\log\Delta t$ within $\pm$0.1 of the claimed order (errors finite and positive; where the
-  errors come from `compare`, its verdict `"asymptotic"`);
+  $\log\Delta t$ within $\pm$0.1 of the claimed order (errors finite and positive, and the
+  verdict of `dynopt.assess_order` `"asymptotic"`, against the closed form as against
+  `compare`'s reference: a fit of pre-asymptotic errors is no order);
 - `optax_conformance`: float32 parameters kept, finite losses, no recompilation for a new step
   size, and the same iterates inside `optax.chain` under `optax.inject_hyperparams` (to 1e-12);
 - `inverse_round_trip`: the inverse map recovers $h$ and $\Delta t$ to a relative 1e-12 and the
-  hyper-parameters to a relative 1e-10 (absolute 1e-15 for a zero);
+  hyper-parameters to a relative 1e-10 (absolute 1e-15 for a zero), at the row's flow and step
+  and away from them;
+- `stability_limit_check`: where the map declares a `stability_limit` $h^*$, runs on
+  $\tfrac\lambda2x^2$ (two curvatures) stay bounded at $0.98h^*$ and grow at $1.02h^*$;
 - `lyapunov_residual`: where the flow declares a closed-form `loss_rate`, its relative
   deviation from $dL/dt$ along the diffrax solution $<$ 1e-6;
 - `flow_retraces`: new values of the flow's hyper-parameters trace nothing anew (0 retraces).
@@ -24,6 +28,7 @@ optimizer to 1e-13) and `automatic_order` (on each measurement and order $p$: ve
 `"asymptotic"`, every local order and the fit within 0.15 of $p$).
 """
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -35,17 +40,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._compare import compare
+from ._compare import _past_stability_limit, compare, matched_steps
 from ._correspondences import AutomaticCorrespondence, Correspondence, Measurement
 from ._custom_types import Float, Params, ScalarLike
 from ._discretization import Discretization
 from ._flows.base import AbstractFlow
 from ._lyapunov import identity_deviation
 from ._maps.base import AbstractMap
-from ._order import local_orders
+from ._order import assess_order, local_orders
 from ._problem import Problem
+from ._problems.quadratic import quadratic
 from ._run import run
-from ._solve import solve
+from ._solve import solve, top_eigenvalue
 
 
 # The battery's tolerances (those of tests/test_correspondences.py).
@@ -133,8 +139,9 @@ class OrderFit(NamedTuple):
     **Fields:** `problem` (the measurement's label); `claimed` (the order asked); `dts` and
     `errors` (max error over the horizon per time step); `order` (least-squares slope of
     $\log e$ against $\log\Delta t$; `nan` unless every error is finite and positive);
-    `local_orders` (between consecutive step sizes); `verdict` and `reason` (`compare`'s;
-    `None` and `""` where the errors are measured against the flow's closed form).
+    `local_orders` (between consecutive step sizes); `verdict` and `reason`
+    (`dynopt.assess_order`'s, as `compare` reports them: the slope is an order only where the
+    verdict is `"asymptotic"`).
     """
 
     problem: str
@@ -148,12 +155,14 @@ class OrderFit(NamedTuple):
 
 
 def _errors_against_closed_form(row: Correspondence, flow, problem, exact, m: Measurement):
-    """Max error over the run against the closed form `exact(t)` (a state): one batched run and
-    one compiled comparison for all step sizes (each run's points past its horizon masked)."""
-    hs = jnp.asarray(m.step_sizes)
-    disc = row.map(flow, hs)
+    """Max error over the run against the closed form `exact(t)` (a state), and the distance
+    the exact solution travels over the same points (`compare`'s scale): one batched run and one
+    compiled comparison for all step sizes (each run's points past its horizon masked)."""
+    # Validated as `compare` validates its sweep: t1/dt an integer for every step size.
+    hs, _, ns, _ = matched_steps(m.step_sizes, m.t1, lambda h: row.map(flow, h).dt)
+    disc = row.map(flow, jnp.asarray(hs))
     dts = np.asarray(disc.dt)
-    ns = np.rint(m.t1 / dts).astype(int)
+    ns = ns.astype(int)
     traj = run(disc, problem, int(ns.max()))
     flat = lambda p: jax.flatten_util.ravel_pytree(p)[0]
 
@@ -163,9 +172,15 @@ def _errors_against_closed_form(row: Correspondence, flow, problem, exact, m: Me
         ts = dts[:, None] * k.astype(dts.dtype)  # t = k dt, as the run's own times
         ref = jax.vmap(jax.vmap(lambda t: flat(flow.params(exact(t)))))(ts)
         err = jnp.linalg.norm(jax.vmap(jax.vmap(flat))(params) - ref, axis=-1)
-        return jnp.max(jnp.where(k <= ns[:, None], err, 0.0), axis=1)
+        travel = jnp.linalg.norm(ref - ref[:, :1], axis=-1)
+        inside = k <= ns[:, None]
+        return jnp.max(jnp.where(inside, err, 0.0), axis=1), jnp.max(
+            jnp.where(inside, travel, 0.0), axis=1
+        )
 
-    return dts, np.asarray(max_errors(traj.params, jnp.asarray(dts), jnp.asarray(ns)))
+    errors, scales = max_errors(traj.params, jnp.asarray(dts), jnp.asarray(ns))
+    diverged = np.asarray(traj.diverged_at) >= 0
+    return dts, np.asarray(errors), np.asarray(scales), diverged
 
 
 def _slope(dts, errors) -> float:
@@ -178,13 +193,17 @@ def fitted_orders(row: Correspondence) -> tuple[OrderFit, ...]:
     r"""The row's global order, fitted on each of its measurements.
 
     Against the flow's closed form where it has one (and the row follows the flow itself): one
-    batched run of all step sizes; else `dynopt.compare` with the row's map and reference.
+    batched run of all step sizes, the errors judged as `compare` judges its own
+    (`dynopt.assess_order`: local orders agreeing within 0.2, errors below 1/4 of the distance
+    the solution travels, no run diverged or at the map's stability limit); else
+    `dynopt.compare` with the row's map and reference. Either way the `verdict` says whether
+    the step sizes are in the asymptotic regime, where alone a fitted slope is an order.
 
     **Arguments:** `row`.
 
     **Returns:** one `OrderFit` per measurement (the battery asks at least two, errors finite
-    and positive, `compare`'s verdict `"asymptotic"` where it ran, and every `order` within
-    $\pm$0.1 of `row.order`).
+    and positive, the verdict `"asymptotic"`, and every `order` within $\pm$0.1 of
+    `row.order`).
     """
     _require_x64("fitted_orders")
     fits = []
@@ -192,8 +211,13 @@ def fitted_orders(row: Correspondence) -> tuple[OrderFit, ...]:
         problem, flow = m.problem(), row.flow()
         exact = flow.closed_form(problem) if row.reference is None else None
         if exact is not None:
-            dts, errors = _errors_against_closed_form(row, flow, problem, exact, m)
-            verdict, reason = None, ""
+            dts, errors, scales, diverged = _errors_against_closed_form(
+                row, flow, problem, exact, m
+            )
+            hs = np.asarray(m.step_sizes, dtype=np.float64)
+            unstable = _past_stability_limit(flow, problem, row.map, hs)
+            a = assess_order(dts, errors, scales=scales, diverged=diverged, unstable=unstable)
+            verdict, reason = a.verdict, a.reason
         else:
             c = compare(flow, problem, m.step_sizes, m.t1, map=row.map, reference=row.reference)
             dts, errors = np.asarray(c.dts), np.asarray(c.errors)
@@ -270,10 +294,35 @@ def optax_conformance(row: Correspondence) -> Conformance:
     return Conformance(retraces, kept, finite, _tree_max_abs_diff(a, b))
 
 
+def _is_float_leaf(x) -> bool:
+    return isinstance(x, float) or (eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.inexact))
+
+
+def _scaled_static(module: Any, factor: float) -> Any:
+    """`module` (and the modules it holds) with each static float field multiplied by
+    `factor`, rebuilt by `dataclasses.replace` (so validated anew)."""
+    if not (isinstance(module, eqx.Module) and dataclasses.is_dataclass(module)):
+        return module
+    changes = {}
+    for f in dataclasses.fields(module):
+        if not f.init or not hasattr(module, f.name):
+            continue
+        value = getattr(module, f.name)
+        if f.metadata.get("static") and isinstance(value, float):
+            changes[f.name] = value * factor
+        elif isinstance(value, eqx.Module) and (new := _scaled_static(value, factor)) is not value:
+            changes[f.name] = new
+    return dataclasses.replace(module, **changes) if changes else module
+
+
 def _scaled(flow: AbstractFlow, factor: float) -> AbstractFlow:
-    """The flow with every hyper-parameter leaf multiplied by `factor` (validated anew)."""
+    """The flow with every floating hyper-parameter multiplied by `factor` (validated anew): the
+    leaves that are Python floats or inexact arrays, and the static float fields (which
+    `filter_jit` compiles in: a new value must show as a retrace, not go unseen). Other leaves
+    (a function held as a field, an int, a bool) stay as they are."""
     leaves, treedef = jax.tree.flatten(flow)
-    return jax.tree.unflatten(treedef, [x * factor for x in leaves])
+    scaled = [x * factor if _is_float_leaf(x) else x for x in leaves]
+    return _scaled_static(jax.tree.unflatten(treedef, scaled), factor)
 
 
 class InverseRoundTrip(NamedTuple):
@@ -328,6 +377,80 @@ def inverse_round_trip(
     )
 
 
+class StabilityCheck(NamedTuple):
+    r"""The map's declared stability limit $h^*$ on $\tfrac\lambda2x^2$ against two runs
+    from $x_0 = 1$, at $(1 - \delta)h^*$ and $(1 + \delta)h^*$.
+
+    **Fields:** `lambda_max` ($\lambda$); `limit` ($h^*$, `map.stability_limit(flow, λ)`);
+    `below` and `above` ($|x_N|$ after the runs' `num_steps` steps; `inf` where a run
+    diverged). The limit is right when `below` $\le 1$ and `above` $> 1$ (the criterion of
+    `dynopt.maps.measure_stability_limit`); `refused` names a step size the map does not
+    admit at this $\lambda$ (its `ValueError`), and then nothing was run.
+    """
+
+    lambda_max: float
+    limit: float
+    below: float
+    above: float
+    refused: str = ""
+
+    @property
+    def passed(self) -> bool | None:
+        if self.refused:
+            return None
+        return bool(self.below <= 1.0 < self.above)
+
+
+def stability_limit_check(
+    row: Correspondence, margin: float = 0.02, num_steps: int = 4000
+) -> tuple[StabilityCheck, ...] | None:
+    r"""The map's declared `stability_limit` against the runs it predicts, on the quadratics
+    $\tfrac\lambda2x^2$ with $\lambda = \lambda_0$ and $100\lambda_0$, $\lambda_0$ the top
+    Hessian eigenvalue of the first measurement's problem at $\theta_0$ (1 where that is not
+    positive or not known): two curvatures, so a limit with the wrong dependence on
+    $\lambda$ (e.g. $2/\lambda$ where the flow's own decay adds to $\lambda$, or $h\sqrt\lambda$
+    held fixed where the damping enters as $a/\sqrt\lambda$) is seen.
+
+    At each $\lambda$ one batched `run` of `map(flow, [(1-δ)h*, (1+δ)h*])` for `num_steps`
+    steps (from the map's initial state): the first must stay within $|x_0|$, the second
+    leave it. With $\delta = 0.02$ and 4000 steps, a root crossing the unit circle at speed
+    $c$ per unit $\delta$ grows or decays by $e^{\pm 80c}$.
+
+    **Arguments:** `row`; `margin` ($\delta$, default 0.02); `num_steps` (default 4000).
+
+    **Returns:** one `StabilityCheck` per $\lambda$ (the battery asks each that ran to pass;
+    where the map refuses the steps at both, the check does not apply and `verify` shows the
+    refusal), or `None` where the map declares no limit.
+    """
+    _require_x64("stability_limit_check")
+    if type(row.map).stability_limit is AbstractMap.stability_limit:
+        return None
+    if not 0 < margin < 1 or num_steps < 1:
+        raise ValueError(
+            f"margin must be in (0, 1) and num_steps >= 1, got {margin!r}, {num_steps!r}."
+        )
+    flow = row.flow()
+    problem = row.measurements[0].problem()
+    lam0 = top_eigenvalue(problem, problem.params0)
+    lam0 = lam0 if lam0 is not None and lam0 > 0 else 1.0
+    checks = []
+    for lam in (lam0, 100.0 * lam0):
+        limit = row.map.stability_limit(flow, lam)
+        if limit is None or not np.isfinite(limit):
+            continue
+        hs = jnp.asarray([(1 - margin) * limit, (1 + margin) * limit])
+        try:
+            disc = row.map(flow, hs)
+        except ValueError as e:
+            checks.append(StabilityCheck(lam, float(limit), np.nan, np.nan, str(e)))
+            continue
+        traj = run(disc, quadratic(jnp.asarray([lam])), num_steps, every=num_steps)
+        final = np.abs(np.asarray(traj.final_params)[:, 0])
+        final = np.where(np.asarray(traj.diverged_at) >= 0, np.inf, final)
+        checks.append(StabilityCheck(lam, float(limit), float(final[0]), float(final[1])))
+    return tuple(checks)
+
+
 def _declares_loss_rate(flow: AbstractFlow) -> bool:
     return type(flow).loss_rate is not AbstractFlow.loss_rate
 
@@ -342,6 +465,7 @@ def lyapunov_residual(row: Correspondence) -> float | None:
     **Returns:** the max relative deviation (the battery asks $<$ 1e-6), or `None` where the
     flow declares no `loss_rate`.
     """
+    _require_x64("lyapunov_residual")
     m = row.measurements[0]
     flow = row.flow()
     if not _declares_loss_rate(flow):
@@ -471,7 +595,19 @@ def _show(measured: Any) -> str:
     if measured is None:
         return "does not apply"
     if isinstance(measured, tuple) and measured and isinstance(measured[0], OrderFit):
-        return ", ".join(f"{f.problem} {f.order:.3f}" for f in measured)
+        return ", ".join(
+            f"{f.problem} {f.order:.3f}"
+            + ("" if f.verdict == "asymptotic" else f" ({f.verdict}: {f.reason})")
+            for f in measured
+        )
+    if isinstance(measured, tuple) and measured and isinstance(measured[0], StabilityCheck):
+        return ", ".join(
+            f"λ={c.lambda_max:.3g}: h*={c.limit:.4g} refused ({c.refused})"
+            if c.refused
+            else f"λ={c.lambda_max:.3g}: h*={c.limit:.4g}, |x_N| {c.below:.2g} below, "
+            f"{c.above:.2g} above"
+            for c in measured
+        )
     if isinstance(measured, Conformance | InverseRoundTrip):
         return ", ".join(f"{k}={_show(v)}" for k, v in measured._asdict().items())
     return str(measured)
@@ -481,7 +617,7 @@ def _orders_pass(fits: tuple[OrderFit, ...]) -> bool:
     return len(fits) >= 2 and all(
         np.all(np.isfinite(f.errors))
         and np.all(f.errors > 0)
-        and f.verdict in (None, "asymptotic")
+        and f.verdict == "asymptotic"
         and abs(f.order - f.claimed) <= ORDER_TOLERANCE
         for f in fits
     )
@@ -498,6 +634,10 @@ def _automatic_orders_pass(fits: tuple[OrderFit, ...]) -> bool:
 
 def _optional(value, ok: Callable[[Any], bool]) -> bool | None:
     return None if value is None else bool(ok(value))
+
+
+# (step size factor, hyper-parameter scale) at which `verify` runs the inverse round trip.
+_INVERSE_POINTS = ((1.0, 1.0), (0.5, 0.9), (0.25, 0.8))
 
 
 def _hand_checks(row: Correspondence) -> dict[str, Callable[[], Check]]:
@@ -521,7 +661,11 @@ def _hand_checks(row: Correspondence) -> dict[str, Callable[[], Check]]:
         return Check("conformance", ok, c, criterion)
 
     def inverse():
-        r = inverse_round_trip(row)
+        # At the row's flow and step, and away from them: an inverse that holds the row's
+        # own hyper-parameters or step as constants round-trips at that one point only.
+        h0 = row.measurements[0].step_sizes[0]
+        trips = [inverse_round_trip(row, h0 * f, scale=s) for f, s in _INVERSE_POINTS]
+        r = None if trips[0] is None else InverseRoundTrip(*np.max(np.asarray(trips), axis=0))
         ok = _optional(
             r,
             lambda r: (
@@ -534,6 +678,13 @@ def _hand_checks(row: Correspondence) -> dict[str, Callable[[], Check]]:
             f"{HYPERPARAMETER_ROUND_TRIP_TOLERANCE:g} (relative)"
         )
         return Check("inverse", ok, r, criterion)
+
+    def stability():
+        checks = stability_limit_check(row)
+        ran = [c for c in (checks or ()) if c.passed is not None]
+        ok = None if not ran else all(c.passed for c in ran)
+        criterion = "stable at 0.98 h*, unstable at 1.02 h* (declared limit h*, two curvatures)"
+        return Check("stability", ok, checks, criterion)
 
     def lyapunov():
         r = lyapunov_residual(row)
@@ -549,6 +700,7 @@ def _hand_checks(row: Correspondence) -> dict[str, Callable[[], Check]]:
         "order": order,
         "conformance": conformance,
         "inverse": inverse,
+        "stability": stability,
         "lyapunov": lyapunov,
         "retrace": retrace,
     }
@@ -579,10 +731,14 @@ def verify(
     (`fitted_orders`: at least two measurements, errors finite and positive, `compare`'s
     verdict asymptotic where it ran, each fit within $\pm$0.1 of the claimed order),
     `"conformance"` (`optax_conformance`: no retrace, float32 kept, finite losses, chain and
-    inject to 1e-12), `"inverse"` (`inverse_round_trip` at the default step size: $h$ and
-    $\Delta t$ to a relative 1e-12, hyper-parameters to 1e-10), `"lyapunov"`
+    inject to 1e-12), `"inverse"` (`inverse_round_trip` at the first measurement's largest
+    step size $h_0$ and the row's flow, at $h_0/2$ with every hyper-parameter scaled by 0.9 and
+    at $h_0/4$ scaled by 0.8: $h$ and $\Delta t$ to a relative 1e-12, hyper-parameters to
+    1e-10, the worst of the three reported), `"stability"` (`stability_limit_check`: stable
+    at $0.98h^*$, unstable at $1.02h^*$ at each curvature the map admits), `"lyapunov"`
     (`lyapunov_residual` $<$ 1e-6) and `"retrace"` (`flow_retraces` $= 0$). A check that does
-    not apply (no baseline, no inverse, no `loss_rate`) has `passed = None`.
+    not apply (no baseline, no inverse, no stability limit, no `loss_rate`) has
+    `passed = None`.
 
     An `AutomaticCorrespondence`: `"identity"` (`automatic_identity` $\le$ 1e-13) and
     `"order"` (`automatic_order` on every measurement and order: asymptotic, local orders and

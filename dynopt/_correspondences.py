@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ._compare import compare
@@ -35,11 +36,12 @@ from ._maps import adamw, adaptive, gradient, lion, momentum, nesterov, polyak, 
 from ._maps.base import AbstractMap
 from ._modified import modified_flow
 from ._modified.flow import ModifiedFlow
-from ._problem import Problem
+from ._problem import AbstractProblem, Problem
 from ._problems.finite_sum import mlp_regression
 from ._problems.landscapes import double_well, logcosh, rosenbrock
 from ._problems.quadratic import quadratic
 from ._transforms.modifying import usam
+from ._validation import positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +55,27 @@ class Measurement:
     step_sizes: tuple[float, ...]
     orders: tuple[int, ...] = ()
 
+    def __post_init__(self):
+        if isinstance(self.problem, AbstractProblem) or not callable(self.problem):
+            raise ValueError(
+                "Measurement.problem must be a builder () -> Problem (e.g. a module-level "
+                f"function returning it), got {type(self.problem).__name__}."
+            )
+        t1 = float(positive("t1", self.t1))
+        if isinstance(self.step_sizes, str | bytes) or np.ndim(self.step_sizes) != 1:
+            raise ValueError(
+                f"step_sizes must be a sequence of positive numbers, got {self.step_sizes!r}."
+            )
+        step_sizes = tuple(float(h) for h in positive("step_sizes", np.asarray(self.step_sizes)))
+        if not all(isinstance(p, int | np.integer) and p >= 1 for p in self.orders):
+            raise ValueError(f"orders must be integers >= 1, got {self.orders!r}.")
+        object.__setattr__(self, "t1", t1)
+        object.__setattr__(self, "step_sizes", step_sizes)
+        object.__setattr__(self, "orders", tuple(int(p) for p in self.orders))
+
     @property
     def label(self) -> str:
-        """The problem builder's name (`"logcosh"`, `"mlp"`; `"<lambda>"` for the hand rows'
-        quadratics)."""
+        """The problem builder's name (`"logcosh"`, `"mlp"`, `"quadratic[1.0, 4.0]"`)."""
         return getattr(self.problem, "__name__", "problem").strip("_")
 
 
@@ -80,6 +99,35 @@ class Correspondence:
     claimed_order: float | None = None
     reference: Callable[[float], AbstractFlow] | None = None
 
+    def __post_init__(self):
+        if isinstance(self.flow, AbstractFlow) or not callable(self.flow):
+            raise ValueError(
+                "Correspondence.flow must be a factory () -> flow (e.g. the flow class, or "
+                f"`lambda: {type(self.flow).__name__}(...)`), got {type(self.flow).__name__}."
+            )
+        if isinstance(self.map, type) or not isinstance(self.map, AbstractMap):
+            what = self.map.__name__ if isinstance(self.map, type) else type(self.map).__name__
+            raise ValueError(
+                f"Correspondence.map must be an AbstractMap instance (e.g. `{what}()`), got "
+                f"{what}{' (the class)' if isinstance(self.map, type) else ''}."
+            )
+        for name in ("baseline", "reference"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise ValueError(
+                    f"Correspondence.{name} must be None or a callable of the step size, got "
+                    f"{type(getattr(self, name)).__name__}."
+                )
+        if isinstance(self.measurements, Measurement) or not all(
+            isinstance(m, Measurement) for m in self.measurements
+        ):
+            raise ValueError(
+                "Correspondence.measurements must be a tuple of Measurement (the battery asks "
+                f"at least two), got {self.measurements!r}."
+            )
+        object.__setattr__(self, "measurements", tuple(self.measurements))
+        if self.claimed_order is not None:
+            positive("claimed_order", self.claimed_order)
+
     @property
     def order(self) -> float:
         """The claimed global order in $\\Delta t$."""
@@ -99,7 +147,12 @@ def _halving(t1: float, n0: int, k: int = 3) -> tuple[float, ...]:
 
 
 def _quad(eigenvalues, params0):
-    return lambda: quadratic(jnp.asarray(eigenvalues), params0=jnp.asarray(params0))
+    def build():
+        return quadratic(jnp.asarray(eigenvalues), params0=jnp.asarray(params0))
+
+    # The measurement's label (two quadratics of one row told apart in its reports).
+    build.__name__ = f"quadratic{list(eigenvalues)}"
+    return build
 
 
 def _rosen():

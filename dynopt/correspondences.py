@@ -14,6 +14,8 @@ from ._battery import (
     lyapunov_residual as lyapunov_residual,
     optax_conformance as optax_conformance,
     OrderFit as OrderFit,
+    stability_limit_check as stability_limit_check,
+    StabilityCheck as StabilityCheck,
     Verification as Verification,
     verify as verify,
 )

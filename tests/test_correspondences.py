@@ -8,6 +8,7 @@ with). Every row is tested for
 - optax conformance: float32 kept, no retrace for new step sizes, inside `optax.chain`, under
   `optax.inject_hyperparams`;
 - the inverse map (hypothesis round trip);
+- the declared stability limit h* (stable at 0.98 h*, unstable at 1.02 h*, two curvatures);
 - the Lyapunov identity where the flow declares a closed-form `loss_rate`;
 - zero retraces for new flow hyper-parameter values;
 
@@ -20,6 +21,7 @@ it on the check that is wrong, and only there.
 """
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 import optax
@@ -61,8 +63,9 @@ def test_claimed_order(name):
     fits = fitted_orders(row)
     assert len(fits) >= 2
     for fit in fits:
-        if fit.verdict is not None:  # measured by `compare`, not against a closed form
-            assert fit.verdict == "asymptotic", (name, fit.problem, fit.reason)
+        # Against a closed form as against `compare`'s reference: the step sizes are in the
+        # asymptotic regime (`assess_order`), so the fitted slope is an order.
+        assert fit.verdict == "asymptotic", (name, fit.problem, fit.reason)
         errs = fit.errors
         assert np.all(np.isfinite(errs)) and np.all(errs > 0), (name, fit.problem, errs)
         assert abs(fit.order - row.order) <= 0.1, (name, fit.problem, fit.order, errs)
@@ -90,6 +93,20 @@ def test_inverse_map_round_trip(name, step_factor, leaf_factor):
     assert r.step_size_error <= 1e-12, (name, r)
     assert r.hyperparameter_error <= 1e-10, (name, r)
     assert r.dt_error <= 1e-12, (name, r)
+
+
+def _declares_stability_limit(row) -> bool:
+    return type(row.map).stability_limit is not maps.AbstractMap.stability_limit
+
+
+@pytest.mark.parametrize("name", [n for n, row in ROWS.items() if _declares_stability_limit(row)])
+def test_stability_limit(name):
+    """The map's closed-form limit against runs on either side of it, at the top curvature
+    of the row's first problem and 100 times it (a bounded run at 0.98 h*, a growing one at
+    1.02 h*)."""
+    check = verify(ROWS[name], ["stability"]).checks["stability"]
+    assert check.passed, (name, check)
+    assert all(c.passed for c in check.measured), (name, check)
 
 
 def _declares_loss_rate(flow) -> bool:
@@ -159,11 +176,26 @@ def _gd_row(**changes) -> Correspondence:
     return dataclasses.replace(row, **changes)
 
 
+class _GDLimitTooLarge(maps.AbstractMap):
+    """Gradient descent declaring the limit 2.2/λ (10% past the true 2/λ)."""
+
+    order: ClassVar[float] = 1.0
+    factory: ClassVar = staticmethod(optax.sgd)
+
+    def hyperparams(self, flow, step_size):
+        return {"learning_rate": step_size}
+
+    def stability_limit(self, flow, lambda_max):
+        return 2.2 / float(lambda_max)
+
+
 WRONG_ROWS = {
     # GD is first order against gradient flow: a row claiming order 2 fits 1.
     "order": _gd_row(name="gd_claims_order_2", claimed_order=2.0),
     # A baseline that is not the map's optimizer: twice the learning rate.
     "identity": _gd_row(name="gd_wrong_baseline", baseline=lambda h: optax.sgd(2 * h)),
+    # A stability limit past the true one: the run at 0.98 h* already grows.
+    "stability": _gd_row(name="gd_wrong_limit", map=_GDLimitTooLarge()),
 }
 
 
@@ -177,3 +209,4 @@ def test_verify_fails_a_wrong_row_on_the_wrong_check():
     # What was measured: GD is first order; twice the learning rate is far from optax.sgd(h).
     assert all(abs(f.order - 1.0) <= 0.1 for f in reports["order"].checks["order"].measured)
     assert reports["identity"].checks["identity"].measured > 1e-3
+    assert all(c.below > 1.0 for c in reports["stability"].checks["stability"].measured)
