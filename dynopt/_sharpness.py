@@ -20,7 +20,8 @@ from jax.experimental.sparse.linalg import lobpcg_standard
 from jax.flatten_util import ravel_pytree
 
 from ._custom_types import Array, Float, Int, Key, Params, PyTree, Scalar
-from ._validation import choice, is_traced, positive_int
+from ._transforms.adaptive import ScaleByGlobalRmsState
+from ._validation import choice, decay as _decay, flag, is_traced, nonnegative, positive_int
 
 
 Method = Literal["lobpcg", "lanczos"]
@@ -55,24 +56,37 @@ def hvp_operator(grad_fn: Callable[[Params], Params], params: Params, diag: Para
     r"""`V -> A V` for a block $V$ of shape $(n, m)$: $A = H$ or $D^{-1/2} H D^{-1/2}$, with $H$
     the Jacobian of `grad_fn` at `params` (one `jax.linearize`, then a `vmap` of its
     Jacobian-vector product over the columns; no matrix is formed)."""
+    return jax.vmap(hvp_column(grad_fn, params, diag), in_axes=1, out_axes=1)
+
+
+def hvp_column(grad_fn: Callable[[Params], Params], params: Params, diag: Params | None = None):
+    r"""`v -> A v` for one vector $v$ of shape $(n,)$, as `hvp_operator` (one `jax.linearize`).
+    Lanczos' one product at a time takes this one: through `hvp_operator`'s `vmap` over a
+    single column, the anchor MLP's warm tracked step cost 9% more (`make bench`)."""
     flat, unravel = ravel_pytree(params)
 
     def flat_grad(x):
         return ravel_pytree(grad_fn(unravel(x)))[0]
 
     _, hvp = jax.linearize(flat_grad, flat)
-    scale = None if diag is None else jax.lax.rsqrt(ravel_pytree(diag)[0])
-    column = hvp if scale is None else (lambda v: scale * hvp(scale * v))
-    return jax.vmap(column, in_axes=1, out_axes=1)
+    if diag is None:
+        return hvp
+    scale = jax.lax.rsqrt(ravel_pytree(diag)[0])
+    return lambda v: scale * hvp(scale * v)
 
 
-def _lanczos_top(op, start: Array, num_matvecs: int) -> tuple[Array, Array, Array]:
+def _lanczos_top(
+    op, start: Array, num_matvecs: int, *, matvec: Callable[[Array], Array] | None = None
+) -> tuple[Array, Array, Array]:
     # matfree's Lanczos tridiagonalization (full reorthogonalization) from the sum of the start
     # columns, then `eigh` of the tridiagonal: the top-k Ritz pairs of the Krylov space.
+    # `matvec`, where given, is `op` on one vector (cheaper than `op` on a one-column block).
     k = start.shape[1]
     v0 = jnp.sum(start, axis=1)
+    if matvec is None:
+        matvec = lambda v: op(v[:, None])[:, 0]
     eigh = matfree.eig.eigh_partial(matfree.decomp.tridiag_sym(num_matvecs))
-    values, vectors = eigh(lambda v: op(v[:, None])[:, 0], v0)
+    values, vectors = eigh(matvec, v0)
     return values[::-1][:k], vectors[::-1][:k].T, jnp.asarray(num_matvecs)
 
 
@@ -87,9 +101,11 @@ def top_eigenpairs(
     checked: bool = True,
     method: Method = "lobpcg",
 ) -> Eigenpairs:
-    r"""The $k$ largest eigenvalues of $A = H$ (or $D^{-1/2}HD^{-1/2}$ with `diag` $= D$) and
-    their eigenvectors, $H$ the Hessian $\partial_\theta$ `grad_fn` at `params`, by LOBPCG
-    (`lobpcg_standard`) from the block `start` (warm start: the previous vectors).
+    r"""The $k$ largest eigenvalues of $A = H$ (or $D^{-1/2}HD^{-1/2}$ with `diag` $= D$),
+    largest algebraically (a negative eigenvalue ranks below every positive one, whatever its
+    magnitude), and their eigenvectors, $H$ the Hessian $\partial_\theta$ `grad_fn` at
+    `params`, by LOBPCG (`lobpcg_standard`) from the block `start` (warm start: the previous
+    vectors).
 
     **Arguments:**
 
@@ -97,9 +113,11 @@ def top_eigenpairs(
     - `start`: $(n, k)$ linearly independent columns, $1 \le k \le n$. For $5k \ge n$ (a
       model too small for LOBPCG's $3k$-vector search space) the matrix is formed from $n$
       products and `eigh` gives the exact eigenpairs (`start` then sets only $k$).
-    - `diag`: the diagonal preconditioner $D$ (a pytree like `params`, entries $> 0$) or `None`.
+    - `diag`: the diagonal preconditioner $D$ (a pytree like `params`, or a scalar $d$ for
+      $D = dI$; entries $> 0$) or `None`.
     - `max_iters`, `tol`: LOBPCG's iteration cap and tolerance (its residual test
-      $\|Av - \lambda v\| \le 10\,n\,\mathrm{tol}\,(|\lambda| + \|Av\|)$; `None`: machine epsilon).
+      $\|Av - \lambda v\| \le 10\,n\,\mathrm{tol}\,(\lambda + \|Av\|)$, which a negative
+      $\lambda$ never meets: such pairs run to `max_iters`; `None`: machine epsilon).
     - `checked`: `False` returns NaN eigenpairs where a Hessian-vector product is not finite,
       instead of the runtime error: the compiled program then holds no host callback, so JAX's
       persistent compilation cache can store it (check the values on the host).
@@ -137,14 +155,16 @@ def top_eigenpairs(
     if jnp.issubdtype(flat.dtype, jnp.floating) and start.dtype != flat.dtype:
         start = start.astype(flat.dtype)
     if diag is not None:
-        if jax.tree.structure(diag) != jax.tree.structure(params) or any(
-            jnp.shape(d) != jnp.shape(x)
+        scalar = jax.tree.structure(diag).num_nodes == 1 and jnp.ndim(diag) == 0  # D = d I
+        like = jax.tree.structure(diag) == jax.tree.structure(params) and all(
+            jnp.shape(d) == jnp.shape(x)
             for d, x in zip(jax.tree.leaves(diag), jax.tree.leaves(params))
-        ):
+        )
+        if not (scalar or like):
             raise ValueError(
-                "diag must be a pytree like params (the same structure and leaf shapes): the "
-                f"diagonal preconditioner D; got structure {jax.tree.structure(diag)} for params' "
-                f"{jax.tree.structure(params)}."
+                "diag must be a pytree like params (the same structure and leaf shapes) or a "
+                "scalar: the diagonal preconditioner D; got structure "
+                f"{jax.tree.structure(diag)} for params' {jax.tree.structure(params)}."
             )
         if not is_traced(diag):
             with jax.ensure_compile_time_eval():  # concrete, also when called under a jit
@@ -217,17 +237,18 @@ def _top_eigenpairs(grad_fn, params, start, *, diag, max_iters, tol, checked, me
             f"max_iters (the Krylov depth for method='lanczos') must be in [k, n] = [{k}, {n}], "
             f"got {max_iters}."
         )
-    op = hvp_operator(grad_fn, params, diag)
+    column = hvp_column(grad_fn, params, diag)
+    op = jax.vmap(column, in_axes=1, out_axes=1)  # = hvp_operator, one linearization for both
     if lobpcg_fits(k, n) and method == "lanczos":
-        values, vectors, iterations = _lanczos_top(op, start, max_iters)
+        values, vectors, iterations = _lanczos_top(op, start, max_iters, matvec=column)
         # A Krylov space that closes before `max_iters` products (a Hessian of low rank: flat
         # directions) breaks matfree's Lanczos: NaN where the residual is exactly 0, else Ritz
         # pairs of round-off (a rank-2 Hessian with top eigenvalue 4 gave 62.2). One product
         # checks the top pair: a residual ‖Av − λv‖ above |λ|/2 means no eigenvalue near λ
         # (some eigenvalue lies within the residual of λ), and LOBPCG from the same block
         # takes over. Only the lanes that broke down run it (`lane_cond`).
-        top = vectors[:, :1]
-        residual = jnp.linalg.norm(op(top)[:, 0] - values[0] * top[:, 0])
+        top = vectors[:, 0]
+        residual = jnp.linalg.norm(column(top) - values[0] * top)
         fine = jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(vectors))
         broke = ~(fine & (residual <= 0.5 * jnp.abs(values[0])))
         values, vectors, iterations = lane_cond(
@@ -373,9 +394,12 @@ def track_sharpness(
       exact to 2e-5 from step 20 on).
     - `method`: the warm steps' eigen-solver (`top_eigenpairs`; `max_iters` is the Krylov depth
       for `"lanczos"`); the cold start at $\theta_0$ is LOBPCG's. On an MLP with 433 parameters
-      (k = 5, GD η = 0.1, every step, 200 steps, `make bench`): `"lanczos"` with
-      `max_iters=16` costs 17× a plain step, eigenvalues within 6.2e-4 of converged ones; one
-      LOBPCG iteration 26× (7.4e-3), two 44–50× (1.8e-3).
+      (k = 5, GD η = 0.1, every step, 200 steps and the cold start, `make bench`):
+      `"lanczos"` with `max_iters=16` costs 24–25× a plain step (17 products a step, 13–14×;
+      matfree's reorthogonalization about 5×; the cold start at tol 1e-9, 30 LOBPCG
+      iterations, about 4×), eigenvalues within 9.1e-4 of converged ones (the largest
+      deviation, in the first steps; median 9e-12); one LOBPCG iteration 45× (7.4e-3), two
+      71× (1.8e-3).
 
     **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`.
     """
@@ -463,43 +487,139 @@ def sharpness(params: Params, opt_state: PyTree, problem: Any) -> Float[Array, "
     return jnp.where(state.tracked_at == state.count, state.values, jnp.nan)
 
 
-def adam_preconditioner(b2: float = 0.999, eps: float = 1e-8, *, bias_correction: bool = True):
-    r"""`inner_state -> D` for `optax.adam`/`optax.rmsprop(eps_in_sqrt=False)`-style states: the
-    diagonal $D = \sqrt{\hat\nu} + \epsilon$ with $\hat\nu = \nu/(1-\beta_2^t)$ (when
-    `bias_correction`) read from the state's `nu` (and `count`). Adam's preconditioned
-    sharpness $\lambda_{\max}(D^{-1}H)$ stabilizes at $(2+2\beta_1)/((1-\beta_1)\eta)$."""
+def _moment_state(inner_state: PyTree, name: str) -> tuple:
+    """The one `NamedTuple` in `inner_state` holding a second moment `nu` (found by field, so
+    the `count` beside it is that transform's own: `inject_hyperparams` holds a second one)."""
 
-    def diag(inner_state):
-        nu = _second_moment(inner_state, "adam_preconditioner")
-        if bias_correction:
-            # Before the first step (count 0, ν = 0) the correction is 0/0: D = ε there, as
-            # for RMSprop's D = √ε.
-            count = jnp.maximum(optax.tree.get(inner_state, "count"), 1)
-            nu = jax.tree.map(lambda v: v / (1 - jnp.asarray(b2, v.dtype) ** count), nu)
-        return jax.tree.map(lambda v: jnp.sqrt(v) + eps, nu)
+    def holds_nu(node) -> bool:
+        return isinstance(node, tuple) and "nu" in getattr(node, "_fields", ())
 
-    return diag
-
-
-def _second_moment(inner_state, name: str):
-    nu = optax.tree.get(inner_state, "nu")
-    if nu is None:
+    found = [s for s in jax.tree.leaves(inner_state, is_leaf=holds_nu) if holds_nu(s)]
+    if not found:
         raise ValueError(
             f"{name}: the optimizer state holds no second moment `nu` (not an Adam or RMSprop "
             "state): a preconditioner that does not match the optimizer would give the plain "
             "Hessian's sharpness under its name. Use it with optax.adam/rmsprop-style states, "
             "or track the plain Hessian (preconditioner=None)."
         )
-    return nu
+    if len(found) > 1:
+        raise ValueError(
+            f"{name}: the optimizer state holds {len(found)} second moments `nu` "
+            f"({', '.join(type(s).__name__ for s in found)}); pass preconditioner=lambda "
+            "state: D for the one that scales the step."
+        )
+    return found[0]
 
 
-def rmsprop_preconditioner(eps: float = 1e-8):
-    r"""`inner_state -> D` for `optax.rmsprop` (default `eps_in_sqrt=True`): $D = \sqrt{\nu +
-    \epsilon}$. RMSProp with step $\eta$ is stable on $H$ iff $\eta\lambda_{\max}(D^{-1}H) < 2$."""
+def _bias_corrected(moment: Params, decay, count) -> Params:
+    # Before the first step (count 0, a zero moment) the correction is 0/0: left uncorrected.
+    count = jnp.maximum(count, 1)
+    return jax.tree.map(
+        lambda v: v / (1 - jnp.asarray(decay, v.dtype) ** count.astype(v.dtype)), moment
+    )
+
+
+_ADAM_STATES = ("ScaleByAdamState", "ScaleByAmsgradState")
+_RMS_STATES = ("ScaleByRmsState", "ScaleByRmsWithCountState")
+_CENTERED_STATES = ("ScaleByRStdDevState", "ScaleByRStdDevWithCountState")
+
+
+def adam_preconditioner(
+    b2: float = 0.999, eps: float = 1e-8, *, eps_root: float = 0.0, bias_correction: bool = True
+):
+    r"""`inner_state -> D` for the state of `optax.adam` (also `adamw`, `nadam`, `yogi`, a chain
+    around `scale_by_adam`, `inject_hyperparams`), `optax.amsgrad`, or
+    `optax.rmsprop(eps_in_sqrt=False)`: the diagonal that divides the step,
+
+    $$D = \sqrt{\hat\nu + \epsilon_{\rm root}} + \epsilon,\qquad
+      \hat\nu = \nu/(1-\beta_2^t)\ \text{(with `bias_correction`)},$$
+
+    read from the state's `nu` and the `count` $t$ beside it (AMSGrad: $\hat\nu$ is its
+    `nu_max`, already corrected). Pass the optimizer's own `b2`, `eps`, `eps_root`. Adam's
+    preconditioned sharpness $\lambda_{\max}(D^{-1}H)$ stabilizes at
+    $(2+2\beta_1)/((1-\beta_1)\eta)$.
+
+    **Raises:** `ValueError` when the state holds no `nu`, several, or one of another
+    optimizer (a centered RMSprop's), or when `bias_correction` disagrees with it: optax's
+    Adam always corrects, `optax.rmsprop` keeps a `count` exactly when it corrects.
+    """
+    flag("bias_correction", bias_correction)
+    b2, eps, eps_root = _decay("b2", b2), nonnegative("eps", eps), nonnegative("eps_root", eps_root)
 
     def diag(inner_state):
+        state = _moment_state(inner_state, "adam_preconditioner")
+        kind = type(state).__name__
+        if kind not in _ADAM_STATES + _RMS_STATES:
+            raise ValueError(
+                f"adam_preconditioner: the second moment `nu` sits in a {kind}, not an Adam "
+                f"or RMSprop state ({', '.join(_ADAM_STATES + _RMS_STATES)}): its D is not "
+                "sqrt(nu_hat) + eps (centered RMSprop: rmsprop_preconditioner; otherwise pass "
+                "preconditioner=lambda state: D)."
+            )
+        if kind == "ScaleByAmsgradState":
+            nu = state.nu_max
+        else:
+            counts = "count" in state._fields
+            if bias_correction != counts:
+                raise ValueError(
+                    f"adam_preconditioner: bias_correction must be {counts} for a {kind}: "
+                    + (
+                        "the optimizer corrects its second moment with the count it keeps."
+                        if counts
+                        else "the optimizer keeps no count and does not correct (optax."
+                        "rmsprop(eps_in_sqrt=False) without bias_correction)."
+                    )
+                )
+            nu = _bias_corrected(state.nu, b2, state.count) if counts else state.nu
         return jax.tree.map(
-            lambda v: jnp.sqrt(v + eps), _second_moment(inner_state, "rmsprop_preconditioner")
+            lambda v: jnp.sqrt(v + jnp.asarray(eps_root, v.dtype)) + jnp.asarray(eps, v.dtype), nu
         )
+
+    return diag
+
+
+def rmsprop_preconditioner(eps: float = 1e-8, *, decay: float | None = None, eps_in_sqrt=True):
+    r"""`inner_state -> D` for any `optax.rmsprop` state (and `dynopt.transforms.
+    global_rmsprop`'s scalar one): the diagonal that divides the step,
+
+    $$D = \sqrt{\hat\nu - \hat\mu^2 + \epsilon}\quad\text{or, with `eps_in_sqrt=False`,}\quad
+      D = \sqrt{\hat\nu - \hat\mu^2} + \epsilon,$$
+
+    $\hat\mu = 0$ unless the state is centered (`centered=True`: it holds `mu`), and
+    $\hat\nu = \nu/(1-\lambda^t)$, $\hat\mu = \mu/(1-\lambda^t)$ where the state keeps a count
+    (`bias_correction=True`; then `decay` $\lambda$ is needed), else the raw moments. Pass the
+    optimizer's own `eps`, `decay`, `eps_in_sqrt`. RMSProp with step $\eta$ is stable on $H$
+    iff $\eta\lambda_{\max}(D^{-1}H) < 2$.
+
+    **Raises:** `ValueError` when the state holds no `nu`, several, or an Adam state's
+    (`adam_preconditioner`), or keeps a count with `decay=None`.
+    """
+    flag("eps_in_sqrt", eps_in_sqrt)
+    eps, decay = nonnegative("eps", eps), None if decay is None else _decay("decay", decay)
+
+    def diag(inner_state):
+        state = _moment_state(inner_state, "rmsprop_preconditioner")
+        kind = type(state).__name__
+        if not (kind in _RMS_STATES + _CENTERED_STATES or isinstance(state, ScaleByGlobalRmsState)):
+            raise ValueError(
+                f"rmsprop_preconditioner: the second moment `nu` sits in a {kind}, not an "
+                f"RMSprop state ({', '.join(_RMS_STATES + _CENTERED_STATES)}, "
+                "ScaleByGlobalRmsState)"
+                + (": use adam_preconditioner." if kind in _ADAM_STATES else ".")
+            )
+        nu, mu = state.nu, getattr(state, "mu", None)
+        if "count" in state._fields:
+            if decay is None:
+                raise ValueError(
+                    f"rmsprop_preconditioner: decay must be the optimizer's decay in [0, 1): "
+                    f"its {kind} keeps a count (optax.rmsprop(bias_correction=True)), got None."
+                )
+            nu = _bias_corrected(nu, decay, state.count)
+            mu = None if mu is None else _bias_corrected(mu, decay, state.count)
+        if mu is not None:
+            nu = jax.tree.map(lambda v, m: v - m**2, nu, mu)
+        if eps_in_sqrt:
+            return jax.tree.map(lambda v: jnp.sqrt(v + jnp.asarray(eps, v.dtype)), nu)
+        return jax.tree.map(lambda v: jnp.sqrt(v) + jnp.asarray(eps, v.dtype), nu)
 
     return diag
