@@ -4,6 +4,7 @@ import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
+import signal
 import time
 from typing import ClassVar
 
@@ -129,6 +130,37 @@ def _measure(
     return out
 
 
+def map_in_workers(fn, tasks: list, workers: int, initializer, initargs: tuple) -> list:
+    """`[fn(task) for task in tasks]` in `min(workers, len(tasks))` spawned processes (JAX is not
+    fork-safe), each set up by `initializer(*initargs)`. The workers ignore Ctrl-C: the parent
+    alone receives it, cancels what has not started and kills the workers at once (a pool left
+    to its `with` block waited for every running cell, minutes in full mode, and each worker
+    printed its own traceback), then raises it."""
+    pool = concurrent.futures.ProcessPoolExecutor(
+        min(workers, len(tasks)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_ignoring_interrupts,
+        initargs=(initializer, initargs),
+    )
+    try:
+        results = list(pool.map(fn, tasks))
+    except BaseException:
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.join(5)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+def _ignoring_interrupts(initializer, initargs: tuple) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    initializer(*initargs)
+
+
 def _cheap_worker(cache: dict) -> None:
     """A spawned cell worker, before its first JAX computation: float64 as its parent, the
     parent's compilation cache settings (`cache`: jax config names and values), and XLA:CPU's
@@ -193,13 +225,7 @@ def orders(config: Config) -> dict[str, Case]:
             "jax_persistent_cache_min_compile_time_secs",
         )
         cache = {name: getattr(jax.config, name) for name in names}
-        with concurrent.futures.ProcessPoolExecutor(
-            min(config.workers, len(todo)),
-            mp_context=multiprocessing.get_context("spawn"),  # JAX is not fork-safe
-            initializer=_cheap_worker,
-            initargs=(cache,),
-        ) as pool:
-            measured = list(pool.map(_measure, todo))
+        measured = map_in_workers(_measure, todo, config.workers, _cheap_worker, (cache,))
     else:
         measured = [_measure(task) for task in todo]
     for (case, (_, _, run)), results in zip(tasks, measured):

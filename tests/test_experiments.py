@@ -1015,3 +1015,26 @@ def test_full_runs_draw_progress_bars_only_on_a_terminal(naps, tmp_path, monkeyp
     assert cli.main(["run", "nap", "--out", str(tmp_path / "b")]) == 0
     assert cli.main(["run", "nap", "--quick", "--out", str(tmp_path / "c")]) == 0
     assert shown == [False, True, False]
+
+
+def test_ctrl_c_stops_continuums_workers_at_once():
+    """continuum's full run measures its cells in a process pool: Ctrl-C waited for every
+    running cell (the pool's `with` block), and each worker printed its own traceback."""
+    import multiprocessing
+    import threading
+
+    from experiments.continuum import map_in_workers
+
+    seen = []
+
+    def interrupt():
+        time.sleep(3.0)  # the workers are up and sleeping
+        seen.extend(multiprocessing.active_children())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        map_in_workers(time.sleep, [60.0, 60.0, 60.0], 2, int, ())
+    assert time.monotonic() - start < 20.0
+    assert len(seen) == 2 and not any(p.is_alive() for p in seen)
