@@ -134,6 +134,9 @@ class Identifiability:
     recovery_rms: Array | None = None  # full mode: refits of noisy data, (counts, params)
 
 
+_fit_order = jax.jit(dynopt.fit_order)  # one compiled program, not one per primitive
+
+
 def _equally_spaced(config: Config, ts, grid, m: int):
     """Rows of `ts` at `m` equally spaced observation times of `grid` (every (points/m)-th)."""
     return np.searchsorted(ts, grid[config.grid_points // m - 1 :: config.grid_points // m])
@@ -171,25 +174,43 @@ def _route(fit, initial_loss, n_obs: int, first: float, steady: float, **extra) 
     return {**record, **losses, **times, **extra}
 
 
+@eqx.filter_jit
+def _unroll_and_predict(cell, num_steps, model):
+    """The cell unrolled and the diffrax model's prediction: one compiled program, not one per
+    primitive around the solve (the same numbers)."""
+    return cell(model.y0, num_steps), model.predict(cell.params)
+
+
+@eqx.filter_jit
+def _unrolls_jit(cells, y0):
+    return [(cell.times(n), cell(y0, n)) for cell, n in cells]
+
+
+def _unrolls(cells, y0) -> list:
+    """`(times, states)` of each `(cell, num_steps)`, as NumPy arrays, from one compiled program."""
+    return [tuple(map(np.asarray, pair)) for pair in _unrolls_jit(cells, y0)]
+
+
 def forward(config: Config) -> Forward:
     truth, y0 = jnp.asarray(rnn.POST5_PARAMS), jnp.asarray(rnn.POST5_Y0)
     cell = rnn.ODECell(LV, truth, config.forward_h)
-    euler, ts = cell(y0, config.forward_steps), cell.times(config.forward_steps)
+    ts = np.asarray(cell.times(config.forward_steps))
     # The exact ODE: the inference route's diffrax solve (Tsit5 + PID) at rtol = atol = 1e-10.
     probe = rnn.Observations(ts, np.zeros((ts.size, 2)))
-    exact = rnn.diffrax_model(cell, y0, probe, rtol=1e-10, atol=1e-10).predict(cell.params)
+    model = rnn.diffrax_model(cell, y0, probe, rtol=1e-10, atol=1e-10)
+    euler, exact = map(np.asarray, _unroll_and_predict(cell, config.forward_steps, model))
     idx = np.rint(np.asarray(POST_TS) / config.forward_h).astype(int)
     return Forward(
         table_max_abs_diff_euler_rnn=float(np.max(np.abs(euler[idx] - TABLE))),
         table_max_abs_diff_exact_ode=float(np.max(np.abs(exact[idx] - TABLE))),
-        euler_vs_exact_max_abs_error=float(jnp.max(jnp.abs(euler - exact))),
-        euler_final_state=np.asarray(euler[-1]).tolist(),
-        exact_final_state=np.asarray(exact[-1]).tolist(),
+        euler_vs_exact_max_abs_error=float(np.max(np.abs(euler - exact))),
+        euler_final_state=euler[-1].tolist(),
+        exact_final_state=exact[-1].tolist(),
         equilibrium=[375.0, 250.0],
-        euler_table=np.asarray(euler[idx]).tolist(),
-        ts=np.asarray(ts),
-        euler=np.asarray(euler),
-        exact=np.asarray(exact),
+        euler_table=euler[idx].tolist(),
+        ts=ts,
+        euler=euler,
+        exact=exact,
     )
 
 
@@ -244,7 +265,7 @@ def inverse(config: Config) -> Inverse:
     coarse_step_bias = {
         "step_sizes": hs,
         "max_abs_log_param_bias_vs_route_b": bias,
-        "fitted_order": float(dynopt.fit_order(hs, bias)),
+        "fitted_order": float(_fit_order(hs, bias)),
         "euler_h1_converged_params": bias_params[h1],
         "euler_h1_converged_rel_errors": _rel_errors(bias_params[h1]),
         # route (a) = under-optimisation (a -> converged h=1) + step bias (h=1 -> b)
@@ -254,6 +275,8 @@ def inverse(config: Config) -> Inverse:
     # Fitted curves: route (a) is its own Euler h = 1 cell; route (b)'s ODE solution is drawn
     # with an RK4 cell at h = 0.05 (error < 1e-4, far below the line width).
     fine = rnn.ODECell(LV, fit_b.cell.parameters, 0.05, method="rk4")
+    unrolls = ((fit_a.cell, config.post_steps), (fine, 1000))
+    (curve_a_ts, curve_a), (curve_b_ts, curve_b) = _unrolls(unrolls, y0)
     return Inverse(
         route_a=route_a,
         route_b=route_b,
@@ -265,14 +288,19 @@ def inverse(config: Config) -> Inverse:
         loss_a=np.asarray(fit_a.losses),
         loss_warm_iter=np.asarray(warm.iterations),
         loss_warm=np.asarray(warm.losses),
-        curve_a_ts=np.asarray(cell_a.times(config.post_steps)),
-        curve_a=np.asarray(fit_a.cell(y0, config.post_steps)),
-        curve_b_ts=np.asarray(fine.times(1000)),
-        curve_b=np.asarray(fine(y0, 1000)),
+        curve_a_ts=curve_a_ts,
+        curve_a=curve_a,
+        curve_b_ts=curve_b_ts,
+        curve_b=curve_b,
         bias_step_sizes=hs,
         bias=bias,
         bias_params=bias_params,
     )
+
+
+@eqx.filter_jit
+def _predict(model, raw):
+    return model.predict(raw)  # one compiled program, not one per primitive
 
 
 def identifiability(config: Config) -> Identifiability:
@@ -313,7 +341,7 @@ def identifiability(config: Config) -> Identifiability:
     rk4 = rnn.ODECell(LV, truth, 0.1, method="rk4", log_params=True)
     probe = rnn.unrolled_model(rk4, y0, rnn.Observations(POST_TS, np.zeros((6, 2))))
     post_model = rnn.unrolled_model(
-        rk4, y0, rnn.Observations(POST_TS, np.asarray(probe.predict(rk4.params)))
+        rk4, y0, rnn.Observations(POST_TS, np.asarray(_predict(probe, rk4.params)))
     )
     z = np.linspace(-4.0, 4.0, config.profile_points)
     lm = optx.LevenbergMarquardt(rtol=1e-10, atol=1e-10)  # re-fits the other directions

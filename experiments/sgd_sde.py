@@ -265,7 +265,10 @@ def _linreg(config: Config) -> dynopt.Problem:
 
 
 def _with_lr(model: sde.SGDNoise, eta: float) -> sde.SGDNoise:
-    return eqx.tree_at(lambda m: m.learning_rate, model, jnp.asarray(eta))
+    # Always a strongly typed learning rate: a Python float (weak type) and a NumPy one (strong)
+    # are different input types to the jitted moment programs, i.e. one more compilation each.
+    lr = jnp.asarray(eta, model.learning_rate.dtype)
+    return eqx.tree_at(lambda m: m.learning_rate, model, lr)
 
 
 def _exact(model, problem, etas, *, sgd: bool, h=None) -> np.ndarray:
@@ -349,14 +352,15 @@ def linreg_stationary(config: Config) -> LinregStationary:
 
 
 def _loss_and_trace(moments):
-    return np.asarray(moments.expected_loss), np.asarray(jnp.trace(moments.covariance, 0, 1, 2))
+    return np.asarray(moments.expected_loss), np.trace(np.asarray(moments.covariance), 0, 1, 2)
 
 
 def weak(config: Config) -> Weak:
     key, linreg = _key(config, 2), _linreg(config)
     etas, t_end = np.asarray(config.weak_etas), config.weak_t
-    model = sde.SGDNoise(float(etas[0]), config.linreg_batch)
-    flow = sde.SGDNoise(float(etas[0]), config.n)  # B = n: c = 0, the gradient flow
+    # Built through `_with_lr` like the per-η models below: all continuous moments, one program.
+    model = _with_lr(sde.SGDNoise(float(etas[0]), config.linreg_batch), etas[0])
+    flow = _with_lr(sde.SGDNoise(float(etas[0]), config.n), etas[0])  # B = n: c = 0, the flow
     ts_fine = np.round(np.arange(0.0, t_end + 1e-12, etas.min()), 12)
     sde_loss, sde_tr = _loss_and_trace(sde.quadratic_moments(model, linreg, ts_fine))
     ode_loss = np.asarray(sde.quadratic_moments(flow, linreg, ts_fine).expected_loss)
