@@ -20,23 +20,31 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .step import OptimizerSpec, raw_step, saturate_counters, settle_flags, split_state
+from .step import (
+    OptimizerSpec,
+    passthrough,
+    raw_step,
+    saturate_counters,
+    settle_flags,
+    split_state,
+)
 from .taylor import taylor_coefficients
 
 
 def template(spec: OptimizerSpec, params):
     """`(zero floating state, saturated rest)` of the optimizer's state for `params`: counters
-    saturated, first-step flags as after a few steps (`settle_flags`)."""
+    saturated, first-step flags as after a few steps (`settle_flags`), constants the step
+    passes through (`passthrough`: muon's Newton-Schulz coefficients) kept with the rest."""
     tau0 = jnp.zeros((), float)
     state = settle_flags(spec, tau0, params, spec.transform(tau0).init(params))
-    floats, rest = split_state(state)
+    floats, rest = split_state(state, passthrough(spec, params))
     return jax.tree.map(jnp.zeros_like, floats), saturate_counters(rest)
 
 
 def fast_step(spec: OptimizerSpec, problem, tau, params, m, rest):
     """One step from `params` with floating state `m`: `(params', m')`."""
     new_params, new_state = raw_step(spec, tau, params, eqx.combine(m, rest), problem)
-    return new_params, split_state(new_state)[0]
+    return new_params, split_state(new_state, passthrough(spec, params))[0]
 
 
 def contraction(spec: OptimizerSpec, problem, params):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.extend import core as jex_core
 
 from .._custom_types import Array, Params, ScalarLike
 from .._discretization import Discretization
@@ -278,20 +279,37 @@ class _ByIdentity:
 def _check(
     spec: OptimizerSpec, regime: str, on: _ByIdentity | None = None
 ) -> tuple[str, int, tuple[str, ...], int, int]:
-    """Validate `spec` on a probe problem (or on `on.obj`, the user's problem, when the
-    optimizer cannot step on the probe's parameters: `optax.masked`, `optax.multi_transform`);
+    """Validate `spec` on `on.obj`, the user's problem, or without one on a probe problem;
     return the regime (resolving `"auto"`), the fast state's `lag`, the step's
-    iterate-dependent `branches` and the manifold's `sweeps` (`OptimizerSpec`). Concrete even
-    when `modified_flow` is called under `jit` (e.g. `compare`'s `reference`), and cached: a
-    sweep checks once."""
-    with jax.ensure_compile_time_eval():
+    iterate-dependent `branches` and the manifold's `sweeps` (`OptimizerSpec`). The user's
+    problem where given: a transform that acts by the parameters' structure (`optax.masked`,
+    `optax.multi_transform` with a mask or labels computed from the leaves' shapes) may step on
+    the probe's one vector with none of its momentum, clipping or bias corrections, which would
+    decide the regime and branches wrongly. Concrete even when `modified_flow` is called under
+    `jit` (e.g. `compare`'s `reference`), and cached: a sweep checks once."""
+    # Standard promotion: a float32 model's data meet the float64 parameters of the checks.
+    with jax.ensure_compile_time_eval(), jax.numpy_dtype_promotion("standard"):
         probe = _probe_problem()
-        failure = _step_failure(spec, probe)
+        # Without x64 the checks' float64 tolerances cannot hold on a float32 model: the probe
+        # then, and the user's problem only where the optimizer cannot step on the probe.
+        x64 = jax.config.read("jax_enable_x64")
+        target = probe if on is None or not x64 else _in_float64(on.obj)
+        failure = _step_failure(spec, target)
+        if failure is not None and target is probe and on is not None:
+            target = on.obj
+            failure = _step_failure(spec, target)
         if failure is None:
-            checked = _check_concrete(spec, regime, probe)
-            regime, _, branches, _, products = checked
-            if branches and on is not None and _step_failure(spec, on.obj) is None:
-                _check_branch_at_zero(spec, regime, products, branches, on.obj)
+            # f1 at the user's start may be NaN for the user's reasons (a leaf the loss never
+            # reads: said by `terms` and `compare`, naming it); the check for a singularity
+            # of the step at τ = 0 runs where the step is generic, on the probe.
+            finite = target is probe or _step_failure(spec, probe) is not None
+            checked = _check_or_why(spec, regime, target, finite)
+            if not finite:
+                try:
+                    _check_concrete(spec, regime, probe)
+                except ValueError as e:  # the probe's other refusals are its structure's
+                    if str(e).startswith(_SINGULAR):
+                        raise
             return checked
         if failure.startswith(("ConcretizationTypeError", "TracerBoolConversionError")):
             raise ValueError(
@@ -310,18 +328,145 @@ def _check(
                 "problem=<your problem> (compare does) so that the checks run on your "
                 "parameters' structure."
             )
-        own = _step_failure(spec, on.obj)
-        if own is None:
-            return _check_concrete(spec, regime, on.obj)
-        # The user's own failure is the one to fix (the probe's is expected of a transform
-        # built for another structure).
-        raise ValueError(
-            f"optimizer: one step on your problem ({on.obj.name}) failed with {own}. A step "
-            "is `tx.update(grad, state, params, ...)` with the gradient of the problem's loss "
-            "in the parameters' own structure, and its updates added to them (optax.lookahead "
-            "takes the gradient of its fast parameters alone, and does not step so). On "
-            f"dynopt's probe problem (one float64 3-vector) it failed with {failure}."
+        on_probe = _step_failure(spec, probe)
+        on_probe = (
+            f"On dynopt's probe problem (one float64 3-vector) it failed with {on_probe}."
+            if on_probe
+            else "It steps on dynopt's probe problem (one float64 3-vector)."
         )
+        raise ValueError(
+            f"optimizer: one step on your problem ({on.obj.name}) failed with {failure}. A "
+            "step is `tx.update(grad, state, params, ...)` with the gradient of the problem's "
+            "loss in the parameters' own structure, and its updates added to them "
+            "(optax.lookahead takes the gradient of its fast parameters alone, and does not "
+            f"step so). {on_probe}"
+        )
+
+
+# The refusals of `_check_finite_field`: a step singular at τ = 0 wherever it is evaluated.
+_SINGULAR = (
+    "optimizer: the leading field f1 is not finite",
+    "optimizer: its step length does not scale",
+)
+
+
+def _in_float64(problem):
+    """`problem` with its floating parameters in float64 (the checks' tolerances are
+    float64's; a float32 model's rounding would fail them)."""
+    leaves = jax.tree.leaves(problem.params0)
+    if all(not eqx.is_inexact_array(x) or x.dtype == jnp.float64 for x in leaves):
+        return problem
+    wide = jax.tree.map(
+        lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, problem.params0
+    )
+    return eqx.tree_at(lambda p: p.params0, problem, wide)
+
+
+def _check_or_why(
+    spec: OptimizerSpec, regime: str, problem, finite: bool = True
+) -> tuple[str, int, tuple[str, ...], int, int]:
+    """`_check_concrete`, whose refusal of a step with a running maximum of its own state
+    (each check meets it in another way: an update that does not vanish at h = 0, a leaf not
+    affine in itself, a manifold on a kink) names that cause instead."""
+    try:
+        return _check_concrete(spec, regime, problem, finite)
+    except ValueError as e:
+        if "running maximum" in str(e):
+            raise
+        x0 = problem.params0
+        state0 = spec.transform(jnp.zeros(())).init(x0)
+        cycle = None if "modulo" in str(e) else _counter_period(spec, x0, state0)
+        if cycle is not None:
+            raise ValueError(
+                f"optimizer: its integer state leaf {cycle[0]} returns to its start every "
+                f"N = {cycle[1]} steps: the step is a cycle of N different maps, not one map "
+                "of the state, and no modified flow of one step exists. optax.contrib.sam "
+                "without opaque_mode alternates N - 1 adversarial steps, which move the "
+                "parameters, with one descent step: use opaque_mode=True (dynopt passes the "
+                "grad_fn it calls), whose one step is the whole SAM step. "
+                + _periodic(cycle[1]).split(": ", 1)[1]
+            ) from e
+        plateau = getattr(optax.contrib, "ReduceLROnPlateauState", ())
+        if any(isinstance(x, plateau) for x in jax.tree.leaves(state0, is_leaf=_is(plateau))):
+            raise ValueError(
+                "optimizer: optax.contrib.reduce_on_plateau cuts its scale by a factor when the "
+                "loss has not improved on its best value for `patience` steps: a discrete event "
+                "chosen by the whole loss history (a running minimum and a count of steps), not "
+                "a smooth map of the state, so no modified flow exists across it. Between two "
+                "cuts the optimizer is the one at a fixed scale s: model that, e.g. "
+                "lambda h: optax.sgd(s * h) (s = the scale in the run's "
+                "ReduceLROnPlateauState)."
+            ) from e
+        maxima = _running_maxima(spec, problem, x0, state0)
+        if not maxima:
+            raise
+        raise ValueError(
+            f"optimizer: its state leaf {maxima[0]} is a running maximum of itself, "
+            "s <- max(s, ...): it never forgets (the largest value of the whole run, not a "
+            "function of the current parameters and state), so the step is no map of the state "
+            "with a modified flow, with fixed decays or decays 1 - a*h. A parameter-free "
+            "optimizer whose step length is its own estimate (optax.contrib.prodigy's and "
+            "dadapt_adamw's estim_lr, the distance estimate their learning rate only "
+            "multiplies; optax.contrib.cocob's scale) or AMSGrad's nu_max is of this kind. "
+            "Model the optimizer at a fixed step length instead: e.g. optax.adamw(c*h) with c "
+            "the estimate read from a run's final state (prodigy/dadapt: state.estim_lr)."
+        ) from e
+
+
+def _is(cls):
+    return lambda x: isinstance(x, cls)
+
+
+def _running_maxima(spec: OptimizerSpec, problem, x0, state) -> list[str]:
+    """Paths of the state leaves that one step sets to `max(leaf, ...)` of themselves."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(state)
+    n_params = len(jax.tree.leaves(x0))
+    try:
+        with jax.numpy_dtype_promotion("standard"):
+            closed = jax.make_jaxpr(lambda t, p, s: raw_step(spec, t, p, s, problem))(
+                jnp.asarray(0.01), x0, state
+            )
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        return []
+    ins = closed.jaxpr.invars[1 + n_params :]
+    outs = closed.jaxpr.outvars[n_params:]
+    # What depends on the parameters or the state (not on h alone: schedule-free's
+    # max_lr <- max(max_lr, h) is a constant's maximum).
+    dep = set(closed.jaxpr.invars[1:])
+    found = []
+    for eqn in closed.jaxpr.eqns:
+        ins_dep = [not isinstance(x, jex_core.Literal) and x in dep for x in eqn.invars]
+        if any(ins_dep):
+            dep.update(eqn.outvars)
+        if eqn.primitive.name != "max":
+            continue
+        for j, (v, o) in enumerate(zip(ins, outs)):
+            others = [d for x, d in zip(eqn.invars, ins_dep) if x is not v]
+            if any(x is v for x in eqn.invars) and eqn.outvars[0] is o and any(others):
+                found.append(jax.tree_util.keystr(flat[j][0]))
+    return found
+
+
+def _counter_period(spec: OptimizerSpec, x0, state) -> tuple[str, int] | None:
+    """`(path, N)` of an integer state leaf that counts the steps modulo N > 1 (k0 + 1, ...,
+    k0 + N - 1, then k0 again: a counter reset every N steps), else `None`."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(state)
+    counters = {
+        i: (jax.tree_util.keystr(path), np.asarray(x))
+        for i, (path, x) in enumerate(flat)
+        if eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.integer)
+    }
+    tau = jnp.asarray(0.01)
+    for n in range(1, _CYCLE_STEPS + 1):
+        state = zero_update(spec, tau, x0, state)
+        leaves = jax.tree.leaves(state)
+        for i, (path, start) in list(counters.items()):
+            x = np.asarray(leaves[i])
+            if n > 1 and np.array_equal(x, start):
+                return path, n
+            if not np.array_equal(x, start + n):
+                del counters[i]  # not counting the steps
+    return None
 
 
 def _step_failure(spec: OptimizerSpec, problem) -> str | None:
@@ -389,8 +534,10 @@ def _bits_at_zero(spec: OptimizerSpec, problem, state, products: bool):
 
 
 def _check_concrete(
-    spec: OptimizerSpec, regime: str, problem
+    spec: OptimizerSpec, regime: str, problem, finite: bool = True
 ) -> tuple[str, int, tuple[str, ...], int, int]:
+    """The construction checks on `problem` (`_check`); `finite`: also that $f_1$ is finite at
+    its start (`_check_finite_field`)."""
     x0 = problem.params0
     zero = jnp.zeros((), float)
     tx0 = spec.transform(zero)
@@ -488,8 +635,12 @@ def _check_concrete(
                 f"{where}; it must vanish (Φ₀ = identity). Write the learning rate as a "
                 "function of h, e.g. `lambda h: optax.adam(h)`, not a constant. If it is one "
                 "already, the transform moves the parameters by a rule that does not scale "
-                "with the step (schedule-free's averaging, SAM's perturbation, a projection "
-                "such as optax.keep_params_nonnegative), which no modified flow in h describes."
+                "with the step (SAM's ascent of fixed size outside opaque_mode, a projection "
+                "such as optax.keep_params_nonnegative), which no modified flow in h describes; "
+                "or by an average over the whole run whose weight is set by sums kept in its "
+                "state, not by h (optax.contrib.schedule_free: x <- (1 - c)x + cz with "
+                "c = lr^2 / (sum of lr^2 so far) = 1/(k + 1), in time t = kh the "
+                "non-autonomous x' = (z - x)/t from t = 0, no modified flow of one step)."
             )
     if spec.state_map is not None:
         forward, inverse = spec.state_map
@@ -548,10 +699,11 @@ def _check_concrete(
             state = CountedState(floats, (jnp.asarray(0.5),) * products)
         if branches:
             _check_branch_at_zero(spec, regime, products, branches, problem)
-        _check_finite_field(spec, regime, problem, ModifiedState(x0, state))
+        if finite:
+            _check_finite_field(spec, regime, problem, ModifiedState(x0, state))
         return regime, lag, branches, 1, products
     try:
-        return _check_fast(spec, regime, problem, state0, state, lag, branches)
+        return _check_fast(spec, regime, problem, state0, state, lag, branches, finite)
     except ValueError as e:
         # A step that moves the parameters only every N-th step fails the fast checks in
         # several ways (an accumulator never forgotten, a zero update at the saturated count):
@@ -563,7 +715,7 @@ def _check_concrete(
 
 
 def _check_fast(
-    spec: OptimizerSpec, regime: str, problem, state0, state, lag: int, branches
+    spec: OptimizerSpec, regime: str, problem, state0, state, lag: int, branches, finite: bool
 ) -> tuple[str, int, tuple[str, ...], int, int]:
     """The fast regime's checks of `_check_concrete` (from `state`, a generic state)."""
     x0 = problem.params0
@@ -612,7 +764,8 @@ def _check_fast(
             )
     if branches:
         _check_branch_at_zero(spec, regime, 0, branches, problem)
-    _check_finite_field(dataclasses.replace(spec, lag=lag), regime, problem, x0)
+    if finite:
+        _check_finite_field(dataclasses.replace(spec, lag=lag), regime, problem, x0)
     return regime, lag, branches, sweeps, 0
 
 
@@ -968,9 +1121,10 @@ def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
                     "step changes by O(h) (then state='slow'); or an accumulator that the step "
                     "changes by O(1) at h = 0, like AdaGrad's sum of squared gradients, which "
                     "grows with the step count k = t/h and has no modified flow of this form "
-                    "(an average instead, a decay 1 - a*h, is RMSprop's slow regime); or a "
-                    "constant kept in the state (muon's Newton-Schulz coefficients), which is "
-                    "not supported: pass it as a hyper-parameter."
+                    "(an average instead, a decay 1 - a*h, is RMSprop's slow regime), or a "
+                    "value kept from the start of the run (prodigy's params0) that the step "
+                    "reads. (A constant that the step passes through unchanged, as muon's "
+                    "Newton-Schulz coefficients, is a hyper-parameter and supported.)"
                 )
             raise ValueError(
                 f"state='fast': the optimizer-state leaf {leaf} does not contract at h = 0 "
@@ -1104,10 +1258,13 @@ def modified_flow(
       `inverse(z, τ) -> opt_state`, the coordinates of a slow state (must be regular at τ = 0).
     - `time_unit`: $q$ with the time per step $\tau = h^q$ and $1/q$ an integer (e.g. 0.5 when
       `optimizer` takes a learning rate $\alpha$ and the time per step is $\sqrt\alpha$).
-    - `problem`: optional; the construction checks (smoothness, regime, contraction) run on a
-      small probe problem, and on `problem` instead when the optimizer cannot step on the
-      probe's parameters (a transform built for your structure: `optax.masked`,
-      `optax.multi_transform`). `compare` passes its problem.
+    - `problem`: the problem the flow is for; the construction checks (smoothness, regime,
+      branches, contraction) run on it, and without it on a small probe problem (one float64
+      3-vector). Pass it for a transform that acts by the parameters' structure
+      (`optax.masked`, `optax.multi_transform`, a mask or labels computed from the leaves'
+      shapes): on the probe's one vector such a transform may step with none of its momentum
+      or clipping, and the regime and branches found there would not be yours. `compare`
+      passes its problem.
 
     The step is differentiated at $\tau = 0$, so it must be computed without a removable
     singularity there: `jnp.sqrt(h)` with $h = \tau^2$, or a `state_map` dividing by $\tau$,

@@ -155,6 +155,11 @@ def _dependent(args) -> list[bool]:
     return [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in jax.tree.leaves(args)]
 
 
+def dependent_outputs(jaxpr, dependent: list[bool]) -> list[bool]:
+    """Which outputs of `jaxpr` depend on the inputs marked in `dependent`."""
+    return _scan(jaxpr, dependent, Found(), False)
+
+
 def classify(fn, *args) -> Found:
     """The non-smooth primitives of `fn(*args)` whose operands depend on its floating inputs."""
     closed = jax.make_jaxpr(fn)(*args)

@@ -7,6 +7,7 @@ $\Phi_\tau(\theta, s) = (\theta + u, s')$ where `(u, s') = tx.update(∇L(θ), s
 """
 
 import dataclasses
+import functools as ft
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from .._discretization import accepted_extra_args, Discretization
 from .._maps.base import with_standard_promotion
 from .._run import oracle
 from .._validation import at_zero_step
+from .smooth import dependent_outputs
 
 
 # A counter this large makes optax's bias corrections 1 - b**count exactly 1 in float64: the
@@ -76,9 +78,52 @@ class OptimizerSpec:
         return self(tau**self.power)
 
 
-def split_state(opt_state):
-    """`(floating leaves, the rest)` of an optax state (`eqx.partition`)."""
-    return eqx.partition(opt_state, eqx.is_inexact_array)
+def split_state(opt_state, constants: frozenset[int] = frozenset()):
+    """`(floating leaves, the rest)` of an optax state (`eqx.partition`). `constants`: indices
+    (in `jax.tree.leaves` order) of floating leaves that go with the rest, the constants that a
+    step passes through unchanged (`passthrough`)."""
+    if not constants:
+        return eqx.partition(opt_state, eqx.is_inexact_array)
+    leaves, treedef = jax.tree.flatten(opt_state)
+    mask = [eqx.is_inexact_array(x) and i not in constants for i, x in enumerate(leaves)]
+    return eqx.partition(opt_state, jax.tree.unflatten(treedef, mask))
+
+
+def passthrough(spec: "OptimizerSpec", params) -> frozenset[int]:
+    """Indices (in `jax.tree.leaves` order) of the floating leaves of the optimizer state for
+    `params` that one step returns as they came in: constants kept in the state (muon's
+    Newton-Schulz coefficients), hyper-parameters rather than state. Read off the step's jaxpr
+    (an output that is the input variable itself), from shapes alone."""
+    leaves, treedef = jax.tree.flatten(params)
+    return _passthrough(spec, treedef, tuple((x.shape, jnp.result_type(x)) for x in leaves))
+
+
+@ft.cache
+def _passthrough(spec: "OptimizerSpec", treedef, avals) -> frozenset[int]:
+    try:
+        return _passthrough_traced(spec, treedef, avals)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        return frozenset()  # a step that does not trace so: its own checks say why
+
+
+def _passthrough_traced(spec: "OptimizerSpec", treedef, avals) -> frozenset[int]:
+    with jax.ensure_compile_time_eval():
+        params = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in avals])
+        tau = jax.ShapeDtypeStruct((), jnp.result_type(float))
+        state = jax.eval_shape(lambda t, p: spec.transform(t).init(p), tau, params)
+        closed = jax.make_jaxpr(lambda t, p, s: zero_update(spec, t, p, s))(tau, params, state)
+        # A constant, not a value set from h or the parameters at init (prodigy's params0,
+        # inject_hyperparams' learning rate): those the expansion could not rebuild from
+        # init at h = 0 and the current parameters.
+        init = jax.make_jaxpr(lambda t, p: spec.transform(t).init(p))(tau, params)
+    set_at_init = dependent_outputs(init.jaxpr, [True] * len(init.jaxpr.invars))
+    ins = closed.jaxpr.invars[1 + len(avals) :]
+    leaves = zip(jax.tree.leaves(state), ins, closed.jaxpr.outvars, set_at_init)
+    return frozenset(
+        i
+        for i, (x, v, o, variable) in enumerate(leaves)
+        if jnp.issubdtype(x.dtype, jnp.inexact) and o is v and not variable
+    )
 
 
 def saturate_counters(rest, count: int = SATURATED_COUNT):
