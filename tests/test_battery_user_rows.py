@@ -204,12 +204,12 @@ def test_a_pre_asymptotic_fit_against_a_closed_form_is_no_order():
     assert "pre-asymptotic" in str(report)
 
 
-def test_python_float_hyperparameter_retraces():
-    """A flow whose hyper-parameter is a plain float is static under `filter_jit`: each new
-    value compiles anew, and the battery says so."""
+def _decay_flow_holding(held):
+    """The weight-decay flow with its decay held as `held` says: a plain float default, or an
+    `eqx.field(...)`."""
 
-    class FloatDecayFlow(flows.AbstractFlow):
-        weight_decay: float = WD
+    class DecayFlow(flows.AbstractFlow):
+        weight_decay: float = held
 
         def init(self, params):
             return params
@@ -224,7 +224,14 @@ def test_python_float_hyperparameter_retraces():
         def discretize(self, h):
             return SGDW()(self, h)
 
-    report = verify(_row(flow=FloatDecayFlow), ["retrace"])
+    return DecayFlow
+
+
+def test_python_float_hyperparameter_retraces():
+    """A flow whose hyper-parameter is a plain float is static under `filter_jit`: each new
+    value compiles anew, and the battery says so."""
+
+    report = verify(_row(flow=_decay_flow_holding(WD)), ["retrace"])
     assert report.failed == ("retrace",) and report.checks["retrace"].measured == 2
 
 
@@ -287,23 +294,7 @@ def test_a_static_float_hyperparameter_retraces():
     """A hyper-parameter held as a static field is compiled in: every new value retraces.
     Scaling only the pytree's leaves left it unchanged, and the battery reported 0 retraces."""
 
-    class StaticDecayFlow(flows.AbstractFlow):
-        weight_decay: float = eqx.field(static=True, default=WD)
-
-        def init(self, params):
-            return params
-
-        def params(self, state):
-            return state
-
-        def vector_field(self, t, params, problem):
-            g = problem.grad(params)
-            return jax.tree.map(lambda gi, x: -gi - self.weight_decay * x, g, params)
-
-        def discretize(self, h):
-            return SGDW()(self, h)
-
-    report = verify(_row(flow=StaticDecayFlow), ["retrace"])
+    report = verify(_row(flow=_decay_flow_holding(eqx.field(static=True, default=WD))), ["retrace"])
     assert report.failed == ("retrace",) and report.checks["retrace"].measured == 2
 
 
