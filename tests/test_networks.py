@@ -202,3 +202,22 @@ def test_full_batch_minibatch_is_the_full_loss():
     assert float(p.stochastic_loss(p.params0, key)) == float(p.loss(p.params0))
     jaxpr = str(jax.make_jaxpr(p.stochastic_loss)(p.params0, key))
     assert "random_bits" not in jaxpr and "= sort[" not in jaxpr
+
+
+def test_a_cnn_refuses_images_of_another_size_and_data_may_be_lists():
+    """`SmallCNN(size=7)` ran 8×8 images without a word (its convolutions take any side, and
+    sides 7 and 8 reach the same head); `data` as nested lists raised an AttributeError."""
+    xi, yi = networks.digits(20, image=True)
+    for kwargs in (dict(size=7), dict(size=9), dict(in_channels=2)):
+        cnn = networks.SmallCNN(channels=2, key=jax.random.key(0), **kwargs)
+        with pytest.raises(ValueError, match=r"do not fit the model SmallCNN.*takes one image"):
+            networks.network_problem(cnn, (xi, yi))
+    x, y = networks.digits(20)
+    small = networks.mlp(64, 10, width=4, depth=1, key=jax.random.key(0))
+    listed = networks.network_problem(small, (np.asarray(x).tolist(), np.asarray(y).tolist()))
+    arrays = networks.network_problem(small, (x, y))
+    np.testing.assert_allclose(listed.loss(listed.params0), arrays.loss(arrays.params0), rtol=1e-15)
+    with pytest.raises(ValueError, match=r"data must be a pair \(x, y\)"):
+        networks.network_problem(small, (x, y, y))
+    with pytest.raises(ValueError, match="leading sample axis"):
+        networks.network_problem(small, (x, jnp.asarray(3)))

@@ -26,8 +26,26 @@ M(X)\rangle$, solved by accelerated projected gradient (FISTA with restarts; pro
 the PSD cone by a $k\times k$ `eigh`). One direction: $\sigma^2 = \max(0,
 -2(g + rB)/\|\nabla S\|^2)$, i.e. $2\langle -\nabla L, \nabla S\rangle/\|\nabla S\|^2$ at the
 threshold.
+
+As a matrix condition at finite $r$ it also couples a direction at the threshold to tracked ones
+far below it: $K_{11} = 0$ and $K \succeq 0$ force $K_{12} = 0$, so $X$ tilts towards direction 2
+by $O(K_{12}/rB_2)$, an artifact of the look-ahead $1/r$ (the central flow itself, $r \to
+\infty$, puts $\Sigma$ on the eigenvalues at the threshold only): on a 13-parameter MLP with one
+direction at the edge, $k = 5$ moved the path $10^{-3}$ away from the unstabilized flow that $k =
+1$ follows to $3\cdot10^{-5}$ (and at a point 2% past the edge, $\sigma^2$ by 1.8%). So each
+direction's rate grows with its relative gap $\delta_i = B_i\eta/2$: $\dot B_i \ge -rB_i(1 +
+F_i)$, $F_i = (\max(\delta_i, 0)/\delta_0)^4$, $\delta_0 =$ `DECOUPLING` (the matrix condition
+$\dot A + \phi(A) \succeq 0$, $\phi(b) = rb(1 + F(b)) \ge rb$, still keeps $A = 2/\eta -
+U^\top HU \succeq 0$); in the congruent variables $X = D\tilde XD$, $D = \mathrm{diag}(1 +
+F_i)^{-1/2}$, that is the problem above for the shrunk vectors $d_iu_i$ with the gaps' term $rB$
+unchanged. Directions within a few percent of the edge keep their full coupling (ties at the
+threshold are the flow's own), those 10% below it enter $17\times$ weaker, 30% below
+$1300\times$; $k = 5$ then gives $k = 1$'s path to $5\cdot10^{-8}$, and the anchor example's
+prediction moved by at most $5\cdot10^{-5}$ of itself. One direction, in full: $\sigma^2 =
+\max(0, -2(g + rB(1 + F))/\|\nabla S\|^2)$.
 """
 
+import numbers
 import warnings
 from typing import NamedTuple
 
@@ -53,7 +71,7 @@ from .._sharpness import (
     random_start,
     top_eigenpairs,
 )
-from .._validation import choice, hyperparameter, positive_int, solver_options
+from .._validation import choice, hyperparameter, is_traced, positive_int, solver_options
 from .base import AbstractFlow
 
 
@@ -61,6 +79,16 @@ from .base import AbstractFlow
 # hold: 100× what the tests measure it held to (1e-5 at rtol 1e-6), below the smallest loss of
 # hold measured (2e-3, a third direction reaching the edge with k = 2).
 SLIP = 1e-3
+
+# The relative gap δ₀ beyond which a tracked direction's coupling to the others fades (module
+# docstring): F = (δ/δ₀)⁴ is 0.0016 at δ = 1%, 1 at 5%, 16 at 10%. At the switch-on of a direction
+# sharpening by 1% of the threshold per GD step F is 0.002 (the same onset as without), at 5% per
+# step 0.3.
+DECOUPLING = 0.05
+
+# The complementarity solve's tolerance is at least this many machine epsilons of the parameters'
+# dtype (float64: 1.4e-14, below the default 1e-10; float32: 7.6e-6).
+QP_TOL_FLOOR = 64
 
 
 class Complementarity(NamedTuple):
@@ -216,56 +244,101 @@ def warm_eigenpairs(
     )
 
 
-def check_sizes(flow) -> None:
-    """`ValueError` unless a central flow's `k`, `eig_iters` and `qp_iters` are positive and
+def check_sizes(flow, counts: tuple[str, ...] = ()) -> None:
+    """`ValueError` unless a central flow's `k`, `eig_iters`, `qp_iters` and the fields named
+    in `counts` are positive integers, `eig_tol` and `qp_tol` positive finite numbers (a
+    `qp_tol` of 0 can never be met: every oscillating evaluation would raise), and
     `eig_method` is one of `dynopt.sharpness.top_eigenpairs`'s methods."""
-    for name in ("k", "eig_iters", "qp_iters"):
+    for name in ("k", "eig_iters", "qp_iters", *counts):
         positive_int(name, getattr(flow, name))
+    for name in ("eig_tol", "qp_tol"):
+        value = getattr(flow, name)
+        if not (
+            isinstance(value, numbers.Real)
+            and not isinstance(value, bool)
+            and 0 < float(value) < float("inf")
+        ):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
     choice("eig_method", flow.eig_method, METHODS)
+
+
+def decoupling_weights(relative_gap: Float[Array, " k"]) -> Float[Array, " k"]:
+    r"""$d_i = (1 + F_i)^{-1/2}$, $F_i = (\max(\delta_i, 0)/\delta_0)^4$ for the relative gaps
+    $\delta_i$ (module docstring; $\delta_0$ = `DECOUPLING`): 1 at and above the threshold."""
+    ratio = jnp.maximum(relative_gap, 0.0) / DECOUPLING
+    return jax.lax.rsqrt(1.0 + ratio**4)
 
 
 def oscillation(
     problem: Problem,
     params: Params,
     U: Array,
-    c: Array,
+    drift_c: Array,
+    gap_term: Array,
+    relative_gap: Array,
     gram_of,
     *,
     qp_iters: int,
     qp_tol: float,
     who: str,
 ) -> tuple[Array, Scalar, Array]:
-    r"""`(X, residual, drift)`: the complementarity problem $K(X) = c + \frac12\mathcal M(X)$
-    with the Gram tensor `gram_of(T)` of the third derivatives $T_{ab} = \nabla(u_a^\top H
-    u_b)$, and the drift $\frac12\nabla\langle H, UXU^\top\rangle$.
+    r"""`(X, residual, drift)`: the complementarity problem $K(X) = c + \frac12\mathcal M(X)$,
+    $c$ = `drift_c` + diag(`gap_term`) (the gaps' rate of change under the stable flow and
+    their Baumgarte term), solved in the decoupled variables of the module docstring: with
+    $d$ = `decoupling_weights(relative_gap)`, $\tilde c = D$`drift_c`$D$ + diag(`gap_term`) and
+    the Gram tensor `gram_of(T, d)` of the third derivatives $T_{ab} = \nabla(d_au_a^\top H
+    u_bd_b)$ (`d` for the terms of $\mathcal M$ that are not Gram products); $X = D\tilde XD$,
+    and the drift $\frac12\nabla\langle H, UXU^\top\rangle = \frac12\sum\tilde X_{ab}T_{ab}$.
 
-    $X = 0$ solves the problem exactly iff $c \succeq 0$ (then $K(0) = c \succeq 0$): every gap
-    closes slower than rate $r$. Only otherwise are the $k(k+1)/2$ third derivatives and the
-    complementarity solve needed (`lane_cond`: skipped below the edge, also under `vmap` as
-    long as no lane is at it). A solve that does not converge is an error (`eqx.error_if`)
-    naming `who`."""
-    k = c.shape[0]
+    $X = 0$ solves the problem exactly iff $\tilde c \succeq 0$ (then $K(0) \succeq 0$): every
+    gap closes slower than its rate. Only otherwise are the $k(k+1)/2$ third derivatives and
+    the complementarity solve needed (`lane_cond`: skipped below the edge, also under `vmap`
+    as long as no lane is at it). `qp_tol` is floored at `QP_TOL_FLOOR` machine epsilons of
+    the parameters' dtype. Errors (`eqx.error_if`) naming `who`: a third derivative
+    that is not finite (read off $c$ and $T$: a non-finite $c$ would otherwise look stable and
+    give gradient flow), and a solve that does not converge (a NaN residual included)."""
+    k = drift_c.shape[0]
+    d = decoupling_weights(relative_gap)
+    c = d[:, None] * (0.5 * (drift_c + drift_c.T)) * d[None, :] + jnp.diag(gap_term)
+    # A tolerance below the arithmetic's reach cannot be met (float32 parameters with the default
+    # 1e-10: every oscillating evaluation raised, advising more iterations).
+    qp_tol = max(float(qp_tol), QP_TOL_FLOOR * float(jnp.finfo(c.dtype).eps))
 
-    def oscillating(params, U, c):
-        T = third_derivatives(problem, params, U)
-        sol = solve_complementarity(c, gram_of(T), max_iters=qp_iters, tol=qp_tol)
-        return sol.X, sol.residual, 0.5 * jnp.einsum("ab,abn->n", sol.X, T)
+    def oscillating(params, U, c, d):
+        T = third_derivatives(problem, params, U * d[None, :])
+        sol = solve_complementarity(c, gram_of(T, d), max_iters=qp_iters, tol=qp_tol)
+        drift = 0.5 * jnp.einsum("ab,abn->n", sol.X, T)
+        finite = jnp.all(jnp.isfinite(T))
+        return d[:, None] * sol.X * d[None, :], sol.residual, drift, finite
 
-    def stable(params, U, c):
+    def stable(params, U, c, d):
         zero = jnp.zeros((), c.dtype)
-        return jnp.zeros((k, k), c.dtype), zero, jnp.zeros(U.shape[0], c.dtype)
+        X = jnp.zeros((k, k), c.dtype)
+        return X, zero, jnp.zeros(U.shape[0], c.dtype), jnp.asarray(True)
 
-    active = jnp.linalg.eigvalsh(c)[0] < 0
-    X, residual, drift = lane_cond(active, oscillating, stable, params, U, c)
-    X = eqx.error_if(
-        X,
-        residual > qp_tol,
-        f"{who}: the complementarity solve did not converge (residual above qp_tol after "
-        "qp_iters iterations) at some evaluation of the vector field; raise qp_iters or qp_tol, "
-        "or lower k (near-duplicate top directions make it ill-conditioned). If the sharpness is "
-        "above 2/learning_rate where the third derivative along the top directions vanishes (a "
-        "quadratic loss), no central flow exists: GD there diverges, and no iteration count "
-        "helps.",
+    # `>= 0` false for NaN: a non-finite c takes the oscillating branch, and is said below.
+    active = ~(jnp.linalg.eigvalsh(c)[0] >= 0)
+    X, residual, drift, finite = lane_cond(active, oscillating, stable, params, U, c, d)
+    # One check (one host callback) on every output: attached to X alone it was dead code
+    # wherever only the drift is used (the vector field inside an ODE solve), and XLA removed it.
+    third_bad = ~(jnp.all(jnp.isfinite(c)) & finite)
+    X, residual, drift = eqx.branched_error_if(
+        (X, residual, drift),
+        third_bad | ~(residual <= qp_tol),
+        jnp.where(third_bad, 0, 1),
+        (
+            f"{who}: the loss's third derivative along the top eigenvectors (D^3 L[u_i, u_j, .], "
+            "by nested jax.jvp) is not finite at some evaluation of the vector field: the "
+            "central flow needs a loss that is three times differentiable there (relu, abs or "
+            "sqrt at 0, |x|^p with p < 3, ... are not); or, for RMSProp's central flows, the "
+            "state's second moment G is not finite.",
+            f"{who}: the complementarity solve did not converge (residual above qp_tol after "
+            "qp_iters iterations) at some evaluation of the vector field; raise qp_iters or "
+            "qp_tol, or lower k (near-duplicate top directions make it ill-conditioned). If the "
+            "sharpness is above 2/learning_rate where the third derivative along the top "
+            "directions vanishes (a quadratic loss), no central flow exists: GD there diverges, "
+            "and no iteration count helps.",
+        ),
     )
     return X, residual, drift
 
@@ -287,9 +360,10 @@ class CentralFlow(AbstractFlow):
     r"""The central flow of gradient descent with learning rate $\eta$ (module docstring):
     $\dot w = -[\nabla L + \frac12\nabla\langle H, \Sigma\rangle]$, time $t = k\eta$.
 
-    With no eigenvalue near $2/\eta$ (every gap closing slower than rate $r$) $\Sigma = 0$ and
-    this is `GradientFlow`. GD with learning rate $\eta$ is its discretization (`discretize(η)`),
-    in the time-averaged sense only: GD oscillates around it.
+    With no eigenvalue near $2/\eta$ (every gap $B_i$ closing slower than rate $r(1 + F_i)$,
+    module docstring) $\Sigma = 0$ and this is `GradientFlow`. GD with learning rate $\eta$ is
+    its discretization (`discretize(η)`), in the time-averaged sense only: GD oscillates
+    around it.
 
     **Arguments:**
 
@@ -299,7 +373,9 @@ class CentralFlow(AbstractFlow):
     - `basis`: the warm start of the eigen-solver, an $(n, k)$ block (e.g. the vectors at a
       nearby point; `central_solve` refreshes it along the path), or `None` for a fixed
       random block.
-    - `stabilization`: $r\eta$, the stabilization rate per GD step ($> 0$; default 1).
+    - `stabilization`: $r\eta$, the stabilization rate per GD step ($> 0$; default 1): how fast
+      an eigenvalue may approach $2/\eta$ from just below, and how fast one above it (a start
+      past the edge) is pulled back (module docstring).
     - `eig_method`, `eig_iters`: the eigen-solver inside the vector field, from the warm start:
       `"lanczos"` (default; `matfree`'s Lanczos decomposition with `eig_iters` products,
       default 48, cut to the parameter count) or `"lobpcg"` (jax's `lobpcg_standard`, at most
@@ -313,13 +389,20 @@ class CentralFlow(AbstractFlow):
       interval's end against refreshed ones; 9e-9 on the digits run, 9e-10 on the anchor's,
       1.4e-5 at depth 2 in the tests): where it is not small (few save times, `solve` from a
       fixed `basis`, large k), raise `eig_iters` or use `"lobpcg"`.
-    - `eig_tol`: LOBPCG's tolerance; `refresh_iters`: LOBPCG's cap when the warm start is
-      refreshed (`central_solve`, at save times); `qp_iters`, `qp_tol`: the complementarity
-      solver's.
+    - `eig_tol`: LOBPCG's tolerance (`top_eigenpairs`' residual test, $10\,n\,$`eig_tol`
+      relative: it loosens with the parameter count $n$; on a 190-parameter CNN the default
+      left the refreshed $\Sigma$ 2e-6 off the exact eigenvectors' at a relative eigengap of
+      0.2); `refresh_iters`: LOBPCG's cap when the warm start is refreshed (`central_solve`,
+      at save times); `qp_iters`, `qp_tol`: the complementarity
+      solver's (`qp_tol` floored at `QP_TOL_FLOOR` = 64 machine epsilons of the parameters'
+      dtype: 7.6e-6 for float32 parameters, which `central_solve` promotes to float64 anyway).
 
-    **Raises:** `ValueError` for a non-positive `learning_rate` or bad `k`; at run time, an
-    error (`eqx.error_if`) when the complementarity solve does not converge (with the advice
-    to raise `qp_iters`) or a Hessian-vector product is not finite.
+    **Raises:** `ValueError` for a non-positive `learning_rate` or `stabilization`, a `k`,
+    `eig_iters`, `refresh_iters` or `qp_iters` that is not a positive integer, a non-positive
+    `eig_tol` or `qp_tol`, and (at the first evaluation) $k$ above the parameter count; at run
+    time, an error (`eqx.error_if`) when the complementarity solve does not converge (with
+    the advice to raise `qp_iters`), a Hessian-vector product is not finite, or the third
+    derivative along the top eigenvectors is not finite.
     """
 
     learning_rate: Array = hyperparameter("learning_rate", lower=0.0, lower_open=True)
@@ -334,7 +417,7 @@ class CentralFlow(AbstractFlow):
     qp_tol: float = eqx.field(static=True, default=1e-10)
 
     def __check_init__(self):
-        check_sizes(self)
+        check_sizes(self, ("refresh_iters",))
 
     def central(self, params: Params, problem: Problem, *, refresh: bool = False) -> CentralState:
         """The eigenpairs, $X$, the drift and the predicted loss at `params` (`eig_method` from
@@ -348,13 +431,15 @@ class CentralFlow(AbstractFlow):
         g = U.T @ hessian_derivative(problem, params, grad, U)
         eta = self.learning_rate.astype(flat.dtype)
         rate = self.stabilization.astype(flat.dtype) / eta
-        c = 0.5 * (g + g.T) + rate * jnp.diag(2.0 / eta - eig.values)
+        gaps = 2.0 / eta - eig.values
         X, residual, drift = oscillation(
             problem,
             params,
             U,
-            c,
-            lambda T: jnp.einsum("ijn,abn->ijab", T, T),
+            g,
+            rate * gaps,
+            0.5 * eta * gaps,
+            lambda T, d: jnp.einsum("ijn,abn->ijab", T, T),
             qp_iters=self.qp_iters,
             qp_tol=self.qp_tol,
             who="CentralFlow",
@@ -582,33 +667,82 @@ def central_solve(
     (equinox's default dtype, or a model built before enabling x64) are promoted at the start,
     and its `params` are float64.
 
-    **Raises:** `SolveError` when an interval's solve fails (saying which and what to change);
-    the flow's own runtime errors (non-converged complementarity solve, non-finite HVP).
+    **Raises:** `ValueError` for a flow that is not one `CentralFlow` (a batch of learning
+    rates: vmap `central_path`); `SolveError` when an interval's solve fails (saying which
+    and what to change); the flow's own runtime errors (non-converged complementarity solve,
+    non-finite HVP or third derivative).
 
     **Warns:** `RuntimeWarning` where the flow no longer holds GD's edge: at the first saved
     time where the $(k+1)$-th eigenvalue (`CentralPath.next_eigenvalue`) is at or above
     $2/\eta$, or the top tracked one rose above it by more than `SLIP` (a direction beyond
     the $k$ held ones overtook one between saved times); it names the $k$ to use. (Before a
-    failed interval, that is the `SolveError`'s likely cause instead.)
+    failed interval, that is the `SolveError`'s likely cause instead.) Also where the path
+    starts past the edge ($\eta\lambda_1/2 > 1 +$ `SLIP` at `ts[0]`): no central flow starts
+    there, and the path is the stabilization's pull back to the threshold until it is there
+    (the warning says when).
     """
     from .._solve import _check_times, _require_x64, raise_for_result
 
     _require_x64()
+    if not isinstance(flow, CentralFlow):
+        raise ValueError(
+            f"central_solve solves a CentralFlow, got {type(flow).__name__} (the RMSProp central "
+            "flows are solved by dynopt.solve)."
+        )
+    for name in ("learning_rate", "stabilization"):
+        value = getattr(flow, name)
+        if not is_traced(value) and jnp.ndim(value) > 0:
+            # (Not a per-coordinate value: a batch, whose solve is `central_path` under vmap.)
+            raise ValueError(
+                f"central_solve takes one flow: {name} has shape {jnp.shape(value)}. For a batch "
+                "of learning rates, jax.vmap the traceable core dynopt._flows.central."
+                "central_path over lambda eta: CentralFlow(eta, ...) (one program), or call "
+                "central_solve once per value (one compilation: the values are array leaves)."
+            )
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     ts = jnp.asarray(_check_times(ts, float(np.asarray(ts)[0])))
     path, results = _central_path_jit(flow, problem, ts, rtol, atol, max_steps, solver)
-    crossed = _lost_hold(flow, path, results)
+    said = [m for m in (_past_the_edge(flow, path), _lost_hold(flow, path, results)) if m]
     raise_for_result(
         results,
         what="central_solve",
         max_steps=max_steps,
         rtol=rtol,
         atol=atol,
-        diagnosis=None if crossed is None else f"Likely cause: {crossed}",
+        diagnosis=None if not said else "Likely cause: " + " And: ".join(said),
     )
-    if crossed is not None:
-        warnings.warn(crossed, RuntimeWarning, stacklevel=2)
+    for message in said:
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
     return path
+
+
+def _past_the_edge(flow: CentralFlow, path: CentralPath) -> str | None:
+    r"""What to say where the path starts past GD's edge ($\eta\lambda_1/2 > 1 +$ `SLIP` at the
+    first saved time), or `None`. No central flow starts there: GD from such a point is
+    unstable along its top direction at once (a catapult), and the stabilized flow instead
+    pulls the eigenvalue down at its Baumgarte rate, a transient set by `stabilization`."""
+    eta = np.asarray(flow.learning_rate)
+    top = eta * np.asarray(path.eigenvalues)[:, 0] / 2.0
+    if not top[0] > 1.0 + SLIP:
+        return None
+    back = np.flatnonzero(top <= 1.0 + SLIP)
+    ts = np.asarray(path.ts)
+    until = (
+        f"it is back at the threshold by t = {float(ts[back[0]]):.6g} (saved time {back[0]})"
+        if back.size
+        else f"it is still above it at the last saved time (learning_rate * lambda_1 / 2 = "
+        f"{float(top[-1]):.6g} at t = {float(ts[-1]):.6g})"
+    )
+    return (
+        f"at t = {float(ts[0]):.6g} (saved time 0) the top eigenvalue is already above the "
+        f"threshold (learning_rate * lambda_1 / 2 = {float(top[0]):.6g}): GD from this start is "
+        "past its edge of stability (its top direction grows at once, a catapult), where no "
+        "central flow starts. This path pulls the eigenvalue back at the stabilization rate "
+        "instead (stabilization / learning_rate: one e-fold per 1/stabilization GD steps, "
+        f"slower where the loss sharpens) and {until}; until then it is that transient, not "
+        "GD's central flow. Start below the edge (a smaller learning_rate, or params0 taken "
+        "where learning_rate * lambda_max < 2)."
+    )
 
 
 def _lost_hold(flow: CentralFlow, path: CentralPath, results) -> str | None:

@@ -24,9 +24,12 @@ where the solve's operator takes $\lambda_a = \tau$ in $\langle\Sigma, H^2\rangl
 directions where the constraint binds, and what keeps the operator symmetric positive
 semi-definite: the convex program of `solve_complementarity` with the Gram tensor plus
 $\frac{2\kappa\tau^2}{h}\delta_{ij}\delta_{ab}$); the $G$ equation itself uses the eigenvalues.
-One direction: $\sigma^2 = \max(0, -c/(\frac12\|\nabla S\|^2 + \kappa\tau^2/h))$. The stationary
-preconditioner: at the edge $\sqrt{G+\epsilon} = hS(\theta)/2$ (the threshold pinned to the
-sharpness), `stationary_scale`.
+One direction: $\sigma^2 = \max(0, -c/(\frac12\|\nabla S\|^2 + \kappa\tau^2/h))$. As for
+`CentralFlow`, the directions enter the solve decoupled by their relative gaps $\delta_i = B_i/\tau$
+(`dynopt._flows.central`'s module docstring: a tracked direction far below the threshold cannot
+tilt $\Sigma$). The stationary preconditioner: $\sqrt{G+\epsilon} = \max(hS(\theta)/2,
+\sqrt{\|\nabla L\|^2+\epsilon})$, at the edge $hS/2$ (the threshold pinned to the sharpness),
+`stationary_scale`.
 """
 
 import equinox as eqx
@@ -37,7 +40,7 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, Params, Scalar, ScalarLike
 from .._problem import Problem
 from .._sharpness import Eigenpairs
-from .._validation import hyperparameter
+from .._validation import hyperparameter, is_traced
 from .adaptive import RMSPropState
 from .base import AbstractFlow
 from .central import check_sizes, hessian_derivative, oscillation, warm_eigenpairs
@@ -62,6 +65,15 @@ class AbstractRMSPropCentralFlow(AbstractFlow):
 
     def __check_init__(self):
         check_sizes(self)
+        eps, scale = self.eps, self.initial_scale
+        if not (is_traced(eps) or is_traced(scale)) and bool(
+            jnp.any((jnp.asarray(eps) == 0) & (jnp.asarray(scale) == 0))
+        ):
+            raise ValueError(
+                "eps and initial_scale are both 0: the preconditioner sqrt(G + eps) is 0 at the "
+                "start, where the flow divides the gradient by it. Give eps > 0 (RMSProp's "
+                "1e-8 by default) or initial_scale > 0."
+            )
 
     def params(self, state: RMSPropState) -> Params:
         return state.params
@@ -69,7 +81,7 @@ class AbstractRMSPropCentralFlow(AbstractFlow):
 
 class ScalarRMSPropCentralFlow(AbstractRMSPropCentralFlow):
     r"""The central flow of scalar RMSProp (module docstring), state `RMSPropState(θ, G)` with a
-    scalar $G$. With every gap closing slower than rate $r$ it is `GlobalRMSPropFlow` exactly.
+    scalar $G$. With every gap closing slower than its rate it is `GlobalRMSPropFlow` exactly.
 
     **Arguments:**
 
@@ -78,8 +90,10 @@ class ScalarRMSPropCentralFlow(AbstractRMSPropCentralFlow):
     - `k`, `basis`, `stabilization`, `eig_method`, `eig_iters`, `eig_tol`, `qp_iters`,
       `qp_tol`: as `CentralFlow` (the stabilization rate is $r$ = `stabilization`$/h$).
 
-    **Raises:** `ValueError` for bad hyper-parameters or `k`; at run time an error when the
-    complementarity solve does not converge.
+    **Raises:** `ValueError` for bad hyper-parameters or options (as `CentralFlow`'s; `eps` and
+    `initial_scale` both 0 included: the preconditioner would start at 0); at run time an error
+    when the complementarity solve does not converge, or a Hessian-vector product or the third
+    derivative along the top eigenvectors is not finite.
     """
 
     def central(
@@ -98,15 +112,20 @@ class ScalarRMSPropCentralFlow(AbstractRMSPropCentralFlow):
         g = U.T @ hessian_derivative(problem, params, grad, U)
         rate = self.stabilization.astype(flat.dtype) / h
         eye = jnp.eye(self.k, dtype=flat.dtype)
-        c = 0.5 * (g + g.T) + (kappa / h) * (gsq - G) * eye + rate * root * jnp.diag(tau - lam)
-        # The oscillation's gradient energy in the G equation, with λ_a = τ (module docstring).
-        energy = lambda: (2.0 * kappa * tau**2 / h) * jnp.einsum("ij,ab->ijab", eye, eye)
+        drift_c = 0.5 * (g + g.T) + (kappa / h) * (gsq - G) * eye
+        # The oscillation's gradient energy in the G equation, with λ_a = τ (module docstring),
+        # for the decoupled directions d_a u_a.
+        energy = lambda d: (
+            (2.0 * kappa * tau**2 / h) * jnp.einsum("ij,ab->ijab", jnp.diag(d**2), jnp.diag(d**2))
+        )
         X, residual, drift = oscillation(
             problem,
             params,
             U,
-            c,
-            lambda T: jnp.einsum("ijn,abn->ijab", T, T) + energy(),
+            drift_c,
+            rate * root * (tau - lam),
+            1.0 - lam / tau,
+            lambda T, d: jnp.einsum("ijn,abn->ijab", T, T) + energy(d),
             qp_iters=self.qp_iters,
             qp_tol=self.qp_tol,
             who="ScalarRMSPropCentralFlow",
@@ -129,10 +148,19 @@ class ScalarRMSPropCentralFlow(AbstractRMSPropCentralFlow):
         return problem.loss(state.params) + 0.5 * jnp.sum(jnp.diagonal(X) * eig.values)
 
     def stationary_scale(self, state: RMSPropState, problem: Problem) -> Scalar:
-        r"""The stationary preconditioner at the edge: $\sqrt{G+\epsilon} = h\,S(\theta)/2$,
-        the value of $\sqrt{G+\epsilon}$ that puts the effective sharpness at 2."""
-        eig = self.central(state, problem)[0]
-        return 0.5 * self.learning_rate * eig.values[0]
+        r"""The stationary preconditioner $\sqrt{\bar G+\epsilon} = \max\big(h\,S(\theta)/2,
+        \sqrt{\|\nabla L(\theta)\|^2 + \epsilon}\big)$: where $G$ and $\Sigma$ come to rest at
+        fixed $\theta$ ($\bar G = \|\nabla L\|^2 + \sigma^2S^2$ with $\sigma^2 \ge 0$, $\tau \ge
+        S$, $\sigma^2(\tau - S) = 0$). At the edge ($\sigma^2 > 0$) it is $hS/2$, the value that
+        puts the effective sharpness at 2; below it ($\|\nabla L\|^2 + \epsilon \ge (hS/2)^2$)
+        $G$ rests at $\|\nabla L\|^2$, the stable flow's. Only the state's $\theta$ is read (and
+        the eigen-solve's warm start `basis`)."""
+        params = state.params
+        flat = ravel_pytree(params)[0]
+        top = warm_eigenpairs(self, problem, params, flat).values[0]
+        grad = ravel_pytree(problem.grad(params))[0]
+        h, eps = self.learning_rate.astype(flat.dtype), self.eps.astype(flat.dtype)
+        return jnp.maximum(0.5 * h * top, jnp.sqrt(jnp.vdot(grad, grad) + eps))
 
     def discretize(self, step_size: ScalarLike):
         raise NotImplementedError(
@@ -166,9 +194,9 @@ class RMSPropCentralFlow(AbstractRMSPropCentralFlow):
     $G_{ij} = \nabla_\theta(u_i^\top Hu_j)$; the second term takes $\lambda_a = \tau$ (exact
     where the constraint binds), which makes $\mathcal M$ symmetric positive semi-definite, so
     `solve_complementarity` applies; the $G$ equation uses the eigenvalues. With every gap
-    closing slower than rate $r$ it is `RMSPropFlow` exactly. `stationary_second_moment` is the
-    value $G$ relaxes to at fixed $\theta, \Sigma$ (the stationary preconditioner $P_\star =
-    \sqrt{G_\star + \epsilon}$).
+    closing slower than its rate it is `RMSPropFlow` exactly. `stationary_second_moment` is the
+    value $G$ relaxes to at fixed $\theta$ and $\Sigma$ (not the paper's stationary
+    preconditioner, where $\Sigma$ is at rest too).
 
     **Arguments:** as `ScalarRMSPropCentralFlow` (`initial_scale` a scalar for every coordinate).
     """
@@ -189,14 +217,20 @@ class RMSPropCentralFlow(AbstractRMSPropCentralFlow):
         rate = self.stabilization.astype(flat.dtype) / h
         g = U.T @ hessian_derivative(problem, params, grad / p, U)
         nu_term = jnp.einsum("ci,cj,c->ij", U, U, (grad**2 - G) / (2.0 * p))
-        c = 0.5 * (g + g.T) + tau * kappa * nu_term + rate * jnp.diag(tau - lam)
-        energy = lambda: tau**3 * kappa * jnp.einsum("c,ci,cj,ca,cb->ijab", p, U, U, U, U)
+        drift_c = 0.5 * (g + g.T) + tau * kappa * nu_term
+
+        def energy(d):  # for the decoupled directions d_a u_a
+            V = U * d[None, :]
+            return tau**3 * kappa * jnp.einsum("c,ci,cj,ca,cb->ijab", p, V, V, V, V)
+
         X, residual, drift = oscillation(
             problem,
             params,
             U,
-            c,
-            lambda T: jnp.einsum("ijn,abn->ijab", T, T / p[None, None, :]) + energy(),
+            drift_c,
+            rate * (tau - lam),
+            1.0 - lam / tau,
+            lambda T, d: jnp.einsum("ijn,abn->ijab", T, T / p[None, None, :]) + energy(d),
             qp_iters=self.qp_iters,
             qp_tol=self.qp_tol,
             who="RMSPropCentralFlow",
@@ -223,8 +257,11 @@ class RMSPropCentralFlow(AbstractRMSPropCentralFlow):
 
     def stationary_second_moment(self, state: RMSPropState, problem: Problem) -> Params:
         r"""$G_\star = \nabla L^{\odot2} + \mathrm{diag}(H\Sigma H)$, the zero of the $G$
-        equation at the current $\theta$ and $\Sigma$ (the stationary preconditioner is
-        $\sqrt{G_\star + \epsilon}$)."""
+        equation at the current $\theta$ and the current $\Sigma$ (the $\Sigma$ of the state's
+        own $G$). Not the stationary preconditioner $\bar P(\theta)$ of the central-flow paper,
+        where $G$ and $\Sigma$ are at rest together ($\Sigma$ changes as $G$ does; that one
+        solves $\min_{P}\sum_c (P_c + (\nabla L)_c^2/P_c)$ subject to $2P/h \succeq H$, not done
+        here): the two agree only at such a rest point."""
         field = self.central(state, problem)[4]
         return jax.tree.map(lambda d, g: d / self.kappa + g, field.G, state.G)
 

@@ -72,7 +72,8 @@ def network_problem(
 
     **Returns:** a `dynopt.Problem` (a finite sum: `data`, `sample_loss_fn`, `batch_size` set).
 
-    **Raises:** `ValueError` when the inputs do not fit the model's input shape, the outputs
+    **Raises:** `ValueError` when `data` is not a pair of arrays (or nested lists) with a
+    shared leading sample axis, the inputs do not fit the model's input shape, the outputs
     are not 1-D, a label is out of range of the outputs, float targets meet cross-entropy, an
     input or float target is NaN or infinite, or `shard` is not one of the three above.
     """
@@ -81,7 +82,18 @@ def network_problem(
     if not (isinstance(shard, bool | np.bool_) or (isinstance(shard, str) and shard == "local")):
         raise ValueError(f"shard must be one of [False, True, 'local'], got {shard!r}.")
     shard = shard if isinstance(shard, str) else bool(shard)
-    x, y = data
+    if not (isinstance(data, tuple | list) and len(data) == 2):
+        raise ValueError(
+            f"data must be a pair (x, y) of arrays, got {type(data).__name__}"
+            + (f" of length {len(data)}." if isinstance(data, tuple | list) else ".")
+        )
+    # Arrays as given (a sharded jax.Array stays so, NumPy stays on the host until sharded);
+    # nested lists become NumPy arrays.
+    x, y = (a if isinstance(a, jax.Array | np.ndarray) else np.asarray(a) for a in data)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(
+            f"data: x and y need a leading sample axis, got shapes {x.shape} and {y.shape}."
+        )
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"data: x and y must share the sample axis, got {x.shape} and {y.shape}.")
     if x.shape[0] == 0:
