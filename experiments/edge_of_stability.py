@@ -75,10 +75,10 @@ class Config:
     smoothed loss on steps 350–900 within 2.9% max / 1.4% mean (the reference's notebook: 3.0% /
     1.3%; the stable flow 56.6%, the notebook 56%), float64 GD's within 6.0% / 3.1%, the two GD
     runs 4.1% apart (`anchor.png`); it adds 33 s (full run 87 s wall, 2026-12-05). The central
-    flow's field eigen-solve (Lanczos, depth 48) stays within 9.3e-9 (digits) and 8.8e-10
-    (anchor) of refreshed eigenvalues (`*eig_deviation_max`). hλ sweep:
-    orders improve on all
-    of hλ < 1 and worsen from hλ ≈ 1.21. RMSProp (η = 4e-3): median η·λ_max(D⁻¹H)/2 after
+    flow's field eigen-solve (Lanczos, depth 48) stays within 9.3e-9 (digits) and 2.2e-9
+    (anchor; 8.8e-10 before 2026-12-06's per-direction rates) of refreshed eigenvalues
+    (`*eig_deviation_max`). hλ sweep: orders improve on all of hλ < 1 and worsen from
+    hλ ≈ 1.21. RMSProp (η = 4e-3): median η·λ_max(D⁻¹H)/2 after
     onset 1.14; at η = 1e-3 (the default) ≈ 1.07 over 500 steps.
     """
 

@@ -101,6 +101,8 @@ _SLOW = (
     "tests/test_densities_nd.py::test_routes_agree_on_a_nonlinear_non_gradient_drift",
     "tests/test_experiments.py::test_run_all_jobs_runs_each_experiment_in_its_own_process",
     "tests/test_solve.py::test_dense_memory_guard_counts_the_solver_values_per_step",
+    "tests/test_central_probe.py::test_cnn_cross_entropy_field_against_a_dense_reference",
+    "tests/test_modified_optax_contrib.py::test_a_transform_acting_by_shape_is_checked_on_the_users_parameters",
 )
 
 
