@@ -541,7 +541,7 @@ def compare(
     # so the compiled program needs no runtime checks (`host_validated`).
     if per_step and not all(isinstance(reference(float(h)), AbstractFlow) for h in hs):
         raise ValueError("reference(step_size) must return a dynopt flow (AbstractFlow).")
-    solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, t1)
+    solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, t1, max_steps)
     check_dense_memory(
         ref(float(hs[0])) if per_step else ref,
         problem,

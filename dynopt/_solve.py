@@ -8,6 +8,7 @@ from collections.abc import Callable
 import diffrax
 import equinox as eqx
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -57,8 +58,30 @@ def _on_host(what: str, **values) -> None:
                 f"{name} must be concrete: {what} is called on the host, outside jax.jit and "
                 "jax.vmap, since its checks, solver choice and save times are decided there "
                 "(it compiles its own program). To solve for several flows or times, call it in "
-                "a Python loop: new hyper-parameter values and times do not recompile."
+                "a Python loop: new hyper-parameter values and times do not recompile. (jax.grad "
+                "may differentiate solve's result with respect to the flow's and the problem's "
+                f"arrays, not its times.)"
             )
+
+
+def _differentiated(what: str, **values) -> dict:
+    """`values` with each traced leaf replaced by its value, where that is known on the host: a
+    leaf differentiated by reverse-mode autodiff outside `jit` (`jax.grad`, `jax.vjp`,
+    `jax.jacrev`), which `solve` passes to its compiled program (diffrax differentiates the
+    solve) while deciding its checks and solver on the values. Any other traced leaf (under
+    `jax.vmap` or `jax.jit`): `_on_host`'s `ValueError`."""
+
+    def value(x):
+        if not isinstance(x, jax.core.Tracer):
+            return x
+        try:
+            return jax.extend.core.concrete_or_error(None, x)
+        except jax.errors.ConcretizationTypeError:
+            return x
+
+    host = {name: jax.tree.map(value, v) for name, v in values.items()}
+    _on_host(what, **host)
+    return host
 
 
 def _check_times(ts: ArrayLike, t0: ScalarLike) -> np.ndarray:
@@ -113,18 +136,22 @@ def stiffness_ratio(problem: Problem, params: Params, horizon: float) -> float:
     For more than 1000 parameters only $\lambda_{\max}$ is estimated (power iteration on
     Hessian-vector products) and the ratio is $\lambda_{\max} T$.
     """
-    size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(params))
-    rates = problem.time_scales(params)
-    if rates is not None:
-        lam_max, lam_min = float(np.max(rates)), float(np.min(rates))
-    elif size <= _DENSE_HESSIAN_MAX_DIM:
-        lam = np.abs(np.linalg.eigvalsh(np.asarray(_hessian_matrix(problem, params))))
-        lam_max, lam_min = float(lam.max()), float(lam.min())
-    else:
-        lam_max, lam_min = float(_top_eigenvalue(problem, params)), 0.0
+    lam_max, lam_min = _rate_range(problem, params)
     if not np.isfinite(lam_max):
         return float("inf")
     return lam_max / max(lam_min, 1.0 / horizon)
+
+
+def _rate_range(problem: Problem, params: Params) -> tuple[float, float]:
+    """`(lambda_max, lambda_min)` of `stiffness_ratio` (`lambda_min` 0 above 1000 parameters)."""
+    size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(params))
+    rates = problem.time_scales(params)
+    if rates is not None:
+        return float(np.max(rates)), float(np.min(rates))
+    if size <= _DENSE_HESSIAN_MAX_DIM:
+        lam = np.abs(np.linalg.eigvalsh(np.asarray(_hessian_matrix(problem, params))))
+        return float(lam.max()), float(lam.min())
+    return float(_top_eigenvalue(problem, params)), 0.0
 
 
 def top_eigenvalue(problem: Problem, params: Params) -> float | None:
@@ -141,10 +168,24 @@ def _solver(name: str) -> diffrax.AbstractSolver:
     return SOLVERS[name]()  # immutable: one instance per name serves every call
 
 
-def _pick_solver(solver, problem: Problem, params0: Params, horizon: float):
+# Tsit5's stability interval on the negative real axis (|R(z)| <= 1 for -3.5 <= z <= 0): a
+# stable explicit step on a mode of rate lambda is at most this / lambda long.
+_TSIT5_STABILITY = 3.5
+
+
+def _pick_solver(
+    solver, problem: Problem, params0: Params, horizon: float, max_steps: int | None = None
+):
+    r"""`(solver, name, stiffness ratio or None)`. Automatic (`solver=None`): `Kvaerno5` when the
+    stiffness ratio is at least `STIFFNESS_THRESHOLD`, or when Tsit5's stable steps alone,
+    $\lambda_{\max} T / 3.5$, would exceed `max_steps` (a long horizon: once the slow modes
+    have decayed below atol nothing is left to resolve but the fast modes' stability, which
+    costs an L-stable implicit solver nothing); else `Tsit5`."""
     if solver is None:
-        ratio = stiffness_ratio(problem, params0, horizon)
-        name = "kvaerno5" if ratio >= STIFFNESS_THRESHOLD else "tsit5"
+        lam_max, lam_min = _rate_range(problem, params0)
+        ratio = lam_max / max(lam_min, 1.0 / horizon) if np.isfinite(lam_max) else float("inf")
+        too_long = max_steps is not None and lam_max * horizon / _TSIT5_STABILITY > max_steps
+        name = "kvaerno5" if ratio >= STIFFNESS_THRESHOLD or too_long else "tsit5"
         return _solver(name), name, ratio
     if isinstance(solver, str):
         key = _ALIASES.get(solver.lower(), solver.lower())
@@ -705,17 +746,30 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
         # Only now (it needs a dense Jacobian): the field changing on a tiny time scale.
         radius = _radius(flow, problem, reached, y)
         radius0 = _radius(flow, problem, t0, y0) or 0.0
-        if radius is None or not radius > _BLOW_UP_GROWTH * max(radius0, 1.0 / span):
+        if radius is not None and radius > _BLOW_UP_GROWTH * max(radius0, 1.0 / span):
+            cause = (
+                f"Likely cause: the flow's Jacobian there has spectral radius {radius:.3g} "
+                f"(at t0: {radius0:.3g}): the field changes on a time scale of "
+                f"{1 / radius:.2g}, so each step is that short. Either the flow turned stiff (an "
+                "implicit solver helps) or its field is nearly discontinuous (a normalized or "
+                "sign-like step switching where a gradient or one parameter leaf's gradient "
+                "vanishes, smoothed only by an eps, e.g. optax.novograd's per-leaf "
+                "normalization: no solver helps). End the horizon before "
+                f"t = {reached:.4g}, or change the problem."
+            )
+        elif (jump := _field_jump(flow, problem, reached, y)) is not None:
+            cause = (
+                f"Likely cause: the flow's vector field is discontinuous there: it changes by "
+                f"{jump:.3g} ({jump / max(speed, 1e-300):.3g} of its size) across the state "
+                "there, a change that does not shrink with the distance (down to 1e-10 of the "
+                "parameters' scale). A switch, such as the sign of a gradient component that "
+                "vanishes there: the exact flow slides along it, and an adaptive ODE solver "
+                "cannot pass it; no step budget, tolerance or implicit solver helps. Smooth the "
+                "field (a width or eps > 0 in a sign-like flow), or end the horizon before "
+                f"t = {reached:.4g}."
+            )
+        else:
             return where
-        cause = (
-            f"Likely cause: the flow's Jacobian there has spectral radius {radius:.3g} (at t0: "
-            f"{radius0:.3g}): the field changes on a time scale of {1 / radius:.2g}, so each "
-            "step is that short. Either the flow turned stiff (an implicit solver helps) or its "
-            "field is nearly discontinuous (a normalized or sign-like step switching where a "
-            "gradient or one parameter leaf's gradient vanishes, smoothed only by an eps, e.g. "
-            "optax.novograd's per-leaf normalization: no solver helps). End the horizon before "
-            f"t = {reached:.4g}, or change the problem."
-        )
     return f"{where} {cause}"
 
 
@@ -770,6 +824,41 @@ def _kinked_gradient(flow, problem, t, y) -> str | None:
         near, far = c[:-1], c[1:]
         jump = np.isfinite(c[:-1]) & (near >= _KINK_JUMP * far) & (near > _KINK_SIZE * g0)
         return ", ".join(names) if jump.any() else None
+    except Exception:  # a diagnosis never hides the solve's own error
+        return None
+
+
+def _field_jump(flow, problem, t, y) -> float | None:
+    r"""The size of the jump of the flow's vector field where a solve stopped, if it jumps there:
+    its change over $y \pm \delta\,\hat f$ (along the field $f$ itself) at least `_KINK_JUMP`
+    of its change over $\pm 3\delta$ (a smooth field's: ~1/3) and at least `_KINK_SIZE` of
+    $\|f\|$, for some $\delta$ of `_KINK_DELTAS` (relative to the state's scale); else
+    `None`. A field that switches (a sign of a vanishing gradient component) stalls the
+    solver without any large derivative for `_radius` to see. Only on a failed solve's
+    diagnosis."""
+    try:
+        flat, unravel = ravel_pytree(y)
+        if not jnp.issubdtype(flat.dtype, jnp.floating):
+            return None
+        field = lambda z: ravel_pytree(flow.vector_field(t, unravel(z), problem))[0]
+        f0 = field(flat)
+        size = float(jnp.linalg.norm(f0))
+        if not (np.isfinite(size) and size > 0):
+            return None
+        scale = max(float(jnp.linalg.norm(flat)), 1.0)
+
+        @jax.jit
+        def changes(deltas):
+            def change(delta):
+                shift = (delta * scale / size) * f0
+                return jnp.linalg.norm(field(flat + shift) - field(flat - shift))
+
+            return jax.vmap(change)(deltas)
+
+        c = np.asarray(changes(jnp.asarray(_KINK_DELTAS)))
+        near, far = c[:-1], c[1:]
+        jump = np.isfinite(near) & (near >= _KINK_JUMP * far) & (near > _KINK_SIZE * size)
+        return float(near[jump].max()) if jump.any() else None
     except Exception:  # a diagnosis never hides the solve's own error
         return None
 
@@ -878,8 +967,9 @@ def solve(
     - `ts`: strictly increasing save times with `t0 <= ts[0]`; $t_1$ = `ts[-1]`.
     - `solver`: `None` (automatic: `Tsit5`, or `Kvaerno5` when the stiffness ratio
       $\lambda_{\max}/\max(\lambda_{\min}, 1/(t_1-t_0))$ of the Hessian at $\theta_0$ is
-      $\ge 10^4$), a name (`"tsit5"`, `"dopri5"`, `"dopri8"`, `"kvaerno5"`, `"explicit"`,
-      `"implicit"`) or any `diffrax.AbstractSolver`.
+      $\ge 10^4$, or when Tsit5's stable steps alone, $\lambda_{\max}(t_1-t_0)/3.5$, would
+      exceed `max_steps`: a long horizon), a name (`"tsit5"`, `"dopri5"`, `"dopri8"`,
+      `"kvaerno5"`, `"explicit"`, `"implicit"`) or any `diffrax.AbstractSolver`.
     - `rtol`, `atol`: the `PIDController` tolerances (error $\le$ atol + rtol·|y| per step).
     - `max_steps`: the solver's step budget.
     - `dense`: keep diffrax's dense interpolation (for `evaluate`). diffrax preallocates it for
@@ -903,25 +993,43 @@ def solve(
             "problem must be a dynopt.AbstractProblem (a dynopt.Problem, a dynopt.games.Game, "
             f"...), got {type(problem).__name__}; the call is solve(flow, problem, ts)."
         )
-    _on_host("solve", flow=flow, problem=problem, t0=t0)
-    check_unbatched(flow, "solve")
+    _on_host("solve", t0=t0)
+    # Under jax.grad the flow's and problem's arrays are traced: the host decides on their values.
+    host = _differentiated("solve", flow=flow, problem=problem)
+    host_flow, host_problem = host["flow"], host["problem"]
+    check_unbatched(host_flow, "solve")
     t0 = float(interval("t0", t0))
     ts_host = _check_times(ts, t0)  # the horizon from host memory: no device round trip
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     horizon = float(ts_host[-1]) - t0
-    solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, horizon)
+    solver_obj, name, ratio = _pick_solver(
+        solver, host_problem, host_problem.params0, horizon, max_steps
+    )
     dense = bool(dense)
     compiled, arrays = _compiled_solve(
         flow, problem, solver_obj, max_steps, dense, _progress.enabled()
     )
     if dense and not compiled.dense_checked:  # depends only on the cache key: once per key
-        check_dense_memory(flow, problem, max_steps, solver=solver_obj)
+        check_dense_memory(host_flow, host_problem, max_steps, solver=solver_obj)
         compiled.dense_checked = True
     f64 = np.float64
     times = (f64(t0), ts_host, f64(rtol), f64(atol))
     with host_validated():  # flow, problem and times checked above: no runtime checks
-        out = eqx.combine(compiled.run(arrays, *times), compiled.outputs[0])
+        try:
+            out = eqx.combine(compiled.run(arrays, *times), compiled.outputs[0])
+        except TypeError as error:
+            if "forward-mode" not in str(error):
+                raise
+            raise ValueError(
+                "solve differentiates in reverse mode only (jax.grad, jax.vjp, jax.jacrev): "
+                "diffrax's adjoint (RecursiveCheckpointAdjoint) has no forward-mode rule, so "
+                "jax.jvp, jax.jacfwd and jax.hessian cannot pass it. Use jax.jacrev, or "
+                "jax.grad per output."
+            ) from None
     if not bool(out.pop("ok")):  # the one device-to-host transfer of a successful solve
+        compiled, arrays = _compiled_solve(
+            host_flow, host_problem, solver_obj, max_steps, dense, _progress.enabled()
+        )
         sol = compiled.full(arrays, *times)
         raise_for_result(
             sol.result,
@@ -930,7 +1038,7 @@ def solve(
             rtol=rtol,
             atol=atol,
             stiffness=ratio,
-            diagnosis=_diagnose(flow, problem, sol, ts_host, t0),
+            diagnosis=_diagnose(host_flow, host_problem, sol, ts_host, t0),
             implicit=isinstance(solver_obj, diffrax.AbstractImplicitSolver),
         )
     return Trajectory(**out, flow=flow, solver=name)

@@ -321,8 +321,9 @@ def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
 
 def solver_options(rtol: Any, atol: Any, max_steps: Any) -> tuple[float, float, int]:
     """An adaptive solve's `(rtol, atol, max_steps)` as Python numbers: the tolerances finite and
-    > 0 (`rtol` < 1), `max_steps` a positive integer (10.5 is refused, not truncated); else
-    `ValueError`. Construction only (static solver options, never traced)."""
+    > 0 (`rtol` in [float64's machine epsilon, 1)), `max_steps` a positive integer (10.5 is
+    refused, not truncated); else `ValueError`. Construction only (static solver options, never
+    traced)."""
 
     def tolerance(x) -> float | None:
         if isinstance(x, bool | str | bytes):
@@ -337,8 +338,18 @@ def solver_options(rtol: Any, atol: Any, max_steps: Any) -> tuple[float, float, 
     if rtol_f is None or atol_f is None:
         raise ValueError(f"rtol and atol must be > 0 and finite, got rtol={rtol!r}, atol={atol!r}.")
     if rtol_f >= 1.0:  # an error as large as the solution itself: no accuracy asked at all
-        raise ValueError(f"rtol must be in (0, 1), got {rtol!r}.")
+        raise ValueError(f"rtol must be in [{_RTOL_MIN:.3g}, 1), got {rtol!r}.")
+    if rtol_f < _RTOL_MIN:
+        raise ValueError(
+            f"rtol must be in [{_RTOL_MIN:.3g}, 1) (float64's machine epsilon: a smaller "
+            "relative error per step is below the rounding of the state itself, which no step "
+            f"size meets; the solve would only take more steps), got {rtol!r}."
+        )
     return rtol_f, atol_f, positive_int("max_steps", max_steps)
+
+
+# The smallest rtol a float64 solve can meet: the state's own rounding.
+_RTOL_MIN = float(np.finfo(np.float64).eps)
 
 
 def increasing(name: str, values: Any, *, start: float | None = None, min_size: int = 1):
