@@ -807,25 +807,33 @@ def _kinked_gradient(flow, problem, t, y) -> str | None:
         size = float(jnp.linalg.norm(step))
         if not (np.isfinite(size) and size > 0):
             return None
-        scale = max(float(jnp.linalg.norm(flat)), 1.0)
         g = lambda x: ravel_pytree(grad(unravel(x)))[0]
-
-        g0 = float(jnp.linalg.norm(g(flat)))
-
-        @jax.jit
-        def changes(deltas):
-            def change(delta):
-                shift = (delta * scale / size) * step
-                return jnp.linalg.norm(g(flat + shift) - g(flat - shift))
-
-            return jax.vmap(change)(deltas)
-
-        c = np.asarray(changes(jnp.asarray(_KINK_DELTAS)))
-        near, far = c[:-1], c[1:]
-        jump = np.isfinite(c[:-1]) & (near >= _KINK_JUMP * far) & (near > _KINK_SIZE * g0)
-        return ", ".join(names) if jump.any() else None
+        jump = _jump(g, flat, step / size, float(jnp.linalg.norm(g(flat))))
+        return ", ".join(names) if jump is not None else None
     except Exception:  # a diagnosis never hides the solve's own error
         return None
+
+
+def _jump(fn, flat, direction, size: float) -> float | None:
+    """The largest change of `fn` across `flat ± delta·scale·direction` (`direction` a unit
+    vector, scale the state's size or 1) for `delta` in `_KINK_DELTAS` that is at least
+    `_KINK_JUMP` of its change over 3·delta (a smooth function's: ~1/3) and at least
+    `_KINK_SIZE` of `size` (the function's own size): a jump that does not shrink with the
+    span. `None` where there is none."""
+    scale = max(float(jnp.linalg.norm(flat)), 1.0)
+
+    @jax.jit
+    def changes(deltas):
+        def change(delta):
+            shift = (delta * scale) * direction
+            return jnp.linalg.norm(fn(flat + shift) - fn(flat - shift))
+
+        return jax.vmap(change)(deltas)
+
+    c = np.asarray(changes(jnp.asarray(_KINK_DELTAS)))
+    near, far = c[:-1], c[1:]
+    jump = np.isfinite(near) & (near >= _KINK_JUMP * far) & (near > _KINK_SIZE * size)
+    return float(near[jump].max()) if jump.any() else None
 
 
 def _field_jump(flow, problem, t, y) -> float | None:
@@ -845,20 +853,7 @@ def _field_jump(flow, problem, t, y) -> float | None:
         size = float(jnp.linalg.norm(f0))
         if not (np.isfinite(size) and size > 0):
             return None
-        scale = max(float(jnp.linalg.norm(flat)), 1.0)
-
-        @jax.jit
-        def changes(deltas):
-            def change(delta):
-                shift = (delta * scale / size) * f0
-                return jnp.linalg.norm(field(flat + shift) - field(flat - shift))
-
-            return jax.vmap(change)(deltas)
-
-        c = np.asarray(changes(jnp.asarray(_KINK_DELTAS)))
-        near, far = c[:-1], c[1:]
-        jump = np.isfinite(near) & (near >= _KINK_JUMP * far) & (near > _KINK_SIZE * size)
-        return float(near[jump].max()) if jump.any() else None
+        return _jump(field, flat, f0 / size, size)
     except Exception:  # a diagnosis never hides the solve's own error
         return None
 
