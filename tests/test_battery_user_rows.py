@@ -30,23 +30,32 @@ from dynopt.correspondences import (
 WD = 0.3
 
 
-class WeightDecayFlow(flows.AbstractFlow):
-    r"""$\dot\theta = -\nabla L - \lambda\theta$."""
+def _decay_flow_holding(held):
+    """The weight-decay flow with its decay held as `held` says: a plain float default, or an
+    `eqx.field(...)`."""
 
-    weight_decay: jax.Array = eqx.field(converter=jnp.asarray, default=WD)
+    class DecayFlow(flows.AbstractFlow):
+        r"""$\dot\theta = -\nabla L - \lambda\theta$."""
 
-    def init(self, params):
-        return params
+        weight_decay: float = held
 
-    def params(self, state):
-        return state
+        def init(self, params):
+            return params
 
-    def vector_field(self, t, params, problem):
-        g = problem.grad(params)
-        return jax.tree.map(lambda gi, x: -gi - self.weight_decay * x, g, params)
+        def params(self, state):
+            return state
 
-    def discretize(self, h):
-        return SGDW()(self, h)
+        def vector_field(self, t, params, problem):
+            g = problem.grad(params)
+            return jax.tree.map(lambda gi, x: -gi - self.weight_decay * x, g, params)
+
+        def discretize(self, h):
+            return SGDW()(self, h)
+
+    return DecayFlow
+
+
+WeightDecayFlow = _decay_flow_holding(eqx.field(converter=jnp.asarray, default=WD))
 
 
 def sgdw(learning_rate, weight_decay):
@@ -202,29 +211,6 @@ def test_a_pre_asymptotic_fit_against_a_closed_form_is_no_order():
     report = verify(row, ["order"])
     assert report.failed == ("order",)
     assert "pre-asymptotic" in str(report)
-
-
-def _decay_flow_holding(held):
-    """The weight-decay flow with its decay held as `held` says: a plain float default, or an
-    `eqx.field(...)`."""
-
-    class DecayFlow(flows.AbstractFlow):
-        weight_decay: float = held
-
-        def init(self, params):
-            return params
-
-        def params(self, state):
-            return state
-
-        def vector_field(self, t, params, problem):
-            g = problem.grad(params)
-            return jax.tree.map(lambda gi, x: -gi - self.weight_decay * x, g, params)
-
-        def discretize(self, h):
-            return SGDW()(self, h)
-
-    return DecayFlow
 
 
 def test_python_float_hyperparameter_retraces():
