@@ -23,10 +23,21 @@ import jax.numpy as jnp
 import optax
 
 from .._custom_types import Array, Params, ScalarLike
+from .._validation import decay as _decay, interval, nonnegative, positive
+
+
+def _learning_rate(learning_rate, name: str = "learning_rate"):
+    """A learning rate or schedule: a number (or traced value) must be finite and >= 0
+    (`ValueError` at construction, `eqx.error_if` inside `jit`); a callable is a schedule."""
+    if callable(learning_rate):
+        return learning_rate
+    return nonnegative(name, learning_rate)
 
 
 def _dtype(tree) -> Any:
-    return jnp.result_type(*jax.tree.leaves(tree))
+    # The parameters' dtype; the default float for an empty tree (no leaves to read it from).
+    leaves = jax.tree.leaves(tree)
+    return jnp.result_type(*leaves) if leaves else jnp.result_type(float)
 
 
 class ScaleByGlobalRmsState(NamedTuple):
@@ -48,8 +59,11 @@ def scale_by_global_rms(
     Hyper-parameters are cast to the gradient's dtype (strict-promotion clean).
 
     **Arguments:** `decay` $\lambda \in [0, 1)$, `eps` $\epsilon \ge 0$ (inside the root),
-    `initial_scale` $G_0$.
+    `initial_scale` $G_0 \ge 0$.
     """
+    decay = _decay("decay", decay)
+    eps = nonnegative("eps", eps)
+    initial_scale = nonnegative("initial_scale", initial_scale)
 
     def init_fn(params):
         return ScaleByGlobalRmsState(nu=jnp.asarray(initial_scale, _dtype(params)))
@@ -58,7 +72,8 @@ def scale_by_global_rms(
         del params, extra_args
         dtype = state.nu.dtype
         lam = jnp.asarray(decay, dtype)
-        nu = lam * state.nu + (1 - lam) * optax.tree.norm(updates, squared=True)
+        sq = jnp.asarray(optax.tree.norm(updates, squared=True), dtype)
+        nu = lam * state.nu + (1 - lam) * sq
         scale = jax.lax.rsqrt(nu + jnp.asarray(eps, dtype))
         return optax.tree.scale(scale, updates), ScaleByGlobalRmsState(nu=nu)
 
@@ -76,7 +91,7 @@ def global_rmsprop(
     $G_{k+1} = \lambda G_k + (1-\lambda)\|g_k\|^2$. The step keeps the direction of $-g_k$."""
     return optax.chain(
         scale_by_global_rms(decay, eps, initial_scale),
-        optax.scale_by_learning_rate(learning_rate),
+        optax.scale_by_learning_rate(_learning_rate(learning_rate)),
     )
 
 
@@ -90,8 +105,10 @@ def scale_by_truncated_polyak(
     of length $(L-L^*)\min(1/\|g\|, M) \le M(L-L^*)$. It needs the loss:
     `update(..., value=L)` (`dynopt.run` passes it). $u = 0$ where $g = 0$.
 
-    **Arguments:** `max_scale` $M > 0$; `f_min` the known minimum $L^*$.
+    **Arguments:** `max_scale` $M > 0$; `f_min` the known minimum $L^*$ (finite).
     """
+    max_scale = positive("max_scale", max_scale)
+    f_min = interval("f_min", f_min)
 
     def update_fn(updates, state, params=None, *, value, **extra_args):
         del params, extra_args
@@ -111,7 +128,10 @@ def truncated_polyak_sgd(
     `chain(scale_by_truncated_polyak(M, f_min), optax.scale_by_learning_rate(h))`, with the
     scalar $-h\,\cdot$step formed once."""
     return _scaled_by_scalar_step(
-        learning_rate, f_min, optax.tree.norm, _truncated_polyak_scale(max_scale)
+        learning_rate,
+        interval("f_min", f_min),
+        optax.tree.norm,
+        _truncated_polyak_scale(positive("max_scale", max_scale)),
     )
 
 
@@ -131,27 +151,59 @@ def polyak_sgd(
 
 
 def scale_by_adam(
-    b1: ScalarLike = 0.9, b2: ScalarLike = 0.999, eps: ScalarLike = 1e-8
+    b1: ScalarLike = 0.9,
+    b2: ScalarLike = 0.999,
+    eps: ScalarLike = 1e-8,
+    eps_root: ScalarLike = 0.0,
+    mu_dtype: Any | None = None,
+    *,
+    nesterov: bool = False,
 ) -> optax.GradientTransformation:
-    r"""`optax.scale_by_adam(b1, b2, eps)` with the bias corrections computed once per step:
+    r"""`optax.scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)` with the bias
+    corrections computed once per step:
 
     $$m_{k+1} = \beta_1 m_k + (1-\beta_1)g_k,\qquad v_{k+1} = \beta_2 v_k + (1-\beta_2)g_k^2,$$
-    $$u_k = \frac{c_1\,m_{k+1}}{\sqrt{c_2\,v_{k+1}} + \epsilon},\qquad
-    c_i = \frac{1}{1-\beta_i^{k+1}}.$$
+    $$u_k = \frac{\hat m_{k+1}}{\sqrt{c_2\,v_{k+1} + \epsilon_{\rm root}} + \epsilon},\qquad
+    c_i(k) = \frac{1}{1-\beta_i^{k}},$$
 
-    The same state (`optax.ScaleByAdamState`) and the same arithmetic as optax, except that
-    $m/(1-\beta^t)$ is $m\cdot c$ with the scalar $c$ formed once (one rounding apart, as optax
-    itself compiles with constant $\beta$s); the moments are updated by optax's own
-    `optax.tree.update_moment*`. $c_i$ is `optax.tree.bias_correction` of the scalar 1, in the
-    hyper-parameters' precision as optax computes it, then cast to each moment's dtype.
+    $\hat m_{k+1} = c_1(k+1)\,m_{k+1}$, or with `nesterov=True` (optax's NAdam)
+    $\hat m_{k+1} = \beta_1 c_1(k+2)\,m_{k+1} + (1-\beta_1)c_1(k+1)\,g_k$.
+
+    The same state (`optax.ScaleByAdamState`, the first moment stored in `mu_dtype`) and the
+    same arithmetic as optax, except that $m/(1-\beta^t)$ is $m\cdot c$ with the scalar $c$
+    formed once (one rounding apart, as optax itself compiles with constant $\beta$s); the
+    moments are updated by optax's own `optax.tree.update_moment*`. $c_i$ is
+    `optax.tree.bias_correction` of the scalar 1, in the hyper-parameters' precision as optax
+    computes it, then cast to each moment's dtype. Updates come back in the gradient's dtype.
+
+    **Arguments:** `b1`, `b2` $\in [0, 1)$; `eps`, `eps_root` $\ge 0$; `mu_dtype` (`None`: the
+    parameters' dtype); `nesterov`.
     """
+    b1 = _decay("b1", b1)
+    b2 = _decay("b2", b2)
+    eps = nonnegative("eps", eps)
+    eps_root = nonnegative("eps_root", eps_root)
+    if mu_dtype is not None:
+        mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
 
     def init_fn(params):
-        return optax.scale_by_adam(b1, b2, eps).init(params)
+        return optax.ScaleByAdamState(
+            count=jnp.zeros([], jnp.int32),
+            mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+            nu=optax.tree.zeros_like(params),
+        )
 
     def update_fn(updates, state, params=None):
         del params
-        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        if mu_dtype is None:
+            mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        else:
+            # A first moment stored in another dtype: optax's update under the promotion rules
+            # optax runs with (b1 m in m's dtype, the sum in the wider one), then stored in
+            # mu_dtype below; the bias-corrected step is formed in the wider dtype.
+            with jax.numpy_dtype_promotion("standard"):
+                mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        g_mu = optax.tree.cast_like(updates, mu)
         nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         count = optax.safe_increment(state.count)
         # optax's own correction of the scalar 1, i.e. 1/(1 - b**count) in the
@@ -161,42 +213,102 @@ def scale_by_adam(
         t = count.astype(one_.dtype)
         c1 = optax.tree.bias_correction(one_, b1, t)
         c2 = optax.tree.bias_correction(one_, b2, t)
+        if nesterov:
+            c1_next = optax.tree.bias_correction(
+                one_, b1, optax.safe_increment(count).astype(one_.dtype)
+            )
 
-        def one(m, v):
-            e = jnp.asarray(eps, m.dtype)
-            return (m * c1.astype(m.dtype)) / (jnp.sqrt(v * c2.astype(v.dtype)) + e)
+        def one(g, m, v):
+            if nesterov:
+                b = jnp.asarray(b1, m.dtype)
+                m_hat = b * (m * c1_next.astype(m.dtype)) + (1 - b) * (g * c1.astype(g.dtype))
+            else:
+                m_hat = m * c1.astype(m.dtype)
+            root = jnp.sqrt(v * c2.astype(v.dtype) + jnp.asarray(eps_root, v.dtype))
+            return m_hat / (root + jnp.asarray(eps, v.dtype)).astype(m_hat.dtype)
 
-        new = jax.tree.map(one, mu, nu)
-        state = optax.ScaleByAdamState(count=count, mu=mu, nu=optax.tree.cast_like(nu, state.nu))
+        new = jax.tree.map(one, g_mu, mu, nu)
+        new = optax.tree.cast_like(new, updates)
+        state = optax.ScaleByAdamState(
+            count=count,
+            mu=optax.tree.cast_like(mu, state.mu),
+            nu=optax.tree.cast_like(nu, state.nu),
+        )
         return new, state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 def adam(
-    learning_rate: ScalarLike, b1: ScalarLike = 0.9, b2: ScalarLike = 0.999, eps: ScalarLike = 1e-8
-) -> optax.GradientTransformation:
-    r"""`optax.adam(learning_rate, b1, b2, eps)` (same state, iterates equal to rounding) with
-    the bias corrections hoisted (`scale_by_adam`): as fast with traced hyper-parameters as
-    optax with constants."""
-    return optax.chain(scale_by_adam(b1, b2, eps), optax.scale_by_learning_rate(learning_rate))
-
-
-def adamw(
-    learning_rate: ScalarLike,
+    learning_rate: ScalarLike | optax.Schedule,
     b1: ScalarLike = 0.9,
     b2: ScalarLike = 0.999,
     eps: ScalarLike = 1e-8,
-    weight_decay: ScalarLike = 1e-4,
+    eps_root: ScalarLike = 0.0,
+    mu_dtype: Any | None = None,
+    *,
+    nesterov: bool = False,
 ) -> optax.GradientTransformation:
-    r"""`optax.adamw(learning_rate, b1, b2, eps, weight_decay=λ)` (no mask; same state, iterates
-    equal to rounding) with the bias corrections hoisted (`scale_by_adam`):
-    $\theta_{k+1} = \theta_k - \eta\,(u_k + \lambda\theta_k)$."""
+    r"""`optax.adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)` (the
+    same signature, state and iterates, equal to rounding) with the bias corrections hoisted
+    (`scale_by_adam`): as fast with traced hyper-parameters as optax with constants.
+    `learning_rate` $\ge 0$ or a schedule."""
     return optax.chain(
-        scale_by_adam(b1, b2, eps),
-        optax.add_decayed_weights(weight_decay),
-        optax.scale_by_learning_rate(learning_rate),
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+        optax.scale_by_learning_rate(_learning_rate(learning_rate)),
     )
+
+
+def adamw(
+    learning_rate: ScalarLike | optax.Schedule,
+    b1: ScalarLike = 0.9,
+    b2: ScalarLike = 0.999,
+    eps: ScalarLike = 1e-8,
+    eps_root: ScalarLike = 0.0,
+    mu_dtype: Any | None = None,
+    weight_decay: ScalarLike | optax.Schedule = 1e-4,
+    mask: Any | Callable[[Params], Any] | None = None,
+    *,
+    nesterov: bool = False,
+) -> optax.GradientTransformation:
+    r"""`optax.adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
+    nesterov=nesterov)` (the same signature, state and iterates, equal to rounding) with the
+    bias corrections hoisted (`scale_by_adam`):
+    $\theta_{k+1} = \theta_k - \eta\,(u_k + \lambda\theta_k)$, the decay applied where `mask`
+    is true (a pytree of bools or a function of the parameters; `None`: everywhere).
+    `learning_rate`, `weight_decay` $\ge 0$ or schedules."""
+    return optax.chain(
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+        _add_decayed_weights(_learning_rate(weight_decay, "weight_decay"), mask),
+        optax.scale_by_learning_rate(_learning_rate(learning_rate)),
+    )
+
+
+def _add_decayed_weights(weight_decay, mask) -> optax.GradientTransformation:
+    r"""`optax.add_decayed_weights(weight_decay, mask)` (its state and arithmetic),
+    $u + \lambda\theta$ with $\lambda$ (a number or a schedule's value) cast to each leaf's
+    dtype: strict-promotion clean also for a schedule (optax's `linear_schedule` returns float32
+    under x64) and for float32 parameters with a float64 $\lambda$."""
+    init_fn = optax.add_decayed_weights(weight_decay).init  # optax's state (a count if callable)
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("adamw: update needs params (the weight decay adds λ θ).")
+        if callable(weight_decay):
+            s = weight_decay(state.count)
+            state = state._replace(count=optax.safe_increment(state.count))
+        else:
+            s = weight_decay
+        new = jax.tree.map(
+            lambda g, p: None if g is None else g + jnp.asarray(s, g.dtype) * p.astype(g.dtype),
+            updates,
+            params,
+            is_leaf=lambda x: x is None,
+        )
+        return new, state
+
+    tx = optax.GradientTransformation(init_fn, update_fn)
+    return tx if mask is None else optax.masked(tx, mask)
 
 
 def scale_by_polyak_step(
@@ -205,7 +317,12 @@ def scale_by_polyak_step(
     r"""`chain(optax.scale_by_polyak(f_min, max_learning_rate), optax.scale_by_learning_rate(h))`
     with one scalar per step: $u = -h\min\big((L-L^*)/\|g\|^2, \eta_{\max}\big)\,g$ ($u = 0$
     where $\|g\|^2 \le 2.2\cdot10^{-16}$, optax's guard): one multiply per coordinate instead of
-    two. Needs `update(..., value=L)`."""
+    two. Needs `update(..., value=L)`. `learning_rate` $\ge 0$, `f_min` finite,
+    `max_learning_rate` $> 0$ (may be $\infty$)."""
+    f_min = interval("f_min", f_min)
+    max_learning_rate = interval(
+        "max_learning_rate", max_learning_rate, lower=0.0, lower_open=True, allow_inf=True
+    )
 
     def step(sq, gap):
         s = jnp.minimum(gap / sq, jnp.asarray(max_learning_rate, sq.dtype))
@@ -221,9 +338,11 @@ def _scaled_by_scalar_step(learning_rate, f_min, norm_fn, step_fn):
     r"""$u = -h\,s(\|g\|, L - L^*)\,g$: the scalar $-h s$ formed once, one multiply per
     coordinate (a chain with `scale_by_learning_rate` multiplies every coordinate twice)."""
 
+    learning_rate = nonnegative("learning_rate", learning_rate)
+
     def update_fn(updates, state, params=None, *, value, **extra_args):
         del params, extra_args
-        norm = norm_fn(updates)
+        norm = jnp.asarray(norm_fn(updates), _dtype(updates))
         gap = jnp.asarray(value - f_min).astype(norm.dtype)
         scale = -jnp.asarray(learning_rate, norm.dtype) * step_fn(norm, gap)
         return optax.tree.scale(scale, updates), state
@@ -268,5 +387,6 @@ def preconditioned_sgd(
     $\theta_{k+1} = \theta_k - h\,P(\theta_k)\nabla L(\theta_k)$, explicit Euler for
     $\dot\theta = -P(\theta)\nabla L$."""
     return optax.chain(
-        scale_by_preconditioner(precondition), optax.scale_by_learning_rate(learning_rate)
+        scale_by_preconditioner(precondition),
+        optax.scale_by_learning_rate(_learning_rate(learning_rate)),
     )

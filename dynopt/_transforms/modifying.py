@@ -27,18 +27,28 @@ import numpy as np
 import optax
 
 from .._flows.base import AbstractFlow
+from .._validation import nonnegative, positive
 
 
 class _Oracle:
     """The loss and its gradient from optax's extra arguments (`value_fn`, `grad_fn`), in the
-    form the automatic modified flow reads (`loss`, `grad`, `value_and_grad`); used inside one
-    trace only, never a `jit` argument."""
+    form the automatic modified flow reads (a problem's `loss`, `value`, `grad`,
+    `value_and_grad`, `check_key`: corrections of order >= 2 step the optimizer on this oracle,
+    which hands its own `value_fn`/`grad_fn` on as a problem's); used inside one trace only,
+    never a `jit` argument."""
 
     def __init__(self, value_fn: Callable, grad_fn: Callable):
         self.value_fn, self.grad_fn = value_fn, grad_fn
 
     def loss(self, params):
         return self.value_fn(params)
+
+    def value(self, params, key=None):
+        del key
+        return self.value_fn(params)
+
+    def check_key(self, key):
+        del key
 
     def grad(self, params, key=None):
         del key
@@ -83,22 +93,25 @@ def _fed(optimizer, corrections: tuple) -> Callable[[Any], optax.GradientTransfo
     return make
 
 
-def _field(optimizer, regime: str, order: int, params, oracle, h):
-    r"""$f_{p}$ (`order` $= p$) of the automatic flow of `optimizer` at `params` on `oracle`."""
+def _field(optimizer, spec, order: int, params, oracle, h):
+    r"""$f_{p}$ (`order` $= p$) of the automatic flow of `optimizer` at `params` on `oracle`;
+    `spec` the `OptimizerSpec` that `modified_flow`'s checks found for the uncorrected optimizer
+    (regime, `lag`, `sweeps`, `branches`, ...: an input correction changes none of them)."""
+    import dataclasses
+
     from .._modified.fast import fast_coefficients
     from .._modified.recursion import modified_values
     from .._modified.slow import ModifiedState, slow_coefficients
-    from .._modified.step import OptimizerSpec
 
-    spec = OptimizerSpec(optimizer, 1, regime, order)
-    if regime == "fast":
+    spec = dataclasses.replace(spec, optimizer=optimizer, order=order)
+    if spec.regime == "fast":
         return modified_values(fast_coefficients(spec, oracle), params, order)[-1]
     state = spec.transform(jnp.zeros((), jnp.float64)).init(params)
     y = ModifiedState(params, state)
     return modified_values(slow_coefficients(spec, oracle), y, order)[-1].params
 
 
-def _slope(optimizer, regime: str) -> float:
+def _slope(optimizer, spec) -> float:
     r"""$r$ with $\partial f_1/\partial g = -r I$, measured on a probe loss and two shifts of its
     gradient (affine in $g$ with a scalar slope, or a `ValueError`)."""
     from .._modified.flow import _probe_problem
@@ -114,7 +127,7 @@ def _slope(optimizer, regime: str) -> float:
             return jax.grad(loss)(p) + shift
 
         oracle = _Oracle(loss, grad)
-        return _field(optimizer, regime, 1, x0, oracle, 0.0)
+        return _field(optimizer, spec, 1, x0, oracle, 0.0)
 
     with jax.ensure_compile_time_eval():  # concrete even under an outer jit
         base, one, two = jax.jit(lambda: (f1(0 * v), f1(v), f1(2 * v)))()
@@ -199,13 +212,13 @@ def modifying(
         probe = jnp.zeros(3)
         if jax.tree.structure(target_flow.init(probe)) != jax.tree.structure(probe):
             raise ValueError("target_flow must be a flow on the parameters alone (init(θ) = θ).")
-    r = _slope(optimizer, regime)
+    r = _slope(optimizer, base.spec)
 
     corrections: list = []
     if target_flow is not None:
 
         def c0(params, oracle, h):
-            f1 = _field(optimizer, regime, 1, params, oracle, h)
+            f1 = _field(optimizer, base.spec, 1, params, oracle, h)
             f_star = target_flow.vector_field(0.0, params, oracle)
             return jax.tree.map(lambda a, b: (a - b) / r, f1, f_star)
 
@@ -217,11 +230,12 @@ def modifying(
         fed_k = _fed(optimizer, tuple(corrections))
 
         def ck(params, oracle, h, fed_k=fed_k, k=k):
-            return jax.tree.map(lambda a: a / r, _field(fed_k, regime, k + 1, params, oracle, h))
+            f = _field(fed_k, base.spec, k + 1, params, oracle, h)
+            return jax.tree.map(lambda a: a / r, f)
 
         corrections.append(ck)
     out = _fed(optimizer, tuple(corrections))
-    return out if step_size is None else out(step_size)
+    return out if step_size is None else out(positive("step_size", step_size))
 
 
 def usam(learning_rate, rho: float) -> optax.GradientTransformationExtraArgs:
@@ -229,19 +243,26 @@ def usam(learning_rate, rho: float) -> optax.GradientTransformationExtraArgs:
     h\nabla L(\theta_k + \rho\nabla L(\theta_k))$ (Andriushchenko & Flammarion 2022). Its first
     modified loss is $L + (h/4 + \rho/2)\|\nabla L\|^2$ to first order in $\rho$.
 
-    **Arguments:** `learning_rate` $h$; `rho` $\rho \ge 0$, the ascent step (fixed as $h \to 0$).
+    **Arguments:** `learning_rate` $h \ge 0$; `rho` $\rho \ge 0$, the ascent step (fixed as
+    $h \to 0$).
 
     **Returns:** a `GradientTransformationExtraArgs` whose `update` needs `params` and `grad_fn`.
     """
+    learning_rate = nonnegative("learning_rate", learning_rate)
+    rho = nonnegative("rho", rho)
 
     def init(params):
         del params
         return optax.EmptyState()
 
     def update(updates, state, params=None, **extra):
+        if params is None:
+            raise ValueError("usam: update needs params (the ascent point θ + ρ g).")
         oracle = _oracle(extra)
-        ascent = optax.tree.add_scale(params, rho, updates)
+        # Hyper-parameters in each leaf's dtype: float32/bfloat16 parameters stay so, also for
+        # float64 hyper-parameters (a traced sweep) under strict promotion.
+        ascent = jax.tree.map(lambda p, u: p + jnp.asarray(rho, p.dtype) * u, params, updates)
         g = optax.tree.cast_like(oracle.grad(ascent), updates)
-        return optax.tree.scale(-learning_rate, g), state
+        return jax.tree.map(lambda x: -jnp.asarray(learning_rate, x.dtype) * x, g), state
 
     return optax.GradientTransformationExtraArgs(init, update)

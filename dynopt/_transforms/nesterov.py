@@ -25,6 +25,7 @@ import optax
 import optimistix as optx
 
 from .._custom_types import Array, ScalarLike
+from .._validation import decay, nonnegative, positive, positive_int
 
 
 def _like(x: Any, leaf: Array) -> Array:
@@ -81,8 +82,12 @@ def nesterov_momentum(
     On $\tfrac\lambda2\theta^2$ the scheme is stable iff $\alpha\lambda < 2(1+\beta)/(1+2c\beta)$.
 
     **Arguments:** `learning_rate` $\alpha$, `momentum` $\beta$, `lookahead` $c$;
-    `reparametrize` as above.
+    `reparametrize` as above. `learning_rate` $\ge 0$, `momentum` $\in [0, 1)$,
+    `lookahead` $\ge 0$ (`ValueError` otherwise; inside `jit` for traced values).
     """
+    learning_rate = nonnegative("learning_rate", learning_rate)
+    momentum = decay("momentum", momentum)
+    lookahead = nonnegative("lookahead", lookahead)
 
     def init_fn(params):
         return MomentumState(velocity=optax.tree.zeros_like(params))
@@ -152,8 +157,13 @@ def implicit_midpoint_momentum(
     $\alpha = h^2$ (eq. 18), like the look-ahead methods.
 
     **Arguments:** `learning_rate` $\alpha$, `momentum` $\beta$, `tol` (default: 16 machine
-    epsilons of the parameters' dtype), `max_iter`.
+    epsilons of the parameters' dtype; $> 0$), `max_iter` (a positive integer).
     """
+    learning_rate = nonnegative("learning_rate", learning_rate)
+    momentum = decay("momentum", momentum)
+    if tol is not None:
+        tol = positive("tol", tol)
+    max_iter = positive_int("max_iter", max_iter)
 
     def init_fn(params):
         return ImplicitMomentumState(
@@ -209,7 +219,10 @@ def nag(
 
     `reparametrize=True` holds $y_k$ (gradient passed in, one per step);
     `reparametrize=False` holds $x_k$ and takes $\nabla f(y_{k-1})$ through `grad_fn`.
+    `learning_rate` $s \ge 0$, $r > 0$.
     """
+    learning_rate = nonnegative("learning_rate", learning_rate)
+    r = positive("r", r)
 
     def init_fn(params):
         return NagState(count=jnp.zeros([], jnp.int32), previous=params)
