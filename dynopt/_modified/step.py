@@ -70,8 +70,8 @@ class OptimizerSpec:
         # would refuse it: unchecked here, checked at positive h when the flow is built.
         with at_zero_step():
             out = self.optimizer(step_size)
-        if isinstance(out, Discretization):
-            out = out.transform
+            if isinstance(out, Discretization):
+                out = out.transform  # (built here: its factory's own checks see h = 0 too)
         return with_standard_promotion(out)
 
     def transform(self, tau) -> optax.GradientTransformationExtraArgs:
