@@ -103,6 +103,7 @@ _SLOW = (
     "tests/test_solve.py::test_dense_memory_guard_counts_the_solver_values_per_step",
     "tests/test_central_probe.py::test_cnn_cross_entropy_field_against_a_dense_reference",
     "tests/test_modified_optax_contrib.py::test_a_transform_acting_by_shape_is_checked_on_the_users_parameters",
+    "tests/test_modifying.py::test_target_flow_at_order_two_on_logistic_regression",
 )
 
 
