@@ -93,3 +93,18 @@ def test_complex_parameters_are_refused():
     )
     traj = dynopt.run(flows.GradientFlow().discretize(0.1), p, 5, every=5)
     assert float(traj.loss[-1]) < float(traj.loss[0])
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "dense", "rotated"])
+def test_a_float32_quadratic_solves_in_float64(kind):
+    """`quadratic(..., params0=float32)` keeps its arrays in float32; `solve` evaluates the loss
+    at float64 copies of the parameters, where strict promotion raised (float32 Hessian or
+    minimizer against float64 parameters). The loss is in the parameters' dtype, and the
+    solution is the closed form's to float32's precision."""
+    options = dict(diagonal=kind == "diagonal", rotate=kind == "rotated")
+    q = problems.quadratic([1.0, 4.0], params0=jnp.ones(2, jnp.float32), **options)
+    assert q.loss(q.params0).dtype == jnp.float32
+    assert q.loss(jnp.ones(2)).dtype == jnp.float64
+    end = dynopt.solve(flows.GradientFlow(), q, [1.0]).params[-1]
+    exact = q.flow_solution(jnp.asarray(1.0)).astype(jnp.float64)
+    assert float(jnp.max(jnp.abs(end - exact))) < 1e-6

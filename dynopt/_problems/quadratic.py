@@ -38,14 +38,18 @@ def _half_quadratic_form_jvp(primals, tangents):
 _half_quadratic_form.defjvp(_half_quadratic_form_jvp, symbolic_zeros=True)
 
 
+# The loss in the parameters' dtype (the problem's arrays cast to it): float32 parameters keep a
+# float32 loss, and `solve`'s float64 copy of them a float64 one, under strict promotion too.
 def _quadratic_loss(params: Params, hessian: Array, minimizer: Array) -> Scalar:
-    x = ravel_pytree(params)[0] - minimizer
-    return _half_quadratic_form(x, hessian)
+    flat = ravel_pytree(params)[0]
+    x = flat - minimizer.astype(flat.dtype)
+    return _half_quadratic_form(x, hessian.astype(flat.dtype))
 
 
 def _diagonal_loss(params: Params, eigenvalues: Array, minimizer: Array) -> Scalar:
-    x = ravel_pytree(params)[0] - minimizer
-    return 0.5 * jnp.sum(eigenvalues * x * x)
+    flat = ravel_pytree(params)[0]
+    x = flat - minimizer.astype(flat.dtype)
+    return 0.5 * jnp.sum(eigenvalues.astype(flat.dtype) * x * x)
 
 
 def _diagonal_flow(t: Array, lam: Array, c0: Array, minimizer: Array, unravel):
