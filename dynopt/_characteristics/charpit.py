@@ -28,7 +28,7 @@ class _Field(eqx.Module):
 
 
 @eqx.filter_jit
-def _launch(F, initial, n, sigma, guesses):
+def _launch(F, initial, sigma, guesses):
     """For each sigma: z0 = (x0, u0, p0), its tangent dz0/dsigma, and the residual at p0.
 
     p0 solves R(p, sigma) = (F(x0, u0, p), p . dx0/dsigma_j - du0/dsigma_j) = 0 (F = 0 and the
@@ -151,7 +151,7 @@ def charpit(
             f"p_guess must have shape ({n},) or ({m}, {n}), or be a function sigma -> ({n},); "
             f"got shape {guesses.shape}."
         )
-    z0s, Z0s, res0 = _launch(F, on_rows, n, sig, guesses.astype(jnp.float64))
+    z0s, Z0s, res0 = _launch(F, on_rows, sig, guesses.astype(jnp.float64))
     res0 = np.asarray(res0)
     # Newton converges quadratically: at a root it stops at round-off, ~1e-16 of the terms'
     # size; 1e-8 leaves room for ill-conditioning, while no root leaves an O(1) remainder.
