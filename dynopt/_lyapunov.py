@@ -7,9 +7,9 @@ import numpy as np
 import optax
 
 from ._custom_types import Array, ArrayLike, Float
-from ._problem import Problem
+from ._problem import AbstractProblem, Problem
 from ._trajectory import Trajectory
-from ._validation import host_validated, interval
+from ._validation import check, host_validated, interval, is_traced
 
 
 def _a_loss(problem, who: str) -> None:
@@ -32,7 +32,18 @@ def _on_reference(
     on the host that every `t` lies in the reference's interval (`Trajectory.evaluate`'s check, so
     the program needs no runtime one). `fn` is a module-level function (and `extra` a fixed
     object such as the user's preconditioner), so a second call with new times, a new reference
-    of the same shapes or a new problem built from the same loss reuses the compiled program."""
+    of the same shapes or a new problem built from the same loss reuses the compiled program.
+
+    Under `jit`/`vmap`/`grad` (traced times, or a traced reference) the same check runs inside
+    the program (`eqx.error_if`). The times are taken in the reference's time dtype (float32
+    times against a float64 solve raised a strict-promotion error)."""
+    if not isinstance(reference, Trajectory):
+        raise ValueError(
+            f"reference must be a dynopt.Trajectory from dynopt.solve, got a "
+            f"{type(reference).__name__}."
+        )
+    if not isinstance(problem, AbstractProblem):
+        raise ValueError(f"problem must be a dynopt.Problem, got a {type(problem).__name__}.")
     if reference.flow is None:
         raise ValueError("this needs a reference solve (dynopt.solve), not a discrete run.")
     if reference.interpolation is None:
@@ -42,9 +53,33 @@ def _on_reference(
     interp = reference.interpolation
     if np.ndim(ts) != 1:
         raise ValueError(f"ts must be a 1-D array of times, got shape {np.shape(ts)}.")
-    ts = interval("ts", np.asarray(ts), lower=float(interp.t0), upper=float(interp.t1))
+    dtype = jnp.asarray(interp.t0).dtype
+    t0, t1 = interp.t0, interp.t1
+    # A time narrower than the reference's names the point it rounds: float32(0.1) is
+    # 0.10000000149 > t1 = 0.1. Such times are accepted within their own rounding of the ends
+    # and clipped (they were refused with "must be in [0, 0.1], got [... 0.1]").
+    given = jnp.result_type(ts) if is_traced(ts) else np.asarray(ts).dtype
+    narrower = jnp.issubdtype(given, jnp.floating) and jnp.finfo(given).eps > jnp.finfo(dtype).eps
+    slack = float(jnp.finfo(given).eps) if narrower else 0.0
+    if is_traced((ts, t0, t1)):
+        ts = jnp.asarray(ts).astype(dtype)
+        tol = slack * jnp.maximum(jnp.abs(t0), jnp.abs(t1))
+        bad = ~jnp.isfinite(ts) | (ts < t0 - tol) | (ts > t1 + tol)
+        msg = "ts must be in the reference's interval [t0, t1], got a value out of range."
+        ts = _onto(check(ts, jnp.any(bad), msg), t0, t1)
+        return _over_times(fn, reference, problem, extra, ts)
+    t0, t1 = float(t0), float(t1)
+    tol = slack * max(abs(t0), abs(t1))
+    ts = interval("ts", np.asarray(ts), lower=t0 - tol, upper=t1 + tol)
+    ts = jnp.asarray(np.clip(np.asarray(ts, dtype), t0, t1))
     with host_validated():
-        return _over_times(fn, reference, problem, extra, jnp.asarray(ts))
+        return _over_times(fn, reference, problem, extra, ts)
+
+
+def _onto(ts, t0, t1):
+    """`ts` with the entries past an end replaced by it; `where`, not `clip`, so that `jax.grad`
+    in `ts` is 1 at an end itself (`clip`'s is 1/2 there)."""
+    return jnp.where(ts > t1, t1, jnp.where(ts < t0, t0, ts))
 
 
 @eqx.filter_jit
@@ -108,9 +143,21 @@ def gradient_norm_sq(reference: Trajectory, problem: Problem, ts: ArrayLike) -> 
 
 def max_relative_deviation(measured: ArrayLike, predicted: ArrayLike) -> Float[Array, ""]:
     r"""$\max_t |m(t) - p(t)| / \max_t |p(t)|$: the deviation relative to the predicted rate's scale
-    (pointwise relative errors blow up where the rate itself vanishes)."""
+    (pointwise relative errors blow up where the rate itself vanishes).
+
+    Computed in the wider of the two dtypes (a float32 measurement against a float64
+    prediction). NaN when both vanish identically, `inf` when only the prediction does.
+
+    **Raises:** `ValueError` unless both have one shape with at least one entry.
+    """
     measured, predicted = jnp.asarray(measured), jnp.asarray(predicted)
-    return jnp.max(jnp.abs(measured - predicted)) / jnp.max(jnp.abs(predicted))
+    if measured.shape != predicted.shape or measured.size == 0:
+        raise ValueError(
+            "measured and predicted must have one shape with at least one entry, got "
+            f"{measured.shape} and {predicted.shape}."
+        )
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.max(jnp.abs(measured - predicted)) / jnp.max(jnp.abs(predicted))
 
 
 def gradient_l1_norm(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
@@ -123,6 +170,8 @@ def preconditioned_norm_sq(
 ) -> Float[Array, " n"]:
     r"""$\nabla L^\top P(\theta)\nabla L$ along the reference, for `P(params, v, loss_fn)`:
     $-\dot L$ for the preconditioned flow $\dot\theta = -P\nabla L$."""
+    if not callable(P):
+        raise ValueError(f"P must be callable P(params, v, loss_fn), got {type(P).__name__}.")
     return _on_reference(reference, problem, ts, _preconditioned_norm_sq, P)
 
 

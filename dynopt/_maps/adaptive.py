@@ -21,7 +21,7 @@ class RMSProp(AbstractMap):
     r"""`optax.rmsprop(h, decay=1-κh, eps=ε, eps_in_sqrt=True, initial_scale=G₀)` for
     `RMSPropFlow`: $G_{k+1} = \lambda G_k + (1-\lambda)g_k^2$,
     $\theta_{k+1} = \theta_k - h\,g_k/\sqrt{G_{k+1}+\epsilon}$ (the step uses $G_{k+1}$:
-    semi-implicit Euler), $t = kh$, first order. Requires $\kappa h < 1$.
+    semi-implicit Euler), $t = kh$, first order. Requires $\kappa h \le 1$ (a decay in $[0, 1)$).
 
     **Inverse:** `inverse(learning_rate, decay, eps=1e-8, initial_scale=0.0)` $\mapsto$
     `(RMSPropFlow((1-λ)/γ, ε, G₀), γ)`.
@@ -88,7 +88,7 @@ def adam_rates(learning_rate, b1, b2) -> tuple[Array, Array, Array]:
 class Adam(AbstractMap):
     r"""`optax.adam(h, b1=1-a₁h, b2=1-a₂h, eps=ε)` for `AdamFlow`, $t = kh$: step $k \to k+1$
     uses $m_{k+1}, v_{k+1}$ with the corrections $1-\beta_i^{k+1}$, the flow's
-    $1-e^{-a_it_{k+1}}$ up to $O(h)$; first order. Requires $a_ih < 1$. Built as
+    $1-e^{-a_it_{k+1}}$ up to $O(h)$; first order. Requires $a_ih \le 1$. Built as
     `dynopt.transforms.adam` (optax's state and iterates, the scalar corrections computed once
     per step: traced $\beta$s cost no per-coordinate division).
 

@@ -95,6 +95,24 @@ def rate_decay(name: str, rate: ScalarLike, step_size: ScalarLike) -> Array:
     )
 
 
+def concrete_scalar(name: str, value: Any, **bounds) -> float:
+    """`value` as a Python float, validated by `interval(name, value, **bounds)`; `ValueError`
+    for a traced value or an array of several entries. For the host-side closed forms
+    (`stability_limit`), which return one Python number for one flow and one curvature."""
+    if is_traced(value):
+        raise ValueError(
+            f"{name} must be a concrete number, got a traced value: a stability limit is a "
+            "Python float computed on the host; call it outside jit/vmap/grad."
+        )
+    interval(name, value, **bounds)
+    if jax.numpy.ndim(value) != 0:
+        raise ValueError(
+            f"{name} must be a scalar (one flow, one curvature), got shape "
+            f"{jax.numpy.shape(value)}; for a batch, call stability_limit once per value."
+        )
+    return float(value)
+
+
 def _batched_fields(flow: Any, h: Array) -> list[str]:
     """The names of `flow`'s concrete hyper-parameters (`hyperparameter` fields) that are
     batched (1-D); `ValueError` unless they and a batched `h` are 1-D of one shared length (a
@@ -141,7 +159,10 @@ class AbstractMap(eqx.Module):
       initial state breaks the correspondence (default: the transform's own `init`);
     - `inverse(*hyperparams) -> (flow, h)`: optax hyper-parameters to the flow they follow;
     - `stability_limit(flow, lambda_max)`: the largest stable $h$ on a quadratic whose top
-      Hessian eigenvalue is `lambda_max` (`None`: not known).
+      Hessian eigenvalue is `lambda_max` (`None`: not known), a Python float for one concrete
+      flow and `lambda_max`. It may exceed the largest $h$ the map accepts (e.g. $ah \le 1$
+      for the maps with $\beta = 1 - ah$ under strong damping): then every accepted $h$ is
+      stable.
     """
 
     # Abstract class attributes (equinox's idiom): a concrete map without them is refused
@@ -203,10 +224,26 @@ class AbstractMap(eqx.Module):
         inside the compiled program)."""
         # Checked before the conversion: `jnp.asarray("0.1")` would raise deep inside JAX.
         h = jax.numpy.asarray(positive("step_size", step_size))
+        if jax.numpy.issubdtype(h.dtype, jax.numpy.integer):
+            # `np.int64(1)` or `[1, 2]`: the maps' arithmetic (`1 - a h`, `sqrt(h)`) mixes it
+            # with float hyper-parameters, which strict promotion refuses for a strong int.
+            h = h.astype(jax.numpy.result_type(float))
         batched = _batched_fields(flow, h)
+        try:
+            hyperparams = self.hyperparams(flow, h)
+        except AttributeError as e:
+            if getattr(e, "obj", None) is not flow:
+                raise
+            # A map reads its flow's fields: `Leapfrog()(GradientFlow(), h)` raised
+            # "'GradientFlow' object has no attribute 'damping'" from inside the map.
+            raise ValueError(
+                f"{type(self).__name__} cannot discretize a {type(flow).__name__}: it reads the "
+                f"flow's `{e.name}`, which a {type(flow).__name__} does not have. Give it the "
+                "flow its docstring names (or use flow.discretize(step_size))."
+            ) from e
         disc = Discretization(
             standard_promotion(self.factory),
-            self.hyperparams(flow, h),
+            hyperparams,
             dt=self.dt(flow, h),
             options=self.options(flow),
             init_fn=self.init_fn,

@@ -7,7 +7,7 @@ import optax
 
 from .._custom_types import Array, ScalarLike
 from .._validation import positive
-from .base import AbstractMap
+from .base import AbstractMap, concrete_scalar
 
 
 class GradientDescent(AbstractMap):
@@ -32,4 +32,4 @@ class GradientDescent(AbstractMap):
 
     def stability_limit(self, flow, lambda_max: ScalarLike) -> float:
         del flow
-        return 2.0 / float(positive("lambda_max", lambda_max))
+        return 2.0 / concrete_scalar("lambda_max", lambda_max, lower=0.0, lower_open=True)

@@ -12,6 +12,7 @@ $\beta = 1 - ah$, so the limit is the smallest positive root of three polynomial
 
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,8 +23,8 @@ from .._custom_types import Array, Params, ScalarLike
 from .._discretization import Discretization
 from .._problem import Problem
 from .._transforms.nesterov import implicit_midpoint_momentum, nesterov_momentum
-from .._validation import decay, interval, positive
-from .base import AbstractMap
+from .._validation import decay, flag, interval, nonnegative, positive
+from .base import AbstractMap, concrete_scalar
 
 
 def _sgd_state_with_trace(disc: Discretization, params: Params, trace: Params):
@@ -90,6 +91,29 @@ def _euler_inverse(learning_rate, momentum):
     return HeavyBall((1 - beta) / h), h
 
 
+def _sqrt_lambda(lambda_max: ScalarLike) -> float:
+    r"""$\sqrt{\lambda_{\max}}$ of one concrete `lambda_max` > 0 (`ValueError` otherwise)."""
+    return float(np.sqrt(concrete_scalar("lambda_max", lambda_max, lower=0.0, lower_open=True)))
+
+
+def _field(flow, name: str) -> float:
+    """`flow.<name>` as one Python number (`ValueError` for a batch, a tracer, or a flow
+    without that field: the limits are for `HeavyBall` and `RescaledGradientFlow`)."""
+    try:
+        value = getattr(flow, name)
+    except AttributeError as e:
+        raise ValueError(
+            f"this stability limit reads the flow's `{name}`, which a {type(flow).__name__} "
+            "does not have."
+        ) from e
+    return concrete_scalar(f"{type(flow).__name__}.{name}", value, lower=0.0)
+
+
+def _damping(flow) -> float:
+    """The flow's damping $a$ as one Python number (see `_field`)."""
+    return _field(flow, "damping")
+
+
 def _first_positive_root(*polys) -> float:
     """The smallest positive real root of any of the polynomials (coefficients, highest first)."""
     roots = np.concatenate([np.roots(np.trim_zeros(np.asarray(p, float), "f")) for p in polys])
@@ -119,7 +143,7 @@ class Leapfrog(AbstractMap):
     $T = 1 + \beta - \alpha\lambda$).
     """
 
-    half_step: bool = True
+    half_step: bool = eqx.field(default=True, converter=lambda v: flag("half_step", v))
 
     @property
     def order(self) -> float:  # pyright: ignore
@@ -148,7 +172,7 @@ class Leapfrog(AbstractMap):
 
     def stability_limit(self, flow, lambda_max: ScalarLike) -> float:
         del flow
-        return 2.0 / float(np.sqrt(positive("lambda_max", lambda_max)))
+        return 2.0 / _sqrt_lambda(lambda_max)
 
 
 class NaiveEuler(AbstractMap):
@@ -169,8 +193,8 @@ class NaiveEuler(AbstractMap):
         return _euler_inverse(learning_rate, momentum)
 
     def stability_limit(self, flow, lambda_max: ScalarLike) -> float:
-        sq = float(np.sqrt(positive("lambda_max", lambda_max)))
-        return _lookahead_limit(float(flow.damping) / sq, 0.0) / sq
+        sq = _sqrt_lambda(lambda_max)
+        return _lookahead_limit(_damping(flow) / sq, 0.0) / sq
 
 
 class ConformalEuler(AbstractMap):
@@ -179,11 +203,12 @@ class ConformalEuler(AbstractMap):
     $p = -\sqrt\alpha\,\text{trace}$ (França et al. 2020), a Lie splitting of friction and force:
     first order against the damped ODE. Half-step start as `Leapfrog`.
 
-    **Inverse:** $h = \sqrt\alpha$, $a = -\ln\beta/h$ ($\beta \in (0, 1)$).
+    **Inverse:** $h = \sqrt\alpha$, $a = -\ln\beta/h$ ($\beta \in (0, 1]$; $\beta = 1$ is the
+    undamped $a = 0$).
     **Stability:** $z^2 < 2(1 + e^{-bz})$ (root by `optimistix.Bisection` on $[0, 2]$).
     """
 
-    half_step: bool = True
+    half_step: bool = eqx.field(default=True, converter=lambda v: flag("half_step", v))
     order: ClassVar[float] = 1.0
     factory: ClassVar = staticmethod(optax.sgd)
 
@@ -203,9 +228,9 @@ class ConformalEuler(AbstractMap):
         return HeavyBall(-jnp.log(beta) / h), h
 
     def stability_limit(self, flow, lambda_max: ScalarLike) -> float:
-        sq = float(np.sqrt(positive("lambda_max", lambda_max)))
+        sq = _sqrt_lambda(lambda_max)
         dtype = jnp.result_type(float)  # float64 under x64, else float32
-        b = jnp.asarray(float(flow.damping) / sq, dtype)
+        b = jnp.asarray(_damping(flow) / sq, dtype)
 
         def excess(z, _):
             return z**2 - 2 * (1 + jnp.exp(-b * z))  # < 0: stable; increasing in z
@@ -228,7 +253,9 @@ class Lookahead(AbstractMap):
     $z < \sqrt2$.
     """
 
-    lookahead: float = 1.0
+    # Validated here, not only when the transform is built at the first step (a negative or
+    # NaN look-ahead made a Discretization and a stability limit without complaint).
+    lookahead: float = eqx.field(default=1.0, converter=lambda c: nonnegative("lookahead", c))
     order: ClassVar[float] = 1.0
     factory: ClassVar = staticmethod(nesterov_momentum)
 
@@ -248,8 +275,9 @@ class Lookahead(AbstractMap):
         return _euler_inverse(learning_rate, momentum)
 
     def stability_limit(self, flow, lambda_max: ScalarLike) -> float:
-        sq = float(np.sqrt(positive("lambda_max", lambda_max)))
-        return _lookahead_limit(float(flow.damping) / sq, float(self.lookahead)) / sq
+        sq = _sqrt_lambda(lambda_max)
+        c = concrete_scalar("lookahead", self.lookahead, lower=0.0)
+        return _lookahead_limit(_damping(flow) / sq, c) / sq
 
 
 class ImplicitMidpoint(AbstractMap):
@@ -272,7 +300,7 @@ class ImplicitMidpoint(AbstractMap):
 
     def stability_limit(self, flow, lambda_max: ScalarLike) -> float:
         del flow
-        return float(np.sqrt(2.0 / positive("lambda_max", lambda_max)))
+        return float(np.sqrt(2.0)) / _sqrt_lambda(lambda_max)
 
 
 class FixedMomentum(AbstractMap):
@@ -300,4 +328,6 @@ class FixedMomentum(AbstractMap):
         return RescaledGradientFlow(momentum), positive("learning_rate", learning_rate)
 
     def stability_limit(self, flow, lambda_max: ScalarLike) -> float:
-        return 2 * (1 + float(flow.momentum)) / float(positive("lambda_max", lambda_max))
+        beta = _field(flow, "momentum")
+        lam = concrete_scalar("lambda_max", lambda_max, lower=0.0, lower_open=True)
+        return 2 * (1 + beta) / lam

@@ -9,15 +9,26 @@ step $\gamma/\sqrt\epsilon$) once $\epsilon > (\gamma\lambda_i/2)^2$.
 
 import numpy as np
 
+from .._validation import nonnegative, positive
+
 
 def rmsprop_orbit_distance(gamma, eps, eigenvalues) -> np.ndarray:
     r"""The period-2 orbit's distance to the minimizer, $\sqrt{\sum_i((\gamma/2)^2 -
-    \epsilon/\lambda_i^2)_+}$, broadcast over `gamma` and `eps` (`eigenvalues`: the $\lambda_i$)."""
-    lams = np.asarray(eigenvalues, float)
+    \epsilon/\lambda_i^2)_+}$, broadcast over `gamma` and `eps` (`eigenvalues`: the $\lambda_i$).
+
+    **Raises:** `ValueError` unless `gamma` $> 0$, `eps` $\ge 0$ and every eigenvalue $> 0$ (a
+    coordinate with $\lambda_i \le 0$ has no orbit: it stays put or runs away).
+    """
+    positive("gamma", gamma)
+    nonnegative("eps", eps)
+    lams = np.asarray(positive("eigenvalues", eigenvalues), float)
     a2 = (np.asarray(gamma)[..., None] / 2) ** 2 - np.asarray(eps)[..., None] / lams**2
     return np.sqrt(np.maximum(a2, 0.0).sum(-1))
 
 
 def rmsprop_crossover_eps(gamma, eigenvalue):
-    r"""$\epsilon_i^* = (\gamma\lambda_i/2)^2$: above it coordinate $i$ stops chattering."""
+    r"""$\epsilon_i^* = (\gamma\lambda_i/2)^2$: above it coordinate $i$ stops chattering
+    (`gamma` and `eigenvalue` $> 0$, else `ValueError`)."""
+    positive("gamma", gamma)
+    positive("eigenvalue", eigenvalue)
     return (gamma * eigenvalue / 2) ** 2
