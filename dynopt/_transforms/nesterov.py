@@ -25,7 +25,7 @@ import optax
 import optimistix as optx
 
 from .._custom_types import Array, ScalarLike
-from .._validation import decay, nonnegative, positive, positive_int
+from .._validation import interval, nonnegative, positive, positive_int
 
 
 def _like(x: Any, leaf: Array) -> Array:
@@ -82,11 +82,11 @@ def nesterov_momentum(
     On $\tfrac\lambda2\theta^2$ the scheme is stable iff $\alpha\lambda < 2(1+\beta)/(1+2c\beta)$.
 
     **Arguments:** `learning_rate` $\alpha$, `momentum` $\beta$, `lookahead` $c$;
-    `reparametrize` as above. `learning_rate` $\ge 0$, `momentum` $\in [0, 1)$,
+    `reparametrize` as above. `learning_rate` $\ge 0$, `momentum` $\in [0, 1]$ (1: undamped),
     `lookahead` $\ge 0$ (`ValueError` otherwise; inside `jit` for traced values).
     """
     learning_rate = nonnegative("learning_rate", learning_rate)
-    momentum = decay("momentum", momentum)
+    momentum = _momentum(momentum)
     lookahead = nonnegative("lookahead", lookahead)
 
     def init_fn(params):
@@ -115,6 +115,12 @@ def nesterov_momentum(
     if reparametrize:
         return optax.GradientTransformation(init_fn, update_fn)
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _momentum(momentum: Any) -> Any:
+    """`momentum` in [0, 1]: 1 is the undamped limit (`HeavyBall(0.0)`: $\beta = 1 - ah = 1$),
+    which the maps build from a valid flow, and which `optax.sgd` runs as well."""
+    return interval("momentum", momentum, lower=0.0, upper=1.0)
 
 
 def _max_norm(tree) -> Array:
@@ -160,7 +166,7 @@ def implicit_midpoint_momentum(
     epsilons of the parameters' dtype; $> 0$), `max_iter` (a positive integer).
     """
     learning_rate = nonnegative("learning_rate", learning_rate)
-    momentum = decay("momentum", momentum)
+    momentum = _momentum(momentum)
     if tol is not None:
         tol = positive("tol", tol)
     max_iter = positive_int("max_iter", max_iter)
