@@ -89,8 +89,8 @@ class Game(AbstractProblem):
 
     **Raises:** `ValueError` if a loss is not scalar-valued or fails on the initial parameters
     (e.g. takes other arguments than `(phi, theta[, key])`), the initial parameters are not
-    floating, `d_grad_fn` returns no pytree like `phi0`, or `equilibrium` is not a pair with
-    the tree structures and leaf shapes of `(phi0, theta0)`.
+    floating or not finite, `d_grad_fn` returns no pytree like `phi0`, or `equilibrium` is not
+    a pair with the tree structures and leaf shapes of `(phi0, theta0)`.
     """
 
     d_loss_fn: Callable
@@ -106,6 +106,11 @@ class Game(AbstractProblem):
         for name, tree in (("phi0", self.phi0), ("theta0", self.theta0)):
             if not _floating_leaves(tree):
                 raise ValueError(f"{name} must be a non-empty pytree of real floating arrays.")
+            # As `Problem.params0`: a NaN start would run as a silently NaN trajectory.
+            leaves = jax.tree.leaves(tree)
+            concrete = not any(isinstance(x, jax.core.Tracer) for x in leaves)
+            if concrete and not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
+                raise ValueError(f"{name} contains NaN or inf; every initial value must be finite.")
         for name in ("d_loss_fn", "g_loss_fn", "d_grad_fn"):
             fn = getattr(self, name)
             if not (callable(fn) or (fn is None and name == "d_grad_fn")):

@@ -5,23 +5,40 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Key
-from .._validation import positive, positive_int
+from .._validation import nonnegative, positive, positive_int
 from .game import Game
 from .regularizers import AbstractPenalty, total_penalty
 
 
 def mixture_modes(num_modes: int = 8, radius: float = 2.0) -> Array:
-    """The mode centres $r(\\cos 2\\pi k/m, \\sin 2\\pi k/m)$, shape `(m, 2)`."""
+    """The mode centres $r(\\cos 2\\pi k/m, \\sin 2\\pi k/m)$, shape `(m, 2)`; `ValueError` for
+    a `num_modes` that is not a positive integer or a `radius` that is not > 0."""
+    num_modes, radius = positive_int("num_modes", num_modes), positive("radius", radius)
     angles = jnp.linspace(0.0, 2 * jnp.pi, num_modes, endpoint=False)
     return radius * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
 
 
 def sample_mixture(key: Key, n: int, num_modes: int = 8, radius: float = 2.0, std: float = 0.02):
-    """`n` samples of the equal-weight mixture of isotropic Gaussians (std `std`) at the modes."""
+    """`n` samples of the equal-weight mixture of isotropic Gaussians (std `std`) at the modes
+    (`mixture_modes`); `ValueError` for an `n` that is not a positive integer or a `std` that is
+    not >= 0 (a negative one would pass as its absolute value)."""
+    n, std = positive_int("n", n), nonnegative("std", std)
     k_mode, k_noise = jax.random.split(key)
     modes = mixture_modes(num_modes, radius)
     idx = jax.random.randint(k_mode, (n,), 0, num_modes)
     return modes[idx] + std * jax.random.normal(k_noise, (n, 2), modes.dtype)
+
+
+def _check_key(key) -> None:
+    """`ValueError` unless `key` is one PRNG key (`jax.random.key(seed)` or a legacy
+    `uint32[2]`): an integer seed would fail inside `jax.random.split` as a TypeError."""
+    if isinstance(key, jax.Array):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+            return
+        if key.dtype == jnp.uint32 and key.shape == (2,):
+            return
+    shown = key.dtype if isinstance(key, jax.Array) else f"{type(key).__name__} {key!r}"
+    raise ValueError(f"key must be one jax.random.key (e.g. jax.random.key(0)), got {shown}.")
 
 
 def mlp_init(key: Key, sizes: tuple[int, ...], dtype=jnp.float64) -> list[dict]:
@@ -97,8 +114,9 @@ def mixture_gan(
     with `depth` tanh layers of width `hidden`; `penalties` are added to D's loss. A stochastic
     `Game`: each step draws one minibatch of `batch_size` real and latent samples.
 
-    **Raises:** `ValueError` for sizes that are not positive integers, or a `radius` or `std`
-    that is not > 0."""
+    **Raises:** `ValueError` for a `key` that is not one PRNG key, sizes that are not positive
+    integers, or a `radius` or `std` that is not > 0."""
+    _check_key(key)
     hidden, depth = positive_int("hidden", hidden), positive_int("depth", depth)
     latent_dim = positive_int("latent_dim", latent_dim)
     batch_size = positive_int("batch_size", batch_size)
@@ -179,10 +197,19 @@ def mode_statistics(samples: Array, num_modes: int = 8, radius: float = 2.0, std
 
 
 def sliced_wasserstein(key: Key, x: Array, y: Array, num_projections: int = 128) -> Array:
-    r"""Sliced 1-Wasserstein distance between two equal-size 2-D samples: the mean over random
-    unit directions $u$ of $W_1(u\cdot x, u\cdot y)$ (sorted differences)."""
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape, got {x.shape}, {y.shape}.")
+    r"""Sliced 1-Wasserstein distance between two equal-size samples of points in
+    $\mathbb R^d$, `(n, d)` arrays: the mean over `num_projections` random unit directions $u$
+    of $W_1(u\cdot x, u\cdot y)$ (sorted differences).
+
+    **Raises:** `ValueError` for `x` and `y` that are not `(n, d)` arrays of one shape with
+    $n, d \ge 1$, or a `num_projections` that is not a positive integer (none would average
+    nothing: NaN)."""
+    num_projections = positive_int("num_projections", num_projections)
+    if jnp.ndim(x) != 2 or jnp.shape(x) != jnp.shape(y) or 0 in jnp.shape(x):
+        raise ValueError(
+            "x and y must be (n, d) arrays of points of the same shape with n, d >= 1, got "
+            f"{jnp.shape(x)}, {jnp.shape(y)}."
+        )
     u = jax.random.normal(key, (num_projections, x.shape[1]), x.dtype)
     u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
     px, py = jnp.sort(x @ u.T, axis=0), jnp.sort(y @ u.T, axis=0)

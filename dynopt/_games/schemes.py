@@ -19,6 +19,7 @@ analysis at $O(h)$), each scheme follows $\dot z = w + h\,w_1$ with global error
 """
 
 import abc
+import dataclasses
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -352,10 +353,18 @@ SCHEMES: dict[str, type[AbstractScheme]] = {
 
 def scheme(name: str, **kwargs) -> AbstractScheme:
     """The scheme called `name` (`"simultaneous"`, `"alternating"`, `"consensus"`,
-    `"extragradient"`, `"optimistic"`) with its options, e.g. `scheme("consensus", gamma=0.5)`."""
+    `"extragradient"`, `"optimistic"`) with its options, e.g. `scheme("consensus", gamma=0.5)`;
+    `ValueError` for an unknown name or an option the scheme does not take."""
     if name not in SCHEMES:
         raise ValueError(f"unknown scheme {name!r}; valid schemes: {', '.join(SCHEMES)}.")
-    return SCHEMES[name](**kwargs)
+    cls = SCHEMES[name]
+    # An option of another scheme (gamma for simultaneous GDA) would be a raw TypeError.
+    options = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        takes = f"takes {', '.join(options)}" if options else "takes no options"
+        raise ValueError(f"scheme {name!r} {takes}; got {', '.join(unknown)}.")
+    return cls(**kwargs)
 
 
 def measured_growth(norms, *, ceiling: float = 1e-4) -> float:

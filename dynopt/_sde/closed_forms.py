@@ -15,7 +15,7 @@ import numpy as np
 from .._custom_types import Array, Scalar
 from .._problem import Problem
 from .._problems.finite_sum import finite_sum
-from .._validation import interval, nonnegative, positive_int
+from .._validation import interval, nonnegative, positive, positive_int
 
 
 def _sample_quadratic(theta: Array, x: Array, lam: Array) -> Scalar:
@@ -53,14 +53,32 @@ def gibbs_bin_probabilities(
     $\propto e^{-L(x)/T}$, by the trapezoid rule on `points` nodes of `support` (outside it the
     law is taken as 0).
 
-    **Arguments:** `potential` $L$ (vectorised NumPy), `temperature` $T > 0$, `edges`.
+    **Arguments:** `potential` $L$ (vectorised NumPy), `temperature` $T > 0$, `edges` (strictly
+    increasing, at least two), `support` $(a, b)$ with $a < b$ finite, `points` $\ge 2$.
 
-    **Returns:** `len(edges) - 1` probabilities summing to 1.
+    **Returns:** `len(edges) - 1` probabilities: summing to 1 when the edges cover the support
+    (e.g. $\mp\infty$ ends), else to the law's mass between the first and the last edge.
+
+    **Raises:** `ValueError` for a `temperature` that is not > 0, `edges` that are not strictly
+    increasing (the probabilities would come out negative), a bad `support` or `points`, or a
+    `potential` that is NaN on the grid.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    grid = np.linspace(*support, points)
+    edges = np.asarray(edges, float)
+    if edges.ndim != 1 or edges.size < 2 or np.isnan(edges).any() or np.any(np.diff(edges) <= 0):
+        raise ValueError(
+            f"edges must be a strictly increasing 1-D array of >= 2 edges, got {edges}."
+        )
+    lo, hi = (float(x) for x in support)
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"support must be finite (a, b) with a < b, got {support}.")
+    if positive_int("points", points) < 2:
+        raise ValueError(f"points must be an integer >= 2, got {points}.")
+    grid = np.linspace(lo, hi, points)
     lp = -potential(grid) / temperature
+    if np.isnan(lp).any():
+        raise ValueError("potential is NaN on the support grid; give L where the law lives.")
     w = np.exp(lp - lp.max())
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (w[1:] + w[:-1]) * np.diff(grid))])
     cdf /= cdf[-1]
@@ -70,5 +88,18 @@ def gibbs_bin_probabilities(
 def eyring_kramers_prefactor(curvature_min: float, curvature_saddle: float) -> float:
     r"""$2\pi/\sqrt{L''(x_{\min})\,|L''(x_s)|}$: the mean escape time of
     $dx = -L'(x)dt + \sqrt{2T}dW$ over a barrier $\Delta L$ is this times $e^{\Delta L/T}$ as
-    $T \to 0$."""
+    $T \to 0$.
+
+    **Arguments:** `curvature_min` $L''(x_{\min}) > 0$; `curvature_saddle` $L''(x_s) \ne 0$
+    (negative at a barrier top; its absolute value is used).
+
+    **Raises:** `ValueError` for a `curvature_min` that is not finite and > 0 (no minimum: the
+    square root would be NaN), or a `curvature_saddle` that is not finite and non-zero."""
+    positive("curvature_min", curvature_min, hint="(the curvature at the minimum)")
+    interval("curvature_saddle", curvature_saddle)
+    if curvature_saddle == 0:
+        raise ValueError(
+            "curvature_saddle must be non-zero (a barrier top has L'' < 0), got 0: the "
+            "Eyring-Kramers prefactor needs a non-degenerate saddle."
+        )
     return float(2 * np.pi / np.sqrt(curvature_min * abs(curvature_saddle)))

@@ -25,13 +25,37 @@ def histogram_tv(samples, probs, edges, rng: np.random.Generator, *, draws: int 
     deviation of the same distance for `draws` multinomial samples of the same size from $p$
     (what a perfect sampler would score).
 
-    **Arguments:** `samples` (1-D), `probs` (one per bin, summing to 1), `edges`, `rng` (drawn
-    from for the floor), `draws`.
+    Edges that do not cover the line (finite ends) leave mass outside them: the law's
+    $1 - \sum_b p_b$ and the samples beyond the ends are then one more bin, "outside", in both
+    the distance and its floor (the distance between the laws on the binned line).
+
+    **Arguments:** `samples` (1-D), `probs` (one per bin, $\ge 0$, summing to 1, or to less
+    when the edges are finite: e.g. `gibbs_bin_probabilities` on finite edges), `edges`, `rng`
+    (drawn from for the floor), `draws`.
 
     **Returns:** `(tv, floor_mean, floor_sd)`.
+
+    **Raises:** `ValueError` for `probs` that are not one finite number $\ge 0$ per bin or sum
+    to more than 1.
     """
     x = np.asarray(samples)
-    tv = 0.5 * np.sum(np.abs(np.histogram(x, edges)[0] / x.size - probs))
+    edges, probs = np.asarray(edges, float), np.asarray(probs, float)
+    if probs.shape != (edges.size - 1,) or not np.all(np.isfinite(probs)) or np.any(probs < 0):
+        raise ValueError(
+            f"probs must hold one finite probability >= 0 per bin ({edges.size - 1} for "
+            f"{edges.size} edges), got shape {probs.shape}."
+        )
+    outside = 1.0 - probs.sum()
+    if outside < -1e-9:
+        raise ValueError(f"probs must sum to at most 1, got {probs.sum():.12g}.")
+    counts = np.histogram(x, edges)[0]
+    escaped = x.size - counts.sum()
+    # Without the outside bin, numpy's multinomial would hand its mass to the last bin (a floor
+    # of 0.075 for an exact normal sampler on [-1.5, 1.5], where the true floor is 0.010).
+    if outside > 1e-12 or escaped:
+        probs = np.append(probs, max(outside, 0.0))
+        counts = np.append(counts, escaped)
+    tv = 0.5 * np.sum(np.abs(counts / x.size - probs))
     floor = 0.5 * np.abs(rng.multinomial(x.size, probs, size=draws) / x.size - probs).sum(axis=1)
     return float(tv), float(floor.mean()), float(floor.std())
 

@@ -15,6 +15,9 @@ With $\kappa = \eta c/B$ (see `SGDNoise`) the moments close exactly:
   SGD itself is the case $h = \eta$ (its noise is not Gaussian, but only its covariance
   $c\Sigma/B$ enters second moments).
 
+A model with `covariance="diagonal"` has $\mathrm{diag}\,S$ in place of $S$ (still exact: the
+diagonal is linear); `"lowrank"` does not close.
+
 Stationary: $HM + MH - hHMH = \kappa S(0, M)$, so on $\frac12\lambda\theta^2$ with
 $\Sigma = \sigma^2$: $V = \kappa\sigma^2/(\lambda(2 - h\lambda))$, i.e.
 $\eta c\sigma^2/(B\lambda(2-\eta\lambda))$ for SGD and
@@ -29,7 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Float, Params
 from .._problem import Problem
-from .._validation import positive
+from .._validation import check_unbatched, positive, positive_int
 from .sgd import _samples_with_replacement, SGDNoise
 
 
@@ -66,6 +69,25 @@ def _unpack(z, d):
     return z[:d], z[d:].reshape(d, d)
 
 
+def _diffusion_mean(sde, m, big_m, da, dq):
+    r"""$\mathbb E[GG^\top]/\kappa$ for the model's diffusion factor $G$: $S(m, M)$, or its
+    diagonal for `covariance="diagonal"` ($G G^\top = \kappa\,\mathrm{diag}\,\Sigma(\theta)$,
+    linear in $\Sigma$, so its mean is $\mathrm{diag}\,S$)."""
+    s = _noise_mean(m, big_m, da, dq)
+    return jnp.diag(jnp.diag(s)) if sde.covariance == "diagonal" else s
+
+
+def _check_closes(sde: SGDNoise) -> None:
+    # The top-r projection of Sigma(theta) is not linear in theta theta^T: no closed moment
+    # recursion (with the full S the result would be the moments of another SDE).
+    if sde.covariance == "lowrank":
+        raise ValueError(
+            "covariance='lowrank' has no closed moment equations (the top-rank projection of "
+            "Sigma(theta) is not linear in the second moment); use covariance='full', "
+            "'samples' or 'diagonal', or estimate the moments with dynopt.sde.simulate."
+        )
+
+
 def _linear_system(sde, problem, h, continuous: bool, data):
     """The moment dynamics as z' = K z + b (continuous) or z+ = F z + b (step h): (K or F, b)."""
     hess, _, _, da, dq, _ = data
@@ -75,13 +97,14 @@ def _linear_system(sde, problem, h, continuous: bool, data):
 
     def rhs(z):
         m, big_m = _unpack(z, d)
+        s = _diffusion_mean(sde, m, big_m, da, dq)
         if continuous:
             dm = -hess @ m
-            dbig = -hess @ big_m - big_m @ hess + kappa * _noise_mean(m, big_m, da, dq)
+            dbig = -hess @ big_m - big_m @ hess + kappa * s
         else:
             step = eye - h * hess
             dm = step @ m
-            dbig = step @ big_m @ step + h * kappa * _noise_mean(m, big_m, da, dq)
+            dbig = step @ big_m @ step + h * kappa * s
         return _pack(dm, dbig)
 
     zero = jnp.zeros(d + d * d, hess.dtype)
@@ -94,6 +117,10 @@ def _affine(mat, b):
     return jnp.zeros((n + 1, n + 1), mat.dtype).at[:n, :n].set(mat).at[:n, n].set(b).at[n, n].set(1)
 
 
+_POWER_BITS = 40
+_MAX_STEPS = 2**_POWER_BITS
+
+
 def _power(a, k):
     """a**k for a traced integer k < 2**40 (binary powering: one program for every k)."""
 
@@ -103,7 +130,7 @@ def _power(a, k):
         return result, base @ base, k // 2
 
     eye = jnp.eye(a.shape[0], dtype=a.dtype)
-    return jax.lax.fori_loop(0, 40, body, (eye, a, k))[0]
+    return jax.lax.fori_loop(0, _POWER_BITS, body, (eye, a, k))[0]
 
 
 class QuadraticMoments(eqx.Module):
@@ -127,7 +154,8 @@ def _moments(sde, problem, flat0, ts, steps, h, continuous: bool, mean0, cov0):
     z0 = jnp.concatenate([_pack(m0, big_m0), jnp.ones(1, m0.dtype)])
     if continuous:
         gen = _affine(mat, b).at[-1, -1].set(0.0)  # d/dt (z, 1) = (K z + b, 0)
-        zs = jax.vmap(lambda t: jax.scipy.linalg.expm(gen * t) @ z0)(ts)
+        # In the problem's dtype (float64 times would not promote into a float32 generator).
+        zs = jax.vmap(lambda t: jax.scipy.linalg.expm(gen * t.astype(gen.dtype)) @ z0)(ts)
     else:
         zs = jax.vmap(lambda k: _power(_affine(mat, b), k) @ z0)(steps)
     m, big_m = jax.vmap(lambda z: _unpack(z[:-1], d))(zs)
@@ -160,17 +188,25 @@ def quadratic_moments(
 
     - `step=None`: the SDE of `sde` (linear moment ODE, solved by a matrix exponential);
     - `step=h`: Euler–Maruyama of that SDE with step $h$; `step=sde.learning_rate` is SGD
-      itself (times `ts` must then be multiples of $h$).
+      itself (times `ts` must then be multiples of $h$, fewer than $2^{40}$ steps) for a model
+      with the exact covariance (`"full"` or `"samples"`).
+
+    The noise is the model's: $\kappa S$ for `covariance="full"`/`"samples"`, its diagonal
+    $\kappa\,\mathrm{diag}\,S$ for `"diagonal"` (the moments of that SDE, whose correlations
+    are dropped); `"lowrank"` has no closed moment equations (`ValueError`).
 
     One jitted program per problem shape: new step sizes, learning rates, batch sizes and times
     reuse it. For non-quadratic losses the result is the moment dynamics of the linearisation at
     the minimizer found by one Newton step from `x0` (an approximation).
 
-    **Raises:** `ValueError` for `ts` that are not 1-D times $\ge 0$, a `step` that is not
-    finite and > 0 (or does not divide `ts`), an `x0` unlike `problem.params0`, or a
-    `covariance0` that is not $(d, d)$.
+    **Raises:** `ValueError` for `ts` that are not 1-D finite times $\ge 0$, a `step` that is
+    not finite and > 0 (or does not divide `ts`, or needs $2^{40}$ steps or more), an `x0`
+    unlike `problem.params0`, a `covariance0` that is not $(d, d)$, a learning rate that is not
+    one number (a vector would broadcast per coordinate), or `covariance="lowrank"`.
     """
     sde.check(problem)
+    _check_closes(sde)
+    check_unbatched(sde, "quadratic_moments")
     size = ravel_pytree(problem.params0)[0].size
     # x0: parameters like params0, or a raveled mean (as `QuadraticMoments.mean` holds them)
     if x0 is not None and not (_same_structure(x0, problem.params0) or jnp.shape(x0) == (size,)):
@@ -187,8 +223,8 @@ def quadratic_moments(
             f"parameters), got shape {jnp.shape(cov0)}."
         )
     ts_np = np.asarray(ts, dtype=np.float64)
-    if ts_np.ndim != 1 or np.any(ts_np < 0):
-        raise ValueError("ts must be a 1-D array of times >= 0.")
+    if ts_np.ndim != 1 or not np.all(ts_np >= 0) or not np.all(np.isfinite(ts_np)):
+        raise ValueError(f"ts must be a 1-D array of finite times >= 0, got {ts_np}.")
     if step is None:
         steps, h = np.zeros(ts_np.shape, int), 0.0
     else:
@@ -197,6 +233,12 @@ def quadratic_moments(
         if not np.allclose(steps, np.round(steps), rtol=0, atol=1e-6):
             raise ValueError(f"ts must be multiples of step={h:g}.")
         steps = np.round(steps).astype(int)
+        if np.any(steps >= _MAX_STEPS):  # `_power` reads 40 bits: more would drop the high ones
+            raise ValueError(
+                f"ts must be fewer than 2**40 steps of step={h:g}, got {int(steps.max())}; the "
+                "moments have long reached their stationary values (quadratic_stationary_"
+                "covariance)."
+            )
     return _moments(
         sde,
         problem,
@@ -229,12 +271,37 @@ def quadratic_stationary_covariance(
 ) -> Float[Array, "d d"]:
     r"""The exact stationary covariance $M$: $HM + MH - hHMH = \kappa S(0, M)$ with $h$ = `step`
     (`None`: the SDE, $h = 0$; `sde.learning_rate`: SGD). `nan` if the recursion is unstable.
+    For `covariance="diagonal"` the noise is $\kappa\,\mathrm{diag}\,S(0, M)$, as in
+    `quadratic_moments`.
 
-    **Raises:** `ValueError` for a `step` that is not finite and > 0 (as `quadratic_moments`)."""
+    **Raises:** `ValueError` for a `step` that is not finite and > 0 (as `quadratic_moments`),
+    a learning rate that is not one number, or `covariance="lowrank"` (no closed moment
+    equations)."""
     sde.check(problem)
+    _check_closes(sde)
+    check_unbatched(sde, "quadratic_stationary_covariance")
     flat0 = ravel_pytree(problem.params0)[0]
     h = 0.0 if step is None else float(positive("step", step, hint="step=None is the SDE (h = 0)."))
     return _stationary(sde, problem, flat0, jnp.asarray(h), step is None)
+
+
+def _check_phases(phases) -> list[tuple]:
+    r"""`phases` as `(eta, batch, steps)` triples with integer batch sizes $\ge 1$ and step
+    counts $\ge 0$ (`int()` would truncate a batch of 2.5 to 2: another schedule); else
+    `ValueError` naming the phase. `eta` is checked by `SGDNoise`."""
+    try:
+        phases = [tuple(p) for p in phases]
+    except TypeError:
+        phases = None
+    if not phases or any(len(p) != 3 for p in phases):
+        raise ValueError(
+            f"phases must be a non-empty sequence of (eta, batch, steps) triples, got {phases!r}."
+        )
+    for k, (_, batch, n) in enumerate(phases):
+        positive_int(f"phases[{k}]'s batch", batch)
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ValueError(f"phases[{k}]'s steps must be an integer >= 0, got {n!r}.")
+    return [(eta, int(batch), int(n)) for eta, batch, n in phases]
 
 
 def scheduled_moments(
@@ -253,14 +320,19 @@ def scheduled_moments(
 
     **Returns:** `(expected_loss, mean, covariance)`: $\mathbb E L$ at the start and after each of
     the $\sum_k n_k$ updates, and the final mean and covariance.
+
+    **Raises:** `ValueError` for `phases` that are not a non-empty sequence of triples, a batch
+    that is not an integer $\ge 1$, a step count that is not an integer $\ge 0$, or what
+    `SGDNoise` and `quadratic_moments` refuse.
     """
     if replace is None:
         replace = bool(_samples_with_replacement(problem))
+    phases = _check_phases(phases)
     mean = cov = None
     losses = []
     longest = max(n for *_, n in phases)
     for k, (eta, batch, n) in enumerate(phases):
-        model = SGDNoise(eta, int(batch), replace=replace)
+        model = SGDNoise(eta, batch, replace=replace)
         ts = eta * np.arange(longest + 1)
         mom = quadratic_moments(model, problem, ts, step=eta, x0=mean, covariance0=cov)
         mean, cov, loss = mom.mean[n], mom.covariance[n], np.asarray(mom.expected_loss[: n + 1])

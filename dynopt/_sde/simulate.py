@@ -24,7 +24,14 @@ from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._saving import SaveAtTimes, saved
 from .._solve import integrate, raise_for_result, SolveError
-from .._validation import host_validated, increasing, is_traced, positive, positive_int
+from .._validation import (
+    check_unbatched,
+    host_validated,
+    increasing,
+    is_traced,
+    positive,
+    positive_int,
+)
 from .base import AbstractSDE, is_additive, noise_dim, raveled
 
 
@@ -238,10 +245,13 @@ def _check_x0(flow, problem, x0, t0) -> None:
         )
 
 
-def _check_common(flow, problem, x0, num_paths, brownian, key, on_blowup):
+def _check_common(flow, problem, x0, num_paths, brownian, key, on_blowup, who):
     """Concrete checks; returns the initial parameters."""
     if not isinstance(flow, AbstractFlow):
         raise ValueError(f"flow must be a dynopt flow with noise, got {type(flow).__name__}.")
+    # A vector temperature would broadcast into per-coordinate noise (another SDE, whose law
+    # is not exp(-L/T)), as solve and compare refuse it.
+    check_unbatched(flow, who)
     if problem is not None and not isinstance(problem, Problem):
         raise ValueError(f"problem must be a dynopt.Problem or None, got {type(problem)}.")
     if x0 is None:
@@ -340,10 +350,9 @@ def _drift_rate_power(flow, problem, x0, t0):
 
 
 def drift_rate(flow: AbstractFlow, problem: Problem | None, x0: Params, t0: float) -> float:
-    r"""$
-    ho$, the largest $|\lambda|$ over the eigenvalues of the drift's Jacobian at the
-        initial state: the fastest rate the integration step must resolve (exact eigenvalues up to
-        512 state entries, a power iteration on Jacobian-vector products above)."""
+    r"""$\rho$, the largest $|\lambda|$ over the eigenvalues of the drift's Jacobian at the
+    initial state: the fastest rate the integration step must resolve (exact eigenvalues up to
+    512 state entries, a power iteration on Jacobian-vector products above)."""
     n = int(np.prod(jax.eval_shape(lambda: _drift(flow, problem, x0, t0)[0]).shape))
     if n <= _DENSE_JACOBIAN_MAX_DIM:
         jac = np.asarray(_drift_jacobian(flow, problem, x0, jnp.asarray(t0)))
@@ -428,13 +437,14 @@ def simulate(
     **Returns:** `SDEPaths` with `ys` of shape $(P, T, n)$; paths that blew up carry their
     `blowup_time`; `expectation` refuses to average over them unless told to drop them.
 
-    **Raises:** `ValueError` for a flow without diffusion, a key that is not one PRNG key, an
+    **Raises:** `ValueError` for a flow without diffusion or with a hyper-parameter that is not
+    a scalar (e.g. a vector temperature), a key that is not one PRNG key, an
     `x0` that does not fit the problem or the flow, `num_paths < 1`, non-increasing `ts`, save
     times off the grid, a `dt` too fine for `UnsafeBrownianPath`, or an unsuitable solver;
     `dynopt.SolveError` if paths blew up (`on_blowup="raise"`) or diffrax fails on a path that
     stayed finite (e.g. an implicit solver's Newton iteration).
     """
-    x0 = _check_common(flow, problem, x0, num_paths, brownian, key, on_blowup)
+    x0 = _check_common(flow, problem, x0, num_paths, brownian, key, on_blowup, "simulate")
     ts_np = np.asarray(increasing("ts", ts, min_size=2))
     t0 = float(ts_np[0])
     rho = None
@@ -543,18 +553,28 @@ def first_passage(
 
     A `diffrax.Event` stops each path at the first step whose end state satisfies `hit` (a
     function of the raveled state returning a boolean), so $\tau$ is resolved to one step $dt$.
-    Paths that have not hit by `t1` return `inf` (censored; report their fraction).
+    Paths that have not hit by `t1` (a multiple of `dt`) return `inf` (censored; report their
+    fraction).
     Same solvers, Brownian path and determinism as `simulate`; paths that blew up before hitting
     are handled by `on_blowup` as in `simulate` (kept as censored only on request).
 
-    **Raises:** as `simulate`.
+    **Raises:** as `simulate`; `ValueError` also for a `t1` or `dt` that is not finite and
+    > 0, $dt \ge t_1$, or a `t1` that is not a multiple of `dt`.
     """
-    x0 = _check_common(flow, problem, x0, num_paths, "unsafe", key, on_blowup)
+    x0 = _check_common(flow, problem, x0, num_paths, "unsafe", key, on_blowup, "first_passage")
     if not callable(hit):
         raise ValueError(f"hit must be callable state -> bool, got {type(hit).__name__}.")
-    if not positive("dt", dt) < t1:
+    t1, dt = float(positive("t1", t1)), float(positive("dt", dt))
+    if not dt < t1:
         raise ValueError(f"need 0 < dt < t1, got dt={dt}, t1={t1}.")
-    grid = _grid(0.0, float(t1), float(dt), "unsafe")
+    # The grid is k*dt: a t1 off it would censor at round(t1/dt)*dt, before or after t1.
+    k = t1 / dt
+    if abs(k - round(k)) > 1e-6:
+        raise ValueError(
+            f"t1 must be a multiple of dt (the paths are censored at the last step), got "
+            f"t1={t1:g} = {k:.6g} * dt={dt:g}; take t1={round(k) * dt:g} or another dt."
+        )
+    grid = _grid(0.0, t1, dt, "unsafe")
     solver = _default_solver(flow, solver)
     keys = jax.random.split(key, num_paths)
     with host_validated():  # flow, problem, x0, key and grid checked above

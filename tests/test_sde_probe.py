@@ -1,0 +1,241 @@
+"""dynopt.sde, found by probing as a user: the moments of the model actually asked for
+(`covariance="diagonal"`), the censoring horizon of `first_passage`, and the validation of
+schedules, long horizons and closed-form arguments.
+
+References are independent of dynopt: scipy's Lyapunov solvers for stationary covariances, the
+Euler recursion $\\theta_k = (1 - \\lambda\\,dt)^k\\theta_0$ for a noiseless first passage.
+"""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.stats
+
+from dynopt import problems, sde
+
+
+# l_i(theta) = (1/2) theta^T H theta - q_i . theta: Sigma = Cov(q) is constant (additive noise),
+# with correlated coordinates so that dropping the correlations changes the answer.
+_H = np.array([1.0, 3.0])
+_N, _B, _ETA = 8, 2, 0.1
+
+
+def _sample_loss(theta, q):
+    return 0.5 * jnp.sum(jnp.asarray(_H) * theta * theta) - jnp.dot(q, theta)
+
+
+def _additive_problem():
+    q = np.random.default_rng(0).normal(size=(_N, 2))
+    q[:, 1] += 0.8 * q[:, 0]
+    return problems.finite_sum(_sample_loss, jnp.asarray(q), jnp.ones(2), batch_size=_B), q
+
+
+def _noise(q, covariance):
+    """kappa * Sigma (or its diagonal): the diffusion matrix of SGDNoise(ETA, B)."""
+    dq = q - q.mean(axis=0)
+    sigma = dq.T @ dq / _N
+    kappa = _ETA * (_N - _B) / (_N - 1) / _B
+    return kappa * (np.diag(np.diag(sigma)) if covariance == "diagonal" else sigma)
+
+
+@pytest.mark.parametrize("covariance", ["full", "samples", "diagonal"])
+def test_stationary_covariance_is_the_one_of_the_models_own_noise(covariance):
+    # SDE: H M + M H = D; Euler-Maruyama with step h: M = (I - hH) M (I - hH) + h D, with D the
+    # model's diffusion matrix (for "diagonal", diag(kappa Sigma): the off-diagonal M vanishes
+    # since H is diagonal). Before: "diagonal" returned the full-Sigma answer (off-diagonal
+    # entries of 1e-3 where the model has none). Both solves are exact: float64 round-off.
+    p, q = _additive_problem()
+    model = sde.SGDNoise(_ETA, _B, covariance=covariance)
+    d = _noise(q, covariance)
+    sde_ref = scipy.linalg.solve_continuous_lyapunov(-np.diag(_H), -d)
+    np.testing.assert_allclose(sde.quadratic_stationary_covariance(model, p), sde_ref, atol=1e-15)
+    step = np.eye(2) - _ETA * np.diag(_H)
+    em_ref = scipy.linalg.solve_discrete_lyapunov(step, _ETA * d)
+    em = sde.quadratic_stationary_covariance(model, p, step=_ETA)
+    np.testing.assert_allclose(em, em_ref, atol=1e-15)
+    # The moments in time agree with the same equations (t = 50 is stationary to e^-100).
+    mom = sde.quadratic_moments(model, p, jnp.array([0.0, 50.0]))
+    np.testing.assert_allclose(mom.covariance[-1], sde_ref, atol=1e-15)
+
+
+def test_lowrank_moments_are_refused():
+    # The top-r projection of Sigma(theta) is not linear in theta theta^T: no closed equations.
+    # Before: the full-Sigma moments were returned for a rank-1 model.
+    p, _ = _additive_problem()
+    model = sde.SGDNoise(_ETA, _B, covariance="lowrank", rank=1)
+    with pytest.raises(ValueError, match="lowrank"):
+        sde.quadratic_moments(model, p, jnp.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="lowrank"):
+        sde.quadratic_stationary_covariance(model, p)
+
+
+def test_quadratic_moments_refuse_horizons_the_binary_power_cannot_reach():
+    # `_power` reads 40 bits of the step count: 2**41 steps returned the initial state.
+    p, _ = _additive_problem()
+    model = sde.SGDNoise(_ETA, _B)
+    with pytest.raises(ValueError, match="2\\*\\*40"):
+        sde.quadratic_moments(model, p, jnp.array([0.0, _ETA * 2.0**41]), step=_ETA)
+    with pytest.raises(ValueError, match="finite"):
+        sde.quadratic_moments(model, p, jnp.array([0.0, jnp.nan]))
+
+
+@pytest.mark.parametrize(
+    "phases, match",
+    [
+        ([(0.1, 2.5, 3)], "phases\\[0\\]'s batch"),  # was int(2.5) = 2: another schedule
+        ([(0.1, 2, 3), (0.1, 0, 3)], "phases\\[1\\]'s batch"),
+        ([(0.1, 2, -1)], "phases\\[0\\]'s steps"),  # was a raw IndexError
+        ([(0.1, 2, 2.5)], "phases\\[0\\]'s steps"),
+        ([], "non-empty"),  # was max() of an empty sequence
+        ([(0.1, 2)], "triples"),
+    ],
+)
+def test_scheduled_moments_validate_the_phases(phases, match):
+    p, _ = _additive_problem()
+    with pytest.raises(ValueError, match=match):
+        sde.scheduled_moments(p, phases)
+
+
+def test_scheduled_moments_take_numpy_integers():
+    p, _ = _additive_problem()
+    a = sde.scheduled_moments(p, [(0.1, np.int64(2), np.int64(3))])
+    b = sde.scheduled_moments(p, [(0.1, 2, 3)])
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_first_passage_censors_at_t1():
+    # Noiseless Euler on L = theta^2/2 from 1: theta_k = (1 - dt)^k. With dt = 0.6 the first
+    # point below 0.33 is k = 2, t = 1.2 (theta = 0.16). With t1 = 1.0 it must be censored;
+    # before, the grid ran to round(t1/dt)*dt = 1.2 and returned tau = 1.2 > t1.
+    qp = problems.quadratic(jnp.array([1.0]))
+    flow = sde.Langevin(0.0)
+
+    def hit(y):
+        return y[0] < 0.33
+
+    def tau(t1, dt):
+        return sde.first_passage(
+            flow, qp, hit, t1, jax.random.key(0), 1, dt=dt, solver=diffrax.Euler()
+        )
+
+    assert float(tau(1.2, 0.6)[0]) == pytest.approx(1.2)  # on the grid: the last step counts
+    with pytest.raises(ValueError, match="multiple of dt"):
+        tau(1.0, 0.6)
+    with pytest.raises(ValueError, match="multiple of dt"):
+        tau(1.0, 0.4)  # was censored at 0.8, before t1
+    with pytest.raises(ValueError, match="t1 must be > 0"):
+        tau(float("inf"), 0.1)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((-1.0, -4.0), "curvature_min"),  # was NaN with a RuntimeWarning
+        ((0.0, -4.0), "curvature_min"),
+        ((8.0, 0.0), "curvature_saddle"),  # was inf
+        ((8.0, float("nan")), "curvature_saddle"),
+    ],
+)
+def test_eyring_kramers_prefactor_validates_the_curvatures(args, match):
+    with pytest.raises(ValueError, match=match):
+        sde.eyring_kramers_prefactor(*args)
+    # The symmetric double well (x^2 - 1)^2: L''(+-1) = 8, L''(0) = -4: 2 pi / sqrt(32).
+    assert sde.eyring_kramers_prefactor(8.0, -4.0) == pytest.approx(2 * np.pi / np.sqrt(32.0))
+
+
+def test_sde_moments_of_a_float32_problem():
+    # L = lam theta^2 / 2 with per-sample gradient variance sigma^2 (additive noise): the SDE's
+    # mean is e^{-lam t} and its variance kappa sigma^2 (1 - e^{-2 lam t}) / (2 lam). Before: a
+    # strict-promotion error (float64 times times a float32 generator). Computed in float32:
+    # the mean to a few ulps (rtol 1e-5 is ~80 of them); the covariance is M - m^2 with the
+    # second moment M <= 1, so its error is a few ulps of 1 (atol 1e-6 is ~8 of them).
+    lam, sigma, n, b, eta = 2.0, 0.7, 10, 3, 0.1
+    x = np.random.default_rng(0).normal(size=n)
+    x = (x - x.mean()) / x.std() * sigma
+
+    def sample_loss(theta, xi):
+        return 0.5 * lam * jnp.sum(theta * theta) - jnp.sum(xi * theta)
+
+    data = jnp.asarray(x, jnp.float32)[:, None]
+    p = problems.finite_sum(sample_loss, data, jnp.ones(1, jnp.float32), batch_size=1)
+    ts = np.array([0.0, 0.3, 1.0, 4.0])
+    mom = sde.quadratic_moments(sde.SGDNoise(eta, b), p, jnp.asarray(ts))
+    kappa = eta * (n - b) / (n - 1) / b
+    assert mom.covariance.dtype == jnp.float32
+    np.testing.assert_allclose(mom.mean[:, 0], np.exp(-lam * ts), rtol=1e-5)
+    var = kappa * sigma**2 * (1 - np.exp(-2 * lam * ts)) / (2 * lam)
+    np.testing.assert_allclose(mom.covariance[:, 0, 0], var, rtol=1e-5, atol=1e-6)
+
+
+def test_histogram_tv_counts_the_mass_outside_finite_edges():
+    # Exact N(0, 1) samples against the Gibbs law of x^2/2 at T = 1 on [-1.5, 1.5] (13% of the
+    # mass outside). A perfect sampler's distance has mean (1/2) sum_b E|p_b_hat - p_b|
+    # ~ (1/2) sum_b sqrt(2 p_b (1 - p_b) / (pi N)) over the bins and the outside one (normal
+    # approximation: N p_b >= 800, error ~1/(N p_b)); 400 floor draws give it to ~1% (SE),
+    # 5% is five SE. Before: numpy's multinomial handed the outside mass to the last bin and
+    # the floor read 0.075 where it is 0.0096.
+    n = 20_000
+    x = np.random.default_rng(0).normal(size=n)
+    edges = np.linspace(-1.5, 1.5, 13)
+    probs = sde.gibbs_bin_probabilities(
+        lambda z: 0.5 * z * z, 1.0, edges, support=(-10.0, 10.0), points=200_001
+    )
+    tv, floor, floor_sd = sde.histogram_tv(x, probs, edges, np.random.default_rng(1))
+    p = np.append(probs, 1 - probs.sum())
+    expected = 0.5 * np.sum(np.sqrt(2 * p * (1 - p) / (np.pi * n)))
+    assert floor == pytest.approx(expected, rel=0.05)
+    assert abs(tv - floor) < 4 * floor_sd  # the exact sampler scores like one
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        sde.histogram_tv(x, probs * 1.2, edges, np.random.default_rng(1))
+    with pytest.raises(ValueError, match="one finite probability"):
+        sde.histogram_tv(x, probs[:-1], edges, np.random.default_rng(1))
+
+
+def test_a_vector_hyper_parameter_is_refused_not_broadcast_per_coordinate():
+    # Langevin([0.1, 0.4]) on a 2-D problem simulated per-coordinate temperatures (stationary
+    # variances 0.097 and 0.416: another SDE, whose law is not exp(-L/T)); on 3-D it was a raw
+    # broadcasting error. solve and compare refuse such a flow; so do simulate and the moments.
+    qp = problems.quadratic(jnp.array([1.0, 1.0]), params0=jnp.zeros(2))
+    key, ts = jax.random.key(0), jnp.array([0.0, 1.0])
+    with pytest.raises(ValueError, match=r"simulate takes one flow: Langevin\.temperature"):
+        sde.simulate(sde.Langevin(jnp.array([0.1, 0.4])), qp, ts, key, 4)
+    with pytest.raises(ValueError, match=r"first_passage takes one flow: Kramers\.damping"):
+        sde.first_passage(
+            sde.Kramers(jnp.array([0.5, 1.0]), 0.1), qp, lambda y: y[0] > 9, 1.0, key, 2, dt=0.1
+        )
+    p, _ = _additive_problem()
+    model = sde.SGDNoise(jnp.array([0.1, 0.2]), _B)
+    with pytest.raises(ValueError, match=r"quadratic_moments takes one flow: SGDNoise"):
+        sde.quadratic_moments(model, p, ts)
+    with pytest.raises(ValueError, match=r"quadratic_stationary_covariance takes one flow"):
+        sde.quadratic_stationary_covariance(model, p)
+    # Traced values (a vmap over learning rates) are one value per program: still fine.
+    etas = jnp.array([0.1, 0.4])
+    covs = jax.vmap(lambda e: sde.quadratic_stationary_covariance(sde.SGDNoise(e, _B), p))(etas)
+    assert covs.shape == (2, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"edges": np.array([1.0, 0.0, -1.0])}, "strictly increasing"),  # was [-0.42, -0.42]
+        ({"edges": np.array([-1.0, 0.0, 1.0]), "support": (3.0, -3.0)}, "support"),  # [0, 0]
+        ({"edges": np.array([-1.0, 0.0, 1.0]), "points": 1}, "points"),  # was [nan, nan]
+    ],
+)
+def test_gibbs_bin_probabilities_validate_the_grid(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sde.gibbs_bin_probabilities(lambda x: x * x, 1.0, **kwargs)
+
+
+def test_gibbs_bin_probabilities_of_a_gaussian():
+    # x^2/2 at T = 1 is N(0, 1): bins against scipy's normal CDF; trapezoid rule on 200,001
+    # nodes of [-10, 10] (h = 1e-4): error ~h^2 = 1e-8 relative; the tails beyond 10 are 1e-23.
+    edges = np.array([-np.inf, -1.0, 0.0, 0.5, np.inf])
+    got = sde.gibbs_bin_probabilities(
+        lambda z: 0.5 * z * z, 1.0, edges, support=(-10.0, 10.0), points=200_001
+    )
+    np.testing.assert_allclose(got, np.diff(scipy.stats.norm.cdf(edges)), rtol=1e-7)
