@@ -239,3 +239,14 @@ def test_gibbs_bin_probabilities_of_a_gaussian():
         lambda z: 0.5 * z * z, 1.0, edges, support=(-10.0, 10.0), points=200_001
     )
     np.testing.assert_allclose(got, np.diff(scipy.stats.norm.cdf(edges)), rtol=1e-7)
+
+
+def test_default_grid_reports_the_smallest_save_gap_as_the_smallest_step():
+    # The smallest step is the Brownian tree's resolution (`_simulate`): with uneven save times
+    # already fine enough to be the grid, it is the smallest gap, not the first one.
+    from dynopt._sde.simulate import _default_grid
+
+    ts = np.array([0.0, 0.4, 0.5, 0.55, 1.0])
+    grid, largest, smallest = _default_grid(ts, 0.1, "tree")  # steps <= 0.5
+    np.testing.assert_array_equal(grid, ts)
+    assert largest == pytest.approx(0.45) and smallest == pytest.approx(0.05)

@@ -367,7 +367,7 @@ def _default_grid(ts: np.ndarray, rho: float, brownian: str) -> tuple[np.ndarray
     safe = STEP_MARGIN / rho if rho > 0 else np.inf
     sub = np.maximum(1, np.ceil(gaps / safe - 1e-9)).astype(int)
     if np.all(sub == 1):
-        return _check_resolution(ts.copy(), float(gaps.min()), brownian), gaps.max(), ts[1] - ts[0]
+        return _check_resolution(ts.copy(), float(gaps.min()), brownian), gaps.max(), gaps.min()
     starts = np.concatenate([[0], np.cumsum(sub)])
     k = np.arange(starts[-1]) - np.repeat(starts[:-1], sub) + 1  # step index within interval
     grid = np.empty(starts[-1] + 1)
