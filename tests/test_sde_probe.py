@@ -250,3 +250,26 @@ def test_default_grid_reports_the_smallest_save_gap_as_the_smallest_step():
     grid, largest, smallest = _default_grid(ts, 0.1, "tree")  # steps <= 0.5
     np.testing.assert_array_equal(grid, ts)
     assert largest == pytest.approx(0.45) and smallest == pytest.approx(0.05)
+
+
+def test_log_stationary_density_refuses_zero_temperature():
+    # T = 0 is a valid (noiseless) flow, but its stationary law is a point mass: -L/0 was -inf
+    # or NaN without a word. Refused on the host and inside jit.
+    problem = problems.quadratic(jnp.array([1.0, 2.0]))
+    theta = jnp.array([0.3, -0.2])
+    for flow, state in ((sde.Langevin(0.0), theta), (sde.Kramers(1.0, 0.0), (theta, theta))):
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            flow.log_stationary_density(state, problem)
+        with pytest.raises(Exception, match="temperature must be > 0"):
+            density = lambda T, f=flow, x=state: type(f)(*flow_args(f, T)).log_stationary_density(
+                x, problem
+            )
+            jax.jit(density)(jnp.asarray(0.0))
+    # T > 0: -L/T (the closed form), unchanged.
+    assert float(sde.Langevin(0.5).log_stationary_density(theta, problem)) == pytest.approx(
+        -float(problem.loss(theta)) / 0.5, rel=1e-15
+    )
+
+
+def flow_args(flow, temperature):
+    return (temperature,) if isinstance(flow, sde.Langevin) else (flow.damping, temperature)

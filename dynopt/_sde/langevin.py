@@ -12,7 +12,7 @@ from .._custom_types import Array, Params, Scalar, ScalarLike
 from .._flows.gradient import GradientFlow
 from .._flows.momentum import HeavyBall
 from .._problem import Problem
-from .._validation import hyperparameter
+from .._validation import hyperparameter, interval
 from .base import AbstractNoisyFlow
 
 
@@ -57,8 +57,20 @@ class Langevin(AbstractNoisyFlow):
         return _isotropic(state, jnp.sqrt(2.0 * self.temperature))
 
     def log_stationary_density(self, state: Params, problem: Problem) -> Scalar:
-        """Unnormalised $\\log p_\\infty = -L(\\theta)/T$."""
-        return -problem.loss(state) / self.temperature
+        """Unnormalised $\\log p_\\infty = -L(\\theta)/T$, for $T > 0$ (`ValueError` at $T = 0$,
+        where the law is a point mass: inside `jit` too)."""
+        return -problem.loss(state) / _positive_temperature(self.temperature)
+
+
+def _positive_temperature(temperature: Array) -> Array:
+    # T = 0 is a valid flow (no noise) with no density: -L/0 gave -inf or NaN without a word.
+    return interval(
+        "temperature",
+        temperature,
+        lower=0.0,
+        lower_open=True,
+        hint="At T = 0 the stationary law is a point mass at the minimizers: no log-density.",
+    )
 
 
 class Kramers(AbstractNoisyFlow):
@@ -110,4 +122,4 @@ class Kramers(AbstractNoisyFlow):
         """Unnormalised $\\log p_\\infty = -(\\|v\\|^2/2 + L(\\theta))/T$."""
         theta, v = state
         kinetic = 0.5 * optax.tree.vdot(v, v)
-        return -(kinetic + problem.loss(theta)) / self.temperature
+        return -(kinetic + problem.loss(theta)) / _positive_temperature(self.temperature)
