@@ -273,3 +273,19 @@ def test_log_stationary_density_refuses_zero_temperature():
 
 def flow_args(flow, temperature):
     return (temperature,) if isinstance(flow, sde.Langevin) else (flow.damping, temperature)
+
+
+def test_sgd_noise_with_a_traced_batch_size():
+    # B as a traced integer (a sweep built inside vmap): the noise scale eta (n - B)/((n - 1) B)
+    # of each B, one program; B < 1 raises when it runs.
+    problem = problems.linear_regression(num_samples=20, dim=3, batch_size=4, seed=0)
+    scale = lambda b: sde.SGDNoise(0.1, b).noise_scale(problem)
+    bs = jnp.array([1, 4, 20])
+    expected = 0.1 * (20 - np.asarray(bs, float)) / (19 * np.asarray(bs, float))
+    np.testing.assert_allclose(jax.vmap(scale)(bs), expected, rtol=1e-15)
+    with pytest.raises(Exception, match="batch_size must be"):
+        jax.block_until_ready(jax.jit(scale)(jnp.asarray(0)))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        jax.jit(scale)(jnp.asarray(2.0))
+    with pytest.raises(ValueError, match="concrete batch_size"):
+        jax.jit(lambda b: sde.SGDNoise(0.1, b).sgd_problem(problem).batch_size)(jnp.asarray(2))

@@ -14,7 +14,7 @@ from .._discretization import Discretization
 from .._flows.gradient import GradientFlow
 from .._problem import Problem
 from .._problems.finite_sum import _batch_loss, _minibatch_loss
-from .._validation import choice, flag, hyperparameter, positive_int
+from .._validation import choice, flag, hyperparameter, is_traced, positive_int
 from .base import AbstractSDE
 
 
@@ -32,6 +32,20 @@ def _samples_with_replacement(problem: Problem) -> bool | None:
     if isinstance(fn, eqx.Partial) and fn.func is _minibatch_loss:
         return bool(fn.keywords.get("replace", False))
     return None
+
+
+def _batch_size(batch_size) -> Array:
+    """`batch_size` as an integer array leaf: a concrete one checked now (`positive_int`), a
+    traced one (built inside `jit`/`vmap`, a sweep over $B$) an integer scalar checked $\\ge 1$
+    when the program runs (`eqx.error_if`)."""
+    if not is_traced(batch_size):
+        return jnp.asarray(positive_int("batch_size", batch_size))
+    b = jnp.asarray(batch_size)
+    if b.ndim != 0 or not jnp.issubdtype(b.dtype, jnp.integer):
+        raise ValueError(
+            f"batch_size must be a positive integer, got a traced {b.dtype} of shape {b.shape}."
+        )
+    return eqx.error_if(b, b < 1, "batch_size must be a positive integer.")
 
 
 class SGDNoise(AbstractSDE):
@@ -103,7 +117,7 @@ class SGDNoise(AbstractSDE):
         rank: int | None = None,
     ):
         self.learning_rate = learning_rate
-        self.batch_size = jnp.asarray(positive_int("batch_size", batch_size))
+        self.batch_size = _batch_size(batch_size)
         self.replace = flag("replace", replace)
         self.covariance = choice("covariance", covariance, _COVARIANCES)
         if covariance == "lowrank":
@@ -126,7 +140,7 @@ class SGDNoise(AbstractSDE):
             )
         n, b = _num_samples(problem), self.batch_size
         # c = (n - B)/(n - 1) without replacement needs B <= n; with replacement c = 1, any B.
-        if not isinstance(b, jax.core.Tracer) and not self.replace and int(b) > n:
+        if not self.replace and not is_traced(b) and int(b) > n:
             raise ValueError(
                 f"batch_size must be an integer in [1, {n}] (n samples) without replacement, "
                 f"got {int(b)}; replace=True models any B."
@@ -144,6 +158,8 @@ class SGDNoise(AbstractSDE):
         `ValueError` (`check`) for $B > n$ without replacement, where $c$ would be negative."""
         self.check(problem)
         n = _num_samples(problem)
+        # No runtime check of B <= n here: B is an array leaf, traced in every compiled program,
+        # and a host callback would cost each step and keep its program out of JAX's cache.
         b = self.batch_size.astype(self.learning_rate.dtype)
         if self.replace:
             return jnp.ones_like(b)
@@ -215,6 +231,11 @@ class SGDNoise(AbstractSDE):
         """`problem` whose `stochastic_loss` draws batches of `batch_size` samples, with or
         without replacement as this model assumes (the same problem when nothing changes)."""
         self.check(problem)
+        if is_traced(self.batch_size):
+            raise ValueError(
+                "sgd_problem needs a concrete batch_size (it sets the shape of each minibatch); "
+                "build this SGDNoise outside jit/vmap to sample its batches."
+            )
         batch_size = int(self.batch_size)
         if problem.batch_size == batch_size and _samples_with_replacement(problem) == self.replace:
             return problem
