@@ -150,7 +150,7 @@ def map_in_workers(fn, tasks: list, workers: int, initializer, initargs: tuple) 
         for process in processes:
             process.kill()
         for process in processes:
-            process.join(5)
+            process.join(30)  # killed: only the reaping is left (slow on a loaded machine)
         raise
     pool.shutdown(wait=True)
     return results

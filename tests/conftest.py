@@ -104,6 +104,11 @@ _SLOW = (
     "tests/test_central_probe.py::test_cnn_cross_entropy_field_against_a_dense_reference",
     "tests/test_modified_optax_contrib.py::test_a_transform_acting_by_shape_is_checked_on_the_users_parameters",
     "tests/test_modifying.py::test_target_flow_at_order_two_on_logistic_regression",
+    # (7.3-7.9 s of CPU in three runs of its file; the next two wait on spawned workers:
+    # 10 and 11 s of wall time)
+    "tests/test_central.py::test_central_solve_of_float32_parameters_is_a_float64_path",
+    "tests/test_experiments.py::test_continuum_order_cells_give_their_own_numbers_in_worker_processes",
+    "tests/test_experiments.py::test_ctrl_c_stops_a_parallel_run_all_and_its_workers",
 )
 
 
@@ -113,9 +118,10 @@ def pytest_collection_modifyitems(config, items):
     the experiments' quick runs, the longest tests by far (10-20 s each), go first, so that no
     worker is left running one alone at the end. Then one test of each once-per-run fixture,
     and that fixture's other tests halfway through the rest: a worker that met them early
-    would wait on the lock (8 s) while the other worker computes the result. (xdist_group
-    cannot pin the figure-redraw test to gd_flow's worker: xdist 3.8 renames `item._nodeid`,
-    which pytest 9 no longer reads.)"""
+    would wait on the lock (8 s) while the other worker computes the result. (Each quick run is
+    made once per run, by whichever worker first asks, `once_per_run`: the figure-redraw test
+    reads gd_flow's where the other worker made it. xdist_group could not pin it to that
+    worker: xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads.)"""
 
     def uses(item, name):
         return name in getattr(item, "fixturenames", ())
