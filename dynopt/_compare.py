@@ -541,9 +541,14 @@ def compare(
     # so the compiled program needs no runtime checks (`host_validated`).
     if per_step and not all(isinstance(reference(float(h)), AbstractFlow) for h in hs):
         raise ValueError("reference(step_size) must return a dynopt flow (AbstractFlow).")
-    solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, t1, max_steps)
+    # The solver for the references' own Jacobian at the start (the first step size's, for a
+    # per-step reference: they differ by O(h)).
+    first_ref = ref(float(hs[0])) if per_step else ref
+    solver_obj, name, ratio = _pick_solver(
+        solver, problem, problem.params0, t1, max_steps, flow=first_ref
+    )
     check_dense_memory(
-        ref(float(hs[0])) if per_step else ref,
+        first_ref,
         problem,
         int(max_steps),
         copies=hs.size if per_step else 1,

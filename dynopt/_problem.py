@@ -78,8 +78,8 @@ class AbstractProblem(eqx.Module):
 
     def time_scales(self, params: Params) -> np.ndarray | None:
         r"""The magnitudes of the decay rates of the gradient field's linearisation at `params`
-        (the stiffness test of `solve`'s automatic solver choice), or `None`: those of the
-        value's Hessian, as for a loss, where $\dot\theta = -\nabla L$ linearises to $-H$."""
+        (the stiffness test of `solve`'s automatic solver choice), or `None`: those read off
+        the solved flow's own vector-field Jacobian (`dynopt.stiffness_ratio`)."""
         del params
         return None
 

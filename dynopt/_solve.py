@@ -4,6 +4,7 @@
 import dataclasses
 import functools as ft
 from collections.abc import Callable
+from typing import NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -12,6 +13,7 @@ import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.sparse.linalg
 from jax.flatten_util import ravel_pytree
 
 from . import _progress
@@ -112,46 +114,217 @@ def _hessian_matrix(problem: Problem, params: Params) -> jax.Array:
     return 0.5 * (hess + hess.T)
 
 
+def _raveled_field(flow: AbstractFlow, problem: Problem, t0, state):
+    """`(flat, field)`: the state raveled, and the flow's vector field at `t0` on flat states."""
+    # float64, as the solve's state (`dense_solve`)
+    flat, unravel = ravel_pytree(jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), state))
+
+    def field(z):
+        y = unravel(z)
+        dy = flow.vector_field(t0, y, problem)
+        check_field_like_state(flow, y, dy)  # refused as the solve refuses it, on shapes
+        return ravel_pytree(dy)[0]
+
+    return flat, field
+
+
 @eqx.filter_jit
-def _top_eigenvalue(problem: Problem, params: Params) -> jax.Array:
-    """|lambda_max| of the Hessian by 50 power iterations on Hessian-vector products."""
-    flat, f = _raveled_loss(problem, params)
+def _field_jacobian(flow: AbstractFlow, problem: Problem, t0, state, forward: bool) -> jax.Array:
+    flat, field = _raveled_field(flow, problem, t0, state)
+    return (jax.jacfwd if forward else jax.jacrev)(field)(flat)
+
+
+@eqx.filter_jit
+def _field_product(flow: AbstractFlow, problem: Problem, t0, state, v, forward: bool):
+    """$Jv$ for the field's Jacobian $J$ (`forward`), else $J^\top v$ (same spectrum)."""
+    flat, field = _raveled_field(flow, problem, t0, state)
+    if forward:
+        return jax.jvp(field, (flat,), (v,))[1]
+    return jax.vjp(field, flat)[1](v)[0]
+
+
+# The eigenvalues of largest magnitude found matrix-free (ARPACK), and their tolerance: the
+# choice needs their order of magnitude and the sign of their real parts only.
+_DOMINANT_K, _DOMINANT_TOL = 6, 1e-6
+
+
+def _dominant_eigenvalues(flow, problem, t0, state, size: int, forward: bool) -> np.ndarray:
+    """The `_DOMINANT_K` eigenvalues of largest magnitude of the field's Jacobian (complex: a
+    decay, a growth or an oscillation), by ARPACK (`scipy.sparse.linalg.eigs`) on
+    Jacobian-vector products; those it converged where it did not converge on all (possibly
+    none)."""
+    matvec = lambda v: np.asarray(
+        _field_product(flow, problem, t0, state, jnp.asarray(np.ravel(v)), forward)
+    )
+    op = scipy.sparse.linalg.LinearOperator((size, size), matvec=matvec, dtype=np.float64)
+    v0 = np.random.default_rng(0).standard_normal(size)  # deterministic: the same choice
+    try:
+        return scipy.sparse.linalg.eigs(
+            op, k=_DOMINANT_K, which="LM", tol=_DOMINANT_TOL, v0=v0, return_eigenvectors=False
+        )
+    except scipy.sparse.linalg.ArpackNoConvergence as error:
+        return np.asarray(error.eigenvalues, complex)
+
+
+# `_field_radius`'s power iterations: 40 to converge, then the growth measured over 20 more.
+_POWER_STEPS, _POWER_TAIL = 60, 20
+
+
+@eqx.filter_jit
+def _field_radius(flow: AbstractFlow, problem: Problem, t0, state, forward: bool) -> jax.Array:
+    r"""The spectral radius $\max_i|\mu_i|$ of the field's Jacobian $J$ by power iteration on
+    Jacobian-vector products (`forward`; else vector-Jacobian products, $J^\top$'s, of the same
+    spectrum): the mean growth per step of $\|J^k v\|$ over the last `_POWER_TAIL` steps (a
+    dominant complex pair turns $v$ within its plane, so a single step's growth oscillates
+    about $|\mu|$; over several steps it is $|\mu|$)."""
+    flat, field = _raveled_field(flow, problem, t0, state)
+    product = (
+        (lambda v: jax.jvp(field, (flat,), (v,))[1])
+        if forward
+        else (lambda v: jax.vjp(field, flat)[1](v)[0])
+    )
 
     def body(v, _):
-        hv = jax.jvp(jax.grad(f), (flat,), (v,))[1]
-        norm = jnp.linalg.norm(hv)
-        return hv / jnp.where(norm > 0, norm, 1.0), norm
+        jv = product(v)
+        norm = jnp.linalg.norm(jv)
+        return jv / jnp.where(norm > 0, norm, 1.0), norm
 
     v0 = jax.random.normal(jax.random.key(0), flat.shape, flat.dtype)
-    _, norms = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=50)
-    return norms[-1]
+    _, norms = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=_POWER_STEPS)
+    return jnp.exp(jnp.mean(jnp.log(norms[-_POWER_TAIL:])))
 
 
-def stiffness_ratio(problem: Problem, params: Params, horizon: float) -> float:
-    r"""$\lambda_{\max} / \max(\lambda_{\min}, 1/T)$ for the Hessian eigenvalue magnitudes $\lambda$
-    of the loss at `params` (or the problem's own `time_scales`: a game's $|\mathrm{Re}\,\mu|$
-    of its Jacobian) and the horizon $T$: the spread of time scales a solver must resolve
-    over $[t_0, t_0+T]$ (the condition number once $T \ge 1/\lambda_{\min}$).
+class _Spectrum(NamedTuple):
+    r"""What the automatic solver choice knows of the linearised flow $\dot y = J y$ at $y_0$:
+    `eigenvalues` $\mu_i$ of $J$ (dense; only the `dominant` ones above
+    `_DENSE_HESSIAN_MAX_DIM` state entries, by ARPACK), or only `radius` $\max_i|\mu_i|$ (power
+    iteration, where ARPACK found none), or only `rates` $|\mathrm{Re}\,\mu_i|$ (a problem's own
+    `time_scales`, e.g. a game's)."""
 
-    For more than 1000 parameters only $\lambda_{\max}$ is estimated (power iteration on
-    Hessian-vector products) and the ratio is $\lambda_{\max} T$.
-    """
-    lam_max, lam_min = _rate_range(problem, params)
-    if not np.isfinite(lam_max):
-        return float("inf")
-    return lam_max / max(lam_min, 1.0 / horizon)
+    eigenvalues: np.ndarray | None = None
+    radius: float | None = None
+    rates: np.ndarray | None = None
+    # `eigenvalues` are only the dominant ones (matrix-free): the slowest rate is unknown.
+    dominant: bool = False
+
+    def fast_and_slow(self) -> tuple[float, float]:
+        r"""`(fast, slow)`: the fastest decay rate $\max_i(-\mathrm{Re}\,\mu_i)^+$ and the rate
+        the solution must be followed at, $\max(\min_i|\mathrm{Re}\,\mu_i|,
+        \max_i(\mathrm{Re}\,\mu_i)^+)$: the slowest mode over its time scale, and a growing
+        mode by any solver at its rate (0 where unknown: only the radius)."""
+        if self.eigenvalues is not None:
+            re = self.eigenvalues.real
+            # (+ 0.0: no -0.0 from a purely imaginary spectrum)
+            fast = float(np.max(np.maximum(-re, 0.0))) + 0.0
+            slowest = 0.0 if self.dominant else float(np.min(np.abs(re)))
+            return fast, max(slowest, self.growth())
+        if self.rates is not None:
+            return float(np.max(self.rates)), float(np.min(self.rates))
+        return float(self.radius), 0.0
+
+    def growth(self) -> float:
+        r"""The fastest growth rate $\max_i(\mathrm{Re}\,\mu_i)^+$ (0 where unknown)."""
+        if self.eigenvalues is None:
+            return 0.0
+        return float(np.max(np.maximum(self.eigenvalues.real, 0.0))) + 0.0
+
+    def explicit_steps(self, horizon: float) -> float:
+        r"""Tsit5's steps over the horizon $T$ set by stability alone: $T\max|\mu_i|/r_i$ over
+        the modes that decay below the tolerances within it ($-\mathrm{Re}\,\mu_i\,T \ge$
+        `_DECAYED`), $r_i$ Tsit5's stability radius along $\mu_i$'s ray
+        (`_tsit5_stability_radius`). A mode still alive must be resolved for accuracy by any
+        solver (its steps are no argument for an implicit one). Only the radius or the rates
+        known: every mode is taken as real and decaying, $3.5$."""
+        if self.eigenvalues is None:
+            fastest = self.radius if self.rates is None else np.max(self.rates)
+            return float(fastest) * horizon / _TSIT5_STABILITY
+        mu = self.eigenvalues
+        mu = mu[(-mu.real * horizon >= _DECAYED) & (mu.imag >= 0)]  # conjugates: one of each
+        if mu.size == 0:
+            return 0.0
+        return float(np.max(np.abs(mu) * horizon / _tsit5_stability_radius(mu)))
 
 
-def _rate_range(problem: Problem, params: Params) -> tuple[float, float]:
-    """`(lambda_max, lambda_min)` of `stiffness_ratio` (`lambda_min` 0 above 1000 parameters)."""
-    size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(params))
+# A mode decayed below the default tolerances within the horizon: exp(-25) = 1.4e-11.
+_DECAYED = 25.0
+# A Jacobian this close to symmetric (relative to its largest entry) is taken as symmetric.
+_SYMMETRIC_RTOL = 1e-10
+
+
+def _spectrum(problem: Problem, params: Params, flow: AbstractFlow | None, t0: float):
+    """`_Spectrum` of `flow`'s vector field at `(t0, flow.init(params))` (`None`: the gradient
+    flow, whose Jacobian is minus the loss's Hessian), or the problem's own `time_scales`."""
     rates = problem.time_scales(params)
     if rates is not None:
-        return float(np.max(rates)), float(np.min(rates))
-    if size <= _DENSE_HESSIAN_MAX_DIM:
-        lam = np.abs(np.linalg.eigvalsh(np.asarray(_hessian_matrix(problem, params))))
-        return float(lam.max()), float(lam.min())
-    return float(_top_eigenvalue(problem, params)), 0.0
+        return _Spectrum(rates=np.asarray(rates))
+    if flow is None:
+        from ._flows.gradient import GradientFlow
+
+        flow = GradientFlow()
+    state = flow.init(params)
+    size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(state))
+    t0 = np.float64(t0)  # an array leaf for `filter_jit`: a new t0 does not recompile
+    large = size > _DENSE_HESSIAN_MAX_DIM
+
+    def spectrum_or_jacobian(forward: bool):
+        if not large:
+            return np.asarray(_field_jacobian(flow, problem, t0, state, forward))
+        mu = _dominant_eigenvalues(flow, problem, t0, state, size, forward)
+        if mu.size and np.all(np.isfinite(mu)):
+            return _Spectrum(eigenvalues=mu, dominant=True)
+        # ARPACK found none: the magnitude alone, by power iteration.
+        return _Spectrum(radius=float(_field_radius(flow, problem, t0, state, forward)))
+
+    # The field as diffrax evaluates it, under standard dtype promotion.
+    with jax.numpy_dtype_promotion("standard"):
+        try:
+            out = spectrum_or_jacobian(True)
+        except TypeError as error:  # a custom_vjp in the field: no forward mode, so reverse
+            if "forward-mode" not in str(error):
+                raise
+            out = spectrum_or_jacobian(False)
+    if large:
+        return out
+    jac = out
+    if not np.all(np.isfinite(jac)):
+        return _Spectrum(radius=float("inf"))
+    # Symmetric to rounding (a gradient flow's -H): the symmetric part's eigenvalues, cheaper
+    # and real, within the skew part's norm of J's (Bauer-Fike; the symmetric part is normal).
+    scale = np.max(np.abs(jac), initial=0.0)
+    if np.max(np.abs(jac - jac.T), initial=0.0) <= _SYMMETRIC_RTOL * scale:
+        sym = np.linalg.eigvalsh(0.5 * (jac + jac.T))
+        return _Spectrum(eigenvalues=sym.astype(complex))
+    return _Spectrum(eigenvalues=np.linalg.eigvals(jac))
+
+
+def stiffness_ratio(
+    problem: Problem,
+    params: Params,
+    horizon: float,
+    flow: AbstractFlow | None = None,
+    t0: float = 0.0,
+) -> float:
+    r"""$\max_i(-\mathrm{Re}\,\mu_i)^+ / \max(\min_i|\mathrm{Re}\,\mu_i|,\
+    \max_i(\mathrm{Re}\,\mu_i)^+,\ 1/T)$ for the eigenvalues $\mu_i$ of the Jacobian of
+    `flow`'s vector field at its initial state `flow.init(params)` and time `t0`, and the
+    horizon $T$: how much faster the fastest mode decays than the solution must be followed
+    (the slowest mode over its time scale or the whole horizon; a growing mode at its rate).
+    Decay is what makes a flow stiff: an explicit solver must keep its steps stable on a
+    decayed mode, while an oscillation ($\mathrm{Im}\,\mu$) or a growth must be resolved by
+    any solver.
+
+    `flow=None` is the gradient flow ($J = -\nabla^2 L$: the ratio of the Hessian's largest
+    positive eigenvalue to its smallest in magnitude, the condition number once
+    $T \ge 1/\lambda_{\min}$); a problem with its own `time_scales` (a game: the
+    $|\mathrm{Re}\,\mu|$ of its Jacobian) gives those instead of a flow's. For a state of more
+    than 1000 entries only the 6 eigenvalues of largest magnitude are found (ARPACK,
+    `scipy.sparse.linalg.eigs`, on Jacobian-vector products): the slowest rate is unknown, so
+    the denominator is $\max(\text{growth}, 1/T)$.
+    """
+    fast, slow = _spectrum(problem, params, flow, t0).fast_and_slow()
+    if not np.isfinite(fast):
+        return float("inf")
+    return fast / max(slow, 1.0 / horizon)
 
 
 def top_eigenvalue(problem: Problem, params: Params) -> float | None:
@@ -161,6 +334,36 @@ def top_eigenvalue(problem: Problem, params: Params) -> float | None:
     if size > _DENSE_HESSIAN_MAX_DIM:
         return None
     return float(np.linalg.eigvalsh(np.asarray(_hessian_matrix(problem, params)))[-1])
+
+
+@ft.cache
+def _tsit5_polynomial() -> np.ndarray:
+    r"""The coefficients $c_0, \dots, c_6$ of Tsit5's stability function
+    $R(z) = 1 + z\,b^\top(I - zA)^{-1}\mathbf 1 = \sum_k c_k z^k$ from diffrax's own tableau
+    ($c_k = b^\top A^{k-1}\mathbf 1$; $A$ is strictly lower triangular)."""
+    tab = diffrax.Tsit5.tableau
+    stages = len(tab.b_sol)
+    a = np.zeros((stages, stages))
+    for i, row in enumerate(tab.a_lower):
+        a[i + 1, : len(row)] = row
+    ones, b = np.ones(stages), np.asarray(tab.b_sol)
+    return np.asarray([1.0] + [b @ np.linalg.matrix_power(a, k - 1) @ ones for k in range(1, 7)])
+
+
+def _tsit5_stability_radius(mu: np.ndarray) -> np.ndarray:
+    r"""Per eigenvalue $\mu$ in the left half-plane, the largest $r$ (to 1e-3) with
+    $|R(s\,\mu/|\mu|)| \le 1$ for all $0 < s \le r$: a stable Tsit5 step on that mode is at
+    most $r/|\mu|$ long. 3.507 on the negative real axis, within 1% of 3.5 up to 60° from it
+    (where the magnitude alone, the old rule, was right), 3.2 at 75°, 1.7 at 0.3° from the
+    imaginary axis and 0 on it, which the region only touches."""
+    s = np.arange(1, 6001) * 1e-3
+    coef = _tsit5_polynomial()[::-1]
+    stable = []
+    for ray in np.asarray(mu, complex) / np.abs(mu):
+        unstable = np.abs(np.polyval(coef, s * ray)) > 1.0
+        stable.append(np.argmax(unstable) if unstable.any() else s.size)
+    # At least the grid's first point: a lower bound on the steps stays one.
+    return np.maximum(np.asarray(stable), 1) * 1e-3
 
 
 @ft.cache
@@ -174,17 +377,38 @@ _TSIT5_STABILITY = 3.5
 
 
 def _pick_solver(
-    solver, problem: Problem, params0: Params, horizon: float, max_steps: int | None = None
+    solver,
+    problem: Problem,
+    params0: Params,
+    horizon: float,
+    max_steps: int | None = None,
+    *,
+    flow: AbstractFlow | None = None,
+    t0: float = 0.0,
 ):
-    r"""`(solver, name, stiffness ratio or None)`. Automatic (`solver=None`): `Kvaerno5` when the
-    stiffness ratio is at least `STIFFNESS_THRESHOLD`, or when Tsit5's stable steps alone,
-    $\lambda_{\max} T / 3.5$, would exceed `max_steps` (a long horizon: once the slow modes
-    have decayed below atol nothing is left to resolve but the fast modes' stability, which
-    costs an L-stable implicit solver nothing); else `Tsit5`."""
+    r"""`(solver, name, stiffness ratio or None)`. Automatic (`solver=None`), from the
+    eigenvalues $\mu_i$ of the Jacobian of `flow`'s vector field at its initial state
+    (`stiffness_ratio`; `flow=None`: the gradient flow): `Kvaerno5` when the stiffness ratio
+    is at least `STIFFNESS_THRESHOLD`, or when Tsit5's stable steps alone,
+    $T|\mu_i|/r(\mu_i)$ for the modes that decay within the horizon ($r \approx 3.5$, Tsit5's
+    stability radius along $\mu_i$'s ray), would exceed `max_steps` (a long horizon: once the
+    slow modes have decayed below atol nothing is left to resolve but the fast modes'
+    stability, which costs an L-stable implicit solver nothing; not where a mode grows by more
+    than $e^{25}$ over the horizon); else `Tsit5`, also for fast oscillations
+    ($|\mathrm{Im}\,\mu| \gg |\mathrm{Re}\,\mu|$) and growth, which any solver must resolve
+    and an explicit one does at the least cost per step."""
     if solver is None:
-        lam_max, lam_min = _rate_range(problem, params0)
-        ratio = lam_max / max(lam_min, 1.0 / horizon) if np.isfinite(lam_max) else float("inf")
-        too_long = max_steps is not None and lam_max * horizon / _TSIT5_STABILITY > max_steps
+        spectrum = _spectrum(problem, params0, flow, t0)
+        fast, slow = spectrum.fast_and_slow()
+        ratio = fast / max(slow, 1.0 / horizon) if np.isfinite(fast) else float("inf")
+        # The long-horizon regime needs the linearisation to hold: a mode growing by more than
+        # exp(_DECAYED) over the horizon says it describes a transient only (e.g. RMSprop from
+        # G = 0, where modes of rate +-1e7 decay and grow alike).
+        too_long = (
+            max_steps is not None
+            and spectrum.growth() * horizon < _DECAYED
+            and spectrum.explicit_steps(horizon) > max_steps
+        )
         name = "kvaerno5" if ratio >= STIFFNESS_THRESHOLD or too_long else "tsit5"
         return _solver(name), name, ratio
     if isinstance(solver, str):
@@ -960,11 +1184,23 @@ def solve(
     **Arguments:**
 
     - `ts`: strictly increasing save times with `t0 <= ts[0]`; $t_1$ = `ts[-1]`.
-    - `solver`: `None` (automatic: `Tsit5`, or `Kvaerno5` when the stiffness ratio
-      $\lambda_{\max}/\max(\lambda_{\min}, 1/(t_1-t_0))$ of the Hessian at $\theta_0$ is
-      $\ge 10^4$, or when Tsit5's stable steps alone, $\lambda_{\max}(t_1-t_0)/3.5$, would
-      exceed `max_steps`: a long horizon), a name (`"tsit5"`, `"dopri5"`, `"dopri8"`,
-      `"kvaerno5"`, `"explicit"`, `"implicit"`) or any `diffrax.AbstractSolver`.
+    - `solver`: `None` (automatic, from the eigenvalues $\mu_i$ of the Jacobian of the flow's
+      vector field at its initial state, $T = t_1 - t_0$: `Kvaerno5` when the stiffness ratio
+      $\max_i(-\mathrm{Re}\,\mu_i)^+/\max(\min_i|\mathrm{Re}\,\mu_i|,
+      \max_i(\mathrm{Re}\,\mu_i)^+, 1/T)$ is $\ge 10^4$ (a mode decaying that much faster
+      than the solution must be followed: `stiffness_ratio`),
+      or when Tsit5's stable steps alone on the modes that decay within the horizon,
+      $T|\mu_i|/r(\mu_i)$, would exceed `max_steps` (a long horizon; $r$ is Tsit5's
+      stability radius along $\mu_i$'s ray, 3.5 within 60° of the negative real axis, less
+      towards the imaginary axis); else `Tsit5`, whose steps
+      resolve fast oscillations, $|\mathrm{Im}\,\mu| \gg |\mathrm{Re}\,\mu|$, as any solver
+      must, at the least cost. For a gradient flow the $\mu_i$ are minus the Hessian's
+      eigenvalues; for a momentum flow damped oscillations; for a preconditioned one those of
+      $-PH$. Above 1000 state entries only the dominant eigenvalues are found (ARPACK on
+      Jacobian-vector products) and the slowest rate taken as $1/T$; a game gives its own
+      `time_scales`), a name
+      (`"tsit5"`, `"dopri5"`, `"dopri8"`, `"kvaerno5"`, `"explicit"`, `"implicit"`) or any
+      `diffrax.AbstractSolver`.
     - `rtol`, `atol`: the `PIDController` tolerances (error $\le$ atol + rtol·|y| per step).
     - `max_steps`: the solver's step budget.
     - `dense`: keep diffrax's dense interpolation (for `evaluate`). diffrax preallocates it for
@@ -998,7 +1234,7 @@ def solve(
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     horizon = float(ts_host[-1]) - t0
     solver_obj, name, ratio = _pick_solver(
-        solver, host_problem, host_problem.params0, horizon, max_steps
+        solver, host_problem, host_problem.params0, horizon, max_steps, flow=host_flow, t0=t0
     )
     dense = bool(dense)
     compiled, arrays = _compiled_solve(

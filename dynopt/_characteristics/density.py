@@ -170,7 +170,9 @@ def transport_density(
     probes = (
         jax.random.rademacher(key, (m, k, d), dtype=jnp.float64) if hutch else jnp.zeros((m, 1, 1))
     )
-    solver_obj, name, ratio = _pick_solver(solver, problem, problem.params0, float(ts[-1]) - t0)
+    solver_obj, name, ratio = _pick_solver(
+        solver, problem, problem.params0, float(ts[-1]) - t0, flow=flow, t0=t0
+    )
     options = (solver_obj, rtol, atol, max_steps, hutch)
     with host_validated():  # flow, problem, samples and times checked above
         ys, logp, params, result = _transport(
