@@ -289,3 +289,23 @@ def test_sgd_noise_with_a_traced_batch_size():
         jax.jit(scale)(jnp.asarray(2.0))
     with pytest.raises(ValueError, match="concrete batch_size"):
         jax.jit(lambda b: sde.SGDNoise(0.1, b).sgd_problem(problem).batch_size)(jnp.asarray(2))
+
+
+def test_quadratic_moments_refuse_a_start_that_is_no_distribution():
+    # A NaN mean, a NaN, asymmetric or indefinite covariance gave NaN or meaningless moments.
+    problem = problems.linear_regression(num_samples=16, dim=2, batch_size=4, seed=0)
+    model = sde.SGDNoise(0.05, 4)
+    ts = jnp.array([0.0, 0.1])
+    moments = lambda **kw: sde.quadratic_moments(model, problem, ts, **kw)
+    good = jnp.array([[1.0, 0.2], [0.2, 0.5]])
+    for kw, match in (
+        ({"x0": jnp.array([jnp.nan, 0.0])}, "x0 must be finite"),
+        ({"covariance0": good.at[0, 0].set(jnp.nan)}, "covariance0 must be finite"),
+        ({"covariance0": good.at[0, 1].set(0.3)}, "covariance0 must be symmetric"),
+        ({"covariance0": jnp.array([[1.0, 2.0], [2.0, 1.0]])}, "positive semi-definite"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            moments(**kw)
+    # A valid start (and the covariance a previous phase ends with) is taken.
+    end = moments(covariance0=good).covariance[-1]
+    assert np.all(np.isfinite(np.asarray(moments(covariance0=end).covariance)))

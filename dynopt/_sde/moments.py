@@ -32,7 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Float, Params
 from .._problem import Problem
-from .._validation import check_unbatched, positive, positive_int
+from .._validation import check_unbatched, is_traced, positive, positive_int
 from .sgd import _samples_with_replacement, SGDNoise
 
 
@@ -171,6 +171,28 @@ def _same_structure(a, b) -> bool:
     )
 
 
+def _check_start(flat0, cov0) -> None:
+    """`ValueError` unless the start's mean is finite and its covariance a finite symmetric
+    positive semi-definite matrix (concrete values; the moments of any other are NaN or not
+    moments): symmetric to 1e-12 of its largest entry, eigenvalues >= -1e-12 of the largest
+    (round-off of a covariance computed elsewhere)."""
+    if is_traced((flat0, cov0)):
+        return
+    mean, cov = np.asarray(flat0, np.float64), np.asarray(cov0, np.float64)
+    if not np.all(np.isfinite(mean)):
+        raise ValueError("x0 must be finite.")
+    if not np.all(np.isfinite(cov)):
+        raise ValueError("covariance0 must be finite.")
+    scale = float(np.max(np.abs(cov), initial=0.0))
+    if np.max(np.abs(cov - cov.T), initial=0.0) > 1e-12 * scale:
+        raise ValueError("covariance0 must be symmetric (a covariance matrix).")
+    if cov.size and np.linalg.eigvalsh(cov)[0] < -1e-12 * scale:
+        raise ValueError(
+            "covariance0 must be positive semi-definite (a covariance matrix), got an eigenvalue "
+            f"{np.linalg.eigvalsh(cov)[0]:.3g}."
+        )
+
+
 def quadratic_moments(
     sde: SGDNoise,
     problem: Problem,
@@ -201,7 +223,8 @@ def quadratic_moments(
 
     **Raises:** `ValueError` for `ts` that are not 1-D finite times $\ge 0$, a `step` that is
     not finite and > 0 (or does not divide `ts`, or needs $2^{40}$ steps or more), an `x0`
-    unlike `problem.params0`, a `covariance0` that is not $(d, d)$, a learning rate that is not
+    unlike `problem.params0` or not finite, a `covariance0` that is not a finite symmetric
+    positive semi-definite $(d, d)$ matrix, a learning rate that is not
     one number (a vector would broadcast per coordinate), or `covariance="lowrank"`.
     """
     sde.check(problem)
@@ -222,6 +245,7 @@ def quadratic_moments(
             f"covariance0 must be a (d, d) matrix with d = {flat0.size} (the number of "
             f"parameters), got shape {jnp.shape(cov0)}."
         )
+    _check_start(flat0, cov0)
     ts_np = np.asarray(ts, dtype=np.float64)
     if ts_np.ndim != 1 or not np.all(ts_np >= 0) or not np.all(np.isfinite(ts_np)):
         raise ValueError(f"ts must be a 1-D array of finite times >= 0, got {ts_np}.")
