@@ -103,3 +103,18 @@ def test_game_refuses_a_start_that_is_not_finite(where):
         games.minmax(loss, start["phi0"], start["theta0"])
     with pytest.raises(ValueError, match=f"{where} contains NaN or inf"):
         games.dirac_gan(**{where: [0.1, float("inf")]})
+
+
+def test_sliced_wasserstein_of_mixed_precisions_is_the_wider_ones():
+    # float32 generator samples against float64 data raised a strict-promotion error; the
+    # distance is the float64 one of the float32 points (exactly representable in float64).
+    key = jax.random.key(0)
+    x = jax.random.normal(jax.random.key(1), (50, 2), jnp.float32)
+    y = jax.random.normal(jax.random.key(2), (50, 2), jnp.float64)
+    mixed = games.sliced_wasserstein(key, x, y)
+    assert mixed.dtype == jnp.float64
+    ref = games.sliced_wasserstein(key, x.astype(jnp.float64), y)
+    assert float(mixed) == float(ref)
+    # Integer points are measured in the default float dtype.
+    ints = jnp.arange(10).reshape(5, 2)
+    assert games.sliced_wasserstein(key, ints, ints + 1).dtype == jnp.float64

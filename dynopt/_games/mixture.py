@@ -210,7 +210,14 @@ def sliced_wasserstein(key: Key, x: Array, y: Array, num_projections: int = 128)
             "x and y must be (n, d) arrays of points of the same shape with n, d >= 1, got "
             f"{jnp.shape(x)}, {jnp.shape(y)}."
         )
-    u = jax.random.normal(key, (num_projections, x.shape[1]), x.dtype)
+    # In the wider of the two dtypes (a float32 generator's samples against float64 data: the
+    # distance in float64, and no strict-promotion error).
+    floats = [
+        d for d in (jnp.asarray(x).dtype, jnp.asarray(y).dtype) if jnp.issubdtype(d, jnp.floating)
+    ]
+    dtype = max(floats, key=lambda d: jnp.finfo(d).bits) if floats else jnp.result_type(float)
+    x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+    u = jax.random.normal(key, (num_projections, x.shape[1]), dtype)
     u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
     px, py = jnp.sort(x @ u.T, axis=0), jnp.sort(y @ u.T, axis=0)
     return jnp.mean(jnp.abs(px - py))
