@@ -196,3 +196,12 @@ def test_a_flow_the_map_cannot_read_is_named():
         maps.AdamW()(flows.AdamFlow(1.0, 1.0), 0.1)
     with pytest.raises(ValueError, match=r"reads the flow's `momentum`"):
         maps.FixedMomentum().stability_limit(flows.GradientFlow(), 4.0)
+
+
+def test_a_bracket_past_the_maps_step_sizes_is_named():
+    # NaiveEuler needs a h <= 1 (momentum 1 - a h >= 0): with a = 4 on lambda = 1 the default
+    # bracket's z = 3 is h = 3 > 1/4; the error named step_size, which the caller never chose.
+    with pytest.raises(ValueError, match=r"bracket \(0.05, 3\) reaches step sizes"):
+        maps.measure_stability_limit(
+            maps.NaiveEuler(), flows.HeavyBall(4.0), 1.0, num_steps=100, grid=5, rounds=1
+        )

@@ -53,7 +53,17 @@ def measure_stability_limit(
     for _ in range(rounds):
         zs = np.linspace(lo, hi, grid)
         h = jnp.asarray(zs / np.sqrt(lambda_max))
-        traj = run(map(flow, h), problem, num_steps)
+        try:
+            disc = map(flow, h)
+        except ValueError as error:
+            # The map refuses some step size of the grid (e.g. a h <= 1 under strong damping):
+            # the bracket is the caller's to change, not the step size it never chose.
+            raise ValueError(
+                f"bracket ({lo:g}, {hi:g}) reaches step sizes h = z/sqrt(lambda_max) up to "
+                f"{hi / np.sqrt(lambda_max):.4g}, which {type(map).__name__} refuses: {error} "
+                "Pass a bracket inside the map's range of z."
+            ) from error
+        traj = run(disc, problem, num_steps)
         x = np.abs(np.asarray(traj.params)[:, :, 0])
         q = num_steps // 4
         # Growth of the envelope, not |x_N| > |x_0|: that flagged stable runs whose transient
