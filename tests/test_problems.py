@@ -1,6 +1,7 @@
 """dynopt.problems factories and `Problem` refusing what they cannot honour: a dense Hessian too
 large to build (a diagonal quadratic instead, O(d)), non-numeric arguments, complex parameters."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -108,3 +109,23 @@ def test_a_float32_quadratic_solves_in_float64(kind):
     end = dynopt.solve(flows.GradientFlow(), q, [1.0]).params[-1]
     exact = q.flow_solution(jnp.asarray(1.0)).astype(jnp.float64)
     assert float(jnp.max(jnp.abs(end - exact))) < 1e-6
+
+
+def test_quadratic_of_traced_eigenvalues():
+    # Built inside vmap/jit (a sweep over spectra): it raised a ConcretizationTypeError (the
+    # name's condition number and the minimizer's test read the values); now each spectrum's
+    # problem gives what the concrete one gives, and a non-finite eigenvalue raises when run.
+    spectra = jnp.array([[1.0, 2.0], [3.0, 0.5]])
+    disc = flows.GradientFlow().discretize(0.1)
+
+    def final_loss(lam):
+        return dynopt.run(disc, problems.quadratic(lam), 5).loss[-1]
+
+    expected = [float(final_loss(lam)) for lam in spectra]
+    np.testing.assert_array_equal(jax.vmap(final_loss)(spectra), expected)
+    with pytest.raises(Exception, match="eigenvalues"):
+        jax.block_until_ready(
+            jax.jit(lambda lam: problems.quadratic(lam).loss(jnp.ones(2)))(
+                jnp.array([1.0, jnp.nan])
+            )
+        )

@@ -7,7 +7,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, ArrayLike, Params, Scalar
 from .._problem import Problem
-from .._validation import interval
+from .._validation import interval, is_traced
 
 
 # A dense Hessian (and rotation) above this many bytes is refused: 10^6 eigenvalues would need
@@ -91,7 +91,7 @@ def quadratic(
     numbers, a `params0` of another size, `diagonal` with `rotate`, or a dense $d \times d$
     Hessian above 1 GiB (pass `diagonal=True`).
     """
-    interval("eigenvalues", eigenvalues)  # real and finite, before any array is built
+    eigenvalues = interval("eigenvalues", eigenvalues)  # real and finite, before any array
     lam = jnp.asarray(eigenvalues, dtype=float)
     if lam.ndim != 1 or lam.size == 0:
         raise ValueError(f"eigenvalues must be a non-empty 1-D array, got shape {lam.shape}.")
@@ -119,10 +119,16 @@ def quadratic(
         xstar, _ = ravel_pytree(minimizer)
         minimizer_tree = minimizer
     lam = lam.astype(flat0.dtype)
-    if name is None:
-        cond = float(jnp.max(jnp.abs(lam)) / jnp.maximum(jnp.min(jnp.abs(lam)), 1e-300))
-        name = f"quadratic(d={d}, cond={cond:.3g})"
-    minimizer_tree = minimizer_tree if bool(jnp.all(lam > 0)) else None
+    if is_traced(lam):
+        # Built inside jit/vmap (a sweep over spectra): the name and the minimizer's existence
+        # cannot read the values; the minimizer is kept as given (a true minimizer only where
+        # every eigenvalue is > 0, which the caller's spectra decide).
+        name = f"quadratic(d={d})" if name is None else name
+    else:
+        if name is None:
+            cond = float(jnp.max(jnp.abs(lam)) / jnp.maximum(jnp.min(jnp.abs(lam)), 1e-300))
+            name = f"quadratic(d={d}, cond={cond:.3g})"
+        minimizer_tree = minimizer_tree if bool(jnp.all(lam > 0)) else None
     if diagonal:
         return Problem(
             loss_fn=eqx.Partial(_diagonal_loss, eigenvalues=lam, minimizer=xstar),
