@@ -129,3 +129,14 @@ def test_quadratic_of_traced_eigenvalues():
                 jnp.array([1.0, jnp.nan])
             )
         )
+
+
+def test_traced_problem_parameters_are_checked_when_run():
+    # The checks of noise (and l2) ran only on concrete values: their returned, checked value
+    # was discarded, so a negative noise built inside jit ran silently.
+    def loss(noise):
+        return problems.linear_regression(8, 2, noise=noise, batch_size=4).loss(jnp.zeros(2))
+
+    assert jax.vmap(loss)(jnp.array([0.1, 0.2])).shape == (2,)
+    with pytest.raises(Exception, match="noise must be >= 0"):
+        jax.block_until_ready(jax.jit(loss)(jnp.asarray(-1.0)))

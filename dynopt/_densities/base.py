@@ -119,8 +119,7 @@ def linear_sde(rate: ScalarLike, alpha: ScalarLike) -> ScalarSDE:
 def _linear_moments(t, x0, rate, alpha) -> tuple[Array, Array]:
     r"""Mean $x_0e^{\lambda t}$ and variance $\alpha(e^{2\lambda t}-1)/(2\lambda)$ ($\alpha t$ at
     $\lambda = 0$) of $dx = \lambda x\,dt + \sqrt\alpha\,dW$ at `t`."""
-    positive("alpha", alpha)
-    positive("t", t)
+    alpha, t = positive("alpha", alpha), positive("t", t)
     rate, t, x0 = (jnp.asarray(v, dtype=float) for v in (rate, t, x0))
     safe = jnp.where(rate == 0, 1.0, rate)
     var = jnp.asarray(alpha, float) * jnp.where(

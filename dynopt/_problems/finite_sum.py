@@ -223,7 +223,7 @@ def linear_regression(
     The minimizer is the least-squares solution $(X^\top X)^{-1}X^\top y$ (exact).
     `shard=True` splits the samples over all devices of all processes (`_process_rows`).
     """
-    nonnegative("noise", noise)
+    noise = nonnegative("noise", noise)
     x, kw, kn = _gaussian_design(num_samples, dim, seed)
     w_true = jax.random.normal(kw, (dim,))
     y = x @ w_true + noise * jax.random.normal(kn, (num_samples,))
@@ -259,7 +259,7 @@ def logistic_regression(
     loss is strongly convex; its minimizer is not known in closed form (`minimizer=None`).
     `shard=True` splits the samples over all devices of all processes (`_process_rows`).
     """
-    nonnegative("l2", l2)
+    l2 = nonnegative("l2", l2)
     x, kw, ky = _gaussian_design(num_samples, dim, seed)
     w_true = 2.0 * jax.random.normal(kw, (dim,)) / jnp.sqrt(dim)
     p = jax.nn.sigmoid(x @ w_true)

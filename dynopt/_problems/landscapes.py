@@ -10,7 +10,7 @@ from .._validation import interval, positive
 
 
 def _start(name: str, params0: ArrayLike, shape: tuple[int, ...] | None) -> Array:
-    interval(name, params0)  # real and finite
+    params0 = interval(name, params0)  # real and finite (inside jit: checked when run)
     x = jnp.asarray(params0, dtype=float)
     if shape is not None and x.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {x.shape}.")
@@ -43,8 +43,7 @@ def rosenbrock(
     if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 2:
         raise ValueError(f"dim must be >= 2 and an integer, got {dim!r}.")
     dim = int(dim)
-    interval("a", a)
-    positive("b", b)
+    a, b = interval("a", a), positive("b", b)
     if params0 is None:
         params0 = jnp.array([-1.2 if i % 2 == 0 else 1.0 for i in range(dim)])
     params0 = _start("params0", params0, (dim,))
@@ -69,8 +68,7 @@ def double_well(
 
     **Raises:** `ValueError` unless `barrier > 0`, `tilt` finite and `params0` finite.
     """
-    positive("barrier", barrier)
-    interval("tilt", tilt)
+    barrier, tilt = positive("barrier", barrier), interval("tilt", tilt)
     if params0 is None:
         params0 = jnp.array([1.5])
     params0 = _start("params0", params0, None)
