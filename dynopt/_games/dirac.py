@@ -110,8 +110,11 @@ def dirac_gan(
     near it the vanilla flow is $\dot\varphi \approx -\theta/2$, $\dot\theta \approx \varphi/2$,
     so $\ddot\theta \approx -\theta/4$ (eqs. 8–9): a centre, eigenvalues $\pm i/2$.
 
-    **Raises:** `ValueError` for an unknown variant or normalization, a negative weight, or a
-    weight for a variant without one.
+    The starts `phi0`, `theta0` (1-D, one length) are taken in float64 whatever their dtype: a
+    float32 start gives the float64 game (the post's analysis is of the exact flow).
+
+    **Raises:** `ValueError` for an unknown variant or normalization, a negative weight, a
+    weight for a variant without one, or starts that are not 1-D of one length.
     """
     if variant not in DIRAC_VARIANTS:
         raise ValueError(
