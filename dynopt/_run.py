@@ -24,7 +24,7 @@ from ._discretization import (
     widest_dtype,
 )
 from ._problem import AbstractProblem
-from ._sharding import sweep_apply
+from ._sharding import sweep_apply, sweep_mesh
 from ._trajectory import Trajectory
 from ._validation import positive, positive_int
 
@@ -103,12 +103,17 @@ def oracle(problem: AbstractProblem, key: Key | None, k) -> _Oracle:
     return _Oracle(problem, None if key is None else jax.random.fold_in(key, k))
 
 
+def iterate_test(problem: AbstractProblem, params: Params, limit):
+    """`iterate_ok` and the loss it tested: `(ok, problem.loss(params))`."""
+    loss = problem.loss(params)
+    return tree_all_finite(params) & jnp.isfinite(loss) & (loss <= limit), loss
+
+
 def iterate_ok(problem: AbstractProblem, params: Params, limit) -> jax.Array:
     """`run`'s test of one iterate $\theta_k$: finite, with `problem.loss` (the full loss, as
     recorded, whatever the oracle's minibatch) finite and at most `limit`
     (`divergence_limit`)."""
-    loss = problem.loss(params)
-    return tree_all_finite(params) & jnp.isfinite(loss) & (loss <= limit)
+    return iterate_test(problem, params, limit)[0]
 
 
 def make_step(
@@ -117,7 +122,9 @@ def make_step(
     key: Key | None,
     limit: jax.Array | float = jnp.inf,
 ):
-    """One guarded optimizer step: `(params, opt_state, diverged_at, k) -> same`.
+    """One guarded optimizer step: `(params, opt_state, diverged_at, k) -> same`: the
+    specification of `run`'s divergence handling, which runs blocks of unchecked steps and
+    replays only a failing block, with the test after each step, to the same result.
 
     The step of `make_fast_step` (the same arithmetic), with `run`'s divergence test: a step
     whose iterate $\theta_k$ fails `iterate_ok` (its full loss non-finite or above `limit`) is
@@ -126,6 +133,13 @@ def make_step(
     first such index is recorded once and the state is frozen from then on. (The loss of
     $\theta_{k+1}$ is tested at the next step.)
     """
+    guarded = _guarded_step(tx, problem, key, limit)
+    return lambda carry: guarded(carry)[0]
+
+
+def _guarded_step(tx, problem: AbstractProblem, key: Key | None, limit):
+    """`make_step`'s step that also returns the loss it tested, `problem.loss` of its iterate
+    $\theta_k$: once the state is frozen, the loss of the iterate the run keeps."""
     fast = make_fast_step(tx, problem, key, value=False)
 
     def step(carry):
@@ -141,7 +155,7 @@ def make_step(
         keep = alive & value_ok & params_ok
         params = optax.tree.where(keep, new_params, params)
         opt_state = optax.tree.where(keep, new_state, opt_state)
-        return params, opt_state, diverged_at, k + 1
+        return (params, opt_state, diverged_at, k + 1), loss
 
     return step
 
@@ -213,40 +227,60 @@ def _drive(
     (`make_step`), for those runs, to find the first failing iterate; an end iterate that is
     finite but fails on its loss, with every earlier iterate of the block passing, is
     `diverged_at` = the block's end step (what the next block's first step would find; the
-    last block has no next one). One predicate, `iterate_ok` on $\theta_k$, in both paths:
-    `diverged_at` is the first iterate that fails it, at every `every`, for a run that,
-    once failed, still fails at the end of its block (divergence: growth or overflow that
-    persists); an excursion that leaves and comes back inside one block is not caught.
-    One decision for the whole batch (also when `run` itself is `vmap`ped), so a batch without
-    divergence never pays for the replay. The recorded `loss` (`problem.loss` at the saved
-    points) is evaluated once more, after the scan, at one trace site: for a game it is a
-    gradient evaluation, and every trace site is compiled anew.
-    """
+    last block has no next one). One predicate, `iterate_ok` on
+    $\\theta_k$ ($\\theta_0$ included, tested once for the batch), in both paths: `diverged_at` is
+    the first iterate that fails it, at every `every`, for a run that, once failed, still fails
+    at the end of its block (divergence: growth or overflow that persists); an excursion that
+    leaves and comes back inside one block is not caught. One decision for the whole batch
+    (also when `run` itself is `vmap`ped), so a batch without divergence never pays for the
+    replay.
 
-    # The growth criterion's threshold, from the loss at the shared start (`divergence_limit`).
-    limit = divergence_limit(problem.loss(problem.params0))
+    Every trace site of the loss and the gradient is compiled anew (for a game the loss is a
+    gradient evaluation; a loss that runs a diffrax solve compiles for seconds), so the
+    recorded `loss` is not evaluated again: it is the block test's (a frozen run's test is
+    that of the iterate it keeps), or, for a run the replay froze, the replay's last test, of
+    the iterate it keeps; and the loss at $\\theta_0$, the start of every run, is evaluated once
+    for the threshold, the test of $\\theta_0$ and the first saved point. Five sites: the loss
+    at $\\theta_0$, the block's gradient and test, the replay's gradient and test. The block
+    and its replay stay two loops: as passes of one loop with a dynamic segment length
+    (`every`, then 1) they would be three sites, but the steps would run 10-50 % slower
+    (Rosenbrock on a CPU), no longer a loop of static length.
+    """
+    # Every run starts at θ₀: its loss, the growth threshold and its test, once for the batch.
+    loss0 = problem.loss(problem.params0)
+    limit = divergence_limit(loss0)
+    ok0 = tree_all_finite(problem.params0) & jnp.isfinite(loss0) & (loss0 <= limit)
 
     def init(spec):
         _, _, _, state0 = setup(spec, problem)
-        return problem.params0, state0, jnp.asarray(-1)
+        return problem.params0, state0, jnp.where(ok0, jnp.asarray(-1), jnp.asarray(0))
 
-    def guarded_block(spec, state, k):
+    def guarded_block(spec, start, end_loss, k):
+        # From the block's start, where a replayed run is alive. The loss comes back as the
+        # block's end test found it, unless the replay froze the run: then the loss of the
+        # iterate it keeps, its last step's test.
         tx, _, key, _ = setup(spec, problem)
-        step = make_step(tx, problem, key, limit)
-        return jax.lax.fori_loop(0, every, lambda _, c: step(c), (*state, k))[:3]
+        step = _guarded_step(tx, problem, key, limit)
+        (params, opt_state, diverged_at, _), loss = jax.lax.fori_loop(
+            0, every, lambda _, c: step(c[0]), ((*start, jnp.asarray(-1), k), end_loss)
+        )
+        return params, opt_state, diverged_at, jnp.where(diverged_at >= 0, loss, end_loss)
 
     def fast_block(spec, state, k):
         tx, _, key, _ = setup(spec, problem)
         step = make_fast_step(tx, problem, key, value=False)
         return jax.lax.fori_loop(0, every, lambda _, c: step(c)[0], (*state, k))[:3]
 
-    def end_ok(params):
-        return iterate_ok(problem, params, limit)
-
     fast = _lift(fast_block, levels, spec=True, state=True, k=True)
-    guarded = _lift(guarded_block, levels, spec=True, state=True, k=True)
-    loss_of = _lift(problem.loss, levels, spec=False, state=True, k=False)
-    ok_of = _lift(end_ok, levels, spec=False, state=True, k=False)
+    guarded = _lift(
+        lambda spec, state, k: guarded_block(spec, state[:2], state[2], k),
+        levels,
+        spec=True,
+        state=True,
+        k=True,
+    )
+    check = lambda params: iterate_test(problem, params, limit)
+    check_of = _lift(check, levels, spec=False, state=True, k=False)
     if observe is None:
         observe_of = lambda state: None
     else:
@@ -258,47 +292,54 @@ def _drive(
         state, k = carry
         alive = state[2] < 0
         new = fast(specs, state, k)
-        bad = alive & ~ok_of(new[0])
+        # A run that diverged in an earlier block stays frozen (selected last, below); its
+        # test is that of the iterate it keeps, so that the test's loss is the one recorded. A
+        # select of the loss instead costs each block a kernel (Rosenbrock d = 2, every = 10:
+        # 3 %); selecting the state before the test, a copy (d = 1000, one block: 4 %).
+        ok, new_loss = check_of(_select(alive, new[0], state[0]))
+        bad = alive & ~ok
 
         def replay(pending):
             _, start, new = pending
-            out = _select(bad, guarded(specs, start, k), new)
-            # The block's start goes round the loop through a barrier: forwarded unchanged, XLA
-            # may see it as loop invariant and hoist the guarded block out of the loop (seen
-            # under a user's `vmap` over `run`: it then ran on every block, diverged or not).
+            out = _select(bad, guarded(specs, (*start, new[3]), k), new)
+            # The block's start goes round the loop through a barrier: forwarded unchanged,
+            # XLA may see it as loop invariant and hoist the guarded block out of the loop
+            # (seen under a user's `vmap` over `run`: it then ran on every block, diverged
+            # or not).
             return jax.lax.optimization_barrier((jnp.asarray(True), start, out))
 
-        # At most one pass; a `while_loop`, not a `cond`: under an outer `vmap` a batched `cond`
-        # becomes a `select` that always runs the replay, while a batched `while_loop` runs
-        # only as long as some entry needs it (zero passes when none diverged).
-        _, _, new = jax.lax.while_loop(
-            lambda pending: ~pending[0], replay, (~jnp.any(bad), state, new)
+        # At most one pass; a `while_loop`, not a `cond`: under an outer `vmap` a batched
+        # `cond` becomes a `select` that always runs the replay, while a batched
+        # `while_loop` runs only as long as some entry needs it (zero passes when none
+        # diverged).
+        # The start goes round without its `diverged_at` (-1 for a replayed run), and the
+        # loss takes its place: an element more in the loop's carry cost every block, replay
+        # or not (Rosenbrock d = 2, every = 10: 4-7 %).
+        _, _, (*new, new_loss) = jax.lax.while_loop(
+            lambda pending: ~pending[0], replay, (~jnp.any(bad), state[:2], (*new, new_loss))
         )
         # The replay tests the losses of the block's start to its last-but-one iterate and the
         # finiteness of all; the end iterate's loss failed: that is its step, here, so that the
         # last block's end is tested too (the run keeps that iterate, as `make_step` would).
         new = (*new[:2], jnp.where(bad & (new[2] < 0), k + every, new[2]))
-        # A run that diverged in an earlier block stays frozen.
         new = _select(alive, new, state)
         if _progress.enabled():  # read at trace time; `run` keys its compiled programs on it
-            _progress.tick(every)
-        return (new, k + every), (new[0], observe_of(new))
+            _progress.tick(every * int(np.prod(jnp.shape(alive))))  # steps of all these runs
+        return (new, k + every), (new[0], new_loss, observe_of(new))
 
     state0 = _lift(init, levels, spec=True, state=False, k=False)(specs)
-    (state, _), (saved, observed) = jax.lax.scan(
+    loss0 = jnp.broadcast_to(loss0, jnp.shape(state0[2]))
+    (state, _), (saved, losses, observed) = jax.lax.scan(
         block, (state0, jnp.asarray(0)), None, length=num_steps // every
     )
-    # Time first (as the scan stacks blocks), then the losses of all saved points in one loop.
-    timeline = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs]), state0[0], saved)
-    losses = jax.lax.map(loss_of, timeline)
     axis = len(levels)  # the run axes go first
 
     def join(x0, xs):
         return jnp.concatenate([jnp.expand_dims(x0, axis), jnp.moveaxis(xs, 0, axis)], axis)
 
-    params = jax.tree.map(lambda x: jnp.moveaxis(x, 0, axis), timeline)
+    params = jax.tree.map(join, state0[0], saved)
     observations = jax.tree.map(join, observe_of(state0), observed)
-    loss = jnp.moveaxis(losses, 0, axis)
+    loss = join(loss0, losses)
     dt_of = lambda spec: jnp.asarray(setup(spec, problem)[1])
     dt = _lift(dt_of, levels, spec=True, state=False, k=False)(specs)
     steps = jnp.broadcast_to(jnp.arange(0, num_steps + 1, every), loss.shape)
@@ -502,6 +543,24 @@ def _check_observe(observe, problem: AbstractProblem, state0: Callable[[], Any])
         ) from e
 
 
+def _progress_bar(num_steps: int, outer: int, inner: int, batch_size: int | None):
+    """The progress bar of one `run` call (nothing when progress is off): a single run counts
+    its steps; a sweep of `outer` × `inner` runs counts the steps of every run it executes, with
+    the padding of the outer axis to whole chunks of `batch_size` and to a multiple of the
+    device count (`_drive_batch`, `sweep_apply`). Each block of `every` steps of a batch of
+    $B$ runs ticks $B$ × `every`, whether the runs go in one `vmap`, in chunks or one after
+    another, so the bar has a total (and an estimated time left) that its ticks reach."""
+    if outer * inner == 1:
+        return _progress.bar(num_steps, "run")
+    devices = sweep_mesh().size
+    per_device = -(-outer // devices)
+    if batch_size is not None and batch_size < per_device:
+        per_device = -(-per_device // batch_size) * batch_size
+    # Each process's bar sees the blocks its own devices run.
+    local = per_device * min(devices, jax.local_device_count()) * inner
+    return _progress.bar(num_steps * local, f"run ({outer * inner} runs)")
+
+
 def _check_sweep_batch_size(batch_size: int | None, sweep: bool) -> None:
     """`ValueError` for a `batch_size` given to a run that is not a sweep: there it would be
     ignored, while a finite-sum user may mean the minibatch size, which is the problem's."""
@@ -641,7 +700,9 @@ def run(
         batched = jnp.ndim(disc.dt) > 0 or seeds
         if batched and batch_size is None:
             batch_size = default_batch_size(problem)
-        with _progress.bar(None if batched else num_steps, "run"):
+        outer = disc.dt.shape[0] if jnp.ndim(disc.dt) > 0 else key.shape[0] if seeds else 1
+        inner = key.shape[0] if seeds and jnp.ndim(disc.dt) > 0 else 1
+        with _progress_bar(num_steps, outer, inner, batch_size):
             traj = _run_discretization(
                 disc,
                 problem,
@@ -666,7 +727,7 @@ def run(
             _check_observe(observe, problem, lambda: transform.init(problem.params0))
         if batched and batch_size is None:
             batch_size = default_batch_size(problem)
-        with _progress.bar(None if batched else num_steps, "run"):
+        with _progress_bar(num_steps, key.shape[0] if seeds else 1, 1, batch_size):
             traj = _run_transform(
                 transform, problem, num_steps, every, key, batch_size, observe, step,
                 _progress.enabled(),
