@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dynopt import problems, sde
+import dynopt
+from dynopt import flows, problems, sde
 from dynopt._problems.finite_sum import sample_indices
 
 
@@ -233,3 +234,35 @@ def test_bad_data_sizes_and_hyper_parameters_are_value_errors_naming_them():
             problems.linear_regression(50, 3, noise=bad)
         with pytest.raises(ValueError, match=r"l2 must be >= 0 and finite"):
             problems.logistic_regression(50, 3, l2=bad)
+
+
+def test_float32_data_at_float64_parameters():
+    # solve integrates in float64 (copies of the float32 state): a float32 data set met float64
+    # parameters inside the user's per-sample loss, a strict-promotion error (silently float64
+    # under standard promotion). The data are widened to the parameters' precision: the same
+    # numbers as the problem built from float64 copies of the data, and float32 runs unchanged.
+    x = jax.random.normal(jax.random.key(0), (12, 2), jnp.float32)
+    y = (x @ jnp.array([1.0, -2.0], jnp.float32)).astype(jnp.float32)
+    labels = jnp.arange(12) % 2  # an integer leaf stays integer
+
+    def sample_loss(w, sample):
+        xi, yi, _ = sample
+        return 0.5 * (xi @ w - yi) ** 2
+
+    def problem(data, dtype):
+        return problems.finite_sum(sample_loss, data, jnp.zeros(2, dtype), batch_size=4)
+
+    narrow = problem((x, y, labels), jnp.float32)
+    wide = problem((x.astype(jnp.float64), y.astype(jnp.float64), labels), jnp.float64)
+    ts = jnp.array([0.5, 1.0])
+    got = dynopt.solve(flows.GradientFlow(), narrow, ts)
+    np.testing.assert_array_equal(got.params, dynopt.solve(flows.GradientFlow(), wide, ts).params)
+    # A float32 run stays float32, with the float32 arithmetic of the data as given.
+    run = dynopt.run(flows.GradientFlow().discretize(0.1), narrow, 3)
+    assert run.params.dtype == jnp.float32 and run.loss.dtype == jnp.float32
+    # The SDE's per-sample gradients at float64 parameters, as for the float64 data.
+    noise = sde.SGDNoise(0.1, 4)
+    w = jnp.array([0.3, 0.1])
+    np.testing.assert_array_equal(
+        noise.minibatch_covariance(w, narrow), noise.minibatch_covariance(w, wide)
+    )

@@ -14,7 +14,31 @@ from .._sharding import data_mesh, shard_data
 from .._validation import flag, nonnegative, positive_int
 
 
+def data_like_params(data: Params, params: Params) -> Params:
+    """`data` with its floating leaves narrower than the parameters' widest float widened to
+    it (others as they are): the per-sample loss sees one precision where dynopt evaluates a
+    float32 data set at float64 parameters (`solve`'s float64 copies of the state), as JAX's
+    standard promotion would compute it, and without a strict-promotion error. Integer leaves
+    (labels) and data at least as wide as the parameters are left alone (no new operation)."""
+    widths = [jnp.finfo(x.dtype).bits for x in jax.tree.leaves(params) if _is_float(x)]
+    if not widths:
+        return data
+    widest = max(widths)
+
+    def widen(x):
+        if _is_float(x) and jnp.finfo(x.dtype).bits < widest:
+            return x.astype(jnp.dtype(f"float{widest}"))
+        return x
+
+    return jax.tree.map(widen, data)
+
+
+def _is_float(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
+
+
 def _batch_loss(params: Params, data: Params, sample_loss_fn, regularizer) -> Scalar:
+    data = data_like_params(data, params)
     per_sample = jax.vmap(sample_loss_fn, in_axes=(None, 0))(params, data)
     return jnp.mean(per_sample) + regularizer(params)
 

@@ -32,6 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Float, Params
 from .._problem import Problem
+from .._problems.finite_sum import data_like_params
 from .._validation import check_unbatched, is_traced, positive, positive_int
 from .sgd import _samples_with_replacement, SGDNoise
 
@@ -47,8 +48,9 @@ def _quadratic_data(p: Problem, flat0: Float[Array, " d"]):
 
     h = jax.hessian(loss)(flat0)
     xstar = flat0 - jnp.linalg.solve(h, jax.grad(loss)(flat0))  # one Newton step: exact
-    a = jax.vmap(jax.hessian(sample_loss), in_axes=(None, 0))(xstar, p.data)
-    q = jax.vmap(jax.grad(sample_loss), in_axes=(None, 0))(xstar, p.data)
+    data = data_like_params(p.data, unravel(xstar))
+    a = jax.vmap(jax.hessian(sample_loss), in_axes=(None, 0))(xstar, data)
+    q = jax.vmap(jax.grad(sample_loss), in_axes=(None, 0))(xstar, data)
     da = a - jnp.mean(a, axis=0, keepdims=True)
     dq = q - jnp.mean(q, axis=0, keepdims=True)
     return h, xstar, flat0 - xstar, da, dq, loss(xstar)

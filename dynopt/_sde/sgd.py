@@ -13,7 +13,7 @@ from .._custom_types import Array, Float, Params, ScalarLike
 from .._discretization import Discretization
 from .._flows.gradient import GradientFlow
 from .._problem import Problem
-from .._problems.finite_sum import _batch_loss, _minibatch_loss
+from .._problems.finite_sum import _batch_loss, _minibatch_loss, data_like_params
 from .._validation import choice, flag, hyperparameter, is_traced, positive_int
 from .base import AbstractSDE
 
@@ -173,7 +173,7 @@ class SGDNoise(AbstractSDE):
     def per_sample_gradients(self, params: Params, problem: Problem) -> Float[Array, "n d"]:
         """$g_i = \\nabla\\ell(\\theta; x_i)$ per sample, raveled: `vmap(grad)` over the data."""
         grad = jax.grad(problem.sample_loss_fn)
-        g = jax.vmap(grad, in_axes=(None, 0))(params, problem.data)
+        g = jax.vmap(grad, in_axes=(None, 0))(params, data_like_params(problem.data, params))
         return jax.vmap(lambda tree: ravel_pytree(tree)[0])(g)
 
     def gradient_covariance(self, params: Params, problem: Problem) -> Float[Array, "d d"]:
