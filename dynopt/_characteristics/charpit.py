@@ -10,7 +10,14 @@ import numpy as np
 import optimistix as optx
 
 from .._custom_types import ArrayLike
-from .integrate import check_initial, check_options, integrate, OnRows, real_array
+from .integrate import (
+    check_finite_start,
+    check_initial,
+    check_options,
+    integrate,
+    OnRows,
+    real_array,
+)
 from .solution import Characteristics
 
 
@@ -152,6 +159,8 @@ def charpit(
             f"got shape {guesses.shape}."
         )
     z0s, Z0s, res0 = _launch(F, on_rows, sig, guesses.astype(jnp.float64))
+    # (x0, u0) and their derivative first: NaN there would read as "no initial p0".
+    check_finite_start(z0s[:, : n + 1], Z0s[:, : n + 1], sigma)
     res0 = np.asarray(res0)
     # Newton converges quadratically: at a root it stops at round-off, ~1e-16 of the terms'
     # size; 1e-8 leaves room for ill-conditioning, while no root leaves an O(1) remainder.

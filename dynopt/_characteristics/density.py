@@ -13,7 +13,7 @@ from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._saving import SaveAtTimes, saved
 from .._solve import _pick_solver, _require_x64, check_times, integrate, raise_for_result
-from .._validation import host_validated, solver_options
+from .._validation import host_validated, positive_int, solver_options
 
 
 class DensityTransport(eqx.Module):
@@ -138,8 +138,8 @@ def transport_density(
             raise ValueError(
                 "trace='hutchinson' draws random probes: pass key=jax.random.key(...)."
             )
-        if int(num_probes) < 1:
-            raise ValueError(f"num_probes must be a positive integer, got {num_probes}.")
+        # An integer (2.5 was read as 2 probes).
+        num_probes = positive_int("num_probes", num_probes)
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     t0 = float(t0)
     ts = check_times(ts, t0)

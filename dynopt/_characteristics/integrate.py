@@ -121,6 +121,24 @@ def check_initial(
     return jnp.asarray(sig if sig.ndim == 2 else sig[:, None]), rows, x0, u0
 
 
+def check_finite_start(z0s, Z0s, sigma, what: str = "initial(sigma)") -> None:
+    """`ValueError` naming the first sigma where the initial data `(x0, u0)` or their derivative
+    in sigma are not finite (a NaN start otherwise fails the solve as a linear solver's
+    'nonfinite_input', or reads as a characteristic initial curve)."""
+    z0s, Z0s = np.asarray(z0s), np.asarray(Z0s)
+    ok = np.all(np.isfinite(z0s.reshape(z0s.shape[0], -1)), 1) & np.all(
+        np.isfinite(Z0s.reshape(Z0s.shape[0], -1)), 1
+    )
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{what} is not finite at sigma={np.asarray(sigma)[i].tolist()} ({bad.size} of "
+            f"{ok.size} sigma), or its derivative in sigma is not: the initial data (x0, u0) "
+            "must be finite and differentiable at every sigma. Restrict sigma to where they are."
+        )
+
+
 def check_transversal(det0, sigma) -> None:
     det0 = np.asarray(det0)
     bad = np.flatnonzero(~(np.abs(det0) > 1e-8))
@@ -281,6 +299,7 @@ def integrate(
     ss = jnp.asarray(increasing("s", s, start=0.0))  # named as the user's argument
     k = int(np.prod(u_shape))
     solver_obj, name, _ = _pick_solver("tsit5" if solver is None else solver, None, None, None)
+    check_finite_start(z0s[:, : n + k], Z0s[:, : n + k], sigma)
     check_transversal(_initial_det(field, n, z0s, Z0s), sigma)
     zs, dets, zf, dzf, s_end, is_crossing, (d, d1, d2), result = _integrate(
         field, n, n, n + k, z0s, Z0s, ss, solver_obj, rtol, atol, max_steps, u_max
@@ -351,6 +370,7 @@ __all__ = [
     "KIND_NAMES",
     "OnRows",
     "Options",
+    "check_finite_start",
     "check_initial",
     "check_options",
     "integrate",

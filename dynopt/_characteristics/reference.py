@@ -11,6 +11,9 @@ import numpy as np
 
 def _reciprocal_below(g: np.ndarray, horizon: float) -> np.ndarray:
     r"""$1/g$ where $1/g$ falls inside $(0, \text{horizon})$, else $+\infty$."""
+    # > 0 (inf allowed): 0 divided by zero, and a negative one counted every blow-up as inside.
+    if not float(horizon) > 0:
+        raise ValueError(f"horizon must be > 0 (inf for none), got {horizon}.")
     return np.where(g > 1.0 / horizon, 1.0 / np.where(g > 0, g, 1.0), np.inf)
 
 
@@ -101,6 +104,14 @@ def density_chi2(x, rho, samples, edges, mass_left: float = 0.0, min_expected: f
     samples' density per bin.
     """
     x, rho, edges = np.asarray(x), np.asarray(rho), np.asarray(edges)
+    if x.ndim != 1 or x.size < 2 or rho.shape != x.shape or not np.all(np.diff(x) > 0):
+        raise ValueError(
+            f"x must be increasing, shape (m,) with m >= 2, and rho of x's shape; got x of shape "
+            f"{x.shape} (increasing: {bool(x.ndim == 1 and np.all(np.diff(x) > 0))}) and rho of "
+            f"shape {rho.shape}. Sort the endpoints (np.argsort(x)) and rho with them."
+        )
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
+        raise ValueError(f"edges must be increasing, shape (J + 1,) with J >= 1, got {edges}.")
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (rho[1:] + rho[:-1]) * np.diff(x))])
     cdf += mass_left
     probs = np.diff(np.interp(edges, x, cdf))

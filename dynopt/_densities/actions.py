@@ -19,8 +19,12 @@ def mehler_kernel(
     $K = (2\pi\alpha\sinh T)^{-1/2}\exp\{-[(x_a^2+x_b^2)\cosh T - 2x_ax_b]/(2\alpha\sinh T)\}$.
 
     Post 7's linear-SDE propagator is $e^{-T/2}\,e^{(x_b^2-x_a^2)/2\alpha}\,K$: the boundary
-    factor of eq. (56), the constant Jacobian (64) with $\partial_x p = 1$, and this kernel."""
-    positive("alpha", alpha)
+    factor of eq. (56), the constant Jacobian (64) with $\partial_x p = 1$, and this kernel.
+
+    **Raises:** `ValueError` for $\alpha \le 0$ or $T \le 0$ (an `eqx.error_if` error under
+    `jit`/`vmap`)."""
+    # The checked values (under jit/vmap each carries its check).
+    alpha, T = positive("alpha", alpha), positive("T", T)
     s, c = jnp.sinh(T), jnp.cosh(T)
     return jnp.exp(-((xa**2 + xb**2) * c - 2 * xa * xb) / (2 * alpha * s)) / jnp.sqrt(
         2 * jnp.pi * alpha * s

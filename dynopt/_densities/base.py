@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, Float, Scalar, ScalarLike
-from .._validation import hyperparameter, positive
+from .._validation import hyperparameter, interval, nonnegative, positive
 
 
 def check_scalar_alpha(alpha) -> None:
@@ -41,14 +41,31 @@ def check_scalar_point(name: str, x) -> Float[Array, " 1"]:
     return v.reshape(1)
 
 
+def input_eps(value) -> float:
+    """The machine epsilon of `value`'s floating dtype (float64's for integers and others):
+    how finely the caller could write it."""
+    dtype = np.asarray(value).dtype
+    return float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
+
+
 def check_uniform_grid(name: str, grid) -> np.ndarray:
-    """`ValueError` unless `grid` is 1-D, uniform, increasing, with >= 3 points."""
+    r"""`ValueError` unless `grid` is 1-D, uniform, increasing, with >= 3 points.
+
+    Uniform to the precision of its own values: each point is rounded to its dtype (by
+    `linspace` itself, or a cast to float32), so a spacing can differ from another by
+    $2\epsilon_{dtype}\max|x|$ (spacings of float32 [-3, 3] by 101 points: 6e-6 of h)."""
     g = np.asarray(grid, dtype=np.float64)
     if g.ndim != 1 or g.size < 3:
         raise ValueError(f"{name} must be a 1-D array of >= 3 points, got shape {g.shape}.")
     d = np.diff(g)
-    if not np.all(d > 0) or not np.allclose(d, d[0], rtol=1e-9, atol=0.0):
+    finite = np.all(np.isfinite(g))
+    rounding = 2.0 * input_eps(grid) * float(np.max(np.abs(g))) if finite else 0.0
+    if not np.all(d > 0) or not np.allclose(d, d[0], rtol=1e-9, atol=rounding):
         raise ValueError(f"{name} must be uniform and increasing (e.g. np.linspace(a, b, m)).")
+    if not np.allclose(d, d[0], rtol=1e-9, atol=0.0):
+        # Uniform only to its dtype's rounding: the uniform grid it rounds (the schemes take
+        # the spacing from its first two points).
+        g = np.linspace(g[0], g[-1], g.size)
     return g
 
 
@@ -113,13 +130,15 @@ def linear_sde(rate: ScalarLike, alpha: ScalarLike) -> ScalarSDE:
     $\lambda = -\theta < 0$."""
     # Cubic-shaped coefficients: shares compiled programs with cubic drifts (double wells).
     z = jnp.zeros(())
-    return ScalarSDE(Polynomial(jnp.stack([z, jnp.asarray(rate, dtype=float), z, z])), alpha)
+    rate = jnp.asarray(interval("rate", rate), dtype=float)  # finite: a NaN drift ran silently
+    return ScalarSDE(Polynomial(jnp.stack([z, rate, z, z])), alpha)
 
 
 def _linear_moments(t, x0, rate, alpha) -> tuple[Array, Array]:
     r"""Mean $x_0e^{\lambda t}$ and variance $\alpha(e^{2\lambda t}-1)/(2\lambda)$ ($\alpha t$ at
     $\lambda = 0$) of $dx = \lambda x\,dt + \sqrt\alpha\,dW$ at `t`."""
     alpha, t = positive("alpha", alpha), positive("t", t)
+    rate, x0 = interval("rate", rate), interval("x0", x0)  # a NaN gave a NaN density
     rate, t, x0 = (jnp.asarray(v, dtype=float) for v in (rate, t, x0))
     safe = jnp.where(rate == 0, 1.0, rate)
     var = jnp.asarray(alpha, float) * jnp.where(
@@ -135,7 +154,8 @@ def linear_density(
     $$P(x, t \mid x_0) = \mathcal N\big(x;\ x_0 e^{\lambda t},\
       \alpha\,(e^{2\lambda t}-1)/(2\lambda)\big)\quad(\alpha t \text{ at } \lambda = 0).$$
 
-    **Raises:** `ValueError` for $\alpha \le 0$ or $t \le 0$.
+    **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$, or a rate or $x_0$ that is not
+    finite (an `eqx.error_if` error under `jit`/`vmap`).
     """
     mean, var = _linear_moments(t, x0, rate, alpha)
     return _normal_pdf(jnp.asarray(x, dtype=float), mean, var)
@@ -209,6 +229,7 @@ def stationary_density(
     the grid's two end points: the law exists on $\mathbb{R}$ only for a confining drift, and
     the normalisation on a grid hides a drift that is not (it would put the mass at the ends).
     """
+    edge_tol = check_tolerance("edge_tol", edge_tol)
     g = jnp.asarray(check_uniform_grid("grid", grid))
     h = g[1] - g[0]
     phi = jax.vmap(lambda x: antiderivative(lambda y: sde.p(y, 0.0), x, g[0]))(g)
@@ -267,6 +288,14 @@ class GridDensity(eqx.Module):
 # (of the peak, of the mass): below, it stays under the O(h^2) error of the grids the routes run
 # at (the 2-D tests: 7.7e-4 created, negative to 8.4e-4 of the peak, with 2.5-5% O(h^2) error).
 BROKEN_TOL = 1e-2
+
+
+def check_tolerance(name: str, tol) -> float | None:
+    """`tol` itself: `None` (report, do not raise), or a tolerance >= 0 and finite, else a
+    `ValueError` naming it (a negative or NaN one would refuse every result, blaming the grid)."""
+    if tol is None:
+        return None
+    return float(nonnegative(name, tol, hint="Pass None to report without raising."))
 
 
 def check_lost_mass(lost, mass_tol, where: str) -> None:

@@ -35,6 +35,7 @@ from .base import (
     BROKEN_TOL,
     check_lost_mass,
     check_scalar_point,
+    check_tolerance,
     check_uniform_grid,
     GridDensity,
     ScalarSDE,
@@ -134,6 +135,7 @@ def _solve(sde, axes, nums, y0, t0, t1, solver, rtol, atol, max_steps):
 
 def _fokker_planck(sde, problem, initial, axes, t0, t1, options, name):
     rtol, atol, mass_tol, max_steps, pad_to = options
+    mass_tol = check_tolerance("mass_tol", mass_tol)
     interval("t0", t0)
     interval("t1", t1)  # finite: an infinite horizon read as a step budget exhausted
     if not float(t1) > float(t0):
@@ -295,8 +297,9 @@ def fokker_planck_nd(
     noise is not constant isotropic additive noise over $[t_0, t_1]$, a lost mass above
     `mass_tol`, or a scheme that was not monotone (cell Péclet number above 1 where the density
     lives): a density negative beyond 1% of its peak or mass created beyond max(`mass_tol`, 1%)
-    (`mass_tol=None` reports all of these without raising); `dynopt.SolveError` when the implicit
-    solve fails (step budget, Newton failure), saying what to change.
+    (`mass_tol=None` reports all of these without raising; otherwise it must be >= 0 and
+    finite); `dynopt.SolveError` when the implicit solve fails (step budget, Newton failure),
+    saying what to change.
     """
     options = (rtol, atol, mass_tol, max_steps, pad_to)
     return _fokker_planck(sde, problem, initial, axes, t0, t1, options, "fokker_planck_nd")
@@ -336,7 +339,7 @@ def short_time_density(
 ) -> Float[Array, " m"]:
     r"""The one-slice Itô propagator $\mathcal N(x;\ x_0 + p(x_0,0)t,\ \alpha t)$ on `grid`: a
     start for `fokker_planck` at a small $t_0 = t$ (error $O(t)$)."""
-    positive("t", t)
+    t = positive("t", t)  # the checked value (under jit it carries its check)
     x0 = check_scalar_point("x0", x0)[0]
     x = jnp.asarray(check_uniform_grid("grid", grid))
     var = sde.alpha * t

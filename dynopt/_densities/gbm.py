@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from .._custom_types import Array, Float, ScalarLike
 from .._sde.base import AbstractSDE, not_an_optimizer
-from .._validation import hyperparameter, positive
+from .._validation import hyperparameter, interval, positive
 from .base import Polynomial, ScalarSDE
 
 
@@ -75,11 +75,12 @@ def lognormal_density(
     r"""The law of $S_T$ (corrected eq. 77, variance $\sigma^2T$); `printed=True` uses the
     post's printed variance $\sigma T$ (the σ-vs-σ² slip), keeping the drift $\mu - \sigma^2/2$.
 
-    **Raises:** `ValueError` for $S_0 \le 0$, $\sigma \le 0$ or $T \le 0$.
+    **Raises:** `ValueError` for $S_0 \le 0$, $\sigma \le 0$, $T \le 0$ or $\mu$ not finite
+    (an `eqx.error_if` error under `jit`/`vmap`).
     """
-    _check_s0(s0)
-    positive("sigma", sigma)
-    positive("T", T)
+    # The checked values (under jit/vmap each carries its check).
+    s0, sigma, T = _check_s0(s0), positive("sigma", sigma), positive("T", T)
+    mu = interval("mu", mu)
     var = (sigma if printed else sigma**2) * T
     b = mu - 0.5 * sigma**2
     s0, b, T, var = (jnp.asarray(v, dtype=float) for v in (s0, b, T, var))
@@ -101,12 +102,13 @@ def black_scholes_call(
     r"""$C = S_0\Phi(d_1) - Ke^{-rT}\Phi(d_2)$, $d_{1,2} = [\ln(S_0/K) + (r \pm \sigma^2/2)T]
     /(\sigma\sqrt T)$: the price $e^{-rT}\mathbb E[(S_T - K)^+]$ under $\mu = r$.
 
-    **Raises:** `ValueError` for $S_0 \le 0$, strike $\le 0$, $\sigma \le 0$, $T \le 0$.
+    **Raises:** `ValueError` for $S_0 \le 0$, strike $\le 0$, $\sigma \le 0$, $T \le 0$ or a
+    rate that is not finite (an `eqx.error_if` error under `jit`/`vmap`).
     """
-    _check_s0(s0)
-    positive("strike", strike)
-    positive("sigma", sigma)
-    positive("T", T)
+    # The checked values (under jit/vmap each carries its check: a negative sigma priced a
+    # negative call).
+    s0, strike = _check_s0(s0), positive("strike", strike)
+    sigma, T, rate = positive("sigma", sigma), positive("T", T), interval("rate", rate)
     norm = jax.scipy.stats.norm.cdf
     sq = sigma * jnp.sqrt(jnp.asarray(T, dtype=float))
     d1 = (jnp.log(s0 / strike) + (rate + 0.5 * sigma**2) * T) / sq

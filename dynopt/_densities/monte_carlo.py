@@ -20,7 +20,7 @@ from .._custom_types import Array, Float, Key, ScalarLike
 from .._problem import Problem
 from .._sde.simulate import simulate
 from .._validation import positive
-from .base import check_lost_mass, check_scalar_point, GridDensity
+from .base import check_lost_mass, check_scalar_point, check_tolerance, GridDensity, input_eps
 from .vector import (
     as_vector_sde,
     cell_volume,
@@ -68,9 +68,17 @@ def _check_edges(edges) -> tuple[np.ndarray, ...]:
         raise ValueError("edges must be a tuple of 1-D bin-edge arrays, one per dimension.")
     out = []
     for i, e in enumerate(edges):
-        e = np.asarray(e, dtype=np.float64)
+        raw, e = e, np.asarray(e, dtype=np.float64)
         w = np.diff(e)
-        if e.ndim != 1 or e.size < 3 or not np.all(w > 0) or not np.allclose(w, w[0], rtol=1e-9):
+        # Uniform to the precision of the edges' own dtype (as `check_uniform_grid`).
+        finite = e.size and np.all(np.isfinite(e))
+        rounding = 2.0 * input_eps(raw) * float(np.max(np.abs(e))) if finite else 0.0
+        if (
+            e.ndim != 1
+            or e.size < 3
+            or not np.all(w > 0)
+            or not np.allclose(w, w[0], rtol=1e-9, atol=rounding)
+        ):
             raise ValueError(
                 f"edges[{i}] must be uniform increasing bin edges (>= 2 bins), e.g. np.linspace."
             )
@@ -153,6 +161,7 @@ def monte_carlo_density_nd(
 
     **Raises:** `ValueError` as `simulate` does, for bad edges, or when the fraction of paths
     outside the bins exceeds `mass_tol` (default `None`: report only, it is random)."""
+    mass_tol = check_tolerance("mass_tol", mass_tol)
     samples = monte_carlo_samples_nd(
         sde, x0, t1, key, num_paths, dt=dt, solver=solver, problem=problem
     )
@@ -199,6 +208,7 @@ def monte_carlo_density(
     **Raises:** `ValueError` as `simulate` does, or when the fraction of paths outside `edges`
     exceeds `mass_tol` (default `None`: report only, since it is itself random).
     """
+    mass_tol = check_tolerance("mass_tol", mass_tol)
     samples = monte_carlo_samples(
         sde, x0, t1, key, num_paths, dt=dt, solver=solver, problem=problem
     )

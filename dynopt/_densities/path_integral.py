@@ -41,6 +41,7 @@ from .._validation import choice, interval, positive, positive_int
 from .base import (
     check_lost_mass,
     check_scalar_point,
+    check_tolerance,
     check_uniform_grid,
     GridDensity,
 )
@@ -144,6 +145,7 @@ def _path_integral(
 ):
     choice("convention", convention, _CONVENTIONS)
     positive_int("num_slices", num_slices)
+    mass_tol = check_tolerance("mass_tol", mass_tol)
     interval("t0", t0)
     interval("t1", t1)  # a real number before float(): named, not "could not convert"
     positive("t1 - t0", float(t1) - float(t0))
@@ -244,7 +246,7 @@ def path_integral_nd(
     **Raises:** `ValueError` for `num_slices < 1`, an unknown convention, bad axes, an $x_0$ of
     the wrong shape or not finite, $t_1\le t_0$, a flow whose noise is not constant isotropic
     additive noise over $[t_0, t_1]$, or (with the Jacobian) a lost mass above `mass_tol` or a
-    created mass above max(`mass_tol`, 5%).
+    created mass above max(`mass_tol`, 5%); a `mass_tol` that is not `None` or >= 0 and finite.
     """
     return _path_integral(
         sde,

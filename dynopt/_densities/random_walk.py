@@ -27,7 +27,7 @@ import numpy as np
 from .._custom_types import ScalarLike
 from .._problem import Problem
 from .._validation import interval, positive
-from .base import check_lost_mass, check_scalar_point, GridDensity
+from .base import check_lost_mass, check_scalar_point, check_tolerance, GridDensity, input_eps
 from .vector import (
     active_cells,
     as_vector_sde,
@@ -87,7 +87,9 @@ def random_walk_nd(
     **Raises:** `ValueError` for $\Delta t \le 0$, $t_1/\Delta t$ not an integer, a window that is
     not one `(lo, hi)` pair per coordinate of $x_0$ or does not contain $x_0$, a drift that is
     not finite on the window (beyond it, on the lattice's padding, it is never used),
-    $|p_i|\Delta s/\alpha > 1$ somewhere on the window, or a lost mass above `mass_tol`.
+    $|p_i|\Delta s/\alpha > 1$ somewhere on the window, or a lost mass above `mass_tol` (which
+    must be `None` or >= 0 and finite). $t_1/\Delta t$ is an integer to the precision of their
+    dtypes (float32 `dt = 0.01` is 0.01 to 2.2e-8).
     """
     return _random_walk(sde, problem, x0, t1, dt, window, mass_tol, "random_walk_nd")
 
@@ -95,8 +97,11 @@ def random_walk_nd(
 def _random_walk(sde, problem, x0, t1, dt, window, mass_tol, name):
     positive("dt", dt)
     positive("t1", t1)
+    mass_tol = check_tolerance("mass_tol", mass_tol)
     n = round(float(t1) / float(dt))
-    if n < 1 or abs(n * float(dt) - float(t1)) > 1e-9 * float(t1):
+    # To the precision of the inputs' dtypes: float32 0.01 is 0.01 * (1 - 2.2e-8).
+    eps = max(input_eps(v) for v in (t1, dt))
+    if n < 1 or abs(n * float(dt) - float(t1)) > max(1e-9, 2.0 * eps) * float(t1):
         raise ValueError(f"t1/dt must be a positive integer, got t1={t1}, dt={dt}.")
     sde = as_vector_sde(sde, problem, times=np.linspace(0.0, float(t1), 5))
     win = np.asarray(interval("window", window), dtype=np.float64)  # finite real numbers

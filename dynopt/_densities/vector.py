@@ -20,12 +20,13 @@ from .._custom_types import Array, Bool, Float, Scalar, ScalarLike
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._sde.base import AbstractSDE, not_an_optimizer
-from .._validation import hyperparameter, interval, positive
+from .._validation import hyperparameter, interval, nonnegative, positive
 from .base import (
     _GL_NODES,
     _GL_WEIGHTS,
     check_edge_mass,
     check_scalar_alpha,
+    check_tolerance,
     check_uniform_grid,
     ScalarSDE,
 )
@@ -283,8 +284,9 @@ def linear_moments(
 
     **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$, an $A$ that is not a square
     matrix of finite real numbers, or an `x0` that is not a point of shape $(d,)$."""
-    positive("alpha", alpha)
-    positive("t", t)
+    # The checked values (under jit/vmap each carries its check: a negative alpha gave a
+    # negative covariance).
+    alpha, t = positive("alpha", alpha), positive("t", t)
     a = LinearDrift(A).A
     d = a.shape[0]
     if jnp.shape(x0) != (d,):
@@ -294,7 +296,7 @@ def linear_moments(
     E = jax.scipy.linalg.expm(t * block)
     F, G = E[d:, d:], E[:d, d:]
     cov = F.T @ G
-    mean = F.T @ jnp.asarray(x0, dtype=float)  # F^T = e^{At}
+    mean = F.T @ jnp.asarray(interval("x0", x0), dtype=float)  # F^T = e^{At}
     return mean, 0.5 * (cov + cov.T)
 
 
@@ -487,6 +489,8 @@ def stationary_density_nd(
     (then no such closed form exists), or when more than `edge_tol` of the mass lies on the
     grid's boundary points (a grid that cuts the law off, or a drift that does not confine: no
     stationary law). `sde` as in every route (`as_vector_sde`)."""
+    curl_tol = float(nonnegative("curl_tol", curl_tol))
+    edge_tol = check_tolerance("edge_tol", edge_tol)
     sde = as_vector_sde(sde, problem)
     axes = check_axes("axes", axes)
     check_dimension(sde, len(axes))
