@@ -121,7 +121,10 @@ class GlobalRMSPropFlow(AbstractRMSPropFlow):
         g = problem.grad(state.params)
         gsq = optax.tree.norm(g, squared=True)
         scale = jax.lax.rsqrt(state.G + self.eps)
-        return RMSPropState(optax.tree.scale(-scale, g), self.kappa * (gsq - state.G))
+        # G has the parameters' highest dtype: cast the speed to each leaf's (a float32 leaf of a
+        # mixed pytree keeps its dtype, as it does in the discretization).
+        dtheta = jax.tree.map(lambda gi: -scale.astype(gi.dtype) * gi, g)
+        return RMSPropState(dtheta, self.kappa * (gsq - state.G))
 
     def loss_rate(self, t: ScalarLike, state: RMSPropState, problem: Problem) -> Scalar:
         r"""$-\|g\|^2/\sqrt{G+\epsilon}$."""
@@ -226,8 +229,9 @@ class SignFlow(AbstractMappedFlow):
     $|g|/\sqrt{g^2+w^2}$, so it deviates from the exact flow by $O(w)$ (a delay $\sim w/\lambda$
     on reaching a surface $g_i = 0$ with curvature $\lambda$, then an $O(w/\lambda)$-thick
     boundary layer around it); its Lyapunov rate is $-\sum_i g_i^2/\sqrt{g_i^2+w^2}$, within
-    $0.3\,w$ per coordinate of $-\|g\|_1$. Inside the layer the field is stiff (Jacobian
-    $\sim\lambda/w$): pass `solver="implicit"` to `solve` for small $w$. `width=0` evaluates the
+    $0.3003\,w$ per coordinate of $-\|g\|_1$ (the maximum of $x - x^2/\sqrt{1+x^2}$, at
+    $x = |g|/w \approx 0.79$). Inside the layer the field is stiff (Jacobian $\sim\lambda/w$):
+    pass `solver="implicit"` to `solve` for small $w$. `width=0` evaluates the
     exact sign (fine until a component of $g$ first vanishes).
 
     **Discretization** (`dynopt.maps.Sign`): `optax.sign_sgd(h)`, $t = kh$, first order against
@@ -260,7 +264,10 @@ class SignFlow(AbstractMappedFlow):
         $\theta_i(t) = \theta^*_i + \operatorname{sign}(d_i)\max(|d_i| - t, 0)$,
         $d = \theta_0 - \theta^*$ (each coordinate slides on its minimum once it arrives).
         `None` otherwise."""
+        # A traced or batched width is not the one exact-sign flow this solves.
         if problem.hessian is None or problem.minimizer is None or is_traced(self.width):
+            return None
+        if np.ndim(self.width) != 0:
             return None
         hess = np.asarray(problem.hessian)
         if float(self.width) != 0.0 or np.any(hess != np.diag(np.diag(hess))):

@@ -4,12 +4,14 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
+from .._discretization import Discretization
 from .._maps.gradient import GradientDescent
 from .._problem import Problem
-from .._validation import hyperparameter
+from .._validation import hyperparameter, is_traced
 from .base import AbstractMappedFlow
 
 
@@ -87,6 +89,31 @@ class ModifiedGradientFlow(AbstractMappedFlow):
 
     def params(self, state: Params) -> Params:
         return state
+
+    def discretize(self, step_size: ScalarLike) -> Discretization:
+        r"""GD with step `step_size`, which must be this flow's own $h$ (`self.step_size`).
+
+        GD with another step $h'$ follows `ModifiedGradientFlow(h')`, an $O(|h - h'|)$ different
+        flow: as $h' \to 0$ it converges to the gradient flow, not to this one, so a sweep of
+        step sizes against one modified flow measures no order. Sweep
+        `compare(GradientFlow(), problem, hs, t1, reference=ModifiedGradientFlow)` instead.
+
+        **Raises:** `ValueError` for a concrete `step_size` not equal to `self.step_size`
+        (to a relative $10^{-6}$, so a float32 copy of $h$ passes)."""
+        if not is_traced((step_size, self.step_size)):
+            ours, theirs = np.asarray(self.step_size), np.asarray(step_size)
+            try:
+                same = np.all(np.isclose(theirs, ours, rtol=1e-6, atol=0.0))
+            except (TypeError, ValueError):  # not numbers or shapes that do not broadcast:
+                same = True  # the map's own validation names the argument
+            if not same:
+                raise ValueError(
+                    f"step_size must equal the flow's step_size {ours} (GD with step h follows "
+                    f"ModifiedGradientFlow(h)), got {theirs}. Use "
+                    "ModifiedGradientFlow(h).discretize(h), or compare(GradientFlow(), problem, "
+                    "hs, t1, reference=ModifiedGradientFlow) for a sweep."
+                )
+        return super().discretize(step_size)
 
     @classmethod
     def from_hyperparams(cls, learning_rate: ScalarLike) -> tuple["ModifiedGradientFlow", Array]:

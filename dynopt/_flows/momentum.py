@@ -13,15 +13,22 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, Params, ScalarLike
 from .._maps.momentum import FixedMomentum, Leapfrog
 from .._problem import Problem
-from .._validation import decay, hyperparameter, positive
+from .._validation import decay, hyperparameter, interval, is_traced, positive
 from .base import AbstractMappedFlow
+
+
+_OSC_HINT = "oscillator_solution is the underdamped form; damped_mode takes every regime."
 
 
 def oscillator_solution(t, damping: float, x0: float = 1.0) -> np.ndarray:
     r"""$\theta'' + a\theta' + \theta = 0$, $\theta(0) = x_0$, $\theta'(0) = 0$, for
     $0 \le a < 2$ (underdamped), in float64 numpy:
     $\theta = x_0e^{-at/2}(\cos\omega t + \tfrac{a}{2\omega}\sin\omega t)$,
-    $\omega = \sqrt{1 - a^2/4}$."""
+    $\omega = \sqrt{1 - a^2/4}$.
+
+    **Raises:** `ValueError` unless `damping` ∈ [0, 2) (`damped_mode` takes every regime)."""
+    # a >= 2 made ω zero or NaN: the result was NaN without a word.
+    interval("damping", damping, lower=0.0, upper=2.0, upper_open=True, hint=_OSC_HINT)
     w = np.sqrt(1.0 - damping**2 / 4)
     t = np.asarray(t)
     return x0 * np.exp(-damping * t / 2) * (np.cos(w * t) + damping / (2 * w) * np.sin(w * t))
@@ -32,18 +39,34 @@ def damped_mode(t: ScalarLike, damping: ScalarLike, stiffness: Array, x0: Array)
     with $\omega = \sqrt{a^2/4 - \lambda}$ (complex when underdamped) and
     $S = \sinh(\omega t)/(\omega t)$,
     $x = x_0e^{-at/2}(\cosh\omega t + \tfrac a2 tS)$, $x' = -\lambda x_0 e^{-at/2}\,tS$.
+
+    Evaluated as $e^{-at/2}\cosh\omega t = e^{(\omega - a/2)t}(1 + e^{-2\omega t})/2$ and
+    $e^{-at/2}S = e^{(\omega - a/2)t}\,(1 - e^{-2\omega t})/(2\omega t)$, with the slow rate
+    $\omega - a/2 = -\lambda/(\omega + a/2)$: no factor overflows (an over-damped mode's
+    $\cosh\omega t$ does once $\omega t > 710$, and $0\cdot\infty$ was NaN), and the slow rate
+    of a soft mode ($\lambda \ll a^2$) has no cancellation.
+
     **Returns:** `(x, x')`, elementwise in `stiffness` and `x0`."""
     c128 = jnp.complex128
     t = jnp.asarray(t, jnp.float64)
     a = jnp.asarray(damping, jnp.float64)
+    stiffness = jnp.asarray(stiffness, jnp.float64)
+    half = (a / 2).astype(c128)
     omega = jnp.sqrt((a**2 / 4 - stiffness).astype(c128))
-    wt = omega * t.astype(c128)
-    small = jnp.abs(wt) < 1e-8  # S = 1 + (wt)^2/6 + ...: avoid 0/0 at critical damping
-    s = jnp.where(small, 1.0 + wt**2 / 6, jnp.sinh(wt) / jnp.where(small, 1.0, wt))
-    ts = jnp.real(t.astype(c128) * s)
-    env = jnp.exp(-a * t / 2)
-    x = x0 * env * (jnp.real(jnp.cosh(wt)) + a / 2 * ts)
-    v = -stiffness * x0 * env * ts
+    tc = t.astype(c128)
+    # omega + a/2 = 0 only for a = 0 and stiffness = 0, where the slow rate is 0.
+    den = omega + half
+    zero = den == 0
+    slow = jnp.where(zero, 0.0, -stiffness.astype(c128) / jnp.where(zero, 1.0, den))
+    u = 2 * omega * tc
+    small = jnp.abs(u) < 1e-4  # (1 - e^{-u})/u = 1 - u/2 + u²/6 - u³/24 + O(u⁴): avoid 0/0
+    e = jnp.where(
+        small, 1 - u / 2 + u**2 / 6 - u**3 / 24, -jnp.expm1(-u) / jnp.where(small, 1.0, u)
+    )
+    growth = jnp.exp(slow * tc)
+    ts = growth * tc * e  # e^{-at/2} t S
+    x = x0 * jnp.real(growth * (1 + jnp.exp(-u)) / 2 + half * ts)
+    v = -stiffness * x0 * jnp.real(ts)
     return x, v
 
 
@@ -125,11 +148,14 @@ def rescale_momentum(momentum: ScalarLike, lr_ratio: ScalarLike) -> Array:
     momentum = decay("momentum", jnp.asarray(momentum))
     lr_ratio = positive("lr_ratio", jnp.asarray(lr_ratio))
     new = 1 - (1 - momentum) * jnp.sqrt(lr_ratio)
+    # Name the values only where they are known (a traced value prints as a tracer).
+    values = "" if is_traced((momentum, lr_ratio)) else f"={lr_ratio}"
+    too_large = f"lr_ratio{values} is too large for momentum"
+    too_large += "" if not values else f"={momentum}"
     return decay(
         "the rescaled momentum 1 - (1 - momentum) * sqrt(lr_ratio)",
         new,
-        hint=f"lr_ratio={lr_ratio} is too large for momentum={momentum}; keep (1 - momentum) * "
-        "sqrt(lr_ratio) <= 1.",
+        hint=f"{too_large}; keep (1 - momentum) * sqrt(lr_ratio) <= 1.",
     )
 
 

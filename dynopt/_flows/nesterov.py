@@ -10,7 +10,7 @@ import optax
 from .._custom_types import Array, Params, ScalarLike
 from .._maps.nesterov import NAG
 from .._problem import Problem
-from .._validation import hyperparameter
+from .._validation import hyperparameter, interval
 from .base import AbstractMappedFlow
 
 
@@ -116,13 +116,17 @@ class NesterovODE(AbstractMappedFlow):
     def lyapunov_energy(self, t, state, problem: Problem, f_star=None):
         r"""$\frac{2t^2}{r-1}(f(X) - f^*) + (r-1)\|X + \tfrac{t}{r-1}\dot X - x^*\|^2$ at one time
         (uses `problem.minimizer`; `f_star` defaults to $f(x^*)$). Non-increasing for convex $f$
-        and $r \ge 3$."""
+        and $r \ge 3$.
+
+        **Raises:** `ValueError` unless $r > 1$ (or without `problem.minimizer`)."""
         if problem.minimizer is None:
             raise ValueError("lyapunov_energy needs problem.minimizer (x*).")
         x, v = state
         xs = problem.minimizer
         f_star = problem.loss(xs) if f_star is None else f_star
-        r1 = self.r - 1
+        # The energy divides by r - 1: r <= 1 gave inf/NaN silently.
+        r = interval("r", self.r, lower=1.0, lower_open=True, hint="lyapunov_energy needs r > 1.")
+        r1 = r - 1
         dist = optax.tree.norm(
             jax.tree.map(lambda xi, vi, si: xi + t / r1 * vi - si, x, v, xs), squared=True
         )

@@ -65,7 +65,8 @@ class PolyakFlow(AbstractFlow):
         del t
         loss, g = jax.value_and_grad(problem.loss)(state)
         s = self.speed_factor(loss, optax.tree.norm(g))
-        return optax.tree.scale(-s, g)
+        # s has the loss's dtype: each leaf keeps its own (a float32 leaf of a mixed pytree).
+        return jax.tree.map(lambda gi: -s.astype(gi.dtype) * gi, g)
 
     def params(self, state: Params) -> Params:
         return state

@@ -1,5 +1,6 @@
 r"""Preconditioned gradient flows $\dot\theta = -P(\theta)\nabla L$, $P$ SPD: diagonal, Newton."""
 
+import functools as ft
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -14,11 +15,19 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, Params, ScalarLike
 from .._maps.preconditioned import PreconditionedStep
 from .._problem import Problem
-from .._validation import choice, nonnegative
+from .._validation import choice, is_traced, nonnegative
 from .base import AbstractMappedFlow
 
 
 LossFn = Callable[[Params], Array]
+
+
+def _static(name: str, value) -> float:
+    # A static number: `ValueError` unless finite and >= 0; traced values cannot be static.
+    if is_traced(value) or np.ndim(value) != 0:
+        what = "a traced value" if is_traced(value) else f"shape {np.shape(value)}"
+        raise ValueError(f"{name} must be a concrete scalar (it is static), got {what}.")
+    return float(nonnegative(name, value))
 
 
 class DiagonalPreconditioner(eqx.Module):
@@ -41,20 +50,24 @@ class NewtonPreconditioner(eqx.Module):
     - `damping` $\mu \ge 0$ (Levenberg-Marquardt; 0 is pure Newton).
     - `linear_solver`: `"cholesky"` (lineax materializes the operator from $d$ HVPs, then
       Cholesky: exact, for small $d$) or `"cg"` (matrix-free conjugate gradients, `rtol`/`atol`).
+    - `rtol`, `atol` $\ge 0$: the CG tolerances (unused by Cholesky).
+
+    Each number is static (a Python float; a new value recompiles): `ValueError` on
+    construction for a negative, non-finite, non-scalar or traced value.
 
     Both assume $\nabla^2 L + \mu I \succ 0$ along the path (check it with
     `PreconditionedFlow(..., check_on=problem)` at the start).
     """
 
     # Static: the preconditioner is compiled into the optimizer (it must be hashable), so its
-    # numbers are Python floats validated on construction.
-    damping: float = eqx.field(static=True, default=0.0)
+    # numbers are validated and stored as Python floats on construction (a jax array is not
+    # hashable, and a negative or NaN tolerance would make CG stop at once or never).
+    damping: float = eqx.field(static=True, default=0.0, converter=ft.partial(_static, "damping"))
     linear_solver: str = eqx.field(static=True, default="cholesky")
-    rtol: float = eqx.field(static=True, default=1e-12)
-    atol: float = eqx.field(static=True, default=1e-14)
+    rtol: float = eqx.field(static=True, default=1e-12, converter=ft.partial(_static, "rtol"))
+    atol: float = eqx.field(static=True, default=1e-14, converter=ft.partial(_static, "atol"))
 
     def __check_init__(self):
-        nonnegative("damping", self.damping)
         choice("linear_solver", self.linear_solver, ("cholesky", "cg"))
 
     def __call__(self, params: Params, v: Params, loss_fn: LossFn | None = None) -> Params:
