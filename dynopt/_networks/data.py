@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array
-from .._validation import positive_int
+from .._validation import nonnegative, positive_int
 
 
 def digits(
@@ -22,12 +22,18 @@ def digits(
     - `num_samples`: `None` (all 1,797) or the size of a class-stratified subset: the first
       `num_samples` images after a seeded shuffle within each class, interleaved by class.
     - `image`: `False` for flat inputs of shape `(n, 64)`, `True` for `(n, 1, 8, 8)` (a CNN).
-    - `seed`: the shuffle's seed.
+    - `seed`: the shuffle's seed, a non-negative integer.
 
     **Returns:** `(x, labels)`: inputs in JAX's default float dtype (float64 with
     `jax_enable_x64`, else float32; computed in float64 first) and int32 labels in
     $\{0,\dots,9\}$.
+
+    **Raises:** `ValueError` for a `num_samples` not in $[1, 1797]$ or a `seed` that is not a
+    non-negative integer.
     """
+    # None would seed NumPy from fresh entropy: a different subset on every call.
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
     from sklearn.datasets import load_digits
 
     raw = load_digits()
@@ -61,13 +67,18 @@ def gaussian_classes(
     seed: int = 0,
 ) -> tuple[Array, Array]:
     r"""A Gaussian mixture: class $c$ (uniform) has inputs $x \sim \mathcal N(\mu_c, I_d)$ with
-    $\mu_c \sim \mathcal N(0, (s^2/d) I_d)$, $s$ = `separation`.
+    $\mu_c \sim \mathcal N(0, (s^2/d) I_d)$, $s$ = `separation` $\ge 0$ (finite).
+
+    **Raises:** `ValueError` for a count that is not a positive integer or a `separation` that
+    is negative or not finite.
 
     **Returns:** `(x, labels)`, `(n, dim)` in JAX's default float dtype (float64 with
     `jax_enable_x64`, else float32) and int32 `(n,)`.
     """
     for name, value in (("num_samples", num_samples), ("dim", dim), ("num_classes", num_classes)):
         positive_int(name, value)
+    # A NaN separation would make every input NaN.
+    separation = nonnegative("separation", separation)
     kc, km, kx = jax.random.split(jax.random.key(seed), 3)
     labels = jax.random.randint(kc, (num_samples,), 0, num_classes, dtype=jnp.int32)
     means = separation * jax.random.normal(km, (num_classes, dim)) / np.sqrt(dim)

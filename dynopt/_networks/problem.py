@@ -50,7 +50,9 @@ def network_problem(
       \ell_{\rm mse}(f, y) = \tfrac12\|f - t(y)\|^2,\quad
       \ell_{\rm ce}(f, y) = -\log\operatorname{softmax}(f)_y,$$
 
-    with $t(y)$ the one-hot row of an integer label (or the target itself for float $y$). The
+    with $t(y)$ the one-hot row of an integer label (or the target itself for float $y$), the
+    inputs and float targets cast to the model's floating dtype (a float32 model on float64
+    data is a float32 problem). The
     parameters are the model's floating arrays (`eqx.partition(model, eqx.is_inexact_array)`:
     the model itself, non-array fields set to `None`), so `run`, `solve` and the sharpness
     tools see the network's own pytree; `eqx.combine(params, static)` rebuilds the model.
@@ -99,6 +101,12 @@ def network_problem(
     if x.shape[0] == 0:
         raise ValueError("data must hold at least one sample (x and y are empty).")
     params, static = eqx.partition(model, eqx.is_inexact_array)
+    # The data take the model's dtype: float64 data (the default with x64, e.g. `digits()`)
+    # would otherwise promote a float32 model's loss to float64, or fail under strict promotion.
+    leaves = jax.tree.leaves(params)
+    if leaves:
+        with jax.numpy_dtype_promotion("standard"):
+            x = x.astype(jnp.result_type(*leaves))
     try:
         out = jax.eval_shape(model, jax.ShapeDtypeStruct(x.shape[1:], x.dtype))
     except Exception as e:  # a shape mismatch deep inside a layer

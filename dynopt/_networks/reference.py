@@ -33,7 +33,15 @@ def central_flows_example(*, dtype=jnp.float64) -> Problem:
     (the notebook's run: 350 and 56%).
 
     **Returns:** a `dynopt.Problem` (`network_problem`, MSE, full batch) in `dtype`.
+
+    **Raises:** `ValueError` for a `dtype` that is not a real floating dtype.
     """
+    try:
+        floating = jnp.issubdtype(dtype, jnp.floating)
+    except TypeError:
+        floating = False
+    if not floating:  # an integer dtype failed deep inside the model's activation
+        raise ValueError(f"dtype must be a real floating dtype (float32, float64), got {dtype!r}.")
     f32 = jnp.float32
     x = jax.random.normal(_stream_key(0), (128, 8), f32)
     y = jax.random.normal(_stream_key(1), (128,), f32)[:, None]

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, ArrayLike, Float, Params, PyTree, ScalarLike
-from .._validation import positive, positive_int
+from .._validation import check, interval, is_traced, positive, positive_int
 
 
 VectorField = Callable[[Float[Array, ""], Array, PyTree], Array]
@@ -58,16 +58,28 @@ TABLEAUS: dict[str, _Tableau] = {
 ORDERS = {"euler": 1, "heun": 2, "midpoint": 2, "ralston": 2, "bosh3": 3, "rk4": 4}
 
 
-def _check_params_positive(params: PyTree) -> None:
-    for leaf in jax.tree.leaves(params):
-        if isinstance(leaf, jax.core.Tracer):
-            continue
+_LOG_PARAMS_MSG = (
+    "log_params=True needs every parameter finite and > 0 (they are stored as logs), got {}. "
+    "Use log_params=False for parameters that may be <= 0."
+)
+
+
+def _positive_params(params: PyTree) -> PyTree:
+    """`params` checked finite and > 0: a `ValueError` for a concrete leaf, `check` (inside
+    `jit`/`vmap`) for a traced one, whose log would otherwise be a silent NaN."""
+
+    def one(leaf):
+        if is_traced(leaf):
+            bad = ~jnp.all(jnp.isfinite(leaf) & (leaf > 0))
+            return check(
+                leaf, bad, _LOG_PARAMS_MSG.format("a value out of range (inside jit/vmap)")
+            )
         arr = np.asarray(leaf, dtype=float)
         if not np.all(np.isfinite(arr) & (arr > 0)):
-            raise ValueError(
-                "log_params=True needs every parameter finite and > 0 (they are stored as logs), "
-                f"got {arr}. Use log_params=False for parameters that may be <= 0."
-            )
+            raise ValueError(_LOG_PARAMS_MSG.format(arr))
+        return leaf
+
+    return jax.tree.map(one, params)
 
 
 class ODECell(eqx.Module):
@@ -136,8 +148,7 @@ class ODECell(eqx.Module):
             clip = float(positive("clip", clip))
         params = jax.tree.map(jnp.asarray, params)
         if log_params:
-            _check_params_positive(params)
-            params = jax.tree.map(jnp.log, params)
+            params = jax.tree.map(jnp.log, _positive_params(params))
         self.vector_field = vector_field
         self.params = params
         self.step_size = step_size
@@ -221,9 +232,12 @@ class ODECell(eqx.Module):
         the promoted dtype of `y0` and the parameters.
 
         **Raises:** `ValueError` for a `num_steps` that is not a positive (Python or NumPy)
-        integer, or a `y0` whose shape or dtype the vector field does not accept or return.
+        integer, a non-finite `t0`, or a `y0` whose shape or dtype the vector field does not
+        accept or return.
         """
         num_steps = positive_int("num_steps", num_steps)
+        if not is_traced(t0):  # a NaN t0 made every time, so a non-autonomous field, NaN
+            interval("t0", t0)
         y0 = self._initial_state(y0, t0)
         ts = self.times(num_steps, t0).astype(y0.dtype)
 

@@ -111,7 +111,9 @@ class ObservationModel(eqx.Module):
         cell = self.cell.with_params(raw)
         if self.route == "unrolled":
             return cell(self.y0, self.num_steps, t0=self.t0)[self.indices]
-        ts = self.obs.ts
+        # Times in the state's dtype, as the unrolled cell's grid: diffrax's stages would
+        # otherwise promote a float32 state with float64 times.
+        ts = self.obs.ts.astype(self.y0.dtype)
         # The solver saves at the observation times (checked by `Observations` and
         # `diffrax_model`): diffrax's own checks of traced `SaveAt(ts=...)` are host callbacks,
         # which keep every program holding this loss out of JAX's persistent cache. The
@@ -141,8 +143,10 @@ class ObservationModel(eqx.Module):
         return jnp.where(ok, ys, jnp.nan)
 
     def residuals(self, raw: PyTree) -> Float[Array, "m ..."]:
-        """Masked residuals $m_{ji}(\\hat y_i(t_j) - y_{ji})$."""
-        return self.obs.mask * (self.predict(raw) - self.obs.ys)
+        """Masked residuals $m_{ji}(\\hat y_i(t_j) - y_{ji})$, in the prediction's dtype (the
+        observations are stored in float64: a float32 cell fits in float32)."""
+        pred = self.predict(raw)
+        return self.obs.mask.astype(pred.dtype) * (pred - self.obs.ys.astype(pred.dtype))
 
     def loss(self, raw: PyTree) -> Float[Array, ""]:
         """$L(\\theta) = \\sum m_{ji}(\\hat y_i(t_j) - y_{ji})^2$ (post 5's masked loss)."""
@@ -158,22 +162,22 @@ class ObservationModel(eqx.Module):
 
 def _shared_fields(cell: ODECell, y0: ArrayLike, obs: Observations, t0: ScalarLike) -> dict:
     """The fields every route stores, with `y0` and `t0` checked against `cell` and `obs`."""
-    y0, t0 = jnp.asarray(y0), float(t0)
-    if obs.ys.shape[1:] != y0.shape:
+    t0 = float(t0)
+    if not np.isfinite(t0):  # NaN compares False with every time: the horizon check would pass
+        raise ValueError(f"t0 must be finite, got {t0}.")
+    if obs.ys.shape[1:] != np.shape(y0):
         raise ValueError(
-            f"observations have state shape {obs.ys.shape[1:]} but y0 has shape {y0.shape}."
+            f"observations have state shape {obs.ys.shape[1:]} but y0 has shape {np.shape(y0)}."
         )
-    out = jax.eval_shape(cell.field, jnp.asarray(t0), y0)
-    if out.shape != y0.shape:
-        raise ValueError(
-            f"vector_field(t, y0, params) has shape {out.shape}; it must match y0's {y0.shape}."
-        )
+    # The state the cell unrolls (the promoted dtype of y0 and θ; shape and dtype of the field
+    # checked): the diffrax route solves in the same dtype as the unrolled one.
+    y0 = cell._initial_state(y0, t0)
     if float(obs.ts[0]) < t0:
         raise ValueError(
             f"observation times must lie in the horizon [t0, ...] with t0={t0}, got "
             f"ts[0]={float(obs.ts[0])}."
         )
-    return dict(cell=cell, y0=y0, obs=obs, t0=jnp.asarray(t0))
+    return dict(cell=cell, y0=y0, obs=obs, t0=jnp.asarray(t0, y0.dtype))
 
 
 def unrolled_model(
@@ -196,7 +200,13 @@ def unrolled_model(
     h = float(cell.step_size)
     k = (np.asarray(obs.ts) - t0) / h
     idx = np.rint(k).astype(int)
-    if not np.allclose(k, idx, rtol=0.0, atol=1e-9 * max(1.0, float(np.max(np.abs(k))))):
+    # A float32 step is 0.1 only to float32's precision (0.10000000149): t = 0.3 lies on its grid
+    # to a relative ~eps32/2, which the float64 tolerance 1e-9 refused.
+    h_dtype = cell.step_size.dtype  # an integer step is exact
+    rel = (
+        1e-9 if not jnp.issubdtype(h_dtype, jnp.floating) else max(1e-9, 8 * jnp.finfo(h_dtype).eps)
+    )
+    if not np.allclose(k, idx, rtol=0.0, atol=rel * max(1.0, float(np.max(np.abs(k))))):
         raise ValueError(
             f"observation times must lie on the cell's grid t0 + n*h (t0={t0}, h={h}); got "
             f"ts={np.asarray(obs.ts).tolist()}. Choose h dividing the time gaps, or use "
@@ -236,11 +246,23 @@ def diffrax_model(
     `RecursiveCheckpointAdjoint()` for reverse-mode gradients (`identifiability` switches to
     `ForwardMode` itself for `jax.jacfwd`).
 
-    **Raises:** `ValueError` for observation times before $t_0$, mismatched shapes or
-    non-positive tolerances.
+    **Raises:** `ValueError` for observation times before $t_0$, mismatched shapes,
+    non-positive tolerances, a `solver` that is not an adaptive diffrax solver (one with an
+    error estimate, `diffrax.AbstractAdaptiveSolver`) or an `adjoint` that is not a
+    `diffrax.AbstractAdjoint`.
     """
     shared = _shared_fields(cell, y0, obs, t0)
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
+    # Checked here: a wrong one failed only when the loss was first evaluated (an
+    # AttributeError, or diffrax's RuntimeError for a solver with no error estimate).
+    if solver is not None and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        raise ValueError(
+            "solver must be an adaptive diffrax solver (diffrax.AbstractAdaptiveSolver: it "
+            f"provides the error estimate the PIDController needs), got {solver!r}. "
+            "diffrax.HalfSolver(solver) gives any solver an error estimate."
+        )
+    if adjoint is not None and not isinstance(adjoint, diffrax.AbstractAdjoint):
+        raise ValueError(f"adjoint must be a diffrax.AbstractAdjoint, got {adjoint!r}.")
     return ObservationModel(
         **shared,
         route="diffrax",

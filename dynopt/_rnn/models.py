@@ -21,8 +21,16 @@ def competitive_lotka_volterra(
 
     with `params` $= (r_1, r_2, a_1, a_2, 1/N_1, 1/N_2)$, the post's order. With the post's
     values the coexistence equilibrium is $(375, 250)$.
+
+    **Raises:** `ValueError` for `params` that are not 6 values (JAX clamps an out-of-range
+    index: 5 values ran with $1/N_2 = 1/N_1$, 7 ignored the last).
     """
     del t
+    shape = (len(params),) if isinstance(params, tuple | list) else jnp.shape(params)
+    if shape != (6,):
+        raise ValueError(
+            f"params must be the 6 values (r1, r2, a1, a2, 1/N1, 1/N2), got shape {shape}."
+        )
     r1, r2, a1, a2, in1, in2 = (params[i] for i in range(6))
     x1, x2 = x[0], x[1]
     return jnp.stack(
