@@ -11,6 +11,7 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import dynopt
@@ -178,3 +179,15 @@ def once_per_run(tmp_path_factory, name: str, compute):
         value = compute()
         path.write_text(json.dumps(value))
         return value
+
+
+def nan_minibatch_problem():
+    """Full loss ½‖x − 1‖²; the minibatch loss (and gradient) is NaN for about a quarter of
+    the keys."""
+    return dynopt.Problem(
+        lambda x: 0.5 * jnp.sum((x - 1.0) ** 2),
+        jnp.array([3.0, -2.0]),
+        stochastic_loss_fn=lambda x, k: (
+            0.5 * jnp.sum((x - 1.0) ** 2) * jnp.where(jax.random.uniform(k) < 0.25, jnp.nan, 1.0)
+        ),
+    )

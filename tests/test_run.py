@@ -9,7 +9,7 @@ import dynopt
 from dynopt import flows, problems
 from dynopt._run import DIVERGENCE_FACTOR, divergence_limit, make_step
 
-from .helpers import check_keyed_runs, TraceCounter, tree_max_abs_diff
+from .helpers import check_keyed_runs, nan_minibatch_problem, TraceCounter, tree_max_abs_diff
 
 
 def test_run_is_deterministic_given_key_and_depends_on_it():
@@ -509,18 +509,6 @@ def test_divergence_at_the_last_step_is_reported(every):
     assert int(over.diverged_at) == 1 and np.isinf(over.loss[-1])
 
 
-def _nan_minibatch_problem():
-    """Full loss ½‖x − 1‖²; the minibatch loss (and gradient) is NaN for about a quarter of
-    the keys."""
-    return dynopt.Problem(
-        lambda x: 0.5 * jnp.sum((x - 1.0) ** 2),
-        jnp.array([3.0, -2.0]),
-        stochastic_loss_fn=lambda x, k: (
-            0.5 * jnp.sum((x - 1.0) ** 2) * jnp.where(jax.random.uniform(k) < 0.25, jnp.nan, 1.0)
-        ),
-    )
-
-
 def _hand_diverged_at(tx, problem, num_steps, key):
     """`diverged_at` by its definition, from a plain optax loop on the same oracle: the first
     $k$ whose iterate is non-finite or whose full loss is non-finite or past the limit."""
@@ -547,7 +535,7 @@ def test_diverged_at_does_not_depend_on_every():
     run skipping NaN minibatches (`apply_if_finite`) diverged at 30, 28, 23 or 1 depending on
     `every` (the replay tested the minibatch value); plain SGD on NaN minibatches fails where
     its iterate turns NaN."""
-    p, key, n = _nan_minibatch_problem(), jax.random.key(0), 40
+    p, key, n = nan_minibatch_problem(), jax.random.key(0), 40
     for tx in (optax.apply_if_finite(optax.sgd(2.5), 100), optax.sgd(0.1)):
         expected = _hand_diverged_at(tx, p, n, key)
         assert expected > 0

@@ -16,7 +16,7 @@ import dynopt
 from dynopt import flows, games
 from dynopt._run import divergence_limit
 
-from .helpers import TraceCounter
+from .helpers import nan_minibatch_problem, TraceCounter
 
 
 SITES = 5  # the loss at θ₀, the gradient, the block's test, the replay's gradient and loss
@@ -146,18 +146,6 @@ def test_a_failing_block_replays_once():
     assert float(traj.final_params[0]) == (-2.0) ** 14
 
 
-def _nan_minibatch_problem():
-    """Full loss ½‖x − 1‖²; the minibatch loss (and gradient) is NaN for about a quarter of
-    the keys."""
-    return dynopt.Problem(
-        lambda x: 0.5 * jnp.sum((x - 1.0) ** 2),
-        jnp.array([3.0, -2.0]),
-        stochastic_loss_fn=lambda x, k: (
-            0.5 * jnp.sum((x - 1.0) ** 2) * jnp.where(jax.random.uniform(k) < 0.25, jnp.nan, 1.0)
-        ),
-    )
-
-
 @pytest.mark.parametrize("every", [1, 2, 4, 8, 40])
 def test_the_recorded_loss_is_the_full_loss_of_the_frozen_iterate(every):
     """The recorded loss is carried from the block tests: after a divergence it is the full loss
@@ -165,7 +153,7 @@ def test_the_recorded_loss_is_the_full_loss_of_the_frozen_iterate(every):
     the one before, whose loss an earlier test computed) and when it stops on a finite iterate
     past the growth limit. Equal to `problem.loss` of the saved parameters to rounding (the
     same reduction in another compiled program: 1e-14 relative, a few ulps of two terms)."""
-    p, key = _nan_minibatch_problem(), jax.random.key(0)
+    p, key = nan_minibatch_problem(), jax.random.key(0)
     traj = dynopt.run(optax.sgd(0.1), p, 40, key=key, every=every)
     assert int(traj.diverged_at) == 2  # the first NaN minibatch, at step 1, gives θ₂ = NaN
     assert bool(jnp.all(jnp.isfinite(traj.params)))
