@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import dynopt
-from dynopt import flows
+from dynopt import flows, problems
 
 
 def _overdamped_reference(t, damping, stiffness):
@@ -215,3 +215,21 @@ def test_modified_flow_discretizes_only_at_its_own_step():
     fixed = [error_at_1(h, 0.1) for h in (0.02, 0.01)]
     assert own[1] < own[0] / 3.5  # order 2: a factor ~4
     assert fixed[1] > fixed[0] * 0.9  # no convergence to the fixed flow
+
+
+def test_heavy_ball_closed_form_in_the_parameters_dtype():
+    # GradientFlow's closed form of a float32 quadratic is float32; HeavyBall's raised a
+    # strict-promotion error (float64 modes against the float32 eigenvectors).
+    problem = problems.quadratic(jnp.array([1.0, 4.0]), params0=jnp.ones(2, jnp.float32))
+    theta, v = flows.HeavyBall(1.0).closed_form(problem)(0.5)
+    assert theta.dtype == v.dtype == jnp.float32
+    theta64, v64 = flows.HeavyBall(1.0).closed_form(problems.quadratic(jnp.array([1.0, 4.0])))(0.5)
+    np.testing.assert_array_equal(theta, theta64.astype(jnp.float32))
+    np.testing.assert_array_equal(v, v64.astype(jnp.float32))
+
+
+def test_global_rmsprop_init_of_a_mixed_precision_tree():
+    # optax.tree.dtype(params, "highest") refuses float32 with float64 under strict promotion.
+    params = {"a": jnp.ones(2, jnp.float32), "b": jnp.ones(3, jnp.float64)}
+    state = flows.GlobalRMSPropFlow(1.0, initial_scale=0.5).init(params)
+    assert state.G.dtype == jnp.float64 and float(state.G) == 0.5

@@ -113,7 +113,10 @@ class GlobalRMSPropFlow(AbstractRMSPropFlow):
     initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
 
     def init(self, params: Params) -> RMSPropState:
-        dtype = optax.tree.dtype(params, "highest")
+        # The widest float of the leaves (`optax.tree.dtype(params, "highest")` refuses a mixed
+        # float32/float64 tree under strict promotion).
+        dtypes = [jnp.result_type(x) for x in jax.tree.leaves(params)]
+        dtype = max(dtypes, key=lambda d: jnp.finfo(d).bits) if dtypes else jnp.result_type(float)
         return RMSPropState(params, jnp.asarray(self.initial_scale, dtype))
 
     def vector_field(self, t: ScalarLike, state: RMSPropState, problem: Problem) -> RMSPropState:

@@ -122,14 +122,20 @@ class HeavyBall(AbstractMappedFlow):
         """`t -> (θ(t), v(t))` on a quadratic problem (one with `hessian` and `minimizer`)."""
         if problem.hessian is None or problem.minimizer is None:
             return None
-        lam, q = jnp.linalg.eigh(jnp.asarray(problem.hessian))
+        # In float64 (as damped_mode), returned in the parameters' dtype.
+        f64 = jnp.float64
+        lam, q = jnp.linalg.eigh(jnp.asarray(problem.hessian, f64))
         flat0, unravel = ravel_pytree(problem.params0)
-        xstar = ravel_pytree(problem.minimizer)[0]
-        c0 = q.T @ (flat0 - xstar)
+        xstar = ravel_pytree(problem.minimizer)[0].astype(f64)
+        c0 = q.T @ (flat0.astype(f64) - xstar)
 
         def solution(t):
             x, v = damped_mode(t, self.damping, lam, c0)
-            return unravel(xstar + q @ x), unravel(q @ v)
+            # In the parameters' dtype, as `GradientFlow`'s closed form (damped_mode works in
+            # float64).
+            return unravel((xstar + q @ x).astype(flat0.dtype)), unravel(
+                (q @ v).astype(flat0.dtype)
+            )
 
         return solution
 
