@@ -133,3 +133,19 @@ def test_checks_hold_under_jit(name, fn, bad):
 
 def jax_leaves(tree):
     return np.concatenate([np.ravel(np.asarray(v)) for v in jax.tree.leaves(tree)])
+
+
+def test_discounted_payoff_checks_its_terms():
+    # As black_scholes_call: a negative strike or T, a NaN rate priced without a word.
+    s = jnp.array([0.5, 1.0, 1.5])
+    np.testing.assert_allclose(
+        D.discounted_payoff(s, 1.0, 0.05, 2.0), np.exp(-0.1) * np.array([0.0, 0.0, 0.5]), rtol=1e-15
+    )
+    for kw, name in (
+        ({"strike": -1.0}, "strike"),
+        ({"rate": float("nan")}, "rate"),
+        ({"T": 0.0}, "T"),
+    ):
+        args = {"strike": 1.0, "rate": 0.05, "T": 2.0, **kw}
+        with pytest.raises(ValueError, match=name):
+            D.discounted_payoff(s, **args)

@@ -173,3 +173,12 @@ def test_diffrax_model_checks_solver_and_adjoint(kwargs, match):
     # C = k²|y|/2 ≤ 0.5 gives h ≥ 2.4e-3, so N ≤ T/h ≈ 800 steps and a global error ≤ N tol
     # ≈ 2.4e-3 (measured: 4.5e-4)
     np.testing.assert_allclose(np.asarray(model.predict(cell.params)), YS, rtol=0, atol=2.4e-3)
+
+
+def test_times_needs_a_nonnegative_integer():
+    cell = rnn.ODECell(_decay, {"k": jnp.asarray(K)}, H, method="rk4")
+    np.testing.assert_allclose(cell.times(3, 1.0), 1.0 + H * np.arange(4), rtol=1e-15)
+    assert cell.times(0).shape == (1,)
+    for bad in (-2, 2.5):  # -2 was an empty grid, 2.5 a TypeError
+        with pytest.raises(ValueError, match="num_steps"):
+            cell.times(bad)

@@ -118,5 +118,9 @@ def black_scholes_call(
 def discounted_payoff(
     s_T: Float[Array, " N"], strike: ScalarLike, rate: ScalarLike, T: ScalarLike
 ) -> Float[Array, " N"]:
-    """$e^{-rT}(S_T - K)^+$ per path (its mean ± standard error is the Monte-Carlo price)."""
+    """$e^{-rT}(S_T - K)^+$ per path (its mean ± standard error is the Monte-Carlo price).
+
+    **Raises:** `ValueError` unless `strike` $> 0$, `rate` finite and `T` $> 0$, as
+    `black_scholes_call` (inside `jit` when traced)."""
+    strike, rate, T = positive("strike", strike), interval("rate", rate), positive("T", T)
     return jnp.exp(-rate * T) * jnp.maximum(s_T - strike, 0.0)

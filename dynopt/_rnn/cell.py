@@ -187,7 +187,10 @@ class ODECell(eqx.Module):
         return y + h * sum(incr[1:], incr[0])
 
     def times(self, num_steps: int, t0: ScalarLike = 0.0) -> Float[Array, " n+1"]:
-        """The grid $t_n = t_0 + nh$, $n = 0..N$."""
+        """The grid $t_n = t_0 + nh$, $n = 0..N$ (`ValueError` unless `num_steps` is a
+        non-negative integer: `times(-2)` was an empty grid)."""
+        if num_steps != 0:
+            num_steps = positive_int("num_steps", num_steps)
         h = self.step_size
         return jnp.asarray(t0, h.dtype) + h * jnp.arange(num_steps + 1, dtype=h.dtype)
 
