@@ -38,7 +38,9 @@ class LionFlow(AbstractMappedFlow):
     gap between widths $w$ and $w/2$ is $2.8\cdot10^{-2}$, $1.9\cdot10^{-2}$,
     $1.2\cdot10^{-2}$ at $w = 10^{-2}, 5\cdot10^{-3}, 2.5\cdot10^{-3}$ (local exponents 0.55,
     0.66: between $\sqrt w$ and $w$; `tests/test_adaptive.py`). `width=0` is the exact sign
-    (fine until a component of $c$ vanishes; the registry's order rows use it there).
+    (fine until a component of $c$ vanishes; the registry's order rows use it there). A small
+    $w$ makes the field stiff where $c$ crosses 0 (slope $1/w$): pass `solver="implicit"` to
+    `solve` there, as for `SignFlow` (Tsit5 can exhaust `max_steps`, e.g. on a ReLU MLP).
 
     **Discretization** (`dynopt.maps.Lion`): `optax.lion(h, b1=β₁, b2=1-a₂h, weight_decay=λ)`,
     $t = kh$, first order against the exact-sign flow; `width` does not enter it.

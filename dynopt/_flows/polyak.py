@@ -41,7 +41,9 @@ class PolyakFlow(AbstractFlow):
     Both need the loss value (`dynopt.run` passes it).
 
     **Arguments:** `M` $> 0$ or `None` (an array leaf; `None` is a structural choice, so
-    switching it recompiles); `f_min` $L^*$ (default 0, as in the post).
+    switching it recompiles); `f_min` $L^*$ (default 0, as in the post). An $L^*$ above the
+    loss makes the speed $(L - L^*)/\|g\|^2$ negative: the flow then ascends (the map does the
+    same); $L^*$ must be a lower bound of the loss.
     """
 
     M: Array | None = eqx.field(default=None, converter=_optional_positive)
