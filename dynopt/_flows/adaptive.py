@@ -8,6 +8,7 @@ import numpy as np
 import optax
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
+from .._discretization import widest_dtype
 from .._maps.adaptive import Adam, GlobalRMSProp, RMSProp, Sign
 from .._problem import Problem
 from .._validation import hyperparameter, is_traced
@@ -113,11 +114,9 @@ class GlobalRMSPropFlow(AbstractRMSPropFlow):
     initial_scale: Array = hyperparameter("initial_scale", default=0.0, lower=0.0)
 
     def init(self, params: Params) -> RMSPropState:
-        # The widest float of the leaves (`optax.tree.dtype(params, "highest")` refuses a mixed
-        # float32/float64 tree under strict promotion).
-        dtypes = [jnp.result_type(x) for x in jax.tree.leaves(params)]
-        dtype = max(dtypes, key=lambda d: jnp.finfo(d).bits) if dtypes else jnp.result_type(float)
-        return RMSPropState(params, jnp.asarray(self.initial_scale, dtype))
+        # `optax.tree.dtype(params, "highest")` refuses a mixed float32/float64 tree under
+        # strict promotion; `widest_dtype` promotes under standard rules.
+        return RMSPropState(params, jnp.asarray(self.initial_scale, widest_dtype(params)))
 
     def vector_field(self, t: ScalarLike, state: RMSPropState, problem: Problem) -> RMSPropState:
         del t

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Key
+from .._discretization import widest_dtype
 from .._validation import nonnegative, positive, positive_int
 from .game import Game
 from .regularizers import AbstractPenalty, total_penalty
@@ -212,10 +213,9 @@ def sliced_wasserstein(key: Key, x: Array, y: Array, num_projections: int = 128)
         )
     # In the wider of the two dtypes (a float32 generator's samples against float64 data: the
     # distance in float64, and no strict-promotion error).
-    floats = [
-        d for d in (jnp.asarray(x).dtype, jnp.asarray(y).dtype) if jnp.issubdtype(d, jnp.floating)
-    ]
-    dtype = max(floats, key=lambda d: jnp.finfo(d).bits) if floats else jnp.result_type(float)
+    dtype = widest_dtype((jnp.asarray(x), jnp.asarray(y)))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
     x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
     u = jax.random.normal(key, (num_projections, x.shape[1]), dtype)
     u = u / jnp.linalg.norm(u, axis=1, keepdims=True)

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 from .._custom_types import Array, Int, Key, Params, Scalar
+from .._discretization import widest_dtype
 from .._problem import check_loss_output, Problem
 from .._sharding import data_mesh, shard_data
 from .._validation import flag, nonnegative, positive_int
@@ -20,21 +21,14 @@ def data_like_params(data: Params, params: Params) -> Params:
     float32 data set at float64 parameters (`solve`'s float64 copies of the state), as JAX's
     standard promotion would compute it, and without a strict-promotion error. Integer leaves
     (labels) and data at least as wide as the parameters are left alone (no new operation)."""
-    widths = [jnp.finfo(x.dtype).bits for x in jax.tree.leaves(params) if _is_float(x)]
-    if not widths:
-        return data
-    widest = max(widths)
+    widest = widest_dtype(params)
 
     def widen(x):
-        if _is_float(x) and jnp.finfo(x.dtype).bits < widest:
-            return x.astype(jnp.dtype(f"float{widest}"))
-        return x
+        floating = jnp.issubdtype(x.dtype, jnp.floating)
+        narrower = floating and x.dtype != widest and widest_dtype((x, widest)) == widest
+        return x.astype(widest) if narrower else x
 
     return jax.tree.map(widen, data)
-
-
-def _is_float(x) -> bool:
-    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
 
 
 def _batch_loss(params: Params, data: Params, sample_loss_fn, regularizer) -> Scalar:
