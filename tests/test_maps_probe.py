@@ -198,6 +198,41 @@ def test_a_flow_the_map_cannot_read_is_named():
         maps.FixedMomentum().stability_limit(flows.GradientFlow(), 4.0)
 
 
+def test_a_map_that_reads_no_field_refuses_another_maps_flow():
+    """`GradientDescent()(HeavyBall(1.0), h)` was plain GD (it reads nothing of its flow, so no
+    AttributeError): a run "of heavy ball" that followed gradient flow, and the stability limit
+    2/λ for it. Its own flows, and flows without a default map (a user's), are taken."""
+    with pytest.raises(
+        ValueError, match=r"GradientDescent cannot discretize a HeavyBall: .*Leapfrog"
+    ):
+        maps.GradientDescent()(flows.HeavyBall(1.0), 0.1)
+    with pytest.raises(ValueError, match=r"GradientDescent cannot discretize a HeavyBall"):
+        maps.GradientDescent().stability_limit(flows.HeavyBall(1.0), 4.0)
+    with pytest.raises(
+        ValueError, match=r"Sign cannot discretize a GradientFlow: .*GradientDescent"
+    ):
+        maps.Sign()(flows.GradientFlow(), 0.1)
+    with pytest.raises(ValueError, match=r"GradientDescent cannot discretize a SignFlow"):
+        maps.GradientDescent()(flows.SignFlow(1e-3), 0.1)
+    assert maps.GradientDescent()(flows.ModifiedGradientFlow(0.1), 0.1).hyperparams
+    assert maps.Sign()(flows.SignFlow(1e-3), 0.1).hyperparams
+
+    class UserFlow(flows.AbstractFlow):
+        def init(self, params):
+            return params
+
+        def vector_field(self, t, state, problem):
+            return jax.tree.map(jnp.negative, jax.grad(problem.loss)(state))
+
+        def params(self, state):
+            return state
+
+        def discretize(self, step_size):
+            return maps.GradientDescent()(self, step_size)
+
+    assert UserFlow().discretize(0.1).hyperparams
+
+
 def test_a_bracket_past_the_maps_step_sizes_is_named():
     # NaiveEuler needs a h <= 1 (momentum 1 - a h >= 0): with a = 4 on lambda = 1 the default
     # bracket's z = 3 is h = 3 > 1/4; the error named step_size, which the caller never chose.

@@ -9,7 +9,7 @@ import optax
 from .._custom_types import Array, ScalarLike
 from .._transforms.adaptive import adam, global_rmsprop
 from .._validation import decay, nonnegative, positive
-from .base import AbstractMap, rate_decay
+from .base import AbstractMap, rate_decay, require_own_flow
 
 
 def _rate(name: str, decay_value: ScalarLike, learning_rate: Array) -> Array:
@@ -121,7 +121,7 @@ class Sign(AbstractMap):
     factory: ClassVar = staticmethod(optax.sign_sgd)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
-        del flow
+        require_own_flow(self, flow)
         return {"learning_rate": step_size}
 
     def inverse(self, learning_rate, width=1e-3):

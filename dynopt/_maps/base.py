@@ -113,6 +113,21 @@ def concrete_scalar(name: str, value: Any, **bounds) -> float:
     return float(value)
 
 
+def require_own_flow(map_: Any, flow: Any) -> None:
+    """`ValueError` for a flow that names another map as its discretization. For the maps that
+    read no field of their flow (gradient descent, sign descent): a wrong flow raises no
+    `AttributeError` there, and `GradientDescent()(HeavyBall(1.0), h)` was plain GD, the
+    discretization of another flow. A flow without `default_map` (a user's own) is taken."""
+    own = getattr(type(flow), "default_map", None)
+    if isinstance(own, type) and not isinstance(map_, own):
+        raise ValueError(
+            f"{type(map_).__name__} cannot discretize a {type(flow).__name__}: its iterates "
+            f"do not depend on the flow's fields, so they would follow another flow. A "
+            f"{type(flow).__name__} is discretized by {own.__name__} (flow.discretize(h)) or a "
+            "map whose docstring names it."
+        )
+
+
 def _batched_fields(flow: Any, h: Array) -> list[str]:
     """The names of `flow`'s concrete hyper-parameters (`hyperparameter` fields) that are
     batched (1-D); `ValueError` unless they and a batched `h` are 1-D of one shared length (a

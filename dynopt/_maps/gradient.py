@@ -7,7 +7,7 @@ import optax
 
 from .._custom_types import Array, ScalarLike
 from .._validation import positive
-from .base import AbstractMap, concrete_scalar
+from .base import AbstractMap, concrete_scalar, require_own_flow
 
 
 class GradientDescent(AbstractMap):
@@ -22,7 +22,7 @@ class GradientDescent(AbstractMap):
     factory: ClassVar = staticmethod(optax.sgd)
 
     def hyperparams(self, flow, step_size: Array) -> dict[str, Array]:
-        del flow
+        require_own_flow(self, flow)
         return {"learning_rate": step_size}
 
     def inverse(self, learning_rate: ScalarLike):
@@ -31,5 +31,5 @@ class GradientDescent(AbstractMap):
         return GradientFlow(), positive("learning_rate", learning_rate)
 
     def stability_limit(self, flow, lambda_max: ScalarLike) -> float:
-        del flow
+        require_own_flow(self, flow)
         return 2.0 / concrete_scalar("lambda_max", lambda_max, lower=0.0, lower_open=True)
