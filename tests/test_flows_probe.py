@@ -44,6 +44,32 @@ def test_damped_mode_overdamped_at_long_times_is_finite_and_exact():
     assert float(x) == 2.5 and float(v) == 0.0
 
 
+def test_damped_mode_at_critical_damping_has_finite_exact_gradients():
+    # The optimal damping a = 2√λ is where ω = sqrt(a²/4 - λ) = 0, whose derivative is infinite:
+    # jax.grad of the closed form in a or λ was NaN there (and at a = λ = 0). At ω = 0,
+    # x = e^{-at/2}(1 + at/2), so ∂x/∂a = e^{-at/2} a²t³/24 and ∂x/∂λ = -e^{-at/2} t²(1/2 + at/12)
+    # (differentiating cosh ωt + (a/2)t sinh(ωt)/ωt in z = ω²t²); float64 evaluation, 1e-13.
+    def x(a, lam, t):
+        return flows.damped_mode(t, a, jnp.asarray(lam), jnp.asarray(1.0))[0]
+
+    for a, t in [(2.0, 1.5), (0.2, 30.0), (20.0, 0.05)]:
+        lam, decay = a**2 / 4, np.exp(-a * t / 2)
+        np.testing.assert_allclose(float(x(a, lam, t)), decay * (1 + a * t / 2), rtol=1e-14)
+        da, dlam = jax.grad(x, argnums=(0, 1))(a, lam, t)
+        np.testing.assert_allclose(float(da), decay * a**2 * t**3 / 24, rtol=1e-13)
+        np.testing.assert_allclose(float(dlam), -decay * t**2 * (0.5 + a * t / 12), rtol=1e-13)
+    # The undamped flat mode: x = cos(√λ t) = 1 - λt²/2 + ..., so ∂x/∂λ = -t²/2 at λ = 0.
+    assert float(jax.grad(x, argnums=1)(0.0, 0.0, 1.5)) == -1.125
+    # Either side of the series' threshold |ω t|² = 1e-2, against 40-digit decimals.
+    for z in (1e-8, 9.9e-3, 1.01e-2, 0.3):
+        lam, t = 1.0, 2.0
+        a = float(2 * np.sqrt(lam + z / t**2))
+        rx, rv = _overdamped_reference(t, a, lam)
+        xv, vv = flows.damped_mode(t, a, jnp.asarray(lam), jnp.asarray(1.0))
+        np.testing.assert_allclose(float(xv), rx, rtol=1e-13, err_msg=f"x at z = {z}")
+        np.testing.assert_allclose(float(vv), rv, rtol=1e-12, err_msg=f"x' at z = {z}")
+
+
 def test_heavy_ball_closed_form_strong_damping_is_finite():
     # A quadratic with a soft direction under strong damping: the closed form was NaN at t = 10.
     problem = dynopt.problems.quadratic([1e-2, 1.0], rotate=True)

@@ -46,13 +46,23 @@ def damped_mode(t: ScalarLike, damping: ScalarLike, stiffness: Array, x0: Array)
     $\cosh\omega t$ does once $\omega t > 710$, and $0\cdot\infty$ was NaN), and the slow rate
     of a soft mode ($\lambda \ll a^2$) has no cancellation.
 
+    Near critical damping ($|\omega t|^2 < 10^{-2}$, where $\sqrt{\cdot}$ has no derivative at
+    0) $\cosh\omega t$ and $S$ are their Taylor series in $z = \omega^2t^2$ (five terms:
+    relative truncation $< z^5/10! \approx 3\times10^{-17}$), so `jax.grad` in the damping
+    (the optimal $a = 2\sqrt\lambda$ included) and the stiffness is finite there.
+
     **Returns:** `(x, x')`, elementwise in `stiffness` and `x0`."""
     c128 = jnp.complex128
     t = jnp.asarray(t, jnp.float64)
     a = jnp.asarray(damping, jnp.float64)
     stiffness = jnp.asarray(stiffness, jnp.float64)
+    omega2 = a**2 / 4 - stiffness
+    z = omega2 * t**2
+    near = jnp.abs(z) < 1e-2
+    # The general branch sees a safe ω² where the series is used (both branches are
+    # differentiated under `where`: a NaN cotangent of sqrt(0) would leak through).
     half = (a / 2).astype(c128)
-    omega = jnp.sqrt((a**2 / 4 - stiffness).astype(c128))
+    omega = jnp.sqrt(jnp.where(near, 1.0, omega2).astype(c128))
     tc = t.astype(c128)
     # omega + a/2 = 0 only for a = 0 and stiffness = 0, where the slow rate is 0.
     den = omega + half
@@ -67,6 +77,12 @@ def damped_mode(t: ScalarLike, damping: ScalarLike, stiffness: Array, x0: Array)
     ts = growth * tc * e  # e^{-at/2} t S
     x = x0 * jnp.real(growth * (1 + jnp.exp(-u)) / 2 + half * ts)
     v = -stiffness * x0 * jnp.real(ts)
+    zs = jnp.where(near, z, 0.0)
+    cosh = 1 + zs / 2 * (1 + zs / 12 * (1 + zs / 30 * (1 + zs / 56)))
+    sinhc = 1 + zs / 6 * (1 + zs / 20 * (1 + zs / 42 * (1 + zs / 72)))
+    decay = jnp.exp(-a * t / 2)
+    x = jnp.where(near, x0 * decay * (cosh + a / 2 * t * sinhc), x)
+    v = jnp.where(near, -stiffness * x0 * decay * t * sinhc, v)
     return x, v
 
 
