@@ -124,7 +124,8 @@ def make_step(
 ):
     """One guarded optimizer step: `(params, opt_state, diverged_at, k) -> same`: the
     specification of `run`'s divergence handling, which runs blocks of unchecked steps and
-    replays only a failing block, with the test after each step, to the same result.
+    replays only a failing block, with the test after each step, to the same result (with
+    `every=1`, each step tested as it is taken).
 
     The step of `make_fast_step` (the same arithmetic), with `run`'s divergence test: a step
     whose iterate $\theta_k$ fails `iterate_ok` (its full loss non-finite or above `limit`) is
@@ -244,7 +245,17 @@ def _drive(
     at $\\theta_0$, the block's gradient and test, the replay's gradient and test. The block
     and its replay stay two loops: as passes of one loop with a dynamic segment length
     (`every`, then 1) they would be three sites, but the steps would run 10-50 % slower
-    (Rosenbrock on a CPU), no longer a loop of static length.
+    (Rosenbrock on a CPU), no longer a loop of static length; a replay through the block's
+    own loop, its test after each step gated on a flag (a `cond`, or a `while_loop` of at most
+    one pass), would be three sites too, and cost the steps 3-27 % (Rosenbrock, d = 100 and
+    1000, `every` = 10 to 1000: a conditional in every step).
+
+    With `every = 1` a block is one step and needs no replay: its test is `make_step`'s. The
+    run keeps the new iterate when it is finite (diverged at step $k + 1$ when its loss fails
+    the test) and the one it had when it is not, whose loss the same test then computes, the
+    recorded one. Three sites: the loss at $\\theta_0$, the step's gradient, the test (a
+    diffrax loss's program compiles 40 % faster; the steps run as fast or faster, without the
+    replay's `while_loop` in every step).
     """
     # Every run starts at θ₀: its loss, the growth threshold and its test, once for the batch.
     loss0 = problem.loss(problem.params0)
@@ -281,6 +292,8 @@ def _drive(
     )
     check = lambda params: iterate_test(problem, params, limit)
     check_of = _lift(check, levels, spec=False, state=True, k=False)
+    loss_of = _lift(problem.loss, levels, spec=False, state=True, k=False)
+    finite_of = _lift(tree_all_finite, levels, spec=False, state=True, k=False)
     if observe is None:
         observe_of = lambda state: None
     else:
@@ -288,10 +301,17 @@ def _drive(
             lambda s: observe(s[0], s[1], problem), levels, spec=False, state=True, k=False
         )
 
-    def block(carry, _):
-        state, k = carry
-        alive = state[2] < 0
-        new = fast(specs, state, k)
+    def tested_step(state, alive, new, k):
+        # `every` = 1: the test of each step, `make_step`'s, and nothing to replay. A frozen
+        # run's test is that of the iterate it keeps, as below.
+        finite = finite_of(new[0])
+        keep = alive & finite
+        new_loss = loss_of(_select(keep, new[0], state[0]))
+        ok = finite & jnp.isfinite(new_loss) & (new_loss <= limit)
+        new = (*_select(keep, new[:2], state[:2]), jnp.where(alive & ~ok, k + 1, state[2]))
+        return new, new_loss
+
+    def tested_block(state, alive, new, k):
         # A run that diverged in an earlier block stays frozen (selected last, below); its
         # test is that of the iterate it keeps, so that the test's loss is the one recorded. A
         # select of the loss instead costs each block a kernel (Rosenbrock d = 2, every = 10:
@@ -322,7 +342,13 @@ def _drive(
         # finiteness of all; the end iterate's loss failed: that is its step, here, so that the
         # last block's end is tested too (the run keeps that iterate, as `make_step` would).
         new = (*new[:2], jnp.where(bad & (new[2] < 0), k + every, new[2]))
-        new = _select(alive, new, state)
+        return _select(alive, new, state), new_loss
+
+    def block(carry, _):
+        state, k = carry
+        alive = state[2] < 0
+        new = fast(specs, state, k)
+        new, new_loss = (tested_step if every == 1 else tested_block)(state, alive, new, k)
         if _progress.enabled():  # read at trace time; `run` keys its compiled programs on it
             _progress.tick(every * int(np.prod(jnp.shape(alive))))  # steps of all these runs
         return (new, k + every), (new[0], new_loss, observe_of(new))

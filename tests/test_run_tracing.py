@@ -4,7 +4,8 @@ solve), so `run` has five, whatever the batch, the oracle or the observer: the l
 growth threshold, the test of θ₀ and the first saved point), the gradient of the steps, the
 loss of the test at the end of each block, which is the recorded loss, and the gradient and
 the loss of the replay of a failing block (which runs zero times in a batch without
-divergence)."""
+divergence). With `every=1` (the default) a block is one step, tested as `make_step` tests
+it, with nothing to replay: three sites."""
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ from .helpers import nan_minibatch_problem, TraceCounter
 
 
 SITES = 5  # the loss at θ₀, the gradient, the block's test, the replay's gradient and loss
+STEP_SITES = 3  # every = 1: the loss at θ₀, the gradient, the step's test
 
 
 def _quadratic(counter):
@@ -56,8 +58,19 @@ CASES = {
     "chunked sweep": lambda p: dynopt.run(SWEEP, p, 20, every=5, batch_size=2),
     "sequential sweep": lambda p: dynopt.run(SWEEP, p, 20, every=5, batch_size=1),
     "observe": lambda p: dynopt.run(GD, p, 20, every=5, observe=_observe),
-    "every step saved": lambda p: dynopt.run(GD, p, 20),
     "outer vmap": lambda p: jax.vmap(lambda h: dynopt.run(optax.sgd(h), p, 20, every=5).loss)(
+        jnp.asarray([0.01, 0.02])
+    ),
+}
+
+EVERY_STEP = {
+    "discretization": lambda p: dynopt.run(GD, p, 20),
+    "optax with state": lambda p: dynopt.run(optax.sgd(0.01, momentum=0.9), p, 20),
+    "sweep": lambda p: dynopt.run(SWEEP, p, 20),
+    "chunked sweep": lambda p: dynopt.run(SWEEP, p, 20, batch_size=2),
+    "sequential sweep": lambda p: dynopt.run(SWEEP, p, 20, batch_size=1),
+    "observe": lambda p: dynopt.run(GD, p, 20, observe=_observe),
+    "outer vmap": lambda p: jax.vmap(lambda h: dynopt.run(optax.sgd(h), p, 20).loss)(
         jnp.asarray([0.01, 0.02])
     ),
 }
@@ -68,6 +81,13 @@ def test_a_run_program_traces_the_loss_five_times(name):
     """Deterministic problems: θ₀'s loss, the gradient, the block test, the replay's gradient
     and loss (before: six, a second pass of the loss over the saved points after the scan)."""
     assert _traces(CASES[name], _quadratic) == SITES
+
+
+@pytest.mark.parametrize("name", list(EVERY_STEP))
+def test_a_run_saving_every_step_traces_the_loss_three_times(name):
+    """`every=1`: θ₀'s loss, the gradient, the step's test; no replay (before: five, a replay
+    of each failing one-step block with its own gradient and loss)."""
+    assert _traces(EVERY_STEP[name], _quadratic) == STEP_SITES
 
 
 def _minibatch(counter):
@@ -84,20 +104,22 @@ def _minibatch(counter):
 def test_a_minibatch_run_traces_the_full_loss_three_times_and_the_minibatch_gradient_twice(keys):
     """The recorded and tested loss is the full loss whatever the oracle: three sites of
     `problem.loss` (θ₀, the block test, the replay's test), two of the minibatch gradient (the
-    block, the replay)."""
+    block, the replay); with `every=1` two and one (no replay)."""
     assert _traces(lambda p: dynopt.run(optax.sgd(0.01), p, 20, every=5, key=keys), _minibatch) == 5
     assert _traces(lambda p: dynopt.run(SWEEP, p, 20, every=5, key=keys), _minibatch) == 5
-    assert _traces(lambda p: dynopt.run(SWEEP, p, 20, key=keys), _minibatch) == 5
+    assert _traces(lambda p: dynopt.run(SWEEP, p, 20, key=keys), _minibatch) == STEP_SITES
 
 
-def test_a_game_run_evaluates_its_gradient_field_at_five_sites():
-    """A game's loss (the Hamiltonian ½‖ξ‖²) is a gradient evaluation: five sites of ξ."""
+@pytest.mark.parametrize("every, sites", [(5, SITES), (1, STEP_SITES)])
+def test_a_game_run_evaluates_its_gradient_field_at_five_sites(every, sites):
+    """A game's loss (the Hamiltonian ½‖ξ‖²) is a gradient evaluation: five sites of ξ (three
+    with `every=1`)."""
     base = games.dirac_gan()
     counter = TraceCounter(base.g_loss_fn)
     game = games.Game(base.d_loss_fn, counter, base.phi0, base.theta0)
     before = counter.count
-    jax.block_until_ready(dynopt.run(games.Simultaneous().discretize(0.1), game, 20, every=5))
-    assert counter.count - before == SITES
+    jax.block_until_ready(dynopt.run(games.Simultaneous().discretize(0.1), game, 20, every=every))
+    assert counter.count - before == sites
 
 
 def _counted_problem(evaluations):
@@ -144,6 +166,19 @@ def test_a_failing_block_replays_once():
     assert int(traj.diverged_at) == 14
     assert len(evaluations) == (1 + n + n // every) + 2 * every
     assert float(traj.final_params[0]) == (-2.0) ** 14
+
+
+def test_a_failing_run_saving_every_step_replays_nothing():
+    """`every=1`: each step's test is the step's own (`make_step`'s); the failing step is not
+    evaluated again (before: once more, the gradient and the loss of its one-step replay).
+    The run stops as with any `every`: at the first failing iterate, kept."""
+    evaluations: list = []
+    p = _counted_problem(evaluations)
+    n = 20
+    traj = dynopt.run(optax.sgd(3.0), p, n)
+    assert int(traj.diverged_at) == 14  # as in the test above
+    assert len(evaluations) == 1 + n + n
+    assert float(traj.params[-1, 0]) == (-2.0) ** 14
 
 
 @pytest.mark.parametrize("every", [1, 2, 4, 8, 40])
