@@ -309,3 +309,22 @@ def test_quadratic_moments_refuse_a_start_that_is_no_distribution():
     # A valid start (and the covariance a previous phase ends with) is taken.
     end = moments(covariance0=good).covariance[-1]
     assert np.all(np.isfinite(np.asarray(moments(covariance0=end).covariance)))
+
+
+def test_sgd_noise_default_factor_is_the_cheaper_exact_one():
+    # The default was the d x d `eigh` factor whatever d: on the digits MLP (d = 1210, n = 1797)
+    # 0.53 s of CPU per diffusion against 0.030 s for the n-column samples factor, the same law.
+    # "auto" takes the one of fewer flops per step; both satisfy G G^T = eta c Sigma / B
+    # (`minibatch_covariance`, from the per-sample gradients directly).
+    small = problems.linear_regression(256, 3, batch_size=8, seed=0)
+    wide = problems.linear_regression(32, 12, batch_size=8, seed=1)
+    for problem, expected in ((small, "full"), (wide, "samples")):
+        auto = sde.SGDNoise(0.1, 8)
+        chosen = sde.SGDNoise(0.1, 8, covariance=expected)
+        theta = jax.tree.map(lambda x: x + 0.3, problem.params0)
+        g = auto.diffusion(0.0, theta, problem)
+        assert g.shape == chosen.diffusion(0.0, theta, problem).shape
+        np.testing.assert_array_equal(g, chosen.diffusion(0.0, theta, problem))
+        cov = auto.minibatch_covariance(theta, problem) * auto.learning_rate
+        np.testing.assert_allclose(g @ g.T, cov, rtol=1e-12, atol=1e-15)
+    assert sde.SGDNoise(0.1, 8).diffusion(0.0, wide.params0, wide).shape == (12, 32)
