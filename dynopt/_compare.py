@@ -118,6 +118,11 @@ def matched_steps(
         raise ValueError(f"step_sizes must be distinct, got {hs.tolist()}.")
     t1 = float(positive("t1", t1))
     dts = np.asarray([float(dt_of(h)) for h in hs])
+    if np.unique(dts).size != dts.size:  # the order is fitted against dt: a repeat has no slope
+        raise ValueError(
+            f"step_sizes must give distinct time steps dt = map(flow, h).dt, got dt = "
+            f"{dts.tolist()} for step sizes {hs.tolist()}."
+        )
     ns = np.rint(t1 / dts)
     bad = (ns < 1) | (np.abs(ns * dts - t1) > 1e-9 * t1)
     if np.any(bad):
@@ -289,9 +294,13 @@ def _automatic(optimizer, step_sizes, reference, order, problem):
     if order is not None and reference is not None:
         raise ValueError("give order= or reference=, not both.")
     try:
-        hint = float(np.max(np.asarray(step_sizes, dtype=np.float64)))
+        hs = np.asarray(step_sizes, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"step_sizes must be positive numbers, got {step_sizes!r}.") from None
+    if hs.ndim != 1 or hs.size == 0:
+        raise ValueError(f"step_sizes must be a non-empty 1-D array, got shape {hs.shape}.")
+    # Named as given (modified_flow below would name its own `step_size`, the largest one).
+    hint = float(np.max(positive("step_sizes", hs)))
     flow = modified_flow(optimizer, hint, 1 if order is None else order, problem=problem)
     if order is not None and order != 1:
         reference = _order_reference(optimizer, order, problem)
@@ -407,6 +416,23 @@ def _check_branches(flow, problem, map, hs, dts, ns) -> None:
         )
 
 
+def _reference_at(reference, h: float):
+    """`reference(h)`; for a flow class that takes no step size (`reference=GradientFlow`, the
+    class where an instance was meant), a `ValueError` saying to pass the instance instead of
+    Python's `TypeError` about positional arguments."""
+    try:
+        return reference(float(h))
+    except TypeError as e:
+        if isinstance(reference, type) and issubclass(reference, AbstractFlow):
+            raise ValueError(
+                f"reference={reference.__name__} is a flow class: compare calls a callable "
+                f"reference with the step size, {reference.__name__}(h), which it does not take "
+                f"({e}). Pass an instance, reference={reference.__name__}(...), or a callable "
+                "h -> flow."
+            ) from e
+        raise
+
+
 def compare(
     flow: AbstractFlow | Callable[[jax.Array], Any],
     problem: AbstractProblem,
@@ -451,10 +477,12 @@ def compare(
     - `flow`: the continuous model; or an optimizer, a callable `h -> optax transform`
       (e.g. `lambda h: optax.adamw(h)`): its continuous model is then derived automatically
       (`dynopt.modified_flow`) and the discrete runs are the optimizer itself.
-      `problem`: any `dynopt.AbstractProblem` (a `Problem`, a `dynopt.games.Game`),
+    - `problem`: any `dynopt.AbstractProblem` (a `Problem`, a `dynopt.games.Game`),
       deterministic oracle.
-    - `step_sizes`: the $h$ values (1-D, positive, at least 3 for an order, e.g. halvings);
-      $t_1/\Delta t$ must be an integer for each.
+    - `step_sizes`: the $h$ values (1-D, positive, distinct, at least 3 for an order, e.g.
+      halvings), giving distinct time steps $\Delta t$; $t_1/\Delta t$ must be an integer for
+      each.
+    - `t1`: the horizon $t_1 > 0$ of the runs and the reference solve.
     - `map`: the discretization map, a callable `map(flow, h) -> Discretization` (e.g. a
       `dynopt.maps` module); `None` is the flow's default, `flow.discretize(h)`. Pass a module
       or a module-level function: a new lambda compiles anew.
@@ -489,6 +517,11 @@ def compare(
         flow, reference = _automatic(flow, step_sizes, reference, order, problem)
     elif order is not None:
         raise ValueError("order= is for an optimizer callable (h -> optax transform) as flow.")
+    if isinstance(flow, type) and issubclass(flow, AbstractFlow):
+        raise ValueError(
+            f"flow must be a flow instance, got the class {flow.__name__}: pass "
+            f"{flow.__name__}(...)."
+        )
     if not isinstance(flow, AbstractFlow):
         raise ValueError(
             "flow must be a dynopt flow (AbstractFlow) or an optimizer callable "
@@ -539,7 +572,7 @@ def compare(
     ref = flow if reference is None else reference
     # Every step size's reference built on the host: its hyper-parameters are validated here,
     # so the compiled program needs no runtime checks (`host_validated`).
-    if per_step and not all(isinstance(reference(float(h)), AbstractFlow) for h in hs):
+    if per_step and not all(isinstance(_reference_at(reference, h), AbstractFlow) for h in hs):
         raise ValueError("reference(step_size) must return a dynopt flow (AbstractFlow).")
     # The solver for the references' own Jacobian at the start (the first step size's, for a
     # per-step reference: they differ by O(h)).

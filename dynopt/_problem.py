@@ -11,6 +11,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._custom_types import Array, Float, Key, Params, Scalar
+from ._validation import positive_int
 
 
 def array_leaves(tree):
@@ -103,7 +104,7 @@ class AbstractProblem(eqx.Module):
         raise NotImplementedError
 
     def grad(self, params: Params, key: Key | None = None) -> Params:
-        """The gradient field $g(\theta)$ (on the minibatch of `key`), a pytree like `params`."""
+        r"""The gradient field $g(\theta)$ (on the minibatch of `key`), a pytree like `params`."""
         return self.value_and_grad(params, key)[1]
 
     @property
@@ -120,9 +121,6 @@ class Problem(AbstractProblem):
     - `loss_fn`: `params -> scalar`. Must return a scalar (checked at construction).
     - `params0`: the initial parameters $\theta_0$; any pytree of floating arrays.
     - `name`: a label used in results and figures.
-
-    As an oracle (`AbstractProblem`): the gradient field is $\nabla L$, the value $L$; with a
-    `key`, both on the minibatch `stochastic_loss_fn(params, key)`.
     - `minimizer`: a known minimizer $\theta^*$ (same tree structure as `params0`), or `None`.
     - `stochastic_loss_fn`: `(params, key) -> scalar`, the loss on one random minibatch, or
       `None` for deterministic problems. `run(..., key=...)` differentiates this.
@@ -135,8 +133,14 @@ class Problem(AbstractProblem):
     - `sample_loss_fn`: `(params, sample) -> scalar`, the per-sample loss $\ell$, or `None`.
     - `batch_size`: the minibatch size used by `stochastic_loss_fn`, or `None`.
 
+    As an oracle (`AbstractProblem`): the gradient field is $\nabla L$, the value $L$; with a
+    `key`, both on the minibatch `stochastic_loss_fn(params, key)`.
+
     **Raises:** `ValueError` if the loss is not scalar, `params0` holds non-finite, complex or
-    non-floating values, or `minimizer` has another tree structure than `params0`.
+    non-floating values, `minimizer` has another tree structure than `params0` or non-finite or
+    non-floating values, `hessian` is not a finite symmetric $n \times n$ array ($n$ the number
+    of parameters), `batch_size` is not a positive integer, `name` not a string, or
+    `stochastic_loss_fn`, `flow_solution` or `sample_loss_fn` is neither `None` nor callable.
     """
 
     loss_fn: Callable[[Params], Scalar]
@@ -213,8 +217,50 @@ class Problem(AbstractProblem):
                         f"minimizer leaf shape {jnp.shape(b)} does not match params0 leaf shape "
                         f"{jnp.shape(a)}."
                     )
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}.")
+            for path, leaf in jax.tree_util.tree_leaves_with_path(self.minimizer):
+                where = f"minimizer{jax.tree_util.keystr(path)}"
+                if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+                    raise ValueError(
+                        f"{where} must be a real floating array, got dtype {jnp.result_type(leaf)}."
+                    )
+                if _is_concrete(leaf) and not np.all(np.isfinite(np.asarray(leaf))):
+                    raise ValueError(f"{where} contains NaN or inf; a minimizer is finite.")
+        if not isinstance(self.name, str):
+            raise ValueError(f"name must be a string, got {self.name!r}.")
+        # A Python int: it sizes the minibatch's arrays (2.5 or True would be taken as given).
+        positive_int("batch_size", self.batch_size, allow_none=True)
+        for field in ("stochastic_loss_fn", "flow_solution", "sample_loss_fn"):
+            value = getattr(self, field)
+            if value is not None and not callable(value):
+                raise ValueError(f"{field} must be None or a function, got {type(value).__name__}.")
+        if self.hessian is not None:
+            self._check_hessian()
+
+    def _check_hessian(self) -> None:
+        """`ValueError` unless `hessian` is a finite symmetric `(n, n)` array, `n` the number of
+        parameters (concrete values only): `HeavyBall.closed_form` diagonalizes it with
+        `eigh`, which reads one triangle, so a non-symmetric matrix would give silently wrong
+        modes."""
+        n = self.num_params
+        shape = jnp.shape(self.hessian)
+        if shape != (n, n):
+            raise ValueError(
+                f"hessian must have shape ({n}, {n}) (params0 has {n} scalars, raveled with "
+                f"jax.flatten_util.ravel_pytree), got shape {shape}."
+            )
+        if not _is_concrete(self.hessian):
+            return
+        h = np.asarray(self.hessian, dtype=np.float64)
+        if not np.all(np.isfinite(h)):
+            raise ValueError("hessian contains NaN or inf; it must be finite.")
+        # Rounding leaves an autodiff Hessian asymmetric by O(n eps) relative, far below
+        # sqrt(eps); a matrix that is not a Hessian is off by O(1).
+        asym = float(np.max(np.abs(h - h.T), initial=0.0))
+        if asym > np.sqrt(np.finfo(np.float64).eps) * float(np.max(np.abs(h), initial=0.0)):
+            raise ValueError(
+                f"hessian must be symmetric, got max |H - H^T| = {asym:.3g}; a Hessian of a "
+                "twice-differentiable loss is (pass (H + H.T) / 2)."
+            )
 
     def __repr__(self) -> str:
         # One line: equinox's default prints every field, a network's model and data included

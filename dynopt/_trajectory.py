@@ -63,6 +63,12 @@ class Trajectory(eqx.Module):
         piece, or return NaN, rather than the flow.
         """
         if self.interpolation is None or self.flow is None:
+            if self.steps is None:  # a reference solve without its dense output
+                raise ValueError(
+                    "evaluate() needs the dense output of the reference solve: this one was "
+                    "solved with dense=False (solve again with dense=True, the default), or "
+                    "read the saved points (.params at .ts)."
+                )
             raise ValueError(
                 "evaluate() needs the dense output of a reference solve (dynopt.solve); a "
                 "discrete run is only defined at its saved steps (use .params)."
@@ -73,9 +79,14 @@ class Trajectory(eqx.Module):
             t = check(t, jnp.any(bad), "t must be in the solve's interval [t0, t1].")
         else:
             t0, t1 = float(interp.t0), float(interp.t1)
-            hint = (
-                "The reference solve covers only this interval; solve to a later horizon "
-                "(ts[-1]) to evaluate there."
+            try:  # before the interval: the hint points the other way
+                early = bool(np.any(np.asarray(t, dtype=np.float64) < t0))
+            except (TypeError, ValueError):  # not a number: `interval` says so
+                early = False
+            hint = "The reference solve covers only this interval; " + (
+                "solve from an earlier start (t0) to evaluate there."
+                if early
+                else "solve to a later horizon (ts[-1]) to evaluate there."
             )
             t = interval("t", t, lower=t0, upper=t1, hint=hint)
         if jnp.ndim(t) > 1:

@@ -34,7 +34,10 @@ def data_like_params(data: Params, params: Params) -> Params:
 def _batch_loss(params: Params, data: Params, sample_loss_fn, regularizer) -> Scalar:
     data = data_like_params(data, params)
     per_sample = jax.vmap(sample_loss_fn, in_axes=(None, 0))(params, data)
-    return jnp.mean(per_sample) + regularizer(params)
+    # No regularizer adds nothing (a zero in some leaf's dtype would mix dtypes with a loss in
+    # another: float32 biases beside float64 weights, under strict promotion).
+    mean = jnp.mean(per_sample)
+    return mean if regularizer is None else mean + regularizer(params)
 
 
 def _floyd(key: Key, n: int, batch_size: int) -> Int[Array, " batch"]:
@@ -96,19 +99,22 @@ def _minibatch_loss(
     return _batch_loss(params, batch, sample_loss_fn, regularizer)
 
 
-def _no_regularizer(params: Params) -> Scalar:
-    leaf = jax.tree.leaves(params)[0]
-    return jnp.zeros((), leaf.dtype)
-
-
 def _l2(params: Params, strength: Array) -> Scalar:
     return 0.5 * strength * optax.tree.norm(params, squared=True)
+
+
+def _seed(seed: int) -> int:
+    """`seed` as an `int`; `ValueError` unless an integer (`jax.random.key(1.5)` raises a
+    `TypeError` about a tracer, and a bool is not a seed)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer, got {seed!r}.")
+    return int(seed)
 
 
 def _gaussian_design(num_samples: int, dim: int, seed: int) -> tuple[Array, Key, Key]:
     r"""Inputs $x_i \sim \mathcal N(0, I_d)$ (validated sizes) and two keys for the rest."""
     num_samples, dim = positive_int("num_samples", num_samples), positive_int("dim", dim)
-    kx, k1, k2 = jax.random.split(jax.random.key(seed), 3)
+    kx, k1, k2 = jax.random.split(jax.random.key(_seed(seed)), 3)
     return jax.random.normal(kx, (num_samples, dim)), k1, k2
 
 
@@ -159,6 +165,13 @@ def finite_sum(
     - `batch_size`: $B$, an integer with $1 \le B \le n$ ($B \ge 1$ with `replace=True`).
     - `replace`: `True` to sample the minibatch with replacement (i.i.d. indices) instead of
       without (`False`); nothing else (a NumPy bool is taken).
+    - `regularizer`: $R$, `params -> scalar`, added to the full and the minibatch loss alike, or
+      `None` ($R = 0$).
+    - `params0`, `minimizer`, `name`: as in `Problem`.
+
+    **Raises:** `ValueError` for a `sample_loss_fn` or `regularizer` that is not a function or
+    does not return a scalar, `data` without a shared leading sample axis, or a `batch_size`
+    outside the range above.
 
     **Data-parallel:** `data` may be global arrays split over devices and processes
     (`shard_data`; with `local=True` each process feeds only its rows). The full-batch loss
@@ -168,6 +181,14 @@ def finite_sum(
     an all-reduce of the $B$ rows: $O(B)$ traffic per step, whatever $n$, after which every
     device evaluates the minibatch loss whole (the same numbers as one device).
     """
+    if not callable(sample_loss_fn):
+        raise ValueError(
+            f"sample_loss_fn must be a function (params, sample) -> scalar, got {sample_loss_fn!r}."
+        )
+    if regularizer is not None and not callable(regularizer):
+        raise ValueError(
+            f"regularizer must be None or a function params -> scalar, got {regularizer!r}."
+        )
     leaves = jax.tree_util.tree_flatten_with_path(data)[0]
     if not leaves:
         raise ValueError("data must be a pytree of arrays, got one with no arrays in it.")
@@ -188,7 +209,13 @@ def finite_sum(
     # One sample's loss must be a scalar: the mean over the batch would silently average the
     # entries of a vector too.
     sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
-    check_loss_output("sample_loss_fn", jax.eval_shape(sample_loss_fn, params0, sample))
+
+    # The sample widened as the built loss widens it (`_batch_loss`): a float32 data set at
+    # float64 parameters is valid under strict promotion too.
+    def widened(params, sample):
+        return sample_loss_fn(params, data_like_params(sample, params))
+
+    check_loss_output("sample_loss_fn", jax.eval_shape(widened, params0, sample))
     # A Python int: it sizes the minibatch's arrays (a NumPy or JAX integer would become a
     # traced leaf of the stochastic loss).
     batch_size = positive_int("batch_size", batch_size)
@@ -199,7 +226,8 @@ def finite_sum(
             f"batch_size must be in [1, {n}] (the number of samples) without replacement, got "
             f"{batch_size}; replace=True draws any number of samples with replacement."
         )
-    regularizer = _no_regularizer if regularizer is None else regularizer
+    if regularizer is not None:
+        check_loss_output("regularizer", jax.eval_shape(regularizer, params0))
     loss_fn = eqx.Partial(
         _batch_loss, data=data, sample_loss_fn=sample_loss_fn, regularizer=regularizer
     )
@@ -323,7 +351,7 @@ def mlp_regression(
     sizes = {"num_samples": num_samples, "dim": dim, "width": width, "depth": depth}
     for arg, value in sizes.items():
         positive_int(arg, value)
-    keys = jax.random.split(jax.random.key(seed), depth + 4)
+    keys = jax.random.split(jax.random.key(_seed(seed)), depth + 4)
     x = jax.random.normal(keys[0], (num_samples, dim))
     a = jax.random.normal(keys[1], (dim,)) / jnp.sqrt(dim)
     b = jax.random.normal(keys[2], (dim,)) / jnp.sqrt(dim)

@@ -1,6 +1,7 @@
 r"""Non-convex test landscapes: Rosenbrock, a double well and a smooth log-cosh loss on a pytree."""
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -11,7 +12,12 @@ from .._validation import interval, positive
 
 def _start(name: str, params0: ArrayLike, shape: tuple[int, ...] | None) -> Array:
     params0 = interval(name, params0)  # real and finite (inside jit: checked when run)
-    x = jnp.asarray(params0, dtype=float)
+    # A floating array keeps its dtype (float32 parameters run in float32, as a quadratic's
+    # do); integers and Python numbers take the default float.
+    floating = isinstance(params0, jax.Array | np.ndarray) and jnp.issubdtype(
+        params0.dtype, jnp.floating
+    )
+    x = jnp.asarray(params0) if floating else jnp.asarray(params0, dtype=float)
     if shape is not None and x.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {x.shape}.")
     return x
@@ -24,10 +30,12 @@ def _rosenbrock(x: Array, a: float, b: float) -> Scalar:
 def rosenbrock(
     dim: int = 2, *, a: float = 1.0, b: float = 100.0, params0: ArrayLike | None = None
 ) -> Problem:
-    r"""$L(x) = \sum_{i<d} (a - x_i)^2 + b(x_{i+1} - x_i^2)^2$, minimizer $(a, a^2, a^4, \dots)$
-    for $d=2$ and $(1, \dots, 1)$ for $a = 1$.
+    r"""$L(x) = \sum_{i<d} (a - x_i)^2 + b(x_{i+1} - x_i^2)^2$, minimizer $(a, a^2)$ for $d=2$
+    and $(1, \dots, 1)$ for $a = 1$ (`problem.minimizer`; `None` for $d > 2$ with $a \ne 1$,
+    where $x_{i+1} = x_i^2$ and $x_{i+1} = a$ conflict and no closed form is known).
 
-    Default start: $(-1.2, 1, -1.2, 1, \dots)$, the classical one.
+    Default start: $(-1.2, 1, -1.2, 1, \dots)$, the classical one. A floating `params0` keeps
+    its dtype (float32 parameters run in float32); a list or integers take the default float.
 
     `a` and `b` define the function, as the constants in a loss a user writes: they are
     compile-time constants (Python floats in the loss's `eqx.Partial`, static under
@@ -48,6 +56,7 @@ def rosenbrock(
         params0 = jnp.array([-1.2 if i % 2 == 0 else 1.0 for i in range(dim)])
     params0 = _start("params0", params0, (dim,))
     minimizer = jnp.full(dim, 1.0) if a == 1.0 else (jnp.array([a, a * a]) if dim == 2 else None)
+    minimizer = None if minimizer is None else minimizer.astype(params0.dtype)
     loss_fn = eqx.Partial(_rosenbrock, a=float(a), b=float(b))
     return Problem(
         loss_fn=loss_fn, params0=params0, name=f"rosenbrock(d={dim})", minimizer=minimizer
@@ -55,6 +64,7 @@ def rosenbrock(
 
 
 def _double_well(x: Array, barrier: Array, tilt: Array) -> Scalar:
+    barrier, tilt = barrier.astype(x.dtype), tilt.astype(x.dtype)  # the parameters' precision
     return jnp.sum(barrier * (x**2 - 1.0) ** 2 + tilt * x)
 
 
@@ -64,7 +74,8 @@ def double_well(
     r"""$L(x) = \sum_i \text{barrier}\,(x_i^2-1)^2 + \text{tilt}\, x_i$: two wells near $\pm1$
     separated by a barrier of height `barrier` at 0 (a tilt makes one well deeper).
 
-    Default start: $x_0 = 1.5$ (one coordinate).
+    Default start: $x_0 = 1.5$ (one coordinate). A floating `params0` keeps its dtype (float32
+    parameters run in float32); a list or integers take the default float.
 
     **Raises:** `ValueError` unless `barrier > 0`, `tilt` finite and `params0` finite.
     """
@@ -79,6 +90,7 @@ def double_well(
 
 def _logcosh(p: dict[str, Array], c: Array, A: Array) -> Scalar:
     a, b = p["a"], p["b"]
+    c, A = c.astype(a.dtype), A.astype(b.dtype)  # the parameters' precision
     return (
         jnp.sum(jnp.cos(a) * c)
         + 0.25 * jnp.sum(a**4)
@@ -99,7 +111,9 @@ def logcosh(
     bounded below, with non-vanishing third derivatives — the registry's test loss for
     automatic backward error analysis, where a quadratic would hide the $D^3L$ terms.
 
-    Defaults: $m = 3$, $n = 2$, fixed $c$, $A$ and start (5 parameters).
+    Defaults: $m = 3$, $n = 2$, fixed $c$, $A$ and start (5 parameters). A floating `params0`
+    keeps its dtype (float32 parameters run in float32); a list or integers take the default
+    float.
 
     **Raises:** `ValueError` unless `c` has shape `(m,)`, `A` `(m, n)` and `params0` is
     `{"a": (m,), "b": (n,)}`, all finite.

@@ -3,11 +3,12 @@ r"""Quadratic objectives with a closed-form gradient flow."""
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, ArrayLike, Params, Scalar
 from .._problem import Problem
-from .._validation import interval, is_traced
+from .._validation import flag, interval, is_traced
 
 
 # A dense Hessian (and rotation) above this many bytes is refused: 10^6 eigenvalues would need
@@ -38,24 +39,50 @@ def _half_quadratic_form_jvp(primals, tangents):
 _half_quadratic_form.defjvp(_half_quadratic_form_jvp, symbolic_zeros=True)
 
 
+def _ravel(tree: Params):
+    """`ravel_pytree` as under standard promotion: a mixed tree (float32 and float64 leaves)
+    ravels to its widest dtype and unravels to each leaf's own; under strict promotion JAX's
+    `ravel_pytree` has no promotion path for it (a `TypePromotionError`)."""
+    with jax.numpy_dtype_promotion("standard"):
+        return ravel_pytree(tree)
+
+
 # The loss in the parameters' dtype (the problem's arrays cast to it): float32 parameters keep a
 # float32 loss, and `solve`'s float64 copy of them a float64 one, under strict promotion too.
 def _quadratic_loss(params: Params, hessian: Array, minimizer: Array) -> Scalar:
-    flat = ravel_pytree(params)[0]
+    flat = _ravel(params)[0]
     x = flat - minimizer.astype(flat.dtype)
     return _half_quadratic_form(x, hessian.astype(flat.dtype))
 
 
 def _diagonal_loss(params: Params, eigenvalues: Array, minimizer: Array) -> Scalar:
-    flat = ravel_pytree(params)[0]
+    flat = _ravel(params)[0]
     x = flat - minimizer.astype(flat.dtype)
     return 0.5 * jnp.sum(eigenvalues.astype(flat.dtype) * x * x)
 
 
+def _times(flow):
+    """`flow(t, **arrays)` for a time or a 1-D array of times (stacked along a leading axis, as
+    `Trajectory.evaluate`), `t` in the parameters' dtype (a float64 time of float32 parameters
+    mixes no dtypes under strict promotion)."""
+
+    def at(t, lam, **kwargs):
+        t = jnp.asarray(t).astype(lam.dtype)
+        if t.ndim > 1:
+            raise ValueError(f"t must be a time or a 1-D array of times, got shape {t.shape}.")
+        if t.ndim == 1:
+            return jax.vmap(lambda s: flow(s, lam=lam, **kwargs))(t)
+        return flow(t, lam=lam, **kwargs)
+
+    return at
+
+
+@_times
 def _diagonal_flow(t: Array, lam: Array, c0: Array, minimizer: Array, unravel):
     return unravel(minimizer + jnp.exp(-lam * t) * c0)
 
 
+@_times
 def _quadratic_flow(t: Array, q: Array, lam: Array, c0: Array, minimizer: Array, unravel):
     # theta(t) = x* + Q exp(-Lambda t) Q^T (theta0 - x*)
     return unravel(minimizer + q @ (jnp.exp(-lam * t) * c0))
@@ -75,7 +102,8 @@ def quadratic(
 
     The gradient flow $\dot\theta = -H(\theta-\theta^*)$ has the closed form
     $\theta(t) = \theta^* + Q e^{-\Lambda t} Q^\top(\theta_0 - \theta^*)$, exposed as
-    `problem.flow_solution(t)`; `problem.hessian` is $H$ (on the raveled parameters).
+    `problem.flow_solution(t)` (a time, or a 1-D array of times: stacked along a leading
+    axis); `problem.hessian` is $H$ (on the raveled parameters).
 
     **Arguments:**
 
@@ -88,10 +116,19 @@ def quadratic(
       parameters. `problem.hessian` is then `None` (the spectrum is `eigenvalues`).
 
     **Raises:** `ValueError` for eigenvalues that are not a non-empty 1-D array of finite real
-    numbers, a `params0` of another size, `diagonal` with `rotate`, or a dense $d \times d$
-    Hessian above 1 GiB (pass `diagonal=True`).
+    numbers, a `params0` or `minimizer` of another size, `rotate` or `diagonal` not a bool, a
+    `seed` that is not an integer (with `rotate`), `diagonal` with `rotate`, or a dense
+    $d \times d$ Hessian above 1 GiB (pass `diagonal=True`).
     """
+    if not is_traced(eigenvalues) and np.size(eigenvalues) == 0:
+        raise ValueError("eigenvalues must be a non-empty 1-D array, got an empty one.")
     eigenvalues = interval("eigenvalues", eigenvalues)  # real and finite, before any array
+    rotate, diagonal = flag("rotate", rotate), flag("diagonal", diagonal)
+    integer = isinstance(seed, int | np.integer) or (
+        is_traced(seed) and jnp.issubdtype(jnp.result_type(seed), jnp.integer)
+    )  # a sweep over rotations traces the seed
+    if rotate and (isinstance(seed, bool) or not integer):
+        raise ValueError(f"seed must be an integer (the rotation's PRNG seed), got {seed!r}.")
     lam = jnp.asarray(eigenvalues, dtype=float)
     if lam.ndim != 1 or lam.size == 0:
         raise ValueError(f"eigenvalues must be a non-empty 1-D array, got shape {lam.shape}.")
@@ -107,7 +144,7 @@ def quadratic(
         )
     if params0 is None:
         params0 = jnp.ones(d, dtype=lam.dtype)
-    flat0, unravel = ravel_pytree(params0)
+    flat0, unravel = _ravel(params0)
     if flat0.shape != (d,):
         raise ValueError(
             f"params0 has {flat0.size} scalars but {d} eigenvalues were given; they must match."
@@ -116,8 +153,16 @@ def quadratic(
         xstar = jnp.zeros_like(flat0)
         minimizer_tree = unravel(xstar)
     else:
-        xstar, _ = ravel_pytree(minimizer)
+        xstar, _ = _ravel(minimizer)
+        if xstar.shape != (d,):
+            raise ValueError(
+                f"minimizer has {xstar.size} scalars but {d} eigenvalues were given; they must "
+                "match."
+            )
         minimizer_tree = minimizer
+        # In the parameters' dtype, as the loss reads it: the closed form then is too, and a
+        # float64 minimizer of float32 parameters mixes no dtypes (strict promotion).
+        xstar = xstar.astype(flat0.dtype)
     lam = lam.astype(flat0.dtype)
     if is_traced(lam):
         # Built inside jit/vmap (a sweep over spectra): the name and the minimizer's existence
@@ -126,7 +171,8 @@ def quadratic(
         name = f"quadratic(d={d})" if name is None else name
     else:
         if name is None:
-            cond = float(jnp.max(jnp.abs(lam)) / jnp.maximum(jnp.min(jnp.abs(lam)), 1e-300))
+            smallest = float(jnp.min(jnp.abs(lam)))
+            cond = float(jnp.max(jnp.abs(lam))) / smallest if smallest > 0 else float("inf")
             name = f"quadratic(d={d}, cond={cond:.3g})"
         minimizer_tree = minimizer_tree if bool(jnp.all(lam > 0)) else None
     if diagonal:
