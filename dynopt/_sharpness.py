@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import matfree.decomp
 import matfree.eig
+import numpy as np
 import optax
 from jax.experimental.sparse.linalg import lobpcg_standard
 from jax.flatten_util import ravel_pytree
@@ -30,7 +31,8 @@ METHODS: tuple[str, ...] = ("lobpcg", "lanczos")
 
 class Eigenpairs(NamedTuple):
     """Top-$k$ eigenpairs, largest first: `values` $(k,)$, `vectors` $(n, k)$ orthonormal
-    columns in `ravel_pytree` order of the parameters, `iterations` used by LOBPCG."""
+    columns in `ravel_pytree` order of the parameters, `iterations` used by LOBPCG (0 on the
+    dense route; the Krylov depth for `method="lanczos"`, LOBPCG's count where it took over)."""
 
     values: Float[Array, " k"]
     vectors: Float[Array, "n k"]
@@ -138,16 +140,15 @@ def top_eigenpairs(
     trace, read `iterations`).
 
     **Raises:** `ValueError` for a `start` that is not $(n, k)$ with $1 \le k \le n$ (or,
-    given concretely, not of full rank), a `diag` that is not a pytree like `params` (or,
-    given concretely, has an entry that is not positive and finite), `max_iters < 1` or a
-    `tol` that is not positive; a runtime error (`eqx.error_if`) when a Hessian-vector product
-    is not finite (with `checked=True`), read off the result: non-finite eigenpairs.
+    given concretely, not finite or not of full rank), a `diag` that is not a pytree like
+    `params` (or, given concretely, has an entry that is not positive and finite), `max_iters
+    < 1`, a `tol` that is not positive or a `checked` that is not a bool; a runtime error
+    (`eqx.error_if`) when a Hessian-vector product is not finite (with `checked=True`), read
+    off the result: non-finite eigenpairs.
     """
     positive_int("max_iters", max_iters)
-    if tol is not None and not (
-        isinstance(tol, numbers.Real) and not isinstance(tol, bool) and 0 < tol < float("inf")
-    ):
-        raise ValueError(f"tol must be None or a positive finite number, got {tol!r}.")
+    check_tol(tol)
+    flag("checked", checked)
     flat = ravel_pytree(params)[0]
     # The block in the parameters' precision (`random_start` draws float64; float32 params
     # would otherwise meet a float64 tangent in the Hessian-vector product).
@@ -183,6 +184,13 @@ def top_eigenpairs(
         )
     if not is_traced(start):
         with jax.ensure_compile_time_eval():
+            finite = bool(jnp.all(jnp.isfinite(start)))
+        if not finite:  # (an SVD of NaN said "linearly dependent columns")
+            raise ValueError(
+                "start must be finite: it holds NaN or inf (a warm start taken from a diverged "
+                "or unconverged eigen-solve?)."
+            )
+        with jax.ensure_compile_time_eval():
             singular = jnp.linalg.svd(start, compute_uv=False)
             ok = bool(singular[-1] > singular[0] * n * jnp.finfo(start.dtype).eps)
         if not ok:
@@ -205,21 +213,40 @@ def top_eigenpairs(
         # The default tol (machine epsilon) is out of reach for most n, so the cap alone says
         # little: each value lies within its residual ||Av - lambda v|| of an eigenvalue (for a
         # symmetric A, unit v). Said where a tol was asked, or where that bound passes
-        # `CAP_RESIDUAL` of |lambda|.
+        # `CAP_RESIDUAL` of the largest |lambda| (the spectrum's scale, as `eigh`'s own error:
+        # relative to each |lambda| a tracked eigenvalue at 0, k above the Hessian's rank, warned
+        # "within 2.2e+00" of values exact to 5e-16).
         op = hvp_operator(grad_fn, params, diag)
         vs, lam = found.vectors, found.values
-        bound = float(jnp.max(jnp.linalg.norm(op(vs) - vs * lam[None, :], axis=0) / jnp.abs(lam)))
+        residual = jnp.linalg.norm(op(vs) - vs * lam[None, :], axis=0)
+        bound = float(jnp.max(residual) / jnp.max(jnp.abs(lam)))
         if tol is not None or not bound <= CAP_RESIDUAL:
             warnings.warn(
                 f"top_eigenpairs: LOBPCG stopped at its cap max_iters={max_iters} before every "
                 f"pair met its tolerance: the eigenpairs are approximate (each value within "
-                f"{bound:.1e} of |value| of an eigenvalue). Raise max_iters (a cold random start "
-                "needs far more iterations than a warm one), loosen tol, or start from nearby "
-                "vectors.",
+                f"{bound:.1e} of the largest |value| of an eigenvalue). Raise max_iters (a cold "
+                "random start needs far more iterations than a warm one), loosen tol, or start "
+                "from nearby vectors.",
                 RuntimeWarning,
                 stacklevel=2,
             )
     return found
+
+
+def check_tol(tol) -> None:
+    """`ValueError` unless `tol` (LOBPCG's tolerance) is `None` or a positive finite number."""
+    if tol is not None and not (
+        isinstance(tol, numbers.Real) and not isinstance(tol, bool) and 0 < tol < float("inf")
+    ):
+        raise ValueError(f"tol must be None or a positive finite number, got {tol!r}.")
+
+
+NOT_FINITE = (
+    "the loss's Hessian-vector product is not finite at these parameters (a non-finite loss or "
+    "gradient, or a non-twice-differentiable operation), or the preconditioner diag has an "
+    "entry that is not positive (an optimizer state read before its first step), or the start "
+    "block is not of full rank."
+)
 
 
 # At LOBPCG's cap with the default tol, the relative residual bound below which the eigenpairs
@@ -243,16 +270,10 @@ def _top_eigenpairs(grad_fn, params, start, *, diag, max_iters, tol, checked, me
         values, vectors, iterations = _lanczos_top(op, start, max_iters, matvec=column)
         # A Krylov space that closes before `max_iters` products (a Hessian of low rank: flat
         # directions) breaks matfree's Lanczos: NaN where the residual is exactly 0, else Ritz
-        # pairs of round-off (a rank-2 Hessian with top eigenvalue 4 gave 62.2). One product
-        # checks the top pair: a residual ‖Av − λv‖ above |λ|/2 means no eigenvalue near λ
-        # (some eigenvalue lies within the residual of λ), and LOBPCG from the same block
-        # takes over. Only the lanes that broke down run it (`lane_cond`).
-        top = vectors[:, 0]
-        residual = jnp.linalg.norm(column(top) - values[0] * top)
-        fine = jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(vectors))
-        broke = ~(fine & (residual <= 0.5 * jnp.abs(values[0])))
+        # pairs of round-off (a rank-2 Hessian with top eigenvalue 4 gave 62.2), and LOBPCG
+        # from the same block takes over. Only the lanes that broke down run it (`lane_cond`).
         values, vectors, iterations = lane_cond(
-            broke,
+            lanczos_broke(column, values, vectors),
             lambda block, *_: lobpcg_standard(op, block, m=max_iters, tol=tol),
             lambda _, *found: found,
             start,
@@ -268,17 +289,29 @@ def _top_eigenpairs(grad_fn, params, start, *, diag, max_iters, tol, checked, me
     # non-finite entry in any product LOBPCG forms, at any iteration, makes every value NaN.
     bad = ~(jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(vectors)))
     if checked:
-        values, vectors = eqx.error_if(
-            (values, vectors),
-            bad,
-            "the loss's Hessian-vector product is not finite at these parameters (a non-finite "
-            "loss or gradient, or a non-twice-differentiable operation), or the preconditioner "
-            "diag has an entry that is not positive (an optimizer state read before its first "
-            "step), or the start block is not of full rank.",
-        )
+        values, vectors = eqx.error_if((values, vectors), bad, NOT_FINITE)
     else:
         values, vectors = jnp.where(bad, jnp.nan, values), jnp.where(bad, jnp.nan, vectors)
     return Eigenpairs(values, vectors, iterations)
+
+
+def lanczos_broke(column, values: Array, vectors: Array) -> Array:
+    r"""Whether Lanczos' Ritz pairs `(values, vectors)` of the operator `column` (one vector at
+    a time) are not eigenpairs: a non-finite entry, a Ritz vector that is not of unit norm
+    (to $\sqrt{\epsilon}$ of the dtype), or a top pair whose relative residual
+    $\|Av - \lambda v\|/\|v\|$ is above $|\lambda|/2$ (for a symmetric $A$ some eigenvalue
+    lies within it of $\lambda$, so none is near $\lambda$). One product.
+
+    A Krylov space that closes early (a Hessian of low rank) leaves matfree's basis of
+    round-off: Ritz vectors of norm 0.13-0.2 and values such as 290 for a top eigenvalue of
+    3.17 (rank 4 in 60 dimensions, indefinite), whose residual, not divided by the norm, passed
+    the test of $|\lambda|/2$."""
+    norms = jnp.linalg.norm(vectors, axis=0)
+    top = vectors[:, 0]
+    residual = jnp.linalg.norm(column(top) - values[0] * top)
+    fine = jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(vectors))
+    unit = jnp.all(jnp.abs(norms - 1) <= jnp.sqrt(jnp.finfo(vectors.dtype).eps))
+    return ~(fine & unit & (residual <= 0.5 * jnp.abs(values[0]) * norms[0]))
 
 
 def _dense_top(op, n: int, k: int, dtype) -> tuple[Array, Array, Array]:
@@ -324,13 +357,20 @@ def lane_cond(pred, true_fn, false_fn, *operands):
 
 
 def random_start(key: Key, num_params: int, k: int, dtype=jnp.float64) -> Float[Array, "n k"]:
-    """An $(n, k)$ block of standard normal columns (a cold LOBPCG start)."""
+    """An $(n, k)$ block of standard normal columns (a cold LOBPCG start); `num_params` $= n$
+    and `k` positive integers."""
+    positive_int("num_params", num_params)
+    positive_int("k", k)
     return jax.random.normal(key, (num_params, k), dtype)
 
 
 def dense_hessian(loss_fn: Callable[[Params], Scalar], params: Params) -> Float[Array, "n n"]:
-    """The symmetrized dense Hessian in `ravel_pytree` order (a reference for small models)."""
+    """The symmetrized dense Hessian in `ravel_pytree` order (a reference for small models);
+    `loss_fn` must return a scalar."""
     flat, unravel = ravel_pytree(params)
+    shape = jax.eval_shape(loss_fn, params).shape
+    if shape != ():
+        raise ValueError(f"loss_fn must return a scalar (the loss), got shape {shape}.")
     hess = jax.hessian(lambda x: loss_fn(unravel(x)))(flat)
     return 0.5 * (hess + hess.T)
 
@@ -386,6 +426,10 @@ def track_sharpness(
       read from `tx`'s state *after* the update.
     - `init_grad_fn`: optional `params -> gradient` (e.g. `problem.grad`) to compute the
       eigenpairs at $\theta_0$ in `init` (else they are NaN until the first tracked step).
+      With a `preconditioner` only the vectors are computed (the Hessian's: the warm start)
+      and the values stay NaN: an optimizer's state holds no $D$ before its first update
+      (Adam's $\nu = 0$ gave $D = \epsilon$, and values $\lambda/\epsilon$: $10^8\times$ the
+      Hessian's).
     - `max_iters`, `tol`, `seed`: LOBPCG's cap (per tracked step, from the warm start) and
       tolerance; the cold start's seed.
     - `init_iters`: the cap of the cold start at $\theta_0$ (with `init_grad_fn`); default
@@ -402,6 +446,12 @@ def track_sharpness(
       71× (1.8e-3).
 
     **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`.
+
+    **Raises:** `ValueError` for a `k`, `every`, `max_iters` or `init_iters` that is not a
+    positive integer, a `tol` that is not `None` or positive and finite, an unknown `method`,
+    a Lanczos depth `max_iters` below `k`, a `seed` that is not an integer, or a
+    `preconditioner` that is not callable; at `init`, for $k$ above the parameter count and a
+    `preconditioner` that does not match the optimizer's state.
     """
     positive_int("k", k)
     every = positive_int("every", every)
@@ -409,6 +459,19 @@ def track_sharpness(
     init_iters = max(max_iters, 100) if init_iters is None else init_iters
     positive_int("init_iters", init_iters)
     choice("method", method, METHODS)
+    check_tol(tol)
+    if method == "lanczos" and max_iters < k:
+        raise ValueError(
+            f"max_iters (the Krylov depth for method='lanczos') must be at least k = {k}, got "
+            f"{max_iters}."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer (the cold start's PRNG seed), got {seed!r}.")
+    if preconditioner is not None and not callable(preconditioner):
+        raise ValueError(
+            "preconditioner must be None or a function inner_state -> D (e.g. "
+            f"dynopt.sharpness.adam_preconditioner(...)), got {preconditioner!r}."
+        )
     precond = _no_diag if preconditioner is None else preconditioner
     inner_tx = optax.with_extra_args_support(tx)
 
@@ -419,10 +482,13 @@ def track_sharpness(
         start = random_start(jax.random.key(seed), flat.shape[0], k, flat.dtype)
         values = jnp.full((k,), jnp.nan, flat.dtype)
         iterations = jnp.asarray(0)
+        precond(inner)  # its errors (a state of another optimizer) here, not inside `run`
         if init_grad_fn is not None:
-            values, start, iterations = top_eigenpairs(
-                init_grad_fn, params, start, diag=precond(inner), max_iters=init_iters, tol=tol
+            found, start, iterations = top_eigenpairs(
+                init_grad_fn, params, start, max_iters=init_iters, tol=tol
             )
+            if preconditioner is None:  # (with one: no D yet, the values stay NaN)
+                values = found
         return SharpnessState(inner, jnp.asarray(0), values, start, iterations, jnp.asarray(0))
 
     def update_fn(updates, state, params=None, *, grad_fn=None, **extra):
@@ -436,17 +502,30 @@ def track_sharpness(
         count = state.count + 1
 
         def track(params, vectors, inner):
-            return tuple(
-                top_eigenpairs(
-                    grad_fn,
-                    params,
-                    vectors,
-                    diag=precond(inner),
-                    max_iters=max_iters,
-                    tol=tol,
-                    method=method,
-                )
+            found = top_eigenpairs(
+                grad_fn,
+                params,
+                vectors,
+                diag=precond(inner),
+                max_iters=max_iters,
+                tol=tol,
+                method=method,
+                checked=False,
             )
+            # A diverging run (a gradient that is not finite at the new iterate) records NaN and
+            # is left to `run`, which stops it and says so: the error raised inside `run`, and a
+            # sweep over learning rates lost every lane to one that diverged. A finite gradient
+            # with a non-finite Hessian-vector product is still the error (`NOT_FINITE`); the
+            # gradient is evaluated only where the values are not finite (`lane_cond`).
+            bad = ~jnp.all(jnp.isfinite(found.values))
+            grad_ok = lane_cond(
+                bad,
+                lambda p: jnp.all(jnp.isfinite(ravel_pytree(grad_fn(p))[0])),
+                lambda p: jnp.zeros((), bool),
+                params,
+            )
+            values = eqx.error_if(found.values, bad & grad_ok, NOT_FINITE)
+            return values, found.vectors, found.iterations
 
         def keep(params, vectors, inner):
             return state.values, vectors, state.iterations
@@ -535,7 +614,9 @@ def adam_preconditioner(
       \hat\nu = \nu/(1-\beta_2^t)\ \text{(with `bias_correction`)},$$
 
     read from the state's `nu` and the `count` $t$ beside it (AMSGrad: $\hat\nu$ is its
-    `nu_max`, already corrected). Pass the optimizer's own `b2`, `eps`, `eps_root`. Adam's
+    `nu_max`, already corrected). Pass the optimizer's own `b2`, `eps`, `eps_root`. Not for
+    `optax.adamax`: its state is Adam's type, but its `nu` is an infinity norm that divides the
+    step as it is ($D = \nu$: pass `preconditioner=lambda state: state[0].nu`). Adam's
     preconditioned sharpness $\lambda_{\max}(D^{-1}H)$ stabilizes at
     $(2+2\beta_1)/((1-\beta_1)\eta)$.
 

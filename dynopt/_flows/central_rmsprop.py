@@ -83,6 +83,10 @@ class ScalarRMSPropCentralFlow(AbstractRMSPropCentralFlow):
     r"""The central flow of scalar RMSProp (module docstring), state `RMSPropState(θ, G)` with a
     scalar $G$. With every gap closing slower than its rate it is `GlobalRMSPropFlow` exactly.
 
+    Solved by `dynopt.solve(flow, problem, ts, solver="tsit5")` (or another explicit solver,
+    named: `solve`'s automatic choice differentiates the vector field, which the eigen-solver's
+    loops do not allow).
+
     **Arguments:**
 
     - `learning_rate`: $h > 0$; `kappa`: $\kappa = (1-\beta_2)/h > 0$; `eps`: $\epsilon \ge 0$;
@@ -198,7 +202,8 @@ class RMSPropCentralFlow(AbstractRMSPropCentralFlow):
     value $G$ relaxes to at fixed $\theta$ and $\Sigma$ (not the paper's stationary
     preconditioner, where $\Sigma$ is at rest too).
 
-    **Arguments:** as `ScalarRMSPropCentralFlow` (`initial_scale` a scalar for every coordinate).
+    **Arguments:** as `ScalarRMSPropCentralFlow` (`initial_scale` a scalar for every coordinate;
+    solved, as it, by `dynopt.solve` with an explicit solver named).
     """
 
     def central(
