@@ -110,7 +110,7 @@ def iterate_test(problem: AbstractProblem, params: Params, limit):
 
 
 def iterate_ok(problem: AbstractProblem, params: Params, limit) -> jax.Array:
-    """`run`'s test of one iterate $\theta_k$: finite, with `problem.loss` (the full loss, as
+    r"""`run`'s test of one iterate $\theta_k$: finite, with `problem.loss` (the full loss, as
     recorded, whatever the oracle's minibatch) finite and at most `limit`
     (`divergence_limit`)."""
     return iterate_test(problem, params, limit)[0]
@@ -122,7 +122,7 @@ def make_step(
     key: Key | None,
     limit: jax.Array | float = jnp.inf,
 ):
-    """One guarded optimizer step: `(params, opt_state, diverged_at, k) -> same`: the
+    r"""One guarded optimizer step: `(params, opt_state, diverged_at, k) -> same`: the
     specification of `run`'s divergence handling, which runs blocks of unchecked steps and
     replays only a failing block, with the test after each step, to the same result (with
     `every=1`, each step tested as it is taken).
@@ -139,7 +139,7 @@ def make_step(
 
 
 def _guarded_step(tx, problem: AbstractProblem, key: Key | None, limit):
-    """`make_step`'s step that also returns the loss it tested, `problem.loss` of its iterate
+    r"""`make_step`'s step that also returns the loss it tested, `problem.loss` of its iterate
     $\theta_k$: once the state is frozen, the loss of the iterate the run keeps."""
     fast = make_fast_step(tx, problem, key, value=False)
 
