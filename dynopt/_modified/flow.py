@@ -17,7 +17,7 @@ from jax.extend import core as jex_core
 from .._custom_types import Array, Params, ScalarLike
 from .._discretization import Discretization
 from .._flows.base import AbstractFlow
-from .._problem import Problem
+from .._problem import AbstractProblem, Problem
 from .._validation import is_traced, positive
 from .branches import step_bits
 from .counters import bias_products, CountedState
@@ -165,7 +165,16 @@ class ModifiedFlow(AbstractFlow):
         state = self._state_of(state)
         fs = self.field_values(state, problem)
         if bad := non_finite_leaves(fs):
-            raise ValueError(f"terms: the fields are not finite at `state` ({bad}): {NOT_FINITE}")
+            raise ValueError(
+                f"terms: the fields are not finite at `state` ({bad}): "
+                f"{_COUNTED_START if _at_counted_start(self, state) else NOT_FINITE}"
+            )
+        # Standard promotion: the fits' sums over a mixed float32/float64 tree (each leaf keeps
+        # its dtype; the scalars come out in the widest).
+        with jax.numpy_dtype_promotion("standard"):
+            return self._fit(fs, state, problem)
+
+    def _fit(self, fs: list, state, problem) -> Terms:
         theta = self.params(state)
         g = problem.grad(theta)
         f1 = self.params(fs[0])
@@ -192,6 +201,26 @@ NOT_FINITE = (
     "ε (optax.adabelief's eps = 1e-16: its fast second moment vanishes as h -> 0). No modified "
     "flow exists there: drop the parameters the loss does not read, start elsewhere, or raise ε."
 )
+
+
+# Why the fields of a slow flow with counted bias corrections are NaN at `init`'s state.
+_COUNTED_START = (
+    "the optimizer's bias corrections 1 - b**k read its step counter, and in the slow regime "
+    "they are carried as products c = b**k; at optax's zero start (c = 1, the state `init` "
+    "gives) the series is singular (1 - b**0 = 0): the flow describes the run for t >> h, not "
+    "from k = 0. Evaluate it at a state of t > 0: ModifiedState(params, CountedState(floats, "
+    "products)) with each product b**k for the k steps taken (dynopt._modified.counters), or "
+    "use state='fast' (fixed decays) or dynopt.flows.AdamFlow (its first-order flow, with the "
+    "t -> 0 limits)."
+)
+
+
+def _at_counted_start(flow: ModifiedFlow, state) -> bool:
+    """Whether `state` is a counted slow state with a product still at 1 (t = 0)."""
+    if not flow.spec.products or not isinstance(state, ModifiedState):
+        return False
+    products = getattr(state.state, "products", ())
+    return any(not is_traced(c) and bool(np.any(np.asarray(c) == 1.0)) for c in products)
 
 
 def non_finite_leaves(tree) -> str:
@@ -1306,7 +1335,8 @@ def modified_flow(
     scale with $h$, a state leaf that is not near identity in the slow regime (named, with its
     change), a non-contracting or coupled state in the fast regime (a decay that tends to 1
     with the counter: `optax.adafactor`), a slow manifold on a kink, `order` > 2 for a state
-    of step-scaled updates, a `state_map` that does not invert, a bad `time_unit` or `state`.
+    of step-scaled updates, a `state_map` that does not invert, a bad `time_unit` or `state`,
+    a `problem` that is not a dynopt problem.
     """
     if isinstance(optimizer, Discretization) or not callable(optimizer):
         raise ValueError(
@@ -1317,6 +1347,11 @@ def modified_flow(
     check_order(order)
     if state not in ("auto", "slow", "fast"):
         raise ValueError(f"state must be 'auto', 'slow' or 'fast', got {state!r}.")
+    if problem is not None and not isinstance(problem, AbstractProblem):
+        raise ValueError(
+            "problem must be None or a dynopt problem (e.g. dynopt.Problem(loss, params0)), "
+            f"got {type(problem).__name__}."
+        )
     power = 1
     if time_unit is not None:
         q = float(time_unit)

@@ -34,6 +34,7 @@ one Taylor pass of order 2 along $\nabla L$ and one Hessian-vector product, wher
 differentiates $f_1'f_1$ along $f_1$ and $f_1$ along $f_2$ separately.
 """
 
+import functools as ft
 import math
 from collections.abc import Callable
 from typing import Any
@@ -118,8 +119,16 @@ def modified_values(coefficients: Coefficients, y, order: int) -> list:
 
 
 def combine_values(values: list, step: Any):
-    r"""$\sum_j h^{j-1} f_j$: the truncated modified field at step $h$."""
+    r"""$\sum_j h^{j-1} f_j$: the truncated modified field at step $h$, in each leaf's dtype
+    ($h^j$ cast to it: a float32 state with a float64 step size keeps float32, also under
+    strict promotion; integer leaves, whose fields are 0, are left as they are)."""
+
+    def add(a, b, s):
+        if not eqx.is_inexact_array(a):
+            return a
+        return a + jnp.asarray(s, a.dtype) * b
+
     out = values[0]
     for j, fj in enumerate(values[1:], start=1):
-        out = optax.tree.add_scale(out, step**j, fj)
+        out = jax.tree.map(ft.partial(add, s=step**j), out, fj)
     return out

@@ -51,8 +51,11 @@ def counted_init(spec: OptimizerSpec, tau, params, opt_state) -> CountedState:
     count $j_i$ its correction reads at the next step (one update traced to read them off)."""
     with bias_products() as tape:
         zero_update(spec, tau, params, opt_state)
+    # In JAX's default float (strict-clean; float32 without x64, where requesting float64
+    # warns and truncates).
+    dtype = jnp.result_type(float)
     products = tuple(
-        jnp.asarray(d, jnp.float64) ** (jnp.asarray(j, jnp.float64) - 1)  # strict-clean
+        jnp.asarray(d, dtype) ** (jnp.asarray(j, dtype) - 1)
         for d, j in zip(tape.decays, tape.counts)
     )
     return CountedState(split_state(opt_state)[0], products)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from .._custom_types import Array, Params, ScalarLike
+from .._discretization import widest_dtype
 from .._validation import decay as _decay, interval, nonnegative, positive
 
 
@@ -34,10 +35,36 @@ def _learning_rate(learning_rate, name: str = "learning_rate"):
     return nonnegative(name, learning_rate)
 
 
+def _scale_by_learning_rate(learning_rate) -> optax.GradientTransformation:
+    """`optax.scale_by_learning_rate(learning_rate)`, each update in its own dtype: a float64
+    array rate (a NumPy scalar, a `vmap`-ped sweep) on float32 parameters has no strict
+    promotion path (a Python float, weakly typed, is optax's arithmetic either way)."""
+    tx = optax.scale_by_learning_rate(learning_rate)
+
+    def update_fn(updates, state, params=None):
+        with jax.numpy_dtype_promotion("standard"):
+            new, state = tx.update(updates, state, params)
+        return optax.tree.cast_like(new, updates), state
+
+    return optax.GradientTransformation(tx.init, update_fn)
+
+
 def _dtype(tree) -> Any:
-    # The parameters' dtype; the default float for an empty tree (no leaves to read it from).
-    leaves = jax.tree.leaves(tree)
-    return jnp.result_type(*leaves) if leaves else jnp.result_type(float)
+    # The parameters' widest dtype (a mixed float32/float64 tree too, also under strict
+    # promotion); the default float for an empty tree (no leaves to read it from).
+    return widest_dtype(tree) if jax.tree.leaves(tree) else jnp.result_type(float)
+
+
+def _norm(tree, squared: bool = False) -> Array:
+    """`optax.tree.norm` in the tree's widest dtype (each leaf cast to it first: the sum of a
+    float32 and a float64 leaf's squares has no promotion path under strict promotion)."""
+    dtype = _dtype(tree)
+    return optax.tree.norm(jax.tree.map(lambda x: x.astype(dtype), tree), squared=squared)
+
+
+def _scale(scalar, tree):
+    """`optax.tree.scale` with the scalar cast to each leaf's dtype (each leaf keeps its own)."""
+    return jax.tree.map(lambda x: jnp.asarray(scalar, x.dtype) * x, tree)
 
 
 class ScaleByGlobalRmsState(NamedTuple):
@@ -72,10 +99,10 @@ def scale_by_global_rms(
         del params, extra_args
         dtype = state.nu.dtype
         lam = jnp.asarray(decay, dtype)
-        sq = jnp.asarray(optax.tree.norm(updates, squared=True), dtype)
+        sq = jnp.asarray(_norm(updates, squared=True), dtype)
         nu = lam * state.nu + (1 - lam) * sq
         scale = jax.lax.rsqrt(nu + jnp.asarray(eps, dtype))
-        return optax.tree.scale(scale, updates), ScaleByGlobalRmsState(nu=nu)
+        return _scale(scale, updates), ScaleByGlobalRmsState(nu=nu)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -91,7 +118,7 @@ def global_rmsprop(
     $G_{k+1} = \lambda G_k + (1-\lambda)\|g_k\|^2$. The step keeps the direction of $-g_k$."""
     return optax.chain(
         scale_by_global_rms(decay, eps, initial_scale),
-        optax.scale_by_learning_rate(_learning_rate(learning_rate)),
+        _scale_by_learning_rate(_learning_rate(learning_rate)),
     )
 
 
@@ -110,11 +137,12 @@ def scale_by_truncated_polyak(
     max_scale = positive("max_scale", max_scale)
     f_min = interval("f_min", f_min)
 
-    def update_fn(updates, state, params=None, *, value, **extra_args):
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
-        norm = optax.tree.norm(updates)
+        _needs_value(value, "scale_by_truncated_polyak")
+        norm = _norm(updates)
         gap = jnp.asarray(value, norm.dtype) - jnp.asarray(f_min, norm.dtype)
-        return optax.tree.scale(_truncated_polyak_scale(max_scale)(norm, gap), updates), state
+        return _scale(_truncated_polyak_scale(max_scale)(norm, gap), updates), state
 
     return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
 
@@ -130,7 +158,7 @@ def truncated_polyak_sgd(
     return _scaled_by_scalar_step(
         learning_rate,
         interval("f_min", f_min),
-        optax.tree.norm,
+        _norm,
         _truncated_polyak_scale(positive("max_scale", max_scale)),
     )
 
@@ -177,14 +205,14 @@ def scale_by_adam(
     computes it, then cast to each moment's dtype. Updates come back in the gradient's dtype.
 
     **Arguments:** `b1`, `b2` $\in [0, 1)$; `eps`, `eps_root` $\ge 0$; `mu_dtype` (`None`: the
-    parameters' dtype); `nesterov`.
+    parameters' dtype; else a floating dtype, or a `ValueError`); `nesterov`.
     """
     b1 = _decay("b1", b1)
     b2 = _decay("b2", b2)
     eps = nonnegative("eps", eps)
     eps_root = nonnegative("eps_root", eps_root)
     if mu_dtype is not None:
-        mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
+        mu_dtype = _mu_dtype(mu_dtype)
 
     def init_fn(params):
         return optax.ScaleByAdamState(
@@ -196,7 +224,13 @@ def scale_by_adam(
     def update_fn(updates, state, params=None):
         del params
         if mu_dtype is None:
-            mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+            # optax's update; a decay that is a float64 array (a NumPy scalar, a `vmap`-ped
+            # sweep) on float32 parameters has no strict promotion path: standard promotion,
+            # then the moment in its own dtype again (a Python float, weakly typed, gives
+            # optax's float32 arithmetic either way).
+            with jax.numpy_dtype_promotion("standard"):
+                mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+            mu = optax.tree.cast_like(mu, state.mu)
         else:
             # A first moment stored in another dtype: optax's update under the promotion rules
             # optax runs with (b1 m in m's dtype, the sum in the wider one), then stored in
@@ -204,7 +238,9 @@ def scale_by_adam(
             with jax.numpy_dtype_promotion("standard"):
                 mu = optax.tree.update_moment(updates, state.mu, b1, 1)
         g_mu = optax.tree.cast_like(updates, mu)
-        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        with jax.numpy_dtype_promotion("standard"):  # (as mu's)
+            nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        nu = optax.tree.cast_like(nu, state.nu)
         count = optax.safe_increment(state.count)
         # optax's own correction of the scalar 1, i.e. 1/(1 - b**count) in the
         # hyper-parameters' precision: the function `modified_flow` reads a counter through.
@@ -239,6 +275,21 @@ def scale_by_adam(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _mu_dtype(mu_dtype) -> Any:
+    """`mu_dtype` canonicalized, or a `ValueError` unless it names a floating dtype (an integer
+    first moment would truncate every update; optax casts to it silently)."""
+    try:
+        dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            "mu_dtype must be None (the parameters' dtype) or a floating dtype (e.g. "
+            f"jnp.float32, jnp.bfloat16), got {mu_dtype!r}."
+        )
+    return dtype
+
+
 def adam(
     learning_rate: ScalarLike | optax.Schedule,
     b1: ScalarLike = 0.9,
@@ -255,7 +306,7 @@ def adam(
     `learning_rate` $\ge 0$ or a schedule."""
     return optax.chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
-        optax.scale_by_learning_rate(_learning_rate(learning_rate)),
+        _scale_by_learning_rate(_learning_rate(learning_rate)),
     )
 
 
@@ -280,7 +331,7 @@ def adamw(
     return optax.chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         _add_decayed_weights(_learning_rate(weight_decay, "weight_decay"), mask),
-        optax.scale_by_learning_rate(_learning_rate(learning_rate)),
+        _scale_by_learning_rate(_learning_rate(learning_rate)),
     )
 
 
@@ -329,9 +380,7 @@ def scale_by_polyak_step(
         # optax compares against float64's epsilon (`jnp.finfo(float).eps`); so does this.
         return jnp.where(sq <= float(jnp.finfo(float).eps), jnp.zeros_like(s), s)
 
-    return _scaled_by_scalar_step(
-        learning_rate, f_min, lambda g: optax.tree.norm(g, squared=True), step
-    )
+    return _scaled_by_scalar_step(learning_rate, f_min, lambda g: _norm(g, squared=True), step)
 
 
 def _scaled_by_scalar_step(learning_rate, f_min, norm_fn, step_fn):
@@ -340,14 +389,23 @@ def _scaled_by_scalar_step(learning_rate, f_min, norm_fn, step_fn):
 
     learning_rate = nonnegative("learning_rate", learning_rate)
 
-    def update_fn(updates, state, params=None, *, value, **extra_args):
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
+        _needs_value(value, "polyak_sgd/truncated_polyak_sgd")
         norm = jnp.asarray(norm_fn(updates), _dtype(updates))
         gap = jnp.asarray(value - f_min).astype(norm.dtype)
         scale = -jnp.asarray(learning_rate, norm.dtype) * step_fn(norm, gap)
-        return optax.tree.scale(scale, updates), state
+        return _scale(scale, updates), state
 
     return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+
+
+def _needs_value(value, name: str) -> None:
+    if value is None:
+        raise ValueError(
+            f"{name}: update needs the loss, update(grads, state, params, value=L) (the Polyak "
+            "step reads L - f_min); dynopt.run passes it."
+        )
 
 
 def _truncated_polyak_scale(max_scale):
@@ -369,7 +427,14 @@ def scale_by_preconditioner(precondition: Preconditioner) -> optax.GradientTrans
     loss in stochastic runs): Newton-type preconditioners build Hessian-vector products from it.
     `precondition` must be hashable (a module-level function or an `eqx.Module` with static
     fields): it is part of the compiled program, not a traced value.
+
+    **Raises:** `ValueError` for a `precondition` that is not callable.
     """
+    if not callable(precondition):
+        raise ValueError(
+            "precondition must be a callable (params, v, loss_fn) -> P(params) v, got "
+            f"{type(precondition).__name__}."
+        )
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
         del extra_args
@@ -388,5 +453,5 @@ def preconditioned_sgd(
     $\dot\theta = -P(\theta)\nabla L$."""
     return optax.chain(
         scale_by_preconditioner(precondition),
-        optax.scale_by_learning_rate(_learning_rate(learning_rate)),
+        _scale_by_learning_rate(_learning_rate(learning_rate)),
     )

@@ -106,35 +106,56 @@ def _field(optimizer, spec, order: int, params, oracle, h):
     spec = dataclasses.replace(spec, optimizer=optimizer, order=order)
     if spec.regime == "fast":
         return modified_values(fast_coefficients(spec, oracle), params, order)[-1]
-    state = spec.transform(jnp.zeros((), jnp.float64)).init(params)
+    state = spec.transform(jnp.zeros((), jnp.result_type(float))).init(params)
     y = ModifiedState(params, state)
     return modified_values(slow_coefficients(spec, oracle), y, order)[-1].params
 
 
-def _slope(optimizer, spec) -> float:
-    r"""$r$ with $\partial f_1/\partial g = -r I$, measured on a probe loss and two shifts of its
-    gradient (affine in $g$ with a scalar slope, or a `ValueError`)."""
-    from .._modified.flow import _probe_problem
+def _slope(optimizer, spec, problem=None) -> float:
+    r"""$r$ with $\partial f_1/\partial g = -r I$, measured on `problem` (float parameters in
+    float64; `None`: a probe loss) and two shifts of its gradient (affine in $g$ with a scalar
+    slope, or a `ValueError`)."""
+    from .._modified.flow import _in_float64, _probe_problem
 
-    probe = _probe_problem()
-    x0 = probe.params0
-    v = jnp.asarray([0.7, -0.2, 0.4])
-
-    def f1(shift):
+    def f1(shift, probe):
         loss = probe.loss
 
         def grad(p):
-            return jax.grad(loss)(p) + shift
+            return optax.tree.add(jax.grad(loss)(p), shift)
 
         oracle = _Oracle(loss, grad)
-        return _field(optimizer, spec, 1, x0, oracle, 0.0)
+        return _field(optimizer, spec, 1, probe.params0, oracle, 0.0)
 
-    with jax.ensure_compile_time_eval():  # concrete even under an outer jit
-        base, one, two = jax.jit(lambda: (f1(0 * v), f1(v), f1(2 * v)))()
-    d1, d2 = one - base, two - base
-    r = -float(jnp.vdot(d1, v) / jnp.vdot(v, v))
-    dev = float(jnp.linalg.norm(d1 + r * v) + jnp.linalg.norm(d2 - 2 * d1))
-    if not (np.isfinite(r) and r > 0) or dev > 1e-9 * max(1.0, abs(r)):
+    # Concrete even under an outer jit (`modifying(..., step_size=h)` in a traced sweep): the
+    # probe's arrays too, which would otherwise be tracers of that jit. Standard promotion: a
+    # float32 model's data meet the float64 parameters.
+    with jax.ensure_compile_time_eval(), jax.numpy_dtype_promotion("standard"):
+        # (Without x64 the probe and a float32 model stay float32: no float64 requests.)
+        x64 = jax.config.read("jax_enable_x64")
+        probe = _probe_problem() if problem is None else (_in_float64(problem) if x64 else problem)
+        # A generic shift: entries of both signs and different sizes, in each leaf's shape.
+        v = jax.tree.map(
+            lambda x: (0.3 + jnp.cos(1.0 + jnp.arange(x.size, dtype=x.dtype))).reshape(x.shape),
+            probe.params0,
+        )
+
+        def shifted(c):
+            return f1(optax.tree.scale(c, v), probe)
+
+        base, one, two = jax.jit(lambda: (shifted(0.0), shifted(1.0), shifted(2.0)))()
+        d1, d2 = optax.tree.sub(one, base), optax.tree.sub(two, base)
+        r = -float(optax.tree.vdot(d1, v) / optax.tree.vdot(v, v))
+        dev = float(
+            optax.tree.norm(optax.tree.add_scale(d1, r, v))
+            + optax.tree.norm(optax.tree.add_scale(d2, -2.0, d1))
+        )
+    # 1e-9 in float64; in a lower precision (float32 without x64) the differences d1, d2 of
+    # rounded fields carry its rounding, so the bound scales with the root of its epsilon
+    # (the same margin on a log scale: 2.3e-5 in float32, where a float32 heavy ball deviates
+    # by ~3e-7 and a coordinate-wise map by O(1)).
+    eps = float(jnp.finfo(jnp.result_type(float)).eps)
+    tol = 1e-9 * float(np.sqrt(eps / np.finfo(np.float64).eps))
+    if not (np.isfinite(r) and r > 0) or dev > tol * max(1.0, abs(r)):
         raise ValueError(
             "optimizer: its continuum limit is not affine in the gradient with a scalar slope "
             f"(f1[g + v] - f1[g] = -r v fails by {dev:.3g}); modifying supports sgd-like maps "
@@ -150,6 +171,7 @@ def modifying(
     order: int = 2,
     *,
     step_size=None,
+    problem=None,
 ):
     r"""The *modifying* optimizer: `optimizer` fed a corrected gradient so that it follows
     `target_flow` to order $p$ instead of 1.
@@ -177,13 +199,18 @@ def modifying(
     - `order`: $p \in \{1, 2, 3, 4\}$.
     - `step_size`: `None` to return the callable $h \mapsto$ transform (for `modified_flow`,
       `compare`); a value to return the transform at that $h$.
+    - `problem`: the problem the optimizer will run on; the checks (regime, slope) run on its
+      parameters, and without it on a small probe problem (one float64 3-vector). Pass it for
+      a transform that acts by the parameters' structure (`optax.masked` weight decay,
+      `optax.multi_transform`), which cannot step on the probe.
 
     **Returns:** $h \mapsto$ `optax.GradientTransformationExtraArgs` (or the transform itself
     when `step_size` is given); its `update` needs `params` and the extra argument `grad_fn`.
 
     **Raises:** `ValueError` for a non-callable optimizer, an order outside 1..4, a target that
     is not a parameter flow, a slow-state optimizer, or one whose leading field is not affine
-    in the gradient with a scalar slope.
+    in the gradient with a scalar slope (and `modified_flow`'s refusals, e.g. a transform
+    that cannot step on the probe problem without `problem=`).
     """
     from .._modified.flow import check_order, modified_flow
 
@@ -198,10 +225,11 @@ def modifying(
             "target_flow must be None or a dynopt flow on the parameters (e.g. "
             f"dynopt.flows.GradientFlow()), got {type(target_flow).__name__}."
         )
-    base = modified_flow(optimizer, 0.01, order=1)
+    base = modified_flow(optimizer, 0.01, order=1, problem=problem)
     regime = base.spec.regime
     if regime == "slow":
-        floats = eqx.filter(optimizer(jnp.asarray(0.01)).init(jnp.zeros(3)), eqx.is_inexact_array)
+        x0 = jnp.zeros(3) if problem is None else problem.params0
+        floats = eqx.filter(optimizer(jnp.asarray(0.01)).init(x0), eqx.is_inexact_array)
         if jax.tree.leaves(floats):
             raise ValueError(
                 "optimizer: its state is slow (decays scale with h), so its flow lives on "
@@ -212,7 +240,7 @@ def modifying(
         probe = jnp.zeros(3)
         if jax.tree.structure(target_flow.init(probe)) != jax.tree.structure(probe):
             raise ValueError("target_flow must be a flow on the parameters alone (init(θ) = θ).")
-    r = _slope(optimizer, base.spec)
+    r = _slope(optimizer, base.spec, problem)
 
     corrections: list = []
     if target_flow is not None:
