@@ -3,6 +3,8 @@
 
 import dataclasses
 import functools as ft
+import hashlib
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -128,8 +130,21 @@ def _raveled_field(flow: AbstractFlow, problem: Problem, t0, state):
     return flat, field
 
 
-@eqx.filter_jit
 def _field_jacobian(flow: AbstractFlow, problem: Problem, t0, state, forward: bool) -> jax.Array:
+    """The field's dense Jacobian at `(t0, state)`: one `jax.jit` dispatch of the array leaves,
+    the static ones a static argument (no `filter_jit` partition: ~0.1 ms a call at d = 2)."""
+    leaves, treedef = jax.tree.flatten((flow, problem, t0, state))
+    arrays = [x for x in leaves if eqx.is_array(x)]
+    static = tuple(None if eqx.is_array(x) else x for x in leaves)
+    return _jacobian_program(treedef, static, forward, arrays)
+
+
+@ft.partial(jax.jit, static_argnums=(0, 1, 2))
+def _jacobian_program(treedef, static, forward: bool, arrays) -> jax.Array:
+    it = iter(arrays)
+    flow, problem, t0, state = jax.tree.unflatten(
+        treedef, [next(it) if x is None else x for x in static]
+    )
     flat, field = _raveled_field(flow, problem, t0, state)
     return (jax.jacfwd if forward else jax.jacrev)(field)(flat)
 
@@ -251,9 +266,98 @@ _DECAYED = 25.0
 _SYMMETRIC_RTOL = 1e-10
 
 
+# `_spectrum`s by the values they are computed from (`_values_key`), oldest dropped first: a
+# repeated `solve` of the same flow and problem pays a digest of its arrays, not a Jacobian and
+# its eigenvalues (0.3 ms at d = 2, 9 ms at d = 100, 0.2 s at d = 1000). Arrays of more than
+# `_SPECTRA_MAX_BYTES` in all are not keyed: their digest (a copy to the host off a CPU) could
+# cost as much as the spectrum.
+_SPECTRA: dict = {}
+_SPECTRA_MAX = 256
+_SPECTRA_MAX_BYTES = 2**24
+
+
+def _values_key(tree) -> tuple | None:
+    """A hashable key of `tree`'s structure and values: its treedef, each array leaf's shape,
+    dtype, weak type and a digest of its bytes (`_array_key`), each other leaf itself (a Python
+    number with its type and `repr`: -0.0 is not 0.0, 1 not 1.0); `None` where a leaf is
+    traced or unhashable or the arrays hold more than `_SPECTRA_MAX_BYTES`."""
+    leaves, treedef = jax.tree.flatten(tree)
+    parts, size = [], 0
+    for x in leaves:
+        if isinstance(x, jax.core.Tracer):
+            return None
+        if eqx.is_array(x):
+            part = _array_key(x)
+            if part is None:
+                return None
+            size += part[3]
+            if size > _SPECTRA_MAX_BYTES:
+                return None
+            parts.append(part)
+        elif type(x) in (bool, int, float, complex):
+            parts.append((type(x), repr(x)))
+        else:
+            parts.append(x)
+    key = (treedef, tuple(parts))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+# `_array_key`s of live JAX arrays (immutable) by id, each with a weak reference to its array.
+_ARRAY_KEYS: dict = {}
+
+
+def _array_key(x) -> tuple | None:
+    """`(shape, dtype, weak type, bytes, SHA-256 of the bytes)` of the array `x` (`None` for a
+    dtype without plain bytes, e.g. a PRNG key's); remembered for a JAX array while it lives
+    (a NumPy array can change in place: read every time). The bytes alone are counted before
+    any copy to the host."""
+    jax_array = isinstance(x, jax.Array)
+    if jax_array:
+        found = _ARRAY_KEYS.get(id(x))
+        if found is not None and found[0]() is x:
+            return found[1]
+    dtype = np.dtype(x.dtype) if getattr(x.dtype, "kind", "O") in "biufcV" else None
+    if dtype is None:
+        return None
+    nbytes = x.size * dtype.itemsize
+    if nbytes > _SPECTRA_MAX_BYTES:
+        return (x.shape, dtype, False, nbytes, None)  # too large to key: not read
+    digest = hashlib.sha256(np.ascontiguousarray(x).view(np.uint8).reshape(-1)).digest()
+    part = (x.shape, dtype, bool(getattr(x, "weak_type", False)), nbytes, digest)
+    if jax_array:
+        key = id(x)
+        _ARRAY_KEYS[key] = (weakref.ref(x, lambda _: _ARRAY_KEYS.pop(key, None)), part)
+    return part
+
+
 def _spectrum(problem: Problem, params: Params, flow: AbstractFlow | None, t0: float):
     """`_Spectrum` of `flow`'s vector field at `(t0, flow.init(params))` (`None`: the gradient
-    flow, whose Jacobian is minus the loss's Hessian), or the problem's own `time_scales`."""
+    flow, whose Jacobian is minus the loss's Hessian), or the problem's own `time_scales`;
+    cached by the values it is computed from (`_SPECTRA`): new values compute it anew."""
+    return _spectrum_entry(problem, params, flow, t0)[0]
+
+
+def _spectrum_entry(problem, params, flow, t0) -> tuple[_Spectrum, dict]:
+    """`(spectrum, choices)`: `_spectrum` and, from the same cache entry, a dict for the
+    automatic choices made from it (`_pick_solver`, by horizon and step budget)."""
+    values = _values_key((problem, params, flow))
+    if values is None:
+        return _compute_spectrum(problem, params, flow, t0), {}
+    key = (values, repr(float(t0)), jax.config.jax_enable_x64)
+    found = _SPECTRA.get(key)
+    if found is None:
+        found = (_compute_spectrum(problem, params, flow, t0), {})
+        if len(_SPECTRA) >= _SPECTRA_MAX:
+            _SPECTRA.pop(next(iter(_SPECTRA)))
+        _SPECTRA[key] = found
+    return found
+
+
+def _compute_spectrum(problem: Problem, params: Params, flow: AbstractFlow | None, t0: float):
     rates = problem.time_scales(params)
     if rates is not None:
         return _Spectrum(rates=np.asarray(rates))
@@ -356,14 +460,18 @@ def _tsit5_stability_radius(mu: np.ndarray) -> np.ndarray:
     most $r/|\mu|$ long. 3.507 on the negative real axis, within 1% of 3.5 up to 60° from it
     (where the magnitude alone, the old rule, was right), 3.2 at 75°, 1.7 at 0.3° from the
     imaginary axis and 0 on it, which the region only touches."""
+    # Once per distinct ray (a gradient flow's are all -1): each ray's radius is cached.
+    rays = np.asarray(mu, complex) / np.abs(mu)
+    return np.asarray([_ray_stability_radius(complex(ray)) for ray in rays], np.float64)
+
+
+@ft.lru_cache(maxsize=4096)
+def _ray_stability_radius(ray: complex) -> float:
+    """`_tsit5_stability_radius` along the unit complex number `ray`."""
     s = np.arange(1, 6001) * 1e-3
-    coef = _tsit5_polynomial()[::-1]
-    stable = []
-    for ray in np.asarray(mu, complex) / np.abs(mu):
-        unstable = np.abs(np.polyval(coef, s * ray)) > 1.0
-        stable.append(np.argmax(unstable) if unstable.any() else s.size)
+    unstable = np.abs(np.polyval(_tsit5_polynomial()[::-1], s * ray)) > 1.0
     # At least the grid's first point: a lower bound on the steps stays one.
-    return np.maximum(np.asarray(stable), 1) * 1e-3
+    return max(int(np.argmax(unstable)) if unstable.any() else s.size, 1) * 1e-3
 
 
 @ft.cache
@@ -374,6 +482,22 @@ def _solver(name: str) -> diffrax.AbstractSolver:
 # Tsit5's stability interval on the negative real axis (|R(z)| <= 1 for -3.5 <= z <= 0): a
 # stable explicit step on a mode of rate lambda is at most this / lambda long.
 _TSIT5_STABILITY = 3.5
+
+
+def _automatic(spectrum: _Spectrum, horizon: float, max_steps: int | None) -> tuple[str, float]:
+    """`_pick_solver`'s automatic `(name, stiffness ratio)` from the flow's `spectrum`."""
+    fast, slow = spectrum.fast_and_slow()
+    ratio = fast / max(slow, 1.0 / horizon) if np.isfinite(fast) else float("inf")
+    # The long-horizon regime needs the linearisation to hold: a mode growing by more than
+    # exp(_DECAYED) over the horizon says it describes a transient only (e.g. RMSprop from
+    # G = 0, where modes of rate +-1e7 decay and grow alike).
+    too_long = (
+        max_steps is not None
+        and spectrum.growth() * horizon < _DECAYED
+        and spectrum.explicit_steps(horizon) > max_steps
+    )
+    name = "kvaerno5" if ratio >= STIFFNESS_THRESHOLD or too_long else "tsit5"
+    return name, ratio
 
 
 def _pick_solver(
@@ -398,19 +522,13 @@ def _pick_solver(
     ($|\mathrm{Im}\,\mu| \gg |\mathrm{Re}\,\mu|$) and growth, which any solver must resolve
     and an explicit one does at the least cost per step."""
     if solver is None:
-        spectrum = _spectrum(problem, params0, flow, t0)
-        fast, slow = spectrum.fast_and_slow()
-        ratio = fast / max(slow, 1.0 / horizon) if np.isfinite(fast) else float("inf")
-        # The long-horizon regime needs the linearisation to hold: a mode growing by more than
-        # exp(_DECAYED) over the horizon says it describes a transient only (e.g. RMSprop from
-        # G = 0, where modes of rate +-1e7 decay and grow alike).
-        too_long = (
-            max_steps is not None
-            and spectrum.growth() * horizon < _DECAYED
-            and spectrum.explicit_steps(horizon) > max_steps
-        )
-        name = "kvaerno5" if ratio >= STIFFNESS_THRESHOLD or too_long else "tsit5"
-        return _solver(name), name, ratio
+        spectrum, choices = _spectrum_entry(problem, params0, flow, t0)
+        choice = choices.get((horizon, max_steps))
+        if choice is None:
+            if len(choices) >= _SPECTRA_MAX:  # a sweep over horizons: keep the entry small
+                choices.clear()
+            choice = choices[horizon, max_steps] = _automatic(spectrum, horizon, max_steps)
+        return _solver(choice[0]), *choice
     if isinstance(solver, str):
         key = _ALIASES.get(solver.lower(), solver.lower())
         if key not in SOLVERS:
@@ -793,44 +911,75 @@ def dense_solve(
 @dataclasses.dataclass
 class _Compiled:
     """One jitted reference solve for a (flow, problem, solver) structure and the static
-    options: the arrays come in flat, the static leaves are closed over. `outputs` holds the
-    output's static part (filled in when `run` is traced); `dense_checked`: the dense-memory
-    check passed for this key."""
+    options: the arrays come in flat, the static leaves are closed over. `run` returns
+    `(ok, arrays)`: whether the solve succeeded and the array leaves of its `Trajectory`;
+    `outputs` holds that `Trajectory`'s treedef and its other leaves, `_FLOW_SLOT` where the
+    flow goes (filled in when `run` is traced); `dense_checked`: the dense-memory check passed
+    for this key."""
 
     run: Callable
     full: Callable
     outputs: list
     dense_checked: bool = False
 
+    def trajectory(self, arrays: list, flow) -> Trajectory:
+        """The `Trajectory` of `run`'s `arrays` holding `flow`: unflattened from the traced
+        one's treedef (no `eqx.Module.__init__`, no `eqx.combine`: ~0.1 ms a call before)."""
+        treedef, template = self.outputs
+        it = iter(arrays)
+        leaves = [
+            next(it) if x is _ARRAY_SLOT else flow if x is _FLOW_SLOT else x for x in template
+        ]
+        return jax.tree.unflatten(treedef, leaves)
 
-# Jitted solves by structure (treedef, static leaves, array shapes and dtypes) and static
-# options: a repeated `solve` pays one `jax.jit` dispatch of the arrays, no `filter_jit`
-# partition of the flow, problem and solver pytrees, and no eager op (~0.5 ms on a CPU before).
+
+# Placeholders in `_Compiled.outputs`' leaves: a returned array, the caller's flow.
+_ARRAY_SLOT, _FLOW_SLOT = object(), object()
+
+# Jitted solves by structure (treedef, static leaves, array shapes and dtypes), the solver's
+# name and the static options: a repeated `solve` pays one `jax.jit` dispatch of the arrays, no
+# `filter_jit` partition of the flow, problem and solver pytrees, and no eager op (~0.5 ms on a
+# CPU before).
 _COMPILED: dict = {}
 _COMPILED_MAX = 256
 
 
-def _compiled_solve(flow, problem, solver, max_steps: int, dense: bool, progress: bool):
-    """`(compiled, arrays)`: the cached jitted solve for this structure and its array leaves."""
-    leaves, treedef = jax.tree.flatten((flow, problem, solver))
+def _compiled_solve(
+    flow,
+    problem,
+    solver,
+    max_steps: int,
+    dense: bool,
+    progress: bool,
+    name: str | None = None,
+    flat: tuple | None = None,
+):
+    """`(compiled, arrays)`: the cached jitted solve for this structure and its array leaves;
+    `name` the `Trajectory`'s `solver` (default: the solver's class, lower case); `flat` the
+    caller's `jax.tree.flatten((flow, problem))`, if it has it."""
+    if name is None:
+        name = type(solver).__name__.lower()
+    leaves, treedef = jax.tree.flatten((flow, problem)) if flat is None else flat
+    solver_leaves, solver_treedef = jax.tree.flatten(solver)
+    leaves = [*leaves, *solver_leaves]
+    cut = len(leaves) - len(solver_leaves)  # the solver's leaves come last
     arrays = [x for x in leaves if eqx.is_array(x)]
     static = tuple(None if eqx.is_array(x) else x for x in leaves)
     shapes = tuple((x.shape, x.dtype) for x in arrays)
+    key = (treedef, solver_treedef, static, shapes, name, max_steps, dense, progress)
     try:
-        key = (treedef, static, shapes, max_steps, dense, progress)
-        hash(key)
+        found = _COMPILED.get(key)
     except TypeError:  # an unhashable static leaf: compile for this call only
-        key = None
-    found = _COMPILED.get(key) if key is not None else None
+        key = found = None
     if found is not None:
         return found, arrays
     outputs: list = []
 
     def solution(arrays, t0, ts, rtol, atol, reach=False):
         it = iter(arrays)
-        flow, problem, solver = jax.tree.unflatten(
-            treedef, [next(it) if x is None else x for x in static]
-        )
+        leaves = [next(it) if x is None else x for x in static]
+        flow, problem = jax.tree.unflatten(treedef, leaves[:cut])
+        solver = jax.tree.unflatten(solver_treedef, leaves[cut:])
         # `progress` (static) is diffrax's tqdm meter, shown under `dynopt.show_progress()`.
         meter = diffrax.TqdmProgressMeter() if progress else None
         sol = dense_solve(
@@ -842,18 +991,21 @@ def _compiled_solve(flow, problem, solver, max_steps: int, dense: bool, progress
         # Only what `solve` returns comes back: every output array is a buffer to hand over.
         flow, problem, sol = solution(arrays, t0, ts, rtol, atol)
         params = jax.vmap(flow.params)(sol.ys)
-        out = dict(
+        traj = Trajectory(
             ts=sol.ts,
             params=params,
             loss=jax.vmap(problem.loss)(params),
             diverged_at=jnp.asarray(-1),
             interpolation=sol.interpolation if dense else None,
+            flow=_FLOW_SLOT,
+            solver=name,
             stats={k: v for k, v in sol.stats.items() if k != "max_steps"},
-            ok=jnp.all(sol.result == diffrax.RESULTS.successful),
         )
-        dynamic, rest = eqx.partition(out, eqx.is_array)
-        outputs[:] = [rest]
-        return dynamic
+        leaves, out_treedef = jax.tree.flatten(traj)
+        template = [_ARRAY_SLOT if eqx.is_array(x) else x for x in leaves]
+        outputs[:] = [out_treedef, template]
+        ok = jnp.all(sol.result == diffrax.RESULTS.successful)
+        return ok, [x for x in leaves if eqx.is_array(x)]
 
     def full(arrays, t0, ts, rtol, atol):  # the whole solution, to diagnose a failure
         return eqx.filter_jit(lambda *a: solution(*a, reach=True)[2])(arrays, t0, ts, rtol, atol)
@@ -1225,9 +1377,14 @@ def solve(
             f"...), got {type(problem).__name__}; the call is solve(flow, problem, ts)."
         )
     _on_host("solve", t0=t0)
-    # Under jax.grad the flow's and problem's arrays are traced: the host decides on their values.
-    host = _differentiated("solve", flow=flow, problem=problem)
-    host_flow, host_problem = host["flow"], host["problem"]
+    # Flattened once: for the check below and the compiled solve's arrays.
+    flat = jax.tree.flatten((flow, problem))
+    host_flow, host_problem = flow, problem
+    if any(isinstance(x, jax.core.Tracer) for x in flat[0]):
+        # Under jax.grad the flow's and problem's arrays are traced: the host decides on their
+        # values.
+        host = _differentiated("solve", flow=flow, problem=problem)
+        host_flow, host_problem = host["flow"], host["problem"]
     check_unbatched(host_flow, "solve")
     t0 = float(interval("t0", t0))
     ts_host = _check_times(ts, t0)  # the horizon from host memory: no device round trip
@@ -1238,7 +1395,7 @@ def solve(
     )
     dense = bool(dense)
     compiled, arrays = _compiled_solve(
-        flow, problem, solver_obj, max_steps, dense, _progress.enabled()
+        flow, problem, solver_obj, max_steps, dense, _progress.enabled(), name, flat
     )
     if dense and not compiled.dense_checked:  # depends only on the cache key: once per key
         check_dense_memory(host_flow, host_problem, max_steps, solver=solver_obj)
@@ -1247,7 +1404,7 @@ def solve(
     times = (f64(t0), ts_host, f64(rtol), f64(atol))
     with host_validated():  # flow, problem and times checked above: no runtime checks
         try:
-            out = eqx.combine(compiled.run(arrays, *times), compiled.outputs[0])
+            ok, out = compiled.run(arrays, *times)
         except TypeError as error:
             if "forward-mode" not in str(error):
                 raise
@@ -1257,9 +1414,9 @@ def solve(
                 "jax.jvp, jax.jacfwd and jax.hessian cannot pass it. Use jax.jacrev, or "
                 "jax.grad per output."
             ) from None
-    if not bool(out.pop("ok")):  # the one device-to-host transfer of a successful solve
+    if not bool(ok):  # the one device-to-host transfer of a successful solve
         compiled, arrays = _compiled_solve(
-            host_flow, host_problem, solver_obj, max_steps, dense, _progress.enabled()
+            host_flow, host_problem, solver_obj, max_steps, dense, _progress.enabled(), name
         )
         sol = compiled.full(arrays, *times)
         raise_for_result(
@@ -1272,7 +1429,7 @@ def solve(
             diagnosis=_diagnose(host_flow, host_problem, sol, ts_host, t0),
             implicit=isinstance(solver_obj, diffrax.AbstractImplicitSolver),
         )
-    return Trajectory(**out, flow=flow, solver=name)
+    return compiled.trajectory(out, flow)
 
 
 def failure_diagnosis(flow, problem, solver, t0, ts, rtol, atol, max_steps) -> str:

@@ -217,3 +217,92 @@ def test_a_growing_mode_is_followed_not_stepped_for_stability():
     assert _pick_solver(None, saddle, saddle.params0, 1.0, 16_384, flow=flow)[1] == "tsit5"
     rosenbrock = problems.rosenbrock()
     assert dynopt.solve(flows.RMSPropFlow(3.0, 1e-4), rosenbrock, [0.5]).solver == "tsit5"
+
+
+def test_new_hyperparameter_values_reuse_the_program_and_are_chosen_for_anew():
+    r"""A flow's hyper-parameters are arrays: `solve` with new values of them reuses its compiled
+    program (no retrace) and makes the automatic choice for the new values, not the cached
+    one of the old: HeavyBall(a) on $\lambda = 1$ over $T = 2000$ is Tsit5 at $a = 1$ and 2
+    and Kvaerno5 at $a = 1000$ (overdamped, ratio $\approx a^2$), then Tsit5 again at $a = 1$,
+    the first trajectory bit for bit. Each is the closed form to 1e-7 at $T = 5$ (rtol 1e-10
+    per step over ~100 steps; the state is O(1))."""
+    from dynopt import _solve
+
+    q = problems.quadratic([1.0, 3.0], rotate=True)
+    first = dynopt.solve(flows.HeavyBall(1.0), q, [5.0], dense=False)
+    compiled, _ = _solve._compiled_solve(
+        flows.HeavyBall(1.0), q, _solve._solver("tsit5"), 16_384, False, False
+    )
+    traces = compiled.run._cache_size()
+    second = dynopt.solve(flows.HeavyBall(2.0), q, [5.0], dense=False)
+    assert (first.solver, second.solver) == ("tsit5", "tsit5")
+    assert compiled.run._cache_size() == traces
+    for a, traj in [(1.0, first), (2.0, second)]:
+        want = flows.HeavyBall(a).closed_form(q)(jnp.asarray(5.0))[0]
+        assert float(jnp.max(jnp.abs(traj.params[-1] - want))) <= 1e-7
+    one = problems.quadratic([1.0])
+    names = [
+        _pick_solver(None, one, one.params0, 2e3, flow=flows.HeavyBall(a))[1]
+        for a in (1.0, 1e3, 1.0)
+    ]
+    assert names == ["tsit5", "kvaerno5", "tsit5"]
+    again = dynopt.solve(flows.HeavyBall(1.0), q, [5.0], dense=False)
+    for x, y in zip(jax.tree.leaves(again), jax.tree.leaves(first)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_repeated_automatic_choice_reads_the_spectrum_once(monkeypatch):
+    """The automatic choice's Jacobian and eigenvalues are computed once per values of the flow,
+    the problem and t0 (`_solve._SPECTRA`): equal values in new objects reuse them, a new
+    value or t0 computes them anew, and the cached choice is the one computed afresh."""
+    from dynopt import _solve
+
+    calls = []
+    jacobian = _solve._field_jacobian
+    monkeypatch.setattr(
+        _solve, "_field_jacobian", lambda *a: calls.append(1) or jacobian(*a), raising=True
+    )
+    monkeypatch.setattr(_solve, "_SPECTRA", {}, raising=False)  # empty, for the count
+
+    def choice(damping, t0=0.0, eigenvalues=(1.0, 3.0)):
+        q = problems.quadratic(jnp.asarray(eigenvalues), rotate=True)
+        return _pick_solver(None, q, q.params0, 2.0, 16_384, flow=flows.HeavyBall(damping), t0=t0)
+
+    first = choice(1.0)
+    assert len(calls) == 1
+    assert choice(1.0)[1:] == first[1:] and len(calls) == 1  # equal values, new arrays
+    assert choice(1.0, eigenvalues=(1.0, 30.0))[2] != first[2] and len(calls) == 2
+    choice(2.0)
+    choice(1.0, t0=0.5)
+    assert len(calls) == 4
+    monkeypatch.setattr(_solve, "_SPECTRA", {}, raising=False)
+    assert choice(1.0)[1:] == first[1:] and len(calls) == 5
+
+
+def test_the_choices_cache_key_is_the_values():
+    """`_values_key` tells apart what the spectrum depends on: an array's values (also a NumPy
+    array changed in place), its dtype, a Python number's type and sign of zero; it is the same
+    for equal values in new objects, and `None` (no caching) for a traced leaf."""
+    from dynopt._solve import _values_key
+
+    a = np.array([1.0, 2.0])
+    key = _values_key((a, 0.0))
+    assert _values_key((np.array([1.0, 2.0]), 0.0)) == key
+    assert _values_key((jnp.asarray(a), 0.0)) == _values_key((jnp.asarray(a), 0.0))
+    assert _values_key((a, -0.0)) != key
+    assert _values_key((a, 0)) != key
+    assert _values_key((a.astype(np.float32), 0.0)) != key
+    a[1] = 3.0
+    assert _values_key((a, 0.0)) != key
+    traced = []
+    jax.jit(lambda x: traced.append(_values_key((x,))) or x)(jnp.ones(2))
+    assert traced == [None]
+
+
+def test_tsit5_stability_radius_is_per_ray():
+    """The radius depends on each eigenvalue's ray alone (computed once per ray): a vector of
+    repeated, conjugate and scaled eigenvalues gives each one's own radius."""
+    mu = np.array([-1.0 + 0j, -5.0 + 0j, -1.0 + 2j, -1.0 - 2j, -3.0 + 6j, -0.01 + 100j])
+    each = [_tsit5_stability_radius(mu[i : i + 1])[0] for i in range(mu.size)]
+    np.testing.assert_array_equal(_tsit5_stability_radius(mu), each)
+    assert each[0] == each[1] and each[2] == each[3] == each[4]
