@@ -473,18 +473,24 @@ def test_state_leaves_that_are_flags_or_counters(getkey):
         assert tree_max_abs_diff(ours, theirs) < 1e-14
 
 
-def test_a_field_that_is_not_finite_at_the_point_is_said():
+def test_a_parameter_the_loss_does_not_read_has_field_zero():
     """Adam with a parameter the loss does not read: its gradient is exactly 0, the second
-    moment on the slow manifold is 0, and autodiff through its square root gives 0·∞ = NaN.
-    `terms` says so, naming the leaf, instead of returning a NaN rate."""
+    moment on the slow manifold is 0, and autodiff through its square root gave 0·∞ = NaN,
+    which `terms` refused. The optimizer never moves it: its fields are 0, and the other
+    leaves' are those of the problem without it (tests/test_modified_roots.py)."""
     base = dynopt.problems.logcosh()
     problem = dynopt.Problem(
         lambda x: base.loss_fn({"a": x["a"], "b": x["b"]}),
         {**base.params0, "unused": jnp.zeros(2)},
     )
-    flow = modified_flow(lambda h: optax.adam(h, 0.5, 0.6, 0.3), 0.01, 2, problem=problem)
-    with pytest.raises(ValueError, match=r"not finite at `state` \(\[0\]\['unused'\].*0·∞ = NaN"):
-        flow.terms(flow.init(problem.params0), problem)
+    opt = lambda h: optax.adam(h, 0.5, 0.6, 0.3)
+    flow = modified_flow(opt, 0.01, 2, problem=problem)
+    fields = flow.terms(flow.init(problem.params0), problem).fields
+    alone = modified_flow(opt, 0.01, 2, problem=base)
+    theirs = alone.terms(alone.init(base.params0), base).fields
+    for f, g in zip(fields, theirs, strict=True):
+        assert np.all(np.asarray(f["unused"]) == 0.0)
+        assert tree_max_abs_diff({"a": f["a"], "b": f["b"]}, g) < 1e-14
 
 
 def test_terms_take_bare_parameters_where_they_fix_the_state():

@@ -195,11 +195,11 @@ class ModifiedFlow(AbstractFlow):
 
 # Why a modified field can be NaN or overflow at one point of a map that is smooth elsewhere.
 NOT_FINITE = (
-    "the optimizer's update is not differentiable there, or overflows: e.g. the square root of "
-    "a second moment that is exactly 0 (a parameter whose gradient is exactly 0 there: an "
-    "unused leaf, a dead unit), where autodiff gives 0·∞ = NaN, or a denominator set by a tiny "
-    "ε (optax.adabelief's eps = 1e-16: its fast second moment vanishes as h -> 0). No modified "
-    "flow exists there: drop the parameters the loss does not read, start elsewhere, or raise ε."
+    "the optimizer's update is not differentiable there, or overflows: e.g. a denominator set "
+    "by a tiny ε (optax.adabelief's eps = 1e-16: its fast second moment vanishes as h -> 0), "
+    "or a kink the point sits on. No modified flow exists there: start elsewhere, or raise ε. "
+    "(A second moment that is exactly 0 with its gradient entry, a parameter the loss does not "
+    "read, is not such a point: its field is 0.)"
 )
 
 
@@ -924,7 +924,13 @@ def _check_finite_field(spec: OptimizerSpec, regime: str, problem, y) -> None:
     """$f_1$ at the probe point must be finite. A step that is smooth in τ can still be
     evaluated through a removable singularity at τ = 0 (`sqrt(h)` with `h = τ**2`, a state map
     dividing by τ), where autodiff gives NaN: said here, not returned as a flow of NaNs."""
-    flow = ModifiedFlow(dataclasses.replace(spec, regime=regime), jnp.asarray(0.01))
+    # With JAX's own derivative of the update's square roots (0·∞ = NaN at 0): a root of a
+    # quantity that vanishes at τ = 0 but not with it (sqrt(τ²c): a normalization after the
+    # learning rate, AdaBelief's (g - m)² with eps_root = 0) has no expansion and is refused
+    # here, on the probe, where no gradient entry vanishes identically (`roots`).
+    flow = ModifiedFlow(
+        dataclasses.replace(spec, regime=regime, zero_roots=False), jnp.asarray(0.01)
+    )
     f1 = flow.field_values(y, problem)[0]
     flat, _ = jax.tree_util.tree_flatten_with_path(f1)
     bad = [jax.tree_util.keystr(path) for path, x in flat if not np.all(np.isfinite(x))]

@@ -20,6 +20,7 @@ from .._discretization import accepted_extra_args, Discretization
 from .._maps.base import with_standard_promotion
 from .._run import oracle
 from .._validation import at_zero_step
+from .roots import zero_safe_roots
 from .smooth import dependent_outputs
 
 
@@ -52,6 +53,9 @@ class OptimizerSpec:
       that solve for its slow manifold exactly (`fast._coupled_solve`).
     - `products`: in the slow regime, the number of bias corrections a step computes from the
       step counter, carried as products $c_i = b_i^k$ (`dynopt._modified.counters`); else 0.
+    - `zero_roots`: the update's square roots differentiated with derivative 0 at 0
+      (`dynopt._modified.roots`; `False`: JAX's, $0\cdot\infty$ = NaN there, what the
+      construction checks read to tell a vanishing second moment from a non-analytic step).
     """
 
     optimizer: Callable[[Any], Any]
@@ -63,6 +67,7 @@ class OptimizerSpec:
     branches: tuple[str, ...] = ()
     sweeps: int = 1
     products: int = 0
+    zero_roots: bool = True
 
     def __call__(self, step_size) -> optax.GradientTransformationExtraArgs:
         """The optimizer at step size $h$ (the `Discretization` factory)."""
@@ -186,5 +191,10 @@ def raw_step(spec: OptimizerSpec, tau, params, opt_state, problem):
     tx = spec.transform(tau)
     value, grad = problem.value_and_grad(params)
     extra = oracle(problem, None, 0).extra_args(tx, value, grad)  # what `dynopt.run` passes
-    updates, new_state = tx.update(grad, opt_state, params, **extra)
+    update = lambda g, s, p: tx.update(g, s, p, **extra)
+    if spec.zero_roots:
+        # A second moment that vanishes with its gradient entry (a parameter the loss does not
+        # read) has a zero tangent: its root's derivative times it is 0, not 0·∞ = NaN.
+        update = zero_safe_roots(update)
+    updates, new_state = update(grad, opt_state, params)
     return optax.tree.add(params, optax.tree.cast_like(updates, params)), new_state
