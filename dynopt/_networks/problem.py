@@ -41,6 +41,7 @@ def network_problem(
     *,
     loss: Literal["mse", "cross_entropy"] = "mse",
     batch_size: int | None = None,
+    replace: bool = False,
     shard: bool | Literal["local"] = False,
     name: str | None = None,
 ) -> Problem:
@@ -63,9 +64,12 @@ def network_problem(
     - `data`: `(x, y)` sharing the leading sample axis; `y` integer labels (both losses) or
       float targets of the output's shape (`"mse"` only).
     - `loss`: `"mse"` or `"cross_entropy"`.
-    - `batch_size`: the minibatch size of `run(..., key=...)` (sampled without replacement);
-      `None`: the whole data set (full batch: the stochastic loss is then the full loss, with
-      no draw).
+    - `batch_size`: the minibatch size of `run(..., key=...)` (sampled as `replace` says);
+      `None`: the whole data set (without replacement that is the full batch: the stochastic
+      loss is then the full loss, with no draw).
+    - `replace`: `False` (the minibatch drawn without replacement, $B \le n$) or `True` (with
+      replacement, any $B \ge 1$), as `problems.finite_sum`; `sde.SGDNoise(η, B, replace=...)`
+      models either.
     - `shard`: `False`; `True`: split the sample axis of `data` (the whole data set, the
       same on every process) over all devices of all processes (`shard_data`); `"local"`:
       `data` holds only this process's rows (every process the same number), stacked process
@@ -74,10 +78,11 @@ def network_problem(
 
     **Returns:** a `dynopt.Problem` (a finite sum: `data`, `sample_loss_fn`, `batch_size` set).
 
-    **Raises:** `ValueError` when `data` is not a pair of arrays (or nested lists) with a
-    shared leading sample axis, the inputs do not fit the model's input shape, the outputs
-    are not 1-D, a label is out of range of the outputs, float targets meet cross-entropy, an
-    input or float target is NaN or infinite, or `shard` is not one of the three above.
+    **Raises:** `ValueError` when `model` holds stateful layers (`eqx.nn.BatchNorm`, ...),
+    `data` is not a pair of arrays (or nested lists) with a shared leading sample axis, the
+    inputs do not fit the model's input shape, the outputs are not 1-D, a label is out of
+    range of the outputs, float targets meet cross-entropy, an input or float target is NaN
+    or infinite, or `shard` is not one of the three above.
     """
     choice("loss", loss, LOSSES)
     # Not `choice`: 0 and 1 equal False and True.
@@ -100,6 +105,15 @@ def network_problem(
         raise ValueError(f"data: x and y must share the sample axis, got {x.shape} and {y.shape}.")
     if x.shape[0] == 0:
         raise ValueError("data must hold at least one sample (x and y are empty).")
+    is_state = lambda leaf: isinstance(leaf, eqx.nn.StateIndex)
+    if any(map(is_state, jax.tree.leaves(model, is_leaf=is_state))):
+        # Called as model(x), it failed deep inside, reported as a shape mismatch.
+        raise ValueError(
+            "model holds stateful layers (an eqx.nn.StateIndex: eqx.nn.BatchNorm, "
+            "eqx.nn.SpectralNorm), called as model(x, state); network_problem "
+            "takes a stateless model called as model(x): use eqx.nn.LayerNorm or no "
+            "normalisation."
+        )
     params, static = eqx.partition(model, eqx.is_inexact_array)
     # The data take the model's dtype: float64 data (the default with x64, e.g. `digits()`)
     # would otherwise promote a float32 model's loss to float64, or fail under strict promotion.
@@ -147,5 +161,10 @@ def network_problem(
     sample_loss = eqx.Partial(_sample_loss, static=static, kind=loss)
     label = name or f"{type(model).__name__}({loss}, n={n})"
     return finite_sum(
-        sample_loss, data, params, batch_size=n if batch_size is None else batch_size, name=label
+        sample_loss,
+        data,
+        params,
+        batch_size=n if batch_size is None else batch_size,
+        replace=replace,
+        name=label,
     )

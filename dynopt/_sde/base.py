@@ -102,18 +102,28 @@ def noise_dim(g: Diffusion) -> int:
     return int(g.shape[-1])
 
 
+def _cast(g: Diffusion, dtype) -> Diffusion:
+    """`g`'s floating arrays (a matrix, a lineax operator's leaves) in `dtype`."""
+    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, g)
+
+
 def raveled(flow: AbstractFlow, problem: Problem | None, state0: State):
     r"""The flow as an SDE on the flat state: `(y0, drift, diffusion, unravel)` with
-    `drift(t, y, args)` and `diffusion(t, y, args)` in diffrax's term signature."""
+    `drift(t, y, args)` and `diffusion(t, y, args)` in diffrax's term signature.
+
+    Both return the dtype of the `y` they are given: diffrax runs the state in the times' dtype
+    (a float32 network's state in float64 under x64), while `unravel` hands the flow the
+    state's own dtypes, so the field of a float32 model is float32 (under strict promotion its
+    product with a float64 step was a `TypePromotionError`)."""
     y0, unravel = ravel_pytree(state0)
 
     def drift(t, y, args):
         del args
-        return ravel_pytree(flow.vector_field(t, unravel(y), problem))[0]
+        return ravel_pytree(flow.vector_field(t, unravel(y), problem))[0].astype(y.dtype)
 
     def diffusion(t, y, args):
         del args
-        return flow.diffusion(t, unravel(y), problem)
+        return _cast(flow.diffusion(t, unravel(y), problem), y.dtype)
 
     return y0, drift, diffusion, unravel
 

@@ -56,6 +56,46 @@ def _quadratic_data(p: Problem, flat0: Float[Array, " d"]):
     return h, xstar, flat0 - xstar, da, dq, loss(xstar)
 
 
+@eqx.filter_jit
+def _curvature(p: Problem, flat0: Float[Array, " d"]):
+    r"""The eigenvalues of $H(\theta_0)$ and $\max|H(\theta^*) - H(\theta_0)|$ over the Newton
+    step $\theta^*$ of `_quadratic_data` (zero to rounding for a quadratic loss)."""
+    unravel = ravel_pytree(p.params0)[1]
+
+    def loss(y):
+        return p.loss(unravel(y))
+
+    h0 = jax.hessian(loss)(flat0)
+    xstar = flat0 - jnp.linalg.solve(h0, jax.grad(loss)(flat0))
+    return jnp.linalg.eigvalsh(h0), jnp.max(jnp.abs(jax.hessian(loss)(xstar) - h0))
+
+
+def _check_quadratic_model(p: Problem, flat0: Float[Array, " d"], who: str) -> None:
+    r"""`ValueError` for a non-quadratic loss whose Hessian at $\theta_0$ is not positive
+    definite: its quadratic model at the Newton step has no minimizer (a saddle, or no point at
+    all), and the moments of that model are no approximation of SGD's (on a tanh network they
+    gave $\mathbb E L = -19$ for a squared loss). A quadratic is exact at any curvature."""
+    if is_traced((p, flat0)):
+        return
+    eigenvalues, moved = _curvature(p, flat0)
+    eigenvalues = np.asarray(eigenvalues)
+    scale = float(np.max(np.abs(eigenvalues)))
+    # Positive definite beyond rounding: numpy's rank tolerance, d * eps * |lambda|_max.
+    floor = eigenvalues.size * np.finfo(eigenvalues.dtype).eps * scale
+    # A quadratic's Hessian is the same at theta* to rounding (n eps |H| for n samples);
+    # sqrt(eps) relative is far above that.
+    quadratic = bool(moved <= np.sqrt(np.finfo(eigenvalues.dtype).eps) * scale)
+    if eigenvalues[0] <= floor and not quadratic:
+        raise ValueError(
+            f"{who} approximates a non-quadratic loss by its quadratic model at the minimizer "
+            "one Newton step from x0, which needs a positive-definite Hessian at x0; its "
+            f"smallest eigenvalue there is {eigenvalues[0]:.3g} (largest {eigenvalues[-1]:.3g}):"
+            " the model has no minimizer and its moments do not approximate SGD's. Pass an x0 "
+            "at (or near) a minimum, e.g. trained parameters, or estimate the moments by Monte "
+            "Carlo (dynopt.sde.simulate, dynopt.run with a batch of keys)."
+        )
+
+
 def _noise_mean(m, big_m, da, dq):
     n = da.shape[0]
     amq = jnp.einsum("ijk,k,il->ijl", da, m, dq)
@@ -221,13 +261,15 @@ def quadratic_moments(
 
     One jitted program per problem shape: new step sizes, learning rates, batch sizes and times
     reuse it. For non-quadratic losses the result is the moment dynamics of the linearisation at
-    the minimizer found by one Newton step from `x0` (an approximation).
+    the minimizer found by one Newton step from `x0` (an approximation, which needs a
+    positive-definite Hessian at `x0`: start near a minimum).
 
     **Raises:** `ValueError` for `ts` that are not 1-D finite times $\ge 0$, a `step` that is
     not finite and > 0 (or does not divide `ts`, or needs $2^{40}$ steps or more), an `x0`
     unlike `problem.params0` or not finite, a `covariance0` that is not a finite symmetric
     positive semi-definite $(d, d)$ matrix, a learning rate that is not
-    one number (a vector would broadcast per coordinate), or `covariance="lowrank"`.
+    one number (a vector would broadcast per coordinate), `covariance="lowrank"`, or a
+    non-quadratic loss whose Hessian at `x0` is not positive definite.
     """
     sde.check(problem)
     _check_closes(sde)
@@ -248,6 +290,7 @@ def quadratic_moments(
             f"parameters), got shape {jnp.shape(cov0)}."
         )
     _check_start(flat0, cov0)
+    _check_quadratic_model(problem, flat0, "quadratic_moments")
     ts_np = np.asarray(ts, dtype=np.float64)
     if ts_np.ndim != 1 or not np.all(ts_np >= 0) or not np.all(np.isfinite(ts_np)):
         raise ValueError(f"ts must be a 1-D array of finite times >= 0, got {ts_np}.")
@@ -301,13 +344,15 @@ def quadratic_stationary_covariance(
     `quadratic_moments`.
 
     **Raises:** `ValueError` for a `step` that is not finite and > 0 (as `quadratic_moments`),
-    a learning rate that is not one number, or `covariance="lowrank"` (no closed moment
-    equations)."""
+    a learning rate that is not one number, `covariance="lowrank"` (no closed moment
+    equations), or a non-quadratic loss whose Hessian at `problem.params0` is not positive
+    definite (as `quadratic_moments`)."""
     sde.check(problem)
     _check_closes(sde)
     check_unbatched(sde, "quadratic_stationary_covariance")
     flat0 = ravel_pytree(problem.params0)[0]
     h = 0.0 if step is None else float(positive("step", step, hint="step=None is the SDE (h = 0)."))
+    _check_quadratic_model(problem, flat0, "quadratic_stationary_covariance")
     return _stationary(sde, problem, flat0, jnp.asarray(h), step is None)
 
 

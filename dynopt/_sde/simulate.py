@@ -159,6 +159,9 @@ def _solve_path(flow, problem, x0, grid, key, solver, brownian, dt, *, save_at=N
     `save_at` (times on the grid), the solver writes the state at them into its state
     (`SaveAtTimes`; read them with `saved`); else the solution holds the final state."""
     y0, drift, diffusion, _ = raveled(flow, problem, flow.init(x0))
+    # diffrax promotes the state to the times' dtype: the Brownian motion is drawn in it too.
+    with jax.numpy_dtype_promotion("standard"):
+        y0 = y0.astype(jnp.result_type(y0, grid))
     m = noise_dim(diffusion(grid[0], y0, None))
     bm = _brownian(brownian, grid[0], grid[-1], dt, m, key, y0.dtype, _levy_area(solver))
     terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
