@@ -151,7 +151,7 @@ def _jacobian_program(treedef, static, forward: bool, arrays) -> jax.Array:
 
 @eqx.filter_jit
 def _field_product(flow: AbstractFlow, problem: Problem, t0, state, v, forward: bool):
-    """$Jv$ for the field's Jacobian $J$ (`forward`), else $J^\top v$ (same spectrum)."""
+    r"""$Jv$ for the field's Jacobian $J$ (`forward`), else $J^\top v$ (same spectrum)."""
     flat, field = _raveled_field(flow, problem, t0, state)
     if forward:
         return jax.jvp(field, (flat,), (v,))[1]
@@ -373,6 +373,12 @@ def _compute_spectrum(problem: Problem, params: Params, flow: AbstractFlow | Non
     def spectrum_or_jacobian(forward: bool):
         if not large:
             return np.asarray(_field_jacobian(flow, problem, t0, state, forward))
+        probe = np.random.default_rng(0).standard_normal(size)
+        product = _field_product(flow, problem, t0, state, jnp.asarray(probe), forward)
+        if not np.all(np.isfinite(np.asarray(product))):
+            # As a dense Jacobian with NaN: ARPACK would stop with "error -9999" instead. The
+            # solve then says what is not finite (`raise_for_result`).
+            return _Spectrum(radius=float("inf"))
         mu = _dominant_eigenvalues(flow, problem, t0, state, size, forward)
         if mu.size and np.all(np.isfinite(mu)):
             return _Spectrum(eigenvalues=mu, dominant=True)
@@ -386,7 +392,18 @@ def _compute_spectrum(problem: Problem, params: Params, flow: AbstractFlow | Non
         except TypeError as error:  # a custom_vjp in the field: no forward mode, so reverse
             if "forward-mode" not in str(error):
                 raise
-            out = spectrum_or_jacobian(False)
+            try:
+                out = spectrum_or_jacobian(False)
+            except ValueError as reverse:  # and a while_loop: no reverse mode either
+                if "Reverse-mode" not in str(reverse):
+                    raise
+                raise ValueError(
+                    f"solver=None cannot choose a solver for {type(flow).__name__}: the choice "
+                    "reads the eigenvalues of its vector field's Jacobian, and autodiff has "
+                    "neither mode through it (forward: a custom_vjp; reverse: a while_loop, "
+                    "e.g. an iterative eigensolver inside the field). Pass solver= (e.g. "
+                    "'tsit5', or diffrax.Bosh3() as central_solve does)."
+                ) from None
     if large:
         return out
     jac = out

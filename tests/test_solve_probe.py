@@ -97,3 +97,29 @@ def test_a_long_horizon_past_tsit5s_stable_steps_is_solved_implicitly():
     assert float(jnp.max(jnp.abs(traj.params[1]))) <= 1e-12  # e^{-1e6}: 0 to atol
     assert int(traj.stats["num_steps"]) < 1000
     assert dynopt.solve(flows.GradientFlow(), q, [1.0, 100.0]).solver == "tsit5"
+
+
+def test_a_large_field_not_finite_at_the_start_is_a_solve_error_not_arpack():
+    """Above 1000 state entries the automatic choice reads the Jacobian's dominant eigenvalues
+    with ARPACK, which stopped with "ARPACK error -9999: Could not build an Arnoldi
+    factorization" on a NaN field (Adam's automatic flow on a network with unused inputs did);
+    now it is the dense path's outcome: the solve says the field is not finite."""
+    problem = dynopt.Problem(lambda x: jnp.sum(jnp.sqrt(x)), jnp.linspace(0.0, 1.0, 1200))
+    with pytest.raises(dynopt.SolveError, match="not finite"):
+        dynopt.solve(flows.GradientFlow(), problem, jnp.linspace(0.0, 1.0, 3), max_steps=64)
+
+
+def test_a_flow_autodiff_cannot_differentiate_asks_for_a_solver():
+    """RMSProp's central flow (a custom_vjp eigensolver and a while_loop inside its field):
+    solver=None raised JAX's "Reverse-mode differentiation does not work for lax.while_loop";
+    it names solver= now, and an explicit solver solves it."""
+    from dynopt.flows import RMSPropCentralFlow
+
+    problem = dynopt.Problem(
+        lambda w: jnp.sum(w**4) / 4 + jnp.sum(w**2), jnp.linspace(0.5, 1.5, 12)
+    )
+    flow = RMSPropCentralFlow(0.01, 1.0, k=2, initial_scale=1.0)
+    with pytest.raises(ValueError, match=r"solver=None cannot choose.*Pass solver="):
+        dynopt.solve(flow, problem, jnp.linspace(0.0, 0.1, 3))
+    traj = dynopt.solve(flow, problem, jnp.linspace(0.0, 0.1, 3), solver="tsit5")
+    assert np.all(np.isfinite(np.asarray(traj.loss)))
