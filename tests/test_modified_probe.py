@@ -118,3 +118,25 @@ def test_terms_of_a_mixed_float32_float64_tree():
     }
     assert abs(float(terms.rate) - 2.0) < 1e-6
     assert abs(float(terms.regularizer) - 1.5) < 1e-6
+
+
+def test_a_fast_state_of_float32_parameters_at_order_two():
+    """Heavy ball's order-2 slow manifold sums tau^j M_j with the expansion's float64 tau: on
+    float32 parameters (a float32 network) strict promotion refused it, and `compare(...,
+    order=2)` with it. Its fields are float32 and equal the float64 ones to float32 rounding."""
+    p32 = jax.tree.map(lambda x: x.astype(jnp.float32), _P64)
+    opt = lambda h: optax.sgd(h, momentum=0.5)
+    fields = {}
+    for name, params in (("32", p32), ("64", _P64)):
+        problem = dynopt.Problem(_loss, params)
+        flow = modified_flow(opt, 0.01, order=2, problem=problem)
+        fields[name] = flow.terms(flow.init(problem.params0), problem).fields
+        # The run's start on the order-2 manifold at h (a float64 step size) is float32 too.
+        disc = flow.discretize(0.01)
+        state = disc.init(problem.params0, problem)
+        fields[name] = (*fields[name], *jax.tree.leaves(state))
+    for f32, f64 in zip(fields["32"], fields["64"], strict=True):
+        for a, b in zip(jax.tree.leaves(f32), jax.tree.leaves(f64), strict=True):
+            if jnp.issubdtype(b.dtype, jnp.floating):
+                assert a.dtype == jnp.float32
+                assert float(jnp.max(jnp.abs(a.astype(jnp.float64) - b))) < 1e-5

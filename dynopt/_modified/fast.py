@@ -114,7 +114,9 @@ def series(values, tau, zero):
     r"""$\sum_j \tau^j M_j$ for `values` $= [M_0, \dots]$ (`zero` when empty)."""
     out = zero
     for j, Mj in enumerate(values):
-        out = optax.tree.add_scale(out, tau**j, Mj)
+        # τ^j in each leaf's dtype: a float32 state with the expansion's float64 τ raised a
+        # strict-promotion error (a float32 network's heavy ball at order 2).
+        out = jax.tree.map(lambda o, m, j=j: o + (tau**j).astype(m.dtype) * m, out, Mj)
     return out
 
 
