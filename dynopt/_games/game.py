@@ -1,4 +1,4 @@
-"""`Game`: a two-player differentiable game over pytrees $(\varphi, \theta)$."""
+r"""`Game`: a two-player differentiable game over pytrees $(\varphi, \theta)$."""
 
 import inspect
 from collections.abc import Callable

@@ -128,7 +128,7 @@ def _spectral_radius(m: np.ndarray) -> float:
 
 
 def require_game(problem, who: str) -> Game:
-    """`ValueError` unless `problem` is a `Game`: a game scheme reads the two players' blocks
+    r"""`ValueError` unless `problem` is a `Game`: a game scheme reads the two players' blocks
     $(\varphi, \theta)$ and the game's field, which a plain `Problem` has not."""
     if not isinstance(problem, Game):
         raise ValueError(

@@ -1191,7 +1191,7 @@ def _manifold_bits(spec: OptimizerSpec, problem, x0):
 
 
 def _check_manifold_branches(spec: OptimizerSpec, problem, x0, branches) -> None:
-    """The fast state's slow manifold $M_0(\theta)$ must lie off every kink of the step and on
+    r"""The fast state's slow manifold $M_0(\theta)$ must lie off every kink of the step and on
     the side of its branches that the zero state takes (where its contractions are read)."""
     ref, sides = _manifold_bits(spec, problem, x0)
     ref = np.asarray(ref)

@@ -119,7 +119,7 @@ def nesterov_momentum(
 
 
 def _momentum(momentum: Any) -> Any:
-    """`momentum` in [0, 1]: 1 is the undamped limit (`HeavyBall(0.0)`: $\beta = 1 - ah = 1$),
+    r"""`momentum` in [0, 1]: 1 is the undamped limit (`HeavyBall(0.0)`: $\beta = 1 - ah = 1$),
     which the maps build from a valid flow, and which `optax.sgd` runs as well."""
     return interval("momentum", momentum, lower=0.0, upper=1.0)
 
