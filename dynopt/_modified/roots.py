@@ -18,6 +18,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jex_core
 
+from .smooth import call_jaxpr
+
 
 # Calls whose body is evaluated here, so that a root inside (e.g. `jnp.linalg.norm`'s jit) is
 # reached; a custom_jvp/vjp call keeps its rule (it is bound as is).
@@ -40,15 +42,7 @@ def _sqrt0_jvp(primals, tangents):
 
 
 def _body(eqn):
-    if eqn.primitive.name not in _INLINE:
-        return None
-    for key in ("jaxpr", "call_jaxpr"):
-        j = eqn.params.get(key)
-        if isinstance(j, jex_core.ClosedJaxpr):
-            return j.jaxpr, j.consts
-        if isinstance(j, jex_core.Jaxpr):
-            return j, []
-    return None
+    return call_jaxpr(eqn) if eqn.primitive.name in _INLINE else None
 
 
 def _eval(jaxpr, consts, args):

@@ -76,6 +76,11 @@ def _call_body(eqn):
     """`(jaxpr, consts)` of a call-like equation, else `None` (also for an `opaque` call)."""
     if eqn.primitive.name not in _CALLS or _is_opaque(eqn):
         return None
+    return call_jaxpr(eqn)
+
+
+def call_jaxpr(eqn):
+    """`(jaxpr, consts)` of the body an equation's parameters hold, else `None`."""
     for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
         j = eqn.params.get(key)
         if isinstance(j, jex_core.ClosedJaxpr):
