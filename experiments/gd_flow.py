@@ -118,7 +118,10 @@ def _problems(config: Config) -> dict[str, dynopt.Problem]:
     lo, hi = config.quad_log10_range
     return {
         "quadratic": problems.quadratic(
-            jnp.logspace(lo, hi, config.quad_dim), rotate=True, seed=config.seed
+            jnp.logspace(lo, hi, config.quad_dim),
+            rotate=True,
+            seed=config.seed,
+            name=f"quadratic(d={config.quad_dim}, cond={10.0 ** (hi - lo):.3g})",
         ),
         "rosenbrock": problems.rosenbrock(),
         "logistic": problems.logistic_regression(
