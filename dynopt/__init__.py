@@ -3,7 +3,7 @@
 Problem -> Flow -> `solve` (diffrax reference) and `Flow.discretize` (optax) -> `run` -> `compare`.
 """
 
-from importlib.metadata import version as _version
+from importlib.metadata import PackageNotFoundError as _NotInstalled, version as _version
 
 from . import (
     characteristics as characteristics,
@@ -38,4 +38,7 @@ from ._solve import solve as solve, SolveError as SolveError, stiffness_ratio as
 from ._trajectory import Comparison as Comparison, Trajectory as Trajectory
 
 
-__version__ = _version("dynopt")
+try:
+    __version__ = _version("dynopt")
+except _NotInstalled:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"

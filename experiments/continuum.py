@@ -22,6 +22,7 @@ from dynopt.transforms import modifying, usam
 
 from ._card import Array
 from ._headline import Headline
+from ._xla import flag_known, use_elemental_emitter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,9 +168,7 @@ def _cheap_worker(cache: dict) -> None:
     cheaper compilation (the test suite's: the elemental emitter, no LLVM optimization), each
     unless the caller's environment chooses (`XLA_FLAGS=--xla_cpu_use_fusion_emitters=...`,
     `JAX_DISABLE_MOST_OPTIMIZATIONS`)."""
-    if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
-        flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false"
-        os.environ["XLA_FLAGS"] = flags.strip()
+    use_elemental_emitter()  # where this jaxlib knows the flag (asked once, by the parent)
     jax.config.update("jax_enable_x64", True)
     if "JAX_DISABLE_MOST_OPTIMIZATIONS" not in os.environ:
         jax.config.update("jax_disable_most_optimizations", True)
@@ -225,6 +224,7 @@ def orders(config: Config) -> dict[str, Case]:
             "jax_persistent_cache_min_compile_time_secs",
         )
         cache = {name: getattr(jax.config, name) for name in names}
+        flag_known()  # asked here once: the spawned workers inherit the answer
         measured = map_in_workers(_measure, todo, config.workers, _cheap_worker, (cache,))
     else:
         measured = [_measure(task) for task in todo]
