@@ -149,7 +149,7 @@ def alternating(
     clock: Callable[[], float] = time.perf_counter,
     max_rounds: int = 200,
 ) -> list[Timing]:
-    """Time the callables `fns` in alternation (a, b, ..., a, b, ...) after one first call each:
+    """Time the callables `fns` in alternation (a, b, then b, a, ...) after one first call each:
     at least `repeats` rounds, and more until every callable's samples add up to `min_total_s`
     (at most `max_rounds`). The VM's speed drifts by 10-30% over seconds, and a ratio of two
     medians taken seconds apart carries that drift (Rosenbrock d = 100 read 0.76x and 1.01x in
@@ -164,7 +164,10 @@ def alternating(
     while rounds < max(repeats, 1) or (
         min(sum(t.samples) for t in out) < min_total_s and rounds < max_rounds
     ):
-        for entry, fn in zip(out, fns):
+        pairs = list(zip(out, fns))
+        # Each round in the other order (a, b, b, a, ...): a callable timed right after another
+        # (caches, clock boost, the VM's drift within a round) is not always the same one.
+        for entry, fn in pairs if rounds % 2 == 0 else reversed(pairs):
             start = clock()
             entry.result = block(fn())
             entry.samples.append(clock() - start)

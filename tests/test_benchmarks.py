@@ -147,8 +147,9 @@ def test_write_goes_through_a_unique_temporary_file(tmp_path, monkeypatch):
 
 
 def test_alternating_interleaves_and_fills_the_sample_time():
-    """`alternating` calls a, b, a, b, ...: at least `repeats` rounds, more until every callable
-    has `min_total_s` of samples (a fake clock: one unit a call of a, two of b)."""
+    """`alternating` calls a, b, then b, a, ... (each round in the other order): at least
+    `repeats` rounds, more until every callable has `min_total_s` of samples (a fake clock: one
+    unit a call of a, two of b)."""
     order, now = [], [0.0]
 
     def make(name, cost):
@@ -160,7 +161,8 @@ def test_alternating_interleaves_and_fills_the_sample_time():
         return fn
 
     a, b = alternating([make("a", 1.0), make("b", 2.0)], 2, 5.0, clock=lambda: now[0])
-    assert order == ["a", "b"] + ["a", "b"] * 5  # first calls, then 5 rounds (a needs 5 units)
+    # first calls, then 5 rounds (a needs 5 units), every other one in reverse
+    assert order == ["a", "b"] + ["a", "b", "b", "a"] * 2 + ["a", "b"]
     assert a.first == 1.0 and a.samples == [1.0] * 5 and b.median == 2.0 and b.result == "b"
 
 
