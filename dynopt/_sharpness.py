@@ -2,8 +2,9 @@ r"""Sharpness: the top-$k$ eigenpairs of the Hessian $H = \nabla^2 L(\theta)$, o
 preconditioned Hessian $D^{-1/2} H D^{-1/2}$ (diagonal $D \succ 0$, an adaptive optimizer's
 preconditioner), from Hessian-vector products only, by `jax.experimental.sparse.linalg.
 lobpcg_standard` (or `matfree`'s Lanczos decomposition, the cheaper warm tracker); and
-`track_sharpness`, an optax wrapper that carries them, warm-started, through a `run` (recorded
-at saved points by the observer `sharpness`)."""
+`track_sharpness`, a wrapper of an optax transform or a `Discretization` (a sweep over learning
+rates: one compiled run) that carries them, warm-started, through a `run` (recorded at saved
+points by the observer `sharpness`)."""
 
 import numbers
 import warnings
@@ -21,8 +22,17 @@ from jax.experimental.sparse.linalg import lobpcg_standard
 from jax.flatten_util import ravel_pytree
 
 from ._custom_types import Array, Float, Int, Key, Params, PyTree, Scalar
+from ._discretization import Discretization
 from ._transforms.adaptive import ScaleByGlobalRmsState
-from ._validation import choice, decay as _decay, flag, is_traced, nonnegative, positive_int
+from ._validation import (
+    choice,
+    decay as _decay,
+    flag,
+    host_validated,
+    is_traced,
+    nonnegative,
+    positive_int,
+)
 
 
 Method = Literal["lobpcg", "lanczos"]
@@ -393,103 +403,108 @@ def _no_diag(inner_state) -> None:
     return None
 
 
-def track_sharpness(
-    tx: optax.GradientTransformation,
-    k: int = 1,
-    *,
-    every: int = 1,
-    preconditioner: Callable[[Any], Params | None] | None = None,
-    init_grad_fn: Callable[[Params], Params] | None = None,
-    max_iters: int = 100,
-    tol: float | None = None,
-    seed: int = 0,
-    init_iters: int | None = None,
-    method: Method = "lobpcg",
-) -> optax.GradientTransformationExtraArgs:
-    r"""Wrap `tx` so that its state carries the top-$k$ eigenpairs of the Hessian (or of the
-    preconditioned Hessian $D^{-1/2}HD^{-1/2}$), recomputed every `every` steps at the new
-    iterate, warm-started from the previous vectors.
+def _same(a: Any, b: Any) -> bool:
+    """Whether two settings of a tracker give the same program: equal pytree structure, arrays
+    the same objects (a compiled program holds them as constants), other leaves equal. So
+    `problem.grad`, a new bound method at each access, is the same `init_grad_fn` each time."""
+    if a is b:
+        return True
+    (leaves_a, tree_a), (leaves_b, tree_b) = jax.tree.flatten(a), jax.tree.flatten(b)
+    try:
+        if tree_a != tree_b:
+            return False
+    except Exception:  # a structure whose static parts do not compare
+        return False
 
-    At update $j$ (0-based), after `tx` produced $\theta_{j+1}$, if $(j+1) \bmod$ `every` $= 0$
-    the eigenpairs at $\theta_{j+1}$ are computed from the oracle's `grad_fn` (the same
-    minibatch as the step; `run` passes it) and the state's previous vectors. With
-    `run(..., every=m·every, observe=sharpness)` the recorded values are exactly those at the
-    saved iterates; other steps cost nothing extra (`lane_cond`, also under `vmap`). At a saved
-    iterate the tracker skipped, `sharpness` records NaN.
+    def leaf_same(x, y) -> bool:
+        if x is y:
+            return True
+        if eqx.is_array(x) or eqx.is_array(y):
+            return False
+        try:
+            return bool(x == y)
+        except Exception:  # an array-valued or failing ==
+            return False
 
-    **Arguments:**
+    return all(leaf_same(x, y) for x, y in zip(leaves_a, leaves_b))
 
-    - `tx`: the optimizer.
-    - `k`: the number of eigenpairs, $1 \le k \le n$ (dense `eigh` for $5k \ge n$).
-    - `every`: the tracking period in steps.
-    - `preconditioner`: `None` (the Hessian) or `inner_state -> D` (e.g. `adam_preconditioner`),
-      read from `tx`'s state *after* the update.
-    - `init_grad_fn`: optional `params -> gradient` (e.g. `problem.grad`) to compute the
-      eigenpairs at $\theta_0$ in `init` (else they are NaN until the first tracked step).
-      With a `preconditioner` only the vectors are computed (the Hessian's: the warm start)
-      and the values stay NaN: an optimizer's state holds no $D$ before its first update
-      (Adam's $\nu = 0$ gave $D = \epsilon$, and values $\lambda/\epsilon$: $10^8\times$ the
-      Hessian's).
-    - `max_iters`, `tol`, `seed`: LOBPCG's cap (per tracked step, from the warm start) and
-      tolerance; the cold start's seed.
-    - `init_iters`: the cap of the cold start at $\theta_0$ (with `init_grad_fn`); default
-      `max(max_iters, 100)`: a random block needs far more iterations than a warm one (with
-      `max_iters=2`, the anchor MLP's 2nd–5th eigenvalues at $\theta_0$ were 21–26% low, and
-      exact to 2e-5 from step 20 on).
-    - `method`: the warm steps' eigen-solver (`top_eigenpairs`; `max_iters` is the Krylov depth
-      for `"lanczos"`); the cold start at $\theta_0$ is LOBPCG's. On an MLP with 433 parameters
-      (k = 5, GD η = 0.1, every step, 200 steps and the cold start, `make bench`):
-      `"lanczos"` with `max_iters=16` costs 24–25× a plain step (17 products a step, 13–14×;
-      matfree's reorthogonalization about 5×; the cold start at tol 1e-9, 30 LOBPCG
-      iterations, about 4×), eigenvalues within 9.1e-4 of converged ones (the largest
-      deviation, in the first steps; median 9e-12); one LOBPCG iteration 45× (7.4e-3), two
-      71× (1.8e-3).
 
-    **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`.
+def _same_hash(a: Any) -> int:
+    """A hash consistent with `_same` (arrays by identity; an unhashable leaf by identity too,
+    at worst a cache miss): the type and the leaves, not the structure, whose static parts
+    need not hash (an `eqx` bound method's does not)."""
 
-    **Raises:** `ValueError` for a `k`, `every`, `max_iters` or `init_iters` that is not a
-    positive integer, a `tol` that is not `None` or positive and finite, an unknown `method`,
-    a Lanczos depth `max_iters` below `k`, a `seed` that is not an integer, or a
-    `preconditioner` that is not callable; at `init`, for $k$ above the parameter count and a
-    `preconditioner` that does not match the optimizer's state.
-    """
-    positive_int("k", k)
-    every = positive_int("every", every)
-    positive_int("max_iters", max_iters)
-    init_iters = max(max_iters, 100) if init_iters is None else init_iters
-    positive_int("init_iters", init_iters)
-    choice("method", method, METHODS)
-    check_tol(tol)
-    if method == "lanczos" and max_iters < k:
-        raise ValueError(
-            f"max_iters (the Krylov depth for method='lanczos') must be at least k = {k}, got "
-            f"{max_iters}."
-        )
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed must be an integer (the cold start's PRNG seed), got {seed!r}.")
-    if preconditioner is not None and not callable(preconditioner):
-        raise ValueError(
-            "preconditioner must be None or a function inner_state -> D (e.g. "
-            f"dynopt.sharpness.adam_preconditioner(...)), got {preconditioner!r}."
-        )
+    def leaf_hash(x) -> int:
+        if eqx.is_array(x):
+            return id(x)
+        try:
+            return hash(x)
+        except TypeError:
+            return id(x)
+
+    return hash((type(a).__qualname__, *(leaf_hash(x) for x in jax.tree.leaves(a))))
+
+
+class _Held:
+    """A function among a tracker's settings, compared by `_same` (a static field of a
+    `Discretization` is part of its compiled program's key)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Held) and _same(self.value, other.value)
+
+    def __hash__(self) -> int:
+        return _same_hash(self.value)
+
+
+class _Tracking(eqx.Module):
+    """`track_sharpness`'s settings, validated: static, equal for equal settings."""
+
+    k: int = eqx.field(static=True)
+    every: int = eqx.field(static=True)
+    preconditioner: _Held = eqx.field(static=True)
+    init_grad_fn: _Held = eqx.field(static=True)
+    max_iters: int = eqx.field(static=True)
+    tol: float | None = eqx.field(static=True)
+    seed: int = eqx.field(static=True)
+    init_iters: int = eqx.field(static=True)
+    method: str = eqx.field(static=True)
+
+
+def _tracked_init(inner: PyTree, params: Params, tracking: _Tracking) -> SharpnessState:
+    r"""The tracker's state at $\theta_0$ around the inner optimizer's state `inner`."""
+    k, preconditioner = tracking.k, tracking.preconditioner.value
+    init_grad_fn = tracking.init_grad_fn.value
+    flat = ravel_pytree(params)[0]
+    check_k(k, flat.shape[0])
+    start = random_start(jax.random.key(tracking.seed), flat.shape[0], k, flat.dtype)
+    values = jnp.full((k,), jnp.nan, flat.dtype)
+    iterations = jnp.asarray(0)
     precond = _no_diag if preconditioner is None else preconditioner
+    precond(inner)  # its errors (a state of another optimizer) here, not inside `run`
+    if init_grad_fn is not None:
+        found, start, iterations = top_eigenpairs(
+            init_grad_fn, params, start, max_iters=tracking.init_iters, tol=tracking.tol
+        )
+        if preconditioner is None:  # (with one: no D yet, the values stay NaN)
+            values = found
+    return SharpnessState(inner, jnp.asarray(0), values, start, iterations, jnp.asarray(0))
+
+
+def _tracked(
+    tx: optax.GradientTransformation, tracking: _Tracking
+) -> optax.GradientTransformationExtraArgs:
+    """`tx` wrapped by `track_sharpness` with these settings."""
     inner_tx = optax.with_extra_args_support(tx)
+    every, preconditioner = tracking.every, tracking.preconditioner.value
+    precond = _no_diag if preconditioner is None else preconditioner
 
     def init_fn(params):
-        inner = inner_tx.init(params)
-        flat = ravel_pytree(params)[0]
-        check_k(k, flat.shape[0])
-        start = random_start(jax.random.key(seed), flat.shape[0], k, flat.dtype)
-        values = jnp.full((k,), jnp.nan, flat.dtype)
-        iterations = jnp.asarray(0)
-        precond(inner)  # its errors (a state of another optimizer) here, not inside `run`
-        if init_grad_fn is not None:
-            found, start, iterations = top_eigenpairs(
-                init_grad_fn, params, start, max_iters=init_iters, tol=tol
-            )
-            if preconditioner is None:  # (with one: no D yet, the values stay NaN)
-                values = found
-        return SharpnessState(inner, jnp.asarray(0), values, start, iterations, jnp.asarray(0))
+        return _tracked_init(inner_tx.init(params), params, tracking)
 
     def update_fn(updates, state, params=None, *, grad_fn=None, **extra):
         if params is None or grad_fn is None:
@@ -507,9 +522,9 @@ def track_sharpness(
                 params,
                 vectors,
                 diag=precond(inner),
-                max_iters=max_iters,
-                tol=tol,
-                method=method,
+                max_iters=tracking.max_iters,
+                tol=tracking.tol,
+                method=tracking.method,
                 checked=False,
             )
             # A diverging run (a gradient that is not finite at the new iterate) records NaN and
@@ -540,6 +555,159 @@ def track_sharpness(
         return updates, SharpnessState(inner, count, values, vectors, iterations, at)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class _TrackedFactory(eqx.Module):
+    """`factory(**hyperparams)` tracked: the static factory of a tracked `Discretization`,
+    equal for equal factories and settings (a new learning rate reuses the compiled run)."""
+
+    factory: Any = eqx.field(static=True)
+    tracking: _Tracking = eqx.field(static=True)
+
+    def __call__(self, **kwargs) -> optax.GradientTransformationExtraArgs:
+        return _tracked(self.factory(**kwargs), self.tracking)
+
+
+class _TrackedInit(eqx.Module):
+    """A tracked `Discretization`'s initial state: its own `init_fn`'s state (a slow manifold, a
+    half-step velocity), with the tracker around it."""
+
+    factory: Any = eqx.field(static=True)
+    init_fn: Any = eqx.field(static=True)
+    tracking: _Tracking = eqx.field(static=True)
+
+    def __call__(self, disc: Discretization, params: Params, problem) -> SharpnessState:
+        # `disc`'s dt was checked when it was built: rebuilt inside the run's trace it needs no
+        # runtime check (as `games.weight_averages`).
+        with host_validated():
+            inner = Discretization(
+                self.factory, disc.hyperparams, disc.dt, disc.options, self.init_fn
+            )
+        return _tracked_init(inner.init(params, problem), params, self.tracking)
+
+
+def track_sharpness(
+    tx: optax.GradientTransformation | Discretization,
+    k: int = 1,
+    *,
+    every: int = 1,
+    preconditioner: Callable[[Any], Params | None] | None = None,
+    init_grad_fn: Callable[[Params], Params] | None = None,
+    max_iters: int = 100,
+    tol: float | None = None,
+    seed: int = 0,
+    init_iters: int | None = None,
+    method: Method = "lobpcg",
+) -> Any:
+    r"""Wrap `tx` so that its state carries the top-$k$ eigenpairs of the Hessian (or of the
+    preconditioned Hessian $D^{-1/2}HD^{-1/2}$), recomputed every `every` steps at the new
+    iterate, warm-started from the previous vectors.
+
+    At update $j$ (0-based), after `tx` produced $\theta_{j+1}$, if $(j+1) \bmod$ `every` $= 0$
+    the eigenpairs at $\theta_{j+1}$ are computed from the oracle's `grad_fn` (the same
+    minibatch as the step; `run` passes it) and the state's previous vectors. With
+    `run(..., every=m·every, observe=sharpness)` the recorded values are exactly those at the
+    saved iterates; other steps cost nothing extra (`lane_cond`, also under `vmap`). At a saved
+    iterate the tracker skipped, `sharpness` records NaN.
+
+    A sweep over learning rates wraps a `dynopt.Discretization`: its hyper-parameters stay
+    traced, so a run at a new learning rate reuses the compiled program, and a `Discretization`
+    with a 1-D batch of learning rates is tracked in one `run`, each member its single run's
+    values to rounding (the batched kernels round otherwise: 2.5e-15 relative on a SmallCNN):
+
+    ```python
+    gd = lambda lr: dynopt.Discretization(optax.sgd, {"learning_rate": lr}, dt=lr)
+    tracked = track_sharpness(gd(jnp.asarray([0.1, 0.2])), 2, every=10)
+    traj = dynopt.run(tracked, problem, 1000, every=10, observe=sharpness)
+    ```
+
+    A new optax transform object (`optax.sgd(lr)` for each `lr`) is a new program: on a
+    `networks.SmallCNN` (1,954 parameters, 64 digits, $k = 2$ by Lanczos every 10 of 20 steps)
+    the second learning rate took 18.5 s of CPU time (recompiled), against 0.30 s as a
+    `Discretization`, with the same eigenvalues.
+
+    **Arguments:**
+
+    - `tx`: the optimizer: an `optax.GradientTransformation`, or a `dynopt.Discretization`
+      (its factory, hyper-parameters, `dt`, options and initial state `init_fn` are kept; the
+      settings below are static: equal settings, and the same `preconditioner` and
+      `init_grad_fn`, find the compiled run; `adam_preconditioner(...)` and
+      `rmsprop_preconditioner(...)` are equal for equal arguments, and `problem.grad` is the
+      same function at each access).
+    - `k`: the number of eigenpairs, $1 \le k \le n$ (dense `eigh` for $5k \ge n$).
+    - `every`: the tracking period in steps.
+    - `preconditioner`: `None` (the Hessian) or `inner_state -> D` (e.g. `adam_preconditioner`),
+      read from `tx`'s state *after* the update.
+    - `init_grad_fn`: optional `params -> gradient` (e.g. `problem.grad`) to compute the
+      eigenpairs at $\theta_0$ in `init` (else they are NaN until the first tracked step).
+      With a `preconditioner` only the vectors are computed (the Hessian's: the warm start)
+      and the values stay NaN: an optimizer's state holds no $D$ before its first update
+      (Adam's $\nu = 0$ gave $D = \epsilon$, and values $\lambda/\epsilon$: $10^8\times$ the
+      Hessian's).
+    - `max_iters`, `tol`, `seed`: LOBPCG's cap (per tracked step, from the warm start) and
+      tolerance; the cold start's seed.
+    - `init_iters`: the cap of the cold start at $\theta_0$ (with `init_grad_fn`); default
+      `max(max_iters, 100)`: a random block needs far more iterations than a warm one (with
+      `max_iters=2`, the anchor MLP's 2nd–5th eigenvalues at $\theta_0$ were 21–26% low, and
+      exact to 2e-5 from step 20 on).
+    - `method`: the warm steps' eigen-solver (`top_eigenpairs`; `max_iters` is the Krylov depth
+      for `"lanczos"`); the cold start at $\theta_0$ is LOBPCG's. On an MLP with 433 parameters
+      (k = 5, GD η = 0.1, every step, 200 steps and the cold start, `make bench`):
+      `"lanczos"` with `max_iters=16` costs 24–25× a plain step (17 products a step, 13–14×;
+      matfree's reorthogonalization about 5×; the cold start at tol 1e-9, 30 LOBPCG
+      iterations, about 4×), eigenvalues within 9.1e-4 of converged ones (the largest
+      deviation, in the first steps; median 9e-12); one LOBPCG iteration 45× (7.4e-3), two
+      71× (1.8e-3).
+
+    **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`; for a
+    `Discretization`, a `Discretization` whose transform is that one.
+
+    **Raises:** `ValueError` for a `tx` of another type, a `k`, `every`, `max_iters` or
+    `init_iters` that is not a positive integer, a `tol` that is not `None` or positive and
+    finite, an unknown `method`, a Lanczos depth `max_iters` below `k`, a `seed` that is not
+    an integer, or a `preconditioner` or `init_grad_fn` that is not callable; at `init`, for
+    $k$ above the parameter count and a `preconditioner` that does not match the optimizer's
+    state.
+    """
+    positive_int("k", k)
+    every = positive_int("every", every)
+    positive_int("max_iters", max_iters)
+    init_iters = max(max_iters, 100) if init_iters is None else init_iters
+    positive_int("init_iters", init_iters)
+    choice("method", method, METHODS)
+    check_tol(tol)
+    if method == "lanczos" and max_iters < k:
+        raise ValueError(
+            f"max_iters (the Krylov depth for method='lanczos') must be at least k = {k}, got "
+            f"{max_iters}."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer (the cold start's PRNG seed), got {seed!r}.")
+    if preconditioner is not None and not callable(preconditioner):
+        raise ValueError(
+            "preconditioner must be None or a function inner_state -> D (e.g. "
+            f"dynopt.sharpness.adam_preconditioner(...)), got {preconditioner!r}."
+        )
+    if init_grad_fn is not None and not callable(init_grad_fn):
+        raise ValueError(
+            "init_grad_fn must be None or a function params -> gradient (e.g. problem.grad), "
+            f"got {init_grad_fn!r}."
+        )
+    tracking = _Tracking(
+        int(k), int(every), _Held(preconditioner), _Held(init_grad_fn), int(max_iters),
+        None if tol is None else float(tol), int(seed), int(init_iters), method,
+    )  # fmt: skip
+    if isinstance(tx, Discretization):
+        init_fn = None if tx.init_fn is None else _TrackedInit(tx.factory, tx.init_fn, tracking)
+        return Discretization(
+            _TrackedFactory(tx.factory, tracking), tx.hyperparams, tx.dt, tx.options, init_fn
+        )
+    if isinstance(tx, optax.GradientTransformation):
+        return _tracked(tx, tracking)
+    raise ValueError(
+        "tx must be an optax.GradientTransformation or a dynopt.Discretization, got "
+        f"{type(tx).__name__}."
+    )
 
 
 def _find(opt_state) -> SharpnessState:
@@ -626,8 +794,20 @@ def adam_preconditioner(
     """
     flag("bias_correction", bias_correction)
     b2, eps, eps_root = _decay("b2", b2), nonnegative("eps", eps), nonnegative("eps_root", eps_root)
+    return _AdamDiag(b2, eps, eps_root, bias_correction)
 
-    def diag(inner_state):
+
+class _AdamDiag(eqx.Module):
+    """`adam_preconditioner`'s `inner_state -> D`, equal for equal settings: a tracker built anew
+    for each learning rate (`track_sharpness` of a `Discretization`) finds its compiled run."""
+
+    b2: Any
+    eps: Any
+    eps_root: Any
+    bias_correction: bool = eqx.field(static=True)
+
+    def __call__(self, inner_state) -> Params:
+        b2, eps, eps_root, bias_correction = self.b2, self.eps, self.eps_root, self.bias_correction
         state = _moment_state(inner_state, "adam_preconditioner")
         kind = type(state).__name__
         if kind not in _ADAM_STATES + _RMS_STATES:
@@ -656,8 +836,6 @@ def adam_preconditioner(
             lambda v: jnp.sqrt(v + jnp.asarray(eps_root, v.dtype)) + jnp.asarray(eps, v.dtype), nu
         )
 
-    return diag
-
 
 def rmsprop_preconditioner(eps: float = 1e-8, *, decay: float | None = None, eps_in_sqrt=True):
     r"""`inner_state -> D` for any `optax.rmsprop` state (and `dynopt.transforms.
@@ -677,8 +855,18 @@ def rmsprop_preconditioner(eps: float = 1e-8, *, decay: float | None = None, eps
     """
     flag("eps_in_sqrt", eps_in_sqrt)
     eps, decay = nonnegative("eps", eps), None if decay is None else _decay("decay", decay)
+    return _RmsDiag(eps, decay, eps_in_sqrt)
 
-    def diag(inner_state):
+
+class _RmsDiag(eqx.Module):
+    """`rmsprop_preconditioner`'s `inner_state -> D`, equal for equal settings (`_AdamDiag`)."""
+
+    eps: Any
+    decay: Any
+    eps_in_sqrt: bool = eqx.field(static=True)
+
+    def __call__(self, inner_state) -> Params:
+        eps, decay, eps_in_sqrt = self.eps, self.decay, self.eps_in_sqrt
         state = _moment_state(inner_state, "rmsprop_preconditioner")
         kind = type(state).__name__
         if not (kind in _RMS_STATES + _CENTERED_STATES or isinstance(state, ScaleByGlobalRmsState)):
@@ -702,5 +890,3 @@ def rmsprop_preconditioner(eps: float = 1e-8, *, decay: float | None = None, eps
         if eps_in_sqrt:
             return jax.tree.map(lambda v: jnp.sqrt(v + jnp.asarray(eps, v.dtype)), nu)
         return jax.tree.map(lambda v: jnp.sqrt(v) + jnp.asarray(eps, v.dtype), nu)
-
-    return diag

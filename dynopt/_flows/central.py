@@ -478,7 +478,28 @@ class CentralFlow(AbstractFlow):
         return self.central(params, problem).predicted_loss
 
     def discretize(self, step_size: ScalarLike) -> Discretization:
-        """GD with `step_size` (which should equal `learning_rate`)."""
+        r"""GD with step `step_size`, which must be this flow's own $\eta$ (`learning_rate`).
+
+        The central flow of learning rate $\eta$ describes GD at step $\eta$ only: its
+        threshold $2/\eta$ is GD's stability limit at that step. GD at another step $h$
+        oscillates at the edge $2/h$ and follows `CentralFlow(h)`, so a sweep of step sizes
+        against one central flow measures no order (as `ModifiedGradientFlow`). Use
+        `CentralFlow(η).discretize(η)`, or `CentralFlow.from_hyperparams(η)`.
+
+        **Raises:** `ValueError` for a concrete `step_size` not equal to `learning_rate` (to a
+        relative $10^{-6}$, so a float32 copy of $\eta$ passes)."""
+        if not is_traced((step_size, self.learning_rate)):
+            ours, theirs = np.asarray(self.learning_rate), np.asarray(step_size)
+            try:
+                same = np.all(np.isclose(theirs, ours, rtol=1e-6, atol=0.0))
+            except (TypeError, ValueError):  # not numbers or shapes that do not broadcast:
+                same = True  # the map's own validation names the argument
+            if not same:
+                raise ValueError(
+                    f"step_size must equal the flow's learning_rate {ours} (GD with step h "
+                    f"follows CentralFlow(h), whose threshold is 2/h), got {theirs}. Use "
+                    "CentralFlow(eta).discretize(eta), or CentralFlow.from_hyperparams(eta)."
+                )
         return GradientDescent()(self, step_size)
 
     @classmethod
