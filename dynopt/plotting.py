@@ -534,12 +534,26 @@ def _below(y, floor: float) -> str:
     return "exactly 0" if np.all(y == 0) else "≤ 0"
 
 
+def _nothing_drawn(ax: Axes, lines: Sequence[str]) -> None:
+    """Name, in the middle of the panel, each series with nothing to draw and why (an empty
+    panel with invented axes says nothing)."""
+    for k, text in enumerate(lines):
+        ax.text(0.5, 0.5 - 0.08 * k, text, transform=ax.transAxes, ha="center", va="center")
+
+
 def _key_once(ax: Axes, label: str, *args, **style) -> None:
     if label not in [line.get_label() for line in ax.lines if line.get_gid() == KEY]:
         key_entry(ax, label, *args, **style)
 
 
-DIVERGED = "diverged (non-finite error)"  # the key of the crosses on an error plot's top edge
+ERROR_CLIP = 1e20  # an error above it is a diverged run's (`plot_error_vs_step_size`)
+
+
+def _diverged(clip: float) -> str:
+    return f"diverged (error not finite or > {clip:g})"
+
+
+DIVERGED = _diverged(ERROR_CLIP)  # the key of the crosses on an error plot's top edge
 
 
 def plot_error_vs_step_size(
@@ -552,12 +566,14 @@ def plot_error_vs_step_size(
     marker: str = "o",
     color=None,
     key: bool = True,
+    clip: float = ERROR_CLIP,
     **style,
 ) -> bool:
     """Log-log error against step size, with the fitted order in the legend. Errors a log axis
-    cannot show are marked on its edges, not drawn at an invented level: non-finite ones
-    (diverged runs) as crosses on the top edge (explained by one key entry), zero and negative
-    ones as open markers on the bottom edge (with their own legend entry).
+    cannot show are marked on its edges, not drawn at an invented level: non-finite ones and
+    those above `clip` (diverged runs, which would stretch the axis over dozens of empty
+    decades) as crosses on the top edge (explained by one key entry), zero and negative ones as
+    open markers on the bottom edge (with their own legend entry).
 
     **Arguments:**
 
@@ -565,6 +581,7 @@ def plot_error_vs_step_size(
     - `label`, `order`: the legend entry, with the order (a number, a 0-d array or None).
     - `marker`, `color`, `style`: the line's style.
     - `key`: whether to add the crosses' key entry (`plot_orders` adds one after all series).
+    - `clip`: errors above it count as diverged (as `plot_loss_curves`' losses do).
 
     **Returns:** whether a cross was drawn.
 
@@ -579,7 +596,7 @@ def plot_error_vs_step_size(
             "per step size"
         )
     order = _number(order, f"the order of {label!r}")
-    ok = np.isfinite(e) & (e > 0)
+    ok = np.isfinite(e) & (e > 0) & (e <= clip)
     text = label if order is None or not np.isfinite(order) else f"{label} (slope {order:.2f})"
     (line,) = ax.loglog(h[ok], e[ok], marker=marker, label=text, color=color, **style)
     color = line.get_color()
@@ -587,12 +604,12 @@ def plot_error_vs_step_size(
     if np.any(low):
         what = f"{label}: {_below(e[low], 0.0)} (bottom edge)"
         _edge(ax, h[low], top=False, marker=marker, color=color, mfc="none", label=what)
-    bad = ~np.isfinite(e) & ~low
+    bad = ~ok & ~low  # not finite (NaN too), or above `clip`
     if np.any(bad):  # a series with no error to draw is named by its crosses
         _edge(ax, h[bad], top=True, marker="x", color=color, ms=8, mew=1.5,
               label=None if np.any(ok | low) else text)  # fmt: skip
         if key:
-            _key_once(ax, DIVERGED, "kx", ls="none")
+            _key_once(ax, _diverged(clip), "kx", ls="none")
     ax.set_xlabel("step size h")
     ax.set_ylabel("max error over [0, t1]")
     ax.grid(True, which="both", alpha=0.3)
@@ -643,7 +660,7 @@ def plot_orders(
         given = _number(guides[i], f"guides[{i}]") if guides is not None else None
         guide = given or (round(order) if order is not None and np.isfinite(order) else None)
         e = np.asarray(errors, float)
-        finite = np.flatnonzero(np.isfinite(e) & (e > 0))
+        finite = np.flatnonzero(np.isfinite(e) & (e > 0) & (e <= ERROR_CLIP))  # (as drawn)
         if guide and np.isfinite(guide) and finite.size and h.max() > h.min():
             j = finite[np.argmin(h[finite])]  # a factor 2 below the data, visible
             anchor = 0.5 * e[j] * (h.max() / h[j]) ** guide
@@ -715,6 +732,8 @@ def plot_loss_curves(
         before = t <= div if div is not None else np.ones(t.shape, bool)
         ok = before & np.isfinite(loss) & (loss > 0) & (loss <= clip)
         style = _STYLES[len(lines) % len(_STYLES)]
+        if ok.sum() == 1:  # a line through one point draws nothing: a marker shows it
+            style = {**style, "marker": "o", "ms": 4}
         (line,) = ax.semilogy(t[ok], loss[ok], label=label, **style)
         lines.append(line)
         low = before & (loss <= 0)
@@ -812,14 +831,21 @@ def plot_errorbars(ax: Axes, x, mean, se, *, label: str, k: float = 3.0, fmt: st
 
 def plot_rate_check(ax: Axes, t, measured, predicted, *, label: str) -> None:
     """A measured rate (e.g. dL/dt) against its predicted identity: measured as a wide pale band,
-    predicted as a dark dashed line with markers, so both stay visible where they coincide."""
-    t = np.asarray(t)
-    ax.plot(t, np.asarray(measured), lw=5, alpha=0.35, label=f"{label}: measured")
+    predicted as a dark dashed line with markers, so both stay visible where they coincide; one
+    with no finite value is named in the panel."""
+    t = np.asarray(t, float)
+    measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
+    ax.plot(t, measured, lw=5, alpha=0.35, label=f"{label}: measured")
     every = max(1, t.size // 12)
     ax.plot(
-        t, np.asarray(predicted), "--", color="k", lw=1, marker="o", ms=3, markevery=every,
+        t, predicted, "--", color="k", lw=1, marker="o", ms=3, markevery=every,
         label=f"{label}: predicted identity",
     )  # fmt: skip
+    _nothing_drawn(ax, [
+        f"{label}: {what}: no finite value to draw"
+        for what, v in (("measured", measured), ("predicted", predicted))
+        if not np.any(np.isfinite(t) & np.isfinite(v))
+    ])  # fmt: skip
     ax.set_xlabel("t")
     ax.grid(True, alpha=0.3)
 
@@ -834,7 +860,8 @@ def plot_contour_paths(
     """Contours of a 2-D loss at 20 log-spaced heights above its minimum (from 10⁻³ above it,
     or 10⁻³ of its range if that is smaller, to its maximum; non-finite values ignored, any sign;
     none for a constant loss) with parameter paths (arrays of shape (n, 2)) on top; later paths
-    are drawn thinner and dashed, so one over another stays visible.
+    are drawn thinner and dashed, so one over another stays visible, and a path that never
+    moves is a marker.
 
     **Raises:** `ValueError` if `loss_grid` is not `(len(ys), len(xs))` or a path not `(n, 2)`.
     """
@@ -858,6 +885,8 @@ def plot_contour_paths(
     for i, (path, label) in enumerate(paths):
         path = path[np.all(np.isfinite(path), axis=1)]
         style = dict(lw=3, alpha=0.45) if i == 0 else dict(lw=1, ls=("--", ":", "-.")[i % 3])
+        if len(path) and np.all(path == path[0]):  # a path that never moves: a line draws nothing
+            style.update(marker="o", ms=5)
         ax.plot(path[:, 0], path[:, 1], label=label, **style)
     ax.set_xlabel(r"$\theta_1$")
     ax.set_ylabel(r"$\theta_2$")
@@ -899,14 +928,18 @@ def plot_phase_portrait(
 def plot_predicted_vs_measured(
     ax: Axes, groups: Sequence[tuple[np.ndarray, np.ndarray, str]], *, marker: str = "o"
 ) -> None:
-    """Measured values against predicted ones, one marker series per group, on the y = x line."""
-    lo, hi = np.inf, -np.inf
+    """Measured values against predicted ones, one marker series per group, on the y = x line; a
+    group with no finite pair is named in the panel."""
+    lo, hi, empty = np.inf, -np.inf, []
     for predicted, measured, label in groups:
         p, m = np.asarray(predicted, float), np.asarray(measured, float)
         ax.plot(p, m, marker, ls="none", label=label, alpha=0.8)
         ok = np.isfinite(p) & np.isfinite(m)
         if np.any(ok):
             lo, hi = min(lo, p[ok].min(), m[ok].min()), max(hi, p[ok].max(), m[ok].max())
+        else:
+            empty.append(f"{label}: no finite (predicted, measured) pair to draw")
+    _nothing_drawn(ax, empty)
     if np.isfinite(lo):
         pad = 0.05 * (hi - lo) if hi > lo else 0.01
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8, label="y = x")
@@ -1053,14 +1086,24 @@ def plot_power_law(
 
     **Arguments:**
 
-    - `x`, `y`: the measurements (positive).
+    - `x`, `y`: the measurements (points without a positive, finite x and y, which a log-log
+      axis cannot show, are left out; the reference runs through the first point drawn).
     - `slope`: the predicted exponent $p$.
     - `label`, `reference`: legend entries of the measurements and of the reference line.
     - `fmt`: the measurements' format.
+
+    **Raises:** `ValueError` if no point has a positive, finite x and y.
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
-    ax.loglog(x, y, fmt, label=label)
-    ax.loglog(x, y[0] * (x / x[0]) ** slope, "k--", lw=0.8, label=reference)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if not np.any(ok):
+        raise ValueError(
+            f"plot_power_law: {label!r} has no point with positive, finite x and y (a log-log "
+            "axis shows no other)"
+        )
+    ax.loglog(x[ok], y[ok], fmt, label=label)
+    x0, y0 = x[ok][0], y[ok][0]  # (an invisible first point would give an invisible line)
+    ax.loglog(x[ok], y0 * (x[ok] / x0) ** slope, "k--", lw=0.8, label=reference)
 
 
 def plot_bar_pairs(
@@ -1075,18 +1118,27 @@ def plot_bar_pairs(
     - `names`: the categories (x tick labels).
     - `first`, `second`: the two values per name.
     - `labels`: legend entries of the two series.
-    - `fmt`: the number format of the second series' bar labels.
+    - `fmt`: the number format of the second series' bar labels (a non-zero value that it
+      would print as zero, e.g. 3e-6 as 0.0000, is printed to two significant digits).
     """
     x = np.arange(len(names))
     first, second = np.asarray(first, float), np.asarray(second, float)
     ax.bar(x - 0.2, first, width=0.4, label=labels[0])
     bars = ax.bar(x + 0.2, second, width=0.4, label=labels[1])
-    ax.bar_label(bars, labels=[f"{v:{fmt}}" for v in second])
+    ax.bar_label(bars, labels=[_bar_text(v, fmt) for v in second])
     ax.set_xticks(x, names, rotation=20)
     # Headroom as a margin, not fixed limits: autoscaling keeps the bars' sticky edge at 0 (so
     # 0 to 1.35·max for positive values, the sign respected for negative ones), ignores NaN,
     # and still works on a log axis.
     ax.set_ymargin(0.35)
+
+
+def _bar_text(v: float, fmt: str) -> str:
+    """`v` in `fmt`, unless that reads as zero for a value that is not (0.0000 for 3e-6)."""
+    text = f"{v:{fmt}}"
+    if v != 0 and np.isfinite(v) and not any(c in "123456789" for c in text.split("e")[0]):
+        return f"{v:.2g}"
+    return text
 
 
 def loss_on_grid(loss, xs, ys) -> np.ndarray:
@@ -1122,7 +1174,8 @@ def loss_on_grid(loss, xs, ys) -> np.ndarray:
 
 def plot_distances(ax: Axes, curves: Sequence[tuple], **props) -> Axes:
     r"""Distances $\|x(t)\|$ (e.g. of iterates to an equilibrium) against time on a log y-axis,
-    one line per curve; an exact zero is a gap, not a value at an invented level. Then
+    one line per curve; an exact zero is a gap, not a value at an invented level, and a curve
+    with nothing to draw (all zero, or not finite) is named in the panel. Then
     `dress(ax, grid="both", **props)`.
 
     **Arguments:**
@@ -1134,9 +1187,18 @@ def plot_distances(ax: Axes, curves: Sequence[tuple], **props) -> Axes:
 
     **Returns:** `ax`.
     """
+    empty = []
     for t, x, label, *style in curves:
-        d = np.linalg.norm(np.asarray(x, float), axis=-1)
-        ax.semilogy(np.asarray(t), np.where(d > 0, d, np.nan), label=label, **(style or [{}])[0])
+        t, d = np.asarray(t, float), np.linalg.norm(np.asarray(x, float), axis=-1)
+        style = dict((style or [{}])[0])
+        ok = np.isfinite(t) & np.isfinite(d) & (d > 0)
+        if ok.sum() == 1:  # a line through one point draws nothing: a marker shows it
+            style.setdefault("marker", "o")
+        ax.semilogy(t, np.where(d > 0, d, np.nan), label=label, **style)
+        if not np.any(ok):  # named, not a blank panel
+            zero = np.any(np.isfinite(t) & (d == 0))
+            empty.append(f"{label}: {'exactly 0' if zero else 'no finite value'}, nothing to draw")
+    _nothing_drawn(ax, empty)
     return dress(ax, **{"grid": "both", **props})
 
 

@@ -31,12 +31,13 @@ from . import (
     check_redraw,
     DEFAULT_RESULTS,
     EXPERIMENTS,
+    figure_names,
     get,
     replot,
     run_experiment,
     summary,
 )
-from ._io import _umask, check_out, is_result, OutError, remove_results
+from ._io import _umask, begin_redraw, check_out, is_result, OutError, remove_results
 from ._jobs import enable_compilation_cache, run_one, run_parallel
 
 
@@ -146,14 +147,29 @@ def _redraw_figures(names: list[str], out) -> int:
             saved[name] = folder, _saved_metrics(name, folder)
     except ValueError as e:  # unknown experiment, a user's folder, another experiment's result
         return _error(str(e))
-    for name, (folder, metrics) in saved.items():
-        if metrics is None:
-            print(f"{name}: no saved result in {folder}; running it (full size) first", flush=True)
-            enable_compilation_cache()
-            run_experiment(name, out=folder, log=_log)
-            saved[name] = folder, _saved_metrics(name, folder)
-        paths = replot(name, folder)
-        print(f"{name}: {', '.join(str(p) for p in paths)}", flush=True)
+    redrawn = []
+    try:
+        for name, (folder, metrics) in saved.items():
+            if metrics is None:
+                print(
+                    f"{name}: no saved result in {folder}; running it (full size) first", flush=True
+                )
+                enable_compilation_cache()
+                run_experiment(name, out=folder, log=_log)
+                saved[name] = folder, _saved_metrics(name, folder)
+            # (a redraw cut short leaves figures that are still dynopt's, not the user's)
+            begin_redraw(folder, figure_names(name))
+            paths = replot(name, folder)
+            print(f"{name}: {', '.join(str(p) for p in paths)}", flush=True)
+            redrawn.append(name)
+    except KeyboardInterrupt:  # one line, not a traceback from inside JAX
+        print(
+            f"interrupted; figures redrawn: {', '.join(redrawn) or 'none'}; the saved results "
+            "are whole (a run stopped before its result was written leaves none)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
     for (name, file), target in README_FIGURES.items():
         if name not in saved:  # only the experiments asked for
             continue
@@ -267,7 +283,13 @@ def main(argv=None) -> int:
     )
     for p in (p_run, p_all):
         p.add_argument("--quick", action="store_true", help="small settings (seconds)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            help="random seed, an integer in [0, 2**32) (default 0); the same seed gives the same "
+            "numbers. Experiments that draw no random numbers ignore it and record seed: null",
+        )
     p_run.add_argument("--out", default=None, help="results folder (default results/NAME)")
     p_all.add_argument(
         "--out", default=None, help="parent folder: results go to OUT/NAME (default results)"

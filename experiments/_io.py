@@ -1,13 +1,16 @@
 """The shared results writer: results/NAME/{config.json, metrics.json, data.npz, *.png, .dynopt}.
 
 A results folder carries a marker file (`.dynopt`, a regular file): a folder is a dynopt result
-only if it has one (`is_result`), and the marker lists the files dynopt wrote there. Only those are
-ever replaced or removed: `check_out` refuses, before any work, an `--out` that is a file, a
-non-empty folder without the marker, another experiment's result, or a result that also holds
-something dynopt did not write (a user's notes), naming it; `remove_results` (`clean`) removes the
-listed files and keeps, and reports, the rest. A marker written before markers listed files (an
-older dynopt) counts config.json, metrics.json, data.npz and the experiment's figures as dynopt's,
-and anything else as the user's.
+only if it has one (`is_result`), and the marker lists the files dynopt wrote there with each one's
+SHA-256, so a marker copied into a folder of the user's (or a file the user changed since) claims
+none of the user's files: a listed file counts as dynopt's only while its content is what dynopt
+wrote. Only those are ever replaced or removed: `check_out` refuses, before any work, an `--out`
+that is a file, a non-empty folder without the marker, another experiment's result, or a result
+that also holds something dynopt did not write (a user's notes), naming it; `remove_results`
+(`clean`) removes the listed files and keeps, and reports, the rest. A marker written before
+markers listed files (an older dynopt) counts config.json, metrics.json, data.npz and the
+experiment's figures as dynopt's, and anything else as the user's; one that lists files without
+digests (also older) counts them as dynopt's whatever they hold.
 Everything is written into a unique temporary folder beside the target (named with the writer's
 pid), then swapped in by renames (Ctrl-C waits until the swap is done); concurrent writers each
 swap their own folder in (the last one wins, none fails), and the leftovers of writers that died
@@ -22,12 +25,16 @@ and `metrics.json` is standard JSON: a non-finite number is written as `null` an
 import contextlib
 import dataclasses
 import errno
+import hashlib
+import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -40,23 +47,55 @@ import numpy as np
 
 PACKAGES = ("dynopt", "jax", "jaxlib", "optax", "diffrax", "equinox", "numpy", "matplotlib")
 MARKER = ".dynopt"  # present in every results folder this writer made
-# What a marker says; the list of files dynopt wrote follows it as JSON, {"files": [...]}.
+# What a marker says first.
 _MARKER_HEAD = (
     "dynopt experiment results. A new run replaces, and `python -m experiments clean` removes,\n"
     "the files listed below, which dynopt wrote; nothing else in this folder.\n"
 )
+# Then each file's SHA-256 as sha256sum prints it (`sha256sum -c` checks them), then the list as
+# JSON, {"files": [...]}, which markers have held from the first (older readers find it alone).
+_DIGESTS_HEAD = "Their SHA-256 (a listed file is dynopt's only while it holds what dynopt wrote):\n"
+# A figure being redrawn in place (`figures`) is listed as such until the redraw has finished:
+# one cut short leaves figures whose digests nobody wrote, still dynopt's.
+_REDRAWING = "(being redrawn)"
+_DIGEST_LINE = re.compile(r"^([0-9a-f]{64}|\(being redrawn\))  ([^/\n]+)$", re.MULTILINE)
 _EVERY_RESULT = ("config.json", "metrics.json", "data.npz")  # besides the figures and the marker
 NON_FINITE = "non_finite"  # metrics.json: path -> "inf" | "-inf" | "nan" for each null number
 
 
 def package_versions() -> dict[str, str]:
+    """Python's and each of `PACKAGES`' version, and `dynopt_source`: the commit of the dynopt
+    checkout that ran (`source_commit`), since its version number stays the same across
+    commits."""
     out = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
             out[name] = "not installed"
+    out["dynopt_source"] = source_commit()
     return out
+
+
+def source_commit() -> str:
+    """The git commit of the checkout that holds the dynopt package imported, `+changes` where
+    its tracked files differ from it; "not a git checkout" (an installed copy) or "unknown" (no
+    git) otherwise."""
+    spec = importlib.util.find_spec("dynopt")  # (where it is, without importing it)
+    if spec is None or spec.origin is None:
+        return "unknown"
+    root = Path(spec.origin).resolve().parents[1]
+    if not (root / ".git").exists():  # (not a repository that merely encloses an install)
+        return "not a git checkout"
+    try:
+        # (no optional locks: reading the state must not write the index under another git)
+        git = ["git", "--no-optional-locks", "-C", str(root)]
+        run = dict(capture_output=True, text=True, timeout=10, check=True)
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], **run).stdout.strip()
+        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], **run)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+changes" if changed.stdout.strip() else "")
 
 
 def device_info() -> dict[str, str]:
@@ -143,6 +182,12 @@ def _refusal(out_dir: Path, listing: _Listing, experiment, redraw: bool) -> str 
     if not names:
         return None
     if ours is None:
+        if held := sorted(n for n in names if is_result(out_dir / n)):  # a parent of results
+            where = f"{out_dir / experiment}" if experiment is not None else f"{out_dir}/NAME"
+            return (
+                f"--out {out_dir} is a folder that holds dynopt results ({_some(held)}), not one "
+                f"result; --out names the experiment's own folder, e.g. --out {where}."
+            )
         return (
             f"--out {out_dir} holds files that are not a dynopt result (no {MARKER} marker); "
             "choose a new or empty folder."
@@ -180,10 +225,24 @@ def _read(fd: int, name: str) -> bytes | None:
         return f.read()
 
 
+def _digest(fd: int, name: str) -> str | None:
+    """The SHA-256 (hex) of the regular file `name` in the folder open as `fd` (a link is not
+    followed), or None."""
+    try:
+        file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except OSError:
+        return None
+    with os.fdopen(file, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _examine(fd: int, names: set[str]) -> _Listing:
     """The listing of the result folder open as `fd` with entries `names`: which are dynopt's
-    (those its marker lists; for a marker without a list, the files every result has and its
-    experiment's figures; only regular files), and whose result it is."""
+    (those its marker lists whose content is still the digest it lists, where it lists one; for
+    a marker without a list, the files every result has and its experiment's figures; only
+    regular files), and whose result it is."""
     other = unreadable = None
     try:
         text = _read(fd, "metrics.json")
@@ -194,7 +253,7 @@ def _examine(fd: int, names: set[str]) -> _Listing:
     except ValueError as e:  # (UnicodeDecodeError too)
         unreadable = str(e)
     other = other if isinstance(other, str) else None
-    listed = None
+    listed = digests = None
     marker = _read(fd, MARKER) or b""
     if (brace := marker.find(b"{")) >= 0:  # the list after the marker's sentence
         try:
@@ -203,6 +262,9 @@ def _examine(fd: int, names: set[str]) -> _Listing:
                 listed = set(files)
         except (ValueError, KeyError, TypeError):
             pass
+        # The digests before it, as sha256sum prints them (none in a marker written before).
+        found = _DIGEST_LINE.findall(marker[:brace].decode("utf-8", "replace"))
+        digests = {name: hexdigest for hexdigest, name in found} or None
     if listed is None:  # written before markers listed files: the rest is the user's
         from . import figure_names
 
@@ -212,10 +274,17 @@ def _examine(fd: int, names: set[str]) -> _Listing:
     leftovers = {n for n in names if n.startswith(".") and _leftover_kind_of(n, False) == "tmp"}
     for name in ((listed | leftovers) & names) - {MARKER}:
         try:
-            if stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
-                ours.add(name)
+            if not stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                continue
         except OSError:
-            pass
+            continue
+        # A listed file is dynopt's only while it holds what dynopt wrote: a marker copied into
+        # a user's folder lists the user's config.json too, with another digest.
+        expected = None if digests is None else digests.get(name)
+        if digests is None or name in leftovers or expected == _REDRAWING:
+            ours.add(name)
+        elif expected == _digest(fd, name):
+            ours.add(name)
     return _Listing(names, ours, other, unreadable)
 
 
@@ -230,6 +299,12 @@ def _entries(out_dir: Path) -> _Listing:
             mode = os.lstat(out_dir).st_mode
         except (FileNotFoundError, NotADirectoryError):  # (a file above it: refused later)
             return _Listing(set(), None, None, None)
+        if stat.S_ISLNK(mode):  # (a swap would replace the link, not write where it points)
+            target = os.readlink(out_dir)
+            raise OutError(
+                f"--out {out_dir} is a link (to {target}); dynopt writes no result through a "
+                "link: give the folder itself, or choose another path."
+            )
         if not stat.S_ISDIR(mode):
             raise OutError(f"--out {out_dir} is a file, not a results folder; choose another path.")
         try:
@@ -276,9 +351,18 @@ def is_result(folder) -> bool:
     return stat.S_ISREG(mode)
 
 
-def _mark(folder: Path, files) -> None:
-    """Write `folder`'s marker listing `files` (atomically: a temporary file renamed over it)."""
-    text = _MARKER_HEAD + json.dumps({"files": sorted(set(files) - {MARKER})}, indent=1) + "\n"
+def _mark(folder: Path, files, redrawing=()) -> None:
+    """Write `folder`'s marker listing `files` with their SHA-256 digests, those in `redrawing`
+    as being redrawn (atomically: a temporary file renamed over it)."""
+    files = sorted(set(files) - {MARKER})
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        digests = {name: _REDRAWING if name in redrawing else _digest(fd, name) for name in files}
+    finally:
+        os.close(fd)
+    lines = "".join(f"{d}  {n}\n" for n, d in digests.items() if d is not None and "{" not in n)
+    listing = json.dumps({"files": files}, indent=1)
+    text = f"{_MARKER_HEAD}{_DIGESTS_HEAD}{lines}{listing}\n"
     fd, tmp = tempfile.mkstemp(prefix=f"{MARKER}.tmp-{os.getpid()}-", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -287,6 +371,16 @@ def _mark(folder: Path, files) -> None:
         os.replace(tmp, folder / MARKER)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def begin_redraw(folder, files) -> None:
+    """Before figures `files` are drawn into the result `folder` in place: list them as being
+    redrawn, so a redraw cut short (Ctrl-C, an error) leaves them dynopt's; `add_written`
+    afterwards lists their new digests."""
+    folder = Path(folder)
+    _, ours, *_ = _entries(folder)
+    if ours is not None:
+        _mark(folder, ours | set(files), redrawing=set(files))
 
 
 def add_written(folder, files) -> None:

@@ -81,7 +81,9 @@ def page(parent, names) -> tuple[bool, str]:
     except OSError as e:  # no such folder, a file, no permission
         why = e.strerror or e
         return False, f"results page not written: cannot write {parent / 'index.html'} ({why})."
-    return True, f"results page: {written.resolve().as_uri()}"
+    shown = [n for n in names if (parent / n / "metrics.json").exists()]  # (as the page does)
+    empty = "" if shown else f" (no results in {parent} yet: an empty page)"
+    return True, f"results page: {written.resolve().as_uri()}{empty}"
 
 
 def _show(text: str) -> None:

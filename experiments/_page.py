@@ -60,10 +60,31 @@ def _summary(module: ModuleType) -> tuple[str, str]:
     return first, card
 
 
+def _metrics(folder: Path) -> tuple[dict | None, str]:
+    """The result's metrics.json as a dict, or `(None, why it cannot be read)`."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # (UnicodeDecodeError too)
+        return None, f"{type(e).__name__}: {e}"
+    if not isinstance(metrics, dict):
+        return None, f"a JSON {type(metrics).__name__}, not an object"
+    return metrics, ""
+
+
 def _experiment_section(name: str, module: ModuleType, folder: Path, root: Path) -> str:
-    metrics = json.loads((folder / "metrics.json").read_text())
     first, card = _summary(module)
     rel = Path(os.path.relpath(folder, root)).as_posix()
+    metrics, why = _metrics(folder)
+    if metrics is None:  # one result that cannot be read must not cost the page the others
+        return "\n".join([
+            f'<section id="{_esc(name)}">',
+            f"<h2>{_esc(name)}</h2>",
+            f"<p>{_esc(first)}</p>",
+            f'<p class="off">The saved result cannot be read: <a href="{_esc(rel)}/metrics.json">'
+            f"metrics.json</a> ({_esc(why)}): changed since dynopt wrote it, or written by a "
+            "version that wrote it otherwise.</p>",
+            "</section>",
+        ])  # fmt: skip
     mode = "quick" if metrics.get("quick") else "full"
     wall = metrics.get("wall_time_s")
     seed = metrics.get("seed")
@@ -122,6 +143,12 @@ def render(experiments: Mapping[str, ModuleType], folders: Mapping[str, Path], r
     names = [n for n in experiments if n in folders]
     nav = " ".join(f'<a href="#{_esc(n)}">{_esc(n)}</a>' for n in names)
     body = "\n".join(_experiment_section(n, experiments[n], folders[n], root) for n in names)
+    if not names:  # say so, not a blank page
+        body = (
+            "<p>No results in this folder yet. A result is a folder NAME beside this page, as "
+            "<code>python -m experiments run-all --quick --out PARENT</code> writes them "
+            "(PARENT: this page's folder).</p>"
+        )
     return (
         f"{_HEAD}<style>{_STYLE}</style></head><body>"
         "<h1>dynopt results</h1>"

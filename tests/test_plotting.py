@@ -559,3 +559,99 @@ def test_slope_guide_anchors_at_the_smallest_step_with_a_finite_error():
     # a factor 2 below the point at h = 0.025
     np.testing.assert_allclose(np.interp(0.025, guide.get_xdata(), guide.get_ydata()), 1.25e-2)
     assert "slope 1 guide" in _legend_texts(ax)
+
+
+# --- odd data (session 35's probe): a panel shows what it has, or says it has nothing ---------
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_a_loss_curve_of_one_point_is_drawn_as_a_marker(tmp_path):
+    # Before: a line through one point, which draws nothing: a blank panel.
+    fig, (ax,) = plotting.panels(1)
+    plotting.plot_loss_curves(ax, [([0.0], [1.0], "one step")])
+    plotting.save(fig, tmp_path / "f.png")
+    (line,) = [ln for ln in ax.lines if ln.get_label() == "one step"]
+    assert line.get_marker() == "o" and len(line.get_xdata()) == 1
+
+
+def test_distances_with_nothing_to_draw_are_named_in_the_panel(tmp_path):
+    # Before: an all-zero (or all-NaN) curve left a blank panel on invented axes, unexplained.
+    fig, (ax,) = plotting.panels(1)
+    t = np.arange(3.0)
+    plotting.plot_distances(
+        ax, [(t, np.zeros((3, 2)), "at rest"), (t, np.full((3, 2), np.nan), "lost"),
+             ([0.0], np.ones((1, 2)), "one point")],
+    )  # fmt: skip
+    plotting.save(fig, tmp_path / "f.png")
+    assert _texts(ax) == [
+        "at rest: exactly 0, nothing to draw",
+        "lost: no finite value, nothing to draw",
+    ]
+    (one,) = [ln for ln in ax.lines if ln.get_label() == "one point"]
+    assert one.get_marker() == "o"
+
+
+def test_rate_check_and_predicted_vs_measured_name_what_has_no_finite_value(tmp_path):
+    # Before: both panels blank, axes at ±0.05 around nothing.
+    fig, axes = plotting.panels(2)
+    t = np.arange(3.0)
+    plotting.plot_rate_check(axes[0], t, [np.nan] * 3, -t, label="-dL/dt")
+    plotting.plot_predicted_vs_measured(axes[1], [([np.nan], [1.0], "runs")])
+    plotting.save(fig, tmp_path / "f.png")
+    assert _texts(axes[0]) == ["-dL/dt: measured: no finite value to draw"]
+    assert _texts(axes[1]) == ["runs: no finite (predicted, measured) pair to draw"]
+
+
+def test_power_law_draws_its_reference_through_the_first_point_it_can_show(tmp_path):
+    # Before: a NaN first measurement made the whole reference line NaN (not drawn, and its
+    # legend entry dropped); no positive value at all gave a blank panel and a warning.
+    fig, (ax,) = plotting.panels(1)
+    plotting.plot_power_law(ax, [1, 2, 4], [np.nan, 2.0, 1.0], slope=-1.0, label="m",
+                            reference="1/κ")  # fmt: skip
+    plotting.legend(ax)
+    plotting.save(fig, tmp_path / "f.png")
+    ref = next(ln for ln in ax.lines if ln.get_label() == "1/κ")
+    np.testing.assert_allclose(ref.get_ydata(), [2.0, 1.0], rtol=1e-15)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["m", "1/κ"]
+    fig, (ax,) = plotting.panels(1)
+    with pytest.raises(ValueError, match="no point with positive, finite x and y"):
+        plotting.plot_power_law(ax, [1, 2], [-1.0, -2.0], slope=-1.0, label="m", reference="r")
+
+
+def test_bar_labels_never_print_a_nonzero_value_as_zero(tmp_path):
+    # Before: the default ".4f" labelled a measured 3e-6 as 0.0000 (and -2e-7 as -0.0000).
+    fig, (ax,) = plotting.panels(1)
+    plotting.plot_bar_pairs(ax, ["a", "b", "c", "d"], [1, 1, 1, 1], [3e-6, -2e-7, 1.997, 0.0],
+                            labels=("predicted", "measured"))  # fmt: skip
+    plotting.save(fig, tmp_path / "f.png")
+    assert [t.get_text() for t in ax.texts] == ["3e-06", "-2e-07", "1.9970", "0.0000"]
+
+
+def test_a_huge_finite_error_is_a_divergence_not_dozens_of_empty_decades(tmp_path):
+    # Before: an unstable step size's error of 1e150 was drawn, and the y-axis spanned ~155
+    # decades with the asymptotic errors squeezed into its bottom few.
+    fig, (ax,) = plotting.panels(1)
+    h = np.array([0.4, 0.2, 0.1, 0.05])
+    plotting.plot_orders(ax, h, [(np.array([1e150, 4e-3, 1e-3, 2.5e-4]), "GD", 2.0)])
+    plotting.save(fig, tmp_path / "f.png")
+    lo, hi = ax.get_ylim()
+    assert np.log10(hi / lo) < 6
+    assert plotting.DIVERGED in [t.get_text() for t in ax.get_legend().get_texts()]
+    (cross,) = [ln for ln in ax.lines if ln.get_marker() == "x" and len(ln.get_xdata())]
+    assert list(cross.get_xdata()) == [0.4]
+
+
+def test_a_path_that_never_moves_is_drawn_as_a_marker(tmp_path):
+    # Before: a run started at the minimum (every iterate equal) drew a line of length 0:
+    # nothing, though the legend named it.
+    fig, (ax,) = plotting.panels(1)
+    x = np.linspace(-1, 1, 11)
+    grid = x[None, :] ** 2 + x[:, None] ** 2
+    plotting.plot_contour_paths(ax, grid, x, x, [(np.zeros((5, 2)), "at the minimum")])
+    plotting.legend(ax)
+    plotting.save(fig, tmp_path / "f.png")
+    (line,) = [ln for ln in ax.lines if ln.get_label() == "at the minimum"]
+    assert line.get_marker() == "o"
