@@ -242,7 +242,8 @@ HEADLINES = (
     ),
     Headline("problems/quadratic/lyapunov_max_rel_deviation", "dL/dt = -|∇L|², max rel. dev.",
              high=1e-6),
-    Headline("closed_form/max_abs_error", "diffrax vs the closed-form flow", high=1e-8),
+    Headline("closed_form/max_abs_error", "diffrax vs the closed-form flow: max abs. error",
+             high=1e-8),
     Headline("stability/found_boundary_interval/0", "largest h found stable", high=0.02),
     Headline("stability/found_boundary_interval/1", "smallest h found unstable", low=0.02),
 )  # fmt: skip

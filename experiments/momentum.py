@@ -277,8 +277,9 @@ HEADLINES = (
     Headline("oscillator/orders/euler", "order, naive map β = 1 - ah", 1.0, 0.1),
     Headline("fixed_momentum/order", "order, β fixed, η → 0", 1.0, 0.1),
     Headline("stability/schemes/leapfrog/measured", "leapfrog's largest stable h√λmax", 2.0, 0.01),
-    Headline("double_well/critical_damping_flow", "critical damping, flow", 0.650, 1e-3),
-    Headline("double_well/critical_damping_leapfrog", "critical damping, leapfrog h = 0.05",
+    Headline("double_well/critical_damping_flow",
+             "critical damping a (crosses the barrier below it), flow", 0.650, 1e-3),
+    Headline("double_well/critical_damping_leapfrog", "critical damping a, leapfrog h = 0.05",
              0.647, 1e-3),
 )  # fmt: skip
 
