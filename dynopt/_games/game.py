@@ -17,11 +17,38 @@ from .._problem import AbstractProblem, array_leaves, check_loss_output
 GameParams = tuple  # (phi, theta): discriminator first, generator second
 
 
+def _is_floating(x) -> bool:
+    return eqx.is_array_like(x) and jnp.issubdtype(jnp.result_type(x), jnp.floating)
+
+
 def _floating_leaves(tree) -> bool:
     """Whether `tree` is a non-empty pytree of real floating arrays (or Python floats)."""
     leaves = jax.tree.leaves(tree)
-    return bool(leaves) and all(
-        eqx.is_array_like(x) and jnp.issubdtype(jnp.result_type(x), jnp.floating) for x in leaves
+    return bool(leaves) and all(map(_is_floating, leaves))
+
+
+def _not_floating(name: str, tree) -> str:
+    """Why `tree` is no pytree of floating arrays: its first other leaf, by path and type, and
+    what to do for an equinox network (its activation functions, integer fields and the like
+    are leaves too: the gradient field and the optax state have no place for them)."""
+    bad = [
+        (path, x) for path, x in jax.tree_util.tree_leaves_with_path(tree) if not _is_floating(x)
+    ]
+    if not bad:
+        return f"{name} must be a non-empty pytree of real floating arrays, got no leaves."
+    path, leaf = bad[0]
+    kind = f"{leaf.dtype} array" if hasattr(leaf, "dtype") else type(leaf).__name__
+    where = jax.tree_util.keystr(path) or "(the tree itself)"
+    hint = (
+        " For an equinox network, pass its floating arrays, `params, static = "
+        "eqx.partition(model, eqx.is_inexact_array)`, and rebuild it in the losses with "
+        "`eqx.combine(params, static)`."
+        if isinstance(tree, eqx.Module)
+        else ""
+    )
+    return (
+        f"{name} must be a non-empty pytree of real floating arrays; {len(bad)} of its "
+        f"leaves {'is' if len(bad) == 1 else 'are'} not, the first at {where} (a {kind}).{hint}"
     )
 
 
@@ -105,7 +132,7 @@ class Game(AbstractProblem):
     def __check_init__(self):
         for name, tree in (("phi0", self.phi0), ("theta0", self.theta0)):
             if not _floating_leaves(tree):
-                raise ValueError(f"{name} must be a non-empty pytree of real floating arrays.")
+                raise ValueError(_not_floating(name, tree))
             # As `Problem.params0`: a NaN start would run as a silently NaN trajectory.
             leaves = jax.tree.leaves(tree)
             concrete = not any(isinstance(x, jax.core.Tracer) for x in leaves)

@@ -37,6 +37,17 @@ from .._validation import check_unbatched, is_traced, positive, positive_int
 from .sgd import _samples_with_replacement, SGDNoise
 
 
+def _pinv_newton(h: Float[Array, "d d"], g: Float[Array, " d"]) -> Float[Array, " d"]:
+    r"""The least-norm Newton step $H^+g$, by `eigh` with numpy's rank tolerance
+    ($d\,\epsilon\,|\lambda|_{\max}$): `solve` for a non-singular $H$, and for a singular one
+    (a dead input's weights, an over-parametrised regression) the step to the nearest
+    stationary point, where `solve` returned NaN moments without a word."""
+    w, v = jnp.linalg.eigh(h)
+    floor = w.size * jnp.finfo(w.dtype).eps * jnp.max(jnp.abs(w))
+    inverse = jnp.where(jnp.abs(w) > floor, 1 / jnp.where(w == 0, 1, w), 0)
+    return v @ (inverse * (v.T @ g))
+
+
 def _quadratic_data(p: Problem, flat0: Float[Array, " d"]):
     unravel = ravel_pytree(p.params0)[1]
 
@@ -47,7 +58,7 @@ def _quadratic_data(p: Problem, flat0: Float[Array, " d"]):
         return p.sample_loss_fn(unravel(y), sample)
 
     h = jax.hessian(loss)(flat0)
-    xstar = flat0 - jnp.linalg.solve(h, jax.grad(loss)(flat0))  # one Newton step: exact
+    xstar = flat0 - _pinv_newton(h, jax.grad(loss)(flat0))  # one Newton step: exact
     data = data_like_params(p.data, unravel(xstar))
     a = jax.vmap(jax.hessian(sample_loss), in_axes=(None, 0))(xstar, data)
     q = jax.vmap(jax.grad(sample_loss), in_axes=(None, 0))(xstar, data)
@@ -58,33 +69,44 @@ def _quadratic_data(p: Problem, flat0: Float[Array, " d"]):
 
 @eqx.filter_jit
 def _curvature(p: Problem, flat0: Float[Array, " d"]):
-    r"""The eigenvalues of $H(\theta_0)$ and $\max|H(\theta^*) - H(\theta_0)|$ over the Newton
-    step $\theta^*$ of `_quadratic_data` (zero to rounding for a quadratic loss)."""
+    r"""The eigenpairs of $H(\theta_0)$, $\max|H(\theta^*) - H(\theta_0)|$ over the Newton
+    step $\theta^*$ of `_quadratic_data` (zero to rounding for a quadratic loss), and
+    $\|\nabla L(\theta^*)\|$ with $\|\nabla L(\theta_0)\|$ (a quadratic with a linear term
+    along a null direction of $H$ has no stationary point: the first is not ~0)."""
     unravel = ravel_pytree(p.params0)[1]
 
     def loss(y):
         return p.loss(unravel(y))
 
     h0 = jax.hessian(loss)(flat0)
-    xstar = flat0 - jnp.linalg.solve(h0, jax.grad(loss)(flat0))
-    return jnp.linalg.eigvalsh(h0), jnp.max(jnp.abs(jax.hessian(loss)(xstar) - h0))
+    g0 = jax.grad(loss)(flat0)
+    xstar = flat0 - _pinv_newton(h0, g0)
+    w, v = jnp.linalg.eigh(h0)
+    moved = jnp.max(jnp.abs(jax.hessian(loss)(xstar) - h0))
+    return w, v, moved, jnp.linalg.norm(jax.grad(loss)(xstar)), jnp.linalg.norm(g0), xstar
 
 
-def _check_quadratic_model(p: Problem, flat0: Float[Array, " d"], who: str) -> None:
+def _check_quadratic_model(p: Problem, flat0: Float[Array, " d"], who: str):
     r"""`ValueError` for a non-quadratic loss whose Hessian at $\theta_0$ is not positive
     definite: its quadratic model at the Newton step has no minimizer (a saddle, or no point at
     all), and the moments of that model are no approximation of SGD's (on a tanh network they
-    gave $\mathbb E L = -19$ for a squared loss). A quadratic is exact at any curvature."""
+    gave $\mathbb E L = -19$ for a squared loss). A quadratic is exact at any curvature, a
+    singular one too (its least-norm Newton step, `_pinv_newton`), unless it is linear along a
+    null direction of $H$ (unbounded below, no stationary point: `ValueError`).
+
+    **Returns:** `(range, null)`: the eigenvectors of $H$ whose eigenvalues are beyond the
+    rank tolerance, $(d, d - k)$, and within it, $(d, k)$ (`None` when traced)."""
     if is_traced((p, flat0)):
-        return
-    eigenvalues, moved = _curvature(p, flat0)
+        return None
+    eigenvalues, vectors, moved, residual, start, xstar = _curvature(p, flat0)
     eigenvalues = np.asarray(eigenvalues)
     scale = float(np.max(np.abs(eigenvalues)))
+    eps = np.finfo(eigenvalues.dtype).eps
     # Positive definite beyond rounding: numpy's rank tolerance, d * eps * |lambda|_max.
-    floor = eigenvalues.size * np.finfo(eigenvalues.dtype).eps * scale
+    floor = eigenvalues.size * eps * scale
     # A quadratic's Hessian is the same at theta* to rounding (n eps |H| for n samples);
     # sqrt(eps) relative is far above that.
-    quadratic = bool(moved <= np.sqrt(np.finfo(eigenvalues.dtype).eps) * scale)
+    quadratic = bool(moved <= np.sqrt(eps) * scale)
     if eigenvalues[0] <= floor and not quadratic:
         raise ValueError(
             f"{who} approximates a non-quadratic loss by its quadratic model at the minimizer "
@@ -94,13 +116,20 @@ def _check_quadratic_model(p: Problem, flat0: Float[Array, " d"], who: str) -> N
             "at (or near) a minimum, e.g. trained parameters, or estimate the moments by Monte "
             "Carlo (dynopt.sde.simulate, dynopt.run with a batch of keys)."
         )
-
-
-def _noise_mean(m, big_m, da, dq):
-    n = da.shape[0]
-    amq = jnp.einsum("ijk,k,il->ijl", da, m, dq)
-    s = jnp.einsum("ijk,kl,ilm->jm", da, big_m, da) + jnp.einsum("ij,ik->jk", dq, dq)
-    return (s + jnp.sum(amq, axis=0) + jnp.sum(amq, axis=0).T) / n
+    null = np.abs(eigenvalues) <= floor
+    # At theta* the gradient is zero to the rounding of H theta*; a linear term along a null
+    # direction of H is left whole by the least-norm step.
+    size = float(start) + scale * float(np.linalg.norm(np.asarray(xstar)))
+    if null.any() and float(residual) > np.sqrt(eps) * size:
+        raise ValueError(
+            f"{who}: the loss is quadratic with a singular Hessian ({int(null.sum())} zero "
+            f"eigenvalues of {eigenvalues.size}) and a gradient along its null directions "
+            f"(|grad L| = {float(residual):.3g} at the least-norm Newton step): it decreases "
+            "linearly along them, without bound, and SGD's moments have no stationary point "
+            "to expand about."
+        )
+    vectors = np.asarray(vectors)
+    return vectors[:, ~null], vectors[:, null]
 
 
 def _pack(m, big_m):
@@ -111,12 +140,25 @@ def _unpack(z, d):
     return z[:d], z[d:].reshape(d, d)
 
 
-def _diffusion_mean(sde, m, big_m, da, dq):
-    r"""$\mathbb E[GG^\top]/\kappa$ for the model's diffusion factor $G$: $S(m, M)$, or its
-    diagonal for `covariance="diagonal"` ($G G^\top = \kappa\,\mathrm{diag}\,\Sigma(\theta)$,
-    linear in $\Sigma$, so its mean is $\mathrm{diag}\,S$)."""
-    s = _noise_mean(m, big_m, da, dq)
-    return jnp.diag(jnp.diag(s)) if sde.covariance == "diagonal" else s
+# The moment system has d^2 + d + 1 unknowns: a dense matrix of (d^2 + d + 1)^2 entries, and
+# each time is a matrix exponential (~15 products) or a binary power (up to 80), O(d^6) flops.
+# At d = 32 one time took 20 s (the SDE) and 57 s (SGD) on a shared 2-core CPU, compile
+# included; d = 64 is 64 times the flops (over 8 minutes). A 160-parameter network asked XLA
+# for 127 GB.
+MAX_MOMENT_DIM = 32
+
+
+def _check_size(size: int, who: str) -> None:
+    if size > MAX_MOMENT_DIM:
+        unknowns = size * size + size + 1
+        raise ValueError(
+            f"{who} solves the exact moment equations of d = {size} parameters: "
+            f"{unknowns:,} unknowns (d^2 + d + 1), a dense {unknowns:,}^2 matrix of "
+            f"{8 * unknowns**2 / 2**30:.3g} GiB in float64 and O(d^6) flops per time; it takes "
+            f"d <= {MAX_MOMENT_DIM}. For a network, estimate the moments by Monte Carlo: "
+            "dynopt.sde.simulate (the SDE) or dynopt.run(model.discretize(), "
+            "model.sgd_problem(problem), num_steps, key=keys) with a batch of keys (SGD)."
+        )
 
 
 def _check_closes(sde: SGDNoise) -> None:
@@ -131,26 +173,40 @@ def _check_closes(sde: SGDNoise) -> None:
 
 
 def _linear_system(sde, problem, h, continuous: bool, data):
-    """The moment dynamics as z' = K z + b (continuous) or z+ = F z + b (step h): (K or F, b)."""
+    r"""The moment dynamics as $z' = Kz + b$ (continuous) or $z^+ = Fz + b$ (step $h$) on
+    $z = (m, \mathrm{vec}\,M)$ (row-major): `(K or F, b)`, assembled block by block.
+
+    With $\mathrm{vec}(AMB) = (A \otimes B^\top)\,\mathrm{vec}\,M$, the noise's mean $S(m, M)$
+    is $\frac1n\sum_i[(\delta A_i \otimes \delta A_i)\mathrm{vec}\,M + (\delta A_i \otimes
+    \delta q_i + \delta q_i \otimes \delta A_i)\,m + \delta q_i \otimes \delta q_i]$: $O(nd^4)$
+    flops and one $(d + d^2)^2$ matrix (the Jacobian of the update, taken by `jacfwd` before,
+    cost $O(nd^5)$: $d^2$ tangents of an $O(nd^3)$ update). `covariance="diagonal"` keeps the
+    rows of $\mathrm{diag}\,S$ only."""
     hess, _, _, da, dq, _ = data
-    d = hess.shape[0]
+    d, n = hess.shape[0], da.shape[0]
     kappa = sde.noise_scale(problem).astype(hess.dtype)
     eye = jnp.eye(d, dtype=hess.dtype)
-
-    def rhs(z):
-        m, big_m = _unpack(z, d)
-        s = _diffusion_mean(sde, m, big_m, da, dq)
-        if continuous:
-            dm = -hess @ m
-            dbig = -hess @ big_m - big_m @ hess + kappa * s
-        else:
-            step = eye - h * hess
-            dm = step @ m
-            dbig = step @ big_m @ step + h * kappa * s
-        return _pack(dm, dbig)
-
-    zero = jnp.zeros(d + d * d, hess.dtype)
-    return jax.jacfwd(rhs)(zero), rhs(zero)
+    # S's coefficients, indexed [a, b, ...] for the entry S[a, b].
+    s_mm = jnp.einsum("iac,idb->abcd", da, da) / n  # of M[c, d]
+    s_m = (jnp.einsum("iac,ib->abc", da, dq) + jnp.einsum("ia,icb->abc", dq, da)) / n  # of m[c]
+    s_0 = dq.T @ dq / n
+    if sde.covariance == "diagonal":  # G G^T = kappa diag(Sigma): only diag S enters
+        keep = eye.astype(bool)
+        s_mm = jnp.where(keep[:, :, None, None], s_mm, 0)
+        s_m = jnp.where(keep[:, :, None], s_m, 0)
+        s_0 = jnp.where(keep, s_0, 0)
+    s_mm, s_m, s_0 = s_mm.reshape(d * d, d * d), s_m.reshape(d * d, d), s_0.reshape(d * d)
+    if continuous:  # m' = -H m, M' = -H M - M H + kappa S
+        mean_block = -hess
+        cov_block = -(jnp.kron(hess, eye) + jnp.kron(eye, hess)) + kappa * s_mm
+        scale = kappa
+    else:  # m+ = P m, M+ = P M P + h kappa S, P = I - h H (symmetric)
+        step = eye - h * hess
+        mean_block = step
+        cov_block = jnp.kron(step, step) + h * kappa * s_mm
+        scale = h * kappa
+    mat = jnp.block([[mean_block, jnp.zeros((d, d * d), hess.dtype)], [scale * s_m, cov_block]])
+    return mat, jnp.concatenate([jnp.zeros(d, hess.dtype), scale * s_0])
 
 
 def _affine(mat, b):
@@ -197,9 +253,11 @@ def _moments(sde, problem, flat0, ts, steps, h, continuous: bool, mean0, cov0):
     if continuous:
         gen = _affine(mat, b).at[-1, -1].set(0.0)  # d/dt (z, 1) = (K z + b, 0)
         # In the problem's dtype (float64 times would not promote into a float32 generator).
-        zs = jax.vmap(lambda t: jax.scipy.linalg.expm(gen * t.astype(gen.dtype)) @ z0)(ts)
+        # One time after another (`lax.map`): `vmap` held a (d^2 + d + 1)^2 matrix per time.
+        zs = jax.lax.map(lambda t: jax.scipy.linalg.expm(gen * t.astype(gen.dtype)) @ z0, ts)
     else:
-        zs = jax.vmap(lambda k: _power(_affine(mat, b), k) @ z0)(steps)
+        affine = _affine(mat, b)
+        zs = jax.lax.map(lambda k: _power(affine, k) @ z0, steps)
     m, big_m = jax.vmap(lambda z: _unpack(z[:-1], d))(zs)
     mean = xstar[None] + m
     cov = big_m - jnp.einsum("ti,tj->tij", m, m)
@@ -262,19 +320,28 @@ def quadratic_moments(
     One jitted program per problem shape: new step sizes, learning rates, batch sizes and times
     reuse it. For non-quadratic losses the result is the moment dynamics of the linearisation at
     the minimizer found by one Newton step from `x0` (an approximation, which needs a
-    positive-definite Hessian at `x0`: start near a minimum).
+    positive-definite Hessian at `x0`: start near a minimum). A quadratic with a singular
+    Hessian (a constant input's weights, more parameters than samples) is expanded about the
+    least-norm Newton step: its null directions move only by the noise that reaches them.
+
+    **Cost:** the moments solve a linear system in $(m, M)$, $d^2 + d + 1$ unknowns: assembled
+    in $O(nd^4)$, then $O(d^6)$ per time (a matrix exponential, or a binary power of the
+    one-step map). $d \le$ `MAX_MOMENT_DIM` = 32; a network has more parameters: estimate its
+    moments by Monte Carlo (`simulate`, or `dynopt.run` of SGD with a batch of keys).
 
     **Raises:** `ValueError` for `ts` that are not 1-D finite times $\ge 0$, a `step` that is
     not finite and > 0 (or does not divide `ts`, or needs $2^{40}$ steps or more), an `x0`
     unlike `problem.params0` or not finite, a `covariance0` that is not a finite symmetric
     positive semi-definite $(d, d)$ matrix, a learning rate that is not
-    one number (a vector would broadcast per coordinate), `covariance="lowrank"`, or a
-    non-quadratic loss whose Hessian at `x0` is not positive definite.
+    one number (a vector would broadcast per coordinate), `covariance="lowrank"`, more than 32
+    parameters, a non-quadratic loss whose Hessian at `x0` is not positive definite, or a
+    quadratic that decreases linearly along a null direction of its Hessian (no minimum).
     """
     sde.check(problem)
     _check_closes(sde)
     check_unbatched(sde, "quadratic_moments")
     size = ravel_pytree(problem.params0)[0].size
+    _check_size(size, "quadratic_moments")
     # x0: parameters like params0, or a raveled mean (as `QuadraticMoments.mean` holds them)
     if x0 is not None and not (_same_structure(x0, problem.params0) or jnp.shape(x0) == (size,)):
         raise ValueError(
@@ -322,17 +389,43 @@ def quadratic_moments(
 
 
 @eqx.filter_jit
-def _stationary(sde, problem, flat0, h, continuous: bool):
+def _stationary(sde, problem, flat0, h, continuous: bool, basis):
     data = _quadratic_data(problem, flat0)
+    leak = None
+    if basis is not None:
+        # H singular: on its null space N nothing pulls back, so a stationary law needs the
+        # noise to leave N alone (dA_i and dq_i vanish on it; then N stays where it started);
+        # the law is that of the range R = span(rng), solved there and mapped back.
+        rng, null = basis
+        hess, xstar, m0, da, dq, loss_star = data
+        leak = jnp.maximum(
+            jnp.max(jnp.abs(jnp.einsum("ak,iab->ikb", null, da)), initial=0.0),
+            jnp.max(jnp.abs(dq @ null), initial=0.0),
+        )
+        leak = leak / jnp.maximum(
+            jnp.max(jnp.abs(da), initial=0.0) + jnp.max(jnp.abs(dq), initial=0.0),
+            jnp.finfo(hess.dtype).tiny,
+        )
+        project = lambda a: rng.T @ a @ rng
+        data = (
+            project(hess),
+            rng.T @ xstar,
+            rng.T @ m0,
+            jax.vmap(project)(da),
+            dq @ rng,
+            loss_star,
+        )
     d = data[0].shape[0]
     mat, b = _linear_system(sde, problem, h, continuous, data)
     # Stationary second moment with zero mean: solve on the M block only.
     blk = mat[d:, d:] if continuous else mat[d:, d:] - jnp.eye(d * d, dtype=mat.dtype)
     big_m = jnp.linalg.solve(blk, -b[d:]).reshape(d, d)
-    if continuous:
-        return big_m
-    rho = jnp.max(jnp.abs(jnp.linalg.eigvals(mat[d:, d:])))
-    return jnp.where(rho < 1, big_m, jnp.nan)
+    if not continuous:
+        rho = jnp.max(jnp.abs(jnp.linalg.eigvals(mat[d:, d:])))
+        big_m = jnp.where(rho < 1, big_m, jnp.nan)
+    if basis is not None:
+        big_m = basis[0] @ big_m @ basis[0].T
+    return big_m, leak
 
 
 def quadratic_stationary_covariance(
@@ -343,17 +436,42 @@ def quadratic_stationary_covariance(
     For `covariance="diagonal"` the noise is $\kappa\,\mathrm{diag}\,S(0, M)$, as in
     `quadratic_moments`.
 
+    A singular Hessian (a dead input's weights, more parameters than samples) leaves its null
+    directions without restoring force: where the noise does not reach them (per-sample
+    Hessians and gradients zero along them, as for a constant input) they keep their start
+    and $M$ is zero there, the law being solved on the range of $H$; where it does, there is
+    no stationary law (`ValueError`).
+
     **Raises:** `ValueError` for a `step` that is not finite and > 0 (as `quadratic_moments`),
     a learning rate that is not one number, `covariance="lowrank"` (no closed moment
-    equations), or a non-quadratic loss whose Hessian at `problem.params0` is not positive
-    definite (as `quadratic_moments`)."""
+    equations), more than `MAX_MOMENT_DIM` = 32 parameters (as `quadratic_moments`), a
+    non-quadratic loss whose Hessian at `problem.params0` is not positive definite (as
+    `quadratic_moments`), or a singular Hessian whose null directions the noise drives."""
     sde.check(problem)
     _check_closes(sde)
     check_unbatched(sde, "quadratic_stationary_covariance")
     flat0 = ravel_pytree(problem.params0)[0]
+    _check_size(flat0.size, "quadratic_stationary_covariance")
     h = 0.0 if step is None else float(positive("step", step, hint="step=None is the SDE (h = 0)."))
-    _check_quadratic_model(problem, flat0, "quadratic_stationary_covariance")
-    return _stationary(sde, problem, flat0, jnp.asarray(h), step is None)
+    spaces = _check_quadratic_model(problem, flat0, "quadratic_stationary_covariance")
+    basis = None
+    if spaces is not None and spaces[1].shape[1]:
+        basis = tuple(jnp.asarray(v, flat0.dtype) for v in spaces)
+    big_m, leak = _stationary(sde, problem, flat0, jnp.asarray(h), step is None, basis)
+    # The noise along the null space, relative to its size: zero to rounding where it is none.
+    if (
+        leak is not None
+        and not is_traced(leak)
+        and float(leak) > np.sqrt(np.finfo(flat0.dtype).eps)
+    ):
+        raise ValueError(
+            f"quadratic_stationary_covariance: the Hessian is singular ({basis[1].shape[1]} zero "
+            f"eigenvalues of {flat0.size}) and the gradient noise drives its null directions "
+            f"(relative size {float(leak):.3g}): nothing pulls them back, their variance grows "
+            "without bound and there is no stationary law. quadratic_moments gives the "
+            "moments at finite times."
+        )
+    return big_m
 
 
 def _check_phases(phases) -> list[tuple]:

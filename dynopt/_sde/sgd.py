@@ -107,7 +107,10 @@ class SGDNoise(AbstractSDE):
       $n$-dimensional $W$; exact and root-free, the choice for large $d$ and moderate $n$),
       `"diagonal"` (only $\mathrm{diag}\,\Sigma$; drops correlations, $O(nd)$), or
       `"lowrank"` (the top-`rank` principal directions of $\Sigma$, from an SVD of the centred
-      per-sample gradients; drops the rest of the spectrum).
+      per-sample gradients; drops the rest of the spectrum; the SVD is $O(nd\min(n, d))$ at
+      every step, more than `"samples"`, which is exact: 10.8 s against a few hundredths at
+      $n = 1797$, $d = 1210$ on a loaded 2-core CPU; a choice for a smaller Brownian
+      dimension, not for speed).
     - `rank`: for `"lowrank"`, $1 \le r \le \min(n, d)$.
 
     **Raises:** `ValueError` naming the argument for a non-positive learning rate, a batch size
