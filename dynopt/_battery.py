@@ -7,17 +7,20 @@ same battery.
 The checks of a `Correspondence` (float64, `jax_enable_x64`):
 
 - `baseline_identity`: `run(map(flow, h))` against a hand-written `lax.scan` of the raw optax
-  baseline, from the map's initial state: max $|\Delta\theta|$ $\le$ 1e-12;
+  baseline, from the map's initial state, at two step sizes: max $|\Delta\theta|$ $\le$ 1e-12;
 - `fitted_orders`: on each of at least two measurements, the slope of $\log e$ against
   $\log\Delta t$ within $\pm$0.1 of the claimed order (errors finite and positive, and the
   verdict of `dynopt.assess_order` `"asymptotic"`, against the closed form as against
   `compare`'s reference: a fit of pre-asymptotic errors is no order);
+- `closed_form_deviation`: where the flow declares a `closed_form` on a measurement's problem
+  (the order is then fitted against it), its relative deviation from the diffrax solution of
+  the flow's own vector field $<$ 1e-6;
 - `optax_conformance`: float32 parameters kept, finite losses, no recompilation for a new step
   size, and the same iterates inside `optax.chain` under `optax.inject_hyperparams` (to 1e-12);
 - `inverse_round_trip`: the inverse map recovers $h$ and $\Delta t$ to a relative 1e-12 and the
   hyper-parameters to a relative 1e-10 (absolute 1e-15 for a zero), at the row's flow and step
   and away from them;
-- `stability_limit_check`: where the map declares a `stability_limit` $h^*$, runs on
+- `stability_limit_check`: where the map declares a `stability_limit` $h^*$ (not `None`), runs on
   $\tfrac\lambda2x^2$ (two curvatures) stay bounded at $0.98h^*$ and grow at $1.02h^*$;
 - `lyapunov_residual`: where the flow declares a closed-form `loss_rate`, its relative
   deviation from $dL/dt$ along the diffrax solution $<$ 1e-6;
@@ -66,6 +69,9 @@ HYPERPARAMETER_ROUND_TRIP_TOLERANCE = 1e-10
 # to 1e-15 for an entry 0 (a weight decay of 0).
 _ROUND_TRIP_FLOOR = 1e-5
 LYAPUNOV_TOLERANCE = 1e-6
+# solve runs at rtol 1e-10: a right closed form agrees to ~1e-10, a wrong one is off by O(1)
+# times the rate it gets wrong.
+CLOSED_FORM_TOLERANCE = 1e-6
 
 
 def _require_x64(who: str) -> None:
@@ -112,25 +118,31 @@ def _against_raw_optax(disc: Discretization, tx, problem: Problem, state, num_st
 def baseline_identity(row: Correspondence, num_steps: int = 40) -> float | None:
     r"""Identity of the row's map with its raw optax baseline.
 
-    On the first measurement's problem at its smallest step size $h$: `run(map(flow, h))`
-    against a hand-written `lax.scan` of `baseline(h)` (the loop a user writes), both from the
-    map's initial state where it declares one (`init_fn`: a half-step trace, a slow manifold),
-    else from the transform's own `init`.
+    On the first measurement's problem at its smallest and its largest step size $h$:
+    `run(map(flow, h))` against a hand-written `lax.scan` of `baseline(h)` (the loop a user
+    writes), both from the map's initial state where it declares one (`init_fn`: a half-step
+    trace, a slow manifold), else from the transform's own `init`. Two step sizes: the claim is
+    an identity of functions of $h$, and a map whose hyper-parameters hold the row's step
+    as a constant (`eps / 0.025**2` for `eps / h**2`) agrees with the baseline at that step
+    alone.
 
     **Arguments:** `row`; `num_steps` (default 40).
 
-    **Returns:** the max $|\Delta\theta|$ over the iterates (the battery asks $\le$ 1e-12), or
-    `None` where the row has no baseline.
+    **Returns:** the max $|\Delta\theta|$ over the iterates and both step sizes (the battery
+    asks $\le$ 1e-12), or `None` where the row has no baseline.
     """
     _require_x64("baseline_identity")
     if row.baseline is None:
         return None
     m = row.measurements[0]
-    problem, h = m.problem(), m.step_sizes[-1]
-    disc = row.discretization(h)
-    tx = optax.with_extra_args_support(row.baseline(h))
-    state = disc.init(problem.params0, problem) if row.map.init_fn else tx.init(problem.params0)
-    return _against_raw_optax(disc, tx, problem, state, num_steps)
+    problem = m.problem()
+    diffs = []
+    for h in sorted({m.step_sizes[-1], m.step_sizes[0]}):
+        disc = row.discretization(h)
+        tx = optax.with_extra_args_support(row.baseline(h))
+        state = disc.init(problem.params0, problem) if row.map.init_fn else tx.init(problem.params0)
+        diffs.append(_against_raw_optax(disc, tx, problem, state, num_steps))
+    return max(diffs)
 
 
 class OrderFit(NamedTuple):
@@ -228,6 +240,42 @@ def fitted_orders(row: Correspondence) -> tuple[OrderFit, ...]:
         )
         fits.append(fit)
     return tuple(fits)
+
+
+def closed_form_deviation(row: Correspondence) -> float | None:
+    r"""The flow's declared `closed_form` against the diffrax solution of its own vector field,
+    on each measurement whose problem it has one for, over the first quarter of the horizon
+    (21 points; as `lyapunov_residual`: a switching field, sign descent at width 0, cannot be
+    integrated past its arrival at the minimum).
+
+    `fitted_orders` fits against the closed form where there is one: a closed form that is not
+    the solution of `vector_field` (a rate dropped from the field, or from the formula) made the
+    order check measure the map against the formula while `solve`, `compare` and the Lyapunov
+    checks use the field, and the row passed.
+
+    **Arguments:** `row`.
+
+    **Returns:** the max over those measurements of
+    $\max_t\|\theta_c(t) - \theta_s(t)\| / \max_t\|\theta_c(t)\|$ ($\theta_c$ the closed
+    form, $\theta_s$ the solve; the battery asks $<$ 1e-6), or `None` where the flow
+    declares no closed form on any of them.
+    """
+    _require_x64("closed_form_deviation")
+    flat = lambda p: jax.flatten_util.ravel_pytree(p)[0]
+    deviations = []
+    for m in row.measurements:
+        problem, flow = m.problem(), row.flow()
+        exact = flow.closed_form(problem)
+        if exact is None:
+            continue
+        ts = jnp.linspace(0.0, m.t1 / 4, 21)
+        ref = solve(flow, problem, ts)
+        closed = jax.vmap(lambda t, f=flow, x=exact: flat(f.params(x(t))))(ts)
+        solved = jax.vmap(flat)(ref.params)
+        norm = lambda x: np.linalg.norm(np.asarray(x, dtype=np.float64), axis=-1)
+        scale = max(float(np.max(norm(closed))), np.finfo(np.float64).tiny)
+        deviations.append(float(np.max(norm(closed - solved))) / scale)
+    return max(deviations) if deviations else None
 
 
 class Conformance(NamedTuple):
@@ -353,6 +401,11 @@ def inverse_round_trip(
     **Arguments:** `row`; `step_size` (default: the first measurement's largest); `scale`
     (every hyper-parameter of `row.flow()` multiplied by it; default 1).
 
+    The inverse must recover the flow and $h$, not merely some pair with the same optax
+    hyper-parameters: a map that is not injective (e.g. a flow $\dot\theta = -c\,e^{-rt}\nabla L$
+    discretized as `sgd(c h)` with decay $e^{-rh}$, where $(c, r, h)$ and $(1, r/c, ch)$ give
+    one optimizer) has no inverse; declare none, or drop the redundant field.
+
     **Returns:** an `InverseRoundTrip` (the battery asks $h$ and $\Delta t$ to 1e-12, the
     hyper-parameters to 1e-10), or `None` where the map declares no inverse.
     """
@@ -420,7 +473,8 @@ def stability_limit_check(
 
     **Returns:** one `StabilityCheck` per $\lambda$ (the battery asks each that ran to pass;
     where the map refuses the steps at both, the check does not apply and `verify` shows the
-    refusal), or `None` where the map declares no limit.
+    refusal), or `None` where the map declares no limit (also where its `stability_limit`
+    returns `None` or infinity at both curvatures).
     """
     _require_x64("stability_limit_check")
     if type(row.map).stability_limit is AbstractMap.stability_limit:
@@ -448,7 +502,9 @@ def stability_limit_check(
         final = np.abs(np.asarray(traj.final_params)[:, 0])
         final = np.where(np.asarray(traj.diverged_at) >= 0, np.inf, final)
         checks.append(StabilityCheck(lam, float(limit), float(final[0]), float(final[1])))
-    return tuple(checks)
+    # A map that overrides `stability_limit` to say "not known" (None, or inf: stable at every
+    # h) declares none: the check does not apply (an empty tuple read as "()" in the report).
+    return tuple(checks) or None
 
 
 def _declares_loss_rate(flow: AbstractFlow) -> bool:
@@ -653,6 +709,12 @@ def _hand_checks(row: Correspondence) -> dict[str, Callable[[], Check]]:
         criterion = f"at least two problems, each fit within ±{ORDER_TOLERANCE:g} of {row.order:g}"
         return Check("order", _orders_pass(fits), fits, criterion)
 
+    def closed_form():
+        d = closed_form_deviation(row)
+        ok = _optional(d, lambda d: d < CLOSED_FORM_TOLERANCE)
+        criterion = f"closed_form against the solve of vector_field < {CLOSED_FORM_TOLERANCE:g}"
+        return Check("closed_form", ok, d, criterion)
+
     def conformance():
         c = optax_conformance(row)
         ok = c.retraces == 0 and c.float32_kept and c.finite
@@ -698,6 +760,7 @@ def _hand_checks(row: Correspondence) -> dict[str, Callable[[], Check]]:
     return {
         "identity": identity,
         "order": order,
+        "closed_form": closed_form,
         "conformance": conformance,
         "inverse": inverse,
         "stability": stability,
@@ -730,6 +793,7 @@ def verify(
     A `Correspondence`: `"identity"` (`baseline_identity` $\le$ 1e-12), `"order"`
     (`fitted_orders`: at least two measurements, errors finite and positive, `compare`'s
     verdict asymptotic where it ran, each fit within $\pm$0.1 of the claimed order),
+    `"closed_form"` (`closed_form_deviation` $<$ 1e-6),
     `"conformance"` (`optax_conformance`: no retrace, float32 kept, finite losses, chain and
     inject to 1e-12), `"inverse"` (`inverse_round_trip` at the first measurement's largest
     step size $h_0$ and the row's flow, at $h_0/2$ with every hyper-parameter scaled by 0.9 and
@@ -737,7 +801,7 @@ def verify(
     1e-10, the worst of the three reported), `"stability"` (`stability_limit_check`: stable
     at $0.98h^*$, unstable at $1.02h^*$ at each curvature the map admits), `"lyapunov"`
     (`lyapunov_residual` $<$ 1e-6) and `"retrace"` (`flow_retraces` $= 0$). A check that does
-    not apply (no baseline, no inverse, no stability limit, no `loss_rate`) has
+    not apply (no baseline, no closed form, no inverse, no stability limit, no `loss_rate`) has
     `passed = None`.
 
     An `AutomaticCorrespondence`: `"identity"` (`automatic_identity` $\le$ 1e-13) and

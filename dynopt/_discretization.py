@@ -81,7 +81,18 @@ class Discretization(eqx.Module):
     @property
     def transform(self) -> optax.GradientTransformation:
         """The optax transform with these hyper-parameters."""
-        return self.factory(**self.hyperparams, **dict(self.options))
+        try:
+            return self.factory(**self.hyperparams, **dict(self.options))
+        except jax.errors.ConcretizationTypeError as e:
+            name = getattr(self.factory, "__name__", repr(self.factory))
+            raise TypeError(
+                f"{name}(...) branched in Python on a hyper-parameter "
+                f"({', '.join(self.hyperparams)}): dynopt passes them traced (array leaves: a "
+                "new value does not recompile), so the factory must compute with them in jnp "
+                "(e.g. a schedule `lambda k: lr * decay**k` instead of optax.exponential_decay, "
+                "which tests `decay_rate == 0` in Python), or take the value as a static option "
+                "(`Discretization.options`, recompiled per value)."
+            ) from e
 
     def init(self, params, problem):
         """The optimizer state at step 0: `transform.init(params)` unless `init_fn` is set."""

@@ -6,6 +6,7 @@ from ._battery import (
     automatic_order as automatic_order,
     baseline_identity as baseline_identity,
     Check as Check,
+    closed_form_deviation as closed_form_deviation,
     Conformance as Conformance,
     fitted_orders as fitted_orders,
     flow_retraces as flow_retraces,

@@ -34,6 +34,7 @@ from dynopt.correspondences import (
     automatic_identity,
     automatic_order,
     baseline_identity,
+    closed_form_deviation,
     Correspondence,
     fitted_orders,
     flow_retraces,
@@ -55,6 +56,19 @@ WITH_BASELINE = [name for name, row in ROWS.items() if row.baseline is not None]
 def test_identity_with_the_optax_baseline(name):
     diff = baseline_identity(ROWS[name])
     assert diff <= 1e-12, (name, diff)
+
+
+WITH_CLOSED_FORM = [
+    name
+    for name, row in ROWS.items()
+    if any(row.flow().closed_form(m.problem()) is not None for m in row.measurements)
+]
+
+
+@pytest.mark.parametrize("name", WITH_CLOSED_FORM)
+def test_closed_form_solves_the_field(name):
+    """The order check fits against a declared closed form: it must solve the flow's field."""
+    assert closed_form_deviation(ROWS[name]) < 1e-6, name
 
 
 @pytest.mark.parametrize("name", list(ROWS))

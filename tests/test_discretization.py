@@ -78,3 +78,15 @@ def test_weakly_typed_hyperparameters_stay_traced_leaves():
     assert step(d, x).dtype == jnp.bfloat16
     step(dynopt.Discretization(optax.sgd, {"learning_rate": 0.2}, dt=0.2), x)
     assert len(traces) == 1
+
+
+def test_a_factory_that_branches_on_a_hyperparameter_is_named():
+    """Hyper-parameters are traced: optax.exponential_decay tests `decay_rate == 0` in Python,
+    which raised a bare TracerBoolConversionError from deep inside `run` (helper-94)."""
+
+    def decayed_sgd(learning_rate, decay_rate):
+        return optax.sgd(optax.exponential_decay(learning_rate, 1, decay_rate))
+
+    disc = dynopt.Discretization(decayed_sgd, {"learning_rate": 0.1, "decay_rate": 0.9}, dt=0.1)
+    with pytest.raises(TypeError, match="branched in Python on a hyper-parameter"):
+        dynopt.run(disc, problems.quadratic([1.0, 2.0]), 3)
