@@ -19,7 +19,7 @@ from .._discretization import Discretization
 from .._flows.base import AbstractFlow
 from .._problem import AbstractProblem, Problem
 from .._validation import is_traced, positive
-from .branches import step_bits
+from .branches import _OpaqueOracle, step_bits
 from .counters import bias_products, CountedState
 from .fast import fast_coefficients, fast_step, leaf_blocks, manifold, template
 from .recursion import combine_values, modified_values
@@ -592,6 +592,16 @@ def _check_concrete(
         found = classify(
             lambda tau, p, s: raw_step(spec, tau, p, s, problem), jnp.asarray(0.01), x0, state
         )
+        # The optimizer's own branches, with the loss and its gradient as opaque inputs (as
+        # `step_bits` records them): a branch inside the loss (`jnp.logaddexp`'s max, abs and
+        # select_n, smooth as a whole) is not the step's, and named as one it decided the
+        # refusals' causes (AdaGrad's accumulator on a logistic loss was called Yogi's sign).
+        own = classify(
+            lambda tau, p, s: raw_step(spec, tau, p, s, _OpaqueOracle(problem)),
+            jnp.asarray(0.01),
+            x0,
+            state,
+        )
     if found.random:
         raise ValueError(
             f"optimizer: the update map is random ({', '.join(sorted(found.random))}: a PRNG "
@@ -607,7 +617,7 @@ def _check_concrete(
             "checked against along a run, so no modified flow exists. Replace the kink by a "
             "smooth surrogate (e.g. round(x) -> x) and model that."
         )
-    branches = tuple(sorted(found.branches))
+    branches = tuple(sorted(own.branches))
     params1, state1 = raw_step(spec, zero, x0, state, problem)
     moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
     lag, products, trial = 0, 0, None
@@ -1199,13 +1209,26 @@ def _check_manifold_branches(spec: OptimizerSpec, problem, x0, branches) -> None
     if any(tie for _, tie in sides) or any(
         b.shape != sides[0][0].shape or not np.array_equal(b, sides[0][0]) for b, _ in sides
     ):
+        # A sign or abs meets its kink at an operand exactly 0: on the manifold of Lion or a
+        # momentum signSGD, a gradient entry that is 0 at the start (the weights of a constant
+        # input, as the digits' blank pixels); said first, where the cause is likelier that.
+        signs = [b for b in _names(branches).split(", ") if b in _SIGNS]
+        zero = (
+            f"For its {', '.join(signs)} the tie is an operand exactly 0: on Lion's or a "
+            "momentum signSGD's manifold, a gradient entry that is exactly 0 at the start "
+            "(e.g. the weights of an input that is constant 0, as the digits' blank pixels, "
+            "or a parameter the loss does not read); start where no gradient entry is 0, or "
+            "drop such inputs. Else: "
+            if signs
+            else ""
+        )
         raise ValueError(
             f"state='fast': on its slow manifold the step sits on the kink of its "
             f"{_names(branches)} (compared values equal, where the step has no derivative). "
-            "E.g. AMSGrad's running maximum nu_max <- max(nu_max, nu), whose fixed states have "
-            "nu_max = nu: a running maximum never forgets (nu_max is the largest nu of the "
-            "whole run, not a function of the current parameters), so that state has no slow "
-            "manifold and no modified flow exists, with fixed decays or decays 1 - a*h "
+            f"{zero}E.g. AMSGrad's running maximum nu_max <- max(nu_max, nu), whose fixed "
+            "states have nu_max = nu: a running maximum never forgets (nu_max is the largest "
+            "nu of the whole run, not a function of the current parameters), so that state has "
+            "no slow manifold and no modified flow exists, with fixed decays or decays 1 - a*h "
             "(optax.adam is AMSGrad without the maximum). A threshold that the manifold's "
             "values meet exactly (a clipping of updates whose size is fixed there) has to move "
             "off them."
@@ -1360,7 +1383,17 @@ def modified_flow(
         )
     power = 1
     if time_unit is not None:
-        q = float(time_unit)
+        # A number only: float("0.5") would read a string, float(True) a flag, as 1.
+        real = isinstance(time_unit, int | float | np.integer | np.floating) or (
+            isinstance(time_unit, np.ndarray | jax.Array)
+            and np.ndim(time_unit) == 0
+            and not is_traced(time_unit)
+            and (
+                jnp.issubdtype(jnp.result_type(time_unit), jnp.floating)
+                or jnp.issubdtype(jnp.result_type(time_unit), jnp.integer)
+            )
+        )
+        q = float(time_unit) if real and not isinstance(time_unit, bool | np.bool_) else np.nan
         power = round(1.0 / q) if q > 0 else 0
         if not (0 < q <= 1) or abs(power * q - 1) > 1e-12:
             raise ValueError(
@@ -1385,11 +1418,23 @@ def modified_flow(
     if regime == "fast" and state_map is not None:
         raise ValueError("state_map: the state is fast (not near identity at h = 0); drop it.")
     if lag and order > 2:
+        # A cost, not the mathematics: the flow exists to every order (the state is the
+        # optax-unit state times h). Forced, order 3 compiled in 11 s for
+        # nesterov_momentum (its fields equal optax's nesterov to 1e-15), order 4 in 164 s,
+        # and order 3 of optax.rmsprop(h, momentum=b) or optax.lars did not in 300 s.
         raise ValueError(
             f"order must be 1 or 2 for an optimizer whose state holds step-scaled updates (a "
-            f"trace after the learning rate, as in optax.rmsprop(h, momentum=b)), got {order}: "
-            "each order needs one more slow-manifold term there, and order 3 differentiates "
-            "nested manifolds beyond what compiles in memory."
+            f"trace after the learning rate, as in optax.rmsprop(h, momentum=b) and "
+            f"optax.lars; a velocity in parameter units, as dynopt.transforms."
+            f"nesterov_momentum's v = θ_n - θ_(n-1)), got {order}. Its modified flow exists "
+            "to every order, but each order needs one more slow-manifold term there, and from "
+            "order 3 on the nested manifolds take minutes to compile. Write the state in the "
+            "gradient's units, with the learning rate after it: the same iterates as "
+            "nesterov_momentum(h, b) (reparametrize=True, lookahead=1) are "
+            "optax.sgd(h, momentum=b, nesterov=True) (lookahead=0: optax.sgd(h, momentum=b)), "
+            "and optax.chain(optax.scale_by_rms(), optax.trace(b), optax.scale(-h)) is "
+            "rmsprop's momentum so: states that hold no step-scaled updates have no such "
+            "limit."
         )
     if products and state_map is not None:
         raise ValueError(

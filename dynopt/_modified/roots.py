@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jex_core
 
-from .smooth import call_jaxpr
+from .smooth import call_jaxpr, is_opaque
 
 
 # Calls whose body is evaluated here, so that a root inside (e.g. `jnp.linalg.norm`'s jit) is
@@ -42,7 +42,13 @@ def _sqrt0_jvp(primals, tangents):
 
 
 def _body(eqn):
-    return call_jaxpr(eqn) if eqn.primitive.name in _INLINE else None
+    # An `opaque` call (the loss and its gradient, also where the update evaluates them
+    # elsewhere: SAM's grad_fn) stays one call: inlined, its own branches (`jnp.logaddexp`'s
+    # max) were read by `smooth` as the optimizer's, and a run of SAM on a logistic loss was
+    # refused as switching branch.
+    if eqn.primitive.name not in _INLINE or is_opaque(eqn):
+        return None
+    return call_jaxpr(eqn)
 
 
 def _eval(jaxpr, consts, args):

@@ -68,13 +68,14 @@ def opaque(fn):
     return jax.jit(dynopt_opaque_input)
 
 
-def _is_opaque(eqn) -> bool:
+def is_opaque(eqn) -> bool:
+    """Whether `eqn` is an `opaque` call (the loss or its gradient, an input of the step)."""
     return eqn.primitive.name in _CALLS and eqn.params.get("name") == _OPAQUE
 
 
 def _call_body(eqn):
     """`(jaxpr, consts)` of a call-like equation, else `None` (also for an `opaque` call)."""
-    if eqn.primitive.name not in _CALLS or _is_opaque(eqn):
+    if eqn.primitive.name not in _CALLS or is_opaque(eqn):
         return None
     return call_jaxpr(eqn)
 
@@ -133,7 +134,7 @@ def _scan(jaxpr, dependent: list[bool], found: Found, nested: bool) -> list[bool
             label = f"{name} (a comparison of iterate-dependent values, e.g. {_EXAMPLE[name]})"
             (found.kinks if nested else found.branches).add(label)
         body = _call_body(eqn)
-        if _is_opaque(eqn):
+        if is_opaque(eqn):
             pass  # an input to the step: its outputs depend on what its operands do
         elif body is not None:
             outs = _scan(body[0], ins, found, nested)

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._custom_types import Array, Key
 from .._validation import positive_int
@@ -19,12 +20,21 @@ def mlp(
     activation: Callable = jax.nn.tanh,
     key: Key,
 ) -> eqx.nn.MLP:
-    """`equinox.nn.MLP` with `depth` hidden layers of `width` units (equinox's default
-    initialization, the default float dtype)."""
+    r"""`equinox.nn.MLP` with `depth` hidden layers of `width` units (equinox's default
+    initialization, the default float dtype):
+    $x \mapsto W_{d}\,\phi(\cdots\phi(W_0x + b_0)\cdots) + b_{d}$; `depth=0` is the linear model
+    $x \mapsto W_0x + b_0$ (as in equinox; `width` is then unused).
+
+    **Arguments:** `in_size`, `out_size`, `width` (positive integers), `depth` (an integer
+    $\ge 0$), `activation`, `key`.
+
+    **Raises:** `ValueError` for a size that is not a positive integer or a negative `depth`.
+    """
     for name, value in (("in_size", in_size), ("out_size", out_size), ("width", width)):
         positive_int(name, value)
-    positive_int("depth", depth)
-    return eqx.nn.MLP(in_size, out_size, width, depth, activation=activation, key=key)
+    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 0:
+        raise ValueError(f"depth must be an integer >= 0 (0: a linear model), got {depth!r}.")
+    return eqx.nn.MLP(in_size, out_size, width, int(depth), activation=activation, key=key)
 
 
 class SmallCNN(eqx.Module):

@@ -24,7 +24,7 @@ import optax
 
 from .._custom_types import Array, Params, ScalarLike
 from .._discretization import widest_dtype
-from .._validation import decay as _decay, interval, nonnegative, positive
+from .hyper import decay as _decay, interval, nonnegative, positive
 
 
 def _learning_rate(learning_rate, name: str = "learning_rate"):

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from .._flows.base import AbstractFlow
-from .._validation import nonnegative, positive
+from .hyper import nonnegative, positive
 
 
 class _Oracle:

@@ -26,7 +26,8 @@ import optimistix as optx
 
 from .._custom_types import Array, ScalarLike
 from .._discretization import widest_dtype
-from .._validation import interval, nonnegative, positive, positive_int
+from .._validation import positive_int
+from .hyper import interval, nonnegative, positive
 
 
 def _like(x: Any, leaf: Array) -> Array:
