@@ -22,8 +22,9 @@ from ._sharding import gather, sweep_apply, sweep_map
 from ._solve import (
     _pick_solver,
     _require_x64,
-    check_dense_memory,
+    DENSE_MEMORY_LIMIT,
     dense_solve,
+    dense_values_per_step,
     failure_diagnosis,
     raise_for_result,
     top_eigenvalue,
@@ -51,10 +52,11 @@ class _OptaxStart(eqx.Module):
         return Discretization(d.factory, d.hyperparams, d.dt, d.options, init_fn=None)
 
 
-def _error_run(flow, problem, map, ref_flow, interp, h, n):
+def _error_run(flow, problem, map, ref_flow, read, h, n):
     r"""Run `map(flow, h)` for `n` steps on `problem`; max and final error against the reference,
     the first diverged step, and the solution's scale $\max_k\|\theta(k\Delta t)-\theta(0)\|$.
 
+    `read(k, dt)` is the reference's state at $t = k\Delta t$ (`_dense_read`, `_rows_read`).
     The steps are `run`'s (`make_fast_step`: the same oracle and extra arguments), unchecked:
     the error norm, computed at every step anyway, is non-finite exactly when the iterate is,
     and the oracle's value is checked against `run`'s growth criterion (`divergence_limit`);
@@ -62,7 +64,7 @@ def _error_run(flow, problem, map, ref_flow, interp, h, n):
     disc = map(flow, h).weakly_typed()  # as a hand loop's Python floats, in any dtype
     step = make_fast_step(disc.transform, problem, None)
     limit = divergence_limit(problem.loss(problem.params0))
-    ref0 = ref_flow.params(interp.evaluate(interp.t0))
+    ref0 = ref_flow.params(read(jnp.asarray(0), disc.dt))
 
     def cond(c):
         (_, _, diverged_at, k), _, _, _ = c
@@ -71,8 +73,7 @@ def _error_run(flow, problem, map, ref_flow, interp, h, n):
     def body(c):
         inner, err_max, _, scale = c
         (params, state, _, k), value = step(inner)
-        t = jnp.minimum(k.astype(disc.dt.dtype) * disc.dt, interp.t1)
-        ref = ref_flow.params(interp.evaluate(t))
+        ref = ref_flow.params(read(k, disc.dt))
         err = optax.tree.norm(optax.tree.sub(optax.tree.cast_like(params, ref), ref))
         scale = jnp.maximum(scale, optax.tree.norm(optax.tree.sub(ref, ref0)))
         grown = ~(value <= limit)  # the value at the step's start, k - 1 (also NaN)
@@ -240,41 +241,165 @@ def _past_stability_limit(flow, problem, map, hs: np.ndarray) -> np.ndarray | No
     return None if limit is None else hs >= float(limit)
 
 
+def _dense_read(interp):
+    r"""The reference at $t = k\Delta t$ read off its dense output (clamped to the last step
+    reached)."""
+
+    def read(k, dt):
+        return interp.evaluate(jnp.minimum(k.astype(dt.dtype) * dt, interp.t1))
+
+    return read
+
+
+def _rows_read(ys, rows):
+    """The reference saved at the runs' times (`dense_solve(..., at_times=True)`): step `k`'s
+    state is row `rows[k]` of `ys`."""
+    return lambda k, dt: jax.tree.map(lambda y: y[rows[k]], ys)
+
+
+# Up to this many bytes of dense output (in all) the runs read the reference off it; above, the
+# reference is saved at the runs' times only. Both give the same numbers (the same polynomials
+# evaluated at the same times); measured on small problems, see `_reference_buffers`.
+DENSE_COMPARE_BYTES = 256 * 2**20
+
+
+def _state_size(flow, problem) -> int:
+    return sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(flow.init(problem.params0)))
+
+
+def _bucket(n: int) -> int:
+    """`n` rounded up to a power of 2, at least 16: a buffer's length changes with the step
+    sizes and horizon only at doublings, so a new sweep seldom compiles anew."""
+    return max(16, 1 << (int(n) - 1).bit_length())
+
+
+def _save_grid(dts, ns, t1: float, per_step: bool) -> tuple[np.ndarray, np.ndarray]:
+    r"""Where the reference is saved (`grid`, in $t$) and where run $h$ reads its step $k$
+    (`rows[h, k]`): the times $\min(k\Delta t_h, t_1)$, $k = 0, \dots, N_h$ (the dense read's
+    times, its clamp included), for a shared reference their sorted union (the finest grid of
+    a halving sweep), for per-step references each run's own grid, a row of `grid` each.
+    Padded to `_bucket` lengths with $2t_1$, a time no step covers."""
+    times = [np.minimum(np.arange(int(n) + 1) * float(dt), t1) for dt, n in zip(dts, ns)]
+    width = _bucket(max(t.size for t in times))
+    rows = np.zeros((len(times), width), dtype=np.int32)
+    if per_step:
+        grid = np.full((len(times), width), 2.0 * t1)
+        for i, t in enumerate(times):
+            grid[i, : t.size] = t
+        rows[:] = np.arange(width)
+        return grid, rows
+    union, inverse = np.unique(np.concatenate(times), return_inverse=True)
+    grid = np.full(_bucket(union.size), 2.0 * t1)
+    grid[: union.size] = union
+    for i, part in enumerate(np.split(inverse, np.cumsum([t.size for t in times])[:-1])):
+        rows[i, : part.size] = part
+    return grid, rows
+
+
+# Live copies of the saved rows while the reference solves: the loop's carry, the step's
+# update and diffrax's select between the accepted and the rejected step.
+_SAVED_COPIES = 3
+
+
+def _reference_buffers(ref, problem, dts, ns, t1, per_step, solver, max_steps):
+    """`(grid, rows)` of `_save_grid` when the reference is to be saved at the runs' times,
+    `(None, None)` when the runs read its dense output: while that preallocates at most
+    `DENSE_COMPARE_BYTES` (`max_steps` steps of every stage, 9 values per state entry for
+    Tsit5, for each per-step reference), and up to `DENSE_MEMORY_LIMIT` where the saved rows
+    would take more than 1/16 of it. Refuses (`ValueError`) a saved reference whose rows would
+    exceed `DENSE_MEMORY_LIMIT`.
+
+    Why the second rule: diffrax selects the solver's whole state between the accepted and the
+    rejected step, so saving costs a pass over all its rows every reference step. Measured
+    (2 cores, gradient flow, d = 1000): 2,001 times (4 halvings to N = 2,000) 0.90 s saved
+    against 1.8 s dense; 8,001 times (N = 8,000) 9.1 s saved against 2.3 s dense (1.2 GB)."""
+    size = _state_size(ref, problem)
+    per_entry, per_step_values = dense_values_per_step(solver)
+    copies = len(ns) if per_step else 1
+    dense = 8 * int(max_steps) * (per_entry * size + per_step_values) * copies
+    if dense <= DENSE_COMPARE_BYTES:
+        return None, None
+    grid, rows = _save_grid(dts, ns, t1, per_step)
+    # One per-step reference solves at a time (`lax.map`): its own rows only.
+    need = 8 * grid.shape[-1] * size * _SAVED_COPIES
+    if dense <= DENSE_MEMORY_LIMIT and 16 * need > dense:
+        return None, None
+    if need > DENSE_MEMORY_LIMIT:
+        raise ValueError(
+            f"compare: the reference saved at the runs' times would take about "
+            f"{need / 2**30:.1f} GiB ({grid.shape[-1]} times x {size} state entries x "
+            f"{_SAVED_COPIES} copies while it solves; the times are those of the finest run, "
+            f"N = t1/dt = {int(np.max(ns))} steps, rounded up to a power of 2). Shorten t1 or "
+            "drop the smallest step sizes (fewer steps per run)."
+        )
+    return grid, rows
+
+
 def _compare_program(
-    flow, problem, map, reference, per_step, hs, ns, t1, solver, rtol, atol, max_steps
+    flow,
+    problem,
+    map,
+    reference,
+    per_step,
+    hs,
+    ns,
+    t1,
+    solver,
+    rtol,
+    atol,
+    max_steps,
+    grid=None,
+    rows=None,
 ):
-    def solve_ref(ref, problem, solver):
+    """The comparison, one program. With `grid` (`_save_grid`) the reference is saved at the
+    runs' times only, and run `h` reads its step `k` from row `rows[h, k]`; without, from the
+    dense output."""
+    saving = grid is not None
+
+    def solve_ref(ref, problem, solver, grid):
+        if saving:
+            return dense_solve(
+                ref, problem, solver, 0.0, t1, grid, rtol, atol, max_steps, False, at_times=True
+            )
         ts = jnp.reshape(t1, (1,))
         return dense_solve(ref, problem, solver, 0.0, t1, ts, rtol, atol, max_steps)
+
+    def source(sol):  # what the runs read: the saved rows, or the dense output
+        return sol.ys if saving else sol.interpolation
+
+    def reader(source, rows):
+        return _rows_read(source, rows) if saving else _dense_read(source)
 
     # The step sizes are the sweep axis, split across devices (`sweep_apply`, `sweep_map`).
     if per_step:
 
-        def one(hn, shared):
-            (h, n), (flow, problem, map, solver) = hn, shared
+        def one(batch, shared):
+            (h, n, grid, rows), (flow, problem, map, solver) = batch, shared
             ref = reference(h)
-            sol = solve_ref(ref, problem, solver)
-            return (*_error_run(flow, problem, map, ref, sol.interpolation, h, n), sol.result)
+            sol = solve_ref(ref, problem, solver, grid)
+            errors = _error_run(flow, problem, map, ref, reader(source(sol), rows), h, n)
+            return (*errors, sol.result)
 
         # A sequential map over each device's step sizes, not `vmap`: batching the adaptive
         # reference solve re-traces its body (the order-p field) through vmap's while-loop rule,
         # and a batched while loop runs every member to the slowest one's step count anyway.
         # Order-3 AdaBelief cell: tracing 9.8 -> 5.5 s, compilation unchanged, results equal.
+        # (It also keeps one reference's buffers alive at a time.)
         def each(batch, shared):
-            return jax.lax.map(lambda hn: one(hn, shared), batch)
+            return jax.lax.map(lambda b: one(b, shared), batch)
 
         errs, finals, div, scales, result = sweep_apply(
-            each, (hs, ns), (flow, problem, map, solver)
+            each, (hs, ns, grid, rows), (flow, problem, map, solver)
         )
     else:
-        sol = solve_ref(reference, problem, solver)
+        sol = solve_ref(reference, problem, solver, grid)
 
-        def one(hn, shared):
-            (h, n), (flow, problem, map, ref, interp) = hn, shared
-            return _error_run(flow, problem, map, ref, interp, h, n)
+        def one(batch, shared):
+            (h, n, rows), (flow, problem, map, ref, src) = batch, shared
+            return _error_run(flow, problem, map, ref, reader(src, rows), h, n)
 
-        shared = (flow, problem, map, reference, sol.interpolation)
-        errs, finals, div, scales = sweep_map(one, (hs, ns), shared)
+        shared = (flow, problem, map, reference, source(sol))
+        errs, finals, div, scales = sweep_map(one, (hs, ns, rows), shared)
         result = sol.result
     return errs, finals, div, scales, result
 
@@ -452,12 +577,15 @@ def compare(
     on $[0, t_1]$.
 
     For each $h$ the discrete run takes $N_h = t_1/\Delta t$ steps ($\Delta t$ = the
-    discretization's `dt`) and is compared with the dense diffrax reference at the matched times
+    discretization's `dt`) and is compared with the diffrax reference at the matched times
     $t = k\Delta t$: $e_h = \max_{k\le N_h}\|\theta_k - \theta(k\Delta t)\|_2$ (also reported
-    at $t_1$). The local orders between consecutive step sizes decide the `verdict`
-    (`dynopt.assess_order`): "asymptotic" when they agree within 0.2, the errors decrease and
-    stay below 1/4 of the distance the solution travels; "unstable" when a run diverged (non-finite,
-    or its loss grew past `run`'s threshold) or a step size is at or past the map's known
+    at $t_1$). The reference is read off its dense output, or, where that would preallocate more
+    than 256 MiB (`max_steps` steps of every stage: a network), saved at those times only,
+    $(N + 1)$ rows of the state for the finest run's $N$ steps (the same values). The local
+    orders between consecutive step sizes decide the `verdict` (`dynopt.assess_order`):
+    "asymptotic" when they agree within 0.2, the errors decrease and stay below 1/4 of the
+    distance the solution travels; "unstable" when a run diverged (non-finite, or its loss grew
+    past `run`'s threshold) or a step size is at or past the map's known
     stability limit for the Hessian at $\theta_0$; "too few step sizes" below 3; else
     "pre-asymptotic". Only when asymptotic is `order` a number: the least-squares slope of
     $\log e_h$ against $\log\Delta t$, the order in the time step whatever the map from $h$
@@ -504,7 +632,9 @@ def compare(
     **Returns:** a `Comparison` (`step_sizes` = the $h$, `dts` = the $\Delta t$, `verdict`,
     `local_orders`, `order`, `start`).
 
-    **Raises:** `ValueError` for invalid step sizes, horizon, map or reference, or when the runs
+    **Raises:** `ValueError` for invalid step sizes, horizon, map or reference, for a reference
+    saved at the runs' times that would exceed 2 GiB (shorten `t1` or drop the smallest step
+    sizes), or when the runs
     of an optimizer's order-$p \ge 2$ flow blow up from their start on the order-$p$ slow
     manifold because the series is outside its asymptotic regime (said with its diagnosis, not
     reported as an unstable optimizer); `SolveError` if a reference solve fails.
@@ -580,18 +710,8 @@ def compare(
     solver_obj, name, ratio = _pick_solver(
         solver, problem, problem.params0, t1, max_steps, flow=first_ref
     )
-    check_dense_memory(
-        first_ref,
-        problem,
-        int(max_steps),
-        copies=hs.size if per_step else 1,
-        solver=solver_obj,
-        remedy=(
-            "Lower max_steps (the reference's step budget), shorten t1, or compare fewer "
-            "step sizes at a time (a per-step-size reference keeps one dense output each)."
-            if per_step
-            else "Lower max_steps (the reference's step budget) or shorten t1."
-        ),
+    grid, rows = _reference_buffers(
+        first_ref, problem, dts, ns, t1, per_step, solver_obj, max_steps
     )
     args = (
         flow,
@@ -606,6 +726,8 @@ def compare(
         rtol,
         atol,
         int(max_steps),
+        None if grid is None else jnp.asarray(grid),
+        None if rows is None else jnp.asarray(rows),
     )
     with host_validated():
         errs, finals, div, scales, result = gather(_compare_jit(*args))

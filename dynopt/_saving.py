@@ -16,6 +16,7 @@ of `dynopt.sde.simulate` (its Itô or Stratonovich solver stays marked as such: 
 import functools as ft
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -23,18 +24,27 @@ from ._custom_types import Array, PyTree
 
 
 class SaveAtTimes(diffrax.AbstractWrappedSolver):
-    """`solver`, also writing $y(t)$ for every save time $t$ in `ts` into its state (read it
+    r"""`solver`, also writing $y(t)$ for every save time $t$ in `ts` into its state (read it
     with `saved`). Forward solves only; `ts` strictly increasing within $[t_0, t_1]$ (checked
     by the caller).
 
-    Every step writes the times it covers, $t_0 < t \\le t_1$ (a step diffrax then rejects
+    Every step writes the times it covers, $t_0 < t \le t_1$ (a step diffrax then rejects
     too: the accepted step from the same $t_0$ rewrites them, and nothing later does), so what
     stays is what `SaveAt(ts=...)` saves. Needs an adjoint that differentiates through the
     solver's steps (`RecursiveCheckpointAdjoint`, `ForwardMode`, `DirectAdjoint`), not
-    `BacksolveAdjoint`."""
+    `BacksolveAdjoint`.
+
+    With `loop`, a step writes only the times it covers, $i$ from the first $t_i > t_0$ to the
+    last $t_i \le t_1$ (`searchsorted`: `ts` non-decreasing, repeats allowed, times past the
+    solve's end never written: padding): $O(\text{covered})$ work a step instead of
+    $O(\text{len}(ts))$, for many save times of a large state (`compare`'s reference at every
+    step of the runs), but not reverse-differentiable (a `while_loop`), and under `vmap` the
+    loop runs to the batch's longest. (diffrax still selects the whole state between an
+    accepted and a rejected step: one pass over the rows a step.)"""
 
     solver: diffrax.AbstractSolver
     ts: Array
+    loop: bool = eqx.field(static=True, default=False)
 
     @property
     def term_structure(self):
@@ -79,8 +89,18 @@ class SaveAtTimes(diffrax.AbstractWrappedSolver):
         y1, y_error, dense_info, state, result = self.solver.step(
             terms, t0, t1, y0, args, state, made_jump
         )
-        covered = (self.ts > t0) & (self.ts <= t1)
         interp = self.solver.interpolation_cls(t0=t0, t1=t1, **dense_info)
+        if self.loop:
+            first = jnp.searchsorted(self.ts, t0, side="right")
+            last = jnp.searchsorted(self.ts, t1, side="right")
+
+            def write(i, saved):
+                at = interp.evaluate(self.ts[i])
+                return jax.tree.map(lambda s, y: s.at[i].set(y.astype(s.dtype)), saved, at)
+
+            saved = jax.lax.fori_loop(first, last, write, saved)
+            return y1, y_error, dense_info, (state, saved), result
+        covered = (self.ts > t0) & (self.ts <= t1)
         # Evaluated at every save time and kept where covered: no loop, so reverse mode works.
         at = jax.vmap(interp.evaluate)(jnp.clip(self.ts, t0, t1))
         saved = jax.tree.map(ft.partial(_where_rows, covered), at, saved)

@@ -22,6 +22,7 @@ from . import _progress
 from ._custom_types import ArrayLike, Params, PyTree, ScalarLike
 from ._flows.base import AbstractFlow
 from ._problem import AbstractProblem, Problem, raveled_loss as _raveled_loss
+from ._saving import _where_rows as _rows_where, SaveAtTimes, saved
 from ._trajectory import Trajectory
 from ._validation import check_unbatched, host_validated, interval, is_traced, solver_options
 
@@ -858,6 +859,7 @@ def dense_solve(
     dense: bool = True,
     meter=None,
     reach: bool = False,
+    at_times: bool = False,
 ) -> diffrax.Solution:
     """The reference solve of a flow's drift behind `solve` and `compare` (traceable; never
     throws): Tsit5/Kvaerno5/... with `PIDController(rtol, atol)`, saved at `ts`.
@@ -866,7 +868,13 @@ def dense_solve(
     interpolating polynomials diffrax's `SaveAt(ts=...)` evaluates), and `inf` past the last
     step reached, as diffrax leaves them: `SaveAt(ts=...)` would add diffrax's own runtime checks
     of `ts` (host callbacks, which keep the program out of JAX's persistent cache; `solve` and
-    `compare` check `ts` on the host)."""
+    `compare` check `ts` on the host).
+
+    With `at_times` (instead of `dense`), the solver itself writes the values at `ts` into its
+    state (`SaveAtTimes` with `loop`: one row per time, `ts` non-decreasing, rows past `t1` as
+    padding), the same polynomials' values as the dense read in a buffer of `len(ts)` rows
+    instead of `max_steps` steps of all the stages; a row past the last step reached holds the
+    state there, as the dense read (clamped to the last step) gives it."""
     y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
     t0, t1 = jnp.asarray(t0, jnp.float64), jnp.asarray(t1, jnp.float64)
     # Solved in the unit time s on the constant interval [0, 1] (`UnitTimeInterpolation`).
@@ -876,9 +884,12 @@ def dense_solve(
     # One save time without `dense` is the horizon itself: diffrax's t1 save, with none of
     # `SaveAt(ts=...)`'s runtime checks (host callbacks: ~0.1 ms a call on a small problem, and
     # the program stays out of the persistent cache).
-    final_only = not dense and not reach and ts.shape[0] == 1
+    final_only = not dense and not reach and not at_times and ts.shape[0] == 1
     if dense:
         saveat = diffrax.SaveAt(t1=True, dense=True)
+    elif at_times:
+        saveat = diffrax.SaveAt(t1=True, solver_state=True)
+        solver = SaveAtTimes(solver, unit._unit(ts), loop=True)
     elif final_only:
         saveat = diffrax.SaveAt(t1=True)
     else:
@@ -902,6 +913,13 @@ def dense_solve(
         max_steps=max_steps,
         progress_meter=meter,
     )
+    if at_times:
+        ss = solver.ts
+        last = jax.tree.map(lambda y: y[-1], sol.ys)  # the state where the solve stopped
+        ys = saved(sol, ss, 0.0, y0)
+        past = ss > sol.ts[-1]
+        ys = jax.tree.map(lambda y, z: _rows_where(past, z[None], y), ys, last)
+        return dataclasses.replace(sol, t0=t0, t1=t1, ts=ts, ys=ys, solver_state=None)
     if final_only:  # `inf` where the solve stopped short of t1, as `SaveAt(ts=...)` leaves it
         done = diffrax.is_successful(sol.result)
         ys = jax.tree.map(lambda y: jnp.where(done, y, jnp.inf), sol.ys)

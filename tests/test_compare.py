@@ -131,10 +131,11 @@ def test_orders_are_fitted_against_the_time_step_of_the_map():
 
 
 def test_memory_advice_names_arguments_compare_has():
-    """compare has no `dense` argument: its memory guard advises max_steps and t1."""
+    """compare has no `dense` argument: a reference too big even saved at the runs' times only
+    is refused with advice on t1 and the step sizes, compare's own arguments."""
     big = dynopt.Problem(lambda x: jnp.sum(x**2), jnp.zeros(200_000))
-    with pytest.raises(ValueError, match="Lower max_steps") as info:
-        dynopt.compare(flows.GradientFlow(), big, [0.1, 0.05, 0.025], 1.0, solver="tsit5")
+    with pytest.raises(ValueError, match="Shorten t1") as info:
+        dynopt.compare(flows.GradientFlow(), big, [1e-3, 5e-4, 2.5e-4], 1.0, solver="tsit5")
     assert "dense=False" not in str(info.value)
 
 
