@@ -311,6 +311,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("clean", "page") and args.out is not None and not args.out.strip():
         return _error("--out is empty; give a folder.")  # (not the default folder: a typo)
+    if getattr(args, "out", None):  # "~/x" quoted past the shell: every command reads it alike
+        args.out = str(Path(args.out).expanduser())
     if args.command == "clean":
         from benchmarks.__main__ import is_report
 

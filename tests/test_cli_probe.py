@@ -178,3 +178,14 @@ def test_an_out_that_is_a_link_is_called_a_link(tmp_path, capsys):
             "through a link: give the folder itself, or choose another path.\n"
         )
     assert not (tmp_path / "nowhere").exists() and not any((tmp_path / "mine").iterdir())
+
+
+def test_every_command_reads_a_tilde_out_alike(tmp_path, monkeypatch, capsys):
+    # `run --out "~/x"` (quoted past the shell) wrote to the home folder, while `clean` and
+    # `page` looked for a folder literally named "~" in the working directory.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    result = _result(tmp_path / "home" / "res" / "gd_flow", m=1.0)
+    assert cli.main(["clean", "--out", "~/res"]) == 0
+    assert f"removed {result}" in capsys.readouterr().out
+    assert not result.exists() and not (tmp_path / "~").exists()
