@@ -213,28 +213,34 @@ def _refusal(out_dir: Path, listing: _Listing, experiment, redraw: bool) -> str 
     return None
 
 
-def _read(fd: int, name: str) -> bytes | None:
-    """The regular file `name` in the folder open as `fd` (a link is not followed), or None."""
+def _regular(fd: int, name: str):
+    """The regular file `name` in the folder open as `fd`, open for reading in binary (a link is
+    not followed), or None."""
     try:
         file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
     except OSError:
         return None
-    with os.fdopen(file, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None  # (a FIFO would block a plain open)
+    f = os.fdopen(file, "rb")
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        return None  # (a FIFO would block a plain open)
+    return f
+
+
+def _read(fd: int, name: str) -> bytes | None:
+    """The regular file `name` in the folder open as `fd` (a link is not followed), or None."""
+    if (f := _regular(fd, name)) is None:
+        return None
+    with f:
         return f.read()
 
 
 def _digest(fd: int, name: str) -> str | None:
     """The SHA-256 (hex) of the regular file `name` in the folder open as `fd` (a link is not
     followed), or None."""
-    try:
-        file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
-    except OSError:
+    if (f := _regular(fd, name)) is None:
         return None
-    with os.fdopen(file, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None
+    with f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 

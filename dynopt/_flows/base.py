@@ -4,11 +4,13 @@ import abc
 
 import equinox as eqx
 import jax
+import numpy as np
 import optax
 
 from .._custom_types import Params, Scalar, ScalarLike, State
 from .._discretization import Discretization
 from .._problem import Problem
+from .._validation import is_traced
 
 
 class AbstractFlow(eqx.Module):
@@ -92,3 +94,23 @@ def is_stochastic(flow: AbstractFlow, problem: Problem) -> bool:
     """Whether `flow` declares a diffusion on `problem` (checked by shape, nothing is run)."""
     state = jax.eval_shape(flow.init, problem.params0)
     return jax.eval_shape(lambda s: flow.diffusion(0.0, s, problem), state) is not None
+
+
+def check_own_step(step_size, own, own_name: str, follows: str, advice: str) -> None:
+    r"""`ValueError` unless a concrete `step_size` equals the flow's own step `own` (its field
+    `own_name`) to a relative $10^{-6}$ (so a float32 copy passes): a flow that describes the
+    discrete run at one step only (a modified or central flow of step $h$) discretized at
+    another step follows another flow, `follows`; `advice` says what to write instead. Traced
+    values are not checked; values that are not numbers, or do not broadcast, are left to the
+    map's own validation."""
+    if is_traced((step_size, own)):
+        return
+    ours, theirs = np.asarray(own), np.asarray(step_size)
+    try:
+        same = np.all(np.isclose(theirs, ours, rtol=1e-6, atol=0.0))
+    except (TypeError, ValueError):
+        return
+    if not same:
+        raise ValueError(
+            f"step_size must equal the flow's {own_name} {ours} ({follows}), got {theirs}. {advice}"
+        )

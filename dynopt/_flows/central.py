@@ -74,7 +74,7 @@ from .._sharpness import (
     top_eigenpairs,
 )
 from .._validation import choice, hyperparameter, is_traced, positive_int, solver_options
-from .base import AbstractFlow
+from .base import AbstractFlow, check_own_step
 
 
 # How far above 2/η a tracked eigenvalue may rise before `central_solve` says the flow lost its
@@ -488,18 +488,13 @@ class CentralFlow(AbstractFlow):
 
         **Raises:** `ValueError` for a concrete `step_size` not equal to `learning_rate` (to a
         relative $10^{-6}$, so a float32 copy of $\eta$ passes)."""
-        if not is_traced((step_size, self.learning_rate)):
-            ours, theirs = np.asarray(self.learning_rate), np.asarray(step_size)
-            try:
-                same = np.all(np.isclose(theirs, ours, rtol=1e-6, atol=0.0))
-            except (TypeError, ValueError):  # not numbers or shapes that do not broadcast:
-                same = True  # the map's own validation names the argument
-            if not same:
-                raise ValueError(
-                    f"step_size must equal the flow's learning_rate {ours} (GD with step h "
-                    f"follows CentralFlow(h), whose threshold is 2/h), got {theirs}. Use "
-                    "CentralFlow(eta).discretize(eta), or CentralFlow.from_hyperparams(eta)."
-                )
+        check_own_step(
+            step_size,
+            self.learning_rate,
+            "learning_rate",
+            "GD with step h follows CentralFlow(h), whose threshold is 2/h",
+            "Use CentralFlow(eta).discretize(eta), or CentralFlow.from_hyperparams(eta).",
+        )
         return GradientDescent()(self, step_size)
 
     @classmethod

@@ -4,15 +4,14 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
 from .._discretization import Discretization
 from .._maps.gradient import GradientDescent
 from .._problem import Problem
-from .._validation import hyperparameter, is_traced
-from .base import AbstractMappedFlow
+from .._validation import hyperparameter
+from .base import AbstractMappedFlow, check_own_step
 
 
 class GradientFlow(AbstractMappedFlow):
@@ -100,19 +99,14 @@ class ModifiedGradientFlow(AbstractMappedFlow):
 
         **Raises:** `ValueError` for a concrete `step_size` not equal to `self.step_size`
         (to a relative $10^{-6}$, so a float32 copy of $h$ passes)."""
-        if not is_traced((step_size, self.step_size)):
-            ours, theirs = np.asarray(self.step_size), np.asarray(step_size)
-            try:
-                same = np.all(np.isclose(theirs, ours, rtol=1e-6, atol=0.0))
-            except (TypeError, ValueError):  # not numbers or shapes that do not broadcast:
-                same = True  # the map's own validation names the argument
-            if not same:
-                raise ValueError(
-                    f"step_size must equal the flow's step_size {ours} (GD with step h follows "
-                    f"ModifiedGradientFlow(h)), got {theirs}. Use "
-                    "ModifiedGradientFlow(h).discretize(h), or compare(GradientFlow(), problem, "
-                    "hs, t1, reference=ModifiedGradientFlow) for a sweep."
-                )
+        check_own_step(
+            step_size,
+            self.step_size,
+            "step_size",
+            "GD with step h follows ModifiedGradientFlow(h)",
+            "Use ModifiedGradientFlow(h).discretize(h), or compare(GradientFlow(), problem, hs, "
+            "t1, reference=ModifiedGradientFlow) for a sweep.",
+        )
         return super().discretize(step_size)
 
     @classmethod
