@@ -26,6 +26,7 @@ from ._solve import (
     dense_solve,
     dense_values_per_step,
     failure_diagnosis,
+    NotFiniteStart,
     raise_for_result,
     top_eigenvalue,
 )
@@ -707,9 +708,20 @@ def compare(
     # The solver for the references' own Jacobian at the start (the first step size's, for a
     # per-step reference: they differ by O(h)).
     first_ref = ref(float(hs[0])) if per_step else ref
-    solver_obj, name, ratio = _pick_solver(
-        solver, problem, problem.params0, t1, max_steps, flow=first_ref
-    )
+    try:
+        solver_obj, name, ratio = _pick_solver(
+            solver, problem, problem.params0, t1, max_steps, flow=first_ref, refuse_not_finite=True
+        )
+    except NotFiniteStart as error:
+        # Seen by the automatic choice at θ0, before any solve; a modified series names the
+        # term (one field evaluation, on this failure only).
+        series = _series_diagnosis(ref, per_step, problem, hs[:1])
+        if series is None or "not finite" not in series:
+            raise NotFiniteStart(f"compare: the reference's solve cannot start: {error}") from None
+        raise NotFiniteStart(
+            "compare: the reference's solve cannot start (its vector field is not finite at "
+            f"θ0, so none was run). {series}"
+        ) from None
     grid, rows = _reference_buffers(
         first_ref, problem, dts, ns, t1, per_step, solver_obj, max_steps
     )

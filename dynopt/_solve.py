@@ -131,9 +131,10 @@ def _raveled_field(flow: AbstractFlow, problem: Problem, t0, state):
     return flat, field
 
 
-def _field_jacobian(flow: AbstractFlow, problem: Problem, t0, state, forward: bool) -> jax.Array:
-    """The field's dense Jacobian at `(t0, state)`: one `jax.jit` dispatch of the array leaves,
-    the static ones a static argument (no `filter_jit` partition: ~0.1 ms a call at d = 2)."""
+def _field_jacobian(flow: AbstractFlow, problem: Problem, t0, state, forward: bool):
+    """`(value, jacobian)`: the field (raveled) and its dense Jacobian at `(t0, state)`: one
+    `jax.jit` dispatch of the array leaves, the static ones a static argument (no `filter_jit`
+    partition: ~0.1 ms a call at d = 2)."""
     leaves, treedef = jax.tree.flatten((flow, problem, t0, state))
     arrays = [x for x in leaves if eqx.is_array(x)]
     static = tuple(None if eqx.is_array(x) else x for x in leaves)
@@ -141,22 +142,32 @@ def _field_jacobian(flow: AbstractFlow, problem: Problem, t0, state, forward: bo
 
 
 @ft.partial(jax.jit, static_argnums=(0, 1, 2))
-def _jacobian_program(treedef, static, forward: bool, arrays) -> jax.Array:
+def _jacobian_program(treedef, static, forward: bool, arrays):
     it = iter(arrays)
     flow, problem, t0, state = jax.tree.unflatten(
         treedef, [next(it) if x is None else x for x in static]
     )
     flat, field = _raveled_field(flow, problem, t0, state)
-    return (jax.jacfwd if forward else jax.jacrev)(field)(flat)
+
+    def with_value(z):
+        y = field(z)
+        return y, y
+
+    # The value comes with the Jacobian (autodiff computes it anyway): a start where the field
+    # is not finite is refused before any solve (`_pick_solver`).
+    jac, value = (jax.jacfwd if forward else jax.jacrev)(with_value, has_aux=True)(flat)
+    return value, jac
 
 
 @eqx.filter_jit
 def _field_product(flow: AbstractFlow, problem: Problem, t0, state, v, forward: bool):
-    r"""$Jv$ for the field's Jacobian $J$ (`forward`), else $J^\top v$ (same spectrum)."""
+    r"""`(f, Jv)`: the field $f$ (raveled) and $Jv$ for its Jacobian $J$ (`forward`), else
+    $J^\top v$ (same spectrum)."""
     flat, field = _raveled_field(flow, problem, t0, state)
     if forward:
-        return jax.jvp(field, (flat,), (v,))[1]
-    return jax.vjp(field, flat)[1](v)[0]
+        return jax.jvp(field, (flat,), (v,))
+    value, vjp = jax.vjp(field, flat)
+    return value, vjp(v)[0]
 
 
 # The eigenvalues of largest magnitude found matrix-free (ARPACK), and their tolerance: the
@@ -170,7 +181,7 @@ def _dominant_eigenvalues(flow, problem, t0, state, size: int, forward: bool) ->
     Jacobian-vector products; those it converged where it did not converge on all (possibly
     none)."""
     matvec = lambda v: np.asarray(
-        _field_product(flow, problem, t0, state, jnp.asarray(np.ravel(v)), forward)
+        _field_product(flow, problem, t0, state, jnp.asarray(np.ravel(v)), forward)[1]
     )
     op = scipy.sparse.linalg.LinearOperator((size, size), matvec=matvec, dtype=np.float64)
     v0 = np.random.default_rng(0).standard_normal(size)  # deterministic: the same choice
@@ -222,6 +233,10 @@ class _Spectrum(NamedTuple):
     rates: np.ndarray | None = None
     # `eigenvalues` are only the dominant ones (matrix-free): the slowest rate is unknown.
     dominant: bool = False
+    # The state's leaves (`jax.tree_util.keystr`) where the field itself is not finite at y0,
+    # comma-separated with their counts; empty where it is finite (or not evaluated: a game's
+    # `time_scales`). No solver can step from such a start (`_pick_solver` refuses it).
+    not_finite: str = ""
 
     def fast_and_slow(self) -> tuple[float, float]:
         r"""`(fast, slow)`: the fastest decay rate $\max_i(-\mathrm{Re}\,\mu_i)^+$ and the rate
@@ -373,9 +388,14 @@ def _compute_spectrum(problem: Problem, params: Params, flow: AbstractFlow | Non
 
     def spectrum_or_jacobian(forward: bool):
         if not large:
-            return np.asarray(_field_jacobian(flow, problem, t0, state, forward))
+            value, jac = _field_jacobian(flow, problem, t0, state, forward)
+            if bad := _non_finite_entries(state, np.asarray(value)):
+                return _Spectrum(radius=float("inf"), not_finite=bad)
+            return np.asarray(jac)
         probe = np.random.default_rng(0).standard_normal(size)
-        product = _field_product(flow, problem, t0, state, jnp.asarray(probe), forward)
+        value, product = _field_product(flow, problem, t0, state, jnp.asarray(probe), forward)
+        if bad := _non_finite_entries(state, np.asarray(value)):
+            return _Spectrum(radius=float("inf"), not_finite=bad)
         if not np.all(np.isfinite(np.asarray(product))):
             # As a dense Jacobian with NaN: ARPACK would stop with "error -9999" instead. The
             # solve then says what is not finite (`raise_for_result`).
@@ -405,7 +425,7 @@ def _compute_spectrum(problem: Problem, params: Params, flow: AbstractFlow | Non
                     "e.g. an iterative eigensolver inside the field). Pass solver= (e.g. "
                     "'tsit5', or diffrax.Bosh3() as central_solve does)."
                 ) from None
-    if large:
+    if large or isinstance(out, _Spectrum):
         return out
     jac = out
     if not np.all(np.isfinite(jac)):
@@ -417,6 +437,39 @@ def _compute_spectrum(problem: Problem, params: Params, flow: AbstractFlow | Non
         sym = np.linalg.eigvalsh(0.5 * (jac + jac.T))
         return _Spectrum(eigenvalues=sym.astype(complex))
     return _Spectrum(eigenvalues=np.linalg.eigvals(jac))
+
+
+def _non_finite_entries(state, value: np.ndarray) -> str:
+    """The leaves of `state` (`jax.tree_util.keystr`, with their counts) where `value`, a field
+    raveled as `ravel_pytree(state)` is, holds a NaN or an infinity; empty where none."""
+    bad = ~np.isfinite(value)
+    if not bad.any():
+        return ""
+    parts, start = [], 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        stop = start + int(np.prod(jnp.shape(leaf)))
+        if count := int(bad[start:stop].sum()):
+            where = jax.tree_util.keystr(path) or "(the state itself)"
+            parts.append(f"{where} ({count} of {stop - start})")
+        start = stop
+    return ", ".join(parts)
+
+
+class NotFiniteStart(SolveError):
+    """The flow's vector field is not finite at its start: refused before any solve."""
+
+
+def not_finite_start(flow: AbstractFlow | None, spectrum: _Spectrum, t0: float) -> str:
+    """`NotFiniteStart`'s message: where the field is not finite and the likely cause."""
+    name = "GradientFlow" if flow is None else type(flow).__name__
+    return (
+        f"{name}'s vector field is not finite at the start (t0 = {t0:g}, the state "
+        f"flow.init(params0)), at {spectrum.not_finite}: no solver can take a step from it, so "
+        "none was run. Likely cause: NaN/inf in the loss or its gradient at params0 (e.g. a "
+        "log or sqrt at the edge of its domain); for an automatic flow also in the optimizer's "
+        "update or its derivatives (e.g. a denominator set by a tiny eps). Check the loss and "
+        "the field at params0, or start elsewhere."
+    )
 
 
 def stiffness_ratio(
@@ -505,7 +558,13 @@ _TSIT5_STABILITY = 3.5
 def _automatic(spectrum: _Spectrum, horizon: float, max_steps: int | None) -> tuple[str, float]:
     """`_pick_solver`'s automatic `(name, stiffness ratio)` from the flow's `spectrum`."""
     fast, slow = spectrum.fast_and_slow()
-    ratio = fast / max(slow, 1.0 / horizon) if np.isfinite(fast) else float("inf")
+    if not np.isfinite(fast):
+        # The Jacobian is not finite at the start, the field is (`_pick_solver` refuses a field
+        # that is not): an implicit solver's Newton iteration would solve with that Jacobian
+        # (Kvaerno5 ran to max_steps at t0 on a |x|^{3/2} loss at 0); an explicit one reads
+        # only the field.
+        return "tsit5", float("inf")
+    ratio = fast / max(slow, 1.0 / horizon)
     # The long-horizon regime needs the linearisation to hold: a mode growing by more than
     # exp(_DECAYED) over the horizon says it describes a transient only (e.g. RMSprop from
     # G = 0, where modes of rate +-1e7 decay and grow alike).
@@ -527,6 +586,7 @@ def _pick_solver(
     *,
     flow: AbstractFlow | None = None,
     t0: float = 0.0,
+    refuse_not_finite: bool = False,
 ):
     r"""`(solver, name, stiffness ratio or None)`. Automatic (`solver=None`), from the
     eigenvalues $\mu_i$ of the Jacobian of `flow`'s vector field at its initial state
@@ -538,9 +598,17 @@ def _pick_solver(
     stability, which costs an L-stable implicit solver nothing; not where a mode grows by more
     than $e^{25}$ over the horizon); else `Tsit5`, also for fast oscillations
     ($|\mathrm{Im}\,\mu| \gg |\mathrm{Re}\,\mu|$) and growth, which any solver must resolve
-    and an explicit one does at the least cost per step."""
+    and an explicit one does at the least cost per step. With `refuse_not_finite` (a solve from
+    exactly this start: `solve`, `compare`; not a transport of samples around it), a start where
+    the field itself is not finite (read with the Jacobian, at no extra cost) is refused:
+    `NotFiniteStart` naming the leaves, before any solve (each solver would spend its whole
+    step budget there, an implicit one at a Newton solve per step). Where only the Jacobian is
+    not finite there, `Tsit5` (an implicit solver's Newton iteration would use that Jacobian)."""
     if solver is None:
         spectrum, choices = _spectrum_entry(problem, params0, flow, t0)
+        # Read with the Jacobian: no solve, implicit or not, can start there.
+        if refuse_not_finite and spectrum.not_finite:
+            raise NotFiniteStart(not_finite_start(flow, spectrum, t0))
         choice = choices.get((horizon, max_steps))
         if choice is None:
             if len(choices) >= _SPECTRA_MAX:  # a sweep over horizons: keep the entry small
@@ -1398,7 +1466,8 @@ def solve(
 
     **Raises:** `ValueError` for bad times, tolerances or solver names, or without float64;
     `SolveError` when diffrax stops early (max steps, step-size underflow, non-finite state),
-    saying what to change.
+    saying what to change; with `solver=None`, before any solve where the vector field is not
+    finite at the start (naming its leaves).
     """
     _require_x64()
     if not isinstance(flow, AbstractFlow):
@@ -1426,7 +1495,14 @@ def solve(
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     horizon = float(ts_host[-1]) - t0
     solver_obj, name, ratio = _pick_solver(
-        solver, host_problem, host_problem.params0, horizon, max_steps, flow=host_flow, t0=t0
+        solver,
+        host_problem,
+        host_problem.params0,
+        horizon,
+        max_steps,
+        flow=host_flow,
+        t0=t0,
+        refuse_not_finite=True,
     )
     dense = bool(dense)
     compiled, arrays = _compiled_solve(

@@ -223,12 +223,13 @@ def _at_counted_start(flow: ModifiedFlow, state) -> bool:
     return any(not is_traced(c) and bool(np.any(np.asarray(c) == 1.0)) for c in products)
 
 
-def non_finite_leaves(tree) -> str:
+def non_finite_leaves(tree, root: str = "θ") -> str:
     """The paths (`jax.tree_util.keystr`) of the concrete leaves of `tree` that hold a NaN or an
-    infinity, comma-separated; empty when none (or when traced)."""
+    infinity, comma-separated, `root` for a tree that is one array (its path is empty: a bare
+    array was reported finite); empty when none (or when traced)."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
     return ", ".join(
-        jax.tree_util.keystr(path)
+        jax.tree_util.keystr(path) or root
         for path, x in flat
         if eqx.is_array(x) and not is_traced(x) and not np.all(np.isfinite(np.asarray(x)))
     )
