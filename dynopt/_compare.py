@@ -480,7 +480,19 @@ def _series_diagnosis(reference, per_step, problem, hs) -> str | None:
     if ref.order < 2:
         return None
     f1, f2 = terms[0], terms[1]
-    ratio = float(ref.tau * optax.tree.norm(f2) / optax.tree.norm(f1))
+    n1, n2 = float(optax.tree.norm(f1)), float(ref.tau * optax.tree.norm(f2))
+    if n1 == 0.0:  # a stationary θ0 (0/0 printed "ratio nan ... below about h = nan")
+        return (
+            None
+            if n2 == 0.0
+            else (
+                f"Likely cause: the order-{ref.order} modified flow's leading term vanishes at θ0 "
+                f"while its correction does not (τ‖f2‖ = {n2:.3g} at h = {h:g}): near θ0 the "
+                "truncated series is dominated by its correction at any step size. Start away "
+                "from θ0's stationary point, or compare with order=1."
+            )
+        )
+    ratio = n2 / n1
     if ratio < 0.5:
         return None
     return (

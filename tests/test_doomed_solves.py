@@ -88,3 +88,13 @@ def test_the_series_diagnosis_names_a_non_finite_term_of_a_bare_array_theta():
             solver="tsit5",
             max_steps=64,
         )
+
+
+def test_the_series_diagnosis_says_nothing_meaningless_at_a_stationary_start():
+    # At a minimum f1 = f2 = 0: the ratio 0/0 printed "τ‖f2‖/‖f1‖ = nan ... below about
+    # h = nan" (helper-95's note). A stationary start is no cause of a failed solve.
+    from dynopt._compare import _order_reference, _series_diagnosis
+
+    problem = dynopt.problems.quadratic([1.0, 2.0], params0=jnp.zeros(2))
+    reference = _order_reference(optax.sgd, 2, problem)
+    assert _series_diagnosis(reference, True, problem, np.asarray([0.1, 0.05])) is None

@@ -172,7 +172,10 @@ class AbstractMap(eqx.Module):
     - `options(flow)`: static keyword arguments of the factory;
     - `init_fn`: a module-level `(discretization, params, problem) -> opt_state` when optax's
       initial state breaks the correspondence (default: the transform's own `init`);
-    - `inverse(*hyperparams) -> (flow, h)`: optax hyper-parameters to the flow they follow;
+    - `inverse(*hyperparams) -> (flow, h)`: optax hyper-parameters to the flow they follow
+      and the step, both recovered (the battery's `inverse_round_trip` checks $h$ too): a map
+      that is not injective (two pairs (flow, $h$) giving one optimizer) has no inverse and
+      should declare none;
     - `stability_limit(flow, lambda_max)`: the largest stable $h$ on a quadratic whose top
       Hessian eigenvalue is `lambda_max` (`None`: not known), a Python float for one concrete
       flow and `lambda_max`. It may exceed the largest $h$ the map accepts (e.g. $ah \le 1$
