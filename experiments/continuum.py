@@ -5,6 +5,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from typing import ClassVar
 
@@ -136,23 +137,52 @@ def map_in_workers(fn, tasks: list, workers: int, initializer, initargs: tuple) 
     fork-safe), each set up by `initializer(*initargs)`. The workers ignore Ctrl-C: the parent
     alone receives it, cancels what has not started and kills the workers at once (a pool left
     to its `with` block waited for every running cell, minutes in full mode, and each worker
-    printed its own traceback), then raises it."""
+    printed its own traceback), then raises it.
+
+    The parent waits in short slices and checks a flag its own SIGINT handler sets: a
+    KeyboardInterrupt that Python raises inside a garbage-collector callback (JAX registers
+    one) is printed and dropped, and the pool then ran every cell to its end (seen in the test
+    suite: a Ctrl-C that did nothing)."""
+    interrupted = threading.Event()
+
+    def on_interrupt(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+    except ValueError:  # not the main thread: Ctrl-C is not ours to catch
+        previous = None
+    others = set(multiprocessing.active_children())  # (this process's children, not the pool's)
     pool = concurrent.futures.ProcessPoolExecutor(
         min(workers, len(tasks)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_ignoring_interrupts,
         initargs=(initializer, initargs),
     )
+    processes = {}
     try:
-        results = list(pool.map(fn, tasks))
+        futures = [pool.submit(fn, task) for task in tasks]
+        pending = set(futures)
+        while pending:
+            processes.update(getattr(pool, "_processes", None) or {})
+            _, pending = concurrent.futures.wait(pending, timeout=0.25)
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+        results = [f.result() for f in futures]
     except BaseException:
-        processes = list((getattr(pool, "_processes", None) or {}).values())
+        processes.update(getattr(pool, "_processes", None) or {})
         pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
+        # The pool's workers, also any its manager thread started that its table no longer holds.
+        doomed = set(processes.values()) | (set(multiprocessing.active_children()) - others)
+        for process in doomed:
             process.kill()
-        for process in processes:
+        for process in doomed:
             process.join(30)  # killed: only the reaping is left (slow on a loaded machine)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     pool.shutdown(wait=True)
     return results
 
