@@ -172,13 +172,22 @@ def map_in_workers(fn, tasks: list, workers: int, initializer, initargs: tuple) 
         results = [f.result() for f in futures]
     except BaseException:
         processes.update(getattr(pool, "_processes", None) or {})
+        manager = getattr(pool, "_executor_manager_thread", None)  # (shutdown forgets it)
         pool.shutdown(wait=False, cancel_futures=True)
         # The pool's workers, also any its manager thread started that its table no longer holds.
         doomed = set(processes.values()) | (set(multiprocessing.active_children()) - others)
         for process in doomed:
             process.kill()
+        # The manager thread sees the pool broken and reaps the workers too. Where it reaps one
+        # first, `join` here returns at once (waitpid: no such child) with the exit code not yet
+        # recorded, and the worker reads as alive (CI, 2026-12-06): wait for that thread, then for
+        # every exit code. Killed, only the reaping is left (slow on a loaded machine).
+        if manager is not None:
+            manager.join(30)
+        deadline = time.monotonic() + 30
         for process in doomed:
-            process.join(30)  # killed: only the reaping is left (slow on a loaded machine)
+            while process.exitcode is None and time.monotonic() < deadline:
+                process.join(0.1)
         raise
     finally:
         if previous is not None:

@@ -1018,13 +1018,46 @@ def test_full_runs_draw_progress_bars_only_on_a_terminal(naps, tmp_path, monkeyp
     assert shown == [False, True, False]
 
 
-def test_ctrl_c_stops_continuums_workers_at_once():
+def _manager_thread_reaps_first(monkeypatch):
+    """The race CI lost (2026-12-06): the pool's manager thread reaps a killed worker (waitpid)
+    before the main thread's `join`, which then finds no such child and returns with the exit
+    code unrecorded until the manager thread runs again. Forced here: the main thread's blocking
+    waits start late, and the other thread records what it reaped late."""
+    import threading
+    from multiprocessing import popen_fork
+
+    original = popen_fork.Popen.poll
+
+    def poll(self, flag=os.WNOHANG):
+        if self.returncode is not None:
+            return self.returncode
+        if threading.current_thread() is threading.main_thread():
+            if flag == 0:
+                time.sleep(0.5)
+            return original(self, flag)
+        try:
+            pid, status = os.waitpid(self.pid, flag)
+        except OSError:
+            return None
+        if pid == self.pid:
+            time.sleep(3.0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    monkeypatch.setattr(popen_fork.Popen, "poll", poll)
+
+
+@pytest.mark.parametrize("race", ["as it comes", "manager thread reaps first"])
+def test_ctrl_c_stops_continuums_workers_at_once(race, monkeypatch):
     """continuum's full run measures its cells in a process pool: Ctrl-C waited for every
     running cell (the pool's `with` block), and each worker printed its own traceback."""
     import multiprocessing
     import threading
 
     from experiments.continuum import map_in_workers
+
+    if race != "as it comes":
+        _manager_thread_reaps_first(monkeypatch)
 
     seen = []
     # Children of this test worker that an earlier test left exiting are not this pool's.
