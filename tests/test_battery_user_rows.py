@@ -62,13 +62,18 @@ def sgdw(learning_rate, weight_decay):
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate))
 
 
-class SGDW(maps.AbstractMap):
+class AbstractSGDW(maps.AbstractMap):
+    """SGDW's order, factory and hyper-parameters: the correct map and each map wrong in one
+    respect below add only their own inverse and stability limit."""
+
     order: ClassVar[float] = 1.0
     factory: ClassVar = staticmethod(sgdw)
 
     def hyperparams(self, flow, h):
         return {"learning_rate": h, "weight_decay": flow.weight_decay}
 
+
+class SGDW(AbstractSGDW):
     def inverse(self, learning_rate, weight_decay):
         return WeightDecayFlow(weight_decay), learning_rate
 
@@ -76,28 +81,16 @@ class SGDW(maps.AbstractMap):
         return 2.0 / (float(lambda_max) + float(flow.weight_decay))
 
 
-class SGDWInverseHoldsTheRow(maps.AbstractMap):
+class SGDWInverseHoldsTheRow(AbstractSGDW):
     """Wrong: the inverse returns the row's own weight decay, whatever it is given."""
-
-    order: ClassVar[float] = 1.0
-    factory: ClassVar = staticmethod(sgdw)
-
-    def hyperparams(self, flow, h):
-        return {"learning_rate": h, "weight_decay": flow.weight_decay}
 
     def inverse(self, learning_rate, weight_decay):
         del weight_decay
         return WeightDecayFlow(WD), learning_rate
 
 
-class SGDWLimitWithoutDecay(maps.AbstractMap):
+class SGDWLimitWithoutDecay(AbstractSGDW):
     """Wrong: the stability limit 2/μ forgets that the decay adds to the curvature."""
-
-    order: ClassVar[float] = 1.0
-    factory: ClassVar = staticmethod(sgdw)
-
-    def hyperparams(self, flow, h):
-        return {"learning_rate": h, "weight_decay": flow.weight_decay}
 
     def stability_limit(self, flow, lambda_max):
         return 2.0 / float(lambda_max)
@@ -164,13 +157,7 @@ def test_an_inverse_that_holds_the_rows_hyperparameters_fails():
 def test_an_inverse_that_holds_the_step_size_fails():
     """Likewise an inverse that returns the row's own step size."""
 
-    class HeldStep(maps.AbstractMap):
-        order: ClassVar[float] = 1.0
-        factory: ClassVar = staticmethod(sgdw)
-
-        def hyperparams(self, flow, h):
-            return {"learning_rate": h, "weight_decay": flow.weight_decay}
-
+    class HeldStep(AbstractSGDW):
         def inverse(self, learning_rate, weight_decay):
             del learning_rate
             return WeightDecayFlow(weight_decay), jnp.asarray(0.05)
