@@ -1,8 +1,8 @@
 """dynopt's experiments: a registry and one shared runner.
 
 Each experiment module is a run card (`experiments/_card.py`): a frozen `Config` (its docstring
-the card, its `QUICK` the quick-mode override), `SECTIONS` that return typed results, and `FIGURES`
-(and optionally `TABLES`) drawn from the saved results alone.
+the card; each field's quick-mode value declared with it, `by_mode`), `SECTIONS` that return
+typed results, and `FIGURES` (and optionally `TABLES`) drawn from the saved results alone.
 `python -m experiments list|run NAME [--quick] [--seed N] [--out DIR]|run-all|figures`.
 """
 

@@ -4,8 +4,8 @@ An experiment module defines
 
 - `Config`: a frozen dataclass whose docstring is the run card (the command, the expected runtime,
   the headline numbers), with a field `quick`, a field `seed` only where the experiment draws
-  random numbers (a deterministic one records `seed: null`), and a class attribute `QUICK`: the
-  fields that `--quick` overrides, declared once;
+  random numbers (a deterministic one records `seed: null`), and each field that `--quick`
+  overrides declared once, with both values: `steps: int = by_mode(1000, quick=100)`;
 - `SECTIONS`: `{key: section}`, each `section(config) -> result`. A result is typed: a dataclass of
   numbers, strings, lists, nested dicts and arrays (fields annotated `Array`), or a
   `dict[str, result]`; the return annotation says which (`None` for a section a mode skips);
@@ -15,10 +15,10 @@ An experiment module defines
   when a mode has nothing to show), a pure function of the results as the figures are: printed
   after a run and shown on the results page.
 
-The runner applies `QUICK`, times each section, writes the numbers to `metrics.json` under the
-section's key and the arrays to `data.npz` under `section/field` keys, and rebuilds the typed
-results from exactly those two files for the figures: a figure can only show what was saved, and
-`python -m experiments figures` redraws it without recomputing.
+The runner applies the quick values, times each section, writes the numbers to `metrics.json`
+under the section's key and the arrays to `data.npz` under `section/field` keys, and rebuilds the
+typed results from exactly those two files for the figures: a figure can only show what was saved,
+and `python -m experiments figures` redraws it without recomputing.
 """
 
 import dataclasses
@@ -53,13 +53,24 @@ def uses_seed(config_cls: type) -> bool:
     return "seed" in {f.name for f in dataclasses.fields(config_cls)}
 
 
+def by_mode(full, *, quick):
+    """A Config field's default: `full`, and `quick` under `--quick` (both in one place)."""
+    return dataclasses.field(default=full, metadata={"quick": quick})
+
+
+def quick_values(config_cls: type) -> dict:
+    """The fields `--quick` overrides and their quick values (the `by_mode` fields)."""
+    fields = dataclasses.fields(config_cls)
+    return {f.name: f.metadata["quick"] for f in fields if "quick" in f.metadata}
+
+
 def configure(config_cls: type, *, quick: bool = False, seed: int = 0):
-    """`config_cls(seed=seed)` (no seed for a deterministic experiment), with `config_cls.QUICK`
-    applied when `quick`; `ValueError` for a seed outside [0, 2**32)."""
+    """`config_cls(seed=seed)` (no seed for a deterministic experiment), with its quick values
+    (`quick_values`) applied when `quick`; `ValueError` for a seed outside [0, 2**32)."""
     seed = check_seed(seed)
     config = config_cls(seed=seed) if uses_seed(config_cls) else config_cls()
     if quick:
-        config = dataclasses.replace(config, quick=True, **getattr(config_cls, "QUICK", {}))
+        config = dataclasses.replace(config, quick=True, **quick_values(config_cls))
     return config
 
 

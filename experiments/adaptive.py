@@ -1,7 +1,6 @@
 """RMSprop and Adam against their flows: orders, the κ → ∞ sign limit, step lengths, directions."""
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +10,7 @@ import dynopt
 from dynopt import flows, plotting, problems
 
 from . import _post3 as post3
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 
 
@@ -37,32 +36,29 @@ class Config:
     a1: float = 1.0
     a2: float = 5.0
     order_t1: float = 1.0
-    order_steps: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
-    order_problems: tuple[str, ...] = ("quadratic", "rosenbrock")
-    order_cases: tuple[str, ...] = ("rmsprop_G0_zero", "rmsprop_G0_g0sq", "adam")
+    order_steps: tuple[int, ...] = by_mode(
+        (64, 128, 256, 512, 1024, 2048), quick=(64, 128, 256, 512)
+    )
+    order_problems: tuple[str, ...] = by_mode(("quadratic", "rosenbrock"), quick=("quadratic",))
+    order_cases: tuple[str, ...] = by_mode(
+        ("rmsprop_G0_zero", "rmsprop_G0_g0sq", "adam"), quick=("rmsprop_G0_g0sq", "adam")
+    )
     limit_eps: float = 1e-2
-    limit_kappas: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+    limit_kappas: tuple[float, ...] = by_mode(
+        (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0), quick=(100.0, 300.0, 1000.0, 3000.0)
+    )
     limit_fit_from: float = 300.0
     limit_t1: float = 1.0
-    widths: tuple[float, ...] = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)
+    widths: tuple[float, ...] = by_mode((1e-1, 3e-2, 1e-2, 3e-3, 1e-3), quick=(1e-1, 1e-2, 1e-3))
     hist_gamma: float = 1e-3
     hist_decay: float = 0.99
-    hist_steps: int = 20_000
+    hist_steps: int = by_mode(20_000, quick=5000)
     paths_eigenvalues: tuple[float, float] = (1.0, 25.0)
     paths_kappa: float = 10.0
     paths_t1: float = 3.0
     polyak_M: float = 1000.0
     polyak_h: float = 0.01
     polyak_steps: int = 2500
-
-    QUICK: ClassVar[dict] = dict(
-        order_steps=(64, 128, 256, 512),
-        order_problems=("quadratic",),
-        order_cases=("rmsprop_G0_g0sq", "adam"),
-        limit_kappas=(100.0, 300.0, 1000.0, 3000.0),
-        widths=(1e-1, 1e-2, 1e-3),
-        hist_steps=5000,
-    )
 
 
 @dataclasses.dataclass

@@ -1,7 +1,6 @@
 """First-order PDEs by characteristics (post 6): closed forms, blow-up times, density transport."""
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import scipy.special
 
 from dynopt import characteristics as ch, flows, plotting, problems
 
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 
 
@@ -35,29 +34,18 @@ class Config:
 
     seed: int = 0
     quick: bool = False
-    ex1_points: int = 61
-    ex1_saves: int = 41
+    ex1_points: int = by_mode(61, quick=31)
+    ex1_saves: int = by_mode(41, quick=21)
     ex1_horizon: float = 1.9  # no grid sigma has its blow-up exactly at the horizon
-    heat_points: int = 41
-    burgers_points: int = 351
-    eikonal_points: int = 48
-    density_grid: int = 2001
-    density_samples: int = 200_000
+    heat_points: int = by_mode(41, quick=21)
+    burgers_points: int = by_mode(351, quick=71)
+    eikonal_points: int = by_mode(48, quick=24)
+    density_grid: int = by_mode(2001, quick=401)
+    density_samples: int = by_mode(200_000, quick=20_000)
     density_times: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5)
-    density_bins: int = 60
+    density_bins: int = by_mode(60, quick=40)
     cloud_mean: float = 0.2
     cloud_std: float = 0.5
-
-    QUICK: ClassVar[dict] = dict(
-        ex1_points=31,
-        ex1_saves=21,
-        heat_points=21,
-        burgers_points=71,
-        eikonal_points=24,
-        density_grid=401,
-        density_samples=20_000,
-        density_bins=40,
-    )
 
 
 @dataclasses.dataclass

@@ -7,7 +7,6 @@ import os
 import signal
 import threading
 import time
-from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -21,7 +20,7 @@ from dynopt._modified import modified_flow
 from dynopt.correspondences import AUTOMATIC, BY_NAME
 from dynopt.transforms import modifying, usam
 
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 from ._xla import flag_known, use_elemental_emitter
 
@@ -61,29 +60,29 @@ class Config:
     quick: bool = False
     step_sizes: tuple[float, ...] = (0.02, 0.01, 0.005)
     t1: float = 0.4
-    optimizers: tuple[str, ...] = (
-        "sgd",
-        "heavy_ball",
-        "nesterov",
-        "rmsprop",
-        "adam",
-        "adamw",
-        "usam",
-        "chain_wd_momentum",
-        "rmsprop_slow",
-        "rmsprop_momentum",
-        "adabelief",
-        "heavy_ball_velocity",
+    optimizers: tuple[str, ...] = by_mode(
+        (
+            "sgd",
+            "heavy_ball",
+            "nesterov",
+            "rmsprop",
+            "adam",
+            "adamw",
+            "usam",
+            "chain_wd_momentum",
+            "rmsprop_slow",
+            "rmsprop_momentum",
+            "adabelief",
+            "heavy_ball_velocity",
+        ),
+        quick=("heavy_ball",),
     )
-    problems: tuple[str, ...] = ("logcosh", "mlp")
-    orders: tuple[int, ...] = (1, 2, 3)
+    problems: tuple[str, ...] = by_mode(("logcosh", "mlp"), quick=("logcosh",))
+    orders: tuple[int, ...] = by_mode((1, 2, 3), quick=(2,))
     modifying_step_sizes: tuple[float, ...] = (0.04, 0.02, 0.01)
     modifying_t1: float = 0.8
-    workers: int = 2  # processes measuring the order cells (0: one after another, in-process)
-
-    QUICK: ClassVar[dict] = dict(
-        optimizers=("heavy_ball",), problems=("logcosh",), orders=(2,), workers=0
-    )
+    # processes measuring the order cells (0: one after another, in-process)
+    workers: int = by_mode(2, quick=0)
 
 
 def _row(name: str):

@@ -2,7 +2,6 @@
 backward-error series of GD breaks (the hλ sweep on a quadratic)."""
 
 import dataclasses
-from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -16,7 +15,7 @@ import dynopt
 from dynopt import flows, networks, plotting, sharpness
 from dynopt._flows.central import central_solve, CentralFlow
 
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 
 
@@ -84,27 +83,24 @@ class Config:
 
     seed: int = 0
     quick: bool = False
-    num_samples: int = 128
+    num_samples: int = by_mode(128, quick=64)
     width: int = 16
     depth: int = 2
     threshold_factor: float = 2.0  # 2/η = factor · λ_max(θ₀)
-    num_steps: int = 1000
+    num_steps: int = by_mode(1000, quick=400)
     k: int = 2
     track_every: int = 10
     smooth_sigma: float = 50.0
-    flow_saves: int = 100  # gradient-flow save points
-    central: bool = True
+    flow_saves: int = by_mode(100, quick=40)  # gradient-flow save points
+    central: bool = by_mode(True, quick=False)
     central_saves: int = 40
     hlambda_points: int = 80
     rmsprop_lr: float = 1e-3  # optax.rmsprop on the same net: its preconditioned sharpness
     rmsprop_decay: float = 0.99
-    anchor: bool = True  # the reference code's own example (`networks.central_flows_example`)
+    # the reference code's own example (`networks.central_flows_example`)
+    anchor: bool = by_mode(True, quick=False)
     anchor_steps: int = 1000
     anchor_window: tuple[int, int] = (350, 900)  # the reference's window for its errors
-
-    QUICK: ClassVar[dict] = dict(
-        num_samples=64, num_steps=400, flow_saves=40, central=False, anchor=False
-    )
 
 
 @dataclasses.dataclass
@@ -509,9 +505,7 @@ def _loss_panel(ax, curves, span, span_name: str, title: str, **legend) -> None:
     if values.size:
         ax.set_ylim(0.5 * values.min(), 2.0 * values.max())
     ax.axvspan(*span, color="0.9", zorder=0, label=f"{span_name} (errors measured)")
-    ax.set_xlabel("step k (time t = kη)")
-    ax.set_title(title)
-    plotting.legend(ax, **legend)
+    plotting.dress(ax, xlabel="step k (time t = kη)", title=title, legend=legend or True, grid=None)
 
 
 def draw_eos(r):
@@ -536,19 +530,16 @@ def draw_eos(r):
         axes[1].plot(e.central_steps, eta * e.central_eigenvalues[:, 0], "s", ms=3,
                      label="central flow η·λ1")  # fmt: skip
     axes[1].axhline(2.0, color="k", ls="--", lw=1, label="2 (stability threshold)")
-    axes[1].set_xlabel("step k")
-    axes[1].set_ylabel("η·λ")
-    axes[1].set_title("top Hessian eigenvalues")
-    plotting.legend(axes[1])
+    plotting.dress(
+        axes[1], xlabel="step k", ylabel="η·λ", title="top Hessian eigenvalues", grid=None
+    )
     lr = r.config["rmsprop_lr"]
     for i in range(e.rmsprop_eigenvalues.shape[1]):
         axes[2].plot(e.tracked_steps, lr * e.rmsprop_eigenvalues[:, i], lw=1,
                      label=f"RMSProp η·λ{i + 1}(D⁻¹H)")  # fmt: skip
     axes[2].axhline(2.0, color="k", ls="--", lw=1, label="2 (stability threshold)")
-    axes[2].set_xlabel("step k")
-    axes[2].set_ylabel("η·λ(D⁻¹H)")
-    axes[2].set_title(f"RMSProp (η = {lr:g}, β₂ = {r.config['rmsprop_decay']:g}), D = √(ν + ε)")
-    plotting.legend(axes[2])
+    title = f"RMSProp (η = {lr:g}, β₂ = {r.config['rmsprop_decay']:g}), D = √(ν + ε)"
+    plotting.dress(axes[2], xlabel="step k", ylabel="η·λ(D⁻¹H)", title=title, grid=None)
     return fig
 
 
@@ -580,10 +571,8 @@ def draw_anchor(r):
     floor = 100 * (a.gd_smoothed_float32[steps] / a.gd_smoothed_float64[steps] - 1)
     axes[1].plot(steps, floor, "k-", lw=1, label="float32 vs float64 GD (the floor)")
     axes[1].axhline(0.0, color="0.5", lw=0.8)
-    axes[1].set_xlabel("step k")
-    axes[1].set_ylabel("relative error of the smoothed loss (%)")
-    axes[1].set_title("signed errors on the window")
-    plotting.legend(axes[1])
+    plotting.dress(axes[1], xlabel="step k", ylabel="relative error of the smoothed loss (%)",
+                   title="signed errors on the window", grid=None)  # fmt: skip
     return fig
 
 
@@ -594,10 +583,8 @@ def draw_hlambda(r):
         ax.semilogy(h.hlambda, h.errors[p], label=f"order {p + 1}")
     ax.axvline(1.0, color="k", ls=":", lw=1, label="hλ = 1 (series radius)")
     ax.axvline(2.0, color="k", ls="--", lw=1, label="hλ = 2 (GD unstable)")
-    ax.set_xlabel("hλ")
-    ax.set_ylabel("|h·r_p − log|1 − hλ||")
-    ax.set_title("decay rate per step: order-p modified flow vs GD")
-    plotting.legend(ax)
+    title = "decay rate per step: order-p modified flow vs GD"
+    plotting.dress(ax, xlabel="hλ", ylabel="|h·r_p − log|1 − hλ||", title=title, grid=None)
     return fig
 
 

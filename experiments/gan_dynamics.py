@@ -1,7 +1,6 @@
 """GAN training as a dynamical system (post 4): Dirac GAN verdicts, schemes' growth, drift, EMA."""
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import numpy as np
 import dynopt
 from dynopt import games, plotting
 
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 
 
@@ -36,46 +35,32 @@ class Config:
 
     seed: int = 0
     quick: bool = False
-    cases: tuple[str, ...] = (*games.POST4_CASES, "gan-qp (code)")
+    cases: tuple[str, ...] = by_mode(
+        (*games.POST4_CASES, "gan-qp (code)"), quick=("vanilla", "wgan-gp c=0")
+    )
     linear_scales: tuple[float, ...] = (1e-1, 1e-2, 1e-3)
     growth_steps: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
-    growth_num_steps: int = 1000
-    growth_games: tuple[str, ...] = ("vanilla", "wgan-gp c=0")
-    growth_schemes: tuple[str, ...] = SCHEMES
+    growth_num_steps: int = by_mode(1000, quick=600)
+    growth_games: tuple[str, ...] = by_mode(("vanilla", "wgan-gp c=0"), quick=("vanilla",))
+    growth_schemes: tuple[str, ...] = by_mode(SCHEMES, quick=("simultaneous", "alternating"))
     consensus_gamma: float = 0.5
-    order_schemes: tuple[str, ...] = SCHEMES
+    order_schemes: tuple[str, ...] = by_mode(SCHEMES, quick=())
     order_t1: float = 4.0
     order_num_steps: tuple[int, ...] = (20, 40, 80, 160)
     ema_step: float = 0.1
-    ema_num_steps: int = 100_000
+    ema_num_steps: int = by_mode(100_000, quick=20_000)
     ema_decays: tuple[float, ...] = (0.9, 0.99, 0.999, 0.9999)
-    mix_schemes: tuple[str, ...] = SCHEMES
-    mix_penalties: tuple[str, ...] = ("none", "r1")
+    mix_schemes: tuple[str, ...] = by_mode(SCHEMES, quick=("alternating",))
+    mix_penalties: tuple[str, ...] = by_mode(("none", "r1"), quick=("none",))
     mix_r1: float = 0.1
     mix_gamma: float = 0.1
     mix_learning_rate: float = 0.05
-    mix_num_steps: int = 6000
-    mix_hidden: int = 32
-    mix_batch: int = 128
+    mix_num_steps: int = by_mode(6000, quick=200)
+    mix_hidden: int = by_mode(32, quick=8)
+    mix_batch: int = by_mode(128, quick=32)
     mix_std: float = 0.05
-    mix_eval_samples: int = 2000
-    mix_saves: int = 12
-
-    QUICK: ClassVar[dict] = dict(
-        cases=("vanilla", "wgan-gp c=0"),
-        growth_num_steps=600,
-        growth_games=("vanilla",),
-        growth_schemes=("simultaneous", "alternating"),
-        order_schemes=(),
-        ema_num_steps=20_000,
-        mix_schemes=("alternating",),
-        mix_penalties=("none",),
-        mix_num_steps=200,
-        mix_hidden=8,
-        mix_batch=32,
-        mix_eval_samples=500,
-        mix_saves=5,
-    )
+    mix_eval_samples: int = by_mode(2000, quick=500)
+    mix_saves: int = by_mode(12, quick=5)
 
 
 @dataclasses.dataclass

@@ -1,7 +1,6 @@
 """GD vs gradient flow: orders 1 and 2 (modified flow), stability at 2/λ_max, dL/dt = -|∇L|²."""
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import numpy as np
 import dynopt
 from dynopt import flows, lyapunov, plotting, problems
 
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 
 
@@ -29,34 +28,26 @@ class Config:
 
     seed: int = 0
     quick: bool = False
-    quad_dim: int = 20
+    quad_dim: int = by_mode(20, quick=8)
     quad_log10_range: tuple[float, float] = (-1.0, 2.0)
     quad_t1: float = 1.0
-    quad_steps: tuple[int, ...] = (1000, 2000, 4000, 8000, 16000)
+    quad_steps: tuple[int, ...] = by_mode(
+        (1000, 2000, 4000, 8000, 16000), quick=(1000, 2000, 4000, 8000)
+    )
     rosen_t1: float = 0.5
-    rosen_steps: tuple[int, ...] = (4000, 8000, 16000, 32000, 64000)
-    logistic_samples: int = 512
-    logistic_dim: int = 20
+    rosen_steps: tuple[int, ...] = by_mode(
+        (4000, 8000, 16000, 32000, 64000), quick=(4000, 8000, 16000, 32000)
+    )
+    logistic_samples: int = by_mode(512, quick=128)
+    logistic_dim: int = by_mode(20, quick=5)
     logistic_t1: float = 4.0
-    logistic_steps: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    logistic_steps: tuple[int, ...] = by_mode((8, 16, 32, 64, 128, 256), quick=(8, 16, 32, 64))
     stability_factors: tuple[float, ...] = (0.9, 0.99, 1.01, 1.1)
     stability_steps: int = 20_000
-    boundary_grid: int = 64
-    lyapunov_points: int = 201
+    boundary_grid: int = by_mode(64, quick=32)
+    lyapunov_points: int = by_mode(201, quick=51)
     paths_t1: float = 20.0
-    paths_steps: tuple[int, ...] = (20_000, 40_000)
-
-    QUICK: ClassVar[dict] = dict(
-        quad_dim=8,
-        quad_steps=(1000, 2000, 4000, 8000),
-        rosen_steps=(4000, 8000, 16000, 32000),
-        logistic_samples=128,
-        logistic_dim=5,
-        logistic_steps=(8, 16, 32, 64),
-        boundary_grid=32,
-        lyapunov_points=51,
-        paths_steps=(20_000,),
-    )
+    paths_steps: tuple[int, ...] = by_mode((20_000, 40_000), quick=(20_000,))
 
 
 @dataclasses.dataclass

@@ -2,7 +2,6 @@
 stops, the Polyak flow decays as e^{-t}, and post 3's 1-D truncated-Polyak example."""
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +11,7 @@ import dynopt
 from dynopt import flows, lyapunov, maps, plotting, problems
 
 from . import _post3 as post3
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 
 
@@ -57,30 +56,25 @@ class Config:
 
     quick: bool = False
     lyap_t1: float = 3.0
-    lyap_points: int = 301
+    lyap_points: int = by_mode(301, quick=101)
     sign_width: float = 1e-2
     rms_eigenvalues: tuple[float, float] = (1.0, 10.0)
     rms_decay: float = 0.9
-    rms_gammas: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    rms_gammas: tuple[float, ...] = by_mode(
+        (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1), quick=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    )
     rms_gamma_eps: float = 1e-12
     rms_eps_gamma: float = 1e-2
-    rms_eps_range: tuple[float, float, int] = (1e-8, 1.0, 49)
-    rms_steps: int = 30_000
-    rms_window: int = 3000
-    lyap_flows: tuple[str, ...] = tuple(LABELS)
+    rms_eps_range: tuple[float, float, int] = by_mode((1e-8, 1.0, 49), quick=(1e-8, 1.0, 25))
+    rms_steps: int = by_mode(30_000, quick=6000)
+    rms_window: int = by_mode(3000, quick=1000)
+    lyap_flows: tuple[str, ...] = by_mode(
+        tuple(LABELS), quick=("gradient", "rmsprop", "adam", "polyak")
+    )
     polyak_t1: float = 12.0
     polyak_M: float = 1000.0
     polyak_h: float = 0.01
     polyak_steps: int = 2500
-
-    QUICK: ClassVar[dict] = dict(
-        lyap_points=101,
-        lyap_flows=("gradient", "rmsprop", "adam", "polyak"),
-        rms_gammas=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
-        rms_eps_range=(1e-8, 1.0, 25),
-        rms_steps=6000,
-        rms_window=1000,
-    )
 
 
 @dataclasses.dataclass

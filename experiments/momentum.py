@@ -2,7 +2,6 @@
 scaling regimes, stability limits, and momentum jumping over a shallow minimum."""
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +10,7 @@ import numpy as np
 import dynopt
 from dynopt import correspondences, flows, maps, plotting, problems
 
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 
 
@@ -45,39 +44,35 @@ class Config:
     quick: bool = False
     osc_damping: float = 0.5
     osc_t1: float = 8.0
-    osc_steps: tuple[int, ...] = (40, 80, 160, 320, 640)
+    osc_steps: tuple[int, ...] = by_mode((40, 80, 160, 320, 640), quick=(40, 80, 160, 320))
     rosen_damping: float = 2.0
     rosen_t1: float = 1.0
-    rosen_steps: tuple[int, ...] = (400, 800, 1600, 3200, 6400)
-    schemes: tuple[str, ...] = SCHEMES
-    rosen_schemes: tuple[str, ...] = ("leapfrog", "leapfrog_zero_trace", "euler", "conformal")
+    rosen_steps: tuple[int, ...] = by_mode(
+        (400, 800, 1600, 3200, 6400), quick=(400, 800, 1600, 3200)
+    )
+    schemes: tuple[str, ...] = by_mode(SCHEMES, quick=("leapfrog", "leapfrog_zero_trace", "euler"))
+    rosen_schemes: tuple[str, ...] = by_mode(
+        ("leapfrog", "leapfrog_zero_trace", "euler", "conformal"), quick=()
+    )
     fixed_momentum: float = 0.9
     fixed_t1: float = 1.0
-    fixed_steps: tuple[int, ...] = (1600, 3200, 6400, 12800, 25600)  # errors < 0.1 of the path
+    # errors < 0.1 of the path
+    fixed_steps: tuple[int, ...] = by_mode(
+        (1600, 3200, 6400, 12800, 25600), quick=(1600, 3200, 6400)
+    )
     stab_damping: float = 1.0
     stab_lambda: float = 100.0
-    stab_schemes: tuple[str, ...] = tuple(s for s in SCHEMES if s != "leapfrog_zero_trace")
-    stab_steps: int = 4000
-    stab_grid: int = 24
-    stab_rounds: int = 3
+    stab_schemes: tuple[str, ...] = by_mode(
+        tuple(s for s in SCHEMES if s != "leapfrog_zero_trace"), quick=("leapfrog",)
+    )
+    stab_steps: int = by_mode(4000, quick=2000)
+    stab_grid: int = by_mode(24, quick=16)
+    stab_rounds: int = by_mode(3, quick=2)
     well_tilt: float = 0.3
     well_x0: float = 1.5
     well_t1: float = 40.0
     well_step: float = 0.05
-    well_bisections: int = 30
-
-    QUICK: ClassVar[dict] = dict(
-        osc_steps=(40, 80, 160, 320),
-        rosen_steps=(400, 800, 1600, 3200),
-        schemes=("leapfrog", "leapfrog_zero_trace", "euler"),
-        rosen_schemes=(),
-        fixed_steps=(1600, 3200, 6400),
-        stab_schemes=("leapfrog",),
-        stab_steps=2000,
-        stab_grid=16,
-        stab_rounds=2,
-        well_bisections=20,
-    )
+    well_bisections: int = by_mode(30, quick=20)
 
 
 def _map(scheme: str) -> maps.AbstractMap:

@@ -1,7 +1,6 @@
 """NAG and the Nesterov ODE X'' + (r/t)X' + ∇f(X) = 0 (Su, Boyd & Candès 2016, Figure 1 setting)."""
 
 import dataclasses
-from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -11,7 +10,7 @@ import numpy as np
 import dynopt
 from dynopt import flows, plotting, problems
 
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 
 
@@ -36,14 +35,11 @@ class Config:
     x0: tuple[float, float] = (1.0, 1.0)
     t1: float = 300.0
     sbc_steps: tuple[float, ...] = (1.0, 0.25, 0.05)
-    order_num_steps: tuple[int, ...] = (300, 600, 1200, 2400, 4800)
-    rs: tuple[float, ...] = (2.0, 3.0, 4.0, 5.0)
-    num_points: int = 3001
-
-    QUICK: ClassVar[dict] = dict(
-        order_num_steps=(300, 600, 1200, 2400),
-        num_points=1001,
+    order_num_steps: tuple[int, ...] = by_mode(
+        (300, 600, 1200, 2400, 4800), quick=(300, 600, 1200, 2400)
     )
+    rs: tuple[float, ...] = (2.0, 3.0, 4.0, 5.0)
+    num_points: int = by_mode(3001, quick=1001)
 
 
 @eqx.filter_jit

@@ -3,7 +3,6 @@ time-sliced path integral (Itô / midpoint), asymmetric random walk; double-well
 post 8's stock model (σ vs σ², Itô's lemma for ln S, Black–Scholes by Monte Carlo)."""
 
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ import dynopt
 from dynopt import densities as D, plotting
 from dynopt.sde import simulate
 
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 
 
@@ -46,27 +45,29 @@ class Config:
     x0: float = 0.3
     T: float = 0.5
     window: tuple[float, float] = (-4.0, 4.5)
-    mc_paths: tuple[int, ...] = (1000, 4000, 16_000, 64_000, 256_000)
+    mc_paths: tuple[int, ...] = by_mode(
+        (1000, 4000, 16_000, 64_000, 256_000), quick=(1000, 3000, 10_000)
+    )
     mc_steps: int = 60  # every Monte-Carlo run: T/60 steps (one compiled program per path count)
     mc_bins: int = 36
-    fp_sizes: tuple[int, ...] = (49, 65, 81, 97, 129)
+    fp_sizes: tuple[int, ...] = by_mode((49, 65, 81, 97, 129), quick=(49, 65, 97, 129))
     fp_t0: float = 0.25
-    pi_grid: int = 425
-    pi_slices: tuple[int, ...] = (8, 16, 32, 64, 128)
-    rw_steps: tuple[int, ...] = (25, 50, 100, 200, 400)
+    pi_grid: int = by_mode(425, quick=341)
+    pi_slices: tuple[int, ...] = by_mode((8, 16, 32, 64, 128), quick=(8, 16, 32, 64))
+    rw_steps: tuple[int, ...] = by_mode((25, 50, 100, 200, 400), quick=(25, 50, 100, 200))
     ou_T: float = 1.0
     dw_T: float = 6.0
-    route_paths: int = 100_000
+    route_paths: int = by_mode(100_000, quick=10_000)
     stock_mu: float = 0.05
     stock_sigma: float = 0.4
     stock_s0: float = 100.0
     stock_T: float = 1.0
-    stock_paths: int = 100_000
-    stock_steps: int = 256
+    stock_paths: int = by_mode(100_000, quick=10_000)
+    stock_steps: int = by_mode(256, quick=64)
     strike: float = 110.0
     rate: float = 0.03
     # (5) 2-D linear SDE (full mode only).
-    two_d: bool = True
+    two_d: bool = by_mode(True, quick=False)
     nd_A: tuple[tuple[float, ...], ...] = ((-1.0, 2.0), (-0.5, -1.0))
     nd_x0: tuple[float, ...] = (0.5, -0.3)
     nd_mc_paths: tuple[int, ...] = (2500, 5000, 10_000, 20_000, 40_000, 80_000, 160_000)
@@ -75,18 +76,6 @@ class Config:
     nd_fp_t0: float = 0.2
     nd_pi_slices: tuple[int, ...] = (4, 8, 16, 32)
     nd_rw_steps: tuple[int, ...] = (64, 128, 256, 512, 1024)
-
-    QUICK: ClassVar[dict] = dict(
-        two_d=False,
-        mc_paths=(1000, 3000, 10_000),
-        fp_sizes=(49, 65, 97, 129),
-        pi_grid=341,
-        pi_slices=(8, 16, 32, 64),
-        rw_steps=(25, 50, 100, 200),
-        route_paths=10_000,
-        stock_paths=10_000,
-        stock_steps=64,
-    )
 
 
 @dataclasses.dataclass

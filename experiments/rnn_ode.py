@@ -3,7 +3,6 @@ identifiability."""
 
 import dataclasses
 import time
-from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -15,7 +14,7 @@ import optimistix as optx
 import dynopt
 from dynopt import plotting, rnn
 
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 
 
@@ -64,17 +63,16 @@ class Config:
     warm_lr: float = 0.1
     warm_iterations: int = 300
     lm_max_steps: int = 200
-    bias_step_sizes: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125, 0.0625)
+    bias_step_sizes: tuple[float, ...] = by_mode(
+        (1.0, 0.5, 0.25, 0.125, 0.0625), quick=(1.0, 0.5, 0.25)
+    )
     noise_std: float = 1.0 / np.sqrt(12.0)  # rounding to integers
     grid_points: int = 48  # equally spaced observation times on (0, 42]
     obs_counts: tuple[int, ...] = (3, 4, 6, 8, 12, 16, 24, 48)
-    recovery_seeds: int = 8
-    profile_points: int = 41
-    time_twice: bool = True  # run each fit again for its steady-state time (quick: compile incl.)
-
-    QUICK: ClassVar[dict] = dict(
-        bias_step_sizes=(1.0, 0.5, 0.25), recovery_seeds=0, profile_points=21, time_twice=False
-    )
+    recovery_seeds: int = by_mode(8, quick=0)
+    profile_points: int = by_mode(41, quick=21)
+    # run each fit again for its steady-state time (quick: compile incl.)
+    time_twice: bool = by_mode(True, quick=False)
 
 
 @dataclasses.dataclass
@@ -278,24 +276,14 @@ def inverse(config: Config) -> Inverse:
     unrolls = ((fit_a.cell, config.post_steps), (fine, 1000))
     (curve_a_ts, curve_a), (curve_b_ts, curve_b) = _unrolls(unrolls, y0)
     return Inverse(
-        route_a=route_a,
-        route_b=route_b,
-        wall_time_ratio_b_over_a=route_b["wall_time_s"] / time_a,
+        route_a=route_a, route_b=route_b, wall_time_ratio_b_over_a=route_b["wall_time_s"] / time_a,
         wall_time_ratio_b_over_a_incl_compile=route_b["first_call_s"] / first_a,
-        time_twice=config.time_twice,
-        coarse_step_bias=coarse_step_bias,
-        loss_a_iter=np.asarray(fit_a.iterations),
-        loss_a=np.asarray(fit_a.losses),
-        loss_warm_iter=np.asarray(warm.iterations),
-        loss_warm=np.asarray(warm.losses),
-        curve_a_ts=curve_a_ts,
-        curve_a=curve_a,
-        curve_b_ts=curve_b_ts,
-        curve_b=curve_b,
-        bias_step_sizes=hs,
-        bias=bias,
-        bias_params=bias_params,
-    )
+        time_twice=config.time_twice, coarse_step_bias=coarse_step_bias,
+        loss_a_iter=np.asarray(fit_a.iterations), loss_a=np.asarray(fit_a.losses),
+        loss_warm_iter=np.asarray(warm.iterations), loss_warm=np.asarray(warm.losses),
+        curve_a_ts=curve_a_ts, curve_a=curve_a, curve_b_ts=curve_b_ts, curve_b=curve_b,
+        bias_step_sizes=hs, bias=bias, bias_params=bias_params,
+    )  # fmt: skip
 
 
 @eqx.filter_jit

@@ -2,7 +2,6 @@
 
 import dataclasses
 import time
-from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -12,7 +11,7 @@ import numpy as np
 import dynopt
 from dynopt import flows, plotting, problems, sde
 
-from ._card import Array
+from ._card import Array, by_mode
 from ._headline import Headline
 
 
@@ -43,59 +42,44 @@ class Config:
     n: int = 256
     lam: float = 1.0
     sigma: float = 1.0
-    etas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.2)
-    batches: tuple[int, ...] = (1, 4, 16)
-    mc_paths: int = 4000
-    sde_paths: int = 2000
+    etas: tuple[float, ...] = by_mode((0.05, 0.1, 0.2, 0.4, 0.8, 1.2), quick=(0.1, 0.4, 1.2))
+    batches: tuple[int, ...] = by_mode((1, 4, 16), quick=(4,))
+    mc_paths: int = by_mode(4000, quick=1000)
+    # SDE Monte Carlo only in the full run (the wells exercise simulate)
+    sde_paths: int = by_mode(2000, quick=0)
     sde_substeps: int = 16
     relax_time: float = 12.0
     linreg_dim: int = 3
     linreg_noise: float = 0.5
     linreg_batch: int = 8
-    linreg_paths: int = 2000
+    linreg_paths: int = by_mode(2000, quick=0)
     # (b) weak error at t = weak_t
     weak_t: float = 2.0
     weak_etas: tuple[float, ...] = (0.2, 0.1, 0.05, 0.025, 0.0125)
-    weak_paths: int = 2000
+    weak_paths: int = by_mode(2000, quick=0)  # exact moments only in quick mode
     # (c) linear scaling rule and schedules
     scaling_ratio: float = 0.025
-    scaling_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    scaling_mc_batches: tuple[int, ...] = (1, 4, 16, 32)
+    scaling_batches: tuple[int, ...] = by_mode((1, 2, 4, 8, 16, 32), quick=(1, 4, 16))
+    scaling_mc_batches: tuple[int, ...] = by_mode((1, 4, 16, 32), quick=(16,))
     schedule_eta: float = 0.4
     schedule_batch: int = 8
     schedule_factor: int = 5
-    schedule_steps: int = 200
-    schedule_paths: int = 1000
+    schedule_steps: int = by_mode(200, quick=100)
+    # quick mode: exact moments only (Monte Carlo: 6 more compilations)
+    schedule_paths: int = by_mode(1000, quick=0)
     # (d) double wells: Gibbs laws and escape times
     well_temperature: float = 0.4
     well_tilt: float = 0.25
-    well_paths: int = 4000
-    well_t: float = 100.0
+    well_paths: int = by_mode(4000, quick=600)
+    well_t: float = by_mode(100.0, quick=20.0)
     well_dt: float = 0.02
-    kramers: bool = True
-    escape_temperatures: tuple[float, ...] = (0.5, 0.4, 1 / 3, 2 / 7, 0.25)
-    escape_paths: int = 500
-    escape_t: float = 2000.0
-    escape_dt: float = 0.01
-
-    QUICK: ClassVar[dict] = dict(
-        etas=(0.1, 0.4, 1.2),
-        batches=(4,),
-        mc_paths=1000,
-        sde_paths=0,  # SDE Monte Carlo only in the full run (the wells exercise simulate)
-        weak_paths=0,  # exact moments only in quick mode
-        linreg_paths=0,
-        kramers=False,
-        scaling_batches=(1, 4, 16),
-        scaling_mc_batches=(16,),
-        schedule_steps=100,
-        schedule_paths=0,  # exact moments only (Monte Carlo: 6 more compilations)
-        well_paths=600,
-        well_t=20.0,
-        escape_temperatures=(0.5, 1 / 3),
-        escape_paths=60,
-        escape_t=300.0,
+    kramers: bool = by_mode(True, quick=False)
+    escape_temperatures: tuple[float, ...] = by_mode(
+        (0.5, 0.4, 1 / 3, 2 / 7, 0.25), quick=(0.5, 1 / 3)
     )
+    escape_paths: int = by_mode(500, quick=60)
+    escape_t: float = by_mode(2000.0, quick=300.0)
+    escape_dt: float = 0.01
 
 
 @dataclasses.dataclass
