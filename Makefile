@@ -31,7 +31,7 @@ run: $(STAMP)
 experiments: $(STAMP)
 	$(PY) -m experiments run-all
 
-## regenerate every figure from saved results (runs an experiment first where none is saved)
+## redraw the figures of every saved result (names the experiments without one; runs none)
 figures: $(STAMP)
 	$(PY) -m experiments figures
 

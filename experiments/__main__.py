@@ -10,7 +10,9 @@ experiment, an `--out` that is not dynopt's to write) is one line `error: ...` a
 before any work. An `--out` that became such a place while the run went on is one `error:` line
 naming the new folder beside it where the finished result went (exit status 1). Ctrl-C stops a
 run: one line `interrupted; finished: ...; results kept in ...`, the page over what is there,
-exit status 130."""
+exit status 130. `figures` with no NAME redraws the saved results' figures and names the
+experiments without one (it runs no experiment; `figures NAME` runs NAME at full size first
+where no result of it is saved)."""
 
 import argparse
 import contextlib
@@ -37,7 +39,7 @@ from . import (
     run_experiment,
     summary,
 )
-from ._io import _umask, begin_redraw, check_out, is_result, OutError, remove_results
+from ._io import _umask, begin_redraw, check_out, is_result, OutError, remove_results, why_kept
 from ._jobs import enable_compilation_cache, run_one, run_parallel
 
 
@@ -129,14 +131,17 @@ def _refresh_readme_figure(name: str, source: Path, target: Path, metrics: dict)
 
 def _redraw_figures(names: list[str], out) -> int:
     """`figures [NAME ...] [--out DIR]`: redraw each experiment's figures from its saved result
-    (in results/NAME, or DIR as `run --out DIR` wrote it), running it at full size first where
-    none is saved; refresh the README figures of the experiments named from full-size results in
-    results/; rewrite the results page over results/."""
+    (in results/NAME, or DIR as `run --out DIR` wrote it), running an experiment NAMEd at full
+    size first where none is saved; with no NAME, every saved result's, naming the experiments
+    without one and the command that makes them (all at full size, about half an hour by the run
+    cards' runtimes, is never started unasked); refresh the README figures of the experiments
+    named from full-size results in results/; rewrite the results page over results/."""
     try:  # every check before any work
         if out is not None and len(names) != 1:
             raise ValueError(
                 "--out DIR is one experiment's results folder (as in run); give exactly one NAME."
             )
+        every = not names
         names = list(dict.fromkeys(names)) or sorted(EXPERIMENTS)
         saved = {}
         for name in names:
@@ -147,6 +152,18 @@ def _redraw_figures(names: list[str], out) -> int:
             saved[name] = folder, _saved_metrics(name, folder)
     except ValueError as e:  # unknown experiment, a user's folder, another experiment's result
         return _error(str(e))
+    missing = [name for name, (_, metrics) in saved.items() if every and metrics is None]
+    for name in missing:
+        del saved[name]
+    if missing:
+        which = "saved results" if saved else f"saved results (there are none in {DEFAULT_RESULTS})"
+        run_all = " ".join(["run-all", *(missing if saved else ())])  # (none saved: all of them)
+        print(
+            f"figures redraws {which}; no result of {', '.join(missing)}: make them with python "
+            f"-m experiments {run_all} (full size, minutes each; --quick: seconds), then run "
+            "figures again",
+            flush=True,
+        )
     redrawn = []
     try:
         for name, (folder, metrics) in saved.items():
@@ -171,6 +188,13 @@ def _redraw_figures(names: list[str], out) -> int:
         )
         return 130
     for (name, file), target in README_FIGURES.items():
+        if name in missing:
+            print(
+                f"README figure {target} not refreshed: no saved result in "
+                f"{DEFAULT_RESULTS / name} (python -m experiments run {name}).",
+                flush=True,
+            )
+            continue
         if name not in saved:  # only the experiments asked for
             continue
         if out is not None:
@@ -182,7 +206,7 @@ def _redraw_figures(names: list[str], out) -> int:
             continue
         folder, metrics = saved[name]
         print(_refresh_readme_figure(name, folder / file, target, metrics), flush=True)
-    if out is None:
+    if out is None and (saved or DEFAULT_RESULTS.is_dir()):
         write_page(DEFAULT_RESULTS, sorted(EXPERIMENTS))
     return 0
 
@@ -330,8 +354,8 @@ def main(argv=None) -> int:
         removed, kept = remove_results(root, ours)
         for path in removed:
             print(f"removed {path}", flush=True)
-        for path in kept:  # (in root, or in a result: a user's notes)
-            print(f"kept {path}: not written by dynopt", flush=True)
+        for path in kept:  # (in root, or in a result: a user's notes; a copied result)
+            print(f"kept {path}: {why_kept(path)}", flush=True)
         if not removed and not kept:  # say why nothing happened
             if root.is_symlink():
                 print(f"left {root} alone: a link (clean never follows one)", flush=True)
@@ -375,9 +399,18 @@ def main(argv=None) -> int:
                 raise ValueError(f"--jobs must be a positive integer, got {jobs}.")
             if args.command == "run-all" and (args.out is None or args.out.strip()):
                 _refuse_a_result_as_parent(Path(args.out or DEFAULT_RESULTS))
-            for name, out in zip(names, outs):
+            for name in names:
                 check_name(name)
-                check_out(out, experiment=name)
+            refused = []  # (all of them in one line: e.g. every result of an older dynopt)
+            for name, out in zip(names, outs):
+                try:
+                    check_out(out, experiment=name)
+                except OutError as e:
+                    refused.append((name, e))
+            if refused:
+                (_, first), *more = refused
+                also = f" (also refused: {', '.join(n for n, _ in more)})" if more else ""
+                raise OutError(f"{first}{also}")
         except ValueError as e:  # unknown experiment, or an --out that must not be touched
             return _error(str(e))
         if args.command == "run-all":

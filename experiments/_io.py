@@ -7,16 +7,19 @@ none of the user's files: a listed file counts as dynopt's only while its conten
 wrote. Only those are ever replaced or removed: `check_out` refuses, before any work, an `--out`
 that is a file, a non-empty folder without the marker, another experiment's result, or a result
 that also holds something dynopt did not write (a user's notes), naming it; `remove_results`
-(`clean`) removes the listed files and keeps, and reports, the rest. A marker written before
-markers listed files (an older dynopt) counts config.json, metrics.json, data.npz and the
-experiment's figures as dynopt's, and anything else as the user's; one that lists files without
-digests (also older) counts them as dynopt's whatever they hold.
+(`clean`) removes the listed files and keeps, and reports, the rest. The marker also records the
+folder it was written in (its inode number, which `mv` on one disk keeps): a copy of a result
+(`cp -r`, or moved to another disk) is the user's, whole, even byte for byte dynopt's, and so is
+a result whose marker records no digests (an older dynopt's, whose files the user may have
+changed since): `check_out` refuses them and `clean` keeps them, each saying how to proceed
+(`sealed`); the results page still shows them.
 Everything is written into a unique temporary folder beside the target (named with the writer's
 pid), then swapped in by renames (Ctrl-C waits until the swap is done); concurrent writers each
 swap their own folder in (the last one wins, none fails), and the leftovers of writers that died
 (a temporary folder, or the old result moved aside before the final rename) are cleaned up or put
 back by the next writer. Where the target became a place dynopt must not write while the run went
-on, the finished result goes to a new folder beside it (`Diverted`). Files get the user's umask,
+on, the finished result goes to a new folder beside it (`Diverted`). Files get the user's umask
+(a folder replaced passes its permissions and group on: one the user made stays group-shared),
 and `metrics.json` is standard JSON: a non-finite number is written as `null` and its value
 ("inf", "-inf" or "nan") is recorded under `non_finite` by its path, e.g.
 `{"stability/runs/2/final_loss": "inf"}`; `load_results` puts it back.
@@ -52,14 +55,26 @@ _MARKER_HEAD = (
     "dynopt experiment results. A new run replaces, and `python -m experiments clean` removes,\n"
     "the files listed below, which dynopt wrote; nothing else in this folder.\n"
 )
-# Then each file's SHA-256 as sha256sum prints it (`sha256sum -c` checks them), then the list as
-# JSON, {"files": [...]}, which markers have held from the first (older readers find it alone).
+# Then each file's SHA-256 as sha256sum prints it (`sha256sum -c` checks them), then JSON:
+# {"files": [...], "folder": the folder's inode number, "sha256": {file: digest}}. Older readers
+# take the JSON from the marker's first "{" and read "files" alone, so a name holding "{" (or one
+# sha256sum would escape) has its digest in the JSON only.
 _DIGESTS_HEAD = "Their SHA-256 (a listed file is dynopt's only while it holds what dynopt wrote):\n"
 # A figure being redrawn in place (`figures`) is listed as such until the redraw has finished:
 # one cut short leaves figures whose digests nobody wrote, still dynopt's.
 _REDRAWING = "(being redrawn)"
 _DIGEST_LINE = re.compile(r"^([0-9a-f]{64}|\(being redrawn\))  ([^/\n]+)$", re.MULTILINE)
+_PLAIN_NAME = re.compile(r"[^/\n\r\\{]+")  # a name with a digest line (see above)
 _EVERY_RESULT = ("config.json", "metrics.json", "data.npz")  # besides the figures and the marker
+# Why a result is the user's, whole (`_Listing.sealed`): phrases after "--out DIR is".
+_OLDER = (
+    "a result of an older dynopt whose marker records no SHA-256 digests, so a file changed "
+    "since cannot be told from what dynopt wrote"
+)
+_COPY = (
+    "a copy of a dynopt result (its marker was written in another folder: copied, or moved to "
+    "another disk), so its files are yours"
+)
 NON_FINITE = "non_finite"  # metrics.json: path -> "inf" | "-inf" | "nan" for each null number
 
 
@@ -132,6 +147,9 @@ class _Listing(NamedTuple):
     ours: set[str] | None  # those dynopt wrote, the marker included; None: not a result
     experiment: str | None  # the experiment its metrics.json names (None: none named)
     unreadable: str | None  # why its metrics.json cannot be read, if it cannot
+    # Why none of it is dynopt's to replace or remove (`_OLDER`, `_COPY`), though `ours` says
+    # which files hold what dynopt wrote (the page shows them); None: a result dynopt wrote here.
+    sealed: str | None = None
 
 
 def check_out(out_dir, *, experiment: str | None = None, redraw: bool = False) -> Path:
@@ -178,7 +196,7 @@ def _some(names) -> str:
 
 def _refusal(out_dir: Path, listing: _Listing, experiment, redraw: bool) -> str | None:
     """Why results of `experiment` must not be written over the folder listed (None: they may)."""
-    names, ours, other, unreadable = listing
+    names, ours, other, unreadable, sealed = listing
     if not names:
         return None
     if ours is None:
@@ -192,6 +210,8 @@ def _refusal(out_dir: Path, listing: _Listing, experiment, redraw: bool) -> str 
             f"--out {out_dir} holds files that are not a dynopt result (no {MARKER} marker); "
             "choose a new or empty folder."
         )
+    if sealed is not None:
+        return f"--out {out_dir} is {sealed}; {_proceed(out_dir)}, or choose another --out."
     if experiment is not None and unreadable is not None:
         return (
             f"--out {out_dir}: cannot read its metrics.json ({unreadable}), so not whose result it "
@@ -244,11 +264,19 @@ def _digest(fd: int, name: str) -> str | None:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _proceed(folder) -> str:
+    """What the user does with a `sealed` result `folder`."""
+    return (
+        f"dynopt neither replaces nor removes it: remove it yourself once checked (rm -r {folder})"
+    )
+
+
 def _examine(fd: int, names: set[str]) -> _Listing:
     """The listing of the result folder open as `fd` with entries `names`: which are dynopt's
     (those its marker lists whose content is still the digest it lists, where it lists one; for
     a marker without a list, the files every result has and its experiment's figures; only
-    regular files), and whose result it is."""
+    regular files), whose result it is, and whether it is `sealed` (a copy: the marker records
+    another folder; or a marker without digests)."""
     other = unreadable = None
     try:
         text = _read(fd, "metrics.json")
@@ -260,17 +288,26 @@ def _examine(fd: int, names: set[str]) -> _Listing:
         unreadable = str(e)
     other = other if isinstance(other, str) else None
     listed = digests = None
+    sealed = _OLDER
     marker = _read(fd, MARKER) or b""
     if (brace := marker.find(b"{")) >= 0:  # the list after the marker's sentence
         try:
-            files = json.loads(marker[brace:])["files"]
+            data = json.loads(marker[brace:])
+            files, digests = data["files"], data.get("sha256")
             if all(isinstance(n, str) and n not in ("", ".", "..") and "/" not in n for n in files):
                 listed = set(files)
-        except (ValueError, KeyError, TypeError):
-            pass
-        # The digests before it, as sha256sum prints them (none in a marker written before).
-        found = _DIGEST_LINE.findall(marker[:brace].decode("utf-8", "replace"))
-        digests = {name: hexdigest for hexdigest, name in found} or None
+            folder = data.get("folder")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            digests = folder = None
+        head = marker[:brace].decode("utf-8", "replace")
+        if not isinstance(digests, dict) and _DIGESTS_HEAD in head:  # (written before "sha256")
+            digests = {name: hexdigest for hexdigest, name in _DIGEST_LINE.findall(head)}
+        if not isinstance(digests, dict):  # (an older dynopt's marker)
+            digests = None
+        elif type(folder) is int and folder != os.fstat(fd).st_ino:
+            sealed = _COPY
+        elif listed is not None:
+            sealed = None  # (written here, or before markers recorded the folder)
     if listed is None:  # written before markers listed files: the rest is the user's
         from . import figure_names
 
@@ -291,7 +328,7 @@ def _examine(fd: int, names: set[str]) -> _Listing:
             ours.add(name)
         elif expected == _digest(fd, name):
             ours.add(name)
-    return _Listing(names, ours, other, unreadable)
+    return _Listing(names, ours, other, unreadable, sealed)
 
 
 def _entries(out_dir: Path) -> _Listing:
@@ -337,9 +374,28 @@ def _entries(out_dir: Path) -> _Listing:
 
 
 def foreign(folder) -> set[str]:
-    """The entries of `folder` that dynopt did not write (all of them if it is no result)."""
-    names, ours, *_ = _entries(Path(folder))
-    return names - (ours or set())
+    """The entries of `folder` that dynopt may not replace or remove: those it did not write, all
+    of them if it is no result or a `sealed` one (a copy, or an older dynopt's)."""
+    names, ours, *_, sealed = _entries(Path(folder))
+    return names if sealed is not None else names - (ours or set())
+
+
+def written(folder) -> set[str]:
+    """The entries of the result `folder` that hold what dynopt wrote (its figures: what the
+    results page shows), whether or not it is `sealed`; none if it is no result."""
+    _, ours, *_ = _entries(Path(folder))
+    return ours or set()
+
+
+def why_kept(path) -> str:
+    """Why `clean` left `path` alone, to follow "kept PATH: "."""
+    try:
+        *_, sealed = _entries(Path(path))
+    except OutError:  # (a file, a link)
+        sealed = None
+    if sealed is None:
+        return "not written by dynopt"
+    return f"{sealed}; {_proceed(path)}"
 
 
 def is_result(folder) -> bool:
@@ -364,10 +420,12 @@ def _mark(folder: Path, files, redrawing=()) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         digests = {name: _REDRAWING if name in redrawing else _digest(fd, name) for name in files}
+        inode = os.fstat(fd).st_ino  # (a rename keeps it; a copy has its own)
     finally:
         os.close(fd)
-    lines = "".join(f"{d}  {n}\n" for n, d in digests.items() if d is not None and "{" not in n)
-    listing = json.dumps({"files": files}, indent=1)
+    digests = {n: d for n, d in digests.items() if d is not None}
+    lines = "".join(f"{d}  {n}\n" for n, d in digests.items() if _PLAIN_NAME.fullmatch(n))
+    listing = json.dumps({"files": files, "folder": inode, "sha256": digests}, indent=1)
     text = f"{_MARKER_HEAD}{_DIGESTS_HEAD}{lines}{listing}\n"
     fd, tmp = tempfile.mkstemp(prefix=f"{MARKER}.tmp-{os.getpid()}-", dir=folder)
     try:
@@ -384,8 +442,8 @@ def begin_redraw(folder, files) -> None:
     redrawn, so a redraw cut short (Ctrl-C, an error) leaves them dynopt's; `add_written`
     afterwards lists their new digests."""
     folder = Path(folder)
-    _, ours, *_ = _entries(folder)
-    if ours is not None:
+    _, ours, *_, sealed = _entries(folder)
+    if ours is not None and sealed is None:
         _mark(folder, ours | set(files), redrawing=set(files))
 
 
@@ -393,8 +451,8 @@ def add_written(folder, files) -> None:
     """Add `files` (just drawn into the result `folder` by dynopt: redrawn figures) to the files
     its marker lists."""
     folder = Path(folder)
-    _, ours, *_ = _entries(folder)
-    if ours is not None:
+    _, ours, *_, sealed = _entries(folder)
+    if ours is not None and sealed is None:
         _mark(folder, ours | set(files))
 
 
@@ -483,10 +541,10 @@ def _discard(folder: Path) -> tuple[list[Path], list[Path]]:
     is still a result), and the folder if nothing else is in it: `(removed, kept)`, the paths
     removed (the folder alone if it went) and those left (not dynopt's)."""
     try:
-        names, ours, *_ = _entries(folder)
+        names, ours, *_, sealed = _entries(folder)
     except OutError:
         return [], [folder]
-    if ours is None:
+    if ours is None or sealed is not None:  # (a copy, an older dynopt's: the user's, whole)
         return [], [folder]
     removed, kept = [], [folder / n for n in sorted(names - ours)]
     for name in [*sorted(ours - {MARKER}), MARKER]:
@@ -534,6 +592,15 @@ def _put_back(backup: Path, out_dir: Path) -> bool:
     return True
 
 
+def _same_access(old: Path, new: Path) -> None:
+    """Give the folder `new` the permissions and group of `old`, which it replaces: a folder the
+    user made for the results (e.g. group-shared, setgid) keeps them through every run."""
+    st = os.stat(old)
+    with contextlib.suppress(OSError):  # (a group the user is not in: the mode still follows)
+        os.chown(new, -1, st.st_gid)
+    os.chmod(new, stat.S_IMODE(st.st_mode))
+
+
 def _swap_in(tmp: Path, out_dir: Path, experiment: str | None = None) -> None:
     """Rename `tmp` to `out_dir`, moving a previous result aside first and removing what dynopt
     wrote in it; retried when another writer swaps its folder in between (then the last writer
@@ -555,6 +622,7 @@ def _swap_in(tmp: Path, out_dir: Path, experiment: str | None = None) -> None:
                 if not _put_back(backup, out_dir):
                     why += f" (it is at {backup} now)"
                 raise OutError(why)
+            _same_access(backup, tmp)
         try:
             os.rename(tmp, out_dir)
         except OSError as e:

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from . import _card, _headline, first_paragraph
-from ._io import _umask, foreign, is_result
+from ._io import _umask, is_result, written
 
 
 # How every page dynopt has written begins; `written_by_dynopt` recognises a page by it (a title
@@ -122,8 +122,9 @@ def _experiment_section(name: str, module: ModuleType, folder: Path, root: Path)
             f"<table><caption>{_esc(title)}</caption><thead><tr>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table>"
         )
-    mine = foreign(folder)  # a user's own PNG in a result folder is not one of its figures
-    figures = sorted(f for f in folder.glob("*.png") if f.name not in mine)
+    # A user's own PNG in a result folder is not one of its figures; a copied result's are.
+    ours = written(folder)
+    figures = sorted(f for f in folder.glob("*.png") if f.name in ours)
     if figures:
         parts.append('<div class="figures">')
         for fig in figures:

@@ -33,12 +33,14 @@ def test_a_marker_copied_into_a_users_folder_claims_none_of_its_files(tmp_path, 
     shutil.copy(real / ".dynopt", mine / ".dynopt")
     (mine / "config.json").write_text('{"my": "settings"}')
     (mine / "metrics.json").write_text('{"experiment": "gd_flow", "my": "numbers"}')
-    with pytest.raises(OutError, match=r"what dynopt did not write: config\.json, metrics\.json"):
+    # (Since session 36 the marker records the folder it was written in: a copied one makes the
+    # folder the user's, whole, the marker too.)
+    with pytest.raises(OutError, match=r"is a copy of a dynopt result"):
         check_out(mine, experiment="gd_flow")
+    assert _io.foreign(mine) == {".dynopt", "config.json", "metrics.json"}
     assert cli.main(["clean", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert f"kept {mine / 'config.json'}: not written by dynopt" in out
-    assert f"kept {mine / 'metrics.json'}: not written by dynopt" in out
+    assert f"kept {mine}: a copy of a dynopt result" in out
     assert (mine / "config.json").read_text() == '{"my": "settings"}'
     assert (mine / "metrics.json").read_text() == '{"experiment": "gd_flow", "my": "numbers"}'
     assert not real.exists()  # the real result went, whole
@@ -58,7 +60,10 @@ def test_a_marker_lists_each_files_digest_and_a_redraw_adds_its_figures(tmp_path
     out = _result(tmp_path / "gd_flow", m=1.0)
     marker = (out / ".dynopt").read_text()
     names = ["config.json", "data.npz", "metrics.json"]
-    assert json.loads(marker[marker.index("{") :]) == {"files": names}  # as older dynopt reads it
+    digests = {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in names}
+    assert json.loads(marker[marker.index("{") :]) == {  # older dynopt reads it so ("files")
+        "files": names, "folder": out.stat().st_ino, "sha256": digests
+    }  # fmt: skip
     head = marker[: marker.index("{")]  # the digests, as sha256sum prints them
     lines = [line.split("  ") for line in head.splitlines() if "  " in line]
     assert [n for _, n in lines] == names

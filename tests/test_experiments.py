@@ -1,5 +1,6 @@
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -340,8 +341,11 @@ def test_a_rerun_refuses_a_result_holding_files_dynopt_did_not_write(tmp_path, m
     assert _users_files_intact(out) and load_results(out)[0] == {"experiment": "nesterov"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
     marker = (out / ".dynopt").read_text()
+    names = ["config.json", "data.npz", "metrics.json"]
     assert json.loads(marker[marker.index("{") :]) == {
-        "files": ["config.json", "data.npz", "metrics.json"]
+        "files": names,
+        "folder": out.stat().st_ino,
+        "sha256": {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in names},
     }
 
 
@@ -362,23 +366,25 @@ def test_clean_keeps_and_reports_what_a_user_put_into_a_result(tmp_path, capsys)
     assert (result / "my_extra.txt").read_text() == "mine"
 
 
-def test_a_marker_without_a_list_counts_only_what_every_result_holds_as_dynopts(tmp_path, capsys):
-    """A result written before markers listed files: config.json, metrics.json, data.npz and
-    the figures of the experiment its metrics.json names are dynopt's, anything else the
-    user's (refused by a new run, kept by clean)."""
+def test_a_marker_without_digests_makes_the_result_the_users_whole(tmp_path, capsys):
+    """A result written before markers held SHA-256 digests (a marker without a list, or with a
+    list alone): a file the user changed since cannot be told from dynopt's, so a new run
+    refuses it and clean keeps it, whole, each naming it and how to proceed (rm -r); the page
+    still shows its figures. (Until session 36 its files were dynopt's by name.)"""
     old = _write(tmp_path / "P" / "nesterov", experiment="nesterov")
     (old / ".dynopt").write_text("dynopt experiment results; safe to replace by a new run\n")
     for name in ("sbc.png", "r_sweep.png", "my_plot.png"):
         (old / name).write_bytes(b"png")
-    with pytest.raises(OutError, match=r"did not write: my_plot\.png;"):
+    with pytest.raises(OutError, match=r"is a result of an older dynopt .*\(rm -r "):
         _write(old, experiment="nesterov")
-    assert _io.foreign(old) == {"my_plot.png"}
+    assert _io.foreign(old) == {p.name for p in old.iterdir()}
+    assert _io.written(old) == {".dynopt", "config.json", "data.npz", "metrics.json", "sbc.png",
+                                "r_sweep.png"}  # fmt: skip
     assert cli.main(["clean", "--out", str(tmp_path / "P")]) == 0
-    assert f"kept {old / 'my_plot.png'}: not written by dynopt" in capsys.readouterr().out
-    assert [p.name for p in old.iterdir()] == ["my_plot.png"]
-    (old / "my_plot.png").unlink()
-    _write(old, experiment="nesterov")  # an old result of its own files alone is replaced
-    (old / ".dynopt").write_text("dynopt experiment results; safe to replace by a new run\n")
+    assert capsys.readouterr().out.startswith(f"kept {old}: a result of an older dynopt")
+    assert len(list(old.iterdir())) == 7
+    shutil.rmtree(old)  # as the message says; a result written anew is dynopt's again
+    _write(old, experiment="nesterov")
     _write(old, experiment="nesterov", m=2.0)
     assert load_results(old)[0] == {"experiment": "nesterov", "m": 2.0}
 
