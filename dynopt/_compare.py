@@ -17,7 +17,7 @@ from ._flows.base import AbstractFlow, AbstractMappedFlow
 from ._maps.base import AbstractMap
 from ._order import assess_order
 from ._problem import AbstractProblem, Problem
-from ._run import divergence_limit, make_fast_step
+from ._run import divergence_limit, make_fast_step, optax_call, warn_if_float32_inside
 from ._sharding import gather, sweep_apply, sweep_map
 from ._solve import (
     _pick_solver,
@@ -82,9 +82,11 @@ def _error_run(flow, problem, map, ref_flow, read, h, n):
         return (params, state, diverged_at, k), jnp.maximum(err_max, err), err, scale
 
     params0 = problem.params0
+    state0 = optax_call(disc.init, params0, problem)
+    warn_if_float32_inside(disc.transform, problem, params0, state0, None)  # at trace time
     zero = jnp.zeros((), jnp.float64)
     init = (
-        (params0, disc.init(params0, problem), jnp.asarray(-1), jnp.asarray(0)),
+        (params0, state0, jnp.asarray(-1), jnp.asarray(0)),
         zero,
         zero,
         zero,

@@ -6,6 +6,8 @@ gradient oracle; every transform gets optax's `updates = grad` and, if it is a
 """
 
 import dataclasses
+import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +55,119 @@ def divergence_limit(loss0: jax.Array) -> jax.Array:
 def tree_all_finite(tree) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _raised_in_optax(error: BaseException) -> bool:
+    """Whether `error` was raised from optax's own code (its innermost frame outside JAX)."""
+    frames = [f.f_code.co_filename for f, _ in traceback.walk_tb(error.__traceback__)]
+    outside_jax = [f for f in frames if "/jax/" not in f and "/jaxlib/" not in f]
+    return bool(outside_jax) and "/optax/" in outside_jax[-1]
+
+
+def optax_call(fn: Callable, *args):
+    """`fn(*args)` (an optimizer's `init` or update), under standard dtype promotion when the
+    caller's strict promotion fails inside optax's own code: optax mixes its int32 step
+    counter with Python floats (Adam's bias correction $1 - b_1^k$, `cosine_decay_schedule`,
+    `piecewise_constant_schedule`, `warmup_*`, a schedule's first value under
+    `inject_hyperparams`), which strict promotion refuses, while a hand loop under JAX's
+    default promotion runs. Where strict promotion succeeds, standard promotion would give
+    the same program: nothing changes for a strict-clean transform, and an error in any other
+    code (the user's loss, dynopt's transforms) is raised as it is."""
+    try:
+        return fn(*args)
+    except jax.dtypes.TypePromotionError as error:
+        if jax.config.jax_numpy_dtype_promotion != "strict" or not _raised_in_optax(error):
+            raise
+    with jax.numpy_dtype_promotion("standard"):
+        return fn(*args)
+
+
+def _narrow_float(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 64
+
+
+def _sub_jaxprs(eqn):
+    for value in eqn.params.values():
+        for x in value if isinstance(value, tuple | list) else (value,):
+            if hasattr(x, "eqns"):
+                yield x
+            elif hasattr(x, "jaxpr") and hasattr(x.jaxpr, "eqns"):
+                yield x.jaxpr
+
+
+def _counts_made_narrow_floats(jaxpr) -> list[str]:
+    """Where `jaxpr` (and the jaxprs inside it) converts an integer to a float narrower than
+    float64: JAX's true division of int32 by int32 is float32 even under x64."""
+    found = []
+    for eqn in jaxpr.eqns:
+        for sub in _sub_jaxprs(eqn):
+            found += _counts_made_narrow_floats(sub)
+        if eqn.primitive.name != "convert_element_type":
+            continue
+        (source,), (out,) = eqn.invars, eqn.outvars
+        if jnp.issubdtype(source.aval.dtype, jnp.integer) and _narrow_float(out.aval.dtype):
+            try:  # the line of the user's or optax's code (a private JAX helper)
+                from jax._src import source_info_util
+
+                where = source_info_util.summarize(eqn.source_info)
+            except Exception:  # a location is a courtesy
+                where = "?"
+            found.append(f"an integer converted to {out.aval.dtype} at {where}")
+    return found
+
+
+FLOAT32_FIX = (
+    "optax evaluates a schedule at its int32 step counter, and JAX divides int32 by int32 in "
+    "float32 even with x64 on (optax.exponential_decay, linear_schedule, polynomial_schedule, "
+    "warmup_exponential_decay_schedule; Adafactor's decay; a schedule under "
+    "inject_hyperparams): evaluate it at a float64 count, "
+    "`optax.sgd(lambda k: schedule(jnp.asarray(k, jnp.float64)))`. A float32 leaf of the "
+    "optimizer's state comes from a float32 option (`inject_hyperparams(..., "
+    "hyperparam_dtype=jnp.float32)`, `mu_dtype`, optax.MultiSteps' gradient accumulator): give "
+    "float64, or float32 parameters for a float32 run."
+)
+
+
+def warn_if_float32_inside(tx, problem: AbstractProblem, params, opt_state, key) -> None:
+    r"""A `UserWarning` when `tx` computes in a float narrower than float64 inside a run whose
+    parameters are all float64 (x64 on): its steps are then rounded to float32 (relative
+    $\sim 10^{-7}$: `exponential_decay`'s learning rate at optax's counter is up to 1.1e-7 off
+    the float64 map), which a comparison with a float64 reference measures as if it were the
+    method's error. Found at trace time, once per compiled program: floating leaves of
+    `opt_state` below float64, and integers converted to such floats in the update's program
+    (`jax.make_jaxpr`, the gradient and value given as inputs). Nothing for float32 or mixed
+    parameters, where float32 is the user's choice."""
+    leaves = jax.tree.leaves(params)
+    if not (jax.config.jax_enable_x64 and leaves):
+        return
+    if not all(jnp.result_type(x) == jnp.float64 for x in leaves):
+        return
+    found = [
+        f"the state's leaf {jax.tree_util.keystr(path)} is {x.dtype}"
+        for path, x in jax.tree_util.tree_leaves_with_path(opt_state)
+        if hasattr(x, "dtype") and _narrow_float(x.dtype)
+    ]
+
+    def update(grad, value, state, params):
+        orc = oracle(problem, key, 0)
+        extra = orc.extra_args(tx, value, grad)
+        return optax_call(update_with_extra_args, tx, grad, state, params, extra)
+
+    value = jnp.zeros((), jnp.float64)
+    try:
+        jaxpr = jax.make_jaxpr(update)(params, value, opt_state, params)
+    except Exception:  # the run itself raises it, with its own message
+        jaxpr = None
+    if jaxpr is not None:
+        found += _counts_made_narrow_floats(jaxpr.jaxpr)
+    if found:
+        warnings.warn(
+            "run: the optimizer computes in float32 inside a float64 run, so its steps are "
+            "rounded to float32 (relative 1e-7), an error a float64 reference comparison would "
+            f"count as the method's: {'; '.join(dict.fromkeys(found))}. {FLOAT32_FIX}",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def _floating_dtype(params: Params):
@@ -185,7 +300,7 @@ def make_fast_step(
         else:
             val, grad = None, problem.grad(params, orc.key)
         kwargs = orc.extra_args(tx, val, grad)
-        updates, new_state = update_with_extra_args(tx, grad, opt_state, params, kwargs)
+        updates, new_state = optax_call(update_with_extra_args, tx, grad, opt_state, params, kwargs)
         return (optax.apply_updates(params, updates), new_state, diverged_at, k + 1), val
 
     return step
@@ -263,7 +378,9 @@ def _drive(
     ok0 = tree_all_finite(problem.params0) & jnp.isfinite(loss0) & (loss0 <= limit)
 
     def init(spec):
-        _, _, _, state0 = setup(spec, problem)
+        tx, _, key, state0 = setup(spec, problem)
+        # At trace time, once per program (the first run's key: a batch traces one run).
+        warn_if_float32_inside(tx, problem, problem.params0, state0, key)
         return problem.params0, state0, jnp.where(ok0, jnp.asarray(-1), jnp.asarray(0))
 
     def guarded_block(spec, start, end_loss, k):
@@ -421,7 +538,7 @@ def _run_discretization(
         # Weakly typed floating hyper-parameters (as Python floats): not rounded to the
         # parameters' dtype before optax computes with them (bfloat16(0.999) is 1).
         d = d.weakly_typed()
-        return d.transform, d.dt, k, d.init(prob.params0, prob)
+        return d.transform, d.dt, k, optax_call(d.init, prob.params0, prob)
 
     def drive(specs, prob, levels):
         return _drive_batch(setup, specs, prob, num_steps, every, levels, batch_size, observe)
@@ -449,7 +566,7 @@ def _run_transform(tx, problem, num_steps, every, key, batch_size, observe, dt, 
     del progress  # static: a program with progress callbacks is compiled apart (`_progress`)
 
     def setup(k, prob):
-        return tx, dt, k, tx.init(prob.params0)
+        return tx, dt, k, optax_call(tx.init, prob.params0)
 
     if key is not None and key.ndim == 1:  # a batch of seeds, split across devices
         return sweep_apply(
@@ -681,6 +798,16 @@ def run(
     of them (`NamedSharding` on a one-axis mesh; any batch size, padded and trimmed), so the
     outputs come back sharded along it; see `dynopt._sharding` for multi-host use.
 
+    **Precision:** each parameter leaf keeps its dtype. Under strict dtype promotion, an update
+    that fails inside optax's own code (optax mixes its int32 step counter with Python floats:
+    Adam's bias correction, `cosine_decay_schedule`) runs under standard promotion, as a hand
+    loop does; other code keeps the caller's promotion. A run whose parameters are all float64
+    (x64 on) warns when its optimizer computes in float32 (`warn_if_float32_inside`): optax
+    evaluates `exponential_decay`, `linear_schedule` and `polynomial_schedule` at its int32
+    counter in float32 (`exponential_decay(0.1, 10, 0.9)` at step 7: 0.0928901658 for
+    0.0928901698, 4.3e-8 relative); the warning names the fix, the schedule at a float64 count,
+    `optax.sgd(lambda k: schedule(jnp.asarray(k, jnp.float64)))`.
+
     **Raises:** `ValueError` for a bad count, transform, problem, observer (one that cannot be
     called as `observe(params, opt_state, problem)` or returns no pytree of arrays), `dt`, an
     empty batch (of keys, step sizes or hyper-parameters), a key the problem's oracle does not
@@ -720,7 +847,9 @@ def run(
         if observe is not None:
             one = jax.tree.map(lambda x: x[0] if jnp.ndim(x) > 0 else x, disc)
             _check_observe(
-                observe, problem, lambda: one.weakly_typed().init(problem.params0, problem)
+                observe,
+                problem,
+                lambda: optax_call(one.weakly_typed().init, problem.params0, problem),
             )
         _check_sweep_batch_size(batch_size, jnp.ndim(disc.dt) > 0 or seeds)
         batched = jnp.ndim(disc.dt) > 0 or seeds
@@ -750,7 +879,7 @@ def run(
         batched = seeds
         _check_sweep_batch_size(batch_size, batched)
         if observe is not None:
-            _check_observe(observe, problem, lambda: transform.init(problem.params0))
+            _check_observe(observe, problem, lambda: optax_call(transform.init, problem.params0))
         if batched and batch_size is None:
             batch_size = default_batch_size(problem)
         with _progress_bar(num_steps, key.shape[0] if seeds else 1, 1, batch_size):

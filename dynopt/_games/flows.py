@@ -15,7 +15,7 @@ from .._custom_types import Array, ScalarLike
 from .._discretization import Discretization
 from .._flows.base import AbstractFlow
 from .._validation import hyperparameter
-from .game import Game, GameParams
+from .game import Game, GameParams, in_one_dtype
 from .schemes import AbstractScheme, require_game, scalar_step_size, SCHEMES, Simultaneous
 
 
@@ -107,7 +107,7 @@ class ModifiedGameFlow(_AbstractGameFlow):
 def _modified_jacobian(game: Game, scheme: AbstractScheme, step_size: Array) -> Array:
     # `step_size` is traced: one compilation serves every h.
     flow = ModifiedGameFlow(scheme, step_size)
-    flat, unravel = ravel_pytree(game.equilibrium)
+    flat, unravel = ravel_pytree(in_one_dtype(game.equilibrium))  # (players of two dtypes)
     return jax.jacfwd(lambda x: ravel_pytree(flow.vector_field(0.0, unravel(x), game))[0])(flat)
 
 

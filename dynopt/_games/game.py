@@ -11,6 +11,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Key, PyTree, Scalar
+from .._discretization import widest_dtype
 from .._problem import AbstractProblem, array_leaves, check_loss_output
 
 
@@ -70,6 +71,22 @@ def _check_like(what: str, ref: PyTree, got: PyTree) -> None:
             raise ValueError(
                 f"{what}: expected leaf shapes {_shapes(ref)}, got {_shapes(got)}{where}."
             )
+
+
+def in_one_dtype(tree: PyTree) -> PyTree:
+    """`tree` with every leaf in its widest dtype (`widest_dtype`): players of float32 and
+    float64 in one game have no implicit promotion path under strict dtype promotion, and a
+    sum over both (the Hamiltonian, a raveled Jacobian) is computed in float64, as standard
+    promotion would. A tree of one dtype is returned as it is (the same program)."""
+    dtype = widest_dtype(tree)
+    if all(jnp.result_type(x) == dtype for x in jax.tree.leaves(tree)):
+        return tree
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype), tree)
+
+
+def _half_squared_norm(tree: PyTree) -> Scalar:
+    r"""$\frac12\|\xi\|^2$ over all leaves, in the widest leaf dtype."""
+    return 0.5 * optax.tree.norm(in_one_dtype(tree), squared=True)
 
 
 class _Negated(eqx.Module):
@@ -230,7 +247,7 @@ class Game(AbstractProblem):
     ) -> tuple[Scalar, GameParams]:
         """$(\\mathcal H(z), \\xi(z))$ from one evaluation of $\\xi$."""
         xi = self.gradient(params, key)
-        return 0.5 * optax.tree.norm(xi, squared=True), xi
+        return _half_squared_norm(xi), xi
 
     def check_key(self, key: Key | None) -> None:
         """A stochastic game needs a key (its minibatch); a deterministic one takes none."""
@@ -271,11 +288,12 @@ class Game(AbstractProblem):
     def hamiltonian(self, z: GameParams, key: Key | None = None) -> Scalar:
         r"""$\mathcal H(z) = \tfrac12\|\xi(z)\|^2$: zero exactly at stationary points; its gradient
         $J^\top v$ is the consensus-optimization correction."""
-        return 0.5 * optax.tree.norm(self.gradient(z, key), squared=True)
+        return _half_squared_norm(self.gradient(z, key))
 
     def jacobian(self, z: GameParams, key: Key | None = None) -> Array:
         r"""The Jacobian $J = \partial v/\partial z$ of the flow at $z$, a dense matrix in
-        `ravel_pytree((phi, theta))` order ($\varphi$ block first)."""
+        `ravel_pytree((phi, theta))` order ($\varphi$ block first), in the players' widest dtype
+        (players of float32 and float64: evaluated at $z$ in float64)."""
         return _jacobian(self.vector_field, z, key)
 
     def time_scales(self, params: GameParams) -> np.ndarray | None:
@@ -283,10 +301,13 @@ class Game(AbstractProblem):
         (the stiffness test of `solve`): a rotation ($\mathrm{Re}\,\mu = 0$) is resolved for
         accuracy, not a stiff mode. The value's Hessian would give $J^\top J$ near a
         stationary point, squaring the spread. `None` (the Hessian) above 1,000 parameters,
-        where no dense Jacobian is formed."""
+        where no dense Jacobian is formed. Evaluated in the default float dtype (float64 under
+        x64): the state `solve` integrates, whatever the players' dtypes, as a `Problem`'s
+        stiffness estimate."""
         if optax.tree.size(params) > 1000:
             return None
         key = jax.random.key(0) if self.stochastic else None
+        params = jax.tree.map(lambda x: jnp.asarray(x, float), params)
         return np.abs(np.linalg.eigvals(np.asarray(self.jacobian(params, key))).real)
 
     def eigenvalues(self, z: GameParams | None = None, key: Key | None = None) -> np.ndarray:
@@ -308,7 +329,7 @@ class Game(AbstractProblem):
 @eqx.filter_jit
 def _jacobian(field_fn, z, key):
     """Dense Jacobian of `field_fn(z, key)` in raveled order (one compiled program per field)."""
-    flat, unravel = ravel_pytree(z)
+    flat, unravel = ravel_pytree(in_one_dtype(z))
     return jax.jacfwd(lambda x: ravel_pytree(field_fn(unravel(x), key))[0])(flat)
 
 
