@@ -8,6 +8,9 @@ The checks of a `Correspondence` (float64, `jax_enable_x64`):
 
 - `baseline_identity`: `run(map(flow, h))` against a hand-written `lax.scan` of the raw optax
   baseline, from the map's initial state, at two step sizes: max $|\Delta\theta|$ $\le$ 1e-12;
+- `initial_state`: where the map declares an initial state (`init_fn`), its tree structure,
+  leaf shapes and dtypes are optax's `init`'s and its leaves finite, on the measurements'
+  problems and on a pytree in float64 and float32;
 - `fitted_orders`: on each of at least two measurements, the slope of $\log e$ against
   $\log\Delta t$ within $\pm$0.1 of the claimed order (errors finite and positive, and the
   verdict of `dynopt.assess_order` `"asymptotic"`, against the closed form as against
@@ -340,6 +343,64 @@ def optax_conformance(row: Correspondence) -> Conformance:
     injected = optax.inject_hyperparams(disc.factory, static_args=static)(**kwargs)
     b = run(optax.chain(optax.identity(), injected), p64, 5).final_params
     return Conformance(retraces, kept, finite, _tree_max_abs_diff(a, b))
+
+
+def _state_mismatches(ours, theirs) -> list[str]:
+    """How `ours` (a map's initial state) differs from `theirs` (optax's) in tree structure,
+    leaf shapes and dtypes, and where a leaf of `ours` is not finite."""
+    if jax.tree.structure(ours) != jax.tree.structure(theirs):
+        return [f"structure {jax.tree.structure(ours)}, optax's {jax.tree.structure(theirs)}"]
+    out = []
+    for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(ours)[0], jax.tree.leaves(theirs), strict=True
+    ):
+        name = jax.tree_util.keystr(path)
+        sa, sb = (jnp.shape(a), jnp.result_type(a)), (jnp.shape(b), jnp.result_type(b))
+        if sa != sb:
+            out.append(f"{name} {sa[1]}{list(sa[0])}, optax's {sb[1]}{list(sb[0])}")
+        elif jnp.issubdtype(sa[1], jnp.inexact) and not np.all(np.isfinite(np.asarray(a))):
+            out.append(f"{name} not finite")
+    return out
+
+
+def initial_state(row: Correspondence) -> tuple[str, ...] | None:
+    r"""The map's declared initial state (`init_fn`) against optax's own `init`: the same tree
+    structure, leaf shapes and dtypes, and finite. Run on each measurement's problem and on a
+    pytree bowl (a dict of a matrix and a vector) in float64 and in float32, at the first
+    measurement's largest and smallest step size. The other checks start both sides from the
+    map's state (`baseline_identity`) on the measurements' float64 problems, or read only the
+    parameters (`optax_conformance`'s float32 run: `optax.apply_updates` casts the updates to
+    the parameters' dtype): an `init_fn` that widens a float32 model's state to float64 passed
+    them all, and one that builds the state for one array raised a pytree error of JAX's on the
+    conformance pytree, naming no `init_fn`.
+
+    **Arguments:** `row`.
+
+    **Returns:** the mismatches found, one string each (empty: none; the battery asks none),
+    or `None` where the map declares no `init_fn`.
+    """
+    _require_x64("initial_state")
+    if row.map.init_fn is None:
+        return None
+    m0 = row.measurements[0]
+    problems = [m.problem() for m in row.measurements] + [
+        Problem(_bowl, {"a": jnp.zeros((2, 2), dtype), "b": jnp.ones(3, dtype)}, name=f"bowl {n}")
+        for n, dtype in (("float64", jnp.float64), ("float32", jnp.float32))
+    ]
+    found = []
+    for h in sorted({m0.step_sizes[0], m0.step_sizes[-1]}):
+        disc = row.discretization(h)
+        for problem in problems:
+            where = f"{problem.name} at h = {h:g}: "
+            with jax.numpy_dtype_promotion("standard"):
+                theirs = disc.transform.init(problem.params0)
+                try:
+                    ours = disc.init(problem.params0, problem)
+                except (TypeError, ValueError) as e:  # built for one structure, not this one
+                    found.append(f"{where}init_fn raised {type(e).__name__}: {str(e)[:120]}")
+                    continue
+            found += [where + x for x in _state_mismatches(ours, theirs)]
+    return tuple(found)
 
 
 def _is_float_leaf(x) -> bool:
@@ -715,6 +776,12 @@ def _hand_checks(row: Correspondence) -> dict[str, Callable[[], Check]]:
         criterion = f"closed_form against the solve of vector_field < {CLOSED_FORM_TOLERANCE:g}"
         return Check("closed_form", ok, d, criterion)
 
+    def init():
+        found = initial_state(row)
+        ok = _optional(found, lambda f: not f)
+        criterion = "init_fn's state has optax's structure, shapes and dtypes, finite"
+        return Check("init", ok, None if found is None else "; ".join(found) or "none", criterion)
+
     def conformance():
         c = optax_conformance(row)
         ok = c.retraces == 0 and c.float32_kept and c.finite
@@ -759,6 +826,7 @@ def _hand_checks(row: Correspondence) -> dict[str, Callable[[], Check]]:
 
     return {
         "identity": identity,
+        "init": init,
         "order": order,
         "closed_form": closed_form,
         "conformance": conformance,
@@ -790,7 +858,9 @@ def verify(
 ) -> Verification:
     r"""Run the battery on `row` and say which checks pass at its tolerances.
 
-    A `Correspondence`: `"identity"` (`baseline_identity` $\le$ 1e-12), `"order"`
+    A `Correspondence`: `"identity"` (`baseline_identity` $\le$ 1e-12), `"init"`
+    (`initial_state`: a declared `init_fn`'s state has optax's structure, shapes and dtypes,
+    finite, on every measurement's problem and a float64 and a float32 pytree), `"order"`
     (`fitted_orders`: at least two measurements, errors finite and positive, `compare`'s
     verdict asymptotic where it ran, each fit within $\pm$0.1 of the claimed order),
     `"closed_form"` (`closed_form_deviation` $<$ 1e-6),
@@ -801,8 +871,8 @@ def verify(
     1e-10, the worst of the three reported), `"stability"` (`stability_limit_check`: stable
     at $0.98h^*$, unstable at $1.02h^*$ at each curvature the map admits), `"lyapunov"`
     (`lyapunov_residual` $<$ 1e-6) and `"retrace"` (`flow_retraces` $= 0$). A check that does
-    not apply (no baseline, no closed form, no inverse, no stability limit, no `loss_rate`) has
-    `passed = None`.
+    not apply (no baseline, no `init_fn`, no closed form, no inverse, no stability limit, no
+    `loss_rate`) has `passed = None`.
 
     An `AutomaticCorrespondence`: `"identity"` (`automatic_identity` $\le$ 1e-13) and
     `"order"` (`automatic_order` on every measurement and order: asymptotic, local orders and

@@ -178,6 +178,13 @@ _STIFF = _quad([0.5, 10.0], [1.0, 1.0])
 _A = 0.5  # heavy-ball damping
 _RMS = dict(kappa=2.0, eps=1e-4, initial_scale=1.0)
 _ADAM = dict(a1=2.0, a2=5.0, eps=1e-6)
+# Where ε is no rounding: on _Q and rosen |g| = O(1) ≫ ε, and a map that mishandles ε (passes
+# ε·h, its baseline and inverse alike) fitted order 1 on both. Adam's √v̂ + ε with
+# |g| = O(1e-6) = ε (the flow is Adam's with ε = 1 on _Q, by its scale invariance: O(1)
+# motion); RMSprop's √(G + ε) with g² = O(1e-4) = ε once G₀ = 1 has decayed (e^(-κt) ≈ 3e-4
+# at t = 4). The wrong map fits -0.02 (Adam) and 0.70 (RMSprop) there.
+_ADAM_EPS = Measurement(_quad([1e-6, 4e-6], [1.0, -1.5]), 1.0, _halving(1.0, 50))
+_RMS_EPS = Measurement(_quad([1e-2, 4e-2], [1.0, -1.5]), 4.0, _halving(4.0, 100))
 _WD = 0.5
 _LION = dict(a2=3.0, b1=0.9, weight_decay=0.5, width=0.0)
 _BETA = 0.9
@@ -277,28 +284,44 @@ REGISTRY: tuple[Correspondence, ...] = (
         lambda h: optax.rmsprop(
             h, decay=1 - 2.0 * h, eps=1e-4, initial_scale=1.0, eps_in_sqrt=True
         ),
-        (Measurement(_Q, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+        (
+            Measurement(_Q, 1.0, _halving(1.0, 50)),
+            Measurement(_rosen, 0.5, _halving(0.5, 50)),
+            _RMS_EPS,
+        ),
     ),
     Correspondence(
         "global_rmsprop",
         lambda: GlobalRMSPropFlow(**_RMS),
         adaptive.GlobalRMSProp(),
         None,  # optax's rmsprop is per coordinate (the same for one scalar parameter)
-        (Measurement(_Q, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+        (
+            Measurement(_Q, 1.0, _halving(1.0, 50)),
+            Measurement(_rosen, 0.5, _halving(0.5, 50)),
+            _RMS_EPS,
+        ),
     ),
     Correspondence(
         "adam",
         lambda: AdamFlow(**_ADAM),
         adaptive.Adam(),
         lambda h: optax.adam(h, b1=1 - 2.0 * h, b2=1 - 5.0 * h, eps=1e-6),
-        (Measurement(_Q, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+        (
+            Measurement(_Q, 1.0, _halving(1.0, 50)),
+            Measurement(_rosen, 0.5, _halving(0.5, 50)),
+            _ADAM_EPS,
+        ),
     ),
     Correspondence(
         "adamw",
         lambda: AdamWFlow(**_ADAM, weight_decay=_WD),
         adamw.AdamW(),
         lambda h: optax.adamw(h, b1=1 - 2.0 * h, b2=1 - 5.0 * h, eps=1e-6, weight_decay=0.5),
-        (Measurement(_Q, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50))),
+        (
+            Measurement(_Q, 1.0, _halving(1.0, 50)),
+            Measurement(_rosen, 0.5, _halving(0.5, 50)),
+            _ADAM_EPS,
+        ),
     ),
     Correspondence(
         "lion",

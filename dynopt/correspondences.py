@@ -10,6 +10,7 @@ from ._battery import (
     Conformance as Conformance,
     fitted_orders as fitted_orders,
     flow_retraces as flow_retraces,
+    initial_state as initial_state,
     inverse_round_trip as inverse_round_trip,
     InverseRoundTrip as InverseRoundTrip,
     lyapunov_residual as lyapunov_residual,

@@ -142,11 +142,21 @@ def test_nesterov_momentum_order_three_says_the_equivalent():
 
 def test_lion_at_a_zero_gradient_entry_says_why():
     # On the digits (3 blank pixels: 30 weights whose gradient is exactly 0) Lion was refused
-    # with a message about AMSGrad's running maximum; the tie is sign(0) at those entries.
+    # with a message about AMSGrad's running maximum; the tie is sign(0) at those entries. An
+    # entry the loss never reads stays 0 along the step: its sign is 0, its field only Lion's
+    # weight decay (session 36); an entry 0 by accident is refused, named.
     problem = dynopt.Problem(
         lambda w: jnp.sum(jnp.cosh(w[:2] - 2.0)), jnp.asarray([0.3, 0.1, 0.5]), name="unread"
     )
-    with pytest.raises(ValueError, match="a gradient entry that is exactly 0"):
-        dynopt.modified_flow(lambda h: optax.lion(h), 0.01, problem=problem)
+    flow = dynopt.modified_flow(lambda h: optax.lion(h), 0.01, problem=problem)
+    f1 = flow.terms(flow.init(problem.params0), problem).fields[0]
+    assert float(f1[2]) == -1e-3 * 0.5  # sign(0) = 0: only Lion's default weight decay
+    accidental = dynopt.Problem(
+        lambda w: jnp.sum(jnp.cosh(w[:2] - 2.0)) + 0.5 * (w[2] - w[0] - 0.2) ** 2,
+        jnp.asarray([0.3, 0.1, 0.5]),
+        name="accidental",
+    )
+    with pytest.raises(ValueError, match=r"gradient entry θ\[2\] exactly 0"):
+        dynopt.modified_flow(lambda h: optax.lion(h), 0.01, problem=accidental)
     far = dynopt.Problem(lambda w: jnp.sum(jnp.cosh(w - 2.0)), jnp.asarray([0.3, 0.1, 0.5]))
     assert dynopt.modified_flow(lambda h: optax.lion(h), 0.01, problem=far).order == 1

@@ -55,13 +55,40 @@ class _OpaqueOracle(AbstractProblem):
         self.problem.check_key(key)
 
 
-def step_bits(spec, problem, tau, params, state):
+def step_bits(spec, problem, tau, params, state, zeros: bool = False):
     """`((params', state'), bits, tie)` of one step at `tau` (`smooth.branch_bits`), the
-    problem's oracle evaluations opaque (their own branches are not the optimizer's)."""
+    problem's oracle evaluations opaque (their own branches are not the optimizer's);
+    `zeros`: `(..., tie, zero)`, a `sign`/`abs` operand exactly 0 apart."""
     inputs = _OpaqueOracle(problem)
     with jax.numpy_dtype_promotion("standard"):
         fn = lambda p, s: raw_step(spec, tau, p, s, inputs)
-        return branch_bits(fn, params, state, with_ties=True)
+        return branch_bits(fn, params, state, with_ties=True, zeros=zeros)
+
+
+def left_zero(problem, before, after) -> list[str]:
+    """The gradient entries (`θ[path][index]`) exactly 0 at `before` and not at `after`: where
+    a `sign`/`abs` of the gradient sat on its kink by accident (a zero that the step leaves,
+    unlike the entry of a parameter the loss does not read, or behind a dead ReLU unit, which
+    is 0 at every point near by)."""
+    g0, g1 = problem.grad(before), problem.grad(after)
+    flat, _ = jax.tree_util.tree_flatten_with_path(g0)
+    names = []
+    for (path, a), b in zip(flat, jax.tree.leaves(g1)):
+        a, b = np.asarray(a), np.asarray(b)
+        for i in zip(*np.nonzero((a == 0) & (b != 0))):
+            names.append(f"θ{jax.tree_util.keystr(path)}{list(map(int, i))}")
+    return names
+
+
+def _zero_message(names, where: str) -> str:
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return (
+        f"{where} the gradient entry {shown} exactly 0, the kink of the step's sign, and one "
+        "step later it is not: a zero by accident, from which the run leaves at once onto "
+        "another branch (sign 0, then ±1), so no modified flow describes it. Start where that "
+        "entry is not 0. (An entry that stays 0, as a parameter the loss does not read or the "
+        "weights of a dead ReLU unit, is no such tie: its field is 0.)"
+    )
 
 
 @eqx.filter_jit
@@ -71,7 +98,11 @@ def _first_switch(flow, problem, h, n):
     params = problem.params0
 
     def step(p, s):
-        return step_bits(spec, problem, tau, p, s)
+        # A sign/abs operand exactly 0 is no tie here: its bits are its sign, 0 included, so
+        # one that leaves 0 switches, and one that stays 0 along the run (the gradient entry
+        # of a parameter the loss does not read) takes one branch throughout.
+        out, bits, tie, _ = step_bits(spec, problem, tau, p, s, zeros=True)
+        return out, bits, tie
 
     state0 = disc.init(params, problem)
     (p1, s1), bits0, tie0 = step(params, state0)
@@ -103,7 +134,7 @@ def _first_switch(flow, problem, h, n):
 
     start = jnp.where(tie0 & _finite((params, state0)), 0, -1)
     init = (jnp.asarray(1), start, p1, s1)
-    return jax.lax.while_loop(cond, body, init)[1], at_zero
+    return jax.lax.while_loop(cond, body, init)[1], at_zero, p1
 
 
 def _finite(tree) -> jax.Array:
@@ -126,11 +157,12 @@ def first_switch(flow, problem, step_sizes, num_steps) -> np.ndarray:
 
     **Raises:** `ValueError` where a run's first step takes other branches than the step at
     $h = 0$, the point of the flow's expansion (a switch at step 0: the flow describes a
-    branch the run never takes)."""
+    branch the run never takes), and where a run starts with a gradient entry exactly 0 that
+    its first step leaves (a `sign`'s tie by accident, `left_zero`; the entry named)."""
     out = []
     with host_validated():
         for h, n in zip(np.asarray(step_sizes), np.asarray(num_steps)):
-            first, at_zero = _first_switch(flow, problem, jnp.asarray(h), jnp.asarray(n))
+            first, at_zero, p1 = _first_switch(flow, problem, jnp.asarray(h), jnp.asarray(n))
             if bool(at_zero):
                 raise ValueError(
                     f"flow: the run at h = {float(h):g} takes, from its first step, another "
@@ -143,5 +175,8 @@ def first_switch(flow, problem, step_sizes, num_steps) -> np.ndarray:
                     ", optax.sgd(h))), or take step sizes at which the run stays on the branch "
                     "of h = 0."
                 )
+            if int(first) == 1 and (names := left_zero(problem, problem.params0, p1)):
+                where = f"flow: the run at h = {float(h):g} starts with"
+                raise ValueError(_zero_message(names, where))
             out.append(int(first))
     return np.asarray(out)

@@ -19,7 +19,7 @@ from .._discretization import Discretization
 from .._flows.base import AbstractFlow
 from .._problem import AbstractProblem, Problem
 from .._validation import is_traced, positive
-from .branches import _OpaqueOracle, step_bits
+from .branches import _OpaqueOracle, _zero_message, left_zero, step_bits
 from .counters import bias_products, CountedState
 from .fast import fast_coefficients, fast_step, leaf_blocks, manifold, template
 from .recursion import combine_values, modified_values
@@ -1188,39 +1188,56 @@ _SIGNS = ("sign", "abs")
 def _manifold_bits(spec: OptimizerSpec, problem, x0):
     r"""The step's branch bits at τ = 0 from the zero fast state, and `(bits, tie)` from its
     slow manifold $M_0$ and from $M_0$ nudged by a relative $\pm10^{-8}$: on a kink the compared
-    values are equal, a tie, or (rounded) bits that change under the nudge."""
+    values are equal, a tie, or (rounded) bits that change under the nudge. `(bits, tie,
+    zero)` in fact, a `sign`/`abs` operand exactly 0 apart in `zero`; then the bits at the two
+    points that steps of τ = 1e-6 from $M_0$ reach, and the parameters of the second."""
     tau0 = jnp.zeros((), float)
     zero, rest = template(spec, x0)
     m0 = manifold(spec, problem, tau0, x0, 1)
 
     def bits(m):
-        _, b, tie = step_bits(spec, problem, tau0, x0, eqx.combine(m, rest))
-        return b, tie
+        _, b, tie, at_zero = step_bits(spec, problem, tau0, x0, eqx.combine(m, rest), zeros=True)
+        return b, tie, at_zero
 
     nudged = [jax.tree.map(lambda x, f=f: f * x, m0) for f in (1.0, 1 + 1e-8, 1 - 1e-8)]
-    return bits(zero)[0], [bits(m) for m in nudged]
+    # Two steps of τ = 1e-6 along the run from M_0: a sign/abs operand exactly 0 there that
+    # is 0 at the next points too has vanishing derivatives along the step (the gradient entry
+    # of a parameter the loss does not read, or behind a dead ReLU unit, is 0 near by); one by
+    # accident leaves 0 (its sign, in the bits, changes).
+    point = (x0, eqx.combine(m0, rest))
+    later = []
+    for _ in range(2):
+        point = step_bits(spec, problem, jnp.asarray(1e-6), *point)[0]
+        later.append(step_bits(spec, problem, tau0, *point)[1])
+    return bits(zero)[0], [bits(m) for m in nudged], later, point[0]
 
 
 def _check_manifold_branches(spec: OptimizerSpec, problem, x0, branches) -> None:
     r"""The fast state's slow manifold $M_0(\theta)$ must lie off every kink of the step and on
-    the side of its branches that the zero state takes (where its contractions are read)."""
-    ref, sides = _manifold_bits(spec, problem, x0)
+    the side of its branches that the zero state takes (where its contractions are read). A
+    `sign`/`abs` operand exactly 0 there that the next steps keep at 0 (a gradient entry that
+    vanishes near $\theta_0$: its field is 0) is no kink; one that they move off 0 is, named
+    where it is a gradient entry."""
+    ref, sides, later, x_later = _manifold_bits(spec, problem, x0)
     ref = np.asarray(ref)
-    sides = [(np.asarray(b), bool(tie)) for b, tie in sides]
-    if any(tie for _, tie in sides) or any(
-        b.shape != sides[0][0].shape or not np.array_equal(b, sides[0][0]) for b, _ in sides
+    at_zero = bool(sides[0][2])
+    sides = [(np.asarray(b), bool(tie)) for b, tie, _ in sides]
+    stays = all(np.array_equal(np.asarray(b), sides[0][0]) for b in later)
+    if at_zero and not stays and (names := left_zero(problem, x0, x_later)):
+        raise ValueError(_zero_message(names, "state='fast': on its slow manifold at θ0 it has"))
+    if (
+        (at_zero and not stays)
+        or any(tie for _, tie in sides)
+        or any(b.shape != sides[0][0].shape or not np.array_equal(b, sides[0][0]) for b, _ in sides)
     ):
-        # A sign or abs meets its kink at an operand exactly 0: on the manifold of Lion or a
-        # momentum signSGD, a gradient entry that is 0 at the start (the weights of a constant
-        # input, as the digits' blank pixels); said first, where the cause is likelier that.
+        # A sign or abs operand exactly 0 that stays 0 along the step passed above (its field
+        # is 0); one that leaves 0 and is no gradient entry (named above) is said here.
         signs = [b for b in _names(branches).split(", ") if b in _SIGNS]
         zero = (
-            f"For its {', '.join(signs)} the tie is an operand exactly 0: on Lion's or a "
-            "momentum signSGD's manifold, a gradient entry that is exactly 0 at the start "
-            "(e.g. the weights of an input that is constant 0, as the digits' blank pixels, "
-            "or a parameter the loss does not read); start where no gradient entry is 0, or "
-            "drop such inputs. Else: "
-            if signs
+            f"For its {', '.join(signs)} the tie is an operand exactly 0 that the next step "
+            "leaves (not a gradient entry that vanishes near θ0, as a parameter the loss does "
+            "not read, whose field is 0): start where it is not 0. Else: "
+            if signs and at_zero and not stays
             else ""
         )
         raise ValueError(

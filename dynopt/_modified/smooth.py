@@ -19,7 +19,10 @@ from a tie it is one of its operands (for `sign`, the constant $\pm1$; for `abs`
 for `clamp` below, inside, above; for `sign` and `abs` the sign of $x$). At a tie (equal
 operands; $x = 0$) the map has a kink and `jvp` returns a derivative of no branch (the
 operands' mean; `sign`'s 0): `branch_bits` reports ties apart, and a run that meets one is
-refused like a run that switches.
+refused like a run that switches. A `sign`/`abs` operand exactly 0 is reported apart again: its
+bits (the sign, 0 included) change when it leaves 0, and one that stays 0 along a run (the
+gradient entry of a parameter the loss does not read, or of a dead ReLU unit's weights) never
+switches: its field is 0 there (`sign`'s derivative, 0, multiplies a tangent that is 0).
 """
 
 import jax
@@ -222,17 +225,22 @@ def _eval(jaxpr, consts, args, dependent, bits: list, ties: list):
             elif eqn.primitive.name in _COMPARISONS and any(ins):
                 side, tie = _sides(eqn.primitive.name, vals)
                 bits.append(jnp.ravel(side).astype(jnp.int32))
-                ties.append(tie)
+                # (kind, tie): a `sign`/`abs` operand at 0 apart (`branch_bits`' `zeros`)
+                ties.append((eqn.primitive.name in ("sign", "abs"), tie))
         for v, o, d in zip(eqn.outvars, outs, outdep):
             env[v], dep[v] = o, d
     return [read(v) for v in jaxpr.outvars], [is_dep(v) for v in jaxpr.outvars]
 
 
-def branch_bits(fn, *args, with_ties: bool = False):
+def branch_bits(fn, *args, with_ties: bool = False, zeros: bool = False):
     """`(fn(*args), bits)`: the output and the concatenated predicates (int32) of the branches
     and comparisons of `fn` chosen by its floating inputs; two points on the same side of every
     switching surface give equal bits. `with_ties`: `(out, bits, tie)`, `tie` true where some
-    comparison's operands are equal (the point sits on a kink)."""
+    comparison's operands are equal (the point sits on a kink). `zeros` (with `with_ties`):
+    `(out, bits, tie, zero)`, the ties of `sign`/`abs` (an operand exactly 0) apart in `zero`
+    and not in `tie`. Their bits are the operand's sign, 0 included, so an operand that
+    leaves 0 changes the bits: a run that stays at 0 (an operand that vanishes identically,
+    as the gradient entry of a parameter the loss does not read) never switches."""
     closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
     bits: list = []
     ties: list = []
@@ -242,4 +250,15 @@ def branch_bits(fn, *args, with_ties: bool = False):
     bits = jnp.concatenate(bits) if bits else jnp.zeros((0,), jnp.int32)
     if not with_ties:
         return out, bits
-    return out, bits, jnp.any(jnp.stack(ties)) if ties else jnp.asarray(False)
+
+    def any_of(ts):
+        return jnp.any(jnp.stack(ts)) if ts else jnp.asarray(False)
+
+    if not zeros:
+        return out, bits, any_of([t for _, t in ties])
+    return (
+        out,
+        bits,
+        any_of([t for at_zero, t in ties if not at_zero]),
+        any_of([t for at_zero, t in ties if at_zero]),
+    )
