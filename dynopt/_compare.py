@@ -22,6 +22,7 @@ from ._sharding import gather, sweep_apply, sweep_map
 from ._solve import (
     _pick_solver,
     _require_x64,
+    DENSE_COUNTED_BYTES,
     DENSE_MEMORY_LIMIT,
     dense_solve,
     dense_values_per_step,
@@ -262,8 +263,9 @@ def _rows_read(ys, rows):
 
 # Up to this many bytes of dense output (in all) the runs read the reference off it; above, the
 # reference is saved at the runs' times only. Both give the same numbers (the same polynomials
-# evaluated at the same times); measured on small problems, see `_reference_buffers`.
-DENSE_COMPARE_BYTES = 256 * 2**20
+# evaluated at the same times); measured on small problems, see `_reference_buffers`. (The size
+# above which `solve` counts its steps before a dense solve: the same trade-off, measured alike.)
+DENSE_COMPARE_BYTES = DENSE_COUNTED_BYTES
 
 
 def _state_size(flow, problem) -> int:

@@ -600,9 +600,10 @@ def _pick_solver(
     ($|\mathrm{Im}\,\mu| \gg |\mathrm{Re}\,\mu|$) and growth, which any solver must resolve
     and an explicit one does at the least cost per step. With `refuse_not_finite` (a solve from
     exactly this start: `solve`, `compare`; not a transport of samples around it), a start where
-    the field itself is not finite (read with the Jacobian, at no extra cost) is refused:
-    `NotFiniteStart` naming the leaves, before any solve (each solver would spend its whole
-    step budget there, an implicit one at a Newton solve per step). Where only the Jacobian is
+    the field itself is not finite (read with the Jacobian, at no extra cost; for a chosen
+    solver by one field evaluation, `_not_finite_at_start`) is refused: `NotFiniteStart`
+    naming the leaves, before any solve (each solver would spend its whole step budget there,
+    an implicit one at a Newton solve per step). Where only the Jacobian is
     not finite there, `Tsit5` (an implicit solver's Newton iteration would use that Jacobian)."""
     if solver is None:
         spectrum, choices = _spectrum_entry(problem, params0, flow, t0)
@@ -622,8 +623,8 @@ def _pick_solver(
             raise ValueError(
                 f"unknown solver {solver!r}; choose one of {valid} or pass a diffrax solver."
             )
-        return _solver(key), key, None
-    if isinstance(solver, diffrax.AbstractSolver):
+        chosen = _solver(key), key, None
+    elif isinstance(solver, diffrax.AbstractSolver):
         if not isinstance(solver, diffrax.AbstractAdaptiveSolver):
             raise ValueError(
                 f"solver must estimate its error (an adaptive diffrax solver: Tsit5, Dopri5, "
@@ -631,8 +632,60 @@ def _pick_solver(
                 "reference solve controls its step by rtol/atol. A fixed-step discretization "
                 "of a flow is `run(flow.discretize(h), ...)`."
             )
-        return solver, type(solver).__name__.lower(), None
-    raise ValueError(f"solver must be None, a name or a diffrax.AbstractSolver, got {solver!r}.")
+        chosen = solver, type(solver).__name__.lower(), None
+    else:
+        raise ValueError(
+            f"solver must be None, a name or a diffrax.AbstractSolver, got {solver!r}."
+        )
+    # A chosen solver too (it ran to max_steps, then said the field was not finite).
+    if refuse_not_finite and (bad := _not_finite_at_start(problem, params0, flow, t0)):
+        raise NotFiniteStart(not_finite_start(flow, _Spectrum(not_finite=bad), t0))
+    return chosen
+
+
+# `_not_finite_at_start`'s answers by `_spectrum_entry`'s key, oldest dropped first.
+_START_FIELDS: dict = {}
+
+
+def _not_finite_at_start(problem, params0, flow, t0: float) -> str:
+    """`_Spectrum.not_finite` of `flow`'s field at `(t0, flow.init(params0))` for a chosen
+    solver: read off the automatic choice's cached spectrum where it evaluated the field, else
+    one field evaluation (`_value_program`, compiled once per structure), cached by the same
+    values key (a repeated solve pays the digest of its arrays only)."""
+    values = _values_key((problem, params0, flow))
+    key = None if values is None else (values, repr(float(t0)), jax.config.jax_enable_x64)
+    if key is not None:
+        spectrum = _SPECTRA.get(key)
+        if spectrum is not None and spectrum[0].rates is None:  # (a game's rates: not read)
+            return spectrum[0].not_finite
+        if (found := _START_FIELDS.get(key)) is not None:
+            return found
+    if flow is None:
+        from ._flows.gradient import GradientFlow
+
+        flow = GradientFlow()
+    state = flow.init(params0)
+    leaves, treedef = jax.tree.flatten((flow, problem, np.float64(t0), state))
+    arrays = [x for x in leaves if eqx.is_array(x)]
+    static = tuple(None if eqx.is_array(x) else x for x in leaves)
+    with jax.numpy_dtype_promotion("standard"):  # the field as diffrax evaluates it
+        bad = _non_finite_entries(state, np.asarray(_value_program(treedef, static, arrays)))
+    if key is not None:
+        if len(_START_FIELDS) >= _SPECTRA_MAX:
+            _START_FIELDS.pop(next(iter(_START_FIELDS)))
+        _START_FIELDS[key] = bad
+    return bad
+
+
+@ft.partial(jax.jit, static_argnums=(0, 1))
+def _value_program(treedef, static, arrays):
+    """The field (raveled) at `(t0, state)`, as `_jacobian_program` without the Jacobian."""
+    it = iter(arrays)
+    flow, problem, t0, state = jax.tree.unflatten(
+        treedef, [next(it) if x is None else x for x in static]
+    )
+    flat, field = _raveled_field(flow, problem, t0, state)
+    return field(flat)
 
 
 def check_field_like_state(flow, state, field) -> None:
@@ -779,6 +832,10 @@ class UnitTimeInterpolation(diffrax.AbstractPath):
 
 
 DENSE_MEMORY_LIMIT = 2 * 2**30  # bytes a dense solve may preallocate before we refuse
+# Above this many bytes of dense output for `max_steps` steps (a network), `solve` counts the
+# steps first (a solve without dense output) and preallocates for those only; `compare` reads
+# its reference off the dense output up to the same size (`_compare.DENSE_COMPARE_BYTES`).
+DENSE_COUNTED_BYTES = 256 * 2**20
 
 
 def dense_values_per_step(solver: diffrax.AbstractSolver) -> tuple[float, float]:
@@ -831,6 +888,16 @@ def _dense_values_per_step(kind: type) -> tuple[float, float]:
     return per_entry, per_step
 
 
+def dense_bytes(flow, problem, max_steps: int, solver=None) -> tuple[float, int, float]:
+    """`(bytes, state size, values per entry)` of the dense output diffrax preallocates for
+    `max_steps` steps of `solver` (default Tsit5) on `flow`'s state: `max_steps` times the
+    state size times the values the solver keeps per step (`dense_values_per_step`: 9 for
+    Tsit5, 16 for Dopri8), in float64."""
+    size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(flow.init(problem.params0)))
+    per_entry, per_step = dense_values_per_step(diffrax.Tsit5() if solver is None else solver)
+    return 8 * int(max_steps) * (per_entry * size + per_step), size, per_entry
+
+
 def check_dense_memory(
     flow,
     problem,
@@ -838,19 +905,20 @@ def check_dense_memory(
     copies: int = 1,
     solver: diffrax.AbstractSolver | None = None,
     remedy: str = "Pass dense=False to save only at ts, or lower max_steps.",
+    taken: int | None = None,
 ) -> None:
-    """Refuse a dense solve whose preallocated interpolation buffers would exceed 2 GiB.
-
-    diffrax's dense output reserves room for every possible step up front: `max_steps` times
-    the state size times the values the solver keeps per step (`dense_values_per_step`: 9 for
-    Tsit5, 16 for Dopri8), in float64. `remedy` is what the caller's user can change.
-    """
-    size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(flow.init(problem.params0)))
-    per_entry, per_step = dense_values_per_step(diffrax.Tsit5() if solver is None else solver)
-    need = 8 * int(max_steps) * (per_entry * size + per_step) * copies
+    """Refuse a dense solve whose preallocated interpolation buffers would exceed 2 GiB
+    (`dense_bytes` for `max_steps` steps, times `copies`). `remedy` is what the caller's user
+    can change; `taken`: the steps the solve takes, counted (`solve`'s counted dense solve,
+    `max_steps` its budget for them)."""
+    need, size, per_entry = dense_bytes(flow, problem, max_steps, solver)
+    need *= copies
     if need > DENSE_MEMORY_LIMIT:
+        steps = f"max_steps={max_steps}"
+        if taken is not None:
+            steps = f"{max_steps} steps for the {taken} it takes"
         raise ValueError(
-            f"dense output would preallocate about {need / 2**30:.1f} GiB (max_steps={max_steps} x "
+            f"dense output would preallocate about {need / 2**30:.1f} GiB ({steps} x "
             f"{size} state entries x {per_entry:.3g} values per step"
             f"{f' x {copies} references' if copies > 1 else ''}). {remedy}"
         )
@@ -1015,15 +1083,17 @@ def dense_solve(
 class _Compiled:
     """One jitted reference solve for a (flow, problem, solver) structure and the static
     options: the arrays come in flat, the static leaves are closed over. `run` returns
-    `(ok, arrays)`: whether the solve succeeded and the array leaves of its `Trajectory`;
+    `(ok, arrays, result)`: whether the solve succeeded, the array leaves of its `Trajectory`
+    and diffrax's result; `full` the whole `diffrax.Solution` with the state where the solve
+    stopped (a failure's diagnosis: compiled once per key, on the first failure);
     `outputs` holds that `Trajectory`'s treedef and its other leaves, `_FLOW_SLOT` where the
-    flow goes (filled in when `run` is traced); `dense_checked`: the dense-memory check passed
-    for this key."""
+    flow goes (filled in when `run` is traced); `dense_need`: the bytes of dense output
+    this key preallocates (`dense_bytes`, computed on its first dense solve)."""
 
     run: Callable
     full: Callable
     outputs: list
-    dense_checked: bool = False
+    dense_need: float | None = None
 
     def trajectory(self, arrays: list, flow) -> Trajectory:
         """The `Trajectory` of `run`'s `arrays` holding `flow`: unflattened from the traced
@@ -1108,11 +1178,14 @@ def _compiled_solve(
         template = [_ARRAY_SLOT if eqx.is_array(x) else x for x in leaves]
         outputs[:] = [out_treedef, template]
         ok = jnp.all(sol.result == diffrax.RESULTS.successful)
-        return ok, [x for x in leaves if eqx.is_array(x)]
+        # The result too (a scalar): a failed dense solve is diagnosed from these outputs.
+        return ok, [x for x in leaves if eqx.is_array(x)], sol.result
 
-    def full(arrays, t0, ts, rtol, atol):  # the whole solution, to diagnose a failure
-        return eqx.filter_jit(lambda *a: solution(*a, reach=True)[2])(arrays, t0, ts, rtol, atol)
-
+    # The whole solution, to diagnose a failure: one jitted function per key (a `filter_jit`
+    # of a new lambda at each failure compiled the solve anew every time, 0.5 s at d = 3).
+    full = eqx.filter_jit(
+        lambda arrays, t0, ts, rtol, atol: solution(arrays, t0, ts, rtol, atol, reach=True)[2]
+    )
     compiled = _Compiled(jax.jit(fn), full, outputs)
     if key is not None:
         if len(_COMPILED) >= _COMPILED_MAX:
@@ -1168,11 +1241,14 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
     y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
     reached, y = t0, y0
     span = max(float(ts_host[-1]) - t0, 1e-300)
-    saved_ok = np.asarray(
-        jax.vmap(
-            lambda y: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(y)]))
-        )(sol.ys)
-    )
+    # (`ys` None: a dense solve's outputs, whose saves are its interpolation's values.)
+    saved_ok = np.zeros(0, bool)
+    if sol.ys is not None:
+        saved_ok = np.asarray(
+            jax.vmap(
+                lambda y: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(y)]))
+            )(sol.ys)
+        )
     if saved_ok.any():
         last = int(np.flatnonzero(saved_ok)[-1])
         reached, y = float(np.asarray(sol.ts)[last]), jax.tree.map(lambda x: x[last], sol.ys)
@@ -1457,17 +1533,22 @@ def solve(
       (`"tsit5"`, `"dopri5"`, `"dopri8"`, `"kvaerno5"`, `"explicit"`, `"implicit"`) or any
       `diffrax.AbstractSolver`.
     - `rtol`, `atol`: the `PIDController` tolerances (error $\le$ atol + rtol·|y| per step).
-    - `max_steps`: the solver's step budget.
-    - `dense`: keep diffrax's dense interpolation (for `evaluate`). diffrax preallocates it for
-      `max_steps` steps, ~`9 * max_steps * state_size` floats (refused above 2 GiB with a
-      `ValueError`); `dense=False` saves only at `ts` and costs no such memory (large models).
+    - `max_steps`: the solver's step budget (accepted and rejected steps).
+    - `dense`: keep diffrax's dense interpolation (for `evaluate`, `dynopt.lyapunov`). diffrax
+      preallocates it for every step the budget allows, ~`9 * max_steps * state_size` floats;
+      where that exceeds 256 MiB (a network) the steps are counted first, by a solve without
+      dense output, and the dense solve preallocates for those (rounded up to a power of 2):
+      the same steps, the same values, two solves' time for a fraction of the memory (a
+      1,510-parameter MLP: 2.3 GB of peak memory -> 0.6 GB). Refused with a `ValueError`
+      where even the steps taken need more than 2 GiB; `dense=False` saves only at `ts` and
+      costs no such memory.
 
     **Returns:** a `Trajectory` with `solver` naming the solver used and `stats` from diffrax.
 
     **Raises:** `ValueError` for bad times, tolerances or solver names, or without float64;
     `SolveError` when diffrax stops early (max steps, step-size underflow, non-finite state),
-    saying what to change; with `solver=None`, before any solve where the vector field is not
-    finite at the start (naming its leaves).
+    saying what to change; `NotFiniteStart` (a `SolveError`), for any solver and before any
+    solve, where the vector field is not finite at the start (naming its leaves).
     """
     _require_x64()
     if not isinstance(flow, AbstractFlow):
@@ -1505,17 +1586,77 @@ def solve(
         refuse_not_finite=True,
     )
     dense = bool(dense)
-    compiled, arrays = _compiled_solve(
-        flow, problem, solver_obj, max_steps, dense, _progress.enabled(), name, flat
-    )
-    if dense and not compiled.dense_checked:  # depends only on the cache key: once per key
-        check_dense_memory(host_flow, host_problem, max_steps, solver=solver_obj)
-        compiled.dense_checked = True
+    progress = _progress.enabled()
     f64 = np.float64
     times = (f64(t0), ts_host, f64(rtol), f64(atol))
+    traced = host_flow is not flow or host_problem is not problem
+
+    def failed(compiled: _Compiled, arrays: list, outputs: tuple | None):
+        """`raise_for_result` of a failed solve with its `_diagnose`: a dense solve's read off
+        its `run`'s `outputs` (nothing compiled), else from `compiled.full`, the solve with the
+        state where it stopped (compiled once per key)."""
+        if outputs is not None:
+            out, result = outputs
+            sol = _Outputs(compiled.trajectory(out, host_flow).interpolation)
+        else:
+            with host_validated():
+                sol = compiled.full(arrays, *times)
+            result = sol.result
+        raise_for_result(
+            result,
+            what=f"solve({name})",
+            max_steps=max_steps,
+            rtol=rtol,
+            atol=atol,
+            stiffness=ratio,
+            diagnosis=_diagnose(host_flow, host_problem, sol, ts_host, t0),
+            implicit=isinstance(solver_obj, diffrax.AbstractImplicitSolver),
+        )
+
+    compiled, arrays = _compiled_solve(
+        flow, problem, solver_obj, max_steps, dense, progress, name, flat
+    )
+    steps = max_steps  # the dense output's budget
+    if dense and _dense_need(compiled, host_flow, host_problem, max_steps, solver_obj) > (
+        DENSE_COUNTED_BYTES
+    ):
+        # diffrax preallocates the dense output for every step the budget allows (1.75 GB for
+        # a 1,482-parameter MLP at the default max_steps): count the steps the solve takes
+        # without it, then solve again with room for those (the same controller and
+        # tolerances take the same steps: the same path, bit for bit as XLA compiles by
+        # default; tests/test_solve_dense_networks.py).
+        counter, counted = _compiled_solve(
+            host_flow,
+            host_problem,
+            solver_obj,
+            max_steps,
+            False,
+            progress,
+            name,
+            None if traced else flat,
+        )
+        with host_validated():  # the horizon only: diffrax's t1 save, nothing stored
+            ok, out, result = counter.run(counted, times[0], ts_host[-1:], *times[2:])
+        if not bool(ok):
+            failed(counter, counted, None)
+        taken = int(counter.trajectory(out, host_flow).stats["num_steps"])
+        steps = _counted_budget(taken, max_steps)
+        compiled, arrays = _compiled_solve(
+            flow, problem, solver_obj, steps, True, progress, name, flat
+        )
+        if _dense_need(compiled, host_flow, host_problem, steps, solver_obj) > DENSE_MEMORY_LIMIT:
+            check_dense_memory(
+                host_flow,
+                host_problem,
+                steps,
+                solver=solver_obj,
+                taken=taken,
+                remedy="Pass dense=False to save only at ts, or loosen rtol/atol or shorten "
+                "the horizon (fewer steps).",
+            )
     with host_validated():  # flow, problem and times checked above: no runtime checks
         try:
-            ok, out = compiled.run(arrays, *times)
+            ok, out, result = compiled.run(arrays, *times)
         except TypeError as error:
             if "forward-mode" not in str(error):
                 raise
@@ -1526,21 +1667,34 @@ def solve(
                 "jax.grad per output."
             ) from None
     if not bool(ok):  # the one device-to-host transfer of a successful solve
-        compiled, arrays = _compiled_solve(
-            host_flow, host_problem, solver_obj, max_steps, dense, _progress.enabled(), name
-        )
-        sol = compiled.full(arrays, *times)
-        raise_for_result(
-            sol.result,
-            what=f"solve({name})",
-            max_steps=max_steps,
-            rtol=rtol,
-            atol=atol,
-            stiffness=ratio,
-            diagnosis=_diagnose(host_flow, host_problem, sol, ts_host, t0),
-            implicit=isinstance(solver_obj, diffrax.AbstractImplicitSolver),
-        )
+        if traced:  # the outputs are traced: the solve again, on the values
+            compiled, arrays = _compiled_solve(
+                host_flow, host_problem, solver_obj, steps, dense, progress, name
+            )
+        failed(compiled, arrays, (out, result) if dense and not traced else None)
     return compiled.trajectory(out, flow)
+
+
+def _dense_need(compiled: _Compiled, flow, problem, steps: int, solver) -> float:
+    """`dense_bytes` of `compiled`'s dense output, computed once per key."""
+    if compiled.dense_need is None:
+        compiled.dense_need = dense_bytes(flow, problem, steps, solver)[0]
+    return compiled.dense_need
+
+
+def _counted_budget(taken: int, max_steps: int) -> int:
+    """The dense solve's step budget after a count of the steps `taken` (accepted and
+    rejected: diffrax's `max_steps` counts both): rounded up to a power of 2 (a new count
+    seldom compiles anew) with at least 1/16 to spare, never above the caller's `max_steps`."""
+    return min(max(16, 1 << (taken + taken // 16 - 1).bit_length()), max_steps)
+
+
+class _Outputs(NamedTuple):
+    """What `_diagnose` reads of a failed dense solve, from `run`'s own outputs: its
+    interpolation (no saved states: they are its values)."""
+
+    interpolation: UnitTimeInterpolation
+    ys: None = None
 
 
 def failure_diagnosis(flow, problem, solver, t0, ts, rtol, atol, max_steps) -> str:

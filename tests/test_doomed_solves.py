@@ -98,3 +98,39 @@ def test_the_series_diagnosis_says_nothing_meaningless_at_a_stationary_start():
     problem = dynopt.problems.quadratic([1.0, 2.0], params0=jnp.zeros(2))
     reference = _order_reference(optax.sgd, 2, problem)
     assert _series_diagnosis(reference, True, problem, np.asarray([0.1, 0.05])) is None
+
+
+@pytest.mark.parametrize("solver", ["tsit5", "kvaerno5", "dopri8"])
+def test_a_chosen_solver_refuses_a_start_not_finite_before_any_solve(monkeypatch, solver):
+    """∑√x from x = 0 with the solver named: no automatic choice read the field, and the solve
+    ran to max_steps before its diagnosis said the field was not finite (3.3 s for Tsit5 and
+    3.5 s for Kvaerno5 at max_steps=256); now one field evaluation refuses the start, as the
+    automatic choice does, with no solve compiled."""
+    problem = dynopt.Problem(lambda x: jnp.sum(jnp.sqrt(x)), jnp.linspace(0.0, 1.0, 10))
+    monkeypatch.setattr(_solve, "_compiled_solve", _no_solve)
+    with pytest.raises(
+        _solve.NotFiniteStart,
+        match=r"GradientFlow's vector field is not finite at the start .* at \(the state "
+        r"itself\) \(1 of 10\): no solver can take a step from it, so none was run",
+    ):
+        dynopt.solve(flows.GradientFlow(), problem, jnp.linspace(0.0, 1.0, 3), solver=solver)
+
+
+def test_a_chosen_solvers_start_check_reads_the_automatic_choices_field(monkeypatch):
+    """The check costs no second evaluation where the automatic choice read the field already
+    (its cached spectrum), and one evaluation per new values otherwise (cached by the same
+    key: a repeated solve evaluates nothing)."""
+    problem = dynopt.Problem(lambda x: jnp.sum(x**2 + jnp.sin(x)), jnp.linspace(0.0, 1.0, 4))
+    ts = jnp.linspace(0.0, 1.0, 3)
+    calls = []
+    program = _solve._value_program
+    monkeypatch.setattr(
+        _solve, "_value_program", lambda *a: calls.append(1) or program(*a), raising=True
+    )
+    dynopt.solve(flows.GradientFlow(), problem, ts)
+    dynopt.solve(flows.GradientFlow(), problem, ts, solver="tsit5")
+    assert calls == []
+    moved = dynopt.Problem(problem.loss, jnp.linspace(0.5, 1.0, 4))
+    for _ in range(2):
+        dynopt.solve(flows.GradientFlow(), moved, ts, solver="tsit5")
+    assert calls == [1]

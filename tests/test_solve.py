@@ -169,9 +169,14 @@ def test_a_final_time_only_solve_is_the_last_row_of_a_longer_one():
 
 
 def test_dense_memory_guard_names_the_fix():
-    big = dynopt.Problem(lambda x: jnp.sum(x**2), jnp.zeros(50_000))
-    with pytest.raises(ValueError, match="Pass dense=False"):
-        dynopt.solve(flows.GradientFlow(), big, [1.0], max_steps=16_384)
+    """50,000 entries: dense output is sized to the steps the solve takes (counted first), and
+    a solve that takes ~10^3 steps (Tsit5's stability on rates up to 10^3 over t = 3) would
+    still preallocate 2,048 x 50,000 x 9 float64 values, 6.9 GiB: refused, saying what to
+    change. (From x = 0, as this test solved before, it takes 7 steps and now runs.)"""
+    rates = jnp.linspace(1.0, 1e3, 50_000)
+    big = dynopt.Problem(lambda x: 0.5 * jnp.sum(rates * x**2), jnp.ones(50_000))
+    with pytest.raises(ValueError, match=r"\d+ steps for the \d+ it takes .* Pass dense=False"):
+        dynopt.solve(flows.GradientFlow(), big, [3.0], solver="tsit5", max_steps=16_384)
 
 
 def test_raise_for_result_names_the_failure_and_the_fix():
@@ -286,8 +291,9 @@ def test_dense_memory_guard_counts_the_solver_values_per_step():
     assert _DENSE_VALUES[diffrax.Dopri8][0] == 16
     p = dynopt.Problem(lambda x: jnp.sum(x**2), jnp.zeros(1_700))
     check_dense_memory(flows.GradientFlow(), p, 16_384, solver=diffrax.Tsit5())
+    # (A solve counts its steps first and preallocates for those: the guard on its own.)
     with pytest.raises(ValueError, match=r"x 16 values per step.*Pass dense=False"):
-        dynopt.solve(flows.GradientFlow(), p, [1.0], solver="dopri8")
+        check_dense_memory(flows.GradientFlow(), p, 16_384, solver=diffrax.Dopri8())
 
 
 def test_repeated_solves_reuse_one_compiled_program():
@@ -532,3 +538,35 @@ def test_a_repeated_solve_returns_an_ordinary_trajectory():
             np.testing.assert_array_equal(x, y)
         if dense:
             np.testing.assert_array_equal(trajs[1].evaluate(1.0), trajs[1].params[-1])
+
+
+def test_a_failed_solves_diagnosis_compiles_no_solve_anew(monkeypatch):
+    """The failure path compiled the solve again at every failure (a `filter_jit` of a new
+    lambda each time: 0.5 s a failure at d = 3, 7.5 s in one case). Now a dense solve's
+    failure is diagnosed from its own outputs (no second program), a solve without dense
+    output compiles the solve-with-its-stopping-state once per program, and compare's
+    `failure_diagnosis` reuses that one: the same diagnosis every way."""
+    from dynopt import _solve
+
+    traces = []  # each trace of a reference solve, i.e. each program compiled
+    dense_solve = _solve.dense_solve
+    monkeypatch.setattr(
+        _solve, "dense_solve", lambda *a, **k: traces.append(1) or dense_solve(*a, **k)
+    )
+    p = dynopt.Problem(lambda x: jnp.sum(x**4) + 0.5 * jnp.sum(x**2), jnp.array([1.0, 2.0, 3.0]))
+    messages = set()
+    for dense in (True, False):
+        for _ in range(2):
+            with pytest.raises(dynopt.SolveError, match="max_steps_reached") as info:
+                dynopt.solve(
+                    flows.GradientFlow(), p, [1.0], solver="tsit5", max_steps=9, dense=dense
+                )
+            messages.add(str(info.value))
+    assert len(traces) == 3, traces  # dense: its run; without: its run and the full solve
+    (message,) = messages
+    for _ in range(2):
+        found = _solve.failure_diagnosis(
+            flows.GradientFlow(), p, diffrax.Tsit5(), 0.0, [1.0], 1e-10, 1e-12, 9
+        )
+        assert found.startswith("It reached t = ") and found in message
+    assert len(traces) == 3, traces
