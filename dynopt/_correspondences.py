@@ -185,6 +185,10 @@ _ADAM = dict(a1=2.0, a2=5.0, eps=1e-6)
 # at t = 4). The wrong map fits -0.02 (Adam) and 0.70 (RMSprop) there.
 _ADAM_EPS = Measurement(_quad([1e-6, 4e-6], [1.0, -1.5]), 1.0, _halving(1.0, 50))
 _RMS_EPS = Measurement(_quad([1e-2, 4e-2], [1.0, -1.5]), 4.0, _halving(4.0, 100))
+# Each measured on _Q, on rosen and where ε matters (the global and per-coordinate RMSprop rows
+# alike, the Adam and AdamW rows alike).
+_Q_ROSEN = (Measurement(_Q, 1.0, _halving(1.0, 50)), Measurement(_rosen, 0.5, _halving(0.5, 50)))
+_RMS_MEASURED, _ADAM_MEASURED = (*_Q_ROSEN, _RMS_EPS), (*_Q_ROSEN, _ADAM_EPS)
 _WD = 0.5
 _LION = dict(a2=3.0, b1=0.9, weight_decay=0.5, width=0.0)
 _BETA = 0.9
@@ -284,44 +288,28 @@ REGISTRY: tuple[Correspondence, ...] = (
         lambda h: optax.rmsprop(
             h, decay=1 - 2.0 * h, eps=1e-4, initial_scale=1.0, eps_in_sqrt=True
         ),
-        (
-            Measurement(_Q, 1.0, _halving(1.0, 50)),
-            Measurement(_rosen, 0.5, _halving(0.5, 50)),
-            _RMS_EPS,
-        ),
+        _RMS_MEASURED,
     ),
     Correspondence(
         "global_rmsprop",
         lambda: GlobalRMSPropFlow(**_RMS),
         adaptive.GlobalRMSProp(),
         None,  # optax's rmsprop is per coordinate (the same for one scalar parameter)
-        (
-            Measurement(_Q, 1.0, _halving(1.0, 50)),
-            Measurement(_rosen, 0.5, _halving(0.5, 50)),
-            _RMS_EPS,
-        ),
+        _RMS_MEASURED,
     ),
     Correspondence(
         "adam",
         lambda: AdamFlow(**_ADAM),
         adaptive.Adam(),
         lambda h: optax.adam(h, b1=1 - 2.0 * h, b2=1 - 5.0 * h, eps=1e-6),
-        (
-            Measurement(_Q, 1.0, _halving(1.0, 50)),
-            Measurement(_rosen, 0.5, _halving(0.5, 50)),
-            _ADAM_EPS,
-        ),
+        _ADAM_MEASURED,
     ),
     Correspondence(
         "adamw",
         lambda: AdamWFlow(**_ADAM, weight_decay=_WD),
         adamw.AdamW(),
         lambda h: optax.adamw(h, b1=1 - 2.0 * h, b2=1 - 5.0 * h, eps=1e-6, weight_decay=0.5),
-        (
-            Measurement(_Q, 1.0, _halving(1.0, 50)),
-            Measurement(_rosen, 0.5, _halving(0.5, 50)),
-            _ADAM_EPS,
-        ),
+        _ADAM_MEASURED,
     ),
     Correspondence(
         "lion",
