@@ -164,6 +164,13 @@ def check_out(out_dir, *, experiment: str | None = None, redraw: bool = False) -
     out_dir = Path(out_dir).expanduser()
     if out_dir.name in ("", ".", ".."):
         raise OutError(f"--out {str(out_dir)!r} names no folder of its own; give e.g. out/NAME.")
+    if not redraw and out_dir.is_dir() and os.path.ismount(out_dir):
+        # A result is swapped in by renaming a finished folder onto `out_dir`, which a mount
+        # point refuses (EBUSY): only after the whole run.
+        raise OutError(
+            f"--out {out_dir} is a mount point, which a finished result cannot be renamed onto; "
+            f"give a folder inside it, e.g. --out {out_dir / 'results'}"
+        )
     if (why := _refusal(out_dir, _entries(out_dir), experiment, redraw)) is not None:
         raise OutError(why)
     parent = out_dir.parent

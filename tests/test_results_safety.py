@@ -187,3 +187,16 @@ def test_a_folder_made_for_the_results_keeps_its_permissions_and_group(tmp_path)
     for m in (1.0, 2.0):  # the first run, and a rerun
         _result(out, m=m)
         assert stat.S_IMODE(out.stat().st_mode) == 0o2770
+
+
+def test_a_mount_point_is_refused_before_any_work(tmp_path, monkeypatch):
+    """An empty folder that is a mount point (a freshly mounted disk) passed every check, and the
+    run's final rename onto it failed with EBUSY after the whole run. Refused first now, naming
+    a folder inside it; a folder inside a mount point is fine."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    real = os.path.ismount
+    monkeypatch.setattr(_io.os.path, "ismount", lambda p: Path(p) == mount or real(p))
+    with pytest.raises(_io.OutError, match=r"is a mount point.* --out .*disk/results"):
+        _io.check_out(mount, experiment="nesterov")
+    assert _io.check_out(mount / "results", experiment="nesterov") == mount / "results"
