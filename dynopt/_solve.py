@@ -601,7 +601,7 @@ def _pick_solver(
     and an explicit one does at the least cost per step. With `refuse_not_finite` (a solve from
     exactly this start: `solve`, `compare`; not a transport of samples around it), a start where
     the field itself is not finite (read with the Jacobian, at no extra cost; for a chosen
-    solver by one field evaluation, `_not_finite_at_start`) is refused: `NotFiniteStart`
+    solver where that reading is cached, `_not_finite_at_start`) is refused: `NotFiniteStart`
     naming the leaves, before any solve (each solver would spend its whole step budget there,
     an implicit one at a Newton solve per step). Where only the Jacobian is
     not finite there, `Tsit5` (an implicit solver's Newton iteration would use that Jacobian)."""
@@ -637,55 +637,27 @@ def _pick_solver(
         raise ValueError(
             f"solver must be None, a name or a diffrax.AbstractSolver, got {solver!r}."
         )
-    # A chosen solver too (it ran to max_steps, then said the field was not finite).
+    # A chosen solver too, where the automatic choice read the field (else it runs to
+    # max_steps, then its diagnosis says the field is not finite).
     if refuse_not_finite and (bad := _not_finite_at_start(problem, params0, flow, t0)):
         raise NotFiniteStart(not_finite_start(flow, _Spectrum(not_finite=bad), t0))
     return chosen
 
 
-# `_not_finite_at_start`'s answers by `_spectrum_entry`'s key, oldest dropped first.
-_START_FIELDS: dict = {}
-
-
 def _not_finite_at_start(problem, params0, flow, t0: float) -> str:
     """`_Spectrum.not_finite` of `flow`'s field at `(t0, flow.init(params0))` for a chosen
-    solver: read off the automatic choice's cached spectrum where it evaluated the field, else
-    one field evaluation (`_value_program`, compiled once per structure), cached by the same
-    values key (a repeated solve pays the digest of its arrays only)."""
+    solver, where the automatic choice has read it already (its cached spectrum: free); else
+    "" (unknown): the solve's own failure diagnosis names a non-finite start, after running to
+    `max_steps`. An evaluation before every solve costs a compile of the field (5 s of 22 s on
+    an order-3 automatic AdaBelief cell of `compare`, 2026-12-06), paid by every solve that
+    succeeds to spare the rare one that cannot."""
     values = _values_key((problem, params0, flow))
-    key = None if values is None else (values, repr(float(t0)), jax.config.jax_enable_x64)
-    if key is not None:
-        spectrum = _SPECTRA.get(key)
-        if spectrum is not None and spectrum[0].rates is None:  # (a game's rates: not read)
-            return spectrum[0].not_finite
-        if (found := _START_FIELDS.get(key)) is not None:
-            return found
-    if flow is None:
-        from ._flows.gradient import GradientFlow
-
-        flow = GradientFlow()
-    state = flow.init(params0)
-    leaves, treedef = jax.tree.flatten((flow, problem, np.float64(t0), state))
-    arrays = [x for x in leaves if eqx.is_array(x)]
-    static = tuple(None if eqx.is_array(x) else x for x in leaves)
-    with jax.numpy_dtype_promotion("standard"):  # the field as diffrax evaluates it
-        bad = _non_finite_entries(state, np.asarray(_value_program(treedef, static, arrays)))
-    if key is not None:
-        if len(_START_FIELDS) >= _SPECTRA_MAX:
-            _START_FIELDS.pop(next(iter(_START_FIELDS)))
-        _START_FIELDS[key] = bad
-    return bad
-
-
-@ft.partial(jax.jit, static_argnums=(0, 1))
-def _value_program(treedef, static, arrays):
-    """The field (raveled) at `(t0, state)`, as `_jacobian_program` without the Jacobian."""
-    it = iter(arrays)
-    flow, problem, t0, state = jax.tree.unflatten(
-        treedef, [next(it) if x is None else x for x in static]
-    )
-    flat, field = _raveled_field(flow, problem, t0, state)
-    return field(flat)
+    if values is None:
+        return ""
+    spectrum = _SPECTRA.get((values, repr(float(t0)), jax.config.jax_enable_x64))
+    if spectrum is not None and spectrum[0].rates is None:  # (a game's rates: not read)
+        return spectrum[0].not_finite
+    return ""
 
 
 def check_field_like_state(flow, state, field) -> None:
@@ -1547,8 +1519,10 @@ def solve(
 
     **Raises:** `ValueError` for bad times, tolerances or solver names, or without float64;
     `SolveError` when diffrax stops early (max steps, step-size underflow, non-finite state),
-    saying what to change; `NotFiniteStart` (a `SolveError`), for any solver and before any
-    solve, where the vector field is not finite at the start (naming its leaves).
+    saying what to change; `NotFiniteStart` (a `SolveError`), before any solve, where the
+    vector field is not finite at the start (naming its leaves): with `solver=None`, or a
+    named solver where the automatic choice has read the field at these values (otherwise the
+    solve's failure says so, after `max_steps`).
     """
     _require_x64()
     if not isinstance(flow, AbstractFlow):
