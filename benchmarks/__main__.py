@@ -38,14 +38,17 @@ BENCHMARKS = {
 }
 
 
-# How a report this command wrote is recognised: the keys of bench.json, the table's header.
-_JSON_KEYS = {"machine", "versions", "config", "rows"}
+# How a report this command wrote is recognised: the keys of bench.json, the table's header,
+# and the stamp of the file it wrote (`experiments._stamp`: a copy or an edit is the user's).
+_JSON_KEYS = {"machine", "versions", "config", "rows", "written_by"}
 _MD_HEADER = "| benchmark | case | dynopt | baseline |"
 
 
 def is_report(path: Path) -> bool:
-    """Whether the file `path` is a bench.json or bench.md this command wrote."""
-    if path.name not in ("bench.json", "bench.md") or path.is_symlink() or not path.is_file():
+    """Whether the file `path` is a bench.json or bench.md this command wrote, unchanged."""
+    from experiments._stamp import is_stamped
+
+    if path.name not in ("bench.json", "bench.md") or not is_stamped(path):
         return False
     try:
         text = path.read_text(errors="replace")
@@ -66,8 +69,9 @@ def check_out(out: Path) -> str | None:
     for name in ("bench.json", "bench.md"):
         if (out / name).exists() and not is_report(out / name):
             return (
-                f"--out {out} holds a {name} that is not a dynopt benchmark report; "
-                "choose another folder (nothing was run)."
+                f"--out {out} holds a {name} that is not a dynopt benchmark report as this "
+                "command wrote it (a copy, an edited report, or one from a dynopt before "
+                "2026-12-06, which stamped none); choose another folder (nothing was run)."
             )
     # A real write where the reports will go (or the nearest folder that exists above it):
     # `os.access` says yes to root, and a folder such as /proc refuses anyway.

@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -307,22 +306,16 @@ def markdown(report: dict) -> str:
 
 
 def write(report: dict, out_dir: Path) -> tuple[Path, Path]:
-    """Write bench.json and bench.md into `out_dir`, each through a temporary file of a unique
-    name in the same folder and `os.replace` (atomic: a reader sees the old report or the new
-    one, and two writers never share a temporary file)."""
+    """Write bench.json and bench.md into `out_dir`, each atomically with its stamp
+    (`experiments._stamp.write_stamped`: a temporary file of a unique name in the same folder,
+    then `os.replace`; a reader sees the old report or the new one, two writers never share a
+    temporary file, and `clean` tells the report from a user's copy or edit of it)."""
+    from experiments._stamp import PLACEHOLDER, write_stamped
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md = out_dir / "bench.json", out_dir / "bench.md"
-    umask = os.umask(0)
-    os.umask(umask)
-    for path, text in ((js, json.dumps(report, indent=2, default=float)), (md, markdown(report))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
-        try:
-            os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the report private
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    stamped = {"written_by": PLACEHOLDER, **report}
+    write_stamped(js, json.dumps(stamped, indent=2, default=float))
+    write_stamped(md, f"{markdown(report)}\n<!-- {PLACEHOLDER} -->\n")
     return js, md

@@ -9,13 +9,13 @@ not a dynopt result (no marker) is left out.
 import html
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
 from . import _card, _headline, first_paragraph
-from ._io import _umask, is_result, written
+from ._io import is_result, written
+from ._stamp import is_stamped, PLACEHOLDER, write_stamped
 
 
 # How every page dynopt has written begins; `written_by_dynopt` recognises a page by it (a title
@@ -155,20 +155,21 @@ def render(experiments: Mapping[str, ModuleType], folders: Mapping[str, Path], r
         "<h1>dynopt results</h1>"
         "<p>Each experiment: what it shows, its headline numbers against the values its run card "
         "predicts, and its figures (click for full size).</p>"
-        f"<nav>{nav}</nav>\n{body}\n</body></html>\n"
+        f"<nav>{nav}</nav>\n{body}\n<!-- {PLACEHOLDER} -->\n</body></html>\n"
     )
 
 
 def written_by_dynopt(page: Path) -> bool:
-    """Whether `page` is a results page dynopt wrote: a regular file (not a link) that begins as
-    every page `render` made."""
+    """Whether `page` is a results page dynopt wrote, as it wrote it: a regular file (not a
+    link) that begins as every page `render` made and carries its stamp (`_stamp`: its own
+    inode and digest; a copy or an edited page is the user's)."""
     page = Path(page)
     head = _HEAD.encode()
     try:
         if page.is_symlink() or not page.is_file():
             return False
         with open(page, "rb") as f:
-            return f.read(len(head)) == head
+            return f.read(len(head)) == head and is_stamped(page)
     except OSError:
         return False
 
@@ -189,15 +190,10 @@ def write_page(root: Path, experiments: Mapping[str, ModuleType], names: Sequenc
     page = render({n: experiments[n] for n in names if n in folders}, folders, root)
     target = root / "index.html"
     if os.path.lexists(target) and not written_by_dynopt(target):  # (a link too: the user's)
-        raise ValueError(f"{target} exists and was not written by dynopt; not replacing it.")
-    # A writer's temporary name (its pid inside): `clean` removes it if the writer died.
-    fd, tmp = tempfile.mkstemp(prefix=f".index.html.tmp-{os.getpid()}-", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise ValueError(
+            f"{target} exists and was not written by dynopt as it is now (it is a copy, an "
+            "edited page, or one from a dynopt before 2026-12-06, which stamped none); not "
+            "replacing it: move it away, or choose another --out."
+        )
+    write_stamped(target, page)
     return target

@@ -17,11 +17,16 @@ import numpy as np
 import pytest
 
 import experiments
+from benchmarks._common import write as write_report
 from dynopt import plotting
 from experiments import __main__ as cli, _card, _headline, _io, _jobs, _page
 from experiments._io import load_results, OutError, write_results
 
 from .helpers import once_per_run
+
+
+_MACHINE = {"cpu": "x", "cpu_count": 2, "memory_gib": 1, "platform": "cpu", "device_count": 1}
+_REPORT = {"machine": _MACHINE, "versions": {}, "config": {}, "rows": []}
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +200,7 @@ def test_clean_removes_only_what_dynopt_wrote(tmp_path, capsys):
     _page.write_page(root, {}, [])
     leftover = root / ".gd_flow.tmp-999999999-abc"  # no such pid: its writer died
     leftover.mkdir()
-    (root / "bench").mkdir()  # `make bench`'s report
-    (root / "bench" / "bench.md").write_text("| benchmark | case | dynopt | baseline | ...")
+    write_report(_REPORT, root / "bench")  # `make bench`'s report
     (root / "thesis.tex").write_text("mine")
     (root / "plots").mkdir()  # looks like a pre-marker result, but may be a user's: kept
     (root / "plots" / "metrics.json").write_text("{}")
