@@ -95,10 +95,16 @@ class Discretization(eqx.Module):
             ) from e
 
     def init(self, params, problem):
-        """The optimizer state at step 0: `transform.init(params)` unless `init_fn` is set."""
+        """The optimizer state at step 0: `transform.init(params)` unless `init_fn` is set.
+        The state `init_fn` returns must have the structure and shapes of `transform.init`'s
+        (`ValueError` at trace time, naming `init_fn` and the first leaf that differs: its
+        `update` reads that state, and a mismatch otherwise surfaces as a broadcasting or scan
+        carry error inside the run)."""
         if self.init_fn is None:
             return self.transform.init(params)
-        return self.init_fn(self, params, problem)
+        state = self.init_fn(self, params, problem)
+        _check_like_init(self, state, jax.eval_shape(self.transform.init, params))
+        return state
 
     def weakly_typed(self) -> "Discretization":
         """The floating hyper-parameters (not `dt`) weakly typed, as Python floats are: what
@@ -162,3 +168,25 @@ def update_with_extra_args(tx, updates, state, params, extra: dict[str, Any]):
             if match is None or match.group(1) not in extra:
                 raise
             extra = {k: v for k, v in extra.items() if k != match.group(1)}
+
+
+def _check_like_init(disc: "Discretization", state, expected) -> None:
+    """`ValueError` unless `state` has the tree structure and leaf shapes of `expected` (the
+    transform's own initial state); dtypes are the optimizer's business (a float32 leaf in a
+    float64 run is warned about by `run`)."""
+    name = getattr(disc.init_fn, "__name__", repr(disc.init_fn))
+    factory = getattr(disc.factory, "__name__", repr(disc.factory))
+    got, got_def = jax.tree_util.tree_flatten_with_path(state)
+    want, want_def = jax.tree_util.tree_flatten_with_path(expected)
+    if got_def != want_def:
+        raise ValueError(
+            f"init_fn {name} returned a state whose structure differs from "
+            f"{factory}(...).init(params)'s, which the transform's update reads: got "
+            f"{str(got_def)[:300]}, expected {str(want_def)[:300]}."
+        )
+    for (path, g), (_, w) in zip(got, want):
+        if jnp.shape(g) != w.shape:
+            raise ValueError(
+                f"init_fn {name} returned a state whose leaf {jax.tree_util.keystr(path)} has "
+                f"shape {jnp.shape(g)}, where {factory}(...).init(params) has {w.shape}."
+            )

@@ -90,3 +90,23 @@ def test_a_factory_that_branches_on_a_hyperparameter_is_named():
     disc = dynopt.Discretization(decayed_sgd, {"learning_rate": 0.1, "decay_rate": 0.9}, dt=0.1)
     with pytest.raises(TypeError, match="branched in Python on a hyper-parameter"):
         dynopt.run(disc, problems.quadratic([1.0, 2.0]), 3)
+
+
+def _trace_of_length_3(disc, params, problem):  # a state the transform's update cannot read
+    return (optax.TraceState(trace=jnp.zeros(3)), optax.EmptyState())
+
+
+def _bare_trace(disc, params, problem):  # the trace without optax's NamedTuple around it
+    return (jnp.zeros(2), optax.EmptyState())
+
+
+def test_an_init_fn_unlike_the_transforms_init_is_named():
+    """A wrong `init_fn` failed inside the run as JAX's "add got incompatible shapes" (or an
+    attribute error in optax's update), naming neither `init_fn` nor the leaf."""
+    problem = problems.quadratic([1.0, 2.0])
+    hyper = {"learning_rate": 0.1, "momentum": 0.9}
+    for init_fn, match in ((_trace_of_length_3, r"leaf \[0\]\.trace has shape \(3,\)"),
+                           (_bare_trace, "structure differs")):  # fmt: skip
+        disc = dynopt.Discretization(optax.sgd, hyper, dt=0.1, init_fn=init_fn)
+        with pytest.raises(ValueError, match=f"init_fn {init_fn.__name__} .*{match}"):
+            dynopt.run(disc, problem, 3)
