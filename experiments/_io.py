@@ -600,12 +600,24 @@ def _put_back(backup: Path, out_dir: Path) -> bool:
 
 
 def _same_access(old: Path, new: Path) -> None:
-    """Give the folder `new` the permissions and group of `old`, which it replaces: a folder the
-    user made for the results (e.g. group-shared, setgid) keeps them through every run."""
+    """Give the folder `new` the permissions, group and extended attributes of `old`, which it
+    replaces: a folder the user made for the results (e.g. group-shared, setgid, with an access
+    control list: ACLs are the attributes `system.posix_acl_*`) keeps them through every run."""
     st = os.stat(old)
     with contextlib.suppress(OSError):  # (a group the user is not in: the mode still follows)
         os.chown(new, -1, st.st_gid)
-    os.chmod(new, stat.S_IMODE(st.st_mode))
+    for name in _xattrs(old):
+        with contextlib.suppress(OSError):  # (one the user may not set, e.g. security.*)
+            os.setxattr(new, name, os.getxattr(old, name))
+    os.chmod(new, stat.S_IMODE(st.st_mode))  # last: setting an ACL rewrites the mode bits
+
+
+def _xattrs(path: Path) -> list[str]:
+    """The names of `path`'s extended attributes ([] where the system or file system has none)."""
+    try:
+        return os.listxattr(path)
+    except (AttributeError, OSError):  # (no os.listxattr off Linux; ENOTSUP)
+        return []
 
 
 def _swap_in(tmp: Path, out_dir: Path, experiment: str | None = None) -> None:

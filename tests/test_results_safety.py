@@ -189,6 +189,19 @@ def test_a_folder_made_for_the_results_keeps_its_permissions_and_group(tmp_path)
         assert stat.S_IMODE(out.stat().st_mode) == 0o2770
 
 
+def test_a_folder_made_for_the_results_keeps_its_extended_attributes(tmp_path):
+    # Before: they were lost with the folder at the first run (an ACL is one: system.posix_acl_*).
+    out = tmp_path / "tagged"
+    out.mkdir()
+    try:
+        os.setxattr(out, "user.project", b"dynopt-runs")
+    except (AttributeError, OSError) as e:
+        pytest.skip(f"no user extended attributes here: {e}")
+    for m in (1.0, 2.0):
+        _result(out, m=m)
+        assert os.getxattr(out, "user.project") == b"dynopt-runs"
+
+
 def test_a_mount_point_is_refused_before_any_work(tmp_path, monkeypatch):
     """An empty folder that is a mount point (a freshly mounted disk) passed every check, and the
     run's final rename onto it failed with EBUSY after the whole run. Refused first now, naming
