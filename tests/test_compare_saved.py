@@ -16,12 +16,15 @@ from dynopt._validation import host_validated
 from .helpers import TraceCounter
 
 
-def _both(monkeypatch, fn):
-    """`fn()` with the reference read off the dense output, then saved at the runs' times."""
+def _both(monkeypatch, fn, problem):
+    """`fn(problem)` with the reference read off the dense output, then saved at the runs'
+    times. One problem for both: what only depends on it (the automatic solver choice's
+    Jacobian, an optimizer's automatic flow) is built once, only the comparisons compile
+    twice."""
     out = []
     for limit in (np.inf, -1):
         monkeypatch.setattr(_compare, "DENSE_COMPARE_BYTES", limit)
-        out.append(fn())
+        out.append(fn(problem))
     return out
 
 
@@ -47,16 +50,23 @@ def _adam(h):
 
 
 HS = [0.1, 0.05, 0.025, 0.0125]
-CASES = {
-    "gradient flow": lambda: dynopt.compare(flows.GradientFlow(), _bumpy(), HS, 1.0),
-    "heavy ball (a state)": lambda: dynopt.compare(flows.HeavyBall(1.0), _bumpy(), HS, 1.0),
-    "per-step reference": lambda: dynopt.compare(
-        flows.GradientFlow(), _bumpy(), HS, 1.0, reference=flows.ModifiedGradientFlow
+CASES = {  # name: (problem, comparison of it)
+    "gradient flow": (_bumpy, lambda p: dynopt.compare(flows.GradientFlow(), p, HS, 1.0)),
+    "heavy ball (a state)": (_bumpy, lambda p: dynopt.compare(flows.HeavyBall(1.0), p, HS, 1.0)),
+    "per-step reference": (
+        _bumpy,
+        lambda p: dynopt.compare(
+            flows.GradientFlow(), p, HS, 1.0, reference=flows.ModifiedGradientFlow
+        ),
     ),
-    "pytree params": lambda: dynopt.compare(flows.GradientFlow(), _tree(), HS, 1.0),
-    "float32 params": lambda: dynopt.compare(flows.GradientFlow(), _bumpy(jnp.float32), HS, 1.0),
-    "adam order 2 (per-step, fast state)": lambda: dynopt.compare(
-        _adam, _tree(), [0.02, 0.01, 0.005], 0.4, order=2
+    "pytree params": (_tree, lambda p: dynopt.compare(flows.GradientFlow(), p, HS, 1.0)),
+    "float32 params": (
+        lambda: _bumpy(jnp.float32),
+        lambda p: dynopt.compare(flows.GradientFlow(), p, HS, 1.0),
+    ),
+    "adam order 2 (per-step, fast state)": (
+        _tree,
+        lambda p: dynopt.compare(_adam, p, [0.02, 0.01, 0.005], 0.4, order=2),
     ),
 }
 
@@ -74,7 +84,8 @@ def test_saved_reference_gives_the_dense_errors(case, monkeypatch):
     With float32 parameters the dense read computes k dt in the run's float32 (dt = 0.1 is
     0.1 + 1.5e-9 there), the saved grid in float64: the reference is read up to k x 1.5e-9 =
     1.5e-8 apart in time, |theta'| < 4 here: atol 1e-7, below the float32 iterates' resolution."""
-    dense, saved = _both(monkeypatch, CASES[case])
+    problem, fn = CASES[case]
+    dense, saved = _both(monkeypatch, fn, problem())
     atol = 1e-7 if case == "float32 params" else 4e-14
     for field in ("errors", "final_errors", "scales"):
         a, b = np.asarray(getattr(dense, field)), np.asarray(getattr(saved, field))
@@ -111,16 +122,25 @@ def test_a_network_sized_state_compares(per_step):
     rounded up to a power of 2). Gradient descent on a separable quadratic against gradient
     flow, exp(-lam t) x0, and against the modified flow of each h (per-step references),
     exp(-(lam + h lam^2 / 2) t) x0: the errors are the closed form's to the reference's
-    tolerance (rtol 1e-10 on a state of norm ~160, errors ~1e-2 of it: 1e-7 relative)."""
+    tolerance (rtol 1e-10 on a state of norm ~160, errors ~1e-2 of it: 1e-7 relative).
+
+    Tsit5 named: the automatic choice's, but found by ARPACK in 2,900 Jacobian-vector products
+    on this evenly spread spectrum (5 s of CPU a call; tests/test_solve_choice.py tests that
+    path)."""
     lam, x0, problem = _separable(50_000)
     hs, t1 = [0.1, 0.05, 0.025], 0.5
     if per_step:
         c = dynopt.compare(
-            flows.GradientFlow(), problem, hs, t1, reference=flows.ModifiedGradientFlow
+            flows.GradientFlow(),
+            problem,
+            hs,
+            t1,
+            reference=flows.ModifiedGradientFlow,
+            solver="tsit5",
         )
         errs, finals = _closed_form_errors(lam, x0, hs, t1, lambda h, lam: lam + h * lam**2 / 2)
     else:
-        c = dynopt.compare(flows.GradientFlow(), problem, hs, t1)
+        c = dynopt.compare(flows.GradientFlow(), problem, hs, t1, solver="tsit5")
         errs, finals = _closed_form_errors(lam, x0, hs, t1, lambda h, lam: lam)
     np.testing.assert_allclose(c.errors, errs, rtol=1e-7)
     np.testing.assert_allclose(c.final_errors, finals, rtol=1e-7)
