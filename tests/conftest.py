@@ -111,9 +111,7 @@ _SLOW = (
     "tests/test_central_probe.py::test_cnn_cross_entropy_field_against_a_dense_reference",
     "tests/test_modified_optax_contrib.py::test_a_transform_acting_by_shape_is_checked_on_the_users_parameters",
     "tests/test_modifying.py::test_target_flow_at_order_two_on_logistic_regression",
-    # (7.3-7.9 s of CPU in three runs of its file; the next two wait on spawned workers:
-    # 10 and 11 s of wall time)
-    "tests/test_central.py::test_central_solve_of_float32_parameters_is_a_float64_path",
+    # (the next two wait on spawned workers: 10 and 11 s of wall time)
     "tests/test_experiments.py::test_continuum_order_cells_give_their_own_numbers_in_worker_processes",
     "tests/test_experiments.py::test_ctrl_c_stops_a_parallel_run_all_and_its_workers",
 )

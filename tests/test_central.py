@@ -33,6 +33,8 @@ def net():
 
 
 _third = eqx.filter_jit(third_derivatives)
+# A stable flow's field as a reference: one program, not op by op.
+_field = eqx.filter_jit(lambda flow, state, problem: flow.vector_field(0.0, state, problem))
 
 
 def test_complementarity_conditions_on_random_instances():
@@ -130,16 +132,23 @@ def test_central_solve_holds_the_edge_with_either_solver(net, central):
     give the same path (measured 8e-7 relative; the path is 15% away from gradient flow's).
     `eig_deviation`, the field's fixed-depth Lanczos at each interval's end against the
     refreshed (LOBPCG to 1e-9) eigenvalues there: measured 6e-11 at the default depth 48 (the
-    refresh's own accuracy), 1.4e-5 at depth 2; a depth too shallow shows. (One test: the
-    default path is the costliest solve here, compiled once.)"""
-    import diffrax
-
+    refresh's own accuracy), 1.4e-5 at depth 2; a depth too shallow shows. The parameters are
+    float32 (equinox's default dtype) with x64 enabled: the path is solved and returned in
+    float64, as `solve`'s reference (the scan's carry once kept float32 in and got float64 out
+    of diffrax: JAX's raw carry-type TypeError). (One test: the default path is the costliest
+    solve here, compiled once.)"""
     _, w, below = central
     eta = float(2.0 / below.eig.values[0])
     flow = CentralFlow(eta, k=1, basis=below.eig.vectors)
-    problem = dynopt.Problem(net.loss, w)
+    w32 = jax.tree.map(lambda a: a.astype(jnp.float32), w)  # η·λ₁/2 moves by ~1e-8
+    # The user's setting at construction (JAX's default promotion; the suite's is strict):
+    # float32 parameters, float64 data.
+    with jax.numpy_dtype_promotion("standard"):
+        problem = dynopt.Problem(net.loss, w32)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(problem.params0))
     ts = eta * jnp.linspace(0.0, 20.0, 3)  # 20 GD steps of flow time
     path = central_solve(flow, problem, ts)
+    assert all(a.dtype == jnp.float64 for a in jax.tree.leaves(path.params))
     ratio = eta * np.asarray(path.eigenvalues)[:, 0] / 2
     np.testing.assert_allclose(ratio, 1.0, atol=1e-5)
     assert np.all(np.asarray(path.X)[1:, 0, 0] > 0)
@@ -227,7 +236,7 @@ def test_scalar_rmsprop_central_flow_is_the_stable_flow_below_the_edge(net, rmsp
     flow = flow_cls(h, kappa, k=1, basis=below.eig.vectors)
     _, X, _, field = fn(flow, jnp.asarray(G), net)
     assert np.all(np.asarray(X) == 0.0)
-    stable = dynopt.flows.GlobalRMSPropFlow(kappa).vector_field(0.0, RMSPropState(w, G), net)
+    stable = _field(dynopt.flows.GlobalRMSPropFlow(kappa), RMSPropState(w, G), net)
     for a, b in zip(jax.tree.leaves(field), jax.tree.leaves(stable)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
     ts = jnp.asarray([0.0, 0.5, 1.0])
@@ -279,7 +288,7 @@ def test_per_coordinate_rmsprop_central_flow(net, central):
     flow = RMSPropCentralFlow(h, kappa, k=1, basis=v)
     _, _, X, _, field = fn(flow, const(4.0), net)
     assert np.all(np.asarray(X) == 0.0)
-    stable = dynopt.flows.RMSPropFlow(kappa).vector_field(0.0, RMSPropState(w, const(4.0)), net)
+    stable = _field(dynopt.flows.RMSPropFlow(kappa), RMSPropState(w, const(4.0)), net)
     for a, b in zip(jax.tree.leaves(field), jax.tree.leaves(stable)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
     # (b) At the edge.
@@ -331,9 +340,9 @@ def test_a_model_too_small_for_lobpcg_one_direction_closed_form():
 
     w = {"a": jnp.asarray([1.0, -0.6]), "b": jnp.asarray([1.8])}
     problem = dynopt.Problem(loss, w)
-    lam = np.linalg.eigvalsh(np.asarray(sharpness.dense_hessian(loss, w)))[-1]
+    lam = np.linalg.eigvalsh(np.asarray(eqx.filter_jit(sharpness.dense_hessian)(loss, w)))[-1]
     eta = float(2.0 / lam)
-    state = CentralFlow(eta, k=1).central(w, problem)
+    state = eqx.filter_jit(lambda flow: flow.central(w, problem))(CentralFlow(eta, k=1))
     np.testing.assert_allclose(state.eig.values[0], lam, rtol=1e-12)
     grad_S, grad_L, norm2 = _one_direction(problem, w, state)
     g = jnp.vdot(grad_S, grad_L)
@@ -361,9 +370,10 @@ def test_more_directions_at_the_edge_than_k_are_said():
             loss, {"a": jnp.linspace(0.2, 1.5, pairs), "b": jnp.linspace(-1.0, 2.0, pairs)}
         )
 
+    hessians = jax.jit(jax.vmap(lambda p: sharpness.dense_hessian(loss, p)))  # not op by op
+
     def dense(path, k):
-        hessians = jax.vmap(lambda p: sharpness.dense_hessian(loss, p))(path.params)
-        return np.linalg.eigvalsh(np.asarray(hessians))[:, -1 - k]
+        return np.linalg.eigvalsh(np.asarray(hessians(path.params)))[:, -1 - k]
 
     eta = 1.6
     ts = eta * jnp.linspace(0.0, 20.0, 11)
@@ -403,18 +413,3 @@ def test_more_directions_at_the_edge_than_k_are_said():
         )
         is None
     )
-
-
-def test_central_solve_of_float32_parameters_is_a_float64_path():
-    """Float32 parameters (equinox's default dtype) with x64 enabled: the path is solved and
-    returned in float64, as `solve`'s reference (the scan's carry once kept float32 in and
-    got float64 out of diffrax: JAX's raw carry-type TypeError)."""
-    x, y = networks.gaussian_regression(16, 2, 1)
-    model = eqx.nn.MLP(2, 1, 4, 1, activation=jnp.tanh, key=jax.random.key(0), dtype=jnp.float32)
-    # The user's setting (JAX's default promotion; the suite's is strict): float64 data.
-    with jax.numpy_dtype_promotion("standard"):
-        problem = networks.network_problem(model, (x, y))
-        assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(problem.params0))
-        path = central_solve(CentralFlow(0.5, k=1), problem, jnp.asarray([0.0, 0.5, 1.0]))
-    assert all(a.dtype == jnp.float64 for a in jax.tree.leaves(path.params))
-    assert np.all(np.isfinite(np.asarray(path.predicted_loss)))

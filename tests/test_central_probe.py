@@ -3,6 +3,7 @@
 RMSProp), k above the number of unstable directions, a CNN with cross-entropy, float32
 parameters, a start past the edge, and inputs that must be refused or said."""
 
+import functools
 import warnings
 
 import equinox as eqx
@@ -38,12 +39,18 @@ def tiny():
     return problem, w, flat, unravel, loss, model
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _hessian_and_grad(loss, flat):
+    # One program per loss (op by op, the CNN's Hessian took 6.6 s of CPU, jitted 0.8 s).
+    return jax.hessian(loss)(flat), jax.grad(loss)(flat)
+
+
 def _dense(loss, flat):
     """Eigenvalues (largest first) and eigenvectors of the dense Hessian, and the gradient: an
     independent reference."""
-    hess = np.asarray(jax.hessian(loss)(flat))
+    hess, grad = map(np.asarray, _hessian_and_grad(loss, flat))
     lam, V = np.linalg.eigh(0.5 * (hess + hess.T))
-    return lam[::-1], V[:, ::-1], np.asarray(jax.grad(loss)(flat))
+    return lam[::-1], V[:, ::-1], grad
 
 
 _central = eqx.filter_jit(lambda flow, w, problem: flow.central(w, problem, refresh=True))
@@ -190,9 +197,10 @@ def test_a_non_finite_third_derivative_is_an_error():
 
     w = jnp.asarray([1.0, 1.0, 0.0, 0.5, 0.3, 0.2, 0.1])
     problem = dynopt.Problem(loss, w)
-    lam = float(np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(w)))[-1])
+    lam = float(np.linalg.eigvalsh(np.asarray(_hessian_and_grad(loss, w)[0]))[-1])
+    central = eqx.filter_jit(lambda flow, w, problem: flow.central(w, problem))  # not op by op
     with pytest.raises(eqx.EquinoxRuntimeError, match=r"third derivative .* is not finite"):
-        CentralFlow(1.05 * 2.0 / lam, k=1).central(w, problem)
+        central(CentralFlow(1.05 * 2.0 / lam, k=1), w, problem)
 
 
 def test_no_central_flow_past_the_edge_of_a_quadratic_is_an_error_under_solve():
@@ -220,7 +228,8 @@ def three():
 
     counted = TraceCounter(loss)
     w = {"a": jnp.asarray([1.0, -0.6]), "b": jnp.asarray([1.8])}
-    lam = float(np.linalg.eigvalsh(np.asarray(dynopt.sharpness.dense_hessian(loss, w)))[-1])
+    hessian = eqx.filter_jit(dynopt.sharpness.dense_hessian)  # one program, not op by op
+    lam = float(np.linalg.eigvalsh(np.asarray(hessian(loss, w)))[-1])
     return dynopt.Problem(counted, w), counted, lam
 
 
@@ -304,6 +313,7 @@ def test_central_solve_refuses_a_batch_of_learning_rates():
         central_solve(ScalarRMSPropCentralFlow(0.1, 1.0, k=1), problem, [0.0, 1.0])
 
 
+@functools.partial(jax.jit, static_argnames=("loss", "per_coordinate"))  # not op by op
 def _eigh_gap_rate(loss, theta, G, h, kappa, eps, s2, per_coordinate):
     """d(τ − λ₁)/dt of RMSProp's central flow at (θ, G) for Σ = s2·uuᵀ, by autodiff through a
     dense `eigh` (independent of the library's closed forms): scalar, λ₁ of H and τ =
@@ -332,7 +342,7 @@ def _eigh_gap_rate(loss, theta, G, h, kappa, eps, s2, per_coordinate):
     else:
         dG = kappa * (grad @ grad + s2 * lam**2 - G)
         gap = lambda th, GG: 2.0 * jnp.sqrt(GG + eps) / h - top(th, GG)[0]
-    return float(jax.jvp(gap, (theta, G), (dtheta, dG))[1]), dtheta, dG
+    return jax.jvp(gap, (theta, G), (dtheta, dG))[1], dtheta, dG
 
 
 @pytest.mark.parametrize("per_coordinate", [False, True])
@@ -348,16 +358,17 @@ def test_rmsprop_central_flows_at_the_edge_against_autodiff_of_eigh(tiny, per_co
     lam = float(_dense(loss, flat)[0][0])
     if per_coordinate:
         G = jnp.asarray(np.random.default_rng(0).uniform(0.05, 0.2, flat.shape))
+        hess = np.asarray(_hessian_and_grad(loss, flat)[0])
         h0 = 2.0 / float(np.linalg.eigvalsh(
-            np.asarray(jax.hessian(loss)(flat)) / np.sqrt(np.sqrt(np.asarray(G) + eps))[:, None]
+            hess / np.sqrt(np.sqrt(np.asarray(G) + eps))[:, None]
             / np.sqrt(np.sqrt(np.asarray(G) + eps))[None, :])[-1])  # fmt: skip
         h, state, cls = h0, RMSPropState(w, unravel(G)), RMSPropCentralFlow
     else:
         h = 0.5
         G = jnp.asarray((0.5 * h * lam) ** 2 - eps)  # τ = λ₁
         state, cls = RMSPropState(w, G), ScalarRMSPropCentralFlow
-    rate0 = _eigh_gap_rate(loss, flat, G, h, kappa, eps, 0.0, per_coordinate)[0]
-    rate1 = _eigh_gap_rate(loss, flat, G, h, kappa, eps, 1.0, per_coordinate)[0]
+    rate0 = float(_eigh_gap_rate(loss, flat, G, h, kappa, eps, 0.0, per_coordinate)[0])
+    rate1 = float(_eigh_gap_rate(loss, flat, G, h, kappa, eps, 1.0, per_coordinate)[0])
     assert rate0 < 0  # the gap closes under the stable flow: the edge binds
     sigma2 = -rate0 / (rate1 - rate0)  # the rate is affine in σ²
     _, dtheta, dG = _eigh_gap_rate(loss, flat, G, h, kappa, eps, sigma2, per_coordinate)
@@ -407,12 +418,13 @@ def test_a_low_rank_hessians_next_eigenvalue_and_eig_deviation(k):
         return 3.0 * jnp.sum(0.5 * z**2 + z**4 / 12.0)
 
     problem = dynopt.Problem(loss, 0.3 * jax.random.normal(jax.random.key(1), (n,)))
-    lam = np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(problem.params0)))[::-1]
+    hessian = jax.jit(jax.hessian(loss))
+    lam = np.linalg.eigvalsh(np.asarray(hessian(problem.params0)))[::-1]
     eta = 1.9 / lam[0]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         path = central_solve(CentralFlow(eta, k=k), problem, jnp.asarray([0.0, 5 * eta]))
-    dense = [np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(w)))[::-1][k] for w in path.params]
+    dense = np.linalg.eigvalsh(np.asarray(jax.vmap(hessian)(path.params)))[:, ::-1][:, k]
     np.testing.assert_allclose(path.next_eigenvalue, dense, rtol=0, atol=1e-8 * lam[0])
     assert float(jnp.max(path.eig_deviation)) < 1e-9
 

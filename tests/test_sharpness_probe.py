@@ -3,6 +3,7 @@ Hessians under Lanczos, preconditioned tracking from θ₀, ...), each against d
 
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +11,10 @@ import pytest
 
 import dynopt
 from dynopt import sharpness
+
+
+# The dense references as one program each, not op by op (0.9 s of CPU a first call, 0.08 s).
+_hessian = eqx.filter_jit(sharpness.dense_hessian)
 
 
 def _low_rank(signs):
@@ -35,7 +40,7 @@ def test_lanczos_on_a_low_rank_indefinite_hessian_is_dense_eighs(k):
     back silently. Now each depth gives dense eigh's top-k to 1e-10 (its values, tied zeros
     below the top: a relative 1e-10 of the top) and orthonormal vectors."""
     problem = _low_rank([1.0, -1.0, -1.0, -1.0])
-    expect = np.linalg.eigvalsh(np.asarray(sharpness.dense_hessian(problem.loss, problem.params0)))
+    expect = np.linalg.eigvalsh(np.asarray(_hessian(problem.loss, problem.params0)))
     start = sharpness.random_start(jax.random.key(2), 60, k)
     for depth in (16, 24):
         found = sharpness.top_eigenpairs(
@@ -78,7 +83,7 @@ def test_preconditioned_tracking_records_nan_at_theta0_and_the_optimizers_d_afte
         w = optax.apply_updates(w, update)
         nu_hat = ravel_pytree(state[0].nu)[0] / (1 - b2 ** int(state[0].count))
         s = 1 / np.sqrt(np.sqrt(np.asarray(nu_hat)) + eps)
-        hess = np.asarray(sharpness.dense_hessian(problem.loss, w))
+        hess = np.asarray(_hessian(problem.loss, w))
         expect = np.linalg.eigvalsh(s[:, None] * hess * s[None, :])[::-1][:2]
         np.testing.assert_allclose(got[i + 1], expect, rtol=1e-8)
     for grad_fn in (None, problem.grad):
@@ -169,7 +174,7 @@ def test_a_capped_lobpcg_with_k_above_the_rank_does_not_warn_falsely():
     as `eigh`'s own error) it is below `CAP_RESIDUAL`: the values are dense eigh's to 1e-12
     of λ₁, and nothing is said."""
     problem = _low_rank([1.0, 1.0, 1.0])
-    expect = np.linalg.eigvalsh(np.asarray(sharpness.dense_hessian(problem.loss, problem.params0)))
+    expect = np.linalg.eigvalsh(np.asarray(_hessian(problem.loss, problem.params0)))
     for k in (4, 5):
         start = sharpness.random_start(jax.random.key(2), 60, k)
         with warnings.catch_warnings():
