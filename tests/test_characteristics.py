@@ -224,14 +224,21 @@ def test_point_focus_is_a_crossing():
     g = np.meshgrid(np.linspace(-1.0, 1.0, 3), np.linspace(-1.0, 1.0, 3))
     sg = jnp.asarray(np.stack([g[0].ravel(), g[1].ravel()], 1))[jnp.array([0, 1, 2, 3, 5, 6, 7, 8])]
 
-    def gas(c):
-        def initial(a):
-            return jnp.stack([jnp.zeros_like(a[0]), a[0], a[1]]), -jnp.stack([a[0], c * a[1]])
+    # One PDE for both foci, c an array (traced): the second solve reuses the compiled one.
+    def gas_initial(c, a):
+        return jnp.stack([jnp.zeros_like(a[0]), a[0], a[1]]), -jnp.stack([a[0], c * a[1]])
 
+    def gas_alpha(x, u):
+        return jnp.concatenate([jnp.ones(1), u])
+
+    def gas_beta(x, u):
+        return jnp.zeros_like(u)
+
+    def gas(c):
         return ch.quasilinear(
-            lambda x, u: jnp.concatenate([jnp.ones(1), u]),
-            lambda x, u: jnp.zeros_like(u),
-            initial,
+            gas_alpha,
+            gas_beta,
+            jax.tree_util.Partial(gas_initial, jnp.asarray(c)),
             sg,
             jnp.linspace(0.0, 2.0, 5),
             on_blowup="stop",
@@ -257,14 +264,18 @@ def test_point_focus_is_a_crossing():
 def test_charpit_initial_p0_check_is_scale_free():
     """F and 1e-9 F are the same PDE: |p| = 2 along the line has no eikonal p0 for either, and
     |p_x| = 1/2 has one for both."""
-    line = lambda s: (jnp.stack([s, jnp.zeros_like(s)]), 2.0 * s)
-    small = lambda x, u, p: 1e-9 * _eikonal(x, u, p)
+    # The scale and the slope as arrays (traced, one function each): one compiled launch for
+    # the three solves.
+    eikonal = lambda c, x, u, p: c * _eikonal(x, u, p)
+    initial = lambda k, s: (jnp.stack([s, jnp.zeros_like(s)]), k * s)
+    scaled = lambda c: jax.tree_util.Partial(eikonal, c)
+    sloped = lambda k: jax.tree_util.Partial(initial, k)
+    line, small = sloped(jnp.asarray(2.0)), scaled(jnp.asarray(1e-9))
     ss = jnp.linspace(0.0, 1.0, 3)
-    for F in (_eikonal, small):
+    for F in (scaled(jnp.asarray(1.0)), small):
         with pytest.raises(ValueError, match=r"no initial p0"):
             ch.charpit(F, line, SIG1, ss, p_guess=jnp.array([2.0, 1.0]))
-    half = lambda s: (jnp.stack([s, jnp.zeros_like(s)]), 0.5 * s)
-    r = ch.charpit(small, half, SIG1, ss, p_guess=jnp.array([0.5, 1.0]))
+    r = ch.charpit(small, sloped(jnp.asarray(0.5)), SIG1, ss, p_guess=jnp.array([0.5, 1.0]))
     assert np.allclose(np.asarray(r.p[:, 0]), [0.5, np.sqrt(0.75)], atol=1e-12)
 
 
