@@ -273,7 +273,9 @@ def closed_form_deviation(row: Correspondence) -> float | None:
             continue
         ts = jnp.linspace(0.0, m.t1 / 4, 21)
         ref = solve(flow, problem, ts)
-        closed = jax.vmap(lambda t, f=flow, x=exact: flat(f.params(x(t))))(ts)
+        # One compiled program: run eagerly, the closed form compiled each of its operations
+        # apart (~50 programs for HeavyBall's).
+        closed = jax.jit(jax.vmap(lambda t, f=flow, x=exact: flat(f.params(x(t)))))(ts)
         solved = jax.vmap(flat)(ref.params)
         norm = lambda x: np.linalg.norm(np.asarray(x, dtype=np.float64), axis=-1)
         scale = max(float(np.max(norm(closed))), np.finfo(np.float64).tiny)
