@@ -485,3 +485,26 @@ def test_programs_hold_no_host_callbacks(tmp_path_factory):
     so a second process reuses the compiled solves. A program with an `eqx.error_if` is the
     control. (In a child process with its own cache folder: `assert_programs_cacheable`.)"""
     assert_programs_cacheable(__name__, tmp_path_factory)
+
+
+def test_new_tolerances_reuse_the_compiled_solve():
+    """rtol, atol and u_max reached the compiled solve as Python floats, static: each new value
+    compiled the whole characteristics solve again (`solve` traces its own). Now traced: the
+    calls after the first compile nothing, each with its own result."""
+    ss = jnp.linspace(0.0, 0.5, 4)
+
+    def solve(**options):
+        return ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, ss, on_blowup="stop", **options)
+
+    first = solve()
+    compiled = []
+    listener = lambda event, *_, **__: compiled.append(event) if "backend_compile" in event else 0
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        others = [solve(**o) for o in ({"rtol": 1e-6, "atol": 1e-8}, {"u_max": 1e5})]
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiled == []
+    assert not np.array_equal(np.asarray(others[0].u), np.asarray(first.u))  # rtol was used
+    np.testing.assert_allclose(others[0].u, first.u, rtol=1e-5)
+    np.testing.assert_array_equal(others[1].u, first.u)

@@ -301,8 +301,11 @@ def integrate(
     solver_obj, name, _ = _pick_solver("tsit5" if solver is None else solver, None, None, None)
     check_finite_start(z0s[:, : n + k], Z0s[:, : n + k], sigma)
     check_transversal(_initial_det(field, n, z0s, Z0s), sigma)
+    # The tolerances and u_max as float64 arrays, traced (as `solve`'s): a new value does not
+    # recompile the solve (as Python floats they were static: one program per value).
+    tols = (np.float64(rtol), np.float64(atol))
     zs, dets, zf, dzf, s_end, is_crossing, (d, d1, d2), result = _integrate(
-        field, n, n, n + k, z0s, Z0s, ss, solver_obj, rtol, atol, max_steps, u_max
+        field, n, n, n + k, z0s, Z0s, ss, solver_obj, *tols, max_steps, np.float64(u_max)
     )
     # An event ends the solve with `event_occurred`: `is_okay` (not `is_successful`) says whether
     # anything else went wrong.
