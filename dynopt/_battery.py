@@ -397,7 +397,9 @@ def initial_state(row: Correspondence) -> tuple[str, ...] | None:
             with jax.numpy_dtype_promotion("standard"):
                 theirs = disc.transform.init(problem.params0)
                 try:
-                    ours = disc.init(problem.params0, problem)
+                    # The raw init_fn (`disc.init` refuses a wrong structure or shape itself):
+                    # every mismatch below is named, dtypes included.
+                    ours = disc.init_fn(disc, problem.params0, problem)
                 except (TypeError, ValueError) as e:  # built for one structure, not this one
                     found.append(f"{where}init_fn raised {type(e).__name__}: {str(e)[:120]}")
                     continue
