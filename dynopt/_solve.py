@@ -1204,6 +1204,10 @@ def _advice(
 
 # A state this many times larger than at the start (or 1) when a solve stops early: a blow-up.
 _BLOW_UP_GROWTH = 1e3
+# A failed solve that stopped within this fraction of its horizon, from a start whose field would
+# cover more than `_FAST_START` state sizes over it, is named as too fast a start (an optimizer's
+# hyper-parameter that should scale with h: AdaBelief's eps_root = 1e-16 gives 1.4e6 at h -> 0).
+_STALLED, _FAST_START = 1e-6, 1e5
 
 
 def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: float) -> str:
@@ -1242,6 +1246,15 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
         f"It reached t = {reached:.10g} of [{t0:g}, {float(ts_host[-1]):g}], where the state's "
         f"norm is {size:.3g} (at t0: {size0:.3g})."
     )
+    sweep = speed0 * span / max(size0, 1e-300)  # state sizes the start's speed covers in all
+    if reached - t0 <= _STALLED * span and np.isfinite(sweep) and sweep > _FAST_START:
+        where += (
+            f" The field at t0 is already {speed0:.3g} against that norm: it would cover "
+            f"{sweep:.2g} times the state's size over the horizon. For an optimizer's "
+            "continuum this is the mark of a hyper-parameter held fixed as h -> 0 that its "
+            "flow needs scaled with h (an eps inside a square root: AdaBelief's eps_root, "
+            "which the continuum needs ∝ h): scale it with h, or pass the flow yourself."
+        )
     if not (np.isfinite(size) and np.isfinite(speed)):
         cause = (
             "Likely cause: the vector field is not finite there (NaN/inf in the loss or its "

@@ -123,3 +123,38 @@ def test_a_flow_autodiff_cannot_differentiate_asks_for_a_solver():
         dynopt.solve(flow, problem, jnp.linspace(0.0, 0.1, 3))
     traj = dynopt.solve(flow, problem, jnp.linspace(0.0, 0.1, 3), solver="tsit5")
     assert np.all(np.isfinite(np.asarray(traj.loss)))
+
+
+class _FastSwitch(flows.AbstractFlow):
+    r"""$\theta' = -c \tanh(\theta/\delta)$, $c = 10^7$, $\delta = 10^{-12}$: at $10^7$ from
+    $\theta = 0.5$, it reaches 0 at $t = 5 \cdot 10^{-8}$ and switches there on a $10^{-12}$
+    scale (the shape of AdaBelief's continuum at a fixed eps_root = 1e-16)."""
+
+    def init(self, params):
+        return params
+
+    def params(self, state):
+        return state
+
+    def vector_field(self, t, state, problem):
+        return -1e7 * jnp.tanh(state / 1e-12)
+
+    def discretize(self, step_size):  # (not used: a reference flow only)
+        raise NotImplementedError
+
+
+def test_a_field_far_too_fast_at_the_start_is_named():
+    """`optax.adabelief` at its default eps_root = 1e-16 (its continuum needs eps_root ∝ h) failed
+    after max_steps with the field called discontinuous, and nothing about its start: a speed of
+    3e6 against a state of norm 0.9 (1.4e6 state sizes over the horizon). The diagnosis now says
+    how fast the start is and what to scale; a slow start (the sign flow's) says nothing of it."""
+    p = dynopt.Problem(lambda x: 0.5 * jnp.sum(x**2), jnp.array([0.5]))
+    with pytest.raises(dynopt.SolveError) as info:
+        dynopt.solve(_FastSwitch(), p, [1.0], solver="tsit5", max_steps=512)
+    message = str(info.value)
+    assert "The field at t0 is already 1e+07 against that norm" in message, message
+    assert "eps_root" in message
+    p = dynopt.Problem(lambda x: 0.5 * jnp.sum(x**2 * jnp.array([1.0, 3.0])), jnp.array([0.5, 2.0]))
+    with pytest.raises(dynopt.SolveError) as info:
+        dynopt.solve(flows.SignFlow(0.0), p, [1.0], max_steps=4096)
+    assert "The field at t0 is already" not in str(info.value)
