@@ -16,6 +16,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from ._io import _umask
+
 
 PLACEHOLDER = "dynopt-written-file"
 _STAMP = re.compile(PLACEHOLDER + r" inode=(\d+) sha256=([0-9a-f]{64})")
@@ -36,13 +38,11 @@ def write_stamped(path: Path, text: str) -> Path:
     path = Path(path)
     if text.count(PLACEHOLDER) != 1:
         raise ValueError(f"text must hold {PLACEHOLDER!r} once, found {text.count(PLACEHOLDER)}")
-    umask = os.umask(0)
-    os.umask(umask)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     try:
         head = f"{PLACEHOLDER} inode={os.fstat(fd).st_ino}"
         stamp = f"{head} sha256={_digest(text.replace(PLACEHOLDER, head))}"
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the file private
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make the file private
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text.replace(PLACEHOLDER, stamp))
         os.replace(tmp, path)
