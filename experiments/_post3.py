@@ -85,7 +85,17 @@ def polyak_vs_gd(M: float, h: float, n: int) -> Post3:
     )  # fmt: skip
 
 
-def section(config) -> Post3:
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The run-card fields of `section`, written once for every experiment that runs it (its
+    `Config` inherits them): the bound `polyak_M`, the step `polyak_h`, the number of steps."""
+
+    polyak_M: float = 1000.0
+    polyak_h: float = 0.01
+    polyak_steps: int = 2500
+
+
+def section(config: Config) -> Post3:
     """The run-card section: `polyak_vs_gd` with the config's `polyak_M`, `polyak_h`,
     `polyak_steps`."""
     return polyak_vs_gd(config.polyak_M, config.polyak_h, config.polyak_steps)

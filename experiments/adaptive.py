@@ -15,7 +15,7 @@ from ._headline import Headline
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(post3.Config):
     """Run card. `python -m experiments run adaptive [--quick]`.
 
     (1) Orders: optax.rmsprop (λ = 1-κh) and optax.adam (βᵢ = 1-aᵢh) against RMSPropFlow(κ=2)
@@ -56,9 +56,6 @@ class Config:
     paths_eigenvalues: tuple[float, float] = (1.0, 25.0)
     paths_kappa: float = 10.0
     paths_t1: float = 3.0
-    polyak_M: float = 1000.0
-    polyak_h: float = 0.01
-    polyak_steps: int = 2500
 
 
 @dataclasses.dataclass

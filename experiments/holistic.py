@@ -30,7 +30,7 @@ LABELS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(post3.Config):
     """Run card. `python -m experiments run holistic [--quick]`.
 
     (1) Lyapunov: for GradientFlow, SignFlow(w), RMSPropFlow, AdamFlow, PolyakFlow (plain and
@@ -72,9 +72,6 @@ class Config:
         tuple(LABELS), quick=("gradient", "rmsprop", "adam", "polyak")
     )
     polyak_t1: float = 12.0
-    polyak_M: float = 1000.0
-    polyak_h: float = 0.01
-    polyak_steps: int = 2500
 
 
 @dataclasses.dataclass

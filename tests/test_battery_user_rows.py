@@ -30,20 +30,24 @@ from dynopt.correspondences import (
 WD = 0.3
 
 
+class _AbstractParamsFlow(flows.AbstractFlow):
+    """A user's flow whose state is its parameters (both flows below)."""
+
+    def init(self, params):
+        return params
+
+    def params(self, state):
+        return state
+
+
 def _decay_flow_holding(held):
     """The weight-decay flow with its decay held as `held` says: a plain float default, or an
     `eqx.field(...)`."""
 
-    class DecayFlow(flows.AbstractFlow):
+    class DecayFlow(_AbstractParamsFlow):
         r"""$\dot\theta = -\nabla L - \lambda\theta$."""
 
         weight_decay: float = held
-
-        def init(self, params):
-            return params
-
-        def params(self, state):
-            return state
 
         def vector_field(self, t, params, problem):
             g = problem.grad(params)
@@ -208,18 +212,12 @@ def test_python_float_hyperparameter_retraces():
     assert report.failed == ("retrace",) and report.checks["retrace"].measured == 2
 
 
-class FieldPreconditionedFlow(flows.AbstractFlow):
+class FieldPreconditionedFlow(_AbstractParamsFlow):
     r"""$\dot\theta = -c\,d(\theta)\odot\nabla L$ with the user's diagonal $d$ held as a plain
     (non-static) field: a function leaf of the flow's pytree."""
 
     diagonal: object
     c: jax.Array = eqx.field(converter=jnp.asarray, default=1.0)
-
-    def init(self, params):
-        return params
-
-    def params(self, state):
-        return state
 
     def vector_field(self, t, params, problem):
         d = self.diagonal(params)
