@@ -358,16 +358,15 @@ def _compare_program(
 ):
     """The comparison, one program. With `grid` (`_save_grid`) the reference is saved at the
     runs' times only, and run `h` reads its step `k` from row `rows[h, k]`; without, from the
-    dense output."""
+    dense output. Also where each reference solve stopped, `(t, y)` (one per step size for
+    per-step references): a failed one's diagnosis (`failure_diagnosis`) compiles nothing."""
     saving = grid is not None
 
     def solve_ref(ref, problem, solver, grid):
-        if saving:
-            return dense_solve(
-                ref, problem, solver, 0.0, t1, grid, rtol, atol, max_steps, False, at_times=True
-            )
-        ts = jnp.reshape(t1, (1,))
-        return dense_solve(ref, problem, solver, 0.0, t1, ts, rtol, atol, max_steps)
+        # With `stop`: also where it stopped, `(t, y)`, for a failure's diagnosis.
+        ts = grid if saving else jnp.reshape(t1, (1,))
+        args = (ref, problem, solver, 0.0, t1, ts, rtol, atol, max_steps)
+        return dense_solve(*args, dense=not saving, at_times=saving, stop=True)
 
     def source(sol):  # what the runs read: the saved rows, or the dense output
         return sol.ys if saving else sol.interpolation
@@ -381,9 +380,9 @@ def _compare_program(
         def one(batch, shared):
             (h, n, grid, rows), (flow, problem, map, solver) = batch, shared
             ref = reference(h)
-            sol = solve_ref(ref, problem, solver, grid)
+            sol, stop = solve_ref(ref, problem, solver, grid)
             errors = _error_run(flow, problem, map, ref, reader(source(sol), rows), h, n)
-            return (*errors, sol.result)
+            return (*errors, sol.result, stop)
 
         # A sequential map over each device's step sizes, not `vmap`: batching the adaptive
         # reference solve re-traces its body (the order-p field) through vmap's while-loop rule,
@@ -393,11 +392,11 @@ def _compare_program(
         def each(batch, shared):
             return jax.lax.map(lambda b: one(b, shared), batch)
 
-        errs, finals, div, scales, result = sweep_apply(
+        errs, finals, div, scales, result, stop = sweep_apply(
             each, (hs, ns, grid, rows), (flow, problem, map, solver)
         )
     else:
-        sol = solve_ref(reference, problem, solver, grid)
+        sol, stop = solve_ref(reference, problem, solver, grid)
 
         def one(batch, shared):
             (h, n, rows), (flow, problem, map, ref, src) = batch, shared
@@ -406,13 +405,13 @@ def _compare_program(
         shared = (flow, problem, map, reference, source(sol))
         errs, finals, div, scales = sweep_map(one, (hs, ns, rows), shared)
         result = sol.result
-    return errs, finals, div, scales, result
+    return errs, finals, div, scales, result, stop
 
 
-# Traced inside `host_validated()` (no host callbacks: JAX's persistent cache keeps it), and the
-# same program with the runtime checks, run only to name the cause when a reference solve fails.
+# Traced inside `host_validated()` (no host callbacks: JAX's persistent cache keeps it). A
+# failure is diagnosed on the host, from the program's outputs: a second `filter_jit` of the same
+# function would share this one's traces, not add the runtime checks.
 _compare_jit = eqx.filter_jit(_compare_program)
-_compare_checked = eqx.filter_jit(_compare_program)
 
 
 def _automatic(optimizer, step_sizes, reference, order, problem):
@@ -468,19 +467,14 @@ def _series_diagnosis(reference, per_step, problem, hs) -> str | None:
     one there ($\tau\|f_2\|/\|f_1\| \ge 1/2$ at the largest step size), i.e. the truncated
     series is used outside its asymptotic regime."""
     from ._modified import ModifiedFlow
-    from ._modified.flow import non_finite_leaves, NOT_FINITE
 
     h = float(np.max(hs))
     ref = reference(h) if per_step else reference
     if not isinstance(ref, ModifiedFlow):
         return None
-    fs = ref.field_values(ref.init(problem.params0), problem)  # jitted inside
-    terms = [ref.params(f) for f in fs]
-    if bad := [f"f{i + 1} at {b}" for i, f in enumerate(terms) if (b := non_finite_leaves(f))]:
-        return (
-            f"Likely cause: the order-{ref.order} modified flow is not finite at θ0 "
-            f"({'; '.join(bad)}): {NOT_FINITE}"
-        )
+    terms, not_finite = _series_terms(ref, problem)
+    if not_finite is not None:
+        return not_finite
     if ref.order < 2:
         return None
     f1, f2 = terms[0], terms[1]
@@ -506,6 +500,24 @@ def _series_diagnosis(reference, per_step, problem, hs) -> str | None:
         "or blows up (the terms grow like (τ/(1 - β))^j for a decay β: optax.adam's "
         "b2 = 0.999 needs τ ≪ 1e-3). Take step sizes where this ratio is small (below about "
         f"h = {h / ratio / 10:.2g}), or compare with order=1."
+    )
+
+
+def _series_terms(flow, problem) -> tuple[list, str | None]:
+    r"""`(terms, cause)`: the terms $f_1, f_2, \dots$ of the modified flow `flow` at $\theta_0$
+    (their parameters' parts), and where one is not finite there the likely cause of a failure
+    from that start (naming the terms and leaves), else `None`: the one reading of a series'
+    start behind a failed reference's diagnosis and a dead slow-manifold start's."""
+    from ._modified.flow import non_finite_leaves, NOT_FINITE
+
+    fs = flow.field_values(flow.init(problem.params0), problem)  # jitted inside
+    terms = [flow.params(f) for f in fs]
+    bad = [f"f{i + 1} at {b}" for i, f in enumerate(terms) if (b := non_finite_leaves(f))]
+    if not bad:
+        return terms, None
+    return terms, (
+        f"Likely cause: the order-{flow.order} modified flow is not finite at θ0 "
+        f"({'; '.join(bad)}): {NOT_FINITE}"
     )
 
 
@@ -758,27 +770,24 @@ def compare(
         None if rows is None else jnp.asarray(rows),
     )
     with host_validated():
-        errs, finals, div, scales, result = gather(_compare_jit(*args))
+        errs, finals, div, scales, result, stop = gather(_compare_jit(*args))
     diagnosis = None
     ok = np.atleast_1d(np.asarray(result == diffrax.RESULTS.successful))
     if not np.all(ok):
         # A truncated series used outside its asymptotic regime first: a cause named from
-        # one field evaluation, without compiling the checked program a second time (its
-        # runtime checks guard inputs already checked on the host, or computed values of
-        # flows that are not modified series: central flows, sharpness).
+        # one field evaluation.
         diagnosis = _series_diagnosis(ref, per_step, problem, hs)
         if diagnosis is None:
             # the runs' start on the slow manifold, where it is what failed first
             diagnosis = _dead_start_cause(flow, map, problem, hs, np.asarray(div))
         if diagnosis is None:
-            _compare_checked(*args)  # raises the runtime check's own message, if one fired
-            # where the first failed reference stopped, and why
-            failed = (
-                ref(float(hs[np.flatnonzero(~ok)[0] if ok.size > 1 else 0])) if per_step else ref
-            )
-            diagnosis = failure_diagnosis(
-                failed, problem, solver_obj, 0.0, [t1], rtol, atol, max_steps
-            )
+            # where the first failed reference stopped, and why (read off the program's outputs)
+            if per_step:
+                i = int(np.flatnonzero(~ok)[0])
+                failed, stop = ref(float(hs[i])), jax.tree.map(lambda x: x[i], stop)
+            else:
+                failed = ref
+            diagnosis = failure_diagnosis(failed, problem, 0.0, [t1], stop)
     raise_for_result(
         result,
         what=f"compare: reference solve({name})",
@@ -899,8 +908,6 @@ def _manifold_start_failure(flow, problem, h: float) -> str | None:
     entries there, and the per-coordinate size of the series' correction at $\theta_0$,
     $\max_i \tau|f_{2,i}|/|f_{1,i}|$ (large where a gradient coordinate is near 0, even when
     the global $\tau\|f_2\|/\|f_1\|$ is small)."""
-    from ._modified.flow import non_finite_leaves, NOT_FINITE
-
     with host_validated():
         start, (p1, s1) = _start_and_first_step(flow, problem, jnp.asarray(h))
     n_start, where_start = _count_non_finite(start)
@@ -949,13 +956,9 @@ def _manifold_start_failure(flow, problem, h: float) -> str | None:
             )
         )
     flow_h = eqx.tree_at(lambda f: f.step_size, flow, jnp.asarray(h))
-    fs = flow_h.field_values(flow_h.init(problem.params0), problem)
-    f1, f2 = flow_h.params(fs[0]), flow_h.params(fs[1])
-    if bad := [f"f{i + 1} at {b}" for i, f in enumerate((f1, f2)) if (b := non_finite_leaves(f))]:
-        return (
-            f"{what} Likely cause: the order-{flow.order} modified flow is not finite at θ0 "
-            f"({'; '.join(bad)}): {NOT_FINITE}"
-        )
+    (f1, f2, *_), not_finite = _series_terms(flow_h, problem)
+    if not_finite is not None:
+        return f"{what} {not_finite}"
     tau = float(flow_h.tau)
     ratio = tau * float(optax.tree.norm(f2) / optax.tree.norm(f1))
     a1 = np.concatenate([np.abs(np.ravel(x)) for x in jax.tree.leaves(f1)])

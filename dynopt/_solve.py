@@ -970,7 +970,8 @@ def dense_solve(
     meter=None,
     reach: bool = False,
     at_times: bool = False,
-) -> diffrax.Solution:
+    stop: bool = False,
+) -> diffrax.Solution | tuple[diffrax.Solution, tuple[jax.Array, PyTree]]:
     """The reference solve of a flow's drift behind `solve` and `compare` (traceable; never
     throws): Tsit5/Kvaerno5/... with `PIDController(rtol, atol)`, saved at `ts`.
 
@@ -984,7 +985,11 @@ def dense_solve(
     state (`SaveAtTimes` with `loop`: one row per time, `ts` non-decreasing, rows past `t1` as
     padding), the same polynomials' values as the dense read in a buffer of `len(ts)` rows
     instead of `max_steps` steps of all the stages; a row past the last step reached holds the
-    state there, as the dense read (clamped to the last step) gives it."""
+    state there, as the dense read (clamped to the last step) gives it.
+
+    With `stop` (and a t1 save: `dense`, `at_times`, `reach` or a single save time), also
+    `(t, y)`: the last time the solve reached, in $t$, and diffrax's state there, where a
+    failed solve stopped (what its diagnosis reads: `failure_diagnosis`, no second solve)."""
     y0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), flow.init(problem.params0))
     t0, t1 = jnp.asarray(t0, jnp.float64), jnp.asarray(t1, jnp.float64)
     # Solved in the unit time s on the constant interval [0, 1] (`UnitTimeInterpolation`).
@@ -1004,6 +1009,8 @@ def dense_solve(
         saveat = diffrax.SaveAt(t1=True)
     else:
         saveat = diffrax.SaveAt(ts=unit._unit(ts), t1=reach)
+    if stop and not (dense or at_times or final_only or reach):
+        raise ValueError("dense_solve: stop reads diffrax's t1 save, which these saves lack.")
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
     # The first step is a fixed fraction of the interval, not diffrax's heuristic (Hairer's):
     # that evaluates the vector field outside the step loop, a second copy of the field in the
@@ -1023,34 +1030,41 @@ def dense_solve(
         max_steps=max_steps,
         progress_meter=meter,
     )
-    if at_times:
-        ss = solver.ts
-        last = jax.tree.map(lambda y: y[-1], sol.ys)  # the state where the solve stopped
-        ys = saved(sol, ss, 0.0, y0)
-        past = ss > sol.ts[-1]
-        ys = jax.tree.map(lambda y, z: _rows_where(past, z[None], y), ys, last)
-        return dataclasses.replace(sol, t0=t0, t1=t1, ts=ts, ys=ys, solver_state=None)
-    if final_only:  # `inf` where the solve stopped short of t1, as `SaveAt(ts=...)` leaves it
-        done = diffrax.is_successful(sol.result)
-        ys = jax.tree.map(lambda y: jnp.where(done, y, jnp.inf), sol.ys)
-        return dataclasses.replace(sol, t0=t0, t1=t1, ts=jnp.where(done, ts, jnp.inf), ys=ys)
-    if reach and not dense:  # the saved times in t (`inf` where none)
-        return dataclasses.replace(sol, t0=t0, t1=t1, ts=t0 + sol.ts * (t1 - t0))
-    if not dense:
-        # The requested times where saved, diffrax's `inf` where the solve stopped before them.
+
+    def solution() -> diffrax.Solution:  # saved at `ts`, in the flow's time t
+        if at_times:
+            ss = solver.ts
+            last = jax.tree.map(lambda y: y[-1], sol.ys)  # the state where the solve stopped
+            ys = saved(sol, ss, 0.0, y0)
+            past = ss > sol.ts[-1]
+            ys = jax.tree.map(lambda y, z: _rows_where(past, z[None], y), ys, last)
+            return dataclasses.replace(sol, t0=t0, t1=t1, ts=ts, ys=ys, solver_state=None)
+        if final_only:  # `inf` where the solve stopped short of t1, as `SaveAt(ts=...)` leaves it
+            done = diffrax.is_successful(sol.result)
+            ys = jax.tree.map(lambda y: jnp.where(done, y, jnp.inf), sol.ys)
+            return dataclasses.replace(sol, t0=t0, t1=t1, ts=jnp.where(done, ts, jnp.inf), ys=ys)
+        if reach and not dense:  # the saved times in t (`inf` where none)
+            return dataclasses.replace(sol, t0=t0, t1=t1, ts=t0 + sol.ts * (t1 - t0))
+        if not dense:
+            # The requested times where saved, diffrax's `inf` where the solve stopped before them.
+            return dataclasses.replace(
+                sol, t0=t0, t1=t1, ts=jnp.where(jnp.isfinite(sol.ts), ts, sol.ts)
+            )
+        interp = eqx.tree_at(lambda u: u.path, unit, sol.interpolation, is_leaf=lambda x: x is None)
+        reached = ts <= interp.t1
+
+        def at(t, ok):
+            y = interp.evaluate(jnp.minimum(t, interp.t1))
+            return jax.tree.map(lambda x: jnp.where(ok, x, jnp.inf), y)
+
         return dataclasses.replace(
-            sol, t0=t0, t1=t1, ts=jnp.where(jnp.isfinite(sol.ts), ts, sol.ts)
+            sol, t0=t0, t1=t1, ts=ts, ys=jax.vmap(at)(ts, reached), interpolation=interp
         )
-    interp = eqx.tree_at(lambda u: u.path, unit, sol.interpolation, is_leaf=lambda x: x is None)
-    reached = ts <= interp.t1
 
-    def at(t, ok):
-        y = interp.evaluate(jnp.minimum(t, interp.t1))
-        return jax.tree.map(lambda x: jnp.where(ok, x, jnp.inf), y)
-
-    return dataclasses.replace(
-        sol, t0=t0, t1=t1, ts=ts, ys=jax.vmap(at)(ts, reached), interpolation=interp
-    )
+    if stop:
+        # diffrax's t1 save: the state where the solve stopped (at t1 where it succeeded)
+        return solution(), (unit._time(sol.ts[-1]), jax.tree.map(lambda y: y[-1], sol.ys))
+    return solution()
 
 
 @dataclasses.dataclass
@@ -1343,17 +1357,28 @@ def _kinked_gradient(flow, problem, t, y) -> str | None:
         names = sorted({k.split(" ")[0] for k in found.kinks | found.branches})
         if not names:
             return None
-        flat, unravel = ravel_pytree(params)
+        flat, _ = ravel_pytree(params)
         step, _ = ravel_pytree(flow.params(flow.vector_field(t, y, problem)))
         step = jnp.asarray(step, jnp.float64)
         size = float(jnp.linalg.norm(step))
         if not (np.isfinite(size) and size > 0):
             return None
-        g = lambda x: ravel_pytree(grad(unravel(x)))[0]
+        g = jax.tree_util.Partial(_raveled_gradient, problem, params)
         jump = _jump(g, flat, step / size, float(jnp.linalg.norm(g(flat))))
         return ", ".join(names) if jump is not None else None
     except Exception:  # a diagnosis never hides the solve's own error
         return None
+
+
+def _raveled_gradient(problem, params, z):
+    """The loss's gradient at the raveled parameters `z` (`params`: their structure), raveled."""
+    return ravel_pytree(jax.grad(problem.loss)(ravel_pytree(params)[1](z)))[0]
+
+
+def _raveled_vector_field(flow, problem, t, y, z):
+    """The flow's vector field at time `t` and the raveled state `z` (`y`: its structure),
+    raveled."""
+    return ravel_pytree(flow.vector_field(t, ravel_pytree(y)[1](z), problem))[0]
 
 
 def _jump(fn, flat, direction, size: float) -> float | None:
@@ -1361,21 +1386,24 @@ def _jump(fn, flat, direction, size: float) -> float | None:
     vector, scale the state's size or 1) for `delta` in `_KINK_DELTAS` that is at least
     `_KINK_JUMP` of its change over 3·delta (a smooth function's: ~1/3) and at least
     `_KINK_SIZE` of `size` (the function's own size): a jump that does not shrink with the
-    span. `None` where there is none."""
+    span. `None` where there is none. `fn`: a `jax.tree_util.Partial` of a module-level
+    function, its arrays leaves, so `_changes` compiles once per structure, not per failure."""
     scale = max(float(jnp.linalg.norm(flat)), 1.0)
-
-    @jax.jit
-    def changes(deltas):
-        def change(delta):
-            shift = (delta * scale) * direction
-            return jnp.linalg.norm(fn(flat + shift) - fn(flat - shift))
-
-        return jax.vmap(change)(deltas)
-
-    c = np.asarray(changes(jnp.asarray(_KINK_DELTAS)))
+    c = np.asarray(_changes(fn, flat, direction, np.float64(scale), jnp.asarray(_KINK_DELTAS)))
     near, far = c[:-1], c[1:]
     jump = np.isfinite(near) & (near >= _KINK_JUMP * far) & (near > _KINK_SIZE * size)
     return float(near[jump].max()) if jump.any() else None
+
+
+@eqx.filter_jit
+def _changes(fn, flat, direction, scale, deltas):
+    """`_jump`'s changes of `fn` across `flat ± delta·scale·direction`, one per delta."""
+
+    def change(delta):
+        shift = (delta * scale) * direction
+        return jnp.linalg.norm(fn(flat + shift) - fn(flat - shift))
+
+    return jax.vmap(change)(deltas)
 
 
 def _field_jump(flow, problem, t, y) -> float | None:
@@ -1387,10 +1415,11 @@ def _field_jump(flow, problem, t, y) -> float | None:
     solver without any large derivative for `_radius` to see. Only on a failed solve's
     diagnosis."""
     try:
-        flat, unravel = ravel_pytree(y)
+        flat, _ = ravel_pytree(y)
         if not jnp.issubdtype(flat.dtype, jnp.floating):
             return None
-        field = lambda z: ravel_pytree(flow.vector_field(t, unravel(z), problem))[0]
+        # (t an array leaf: a new stopping time does not recompile `_changes`)
+        field = jax.tree_util.Partial(_raveled_vector_field, flow, problem, np.float64(t), y)
         f0 = field(flat)
         size = float(jnp.linalg.norm(f0))
         if not (np.isfinite(size) and size > 0):
@@ -1679,20 +1708,20 @@ def _counted_budget(taken: int, max_steps: int) -> int:
 
 
 class _Outputs(NamedTuple):
-    """What `_diagnose` reads of a failed dense solve, from `run`'s own outputs: its
-    interpolation (no saved states: they are its values)."""
+    """What `_diagnose` reads of a failed solve without compiling it again: a dense solve's
+    interpolation, from `run`'s own outputs (no saved states: they are its values), or the
+    time and state where it stopped, one save (`dense_solve(..., stop=True)`: compare's)."""
 
-    interpolation: UnitTimeInterpolation
-    ys: None = None
+    interpolation: UnitTimeInterpolation | None
+    ys: PyTree | None = None
+    ts: jax.Array | None = None
 
 
-def failure_diagnosis(flow, problem, solver, t0, ts, rtol, atol, max_steps) -> str:
-    """`_diagnose` of the reference solve of `flow` on `problem` (`solver`: a diffrax solver
-    object) from `t0` to `ts[-1]`: where it stopped and why it likely did (for a solve known to
-    fail; `compare` names the cause with it)."""
-    ts_host = np.asarray(ts, np.float64)
-    compiled, arrays = _compiled_solve(flow, problem, solver, int(max_steps), False, False)
-    f64 = np.float64
-    with host_validated():
-        sol = compiled.full(arrays, f64(t0), ts_host, f64(rtol), f64(atol))
-    return _diagnose(flow, problem, sol, ts_host, float(t0))
+def failure_diagnosis(flow, problem, t0, ts, stop: tuple) -> str:
+    """`_diagnose` of a failed reference solve of `flow` on `problem` from `t0` to `ts[-1]` that
+    stopped at `stop = (t, y)` (`dense_solve(..., stop=True)`, from the failed program itself:
+    nothing compiled): where it stopped and why it likely did (`compare` names the cause with
+    it)."""
+    t, y = stop
+    sol = _Outputs(None, jax.tree.map(lambda x: jnp.asarray(x)[None], y), jnp.asarray(t)[None])
+    return _diagnose(flow, problem, sol, np.asarray(ts, np.float64), float(t0))

@@ -130,3 +130,23 @@ def test_a_chosen_solver_compiles_nothing_to_check_its_start(monkeypatch):
     monkeypatch.setattr(_solve, "_raveled_field", lambda *a: pytest.fail("evaluated the field"))
     traj = dynopt.solve(flows.GradientFlow(), problem, ts, solver="tsit5")
     assert np.all(np.isfinite(np.asarray(traj.params)))
+
+
+def test_a_slow_manifold_start_not_finite_names_the_term_as_the_reference_does():
+    """Heavy ball's order-2 flow on ∑|x|^{3/2} from a point with x_1 = 0, against a finite
+    reference: the runs start on the order-2 slow manifold, whose momentum holds H∇L = ∞·0 =
+    NaN there, and die at once. The refusal names the start's non-finite leaf and the series'
+    non-finite terms, the reading a failed reference's diagnosis makes (`_series_terms`, one
+    for both)."""
+    problem = dynopt.Problem(lambda x: jnp.sum(jnp.abs(x) ** 1.5), jnp.linspace(0.0, 1.0, 4))
+    flow = dynopt.modified_flow(lambda h: optax.sgd(h, momentum=0.5), 0.02, 2, problem=problem)
+    with pytest.raises(
+        ValueError,
+        match=r"blew up at step\(s\) \[1\], started on the order-2 slow manifold .* the start "
+        r"state itself is not finite: 1 entries, in \[0\]\.trace \(1\)\. Likely cause: the "
+        r"order-2 modified flow is not finite at θ0 \(f1 at θ; f2 at θ\): the optimizer's "
+        r"update is not differentiable there",
+    ):
+        dynopt.compare(
+            flow, problem, (0.02, 0.01, 0.005), 0.4, reference=flows.GradientFlow(), solver="tsit5"
+        )

@@ -547,8 +547,9 @@ def test_a_failed_solves_diagnosis_compiles_no_solve_anew(monkeypatch):
     lambda each time: 0.5 s a failure at d = 3, 7.5 s in one case). Now a dense solve's
     failure is diagnosed from its own outputs (no second program), a solve without dense
     output compiles the solve-with-its-stopping-state once per program, and compare's
-    `failure_diagnosis` reuses that one: the same diagnosis every way."""
-    from dynopt import _solve
+    diagnosis reads where its reference stopped off the comparison's own outputs (it compiled
+    a third solve for it): the same diagnosis every way."""
+    from dynopt import _compare, _solve
 
     traces = []  # each trace of a reference solve, i.e. each program compiled
     dense_solve = _solve.dense_solve
@@ -566,9 +567,51 @@ def test_a_failed_solves_diagnosis_compiles_no_solve_anew(monkeypatch):
             messages.add(str(info.value))
     assert len(traces) == 3, traces  # dense: its run; without: its run and the full solve
     (message,) = messages
+    diagnosis = "It reached t = " + message.split("It reached t = ")[1].split(" To fix")[0]
+    traces.clear()
+    monkeypatch.setattr(_compare, "dense_solve", _solve.dense_solve)
+    monkeypatch.setattr(_solve, "_COMPILED", {})  # (solve's programs: none to reuse)
     for _ in range(2):
-        found = _solve.failure_diagnosis(
-            flows.GradientFlow(), p, diffrax.Tsit5(), 0.0, [1.0], 1e-10, 1e-12, 9
-        )
-        assert found.startswith("It reached t = ") and found in message
-    assert len(traces) == 3, traces
+        with pytest.raises(dynopt.SolveError, match="max_steps_reached") as info:
+            dynopt.compare(
+                flows.GradientFlow(), p, [0.1, 0.05, 0.025], 1.0, solver="tsit5", max_steps=9
+            )
+        assert diagnosis in str(info.value), (diagnosis, str(info.value))
+    assert len(traces) == 1, traces  # the comparison
+
+
+def _backend_compiles(fn, *args) -> tuple[int, object]:
+    """`(programs XLA compiled while fn(*args) ran, its value)`."""
+    compiled = []
+    listener = lambda event, *_, **__: compiled.append(event) if "backend_compile" in event else 0
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        value = fn(*args)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return len(compiled), value
+
+
+def test_a_repeated_failures_jump_probe_compiles_nothing_anew():
+    """The diagnosis of a switching field (`_field_jump`) and of a kinked gradient
+    (`_kinked_gradient`) probes the function on both sides of the stopping point (`_jump`): a
+    `jax.jit` of a new closure at every failure traced and compiled it again. Now one jitted
+    function takes the field or gradient as a pytree: a failure of another flow and problem of
+    the same structure, stopped elsewhere, compiles nothing."""
+    from dynopt import _solve
+
+    sign = lambda x: 0.5 * jnp.sum(x**2 * jnp.array([1.0, 3.0]))
+    kinked = lambda w: jnp.maximum(1.0 - w[0], w[0] - 1.0) + 0.5 * w[1] ** 2
+    for probe, flow, loss, starts, kink in (
+        (_solve._field_jump, flows.SignFlow(0.0), sign, ([0.5, 2.0], [0.25, 1.0]), 0.0),
+        (_solve._kinked_gradient, flows.GradientFlow(), kinked, ([0.0, 1.0], [-0.5, 2.0]), 1.0),
+    ):
+        for i, x0 in enumerate(starts):
+            # just past the kink, where a stalled solve stops: x_0 = 0 of the sign flow's
+            # quadratic, w_0 = 1 of |w_0 - 1|
+            at = jnp.asarray(x0).at[0].set(kink + 1e-13)
+            problem = dynopt.Problem(loss, jnp.asarray(x0))
+            calls, found = _backend_compiles(probe, flow, problem, 0.5 + 0.25 * i, at)
+            assert found is not None, probe
+            if i:
+                assert calls == 0, (probe, calls)
