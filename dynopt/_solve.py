@@ -1299,7 +1299,8 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
             "gelu, softplus) or a smooth loss."
         )
     else:
-        # Only now (it needs a dense Jacobian): the field changing on a tiny time scale.
+        # Only now (it needs a Jacobian, dense or by products): the field changing on a tiny
+        # time scale.
         radius = _radius(flow, problem, reached, y)
         radius0 = _radius(flow, problem, t0, y0) or 0.0
         if radius is not None and radius > _BLOW_UP_GROWTH * max(radius0, 1.0 / span):
@@ -1308,9 +1309,11 @@ def _diagnose(flow, problem, sol: diffrax.Solution, ts_host: np.ndarray, t0: flo
                 f"(at t0: {radius0:.3g}): the field changes on a time scale of "
                 f"{1 / radius:.2g}, so each step is that short. Either the flow turned stiff (an "
                 "implicit solver helps) or its field is nearly discontinuous (a normalized or "
-                "sign-like step switching where a gradient or one parameter leaf's gradient "
-                "vanishes, smoothed only by an eps, e.g. optax.novograd's per-leaf "
-                "normalization: no solver helps). End the horizon before "
+                "sign-like step switching where a gradient, one gradient coordinate or one "
+                "parameter leaf's gradient vanishes, smoothed only by an eps, e.g. the continuum "
+                "of optax.adam with its betas fixed as h -> 0, -g/(|g| + eps) per coordinate, or "
+                "optax.novograd's per-leaf normalization: no solver helps; a larger eps widens "
+                "the switch). End the horizon before "
                 f"t = {reached:.4g}, or change the problem."
             )
         elif (jump := _field_jump(flow, problem, reached, y)) is not None:
@@ -1430,12 +1433,20 @@ def _field_jump(flow, problem, t, y) -> float | None:
 
 
 def _radius(flow, problem, t, y) -> float | None:
-    r"""The spectral radius of the flow's Jacobian $\partial f/\partial y$ at $(t, y)$ (dense, for
-    states of at most 1000 entries; else `None`): $1/$radius is the shortest time scale the
-    solver must resolve there."""
+    r"""The spectral radius of the flow's Jacobian $\partial f/\partial y$ at $(t, y)$: dense for
+    states of at most `_DENSE_HESSIAN_MAX_DIM` entries, else matrix-free (`_field_radius`, the
+    automatic choice's power iteration: a network's state, whose dense Jacobian is out of
+    reach); `None` where it cannot be had. $1/$radius is the shortest time scale the solver
+    must resolve there."""
     flat, unravel = ravel_pytree(y)
-    if flat.size > _DENSE_HESSIAN_MAX_DIM or not jnp.issubdtype(flat.dtype, jnp.floating):
+    if not jnp.issubdtype(flat.dtype, jnp.floating):
         return None
+    if flat.size > _DENSE_HESSIAN_MAX_DIM:
+        try:  # (`t` an array leaf: a new stopping time does not recompile)
+            with jax.numpy_dtype_promotion("standard"):
+                return float(_field_radius(flow, problem, np.float64(t), y, True))
+        except Exception:  # a diagnosis must not replace the error it explains
+            return None
     field = lambda z: ravel_pytree(flow.vector_field(t, unravel(z), problem))[0]
     try:
         jac = np.asarray(jax.jacfwd(field)(flat))

@@ -443,6 +443,25 @@ def test_a_solve_stalled_by_a_nearly_discontinuous_field_says_so():
     assert "solver='implicit'" not in str(info.value), str(info.value)
 
 
+def test_a_large_state_stalled_by_a_nearly_discontinuous_field_says_so():
+    """The same stall on a state above the dense Jacobian's 1,000 entries (a network's: there
+    the radius comes from Jacobian-vector products). Before, such a failure named no cause at
+    all: a user's optax.adamw on a digits MLP (its continuum -g/(|g| + eps) per coordinate,
+    eps = 1e-8) spent 16,384 steps before t = 0.009 of 0.2 and was told to raise max_steps."""
+    from dynopt._solve import _DENSE_HESSIAN_MAX_DIM
+
+    d = _DENSE_HESSIAN_MAX_DIM + 200
+    flow = flows.SignFlow(width=1e-9)
+    p = problems.quadratic(np.linspace(1.0, 3.0, d), params0=np.ones(d), diagonal=True)
+    with pytest.raises(dynopt.SolveError) as info:
+        dynopt.solve(flow, p, ts=[5.0], solver="tsit5", max_steps=2000)
+    msg = str(info.value)
+    assert "It reached t = 1.00000" in msg, msg
+    radius = float(re.search(r"spectral radius ([0-9.e+-]+) \(at t0: ([0-9.e+-]+)\)", msg)[1])
+    assert radius > 1e8, msg  # ~ λ_max / width = 3e9
+    assert "End the horizon before t = 1," in msg and "-g/(|g| + eps)" in msg, msg
+
+
 class _FieldOfWrongShape(flows.AbstractFlow):
     """θ' = -∇L with a slip: the first entry of each leaf only."""
 
