@@ -106,8 +106,8 @@ def _counts_made_narrow_floats(jaxpr) -> list[str]:
             continue
         (source,), (out,) = eqn.invars, eqn.outvars
         if jnp.issubdtype(source.aval.dtype, jnp.integer) and _narrow_float(out.aval.dtype):
-            try:  # the line of the user's or optax's code (a private JAX helper)
-                from jax._src import source_info_util
+            try:  # the line of the user's or optax's code (`jax.extend`'s helper)
+                from jax.extend import source_info_util
 
                 where = source_info_util.summarize(eqn.source_info)
             except Exception:  # a location is a courtesy
