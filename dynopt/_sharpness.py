@@ -64,17 +64,38 @@ def lobpcg_fits(k: int, num_params: int) -> bool:
     return 5 * k < num_params
 
 
+def map_columns(fn: Callable[..., Any], *xs: Any) -> Any:
+    r"""`jax.vmap(fn)(*xs)` over the leading axis of `xs`, but one call after another
+    (`jax.lax.map`) on a CPU backend.
+
+    XLA:CPU runs a batch of small products (the batched matrix products of a vmapped network)
+    slower than the same products one at a time: on the anchor MLP (433 parameters, 128
+    points, $k = 5$) LOBPCG took 1.4× as long with its block products vmapped (2 iterations:
+    4.2 against 2.9 ms, CPU time; 1.4× on an MLP with 8,970 parameters, equal on a
+    `SmallCNN`), the central flow's 15 third derivatives 1.15×. Elsewhere (a GPU) the batch
+    is the fast way. The same numbers to rounding either way."""
+    if jax.default_backend() == "cpu":
+        return jax.lax.map(lambda args: fn(*args), xs)
+    return jax.vmap(fn)(*xs)
+
+
+def block_operator(column: Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """`V -> [column(v) for v in V's columns]` for a block $V$ of shape $(n, m)$
+    (`map_columns`)."""
+    return lambda block: map_columns(column, block.T).T
+
+
 def hvp_operator(grad_fn: Callable[[Params], Params], params: Params, diag: Params | None = None):
     r"""`V -> A V` for a block $V$ of shape $(n, m)$: $A = H$ or $D^{-1/2} H D^{-1/2}$, with $H$
-    the Jacobian of `grad_fn` at `params` (one `jax.linearize`, then a `vmap` of its
-    Jacobian-vector product over the columns; no matrix is formed)."""
-    return jax.vmap(hvp_column(grad_fn, params, diag), in_axes=1, out_axes=1)
+    the Jacobian of `grad_fn` at `params` (one `jax.linearize`, then its Jacobian-vector
+    product on each column, `block_operator`; no matrix is formed)."""
+    return block_operator(hvp_column(grad_fn, params, diag))
 
 
 def hvp_column(grad_fn: Callable[[Params], Params], params: Params, diag: Params | None = None):
     r"""`v -> A v` for one vector $v$ of shape $(n,)$, as `hvp_operator` (one `jax.linearize`).
-    Lanczos' one product at a time takes this one: through `hvp_operator`'s `vmap` over a
-    single column, the anchor MLP's warm tracked step cost 9% more (`make bench`)."""
+    Lanczos' one product at a time takes this one: through a `vmap` over a single column, the
+    anchor MLP's warm tracked step cost 9% more (`make bench`)."""
     flat, unravel = ravel_pytree(params)
 
     def flat_grad(x):
@@ -275,7 +296,7 @@ def _top_eigenpairs(grad_fn, params, start, *, diag, max_iters, tol, checked, me
             f"got {max_iters}."
         )
     column = hvp_column(grad_fn, params, diag)
-    op = jax.vmap(column, in_axes=1, out_axes=1)  # = hvp_operator, one linearization for both
+    op = block_operator(column)  # = hvp_operator, one linearization for both
     if lobpcg_fits(k, n) and method == "lanczos":
         values, vectors, iterations = _lanczos_top(op, start, max_iters, matvec=column)
         # A Krylov space that closes before `max_iters` products (a Hessian of low rank: flat
@@ -294,7 +315,7 @@ def _top_eigenpairs(grad_fn, params, start, *, diag, max_iters, tol, checked, me
     elif lobpcg_fits(k, n):
         values, vectors, iterations = lobpcg_standard(op, start, m=max_iters, tol=tol)
     else:
-        values, vectors, iterations = _dense_top(op, n, start.shape[1], start.dtype)
+        values, vectors, iterations = _dense_top(column, n, start.shape[1], start.dtype)
     # Checked on the result, not by probing the start (k more products, 10% of a warm step): a
     # non-finite entry in any product LOBPCG forms, at any iteration, makes every value NaN.
     bad = ~(jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(vectors)))
@@ -324,9 +345,10 @@ def lanczos_broke(column, values: Array, vectors: Array) -> Array:
     return ~(fine & unit & (residual <= 0.5 * jnp.abs(values[0]) * norms[0]))
 
 
-def _dense_top(op, n: int, k: int, dtype) -> tuple[Array, Array, Array]:
-    # A model too small for LOBPCG (5k >= n): the matrix from n products, then `eigh` (exact).
-    matrix = op(jnp.eye(n, dtype=dtype))
+def _dense_top(column, n: int, k: int, dtype) -> tuple[Array, Array, Array]:
+    # A model too small for LOBPCG (5k >= n): the matrix from n products (`column` on each, one
+    # vmapped batch: n is small), then `eigh` (exact).
+    matrix = jax.vmap(column, in_axes=1, out_axes=1)(jnp.eye(n, dtype=dtype))
     values, vectors = jnp.linalg.eigh(0.5 * (matrix + matrix.T))
     return values[::-1][:k], vectors[:, ::-1][:, :k], jnp.asarray(0)
 
@@ -653,11 +675,12 @@ def track_sharpness(
     - `method`: the warm steps' eigen-solver (`top_eigenpairs`; `max_iters` is the Krylov depth
       for `"lanczos"`); the cold start at $\theta_0$ is LOBPCG's. On an MLP with 433 parameters
       (k = 5, GD η = 0.1, every step, 200 steps and the cold start, `make bench`):
-      `"lanczos"` with `max_iters=16` costs 24–25× a plain step (17 products a step, 13–14×;
+      `"lanczos"` with `max_iters=16` costs 22× a plain step (17 products a step, 13–14×;
       matfree's reorthogonalization about 5×; the cold start at tol 1e-9, 30 LOBPCG
-      iterations, about 4×), eigenvalues within 9.1e-4 of converged ones (the largest
-      deviation, in the first steps; median 9e-12); one LOBPCG iteration 45× (7.4e-3), two
-      71× (1.8e-3).
+      iterations, the rest), eigenvalues within 6e-4 to 9.1e-4 of converged ones (the largest
+      deviation, in the first steps, where it moves with the cold start's rounding; median
+      9e-12); one LOBPCG iteration 31× (7.4e-3), two 52× (1.8e-3). (24×, 44× and 68× with
+      LOBPCG's block products batched, before `map_columns`.)
 
     **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`; for a
     `Discretization`, a `Discretization` whose transform is that one.

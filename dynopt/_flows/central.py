@@ -63,12 +63,14 @@ from .._problem import Problem
 from .._sharpness import (
     _dense_top,
     _lanczos_top,
+    block_operator,
     check_k,
     Eigenpairs,
-    hvp_operator,
+    hvp_column,
     lanczos_broke,
     lane_cond,
     lobpcg_fits,
+    map_columns,
     METHODS,
     random_start,
     top_eigenpairs,
@@ -175,7 +177,8 @@ def third_derivatives(
 ) -> Float[Array, "k k n"]:
     r"""$G_{ij} = D^3L(w)[u_i, u_j, \cdot] = \nabla_w(u_i^\top H(w) u_j)$ for the columns
     $u_i$ of `vectors` (raveled): forward-over-forward over the gradient, one `jax.jvp` pair per
-    $i \le j$ (the $k(k+1)/2$ distinct pairs, vmapped), mirrored to the full $(k, k, n)$."""
+    $i \le j$ (the $k(k+1)/2$ distinct pairs, `map_columns`), mirrored to the full
+    $(k, k, n)$."""
     flat, unravel = ravel_pytree(params)
     k = vectors.shape[1]
 
@@ -189,7 +192,7 @@ def third_derivatives(
         return jax.jvp(hvp, (flat,), (u,))[1]
 
     rows, cols = np.triu_indices(k)
-    pairs = jax.vmap(d3)(vectors[:, rows].T, vectors[:, cols].T)
+    pairs = map_columns(d3, vectors[:, rows].T, vectors[:, cols].T)
     index = np.zeros((k, k), np.int32)
     index[rows, cols] = np.arange(len(rows))
     index[cols, rows] = np.arange(len(rows))
@@ -200,10 +203,10 @@ def hessian_derivative(
     problem: Problem, params: Params, direction: Float[Array, " n"], vectors: Float[Array, "n k"]
 ) -> Float[Array, "n k"]:
     r"""$D^3L(w)[d, u_j, \cdot] = \frac{d}{d\epsilon}H(w + \epsilon d)\,u_j$ for the columns
-    $u_j$ of `vectors` and one `direction` $d$ (raveled): $k$ forward-over-forward products,
-    vmapped. With $d = \nabla L$, $U^\top$ of it is $g_{ij} = \langle G_{ij}, \nabla L\rangle$,
-    the drift of $U^\top H U$ under gradient flow, at $k$ products instead of the $k(k+1)/2$ of
-    `third_derivatives`."""
+    $u_j$ of `vectors` and one `direction` $d$ (raveled): $k$ forward-over-forward products
+    (`map_columns`). With $d = \nabla L$, $U^\top$ of it is $g_{ij} = \langle G_{ij}, \nabla
+    L\rangle$, the drift of $U^\top H U$ under gradient flow, at $k$ products instead of the
+    $k(k+1)/2$ of `third_derivatives`."""
     flat, unravel = ravel_pytree(params)
 
     def flat_grad(x):
@@ -215,7 +218,7 @@ def hessian_derivative(
 
         return jax.jvp(hvp, (flat,), (direction,))[1]
 
-    return jax.vmap(d3, in_axes=1, out_axes=1)(vectors)
+    return map_columns(d3, vectors.T).T
 
 
 def start_block(basis: Array | None, k: int, flat: Array) -> Array:
@@ -554,10 +557,11 @@ def _next_eigenpair(problem: Problem, params: Params, U: Array, spare: Array):
     n, k = U.shape
     if k == n:
         return jnp.full((), jnp.nan, U.dtype), spare
-    op = hvp_operator(problem.grad, params)
+    column = hvp_column(problem.grad, params)
     if not lobpcg_fits(k + 1, n):
-        values, vectors, _ = _dense_top(op, n, k + 1, U.dtype)
+        values, vectors, _ = _dense_top(column, n, k + 1, U.dtype)
         return values[k], vectors[:, k:]
+    op = block_operator(column)
 
     def deflate(V):
         return V - U @ (U.T @ V)
@@ -565,13 +569,17 @@ def _next_eigenpair(problem: Problem, params: Params, U: Array, spare: Array):
     def deflated(V):
         return deflate(op(deflate(V)))
 
-    values, vectors, _ = _lanczos_top(deflated, deflate(spare), min(NEXT_DEPTH, n - k))
+    def deflated_column(v):
+        return deflate(column(deflate(v)))
+
+    depth = min(NEXT_DEPTH, n - k)
+    values, vectors, _ = _lanczos_top(deflated, deflate(spare), depth, matvec=deflated_column)
     # A deflated Hessian of low rank (flat directions) closes the Krylov space before
     # `NEXT_DEPTH` products and breaks matfree's Lanczos as in `top_eigenpairs` (rank 3 in 60
     # dimensions: 122.8 for a λ₂ of 3.34, and a false warning that a second direction was at
     # the edge). Its test (`lanczos_broke`) hands such a pair to LOBPCG from the same block.
     values, vectors = lane_cond(
-        lanczos_broke(lambda v: deflated(v[:, None])[:, 0], values, vectors),
+        lanczos_broke(deflated_column, values, vectors),
         lambda block, *_: lobpcg_standard(deflated, block, m=NEXT_FALLBACK_ITERS)[:2],
         lambda _, *found: found,
         deflate(spare),
