@@ -27,18 +27,19 @@ import numpy as np
 import optax
 
 from .._flows.base import AbstractFlow
+from .._run import _Oracle as _RunOracle
 from .hyper import nonnegative, positive
 
 
-class _Oracle:
+class _Oracle(eqx.Module):
     """The loss and its gradient from optax's extra arguments (`value_fn`, `grad_fn`), in the
     form the automatic modified flow reads (a problem's `loss`, `value`, `grad`,
     `value_and_grad`, `check_key`: corrections of order >= 2 step the optimizer on this oracle,
-    which hands its own `value_fn`/`grad_fn` on as a problem's); used inside one trace only,
-    never a `jit` argument."""
+    which hands its own `value_fn`/`grad_fn` on as a problem's). A pytree (dynopt's oracles'
+    bound methods are, their arrays its leaves): the argument of the jitted corrections."""
 
-    def __init__(self, value_fn: Callable, grad_fn: Callable):
-        self.value_fn, self.grad_fn = value_fn, grad_fn
+    value_fn: Callable
+    grad_fn: Callable
 
     def loss(self, params):
         return self.value_fn(params)
@@ -59,6 +60,11 @@ class _Oracle:
         return self.value_fn(params), self.grad_fn(params)
 
 
+def _zero_value(params):
+    del params
+    return jnp.zeros(())
+
+
 def _oracle(extra: dict) -> _Oracle:
     if extra.get("grad_fn") is None:
         raise ValueError(
@@ -67,13 +73,47 @@ def _oracle(extra: dict) -> _Oracle:
             "compare and solve pass them; with plain optax call "
             "tx.update(g, state, params, grad_fn=jax.grad(loss), value_fn=loss)."
         )
-    value_fn = extra.get("value_fn") or (lambda p: jnp.zeros(()))
-    return _Oracle(value_fn, extra["grad_fn"])
+    grad_fn = extra["grad_fn"]
+    outer = getattr(grad_fn, "__self__", None)
+    if (
+        isinstance(outer, _RunOracle)
+        and isinstance(outer.problem, _Oracle)
+        and outer.key is None
+        and getattr(extra.get("value_fn"), "__self__", None) is outer
+    ):
+        # A step of the expansion of c_k on c_k's own oracle (`_field` steps the optimizer on
+        # it, `raw_step` wraps it as a problem): the same functions, unwrapped, so that the
+        # lower corrections see one oracle type at every depth (one trace each, not one per
+        # depth).
+        return outer.problem
+    return _Oracle(extra.get("value_fn") or _zero_value, grad_fn)
+
+
+def _traced(c: Callable) -> Callable:
+    r"""`c(params, oracle)` traced once per signature inside an outer `jit` (a `jit` boundary:
+    the expansions call it from every nested `jvp` of the steps, at the same arguments or along
+    other directions, and differentiate its jaxpr instead of re-running its Python); called as
+    is outside one (no compilation per `jvp` pattern for an eager `update`) or where the
+    oracle's non-array parts are not hashable."""
+    jitted = eqx.filter_jit(c)
+
+    def call(params, oracle):
+        # Staged (inside `jit`) iff a new constant is a tracer: eager `jvp`/`vmap` give arrays.
+        if not isinstance(jnp.zeros(()), jax.core.Tracer):
+            return c(params, oracle)
+        leaves, treedef = jax.tree.flatten(eqx.filter(oracle, eqx.is_array, inverse=True))
+        try:
+            hash((tuple(leaves), treedef))
+        except TypeError:
+            return c(params, oracle)
+        return jitted(params, oracle)
+
+    return call
 
 
 def _fed(optimizer, corrections: tuple) -> Callable[[Any], optax.GradientTransformationExtraArgs]:
     r"""$h \mapsto$ `optimizer(h)` fed $g + \sum_k h^k c_k(\theta)$ (`corrections` $= (c_0, \dots)$,
-    functions `c(params, oracle, h)`)."""
+    functions `c(params, oracle)`: independent of $h$)."""
 
     def make(h):
         inner = optax.with_extra_args_support(optimizer(h))
@@ -84,7 +124,7 @@ def _fed(optimizer, corrections: tuple) -> Callable[[Any], optax.GradientTransfo
                     raise ValueError("modifying: update needs params (the corrections use them).")
                 oracle = _oracle(extra)
                 for k, c in enumerate(corrections):
-                    ck = optax.tree.cast_like(c(params, oracle, h), updates)
+                    ck = optax.tree.cast_like(c(params, oracle), updates)
                     updates = optax.tree.add_scale(updates, h**k, ck)
             return inner.update(updates, state, params, **extra)
 
@@ -93,7 +133,7 @@ def _fed(optimizer, corrections: tuple) -> Callable[[Any], optax.GradientTransfo
     return make
 
 
-def _field(optimizer, spec, order: int, params, oracle, h):
+def _field(optimizer, spec, order: int, params, oracle):
     r"""$f_{p}$ (`order` $= p$) of the automatic flow of `optimizer` at `params` on `oracle`;
     `spec` the `OptimizerSpec` that `modified_flow`'s checks found for the uncorrected optimizer
     (regime, `lag`, `sweeps`, `branches`, ...: an input correction changes none of them)."""
@@ -124,7 +164,7 @@ def _slope(optimizer, spec, problem=None) -> float:
             return optax.tree.add(jax.grad(loss)(p), shift)
 
         oracle = _Oracle(loss, grad)
-        return _field(optimizer, spec, 1, probe.params0, oracle, 0.0)
+        return _field(optimizer, spec, 1, probe.params0, oracle)
 
     # Concrete even under an outer jit (`modifying(..., step_size=h)` in a traced sweep): the
     # probe's arrays too, which would otherwise be tracers of that jit. Standard promotion: a
@@ -242,26 +282,28 @@ def modifying(
             raise ValueError("target_flow must be a flow on the parameters alone (init(θ) = θ).")
     r = _slope(optimizer, base.spec, problem)
 
+    # Each c_k is a function of θ alone (the h^k coefficient of a defect), built once here
+    # from the lower ones and traced once per signature (`_traced`).
     corrections: list = []
     if target_flow is not None:
 
-        def c0(params, oracle, h):
-            f1 = _field(optimizer, base.spec, 1, params, oracle, h)
+        def c0(params, oracle):
+            f1 = _field(optimizer, base.spec, 1, params, oracle)
             f_star = target_flow.vector_field(0.0, params, oracle)
             return jax.tree.map(lambda a, b: (a - b) / r, f1, f_star)
 
-        corrections.append(c0)
+        corrections.append(_traced(c0))
     else:
         # c_0 = 0: a placeholder that keeps c_k at the power h^k (free after XLA's folding).
-        corrections.append(lambda params, oracle, h: jax.tree.map(jnp.zeros_like, params))
+        corrections.append(lambda params, oracle: jax.tree.map(jnp.zeros_like, params))
     for k in range(1, order):
         fed_k = _fed(optimizer, tuple(corrections))
 
-        def ck(params, oracle, h, fed_k=fed_k, k=k):
-            f = _field(fed_k, base.spec, k + 1, params, oracle, h)
+        def ck(params, oracle, fed_k=fed_k, k=k):
+            f = _field(fed_k, base.spec, k + 1, params, oracle)
             return jax.tree.map(lambda a: a / r, f)
 
-        corrections.append(ck)
+        corrections.append(_traced(ck))
     out = _fed(optimizer, tuple(corrections))
     return out if step_size is None else out(positive("step_size", step_size))
 
