@@ -423,23 +423,31 @@ def test_a_given_first_step_is_a_step_size_in_either_time_direction():
     np.testing.assert_allclose(backward.ys[-1], np.exp(1.0) * np.ones(3), rtol=1e-9)
 
 
-def test_a_solve_stalled_by_a_nearly_discontinuous_field_says_so():
-    """The sign flow of width 1e-9 reaches the minimum of a quadratic at t = 1 and then slides
-    along a field that switches on a 1e-9 scale: an explicit solve spends its step budget
-    there. The error names the Jacobian's spectral radius where it stopped against t0's and
-    the horizon to end before; an implicit solve that fails is not told to go implicit."""
-    flow, p = flows.SignFlow(width=1e-9), problems.quadratic([1.0, 3.0])
+def _stalled_sign_flow(problem) -> str:
+    """The message of an explicit solve of the sign flow of width 1e-9 on `problem` (a
+    quadratic from ones, its minimum reached at t = 1), checked: it names the Jacobian's
+    spectral radius where it stopped against t0's, and the horizon to end before."""
     with pytest.raises(dynopt.SolveError) as info:
-        dynopt.solve(flow, p, ts=[5.0], solver="tsit5", max_steps=2000)
+        dynopt.solve(flows.SignFlow(width=1e-9), problem, ts=[5.0], solver="tsit5", max_steps=2000)
     msg = str(info.value)
     assert "It reached t = 1.00000" in msg, msg
     radius = float(re.search(r"spectral radius ([0-9.e+-]+) \(at t0: ([0-9.e+-]+)\)", msg)[1])
     assert radius > 1e8, msg  # ~ λ_max / width = 3e9
-    assert "End the horizon before t = 1," in msg, msg
+    assert "End the horizon before t = 1," in msg and "-g/(|g| + eps)" in msg, msg
+    return msg
+
+
+def test_a_solve_stalled_by_a_nearly_discontinuous_field_says_so():
+    """The sign flow of width 1e-9 reaches the minimum of a quadratic at t = 1 and then slides
+    along a field that switches on a 1e-9 scale: an explicit solve spends its step budget
+    there, and says so (`_stalled_sign_flow`); an implicit solve that fails is not told to go
+    implicit."""
+    p = problems.quadratic([1.0, 3.0])
+    _stalled_sign_flow(p)
     # Whether Kvaerno5 gets past t = 1 at all depends on rounding (it stalls at t ≈ 0.947 with
     # XLA's optimizations, and finishes in 1,578 steps without them): 200 steps fail either way.
     with pytest.raises(dynopt.SolveError) as info:
-        dynopt.solve(flow, p, ts=[5.0], solver="implicit", max_steps=200)
+        dynopt.solve(flows.SignFlow(width=1e-9), p, ts=[5.0], solver="implicit", max_steps=200)
     assert "solver='implicit'" not in str(info.value), str(info.value)
 
 
@@ -451,15 +459,7 @@ def test_a_large_state_stalled_by_a_nearly_discontinuous_field_says_so():
     from dynopt._solve import _DENSE_HESSIAN_MAX_DIM
 
     d = _DENSE_HESSIAN_MAX_DIM + 200
-    flow = flows.SignFlow(width=1e-9)
-    p = problems.quadratic(np.linspace(1.0, 3.0, d), params0=np.ones(d), diagonal=True)
-    with pytest.raises(dynopt.SolveError) as info:
-        dynopt.solve(flow, p, ts=[5.0], solver="tsit5", max_steps=2000)
-    msg = str(info.value)
-    assert "It reached t = 1.00000" in msg, msg
-    radius = float(re.search(r"spectral radius ([0-9.e+-]+) \(at t0: ([0-9.e+-]+)\)", msg)[1])
-    assert radius > 1e8, msg  # ~ λ_max / width = 3e9
-    assert "End the horizon before t = 1," in msg and "-g/(|g| + eps)" in msg, msg
+    _stalled_sign_flow(problems.quadratic(np.linspace(1, 3, d), params0=np.ones(d), diagonal=True))
 
 
 class _FieldOfWrongShape(flows.AbstractFlow):
