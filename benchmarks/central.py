@@ -22,12 +22,13 @@ the per-round ratios; goal ≤ 200×, the anchor's 2,600×). The note gives U, t
 average rate at U and the fixed per-call cost 2T(U) − T(2U). (3), not in tiny mode: 8 tracked GD
 runs over learning rates 0.06–0.14 as one vmapped program against the 8 runs one after another
 (goal: the vmapped program faster), in back-to-back pairs. (4), not in tiny mode: row (2) at the
-edge, on the anchor's own initialization (`_anchor_problem`) from GD's iterate at step 400
-(η·λ_max = 2 from step 350 on), U = 100. (5), not in tiny mode: the central flow over the
-anchor's whole run (1000 GD steps of flow time from the initialization, one solve saved every 10
-steps, the sharpness reaching 2/η near step 350): its average cost per unit of GD time, fixed
-costs included (3 rounds against the GD baseline), and in the note its prediction error against
-the σ = 50-step smoothed GD loss on steps 350-900 (the anchor's window and statistic).
+edge, on the anchor's own network and data (`_anchor_problem`) from the central flow's own state
+at GD step 400 (η·λ_max = 2 from step 350 on), U = 100: the flow on the edge, Σ ≠ 0 throughout
+(GD's iterate at step 400 is past it, η·λ₁/2 = 1.178). (5), not in tiny mode: the central flow
+over the anchor's whole run (1000 GD steps of flow time from the initialization, one solve saved
+every 10 steps, the sharpness reaching 2/η near step 350): its average cost per unit of GD time,
+fixed costs included (3 rounds against the GD baseline), and in the note its prediction error
+against the σ = 50-step smoothed GD loss on steps 350-900 (the anchor's window and statistic).
 """
 
 import time
@@ -105,7 +106,13 @@ def run(config: Config) -> list[dict]:
         # Cost: the same steps without the per-step record, as the plain baseline.
         tracked_run = lambda tx=tracked_tx: dynopt.run(tx, problem, steps, every=steps).final_params
         first = _cpu_first(tracked_run)
-        cpu_step_s, tracked_s, ratio = paired(plain, tracked_run, config.repeats)
+        if method == "lanczos":
+            cpu_step_s, tracked_s, ratio, split = _split_cost(
+                problem, tracked_tx, steps, config.repeats
+            )
+        else:
+            cpu_step_s, tracked_s, ratio = paired(plain, tracked_run, config.repeats)
+            split = ""
         rows.append(
             cost_row(
                 "central",
@@ -125,7 +132,7 @@ def run(config: Config) -> list[dict]:
                 f"per-step loss record), median over 11+ back-to-back pairs (times: minima); "
                 f"tracked eigenvalues within {deviation:.1e} (relative) of converged ones over "
                 f"the run (a separate untimed run recording them every step); first call "
-                f"(compile) {first:.1f} s CPU",
+                f"(compile) {first:.1f} s CPU{split}",
             )
         )
     if not config.tiny:  # its vmapped program alone compiles for ~15-50 s of CPU
@@ -151,6 +158,39 @@ def run(config: Config) -> list[dict]:
     return rows
 
 
+def _split_cost(
+    problem: dynopt.Problem, tracked_tx, steps: int, repeats: int
+) -> tuple[float, float, float, str]:
+    """The tracked row's figures as `paired` gives them (`(plain_s, tracked_s, ratio)`: minima
+    over rounds of `steps`-step runs, the median per-round ratio), from 11+ rounds of 4 calls
+    timed together (plain and tracked runs of `steps` and `2 steps`), and a note splitting each
+    side into a marginal cost per step, (T(2N) − T(N))/N, and a fixed cost per call,
+    2T(N) − T(2N): `run`'s own (dispatch, output assembly) on both sides, and the tracker's cold
+    start at θ₀ (LOBPCG from a random block to `tol`), which the 200-step average spreads over
+    the steps."""
+    calls = [
+        lambda tx=tx, n=n: dynopt.run(tx, problem, n, every=n).final_params
+        for tx in (optax.sgd(ETA), tracked_tx)
+        for n in (steps, 2 * steps)
+    ]
+    p1, p2, t1, t2 = (
+        t.samples for t in alternating(calls, max(repeats, 11), 0.0, clock=time.process_time)
+    )
+    med = lambda xs: float(np.median(list(xs)))
+    ratio = med(b / a for a, b in zip(p1, t1))
+    plain_marginal = med((b - a) / steps for a, b in zip(p1, p2))
+    tracked_marginal = med((b - a) / steps for a, b in zip(t1, t2))
+    marginal_ratio = med((d - c) / (b - a) for a, b, c, d in zip(p1, p2, t1, t2))
+    note = (
+        f"; split, N = {steps} and 2N: marginal per step (T(2N) − T(N))/N "
+        f"{tracked_marginal * 1e6:.0f} µs against a plain step's {plain_marginal * 1e6:.1f} µs "
+        f"({marginal_ratio:.1f}×, median over rounds), fixed per call 2T(N) − T(2N) "
+        f"{med(2 * a - b for a, b in zip(t1, t2)) * 1e3:.1f} ms (run's own and the cold start at "
+        f"θ₀) against {med(2 * a - b for a, b in zip(p1, p2)) * 1e3:.1f} ms (run's own)"
+    )
+    return min(p1), min(t1), ratio, note
+
+
 def _marginal_row(
     case: str,
     flow: CentralFlow,
@@ -162,11 +202,14 @@ def _marginal_row(
     rounds: int,
     gd_steps: int,
     where: str,
+    compiled_by: str | None = None,
 ) -> dict:
     """`central_solve`'s marginal cost per unit of GD time, (T(2U) − T(U))/U, as a multiple of a
     plain GD step (`_gd_steps`): the three calls (GD, the flow over U and over 2U GD steps of
     flow time, both with `saves` saved times: one compiled program) timed together in each of
-    `rounds` rounds (CPU seconds), the ratio the median over rounds (goal ≤ 200×)."""
+    `rounds` rounds (CPU seconds), the ratio the median over rounds (goal ≤ 200×).
+    `compiled_by`: what compiled that program before (the note's compile time then), if
+    anything."""
     gd = _gd_steps(problem, eta, gd_steps)
 
     def solve(u):
@@ -200,8 +243,12 @@ def _marginal_row(
         f"{gd_steps}, flow U, flow 2U); average at U {average:.0f}× (fixed per-call cost "
         f"2T(U) − T(2U) = {fixed:.2f} s CPU); Bosh3 steps {solver_steps[0]} (U) and "
         f"{solver_steps[1]} (2U); η·λ₁/2 {top[0]:.3f} at the start, median {np.median(top):.3f} "
-        f"over the 2U run; first "
-        f"call (compile) {one.first - one.median:.1f} s CPU",
+        f"over the 2U run; "
+        + (
+            f"first call (compile) {one.first - one.median:.1f} s CPU"
+            if compiled_by is None
+            else f"compiled by {compiled_by}"
+        ),
         units=units,
         saves=saves,
         average_ratio=average,
@@ -217,26 +264,35 @@ def _anchor_problem() -> dynopt.Problem:
 
 
 def _central_at_the_edge() -> dict:
-    """The central flow where it works: from GD's iterate at step 400 of the anchor's run
-    (η·λ_max = 2 from step 350 on), over U = 100 and 2U = 200 GD steps of flow time (11 saved
-    times each), its marginal cost against a plain GD step on the same network. At the edge an
-    explicit solver's step is set by stability (η·λ = 2) and, for Bosh3 at rtol 1e-6, by
-    accuracy too; each of its 3 evaluations a step runs the eigen-solve, the third-derivative
-    contractions and the complementarity solve."""
-    eta, start, units = 2 * ETA, 400, 100
+    """The central flow where it works: from its own state at GD step 400 of the anchor's run (the
+    flow from the initialization, saved every 40 steps: on the edge, η·λ₁ = 2, from step 350
+    on), over U = 100 and 2U = 200 GD steps of flow time (11 saved times each: the setup's
+    compiled program), its marginal cost against a plain GD step on the same network. Not from
+    GD's iterate at step 400: GD oscillates across the edge, η·λ₁/2 = 1.178 there, and a flow
+    started past it spends its first interval on the stabilization's pull-back (a warning at
+    each call). At the edge an explicit solver's step is set by stability (η·λ = 2) and, for
+    Bosh3 at rtol 1e-6, by accuracy too; each of its 3 evaluations a step runs the
+    eigen-solve, the third-derivative contractions and the complementarity solve."""
+    eta, start, units, saves = 2 * ETA, 400, 100, 11
     problem = _anchor_problem()
-    w = dynopt.run(optax.sgd(eta), problem, start, every=start).final_params
-    at_edge = dynopt.Problem(problem.loss, w)
+    flow = CentralFlow(eta, k=K)
+    setup_s = time.process_time()
+    path = central_solve(flow, problem, eta * jnp.linspace(0.0, start, saves))
+    setup_s = time.process_time() - setup_s
+    at_edge = eqx.tree_at(lambda p: p.params0, problem, jax.tree.map(lambda x: x[-1], path.params))
     return _marginal_row(
         f"central flow per unit GD time at the edge (k={K}), anchor MLP d={problem.num_params}",
-        CentralFlow(eta, k=K),
+        flow,
         at_edge,
         eta,
         units,
-        saves=11,
+        saves=saves,
         rounds=FLOW_ROUNDS,
         gd_steps=GD_STEPS,
-        where=f"from GD's iterate at step {start} (at the edge: η·λ₁ = 2)",
+        where=f"from the central flow's own state at GD step {start} (the flow from the "
+        f"initialization, {saves - 1} intervals; on the edge from step 350 on), not GD's "
+        "iterate there (past the edge: GD oscillates across it)",
+        compiled_by=f"that setup solve ({setup_s:.1f} s CPU with its {start} steps of flow time)",
     )
 
 

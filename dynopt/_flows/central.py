@@ -399,13 +399,18 @@ class CentralFlow(AbstractFlow):
       `experiments/edge_of_stability` (1,482 parameters, k = 2, bases refreshed every 25 GD
       steps) gives the prediction error of LOBPCG converged to tol 1e-12 to 3e-7 relative at
       depth 48 (to 1.2e-3 at depth 24; LOBPCG capped at 8 iterations, the previous default,
-      to 5e-5); on the anchor MLP (k = 5) depth 48 costs 0.58× LOBPCG-8 at the edge and 0.47×
-      below it. A fixed depth has no residual test inside the field; `central_solve` measures
-      it after the fact (`CentralPath.eig_deviation`: the field's eigenvalues at each
-      interval's end against refreshed ones; 9e-9 on the digits run, 9e-10 on the anchor's,
-      each then relative to its own $|\lambda_j|$, so at most that now; 1.4e-5 at depth 2 in
-      the tests): where it is not small (few save times, `solve` from a fixed `basis`, large
-      k), raise `eig_iters` or use `"lobpcg"`.
+      to 5e-5). On the anchor MLP (k = 5; `central_solve` over 100 GD steps, 11 saved times,
+      CPU time, 2026-12-06 on 2 shared cores at load 4-7) depth 48 costs 0.92× LOBPCG-8 at
+      the edge (from the flow's own state at step 400; 0.84-0.92 over 3 rounds) and 0.57×
+      below it (from the initialization), with the same solver steps and predicted losses
+      equal to 1.5e-8: LOBPCG's cost grows with the warm start's distance (from the exact
+      vectors its field evaluation at the edge costs 0.67× depth 48's). A fixed depth has
+      no residual test inside the field; `central_solve` measures it after the fact
+      (`CentralPath.eig_deviation`: the field's eigenvalues at each interval's end against
+      refreshed ones; 9e-9 on the digits run, 9e-10 on the anchor's, each then relative to its
+      own $|\lambda_j|$, so at most that now; 1.4e-5 at depth 2 in the tests): where it is
+      not small (few save times, `solve` from a fixed `basis`, large k), raise `eig_iters` or
+      use `"lobpcg"`.
     - `eig_tol`: LOBPCG's tolerance (`top_eigenpairs`' residual test, $10\,n\,$`eig_tol`
       relative: it loosens with the parameter count $n$; on a 190-parameter CNN the default
       left the refreshed $\Sigma$ 2e-6 off the exact eigenvectors' at a relative eigengap of
