@@ -200,6 +200,21 @@ def test_recovery_on_a_well_posed_synthetic_case():
     assert float(fit_adam.loss) < 0.1 * float(fit_adam.losses[0])
 
 
+def test_adam_history_tested_every_step_is_the_every_10_history():
+    """experiments/rnn_ode.py fits its diffrax route with `run` testing every step (`every=1`:
+    one gradient site in the program instead of two, half the compilation) and thins the
+    history to every 10th step: the same fit, losses and steps as `every=10`, bit for bit."""
+    from experiments.rnn_ode import _adam_fit
+
+    obs = rnn.Observations([10.0, 15.0, 30.0], [[165.0, 283.0], [197.0, 290.0], [280.0, 276.0]])
+    model = rnn.unrolled_model(rnn.ODECell(LV, TRUE * 1.1, 1.0, log_params=True), Y0, obs)
+    blocks = _adam_fit(model, optax.adam(1e-2), 40)
+    steps = _adam_fit(model, optax.adam(1e-2), 40, test_every_step=True)
+    assert blocks.losses.shape == (5,)
+    for a, b in zip(jax.tree.leaves(blocks), jax.tree.leaves(steps), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_integer_initial_state_is_read_as_real():
     """`y0` given as integers (e.g. counts) unrolls as the same real numbers: the integer dtype
     would truncate every step (before, a scan carry dtype error)."""

@@ -15,6 +15,7 @@ from .integrate import (
     check_initial,
     check_options,
     integrate,
+    map_rows,
     OnRows,
     real_array,
 )
@@ -76,7 +77,7 @@ def _launch(F, initial, sigma, guesses):
         rel = jnp.where(size > 0, r / jnp.where(size > 0, size, 1.0), jnp.where(r > 0, jnp.inf, 0))
         return z0, Z0, jnp.max(rel)
 
-    return jax.vmap(one)(sigma, guesses)
+    return map_rows(one, sigma, guesses)
 
 
 @eqx.filter_jit

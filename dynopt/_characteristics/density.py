@@ -14,6 +14,7 @@ from .._problem import Problem
 from .._saving import SaveAtTimes, saved
 from .._solve import _pick_solver, _require_x64, check_times, integrate, raise_for_result
 from .._validation import host_validated, positive_int, solver_options
+from .integrate import map_rows
 
 
 class DensityTransport(eqx.Module):
@@ -78,7 +79,7 @@ def _transport(flow, problem, params0, logp0, probes, ts, t0, solver, rtol, atol
         )
         return saved(sol, ts, t0, (y0, lp0)), sol.result
 
-    (ys, logp), result = jax.vmap(one)(y0s, logp0, probes)
+    (ys, logp), result = map_rows(one, y0s, logp0, probes)
     params = jax.vmap(jax.vmap(lambda z: flow.params(unravel(z))))(ys)
     return ys, logp, params, result
 
@@ -106,11 +107,12 @@ def transport_density(
     $$\frac{d}{dt}\log\rho(t, y(t)) = -\nabla\cdot f(t, y(t)) = -\operatorname{tr}
       \frac{\partial f}{\partial y},$$
 
-    integrated jointly with $y$ by diffrax for every sample at once (`vmap`). The trace is exact
-    (`jax.jacfwd`, $d$ Jacobian-vector products) or Hutchinson's estimate
-    $\frac1K\sum_k v_k^\top (\partial f/\partial y)\,v_k$ with $K$ fixed Rademacher probes per
-    sample (unbiased; cost $K$ products, for large $d$). For gradient flow $f = -\nabla L$, so
-    $\log\rho$ grows at the rate $\Delta L$: mass piles up in minima, thins over maxima.
+    integrated jointly with $y$ by diffrax for every sample (one after another on a CPU, at once
+    on an accelerator). The trace is exact (`jax.jacfwd`, $d$ Jacobian-vector products) or
+    Hutchinson's estimate $\frac1K\sum_k v_k^\top (\partial f/\partial y)\,v_k$ with $K$ fixed
+    Rademacher probes per sample (unbiased; cost $K$ products, for large $d$). For gradient flow
+    $f = -\nabla L$, so $\log\rho$ grows at the rate $\Delta L$: mass piles up in minima, thins
+    over maxima.
 
     The density lives on the flow's state space; `params0` are mapped by `flow.init`, so for flows
     with auxiliary state (momenta) `log_density0` must be the initial state's log density.

@@ -145,12 +145,11 @@ class ObservationModel(eqx.Module):
     def residuals(self, raw: PyTree) -> Float[Array, "m ..."]:
         """Masked residuals $m_{ji}(\\hat y_i(t_j) - y_{ji})$, in the prediction's dtype (the
         observations are stored in float64: a float32 cell fits in float32)."""
-        pred = self.predict(raw)
-        return self.obs.mask.astype(pred.dtype) * (pred - self.obs.ys.astype(pred.dtype))
+        return _residuals(self, self.predict(raw))
 
     def loss(self, raw: PyTree) -> Float[Array, ""]:
         """$L(\\theta) = \\sum m_{ji}(\\hat y_i(t_j) - y_{ji})^2$ (post 5's masked loss)."""
-        return jnp.sum(self.residuals(raw) ** 2)
+        return _loss(self, self.predict(raw))
 
     def __call__(self, raw: PyTree) -> Float[Array, ""]:
         return self.loss(raw)
@@ -158,6 +157,19 @@ class ObservationModel(eqx.Module):
     def problem(self, name: str | None = None) -> Problem:
         """This loss as a `dynopt.Problem` starting from the cell's current parameters."""
         return Problem(self, self.cell.params, name=name or f"ode_inference_{self.route}")
+
+
+def _residuals(model: ObservationModel, pred: Array) -> Array:
+    return model.obs.mask.astype(pred.dtype) * (pred - model.obs.ys.astype(pred.dtype))
+
+
+def _loss(model: ObservationModel, pred: Array) -> Array:
+    return jnp.sum(_residuals(model, pred) ** 2)
+
+
+@eqx.filter_jit
+def _predict(model: ObservationModel, raw: PyTree) -> Array:
+    return model.predict(raw)
 
 
 def _shared_fields(cell: ODECell, y0: ArrayLike, obs: Observations, t0: ScalarLike) -> dict:
@@ -337,7 +349,10 @@ def fit(
         )
     if isinstance(optimizer, optx.AbstractLeastSquaresSolver):
         raw, steps, ok = _least_squares(model, optimizer, num_iterations)
-        loss0, loss1 = model.loss(model.cell.params), model.loss(raw)
+        # The predictions from one compiled program (called eagerly, `predict` compiled diffrax's
+        # solve and each operation around it apart, and an unrolled cell's scan once per step
+        # size), the loss around them as `loss` computes it: the same numbers.
+        loss0, loss1 = (_loss(model, _predict(model, r)) for r in (model.cell.params, raw))
         return Fit(
             cell=model.cell.with_params(raw),
             losses=jnp.stack([loss0, loss1]),
