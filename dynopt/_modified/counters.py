@@ -93,6 +93,11 @@ def bias_products(products=None, *, constant=None) -> Iterator[_Tape]:
         _local.tape = previous
 
 
+def current_tape() -> _Tape | None:
+    """The tape of the innermost `bias_products` active in this thread, else `None`."""
+    return getattr(_local, "tape", None)
+
+
 def advance(tape: _Tape, products: tuple) -> tuple:
     """The products after the step recorded on `tape`: $c_i \\mapsto b_i c_i$."""
     return tuple(d * c for d, c in zip(tape.decays, products))

@@ -20,7 +20,7 @@ from .._flows.base import AbstractFlow
 from .._problem import AbstractProblem, Problem
 from .._validation import is_traced, positive
 from .branches import _OpaqueOracle, _zero_message, left_zero, step_bits
-from .counters import bias_products, CountedState
+from .counters import bias_products, CountedState, current_tape
 from .fast import fast_coefficients, fast_step, leaf_blocks, manifold, template
 from .recursion import combine_values, modified_values
 from .slow import counted_init, ModifiedState, slow_coefficients
@@ -278,13 +278,101 @@ def _probe_problem() -> Problem:
 
 
 def _leaf_changes(before, after) -> list[tuple[str, float]]:
+    """`(path, max |after - before|)` of each floating leaf of `before` (concrete: on the host,
+    where eagerly each leaf's shape compiled its own programs)."""
     flat_b, _ = jax.tree_util.tree_flatten_with_path(before)
     flat_a = jax.tree.leaves(after)
     out = []
     for (path, b), a in zip(flat_b, flat_a):
         if eqx.is_inexact_array(b):
-            out.append((jax.tree_util.keystr(path), float(jnp.max(jnp.abs(a - b), initial=0.0))))
+            change = np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0.0)
+            out.append((jax.tree_util.keystr(path), float(change)))
     return out
+
+
+def _moved(params, x0) -> float:
+    """The distance between two concrete parameter trees (on the host)."""
+    leaves = [
+        np.asarray(a) - np.asarray(b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(x0))
+    ]
+    return float(np.sqrt(sum(np.sum(np.square(d)) for d in leaves)))
+
+
+class _Compiled(AbstractProblem):
+    """`problem` for the construction checks: its gradient behind a `jit` boundary, traced once
+    per signature (the checks step the optimizer dozens of times at the same parameters, and
+    each trace of a network's gradient re-ran its Python: 100 traces on a digits MLP) and
+    compiled as one program where called eagerly. Only the checks' programs see it: a flow's
+    own programs (its fields, the runs' slow-manifold start, `compare`'s replay) trace the
+    problem's gradient inline, as before, so XLA gets the programs it got and their numbers
+    stay bit for bit."""
+
+    problem: AbstractProblem
+
+    @property
+    def params0(self):
+        return self.problem.params0
+
+    @property
+    def name(self):
+        return self.problem.name
+
+    def loss(self, params):
+        return self.problem.loss(params)
+
+    def value(self, params, key=None):
+        return self.problem.value(params, key)
+
+    def value_and_grad(self, params, key=None):
+        return _value_and_grad(self.problem, params, key)
+
+    def check_key(self, key):
+        self.problem.check_key(key)
+
+
+def _compiled(problem) -> AbstractProblem:
+    """`problem` as `_Compiled`, where its static parts can key a `jit` cache."""
+    if isinstance(problem, _Compiled):
+        return problem
+    try:
+        hash(tuple(jax.tree.leaves(eqx.filter(problem, eqx.is_array, inverse=True))))
+    except TypeError:
+        return problem
+    return _Compiled(problem)
+
+
+@eqx.filter_jit
+def _value_and_grad(problem, params, key):
+    return problem.value_and_grad(params, key)
+
+
+def _step(spec: OptimizerSpec, tau, params, state, problem):
+    """`raw_step` for the concrete checks: one compiled program per signature. Eagerly, the
+    step (a network's gradient, the optimizer's per-leaf updates) was dispatched and compiled
+    op by op, and each call re-traced the problem's gradient. Inside `bias_products` the step
+    is traced under a tape of the same constant, and the caller's tape gets one entry per bias
+    correction the step computed (`None`: what the checks read is how many; the decays and
+    counts themselves are values inside the traced step, as they are eagerly, where
+    `zero_safe_roots` traces the update)."""
+    tape = current_tape()
+    if tape is not None and tape.products is not None:
+        return raw_step(spec, tau, params, state, problem)
+    # The constant a dynamic argument: one program for every constant.
+    constant = None if tape is None or tape.constant is None else jnp.asarray(tape.constant)
+    out, n = _step_program(spec, tau, params, state, problem, tape is not None, constant)
+    if tape is not None:
+        tape.decays.extend([None] * n)
+        tape.counts.extend([None] * n)
+    return out
+
+
+@eqx.filter_jit
+def _step_program(spec, tau, params, state, problem, taped: bool, constant):
+    if not taped:
+        return raw_step(spec, tau, params, state, problem), 0
+    with bias_products(constant=constant) as tape:
+        out = raw_step(spec, tau, params, state, problem)
+    return out, len(tape.decays)
 
 
 class _ByIdentity:
@@ -305,6 +393,17 @@ class _ByIdentity:
         return isinstance(other, _ByIdentity) and other.obj is self.obj
 
 
+def _concrete():
+    """`jax.ensure_compile_time_eval` where `modified_flow` is called while a program is traced
+    (under `jit`, as `compare`'s `reference`): the checks need values. Not otherwise: outside a
+    trace their values are concrete anyway, and under it every program the checks trace (their
+    jitted probes) had its constant sub-expressions evaluated at trace time, op by op, each
+    compiled apart (a network's: 2 s of 10)."""
+    # Staged iff a new constant is a tracer (eager `jvp`/`vmap` give arrays: concrete there).
+    staged = isinstance(jnp.zeros(()), jax.core.Tracer)
+    return jax.ensure_compile_time_eval() if staged else contextlib.nullcontext()
+
+
 @ft.cache
 def _check(
     spec: OptimizerSpec, regime: str, on: _ByIdentity | None = None
@@ -318,7 +417,7 @@ def _check(
     decide the regime and branches wrongly. Concrete even when `modified_flow` is called under
     `jit` (e.g. `compare`'s `reference`), and cached: a sweep checks once."""
     # Standard promotion: a float32 model's data meet the float64 parameters of the checks.
-    with jax.ensure_compile_time_eval(), jax.numpy_dtype_promotion("standard"):
+    with _concrete(), jax.numpy_dtype_promotion("standard"):
         probe = _probe_problem()
         # Without x64 the checks' float64 tolerances cannot hold on a float32 model: the probe
         # then, and the user's problem only where the optimizer cannot step on the probe.
@@ -443,6 +542,12 @@ def _check_or_why(
         ) from e
 
 
+@eqx.filter_jit
+def _init(spec: OptimizerSpec, tau, params):
+    """The optimizer's initial state for `params` at `tau` (one compiled program)."""
+    return spec.transform(tau).init(params)
+
+
 def _is(cls):
     return lambda x: isinstance(x, cls)
 
@@ -501,18 +606,32 @@ def _counter_period(spec: OptimizerSpec, x0, state) -> tuple[str, int] | None:
 
 def _step_failure(spec: OptimizerSpec, problem) -> str | None:
     """`None` if one step of the optimizer traces on `problem`, else what it raised."""
+    problem = _compiled(problem)
     x0 = problem.params0
+    tau = jnp.zeros((), float)
+
+    def step(t, p):
+        return raw_step(spec, t, p, spec.transform(t).init(p), problem)
+
     try:
         with jax.numpy_dtype_promotion("standard"):
-            tau = jnp.zeros((), float)
-            jax.eval_shape(
-                lambda t: raw_step(spec, t, x0, spec.transform(t).init(x0), problem), tau
-            )
+            # With the parameters abstract: closed over, they are concrete, and under the
+            # caller's `ensure_compile_time_eval` the whole step (a network's gradient) ran
+            # eagerly, op by op, to find shapes.
+            jax.eval_shape(step, tau, x0)
+        return None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        pass
+    try:
+        # A step that needs concrete parameters, or failed: its error as it is met with them.
+        with jax.numpy_dtype_promotion("standard"):
+            jax.eval_shape(lambda t: step(t, x0), tau)
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
         return f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
     return None
 
 
+@eqx.filter_jit
 def _generic(state0):
     """A generic optimizer state near `state0`: optax's zeros would hide a state leaf that Φ₀
     moves."""
@@ -568,10 +687,10 @@ def _check_concrete(
 ) -> tuple[str, int, tuple[str, ...], int, int]:
     """The construction checks on `problem` (`_check`); `finite`: also that $f_1$ is finite at
     its start (`_check_finite_field`)."""
+    problem = _compiled(problem)
     x0 = problem.params0
     zero = jnp.zeros((), float)
-    tx0 = spec.transform(zero)
-    state0 = tx0.init(x0)
+    state0 = _init(spec, zero, x0)
     injected = tuple(
         getattr(optax, n)
         for n in ("InjectHyperparamsState", "InjectStatefulHyperparamsState")
@@ -619,18 +738,18 @@ def _check_concrete(
             "smooth surrogate (e.g. round(x) -> x) and model that."
         )
     branches = tuple(sorted(own.branches))
-    params1, state1 = raw_step(spec, zero, x0, state, problem)
-    moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
+    params1, state1 = _step(spec, zero, x0, state, problem)
+    moved = _moved(params1, x0)
     lag, products, trial = 0, 0, None
     if has_counters(state0) and regime != "fast":
         # A counter read by bias corrections of a slow state: time, carried by the
         # corrections' products (the step at h = 0 divides by 1 - b**1 = 0 otherwise).
         with bias_products(constant=0.5) as tape:
-            trial = raw_step(spec, zero, x0, state, problem)
+            trial = _step(spec, zero, x0, state, problem)
         if tape.decays and (regime == "slow" or not _state_moves(state, trial[1])):
             products = _counted_products(spec, problem, x0, state)
             params1, state1 = trial
-            moved = float(optax.tree.norm(optax.tree.sub(params1, x0)))
+            moved = _moved(params1, x0)
     generic = state
 
     def counted() -> bool:
@@ -782,8 +901,8 @@ def _check_fast(
         # is frozen at its value for k -> oo, which must not stop the optimizer.
         floats, rest = split_state(state)
         late = eqx.combine(floats, saturate_counters(rest))
-        params_late, _ = raw_step(spec, zero + 0.01, x0, late, problem)
-        if not float(optax.tree.norm(optax.tree.sub(params_late, x0))) > 0:
+        params_late, _ = _step(spec, zero + 0.01, x0, late, problem)
+        if not _moved(params_late, x0) > 0:
             raise ValueError(
                 "optimizer: its update vanishes once the step counter is large (a learning-rate "
                 "schedule in steps that decays to 0, e.g. optax.exponential_decay): the step "
@@ -820,8 +939,8 @@ def _period(spec: OptimizerSpec, problem, x0, state) -> int:
     tau = jnp.asarray(0.01)
     moved = []
     for _ in range(_CYCLE_STEPS):
-        params, state = raw_step(spec, tau, x0, state, problem)
-        moved.append(float(optax.tree.norm(optax.tree.sub(params, x0))) > 0)
+        params, state = _step(spec, tau, x0, state, problem)
+        moved.append(_moved(params, x0) > 0)
     on = [k for k, m in enumerate(moved) if m]
     if not on or len(on) == len(moved):
         return 0
@@ -850,11 +969,11 @@ def _counted_products(spec: OptimizerSpec, problem, x0, state) -> int:
     floats, rest = split_state(state)
     diff = 0.0
     with bias_products(constant=0.5):
-        now = raw_step(spec, tau, x0, state, problem)
+        now = _step(spec, tau, x0, state, problem)
         # A few steps and a long history later (a schedule with a boundary there).
         for k in (7, 2**20):
             later = jax.tree.map(lambda x, k=k: x + k if _is_counter(x) else x, rest)
-            then = raw_step(spec, tau, x0, eqx.combine(floats, later), problem)
+            then = _step(spec, tau, x0, eqx.combine(floats, later), problem)
             diff = max([diff, *(c for _, c in _leaf_changes(now, then))])
     if not tape.decays or not diff == 0.0:
         raise ValueError(
@@ -889,10 +1008,10 @@ def _counter_read(spec: OptimizerSpec, problem, x0, state) -> bool:
     integer step counters of `state`, a few steps and a long history later."""
     floats, rest = split_state(state)
     tau = jnp.asarray(0.01)
-    now = raw_step(spec, tau, x0, state, problem)
+    now = _step(spec, tau, x0, state, problem)
     for k in (7, 2**20):
         later = jax.tree.map(lambda x, k=k: x + k if _is_counter(x) else x, rest)
-        then = raw_step(spec, tau, x0, eqx.combine(floats, later), problem)
+        then = _step(spec, tau, x0, eqx.combine(floats, later), problem)
         if any(c != 0.0 for _, c in _leaf_changes(now, then)):
             return True
     return False
@@ -907,7 +1026,7 @@ def _reads_counter(spec: OptimizerSpec, problem, x0, floats, rest) -> bool:
     with bias_products(constant=0.0):
         for k in (5, 1000, 2**20):
             at_k = jax.tree.map(lambda x, k=k: jnp.full_like(x, k) if _is_counter(x) else x, rest)
-            updates.append(raw_step(spec, tau, x0, eqx.combine(floats, at_k), problem)[0])
+            updates.append(_step(spec, tau, x0, eqx.combine(floats, at_k), problem)[0])
     return any(c != 0.0 for u in updates[1:] for _, c in _leaf_changes(updates[0], u))
 
 
@@ -1147,7 +1266,7 @@ def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
     names = [jax.tree_util.keystr(p) for p, _ in flat_a]
     sweeps = _chain_length(np.asarray(coupling) > 0, names)
     for path, ai in flat_a:
-        worst = float(jnp.max(jnp.abs(ai), initial=0.0))
+        worst = float(np.max(np.abs(np.asarray(ai)), initial=0.0))
         if not worst < 1:
             leaf = jax.tree_util.keystr(path)
             if abs(worst - 1) <= 1e-12 and any(b.split()[0] in _SIGNS for b in branches):

@@ -112,15 +112,16 @@ def _passthrough(spec: "OptimizerSpec", treedef, avals) -> frozenset[int]:
 
 
 def _passthrough_traced(spec: "OptimizerSpec", treedef, avals) -> frozenset[int]:
-    with jax.ensure_compile_time_eval():
-        params = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in avals])
-        tau = jax.ShapeDtypeStruct((), jnp.result_type(float))
-        state = jax.eval_shape(lambda t, p: spec.transform(t).init(p), tau, params)
-        closed = jax.make_jaxpr(lambda t, p, s: zero_update(spec, t, p, s))(tau, params, state)
-        # A constant, not a value set from h or the parameters at init (prodigy's params0,
-        # inject_hyperparams' learning rate): those the expansion could not rebuild from
-        # init at h = 0 and the current parameters.
-        init = jax.make_jaxpr(lambda t, p: spec.transform(t).init(p))(tau, params)
+    # Traced from shapes alone (no `ensure_compile_time_eval`: under it the zero gradients'
+    # arithmetic, constants, ran eagerly, op by op, one compile per leaf shape and op).
+    params = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in avals])
+    tau = jax.ShapeDtypeStruct((), jnp.result_type(float))
+    state = jax.eval_shape(lambda t, p: spec.transform(t).init(p), tau, params)
+    closed = jax.make_jaxpr(lambda t, p, s: zero_update(spec, t, p, s))(tau, params, state)
+    # A constant, not a value set from h or the parameters at init (prodigy's params0,
+    # inject_hyperparams' learning rate): those the expansion could not rebuild from init at
+    # h = 0 and the current parameters.
+    init = jax.make_jaxpr(lambda t, p: spec.transform(t).init(p))(tau, params)
     set_at_init = dependent_outputs(init.jaxpr, [True] * len(init.jaxpr.invars))
     ins = closed.jaxpr.invars[1 + len(avals) :]
     leaves = zip(jax.tree.leaves(state), ins, closed.jaxpr.outvars, set_at_init)

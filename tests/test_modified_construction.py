@@ -1,0 +1,76 @@
+"""The cost of `dynopt.modified_flow`'s construction checks on a network: compiled programs,
+not eager op-by-op evaluation, and the problem's gradient traced once per signature."""
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import dynopt
+from dynopt import networks
+from dynopt._modified import modified_flow
+
+
+_compiles = []
+
+
+def _on_duration(name, duration, **kwargs):
+    del duration, kwargs
+    if _compiles and name.endswith("backend_compile_duration"):
+        _compiles[-1] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+def _counting_network():
+    """A digits MLP (64 -> 8 -> 10, gelu, cross-entropy on 32 samples) whose loss counts the
+    runs of its Python (one per trace or eager evaluation)."""
+    x, y = networks.digits()
+    model = networks.mlp(64, 10, width=8, depth=1, activation=jax.nn.gelu, key=jax.random.key(3))
+    net = networks.network_problem(model, (x[:32], y[:32]), loss="cross_entropy")
+    runs = []
+
+    def loss(params):
+        runs.append(1)
+        return net.loss(params)
+
+    return dynopt.Problem(loss, net.params0, name="digits"), runs
+
+
+def test_construction_on_a_network_traces_its_loss_a_few_times():
+    """A user's optax chain (clipping and AdamW: a branch, bias corrections, a fast state) on a
+    network: the checks compile a few dozen programs and run the loss's Python a few times.
+    They ran eagerly: 66 runs of the loss (each eager step re-traced its gradient) and 285
+    compiled programs (each primitive apart, per leaf shape); now 2 runs and 36 programs."""
+    problem, runs = _counting_network()
+    opt = lambda h: optax.chain(
+        optax.clip_by_global_norm(10.0), optax.adamw(h, b2=0.99, weight_decay=1e-2)
+    )
+    _compiles.append(0)
+    try:
+        flow = modified_flow(opt, 0.004, order=1, problem=problem)
+    finally:
+        compiles = _compiles.pop()
+    assert flow.spec.regime == "fast" and flow.spec.branches
+    assert len(runs) <= 8, len(runs)
+    assert compiles <= 60, compiles
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_construction_under_jit_is_concrete(order):
+    """Called while a program is traced (as `compare`'s `reference`), the checks still compute
+    values and find what they find outside it."""
+    problem = dynopt.Problem(
+        lambda p: jnp.sum(jnp.log(jnp.cosh(p - 0.3))), jnp.asarray([0.6, -0.4, 0.9])
+    )
+    opt = lambda h: optax.chain(optax.clip_by_global_norm(0.1), optax.adam(h))
+    outside = modified_flow(opt, 0.01, order=order, problem=problem).spec
+
+    @jax.jit
+    def inside(h):
+        flow = modified_flow(lambda h: opt(h), h, order=order, problem=problem)
+        return flow.spec.regime == "fast", len(flow.spec.branches), flow.step_size
+
+    fast, branches, _ = inside(0.01)
+    assert (fast, branches) == (outside.regime == "fast", len(outside.branches))
