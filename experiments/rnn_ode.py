@@ -40,7 +40,9 @@ class Config:
     singular values, Fisher standard errors for rounding noise σ = 1/√12, loss profile) and how many
     equally spaced observations on (0, 42] pin down all six parameters (full mode also refits noisy
     data with 8 seeds per count).
-    Runtime on 2 CPU cores: quick ~20–40 s (mostly diffrax compilation), full ~3 min.
+    Runtime on 2 CPU cores: quick, cold compilation cache, 28–37 s of CPU (median 34 s under
+    load; 41 s before 2026-12-06's single-gradient warm start; mostly diffrax compilation),
+    full ~3 min.
     Headline: the Euler RNN reproduces the table to ≤ 0.5 (the exact ODE misses by 0.53);
     route (a) stops at loss ≈ 81 with parameter errors up to 87 %; route (b) reaches loss ≈ 0.53
     with errors ≤ 4.5 %; a converged Euler fit's bias ∝ h (slope 1.00); a1 is the worst-determined
