@@ -28,11 +28,11 @@ from .smooth import branch_bits, opaque
 from .step import raw_step
 
 
-class _OpaqueOracle(AbstractProblem):
-    """`problem` whose every oracle evaluation is one `opaque` call: to `branch_bits`, its
-    values and gradients are inputs of the step, whose predicates are not recorded."""
+class _Wrapped(AbstractProblem):
+    """`problem` with its oracle evaluated otherwise (abstract): its start, name and key check
+    are `problem`'s."""
 
-    problem: AbstractProblem
+    problem: eqx.AbstractVar[AbstractProblem]
 
     @property
     def params0(self):
@@ -42,6 +42,16 @@ class _OpaqueOracle(AbstractProblem):
     def name(self):
         return self.problem.name
 
+    def check_key(self, key):
+        self.problem.check_key(key)
+
+
+class _OpaqueOracle(_Wrapped):
+    """`problem` whose every oracle evaluation is one `opaque` call: to `branch_bits`, its
+    values and gradients are inputs of the step, whose predicates are not recorded."""
+
+    problem: AbstractProblem
+
     def loss(self, params):
         return opaque(self.problem.loss)(params)
 
@@ -50,9 +60,6 @@ class _OpaqueOracle(AbstractProblem):
 
     def value_and_grad(self, params, key=None):
         return opaque(lambda p, k: self.problem.value_and_grad(p, k))(params, key)
-
-    def check_key(self, key):
-        self.problem.check_key(key)
 
 
 def step_bits(spec, problem, tau, params, state, zeros: bool = False):

@@ -19,7 +19,7 @@ from .._discretization import Discretization
 from .._flows.base import AbstractFlow
 from .._problem import AbstractProblem, Problem
 from .._validation import is_traced, positive
-from .branches import _OpaqueOracle, _zero_message, left_zero, step_bits
+from .branches import _OpaqueOracle, _Wrapped, _zero_message, left_zero, step_bits
 from .counters import bias_products, CountedState, current_tape
 from .fast import fast_coefficients, fast_step, leaf_blocks, manifold, template
 from .recursion import combine_values, modified_values
@@ -298,7 +298,7 @@ def _moved(params, x0) -> float:
     return float(np.sqrt(sum(np.sum(np.square(d)) for d in leaves)))
 
 
-class _Compiled(AbstractProblem):
+class _Compiled(_Wrapped):
     """`problem` for the construction checks: its gradient behind a `jit` boundary, traced once
     per signature (the checks step the optimizer dozens of times at the same parameters, and
     each trace of a network's gradient re-ran its Python: 100 traces on a digits MLP) and
@@ -309,14 +309,6 @@ class _Compiled(AbstractProblem):
 
     problem: AbstractProblem
 
-    @property
-    def params0(self):
-        return self.problem.params0
-
-    @property
-    def name(self):
-        return self.problem.name
-
     def loss(self, params):
         return self.problem.loss(params)
 
@@ -325,9 +317,6 @@ class _Compiled(AbstractProblem):
 
     def value_and_grad(self, params, key=None):
         return _value_and_grad(self.problem, params, key)
-
-    def check_key(self, key):
-        self.problem.check_key(key)
 
 
 def _compiled(problem) -> AbstractProblem:
