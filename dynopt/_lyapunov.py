@@ -53,8 +53,8 @@ def _on_reference(
     interp = reference.interpolation
     if np.ndim(ts) != 1:
         raise ValueError(f"ts must be a 1-D array of times, got shape {np.shape(ts)}.")
-    dtype = jnp.asarray(interp.t0).dtype
-    t0, t1 = interp.t0, interp.t1
+    t0, t1 = _ends(interp)
+    dtype = jnp.asarray(t0).dtype
     # A time narrower than the reference's names the point it rounds: float32(0.1) is
     # 0.10000000149 > t1 = 0.1. Such times are accepted within their own rounding of the ends
     # and clipped (they were refused with "must be in [0, 0.1], got [... 0.1]").
@@ -74,6 +74,13 @@ def _on_reference(
     ts = jnp.asarray(np.clip(np.asarray(ts, dtype), t0, t1))
     with host_validated():
         return _over_times(fn, reference, problem, extra, ts)
+
+
+@eqx.filter_jit
+def _ends(interp):
+    """The interpolation's interval `(t0, t1)`: one program (read eagerly, its few scalar
+    operations compiled one program each, 16 on a `solve`'s dense output)."""
+    return interp.t0, interp.t1
 
 
 def _onto(ts, t0, t1):
@@ -157,7 +164,13 @@ def max_relative_deviation(measured: ArrayLike, predicted: ArrayLike) -> Float[A
             f"{measured.shape} and {predicted.shape}."
         )
     with jax.numpy_dtype_promotion("standard"):
-        return jnp.max(jnp.abs(measured - predicted)) / jnp.max(jnp.abs(predicted))
+        if is_traced((measured, predicted)):
+            return jnp.max(jnp.abs(measured - predicted)) / jnp.max(jnp.abs(predicted))
+        dtype = jnp.result_type(measured, predicted)
+    # Concrete: on the host, the same IEEE operations without compiling one program per op.
+    m, p = np.asarray(measured, dtype), np.asarray(predicted, dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):  # inf and NaN as documented
+        return jnp.asarray(np.max(np.abs(m - p)) / np.max(np.abs(p)), dtype)
 
 
 def gradient_l1_norm(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:

@@ -181,12 +181,12 @@ def stability(config: Config) -> Stability:
     grid = boundary * np.linspace(0.95, 1.05, config.boundary_grid)
     both = jnp.asarray(np.concatenate([hs, grid]))
     runs = dynopt.run(flows.GradientFlow().discretize(both), problem, n, every=every)
-    k = hs.size
-    flagged = np.asarray(runs.diverged[k:])
-    loss = np.asarray(runs.loss)
+    # Read on the host: each index or comparison of a device array compiles a program of its own.
+    k, loss, at = hs.size, np.asarray(runs.loss), np.asarray(runs.diverged_at)
+    flagged = at[k:] >= 0  # `Trajectory.diverged`
     grew = ~flagged & (loss[k:, -1] > loss[k:, 0])
     unstable = flagged | grew
-    diverged_at = np.asarray(runs.diverged_at[:k])
+    diverged_at = at[:k]
 
     def extreme(fn, mask):
         return float(fn(grid[mask])) if np.any(mask) else float("nan")
@@ -202,7 +202,7 @@ def stability(config: Config) -> Stability:
             for h, f, d, last in zip(hs, config.stability_factors, diverged_at, loss[:k, -1])
         ],
         flow_final_loss=float(flow_loss[-1]),
-        ts=np.asarray(runs.ts[:k]),
+        ts=np.asarray(runs.ts)[:k],
         loss=loss[:k],
         flow_t=t_flow,
         flow_loss=np.asarray(flow_loss),

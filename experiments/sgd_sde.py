@@ -491,13 +491,13 @@ def wells(config: Config) -> Wells:
             jnp.array([0.0, config.well_t]), jax.random.fold_in(key, i), config.well_paths,
             dt=config.well_dt,
         )  # fmt: skip
-        x = np.asarray(paths.ys[:, -1, 0])
+        x = np.asarray(paths.ys)[:, -1, 0]  # indexed on the host: no program of its own
         probs = sde.gibbs_bin_probabilities(_tilted_well(tilt), temp, edges)  # exp(-2L/σ²)
         wrong = sde.gibbs_bin_probabilities(_tilted_well(tilt), 2 * temp, edges)  # post 1's eq. 9
         tv, floor, floor_sd = sde.histogram_tv(x, probs, edges, rng)  # and its MC floor
         wrong_tv = float(0.5 * np.sum(np.abs(np.histogram(x, edges)[0] / x.size - wrong)))
         out[name] = Well(tilt, tv, floor, floor_sd, wrong_tv, float(np.mean(x > 0)),
-                         paths.solver, int(np.sum(np.asarray(paths.diverged))), x)  # fmt: skip
+                         paths.solver, paths.num_diverged, x)  # fmt: skip
     # Escape times from the left well to the right minimum, symmetric well (barrier ΔL = 1).
     means, ses, censored = [], [], []
     for i, temp_i in enumerate(config.escape_temperatures):

@@ -76,6 +76,18 @@ def test_max_relative_deviation_mixed_dtypes_and_shapes():
         lyapunov.max_relative_deviation(jnp.zeros(0), jnp.zeros(0))
 
 
+def test_max_relative_deviation_of_vanishing_rates():
+    """NaN where both vanish identically, inf where only the prediction does (as documented,
+    without a warning), and the same number under `jit` as on the host."""
+    assert np.isnan(float(lyapunov.max_relative_deviation(jnp.zeros(3), jnp.zeros(3))))
+    assert float(lyapunov.max_relative_deviation(jnp.ones(3), jnp.zeros(3))) == np.inf
+    measured, predicted = jnp.array([0.3, -1.7, 2.2]), jnp.array([0.1, -1.9, 2.0])
+    host = lyapunov.max_relative_deviation(measured, predicted)
+    traced = jax.jit(lyapunov.max_relative_deviation)(measured, predicted)
+    assert host.dtype == traced.dtype == jnp.float64
+    assert float(host) == float(traced) == pytest.approx(0.1, rel=1e-14)
+
+
 def test_bad_arguments_are_named():
     """A non-callable P raised `'NoneType' object is not callable` while tracing; a wrong
     problem or reference an AttributeError."""

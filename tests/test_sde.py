@@ -526,6 +526,36 @@ def test_scheduled_moments_chain_the_phases_of_a_schedule():
     np.testing.assert_allclose(mean2, second.mean[-1], rtol=1e-12)
 
 
+def test_both_sampling_schemes_share_the_moment_programs():
+    """`replace` is static in `SGDNoise` (it picks how `sgd_problem` samples) and keyed the
+    moment programs: with replacement compiled each program again (the quick `sgd_sde` run's
+    linear-scaling section, two programs). They read the noise scale only now: the second scheme
+    compiles nothing and each keeps its own factor c, (n - B)/(n - 1) or 1."""
+    n, b, eta = 64, 4, 0.1
+    p = sde.noisy_quadratic(n, 1.0, 1.0, 0)
+    ts = eta * np.arange(5)
+
+    def moments(model):
+        return [
+            *(sde.quadratic_stationary_covariance(model, p, step=s) for s in (None, eta)),
+            *(sde.quadratic_moments(model, p, ts, step=s).covariance for s in (None, eta)),
+        ]
+
+    without = moments(sde.SGDNoise(eta, b))
+    compiled = []
+    listener = lambda event, *_, **__: compiled.append(event) if "backend_compile" in event else 0
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        with_ = moments(sde.SGDNoise(eta, b, replace=True))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiled == []
+    for a, c in zip(without, with_):  # every moment here is linear in the noise scale
+        np.testing.assert_allclose(np.asarray(a) * (n - 1) / (n - b), c, rtol=1e-12, atol=0)
+    # The SDE's stationary variance eta c sigma^2 / (2 B lambda), c = 1 with replacement.
+    np.testing.assert_allclose(with_[0][0, 0], eta / (2 * b), rtol=1e-12)
+
+
 _NO_CALLBACKS_SCRIPT = """
 import diffrax
 import dynopt

@@ -34,7 +34,7 @@ from .._custom_types import Array, Float, Params
 from .._problem import Problem
 from .._problems.finite_sum import data_like_params
 from .._validation import check_unbatched, is_traced, positive, positive_int
-from .sgd import _samples_with_replacement, SGDNoise
+from .sgd import _num_samples, _samples_with_replacement, _without_replacement, SGDNoise
 
 
 def _pinv_newton(h: Float[Array, "d d"], g: Float[Array, " d"]) -> Float[Array, " d"]:
@@ -170,6 +170,28 @@ def _check_closes(sde: SGDNoise) -> None:
             "Sigma(theta) is not linear in the second moment); use covariance='full', "
             "'samples' or 'diagonal', or estimate the moments with dynopt.sde.simulate."
         )
+
+
+class _MomentNoise(eqx.Module):
+    """What the moment programs read of an `SGDNoise`: its noise scale and covariance kind,
+    with the sampling scheme an array leaf (static in `SGDNoise`, where it picks how
+    `sgd_problem` samples), so that both schemes share one compiled program."""
+
+    learning_rate: Array
+    batch_size: Array
+    replace: Array
+    covariance: str = eqx.field(static=True)
+
+    def __init__(self, sde: SGDNoise):
+        self.learning_rate, self.batch_size = sde.learning_rate, sde.batch_size
+        self.replace = jnp.asarray(sde.replace)
+        self.covariance = sde.covariance
+
+    def noise_scale(self, problem: Problem) -> Array:
+        r"""`SGDNoise.noise_scale`: $\eta c/B$, $c = 1$ with replacement."""
+        b = self.batch_size.astype(self.learning_rate.dtype)
+        c = jnp.where(self.replace, 1.0, _without_replacement(_num_samples(problem), b))
+        return self.learning_rate * c / b
 
 
 def _linear_system(sde, problem, h, continuous: bool, data):
@@ -376,7 +398,7 @@ def quadratic_moments(
                 "covariance)."
             )
     return _moments(
-        sde,
+        _MomentNoise(sde),
         problem,
         flat0,
         jnp.asarray(ts_np),
@@ -457,7 +479,8 @@ def quadratic_stationary_covariance(
     basis = None
     if spaces is not None and spaces[1].shape[1]:
         basis = tuple(jnp.asarray(v, flat0.dtype) for v in spaces)
-    big_m, leak = _stationary(sde, problem, flat0, jnp.asarray(h), step is None, basis)
+    noise = _MomentNoise(sde)
+    big_m, leak = _stationary(noise, problem, flat0, jnp.asarray(h), step is None, basis)
     # The noise along the null space, relative to its size: zero to rounding where it is none.
     if (
         leak is not None
@@ -524,6 +547,8 @@ def scheduled_moments(
         model = SGDNoise(eta, batch, replace=replace)
         ts = eta * np.arange(longest + 1)
         mom = quadratic_moments(model, problem, ts, step=eta, x0=mean, covariance0=cov)
-        mean, cov, loss = mom.mean[n], mom.covariance[n], np.asarray(mom.expected_loss[: n + 1])
+        # Cut on the host: indexing the device arrays compiles a program per index.
+        mean, cov = np.asarray(mom.mean)[n], np.asarray(mom.covariance)[n]
+        loss = np.asarray(mom.expected_loss)[: n + 1]
         losses.append(loss if k == 0 else loss[1:])
-    return np.concatenate(losses), mean, cov
+    return np.concatenate(losses), jnp.asarray(mean), jnp.asarray(cov)

@@ -48,6 +48,11 @@ def _samples_with_replacement(problem: Problem) -> bool | None:
     return None
 
 
+def _without_replacement(n: int, b: Array) -> Array:
+    """$c = (n-B)/(n-1)$ for a batch drawn without replacement from $n$ samples."""
+    return (n - b) / (n - 1) if n > 1 else jnp.zeros_like(b)
+
+
 def _batch_size(batch_size) -> Array:
     """`batch_size` as an integer array leaf: a concrete one checked now (`positive_int`), a
     traced one (built inside `jit`/`vmap`, a sweep over $B$) an integer scalar checked $\\ge 1$
@@ -185,7 +190,7 @@ class SGDNoise(AbstractSDE):
         b = self.batch_size.astype(self.learning_rate.dtype)
         if self.replace:
             return jnp.ones_like(b)
-        return (n - b) / (n - 1) if n > 1 else jnp.zeros_like(b)
+        return _without_replacement(n, b)
 
     def noise_scale(self, problem: Problem) -> Array:
         r"""$\kappa = \eta c/B$: the diffusion matrix is $\kappa\,\Sigma(\theta)$."""

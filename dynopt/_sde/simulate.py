@@ -74,7 +74,7 @@ class SDEPaths(eqx.Module):
     @property
     def num_diverged(self) -> int:
         """How many paths blew up (became non-finite) before the last save time."""
-        return int(jnp.sum(self.diverged))
+        return int(np.sum(np.isfinite(np.asarray(self.blowup_time))))  # on the host: no program
 
     @property
     def params(self) -> PyTree:
@@ -590,7 +590,7 @@ def first_passage(
     with host_validated():  # flow, problem, x0, key and grid checked above
         tau, result, blew = _passage(flow, problem, x0, jnp.asarray(grid), keys, solver, hit)
     raise_for_result(result, what=f"first_passage({type(solver).__name__})", max_steps=len(grid))
-    num_blew = int(jnp.sum(blew))
+    num_blew = int(np.sum(np.asarray(blew)))  # on the host: no program
     if num_blew and on_blowup != "keep":
         msg = (
             f"first_passage: {num_blew} of {num_paths} paths blew up (non-finite) before "
