@@ -64,11 +64,16 @@ def _unit(zero, i: int):
     return jax.tree.unflatten(treedef, ones)
 
 
-def leaf_blocks(spec: OptimizerSpec, problem, params, state, rest=None) -> list[list]:
+def leaf_blocks(
+    spec: OptimizerSpec, problem, params, state, rest=None, *, linearize: bool = False
+) -> list[list]:
     r"""`blocks[i][j]` $= \partial_{s_i} S_{0,j}\,\mathbf 1$ at `state`: how leaf $j$'s update
     at $h = 0$ moves with leaf $i$ (flat leaf lists). The diagonal blocks are the leaves' own
     contractions; an off-diagonal one is a coupling (AdaBelief's $v$ reads the new $m$).
-    `rest`: the state's other leaves (default: `template`'s, counters saturated)."""
+    `rest`: the state's other leaves (default: `template`'s, counters saturated).
+    `linearize`: one `jax.linearize` of the step for all leaves, where each leaf's `jvp`
+    traces the whole step (a network's gradient) again: for the construction checks, whose
+    programs this shrinks; the flow's own coefficients keep the `jvp`s their numbers are of."""
     zero, saturated = template(spec, params)
     rest = saturated if rest is None else rest
     tau0 = jnp.zeros((), float)
@@ -76,8 +81,15 @@ def leaf_blocks(spec: OptimizerSpec, problem, params, state, rest=None) -> list[
     def S(m):
         return fast_step(spec, problem, tau0, params, m, rest)[1]
 
+    if linearize:
+        derivative = jax.linearize(S, state)[1]
+    else:
+
+        def derivative(tangent):
+            return jax.jvp(S, (state,), (tangent,))[1]
+
     n = len(jax.tree.leaves(zero))
-    return [jax.tree.leaves(jax.jvp(S, (state,), (_unit(zero, i),))[1]) for i in range(n)]
+    return [jax.tree.leaves(derivative(_unit(zero, i))) for i in range(n)]
 
 
 def own_contraction(spec: OptimizerSpec, problem, params):

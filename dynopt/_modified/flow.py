@@ -36,6 +36,53 @@ from .step import (
 )
 
 
+# XLA's cheaper compilation for the check-only programs (as the test suite compiles everything,
+# tests/conftest.py): no LLVM optimization, and on the CPU the elemental emitter instead of the
+# fusion emitters (one MLIR -> LLVM module per fusion). Their values decide the checks (branch
+# bits, contractions) and never reach a flow, whose programs compile as the caller's do.
+_CHEAP_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+_EMITTER = "xla_cpu_use_fusion_emitters"
+
+
+@ft.cache
+@ft.cache
+def _cheap_options() -> dict:
+    """`_CHEAP_OPTIONS`, and the elemental emitter where this jaxlib knows its option (jaxlib
+    0.11 dropped it; an unknown compile option is an error at compilation)."""
+    options = {**_CHEAP_OPTIONS, _EMITTER: False}
+    try:
+        jax.jit(jnp.negative, compiler_options=options).lower(jnp.zeros(())).compile()
+    except jax.errors.JaxRuntimeError:
+        return dict(_CHEAP_OPTIONS)
+    return options
+
+
+@ft.cache
+def _cheaply_jitted(fun: Callable) -> Callable:
+    return eqx.filter_jit(fun, compiler_options=_cheap_options())
+
+
+def _check_program(fun: Callable) -> Callable:
+    """`eqx.filter_jit(fun)`, compiled with `_cheap_options()` where it is a program of its
+    own: not while a program is traced, nor on a transformation's tracers (an eager `jvp` or
+    `linearize` of a check stages the `jit` into a jaxpr, and JAX refuses compile options on
+    a `jit` staged into another program, which compiles it as part of itself)."""
+    plain = eqx.filter_jit(fun)
+
+    @ft.wraps(fun)
+    def call(*args, **kwargs):
+        traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs)))
+        return (plain if traced or _staged() else _cheaply_jitted(fun))(*args, **kwargs)
+
+    return call
+
+
+def _staged() -> bool:
+    """Whether a program is being traced here (a new constant is a tracer; eager `jvp`/`vmap`
+    and `ensure_compile_time_eval` give arrays)."""
+    return isinstance(jnp.zeros(()), jax.core.Tracer)
+
+
 MAX_ORDER = 4
 
 
@@ -330,7 +377,7 @@ def _compiled(problem) -> AbstractProblem:
     return _Compiled(problem)
 
 
-@eqx.filter_jit
+@_check_program
 def _value_and_grad(problem, params, key):
     return problem.value_and_grad(params, key)
 
@@ -355,7 +402,7 @@ def _step(spec: OptimizerSpec, tau, params, state, problem):
     return out
 
 
-@eqx.filter_jit
+@_check_program
 def _step_program(spec, tau, params, state, problem, taped: bool, constant):
     if not taped:
         return raw_step(spec, tau, params, state, problem), 0
@@ -388,9 +435,7 @@ def _concrete():
     trace their values are concrete anyway, and under it every program the checks trace (their
     jitted probes) had its constant sub-expressions evaluated at trace time, op by op, each
     compiled apart (a network's: 2 s of 10)."""
-    # Staged iff a new constant is a tracer (eager `jvp`/`vmap` give arrays: concrete there).
-    staged = isinstance(jnp.zeros(()), jax.core.Tracer)
-    return jax.ensure_compile_time_eval() if staged else contextlib.nullcontext()
+    return jax.ensure_compile_time_eval() if _staged() else contextlib.nullcontext()
 
 
 @ft.cache
@@ -531,7 +576,7 @@ def _check_or_why(
         ) from e
 
 
-@eqx.filter_jit
+@_check_program
 def _init(spec: OptimizerSpec, tau, params):
     """The optimizer's initial state for `params` at `tau` (one compiled program)."""
     return spec.transform(tau).init(params)
@@ -620,7 +665,7 @@ def _step_failure(spec: OptimizerSpec, problem) -> str | None:
     return None
 
 
-@eqx.filter_jit
+@_check_program
 def _generic(state0):
     """A generic optimizer state near `state0`: optax's zeros would hide a state leaf that Φ₀
     moves."""
@@ -639,7 +684,7 @@ def _check_branch_at_zero(
     τ > 0 (from a generic state: its counters saturated in the fast regime, its bias
     corrections from products in a slow one that carries them)."""
     x0 = problem.params0
-    state = _generic(spec.transform(jnp.zeros((), float)).init(x0))
+    state = _generic(_init(spec, jnp.zeros((), float), x0))
     if regime == "fast":
         floats, rest = split_state(state)
         state = eqx.combine(floats, saturate_counters(rest))
@@ -660,7 +705,7 @@ def _check_branch_at_zero(
     )
 
 
-@eqx.filter_jit
+@_check_program
 def _bits_at_zero(spec: OptimizerSpec, problem, state, products: bool):
     """The step's branch bits from `(problem.params0, state)` at τ = 0 and at τ = 1e-6 (bias
     corrections from products of 0.5 where `products`)."""
@@ -1109,7 +1154,7 @@ def _probe_scale(spec, problem, x0, branches) -> float:
     return 1.0
 
 
-@eqx.filter_jit
+@_check_program
 def _probe_bits(spec, problem, x0, scales):
     """The step's branch bits at τ = 0 from the zero fast state and from probe states of the
     sizes `scales` (one compiled program: eagerly, each evaluation binds every primitive)."""
@@ -1127,7 +1172,7 @@ def _probe_bits(spec, problem, x0, scales):
 _EARLY_COUNT = 2**20
 
 
-@eqx.filter_jit
+@_check_program
 def _contraction_probe(spec, problem, x0, scale):
     r"""The fast state's structure on the probe: the own-leaf coefficients $a$ (at the zero
     state), the deviation of each leaf's update from $s_i' = a_i\odot s_i + c_i(\theta,
@@ -1143,11 +1188,14 @@ def _contraction_probe(spec, problem, x0, scale):
     def S(m):
         return jax.tree.leaves(fast_step(spec, problem, zero_tau, x0, m, rest)[1])
 
-    at_zero = leaf_blocks(spec, problem, x0, zero)
-    at_probe = leaf_blocks(spec, problem, x0, probe)
-    early = leaf_blocks(spec, problem, x0, zero, saturate_counters(rest, _EARLY_COUNT))
+    at_zero = leaf_blocks(spec, problem, x0, zero, linearize=True)
+    at_probe = leaf_blocks(spec, problem, x0, probe, linearize=True)
+    early = leaf_blocks(
+        spec, problem, x0, zero, saturate_counters(rest, _EARLY_COUNT), linearize=True
+    )
     flat, treedef = jax.tree.flatten(probe)
     n = len(flat)
+    stepped = S(probe)
 
     def size(x):
         return jnp.max(jnp.abs(x), initial=0.0)
@@ -1160,7 +1208,7 @@ def _contraction_probe(spec, problem, x0, scale):
         without = jax.tree.unflatten(
             treedef, [jnp.zeros_like(x) if j == i else x for j, x in enumerate(flat)]
         )
-        step_i = S(probe)[i] - S(without)[i]
+        step_i = stepped[i] - S(without)[i]
         dev = dev + size(at_probe[i][i] - a_i) + size(step_i - a_i * flat[i]) / scale
         curved = curved + size(step_i - at_probe[i][i] * flat[i]) / scale
         coupling.append(
@@ -1292,7 +1340,7 @@ def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
 _SIGNS = ("sign", "abs")
 
 
-@eqx.filter_jit
+@_check_program
 def _manifold_bits(spec: OptimizerSpec, problem, x0):
     r"""The step's branch bits at τ = 0 from the zero fast state, and `(bits, tie)` from its
     slow manifold $M_0$ and from $M_0$ nudged by a relative $\pm10^{-8}$: on a kink the compared
