@@ -21,6 +21,7 @@ import optax
 from jax.experimental.sparse.linalg import lobpcg_standard
 from jax.flatten_util import ravel_pytree
 
+from ._batching import map_batch
 from ._custom_types import Array, Float, Int, Key, Params, PyTree, Scalar
 from ._discretization import Discretization
 from ._transforms.adaptive import ScaleByGlobalRmsState
@@ -64,25 +65,10 @@ def lobpcg_fits(k: int, num_params: int) -> bool:
     return 5 * k < num_params
 
 
-def map_columns(fn: Callable[..., Any], *xs: Any) -> Any:
-    r"""`jax.vmap(fn)(*xs)` over the leading axis of `xs`, but one call after another
-    (`jax.lax.map`) on a CPU backend.
-
-    XLA:CPU runs a batch of small products (the batched matrix products of a vmapped network)
-    slower than the same products one at a time: on the anchor MLP (433 parameters, 128
-    points, $k = 5$) LOBPCG took 1.4× as long with its block products vmapped (2 iterations:
-    4.2 against 2.9 ms, CPU time; 1.4× on an MLP with 8,970 parameters, equal on a
-    `SmallCNN`), the central flow's 15 third derivatives 1.15×. Elsewhere (a GPU) the batch
-    is the fast way. The same numbers to rounding either way."""
-    if jax.default_backend() == "cpu":
-        return jax.lax.map(lambda args: fn(*args), xs)
-    return jax.vmap(fn)(*xs)
-
-
 def block_operator(column: Callable[[Array], Array]) -> Callable[[Array], Array]:
     """`V -> [column(v) for v in V's columns]` for a block $V$ of shape $(n, m)$
-    (`map_columns`)."""
-    return lambda block: map_columns(column, block.T).T
+    (`map_batch`: one column after another on a CPU)."""
+    return lambda block: map_batch(column, block.T).T
 
 
 def hvp_operator(grad_fn: Callable[[Params], Params], params: Params, diag: Params | None = None):
@@ -685,7 +671,7 @@ def track_sharpness(
       9.1e-4 of converged ones (the largest deviation, in the first steps, where it moves with
       the cold start's rounding; median 9e-12); one LOBPCG iteration 31× (7.4e-3), two 52×
       (1.8e-3). (24×, 44× and 68× with LOBPCG's block products batched, before
-      `map_columns`.)
+      `map_batch`.)
 
     **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`; for a
     `Discretization`, a `Discretization` whose transform is that one.

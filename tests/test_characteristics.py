@@ -503,7 +503,7 @@ def _integrate_jaxpr(monkeypatch, solve):
 def test_characteristics_are_solved_one_after_another_on_a_cpu(monkeypatch):
     """On a CPU each characteristic's adaptive solve runs on its own: the program is one scan
     over the characteristics (`lax.map`), not a batched `while_loop` (`vmap`), which took ~40 %
-    longer to trace and compile (`integrate.map_rows`). On an accelerator they run at once;
+    longer to trace and compile (`dynopt._batching.map_batch`). On an accelerator they run at once;
     both give the same solution to rounding."""
     ss = jnp.linspace(0.0, 1.5, 4)
 

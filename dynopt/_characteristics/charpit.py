@@ -9,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from .._batching import map_batch
 from .._custom_types import ArrayLike
 from .integrate import (
     check_finite_start,
     check_initial,
     check_options,
     integrate,
-    map_rows,
     OnRows,
     real_array,
 )
@@ -77,7 +77,7 @@ def _launch(F, initial, sigma, guesses):
         rel = jnp.where(size > 0, r / jnp.where(size > 0, size, 1.0), jnp.where(r > 0, jnp.inf, 0))
         return z0, Z0, jnp.max(rel)
 
-    return map_rows(one, sigma, guesses)
+    return map_batch(one, sigma, guesses)
 
 
 @eqx.filter_jit

@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from .._batching import map_batch
 from .._custom_types import Array, ArrayLike, Float, Key, Params, ScalarLike
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._saving import SaveAtTimes, saved
 from .._solve import _pick_solver, _require_x64, check_times, integrate, raise_for_result
 from .._validation import host_validated, positive_int, solver_options
-from .integrate import map_rows
 
 
 class DensityTransport(eqx.Module):
@@ -79,7 +79,7 @@ def _transport(flow, problem, params0, logp0, probes, ts, t0, solver, rtol, atol
         )
         return saved(sol, ts, t0, (y0, lp0)), sol.result
 
-    (ys, logp), result = map_rows(one, y0s, logp0, probes)
+    (ys, logp), result = map_batch(one, y0s, logp0, probes)
     params = jax.vmap(jax.vmap(lambda z: flow.params(unravel(z))))(ys)
     return ys, logp, params, result
 

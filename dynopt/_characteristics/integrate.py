@@ -1,5 +1,6 @@
 """The shared engine: characteristic ODEs with their tangent (variational) equations, integrated by
-diffrax for every characteristic (`map_rows`), with a blow-up `Event`."""
+diffrax for every characteristic (`map_batch`: one after another on a CPU), with a blow-up
+`Event`."""
 
 from collections.abc import Callable
 from typing import NamedTuple
@@ -12,6 +13,7 @@ import numpy as np
 import optimistix as optx
 
 from .. import _solve
+from .._batching import map_batch
 from .._saving import SaveAtTimes, saved
 from .._solve import _pick_solver, _require_x64, raise_for_result
 from .._validation import increasing, solver_options
@@ -152,23 +154,6 @@ def check_transversal(det0, sigma) -> None:
         )
 
 
-def map_rows(fn: Callable, *xs):
-    """`fn(*rows)` for each row (leading index) of the arrays `xs`, stacked: on a CPU one row
-    after another (`lax.map`), on an accelerator all rows at once (`vmap`).
-
-    Each row is an adaptive diffrax solve or a Newton root find, a `while_loop`. Batched, its
-    body is traced again through the loop's batching rule and every row steps until the slowest
-    one is done; on a CPU the batch gains no speed, while the program took longer to trace and
-    compile (Burgers, 71 characteristics, cold: 6.3 -> 4.3 s of CPU; the whole quick
-    `characteristics` experiment, cold, 2 cores: 31.7 -> 26.4 s of CPU). It runs slower (2,001
-    characteristics: 0.08 instead of 0.04 s), which matters only on an accelerator, where the
-    batch fills the device.
-    The two agree to rounding: batched kernels round otherwise (blow-up times within an ulp)."""
-    if jax.default_backend() == "cpu":
-        return jax.lax.map(lambda row: fn(*row), xs)
-    return jax.vmap(fn)(*xs)
-
-
 def tangents(z0_fn: Callable, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`z0(sigma)` and its Jacobian `dz0/dsigma` `(N, q)` for every row of `sigma` `(m, q)`."""
 
@@ -290,7 +275,7 @@ def _integrate(field, n, ulo, uhi, z0s, Z0s, ss, solver, rtol, atol, max_steps, 
         d, d1, d2 = _det_rates(field, n, zf, Zf) if focus else (zero, zero, zero)
         return zs, dets, zf, field(zf), sol.ts[0], crossing <= divergence, (d, d1, d2), sol.result
 
-    return map_rows(one, z0s, Z0s)
+    return map_batch(one, z0s, Z0s)
 
 
 def integrate(
@@ -394,7 +379,6 @@ __all__ = [
     "check_initial",
     "check_options",
     "integrate",
-    "map_rows",
     "real_array",
     "tangents",
 ]

@@ -56,6 +56,7 @@ import numpy as np
 from jax.experimental.sparse.linalg import lobpcg_standard
 from jax.flatten_util import ravel_pytree
 
+from .._batching import map_batch
 from .._custom_types import Array, Float, Int, Params, Scalar, ScalarLike
 from .._discretization import Discretization
 from .._maps.gradient import GradientDescent
@@ -70,7 +71,6 @@ from .._sharpness import (
     lanczos_broke,
     lane_cond,
     lobpcg_fits,
-    map_columns,
     METHODS,
     random_start,
     top_eigenpairs,
@@ -177,7 +177,7 @@ def third_derivatives(
 ) -> Float[Array, "k k n"]:
     r"""$G_{ij} = D^3L(w)[u_i, u_j, \cdot] = \nabla_w(u_i^\top H(w) u_j)$ for the columns
     $u_i$ of `vectors` (raveled): forward-over-forward over the gradient, one `jax.jvp` pair per
-    $i \le j$ (the $k(k+1)/2$ distinct pairs, `map_columns`), mirrored to the full
+    $i \le j$ (the $k(k+1)/2$ distinct pairs, `map_batch`), mirrored to the full
     $(k, k, n)$."""
     flat, unravel = ravel_pytree(params)
     k = vectors.shape[1]
@@ -192,7 +192,7 @@ def third_derivatives(
         return jax.jvp(hvp, (flat,), (u,))[1]
 
     rows, cols = np.triu_indices(k)
-    pairs = map_columns(d3, vectors[:, rows].T, vectors[:, cols].T)
+    pairs = map_batch(d3, vectors[:, rows].T, vectors[:, cols].T)
     index = np.zeros((k, k), np.int32)
     index[rows, cols] = np.arange(len(rows))
     index[cols, rows] = np.arange(len(rows))
@@ -204,7 +204,7 @@ def hessian_derivative(
 ) -> Float[Array, "n k"]:
     r"""$D^3L(w)[d, u_j, \cdot] = \frac{d}{d\epsilon}H(w + \epsilon d)\,u_j$ for the columns
     $u_j$ of `vectors` and one `direction` $d$ (raveled): $k$ forward-over-forward products
-    (`map_columns`). With $d = \nabla L$, $U^\top$ of it is $g_{ij} = \langle G_{ij}, \nabla
+    (`map_batch`). With $d = \nabla L$, $U^\top$ of it is $g_{ij} = \langle G_{ij}, \nabla
     L\rangle$, the drift of $U^\top H U$ under gradient flow, at $k$ products instead of the
     $k(k+1)/2$ of `third_derivatives`."""
     flat, unravel = ravel_pytree(params)
@@ -218,7 +218,7 @@ def hessian_derivative(
 
         return jax.jvp(hvp, (flat,), (direction,))[1]
 
-    return map_columns(d3, vectors.T).T
+    return map_batch(d3, vectors.T).T
 
 
 def start_block(basis: Array | None, k: int, flat: Array) -> Array:
