@@ -96,6 +96,7 @@ _SLOW = (
     "tests/test_central.py::test_central_solve_holds_the_edge_with_either_solver",
     "tests/test_characteristics.py::test_programs_hold_no_host_callbacks",
     "tests/test_sharpness.py::test_lanczos_tracks_along_a_run_as_closely_as_lobpcg",
+    "tests/test_games_float32.py::test_compare_of_a_float32_game_is_the_float64_games_to_float32_rounding",
     "tests/test_saving.py::test_saving_at_times_is_diffraxs_save_at_ts_for_sdes",
     "tests/test_central.py::test_scalar_rmsprop_central_flow_is_the_stable_flow_below_the_edge",
     "tests/test_correspondences.py::test_automatic_order[auto_adabelief-logcosh-p3]",

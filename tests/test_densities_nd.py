@@ -271,13 +271,17 @@ def test_routes_agree_on_a_nonlinear_non_gradient_drift():
     # Fokker–Planck, started at t0 = 0.1 from the path integral, against the path integral at T
     # on two grids: the gap is FP's O(h²) error (plus the path integral's few 1e-3), so it must
     # shrink by about (h1/h2)² = 1.36 from h = 0.128 to h = 0.110 (measured 1.7e-2 → 1.1e-2).
+    # Both grids run on a 43 x 43 state (`pad_to`: the coarse grid's extra cells inactive), so
+    # that one program serves both: one trace and compilation fewer (1.7 s of CPU). Padding
+    # moves the coarse gap by 2e-7 relative, the solver's rtol (its error norm also counts the
+    # padded cells); the fine grid's is unchanged.
     fp_gaps = []
     for m in (37, 43):
         axes = (np.linspace(-2.2, 2.4, m), np.linspace(-2.4, 2.2, m))
         pi = D.path_integral_nd(sde, x0, T, axes, 8, convention="trapezoid")
         start = D.path_integral_nd(sde, x0, 0.1, axes, 8, convention="trapezoid")
         fp = D.fokker_planck_nd(
-            sde, start.density / start.mass, axes, 0.1, T, rtol=1e-7, atol=1e-10
+            sde, start.density / start.mass, axes, 0.1, T, rtol=1e-7, atol=1e-10, pad_to=43
         )
         fp_gaps.append(float(jnp.max(jnp.abs(fp.density - pi.density)) / jnp.max(pi.density)))
     assert fp_gaps[1] < fp_gaps[0] / 1.3 and fp_gaps[1] < 1.5e-2

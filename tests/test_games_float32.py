@@ -92,19 +92,26 @@ def test_the_reference_of_a_float32_game_is_the_float64_games(case):
     np.testing.assert_array_equal(game.time_scales(game.params0), exact.time_scales(exact.params0))
 
 
-@pytest.mark.parametrize("case", DTYPES, ids=list(DTYPES))
-def test_compare_of_a_float32_game_is_the_float64_games_to_float32_rounding(case):
+def test_compare_of_a_float32_game_is_the_float64_games_to_float32_rounding():
     """The reference is float64 in both; the discrete iterates differ by the rounding above, at
-    most that along the whole run (`errors` is a maximum over the matched times)."""
-    game, exact = _game(*DTYPES[case]), _game(jnp.float64, jnp.float64)
+    most that along the whole run (`errors` is a maximum over the matched times). Both dtype
+    cases in one test: each comparison of the float64 game, compiled once, serves both (as two
+    cases, each test worker that ran one compiled its own)."""
+    exact = _game(jnp.float64, jnp.float64)
     hs, t1 = [H, H / 2], 1.0
+    steps = round(t1 / min(hs))
     for scheme in (games.Simultaneous(), games.Alternating(), games.Consensus(0.5)):
         flow = games.GameFlow(scheme)
         for reference in (None, flow.modified):
-            cmp = dynopt.compare(flow, game, hs, t1, reference=reference)
             cmp64 = dynopt.compare(flow, exact, hs, t1, reference=reference)
-            steps = round(t1 / min(hs))
-            np.testing.assert_allclose(cmp.errors, cmp64.errors, atol=_tolerance(steps))
+            for case, dtypes in DTYPES.items():
+                cmp = dynopt.compare(flow, _game(*dtypes), hs, t1, reference=reference)
+                np.testing.assert_allclose(
+                    cmp.errors,
+                    cmp64.errors,
+                    atol=_tolerance(steps),
+                    err_msg=f"{case} {type(scheme).__name__} reference={reference}",
+                )
 
 
 def test_mixed_players_hamiltonian_and_jacobian_are_float64():
