@@ -118,6 +118,11 @@ def _gaussian_design(num_samples: int, dim: int, seed: int) -> tuple[Array, Key,
     return jax.random.normal(kx, (num_samples, dim)), k1, k2
 
 
+def _zeros(n: int) -> Array:
+    """`jnp.zeros(n)`, built on the host and transferred: no compiled program of its own."""
+    return jax.device_put(np.zeros(n, jnp.result_type(float)))
+
+
 def _process_rows(data: Params, shard: bool, num_samples: int) -> Params:
     """The synthetic `data` as is, or (`shard=True`) split over `data_mesh()`: each process
     generates the whole set (it is synthetic) and passes only its block of rows to
@@ -277,7 +282,7 @@ def linear_regression(
     return finite_sum(
         _squared_error,
         _process_rows((x, y), shard, num_samples),
-        jnp.zeros(dim),
+        _zeros(dim),
         batch_size=batch_size,
         minimizer=w_ls,
         name=f"linear_regression(n={num_samples}, d={dim})",
@@ -313,7 +318,7 @@ def logistic_regression(
     return finite_sum(
         _logistic,
         _process_rows((x, y), shard, num_samples),
-        jnp.zeros(dim),
+        _zeros(dim),
         batch_size=batch_size,
         regularizer=eqx.Partial(_l2, strength=jnp.asarray(l2)),
         name=f"logistic_regression(n={num_samples}, d={dim})",

@@ -52,11 +52,14 @@ def rosenbrock(
         raise ValueError(f"dim must be >= 2 and an integer, got {dim!r}.")
     dim = int(dim)
     a, b = interval("a", a), positive("b", b)
+    # Constants built on the host and transferred: as jnp operations each was a compiled
+    # program of its own (4 per process), for the same values.
     if params0 is None:
-        params0 = jnp.array([-1.2 if i % 2 == 0 else 1.0 for i in range(dim)])
+        start = [-1.2 if i % 2 == 0 else 1.0 for i in range(dim)]
+        params0 = jax.device_put(np.array(start, jnp.result_type(float)))
     params0 = _start("params0", params0, (dim,))
-    minimizer = jnp.full(dim, 1.0) if a == 1.0 else (jnp.array([a, a * a]) if dim == 2 else None)
-    minimizer = None if minimizer is None else minimizer.astype(params0.dtype)
+    minimizer = np.ones(dim) if a == 1.0 else (np.array([a, a * a]) if dim == 2 else None)
+    minimizer = None if minimizer is None else jax.device_put(minimizer.astype(params0.dtype))
     loss_fn = eqx.Partial(_rosenbrock, a=float(a), b=float(b))
     return Problem(
         loss_fn=loss_fn, params0=params0, name=f"rosenbrock(d={dim})", minimizer=minimizer
