@@ -4,6 +4,7 @@
 import dataclasses
 import functools as ft
 import hashlib
+import math
 import weakref
 from collections.abc import Callable
 from typing import NamedTuple
@@ -97,6 +98,18 @@ def _check_times(ts: ArrayLike, t0: ScalarLike) -> np.ndarray:
         arr = None
     if arr is None:
         raise ValueError(f"ts must be a non-empty 1-D array of times, got {ts!r}.")
+    # Every check below at once where they pass (every call): increasing steps between finite
+    # ends leave no room for a NaN or an infinity.
+    if (
+        arr.ndim == 1
+        and arr.size
+        and math.isfinite(arr[0])
+        and math.isfinite(arr[-1])
+        and arr[0] >= t0
+        and arr[-1] > t0
+        and (arr.size == 1 or bool(np.all(np.diff(arr) > 0)))
+    ):
+        return arr
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"ts must be a non-empty 1-D array of times, got shape {arr.shape}.")
     if not np.all(np.isfinite(arr)):
@@ -135,10 +148,8 @@ def _field_jacobian(flow: AbstractFlow, problem: Problem, t0, state, forward: bo
     """`(value, jacobian)`: the field (raveled) and its dense Jacobian at `(t0, state)`: one
     `jax.jit` dispatch of the array leaves, the static ones a static argument (no `filter_jit`
     partition: ~0.1 ms a call at d = 2)."""
-    leaves, treedef = jax.tree.flatten((flow, problem, t0, state))
-    arrays = [x for x in leaves if eqx.is_array(x)]
-    static = tuple(None if eqx.is_array(x) else x for x in leaves)
-    return _jacobian_program(treedef, static, forward, arrays)
+    flat = _flatten((flow, problem, t0, state))
+    return _jacobian_program(flat.treedef, flat.static, forward, flat.arrays)
 
 
 @ft.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -261,21 +272,52 @@ class _Spectrum(NamedTuple):
             return 0.0
         return float(np.max(np.maximum(self.eigenvalues.real, 0.0))) + 0.0
 
+
+class _Modes(NamedTuple):
+    r"""What `_automatic` reads of a `_Spectrum`, once per spectrum (its cache entry: a new
+    horizon or step budget reuses it): `fast`, `slow` (`_Spectrum.fast_and_slow`), `growth`
+    (`_Spectrum.growth`) and, for `explicit_steps`, either the modes that can decay
+    ($\mathrm{Re}\,\mu_i < 0$, one of each conjugate pair: `decaying`) with their `rates`
+    $-\mathrm{Re}\,\mu_i$, `sizes` $|\mu_i|$ and Tsit5 stability `radii` $r_i$ (NaN until a
+    horizon first decays the mode: ~0.1 ms per ray), or only `fastest` (the radius or the
+    fastest rate, where the eigenvalues are unknown)."""
+
+    fast: float
+    slow: float
+    growth: float
+    fastest: float | None = None
+    decaying: np.ndarray | None = None
+    rates: np.ndarray | None = None
+    sizes: np.ndarray | None = None
+    radii: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, spectrum: _Spectrum) -> "_Modes":
+        fast, slow = spectrum.fast_and_slow()
+        if spectrum.eigenvalues is None:
+            fastest = spectrum.radius if spectrum.rates is None else np.max(spectrum.rates)
+            return cls(fast, slow, spectrum.growth(), float(fastest))
+        mu = spectrum.eigenvalues
+        mu = mu[(mu.real < 0) & (mu.imag >= 0)]  # conjugates: one of each
+        radii = np.full(mu.shape, np.nan)
+        return cls(fast, slow, spectrum.growth(), None, mu, -mu.real, np.abs(mu), radii)
+
     def explicit_steps(self, horizon: float) -> float:
-        r"""Tsit5's steps over the horizon $T$ set by stability alone: $T\max|\mu_i|/r_i$ over
-        the modes that decay below the tolerances within it ($-\mathrm{Re}\,\mu_i\,T \ge$
+        r"""Tsit5's steps over the horizon $T > 0$ set by stability alone: $T\max|\mu_i|/r_i$
+        over the modes that decay below the tolerances within it ($-\mathrm{Re}\,\mu_i\,T \ge$
         `_DECAYED`), $r_i$ Tsit5's stability radius along $\mu_i$'s ray
         (`_tsit5_stability_radius`). A mode still alive must be resolved for accuracy by any
         solver (its steps are no argument for an implicit one). Only the radius or the rates
         known: every mode is taken as real and decaying, $3.5$."""
-        if self.eigenvalues is None:
-            fastest = self.radius if self.rates is None else np.max(self.rates)
-            return float(fastest) * horizon / _TSIT5_STABILITY
-        mu = self.eigenvalues
-        mu = mu[(-mu.real * horizon >= _DECAYED) & (mu.imag >= 0)]  # conjugates: one of each
-        if mu.size == 0:
+        if self.fastest is not None:
+            return self.fastest * horizon / _TSIT5_STABILITY
+        decayed = self.rates * horizon >= _DECAYED
+        if not decayed.any():
             return 0.0
-        return float(np.max(np.abs(mu) * horizon / _tsit5_stability_radius(mu)))
+        new = decayed & np.isnan(self.radii)
+        if new.any():
+            self.radii[new] = _tsit5_stability_radius(self.decaying[new])
+        return float(np.max(self.sizes[decayed] * horizon / self.radii[decayed]))
 
 
 # A mode decayed below the default tolerances within the horizon: exp(-25) = 1.4e-11.
@@ -294,29 +336,57 @@ _SPECTRA_MAX = 256
 _SPECTRA_MAX_BYTES = 2**24
 
 
+class _Flat(NamedTuple):
+    """`jax.tree.flatten` of a pytree split in one pass: its `treedef`, `static` (its leaves,
+    `None` where an array goes: no leaf is `None`) and `arrays` (`eqx.is_array`'s leaves)."""
+
+    treedef: jax.tree_util.PyTreeDef
+    static: tuple
+    arrays: list
+
+
+# `eqx.is_array`'s types, tested inline (a call per leaf costs more than the test).
+_ARRAY_TYPES = (np.ndarray, np.generic, jax.Array)
+
+
+def _flatten(tree) -> _Flat:
+    leaves, treedef = jax.tree.flatten(tree)
+    static, arrays = [], []
+    for x in leaves:
+        if isinstance(x, _ARRAY_TYPES):
+            arrays.append(x)
+            static.append(None)
+        else:
+            static.append(x)
+    return _Flat(treedef, tuple(static), arrays)
+
+
 def _values_key(tree) -> tuple | None:
     """A hashable key of `tree`'s structure and values: its treedef, each array leaf's shape,
     dtype, weak type and a digest of its bytes (`_array_key`), each other leaf itself (a Python
     number with its type and `repr`: -0.0 is not 0.0, 1 not 1.0); `None` where a leaf is
     traced or unhashable or the arrays hold more than `_SPECTRA_MAX_BYTES`."""
-    leaves, treedef = jax.tree.flatten(tree)
+    return _flats_key(_flatten(tree))
+
+
+def _flats_key(*flats: _Flat) -> tuple | None:
+    """`_values_key` of the trees `flats` were flattened from, together (one byte budget)."""
     parts, size = [], 0
-    for x in leaves:
-        if isinstance(x, jax.core.Tracer):
-            return None
-        if eqx.is_array(x):
+    for flat in flats:
+        arrays = []
+        for x in flat.arrays:
+            if isinstance(x, jax.core.Tracer):
+                return None
             part = _array_key(x)
             if part is None:
                 return None
             size += part[3]
             if size > _SPECTRA_MAX_BYTES:
                 return None
-            parts.append(part)
-        elif type(x) in (bool, int, float, complex):
-            parts.append((type(x), repr(x)))
-        else:
-            parts.append(x)
-    key = (treedef, tuple(parts))
+            arrays.append(part)
+        static = tuple((type(x), repr(x)) if type(x) in _NUMBERS else x for x in flat.static)
+        parts.append((flat.treedef, static, tuple(arrays)))
+    key = tuple(parts)
     try:
         hash(key)
     except TypeError:
@@ -324,15 +394,18 @@ def _values_key(tree) -> tuple | None:
     return key
 
 
+_NUMBERS = (bool, int, float, complex)
+
+
 # `_array_key`s of live JAX arrays (immutable) by id, each with a weak reference to its array.
 _ARRAY_KEYS: dict = {}
 
 
 def _array_key(x) -> tuple | None:
-    """`(shape, dtype, weak type, bytes, SHA-256 of the bytes)` of the array `x` (`None` for a
-    dtype without plain bytes, e.g. a PRNG key's); remembered for a JAX array while it lives
-    (a NumPy array can change in place: read every time). The bytes alone are counted before
-    any copy to the host."""
+    """`(shape, dtype, weak type, bytes, SHA-256 of the bytes)` of the array `x` (the bytes
+    themselves where there are at most 32; `None` for a dtype without plain bytes, e.g. a PRNG
+    key's); remembered for a JAX array while it lives (a NumPy array can change in place: read
+    every time). The bytes alone are counted before any copy to the host."""
     jax_array = isinstance(x, jax.Array)
     if jax_array:
         found = _ARRAY_KEYS.get(id(x))
@@ -344,7 +417,9 @@ def _array_key(x) -> tuple | None:
     nbytes = x.size * dtype.itemsize
     if nbytes > _SPECTRA_MAX_BYTES:
         return (x.shape, dtype, False, nbytes, None)  # too large to key: not read
-    digest = hashlib.sha256(np.ascontiguousarray(x).view(np.uint8).reshape(-1)).digest()
+    data = np.ascontiguousarray(x).view(np.uint8).reshape(-1)
+    # No longer than a digest: the bytes themselves (no hash to compute).
+    digest = data.tobytes() if nbytes <= 32 else hashlib.sha256(data).digest()
     part = (x.shape, dtype, bool(getattr(x, "weak_type", False)), nbytes, digest)
     if jax_array:
         key = id(x)
@@ -359,19 +434,31 @@ def _spectrum(problem: Problem, params: Params, flow: AbstractFlow | None, t0: f
     return _spectrum_entry(problem, params, flow, t0)[0]
 
 
-def _spectrum_entry(problem, params, flow, t0) -> tuple[_Spectrum, dict]:
-    """`(spectrum, choices)`: `_spectrum` and, from the same cache entry, a dict for the
-    automatic choices made from it (`_pick_solver`, by horizon and step budget)."""
-    values = _values_key((problem, params, flow))
+def _spectrum_key(problem, params, flow, t0, flat: _Flat | None = None) -> tuple | None:
+    """`_SPECTRA`'s key of a spectrum: the values of `(flow, problem)` (`flat`, where the
+    caller has flattened them: `solve`) and `params` (`_values_key`), `t0` and the dtype mode;
+    `None` where they cannot be keyed."""
+    values = _flats_key(_flatten((flow, problem)) if flat is None else flat, _flatten(params))
     if values is None:
-        return _compute_spectrum(problem, params, flow, t0), {}
-    key = (values, repr(float(t0)), jax.config.jax_enable_x64)
-    found = _SPECTRA.get(key)
+        return None
+    return values, repr(float(t0)), jax.config.jax_enable_x64
+
+
+def _spectrum_entry(
+    problem, params, flow, t0, flat: _Flat | None = None
+) -> tuple[_Spectrum, _Modes, dict]:
+    """`(spectrum, modes, choices)`: `_spectrum`, what the automatic choice reads of it
+    (`_Modes`) and, from the same cache entry, a dict for the choices made from it
+    (`_pick_solver`, by horizon and step budget); `flat`: `_flatten((flow, problem))`."""
+    key = _spectrum_key(problem, params, flow, t0, flat)
+    found = None if key is None else _SPECTRA.get(key)
     if found is None:
-        found = (_compute_spectrum(problem, params, flow, t0), {})
-        if len(_SPECTRA) >= _SPECTRA_MAX:
-            _SPECTRA.pop(next(iter(_SPECTRA)))
-        _SPECTRA[key] = found
+        spectrum = _compute_spectrum(problem, params, flow, t0)
+        found = (spectrum, _Modes.of(spectrum), {})
+        if key is not None:
+            if len(_SPECTRA) >= _SPECTRA_MAX:
+                _SPECTRA.pop(next(iter(_SPECTRA)))
+            _SPECTRA[key] = found
     return found
 
 
@@ -549,7 +636,14 @@ def _ray_stability_radius(ray: complex) -> float:
 
 @ft.cache
 def _solver(name: str) -> diffrax.AbstractSolver:
-    return SOLVERS[name]()  # immutable: one instance per name serves every call
+    solver = SOLVERS[name]()  # immutable: one instance per name serves every call
+    _SOLVER_FLATS[id(solver)] = _flatten(solver)  # (kept alive by this cache: the id is its own)
+    return solver
+
+
+# `_flatten` of each of `_solver`'s instances by id: `_compiled_solve` flattens no solver of
+# its own.
+_SOLVER_FLATS: dict = {}
 
 
 # Tsit5's stability interval on the negative real axis (|R(z)| <= 1 for -3.5 <= z <= 0): a
@@ -557,10 +651,11 @@ def _solver(name: str) -> diffrax.AbstractSolver:
 _TSIT5_STABILITY = 3.5
 
 
-def _automatic(spectrum: _Spectrum, horizon: float, max_steps: int | None) -> tuple[str, float]:
-    """`_pick_solver`'s automatic `(name, stiffness ratio)` from the flow's `spectrum`."""
-    fast, slow = spectrum.fast_and_slow()
-    if not np.isfinite(fast):
+def _automatic(modes: _Modes, horizon: float, max_steps: int | None) -> tuple[str, float]:
+    """`_pick_solver`'s automatic `(name, stiffness ratio)` from the `_Modes` of the flow's
+    spectrum."""
+    fast, slow = modes.fast, modes.slow
+    if not math.isfinite(fast):
         # The Jacobian is not finite at the start, the field is (`_pick_solver` refuses a field
         # that is not): an implicit solver's Newton iteration would solve with that Jacobian
         # (Kvaerno5 ran to max_steps at t0 on a |x|^{3/2} loss at 0); an explicit one reads
@@ -572,8 +667,8 @@ def _automatic(spectrum: _Spectrum, horizon: float, max_steps: int | None) -> tu
     # G = 0, where modes of rate +-1e7 decay and grow alike).
     too_long = (
         max_steps is not None
-        and spectrum.growth() * horizon < _DECAYED
-        and spectrum.explicit_steps(horizon) > max_steps
+        and modes.growth * horizon < _DECAYED
+        and modes.explicit_steps(horizon) > max_steps
     )
     name = "kvaerno5" if ratio >= STIFFNESS_THRESHOLD or too_long else "tsit5"
     return name, ratio
@@ -589,6 +684,7 @@ def _pick_solver(
     flow: AbstractFlow | None = None,
     t0: float = 0.0,
     refuse_not_finite: bool = False,
+    flat: _Flat | None = None,
 ):
     r"""`(solver, name, stiffness ratio or None)`. Automatic (`solver=None`), from the
     eigenvalues $\mu_i$ of the Jacobian of `flow`'s vector field at its initial state
@@ -606,9 +702,10 @@ def _pick_solver(
     solver where that reading is cached, `_not_finite_at_start`) is refused: `NotFiniteStart`
     naming the leaves, before any solve (each solver would spend its whole step budget there,
     an implicit one at a Newton solve per step). Where only the Jacobian is
-    not finite there, `Tsit5` (an implicit solver's Newton iteration would use that Jacobian)."""
+    not finite there, `Tsit5` (an implicit solver's Newton iteration would use that Jacobian).
+    `flat`: `_flatten((flow, problem))`, where the caller has it (`solve`)."""
     if solver is None:
-        spectrum, choices = _spectrum_entry(problem, params0, flow, t0)
+        spectrum, modes, choices = _spectrum_entry(problem, params0, flow, t0, flat)
         # Read with the Jacobian: no solve, implicit or not, can start there.
         if refuse_not_finite and spectrum.not_finite:
             raise NotFiniteStart(not_finite_start(flow, spectrum, t0))
@@ -616,7 +713,7 @@ def _pick_solver(
         if choice is None:
             if len(choices) >= _SPECTRA_MAX:  # a sweep over horizons: keep the entry small
                 choices.clear()
-            choice = choices[horizon, max_steps] = _automatic(spectrum, horizon, max_steps)
+            choice = choices[horizon, max_steps] = _automatic(modes, horizon, max_steps)
         return _solver(choice[0]), *choice
     if isinstance(solver, str):
         key = _ALIASES.get(solver.lower(), solver.lower())
@@ -641,22 +738,20 @@ def _pick_solver(
         )
     # A chosen solver too, where the automatic choice read the field (else it runs to
     # max_steps, then its diagnosis says the field is not finite).
-    if refuse_not_finite and (bad := _not_finite_at_start(problem, params0, flow, t0)):
+    if refuse_not_finite and (bad := _not_finite_at_start(problem, params0, flow, t0, flat)):
         raise NotFiniteStart(not_finite_start(flow, _Spectrum(not_finite=bad), t0))
     return chosen
 
 
-def _not_finite_at_start(problem, params0, flow, t0: float) -> str:
+def _not_finite_at_start(problem, params0, flow, t0: float, flat: _Flat | None = None) -> str:
     """`_Spectrum.not_finite` of `flow`'s field at `(t0, flow.init(params0))` for a chosen
     solver, where the automatic choice has read it already (its cached spectrum: free); else
     "" (unknown): the solve's own failure diagnosis names a non-finite start, after running to
     `max_steps`. An evaluation before every solve costs a compile of the field (5 s of 22 s on
     an order-3 automatic AdaBelief cell of `compare`, 2026-12-06), paid by every solve that
     succeeds to spare the rare one that cannot."""
-    values = _values_key((problem, params0, flow))
-    if values is None:
-        return ""
-    spectrum = _SPECTRA.get((values, repr(float(t0)), jax.config.jax_enable_x64))
+    key = _spectrum_key(problem, params0, flow, t0, flat)
+    spectrum = None if key is None else _SPECTRA.get(key)
     if spectrum is not None and spectrum[0].rates is None:  # (a game's rates: not read)
         return spectrum[0].not_finite
     return ""
@@ -1113,19 +1208,19 @@ def _compiled_solve(
     dense: bool,
     progress: bool,
     name: str | None = None,
-    flat: tuple | None = None,
+    flat: _Flat | None = None,
 ):
     """`(compiled, arrays)`: the cached jitted solve for this structure and its array leaves;
     `name` the `Trajectory`'s `solver` (default: the solver's class, lower case); `flat` the
-    caller's `jax.tree.flatten((flow, problem))`, if it has it."""
+    caller's `_flatten((flow, problem))`, if it has it."""
     if name is None:
         name = type(solver).__name__.lower()
-    leaves, treedef = jax.tree.flatten((flow, problem)) if flat is None else flat
-    solver_leaves, solver_treedef = jax.tree.flatten(solver)
-    leaves = [*leaves, *solver_leaves]
-    cut = len(leaves) - len(solver_leaves)  # the solver's leaves come last
-    arrays = [x for x in leaves if eqx.is_array(x)]
-    static = tuple(None if eqx.is_array(x) else x for x in leaves)
+    flat = _flatten((flow, problem)) if flat is None else flat
+    solver_flat = _SOLVER_FLATS.get(id(solver)) or _flatten(solver)
+    treedef, solver_treedef = flat.treedef, solver_flat.treedef
+    static = flat.static + solver_flat.static
+    cut = len(flat.static)  # the solver's leaves come last
+    arrays = flat.arrays + solver_flat.arrays
     shapes = tuple((x.shape, x.dtype) for x in arrays)
     key = (treedef, solver_treedef, static, shapes, name, max_steps, dense, progress)
     try:
@@ -1591,14 +1686,14 @@ def solve(
             f"...), got {type(problem).__name__}; the call is solve(flow, problem, ts)."
         )
     _on_host("solve", t0=t0)
-    # Flattened once: for the check below and the compiled solve's arrays.
-    flat = jax.tree.flatten((flow, problem))
-    host_flow, host_problem = flow, problem
-    if any(isinstance(x, jax.core.Tracer) for x in flat[0]):
+    # Flattened once: for the check below, the solver choice's key and the compiled solve.
+    flat = _flatten((flow, problem))
+    host_flow, host_problem, host_flat = flow, problem, flat
+    if any(isinstance(x, jax.core.Tracer) for x in flat.arrays):
         # Under jax.grad the flow's and problem's arrays are traced: the host decides on their
         # values.
         host = _differentiated("solve", flow=flow, problem=problem)
-        host_flow, host_problem = host["flow"], host["problem"]
+        host_flow, host_problem, host_flat = host["flow"], host["problem"], None
     check_unbatched(host_flow, "solve")
     t0 = float(interval("t0", t0))
     ts_host = _check_times(ts, t0)  # the horizon from host memory: no device round trip
@@ -1613,6 +1708,7 @@ def solve(
         flow=host_flow,
         t0=t0,
         refuse_not_finite=True,
+        flat=host_flat,
     )
     dense = bool(dense)
     progress = _progress.enabled()

@@ -299,6 +299,55 @@ def test_the_choices_cache_key_is_the_values():
     assert traced == [None]
 
 
+@pytest.mark.parametrize("size", [4, 5])
+def test_the_key_reads_every_byte_of_small_and_large_arrays(size):
+    """An array of at most 32 bytes is keyed by its bytes, a larger one by their SHA-256: either
+    way a change of any entry (in place, for a NumPy array) is a new key, and equal values in
+    new objects the same key."""
+    from dynopt._solve import _values_key
+
+    a = np.arange(size, dtype=np.float64)
+    key = _values_key(a)
+    assert _values_key(np.arange(size, dtype=np.float64)) == key
+    assert _values_key(jnp.asarray(a)) == _values_key(jnp.arange(size, dtype=jnp.float64))
+    for i in range(size):
+        b = a.copy()
+        b[i] = np.nextafter(b[i], np.inf)
+        assert _values_key(b) != key
+    a[-1] = -0.0 if a[-1] == 0.0 else 0.0
+    assert _values_key(a) != key
+
+
+def test_new_horizons_and_budgets_decide_as_a_fresh_choice(monkeypatch):
+    """The automatic choice reads what it needs of a spectrum once (`_Modes`, kept with it): a
+    new horizon or step budget on a cached spectrum, the ratio's and the long-horizon rule's
+    cases alike, decides as the same call on an empty cache, for a real and a complex
+    spectrum."""
+    from dynopt import _solve
+
+    cases = [
+        (problems.quadratic([1e4]), flows.HeavyBall(1.0)),  # -1/2 +- 100i
+        (problems.quadratic([1e-3, 1e3]), flows.GradientFlow()),
+        (problems.quadratic([1.0]), flows.HeavyBall(1e3)),  # overdamped: -1e3, -1e-3
+    ]
+    horizons = [0.5, 10.0, 1e3, 2e4, 3e6]
+    names = set()
+    for q, flow in cases:
+        warm = [
+            _pick_solver(None, q, q.params0, T, m, flow=flow)[1:]
+            for T in horizons
+            for m in (None, 64, 16_384)
+        ]
+        fresh = []
+        for T in horizons:
+            for m in (None, 64, 16_384):
+                monkeypatch.setattr(_solve, "_SPECTRA", {})
+                fresh.append(_pick_solver(None, q, q.params0, T, m, flow=flow)[1:])
+        assert warm == fresh
+        names |= {name for name, _ in warm}
+    assert names == {"tsit5", "kvaerno5"}
+
+
 def test_tsit5_stability_radius_is_per_ray():
     """The radius depends on each eigenvalue's ray alone (computed once per ray): a vector of
     repeated, conjugate and scaled eigenvalues gives each one's own radius."""
