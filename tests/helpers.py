@@ -57,6 +57,30 @@ def check_keyed_runs(method, problem, num_steps, key, other_key):
 
 
 @contextlib.contextmanager
+def backend_compiles():
+    """The programs XLA compiles inside, one event each (`jax.monitoring` fires for every
+    backend compilation; `jax_log_compiles` is not needed)."""
+    compiled = []
+
+    def listen(event, *_, **__):
+        if "backend_compile" in event:
+            compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def count_backend_compiles(fn, *args, **kwargs) -> tuple[int, object]:
+    """`(programs XLA compiled while fn(*args, **kwargs) ran, its value)`."""
+    with backend_compiles() as compiled:
+        value = fn(*args, **kwargs)
+    return len(compiled), value
+
+
+@contextlib.contextmanager
 def optimized_compilation():
     """LLVM's optimizations back on for the programs compiled inside (the suite turns them off,
     tests/conftest.py): for a bit-for-bit comparison of two different programs, which holds for

@@ -13,7 +13,7 @@ from dynopt import characteristics as ch, flows, problems
 from dynopt._characteristics import integrate
 from dynopt._characteristics.integrate import _integrate
 
-from .helpers import assert_programs_cacheable
+from .helpers import assert_programs_cacheable, backend_compiles
 
 
 # Module-level PDEs: a solve of the same PDE with the same shapes reuses the compiled solver.
@@ -533,13 +533,8 @@ def test_new_tolerances_reuse_the_compiled_solve():
         return ch.quasilinear(_alpha1, _beta1, _initial1, SIG1, ss, on_blowup="stop", **options)
 
     first = solve()
-    compiled = []
-    listener = lambda event, *_, **__: compiled.append(event) if "backend_compile" in event else 0
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with backend_compiles() as compiled:
         others = [solve(**o) for o in ({"rtol": 1e-6, "atol": 1e-8}, {"u_max": 1e5})]
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert compiled == []
     assert not np.array_equal(np.asarray(others[0].u), np.asarray(first.u))  # rtol was used
     np.testing.assert_allclose(others[0].u, first.u, rtol=1e-5)

@@ -5,17 +5,7 @@ import numpy as np
 
 from dynopt import densities as D
 
-
-def _backend_compiles(fn, *args, **kwargs) -> tuple[int, object]:
-    """`(programs XLA compiled while fn(*args, **kwargs) ran, its value)`."""
-    compiled = []
-    listener = lambda event, *_, **__: compiled.append(event) if "backend_compile" in event else 0
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        value = fn(*args, **kwargs)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    return len(compiled), value
+from .helpers import count_backend_compiles
 
 
 def test_one_program_serves_every_slice_count_and_every_drift_of_a_structure():
@@ -29,16 +19,18 @@ def test_one_program_serves_every_slice_count_and_every_drift_of_a_structure():
     well = D.ScalarSDE(D.Polynomial([0.0, 1.0, 0.0, -1.0]), 0.5)
     for convention in ("ito", "midpoint"):
         D.path_integral(lin, 0.3, 0.5, grid, 4, convention=convention)
-        count, _ = _backend_compiles(D.path_integral, lin, 0.3, 0.5, grid, 8, convention=convention)
+        count, _ = count_backend_compiles(
+            D.path_integral, lin, 0.3, 0.5, grid, 8, convention=convention
+        )
         assert count == 0, (convention, count)
     for sde, x0, t1, n in ((ou, 0.3, 1.0, 16), (well, 0.0, 6.0, 96)):
-        count, _ = _backend_compiles(D.path_integral, sde, x0, t1, grid, n, mass_tol=None)
+        count, _ = count_backend_compiles(D.path_integral, sde, x0, t1, grid, n, mass_tol=None)
         assert count == 0, (t1, count)
     # The same in 2-D.
     sde = D.linear_vector_sde(np.array([[-1.0, 2.0], [-0.5, -1.0]]), 0.5)
     axes = (np.linspace(-2.3, 2.5, 23), np.linspace(-2.4, 2.0, 21))
     D.path_integral_nd(sde, np.array([0.5, -0.3]), 0.5, axes, 4)
-    count, _ = _backend_compiles(D.path_integral_nd, sde, np.array([0.5, -0.3]), 0.5, axes, 8)
+    count, _ = count_backend_compiles(D.path_integral_nd, sde, np.array([0.5, -0.3]), 0.5, axes, 8)
     assert count == 0, count
 
 

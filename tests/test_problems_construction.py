@@ -1,30 +1,12 @@
 """Building Rosenbrock compiles nothing (its constants are made on the host), and its arrays
 are those of the eager operations, bit for bit."""
 
-import contextlib
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dynopt import problems
 
-
-@contextlib.contextmanager
-def _programs():
-    """The names of the programs XLA compiles inside (`jax_log_compiles` is not needed: the
-    monitoring event fires for every backend compilation)."""
-    compiled = []
-
-    def listen(event, *_, **__):
-        if "backend_compile" in event:
-            compiled.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        yield compiled
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
+from .helpers import backend_compiles
 
 
 def _same_bits(a, b):
@@ -36,7 +18,7 @@ def _same_bits(a, b):
 def test_rosenbrock_compiles_nothing():
     # Its start and minimizer are constants made on the host (4 programs as jnp operations).
     params0 = jnp.array([0.5, 1.0], jnp.float32)
-    with _programs() as compiled:
+    with backend_compiles() as compiled:
         p = problems.rosenbrock(11)
         q = problems.rosenbrock(2, a=2.0, params0=params0)
     assert compiled == []

@@ -18,7 +18,7 @@ import dynopt
 from dynopt import flows, problems, sde
 from dynopt._sde import simulate as sde_simulate
 
-from .helpers import assert_programs_cacheable
+from .helpers import assert_programs_cacheable, backend_compiles
 
 
 LAM = 2.0
@@ -542,13 +542,8 @@ def test_both_sampling_schemes_share_the_moment_programs():
         ]
 
     without = moments(sde.SGDNoise(eta, b))
-    compiled = []
-    listener = lambda event, *_, **__: compiled.append(event) if "backend_compile" in event else 0
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with backend_compiles() as compiled:
         with_ = moments(sde.SGDNoise(eta, b, replace=True))
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert compiled == []
     for a, c in zip(without, with_):  # every moment here is linear in the noise scale
         np.testing.assert_allclose(np.asarray(a) * (n - 1) / (n - b), c, rtol=1e-12, atol=0)

@@ -13,6 +13,8 @@ import dynopt
 from dynopt import flows, problems
 from dynopt._solve import raise_for_result
 
+from .helpers import count_backend_compiles
+
 
 @pytest.mark.parametrize(
     "eigenvalues",
@@ -644,18 +646,6 @@ def test_a_failed_solves_diagnosis_compiles_no_solve_anew(monkeypatch):
     assert len(traces) == 1, traces  # the comparison
 
 
-def _backend_compiles(fn, *args) -> tuple[int, object]:
-    """`(programs XLA compiled while fn(*args) ran, its value)`."""
-    compiled = []
-    listener = lambda event, *_, **__: compiled.append(event) if "backend_compile" in event else 0
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        value = fn(*args)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    return len(compiled), value
-
-
 def test_a_repeated_failures_jump_probe_compiles_nothing_anew():
     """The diagnosis of a switching field (`_field_jump`) and of a kinked gradient
     (`_kinked_gradient`) probes the function on both sides of the stopping point (`_jump`): a
@@ -675,7 +665,7 @@ def test_a_repeated_failures_jump_probe_compiles_nothing_anew():
             # quadratic, w_0 = 1 of |w_0 - 1|
             at = jnp.asarray(x0).at[0].set(kink + 1e-13)
             problem = dynopt.Problem(loss, jnp.asarray(x0))
-            calls, found = _backend_compiles(probe, flow, problem, 0.5 + 0.25 * i, at)
+            calls, found = count_backend_compiles(probe, flow, problem, 0.5 + 0.25 * i, at)
             assert found is not None, probe
             if i:
                 assert calls == 0, (probe, calls)
