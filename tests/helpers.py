@@ -57,13 +57,14 @@ def check_keyed_runs(method, problem, num_steps, key, other_key):
 
 
 @contextlib.contextmanager
-def backend_compiles():
+def backend_compiles(event_name: str = "backend_compile"):
     """The programs XLA compiles inside, one event each (`jax.monitoring` fires for every
-    backend compilation; `jax_log_compiles` is not needed)."""
+    backend compilation; `jax_log_compiles` is not needed); with `event_name`, the duration
+    events whose name holds it (e.g. JAX's lowering to MLIR)."""
     compiled = []
 
     def listen(event, *_, **__):
-        if "backend_compile" in event:
+        if event_name in event:
             compiled.append(event)
 
     jax.monitoring.register_event_duration_secs_listener(listen)

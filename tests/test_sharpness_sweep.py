@@ -3,8 +3,6 @@ of learning rates is tracked in one `run` (each member its own single run's valu
 options (`preconditioner`, `init_grad_fn`, `method`, a discretization's own initial state)
 keep working; `CentralFlow.discretize` refuses a step other than its learning rate."""
 
-import contextlib
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -14,6 +12,8 @@ import pytest
 
 import dynopt
 from dynopt import flows, networks, sharpness
+
+from .helpers import backend_compiles
 
 
 @pytest.fixture(scope="module")
@@ -25,26 +25,9 @@ def net():
 
 K, TOL = 2, 1e-12
 # JAX's event for a program lowered to MLIR (`jax._src.dispatch.JAXPR_TO_MLIR_MODULE_EVENT`); a
-# renamed event would leave `lowerings` empty, which the optax transform's run below catches.
+# renamed event would leave `backend_compiles(LOWERED)` empty, which the optax transform's run
+# below catches.
 LOWERED = "/jax/core/compile/jaxpr_to_mlir_module_duration"
-
-
-@contextlib.contextmanager
-def lowerings():
-    """Counts the programs lowered to MLIR inside (a new program is lowered whether or not
-    JAX's persistent cache then holds its compiled code)."""
-    seen = []
-
-    def listen(event, duration, **kwargs):
-        del duration, kwargs
-        if event == LOWERED:
-            seen.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        yield seen
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
 
 
 def _gd(lr):
@@ -91,12 +74,12 @@ def test_a_second_learning_rate_reuses_the_compiled_tracked_run(net):
         (_rmsprop, optax.rmsprop, rmsprop_options),
     ):
         first = _run(sharpness.track_sharpness(disc(0.3), K, every=5, **options()), net)
-        with lowerings() as seen:
+        with backend_compiles(LOWERED) as seen:
             second = _run(sharpness.track_sharpness(disc(0.2), K, every=5, **options()), net)
         assert not seen, (factory, len(seen))
         # The optax transform itself: a new object, a new program for each `lr` (what the
-        # above avoids; also the check that `lowerings` sees lowerings at all).
-        with lowerings() as seen:
+        # above avoids; also the check that `backend_compiles(LOWERED)` sees lowerings at all).
+        with backend_compiles(LOWERED) as seen:
             raw = _run(sharpness.track_sharpness(factory(0.2), K, every=5, **options()), net)
         assert seen, factory
         np.testing.assert_allclose(second.observations, raw.observations, rtol=1e-12)
