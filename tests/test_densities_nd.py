@@ -249,6 +249,27 @@ def test_bad_input_nd():
         D.linear_density_nd(jnp.zeros((4, 3)), 1.0, jnp.zeros(2), A=A, alpha=1.0)
 
 
+def test_grid_routes_check_their_time_window_alike():
+    # One check for both grid routes (the path integral said "t1 - t0 must be > 0").
+    axes = (np.linspace(-1, 1, 5), np.linspace(-1, 1, 5))
+    with pytest.raises(ValueError, match=r"^need t1 > t0, got t0=0.5, t1=0.5\.$"):
+        D.path_integral_nd(SDE, X0, 0.5, axes, 2, t0=0.5)
+    with pytest.raises(ValueError, match=r"^need t1 > t0, got t0=0.5, t1=0.25\.$"):
+        D.fokker_planck_nd(SDE, jnp.full((5, 5), 0.25), axes, 0.5, 0.25)
+
+
+def test_results_hold_jax_arrays():
+    # The result types convert what a route computed on the host (NumPy axes, a Python t1).
+    g, g2 = np.linspace(-1.0, 1.0, 3), np.linspace(0.0, 2.0, 5)
+    fields = dict(t=1, mass=np.float64(1.0), lost_mass=0.0, mass_defect=0.0, method="by hand")
+    tensor = D.TensorDensity(axes=(g, g2), density=np.ones((3, 5)), **fields)
+    grid = D.GridDensity(x=g, density=np.ones(3), **fields)
+    for dens in (tensor, grid):
+        assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(dens)), dens
+        assert dens.t.dtype == jnp.result_type(float)
+    np.testing.assert_array_equal(tensor.points[2, 4], [1.0, 2.0])
+
+
 def test_routes_agree_on_a_nonlinear_non_gradient_drift():
     """No closed form: a cubic, rotating drift (∇p not symmetric). The random walk (first order in
     Δt) and the trapezoid path integral meet on the walk's lattice (every 2nd/3rd site, so that

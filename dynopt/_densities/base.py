@@ -239,6 +239,11 @@ def stationary_density(
     return check_edge_mass(d, h, edge_tol, "stationary_density")
 
 
+def float_array(value) -> Float[Array, "..."]:
+    """`value` as a JAX array of the default float dtype (a Python or integer time too)."""
+    return jnp.asarray(value, dtype=float)
+
+
 class GridDensity(eqx.Module):
     r"""A transition density $P(x, t_1 \mid x_0)$ on points `x`, from one of the routes.
 
@@ -251,14 +256,16 @@ class GridDensity(eqx.Module):
       histogram range); a grid that does not cover the mass shows up here.
     - `mass_defect`: |mass + lost_mass − initial mass|: the conservation check (route-specific).
     - `method`: the route's name.
+
+    Every field but `method` is stored as a JAX array (`t` as a float).
     """
 
-    x: Float[Array, " m"]
-    density: Float[Array, " m"]
-    t: Float[Array, ""]
-    mass: Float[Array, ""]
-    lost_mass: Float[Array, ""]
-    mass_defect: Float[Array, ""]
+    x: Float[Array, " m"] = eqx.field(converter=jnp.asarray)
+    density: Float[Array, " m"] = eqx.field(converter=jnp.asarray)
+    t: Float[Array, ""] = eqx.field(converter=float_array)
+    mass: Float[Array, ""] = eqx.field(converter=jnp.asarray)
+    lost_mass: Float[Array, ""] = eqx.field(converter=jnp.asarray)
+    mass_defect: Float[Array, ""] = eqx.field(converter=jnp.asarray)
     method: str = eqx.field(static=True)
 
     @staticmethod

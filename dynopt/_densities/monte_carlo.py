@@ -46,7 +46,7 @@ def histogram_density(
         )
     probs = _bin_fractions_1d(jnp.asarray(samples), jnp.asarray(e))
     width = jnp.asarray(np.diff(e))
-    return GridDensity(x=jnp.asarray(0.5 * (e[1:] + e[:-1])), **_histogram_fields(probs, width, t))
+    return GridDensity(x=0.5 * (e[1:] + e[:-1]), **_histogram_fields(probs, width, t))
 
 
 def _histogram_fields(probs, cell, t) -> dict:
@@ -55,7 +55,7 @@ def _histogram_fields(probs, cell, t) -> dict:
     mass = jnp.sum(probs)
     return dict(
         density=probs / cell,
-        t=jnp.asarray(t, float),
+        t=t,
         mass=mass,
         lost_mass=1.0 - mass,
         mass_defect=jnp.zeros(()),
@@ -114,7 +114,7 @@ def histogram_density_nd(samples: Float[Array, "N d"], edges, t: ScalarLike) -> 
         raise ValueError(f"samples must have shape (N, {len(edges)}) with N >= 1, got {s.shape}.")
     probs = _bin_fractions(s, tuple(jnp.asarray(e) for e in edges))
     return TensorDensity(
-        axes=tuple(jnp.asarray(0.5 * (e[1:] + e[:-1])) for e in edges),
+        axes=tuple(0.5 * (e[1:] + e[:-1]) for e in edges),
         **_histogram_fields(probs, cell_volume(edges), t),
     )
 

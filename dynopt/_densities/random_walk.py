@@ -157,12 +157,12 @@ def _random_walk(sde, problem, x0, t1, dt, window, mass_tol, name):
     P_occ, lost = np.asarray(P)[np.ix_(*occ)], np.asarray(lost)
     mass = np.sum(P_occ)
     return TensorDensity(
-        axes=tuple(jnp.asarray(a[o]) for a, o in zip(axes, occ)),
-        density=jnp.asarray(P_occ / (2 * ds) ** d),
-        t=jnp.asarray(t1, float),
-        mass=jnp.asarray(mass),
-        lost_mass=jnp.asarray(lost),
-        mass_defect=jnp.asarray(np.abs(mass + lost - 1.0)),
+        axes=tuple(a[o] for a, o in zip(axes, occ)),
+        density=P_occ / (2 * ds) ** d,
+        t=t1,
+        mass=mass,
+        lost_mass=lost,
+        mass_defect=np.abs(mass + lost - 1.0),
         method="random_walk",
     )
 

@@ -28,6 +28,7 @@ from .base import (
     check_scalar_alpha,
     check_tolerance,
     check_uniform_grid,
+    float_array,
     ScalarSDE,
 )
 
@@ -381,8 +382,15 @@ def check_dimension(sde: VectorSDE, d: int) -> None:
 def check_model_on_grid(
     sde, problem: Problem | None, axes, t0: ScalarLike, t1: ScalarLike
 ) -> tuple[VectorSDE, tuple[np.ndarray, ...]]:
-    """A grid route's model and grid: `sde` as a `VectorSDE` (`as_vector_sde`, a flow's noise
-    compared over $[t_0, t_1]$) and `axes` (`check_axes`), of the same dimension."""
+    """A grid route's model, grid and time window: `sde` as a `VectorSDE` (`as_vector_sde`, a
+    flow's noise compared over $[t_0, t_1]$) and `axes` (`check_axes`), of the same dimension;
+    `ValueError` unless $t_0 < t_1$, both finite."""
+    interval("t0", t0)
+    # Finite real numbers before float(): named, not "could not convert"; an infinite horizon
+    # read as a step budget exhausted.
+    interval("t1", t1)
+    if not float(t1) > float(t0):
+        raise ValueError(f"need t1 > t0, got t0={t0}, t1={t1}.")
     sde = as_vector_sde(sde, problem, times=np.linspace(float(t0), float(t1), 5))
     axes = check_axes("axes", axes)
     check_dimension(sde, len(axes))
@@ -437,14 +445,17 @@ class TensorDensity(eqx.Module):
       histogram's bins): a grid that does not cover the mass shows up here.
     - `mass_defect`: |mass + lost_mass − initial mass| (the route's conservation check).
     - `method`: the route's name.
+
+    Every field but `method` is stored as JAX arrays (`t` as a float), whatever a route computed
+    it as (NumPy axes, a Python $t_1$, sums on the host).
     """
 
-    axes: tuple[Float[Array, " m"], ...]
-    density: Float[Array, "..."]
-    t: Float[Array, ""]
-    mass: Float[Array, ""]
-    lost_mass: Float[Array, ""]
-    mass_defect: Float[Array, ""]
+    axes: tuple[Float[Array, " m"], ...] = eqx.field(converter=lambda a: tuple(map(jnp.asarray, a)))
+    density: Float[Array, "..."] = eqx.field(converter=jnp.asarray)
+    t: Float[Array, ""] = eqx.field(converter=float_array)
+    mass: Float[Array, ""] = eqx.field(converter=jnp.asarray)
+    lost_mass: Float[Array, ""] = eqx.field(converter=jnp.asarray)
+    mass_defect: Float[Array, ""] = eqx.field(converter=jnp.asarray)
     method: str = eqx.field(static=True)
 
     @property
