@@ -250,6 +250,9 @@ class _Spectrum(NamedTuple):
     # comma-separated with their counts; empty where it is finite (or not evaluated: a game's
     # `time_scales`). No solver can step from such a start (`_pick_solver` refuses it).
     not_finite: str = ""
+    # `eigenvalues` are those of J's symmetric part, J being symmetric to rounding (a gradient
+    # flow's -H): real, ascending (`np.linalg.eigvalsh`).
+    symmetric: bool = False
 
     def fast_and_slow(self) -> tuple[float, float]:
         r"""`(fast, slow)`: the fastest decay rate $\max_i(-\mathrm{Re}\,\mu_i)^+$ and the rate
@@ -434,11 +437,22 @@ def _spectrum(problem: Problem, params: Params, flow: AbstractFlow | None, t0: f
     return _spectrum_entry(problem, params, flow, t0)[0]
 
 
+def _gradient_flow() -> AbstractFlow:
+    """`GradientFlow()`, what `flow=None` stands for here (imported late: the flows import
+    this module)."""
+    from ._flows.gradient import GradientFlow
+
+    return GradientFlow()
+
+
 def _spectrum_key(problem, params, flow, t0, flat: _Flat | None = None) -> tuple | None:
     """`_SPECTRA`'s key of a spectrum: the values of `(flow, problem)` (`flat`, where the
-    caller has flattened them: `solve`) and `params` (`_values_key`), `t0` and the dtype mode;
-    `None` where they cannot be keyed."""
-    values = _flats_key(_flatten((flow, problem)) if flat is None else flat, _flatten(params))
+    caller has flattened them: `solve`; `flow=None` as `GradientFlow()`, whose spectrum it is:
+    one entry for `stiffness_ratio`, `top_eigenvalue` and a gradient flow's solve) and `params`
+    (`_values_key`), `t0` and the dtype mode; `None` where they cannot be keyed."""
+    if flat is None:
+        flat = _flatten((_gradient_flow() if flow is None else flow, problem))
+    values = _flats_key(flat, _flatten(params))
     if values is None:
         return None
     return values, repr(float(t0)), jax.config.jax_enable_x64
@@ -466,10 +480,7 @@ def _compute_spectrum(problem: Problem, params: Params, flow: AbstractFlow | Non
     rates = problem.time_scales(params)
     if rates is not None:
         return _Spectrum(rates=np.asarray(rates))
-    if flow is None:
-        from ._flows.gradient import GradientFlow
-
-        flow = GradientFlow()
+    flow = _gradient_flow() if flow is None else flow
     state = flow.init(params)
     size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(state))
     t0 = np.float64(t0)  # an array leaf for `filter_jit`: a new t0 does not recompile
@@ -524,7 +535,7 @@ def _compute_spectrum(problem: Problem, params: Params, flow: AbstractFlow | Non
     scale = np.max(np.abs(jac), initial=0.0)
     if np.max(np.abs(jac - jac.T), initial=0.0) <= _SYMMETRIC_RTOL * scale:
         sym = np.linalg.eigvalsh(0.5 * (jac + jac.T))
-        return _Spectrum(eigenvalues=sym.astype(complex))
+        return _Spectrum(eigenvalues=sym.astype(complex), symmetric=True)
     return _Spectrum(eigenvalues=np.linalg.eigvals(jac))
 
 
@@ -597,6 +608,13 @@ def top_eigenvalue(problem: Problem, params: Params) -> float | None:
     size = sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(params))
     if size > _DENSE_HESSIAN_MAX_DIM:
         return None
+    # The gradient flow's Jacobian is -H: its spectrum, as the automatic solver choice reads it
+    # (one compiled program and one cache entry for both; `compare` reads this after choosing
+    # its reference's solver). Its eigenvalues are the symmetric part's, as here (`eigvalsh`).
+    spectrum = _spectrum(problem, params, None, 0.0)
+    if spectrum.symmetric:
+        return -float(spectrum.eigenvalues.real[0]) + 0.0  # (+ 0.0: no -0.0)
+    # The field or its Jacobian not finite, or -H not symmetric to rounding: the Hessian itself.
     return float(np.linalg.eigvalsh(np.asarray(_hessian_matrix(problem, params)))[-1])
 
 

@@ -279,6 +279,48 @@ def test_a_repeated_automatic_choice_reads_the_spectrum_once(monkeypatch):
     assert choice(1.0)[1:] == first[1:] and len(calls) == 5
 
 
+def _coupled_quartic(x):
+    """A loss of this test's own (no other test compiles a program of it)."""
+    return 0.25 * jnp.sum(x**4) + x[0] * x[1] + 0.5 * jnp.sum(x**2)
+
+
+def test_the_top_eigenvalue_and_a_gradient_flows_choice_share_one_jacobian(monkeypatch):
+    """`top_eigenvalue` (`compare`'s stability limit at θ0) is read off the gradient flow's
+    spectrum, -H's (symmetric to rounding: `eigvalsh`), which the automatic choice caches:
+    `stiffness_ratio` (`flow=None`), `top_eigenvalue` and a `GradientFlow` solve's choice at
+    θ0 compute one Jacobian and compile one program between them, in either order (they were
+    a Hessian program of its own and a spectrum for `flow=None` apart from `GradientFlow()`'s),
+    and the value is the Hessian's top eigenvalue."""
+    from dynopt import _solve
+    from dynopt._solve import _hessian_matrix, top_eigenvalue
+
+    from .helpers import count_backend_compiles
+
+    calls = []
+    jacobian = _solve._field_jacobian
+    monkeypatch.setattr(
+        _solve, "_field_jacobian", lambda *a: calls.append(1) or jacobian(*a), raising=True
+    )
+    monkeypatch.setattr(_solve, "_SPECTRA", {}, raising=False)
+    p = dynopt.Problem(_coupled_quartic, jnp.asarray([1.0, -0.5, 2.0]))
+    compiled, lam = count_backend_compiles(top_eigenvalue, p, p.params0)
+    assert compiled == 1 and len(calls) == 1
+    hessian = np.linalg.eigvalsh(np.asarray(_hessian_matrix(p, p.params0)))
+    assert lam == pytest.approx(hessian[-1], rel=1e-13)
+    choose = lambda: _pick_solver(None, p, p.params0, 2.0, 16_384, flow=flows.GradientFlow())
+    assert count_backend_compiles(choose)[0] == 0 and len(calls) == 1
+    assert dynopt.stiffness_ratio(p, p.params0, 2.0) > 1 and len(calls) == 1
+    # The other order: the choice first, then the top eigenvalue from its cache entry.
+    monkeypatch.setattr(_solve, "_SPECTRA", {}, raising=False)
+    moved = dynopt.Problem(_coupled_quartic, jnp.asarray([0.5, 1.5, -1.0]))
+    _pick_solver(None, moved, moved.params0, 2.0, 16_384, flow=flows.GradientFlow())
+    assert len(calls) == 2
+    compiled, lam = count_backend_compiles(top_eigenvalue, moved, moved.params0)
+    assert compiled == 0 and len(calls) == 2
+    hessian = np.linalg.eigvalsh(np.asarray(_hessian_matrix(moved, moved.params0)))
+    assert lam == pytest.approx(hessian[-1], rel=1e-13)
+
+
 def test_the_choices_cache_key_is_the_values():
     """`_values_key` tells apart what the spectrum depends on: an array's values (also a NumPy
     array changed in place), its dtype, a Python number's type and sign of zero; it is the same
