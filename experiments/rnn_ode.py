@@ -164,9 +164,8 @@ def _adam_fit(model, adam, num_iterations, *, test_every_step: bool = False):
     with jax.numpy_dtype_promotion("standard"):
         fit = rnn.fit(model, adam, num_iterations, every=every)
     thin = 10 // every
-    return eqx.tree_at(
-        lambda f: (f.losses, f.iterations), fit, (fit.losses[::thin], fit.iterations[::thin])
-    )
+    history = (np.asarray(fit.losses)[::thin], np.asarray(fit.iterations)[::thin])  # host
+    return eqx.tree_at(lambda f: (f.losses, f.iterations), fit, history)
 
 
 def _rel_errors(params) -> np.ndarray:
@@ -177,7 +176,7 @@ def _route(fit, initial_loss, n_obs: int, first: float, steady: float, **extra) 
     """One fitting route's record: its parameters and their errors, losses and wall times."""
     params = np.asarray(fit.cell.parameters)
     losses = dict(initial_loss=float(initial_loss), final_loss=float(fit.loss))
-    rms = float(np.sqrt(fit.loss / n_obs))
+    rms = float(np.sqrt(float(fit.loss) / n_obs))
     times = dict(wall_time_s=steady, first_call_s=first)
     record = dict(params=params, rel_errors=_rel_errors(params), rms_residual=rms)
     return {**record, **losses, **times, **extra}
@@ -201,7 +200,7 @@ def _unrolls(cells, y0) -> list:
 
 
 def forward(config: Config) -> Forward:
-    truth, y0 = jnp.asarray(rnn.POST5_PARAMS), jnp.asarray(rnn.POST5_Y0)
+    truth, y0 = np.asarray(rnn.POST5_PARAMS), np.asarray(rnn.POST5_Y0)
     cell = rnn.ODECell(LV, truth, config.forward_h)
     ts = np.asarray(cell.times(config.forward_steps))
     # The exact ODE: the inference route's diffrax solve (Tsit5 + PID) at rtol = atol = 1e-10.
@@ -224,8 +223,8 @@ def forward(config: Config) -> Forward:
 
 
 def inverse(config: Config) -> Inverse:
-    y0, obs = jnp.asarray(rnn.POST5_Y0), rnn.Observations(POST_TS, POST_TABLE)
-    init, n_obs = jnp.asarray(config.post_init), obs.num_observed
+    y0, obs = np.asarray(rnn.POST5_Y0), rnn.Observations(POST_TS, POST_TABLE)
+    init, n_obs = np.asarray(config.post_init), obs.num_observed
     tol = dict(rtol=config.rtol, atol=config.atol)
     lm = optx.LevenbergMarquardt(rtol=1e-10, atol=1e-10)
 
@@ -305,7 +304,7 @@ def _predict(model, raw):
 
 
 def identifiability(config: Config) -> Identifiability:
-    y0, truth = jnp.asarray(rnn.POST5_Y0), jnp.asarray(rnn.POST5_PARAMS)
+    y0, truth = np.asarray(rnn.POST5_Y0), np.asarray(rnn.POST5_PARAMS)
     cell = rnn.ODECell(LV, truth, 1.0, log_params=True)
     grid = 42.0 * np.arange(1, config.grid_points + 1) / config.grid_points
     ts = np.union1d(grid, np.asarray(POST_TS))

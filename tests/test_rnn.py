@@ -16,7 +16,7 @@ from scipy.integrate import solve_ivp
 import dynopt
 from dynopt import rnn
 
-from .helpers import assert_programs_cacheable
+from .helpers import assert_programs_cacheable, count_backend_compiles
 
 
 # Classic RK4 expressed with diffrax's own machinery (diffrax ships no solver with this tableau):
@@ -213,6 +213,33 @@ def test_adam_history_tested_every_step_is_the_every_10_history():
     assert blocks.losses.shape == (5,)
     for a, b in zip(jax.tree.leaves(blocks), jax.tree.leaves(steps), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fits_and_identifiability_compile_no_eager_programs():
+    """What `fit` and `identifiability` do around their compiled programs is on the host or
+    inside them (experiments/rnn_ode.py, quick: 83 -> 30 programs compiled). Before, indexing an
+    optax fit's last iterate and loss and testing its status were programs of their own; an LM
+    fit's initial and final predictions were one more program (for a diffrax model, the solve
+    compiled once more); and each operation of the sensitivity analysis after the Jacobian was
+    one (29 programs)."""
+    jax.clear_caches()  # counts from a cold start, whatever ran before
+    obs = rnn.Observations(
+        [4.0, 8.0, 12.0, 20.0, 28.0],
+        [[130.0, 190.0], [160.0, 220.0], [190.0, 240.0], [240.0, 260.0], [280.0, 262.0]],
+    )
+    cell = rnn.ODECell(LV, TRUE, 0.5, log_params=True)
+    unrolled, solved = rnn.unrolled_model(cell, Y0, obs), rnn.diffrax_model(cell, Y0, obs)
+    with jax.numpy_dtype_promotion("standard"):  # optax.adam internals are not strict-clean
+        compiled, _ = count_backend_compiles(rnn.fit, unrolled, optax.adam(1e-3), 20)
+    assert compiled <= 3  # the run, the epilogue, one of `run`'s own (before: 8)
+    lm = optx.LevenbergMarquardt(rtol=1e-8, atol=1e-8)
+    fit = rnn.fit(unrolled, lm, 20)  # compiles the loss's eager operations, optimistix's own
+    losses = [unrolled.loss(raw) for raw in (cell.params, fit.cell.params)]
+    np.testing.assert_allclose(fit.losses, losses, rtol=1e-13)
+    compiled, _ = count_backend_compiles(rnn.fit, solved, lm, 20)
+    assert compiled <= 2  # the solve (before: 3, the prediction apart)
+    compiled, _ = count_backend_compiles(rnn.identifiability, unrolled, noise_std=0.5)
+    assert compiled <= 2  # the Jacobian and the analysis (before: 29)
 
 
 def test_integer_initial_state_is_read_as_real():

@@ -64,6 +64,18 @@ _LOG_PARAMS_MSG = (
 )
 
 
+def as_array(x) -> Array:
+    """`jnp.asarray(x)` (the same dtype and weak type), with no compiled program for a NumPy
+    array or a Python scalar: JAX lifts those through `lax.stage`, a program of its own per shape
+    and dtype; `jax.device_put` transfers them (a copy of an array: no aliasing of the
+    caller's)."""
+    if type(x) is np.ndarray:  # (not a masked array: its mask would be dropped)
+        return jax.device_put(np.array(x))
+    if isinstance(x, np.generic | bool | int | float | complex):
+        return jax.device_put(x)
+    return jnp.asarray(x)
+
+
 def _positive_params(params: PyTree) -> PyTree:
     """`params` checked finite and > 0: a `ValueError` for a concrete leaf, `check` (inside
     `jit`/`vmap`) for a traced one, whose log would otherwise be a silent NaN."""
@@ -139,14 +151,14 @@ class ODECell(eqx.Module):
             )
         # Inside jit/vmap a traced step is checked at run time (eqx.error_if): a negative one
         # would integrate backwards without a word.
-        step_size = positive("step_size", jnp.asarray(step_size))
+        step_size = positive("step_size", as_array(step_size))
         if step_size.ndim != 0:  # one h per cell: an array would fail only when unrolled
             raise ValueError(f"step_size must be a scalar, got shape {step_size.shape}.")
         if method not in TABLEAUS:
             raise ValueError(f"method must be one of {sorted(TABLEAUS)}, got {method!r}.")
         if clip is not None:
             clip = float(positive("clip", clip))
-        params = jax.tree.map(jnp.asarray, params)
+        params = jax.tree.map(as_array, params)
         if log_params:
             params = jax.tree.map(jnp.log, _positive_params(params))
         self.vector_field = vector_field
@@ -197,7 +209,7 @@ class ODECell(eqx.Module):
     def _initial_state(self, y0: ArrayLike, t0: ScalarLike) -> Array:
         """`y0` in the dtype the unroll carries, checked against the vector field (traced once,
         abstractly): a mismatch is a `ValueError` here, not a `lax.scan` or `dot_general` error."""
-        y0 = jnp.asarray(y0)
+        y0 = as_array(y0)
         if not jnp.issubdtype(y0.dtype, jnp.inexact):  # integer data: the state is real
             h = self.step_size.dtype
             y0 = y0.astype(h if jnp.issubdtype(h, jnp.inexact) else jnp.result_type(float))
@@ -206,7 +218,7 @@ class ODECell(eqx.Module):
         with jax.numpy_dtype_promotion("standard"):
             dtype = jnp.result_type(y0, *jax.tree.leaves(self.params))
         y0 = y0.astype(dtype)
-        t = jnp.asarray(t0, dtype)
+        t = jax.ShapeDtypeStruct((), dtype)  # t0 as the unroll's times (only their type counts)
         try:
             out = jax.eval_shape(lambda cell, t, y: cell.field(t, y), self, t, y0)
         except (TypeError, ValueError, IndexError) as e:

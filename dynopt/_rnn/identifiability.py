@@ -29,6 +29,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, ArrayLike, Float, PyTree
 from .._validation import is_traced, positive, positive_int
+from .cell import as_array
 from .inference import ObservationModel
 
 
@@ -93,7 +94,14 @@ def identifiability(
     noise_std = _noise_std(noise_std)
     raw = model.cell.params if raw is None else raw
     jac, mask = _jacobian(model, raw)
-    sens = jac[mask] / noise_std  # drop the rows of unobserved entries
+    # The observed rows on the host (their number is a shape), the rest in one program: eagerly,
+    # every operation of the analysis compiled a program of its own.
+    return _analyse(jac, np.flatnonzero(np.asarray(mask)), noise_std)
+
+
+@jax.jit  # not eqx.filter_jit: a Python float `noise_std` is traced (and weakly typed)
+def _analyse(jac: Array, rows: Array, noise_std) -> Identifiability:
+    sens = jac[rows] / noise_std  # drop the rows of unobserved entries
     _, s, vt = jnp.linalg.svd(sens, full_matrices=True)
     directions = vt.T
     # Fewer observed entries than parameters: the missing singular values are exact zeros.
@@ -136,7 +144,7 @@ def loss_profile(
     """
     flat, _ = ravel_pytree(raw)
     p = flat.shape[0]
-    v = jnp.asarray(direction)
+    v = as_array(direction)
     if v.shape != (p,):
         raise ValueError(
             f"direction must have shape (p,) = ({p},) (the flattened parameters), got {v.shape}."
@@ -145,7 +153,7 @@ def loss_profile(
         norm = float(np.linalg.norm(np.asarray(v, np.float64)))
         if not (np.isfinite(norm) and norm > 0):
             raise ValueError(f"direction must be finite and nonzero, got norm {norm}.")
-    alphas = jnp.asarray(alphas)
+    alphas = as_array(alphas)
     if alphas.ndim != 1:
         raise ValueError(f"alphas must be 1-D (one loss per alpha), got shape {alphas.shape}.")
     max_steps = positive_int("max_steps", max_steps)

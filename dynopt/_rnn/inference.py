@@ -31,7 +31,7 @@ from .._run import run
 from .._saving import SaveAtTimes, saved
 from .._solve import integrate
 from .._validation import increasing, positive_int, solver_options
-from .cell import ODECell
+from .cell import as_array, ODECell
 
 
 class Observations(eqx.Module):
@@ -73,9 +73,9 @@ class Observations(eqx.Module):
                 raise ValueError("ys must be finite wherever mask is True.")
         if not mask_np.any():
             raise ValueError("no observed entry: mask is all False (or ys all NaN).")
-        self.ts = jnp.asarray(ts_np)
-        self.ys = jnp.asarray(np.where(mask_np, ys_np, 0.0))
-        self.mask = jnp.asarray(mask_np.astype(np.float64))
+        self.ts = as_array(ts_np)
+        self.ys = as_array(np.where(mask_np, ys_np, 0.0))
+        self.mask = as_array(mask_np.astype(np.float64))
 
     @property
     def num_observed(self) -> int:
@@ -167,11 +167,6 @@ def _loss(model: ObservationModel, pred: Array) -> Array:
     return jnp.sum(_residuals(model, pred) ** 2)
 
 
-@eqx.filter_jit
-def _predict(model: ObservationModel, raw: PyTree) -> Array:
-    return model.predict(raw)
-
-
 def _shared_fields(cell: ODECell, y0: ArrayLike, obs: Observations, t0: ScalarLike) -> dict:
     """The fields every route stores, with `y0` and `t0` checked against `cell` and `obs`."""
     t0 = float(t0)
@@ -184,12 +179,12 @@ def _shared_fields(cell: ODECell, y0: ArrayLike, obs: Observations, t0: ScalarLi
     # The state the cell unrolls (the promoted dtype of y0 and θ; shape and dtype of the field
     # checked): the diffrax route solves in the same dtype as the unrolled one.
     y0 = cell._initial_state(y0, t0)
-    if float(obs.ts[0]) < t0:
+    ts0 = float(np.asarray(obs.ts)[0])  # on the host: indexing the array is a program
+    if ts0 < t0:
         raise ValueError(
-            f"observation times must lie in the horizon [t0, ...] with t0={t0}, got "
-            f"ts[0]={float(obs.ts[0])}."
+            f"observation times must lie in the horizon [t0, ...] with t0={t0}, got ts[0]={ts0}."
         )
-    return dict(cell=cell, y0=y0, obs=obs, t0=jnp.asarray(t0, y0.dtype))
+    return dict(cell=cell, y0=y0, obs=obs, t0=as_array(np.asarray(t0, y0.dtype)))
 
 
 def unrolled_model(
@@ -234,7 +229,7 @@ def unrolled_model(
             f"[t0, t0 + num_steps*h] = [{t0}, {t0 + num_steps * h}]."
         )
     return ObservationModel(
-        **shared, route="unrolled", num_steps=int(num_steps), indices=jnp.asarray(idx)
+        **shared, route="unrolled", num_steps=int(num_steps), indices=as_array(idx)
     )
 
 
@@ -304,16 +299,38 @@ class Fit(eqx.Module):
 
 @eqx.filter_jit
 def _least_squares(model: ObservationModel, solver, max_steps: int):
+    raw0 = model.cell.params
     sol = optx.least_squares(
         lambda raw, _: model.residuals(raw),
         solver,
-        model.cell.params,
+        raw0,
         # reverse-mode Jacobian: RecursiveCheckpointAdjoint cannot be forward-differentiated.
         options={"jac": "bwd"},
         max_steps=max_steps,
         throw=False,
     )
-    return sol.value, sol.stats["num_steps"], sol.result == optx.RESULTS.successful
+    # The predictions at the start and at the solution from the same program (computed apart,
+    # they were one more compiled program: diffrax's solve, or the unrolled scan), one solve
+    # in a loop of two (written twice, XLA compiled the solve twice).
+    both = jax.tree.map(lambda a, b: jnp.stack([a, b]), raw0, sol.value)
+    preds = jax.lax.map(model.predict, both)
+    preds = (preds[0], preds[1])
+    steps = sol.stats["num_steps"]
+    iterations = jnp.stack([jnp.zeros_like(steps), steps])
+    return sol.value, steps, iterations, sol.result == optx.RESULTS.successful, preds
+
+
+@eqx.filter_jit
+def _optax_fit(cell: ODECell, traj, num_iterations: Int[Array, ""]) -> Fit:
+    # One program for the epilogue: eagerly, each index and comparison compiled one of its own.
+    return Fit(
+        cell=cell.with_params(jax.tree.map(lambda x: x[-1], traj.params)),
+        losses=traj.loss,
+        iterations=traj.steps,
+        loss=traj.loss[-1],
+        num_iterations=num_iterations,
+        ok=traj.diverged_at < 0,
+    )
 
 
 def fit(
@@ -338,28 +355,19 @@ def fit(
     num_iterations = positive_int("num_iterations", num_iterations)
     if isinstance(optimizer, optax.GradientTransformation):
         traj = run(optimizer, model.problem(), num_iterations, every=every)
-        raw = jax.tree.map(lambda x: x[-1], traj.params)
-        return Fit(
-            cell=model.cell.with_params(raw),
-            losses=traj.loss,
-            iterations=traj.steps,
-            loss=traj.loss[-1],
-            num_iterations=jnp.asarray(num_iterations),
-            ok=traj.diverged_at < 0,
-        )
+        return _optax_fit(model.cell, traj, as_array(num_iterations))
     if isinstance(optimizer, optx.AbstractLeastSquaresSolver):
-        raw, steps, ok = _least_squares(model, optimizer, num_iterations)
-        # The predictions from one compiled program (called eagerly, `predict` compiled diffrax's
-        # solve and each operation around it apart, and an unrolled cell's scan once per step
-        # size), the loss around them as `loss` computes it: the same numbers.
-        loss0, loss1 = (_loss(model, _predict(model, r)) for r in (model.cell.params, raw))
+        raw, steps, iterations, ok, preds = _least_squares(model, optimizer, num_iterations)
+        # The loss around the predictions as `loss` computes it, outside the solver's program:
+        # inside, XLA fuses the sum of squares and rounds it otherwise (1 ulp off `loss`).
+        loss0, loss1 = (_loss(model, pred) for pred in preds)
         return Fit(
             cell=model.cell.with_params(raw),
             losses=jnp.stack([loss0, loss1]),
-            iterations=jnp.stack([jnp.asarray(0), jnp.asarray(steps)]),
+            iterations=iterations,
             loss=loss1,
-            num_iterations=jnp.asarray(steps),
-            ok=jnp.asarray(ok),
+            num_iterations=steps,
+            ok=ok,
         )
     raise ValueError(
         "optimizer must be an optax.GradientTransformation or an optimistix least-squares solver "
