@@ -90,6 +90,11 @@ def _wall_clock_legend_warning_off():
         yield
 
 
+# PNGs are compressed at zlib's fastest level: the same pixels, files ~6% larger, a third less
+# of the time spent compressing (measured over every quick-mode figure: 1.42 -> 0.95 s of CPU).
+_PNG = {"compress_level": 1}
+
+
 def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     """`finish` the figure at `dpi`, then write it in the format its suffix names (`.png`,
     `.pdf`, `.svg`, ...) via a temporary file and an atomic rename.
@@ -124,14 +129,15 @@ def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
             # does after drawing it once more, a third of a figure's cost).
             pixels = np.asarray(canvas.buffer_rgba())
             if pixels.shape[1::-1] == size:
-                mimage.imsave(tmp, pixels, format="png", origin="upper", dpi=dpi)
+                mimage.imsave(tmp, pixels, format="png", origin="upper", dpi=dpi, pil_kwargs=_PNG)
                 os.replace(tmp, path)
                 return path
         # Keep `finish`'s layout (constrained layout is the larger half of a draw, and
         # running it again moves nothing).
         fig.set_layout_engine("none")
+        options = {"pil_kwargs": _PNG} if fmt == "png" else {}
         with _wall_clock_legend_warning_off():
-            fig.savefig(tmp, dpi=dpi, format=fmt)
+            fig.savefig(tmp, dpi=dpi, format=fmt, **options)
         os.replace(tmp, path)
     finally:
         fig.set_layout_engine(engine)

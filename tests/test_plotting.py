@@ -125,6 +125,47 @@ def test_save_writes_the_pixels_savefig_would(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_save_compresses_pngs_fast_with_the_same_pixels(tmp_path, monkeypatch):
+    """`save` writes PNGs at zlib's fastest level (a third less of the compression's CPU time
+    in every `make run`, files ~6% larger), by both of its routes: the pixels are those of the
+    default level, which it used to write."""
+    import zlib
+
+    from PIL import Image
+
+    def draw():
+        fig, (ax,) = plotting.panels(1)
+        ax.semilogy([0, 1, 2], [1.0, 1e-2, 1e-5], "o-", label="a")
+        ax.legend()
+        return fig
+
+    def zlib_level(path) -> int:  # FLEVEL of the first IDAT chunk's zlib header (RFC 1950)
+        data = path.read_bytes()
+        start = data.index(b"IDAT") + 4
+        assert zlib.decompressobj().decompress(data[start : start + 2]) == b""  # a zlib header
+        return data[start + 1] >> 6
+
+    fast = plotting.save(draw(), tmp_path / "fast.png")
+    finish = plotting.finish
+
+    def finish_then_touch(fig):
+        finish(fig)
+        fig.stale = True
+
+    monkeypatch.setattr(plotting, "finish", finish_then_touch)
+    slow = plotting.save(draw(), tmp_path / "slow.png")
+    monkeypatch.undo()
+    fig = draw()
+    plotting.finish(fig)
+    default = tmp_path / "default.png"
+    fig.savefig(default, dpi=120)
+    assert zlib_level(default) == 2  # (the default level, 6)
+    assert zlib_level(fast) == zlib_level(slow) == 0  # the fastest
+    pixels = np.asarray(Image.open(default))
+    np.testing.assert_array_equal(np.asarray(Image.open(fast)), pixels)
+    np.testing.assert_array_equal(np.asarray(Image.open(slow)), pixels)
+
+
 def test_legend_lists_only_drawn_data(tmp_path):
     fig, (ax,) = plotting.panels(1)
     ax.plot([0, 1], [0, 1], label="drawn")
