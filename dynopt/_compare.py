@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ._batching import map_batch
 from ._custom_types import ArrayLike, ScalarLike
 from ._discretization import Discretization
 from ._flows.base import AbstractFlow, AbstractMappedFlow
@@ -18,7 +19,7 @@ from ._maps.base import AbstractMap
 from ._order import assess_order
 from ._problem import AbstractProblem, Problem
 from ._run import divergence_limit, make_fast_step, optax_call, warn_if_float32_inside
-from ._sharding import gather, sweep_apply, sweep_map
+from ._sharding import gather, sweep_apply
 from ._solve import (
     _pick_solver,
     _require_x64,
@@ -376,7 +377,7 @@ def _compare_program(
     def reader(source, rows):
         return _rows_read(source, rows) if saving else _dense_read(source)
 
-    # The step sizes are the sweep axis, split across devices (`sweep_apply`, `sweep_map`).
+    # The step sizes are the sweep axis, split across devices (`sweep_apply`).
     if per_step:
 
         def one(batch, shared):
@@ -409,15 +410,20 @@ def _compare_program(
             (h, n, rows, init), (flow, problem, map, ref, src) = batch, shared
             return _error_run(flow, problem, map, ref, reader(src, rows), h, n, init)
 
-        # The runs' loop is batched over the step sizes (`vmap`), its predicate (`n`) too, so
-        # vmap's while rule batches every entry of its carry. It batches the step's body once per
-        # pass of its fixpoint over which entries are batched, then once more for the program:
-        # from a carry started batched (`vmap` returns every output with the batch axis), one
-        # pass instead of two (the shared θ0 is unbatched), the same program. For the order-2
-        # modified GD of tests/test_modifying.py: 1.7 -> 1.5 s traced a program.
+        # On an accelerator each device's step sizes run at once (`vmap`); on a CPU one after
+        # another (`map_batch`: a `lax.map`): there a batch gains no speed, and a batched while
+        # loop is traced again through vmap's rule and computes every step size's step until the
+        # slowest one's count (the order-2 modified GD of tests/test_modifying.py: its two
+        # programs traced in 3.3 -> 1.6 s). Batched, the loop's predicate (`n`) is batched, so
+        # vmap's while rule batches its whole carry, tracing the step's body once per pass of
+        # its fixpoint over which entries are batched, then once more: from a carry started
+        # batched (`vmap` batches every output), one pass instead of two.
+        def each(fn):
+            return lambda batch, shared: map_batch(lambda b: fn(b, shared), batch)
+
         shared = (flow, problem, map, reference, source(sol))
-        init = sweep_map(start, hs, shared)
-        errs, finals, div, scales = sweep_map(one, (hs, ns, rows, init), shared)
+        init = sweep_apply(each(start), hs, shared)
+        errs, finals, div, scales = sweep_apply(each(one), (hs, ns, rows, init), shared)
         result = sol.result
     return errs, finals, div, scales, result, stop
 
@@ -637,8 +643,9 @@ def compare(
     problem's oracle (a `Problem`'s gradient, a `Game`'s simultaneous gradient), with `value`,
     `grad`, `value_fn` and `grad_fn` for a `GradientTransformationExtraArgs`.
 
-    All step sizes run in one compiled program (`vmap` over $h$, a `while_loop` over steps, no
-    stored trajectories): calling again with new step sizes of the same count does not recompile.
+    All step sizes run in one compiled program (a `while_loop` over steps, no stored
+    trajectories; batched over $h$ on an accelerator, one $h$ after another on a CPU, the same
+    numbers to rounding): calling again with new step sizes of the same count does not recompile.
     With several devices (GPUs, hosts after `jax.distributed.initialize()`, or CPU devices from
     `XLA_FLAGS=--xla_force_host_platform_device_count=N`) the step sizes are split across all of
     them, padded to a multiple of the device count; the numbers are those of one device.

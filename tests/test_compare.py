@@ -1,11 +1,13 @@
+import equinox as eqx
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 import dynopt
-from dynopt import flows, problems
+from dynopt import _compare, flows, problems
 
 from .helpers import optimized_compilation, TraceCounter
 
@@ -80,6 +82,54 @@ def test_diverged_step_size_is_flagged_and_never_silently_dropped():
     assert np.isnan(float(c.order))
     assert np.isnan(float(c.local_orders[0]))
     assert np.all(np.abs(np.asarray(c.local_orders[1:]) - 1.0) <= 0.1)
+
+
+def _while_operands(jaxpr) -> list[list[tuple[int, ...]]]:
+    """The operand shapes of every while loop in `jaxpr`, nested ones included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "while":
+            found.append([v.aval.shape for v in eqn.invars])
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += _while_operands(sub)
+    return found
+
+
+def test_step_sizes_run_one_after_another_on_a_cpu(monkeypatch):
+    """On a CPU the runs go one step size after another (`map_batch`: a `lax.map`): each run's
+    loop carries its own parameters and stops at its own step count. They ran batched (`vmap`),
+    one loop over the whole batch of parameters, traced through vmap's while rule, computing
+    every step size's step until the slowest one's count (here h = 0.25, diverged at step 7,
+    was stepped 1,600 times, h = 0.0025's count). On an accelerator they still run batched:
+    the same numbers to rounding."""
+    p = problems.quadratic([1.0, 20.0])  # 0.25 > 2/20: diverges
+    hs = jnp.array([0.25, 0.02, 0.01, 0.005, 0.0025])
+    batch = (hs.size, 2)  # the parameters of every run at once
+    calls = []
+    program = _compare._compare_jit
+    monkeypatch.setattr(_compare, "_compare_jit", lambda *a: calls.append(a) or program(*a))
+
+    def compare():
+        c = dynopt.compare(flows.GradientFlow(), p, hs, 4.0)
+        jaxpr = eqx.filter_make_jaxpr(_compare._compare_program)(*calls.pop())[0]
+        return c, [batch in shapes for shapes in _while_operands(jaxpr.jaxpr)]
+
+    one_by_one, batched_loops = compare()
+    assert batched_loops and not any(batched_loops)
+    assert int(one_by_one.diverged_at[0]) > 0 and not np.any(one_by_one.diverged[1:])
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    jax.clear_caches()  # traced anew, batched
+    try:
+        batched, batched_loops = compare()
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()  # no batched program left for the tests after this one
+    assert any(batched_loops)
+    for name in ("errors", "final_errors", "scales"):
+        np.testing.assert_allclose(
+            getattr(one_by_one, name), getattr(batched, name), rtol=1e-13, err_msg=name
+        )
+    np.testing.assert_array_equal(one_by_one.diverged_at, batched.diverged_at)
 
 
 def test_compare_bad_input():
