@@ -1,8 +1,9 @@
 """Sweeps split across devices: 4 host CPU devices in a subprocess, checked against 1 device here.
 
 The sharded numbers equal, bit for bit, a single-device run of each device's slice (same local
-batch, same compiled kernel); against the whole sweep vmapped on one device they agree to
-rounding, since XLA vectorizes a batch of 8 differently from a batch of 2 (reordered sums).
+batch, same compiled kernel); against the whole sweep on one device (`run`'s vmapped; `compare`'s
+one step size after another on a CPU) they agree to rounding, since XLA vectorizes a batch of 8
+differently from a batch of 2 (reordered sums).
 """
 
 import textwrap
