@@ -28,12 +28,10 @@ from ._densities.base import (
     linear_sde as linear_sde,
     Polynomial as Polynomial,
     ScalarSDE as ScalarSDE,
-    stationary_density as stationary_density,
 )
 from ._densities.fokker_planck import (
     fokker_planck as fokker_planck,
     fokker_planck_nd as fokker_planck_nd,
-    short_time_density as short_time_density,
 )
 from ._densities.gbm import (
     black_scholes_call as black_scholes_call,
@@ -68,7 +66,9 @@ from ._densities.vector import (
     linear_vector_sde as linear_vector_sde,
     LinearDrift as LinearDrift,
     mesh_points as mesh_points,
+    short_time_density as short_time_density,
     short_time_density_nd as short_time_density_nd,
+    stationary_density as stationary_density,
     stationary_density_nd as stationary_density_nd,
     TensorDensity as TensorDensity,
     VectorSDE as VectorSDE,

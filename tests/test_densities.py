@@ -253,6 +253,17 @@ def test_flows_with_noise_are_density_models():
         D.path_integral(dynopt.sde.Kramers(1.0, temp), X0, T, g, 8, problem=well)
     with pytest.raises(ValueError, match="pass the problem"):
         D.path_integral(flow, X0, T, g, 8)
+    # The stationary law and the one-slice start take the flow and its problem like the rest.
+    np.testing.assert_allclose(
+        D.stationary_density(flow, g, problem=well), D.stationary_density(ou, g), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        D.short_time_density(flow, X0, 0.05, g, problem=well),
+        D.short_time_density(ou, X0, 0.05, g),
+        rtol=1e-12,
+    )
+    with pytest.raises(ValueError, match="pass the problem"):
+        D.stationary_density(flow, g)
 
 
 def test_fokker_planck_failure_is_a_solve_error():
@@ -418,3 +429,26 @@ def test_bad_input_is_named():
     with pytest.raises(dynopt.SolveError, match="max_steps") as err:
         D.fokker_planck(LIN, init, g, 0.25, 0.5, max_steps=2)
     assert "implicit" not in str(err.value)
+
+
+def test_short_time_density_is_the_one_slice_ito_propagator():
+    """N(x; x0 + p(x0) t, alpha t) on the grid, a nonlinear drift (the d = 1 case of
+    short_time_density_nd)."""
+    dw, x0, t = D.ScalarSDE(D.Polynomial([0.0, 1.0, 0.0, -1.0]), ALPHA), 0.7, 0.05
+    g = np.linspace(-2.0, 3.0, 51)
+    mean, var = x0 + (x0 - x0**3) * t, ALPHA * t
+    exact = np.exp(-0.5 * (g - mean) ** 2 / var) / np.sqrt(2 * np.pi * var)
+    np.testing.assert_allclose(D.short_time_density(dw, x0, t, g), exact, rtol=1e-12, atol=0)
+
+
+def test_monte_carlo_refuses_bad_edges_before_simulating(monkeypatch):
+    """Bad bin edges were refused by the histogram, after every path had been simulated: now
+    before the first one."""
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("simulated before the edges were checked")
+
+    monkeypatch.setattr("dynopt._densities.monte_carlo.simulate", no_simulation)
+    for edges in ([1.0, 0.0, -1.0], [0.0], np.zeros((2, 3)), [0.0, np.nan, 1.0]):
+        with pytest.raises(ValueError, match=r"^edges must be a 1-D increasing array"):
+            D.monte_carlo_density(LIN, X0, 0.5, edges, jax.random.key(0), 100, dt=0.05)

@@ -177,6 +177,12 @@ def test_d1_reduces_to_the_1d_routes():
     np.testing.assert_allclose(b.density, a.density, rtol=0, atol=1e-10)
     # Same scheme, same adaptive steps: equal up to the solver tolerance (rtol 1e-9 of 7e-7).
     np.testing.assert_allclose(b.lost_mass, a.lost_mass, rtol=1e-5, atol=0)
+    # The stationary law and the short-time start: one computation (OU: N(0, alpha / 2)).
+    ou1, ouv = D.linear_sde(-1.0, ALPHA), D.linear_vector_sde([[-1.0]], ALPHA)
+    a, b = D.stationary_density(ou1, g), D.stationary_density_nd(ouv, (g,))
+    np.testing.assert_allclose(b, a, rtol=1e-12, atol=0)
+    a, b = D.short_time_density(lin1, x0, 0.05, g), D.short_time_density_nd(linv, [x0], 0.05, (g,))
+    np.testing.assert_allclose(b, a, rtol=1e-12, atol=0)
 
 
 def test_three_dimensions_coarse():
@@ -360,3 +366,47 @@ def test_fokker_planck_nd_refuses_a_non_monotone_scheme():
         r".* reaches 360 on axis 0 where the density lives",
     ):
         D.fokker_planck_nd(sde, init, axes, 0.0, 0.3)
+
+
+def test_stationary_density_nd_under_jit():
+    """A traced drift: the gradient check, which read the curl on the host (a concretization
+    error under jit), is an `eqx.error_if` error there, as the edge check."""
+    axes = (np.linspace(-2.5, 2.5, 21), np.linspace(-2.0, 2.0, 17))
+
+    @jax.jit
+    def traced(c):
+        A = jnp.array([[-1.0, c], [0.0, -1.0]])  # a gradient field only for c = 0
+        return D.stationary_density_nd(D.linear_vector_sde(A, 0.5), axes)
+
+    np.testing.assert_allclose(
+        traced(0.0), D.stationary_density_nd(D.linear_vector_sde(-jnp.eye(2), 0.5), axes)
+    )
+    with pytest.raises(Exception, match="not a gradient field"):  # the error type varies by jax
+        traced(1.0).block_until_ready()
+
+
+def test_short_time_density_nd_is_the_one_slice_ito_propagator():
+    """N(x; x0 + p(x0) t, alpha t I) on the tensor grid."""
+    axes, t = (np.linspace(-1.5, 2.0, 15), np.linspace(-2.0, 1.0, 13)), 0.1
+    exact = D.gaussian_density(
+        D.mesh_points(axes), jnp.asarray(X0 + A @ X0 * t), ALPHA * t * jnp.eye(2)
+    )
+    np.testing.assert_allclose(D.short_time_density_nd(SDE, X0, t, axes), exact, rtol=1e-12)
+
+
+def test_monte_carlo_nd_refuses_bad_edges_before_simulating(monkeypatch):
+    """Bad bin edges, or edges of another dimension than x0 (refused as 'samples must have
+    shape (N, 1)'), were refused by the histogram after every path had been simulated."""
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("simulated before the edges were checked")
+
+    monkeypatch.setattr("dynopt._densities.monte_carlo.simulate", no_simulation)
+    good = np.linspace(-2.0, 2.0, 9)
+    for edges, match in (
+        ((np.array([0.0, 1.0, 3.0]), good), r"^edges\[0\] must be uniform increasing"),
+        ((good,), r"^edges must hold one bin-edge array per coordinate of x0 \(2\), got 1"),
+        (np.stack([good, good]), r"^edges must be a tuple"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            D.monte_carlo_density_nd(SDE, X0, T, edges, jax.random.key(0), 100, dt=T / 20)

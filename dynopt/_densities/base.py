@@ -48,6 +48,15 @@ def input_eps(value) -> float:
     return float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
 
 
+def is_uniform(raw, g: np.ndarray) -> bool:
+    """Whether the points `g` (>= 2 of them: `raw` in float64) increase with equal spacings, to
+    the precision of `raw`'s own dtype (see `check_uniform_grid`)."""
+    d = np.diff(g)
+    finite = np.all(np.isfinite(g))
+    rounding = 2.0 * input_eps(raw) * float(np.max(np.abs(g))) if finite else 0.0
+    return bool(np.all(d > 0) and np.allclose(d, d[0], rtol=1e-9, atol=rounding))
+
+
 def check_uniform_grid(name: str, grid) -> np.ndarray:
     r"""`ValueError` unless `grid` is 1-D, uniform, increasing, with >= 3 points.
 
@@ -57,11 +66,9 @@ def check_uniform_grid(name: str, grid) -> np.ndarray:
     g = np.asarray(grid, dtype=np.float64)
     if g.ndim != 1 or g.size < 3:
         raise ValueError(f"{name} must be a 1-D array of >= 3 points, got shape {g.shape}.")
-    d = np.diff(g)
-    finite = np.all(np.isfinite(g))
-    rounding = 2.0 * input_eps(grid) * float(np.max(np.abs(g))) if finite else 0.0
-    if not np.all(d > 0) or not np.allclose(d, d[0], rtol=1e-9, atol=rounding):
+    if not is_uniform(grid, g):
         raise ValueError(f"{name} must be uniform and increasing (e.g. np.linspace(a, b, m)).")
+    d = np.diff(g)
     if not np.allclose(d, d[0], rtol=1e-9, atol=0.0):
         # Uniform only to its dtype's rounding: the uniform grid it rounds (the schemes take
         # the spacing from its first two points).
@@ -184,14 +191,26 @@ def _normal_cdf(x, mean, var):
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(48)
 
 
+def line_integral(f, x: Float[Array, " d"], x_ref: Float[Array, " d"]) -> Scalar:
+    r"""$\int f\cdot dy$ along the segment from $x_{ref}$ to $x$ in $\mathbb R^d$ ($f$: shape
+    $(d,)$ to $(d,)$) by 48-point Gauss–Legendre: with $h = (x - x_{ref})/2$,
+    $\sum_k w_k\,f(x_{ref} + h(\nu_k + 1))\cdot h$ (exact for polynomials of degree $\le 95$
+    along the segment). For a gradient field $f = \nabla\Phi$ it is $\Phi(x) - \Phi(x_{ref})$."""
+    half = 0.5 * (x - x_ref)
+    ys = x_ref[None] + half[None] * (jnp.asarray(_GL_NODES)[:, None] + 1.0)
+    # Summed over the nodes first: at d = 1, the operations of the 1-D rule half * sum(w f).
+    return jnp.sum(half * jnp.sum(jnp.asarray(_GL_WEIGHTS)[:, None] * jax.vmap(f)(ys), axis=0))
+
+
 @eqx.filter_jit  # one program per call, not one per primitive (`f` is static)
 def antiderivative(f, x: ScalarLike, x_ref: ScalarLike = 0.0) -> Scalar:
     r"""$\int_{x_{ref}}^{x} f(y)\,dy$ by 48-point Gauss–Legendre (exact for polynomials of degree
-    $\le 95$; spectrally accurate for smooth $f$)."""
-    x, x_ref = jnp.asarray(x, float), jnp.asarray(x_ref, float)
-    half = 0.5 * (x - x_ref)
-    ys = x_ref + half * (jnp.asarray(_GL_NODES) + 1.0)
-    return half * jnp.sum(jnp.asarray(_GL_WEIGHTS) * jax.vmap(f)(ys))
+    $\le 95$; spectrally accurate for smooth $f$): `line_integral` at $d = 1$."""
+    return line_integral(
+        lambda y: jnp.reshape(f(y[0]), (1,)),
+        jnp.reshape(jnp.asarray(x, float), (1,)),
+        jnp.reshape(jnp.asarray(x_ref, float), (1,)),
+    )
 
 
 def check_edge_mass(density, cell, edge_tol: float | None, who: str):
@@ -215,28 +234,6 @@ def check_edge_mass(density, cell, edge_tol: float | None, who: str):
     if not float(edge_mass) <= edge_tol:
         raise ValueError(f"{who}: {float(edge_mass):.3g} {why}")
     return density
-
-
-def stationary_density(
-    sde: ScalarSDE, grid: Float[Array, " m"], *, edge_tol: float | None = 1e-3
-) -> Float[Array, " m"]:
-    r"""The stationary solution of Fokker–Planck for a time-independent drift,
-    $$P_\infty(x) \propto \exp\Big(\frac{2}{\alpha}\int^x p\,dy\Big),$$
-    with $\int^x p$ by Gauss–Legendre quadrature (exact for polynomial drifts), normalised on the
-    uniform `grid` (Riemann sum).
-
-    **Raises:** `ValueError` for a bad grid, or when more than `edge_tol` of the mass lies on
-    the grid's two end points: the law exists on $\mathbb{R}$ only for a confining drift, and
-    the normalisation on a grid hides a drift that is not (it would put the mass at the ends).
-    """
-    edge_tol = check_tolerance("edge_tol", edge_tol)
-    g = jnp.asarray(check_uniform_grid("grid", grid))
-    h = g[1] - g[0]
-    phi = jax.vmap(lambda x: antiderivative(lambda y: sde.p(y, 0.0), x, g[0]))(g)
-    logd = 2.0 * phi / sde.alpha
-    d = jnp.exp(logd - jnp.max(logd))
-    d = d / (jnp.sum(d) * h)
-    return check_edge_mass(d, h, edge_tol, "stationary_density")
 
 
 def float_array(value) -> Float[Array, "..."]:

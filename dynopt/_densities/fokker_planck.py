@@ -34,11 +34,9 @@ from .._validation import interval, positive, positive_int
 from .base import (
     BROKEN_TOL,
     check_lost_mass,
-    check_scalar_point,
     check_tolerance,
     check_uniform_grid,
     GridDensity,
-    ScalarSDE,
 )
 from .vector import (
     active_cells,
@@ -328,16 +326,3 @@ def fokker_planck(
     options = (rtol, atol, mass_tol, max_steps, pad_to)
     res = _fokker_planck(sde, problem, initial, axes, t0, t1, options, "fokker_planck")
     return GridDensity.from_tensor(res)
-
-
-def short_time_density(
-    sde: ScalarSDE, x0: ScalarLike, t: ScalarLike, grid: Float[Array, " m"]
-) -> Float[Array, " m"]:
-    r"""The one-slice Itô propagator $\mathcal N(x;\ x_0 + p(x_0,0)t,\ \alpha t)$ on `grid`: a
-    start for `fokker_planck` at a small $t_0 = t$ (error $O(t)$)."""
-    t = positive("t", t)  # the checked value (under jit it carries its check)
-    x0 = check_scalar_point("x0", x0)[0]
-    x = jnp.asarray(check_uniform_grid("grid", grid))
-    var = sde.alpha * t
-    mean = x0 + sde.p(x0, 0.0) * t
-    return jnp.exp(-0.5 * (x - mean) ** 2 / var) / jnp.sqrt(2 * jnp.pi * var)

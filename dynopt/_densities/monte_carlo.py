@@ -20,7 +20,7 @@ from .._custom_types import Array, Float, Key, ScalarLike
 from .._problem import Problem
 from .._sde.simulate import simulate
 from .._validation import positive
-from .base import check_lost_mass, check_scalar_point, check_tolerance, GridDensity, input_eps
+from .base import check_lost_mass, check_scalar_point, check_tolerance, GridDensity, is_uniform
 from .vector import (
     as_vector_sde,
     cell_volume,
@@ -29,6 +29,7 @@ from .vector import (
     evaluate_on,
     mesh_points,
     TensorDensity,
+    VectorSDE,
 )
 
 
@@ -36,9 +37,7 @@ def histogram_density(
     samples: Float[Array, " N"], edges: Float[Array, " b+1"], t: ScalarLike
 ) -> GridDensity:
     """A histogram density on `edges` (bin centres as `x`); samples outside count as lost."""
-    e = np.asarray(edges, dtype=np.float64)
-    if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) > 0):
-        raise ValueError("edges must be a 1-D increasing array of >= 2 bin edges.")
+    e = _check_edges_1d(edges)
     if jnp.ndim(samples) != 1 or jnp.size(samples) < 1:
         raise ValueError(
             f"samples must be a non-empty 1-D array, got shape {jnp.shape(samples)} "
@@ -63,22 +62,23 @@ def _histogram_fields(probs, cell, t) -> dict:
     )
 
 
+def _check_edges_1d(edges) -> np.ndarray:
+    """`edges` as float64, or a `ValueError` unless 1-D, increasing, >= 2 of them (a 1-D
+    histogram's bins need not be uniform)."""
+    e = np.asarray(edges, dtype=np.float64)
+    if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) > 0):
+        raise ValueError("edges must be a 1-D increasing array of >= 2 bin edges.")
+    return e
+
+
 def _check_edges(edges) -> tuple[np.ndarray, ...]:
     if isinstance(edges, np.ndarray | jax.Array) or not hasattr(edges, "__len__") or not edges:
         raise ValueError("edges must be a tuple of 1-D bin-edge arrays, one per dimension.")
     out = []
     for i, e in enumerate(edges):
         raw, e = e, np.asarray(e, dtype=np.float64)
-        w = np.diff(e)
         # Uniform to the precision of the edges' own dtype (as `check_uniform_grid`).
-        finite = e.size and np.all(np.isfinite(e))
-        rounding = 2.0 * input_eps(raw) * float(np.max(np.abs(e))) if finite else 0.0
-        if (
-            e.ndim != 1
-            or e.size < 3
-            or not np.all(w > 0)
-            or not np.allclose(w, w[0], rtol=1e-9, atol=rounding)
-        ):
+        if e.ndim != 1 or e.size < 3 or not is_uniform(raw, e):
             raise ValueError(
                 f"edges[{i}] must be uniform increasing bin edges (>= 2 bins), e.g. np.linspace."
             )
@@ -119,6 +119,22 @@ def histogram_density_nd(samples: Float[Array, "N d"], edges, t: ScalarLike) -> 
     )
 
 
+def _check_sampler(sde, x0, t1, problem) -> tuple[VectorSDE, Float[Array, " d"]]:
+    """The sampler's model and start, checked (the rest is checked by `simulate`, before it
+    simulates)."""
+    positive("t1", t1)
+    sde = as_vector_sde(sde, problem, times=np.linspace(0.0, float(t1), 5))
+    x0 = jnp.asarray(x0, dtype=float)
+    check_dimension(sde, x0.size)
+    return sde, check_point("x0", x0, x0.size)
+
+
+def _final_states(sde, x0, t1, key, num_paths, dt, solver) -> Float[Array, "N d"]:
+    ts = jnp.asarray([0.0, float(t1)])
+    paths = simulate(sde, None, ts, key, num_paths, x0=x0, dt=dt, solver=solver)
+    return paths.ys[:, -1, :]
+
+
 def monte_carlo_samples_nd(
     sde,
     x0,
@@ -134,14 +150,8 @@ def monte_carlo_samples_nd(
 
     `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
     `problem` (`VectorSDE.from_flow`: the state is the raveled flow state)."""
-    positive("t1", t1)
-    sde = as_vector_sde(sde, problem, times=np.linspace(0.0, float(t1), 5))
-    x0 = jnp.asarray(x0, dtype=float)
-    check_dimension(sde, x0.size)
-    x0 = check_point("x0", x0, x0.size)
-    ts = jnp.asarray([0.0, float(t1)])
-    paths = simulate(sde, None, ts, key, num_paths, x0=x0, dt=dt, solver=solver)
-    return paths.ys[:, -1, :]
+    sde, x0 = _check_sampler(sde, x0, t1, problem)
+    return _final_states(sde, x0, t1, key, num_paths, dt, solver)
 
 
 def monte_carlo_density_nd(
@@ -159,12 +169,18 @@ def monte_carlo_density_nd(
 ) -> TensorDensity:
     r"""Histogram of $x(t_1)$ over `num_paths` diffrax paths on the tensor bins `edges`.
 
-    **Raises:** `ValueError` as `simulate` does, for bad edges, or when the fraction of paths
-    outside the bins exceeds `mass_tol` (default `None`: report only, it is random)."""
+    **Raises:** `ValueError` as `simulate` does, for bad edges (or not one edge array per
+    coordinate of $x_0$), or when the fraction of paths outside the bins exceeds `mass_tol`
+    (default `None`: report only, it is random). All but the last before any path is drawn."""
     mass_tol = check_tolerance("mass_tol", mass_tol)
-    samples = monte_carlo_samples_nd(
-        sde, x0, t1, key, num_paths, dt=dt, solver=solver, problem=problem
-    )
+    sde, x0 = _check_sampler(sde, x0, t1, problem)
+    edges = _check_edges(edges)
+    if len(edges) != x0.shape[0]:
+        raise ValueError(
+            f"edges must hold one bin-edge array per coordinate of x0 ({x0.shape[0]}), got "
+            f"{len(edges)}."
+        )
+    samples = _final_states(sde, x0, t1, key, num_paths, dt, solver)
     dens = histogram_density_nd(samples, edges, t1)
     check_lost_mass(dens.lost_mass, mass_tol, "monte_carlo_density_nd")
     return dens
@@ -205,10 +221,12 @@ def monte_carlo_density(
     r"""Histogram of $x(t_1)$ over `num_paths` diffrax paths from $x_0$ (fixed step `dt`;
     `solver` as in `dynopt.sde.simulate`). `mass` is the fraction of paths inside the bins.
 
-    **Raises:** `ValueError` as `simulate` does, or when the fraction of paths outside `edges`
-    exceeds `mass_tol` (default `None`: report only, since it is itself random).
+    **Raises:** `ValueError` as `simulate` does, for bad edges, or when the fraction of paths
+    outside `edges` exceeds `mass_tol` (default `None`: report only, since it is itself
+    random). All but the last before any path is drawn.
     """
     mass_tol = check_tolerance("mass_tol", mass_tol)
+    edges = _check_edges_1d(edges)
     samples = monte_carlo_samples(
         sde, x0, t1, key, num_paths, dt=dt, solver=solver, problem=problem
     )

@@ -22,13 +22,13 @@ from .._problem import Problem
 from .._sde.base import AbstractSDE, not_an_optimizer
 from .._validation import hyperparameter, interval, nonnegative, positive
 from .base import (
-    _GL_NODES,
-    _GL_WEIGHTS,
     check_edge_mass,
     check_scalar_alpha,
+    check_scalar_point,
     check_tolerance,
     check_uniform_grid,
     float_array,
+    line_integral,
     ScalarSDE,
 )
 
@@ -474,13 +474,39 @@ class TensorDensity(eqx.Module):
 # ------------------------------------------------------------------------ stationary density
 
 
-def potential_along_segment(sde: VectorSDE, x, x_ref) -> Scalar:
-    r"""$\Phi(x) = \int_0^1 p(x_r + s(x-x_r), 0)\cdot(x - x_r)\,ds$ (48-point Gauss–Legendre):
-    for a gradient drift $p = -\nabla U$, $\Phi(x) = U(x_r) - U(x)$."""
-    nodes = 0.5 * (jnp.asarray(_GL_NODES) + 1.0)
-    dx = x - x_ref
-    vals = jax.vmap(lambda s: sde.p(x_ref + s * dx, 0.0) @ dx)(nodes)
-    return 0.5 * jnp.sum(jnp.asarray(_GL_WEIGHTS) * vals)
+@eqx.filter_jit
+def _potential(sde: VectorSDE, flat: Float[Array, "M d"]) -> tuple[Array, Array, Array]:
+    r"""$\Phi$, the line integral of $p(\cdot, 0)$ from the first of the points `flat` to each;
+    and, for $d > 1$, $\max|\nabla p - \nabla p^\top|$ and $\max|\nabla p|$ over them (a 1-D
+    drift is always a gradient: zeros)."""
+    phi = jax.vmap(lambda x: line_integral(lambda y: sde.p(y, 0.0), x, flat[0]))(flat)
+    if flat.shape[-1] == 1:
+        return phi, jnp.zeros(()), jnp.zeros(())
+    jac = jax.vmap(lambda x: sde.grad_p(x, 0.0))(flat)
+    return phi, jnp.max(jnp.abs(jac - jnp.swapaxes(jac, 1, 2))), jnp.max(jnp.abs(jac))
+
+
+def _stationary_density(sde: VectorSDE, axes, curl_tol: float, edge_tol, name: str):
+    # `sde`, `axes` and the tolerances checked by the caller.
+    pts = mesh_points(axes)
+    phi, asym, scale = _potential(sde, pts.reshape(-1, len(axes)))
+    if len(axes) > 1:  # (every 1-D drift is a gradient)
+        not_gradient = asym > curl_tol * jnp.maximum(1.0, scale)
+        why = "the stationary law exp(-2U/alpha) needs p = -∇U"
+        if isinstance(not_gradient, jax.core.Tracer):  # under jit (a traced drift)
+            phi = eqx.error_if(phi, not_gradient, f"the drift is not a gradient field: {why}.")
+        elif bool(not_gradient):
+            raise ValueError(
+                f"the drift is not a gradient field (max |∇p - ∇pᵀ| = {float(asym):.3g} on "
+                f"the grid): {why}."
+            )
+    # Normalised eagerly, as the 1-D route always was: in one program with the quadrature, XLA
+    # turns the divisions into products with reciprocals (1e-14 relative on the density).
+    vol = cell_volume(axes)
+    logd = 2.0 * phi / sde.alpha
+    dens = jnp.exp(logd - jnp.max(logd))
+    dens = (dens / (jnp.sum(dens) * vol)).reshape(pts.shape[:-1])
+    return check_edge_mass(dens, vol, edge_tol, name)
 
 
 def stationary_density_nd(
@@ -493,33 +519,54 @@ def stationary_density_nd(
 ) -> Float[Array, "..."]:
     r"""The stationary solution of Fokker–Planck for a time-independent gradient drift
     $p = -\nabla U$: $P_\infty \propto e^{-2U/\alpha}$, normalised on the tensor grid `axes`
-    (Riemann sum), with $U$ from the line integral of $p$ from the grid's first corner.
+    (Riemann sum), with $U$ from the line integral of $p$ from the grid's first corner
+    (`line_integral`: exact for polynomial drifts).
 
     **Raises:** `ValueError` for bad axes, or when $p$ is not a gradient field:
     $\max|\nabla p - \nabla p^\top| > $ `curl_tol` $\cdot \max(1, \max|\nabla p|)$ on the grid
-    (then no such closed form exists), or when more than `edge_tol` of the mass lies on the
-    grid's boundary points (a grid that cuts the law off, or a drift that does not confine: no
-    stationary law). `sde` as in every route (`as_vector_sde`)."""
+    (then no such closed form exists; every 1-D drift is one), or when more than `edge_tol` of
+    the mass lies on the grid's boundary points (a grid that cuts the law off, or a drift that
+    does not confine: no stationary law). `sde` as in every route (`as_vector_sde`)."""
     curl_tol = float(nonnegative("curl_tol", curl_tol))
     edge_tol = check_tolerance("edge_tol", edge_tol)
     sde = as_vector_sde(sde, problem)
     axes = check_axes("axes", axes)
     check_dimension(sde, len(axes))
+    return _stationary_density(sde, axes, curl_tol, edge_tol, "stationary_density_nd")
+
+
+def stationary_density(
+    sde: ScalarSDE,
+    grid: Float[Array, " m"],
+    *,
+    edge_tol: float | None = 1e-3,
+    problem: Problem | None = None,
+) -> Float[Array, " m"]:
+    r"""The stationary solution of Fokker–Planck for a time-independent drift,
+    $$P_\infty(x) \propto \exp\Big(\frac{2}{\alpha}\int^x p\,dy\Big),$$
+    normalised on the uniform `grid` (Riemann sum): `stationary_density_nd` on `(grid,)`, with
+    $\int^x p$ by Gauss–Legendre quadrature (exact for polynomial drifts).
+
+    **Raises:** `ValueError` for a bad grid, or when more than `edge_tol` of the mass lies on
+    the grid's two end points: the law exists on $\mathbb{R}$ only for a confining drift, and
+    the normalisation on a grid hides a drift that is not (it would put the mass at the ends).
+    `sde` as in every 1-D route: a `ScalarSDE`, a 1-D `VectorSDE`, or a flow on `problem`.
+    """
+    edge_tol = check_tolerance("edge_tol", edge_tol)
+    axes = (check_uniform_grid("grid", grid),)
+    sde = as_vector_sde(sde, problem)
+    check_dimension(sde, 1)
+    return _stationary_density(sde, axes, 0.0, edge_tol, "stationary_density")
+
+
+def _short_time(sde: VectorSDE, x0, t, axes) -> Float[Array, "..."]:
+    # N(x; x0 + p(x0, 0) t, alpha t I) on the grid `axes`. Eager, as the 1-D route always was
+    # (one program would divide by reciprocals: 1e-16 relative, and every later route's result
+    # moved).
+    var = sde.alpha * t
     pts = mesh_points(axes)
-    d = len(axes)
-    flat = pts.reshape(-1, d)
-    jac = jax.vmap(lambda x: sde.grad_p(x, 0.0))(flat)
-    asym = float(jnp.max(jnp.abs(jac - jnp.swapaxes(jac, 1, 2))))
-    if asym > curl_tol * max(1.0, float(jnp.max(jnp.abs(jac)))):
-        raise ValueError(
-            f"the drift is not a gradient field (max |∇p - ∇pᵀ| = {asym:.3g} on the grid): "
-            "the stationary law exp(-2U/alpha) needs p = -∇U."
-        )
-    phi = jax.vmap(lambda x: potential_along_segment(sde, x, flat[0]))(flat)
-    logd = 2.0 * phi / sde.alpha
-    dens = jnp.exp(logd - jnp.max(logd))
-    dens = (dens / (jnp.sum(dens) * cell_volume(axes))).reshape(pts.shape[:-1])
-    return check_edge_mass(dens, cell_volume(axes), edge_tol, "stationary_density_nd")
+    r = pts - (x0 + sde.p(x0, 0.0) * t).reshape((1,) * len(axes) + x0.shape)
+    return jnp.exp(-0.5 * jnp.sum(r**2, axis=-1) / var) / jnp.sqrt(2 * jnp.pi * var) ** x0.size
 
 
 def short_time_density_nd(
@@ -527,9 +574,26 @@ def short_time_density_nd(
 ) -> Float[Array, "..."]:
     r"""The one-slice Itô propagator $\mathcal N(x;\ x_0 + p(x_0,0)t,\ \alpha t I)$ on the tensor
     grid: a start for `fokker_planck_nd` at a small $t_0 = t$ (error $O(t)$)."""
-    positive("t", t)
+    t = positive("t", t)
     sde, axes = check_model_on_grid(sde, problem, axes, 0.0, t)
-    d = len(axes)
-    x0 = check_point("x0", x0, d)
-    mean = x0 + sde.p(x0, 0.0) * t
-    return gaussian_density(mesh_points(axes), mean, sde.alpha * t * jnp.eye(d))
+    x0 = check_point("x0", x0, len(axes))
+    return _short_time(sde, x0, t, axes)
+
+
+def short_time_density(
+    sde: ScalarSDE,
+    x0: ScalarLike,
+    t: ScalarLike,
+    grid: Float[Array, " m"],
+    *,
+    problem: Problem | None = None,
+) -> Float[Array, " m"]:
+    r"""The one-slice Itô propagator $\mathcal N(x;\ x_0 + p(x_0,0)t,\ \alpha t)$ on `grid`: a
+    start for `fokker_planck` at a small $t_0 = t$ (error $O(t)$); `short_time_density_nd` on
+    `(grid,)`. `sde` as in every 1-D route (a flow on `problem` too)."""
+    t = positive("t", t)  # the checked value (under jit it carries its check)
+    x0 = check_scalar_point("x0", x0)
+    axes = (check_uniform_grid("grid", grid),)
+    sde = as_vector_sde(sde, problem)
+    check_dimension(sde, 1)
+    return _short_time(sde, x0, t, axes)
