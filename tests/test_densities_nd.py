@@ -222,6 +222,13 @@ def test_bad_input_nd():
         )
     with pytest.raises(ValueError, match="x0 must have shape"):
         D.path_integral_nd(SDE, [0.0, 0.0, 0.0], 1.0, axes, 2)
+    # A drift that cannot even take the grid's dimension (a 2-D linear drift on a 1-D grid): a
+    # ValueError naming the shape, not the matmul's TypeError.
+    g = np.linspace(-1, 1, 5)
+    with pytest.raises(ValueError, match=r"cannot take a state of shape \(1,\)"):
+        D.path_integral(SDE, 0.0, 1.0, g, 2)
+    with pytest.raises(ValueError, match=r"cannot take a state of shape \(1,\)"):
+        D.stationary_density(SDE, g)
     with pytest.raises(ValueError, match="uniform"):
         D.path_integral_nd(SDE, X0, 1.0, (np.array([0.0, 1.0, 3.0]), axes[1]), 2)
     with pytest.raises(ValueError, match="tuple of 1-D uniform grids"):

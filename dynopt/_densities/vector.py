@@ -163,7 +163,13 @@ class VectorSDE(AbstractSDE):
                     "routes for d > 1)."
                 )
         y0 = jnp.zeros(d)
-        out = jax.eval_shape(self.drift_fn, y0, jnp.zeros(()))
+        try:
+            out = jax.eval_shape(self.drift_fn, y0, jnp.zeros(()))
+        except (TypeError, ValueError) as e:  # e.g. a 2-D linear drift's matmul on a 1-D grid
+            raise ValueError(
+                f"the drift cannot take a state of shape {y0.shape} (the grid's, or x0's, "
+                f"dimension {d}): {type(e).__name__}: {e}"
+            ) from e
         if getattr(out, "shape", None) != y0.shape:
             shape = getattr(out, "shape", type(out).__name__)
             raise ValueError(f"drift must map shape {y0.shape} to {y0.shape}, got {shape}.")
