@@ -47,6 +47,59 @@ def check_loss_output(name: str, out) -> None:
         )
 
 
+class _Label:
+    """A problem's name as its pytree holds it, in the static part that keys every compiled
+    program (`eqx.filter_jit`, `jax.jit`, `jax.tree.structure`): equal to every other label, so
+    that problems that differ in name alone have one structure and share their programs (a
+    labelled experiment paid one compile of `run`, `solve`, `compare`, ... per name)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Label)
+
+    def __hash__(self) -> int:
+        return hash(_Label)
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+
+class _NameField:
+    """The `name` attribute of a problem: reads as the text given (a `str`), while the instance
+    holds it as a `_Label` (equinox flattens a module from its `__dict__`, and rebuilds it by
+    setting the attribute: both go through here). As a dataclass field's default, it is also
+    the default name."""
+
+    def __init__(self, default: str):
+        self.default = default
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self.default
+        try:
+            return obj.__dict__["name"].text
+        except KeyError:
+            raise AttributeError("name") from None
+
+    def __set__(self, obj, value):
+        if value is self:  # not given: the dataclass passes its default, this descriptor
+            value = self.default
+        obj.__dict__["name"] = value if isinstance(value, _Label) else _Label(value)
+
+
+def name_field(default: str):
+    """The `name` field of an `AbstractProblem`: a label, static but no part of the problem's
+    structure (see `_Label`). A compiled program traces under the name of the call that
+    compiled it, so nothing traced may keep the name: no message of a runtime check
+    (`eqx.error_if`) and no output that carries the problem names it. Messages raised while
+    tracing are right (a failed trace is not cached), and so is the host's `problem.name`."""
+    return eqx.field(static=True, default=_NameField(default))
+
+
 def _is_concrete(tree) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
@@ -68,7 +121,8 @@ class AbstractProblem(eqx.Module):
 
     Subclasses are final and implement:
 
-    - `params0`: the initial parameters $\theta_0$ (any pytree of floating arrays); `name`.
+    - `params0`: the initial parameters $\theta_0$ (any pytree of floating arrays); `name` (a
+      `name_field`: a label, kept out of the compiled programs' keys).
     - `loss(params) -> scalar`: the deterministic value $V(\theta)$ recorded at saved points.
     - `value(params, key=None) -> scalar` and `value_and_grad(params, key=None)`: the oracle at
       $\theta$ on the minibatch drawn with `key` (`None`: the deterministic oracle).
@@ -120,7 +174,10 @@ class Problem(AbstractProblem):
 
     - `loss_fn`: `params -> scalar`. Must return a scalar (checked at construction).
     - `params0`: the initial parameters $\theta_0$; any pytree of floating arrays.
-    - `name`: a label used in results and figures.
+    - `name`: a label used in results and figures. It is no part of the problem's structure:
+      problems that differ in name alone are equal pytrees and share every compiled program.
+      (A function you compile that returns a problem returns it under the name of the call
+      that compiled it: rename on the host, with `dataclasses.replace`.)
     - `minimizer`: a known minimizer $\theta^*$ (same tree structure as `params0`), or `None`.
     - `stochastic_loss_fn`: `(params, key) -> scalar`, the loss on one random minibatch, or
       `None` for deterministic problems. `run(..., key=...)` differentiates this.
@@ -145,7 +202,7 @@ class Problem(AbstractProblem):
 
     loss_fn: Callable[[Params], Scalar]
     params0: Params = eqx.field(converter=array_leaves)
-    name: str = eqx.field(static=True, default="problem")
+    name: str = name_field("problem")
     minimizer: Params | None = None
     stochastic_loss_fn: Callable[[Params, Key], Scalar] | None = None
     hessian: Array | None = None

@@ -12,7 +12,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Key, PyTree, Scalar
 from .._discretization import widest_dtype
-from .._problem import AbstractProblem, array_leaves, check_loss_output
+from .._problem import AbstractProblem, array_leaves, check_loss_output, name_field
 
 
 GameParams = tuple  # (phi, theta): discriminator first, generator second
@@ -141,7 +141,7 @@ class Game(AbstractProblem):
     g_loss_fn: Callable
     phi0: PyTree = eqx.field(converter=array_leaves)
     theta0: PyTree = eqx.field(converter=array_leaves)
-    name: str = eqx.field(static=True, default="game")
+    name: str = name_field("game")
     equilibrium: GameParams | None = None
     stochastic: bool = eqx.field(static=True, default=False)
     d_grad_fn: Callable | None = None

@@ -164,9 +164,8 @@ def quadratic(
         # float64 minimizer of float32 parameters mixes no dtypes (strict promotion).
         xstar = xstar.astype(flat0.dtype)
     lam = lam.astype(flat0.dtype)
-    # The default name holds no eigenvalue: a problem's name is static in every compiled program
-    # (`filter_jit`), and "cond=..." in it made each new spectrum of a sweep compile `solve`,
-    # `run` and `compare` anew (3.7 s against 8 ms a call on d = 2).
+    # The default name holds no eigenvalue: a label for results and figures (no compiled program
+    # is keyed on it: `name_field`), the same for every spectrum of a sweep.
     name = f"quadratic(d={d})" if name is None else name
     if not is_traced(lam):
         # Built inside jit/vmap (a sweep over spectra) the minimizer is kept as given (a true
