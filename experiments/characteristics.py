@@ -1,6 +1,7 @@
 """First-order PDEs by characteristics (post 6): closed forms, blow-up times, density transport."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -164,6 +165,18 @@ def _max_abs(a) -> float:
     return float(np.max(np.abs(a)))
 
 
+def _split_tx(r):
+    """(t, x, u) of a solve in (t, x), as NumPy arrays (sliced on the host: no program each)."""
+    tx = np.asarray(r.x)
+    return tx[..., 0], tx[..., 1], np.asarray(r.u)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _standard_normal(seed, num):
+    """`num` standard normal draws from `jax.random.key(seed)`, in one program."""
+    return jax.random.normal(jax.random.key(seed), (num,))
+
+
 def example1(config: Config) -> dict[str, Example1]:
     """(1) Characteristics of u_t + x u_x = u² against eq. 12 and the blow-up t* = 1/f(σ)."""
     sig, horizon = np.linspace(-3.0, 3.0, config.ex1_points), config.ex1_horizon
@@ -173,7 +186,7 @@ def example1(config: Config) -> dict[str, Example1]:
     for name, (fj, fn) in EX1_F.items():
         initial = lambda s, fj=fj: (jnp.stack([jnp.zeros_like(s), s]), fj(s))
         r = ch.quasilinear(_alpha1, _beta1, initial, sig, ss, on_blowup="stop")
-        t, x, u = (np.asarray(a) for a in (r.x[..., 0], r.x[..., 1], r.u))
+        t, x, u = _split_tx(r)
         exact = ch.riccati_solution(fn, t, x)
         ok = np.isfinite(u) & (np.abs(u) < 100.0)
         t_star, x_star = ch.riccati_blowup(fn, sig, horizon)
@@ -203,7 +216,7 @@ def heat(config: Config) -> Heat:
     """(2) u_t = u_x², u(x, 0) = x² by the Charpit system: u = x²/(1-4t), crossing at t = 1/4."""
     sig = np.linspace(-1.0, 1.0, config.heat_points)
     r = ch.charpit(_F_heat, _initial_heat, sig, np.linspace(0.0, 0.3, 31), on_blowup="stop")
-    t, x, u = (np.asarray(a) for a in (r.x[..., 0], r.x[..., 1], r.u))
+    t, x, u = _split_tx(r)
     b, residual = r.blowup, np.asarray(r.residual)
     return Heat(
         max_abs_error_vs_eq26=_max_abs((u - x**2 / (1 - 4 * t))[np.isfinite(u)]),
@@ -282,13 +295,12 @@ def density(config: Config) -> Density:
     mu, sd, g = config.cloud_mean, config.cloud_std, config.density_grid
     problem = problems.double_well()
     grid = np.linspace(mu - 5 * sd, mu + 5 * sd, g)
-    key = jax.random.key(config.seed)
-    samples = mu + sd * np.asarray(jax.random.normal(key, (config.density_samples,)))
+    samples = mu + sd * np.asarray(_standard_normal(config.seed, config.density_samples))
     x0 = np.concatenate([grid, samples])[:, None]
     logp0 = -0.5 * ((x0[:, 0] - mu) / sd) ** 2 - np.log(sd * np.sqrt(2 * np.pi))
     ts = np.asarray(config.density_times)
     r = ch.transport_density(flows.GradientFlow(), problem, x0, logp0, ts)
-    xs, rho = np.asarray(r.states[..., 0]).T, np.asarray(r.density).T  # (times, points)
+    xs, rho = np.asarray(r.states)[..., 0].T, np.asarray(r.density).T  # (times, points)
     edges = np.linspace(-2.0, 2.0, config.density_bins + 1)
     left = scipy.special.ndtr((grid[0] - mu) / sd)  # the cloud's mass left of the grid
     checks = [ch.density_chi2(x[:g], p[:g], x[g:], edges, left) for x, p in zip(xs, rho)]
@@ -298,7 +310,7 @@ def density(config: Config) -> Density:
         times=ts.tolist(), chi2_per_dof=chi2, max_abs_z=max_z, mass=mass,
         samples=config.density_samples, characteristics=g, edges=edges, x=xs[:, :g],
         rho=rho[:, :g], hist=np.stack(hists), loss_x=xl,
-        loss=np.asarray(jax.vmap(problem.loss)(jnp.asarray(xl)[:, None])),
+        loss=np.asarray(jax.vmap(problem.loss)(jax.device_put(xl[:, None]))),
     )  # fmt: skip
 
 

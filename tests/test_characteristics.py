@@ -13,7 +13,7 @@ from dynopt import characteristics as ch, flows, problems
 from dynopt._characteristics import integrate
 from dynopt._characteristics.integrate import _integrate
 
-from .helpers import assert_programs_cacheable, backend_compiles
+from .helpers import assert_programs_cacheable, backend_compiles, count_backend_compiles
 
 
 # Module-level PDEs: a solve of the same PDE with the same shapes reuses the compiled solver.
@@ -539,3 +539,47 @@ def test_new_tolerances_reuse_the_compiled_solve():
     assert not np.array_equal(np.asarray(others[0].u), np.asarray(first.u))  # rtol was used
     np.testing.assert_allclose(others[0].u, first.u, rtol=1e-5)
     np.testing.assert_array_equal(others[1].u, first.u)
+
+
+def test_a_solve_compiles_its_own_programs_only():
+    """Each solve of a new shape compiled about twenty small programs besides its own, 0.5–1 s
+    of a cold run each: eager operations on the host (`jnp.asarray` of NumPy arrays, JAX arrays
+    sliced, the solve's outcome mapped, a function `p_guess` vmapped), one program per shape.
+    Now a solver compiles its launch and its solve (charpit also its residual), the blow-up
+    report nothing, and density transport its solve."""
+    ss = np.linspace(0.0, 1.5, 4)
+
+    def riccati(m):
+        sig = np.linspace(-3.0, 3.0, m)
+        return ch.quasilinear(_alpha1, _beta1, _initial1, sig, ss, on_blowup="stop")
+
+    riccati(5)  # diffrax's constants, made once per process
+    count, r = count_backend_compiles(riccati, 6)
+    assert count == 2  # launch, solve
+    assert count_backend_compiles(r.blowup.first)[0] == 0
+    sig = np.linspace(-1.0, 1.0, 7)
+    # u = x^2/(1 - 4t): p0 = (4 sigma^2, 2 sigma), as a function and as an array.
+    guesses = {"array": np.stack([4 * sig**2, 2 * sig], -1), "function": _heat_p0}
+    heat = {}
+    # The array: launch, solve, residual; then the function: its launch (solve and residual
+    # reused).
+    for (name, guess), programs in zip(guesses.items(), (3, 1)):
+        count, heat[name] = count_backend_compiles(
+            ch.charpit, _F_heat, _initial_heat, sig, ss / 10, p_guess=guess
+        )
+        assert count == programs, name
+    for a, b in zip(*(jax.tree.leaves(heat[name]) for name in guesses)):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-14)  # NaN past the horizon
+    t, x = np.moveaxis(np.asarray(heat["array"].x), -1, 0)
+    np.testing.assert_allclose(heat["array"].u, x**2 / (1 - 4 * t), rtol=1e-9, atol=1e-12)
+
+    def transport(m, ts):
+        x0, well = np.linspace(-1.0, 1.0, m)[:, None], problems.double_well()
+        return ch.transport_density(flows.GradientFlow(), well, x0, np.zeros(m), ts)
+
+    transport(3, [0.0, 0.5])
+    assert count_backend_compiles(transport, 4, [0.0, 0.25, 0.5])[0] == 1
+
+
+def _heat_p0(s):
+    return jnp.stack([4 * s**2, 2 * s])

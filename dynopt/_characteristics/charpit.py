@@ -15,6 +15,7 @@ from .integrate import (
     check_finite_start,
     check_initial,
     check_options,
+    initial_det,
     integrate,
     OnRows,
     real_array,
@@ -37,12 +38,14 @@ class _Field(eqx.Module):
 
 @eqx.filter_jit
 def _launch(F, initial, sigma, guesses):
-    """For each sigma: z0 = (x0, u0, p0), its tangent dz0/dsigma, and the residual at p0.
+    """For each sigma: z0 = (x0, u0, p0), its tangent dz0/dsigma, the residual at p0 and
+    `initial_det`.
 
     p0 solves R(p, sigma) = (F(x0, u0, p), p . dx0/dsigma_j - du0/dsigma_j) = 0 (F = 0 and the
-    strip conditions from the initial data's derivative, eq. 22) by Newton from the guess (NaN
-    rows: the strip conditions' min-norm solution). dp0/dsigma = -R_p^{-1} R_sigma by the
-    implicit function theorem."""
+    strip conditions from the initial data's derivative, eq. 22) by Newton from the guess: the
+    rows of `guesses` `(m, n)`, or `guesses(sigma row)` (an `OnRows`, traced here, not an eager
+    `vmap` of it: a program per operation); NaN rows: the strip conditions' min-norm solution.
+    dp0/dsigma = -R_p^{-1} R_sigma by the implicit function theorem."""
 
     def data(sig):
         x0, u0 = initial(sig)
@@ -54,8 +57,10 @@ def _launch(F, initial, sigma, guesses):
         x0, u0, T, du = data(sig)
         return jnp.concatenate([F(x0, u0, p)[None], T.T @ p - du])
 
-    def one(sig, guess):
+    def one(sig, guess=None):
         x0, u0, T, du = data(sig)
+        if guess is None:
+            guess = jnp.asarray(guesses(sig)).astype(jnp.float64)
         min_norm = jnp.linalg.pinv(T.T) @ du
         guess = jnp.where(jnp.isnan(guess), min_norm, guess)
         p0 = optx.root_find(R, optx.Newton(rtol=1e-13, atol=1e-13), guess, sig, throw=False).value
@@ -77,7 +82,10 @@ def _launch(F, initial, sigma, guesses):
         rel = jnp.where(size > 0, r / jnp.where(size > 0, size, 1.0), jnp.where(r > 0, jnp.inf, 0))
         return z0, Z0, jnp.max(rel)
 
-    return map_batch(one, sigma, guesses)
+    rows = (sigma,) if callable(guesses) else (sigma, guesses)
+    z0s, Z0s, res0 = map_batch(one, *rows)
+    n = (z0s.shape[1] - 1) // 2  # z = (x, u, p)
+    return z0s, Z0s, res0, initial_det(_Field(F, n), n, z0s, Z0s)
 
 
 @eqx.filter_jit
@@ -141,9 +149,9 @@ def charpit(
         )
     m = sig.shape[0]
     if p_guess is None:
-        guesses = jnp.full((m, n), jnp.nan)
+        guesses = np.full((m, n), np.nan)
     elif callable(p_guess):
-        guesses = jax.vmap(lambda q: jnp.asarray(OnRows(p_guess, on_rows.scalar)(q)))(sig)
+        guesses = OnRows(p_guess, on_rows.scalar)  # evaluated in `_launch`
     else:
         guesses = real_array(p_guess)
         if guesses is None:
@@ -151,17 +159,22 @@ def charpit(
                 f"p_guess must be None, a real array of shape ({n},) or ({m}, {n}), or a function "
                 f"sigma -> ({n},); got {p_guess!r:.80}."
             )
-        guesses = jnp.asarray(guesses, jnp.float64)
+        guesses = guesses.astype(np.float64)
         if guesses.shape == (n,):
-            guesses = jnp.broadcast_to(guesses, (m, n))
-    if guesses.shape != (m, n):
+            guesses = np.broadcast_to(guesses, (m, n))
+    if callable(guesses):
+        row = jax.ShapeDtypeStruct(sig.shape[1:], sig.dtype)
+        shape = (m, *jax.eval_shape(lambda q: jnp.asarray(guesses(q)), row).shape)
+    else:
+        shape = guesses.shape
+    if shape != (m, n):
         raise ValueError(
             f"p_guess must have shape ({n},) or ({m}, {n}), or be a function sigma -> ({n},); "
-            f"got shape {guesses.shape}."
+            f"got shape {shape}."
         )
-    z0s, Z0s, res0 = _launch(F, on_rows, sig, guesses.astype(jnp.float64))
+    z0s, Z0s, res0, det0 = _launch(F, on_rows, sig, guesses)
     # (x0, u0) and their derivative first: NaN there would read as "no initial p0".
-    check_finite_start(z0s[:, : n + 1], Z0s[:, : n + 1], sigma)
+    check_finite_start(np.asarray(z0s)[:, : n + 1], np.asarray(Z0s)[:, : n + 1], sigma)
     res0 = np.asarray(res0)
     # Newton converges quadratically: at a root it stops at round-off, ~1e-16 of the terms'
     # size; 1e-8 leaves room for ill-conditioning, while no root leaves an O(1) remainder.
@@ -174,14 +187,5 @@ def charpit(
             "after Newton). Pass p_guess= closer to the branch you want, or check that F = 0 is "
             "solvable there."
         )
-    return integrate(
-        _Field(F, n),
-        n,
-        (),
-        z0s,
-        Z0s,
-        jnp.asarray(sigma),
-        s,
-        options,
-        residual=eqx.Partial(_residual, F, n),
-    )
+    residual = eqx.Partial(_residual, F, n)
+    return integrate(_Field(F, n), n, (), z0s, Z0s, det0, sigma, s, options, residual=residual)

@@ -13,7 +13,7 @@ from .._custom_types import Array, ArrayLike, Float, Key, Params, ScalarLike
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._saving import SaveAtTimes, saved
-from .._solve import _pick_solver, _require_x64, check_times, integrate, raise_for_result
+from .._solve import _check_times, _pick_solver, _require_x64, integrate, raise_for_result
 from .._validation import host_validated, positive_int, solver_options
 
 
@@ -81,7 +81,7 @@ def _transport(flow, problem, params0, logp0, probes, ts, t0, solver, rtol, atol
 
     (ys, logp), result = map_batch(one, y0s, logp0, probes)
     params = jax.vmap(jax.vmap(lambda z: flow.params(unravel(z))))(ys)
-    return ys, logp, params, result
+    return ys, logp, params, result, result == diffrax.RESULTS.successful
 
 
 def transport_density(
@@ -144,7 +144,8 @@ def transport_density(
         num_probes = positive_int("num_probes", num_probes)
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     t0 = float(t0)
-    ts = check_times(ts, t0)
+    times = _check_times(ts, t0)
+    ts = jax.device_put(times)  # moved, not `jnp.asarray`: no program per shape
     ref, leaves = jax.tree.leaves(problem.params0), jax.tree.leaves(params0)
     if jax.tree.structure(params0) != jax.tree.structure(problem.params0):
         raise ValueError("params0 must have the tree structure of problem.params0 (batched).")
@@ -164,30 +165,31 @@ def transport_density(
         what = "log_density0"
     if logp0.shape != (m,):
         raise ValueError(f"{what} must give one value per sample, shape ({m},), got {logp0.shape}.")
-    if not bool(jnp.all(jnp.isfinite(logp0))):
+    if not np.all(np.isfinite(np.asarray(logp0))):
         raise ValueError("log_density0 must be finite at every initial sample.")
     d = ravel_pytree(flow.init(problem.params0))[0].shape[0]
     hutch = trace == "hutchinson"
     k = int(num_probes) if hutch else 1
     probes = (
-        jax.random.rademacher(key, (m, k, d), dtype=jnp.float64) if hutch else jnp.zeros((m, 1, 1))
+        jax.random.rademacher(key, (m, k, d), dtype=jnp.float64) if hutch else np.zeros((m, 1, 1))
     )
     solver_obj, name, ratio = _pick_solver(
-        solver, problem, problem.params0, float(ts[-1]) - t0, flow=flow, t0=t0
+        solver, problem, problem.params0, float(times[-1]) - t0, flow=flow, t0=t0
     )
     options = (solver_obj, rtol, atol, max_steps, hutch)
     with host_validated():  # flow, problem, samples and times checked above
-        ys, logp, params, result = _transport(
+        ys, logp, params, result, ok = _transport(
             flow, problem, params0, logp0, probes, ts, t0, *options
         )
-    raise_for_result(
-        result,
-        what=f"density transport ({name})",
-        max_steps=max_steps,
-        rtol=rtol,
-        atol=atol,
-        stiffness=ratio,
-    )
+    if not np.all(np.asarray(ok)):
+        raise_for_result(
+            result,
+            what=f"density transport ({name})",
+            max_steps=max_steps,
+            rtol=rtol,
+            atol=atol,
+            stiffness=ratio,
+        )
     return DensityTransport(
         ts=ts, states=ys, params=params, log_density=logp, trace=trace, solver=name
     )

@@ -72,12 +72,18 @@ class OnRows(eqx.Module):
         return self.fn(row[0] if self.scalar else row)
 
 
+def on_device(value) -> jax.Array:
+    """A real array `value` as a JAX array, moved to the device: `jnp.asarray` of a NumPy array
+    compiles a program (one per shape), `jax.device_put` does not."""
+    return value if isinstance(value, jax.Array) else jax.device_put(np.asarray(value))
+
+
 def check_initial(
     initial: Callable, sigma
-) -> tuple[jax.Array, OnRows, jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
-    """Validate the initial manifold `sigma -> (x0, u0)`: returns `sigma` as `(m, q)`, `initial`
-    on its rows (`OnRows`) and the shapes of `x0` `(n,)` and `u0`. The manifold must be
-    `(n-1)`-dimensional (q = n - 1)."""
+) -> tuple[np.ndarray, OnRows, jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
+    """Validate the initial manifold `sigma -> (x0, u0)`: returns `sigma` as a float64 NumPy
+    array `(m, q)` (the launch program traces it), `initial` on its rows (`OnRows`) and the
+    shapes of `x0` `(n,)` and `u0`. The manifold must be `(n-1)`-dimensional (q = n - 1)."""
     if not callable(initial):
         raise ValueError(
             f"initial must be a function sigma -> (x0, u0), got {type(initial).__name__}."
@@ -92,8 +98,7 @@ def check_initial(
         )
     if not np.all(np.isfinite(sig)):
         raise ValueError("sigma must be finite.")
-    one = jnp.asarray(sig[0])
-    out = jax.eval_shape(initial, one)
+    out = jax.eval_shape(initial, jax.ShapeDtypeStruct(sig.shape[1:], sig.dtype))
     if not (isinstance(out, tuple) and len(out) == 2):
         raise ValueError("initial(sigma) must return a pair (x0, u0).")
     x0, u0 = out
@@ -120,14 +125,13 @@ def check_initial(
             f"initial(sigma)[1] (u0) must be a scalar or a 1-D vector, got shape {u0.shape}."
         )
     rows = OnRows(initial, sig.ndim == 1)
-    return jnp.asarray(sig if sig.ndim == 2 else sig[:, None]), rows, x0, u0
+    return (sig if sig.ndim == 2 else sig[:, None]), rows, x0, u0
 
 
 def check_finite_start(z0s, Z0s, sigma, what: str = "initial(sigma)") -> None:
     """`ValueError` naming the first sigma where the initial data `(x0, u0)` or their derivative
-    in sigma are not finite (a NaN start otherwise fails the solve as a linear solver's
-    'nonfinite_input', or reads as a characteristic initial curve)."""
-    z0s, Z0s = np.asarray(z0s), np.asarray(Z0s)
+    in sigma (NumPy arrays) are not finite (a NaN start otherwise fails the solve as a linear
+    solver's 'nonfinite_input', or reads as a characteristic initial curve)."""
     ok = np.all(np.isfinite(z0s.reshape(z0s.shape[0], -1)), 1) & np.all(
         np.isfinite(Z0s.reshape(Z0s.shape[0], -1)), 1
     )
@@ -229,10 +233,10 @@ def _blowup_condition(t, y, args, **kwargs):
     return jnp.minimum(*_conditions(y, args))
 
 
-@eqx.filter_jit
-def _initial_det(field, n, z0s, Z0s):
+def initial_det(field: Callable, n: int, z0s: jax.Array, Z0s: jax.Array) -> jax.Array:
     """det[dx0/dsigma, dx/ds] over the product of its column norms (Hadamard): the sine of the
-    angle between the characteristic direction and the initial manifold, scale-free."""
+    angle between the characteristic direction and the initial manifold, scale-free (for
+    `check_transversal`; traced in the solvers' launch programs)."""
 
     def one(z, Z):
         cols = jnp.concatenate([Z[:n], field(z)[:n, None]], axis=1)
@@ -242,8 +246,13 @@ def _initial_det(field, n, z0s, Z0s):
 
 
 @eqx.filter_jit
-def _integrate(field, n, ulo, uhi, z0s, Z0s, ss, solver, rtol, atol, max_steps, u_max):
+def _integrate(field, n, u_shape, z0s, Z0s, ss, solver, rtol, atol, max_steps, u_max, whole):
+    """Every characteristic's solve and what the host needs of it, in one program: the saved
+    points split into x, u, p (NaN past the blow-up; with `whole`, unsplit too) and det there,
+    the state at the end, and the solve's outcome (no eager operation after it: each was a
+    program per shape)."""
     event = diffrax.Event(_blowup_condition, optx.Newton(rtol=1e-12, atol=1e-12))
+    ulo, uhi = n, n + int(np.prod(u_shape))
 
     # n >= 3 only: a point focus (n - 1 >= 2 columns of dx/dsigma vanishing together) is a zero
     # of det of even order. In 2-D every zero is simple: the plain sign test, no log|det| to
@@ -273,7 +282,19 @@ def _integrate(field, n, ulo, uhi, z0s, Z0s, ss, solver, rtol, atol, max_steps, 
         crossing, divergence = _conditions((zf, Zf), args)
         zero = jnp.zeros((), zf.dtype)
         d, d1, d2 = _det_rates(field, n, zf, Zf) if focus else (zero, zero, zero)
-        return zs, dets, zf, field(zf), sol.ts[0], crossing <= divergence, (d, d1, d2), sol.result
+        # Past the blow-up (inf, as diffrax leaves unsaved times): NaN.
+        zs = jnp.where(jnp.isfinite(zs), zs, jnp.nan)
+        dets = jnp.where(jnp.all(jnp.isfinite(zs), -1), dets, jnp.nan)
+        points = (zs[:, :n], zs[:, ulo:uhi].reshape(ss.shape[0], *u_shape), zs[:, uhi:])
+        # An event ends the solve with `event_occurred`: `is_okay` (not `is_successful`) says
+        # whether anything else went wrong.
+        okay = diffrax.is_okay(sol.result)
+        result = diffrax.RESULTS.where(okay, diffrax.RESULTS.successful, sol.result)
+        fired = sol.result == diffrax.RESULTS.event_occurred
+        end = (zf, field(zf), sol.ts[0], crossing <= divergence, (d, d1, d2))
+        # The points unsplit for the residual, which is evaluated in a program of its own (F
+        # inside this one rounded otherwise, by an ulp).
+        return points, zs if whole else None, dets, end, (okay, fired, result)
 
     return map_batch(one, z0s, Z0s)
 
@@ -284,7 +305,8 @@ def integrate(
     u_shape: tuple[int, ...],
     z0s: jax.Array,
     Z0s: jax.Array,
-    sigma: jax.Array,
+    det0: jax.Array,
+    sigma,
     s,
     options: Options,
     residual: Callable | None = None,
@@ -292,45 +314,51 @@ def integrate(
     r"""Integrate $dz/ds = g(z)$, $dZ/ds = Dg(z)\,Z$ from every `(z0, Z0)` to `s[-1]`, where
     $z = (x, u, p)$ is flat with $x$ = `z[:n]`, $u$ = `z[n:n+k]` and $p$ the rest (if any), and
     $Z = \partial z / \partial\sigma$. Stops each characteristic at a crossing or divergence
-    event.
+    event. `z0s`, `Z0s` and `det0` (`initial_det`) are checked here.
 
     Returns the `Characteristics` (NaN past blow-up), with `residual(zs)` (`zs`: `(m, T, N)`)
     as its residual when given.
     """
     on_blowup, u_max, solver, rtol, atol, max_steps = options
-    ss = jnp.asarray(increasing("s", s, start=0.0))  # named as the user's argument
+    ss = increasing("s", s, start=0.0)  # named as the user's argument
     k = int(np.prod(u_shape))
     solver_obj, name, _ = _pick_solver("tsit5" if solver is None else solver, None, None, None)
-    check_finite_start(z0s[:, : n + k], Z0s[:, : n + k], sigma)
-    check_transversal(_initial_det(field, n, z0s, Z0s), sigma)
+    check_finite_start(np.asarray(z0s)[:, : n + k], np.asarray(Z0s)[:, : n + k], sigma)
+    check_transversal(det0, sigma)
     # The tolerances and u_max as float64 arrays, traced (as `solve`'s): a new value does not
     # recompile the solve (as Python floats they were static: one program per value).
     tols = (np.float64(rtol), np.float64(atol))
-    zs, dets, zf, dzf, s_end, is_crossing, (d, d1, d2), result = _integrate(
-        field, n, n, n + k, z0s, Z0s, ss, solver_obj, *tols, max_steps, np.float64(u_max)
+    (x, u, p), zs, dets, end, (okay, fired, result) = _integrate(
+        field,
+        n,
+        u_shape,
+        z0s,
+        Z0s,
+        ss,
+        solver_obj,
+        *tols,
+        max_steps,
+        np.float64(u_max),
+        residual is not None,
     )
-    # An event ends the solve with `event_occurred`: `is_okay` (not `is_successful`) says whether
-    # anything else went wrong.
-    raise_for_result(
-        jax.vmap(
-            lambda r: diffrax.RESULTS.where(diffrax.is_okay(r), diffrax.RESULTS.successful, r)
-        )(result),
-        what=f"characteristics solve ({name})",
-        max_steps=max_steps,
-        rtol=rtol,
-        atol=atol,
-    )
-    fired = np.asarray(result == diffrax.RESULTS.event_occurred)
-    crossing, divergence = fired & np.asarray(is_crossing), fired & ~np.asarray(is_crossing)
+    if not np.all(np.asarray(okay)):
+        raise_for_result(
+            result,
+            what=f"characteristics solve ({name})",
+            max_steps=max_steps,
+            rtol=rtol,
+            atol=atol,
+        )
+    zf, dzf, s_end, is_crossing, d, d1, d2 = (np.asarray(a) for a in jax.tree.leaves(end))
+    fired = np.asarray(fired)
+    crossing, divergence = fired & is_crossing, fired & ~is_crossing
     kind = np.where(crossing, CROSSING, np.where(divergence, DIVERGENCE, NO_BLOWUP))
-    zf, dzf, s_end = np.asarray(zf), np.asarray(dzf), np.asarray(s_end)
     u_f, du_f = zf[:, n : n + k], dzf[:, n : n + k]
     # Divergence: one Newton step on 1/|u| = 0, i.e. ds = |u|^2 / (u . du/ds).
     rate = np.sum(u_f * du_f, 1)
     ds = np.divide(np.sum(u_f * u_f, 1), rate, out=np.zeros_like(rate), where=divergence)
     # Crossing, stopped where d = rtol: one step of Newton's method on d/d' (Schroeder's,
     # quadratic for a zero of any order: ds = (s* - s)(1 + O(s* - s)) for d = c (s* - s)^k).
-    d, d1, d2 = np.asarray(d), np.asarray(d1), np.asarray(d2)
     den = d1 * d1 - d * d2
     step = np.divide(-d * d1, den, out=np.zeros_like(den), where=crossing & (den != 0))
     ds = np.where(crossing, np.clip(step, 0.0, None), ds)
@@ -339,32 +367,25 @@ def integrate(
     moved = crossing & (ds > 0)  # extrapolated to det = 0 (n >= 3; else stopped there)
     u_b = np.where(moved[:, None], u_f + ds[:, None] * du_f, u_f)
     u_b = np.where((kind != NO_BLOWUP)[:, None], u_b, np.nan).reshape(-1, *u_shape)
-    blowup = BlowUp(
-        kind=jnp.asarray(kind), s=jnp.asarray(s_b), x=jnp.asarray(x_b), u=jnp.asarray(u_b)
-    )
-    zs = np.asarray(zs)
-    zs = np.where(np.isfinite(zs), zs, np.nan)
-    dets = np.where(np.all(np.isfinite(zs), -1), np.asarray(dets), np.nan)
+    blowup = BlowUp(*(jax.device_put(a) for a in (kind, s_b, x_b, u_b)))
     first = blowup.first()
     if on_blowup == "raise" and first is not None:
         sig = np.asarray(sigma)[first["index"]].tolist()
         raise BlowUpError(
-            f"blow-up before the horizon s1={float(ss[-1]):g}: {first['kind']} at "
+            f"blow-up before the horizon s1={ss[-1]:g}: {first['kind']} at "
             f"s={first['s']:.10g}, x={np.round(first['x'], 10).tolist()} (characteristic "
             f"sigma={sig}; {first['count']} of {kind.size} characteristics blow up). The "
             f"classical solution ends there: shorten the horizon below s={first['s']:.6g}, or "
             "pass on_blowup='stop' to get the solution up to the blow-up and the report.",
             blowup,
         )
-    m, T, N = zs.shape
-    zs = jnp.asarray(zs)
     return Characteristics(
-        sigma=sigma,
-        s=ss,
-        x=zs[..., :n],
-        u=zs[..., n : n + k].reshape(m, T, *u_shape),
-        p=zs[..., n + k :] if N > n + k else None,
-        det=jnp.asarray(dets),
+        sigma=on_device(sigma),
+        s=jax.device_put(ss),
+        x=x,
+        u=u,
+        p=p if p.shape[-1] else None,
+        det=dets,
         residual=None if residual is None else residual(zs),
         blowup=blowup,
         solver=name,
@@ -378,6 +399,7 @@ __all__ = [
     "check_finite_start",
     "check_initial",
     "check_options",
+    "initial_det",
     "integrate",
     "real_array",
     "tangents",

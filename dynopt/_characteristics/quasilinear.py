@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import ArrayLike
-from .integrate import check_initial, check_options, integrate, tangents
+from .integrate import check_initial, check_options, initial_det, integrate, tangents
 from .solution import Characteristics
 
 
@@ -26,12 +26,15 @@ class _Field(eqx.Module):
 
 
 @eqx.filter_jit
-def _launch(initial, sigma):
+def _launch(initial, field, sigma):
+    """For each sigma: z0 = (x0, u0), its tangent dz0/dsigma, and `initial_det` there."""
+
     def z0(sig):
         x0, u0 = initial(sig)
         return jnp.concatenate([x0, jnp.ravel(u0)])
 
-    return tangents(z0, sigma)
+    z0s, Z0s = tangents(z0, sigma)
+    return z0s, Z0s, initial_det(field, field.n, z0s, Z0s)
 
 
 def quasilinear(
@@ -90,7 +93,6 @@ def quasilinear(
     b_out = jax.eval_shape(beta, x0, u0)
     if b_out.shape != u_shape:
         raise ValueError(f"beta(x, u) must return the shape of u, {u_shape}, got {b_out.shape}.")
-    z0s, Z0s = _launch(on_rows, sig)
-    return integrate(
-        _Field(alpha, beta, n, u_shape), n, u_shape, z0s, Z0s, jnp.asarray(sigma), s, options
-    )
+    field = _Field(alpha, beta, n, u_shape)
+    z0s, Z0s, det0 = _launch(on_rows, field, sig)
+    return integrate(field, n, u_shape, z0s, Z0s, det0, sigma, s, options)

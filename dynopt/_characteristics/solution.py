@@ -53,7 +53,7 @@ class BlowUp(eqx.Module):
         return {
             "index": i,
             "s": float(s[i]),
-            "x": np.asarray(self.x[i]).tolist(),
+            "x": np.asarray(self.x)[i].tolist(),
             "kind": KIND_NAMES[int(kind[i])],
             "count": int(np.sum(kind != NO_BLOWUP)),
         }
