@@ -774,10 +774,14 @@ def _moment_state(inner_state: PyTree, name: str) -> tuple:
 
 def _bias_corrected(moment: Params, decay, count) -> Params:
     # Before the first step (count 0, a zero moment) the correction is 0/0: left uncorrected.
+    # 1 - decay**count in the decay's own precision, then in each moment's dtype, as optax's
+    # `bias_correction` forms it: the decay cast to the moment's dtype first put 1.3e-5 into
+    # 1 - b2 in float32 (0.999 -> 0.99900001; D off by 6e-6, optax's own by 2e-8) and made it
+    # 0 in bfloat16 (0.999 -> 1.0: D = inf).
     count = jnp.maximum(count, 1)
-    return jax.tree.map(
-        lambda v: v / (1 - jnp.asarray(decay, v.dtype) ** count.astype(v.dtype)), moment
-    )
+    precision = jnp.result_type(decay, float)
+    correction = 1 - jnp.asarray(decay, precision) ** count.astype(precision)
+    return jax.tree.map(lambda v: v / correction.astype(v.dtype), moment)
 
 
 _ADAM_STATES = ("ScaleByAdamState", "ScaleByAmsgradState")

@@ -201,8 +201,9 @@ def scale_by_adam(
     same arithmetic as optax, except that $m/(1-\beta^t)$ is $m\cdot c$ with the scalar $c$
     formed once (one rounding apart, as optax itself compiles with constant $\beta$s); the
     moments are updated by optax's own `optax.tree.update_moment*`. $c_i$ is
-    `optax.tree.bias_correction` of the scalar 1, in the hyper-parameters' precision as optax
-    computes it, then cast to each moment's dtype. Updates come back in the gradient's dtype.
+    `optax.tree.bias_correction` of the scalar 1: $1 - \beta_i^k$ in $\beta_i$'s own precision
+    as optax computes it, inverted in the moments' widest dtype, then cast to each moment's
+    dtype. Updates come back in the gradient's dtype.
 
     **Arguments:** `b1`, `b2` $\in [0, 1)$; `eps`, `eps_root` $\ge 0$; `mu_dtype` (`None`: the
     parameters' dtype; else a floating dtype, or a `ValueError`); `nesterov`.
@@ -242,17 +243,22 @@ def scale_by_adam(
             nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         nu = optax.tree.cast_like(nu, state.nu)
         count = optax.safe_increment(state.count)
-        # optax's own correction of the scalar 1, i.e. 1/(1 - b**count) in the
-        # hyper-parameters' precision: the function `modified_flow` reads a counter through.
-        # (The count as a float: strict-promotion clean, as before.)
-        one_ = jnp.ones((), jnp.result_type(b1, b2, float))
-        t = count.astype(one_.dtype)
-        c1 = optax.tree.bias_correction(one_, b1, t)
-        c2 = optax.tree.bias_correction(one_, b2, t)
+        wide = _dtype((updates, mu))
+
+        def correction(b, k):
+            # optax's own correction of the scalar 1 (the function `modified_flow` reads a
+            # counter through): 1 - b**k in b's own precision, each b apart (a float32 b1 must
+            # not round b2's), inverted in the moments' widest dtype, where optax divides.
+            # (The count as a float: strict-promotion clean.)
+            precision = jnp.result_type(b, float)
+            with jax.numpy_dtype_promotion("standard"):  # (float32 b, float64 moments)
+                one_ = jnp.ones((), jnp.promote_types(precision, wide))
+            return optax.tree.bias_correction(one_, b, k.astype(precision))
+
+        c1 = correction(b1, count)
+        c2 = correction(b2, count)
         if nesterov:
-            c1_next = optax.tree.bias_correction(
-                one_, b1, optax.safe_increment(count).astype(one_.dtype)
-            )
+            c1_next = correction(b1, optax.safe_increment(count))
 
         def one(g, m, v):
             if nesterov:
