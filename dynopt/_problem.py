@@ -218,10 +218,12 @@ class Problem(AbstractProblem):
         if not leaves:
             raise ValueError("params0 must contain at least one array.")
         for path, leaf in jax.tree_util.tree_leaves_with_path(self.params0):
+            # "params0" itself where it is one leaf (an empty key path).
+            where = f"the leaf at {jax.tree_util.keystr(path)}" if path else "params0 itself"
             if not (eqx.is_array_like(leaf) and not callable(leaf)):
                 raise ValueError(
-                    f"params0 must hold arrays only; the leaf at {jax.tree_util.keystr(path)} is "
-                    f"a {type(leaf).__name__} (e.g. an equinox model's activation). Optimize "
+                    f"params0 must hold arrays only; {where} is a {type(leaf).__name__} (e.g. an "
+                    "equinox model's activation). Optimize "
                     "its arrays and close over the rest: `params0, static = "
                     "eqx.partition(model, eqx.is_inexact_array)` and `loss_fn = lambda p: "
                     "loss(eqx.combine(p, static))`; for a network on data (x, y), "
@@ -238,8 +240,7 @@ class Problem(AbstractProblem):
                 )
             if not jnp.issubdtype(dtype, jnp.floating):
                 raise ValueError(
-                    f"params0 must hold floating arrays; the leaf at "
-                    f"{jax.tree_util.keystr(path)} has dtype {dtype}. "
+                    f"params0 must hold floating arrays; {where} has dtype {dtype}. "
                     "Write e.g. jnp.array([1.0, 2.0]) instead of jnp.array([1, 2])."
                 )
         if _is_concrete(self.params0):

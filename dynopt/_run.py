@@ -890,7 +890,14 @@ def run(
             if _progress.enabled():
                 traj = jax.block_until_ready(traj)
         return dataclasses.replace(traj, ts_unit="steps" if dt is None else "time")
+    # An optax wrapper object (optax.MultiSteps) is not itself a transformation: say how to get
+    # the one it wraps.
+    hint = (
+        " Pass its .gradient_transformation()."
+        if callable(getattr(transform, "gradient_transformation", None))
+        else ""
+    )
     raise ValueError(
         "transform must be a dynopt.Discretization or an optax.GradientTransformation, got "
-        f"{type(transform).__name__}."
+        f"{type(transform).__name__}.{hint}"
     )

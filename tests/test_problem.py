@@ -144,7 +144,7 @@ def test_nan_params0_raises():
 
 
 def test_integer_params0_raises():
-    with pytest.raises(ValueError, match="params0 must hold floating"):
+    with pytest.raises(ValueError, match="params0 must hold floating arrays; params0 itself has"):
         dynopt.Problem(lambda x: jnp.sum(x), jnp.array([1, 2]))
     # the leaf is named, as for a non-array leaf
     with pytest.raises(ValueError, match=r"the leaf at \['n'\] has dtype int"):

@@ -220,6 +220,9 @@ def test_run_bad_input():
         dynopt.run(disc, p, 10, key=jax.random.key(0))
     with pytest.raises(ValueError, match="transform must be"):
         dynopt.run(lambda g: g, p, 10)
+    # optax.MultiSteps wraps a transformation: the message says how to get it.
+    with pytest.raises(ValueError, match=r"got MultiSteps\. Pass its \.gradient_transformation"):
+        dynopt.run(optax.MultiSteps(optax.sgd(0.1), 2), p, 10)
 
 
 def _warm_start(disc, params, problem):
