@@ -256,6 +256,14 @@ def _convert(name: str, bounds: dict, value: Any) -> jax.Array:
     return jnp.asarray(arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(float))
 
 
+def as_hyperparameter(name: str, value: Any, **bounds) -> jax.Array:
+    """`value` validated by `interval(name, value, **bounds)` and converted as a `hyperparameter`
+    field stores it: a concrete Python or NumPy scalar becomes a weakly typed float of the
+    default dtype (a NumPy float32 learning rate does not make the rates derived from it, and
+    the decays derived from those, float32), a JAX array or traced value keeps its dtype."""
+    return _convert(name, bounds, value)
+
+
 _MISSING = object()
 
 

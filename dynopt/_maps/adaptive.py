@@ -3,18 +3,19 @@ coordinate and global), Adam, sign descent. Moment rates $a$ become EMA decays $
 
 from typing import ClassVar
 
-import jax.numpy as jnp
 import optax
 
 from .._custom_types import Array, ScalarLike
 from .._transforms.adaptive import adam, global_rmsprop
-from .._validation import decay, nonnegative, positive
+from .._validation import as_hyperparameter, nonnegative, positive
 from .base import AbstractMap, rate_decay, require_own_flow
 
 
 def _rate(name: str, decay_value: ScalarLike, learning_rate: Array) -> Array:
     r"""The rate $a = (1 - \lambda)/\eta$ of an EMA decay $\lambda \in [0, 1)$."""
-    return (1 - decay(name, jnp.asarray(decay_value))) / learning_rate
+    return (
+        1 - as_hyperparameter(name, decay_value, lower=0.0, upper=1.0, upper_open=True)
+    ) / learning_rate
 
 
 class RMSProp(AbstractMap):
@@ -45,7 +46,7 @@ class RMSProp(AbstractMap):
     def inverse(self, learning_rate, decay, eps=1e-8, initial_scale=0.0):
         from .._flows.adaptive import RMSPropFlow
 
-        lr = positive("learning_rate", jnp.asarray(learning_rate))
+        lr = as_hyperparameter("learning_rate", learning_rate, lower=0.0, lower_open=True)
         return RMSPropFlow(_rate("decay", decay, lr), eps, initial_scale), lr
 
 
@@ -65,7 +66,7 @@ class GlobalRMSProp(AbstractMap):
     def inverse(self, learning_rate, decay, eps=1e-8, initial_scale=0.0):
         from .._flows.adaptive import GlobalRMSPropFlow
 
-        lr = positive("learning_rate", jnp.asarray(learning_rate))
+        lr = as_hyperparameter("learning_rate", learning_rate, lower=0.0, lower_open=True)
         return GlobalRMSPropFlow(_rate("decay", decay, lr), eps, initial_scale), lr
 
 
@@ -81,7 +82,7 @@ def adam_hyperparams(flow, step_size: Array) -> dict[str, Array]:
 
 def adam_rates(learning_rate, b1, b2) -> tuple[Array, Array, Array]:
     """The inverse of `adam_hyperparams`: `(a1, a2, learning_rate)`, validated."""
-    lr = positive("learning_rate", jnp.asarray(learning_rate))
+    lr = as_hyperparameter("learning_rate", learning_rate, lower=0.0, lower_open=True)
     return _rate("b1", b1, lr), _rate("b2", b2, lr), lr
 
 

@@ -21,7 +21,7 @@ import optax
 
 from .._custom_types import Array, ScalarLike
 from .._discretization import Discretization, update_with_extra_args
-from .._validation import interval, is_traced, positive
+from .._validation import as_hyperparameter, interval, is_traced
 
 
 @ft.cache
@@ -241,7 +241,7 @@ class AbstractMap(eqx.Module):
         """The `Discretization` of `flow` with step `step_size` (validated > 0; traced values
         inside the compiled program)."""
         # Checked before the conversion: `jnp.asarray("0.1")` would raise deep inside JAX.
-        h = jax.numpy.asarray(positive("step_size", step_size))
+        h = as_hyperparameter("step_size", step_size, lower=0.0, lower_open=True)
         if jax.numpy.issubdtype(h.dtype, jax.numpy.integer):
             # `np.int64(1)` or `[1, 2]`: the maps' arithmetic (`1 - a h`, `sqrt(h)`) mixes it
             # with float hyper-parameters, which strict promotion refuses for a strong int.

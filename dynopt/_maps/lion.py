@@ -2,11 +2,10 @@ r"""`optax.lion` as the discretization of `LionFlow`."""
 
 from typing import ClassVar
 
-import jax.numpy as jnp
 import optax
 
 from .._custom_types import Array
-from .._validation import decay, positive
+from .._validation import as_hyperparameter
 from .base import AbstractMap, rate_decay
 
 
@@ -31,6 +30,6 @@ class Lion(AbstractMap):
     def inverse(self, learning_rate, b1=0.9, b2=0.99, weight_decay=1e-3, width=1e-3):
         from .._flows.lion import LionFlow
 
-        lr = positive("learning_rate", jnp.asarray(learning_rate))
-        a2 = (1 - decay("b2", jnp.asarray(b2))) / lr
+        lr = as_hyperparameter("learning_rate", learning_rate, lower=0.0, lower_open=True)
+        a2 = (1 - as_hyperparameter("b2", b2, lower=0.0, upper=1.0, upper_open=True)) / lr
         return LionFlow(a2, b1, weight_decay, width), lr

@@ -23,7 +23,7 @@ from .._custom_types import Array, Params, ScalarLike
 from .._discretization import Discretization
 from .._problem import Problem
 from .._transforms.nesterov import implicit_midpoint_momentum, nesterov_momentum
-from .._validation import decay, flag, interval, nonnegative, positive
+from .._validation import as_hyperparameter, flag, interval, nonnegative, positive
 from .base import AbstractMap, concrete_scalar
 
 
@@ -85,8 +85,8 @@ def _damping_step(flow, h: Array, limit: float) -> Array:
 def _euler_inverse(learning_rate, momentum):
     from .._flows.momentum import HeavyBall
 
-    alpha = positive("learning_rate", jnp.asarray(learning_rate))
-    beta = decay("momentum", jnp.asarray(momentum))
+    alpha = as_hyperparameter("learning_rate", learning_rate, lower=0.0, lower_open=True)
+    beta = as_hyperparameter("momentum", momentum, lower=0.0, upper=1.0, upper_open=True)
     h = jnp.sqrt(alpha)
     return HeavyBall((1 - beta) / h), h
 
@@ -165,8 +165,8 @@ class Leapfrog(AbstractMap):
     def inverse(self, learning_rate: ScalarLike, momentum: ScalarLike):
         from .._flows.momentum import HeavyBall
 
-        alpha = positive("learning_rate", jnp.asarray(learning_rate))
-        beta = decay("momentum", jnp.asarray(momentum))
+        alpha = as_hyperparameter("learning_rate", learning_rate, lower=0.0, lower_open=True)
+        beta = as_hyperparameter("momentum", momentum, lower=0.0, upper=1.0, upper_open=True)
         h = jnp.sqrt(2 * alpha / (1 + beta))
         return HeavyBall((2 / h) * (1 - beta) / (1 + beta)), h
 
@@ -222,8 +222,8 @@ class ConformalEuler(AbstractMap):
     def inverse(self, learning_rate: ScalarLike, momentum: ScalarLike):
         from .._flows.momentum import HeavyBall
 
-        alpha = positive("learning_rate", jnp.asarray(learning_rate))
-        beta = interval("momentum", jnp.asarray(momentum), lower=0.0, upper=1.0, lower_open=True)
+        alpha = as_hyperparameter("learning_rate", learning_rate, lower=0.0, lower_open=True)
+        beta = as_hyperparameter("momentum", momentum, lower=0.0, upper=1.0, lower_open=True)
         h = jnp.sqrt(alpha)
         return HeavyBall(-jnp.log(beta) / h), h
 
