@@ -47,6 +47,18 @@ def test_stiff_problem_switches_to_implicit_and_is_accurate():
     assert dynopt.stiffness_ratio(p, p.params0, 2.0) == pytest.approx(1e5, rel=1e-6)
 
 
+@pytest.mark.parametrize("fast, horizon", [(1e5, 10.0), (1e5, 100.0), (1e7, 10.0)])
+def test_very_stiff_quadratic_solves_at_defaults(fast, horizon):
+    # Stiffness ratios 1e8 and 1e10: at the default tolerances Kvaerno5's chord iteration asked
+    # for each stage's derivative below its rounding floor and ran to max_steps.
+    p = problems.quadratic(jnp.array([1e-3, 1.0, fast]), rotate=True)
+    ts = jnp.linspace(horizon / 10, horizon, 10)
+    traj = dynopt.solve(flows.GradientFlow(), p, ts)
+    assert traj.solver == "kvaerno5" and int(traj.stats["num_steps"]) < 500
+    exact = jax.vmap(p.flow_solution)(ts)
+    assert float(jnp.max(jnp.abs(traj.params - exact))) <= 1e-8
+
+
 def test_explicit_choice_is_respected():
     p = problems.quadratic([1.0, 2.0])
     ts = jnp.array([1.0])
