@@ -23,7 +23,7 @@ from jax.flatten_util import ravel_pytree
 
 from ._batching import map_batch
 from ._custom_types import Array, Float, Int, Key, Params, PyTree, Scalar
-from ._discretization import Discretization
+from ._discretization import Discretization, widest_dtype
 from ._transforms.adaptive import ScaleByGlobalRmsState
 from ._validation import (
     choice,
@@ -90,7 +90,11 @@ def hvp_column(grad_fn: Callable[[Params], Params], params: Params, diag: Params
     _, hvp = jax.linearize(flat_grad, flat)
     if diag is None:
         return hvp
-    scale = jax.lax.rsqrt(ravel_pytree(diag)[0])
+    # D^{-1/2} in the wider of D's and the parameters' precisions, then in theirs: a bfloat16 D
+    # on float64 parameters had its rsqrt rounded to bfloat16 (eigenvalues 7e-4 off).
+    d = ravel_pytree(diag)[0]
+    scale = jax.lax.rsqrt(d.astype(widest_dtype([jnp.dtype(d.dtype), flat.dtype])))
+    scale = scale.astype(flat.dtype)
     return lambda v: scale * hvp(scale * v)
 
 

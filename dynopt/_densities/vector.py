@@ -17,6 +17,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Bool, Float, Scalar, ScalarLike
+from .._discretization import widest_dtype
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._sde.base import AbstractSDE, not_an_optimizer
@@ -190,7 +191,10 @@ class VectorSDE(AbstractSDE):
 
     def diffusion(self, t, state, problem):
         del t, problem
-        return jnp.sqrt(self.alpha).astype(state.dtype) * jnp.eye(state.shape[0], dtype=state.dtype)
+        # sqrt(alpha) in the wider of alpha's and the state's precisions: a bfloat16 alpha had it
+        # rounded to bfloat16 (2.8e-3) on the float64 state.
+        alpha = self.alpha.astype(widest_dtype([jnp.dtype(self.alpha.dtype), state.dtype]))
+        return jnp.sqrt(alpha).astype(state.dtype) * jnp.eye(state.shape[0], dtype=state.dtype)
 
     def params(self, state):
         return state

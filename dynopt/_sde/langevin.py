@@ -9,6 +9,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
+from .._discretization import widest_dtype
 from .._flows.gradient import GradientFlow
 from .._flows.momentum import HeavyBall
 from .._problem import Problem
@@ -19,6 +20,17 @@ from .base import AbstractNoisyFlow
 def _isotropic(state, scale: Array) -> lx.DiagonalLinearOperator:
     flat = ravel_pytree(state)[0]
     return lx.DiagonalLinearOperator(jnp.full(flat.shape, scale.astype(flat.dtype)))
+
+
+def _noise_scale(state, *factors: Array) -> Array:
+    r"""$\sqrt{2\prod \text{factors}}$ in the widest of their dtypes and the state's: a bfloat16
+    $T$ on float64 parameters had $\sqrt{2T}$ rounded to bfloat16 (3.7e-4), and a float32
+    damping with a float64 temperature raised a strict-promotion error."""
+    dtype = widest_dtype([*(jnp.dtype(f.dtype) for f in factors), ravel_pytree(state)[0].dtype])
+    product = 2.0
+    for f in factors:
+        product = product * f.astype(dtype)
+    return jnp.sqrt(product)
 
 
 class Langevin(AbstractNoisyFlow):
@@ -54,7 +66,7 @@ class Langevin(AbstractNoisyFlow):
     ) -> lx.DiagonalLinearOperator:
         r"""$\sqrt{2T}\,I$ on the raveled parameters."""
         del t, problem
-        return _isotropic(state, jnp.sqrt(2.0 * self.temperature))
+        return _isotropic(state, _noise_scale(state, self.temperature))
 
     def log_stationary_density(self, state: Params, problem: Problem) -> Scalar:
         """Unnormalised $\\log p_\\infty = -L(\\theta)/T$, for $T > 0$ (`ValueError` at $T = 0$,
@@ -113,7 +125,7 @@ class Kramers(AbstractNoisyFlow):
         del t, problem
         theta = ravel_pytree(state[0])[0]
         v = ravel_pytree(state[1])[0]
-        scale = jnp.sqrt(2.0 * self.damping * self.temperature).astype(v.dtype)
+        scale = _noise_scale(state[1], self.damping, self.temperature).astype(v.dtype)
         return lx.DiagonalLinearOperator(
             jnp.concatenate([jnp.zeros_like(theta), jnp.full(v.shape, scale)])
         )

@@ -34,7 +34,13 @@ from .._custom_types import Array, Float, Params
 from .._problem import Problem
 from .._problems.finite_sum import data_like_params
 from .._validation import check_unbatched, is_traced, positive, positive_int
-from .sgd import _num_samples, _samples_with_replacement, _without_replacement, SGDNoise
+from .sgd import (
+    _factor_dtype,
+    _num_samples,
+    _samples_with_replacement,
+    _without_replacement,
+    SGDNoise,
+)
 
 
 def _pinv_newton(h: Float[Array, "d d"], g: Float[Array, " d"]) -> Float[Array, " d"]:
@@ -189,9 +195,10 @@ class _MomentNoise(eqx.Module):
 
     def noise_scale(self, problem: Problem) -> Array:
         r"""`SGDNoise.noise_scale`: $\eta c/B$, $c = 1$ with replacement."""
-        b = self.batch_size.astype(self.learning_rate.dtype)
+        dtype = _factor_dtype(self.learning_rate)
+        b = self.batch_size.astype(dtype)
         c = jnp.where(self.replace, 1.0, _without_replacement(_num_samples(problem), b))
-        return self.learning_rate * c / b
+        return self.learning_rate.astype(dtype) * c / b
 
 
 def _linear_system(sde, problem, h, continuous: bool, data):

@@ -10,7 +10,7 @@ import lineax as lx
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Float, Params, ScalarLike
-from .._discretization import Discretization
+from .._discretization import Discretization, widest_dtype
 from .._flows.gradient import GradientFlow
 from .._problem import Problem
 from .._problems.finite_sum import _batch_loss, _minibatch_loss, data_like_params
@@ -51,6 +51,13 @@ def _samples_with_replacement(problem: Problem) -> bool | None:
 def _without_replacement(n: int, b: Array) -> Array:
     """$c = (n-B)/(n-1)$ for a batch drawn without replacement from $n$ samples."""
     return (n - b) / (n - 1) if n > 1 else jnp.zeros_like(b)
+
+
+def _factor_dtype(learning_rate: Array):
+    """The dtype of $c$ and $\\kappa = \\eta c/B$: the learning rate's, widened to at least the
+    default float's (float64 under x64). $c = (n-B)/(n-1)$ and $B$ are exact integers' ratios,
+    whatever precision $\\eta$ was given in: a bfloat16 $\\eta$ rounded $c = 7/9$ by 5.6e-4."""
+    return widest_dtype([jnp.dtype(learning_rate.dtype), jnp.result_type(float)])
 
 
 def _batch_size(batch_size) -> Array:
@@ -187,15 +194,16 @@ class SGDNoise(AbstractSDE):
         n = _num_samples(problem)
         # No runtime check of B <= n here: B is an array leaf, traced in every compiled program,
         # and a host callback would cost each step and keep its program out of JAX's cache.
-        b = self.batch_size.astype(self.learning_rate.dtype)
+        b = self.batch_size.astype(_factor_dtype(self.learning_rate))
         if self.replace:
             return jnp.ones_like(b)
         return _without_replacement(n, b)
 
     def noise_scale(self, problem: Problem) -> Array:
         r"""$\kappa = \eta c/B$: the diffusion matrix is $\kappa\,\Sigma(\theta)$."""
-        b = self.batch_size.astype(self.learning_rate.dtype)
-        return self.learning_rate * self.finite_population_factor(problem) / b
+        dtype = _factor_dtype(self.learning_rate)
+        b = self.batch_size.astype(dtype)
+        return self.learning_rate.astype(dtype) * self.finite_population_factor(problem) / b
 
     def per_sample_gradients(self, params: Params, problem: Problem) -> Float[Array, "n d"]:
         """$g_i = \\nabla\\ell(\\theta; x_i)$ per sample, raveled: `vmap(grad)` over the data."""
