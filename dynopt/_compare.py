@@ -28,6 +28,7 @@ from ._solve import (
     dense_solve,
     dense_values_per_step,
     failure_diagnosis,
+    floor_stage_tolerance,
     NotFiniteStart,
     raise_for_result,
     top_eigenvalue,
@@ -771,6 +772,8 @@ def compare(
             "compare: the reference's solve cannot start (its vector field is not finite at "
             f"θ0, so none was run). {series}"
         ) from None
+    if solver is None:  # the automatic implicit solver's stage tolerance, as in `solve`
+        solver_obj = floor_stage_tolerance(solver_obj, name, problem, first_ref, 0.0, t1, atol)
     grid, rows = _reference_buffers(
         first_ref, problem, dts, ns, t1, per_step, solver_obj, max_steps
     )

@@ -793,6 +793,21 @@ def _stage_tolerance(solver, modes: _Modes, horizon: float, y0, atol: float):
     return eqx.tree_at(lambda s: s.root_finder.atol, solver, jnp.asarray(floor, jnp.float64))
 
 
+def floor_stage_tolerance(
+    solver_obj, name: str, problem, flow, t0: float, horizon: float, atol: float, flat=None
+):
+    """The automatically chosen `solver_obj` (`name`), with `_stage_tolerance`'s floor where it
+    is Kvaerno5 and the choice's spectrum is cached (`solve`'s and `compare`'s reference solve:
+    not recomputed where it is not)."""
+    if name != "kvaerno5":
+        return solver_obj
+    key = _spectrum_key(problem, problem.params0, flow, t0, flat)
+    if (entry := None if key is None else _SPECTRA.get(key)) is None:
+        return solver_obj
+    y0 = jax.tree.leaves((_gradient_flow() if flow is None else flow).init(problem.params0))
+    return _stage_tolerance(solver_obj, entry[1], horizon, y0, atol)
+
+
 def _not_finite_at_start(problem, params0, flow, t0: float, flat: _Flat | None = None) -> str:
     """`_Spectrum.not_finite` of `flow`'s field at `(t0, flow.init(params0))` for a chosen
     solver, where the automatic choice has read it already (its cached spectrum: free); else
@@ -1760,12 +1775,10 @@ def solve(
         refuse_not_finite=True,
         flat=host_flat,
     )
-    if solver is None and name == "kvaerno5":
-        # The automatic choice's spectrum, where it is cached (not recomputed where it is not).
-        key = _spectrum_key(host_problem, host_problem.params0, host_flow, t0, host_flat)
-        if (entry := None if key is None else _SPECTRA.get(key)) is not None:
-            y0 = jax.tree.leaves(host_flow.init(host_problem.params0))
-            solver_obj = _stage_tolerance(solver_obj, entry[1], horizon, y0, atol)
+    if solver is None:
+        solver_obj = floor_stage_tolerance(
+            solver_obj, name, host_problem, host_flow, t0, horizon, atol, host_flat
+        )
     dense = bool(dense)
     progress = _progress.enabled()
     f64 = np.float64

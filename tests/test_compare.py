@@ -360,3 +360,13 @@ def test_adam_with_a_leaf_the_loss_never_reads_fits_its_order():
     with_leaf, without = (dynopt.compare(opt, q, HS[:3], 0.4) for q in (p, alone))
     np.testing.assert_allclose(with_leaf.errors, without.errors, rtol=0, atol=1e-10)
     assert with_leaf.verdict == without.verdict
+
+
+def test_the_reference_of_a_very_stiff_quadratic_solves_at_defaults():
+    """Stiffness 1e8 over t1 = 10: the automatic Kvaerno5 reference ran to max_steps (its stage
+    solves asked for F = T f(y) below its rounding; see `test_solve.py`'s stiff quadratic), so
+    compare raised a SolveError instead of saying that GD diverged at these step sizes."""
+    p = problems.quadratic(jnp.array([1e-3, 1.0, 1e5]), rotate=True)
+    comp = dynopt.compare(flows.GradientFlow(), p, [0.1, 0.05], t1=10.0)
+    assert comp.solver == "kvaerno5"
+    np.testing.assert_array_equal(comp.diverged_at, [2, 2])
