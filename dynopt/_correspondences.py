@@ -35,7 +35,7 @@ from ._flows.preconditioned import DiagonalPreconditioner, PreconditionedFlow
 from ._maps import adamw, adaptive, gradient, lion, momentum, nesterov, polyak, preconditioned
 from ._maps.base import AbstractMap
 from ._modified import modified_flow
-from ._modified.flow import ModifiedFlow
+from ._modified.flow import MAX_ORDER, ModifiedFlow
 from ._problem import AbstractProblem, Problem
 from ._problems.finite_sum import mlp_regression
 from ._problems.landscapes import double_well, logcosh, rosenbrock
@@ -66,8 +66,16 @@ class Measurement:
             raise ValueError(
                 f"step_sizes must be a sequence of positive numbers, got {self.step_sizes!r}."
             )
+        if np.size(self.step_sizes) == 0:
+            raise ValueError("step_sizes must be a non-empty sequence of positive numbers, got ().")
         step_sizes = tuple(float(h) for h in positive("step_sizes", np.asarray(self.step_sizes)))
-        if not all(isinstance(p, int | np.integer) and p >= 1 for p in self.orders):
+        if len(set(step_sizes)) != len(step_sizes):  # a repeat has no slope to the other
+            raise ValueError(f"step_sizes must be distinct, got {list(step_sizes)}.")
+        # (`True` is an `int`: not an order.)
+        if not all(
+            isinstance(p, int | np.integer) and not isinstance(p, bool) and p >= 1
+            for p in self.orders
+        ):
             raise ValueError(f"orders must be integers >= 1, got {self.orders!r}.")
         object.__setattr__(self, "t1", t1)
         object.__setattr__(self, "step_sizes", step_sizes)
@@ -372,14 +380,51 @@ class AutomaticCorrespondence:
     $O(\tau^p)$, $\tau$ the time per step, on each measurement's problem and orders.
 
     **Fields:** `name`; `optimizer` ($h \mapsto$ the optax transform, as a user writes it);
-    `measurements`; `options` (keywords of `modified_flow`: `state`, `state_map`,
-    `time_unit`).
+    `measurements` (each with the orders $p$ it measures); `options` (keywords of
+    `modified_flow`: `state`, `state_map`, `time_unit`; a dict or `(name, value)` pairs, stored
+    as pairs sorted by name).
+
+    **Raises:** `ValueError` for an optimizer that is not callable, no measurement, a
+    measurement without orders (nothing the battery could fail) or with an order above
+    `modified_flow`'s 4, or options that are not those keywords or not hashable.
     """
 
     name: str
     optimizer: Callable[[Any], optax.GradientTransformation]
     measurements: tuple[Measurement, ...]
     options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        if not callable(self.optimizer):
+            raise ValueError(
+                "AutomaticCorrespondence.optimizer must be a callable h -> optax transform "
+                f"(e.g. `lambda h: optax.adam(h)`), got {type(self.optimizer).__name__}."
+            )
+        ms = self.measurements
+        if (
+            not isinstance(ms, tuple | list)
+            or not ms
+            or not all(isinstance(m, Measurement) for m in ms)
+        ):
+            raise ValueError(
+                "AutomaticCorrespondence.measurements must be a non-empty tuple of Measurement, "
+                f"each with the orders p it measures (orders=(1, 2)), got {ms!r}."
+            )
+        for i, m in enumerate(ms):
+            # With no order the battery has no fit to fail: its order check would pass empty.
+            if not m.orders:
+                raise ValueError(
+                    f"AutomaticCorrespondence.measurements[{i}] ({m.label}) lists no orders: an "
+                    "automatic row measures its order-p flow at each p of `orders`; give at "
+                    "least one, e.g. Measurement(problem, t1, step_sizes, orders=(1, 2))."
+                )
+            if max(m.orders) > MAX_ORDER:
+                raise ValueError(
+                    f"orders must be integers in [1, {MAX_ORDER}] (modified_flow's), got "
+                    f"{m.orders} in measurements[{i}] ({m.label})."
+                )
+        object.__setattr__(self, "measurements", tuple(ms))
+        object.__setattr__(self, "options", _automatic_options(self.options))
 
     def flow(self, step_size, order: int = 1) -> ModifiedFlow:
         """The order-`order` modified flow at `step_size`."""
@@ -408,6 +453,43 @@ class AutomaticCorrespondence:
             reference=self.reference(order),
             solver="tsit5",
         )
+
+
+# `modified_flow`'s keywords that a row may fix (`problem` is the measurement's).
+_OPTIONS = ("state", "state_map", "time_unit")
+
+
+def _automatic_options(options) -> tuple[tuple[str, Any], ...]:
+    """`options` (a dict or `(name, value)` pairs of `_OPTIONS`) as pairs sorted by name: one
+    hashable key per set of keywords (`_reference` caches by it), or a `ValueError`."""
+    if isinstance(options, dict):
+        pairs = list(options.items())
+    elif isinstance(options, tuple | list) and all(
+        isinstance(p, tuple | list) and len(p) == 2 and isinstance(p[0], str) for p in options
+    ):
+        pairs = [tuple(p) for p in options]
+    else:
+        raise ValueError(
+            "AutomaticCorrespondence.options must be a dict or a tuple of (name, value) pairs "
+            f"of modified_flow's keywords ({', '.join(_OPTIONS)}), got {options!r}."
+        )
+    names = [n for n, _ in pairs]
+    unknown = [n for n in names if n not in _OPTIONS]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(
+            f"AutomaticCorrespondence.options names {unknown or names} (each once, among "
+            f"modified_flow's keywords {', '.join(_OPTIONS)})."
+        )
+    for name, value in pairs:
+        try:
+            hash(value)
+        except TypeError:
+            raise ValueError(
+                "AutomaticCorrespondence.options must be hashable (the battery caches each "
+                f"order's reference flow by them); {name}={value!r} is not: give a tuple, e.g. "
+                "state_map=(forward, inverse) of module-level functions."
+            ) from None
+    return tuple(sorted(pairs, key=lambda p: p[0]))
 
 
 @ft.cache
