@@ -15,7 +15,7 @@ import optax
 from jax.extend import core as jex_core
 
 from .._custom_types import Array, Params, ScalarLike
-from .._discretization import Discretization
+from .._discretization import Discretization, widest_dtype
 from .._flows.base import AbstractFlow
 from .._problem import AbstractProblem, Problem
 from .._validation import is_traced, positive
@@ -1249,6 +1249,18 @@ def _chain_length(reads: np.ndarray, names: list[str]) -> int:
     return max((visit(j) for j in range(n)), default=1)
 
 
+def _narrow_state_leaves(spec, x0) -> list[str]:
+    """The fast state's floating leaves narrower than the parameters' widest dtype, each as
+    `"path (dtype)"` (a first moment in `mu_dtype=jnp.float32` on float64 parameters)."""
+    wide = jnp.finfo(widest_dtype(x0)).bits
+    state = jax.eval_shape(lambda p: template(spec, p)[0], x0)
+    return [
+        f"{jax.tree_util.keystr(path)} ({x.dtype})"
+        for path, x in jax.tree_util.tree_leaves_with_path(state)
+        if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < wide
+    ]
+
+
 def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
     """`(a, sweeps)`: the own-leaf contractions and the Jacobi sweeps of the slow manifold
     (`OptimizerSpec.sweeps`), after checking the fast state's structure (on the side of the
@@ -1292,6 +1304,16 @@ def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
                 "regime solves the slow manifold with constant coefficients (optax's EMAs and "
                 "traces) and does not support it. With decays that scale with h the state is "
                 "slow and supported: state='slow', e.g. optax.adadelta(h, rho=1 - a*h)."
+            )
+        narrow = _narrow_state_leaves(spec, x0)
+        if narrow:
+            raise ValueError(
+                f"state='fast': the optimizer-state leaves {', '.join(narrow)} are stored in a "
+                f"narrower float than the parameters ({widest_dtype(x0)}): their rounding "
+                f"(deviation {float(err):.3g} from an update affine in each leaf) is no Taylor "
+                "expansion in h, and hides whether the update has one. Keep the state in the "
+                "parameters' precision (mu_dtype=None, accumulator_dtype=None), or run the "
+                "analysis on parameters of the state's dtype."
             )
         raise ValueError(
             "state='fast': the state update at h = 0 is not affine in each leaf with a "
