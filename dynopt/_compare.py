@@ -34,7 +34,7 @@ from ._solve import (
     top_eigenvalue,
 )
 from ._trajectory import Comparison
-from ._validation import check_unbatched, host_validated, positive, solver_options
+from ._validation import check_unbatched, host_validated, is_traced, positive, solver_options
 
 
 def default_map(flow: AbstractFlow, step_size: ScalarLike) -> Discretization:
@@ -105,6 +105,59 @@ def _error_run(flow, problem, map, ref_flow, read, h, n, init):
         diverged_at,
         scale,
     )
+
+
+def _bound_step(ref: AbstractFlow):
+    """`(own time step, what the flow is, the per-step route)` for a flow that describes the
+    run of one step size only (its terms are those of that step), else `None`."""
+    from ._flows.central import CentralFlow
+    from ._flows.gradient import ModifiedGradientFlow
+    from ._modified import ModifiedFlow
+
+    if isinstance(ref, ModifiedFlow) and ref.order >= 2:  # order 1: the h-free limit
+        return (
+            ref.tau,
+            f"the order-{ref.order} modified flow",
+            "Compare the optimizer itself against its flow at each step size: "
+            f"compare(optimizer, problem, step_sizes, t1, order={ref.order}).",
+        )
+    if isinstance(ref, ModifiedGradientFlow):
+        return (
+            ref.step_size,
+            "ModifiedGradientFlow",
+            "Pass reference=ModifiedGradientFlow (the class: one flow per step size).",
+        )
+    if isinstance(ref, CentralFlow):
+        return (
+            ref.learning_rate,
+            "CentralFlow",
+            "Pass reference=CentralFlow (the class: one flow per step size), or compare at "
+            "its own learning rate only.",
+        )
+    return None
+
+
+def _check_fixed_reference(ref: AbstractFlow, hs: np.ndarray, dts: np.ndarray) -> None:
+    r"""`ValueError` when one reference for every step size is a flow bound to one time step
+    (`_bound_step`) that some runs do not take: a run of another step follows its own flow,
+    an $O(|\Delta t - \Delta t_0|)$ different one, so its errors against this one measure a
+    gap between two flows, not an order (GD against its order-2 flow of 0.0025 over
+    h = 0.04 to 0.01 fitted an "asymptotic" 1.19)."""
+    bound = _bound_step(ref)
+    if bound is None:
+        return
+    own, what, advice = bound
+    if is_traced(own) or np.ndim(own):
+        return  # (a batched flow is refused by `check_unbatched`)
+    own = float(own)
+    bad = ~np.isclose(dts, own, rtol=1e-6, atol=0.0)  # (a float32 copy of the step passes)
+    if np.any(bad):
+        raise ValueError(
+            f"compare: the reference, {what}, describes the runs of time step {own:g} only (its "
+            f"terms are those of that step); the runs at step sizes {hs[bad].tolist()} (time "
+            f"steps {dts[bad].tolist()}) follow their own, so against it their errors measure "
+            f"the gap between two flows, not an order. {advice}"
+        )
 
 
 def matched_steps(
@@ -751,6 +804,8 @@ def compare(
     if per_step and not callable(reference):
         raise ValueError("reference must be None, a flow, or a callable step_size -> flow.")
     ref = flow if reference is None else reference
+    if not per_step:
+        _check_fixed_reference(ref, hs, dts)
     # Every step size's reference built on the host: its hyper-parameters are validated here,
     # so the compiled program needs no runtime checks (`host_validated`).
     if per_step and not all(isinstance(_reference_at(reference, h), AbstractFlow) for h in hs):
