@@ -720,7 +720,10 @@ def compare(
       or a module-level function: a new lambda compiles anew.
     - `reference`: the flow to compare against: `None` (`flow` itself), a flow, or a callable
       `h -> flow` for references that depend on the step size, e.g. `ModifiedGradientFlow` or a
-      game flow's `flow.modified`.
+      game flow's `flow.modified`. A single flow that describes the run of one step only (an
+      order-$p \ge 2$ `modified_flow` of $h_0$, `ModifiedGradientFlow(h0)`, `CentralFlow(h0)`)
+      is refused for runs of other time steps: against it their errors measure the gap
+      between two flows, not an order.
     - `order`: with an optimizer callable, compare against its order-`order` automatic modified
       flow at each $h$ (`modified_flow(optimizer, h, order)`; expected global order `order`);
       `None` or 1: the continuum limit. Only with an optimizer callable and no `reference`.
@@ -736,7 +739,8 @@ def compare(
     **Returns:** a `Comparison` (`step_sizes` = the $h$, `dts` = the $\Delta t$, `verdict`,
     `local_orders`, `order`, `start`).
 
-    **Raises:** `ValueError` for invalid step sizes, horizon, map or reference, for a reference
+    **Raises:** `ValueError` for invalid step sizes, horizon, map or reference (also one bound
+    to another step than the runs'), for a reference
     saved at the runs' times that would exceed 2 GiB (shorten `t1` or drop the smallest step
     sizes), or when the runs
     of an optimizer's order-$p \ge 2$ flow blow up from their start on the order-$p$ slow
