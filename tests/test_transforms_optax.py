@@ -246,3 +246,21 @@ def test_other_bad_input():
     tx = transforms.usam(0.1, 0.1)
     with pytest.raises(ValueError, match="needs params"):
         tx.update(jnp.ones(2), tx.init(jnp.ones(2)), None, grad_fn=lambda p: p)
+
+
+def test_adam_with_a_narrower_first_moment_divides_as_optax():
+    """`mu_dtype=float32` on float64 parameters: optax divides the float32 first moment by the
+    float64 denominator in float64; the denominator was cast to float32 first (each update
+    4.8e-9 off optax's, relative). Now one update is optax's to 1e-15."""
+    params = {"s": jnp.asarray(0.3), "w": jnp.linspace(-1.0, 1.0, 5)}
+    grads = {"s": jnp.asarray(0.123456789), "w": jnp.linspace(0.1, 0.9, 5)}
+    ours, theirs = (
+        transforms.adam(1e-2, mu_dtype=jnp.float32),
+        optax.adam(1e-2, mu_dtype=jnp.float32),
+    )
+    with jax.numpy_dtype_promotion("standard"):
+        got = ours.update(grads, ours.init(params), params)[0]
+        want = theirs.update(grads, theirs.init(params), params)[0]
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert a.dtype == b.dtype == jnp.float64
+        assert jnp.max(jnp.abs(a - b) / jnp.abs(b)) < 1e-15

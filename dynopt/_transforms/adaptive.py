@@ -267,7 +267,10 @@ def scale_by_adam(
             else:
                 m_hat = m * c1.astype(m.dtype)
             root = jnp.sqrt(v * c2.astype(v.dtype) + jnp.asarray(eps_root, v.dtype))
-            return m_hat / (root + jnp.asarray(eps, v.dtype)).astype(m_hat.dtype)
+            # Divided in the wider of the moments' dtypes, as optax promotes: a float32 first
+            # moment (mu_dtype) over a float64 second one rounded the denominator to float32.
+            wide = widest_dtype([m_hat.dtype, v.dtype])
+            return m_hat.astype(wide) / (root + jnp.asarray(eps, v.dtype)).astype(wide)
 
         new = jax.tree.map(one, g_mu, mu, nu)
         new = optax.tree.cast_like(new, updates)
