@@ -74,14 +74,16 @@ def polyak_vs_gd(M: float, h: float, n: int) -> Post3:
     prob = dynopt.Problem(loss, jnp.array([4.0]), name="post3")
     polyak = dynopt.run(flows.PolyakFlow(M=M).discretize(h), prob, n)
     gd = dynopt.run(flows.GradientFlow().discretize(h), prob, n)
-    x, ts = np.asarray(polyak.params[:, 0]), np.asarray(polyak.ts)
+    # On the host: eagerly, each index of a device array compiled a program of its own.
+    x, ts = np.asarray(polyak.params)[:, 0], np.asarray(polyak.ts)
+    gd_x = np.asarray(gd.params)[:, 0]
     global_min, barrier, _ = critical_points()
     near, left = np.flatnonzero(x < 1.9), np.flatnonzero(x < barrier)
     return Post3(
-        float(x[-1]), float(polyak.loss[-1]), float(gd.params[-1, 0]),
+        float(x[-1]), float(np.asarray(polyak.loss)[-1]), float(gd_x[-1]),
         float(near[0] * h) if near.size else None, barrier, global_min,
         float(ts[left[0]]) if left.size else None, basin_fraction(M, h, n),
-        ts, x, np.asarray(gd.params[:, 0]),
+        ts, x, gd_x,
     )  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,21 +145,30 @@ def orders(config: Config) -> dict[str, Orders]:
     return out
 
 
+WIDTH_MAX_STEPS = 65_536  # the narrowest width's solve takes many small steps
+
+
 def limits(config: Config) -> Limits:
     prob = _quadratic(config)
     ts = jnp.linspace(0.0, config.limit_t1, 101)
-    sign = dynopt.solve(flows.SignFlow(width=jnp.sqrt(config.limit_eps)), prob, ts).params
+    # The widths' solve below (array width, their step budget): one compiled program for both.
+    width = jnp.asarray(float(np.sqrt(config.limit_eps)))  # weakly typed, as the widths
+    sign_flow = flows.SignFlow(width=width)
+    sign = np.asarray(dynopt.solve(sign_flow, prob, ts, max_steps=WIDTH_MAX_STEPS).params)
     errs = []
     for kappa in config.limit_kappas:  # array hyper-parameters: one compiled solve
         flow = flows.RMSPropFlow(jnp.asarray(kappa), config.limit_eps)
-        errs.append(float(jnp.max(jnp.abs(dynopt.solve(flow, prob, ts).params - sign))))
+        # On the host: eagerly, the difference, |.| and max were a program each.
+        errs.append(float(np.max(np.abs(np.asarray(dynopt.solve(flow, prob, ts).params) - sign))))
     kappas, errs = np.asarray(config.limit_kappas), np.asarray(errs)
     # Sign flow regularization: diagonal quadratic, exact Filippov solution known.
     x0 = np.asarray(prob.params0)
     exact = np.sign(x0) * np.maximum(np.abs(x0) - np.asarray(ts)[:, None], 0.0)
     werrs = []
     for w in config.widths:
-        ref = dynopt.solve(flows.SignFlow(width=jnp.asarray(w)), prob, ts, max_steps=65_536)
+        ref = dynopt.solve(
+            flows.SignFlow(width=jnp.asarray(w)), prob, ts, max_steps=WIDTH_MAX_STEPS
+        )
         werrs.append(float(np.max(np.abs(np.asarray(ref.params) - exact))))
     widths, werrs = np.asarray(config.widths), np.asarray(werrs)
     # O(1/κ) needs 1/κ below the sign-like flow's fastest time scale √ε/λ_max = 0.01.
@@ -177,9 +187,8 @@ def displacement(config: Config) -> Displacement:
     ratio = np.abs(np.diff(np.asarray(traj.params), axis=0)).ravel() / config.hist_gamma
     q = np.quantile(ratio, [0.05, 0.5, 0.95]).tolist()
     within = float(np.mean((ratio > 0.5) & (ratio < 2.0)))
-    return Displacement(
-        float(flow.kappa), q, within, float(ratio.max()), float(traj.loss[-1]), ratio
-    )
+    final_loss = float(np.asarray(traj.loss)[-1])  # on the host: an index is a program
+    return Displacement(float(flow.kappa), q, within, float(ratio.max()), final_loss, ratio)
 
 
 def _angle_deg(a, b):
@@ -203,6 +212,15 @@ def _paths_problem(config: Config):
     return prob, g0sq, np.asarray(jax.vmap(prob.flow_solution)(t_gf))  # closed form
 
 
+@eqx.filter_jit
+def _gradients_and_velocities(flow, prob, ref, ts):
+    """∇L along the reference and the flow's θ' at `ts` (read off its dense output): one program
+    per flow (eagerly, each operation of the gradient, the interpolation and the field was one)."""
+    grads = jax.vmap(prob.grad)(ref.params)
+    states = jax.vmap(ref.interpolation.evaluate)(ts)
+    return grads, jax.vmap(lambda s: flow.vector_field(0.0, s, prob).params)(states)
+
+
 def normalization(config: Config) -> dict[str, Direction]:
     prob, g0sq, gf = _paths_problem(config)
     ts = jnp.linspace(0.0, config.paths_t1, 601)
@@ -212,9 +230,7 @@ def normalization(config: Config) -> dict[str, Direction]:
         flow = flow_cls(config.paths_kappa, config.eps, initial_scale=g0sq)
         ref = dynopt.solve(flow, prob, ts)
         path = np.asarray(ref.params)
-        grads = np.asarray(jax.vmap(prob.grad)(ref.params))
-        states = jax.vmap(ref.interpolation.evaluate)(ts)
-        vel = np.asarray(jax.vmap(lambda s, f=flow: f.vector_field(0.0, s, prob).params)(states))
+        grads, vel = map(np.asarray, _gradients_and_velocities(flow, prob, ref, ts))
         angle = _angle_deg(vel, -grads)
         distance = float(_distance_to_polyline(path, gf).max())
         final = float(np.linalg.norm(path[-1]))
