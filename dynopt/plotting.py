@@ -1163,10 +1163,12 @@ def loss_on_grid(loss, xs, ys) -> np.ndarray:
     import jax
     import jax.numpy as jnp
 
-    xs, ys = jnp.asarray(xs), jnp.asarray(ys)
+    xs, ys = np.asarray(xs), np.asarray(ys)
     if xs.ndim != 1 or ys.ndim != 1:
         raise ValueError(f"xs and ys must be 1-D, got shapes {xs.shape} and {ys.shape}")
-    grid = jnp.stack(jnp.meshgrid(xs, ys), axis=-1)
+    # The grid on the host (copies of the coordinates): eagerly, each of the conversion,
+    # broadcasts and stack compiled a program of its own.
+    grid = jnp.asarray(np.stack(np.meshgrid(xs, ys), axis=-1))
     out = np.asarray(jax.jit(jax.vmap(jax.vmap(loss)))(grid))
     if out.shape != (ys.size, xs.size):
         raise ValueError(
