@@ -176,6 +176,7 @@ def stability(config: Config) -> Stability:
     hs = boundary * np.asarray(config.stability_factors)
     t_flow = np.linspace(0.0, float(hs.max()) * n, 400)
     flow_loss = jax.jit(jax.vmap(lambda t: problem.loss(problem.flow_solution(t))))(t_flow)
+    flow_loss = np.asarray(flow_loss)  # on the host: an index of a device array is a program
     # The loss curves and the bisection grid over the boundary region: one batched run (one
     # compiled program); the grid's runs are read at their first and last saved step.
     grid = boundary * np.linspace(0.95, 1.05, config.boundary_grid)
@@ -205,7 +206,7 @@ def stability(config: Config) -> Stability:
         ts=np.asarray(runs.ts)[:k],
         loss=loss[:k],
         flow_t=t_flow,
-        flow_loss=np.asarray(flow_loss),
+        flow_loss=flow_loss,
         grid=grid,
         unstable=unstable,
     )

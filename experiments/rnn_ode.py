@@ -202,7 +202,9 @@ def _unrolls(cells, y0) -> list:
 def forward(config: Config) -> Forward:
     truth, y0 = np.asarray(rnn.POST5_PARAMS), np.asarray(rnn.POST5_Y0)
     cell = rnn.ODECell(LV, truth, config.forward_h)
-    ts = np.asarray(cell.times(config.forward_steps))
+    # `cell.times`' grid t_n = n h on the host (h n rounded once, as JAX's h * arange; eagerly,
+    # the grid was three programs).
+    ts = config.forward_h * np.arange(config.forward_steps + 1, dtype=np.float64)
     # The exact ODE: the inference route's diffrax solve (Tsit5 + PID) at rtol = atol = 1e-10.
     probe = rnn.Observations(ts, np.zeros((ts.size, 2)))
     model = rnn.diffrax_model(cell, y0, probe, rtol=1e-10, atol=1e-10)
