@@ -1161,14 +1161,13 @@ def loss_on_grid(loss, xs, ys) -> np.ndarray:
     **Raises:** `ValueError` if `xs` or `ys` is not 1-D or `loss` does not return a scalar.
     """
     import jax
-    import jax.numpy as jnp
 
     xs, ys = np.asarray(xs), np.asarray(ys)
     if xs.ndim != 1 or ys.ndim != 1:
         raise ValueError(f"xs and ys must be 1-D, got shapes {xs.shape} and {ys.shape}")
-    # The grid on the host (copies of the coordinates): eagerly, each of the conversion,
-    # broadcasts and stack compiled a program of its own.
-    grid = jnp.asarray(np.stack(np.meshgrid(xs, ys), axis=-1))
+    # The grid on the host (copies of the coordinates), handed to the one compiled program as
+    # it is: eagerly, the conversion, each broadcast and the stack compiled a program of its own.
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1)
     out = np.asarray(jax.jit(jax.vmap(jax.vmap(loss)))(grid))
     if out.shape != (ys.size, xs.size):
         raise ValueError(

@@ -1,9 +1,12 @@
 """dynopt.plotting's helpers for the run cards gan_dynamics..gd_flow, on small fixtures."""
 
+import jax
 import numpy as np
 import pytest
 
 from dynopt import plotting
+
+from .helpers import count_backend_compiles
 
 
 def test_dress_sets_properties_lists_drawn_data_and_grids():
@@ -53,6 +56,16 @@ def test_loss_on_grid_layout_is_rows_y_columns_x():
     out = plotting.loss_on_grid(lambda p: p[0] + 10.0 * p[1], xs, ys)
     assert out.shape == (2, 3)
     np.testing.assert_allclose(out, xs[None, :] + 10.0 * ys[:, None])
+
+
+def test_loss_on_grid_compiles_one_program():
+    """The grid is built on the host: only the vmapped loss is compiled (eagerly, the
+    conversion, the meshgrid's broadcasts and the stack were four programs more)."""
+    jax.clear_caches()  # the grid's shapes compiled by an earlier test would hide a program
+    xs, ys = np.linspace(-1.0, 1.0, 7), np.linspace(0.0, 2.0, 5)
+    count, out = count_backend_compiles(plotting.loss_on_grid, lambda p: p[0] * p[1], xs, ys)
+    assert count == 1
+    np.testing.assert_array_equal(out, xs[None, :] * ys[:, None])
 
 
 # --- helpers for h4 ---
