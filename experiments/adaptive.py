@@ -207,8 +207,9 @@ def _distance_to_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
 
 def _paths_problem(config: Config):
     prob = problems.quadratic(jnp.asarray(config.paths_eigenvalues), params0=jnp.array([1.0, 1.0]))
-    g0sq = float(jnp.mean(prob.grad(prob.params0) ** 2))
-    t_gf = jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-5, 30.0, 4000)])
+    # The mean and the concatenation on the host (the same numbers; eagerly, four programs).
+    g0sq = float(np.mean(np.asarray(prob.grad(prob.params0)) ** 2))
+    t_gf = np.concatenate([np.zeros(1), np.asarray(jnp.geomspace(1e-5, 30.0, 4000))])
     return prob, g0sq, np.asarray(jax.vmap(prob.flow_solution)(t_gf))  # closed form
 
 
