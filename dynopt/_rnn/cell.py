@@ -198,13 +198,22 @@ class ODECell(eqx.Module):
         incr = [b * k for b, k in zip(tab.b, ks) if b != 0.0]
         return y + h * sum(incr[1:], incr[0])
 
-    def times(self, num_steps: int, t0: ScalarLike = 0.0) -> Float[Array, " n+1"]:
-        """The grid $t_n = t_0 + nh$, $n = 0..N$ (`ValueError` unless `num_steps` is a
-        non-negative integer: `times(-2)` was an empty grid)."""
+    def times(self, num_steps: int, t0: ScalarLike = 0.0, *, dtype=None) -> Float[Array, " n+1"]:
+        """The grid $t_n = t_0 + nh$, $n = 0..N$, computed in the widest of the dtypes of $h$,
+        $t_0$ and `dtype` (standard promotion) and returned in `dtype` (default: that widest).
+        So a float32 or bfloat16 step rounds neither $t_0$ nor $nh$ of a float64 unroll (in
+        bfloat16, $t_{1000}$ of $h = 0.125$ was 0.5 off), and an integer step keeps a
+        fractional $t_0$ (it was truncated).
+
+        **Raises:** `ValueError` unless `num_steps` is a non-negative integer (`times(-2)` was
+        an empty grid)."""
         if num_steps != 0:
             num_steps = positive_int("num_steps", num_steps)
         h = self.step_size
-        return jnp.asarray(t0, h.dtype) + h * jnp.arange(num_steps + 1, dtype=h.dtype)
+        with jax.numpy_dtype_promotion("standard"):
+            wide = jnp.result_type(h, t0, *(() if dtype is None else (dtype,)))
+        grid = jnp.asarray(t0, wide) + h.astype(wide) * jnp.arange(num_steps + 1, dtype=wide)
+        return grid if dtype is None else grid.astype(dtype)
 
     def _initial_state(self, y0: ArrayLike, t0: ScalarLike) -> Array:
         """`y0` in the dtype the unroll carries, checked against the vector field (traced once,
@@ -254,7 +263,7 @@ class ODECell(eqx.Module):
         if not is_traced(t0):  # a NaN t0 made every time, so a non-autonomous field, NaN
             interval("t0", t0)
         y0 = self._initial_state(y0, t0)
-        ts = self.times(num_steps, t0).astype(y0.dtype)
+        ts = self.times(num_steps, t0, dtype=y0.dtype)
 
         def body(y, t):
             y = self.step(t, y)
