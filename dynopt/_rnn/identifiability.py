@@ -101,7 +101,10 @@ def identifiability(
 
 @jax.jit  # not eqx.filter_jit: a Python float `noise_std` is traced (and weakly typed)
 def _analyse(jac: Array, rows: Array, noise_std) -> Identifiability:
-    sens = jac[rows] / noise_std  # drop the rows of unobserved entries
+    # sigma in the wider of its and the sensitivities' precisions, then in theirs: a float32
+    # sigma of a float64 model raised a strict-promotion error.
+    with jax.numpy_dtype_promotion("standard"):
+        sens = (jac[rows] / noise_std).astype(jac.dtype)  # drop the rows of unobserved entries
     _, s, vt = jnp.linalg.svd(sens, full_matrices=True)
     directions = vt.T
     # Fewer observed entries than parameters: the missing singular values are exact zeros.
@@ -113,11 +116,17 @@ def _analyse(jac: Array, rows: Array, noise_std) -> Identifiability:
     std_errors = jnp.sqrt(jnp.sum(terms, axis=1))
     return Identifiability(
         sensitivity=sens,
-        singular_values=s * noise_std,
+        singular_values=_times_sigma(s, noise_std),
         directions=directions,
         fisher=sens.T @ sens,
         std_errors=std_errors,
     )
+
+
+def _times_sigma(s: Array, noise_std) -> Array:
+    r"""$s\,\sigma$ in the wider of the two precisions, then in $s$'s (as `_analyse` divides)."""
+    with jax.numpy_dtype_promotion("standard"):
+        return (s * noise_std).astype(s.dtype)
 
 
 def loss_profile(
