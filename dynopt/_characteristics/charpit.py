@@ -47,10 +47,15 @@ def _launch(F, initial, sigma, guesses):
     `vmap` of it: a program per operation); NaN rows: the strip conditions' min-norm solution.
     dp0/dsigma = -R_p^{-1} R_sigma by the implicit function theorem."""
 
-    def data(sig):
+    def start(sig):
+        # The initial data in sigma's float64: float32 ones raised a strict-promotion error.
         x0, u0 = initial(sig)
-        T = jax.jacfwd(lambda q: initial(q)[0])(sig)  # (n, n-1)
-        du = jax.jacfwd(lambda q: initial(q)[1])(sig)  # (n-1,)
+        return jnp.asarray(x0, sig.dtype), jnp.asarray(u0, sig.dtype)
+
+    def data(sig):
+        x0, u0 = start(sig)
+        T = jax.jacfwd(lambda q: start(q)[0])(sig)  # (n, n-1)
+        du = jax.jacfwd(lambda q: start(q)[1])(sig)  # (n-1,)
         return x0, u0, T, du
 
     def R(p, sig):

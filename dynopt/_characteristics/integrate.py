@@ -45,8 +45,16 @@ def check_options(
     _require_x64()
     if on_blowup not in ("raise", "stop"):
         raise ValueError(f"on_blowup must be 'raise' or 'stop', got {on_blowup!r}.")
-    if not (np.isfinite(u_max) and u_max > 0):
-        raise ValueError(f"u_max must be finite and > 0, got {u_max}.")
+    # A real number (a string raised NumPy's TypeError, True passed as 1.0), one threshold.
+    value = real_array(u_max)
+    if not (
+        value is not None
+        and value.dtype.kind in "iuf"
+        and value.ndim == 0
+        and np.isfinite(value)
+        and value > 0
+    ):
+        raise ValueError(f"u_max must be finite and > 0 (a real scalar), got {u_max!r}.")
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
     return Options(on_blowup, float(u_max), solver, rtol, atol, max_steps)
 

@@ -22,7 +22,10 @@ class _Field(eqx.Module):
 
     def __call__(self, z):
         x, u = z[: self.n], z[self.n :].reshape(self.u_shape)
-        return jnp.concatenate([self.alpha(x, u), jnp.ravel(self.beta(x, u))])
+        # In the solve's precision (float64): a float32 alpha or beta (a float32 constant in
+        # the user's function) raised a strict-promotion error.
+        alpha, beta = jnp.asarray(self.alpha(x, u)), jnp.ravel(self.beta(x, u))
+        return jnp.concatenate([alpha.astype(z.dtype), beta.astype(z.dtype)])
 
 
 @eqx.filter_jit
@@ -30,8 +33,9 @@ def _launch(initial, field, sigma):
     """For each sigma: z0 = (x0, u0), its tangent dz0/dsigma, and `initial_det` there."""
 
     def z0(sig):
+        # The initial data in sigma's float64: float32 ones raised a strict-promotion error.
         x0, u0 = initial(sig)
-        return jnp.concatenate([x0, jnp.ravel(u0)])
+        return jnp.concatenate([jnp.asarray(x0, sig.dtype), jnp.ravel(u0).astype(sig.dtype)])
 
     z0s, Z0s = tangents(z0, sigma)
     return z0s, Z0s, initial_det(field, field.n, z0s, Z0s)
