@@ -51,8 +51,9 @@ def _on_reference(
             "this needs the reference's dense output: solve with dense=True (the default)."
         )
     interp = reference.interpolation
-    if np.ndim(ts) != 1:
-        raise ValueError(f"ts must be a 1-D array of times, got shape {np.shape(ts)}.")
+    if np.ndim(ts) != 1 or np.shape(ts)[0] == 0:
+        # (An empty one was refused as "ts must be in [t0, t1], got []".)
+        raise ValueError(f"ts must be a 1-D array of times, not empty, got shape {np.shape(ts)}.")
     t0, t1 = _ends(interp)
     dtype = jnp.asarray(t0).dtype
     # A time narrower than the reference's names the point it rounds: float32(0.1) is
