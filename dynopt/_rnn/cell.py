@@ -200,10 +200,13 @@ class ODECell(eqx.Module):
 
     def times(self, num_steps: int, t0: ScalarLike = 0.0, *, dtype=None) -> Float[Array, " n+1"]:
         """The grid $t_n = t_0 + nh$, $n = 0..N$, computed in the widest of the dtypes of $h$,
-        $t_0$ and `dtype` (standard promotion) and returned in `dtype` (default: that widest).
-        So a float32 or bfloat16 step rounds neither $t_0$ nor $nh$ of a float64 unroll (in
-        bfloat16, $t_{1000}$ of $h = 0.125$ was 0.5 off), and an integer step keeps a
-        fractional $t_0$ (it was truncated).
+        $t_0$ and `dtype` and returned in `dtype` (default: $h$'s and $t_0$'s, as standard
+        promotion gives).
+
+        So a float32 or bfloat16 step rounds neither $t_0$ nor $nh$ of a float64 unroll (from
+        $t_0 = 0.1$, the bfloat16 grid of $h = 0.125$ was up to 0.35 off by $n = 1000$, the
+        float32 one of $h = 0.1$ 4.5e-6), and an integer step keeps a fractional $t_0$ (it was
+        truncated).
 
         **Raises:** `ValueError` unless `num_steps` is a non-negative integer (`times(-2)` was
         an empty grid)."""
@@ -211,9 +214,12 @@ class ODECell(eqx.Module):
             num_steps = positive_int("num_steps", num_steps)
         h = self.step_size
         with jax.numpy_dtype_promotion("standard"):
-            wide = jnp.result_type(h, t0, *(() if dtype is None else (dtype,)))
+            out = jnp.result_type(h, t0) if dtype is None else jnp.dtype(dtype)
+            # Formed in the widest dtype, a weak (Python) step or t0 counting as the default
+            # float, and rounded once: a float32 unroll with a Python step keeps its grid.
+            wide = jnp.result_type(h.dtype, jnp.asarray(t0).dtype, out)
         grid = jnp.asarray(t0, wide) + h.astype(wide) * jnp.arange(num_steps + 1, dtype=wide)
-        return grid if dtype is None else grid.astype(dtype)
+        return grid.astype(out)
 
     def _initial_state(self, y0: ArrayLike, t0: ScalarLike) -> Array:
         """`y0` in the dtype the unroll carries, checked against the vector field (traced once,
