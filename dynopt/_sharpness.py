@@ -50,6 +50,15 @@ class Eigenpairs(NamedTuple):
     iterations: Int[Array, ""]
 
 
+def ravel(tree: PyTree):
+    """`ravel_pytree` as under standard promotion: a tree of mixed float dtypes (float32 biases
+    beside float64 weights) ravels to its widest dtype and unravels to each leaf's own; under
+    strict promotion JAX's `ravel_pytree` has no promotion path for it (a
+    `TypePromotionError` from every eigen-solve and `dense_hessian`)."""
+    with jax.numpy_dtype_promotion("standard"):
+        return ravel_pytree(tree)
+
+
 def check_k(k: int, num_params: int) -> int:
     """`k` must satisfy $1 \\le k \\le n$ (`top_eigenpairs`: LOBPCG for $5k < n$, a dense
     `eigh` below)."""
@@ -82,17 +91,17 @@ def hvp_column(grad_fn: Callable[[Params], Params], params: Params, diag: Params
     r"""`v -> A v` for one vector $v$ of shape $(n,)$, as `hvp_operator` (one `jax.linearize`).
     Lanczos' one product at a time takes this one: through a `vmap` over a single column, the
     anchor MLP's warm tracked step cost 9% more (`make bench`)."""
-    flat, unravel = ravel_pytree(params)
+    flat, unravel = ravel(params)
 
     def flat_grad(x):
-        return ravel_pytree(grad_fn(unravel(x)))[0]
+        return ravel(grad_fn(unravel(x)))[0]
 
     _, hvp = jax.linearize(flat_grad, flat)
     if diag is None:
         return hvp
     # D^{-1/2} in the wider of D's and the parameters' precisions, then in theirs: a bfloat16 D
     # on float64 parameters had its rsqrt rounded to bfloat16 (eigenvalues 7e-4 off).
-    d = ravel_pytree(diag)[0]
+    d = ravel(diag)[0]
     scale = jax.lax.rsqrt(d.astype(widest_dtype([jnp.dtype(d.dtype), flat.dtype])))
     scale = scale.astype(flat.dtype)
     return lambda v: scale * hvp(scale * v)
@@ -170,7 +179,7 @@ def top_eigenpairs(
     positive_int("max_iters", max_iters)
     check_tol(tol)
     flag("checked", checked)
-    flat = ravel_pytree(params)[0]
+    flat = ravel(params)[0]
     # The block in the parameters' precision (`random_start` draws float64; float32 params
     # would otherwise meet a float64 tangent in the Hessian-vector product).
     start = jnp.asarray(start)
@@ -190,7 +199,7 @@ def top_eigenpairs(
             )
         if not is_traced(diag):
             with jax.ensure_compile_time_eval():  # concrete, also when called under a jit
-                d = ravel_pytree(diag)[0]
+                d = ravel(diag)[0]
                 ok = bool(jnp.all(jnp.isfinite(d) & (d > 0)))
             if not ok:
                 raise ValueError(
@@ -277,7 +286,7 @@ CAP_RESIDUAL = 1e-8
 
 @eqx.filter_jit
 def _top_eigenpairs(grad_fn, params, start, *, diag, max_iters, tol, checked, method):
-    n = ravel_pytree(params)[0].shape[0]
+    n = ravel(params)[0].shape[0]
     choice("method", method, METHODS)
     k = start.shape[1]
     if method == "lanczos" and not k <= max_iters <= n:
@@ -389,7 +398,7 @@ def random_start(key: Key, num_params: int, k: int, dtype=jnp.float64) -> Float[
 def dense_hessian(loss_fn: Callable[[Params], Scalar], params: Params) -> Float[Array, "n n"]:
     """The symmetrized dense Hessian in `ravel_pytree` order (a reference for small models);
     `loss_fn` must return a scalar."""
-    flat, unravel = ravel_pytree(params)
+    flat, unravel = ravel(params)
     shape = jax.eval_shape(loss_fn, params).shape
     if shape != ():
         raise ValueError(f"loss_fn must return a scalar (the loss), got shape {shape}.")
@@ -491,7 +500,7 @@ def _tracked_init(inner: PyTree, params: Params, tracking: _Tracking) -> Sharpne
     r"""The tracker's state at $\theta_0$ around the inner optimizer's state `inner`."""
     k, preconditioner = tracking.k, tracking.preconditioner.value
     init_grad_fn = tracking.init_grad_fn.value
-    flat = ravel_pytree(params)[0]
+    flat = ravel(params)[0]
     check_k(k, flat.shape[0])
     start = random_start(jax.random.key(tracking.seed), flat.shape[0], k, flat.dtype)
     values = jnp.full((k,), jnp.nan, flat.dtype)
@@ -547,7 +556,7 @@ def _tracked(
             bad = ~jnp.all(jnp.isfinite(found.values))
             grad_ok = lane_cond(
                 bad,
-                lambda p: jnp.all(jnp.isfinite(ravel_pytree(grad_fn(p))[0])),
+                lambda p: jnp.all(jnp.isfinite(ravel(grad_fn(p))[0])),
                 lambda p: jnp.zeros((), bool),
                 params,
             )
