@@ -246,10 +246,7 @@ def top_eigenpairs(
         # `CAP_RESIDUAL` of the largest |lambda| (the spectrum's scale, as `eigh`'s own error:
         # relative to each |lambda| a tracked eigenvalue at 0, k above the Hessian's rank, warned
         # "within 2.2e+00" of values exact to 5e-16).
-        op = hvp_operator(grad_fn, params, diag)
-        vs, lam = found.vectors, found.values
-        residual = jnp.linalg.norm(op(vs) - vs * lam[None, :], axis=0)
-        bound = float(jnp.max(residual) / jnp.max(jnp.abs(lam)))
+        bound = float(_residual_bound(grad_fn, params, diag, found.vectors, found.values))
         if tol is not None or not bound <= CAP_RESIDUAL:
             warnings.warn(
                 f"top_eigenpairs: LOBPCG stopped at its cap max_iters={max_iters} before every "
@@ -261,6 +258,15 @@ def top_eigenpairs(
                 stacklevel=2,
             )
     return found
+
+
+@eqx.filter_jit
+def _residual_bound(grad_fn, params, diag, vectors, values) -> Scalar:
+    r"""$\max_i\|Av_i - \lambda_i v_i\| / \max_i|\lambda_i|$, one compiled program (eagerly, the
+    linearization and its products compiled 5 programs at every capped call)."""
+    op = hvp_operator(grad_fn, params, diag)
+    residual = jnp.linalg.norm(op(vectors) - vectors * values[None, :], axis=0)
+    return jnp.max(residual) / jnp.max(jnp.abs(values))
 
 
 def check_tol(tol) -> None:
