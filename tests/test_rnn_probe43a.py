@@ -1,11 +1,14 @@
 """dynopt.rnn probed off the beaten path: a step size narrower than the state (float32,
-bfloat16) or an integer one, and a float32 noise level in the identifiability analysis."""
+bfloat16) or an integer one, a float32 noise level in the identifiability analysis, and eager
+unrolls at new step sizes."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from dynopt import rnn
+
+from .helpers import count_backend_compiles
 
 
 def _clock(t, y, params):
@@ -65,3 +68,19 @@ def test_identifiability_takes_a_float32_noise_level(sigma):
     np.testing.assert_allclose(found.singular_values, [s], rtol=1e-9)
     same = rnn.identifiability(model, noise_std=sigma64)
     np.testing.assert_allclose(found.std_errors, same.std_errors, rtol=1e-15)
+
+
+def test_an_eager_unroll_compiles_once_for_new_step_sizes_and_parameters():
+    """`cell(y0, n)` called eagerly ran a `lax.scan` closing over the cell: a new compiled
+    program for every new step size or parameter value. Now one program serves them all, and
+    each unroll is still its cell's: y_n = R(-k h)^n for RK4 on y' = -k y (R the degree-4
+    Taylor polynomial of exp), to a few ulps."""
+    y0 = jnp.ones(1)
+    rnn.ODECell(_decay, {"k": jnp.asarray(0.7)}, 0.5, method="rk4")(y0, 5)
+    for k, h in ((0.8, 0.25), (1.3, 0.1)):
+        cell = rnn.ODECell(_decay, {"k": jnp.asarray(k)}, h, method="rk4")
+        compiles, ys = count_backend_compiles(cell, y0, 5)
+        assert compiles == 0
+        z = -k * h
+        r = 1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24
+        np.testing.assert_allclose(ys[:, 0], r ** np.arange(6), rtol=1e-14)

@@ -269,11 +269,18 @@ class ODECell(eqx.Module):
         if not is_traced(t0):  # a NaN t0 made every time, so a non-autonomous field, NaN
             interval("t0", t0)
         y0 = self._initial_state(y0, t0)
-        ts = self.times(num_steps, t0, dtype=y0.dtype)
+        return _unroll(self, y0, self.times(num_steps, t0, dtype=y0.dtype))
 
-        def body(y, t):
-            y = self.step(t, y)
-            return y, y
 
-        _, ys = jax.lax.scan(body, y0, ts[:-1])
-        return jnp.concatenate([y0[None], ys])
+@eqx.filter_jit
+def _unroll(cell: ODECell, y0: Array, ts: Array) -> Array:
+    r"""$y_0, \dots, y_N$ on the grid `ts`, one compiled program per cell type and shapes: an
+    eager `lax.scan` closing over the cell compiled anew for every new step size or parameter
+    value."""
+
+    def body(y, t):
+        y = cell.step(t, y)
+        return y, y
+
+    _, ys = jax.lax.scan(body, y0, ts[:-1])
+    return jnp.concatenate([y0[None], ys])
