@@ -198,9 +198,14 @@ def interval(
         or str(arr.dtype) == "bfloat16"
     ):
         raise ValueError(not_real.format(value))
+    if arr.size == 0:  # ("s must be finite, got []" named a range, not what was wrong)
+        raise ValueError(
+            f"{name} must not be empty (every entry {rng}), got an array of shape {arr.shape}."
+            + (f" {hint}" if hint else "")
+        )
     arr = arr.astype(np.float64)
     bad = _bad_mask(np, arr, lower, upper, lower_open, upper_open, allow_inf)
-    if arr.size == 0 or np.any(bad):
+    if np.any(bad):
         shown = (
             value
             if arr.size <= 8

@@ -35,6 +35,9 @@ from .helpers import assert_programs_cacheable
         # a bool is no step size (`discretize(True)` stepped by 1, with times of dtype bool)
         (positive, True, r"x must be a real number > 0 and finite, got True \(a bool\)"),
         (positive, np.array([True]), r"x must be a real number > 0 and finite"),
+        # an empty array was "x must be finite, got []", a range it does not leave
+        (interval, [], r"x must not be empty \(every entry finite\), got an array of shape"),
+        (positive, np.zeros((2, 0)), r"x must not be empty .* shape \(2, 0\)"),
     ],
 )
 def test_concrete_values_raise_naming_the_range(check, value, match):
