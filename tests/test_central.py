@@ -15,12 +15,15 @@ import dynopt
 from dynopt import networks, sharpness
 from dynopt._flows.adaptive import RMSPropState
 from dynopt._flows.central import (
+    _central_path_jit,
     _lost_hold,
+    ATTEMPT_STEPS,
     central_solve,
     CentralFlow,
     hessian_derivative,
     solve_complementarity,
     third_derivatives,
+    tied,
 )
 
 
@@ -442,3 +445,43 @@ def test_more_directions_at_the_edge_than_k_are_said():
         )
         is None
     )
+
+
+def test_a_sliding_mode_stops_its_solve_early_and_names_the_k_to_use():
+    """Where a direction beyond the k held ones reaches the edge, the k-th and (k+1)-th
+    eigenvalues tie there and the field jumps as they trade places in the top k: a sliding mode
+    whose solve takes steps of about rtol (a cross-entropy digits MLP with k = 2 ran for over
+    35 minutes). Six decoupled pairs, k = 2 (as `test_more_directions_at_the_edge_than_k_are_said`
+    over twice the horizon): the third reaches the threshold at saved time 10; from there each
+    interval of 2 GD steps takes 1,000-3,800 steps (more than one attempt of `ATTEMPT_STEPS`,
+    still solved), until the one at saved time 15, which would not finish in `max_steps` =
+    4,096 at its pace: it stops after one attempt (256 steps; it ran all 4,096 before), nothing
+    is solved after it (every later interval ran again, from the point where it stopped), and
+    the `SolveError` says the eigenvalues are tied and which k to use."""
+
+    def loss(p):
+        return 0.5 * jnp.sum((jnp.tanh(p["a"]) * p["b"] - 0.5) ** 2) + 0.05 * jnp.sum(p["a"] ** 4)
+
+    problem = dynopt.Problem(
+        loss, {"a": jnp.linspace(0.2, 1.5, 6), "b": jnp.linspace(-1.0, 2.0, 6)}
+    )
+    eta = 1.6
+    flow = CentralFlow(eta, k=2)
+    ts = eta * jnp.linspace(0.0, 40.0, 21)
+    path, results = _central_path_jit(flow, problem, ts, 1e-6, 1e-9, 4096, None)
+    steps = np.asarray(path.num_steps)
+    (failed,) = np.flatnonzero(~np.asarray(results == diffrax.RESULTS.successful))
+    assert steps[failed] <= 2 * ATTEMPT_STEPS
+    assert np.max(steps[:failed]) > ATTEMPT_STEPS  # longer intervals still solved
+    assert np.all(steps[failed + 1 :] == 0)
+    for leaf in jax.tree.leaves(path.params):  # the path stays where the solve stopped
+        np.testing.assert_array_equal(
+            leaf[failed + 1 :], np.broadcast_to(leaf[-1], leaf[failed + 1 :].shape)
+        )
+    value_k, value_next = path.eigenvalues[failed + 1, -1], path.next_eigenvalue[failed + 1]
+    assert tied(eta, float(value_k), float(value_next))
+    assert not tied(eta, float(value_k), np.nan)  # k = n: no (k+1)-th eigenvalue
+    with pytest.raises(
+        dynopt.SolveError, match=r"lambda_2 and lambda_3 .* tied at the edge.*k=3\)"
+    ):
+        central_solve(flow, problem, ts)

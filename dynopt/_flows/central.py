@@ -43,6 +43,10 @@ threshold are the flow's own), those 10% below it enter $17\times$ weaker, 30% b
 $1300\times$; $k = 5$ then gives $k = 1$'s path to $5\cdot10^{-8}$, and the anchor example's
 prediction moved by at most $5\cdot10^{-5}$ of itself. One direction, in full: $\sigma^2 =
 \max(0, -2(g + rB(1 + F))/\|\nabla S\|^2)$.
+
+The field is continuous while the $k$ tracked directions include every one at the edge. Where
+one more reaches it, $\lambda_{k+1}$ ties $\lambda_k$ there and $\Sigma$ jumps as the two trade
+places in the top $k$: a sliding mode (`tied`), which `central_solve` stops and names.
 """
 
 import numbers
@@ -385,7 +389,12 @@ class CentralFlow(AbstractFlow):
 
     - `learning_rate`: $\eta > 0$ (an array leaf: vmappable, no recompilation).
     - `k`: the number of top eigen-directions that may oscillate ($1 \le k \le n$; a dense
-      `eigh` for $5k \ge n$).
+      `eigh` for $5k \ge n$). It must cover every direction that reaches the edge together:
+      where one more does, it ties the $k$-th there and the field jumps (`tied`). A
+      cross-entropy loss over $C$ classes has up to $C - 1$ top eigenvalues rising together
+      (measured, digits MLP, 64 samples, $\eta = 1/\lambda_{\max}(\theta_0)$, 100 GD steps:
+      three at the edge within $5\cdot10^{-4}$ of each other at GD step 11; $k = 2$ stalls
+      there, $k = 3$, 5 and 10 give the same path to $3\cdot10^{-5}$ at 95, 103 and 356 s).
     - `basis`: the warm start of the eigen-solver, an $(n, k)$ block (e.g. the vectors at a
       nearby point; `central_solve` refreshes it along the path), or `None` for a fixed
       random block.
@@ -447,6 +456,11 @@ class CentralFlow(AbstractFlow):
         flat, _ = ravel_pytree(params)
         iters = self.refresh_iters if refresh else None
         eig = warm_eigenpairs(self, problem, params, flat, max_iters=iters)
+        return self.central_at(params, problem, eig)
+
+    def central_at(self, params: Params, problem: Problem, eig: Eigenpairs) -> CentralState:
+        """`central` given the top-$k$ eigenpairs `eig` at `params`."""
+        flat, _ = ravel_pytree(params)
         value, grad = problem.value_and_grad(params)
         grad = ravel_pytree(grad)[0]
         U = eig.vectors
@@ -521,7 +535,10 @@ class CentralPath(NamedTuple):
     """A central-flow solution saved at `ts`: `params` (leading time axis), the loss $L$, the
     predicted time-averaged loss $L + \\frac12\\langle\\Sigma,H\\rangle$, the top-$k$
     eigenvalues and $X$ at each saved time, and diffrax's step count (accepted and rejected)
-    on each interval between saved times (under `vmap` every lane pays the largest).
+    on each interval between saved times (under `vmap` every lane pays the largest). After
+    an interval whose solve failed the path stays where that solve stopped: the later saved
+    times hold that point, its eigenvalues and `next_eigenvalue`, NaN `X` and
+    `predicted_loss`, and 0 steps.
     `eig_deviation[i]`: the vector field's own eigen-solve (`eig_method`, `eig_iters`, from the
     warm start it used over interval $i$) at the interval's end, against the refreshed
     eigenvalues there: $\\max_j |\\tilde\\lambda_j - \\lambda_j| / \\max_j |\\lambda_j|$ (relative
@@ -594,6 +611,56 @@ def _next_eigenpair(problem: Problem, params: Params, U: Array, spare: Array):
     return values[0], vectors
 
 
+# The steps of one attempt at an interval's solve in `central_path` (between two the solve may
+# stop early, where a sliding mode would take it to `max_steps`). Above what an interval takes
+# on the smooth flow: at most 280 (10 GD steps at a direction's onset, a cross-entropy MLP), the
+# experiments' intervals 40-110; in a sliding mode 5e4 per GD step (rtol 1e-6).
+ATTEMPT_STEPS = 256
+
+
+def tied(learning_rate, value_k, value_next):
+    r"""Whether the $k$-th and $(k+1)$-th eigenvalues are tied at the edge: within `SLIP` of each
+    other (relative), the $k$-th within `DECOUPLING` of $2/\eta$ or above it (coupled).
+
+    There the flow's field jumps: it holds only the top $k$ directions, and as the tied ones
+    trade places in the top $k$, $\Sigma$ switches from one to the other. The one held is pushed
+    down, the other, no longer held, rises past it, and they trade back: a sliding mode along
+    $\lambda_k = \lambda_{k+1}$ (Filippov), which keeps them tied and which an adaptive solver
+    follows with steps of about its tolerance over the jump (measured: 2e-5 GD steps at rtol
+    1e-6 on a cross-entropy MLP, 5e4 steps per GD step). A larger $k$, holding both, removes
+    it. NaN (no $(k+1)$-th eigenvalue, $k = n$) is not a tie."""
+    relative_gap = 1.0 - 0.5 * learning_rate * value_k
+    return (value_k - value_next <= SLIP * abs(value_k)) & (relative_gap <= DECOUPLING)
+
+
+def _tied_at(flow: CentralFlow, problem: Problem, params: Params, U: Array, spare: Array):
+    """`tied` at `params`: the field's own eigen-solve (warm from `U`) and the deflated Lanczos
+    of `_next_eigenpair` (from `spare`)."""
+    eig = warm_eigenpairs(_with_basis(flow, U), problem, params, ravel_pytree(params)[0])
+    value_next, _ = _next_eigenpair(problem, params, eig.vectors, spare)
+    eta = flow.learning_rate.astype(eig.values.dtype)
+    return tied(eta, eig.values[-1], value_next)
+
+
+def _not_tied(*_):
+    return jnp.asarray(False)
+
+
+def _central_at(flow: CentralFlow, problem: Problem, params: Params, eig: Eigenpairs):
+    return flow.central_at(params, problem, eig)
+
+
+def _stopped(flow: CentralFlow, problem: Problem, params: Params, eig: Eigenpairs):
+    """A `CentralState` holding only `eig`, NaN elsewhere: a point after a failed interval."""
+    del flow, problem
+    dtype = eig.values.dtype
+    k, n = eig.vectors.shape[1], eig.vectors.shape[0]
+    nan = jnp.full((), jnp.nan, dtype)
+    return CentralState(
+        eig, jnp.full((k, k), jnp.nan, dtype), nan, jnp.full(n, jnp.nan, dtype), nan
+    )
+
+
 def _vector_field(t, y, args):
     flow, problem = args
     return flow.vector_field(t, y, problem)
@@ -614,7 +681,8 @@ def central_path(
     solver=None,
 ):
     """The traceable core of `central_solve` (no checks, no host sync): `(CentralPath,
-    diffrax results)`; `jax.vmap` it over flows with a batch of learning rates."""
+    diffrax results)`, one result per interval (nothing is solved after the first that
+    failed); `jax.vmap` it over flows with a batch of learning rates."""
     import diffrax
 
     from .._solve import _FirstStepGiven, integrate
@@ -639,8 +707,15 @@ def central_path(
     n = flat0.shape[0]
 
     def chunk(carry, interval):
-        w, basis, spare, first = carry
-        cs = _with_basis(flow, basis).central(w, problem, refresh=True)
+        w, basis, spare, first, failed = carry
+        # After a failed interval, the point where it stopped has only its eigenvalues saved
+        # (`_stopped`): the rest is not needed, and there (a sliding mode's tied eigenvalues)
+        # the complementarity solve may not converge, an error that hid the diagnosis.
+        flat_w = ravel_pytree(w)[0]
+        eig = warm_eigenpairs(
+            _with_basis(flow, basis), problem, w, flat_w, max_iters=flow.refresh_iters
+        )
+        cs = lane_cond(~failed, _central_at, _stopped, flow, problem, w, eig)
         next_value, spare = _next_eigenpair(problem, w, cs.eig.vectors, spare)
         # The field's eigen-solve here, from the warm start it used over the interval ending
         # here (the first chunk's: the initial block, not a field's; dropped below).
@@ -648,29 +723,62 @@ def central_path(
         # Relative to the tracked spectrum's scale, not to each |λ_j|: a tracked eigenvalue
         # near 0 (k at or above the Hessian's rank) made exact values (1e-16 apart) read 80-200%.
         deviation = jnp.max(jnp.abs(field.values - cs.eig.values)) / jnp.max(jnp.abs(cs.eig.values))
-        sol = integrate(
-            diffrax.ODETerm(_vector_field),
-            _default_solver() if solver is None else solver,
-            interval[0],
-            interval[1],
-            w,
-            args=(_with_basis(flow, cs.eig.vectors), problem),
-            controller=_FirstStepGiven(diffrax.PIDController(rtol=rtol, atol=atol), first),
-            max_steps=max_steps,
+        # After a failed interval the path stays where that solve stopped: the later intervals
+        # are empty (diffrax returns at once), not solved from that point at a later time. (They
+        # were: every one after a stall could run to `max_steps` again, to give a path the error
+        # then discarded.)
+        t_end = jnp.where(failed, interval[0], interval[1])
+        args = (_with_basis(flow, cs.eig.vectors), problem)
+
+        def attempt(state):
+            # `ATTEMPT_STEPS` steps of the interval's solve, from where the previous stopped.
+            t, y, step, steps, accepted, _, _ = state
+            sol = integrate(
+                diffrax.ODETerm(_vector_field),
+                _default_solver() if solver is None else solver,
+                t,
+                t_end,
+                y,
+                args=args,
+                controller=_FirstStepGiven(diffrax.PIDController(rtol=rtol, atol=atol), step),
+                max_steps=budget,
+            )
+            t1, y1 = sol.ts[-1], jax.tree.map(lambda x: x[-1], sol.ys)
+            steps = steps + sol.stats["num_steps"]
+            accepted = accepted + sol.stats["num_accepted_steps"]
+            done = sol.stats["num_accepted_steps"]
+            step = jnp.where(done > 0, (t1 - t) / jnp.maximum(done, 1).astype(t.dtype), step)
+            capped = (sol.result == diffrax.RESULTS.max_steps_reached) & (steps < max_steps)
+            # At this pace the interval needs more than `max_steps`: it would fail anyway. Where
+            # the k-th and (k+1)-th eigenvalues are tied at the edge (a sliding mode, `tied`), no
+            # budget helps: stop now, not after `max_steps`.
+            pace = jnp.where(t1 > interval[0], (t_end - interval[0]) / (t1 - interval[0]), jnp.inf)
+            doomed = capped & (steps.astype(pace.dtype) * pace > max_steps)
+            stop = lane_cond(doomed, _tied_at, _not_tied, flow, problem, y1, cs.eig.vectors, spare)
+            return t1, y1, step, steps, accepted, sol.result, capped & ~stop
+
+        zero = jnp.asarray(0)  # (weak: the loop takes diffrax's counters' type)
+        init = (interval[0], w, first, zero, zero, diffrax.RESULTS.successful, jnp.asarray(True))
+        _, w1, _, num_steps, accepted, result, _ = jax.lax.while_loop(
+            lambda s: s[-1], attempt, init
         )
-        w1 = jax.tree.map(lambda x: x[-1], sol.ys)
-        accepted = jnp.maximum(sol.stats["num_accepted_steps"], 1)
+        accepted = jnp.maximum(accepted, 1).astype(interval.dtype)
         mean_step = (interval[1] - interval[0]) / accepted
         first = jnp.where(mean_step > 0, mean_step, first)
-        out = (w, cs, sol.result, sol.stats["num_steps"], deviation, next_value)
-        return (w1, cs.eig.vectors, spare, first), out
+        out = (w, cs, result, num_steps, deviation, next_value)
+        failed = failed | ~(result == diffrax.RESULTS.successful)
+        return (w1, cs.eig.vectors, spare, first, failed), out
 
+    # Each interval's solve in attempts of `ATTEMPT_STEPS` steps (one attempt where it needs
+    # fewer: the same solve as a single call), `max_steps` in all.
+    attempts = -(-max_steps // ATTEMPT_STEPS)
+    budget = -(-max_steps // attempts)
     basis0 = start_block(flow.basis, k, flat0)
     # The (k+1)-th direction's cold start (seeded apart from `start_block`'s).
     spare0 = random_start(jax.random.key(1), n, 1, flat0.dtype)
     intervals = jnp.stack([ts, jnp.concatenate([ts[1:], ts[-1:]])], axis=1)
     first0 = 1e-3 * (ts[-1] - ts[0]) / max(ts.shape[0] - 1, 1)  # of a mean interval
-    carry0 = (params0, basis0, spare0, first0)
+    carry0 = (params0, basis0, spare0, first0, jnp.asarray(False))
     scanned = jax.lax.scan(chunk, carry0, intervals)[1]
     params, cs, results, num_steps, deviation, next_values = scanned
     path = CentralPath(
@@ -726,7 +834,9 @@ def central_solve(
     `diffrax.Tsit5()` is 1.2× faster.
 
     **Arguments:** `flow`, `problem`, `ts` (increasing); `rtol`, `atol`, `max_steps` (per
-    interval); `solver` (any explicit diffrax solver; `None`: Bosh3).
+    interval, taken in attempts of `ATTEMPT_STEPS` = 256 steps: an interval that needs fewer
+    is one solve; rounded up to a whole number of equal attempts); `solver` (any explicit
+    diffrax solver; `None`: Bosh3).
 
     **Returns:** a `CentralPath`, in float64 as `solve`'s reference: float32 parameters
     (equinox's default dtype, or a model built before enabling x64) are promoted at the start,
@@ -734,8 +844,14 @@ def central_solve(
 
     **Raises:** `ValueError` for a flow that is not one `CentralFlow` (a batch of learning
     rates: vmap `central_path`); `SolveError` when an interval's solve fails (saying which
-    and what to change); the flow's own runtime errors (non-converged complementarity solve,
-    non-finite HVP or third derivative).
+    and what to change), nothing solved after it. An attempt that leaves the interval
+    needing more than `max_steps` at its pace, stopped where the $k$-th and $(k+1)$-th
+    eigenvalues are `tied` at the edge, fails at once: a sliding mode, which no step budget
+    gets through (a cross-entropy digits MLP with $k = 2$ ran for over 35 minutes; 64
+    samples: stuck at GD step 10.8, steps of $2\cdot10^{-5}$ GD steps; now 512 steps, 129 s
+    with compilation), and the error says so and names the $k$ to use. The flow's own
+    runtime errors (non-converged complementarity solve, non-finite HVP or third
+    derivative).
 
     **Warns:** `RuntimeWarning` where the flow no longer holds GD's edge: at the first saved
     time where the $(k+1)$-th eigenvalue (`CentralPath.next_eigenvalue`) is at or above
@@ -770,7 +886,15 @@ def central_solve(
     ts = _check_times(ts, -np.inf)
     ts = jnp.asarray(_check_times(ts, float(ts[0])))
     path, results = _central_path_jit(flow, problem, ts, rtol, atol, max_steps, solver)
-    said = [m for m in (_past_the_edge(flow, path), _lost_hold(flow, path, results)) if m]
+    said = [
+        m
+        for m in (
+            _stalled(flow, path, results),
+            _past_the_edge(flow, path),
+            _lost_hold(flow, path, results),
+        )
+        if m
+    ]
     raise_for_result(
         results,
         what="central_solve",
@@ -782,6 +906,35 @@ def central_solve(
     for message in said:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     return path
+
+
+def _stalled(flow: CentralFlow, path: CentralPath, results) -> str | None:
+    """What to say where an interval's solve failed with the $k$-th and $(k+1)$-th eigenvalues
+    `tied` at the edge where it stopped (the path's next saved point, which stays there), or
+    `None`."""
+    import diffrax
+
+    failed = np.flatnonzero(~np.asarray(results == diffrax.RESULTS.successful))
+    if failed.size == 0 or failed[0] + 1 >= len(path.ts):
+        return None
+    i, k = int(failed[0]), flow.k
+    eta = float(np.asarray(flow.learning_rate))
+    value_k = float(np.asarray(path.eigenvalues)[i + 1, -1])
+    value_next = float(np.asarray(path.next_eigenvalue)[i + 1])
+    if not tied(eta, value_k, value_next):
+        return None
+    ts = np.asarray(path.ts)
+    return (
+        f"the solve from t = {float(ts[i]):.6g} to {float(ts[i + 1]):.6g} (saved times {i} to "
+        f"{i + 1}) stalled after {int(np.asarray(path.num_steps)[i])} steps where lambda_{k} "
+        f"and lambda_{k + 1} of the Hessian are tied at the edge of stability (learning_rate * "
+        f"lambda / 2 = {0.5 * eta * value_k:.6g} and {0.5 * eta * value_next:.6g}): a direction "
+        f"beyond the k = {k} this flow holds reached the edge with them. The field then jumps "
+        "as the tied eigenvectors trade places in the top k (a sliding mode: the solver's step "
+        "collapses, and no max_steps helps). Solve again with a larger k "
+        f"(CentralFlow(..., k={k + 1}) or more; with cross-entropy over C classes up to C - 1 "
+        "top eigenvalues rise together)."
+    )
 
 
 def _past_the_edge(flow: CentralFlow, path: CentralPath) -> str | None:
