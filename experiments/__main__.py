@@ -10,9 +10,10 @@ experiment, an `--out` that is not dynopt's to write) is one line `error: ...` a
 before any work. An `--out` that became such a place while the run went on is one `error:` line
 naming the new folder beside it where the finished result went (exit status 1). Ctrl-C stops a
 run: one line `interrupted; finished: ...; results kept in ...`, the page over what is there,
-exit status 130. `figures` with no NAME redraws the saved results' figures and names the
-experiments without one (it runs no experiment; `figures NAME` runs NAME at full size first
-where no result of it is saved)."""
+exit status 130; SIGTERM and SIGHUP alike (`stopped by SIGTERM; ...`, 143 and 129), and a
+parallel run's workers stop with it, or on their own where it was killed outright. `figures`
+with no NAME redraws the saved results' figures and names the experiments without one (it runs
+no experiment; `figures NAME` runs NAME at full size first where no result of it is saved)."""
 
 import argparse
 import contextlib
@@ -49,6 +50,53 @@ from ._jobs import enable_compilation_cache, run_one, run_parallel
 _CHECKOUT = Path(__file__).resolve().parents[1]
 CHECKOUT_RESULTS = _CHECKOUT / "results"
 README_FIGURES = {("gd_flow", "orders.png"): _CHECKOUT / "docs" / "figures" / "gd_flow_orders.png"}
+
+
+# What stops a run as Ctrl-C does: SIGTERM (`kill`, `timeout`, a batch system cancelling the
+# job) and SIGHUP (the terminal closed) too, whose default ends Python at once, leaving a
+# temporary folder behind and a parallel run's workers running on without their parent.
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def _stop_signals(received: list):
+    """In the block, each of `_STOP_SIGNALS` appends its number to `received` and raises
+    `KeyboardInterrupt`, so that a run stops as after Ctrl-C (its temporary folder removed, its
+    workers stopped). SIGTERM or SIGHUP ignored when the block starts stays ignored (`nohup`
+    ignores SIGHUP); Ctrl-C always stops a run. Outside the main thread, nothing."""
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {}
+    try:
+        for signum in _STOP_SIGNALS:
+            if signum == signal.SIGINT or signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, stop)
+    except ValueError:  # not the main thread: the signals are not ours to catch
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def _stopped(received: list) -> str:
+    """How the run was stopped, to begin its last line: "interrupted" (Ctrl-C), else the
+    signal's name."""
+    if not received or received[0] == signal.SIGINT:
+        return "interrupted"
+    return f"stopped by {signal.Signals(received[0]).name}"
+
+
+def _stop_status(received: list) -> int:
+    """The exit status of a run stopped by the signal first `received`: 128 + its number, as a
+    shell reports a process the signal ended (130 for Ctrl-C, 143 for SIGTERM)."""
+    return 128 + (received[0] if received else signal.SIGINT)
 
 
 def _print_page(written: bool, line: str) -> None:
@@ -164,29 +212,31 @@ def _redraw_figures(names: list[str], out) -> int:
             "figures again",
             flush=True,
         )
-    redrawn = []
-    try:
-        for name, (folder, metrics) in saved.items():
-            if metrics is None:
-                print(
-                    f"{name}: no saved result in {folder}; running it (full size) first", flush=True
-                )
-                enable_compilation_cache()
-                run_experiment(name, out=folder, log=_log)
-                saved[name] = folder, _saved_metrics(name, folder)
-            # (a redraw cut short leaves figures that are still dynopt's, not the user's)
-            begin_redraw(folder, figure_names(name))
-            paths = replot(name, folder)
-            print(f"{name}: {', '.join(str(p) for p in paths)}", flush=True)
-            redrawn.append(name)
-    except KeyboardInterrupt:  # one line, not a traceback from inside JAX
-        print(
-            f"interrupted; figures redrawn: {', '.join(redrawn) or 'none'}; the saved results "
-            "are whole (a run stopped before its result was written leaves none)",
-            file=sys.stderr,
-            flush=True,
-        )
-        return 130
+    redrawn, stopped = [], []
+    with _stop_signals(stopped):  # SIGTERM, SIGHUP: as Ctrl-C
+        try:
+            for name, (folder, metrics) in saved.items():
+                if metrics is None:
+                    print(
+                        f"{name}: no saved result in {folder}; running it (full size) first",
+                        flush=True,
+                    )
+                    enable_compilation_cache()
+                    run_experiment(name, out=folder, log=_log)
+                    saved[name] = folder, _saved_metrics(name, folder)
+                # (a redraw cut short leaves figures that are still dynopt's, not the user's)
+                begin_redraw(folder, figure_names(name))
+                paths = replot(name, folder)
+                print(f"{name}: {', '.join(str(p) for p in paths)}", flush=True)
+                redrawn.append(name)
+        except KeyboardInterrupt:  # one line, not a traceback from inside JAX
+            print(
+                f"{_stopped(stopped)}; figures redrawn: {', '.join(redrawn) or 'none'}; the saved "
+                "results are whole (a run stopped before its result was written leaves none)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return _stop_status(stopped)
     for (name, file), target in README_FIGURES.items():
         if name in missing:
             print(
@@ -215,14 +265,11 @@ def _run(names, outs, quick: bool, seed: int, jobs: int, page: Path | None, wher
     """`run` / `run-all` once every check passed: the experiments (`jobs` at a time), their
     reports, then the page over `page` (None: no page). Exit status 0; 1 where an `--out` became
     a place dynopt must not write during the run (its result went to a new folder beside it,
-    named); 130 after Ctrl-C, which keeps every result written and writes the page over them."""
+    named); 130 after Ctrl-C, which keeps every result written and writes the page over them
+    (128 + N after signal N of `_STOP_SIGNALS`)."""
     mode = "quick" if quick else "full"
     finished, failed = [], []
     interrupted = []
-
-    def on_interrupt(signum, frame):
-        interrupted.append(signum)
-        raise KeyboardInterrupt
 
     def log(message: str) -> None:
         # A KeyboardInterrupt raised while Python runs a garbage-collector callback (JAX has one)
@@ -231,63 +278,59 @@ def _run(names, outs, quick: bool, seed: int, jobs: int, page: Path | None, wher
             raise KeyboardInterrupt
         _log(message)
 
-    try:
-        previous = signal.signal(signal.SIGINT, on_interrupt)
-    except ValueError:  # not the main thread: Ctrl-C is not ours to catch
-        previous = None
     hook, sys.unraisablehook = sys.unraisablehook, _jobs.quiet_lost_interrupts(sys.unraisablehook)
-    try:
-        if jobs > 1:
-            print(f"{len(names)} experiments ({mode} mode), {jobs} at a time:", flush=True)
-            for i, name in enumerate(names):
-                print(f"  {name} ({i + 1}/{len(names)}): {summary(name)}", flush=True)
-            # The page too is written by a worker: one that has dynopt imported already.
-            then = functools.partial(_jobs.page, page, sorted(EXPERIMENTS))
-            written, finished, failed = run_parallel(
-                names, outs, quick=quick, seed=seed, jobs=jobs, then=then
-            )
-            _print_page(*written)
-            return 1 if failed else 0
-        for i, (name, out) in enumerate(zip(names, outs)):
-            print(f"{name} ({i + 1}/{len(names)}, {mode} mode): {summary(name)}", flush=True)
-            try:
-                out, elapsed = run_one(
-                    name,
-                    quick,
-                    seed,
-                    out,
-                    # (a bar redrawn into a log file is thousands of lines of noise)
-                    progress=not quick and sys.stderr.isatty(),
-                    log=log,
-                    run=run_experiment,  # this module's name for it (tests replace it)
+    with _stop_signals(interrupted):
+        try:
+            if jobs > 1:
+                print(f"{len(names)} experiments ({mode} mode), {jobs} at a time:", flush=True)
+                for i, name in enumerate(names):
+                    print(f"  {name} ({i + 1}/{len(names)}): {summary(name)}", flush=True)
+                # The page too is written by a worker: one that has dynopt imported already.
+                then = functools.partial(_jobs.page, page, sorted(EXPERIMENTS))
+                written, finished, failed = run_parallel(
+                    names, outs, quick=quick, seed=seed, jobs=jobs, then=then
                 )
-            except OutError as e:  # --out changed during the run (the result saved beside it)
-                print(f"error: {e}", file=sys.stderr, flush=True)
-                failed.append(name)
-                continue
-            finished.append(name)
-            _report(name, out, elapsed)
-            # One process running every experiment would otherwise near Linux's 65,530-mapping
-            # limit (vm.max_map_count), where XLA's next compilation segfaults.
-            _jobs.release_programs()
-        if page is not None:
-            write_page(page, sorted(EXPERIMENTS))
-        return 1 if failed else 0
-    except KeyboardInterrupt as e:
-        finished = getattr(e, "finished", finished)  # (`_jobs.Interrupted` says which)
-        print(
-            f"interrupted; finished: {', '.join(finished) or 'none'}; results kept in {where}",
-            file=sys.stderr,
-            flush=True,
-        )
-        if page is not None and page.is_dir():  # (none: nothing finished, nothing to show)
-            with contextlib.suppress(KeyboardInterrupt):  # (a second Ctrl-C: no page)
+                _print_page(*written)
+                return 1 if failed else 0
+            for i, (name, out) in enumerate(zip(names, outs)):
+                print(f"{name} ({i + 1}/{len(names)}, {mode} mode): {summary(name)}", flush=True)
+                try:
+                    out, elapsed = run_one(
+                        name,
+                        quick,
+                        seed,
+                        out,
+                        # (a bar redrawn into a log file is thousands of lines of noise)
+                        progress=not quick and sys.stderr.isatty(),
+                        log=log,
+                        run=run_experiment,  # this module's name for it (tests replace it)
+                    )
+                except OutError as e:  # --out changed during the run (the result saved beside it)
+                    print(f"error: {e}", file=sys.stderr, flush=True)
+                    failed.append(name)
+                    continue
+                finished.append(name)
+                _report(name, out, elapsed)
+                # One process running every experiment would otherwise near Linux's 65,530-mapping
+                # limit (vm.max_map_count), where XLA's next compilation segfaults.
+                _jobs.release_programs()
+            if page is not None:
                 write_page(page, sorted(EXPERIMENTS))
-        return 130
-    finally:
-        sys.unraisablehook = hook
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+            return 1 if failed else 0
+        except KeyboardInterrupt as e:
+            finished = getattr(e, "finished", finished)  # (`_jobs.Interrupted` says which)
+            print(
+                f"{_stopped(interrupted)}; finished: {', '.join(finished) or 'none'}; results kept "
+                f"in {where}",
+                file=sys.stderr,
+                flush=True,
+            )
+            if page is not None and page.is_dir():  # (none: nothing finished, nothing to show)
+                with contextlib.suppress(KeyboardInterrupt):  # (a second Ctrl-C: no page)
+                    write_page(page, sorted(EXPERIMENTS))
+            return _stop_status(interrupted)
+        finally:
+            sys.unraisablehook = hook
 
 
 def main(argv=None) -> int:

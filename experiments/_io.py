@@ -572,23 +572,36 @@ def _discard(folder: Path) -> tuple[list[Path], list[Path]]:
     return removed, kept
 
 
+# Signals that stop a writer: Ctrl-C, and SIGTERM and SIGHUP, which the command line also turns
+# into a clean stop (and whose default ends the process at once).
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 @contextlib.contextmanager
 def _interrupts_deferred():
-    """Ctrl-C (SIGINT) waits until the block is done, then acts as it would have: the renames
-    that swap a result in are never cut in two. (Only the main thread can wait for it.)"""
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP wait until the block is done, then act as they would
+    have: the renames that swap a result in are never cut in two. A signal ignored stays
+    ignored. (Only the main thread can wait for them.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    received, previous = [], {}
+    for signum in _STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, lambda s, frame: received.append(s))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if received and callable(previous):
-            previous(signal.SIGINT, None)  # (Python's own handler raises KeyboardInterrupt)
-        elif received and previous == signal.SIG_DFL:
-            os.kill(os.getpid(), signal.SIGINT)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(received):  # (each once, in the order they came)
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)  # (Python's own SIGINT handler raises KeyboardInterrupt)
+            elif handler in (signal.SIG_DFL, None):
+                os.kill(os.getpid(), signum)
 
 
 def _put_back(backup: Path, out_dir: Path) -> bool:

@@ -4,8 +4,9 @@ this module, not in `__main__`, so that a spawned process can import them.
 
 The parent of a parallel run imports neither JAX nor dynopt (over a second of one core, before
 the workers could start): the workers return what is printed, and one of them writes the page.
-Ctrl-C stops the whole run: what has not started is cancelled, the running experiments stop
-(their temporary folders removed, no result half swapped in) and the workers exit."""
+Ctrl-C (or SIGTERM, SIGHUP) stops the whole run: what has not started is cancelled, the running
+experiments stop (their temporary folders removed, no result half swapped in) and the workers
+exit; a worker whose parent was killed outright stops and exits by itself."""
 
 import atexit
 import concurrent.futures
@@ -16,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -134,13 +136,39 @@ def quiet_lost_interrupts(hook):
     return unraisable
 
 
-def _worker_init(stop=None) -> None:
-    """A worker's start: SIGINT (ignored while it started), or the parent setting `stop` (an
-    event), now stops its experiment."""
+def _worker_init(stop=None, parent: int | None = None) -> None:
+    """A worker's start: SIGINT (ignored while it started), SIGTERM, SIGHUP (unless ignored:
+    `nohup`), or the parent setting `stop` (an event), now stops its experiment; so does the end
+    of the process `parent`, watched from a thread (`_watch_parent`)."""
     global _stop_event
     _stop_event = stop
     signal.signal(signal.SIGINT, _on_interrupt)
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _on_interrupt)
     sys.unraisablehook = quiet_lost_interrupts(sys.unraisablehook)
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+# How often a worker looks whether its parent is still there (`_watch_parent`).
+PARENT_POLL_S = 0.5
+
+
+def _watch_parent(parent: int) -> None:
+    """Once the worker's `parent` process is gone (killed by a signal it cannot catch, SIGKILL;
+    the out-of-memory killer), stop the experiment running as Ctrl-C does (its temporary folder
+    removed), wait for it up to `STOP_GRACE_S`, and end the worker: the pool's queue would
+    keep it waiting for work forever, and the experiment would write a result nobody asked for
+    any more."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while _running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os._exit(1)
 
 
 def _run_in_worker(name: str, quick: bool, seed: int, out) -> tuple[str, str]:
@@ -297,7 +325,7 @@ def run_parallel(
     workers = min(jobs, len(names))
     stop = context.Event()
     pool = concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_worker_init, initargs=(stop,)
+        workers, mp_context=context, initializer=_worker_init, initargs=(stop, os.getpid())
     )
     futures: dict = {}
     finished, failed, seen = [], [], set()

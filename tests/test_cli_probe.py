@@ -3,18 +3,26 @@ a user's folder, a result file the user changed, a results page over a result th
 read or over none, an `--out` that names the parent of results, and what `--help` says of
 `--seed`."""
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from experiments import __main__ as cli, _io, _jobs
+import experiments
+from experiments import __main__ as cli, _card, _io, _jobs
 from experiments._io import check_out, OutError, write_results
+
+from .test_experiments import _fake_experiments, naps  # noqa: F401  (a fixture)
 
 
 def _result(out, **metrics):
@@ -194,3 +202,152 @@ def test_every_command_reads_a_tilde_out_alike(tmp_path, monkeypatch, capsys):
     assert cli.main(["clean", "--out", "~/res"]) == 0
     assert f"removed {result}" in capsys.readouterr().out
     assert not result.exists() and not (tmp_path / "~").exists()
+
+
+# --- session 43's probe: SIGTERM, SIGHUP and a parent killed outright ----------------------------
+
+
+@contextlib.contextmanager
+def _default_sigterm_fails():
+    """SIGTERM in the block raises where the command line left it to Python's default (which
+    would end the test run): a test of its handling fails instead."""
+
+    def unhandled(signum, frame):
+        raise AssertionError("SIGTERM reached the handler the command line found: not handled")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.usefixtures("naps")
+def test_sigterm_stops_a_run_as_ctrl_c_does_leaving_no_temporary_folder(
+    tmp_path, monkeypatch, capsys
+):
+    # Before: SIGTERM (`kill`, `timeout`, a batch system cancelling the job) ended Python at once:
+    # no line, exit status -15, and the temporary folder of a result being written left behind.
+    out = tmp_path / "res" / "nap"
+    draw = _card.draw
+
+    def sigterm_while_drawing(module, metrics, arrays, folder, config=None):
+        assert folder.name.startswith(".nap.tmp-")  # (the result is being written)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return draw(module, metrics, arrays, folder, config)
+
+    monkeypatch.setattr(_card, "draw", sigterm_while_drawing)
+    with _default_sigterm_fails():
+        assert cli.main(["run", "nap", "--out", str(out)]) == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM).__name__ == "unhandled"  # (put back)
+    assert capsys.readouterr().err == (
+        f"stopped by SIGTERM; finished: none; results kept in {out}\n"
+    )
+    assert list((tmp_path / "res").iterdir()) == []
+
+
+def test_sigterm_while_a_result_is_swapped_in_waits_for_the_swap(tmp_path, monkeypatch):
+    # Before: only Ctrl-C waited; SIGTERM (which the command line turns into a stop as Ctrl-C)
+    # between the two renames left no result at `out`, the old one moved aside.
+    out = _result(tmp_path / "gd_flow", m=1.0)
+    rename, renames = os.rename, []
+
+    def rename_then_sigterm(src, dst):
+        rename(src, dst)
+        renames.append(dst)
+        if len(renames) == 1:  # the old result moved aside, the new one not yet in
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "rename", rename_then_sigterm)
+    previous = signal.signal(signal.SIGTERM, stop)  # (as the command line's handler does)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _result(out, m=2.0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    monkeypatch.undo()
+    assert _io.load_results(out)[0]["m"] == 2.0
+    assert [p.name for p in tmp_path.iterdir()] == ["gd_flow"]
+
+
+def _parallel_run(tmp_path: Path, registry: dict, out: Path) -> subprocess.Popen:
+    """`run-all --jobs 2` of the fake experiments `registry` into `out`, in its own process
+    group, its output piped."""
+    driver = tmp_path / "driver.py"  # (a spawned worker runs it too, as __mp_main__)
+    driver.write_text(
+        "import sys\nimport experiments\n"
+        f"experiments.EXPERIMENTS.update({registry!r})\n"
+        "if __name__ == '__main__':\n"
+        "    from experiments.__main__ import main\n"
+        "    sys.exit(main(sys.argv[1:]))\n"
+    )
+    repo = str(Path(experiments.__file__).parents[1])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([repo, str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    argv = ["run-all", *registry, "--jobs", "2", "--out", str(out)]
+    return subprocess.Popen(
+        [sys.executable, str(driver), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def _until_both_run(proc: subprocess.Popen) -> list[str]:
+    """The run's output until both experiments have started."""
+    said, started = [], set()
+    for line in proc.stdout:
+        said.append(line)
+        if line.startswith(("[first]   [1/1]", "[second]   [1/1]")):
+            started.add(line.split("]")[0])
+        if len(started) == 2:
+            return said
+    pytest.fail("".join(said))
+
+
+def _group_ends(pgid: int, seconds: float) -> bool:
+    """Whether every process of the group `pgid` is gone within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_parallel_run_whose_parent_is_killed_stops_its_workers(tmp_path, how):
+    # Before: `kill` (SIGTERM) of `run-all --jobs 2` ended the parent alone: its workers ran the
+    # experiments on, wrote their results after the run was stopped, then waited forever on
+    # the pool's queue (orphans, one per job). SIGTERM now stops the run as Ctrl-C does (exit
+    # status 143, one line); a parent killed outright (SIGKILL) has its workers stop and exit.
+    registry = _fake_experiments(tmp_path, first=60.0, second=60.0)
+    out = tmp_path / "res"
+    proc = _parallel_run(tmp_path, registry, out)
+    try:
+        said = _until_both_run(proc)
+        os.kill(proc.pid, getattr(signal, how))  # the parent alone, as `kill PID` does
+        rest, _ = proc.communicate(timeout=60)
+        said = "".join(said) + rest
+        assert _group_ends(proc.pid, _jobs.STOP_GRACE_S + 5), f"workers left behind: {said}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    if how == "SIGTERM":
+        assert proc.returncode == 128 + signal.SIGTERM, said
+        assert f"stopped by SIGTERM; finished: none; results kept in {out}\n" in said
+        assert "Traceback" not in said, said
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    # Nothing of the stopped experiments: no result, no temporary folder.
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) in ([], ["index.html"])
