@@ -24,6 +24,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from . import (
@@ -40,7 +41,16 @@ from . import (
     run_experiment,
     summary,
 )
-from ._io import _umask, begin_redraw, check_out, is_result, OutError, remove_results, why_kept
+from ._io import (
+    _umask,
+    begin_redraw,
+    check_out,
+    is_result,
+    load_results,
+    OutError,
+    remove_results,
+    why_kept,
+)
 from ._jobs import enable_compilation_cache, run_one, run_parallel
 
 
@@ -146,6 +156,21 @@ def _saved_metrics(name: str, folder: Path) -> dict | None:
     return metrics
 
 
+def _check_loads(name: str, folder: Path, out) -> None:
+    """`ValueError` unless the files of `name`'s result saved in `folder` that its figures are
+    drawn from can be read (one missing or cut short: a traceback from inside the redraw),
+    saying how to make it anew."""
+    try:
+        load_results(folder)
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, zipfile.BadZipFile) as e:  # (UnicodeDecodeError too)
+        again = f"python -m experiments run {name}" + ("" if out is None else f" --out {out}")
+        raise ValueError(
+            f"{folder}: the saved result of {name} cannot be read ({type(e).__name__}: {e}), so "
+            f"its figures cannot be redrawn; make it anew: {again}"
+        ) from e
+
+
 def _refresh_readme_figure(name: str, source: Path, target: Path, metrics: dict) -> str:
     """Copy `source` (a figure of `name`'s result in the default results folder) over the README
     figure `target`, atomically, if that result is full-size and in this checkout's own results
@@ -198,6 +223,8 @@ def _redraw_figures(names: list[str], out) -> int:
             folder = check_out(folder, experiment=name, redraw=True)
             check_redraw(name, folder)
             saved[name] = folder, _saved_metrics(name, folder)
+            if saved[name][1] is not None:
+                _check_loads(name, folder, out)
     except ValueError as e:  # unknown experiment, a user's folder, another experiment's result
         return _error(str(e))
     missing = [name for name, (_, metrics) in saved.items() if every and metrics is None]

@@ -190,24 +190,34 @@ def draw(module, metrics: dict, arrays: Mapping, out_dir: Path, config=None) -> 
 Table = tuple[str, list[str], list[list[str]]]  # (title, column headers, rows of cells)
 
 
-def tables(module, folder: Path) -> list[Table]:
-    """`module.TABLES` evaluated on the result saved in `folder` (none if it defines none)."""
-    specs = getattr(module, "TABLES", {})
-    if not specs:
-        return []
+def load(module, folder: Path):
+    """The typed results of `module` saved in `folder` (`results_from` its metrics.json,
+    data.npz and config.json); `ValueError` saying why where they cannot be rebuilt (a file
+    missing or cut short, a section missing: another version wrote it, or it was changed)."""
     import json
+    import zipfile
 
     from ._io import load_results
 
     try:
         metrics, arrays = load_results(folder)
         config = json.loads((Path(folder) / "config.json").read_text())
-        results = results_from(module.SECTIONS, metrics, arrays, config)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return results_from(module.SECTIONS, metrics, arrays, config)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{type(e).__name__}: {e}") from e
+
+
+def tables(module, folder: Path) -> list[Table]:
+    """`module.TABLES` evaluated on the result saved in `folder` (none if it defines none)."""
+    specs = getattr(module, "TABLES", {})
+    if not specs:
+        return []
+    try:
+        results = load(module, folder)
+    except ValueError as e:
         # A result this version cannot rebuild (another version wrote it, a file is gone): the
         # page and the report still render, and say so.
-        why = f"{type(e).__name__}: {e}"
-        return [("Tables", ["not shown"], [[f"the saved result cannot be read ({why}); rerun"]])]
+        return [("Tables", ["not shown"], [[f"the saved result cannot be read ({e}); rerun"]])]
     out = []
     for title, table in specs.items():
         made = table(results)

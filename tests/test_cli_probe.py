@@ -22,7 +22,11 @@ import experiments
 from experiments import __main__ as cli, _card, _io, _jobs
 from experiments._io import check_out, OutError, write_results
 
-from .test_experiments import _fake_experiments, naps  # noqa: F401  (a fixture)
+from . import test_experiments
+from .test_experiments import _fake_experiments
+
+
+naps = test_experiments.naps  # (the fixture: fake experiments in the registry)
 
 
 def _result(out, **metrics):
@@ -351,3 +355,45 @@ def test_a_parallel_run_whose_parent_is_killed_stops_its_workers(tmp_path, how):
         assert proc.returncode == -signal.SIGKILL
     # Nothing of the stopped experiments: no result, no temporary folder.
     assert not out.exists() or sorted(p.name for p in out.iterdir()) in ([], ["index.html"])
+
+
+def _damaged(out: Path, how: str) -> None:
+    """Damage the result `out` of `nap` as a half-written or half-removed one would be."""
+    if how == "data.npz missing":
+        (out / "data.npz").unlink()
+    elif how == "data.npz cut short":
+        data = (out / "data.npz").read_bytes()
+        (out / "data.npz").write_bytes(data[: len(data) // 2])
+    else:
+        (out / "config.json").unlink()
+
+
+@pytest.mark.usefixtures("naps")
+@pytest.mark.parametrize("how", ["data.npz missing", "data.npz cut short", "config.json missing"])
+def test_figures_of_a_result_that_cannot_be_read_is_one_line_before_any_work(tmp_path, capsys, how):
+    # Before: a traceback from inside the redraw (FileNotFoundError, BadZipFile, KeyError), exit
+    # status 1, after the marker had listed the figures as being redrawn.
+    out = tmp_path / "res" / "nap"
+    assert cli.main(["run", "nap", "--out", str(out)]) == 0
+    _damaged(out, how)
+    marker = (out / ".dynopt").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["figures", "nap", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    again = f"make it anew: python -m experiments run nap --out {out}\n"
+    assert err.startswith(f"error: {out}: the saved result of nap cannot be read (")
+    assert err.endswith(f"so its figures cannot be redrawn; {again}"), err
+    assert err.count("\n") == 1 and (out / ".dynopt").read_bytes() == marker
+
+
+def test_the_page_shows_a_result_whose_data_is_cut_short(naps, tmp_path, capsys):
+    # Before: a data.npz cut short (BadZipFile) stopped the page with a traceback where the
+    # experiment has tables (continuum), instead of saying so in its section.
+    naps["nap"].TABLES = {"numbers": lambda r: (["value"], [[f"{r.nap.seconds:g}"]])}
+    assert cli.main(["run-all", "nap", "nap2", "--out", str(tmp_path / "res")]) == 0
+    _damaged(tmp_path / "res" / "nap", "data.npz cut short")
+    capsys.readouterr()
+    assert cli.main(["page", "--out", str(tmp_path / "res")]) == 0
+    page = (tmp_path / "res" / "index.html").read_text()
+    assert "the saved result cannot be read (BadZipFile: File is not a zip file); rerun" in page
+    assert 'id="nap2"' in page
