@@ -11,7 +11,8 @@ that also holds something dynopt did not write (a user's notes), naming it; `rem
 folder it was written in (its inode number, which `mv` on one disk keeps): a copy of a result
 (`cp -r`, or moved to another disk) is the user's, whole, even byte for byte dynopt's, and so is
 a result whose marker records no digests (an older dynopt's, whose files the user may have
-changed since): `check_out` refuses them and `clean` keeps them, each saying how to proceed
+changed since), and a folder whose marker is not byte for byte one dynopt writes (made or edited
+by hand): `check_out` refuses them and `clean` keeps them, each saying how to proceed
 (`sealed`); the results page still shows them.
 Everything is written into a unique temporary folder beside the target (named with the writer's
 pid), then swapped in by renames (Ctrl-C waits until the swap is done); concurrent writers each
@@ -74,6 +75,10 @@ _OLDER = (
 _COPY = (
     "a copy of a dynopt result (its marker was written in another folder: copied, or moved to "
     "another disk), so its files are yours"
+)
+_EDITED = (
+    "a folder whose .dynopt marker is not as dynopt wrote it (made or edited by hand), so none of "
+    "its files is dynopt's"
 )
 NON_FINITE = "non_finite"  # metrics.json: path -> "inf" | "-inf" | "nan" for each null number
 
@@ -147,8 +152,9 @@ class _Listing(NamedTuple):
     ours: set[str] | None  # those dynopt wrote, the marker included; None: not a result
     experiment: str | None  # the experiment its metrics.json names (None: none named)
     unreadable: str | None  # why its metrics.json cannot be read, if it cannot
-    # Why none of it is dynopt's to replace or remove (`_OLDER`, `_COPY`), though `ours` says
-    # which files hold what dynopt wrote (the page shows them); None: a result dynopt wrote here.
+    # Why none of it is dynopt's to replace or remove (`_OLDER`, `_COPY`, `_EDITED`), though
+    # `ours` says which files hold what dynopt wrote (the page shows them); None: a result
+    # dynopt wrote here.
     sealed: str | None = None
 
 
@@ -313,6 +319,8 @@ def _examine(fd: int, names: set[str]) -> _Listing:
             digests = None
         elif type(folder) is int and folder != os.fstat(fd).st_ino:
             sealed = _COPY
+        elif listed is not None and not _as_written(marker, data, digests):
+            sealed = _EDITED  # (a marker made or changed by hand claims nothing)
         elif listed is not None:
             sealed = None  # (written here, or before markers recorded the folder)
     if listed is None:  # written before markers listed files: the rest is the user's
@@ -420,6 +428,33 @@ def is_result(folder) -> bool:
     return stat.S_ISREG(mode)
 
 
+def _marker_text(files: list[str], folder: int, digests: dict[str, str]) -> str:
+    """The marker `_mark` writes: its sentences, a digest line per plain name (as sha256sum
+    prints it), then the JSON listing."""
+    lines = "".join(f"{d}  {n}\n" for n, d in digests.items() if _PLAIN_NAME.fullmatch(n))
+    listing = json.dumps({"files": files, "folder": folder, "sha256": digests}, indent=1)
+    return f"{_MARKER_HEAD}{_DIGESTS_HEAD}{lines}{listing}\n"
+
+
+def _as_written(marker: bytes, data, digests: dict) -> bool:
+    """Whether `marker` (its JSON `data`, its `digests`) is byte for byte a marker dynopt writes
+    (`_marker_text`), or wrote at 5c2a584 (digest lines, then the list of files alone): a marker
+    made or edited by hand, even one listing the right digests, claims none of the files."""
+    try:
+        if isinstance(data, dict) and set(data) == {"files", "folder", "sha256"}:
+            text = _marker_text(data["files"], data["folder"], data["sha256"])
+        elif isinstance(data, dict) and set(data) == {"files"}:
+            files = data["files"]
+            lines = "".join(f"{digests[n]}  {n}\n" for n in files if n in digests and "{" not in n)
+            listing = json.dumps({"files": files}, indent=1)
+            text = f"{_MARKER_HEAD}{_DIGESTS_HEAD}{lines}{listing}\n"
+        else:
+            return False
+    except (TypeError, AttributeError):
+        return False
+    return marker == text.encode("utf-8")
+
+
 def _mark(folder: Path, files, redrawing=()) -> None:
     """Write `folder`'s marker listing `files` with their SHA-256 digests, those in `redrawing`
     as being redrawn (atomically: a temporary file renamed over it)."""
@@ -431,9 +466,7 @@ def _mark(folder: Path, files, redrawing=()) -> None:
     finally:
         os.close(fd)
     digests = {n: d for n, d in digests.items() if d is not None}
-    lines = "".join(f"{d}  {n}\n" for n, d in digests.items() if _PLAIN_NAME.fullmatch(n))
-    listing = json.dumps({"files": files, "folder": inode, "sha256": digests}, indent=1)
-    text = f"{_MARKER_HEAD}{_DIGESTS_HEAD}{lines}{listing}\n"
+    text = _marker_text(files, inode, digests)
     fd, tmp = tempfile.mkstemp(prefix=f"{MARKER}.tmp-{os.getpid()}-", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

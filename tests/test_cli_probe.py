@@ -397,3 +397,43 @@ def test_the_page_shows_a_result_whose_data_is_cut_short(naps, tmp_path, capsys)
     page = (tmp_path / "res" / "index.html").read_text()
     assert "the saved result cannot be read (BadZipFile: File is not a zip file); rerun" in page
     assert 'id="nap2"' in page
+
+
+def _forged(folder: Path, marker: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    (folder / ".dynopt").write_text(marker)
+
+
+def test_a_marker_made_or_edited_by_hand_claims_nothing_not_even_itself(tmp_path, capsys):
+    # Before: a `.dynopt` the user wrote (a list of files with digests, no folder recorded) made
+    # the folder a result of dynopt's: `clean` deleted that file, the user's, and a run may have
+    # replaced the folder's files whose digests it listed.
+    root = tmp_path / "P"
+    notes = hashlib.sha256(b"mine").hexdigest()
+    by_hand = [
+        '{"files": ["notes.txt"], "sha256": {}}',
+        json.dumps({"files": ["notes.txt"], "sha256": {"notes.txt": notes}}),
+        _io._MARKER_HEAD + json.dumps({"files": ["notes.txt"], "sha256": {"notes.txt": notes}}),
+    ]
+    for i, marker in enumerate(by_hand):
+        _forged(root / f"f{i}", marker)
+    real = _result(root / "gd_flow", m=1.0)
+    edited = _result(root / "edited", m=1.0)
+    (edited / ".dynopt").write_text((edited / ".dynopt").read_text().replace(' "files"', '"files"'))
+    for folder in (*(root / f"f{i}" for i in range(len(by_hand))), edited):
+        with pytest.raises(OutError, match=r"\.dynopt marker is not as dynopt wrote it"):
+            check_out(folder, experiment="gd_flow")
+    assert cli.main(["clean", "--out", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {real}\n" in out and f"kept {edited}: a folder whose .dynopt marker" in out
+    for i, marker in enumerate(by_hand):
+        assert (root / f"f{i}" / ".dynopt").read_text() == marker
+        assert (root / f"f{i}" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in edited.iterdir()) == [".dynopt", *_EVERY]
+    # The markers dynopt writes, and the one it wrote at 5c2a584, stay dynopt's.
+    again = _result(root / "gd_flow", m=1.0)
+    assert _io.foreign(again) == set() and check_out(again, experiment="gd_flow") == again
+
+
+_EVERY = ["config.json", "data.npz", "metrics.json"]
