@@ -25,6 +25,9 @@ class Headline:
     - `low`, `high`: bounds (either may be `None`) when the prediction is a bound.
     - `fmt`: the format of the number.
     - `full_only`: measured in full mode only (quick mode skips the work behind it).
+    - `verdict`: for a fitted order, the key of its sweep's verdict (`dynopt.assess_order`,
+      `Comparison.verdict`): a slope is an order only where the errors are in their asymptotic
+      regime, so any other verdict is shown in its place (and is not "ok").
     """
 
     key: str
@@ -35,6 +38,7 @@ class Headline:
     high: float | None = None
     fmt: str = ".4g"
     full_only: bool = False
+    verdict: str | None = None
 
     def __post_init__(self):
         if (self.expected is None) != (self.tol is None):
@@ -71,7 +75,8 @@ class Reading:
     headline: Headline
     value: float | None
     # "ok", "off" (outside the prediction), "missing", "non-finite", "info" (no prediction),
-    # "full mode only" (a quick result does not measure it)
+    # "full mode only" (a quick result does not measure it), or an order's verdict other than
+    # "asymptotic" ("pre-asymptotic", "unstable", "too few step sizes": no order to show)
     status: str
 
     def value_text(self) -> str:
@@ -95,12 +100,26 @@ def lookup(metrics: Mapping[str, Any], key: str) -> Any:
     return node
 
 
+def _verdict(h: Headline, metrics: Mapping[str, Any]) -> str | None:
+    """The verdict on `h`'s order saved in `metrics` (None: none named, or none saved)."""
+    if h.verdict is None:
+        return None
+    try:
+        verdict = lookup(metrics, h.verdict)
+    except KeyError:  # (a result saved before its verdict was)
+        return None
+    return verdict if isinstance(verdict, str) else None
+
+
 def read(headlines: Sequence[Headline], metrics: Mapping[str, Any]) -> list[Reading]:
     """Each headline's value in `metrics` and whether it meets its prediction."""
     readings = []
     for h in headlines:
         if h.full_only and metrics.get("quick"):
             readings.append(Reading(h, None, "full mode only"))
+            continue
+        if (verdict := _verdict(h, metrics)) not in (None, "asymptotic"):
+            readings.append(Reading(h, None, verdict))
             continue
         try:
             raw = lookup(metrics, h.key)
@@ -128,15 +147,19 @@ def text(readings: Sequence[Reading]) -> str:
     """Aligned plain-text lines for the terminal: label, value, prediction, status."""
     if not readings:
         return ""
+    predictions = [r.headline.describe() for r in readings]
+    predictions = ["" if p == "—" else f"expected {p}" for p in predictions]
+    # Each column as wide as its widest cell ("full mode only", "expected 0.707107 ± 0.001").
     width = max(len(r.headline.label) for r in readings)
+    values = max(11, *(len(r.value_text()) for r in readings))
+    expected = max(24, *map(len, predictions))
     lines = []
-    for r in readings:
+    for r, prediction in zip(readings, predictions):
         mark = {"ok": "ok", "off": "OFF", "info": "", "full mode only": ""}.get(
             r.status, r.status.upper()
         )
-        prediction = r.headline.describe()
-        prediction = "" if prediction == "—" else f"expected {prediction}"
         lines.append(
-            f"  {r.headline.label:<{width}}  {r.value_text():>11}  {prediction:<24} {mark}".rstrip()
+            f"  {r.headline.label:<{width}}  {r.value_text():>{values}}  {prediction:<{expected}} "
+            f"{mark}".rstrip()
         )
     return "\n".join(lines)

@@ -38,7 +38,8 @@ table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.92rem; }
 th, td { border-bottom: 1px solid #e0e0e0; padding: 0.25rem 0.7rem; text-align: left; }
 td.num { font-variant-numeric: tabular-nums; text-align: right; }
 .ok { color: #1a7f37; font-weight: 600; }
-.off, .missing, .non-finite { color: #b42318; font-weight: 600; }
+.off, .missing, .non-finite, .pre-asymptotic, .unstable, .too-few-step-sizes {
+  color: #b42318; font-weight: 600; }
 .figures { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; max-width: 100%; }
 figure img { max-width: 100%; border: 1px solid #ddd; }

@@ -181,3 +181,41 @@ def test_a_users_own_png_in_a_result_folder_is_not_shown_as_a_figure(tmp_path):
     (folder / "my_sketch.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     text = _page.write_page(tmp_path, {"alpha": _module(HEADLINES)}, ["alpha"]).read_text()
     assert "alpha/x.png" in text and "my_sketch.png" not in text
+
+
+def test_an_order_outside_its_asymptotic_regime_shows_its_verdict_not_a_number(tmp_path):
+    # Before: a Headline could not name its order's verdict: a pre-asymptotic sweep's order
+    # (NaN, as `compare` saves it) read "NON-FINITE", as if the run had diverged, and a raw
+    # slope through pre-asymptotic errors read "ok" inside its band.
+    order = _headline.Headline(
+        "p/order", "order of GD vs flow", expected=1.0, tol=0.1, verdict="p/verdict"
+    )
+    for verdict, value in (("pre-asymptotic", None), ("unstable", None), ("pre-asymptotic", 1.02)):
+        [r] = _headline.read([order], {"p": {"order": value, "verdict": verdict}})
+        assert (r.value, r.status, r.value_text()) == (None, verdict, verdict)
+    for metrics in ({"p": {"order": 1.02, "verdict": "asymptotic"}}, {"p": {"order": 1.02}}):
+        [r] = _headline.read([order], metrics)  # (the second saved before its verdict was)
+        assert (r.value, r.status) == (1.02, "ok")
+    metrics = {"p": {"order": None, "verdict": "pre-asymptotic"}}
+    text = _headline.text(_headline.read([order], metrics))
+    assert "PRE-ASYMPTOTIC" in text and "NON-FINITE" not in text
+    page = _page.render(
+        {"fake": _module((order,))}, {"fake": _result(tmp_path, "fake", metrics)}, tmp_path
+    )
+    assert '<td class="pre-asymptotic">pre-asymptotic</td>' in page
+    assert ".pre-asymptotic" in page  # (styled as a number that is not there)
+
+
+def test_the_printed_headlines_keep_their_columns():
+    # Before: "full mode only" (14 characters) and a prediction over 24 characters pushed the
+    # columns after them out of line.
+    headlines = (
+        _headline.Headline("a", "short", expected=0.707107, tol=0.001),
+        _headline.Headline("b", "a longer label", expected=1.0, tol=0.1, full_only=True),
+        _headline.Headline("c", "third", high=1e-6),
+    )
+    metrics = {"quick": True, "a": 0.7071, "c": 1e-9}
+    lines = _headline.text(_headline.read(headlines, metrics)).splitlines()
+    assert len({line.index("expected") for line in lines}) == 1, lines
+    ends = [line.index("expected") + len("expected 0.707107 ± 0.001 ") for line in lines]
+    assert [line[end:] for line, end in zip(lines, ends)] == ["ok", "", "ok"], lines
