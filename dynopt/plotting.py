@@ -1126,12 +1126,24 @@ def plot_bar_pairs(
     - `labels`: legend entries of the two series.
     - `fmt`: the number format of the second series' bar labels (a non-zero value that it
       would print as zero, e.g. 3e-6 as 0.0000, is printed to two significant digits).
+
+    A value that is not finite (a limit not found, a run that diverged) has no bar and no
+    number: a cross on the bottom edge where its bar would stand, explained by a key entry.
     """
     x = np.arange(len(names))
     first, second = np.asarray(first, float), np.asarray(second, float)
-    ax.bar(x - 0.2, first, width=0.4, label=labels[0])
-    bars = ax.bar(x + 0.2, second, width=0.4, label=labels[1])
-    ax.bar_label(bars, labels=[_bar_text(v, fmt) for v in second])
+    crosses = False
+    for values, offset, label in ((first, -0.2, labels[0]), (second, 0.2, labels[1])):
+        bad = ~np.isfinite(values)
+        bars = ax.bar(x + offset, np.where(bad, np.nan, values), width=0.4, label=label)
+        if bad.any():  # (an infinite bar is drawn nowhere, its label at infinity)
+            color = bars.patches[0].get_facecolor()
+            _edge(ax, x[bad] + offset, top=False, marker="x", color=color, ms=8, mew=1.5)
+            crosses = True
+    texts = ["" if not np.isfinite(v) else _bar_text(v, fmt) for v in second]
+    ax.bar_label(bars, labels=texts)
+    if crosses:
+        _key_once(ax, "not finite (no bar)", "kx", ls="none")
     ax.set_xticks(x, names, rotation=20)
     # Headroom as a margin, not fixed limits: autoscaling keeps the bars' sticky edge at 0 (so
     # 0 to 1.35·max for positive values, the sign respected for negative ones), ignores NaN,

@@ -1,6 +1,7 @@
 """dynopt.plotting on small fixtures: the figure rules that `save` enforces."""
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -696,3 +697,21 @@ def test_a_path_that_never_moves_is_drawn_as_a_marker(tmp_path):
     plotting.save(fig, tmp_path / "f.png")
     (line,) = [ln for ln in ax.lines if ln.get_label() == "at the minimum"]
     assert line.get_marker() == "o"
+
+
+def test_bar_pairs_mark_a_value_that_is_not_finite_instead_of_printing_it(tmp_path):
+    # Before: an infinite value got no visible bar, its label "inf" was placed at infinity
+    # (matplotlib warned of invalid values), and a NaN left an empty slot that read as zero.
+    fig, (ax,) = plotting.panels(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (no "invalid value encountered")
+        plotting.plot_bar_pairs(ax, ["a", "b", "c"], [1.0, np.nan, 2.0], [np.inf, np.nan, 1.5],
+                                labels=("predicted", "measured"))  # fmt: skip
+        plotting.legend(ax)
+        plotting.save(fig, tmp_path / "f.png")
+    assert [t.get_text() for t in ax.texts] == ["", "", "1.5000"]
+    crosses = [line for line in ax.lines if line.get_marker() == "x" and len(line.get_xdata())]
+    xs = sorted(x for line in crosses for x in line.get_xdata())
+    assert xs == pytest.approx([0.2, 1 - 0.2, 1 + 0.2])  # (the bars' places)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "not finite (no bar)" in legend and "measured" in legend
