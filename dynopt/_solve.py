@@ -1627,6 +1627,7 @@ def raise_for_result(
     stiffness: float | None = None,
     diagnosis: str | None = None,
     implicit: bool = False,
+    entries: str = "batch entries",
 ) -> None:
     r"""Turn a diffrax `RESULTS` item (possibly batched, from `vmap`) into a `SolveError`.
 
@@ -1634,9 +1635,11 @@ def raise_for_result(
     (element-wise under a batch) and `diffrax.RESULTS[item]` for the message. The error names
     the failure, which batch entries failed, and what to change (`max_steps`, the tolerances,
     the solver, the horizon), or, given a `diagnosis` that names a likely cause (a blow-up, a
-    non-finite field: `solve`'s), that instead; `implicit`: the solver was implicit already (no
-    advice to switch to one). After a terminating event, map
-    `event_occurred` to success first (`diffrax.is_okay`).
+    non-finite field: `solve`'s), that instead, after the first sentence of diffrax's message
+    (its own advice, e.g. "Try increasing `max_steps`", may be what the cause rules out);
+    `implicit`: the solver was implicit already (no advice to switch to one); `entries`: what
+    the result's axis is, in the message (`central_solve`'s: its saved intervals). After a
+    terminating event, map `event_occurred` to success first (`diffrax.is_okay`).
 
     **Raises:** `SolveError` unless every entry is `successful`.
     """
@@ -1650,10 +1653,11 @@ def raise_for_result(
         "unknown",
     )
     message = diffrax.RESULTS[first].strip()
-    where = f" (batch entries {bad.tolist()} of {ok.size})" if ok.size > 1 else ""
+    where = f" ({entries} {bad.tolist()} of {ok.size})" if ok.size > 1 else ""
     stiff = f"; estimated stiffness ratio {stiffness:.3g}" if stiffness is not None else ""
     if diagnosis is not None and "Likely cause" in diagnosis:
-        raise SolveError(f"{what} failed{where}: {name}: {message} {diagnosis}")
+        said = message.split(". ")[0].rstrip(".")
+        raise SolveError(f"{what} failed{where}: {name}: {said}. {diagnosis}")
     advice = _advice(name, max_steps, rtol, atol, implicit)
     extra = f" {diagnosis}" if diagnosis else ""
     raise SolveError(f"{what} failed{where}: {name}: {message}{extra} To fix: {advice}{stiff}.")

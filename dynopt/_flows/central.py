@@ -903,6 +903,7 @@ def central_solve(
         rtol=rtol,
         atol=atol,
         diagnosis=None if not said else "Likely cause: " + " And: ".join(said),
+        entries="intervals between saved times",
     )
     for message in said:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
