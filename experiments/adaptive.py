@@ -77,6 +77,9 @@ class Limits:
 
     kappa_slope: float
     width_slope: float
+    # `dynopt.assess_order` on each sweep (κ as 1/κ): a slope is an order only when "asymptotic"
+    kappa_verdict: str
+    width_verdict: str
     width_error_over_width: list[float]
     kappas: Array
     errors: Array
@@ -174,9 +177,10 @@ def limits(config: Config) -> Limits:
     # O(1/κ) needs 1/κ below the sign-like flow's fastest time scale √ε/λ_max = 0.01.
     fit = kappas >= config.limit_fit_from
     slope = lambda x, e: float(dynopt.fit_order(jnp.asarray(x), jnp.asarray(e)))
+    verdict = lambda x, e: dynopt.assess_order(np.asarray(x), np.asarray(e)).verdict
     return Limits(
-        slope(kappas[fit], errs[fit]), slope(widths, werrs), (werrs / widths).tolist(), kappas,
-        errs, widths, werrs,
+        slope(kappas[fit], errs[fit]), slope(widths, werrs), verdict(1 / kappas[fit], errs[fit]),
+        verdict(widths, werrs), (werrs / widths).tolist(), kappas, errs, widths, werrs,
     )  # fmt: skip
 
 
@@ -261,10 +265,13 @@ SECTIONS = {
 
 HEADLINES = (
     Headline("orders/quadratic/order/rmsprop_G0_g0sq", "order, optax.rmsprop vs its flow",
-             1.0, 0.1),
-    Headline("orders/quadratic/order/adam", "order, optax.adam vs its flow", 1.0, 0.1),
-    Headline("limits/kappa_slope", "κ → ∞: slope to the sign-like flow", -1.0, 0.1),
-    Headline("limits/width_slope", "SignFlow(w) vs the exact sign flow: slope", 1.0, 0.1),
+             1.0, 0.1, verdict="orders/quadratic/verdict/rmsprop_G0_g0sq"),
+    Headline("orders/quadratic/order/adam", "order, optax.adam vs its flow", 1.0, 0.1,
+             verdict="orders/quadratic/verdict/adam"),
+    Headline("limits/kappa_slope", "κ → ∞: slope to the sign-like flow", -1.0, 0.1,
+             verdict="limits/kappa_verdict"),
+    Headline("limits/width_slope", "SignFlow(w) vs the exact sign flow: slope", 1.0, 0.1,
+             verdict="limits/width_verdict"),
     Headline("normalization/global/max_angle_to_minus_grad_deg", "global: angle to -∇L (deg)",
              high=1e-4),
     Headline("normalization/coordinate/max_angle_to_minus_grad_deg", "per coordinate: angle (deg)",

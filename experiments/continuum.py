@@ -467,6 +467,9 @@ class Modifying:
     optimizer: str
     order_plain: float
     order_modifying: float
+    # compare's verdicts: an order is a number only when "asymptotic"
+    verdict_plain: str
+    verdict_modifying: str
     errors_plain: Array
     errors_modifying: Array
     step_sizes: Array
@@ -488,6 +491,8 @@ def modifying_gain(config: Config) -> dict[str, Modifying]:
             name,
             float("nan") if plain is None else float(plain.order),
             float(mod.order),
+            "not run" if plain is None else str(plain.verdict),
+            str(mod.verdict),
             np.full(len(hs), np.nan) if plain is None else np.asarray(plain.errors),
             np.asarray(mod.errors),
             np.asarray(hs),
@@ -502,6 +507,9 @@ class BoundaryLayer:
     optimizer: str
     order_manifold_start: float
     order_zero_start: float
+    # compare's verdicts: an order is a number only when "asymptotic"
+    verdict_manifold_start: str
+    verdict_zero_start: str
     errors_manifold_start: Array
     errors_zero_start: Array
     step_sizes: Array
@@ -532,6 +540,8 @@ def boundary_layer(config: Config) -> dict[str, BoundaryLayer] | None:
             name,
             float(on.order),
             float(off.order),
+            str(on.verdict),
+            str(off.verdict),
             np.asarray(on.errors),
             np.asarray(off.errors),
             np.asarray(hs),
@@ -550,7 +560,7 @@ SECTIONS = {
 HEADLINES = (
     *(
         Headline(f"orders/{o}.{pr}/fitted_orders/{i}", f"{o} on {pr}: order vs order-{i + 1} flow",
-                 float(i + 1), 0.15, full_only=i != 1)
+                 float(i + 1), 0.15, full_only=i != 1, verdict=f"orders/{o}.{pr}/verdicts/{i}")
         for o in ("heavy_ball",)
         for pr in ("logcosh",)
         for i in range(3)
@@ -563,9 +573,11 @@ HEADLINES = (
     Headline("rows/heavy_ball_velocity_vs_heavyball", "heavy ball (√α time) vs HeavyBall",
              high=1e-12),
     Headline("rows/adam_fast_f2_vs_closed_form", "Adam O(h) term vs closed form", high=1e-12),
-    Headline("modifying/sgd/order_modifying", "modifying(sgd) vs gradient flow", 2.0, 0.15),
-    Headline("boundary_layer/heavy_ball/order_zero_start", "heavy ball from zero trace (full)",
-             1.0, 0.15, full_only=True),
+    Headline("modifying/sgd/order_modifying", "order of modifying(sgd) vs gradient flow",
+             2.0, 0.15, verdict="modifying/sgd/verdict_modifying"),
+    Headline("boundary_layer/heavy_ball/order_zero_start",
+             "order of heavy ball from zero trace (full)", 1.0, 0.15, full_only=True,
+             verdict="boundary_layer/heavy_ball/verdict_zero_start"),
 )  # fmt: skip
 
 

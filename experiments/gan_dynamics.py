@@ -91,6 +91,8 @@ class Linearization:
 
     max_relative_deviation: list[float]
     fitted_slope: float
+    # `dynopt.assess_order` on the deviations in ε: the slope is an order only when "asymptotic"
+    verdict: str
     period_predicted: float
     ts: Array
     theta: dict[str, Array]
@@ -201,7 +203,8 @@ def linearization(config: Config) -> Linearization:
         devs.append(float(np.max(np.abs(theta - theta_lin)) / eps))
         thetas[str(i)], thetas_lin[str(i)] = theta / eps, theta_lin / eps
     slope = float(np.polyfit(np.log(config.linear_scales), np.log(devs), 1)[0])
-    return Linearization(devs, slope, 4 * np.pi, np.asarray(ts), thetas, thetas_lin)
+    verdict = dynopt.assess_order(np.asarray(config.linear_scales), np.asarray(devs)).verdict
+    return Linearization(devs, slope, verdict, 4 * np.pi, np.asarray(ts), thetas, thetas_lin)
 
 
 def growth(config: Config) -> dict[str, dict[str, Growth]]:
@@ -312,7 +315,8 @@ HEADLINES = (
              high=1e-2),
     Headline("verdicts/vanilla/theta_norm_last_half_min", "vanilla: min |θ| late (no convergence)",
              low=0.05),
-    Headline("linearization/fitted_slope", "vanilla from ε·z₀: |θ − θ_lin|/ε ∝ ε^slope", 2.0, 0.1),
+    Headline("linearization/fitted_slope", "vanilla from ε·z₀: |θ − θ_lin|/ε ∝ ε^slope", 2.0, 0.1,
+             verdict="linearization/verdict"),
     Headline("growth/vanilla/simultaneous/max_abs_error_spectral",
              "simultaneous GDA: growth vs √(1+h²/4)", high=1e-6),
     Headline("growth/vanilla/alternating/max_abs_error_spectral", "alternating: growth vs ρ = 1",

@@ -228,7 +228,7 @@ SECTIONS = {"closed_form": closed_form, "problems": orders, "stability": stabili
 HEADLINES = (
     *(
         Headline(f"problems/{p}/order_gd_vs_{ref}", f"{p}: order of GD vs {ref.replace('_', ' ')}",
-                 o, 0.1)
+                 o, 0.1, verdict=f"problems/{p}/verdict_gd_vs_{ref}")
         for p in ("quadratic", "rosenbrock", "logistic")
         for ref, o in (("flow", 1.0), ("modified_flow", 2.0))
     ),

@@ -91,6 +91,8 @@ class Plateau:
     """optax.rmsprop's late-time distance to θ* against γ and against ε."""
 
     plateau_slope_in_gamma: float
+    # `dynopt.assess_order` on the plateaus in γ: the slope is an order only when "asymptotic"
+    plateau_verdict: str
     plateau_over_gamma: list[float]
     plateau_vs_gamma_max_rel_error_to_theory: float
     crossover_total_predicted: float
@@ -202,6 +204,7 @@ def rmsprop_plateau(config: Config) -> Plateau:
     contraction_err = float(np.max(np.abs(measured_c - predicted_c)[ok]))
     return Plateau(
         plateau_slope_in_gamma=slope,
+        plateau_verdict=dynopt.assess_order(gammas, np.asarray(plateau_g)).verdict,
         plateau_over_gamma=(plateau_g / gammas).tolist(),
         plateau_vs_gamma_max_rel_error_to_theory=float(np.max(np.abs(plateau_g / pred_g - 1))),
         crossover_total_predicted=float(maps.rmsprop_crossover_eps(gamma, lams.max())),
@@ -243,7 +246,8 @@ HEADLINES = (
     ),
     Headline("lyapunov/adam/max_predicted_rate", "Adam: max dL/dt (not Lyapunov)", low=0.0),
     Headline("lyapunov/rmsprop/max_predicted_rate", "RMSprop: max dL/dt", high=0.0),
-    Headline("rmsprop_plateau/plateau_slope_in_gamma", "RMSprop plateau: slope in γ", 1.0, 1e-3),
+    Headline("rmsprop_plateau/plateau_slope_in_gamma", "RMSprop plateau: slope in γ", 1.0, 1e-3,
+             verdict="rmsprop_plateau/plateau_verdict"),
     Headline("rmsprop_plateau/plateau_over_gamma/0", "plateau / γ (γ/√2)", 2**-0.5, 1e-3),
     Headline("rmsprop_plateau/plateau_vs_eps_max_abs_error_to_theory_over_gamma",
              "plateau vs ε: max error / γ", high=1e-6),

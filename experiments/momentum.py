@@ -266,11 +266,16 @@ SECTIONS = {
 }
 
 HEADLINES = (
-    Headline("oscillator/orders/leapfrog", "order, leapfrog, half-step start", 2.0, 0.1),
-    Headline("oscillator/orders/leapfrog_zero_trace", "order, leapfrog from optax's zero trace",
-             1.0, 0.1),
-    Headline("oscillator/orders/euler", "order, naive map β = 1 - ah", 1.0, 0.1),
-    Headline("fixed_momentum/order", "order, β fixed, η → 0", 1.0, 0.1),
+    *(
+        Headline(f"oscillator/orders/{k}", label, o, 0.1, verdict=f"oscillator/verdicts/{k}")
+        for k, label, o in (
+            ("leapfrog", "order, leapfrog, half-step start", 2.0),
+            ("leapfrog_zero_trace", "order, leapfrog from optax's zero trace", 1.0),
+            ("euler", "order, naive map β = 1 - ah", 1.0),
+        )
+    ),
+    Headline("fixed_momentum/order", "order, β fixed, η → 0", 1.0, 0.1,
+             verdict="fixed_momentum/verdict"),
     Headline("stability/schemes/leapfrog/measured", "leapfrog's largest stable h√λmax", 2.0, 0.01),
     Headline("double_well/critical_damping_flow",
              "critical damping a (crosses the barrier below it), flow", 0.650, 1e-3),

@@ -191,7 +191,8 @@ HEADLINES = (
     Headline("r_sweep/r=3/max_gap_over_bound", "max (f - f*)/bound, r = 3", high=1.0),
     Headline("sbc/max_deviation/0", "NAG vs ODE: max ‖x_k − X(k√s)‖, s = 1", 0.154, 1e-3),
     Headline("sbc/max_deviation/2", "NAG vs ODE: max ‖x_k − X(k√s)‖, s = 0.05", 0.036, 1e-3),
-    Headline("order/order_in_sqrt_s", "order of NAG → ODE in √s", 1.0, 0.1),
+    Headline("order/order_in_sqrt_s", "order of NAG → ODE in √s", 1.0, 0.1,
+             verdict="order/verdict"),
     Headline("lyapunov/max_relative_increase", "Lyapunov energy: max ΔE/E₀", high=1e-5),
 )  # fmt: skip
 

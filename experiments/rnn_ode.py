@@ -278,6 +278,8 @@ def inverse(config: Config) -> Inverse:
         "step_sizes": hs,
         "max_abs_log_param_bias_vs_route_b": bias,
         "fitted_order": float(_fit_order(hs, bias)),
+        # an order only when "asymptotic"
+        "verdict": dynopt.assess_order(np.asarray(hs), bias).verdict,
         "euler_h1_converged_params": bias_params[h1],
         "euler_h1_converged_rel_errors": _rel_errors(bias_params[h1]),
         # route (a) = under-optimisation (a -> converged h=1) + step bias (h=1 -> b)
@@ -416,7 +418,7 @@ HEADLINES = (
     Headline("inverse/route_b/final_loss", "route (b), diffrax + LM: final loss", 0.53, 0.01),
     Headline("inverse/route_b/rel_errors/2", "route (b): a1's relative error", -0.045, 0.002),
     Headline("inverse/coarse_step_bias/fitted_order", "coarse-step bias of Euler fits: order",
-             1.0, 0.1),
+             1.0, 0.1, verdict="inverse/coarse_step_bias/verdict"),
     Headline("identifiability/post_six/std_errors_relative/a1", "a1's standard error, six obs.",
              0.065, 0.001),
     Headline("identifiability/equally_spaced/min_count_all_within_5pct_1sigma",

@@ -62,6 +62,10 @@ def test_quick_mode_writes_results_figures_and_its_headline_numbers(name, quick_
     off = [f"{r.headline.key} = {r.value_text()}, expected {r.headline.describe()}"
            for r in readings if r.status not in ("ok", "full mode only")]  # fmt: skip
     assert readings and not off, off
+    # An order's verdict is saved where its headline says (a wrong key shows the number bare).
+    for r in readings:
+        if r.headline.verdict is not None and r.status != "full mode only":
+            assert _headline.lookup(metrics, r.headline.verdict) == "asymptotic", r.headline.key
 
 
 def test_figures_are_redrawn_from_the_saved_results_alone(quick_results):
