@@ -340,7 +340,9 @@ def draw_verdicts(r):
     lin = r.linearization  # the curves θ/ε coincide: draw their distance to the rotation
     scales = enumerate(r.config["linear_scales"])
     curves = [(lin.ts, lin.theta[str(i)] - lin.theta_lin[str(i)], f"ε = {e:g}") for i, e in scales]
-    title = f"vanilla from ε·z₀: deviation ∝ ε^{lin.fitted_slope:.2f}"
+    title = "vanilla from ε·z₀: deviation ∝ " + (
+        f"ε^{lin.fitted_slope:.2f}" if lin.verdict == "asymptotic" else f"ε^p ({lin.verdict})"
+    )
     ylabel = "|θ(t) − θ_lin(t)| / ε   (θ_lin: θ'' = −θ/4)"
     plotting.plot_distances(axes[1], curves, xlabel="t", ylabel=ylabel, title=title)
     return fig

@@ -493,7 +493,9 @@ def draw_parameters(r):
     axes[0].axhline(0, color="k", lw=0.6)
     plotting.dress(axes[0], grid=None, title="fitted parameters",
                    ylabel="relative error vs post's θ [%]")  # fmt: skip
-    series = [(inv.bias, "Euler cell, converged", cb["fitted_order"])]
+    v = cb.get("verdict")  # an order only where the sweep is asymptotic (None: not saved)
+    series = [(inv.bias, "Euler cell, converged" + ("" if v == "asymptotic" else f" ({v})"),
+               cb["fitted_order"] if v == "asymptotic" else None)]  # fmt: skip
     plotting.plot_orders(axes[1], inv.bias_step_sizes, series, guides=(1.0,))
     plotting.dress(axes[1], legend=False, grid=None,
                    title="coarse-step bias of the fitted parameters",
