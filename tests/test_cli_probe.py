@@ -208,7 +208,7 @@ def test_every_command_reads_a_tilde_out_alike(tmp_path, monkeypatch, capsys):
     assert not result.exists() and not (tmp_path / "~").exists()
 
 
-# --- session 43's probe: SIGTERM, SIGHUP and a parent killed outright ----------------------------
+# --- SIGTERM, SIGHUP and a parent killed outright ---
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """A fitted order is a number on a card only where its errors are in their asymptotic regime:
 each card's order and slope headlines name their sweep's verdict (`Headline(verdict=...)`), and
-the sweeps behind them were moved into that regime where they were not (session 43)."""
+the sweeps behind them were moved into that regime where they were not."""
 
 import jax
 import numpy as np

@@ -1,4 +1,4 @@
-"""Probe of `compare` against references bound to one step size (session 43, helper B).
+"""Probe of `compare` against references bound to one step size.
 
 The order-p modified flow of step $h_0$ (p >= 2), `ModifiedGradientFlow(h0)` and
 `CentralFlow(h0)` describe the run of time step $h_0$ only. Given as the one reference of a

@@ -1,4 +1,4 @@
-"""Probe of `modified_flow` on optimizers as users configure them (session 43, helper B).
+"""Probe of `modified_flow` on optimizers as users configure them.
 
 Checked against closed forms here (not only refused inputs): the order-1..4 fields of GD,
 heavy ball, Nesterov and an EMA on a quadratic against the series of $\\log z_s(h)/h$, $z_s$

@@ -1,4 +1,4 @@
-"""Probe of the correspondence registry's rows as a user writes them (session 43, helper B).
+"""Probe of the correspondence registry's rows as a user writes them.
 
 An `AutomaticCorrespondence` whose measurements list no truncation order had nothing to measure,
 and the battery's order check passed on the empty set: a check that cannot fail. Its options

@@ -1,4 +1,4 @@
-"""Probe of `run`'s saved points under divergence (session 43, helper B): a sweep whose runs
+"""Probe of `run`'s saved points under divergence: a sweep whose runs
 fail at different steps (a square root whose argument GD drives negative: NaN loss, then NaN
 gradients), with an observer, saved every `every` steps and run in chunks, is `every = 1`'s run
 read at the saved steps: the same `diverged_at`, parameters, losses and observations (the
