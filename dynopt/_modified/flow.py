@@ -3,6 +3,7 @@ r"""`modified_flow`: the continuous-time model of any optax update map, to any o
 import contextlib
 import dataclasses
 import functools as ft
+import itertools
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -978,7 +979,13 @@ def _period(spec: OptimizerSpec, problem, x0, state) -> int:
     on = [k for k, m in enumerate(moved) if m]
     if not on or len(on) == len(moved):
         return 0
-    return on[1] - on[0] if len(on) > 1 else _CYCLE_STEPS
+    if len(on) == 1:
+        return _CYCLE_STEPS
+    # A cycle moves them at equal gaps of N > 1 steps. Steps that all move after a first few
+    # that do not (a warm-up schedule from 0) are no cycle: their schedule is refused for what
+    # it is (it read "k modulo N = 1").
+    gaps = {b - a for a, b in itertools.pairwise(on)}
+    return gaps.pop() if len(gaps) == 1 and min(gaps) > 1 else 0
 
 
 def _periodic(period: int) -> str:
