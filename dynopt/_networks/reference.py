@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from .._problem import Problem
-from .models import mlp
+from .models import floating_dtype, mlp
 from .problem import network_problem
 
 
@@ -36,12 +36,7 @@ def central_flows_example(*, dtype=jnp.float64) -> Problem:
 
     **Raises:** `ValueError` for a `dtype` that is not a real floating dtype.
     """
-    try:
-        floating = jnp.issubdtype(dtype, jnp.floating)
-    except TypeError:
-        floating = False
-    if not floating:  # an integer dtype failed deep inside the model's activation
-        raise ValueError(f"dtype must be a real floating dtype (float32, float64), got {dtype!r}.")
+    dtype = floating_dtype(dtype)
     f32 = jnp.float32
     x = jax.random.normal(_stream_key(0), (128, 8), f32)
     y = jax.random.normal(_stream_key(1), (128,), f32)[:, None]
