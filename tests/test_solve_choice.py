@@ -271,7 +271,9 @@ def test_a_repeated_automatic_choice_reads_the_spectrum_once(monkeypatch):
     first = choice(1.0)
     assert len(calls) == 1
     assert choice(1.0)[1:] == first[1:] and len(calls) == 1  # equal values, new arrays
-    assert choice(1.0, eigenvalues=(1.0, 30.0))[2] != first[2] and len(calls) == 2
+    # (Underdamped modes all decay at rate a/2: eigenvalues (1, 30) gave first's ratio 1 up to
+    # rounding, and the test passed or failed by the last bit. An overdamped slow mode does not.)
+    assert choice(1.0, eigenvalues=(0.01, 3.0))[2] > 1.5 * first[2] and len(calls) == 2
     choice(2.0)
     choice(1.0, t0=0.5)
     assert len(calls) == 4
