@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import types
 from pathlib import Path
@@ -18,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import experiments
 from experiments import __main__ as cli, _card, _io, _jobs
 from experiments._io import check_out, OutError, write_results
 
 from . import test_experiments
-from .test_experiments import _fake_experiments
+from .test_experiments import _fake_experiments, _parallel_run
 
 
 naps = test_experiments.naps  # (the fixture: fake experiments in the registry)
@@ -248,61 +246,6 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_leaving_no_temporary_folder(
         f"stopped by SIGTERM; finished: none; results kept in {out}\n"
     )
     assert list((tmp_path / "res").iterdir()) == []
-
-
-def test_sigterm_while_a_result_is_swapped_in_waits_for_the_swap(tmp_path, monkeypatch):
-    # Before: only Ctrl-C waited; SIGTERM (which the command line turns into a stop as Ctrl-C)
-    # between the two renames left no result at `out`, the old one moved aside.
-    out = _result(tmp_path / "gd_flow", m=1.0)
-    rename, renames = os.rename, []
-
-    def rename_then_sigterm(src, dst):
-        rename(src, dst)
-        renames.append(dst)
-        if len(renames) == 1:  # the old result moved aside, the new one not yet in
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "rename", rename_then_sigterm)
-    previous = signal.signal(signal.SIGTERM, stop)  # (as the command line's handler does)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            _result(out, m=2.0)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    monkeypatch.undo()
-    assert _io.load_results(out)[0]["m"] == 2.0
-    assert [p.name for p in tmp_path.iterdir()] == ["gd_flow"]
-
-
-def _parallel_run(tmp_path: Path, registry: dict, out: Path) -> subprocess.Popen:
-    """`run-all --jobs 2` of the fake experiments `registry` into `out`, in its own process
-    group, its output piped."""
-    driver = tmp_path / "driver.py"  # (a spawned worker runs it too, as __mp_main__)
-    driver.write_text(
-        "import sys\nimport experiments\n"
-        f"experiments.EXPERIMENTS.update({registry!r})\n"
-        "if __name__ == '__main__':\n"
-        "    from experiments.__main__ import main\n"
-        "    sys.exit(main(sys.argv[1:]))\n"
-    )
-    repo = str(Path(experiments.__file__).parents[1])
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([repo, str(tmp_path), os.environ.get("PYTHONPATH", "")]),
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"),
-    }
-    argv = ["run-all", *registry, "--jobs", "2", "--out", str(out)]
-    return subprocess.Popen(
-        [sys.executable, str(driver), *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
 
 
 def _until_both_run(proc: subprocess.Popen) -> list[str]:

@@ -554,25 +554,40 @@ def test_ctrl_c_stops_run_all_keeps_what_finished_and_writes_its_page(
     assert rc == 130 and [p.name for p in out.iterdir()] == ["nap"]
 
 
-def test_ctrl_c_while_a_result_is_swapped_in_waits_for_the_swap(tmp_path, monkeypatch):
-    """A Ctrl-C between the two renames that swap a result in left no result at `out` (the old
-    one moved aside until a later writer put it back): the swap ends first."""
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "signum, handler",
+    [
+        (signal.SIGINT, signal.default_int_handler),  # Python's own Ctrl-C
+        (signal.SIGTERM, _raise_keyboard_interrupt),  # what the command line makes of SIGTERM
+    ],
+    ids=["ctrl_c", "sigterm"],
+)
+def test_a_stop_while_a_result_is_swapped_in_waits_for_the_swap(
+    tmp_path, monkeypatch, signum, handler
+):
+    """A Ctrl-C (or a SIGTERM, which the command line turns into one) between the two renames
+    that swap a result in left no result at `out` (the old one moved aside until a later writer
+    put it back): the swap ends first."""
     out = _write(tmp_path / "exp")
     rename, renames = os.rename, []
 
-    def rename_then_ctrl_c(src, dst):
+    def rename_then_stop(src, dst):
         rename(src, dst)
         renames.append(dst)
         if len(renames) == 1:  # the old result moved aside, the new one not yet in
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
 
-    monkeypatch.setattr(os, "rename", rename_then_ctrl_c)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (Python's own)
+    monkeypatch.setattr(os, "rename", rename_then_stop)
+    previous = signal.signal(signum, handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             _write(out, m=2.0)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signum, previous)
     monkeypatch.undo()
     assert load_results(out)[0] == {"m": 2.0}
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]
@@ -767,14 +782,9 @@ def test_run_all_jobs_runs_each_experiment_in_its_own_process(tmp_path, capfd):
     assert (tmp_path / "index.html").is_file()
 
 
-def test_ctrl_c_stops_a_parallel_run_all_and_its_workers(tmp_path):
-    """Ctrl-C in `run-all --jobs 2` (`make run`) used to leave it running: the pool waited for
-    every queued experiment, and the workers went on writing results. It stops now: what has
-    not started is cancelled, the running experiment stops with nothing of it left, the workers
-    exit, one line says what finished, the page is written over it, exit status 130."""
-    registry = _fake_experiments(
-        tmp_path, quick=0.0, slow=120.0, slower=120.0, queued=120.0, last=120.0
-    )
+def _parallel_run(tmp_path: Path, registry: dict, out: Path) -> subprocess.Popen:
+    """`run-all --jobs 2` of the fake experiments `registry` into `out`, in its own process
+    group, its output piped."""
     driver = tmp_path / "driver.py"  # (a spawned worker runs it too, as __mp_main__)
     driver.write_text(
         "import sys\nimport experiments\n"
@@ -783,22 +793,33 @@ def test_ctrl_c_stops_a_parallel_run_all_and_its_workers(tmp_path):
         "    from experiments.__main__ import main\n"
         "    sys.exit(main(sys.argv[1:]))\n"
     )
-    out = tmp_path / "res"
     repo = str(Path(experiments.__file__).parents[1])
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([repo, str(tmp_path), os.environ.get("PYTHONPATH", "")]),
         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"),
     }
     argv = ["run-all", *registry, "--jobs", "2", "--out", str(out)]
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, str(driver), *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
+        start_new_session=True,
     )
+
+
+def test_ctrl_c_stops_a_parallel_run_all_and_its_workers(tmp_path):
+    """Ctrl-C in `run-all --jobs 2` (`make run`) used to leave it running: the pool waited for
+    every queued experiment, and the workers went on writing results. It stops now: what has
+    not started is cancelled, the running experiment stops with nothing of it left, the workers
+    exit, one line says what finished, the page is written over it, exit status 130."""
+    registry = _fake_experiments(
+        tmp_path, quick=0.0, slow=120.0, slower=120.0, queued=120.0, last=120.0
+    )
+    out = tmp_path / "res"
+    proc = _parallel_run(tmp_path, registry, out)
     said = []
     try:
         for line in proc.stdout:  # until `quick` is done and `slower` has its worker
