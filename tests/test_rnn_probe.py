@@ -182,3 +182,28 @@ def test_times_needs_a_nonnegative_integer():
     for bad in (-2, 2.5):  # -2 was an empty grid, 2.5 a TypeError
         with pytest.raises(ValueError, match="num_steps"):
             cell.times(bad)
+
+
+def test_a_new_clip_reuses_the_compiled_unroll_and_is_checked_inside_jit():
+    """`clip` was a static field: every new M compiled the unroll again. It is a leaf now, so a
+    clip sweep is one program (and `vmap`pable); a traced M <= 0 is an error, not a field
+    clipped to an empty interval."""
+    traces = []
+
+    @eqx.filter_jit
+    def unroll(cell):
+        traces.append(None)
+        return cell(jnp.array([1.0]), 20)
+
+    ends = [unroll(rnn.ODECell(_decay, {"k": jnp.array(3.0)}, 0.1, clip=m))[-1] for m in (0.5, 2.0)]
+    assert len(traces) == 1
+    # |f| = 3 y starts at 3: M = 0.5 clips the first steps, M = 2 fewer (the two ends differ).
+    assert float(ends[0][0]) > float(ends[1][0])
+    many = jax.vmap(
+        lambda m: rnn.ODECell(_decay, {"k": jnp.array(3.0)}, 0.1, clip=m)(jnp.ones(1), 5)
+    )
+    assert many(jnp.array([0.5, 2.0])).shape == (2, 6, 1)
+    with pytest.raises(Exception, match="clip must be > 0"):
+        jax.block_until_ready(many(jnp.array([0.5, -1.0])))
+    with pytest.raises(ValueError, match="clip must be a scalar"):
+        rnn.ODECell(_decay, {"k": jnp.array(3.0)}, 0.1, clip=jnp.ones(2))

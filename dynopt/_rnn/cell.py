@@ -116,7 +116,7 @@ class ODECell(eqx.Module):
       `"rk4"` (classic).
     - `clip`: `None` or $M > 0$: clip every evaluation of $f$ to $[-M, M]$ (post 5 uses
       $M = 10^5$ "to prevent gradient explosion"). The cell then integrates $\tilde f$ exactly as
-      the named method would.
+      the named method would. $M$ is an array leaf: a new value reuses the compiled unroll.
     - `log_params`: store $\log\theta$ as the trainable leaves (positivity by construction; also
       makes gradients scale-free when parameters span orders of magnitude).
 
@@ -124,15 +124,15 @@ class ODECell(eqx.Module):
     (standard promotion; an integer `y0` counts as `step_size`'s float dtype), so a float32
     `y0` with float64 parameters unrolls in float64.
 
-    **Raises:** `ValueError` for $h \le 0$ or a non-scalar $h$, an unknown method, $M \le 0$,
-    or non-positive parameters with `log_params=True`.
+    **Raises:** `ValueError` for $h \le 0$ or a non-scalar $h$, an unknown method, $M \le 0$ or
+    a non-scalar $M$, or non-positive parameters with `log_params=True`.
     """
 
     vector_field: VectorField = eqx.field(static=True)
     params: PyTree  # the trainable leaves: θ, or log θ when log_params
     step_size: Float[Array, ""]
     method: str = eqx.field(static=True)
-    clip: float | None = eqx.field(static=True)
+    clip: Float[Array, ""] | None  # a leaf: a new clip value reuses the compiled unroll
     log_params: bool = eqx.field(static=True)
 
     def __init__(
@@ -157,7 +157,9 @@ class ODECell(eqx.Module):
         if method not in TABLEAUS:
             raise ValueError(f"method must be one of {sorted(TABLEAUS)}, got {method!r}.")
         if clip is not None:
-            clip = float(positive("clip", clip))
+            clip = positive("clip", as_array(clip))
+            if clip.ndim != 0:
+                raise ValueError(f"clip must be a scalar, got shape {clip.shape}.")
         params = jax.tree.map(as_array, params)
         if log_params:
             params = jax.tree.map(jnp.log, _positive_params(params))
@@ -184,7 +186,10 @@ class ODECell(eqx.Module):
     def field(self, t: ScalarLike, y: Array) -> Array:
         """$\\tilde f(t, y) = \\operatorname{clip}(f(t, y; \\theta), -M, M)$."""
         dy = self.vector_field(t, y, self.parameters)
-        return dy if self.clip is None else jnp.clip(dy, -self.clip, self.clip)
+        if self.clip is None:
+            return dy
+        clip = self.clip.astype(dy.dtype)  # M rounds to the field's dtype, as f does
+        return jnp.clip(dy, -clip, clip)
 
     def step(self, t: ScalarLike, y: Array) -> Array:
         """One RNN step $y_n \\mapsto y_{n+1}$ from time $t = t_n$."""
