@@ -24,7 +24,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 from . import (
@@ -46,7 +45,6 @@ from ._io import (
     begin_redraw,
     check_out,
     is_result,
-    load_results,
     OutError,
     remove_results,
     why_kept,
@@ -161,12 +159,11 @@ def _check_loads(name: str, folder: Path, out) -> None:
     drawn from can be read (one missing or cut short: a traceback from inside the redraw),
     saying how to make it anew."""
     try:
-        load_results(folder)
-        json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, zipfile.BadZipFile) as e:  # (UnicodeDecodeError too)
+        _card.load(get(name), folder)  # the files, and the sections in them
+    except ValueError as e:
         again = f"python -m experiments run {name}" + ("" if out is None else f" --out {out}")
         raise ValueError(
-            f"{folder}: the saved result of {name} cannot be read ({type(e).__name__}: {e}), so "
+            f"{folder}: the saved result of {name} cannot be read ({e}), so "
             f"its figures cannot be redrawn; make it anew: {again}"
         ) from e
 

@@ -170,6 +170,12 @@ def run_sections(
 def results_from(sections: Mapping[str, Callable], metrics: dict, arrays: Mapping, config=None):
     """The typed results (attribute per section) rebuilt from saved metrics and arrays; `meta`
     holds the run's metadata (seed, quick, wall times, versions) and `config` its config."""
+    missing = [key for key in sections if key not in metrics]
+    if missing:  # (a KeyError from inside the rebuild said neither what nor why)
+        raise ValueError(
+            f"metrics.json lacks the section(s) {', '.join(map(repr, missing))} (written by "
+            "another version of the experiment, or edited)"
+        )
     typed = {
         key: _join(metrics[key], _result_hint(section), key, arrays)
         for key, section in sections.items()
