@@ -82,22 +82,24 @@ def test_heavy_ball_closed_form_strong_damping_is_finite():
     assert np.all(np.isfinite(np.asarray(v)))
 
 
-def test_newton_preconditioner_validates_its_static_numbers():
+def test_newton_preconditioner_validates_its_numbers():
     # rtol/atol were not checked: a negative or NaN tolerance was accepted and CG misbehaved.
     for name in ("rtol", "atol"):
         for bad in (-1.0, float("nan"), float("inf")):
             with pytest.raises(ValueError, match=f"{name} must be >= 0"):
                 flows.NewtonPreconditioner(0.0, "cg", **{name: bad})
-    with pytest.raises(ValueError, match="damping must be a concrete scalar"):
+    with pytest.raises(ValueError, match=r"damping must be a scalar, got shape \(2,\)"):
         flows.NewtonPreconditioner(np.array([0.1, 0.2]))
 
 
 def test_newton_preconditioner_takes_an_array_damping():
     # A jax scalar damping was stored as is: unhashable, so PreconditionedFlow said "P must be
-    # hashable", naming the wrong thing. It is a number: stored as a Python float.
+    # hashable", naming the wrong thing. It is a number: a weakly typed scalar array leaf, the
+    # same leaf as a Python float's (one compiled program for both).
     problem = dynopt.problems.quadratic([1.0, 4.0], rotate=True)
-    P = flows.NewtonPreconditioner(jnp.asarray(0.5))
-    assert P == flows.NewtonPreconditioner(0.5) and isinstance(P.damping, float)
+    P = flows.NewtonPreconditioner(jnp.asarray(0.5, jnp.float32))
+    for x in (P.damping, flows.NewtonPreconditioner(0.5).damping):
+        assert x.shape == () and x.dtype == jnp.float64 and x.weak_type and float(x) == 0.5
     flow = flows.PreconditionedFlow(P, check_on=problem)
     # (H + μI)^{-1} H (θ - θ*) per eigenmode: λ/(λ + μ) times the gradient-flow direction in the
     # eigenbasis; checked against numpy's solve.

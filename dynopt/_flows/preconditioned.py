@@ -1,6 +1,5 @@
 r"""Preconditioned gradient flows $\dot\theta = -P(\theta)\nabla L$, $P$ SPD: diagonal, Newton."""
 
-import functools as ft
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -13,21 +12,29 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Params, ScalarLike
-from .._maps.preconditioned import PreconditionedStep
+from .._discretization import widest_dtype
+from .._maps.preconditioned import PreconditionedStep, split_preconditioner
 from .._problem import Problem
-from .._validation import choice, is_traced, nonnegative
+from .._validation import check, choice, is_traced, nonnegative
 from .base import AbstractMappedFlow
 
 
 LossFn = Callable[[Params], Array]
 
 
-def _static(name: str, value) -> float:
-    # A static number: `ValueError` unless finite and >= 0; traced values cannot be static.
-    if is_traced(value) or np.ndim(value) != 0:
-        what = "a traced value" if is_traced(value) else f"shape {np.shape(value)}"
-        raise ValueError(f"{name} must be a concrete scalar (it is static), got {what}.")
-    return float(nonnegative(name, value))
+def _scalar_number(name: str, value) -> Array:
+    """`value` validated `>= 0` (all three tiers of `nonnegative`) and stored as a weakly typed
+    scalar array leaf: a new value reuses the compiled program, and it computes in the
+    parameters' dtype as the Python float it replaces did (a float32 run stays float32 under
+    strict promotion, also for a float64 value traced under `vmap`)."""
+    value = nonnegative(name, value)
+    if np.ndim(value) != 0:
+        raise ValueError(
+            f"{name} must be a scalar, got shape {np.shape(value)}: one preconditioner holds "
+            "one value (for a batch, vmap over the values)."
+        )
+    # `lax.full_like` gives its result the weak type of its template, the Python float 0.0.
+    return jax.lax.full_like(0.0, value)
 
 
 class DiagonalPreconditioner(eqx.Module):
@@ -50,34 +57,56 @@ class NewtonPreconditioner(eqx.Module):
     - `damping` $\mu \ge 0$ (Levenberg-Marquardt; 0 is pure Newton).
     - `linear_solver`: `"cholesky"` (lineax materializes the operator from $d$ HVPs, then
       Cholesky: exact, for small $d$) or `"cg"` (matrix-free conjugate gradients, `rtol`/`atol`).
-    - `rtol`, `atol` $\ge 0$: the CG tolerances (unused by Cholesky).
+    - `rtol`, `atol` $\ge 0$: the CG tolerances (unused by Cholesky; for CG not both 0, which
+      would leave it no stopping rule but its step limit).
 
-    Each number is static (a Python float; a new value recompiles): `ValueError` on
-    construction for a negative, non-finite, non-scalar or traced value.
+    `damping`, `rtol` and `atol` are scalar array leaves (hyper-parameters): a new value reuses
+    the compiled program (`solve`, and `run` of `PreconditionedFlow(P).discretize(h)`, which
+    passes them as traced hyper-parameters), and a batch of values can be `vmap`ped. A value
+    out of range is a `ValueError` on construction, and inside `jit` (traced) an error of the
+    compiled program. `linear_solver` is static.
 
     Both assume $\nabla^2 L + \mu I \succ 0$ along the path (check it with
     `PreconditionedFlow(..., check_on=problem)` at the start).
+
+    **Raises:** `ValueError` for a negative, non-finite or non-scalar number, an unknown
+    `linear_solver`, or CG with `rtol = atol = 0`.
     """
 
-    # Static: the preconditioner is compiled into the optimizer (it must be hashable), so its
-    # numbers are validated and stored as Python floats on construction (a jax array is not
-    # hashable, and a negative or NaN tolerance would make CG stop at once or never).
-    damping: float = eqx.field(static=True, default=0.0, converter=ft.partial(_static, "damping"))
-    linear_solver: str = eqx.field(static=True, default="cholesky")
-    rtol: float = eqx.field(static=True, default=1e-12, converter=ft.partial(_static, "rtol"))
-    atol: float = eqx.field(static=True, default=1e-14, converter=ft.partial(_static, "atol"))
+    damping: Array
+    linear_solver: str = eqx.field(static=True)
+    rtol: Array
+    atol: Array
 
-    def __check_init__(self):
-        choice("linear_solver", self.linear_solver, ("cholesky", "cg"))
+    def __init__(
+        self,
+        damping: ScalarLike = 0.0,
+        linear_solver: str = "cholesky",
+        rtol: ScalarLike = 1e-12,
+        atol: ScalarLike = 1e-14,
+    ):
+        self.damping = _scalar_number("damping", damping)
+        self.linear_solver = choice("linear_solver", linear_solver, ("cholesky", "cg"))
+        rtol, atol = _scalar_number("rtol", rtol), _scalar_number("atol", atol)
+        if linear_solver == "cg":
+            msg = "rtol and atol must not both be 0 (CG would stop only at its step limit)"
+            if is_traced((rtol, atol)):
+                rtol = check(rtol, (rtol == 0) & (atol == 0), msg + ", got both 0 inside jit.")
+            elif float(rtol) == 0 and float(atol) == 0:
+                raise ValueError(msg + "; give rtol > 0 (e.g. 1e-12).")
+        self.rtol, self.atol = rtol, atol
 
     def __call__(self, params: Params, v: Params, loss_fn: LossFn | None = None) -> Params:
         if loss_fn is None:
             raise ValueError("NewtonPreconditioner needs the loss: pass loss_fn (value_fn).")
         grad = jax.grad(loss_fn)
 
+        # The numbers are cast to the parameters' dtype, as a Python float is taken: lineax's
+        # batching rule (a vmapped damping) drops their weak type, and a float64 tolerance would
+        # then meet float32 parameters under strict promotion.
         def matvec(u):
             hu = jax.jvp(grad, (params,), (u,))[1]
-            return jax.tree.map(lambda a, b: a + self.damping * b, hu, u)
+            return jax.tree.map(lambda a, b: a + self.damping.astype(b.dtype) * b, hu, u)
 
         structure = jax.eval_shape(lambda: v)
         tags = (lx.symmetric_tag, lx.positive_semidefinite_tag)
@@ -85,7 +114,9 @@ class NewtonPreconditioner(eqx.Module):
         if self.linear_solver == "cholesky":
             solver = lx.Cholesky()
         else:
-            solver = lx.CG(rtol=self.rtol, atol=self.atol, max_steps=10 * optax.tree.size(v) + 10)
+            dtype = widest_dtype(v)
+            rtol, atol = self.rtol.astype(dtype), self.atol.astype(dtype)
+            solver = lx.CG(rtol=rtol, atol=atol, max_steps=10 * optax.tree.size(v) + 10)
         # throw=False: a failed solve (e.g. Cholesky of an indefinite Hessian) returns NaN, which
         # `solve` reports as a SolveError and `run` as divergence, instead of a runtime crash.
         return lx.linear_solve(op, v, solver, throw=False).value
@@ -118,8 +149,10 @@ class PreconditionedFlow(AbstractMappedFlow):
     **Arguments:**
 
     - `P`: `P(params, v, loss_fn) -> P(θ) v`, linear in `v` (`loss_fn` is the loss, for
-      Hessian-based $P$). Must be hashable: a module-level function, or an `eqx.Module` whose
-      fields are static (it becomes part of the compiled program).
+      Hessian-based $P$). A pytree field: a `NewtonPreconditioner`'s numbers are array leaves
+      (a new damping reuses the compiled `solve` and `run`, and a batch of them can be
+      `vmap`ped); anything else in $P$ is compiled into the optimizer, so it must be hashable:
+      a module-level function, or an `eqx.Module` whose fields are static.
     - `check_on`: optional `Problem`; if given, $P(\theta_0)$ is materialized at
       `check_on.params0` and must be symmetric (to $10^{-8}$ relative) and positive definite,
       else `ValueError`. Only that sample point is checked; $P$ elsewhere is the caller's promise.
@@ -127,18 +160,12 @@ class PreconditionedFlow(AbstractMappedFlow):
 
     default_map: ClassVar[type] = PreconditionedStep
 
-    P: Callable[[Params, Params, LossFn | None], Params] = eqx.field(static=True)
+    P: Callable[[Params, Params, LossFn | None], Params]
 
     def __init__(self, P, *, check_on: Problem | None = None):
         if not callable(P):
             raise ValueError(f"P must be callable P(params, v, loss_fn), got {type(P).__name__}.")
-        try:
-            hash(P)
-        except TypeError as e:
-            raise ValueError(
-                "P must be hashable (a module-level function, or an eqx.Module with static "
-                "fields): it is compiled into the optimizer, not traced."
-            ) from e
+        split_preconditioner(P)  # `ValueError` where its static part is not hashable
         self.P = P
         if check_on is not None:
             check_preconditioner(P, check_on.params0, check_on.loss)

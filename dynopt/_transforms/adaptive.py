@@ -434,8 +434,9 @@ def scale_by_preconditioner(precondition: Preconditioner) -> optax.GradientTrans
 
     `loss_fn` is the `value_fn` extra argument (`dynopt.run` passes the loss, or the minibatch
     loss in stochastic runs): Newton-type preconditioners build Hessian-vector products from it.
-    `precondition` must be hashable (a module-level function or an `eqx.Module` with static
-    fields): it is part of the compiled program, not a traced value.
+    `precondition` is closed over: its array leaves (a `NewtonPreconditioner`'s damping) are
+    traced where the transform is built inside `jit` (as a `Discretization` builds it), the
+    rest is part of the compiled program.
 
     **Raises:** `ValueError` for a `precondition` that is not callable.
     """
