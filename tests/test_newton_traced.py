@@ -208,6 +208,17 @@ def test_a_users_preconditioner_is_static_as_before():
         flows.PreconditionedFlow(_Held(jnp.asarray(2.0)))
 
 
+def test_a_flow_with_a_users_function_is_a_pytree_of_arrays_only():
+    """With `P` a pytree field, a user's function became a leaf of the flow, and plain
+    `jax.jit` over the flow failed ("not a valid JAX type"): it is held static now."""
+    flow = flows.PreconditionedFlow(_scaled_gradient)
+    assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(flow))
+    v = jnp.arange(3.0)
+    out = jax.jit(lambda fl, x: fl.P(x, x, None))(flow, v)
+    np.testing.assert_array_equal(out, 0.5 * v)
+    assert flows.PreconditionedFlow(_scaled_gradient) == flow  # (an inverse map's round trip)
+
+
 def test_the_transform_takes_a_traced_newton_preconditioner():
     """`transforms.preconditioned_sgd` with a `NewtonPreconditioner` built inside `jit`: one
     compiled step for two dampings, each the damped Newton step."""

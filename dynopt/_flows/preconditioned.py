@@ -132,6 +132,16 @@ def preconditioner_matrix(P, params: Params, loss_fn: LossFn | None) -> np.ndarr
     return np.asarray(jax.jit(jax.vmap(apply))(jnp.eye(flat.size, dtype=flat.dtype))).T
 
 
+class _StaticPreconditioner(eqx.Module):
+    """A user's function `P(params, v, loss_fn)` held as a static field: the flow stays a pytree
+    of arrays only (a bare function as a leaf failed plain `jax.jit` over the flow)."""
+
+    fn: Callable[[Params, Params, LossFn | None], Params] = eqx.field(static=True)
+
+    def __call__(self, params: Params, v: Params, loss_fn: LossFn | None = None) -> Params:
+        return self.fn(params, v, loss_fn)
+
+
 class PreconditionedFlow(AbstractMappedFlow):
     r"""The preconditioned gradient flow $\dot\theta = -P(\theta)\nabla L(\theta)$ for a
     symmetric positive-definite $P(\theta)$.
@@ -152,7 +162,8 @@ class PreconditionedFlow(AbstractMappedFlow):
       Hessian-based $P$). A pytree field: a `NewtonPreconditioner`'s numbers are array leaves
       (a new damping reuses the compiled `solve` and `run`, and a batch of them can be
       `vmap`ped); anything else in $P$ is compiled into the optimizer, so it must be hashable:
-      a module-level function, or an `eqx.Module` whose fields are static.
+      a module-level function (held as a static field, so the flow's leaves are arrays only),
+      or an `eqx.Module` whose fields are static.
     - `check_on`: optional `Problem`; if given, $P(\theta_0)$ is materialized at
       `check_on.params0` and must be symmetric (to $10^{-8}$ relative) and positive definite,
       else `ValueError`. Only that sample point is checked; $P$ elsewhere is the caller's promise.
@@ -165,6 +176,8 @@ class PreconditionedFlow(AbstractMappedFlow):
     def __init__(self, P, *, check_on: Problem | None = None):
         if not callable(P):
             raise ValueError(f"P must be callable P(params, v, loss_fn), got {type(P).__name__}.")
+        if not isinstance(P, eqx.Module):  # a function: static, as a field of a module
+            P = _StaticPreconditioner(P)
         split_preconditioner(P)  # `ValueError` where its static part is not hashable
         self.P = P
         if check_on is not None:

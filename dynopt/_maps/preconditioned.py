@@ -26,11 +26,13 @@ def split_preconditioner(P: Preconditioner) -> tuple[dict[str, Array], Precondit
     **Raises:** `ValueError` naming `P` where its static part is not hashable (e.g. a user's
     `eqx.Module` holding arrays): it is compiled into the optimizer.
     """
-    from .._flows.preconditioned import NewtonPreconditioner
+    from .._flows.preconditioned import _StaticPreconditioner, NewtonPreconditioner
 
     numbers: dict[str, Array] = {}
     static = P
-    if isinstance(P, NewtonPreconditioner):
+    if isinstance(P, _StaticPreconditioner):  # (the flow's holder of a user's function)
+        static = P.fn
+    elif isinstance(P, NewtonPreconditioner):
         numbers = {k: getattr(P, k) for k in _NUMBERS}
         static = eqx.partition(P, eqx.is_array)[1]
     try:
