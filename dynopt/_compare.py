@@ -33,8 +33,15 @@ from ._solve import (
     raise_for_result,
     top_eigenvalue,
 )
-from ._trajectory import Comparison
-from ._validation import check_unbatched, host_validated, is_traced, positive, solver_options
+from ._trajectory import Comparison, Trajectory
+from ._validation import (
+    check_unbatched,
+    flag,
+    host_validated,
+    is_traced,
+    positive,
+    solver_options,
+)
 
 
 def default_map(flow: AbstractFlow, step_size: ScalarLike) -> Discretization:
@@ -208,10 +215,12 @@ def make_comparison(
     unstable=None,
     at_least: float | None = None,
     start: str = "map",
+    reference: Trajectory | None = None,
 ) -> Comparison:
     r"""Assemble a `Comparison`: the local orders and the verdict of the max and final errors
     against the time steps $\Delta t$ (`assess_order`, with the least order `at_least` the
-    errors can have), the fitted orders only where asymptotic."""
+    errors can have), the fitted orders only where asymptotic; `reference` the kept reference
+    solve (`compare(..., keep_reference=True)`)."""
     dts_host = np.asarray(dts, dtype=np.float64)
     diverged = np.asarray(diverged_at) >= 0
     kwargs = dict(
@@ -238,6 +247,7 @@ def make_comparison(
         final_verdict=final.verdict,
         scales=None if scales is None else jnp.asarray(scales),
         start=start,
+        reference=reference,
     )
 
 
@@ -412,11 +422,14 @@ def _compare_program(
     max_steps,
     grid=None,
     rows=None,
+    keep=False,
 ):
     """The comparison, one program. With `grid` (`_save_grid`) the reference is saved at the
     runs' times only, and run `h` reads its step `k` from row `rows[h, k]`; without, from the
     dense output. Also where each reference solve stopped, `(t, y)` (one per step size for
-    per-step references): a failed one's diagnosis (`failure_diagnosis`) compiles nothing."""
+    per-step references): a failed one's diagnosis (`failure_diagnosis`) compiles nothing.
+    With `keep` (a single reference only), also the reference itself, `_kept_reference`'s
+    input; else `None`."""
     saving = grid is not None
 
     def solve_ref(ref, problem, solver, grid):
@@ -453,6 +466,7 @@ def _compare_program(
         errs, finals, div, scales, result, stop = sweep_apply(
             each, (hs, ns, grid, rows), (flow, problem, map, solver)
         )
+        kept = None
     else:
         sol, stop = solve_ref(reference, problem, solver, grid)
 
@@ -479,7 +493,32 @@ def _compare_program(
         init = sweep_apply(each(start), hs, shared)
         errs, finals, div, scales = sweep_apply(each(one), (hs, ns, rows, init), shared)
         result = sol.result
-    return errs, finals, div, scales, result, stop
+        kept = None
+        if keep:  # its saves (at t1, or the runs' times) as `solve` returns them
+            params = jax.vmap(reference.params)(sol.ys)
+            stats = {k: v for k, v in sol.stats.items() if k != "max_steps"}
+            kept = (sol.ts, params, jax.vmap(problem.loss)(params), sol.interpolation, stats)
+    return errs, finals, div, scales, result, stop, kept
+
+
+def _kept_reference(kept, flow, solver: str, t1: float) -> Trajectory:
+    """`compare`'s reference solve as the `Trajectory` `solve` would return: saved at $t_1$
+    with its dense output, or (a reference saved at the runs' times) at those times, in order,
+    without one."""
+    ts, params, loss, interpolation, stats = kept
+    if interpolation is None:  # the padding rows (at 2 t1) dropped
+        n = int(np.sum(np.asarray(ts) <= t1))
+        ts, params, loss = jax.tree.map(lambda x: x[:n], (ts, params, loss))
+    return Trajectory(
+        ts=ts,
+        params=params,
+        loss=loss,
+        diverged_at=jnp.asarray(-1),
+        interpolation=interpolation,
+        flow=flow,
+        solver=solver,
+        stats=stats,
+    )
 
 
 # Traced inside `host_validated()` (no host callbacks: JAX's persistent cache keeps it). A
@@ -675,6 +714,7 @@ def compare(
     rtol: float = 1e-10,
     atol: float = 1e-12,
     max_steps: int = 16_384,
+    keep_reference: bool = False,
 ) -> Comparison:
     r"""Compare the discretization `map(flow, h)` with a reference flow for every step size $h$,
     on $[0, t_1]$.
@@ -735,9 +775,15 @@ def compare(
       wherever the map's start is not optax's, so the fitted order is typically 1 whatever
       the reference's order: the drift a user's own run has, not the correspondence's order.
     - `solver`, `rtol`, `atol`, `max_steps`: as in `solve`.
+    - `keep_reference`: also return the reference solve, as `Comparison.reference` (a single
+      reference flow only: `reference` `None` or a flow): the `Trajectory` `solve` would give,
+      saved at $t_1$ with its dense output (or, where the runs read it saved at their times,
+      at those times without one), for further checks along it (`dynopt.lyapunov.rates`)
+      without solving again. Off by default: the dense output is `max_steps` steps of every
+      stage, kept alive with the `Comparison`.
 
     **Returns:** a `Comparison` (`step_sizes` = the $h$, `dts` = the $\Delta t$, `verdict`,
-    `local_orders`, `order`, `start`).
+    `local_orders`, `order`, `start`; `reference` with `keep_reference`).
 
     **Raises:** `ValueError` for invalid step sizes, horizon, map or reference (also one bound
     to another step than the runs'), for a reference
@@ -810,6 +856,11 @@ def compare(
     ref = flow if reference is None else reference
     if not per_step:
         _check_fixed_reference(ref, hs, dts)
+    if flag("keep_reference", keep_reference) and per_step:
+        raise ValueError(
+            "keep_reference=True keeps a single reference solve; this reference depends on the "
+            "step size (one solve per h). Solve the one you need with dynopt.solve."
+        )
     # Every step size's reference built on the host: its hyper-parameters are validated here,
     # so the compiled program needs no runtime checks (`host_validated`).
     if per_step and not all(isinstance(_reference_at(reference, h), AbstractFlow) for h in hs):
@@ -851,9 +902,10 @@ def compare(
         int(max_steps),
         None if grid is None else jnp.asarray(grid),
         None if rows is None else jnp.asarray(rows),
+        keep_reference,
     )
     with host_validated():
-        errs, finals, div, scales, result, stop = gather(_compare_jit(*args))
+        errs, finals, div, scales, result, stop, kept = gather(_compare_jit(*args))
     diagnosis = None
     ok = np.atleast_1d(np.asarray(result == diffrax.RESULTS.successful))
     if not np.all(ok):
@@ -893,8 +945,9 @@ def compare(
             at_least = automatic_order
         elif reference is None:
             at_least = _default_map_order(flow)
+    kept = None if kept is None else _kept_reference(kept, ref, name, t1)
     return make_comparison(
-        hs, dts, ns, errs, finals, div, t1, name, scales, unstable, at_least, start=start
+        hs, dts, ns, errs, finals, div, t1, name, scales, unstable, at_least, start, kept
     )
 
 

@@ -144,6 +144,8 @@ class Comparison(eqx.Module):
     - `t1`, `solver`: the horizon and the reference solver's name.
     - `start`: where the discrete runs started (`compare`'s `start`): `"map"`, the map's own
       initial state, or `"optax"`, the transform's `init`.
+    - `reference`: the reference solve, a `Trajectory` as `solve` returns it, with
+      `compare(..., keep_reference=True)`; else `None`.
     """
 
     step_sizes: Float[Array, " k"]
@@ -162,6 +164,7 @@ class Comparison(eqx.Module):
     final_verdict: str = eqx.field(static=True, default="too few step sizes")
     scales: Float[Array, " k"] | None = None
     start: str = eqx.field(static=True, default="map")
+    reference: Trajectory | None = None
 
     @property
     def diverged(self) -> Bool[Array, " k"]:

@@ -1,7 +1,9 @@
 """GD vs gradient flow: orders 1 and 2 (modified flow), stability at 2/λ_max, dL/dt = -|∇L|²."""
 
 import dataclasses
+import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -121,32 +123,51 @@ def _problems(config: Config) -> dict[str, dynopt.Problem]:
     }
 
 
-def closed_form(config: Config) -> ClosedForm:
-    quad = _problems(config)["quadratic"]
-    # The save times of the quadratic's reference in `orders`: the one compiled solve serves both.
-    ts = jnp.linspace(0.0, config.quad_t1, config.lyapunov_points)
-    ref = dynopt.solve(flows.GradientFlow(), quad, ts)
-    exact = jax.jit(jax.vmap(quad.flow_solution))(ts)  # one program, not one per primitive
-    return ClosedForm(float(np.max(np.abs(np.asarray(ref.params) - np.asarray(exact)))))
-
-
-def orders(config: Config) -> dict[str, Orders]:
-    settings = {
+def _settings(config: Config, name: str) -> tuple[float, np.ndarray]:
+    """`(t1, step sizes)` of problem `name`'s order sweep."""
+    t1, steps = {
         "quadratic": (config.quad_t1, config.quad_steps),
         "rosenbrock": (config.rosen_t1, config.rosen_steps),
         "logistic": (config.logistic_t1, config.logistic_steps),
-    }
+    }[name]
+    return t1, t1 / np.asarray(steps, dtype=float)
+
+
+@functools.cache
+def _against_flow(config: Config, name: str) -> dynopt.Comparison:
+    """GD against the gradient flow on problem `name`, with the reference solve kept: the
+    closed-form check and the Lyapunov identity read it (no solve compiled again for them)."""
+    t1, hs = _settings(config, name)
+    problem = _problems(config)[name]
+    return dynopt.compare(flows.GradientFlow(), problem, hs, t1, keep_reference=True)
+
+
+@eqx.filter_jit
+def _flow_and_closed_form(ref: dynopt.Trajectory, problem: dynopt.Problem, ts):
+    """The reference's parameters at `ts` (its dense output) and the closed form there: one
+    program (eagerly, one per primitive)."""
+    on_ref = jax.vmap(lambda t: ref.flow.params(ref.interpolation.evaluate(t)))(ts)
+    return on_ref, jax.vmap(problem.flow_solution)(ts)
+
+
+def closed_form(config: Config) -> ClosedForm:
+    quad = _problems(config)["quadratic"]
+    ts = jnp.linspace(0.0, config.quad_t1, config.lyapunov_points)
+    ref, exact = _flow_and_closed_form(_against_flow(config, "quadratic").reference, quad, ts)
+    return ClosedForm(float(np.max(np.abs(np.asarray(ref) - np.asarray(exact)))))
+
+
+def orders(config: Config) -> dict[str, Orders]:
     out = {}
     for name, problem in _problems(config).items():
-        t1, steps = settings[name]
-        hs = t1 / np.asarray(steps, dtype=float)
-        gf = dynopt.compare(flows.GradientFlow(), problem, hs, t1)
+        t1, hs = _settings(config, name)
+        gf = _against_flow(config, name)
         mod = dynopt.compare(
             flows.GradientFlow(), problem, hs, t1, reference=flows.ModifiedGradientFlow
         )
         ts = jnp.linspace(0.0, t1, config.lyapunov_points)
-        ref = dynopt.solve(flows.GradientFlow(), problem, ts)
-        measured, predicted = lyapunov.rates(ref, problem, ts)  # predicted: -|grad L|^2
+        # predicted: -|grad L|^2, along the reference `compare` solved
+        measured, predicted = lyapunov.rates(gf.reference, problem, ts)
         out[name] = Orders(
             name=problem.name,
             t1=t1,
