@@ -1,5 +1,6 @@
 r"""Finite sums $L(\theta) = \frac1n \sum_i \ell(\theta; x_i) + R(\theta)$, with minibatches."""
 
+import functools as ft
 from collections.abc import Callable
 
 import equinox as eqx
@@ -111,10 +112,17 @@ def _seed(seed: int) -> int:
     return int(seed)
 
 
-def _gaussian_design(num_samples: int, dim: int, seed: int) -> tuple[Array, Key, Key]:
-    r"""Inputs $x_i \sim \mathcal N(0, I_d)$ (validated sizes) and two keys for the rest."""
-    num_samples, dim = positive_int("num_samples", num_samples), positive_int("dim", dim)
-    kx, k1, k2 = jax.random.split(jax.random.key(_seed(seed)), 3)
+def _sizes(num_samples: int, dim: int, seed: int) -> tuple[int, int, int]:
+    """`(num_samples, dim, seed)` validated, for `_gaussian_design`."""
+    return positive_int("num_samples", num_samples), positive_int("dim", dim), _seed(seed)
+
+
+def _gaussian_design(num_samples: int, dim: int, seed) -> tuple[Array, Key, Key]:
+    r"""Inputs $x_i \sim \mathcal N(0, I_d)$ and two keys for the rest (traced inside
+    `_logistic_data`'s one program: eagerly, each draw and operation compiles one of its own;
+    `linear_regression` runs it eagerly, its data bit for bit as before: the same operations in
+    one program round $y$ and the least-squares solution differently)."""
+    kx, k1, k2 = jax.random.split(jax.random.key(seed), 3)
     return jax.random.normal(kx, (num_samples, dim)), k1, k2
 
 
@@ -275,7 +283,7 @@ def linear_regression(
     `shard=True` splits the samples over all devices of all processes (`_process_rows`).
     """
     noise = nonnegative("noise", noise)
-    x, kw, kn = _gaussian_design(num_samples, dim, seed)
+    x, kw, kn = _gaussian_design(*_sizes(num_samples, dim, seed))
     w_true = jax.random.normal(kw, (dim,))
     y = x @ w_true + noise * jax.random.normal(kn, (num_samples,))
     w_ls = jnp.linalg.lstsq(x, y)[0]
@@ -311,10 +319,8 @@ def logistic_regression(
     `shard=True` splits the samples over all devices of all processes (`_process_rows`).
     """
     l2 = nonnegative("l2", l2)
-    x, kw, ky = _gaussian_design(num_samples, dim, seed)
-    w_true = 2.0 * jax.random.normal(kw, (dim,)) / jnp.sqrt(dim)
-    p = jax.nn.sigmoid(x @ w_true)
-    y = jnp.where(jax.random.uniform(ky, (num_samples,)) < p, 1.0, -1.0)
+    num_samples, dim, seed = _sizes(num_samples, dim, seed)
+    x, y = _logistic_data(seed, num_samples, dim)
     return finite_sum(
         _logistic,
         _process_rows((x, y), shard, num_samples),
@@ -323,6 +329,15 @@ def logistic_regression(
         regularizer=eqx.Partial(_l2, strength=jnp.asarray(l2)),
         name=f"logistic_regression(n={num_samples}, d={dim})",
     )
+
+
+@ft.partial(jax.jit, static_argnums=(1, 2))
+def _logistic_data(seed, num_samples: int, dim: int) -> tuple[Array, Array]:
+    """`logistic_regression`'s data: one program."""
+    x, kw, ky = _gaussian_design(num_samples, dim, seed)
+    w_true = 2.0 * jax.random.normal(kw, (dim,)) / jnp.sqrt(dim)
+    p = jax.nn.sigmoid(x @ w_true)
+    return x, jnp.where(jax.random.uniform(ky, (num_samples,)) < p, 1.0, -1.0)
 
 
 def _mlp_apply(params: Params, x: Array) -> Array:

@@ -1,5 +1,7 @@
 r"""Quadratic objectives with a closed-form gradient flow."""
 
+import functools as ft
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -88,6 +90,25 @@ def _quadratic_flow(t: Array, q: Array, lam: Array, c0: Array, minimizer: Array,
     return unravel(minimizer + q @ (jnp.exp(-lam * t) * c0))
 
 
+@ft.partial(jax.jit, static_argnames="rotate")
+def _dense_arrays(lam: Array, flat0: Array, xstar: Array, seed, rotate: bool):
+    r"""$Q$ (Haar-distributed with `rotate`, else $I$), $H = Q\Lambda Q^\top$ and
+    $c_0 = Q^\top(\theta_0 - \theta^*)$: one program (eagerly, a dozen: one per operation)."""
+    d = lam.shape[0]
+    if rotate:
+        a = jax.random.normal(jax.random.key(seed), (d, d), dtype=flat0.dtype)
+        q, r = jnp.linalg.qr(a)
+        q = q * jnp.sign(jnp.diag(r))[None, :]  # Haar-distributed
+    else:
+        q = jnp.eye(d, dtype=flat0.dtype)
+    # Q^T materialized before each product, as the operations ran eagerly: folded into the
+    # product instead, the sums run in another order (the last bit of c0 moved).
+    qt = jax.lax.optimization_barrier(q.T)
+    hessian = (q * lam[None, :]) @ qt
+    hessian = 0.5 * (hessian + hessian.T)
+    return q, hessian, qt @ (flat0 - xstar)
+
+
 def quadratic(
     eigenvalues: ArrayLike,
     *,
@@ -143,13 +164,25 @@ def quadratic(
             "diagonal=True (no rotation) to store only the spectrum."
         )
     if params0 is None:
-        params0 = jnp.ones(d, dtype=lam.dtype)
+        # (on the host where it can be: no compiled program)
+        params0 = (
+            jnp.ones(d, lam.dtype) if is_traced(lam) else jax.device_put(np.ones(d, lam.dtype))
+        )
     flat0, unravel = _ravel(params0)
     if flat0.shape != (d,):
         raise ValueError(
             f"params0 has {flat0.size} scalars but {d} eigenvalues were given; they must match."
         )
-    if minimizer is None:
+    leaves = jax.tree.leaves(params0)
+    if (
+        minimizer is None
+        and all(isinstance(x, np.ndarray | jax.Array) for x in leaves)
+        and not (is_traced(leaves))
+    ):
+        # Zeros made on the host: no compiled program each (`unravel` compiles one).
+        xstar = jax.device_put(np.zeros(flat0.shape, flat0.dtype))
+        minimizer_tree = jax.tree.map(lambda x: jax.device_put(np.zeros(x.shape, x.dtype)), params0)
+    elif minimizer is None:
         xstar = jnp.zeros_like(flat0)
         minimizer_tree = unravel(xstar)
     else:
@@ -170,7 +203,7 @@ def quadratic(
     if not is_traced(lam):
         # Built inside jit/vmap (a sweep over spectra) the minimizer is kept as given (a true
         # minimizer only where every eigenvalue is > 0, which the caller's spectra decide).
-        minimizer_tree = minimizer_tree if bool(jnp.all(lam > 0)) else None
+        minimizer_tree = minimizer_tree if bool(np.all(np.asarray(lam) > 0)) else None
     if diagonal:
         return Problem(
             loss_fn=eqx.Partial(_diagonal_loss, eigenvalues=lam, minimizer=xstar),
@@ -181,15 +214,7 @@ def quadratic(
                 _diagonal_flow, lam=lam, c0=flat0 - xstar, minimizer=xstar, unravel=unravel
             ),
         )
-    if rotate:
-        a = jax.random.normal(jax.random.key(seed), (d, d), dtype=flat0.dtype)
-        q, r = jnp.linalg.qr(a)
-        q = q * jnp.sign(jnp.diag(r))[None, :]  # Haar-distributed
-    else:
-        q = jnp.eye(d, dtype=flat0.dtype)
-    hessian = (q * lam[None, :]) @ q.T
-    hessian = 0.5 * (hessian + hessian.T)
-    c0 = q.T @ (flat0 - xstar)
+    q, hessian, c0 = _dense_arrays(lam, flat0, xstar, seed if rotate else 0, rotate=rotate)
     loss_fn = eqx.Partial(_quadratic_loss, hessian=hessian, minimizer=xstar)
     flow = eqx.Partial(_quadratic_flow, q=q, lam=lam, c0=c0, minimizer=xstar, unravel=unravel)
     return Problem(
