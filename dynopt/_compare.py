@@ -21,6 +21,7 @@ from ._problem import AbstractProblem, Problem
 from ._run import divergence_limit, make_fast_step, optax_call, warn_if_float32_inside
 from ._sharding import gather, sweep_apply
 from ._solve import (
+    _DENSE_HESSIAN_MAX_DIM,
     _pick_solver,
     _require_x64,
     DENSE_COUNTED_BYTES,
@@ -31,6 +32,7 @@ from ._solve import (
     floor_stage_tolerance,
     NotFiniteStart,
     raise_for_result,
+    SolveError,
     top_eigenvalue,
 )
 from ._trajectory import Comparison, Trajectory
@@ -616,6 +618,62 @@ def _series_diagnosis(reference, per_step, problem, hs) -> str | None:
     )
 
 
+# The ratio τ‖f2‖/‖f1‖ at θ0 from which a sweep is refused before its reference's solve
+# (`_refuse_outside_series`): the first correction as large as the leading term.
+SERIES_REFUSAL_RATIO = 1.0
+
+
+class OutsideSeriesRegime(SolveError, ValueError):
+    """`compare` refused an order-p reference before its solve: the truncated modified series
+    is far outside its asymptotic regime at every step size (a `ValueError` for the step
+    sizes, a `SolveError` for the solve not run, as `NotFiniteStart`)."""
+
+
+def _refuse_outside_series(reference, per_step, problem, hs) -> None:
+    r"""`OutsideSeriesRegime` when an automatic order-$p \ge 2$ reference is past its series'
+    regime at every step size: $r(h) = \tau\|f_2\|/\|f_1\| \ge 1$ at $\theta_0$ for the
+    smallest $h$ ($r$ grows like $\tau$: at the others too). One evaluation of the terms.
+
+    Why 1: an asymptotic series is of use only while its terms decrease; its best truncation
+    stops before the smallest term. At $r \ge 1$ the first correction is no smaller than the
+    leading term, so the order-$p$ flow describes the optimizer no better than the order-1
+    flow at any step size of the sweep: no order $p$ can be measured, and the flow it defines
+    is typically stiff or blows up (its solve ran 16+ minutes on a 9k-parameter MLP under
+    AdamW at optax's eps, $r \approx 10^3$, before its failure named the cause). On a
+    quadratic under GD, $r \le h\lambda_{\max}/2$: 1 is GD's own stability limit
+    $h\lambda = 2$; between 1/2 ($h\lambda = 1$, the radius of convergence of the series of
+    $\tfrac1h\log(I - hH)$) and 1 the solve runs and its verdict says pre-asymptotic."""
+    from ._modified import ModifiedFlow
+
+    hs = np.sort(np.asarray(hs, np.float64))
+    ref = reference(float(hs[0])) if per_step else reference
+    if not isinstance(ref, ModifiedFlow) or ref.order < 2:
+        return
+    (f1, f2, *_), not_finite = _series_terms(ref, problem)
+    if not_finite is not None:
+        raise NotFiniteStart(
+            "compare: the reference's solve cannot start (its vector field is not finite at "
+            f"θ0, so none was run). {not_finite}"
+        )
+    n1, n2 = float(optax.tree.norm(f1)), float(ref.tau * optax.tree.norm(f2))
+    if n1 == 0.0 or n2 / n1 < SERIES_REFUSAL_RATIO:
+        return  # (a stationary θ0: the solve's own diagnosis, `_series_diagnosis`)
+    ratio, h = n2 / n1, float(hs[0])
+    # The step size where the ratio is 1/10 (the ratio falls like τ).
+    below = f"{h / ratio / 10:.2g}"
+    raise OutsideSeriesRegime(
+        f"compare: step_sizes {hs[::-1].tolist()} are all outside the asymptotic regime of the "
+        f"order-{ref.order} modified flow, so its solve was not run: at θ0, τ‖f2‖/‖f1‖ = "
+        f"{ratio:.3g} at the smallest step size h = {h:g} (>= {SERIES_REFUSAL_RATIO:g}, and "
+        "larger at the others: it grows like τ). The series' first correction is at least as "
+        f"large as its leading term, so its order-{ref.order} truncation describes the optimizer "
+        "no better than the order-1 flow at any of these step sizes, and the flow it defines is "
+        "stiff or blows up (the terms grow like (τ/(1 - β))^j for a decay β; a small eps "
+        f"divides by a small root). Take step sizes below about h = {below}, a larger eps, or "
+        "compare with order=1."
+    )
+
+
 def _series_terms(flow, problem) -> tuple[list, str | None]:
     r"""`(terms, cause)`: the terms $f_1, f_2, \dots$ of the modified flow `flow` at $\theta_0$
     (their parameters' parts), and where one is not finite there the likely cause of a failure
@@ -791,7 +849,13 @@ def compare(
     sizes), or when the runs
     of an optimizer's order-$p \ge 2$ flow blow up from their start on the order-$p$ slow
     manifold because the series is outside its asymptotic regime (said with its diagnosis, not
-    reported as an unstable optimizer); `SolveError` if a reference solve fails.
+    reported as an unstable optimizer); `SolveError` if a reference solve fails. An
+    optimizer's order-$p \ge 2$ reference far outside its series' regime at every step size,
+    $\tau\|f_2\|/\|f_1\| \ge 1$ at $\theta_0$ for the smallest $h$ (the first correction at
+    least the leading term: past the series' best truncation), is refused before its solve
+    where that solve is costly (more than 1000 state entries, or an implicit solver) with
+    `OutsideSeriesRegime`, both a `ValueError` and a `SolveError`, in the time of one
+    evaluation of the terms; elsewhere the solve runs and its failure, if any, names the cause.
     """
     _require_x64()
     automatic_order = None
@@ -868,6 +932,12 @@ def compare(
     # The solver for the references' own Jacobian at the start (the first step size's, for a
     # per-step reference: they differ by O(h)).
     first_ref = ref(float(hs[0])) if per_step else ref
+    # A truncated series far outside its regime, refused before its solve where that is costly:
+    # a network's state (before the spectrum, itself a costly read of the order-p field), or
+    # an implicit solver (a Jacobian of the field every step).
+    large = _state_size(first_ref, problem) > _DENSE_HESSIAN_MAX_DIM
+    if large:
+        _refuse_outside_series(ref, per_step, problem, hs)
     try:
         solver_obj, name, ratio = _pick_solver(
             solver, problem, problem.params0, t1, max_steps, flow=first_ref, refuse_not_finite=True
@@ -882,6 +952,8 @@ def compare(
             "compare: the reference's solve cannot start (its vector field is not finite at "
             f"θ0, so none was run). {series}"
         ) from None
+    if not large and isinstance(solver_obj, diffrax.AbstractImplicitSolver):
+        _refuse_outside_series(ref, per_step, problem, hs)
     if solver is None:  # the automatic implicit solver's stage tolerance, as in `solve`
         solver_obj = floor_stage_tolerance(solver_obj, name, problem, first_ref, 0.0, t1, atol)
     grid, rows = _reference_buffers(
