@@ -24,6 +24,7 @@ from ._solve import (
     _DENSE_HESSIAN_MAX_DIM,
     _pick_solver,
     _require_x64,
+    check_implicit_memory,
     DENSE_COUNTED_BYTES,
     DENSE_MEMORY_LIMIT,
     dense_solve,
@@ -913,7 +914,6 @@ def compare(
         return disc.dt
 
     hs, dts, ns, t1 = matched_steps(step_sizes, t1, dt_of)
-    _check_branches(flow, problem, declared_map, hs, dts, ns)
     per_step = reference is not None and not isinstance(reference, AbstractFlow)
     if per_step and not callable(reference):
         raise ValueError("reference must be None, a flow, or a callable step_size -> flow.")
@@ -933,11 +933,12 @@ def compare(
     # per-step reference: they differ by O(h)).
     first_ref = ref(float(hs[0])) if per_step else ref
     # A truncated series far outside its regime, refused before its solve where that is costly:
-    # a network's state (before the spectrum, itself a costly read of the order-p field), or
-    # an implicit solver (a Jacobian of the field every step).
+    # a network's state (before the spectrum and the branch replay, themselves costly reads of
+    # the order-p field and the runs), or an implicit solver (a Jacobian of the field per step).
     large = _state_size(first_ref, problem) > _DENSE_HESSIAN_MAX_DIM
     if large:
         _refuse_outside_series(ref, per_step, problem, hs)
+    _check_branches(flow, problem, declared_map, hs, dts, ns)
     try:
         solver_obj, name, ratio = _pick_solver(
             solver, problem, problem.params0, t1, max_steps, flow=first_ref, refuse_not_finite=True
@@ -954,6 +955,8 @@ def compare(
         ) from None
     if not large and isinstance(solver_obj, diffrax.AbstractImplicitSolver):
         _refuse_outside_series(ref, per_step, problem, hs)
+    # (One reference solves at a time: per-step ones in a `lax.map` on each device.)
+    check_implicit_memory(first_ref, problem, solver_obj, "compare: the reference solve")
     if solver is None:  # the automatic implicit solver's stage tolerance, as in `solve`
         solver_obj = floor_stage_tolerance(solver_obj, name, problem, first_ref, 0.0, t1, atol)
     grid, rows = _reference_buffers(
