@@ -219,17 +219,21 @@ def make_comparison(
     at_least: float | None = None,
     start: str = "map",
     reference: Trajectory | None = None,
+    rounding=None,
+    dtype: str | None = None,
 ) -> Comparison:
     r"""Assemble a `Comparison`: the local orders and the verdict of the max and final errors
     against the time steps $\Delta t$ (`assess_order`, with the least order `at_least` the
-    errors can have), the fitted orders only where asymptotic; `reference` the kept reference
-    solve (`compare(..., keep_reference=True)`)."""
+    errors can have and the runs' `rounding` level, of their `dtype`), the fitted orders only
+    where asymptotic; `reference` the kept reference solve (`compare(..., keep_reference=True)`)."""
     dts_host = np.asarray(dts, dtype=np.float64)
     diverged = np.asarray(diverged_at) >= 0
     kwargs = dict(
         scales=None if scales is None else np.asarray(scales),
         diverged=diverged,
         at_least=at_least,
+        rounding=rounding,
+        dtype=dtype,
     )
     main = assess_order(dts_host, np.asarray(errs), unstable=unstable, **kwargs)
     final = assess_order(dts_host, np.asarray(finals), unstable=unstable, **kwargs)
@@ -1021,9 +1025,44 @@ def compare(
         elif reference is None:
             at_least = _default_map_order(flow)
     kept = None if kept is None else _kept_reference(kept, ref, name, t1)
+    rounding, dtype = _run_rounding(problem, scales)
     return make_comparison(
-        hs, dts, ns, errs, finals, div, t1, name, scales, unstable, at_least, start, kept
+        hs,
+        dts,
+        ns,
+        errs,
+        finals,
+        div,
+        t1,
+        name,
+        scales,
+        unstable,
+        at_least,
+        start,
+        kept,
+        rounding=rounding,
+        dtype=dtype,
     )
+
+
+def _run_rounding(problem, scales) -> tuple[np.ndarray | None, str | None]:
+    r"""`(levels, dtype)`: per run, one rounding of its iterate, $\varepsilon(\|\theta_0\| + D)$
+    ($D$ = `scales`, the distance the solution travels: $\|\theta\|$ along it is at most
+    that), for the coarsest floating dtype of `problem.params0` (its $\varepsilon$, its name);
+    `(None, None)` for float64 runs, whose floor is the reference's tolerance."""
+    leaves = [
+        x
+        for x in jax.tree.leaves(problem.params0)
+        if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+    ]
+    if not leaves:
+        return None, None
+    coarse = max((jnp.result_type(x) for x in leaves), key=lambda d: jnp.finfo(d).eps)
+    if jnp.finfo(coarse).eps <= jnp.finfo(jnp.float64).eps:
+        return None, None
+    norm0 = float(np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in leaves)))
+    levels = float(jnp.finfo(coarse).eps) * (norm0 + np.asarray(scales, np.float64))
+    return levels, jnp.dtype(coarse).name
 
 
 def _check_manifold_start(flow, map, problem, hs, diverged_at) -> None:
