@@ -23,9 +23,9 @@ def _no_solve(*args, **kwargs):
 
 def test_an_implicit_solve_whose_jacobian_exceeds_the_budget_is_refused(monkeypatch):
     """Kvaerno5's Newton iteration materialises the n x n Jacobian of the field (lineax's LU):
-    3 entries, 72 bytes, above a budget of 50; Tsit5 needs none and solves. Before: only the dense output was
-    counted, and centred RMSprop's order-2 field on an MLP died in XLA (RESOURCE_EXHAUSTED,
-    52 GB) instead."""
+    3 entries, 72 bytes, above a budget of 50; Tsit5 needs none and solves. Before: only the
+    dense output was counted, and centred RMSprop's order-2 field on an MLP died in XLA
+    (RESOURCE_EXHAUSTED, 52 GB) instead."""
     problem = dynopt.problems.quadratic([1.0, 2.0, 3.0])
     monkeypatch.setattr(_solve, "IMPLICIT_MEMORY_LIMIT", 50)
     with monkeypatch.context() as m:
