@@ -1819,7 +1819,10 @@ def solve(
 
     **Returns:** a `Trajectory` with `solver` naming the solver used and `stats` from diffrax.
 
-    **Raises:** `ValueError` for bad times, tolerances or solver names, or without float64;
+    **Raises:** `ValueError` for bad times, tolerances or solver names, or without float64,
+    or, before anything is allocated, for an implicit solver whose dense Jacobian would
+    exceed 2 GiB (`implicit_jacobian_bytes`: its $n^2$ entries and, above 1000 state
+    entries, $n$ batched Jacobian-vector products through the field);
     `SolveError` when diffrax stops early (max steps, step-size underflow, non-finite state),
     saying what to change; `NotFiniteStart` (a `SolveError`), before any solve, where the
     vector field is not finite at the start (naming its leaves): with `solver=None`, or a
