@@ -21,7 +21,7 @@ from . import (
     transforms as transforms,
     validation as validation,
 )
-from ._compare import compare as compare
+from ._compare import compare as compare, OutsideSeriesRegime as OutsideSeriesRegime
 from ._discretization import Discretization as Discretization
 from ._modified import modified_flow as modified_flow
 from ._order import (
