@@ -6,6 +6,7 @@ from ._sharpness import (
     dense_hessian as dense_hessian,
     Eigenpairs as Eigenpairs,
     hvp_operator as hvp_operator,
+    krylov_start as krylov_start,
     random_start as random_start,
     rmsprop_preconditioner as rmsprop_preconditioner,
     sharpness as sharpness,
