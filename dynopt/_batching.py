@@ -6,6 +6,8 @@ from typing import Any
 
 import jax
 
+from ._validation import is_traced
+
 
 def map_batch(fn: Callable[..., Any], *xs: Any) -> Any:
     r"""`jax.vmap(fn)(*xs)` over the leading axis of `xs`, but one call after another
@@ -24,3 +26,33 @@ def map_batch(fn: Callable[..., Any], *xs: Any) -> Any:
     if jax.default_backend() == "cpu":
         return jax.lax.map(lambda args: fn(*args), xs)
     return jax.vmap(fn)(*xs)
+
+
+def lane_by_lane(fn: Callable[..., Any], *args: Any) -> Any:
+    r"""`fn(*args)`; under a `vmap` on a CPU backend, one lane after another (`jax.lax.map`,
+    by `jax.custom_batching.sequential_vmap`) instead of `fn` batched.
+
+    XLA:CPU gains nothing from a batch of small products (`map_batch`), and loses where `fn`
+    holds small dense linear algebra (LOBPCG's Rayleigh-Ritz, matfree's reorthogonalization)
+    and a `while_loop` whose batched form runs every lane to the slowest lane's count: 8
+    tracked GD runs vmapped over learning rates (`track_sharpness`, $k = 5$, 2 LOBPCG
+    iterations every 10 of 200 steps, the 433-parameter MLP of `make bench`) took 0.83× the
+    time of the 8 runs one after another with the eigen-solves batched, 0.96-1.05× lane by
+    lane (CPU time). Every value `fn` closes over (a `grad_fn`'s data, batched or not) is
+    passed to it explicitly: `sequential_vmap` refuses a batched closure. Called eagerly (no
+    argument traced), `fn(*args)` itself, so its checks of concrete values still run.
+
+    **Arguments:** `fn`, a function of `args` (pytrees of arrays) returning a pytree of arrays.
+
+    **Returns:** `fn(*args)`."""
+    if jax.default_backend() != "cpu" or not any(map(is_traced, jax.tree.leaves(args))):
+        return fn(*args)  # (eagerly: `fn`'s own checks of concrete values)
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    leaves, _ = jax.tree.flatten(args)
+    out_tree = jax.tree.structure(shape)
+
+    def call(consts, leaves):
+        return jax.core.eval_jaxpr(closed.jaxpr, consts, *leaves)
+
+    out = jax.custom_batching.sequential_vmap(call)(list(closed.consts), leaves)
+    return jax.tree.unflatten(out_tree, out)

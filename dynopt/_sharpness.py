@@ -21,7 +21,7 @@ import optax
 from jax.experimental.sparse.linalg import lobpcg_standard
 from jax.flatten_util import ravel_pytree
 
-from ._batching import map_batch
+from ._batching import lane_by_lane, map_batch
 from ._custom_types import Array, Float, Int, Key, Params, PyTree, Scalar
 from ._discretization import Discretization, widest_dtype
 from ._transforms.adaptive import ScaleByGlobalRmsState
@@ -543,11 +543,15 @@ def _tracked_init(inner: PyTree, params: Params, tracking: _Tracking) -> Sharpne
     precond = _no_diag if preconditioner is None else preconditioner
     precond(inner)  # its errors (a state of another optimizer) here, not inside `run`
     if init_grad_fn is not None:
-        if tracking.method == "lanczos" and lobpcg_fits(k, flat.shape[0]):
-            start = krylov_start(init_grad_fn, params, start)
-        found, start, iterations = top_eigenpairs(
-            init_grad_fn, params, start, max_iters=tracking.init_iters, tol=tracking.tol
-        )
+
+        def cold(params, start):
+            if tracking.method == "lanczos" and lobpcg_fits(k, flat.shape[0]):
+                start = krylov_start(init_grad_fn, params, start)
+            return top_eigenpairs(
+                init_grad_fn, params, start, max_iters=tracking.init_iters, tol=tracking.tol
+            )
+
+        found, start, iterations = lane_by_lane(cold, params, start)
         if preconditioner is None:  # (with one: no D yet, the values stay NaN)
             values = found
     return SharpnessState(inner, jnp.asarray(0), values, start, iterations, jnp.asarray(0))
@@ -575,15 +579,20 @@ def _tracked(
         count = state.count + 1
 
         def track(params, vectors, inner):
-            found = top_eigenpairs(
-                grad_fn,
+            found = lane_by_lane(
+                lambda params, vectors, diag: top_eigenpairs(
+                    grad_fn,
+                    params,
+                    vectors,
+                    diag=diag,
+                    max_iters=tracking.max_iters,
+                    tol=tracking.tol,
+                    method=tracking.method,
+                    checked=False,
+                ),
                 params,
                 vectors,
-                diag=precond(inner),
-                max_iters=tracking.max_iters,
-                tol=tracking.tol,
-                method=tracking.method,
-                checked=False,
+                precond(inner),
             )
             # A diverging run (a gradient that is not finite at the new iterate) records NaN and
             # is left to `run`, which stops it and says so: the error raised inside `run`, and a
@@ -671,7 +680,8 @@ def track_sharpness(
     A sweep over learning rates wraps a `dynopt.Discretization`: its hyper-parameters stay
     traced, so a run at a new learning rate reuses the compiled program, and a `Discretization`
     with a 1-D batch of learning rates is tracked in one `run`, each member its single run's
-    values to rounding (the batched kernels round otherwise: 2.5e-15 relative on a SmallCNN):
+    values to rounding (the batched kernels round otherwise: 2.5e-15 relative on a SmallCNN;
+    on a CPU the eigen-solves of a batch run one lane after another, `lane_by_lane`):
 
     ```python
     gd = lambda lr: dynopt.Discretization(optax.sgd, {"learning_rate": lr}, dt=lr)
