@@ -719,21 +719,21 @@ def track_sharpness(
       `max_iters=2`, the anchor MLP's 2nd–5th eigenvalues at $\theta_0$ were 21–26% low, and
       exact to 2e-5 from step 20 on).
     - `method`: the warm steps' eigen-solver (`top_eigenpairs`; `max_iters` is the Krylov depth
-      for `"lanczos"`); the cold start at $\theta_0$ is LOBPCG's (for `"lanczos"` from the
-      Ritz vectors of `krylov_start`, not the random block: 1 iteration instead of 29, 34 → 7 ms
-      of CPU, on the MLP below). On an MLP with 433 parameters
-      (k = 5, GD η = 0.1, every step, 200 steps and the cold start, `make bench`):
-      `"lanczos"` with `max_iters=16` costs 22–24× a plain step's average (a plain 200-step
-      `run` holds ~2 ms of fixed cost per call, 27 µs a step beyond it): 17 products, the
-      linearization and the step itself 11–12× (a product costs about one gradient), matfree's
-      Arnoldi loop with full reorthogonalization about 5× (its 32 products `Q.T @ v` a call
-      take ~135 of its ~200 µs on XLA:CPU, 3× what `v @ Q` takes: scratch-patched that way,
-      19.6× for 23.2×, eigenvalues equal to 3e-15), the cold start at $\theta_0$ (tol 1e-9,
-      about 30 LOBPCG iterations, 30–40 ms once per `run`) 4–4.5×; eigenvalues within 6e-4 to
-      9.1e-4 of converged ones (the largest deviation, in the first steps, where it moves with
-      the cold start's rounding; median 9e-12); one LOBPCG iteration 31× (7.4e-3), two 52×
-      (1.8e-3). (24×, 44× and 68× with LOBPCG's block products batched, before
-      `map_batch`.)
+      for `"lanczos"`); the cold start at $\theta_0$ is LOBPCG's (for `"lanczos"` from the Ritz
+      vectors of `krylov_start`, not the random block: 1 iteration instead of 29, 34 → 7 ms of CPU,
+      on the MLP below). On an MLP with 433 parameters (k = 5, GD η = 0.1, every step, 200 steps and
+      the cold start, `make bench`): `"lanczos"` with `max_iters=16` costs 21–21.5× a plain step's
+      average (load 6–8; a plain 200-step `run` holds ~2 ms of fixed cost per call, 27 µs a step
+      beyond it): 17 products, the linearization and the step itself 11–12× (a product costs about
+      one gradient), matfree's Arnoldi loop with full reorthogonalization about 5× (its 32 products
+      `Q.T @ v` a call take ~135 of its ~200 µs on XLA:CPU, 3× what `v @ Q` takes: scratch-patched
+      that way, 19.6× for 23.2×, eigenvalues equal to 3e-15), the cold start at $\theta_0$ (tol
+      1e-9) under 1× since it starts from `krylov_start` (7 ms once per `run`; 30–40 ms and 4–4.5×
+      from the random block, about 30 LOBPCG iterations: 21.0–21.5× for 24.5–25.1×, the same load);
+      eigenvalues within 4.7e-4 of converged ones (the largest deviation, in the first steps, where
+      the 2nd-5th eigenvalues are clustered; 8.5e-4 from the random block; median 7e-9); one LOBPCG
+      iteration 31× (7.4e-3), two 52× (1.8e-3). (24×, 44× and 68× with LOBPCG's block products
+      batched, before `map_batch`.)
 
     **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`; for a
     `Discretization`, a `Discretization` whose transform is that one.
