@@ -130,6 +130,7 @@ def results(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "CHECKOUT_RESULTS", results)
     monkeypatch.setattr(cli, "README_FIGURES", {("gd_flow", "orders.png"): figure})
     monkeypatch.setattr(cli, "replot", lambda name, out=None: redrawn.append(out) or [])
+    monkeypatch.setattr(cli, "_check_loads", lambda *a: None)  # (fake results: no sections)
     monkeypatch.setattr(cli, "run_experiment", lambda *a, **k: pytest.fail("an experiment ran"))
     monkeypatch.setattr(cli, "write_page", lambda parent, names: pages.append(parent))
     return results, figure, redrawn, pages
