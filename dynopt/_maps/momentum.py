@@ -82,11 +82,19 @@ def _damping_step(flow, h: Array, limit: float) -> Array:
     )
 
 
+def _sgd_hyperparams(learning_rate, momentum, **open_end) -> tuple[Array, Array]:
+    r"""`optax.sgd`'s $\alpha > 0$ and $\beta \in [0, 1]$ as an inverse map reads them, validated;
+    `open_end` (`lower_open=True` or `upper_open=True`) excludes the end of $[0, 1]$ that the
+    map's $\beta(ah)$ never reaches."""
+    alpha = as_hyperparameter("learning_rate", learning_rate, lower=0.0, lower_open=True)
+    beta = as_hyperparameter("momentum", momentum, lower=0.0, upper=1.0, **open_end)
+    return alpha, beta
+
+
 def _euler_inverse(learning_rate, momentum):
     from .._flows.momentum import HeavyBall
 
-    alpha = as_hyperparameter("learning_rate", learning_rate, lower=0.0, lower_open=True)
-    beta = as_hyperparameter("momentum", momentum, lower=0.0, upper=1.0, upper_open=True)
+    alpha, beta = _sgd_hyperparams(learning_rate, momentum, upper_open=True)
     h = jnp.sqrt(alpha)
     return HeavyBall((1 - beta) / h), h
 
@@ -165,8 +173,7 @@ class Leapfrog(AbstractMap):
     def inverse(self, learning_rate: ScalarLike, momentum: ScalarLike):
         from .._flows.momentum import HeavyBall
 
-        alpha = as_hyperparameter("learning_rate", learning_rate, lower=0.0, lower_open=True)
-        beta = as_hyperparameter("momentum", momentum, lower=0.0, upper=1.0, upper_open=True)
+        alpha, beta = _sgd_hyperparams(learning_rate, momentum, upper_open=True)
         h = jnp.sqrt(2 * alpha / (1 + beta))
         return HeavyBall((2 / h) * (1 - beta) / (1 + beta)), h
 
@@ -222,8 +229,7 @@ class ConformalEuler(AbstractMap):
     def inverse(self, learning_rate: ScalarLike, momentum: ScalarLike):
         from .._flows.momentum import HeavyBall
 
-        alpha = as_hyperparameter("learning_rate", learning_rate, lower=0.0, lower_open=True)
-        beta = as_hyperparameter("momentum", momentum, lower=0.0, upper=1.0, lower_open=True)
+        alpha, beta = _sgd_hyperparams(learning_rate, momentum, lower_open=True)
         h = jnp.sqrt(alpha)
         return HeavyBall(-jnp.log(beta) / h), h
 
