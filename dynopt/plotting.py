@@ -682,6 +682,25 @@ def plot_orders(
     legend(ax)
 
 
+ASYMPTOTIC = "asymptotic"  # the verdict (`dynopt.assess_order`) under which a slope is an order
+
+
+def order_series(errors, label: str, order, verdict: str | None) -> tuple:
+    """A `plot_orders` series `(errors, label, order)` that shows the fitted order only where its
+    sweep's verdict (`dynopt.assess_order`, `Comparison.verdict`) is "asymptotic": under any other
+    verdict the slope of the errors is no order, so the label names the verdict and the series
+    has no order (and no slope in the legend, no guide)."""
+    if verdict == ASYMPTOTIC:
+        return errors, label, order
+    return errors, f"{label} ({verdict})", None
+
+
+def order_text(order: float, verdict: str, template: str = "slope {:.2f}") -> str:
+    """`template` filled with the fitted `order` where its sweep's verdict is "asymptotic", else
+    the verdict itself (e.g. "pre-asymptotic"): a title's slope is an order only there."""
+    return template.format(order) if verdict == ASYMPTOTIC else verdict
+
+
 _STYLES = (
     dict(ls="-", lw=2.4, alpha=0.6),
     dict(ls="--", lw=1.3),

@@ -304,16 +304,14 @@ def draw_limits(r):
                             reference="slope -1")  # fmt: skip
     fit_from = r.config["limit_fit_from"]
     # A slope only where its sweep is asymptotic; else its verdict.
-    shown = lambda slope, v: f"slope {slope:.2f}" if v == "asymptotic" else v
-    title = (
-        f"κ → ∞: sign-like limit ({shown(lim.kappa_slope, lim.kappa_verdict)} for κ ≥ {fit_from:g})"
-    )
+    shown = plotting.order_text(lim.kappa_slope, lim.kappa_verdict)
+    title = f"κ → ∞: sign-like limit ({shown} for κ ≥ {fit_from:g})"
     plotting.dress(axes[0], title=title, grid="both", xlabel="κ",
                    ylabel="max |θ_RMSprop-flow − θ_sign-like|\non [0, 1]")  # fmt: skip
     w = lim.widths
     axes[1].loglog(w, lim.width_errors, "o-", label="regularized vs exact sign flow")
     axes[1].loglog(w, w, "k--", lw=0.8, label="error = w")
-    title = f"SignFlow reference: O(w) ({shown(lim.width_slope, lim.width_verdict)})"
+    title = f"SignFlow reference: O(w) ({plotting.order_text(lim.width_slope, lim.width_verdict)})"
     plotting.dress(axes[1], title=title,
                    grid="both", xlabel="width w of sign_w(g) = g/√(g²+w²)",
                    ylabel="max error on [0, 1]")  # fmt: skip

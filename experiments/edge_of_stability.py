@@ -213,6 +213,15 @@ def _rel(a, b):
     return np.abs(np.asarray(a) - np.asarray(b)) / np.abs(np.asarray(b))
 
 
+def _onset(tracked, ratio):
+    """The first tracked step with η·λ ≥ 2 (`ratio` = η·λ/2 ≥ 1; -1: never) and the ratios from
+    it on (one NaN where it never comes)."""
+    above = np.flatnonzero(ratio >= 1.0)
+    if not above.size:
+        return -1, np.full(1, np.nan)
+    return int(tracked[above[0]]), ratio[above[0] :]
+
+
 def _smoothed_alike(steps, curve, num_steps: int, sigma: float) -> np.ndarray:
     """A flow's loss saved at `steps`, log-interpolated to every step and Gaussian-smoothed as
     GD's loss is: compared with GD's smoothed loss, the smoothing's own bias cancels."""
@@ -307,10 +316,7 @@ def edge_of_stability(config: Config) -> EdgeOfStability:
     eigs = np.asarray(
         _eigen_path(problem, _path_of(gd.params, tracked, length), stack(ones), basis0)[0]
     )
-    ratio = eta * eigs[:, 0] / 2.0
-    above = np.flatnonzero(ratio >= 1.0)
-    onset = int(tracked[above[0]]) if above.size else -1
-    after = ratio[tracked >= onset] if onset >= 0 else np.full(1, np.nan)
+    onset, after = _onset(tracked, eta * eigs[:, 0] / 2.0)
     # The EoS phase, away from the smoothing window's edges (and from the initial fast drop,
     # which a σ-wide window would smear into it).
     edge = int(3 * config.smooth_sigma)
@@ -373,10 +379,7 @@ def edge_of_stability(config: Config) -> EdgeOfStability:
     rms = dynopt.run(tx, problem, n_steps, every=config.track_every, observe=_rmsprop_diag)
     rms_eigs = np.array(_eigen_path(problem, rms.params, rms.observations, basis0)[0])
     rms_eigs[0] = np.nan  # ν = 0 at θ₀: no preconditioner yet
-    rms_ratio = config.rmsprop_lr * rms_eigs[:, 0] / 2.0
-    rms_above = np.flatnonzero(rms_ratio >= 1.0)
-    rms_onset = int(tracked[rms_above[0]]) if rms_above.size else -1
-    rms_after = rms_ratio[rms_above[0] :] if rms_above.size else np.full(1, np.nan)
+    rms_onset, rms_after = _onset(tracked, config.rmsprop_lr * rms_eigs[:, 0] / 2.0)
     return EdgeOfStability(
         rmsprop_onset_step=rms_onset,
         rmsprop_ratio_median=float(np.median(rms_after)),

@@ -285,9 +285,9 @@ def draw_plateau(r):
     axes[0].loglog(rm.gammas, rm.plateau_gamma, "o", label="measured (late RMS ‖θ − θ*‖)")
     axes[0].loglog(rm.gammas, rm.plateau_gamma_pred, "k--", lw=0.8, label="γ/√2 (period-2 orbit)")
     eps, slope = config["rms_gamma_eps"], rm.plateau_slope_in_gamma
-    v = rm.plateau_verdict  # a slope only where the sweep is asymptotic
-    title = f"optax.rmsprop, ε = {eps:g}: " + (
-        f"fitted slope {slope:.3f}" if v == "asymptotic" else v
+    # a slope only where the sweep is asymptotic
+    title = f"optax.rmsprop, ε = {eps:g}: " + plotting.order_text(
+        slope, rm.plateau_verdict, "fitted slope {:.3f}"
     )
     plotting.dress(axes[0], title=title, grid="both", xlabel="learning rate γ",
                    ylabel="late-time distance to θ*")  # fmt: skip

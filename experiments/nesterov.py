@@ -133,7 +133,7 @@ def r_sweep(config: Config) -> dict[str, Ode]:
     return out
 
 
-def lyapunov_energy(config: Config) -> Lyapunov:
+def lyapunov(config: Config) -> Lyapunov:
     """(5) Lyapunov energy along the dense solution (r = 3)."""
     problem, ts, flow = _problem(config), _ts(config), flows.NesterovODE(3.0)
     states = _evaluate_states(_reference(config).interpolation, ts)
@@ -177,13 +177,7 @@ def order(config: Config) -> Order:
     )
 
 
-SECTIONS = {
-    "setup": setup,
-    "r_sweep": r_sweep,
-    "lyapunov": lyapunov_energy,
-    "sbc": sbc,
-    "order": order,
-}
+SECTIONS = {f.__name__: f for f in (setup, r_sweep, lyapunov, sbc, order)}
 
 HEADLINES = (
     Headline("r_sweep/r=3/closed_form_max_abs_error", "ODE vs closed form (r = 3): max abs. error",

@@ -419,8 +419,7 @@ def _convergence_panels(m: Convergence):
     slope only where its sweep is asymptotic, else its verdict in the label."""
 
     def s(route, errors, label, slope):
-        v = m.verdicts[route]
-        return (errors, label, slope) if v == "asymptotic" else (errors, f"{label} ({v})", None)
+        return plotting.order_series(errors, label, slope, m.verdicts[route])
 
     err = "max |P - exact|"
     return [

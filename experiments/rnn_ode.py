@@ -493,9 +493,9 @@ def draw_parameters(r):
     axes[0].axhline(0, color="k", lw=0.6)
     plotting.dress(axes[0], grid=None, title="fitted parameters",
                    ylabel="relative error vs post's θ [%]")  # fmt: skip
-    v = cb.get("verdict")  # an order only where the sweep is asymptotic (None: not saved)
-    series = [(inv.bias, "Euler cell, converged" + ("" if v == "asymptotic" else f" ({v})"),
-               cb["fitted_order"] if v == "asymptotic" else None)]  # fmt: skip
+    # an order only where the sweep is asymptotic (verdict None: not saved)
+    label, order = "Euler cell, converged", cb["fitted_order"]
+    series = [plotting.order_series(inv.bias, label, order, cb.get("verdict"))]
     plotting.plot_orders(axes[1], inv.bias_step_sizes, series, guides=(1.0,))
     plotting.dress(axes[1], legend=False, grid=None,
                    title="coarse-step bias of the fitted parameters",

@@ -598,14 +598,12 @@ def draw_weak(r):
     axes[0].set_yscale("log")
     plotting.dress(axes[0], title=f"E L(θ_t), η = {w.etas[0]:g} SDE", xlabel="t = kη")
     plotting.dress(axes[1], title="tr Cov(θ_t) (gradient flow: 0)", xlabel="t = kη")
-    series = []
-    for k, label in _WEAK.items():
-        # A slope in the legend only where the errors are asymptotic (E L vs the flow's
-        # scatter: local orders 0.15, 0.73, 0.88, 0.95, a raw fit of 0.70).
-        verdict = dynopt.assess_order(w.etas, w.errors[k]).verdict
-        asymptotic = verdict == "asymptotic"
-        series.append((np.asarray(w.errors[k]), label if asymptotic else f"{label} ({verdict})",
-                       w.orders[k] if asymptotic else None))  # fmt: skip
+    # A slope in the legend only where the errors are asymptotic (E L vs the flow's scatter:
+    # local orders 0.15, 0.73, 0.88, 0.95, a raw fit of 0.70).
+    series = [
+        plotting.order_series(np.asarray(w.errors[k]), label, w.orders[k], w.verdicts[k])
+        for k, label in _WEAK.items()
+    ]
     plotting.plot_orders(axes[2], w.etas, series)
     plotting.dress(axes[2], legend=False, grid=None, title="weak errors (exact moments)",
                    xlabel="learning rate η", ylabel=f"weak error at t = {w.t:g}")  # fmt: skip
