@@ -333,6 +333,23 @@ def test_plot_orders_takes_the_0d_order_that_compare_returns():
     assert _legend_texts(ax) == ["GD (slope 1.04)", "slope 1 guide"]
 
 
+def test_an_order_is_shown_only_under_the_asymptotic_verdict():
+    """`order_series`/`order_text`: a fitted slope reaches the legend (with its guide) or a
+    title only where its sweep is asymptotic; any other verdict is named instead."""
+    hs = np.array([0.02, 0.01, 0.005, 0.0025])
+    _, (ax,) = plotting.panels(1)
+    series = [
+        plotting.order_series(0.3 * hs, "GD", 1.0369, "asymptotic"),
+        plotting.order_series(hs**0.7, "scatter", 0.7, "pre-asymptotic"),
+    ]
+    assert series[1] == (series[1][0], "scatter (pre-asymptotic)", None)
+    plotting.plot_orders(ax, hs, series)
+    assert _legend_texts(ax) == ["GD (slope 1.04)", "scatter (pre-asymptotic)", "slope 1 guide"]
+    assert plotting.order_text(1.0369, "asymptotic") == "slope 1.04"
+    assert plotting.order_text(0.7, "unstable", "fitted slope {:.3f}") == "unstable"
+    assert plotting.order_text(0.7, "asymptotic", "fitted slope {:.3f}") == "fitted slope 0.700"
+
+
 @pytest.mark.parametrize(
     "suffix,magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<svg")]
 )
