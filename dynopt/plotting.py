@@ -636,6 +636,7 @@ def plot_orders(
     series: Sequence[tuple[np.ndarray, str, float | None]],
     *,
     guides: Sequence[float | None] | None = None,
+    **props,
 ) -> None:
     """Errors against step size, one `(errors, label, fitted order)` per series, each with a
     dashed slope guide of `guides[i]` (default: the order rounded) through its smallest-h point
@@ -649,6 +650,7 @@ def plot_orders(
     - `series`: `(errors, label, order)`; `order` a number, a 0-d array (e.g.
       `Comparison.order`) or None.
     - `guides`: one slope (or None) per series.
+    - `props`: passed to `ax.set` once drawn (title, axis labels that replace the defaults).
 
     **Raises:** `ValueError` if a step size is not positive, or a series or `guides` has the
     wrong length.
@@ -680,6 +682,7 @@ def plot_orders(
     if crosses:
         _key_once(ax, DIVERGED, "kx", ls="none")
     legend(ax)
+    ax.set(**props)
 
 
 ASYMPTOTIC = "asymptotic"  # the verdict (`dynopt.assess_order`) under which a slope is an order

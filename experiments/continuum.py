@@ -588,8 +588,8 @@ def draw_orders(r):
         hs = np.asarray(case.step_sizes)
         run = [i for i in range(3) if np.all(np.isfinite(case.errors[i]))]
         series = [(case.errors[i], f"vs order-{i + 1} flow", case.fitted_orders[i]) for i in run]
-        plotting.plot_orders(ax, hs, series, guides=tuple(float(i + 1) for i in run))
-        ax.set_title(f"{case.optimizer} / {case.problem}")
+        guides, title = tuple(float(i + 1) for i in run), f"{case.optimizer} / {case.problem}"
+        plotting.plot_orders(ax, hs, series, guides=guides, title=title)
     return fig
 
 
@@ -610,8 +610,7 @@ def draw_modifying(r):
             ]
             title = f"{m.optimizer} vs order-2 flow"
         series = [x for x in series if np.any(np.isfinite(x[0]))]  # quick: no plain run
-        plotting.plot_orders(ax, m.step_sizes, series)
-        ax.set_title(title)
+        plotting.plot_orders(ax, m.step_sizes, series, title=title)
     return fig
 
 

@@ -393,8 +393,7 @@ def draw_orders(r):
             (m.errors_vs_flow, "vs flow", m.order_vs_flow),
             (m.errors_vs_modified_flow, "vs modified flow", m.order_vs_modified_flow),
         ]
-        plotting.plot_orders(ax, m.step_sizes, series, guides=(1.0, 2.0))
-        ax.set_title(name)
+        plotting.plot_orders(ax, m.step_sizes, series, guides=(1.0, 2.0), title=name)
     return fig
 
 

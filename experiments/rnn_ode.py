@@ -496,10 +496,9 @@ def draw_parameters(r):
     # an order only where the sweep is asymptotic (verdict None: not saved)
     label, order = "Euler cell, converged", cb["fitted_order"]
     series = [plotting.order_series(inv.bias, label, order, cb.get("verdict"))]
-    plotting.plot_orders(axes[1], inv.bias_step_sizes, series, guides=(1.0,))
-    plotting.dress(axes[1], legend=False, grid=None,
-                   title="coarse-step bias of the fitted parameters",
-                   ylabel="max |log θ̂_h − log θ̂_diffrax|")  # fmt: skip
+    plotting.plot_orders(axes[1], inv.bias_step_sizes, series, guides=(1.0,),
+                         title="coarse-step bias of the fitted parameters",
+                         ylabel="max |log θ̂_h − log θ̂_diffrax|")  # fmt: skip
     return fig
 
 

@@ -604,9 +604,8 @@ def draw_weak(r):
         plotting.order_series(np.asarray(w.errors[k]), label, w.orders[k], w.verdicts[k])
         for k, label in _WEAK.items()
     ]
-    plotting.plot_orders(axes[2], w.etas, series)
-    plotting.dress(axes[2], legend=False, grid=None, title="weak errors (exact moments)",
-                   xlabel="learning rate η", ylabel=f"weak error at t = {w.t:g}")  # fmt: skip
+    plotting.plot_orders(axes[2], w.etas, series, title="weak errors (exact moments)",
+                         xlabel="learning rate η", ylabel=f"weak error at t = {w.t:g}")  # fmt: skip
     return fig
 
 

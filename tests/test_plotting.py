@@ -350,6 +350,15 @@ def test_an_order_is_shown_only_under_the_asymptotic_verdict():
     assert plotting.order_text(0.7, "asymptotic", "fitted slope {:.3f}") == "fitted slope 0.700"
 
 
+def test_plot_orders_sets_the_panels_title_and_labels():
+    """`plot_orders(..., **props)`: `ax.set` once drawn, so given labels replace the defaults."""
+    _, (ax,) = plotting.panels(1)
+    hs = np.array([0.02, 0.01, 0.005])
+    plotting.plot_orders(ax, hs, [(hs, "GD", 1.0)], title="T", xlabel="learning rate η")
+    assert (ax.get_title(), ax.get_xlabel()) == ("T", "learning rate η")
+    assert ax.get_ylabel() == "max error over [0, t1]"  # the default, not given
+
+
 @pytest.mark.parametrize(
     "suffix,magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<svg")]
 )
