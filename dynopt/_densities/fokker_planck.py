@@ -99,6 +99,8 @@ def _solve(sde, axes, nums, y0, t0, t1, solver, rtol, atol, max_steps):
         for i in range(d)
     ]
 
+    alpha = sde.alpha.astype(y0.dtype)  # a float32 alpha has no strict promotion with P's
+
     def vf(t, y, args):
         P = jnp.where(active, y[:-1].reshape(shape), 0.0)
         dP = jnp.zeros(shape)
@@ -111,7 +113,7 @@ def _solve(sde, axes, nums, y0, t0, t1, solver, rtol, atol, max_steps):
             ext = jnp.pad(P, pad)
             lo = jax.lax.slice_in_dim(ext, 0, shape[i] + 1, axis=i)
             hi = jax.lax.slice_in_dim(ext, 1, shape[i] + 2, axis=i)
-            J = pf * 0.5 * (lo + hi) - 0.5 * sde.alpha * (hi - lo) / hs[i]
+            J = pf * 0.5 * (lo + hi) - 0.5 * alpha * (hi - lo) / hs[i]
             dP = dP - jnp.diff(J, axis=i) / hs[i]
             high = jax.lax.dynamic_index_in_dim(J, nums[i], axis=i, keepdims=False)
             low = jax.lax.index_in_dim(J, 0, axis=i, keepdims=False)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Float, ScalarLike
+from .._discretization import widest_dtype
 from .._sde.base import AbstractSDE, not_an_optimizer
 from .._validation import hyperparameter, interval, positive
 from .base import Polynomial, ScalarSDE
@@ -22,6 +23,16 @@ from .base import Polynomial, ScalarSDE
 
 def _check_s0(s0):
     return positive("S0", s0, hint="ln S needs a price S > 0.")
+
+
+def _in_one_dtype(*values) -> tuple[Array, ...]:
+    # The widest of the values' dtypes and the default float's (float64 under x64): mixed
+    # precisions have no implicit promotion under strict promotion, and sigma^2 formed in a
+    # float32 sigma's precision rounded the variance rate (1e-7 relative) of a float64 model.
+    # (A value already in it is kept as it is, weakly typed where it was.)
+    dtype = widest_dtype([jnp.result_type(float), *values])
+    arrays = (jnp.asarray(v) for v in values)
+    return tuple(v if v.dtype == dtype else v.astype(dtype) for v in arrays)
 
 
 class GBM(AbstractSDE):
@@ -58,9 +69,10 @@ class GBM(AbstractSDE):
 
     def log_sde(self) -> ScalarSDE:
         r"""$x = \ln S$: $dx = (\mu-\sigma^2/2)dt + \sigma dW$, a `ScalarSDE`, $\alpha=\sigma^2$."""
-        b = self.mu - 0.5 * self.sigma**2
-        z = jnp.zeros(())
-        return ScalarSDE(Polynomial(jnp.stack([b, z, z, z])), self.sigma**2)
+        mu, sigma = _in_one_dtype(self.mu, self.sigma)
+        b = mu - 0.5 * sigma**2
+        z = jnp.zeros((), b.dtype)
+        return ScalarSDE(Polynomial(jnp.stack([b, z, z, z])), sigma**2)
 
 
 def lognormal_density(
@@ -81,10 +93,10 @@ def lognormal_density(
     # The checked values (under jit/vmap each carries its check).
     s0, sigma, T = _check_s0(s0), positive("sigma", sigma), positive("T", T)
     mu = interval("mu", mu)
+    s0, sigma, T, mu = _in_one_dtype(s0, sigma, T, mu)
     var = (sigma if printed else sigma**2) * T
     b = mu - 0.5 * sigma**2
-    s0, b, T, var = (jnp.asarray(v, dtype=float) for v in (s0, b, T, var))
-    return _lognormal(jnp.asarray(s, dtype=float), s0, b, T, var)
+    return _lognormal(jnp.asarray(s, dtype=b.dtype), s0, b, T, var)
 
 
 @jax.jit
@@ -109,8 +121,9 @@ def black_scholes_call(
     # negative call).
     s0, strike = _check_s0(s0), positive("strike", strike)
     sigma, T, rate = positive("sigma", sigma), positive("T", T), interval("rate", rate)
+    s0, strike, rate, sigma, T = _in_one_dtype(s0, strike, rate, sigma, T)
     norm = jax.scipy.stats.norm.cdf
-    sq = sigma * jnp.sqrt(jnp.asarray(T, dtype=float))
+    sq = sigma * jnp.sqrt(T)
     d1 = (jnp.log(s0 / strike) + (rate + 0.5 * sigma**2) * T) / sq
     return s0 * norm(d1) - strike * jnp.exp(-rate * T) * norm(d1 - sq)
 
@@ -123,4 +136,5 @@ def discounted_payoff(
     **Raises:** `ValueError` unless `strike` $> 0$, `rate` finite and `T` $> 0$, as
     `black_scholes_call` (inside `jit` when traced)."""
     strike, rate, T = positive("strike", strike), interval("rate", rate), positive("T", T)
+    s_T, strike, rate, T = _in_one_dtype(s_T, strike, rate, T)
     return jnp.exp(-rate * T) * jnp.maximum(s_T - strike, 0.0)
