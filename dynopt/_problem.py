@@ -354,7 +354,12 @@ class Problem(AbstractProblem):
         return self._loss_on(key)(params)
 
     def value_and_grad(self, params: Params, key: Key | None = None) -> tuple[Scalar, Params]:
-        """$(L, \\nabla L)$ at $\\theta$, or on the minibatch drawn with `key`."""
+        """$(L, \\nabla L)$ at $\\theta$, or on the minibatch drawn with `key`.
+
+        Called on concrete values (from user code) it runs one compiled program, traced once
+        per problem structure; inside a trace (`run`, `solve`) it is the plain autodiff."""
+        if _is_concrete((self, params, key)):
+            return _compiled_value_and_grad(self, _scalars_as_arrays(params), key)
         return jax.value_and_grad(self._loss_on(key))(params)
 
     def check_key(self, key: Key | None) -> None:
@@ -373,6 +378,20 @@ class Problem(AbstractProblem):
                 "factory (e.g. problems.linear_regression) or pass stochastic_loss_fn=."
             )
         return self.stochastic_loss_fn(params, key)
+
+
+def _scalars_as_arrays(tree):
+    # Python scalars would be static in `filter_jit` (a program per value); `jnp.asarray` keeps
+    # them weakly typed, as the plain autodiff sees them.
+    scalar = (int, float, complex)
+    return jax.tree.map(lambda x: jnp.asarray(x) if type(x) in scalar else x, tree)
+
+
+@eqx.filter_jit
+def _compiled_value_and_grad(problem: Problem, params: Params, key: Key | None):
+    # Eagerly, `jax.value_and_grad` traces the loss and dispatches its operations one by one on
+    # every call (9 ms for a 10-d quadratic, 0.25 s for a minibatch of linear regression).
+    return jax.value_and_grad(problem._loss_on(key))(params)
 
 
 def raveled_loss(
