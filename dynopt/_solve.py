@@ -1714,8 +1714,9 @@ def raise_for_result(
 ) -> None:
     r"""Turn a diffrax `RESULTS` item (possibly batched, from `vmap`) into a `SolveError`.
 
-    Uses only diffrax's public enumeration API: `result == diffrax.RESULTS.successful`
-    (element-wise under a batch) and `diffrax.RESULTS[item]` for the message. The error names
+    Compares the items' codes on the host (an item is a pytree of one integer array: `==`
+    would dispatch a small eager program per call) and reads the message with
+    `diffrax.RESULTS[item]`. The error names
     the failure, which batch entries failed, and what to change (`max_steps`, the tolerances,
     the solver, the horizon), or, given a `diagnosis` that names a likely cause (a blow-up, a
     non-finite field: `solve`'s), that instead, after the first sentence of diffrax's message
@@ -1726,13 +1727,13 @@ def raise_for_result(
 
     **Raises:** `SolveError` unless every entry is `successful`.
     """
-    ok = np.atleast_1d(np.asarray(result == diffrax.RESULTS.successful))
+    ok = np.atleast_1d(_code(result) == _code(diffrax.RESULTS.successful))
     bad = np.flatnonzero(~ok)
     if bad.size == 0:
         return
     first = jax.tree.map(lambda v: np.asarray(np.reshape(np.asarray(v), -1)[bad[0]]), result)
     name = next(
-        (n for n in _RESULT_NAMES if bool(np.asarray(first == getattr(diffrax.RESULTS, n)))),
+        (n for n in _RESULT_NAMES if _code(first) == _code(getattr(diffrax.RESULTS, n))),
         "unknown",
     )
     message = diffrax.RESULTS[first].strip()
@@ -1744,6 +1745,12 @@ def raise_for_result(
     advice = _advice(name, max_steps, rtol, atol, implicit)
     extra = f" {diagnosis}" if diagnosis else ""
     raise SolveError(f"{what} failed{where}: {name}: {message}{extra} To fix: {advice}{stiff}.")
+
+
+def _code(item) -> np.ndarray:
+    """A `diffrax.RESULTS` item's integer code(s), on the host."""
+    (code,) = jax.tree.leaves(item)
+    return np.asarray(code)
 
 
 # The failure modes `raise_for_result` gives advice for (diffrax.RESULTS item names).
