@@ -1272,6 +1272,17 @@ def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
     """`(a, sweeps)`: the own-leaf contractions and the Jacobi sweeps of the slow manifold
     (`OptimizerSpec.sweeps`), after checking the fast state's structure (on the side of the
     step's `branches` that the zero state takes)."""
+    # By dtype, before any probe: the rounding to the narrow dtype passed or failed the affine
+    # test below by where it landed (a start near the minimum, with tiny gradients, passed).
+    narrow = _narrow_state_leaves(spec, x0)
+    if narrow:
+        raise ValueError(
+            f"state='fast': the optimizer-state leaves {', '.join(narrow)} are stored in a "
+            f"narrower float than the parameters ({widest_dtype(x0)}): their rounding is no "
+            "Taylor expansion in h, and hides whether the update has one. Keep the state in the "
+            "parameters' precision (mu_dtype=None, accumulator_dtype=None), or run the "
+            "analysis on parameters of the state's dtype."
+        )
     scale = _probe_scale(spec, problem, x0, branches)
     a, err, curved, coupling, a_early = _contraction_probe(spec, problem, x0, jnp.asarray(scale))
     flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
@@ -1311,16 +1322,6 @@ def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
                 "regime solves the slow manifold with constant coefficients (optax's EMAs and "
                 "traces) and does not support it. With decays that scale with h the state is "
                 "slow and supported: state='slow', e.g. optax.adadelta(h, rho=1 - a*h)."
-            )
-        narrow = _narrow_state_leaves(spec, x0)
-        if narrow:
-            raise ValueError(
-                f"state='fast': the optimizer-state leaves {', '.join(narrow)} are stored in a "
-                f"narrower float than the parameters ({widest_dtype(x0)}): their rounding "
-                f"(deviation {float(err):.3g} from an update affine in each leaf) is no Taylor "
-                "expansion in h, and hides whether the update has one. Keep the state in the "
-                "parameters' precision (mu_dtype=None, accumulator_dtype=None), or run the "
-                "analysis on parameters of the state's dtype."
             )
         raise ValueError(
             "state='fast': the state update at h = 0 is not affine in each leaf with a "
