@@ -29,6 +29,7 @@ from .smooth import classify
 from .step import (
     has_counters,
     OptimizerSpec,
+    passthrough,
     raw_step,
     saturate_counters,
     settle_flags,
@@ -667,10 +668,11 @@ def _step_failure(spec: OptimizerSpec, problem) -> str | None:
 
 
 @_check_program
-def _generic(state0):
+def _generic(state0, constants: frozenset[int] = frozenset()):
     """A generic optimizer state near `state0`: optax's zeros would hide a state leaf that Φ₀
-    moves."""
-    floats, rest = split_state(state0)
+    moves. The `constants` (`passthrough`) stay as they are: they are hyper-parameters, and
+    muon's Newton-Schulz coefficients moved by 0.37 made its iteration diverge (W ~ 1e206)."""
+    floats, rest = split_state(state0, constants)
     floats = jax.tree.map(
         lambda x: x + 0.37 + 0.1 * jnp.cos(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape),
         floats,
@@ -685,7 +687,7 @@ def _check_branch_at_zero(
     τ > 0 (from a generic state: its counters saturated in the fast regime, its bias
     corrections from products in a slow one that carries them)."""
     x0 = problem.params0
-    state = _generic(_init(spec, jnp.zeros((), float), x0))
+    state = _generic(_init(spec, jnp.zeros((), float), x0), passthrough(spec, x0))
     if regime == "fast":
         floats, rest = split_state(state)
         state = eqx.combine(floats, saturate_counters(rest))
@@ -742,7 +744,7 @@ def _check_concrete(
             "dynamic variables. Build the optimizer directly with its hyper-parameters as "
             "functions of h, e.g. `lambda h: optax.sgd(h)`."
         )
-    state = _generic(state0)
+    state = _generic(state0, passthrough(spec, x0))
     with jax.numpy_dtype_promotion("standard"):
         found = classify(
             lambda tau, p, s: raw_step(spec, tau, p, s, problem), jnp.asarray(0.01), x0, state
