@@ -198,14 +198,16 @@ class _Held(eqx.Module):
 
 def test_a_users_preconditioner_is_static_as_before():
     """A module-level function and a `DiagonalPreconditioner` stay static options, whole, with
-    the learning rate the only hyper-parameter; an `eqx.Module` holding an array (not
-    hashable, so not compilable into the optimizer) is refused on construction as before."""
+    the learning rate the only hyper-parameter; an `eqx.Module` holding a scalar array has it
+    as a traced hyper-parameter, as a `NewtonPreconditioner`'s numbers (it was refused as not
+    hashable; tests/test_carried_preconditioner_module.py)."""
     for P in (_scaled_gradient, flows.DiagonalPreconditioner(_diagonal)):
         disc = flows.PreconditionedFlow(P).discretize(0.1)
         assert list(disc.hyperparams) == ["learning_rate"]
         assert disc.options == (("precondition", P),)
-    with pytest.raises(ValueError, match="P must be hashable"):
-        flows.PreconditionedFlow(_Held(jnp.asarray(2.0)))
+    disc = flows.PreconditionedFlow(_Held(jnp.asarray(2.0))).discretize(0.1)
+    assert list(disc.hyperparams) == ["learning_rate", "precondition.scale"]
+    assert disc.options == (("precondition", _Held(None)),)
 
 
 def test_a_flow_with_a_users_function_is_a_pytree_of_arrays_only():

@@ -159,11 +159,13 @@ class PreconditionedFlow(AbstractMappedFlow):
     **Arguments:**
 
     - `P`: `P(params, v, loss_fn) -> P(θ) v`, linear in `v` (`loss_fn` is the loss, for
-      Hessian-based $P$). A pytree field: a `NewtonPreconditioner`'s numbers are array leaves
-      (a new damping reuses the compiled `solve` and `run`, and a batch of them can be
-      `vmap`ped); anything else in $P$ is compiled into the optimizer, so it must be hashable:
-      a module-level function (held as a static field, so the flow's leaves are arrays only),
-      or an `eqx.Module` whose fields are static.
+      Hessian-based $P$). A pytree field: the arrays of an `eqx.Module` $P$ (a
+      `NewtonPreconditioner`'s numbers, a user's module's weights) are leaves of the flow (a
+      new value reuses the compiled `solve`; scalar ones are the discretization's traced
+      hyper-parameters, so also `run`'s, while an array of another shape cannot be one:
+      `discretize` refuses it, as `run` would read it as a batch of runs); anything else in
+      $P$ is compiled into the optimizer, so it must be hashable: a module-level function (held
+      as a static field, so the flow's leaves are arrays only), or a module's other fields.
     - `check_on`: optional `Problem`; if given, $P(\theta_0)$ is materialized at
       `check_on.params0` and must be symmetric (to $10^{-8}$ relative) and positive definite,
       else `ValueError`. Only that sample point is checked; $P$ elsewhere is the caller's promise.
@@ -178,7 +180,7 @@ class PreconditionedFlow(AbstractMappedFlow):
             raise ValueError(f"P must be callable P(params, v, loss_fn), got {type(P).__name__}.")
         if not isinstance(P, eqx.Module):  # a function: static, as a field of a module
             P = _StaticPreconditioner(P)
-        split_preconditioner(P)  # `ValueError` where its static part is not hashable
+        split_preconditioner(P)  # `ValueError` where its part besides arrays is not hashable
         self.P = P
         if check_on is not None:
             check_preconditioner(P, check_on.params0, check_on.loss)
