@@ -633,17 +633,19 @@ def tied(learning_rate, value_k, value_next):
     return (value_k - value_next <= SLIP * abs(value_k)) & (relative_gap <= DECOUPLING)
 
 
-def _tied_at(flow: CentralFlow, problem: Problem, params: Params, U: Array, spare: Array):
-    """`tied` at `params`: the field's own eigen-solve (warm from `U`) and the deflated Lanczos
-    of `_next_eigenpair` (from `spare`)."""
-    eig = warm_eigenpairs(_with_basis(flow, U), problem, params, ravel_pytree(params)[0])
-    value_next, _ = _next_eigenpair(problem, params, eig.vectors, spare)
-    eta = flow.learning_rate.astype(eig.values.dtype)
-    return tied(eta, eig.values[-1], value_next)
+def _probe(flow, problem, params, field_basis, U, at_start, spare):
+    """At `params`: the field's own eigen-solve (warm from `field_basis`) and the $(k+1)$-th
+    eigenpair of `_next_eigenpair` (from `spare`), deflated by `U` where `at_start` (an
+    interval's start: the refreshed vectors), else by the field's own vectors (`tied` at an
+    attempt's end). `(field eigenvalues, λ_{k+1}, its vector)`."""
+    eig = warm_eigenpairs(_with_basis(flow, field_basis), problem, params, ravel_pytree(params)[0])
+    value_next, spare = _next_eigenpair(problem, params, jnp.where(at_start, U, eig.vectors), spare)
+    return eig.values, value_next, spare
 
 
-def _not_tied(*_):
-    return jnp.asarray(False)
+def _no_probe(flow, problem, params, field_basis, U, at_start, spare):
+    del flow, problem, params, field_basis, at_start
+    return jnp.zeros(U.shape[1], U.dtype), jnp.zeros((), U.dtype), spare
 
 
 def _central_at(flow: CentralFlow, problem: Problem, params: Params, eig: Eigenpairs):
@@ -716,23 +718,18 @@ def central_path(
             _with_basis(flow, basis), problem, w, flat_w, max_iters=flow.refresh_iters
         )
         cs = lane_cond(~failed, _central_at, _stopped, flow, problem, w, eig)
-        next_value, spare = _next_eigenpair(problem, w, cs.eig.vectors, spare)
-        # The field's eigen-solve here, from the warm start it used over the interval ending
-        # here (the first chunk's: the initial block, not a field's; dropped below).
-        field = warm_eigenpairs(_with_basis(flow, basis), problem, w, ravel_pytree(w)[0])
-        # Relative to the tracked spectrum's scale, not to each |λ_j|: a tracked eigenvalue
-        # near 0 (k at or above the Hessian's rank) made exact values (1e-16 apart) read 80-200%.
-        deviation = jnp.max(jnp.abs(field.values - cs.eig.values)) / jnp.max(jnp.abs(cs.eig.values))
         # After a failed interval the path stays where that solve stopped: the later intervals
         # are empty (diffrax returns at once), not solved from that point at a later time. (They
         # were: every one after a stall could run to `max_steps` again, to give a path the error
         # then discarded.)
         t_end = jnp.where(failed, interval[0], interval[1])
-        args = (_with_basis(flow, cs.eig.vectors), problem)
+        U = cs.eig.vectors
+        args = (_with_basis(flow, U), problem)
+        eta = flow.learning_rate.astype(U.dtype)
 
         def attempt(state):
             # `ATTEMPT_STEPS` steps of the interval's solve, from where the previous stopped.
-            t, y, step, steps, accepted, _, _ = state
+            t, y, step, steps, accepted, _ = state
             sol = integrate(
                 diffrax.ODETerm(_vector_field),
                 _default_solver() if solver is None else solver,
@@ -749,19 +746,52 @@ def central_path(
             done = sol.stats["num_accepted_steps"]
             step = jnp.where(done > 0, (t1 - t) / jnp.maximum(done, 1).astype(t.dtype), step)
             capped = (sol.result == diffrax.RESULTS.max_steps_reached) & (steps < max_steps)
-            # At this pace the interval needs more than `max_steps`: it would fail anyway. Where
-            # the k-th and (k+1)-th eigenvalues are tied at the edge (a sliding mode, `tied`), no
-            # budget helps: stop now, not after `max_steps`.
+            # At this pace the interval needs more than `max_steps`: it would fail anyway.
             pace = jnp.where(t1 > interval[0], (t_end - interval[0]) / (t1 - interval[0]), jnp.inf)
             doomed = capped & (steps.astype(pace.dtype) * pace > max_steps)
-            stop = lane_cond(doomed, _tied_at, _not_tied, flow, problem, y1, cs.eig.vectors, spare)
-            return t1, y1, step, steps, accepted, sol.result, capped & ~stop
+            return (t1, y1, step, steps, accepted, sol.result), capped, doomed
+
+        def not_attempted(state):
+            return state, jnp.asarray(False), jnp.asarray(False)
+
+        def body(loop):
+            state, probe, at_start, spare, values, next_value, _ = loop
+            # One `_probe` in the program for two uses (each is an eigen-solve and a deflated
+            # Lanczos, with their LOBPCG fallbacks: a copy cost ~20% of the program's compile
+            # time). First, at the interval's start: the field's eigen-solve there, from the warm
+            # start it used over the interval ending here (the first chunk's: the initial block,
+            # not a field's; dropped below), and the (k+1)-th eigenvalue. Then after an attempt
+            # that left the interval doomed: where the k-th and (k+1)-th eigenvalues are tied at
+            # the edge (a sliding mode, `tied`), no budget helps: stop now, not after
+            # `max_steps`.
+            found = lane_cond(
+                probe,
+                _probe,
+                _no_probe,
+                flow,
+                problem,
+                state[1],
+                jnp.where(at_start, basis, U),
+                U,
+                at_start,
+                spare,
+            )
+            kept = [jnp.where(probe & at_start, a, b) for a, b in zip(found, (values, next_value))]
+            spare = jnp.where(probe & at_start, found[2], spare)
+            stop = probe & ~at_start & tied(eta, found[0][-1], found[1])
+            state, capped, doomed = lane_cond(~stop, attempt, not_attempted, state)
+            return state, doomed, jnp.asarray(False), spare, *kept, capped
 
         zero = jnp.asarray(0)  # (weak: the loop takes diffrax's counters' type)
-        init = (interval[0], w, first, zero, zero, diffrax.RESULTS.successful, jnp.asarray(True))
-        _, w1, _, num_steps, accepted, result, _ = jax.lax.while_loop(
-            lambda s: s[-1], attempt, init
-        )
+        state0 = (interval[0], w, first, zero, zero, diffrax.RESULTS.successful)
+        values0 = jnp.zeros(k, U.dtype)
+        yes = jnp.asarray(True)
+        loop0 = (state0, yes, yes, spare, values0, jnp.zeros((), U.dtype), yes)
+        loop = jax.lax.while_loop(lambda loop: loop[-1], body, loop0)
+        (_, w1, _, num_steps, accepted, result), _, _, spare, field_values, next_value, _ = loop
+        # Relative to the tracked spectrum's scale, not to each |λ_j|: a tracked eigenvalue
+        # near 0 (k at or above the Hessian's rank) made exact values (1e-16 apart) read 80-200%.
+        deviation = jnp.max(jnp.abs(field_values - cs.eig.values)) / jnp.max(jnp.abs(cs.eig.values))
         accepted = jnp.maximum(accepted, 1).astype(interval.dtype)
         mean_step = (interval[1] - interval[0]) / accepted
         first = jnp.where(mean_step > 0, mean_step, first)
