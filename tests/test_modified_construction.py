@@ -87,3 +87,19 @@ def test_construction_under_jit_is_concrete(order):
 
     fast, branches, _ = inside(0.01)
     assert (fast, branches) == (outside.regime == "fast", len(outside.branches))
+
+
+@pytest.mark.parametrize("step_size", [-0.1, 0.0, float("nan")])
+def test_a_bad_step_size_is_refused_before_the_checks(step_size):
+    """The step size is checked before the construction checks build, step and compile the
+    optimizer (they ran first: a negative step size cost the whole check, dozens of programs,
+    before its one-line refusal). The optimizer is not even called."""
+    calls = []
+
+    def opt(h):
+        calls.append(1)
+        return optax.adam(h)
+
+    with pytest.raises(ValueError, match="step_size"):
+        modified_flow(opt, step_size)
+    assert calls == []

@@ -1611,6 +1611,9 @@ def modified_flow(
         raise ValueError("state_map must be a pair (forward, inverse) of callables (s, τ) -> z.")
     if state == "fast" and state_map is not None:
         raise ValueError("state_map applies to state='slow' (or 'auto' resolving to slow).")
+    # Before the checks, which build and compile the optimizer's programs (a bad step size
+    # was refused only after them).
+    step_size = positive("step_size", jnp.asarray(step_size, float))
     try:
         hash(optimizer)
     except TypeError:
@@ -1650,7 +1653,7 @@ def modified_flow(
     spec = OptimizerSpec(
         optimizer, power, regime, int(order), state_map, lag, branches, sweeps, products
     )
-    return ModifiedFlow(spec, positive("step_size", jnp.asarray(step_size, float)))
+    return ModifiedFlow(spec, step_size)
 
 
 @ft.cache
