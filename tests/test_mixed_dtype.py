@@ -55,16 +55,18 @@ def test_run_keeps_each_leaf_dtype(lo, hi):
 
 def test_strict_promotion_compare_and_automatic_solver():
     """Under strict promotion (the test suite's): `run`, `solve` with the automatic solver (its
-    stiffness estimate ravels the tree in float64) and `compare` (its stability check too)."""
+    stiffness estimate ravels the tree in float64) and `compare` (its stability check too).
+    The float64 problem's comparisons, once for both pairs."""
+    exact = _problem(jnp.float64, jnp.float64)
+    cmps64 = [dynopt.compare(flow, exact, [H, H / 2], t1=0.4) for flow in FLOWS]
     for lo, hi in PAIRS:
-        problem, exact = _problem(lo, hi), _problem(jnp.float64, jnp.float64)
+        problem = _problem(lo, hi)
         traj = dynopt.run(flows.HeavyBall(1.0).discretize(H), problem, STEPS)
         assert _dtypes(traj.params) == {"w": jnp.dtype(lo), "b": jnp.dtype(hi)}
         sol = dynopt.solve(flows.AdamFlow(1.0, 0.5), problem, jnp.array([0.2, 0.4]))
         assert np.all(np.isfinite(np.asarray(sol.loss)))
-        for flow in FLOWS:
+        for flow, cmp64 in zip(FLOWS, cmps64):
             cmp = dynopt.compare(flow, problem, [H, H / 2], t1=0.4)
-            cmp64 = dynopt.compare(flow, exact, [H, H / 2], t1=0.4)
             # The reference is float64 in both; the iterates differ by the rounding (see above).
             tol = 2 * STEPS * float(jnp.finfo(lo).eps)
             np.testing.assert_allclose(cmp.errors, cmp64.errors, atol=tol)
