@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.extend.core
 
 from ._validation import is_traced
 
@@ -52,7 +53,10 @@ def lane_by_lane(fn: Callable[..., Any], *args: Any) -> Any:
     out_tree = jax.tree.structure(shape)
 
     def call(consts, leaves):
-        return jax.core.eval_jaxpr(closed.jaxpr, consts, *leaves)
+        # (`jax.extend.core`: the supported home of the jaxpr API that `jax.core` is leaving)
+        return jax.extend.core.jaxpr_as_fun(jax.extend.core.ClosedJaxpr(closed.jaxpr, consts))(
+            *leaves
+        )
 
     out = jax.custom_batching.sequential_vmap(call)(list(closed.consts), leaves)
     return jax.tree.unflatten(out_tree, out)
