@@ -122,6 +122,42 @@ def _lanczos_top(
     return values[::-1][:k], vectors[::-1][:k].T, jnp.asarray(num_matvecs)
 
 
+def _lanczos_once_top(
+    op, start: Array, num_matvecs: int, *, matvec: Callable[[Array], Array]
+) -> tuple[Array, Array, Array]:
+    r"""`_lanczos_top` with each Krylov vector orthogonalized once against the basis (classical
+    Gram-Schmidt: `matfree.decomp.hessenberg` without reorthogonalization), then Rayleigh-Ritz
+    on the symmetric part of the Hessenberg matrix $H = Q^\top A Q$. Where the basis lost
+    semi-orthogonality, $\delta = \max|Q^\top Q - I| > \sqrt{\epsilon}$ (a Ritz value moves by
+    about $\delta|\lambda|$), `_lanczos_top` (orthogonalized twice) from the same start.
+
+    Twice is `_lanczos_top`'s half of matfree's loop: its products $Q^\top v$ (2 a product)
+    take ~135 of its ~200 µs a tracked step on XLA:CPU (`make bench`'s MLP, 16 products).
+    Along that run $\delta \le$ 9e-13 and the eigenvalues equal twice's to 1e-15."""
+    k = start.shape[1]
+    v0 = jnp.sum(start, axis=1)
+    # `reortho` and `reortho_vjp` both "none": matfree 0.6's forward pass reads the latter.
+    arnoldi = matfree.decomp.hessenberg(
+        num_matvecs, reortho="none", reortho_vjp="none", custom_vjp=False
+    )
+    basis, hessenberg, *_ = arnoldi(matvec, v0)  # basis: (m, n), rows the Krylov vectors
+    gram = basis @ basis.T
+    lost = jnp.max(jnp.abs(gram - jnp.eye(num_matvecs, dtype=gram.dtype)))
+
+    def ritz(_, basis, hessenberg):
+        values, vectors = jnp.linalg.eigh(0.5 * (hessenberg + hessenberg.T))
+        return values[::-1][:k], (vectors[:, ::-1][:, :k].T @ basis).T, jnp.asarray(num_matvecs)
+
+    return lane_cond(
+        ~(lost <= jnp.sqrt(jnp.finfo(gram.dtype).eps)),  # (NaN: twice, then `lanczos_broke`)
+        lambda start, *_: _lanczos_top(op, start, num_matvecs, matvec=matvec),
+        ritz,
+        start,
+        basis,
+        hessenberg,
+    )
+
+
 def top_eigenpairs(
     grad_fn: Callable[[Params], Params],
     params: Params,
@@ -176,6 +212,11 @@ def top_eigenpairs(
     (`eqx.error_if`) when a Hessian-vector product is not finite (with `checked=True`), read
     off the result: non-finite eigenpairs.
     """
+    return _validated_top(grad_fn, params, start, diag, max_iters, tol, checked, method, False)
+
+
+def _validated_top(grad_fn, params, start, diag, max_iters, tol, checked, method, once: bool):
+    # `top_eigenpairs`, and with `once` the tracker's warm Lanczos (`_lanczos_once_top`).
     positive_int("max_iters", max_iters)
     check_tol(tol)
     flag("checked", checked)
@@ -230,7 +271,7 @@ def top_eigenpairs(
             )
     found = _top_eigenpairs(
         grad_fn, params, start, diag=diag, max_iters=max_iters, tol=tol, checked=checked,
-        method=method,
+        method=method, once=once,
     )  # fmt: skip
     if (
         method == "lobpcg"
@@ -291,7 +332,7 @@ CAP_RESIDUAL = 1e-8
 
 
 @eqx.filter_jit
-def _top_eigenpairs(grad_fn, params, start, *, diag, max_iters, tol, checked, method):
+def _top_eigenpairs(grad_fn, params, start, *, diag, max_iters, tol, checked, method, once):
     n = ravel(params)[0].shape[0]
     choice("method", method, METHODS)
     k = start.shape[1]
@@ -303,7 +344,8 @@ def _top_eigenpairs(grad_fn, params, start, *, diag, max_iters, tol, checked, me
     column = hvp_column(grad_fn, params, diag)
     op = block_operator(column)  # = hvp_operator, one linearization for both
     if lobpcg_fits(k, n) and method == "lanczos":
-        values, vectors, iterations = _lanczos_top(op, start, max_iters, matvec=column)
+        lanczos = _lanczos_once_top if once else _lanczos_top
+        values, vectors, iterations = lanczos(op, start, max_iters, matvec=column)
         # A Krylov space that closes before `max_iters` products (a Hessian of low rank: flat
         # directions) breaks matfree's Lanczos: NaN where the residual is exactly 0, else Ritz
         # pairs of round-off (a rank-2 Hessian with top eigenvalue 4 gave 62.2), and LOBPCG
@@ -418,7 +460,7 @@ def krylov_start(
     **Returns:** an $(n, k)$ block, in `start`'s dtype."""
     column = hvp_column(grad_fn, params)
     k, n = start.shape[1], start.shape[0]
-    values, vectors, _ = _lanczos_top(None, start, krylov_depth(k, n), matvec=column)
+    values, vectors, _ = _lanczos_once_top(None, start, krylov_depth(k, n), matvec=column)
     return jnp.where(lanczos_broke(column, values, vectors), start, vectors.astype(start.dtype))
 
 
@@ -580,15 +622,16 @@ def _tracked(
 
         def track(params, vectors, inner):
             found = lane_by_lane(
-                lambda params, vectors, diag: top_eigenpairs(
+                lambda params, vectors, diag: _validated_top(
                     grad_fn,
                     params,
                     vectors,
-                    diag=diag,
-                    max_iters=tracking.max_iters,
-                    tol=tracking.tol,
-                    method=tracking.method,
-                    checked=False,
+                    diag,
+                    tracking.max_iters,
+                    tracking.tol,
+                    False,  # checked
+                    tracking.method,
+                    True,  # Lanczos orthogonalizing once (`_lanczos_once_top`)
                 ),
                 params,
                 vectors,

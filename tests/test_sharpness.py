@@ -319,3 +319,46 @@ def test_the_lanczos_trackers_cold_start_polishes_krylov_ritz_vectors(net):
         optax.sgd(0.1), 2, init_grad_fn=flat.grad, max_iters=16, method="lanczos"
     )
     np.testing.assert_allclose(tx.init(flat.params0).values, [4.0, 1.0], rtol=1e-10)
+
+
+def test_the_trackers_lanczos_orthogonalizes_once_unless_the_basis_lost_semi_orthogonality():
+    """The tracker's warm Lanczos (`_lanczos_once_top`) orthogonalizes each Krylov vector once
+    (classical Gram-Schmidt, half of matfree's full reorthogonalization). Where the basis stays
+    semi-orthogonal ($\\max|Q^\\top Q - I| \\le \\sqrt\\epsilon$: a spread spectrum) it gives the
+    twice-orthogonalized Ritz pairs (`_lanczos_top`) to rounding; where it does not (three
+    eigenvalues at 1e8 above a spectrum in [0, 1]: the Krylov space all but closes, and once
+    lost 3e-3 of orthogonality) it takes the twice-orthogonalized pairs themselves."""
+    import matfree.decomp
+
+    from dynopt._sharpness import _lanczos_once_top, _lanczos_top
+
+    n, m, k = 60, 16, 3
+    rotation = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (n, n)))[0]
+    start = sharpness.random_start(jax.random.key(1), n, k)
+    spectra = {
+        "spread": jnp.geomspace(1e6, 1.0, n),
+        "closing": jnp.concatenate([1e8 + jnp.arange(3.0), jnp.linspace(0.0, 1.0, n - 3)]),
+    }
+    for name, spectrum in spectra.items():
+        matrix = (rotation * spectrum[None, :]) @ rotation.T
+        matvec = lambda v, matrix=matrix: matrix @ v
+        once = matfree.decomp.hessenberg(m, reortho="none", reortho_vjp="none", custom_vjp=False)
+        basis = once(matvec, jnp.sum(start, axis=1))[0]
+        lost = float(jnp.max(jnp.abs(basis @ basis.T - jnp.eye(m))))
+        semi_orthogonal = lost <= float(jnp.sqrt(jnp.finfo(basis.dtype).eps))
+        assert semi_orthogonal == (name == "spread"), (name, lost)
+        got = _lanczos_once_top(None, start, m, matvec=matvec)
+        want = _lanczos_top(None, start, m, matvec=matvec)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-14 if name == "closing" else 1e-12)
+        overlap = np.abs(np.sum(np.asarray(got[1]) * np.asarray(want[1]), axis=0))
+        np.testing.assert_allclose(overlap, 1.0, atol=1e-12 if name == "closing" else 1e-10)
+        assert int(got[2]) == m
+        top = np.sort(np.asarray(spectrum))[::-1][:k]
+        np.testing.assert_allclose(got[0], top, rtol=1e-12)
+        # The tracker (a quadratic with this Hessian): its warm steps take the same route.
+        problem = dynopt.Problem(lambda p, matrix=matrix: 0.5 * p @ (matrix @ p), start[:, 0])
+        tx = sharpness.track_sharpness(
+            optax.sgd(1e-9), k, init_grad_fn=problem.grad, max_iters=m, method="lanczos"
+        )
+        tracked = dynopt.run(tx, problem, 2, observe=sharpness.sharpness).observations
+        np.testing.assert_allclose(tracked[1:], np.stack([top, top]), rtol=1e-12)
