@@ -131,9 +131,10 @@ def _lanczos_once_top(
     semi-orthogonality, $\delta = \max|Q^\top Q - I| > \sqrt{\epsilon}$ (a Ritz value moves by
     about $\delta|\lambda|$), `_lanczos_top` (orthogonalized twice) from the same start.
 
-    Twice is `_lanczos_top`'s half of matfree's loop: its products $Q^\top v$ (2 a product)
-    take ~135 of its ~200 µs a tracked step on XLA:CPU (`make bench`'s MLP, 16 products).
-    Along that run $\delta \le$ 9e-13 and the eigenvalues equal twice's to 1e-15."""
+    Orthogonalizing twice, matfree's products $Q^\top v$ (two a product, which XLA:CPU emits
+    as a slow loop) took ~135 of its loop's ~200 µs a tracked step (`make bench`'s MLP, 16
+    products); once, half of them. Along that run $\delta \le$ 9e-13, and the eigenvalues of a
+    step equal twice's from the same start to 1e-15."""
     k = start.shape[1]
     v0 = jnp.sum(start, axis=1)
     # `reortho` and `reortho_vjp` both "none": matfree 0.6's forward pass reads the latter.
@@ -446,7 +447,7 @@ def krylov_start(
 ) -> Float[Array, "n k"]:
     r"""A cold start for LOBPCG (`top_eigenpairs`) from a random block: the top-$k$ Ritz vectors
     of the Hessian's Krylov space $\mathcal K_m(H, v_0)$, $v_0$ the sum of `start`'s columns,
-    $m$ = `krylov_depth` products (`matfree`'s Lanczos, full reorthogonalization), or `start`
+    $m$ = `krylov_depth` products (`matfree`'s Lanczos, `_lanczos_once_top`), or `start`
     itself where that Lanczos broke down (`lanczos_broke`: a Hessian of low rank).
 
     Lanczos resolves the top of the spectrum in far fewer products than LOBPCG from a random
@@ -764,19 +765,23 @@ def track_sharpness(
     - `method`: the warm steps' eigen-solver (`top_eigenpairs`; `max_iters` is the Krylov depth
       for `"lanczos"`); the cold start at $\theta_0$ is LOBPCG's (for `"lanczos"` from the Ritz
       vectors of `krylov_start`, not the random block: 1 iteration instead of 29, 34 → 7 ms of CPU,
-      on the MLP below). On an MLP with 433 parameters (k = 5, GD η = 0.1, every step, 200 steps and
-      the cold start, `make bench`): `"lanczos"` with `max_iters=16` costs 21–21.5× a plain step's
-      average (load 6–8; a plain 200-step `run` holds ~2 ms of fixed cost per call, 27 µs a step
-      beyond it): 17 products, the linearization and the step itself 11–12× (a product costs about
-      one gradient), matfree's Arnoldi loop with full reorthogonalization about 5× (its 32 products
-      `Q.T @ v` a call take ~135 of its ~200 µs on XLA:CPU, 3× what `v @ Q` takes: scratch-patched
-      that way, 19.6× for 23.2×, eigenvalues equal to 3e-15), the cold start at $\theta_0$ (tol
-      1e-9) under 1× since it starts from `krylov_start` (7 ms once per `run`; 30–40 ms and 4–4.5×
-      from the random block, about 30 LOBPCG iterations: 21.0–21.5× for 24.5–25.1×, the same load);
-      eigenvalues within 4.7e-4 of converged ones (the largest deviation, in the first steps, where
-      the 2nd-5th eigenvalues are clustered; 8.5e-4 from the random block; median 7e-9); one LOBPCG
-      iteration 31× (7.4e-3), two 52× (1.8e-3). (24×, 44× and 68× with LOBPCG's block products
-      batched, before `map_batch`.)
+      on the MLP below). The warm Lanczos steps orthogonalize each Krylov vector once
+      (`_lanczos_once_top`: twice, matfree's full reorthogonalization, only where the basis lost
+      semi-orthogonality), not as `top_eigenpairs` does. On an MLP with 433 parameters (k = 5,
+      GD η = 0.1, every step, 200 steps and the cold start, `make bench`): `"lanczos"` with
+      `max_iters=16` costs 19.2–20.5× a plain step's average (20.8–21.4× orthogonalizing twice,
+      in processes alternating with those, load 11–14; a plain 200-step `run` holds ~3 ms of
+      fixed cost per call, 35 µs a step beyond it): 17 products, the linearization and the step
+      itself 11–12× (a product costs about one gradient), matfree's Arnoldi loop about 3× (5×
+      with full reorthogonalization: its 32 products `Q.T @ v` a call took ~135 of its ~200 µs
+      on XLA:CPU, 3× what `v @ Q` takes: scratch-patched that way, 19.6× for 23.2×, eigenvalues
+      equal to 3e-15), the cold start at $\theta_0$ (tol 1e-9) under 1× since it starts from
+      `krylov_start` (7 ms once per `run`; 30–40 ms and 4–4.5× from the random block, about 30
+      LOBPCG iterations: 21.0–21.5× for 24.5–25.1×, the same load); eigenvalues within 4.7e-4
+      of converged ones (the largest deviation, in the first steps, where the 2nd-5th
+      eigenvalues are clustered; 8.5e-4 from the random block; median 1.1e-8, 7e-9
+      orthogonalizing twice); one LOBPCG iteration 31× (7.4e-3), two 52× (1.8e-3). (24×, 44×
+      and 68× with LOBPCG's block products batched, before `map_batch`.)
 
     **Returns:** an `optax.GradientTransformationExtraArgs` with state `SharpnessState`; for a
     `Discretization`, a `Discretization` whose transform is that one.
