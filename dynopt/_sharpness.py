@@ -769,7 +769,7 @@ def track_sharpness(
       (`_lanczos_once_top`: twice, matfree's full reorthogonalization, only where the basis lost
       semi-orthogonality), not as `top_eigenpairs` does. On an MLP with 433 parameters (k = 5,
       GD η = 0.1, every step, 200 steps and the cold start, `make bench`): `"lanczos"` with
-      `max_iters=16` costs 19.2–20.5× a plain step's average (20.8–21.4× orthogonalizing twice,
+      `max_iters=16` costs 19.2–20.5× a plain step's average (20.7–21.4× orthogonalizing twice,
       in processes alternating with those, load 11–14; a plain 200-step `run` holds ~3 ms of
       fixed cost per call, 35 µs a step beyond it): 17 products, the linearization and the step
       itself 11–12× (a product costs about one gradient), matfree's Arnoldi loop about 3× (5×
