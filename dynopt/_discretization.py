@@ -2,7 +2,7 @@
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import equinox as eqx
@@ -67,15 +67,16 @@ class Discretization(eqx.Module):
         options: tuple[tuple[str, Any], ...] = (),
         init_fn: Callable[..., Any] | None = None,
     ):
+        options = _check_arguments(factory, hyperparams, options, init_fn)
         self.factory = factory
-        self.hyperparams = {k: _weak_float(jnp.asarray(v)) for k, v in hyperparams.items()}
+        self.hyperparams = {k: _weak_float(_hyperparameter(k, v)) for k, v in hyperparams.items()}
         dt = jnp.asarray(dt)
         if jnp.ndim(dt) > 0 and jnp.size(dt) == 0:
             raise ValueError("dt is an empty batch of step sizes; give at least one.")
         if jnp.issubdtype(dt.dtype, jnp.integer) or jnp.issubdtype(dt.dtype, jnp.bool_):
             dt = dt.astype(float)  # an integer dt would make integer save times
         self.dt = positive("dt", _weak_float(dt))
-        self.options = tuple(options)
+        self.options = options
         self.init_fn = init_fn
 
     @property
@@ -125,6 +126,76 @@ class Discretization(eqx.Module):
             for k, v in self.hyperparams.items()
         }
         return eqx.tree_at(lambda d: d.hyperparams, self, hp)
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _check_arguments(factory, hyperparams, options, init_fn) -> tuple[tuple[str, Any], ...]:
+    """`ValueError` for arguments that would fail only when the transform is first built, deep
+    inside a run (a `TypeError` from the factory's call): a factory that is not callable,
+    hyper-parameters that are not a dict of names, options that are not `(name, value)` pairs,
+    a name given twice, or a name the factory does not take (where its signature can be read
+    and takes no `**kwargs`). Returns the options as a tuple of pairs (a dict is taken)."""
+    if not callable(factory):
+        raise ValueError(
+            "factory must be a function returning an optax.GradientTransformation (e.g. "
+            f"optax.sgd), got {type(factory).__name__}."
+        )
+    if not isinstance(hyperparams, Mapping) or not all(isinstance(k, str) for k in hyperparams):
+        raise ValueError(
+            "hyperparams must be a dict of the factory's numeric keyword arguments, e.g. "
+            f'{{"learning_rate": 0.1}}, got {type(hyperparams).__name__}.'
+        )
+    if isinstance(options, Mapping):
+        options = tuple(options.items())
+    try:
+        options = tuple((k, v) for k, v in options)
+    except (TypeError, ValueError):
+        options = None
+    if options is None or not all(isinstance(k, str) for k, _ in options):
+        raise ValueError(
+            "options must be (name, value) pairs of the factory's static keyword arguments, "
+            'e.g. (("nesterov", True),) or a dict.'
+        )
+    if init_fn is not None and not callable(init_fn):
+        raise ValueError(
+            "init_fn must be None or a function (discretization, params, problem) -> opt_state, "
+            f"got {type(init_fn).__name__}."
+        )
+    names = [*hyperparams, *(k for k, _ in options)]
+    twice = sorted({k for k in names if names.count(k) > 1})
+    if twice:
+        raise ValueError(f"{twice} given both as hyperparams and as options; give each once.")
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a signature that cannot be read: the call will tell
+        return options
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return options
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    takes = [p.name for p in params if p.kind in named]
+    unknown = [k for k in names if k not in takes]
+    if unknown:
+        raise ValueError(
+            f"{unknown} are not keyword arguments of {_name(factory)}(...), which takes "
+            f"{takes} (hyperparams and options are passed to it by name)."
+        )
+    return options
+
+
+def _hyperparameter(name: str, value: Any) -> jax.Array:
+    """`value` as an array, or a `ValueError` naming the hyper-parameter (a string, a
+    function: a schedule belongs inside the factory)."""
+    try:
+        x = jnp.asarray(value)
+    except TypeError as e:
+        raise ValueError(
+            f"hyperparams[{name!r}] must be a number or an array of numbers, got "
+            f"{type(value).__name__}: {value!r:.60}."
+        ) from e
+    return x
 
 
 def _weak_float(x: jax.Array) -> jax.Array:
