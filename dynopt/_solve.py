@@ -599,7 +599,19 @@ def stiffness_ratio(
     than 1000 entries only the 6 eigenvalues of largest magnitude are found (ARPACK,
     `scipy.sparse.linalg.eigs`, on Jacobian-vector products): the slowest rate is unknown, so
     the denominator is $\max(\text{growth}, 1/T)$.
+
+    **Raises:** `ValueError` for a `problem` that is no `dynopt.AbstractProblem`, a `flow`
+    that is neither `None` nor a flow, a `horizon` that is not $> 0$ ($\infty$ allowed) or a
+    `t0` that is not finite.
     """
+    if not isinstance(problem, AbstractProblem):
+        raise ValueError(f"problem must be a dynopt.AbstractProblem, got {type(problem).__name__}.")
+    if flow is not None and not isinstance(flow, AbstractFlow):
+        raise ValueError(
+            f"flow must be None (the gradient flow) or a dynopt flow, got {type(flow).__name__}."
+        )
+    horizon = float(interval("horizon", horizon, lower=0.0, lower_open=True, allow_inf=True))
+    t0 = float(interval("t0", t0))
     fast, slow = _spectrum(problem, params, flow, t0).fast_and_slow()
     if not np.isfinite(fast):
         return float("inf")
