@@ -25,6 +25,19 @@ def floating_dtype(dtype):
     return jnp.dtype(dtype)
 
 
+def check_key(key) -> None:
+    """`ValueError` unless `key` is one PRNG key (`jax.random.key(seed)`, or a legacy
+    `uint32[2]` `PRNGKey`), traced or not (a vmapped ensemble of networks): a seed given as an
+    integer failed inside `jax.random.split` with JAX's "invalid PRNG key data"."""
+    if isinstance(key, jax.Array):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+            return
+        if key.dtype == jnp.uint32 and key.shape == (2,):
+            return
+    shown = f"{key.dtype}{list(key.shape)}" if isinstance(key, jax.Array) else repr(key)[:40]
+    raise ValueError(f"key must be one jax.random.key (e.g. jax.random.key(0)), got {shown}.")
+
+
 def mlp(
     in_size: int,
     out_size: int,
@@ -45,14 +58,15 @@ def mlp(
     with `jax_enable_x64`, so `dtype=jnp.float32` is how to train in float32 next to dynopt's
     float64 references), `key`.
 
-    **Raises:** `ValueError` for a size that is not a positive integer, a negative `depth` or
-    a `dtype` that is not a real floating dtype.
+    **Raises:** `ValueError` for a size that is not a positive integer, a negative `depth`,
+    a `dtype` that is not a real floating dtype or a `key` that is not one PRNG key.
     """
     for name, value in (("in_size", in_size), ("out_size", out_size), ("width", width)):
         positive_int(name, value)
     if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 0:
         raise ValueError(f"depth must be an integer >= 0 (0: a linear model), got {depth!r}.")
     dtype = floating_dtype(dtype)
+    check_key(key)
     return eqx.nn.MLP(
         in_size, out_size, width, int(depth), activation=activation, dtype=dtype, key=key
     )
@@ -66,9 +80,9 @@ class SmallCNN(eqx.Module):
     convolution), `activation`, `dtype` (of the weights, as `mlp`'s; `None`: JAX's default),
     `key`.
 
-    **Raises:** `ValueError` for a size or count that is not a positive integer or a `dtype`
-    that is not a real floating dtype, and when called on an input whose shape is not
-    `(in_channels, size, size)`.
+    **Raises:** `ValueError` for a size or count that is not a positive integer, a `dtype`
+    that is not a real floating dtype or a `key` that is not one PRNG key, and when called on
+    an input whose shape is not `(in_channels, size, size)`.
     """
 
     conv1: eqx.nn.Conv2d
@@ -96,6 +110,7 @@ class SmallCNN(eqx.Module):
         ):
             positive_int(name, value)
         dtype = floating_dtype(dtype)
+        check_key(key)
         k1, k2, k3 = jax.random.split(key, 3)
         self.conv1 = eqx.nn.Conv2d(in_channels, channels, 3, padding=1, dtype=dtype, key=k1)
         self.conv2 = eqx.nn.Conv2d(channels, channels, 3, stride=2, padding=1, dtype=dtype, key=k2)
