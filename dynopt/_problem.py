@@ -2,6 +2,7 @@
 of parameters plus what is known about it."""
 
 import abc
+import inspect
 from collections.abc import Callable
 
 import equinox as eqx
@@ -196,8 +197,9 @@ class Problem(AbstractProblem):
     **Raises:** `ValueError` if the loss is not scalar, `params0` holds non-finite, complex or
     non-floating values, `minimizer` has another tree structure than `params0` or non-finite or
     non-floating values, `hessian` is not a finite symmetric $n \times n$ array ($n$ the number
-    of parameters), `batch_size` is not a positive integer, `name` not a string, or
-    `stochastic_loss_fn`, `flow_solution` or `sample_loss_fn` is neither `None` nor callable.
+    of parameters), `batch_size` is not a positive integer, `name` not a string,
+    `stochastic_loss_fn`, `flow_solution` or `sample_loss_fn` is neither `None` nor callable,
+    or `stochastic_loss_fn` does not take `(params, key)` or returns no real scalar.
     """
 
     loss_fn: Callable[[Params], Scalar]
@@ -291,8 +293,28 @@ class Problem(AbstractProblem):
             value = getattr(self, field)
             if value is not None and not callable(value):
                 raise ValueError(f"{field} must be None or a function, got {type(value).__name__}.")
+        if self.stochastic_loss_fn is not None:
+            self._check_stochastic_loss()
         if self.hessian is not None:
             self._check_hessian()
+
+    def _check_stochastic_loss(self) -> None:
+        """`ValueError` unless `stochastic_loss_fn(params0, key)` can be called and returns a
+        real floating scalar (an `eval_shape`, nothing runs): as for `loss_fn`, where it failed
+        only inside the first `run(..., key=...)`, from JAX's `grad` or the call's `TypeError`."""
+        fn, key = self.stochastic_loss_fn, jax.random.key(0)
+        try:
+            inspect.signature(fn).bind(self.params0, key)
+        except TypeError as e:
+            raise ValueError(
+                "stochastic_loss_fn must take (params, key) and return the loss on the "
+                f"minibatch drawn with key: {e}."
+            ) from e
+        except ValueError:  # a signature that cannot be read: the trace below tells
+            pass
+        # The function's own arrays abstract too, as `run` passes them (a finite sum's NumPy
+        # data, indexed by a traced minibatch, cannot be a constant).
+        check_loss_output("stochastic_loss_fn", eqx.filter_eval_shape(fn, self.params0, key))
 
     def _check_hessian(self) -> None:
         """`ValueError` unless `hessian` is a finite symmetric `(n, n)` array, `n` the number of
