@@ -889,6 +889,9 @@ def verify(
 
     **Returns:** a `Verification` (`passed`, `failed`, `checks` by name; `str()` one line per
     check).
+
+    **Raises:** `ValueError` for a `row` that is no correspondence (a row's name: look it up in
+    `BY_NAME`) or an unknown check name.
     """
     _require_x64("verify")
     if isinstance(row, AutomaticCorrespondence):
@@ -896,9 +899,9 @@ def verify(
     elif isinstance(row, Correspondence):
         available = _hand_checks(row)
     else:
-        raise TypeError(
-            "verify takes a Correspondence or an AutomaticCorrespondence, got "
-            f"{type(row).__name__}."
+        raise ValueError(
+            "row must be a dynopt.correspondences.Correspondence or AutomaticCorrespondence "
+            f"(e.g. correspondences.BY_NAME[name]), got {type(row).__name__}."
         )
     names = list(available) if checks is None else list(checks)
     unknown = [n for n in names if n not in available]
