@@ -266,3 +266,27 @@ def test_float32_data_at_float64_parameters():
     np.testing.assert_array_equal(
         noise.minibatch_covariance(w, narrow), noise.minibatch_covariance(w, wide)
     )
+
+
+def test_numpy_data_under_a_users_trace():
+    # A finite sum on NumPy data, its stochastic loss traced by the user (vmap over keys, jit):
+    # the traced draw indexed the NumPy arrays (TracerArrayConversionError).
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(10, 3)), rng.normal(size=10)
+    p = problems.finite_sum(
+        lambda w, s: 0.5 * (s[0] @ w - s[1]) ** 2, (x, y), jnp.zeros(3), batch_size=2
+    )
+    keys = jax.random.split(jax.random.key(0), 3)
+    w = jnp.array([0.3, -0.1, 0.2])
+    batched = jax.vmap(p.stochastic_loss, (None, 0))(w, keys)
+    jitted = jax.jit(lambda w, k: p.stochastic_loss(w, k))(w, keys[1])
+    one_by_one = jnp.stack([p.stochastic_loss(w, k) for k in keys])
+    assert jnp.allclose(batched, one_by_one, rtol=1e-14, atol=0)
+    assert jnp.allclose(jitted, one_by_one[1], rtol=1e-14, atol=0)
+
+
+def test_a_sample_loss_of_the_wrong_arity_is_a_value_error_naming_it():
+    with pytest.raises(ValueError, match="sample_loss_fn"):
+        problems.finite_sum(
+            lambda w, xi, yi: xi @ w - yi, (np.ones((4, 3)), np.ones(4)), jnp.zeros(3), batch_size=2
+        )

@@ -96,7 +96,8 @@ def _minibatch_loss(
     # Without replacement the minibatch gradient is unbiased with covariance
     # (1/B)(n-B)/(n-1) Sigma, the finite-population correction of the per-sample covariance Sigma.
     idx = sample_indices(key, n, batch_size, replace=replace)
-    batch = jax.tree.map(lambda x: x[idx], data)
+    # (`jnp.asarray`: NumPy data, e.g. a user's own `finite_sum`, indexed by a traced `idx`.)
+    batch = jax.tree.map(lambda x: jnp.asarray(x)[idx], data)
     return _batch_loss(params, batch, sample_loss_fn, regularizer)
 
 
@@ -228,7 +229,14 @@ def finite_sum(
     def widened(params, sample):
         return sample_loss_fn(params, data_like_params(sample, params))
 
-    check_loss_output("sample_loss_fn", jax.eval_shape(widened, params0, sample))
+    try:
+        out = jax.eval_shape(widened, params0, sample)
+    except TypeError as e:  # (e.g. a loss of (params, x, y): one sample is one argument)
+        raise ValueError(
+            f"sample_loss_fn must be a function (params, sample) -> scalar, where sample is one "
+            f"slice of data (its whole pytree); calling it on one sample raised: {e}"
+        ) from e
+    check_loss_output("sample_loss_fn", out)
     # A Python int: it sizes the minibatch's arrays (a NumPy or JAX integer would become a
     # traced leaf of the stochastic loss).
     batch_size = positive_int("batch_size", batch_size)
