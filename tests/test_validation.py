@@ -99,6 +99,8 @@ lyapunov.loss_rate(ref, problem, ts)
 dynopt.compare(flows.GradientFlow(), problem, [0.1, 0.05, 0.025], 1.0)
 modified = flows.ModifiedGradientFlow
 dynopt.compare(flows.GradientFlow(), problem, [0.1, 0.05], 1.0, reference=modified)
+from dynopt import games
+games.modified_flow_growth(games.Simultaneous(), games.dirac_gan(), 0.1)
 """
 
 

@@ -14,7 +14,7 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, ScalarLike
 from .._discretization import Discretization
 from .._flows.base import AbstractFlow
-from .._validation import hyperparameter
+from .._validation import host_validated, hyperparameter
 from .game import Game, GameParams, in_one_dtype
 from .schemes import AbstractScheme, require_game, scalar_step_size, SCHEMES, Simultaneous
 
@@ -132,5 +132,8 @@ def modified_flow_growth(scheme: AbstractScheme, game: Game, step_size: float) -
             "linearize the modified flow there."
         )
     step_size = scalar_step_size(step_size)  # one h: the factor exp(h max Re λ) is a float
-    jac = np.asarray(_modified_jacobian(game, scheme, jnp.asarray(step_size)))
+    # h was checked on the host: no runtime check of it in the program (an `eqx.error_if`, a
+    # host callback that would keep the program out of JAX's persistent cache).
+    with host_validated():
+        jac = np.asarray(_modified_jacobian(game, scheme, jnp.asarray(step_size)))
     return float(np.exp(step_size * float(np.max(np.linalg.eigvals(jac).real))))
