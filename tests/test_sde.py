@@ -622,3 +622,19 @@ def test_scheduled_moments_default_to_the_problems_own_sampling():
             np.testing.assert_array_equal(a, b)
     without = sde.scheduled_moments(p, phases)[2]
     assert float(jnp.abs(default[2] - without).max()) > 0.1 * float(jnp.abs(without).max())
+
+
+@pytest.mark.parametrize(
+    "temperatures, mean_times, name",
+    [
+        ([0.1, 0.2, 0.3], [5.0, 3.0], "length"),
+        ([0.1, -0.2, 0.3], [5.0, 3.0, 2.0], "temperatures"),
+        ([0.1, 0.2, 0.3], [5.0, 0.0, 2.0], "mean_times"),
+        ([0.1, 0.2, np.nan], [5.0, 3.0, 2.0], "temperatures"),
+        ([0.2], [3.0], "temperatures"),
+        ([0.2, 0.2], [3.0, 4.0], "distinct"),
+    ],
+)
+def test_arrhenius_fit_refuses_what_it_cannot_fit(temperatures, mean_times, name):
+    with pytest.raises(ValueError, match=name):
+        sde.arrhenius_fit(temperatures, mean_times)

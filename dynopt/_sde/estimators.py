@@ -66,9 +66,24 @@ def arrhenius_fit(temperatures, mean_times) -> tuple[float, float]:
     `eyring_kramers_prefactor`).
 
     **Returns:** `(slope, prefactor)`.
+
+    **Raises:** `ValueError` unless `temperatures` and `mean_times` are 1-D, of one length
+    $\ge 2$, with at least two distinct temperatures, every one finite and $> 0$.
     """
-    inv_t = 1 / np.asarray(temperatures, float)
-    slope, intercept = np.polyfit(inv_t, np.log(np.asarray(mean_times, float)), 1)
+    temps, times = np.asarray(temperatures, float), np.asarray(mean_times, float)
+    for name, x in (("temperatures", temps), ("mean_times", times)):
+        if x.ndim != 1 or x.size < 2 or not np.all(np.isfinite(x)) or np.any(x <= 0):
+            raise ValueError(
+                f"{name} must be a 1-D array of at least two finite values > 0 (a log and a "
+                f"1/T are fitted), got {x!r}."
+            )
+    if temps.size != times.size:
+        raise ValueError(
+            f"temperatures and mean_times must have one length, got {temps.size} and {times.size}."
+        )
+    if np.unique(temps).size < 2:
+        raise ValueError("temperatures must hold at least two distinct values (a slope is fitted).")
+    slope, intercept = np.polyfit(1 / temps, np.log(times), 1)
     return float(slope), float(np.exp(intercept))
 
 
