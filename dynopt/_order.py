@@ -163,7 +163,8 @@ def _checked_sweep(step_sizes, errors, scales, diverged, unstable, at_least):
                 f"{scales.shape}."
             )
     if at_least is not None:
-        at_least = interval("at_least", at_least)
+        # (an order a theorem guarantees as the step size goes to 0: positive)
+        at_least = interval("at_least", at_least, lower=0.0, lower_open=True)
         if np.ndim(at_least):
             raise ValueError(f"at_least must be a number or None, got {at_least!r}.")
     return h, e, scales, _flags("diverged", diverged, h.size), _flags("unstable", unstable, h.size)

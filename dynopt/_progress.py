@@ -34,9 +34,14 @@ def show_progress(on: bool = True) -> Iterator[None]:
     ```
 
     The experiments' command line shows progress; the library does not by default.
+
+    **Raises:** `ValueError` unless `on` is `True` or `False` (on entering the block).
     """
+    from ._validation import flag
+
+    on = flag("on", on)  # (`bool("no")` is True)
     previous = enabled()
-    _state.on = bool(on)
+    _state.on = on
     try:
         yield
     finally:

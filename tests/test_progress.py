@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 import tqdm.auto
 
 import dynopt
@@ -120,3 +121,12 @@ def test_a_sharded_sweep_bar_reaches_its_total():
     """4 devices, 5 runs: padded to 8 (2 per device), each device's blocks tick its 2 runs."""
     seen = run_on_host_devices(SHARDED)
     assert seen == [["run (5 runs)", 1600, 1600], ["run (5 runs)", 1600, 1600]]
+
+
+def test_show_progress_takes_a_bool_only():
+    for bad in (3, "no", None):
+        with pytest.raises(ValueError, match="on must be True or False"):
+            with dynopt.show_progress(bad):
+                pass
+    with dynopt.show_progress(np.bool_(True)):
+        assert dynopt._progress.enabled()

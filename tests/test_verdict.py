@@ -191,3 +191,10 @@ def test_a_drifting_fit_between_the_orders_the_errors_can_have_is_not_the_limit(
     assert assess_order(h, bent, scales=1.0).verdict == "asymptotic"  # no known orders: noted
     near_two = assess_order(h, h**2 * (1 + 10.0 * h), scales=1.0, at_least=1)
     assert near_two.verdict == "asymptotic" and abs(near_two.order - 2.0) < 0.2
+
+
+@pytest.mark.parametrize("least", [-1.0, 0.0, float("nan")])
+def test_at_least_is_a_positive_order(least):
+    h = 0.1 * 0.5 ** np.arange(5)
+    with pytest.raises(ValueError, match="at_least"):
+        assess_order(h, h**2, scales=1.0, at_least=least)
