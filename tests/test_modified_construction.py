@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import dynopt
-from dynopt import networks
+from dynopt import networks, problems
 from dynopt._modified import modified_flow
 
 
@@ -103,3 +103,13 @@ def test_a_bad_step_size_is_refused_before_the_checks(step_size):
     with pytest.raises(ValueError, match="step_size"):
         modified_flow(opt, step_size)
     assert calls == []
+
+
+def test_terms_of_a_state_of_another_shape_is_a_value_error_naming_state():
+    flow = dynopt.modified_flow(lambda h: optax.sgd(h), 0.1)
+    problem = problems.quadratic([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"state: .*params0"):
+        flow.terms(jnp.ones(3), problem)
+    with pytest.raises(ValueError, match=r"state: .*params0"):
+        flow.terms({"w": jnp.ones(2)}, problem)
+    assert flow.terms(jnp.ones(2), problem).rate == pytest.approx(1.0, abs=1e-12)

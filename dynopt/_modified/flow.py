@@ -212,6 +212,7 @@ class ModifiedFlow(AbstractFlow):
         **Raises:** `ValueError` for bare parameters where the flow's state is more than the
         parameters (see above), and (outside `jit`) where a field is not finite at `state`."""
         state = self._state_of(state)
+        _check_like_params0(self.params(state), problem)
         fs = self.field_values(state, problem)
         if bad := non_finite_leaves(fs):
             raise ValueError(
@@ -1697,3 +1698,18 @@ def as_flow(obj, step_size_hint: ScalarLike = 0.01, order: int = 1) -> AbstractF
     if isinstance(obj, AbstractFlow):
         return obj
     return modified_flow(obj, step_size_hint, order)
+
+
+def _check_like_params0(params, problem) -> None:
+    """`ValueError` unless `params` has `problem.params0`'s structure and leaf shapes (a state of
+    another problem failed inside JAX with 'incompatible shapes')."""
+    want, got = problem.params0, params
+    same = jax.tree.structure(want) == jax.tree.structure(got) and all(
+        jnp.shape(a) == jnp.shape(b) for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got))
+    )
+    if not same:
+        shapes = lambda t: jax.tree.map(jnp.shape, t)
+        raise ValueError(
+            f"state: its parameters must have the structure and shapes of problem.params0 "
+            f"({shapes(want)}), got {shapes(got)}."
+        )
