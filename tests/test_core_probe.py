@@ -76,7 +76,7 @@ def test_assess_order_refuses_a_flag_that_is_not_one_per_step_size():
         (dict(step_sizes=[0.04, 0.02, 0.01], errors=[1.0, 0.5, 0.25], at_least="1"), "at_least"),
         (
             dict(step_sizes=[0.04, 0.02, 0.01], errors=[1.0, 0.5, 0.25], at_least=np.nan),
-            "at_least must be finite",
+            "at_least must be > 0 and finite",
         ),
     ],
 )
