@@ -328,3 +328,20 @@ def test_sgd_noise_default_factor_is_the_cheaper_exact_one():
         cov = auto.minibatch_covariance(theta, problem) * auto.learning_rate
         np.testing.assert_allclose(g @ g.T, cov, rtol=1e-12, atol=1e-15)
     assert sde.SGDNoise(0.1, 8).diffusion(0.0, wide.params0, wide).shape == (12, 32)
+
+
+@pytest.mark.parametrize(
+    "samples, kwargs, match",
+    [
+        (np.array([]), {}, "samples must be a non-empty"),
+        (np.array([0.1, np.nan]), {}, "samples must be .* finite"),
+        (np.array([0.1, 0.2]), {"draws": 0}, "draws must be a positive integer"),
+        (np.array([0.1, 0.2]), {"rng": None}, "rng must be a numpy.random.Generator"),
+    ],
+)
+def test_histogram_tv_refuses_empty_or_nan_samples_and_bad_draws(samples, kwargs, match):
+    """Before: an empty sample or draws=0 returned NaN, a NaN sample counted as mass outside
+    every bin (tv 0.5), rng=None failed with an AttributeError."""
+    rng = kwargs.pop("rng", np.random.default_rng(0))
+    with pytest.raises(ValueError, match=match):
+        sde.histogram_tv(samples, [0.5, 0.5], [-1.0, 0.0, 1.0], rng, **kwargs)

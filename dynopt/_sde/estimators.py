@@ -4,6 +4,8 @@ the Arrhenius fit of escape times."""
 
 import numpy as np
 
+from .._validation import positive_int
+
 
 def variance_with_se(samples) -> tuple[np.ndarray, np.ndarray]:
     r"""The sample variance $\hat v = \frac1n\sum_i (x_i - \bar x)^2$ along the first axis and
@@ -35,10 +37,24 @@ def histogram_tv(samples, probs, edges, rng: np.random.Generator, *, draws: int 
 
     **Returns:** `(tv, floor_mean, floor_sd)`.
 
-    **Raises:** `ValueError` for `probs` that are not one finite number $\ge 0$ per bin or sum
-    to more than 1.
+    **Raises:** `ValueError` for `samples` not a non-empty 1-D array of finite values, `draws`
+    not a positive integer, `rng` not a `numpy.random.Generator`, or `probs` that are not one
+    finite number $\ge 0$ per bin or sum to more than 1.
     """
     x = np.asarray(samples)
+    if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)):
+        # An empty histogram is 0/0 (NaN); a NaN sample would count as "outside" every bin.
+        raise ValueError(
+            f"samples must be a non-empty 1-D array of finite values, got shape {x.shape}"
+            + (" with NaN or inf" if x.size and not np.all(np.isfinite(x)) else "")
+            + "."
+        )
+    positive_int("draws", draws)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(
+            f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got "
+            f"{type(rng).__name__}."
+        )
     edges, probs = np.asarray(edges, float), np.asarray(probs, float)
     if probs.shape != (edges.size - 1,) or not np.all(np.isfinite(probs)) or np.any(probs < 0):
         raise ValueError(
