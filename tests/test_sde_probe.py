@@ -345,3 +345,19 @@ def test_histogram_tv_refuses_empty_or_nan_samples_and_bad_draws(samples, kwargs
     rng = kwargs.pop("rng", np.random.default_rng(0))
     with pytest.raises(ValueError, match=match):
         sde.histogram_tv(samples, [0.5, 0.5], [-1.0, 0.0, 1.0], rng, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "fn", [sde.variance_with_se, sde.mean_with_se], ids=["variance_with_se", "mean_with_se"]
+)
+@pytest.mark.parametrize("samples", [np.array([]), np.zeros((0, 3)), "ab"])
+def test_estimators_refuse_samples_without_draws(fn, samples):
+    """Before: no draw gave (nan, nan) with a RuntimeWarning; a string a numpy error."""
+    with pytest.raises(ValueError, match="samples must"):
+        fn(samples)
+
+
+def test_mean_with_se_refuses_an_axis_the_samples_lack():
+    """Before: numpy's AxisError (not a ValueError naming the argument)."""
+    with pytest.raises(ValueError, match="axis 5"):
+        sde.mean_with_se(np.ones((3, 2)), axis=5)

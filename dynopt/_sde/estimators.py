@@ -7,6 +7,21 @@ import numpy as np
 from .._validation import positive_int
 
 
+def _draws(samples, axis: int) -> np.ndarray:
+    """`samples` as a float array with at least one draw along `axis` (none: a mean of 0/0)."""
+    try:
+        x = np.asarray(samples, float)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"samples must be an array of real numbers, got {samples!r}.") from e
+    if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+        raise ValueError(f"axis must be an integer, got {axis!r}.")
+    if not -x.ndim <= axis < x.ndim or x.shape[axis] == 0:
+        raise ValueError(
+            f"samples must hold at least one draw along axis {axis}, got shape {x.shape}."
+        )
+    return x
+
+
 def variance_with_se(samples) -> tuple[np.ndarray, np.ndarray]:
     r"""The sample variance $\hat v = \frac1n\sum_i (x_i - \bar x)^2$ along the first axis and
     its standard error $\sqrt{(\hat m_4 - \hat v^2)/n}$ ($\hat m_4$ the fourth central moment).
@@ -14,8 +29,10 @@ def variance_with_se(samples) -> tuple[np.ndarray, np.ndarray]:
     **Arguments:** `samples`: shape `(n, ...)`, the draws along the first axis.
 
     **Returns:** `(variance, standard_error)`, each of shape `samples.shape[1:]`.
+
+    **Raises:** `ValueError` for `samples` with no draw (shape `(0, ...)` or a scalar).
     """
-    x = np.asarray(samples, float)
+    x = _draws(samples, 0)
     d = x - x.mean(axis=0)
     v = np.mean(d**2, axis=0)
     return v, np.sqrt((np.mean(d**4, axis=0) - v**2) / x.shape[0])
@@ -108,6 +125,8 @@ def mean_with_se(samples, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     standard deviation, $n$ the number of draws).
 
     **Returns:** `(mean, standard_error)`.
+
+    **Raises:** `ValueError` for `samples` with no draw along `axis` (or no such axis).
     """
-    x = np.asarray(samples)
+    x = _draws(samples, axis)
     return x.mean(axis=axis), x.std(axis=axis) / np.sqrt(x.shape[axis])
