@@ -149,3 +149,37 @@ def test_discounted_payoff_checks_its_terms():
         args = {"strike": 1.0, "rate": 0.05, "T": 2.0, **kw}
         with pytest.raises(ValueError, match=name):
             D.discounted_payoff(s, **args)
+
+
+@pytest.mark.parametrize("eps", [0.0, -0.1, float("nan")])
+def test_short_time_propagator_refuses_a_slice_length_not_positive(eps):
+    """Before: eps <= 0 or NaN returned NaN (the Gaussian's variance alpha*eps <= 0)."""
+    sde = D.linear_sde(1.0, 0.5)
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        D.short_time_propagator(sde, 0.1, 0.0, 0.0, eps)
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        D.short_time_propagator_nd(
+            D.as_vector_sde(sde), jnp.array([0.1]), jnp.array([0.0]), 0.0, eps
+        )
+    with pytest.raises(Exception, match="eps must be > 0"):  # traced: eqx.error_if
+        jax.jit(lambda e: D.short_time_propagator(sde, 0.1, 0.0, 0.0, e))(eps)
+
+
+def test_short_time_propagator_refuses_points_of_different_shapes_and_a_non_bool_jacobian():
+    """Before: x_new of shape (2,) against x_old of shape (1,) broadcast into a number, and
+    jacobian="no" read as True."""
+    sde = D.as_vector_sde(D.linear_sde(1.0, 0.5))
+    with pytest.raises(ValueError, match="x_new and x_old"):
+        D.short_time_propagator_nd(sde, jnp.array([0.1, 0.2]), jnp.array([0.0]), 0.0, 0.1)
+    with pytest.raises(ValueError, match="jacobian must be True or False"):
+        D.short_time_propagator_nd(sde, jnp.array([0.1]), jnp.array([0.0]), 0.0, 0.1, jacobian="no")
+
+
+def test_short_time_propagator_valid_calls_unchanged():
+    """The Itô kernel without Jacobian is the Gaussian N(x_old + eps*p(x_old), alpha*eps)."""
+    sde = D.linear_sde(-1.0, 0.5)  # p(x) = -x
+    eps, xo, xn = 0.1, 0.3, 0.2
+    mean, var = xo - eps * xo, 0.5 * eps
+    want = np.exp(-((xn - mean) ** 2) / (2 * var)) / np.sqrt(2 * np.pi * var)
+    got = D.short_time_propagator(sde, xn, xo, 0.0, eps, "ito", False)
+    np.testing.assert_allclose(float(got), want, rtol=1e-13)

@@ -37,7 +37,7 @@ import numpy as np
 
 from .._custom_types import Array, Float, Scalar, ScalarLike
 from .._problem import Problem
-from .._validation import choice, positive_int
+from .._validation import choice, flag, interval, positive, positive_int
 from .base import (
     check_lost_mass,
     check_scalar_point,
@@ -83,8 +83,27 @@ def short_time_propagator_nd(
     convention: Convention = "midpoint",
     jacobian: bool = True,
 ) -> Scalar:
-    r"""$K_\epsilon(x_{new}\mid x_{old})$ of one slice in $\mathbb R^d$ (table above)."""
+    r"""$K_\epsilon(x_{new}\mid x_{old})$ of one slice in $\mathbb R^d$ (table above).
+
+    **Raises:** `ValueError` for `eps` not finite and $> 0$ (inside `jit`: `eqx.error_if`),
+    `x_new`, `x_old` not of one shape `(d,)`, or a `convention` or `jacobian` not offered.
+    """
     choice("convention", convention, _CONVENTIONS)
+    flag("jacobian", jacobian)
+    # A slice of length eps <= 0 has no kernel: the Gaussian's variance alpha*eps is not > 0.
+    eps = positive("eps", eps, hint="eps is the slice length t_new - t_old.")
+    t_old = interval("t_old", t_old)
+    if jnp.ndim(x_new) != 1 or jnp.shape(x_new) != jnp.shape(x_old):
+        raise ValueError(
+            f"x_new and x_old must be points of one shape (d,), got shapes {jnp.shape(x_new)} "
+            f"and {jnp.shape(x_old)}."
+        )
+    return _kernel(sde, x_new, x_old, t_old, eps, convention, jacobian)
+
+
+def _kernel(sde, x_new, x_old, t_old, eps, convention, jacobian) -> Scalar:
+    """`short_time_propagator_nd` unchecked: the path integral calls it with the slice length
+    it checked itself."""
     xn, xo = jnp.asarray(x_new, float), jnp.asarray(x_old, float)
     d = xn.shape[0]
     eye = jnp.eye(d)
@@ -136,7 +155,7 @@ def _compose(sde, x0, axes, vol, t0, t1, n, convention, jacobian):
     eps = (t1 - t0) / n.astype(t1.dtype)
 
     def kernel(xn, xo, t):
-        return short_time_propagator_nd(sde, xn, xo, t, eps, convention, jacobian)
+        return _kernel(sde, xn, xo, t, eps, convention, jacobian)
 
     kern = jax.vmap(jax.vmap(kernel, in_axes=(None, 0, None)), in_axes=(0, None, None))
     first = jax.vmap(lambda xn: kernel(xn, x0, t0))(flat)
