@@ -82,3 +82,21 @@ def test_num_probes_is_an_integer():
                 key=jax.random.key(0),
                 num_probes=bad,
             )
+
+
+def test_density_chi2_refuses_mass_left_outside_0_1_and_min_expected_not_positive():
+    """Before: mass_left = 2 returned mass 3.0 and a chi^2 as if valid, min_expected = -1 (or 0)
+    kept bins with no expected count (0/0 where a bin's probability is 0), and a sample too
+    small for every bin failed in numpy ('zero-size array to reduction operation')."""
+    x = np.linspace(-3.0, 3.0, 61)
+    rho = np.exp(-0.5 * x**2) / np.sqrt(2 * np.pi)
+    samples = np.random.default_rng(0).normal(size=200)
+    edges = np.linspace(-3.0, 3.0, 13)
+    for m in (2.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="mass_left must be in"):
+            ch.density_chi2(x, rho, samples, edges, mass_left=m)
+    for e in (-1.0, 0.0):
+        with pytest.raises(ValueError, match="min_expected must be > 0"):
+            ch.density_chi2(x, rho, samples, edges, min_expected=e)
+    with pytest.raises(ValueError, match="no bin expects"):
+        ch.density_chi2(x, rho, samples[:3], edges)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .._validation import interval
+
 
 def _reciprocal_below(g: np.ndarray, horizon: float) -> np.ndarray:
     r"""$1/g$ where $1/g$ falls inside $(0, \text{horizon})$, else $+\infty$."""
@@ -96,8 +98,8 @@ def density_chi2(x, rho, samples, edges, mass_left: float = 0.0, min_expected: f
     - `x`, `rho`: `(m,)` increasing characteristic endpoints and the density there.
     - `samples`: `(N,)` samples; `edges`: `(J + 1,)` bin edges.
     - `mass_left`: the probability left of `x[0]` (the part of the law no characteristic
-      carries).
-    - `min_expected`: bins with fewer expected counts are left out.
+      carries), in $[0, 1]$.
+    - `min_expected`: bins with fewer expected counts are left out ($> 0$).
 
     **Returns:** `(chi2_per_dof, max_abs_z, mass, histogram)`: `mass` the probability the
     characteristics carry plus `mass_left` (about 1 when they cover the law), `histogram` the
@@ -112,6 +114,9 @@ def density_chi2(x, rho, samples, edges, mass_left: float = 0.0, min_expected: f
         )
     if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
         raise ValueError(f"edges must be increasing, shape (J + 1,) with J >= 1, got {edges}.")
+    # A probability in [0, 1]; min_expected >= 0 (a negative one would keep empty bins, 0/0).
+    interval("mass_left", mass_left, lower=0.0, upper=1.0)
+    interval("min_expected", min_expected, lower=0.0, lower_open=True)
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (rho[1:] + rho[:-1]) * np.diff(x))])
     cdf += mass_left
     probs = np.diff(np.interp(edges, x, cdf))
@@ -119,6 +124,11 @@ def density_chi2(x, rho, samples, edges, mass_left: float = 0.0, min_expected: f
     counts, _ = np.histogram(samples, edges)
     expected = n * probs
     use = expected >= min_expected
+    if not np.any(use):  # (numpy's "zero-size array to reduction operation maximum" else)
+        raise ValueError(
+            f"no bin expects at least min_expected={min_expected:g} of the {n} samples: "
+            "draw more samples, use wider edges or lower min_expected."
+        )
     z = (counts - expected)[use] / np.sqrt(expected[use] * (1 - probs[use]))
     mass = float(cdf[-1] - cdf[0] + mass_left)
     histogram = counts / (n * np.diff(edges))
