@@ -28,13 +28,15 @@ def noisy_quadratic(n: int, lam: float, sigma: float, seed: int) -> Problem:
     per-sample gradient variance $\sigma^2$ (batch size 1; `SGDNoise` sets its own).
 
     **Arguments:** `n` samples (an integer $\ge 2$), curvature `lam` (finite), gradient noise
-    `sigma` ($\ge 0$, finite), `seed` of the $x_i$ (NumPy's `default_rng`); else `ValueError`
-    naming the argument.
+    `sigma` ($\ge 0$, finite), `seed` of the $x_i$ (an integer $\ge 0$, NumPy's
+    `default_rng`); else `ValueError` naming the argument.
     """
     if positive_int("n", n) < 2:
         raise ValueError(f"n must be >= 2 (a sample variance), got {n}")
     interval("lam", lam)
     nonnegative("sigma", sigma)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0 (NumPy's default_rng), got {seed!r}.")
     x = np.random.default_rng(seed).normal(size=n)
     x = (x - x.mean()) / x.std() * sigma
     loss = eqx.Partial(_sample_quadratic, lam=jnp.asarray(lam))
