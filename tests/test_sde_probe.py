@@ -369,3 +369,14 @@ def test_noisy_quadratic_refuses_a_seed_that_is_not_a_non_negative_integer(seed)
     fresh entropy (a problem that differs on every call), True seeded 1."""
     with pytest.raises(ValueError, match="seed must be an integer >= 0"):
         sde.noisy_quadratic(4, 1.0, 0.5, seed)
+
+
+@pytest.mark.parametrize("sigma", [float("nan"), float("inf"), "a"])
+def test_temperature_of_refuses_a_sigma_that_is_not_finite(sigma):
+    """Before: NaN returned T = NaN, inf T = inf, 'a' a JAX TypeError."""
+    with pytest.raises(ValueError, match="sigma must be"):
+        sde.temperature_of(sigma)
+    if isinstance(sigma, float):
+        with pytest.raises(Exception, match="sigma must be"):  # traced: eqx.error_if
+            jax.jit(sde.temperature_of)(sigma)
+    assert float(sde.temperature_of(0.4)) == pytest.approx(0.08, rel=1e-15)

@@ -23,6 +23,7 @@ from .._custom_types import Array, Float, Params, ScalarLike, State
 from .._discretization import Discretization
 from .._flows.base import AbstractFlow
 from .._problem import Problem
+from .._validation import interval
 
 
 Diffusion = Float[Array, "n m"] | lx.AbstractLinearOperator
@@ -130,8 +131,10 @@ def raveled(flow: AbstractFlow, problem: Problem | None, state0: State):
 
 def temperature_of(sigma: ScalarLike) -> Array:
     r"""$T = \sigma^2/2$: the temperature whose Gibbs law $\exp(-L/T)$ is the stationary law of
-    $d\theta = -\nabla L\,dt + \sigma\,dW$ (the factor 2 that post 1's eq. (9) drops)."""
-    sigma = jnp.asarray(sigma)
+    $d\theta = -\nabla L\,dt + \sigma\,dW$ (the factor 2 that post 1's eq. (9) drops).
+
+    **Raises:** `ValueError` for a `sigma` not finite (inside `jit`: `eqx.error_if`)."""
+    sigma = jnp.asarray(interval("sigma", sigma))
     return 0.5 * sigma * sigma
 
 
