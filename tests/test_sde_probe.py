@@ -380,3 +380,14 @@ def test_temperature_of_refuses_a_sigma_that_is_not_finite(sigma):
         with pytest.raises(Exception, match="sigma must be"):  # traced: eqx.error_if
             jax.jit(sde.temperature_of)(sigma)
     assert float(sde.temperature_of(0.4)) == pytest.approx(0.08, rel=1e-15)
+
+
+def test_gibbs_bin_probabilities_refuses_a_non_callable_potential_and_an_infinite_temperature():
+    """Before: potential=3 raised 'int object is not callable' (TypeError), temperature=inf
+    returned the uniform law on the support as if it were a Gibbs law, 'a' a TypeError."""
+    edges = np.array([-1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="potential must be callable"):
+        sde.gibbs_bin_probabilities(3, 1.0, edges)
+    for t in (float("inf"), "a"):
+        with pytest.raises(ValueError, match="temperature must be"):
+            sde.gibbs_bin_probabilities(lambda x: x**2, t, edges)

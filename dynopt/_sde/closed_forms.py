@@ -61,12 +61,14 @@ def gibbs_bin_probabilities(
     **Returns:** `len(edges) - 1` probabilities: summing to 1 when the edges cover the support
     (e.g. $\mp\infty$ ends), else to the law's mass between the first and the last edge.
 
-    **Raises:** `ValueError` for a `temperature` that is not > 0, `edges` that are not strictly
+    **Raises:** `ValueError` for a `potential` that is not callable, a `temperature` that is not
+    finite and > 0, `edges` that are not strictly
     increasing (the probabilities would come out negative), a bad `support` or `points`, or a
     `potential` that is NaN on the grid.
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not callable(potential):
+        raise ValueError(f"potential must be callable x -> L(x), got {type(potential).__name__}.")
+    positive("temperature", temperature)  # finite: T = inf is the uniform law, not a Gibbs one
     edges = np.asarray(edges, float)
     if edges.ndim != 1 or edges.size < 2 or np.isnan(edges).any() or np.any(np.diff(edges) <= 0):
         raise ValueError(
