@@ -183,3 +183,14 @@ def test_short_time_propagator_valid_calls_unchanged():
     want = np.exp(-((xn - mean) ** 2) / (2 * var)) / np.sqrt(2 * np.pi * var)
     got = D.short_time_propagator(sde, xn, xo, 0.0, eps, "ito", False)
     np.testing.assert_allclose(float(got), want, rtol=1e-13)
+
+
+def test_ito_lemma_and_antiderivative_refuse_a_non_callable():
+    """Before: a number in place of a function raised a TypeError ('int' object is not
+    callable, or JAX's 'Expected a callable value')."""
+    fn = lambda t, x: x
+    for args, name in (((3, fn, fn), "f"), ((fn, 3, fn), "drift"), ((fn, fn, 3), "diffusion")):
+        with pytest.raises(ValueError, match=f"{name} must be callable"):
+            D.ito_lemma(*args, 0.0, jnp.array(1.0))
+    with pytest.raises(ValueError, match="f must be callable"):
+        D.antiderivative(3, 1.0)

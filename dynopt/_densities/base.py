@@ -205,7 +205,11 @@ def line_integral(f, x: Float[Array, " d"], x_ref: Float[Array, " d"]) -> Scalar
 @eqx.filter_jit  # one program per call, not one per primitive (`f` is static)
 def antiderivative(f, x: ScalarLike, x_ref: ScalarLike = 0.0) -> Scalar:
     r"""$\int_{x_{ref}}^{x} f(y)\,dy$ by 48-point Gauss–Legendre (exact for polynomials of degree
-    $\le 95$; spectrally accurate for smooth $f$): `line_integral` at $d = 1$."""
+    $\le 95$; spectrally accurate for smooth $f$): `line_integral` at $d = 1$.
+
+    **Raises:** `ValueError` if `f` is not callable."""
+    if not callable(f):
+        raise ValueError(f"f must be callable y -> f(y), got {type(f).__name__}.")
     return line_integral(
         lambda y: jnp.reshape(f(y[0]), (1,)),
         jnp.reshape(jnp.asarray(x, float), (1,)),

@@ -35,9 +35,13 @@ def ito_lemma(
     **Returns:** `(drift_Y, diffusion_Y)`: a scalar and, per noise, $(\nabla f)^\top\sigma$ (a
     scalar for scalar `x`, shape $(m,)$ otherwise).
 
-    **Raises:** `ValueError` if `x` is not a scalar or 1-D, or `f` is not scalar-valued, or the
-    shapes of $b$, $\sigma$ do not match `x`.
+    **Raises:** `ValueError` if `f`, `drift` or `diffusion` is not callable, `x` is not a
+    scalar or 1-D, or `f` is not scalar-valued, or the shapes of $b$, $\sigma$ do not match
+    `x`.
     """
+    for name, fn in (("f", f), ("drift", drift), ("diffusion", diffusion)):
+        if not callable(fn):
+            raise ValueError(f"{name} must be callable (t, x) -> ..., got {type(fn).__name__}.")
     t = jnp.asarray(t, dtype=float)
     x = jnp.asarray(x, dtype=float)
     if x.ndim > 1:
