@@ -100,3 +100,14 @@ def test_density_chi2_refuses_mass_left_outside_0_1_and_min_expected_not_positiv
             ch.density_chi2(x, rho, samples, edges, min_expected=e)
     with pytest.raises(ValueError, match="no bin expects"):
         ch.density_chi2(x, rho, samples[:3], edges)
+
+
+def test_reference_solutions_refuse_a_profile_that_is_not_callable():
+    """Before: f=3 raised "'int' object is not callable" (a TypeError) in each of them."""
+    sig = np.array([0.0, 1.0])
+    with pytest.raises(ValueError, match="f must be callable"):
+        ch.riccati_solution(3, 0.5, sig)
+    with pytest.raises(ValueError, match="f must be callable"):
+        ch.riccati_blowup(3, sig)
+    with pytest.raises(ValueError, match="f_prime must be callable"):
+        ch.burgers_crossing(np.tanh, 3, sig)

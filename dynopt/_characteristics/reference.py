@@ -11,6 +11,11 @@ import numpy as np
 from .._validation import interval
 
 
+def _callable(name: str, f) -> None:
+    if not callable(f):
+        raise ValueError(f"{name} must be callable (a NumPy function), got {type(f).__name__}.")
+
+
 def _reciprocal_below(g: np.ndarray, horizon: float) -> np.ndarray:
     r"""$1/g$ where $1/g$ falls inside $(0, \text{horizon})$, else $+\infty$."""
     # > 0 (inf allowed): 0 divided by zero, and a negative one counted every blow-up as inside.
@@ -32,6 +37,7 @@ def riccati_solution(f: Callable, t, x) -> np.ndarray:
     **Returns:** $u(t, x)$ ($\pm\infty$ on the blow-up curve $t f(xe^{-t}) = 1$, and the other
     branch of the hyperbola beyond it).
     """
+    _callable("f", f)
     t = np.asarray(t)
     fx = f(np.asarray(x) * np.exp(-t))
     with np.errstate(divide="ignore"):
@@ -51,6 +57,7 @@ def riccati_blowup(f: Callable, sigma, horizon: float = np.inf) -> tuple[np.ndar
 
     **Returns:** `(t_star, x_star)`, `+inf` and `nan` where the characteristic stays finite.
     """
+    _callable("f", f)
     sigma = np.asarray(sigma)
     t_star = _reciprocal_below(f(sigma), horizon)
     with np.errstate(invalid="ignore"):
@@ -75,6 +82,8 @@ def burgers_crossing(f: Callable, f_prime: Callable, sigma, horizon: float = np.
 
     **Returns:** `(t_c, x_c)`, `+inf` and `nan` where the characteristic never crosses.
     """
+    _callable("f", f)
+    _callable("f_prime", f_prime)
     sigma = np.asarray(sigma)
     t_c = _reciprocal_below(-f_prime(sigma), horizon)
     with np.errstate(invalid="ignore"):
