@@ -194,3 +194,19 @@ def test_ito_lemma_and_antiderivative_refuse_a_non_callable():
             D.ito_lemma(*args, 0.0, jnp.array(1.0))
     with pytest.raises(ValueError, match="f must be callable"):
         D.antiderivative(3, 1.0)
+
+
+def test_histogram_density_refuses_nan_samples_and_a_nan_time():
+    """Before: a NaN sample fell in no bin and counted as lost mass (mass 0.5 for [nan, 0.1]),
+    silently; t = NaN labelled the density with no time."""
+    edges = jnp.linspace(-1.0, 1.0, 5)
+    with pytest.raises(ValueError, match="samples must be"):
+        D.histogram_density(jnp.array([jnp.nan, 0.1]), edges, 0.5)
+    with pytest.raises(ValueError, match="t must be finite"):
+        D.histogram_density(jnp.array([0.1, 0.2]), edges, float("nan"))
+    with pytest.raises(ValueError, match="samples must"):
+        D.histogram_density_nd(jnp.array([[jnp.nan, 0.1]]), (edges, edges), 0.5)
+    with pytest.raises(ValueError, match="t must be finite"):
+        D.histogram_density_nd(jnp.array([[0.1, 0.1]]), (edges, edges), float("nan"))
+    dens = D.histogram_density(jnp.array([jnp.inf, 0.1]), edges, 0.5)  # inf: outside, lost
+    assert float(dens.lost_mass) == 0.5

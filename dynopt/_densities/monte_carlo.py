@@ -19,7 +19,7 @@ import numpy as np
 from .._custom_types import Array, Float, Key, ScalarLike
 from .._problem import Problem
 from .._sde.simulate import simulate
-from .._validation import positive
+from .._validation import interval, positive
 from .base import check_lost_mass, check_scalar_point, check_tolerance, GridDensity, is_uniform
 from .vector import (
     as_vector_sde,
@@ -36,16 +36,27 @@ from .vector import (
 def histogram_density(
     samples: Float[Array, " N"], edges: Float[Array, " b+1"], t: ScalarLike
 ) -> GridDensity:
-    """A histogram density on `edges` (bin centres as `x`); samples outside count as lost."""
+    """A histogram density on `edges` (bin centres as `x`); samples outside count as lost.
+
+    **Raises:** `ValueError` for `samples` not a non-empty 1-D array without NaN, `edges` not
+    increasing, or a `t` not finite (inside `jit`: `eqx.error_if` for the values)."""
     e = _check_edges_1d(edges)
     if jnp.ndim(samples) != 1 or jnp.size(samples) < 1:
         raise ValueError(
             f"samples must be a non-empty 1-D array, got shape {jnp.shape(samples)} "
             "(histogram_density_nd takes (N, d) samples)."
         )
+    samples, t = _check_samples_and_time(samples, t)
     probs = _bin_fractions_1d(jnp.asarray(samples), jnp.asarray(e))
     width = jnp.asarray(np.diff(e))
     return GridDensity(x=0.5 * (e[1:] + e[:-1]), **_histogram_fields(probs, width, t))
+
+
+def _check_samples_and_time(samples, t):
+    """A NaN sample falls in no bin and would count as lost mass (an escape), silently; a NaN
+    time labels the density with no time. (+-inf samples are outside every bin: lost.)"""
+    hint = "(NaN is no sample; +-inf is outside every bin.)"
+    return interval("samples", samples, allow_inf=True, hint=hint), interval("t", t)
 
 
 def _histogram_fields(probs, cell, t) -> dict:
@@ -112,6 +123,7 @@ def histogram_density_nd(samples: Float[Array, "N d"], edges, t: ScalarLike) -> 
     s = jnp.asarray(samples)
     if s.ndim != 2 or s.shape[1] != len(edges) or s.shape[0] < 1:
         raise ValueError(f"samples must have shape (N, {len(edges)}) with N >= 1, got {s.shape}.")
+    s, t = _check_samples_and_time(s, t)
     probs = _bin_fractions(s, tuple(jnp.asarray(e) for e in edges))
     return TensorDensity(
         axes=tuple(0.5 * (e[1:] + e[:-1]) for e in edges),
