@@ -74,3 +74,18 @@ def test_digits_seed_checked(seed):
     x2, y2 = networks.digits(20, seed=3)
     np.testing.assert_array_equal(np.asarray(x1), np.asarray(x2))
     np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
+
+
+@pytest.mark.parametrize("seed", [1.5, "0", True, None])
+@pytest.mark.parametrize("make", [networks.gaussian_classes, networks.gaussian_regression])
+def test_gaussian_data_seed_checked(make, seed):
+    """A non-integer seed was JAX's TypeError from `jax.random.key` (or, for `True`, silently
+    seed 1); now a ValueError naming seed. Integer seeds of any sign draw as before."""
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        make(8, seed=seed)
+    x1, y1 = make(8, seed=np.int64(-3))
+    x2, y2 = make(8, seed=-3)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    x3, _ = make(8, seed=-2)
+    assert not np.array_equal(x1, x3)

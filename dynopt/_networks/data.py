@@ -10,6 +10,14 @@ from .._custom_types import Array
 from .._validation import nonnegative, positive_int
 
 
+def _seed(seed) -> int:
+    """`seed` as an `int` (any sign, as `jax.random.key` takes it); `ValueError` for a bool or a
+    non-integer (`jax.random.key(1.5)` or `("a")` raised JAX's `TypeError`)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer, got {seed!r}.")
+    return int(seed)
+
+
 def digits(
     num_samples: int | None = None, *, image: bool = False, seed: int = 0
 ) -> tuple[Array, Array]:
@@ -69,8 +77,8 @@ def gaussian_classes(
     r"""A Gaussian mixture: class $c$ (uniform) has inputs $x \sim \mathcal N(\mu_c, I_d)$ with
     $\mu_c \sim \mathcal N(0, (s^2/d) I_d)$, $s$ = `separation` $\ge 0$ (finite).
 
-    **Raises:** `ValueError` for a count that is not a positive integer or a `separation` that
-    is negative or not finite.
+    **Raises:** `ValueError` for a count that is not a positive integer, a `separation` that
+    is negative or not finite, or a `seed` that is not an integer.
 
     **Returns:** `(x, labels)`, `(n, dim)` in JAX's default float dtype (float64 with
     `jax_enable_x64`, else float32) and int32 `(n,)`.
@@ -79,7 +87,7 @@ def gaussian_classes(
         positive_int(name, value)
     # A NaN separation would make every input NaN.
     separation = nonnegative("separation", separation)
-    kc, km, kx = jax.random.split(jax.random.key(seed), 3)
+    kc, km, kx = jax.random.split(jax.random.key(_seed(seed)), 3)
     labels = jax.random.randint(kc, (num_samples,), 0, num_classes, dtype=jnp.int32)
     means = separation * jax.random.normal(km, (num_classes, dim)) / np.sqrt(dim)
     x = means[labels] + jax.random.normal(kx, (num_samples, dim))
@@ -96,10 +104,13 @@ def gaussian_regression(
 
     **Returns:** `(x, y)`, `(n, in_dim)` and `(n, out_dim)` in JAX's default float dtype
     (float64 with `jax_enable_x64`, else float32).
+
+    **Raises:** `ValueError` for a size that is not a positive integer or a `seed` that is not
+    an integer.
     """
     for name, value in (("num_samples", num_samples), ("in_dim", in_dim), ("out_dim", out_dim)):
         positive_int(name, value)
-    kx, ky = jax.random.split(jax.random.key(seed))
+    kx, ky = jax.random.split(jax.random.key(_seed(seed)))
     return (
         jax.random.normal(kx, (num_samples, in_dim)),
         jax.random.normal(ky, (num_samples, out_dim)),
