@@ -89,3 +89,12 @@ def test_gaussian_data_seed_checked(make, seed):
     np.testing.assert_array_equal(y1, y2)
     x3, _ = make(8, seed=-2)
     assert not np.array_equal(x1, x3)
+
+
+@pytest.mark.parametrize("image", ["no", 0, None])
+def test_digits_image_flag_checked(image):
+    """`digits(image="no")` returned images of shape (n, 1, 8, 8) without a word (any truthy
+    value reshaped, any falsy one did not); now a ValueError naming image."""
+    with pytest.raises(ValueError, match="image must be True or False"):
+        networks.digits(10, image=image)
+    assert networks.digits(10, image=np.bool_(True))[0].shape == (10, 1, 8, 8)

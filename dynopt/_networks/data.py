@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array
-from .._validation import nonnegative, positive_int
+from .._validation import flag, nonnegative, positive_int
 
 
 def _seed(seed) -> int:
@@ -36,12 +36,13 @@ def digits(
     `jax_enable_x64`, else float32; computed in float64 first) and int32 labels in
     $\{0,\dots,9\}$.
 
-    **Raises:** `ValueError` for a `num_samples` not in $[1, 1797]$ or a `seed` that is not a
-    non-negative integer.
+    **Raises:** `ValueError` for a `num_samples` not in $[1, 1797]$, a `seed` that is not a
+    non-negative integer or an `image` that is not `True` or `False`.
     """
     # None would seed NumPy from fresh entropy: a different subset on every call.
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    image = flag("image", image)  # a string such as "no" reshaped silently
     from sklearn.datasets import load_digits
 
     raw = load_digits()
