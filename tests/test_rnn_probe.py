@@ -207,3 +207,15 @@ def test_a_new_clip_reuses_the_compiled_unroll_and_is_checked_inside_jit():
         jax.block_until_ready(many(jnp.array([0.5, -1.0])))
     with pytest.raises(ValueError, match="clip must be a scalar"):
         rnn.ODECell(_decay, {"k": jnp.array(3.0)}, 0.1, clip=jnp.ones(2))
+
+
+@pytest.mark.parametrize("log_params", ["no", 0, None])
+def test_cell_log_params_flag_checked(log_params):
+    """`ODECell(..., log_params="no")` stored log θ without a word (any truthy value did); now a
+    ValueError naming log_params."""
+    with pytest.raises(ValueError, match="log_params must be True or False"):
+        rnn.ODECell(rnn.competitive_lotka_volterra, rnn.POST5_PARAMS, 0.1, log_params=log_params)
+    cell = rnn.ODECell(
+        rnn.competitive_lotka_volterra, rnn.POST5_PARAMS, 0.1, log_params=np.bool_(True)
+    )
+    assert cell.log_params is True

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, ArrayLike, Float, Params, PyTree, ScalarLike
-from .._validation import check, interval, is_traced, positive, positive_int
+from .._validation import check, flag, interval, is_traced, positive, positive_int
 
 
 VectorField = Callable[[Float[Array, ""], Array, PyTree], Array]
@@ -125,7 +125,8 @@ class ODECell(eqx.Module):
     `y0` with float64 parameters unrolls in float64.
 
     **Raises:** `ValueError` for $h \le 0$ or a non-scalar $h$, an unknown method, $M \le 0$ or
-    a non-scalar $M$, or non-positive parameters with `log_params=True`.
+    a non-scalar $M$, a `log_params` that is not `True` or `False`, or non-positive parameters
+    with `log_params=True`.
     """
 
     vector_field: VectorField = eqx.field(static=True)
@@ -160,6 +161,8 @@ class ODECell(eqx.Module):
             clip = positive("clip", as_array(clip))
             if clip.ndim != 0:
                 raise ValueError(f"clip must be a scalar, got shape {clip.shape}.")
+        # A string such as "no" is truthy: it silently stored the logs of the parameters.
+        log_params = flag("log_params", log_params)
         params = jax.tree.map(as_array, params)
         if log_params:
             params = jax.tree.map(jnp.log, _positive_params(params))
@@ -168,7 +171,7 @@ class ODECell(eqx.Module):
         self.step_size = step_size
         self.method = method
         self.clip = clip
-        self.log_params = bool(log_params)
+        self.log_params = log_params
 
     @property
     def parameters(self) -> Params:
