@@ -219,3 +219,11 @@ def test_cell_log_params_flag_checked(log_params):
         rnn.competitive_lotka_volterra, rnn.POST5_PARAMS, 0.1, log_params=np.bool_(True)
     )
     assert cell.log_params is True
+
+
+@pytest.mark.parametrize("method", [["euler"], [1]])
+def test_cell_method_not_a_name(method):
+    """A list as method was Python's TypeError 'unhashable type'; now the ValueError listing the
+    methods."""
+    with pytest.raises(ValueError, match="method must be one of"):
+        rnn.ODECell(rnn.competitive_lotka_volterra, rnn.POST5_PARAMS, 0.1, method=method)

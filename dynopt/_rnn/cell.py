@@ -155,7 +155,7 @@ class ODECell(eqx.Module):
         step_size = positive("step_size", as_array(step_size))
         if step_size.ndim != 0:  # one h per cell: an array would fail only when unrolled
             raise ValueError(f"step_size must be a scalar, got shape {step_size.shape}.")
-        if method not in TABLEAUS:
+        if not isinstance(method, str) or method not in TABLEAUS:  # (a list is unhashable)
             raise ValueError(f"method must be one of {sorted(TABLEAUS)}, got {method!r}.")
         if clip is not None:
             clip = positive("clip", as_array(clip))
