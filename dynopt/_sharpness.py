@@ -80,10 +80,40 @@ def block_operator(column: Callable[[Array], Array]) -> Callable[[Array], Array]
     return lambda block: map_batch(column, block.T).T
 
 
+def check_diag(diag: Params | None, params: Params) -> None:
+    """`ValueError` unless `diag` is `None`, a scalar or a pytree like `params`, with (given
+    concretely) positive, finite entries."""
+    if diag is None:
+        return
+    scalar = jax.tree.structure(diag).num_nodes == 1 and jnp.ndim(diag) == 0  # D = d I
+    like = jax.tree.structure(diag) == jax.tree.structure(params) and all(
+        jnp.shape(d) == jnp.shape(x) for d, x in zip(jax.tree.leaves(diag), jax.tree.leaves(params))
+    )
+    if not (scalar or like):
+        raise ValueError(
+            "diag must be a pytree like params (the same structure and leaf shapes) or a "
+            "scalar: the diagonal preconditioner D; got structure "
+            f"{jax.tree.structure(diag)} for params' {jax.tree.structure(params)}."
+        )
+    if not is_traced(diag):
+        with jax.ensure_compile_time_eval():  # concrete, also when called under a jit
+            d = ravel(diag)[0]
+            ok = bool(jnp.all(jnp.isfinite(d) & (d > 0)))
+        if not ok:
+            raise ValueError(
+                "diag (the preconditioner D of D^-1/2 H D^-1/2) must have positive, finite "
+                f"entries; its smallest is {float(jnp.min(d)):.3g}."
+            )
+
+
 def hvp_operator(grad_fn: Callable[[Params], Params], params: Params, diag: Params | None = None):
     r"""`V -> A V` for a block $V$ of shape $(n, m)$: $A = H$ or $D^{-1/2} H D^{-1/2}$, with $H$
     the Jacobian of `grad_fn` at `params` (one `jax.linearize`, then its Jacobian-vector
-    product on each column, `block_operator`; no matrix is formed)."""
+    product on each column, `block_operator`; no matrix is formed).
+
+    **Raises:** `ValueError` for a `diag` that is not `top_eigenpairs`'s (a scalar or a pytree
+    like `params`, entries positive and finite)."""
+    check_diag(diag, params)
     return block_operator(hvp_column(grad_fn, params, diag))
 
 
@@ -227,27 +257,7 @@ def _validated_top(grad_fn, params, start, diag, max_iters, tol, checked, method
     start = jnp.asarray(start)
     if jnp.issubdtype(flat.dtype, jnp.floating) and start.dtype != flat.dtype:
         start = start.astype(flat.dtype)
-    if diag is not None:
-        scalar = jax.tree.structure(diag).num_nodes == 1 and jnp.ndim(diag) == 0  # D = d I
-        like = jax.tree.structure(diag) == jax.tree.structure(params) and all(
-            jnp.shape(d) == jnp.shape(x)
-            for d, x in zip(jax.tree.leaves(diag), jax.tree.leaves(params))
-        )
-        if not (scalar or like):
-            raise ValueError(
-                "diag must be a pytree like params (the same structure and leaf shapes) or a "
-                "scalar: the diagonal preconditioner D; got structure "
-                f"{jax.tree.structure(diag)} for params' {jax.tree.structure(params)}."
-            )
-        if not is_traced(diag):
-            with jax.ensure_compile_time_eval():  # concrete, also when called under a jit
-                d = ravel(diag)[0]
-                ok = bool(jnp.all(jnp.isfinite(d) & (d > 0)))
-            if not ok:
-                raise ValueError(
-                    "diag (the preconditioner D of D^-1/2 H D^-1/2) must have positive, finite "
-                    f"entries; its smallest is {float(jnp.min(d)):.3g}."
-                )
+    check_diag(diag, params)
     n = flat.shape[0]
     if start.ndim != 2 or start.shape[0] != n or not 1 <= start.shape[1] <= n:
         raise ValueError(
@@ -306,7 +316,7 @@ def _validated_top(grad_fn, params, start, diag, max_iters, tol, checked, method
 def _residual_bound(grad_fn, params, diag, vectors, values) -> Scalar:
     r"""$\max_i\|Av_i - \lambda_i v_i\| / \max_i|\lambda_i|$, one compiled program (eagerly, the
     linearization and its products compiled 5 programs at every capped call)."""
-    op = hvp_operator(grad_fn, params, diag)
+    op = block_operator(hvp_column(grad_fn, params, diag))  # (checked by the caller)
     residual = jnp.linalg.norm(op(vectors) - vectors * values[None, :], axis=0)
     return jnp.max(residual) / jnp.max(jnp.abs(values))
 

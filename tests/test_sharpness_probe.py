@@ -182,3 +182,17 @@ def test_a_capped_lobpcg_with_k_above_the_rank_does_not_warn_falsely():
             found = sharpness.top_eigenpairs(problem.grad, problem.params0, start)
         assert int(found.iterations) == 100  # at the cap: the zeros never meet the tolerance
         np.testing.assert_allclose(found.values, expect[::-1][:k], rtol=0, atol=1e-12 * expect[-1])
+
+
+def test_hvp_operator_checks_diag():
+    """`hvp_operator(grad_fn, params, diag)` took a diag of the wrong shape (or a negative one)
+    without a word, failing only when applied (a broadcasting TypeError) or returning NaN
+    (rsqrt of a negative entry); now top_eigenpairs' ValueError naming diag, at construction."""
+    grad_fn = lambda x: jnp.array([2.0, 1.0, 0.5]) * x
+    x = jnp.ones(3)
+    with pytest.raises(ValueError, match="diag must be a pytree like params"):
+        sharpness.hvp_operator(grad_fn, x, diag=jnp.ones(2))
+    with pytest.raises(ValueError, match=r"diag .* must have positive, finite entries"):
+        sharpness.hvp_operator(grad_fn, x, diag=-jnp.ones(3))
+    op = sharpness.hvp_operator(grad_fn, x, diag=jnp.array([2.0, 1.0, 0.5]))
+    np.testing.assert_allclose(op(jnp.eye(3)), jnp.eye(3), rtol=1e-15)  # D^-1/2 H D^-1/2 = I
