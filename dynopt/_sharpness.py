@@ -80,6 +80,16 @@ def block_operator(column: Callable[[Array], Array]) -> Callable[[Array], Array]
     return lambda block: map_batch(column, block.T).T
 
 
+def check_callable(name: str, fn) -> None:
+    """`ValueError` unless `fn` is callable (`top_eigenpairs(3, ...)` was Python's `TypeError`
+    "'int' object is not callable" from inside the linearization)."""
+    if not callable(fn):
+        raise ValueError(f"{name} must be a function params -> {_RETURNS[name]}, got {fn!r}.")
+
+
+_RETURNS = {"grad_fn": "gradient (e.g. problem.grad)", "loss_fn": "scalar loss"}
+
+
 def check_diag(diag: Params | None, params: Params) -> None:
     """`ValueError` unless `diag` is `None`, a scalar or a pytree like `params`, with (given
     concretely) positive, finite entries."""
@@ -111,8 +121,9 @@ def hvp_operator(grad_fn: Callable[[Params], Params], params: Params, diag: Para
     the Jacobian of `grad_fn` at `params` (one `jax.linearize`, then its Jacobian-vector
     product on each column, `block_operator`; no matrix is formed).
 
-    **Raises:** `ValueError` for a `diag` that is not `top_eigenpairs`'s (a scalar or a pytree
-    like `params`, entries positive and finite)."""
+    **Raises:** `ValueError` for a `grad_fn` that is not callable or a `diag` that is not
+    `top_eigenpairs`'s (a scalar or a pytree like `params`, entries positive and finite)."""
+    check_callable("grad_fn", grad_fn)
     check_diag(diag, params)
     return block_operator(hvp_column(grad_fn, params, diag))
 
@@ -248,6 +259,7 @@ def top_eigenpairs(
 
 def _validated_top(grad_fn, params, start, diag, max_iters, tol, checked, method, once: bool):
     # `top_eigenpairs`, and with `once` the tracker's warm Lanczos (`_lanczos_once_top`).
+    check_callable("grad_fn", grad_fn)
     positive_int("max_iters", max_iters)
     check_tol(tol)
     flag("checked", checked)
@@ -469,6 +481,7 @@ def krylov_start(
     with `method="lanczos"` itself (the only tracker that starts here).
 
     **Returns:** an $(n, k)$ block, in `start`'s dtype."""
+    check_callable("grad_fn", grad_fn)
     column = hvp_column(grad_fn, params)
     k, n = start.shape[1], start.shape[0]
     values, vectors, _ = _lanczos_once_top(None, start, krylov_depth(k, n), matvec=column)
@@ -486,6 +499,7 @@ def random_start(key: Key, num_params: int, k: int, dtype=jnp.float64) -> Float[
 def dense_hessian(loss_fn: Callable[[Params], Scalar], params: Params) -> Float[Array, "n n"]:
     """The symmetrized dense Hessian in `ravel_pytree` order (a reference for small models);
     `loss_fn` must return a scalar."""
+    check_callable("loss_fn", loss_fn)
     flat, unravel = ravel(params)
     shape = jax.eval_shape(loss_fn, params).shape
     if shape != ():

@@ -184,6 +184,23 @@ def test_a_capped_lobpcg_with_k_above_the_rank_does_not_warn_falsely():
         np.testing.assert_allclose(found.values, expect[::-1][:k], rtol=0, atol=1e-12 * expect[-1])
 
 
+def test_function_arguments_must_be_callable():
+    """`top_eigenpairs(3, ...)`, `krylov_start(3, ...)`, `hvp_operator(3, ...)` and
+    `dense_hessian(3, ...)` were Python's or JAX's TypeError ("'int' object is not callable",
+    "Expected a callable value"); now a ValueError naming the argument."""
+    x = jnp.ones(3)
+    start = sharpness.random_start(jax.random.key(0), 3, 1)
+    for call in (
+        lambda: sharpness.top_eigenpairs(3, x, start),
+        lambda: sharpness.krylov_start(3, x, start),
+        lambda: sharpness.hvp_operator(3, x),
+    ):
+        with pytest.raises(ValueError, match="grad_fn must be a function"):
+            call()
+    with pytest.raises(ValueError, match="loss_fn must be a function"):
+        sharpness.dense_hessian(3, x)
+
+
 def test_hvp_operator_checks_diag():
     """`hvp_operator(grad_fn, params, diag)` took a diag of the wrong shape (or a negative one)
     without a word, failing only when applied (a broadcasting TypeError) or returning NaN
