@@ -118,3 +118,48 @@ def test_sliced_wasserstein_of_mixed_precisions_is_the_wider_ones():
     # Integer points are measured in the default float dtype.
     ints = jnp.arange(10).reshape(5, 2)
     assert games.sliced_wasserstein(key, ints, ints + 1).dtype == jnp.float64
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.1, float("nan"), float("inf")])
+@pytest.mark.parametrize(
+    "make",
+    [
+        games.simultaneous_gda,
+        games.alternating_gda,
+        games.extragradient,
+        games.optimistic_gda,
+        lambda lr: games.consensus_optimization(lr, 1.0),
+    ],
+)
+def test_gda_transforms_check_learning_rate(make, rate):
+    """The GDA transforms took a zero, negative, NaN or infinite learning rate without a word
+    (standing still, ascending, or NaN iterates); now a ValueError naming learning_rate."""
+    with pytest.raises(ValueError, match="learning_rate must be > 0 and finite"):
+        make(rate)
+
+
+def test_gda_transforms_check_gamma_and_d_first():
+    """consensus_optimization(h, gamma=-1) (anti-consensus) and alternating_gda(h, d_first="no")
+    (a truthy string: the discriminator first) were accepted silently."""
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        games.consensus_optimization(0.1, -1.0)
+    with pytest.raises(ValueError, match="d_first must be True or False"):
+        games.alternating_gda(0.1, d_first="no")
+
+
+def test_gda_transforms_valid_rates_unchanged():
+    """A valid rate, concrete or traced (vmapped), steps as before: one GDA step on the
+    bilinear game phi * theta from (1, 1) is (1 + h, 1 - h)."""
+    game = games.minmax(lambda phi, theta: phi * theta, 1.0, 1.0)
+    z = game.params0
+
+    def one_step(h):
+        tx = games.simultaneous_gda(h)
+        updates, _ = tx.update(game.gradient(z), tx.init(z), z)
+        return jnp.stack([z[0] + updates[0], z[1] + updates[1]])
+
+    hs = jnp.array([0.1, 0.25])
+    # phi (the max-player) ascends phi * theta, theta descends it: xi = (-theta, phi).
+    expected = jnp.stack([1.0 + hs, 1.0 - hs], axis=1)
+    np.testing.assert_allclose(jax.vmap(one_step)(hs), expected, rtol=1e-15)
+    np.testing.assert_allclose(one_step(0.1), expected[0], rtol=1e-15)

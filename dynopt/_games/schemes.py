@@ -30,7 +30,7 @@ import optax
 
 from .._custom_types import Array, ScalarLike
 from .._discretization import Discretization
-from .._validation import hyperparameter, positive
+from .._validation import flag, hyperparameter, is_traced, nonnegative, positive
 from .game import Game, GameParams
 
 
@@ -51,10 +51,22 @@ def _with_grad_fn(name: str, step: Callable) -> optax.GradientTransformationExtr
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _learning_rate(value):
+    """`value` checked finite and > 0 where concrete (a zero, negative or NaN rate silently
+    stood still, ran the game backwards or made it NaN); an optax schedule, or a traced rate,
+    as is: a scheme's `discretize` checked its step size on the host, and a runtime check here
+    would put a host callback in every run's program (out of JAX's persistent cache)."""
+    if callable(value) or is_traced(value):
+        return value
+    return positive("learning_rate", value)
+
+
 def simultaneous_gda(learning_rate: ScalarLike) -> optax.GradientTransformationExtraArgs:
     r"""Simultaneous gradient descent–ascent $z_{k+1} = z_k - h\,\xi(z_k)$: this *is*
-    `optax.sgd(learning_rate)` applied to the game gradient, and is returned as such."""
-    return optax.sgd(learning_rate)
+    `optax.sgd(learning_rate)` applied to the game gradient, and is returned as such.
+
+    **Raises:** `ValueError` for a `learning_rate` that is not finite and > 0."""
+    return optax.sgd(_learning_rate(learning_rate))
 
 
 def alternating_gda(
@@ -63,7 +75,12 @@ def alternating_gda(
     r"""Alternating GDA: one player steps, then the other sees the new parameters,
     $\varphi^+ = \varphi - h\xi_\varphi(\varphi,\theta)$,
     $\theta^+ = \theta - h\xi_\theta(\varphi^+,\theta)$ (`d_first=True`; else $\theta$ first).
-    Needs `grad_fn` (extra argument)."""
+    Needs `grad_fn` (extra argument).
+
+    **Raises:** `ValueError` for a `learning_rate` that is not finite and > 0 or a `d_first`
+    that is not `True` or `False`."""
+    learning_rate = _learning_rate(learning_rate)
+    d_first = flag("d_first", d_first)
 
     def step(updates, params, grad_fn):
         phi, theta = params
@@ -87,7 +104,13 @@ def consensus_optimization(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Consensus optimization (Mescheder et al. 2017): $z_{k+1} = z_k - h(\xi + \gamma\nabla
     \mathcal H)$ with $\mathcal H = \frac12\|\xi\|^2$, $\nabla\mathcal H = J_\xi^\top\xi$ (one
-    vector–Jacobian product of `grad_fn`, the extra argument)."""
+    vector–Jacobian product of `grad_fn`, the extra argument).
+
+    **Raises:** `ValueError` for a `learning_rate` that is not finite and > 0 or a `gamma` that
+    is not finite and >= 0."""
+    learning_rate = _learning_rate(learning_rate)
+    if not is_traced(gamma):  # (traced: `Consensus` checked it, as `_learning_rate` says)
+        gamma = nonnegative("gamma", gamma)
 
     def step(updates, params, grad_fn):
         _, pullback = jax.vjp(grad_fn, params)
@@ -99,7 +122,10 @@ def consensus_optimization(
 
 def extragradient(learning_rate: ScalarLike) -> optax.GradientTransformationExtraArgs:
     r"""Extragradient (Korpelevich): $z_{k+1/2} = z_k - h\xi(z_k)$,
-    $z_{k+1} = z_k - h\xi(z_{k+1/2})$. Needs `grad_fn` (extra argument)."""
+    $z_{k+1} = z_k - h\xi(z_{k+1/2})$. Needs `grad_fn` (extra argument).
+
+    **Raises:** `ValueError` for a `learning_rate` that is not finite and > 0."""
+    learning_rate = _learning_rate(learning_rate)
 
     def step(updates, params, grad_fn):
         half = optax.apply_updates(params, optax.tree.scale(-learning_rate, updates))
@@ -111,8 +137,10 @@ def extragradient(learning_rate: ScalarLike) -> optax.GradientTransformationExtr
 def optimistic_gda(learning_rate: ScalarLike) -> optax.GradientTransformationExtraArgs:
     r"""Optimistic GDA $z_{k+1} = z_k - h(2\xi_k - \xi_{k-1})$ (first step: $\xi_{-1} = \xi_0$,
     plain GDA). This *is* `optax.optimistic_gradient_descent(learning_rate)` (alpha = beta = 1)
-    applied to the game gradient, and is returned as such."""
-    return optax.optimistic_gradient_descent(learning_rate)
+    applied to the game gradient, and is returned as such.
+
+    **Raises:** `ValueError` for a `learning_rate` that is not finite and > 0."""
+    return optax.optimistic_gradient_descent(_learning_rate(learning_rate))
 
 
 # ---------------------------------------------------------------------------------------------
