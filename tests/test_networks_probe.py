@@ -98,3 +98,15 @@ def test_digits_image_flag_checked(image):
     with pytest.raises(ValueError, match="image must be True or False"):
         networks.digits(10, image=image)
     assert networks.digits(10, image=np.bool_(True))[0].shape == (10, 1, 8, 8)
+
+
+@pytest.mark.parametrize("activation", ["relu", 3, None])
+def test_activation_must_be_callable(activation):
+    """`mlp(..., activation="relu")` and `SmallCNN(activation=None)` built a model that failed
+    only when called (Python's TypeError "'str' object is not callable"); now a ValueError
+    naming activation, at construction."""
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="activation must be a function"):
+        networks.mlp(2, 1, activation=activation, key=key)
+    with pytest.raises(ValueError, match="activation must be a function"):
+        networks.SmallCNN(activation=activation, key=key)

@@ -38,6 +38,13 @@ def check_key(key) -> None:
     raise ValueError(f"key must be one jax.random.key (e.g. jax.random.key(0)), got {shown}.")
 
 
+def check_activation(activation) -> None:
+    """`ValueError` unless `activation` is callable (a string such as "relu" built a model that
+    failed only when called, with Python's "'str' object is not callable")."""
+    if not callable(activation):
+        raise ValueError(f"activation must be a function (e.g. jax.nn.tanh), got {activation!r}.")
+
+
 def mlp(
     in_size: int,
     out_size: int,
@@ -59,12 +66,14 @@ def mlp(
     float64 references), `key`.
 
     **Raises:** `ValueError` for a size that is not a positive integer, a negative `depth`,
-    a `dtype` that is not a real floating dtype or a `key` that is not one PRNG key.
+    an `activation` that is not callable, a `dtype` that is not a real floating dtype or a
+    `key` that is not one PRNG key.
     """
     for name, value in (("in_size", in_size), ("out_size", out_size), ("width", width)):
         positive_int(name, value)
     if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 0:
         raise ValueError(f"depth must be an integer >= 0 (0: a linear model), got {depth!r}.")
+    check_activation(activation)
     dtype = floating_dtype(dtype)
     check_key(key)
     return eqx.nn.MLP(
@@ -80,9 +89,10 @@ class SmallCNN(eqx.Module):
     convolution), `activation`, `dtype` (of the weights, as `mlp`'s; `None`: JAX's default),
     `key`.
 
-    **Raises:** `ValueError` for a size or count that is not a positive integer, a `dtype`
-    that is not a real floating dtype or a `key` that is not one PRNG key, and when called on
-    an input whose shape is not `(in_channels, size, size)`.
+    **Raises:** `ValueError` for a size or count that is not a positive integer, an
+    `activation` that is not callable, a `dtype` that is not a real floating dtype or a `key`
+    that is not one PRNG key, and when called on an input whose shape is not
+    `(in_channels, size, size)`.
     """
 
     conv1: eqx.nn.Conv2d
@@ -109,6 +119,7 @@ class SmallCNN(eqx.Module):
             ("channels", channels),
         ):
             positive_int(name, value)
+        check_activation(activation)
         dtype = floating_dtype(dtype)
         check_key(key)
         k1, k2, k3 = jax.random.split(key, 3)
