@@ -227,3 +227,19 @@ def test_cell_method_not_a_name(method):
     methods."""
     with pytest.raises(ValueError, match="method must be one of"):
         rnn.ODECell(rnn.competitive_lotka_volterra, rnn.POST5_PARAMS, 0.1, method=method)
+
+
+def test_loss_profile_refuses_empty_or_non_finite_alphas():
+    """A NaN or inf alpha returned a NaN loss in the profile without a word, and an empty
+    `alphas` an empty profile; now a ValueError naming alphas (traced: at run time)."""
+    model = rnn.unrolled_model(
+        rnn.ODECell(rnn.competitive_lotka_volterra, rnn.POST5_PARAMS, 0.5),
+        rnn.POST5_Y0,
+        rnn.Observations(jnp.array([0.5, 1.0]), jnp.ones((2, 2))),
+    )
+    raw, v = model.cell.params, jnp.ones(6)
+    for alphas in (jnp.array([0.0, jnp.nan]), jnp.array([jnp.inf]), jnp.array([])):
+        with pytest.raises(ValueError, match="alphas must be"):
+            rnn.loss_profile(model, raw, v, alphas)
+    ok = rnn.loss_profile(model, raw, v, jnp.array([0.0]))
+    assert np.isfinite(ok).all()

@@ -28,7 +28,7 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, ArrayLike, Float, PyTree
-from .._validation import is_traced, positive, positive_int
+from .._validation import interval, is_traced, positive, positive_int
 from .cell import as_array
 from .inference import ObservationModel
 
@@ -148,8 +148,8 @@ def loss_profile(
     `direction` is normalised to $\|v\| = 1$.
 
     **Raises:** `ValueError` for a `direction` not of shape `(p,)` ($p$ the number of flattened
-    parameters) or not finite and nonzero, `alphas` not 1-D, or `max_steps` not a positive
-    integer.
+    parameters) or not finite and nonzero, `alphas` not 1-D, empty or not finite, or
+    `max_steps` not a positive integer.
     """
     flat, _ = ravel_pytree(raw)
     p = flat.shape[0]
@@ -163,8 +163,11 @@ def loss_profile(
         if not (np.isfinite(norm) and norm > 0):
             raise ValueError(f"direction must be finite and nonzero, got norm {norm}.")
     alphas = as_array(alphas)
-    if alphas.ndim != 1:
-        raise ValueError(f"alphas must be 1-D (one loss per alpha), got shape {alphas.shape}.")
+    if alphas.ndim != 1 or alphas.size == 0:
+        raise ValueError(
+            f"alphas must be 1-D and non-empty (one loss per alpha), got shape {alphas.shape}."
+        )
+    alphas = interval("alphas", alphas)  # a NaN alpha was a silent NaN loss (jit: error_if)
     max_steps = positive_int("max_steps", max_steps)
     return _loss_profile(model, raw, v, alphas, solver, max_steps)
 
