@@ -46,6 +46,18 @@ def _on_reference(
         raise ValueError(f"problem must be a dynopt.Problem, got a {type(problem).__name__}.")
     if reference.flow is None:
         raise ValueError("this needs a reference solve (dynopt.solve), not a discrete run.")
+    # A reference of another problem failed inside JAX ("incompatible shapes for broadcasting").
+    want, got = problem.params0, reference.params
+    if jax.tree.structure(want) != jax.tree.structure(got) or any(
+        jnp.shape(a) != jnp.shape(b)[1:]
+        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got))
+    ):
+        shapes = lambda t: jax.tree.map(jnp.shape, t)
+        raise ValueError(
+            f"reference and problem must match: the reference's parameters (at each time) have "
+            f"shapes {jax.tree.map(lambda x: jnp.shape(x)[1:], got)}, problem.params0 "
+            f"{shapes(want)}; solve this problem for its reference."
+        )
     if reference.interpolation is None:
         raise ValueError(
             "this needs the reference's dense output: solve with dense=True (the default)."

@@ -115,3 +115,17 @@ def test_float32_times_at_the_end_of_the_interval():
     np.testing.assert_allclose(jitted, want, rtol=1e-14)
     with pytest.raises(ValueError, match="ts must be in"):
         lyapunov.loss_values(ref, problem, jnp.array([0.0, 0.1001], jnp.float32))
+
+
+def test_a_reference_of_another_problem_is_refused():
+    """A reference solved on a 2-parameter quadratic, measured on a 3-parameter one, was JAX's
+    TypeError "incompatible shapes for broadcasting"; now a ValueError naming reference and
+    problem."""
+    two = dynopt.problems.quadratic(jnp.array([2.0, 1.0]))
+    three = dynopt.problems.quadratic(jnp.array([2.0, 1.0, 3.0]))
+    reference = dynopt.solve(dynopt.flows.GradientFlow(), two, jnp.linspace(0.0, 1.0, 3))
+    ts = jnp.array([0.5])
+    for fn in (lyapunov.loss_rate, lyapunov.predicted_rate, lyapunov.gradient_norm_sq):
+        with pytest.raises(ValueError, match="reference and problem must match"):
+            fn(reference, three, ts)
+    assert np.isfinite(lyapunov.loss_rate(reference, two, ts)).all()
