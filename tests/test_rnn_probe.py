@@ -243,3 +243,14 @@ def test_loss_profile_refuses_empty_or_non_finite_alphas():
             rnn.loss_profile(model, raw, v, alphas)
     ok = rnn.loss_profile(model, raw, v, jnp.array([0.0]))
     assert np.isfinite(ok).all()
+
+
+def test_fit_and_identifiability_check_the_model():
+    """`fit(3, ...)`, `identifiability(3)` and `loss_profile(3, ...)` were AttributeErrors
+    ("'int' object has no attribute 'problem'" / "'cell'"); now a ValueError naming model."""
+    with pytest.raises(ValueError, match="model must be an ObservationModel"):
+        rnn.fit(3, optax.adam(1e-2), 5)
+    with pytest.raises(ValueError, match="model must be an ObservationModel"):
+        rnn.identifiability(3)
+    with pytest.raises(ValueError, match="model must be an ObservationModel"):
+        rnn.loss_profile(3, jnp.ones(2), jnp.ones(2), jnp.array([0.0]))

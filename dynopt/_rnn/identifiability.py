@@ -30,7 +30,7 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, ArrayLike, Float, PyTree
 from .._validation import interval, is_traced, positive, positive_int
 from .cell import as_array
-from .inference import ObservationModel
+from .inference import check_model, ObservationModel
 
 
 class Identifiability(eqx.Module):
@@ -89,8 +89,10 @@ def identifiability(
     """Sensitivity matrix, singular values, Fisher information and standard errors of `model`'s
     observations at `raw` (default: the cell's current parameters), for noise level `noise_std`.
 
-    **Raises:** `ValueError` for a `noise_std` that is not a finite scalar > 0.
+    **Raises:** `ValueError` for a `model` that is not an `ObservationModel` or a `noise_std`
+    that is not a finite scalar > 0.
     """
+    check_model(model)
     noise_std = _noise_std(noise_std)
     raw = model.cell.params if raw is None else raw
     jac, mask = _jacobian(model, raw)
@@ -151,6 +153,7 @@ def loss_profile(
     parameters) or not finite and nonzero, `alphas` not 1-D, empty or not finite, or
     `max_steps` not a positive integer.
     """
+    check_model(model)
     flat, _ = ravel_pytree(raw)
     p = flat.shape[0]
     v = as_array(direction)

@@ -333,6 +333,16 @@ def _optax_fit(cell: ODECell, traj, num_iterations: Int[Array, ""]) -> Fit:
     )
 
 
+def check_model(model) -> None:
+    """`ValueError` unless `model` is an `ObservationModel` (anything else was an
+    `AttributeError` naming a field of the model)."""
+    if not isinstance(model, ObservationModel):
+        raise ValueError(
+            "model must be an ObservationModel (from dynopt.rnn.unrolled_model or "
+            f"diffrax_model), got {type(model).__name__}."
+        )
+
+
 def fit(
     model: ObservationModel,
     optimizer: optax.GradientTransformation | optx.AbstractLeastSquaresSolver,
@@ -348,9 +358,10 @@ def fit(
     - An `optimistix` least-squares solver (e.g. `optx.LevenbergMarquardt(rtol, atol)`) minimises
       $\|r(\theta)\|^2$ with at most `num_iterations` steps.
 
-    **Raises:** `ValueError` for a `num_iterations` that is not a positive (Python or NumPy)
-    integer, or an unknown optimizer.
+    **Raises:** `ValueError` for a `model` that is not an `ObservationModel`, a `num_iterations`
+    that is not a positive (Python or NumPy) integer, or an unknown optimizer.
     """
+    check_model(model)
     # A NumPy integer counts, as for `ODECell.__call__`'s num_steps; a bool does not.
     num_iterations = positive_int("num_iterations", num_iterations)
     if isinstance(optimizer, optax.GradientTransformation):
