@@ -448,3 +448,15 @@ def test_complementarity_options_and_a_2d_ts_are_refused_naming_them():
     problem = dynopt.Problem(lambda p: jnp.sum(jnp.cosh(p)), jnp.ones(5))
     with pytest.raises(ValueError, match="ts must be a non-empty 1-D array"):
         central_solve(CentralFlow(0.1, k=1), problem, jnp.ones((2, 2)))
+
+
+def test_central_solve_checks_problem_and_solver():
+    """`central_solve(flow, 3, ts)` and `central_solve(flow, problem, ts, solver=3)` were
+    AttributeErrors ("'int' object has no attribute 'params0'" / "'term_structure'"); now a
+    ValueError naming problem or solver."""
+    problem = dynopt.problems.quadratic(jnp.array([2.0, 1.0]))
+    flow, ts = CentralFlow(0.1, k=1), jnp.array([0.0, 1.0])
+    with pytest.raises(ValueError, match=r"problem must be a dynopt\.Problem"):
+        central_solve(flow, 3, ts)
+    with pytest.raises(ValueError, match="solver must be None"):
+        central_solve(flow, problem, ts, solver=3)

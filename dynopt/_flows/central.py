@@ -873,7 +873,8 @@ def central_solve(
     and its `params` are float64.
 
     **Raises:** `ValueError` for a flow that is not one `CentralFlow` (a batch of learning
-    rates: vmap `central_path`); `SolveError` when an interval's solve fails (saying which
+    rates: vmap `central_path`), a `problem` that is not a `Problem` or a `solver` that is not a
+    diffrax solver; `SolveError` when an interval's solve fails (saying which
     and what to change), nothing solved after it. An attempt that leaves the interval
     needing more than `max_steps` at its pace, stopped where the $k$-th and $(k+1)$-th
     eigenvalues are `tied` at the edge, fails at once: a sliding mode, which no step budget
@@ -893,6 +894,8 @@ def central_solve(
     there, and the path is the stabilization's pull back to the threshold until it is there
     (the warning says when).
     """
+    import diffrax
+
     from .._solve import _check_times, _require_x64, raise_for_result
 
     _require_x64()
@@ -900,6 +903,16 @@ def central_solve(
         raise ValueError(
             f"central_solve solves a CentralFlow, got {type(flow).__name__} (the RMSProp central "
             "flows are solved by dynopt.solve)."
+        )
+    # (Anything else was an AttributeError: "'int' object has no attribute 'params0'" or
+    # "... 'term_structure'".)
+    if not isinstance(problem, Problem):
+        raise ValueError(
+            f"problem must be a dynopt.Problem (a loss), got {type(problem).__name__}."
+        )
+    if solver is not None and not isinstance(solver, diffrax.AbstractSolver):
+        raise ValueError(
+            f"solver must be None (Bosh3) or an explicit diffrax solver, got {solver!r}."
         )
     for name in ("learning_rate", "stabilization"):
         value = getattr(flow, name)
