@@ -1062,6 +1062,56 @@ def test_compiled_programs_are_released_once_they_hold_many_mappings(monkeypatch
         assert cleared == expected
 
 
+def test_release_programs_collects_cycles_the_rare_collector_left(monkeypatch):
+    """After each experiment the garbage the rarely-run collector left (`collect_rarely`), such
+    as a cycle holding compiled programs, is freed before the mappings are counted."""
+    import gc
+    import weakref
+
+    from experiments import _jobs
+
+    class Node:
+        pass
+
+    monkeypatch.setattr(_jobs, "MAPPINGS_BEFORE_RELEASE", 10**9)  # (nothing to clear)
+    enabled = gc.isenabled()
+    gc.disable()  # no collection but the one under test
+    try:
+        node = Node()
+        node.self = node  # a cycle: freed by the collector only
+        gone = weakref.ref(node)
+        del node
+        assert gone() is not None
+        _jobs.release_programs()
+        assert gone() is None
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def test_run_one_collects_garbage_rarely_with_the_imports_frozen(tmp_path, monkeypatch):
+    """`run_one` sets the collector's thresholds to `GC_THRESHOLDS` and freezes what was imported
+    (once per process): tracing allocates millions of objects, and the default thresholds
+    collected every 700 of them."""
+    import gc
+
+    from experiments import _jobs
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(_jobs, "_collector_tuned", False)
+    try:
+        out, _ = _jobs.run_one(
+            "nesterov", True, 0, tmp_path, progress=False, log=None, run=lambda n, **kw: kw["out"]
+        )
+        assert out == tmp_path
+        assert gc.get_threshold() == _jobs.GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+        assert _jobs.GC_THRESHOLDS[0] >= 10 * before[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
 def test_a_save_killed_mid_write_leaves_a_file_the_next_run_replaces(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
