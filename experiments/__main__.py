@@ -491,4 +491,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    _jobs.collector_wanted = True  # (the command line's own process: `_jobs.collect_rarely`)
     sys.exit(main())

@@ -51,16 +51,20 @@ def enable_compilation_cache() -> str:
 # 5% less CPU with these thresholds and the imported modules frozen out of the collector
 # (`gc.freeze`). Cyclic garbage is still collected: `release_programs` collects everything
 # after each experiment (so that the compiled programs it frees are counted, and go).
+# Only in processes the command line owns (`python -m experiments`, a `run-all` worker): a
+# library caller's process (a test worker) keeps its own collector settings.
 GC_THRESHOLDS = (50_000, 50, 1_000)
+collector_wanted = False
 _collector_tuned = False
 
 
 def collect_rarely() -> None:
     """Freeze what this process imported so far out of the garbage collector and collect its
-    young objects `GC_THRESHOLDS` apart, once per process (after JAX and dynopt are imported).
-    Changes no result: only when unreachable cycles are freed."""
+    young objects `GC_THRESHOLDS` apart, once per process (after JAX and dynopt are imported)
+    and only where `collector_wanted`. Changes no result: only when unreachable cycles are
+    freed."""
     global _collector_tuned
-    if not _collector_tuned:
+    if collector_wanted and not _collector_tuned:
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
@@ -71,7 +75,8 @@ def run_one(
     name: str, quick: bool, seed: int, out, *, progress: bool, log, run=run_experiment
 ) -> tuple[Path, float]:
     """One experiment in this process (`run`: the runner, `run_experiment`), timed:
-    `(results folder, wall seconds)`. The garbage collector runs rarely (`collect_rarely`)."""
+    `(results folder, wall seconds)`. In the command line's processes the garbage collector
+    runs rarely (`collect_rarely`)."""
     import dynopt
 
     collect_rarely()
@@ -203,13 +208,14 @@ def _run_in_worker(name: str, quick: bool, seed: int, out) -> tuple[str, str]:
     mappings (`release_programs`). Returns `(status, text)`: `("done", the report to print)`,
     `("error", the error line)` where `--out` became a place dynopt must not write during the
     run (the result saved beside it, or nowhere), `("interrupted", "")` after Ctrl-C."""
-    global _running
+    global _running, collector_wanted
     try:
         _running = True
         if _told_to_stop():
             return "interrupted", ""
         enable_compilation_cache()
         _exit_at_once_when_done()
+        collector_wanted = True  # (this process is the run's own)
         try:
             out, elapsed = run_one(
                 name, quick, seed, out, progress=False, log=functools.partial(_tagged_log, name)

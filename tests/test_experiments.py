@@ -1090,20 +1090,27 @@ def test_release_programs_collects_cycles_the_rare_collector_left(monkeypatch):
 
 
 def test_run_one_collects_garbage_rarely_with_the_imports_frozen(tmp_path, monkeypatch):
-    """`run_one` sets the collector's thresholds to `GC_THRESHOLDS` and freezes what was imported
-    (once per process): tracing allocates millions of objects, and the default thresholds
-    collected every 700 of them."""
+    """In the command line's processes `run_one` sets the collector's thresholds to
+    `GC_THRESHOLDS` and freezes what was imported (once per process): tracing allocates millions
+    of objects, and the default thresholds collected every 700 of them. A library caller's
+    process (this test worker) keeps its settings."""
     import gc
 
     from experiments import _jobs
 
-    before = gc.get_threshold()
-    monkeypatch.setattr(_jobs, "_collector_tuned", False)
-    try:
+    def run():
         out, _ = _jobs.run_one(
             "nesterov", True, 0, tmp_path, progress=False, log=None, run=lambda n, **kw: kw["out"]
         )
         assert out == tmp_path
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(_jobs, "_collector_tuned", False)
+    run()
+    assert gc.get_threshold() == before
+    monkeypatch.setattr(_jobs, "collector_wanted", True)
+    try:
+        run()
         assert gc.get_threshold() == _jobs.GC_THRESHOLDS
         assert gc.get_freeze_count() > 0
         assert _jobs.GC_THRESHOLDS[0] >= 10 * before[0]
