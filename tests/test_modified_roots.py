@@ -97,3 +97,20 @@ def test_sqrt0_is_sqrt_with_derivative_zero_at_zero_and_transposes():
     norm = zero_safe_roots(lambda v: jnp.linalg.norm(v))
     h = jax.jacfwd(jax.jacfwd(norm))(jnp.zeros(2))
     assert np.all(np.isfinite(h))
+
+
+def test_a_root_at_its_floor_on_the_manifold_refuses_orders_above_one():
+    """AdaBelief's second moment is an EMA of (g - m)², which its slow manifold makes O(h²): at
+    optax's eps_root = 1e-16 the root sqrt(s + eps_root) is |O(h)| for every usable h but
+    smooth at h = 0, so the derivatives at h = 0 miss the step's O(h) terms. The order-2 flow
+    was returned silently and the run tracked it to order 1.02 (errors 0.025, 0.012, 0.0062 at
+    h = 0.02, 0.01, 0.005 on a log-sum-exp dict problem, twice the order-1 flow's). Order 1
+    holds, and a floor at the scale of the step (the registry row's eps_root = 0.2) expands."""
+    tiny = lambda h: optax.adabelief(h, b1=0.5, b2=0.6, eps=0.3)  # eps_root = 1e-16
+    with pytest.raises(ValueError, match=r"order=2: .*square root.*eps_root"):
+        modified_flow(tiny, 0.01, 2)
+    with pytest.raises(ValueError, match=r"order=3: .*square root"):
+        modified_flow(tiny, 0.01, 3)
+    modified_flow(tiny, 0.01, 1)
+    modified_flow(lambda h: optax.adabelief(h, b1=0.5, b2=0.6, eps=0.3, eps_root=0.2), 0.01, 2)
+    modified_flow(_ADAM, 0.01, 2)  # sqrt(v), v = g² + O(h) on the manifold: no floor

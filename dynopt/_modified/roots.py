@@ -51,7 +51,8 @@ def _body(eqn):
     return call_jaxpr(eqn)
 
 
-def _eval(jaxpr, consts, args):
+def _eval(jaxpr, consts, args, found: list | None = None):
+    # `found`: where given, the argument of every square root (`sqrt`, `rsqrt`) is appended.
     env = {}
 
     def read(v):
@@ -64,8 +65,10 @@ def _eval(jaxpr, consts, args):
     for eqn in jaxpr.eqns:
         vals = [read(v) for v in eqn.invars]
         body = _body(eqn)
+        if found is not None and eqn.primitive in (lax.sqrt_p, lax.rsqrt_p):
+            found.append(vals[0])
         if body is not None:
-            outs = _eval(body[0], body[1], vals)
+            outs = _eval(body[0], body[1], vals, found)
         elif eqn.primitive is lax.sqrt_p:
             outs = [sqrt0(vals[0])]
         else:
@@ -85,3 +88,12 @@ def zero_safe_roots(fn):
         return jax.tree.unflatten(jax.tree.structure(shape), outs)
 
     return wrapped
+
+
+def root_arguments(fn, *args) -> list:
+    """The arguments of the square roots (`sqrt`, `rsqrt`) that `fn(*args)` takes, in order
+    (outside control flow; concrete where `args` are)."""
+    closed = jax.make_jaxpr(fn)(*args)
+    found = []
+    _eval(closed.jaxpr, closed.consts, jax.tree.leaves(args), found)
+    return found

@@ -20,7 +20,7 @@ from .._discretization import accepted_extra_args, Discretization
 from .._maps.base import with_standard_promotion
 from .._run import oracle
 from .._validation import at_zero_step
-from .roots import zero_safe_roots
+from .roots import root_arguments, zero_safe_roots
 from .smooth import dependent_outputs
 
 
@@ -184,6 +184,15 @@ def has_counters(opt_state) -> bool:
     return any(
         eqx.is_array(x) and jnp.issubdtype(x.dtype, jnp.integer) for x in jax.tree.leaves(opt_state)
     )
+
+
+def step_roots(spec: OptimizerSpec, tau, params, opt_state, problem) -> list:
+    """The arguments of the square roots of `raw_step`'s update (concrete where the inputs
+    are)."""
+    tx = spec.transform(tau)
+    value, grad = problem.value_and_grad(params)
+    extra = oracle(problem, None, 0).extra_args(tx, value, grad)
+    return root_arguments(lambda g, s, p: tx.update(g, s, p, **extra), grad, opt_state, params)
 
 
 def raw_step(spec: OptimizerSpec, tau, params, opt_state, problem):
