@@ -1510,7 +1510,9 @@ def modified_flow(
       ($s_i' = a_i\odot s_i + c_i(\theta, s_{-i})$, the EMAs and traces of optax); leaves in a
       cycle or nonlinear in themselves are refused. A state that vanishes on the manifold under
       a square root (AdaBelief's $(g - m)^2 = O(h^2)$ with a tiny `eps_root`) makes the step
-      non-analytic at the scale of $h$: the order-1 flow holds, higher orders do not.
+      non-analytic at the scale of $h$: the order-1 flow holds, higher orders do not and are
+      refused (a root whose argument at $h = 0$ is below `ROOT_FLOOR` of its value at
+      $h = 0.01$, on the probe problem).
     - `"auto"`: `"slow"` when one step at $h = 0$ leaves the state unchanged, else `"fast"`.
 
     **Arguments:**
@@ -1571,9 +1573,10 @@ def modified_flow(
     `optax.apply_every`), an update that does not vanish at $h = 0$ or whose length does not
     scale with $h$, a state leaf that is not near identity in the slow regime (named, with its
     change), a non-contracting or coupled state in the fast regime (a decay that tends to 1
-    with the counter: `optax.adafactor`), a slow manifold on a kink, `order` > 2 for a state
-    of step-scaled updates, a `state_map` that does not invert, a bad `time_unit` or `state`,
-    a `problem` that is not a dynopt problem.
+    with the counter: `optax.adafactor`), a slow manifold on a kink, `order` $\ge 2$ where
+    the fast state's manifold puts a square root at its floor (AdaBelief's tiny `eps_root`),
+    `order` > 2 for a state of step-scaled updates, a `state_map` that does not invert, a bad
+    `time_unit` or `state`, a `problem` that is not a dynopt problem.
     """
     if isinstance(optimizer, Discretization) or not callable(optimizer):
         raise ValueError(
