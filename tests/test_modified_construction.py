@@ -3,6 +3,7 @@ not eager op-by-op evaluation, and the problem's gradient traced once per signat
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -113,3 +114,15 @@ def test_terms_of_a_state_of_another_shape_is_a_value_error_naming_state():
     with pytest.raises(ValueError, match=r"state: .*params0"):
         flow.terms({"w": jnp.ones(2)}, problem)
     assert flow.terms(jnp.ones(2), problem).rate == pytest.approx(1.0, abs=1e-12)
+
+
+def test_vector_field_of_a_slow_flow_names_bare_parameters():
+    """A slow-regime flow's state is `ModifiedState(params, optimizer state)`; bare parameters
+    failed deep in the step with AttributeError "'dict' object has no attribute 'state'"."""
+    problem = dynopt.Problem(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.array([0.5, -1.0])})
+    flow = dynopt.modified_flow(lambda h: optax.sgd(h), 0.1, 2, problem=problem)
+    with pytest.raises(ValueError, match=r"state: .*slow regime.*flow\.init\(params\).*dict"):
+        flow.vector_field(0.0, problem.params0, problem)
+    field = flow.params(flow.vector_field(0.0, flow.init(problem.params0), problem))
+    w = problem.params0["w"]  # GD's order-2 field -g - (h/2) H g, g = 2w, H = 2I
+    np.testing.assert_allclose(field["w"], -2 * w - 0.05 * 4 * w, rtol=1e-14)

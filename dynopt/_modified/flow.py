@@ -164,6 +164,14 @@ class ModifiedFlow(AbstractFlow):
 
     def vector_field(self, t: ScalarLike, state, problem: Problem):
         del t
+        if self.spec.regime == "slow" and not isinstance(state, ModifiedState):
+            # Bare parameters failed deep inside the step with "'dict' object has no
+            # attribute 'state'" (the type's name of the user's parameters).
+            raise ValueError(
+                "state: this flow is in the slow regime, whose state is "
+                "ModifiedState(params, optimizer state): pass `flow.init(params)`, got "
+                f"{type(state).__name__}."
+            )
         return combine_values(self.field_values(state, problem), self.tau)
 
     def params(self, state) -> Params:
