@@ -120,11 +120,13 @@ _SLOW = (
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Under `make test` (`-n 2`, `--maxschedchunk 1`: one test at a time to each free worker)
-    the experiments' quick runs, the longest tests by far (10-20 s each), go first, so that no
+    """Under `make test` (`-n 2`, `--dist worksteal`: each worker starts with one contiguous half
+    of this order and takes half of the other's remaining tests when it runs out) the
+    experiments' quick runs, the longest tests by far (10-20 s each), go first, so that no
     worker is left running one alone at the end. Then one test of each once-per-run fixture,
-    and that fixture's other tests halfway through the rest: a worker that met them early
-    would wait on the lock (8 s) while the other worker computes the result. (Each quick run is
+    and that fixture's other tests where the second worker starts, halfway through the rest:
+    one worker computes the result while the other runs the quick runs, and neither waits on
+    the lock (8 s) for the other. (Each quick run is
     made once per run, by whichever worker first asks, `once_per_run`: the figure-redraw test
     reads gd_flow's where the other worker made it. xdist_group could not pin it to that
     worker: xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads.)"""
@@ -142,5 +144,7 @@ def pytest_collection_modifyitems(config, items):
     # The longest of the rest next (a stable sort keeps their order): collected in file order,
     # the ones in test_s*.py came last, and a worker ran one alone while the other idled.
     rest.sort(key=lambda item: not item.nodeid.startswith(_SLOW))
-    half = len(rest) // 2  # not at the very end: their own calls take 1-9 s
+    # The second worker's first tests (worksteal hands the first worker len(items) // 2); not at
+    # the very end: their own calls take 1-9 s.
+    half = min(max(len(items) // 2 - len(quick) - len(early), 0), len(rest))
     items[:] = quick + early + rest[:half] + late + rest[half:]
