@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import matfree.decomp
 import matfree.eig
-import numpy as np
 import optax
 from jax.experimental.sparse.linalg import lobpcg_standard
 from jax.flatten_util import ravel_pytree
@@ -29,10 +28,13 @@ from ._validation import (
     choice,
     decay as _decay,
     flag,
+    function,
     host_validated,
     is_traced,
     nonnegative,
+    one_key,
     positive_int,
+    seed as _seed,
 )
 
 
@@ -83,8 +85,7 @@ def block_operator(column: Callable[[Array], Array]) -> Callable[[Array], Array]
 def check_callable(name: str, fn) -> None:
     """`ValueError` unless `fn` is callable (`top_eigenpairs(3, ...)` was Python's `TypeError`
     "'int' object is not callable" from inside the linearization)."""
-    if not callable(fn):
-        raise ValueError(f"{name} must be a function params -> {_RETURNS[name]}, got {fn!r}.")
+    function(name, fn, f"a function params -> {_RETURNS[name]}")
 
 
 _RETURNS = {"grad_fn": "gradient (e.g. problem.grad)", "loss_fn": "scalar loss"}
@@ -489,10 +490,11 @@ def krylov_start(
 
 
 def random_start(key: Key, num_params: int, k: int, dtype=jnp.float64) -> Float[Array, "n k"]:
-    """An $(n, k)$ block of standard normal columns (a cold LOBPCG start); `num_params` $= n$
-    and `k` positive integers."""
-    positive_int("num_params", num_params)
-    positive_int("k", k)
+    """An $(n, k)$ block of standard normal columns (a cold LOBPCG start): `key` one PRNG key,
+    `num_params` $= n$ a positive integer and `k` an integer in $[1, n]$ (more columns than
+    dimensions span no more: the block would be rank-deficient); else `ValueError`."""
+    key = one_key("key", key)
+    check_k(k, positive_int("num_params", num_params))
     return jax.random.normal(key, (num_params, k), dtype)
 
 
@@ -813,9 +815,9 @@ def track_sharpness(
     **Raises:** `ValueError` for a `tx` of another type, a `k`, `every`, `max_iters` or
     `init_iters` that is not a positive integer, a `tol` that is not `None` or positive and
     finite, an unknown `method`, a Lanczos depth `max_iters` below `k`, a `seed` that is not
-    an integer, or a `preconditioner` or `init_grad_fn` that is not callable; at `init`, for
-    $k$ above the parameter count and a `preconditioner` that does not match the optimizer's
-    state.
+    an integer in $[0, 2^{32})$, or a `preconditioner` or `init_grad_fn` that is not callable;
+    at `init`, for $k$ above the parameter count and a `preconditioner` that does not match the
+    optimizer's state.
     """
     positive_int("k", k)
     every = positive_int("every", every)
@@ -829,18 +831,19 @@ def track_sharpness(
             f"max_iters (the Krylov depth for method='lanczos') must be at least k = {k}, got "
             f"{max_iters}."
         )
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed must be an integer (the cold start's PRNG seed), got {seed!r}.")
-    if preconditioner is not None and not callable(preconditioner):
-        raise ValueError(
-            "preconditioner must be None or a function inner_state -> D (e.g. "
-            f"dynopt.sharpness.adam_preconditioner(...)), got {preconditioner!r}."
-        )
-    if init_grad_fn is not None and not callable(init_grad_fn):
-        raise ValueError(
-            "init_grad_fn must be None or a function params -> gradient (e.g. problem.grad), "
-            f"got {init_grad_fn!r}."
-        )
+    seed = _seed("seed", seed)  # the cold start's jax.random.key
+    function(
+        "preconditioner",
+        preconditioner,
+        "None or a function inner_state -> D (e.g. dynopt.sharpness.adam_preconditioner(...))",
+        allow_none=True,
+    )
+    function(
+        "init_grad_fn",
+        init_grad_fn,
+        "None or a function params -> gradient (e.g. problem.grad)",
+        allow_none=True,
+    )
     tracking = _Tracking(
         int(k), int(every), _Held(preconditioner), _Held(init_grad_fn), int(max_iters),
         None if tol is None else float(tol), int(seed), int(init_iters), method,

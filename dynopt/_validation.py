@@ -332,6 +332,58 @@ def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
     return int(value)
 
 
+def _shown(value: Any) -> str:
+    """`value` for a message: its type and a short repr (`int 3`, `str 'relu'`), or `None`."""
+    if value is None:
+        return "None"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def function(name: str, value: Any, expected: str = "callable", *, allow_none: bool = False):
+    """`value` unchanged when it is callable (or `None` where `allow_none`); else
+    `ValueError("{name} must be {expected}, got {type} {repr}.")`, where `expected` says what
+    to pass (`"callable (x, t) -> scalar"`, `"a function params -> scalar"`). Construction
+    only: a function is static, never traced. (A non-callable reached Python's `TypeError`
+    "'int' object is not callable" deep inside the first trace that called it.)"""
+    if callable(value) or (allow_none and value is None):
+        return value
+    raise ValueError(f"{name} must be {expected}, got {_shown(value)}.")
+
+
+def one_key(name: str, key: Any) -> Any:
+    """`key` unchanged when it is one PRNG key: a typed `jax.random.key(seed)` (shape `()`) or
+    a legacy `uint32[2]` `jax.random.PRNGKey`, concrete or traced (its dtype and shape are
+    known at trace time: a vmapped ensemble checks one key per member). Else `ValueError`
+    naming `name`: an integer seed failed inside `jax.random.split`/`normal` with JAX's
+    `TypeError` "invalid PRNG key data", a batch of keys with a shape error."""
+    if isinstance(key, jax.Array):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+            return key
+        if key.dtype == jnp.uint32 and key.shape == (2,):
+            return key
+    shown = f"{key.dtype}{list(key.shape)}" if isinstance(key, jax.Array) else _shown(key)
+    raise ValueError(f"{name} must be one jax.random.key (e.g. jax.random.key(0)), got {shown}.")
+
+
+# Seeds: what both NumPy (`default_rng`: non-negative integers) and JAX (`jax.random.key`:
+# a C long, with or without x64) accept, as the experiments' `--seed`.
+SEED_BOUND = 2**32
+
+
+def seed(name: str, value: Any) -> int:
+    """`value` as an `int` when it is an integer (Python or NumPy; not a bool) in
+    $[0, 2^{32})$, the seeds that NumPy's `default_rng` and `jax.random.key` both take (NumPy
+    refuses a negative one, JAX one beyond a C long, and a negative seed and its two's
+    complement name different JAX keys): the one rule of every data constructor. Else
+    `ValueError` naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer in [0, 2**32), got {_shown(value)}.")
+    if not 0 <= int(value) < SEED_BOUND:
+        raise ValueError(f"{name} must be an integer in [0, 2**32), got {int(value)}.")
+    return int(value)
+
+
 def solver_options(rtol: Any, atol: Any, max_steps: Any) -> tuple[float, float, int]:
     """An adaptive solve's `(rtol, atol, max_steps)` as Python numbers: the tolerances finite and
     > 0 (`rtol` in [float64's machine epsilon, 1)), `max_steps` a positive integer (10.5 is
@@ -398,6 +450,7 @@ __all__ = [
     "choice",
     "decay",
     "describe_range",
+    "function",
     "host_validated",
     "hyperparameter",
     "increasing",
@@ -405,6 +458,8 @@ __all__ = [
     "interval",
     "is_traced",
     "nonnegative",
+    "one_key",
     "positive",
     "positive_int",
+    "seed",
 ]

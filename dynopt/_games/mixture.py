@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from .._custom_types import Array, Key
 from .._discretization import widest_dtype
-from .._validation import nonnegative, positive, positive_int
+from .._validation import nonnegative, one_key, positive, positive_int
 from .game import Game
 from .regularizers import AbstractPenalty, total_penalty
 
@@ -21,25 +21,14 @@ def mixture_modes(num_modes: int = 8, radius: float = 2.0) -> Array:
 
 def sample_mixture(key: Key, n: int, num_modes: int = 8, radius: float = 2.0, std: float = 0.02):
     """`n` samples of the equal-weight mixture of isotropic Gaussians (std `std`) at the modes
-    (`mixture_modes`); `ValueError` for an `n` that is not a positive integer or a `std` that is
-    not >= 0 (a negative one would pass as its absolute value)."""
-    n, std = positive_int("n", n), nonnegative("std", std)
+    (`mixture_modes`); `ValueError` for a `key` that is not one PRNG key, an `n` that is not a
+    positive integer or a `std` that is not >= 0 (a negative one would pass as its absolute
+    value)."""
+    key, n, std = one_key("key", key), positive_int("n", n), nonnegative("std", std)
     k_mode, k_noise = jax.random.split(key)
     modes = mixture_modes(num_modes, radius)
     idx = jax.random.randint(k_mode, (n,), 0, num_modes)
     return modes[idx] + std * jax.random.normal(k_noise, (n, 2), modes.dtype)
-
-
-def _check_key(key) -> None:
-    """`ValueError` unless `key` is one PRNG key (`jax.random.key(seed)` or a legacy
-    `uint32[2]`): an integer seed would fail inside `jax.random.split` as a TypeError."""
-    if isinstance(key, jax.Array):
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
-            return
-        if key.dtype == jnp.uint32 and key.shape == (2,):
-            return
-    shown = key.dtype if isinstance(key, jax.Array) else f"{type(key).__name__} {key!r}"
-    raise ValueError(f"key must be one jax.random.key (e.g. jax.random.key(0)), got {shown}.")
 
 
 def mlp_init(key: Key, sizes: tuple[int, ...], dtype=jnp.float64) -> list[dict]:
@@ -117,7 +106,7 @@ def mixture_gan(
 
     **Raises:** `ValueError` for a `key` that is not one PRNG key, sizes that are not positive
     integers, or a `radius` or `std` that is not > 0."""
-    _check_key(key)
+    one_key("key", key)
     hidden, depth = positive_int("hidden", hidden), positive_int("depth", depth)
     latent_dim = positive_int("latent_dim", latent_dim)
     batch_size = positive_int("batch_size", batch_size)

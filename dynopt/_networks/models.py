@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, Key
-from .._validation import positive_int
+from .._validation import function, one_key, positive_int
 
 
 def floating_dtype(dtype):
@@ -23,26 +23,6 @@ def floating_dtype(dtype):
     if not floating:  # an integer dtype failed deep inside the model's activation
         raise ValueError(f"dtype must be a real floating dtype (float32, float64), got {dtype!r}.")
     return jnp.dtype(dtype)
-
-
-def check_key(key) -> None:
-    """`ValueError` unless `key` is one PRNG key (`jax.random.key(seed)`, or a legacy
-    `uint32[2]` `PRNGKey`), traced or not (a vmapped ensemble of networks): a seed given as an
-    integer failed inside `jax.random.split` with JAX's "invalid PRNG key data"."""
-    if isinstance(key, jax.Array):
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
-            return
-        if key.dtype == jnp.uint32 and key.shape == (2,):
-            return
-    shown = f"{key.dtype}{list(key.shape)}" if isinstance(key, jax.Array) else repr(key)[:40]
-    raise ValueError(f"key must be one jax.random.key (e.g. jax.random.key(0)), got {shown}.")
-
-
-def check_activation(activation) -> None:
-    """`ValueError` unless `activation` is callable (a string such as "relu" built a model that
-    failed only when called, with Python's "'str' object is not callable")."""
-    if not callable(activation):
-        raise ValueError(f"activation must be a function (e.g. jax.nn.tanh), got {activation!r}.")
 
 
 def mlp(
@@ -73,9 +53,9 @@ def mlp(
         positive_int(name, value)
     if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 0:
         raise ValueError(f"depth must be an integer >= 0 (0: a linear model), got {depth!r}.")
-    check_activation(activation)
+    function("activation", activation, "a function (e.g. jax.nn.tanh)")
     dtype = floating_dtype(dtype)
-    check_key(key)
+    one_key("key", key)
     return eqx.nn.MLP(
         in_size, out_size, width, int(depth), activation=activation, dtype=dtype, key=key
     )
@@ -119,9 +99,9 @@ class SmallCNN(eqx.Module):
             ("channels", channels),
         ):
             positive_int(name, value)
-        check_activation(activation)
+        function("activation", activation, "a function (e.g. jax.nn.tanh)")
         dtype = floating_dtype(dtype)
-        check_key(key)
+        one_key("key", key)
         k1, k2, k3 = jax.random.split(key, 3)
         self.conv1 = eqx.nn.Conv2d(in_channels, channels, 3, padding=1, dtype=dtype, key=k1)
         self.conv2 = eqx.nn.Conv2d(channels, channels, 3, stride=2, padding=1, dtype=dtype, key=k2)
