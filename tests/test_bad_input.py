@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynopt import games, networks, sharpness
+from dynopt import densities as D, games, networks, sharpness
 from dynopt._validation import function, one_key
 
 
@@ -71,3 +71,108 @@ def test_networks_and_mixture_gan_share_the_key_check():
     modes = games.mixture_modes()
     idx = jax.random.randint(k_mode, (4,), 0, 8)
     np.testing.assert_array_equal(x, modes[idx] + 0.02 * jax.random.normal(k_noise, (4, 2)))
+
+
+# --- 2. densities.total_variation --------------------------------------------------------------
+
+
+def _histogram():
+    edges = jnp.linspace(-1.0, 1.0, 5)
+    return D.histogram_density(jnp.linspace(-0.9, 0.9, 50), edges, 1.0), edges
+
+
+def test_total_variation_refuses_a_non_callable_cdf_and_mismatched_edges():
+    """`total_variation(dens, edges, 3)` was Python's TypeError "'int' object is not
+    callable"; edges of another histogram broadcast or failed in `sub`."""
+    dens, edges = _histogram()
+    with pytest.raises(ValueError, match=r"^cdf must be callable .*got int 3\.$"):
+        D.total_variation(dens, edges, 3)
+    cdf = jax.scipy.stats.norm.cdf
+    with pytest.raises(ValueError, match=r"^edges must be the histogram's 5 bin edges"):
+        D.total_variation(dens, jnp.linspace(-1.0, 1.0, 7), cdf)
+    with pytest.raises(ValueError, match=r"^edges must be a 1-D increasing array of >= 2 finite"):
+        D.total_variation(dens, jnp.array([-1.0, 0.0, jnp.nan, 0.5, 1.0]), cdf)
+    with pytest.raises(ValueError, match=r"^dens must be a GridDensity"):
+        D.total_variation(dens.density, edges, cdf)
+    with pytest.raises(ValueError, match=r"^cdf must map the edges \(shape \(5,\)\)"):
+        D.total_variation(dens, edges, lambda e: cdf(e)[:3])
+    # The valid call's number, by hand.
+    exact = jnp.diff(cdf(edges))
+    want = 0.5 * jnp.sum(jnp.abs(dens.density * jnp.diff(edges) - exact))
+    assert float(D.total_variation(dens, edges, cdf)) == float(want)
+
+
+# --- 3. the path-integral actions --------------------------------------------------------------
+
+
+def _sde():
+    return D.ScalarSDE(lambda x, t: jnp.sin(t) * x - x**3 / 3 + 0.5, 0.7)
+
+
+def _path(t):
+    return jnp.cos(2 * t) + 0.3 * t
+
+
+@pytest.mark.parametrize("action", [D.action_eq66, D.action_eq68, D.boundary_term])
+def test_actions_refuse_a_non_path_reversed_or_nan_times(action):
+    """A non-callable path was JAX's TypeError; ta > tb returned the oriented integral -S (a
+    path weight e^{-S} above 1 for the transition backwards in time), accepted."""
+    model = _sde()
+    with pytest.raises(ValueError, match=r"^path must be callable t -> x\(t\).*got int 3\.$"):
+        action(model, 3, 0.0, 1.0)
+    for ta, tb in ((1.5, 0.0), (1.0, 1.0)):
+        with pytest.raises(ValueError, match=rf"^tb must be > ta .*got ta={ta:g}, tb={tb:g}\.$"):
+            action(model, _path, ta, tb)
+    with pytest.raises(ValueError, match=r"^ta must be finite, got nan"):
+        action(model, _path, float("nan"), 1.0)
+    with pytest.raises(ValueError, match=r"^path must map a time t to a scalar x\(t\)"):
+        action(model, lambda t: jnp.stack([t, t]), 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"^sde must be a dynopt\.densities\.ScalarSDE"):
+        action(lambda x, t: -x, _path, 0.0, 1.0)
+
+
+def test_reversed_times_are_refused_inside_jit():
+    model = _sde()
+    f = jax.jit(lambda ta, tb: D.action_eq66(model, _path, ta, tb))
+    assert np.isfinite(float(f(0.0, 1.5)))
+    with pytest.raises(Exception, match="tb must be > ta"):
+        f(1.5, 0.0).block_until_ready()
+
+
+def test_onsager_machlup_action_refuses_nan_and_unordered_times():
+    """A NaN time returned S = NaN, accepted."""
+    model, xs = _sde(), jnp.array([0.0, 0.5, 1.0])
+    with pytest.raises(ValueError, match=r"^ts must be finite, got \[ *0\. +nan +1\.\]"):
+        D.onsager_machlup_action(model, jnp.array([0.0, jnp.nan, 1.0]), xs)
+    with pytest.raises(ValueError, match=r"^ts must be strictly increasing"):
+        D.onsager_machlup_action(model, jnp.array([0.0, 1.0, 0.5]), xs)
+    with pytest.raises(ValueError, match=r"^xs must be finite"):
+        D.onsager_machlup_action(model, jnp.array([0.0, 0.5, 1.0]), jnp.array([0.0, jnp.inf, 1.0]))
+    with pytest.raises(ValueError, match=r"^xs must hold one point per time, shape \(3,\)"):
+        D.onsager_machlup_action(model, jnp.array([0.0, 0.5, 1.0]), jnp.zeros(4))
+
+
+def test_potential_V_refuses_a_nan_time_or_point():
+    """`potential_V(sde, 0.1, nan)` returned a number for a time-independent drift (the NaN
+    time dropped silently) and NaN for a time-dependent one."""
+    model = D.linear_sde(1.0, 0.5)
+    with pytest.raises(ValueError, match=r"^t must be finite, got nan\.$"):
+        D.potential_V(model, 0.1, float("nan"))
+    with pytest.raises(ValueError, match=r"^x must be finite, got inf\.$"):
+        D.potential_V(model, float("inf"), 0.0)
+    with pytest.raises(ValueError, match=r"^x must be a scalar, got shape \(2,\)"):
+        D.potential_V(model, jnp.ones(2), 0.0)
+    # Eq. (69) for p = x (no t dependence): V = -(alpha + x^2) / 2.
+    assert float(D.potential_V(model, 0.1, 0.3)) == pytest.approx(-0.5 * (0.5 + 0.01), rel=1e-14)
+
+
+def test_mesh_points_refuses_nan_and_non_axes():
+    """A NaN coordinate made NaN points; a bare 1-D array meshed its scalars."""
+    with pytest.raises(ValueError, match=r"^axes\[0\] must be finite, got \[ *0\. +nan\]"):
+        D.mesh_points([jnp.array([0.0, jnp.nan])])
+    with pytest.raises(ValueError, match=r"^axes\[0\] must be a 1-D array of coordinates"):
+        D.mesh_points(jnp.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"^axes must be a non-empty sequence of 1-D arrays"):
+        D.mesh_points([])
+    pts = D.mesh_points((np.array([0.0, 1.0]), np.array([2.0, 3.0, 4.0])))
+    assert pts.shape == (2, 3, 2) and float(pts[1, 2, 0]) == 1.0 and float(pts[1, 2, 1]) == 4.0

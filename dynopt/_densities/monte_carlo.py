@@ -19,7 +19,7 @@ import numpy as np
 from .._custom_types import Array, Float, Key, ScalarLike
 from .._problem import Problem
 from .._sde.simulate import simulate
-from .._validation import interval, positive
+from .._validation import function, interval, is_traced, positive
 from .base import check_lost_mass, check_scalar_point, check_tolerance, GridDensity, is_uniform
 from .vector import (
     as_vector_sde,
@@ -76,9 +76,14 @@ def _histogram_fields(probs, cell, t) -> dict:
 def _check_edges_1d(edges) -> np.ndarray:
     """`edges` as float64, or a `ValueError` unless 1-D, increasing, >= 2 of them (a 1-D
     histogram's bins need not be uniform)."""
-    e = np.asarray(edges, dtype=np.float64)
-    if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) > 0):
-        raise ValueError("edges must be a 1-D increasing array of >= 2 bin edges.")
+    msg = "edges must be a 1-D increasing array of >= 2 finite bin edges, got {}."
+    try:
+        e = np.asarray(edges, dtype=np.float64)
+    except (TypeError, ValueError) as err:  # a string, None, a ragged list
+        raise ValueError(msg.format(repr(edges)[:60])) from err
+    # An infinite edge made an infinite bin: a NaN bin centre and a zero density.
+    if e.ndim != 1 or e.size < 2 or not np.all(np.isfinite(e)) or not np.all(np.diff(e) > 0):
+        raise ValueError(msg.format(f"{e}" if e.size <= 8 else f"shape {e.shape}"))
     return e
 
 
@@ -270,7 +275,19 @@ def bin_probabilities(
 
 
 def total_variation_nd(dens: TensorDensity, probs: Float[Array, "..."]) -> Float[Array, ""]:
-    r"""$\tfrac12\sum_b |\hat\pi_b - \pi_b|$ between a histogram and exact bin probabilities."""
+    r"""$\tfrac12\sum_b |\hat\pi_b - \pi_b|$ between a histogram and exact bin probabilities.
+
+    **Raises:** `ValueError` for a `dens` that is no `TensorDensity` or `probs` of another
+    shape than its bins (it broadcast silently)."""
+    if not isinstance(dens, TensorDensity):
+        raise ValueError(
+            f"dens must be a TensorDensity (histogram_density_nd(...)), got {type(dens).__name__}."
+        )
+    if jnp.shape(probs) != dens.density.shape:
+        raise ValueError(
+            f"probs must have the histogram's shape {dens.density.shape} (one probability per "
+            f"bin, e.g. bin_probabilities(density, edges)), got {jnp.shape(probs)}."
+        )
     vol = 1.0
     for a in dens.axes:
         vol = vol * (a[1] - a[0])
@@ -279,7 +296,29 @@ def total_variation_nd(dens: TensorDensity, probs: Float[Array, "..."]) -> Float
 
 def total_variation(dens: GridDensity, edges: Float[Array, " b+1"], cdf) -> Float[Array, ""]:
     r"""$\tfrac12\sum_b |\hat\pi_b - \pi_b|$ between a histogram on `edges` and the exact bin
-    probabilities $\pi_b = F(e_{b+1}) - F(e_b)$ from the callable CDF `cdf`."""
+    probabilities $\pi_b = F(e_{b+1}) - F(e_b)$ from the callable CDF `cdf`.
+
+    **Raises:** `ValueError` for a `dens` that is no `GridDensity`, `edges` that are not the
+    histogram's $b + 1$ increasing edges, or a `cdf` that is not callable or does not map the
+    edges to $b + 1$ values."""
+    if not isinstance(dens, GridDensity):
+        raise ValueError(
+            f"dens must be a GridDensity (histogram_density(...)), got {type(dens).__name__}."
+        )
+    if not is_traced(edges):
+        _check_edges_1d(edges)
+    function("cdf", cdf, "callable x -> F(x) (the exact CDF, e.g. jax.scipy.stats.norm.cdf)")
     e = jnp.asarray(edges)
-    exact = jnp.diff(cdf(e))
+    if e.shape != (dens.density.shape[0] + 1,):
+        raise ValueError(
+            f"edges must be the histogram's {dens.density.shape[0] + 1} bin edges, got shape "
+            f"{e.shape}."
+        )
+    values = cdf(e)
+    if jnp.shape(values) != e.shape:
+        raise ValueError(
+            f"cdf must map the edges (shape {e.shape}) to CDF values of the same shape, got "
+            f"shape {jnp.shape(values)}."
+        )
+    exact = jnp.diff(values)
     return 0.5 * jnp.sum(jnp.abs(dens.density * jnp.diff(e) - exact))

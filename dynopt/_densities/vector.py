@@ -21,7 +21,7 @@ from .._discretization import widest_dtype
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._sde.base import AbstractSDE, not_an_optimizer
-from .._validation import hyperparameter, interval, nonnegative, positive
+from .._validation import function, hyperparameter, interval, is_traced, nonnegative, positive
 from .base import (
     check_edge_mass,
     check_scalar_alpha,
@@ -60,10 +60,7 @@ class VectorSDE(AbstractSDE):
     additive: ClassVar[bool] = True
 
     def __check_init__(self):
-        if not callable(self.drift_fn):
-            raise ValueError(
-                f"drift must be callable (x, t) -> shape (d,), got {type(self.drift_fn)}."
-            )
+        function("drift", self.drift_fn, "callable (x, t) -> shape (d,)")
         check_scalar_alpha(self.alpha)
 
     @staticmethod
@@ -349,7 +346,23 @@ def check_axes(name: str, axes) -> tuple[np.ndarray, ...]:
 
 
 def mesh_points(axes) -> Float[Array, "m1 ... md d"]:
-    """The tensor grid's points, shape $(m_1, \\dots, m_d, d)$ (`indexing="ij"`)."""
+    """The tensor grid's points, shape $(m_1, \\dots, m_d, d)$ (`indexing="ij"`).
+
+    **Raises:** `ValueError` unless `axes` is a non-empty sequence of non-empty 1-D arrays of
+    finite reals, one per dimension (a NaN coordinate made NaN points; a bare 1-D array is
+    `(x,)`). Traced axes are checked for their shapes only."""
+    if isinstance(axes, str | bytes) or not hasattr(axes, "__len__") or len(axes) == 0:
+        raise ValueError(
+            f"axes must be a non-empty sequence of 1-D arrays, one per dimension, got {axes!r:.60}."
+        )
+    for i, a in enumerate(axes):
+        if not is_traced(a):
+            interval(f"axes[{i}]", a)
+        if jnp.ndim(a) != 1:
+            raise ValueError(
+                f"axes[{i}] must be a 1-D array of coordinates, got shape {jnp.shape(a)} (a 1-D "
+                "grid x is axes=(x,))."
+            )
     return jnp.stack(jnp.meshgrid(*(jnp.asarray(a) for a in axes), indexing="ij"), axis=-1)
 
 
