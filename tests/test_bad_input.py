@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynopt import densities as D, games, networks, sharpness
+from dynopt import densities as D, games, networks, rnn, sharpness
 from dynopt._validation import function, one_key
 
 
@@ -176,3 +176,34 @@ def test_mesh_points_refuses_nan_and_non_axes():
         D.mesh_points([])
     pts = D.mesh_points((np.array([0.0, 1.0]), np.array([2.0, 3.0, 4.0])))
     assert pts.shape == (2, 3, 2) and float(pts[1, 2, 0]) == 1.0 and float(pts[1, 2, 1]) == 4.0
+
+
+# --- 4. rnn.ODECell ----------------------------------------------------------------------------
+
+
+def _decay(t, y, p):
+    return -p * y
+
+
+def test_odecell_refuses_a_string_step_and_bad_params():
+    """`ODECell(f, p, 'a')` (the method given positionally) was JAX's TypeError."""
+    with pytest.raises(ValueError, match=r"^step_size must be a real number > 0 .*method="):
+        rnn.ODECell(_decay, 1.0, "rk4")
+    with pytest.raises(ValueError, match=r"^params\['k'\] must be finite, got nan\.$"):
+        rnn.ODECell(_decay, {"k": float("nan")}, 0.1)
+    with pytest.raises(ValueError, match=r"^params must be a finite real number, got 'a'"):
+        rnn.ODECell(_decay, "a", 0.1)
+    with pytest.raises(ValueError, match=r"^clip must be a real number > 0"):
+        rnn.ODECell(_decay, 1.0, 0.1, clip="big")
+
+
+def test_odecell_times_refuses_a_nan_start_and_non_integer_steps():
+    """`cell.times(3, nan)` was a grid of NaN; `times(0.0)` passed as the 0-step grid."""
+    cell = rnn.ODECell(_decay, 1.0, 0.1)
+    with pytest.raises(ValueError, match=r"^t0 must be finite, got nan\.$"):
+        cell.times(3, float("nan"))
+    with pytest.raises(ValueError, match=r"^num_steps must be a non-negative integer, got 0\.0"):
+        cell.times(0.0)
+    with pytest.raises(ValueError, match=r"^dtype must be None or a floating dtype"):
+        cell.times(3, dtype=jnp.int32)
+    np.testing.assert_array_equal(cell.times(2, 0.5), 0.5 + 0.1 * np.arange(3.0))

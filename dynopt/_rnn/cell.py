@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, ArrayLike, Float, Params, PyTree, ScalarLike
-from .._validation import check, flag, interval, is_traced, positive, positive_int
+from .._validation import check, flag, function, interval, is_traced, positive, positive_int
 
 
 VectorField = Callable[[Float[Array, ""], Array, PyTree], Array]
@@ -94,6 +94,19 @@ def _positive_params(params: PyTree) -> PyTree:
     return jax.tree.map(one, params)
 
 
+_STEP_HINT = "(The method is a keyword argument: ODECell(f, params, h, method='rk4').)"
+
+
+def _real_params(params: PyTree) -> PyTree:
+    """`params` checked: a pytree whose concrete leaves are finite real numbers (a
+    string leaf failed in JAX's conversion, a NaN one gave a NaN unroll; traced leaves, a
+    cell built inside `jit`, pass as they are)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if not is_traced(leaf):
+            interval(f"params{jax.tree_util.keystr(path)}", leaf)
+    return params
+
+
 class ODECell(eqx.Module):
     r"""An RNN cell that is one explicit Runge–Kutta step of $\dot y = f(t, y; \theta)$.
 
@@ -146,24 +159,23 @@ class ODECell(eqx.Module):
         clip: float | None = None,
         log_params: bool = False,
     ):
-        if not callable(vector_field):
-            raise ValueError(
-                f"vector_field must be callable f(t, y, params), got {vector_field!r}."
-            )
+        function("vector_field", vector_field, "callable f(t, y, params)")
         # Inside jit/vmap a traced step is checked at run time (eqx.error_if): a negative one
-        # would integrate backwards without a word.
-        step_size = positive("step_size", as_array(step_size))
+        # would integrate backwards without a word. Checked before the conversion, which
+        # raised JAX's TypeError for a string (`ODECell(f, p, "euler")`, a method given
+        # positionally).
+        step_size = as_array(positive("step_size", step_size, hint=_STEP_HINT))
         if step_size.ndim != 0:  # one h per cell: an array would fail only when unrolled
             raise ValueError(f"step_size must be a scalar, got shape {step_size.shape}.")
         if not isinstance(method, str) or method not in TABLEAUS:  # (a list is unhashable)
             raise ValueError(f"method must be one of {sorted(TABLEAUS)}, got {method!r}.")
         if clip is not None:
-            clip = positive("clip", as_array(clip))
+            clip = as_array(positive("clip", clip))
             if clip.ndim != 0:
                 raise ValueError(f"clip must be a scalar, got shape {clip.shape}.")
         # A string such as "no" is truthy: it silently stored the logs of the parameters.
         log_params = flag("log_params", log_params)
-        params = jax.tree.map(as_array, params)
+        params = jax.tree.map(as_array, _real_params(params))
         if log_params:
             params = jax.tree.map(jnp.log, _positive_params(params))
         self.vector_field = vector_field
@@ -217,9 +229,22 @@ class ODECell(eqx.Module):
         truncated).
 
         **Raises:** `ValueError` unless `num_steps` is a non-negative integer (`times(-2)` was
-        an empty grid)."""
-        if num_steps != 0:
-            num_steps = positive_int("num_steps", num_steps)
+        an empty grid), `t0` is a finite real scalar (a NaN one made every time NaN) and
+        `dtype` is `None` or an inexact dtype (an integer one truncated the times)."""
+        integer = isinstance(num_steps, int | np.integer) and not isinstance(num_steps, bool)
+        if not integer or num_steps < 0:  # (0.0 and False passed as the 0-step grid)
+            raise ValueError(f"num_steps must be a non-negative integer, got {num_steps!r}.")
+        if not is_traced(t0):
+            interval("t0", t0)
+            if np.ndim(t0) != 0:
+                raise ValueError(f"t0 must be a scalar, got shape {np.shape(t0)}.")
+        if dtype is not None:
+            try:
+                inexact = jnp.issubdtype(dtype, jnp.inexact)
+            except TypeError:
+                inexact = False
+            if not inexact:
+                raise ValueError(f"dtype must be None or a floating dtype, got {dtype!r}.")
         h = self.step_size
         with jax.numpy_dtype_promotion("standard"):
             out = jnp.result_type(h, t0) if dtype is None else jnp.dtype(dtype)
