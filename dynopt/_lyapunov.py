@@ -9,7 +9,7 @@ import optax
 from ._custom_types import Array, ArrayLike, Float
 from ._problem import AbstractProblem, Problem
 from ._trajectory import Trajectory
-from ._validation import check, host_validated, interval, is_traced
+from ._validation import check, function, host_validated, interval, is_traced
 
 
 def _a_loss(problem, who: str) -> None:
@@ -161,6 +161,14 @@ def gradient_norm_sq(reference: Trajectory, problem: Problem, ts: ArrayLike) -> 
     return _on_reference(reference, problem, ts, _gradient_norm_sq)
 
 
+def _finite_rate(name: str, value: ArrayLike) -> ArrayLike:
+    """A concrete rate checked real and finite (a NaN one gave a NaN deviation, a string JAX's
+    `TypeError`); empty and traced ones pass to the checks after."""
+    if is_traced(value) or np.size(np.asarray(value, dtype=object)) == 0:
+        return value
+    return interval(name, value)
+
+
 def max_relative_deviation(measured: ArrayLike, predicted: ArrayLike) -> Float[Array, ""]:
     r"""$\max_t |m(t) - p(t)| / \max_t |p(t)|$: the deviation relative to the predicted rate's scale
     (pointwise relative errors blow up where the rate itself vanishes).
@@ -168,8 +176,10 @@ def max_relative_deviation(measured: ArrayLike, predicted: ArrayLike) -> Float[A
     Computed in the wider of the two dtypes (a float32 measurement against a float64
     prediction). NaN when both vanish identically, `inf` when only the prediction does.
 
-    **Raises:** `ValueError` unless both have one shape with at least one entry.
+    **Raises:** `ValueError` unless both are real and finite, of one shape with at least one
+    entry (traced: a non-finite entry is an error inside `jit`).
     """
+    measured, predicted = _finite_rate("measured", measured), _finite_rate("predicted", predicted)
     measured, predicted = jnp.asarray(measured), jnp.asarray(predicted)
     if measured.shape != predicted.shape or measured.size == 0:
         raise ValueError(
@@ -178,7 +188,9 @@ def max_relative_deviation(measured: ArrayLike, predicted: ArrayLike) -> Float[A
         )
     with jax.numpy_dtype_promotion("standard"):
         if is_traced((measured, predicted)):
-            return jnp.max(jnp.abs(measured - predicted)) / jnp.max(jnp.abs(predicted))
+            dev = jnp.max(jnp.abs(measured - predicted)) / jnp.max(jnp.abs(predicted))
+            bad = ~(jnp.all(jnp.isfinite(measured)) & jnp.all(jnp.isfinite(predicted)))
+            return check(dev, bad, "measured and predicted must be finite (inside jit/vmap).")
         dtype = jnp.result_type(measured, predicted)
     # Concrete: on the host, the same IEEE operations without compiling one program per op.
     m, p = np.asarray(measured, dtype), np.asarray(predicted, dtype)
@@ -196,8 +208,7 @@ def preconditioned_norm_sq(
 ) -> Float[Array, " n"]:
     r"""$\nabla L^\top P(\theta)\nabla L$ along the reference, for `P(params, v, loss_fn)`:
     $-\dot L$ for the preconditioned flow $\dot\theta = -P\nabla L$."""
-    if not callable(P):
-        raise ValueError(f"P must be callable P(params, v, loss_fn), got {type(P).__name__}.")
+    function("P", P, "callable P(params, v, loss_fn)")
     return _on_reference(reference, problem, ts, _preconditioned_norm_sq, P)
 
 

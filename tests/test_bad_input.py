@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynopt import densities as D, games, networks, rnn, sharpness
+from dynopt import densities as D, games, lyapunov, networks, rnn, sharpness
 from dynopt._validation import function, one_key
 
 
@@ -207,3 +207,20 @@ def test_odecell_times_refuses_a_nan_start_and_non_integer_steps():
     with pytest.raises(ValueError, match=r"^dtype must be None or a floating dtype"):
         cell.times(3, dtype=jnp.int32)
     np.testing.assert_array_equal(cell.times(2, 0.5), 0.5 + 0.1 * np.arange(3.0))
+
+
+# --- 5. lyapunov.max_relative_deviation --------------------------------------------------------
+
+
+def test_max_relative_deviation_refuses_nan_and_strings():
+    """A NaN rate returned NaN, a string was JAX's TypeError."""
+    with pytest.raises(ValueError, match=r"^measured must be finite, got \[nan\]\.$"):
+        lyapunov.max_relative_deviation(jnp.array([jnp.nan]), jnp.array([1.0]))
+    with pytest.raises(ValueError, match=r"^predicted must be finite, got \[ *1\. +inf\]\.$"):
+        lyapunov.max_relative_deviation(jnp.ones(2), jnp.array([1.0, jnp.inf]))
+    with pytest.raises(ValueError, match=r"^measured must be a finite real number, got 'a'"):
+        lyapunov.max_relative_deviation("a", "b")
+    f = jax.jit(lyapunov.max_relative_deviation)
+    with pytest.raises(Exception, match="measured and predicted must be finite"):
+        f(jnp.array([jnp.nan, 1.0]), jnp.ones(2)).block_until_ready()
+    assert float(f(jnp.array([1.0, 2.5]), jnp.array([1.0, 2.0]))) == 0.25
