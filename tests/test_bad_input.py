@@ -224,3 +224,55 @@ def test_max_relative_deviation_refuses_nan_and_strings():
     with pytest.raises(Exception, match="measured and predicted must be finite"):
         f(jnp.array([jnp.nan, 1.0]), jnp.ones(2)).block_until_ready()
     assert float(f(jnp.array([1.0, 2.5]), jnp.array([1.0, 2.0]))) == 0.25
+
+
+# --- 6. games ----------------------------------------------------------------------------------
+
+
+def _bilinear(phi, theta):
+    return jnp.dot(phi, theta)
+
+
+def test_minmax_refuses_a_non_stationary_equilibrium():
+    """Any pair of the right shapes was taken as the equilibrium, stationary or not (the
+    eigenvalues and the distance-to-equilibrium metrics then described another point)."""
+    ones, zeros = jnp.ones(2), jnp.zeros(2)
+    with pytest.raises(ValueError, match=r"^equilibrium must be a stationary point .*= 1,"):
+        games.minmax(_bilinear, ones, ones, equilibrium=(ones, ones))
+    # Stationary: exactly, and to about half the working precision (sqrt(eps) ~ 1.5e-8 times
+    # the field's scale at the start, here |xi(z0)| = 1).
+    games.minmax(_bilinear, ones, ones, equilibrium=(zeros, zeros))
+    games.minmax(_bilinear, ones, ones, equilibrium=(zeros, jnp.full(2, 1e-9)))
+    with pytest.raises(ValueError, match=r"max \|xi\| = 1e-06, above .* = 1\.49e-08"):
+        games.minmax(_bilinear, ones, ones, equilibrium=(zeros, jnp.full(2, 1e-6)))
+    # The scale is the field's own: the same game with its loss scaled by 1e6.
+    games.minmax(
+        lambda p, t: 1e6 * _bilinear(p, t), ones, ones, equilibrium=(zeros, jnp.full(2, 1e-9))
+    )
+    # float32 players: sqrt(eps32) ~ 3.5e-4.
+    f32 = jnp.ones(2, jnp.float32)
+    games.minmax(_bilinear, f32, f32, equilibrium=(jnp.zeros(2, jnp.float32), 1e-4 * f32))
+    with pytest.raises(ValueError, match=r"above .* = 0\.000345 \(float32\)"):
+        games.minmax(_bilinear, f32, f32, equilibrium=(jnp.zeros(2, jnp.float32), 1e-3 * f32))
+
+
+def test_minmax_refuses_a_name_that_is_not_a_string_and_a_string_flag():
+    with pytest.raises(ValueError, match=r"^name must be a string, got 3\.$"):
+        games.minmax(_bilinear, jnp.ones(2), jnp.ones(2), name=3)
+    with pytest.raises(ValueError, match=r"^stochastic must be True or False, got 'no'\.$"):
+        games.minmax(_bilinear, jnp.ones(2), jnp.ones(2), stochastic="no")
+
+
+def test_game_gradient_refuses_a_point_that_is_not_a_pair_like_the_players():
+    """`game.gradient(1.0)` was Python's TypeError ('float' object is not subscriptable), and
+    players of other shapes were differentiated silently."""
+    game = games.minmax(_bilinear, jnp.ones(2), jnp.ones(2))
+    with pytest.raises(ValueError, match=r"^z must be a pair \(phi, theta\) .*type float\.$"):
+        game.gradient(1.0)
+    with pytest.raises(ValueError, match=r"^z's phi must be like phi0: .*\(2,\), got \(3,\)"):
+        game.gradient((jnp.ones(3), jnp.ones(3)))
+    with pytest.raises(ValueError, match=r"^z's theta must be like theta0"):
+        jax.jit(lambda z: game.gradient(z))((jnp.ones(2), jnp.ones((2, 1))))
+    g_phi, g_theta = game.gradient([jnp.array([1.0, 2.0]), jnp.array([3.0, 4.0])])
+    np.testing.assert_array_equal(g_phi, [-3.0, -4.0])  # the D loss is -phi . theta
+    np.testing.assert_array_equal(g_theta, [1.0, 2.0])

@@ -1,6 +1,7 @@
 r"""`Game`: a two-player differentiable game over pytrees $(\varphi, \theta)$."""
 
 import inspect
+import math
 from collections.abc import Callable
 
 import equinox as eqx
@@ -13,6 +14,7 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, Key, PyTree, Scalar
 from .._discretization import widest_dtype
 from .._problem import AbstractProblem, array_leaves, check_loss_output, name_field
+from .._validation import flag, function, is_traced
 
 
 GameParams = tuple  # (phi, theta): discriminator first, generator second
@@ -156,9 +158,10 @@ class Game(AbstractProblem):
             if concrete and not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
                 raise ValueError(f"{name} contains NaN or inf; every initial value must be finite.")
         for name in ("d_loss_fn", "g_loss_fn", "d_grad_fn"):
-            fn = getattr(self, name)
-            if not (callable(fn) or (fn is None and name == "d_grad_fn")):
-                raise ValueError(f"{name} must be callable, got {type(fn).__name__}.")
+            function(name, getattr(self, name), allow_none=name == "d_grad_fn")
+        if not isinstance(self.name, str):  # as a Problem's: a label for results and figures
+            raise ValueError(f"name must be a string, got {self.name!r}.")
+        flag("stochastic", self.stochastic)  # a string such as "no" read as True
         args = (self.phi0, self.theta0) + ((jax.random.key(0),) if self.stochastic else ())
         for name in ("d_loss_fn", "g_loss_fn"):
             check_loss_output(name, self._trace(name, args))
@@ -172,6 +175,7 @@ class Game(AbstractProblem):
             )
         if self.equilibrium is not None:
             self._check_equilibrium()
+            self._check_stationary()
 
     def _trace(self, name: str, args: tuple):
         """`eval_shape` of the callable field `name` at the initial point; a failure is raised
@@ -219,6 +223,33 @@ class Game(AbstractProblem):
                 )
             _check_like(f"equilibrium's {name} must be like {init}", ref, part)
 
+    def _check_stationary(self) -> None:
+        r"""`ValueError` unless the game gradient vanishes at `equilibrium`:
+        $\|\xi(z^*)\|_\infty \le \sqrt\epsilon\,\max(1, \|\xi(z_0)\|_\infty)$, with $\epsilon$
+        the machine epsilon of the players' widest dtype. The scale is the field's own at the
+        initial point (so a loss scaled by $c$ scales both sides), at least 1 where $z_0$ is
+        itself (nearly) stationary; $\sqrt\epsilon$ accepts an equilibrium known to about half
+        the working precision (rounded digits, a solver's output), and refuses one that is no
+        stationary point. Skipped for a stochastic game (one minibatch's $\xi$ does not vanish
+        at the expected game's equilibrium) and for traced values (a game built inside `jit`)."""
+        eq = tuple(self.equilibrium)
+        if self.stochastic or is_traced((eq, self.phi0, self.theta0)):
+            return
+        dtype = widest_dtype((eq, self.params0))
+
+        def sup(z) -> float:
+            leaves = jax.tree.leaves(self.gradient(z))
+            return max(float(np.max(np.abs(np.asarray(x, np.float64)))) for x in leaves)
+
+        at_eq, at_start = sup(eq), sup(self.params0)
+        tol = math.sqrt(float(jnp.finfo(dtype).eps)) * max(1.0, at_start)
+        if not at_eq <= tol:  # (NaN: the field is not defined there)
+            raise ValueError(
+                f"equilibrium must be a stationary point of the game: the game gradient there "
+                f"has max |xi| = {at_eq:.3g}, above sqrt(eps) * max(1, max |xi(phi0, theta0)|) = "
+                f"{tol:.3g} ({jnp.dtype(dtype).name}). Pass equilibrium=None if none is known."
+            )
+
     def _args(self, z: GameParams, key: Key | None):
         if self.stochastic and key is None:
             # Reached by `solve` (and flows' fields), which take no key.
@@ -227,7 +258,20 @@ class Game(AbstractProblem):
                 "`run(..., key=key)` passes one; `solve` and `compare` take none and need a "
                 "deterministic game (stochastic=False, losses of (phi, theta))."
             )
+        self._check_point(z)
         return (z[0], z[1]) + ((key,) if self.stochastic else ())
+
+    def _check_point(self, z) -> None:
+        """`ValueError` (at trace time: structure and shapes only) unless `z` is a pair
+        `(phi, theta)` like `(phi0, theta0)`: `gradient(1.0)` was Python's TypeError, and
+        players of other shapes were differentiated silently."""
+        if not (isinstance(z, tuple | list) and len(z) == 2):
+            raise ValueError(
+                "z must be a pair (phi, theta) like the game's (phi0, theta0), got a value of "
+                f"type {type(z).__name__}."
+            )
+        _check_like("z's phi must be like phi0", self.phi0, z[0])
+        _check_like("z's theta must be like theta0", self.theta0, z[1])
 
     @property
     def params0(self) -> GameParams:
