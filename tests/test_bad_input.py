@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynopt import densities as D, games, lyapunov, networks, rnn, sharpness
-from dynopt._validation import function, one_key
+from dynopt import densities as D, games, lyapunov, networks, problems, rnn, sde, sharpness
+from dynopt._validation import function, one_key, seed
 
 
 # --- the shared validators --------------------------------------------------------------------
@@ -276,3 +276,39 @@ def test_game_gradient_refuses_a_point_that_is_not_a_pair_like_the_players():
     g_phi, g_theta = game.gradient([jnp.array([1.0, 2.0]), jnp.array([3.0, 4.0])])
     np.testing.assert_array_equal(g_phi, [-3.0, -4.0])  # the D loss is -phi . theta
     np.testing.assert_array_equal(g_theta, [1.0, 2.0])
+
+
+# --- 7. seeds ----------------------------------------------------------------------------------
+
+_SEEDED = {
+    "digits": lambda s: networks.digits(20, seed=s),
+    "gaussian_classes": lambda s: networks.gaussian_classes(8, seed=s),
+    "gaussian_regression": lambda s: networks.gaussian_regression(8, seed=s),
+    "linear_regression": lambda s: problems.linear_regression(8, 2, batch_size=4, seed=s),
+    "logistic_regression": lambda s: problems.logistic_regression(8, 2, batch_size=4, seed=s),
+    "mlp_regression": lambda s: problems.mlp_regression(
+        8, 2, width=2, depth=1, batch_size=4, seed=s
+    ),
+    "quadratic": lambda s: problems.quadratic([1.0, 2.0], rotate=True, seed=s),
+    "noisy_quadratic": lambda s: sde.noisy_quadratic(4, 1.0, 0.5, s),
+}
+
+
+@pytest.mark.parametrize("make", _SEEDED.values(), ids=_SEEDED.keys())
+def test_every_data_constructor_takes_seeds_in_0_to_2_to_the_32(make):
+    """`digits` refused a negative seed (NumPy does) where `gaussian_*` and the problems took
+    it (JAX does): one rule now, the seeds both accept, [0, 2**32) (as the experiments'
+    `--seed`)."""
+    for bad in (-1, 2**32, 1.5, True, "0", None):
+        with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 2\*\*32\)"):
+            make(bad)
+    make(2**32 - 1)
+    make(np.uint32(7))
+
+
+def test_seed_validator():
+    assert seed("seed", np.int64(5)) == 5 and type(seed("seed", np.int64(5))) is int
+    with pytest.raises(ValueError, match=r"^s must be an integer in \[0, 2\*\*32\), got -1\.$"):
+        seed("s", -1)
+    with pytest.raises(ValueError, match=r"^s must be an integer .*got float 1\.5\.$"):
+        seed("s", 1.5)

@@ -367,7 +367,7 @@ def test_mean_with_se_refuses_an_axis_the_samples_lack():
 def test_noisy_quadratic_refuses_a_seed_that_is_not_a_non_negative_integer(seed):
     """Before: 'a' and 1.5 failed in NumPy with a TypeError, -1 with NumPy's message, None drew
     fresh entropy (a problem that differs on every call), True seeded 1."""
-    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
         sde.noisy_quadratic(4, 1.0, 0.5, seed)
 
 

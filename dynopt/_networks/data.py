@@ -7,15 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array
-from .._validation import flag, nonnegative, positive_int
-
-
-def _seed(seed) -> int:
-    """`seed` as an `int` (any sign, as `jax.random.key` takes it); `ValueError` for a bool or a
-    non-integer (`jax.random.key(1.5)` or `("a")` raised JAX's `TypeError`)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed must be an integer, got {seed!r}.")
-    return int(seed)
+from .._validation import flag, nonnegative, positive_int, seed as check_seed
 
 
 def digits(
@@ -30,18 +22,17 @@ def digits(
     - `num_samples`: `None` (all 1,797) or the size of a class-stratified subset: the first
       `num_samples` images after a seeded shuffle within each class, interleaved by class.
     - `image`: `False` for flat inputs of shape `(n, 64)`, `True` for `(n, 1, 8, 8)` (a CNN).
-    - `seed`: the shuffle's seed, a non-negative integer.
+    - `seed`: the shuffle's seed, an integer in $[0, 2^{32})$ (as every data constructor's).
 
     **Returns:** `(x, labels)`: inputs in JAX's default float dtype (float64 with
     `jax_enable_x64`, else float32; computed in float64 first) and int32 labels in
     $\{0,\dots,9\}$.
 
-    **Raises:** `ValueError` for a `num_samples` not in $[1, 1797]$, a `seed` that is not a
-    non-negative integer or an `image` that is not `True` or `False`.
+    **Raises:** `ValueError` for a `num_samples` not in $[1, 1797]$, a `seed` that is not an
+    integer in $[0, 2^{32})$ or an `image` that is not `True` or `False`.
     """
     # None would seed NumPy from fresh entropy: a different subset on every call.
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    seed = check_seed("seed", seed)
     image = flag("image", image)  # a string such as "no" reshaped silently
     from sklearn.datasets import load_digits
 
@@ -79,7 +70,7 @@ def gaussian_classes(
     $\mu_c \sim \mathcal N(0, (s^2/d) I_d)$, $s$ = `separation` $\ge 0$ (finite).
 
     **Raises:** `ValueError` for a count that is not a positive integer, a `separation` that
-    is negative or not finite, or a `seed` that is not an integer.
+    is negative or not finite, or a `seed` that is not an integer in $[0, 2^{32})$.
 
     **Returns:** `(x, labels)`, `(n, dim)` in JAX's default float dtype (float64 with
     `jax_enable_x64`, else float32) and int32 `(n,)`.
@@ -88,7 +79,7 @@ def gaussian_classes(
         positive_int(name, value)
     # A NaN separation would make every input NaN.
     separation = nonnegative("separation", separation)
-    kc, km, kx = jax.random.split(jax.random.key(_seed(seed)), 3)
+    kc, km, kx = jax.random.split(jax.random.key(check_seed("seed", seed)), 3)
     labels = jax.random.randint(kc, (num_samples,), 0, num_classes, dtype=jnp.int32)
     means = separation * jax.random.normal(km, (num_classes, dim)) / np.sqrt(dim)
     x = means[labels] + jax.random.normal(kx, (num_samples, dim))
@@ -107,11 +98,11 @@ def gaussian_regression(
     (float64 with `jax_enable_x64`, else float32).
 
     **Raises:** `ValueError` for a size that is not a positive integer or a `seed` that is not
-    an integer.
+    an integer in $[0, 2^{32})$.
     """
     for name, value in (("num_samples", num_samples), ("in_dim", in_dim), ("out_dim", out_dim)):
         positive_int(name, value)
-    kx, ky = jax.random.split(jax.random.key(_seed(seed)))
+    kx, ky = jax.random.split(jax.random.key(check_seed("seed", seed)))
     return (
         jax.random.normal(kx, (num_samples, in_dim)),
         jax.random.normal(ky, (num_samples, out_dim)),

@@ -13,7 +13,7 @@ from .._custom_types import Array, Int, Key, Params, Scalar
 from .._discretization import widest_dtype
 from .._problem import check_loss_output, Problem
 from .._sharding import data_mesh, shard_data
-from .._validation import flag, nonnegative, positive_int
+from .._validation import flag, function, nonnegative, positive_int, seed as check_seed
 
 
 def data_like_params(data: Params, params: Params) -> Params:
@@ -106,11 +106,9 @@ def _l2(params: Params, strength: Array) -> Scalar:
 
 
 def _seed(seed: int) -> int:
-    """`seed` as an `int`; `ValueError` unless an integer (`jax.random.key(1.5)` raises a
-    `TypeError` about a tracer, and a bool is not a seed)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed must be an integer, got {seed!r}.")
-    return int(seed)
+    """`seed` as an `int` in $[0, 2^{32})$, the one rule of dynopt's data constructors
+    (`_validation.seed`: what NumPy and JAX both take); else `ValueError`."""
+    return check_seed("seed", seed)
 
 
 def _sizes(num_samples: int, dim: int, seed: int) -> tuple[int, int, int]:
@@ -195,14 +193,8 @@ def finite_sum(
     an all-reduce of the $B$ rows: $O(B)$ traffic per step, whatever $n$, after which every
     device evaluates the minibatch loss whole (the same numbers as one device).
     """
-    if not callable(sample_loss_fn):
-        raise ValueError(
-            f"sample_loss_fn must be a function (params, sample) -> scalar, got {sample_loss_fn!r}."
-        )
-    if regularizer is not None and not callable(regularizer):
-        raise ValueError(
-            f"regularizer must be None or a function params -> scalar, got {regularizer!r}."
-        )
+    function("sample_loss_fn", sample_loss_fn, "a function (params, sample) -> scalar")
+    function("regularizer", regularizer, "None or a function params -> scalar", allow_none=True)
     leaves = jax.tree_util.tree_flatten_with_path(data)[0]
     if not leaves:
         raise ValueError("data must be a pytree of arrays, got one with no arrays in it.")

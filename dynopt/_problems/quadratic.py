@@ -10,7 +10,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, ArrayLike, Params, Scalar
 from .._problem import Problem
-from .._validation import flag, interval, is_traced
+from .._validation import flag, interval, is_traced, seed as check_seed
 
 
 # A dense Hessian (and rotation) above this many bytes is refused: 10^6 eigenvalues would need
@@ -138,18 +138,18 @@ def quadratic(
 
     **Raises:** `ValueError` for eigenvalues that are not a non-empty 1-D array of finite real
     numbers, a `params0` or `minimizer` of another size, `rotate` or `diagonal` not a bool, a
-    `seed` that is not an integer (with `rotate`), `diagonal` with `rotate`, or a dense
-    $d \times d$ Hessian above 1 GiB (pass `diagonal=True`).
+    `seed` that is not an integer in $[0, 2^{32})$ (with `rotate`), `diagonal` with `rotate`,
+    or a dense $d \times d$ Hessian above 1 GiB (pass `diagonal=True`).
     """
     if not is_traced(eigenvalues) and np.size(eigenvalues) == 0:
         raise ValueError("eigenvalues must be a non-empty 1-D array, got an empty one.")
     eigenvalues = interval("eigenvalues", eigenvalues)  # real and finite, before any array
     rotate, diagonal = flag("rotate", rotate), flag("diagonal", diagonal)
-    integer = isinstance(seed, int | np.integer) or (
-        is_traced(seed) and jnp.issubdtype(jnp.result_type(seed), jnp.integer)
-    )  # a sweep over rotations traces the seed
-    if rotate and (isinstance(seed, bool) or not integer):
-        raise ValueError(f"seed must be an integer (the rotation's PRNG seed), got {seed!r}.")
+    if rotate and is_traced(seed):  # a sweep over rotations traces the seed
+        if not jnp.issubdtype(jnp.result_type(seed), jnp.integer):
+            raise ValueError(f"seed must be an integer (the rotation's PRNG seed), got {seed!r}.")
+    elif rotate:
+        seed = check_seed("seed", seed)  # the rule of every data constructor: [0, 2**32)
     lam = jnp.asarray(eigenvalues, dtype=float)
     if lam.ndim != 1 or lam.size == 0:
         raise ValueError(f"eigenvalues must be a non-empty 1-D array, got shape {lam.shape}.")

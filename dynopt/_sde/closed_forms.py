@@ -15,7 +15,14 @@ import numpy as np
 from .._custom_types import Array, Scalar
 from .._problem import Problem
 from .._problems.finite_sum import finite_sum
-from .._validation import interval, nonnegative, positive, positive_int
+from .._validation import (
+    function,
+    interval,
+    nonnegative,
+    positive,
+    positive_int,
+    seed as check_seed,
+)
 
 
 def _sample_quadratic(theta: Array, x: Array, lam: Array) -> Scalar:
@@ -28,15 +35,14 @@ def noisy_quadratic(n: int, lam: float, sigma: float, seed: int) -> Problem:
     per-sample gradient variance $\sigma^2$ (batch size 1; `SGDNoise` sets its own).
 
     **Arguments:** `n` samples (an integer $\ge 2$), curvature `lam` (finite), gradient noise
-    `sigma` ($\ge 0$, finite), `seed` of the $x_i$ (an integer $\ge 0$, NumPy's
-    `default_rng`); else `ValueError` naming the argument.
+    `sigma` ($\ge 0$, finite), `seed` of the $x_i$ (an integer in $[0, 2^{32})$, as
+    every data constructor's); else `ValueError` naming the argument.
     """
     if positive_int("n", n) < 2:
         raise ValueError(f"n must be >= 2 (a sample variance), got {n}")
     interval("lam", lam)
     nonnegative("sigma", sigma)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0 (NumPy's default_rng), got {seed!r}.")
+    seed = check_seed("seed", seed)  # the rule of every data constructor: [0, 2**32)
     x = np.random.default_rng(seed).normal(size=n)
     x = (x - x.mean()) / x.std() * sigma
     loss = eqx.Partial(_sample_quadratic, lam=jnp.asarray(lam))
@@ -66,8 +72,7 @@ def gibbs_bin_probabilities(
     increasing (the probabilities would come out negative), a bad `support` or `points`, or a
     `potential` that is NaN on the grid.
     """
-    if not callable(potential):
-        raise ValueError(f"potential must be callable x -> L(x), got {type(potential).__name__}.")
+    function("potential", potential, "callable x -> L(x)")
     positive("temperature", temperature)  # finite: T = inf is the uniform law, not a Gibbs one
     edges = np.asarray(edges, float)
     if edges.ndim != 1 or edges.size < 2 or np.isnan(edges).any() or np.any(np.diff(edges) <= 0):
