@@ -254,6 +254,10 @@ def test_minmax_refuses_a_non_stationary_equilibrium():
     games.minmax(_bilinear, f32, f32, equilibrium=(jnp.zeros(2, jnp.float32), 1e-4 * f32))
     with pytest.raises(ValueError, match=r"above .* = 0\.000345 \(float32\)"):
         games.minmax(_bilinear, f32, f32, equilibrium=(jnp.zeros(2, jnp.float32), 1e-3 * f32))
+    # A game built under vmap (a sweep of a penalty weight, an equilibrium at the origin) has
+    # traced losses: the check is the host's, skipped there.
+    sweep = jax.vmap(lambda w: games.dirac_gan("wgan-gp", weight=w).gradient((ones, ones))[0])
+    np.testing.assert_allclose(sweep(jnp.array([0.1, 0.2])), [[1.2, 1.2], [1.4, 1.4]], rtol=1e-15)
 
 
 def test_minmax_refuses_a_name_that_is_not_a_string_and_a_string_flag():

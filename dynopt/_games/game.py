@@ -231,9 +231,10 @@ class Game(AbstractProblem):
         itself (nearly) stationary; $\sqrt\epsilon$ accepts an equilibrium known to about half
         the working precision (rounded digits, a solver's output), and refuses one that is no
         stationary point. Skipped for a stochastic game (one minibatch's $\xi$ does not vanish
-        at the expected game's equilibrium) and for traced values (a game built inside `jit`)."""
+        at the expected game's equilibrium) and for traced leaves (a game built inside `jit` or
+        `vmap`, e.g. a sweep over a penalty weight)."""
         eq = tuple(self.equilibrium)
-        if self.stochastic or is_traced((eq, self.phi0, self.theta0)):
+        if self.stochastic or is_traced(self):  # (its losses' leaves too: a vmapped weight)
             return
         dtype = widest_dtype((eq, self.params0))
 
@@ -338,6 +339,7 @@ class Game(AbstractProblem):
         r"""The Jacobian $J = \partial v/\partial z$ of the flow at $z$, a dense matrix in
         `ravel_pytree((phi, theta))` order ($\varphi$ block first), in the players' widest dtype
         (players of float32 and float64: evaluated at $z$ in float64)."""
+        self._check_point(z)  # (before the dtype cast, which failed on a string)
         return _jacobian(self.vector_field, z, key)
 
     def time_scales(self, params: GameParams) -> np.ndarray | None:
