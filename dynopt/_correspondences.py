@@ -41,7 +41,7 @@ from ._problems.finite_sum import mlp_regression
 from ._problems.landscapes import double_well, logcosh, rosenbrock
 from ._problems.quadratic import quadratic
 from ._transforms.modifying import usam
-from ._validation import positive
+from ._validation import function, positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,11 +120,12 @@ class Correspondence:
                 f"{what}{' (the class)' if isinstance(self.map, type) else ''}."
             )
         for name in ("baseline", "reference"):
-            if getattr(self, name) is not None and not callable(getattr(self, name)):
-                raise ValueError(
-                    f"Correspondence.{name} must be None or a callable of the step size, got "
-                    f"{type(getattr(self, name)).__name__}."
-                )
+            function(
+                f"Correspondence.{name}",
+                getattr(self, name),
+                "None or a callable of the step size",
+                allow_none=True,
+            )
         if isinstance(self.measurements, Measurement) or not all(
             isinstance(m, Measurement) for m in self.measurements
         ):
@@ -395,11 +396,11 @@ class AutomaticCorrespondence:
     options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
-        if not callable(self.optimizer):
-            raise ValueError(
-                "AutomaticCorrespondence.optimizer must be a callable h -> optax transform "
-                f"(e.g. `lambda h: optax.adam(h)`), got {type(self.optimizer).__name__}."
-            )
+        function(
+            "AutomaticCorrespondence.optimizer",
+            self.optimizer,
+            "a callable h -> optax transform (e.g. `lambda h: optax.adam(h)`)",
+        )
         ms = self.measurements
         if (
             not isinstance(ms, tuple | list)

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from ._custom_types import Array, ScalarLike
-from ._validation import positive
+from ._validation import function, positive
 
 
 def widest_dtype(params: Any) -> np.dtype:
@@ -138,11 +138,9 @@ def _check_arguments(factory, hyperparams, options, init_fn) -> tuple[tuple[str,
     hyper-parameters that are not a dict of names, options that are not `(name, value)` pairs,
     a name given twice, or a name the factory does not take (where its signature can be read
     and takes no `**kwargs`). Returns the options as a tuple of pairs (a dict is taken)."""
-    if not callable(factory):
-        raise ValueError(
-            "factory must be a function returning an optax.GradientTransformation (e.g. "
-            f"optax.sgd), got {type(factory).__name__}."
-        )
+    function(
+        "factory", factory, "a function returning an optax.GradientTransformation (e.g. optax.sgd)"
+    )
     if not isinstance(hyperparams, Mapping) or not all(isinstance(k, str) for k in hyperparams):
         raise ValueError(
             "hyperparams must be a dict of the factory's numeric keyword arguments, e.g. "
@@ -159,11 +157,12 @@ def _check_arguments(factory, hyperparams, options, init_fn) -> tuple[tuple[str,
             "options must be (name, value) pairs of the factory's static keyword arguments, "
             'e.g. (("nesterov", True),) or a dict.'
         )
-    if init_fn is not None and not callable(init_fn):
-        raise ValueError(
-            "init_fn must be None or a function (discretization, params, problem) -> opt_state, "
-            f"got {type(init_fn).__name__}."
-        )
+    function(
+        "init_fn",
+        init_fn,
+        "None or a function (discretization, params, problem) -> opt_state",
+        allow_none=True,
+    )
     names = [*hyperparams, *(k for k, _ in options)]
     twice = sorted({k for k in names if names.count(k) > 1})
     if twice:

@@ -12,7 +12,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._custom_types import Array, Float, Key, Params, Scalar
-from ._validation import positive_int
+from ._validation import function, positive_int
 
 
 def array_leaves(tree):
@@ -214,8 +214,7 @@ class Problem(AbstractProblem):
     batch_size: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
-        if not callable(self.loss_fn):
-            raise ValueError(f"loss_fn must be callable, got {type(self.loss_fn).__name__}.")
+        function("loss_fn", self.loss_fn)
         leaves = jax.tree.leaves(self.params0)
         if not leaves:
             raise ValueError("params0 must contain at least one array.")
@@ -290,9 +289,7 @@ class Problem(AbstractProblem):
         # A Python int: it sizes the minibatch's arrays (2.5 or True would be taken as given).
         positive_int("batch_size", self.batch_size, allow_none=True)
         for field in ("stochastic_loss_fn", "flow_solution", "sample_loss_fn"):
-            value = getattr(self, field)
-            if value is not None and not callable(value):
-                raise ValueError(f"{field} must be None or a function, got {type(value).__name__}.")
+            function(field, getattr(self, field), "None or a function", allow_none=True)
         if self.stochastic_loss_fn is not None:
             self._check_stochastic_loss()
         if self.hessian is not None:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import dynopt
 from dynopt import densities as D, games, lyapunov, networks, problems, rnn, sde, sharpness
 from dynopt._validation import function, one_key, seed
 
@@ -316,3 +317,44 @@ def test_seed_validator():
         seed("s", -1)
     with pytest.raises(ValueError, match=r"^s must be an integer .*got float 1\.5\.$"):
         seed("s", 1.5)
+
+
+# --- 8. callables ------------------------------------------------------------------------------
+
+_NOT_CALLABLE = {
+    "loss_fn": lambda f: dynopt.Problem(f, jnp.ones(2)),
+    "stochastic_loss_fn": lambda f: dynopt.Problem(_sum, jnp.ones(2), stochastic_loss_fn=f),
+    "P": lambda f: dynopt.flows.PreconditionedFlow(f),
+    "factory": lambda f: dynopt.Discretization(f, {"learning_rate": 0.1}, dt=0.1),
+    "precondition": lambda f: dynopt.transforms.scale_by_preconditioner(f),
+    "f": lambda f: D.ito_lemma(f, _drift, _drift, 0.0, 1.0),
+    "drift": lambda f: D.ScalarSDE(f, 1.0),
+    "potential": lambda f: sde.gibbs_bin_probabilities(f, 1.0, np.linspace(-1.0, 1.0, 4)),
+    "F": lambda f: dynopt.characteristics.charpit(f, _initial, np.zeros((3, 1)), 1.0),
+    "sample_loss_fn": lambda f: problems.finite_sum(f, jnp.ones((4, 2)), jnp.ones(2), batch_size=2),
+    "g_loss_fn": lambda f: games.Game(_bilinear, f, jnp.ones(2), jnp.ones(2)),
+    "activation": lambda f: networks.mlp(2, 1, activation=f, key=jax.random.key(0)),
+    "vector_field": lambda f: rnn.ODECell(f, 1.0, 0.1),
+    "grad_fn": lambda f: sharpness.top_eigenpairs(f, jnp.ones(2), jnp.ones((2, 1))),
+}
+
+
+def _sum(p, *args):
+    return jnp.sum(p**2)
+
+
+def _drift(t, x):
+    return x
+
+
+def _initial(s):
+    return s, s[0]
+
+
+@pytest.mark.parametrize("name", _NOT_CALLABLE)
+def test_every_callable_argument_is_checked_by_one_helper(name):
+    """~20 copies of "must be callable" across dynopt, each showing the type alone ('got int')
+    or the value alone: one helper (`validation.function`) now, naming the argument, what to
+    pass and the value given with its type."""
+    with pytest.raises(ValueError, match=rf"^{name} must be .*, got int 3\.$"):
+        _NOT_CALLABLE[name](3)

@@ -11,6 +11,7 @@ import optimistix as optx
 
 from .._batching import map_batch
 from .._custom_types import ArrayLike
+from .._validation import function
 from .integrate import (
     check_finite_start,
     check_initial,
@@ -136,8 +137,7 @@ def charpit(
     initial $p_0$ is found; `BlowUpError` for a horizon past a blow-up; `dynopt.SolveError`.
     """
     options = check_options(on_blowup, u_max, solver, rtol, atol, max_steps)
-    if not callable(F):
-        raise ValueError(f"F must be a function (x, u, p) -> scalar, got {type(F).__name__}.")
+    function("F", F, "a function (x, u, p) -> scalar")
     sig, on_rows, x0, u0 = check_initial(initial, sigma)
     if u0.shape != ():
         raise ValueError(

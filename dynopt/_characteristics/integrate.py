@@ -16,7 +16,7 @@ from .. import _solve
 from .._batching import map_batch
 from .._saving import SaveAtTimes, saved
 from .._solve import _pick_solver, _require_x64, raise_for_result
-from .._validation import increasing, solver_options
+from .._validation import function, increasing, solver_options
 from .solution import (
     BlowUp,
     BlowUpError,
@@ -92,10 +92,7 @@ def check_initial(
     """Validate the initial manifold `sigma -> (x0, u0)`: returns `sigma` as a float64 NumPy
     array `(m, q)` (the launch program traces it), `initial` on its rows (`OnRows`) and the
     shapes of `x0` `(n,)` and `u0`. The manifold must be `(n-1)`-dimensional (q = n - 1)."""
-    if not callable(initial):
-        raise ValueError(
-            f"initial must be a function sigma -> (x0, u0), got {type(initial).__name__}."
-        )
+    function("initial", initial, "a function sigma -> (x0, u0)")
     sig = real_array(sigma)
     if sig is None:
         raise ValueError(f"sigma must be a real array, got {sigma!r:.80}.")

@@ -8,12 +8,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._validation import interval
+from .._validation import function, interval
 
 
 def _callable(name: str, f) -> None:
-    if not callable(f):
-        raise ValueError(f"{name} must be callable (a NumPy function), got {type(f).__name__}.")
+    function(name, f, "callable (a NumPy function)")
 
 
 def _reciprocal_below(g: np.ndarray, horizon: float) -> np.ndarray:

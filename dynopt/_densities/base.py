@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, Float, Scalar, ScalarLike
-from .._validation import hyperparameter, interval, nonnegative, positive
+from .._validation import function, hyperparameter, interval, is_traced, nonnegative, positive
 
 
 def check_scalar_alpha(alpha) -> None:
@@ -96,8 +96,7 @@ class ScalarSDE(eqx.Module):
     alpha: Float[Array, ""] = hyperparameter("alpha", lower=0.0, lower_open=True)
 
     def __init__(self, drift: Callable, alpha: ScalarLike):
-        if not callable(drift):
-            raise ValueError(f"drift must be callable (x, t) -> scalar, got {type(drift)}.")
+        function("drift", drift, "callable (x, t) -> scalar")
         self.drift_fn = drift
         self.alpha = alpha
 
@@ -122,6 +121,8 @@ class Polynomial(eqx.Module):
     coeffs: Float[Array, " k"]
 
     def __init__(self, coeffs):
+        if not is_traced(coeffs):  # a NaN drift ran silently, a string was NumPy's message
+            interval("coeffs", coeffs)
         c = jnp.asarray(coeffs, dtype=float)
         if c.ndim != 1 or c.size < 1:
             raise ValueError(f"coeffs must be a non-empty 1-D array, got shape {c.shape}.")
@@ -202,14 +203,22 @@ def line_integral(f, x: Float[Array, " d"], x_ref: Float[Array, " d"]) -> Scalar
     return jnp.sum(half * jnp.sum(jnp.asarray(_GL_WEIGHTS)[:, None] * jax.vmap(f)(ys), axis=0))
 
 
-@eqx.filter_jit  # one program per call, not one per primitive (`f` is static)
 def antiderivative(f, x: ScalarLike, x_ref: ScalarLike = 0.0) -> Scalar:
     r"""$\int_{x_{ref}}^{x} f(y)\,dy$ by 48-point Gauss–Legendre (exact for polynomials of degree
     $\le 95$; spectrally accurate for smooth $f$): `line_integral` at $d = 1$.
 
-    **Raises:** `ValueError` if `f` is not callable."""
-    if not callable(f):
-        raise ValueError(f"f must be callable y -> f(y), got {type(f).__name__}.")
+    **Raises:** `ValueError` if `f` is not callable or a concrete `x` or `x_ref` is not finite
+    (a NaN limit made the integral NaN; a traced one, inside the actions' programs, is not
+    checked: no callback)."""
+    function("f", f, "callable y -> f(y)")
+    for name, value in (("x", x), ("x_ref", x_ref)):
+        if not is_traced(value):
+            interval(name, value)
+    return _antiderivative(f, x, x_ref)
+
+
+@eqx.filter_jit  # one program per call, not one per primitive (`f` is static)
+def _antiderivative(f, x, x_ref) -> Scalar:
     return line_integral(
         lambda y: jnp.reshape(f(y[0]), (1,)),
         jnp.reshape(jnp.asarray(x, float), (1,)),

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Float, ScalarLike
+from .._validation import function, interval
 
 
 def ito_lemma(
@@ -36,14 +37,14 @@ def ito_lemma(
     scalar for scalar `x`, shape $(m,)$ otherwise).
 
     **Raises:** `ValueError` if `f`, `drift` or `diffusion` is not callable, `x` is not a
-    scalar or 1-D, or `f` is not scalar-valued, or the shapes of $b$, $\sigma$ do not match
-    `x`.
+    scalar or 1-D, `t` or `x` is not real and finite (a NaN point made the coefficients NaN;
+    traced: inside `jit`), or `f` is not scalar-valued, or the shapes of $b$, $\sigma$ do not
+    match `x`.
     """
     for name, fn in (("f", f), ("drift", drift), ("diffusion", diffusion)):
-        if not callable(fn):
-            raise ValueError(f"{name} must be callable (t, x) -> ..., got {type(fn).__name__}.")
-    t = jnp.asarray(t, dtype=float)
-    x = jnp.asarray(x, dtype=float)
+        function(name, fn, "callable (t, x) -> ...")
+    t = jnp.asarray(interval("t", t), dtype=float)
+    x = jnp.asarray(interval("x", x), dtype=float)
     if x.ndim > 1:
         raise ValueError(f"x must be a scalar or a 1-D array, got shape {x.shape}.")
     if jax.eval_shape(f, t, x).shape != ():

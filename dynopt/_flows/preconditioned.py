@@ -15,7 +15,7 @@ from .._custom_types import Array, Params, ScalarLike
 from .._discretization import widest_dtype
 from .._maps.preconditioned import PreconditionedStep, split_preconditioner
 from .._problem import Problem
-from .._validation import check, choice, is_traced, nonnegative
+from .._validation import check, choice, function, is_traced, nonnegative
 from .base import AbstractMappedFlow
 
 
@@ -176,8 +176,7 @@ class PreconditionedFlow(AbstractMappedFlow):
     P: Callable[[Params, Params, LossFn | None], Params]
 
     def __init__(self, P, *, check_on: Problem | None = None):
-        if not callable(P):
-            raise ValueError(f"P must be callable P(params, v, loss_fn), got {type(P).__name__}.")
+        function("P", P, "callable P(params, v, loss_fn)")
         if not isinstance(P, eqx.Module):  # a function: static, as a field of a module
             P = _StaticPreconditioner(P)
         split_preconditioner(P)  # `ValueError` where its part besides arrays is not hashable

@@ -26,6 +26,7 @@ from .._saving import SaveAtTimes, saved
 from .._solve import integrate, raise_for_result, SolveError
 from .._validation import (
     check_unbatched,
+    function,
     host_validated,
     increasing,
     is_traced,
@@ -572,8 +573,7 @@ def first_passage(
     > 0, $dt \ge t_1$, or a `t1` that is not a multiple of `dt`.
     """
     x0 = _check_common(flow, problem, x0, num_paths, "unsafe", key, on_blowup, "first_passage")
-    if not callable(hit):
-        raise ValueError(f"hit must be callable state -> bool, got {type(hit).__name__}.")
+    function("hit", hit, "callable state -> bool")
     t1, dt = float(positive("t1", t1)), float(positive("dt", dt))
     if not dt < t1:
         raise ValueError(f"need 0 < dt < t1, got dt={dt}, t1={t1}.")

@@ -24,6 +24,7 @@ import optax
 
 from .._custom_types import Array, Params, ScalarLike
 from .._discretization import widest_dtype
+from .._validation import function
 from .hyper import decay as _decay, interval, nonnegative, positive
 
 
@@ -440,11 +441,7 @@ def scale_by_preconditioner(precondition: Preconditioner) -> optax.GradientTrans
 
     **Raises:** `ValueError` for a `precondition` that is not callable.
     """
-    if not callable(precondition):
-        raise ValueError(
-            "precondition must be a callable (params, v, loss_fn) -> P(params) v, got "
-            f"{type(precondition).__name__}."
-        )
+    function("precondition", precondition, "a callable (params, v, loss_fn) -> P(params) v")
 
     def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
         del extra_args
