@@ -30,6 +30,7 @@ from ._validation import (
     flag,
     function,
     host_validated,
+    interval,
     is_traced,
     nonnegative,
     one_key,
@@ -59,6 +60,27 @@ def ravel(tree: PyTree):
     `TypePromotionError` from every eigen-solve and `dense_hessian`)."""
     with jax.numpy_dtype_promotion("standard"):
         return ravel_pytree(tree)
+
+
+def check_params(params: Params) -> None:
+    """`ValueError` unless `params` is a non-empty pytree of real numbers, finite where concrete
+    (a NaN point gave NaN eigenpairs or a NaN Hessian without a word, a string JAX's
+    `TypeError`); traced leaves (a tracker inside `run`) pass unchecked: no callback."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    if not leaves:
+        raise ValueError("params must be a non-empty pytree of real arrays, got no leaves.")
+    for path, leaf in leaves:
+        if not is_traced(leaf):
+            interval(f"params{jax.tree_util.keystr(path)}", leaf)
+
+
+def check_start_shape(start: Array, n: int) -> None:
+    """`ValueError` unless `start` is an $(n, k)$ block with $1 \\le k \\le n$."""
+    if jnp.ndim(start) != 2 or start.shape[0] != n or not 1 <= start.shape[1] <= n:
+        raise ValueError(
+            f"start must be an (n, k) block with n = {n} (the number of parameters) and "
+            f"1 <= k <= n, got shape {jnp.shape(start)}."
+        )
 
 
 def check_k(k: int, num_params: int) -> int:
@@ -249,7 +271,8 @@ def top_eigenpairs(
     trace, read `iterations`).
 
     **Raises:** `ValueError` for a `start` that is not $(n, k)$ with $1 \le k \le n$ (or,
-    given concretely, not finite or not of full rank), a `diag` that is not a pytree like
+    given concretely, not finite or not of full rank), `params` that are not finite real
+    numbers (where concrete), a `diag` that is not a pytree like
     `params` (or, given concretely, has an entry that is not positive and finite), `max_iters
     < 1`, a `tol` that is not positive or a `checked` that is not a bool; a runtime error
     (`eqx.error_if`) when a Hessian-vector product is not finite (with `checked=True`), read
@@ -264,6 +287,7 @@ def _validated_top(grad_fn, params, start, diag, max_iters, tol, checked, method
     positive_int("max_iters", max_iters)
     check_tol(tol)
     flag("checked", checked)
+    check_params(params)
     flat = ravel(params)[0]
     # The block in the parameters' precision (`random_start` draws float64; float32 params
     # would otherwise meet a float64 tangent in the Hessian-vector product).
@@ -272,11 +296,7 @@ def _validated_top(grad_fn, params, start, diag, max_iters, tol, checked, method
         start = start.astype(flat.dtype)
     check_diag(diag, params)
     n = flat.shape[0]
-    if start.ndim != 2 or start.shape[0] != n or not 1 <= start.shape[1] <= n:
-        raise ValueError(
-            f"start must be an (n, k) block with n = {n} (the number of parameters) and "
-            f"1 <= k <= n, got shape {start.shape}."
-        )
+    check_start_shape(start, n)
     if not is_traced(start):
         with jax.ensure_compile_time_eval():
             finite = bool(jnp.all(jnp.isfinite(start)))
@@ -464,7 +484,6 @@ def krylov_depth(k: int, num_params: int) -> int:
     return min(num_params, 10 * (k + 1))
 
 
-@eqx.filter_jit
 def krylov_start(
     grad_fn: Callable[[Params], Params], params: Params, start: Float[Array, "n k"]
 ) -> Float[Array, "n k"]:
@@ -481,8 +500,20 @@ def krylov_start(
     LOBPCG from a block inside it stays there: an exactly repeated eigenvalue shows once, as
     with `method="lanczos"` itself (the only tracker that starts here).
 
-    **Returns:** an $(n, k)$ block, in `start`'s dtype."""
+    **Returns:** an $(n, k)$ block, in `start`'s dtype.
+
+    **Raises:** `ValueError` for a `grad_fn` that is not callable, `params` that are not
+    finite real numbers, or a `start` that is not an $(n, k)$ block, $1 \\le k \\le n$."""
     check_callable("grad_fn", grad_fn)
+    check_params(params)
+    start = jnp.asarray(start)
+    # (The parameter count from the leaves' shapes: no program for a ravel.)
+    check_start_shape(start, sum(int(jnp.size(x)) for x in jax.tree.leaves(params)))
+    return _krylov_start(grad_fn, params, start)
+
+
+@eqx.filter_jit
+def _krylov_start(grad_fn, params, start):
     column = hvp_column(grad_fn, params)
     k, n = start.shape[1], start.shape[0]
     values, vectors, _ = _lanczos_once_top(None, start, krylov_depth(k, n), matvec=column)
@@ -500,8 +531,10 @@ def random_start(key: Key, num_params: int, k: int, dtype=jnp.float64) -> Float[
 
 def dense_hessian(loss_fn: Callable[[Params], Scalar], params: Params) -> Float[Array, "n n"]:
     """The symmetrized dense Hessian in `ravel_pytree` order (a reference for small models);
-    `loss_fn` must return a scalar."""
+    `loss_fn` must be a function returning a scalar and `params` finite real numbers (else
+    `ValueError`)."""
     check_callable("loss_fn", loss_fn)
+    check_params(params)
     flat, unravel = ravel(params)
     shape = jax.eval_shape(loss_fn, params).shape
     if shape != ():

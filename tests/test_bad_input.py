@@ -358,3 +358,83 @@ def test_every_callable_argument_is_checked_by_one_helper(name):
     pass and the value given with its type."""
     with pytest.raises(ValueError, match=rf"^{name} must be .*, got int 3\.$"):
         _NOT_CALLABLE[name](3)
+
+
+# --- 9. further probes of the same kind --------------------------------------------------------
+
+
+def test_sharpness_refuses_nan_or_non_numeric_params_and_a_bad_krylov_start():
+    """NaN parameters gave NaN eigenpairs or a NaN Hessian without a word, a string JAX's
+    TypeError; krylov_start(..., 0) was an AttributeError ('int' has no 'shape')."""
+    nan_params = jnp.array([jnp.nan, 1.0])
+    with pytest.raises(ValueError, match=r"^params must be finite, got \[nan +1\.\]\.$"):
+        sharpness.dense_hessian(_sum, nan_params)
+    with pytest.raises(ValueError, match=r"^params must be a finite real number, got 'a'"):
+        sharpness.dense_hessian(_sum, "a")
+    with pytest.raises(ValueError, match=r"^params\['w'\] must be finite"):
+        sharpness.top_eigenpairs(lambda p: p, {"w": nan_params}, jnp.ones((2, 1)))
+    with pytest.raises(ValueError, match=r"^start must be an \(n, k\) block with n = 2 .*\(\)\.$"):
+        sharpness.krylov_start(lambda p: p, jnp.ones(2), 0)
+    np.testing.assert_array_equal(sharpness.dense_hessian(_sum, jnp.ones(2)), 2 * jnp.eye(2))
+
+
+def test_mixture_gan_metrics_refuse_an_int_key_and_nan_samples():
+    """sliced_wasserstein(0, ...) was JAX's TypeError; a NaN sample made the distance NaN, and
+    mode_statistics counted it as a low-quality sample."""
+    x = jnp.ones((4, 2))
+    with pytest.raises(ValueError, match=r"^key must be one jax\.random\.key .*got int 0\.$"):
+        games.sliced_wasserstein(0, x, x)
+    with pytest.raises(ValueError, match=r"^x must be finite"):
+        games.sliced_wasserstein(jax.random.key(0), x.at[0, 0].set(jnp.nan), x)
+    with pytest.raises(ValueError, match=r"^samples must be finite"):
+        games.mode_statistics(x.at[0, 0].set(jnp.inf))
+    with pytest.raises(ValueError, match=r"^key must be one jax\.random\.key"):
+        games.generate(games.mixture_gan(jax.random.key(0), hidden=4, depth=1).theta0, 0, 3)
+    assert float(games.sliced_wasserstein(jax.random.key(0), x, x)) == 0.0
+
+
+def test_game_jacobian_and_dirac_solution_refuse_bad_points():
+    game = games.minmax(_bilinear, jnp.ones(2), jnp.ones(2))
+    with pytest.raises(ValueError, match=r"^z must be a pair \(phi, theta\)"):
+        game.eigenvalues("a")
+    with pytest.raises(ValueError, match=r"^t must be finite, got nan\.$"):
+        games.dirac_linear_solution(float("nan"))
+    phi, theta = games.dirac_linear_solution(jnp.pi, jnp.array([1.0]), jnp.array([0.0]))
+    np.testing.assert_allclose([phi[0], theta[0]], [0.0, 1.0], atol=1e-15)
+
+
+def test_densities_refuse_nan_points_coefficients_and_a_non_definite_covariance():
+    """Each returned NaN (or a silently wrong number) before."""
+    with pytest.raises(ValueError, match=r"^xb must be finite, got nan\.$"):
+        D.mehler_kernel(float("nan"), 0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match=r"^coeffs must be finite, got \[nan +1\.\]\.$"):
+        D.Polynomial(jnp.array([jnp.nan, 1.0]))
+    with pytest.raises(ValueError, match=r"^x must be finite, got nan\.$"):
+        D.ito_lemma(_drift, _drift, _drift, 0.0, float("nan"))
+    with pytest.raises(ValueError, match=r"^x must be finite, got inf\.$"):
+        D.antiderivative(jnp.sin, float("inf"))
+    pts = jnp.zeros((3, 1))
+    with pytest.raises(ValueError, match=r"^mean must be finite, got \[nan\]\.$"):
+        D.gaussian_density(pts, jnp.array([jnp.nan]), jnp.eye(1))
+    with pytest.raises(ValueError, match=r"^cov must be symmetric positive definite"):
+        D.gaussian_density(pts, jnp.zeros(1), -jnp.eye(1))
+    with pytest.raises(ValueError, match=r"^cov must have shape \(d, d\) and x \(\.\.\., d\)"):
+        D.gaussian_density(jnp.zeros((3, 2)), jnp.zeros(1), jnp.eye(1))
+    with pytest.raises(ValueError, match=r"^density must be callable .*got int 3\.$"):
+        D.bin_probabilities(3, (np.linspace(0.0, 1.0, 3),))
+    with pytest.raises(ValueError, match=r"^nodes must be a positive integer, got 0\.$"):
+        D.bin_probabilities(lambda x: 1.0, (np.linspace(0.0, 1.0, 3),), nodes=0)
+    want = jnp.exp(-0.5 * 0.25) / jnp.sqrt(2 * jnp.pi)
+    assert float(D.gaussian_density(jnp.array([[0.5]]), jnp.zeros(1), jnp.eye(1))[0]) == float(want)
+
+
+def test_odecell_and_its_models_refuse_a_nan_start():
+    """A NaN or inf y0 was a NaN unroll (and a NaN loss to fit)."""
+    cell = rnn.ODECell(_decay, 1.0, 0.1)
+    with pytest.raises(ValueError, match=r"^y0 must be finite, got \[ *1\. +nan\]\.$"):
+        cell(jnp.array([1.0, jnp.nan]), 3)
+    obs = rnn.Observations(jnp.array([0.1, 0.2]), jnp.ones((2, 1)))
+    with pytest.raises(ValueError, match=r"^y0 must be finite, got \[nan\]\.$"):
+        rnn.unrolled_model(cell, jnp.array([jnp.nan]), obs)
+    with pytest.raises(ValueError, match=r"^t0 must be a finite real number, got 'a'"):
+        rnn.unrolled_model(cell, jnp.ones(1), obs, t0="a")

@@ -21,10 +21,11 @@ def mehler_kernel(
     Post 7's linear-SDE propagator is $e^{-T/2}\,e^{(x_b^2-x_a^2)/2\alpha}\,K$: the boundary
     factor of eq. (56), the constant Jacobian (64) with $\partial_x p = 1$, and this kernel.
 
-    **Raises:** `ValueError` for $\alpha \le 0$ or $T \le 0$ (an `eqx.error_if` error under
-    `jit`/`vmap`)."""
+    **Raises:** `ValueError` for $\alpha \le 0$, $T \le 0$ or points $x_a$, $x_b$ that are
+    not finite (an `eqx.error_if` error under `jit`/`vmap`)."""
     # The checked values (under jit/vmap each carries its check).
     alpha, T = positive("alpha", alpha), positive("T", T)
+    xb, xa = interval("xb", xb), interval("xa", xa)
     s, c = jnp.sinh(T), jnp.cosh(T)
     return jnp.exp(-((xa**2 + xb**2) * c - 2 * xa * xb) / (2 * alpha * s)) / jnp.sqrt(
         2 * jnp.pi * alpha * s

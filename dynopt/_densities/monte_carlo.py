@@ -19,7 +19,7 @@ import numpy as np
 from .._custom_types import Array, Float, Key, ScalarLike
 from .._problem import Problem
 from .._sde.simulate import simulate
-from .._validation import function, interval, is_traced, positive
+from .._validation import function, interval, is_traced, positive, positive_int
 from .base import check_lost_mass, check_scalar_point, check_tolerance, GridDensity, is_uniform
 from .vector import (
     as_vector_sde,
@@ -256,7 +256,10 @@ def bin_probabilities(
     density: Callable[[Array], Array], edges, *, nodes: int = 8
 ) -> Float[Array, "..."]:
     r"""$\pi_b = \int_b P(x)\,dx$ for every tensor bin, by `nodes`-point Gauss–Legendre per axis
-    (`density`: a callable $x:(d,) \to$ density)."""
+    (`density`: a callable $x:(d,) \to$ density); `ValueError` for a `density` that is not
+    callable, bad `edges` or a `nodes` that is not a positive integer."""
+    function("density", density, "callable x (shape (d,)) -> density")
+    nodes = positive_int("nodes", nodes)
     edges = _check_edges(edges)
     gl_x, gl_w = np.polynomial.legendre.leggauss(nodes)
     xs, ws = [], []

@@ -308,9 +308,36 @@ def linear_moments(
     return mean, 0.5 * (cov + cov.T)
 
 
-@jax.jit
 def gaussian_density(x: Float[Array, "... d"], mean, cov) -> Float[Array, "..."]:
-    r"""$\mathcal N(x;\ \mu, \Sigma)$ for points `x` of shape $(\dots, d)$ (Cholesky solve)."""
+    r"""$\mathcal N(x;\ \mu, \Sigma)$ for points `x` of shape $(\dots, d)$ (Cholesky solve).
+
+    **Raises:** `ValueError` for a `mean` that is not 1-D, a `cov` that is not $(d, d)$ or `x`
+    not $(\dots, d)$ (a reshape error), and, given concretely, a `mean` or `cov` that is not
+    finite or a `cov` that is not positive definite (its Cholesky factor was NaN, so was the
+    density)."""
+    if jnp.ndim(mean) != 1:
+        raise ValueError(f"mean must be a 1-D array (d,), got shape {jnp.shape(mean)}.")
+    d = jnp.shape(mean)[0]
+    if jnp.shape(cov) != (d, d) or jnp.ndim(x) < 1 or jnp.shape(x)[-1] != d:
+        raise ValueError(
+            f"cov must have shape (d, d) and x (..., d) with d = {d} (mean's size), got "
+            f"{jnp.shape(cov)} and {jnp.shape(x)}."
+        )
+    if not is_traced(mean):
+        interval("mean", mean)
+    if not is_traced(cov):
+        interval("cov", cov)
+        try:  # (the lower triangle, as jnp.linalg.cholesky reads it)
+            np.linalg.cholesky(np.asarray(cov, np.float64))
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                f"cov must be symmetric positive definite, got {np.asarray(cov).tolist()}."
+            ) from None
+    return _gaussian_density(x, mean, cov)
+
+
+@jax.jit
+def _gaussian_density(x, mean, cov):
     chol = jnp.linalg.cholesky(cov)
     d = mean.shape[0]
     z = jax.scipy.linalg.solve_triangular(chol, (x.reshape(-1, d) - mean[None]).T, lower=True)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, ScalarLike
-from .._validation import hyperparameter, positive
+from .._validation import hyperparameter, interval, is_traced, positive
 from .game import Game
 from .regularizers import AbstractPenalty, GradientPenalty, total_penalty
 
@@ -166,7 +166,13 @@ def dirac_linear_solution(t: ScalarLike, phi0=PHI0, theta0=THETA0) -> tuple[Arra
     r"""The linearized vanilla flow (eq. 8) in closed form: a rotation at angular speed $\frac12$,
     $\theta(t) = \theta_0\cos\frac t2 + \varphi_0\sin\frac t2$,
     $\varphi(t) = \varphi_0\cos\frac t2 - \theta_0\sin\frac t2$ (so $\ddot\theta = -\theta/4$,
-    period $4\pi$)."""
+    period $4\pi$).
+
+    **Raises:** `ValueError` for a `t`, `phi0` or `theta0` that is not real and finite (given
+    concretely: a NaN time was a NaN point)."""
+    for name, value in (("t", t), ("phi0", phi0), ("theta0", theta0)):
+        if not is_traced(value):
+            interval(name, value)
     phi0, theta0 = jnp.asarray(phi0), jnp.asarray(theta0)
     c, s = jnp.cos(t / 2), jnp.sin(t / 2)
     return phi0 * c - theta0 * s, theta0 * c + phi0 * s

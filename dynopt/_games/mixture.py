@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from .._custom_types import Array, Key
 from .._discretization import widest_dtype
-from .._validation import nonnegative, one_key, positive, positive_int
+from .._validation import interval, is_traced, nonnegative, one_key, positive, positive_int
 from .game import Game
 from .regularizers import AbstractPenalty, total_penalty
 
@@ -137,9 +137,10 @@ def generate(theta, key: Key, n: int, latent_dim: int | None = None) -> Array:
     `latent_dim`: `None` (read off `theta`'s first layer), or the latent size, checked
     against it.
 
-    **Raises:** `ValueError` for an `n` that is not a positive integer, a `theta` that is no
-    `mixture_gan` generator, or a `latent_dim` other than its input size."""
-    n = positive_int("n", n)
+    **Raises:** `ValueError` for a `key` that is not one PRNG key, an `n` that is not a
+    positive integer, a `theta` that is no `mixture_gan` generator, or a `latent_dim` other
+    than its input size."""
+    key, n = one_key("key", key), positive_int("n", n)
     try:
         w_in = theta[0]["w"]
     except (TypeError, KeyError, IndexError) as e:
@@ -168,13 +169,16 @@ def mode_statistics(samples: Array, num_modes: int = 8, radius: float = 2.0, std
     $\frac14$ of its share ($n/(4m)$) of the high-quality samples. Returns
     `(modes_covered, fraction_high_quality)`.
 
-    **Raises:** `ValueError` for `samples` that are not `(n, 2)` with $n \\ge 1$, a `num_modes`
-    that is not a positive integer, or a `radius` or `std` that is not > 0."""
+    **Raises:** `ValueError` for `samples` that are not `(n, 2)` with $n \\ge 1$ (or, given
+    concretely, not finite), a `num_modes` that is not a positive integer, or a `radius` or
+    `std` that is not > 0."""
     if jnp.ndim(samples) != 2 or jnp.shape(samples)[1] != 2 or jnp.shape(samples)[0] < 1:
         raise ValueError(
             f"samples must be an (n, 2) array of 2-D points with n >= 1, got shape "
             f"{jnp.shape(samples)}."
         )
+    if not is_traced(samples):  # a NaN sample counted as a low-quality one, silently
+        interval("samples", samples)
     num_modes = positive_int("num_modes", num_modes)
     radius, std = positive("radius", radius), positive("std", std)
     modes = mixture_modes(num_modes, radius).astype(samples.dtype)
@@ -191,15 +195,20 @@ def sliced_wasserstein(key: Key, x: Array, y: Array, num_projections: int = 128)
     $\mathbb R^d$, `(n, d)` arrays: the mean over `num_projections` random unit directions $u$
     of $W_1(u\cdot x, u\cdot y)$ (sorted differences).
 
-    **Raises:** `ValueError` for `x` and `y` that are not `(n, d)` arrays of one shape with
-    $n, d \ge 1$, or a `num_projections` that is not a positive integer (none would average
-    nothing: NaN)."""
+    **Raises:** `ValueError` for a `key` that is not one PRNG key, `x` and `y` that are not
+    `(n, d)` arrays of one shape with $n, d \ge 1$ (or, given concretely, not finite: a NaN
+    point made the distance NaN), or a `num_projections` that is not a positive integer (none
+    would average nothing: NaN)."""
+    key = one_key("key", key)  # an int was JAX's TypeError 'invalid PRNG key data'
     num_projections = positive_int("num_projections", num_projections)
     if jnp.ndim(x) != 2 or jnp.shape(x) != jnp.shape(y) or 0 in jnp.shape(x):
         raise ValueError(
             "x and y must be (n, d) arrays of points of the same shape with n, d >= 1, got "
             f"{jnp.shape(x)}, {jnp.shape(y)}."
         )
+    for name, points in (("x", x), ("y", y)):
+        if not is_traced(points):  # (traced: inside the experiments' programs, no callback)
+            interval(name, points)
     # In the wider of the two dtypes (a float32 generator's samples against float64 data: the
     # distance in float64, and no strict-promotion error).
     dtype = widest_dtype((jnp.asarray(x), jnp.asarray(y)))

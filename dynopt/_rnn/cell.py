@@ -295,12 +295,14 @@ class ODECell(eqx.Module):
         the promoted dtype of `y0` and the parameters.
 
         **Raises:** `ValueError` for a `num_steps` that is not a positive (Python or NumPy)
-        integer, a non-finite `t0`, or a `y0` whose shape or dtype the vector field does not
-        accept or return.
+        integer, a non-finite `t0`, a `y0` that is not finite (given concretely) or whose
+        shape or dtype the vector field does not accept or return.
         """
         num_steps = positive_int("num_steps", num_steps)
         if not is_traced(t0):  # a NaN t0 made every time, so a non-autonomous field, NaN
             interval("t0", t0)
+        if not is_traced(y0):  # a NaN or inf start was a NaN unroll, a string JAX's TypeError
+            interval("y0", y0)
         y0 = self._initial_state(y0, t0)
         return _unroll(self, y0, self.times(num_steps, t0, dtype=y0.dtype))
 

@@ -30,7 +30,7 @@ from .._problem import Problem
 from .._run import run
 from .._saving import SaveAtTimes, saved
 from .._solve import integrate
-from .._validation import increasing, positive_int, solver_options
+from .._validation import increasing, interval, is_traced, positive_int, solver_options
 from .cell import as_array, ODECell
 
 
@@ -169,9 +169,11 @@ def _loss(model: ObservationModel, pred: Array) -> Array:
 
 def _shared_fields(cell: ODECell, y0: ArrayLike, obs: Observations, t0: ScalarLike) -> dict:
     """The fields every route stores, with `y0` and `t0` checked against `cell` and `obs`."""
-    t0 = float(t0)
-    if not np.isfinite(t0):  # NaN compares False with every time: the horizon check would pass
-        raise ValueError(f"t0 must be finite, got {t0}.")
+    # NaN compares False with every time: the horizon check would pass. (`float` of a string
+    # was Python's ValueError, not naming t0.)
+    t0 = float(interval("t0", t0))
+    if not is_traced(y0):  # a NaN start fitted a NaN loss
+        interval("y0", y0)
     if obs.ys.shape[1:] != np.shape(y0):
         raise ValueError(
             f"observations have state shape {obs.ys.shape[1:]} but y0 has shape {np.shape(y0)}."
