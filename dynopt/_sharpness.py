@@ -62,16 +62,30 @@ def ravel(tree: PyTree):
         return ravel_pytree(tree)
 
 
-def check_params(params: Params) -> None:
-    """`ValueError` unless `params` is a non-empty pytree of real numbers, finite where concrete
-    (a NaN point gave NaN eigenpairs or a NaN Hessian without a word, a string JAX's
-    `TypeError`); traced leaves (a tracker inside `run`) pass unchecked: no callback."""
+def check_params(params: Params, *, finite: bool = True) -> None:
+    """`ValueError` unless `params` is a non-empty pytree of real numbers, with `finite`
+    finite where concrete (a NaN point gave NaN eigenpairs or a NaN Hessian without a word, a
+    string JAX's `TypeError`); traced leaves (a tracker inside `run`) pass unchecked: no
+    callback. `finite=False` for `top_eigenpairs`, whose `checked` decides what a NaN point
+    does (an error inside the program, or NaN out)."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
     if not leaves:
         raise ValueError("params must be a non-empty pytree of real arrays, got no leaves.")
     for path, leaf in leaves:
-        if not is_traced(leaf):
-            interval(f"params{jax.tree_util.keystr(path)}", leaf)
+        name = f"params{jax.tree_util.keystr(path)}"
+        if is_traced(leaf):
+            continue
+        if finite:
+            interval(name, leaf)
+            continue
+        try:
+            dtype = jnp.result_type(leaf)
+        except TypeError:  # a string, None, a ragged list
+            dtype = None
+        if dtype is None or not (
+            jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+        ):
+            raise ValueError(f"{name} must be an array of real numbers, got {leaf!r:.60}.")
 
 
 def check_start_shape(start: Array, n: int) -> None:
@@ -271,8 +285,8 @@ def top_eigenpairs(
     trace, read `iterations`).
 
     **Raises:** `ValueError` for a `start` that is not $(n, k)$ with $1 \le k \le n$ (or,
-    given concretely, not finite or not of full rank), `params` that are not finite real
-    numbers (where concrete), a `diag` that is not a pytree like
+    given concretely, not finite or not of full rank), `params` that are not real numbers, a
+    `diag` that is not a pytree like
     `params` (or, given concretely, has an entry that is not positive and finite), `max_iters
     < 1`, a `tol` that is not positive or a `checked` that is not a bool; a runtime error
     (`eqx.error_if`) when a Hessian-vector product is not finite (with `checked=True`), read
@@ -287,7 +301,7 @@ def _validated_top(grad_fn, params, start, diag, max_iters, tol, checked, method
     positive_int("max_iters", max_iters)
     check_tol(tol)
     flag("checked", checked)
-    check_params(params)
+    check_params(params, finite=False)
     flat = ravel(params)[0]
     # The block in the parameters' precision (`random_start` draws float64; float32 params
     # would otherwise meet a float64 tangent in the Hessian-vector product).
