@@ -77,14 +77,10 @@ def test_max_relative_deviation_mixed_dtypes_and_shapes():
 
 
 def test_max_relative_deviation_of_vanishing_rates():
-    """A prediction that vanishes identically has no scale to be relative to: it was NaN
-    (both vanish) or inf (only the prediction does), now a ValueError naming predicted; the
-    same number under `jit` as on the host otherwise."""
-    for measured in (jnp.zeros(3), jnp.ones(3)):
-        with pytest.raises(ValueError, match=r"^predicted must not vanish identically"):
-            lyapunov.max_relative_deviation(measured, jnp.zeros(3))
-    with pytest.raises(Exception, match="predicted not identically zero"):
-        jax.jit(lyapunov.max_relative_deviation)(jnp.ones(3), jnp.zeros(3)).block_until_ready()
+    """NaN where both vanish identically, inf where only the prediction does (as documented,
+    without a warning), and the same number under `jit` as on the host."""
+    assert np.isnan(float(lyapunov.max_relative_deviation(jnp.zeros(3), jnp.zeros(3))))
+    assert float(lyapunov.max_relative_deviation(jnp.ones(3), jnp.zeros(3))) == np.inf
     measured, predicted = jnp.array([0.3, -1.7, 2.2]), jnp.array([0.1, -1.9, 2.0])
     host = lyapunov.max_relative_deviation(measured, predicted)
     traced = jax.jit(lyapunov.max_relative_deviation)(measured, predicted)
