@@ -140,16 +140,25 @@ def action_eq66(sde: ScalarSDE, path, ta: ScalarLike, tb: ScalarLike) -> Scalar:
     return _action_eq66(sde, path, *_check_path(sde, path, ta, tb))
 
 
-@eqx.filter_jit
-def _action_eq66(sde: ScalarSDE, path, ta, tb) -> Scalar:
+def _along(path, ta, tb, integrand) -> Scalar:
+    """$\int_{t_a}^{t_b}$ `integrand`$(x, \dot x, t)\,dt$ along `path` (48-point Gauss–Legendre,
+    $\dot x$ by `jax.jvp`)."""
     ts, ws = _gauss_legendre(ta, tb)
 
-    def integrand(t):
+    def one(t):
         x, xd = jax.jvp(path, (t,), (jnp.ones_like(t),))
+        return integrand(x, xd, t)
+
+    return jnp.sum(ws * jax.vmap(one)(ts))
+
+
+@eqx.filter_jit
+def _action_eq66(sde: ScalarSDE, path, ta, tb) -> Scalar:
+    def integrand(x, xd, t):
         p = sde.p(x, t)
         return 0.5 * xd**2 - xd * p + 0.5 * p**2 + 0.5 * sde.alpha * sde.dp_dx(x, t)
 
-    return jnp.sum(ws * jax.vmap(integrand)(ts)) / sde.alpha
+    return _along(path, ta, tb, integrand) / sde.alpha
 
 
 def action_eq68(sde: ScalarSDE, path, ta: ScalarLike, tb: ScalarLike) -> Scalar:
@@ -166,13 +175,10 @@ def action_eq68(sde: ScalarSDE, path, ta: ScalarLike, tb: ScalarLike) -> Scalar:
 
 @eqx.filter_jit
 def _action_eq68(sde: ScalarSDE, path, ta, tb) -> Scalar:
-    ts, ws = _gauss_legendre(ta, tb)
-
-    def integrand(t):
-        x, xd = jax.jvp(path, (t,), (jnp.ones_like(t),))
+    def integrand(x, xd, t):
         return 0.5 * xd**2 - _potential_V(sde, x, t)
 
-    bulk = jnp.sum(ws * jax.vmap(integrand)(ts)) / sde.alpha
+    bulk = _along(path, ta, tb, integrand) / sde.alpha
     return bulk - _boundary_term(sde, path, ta, tb)
 
 
