@@ -828,19 +828,32 @@ def _check_concrete(
         # parameters from a generic state but vanish on the slow manifold (M_0 = 0): there
         # the reduced map is near identity, which is all the fast regime needs.
         fast = regime != "slow" and spec.state_map is None and _state_moves(state, state1)
+        unbuilt = ""
         if fast:
             try:
                 moved = _moved_on_manifold(
                     dataclasses.replace(spec, regime="fast"), problem, x0, branches
                 )
                 lag = 1
-            except ValueError:  # no slow manifold to start from: the plain message below
+            except ValueError as e:  # no slow manifold to start from: said with the message
                 fast = False
+                unbuilt = (
+                    f" The state moves at h = 0, but no slow manifold, from which such an update "
+                    f"may vanish, could be built: {e}"
+                )
         if not np.isfinite(moved) or moved > 1e-12:
             where = " from a state on its slow manifold" if fast else ""
+            if fast and not np.isfinite(moved):
+                raise ValueError(
+                    f"optimizer: at step size h = 0 the update from a state on its slow "
+                    f"manifold is not finite ({moved:.3g}): the learning rate h multiplies a "
+                    "term that is infinite there, e.g. a root or division of a quantity that "
+                    "vanishes on the manifold (centered RMSprop with eps=0: ν - μ² = 0 under "
+                    "its square root). Give it a positive eps."
+                )
             raise ValueError(
                 f"optimizer: at step size h = 0 the update moves the parameters by {moved:.3g}"
-                f"{where}; it must vanish (Φ₀ = identity). Write the learning rate as a "
+                f"{where}; it must vanish (Φ₀ = identity).{unbuilt} Write the learning rate as a "
                 "function of h, e.g. `lambda h: optax.adam(h)`, not a constant. If it is one "
                 "already, the transform moves the parameters by a rule that does not scale "
                 "with the step (SAM's ascent of fixed size outside opaque_mode, a projection "
@@ -1245,6 +1258,65 @@ def _contraction_probe(spec, problem, x0, scale):
     return a, dev, curved, jnp.stack(coupling) if n else jnp.zeros((0, 0)), a_early
 
 
+# Steps of the state update at h = 0 from the zero state to the orbit state of
+# `_orbit_contraction_probe` (any few: a state the optimizer itself reaches).
+_ORBIT_STEPS = 3
+
+
+@_check_program
+def _orbit_contraction_probe(spec, problem, x0, scale):
+    r"""`_contraction_probe`'s structure read leaf by leaf around a state the optimizer itself
+    reaches, $s^\ast = S_0^3(\theta, 0)$: leaf $i$ is set to the probe state's (of size
+    `scale`) or to 0 with the other leaves at $s^\ast$. The generic probe sets every leaf at
+    once and can leave the optimizer's domain (centered RMSprop's $\nu - \mu^2 + \epsilon < 0$
+    under a square root), where a term that vanishes at h = 0 is $0\cdot$NaN; $s^\ast$ keeps
+    the leaves that leaf $i$'s update reads consistent. Couplings are read at 0 and $s^\ast$."""
+    zero, rest = template(spec, x0)
+    probe = _probe_state(zero, scale)
+    zero_tau = jnp.zeros((), float)
+
+    def S(m):
+        return jax.tree.leaves(fast_step(spec, problem, zero_tau, x0, m, rest)[1])
+
+    orbit = jax.lax.fori_loop(
+        0, _ORBIT_STEPS, lambda _, m: fast_step(spec, problem, zero_tau, x0, m, rest)[1], zero
+    )
+    at_zero = leaf_blocks(spec, problem, x0, zero, linearize=True)
+    at_orbit = leaf_blocks(spec, problem, x0, orbit, linearize=True)
+    flat, treedef = jax.tree.flatten(probe)
+    base = jax.tree.leaves(orbit)
+    n = len(flat)
+
+    def size(x):
+        return jnp.max(jnp.abs(x), initial=0.0)
+
+    def with_leaf(i, x):
+        return jax.tree.unflatten(treedef, [x if j == i else b for j, b in enumerate(base)])
+
+    dev = jnp.zeros((), float)
+    curved = jnp.zeros((), float)
+    coupling = []
+    for i in range(n):
+        a_i = at_zero[i][i]
+
+        def S_i(x, i=i):
+            return S(with_leaf(i, x))[i]
+
+        stepped, own = jax.jvp(S_i, (flat[i],), (jnp.ones_like(flat[i]),))
+        step_i = stepped - S_i(jnp.zeros_like(flat[i]))
+        dev = dev + size(own - a_i) + size(step_i - a_i * flat[i]) / scale
+        curved = curved + size(step_i - own * flat[i]) / scale
+        coupling.append(
+            jnp.stack(
+                [
+                    jnp.where(j == i, 0.0, size(at_zero[i][j]) + size(at_orbit[i][j]))
+                    for j in range(n)
+                ]
+            )
+        )
+    return dev, curved, jnp.stack(coupling) if n else jnp.zeros((0, 0))
+
+
 def _chain_length(reads: np.ndarray, names: list[str]) -> int:
     """The longest chain of leaves in the coupling graph (`reads[i, j]`: leaf j reads leaf i),
     or a `ValueError` for a cycle (no triangular order to solve the manifold in)."""
@@ -1299,6 +1371,14 @@ def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
         )
     scale = _probe_scale(spec, problem, x0, branches)
     a, err, curved, coupling, a_early = _contraction_probe(spec, problem, x0, jnp.asarray(scale))
+    if not np.isfinite(float(err) + float(curved)) and np.all(
+        np.isfinite(np.concatenate([np.ravel(x) for x in jax.tree.leaves(a)] + [np.zeros(0)]))
+    ):
+        # Not finite at the generic probe, finite at the zero state: the probe may have left
+        # the optimizer's domain (centered RMSprop's ν - μ² + ε < 0 under a square root, read
+        # through 0·NaN by a momentum trace at h = 0); read again around a state it reaches.
+        # Still not finite there: the step itself is (the messages below say so).
+        err, curved, coupling = _orbit_contraction_probe(spec, problem, x0, jnp.asarray(scale))
     flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
     for (path, late), early in zip(flat_a, jax.tree.leaves(a_early)):
         # A decay read from the counter that still approaches 1 between k = 2^20 and 2^30
