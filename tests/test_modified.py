@@ -198,6 +198,45 @@ def test_coupled_fast_state(getkey):
     assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.15, cmp
 
 
+def test_centered_rmsprop_with_momentum():
+    r"""Centered RMSprop with momentum, a trace after the scaling: on the slow manifold
+    $\mu = g$, $\nu = g^2$, so $\nu - \mu^2 = 0$ and $f_1 = -g/((1-\beta)\sqrt\epsilon)$.
+    The contraction probe, which sets every state leaf at once, left the optimizer's domain
+    ($\nu - \mu^2 + \epsilon < 0$ under its square root, read by the trace through $0\cdot$NaN
+    at h = 0): it was refused as moving the parameters at h = 0. Its flows track the optimizer
+    on a non-quadratic loss at orders 1 and 2 (order 1 from below: its $h^2$ term is large,
+    so its local orders rise toward 1 as h halves). With eps = 0 the update on the manifold is
+    $0\cdot\infty$: said so."""
+    problem = dynopt.problems.logcosh()
+    beta, eps = 0.4, 0.3
+
+    def opt(h):
+        return optax.rmsprop(h, decay=0.6, eps=eps, centered=True, momentum=beta)
+
+    def chained(h):
+        return optax.chain(
+            optax.scale_by_stddev(decay=0.6, eps=eps), optax.scale(-h), optax.trace(beta)
+        )
+
+    g = problem.grad(problem.params0)
+    expect = jax.tree.map(lambda x: -x / ((1 - beta) * np.sqrt(eps)), g)
+    for tx in (opt, chained):
+        flow = modified_flow(tx, 0.01, order=2, problem=problem)
+        assert flow.spec.regime == "fast"
+        f1 = _fields(flow, problem.params0, problem)[0]
+        assert tree_max_abs_diff(f1, expect) < 1e-14
+    cmp = dynopt.compare(opt, problem, (0.01, 0.005, 0.0025), 0.2, order=2, solver="tsit5")
+    assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 2) < 0.1, cmp
+    cmp = dynopt.compare(opt, problem, (0.0025, 0.00125, 0.000625), 0.2, order=1, solver="tsit5")
+    local = np.asarray(cmp.local_orders)
+    assert cmp.verdict == "asymptotic" and abs(float(cmp.order) - 1) < 0.1, cmp
+    assert local[0] < local[1] < 1 + 0.02 and local[1] > 0.95, cmp
+    with pytest.raises(ValueError, match=r"slow manifold is not finite .*eps=0"):
+        modified_flow(
+            lambda h: optax.rmsprop(h, decay=0.6, eps=0.0, centered=True, momentum=beta), 0.01
+        )
+
+
 def test_optimistic_gradient_descent_settles_its_first_step_flag(getkey):
     r"""`optax.optimistic_gradient_descent` keeps a boolean `is_initial_step` (its first step
     uses the current gradient twice): on the slow manifold it is False. The previous gradient is
