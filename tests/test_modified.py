@@ -386,6 +386,9 @@ def test_bad_input():
         modified_flow(lambda h: optax.sgd(0.1, momentum=0.5), 0.1)
     with pytest.raises(ValueError, match=r"moves the parameters by .*; it must vanish"):
         modified_flow(lambda h: optax.rmsprop(0.1, momentum=0.5), 0.1)
+    # Where no slow manifold can be built, the message says why (it was swallowed).
+    with pytest.raises(ValueError, match=r"; it must vanish .*could be built: .*Adadelta"):
+        modified_flow(lambda h: optax.adadelta(0.1, rho=0.9), 0.1)
     with pytest.raises(ValueError, match="order must be 1 or 2 for an optimizer whose state"):
         modified_flow(lambda h: optax.rmsprop(h, momentum=0.5), 0.1, order=3)
     # Fast states the leaf-after-leaf manifold cannot solve: leaves in a cycle, a leaf

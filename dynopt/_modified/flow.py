@@ -846,10 +846,10 @@ def _check_concrete(
             if fast and not np.isfinite(moved):
                 raise ValueError(
                     f"optimizer: at step size h = 0 the update from a state on its slow "
-                    f"manifold is not finite ({moved:.3g}): the learning rate h multiplies a "
-                    "term that is infinite there, e.g. a root or division of a quantity that "
-                    "vanishes on the manifold (centered RMSprop with eps=0: ν - μ² = 0 under "
-                    "its square root). Give it a positive eps."
+                    f"manifold is not finite ({moved:.3g}): it reads a term that is infinite "
+                    "there (0·∞ where the learning rate is h = 0), e.g. a root or division of "
+                    "a quantity that vanishes on the manifold (centered RMSprop with eps=0: "
+                    "ν - μ² = 0 under its square root). Give it a positive eps."
                 )
             raise ValueError(
                 f"optimizer: at step size h = 0 the update moves the parameters by {moved:.3g}"
