@@ -141,7 +141,7 @@ def action_eq66(sde: ScalarSDE, path, ta: ScalarLike, tb: ScalarLike) -> Scalar:
 
 
 def _along(path, ta, tb, integrand) -> Scalar:
-    """$\int_{t_a}^{t_b}$ `integrand`$(x, \dot x, t)\,dt$ along `path` (48-point Gauss–Legendre,
+    r"""$\int_{t_a}^{t_b}$ `integrand`$(x, \dot x, t)\,dt$ along `path` (48-point Gauss–Legendre,
     $\dot x$ by `jax.jvp`)."""
     ts, ws = _gauss_legendre(ta, tb)
 
