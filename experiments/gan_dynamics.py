@@ -423,7 +423,8 @@ def draw_mixture_curves(r):
         axes[1].plot(m.steps, m.covered, color=line.get_color(), label=label)
     title, ylabel = "8-Gaussian GAN: distance to the data", "sliced W1 to the data"
     plotting.dress(axes[0], xlabel="step", ylabel=ylabel, title=title, yscale="log")
-    axes[1].set(xlabel="step", ylabel="modes covered (of 8)")
+    # A count of 8: whole-number ticks over the whole range (0.2 of a mode is no reading).
+    axes[1].set(xlabel="step", ylabel="modes covered (of 8)", ylim=(-0.4, 8.4), yticks=range(9))
     plotting.dress(axes[1], title="modes covered", legend=False)
     return fig
 
