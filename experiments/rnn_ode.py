@@ -99,7 +99,8 @@ class Inverse:
 
     route_a: dict
     route_b: dict
-    wall_time_ratio_b_over_a: float  # steady state (quick mode: incl. compilation)
+    # steady state; None in quick mode, whose single calls time XLA's compilation too
+    wall_time_ratio_b_over_a: float | None
     wall_time_ratio_b_over_a_incl_compile: float
     time_twice: bool
     coarse_step_bias: dict
@@ -143,12 +144,13 @@ def _equally_spaced(config: Config, ts, grid, m: int):
 
 
 def _timed(fn, twice: bool = True):
-    """(result, first call incl. compilation [s], second call [s], or the first if not `twice`)."""
+    """(result, first call incl. compilation [s], second call [s]); not `twice`: no second call
+    and None for its time (the first call's is mostly compilation: no steady-state time)."""
     start = time.perf_counter()
     out = jax.block_until_ready(fn())
     first = time.perf_counter() - start
     if not twice:
-        return out, first, first
+        return out, first, None
     start = time.perf_counter()
     out = jax.block_until_ready(fn())
     return out, first, time.perf_counter() - start
@@ -172,8 +174,9 @@ def _rel_errors(params) -> np.ndarray:
     return np.asarray(params) / np.asarray(rnn.POST5_PARAMS) - 1.0
 
 
-def _route(fit, initial_loss, n_obs: int, first: float, steady: float, **extra) -> dict:
-    """One fitting route's record: its parameters and their errors, losses and wall times."""
+def _route(fit, initial_loss, n_obs: int, first: float, steady: float | None, **extra) -> dict:
+    """One fitting route's record: its parameters and their errors, losses and wall times (the
+    steady-state `wall_time_s` None where it was not measured: quick mode)."""
     params = np.asarray(fit.cell.parameters)
     losses = dict(initial_loss=float(initial_loss), final_loss=float(fit.loss))
     rms = float(np.sqrt(float(fit.loss) / n_obs))
@@ -272,7 +275,8 @@ def inverse(config: Config) -> Inverse:
     cold = dict(final_loss=float(lm_cold.loss), params=np.asarray(lm_cold.cell.parameters))
     extra = dict(warm_start_loss=float(warm.loss), **lm_b)
     extra.update({f"lm_from_post_init_{k}": v for k, v in cold.items()})
-    route_b = _route(fit_b, warm.losses[0], n_obs, first_w + first_lm, time_w + time_lm, **extra)
+    steady_b = None if time_a is None else time_w + time_lm
+    route_b = _route(fit_b, warm.losses[0], n_obs, first_w + first_lm, steady_b, **extra)
     log_a_over_h1 = np.log(np.abs(route_a["params"])) - np.log(bias_params[h1])
     coarse_step_bias = {
         "step_sizes": hs,
@@ -292,7 +296,8 @@ def inverse(config: Config) -> Inverse:
     unrolls = ((fit_a.cell, config.post_steps), (fine, 1000))
     (curve_a_ts, curve_a), (curve_b_ts, curve_b) = _unrolls(unrolls, y0)
     return Inverse(
-        route_a=route_a, route_b=route_b, wall_time_ratio_b_over_a=route_b["wall_time_s"] / time_a,
+        route_a=route_a, route_b=route_b,
+        wall_time_ratio_b_over_a=None if time_a is None else steady_b / time_a,
         wall_time_ratio_b_over_a_incl_compile=route_b["first_call_s"] / first_a,
         time_twice=config.time_twice, coarse_step_bias=coarse_step_bias,
         loss_a_iter=np.asarray(fit_a.iterations), loss_a=np.asarray(fit_a.losses),
@@ -459,8 +464,10 @@ def draw_inverse(r):
                      [rb["warm_start_loss"], rb["final_loss"]], "s--",
                      label=f"(b) then Levenberg–Marquardt ({rb['lm_iterations']} it.)")  # fmt: skip
     axes[0].set_xscale("symlog", linthresh=10)
-    what = "" if inv.time_twice else " (incl. compilation)"
-    title = f"fits; wall time (b)/(a) = {inv.wall_time_ratio_b_over_a:.2g}{what}"
+    # (quick mode times single calls, mostly compilation: a ratio of those says nothing; a
+    # result saved before it recorded none still holds one)
+    ratio = inv.wall_time_ratio_b_over_a if inv.time_twice else None
+    title = "fits" + ("" if ratio is None else f"; wall time (b)/(a) = {ratio:.2g}")
     plotting.dress(axes[0], grid="both", title=title, xlabel="iteration",
                    ylabel="masked squared loss")  # fmt: skip
     for i, c in enumerate(COLORS):
