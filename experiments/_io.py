@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -277,10 +278,19 @@ def _digest(fd: int, name: str) -> str | None:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def shell_path(path) -> str:
+    """`path` as one word of a shell command to paste: quoted where it holds a space or another
+    character the shell reads (`rm -r results/my copy` would remove results/my and ./copy),
+    and not read as an option where it begins with "-"."""
+    text = str(path)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
+
+
 def _proceed(folder) -> str:
     """What the user does with a `sealed` result `folder`."""
     return (
-        f"dynopt neither replaces nor removes it: remove it yourself once checked (rm -r {folder})"
+        "dynopt neither replaces nor removes it: remove it yourself once checked "
+        f"(rm -r {shell_path(folder)})"
     )
 
 
@@ -409,8 +419,23 @@ def why_kept(path) -> str:
     except OutError:  # (a file, a link)
         sealed = None
     if sealed is None:
+        if _holds_results(Path(path)):  # (a run-all --out PARENT: clean looks one level down)
+            return (
+                "not a result, a folder that holds results; python -m experiments clean --out "
+                f"{shell_path(path)} removes those dynopt wrote"
+            )
         return "not written by dynopt"
     return f"{sealed}; {_proceed(path)}"
+
+
+def _holds_results(folder: Path) -> bool:
+    """Whether `folder`, not a link, holds a dynopt result (not through a link)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    try:
+        return any(not p.is_symlink() and is_result(p) for p in folder.iterdir())
+    except OSError:
+        return False
 
 
 def is_result(folder) -> bool:
