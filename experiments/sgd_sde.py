@@ -188,7 +188,7 @@ class Scaling:
 class Schedule:
     phases_eta_batch_steps: list[list[float]]
     final_expected_loss: float
-    final_mc_loss: float
+    final_mc_loss: float | None  # None: no Monte Carlo paths (quick mode), not a diverged run
     updates: int
     samples: Array  # epochs
     update_counts: Array
@@ -432,7 +432,8 @@ def _schedule(config: Config, key, linreg, phases) -> Schedule:
     if config.schedule_paths:
         mc, mc_se = _schedule_monte_carlo(config, key, linreg, phases)
     return Schedule(
-        [list(map(float, p)) for p in phases], float(loss[-1]), float(mc[-1]), int(updates[-1]),
+        [list(map(float, p)) for p in phases], float(loss[-1]),
+        float(mc[-1]) if config.schedule_paths else None, int(updates[-1]),
         samples / config.n, updates, loss, mc, mc_se,
     )  # fmt: skip
 
