@@ -16,7 +16,7 @@ from ._custom_types import ArrayLike, ScalarLike
 from ._discretization import Discretization
 from ._flows.base import AbstractFlow, AbstractMappedFlow
 from ._maps.base import AbstractMap
-from ._order import assess_order
+from ._order import assess_order, OrderAssessment
 from ._problem import AbstractProblem, Problem
 from ._run import divergence_limit, make_fast_step, optax_call, warn_if_float32_inside
 from ._sharding import gather, sweep_apply
@@ -235,8 +235,13 @@ def make_comparison(
         rounding=rounding,
         dtype=dtype,
     )
-    main = assess_order(dts_host, np.asarray(errs), unstable=unstable, **kwargs)
-    final = assess_order(dts_host, np.asarray(finals), unstable=unstable, **kwargs)
+    main, final = (
+        _accumulated_rounding(
+            assess_order(dts_host, np.asarray(e), unstable=unstable, **kwargs),
+            dts_host, e, ns, rounding, dtype,
+        )
+        for e in (errs, finals)
+    )  # fmt: skip
     return Comparison(
         step_sizes=jnp.asarray(hs),
         dts=jnp.asarray(dts_host),
@@ -256,6 +261,31 @@ def make_comparison(
         start=start,
         reference=reference,
     )
+
+
+def _accumulated_rounding(assessment: OrderAssessment, dts, errors, ns, rounding, dtype):
+    r"""`assessment` with a note where its errors are the rounding of runs coarser than float64
+    accumulated over their steps: the error at the smallest step exceeds the next one's (a
+    method's truncation error only falls with the step, rounding's grows with the number of
+    steps $n = t_1/\Delta t$) and is within $n\rho$, what $n$ roundings of the iterate, each
+    $\rho = \varepsilon\|\theta\|$ (`rounding`), add up to. (`assess_order`'s floor is one
+    rounding: reached where the truncation error itself is that small, not where many steps'
+    roundings pile up above it.)"""
+    if rounding is None or assessment.verdict != "pre-asymptotic":
+        return assessment
+    h, e = np.asarray(dts, np.float64), np.asarray(errors, np.float64)
+    smallest, next_ = np.argsort(h)[:2]
+    level = np.broadcast_to(np.asarray(rounding, np.float64), h.shape) * np.asarray(ns)
+    if not (e[smallest] > e[next_] and e[smallest] <= level[smallest]):
+        return assessment
+    note = (
+        f"the errors grow as the step shrinks ({e[next_]:.3g} at {h[next_]:.3g}, "
+        f"{e[smallest]:.3g} at {h[smallest]:.3g}), within the n*eps*|θ| = "
+        f"{level[smallest]:.3g} that the rounding of the {dtype} runs adds up to over their "
+        f"n = {int(np.asarray(ns)[smallest])} steps: rounding's error, not the method's, which "
+        "a smaller step only increases; for an order compare in float64 (params0 as float64)"
+    )
+    return assessment._replace(reason=f"{assessment.reason}; {note}")
 
 
 def _default_map_order(flow: AbstractFlow) -> float | None:
