@@ -597,7 +597,7 @@ def _recover(out_dir: Path) -> None:
                 pass
         if kind == "old":
             _discard(p)
-        else:
+        elif p.is_dir() and not p.is_symlink() and _holds_only_ours(p):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -757,16 +757,51 @@ def _leftover_kind(p: Path) -> str | None:
     return _leftover_kind_of(p.name, p.is_dir())
 
 
+# A writer's temporary: `.NAME.tmp-PID-…` (`tempfile` adds the random rest), or a result moved
+# aside, `.NAME.old-PID-…`.
+_LEFTOVER = re.compile(r"\.(?P<name>.+?)\.(?P<kind>tmp|old)-(?P<pid>\d+)-.+")
+
+
+def _target(match: re.Match) -> str:
+    """The file a temporary `_LEFTOVER` match was written for (the marker's: `.dynopt.tmp-…`)."""
+    return MARKER if f".{match['name']}" == MARKER else match["name"]
+
+
+def _writes(name: str) -> bool:
+    """Whether dynopt writes files named `name`: a result's files, its marker and PNG figures,
+    the results page, a `make bench` report."""
+    return name in {*_EVERY_RESULT, MARKER, "index.html", "bench.json", "bench.md"} or (
+        name.endswith(".png")
+    )
+
+
 def _leftover_kind_of(name: str, is_dir: bool) -> str | None:
-    """`_leftover_kind` from the entry's name and whether it is a folder."""
-    if not name.startswith("."):
+    """`_leftover_kind` from the entry's name and whether it is a folder. A file's NAME must be
+    one dynopt writes (`_writes`): a user's `.notes.tmp-2024-draft` is no leftover (a folder's
+    contents are checked where it would be removed, `_holds_only_ours`)."""
+    match = _LEFTOVER.fullmatch(name)
+    if match is None or (match["kind"] == "old" and not is_dir):
         return None
-    for kind in ("tmp", "old") if is_dir else ("tmp",):
-        _, sep, rest = name.partition(f".{kind}-")
-        pid = rest.split("-", 1)[0]
-        if sep and pid.isdigit():
-            return None if _pid_alive(int(pid)) else kind
-    return None
+    if not is_dir and not _writes(_target(match)):
+        return None
+    return None if _pid_alive(int(match["pid"])) else match["kind"]
+
+
+def _holds_only_ours(folder: Path) -> bool:
+    """Whether a dead writer's temporary `folder` holds nothing but what a result's writer puts
+    there (regular files dynopt writes, `_writes`, or their own temporaries), so that removing
+    it removes no file of the user's: a user's folder that only happens to be named
+    `.NAME.tmp-PID-…` holds anything else, and stays."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return False
+    for entry in entries:
+        match = _LEFTOVER.fullmatch(entry.name)
+        name = _target(match) if match is not None and match["kind"] == "tmp" else entry.name
+        if not (entry.is_file(follow_symlinks=False) and _writes(name)):
+            return False
+    return True
 
 
 def remove_results(root, is_ours) -> tuple[list[Path], list[Path]]:
@@ -794,7 +829,9 @@ def remove_results(root, is_ours) -> tuple[list[Path], list[Path]]:
             kept += left
         elif p.is_dir():
             inside = list(p.iterdir())
-            if kind == "tmp" or (inside and all(not q.is_symlink() and is_ours(q) for q in inside)):
+            if (kind == "tmp" and _holds_only_ours(p)) or (
+                inside and all(not q.is_symlink() and is_ours(q) for q in inside)
+            ):
                 shutil.rmtree(p)
                 removed.append(p)
             else:
