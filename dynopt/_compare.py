@@ -198,9 +198,18 @@ def matched_steps(
     ns = np.rint(t1 / dts)
     bad = (ns < 1) | (np.abs(ns * dts - t1) > 1e-9 * t1)
     if np.any(bad):
+        # The hint names step sizes only where they are the time steps: under a map whose dt
+        # is not h (NAG's dt = sqrt(s)), "step sizes t1/N" would be wrong.
+        same = np.allclose(dts, hs, rtol=1e-12, atol=0.0)
+        hint = (
+            "e.g. step sizes t1/N for integers N"
+            if same
+            else "step sizes whose dt = map(flow, h).dt is t1/N for integers N"
+        )
+        steps = "" if same else f" (time steps dt = {dts[bad].tolist()})"
         raise ValueError(
             f"t1={t1} must be a positive integer multiple of each step's dt; it is not for step "
-            f"sizes {hs[bad].tolist()}. Choose t1 = N * dt (e.g. step sizes t1/N for integers N)."
+            f"sizes {hs[bad].tolist()}{steps}. Choose t1 = N * dt ({hint})."
         )
     return hs, dts, ns, t1
 
