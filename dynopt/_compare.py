@@ -251,6 +251,14 @@ def make_comparison(
         )
         for e in (errs, finals)
     )  # fmt: skip
+    reason = main.reason
+    hs_host = np.asarray(hs, dtype=np.float64)
+    if not np.allclose(hs_host, dts_host, rtol=1e-12, atol=0.0):
+        # `assess_order` names the time steps; under a map whose dt is not h (NAG: dt = sqrt(s))
+        # say which step sizes they are, or "compare again without them" names values the
+        # caller never passed.
+        pairs = ", ".join(f"{h:.3g} -> {dt:.3g}" for h, dt in zip(hs_host, dts_host))
+        reason = f"{reason} (sizes named are the time steps dt; step size h -> dt: {pairs})"
     return Comparison(
         step_sizes=jnp.asarray(hs),
         dts=jnp.asarray(dts_host),
@@ -264,7 +272,7 @@ def make_comparison(
         solver=solver,
         local_orders=jnp.asarray(main.local_orders),
         verdict=main.verdict,
-        reason=main.reason,
+        reason=reason,
         final_verdict=final.verdict,
         scales=None if scales is None else jnp.asarray(scales),
         start=start,

@@ -65,3 +65,20 @@ def test_t1_not_a_multiple_plain_hint_when_dt_is_the_step_size():
         ValueError, match=r"step sizes \[0\.3\]\. Choose t1 = N \* dt \(e\.g\. step sizes t1/N"
     ):
         dynopt.compare(dynopt.flows.GradientFlow(), problem, [0.3, 0.2, 0.1], 1.0)
+
+
+def test_unstable_reason_names_the_step_sizes_given():
+    # s = 0.16 on lambda = 10: s*lambda = 1.6 > 4/3, NAG's limit; the reason names 0.4 (its dt)
+    # and says which step size that is.
+    problem = problems.quadratic(jnp.array([10.0, 0.3]))
+    row = BY_NAME["nag"]
+    cmp = dynopt.compare(row.flow(), problem, [0.16, 0.04, 0.01], 8.0, map=row.map)
+    assert cmp.verdict == "unstable"
+    assert "0.16 -> 0.4" in cmp.reason
+
+
+def test_reason_unchanged_when_dt_is_the_step_size():
+    problem = problems.quadratic(jnp.array([10.0, 0.3]))
+    cmp = dynopt.compare(dynopt.flows.GradientFlow(), problem, [0.25, 0.1, 0.05], 1.0)
+    assert cmp.verdict == "unstable"
+    assert "->" not in cmp.reason
