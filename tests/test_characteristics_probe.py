@@ -111,3 +111,54 @@ def test_reference_solutions_refuse_a_profile_that_is_not_callable():
         ch.riccati_blowup(3, sig)
     with pytest.raises(ValueError, match="f_prime must be callable"):
         ch.burgers_crossing(np.tanh, 3, sig)
+
+
+def _burgers(x, u):  # u_t + u u_x = 0
+    del x
+    return jnp.stack([jnp.ones_like(u), u])
+
+
+def _tanh_front(q):  # u0 = 0.3 - tanh(sigma): the first shock at t = 1, x = 0.3
+    return jnp.stack([jnp.zeros_like(q), q]), 0.3 - jnp.tanh(q)
+
+
+def _steep_front(q):  # u0 = -tanh(10 sigma)
+    return jnp.stack([jnp.zeros_like(q), q]), -jnp.tanh(10.0 * q)
+
+
+def test_grid_values_past_a_shock_are_nan_and_before_it_the_solution():
+    """Burgers past its first shock (`on_blowup="stop"`): the characteristics that have not
+    crossed yet overlap, so the mesh folds. `on_grid` interpolated all of it (matplotlib's
+    "Triangulation is invalid"); now it interpolates the saves up to the first crossing, which
+    give the classical solution u = f(x - u t) there, and NaN after."""
+    r = ch.quasilinear(
+        _burgers, _zero, _tanh_front, np.linspace(-3.0, 3.0, 61), np.linspace(0.0, 1.5, 7),
+        on_blowup="stop",
+    )  # fmt: skip
+    assert r.blowup.first()["s"] == pytest.approx(1.0, abs=1e-9)
+    t = 0.5  # a saved s: the interpolation runs along the save line, between characteristics
+    xs = np.linspace(-2.0, 2.0, 41)
+    u = 0.3 - np.tanh(xs)
+    for _ in range(100):  # Newton on u - f(x - u t) = 0 (1 + f' t >= 1/2 > 0 for t <= 1/2)
+        y = xs - u * t
+        u = u - (u - (0.3 - np.tanh(y))) / (1.0 - t / np.cosh(y) ** 2)
+    grid = r.on_grid(np.stack([np.full_like(xs, t), xs], -1))
+    # Linear interpolation between characteristics dx = 0.1 |1 + f' t| <= 0.1 apart: error
+    # <= dx^2/8 max|u_xx|, u_xx = f''/(1 + f' t)^3, |f''| <= 4/(3 sqrt 3), 1 + f' t >= 1/2.
+    bound = 0.1**2 / 8 * (4 / (3 * np.sqrt(3))) * 2**3
+    assert np.max(np.abs(grid - u)) < bound
+    late = r.on_grid(np.stack([np.full_like(xs, 1.25), xs], -1))
+    assert np.all(np.isnan(late))
+
+
+def test_grid_of_characteristics_crossing_between_samples_is_an_error():
+    """Neighbouring samples sigma = +-0.25 of u0 = -tanh(10 sigma) meet at t = 0.25/tanh(2.5)
+    while neither reaches its own crossing (t = 1/(10 sech^2 2.5) = 3.8) before s = 1: the mesh
+    overlaps with no blow-up reported. A ValueError that says so, not matplotlib's RuntimeError."""
+    r = ch.quasilinear(
+        _burgers, _zero, _steep_front, np.linspace(-1.75, 1.75, 8), np.linspace(0.0, 1.0, 5),
+        on_blowup="stop",
+    )  # fmt: skip
+    assert r.blowup.first() is None
+    with pytest.raises(ValueError, match="overlaps itself"):
+        r.on_grid(np.array([[0.1, 0.0]]))

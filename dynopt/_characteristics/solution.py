@@ -106,8 +106,20 @@ class Characteristics(eqx.Module):
         all valid, so nothing is interpolated across a blow-up or a gap between characteristics
         (a Delaunay triangulation would bridge them); for $n > 2$ it falls back to `to_grid`.
         Points outside the mesh get NaN (a point within round-off of it, 1.5e-8 of a cell's size,
-        counts as on it). Host-side post-processing."""
+        counts as on it). Only the saves up to the first crossing (`blowup`, kind 1) are used:
+        past it the characteristics overlap (a shock's fold, a caustic) and carry several values
+        at one point, none of them the PDE's solution near the crossing; points later than it
+        get NaN. Host-side post-processing.
+
+        **Raises:** `ValueError` if the cells used still overlap: characteristics that met
+        between two samples $\sigma_i, \sigma_{i+1}$ (no sampled one reached its crossing),
+        or sheets from distant parts of the initial manifold. Sample $\sigma$ finer, or save
+        only up to where they meet."""
         x, u = np.asarray(self.x, float), np.asarray(self.u, float)
+        crossed = np.asarray(self.blowup.kind) == CROSSING
+        if np.any(crossed):
+            late = np.asarray(self.s) > np.min(np.asarray(self.blowup.s)[crossed])
+            x = np.where(late[None, :, None], np.nan, x)
         if x.shape[-1] != 2 or np.ndim(self.sigma) != 1:
             return to_grid(x, u, points)
         return _mesh_interpolate(x, u, np.asarray(points, float))
@@ -138,10 +150,22 @@ def _mesh_interpolate(x, u, points) -> np.ndarray:
     a, b = xs[tris[:, 1]] - xs[tris[:, 0]], xs[tris[:, 2]] - xs[tris[:, 0]]
     area = np.abs(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])
     tri.set_mask(area <= 1e-14 * max(area.max(), 1e-300))
+    try:
+        finder = tri.get_trifinder()
+    except RuntimeError as error:  # matplotlib's check of the mesh: overlapping triangles
+        raise ValueError(
+            "on_grid: the characteristic mesh overlaps itself, so u is multivalued there: "
+            "neighbouring characteristics crossed between two samples of sigma (none of them "
+            "reached its own crossing, so blowup does not report it), or characteristics from "
+            "distant parts of the initial manifold met. Sample sigma finer near where they "
+            "converge, or save s only up to where they meet."
+        ) from error
     flat = points.reshape(-1, 2)
     out = np.stack(
         [
-            np.ma.filled(LinearTriInterpolator(tri, col)(flat[:, 0], flat[:, 1]), np.nan)
+            np.ma.filled(
+                LinearTriInterpolator(tri, col, trifinder=finder)(flat[:, 0], flat[:, 1]), np.nan
+            )
             for col in values[ok].T
         ],
         -1,
@@ -149,7 +173,6 @@ def _mesh_interpolate(x, u, points) -> np.ndarray:
     # Points on the mesh's edges that round-off puts just outside it.
     miss = np.any(np.isnan(out), -1) & np.all(np.isfinite(flat), -1)
     if np.any(miss):
-        finder = tri.get_trifinder()
         scale = np.ptp(xs, axis=0)
         found = _nudged_cells(lambda q: finder(q[:, 0], q[:, 1]), flat[miss], scale)
         out[miss] = _on_simplices(xs, tris, values[ok], flat[miss], found)
