@@ -162,3 +162,43 @@ def test_grid_of_characteristics_crossing_between_samples_is_an_error():
     assert r.blowup.first() is None
     with pytest.raises(ValueError, match="overlaps itself"):
         r.on_grid(np.array([[0.1, 0.0]]))
+
+
+def _fast_transport(x, u):  # u_t + (1 + x^2) u_x = 0: x = tan(t + arctan sigma)
+    del u
+    return jnp.stack([jnp.ones_like(x[1]), 1.0 + x[1] ** 2])
+
+
+def _sine(q):
+    return jnp.stack([jnp.zeros_like(q), q]), jnp.sin(3.0 * q)
+
+
+def test_a_characteristic_escaping_to_infinity_is_a_blowup():
+    """The characteristic from sigma leaves to infinity at t* = pi/2 - arctan(sigma): with
+    `on_blowup="stop"` it stops there (kind 3, t* to 1e-6) and the others, and the solution
+    before, are as they were (u(t, x) = sin(3 tan(arctan x - t))); with "raise" a BlowUpError
+    gives the time. (The solver shrank its steps onto the pole until max_steps: a SolveError
+    telling to raise max_steps.)"""
+    sig = np.linspace(-1.0, 1.0, 9)
+    r = ch.quasilinear(
+        _fast_transport, _zero, _sine, sig, np.linspace(0.0, 1.2, 7), on_blowup="stop"
+    )
+    t_star = np.pi / 2 - np.arctan(sig)
+    hit = t_star < 1.2
+    b = r.blowup
+    assert np.array_equal(np.asarray(b.kind), np.where(hit, 3, 0))
+    # s* from |x| = u_max = 1e8 by one Newton step on 1/|x|: error O(u_max^-2), far below
+    # the solve's rtol 1e-10.
+    assert np.max(np.abs(np.asarray(b.s)[hit] - t_star[hit])) < 1e-6
+    assert np.all(np.abs(np.asarray(b.x)[hit, 1]) >= 1e8 * (1 - 1e-6))
+    assert b.first()["kind"].startswith("the characteristic escapes")
+    t, x, u = (np.asarray(a) for a in (r.x[..., 0], r.x[..., 1], r.u))
+    ok = np.isfinite(u)
+    assert ok.sum() > 40
+    # |du/dx| = 3|cos(3 sigma)|(1 + sigma^2)/(1 + x^2) <= 6: x's error (rtol 1e-10 relative)
+    # barely moves the closed form.
+    exact = np.sin(3.0 * np.tan(np.arctan(x[ok]) - t[ok]))
+    assert np.max(np.abs(u[ok] - exact)) < 1e-8
+    assert np.all(np.isnan(x[~ok]))
+    with pytest.raises(ch.BlowUpError, match=r"escapes to infinity .* at s=0\.785398"):
+        ch.quasilinear(_fast_transport, _zero, _sine, sig, np.linspace(0.0, 1.2, 7))

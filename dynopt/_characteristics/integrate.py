@@ -23,6 +23,7 @@ from .solution import (
     Characteristics,
     CROSSING,
     DIVERGENCE,
+    ESCAPE,
     KIND_NAMES,
     NO_BLOWUP,
 )
@@ -213,11 +214,18 @@ def _vector_field(s, y, args):
     return dz, dZ, jnp.trace(jnp.linalg.solve(J, dJ))
 
 
+def _pole(q, u_max):
+    """(M^2 - q)/(M(1 + q)) for q = |v|^2, M = u_max: positive below |v| = M, 0 there, with an
+    O(1) slope there for a pole v ~ 1/(s* - s), so that the root find's |cond| < atol tests s
+    and not round-off in v. (|v|^2, not |v|: smooth at v = 0.)"""
+    return (u_max**2 - q) / (u_max * (1.0 + q))
+
+
 def _conditions(y, args):
-    """Both blow-up conditions, positive at s = 0 and 0 at the blow-up: for crossings
-    (d - eps)/(1 - eps) with d = det/det0, and (M^2 - |u|^2)/(M(1 + |u|^2)) for M = u_max,
-    whose slope at |u| = M is O(1) for a pole u ~ 1/(s* - s), so that the root find's
-    |cond| < atol tests s and not round-off in u. (|u|^2, not |u|: smooth at u = 0.)
+    """The three blow-up conditions, positive at s = 0 and 0 at the blow-up: for crossings
+    (d - eps)/(1 - eps) with d = det/det0, `_pole(|u|^2)` for a divergence of u and
+    `_pole(|x|^2)` for a characteristic that escapes to infinity in finite s (dx/dt = 1 + x^2:
+    without it the solver shrank its steps onto the pole until `max_steps`).
 
     The crossing one reaches 0 where d falls to eps, before a zero of det of any order (a fold, or a
     point focus in 3-D where d ~ (s* - s)^2 has no sign change to detect), and the steps
@@ -226,16 +234,15 @@ def _conditions(y, args):
     solve was asked for, while a minimum of |d| above it is no crossing. `integrate` then
     extrapolates from |d| = eps to d = 0."""
     field, n, det0, (ulo, uhi), u_max, eps = args
-    u = y[0][ulo:uhi]
-    q = jnp.sum(u * u)
+    u, x = y[0][ulo:uhi], y[0][:n]
     d = _det(field, n, y[0], y[1]) / det0
-    return (d - eps) / (1.0 - eps), (u_max**2 - q) / (u_max * (1.0 + q))
+    return (d - eps) / (1.0 - eps), _pole(jnp.sum(u * u), u_max), _pole(jnp.sum(x * x), u_max)
 
 
 def _blowup_condition(t, y, args, **kwargs):
-    # One float condition, the smaller of the two: its first zero is the first blow-up of either
+    # One float condition, the smallest of the three: its first zero is the first blow-up of any
     # kind. Newton then locates it on the dense solution.
-    return jnp.minimum(*_conditions(y, args))
+    return jnp.min(jnp.stack(_conditions(y, args)))
 
 
 def initial_det(field: Callable, n: int, z0s: jax.Array, Z0s: jax.Array) -> jax.Array:
@@ -284,7 +291,8 @@ def _integrate(field, n, u_shape, z0s, Z0s, ss, solver, rtol, atol, max_steps, u
         zs, Zs = saved(sol, ss, 0.0, y0)[:2]
         zf, Zf = sol.ys[0][0], sol.ys[1][0]
         dets = jax.vmap(lambda a, b: _det(field, n, a, b))(zs, Zs) / det0
-        crossing, divergence = _conditions((zf, Zf), args)
+        # Which condition reached 0: 0 crossing, 1 divergence, 2 escape.
+        which = jnp.argmin(jnp.stack(_conditions((zf, Zf), args)))
         zero = jnp.zeros((), zf.dtype)
         d, d1, d2 = _det_rates(field, n, zf, Zf) if focus else (zero, zero, zero)
         # Past the blow-up (inf, as diffrax leaves unsaved times): NaN.
@@ -296,7 +304,7 @@ def _integrate(field, n, u_shape, z0s, Z0s, ss, solver, rtol, atol, max_steps, u
         okay = diffrax.is_okay(sol.result)
         result = diffrax.RESULTS.where(okay, diffrax.RESULTS.successful, sol.result)
         fired = sol.result == diffrax.RESULTS.event_occurred
-        end = (zf, field(zf), sol.ts[0], crossing <= divergence, (d, d1, d2))
+        end = (zf, field(zf), sol.ts[0], which, (d, d1, d2))
         # The points unsplit for the residual, which is evaluated in a program of its own (F
         # inside this one rounded otherwise, by an ulp).
         return points, zs if whole else None, dets, end, (okay, fired, result)
@@ -354,21 +362,27 @@ def integrate(
             rtol=rtol,
             atol=atol,
         )
-    zf, dzf, s_end, is_crossing, d, d1, d2 = (np.asarray(a) for a in jax.tree.leaves(end))
+    zf, dzf, s_end, which, d, d1, d2 = (np.asarray(a) for a in jax.tree.leaves(end))
     fired = np.asarray(fired)
-    crossing, divergence = fired & is_crossing, fired & ~is_crossing
-    kind = np.where(crossing, CROSSING, np.where(divergence, DIVERGENCE, NO_BLOWUP))
+    kind = np.where(fired, np.array([CROSSING, DIVERGENCE, ESCAPE])[which], NO_BLOWUP)
+    crossing, divergence, escape = (kind == c for c in (CROSSING, DIVERGENCE, ESCAPE))
     u_f, du_f = zf[:, n : n + k], dzf[:, n : n + k]
-    # Divergence: one Newton step on 1/|u| = 0, i.e. ds = |u|^2 / (u . du/ds).
-    rate = np.sum(u_f * du_f, 1)
-    ds = np.divide(np.sum(u_f * u_f, 1), rate, out=np.zeros_like(rate), where=divergence)
+    # Divergence: one Newton step on 1/|u| = 0, i.e. ds = |u|^2 / (u . du/ds); an escape
+    # likewise on 1/|x| = 0.
+    x_f, dx_f = zf[:, :n], dzf[:, :n]
+    size = np.where(escape, np.sum(x_f * x_f, 1), np.sum(u_f * u_f, 1))
+    rate = np.where(escape, np.sum(x_f * dx_f, 1), np.sum(u_f * du_f, 1))
+    pole = (divergence | escape) & (rate != 0)
+    ds = np.divide(size, rate, out=np.zeros_like(rate), where=pole)
     # Crossing, stopped where d = rtol: one step of Newton's method on d/d' (Schroeder's,
     # quadratic for a zero of any order: ds = (s* - s)(1 + O(s* - s)) for d = c (s* - s)^k).
     den = d1 * d1 - d * d2
     step = np.divide(-d * d1, den, out=np.zeros_like(den), where=crossing & (den != 0))
     ds = np.where(crossing, np.clip(step, 0.0, None), ds)
     s_b = np.where(kind != NO_BLOWUP, s_end + ds, np.inf)
-    x_b = np.where((kind != NO_BLOWUP)[:, None], zf[:, :n] + ds[:, None] * dzf[:, :n], np.nan)
+    # (An escape's place is where |x| reached u_max: the pole itself is at infinity.)
+    x_move = np.where(escape, 0.0, ds)
+    x_b = np.where((kind != NO_BLOWUP)[:, None], zf[:, :n] + x_move[:, None] * dzf[:, :n], np.nan)
     moved = crossing & (ds > 0)  # extrapolated to det = 0 (n >= 3; else stopped there)
     u_b = np.where(moved[:, None], u_f + ds[:, None] * du_f, u_f)
     u_b = np.where((kind != NO_BLOWUP)[:, None], u_b, np.nan).reshape(-1, *u_shape)

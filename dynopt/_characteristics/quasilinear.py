@@ -66,8 +66,9 @@ def quasilinear(
     $\alpha\cdot\nabla$ (eq. 29). The tangent $\partial(x,u)/\partial\sigma$ is integrated along
     (a `jax.jvp` of the characteristic field), so characteristic crossings are detected where
     $\det[\partial x/\partial\sigma,\ \alpha]$ reaches 0 (a zero of any order: its logarithm is
-    integrated along, so no step passes over one); $|u| \ge$ `u_max` flags a divergence.
-    Both are `diffrax.Event`s located by a root find.
+    integrated along, so no step passes over one); $|u| \ge$ `u_max` flags a divergence, and
+    $|x| \ge$ `u_max` a characteristic that escapes to infinity in finite $s$.
+    All are `diffrax.Event`s located by a root find.
 
     **Arguments:**
 
@@ -77,8 +78,8 @@ def quasilinear(
     - `s`: strictly increasing save values of the characteristic parameter, `s[0] >= 0`.
     - `on_blowup`: `"raise"` (a `BlowUpError` if any characteristic blows up before `s[-1]`) or
       `"stop"` (each characteristic stops at its blow-up; later entries are NaN).
-    - `u_max`: the divergence threshold; `solver`: a name or diffrax solver (default Tsit5);
-      `rtol`, `atol`, `max_steps`: the diffrax controller and step budget.
+    - `u_max`: the divergence threshold (of $|u|$ and of $|x|$); `solver`: a name or diffrax
+      solver (default Tsit5); `rtol`, `atol`, `max_steps`: the diffrax controller and step budget.
 
     **Returns:** `Characteristics` (points, blow-up report; `.on_grid(points)` interpolates).
 

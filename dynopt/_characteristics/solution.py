@@ -7,11 +7,12 @@ import numpy as np
 from .._custom_types import Array, Bool, Float, Int
 
 
-NO_BLOWUP, CROSSING, DIVERGENCE = 0, 1, 2
+NO_BLOWUP, CROSSING, DIVERGENCE, ESCAPE = 0, 1, 2, 3
 KIND_NAMES = {
     NO_BLOWUP: "none",
     CROSSING: "characteristics cross (dx/dsigma -> 0)",
     DIVERGENCE: "u diverges",
+    ESCAPE: "the characteristic escapes to infinity (|x| -> inf)",
 }
 
 
@@ -21,16 +22,19 @@ class BlowUp(eqx.Module):
     - `kind`: 0 none before the horizon, 1 crossing ($\det[\partial x/\partial\sigma,\ dx/ds]$
       reaches 0, with or without a sign change: neighbouring characteristics meet, a shock,
       caustic or focus), 2 divergence
-      ($|u|$ reached `u_max`). (The determinant also vanishes where the characteristic speed
-      $dx/ds$ does; the PDEs here have a non-vanishing speed.)
+      ($|u|$ reached `u_max`), 3 escape ($|x|$ reached `u_max`: the characteristic leaves every
+      bounded set in finite $s$, e.g. $dx/dt = 1 + x^2$). (The determinant also vanishes where
+      the characteristic speed $dx/ds$ does; the PDEs here have a non-vanishing speed.)
     - `s`: the parameter value of the event ($+\infty$ where none). For a crossing, diffrax's
       event root find locates $|\det/\det_0|$ = `rtol` on the dense solution and one step of
       Newton's method on $\det/\det'$ (quadratic for a zero of any order) extrapolates to
       $\det = 0$. For a divergence, the root find locates
       $|u| = u_{\max}$ and one Newton step on $1/|u| = 0$ extrapolates to the pole (exact to
-      $O(u_{\max}^{-2})$ for a simple pole $u \sim c/(s^*-s)$).
+      $O(u_{\max}^{-2})$ for a simple pole $u \sim c/(s^*-s)$); an escape likewise on
+      $1/|x| = 0$.
     - `x`, `u`: the place and value there (NaN where none; `u` is the value at the event for a
-      divergence, extrapolated like `s` for a crossing).
+      divergence, extrapolated like `s` for a crossing; `x` and `u` are the values at the event,
+      $|x| = u_{\max}$, for an escape).
     """
 
     kind: Int[Array, " m"]
