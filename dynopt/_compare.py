@@ -319,12 +319,20 @@ def _default_map_order(flow: AbstractFlow) -> float | None:
 
 def _declared_map(flow: AbstractFlow, map, h: float) -> AbstractMap | None:
     """The `AbstractMap` behind `map`: itself, or for the flow's default (`map=None`) the
-    registry's map whose discretization at the step `h` is `flow.discretize(h)`; `None` if
-    unknown."""
+    flow's own `default_map()` (an `AbstractMappedFlow` that keeps its `discretize`, a user's
+    included), else the registry's map whose discretization at the step `h` is
+    `flow.discretize(h)`; `None` if unknown."""
     if isinstance(map, AbstractMap):
         return map
     if map is not default_map:
         return None
+    if (
+        isinstance(flow, AbstractMappedFlow)
+        and type(flow).discretize is AbstractMappedFlow.discretize
+    ):
+        # `discretize` is `default_map()(flow, h)` by construction; the registry holds only
+        # dynopt's rows, so a user's map and its stability limit were not found there.
+        return type(flow).default_map()
     from ._correspondences import REGISTRY  # the registry imports the package's flows
 
     mine = flow.discretize(h)
