@@ -50,7 +50,7 @@ from ._compare import _past_stability_limit, compare, matched_steps
 from ._correspondences import AutomaticCorrespondence, Correspondence, Measurement
 from ._custom_types import Float, Params, ScalarLike
 from ._discretization import Discretization
-from ._flows.base import AbstractFlow
+from ._flows.base import AbstractFlow, AbstractMappedFlow
 from ._lyapunov import identity_deviation
 from ._maps.base import AbstractMap
 from ._order import assess_order, local_orders
@@ -471,27 +471,53 @@ def inverse_round_trip(
     discretized as `sgd(c h)` with decay $e^{-rh}$, where $(c, r, h)$ and $(1, r/c, ch)$ give
     one optimizer) has no inverse; declare none, or drop the redundant field.
 
+    Where the row's map is its flow's default map (`default_map`) and the flow declares
+    `from_hyperparams` (the inverse `AbstractFlow` names), that is checked too, and the worse
+    of the two reported: a flow's `from_hyperparams` that disagreed with its map's `inverse`,
+    or was declared without one, passed unchecked.
+
     **Returns:** an `InverseRoundTrip` (the battery asks $h$ and $\Delta t$ to 1e-12, the
-    hyper-parameters to 1e-10), or `None` where the map declares no inverse.
+    hyper-parameters to 1e-10), or `None` where neither is declared.
     """
     _require_x64("inverse_round_trip")
-    if type(row.map).inverse is AbstractMap.inverse:
-        return None
-    inverse = row.map.inverse
     flow = _scaled(row.flow(), scale)
+    inverses = []
+    if type(row.map).inverse is not AbstractMap.inverse:
+        inverses.append(row.map.inverse)
+    if _declares_from_hyperparams(flow, row.map):
+        inverses.append(type(flow).from_hyperparams)
+    if not inverses:
+        return None
     h = jnp.asarray(row.measurements[0].step_sizes[0] if step_size is None else step_size)
     disc = row.map(flow, h)
     kwargs = {**disc.hyperparams, **dict(disc.options)}
-    accepted = inspect.signature(inverse).parameters
-    flow2, h2 = inverse(**{k: v for k, v in kwargs.items() if k in accepted})
-    disc2 = row.map(flow2, h2)
-    hyper = max(
-        (_relative(disc2.hyperparams[k], v) for k, v in disc.hyperparams.items()), default=0.0
-    )
-    return InverseRoundTrip(
-        abs(float(h2) - float(h)) / abs(float(h)),
-        abs(float(disc2.dt) - float(disc.dt)) / abs(float(disc.dt)),
-        hyper,
+    trips = []
+    for inverse in inverses:
+        accepted = inspect.signature(inverse).parameters
+        flow2, h2 = inverse(**{k: v for k, v in kwargs.items() if k in accepted})
+        disc2 = row.map(flow2, h2)
+        hyper = max(
+            (_relative(disc2.hyperparams[k], v) for k, v in disc.hyperparams.items()),
+            default=0.0,
+        )
+        trips.append(
+            InverseRoundTrip(
+                abs(float(h2) - float(h)) / abs(float(h)),
+                abs(float(disc2.dt) - float(disc.dt)) / abs(float(disc.dt)),
+                hyper,
+            )
+        )
+    return InverseRoundTrip(*np.max(np.asarray(trips), axis=0))
+
+
+def _declares_from_hyperparams(flow: AbstractFlow, map_: AbstractMap) -> bool:
+    """Whether `flow` declares `from_hyperparams` as the inverse of `map_`: its own class
+    method, and `map_` its default map (a row with another map, e.g. heavy ball's naive Euler,
+    is not what the flow's inverse inverts)."""
+    return (
+        isinstance(flow, AbstractMappedFlow)
+        and type(map_) is type(flow).default_map
+        and type(flow).from_hyperparams.__func__ is not AbstractFlow.from_hyperparams.__func__
     )
 
 
@@ -869,7 +895,8 @@ def verify(
     verdict asymptotic where it ran, each fit within $\pm$0.1 of the claimed order),
     `"closed_form"` (`closed_form_deviation` $<$ 1e-6),
     `"conformance"` (`optax_conformance`: no retrace, float32 kept, finite losses, chain and
-    inject to 1e-12), `"inverse"` (`inverse_round_trip` at the first measurement's largest
+    inject to 1e-12), `"inverse"` (`inverse_round_trip`, through the map's `inverse` and the
+    flow's `from_hyperparams` where declared, at the first measurement's largest
     step size $h_0$ and the row's flow, at $h_0/2$ with every hyper-parameter scaled by 0.9 and
     at $h_0/4$ scaled by 0.8: $h$ and $\Delta t$ to a relative 1e-12, hyper-parameters to
     1e-10, the worst of the three reported), `"stability"` (`stability_limit_check`: stable
