@@ -196,9 +196,14 @@ class PreconditionedFlow(AbstractMappedFlow):
         return state
 
     @classmethod
-    def from_hyperparams(cls, learning_rate, precondition) -> tuple["PreconditionedFlow", Array]:
-        """Inverse map: `preconditioned_sgd(h, P)` follows `PreconditionedFlow(P)`, $dt = h$."""
-        return PreconditionedStep().inverse(learning_rate, precondition)
+    def from_hyperparams(
+        cls, learning_rate, precondition, damping=None, rtol=None, atol=None
+    ) -> tuple["PreconditionedFlow", Array]:
+        """Inverse map: `preconditioned_sgd(h, P)` follows `PreconditionedFlow(P)`, $dt = h$;
+        `PreconditionedStep.inverse`, so a `NewtonPreconditioner` split into its static part and
+        its traced numbers (`damping`, `rtol`, `atol`: a discretization's hyper-parameters) is
+        put back together."""
+        return PreconditionedStep().inverse(learning_rate, precondition, damping, rtol, atol)
 
     def loss_rate(self, t: ScalarLike, state: Params, problem: Problem):
         r"""$-\nabla L^\top P\nabla L$."""
