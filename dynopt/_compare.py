@@ -305,16 +305,23 @@ def _accumulated_rounding(assessment: OrderAssessment, dts, errors, ns, rounding
     return assessment._replace(reason=f"{assessment.reason}; {note}")
 
 
-def _default_map_order(flow: AbstractFlow) -> float | None:
-    """The claimed order of the map behind `flow.discretize`: for an `AbstractMappedFlow`
-    that keeps its default `discretize`, the order of the instance it builds,
-    `flow.default_map()` (read from the instance: a map's order may depend on its fields,
-    e.g. `Leapfrog`'s half-step start); `None` for any other flow."""
+def _own_default_map(flow: AbstractFlow) -> AbstractMap | None:
+    """`flow.default_map()` where it is the map behind `flow.discretize` (an
+    `AbstractMappedFlow` that keeps the default `discretize`, a user's included); `None` for
+    any other flow (a `discretize` of its own: the default map's claims are not its)."""
     if not isinstance(flow, AbstractMappedFlow):
         return None
     if type(flow).discretize is not AbstractMappedFlow.discretize:
-        return None  # a discretize of its own: the default map's claim is not its
-    return float(type(flow).default_map().order)
+        return None
+    return type(flow).default_map()
+
+
+def _default_map_order(flow: AbstractFlow) -> float | None:
+    """The claimed order of the map behind `flow.discretize` (`_own_default_map`), read from
+    the instance: a map's order may depend on its fields, e.g. `Leapfrog`'s half-step start;
+    `None` where there is none."""
+    own = _own_default_map(flow)
+    return None if own is None else float(own.order)
 
 
 def _declared_map(flow: AbstractFlow, map, h: float) -> AbstractMap | None:
@@ -326,13 +333,11 @@ def _declared_map(flow: AbstractFlow, map, h: float) -> AbstractMap | None:
         return map
     if map is not default_map:
         return None
-    if (
-        isinstance(flow, AbstractMappedFlow)
-        and type(flow).discretize is AbstractMappedFlow.discretize
-    ):
+    own = _own_default_map(flow)
+    if own is not None:
         # `discretize` is `default_map()(flow, h)` by construction; the registry holds only
         # dynopt's rows, so a user's map and its stability limit were not found there.
-        return type(flow).default_map()
+        return own
     from ._correspondences import REGISTRY  # the registry imports the package's flows
 
     mine = flow.discretize(h)
