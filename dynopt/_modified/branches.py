@@ -28,7 +28,7 @@ from .smooth import branch_bits, opaque
 from .step import raw_step
 
 
-class _Wrapped(AbstractProblem):
+class _AbstractWrapped(AbstractProblem):
     """`problem` with its oracle evaluated otherwise (abstract): its start, name and key check
     are `problem`'s."""
 
@@ -46,7 +46,7 @@ class _Wrapped(AbstractProblem):
         self.problem.check_key(key)
 
 
-class _OpaqueOracle(_Wrapped):
+class _OpaqueOracle(_AbstractWrapped):
     """`problem` whose every oracle evaluation is one `opaque` call: to `branch_bits`, its
     values and gradients are inputs of the step, whose predicates are not recorded."""
 

@@ -20,7 +20,7 @@ from .._discretization import Discretization, widest_dtype
 from .._flows.base import AbstractFlow
 from .._problem import AbstractProblem, Problem
 from .._validation import is_traced, positive
-from .branches import _OpaqueOracle, _Wrapped, _zero_message, left_zero, step_bits
+from .branches import _AbstractWrapped, _OpaqueOracle, _zero_message, left_zero, step_bits
 from .counters import bias_products, CountedState, current_tape
 from .fast import fast_coefficients, fast_step, leaf_blocks, manifold, template
 from .recursion import combine_values, modified_values
@@ -357,7 +357,7 @@ def _moved(params, x0) -> float:
     return float(np.sqrt(sum(np.sum(np.square(d)) for d in leaves)))
 
 
-class _Compiled(_Wrapped):
+class _Compiled(_AbstractWrapped):
     """`problem` for the construction checks: its gradient behind a `jit` boundary, traced once
     per signature (the checks step the optimizer dozens of times at the same parameters, and
     each trace of a network's gradient re-ran its Python: 100 traces on a digits MLP) and
