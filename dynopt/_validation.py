@@ -84,9 +84,18 @@ def _poison(value: Any, bad: Any) -> Any:
 
 
 def check(value: Any, bad: Any, msg: str) -> Any:
-    """The runtime tier (inside `jit`) for a condition computed inside a program: `eqx.error_if(
-    value, bad, msg)`, or, inside `host_validated()`, `value` poisoned with NaN where `bad` (no
-    host callback; the caller reports the non-finite result). Use the returned value."""
+    """The runtime tier (inside `jit`) for a condition computed inside a program:
+    `eqx.error_if(value, bad, msg)`, or, inside `host_validated()`, `value` poisoned with NaN
+    where `bad` (no host callback; the caller reports the non-finite result).
+
+    **Arguments:**
+
+    - `value`: the pytree to guard.
+    - `bad`: a boolean array, true where the condition fails.
+    - `msg`: the error message.
+
+    **Returns:** `value`, guarded (use the returned value, or the check does not run).
+    """
     if inputs_validated():
         return _poison(value, jnp.any(bad))
     return eqx.error_if(value, bad, msg)
@@ -216,9 +225,21 @@ def interval(
 
 
 def positive(name: str, value: Any, *, hint: str = "") -> Any:
-    """`interval(name, value, lower=0, lower_open=True)`: every entry finite and > 0. All three
-    tiers: `ValueError` for a concrete value, `eqx.error_if` inside `jit` for a traced one (use
-    the returned value)."""
+    r"""`interval(name, value, lower=0, lower_open=True)`: every entry finite and $> 0$.
+
+    All three tiers: `ValueError` for a concrete value, `eqx.error_if` inside `jit` for a traced
+    one.
+
+    **Arguments:**
+
+    - `name`: the argument's name, as the user wrote it (for the message).
+    - `value`: a scalar or array, concrete or traced.
+    - `hint`: what to write instead, appended to the message.
+
+    **Returns:** `value` (unchanged when concrete; use the returned value).
+
+    **Raises:** `ValueError` for a concrete value with an entry $\le 0$, non-finite or not real.
+    """
     return interval(name, value, lower=0.0, lower_open=True, hint=hint)
 
 
@@ -237,14 +258,35 @@ def at_zero_step() -> Iterator[None]:
 
 
 def nonnegative(name: str, value: Any, *, hint: str = "") -> Any:
-    """`interval(name, value, lower=0)`: every entry finite and >= 0. All three tiers, as
-    `interval` (use the returned value)."""
+    r"""`interval(name, value, lower=0)`: every entry finite and $\ge 0$.
+
+    **Arguments:**
+
+    - `name`: the argument's name (for the message).
+    - `value`: a scalar or array, concrete or traced.
+    - `hint`: what to write instead, appended to the message.
+
+    **Returns:** `value` (use the returned value: a traced one is checked inside `jit`).
+
+    **Raises:** `ValueError` for a concrete value with an entry $< 0$, non-finite or not real.
+    """
     return interval(name, value, lower=0.0, hint=hint)
 
 
 def decay(name: str, value: Any, *, hint: str = "") -> Any:
     """`interval(name, value, lower=0, upper=1, upper_open=True)`: an EMA decay or momentum,
-    every entry in [0, 1). All three tiers, as `interval` (use the returned value)."""
+    every entry in $[0, 1)$.
+
+    **Arguments:**
+
+    - `name`: the argument's name (for the message).
+    - `value`: a scalar or array, concrete or traced.
+    - `hint`: what to write instead, appended to the message.
+
+    **Returns:** `value` (use the returned value: a traced one is checked inside `jit`).
+
+    **Raises:** `ValueError` for a concrete value with an entry outside $[0, 1)$ or not real.
+    """
     return interval(name, value, lower=0.0, upper=1.0, upper_open=True, hint=hint)
 
 
@@ -304,17 +346,36 @@ def check_unbatched(flow: Any, who: str) -> None:
 
 
 def choice(name: str, value: Any, options: tuple) -> Any:
-    """`ValueError` unless `value` is one of `options`: construction only, for static options
-    (a string, a flag), never traced."""
+    """Check that a static option is one of the allowed ones (construction only, never traced).
+
+    **Arguments:**
+
+    - `name`: the argument's name (for the message).
+    - `value`: the option given, e.g. a string or a flag.
+    - `options`: the tuple of allowed values.
+
+    **Returns:** `value`.
+
+    **Raises:** `ValueError` unless `value in options`.
+    """
     if value not in options:
         raise ValueError(f"{name} must be one of {list(options)}, got {value!r}.")
     return value
 
 
 def flag(name: str, value: Any) -> bool:
-    """`value` as a Python bool: `True` or `False` (a NumPy bool too); anything else, e.g. the
-    string `"no"` (which `bool()` would read as `True`) or `0`/`1`, is a `ValueError` naming
-    `name`."""
+    """`value` as a Python bool.
+
+    **Arguments:**
+
+    - `name`: the argument's name (for the message).
+    - `value`: `True` or `False` (a NumPy bool too).
+
+    **Returns:** `bool(value)`.
+
+    **Raises:** `ValueError` for anything else, e.g. the string `"no"` (which `bool()` would read
+    as `True`) or `0`/`1`.
+    """
     if not isinstance(value, bool | np.bool_):
         raise ValueError(f"{name} must be True or False, got {value!r}.")
     return bool(value)
@@ -385,10 +446,21 @@ def seed(name: str, value: Any) -> int:
 
 
 def solver_options(rtol: Any, atol: Any, max_steps: Any) -> tuple[float, float, int]:
-    """An adaptive solve's `(rtol, atol, max_steps)` as Python numbers: the tolerances finite and
-    > 0 (`rtol` in [float64's machine epsilon, 1)), `max_steps` a positive integer (10.5 is
-    refused, not truncated); else `ValueError`. Construction only (static solver options, never
-    traced)."""
+    r"""An adaptive solve's `(rtol, atol, max_steps)` as Python numbers (construction only: static
+    solver options, never traced).
+
+    **Arguments:**
+
+    - `rtol`: relative tolerance, in $[\epsilon_{64}, 1)$ with $\epsilon_{64}$ float64's
+      machine epsilon.
+    - `atol`: absolute tolerance, finite and $> 0$.
+    - `max_steps`: a positive integer (10.5 is refused, not truncated).
+
+    **Returns:** `(rtol, atol, max_steps)` as `(float, float, int)`.
+
+    **Raises:** `ValueError` for a tolerance that is not a finite number $> 0$, `rtol` outside
+    $[\epsilon_{64}, 1)$, or `max_steps` not an integer $\ge 1$.
+    """
 
     def tolerance(x) -> float | None:
         if isinstance(x, bool | str | bytes):

@@ -83,8 +83,21 @@ def with_standard_promotion(
 
 
 def rate_decay(name: str, rate: ScalarLike, step_size: ScalarLike) -> Array:
-    r"""The EMA decay $1 - a h$ of a rate $a$ discretized with step $h$, validated to lie in
-    $[0, 1)$ (an `eqx.error_if` when traced, so $a h > 1$ under `vmap` raises)."""
+    r"""The EMA decay $\beta = 1 - a h$ of a rate $a$ discretized with step $h$, validated to lie
+    in $[0, 1)$.
+
+    **Arguments:**
+
+    - `name`: the rate's name (the message names `1 - {name} * step_size` and suggests
+      `step_size <= 1/{name}`).
+    - `rate`: the rate $a$, a scalar (or array), concrete or traced.
+    - `step_size`: the step $h$.
+
+    **Returns:** $1 - a h$ (use the returned value: a traced one is checked by `eqx.error_if`,
+    so $a h > 1$ under `vmap` raises).
+
+    **Raises:** `ValueError` for a concrete $1 - a h$ outside $[0, 1)$, i.e. $a h \notin (0, 1]$.
+    """
     return interval(
         f"1 - {name} * step_size",
         1 - rate * step_size,
