@@ -148,16 +148,46 @@ def _predicted_rate(t, reference, problem, _):
 
 def loss_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
     r"""$\frac{d}{dt}L(\theta(t))$ measured on the reference's dense interpolation: the exact time
-    derivative (`jax.jvp` in $t$) of $L$ composed with diffrax's interpolating polynomial. This does
-    not use the flow's vector field, so comparing it with the rate a flow predicts (e.g.
-    $-\|\nabla L\|^2$ for gradient flow) checks the solved trajectory, to the interpolation
-    accuracy.
+    derivative (`jax.jvp` in $t$) of $L$ composed with diffrax's interpolating polynomial.
+
+    This does not use the flow's vector field, so comparing it with the rate a flow predicts
+    (e.g. $-\|\nabla L\|^2$ for gradient flow) checks the solved trajectory, to the
+    interpolation accuracy.
+
+    **Arguments:**
+
+    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
+      (`dense=True`, the default).
+    - `problem`: the problem it solved (same parameter structure and shapes).
+    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
+      narrower dtype are accepted within their own rounding of the ends, and clipped).
+
+    **Returns:** an array of shape `(n,)`, one value per time.
+
+    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
+    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
+    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`).
     """
     return _on_reference(reference, problem, ts, _rate)
 
 
 def gradient_norm_sq(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
-    r"""$\|\nabla L(\theta(t))\|^2$ along the reference at times `ts`."""
+    r"""$\|\nabla L(\theta(t))\|^2$ along the reference at times `ts`: $-\dot L$ for gradient flow.
+
+    **Arguments:**
+
+    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
+      (`dense=True`, the default).
+    - `problem`: the problem it solved (same parameter structure and shapes).
+    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
+      narrower dtype are accepted within their own rounding of the ends, and clipped).
+
+    **Returns:** an array of shape `(n,)`, one value per time.
+
+    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
+    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
+    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`).
+    """
     return _on_reference(reference, problem, ts, _gradient_norm_sq)
 
 
@@ -199,27 +229,90 @@ def max_relative_deviation(measured: ArrayLike, predicted: ArrayLike) -> Float[A
 
 
 def gradient_l1_norm(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
-    r"""$\|\nabla L(\theta(t))\|_1$ along the reference: $-\dot L$ for the sign flow."""
+    r"""$\|\nabla L(\theta(t))\|_1$ along the reference: $-\dot L$ for the sign flow.
+
+    **Arguments:**
+
+    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
+      (`dense=True`, the default).
+    - `problem`: the problem it solved (same parameter structure and shapes).
+    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
+      narrower dtype are accepted within their own rounding of the ends, and clipped).
+
+    **Returns:** an array of shape `(n,)`, one value per time.
+
+    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
+    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
+    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`).
+    """
     return _on_reference(reference, problem, ts, _gradient_l1_norm)
 
 
 def preconditioned_norm_sq(
     reference: Trajectory, problem: Problem, ts: ArrayLike, P
 ) -> Float[Array, " n"]:
-    r"""$\nabla L^\top P(\theta)\nabla L$ along the reference, for `P(params, v, loss_fn)`:
-    $-\dot L$ for the preconditioned flow $\dot\theta = -P\nabla L$."""
+    r"""$\nabla L^\top P(\theta)\nabla L$ along the reference: $-\dot L$ for the preconditioned flow
+    $\dot\theta = -P\nabla L$.
+
+    **Arguments:**
+
+    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
+      (`dense=True`, the default).
+    - `problem`: the problem it solved (same parameter structure and shapes).
+    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
+      narrower dtype are accepted within their own rounding of the ends, and clipped).
+    - `P`: the preconditioner, a callable `P(params, v, loss_fn)` returning $P(\theta)v$ (a
+      pytree like `params`).
+
+    **Returns:** an array of shape `(n,)`, one value per time.
+
+    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
+    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
+    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`). Also for a `P`
+    that is not callable.
+    """
     function("P", P, "callable P(params, v, loss_fn)")
     return _on_reference(reference, problem, ts, _preconditioned_norm_sq, P)
 
 
 def loss_values(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
-    r"""$L(\theta(t))$ along the reference: $-\dot L$ for the Polyak flow with $L^* = 0$."""
+    r"""$L(\theta(t))$ along the reference: $-\dot L$ for the Polyak flow with $L^* = 0$.
+
+    **Arguments:**
+
+    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
+      (`dense=True`, the default).
+    - `problem`: the problem it solved (same parameter structure and shapes).
+    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
+      narrower dtype are accepted within their own rounding of the ends, and clipped).
+
+    **Returns:** an array of shape `(n,)`, one value per time.
+
+    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
+    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
+    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`).
+    """
     return _on_reference(reference, problem, ts, _loss_value)
 
 
 def chain_rule_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, " n"]:
     r"""$\langle\nabla L(\theta), \dot\theta\rangle$ with $\dot\theta$ from the flow's own vector
-    field (post 3, eq. 1): the rate any flow predicts, with no closed form assumed."""
+    field (post 3, eq. 1): the rate any flow predicts, with no closed form assumed.
+
+    **Arguments:**
+
+    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
+      (`dense=True`, the default).
+    - `problem`: the problem it solved (same parameter structure and shapes).
+    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
+      narrower dtype are accepted within their own rounding of the ends, and clipped).
+
+    **Returns:** an array of shape `(n,)`, one value per time.
+
+    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
+    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
+    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`).
+    """
     return _on_reference(reference, problem, ts, _chain_rule_rate)
 
 
@@ -238,6 +331,21 @@ def predicted_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Fl
 
     All but Adam's are $\le 0$: $L$ is a Lyapunov function (post 3). Compare with `loss_rate`
     (measured on the solved trajectory, not from the field) via `identity_deviation`.
+
+    **Arguments:**
+
+    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
+      (`dense=True`, the default).
+    - `problem`: the problem it solved (same parameter structure and shapes).
+    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
+      narrower dtype are accepted within their own rounding of the ends, and clipped).
+
+    **Returns:** an array of shape `(n,)`, one value per time.
+
+    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
+    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
+    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`). Also for a
+    `problem` that is not a loss (a game: its oracle's gradient is not $\nabla L$).
     """
     _a_loss(problem, "predicted_rate")
     return _on_reference(reference, problem, ts, _predicted_rate)
@@ -262,8 +370,27 @@ def rates(
 
 
 def identity_deviation(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, ""]:
-    r"""`max_relative_deviation(loss_rate, predicted_rate)` on `ts`: how well the solved
-    trajectory satisfies its flow's Lyapunov identity (to the solver and interpolation accuracy).
+    r"""$\max_t |\dot L_{\text{measured}}(t) - \dot L_{\text{predicted}}(t)| / \max_t
+    |\dot L_{\text{predicted}}(t)|$, i.e. `max_relative_deviation(*rates(reference, problem,
+    ts))`: how well the solved trajectory satisfies its flow's Lyapunov identity (to the solver
+    and interpolation accuracy).
+
+    **Arguments:**
+
+    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
+      (`dense=True`, the default).
+    - `problem`: the problem it solved (same parameter structure and shapes).
+    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
+      narrower dtype are accepted within their own rounding of the ends, and clipped).
+
+    **Returns:** a scalar: NaN when both rates vanish identically, `inf` when only the predicted
+    one does.
+
+    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
+    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
+    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`). Also for a
+    `problem` that is not a loss (a game: its oracle's gradient is not $\nabla L$). Also for a
+    rate that is not finite.
     """
     _a_loss(problem, "identity_deviation")
     return max_relative_deviation(*rates(reference, problem, ts))

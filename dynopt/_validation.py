@@ -274,8 +274,8 @@ def nonnegative(name: str, value: Any, *, hint: str = "") -> Any:
 
 
 def decay(name: str, value: Any, *, hint: str = "") -> Any:
-    """`interval(name, value, lower=0, upper=1, upper_open=True)`: an EMA decay or momentum,
-    every entry in $[0, 1)$.
+    """`interval(name, value, lower=0, upper=1, upper_open=True)`: an EMA decay or momentum, every
+    entry in $[0, 1)$.
 
     **Arguments:**
 
@@ -373,8 +373,8 @@ def flag(name: str, value: Any) -> bool:
 
     **Returns:** `bool(value)`.
 
-    **Raises:** `ValueError` for anything else, e.g. the string `"no"` (which `bool()` would read
-    as `True`) or `0`/`1`.
+    **Raises:** `ValueError` for anything else, e.g. the string `"no"` (which `bool()` would
+    read as `True`) or `0`/`1`.
     """
     if not isinstance(value, bool | np.bool_):
         raise ValueError(f"{name} must be True or False, got {value!r}.")
@@ -451,8 +451,8 @@ def solver_options(rtol: Any, atol: Any, max_steps: Any) -> tuple[float, float, 
 
     **Arguments:**
 
-    - `rtol`: relative tolerance, in $[\epsilon_{64}, 1)$ with $\epsilon_{64}$ float64's
-      machine epsilon.
+    - `rtol`: relative tolerance, in $[\epsilon_{64}, 1)$ with $\epsilon_{64}$ float64's machine
+      epsilon.
     - `atol`: absolute tolerance, finite and $> 0$.
     - `max_steps`: a positive integer (10.5 is refused, not truncated).
 

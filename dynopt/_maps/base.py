@@ -83,8 +83,8 @@ def with_standard_promotion(
 
 
 def rate_decay(name: str, rate: ScalarLike, step_size: ScalarLike) -> Array:
-    r"""The EMA decay $\beta = 1 - a h$ of a rate $a$ discretized with step $h$, validated to lie
-    in $[0, 1)$.
+    r"""The EMA decay $\beta = 1 - a h$ of a rate $a$ discretized with step $h$, validated to lie in
+    $[0, 1)$.
 
     **Arguments:**
 
@@ -96,7 +96,8 @@ def rate_decay(name: str, rate: ScalarLike, step_size: ScalarLike) -> Array:
     **Returns:** $1 - a h$ (use the returned value: a traced one is checked by `eqx.error_if`,
     so $a h > 1$ under `vmap` raises).
 
-    **Raises:** `ValueError` for a concrete $1 - a h$ outside $[0, 1)$, i.e. $a h \notin (0, 1]$.
+    **Raises:** `ValueError` for a concrete $1 - a h$ outside $[0, 1)$, i.e. $a h \notin (0,
+    1]$.
     """
     return interval(
         f"1 - {name} * step_size",
