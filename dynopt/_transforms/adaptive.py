@@ -115,8 +115,25 @@ def global_rmsprop(
     initial_scale: ScalarLike = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
     r"""RMSprop with a scalar second moment (post 2, eq. 14):
-    $\theta_{k+1} = \theta_k - \gamma\, g_k/\sqrt{G_{k+1}+\epsilon}$,
-    $G_{k+1} = \lambda G_k + (1-\lambda)\|g_k\|^2$. The step keeps the direction of $-g_k$."""
+
+    $$\theta_{k+1} = \theta_k - \gamma\, g_k/\sqrt{G_{k+1}+\epsilon},\qquad G_{k+1} = \lambda
+    G_k + (1-\lambda)\|g_k\|^2.$$
+
+    The step keeps the direction of $-g_k$: `chain(scale_by_global_rms(decay, eps,
+    initial_scale), scale_by_learning_rate(learning_rate))`.
+
+    **Arguments:**
+
+    - `learning_rate`: $\gamma \ge 0$, or an optax schedule.
+    - `decay`: $\lambda \in [0, 1)$.
+    - `eps`: $\epsilon \ge 0$ (inside the root).
+    - `initial_scale`: $G_0 \ge 0$.
+
+    **Returns:** an `optax.GradientTransformationExtraArgs` (state: `ScaleByGlobalRmsState`, one
+    scalar $G$, then the learning rate's).
+
+    **Raises:** `ValueError` for a concrete hyper-parameter out of range (traced: inside `jit`).
+    """
     return optax.chain(
         scale_by_global_rms(decay, eps, initial_scale),
         _scale_by_learning_rate(_learning_rate(learning_rate)),
@@ -152,10 +169,24 @@ def truncated_polyak_sgd(
     learning_rate: ScalarLike, max_scale: ScalarLike, f_min: ScalarLike = 0.0
 ) -> optax.GradientTransformationExtraArgs:
     r"""Explicit Euler for the truncated Polyak flow (post 3, eq. 11):
-    $\theta_{k+1} = \theta_k - h\,(L-L^*)\min(1/\|g\|, M)\,g/\|g\|$. Su's 1-D code
-    (`x += -h * sign(g) * min(|g|/g**2, M) * f(x)`) is this with $L^* = 0$. The iterates of
-    `chain(scale_by_truncated_polyak(M, f_min), optax.scale_by_learning_rate(h))`, with the
-    scalar $-h\,\cdot$step formed once."""
+
+    $$\theta_{k+1} = \theta_k - h\,(L-L^*)\min(1/\|g\|, M)\,g/\|g\|,$$
+
+    and no step where $g = 0$. Su's 1-D code (`x += -h * sign(g) * min(|g|/g**2, M) * f(x)`) is
+    this with $L^* = 0$. The iterates of `chain(scale_by_truncated_polyak(M, f_min),
+    optax.scale_by_learning_rate(h))`, with the scalar $-h\,\cdot$step formed once. It needs the
+    loss: `update(grads, state, params, value=L)` (`dynopt.run` passes it).
+
+    **Arguments:**
+
+    - `learning_rate`: the step $h \ge 0$ (finite; traced values are checked inside `jit`).
+    - `max_scale`: $M > 0$, the cap on the step's $1/\|g\|$.
+    - `f_min`: the known minimum $L^*$ (finite; default 0).
+
+    **Returns:** a stateless `optax.GradientTransformationExtraArgs`.
+
+    **Raises:** `ValueError` for a hyper-parameter out of range, or at `update` without `value`.
+    """
     return _scaled_by_scalar_step(
         learning_rate,
         interval("f_min", f_min),
@@ -168,13 +199,27 @@ def polyak_sgd(
     learning_rate: ScalarLike, f_min: ScalarLike = 0.0, max_learning_rate: ScalarLike = jnp.inf
 ) -> optax.GradientTransformationExtraArgs:
     r"""Explicit Euler for the Polyak flow $\dot\theta = -(L-L^*)\nabla L/\|\nabla L\|^2$:
-    $\theta_{k+1} = \theta_k - h\min\big((L-L^*)/\|g\|^2, \eta_{\max}\big)\,g$: the iterates of
-    `chain(optax.scale_by_polyak(f_min, max_learning_rate), optax.scale_by_learning_rate(h))`,
-    the scalar step formed once (`scale_by_polyak_step`).
+
+    $$\theta_{k+1} = \theta_k - h\min\big((L-L^*)/\|g\|^2, \eta_{\max}\big)\,g,$$
+
+    the iterates of `chain(optax.scale_by_polyak(f_min, max_learning_rate),
+    optax.scale_by_learning_rate(h))`, the scalar step formed once (`scale_by_polyak_step`). It
+    needs the loss: `update(grads, state, params, value=L)` (`dynopt.run` passes it).
 
     Not `optax.polyak_sgd(scaling=h)`: in optax 0.2.8 that chains `sgd(scaling)` *before*
-    `scale_by_polyak`, which then divides by $\|h\,g\|^2$, so its step is
-    $(L-L^*)g/(h\|g\|^2)$ (scaling acts as $1/h$; identical only for $h = 1$).
+    `scale_by_polyak`, which then divides by $\|h\,g\|^2$, so its step is $(L-L^*)g/(h\|g\|^2)$
+    (scaling acts as $1/h$; identical only for $h = 1$).
+
+    **Arguments:**
+
+    - `learning_rate`: the step $h \ge 0$ (finite; traced values are checked inside `jit`).
+    - `f_min`: the known minimum $L^*$ (finite; default 0).
+    - `max_learning_rate`: $\eta_{\max} > 0$, the cap on the Polyak step (default $\infty$:
+      none).
+
+    **Returns:** a stateless `optax.GradientTransformationExtraArgs`.
+
+    **Raises:** `ValueError` for a hyper-parameter out of range, or at `update` without `value`.
     """
     return scale_by_polyak_step(learning_rate, f_min, max_learning_rate)
 
@@ -310,10 +355,25 @@ def adam(
     *,
     nesterov: bool = False,
 ) -> optax.GradientTransformation:
-    r"""`optax.adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)` (the
-    same signature, state and iterates, equal to rounding) with the bias corrections hoisted
-    (`scale_by_adam`): as fast with traced hyper-parameters as optax with constants.
-    `learning_rate` $\ge 0$ or a schedule."""
+    r"""`optax.adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)` (the same
+    signature, state and iterates, equal to rounding) with the bias corrections hoisted
+    (`scale_by_adam`): $\theta_{k+1} = \theta_k - \eta\,u_k$, $u_k$ as in `scale_by_adam`. As
+    fast with traced hyper-parameters as optax with constants.
+
+    **Arguments:**
+
+    - `learning_rate`: $\eta \ge 0$, or an optax schedule.
+    - `b1`, `b2`: the moments' decays $\beta_1, \beta_2 \in [0, 1)$.
+    - `eps`, `eps_root`: $\epsilon, \epsilon_{\rm root} \ge 0$ (outside and inside the root).
+    - `mu_dtype`: the first moment's dtype (`None`: the parameters'; else a floating dtype).
+    - `nesterov`: optax's NAdam correction of the first moment.
+
+    **Returns:** an `optax.GradientTransformation` with optax's state (`ScaleByAdamState`, then
+    the learning rate's).
+
+    **Raises:** `ValueError` for a hyper-parameter out of range or a `mu_dtype` that is not a
+    floating dtype.
+    """
     return optax.chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         _scale_by_learning_rate(_learning_rate(learning_rate)),
@@ -335,9 +395,24 @@ def adamw(
     r"""`optax.adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
     nesterov=nesterov)` (the same signature, state and iterates, equal to rounding) with the
     bias corrections hoisted (`scale_by_adam`):
-    $\theta_{k+1} = \theta_k - \eta\,(u_k + \lambda\theta_k)$, the decay applied where `mask`
-    is true (a pytree of bools or a function of the parameters; `None`: everywhere).
-    `learning_rate`, `weight_decay` $\ge 0$ or schedules."""
+
+    $$\theta_{k+1} = \theta_k - \eta\,(u_k + \lambda\theta_k),$$
+
+    the decay applied where `mask` is true.
+
+    **Arguments:**
+
+    - `learning_rate`: $\eta \ge 0$, or an optax schedule.
+    - `b1`, `b2`, `eps`, `eps_root`, `mu_dtype`, `nesterov`: as `adam`.
+    - `weight_decay`: $\lambda \ge 0$, or a schedule.
+    - `mask`: a pytree of bools like the parameters, or a function of the parameters returning
+      one (`None`: decay everywhere).
+
+    **Returns:** an `optax.GradientTransformation` with optax's state.
+
+    **Raises:** `ValueError` for a hyper-parameter out of range or a `mu_dtype` that is not a
+    floating dtype, or at `update` without `params`.
+    """
     return optax.chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         _add_decayed_weights(_learning_rate(weight_decay, "weight_decay"), mask),
@@ -376,10 +451,24 @@ def scale_by_polyak_step(
     learning_rate: ScalarLike, f_min: ScalarLike = 0.0, max_learning_rate: ScalarLike = jnp.inf
 ) -> optax.GradientTransformationExtraArgs:
     r"""`chain(optax.scale_by_polyak(f_min, max_learning_rate), optax.scale_by_learning_rate(h))`
-    with one scalar per step: $u = -h\min\big((L-L^*)/\|g\|^2, \eta_{\max}\big)\,g$ ($u = 0$
-    where $\|g\|^2 \le 2.2\cdot10^{-16}$, optax's guard): one multiply per coordinate instead of
-    two. Needs `update(..., value=L)`. `learning_rate` $\ge 0$, `f_min` finite,
-    `max_learning_rate` $> 0$ (may be $\infty$)."""
+    with one scalar per step:
+
+    $$u = -h\min\big((L-L^*)/\|g\|^2, \eta_{\max}\big)\,g,$$
+
+    and $u = 0$ where $\|g\|^2 \le 2.2\cdot10^{-16}$ (optax's guard): one multiply per
+    coordinate instead of two. It needs the loss: `update(grads, state, params, value=L)`
+    (`dynopt.run` passes it).
+
+    **Arguments:**
+
+    - `learning_rate`: the step $h \ge 0$ (finite; traced values are checked inside `jit`).
+    - `f_min`: the known minimum $L^*$ (finite; default 0).
+    - `max_learning_rate`: $\eta_{\max} > 0$, may be $\infty$ (the default: no cap).
+
+    **Returns:** a stateless `optax.GradientTransformationExtraArgs`.
+
+    **Raises:** `ValueError` for a hyper-parameter out of range, or at `update` without `value`.
+    """
     f_min = interval("f_min", f_min)
     max_learning_rate = interval(
         "max_learning_rate", max_learning_rate, lower=0.0, lower_open=True, allow_inf=True
@@ -455,9 +544,21 @@ def scale_by_preconditioner(precondition: Preconditioner) -> optax.GradientTrans
 def preconditioned_sgd(
     learning_rate: ScalarLike, precondition: Preconditioner
 ) -> optax.GradientTransformationExtraArgs:
-    r"""Preconditioned gradient descent
-    $\theta_{k+1} = \theta_k - h\,P(\theta_k)\nabla L(\theta_k)$, explicit Euler for
-    $\dot\theta = -P(\theta)\nabla L$."""
+    r"""Preconditioned gradient descent, explicit Euler for $\dot\theta = -P(\theta)\nabla L$:
+
+    $$\theta_{k+1} = \theta_k - h\,P(\theta_k)\nabla L(\theta_k).$$
+
+    **Arguments:**
+
+    - `learning_rate`: $h \ge 0$, or an optax schedule.
+    - `precondition`: a callable `(params, v, loss_fn) -> P(params) v` (see
+      `scale_by_preconditioner`; `loss_fn` is the `value_fn` extra argument).
+
+    **Returns:** an `optax.GradientTransformationExtraArgs`; `update` needs `params`.
+
+    **Raises:** `ValueError` for a `precondition` that is not callable, a `learning_rate` out of
+    range, or at `update` without `params`.
+    """
     return optax.chain(
         scale_by_preconditioner(precondition),
         _scale_by_learning_rate(_learning_rate(learning_rate)),

@@ -231,17 +231,27 @@ def nag(
 ) -> optax.GradientTransformation:
     r"""Nesterov's accelerated gradient with momentum $(k-1)/(k+r-1)$ (Su, Boyd & Candès 2016):
 
-    $$x_k = y_{k-1} - s\nabla f(y_{k-1}),\qquad
-      y_k = x_k + \frac{k-1}{k+r-1}(x_k - x_{k-1}),\qquad x_0 = y_0.$$
+    $$x_k = y_{k-1} - s\nabla f(y_{k-1}),\qquad y_k = x_k + \frac{k-1}{k+r-1}(x_k -
+    x_{k-1}),\qquad x_0 = y_0.$$
 
-    With step $s$ = `learning_rate` and $t = k\sqrt s$, $x_k$ follows the Nesterov ODE
-    $\ddot X + \tfrac rt\dot X + \nabla f(X) = 0$, $X(0) = x_0$, $\dot X(0) = 0$
+    With step $s$ = `learning_rate` and $t = k\sqrt s$, $x_k$ follows the Nesterov ODE $\ddot X
+    + \tfrac rt\dot X + \nabla f(X) = 0$, $X(0) = x_0$, $\dot X(0) = 0$
     (`dynopt.flows.NesterovODE`); $r = 3$ is Nesterov's original method. optax has no such
     schedule (its `nesterov=True` uses a constant momentum).
 
-    `reparametrize=True` holds $y_k$ (gradient passed in, one per step);
-    `reparametrize=False` holds $x_k$ and takes $\nabla f(y_{k-1})$ through `grad_fn`.
-    `learning_rate` $s \ge 0$, $r > 0$.
+    **Arguments:**
+
+    - `learning_rate`: the step $s \ge 0$.
+    - `r`: the friction constant $r > 0$ (default 3).
+    - `reparametrize`: `True` holds $y_k$ as the parameters (the gradient passed in, one per
+      step); `False` holds $x_k$ and takes $\nabla f(y_{k-1})$ through the `grad_fn` (or
+      `value_fn`) extra argument.
+
+    **Returns:** an `optax.GradientTransformation` (`GradientTransformationExtraArgs` for
+    `reparametrize=False`) with state `NagState(count, previous)`.
+
+    **Raises:** `ValueError` for `learning_rate` or `r` out of range, or, with
+    `reparametrize=False`, at `update` without `grad_fn`/`value_fn`.
     """
     learning_rate = nonnegative("learning_rate", learning_rate)
     r = positive("r", r)
