@@ -144,10 +144,22 @@ class AdamState(NamedTuple):
 
 
 def corrected_moments(a1, a2, t: ScalarLike, m: Params, v: Params, g: Params):
-    r"""Adam's bias-corrected moments $\hat m = m/(1 - e^{-a_1t})$, $\hat v = v/(1 - e^{-a_2t})$
-    at time $t$, with their $t \to 0$ limits $g, g\odot g$ at $t = 0$ (from $m(0) = v(0) = 0$);
-    $1 - e^{-at}$ is `-expm1(-a t)`, accurate for small $t$. Shared by `AdamFlow` and
-    `AdamWFlow`."""
+    r"""Adam's bias-corrected moments at time $t$, shared by `AdamFlow` and `AdamWFlow`:
+
+    $$\hat m = \frac{m}{1 - e^{-a_1t}},\qquad \hat v = \frac{v}{1 - e^{-a_2t}},$$
+
+    with their $t \to 0$ limits $g, g\odot g$ at $t = 0$ (from $m(0) = v(0) = 0$); $1 - e^{-at}$
+    is `-expm1(-a t)`, accurate for small $t$.
+
+    **Arguments:**
+
+    - `a1`, `a2`: the moment rates $a_1, a_2 > 0$.
+    - `t`: the time $t \ge 0$, a scalar.
+    - `m`, `v`: the first and second moments, pytrees like the parameters.
+    - `g`: the gradient at the current parameters (for the $t = 0$ limits), a pytree like `m`.
+
+    **Returns:** `(mhat, vhat)`, pytrees like `m` and `v`.
+    """
     t = jnp.asarray(t)
     started = t > 0
 
@@ -213,8 +225,16 @@ class AdamFlow(AbstractMappedFlow):
 
 
 def regularized_sign(g: Array, width: Array) -> Array:
-    r"""$\operatorname{sign}_w(g) = g/\sqrt{g^2 + w^2}$; the exact sign (with $\operatorname{sign}
-    0 = 0$) for $w = 0$."""
+    r"""The regularized sign $\operatorname{sign}_w(g) = g/\sqrt{g^2 + w^2}$, elementwise; the exact
+    sign (with $\operatorname{sign} 0 = 0$) for $w = 0$.
+
+    **Arguments:**
+
+    - `g`: an array.
+    - `width`: the width $w \ge 0$, a scalar (cast to `g`'s dtype).
+
+    **Returns:** an array like `g`, entries in $[-1, 1]$.
+    """
     den = jnp.sqrt(g * g + jnp.asarray(width, g.dtype) ** 2)
     return jnp.where(den > 0, g / jnp.where(den > 0, den, 1.0), 0.0)
 

@@ -15,10 +15,26 @@ from .base import AbstractMappedFlow
 
 
 def bessel_solution(t, x0, lam, r: float) -> np.ndarray:
-    r"""The Nesterov ODE on $\tfrac\lambda2 x^2$ from rest:
-    $X(t) = x_0\,\Gamma(\nu+1)(2/z)^\nu J_\nu(z)$, $z = \sqrt\lambda t$, $\nu = (r-1)/2$
-    (float64 numpy; `scipy.special.jv`, since jax's `bessel_jn` loses accuracy for
-    $z \gtrsim 20$). `lam` and `x0` broadcast over a trailing axis (one entry per eigenmode)."""
+    r"""The Nesterov ODE $\ddot X + \tfrac rt\dot X + \lambda X = 0$ on $\tfrac\lambda2 x^2$ from
+    rest:
+
+    $$X(t) = x_0\,\Gamma(\nu+1)(2/z)^\nu J_\nu(z),\qquad z = \sqrt\lambda\, t,\quad \nu =
+    (r-1)/2,$$
+
+    with the series $1 - z^2/(2(r+1))$ for $z < 10^{-4}$ (no $0/0$ at $t = 0$). Float64 NumPy,
+    `scipy.special.jv` (jax's `bessel_jn` loses accuracy for $z \gtrsim 20$). Not validated: a
+    host-side reference.
+
+    **Arguments:**
+
+    - `t`: the time(s), any shape.
+    - `x0`: the initial position(s), broadcast over a trailing axis (one entry per eigenmode).
+    - `lam`: the eigenvalue(s) $\lambda \ge 0$, broadcast like `x0`.
+    - `r`: the friction constant $r$ (3 for Nesterov's method).
+
+    **Returns:** a float64 `np.ndarray` of shape `(*t.shape, d)`, $d$ the broadcast number of
+    modes.
+    """
     from scipy.special import gamma, jv
 
     nu = (r - 1) / 2

@@ -213,8 +213,24 @@ class PreconditionedFlow(AbstractMappedFlow):
 
 
 def check_preconditioner(P, params: Params, loss_fn: LossFn | None = None) -> None:
-    """`ValueError` naming `P` unless $P(\\theta)$ at `params` is symmetric (relative asymmetry
-    $\\le 10^{-8}$) and positive definite (smallest eigenvalue of its symmetric part $> 0$)."""
+    r"""Check that $P(\theta)$ at `params` is symmetric and positive definite, as a preconditioned
+    flow needs.
+
+    $P$ is built as a dense matrix on the raveled parameters (one application per basis vector):
+    symmetric means $\max|P - P^\top|/\max|P| \le 10^{-8}$, positive definite that the smallest
+    eigenvalue of its symmetric part is $> 0$.
+
+    **Arguments:**
+
+    - `P`: the preconditioner, a callable `P(params, v, loss_fn)` returning $P(\theta)v$.
+    - `params`: the sample point $\theta$, any pytree.
+    - `loss_fn`: the loss, passed to `P` (for Newton-type preconditioners; default `None`).
+
+    **Returns:** `None`.
+
+    **Raises:** `ValueError` naming `P` where $P(\theta)$ has a non-finite entry, is not
+    symmetric, or is not positive definite.
+    """
     mat = preconditioner_matrix(P, params, loss_fn)
     if not np.all(np.isfinite(mat)):
         raise ValueError(

@@ -44,13 +44,27 @@ def half_step_start(disc: Discretization, params: Params, problem: Problem):
     r"""optax's momentum state for a second-order start from rest ($\dot\theta(0) = 0$).
 
     The position update is $\theta_{n+1} - \theta_n = v_{n+1} = h\,\eta_{n+1/2}$, so the first
-    step must use the half-step velocity $\eta_{1/2} = \dot\theta(h/2) + O(h^2) = -\tfrac h2\nabla
-    L(\theta_0) + O(h^2)$, i.e. $v_1 = -\tfrac{h^2}{2}\nabla L(\theta_0)$. optax's zero trace gives
-    $v_1 = -\alpha\nabla L(\theta_0)$ instead, an $O(h)$ velocity error that makes the global error
-    first order. With $v_1 = -\alpha(g_0 + \beta\,\text{trace}_{-1})$ the trace must start at
-    $\text{trace}_{-1} = (h^2/(2\alpha) - 1)\,g_0/\beta$; for the leapfrog map this is
-    $-g_0/(1+\beta)$ (Su's $\eta_{-1/2} = \tfrac h2 g_0$, which makes $\eta_{1/2} = -\eta_{-1/2}$
-    exactly).
+    step must use the half-step velocity $\eta_{1/2} = \dot\theta(h/2) + O(h^2) = -\tfrac
+    h2\nabla L(\theta_0) + O(h^2)$, i.e. $v_1 = -\tfrac{h^2}{2}\nabla L(\theta_0)$. optax's zero
+    trace gives $v_1 = -\alpha\nabla L(\theta_0)$ instead, an $O(h)$ velocity error that makes
+    the global error first order. With $v_1 = -\alpha(g_0 + \beta\,\text{trace}_{-1})$ the trace
+    must start at
+
+    $$\text{trace}_{-1} = (h^2/(2\alpha) - 1)\,g_0/\beta;$$
+
+    for the leapfrog map this is $-g_0/(1+\beta)$ (Su's $\eta_{-1/2} = \tfrac h2 g_0$, which
+    makes $\eta_{1/2} = -\eta_{-1/2}$ exactly). Where $\beta = 0$ the trace is zero (any works
+    there).
+
+    **Arguments:**
+
+    - `disc`: the momentum `Discretization` (its `dt` $h$ and its `learning_rate` $\alpha$ and
+      `momentum` $\beta$ hyper-parameters).
+    - `params`: the initial parameters $\theta_0$.
+    - `problem`: the problem, for $g_0 = \nabla L(\theta_0)$.
+
+    **Returns:** the transform's state with the `optax.TraceState` set to $\text{trace}_{-1}$
+    (each leaf in its own dtype).
     """
     g = problem.grad(params)
     alpha, beta = disc.hyperparams["learning_rate"], disc.hyperparams["momentum"]
@@ -63,9 +77,21 @@ def half_step_start(disc: Discretization, params: Params, problem: Problem):
 
 def slow_manifold_start(disc: Discretization, params: Params, problem: Problem):
     r"""optax's momentum state on the slow manifold:
-    $\text{trace}_{-1} = \nabla L(\theta_0)/(1-\beta)$, the fixed point of the trace for a
-    constant gradient (Kovachki & Stuart), so that heavy ball starts with the velocity of
-    $\dot\theta = -\nabla L/(1-\beta)$ and no initial layer."""
+
+    $$\text{trace}_{-1} = \nabla L(\theta_0)/(1-\beta),$$
+
+    the fixed point of the trace for a constant gradient (Kovachki & Stuart), so that heavy ball
+    starts with the velocity of $\dot\theta = -\nabla L/(1-\beta)$ and no initial layer.
+
+    **Arguments:**
+
+    - `disc`: the momentum `Discretization` (its `momentum` hyper-parameter $\beta$).
+    - `params`: the initial parameters $\theta_0$.
+    - `problem`: the problem, for $\nabla L(\theta_0)$.
+
+    **Returns:** the transform's state with the `optax.TraceState` set to $\text{trace}_{-1}$
+    (each leaf in its own dtype).
+    """
     g = problem.grad(params)
     beta = disc.hyperparams["momentum"]
     trace = _scaled_like(1 / (1 - beta), g)

@@ -27,8 +27,19 @@ def rmsprop_orbit_distance(gamma, eps, eigenvalues) -> np.ndarray:
 
 
 def rmsprop_crossover_eps(gamma, eigenvalue):
-    r"""$\epsilon_i^* = (\gamma\lambda_i/2)^2$: above it coordinate $i$ stops chattering
-    (`gamma` and `eigenvalue` $> 0$, else `ValueError`)."""
+    r"""$\epsilon_i^* = (\gamma\lambda_i/2)^2$: above it coordinate $i$ stops chattering (leaves the
+    period-2 orbit and converges).
+
+    **Arguments:**
+
+    - `gamma`: the learning rate $\gamma > 0$.
+    - `eigenvalue`: the coordinate's curvature $\lambda_i > 0$ (scalars or arrays that
+      broadcast).
+
+    **Returns:** $(\gamma\lambda_i/2)^2$, broadcast over the two.
+
+    **Raises:** `ValueError` unless `gamma` $> 0$ and `eigenvalue` $> 0$ (finite).
+    """
     positive("gamma", gamma)
     positive("eigenvalue", eigenvalue)
     return (gamma * eigenvalue / 2) ** 2
