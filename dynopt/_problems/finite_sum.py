@@ -275,12 +275,29 @@ def linear_regression(
     seed: int = 0,
     shard: bool = False,
 ) -> Problem:
-    r"""Least squares $L(w) = \frac{1}{2n}\sum_i (x_i^\top w - y_i)^2$ on synthetic data.
+    r"""Least squares on synthetic data:
 
-    $x_i \sim \mathcal N(0, I_d)$, $y_i = x_i^\top w_\star + \text{noise}\cdot\xi_i$;
-    start $w_0 = 0$.
-    The minimizer is the least-squares solution $(X^\top X)^{-1}X^\top y$ (exact).
-    `shard=True` splits the samples over all devices of all processes (`_process_rows`).
+    $$L(w) = \frac{1}{2n}\sum_i (x_i^\top w - y_i)^2,$$
+
+    $x_i \sim \mathcal N(0, I_d)$, $y_i = x_i^\top w_\star + \text{noise}\cdot\xi_i$ with
+    $w_\star, \xi_i$ standard normal; start $w_0 = 0$. The minimizer is the least-squares
+    solution $(X^\top X)^{-1}X^\top y$ (exact, `problem.minimizer`).
+
+    **Arguments:**
+
+    - `num_samples`: $n$, a positive integer.
+    - `dim`: $d$, a positive integer.
+    - `noise`: the label noise's standard deviation, $\ge 0$.
+    - `batch_size`: the minibatch size of the stochastic loss, an integer in $[1, n]$ (drawn
+      without replacement).
+    - `seed`: the data's PRNG seed, an integer in $[0, 2^{32})$.
+    - `shard`: if true, split the samples over all devices of all processes (`_process_rows`;
+      $n$ must be a multiple of the device count).
+
+    **Returns:** a finite-sum `Problem` (see `finite_sum`): full-batch `loss`, minibatch
+    `stochastic_loss_fn`, the data in `problem.data`.
+
+    **Raises:** `ValueError` for an argument out of its range.
     """
     noise = nonnegative("noise", noise)
     x, kw, kn = _gaussian_design(*_sizes(num_samples, dim, seed))
@@ -311,12 +328,29 @@ def logistic_regression(
     seed: int = 0,
     shard: bool = False,
 ) -> Problem:
-    r"""$L(w) = \frac1n\sum_i \log(1 + e^{-y_i x_i^\top w}) + \frac{\lambda}{2}\|w\|^2$.
+    r"""$L_2$-regularized logistic regression on synthetic data:
 
-    Synthetic data: $x_i \sim \mathcal N(0, I_d)$, labels $y_i = \pm1$ drawn from the logistic model
-    with a random $w_\star$ (so the data are not separable); start $w_0 = 0$. With $\lambda > 0$ the
+    $$L(w) = \frac1n\sum_i \log(1 + e^{-y_i x_i^\top w}) + \frac{\lambda}{2}\|w\|^2.$$
+
+    $x_i \sim \mathcal N(0, I_d)$, labels $y_i = \pm1$ drawn from the logistic model with a
+    random $w_\star$ (so the data are not separable); start $w_0 = 0$. With $\lambda > 0$ the
     loss is strongly convex; its minimizer is not known in closed form (`minimizer=None`).
-    `shard=True` splits the samples over all devices of all processes (`_process_rows`).
+
+    **Arguments:**
+
+    - `num_samples`: $n$, a positive integer.
+    - `dim`: $d$, a positive integer.
+    - `l2`: $\lambda \ge 0$.
+    - `batch_size`: the minibatch size of the stochastic loss, an integer in $[1, n]$ (drawn
+      without replacement).
+    - `seed`: the data's PRNG seed, an integer in $[0, 2^{32})$.
+    - `shard`: if true, split the samples over all devices of all processes (`_process_rows`;
+      $n$ must be a multiple of the device count).
+
+    **Returns:** a finite-sum `Problem` (see `finite_sum`): full-batch `loss`, minibatch
+    `stochastic_loss_fn`, the data in `problem.data`.
+
+    **Raises:** `ValueError` for an argument out of its range.
     """
     l2 = nonnegative("l2", l2)
     num_samples, dim, seed = _sizes(num_samples, dim, seed)
@@ -363,10 +397,31 @@ def mlp_regression(
     seed: int = 0,
     shard: bool = False,
 ) -> Problem:
-    r"""Mean squared error of a tanh MLP (`depth` hidden layers of `width`) on a synthetic target
-    $y = \sin(x^\top a) + \tfrac12\cos(x^\top b)$. Params are a list of `{"w", "b"}` dicts
-    (LeCun-normal initialization), a non-trivial pytree.
-    `shard=True` splits the samples over all devices of all processes (`_process_rows`).
+    r"""Half the mean squared error of a tanh MLP $f_\theta$ on a synthetic target:
+
+    $$L(\theta) = \frac{1}{2n}\sum_i (f_\theta(x_i) - y_i)^2,\qquad y = \sin(x^\top a) +
+    \tfrac12\cos(x^\top b),$$
+
+    $x_i \sim \mathcal N(0, I_d)$, $a, b \sim \mathcal N(0, I_d/d)$. The parameters are a list
+    of `{"w", "b"}` dicts (weights $\mathcal N(0, 1/\text{fan-in})$, zero biases), a non-trivial
+    pytree; no known minimizer.
+
+    **Arguments:**
+
+    - `num_samples`: $n$, a positive integer.
+    - `dim`: $d$, a positive integer.
+    - `width`: the hidden layers' width, a positive integer.
+    - `depth`: the number of hidden layers, a positive integer.
+    - `batch_size`: the minibatch size of the stochastic loss, an integer in $[1, n]$ (drawn
+      without replacement).
+    - `seed`: the data's PRNG seed, an integer in $[0, 2^{32})$.
+    - `shard`: if true, split the samples over all devices of all processes (`_process_rows`;
+      $n$ must be a multiple of the device count).
+
+    **Returns:** a finite-sum `Problem` (see `finite_sum`): full-batch `loss`, minibatch
+    `stochastic_loss_fn`, the data in `problem.data`.
+
+    **Raises:** `ValueError` for an argument out of its range.
     """
     sizes = {"num_samples": num_samples, "dim": dim, "width": width, "depth": depth}
     for arg, value in sizes.items():
