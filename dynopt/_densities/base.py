@@ -134,8 +134,20 @@ class Polynomial(eqx.Module):
 
 
 def linear_sde(rate: ScalarLike, alpha: ScalarLike) -> ScalarSDE:
-    r"""$dx = \lambda x\,dt + \sqrt{\alpha}\,dW$: post 7's eq. (49) for $\lambda = 1$, OU for
-    $\lambda = -\theta < 0$."""
+    r"""The linear SDE $dx = \lambda x\,dt + \sqrt{\alpha}\,dW$: post 7's eq. (49) for $\lambda =
+    1$, OU for $\lambda = -\theta < 0$.
+
+    **Arguments:**
+
+    - `rate`: $\lambda$, a finite real number.
+    - `alpha`: the variance rate $\alpha > 0$, a scalar.
+
+    **Returns:** a `ScalarSDE` whose drift is the cubic-shaped `Polynomial` $(0, \lambda, 0, 0)$
+    (it shares compiled programs with cubic drifts, e.g. double wells).
+
+    **Raises:** `ValueError` for a `rate` that is not finite, or an `alpha` that is not a scalar
+    $> 0$.
+    """
     # Cubic-shaped coefficients: shares compiled programs with cubic drifts (double wells).
     z = jnp.zeros(())
     rate = jnp.asarray(interval("rate", rate), dtype=float)  # finite: a NaN drift ran silently
@@ -172,7 +184,24 @@ def linear_density(
 def linear_cdf(
     x: Float[Array, "..."], t: ScalarLike, x0: ScalarLike, *, rate: ScalarLike, alpha: ScalarLike
 ) -> Float[Array, "..."]:
-    """The CDF of `linear_density` (for exact histogram-bin probabilities)."""
+    r"""The CDF of `linear_density`, for exact histogram-bin probabilities:
+
+    $$F(x, t \mid x_0) = \Phi\Big(\frac{x - x_0e^{\lambda t}}{\sigma(t)}\Big),\qquad \sigma^2(t)
+    = \alpha\,(e^{2\lambda t}-1)/(2\lambda)\quad(\alpha t \text{ at } \lambda = 0).$$
+
+    **Arguments:**
+
+    - `x`: the points, any shape.
+    - `t`: the time $t > 0$.
+    - `x0`: the start $x_0$, finite.
+    - `rate`: $\lambda$, finite.
+    - `alpha`: the variance rate $\alpha > 0$.
+
+    **Returns:** an array of `x`'s shape (float64).
+
+    **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$, or a rate or $x_0$ that is not
+    finite (an `eqx.error_if` error under `jit`/`vmap`).
+    """
     mean, var = _linear_moments(t, x0, rate, alpha)
     return _normal_cdf(jnp.asarray(x, dtype=float), mean, var)
 

@@ -122,8 +122,21 @@ def _bin_fractions_1d(s, edges):
 
 
 def histogram_density_nd(samples: Float[Array, "N d"], edges, t: ScalarLike) -> TensorDensity:
-    """A $d$-dim histogram density on tensor bins `edges` (one uniform edge array per axis; bin
-    centres as `axes`); samples outside every bin count as lost."""
+    r"""A $d$-dimensional histogram density on tensor bins: the fraction of `samples` in each bin
+    over the bin's volume; samples outside every bin count as lost (`lost_mass`).
+
+    **Arguments:**
+
+    - `samples`: shape $(N, d)$, $N \ge 1$; no NaN ($\pm\infty$ is outside every bin).
+    - `edges`: a tuple of $d$ uniform increasing bin-edge arrays ($\ge 2$ bins each), one per
+      axis.
+    - `t`: the time the density is labelled with (finite).
+
+    **Returns:** a `TensorDensity` with the bin centres as `axes`.
+
+    **Raises:** `ValueError` for bad `edges`, `samples` not of shape $(N, d)$ or with a NaN, or
+    a `t` that is not finite.
+    """
     edges = _check_edges(edges)
     s = jnp.asarray(samples)
     if s.ndim != 2 or s.shape[1] != len(edges) or s.shape[0] < 1:
@@ -163,10 +176,27 @@ def monte_carlo_samples_nd(
     solver=None,
     problem: Problem | None = None,
 ) -> Float[Array, "N d"]:
-    """$x(t_1)$ on `num_paths` independent diffrax paths (prefixes are independent samples).
+    r"""$x(t_1)$ on `num_paths` independent diffrax paths of $dx = p\,dt + \sqrt\alpha\,dW$ from
+    $x_0$ (prefixes `samples[:N]` are independent samples too).
 
-    `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
-    `problem` (`VectorSDE.from_flow`: the state is the raveled flow state)."""
+    **Arguments:**
+
+    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+      `problem` (`VectorSDE.from_flow`: the state is the raveled flow state).
+    - `x0`: the start, a point of shape $(d,)$.
+    - `t1`: the final time $t_1 > 0$.
+    - `key`: a JAX PRNG key.
+    - `num_paths`: $N$, the number of independent paths.
+    - `dt`: the fixed step of the solver.
+    - `solver`: as in `dynopt.sde.simulate` (`None`: its default).
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
+
+    **Returns:** the final states, shape $(N, d)$.
+
+    **Raises:** `ValueError` for $t_1 \le 0$, an `sde` of another kind (or a flow without its
+    problem), an `x0` that is not a finite point of the model's dimension, or as `simulate`
+    does.
+    """
     sde, x0 = _check_sampler(sde, x0, t1, problem)
     return _final_states(sde, x0, t1, key, num_paths, dt, solver)
 
@@ -214,8 +244,26 @@ def monte_carlo_samples(
     solver=None,
     problem: Problem | None = None,
 ) -> Float[Array, " N"]:
-    """The 1-D sampler: `monte_carlo_samples_nd` from $x_0$, shape $(N,)$. Prefixes
-    `samples[:N]` are independent samples too: a convergence study in $N$ needs one run."""
+    """The 1-D sampler: $x(t_1)$ on `num_paths` independent diffrax paths from $x_0$
+    (`monte_carlo_samples_nd` at $d = 1$). Prefixes `samples[:N]` are independent samples too: a
+    convergence study in $N$ needs one run.
+
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE`, a 1-D `VectorSDE`, or a flow with noise on `problem`.
+    - `x0`: the start $x_0$, one finite real number.
+    - `t1`: the final time $t_1 > 0$.
+    - `key`: a JAX PRNG key.
+    - `num_paths`: $N$, the number of independent paths.
+    - `dt`: the fixed step of the solver.
+    - `solver`: as in `dynopt.sde.simulate` (`None`: its default).
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
+
+    **Returns:** the final states, shape $(N,)$.
+
+    **Raises:** `ValueError` as `monte_carlo_samples_nd`, or for an `x0` that is not one finite
+    number.
+    """
     x0 = check_scalar_point("x0", x0)
     return monte_carlo_samples_nd(
         sde, x0, t1, key, num_paths, dt=dt, solver=solver, problem=problem
@@ -255,9 +303,23 @@ def monte_carlo_density(
 def bin_probabilities(
     density: Callable[[Array], Array], edges, *, nodes: int = 8
 ) -> Float[Array, "..."]:
-    r"""$\pi_b = \int_b P(x)\,dx$ for every tensor bin, by `nodes`-point Gauss–Legendre per axis
-    (`density`: a callable $x:(d,) \to$ density); `ValueError` for a `density` that is not
-    callable, bad `edges` or a `nodes` that is not a positive integer."""
+    r"""Exact bin probabilities of a density on tensor bins,
+
+    $$\pi_b = \int_b P(x)\,dx,$$
+
+    for every bin $b$, by `nodes`-point Gauss–Legendre per axis.
+
+    **Arguments:**
+
+    - `density`: a callable $x \mapsto P(x)$, $x$ of shape $(d,)$.
+    - `edges`: a tuple of $d$ uniform increasing bin-edge arrays ($\ge 2$ bins each).
+    - `nodes`: Gauss–Legendre nodes per axis and bin, a positive integer (default 8).
+
+    **Returns:** an array of shape $(b_1, \dots, b_d)$, one probability per bin.
+
+    **Raises:** `ValueError` for a `density` that is not callable, bad `edges` or a `nodes` that
+    is not a positive integer.
+    """
     function("density", density, "callable x (shape (d,)) -> density")
     nodes = positive_int("nodes", nodes)
     edges = _check_edges(edges)

@@ -131,8 +131,28 @@ def short_time_propagator(
     convention: Convention = "midpoint",
     jacobian: bool = True,
 ) -> Scalar:
-    r"""The 1-D kernel $K_\epsilon(x_{new}\mid x_{old})$: `short_time_propagator_nd` at
-    $d = 1$."""
+    r"""The 1-D short-time kernel of one slice (`short_time_propagator_nd` at $d = 1$):
+
+    $$K_\epsilon(x_{new}\mid x_{old}) = \frac{|J|}{\sqrt{2\pi\alpha\epsilon}}
+    \exp\Big(-\frac{(x_{new} - x_{old} - \epsilon\bar p)^2}{2\alpha\epsilon}\Big),$$
+
+    with $\bar p$ and the Jacobian $J$ of the convention (module docstring).
+
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE` or a 1-D `VectorSDE`.
+    - `x_new`, `x_old`: the end and start points, real numbers.
+    - `t_old`: the slice's start time (finite).
+    - `eps`: the slice length $\epsilon > 0$.
+    - `convention`: `"ito"`, `"midpoint"` (default) or `"trapezoid"`.
+    - `jacobian`: whether to include the convention's Jacobian (`False` only for studying the
+      wrong density it gives).
+
+    **Returns:** the kernel, a scalar.
+
+    **Raises:** `ValueError` for an `sde` of another kind, `eps` not finite and $> 0$ (inside
+    `jit`: `eqx.error_if`), a `t_old` not finite, or a `convention` or `jacobian` not offered.
+    """
     return short_time_propagator_nd(
         as_vector_sde(sde),
         jnp.reshape(jnp.asarray(x_new, float), (1,)),

@@ -277,7 +277,18 @@ class LinearDrift(eqx.Module):
 
 
 def linear_vector_sde(A, alpha: ScalarLike) -> VectorSDE:
-    r"""$dx = A x\,dt + \sqrt\alpha\,dW$ in $\mathbb R^d$ (OU for a stable $A$)."""
+    r"""The linear SDE $dx = A x\,dt + \sqrt\alpha\,dW$ in $\mathbb R^d$ (OU for a stable $A$).
+
+    **Arguments:**
+
+    - `A`: a square $(d, d)$ matrix of finite real numbers (a traced array leaf).
+    - `alpha`: the variance rate $\alpha > 0$, a scalar.
+
+    **Returns:** a `VectorSDE` with drift `LinearDrift(A)`.
+
+    **Raises:** `ValueError` for an `A` that is not a finite square matrix, or an `alpha` that
+    is not a scalar $> 0$.
+    """
     return VectorSDE(LinearDrift(A), alpha)
 
 
@@ -349,8 +360,26 @@ def _gaussian_density(x, mean, cov):
 def linear_density_nd(
     x: Float[Array, "... d"], t: ScalarLike, x0, *, A, alpha: ScalarLike
 ) -> Float[Array, "..."]:
-    r"""Exact transition density of $dx = Ax\,dt + \sqrt\alpha\,dW$: $\mathcal N(x;\ \mu(t),
-    \Sigma(t))$ with `linear_moments`; `x` of shape $(\dots, d)$, else `ValueError`."""
+    r"""Exact transition density of $dx = Ax\,dt + \sqrt\alpha\,dW$:
+
+    $$P(x, t\mid x_0) = \mathcal N(x;\ \mu(t), \Sigma(t)),\qquad \mu(t) = e^{At}x_0,\quad
+    \Sigma(t) = \alpha\int_0^t e^{As}e^{A^\top s}\,ds,$$
+
+    the moments from `linear_moments`.
+
+    **Arguments:**
+
+    - `x`: the points, shape $(\dots, d)$.
+    - `t`: the time $t > 0$.
+    - `x0`: the start, shape $(d,)$.
+    - `A`: the drift matrix, $(d, d)$, finite.
+    - `alpha`: the variance rate $\alpha > 0$.
+
+    **Returns:** the density at each point, shape `x.shape[:-1]`.
+
+    **Raises:** `ValueError` as `linear_moments`, for `x` not of shape $(\dots, d)$, or for a
+    covariance that is not positive definite (as `gaussian_density`).
+    """
     mean, cov = linear_moments(A, t, x0, alpha=alpha)
     x = jnp.asarray(x, dtype=float)
     if x.ndim < 1 or x.shape[-1] != mean.shape[0]:
@@ -622,8 +651,25 @@ def _short_time(sde: VectorSDE, x0, t, axes) -> Float[Array, "..."]:
 def short_time_density_nd(
     sde, x0, t: ScalarLike, axes, *, problem: Problem | None = None
 ) -> Float[Array, "..."]:
-    r"""The one-slice Itô propagator $\mathcal N(x;\ x_0 + p(x_0,0)t,\ \alpha t I)$ on the tensor
-    grid: a start for `fokker_planck_nd` at a small $t_0 = t$ (error $O(t)$)."""
+    r"""The one-slice Itô propagator on a tensor grid, a start for `fokker_planck_nd` at a small
+    $t_0 = t$ (error $O(t)$):
+
+    $$P(x, t\mid x_0) \approx \mathcal N(x;\ x_0 + p(x_0,0)\,t,\ \alpha t I).$$
+
+    **Arguments:**
+
+    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+      `problem` (`VectorSDE.from_flow`: the state is the raveled flow state).
+    - `x0`: the start, a finite point of shape $(d,)$.
+    - `t`: the time $t > 0$.
+    - `axes`: the grid, a tuple of $d$ uniform 1-D grids.
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
+
+    **Returns:** the density on the grid, shape $(m_1, \dots, m_d)$.
+
+    **Raises:** `ValueError` for $t \le 0$, a bad grid, an `sde` of another kind or dimension
+    (or a flow without its problem), or a bad `x0`.
+    """
     t = positive("t", t)
     sde, axes = check_model_on_grid(sde, problem, axes, 0.0, t)
     x0 = check_point("x0", x0, len(axes))
@@ -638,9 +684,24 @@ def short_time_density(
     *,
     problem: Problem | None = None,
 ) -> Float[Array, " m"]:
-    r"""The one-slice Itô propagator $\mathcal N(x;\ x_0 + p(x_0,0)t,\ \alpha t)$ on `grid`: a
-    start for `fokker_planck` at a small $t_0 = t$ (error $O(t)$); `short_time_density_nd` on
-    `(grid,)`. `sde` as in every 1-D route (a flow on `problem` too)."""
+    r"""The 1-D one-slice Itô propagator on `grid`, a start for `fokker_planck` at a small $t_0 = t$
+    (error $O(t)$; `short_time_density_nd` on `(grid,)`):
+
+    $$P(x, t\mid x_0) \approx \mathcal N(x;\ x_0 + p(x_0,0)\,t,\ \alpha t).$$
+
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE`, a 1-D `VectorSDE`, or a flow with noise on `problem`.
+    - `x0`: the start $x_0$, one finite real number.
+    - `t`: the time $t > 0$.
+    - `grid`: a uniform 1-D grid of $m$ points.
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
+
+    **Returns:** the density on `grid`, shape $(m,)$.
+
+    **Raises:** `ValueError` for $t \le 0$, a bad `x0` or `grid`, or an `sde` of another kind or
+    dimension (or a flow without its problem).
+    """
     t = positive("t", t)  # the checked value (under jit it carries its check)
     x0 = check_scalar_point("x0", x0)
     axes = (check_uniform_grid("grid", grid),)
