@@ -136,8 +136,21 @@ def weight_averages(transform, decays) -> Any:
 
 
 def averages(params: Params, opt_state: WeightAveragesState, problem) -> Params:
-    """The observer for `run(..., observe=averages)`: the weight averages carried by the state of
-    a `weight_averages` transform (leaves `(num_decays, *leaf.shape)` at each saved point)."""
+    """The observer for `run(..., observe=averages)`: the weight averages carried by the state of a
+    `weight_averages` transform.
+
+    **Arguments:**
+
+    - `params`: the current parameters (unused: the observer protocol).
+    - `opt_state`: the optimizer state, a `WeightAveragesState`.
+    - `problem`: the problem (unused).
+
+    **Returns:** `opt_state.averages`, leaves of shape `(num_decays, *leaf.shape)` (one average
+    per decay) at each saved point.
+
+    **Raises:** `ValueError` for an `opt_state` that is not a `WeightAveragesState` (a transform
+    not wrapped by `weight_averages`).
+    """
     del params, problem
     if not isinstance(opt_state, WeightAveragesState):
         raise ValueError(

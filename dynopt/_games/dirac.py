@@ -30,11 +30,29 @@ POST4_CASES = {
 
 
 def linear_critic(phi, x):
+    r"""The Dirac GAN's linear discriminator $D(x) = \varphi\cdot x$ (before any activation).
+
+    **Arguments:**
+
+    - `phi`: the discriminator's parameters $\varphi$, shape $(n,)$.
+    - `x`: one sample, shape $(n,)$.
+
+    **Returns:** the scalar $\varphi\cdot x$.
+    """
     return jnp.dot(phi, x)
 
 
 def normalized_critic(phi, x):
-    """$D(x) = \\varphi\\cdot x/\\|\\varphi\\|$: WGAN's Lipschitz constraint as a normalization."""
+    r"""The normalized discriminator $D(x) = \varphi\cdot x/\|\varphi\|$: WGAN's Lipschitz
+    constraint as a normalization.
+
+    **Arguments:**
+
+    - `phi`: the discriminator's parameters $\varphi \neq 0$, shape $(n,)$.
+    - `x`: one sample, shape $(n,)$.
+
+    **Returns:** the scalar $\varphi\cdot x/\|\varphi\|$ (not finite at $\varphi = 0$).
+    """
     return jnp.dot(phi, x) / jnp.linalg.norm(phi)
 
 

@@ -388,9 +388,26 @@ def minmax(
     equilibrium: GameParams | None = None,
     stochastic: bool = False,
 ) -> Game:
-    r"""The zero-sum game $\min_\theta\max_\varphi L(\varphi,\theta)$: $\ell_D = -L$,
-    $\ell_G = L$, so the flow is $\dot\varphi = \nabla_\varphi L$, $\dot\theta = -\nabla_\theta L$
-    (post 4, eq. 3)."""
+    r"""The zero-sum game $\min_\theta\max_\varphi L(\varphi,\theta)$: $\ell_D = -L$, $\ell_G = L$,
+    so the flow is (post 4, eq. 3)
+
+    $$\dot\varphi = \nabla_\varphi L,\qquad \dot\theta = -\nabla_\theta L.$$
+
+    **Arguments:**
+
+    - `loss_fn`: $L$, `(phi, theta) -> scalar` (or `(phi, theta, key) -> scalar` when
+      `stochastic`).
+    - `phi0`, `theta0`: the initial parameters (any pytrees of finite floating arrays).
+    - `name`: a label.
+    - `equilibrium`: a known equilibrium `(phi*, theta*)`, or `None`.
+    - `stochastic`: whether $L$ draws a minibatch from a `key` (third argument).
+
+    **Returns:** a `Game` with `d_loss_fn` $= -L$ and `g_loss_fn` $= L$.
+
+    **Raises:** `ValueError` as `Game`: a loss that is not scalar-valued or fails on the initial
+    parameters, initial parameters that are not floating or not finite, or an `equilibrium` that
+    does not match `(phi0, theta0)`.
+    """
     return Game(
         _Negated(loss_fn),
         loss_fn,

@@ -12,18 +12,41 @@ from .regularizers import AbstractPenalty, total_penalty
 
 
 def mixture_modes(num_modes: int = 8, radius: float = 2.0) -> Array:
-    """The mode centres $r(\\cos 2\\pi k/m, \\sin 2\\pi k/m)$, shape `(m, 2)`; `ValueError` for
-    a `num_modes` that is not a positive integer or a `radius` that is not > 0."""
+    r"""The mixture's mode centres on a circle,
+
+    $$\mu_k = r\,(\cos 2\pi k/m,\ \sin 2\pi k/m),\qquad k = 0, \dots, m-1.$$
+
+    **Arguments:**
+
+    - `num_modes`: $m$, a positive integer (default 8).
+    - `radius`: $r > 0$ (default 2).
+
+    **Returns:** the centres, shape `(m, 2)`.
+
+    **Raises:** `ValueError` for a `num_modes` that is not a positive integer or a `radius` that
+    is not $> 0$.
+    """
     num_modes, radius = positive_int("num_modes", num_modes), positive("radius", radius)
     angles = jnp.linspace(0.0, 2 * jnp.pi, num_modes, endpoint=False)
     return radius * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
 
 
 def sample_mixture(key: Key, n: int, num_modes: int = 8, radius: float = 2.0, std: float = 0.02):
-    """`n` samples of the equal-weight mixture of isotropic Gaussians (std `std`) at the modes
-    (`mixture_modes`); `ValueError` for a `key` that is not one PRNG key, an `n` that is not a
-    positive integer or a `std` that is not >= 0 (a negative one would pass as its absolute
-    value)."""
+    r"""Samples of the equal-weight mixture of isotropic Gaussians at the modes (`mixture_modes`):
+    $x = \mu_k + \sigma\xi$, $k$ uniform on $\{0, \dots, m-1\}$, $\xi \sim \mathcal N(0, I_2)$.
+
+    **Arguments:**
+
+    - `key`: one JAX PRNG key.
+    - `n`: the number of samples, a positive integer.
+    - `num_modes`, `radius`: as `mixture_modes`.
+    - `std`: $\sigma \ge 0$ (a negative one would pass as its absolute value, hence refused).
+
+    **Returns:** the samples, shape `(n, 2)`.
+
+    **Raises:** `ValueError` for a `key` that is not one PRNG key, an `n` or `num_modes` that is
+    not a positive integer, a `radius` that is not $> 0$ or a `std` that is not $\ge 0$.
+    """
     key, n, std = one_key("key", key), positive_int("n", n), nonnegative("std", std)
     k_mode, k_noise = jax.random.split(key)
     modes = mixture_modes(num_modes, radius)
@@ -57,7 +80,16 @@ def mlp(params: list[dict], x: Array) -> Array:
 
 
 def mlp_critic(phi, x):
-    """The discriminator's logit for one sample `x` (shape `(2,)`)."""
+    r"""The discriminator's logit $D_\varphi(x)$ for one sample: the `mlp` (tanh hidden layers,
+    linear output) with one output unit.
+
+    **Arguments:**
+
+    - `phi`: the discriminator's parameters, a list of `{"w", "b"}` dicts (`mlp_init`).
+    - `x`: one sample, shape `(2,)` (vmap for batches).
+
+    **Returns:** the scalar logit.
+    """
     return mlp(phi, x)[0]
 
 

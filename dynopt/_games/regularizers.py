@@ -106,7 +106,19 @@ class WeightDecay(AbstractPenalty):
 
 
 def total_penalty(penalties, critic, phi, x_real, x_fake, key=None):
-    """The sum of `penalties` (each with its own key from `key`)."""
+    r"""The sum of the discriminator penalties, $\sum_i R_i(\varphi; x_{real}, x_{fake})$, each with
+    its own key `fold_in(key, i)`.
+
+    **Arguments:**
+
+    - `penalties`: a sequence of `AbstractPenalty` (empty: 0).
+    - `critic`: the discriminator `(phi, x) -> scalar` for one sample.
+    - `phi`: the discriminator's parameters.
+    - `x_real`, `x_fake`: the real and generated samples the penalties are evaluated on.
+    - `key`: a PRNG key for the penalties' randomness, or `None`.
+
+    **Returns:** a scalar in the widest dtype of `phi`'s leaves.
+    """
     total = jnp.zeros((), jnp.result_type(*jax.tree.leaves(phi)))
     for i, pen in enumerate(penalties):
         k = None if key is None else jax.random.fold_in(key, i)

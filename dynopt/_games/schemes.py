@@ -380,9 +380,19 @@ SCHEMES: dict[str, type[AbstractScheme]] = {
 
 
 def scheme(name: str, **kwargs) -> AbstractScheme:
-    """The scheme called `name` (`"simultaneous"`, `"alternating"`, `"consensus"`,
-    `"extragradient"`, `"optimistic"`) with its options, e.g. `scheme("consensus", gamma=0.5)`;
-    `ValueError` for an unknown name or an option the scheme does not take."""
+    """The game scheme called `name`, with its options, e.g. `scheme("consensus", gamma=0.5)`.
+
+    **Arguments:**
+
+    - `name`: `"simultaneous"`, `"alternating"`, `"consensus"`, `"extragradient"` or
+      `"optimistic"`.
+    - `**kwargs`: the options that scheme's class takes (its fields).
+
+    **Returns:** an `AbstractScheme` instance.
+
+    **Raises:** `ValueError` for an unknown name or an option the scheme does not take (and as
+    the scheme's constructor, for an option's value out of range).
+    """
     if name not in SCHEMES:
         raise ValueError(f"unknown scheme {name!r}; valid schemes: {', '.join(SCHEMES)}.")
     cls = SCHEMES[name]
