@@ -48,8 +48,17 @@ KEY = "key"  # gid of legend-only proxy artists that explain a style (see `key_e
 
 
 def figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.2, height: float = 3.4):
-    """A new `Figure` with an `nrows x ncols` grid of axes (returned as a flat list). Prefer
-    `panels(n)`, which never leaves a blank slot; `save` removes axes left empty."""
+    """A new `Figure` with an `nrows x ncols` grid of axes. Prefer `panels(n)`, which never leaves
+    a blank slot; `save` removes axes left empty.
+
+    **Arguments:**
+
+    - `ncols`, `nrows`: the grid's columns and rows (default 1 each).
+    - `width`, `height`: one panel's size in inches (the figure is `width * ncols` by `height *
+      nrows`).
+
+    **Returns:** `(fig, axes)`, `axes` a flat list of the `nrows * ncols` axes in row order.
+    """
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     return fig, axes
@@ -318,7 +327,14 @@ def _prune_legend(ax: Axes) -> None:
 
 
 def legend(ax: Axes, **kwargs) -> None:
-    """`ax.legend` over the labelled artists that show data (and `key_entry` proxies)."""
+    """`ax.legend` over the labelled artists that show data (a finite point, positive on a log
+    axis), and `key_entry` proxies; no legend when none does.
+
+    **Arguments:**
+
+    - `ax`: the panel.
+    - `**kwargs`: passed to `ax.legend` (the font size is `FONT["legend"]`).
+    """
     handles, labels = ax.get_legend_handles_labels()
     keep = [(h, lab) for h, lab in zip(handles, labels) if _drawn(h)]
     if keep:
@@ -327,7 +343,14 @@ def legend(ax: Axes, **kwargs) -> None:
 
 def key_entry(ax: Axes, label: str, *args, **style) -> None:
     """A legend-only entry explaining a style used by several drawn curves (e.g. "dashed:
-    reference"); `fmt` and `style` as for `ax.plot`."""
+    reference"): an empty line marked as a key, which `legend` always lists.
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `label`: the legend text.
+    - `*args`, `**style`: the format string and style, as for `ax.plot`.
+    """
     (line,) = ax.plot([], [], *args, label=label, **style)
     line.set_gid(KEY)
 
@@ -366,10 +389,19 @@ def _tick_formatter(ticks) -> FuncFormatter:
 
 
 def log_ticks(lo: float, hi: float, *, max_ticks: int = 6) -> list[float]:
-    """At least two and at most `max_ticks` round values in [lo, hi] for a log axis, reaching
-    across at least half of it: powers of ten when the range spans a few decades, 1-3, 1-2-5 or
-    1-1.5-2-…-9 mantissas within a decade, and the two ends rounded to two digits over a range
-    too narrow for any of those."""
+    r"""Round tick values in $[\text{lo}, \text{hi}]$ for a log axis, reaching across at least half
+    of it (in log): powers of ten when the range spans a few decades, 1-3, 1-2-5 or 1-1.5-2-…-9
+    mantissas within a decade, and the two ends rounded to two digits over a range too narrow
+    for any of those.
+
+    **Arguments:**
+
+    - `lo`, `hi`: the axis range (either order).
+    - `max_ticks`: the most ticks (many decades: every $n$-th power of ten; default 6).
+
+    **Returns:** a sorted list of at least two and at most `max_ticks` values; empty unless
+    $\min(\text{lo}, \text{hi}) > 0$ and $\max(\text{lo}, \text{hi})$ is finite.
+    """
     lo, hi = min(lo, hi), max(lo, hi)
     if not (lo > 0 and np.isfinite(hi)):
         return []
@@ -623,7 +655,18 @@ def plot_error_vs_step_size(
 
 
 def plot_slope_guide(ax: Axes, step_sizes, anchor_error: float, order: float, **kwargs) -> None:
-    """A dashed line of slope `order` through (max h, anchor_error)."""
+    r"""A dashed guide line of slope `order` on log-log axes through $(h_{\max}, e_a)$:
+
+    $$e(h) = e_a\,(h/h_{\max})^{p},\qquad h \in [h_{\min}, h_{\max}].$$
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `step_sizes`: the step sizes $h$ (their range spans the line).
+    - `anchor_error`: $e_a$, the error at the largest step.
+    - `order`: the slope $p$.
+    - `**kwargs`: passed to `ax.loglog`.
+    """
     h = np.asarray(step_sizes, float)
     hs = np.array([h.min(), h.max()])
     anchor_error, order = float(anchor_error), float(order)
@@ -690,17 +733,38 @@ ASYMPTOTIC = "asymptotic"  # the verdict (`dynopt.assess_order`) under which a s
 
 def order_series(errors, label: str, order, verdict: str | None) -> tuple:
     """A `plot_orders` series `(errors, label, order)` that shows the fitted order only where its
-    sweep's verdict (`dynopt.assess_order`, `Comparison.verdict`) is "asymptotic": under any other
-    verdict the slope of the errors is no order, so the label names the verdict and the series
-    has no order (and no slope in the legend, no guide)."""
+    sweep's verdict (`dynopt.assess_order`, `Comparison.verdict`) is "asymptotic": under any
+    other verdict the slope of the errors is no order, so the label names the verdict and the
+    series has no order (and no slope in the legend, no guide).
+
+    **Arguments:**
+
+    - `errors`: the sweep's errors, one per step size.
+    - `label`: the series' legend label.
+    - `order`: the fitted order.
+    - `verdict`: the sweep's verdict (`None` counts as not asymptotic).
+
+    **Returns:** `(errors, label, order)` when asymptotic, else `(errors, f"{label}
+    ({verdict})", None)`.
+    """
     if verdict == ASYMPTOTIC:
         return errors, label, order
     return errors, f"{label} ({verdict})", None
 
 
 def order_text(order: float, verdict: str, template: str = "slope {:.2f}") -> str:
-    """`template` filled with the fitted `order` where its sweep's verdict is "asymptotic", else
-    the verdict itself (e.g. "pre-asymptotic"): a title's slope is an order only there."""
+    """A title's slope text: `template` filled with the fitted `order` where its sweep's verdict is
+    "asymptotic", else the verdict itself (e.g. "pre-asymptotic"): a slope is an order only
+    there.
+
+    **Arguments:**
+
+    - `order`: the fitted order.
+    - `verdict`: the sweep's verdict (`dynopt.assess_order`).
+    - `template`: a format string with one field (default `"slope {:.2f}"`).
+
+    **Returns:** the text, a `str`.
+    """
     return template.format(order) if verdict == ASYMPTOTIC else verdict
 
 
@@ -824,10 +888,24 @@ def _divergence_time(div, t: np.ndarray, i: int) -> float | None:
 
 
 def plot_log_floor(ax: Axes, x, y, fmt: str = "o", *, floor: float = 0.0, label: str, **style):
-    """`y` against `x` on a log y-axis; values at or below `floor` (e.g. exact zeros, or a
-    converged run's distance) are not data at an invented level: they are drawn as open markers on
-    the bottom edge, +inf as crosses on the top edge, each with their own legend entry (NaN is
-    not drawn)."""
+    r"""`y` against `x` on a log y-axis. Values at or below `floor` (e.g. exact zeros, or a
+    converged run's distance) are not data at an invented level: they are drawn as open markers
+    on the bottom edge, $+\infty$ as crosses on the top edge, each with their own legend entry
+    (NaN is not drawn).
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `x`, `y`: arrays of one shape.
+    - `fmt`: the marker/line format, as for `ax.plot` (default `"o"`).
+    - `floor`: the level at or below which a value is drawn on the bottom edge (default 0).
+    - `label`: the series' legend label.
+    - `**style`: passed to `ax.semilogy`.
+
+    **Returns:** the `Line2D` of the values above `floor`.
+
+    **Raises:** `ValueError` if `x` and `y` differ in shape.
+    """
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.shape != y.shape:
         raise ValueError(f"plot_log_floor: x has shape {x.shape} and y {y.shape}")
@@ -849,8 +927,20 @@ def plot_log_floor(ax: Axes, x, y, fmt: str = "o", *, floor: float = 0.0, label:
 
 
 def plot_errorbars(ax: Axes, x, mean, se, *, label: str, k: float = 3.0, fmt: str = "o", **style):
-    """Monte-Carlo means with ±`k` standard errors; non-finite entries (runs a mode skipped) are
-    not drawn, so they get no legend entry."""
+    r"""Monte-Carlo means with $\pm k$ standard errors; non-finite entries (runs a mode skipped) are
+    not drawn, so they get no legend entry.
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `x`, `mean`, `se`: arrays of one shape (the abscissae, the means, their standard errors).
+    - `label`: the legend label.
+    - `k`: the error bars' half-width in standard errors (default 3).
+    - `fmt`: the marker format (default `"o"`).
+    - `**style`: passed to `ax.errorbar`.
+
+    **Returns:** the `ErrorbarContainer`.
+    """
     x, mean, se = (np.asarray(v, float) for v in (x, mean, se))
     ok = np.isfinite(mean) & np.isfinite(se)
     style = {"ms": 4, "capsize": 2, **style}
@@ -858,9 +948,17 @@ def plot_errorbars(ax: Axes, x, mean, se, *, label: str, k: float = 3.0, fmt: st
 
 
 def plot_rate_check(ax: Axes, t, measured, predicted, *, label: str) -> None:
-    """A measured rate (e.g. dL/dt) against its predicted identity: measured as a wide pale band,
-    predicted as a dark dashed line with markers, so both stay visible where they coincide; one
-    with no finite value is named in the panel."""
+    r"""A measured rate (e.g. $\dot L$) against its predicted identity: measured as a wide pale
+    band, predicted as a dark dashed line with markers, so both stay visible where they
+    coincide; a series with no finite value is named in the panel.
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `t`: the times, shape $(n,)$.
+    - `measured`, `predicted`: the two rates at `t`, shape $(n,)$.
+    - `label`: the legend labels' prefix.
+    """
     t = np.asarray(t, float)
     measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
     ax.plot(t, measured, lw=5, alpha=0.35, label=f"{label}: measured")
@@ -956,8 +1054,15 @@ def plot_phase_portrait(
 def plot_predicted_vs_measured(
     ax: Axes, groups: Sequence[tuple[np.ndarray, np.ndarray, str]], *, marker: str = "o"
 ) -> None:
-    """Measured values against predicted ones, one marker series per group, on the y = x line; a
-    group with no finite pair is named in the panel."""
+    """Measured values against predicted ones, one marker series per group, over the $y = x$ line;
+    a group with no finite pair is named in the panel.
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `groups`: a sequence of `(predicted, measured, label)`, the two arrays of one shape.
+    - `marker`: the marker format (default `"o"`).
+    """
     lo, hi, empty = np.inf, -np.inf, []
     for predicted, measured, label in groups:
         p, m = np.asarray(predicted, float), np.asarray(measured, float)
@@ -977,9 +1082,18 @@ def plot_predicted_vs_measured(
 
 
 def color_norm(values, *, clip: float | None = None) -> tuple[mcolors.Normalize, str]:
-    """A colour scale that uses the whole map for `values` (NaN ignored, |v| capped at `clip`):
-    `(norm, cmap)`, diverging around 0 with each sign stretched to its own extreme when the
-    values take both signs, sequential otherwise."""
+    r"""A colour scale that uses the whole map for `values`: diverging around 0 with each sign
+    stretched to its own extreme when the values take both signs, sequential otherwise.
+
+    **Arguments:**
+
+    - `values`: an array (non-finite entries ignored).
+    - `clip`: if given, $|v|$ is capped at it first.
+
+    **Returns:** `(norm, cmap)`: a `TwoSlopeNorm` and `"RdBu_r"` for both signs; a `Normalize`
+    and `"Reds"` ($\ge 0$) or `"Blues_r"` ($\le 0$); `Normalize(0, 1)` and `"viridis"` for no
+    finite value.
+    """
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     if clip is not None:
@@ -1025,21 +1139,44 @@ def plot_density_map(
 
 
 def plot_scalar_field(ax: Axes, x, y, values, *, label: str, clip: float = 10.0) -> None:
-    """`plot_density_map` with |values| capped at `clip` (kept for older callers)."""
+    """`plot_density_map` with $|v|$ capped at `clip` (kept for older callers).
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `x`, `y`, `values`, `label`: as `plot_density_map`.
+    - `clip`: the cap on $|v|$ (default 10).
+    """
     plot_density_map(ax, x, y, values, label=label, clip=clip)
 
 
 def plot_characteristic_curves(
     ax: Axes, x, y, *, every: int = 1, color="0.35", alpha: float = 0.6
 ) -> None:
-    """Characteristic curves: row i of `x`, `y` (shape (m, T)) is one curve; NaN ends it."""
+    """Characteristic curves $(x_i(t), y_i(t))$, one thin line per curve; a NaN breaks the line.
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `x`, `y`: shape $(m, T)$, row $i$ one curve.
+    - `every`: draw every `every`-th curve (default 1: all).
+    - `color`, `alpha`: the lines' colour and opacity.
+    """
     x, y = np.asarray(x, float), np.asarray(y, float)
     for xi, yi in zip(x[::every], y[::every]):
         ax.plot(xi, yi, "-", color=color, lw=0.6, alpha=alpha)
 
 
 def plot_density_vs_histogram(ax: Axes, x, density, edges, histogram) -> None:
-    """A density curve (e.g. by characteristics) over a normalised histogram (e.g. Monte Carlo)."""
+    """A density curve (e.g. by characteristics) over a normalised histogram (e.g. Monte Carlo).
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `x`, `density`: the curve's points and values, of one shape.
+    - `edges`: the histogram's bin edges, shape $(b + 1,)$.
+    - `histogram`: the normalised histogram's values, shape $(b,)$.
+    """
     ax.stairs(
         np.asarray(histogram, float),
         np.asarray(edges, float),
@@ -1058,8 +1195,19 @@ def plot_density_vs_histogram(ax: Axes, x, density, edges, histogram) -> None:
 def plot_density_error_2d(
     ax: Axes, x, y, error, *, exact_x, exact_y, exact, scale: float, label: str
 ) -> None:
-    """A 2-D density route's pointwise error `error[i, j]` at `(x[i], y[j])` (diverging map,
-    ±`scale`), over the exact density's contours (`exact[i, j]` at `(exact_x[i], exact_y[j])`)."""
+    r"""A 2-D density route's pointwise error on a diverging colour map, $\pm$`scale`, over the
+    exact density's contours.
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `x`, `y`: the route's grid axes, shapes $(m_1,)$ and $(m_2,)$.
+    - `error`: the error, `error[i, j]` at `(x[i], y[j])`, shape $(m_1, m_2)$.
+    - `exact_x`, `exact_y`, `exact`: the exact density on its own grid, `exact[i, j]` at
+      `(exact_x[i], exact_y[j])`.
+    - `scale`: the colour scale's half-range ($> 0$).
+    - `label`: the colour bar's label.
+    """
     e = np.asarray(error, float).T
     mesh = ax.pcolormesh(
         np.asarray(x), np.asarray(y), e, cmap="RdBu_r", vmin=-scale, vmax=scale, shading="auto"
