@@ -506,9 +506,21 @@ def _mlp():
 
 
 def heavy_ball_velocity(tau, damping: float = 1.5):
-    r"""Heavy ball in $\sqrt\alpha$ time: `optax.sgd(τ², momentum=1 - aτ)`'s iterates with its
-    trace in velocity units ($\tau\times$ optax's trace), a function of the time per step
-    $\tau$: a slow state whose continuum limit is `HeavyBall(a)` with $v = -$trace."""
+    r"""Heavy ball in $\sqrt\alpha$ time: `optax.sgd(τ², momentum=1 - aτ)`'s iterates with its trace
+    in velocity units ($\tau\times$ optax's trace),
+
+    $$m_{k+1} = (1 - a\tau)\,m_k + \tau g_k,\qquad \theta_{k+1} = \theta_k - \tau m_{k+1},$$
+
+    a function of the time per step $\tau$: a slow state whose continuum limit is `HeavyBall(a)`
+    with $v = -m$.
+
+    **Arguments:**
+
+    - `tau`: the time per step $\tau$ (the step size of the correspondence).
+    - `damping`: the friction $a$ (default 1.5); the trace's decay is $1 - a\tau$.
+
+    **Returns:** an `optax.GradientTransformation`, `chain(scale(τ), trace(1 - aτ), scale(-τ))`.
+    """
     return optax.chain(optax.scale(tau), optax.trace(decay=1 - damping * tau), optax.scale(-tau))
 
 
