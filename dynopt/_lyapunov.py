@@ -206,6 +206,11 @@ def max_relative_deviation(measured: ArrayLike, predicted: ArrayLike) -> Float[A
     Computed in the wider of the two dtypes (a float32 measurement against a float64
     prediction). NaN when both vanish identically, `inf` when only the prediction does.
 
+    **Arguments:**
+
+    - `measured`: the measured rate $m(t)$, a real array with at least one entry.
+    - `predicted`: the predicted rate $p(t)$, the same shape.
+
     **Raises:** `ValueError` unless both are real and finite, of one shape with at least one
     entry (traced: a non-finite entry is an error inside `jit`).
     """
@@ -362,6 +367,10 @@ def rates(
     program: $\frac{d}{dt}L(\theta(t))$ measured on the dense interpolation (`loss_rate`) and
     the rate the flow predicts (`predicted_rate`).
 
+    **Arguments:**
+
+    - `reference`, `problem`, `ts`: as `loss_rate` (`problem` a loss: a `dynopt.Problem`).
+
     **Returns:** `(measured, predicted)`, each of shape `(n,)`: the values of `loss_rate` and
     `predicted_rate`, from one compiled program instead of two.
     """
@@ -370,10 +379,12 @@ def rates(
 
 
 def identity_deviation(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float[Array, ""]:
-    r"""$\max_t |\dot L_{\text{measured}}(t) - \dot L_{\text{predicted}}(t)| / \max_t
-    |\dot L_{\text{predicted}}(t)|$, i.e. `max_relative_deviation(*rates(reference, problem,
-    ts))`: how well the solved trajectory satisfies its flow's Lyapunov identity (to the solver
-    and interpolation accuracy).
+    r"""How well the solved trajectory satisfies its flow's Lyapunov identity (to the solver and
+    interpolation accuracy): `max_relative_deviation(*rates(reference, problem, ts))`,
+
+    $$\frac{\max_t |\dot L_m(t) - \dot L_p(t)|}{\max_t |\dot L_p(t)|},$$
+
+    $\dot L_m$ measured (`loss_rate`), $\dot L_p$ predicted (`predicted_rate`).
 
     **Arguments:**
 

@@ -600,6 +600,16 @@ def stiffness_ratio(
     `scipy.sparse.linalg.eigs`, on Jacobian-vector products): the slowest rate is unknown, so
     the denominator is $\max(\text{growth}, 1/T)$.
 
+    **Arguments:**
+
+    - `problem`: a `dynopt.AbstractProblem` (a loss or a game).
+    - `params`: the parameters where the Jacobian is taken (through `flow.init(params)`).
+    - `horizon`: the horizon $T > 0$ ($\infty$ allowed).
+    - `flow`: the flow, or `None` for the gradient flow.
+    - `t0`: the time of the Jacobian, finite (default 0).
+
+    **Returns:** the ratio, a Python float (`inf` where the fastest rate is not finite).
+
     **Raises:** `ValueError` for a `problem` that is no `dynopt.AbstractProblem`, a `flow`
     that is neither `None` nor a flow, a `horizon` that is not $> 0$ ($\infty$ allowed) or a
     `t0` that is not finite.

@@ -384,7 +384,14 @@ def flag(name: str, value: Any) -> bool:
 def positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
     """`ValueError` unless `value` is a Python (or NumPy) integer >= 1 (bool is not; `None`
     where `allow_none`): construction only, for static sizes and counts, never traced. Returns
-    it as an `int`."""
+    it as an `int`.
+
+    **Arguments:**
+
+    - `name`: the argument's name (for the message).
+    - `value`: the size or count.
+    - `allow_none`: accept `None` too (returned as is).
+    """
     if value is None and allow_none:
         return value
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:

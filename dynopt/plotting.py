@@ -54,8 +54,8 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.2, height: float 
     **Arguments:**
 
     - `ncols`, `nrows`: the grid's columns and rows (default 1 each).
-    - `width`, `height`: one panel's size in inches (the figure is `width * ncols` by `height *
-      nrows`).
+    - `width`, `height`: one panel's size in inches (the figure is `width * ncols` by
+      `height * nrows`).
 
     **Returns:** `(fig, axes)`, `axes` a flat list of the `nrows * ncols` axes in row order.
     """
@@ -744,8 +744,8 @@ def order_series(errors, label: str, order, verdict: str | None) -> tuple:
     - `order`: the fitted order.
     - `verdict`: the sweep's verdict (`None` counts as not asymptotic).
 
-    **Returns:** `(errors, label, order)` when asymptotic, else `(errors, f"{label}
-    ({verdict})", None)`.
+    **Returns:** `(errors, label, order)` when asymptotic, else
+    `(errors, f"{label} ({verdict})", None)`.
     """
     if verdict == ASYMPTOTIC:
         return errors, label, order

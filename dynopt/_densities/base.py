@@ -186,8 +186,8 @@ def linear_cdf(
 ) -> Float[Array, "..."]:
     r"""The CDF of `linear_density`, for exact histogram-bin probabilities:
 
-    $$F(x, t \mid x_0) = \Phi\Big(\frac{x - x_0e^{\lambda t}}{\sigma(t)}\Big),\qquad \sigma^2(t)
-    = \alpha\,(e^{2\lambda t}-1)/(2\lambda)\quad(\alpha t \text{ at } \lambda = 0).$$
+    $$F(x, t \mid x_0) = \Phi\Big(\frac{x - x_0e^{\lambda t}}{\sigma(t)}\Big),\qquad
+    \sigma^2(t) = \alpha\,(e^{2\lambda t}-1)/(2\lambda)\quad(\alpha t \text{ at } \lambda = 0).$$
 
     **Arguments:**
 

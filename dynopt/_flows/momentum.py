@@ -26,6 +26,12 @@ def oscillator_solution(t, damping: float, x0: float = 1.0) -> np.ndarray:
     $\theta = x_0e^{-at/2}(\cos\omega t + \tfrac{a}{2\omega}\sin\omega t)$,
     $\omega = \sqrt{1 - a^2/4}$.
 
+    **Arguments:**
+
+    - `t`: the time(s), any shape.
+    - `damping`: $a \in [0, 2)$.
+    - `x0`: the initial position $x_0$ (default 1).
+
     **Raises:** `ValueError` unless `damping` ∈ [0, 2) (`damped_mode` takes every regime)."""
     # a >= 2 made ω zero or NaN: the result was NaN without a word.
     interval("damping", damping, lower=0.0, upper=2.0, upper_open=True, hint=_OSC_HINT)
@@ -50,6 +56,13 @@ def damped_mode(t: ScalarLike, damping: ScalarLike, stiffness: Array, x0: Array)
     0) $\cosh\omega t$ and $S$ are their Taylor series in $z = \omega^2t^2$ (five terms:
     relative truncation $< z^5/10! \approx 3\times10^{-17}$), so `jax.grad` in the damping
     (the optimal $a = 2\sqrt\lambda$ included) and the stiffness is finite there.
+
+    **Arguments:**
+
+    - `t`: the time $t$.
+    - `damping`: the friction $a$ (not validated).
+    - `stiffness`: the mode's curvature(s) $\lambda$, an array.
+    - `x0`: the initial position(s) $x_0$, broadcast with `stiffness`.
 
     **Returns:** `(x, x')`, elementwise in `stiffness` and `x0`."""
     c128 = jnp.complex128
@@ -163,6 +176,11 @@ def rescale_momentum(momentum: ScalarLike, lr_ratio: ScalarLike) -> Array:
     From $\beta \approx 1 - a\sqrt\alpha$: exact for the Euler map ($a = (1-\beta)/\sqrt\alpha$ is
     unchanged), and for the leapfrog map the damping changes by the factor
     $\sqrt{(1+\beta)/(1+\beta')} = 1 + O(ah)$.
+
+    **Arguments:**
+
+    - `momentum`: the current $\beta \in [0, 1)$.
+    - `lr_ratio`: $r > 0$, the factor on the learning rate.
 
     **Raises:** `ValueError` unless `momentum` ∈ [0, 1) and `lr_ratio` > 0, and unless the
     result stays >= 0 (i.e. $(1-\beta)\sqrt r \le 1$).

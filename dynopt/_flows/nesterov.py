@@ -18,8 +18,8 @@ def bessel_solution(t, x0, lam, r: float) -> np.ndarray:
     r"""The Nesterov ODE $\ddot X + \tfrac rt\dot X + \lambda X = 0$ on $\tfrac\lambda2 x^2$ from
     rest:
 
-    $$X(t) = x_0\,\Gamma(\nu+1)(2/z)^\nu J_\nu(z),\qquad z = \sqrt\lambda\, t,\quad \nu =
-    (r-1)/2,$$
+    $$X(t) = x_0\,\Gamma(\nu+1)(2/z)^\nu J_\nu(z),\qquad z = \sqrt\lambda\, t,\quad
+    \nu = (r-1)/2,$$
 
     with the series $1 - z^2/(2(r+1))$ for $z < 10^{-4}$ (no $0/0$ at $t = 0$). Float64 NumPy,
     `scipy.special.jv` (jax's `bessel_jn` loses accuracy for $z \gtrsim 20$). Not validated: a

@@ -16,6 +16,12 @@ def rmsprop_orbit_distance(gamma, eps, eigenvalues) -> np.ndarray:
     r"""The period-2 orbit's distance to the minimizer, $\sqrt{\sum_i((\gamma/2)^2 -
     \epsilon/\lambda_i^2)_+}$, broadcast over `gamma` and `eps` (`eigenvalues`: the $\lambda_i$).
 
+    **Arguments:**
+
+    - `gamma`: the learning rate $\gamma > 0$, a scalar or an array.
+    - `eps`: $\epsilon \ge 0$, broadcast with `gamma`.
+    - `eigenvalues`: the $\lambda_i > 0$, a 1-D array (summed over).
+
     **Raises:** `ValueError` unless `gamma` $> 0$, `eps` $\ge 0$ and every eigenvalue $> 0$ (a
     coordinate with $\lambda_i \le 0$ has no orbit: it stays put or runs away).
     """

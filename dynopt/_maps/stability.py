@@ -32,12 +32,24 @@ def measure_stability_limit(
     above $|x_0|$, is not growth, and the 1% covers the sampling of a marginal orbit). The next
     bracket is the first unstable value and its predecessor.
 
+    **Arguments:**
+
+    - `map`: the map to test (an `AbstractMap`, called as `map(flow, h)` on a batch of step
+      sizes).
+    - `flow`: the flow it discretizes.
+    - `lambda_max`: the curvature $\lambda_{\max} > 0$ of the test quadratic.
+    - `num_steps`: $N$, the steps of each run, an integer $\ge 4$.
+    - `grid`: the values of $z$ per round, an integer $\ge 2$.
+    - `rounds`: the refinement rounds, a positive integer.
+    - `bracket`: the initial bracket $(z_{lo}, z_{hi})$, $0 < z_{lo} < z_{hi}$ (default
+      `(0.05, 3.0)`).
+
     **Returns:** `(lo, hi)`; `(bracket[1], inf)` when no value is unstable, `(nan, first)` when
     the first already is.
 
     **Raises:** `ValueError` unless `num_steps` is an integer $\ge 4$, `rounds` a positive
     integer, `grid` an integer $\ge 2$, `lambda_max` $> 0$ and `bracket` a pair
-    $0 < z_{lo} < z_{hi}$.
+    $0 < z_{lo} < z_{hi}$; or where the map refuses a step size the bracket reaches.
     """
     if positive_int("num_steps", num_steps) < 4:
         raise ValueError(f"num_steps must be an integer >= 4 (four windows), got {num_steps}.")

@@ -399,8 +399,8 @@ def mlp_regression(
 ) -> Problem:
     r"""Half the mean squared error of a tanh MLP $f_\theta$ on a synthetic target:
 
-    $$L(\theta) = \frac{1}{2n}\sum_i (f_\theta(x_i) - y_i)^2,\qquad y = \sin(x^\top a) +
-    \tfrac12\cos(x^\top b),$$
+    $$L(\theta) = \frac{1}{2n}\sum_i (f_\theta(x_i) - y_i)^2,\qquad
+    y = \sin(x^\top a) + \tfrac12\cos(x^\top b),$$
 
     $x_i \sim \mathcal N(0, I_d)$, $a, b \sim \mathcal N(0, I_d/d)$. The parameters are a list
     of `{"w", "b"}` dicts (weights $\mathcal N(0, 1/\text{fan-in})$, zero biases), a non-trivial

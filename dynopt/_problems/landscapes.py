@@ -45,6 +45,13 @@ def rosenbrock(
     keeps LLVM from vectorizing the gradient's loop (XLA's older elemental emitter is not
     affected).
 
+    **Arguments:**
+
+    - `dim`: $d$, an integer $\ge 2$.
+    - `a`: finite (default 1).
+    - `b`: $b > 0$ (default 100).
+    - `params0`: the start, shape `(dim,)` (default $(-1.2, 1, -1.2, 1, \dots)$).
+
     **Raises:** `ValueError` unless `dim` is an integer $\ge 2$, `a` finite, `b > 0` and
     `params0` a finite array of shape `(dim,)`.
     """
@@ -79,6 +86,12 @@ def double_well(
 
     Default start: $x_0 = 1.5$ (one coordinate). A floating `params0` keeps its dtype (float32
     parameters run in float32); a list or integers take the default float.
+
+    **Arguments:**
+
+    - `barrier`: the barrier height $> 0$ (default 1).
+    - `tilt`: the linear tilt, finite (default 0).
+    - `params0`: the start, any finite array (default $x_0 = 1.5$, one coordinate).
 
     **Raises:** `ValueError` unless `barrier > 0`, `tilt` finite and `params0` finite.
     """
@@ -117,6 +130,12 @@ def logcosh(
     Defaults: $m = 3$, $n = 2$, fixed $c$, $A$ and start (5 parameters). A floating `params0`
     keeps its dtype (float32 parameters run in float32); a list or integers take the default
     float.
+
+    **Arguments:**
+
+    - `c`: shape `(m,)` (default `[0.8, -0.4, 1.1]`).
+    - `A`: shape `(m, n)` (default a fixed $3 \times 2$ matrix).
+    - `params0`: the start `{"a": (m,), "b": (n,)}` (default fixed).
 
     **Raises:** `ValueError` unless `c` has shape `(m,)`, `A` `(m, n)` and `params0` is
     `{"a": (m,), "b": (n,)}`, all finite.

@@ -116,8 +116,8 @@ def global_rmsprop(
 ) -> optax.GradientTransformationExtraArgs:
     r"""RMSprop with a scalar second moment (post 2, eq. 14):
 
-    $$\theta_{k+1} = \theta_k - \gamma\, g_k/\sqrt{G_{k+1}+\epsilon},\qquad G_{k+1} = \lambda
-    G_k + (1-\lambda)\|g_k\|^2.$$
+    $$\theta_{k+1} = \theta_k - \gamma\, g_k/\sqrt{G_{k+1}+\epsilon},\qquad
+    G_{k+1} = \lambda G_k + (1-\lambda)\|g_k\|^2.$$
 
     The step keeps the direction of $-g_k$: `chain(scale_by_global_rms(decay, eps,
     initial_scale), scale_by_learning_rate(learning_rate))`.

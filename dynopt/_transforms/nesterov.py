@@ -231,8 +231,8 @@ def nag(
 ) -> optax.GradientTransformation:
     r"""Nesterov's accelerated gradient with momentum $(k-1)/(k+r-1)$ (Su, Boyd & Candès 2016):
 
-    $$x_k = y_{k-1} - s\nabla f(y_{k-1}),\qquad y_k = x_k + \frac{k-1}{k+r-1}(x_k -
-    x_{k-1}),\qquad x_0 = y_0.$$
+    $$x_k = y_{k-1} - s\nabla f(y_{k-1}),\qquad
+      y_k = x_k + \frac{k-1}{k+r-1}(x_k - x_{k-1}),\qquad x_0 = y_0.$$
 
     With step $s$ = `learning_rate` and $t = k\sqrt s$, $x_k$ follows the Nesterov ODE $\ddot X
     + \tfrac rt\dot X + \nabla f(X) = 0$, $X(0) = x_0$, $\dot X(0) = 0$
