@@ -21,6 +21,12 @@ def mehler_kernel(
     Post 7's linear-SDE propagator is $e^{-T/2}\,e^{(x_b^2-x_a^2)/2\alpha}\,K$: the boundary
     factor of eq. (56), the constant Jacobian (64) with $\partial_x p = 1$, and this kernel.
 
+    **Arguments:**
+
+    - `xb`, `xa`: the end and start points, finite.
+    - `T`: the time $T > 0$.
+    - `alpha`: the variance rate $\alpha > 0$.
+
     **Raises:** `ValueError` for $\alpha \le 0$, $T \le 0$ or points $x_a$, $x_b$ that are
     not finite (an `eqx.error_if` error under `jit`/`vmap`)."""
     # The checked values (under jit/vmap each carries its check).
@@ -78,6 +84,12 @@ def onsager_machlup_action(
       \approx \frac1{2\alpha}\int [(\dot x - p)^2 + \alpha\,\partial_x p]\,dt,$$
     so that the path weight is $e^{-S}$ (up to the normalisation $(2\pi\alpha\epsilon)^{-n/2}$).
 
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE` with drift $p$ and variance rate $\alpha$.
+    - `ts`: the times $t_0 < \dots < t_n$, shape $(n + 1,)$, $n \ge 1$.
+    - `xs`: the path's points $x_k$, shape $(n + 1,)$, finite.
+
     **Raises:** `ValueError` for an `sde` that is no `ScalarSDE`, `ts` that are not at least
     two finite, strictly increasing times ($\epsilon_k > 0$: a NaN time made $S$ NaN), or
     `xs` that are not finite or not of the shape of `ts` (traced: checked inside `jit`).
@@ -110,6 +122,11 @@ def _onsager_machlup_action(sde: ScalarSDE, ts, xs) -> Scalar:
 def potential_V(sde: ScalarSDE, x: ScalarLike, t: ScalarLike) -> Scalar:
     r"""Eq. (69): $V(x,t) = -\tfrac12(\alpha\,\partial_xp + p^2) - \int_0^x \partial_t p\,dy$.
 
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE` with drift $p$ and variance rate $\alpha$.
+    - `x`, `t`: the point and time, finite scalars.
+
     **Raises:** `ValueError` for an `sde` that is no `ScalarSDE`, or an `x` or `t` that is not
     a finite scalar (traced: checked inside `jit`)."""
     _check_sde(sde)
@@ -133,6 +150,12 @@ def action_eq66(sde: ScalarSDE, path, ta: ScalarLike, tb: ScalarLike) -> Scalar:
     r"""Eq. (66): $S = \frac1\alpha\int_{t_a}^{t_b}[\tfrac12\dot x^2 - \dot xp + \tfrac12p^2 +
     \tfrac12\alpha\partial_xp]\,dt$ for a smooth `path` $t\mapsto x(t)$ ($\dot x$ by autodiff,
     48-point Gauss–Legendre in $t$) from $t_a$ to $t_b > t_a$; the path weight is $e^{-S}$.
+
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE` with drift $p$ and variance rate $\alpha$.
+    - `path`: a smooth function $t \mapsto x(t)$, scalar to scalar.
+    - `ta`, `tb`: the end times, finite, $t_a < t_b$.
 
     **Raises:** `ValueError` for an `sde` that is no `ScalarSDE`, a `path` that is not a
     function of a scalar time to a scalar, or times that are not finite scalars with
@@ -169,6 +192,12 @@ def action_eq68(sde: ScalarSDE, path, ta: ScalarLike, tb: ScalarLike) -> Scalar:
     i.e. $e^{-S}$ = bulk weight × the boundary factor $\exp(\frac1\alpha\int_{x_a}^{x_b}p\,dx)$
     (for time-dependent $p$, $\Phi$ at the two end times; the $\partial_tp$ part sits in $V$).
 
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE` with drift $p$ and variance rate $\alpha$.
+    - `path`: a smooth function $t \mapsto x(t)$, scalar to scalar.
+    - `ta`, `tb`: the end times, finite, $t_a < t_b$.
+
     **Raises:** as `action_eq66`."""
     return _action_eq68(sde, path, *_check_path(sde, path, ta, tb))
 
@@ -185,6 +214,12 @@ def _action_eq68(sde: ScalarSDE, path, ta, tb) -> Scalar:
 def boundary_term(sde: ScalarSDE, path, ta: ScalarLike, tb: ScalarLike) -> Scalar:
     r"""$\frac1\alpha[\Phi(x_b,t_b)-\Phi(x_a,t_a)]$, $\Phi(x,t)=\int_0^x p(y,t)\,dy$: the
     boundary part of `action_eq68`'s action from $t_a$ to $t_b$.
+
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE` with drift $p$ and variance rate $\alpha$.
+    - `path`: a smooth function $t \mapsto x(t)$, scalar to scalar.
+    - `ta`, `tb`: the end times, finite, $t_a < t_b$.
 
     **Raises:** as `action_eq66`."""
     return _boundary_term(sde, path, *_check_path(sde, path, ta, tb))

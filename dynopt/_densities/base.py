@@ -134,8 +134,8 @@ class Polynomial(eqx.Module):
 
 
 def linear_sde(rate: ScalarLike, alpha: ScalarLike) -> ScalarSDE:
-    r"""The linear SDE $dx = \lambda x\,dt + \sqrt{\alpha}\,dW$: post 7's eq. (49) for $\lambda =
-    1$, OU for $\lambda = -\theta < 0$.
+    r"""The linear SDE $dx = \lambda x\,dt + \sqrt{\alpha}\,dW$: post 7's eq. (49) for
+    $\lambda = 1$, OU for $\lambda = -\theta < 0$.
 
     **Arguments:**
 
@@ -173,6 +173,14 @@ def linear_density(
     r"""Exact transition density of $dx = \lambda x\,dt + \sqrt\alpha\,dW$:
     $$P(x, t \mid x_0) = \mathcal N\big(x;\ x_0 e^{\lambda t},\
       \alpha\,(e^{2\lambda t}-1)/(2\lambda)\big)\quad(\alpha t \text{ at } \lambda = 0).$$
+
+    **Arguments:**
+
+    - `x`: the points, any shape.
+    - `t`: the time $t > 0$.
+    - `x0`: the start $x_0$, finite.
+    - `rate`: $\lambda$, finite.
+    - `alpha`: the variance rate $\alpha > 0$.
 
     **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$, or a rate or $x_0$ that is not
     finite (an `eqx.error_if` error under `jit`/`vmap`).
@@ -235,6 +243,12 @@ def line_integral(f, x: Float[Array, " d"], x_ref: Float[Array, " d"]) -> Scalar
 def antiderivative(f, x: ScalarLike, x_ref: ScalarLike = 0.0) -> Scalar:
     r"""$\int_{x_{ref}}^{x} f(y)\,dy$ by 48-point Gauss–Legendre (exact for polynomials of degree
     $\le 95$; spectrally accurate for smooth $f$): `line_integral` at $d = 1$.
+
+    **Arguments:**
+
+    - `f`: a callable $y \mapsto f(y)$, scalar to scalar.
+    - `x`: the upper limit.
+    - `x_ref`: the lower limit (default 0).
 
     **Raises:** `ValueError` if `f` is not callable or a concrete `x` or `x_ref` is not finite
     (a NaN limit made the integral NaN; a traced one, inside the actions' programs, is not

@@ -276,14 +276,25 @@ def fokker_planck_nd(
     r"""Evolve the density `initial` (values on the tensor grid `axes` at $t_0$, shape
     $(m_1,\dots,m_d)$) to $t_1$ by Fokker–Planck.
 
-    `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
-    `problem` (e.g. `dynopt.sde.Langevin(T)`, $\alpha = 2T$; see `VectorSDE.from_flow`).
-
     A delta start has no grid representation: start at a small $t_0$ from an exact density or
     from `short_time_density_nd` (error $O(t_0)$).
 
-    `pad_to`: run on a state of these per-axis sizes (an int: the same on every axis; the extra
-    cells inactive), so grids of different sizes share one compiled program.
+    **Arguments:**
+
+    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+      `problem` (e.g. `dynopt.sde.Langevin(T)`, $\alpha = 2T$; see `VectorSDE.from_flow`).
+    - `initial`: the density at $t_0$ on the grid, shape $(m_1, \dots, m_d)$, of mass 1 within
+      `mass_tol`.
+    - `axes`: the tensor grid, a tuple of $d$ uniform 1-D grids.
+    - `t0`, `t1`: the start and end times, finite, $t_0 < t_1$.
+    - `rtol`, `atol`: the implicit solve's step-size controller tolerances, $> 0$.
+    - `mass_tol`: the largest lost (and created) mass accepted, `None` (report only) or $\ge 0$
+      and finite.
+    - `max_steps`: the solve's step budget, a positive integer.
+    - `pad_to`: run on a state of these per-axis sizes (an int: the same on every axis; the
+      extra cells inactive), so grids of different sizes share one compiled program (`None`:
+      the grid's sizes).
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
 
     **Returns:** `TensorDensity` with `lost_mass` (flux out of the absorbing faces) and
     `mass_defect` = $|\sum P\prod h + L - \sum P_0\prod h|$.
@@ -319,8 +330,21 @@ def fokker_planck(
     returned as a `GridDensity` on `grid`.
 
     A delta start $P(\cdot, 0) = \delta_{x_0}$ has no grid representation: start at a small
-    $t_0$ from an exact density or from `short_time_density` (error $O(t_0)$). `pad_to` (an
-    int) shares one compiled program between grid sizes.
+    $t_0$ from an exact density or from `short_time_density` (error $O(t_0)$).
+
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE`, a 1-D `VectorSDE`, or a flow with noise on `problem`.
+    - `initial`: the density at $t_0$ on `grid`, shape $(m,)$, of mass 1 within `mass_tol`.
+    - `grid`: a uniform 1-D grid of $m$ points.
+    - `t0`, `t1`: the start and end times, finite, $t_0 < t_1$.
+    - `rtol`, `atol`: the implicit solve's step-size controller tolerances, $> 0$.
+    - `mass_tol`: the largest lost (and created) mass accepted, `None` (report only) or $\ge 0$
+      and finite.
+    - `max_steps`: the solve's step budget, a positive integer.
+    - `pad_to`: run on a state of this size (an int, $\ge m$; `None`: $m$), so grids of
+      different sizes share one compiled program.
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
 
     **Raises:** as `fokker_planck_nd`, for a 1-D model.
     """

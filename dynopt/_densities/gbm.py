@@ -87,6 +87,15 @@ def lognormal_density(
     r"""The law of $S_T$ (corrected eq. 77, variance $\sigma^2T$); `printed=True` uses the
     post's printed variance $\sigma T$ (the σ-vs-σ² slip), keeping the drift $\mu - \sigma^2/2$.
 
+    **Arguments:**
+
+    - `s`: the prices at which to evaluate the density, any shape.
+    - `T`: the time $T > 0$.
+    - `s0`: the start $S_0 > 0$.
+    - `mu`: the drift $\mu$, finite.
+    - `sigma`: the volatility $\sigma > 0$.
+    - `printed`: use the post's printed variance $\sigma T$ (default `False`).
+
     **Raises:** `ValueError` for $S_0 \le 0$, $\sigma \le 0$, $T \le 0$ or $\mu$ not finite
     (an `eqx.error_if` error under `jit`/`vmap`).
     """
@@ -114,6 +123,14 @@ def black_scholes_call(
     r"""$C = S_0\Phi(d_1) - Ke^{-rT}\Phi(d_2)$, $d_{1,2} = [\ln(S_0/K) + (r \pm \sigma^2/2)T]
     /(\sigma\sqrt T)$: the price $e^{-rT}\mathbb E[(S_T - K)^+]$ under $\mu = r$.
 
+    **Arguments:**
+
+    - `s0`: the spot price $S_0 > 0$.
+    - `strike`: $K > 0$.
+    - `rate`: the interest rate $r$, finite.
+    - `sigma`: the volatility $\sigma > 0$.
+    - `T`: the maturity $T > 0$.
+
     **Raises:** `ValueError` for $S_0 \le 0$, strike $\le 0$, $\sigma \le 0$, $T \le 0$ or a
     rate that is not finite (an `eqx.error_if` error under `jit`/`vmap`).
     """
@@ -132,6 +149,13 @@ def discounted_payoff(
     s_T: Float[Array, " N"], strike: ScalarLike, rate: ScalarLike, T: ScalarLike
 ) -> Float[Array, " N"]:
     """$e^{-rT}(S_T - K)^+$ per path (its mean ± standard error is the Monte-Carlo price).
+
+    **Arguments:**
+
+    - `s_T`: the simulated prices $S_T$, shape $(N,)$.
+    - `strike`: $K > 0$.
+    - `rate`: the interest rate $r$, finite.
+    - `T`: the maturity $T > 0$.
 
     **Raises:** `ValueError` unless `strike` $> 0$, `rate` finite and `T` $> 0$, as
     `black_scholes_call` (inside `jit` when traced)."""

@@ -38,6 +38,12 @@ def histogram_density(
 ) -> GridDensity:
     """A histogram density on `edges` (bin centres as `x`); samples outside count as lost.
 
+    **Arguments:**
+
+    - `samples`: shape $(N,)$, $N \\ge 1$; no NaN ($\\pm\\infty$ is outside every bin).
+    - `edges`: increasing bin edges, shape $(b + 1,)$, $b \\ge 1$ (not necessarily uniform).
+    - `t`: the time the density is labelled with (finite).
+
     **Raises:** `ValueError` for `samples` not a non-empty 1-D array without NaN, `edges` not
     increasing, or a `t` not finite (inside `jit`: `eqx.error_if` for the values)."""
     e = _check_edges_1d(edges)
@@ -216,6 +222,20 @@ def monte_carlo_density_nd(
 ) -> TensorDensity:
     r"""Histogram of $x(t_1)$ over `num_paths` diffrax paths on the tensor bins `edges`.
 
+    **Arguments:**
+
+    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+      `problem`.
+    - `x0`: the start, a point of shape $(d,)$.
+    - `t1`: the final time $t_1 > 0$.
+    - `edges`: a tuple of $d$ uniform increasing bin-edge arrays, one per coordinate.
+    - `key`: a JAX PRNG key.
+    - `num_paths`: $N$, the number of independent paths.
+    - `dt`: the solver's fixed step.
+    - `solver`: as in `dynopt.sde.simulate` (`None`: its default).
+    - `mass_tol`: the largest fraction of paths outside the bins accepted (`None`: report only).
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
+
     **Raises:** `ValueError` as `simulate` does, for bad edges (or not one edge array per
     coordinate of $x_0$), or when the fraction of paths outside the bins exceeds `mass_tol`
     (default `None`: report only, it is random). All but the last before any path is drawn."""
@@ -286,6 +306,19 @@ def monte_carlo_density(
     r"""Histogram of $x(t_1)$ over `num_paths` diffrax paths from $x_0$ (fixed step `dt`;
     `solver` as in `dynopt.sde.simulate`). `mass` is the fraction of paths inside the bins.
 
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE`, a 1-D `VectorSDE`, or a flow with noise on `problem`.
+    - `x0`: the start $x_0$, one finite real number.
+    - `t1`: the final time $t_1 > 0$.
+    - `edges`: increasing bin edges, shape $(b + 1,)$.
+    - `key`: a JAX PRNG key.
+    - `num_paths`: $N$, the number of independent paths.
+    - `dt`: the solver's fixed step.
+    - `solver`: as in `dynopt.sde.simulate` (`None`: its default).
+    - `mass_tol`: the largest fraction of paths outside the bins accepted (`None`: report only).
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
+
     **Raises:** `ValueError` as `simulate` does, for bad edges, or when the fraction of paths
     outside `edges` exceeds `mass_tol` (default `None`: report only, since it is itself
     random). All but the last before any path is drawn.
@@ -342,6 +375,12 @@ def bin_probabilities(
 def total_variation_nd(dens: TensorDensity, probs: Float[Array, "..."]) -> Float[Array, ""]:
     r"""$\tfrac12\sum_b |\hat\pi_b - \pi_b|$ between a histogram and exact bin probabilities.
 
+    **Arguments:**
+
+    - `dens`: the histogram, a `TensorDensity`.
+    - `probs`: the exact bin probabilities $\pi_b$, of the shape of its bins (e.g.
+      `bin_probabilities`).
+
     **Raises:** `ValueError` for a `dens` that is no `TensorDensity` or `probs` of another
     shape than its bins (it broadcast silently)."""
     if not isinstance(dens, TensorDensity):
@@ -362,6 +401,12 @@ def total_variation_nd(dens: TensorDensity, probs: Float[Array, "..."]) -> Float
 def total_variation(dens: GridDensity, edges: Float[Array, " b+1"], cdf) -> Float[Array, ""]:
     r"""$\tfrac12\sum_b |\hat\pi_b - \pi_b|$ between a histogram on `edges` and the exact bin
     probabilities $\pi_b = F(e_{b+1}) - F(e_b)$ from the callable CDF `cdf`.
+
+    **Arguments:**
+
+    - `dens`: the histogram, a `GridDensity` on `edges`.
+    - `edges`: its $b + 1$ increasing bin edges.
+    - `cdf`: the exact CDF $F$, a callable mapping the edges (an array) to $b + 1$ values.
 
     **Raises:** `ValueError` for a `dens` that is no `GridDensity`, `edges` that are not the
     histogram's $b + 1$ increasing edges, or a `cdf` that is not callable or does not map the

@@ -85,6 +85,17 @@ def short_time_propagator_nd(
 ) -> Scalar:
     r"""$K_\epsilon(x_{new}\mid x_{old})$ of one slice in $\mathbb R^d$ (table above).
 
+    **Arguments:**
+
+    - `sde`: a `VectorSDE` in $\mathbb R^d$.
+    - `x_new`, `x_old`: the end and start points, shape $(d,)$ each.
+    - `t_old`: the slice's start time (finite).
+    - `eps`: the slice length $\epsilon > 0$.
+    - `convention`: `"ito"`, `"midpoint"` (default) or `"trapezoid"`.
+    - `jacobian`: whether to include the convention's Jacobian (default `True`).
+
+    **Returns:** the kernel, a scalar.
+
     **Raises:** `ValueError` for `eps` not finite and $> 0$ (inside `jit`: `eqx.error_if`),
     `x_new`, `x_old` not of one shape `(d,)`, or a `convention` or `jacobian` not offered.
     """
@@ -277,14 +288,27 @@ def path_integral_nd(
     kernels sent off the grid (every convention with its Jacobian conserves mass per slice, up
     to quadrature error, when the scheme's map is monotone).
 
-    `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
-    `problem` (`VectorSDE.from_flow`). Cost: $n$ kernels of $M^2$ entries ($M = \prod m_i$);
+    Cost: $n$ kernels of $M^2$ entries ($M = \prod m_i$);
     keep $M \lesssim 2500$.
 
     A grid too coarse for the slices ($h_i \gtrsim \sqrt{\alpha\epsilon}$) makes each slice's
     trapezoid sum of its kernel exceed 1, and the excess compounds into the density: with the
     Jacobian such created mass ($\int P > 1$, `lost_mass` $< 0$) is refused from
     max(`mass_tol`, `CREATED_MASS_TOL` = 5%), and shows in `lost_mass` below that.
+
+    **Arguments:**
+
+    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+      `problem` (`VectorSDE.from_flow`).
+    - `x0`: the start, a finite point of shape $(d,)$ (off-grid allowed).
+    - `t1`: the final time $t_1 > t_0$.
+    - `axes`: the tensor grid, a tuple of $d$ uniform 1-D grids.
+    - `num_slices`: $n \ge 1$, the number of slices $\epsilon = (t_1 - t_0)/n$.
+    - `convention`: `"ito"`, `"midpoint"` (default) or `"trapezoid"` (module docstring).
+    - `jacobian`: whether each slice carries its convention's Jacobian (default `True`).
+    - `t0`: the start time, finite (default 0).
+    - `mass_tol`: the largest lost mass accepted, `None` (report only) or $\ge 0$ and finite.
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
 
     **Raises:** `ValueError` for `num_slices < 1`, an unknown convention, bad axes, an $x_0$ of
     the wrong shape or not finite, $t_1\le t_0$, a flow whose noise is not constant isotropic
@@ -320,6 +344,19 @@ def path_integral(
     problem: Problem | None = None,
 ) -> GridDensity:
     r"""The 1-D route: `path_integral_nd` on `(grid,)` from the point $x_0$, as a `GridDensity`.
+
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE`, a 1-D `VectorSDE`, or a flow with noise on `problem`.
+    - `x0`: the start $x_0$, one finite real number (off-grid allowed).
+    - `t1`: the final time $t_1 > t_0$.
+    - `grid`: a uniform 1-D grid.
+    - `num_slices`: $n \ge 1$, the number of slices $\epsilon = (t_1 - t_0)/n$.
+    - `convention`: `"ito"`, `"midpoint"` (default) or `"trapezoid"` (module docstring).
+    - `jacobian`: whether each slice carries its convention's Jacobian (default `True`).
+    - `t0`: the start time, finite (default 0).
+    - `mass_tol`: the largest lost mass accepted, `None` (report only) or $\ge 0$ and finite.
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
 
     **Raises:** as `path_integral_nd`.
     """

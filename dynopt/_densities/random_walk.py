@@ -81,8 +81,16 @@ def random_walk_nd(
     r"""The $d$-dim asymmetric random walk's law at $t_1 = n\,\Delta t$, as a density on the
     occupied sub-lattice inside `window` (one `(lo, hi)` per dimension).
 
-    `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
-    `problem` (`VectorSDE.from_flow`).
+    **Arguments:**
+
+    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+      `problem` (`VectorSDE.from_flow`).
+    - `x0`: the start, a finite point of shape $(d,)$.
+    - `t1`: the final time $t_1 = n\,\Delta t$.
+    - `dt`: the time step $\Delta t > 0$ (lattice spacing $\Delta s = \sqrt{\alpha\Delta t}$).
+    - `window`: one `(lo, hi)` per coordinate, containing $x_0$ (absorbing beyond).
+    - `mass_tol`: the largest lost mass accepted, `None` (report only) or $\ge 0$ and finite.
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
 
     **Raises:** `ValueError` for $\Delta t \le 0$, $t_1/\Delta t$ not an integer, a window that is
     not one `(lo, hi)` pair per coordinate of $x_0$ or does not contain $x_0$, a drift that is
@@ -179,6 +187,16 @@ def random_walk(
 ) -> GridDensity:
     r"""The 1-D route: `random_walk_nd` with the window `(lo, hi)`, as a density on the occupied
     lattice sites.
+
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE`, a 1-D `VectorSDE`, or a flow with noise on `problem`.
+    - `x0`: the start $x_0$, one finite real number.
+    - `t1`: the final time $t_1 = n\,\Delta t$.
+    - `dt`: the time step $\Delta t > 0$ (lattice spacing $\Delta s = \sqrt{\alpha\Delta t}$).
+    - `window`: `(lo, hi)` containing $x_0$: the lattice's extent (absorbing beyond).
+    - `mass_tol`: the largest lost mass accepted, `None` (report only) or $\ge 0$ and finite.
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
 
     **Raises:** as `random_walk_nd` ($x_0$ outside the window, $t_1/\Delta t$ not an integer,
     $|p|\Delta s/\alpha > 1$ somewhere on the window: take a smaller $\Delta t$ or a narrower

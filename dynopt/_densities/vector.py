@@ -241,6 +241,14 @@ def as_vector_sde(sde, problem: Problem | None = None, *, times=(0.0, 1.0)) -> V
     flow with noise on `problem` (`VectorSDE.from_flow`, its noise compared at `times`: the
     routes pass their time window).
 
+    **Arguments:**
+
+    - `sde`: a `VectorSDE`, a `ScalarSDE`, or a flow with noise.
+    - `problem`: the problem a flow acts on (`None` otherwise).
+    - `times`: the times at which a flow's noise is compared (it must be constant isotropic).
+
+    **Returns:** a `VectorSDE`.
+
     **Raises:** `ValueError` for anything else, or a flow given without its problem."""
     if isinstance(sde, VectorSDE):
         return sde
@@ -301,6 +309,15 @@ def linear_moments(
     $\exp\Big(t\begin{bmatrix}-A & \alpha I\\ 0 & A^\top\end{bmatrix}\Big)
     = \begin{bmatrix}\cdot & G\\ 0 & F\end{bmatrix}$, $\Sigma = F^\top G$.
 
+    **Arguments:**
+
+    - `A`: the drift matrix, $(d, d)$, finite.
+    - `t`: the time $t > 0$.
+    - `x0`: the start, shape $(d,)$.
+    - `alpha`: the variance rate $\alpha > 0$.
+
+    **Returns:** `(mean, cov)`, shapes $(d,)$ and $(d, d)$ (the covariance symmetrized).
+
     **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$, an $A$ that is not a square
     matrix of finite real numbers, or an `x0` that is not a point of shape $(d,)$."""
     # The checked values (under jit/vmap each carries its check: a negative alpha gave a
@@ -321,6 +338,14 @@ def linear_moments(
 
 def gaussian_density(x: Float[Array, "... d"], mean, cov) -> Float[Array, "..."]:
     r"""$\mathcal N(x;\ \mu, \Sigma)$ for points `x` of shape $(\dots, d)$ (Cholesky solve).
+
+    **Arguments:**
+
+    - `x`: the points, shape $(\dots, d)$.
+    - `mean`: $\mu$, shape $(d,)$.
+    - `cov`: $\Sigma$, shape $(d, d)$, symmetric positive definite.
+
+    **Returns:** the density at each point, shape `x.shape[:-1]`.
 
     **Raises:** `ValueError` for a `mean` that is not 1-D, a `cov` that is not $(d, d)$ or `x`
     not $(\dots, d)$ (a reshape error), and, given concretely, a `mean` or `cov` that is not
@@ -601,11 +626,23 @@ def stationary_density_nd(
     (Riemann sum), with $U$ from the line integral of $p$ from the grid's first corner
     (`line_integral`: exact for polynomial drifts).
 
+    **Arguments:**
+
+    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+      `problem`.
+    - `axes`: the tensor grid, a tuple of $d$ uniform 1-D grids.
+    - `curl_tol`: the relative asymmetry of $\nabla p$ accepted as a gradient field, $\ge 0$.
+    - `edge_tol`: the largest mass fraction accepted on the grid's boundary (`None`: no check).
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
+
+    **Returns:** the density on the grid, shape $(m_1, \dots, m_d)$.
+
     **Raises:** `ValueError` for bad axes, or when $p$ is not a gradient field:
     $\max|\nabla p - \nabla p^\top| > $ `curl_tol` $\cdot \max(1, \max|\nabla p|)$ on the grid
     (then no such closed form exists; every 1-D drift is one), or when more than `edge_tol` of
     the mass lies on the grid's boundary points (a grid that cuts the law off, or a drift that
-    does not confine: no stationary law). `sde` as in every route (`as_vector_sde`)."""
+    does not confine: no stationary law).
+    """
     curl_tol = float(nonnegative("curl_tol", curl_tol))
     edge_tol = check_tolerance("edge_tol", edge_tol)
     sde = as_vector_sde(sde, problem)
@@ -626,10 +663,19 @@ def stationary_density(
     normalised on the uniform `grid` (Riemann sum): `stationary_density_nd` on `(grid,)`, with
     $\int^x p$ by Gauss–Legendre quadrature (exact for polynomial drifts).
 
+    **Arguments:**
+
+    - `sde`: a `ScalarSDE`, a 1-D `VectorSDE`, or a flow with noise on `problem`.
+    - `grid`: a uniform 1-D grid of $m$ points.
+    - `edge_tol`: the largest mass fraction accepted on the two end points (`None`: no check,
+      a truncated law accepted; default $10^{-3}$).
+    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
+
+    **Returns:** the density on `grid`, shape $(m,)$.
+
     **Raises:** `ValueError` for a bad grid, or when more than `edge_tol` of the mass lies on
     the grid's two end points: the law exists on $\mathbb{R}$ only for a confining drift, and
     the normalisation on a grid hides a drift that is not (it would put the mass at the ends).
-    `sde` as in every 1-D route: a `ScalarSDE`, a 1-D `VectorSDE`, or a flow on `problem`.
     """
     edge_tol = check_tolerance("edge_tol", edge_tol)
     axes = (check_uniform_grid("grid", grid),)

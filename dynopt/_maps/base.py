@@ -96,8 +96,8 @@ def rate_decay(name: str, rate: ScalarLike, step_size: ScalarLike) -> Array:
     **Returns:** $1 - a h$ (use the returned value: a traced one is checked by `eqx.error_if`,
     so $a h > 1$ under `vmap` raises).
 
-    **Raises:** `ValueError` for a concrete $1 - a h$ outside $[0, 1)$, i.e. $a h \notin (0,
-    1]$.
+    **Raises:** `ValueError` for a concrete $1 - a h$ outside $[0, 1)$, i.e.
+    $a h \notin (0, 1]$.
     """
     return interval(
         f"1 - {name} * step_size",

@@ -234,8 +234,8 @@ def nag(
     $$x_k = y_{k-1} - s\nabla f(y_{k-1}),\qquad
       y_k = x_k + \frac{k-1}{k+r-1}(x_k - x_{k-1}),\qquad x_0 = y_0.$$
 
-    With step $s$ = `learning_rate` and $t = k\sqrt s$, $x_k$ follows the Nesterov ODE $\ddot X
-    + \tfrac rt\dot X + \nabla f(X) = 0$, $X(0) = x_0$, $\dot X(0) = 0$
+    With step $s$ = `learning_rate` and $t = k\sqrt s$, $x_k$ follows the Nesterov ODE
+    $\ddot X + \tfrac rt\dot X + \nabla f(X) = 0$, $X(0) = x_0$, $\dot X(0) = 0$
     (`dynopt.flows.NesterovODE`); $r = 3$ is Nesterov's original method. optax has no such
     schedule (its `nesterov=True` uses a constant momentum).
 
