@@ -68,6 +68,14 @@ def panels(n: int, *, ncols: int | None = None, width: float = 4.2, height: floa
     """A new `Figure` with exactly `n` axes in rows of `ncols` (default: one row up to 4, else
     rows of 3 or 4); a shorter last row is centred, so no slot is left blank.
 
+    **Arguments:**
+
+    - `n`: the number of panels, an integer $\\ge 1$.
+    - `ncols`: panels per row, an integer $\\ge 1$, or `None` (the default layout).
+    - `width`, `height`: one panel's size in inches.
+
+    **Returns:** `(fig, axes)`, `axes` a list of the `n` axes in row order.
+
     **Raises:** `ValueError` if `n` or `ncols` is not an integer >= 1.
     """
     if not _is_count(n):
@@ -107,6 +115,14 @@ _PNG = {"compress_level": 1}
 def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     """`finish` the figure at `dpi`, then write it in the format its suffix names (`.png`,
     `.pdf`, `.svg`, ...) via a temporary file and an atomic rename.
+
+    **Arguments:**
+
+    - `fig`: the figure.
+    - `path`: the file to write; its suffix names the format.
+    - `dpi`: the resolution (default 120).
+
+    **Returns:** the written path, a `pathlib.Path`.
 
     **Raises:** `ValueError` if the suffix is missing or names no format matplotlib writes.
     """
@@ -989,6 +1005,13 @@ def plot_contour_paths(
     are drawn thinner and dashed, so one over another stays visible, and a path that never
     moves is a marker.
 
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `loss_grid`: the loss on the grid, shape `(len(ys), len(xs))` (`loss_on_grid`'s layout).
+    - `xs`, `ys`: the grid's axes, 1-D.
+    - `paths`: a sequence of `(path, label)`, each path of shape $(n, 2)$.
+
     **Raises:** `ValueError` if `loss_grid` is not `(len(ys), len(xs))` or a path not `(n, 2)`.
     """
     grid = np.asarray(loss_grid, float)
@@ -1028,6 +1051,13 @@ def plot_phase_portrait(
     """2-D trajectories (arrays of shape (n, 2), e.g. a generator's θ) with their start marked by
     a dot and the equilibrium by a red dot; `window` sets the axes to ±window. Later paths are
     dashed, so coinciding paths stay distinguishable.
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `paths`: a sequence of `(path, label)`, each path of shape $(n, 2)$.
+    - `window`: if given, both axes span $[-\\text{window}, \\text{window}]$.
+    - `equilibrium`: the point marked in red (default the origin).
 
     **Raises:** `ValueError` if a path is not `(n, 2)` or has no finite point.
     """
@@ -1113,6 +1143,15 @@ def plot_density_map(
 ) -> None:
     """A field on a regular grid (`values[j, i]` at `(x[i], y[j])`) with a colour scale over the
     whole map (`color_norm`; `log=True`: a log scale over the positive values), NaN blank.
+
+    **Arguments:**
+
+    - `ax`: the matplotlib `Axes` to draw on.
+    - `x`, `y`: the grid's axes, shapes $(n_x,)$ and $(n_y,)$.
+    - `values`: the field, shape $(n_y, n_x)$.
+    - `label`: the colour bar's label.
+    - `clip`: if given, $|v|$ is capped at it (linear scale only).
+    - `log`: a log colour scale over the positive values.
 
     **Raises:** `ValueError` if `log=True` and no value is positive.
     """

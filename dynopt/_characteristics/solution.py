@@ -236,6 +236,14 @@ def to_grid(x, u, points) -> np.ndarray:
     on a Delaunay triangulation. Outside the convex hull of the points: NaN (a point within
     round-off of it, 1.5e-8 of a cell's size, counts as on it).
 
+    **Arguments:**
+
+    - `x`: the scattered points, shape `(..., n)` (NaN entries ignored).
+    - `u`: the values at them, shape `(...,)` or `(..., k)`.
+    - `points`: where to interpolate, shape `(..., n)`.
+
+    **Returns:** a NumPy array of the values at `points` (NaN outside the hull).
+
     **Raises:** `ValueError` if the shapes disagree.
     """
     from scipy.interpolate import griddata

@@ -131,6 +131,18 @@ def dirac_gan(
     The starts `phi0`, `theta0` (1-D, one length) are taken in float64 whatever their dtype: a
     float32 start gives the float64 game (the post's analysis is of the exact flow).
 
+    **Arguments:**
+
+    - `variant`: `"vanilla"` (default), `"wgan"`, `"wgan-gp"` or `"gan-qp"`.
+    - `weight`: $\lambda$ for `"wgan-gp"` ($\ge 0$, default 0.1) and `"gan-qp"` ($> 0$, default
+      1); `None` (the default) for the other variants.
+    - `center`: $c$ of `"wgan-gp"`'s gradient penalty (not used by the other variants).
+    - `normalization`: `"article"` (default) or `"code"` (`"gan-qp"` only).
+    - `penalties`: extra `AbstractPenalty`s added to $\ell_D$.
+    - `phi0`, `theta0`: the starts, 1-D of one length $d$ (taken in float64).
+
+    **Returns:** a `Game` on $(\varphi, \theta)$.
+
     **Raises:** `ValueError` for an unknown variant or normalization, a negative weight, a
     weight for a variant without one, or starts that are not 1-D of one length.
     """
@@ -185,6 +197,13 @@ def dirac_linear_solution(t: ScalarLike, phi0=PHI0, theta0=THETA0) -> tuple[Arra
     $\theta(t) = \theta_0\cos\frac t2 + \varphi_0\sin\frac t2$,
     $\varphi(t) = \varphi_0\cos\frac t2 - \theta_0\sin\frac t2$ (so $\ddot\theta = -\theta/4$,
     period $4\pi$).
+
+    **Arguments:**
+
+    - `t`: the time, a real scalar.
+    - `phi0`, `theta0`: the starts $\varphi_0$, $\theta_0$ (arrays that broadcast together).
+
+    **Returns:** `(phi, theta)` at `t`.
 
     **Raises:** `ValueError` for a `t`, `phi0` or `theta0` that is not real and finite (given
     concretely: a NaN time was a NaN point)."""

@@ -136,6 +136,19 @@ def mixture_gan(
     with `depth` tanh layers of width `hidden`; `penalties` are added to D's loss. A stochastic
     `Game`: each step draws one minibatch of `batch_size` real and latent samples.
 
+    **Arguments:**
+
+    - `key`: one JAX PRNG key (the initial weights).
+    - `hidden`: the hidden layers' width, a positive integer.
+    - `depth`: the number of tanh hidden layers, a positive integer.
+    - `latent_dim`: the generator's input size, a positive integer.
+    - `batch_size`: the real and latent samples per step, a positive integer.
+    - `radius`, `std`: the ring's radius and the modes' standard deviation, $> 0$.
+    - `penalties`: `AbstractPenalty`s added to D's loss.
+    - `dtype`: the parameters' floating dtype (default float64).
+
+    **Returns:** a stochastic `Game` (losses of `(phi, theta, key)`).
+
     **Raises:** `ValueError` for a `key` that is not one PRNG key, sizes that are not positive
     integers, or a `radius` or `std` that is not > 0."""
     one_key("key", key)
@@ -169,6 +182,15 @@ def generate(theta, key: Key, n: int, latent_dim: int | None = None) -> Array:
     `latent_dim`: `None` (read off `theta`'s first layer), or the latent size, checked
     against it.
 
+    **Arguments:**
+
+    - `theta`: the generator's parameters (from a `mixture_gan` game).
+    - `key`: one JAX PRNG key (for the latent samples).
+    - `n`: the number of samples, a positive integer.
+    - `latent_dim`: the latent size, or `None` (read off `theta`'s first layer).
+
+    **Returns:** the samples, shape `(n, 2)`.
+
     **Raises:** `ValueError` for a `key` that is not one PRNG key, an `n` that is not a
     positive integer, a `theta` that is no `mixture_gan` generator, or a `latent_dim` other
     than its input size."""
@@ -201,6 +223,12 @@ def mode_statistics(samples: Array, num_modes: int = 8, radius: float = 2.0, std
     $\frac14$ of its share ($n/(4m)$) of the high-quality samples. Returns
     `(modes_covered, fraction_high_quality)`.
 
+    **Arguments:**
+
+    - `samples`: generated points, shape `(n, 2)`, $n \ge 1$.
+    - `num_modes`: $m$, a positive integer (default 8).
+    - `radius`, `std`: the ring's radius and the modes' standard deviation $\sigma$, $> 0$.
+
     **Raises:** `ValueError` for `samples` that are not `(n, 2)` with $n \\ge 1$ (or, given
     concretely, not finite), a `num_modes` that is not a positive integer, or a `radius` or
     `std` that is not > 0."""
@@ -226,6 +254,14 @@ def sliced_wasserstein(key: Key, x: Array, y: Array, num_projections: int = 128)
     r"""Sliced 1-Wasserstein distance between two equal-size samples of points in
     $\mathbb R^d$, `(n, d)` arrays: the mean over `num_projections` random unit directions $u$
     of $W_1(u\cdot x, u\cdot y)$ (sorted differences).
+
+    **Arguments:**
+
+    - `key`: one JAX PRNG key (the directions).
+    - `x`, `y`: the two samples, arrays of one shape `(n, d)`, $n, d \ge 1$.
+    - `num_projections`: the number of random directions, a positive integer (default 128).
+
+    **Returns:** the distance, a scalar.
 
     **Raises:** `ValueError` for a `key` that is not one PRNG key, `x` and `y` that are not
     `(n, d)` arrays of one shape with $n, d \ge 1$ (or, given concretely, not finite: a NaN

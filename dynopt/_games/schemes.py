@@ -77,6 +77,13 @@ def alternating_gda(
     $\theta^+ = \theta - h\xi_\theta(\varphi^+,\theta)$ (`d_first=True`; else $\theta$ first).
     Needs `grad_fn` (extra argument).
 
+    **Arguments:**
+
+    - `learning_rate`: $h$, finite and $> 0$.
+    - `d_first`: `True`: the discriminator $\varphi$ steps first; `False`: $\theta$ first.
+
+    **Returns:** an `optax.GradientTransformationExtraArgs`; `update` needs `grad_fn`.
+
     **Raises:** `ValueError` for a `learning_rate` that is not finite and > 0 or a `d_first`
     that is not `True` or `False`."""
     learning_rate = _learning_rate(learning_rate)
@@ -105,6 +112,13 @@ def consensus_optimization(
     r"""Consensus optimization (Mescheder et al. 2017): $z_{k+1} = z_k - h(\xi + \gamma\nabla
     \mathcal H)$ with $\mathcal H = \frac12\|\xi\|^2$, $\nabla\mathcal H = J_\xi^\top\xi$ (one
     vector–Jacobian product of `grad_fn`, the extra argument).
+
+    **Arguments:**
+
+    - `learning_rate`: $h$, finite and $> 0$.
+    - `gamma`: $\gamma \ge 0$, finite, the weight of $\nabla\mathcal H$.
+
+    **Returns:** an `optax.GradientTransformationExtraArgs`; `update` needs `grad_fn`.
 
     **Raises:** `ValueError` for a `learning_rate` that is not finite and > 0 or a `gamma` that
     is not finite and >= 0."""

@@ -89,6 +89,14 @@ def identifiability(
     """Sensitivity matrix, singular values, Fisher information and standard errors of `model`'s
     observations at `raw` (default: the cell's current parameters), for noise level `noise_std`.
 
+    **Arguments:**
+
+    - `model`: an `ObservationModel`.
+    - `raw`: the parameters (the cell's stored units), or `None` (the cell's current ones).
+    - `noise_std`: the observation noise's standard deviation, a finite scalar $> 0$.
+
+    **Returns:** an `Identifiability`.
+
     **Raises:** `ValueError` for a `model` that is not an `ObservationModel` or a `noise_std`
     that is not a finite scalar > 0.
     """
@@ -148,6 +156,17 @@ def loss_profile(
       which follows a curved valley where the straight slice climbs out of it.
 
     `direction` is normalised to $\|v\| = 1$.
+
+    **Arguments:**
+
+    - `model`: an `ObservationModel`.
+    - `raw`: the parameters $\theta$ (the cell's stored units).
+    - `direction`: $v$, shape `(p,)`, finite and nonzero.
+    - `alphas`: the offsets $\alpha$, a non-empty finite 1-D array of $k$ values.
+    - `solver`: `None` (the slice) or an optimistix least-squares solver (the profile).
+    - `max_steps`: the solver's step budget, a positive integer.
+
+    **Returns:** the loss at each $\alpha$, shape `(k,)`.
 
     **Raises:** `ValueError` for a `direction` not of shape `(p,)` ($p$ the number of flattened
     parameters) or not finite and nonzero, `alphas` not 1-D, empty or not finite, or

@@ -202,6 +202,16 @@ def unrolled_model(
 
     `num_steps=None` unrolls just far enough to reach the last observation.
 
+    **Arguments:**
+
+    - `cell`: the `ODECell` to unroll (its step $h$ and method).
+    - `y0`: the initial state.
+    - `obs`: the `Observations`, at times on the grid $t_0 + nh$.
+    - `t0`: the start time (default 0).
+    - `num_steps`: $N$, or `None` (just far enough to reach the last observation).
+
+    **Returns:** an `ObservationModel`.
+
     **Raises:** `ValueError` for observation times off the grid or outside $[t_0, t_0 + Nh]$,
     or mismatched shapes.
     """
@@ -254,6 +264,19 @@ def diffrax_model(
     Defaults: `diffrax.Tsit5()`, `PIDController(rtol, atol)`, and
     `RecursiveCheckpointAdjoint()` for reverse-mode gradients (`identifiability` switches to
     `ForwardMode` itself for `jax.jacfwd`).
+
+    **Arguments:**
+
+    - `cell`: the `ODECell` whose (clipped) field is solved.
+    - `y0`: the initial state.
+    - `obs`: the `Observations` (times after $t_0$, values of the state's shape).
+    - `t0`: the start time (default 0).
+    - `solver`: an adaptive diffrax solver (`None`: `Tsit5()`).
+    - `rtol`, `atol`: the step-size controller's tolerances, $> 0$.
+    - `adjoint`: a `diffrax.AbstractAdjoint` (`None`: `RecursiveCheckpointAdjoint()`).
+    - `max_steps`: the solve's step budget.
+
+    **Returns:** an `ObservationModel`.
 
     **Raises:** `ValueError` for observation times before $t_0$, mismatched shapes,
     non-positive tolerances, a `solver` that is not an adaptive diffrax solver (one with an
@@ -359,6 +382,16 @@ def fit(
       diffrax's adjoint); the history is saved every `every` steps.
     - An `optimistix` least-squares solver (e.g. `optx.LevenbergMarquardt(rtol, atol)`) minimises
       $\|r(\theta)\|^2$ with at most `num_iterations` steps.
+
+    **Arguments:**
+
+    - `model`: the `ObservationModel` to fit.
+    - `optimizer`: an optax `GradientTransformation` or an optimistix least-squares solver.
+    - `num_iterations`: the number of steps (at most, for a least-squares solver), a positive
+      integer.
+    - `every`: the history's saving interval, in steps (optax only).
+
+    **Returns:** a `Fit` (the cell with the fitted parameters, the loss history).
 
     **Raises:** `ValueError` for a `model` that is not an `ObservationModel`, a `num_iterations`
     that is not a positive (Python or NumPy) integer, or an unknown optimizer.

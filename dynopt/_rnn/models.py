@@ -22,6 +22,14 @@ def competitive_lotka_volterra(
     with `params` $= (r_1, r_2, a_1, a_2, 1/N_1, 1/N_2)$, the post's order. With the post's
     values the coexistence equilibrium is $(375, 250)$.
 
+    **Arguments:**
+
+    - `t`: the time (unused: the field is autonomous).
+    - `x`: the state $(x_1, x_2)$.
+    - `params`: $(r_1, r_2, a_1, a_2, 1/N_1, 1/N_2)$, 6 values.
+
+    **Returns:** $(\dot x_1, \dot x_2)$, shape `(2,)`.
+
     **Raises:** `ValueError` for `params` that are not 6 values (JAX clamps an out-of-range
     index: 5 values ran with $1/N_2 = 1/N_1$, 7 ignored the last).
     """

@@ -98,6 +98,11 @@ def arrhenius_fit(temperatures, mean_times) -> tuple[float, float]:
     the barrier estimate $\Delta L$ (slope against $1/T$) and the prefactor $A$ (compare with
     `eyring_kramers_prefactor`).
 
+    **Arguments:**
+
+    - `temperatures`: $T$, a 1-D array of at least two distinct values $> 0$.
+    - `mean_times`: the mean escape times $\tau(T)$, $> 0$, of the same length.
+
     **Returns:** `(slope, prefactor)`.
 
     **Raises:** `ValueError` unless `temperatures` and `mean_times` are 1-D, of one length
@@ -123,6 +128,11 @@ def arrhenius_fit(temperatures, mean_times) -> tuple[float, float]:
 def mean_with_se(samples, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     r"""The sample mean along `axis` and its standard error $\hat s/\sqrt n$ ($\hat s$ the plug-in
     standard deviation, $n$ the number of draws).
+
+    **Arguments:**
+
+    - `samples`: the draws, an array.
+    - `axis`: the axis of the draws (default 0).
 
     **Returns:** `(mean, standard_error)`.
 

@@ -358,6 +358,18 @@ def quadratic_moments(
     one-step map). $d \le$ `MAX_MOMENT_DIM` = 32; a network has more parameters: estimate its
     moments by Monte Carlo (`simulate`, or `dynopt.run` of SGD with a batch of keys).
 
+    **Arguments:**
+
+    - `sde`: the `SGDNoise` model.
+    - `problem`: a finite-sum problem with quadratic per-sample losses, $d \le 32$ parameters.
+    - `ts`: the times, 1-D, finite, $\ge 0$.
+    - `step`: `None` (the SDE) or the Euler–Maruyama step $h > 0$.
+    - `x0`: the start's mean (`None`: `problem.params0`).
+    - `covariance0`: the start's covariance, $(d, d)$ symmetric positive semi-definite (`None`:
+      0).
+
+    **Returns:** `QuadraticMoments` (mean, covariance and $\mathbb E L$ at `ts`).
+
     **Raises:** `ValueError` for `ts` that are not 1-D finite times $\ge 0$, a `step` that is
     not finite and > 0 (or does not divide `ts`, or needs $2^{40}$ steps or more), an `x0`
     unlike `problem.params0` or not finite, a `covariance0` that is not a finite symmetric
@@ -470,6 +482,14 @@ def quadratic_stationary_covariance(
     Hessians and gradients zero along them, as for a constant input) they keep their start
     and $M$ is zero there, the law being solved on the range of $H$; where it does, there is
     no stationary law (`ValueError`).
+
+    **Arguments:**
+
+    - `sde`: the `SGDNoise` model.
+    - `problem`: a finite-sum problem with quadratic per-sample losses, $d \le 32$ parameters.
+    - `step`: `None` (the SDE) or the step $h > 0$.
+
+    **Returns:** $M$, shape $(d, d)$ (`nan` if the recursion is unstable).
 
     **Raises:** `ValueError` for a `step` that is not finite and > 0 (as `quadratic_moments`),
     a learning rate that is not one number, `covariance="lowrank"` (no closed moment

@@ -569,6 +569,21 @@ def first_passage(
     Same solvers, Brownian path and determinism as `simulate`; paths that blew up before hitting
     are handled by `on_blowup` as in `simulate` (kept as censored only on request).
 
+    **Arguments:**
+
+    - `flow`: the flow with noise.
+    - `problem`: the problem it acts on.
+    - `hit`: a function of the raveled state returning a boolean scalar.
+    - `t1`: the censoring time, finite, $> 0$ and a multiple of `dt`.
+    - `key`: a JAX PRNG key.
+    - `num_paths`: $P$, the number of paths.
+    - `dt`: the fixed step, finite, $0 < dt < t_1$.
+    - `x0`: the start parameters (`None`: `problem.params0`).
+    - `solver`: as in `simulate`.
+    - `on_blowup`: `"raise"` (default), `"warn"` or `"keep"`, as in `simulate`.
+
+    **Returns:** the hitting times, shape `(P,)` (`inf` where censored).
+
     **Raises:** as `simulate`; `ValueError` also for a `t1` or `dt` that is not finite and
     > 0, $dt \ge t_1$, or a `t1` that is not a multiple of `dt`.
     """
