@@ -439,3 +439,33 @@ def test_odecell_and_its_models_refuse_a_nan_start():
         rnn.unrolled_model(cell, jnp.array([jnp.nan]), obs)
     with pytest.raises(ValueError, match=r"^t0 must be a finite real number, got 'a'"):
         rnn.unrolled_model(cell, jnp.ones(1), obs, t0="a")
+
+
+def test_reparametrize_is_a_bool_not_any_truthy_value():
+    """`nag`/`nesterov_momentum` read `reparametrize` with a Python `if`: the string "no" was
+    the framework form (truthy), silently."""
+    from dynopt import transforms
+
+    for make in (
+        lambda v: transforms.nag(0.1, reparametrize=v),
+        lambda v: transforms.nesterov_momentum(0.1, 0.9, reparametrize=v),
+    ):
+        with pytest.raises(ValueError, match=r"^reparametrize must be True or False"):
+            make("no")
+        make(False), make(True)
+
+
+def test_a_short_time_kernel_of_another_dimension_is_named():
+    """A 2-D linear SDE's kernel at a 1-D point failed with JAX's dot_general TypeError."""
+    two_d = D.linear_vector_sde(-jnp.eye(2), 0.5)
+    with pytest.raises(ValueError, match=r"^the drift cannot take a state of shape \(1,\)"):
+        D.short_time_propagator(two_d, 0.1, 0.0, 0.0, 0.01)
+    with pytest.raises(ValueError, match=r"^the drift cannot take a state of shape \(3,\)"):
+        D.short_time_propagator_nd(two_d, jnp.zeros(3), jnp.zeros(3), 0.0, 0.01)
+    # The right dimension: the kernel as before (an OU slice, midpoint rule, by hand).
+    k = D.short_time_propagator_nd(two_d, jnp.array([0.1, 0.0]), jnp.zeros(2), 0.0, 0.01)
+    eps, a = 0.01, 0.5
+    xb = jnp.array([0.05, 0.0])
+    r = jnp.array([0.1, 0.0]) - eps * (-xb)
+    want = (1 + 0.5 * eps) ** 2 * jnp.exp(-0.5 * r @ r / (a * eps)) / (2 * jnp.pi * a * eps)
+    assert abs(float(k) / float(want) - 1) < 1e-13

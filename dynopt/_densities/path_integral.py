@@ -48,6 +48,7 @@ from .base import (
 from .vector import (
     as_vector_sde,
     cell_volume,
+    check_dimension,
     check_finite_drift,
     check_model_on_grid,
     check_point,
@@ -97,7 +98,8 @@ def short_time_propagator_nd(
     **Returns:** the kernel, a scalar.
 
     **Raises:** `ValueError` for `eps` not finite and $> 0$ (inside `jit`: `eqx.error_if`),
-    `x_new`, `x_old` not of one shape `(d,)`, or a `convention` or `jacobian` not offered.
+    `x_new`, `x_old` not of one shape `(d,)`, an `sde` whose drift does not map shape `(d,)`
+    to `(d,)`, or a `convention` or `jacobian` not offered.
     """
     choice("convention", convention, _CONVENTIONS)
     flag("jacobian", jacobian)
@@ -109,6 +111,9 @@ def short_time_propagator_nd(
             f"x_new and x_old must be points of one shape (d,), got shapes {jnp.shape(x_new)} "
             f"and {jnp.shape(x_old)}."
         )
+    # A drift of another dimension failed inside the kernel with a matmul TypeError.
+    sde = as_vector_sde(sde)
+    check_dimension(sde, jnp.shape(x_new)[0])
     return _kernel(sde, x_new, x_old, t_old, eps, convention, jacobian)
 
 
@@ -161,8 +166,9 @@ def short_time_propagator(
 
     **Returns:** the kernel, a scalar.
 
-    **Raises:** `ValueError` for an `sde` of another kind, `eps` not finite and $> 0$ (inside
-    `jit`: `eqx.error_if`), a `t_old` not finite, or a `convention` or `jacobian` not offered.
+    **Raises:** `ValueError` for an `sde` of another kind or dimension, `eps` not finite and
+    $> 0$ (inside `jit`: `eqx.error_if`), a `t_old` not finite, or a `convention` or `jacobian`
+    not offered.
     """
     return short_time_propagator_nd(
         as_vector_sde(sde),

@@ -26,7 +26,7 @@ import optimistix as optx
 
 from .._custom_types import Array, ScalarLike
 from .._discretization import widest_dtype
-from .._validation import positive_int
+from .._validation import flag, positive_int
 from .hyper import interval, nonnegative, positive
 
 
@@ -90,6 +90,7 @@ def nesterov_momentum(
     learning_rate = nonnegative("learning_rate", learning_rate)
     momentum = _momentum(momentum)
     lookahead = nonnegative("lookahead", lookahead)
+    reparametrize = flag("reparametrize", reparametrize)
 
     def init_fn(params):
         return MomentumState(velocity=optax.tree.zeros_like(params))
@@ -255,6 +256,7 @@ def nag(
     """
     learning_rate = nonnegative("learning_rate", learning_rate)
     r = positive("r", r)
+    reparametrize = flag("reparametrize", reparametrize)
 
     def init_fn(params):
         return NagState(count=jnp.zeros([], jnp.int32), previous=params)
