@@ -117,6 +117,7 @@ def run_experiment(
         "wall_time_s": wall,
         "versions": package_versions(),
         "device": device_info(),
+        **_card.top_level(module, metrics),
         **metrics,
     }
     return write_results(

@@ -167,6 +167,17 @@ def run_sections(
     return metrics, arrays
 
 
+def top_level(module, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's `METRICS` (paths `section/name` into its sections' metrics) by their names:
+    the numbers an experiment's contract names at the top of metrics.json (edge_of_stability's
+    `central_prediction_max_rel_error`, ...; DESIGN §2), kept in their section too."""
+    from ._headline import lookup
+
+    return {
+        path.rsplit("/", 1)[-1]: lookup(metrics, path) for path in getattr(module, "METRICS", ())
+    }
+
+
 def results_from(sections: Mapping[str, Callable], metrics: dict, arrays: Mapping, config=None):
     """The typed results (attribute per section) rebuilt from saved metrics and arrays; `meta`
     holds the run's metadata (seed, quick, wall times, versions) and `config` its config."""

@@ -483,6 +483,19 @@ def hlambda_sweep(config: Config) -> HLambda:
 
 SECTIONS = {"eos": edge_of_stability, "anchor": anchor, "hlambda": hlambda_sweep}
 
+# At the top of metrics.json as well (the names DESIGN §2 and the issue give; `None` where quick
+# mode does not run the central flow).
+METRICS = tuple(
+    f"eos/{name}"
+    for name in (
+        "central_prediction_max_rel_error",
+        "central_prediction_mean_rel_error",
+        "stable_flow_max_rel_error",
+        "eos_onset_step",
+        "sharpness_ratio_median",
+    )
+)
+
 HEADLINES = (
     Headline("eos/central_prediction_max_rel_error",
              "central-flow L + ½⟨Σ,H⟩ vs smoothed GD loss, max rel. error", high=0.05,
