@@ -65,6 +65,36 @@ def _zero_value(params):
     return jnp.zeros(())
 
 
+class _Opaque:
+    """A caller's opaque function (`grad_fn=jax.grad(problem.loss)`, as plain optax passes it)
+    held by an `_Oracle`: equal and hashed as the function, so the compiled corrections are
+    reused from step to step. Equinox warns at every module that holds a JAX-transformed
+    function over arrays (here a false alarm: an oracle trains nothing), and dynopt's own
+    warnings are errors under its test settings; this wrapper is no such function to it."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Opaque) and self.fn == other.fn
+
+    def __hash__(self) -> int:
+        return hash(self.fn)
+
+
+def _held(fn: Callable) -> Callable:
+    """`fn` as an `_Oracle` field: an opaque function (its own only leaf) wrapped in `_Opaque`;
+    a pytree (dynopt's oracles' bound methods, a `jax.tree_util.Partial`) as given, its arrays
+    the leaves of the jitted corrections' argument."""
+    leaves = jax.tree.leaves(fn)
+    return _Opaque(fn) if len(leaves) == 1 and leaves[0] is fn else fn
+
+
 def _oracle(extra: dict) -> _Oracle:
     if extra.get("grad_fn") is None:
         raise ValueError(
@@ -86,7 +116,7 @@ def _oracle(extra: dict) -> _Oracle:
         # lower corrections see one oracle type at every depth (one trace each, not one per
         # depth).
         return outer.problem
-    return _Oracle(extra.get("value_fn") or _zero_value, grad_fn)
+    return _Oracle(_held(extra.get("value_fn") or _zero_value), _held(grad_fn))
 
 
 def _traced(c: Callable) -> Callable:
