@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pytest
 
+import dynopt
+from dynopt import flows, problems
 from dynopt._order import assess_order, SETTLE_TOLERANCE
 
 
@@ -97,3 +99,20 @@ def test_the_verdict_does_not_depend_on_the_order_the_step_sizes_are_given_in(er
         )
         if p != [0, 1, 2]:
             assert "sorted largest first" in a.reason
+
+
+def test_compare_of_gd_whose_local_orders_still_move():
+    """GD against gradient flow on λ = 1, 7 at h = 0.08, 0.04, 0.02 (t1 = 1.28): local orders
+    1.18, 1.09 agree within 0.2 and were "asymptotic, 1.14", 0.14 above GD's order 1. Their
+    last move -0.09 puts the limit between 1.0 and 1.09: pre-asymptotic. One halving on (1.09,
+    1.05) they have settled and the fit 1.07 is within 0.1 of 1; the step sizes given in
+    another order give the same verdicts."""
+    problem = problems.quadratic([1.0, 7.0])
+    for hs, verdict in (([0.08, 0.04, 0.02], "pre-asymptotic"), ([0.04, 0.02, 0.01], "asymptotic")):
+        for given in (hs, [hs[2], hs[0], hs[1]]):
+            c = dynopt.compare(flows.GradientFlow(), problem, given, 1.28)
+            assert c.verdict == verdict, c.reason
+        if verdict == "asymptotic":
+            assert abs(float(c.order) - 1.0) <= SETTLE_TOLERANCE
+        else:
+            assert "have not settled" in c.reason and "limit is between 1 and 1.09" in c.reason
