@@ -280,7 +280,10 @@ def assess_order(
         reason = "; ".join(parts) + ": no order; compare again without them"
         return OrderAssessment("unstable", slopes, nan, reason)
     if k < MIN_STEP_SIZES:
-        reason = f"{k} step size{'s' if k != 1 else ''}; an order needs at least {MIN_STEP_SIZES}"
+        reason = (
+            f"{k} step size{'s' if k != 1 else ''}; an order needs at least {MIN_STEP_SIZES} (two "
+            "local orders, to see that they agree): add step sizes, e.g. halvings of the smallest"
+        )
         return OrderAssessment("too few step sizes", slopes, nan, reason)
     floor = _rounding_floor(h, e, rho, dtype)
     # Decided on the sweep sorted largest step first, so that the verdict does not depend on
@@ -341,9 +344,21 @@ def _regime(h, e, slopes, scales, at_least) -> OrderAssessment:
     """`assess_order`'s verdict for a sweep with no diverged run and enough step sizes."""
     nan = float("nan")
     if not np.all(e > 0):
-        return OrderAssessment("pre-asymptotic", slopes, nan, "some errors are zero")
+        reason = (
+            f"the errors at step sizes {_fmt(h[e == 0])} are zero: no slope through them (the "
+            "method is exact on this problem, or the reference is the run itself); compare on a "
+            "problem where the method errs"
+        )
+        return OrderAssessment("pre-asymptotic", slopes, nan, reason)
     if not np.all(slopes > 0):
-        reason = f"errors do not decrease with the step size (local orders {_fmt(slopes)})"
+        up = np.flatnonzero(slopes <= 0)[0]  # (h decreasing: e[up + 1] >= e[up])
+        reason = (
+            f"errors do not decrease with the step size (local orders {_fmt(slopes)}: "
+            f"{e[up + 1]:.3g} at {h[up + 1]:.3g}, {e[up]:.3g} at {h[up]:.3g}): an error that "
+            "changes sign between them (a local slope across its zero means nothing), errors at "
+            "the reference's accuracy (tighten rtol and atol) or at the runs' rounding; take "
+            "smaller step sizes, past the zero"
+        )
         return OrderAssessment("pre-asymptotic", slopes, nan, reason)
     spread = float(slopes.max() - slopes.min())
     if spread > SLOPE_TOLERANCE:
@@ -433,11 +448,12 @@ def _settling(h: np.ndarray, slopes: np.ndarray, order: float) -> tuple[float, f
     move $\delta = p_m - p_{m-1} = (r - 1)(p_{m-1} - p)$ then puts the limit at
     $p = p_m + \delta\,r/(1 - r)$, between $p_m$ and $p_m + \delta\,r/(1 - r)$ with
     $r = s = m_m/m_{m-1}$ ($r \le s$ for $q \ge 1$, the integer powers of a smooth expansion:
-    for halvings within $|\delta|$ of the last local order). Where two moves are seen, one way,
-    and shrink by less than $s$, their observed ratio is $r$; where they do not shrink (and the
-    last is at least `SETTLE_TOLERANCE`/4: four such moves more would exceed the tolerance) the
-    local orders are not converging yet (an $h^p\log h$ term approaches its order like that:
-    QHM corrected by `transforms.modifying`, 1.72, 1.76, 1.81).
+    for halvings within $|\delta|$ of the last local order). Where two moves over equal step
+    ratios are seen, one way, their observed ratio is $r$ (Aitken's $\Delta^2$ extrapolation);
+    where they do not shrink (and the last is at least `SETTLE_TOLERANCE`/4: four such moves
+    more would exceed the tolerance) the local orders are not converging yet (a term
+    $h^p\log h$ approaches its order like that; QHM corrected by `transforms.modifying`: 1.72,
+    1.76, 1.81).
 
     **Arguments:** `h` (decreasing), `slopes` (their local orders), `order` (the fit).
 
@@ -447,7 +463,9 @@ def _settling(h: np.ndarray, slopes: np.ndarray, order: float) -> tuple[float, f
     m = np.sqrt(h[:-1] * h[1:])
     r = float(m[-1] / m[-2])
     moves = np.diff(slopes)
-    if moves.size >= 2 and moves[-1] * moves[-2] > 0:
+    # (Moves compare only over equal step ratios: m_i^q shrinks by its own ratio each step.)
+    even = m.size >= 3 and np.isclose(m[-1] / m[-2], m[-2] / m[-3], rtol=1e-6)
+    if even and moves[-1] * moves[-2] > 0:
         seen = float(moves[-1] / moves[-2])
         if seen >= 1.0 - 1e-9 and abs(moves[-1]) >= SETTLE_TOLERANCE / 4:  # (equal moves)
             return last, last, float("inf")
