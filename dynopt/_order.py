@@ -31,7 +31,8 @@ SLOPE_TOLERANCE = 0.2
 RELATIVE_ERROR_LIMIT = 0.25
 # Two local slopes are needed to see whether they agree: three step sizes.
 MIN_STEP_SIZES = 3
-# Agreeing local orders that still move one way by more than this get a note in the reason.
+# Local orders that still move one way by more than this, their fit far from every order the
+# errors can have (`at_least` + j), are not the limit.
 DRIFT_NOTE = 0.1
 # The fit must be within this of the local orders' limit, as far as their last move bounds it
 # (`_settling`): the printed order is then the order to within 0.1, a fifth of the smallest gap
