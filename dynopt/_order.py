@@ -35,11 +35,13 @@ MIN_STEP_SIZES = 3
 # errors can have (`at_least` + j), are not the limit.
 DRIFT_NOTE = 0.1
 # The fit must be within this of the local orders' limit, as far as their last move bounds it
-# (`_settling`): the printed order is then the order to within 0.1, a fifth of the smallest gap
-# (1/2) between the orders a method can have. Agreeing local orders (`SLOPE_TOLERANCE`) that
-# still move this much are on their way, not there (QHM corrected by `transforms.modifying`:
-# 1.72, 1.78, 1.84, fit 1.78, limit 2).
-SETTLE_TOLERANCE = 0.1
+# (`_settling`): the printed order then rounds to the right one of orders 1/2 apart (within
+# 1/4, with margin for the bound's own second-order error), and it is the battery's tolerance
+# on automatic orders' local slopes. Agreeing local orders (`SLOPE_TOLERANCE`) further away are
+# on their way, not there (GD on λ = 1, 7 at h = 0.09 to 0.0225: 1.27, 1.11, fit 1.19). The
+# honest cases it keeps: centered RMSprop with momentum 1.97, 2.05 (fit 2.01, bound 0.12),
+# automatic RMSprop 1.89 (0.108), `modifying(sgd)` 2.14, 2.07 (fit 2.10, 0.105).
+SETTLE_TOLERANCE = 0.15
 # Errors within this factor of their run's rounding level (one rounding of the iterate,
 # eps * ||theta||) are at the floor of its precision: a rounding of that size alone moves a
 # halving's local order by log2(1 + 1/ROUNDING_FACTOR) = DRIFT_NOTE.
@@ -218,7 +220,7 @@ def assess_order(
        - the local orders have settled: toward smaller steps they converge to the order
          geometrically, so their last move $\delta$ bounds how far the last one still is from
          it (within $|\delta|$ for halvings; Aitken's ratio of the last two moves where they
-         shrink faster; `_settling`); the fit must be within 0.1 (`SETTLE_TOLERANCE`) of all
+         shrink faster; `_settling`); the fit must be within 0.15 (`SETTLE_TOLERANCE`) of all
          of that interval, else `"pre-asymptotic"`, the reason giving the interval and the
          distance, or saying that the moves do not shrink (QHM corrected by
          `transforms.modifying` against gradient flow: 1.72, 1.76, 1.81, was "asymptotic,
