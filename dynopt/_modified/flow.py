@@ -964,7 +964,13 @@ def _check_fast(
         floats, rest = split_state(state)
         late = eqx.combine(floats, saturate_counters(rest))
         params_late, _ = _step(spec, zero + 0.01, x0, late, problem)
-        if not _moved(params_late, x0) > 0:
+        # From optax's own (zero) state too: a step that stops from the generic state for a
+        # reason of that state's (Momo's Polyak step clipped at 0 by its loss average and
+        # lower bound) is no schedule.
+        init_late = eqx.combine(split_state(state0)[0], saturate_counters(rest))
+        if not _moved(params_late, x0) > 0 and not (
+            _moved(_step(spec, zero + 0.01, x0, init_late, problem)[0], x0) > 0
+        ):
             raise ValueError(
                 "optimizer: its update vanishes once the step counter is large (a learning-rate "
                 "schedule in steps that decays to 0, e.g. optax.exponential_decay): the step "
