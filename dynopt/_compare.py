@@ -849,9 +849,8 @@ def compare(
     than 256 MiB (`max_steps` steps of every stage: a network), saved at those times only,
     $(N + 1)$ rows of the state for the finest run's $N$ steps (the same values). The local
     orders between consecutive step sizes decide the `verdict` (`dynopt.assess_order`):
-    "asymptotic" when they agree within 0.2 and have settled (the fit within 0.15 of their limit
-    as their last move bounds it), the errors decrease and stay below 1/4 of the distance the
-    solution travels; "unstable" when a run diverged (non-finite, or its loss grew
+    "asymptotic" when they agree within 0.2, the errors decrease and stay below 1/4 of the
+    distance the solution travels; "unstable" when a run diverged (non-finite, or its loss grew
     past `run`'s threshold) or a step size is at or past the map's known
     stability limit for the Hessian at $\theta_0$; "too few step sizes" below 3; else
     "pre-asymptotic". Only when asymptotic is `order` a number: the least-squares slope of
