@@ -495,6 +495,9 @@ def _check(
                 "with h as a value). Build such parts from constants, or write the learning "
                 "rate as a JAX expression in h."
             )
+        if _holds_lookahead(spec, target):
+            where = "the probe problem" if on is None else f"your problem ({on.obj.name})"
+            raise ValueError(_LOOKAHEAD.format(where=where, failure=failure))
         if on is None:
             raise ValueError(
                 "optimizer: one step on the probe problem (parameters: one float64 3-vector) "
@@ -650,6 +653,30 @@ def _counter_period(spec: OptimizerSpec, x0, state) -> tuple[str, int] | None:
             if not np.array_equal(x, start + n):
                 del counters[i]  # not counting the steps
     return None
+
+
+_LOOKAHEAD = (
+    "optimizer: one step on {where} failed with {failure}. optax.lookahead steps "
+    "LookaheadParams(fast, slow) with the gradient of the fast parameters alone, where a step "
+    "here is `tx.update(grad, state, params)` with the gradient in the parameters' own "
+    "structure: no parameters make it step so, LookaheadParams neither. And its step is no one "
+    "map: every sync_period-th step moves the slow parameters toward the fast ones (its counter"
+    " steps_since_sync returns to 0), a cycle of sync_period maps with no modified flow of one "
+    "step. Model its fast optimizer between the syncs (`lambda h: optax.sgd(h)` for "
+    "optax.lookahead(optax.sgd(h), ...)); with sync_period=1 (and reset_state=False) every step"
+    " syncs, and lookahead is its fast optimizer with updates scaled by slow_step_size: `lambda"
+    " h: optax.chain(optax.sgd(h), optax.scale(slow_step_size))`."
+)
+
+
+def _holds_lookahead(spec: OptimizerSpec, problem) -> bool:
+    """Whether the optimizer's state on `problem` holds an `optax.LookaheadState`."""
+    try:
+        state = jax.eval_shape(lambda: spec.transform(jnp.zeros((), float)).init(problem.params0))
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        return False
+    found = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optax.LookaheadState))
+    return any(isinstance(x, optax.LookaheadState) for x in found)
 
 
 def _step_failure(spec: OptimizerSpec, problem) -> str | None:
@@ -1323,6 +1350,32 @@ def _orbit_contraction_probe(spec, problem, x0, scale):
     return dev, curved, jnp.stack(coupling) if n else jnp.zeros((0, 0))
 
 
+@_check_program
+def _own_at_orbit(spec, problem, x0):
+    r"""Each fast state leaf's own coefficient $\partial_{s_i}S_{0,i}\,\mathbf 1$ at
+    $s^\ast = S_0^3(\theta, 0)$, a state the optimizer itself reaches (flat leaf list)."""
+    zero, rest = template(spec, x0)
+    tau0 = jnp.zeros((), float)
+    orbit = jax.lax.fori_loop(
+        0, _ORBIT_STEPS, lambda _, m: fast_step(spec, problem, tau0, x0, m, rest)[1], zero
+    )
+    blocks = leaf_blocks(spec, problem, x0, orbit, linearize=True)
+    return [blocks[i][i] for i in range(len(blocks))]
+
+
+def _unforgetting_leaves(spec, problem, x0) -> list[str]:
+    """The fast state's leaves with an own coefficient of size 1 at a state the run reaches
+    (`_own_at_orbit`): nonlinear leaves that never forget (SM3's row and column maxima on a
+    matrix), which no decay 1 - a*h makes slow."""
+    zero, _ = template(spec, x0)
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(zero)[0]]
+    return [
+        path
+        for path, own in zip(paths, _own_at_orbit(spec, problem, x0))
+        if float(np.max(np.abs(np.asarray(own)), initial=0.0)) >= 1 - 1e-12
+    ]
+
+
 def _chain_length(reads: np.ndarray, names: list[str]) -> int:
     """The longest chain of leaves in the coupling graph (`reads[i, j]`: leaf j reads leaf i),
     or a `ValueError` for a cycle (no triangular order to solve the manifold in)."""
@@ -1422,6 +1475,20 @@ def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
                 "regime solves the slow manifold with constant coefficients (optax's EMAs and "
                 "traces) and does not support it. With decays that scale with h the state is "
                 "slow and supported: state='slow', e.g. optax.adadelta(h, rho=1 - a*h)."
+            )
+        stuck = _unforgetting_leaves(spec, problem, x0)
+        if stuck:
+            # No decay to scale with h: state='slow' refuses it too (a running maximum).
+            raise ValueError(
+                "state='fast': the state update at h = 0 is not affine in each leaf "
+                f"(deviation {float(err):.3g}), and the optimizer-state leaves "
+                f"{', '.join(stuck)} do not contract at a state the run reaches (|∂s'/∂s| = 1 "
+                "there: they never forget). As SM3's cover of AdaGrad's sum of squared "
+                "gradients on a matrix parameter (each row's and column's accumulator, the "
+                "maximum over the matrix of min(row, column) + g^2): an accumulator that grows "
+                "with the step count k = t/h, with no decay to scale with h, so no modified "
+                "flow exists in either regime. Model an average instead of the sum: "
+                "optax.rmsprop(h, decay=b) or optax.adam(h) (fast), or decays 1 - a*h (slow)."
             )
         raise ValueError(
             "state='fast': the state update at h = 0 is not affine in each leaf with a "
@@ -1541,8 +1608,16 @@ def _check_manifold_branches(spec: OptimizerSpec, problem, x0, branches) -> None
     if here.shape != ref.shape or not np.array_equal(here, ref):
         raise ValueError(
             f"state='fast': the state's slow manifold lies on another side of its "
-            f"{_names(branches)} than the zero state, where its contraction is read: not "
-            "supported."
+            f"{_names(branches)} than the zero state (optax's init), where the fast regime "
+            "reads the state update's coefficients: they would be those of a branch the run "
+            "leaves after its first steps, not of the one on the manifold, where the flow "
+            "lives: not supported. E.g. ADOPT's max(sqrt(nu), eps) is eps at nu = 0 and "
+            "sqrt(nu) = |g| on its manifold nu = g^2 (its clip likewise cuts g/eps there, not "
+            "g/|g|). No decay changes this: write the step without a branch between the two, "
+            "for ADOPT sqrt(nu + eps^2) in place of the maximum and no clip: "
+            "`optax.chain(optax.scale_by_rms(decay=b2, eps=eps**2), optax.ema(b1, "
+            "debias=False), optax.scale(-h))` (ADOPT up to eps and its reading of the previous "
+            "nu, an O(h) difference)."
         )
 
 
