@@ -55,6 +55,16 @@ def test_a_nonlinear_leaf_that_forgets_still_gets_the_nonlinear_message():
     assert "nonlinear in itself" in message and "never forget" not in message
 
 
+def test_yogi_is_still_sent_to_the_slow_regime_which_takes_it():
+    """Yogi's v also has |ds'/ds| = 1 off its sign's kink, but its rate 1 - b2 scales with h:
+    the advice state='slow' stays, and is accepted (the accumulator message would be false)."""
+    problem = matrix_problem()
+    message = refusal(lambda h: optax.yogi(h), problem)
+    assert "state='slow'" in message and "never forget" not in message
+    yogi = lambda h: optax.yogi(h, b1=1 - h, b2=1 - 2 * h)
+    assert modified_flow(yogi, 0.01, problem=problem, state="slow").spec.regime == "slow"
+
+
 def test_adopt_refusal_names_the_branch_and_a_change_that_is_accepted():
     """ADOPT's max(sqrt(nu), eps) is eps at optax's zero state and |g| on its manifold: the
     refusal said "not supported" alone; it now says so and names a smooth chain, accepted."""

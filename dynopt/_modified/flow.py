@@ -1352,27 +1352,39 @@ def _orbit_contraction_probe(spec, problem, x0, scale):
 
 @_check_program
 def _own_at_orbit(spec, problem, x0):
-    r"""Each fast state leaf's own coefficient $\partial_{s_i}S_{0,i}\,\mathbf 1$ at
-    $s^\ast = S_0^3(\theta, 0)$, a state the optimizer itself reaches (flat leaf list)."""
+    r"""At $s^\ast = S_0^3(\theta, 0)$, a state the optimizer itself reaches: each fast state
+    leaf's own coefficient $\partial_{s_i}S_{0,i}\,\mathbf 1$ and its change
+    $S_{0,i}(s^\ast) - s^\ast_i$ at h = 0, relative to $1 + |s^\ast_i|$ (flat leaf lists)."""
     zero, rest = template(spec, x0)
     tau0 = jnp.zeros((), float)
-    orbit = jax.lax.fori_loop(
-        0, _ORBIT_STEPS, lambda _, m: fast_step(spec, problem, tau0, x0, m, rest)[1], zero
-    )
+
+    def S(m):
+        return fast_step(spec, problem, tau0, x0, m, rest)[1]
+
+    orbit = jax.lax.fori_loop(0, _ORBIT_STEPS, lambda _, m: S(m), zero)
     blocks = leaf_blocks(spec, problem, x0, orbit, linearize=True)
-    return [blocks[i][i] for i in range(len(blocks))]
+    moves = [
+        jnp.abs(b - a) / (1 + jnp.abs(a))
+        for a, b in zip(jax.tree.leaves(orbit), jax.tree.leaves(S(orbit)))
+    ]
+    return [blocks[i][i] for i in range(len(blocks))], moves
 
 
-def _unforgetting_leaves(spec, problem, x0) -> list[str]:
-    """The fast state's leaves with an own coefficient of size 1 at a state the run reaches
-    (`_own_at_orbit`): nonlinear leaves that never forget (SM3's row and column maxima on a
-    matrix), which no decay 1 - a*h makes slow."""
+def _unforgetting_leaves(spec, problem, x0, branches) -> list[str]:
+    """The fast state's leaves that, at a state the run reaches (`_own_at_orbit`), move at
+    h = 0 where their own coefficient is 1: accumulators that never forget (SM3's row and
+    column maxima on a matrix), which no decay 1 - a*h makes slow. Not a state moved by a
+    sign or abs (Yogi's v <- v - (1 - b2) sign(v - g^2) g^2): its rate 1 - b2 scales with h,
+    and state='slow' takes it."""
+    if any(b.split()[0] in _SIGNS for b in branches):
+        return []
     zero, _ = template(spec, x0)
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(zero)[0]]
+    own, moves = _own_at_orbit(spec, problem, x0)
     return [
         path
-        for path, own in zip(paths, _own_at_orbit(spec, problem, x0))
-        if float(np.max(np.abs(np.asarray(own)), initial=0.0)) >= 1 - 1e-12
+        for path, a, move in zip(paths, own, moves)
+        if np.any((np.abs(np.asarray(a)) >= 1 - 1e-12) & (np.asarray(move) > 1e-12))
     ]
 
 
@@ -1476,17 +1488,17 @@ def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
                 "traces) and does not support it. With decays that scale with h the state is "
                 "slow and supported: state='slow', e.g. optax.adadelta(h, rho=1 - a*h)."
             )
-        stuck = _unforgetting_leaves(spec, problem, x0)
+        stuck = _unforgetting_leaves(spec, problem, x0, branches)
         if stuck:
             # No decay to scale with h: state='slow' refuses it too (a running maximum).
             raise ValueError(
                 "state='fast': the state update at h = 0 is not affine in each leaf "
                 f"(deviation {float(err):.3g}), and the optimizer-state leaves "
                 f"{', '.join(stuck)} do not contract at a state the run reaches (|∂s'/∂s| = 1 "
-                "there: they never forget). As SM3's cover of AdaGrad's sum of squared "
-                "gradients on a matrix parameter (each row's and column's accumulator, the "
-                "maximum over the matrix of min(row, column) + g^2): an accumulator that grows "
-                "with the step count k = t/h, with no decay to scale with h, so no modified "
+                "there, and the step moves them at h = 0: they never forget). An accumulator, "
+                "as SM3's on a matrix parameter (a row's and a column's maximum of "
+                "min(row, column) + g^2, AdaGrad's sum of squared gradients covered), grows "
+                "with the step count k = t/h and has no decay to scale with h: no modified "
                 "flow exists in either regime. Model an average instead of the sum: "
                 "optax.rmsprop(h, decay=b) or optax.adam(h) (fast), or decays 1 - a*h (slow)."
             )
