@@ -65,6 +65,19 @@ def test_yogi_is_still_sent_to_the_slow_regime_which_takes_it():
     assert modified_flow(yogi, 0.01, problem=problem, state="slow").spec.regime == "slow"
 
 
+def test_adafactor_refusal_names_a_remedy_that_is_accepted():
+    """optax.adafactor's decay reads the counter and tends to 1 (refused, true). Its remedy was
+    decay_rate=0.0 alone, refused in turn: with no memory its updates have RMS 1, the kink of
+    the default clipping_threshold=1. The remedy now drops the clipping and is accepted."""
+    problem = matrix_problem()
+    message = refusal(lambda h: optax.adafactor(h), problem)
+    assert "optax.adafactor(h, decay_rate=0.0, clipping_threshold=None)" in message
+    remedy = lambda h: optax.adafactor(h, decay_rate=0.0, clipping_threshold=None)
+    assert modified_flow(remedy, 0.01, problem=problem).spec.regime == "fast"
+    with pytest.raises(ValueError, match="kink"):
+        modified_flow(lambda h: optax.adafactor(h, decay_rate=0.0), 0.01, problem=problem)
+
+
 def test_adopt_refusal_names_the_branch_and_a_change_that_is_accepted():
     """ADOPT's max(sqrt(nu), eps) is eps at optax's zero state and |g| on its manifold: the
     refusal said "not supported" alone; it now says so and names a smooth chain, accepted."""

@@ -1473,7 +1473,9 @@ def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
                 "t = kh its averaging window, t^r h^(1-r) with r = decay_rate, vanishes only as "
                 "a fractional power of h: runs approach their h -> 0 limit at the rate "
                 "h^(1-r), not with an error O(h^p).) Use a fixed decay: optax.rmsprop(h, "
-                "decay=b), or optax.adafactor(h, decay_rate=0.0) (no memory)."
+                "decay=b), or optax.adafactor(h, decay_rate=0.0, clipping_threshold=None) (no "
+                "memory; its updates g/sqrt(g^2) then have RMS 1, on the kink of the default "
+                "clipping threshold 1)."
             )
     # (`not <=`: a NaN deviation, e.g. a state at 0 under a square root, fails too.)
     if not float(err) <= 1e-10:
