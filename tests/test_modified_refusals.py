@@ -78,6 +78,20 @@ def test_adafactor_refusal_names_a_remedy_that_is_accepted():
         modified_flow(lambda h: optax.adafactor(h, decay_rate=0.0), 0.01, problem=problem)
 
 
+def test_mechanize_is_not_sent_to_the_slow_regime_which_refuses_it():
+    """mechanize's nonlinear state was told state='slow', which refuses it (its step counter);
+    it now names its scale and the scaled base optimizer, which is accepted."""
+    problem = matrix_problem()
+    message = refusal(lambda h: optax.contrib.mechanize(optax.sgd(h)), problem)
+    assert "state='slow' does not apply" in message and "optax.scale(c)" in message
+    with pytest.raises(ValueError, match="step counter"):
+        modified_flow(
+            lambda h: optax.contrib.mechanize(optax.sgd(h)), 0.01, problem=problem, state="slow"
+        )
+    c = 0.3
+    assert modified_flow(lambda h: optax.chain(optax.sgd(h), optax.scale(c)), 0.01, problem=problem)
+
+
 def test_adopt_refusal_names_the_branch_and_a_change_that_is_accepted():
     """ADOPT's max(sqrt(nu), eps) is eps at optax's zero state and |g| on its manifold: the
     refusal said "not supported" alone; it now says so and names a smooth chain, accepted."""

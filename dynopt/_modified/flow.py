@@ -1370,6 +1370,12 @@ def _own_at_orbit(spec, problem, x0):
     return [blocks[i][i] for i in range(len(blocks))], moves
 
 
+def _holds(spec, x0, kind: type) -> bool:
+    """Whether the optimizer's fast state (`template`'s) holds a `kind` (an optax state)."""
+    found = jax.tree.leaves(template(spec, x0)[0], is_leaf=lambda x: isinstance(x, kind))
+    return any(isinstance(x, kind) for x in found)
+
+
 def _unforgetting_leaves(spec, problem, x0, branches) -> list[str]:
     """The fast state's leaves that, at a state the run reaches (`_own_at_orbit`), move at
     h = 0 where their own coefficient is 1: accumulators that never forget (SM3's row and
@@ -1503,6 +1509,19 @@ def _contraction_checked(spec, problem, x0, branches=()) -> tuple[Any, int]:
                 "with the step count k = t/h and has no decay to scale with h: no modified "
                 "flow exists in either regime. Model an average instead of the sum: "
                 "optax.rmsprop(h, decay=b) or optax.adam(h) (fast), or decays 1 - a*h (slow)."
+            )
+        if _holds(spec, x0, optax.contrib.MechanicState):
+            # Its betas are constants, and it reads the counter (x0): state='slow' refuses it.
+            raise ValueError(
+                "state='fast': optax.contrib.mechanize's state update at h = 0 is not affine "
+                f"in each leaf (deviation {float(err):.3g}): its scale s, the step length that "
+                "multiplies the base optimizer's updates, is its own estimate, grown from a "
+                "'wealth' (r, m, v: sums over fixed decays betas, a maximum, a clamp) as a "
+                "parameter-free tuner, not supported; state='slow' does not apply (the betas "
+                "are constants, and it reads its step counter). With s fixed its step is, up "
+                "to its eps, the base optimizer's scaled by c = sum(s): model that, e.g. "
+                "`lambda h: optax.chain(optax.sgd(h), optax.scale(c))` for "
+                "mechanize(optax.sgd(h)), c = jnp.sum(state.s) from a run's MechanicState."
             )
         raise ValueError(
             "state='fast': the state update at h = 0 is not affine in each leaf with a "
