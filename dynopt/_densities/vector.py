@@ -75,8 +75,9 @@ class VectorSDE(AbstractSDE):
 
         **Raises:** `ValueError` for a flow without diffusion or with zero noise (`Langevin(0)`),
         one that declares state-dependent noise (`additive = False`: `SGDNoise`, `GBM`), or noise
-        that is not isotropic (`Kramers`: on the velocity only), depends on the state at
-        `params0`, or changes across `times`.
+        that is not isotropic (`Kramers`: on the velocity only), depends on the state (its
+        derivative at `params0`, or its value at four fixed states around it), or changes across
+        `times`.
         """
         if not isinstance(flow, AbstractFlow) or not isinstance(problem, Problem):
             raise ValueError(
@@ -129,6 +130,7 @@ class VectorSDE(AbstractSDE):
                 )
             if alpha is None:
                 alpha, t_first = a, t
+                _check_constant_noise(flow, problem, state0, x0, t, alpha, need)
             elif not (iso and abs(a - alpha) <= 1e-12 * alpha):
                 now = f"{a:.6g} I" if iso else "not a multiple of I"
                 raise ValueError(
@@ -212,9 +214,9 @@ class _FlowDrift(eqx.Module):
         return ravel_pytree(self.flow.vector_field(t, unravel(x), self.problem))[0]
 
 
-def _diffusion_matrix(flow, problem, state0, x0, t):
+def _diffusion_matrix(flow, problem, state0, x0, t, *, derivative=True):
     """The flow's noise coefficient at `x0` and time `t` as a dense matrix, and its derivative in
-    the state (zero for additive noise); `(None, None)` for an ODE."""
+    the state (zero for additive noise; `None` unless `derivative`); `(None, None)` for an ODE."""
     unravel = ravel_pytree(state0)[1]
 
     def dense(x):
@@ -225,7 +227,35 @@ def _diffusion_matrix(flow, problem, state0, x0, t):
 
     if jax.eval_shape(dense, x0) is None:
         return None, None
-    return dense(x0), jax.jacfwd(dense)(x0)
+    return dense(x0), (jax.jacfwd(dense)(x0) if derivative else None)
+
+
+# States at which `from_flow` compares the noise with its value at params0: a zero derivative
+# there is no proof of additive noise (g = σ(1 + x²) at x = 0 passed, and every route used σ²).
+_NUM_NOISE_PROBES = 4
+
+
+def _check_constant_noise(flow, problem, state0, x0, t, alpha, need) -> None:
+    r"""`ValueError` unless the flow's $gg^\top$ at time `t` is `alpha` $I$ at a few states around
+    `x0` too ($x_0 + (1 + \|x_0\|_\infty) z_k$, $z_k$ fixed standard normal draws)."""
+    x = np.asarray(x0, dtype=np.float64)
+    scale = 1.0 + (float(np.max(np.abs(x))) if x.size else 0.0)
+    draws = np.random.default_rng(0).standard_normal((_NUM_NOISE_PROBES, x.size))
+    for z in draws:
+        y = jnp.asarray(x + scale * z, dtype=jnp.asarray(x0).dtype)
+        g = _diffusion_matrix(flow, problem, state0, y, t, derivative=False)[0]
+        gg = np.asarray(g @ g.T)
+        n = x.size
+        if not (
+            gg.shape == (n, n)
+            and np.allclose(gg, alpha * np.eye(n), rtol=0, atol=1e-12 * alpha, equal_nan=False)
+        ):
+            name = type(flow).__name__
+            raise ValueError(
+                f"{need}; {name}'s diffusion depends on the state: g g^T = {alpha:.6g} I at "
+                f"params0 but not at x = {np.round(np.asarray(y), 4).tolist()} (t = {t:g}). "
+                "Simulate it with dynopt.sde.simulate."
+            )
 
 
 class _ScalarDrift(eqx.Module):
