@@ -176,17 +176,11 @@ def gradient_norm_sq(reference: Trajectory, problem: Problem, ts: ArrayLike) -> 
 
     **Arguments:**
 
-    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
-      (`dense=True`, the default).
-    - `problem`: the problem it solved (same parameter structure and shapes).
-    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
-      narrower dtype are accepted within their own rounding of the ends, and clipped).
+    - `reference`, `problem`, `ts`: as `loss_rate`.
 
     **Returns:** an array of shape `(n,)`, one value per time.
 
-    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
-    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
-    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`).
+    **Raises:** `ValueError` as `loss_rate`.
     """
     return _on_reference(reference, problem, ts, _gradient_norm_sq)
 
@@ -238,17 +232,11 @@ def gradient_l1_norm(reference: Trajectory, problem: Problem, ts: ArrayLike) -> 
 
     **Arguments:**
 
-    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
-      (`dense=True`, the default).
-    - `problem`: the problem it solved (same parameter structure and shapes).
-    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
-      narrower dtype are accepted within their own rounding of the ends, and clipped).
+    - `reference`, `problem`, `ts`: as `loss_rate`.
 
     **Returns:** an array of shape `(n,)`, one value per time.
 
-    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
-    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
-    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`).
+    **Raises:** `ValueError` as `loss_rate`.
     """
     return _on_reference(reference, problem, ts, _gradient_l1_norm)
 
@@ -261,20 +249,13 @@ def preconditioned_norm_sq(
 
     **Arguments:**
 
-    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
-      (`dense=True`, the default).
-    - `problem`: the problem it solved (same parameter structure and shapes).
-    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
-      narrower dtype are accepted within their own rounding of the ends, and clipped).
+    - `reference`, `problem`, `ts`: as `loss_rate`.
     - `P`: the preconditioner, a callable `P(params, v, loss_fn)` returning $P(\theta)v$ (a
       pytree like `params`).
 
     **Returns:** an array of shape `(n,)`, one value per time.
 
-    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
-    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
-    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`). Also for a `P`
-    that is not callable.
+    **Raises:** `ValueError` as `loss_rate`, and for a `P` that is not callable.
     """
     function("P", P, "callable P(params, v, loss_fn)")
     return _on_reference(reference, problem, ts, _preconditioned_norm_sq, P)
@@ -285,17 +266,11 @@ def loss_values(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Float
 
     **Arguments:**
 
-    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
-      (`dense=True`, the default).
-    - `problem`: the problem it solved (same parameter structure and shapes).
-    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
-      narrower dtype are accepted within their own rounding of the ends, and clipped).
+    - `reference`, `problem`, `ts`: as `loss_rate`.
 
     **Returns:** an array of shape `(n,)`, one value per time.
 
-    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
-    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
-    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`).
+    **Raises:** `ValueError` as `loss_rate`.
     """
     return _on_reference(reference, problem, ts, _loss_value)
 
@@ -306,17 +281,11 @@ def chain_rule_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> F
 
     **Arguments:**
 
-    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
-      (`dense=True`, the default).
-    - `problem`: the problem it solved (same parameter structure and shapes).
-    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
-      narrower dtype are accepted within their own rounding of the ends, and clipped).
+    - `reference`, `problem`, `ts`: as `loss_rate`.
 
     **Returns:** an array of shape `(n,)`, one value per time.
 
-    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
-    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
-    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`).
+    **Raises:** `ValueError` as `loss_rate`.
     """
     return _on_reference(reference, problem, ts, _chain_rule_rate)
 
@@ -339,18 +308,12 @@ def predicted_rate(reference: Trajectory, problem: Problem, ts: ArrayLike) -> Fl
 
     **Arguments:**
 
-    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
-      (`dense=True`, the default).
-    - `problem`: the problem it solved (same parameter structure and shapes).
-    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
-      narrower dtype are accepted within their own rounding of the ends, and clipped).
+    - `reference`, `problem`, `ts`: as `loss_rate`.
 
     **Returns:** an array of shape `(n,)`, one value per time.
 
-    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
-    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
-    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`). Also for a
-    `problem` that is not a loss (a game: its oracle's gradient is not $\nabla L$).
+    **Raises:** `ValueError` as `loss_rate`, and for a `problem` that is not a loss (a game: its
+    oracle's gradient is not $\nabla L$).
     """
     _a_loss(problem, "predicted_rate")
     return _on_reference(reference, problem, ts, _predicted_rate)
@@ -388,20 +351,13 @@ def identity_deviation(reference: Trajectory, problem: Problem, ts: ArrayLike) -
 
     **Arguments:**
 
-    - `reference`: a `Trajectory` from `dynopt.solve` of `problem`, with its dense output
-      (`dense=True`, the default).
-    - `problem`: the problem it solved (same parameter structure and shapes).
-    - `ts`: a non-empty 1-D array of times in the reference's interval $[t_0, t_1]$ (times of a
-      narrower dtype are accepted within their own rounding of the ends, and clipped).
+    - `reference`, `problem`, `ts`: as `loss_rate`.
 
     **Returns:** a scalar: NaN when both rates vanish identically, `inf` when only the predicted
     one does.
 
-    **Raises:** `ValueError` for a `reference` that is not a `Trajectory` of a solve with dense
-    output, a `problem` that is not a `dynopt.Problem` or does not match it, or `ts` not a
-    non-empty 1-D array of times in $[t_0, t_1]$ (traced: an error inside `jit`). Also for a
-    `problem` that is not a loss (a game: its oracle's gradient is not $\nabla L$). Also for a
-    rate that is not finite.
+    **Raises:** `ValueError` as `loss_rate`, for a `problem` that is not a loss (a game: its
+    oracle's gradient is not $\nabla L$), and for a rate that is not finite.
     """
     _a_loss(problem, "identity_deviation")
     return max_relative_deviation(*rates(reference, problem, ts))

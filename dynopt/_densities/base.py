@@ -197,18 +197,11 @@ def linear_cdf(
     $$F(x, t \mid x_0) = \Phi\Big(\frac{x - x_0e^{\lambda t}}{\sigma(t)}\Big),\qquad
     \sigma^2(t) = \alpha\,(e^{2\lambda t}-1)/(2\lambda)\quad(\alpha t \text{ at } \lambda = 0).$$
 
-    **Arguments:**
-
-    - `x`: the points, any shape.
-    - `t`: the time $t > 0$.
-    - `x0`: the start $x_0$, finite.
-    - `rate`: $\lambda$, finite.
-    - `alpha`: the variance rate $\alpha > 0$.
+    **Arguments:** `x` (the points, any shape), `t`, `x0`, `rate`, `alpha` as `linear_density`.
 
     **Returns:** an array of `x`'s shape (float64).
 
-    **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$, or a rate or $x_0$ that is not
-    finite (an `eqx.error_if` error under `jit`/`vmap`).
+    **Raises:** `ValueError` as `linear_density`.
     """
     mean, var = _linear_moments(t, x0, rate, alpha)
     return _normal_cdf(jnp.asarray(x, dtype=float), mean, var)

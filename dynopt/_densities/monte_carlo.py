@@ -272,12 +272,7 @@ def monte_carlo_samples(
 
     - `sde`: a `ScalarSDE`, a 1-D `VectorSDE`, or a flow with noise on `problem`.
     - `x0`: the start $x_0$, one finite real number.
-    - `t1`: the final time $t_1 > 0$.
-    - `key`: a JAX PRNG key.
-    - `num_paths`: $N$, the number of independent paths.
-    - `dt`: the fixed step of the solver.
-    - `solver`: as in `dynopt.sde.simulate` (`None`: its default).
-    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
+    - `t1`, `key`, `num_paths`, `dt`, `solver`, `problem`: as `monte_carlo_samples_nd`.
 
     **Returns:** the final states, shape $(N,)$.
 
@@ -310,14 +305,9 @@ def monte_carlo_density(
 
     - `sde`: a `ScalarSDE`, a 1-D `VectorSDE`, or a flow with noise on `problem`.
     - `x0`: the start $x_0$, one finite real number.
-    - `t1`: the final time $t_1 > 0$.
     - `edges`: increasing bin edges, shape $(b + 1,)$.
-    - `key`: a JAX PRNG key.
-    - `num_paths`: $N$, the number of independent paths.
-    - `dt`: the solver's fixed step.
-    - `solver`: as in `dynopt.sde.simulate` (`None`: its default).
-    - `mass_tol`: the largest fraction of paths outside the bins accepted (`None`: report only).
-    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
+    - `t1`, `key`, `num_paths`, `dt`, `solver`, `mass_tol`, `problem`: as
+      `monte_carlo_density_nd`.
 
     **Raises:** `ValueError` as `simulate` does, for bad edges, or when the fraction of paths
     outside `edges` exceeds `mass_tol` (default `None`: report only, since it is itself

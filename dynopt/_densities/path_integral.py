@@ -357,12 +357,8 @@ def path_integral(
     - `x0`: the start $x_0$, one finite real number (off-grid allowed).
     - `t1`: the final time $t_1 > t_0$.
     - `grid`: a uniform 1-D grid.
-    - `num_slices`: $n \ge 1$, the number of slices $\epsilon = (t_1 - t_0)/n$.
-    - `convention`: `"ito"`, `"midpoint"` (default) or `"trapezoid"` (module docstring).
-    - `jacobian`: whether each slice carries its convention's Jacobian (default `True`).
-    - `t0`: the start time, finite (default 0).
-    - `mass_tol`: the largest lost mass accepted, `None` (report only) or $\ge 0$ and finite.
-    - `problem`: the problem a flow `sde` acts on (`None` otherwise).
+    - `num_slices`, `convention`, `jacobian`, `t0`, `mass_tol`, `problem`: as
+      `path_integral_nd`.
 
     **Raises:** as `path_integral_nd`.
     """

@@ -341,14 +341,9 @@ def logistic_regression(
     - `num_samples`: $n$, a positive integer.
     - `dim`: $d$, a positive integer.
     - `l2`: $\lambda \ge 0$.
-    - `batch_size`: the minibatch size of the stochastic loss, an integer in $[1, n]$ (drawn
-      without replacement).
-    - `seed`: the data's PRNG seed, an integer in $[0, 2^{32})$.
-    - `shard`: if true, split the samples over all devices of all processes (`_process_rows`;
-      $n$ must be a multiple of the device count).
+    - `batch_size`, `seed`, `shard`: as `linear_regression`.
 
-    **Returns:** a finite-sum `Problem` (see `finite_sum`): full-batch `loss`, minibatch
-    `stochastic_loss_fn`, the data in `problem.data`.
+    **Returns:** a finite-sum `Problem`, as `linear_regression`.
 
     **Raises:** `ValueError` for an argument out of its range.
     """
@@ -412,14 +407,9 @@ def mlp_regression(
     - `dim`: $d$, a positive integer.
     - `width`: the hidden layers' width, a positive integer.
     - `depth`: the number of hidden layers, a positive integer.
-    - `batch_size`: the minibatch size of the stochastic loss, an integer in $[1, n]$ (drawn
-      without replacement).
-    - `seed`: the data's PRNG seed, an integer in $[0, 2^{32})$.
-    - `shard`: if true, split the samples over all devices of all processes (`_process_rows`;
-      $n$ must be a multiple of the device count).
+    - `batch_size`, `seed`, `shard`: as `linear_regression`.
 
-    **Returns:** a finite-sum `Problem` (see `finite_sum`): full-batch `loss`, minibatch
-    `stochastic_loss_fn`, the data in `problem.data`.
+    **Returns:** a finite-sum `Problem`, as `linear_regression`.
 
     **Raises:** `ValueError` for an argument out of its range.
     """
