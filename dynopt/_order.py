@@ -243,7 +243,9 @@ def assess_order(
     `at_least`, the least order the errors can have as $\Delta t \to 0$, `rounding` (one number
     $\ge 0$ or one per step size) and `dtype`, the runs' dtype named with it.
 
-    **Returns:** an `OrderAssessment` (`verdict`, `local_orders`, `order`, `reason`).
+    **Returns:** an `OrderAssessment` (`verdict`, `local_orders`, `order`, `reason`); the
+    local orders are between consecutive step sizes in the order given when that order is
+    monotone, else from the largest step size to the smallest (the sweep is sorted first).
 
     **Raises:** `ValueError` unless `step_sizes` are distinct finite numbers > 0 (1-D),
     `errors` one per step size and each $\ge 0$ (`nan`/`inf`: a diverged run), `scales` one
@@ -254,6 +256,14 @@ def assess_order(
         step_sizes, errors, scales, diverged, unstable, at_least
     )
     rho = _rounding_levels(rounding, h)
+    steps = np.diff(h)
+    if not (np.all(steps < 0) or np.all(steps > 0)):
+        # Slopes between neighbours in a shuffled sweep span non-adjacent step sizes and
+        # average the curvature away ([0.01, 0.04, 0.02] hid a spread of 0.3): sorted first
+        perm = np.argsort(-h)
+        h, e, div, beyond = h[perm], e[perm], div[perm], beyond[perm]
+        scales = scales[perm] if scales is not None and scales.ndim else scales
+        rho = rho[perm] if rho is not None else None
     k = h.size
     slopes = local_orders(h, e)
     nan = float("nan")

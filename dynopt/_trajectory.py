@@ -130,7 +130,8 @@ class Comparison(eqx.Module):
       horizon at matched times (Euclidean norm over all parameters); `inf` if the run diverged.
     - `final_errors`: the same error at $t_1$.
     - `local_orders`: $\log(e_i/e_{i+1})/\log(\Delta t_i/\Delta t_{i+1})$ between consecutive
-      step sizes (as given; `nan` next to a diverged run).
+      step sizes (as given when they are monotone, else from the largest to the smallest;
+      `nan` next to a diverged run).
     - `verdict`: `"asymptotic"`, `"pre-asymptotic"`, `"unstable"` or `"too few step sizes"`;
       `reason`: why, in words (which test failed, which step sizes diverged).
     - `order`: when `verdict == "asymptotic"`, the least-squares slope of $\log$ `errors`

@@ -198,3 +198,19 @@ def test_at_least_is_a_positive_order(least):
     h = 0.1 * 0.5 ** np.arange(5)
     with pytest.raises(ValueError, match="at_least"):
         assess_order(h, h**2, scales=1.0, at_least=least)
+
+
+def test_a_shuffled_sweep_is_judged_as_the_sorted_one():
+    # Local orders 1.5 (h = 0.04 -> 0.02) and 1.2 (0.02 -> 0.01) differ by 0.3: not asymptotic.
+    # Given as [0.01, 0.04, 0.02], slopes between neighbours span 0.01 -> 0.04 (1.35, the
+    # average) and 0.04 -> 0.02 (1.5): a spread of 0.15 that passed as asymptotic.
+    h = np.array([0.04, 0.02, 0.01])
+    e = np.array([1.0, 2**-1.5, 2**-2.7])
+    perm = [2, 0, 1]
+    sorted_ = dynopt.assess_order(h, e)
+    shuffled = dynopt.assess_order(h[perm], e[perm])
+    assert sorted_.verdict == shuffled.verdict == "pre-asymptotic"
+    np.testing.assert_allclose(shuffled.local_orders, [1.5, 1.2], rtol=1e-12)
+    # An increasing sweep keeps its order: its neighbours are adjacent step sizes already
+    rising = dynopt.assess_order(h[::-1], e[::-1])
+    np.testing.assert_allclose(rising.local_orders, [1.2, 1.5], rtol=1e-12)
