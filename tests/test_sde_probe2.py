@@ -3,6 +3,7 @@ fastest rate over the simulated interval, not the rate at its start."""
 
 from typing import ClassVar
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,3 +85,40 @@ def test_drift_rate_over_an_interval_above_the_dense_size():
     stiff = Stiffening(30.0)
     assert sde_simulate.drift_rate(stiff, big, big.params0, 0.0) == pytest.approx(1.0, 1e-9)
     assert sde_simulate.drift_rate(stiff, big, big.params0, 0.0, 1.0) == pytest.approx(31.0, 1e-9)
+
+
+class _DeclaredAdditive(sde.AbstractSDE):
+    r"""$d\theta = -\nabla L\,dt + 0.4(1 + \theta^2)\,dW$, declared additive by mistake."""
+
+    additive: ClassVar[bool] = True
+
+    def init(self, params):
+        return params
+
+    def vector_field(self, t, state, problem):
+        return -problem.grad(state)
+
+    def params(self, state):
+        return state
+
+    def discretize(self, h):
+        raise NotImplementedError
+
+    def diffusion(self, t, state, problem):
+        return jnp.diag(0.4 * (1.0 + state**2))
+
+    def check(self, problem):
+        pass
+
+
+def test_noise_declared_additive_but_state_dependent_is_refused_for_additive_solvers():
+    # ShARK drops the dg/dx terms: the paths would be another SDE's. The noise is flat at
+    # x0 = 0 (its derivative is 0 there): only its values elsewhere show it.
+    flow, ts = _DeclaredAdditive(), jnp.array([0.0, 0.5])
+    with pytest.raises(ValueError, match=r"declares additive noise.*depends on the state"):
+        sde.simulate(flow, QUAD, ts, jax.random.key(0), 8)
+    with pytest.raises(ValueError, match=r"declares additive noise.*depends on the state"):
+        sde.first_passage(flow, QUAD, lambda y: y[0] > 1.0, 1.0, jax.random.key(0), 8, dt=0.1)
+    # Euler-Maruyama is right for any noise: asked for, it runs
+    paths = sde.simulate(flow, QUAD, ts, jax.random.key(0), 8, solver=diffrax.Euler())
+    assert paths.solver == "Euler"

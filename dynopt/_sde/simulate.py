@@ -16,6 +16,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
@@ -288,16 +289,62 @@ def _check_common(flow, problem, x0, num_paths, brownian, key, on_blowup, who):
     return x0
 
 
-def _default_solver(flow, solver):
+def _default_solver(flow, solver, problem, x0, t0):
     additive = is_additive(flow)
     if solver is None:
-        return diffrax.ShARK() if additive else diffrax.Euler()
-    if isinstance(solver, _ADDITIVE_ONLY) and not additive:
+        solver = diffrax.ShARK() if additive else diffrax.Euler()
+    elif isinstance(solver, _ADDITIVE_ONLY) and not additive:
         raise ValueError(
             f"solver {type(solver).__name__} is for additive noise only, but "
             f"{type(flow).__name__} does not declare additive noise; use diffrax.Euler() (Itô)."
         )
+    if isinstance(solver, _ADDITIVE_ONLY) and not is_traced(x0):
+        _check_declared_additive(flow, problem, x0, t0, solver)
     return solver
+
+
+# States at which a flow that declares additive noise has it compared with its value at x0
+_NUM_NOISE_PROBES = 4
+
+
+@eqx.filter_jit
+def _noise_products(flow, problem, x0, t0, draws):
+    r"""$g(t_0, y)\,v$ at $y_0$ and at $y_0 + (1 + \|y_0\|_\infty) z_k$ for one fixed random
+    $v$: products, not matrices, so a network-sized state costs a few diffusion calls."""
+    y0, _, diffusion, _ = raveled(flow, problem, flow.init(x0))
+    g0 = diffusion(t0, y0, None)
+    v = jax.random.normal(jax.random.key(2), (noise_dim(g0),), y0.dtype)
+
+    def product(y):
+        g = diffusion(t0, y, None)
+        return g.mv(v) if isinstance(g, lx.AbstractLinearOperator) else g @ v
+
+    scale = 1.0 + jnp.max(jnp.abs(y0), initial=0.0)
+    states = y0[None, :] + scale * draws.astype(y0.dtype)
+    return product(y0), jax.vmap(product)(states), states
+
+
+def _check_declared_additive(flow, problem, x0, t0, solver) -> None:
+    r"""`ValueError` when a flow that declares additive noise (`additive = True`) has noise that
+    changes with the state: ShARK, SRA1 and SEA drop the terms of $\partial_x g$ and would
+    integrate another SDE, without a word."""
+    n = int(np.prod(jax.eval_shape(lambda: ravel_pytree(flow.init(x0))[0]).shape))
+    draws = np.random.default_rng(0).standard_normal((_NUM_NOISE_PROBES, n))
+    at0, at, states = _noise_products(flow, problem, x0, jnp.asarray(t0), jnp.asarray(draws))
+    at0, at = np.asarray(at0), np.asarray(at)
+    gap = np.max(np.abs(at - at0), axis=1)
+    tol = 1e-12 * max(float(np.max(np.abs(at0), initial=0.0)), 1e-300)
+    if np.all(gap <= tol):
+        return
+    k = int(np.argmax(gap))
+    name = type(flow).__name__
+    raise ValueError(
+        f"{name} declares additive noise (additive = True), but its diffusion depends on the "
+        f"state: g(t0, x) v differs by {gap[k]:.3g} between x0 and a state "
+        f"{np.linalg.norm(np.asarray(states[k]) - np.asarray(ravel_pytree(flow.init(x0))[0])):.3g} "
+        f"away (t0 = {t0:g}). {type(solver).__name__} is exact only for additive noise: declare "
+        "additive = False (Euler-Maruyama, Itô), or pass solver=diffrax.Euler()."
+    )
 
 
 def _check_resolution(grid: np.ndarray, dt: float, brownian: str) -> np.ndarray:
@@ -498,7 +545,9 @@ def simulate(
     **Raises:** `ValueError` for a flow without diffusion or with a hyper-parameter that is not
     a scalar (e.g. a vector temperature), a key that is not one PRNG key, an
     `x0` that does not fit the problem or the flow, `num_paths < 1`, non-increasing `ts`, save
-    times off the grid, a `dt` too fine for `UnsafeBrownianPath`, or an unsuitable solver;
+    times off the grid, a `dt` too fine for `UnsafeBrownianPath`, or an unsuitable solver
+    (an additive-noise solver, the default ShARK included, for a flow that declares additive
+    noise whose diffusion changes with the state at four fixed states around `x0`);
     `dynopt.SolveError` if paths blew up (`on_blowup="raise"`) or diffrax fails on a path that
     stayed finite (e.g. an implicit solver's Newton iteration).
     """
@@ -522,7 +571,7 @@ def simulate(
         grid = _grid(t0, float(ts_np[-1]), dt, brownian)
         grid[np.round(k).astype(int)] = ts_np  # save times are exact step endpoints
         step = grid[1] - grid[0]
-    solver = _default_solver(flow, solver)
+    solver = _default_solver(flow, solver, problem, x0, t0)
     keys = jax.random.split(key, num_paths)
     with host_validated():  # flow, problem, x0, key and times checked above: no runtime checks
         ys, blowup, result = _simulate(
@@ -647,7 +696,7 @@ def first_passage(
             f"t1={t1:g} = {k:.6g} * dt={dt:g}; take t1={round(k) * dt:g} or another dt."
         )
     grid = _grid(0.0, t1, dt, "unsafe")
-    solver = _default_solver(flow, solver)
+    solver = _default_solver(flow, solver, problem, x0, 0.0)
     keys = jax.random.split(key, num_paths)
     with host_validated():  # flow, problem, x0, key and grid checked above
         tau, result, blew = _passage(flow, problem, x0, jnp.asarray(grid), keys, solver, hit)
