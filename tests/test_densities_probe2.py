@@ -90,3 +90,24 @@ def test_constant_noise_of_a_plain_flow_is_still_a_density_model():
     exact = np.exp(-0.5 * _GRID**2 / var)
     exact /= exact.sum() * (_GRID[1] - _GRID[0])
     np.testing.assert_allclose(dens, exact, rtol=1e-12, atol=1e-15)
+
+
+def test_a_pytree_start_is_a_value_error_naming_x0():
+    # The routes act on the raveled state: a dict of arrays (a flow's params) was a bare
+    # `TypeError: float() argument ... not 'dict'` from inside numpy.
+    vec = D.linear_vector_sde(-jnp.eye(2), 1.0)
+    axes = (np.linspace(-3.0, 3.0, 31),) * 2
+    x0 = {"a": jnp.array(0.1), "b": jnp.array(0.2)}
+    routes = {
+        "path_integral_nd": lambda: D.path_integral_nd(vec, x0, 0.5, axes, 4),
+        "random_walk_nd": lambda: D.random_walk_nd(vec, x0, 0.5, 0.05, [(-3, 3)] * 2),
+        "monte_carlo_samples_nd": lambda: D.monte_carlo_samples_nd(
+            vec, x0, 0.5, jax.random.key(0), 16, dt=0.05
+        ),
+        "path_integral": lambda: D.path_integral(
+            D.linear_sde(-1.0, 1.0), {"a": jnp.array(0.1)}, 0.5, axes[0], 4
+        ),
+    }
+    for route in routes.values():
+        with pytest.raises(ValueError, match=r"x0 must be an array .*ravel_pytree"):
+            route()

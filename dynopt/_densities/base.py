@@ -28,9 +28,28 @@ def check_scalar_alpha(alpha) -> None:
         )
 
 
+def as_point_array(name: str, x) -> Array:
+    """`x` as a float array: `ValueError` naming `name` for a pytree such as a dict of arrays or
+    anything not numeric (the routes act on the raveled state)."""
+    try:
+        return jnp.asarray(x, dtype=float)
+    except (TypeError, ValueError) as exc:
+        tree = isinstance(x, dict) or len(jax.tree.leaves(x)) > 1
+        hint = (
+            f": pass jax.flatten_util.ravel_pytree({name})[0], the order of a flow's raveled "
+            "state as VectorSDE.from_flow reads it"
+            if tree
+            else ""
+        )
+        raise ValueError(
+            f"{name} must be an array of real coordinates on the raveled state, got a "
+            f"{type(x).__name__}{hint} ({exc})."
+        ) from exc
+
+
 def check_scalar_point(name: str, x) -> Float[Array, " 1"]:
     """A 1-D route's start as shape (1,): `ValueError` unless it is one finite real number."""
-    v = jnp.asarray(x, dtype=float)
+    v = as_point_array(name, x)
     if v.size != 1:
         raise ValueError(
             f"{name} must be a scalar (the 1-D route's start), got shape {v.shape}; for a start "

@@ -20,7 +20,14 @@ from .._custom_types import Array, Float, Key, ScalarLike
 from .._problem import Problem
 from .._sde.simulate import simulate
 from .._validation import function, interval, is_traced, positive, positive_int
-from .base import check_lost_mass, check_scalar_point, check_tolerance, GridDensity, is_uniform
+from .base import (
+    as_point_array,
+    check_lost_mass,
+    check_scalar_point,
+    check_tolerance,
+    GridDensity,
+    is_uniform,
+)
 from .vector import (
     as_vector_sde,
     cell_volume,
@@ -160,7 +167,7 @@ def _check_sampler(sde, x0, t1, problem) -> tuple[VectorSDE, Float[Array, " d"]]
     simulates)."""
     positive("t1", t1)
     sde = as_vector_sde(sde, problem, times=np.linspace(0.0, float(t1), 5))
-    x0 = jnp.asarray(x0, dtype=float)
+    x0 = as_point_array("x0", x0)
     check_dimension(sde, x0.size)
     return sde, check_point("x0", x0, x0.size)
 

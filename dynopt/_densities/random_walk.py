@@ -27,7 +27,14 @@ import numpy as np
 from .._custom_types import ScalarLike
 from .._problem import Problem
 from .._validation import interval, positive
-from .base import check_lost_mass, check_scalar_point, check_tolerance, GridDensity, input_eps
+from .base import (
+    as_point_array,
+    check_lost_mass,
+    check_scalar_point,
+    check_tolerance,
+    GridDensity,
+    input_eps,
+)
 from .vector import (
     active_cells,
     as_vector_sde,
@@ -113,7 +120,7 @@ def _random_walk(sde, problem, x0, t1, dt, window, mass_tol, name):
         raise ValueError(f"t1/dt must be a positive integer, got t1={t1}, dt={dt}.")
     sde = as_vector_sde(sde, problem, times=np.linspace(0.0, float(t1), 5))
     win = np.asarray(interval("window", window), dtype=np.float64)  # finite real numbers
-    x0 = np.asarray(x0, dtype=np.float64)
+    x0 = np.asarray(as_point_array("x0", x0), dtype=np.float64)
     if win.ndim != 2 or win.shape[1] != 2 or x0.shape != (win.shape[0],):
         raise ValueError(
             f"window must be one (lo, hi) pair per coordinate of x0, got window shape {win.shape} "

@@ -23,6 +23,7 @@ from .._problem import Problem
 from .._sde.base import AbstractSDE, not_an_optimizer
 from .._validation import function, hyperparameter, interval, is_traced, nonnegative, positive
 from .base import (
+    as_point_array,
     check_edge_mass,
     check_scalar_alpha,
     check_scalar_point,
@@ -551,7 +552,7 @@ def check_finite_drift(sde: VectorSDE, points: Float[Array, "... d"], ts, who: s
 
 def check_point(name: str, x, d: int) -> Float[Array, " d"]:
     """`ValueError` unless `x` is a point of shape (d,) with finite coordinates."""
-    x = jnp.asarray(x, dtype=float)
+    x = as_point_array(name, x)
     if x.shape != (d,):
         raise ValueError(f"{name} must have shape ({d},) (one coordinate per axis), got {x.shape}.")
     if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
