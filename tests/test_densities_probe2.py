@@ -20,12 +20,8 @@ _WELL = dynopt.Problem(lambda x: 0.5 * jnp.sum(x * x), jnp.zeros(1))
 _GRID = np.linspace(-3.0, 3.0, 61)
 
 
-class _Flat(AbstractFlow):
-    # dx = -x dt + g(x) dW with g(x) = s (1 + c x^2): additive only for c = 0. No `additive`
-    # declaration (a plain AbstractFlow), so the routes must find out from the noise itself.
-    s: float
-    c: float
-
+class _OU:
+    # dx = -x dt + g(x) dW on `_WELL`: the flow methods both models share (each writes its g).
     def init(self, params):
         return params
 
@@ -37,26 +33,21 @@ class _Flat(AbstractFlow):
 
     def discretize(self, step_size):
         raise NotImplementedError
+
+
+class _Flat(_OU, AbstractFlow):
+    # g(x) = s (1 + c x^2): additive only for c = 0. No `additive` declaration (a plain
+    # AbstractFlow), so the routes must find out from the noise itself.
+    s: float
+    c: float
 
     def diffusion(self, t, state, problem):
         return jnp.reshape(self.s * (1.0 + self.c * state**2), (1, 1))
 
 
-class _Declared(sde.AbstractSDE):
+class _Declared(_OU, sde.AbstractSDE):
     # The same noise, declared additive by mistake.
     additive: ClassVar[bool] = True
-
-    def init(self, params):
-        return params
-
-    def vector_field(self, t, state, problem):
-        return -problem.grad(state)
-
-    def params(self, state):
-        return state
-
-    def discretize(self, step_size):
-        raise NotImplementedError
 
     def diffusion(self, t, state, problem):
         return jnp.reshape(0.4 * (1.0 + state**2), (1, 1))
