@@ -81,7 +81,7 @@ def _transport(flow, problem, params0, logp0, probes, ts, t0, solver, rtol, atol
 
     (ys, logp), result = map_batch(one, y0s, logp0, probes)
     params = jax.vmap(jax.vmap(lambda z: flow.params(unravel(z))))(ys)
-    return ys, logp, params, result, result == diffrax.RESULTS.successful
+    return ys, logp, params, result
 
 
 def transport_density(
@@ -178,18 +178,11 @@ def transport_density(
     )
     options = (solver_obj, rtol, atol, max_steps, hutch)
     with host_validated():  # flow, problem, samples and times checked above
-        ys, logp, params, result, ok = _transport(
+        ys, logp, params, result = _transport(
             flow, problem, params0, logp0, probes, ts, t0, *options
         )
-    if not np.all(np.asarray(ok)):
-        raise_for_result(
-            result,
-            what=f"density transport ({name})",
-            max_steps=max_steps,
-            rtol=rtol,
-            atol=atol,
-            stiffness=ratio,
-        )
+    what = f"density transport ({name})"
+    raise_for_result(result, what=what, max_steps=max_steps, rtol=rtol, atol=atol, stiffness=ratio)
     return DensityTransport(
         ts=ts, states=ys, params=params, log_density=logp, trace=trace, solver=name
     )

@@ -307,7 +307,7 @@ def _integrate(field, n, u_shape, z0s, Z0s, ss, solver, rtol, atol, max_steps, u
         end = (zf, field(zf), sol.ts[0], which, (d, d1, d2))
         # The points unsplit for the residual, which is evaluated in a program of its own (F
         # inside this one rounded otherwise, by an ulp).
-        return points, zs if whole else None, dets, end, (okay, fired, result)
+        return points, zs if whole else None, dets, end, (fired, result)
 
     return map_batch(one, z0s, Z0s)
 
@@ -341,7 +341,7 @@ def integrate(
     # The tolerances and u_max as float64 arrays, traced (as `solve`'s): a new value does not
     # recompile the solve (as Python floats they were static: one program per value).
     tols = (np.float64(rtol), np.float64(atol))
-    (x, u, p), zs, dets, end, (okay, fired, result) = _integrate(
+    (x, u, p), zs, dets, end, (fired, result) = _integrate(
         field,
         n,
         u_shape,
@@ -354,14 +354,9 @@ def integrate(
         np.float64(u_max),
         residual is not None,
     )
-    if not np.all(np.asarray(okay)):
-        raise_for_result(
-            result,
-            what=f"characteristics solve ({name})",
-            max_steps=max_steps,
-            rtol=rtol,
-            atol=atol,
-        )
+    raise_for_result(
+        result, what=f"characteristics solve ({name})", max_steps=max_steps, rtol=rtol, atol=atol
+    )
     zf, dzf, s_end, which, d, d1, d2 = (np.asarray(a) for a in jax.tree.leaves(end))
     fired = np.asarray(fired)
     kind = np.where(fired, np.array([CROSSING, DIVERGENCE, ESCAPE])[which], NO_BLOWUP)
