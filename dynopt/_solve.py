@@ -26,7 +26,14 @@ from ._flows.base import AbstractFlow
 from ._problem import AbstractProblem, Problem, raveled_loss as _raveled_loss
 from ._saving import _where_rows as _rows_where, SaveAtTimes, saved
 from ._trajectory import Trajectory
-from ._validation import check_unbatched, host_validated, interval, is_traced, solver_options
+from ._validation import (
+    check_unbatched,
+    host_validated,
+    instance,
+    interval,
+    is_traced,
+    solver_options,
+)
 
 
 SOLVERS = {
@@ -619,8 +626,7 @@ def stiffness_ratio(
     that is neither `None` nor a flow, a `horizon` that is not $> 0$ ($\infty$ allowed) or a
     `t0` that is not finite.
     """
-    if not isinstance(problem, AbstractProblem):
-        raise ValueError(f"problem must be a dynopt.AbstractProblem, got {type(problem).__name__}.")
+    instance("problem", problem, AbstractProblem, "a dynopt.AbstractProblem")
     if flow is not None and not isinstance(flow, AbstractFlow):
         raise ValueError(
             f"flow must be None (the gradient flow) or a dynopt flow, got {type(flow).__name__}."
@@ -1865,16 +1871,10 @@ def solve(
     solve's failure says so, after `max_steps`).
     """
     _require_x64()
-    if not isinstance(flow, AbstractFlow):
-        raise ValueError(
-            f"flow must be a dynopt flow (AbstractFlow), got {type(flow).__name__}; the call is "
-            "solve(flow, problem, ts)."
-        )
-    if not isinstance(problem, AbstractProblem):
-        raise ValueError(
-            "problem must be a dynopt.AbstractProblem (a dynopt.Problem, a dynopt.games.Game, "
-            f"...), got {type(problem).__name__}; the call is solve(flow, problem, ts)."
-        )
+    call = "; the call is solve(flow, problem, ts)"
+    instance("flow", flow, AbstractFlow, "a dynopt flow (AbstractFlow)", hint=call)
+    games = "a dynopt.AbstractProblem (a dynopt.Problem, a dynopt.games.Game, ...)"
+    instance("problem", problem, AbstractProblem, games, hint=call)
     _on_host("solve", t0=t0)
     # Flattened once: for the check below, the solver choice's key and the compiled solve.
     flat = _flatten((flow, problem))

@@ -419,6 +419,16 @@ def function(name: str, value: Any, expected: str = "callable", *, allow_none: b
     raise ValueError(f"{name} must be {expected}, got {_shown(value)}.")
 
 
+def instance(name: str, value: Any, cls: type, expected: str, *, hint: str = "") -> Any:
+    """`value` unchanged when it is a `cls`; else `ValueError("{name} must be {expected}, got
+    {type}{hint}.")`, `expected` naming the class as the user knows it (`"a dynopt.Problem (a
+    loss)"`) and `hint` how the call is written. (Anything else failed later as an
+    `AttributeError` on a missing method, far from the argument.)"""
+    if isinstance(value, cls):
+        return value
+    raise ValueError(f"{name} must be {expected}, got {type(value).__name__}{hint}.")
+
+
 def one_key(name: str, key: Any) -> Any:
     """`key` unchanged when it is one PRNG key: a typed `jax.random.key(seed)` (shape `()`) or
     a legacy `uint32[2]` `jax.random.PRNGKey`, concrete or traced (its dtype and shape are

@@ -12,6 +12,7 @@ from dynopt._validation import (
     choice,
     decay,
     hyperparameter,
+    instance,
     interval,
     nonnegative,
     positive,
@@ -54,6 +55,9 @@ def test_concrete_values_pass_through_unchanged():
         choice("m", "c", ("a", "b"))
     with pytest.raises(ValueError, match="n must be a positive integer"):
         positive_int("n", True)
+    assert instance("p", v, np.ndarray, "an array") is v
+    with pytest.raises(ValueError, match=r"^p must be an array, got list; try np\.asarray\.$"):
+        instance("p", [0.5], np.ndarray, "an array", hint="; try np.asarray")
 
 
 def test_traced_values_are_checked_inside_jit_and_vmap():

@@ -79,7 +79,14 @@ from .._sharpness import (
     random_start,
     top_eigenpairs,
 )
-from .._validation import choice, hyperparameter, is_traced, positive_int, solver_options
+from .._validation import (
+    choice,
+    hyperparameter,
+    instance,
+    is_traced,
+    positive_int,
+    solver_options,
+)
 from .base import AbstractFlow, check_own_step
 
 
@@ -906,10 +913,7 @@ def central_solve(
         )
     # (Anything else was an AttributeError: "'int' object has no attribute 'params0'" or
     # "... 'term_structure'".)
-    if not isinstance(problem, Problem):
-        raise ValueError(
-            f"problem must be a dynopt.Problem (a loss), got {type(problem).__name__}."
-        )
+    instance("problem", problem, Problem, "a dynopt.Problem (a loss)")
     if solver is not None and not isinstance(solver, diffrax.AbstractSolver):
         raise ValueError(
             f"solver must be None (Bosh3) or an explicit diffrax solver, got {solver!r}."
