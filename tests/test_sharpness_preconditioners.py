@@ -43,67 +43,57 @@ def _gradient(state, grad):
 
 
 ADAM = dict(b1=B1, b2=DECAY, eps=EPS)
-CASES = {
+# (optimizer, its preconditioner) by the numerator optax divides by D: Adam's first moment, or
+# RMSprop's gradient itself.
+ADAM_CASES = {
     "adam, eps_root": (
         optax.adam(LR, eps_root=1e-3, **ADAM),
         sharpness.adam_preconditioner(DECAY, EPS, eps_root=1e-3),
-        _adam_numerator,
     ),
     "inject_hyperparams(adam)": (
         optax.inject_hyperparams(optax.adam)(LR, **ADAM),
         sharpness.adam_preconditioner(DECAY, EPS),
-        _adam_numerator,
     ),
     "chain(clip, adam)": (
         optax.chain(optax.clip_by_global_norm(1e3), optax.adam(LR, **ADAM)),
         sharpness.adam_preconditioner(DECAY, EPS),
-        _adam_numerator,
     ),
-    "amsgrad": (
-        optax.amsgrad(LR, **ADAM),
-        sharpness.adam_preconditioner(DECAY, EPS),
-        _adam_numerator,
-    ),
-    "rmsprop": (
-        optax.rmsprop(LR, DECAY, EPS),
-        sharpness.rmsprop_preconditioner(EPS),
-        _gradient,
-    ),
+    "amsgrad": (optax.amsgrad(LR, **ADAM), sharpness.adam_preconditioner(DECAY, EPS)),
+}
+RMSPROP_CASES = {
+    "rmsprop": (optax.rmsprop(LR, DECAY, EPS), sharpness.rmsprop_preconditioner(EPS)),
     "rmsprop, eps outside the root": (
         optax.rmsprop(LR, DECAY, EPS, eps_in_sqrt=False),
         sharpness.rmsprop_preconditioner(EPS, eps_in_sqrt=False),
-        _gradient,
     ),
     "rmsprop, eps outside the root, read as Adam's": (
         optax.rmsprop(LR, DECAY, EPS, eps_in_sqrt=False),
         sharpness.adam_preconditioner(DECAY, EPS, bias_correction=False),
-        _gradient,
     ),
     "rmsprop, bias-corrected": (
         optax.rmsprop(LR, DECAY, EPS, bias_correction=True),
         sharpness.rmsprop_preconditioner(EPS, decay=DECAY),
-        _gradient,
     ),
     "rmsprop, bias-corrected, eps outside, read as Adam's": (
         optax.rmsprop(LR, DECAY, EPS, eps_in_sqrt=False, bias_correction=True),
         sharpness.adam_preconditioner(DECAY, EPS),
-        _gradient,
     ),
     "rmsprop, centered": (
         optax.rmsprop(LR, DECAY, EPS, centered=True),
         sharpness.rmsprop_preconditioner(EPS),
-        _gradient,
     ),
     "rmsprop, centered, bias-corrected, eps outside": (
         optax.rmsprop(LR, DECAY, EPS, centered=True, bias_correction=True, eps_in_sqrt=False),
         sharpness.rmsprop_preconditioner(EPS, decay=DECAY, eps_in_sqrt=False),
-        _gradient,
     ),
     "dynopt's global rmsprop (a scalar D)": (
         transforms.global_rmsprop(LR, DECAY, EPS),
         sharpness.rmsprop_preconditioner(EPS),
-        _gradient,
     ),
+}
+CASES = {
+    **{name: (*row, _adam_numerator) for name, row in ADAM_CASES.items()},
+    **{name: (*row, _gradient) for name, row in RMSPROP_CASES.items()},
 }
 
 
