@@ -18,17 +18,13 @@ from dynopt._sde import simulate as sde_simulate
 QUAD = dynopt.Problem(lambda x: 0.5 * jnp.sum(x * x), jnp.array([0.0]))
 
 
-class Stiffening(sde.AbstractSDE):
-    r"""$d\theta = -(1 + r t)\nabla L\,dt + dW$: a user's flow whose drift rate grows with $t$."""
+class _AbstractUserSDE(sde.AbstractSDE):
+    """A user's flow with noise on the parameters themselves, declared additive."""
 
-    rate: float
     additive: ClassVar[bool] = True
 
     def init(self, params):
         return params
-
-    def vector_field(self, t, state, problem):
-        return -(1.0 + self.rate * t) * problem.grad(state)
 
     def params(self, state):
         return state
@@ -36,11 +32,20 @@ class Stiffening(sde.AbstractSDE):
     def discretize(self, h):
         raise NotImplementedError
 
-    def diffusion(self, t, state, problem):
-        return jnp.ones((1, 1))
-
     def check(self, problem):
         pass
+
+
+class Stiffening(_AbstractUserSDE):
+    r"""$d\theta = -(1 + r t)\nabla L\,dt + dW$: a user's flow whose drift rate grows with $t$."""
+
+    rate: float
+
+    def vector_field(self, t, state, problem):
+        return -(1.0 + self.rate * t) * problem.grad(state)
+
+    def diffusion(self, t, state, problem):
+        return jnp.ones((1, 1))
 
 
 def _exact_variance(rate: float) -> float:
@@ -87,28 +92,14 @@ def test_drift_rate_over_an_interval_above_the_dense_size():
     assert sde_simulate.drift_rate(stiff, big, big.params0, 0.0, 1.0) == pytest.approx(31.0, 1e-9)
 
 
-class _DeclaredAdditive(sde.AbstractSDE):
+class _DeclaredAdditive(_AbstractUserSDE):
     r"""$d\theta = -\nabla L\,dt + 0.4(1 + \theta^2)\,dW$, declared additive by mistake."""
-
-    additive: ClassVar[bool] = True
-
-    def init(self, params):
-        return params
 
     def vector_field(self, t, state, problem):
         return -problem.grad(state)
 
-    def params(self, state):
-        return state
-
-    def discretize(self, h):
-        raise NotImplementedError
-
     def diffusion(self, t, state, problem):
         return jnp.diag(0.4 * (1.0 + state**2))
-
-    def check(self, problem):
-        pass
 
 
 def test_noise_declared_additive_but_state_dependent_is_refused_for_additive_solvers():
