@@ -327,7 +327,12 @@ def _regime(h, e, slopes, scales, at_least) -> OrderAssessment:
     """`assess_order`'s verdict for a sweep with no diverged run and enough step sizes."""
     nan = float("nan")
     if not np.all(e > 0):
-        return OrderAssessment("pre-asymptotic", slopes, nan, "some errors are zero")
+        reason = (
+            f"the errors at step sizes {_fmt(h[e == 0])} are exactly 0: those runs reproduce the "
+            "reference to the last bit (a map exact on this problem, or a reference computed by "
+            "the map itself), so they have no slope; check the reference, or fit the others"
+        )
+        return OrderAssessment("pre-asymptotic", slopes, nan, reason)
     if not np.all(slopes > 0):
         reason = f"errors do not decrease with the step size (local orders {_fmt(slopes)})"
         return OrderAssessment("pre-asymptotic", slopes, nan, reason)

@@ -214,3 +214,9 @@ def test_a_shuffled_sweep_is_judged_as_the_sorted_one():
     # An increasing sweep keeps its order: its neighbours are adjacent step sizes already
     rising = dynopt.assess_order(h[::-1], e[::-1])
     np.testing.assert_allclose(rising.local_orders, [1.2, 1.5], rtol=1e-12)
+
+
+def test_zero_errors_are_named_with_their_step_sizes():
+    a = dynopt.assess_order([0.04, 0.02, 0.01], [1e-3, 0.0, 0.0])
+    assert a.verdict == "pre-asymptotic" and np.isnan(a.order)
+    assert "step sizes [0.02, 0.01] are exactly 0" in a.reason
