@@ -72,6 +72,14 @@ def _metrics(folder: Path) -> tuple[dict | None, str]:
     return metrics, ""
 
 
+def _file_link(folder: Path, rel: str, name: str) -> str:
+    """A link to the result's file `name`, or its name marked missing where there is no such
+    file (removed by hand: a link would lead nowhere)."""
+    if not (folder / name).is_file():
+        return f'<span class="missing">{_esc(name)} missing</span>'
+    return f'<a href="{_esc(rel)}/{_esc(name)}">{_esc(name)}</a>'
+
+
 def _experiment_section(name: str, module: ModuleType, folder: Path, root: Path) -> str:
     first, card = _summary(module)
     rel = Path(os.path.relpath(folder, root)).as_posix()
@@ -92,12 +100,12 @@ def _experiment_section(name: str, module: ModuleType, folder: Path, root: Path)
     meta = f"{mode} mode, " + ("deterministic (no seed)" if seed is None else f"seed {seed}")
     if isinstance(wall, (int, float)):
         meta += f", {wall:.1f} s"
+    files = " · ".join(_file_link(folder, rel, n) for n in ("metrics.json", "config.json"))
     parts = [
         f'<section id="{_esc(name)}">',
         f"<h2>{_esc(name)}</h2>",
         f"<p>{_esc(first)}</p>",
-        f'<p class="meta">{_esc(meta)} · <a href="{_esc(rel)}/metrics.json">metrics.json</a>'
-        f' · <a href="{_esc(rel)}/config.json">config.json</a></p>',
+        f'<p class="meta">{_esc(meta)} · {files}</p>',
     ]
     if card:
         parts.append(f"<details><summary>Run card</summary><pre>{_esc(card)}</pre></details>")
