@@ -13,7 +13,9 @@ run: one line `interrupted; finished: ...; results kept in ...`, the page over w
 exit status 130; SIGTERM and SIGHUP alike (`stopped by SIGTERM; ...`, 143 and 129), and a
 parallel run's workers stop with it, or on their own where it was killed outright. `figures`
 with no NAME redraws the saved results' figures and names the experiments without one (it runs
-no experiment; `figures NAME` runs NAME at full size first where no result of it is saved)."""
+no experiment; `figures NAME` runs NAME at full size first where no result of it is saved); a
+result whose files were edited by hand so that its figures cannot be drawn is one `error:` line
+naming the file changed (exit status 1), the other experiments redrawn."""
 
 import argparse
 import contextlib
@@ -48,6 +50,7 @@ from ._io import (
     OutError,
     remove_results,
     why_kept,
+    written,
 )
 from ._jobs import enable_compilation_cache, run_one, run_parallel
 
@@ -168,6 +171,25 @@ def _check_loads(name: str, folder: Path, out) -> None:
         ) from e
 
 
+def _undrawable(name: str, folder: Path, out, error: Exception) -> str:
+    """The line saying that `name`'s figures could not be drawn from the result in `folder`
+    (`error` raised while drawing), if the result holds a file changed since dynopt wrote it
+    (edited by hand: its numbers read, but are not what the figures expect); `error` itself
+    otherwise (a result as dynopt wrote it that cannot be drawn is dynopt's bug: its traceback
+    is what to report)."""
+    changed = sorted(
+        n for n in ("config.json", "metrics.json", "data.npz") if n not in written(folder)
+    )
+    if not changed:
+        raise error
+    again = f"python -m experiments run {name}" + ("" if out is None else f" --out {out}")
+    return (
+        f"{folder}: the figures of {name} cannot be drawn from its saved result "
+        f"({type(error).__name__}: {error}): {' and '.join(changed)} changed since dynopt wrote "
+        f"it; make it anew: {again}"
+    )
+
+
 def _refresh_readme_figure(name: str, source: Path, target: Path, metrics: dict) -> str:
     """Copy `source` (a figure of `name`'s result in the default results folder) over the README
     figure `target`, atomically, if that result is full-size and in this checkout's own results
@@ -236,7 +258,7 @@ def _redraw_figures(names: list[str], out) -> int:
             "figures again",
             flush=True,
         )
-    redrawn, stopped = [], []
+    redrawn, stopped, failed = [], [], []
     with _stop_signals(stopped):  # SIGTERM, SIGHUP: as Ctrl-C
         try:
             for name, (folder, metrics) in saved.items():
@@ -250,7 +272,14 @@ def _redraw_figures(names: list[str], out) -> int:
                     saved[name] = folder, _saved_metrics(name, folder)
                 # (a redraw cut short leaves figures that are still dynopt's, not the user's)
                 begin_redraw(folder, figure_names(name))
-                paths = replot(name, folder)
+                try:
+                    paths = replot(name, folder)
+                except Exception as e:
+                    print(
+                        f"error: {_undrawable(name, folder, out, e)}", file=sys.stderr, flush=True
+                    )
+                    failed.append(name)
+                    continue
                 print(f"{name}: {', '.join(str(p) for p in paths)}", flush=True)
                 redrawn.append(name)
         except KeyboardInterrupt:  # one line, not a traceback from inside JAX
@@ -269,7 +298,7 @@ def _redraw_figures(names: list[str], out) -> int:
                 flush=True,
             )
             continue
-        if name not in saved:  # only the experiments asked for
+        if name not in saved or name in failed:  # only the experiments asked for, drawn
             continue
         if out is not None:
             print(
@@ -282,7 +311,7 @@ def _redraw_figures(names: list[str], out) -> int:
         print(_refresh_readme_figure(name, folder / file, target, metrics), flush=True)
     if out is None and (saved or DEFAULT_RESULTS.is_dir()):
         write_page(DEFAULT_RESULTS, sorted(EXPERIMENTS))
-    return 0
+    return 1 if failed else 0
 
 
 def _run(names, outs, quick: bool, seed: int, jobs: int, page: Path | None, where: Path) -> int:

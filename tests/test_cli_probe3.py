@@ -3,6 +3,7 @@ probe, after test_cli_probe.py and test_results_safety.py): a results page over 
 pruned or edited by hand, `figures` over a metrics.json the user changed, and the benchmarks'
 `--out` read as the experiments' is."""
 
+import json
 import re
 
 import pytest
@@ -32,3 +33,43 @@ def test_the_page_links_no_file_the_user_removed(tmp_path, capsys):
     assert "nap/config.json" not in links and "config.json missing" in page
     assert {"nap/metrics.json", "nap2/metrics.json", "nap2/config.json"} <= links
     assert all((root / link).is_file() for link in links)
+
+
+def _edit_metrics(folder, change) -> None:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    change(metrics)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _figure(results):
+    import matplotlib.pyplot as plt
+
+    if results.nap.seconds < 0:  # as a figure meets numbers no run can give
+        raise ValueError(f"a nap of {results.nap.seconds} s")
+    fig, ax = plt.subplots()
+    ax.plot([0, results.nap.seconds])
+    return fig
+
+
+def test_figures_over_a_metrics_json_edited_by_hand_is_one_line(naps, tmp_path, capsys):
+    # Before: numbers that still read but that a figure cannot draw (gd_flow with "problems": {}
+    # drew no panels: `ValueError: panels needs an integer n >= 1`) ended `figures` in a
+    # traceback from inside the drawing, exit status 1, the other experiments not redrawn.
+    naps["nap"].FIGURES = naps["nap2"].FIGURES = {"f.png": _figure}
+    root = tmp_path / "res"
+    assert cli.main(["run-all", "nap", "nap2", "--out", str(root)]) == 0
+    out = root / "nap"
+    _edit_metrics(out, lambda m: m["nap"].update(seconds=-1.0))
+    capsys.readouterr()
+    assert cli.main(["figures", "nap", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"error: {out}: the figures of nap cannot be drawn from its saved result (ValueError: a "
+        "nap of -1.0 s): metrics.json changed since dynopt wrote it; make it anew: python -m "
+        f"experiments run nap --out {out}\n"
+    )
+    assert "Traceback" not in captured.out
+    # A result as dynopt wrote it that cannot be drawn is dynopt's bug: its traceback stays.
+    naps["nap2"].FIGURES = {"f.png": lambda results: 1 / 0}
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["figures", "nap2", "--out", str(root / "nap2")])
