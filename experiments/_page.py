@@ -48,6 +48,9 @@ caption { text-align: left; font-weight: 600; padding-bottom: 0.3rem; }
 """
 
 
+_RESULT_FILES = ("metrics.json", "config.json", "data.npz")  # what the section is read from
+
+
 def _esc(value) -> str:
     return html.escape(str(value))
 
@@ -107,6 +110,13 @@ def _experiment_section(name: str, module: ModuleType, folder: Path, root: Path)
         f"<p>{_esc(first)}</p>",
         f'<p class="meta">{_esc(meta)} · {files}</p>',
     ]
+    ours = written(folder)
+    if changed := [n for n in _RESULT_FILES if (folder / n).is_file() and n not in ours]:
+        # (numbers read from an edited file are not what the run computed: say so by them)
+        parts.append(
+            f'<p class="off">{_esc(" and ".join(changed))} changed since dynopt wrote it: what '
+            "is shown from it is not what the run computed.</p>"
+        )
     if card:
         parts.append(f"<details><summary>Run card</summary><pre>{_esc(card)}</pre></details>")
     readings = _headline.read(getattr(module, "HEADLINES", ()), metrics)
@@ -132,7 +142,6 @@ def _experiment_section(name: str, module: ModuleType, folder: Path, root: Path)
             f"<tbody>{body}</tbody></table>"
         )
     # A user's own PNG in a result folder is not one of its figures; a copied result's are.
-    ours = written(folder)
     figures = sorted(f for f in folder.glob("*.png") if f.name in ours)
     if figures:
         parts.append('<div class="figures">')

@@ -73,3 +73,17 @@ def test_figures_over_a_metrics_json_edited_by_hand_is_one_line(naps, tmp_path, 
     naps["nap2"].FIGURES = {"f.png": lambda results: 1 / 0}
     with pytest.raises(ZeroDivisionError):
         cli.main(["figures", "nap2", "--out", str(root / "nap2")])
+
+
+@pytest.mark.usefixtures("naps")
+def test_the_page_says_which_file_was_changed_since_dynopt_wrote_it(tmp_path, capsys):
+    # Before: a metrics.json edited by hand was shown as the run's numbers ("ok" where they
+    # matched the card), with nothing on the page saying they are not what the run computed.
+    root = tmp_path / "res"
+    assert cli.main(["run-all", "nap", "nap2", "--out", str(root)]) == 0
+    _edit_metrics(root / "nap", lambda m: m["nap"].update(seconds=1e9))
+    assert cli.main(["page", "--out", str(root)]) == 0
+    page = (root / "index.html").read_text()
+    nap, nap2 = page.split('<section id="nap2">')
+    note = "metrics.json changed since dynopt wrote it: what is shown from it is not what the run"
+    assert note in nap and "changed since" not in nap2
