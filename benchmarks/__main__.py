@@ -113,8 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tiny", action="store_true", help="toy sizes (tests the code only)")
     parser.add_argument(
         "--out",
-        type=Path,
-        default=Path("results/bench"),
+        default="results/bench",
         help="folder for bench.json and bench.md (default: %(default)s); a bench.json or "
         "bench.md there that this command did not write is never overwritten",
     )
@@ -128,6 +127,10 @@ def main(argv=None) -> int:
     names = list(dict.fromkeys(names))  # each once, in the order given
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if not args.out.strip():  # (`--out "$DIR"` with DIR unset: not the working folder)
+        parser.error("--out is empty; give a folder for bench.json and bench.md")
+    # "~/x" quoted past the shell reads as the experiments' --out does, not as a folder "~".
+    args.out = Path(args.out).expanduser()
     if (why := check_out(args.out)) is not None:  # before any work
         parser.error(why)
 

@@ -5,6 +5,8 @@ pruned or edited by hand, `figures` over a metrics.json the user changed, and th
 
 import json
 import re
+import sys
+import types
 
 import pytest
 
@@ -87,3 +89,47 @@ def test_the_page_says_which_file_was_changed_since_dynopt_wrote_it(tmp_path, ca
     nap, nap2 = page.split('<section id="nap2">')
     note = "metrics.json changed since dynopt wrote it: what is shown from it is not what the run"
     assert note in nap and "changed since" not in nap2
+
+
+@pytest.fixture
+def one_bench(monkeypatch):
+    """`python -m benchmarks`' registry holding one fake benchmark, `fake` (one row, no JAX
+    work; its `DURING(config)` hook runs where a test sets it): its module."""
+    from benchmarks import __main__ as bench
+    from benchmarks._common import row
+
+    module = types.ModuleType("fake_bench")
+    module.DURING = None
+
+    def run(config):
+        if module.DURING is not None:
+            module.DURING(config)
+        return [row("fake", "one", dynopt_s=1.0, baseline="itself", baseline_s=1.0)]
+
+    module.run = run
+    monkeypatch.setitem(sys.modules, "fake_bench", module)
+    monkeypatch.setattr(bench, "BENCHMARKS", {"fake": "fake_bench"})
+    return module
+
+
+def test_bench_out_empty_or_a_quoted_tilde_is_read_as_the_experiments_out(
+    one_bench, tmp_path, monkeypatch, capsys
+):
+    # Before: `--out ""` (`--out "$DIR"`, DIR unset) wrote bench.json and bench.md into the
+    # working folder, and `--out "~/b"` made a folder named "~" there (whose `rm -r ~` ...),
+    # where `python -m experiments` refuses the one and reads the other as the home folder.
+    from benchmarks import __main__ as bench
+
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--tiny", "--out", ""])
+    assert stop.value.code == 2
+    assert "error: --out is empty; give a folder" in capsys.readouterr().err
+    assert list(work.iterdir()) == []
+    assert bench.main(["--tiny", "--out", "~/b"]) == 0
+    assert list(work.iterdir()) == []
+    assert sorted(p.name for p in (home / "b").iterdir()) == ["bench.json", "bench.md"]
