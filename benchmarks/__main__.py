@@ -13,7 +13,9 @@ The whole default run took 15 min 56 s wall (819 s of CPU) on 2 CPU cores under 
 1.4-4.4, this run included (2026-12-06; docs/performance.md); `--experiments both` adds every
 experiment's full mode. The persistent compilation cache is off in this command and its children
 (compile times are part of what it reports). The report is rewritten after each benchmark and
-marked partial (`"complete": false`, a PARTIAL line in bench.md) until the last one is done. On a
+marked partial (`"complete": false`, a PARTIAL line in bench.md) until the last one is done;
+a bench.json or bench.md of someone else's that appeared in `--out` meanwhile is not overwritten:
+the report goes to a new folder beside it, named in an `error:` line (exit status 1). On a
 GPU machine the same command runs there unchanged (rows record the device).
 """
 
@@ -87,6 +89,32 @@ def check_out(out: Path) -> str | None:
     return None
 
 
+def _not_ours(out: Path) -> str | None:
+    """What in `out` a report must not be written over (`out` a file; a bench.json or bench.md
+    this command did not write), said as "OUT is a file" / "OUT/bench.md exists"; None if
+    nothing. Checked again before each write: a run takes minutes, the folder may change."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file"
+    for name in ("bench.json", "bench.md"):
+        if os.path.lexists(out / name) and not is_report(out / name):
+            return f"{out / name} exists"
+    return None
+
+
+def _new_folder_beside(out: Path) -> Path:
+    """A new, empty folder `OUT.dynopt-DATE-TIME[-N]` beside `out`, made here."""
+    out = out.absolute()  # (`--out .` has no name to add to)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1, 1000):
+        folder = out.with_name(f"{out.name}.dynopt-{stamp}" + (f"-{i}" if i > 1 else ""))
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return folder
+    raise OSError(f"could not make a new folder beside {out}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument(
@@ -152,7 +180,7 @@ def main(argv=None) -> int:
         "total_s": 0.0,
         "rows": [],
     }
-    start = time.perf_counter()
+    start, status = time.perf_counter(), 0
     for name in names:
         t0 = time.perf_counter()
         print(f"[bench] {name} ...", flush=True)
@@ -165,12 +193,21 @@ def main(argv=None) -> int:
         report["machine"]["load_average_end"] = load_average()
         report["total_s"] = time.perf_counter() - start
         report["complete"] = len(report["ran"]) == len(names)
+        if (clash := _not_ours(args.out)) is not None:  # (put there while the run went on)
+            beside = _new_folder_beside(args.out)
+            print(
+                f"error: {clash}, not a report this command wrote: not overwriting it; the report "
+                f"goes to {beside} instead",
+                file=sys.stderr,
+                flush=True,
+            )
+            args.out, status = beside, 1
         write(report, args.out)  # after each benchmark, so a partial run still leaves results
     js, md = args.out / "bench.json", args.out / "bench.md"
     print()
     print(markdown(report))
     print(f"[bench] {len(report['rows'])} rows in {report['total_s']:.0f} s: {js}, {md}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

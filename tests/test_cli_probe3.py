@@ -133,3 +133,26 @@ def test_bench_out_empty_or_a_quoted_tilde_is_read_as_the_experiments_out(
     assert bench.main(["--tiny", "--out", "~/b"]) == 0
     assert list(work.iterdir()) == []
     assert sorted(p.name for p in (home / "b").iterdir()) == ["bench.json", "bench.md"]
+
+
+def test_a_bench_md_the_user_saved_during_the_run_is_not_overwritten(
+    one_bench, tmp_path, monkeypatch, capsys
+):
+    # Before: --out was checked once, before the first benchmark (a default run takes 16 min);
+    # a bench.md saved there meanwhile (the last report, edited in an editor) was overwritten.
+    from benchmarks import __main__ as bench
+
+    out = tmp_path / "bench"
+    assert bench.main(["--tiny", "--out", str(out)]) == 0
+    one_bench.DURING = lambda config: (out / "bench.md").write_text("my notes")
+    capsys.readouterr()
+    assert bench.main(["--tiny", "--out", str(out)]) == 1
+    assert (out / "bench.md").read_text() == "my notes"
+    [beside] = [p for p in tmp_path.iterdir() if p.name.startswith("bench.dynopt-")]
+    assert sorted(p.name for p in beside.iterdir()) == ["bench.json", "bench.md"]
+    assert bench.is_report(beside / "bench.json") and bench.is_report(beside / "bench.md")
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {out / 'bench.md'} exists, not a report this command wrote: not overwriting it; "
+        f"the report goes to {beside} instead\n"
+    )
