@@ -49,6 +49,7 @@ from ._io import (
     is_result,
     OutError,
     remove_results,
+    shell_path,
     why_kept,
     written,
 )
@@ -164,7 +165,9 @@ def _check_loads(name: str, folder: Path, out) -> None:
     try:
         _card.load(get(name), folder)  # the files, and the sections in them
     except ValueError as e:
-        again = f"python -m experiments run {name}" + ("" if out is None else f" --out {out}")
+        again = f"python -m experiments run {name}" + (
+            "" if out is None else f" --out {shell_path(out)}"
+        )
         raise ValueError(
             f"{folder}: the saved result of {name} cannot be read ({e}), so "
             f"its figures cannot be redrawn; make it anew: {again}"
@@ -182,7 +185,9 @@ def _undrawable(name: str, folder: Path, out, error: Exception) -> str:
     )
     if not changed:
         raise error
-    again = f"python -m experiments run {name}" + ("" if out is None else f" --out {out}")
+    again = f"python -m experiments run {name}" + (
+        "" if out is None else f" --out {shell_path(out)}"
+    )
     return (
         f"{folder}: the figures of {name} cannot be drawn from its saved result "
         f"({type(error).__name__}: {error}): {' and '.join(changed)} changed since dynopt wrote "
@@ -443,7 +448,7 @@ def main(argv=None) -> int:
         if not root.is_symlink() and is_result(root):
             print(
                 f"left {root} alone: a result folder itself; clean removes the results in the "
-                f"folder that holds them (--out {root.parent}).",
+                f"folder that holds them (--out {shell_path(root.parent)}).",
                 flush=True,
             )
             return 0

@@ -227,10 +227,14 @@ def _refusal(out_dir: Path, listing: _Listing, experiment, redraw: bool) -> str 
     if sealed is not None:
         return f"--out {out_dir} is {sealed}; {_proceed(out_dir)}, or choose another --out."
     if experiment is not None and unreadable is not None:
+        # (clean takes the folder that holds results, and removes every one of them there)
+        parent = out_dir.absolute().parent
+        others = sorted(p.name for p in _results_in(parent) if p.name != out_dir.name)
+        also = f" (and every other dynopt result there: {_some(others)})" if others else ""
         return (
             f"--out {out_dir}: cannot read its metrics.json ({unreadable}), so not whose result it "
             "is; choose another --out, or remove it with python -m experiments clean --out "
-            f"{out_dir.parent}."
+            f"{shell_path(out_dir.parent)}{also}."
         )
     if experiment is not None and other is not None and other != experiment:
         return (
@@ -428,14 +432,17 @@ def why_kept(path) -> str:
     return f"{sealed}; {_proceed(path)}"
 
 
+def _results_in(folder: Path) -> list[Path]:
+    """The dynopt results in `folder` (not through a link); none if it is no folder."""
+    try:
+        return [p for p in folder.iterdir() if not p.is_symlink() and is_result(p)]
+    except OSError:
+        return []
+
+
 def _holds_results(folder: Path) -> bool:
     """Whether `folder`, not a link, holds a dynopt result (not through a link)."""
-    if folder.is_symlink() or not folder.is_dir():
-        return False
-    try:
-        return any(not p.is_symlink() and is_result(p) for p in folder.iterdir())
-    except OSError:
-        return False
+    return not folder.is_symlink() and folder.is_dir() and bool(_results_in(folder))
 
 
 def is_result(folder) -> bool:

@@ -5,6 +5,7 @@ pruned or edited by hand, `figures` over a metrics.json the user changed, and th
 
 import json
 import re
+import shlex
 import sys
 import types
 
@@ -156,3 +157,29 @@ def test_a_bench_md_the_user_saved_during_the_run_is_not_overwritten(
         f"error: {out / 'bench.md'} exists, not a report this command wrote: not overwriting it; "
         f"the report goes to {beside} instead\n"
     )
+
+
+def test_the_commands_an_error_gives_to_paste_work_on_a_path_with_spaces(naps, tmp_path, capsys):
+    # Before: "make it anew: python -m experiments run nap --out /tmp/.../my results/nap",
+    # which the shell splits in two (`unrecognized arguments`); and a result whose metrics.json
+    # cannot be read was to be removed with `clean --out PARENT`, without a word that this
+    # removes every other result in PARENT too.
+    root = tmp_path / "my results ü"
+    assert cli.main(["run-all", "nap", "nap2", "--out", str(root)]) == 0
+    out = root / "nap"
+    (out / "config.json").unlink()
+    capsys.readouterr()
+    assert cli.main(["figures", "nap", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    command = shlex.split(err.split("make it anew: ")[1])
+    assert command == ["python", "-m", "experiments", "run", "nap", "--out", str(out)]
+    (out / "metrics.json").write_text("{cut sh")
+    assert cli.main(["run", "nap", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    advice = err.split("remove it with ")[1]
+    assert shlex.split(advice.split(" (")[0]) == [
+        "python", "-m", "experiments", "clean", "--out", str(root)
+    ]  # fmt: skip
+    assert advice.endswith(" (and every other dynopt result there: nap2).\n")
+    # (the folder is left as it was, the other result too)
+    assert (out / "metrics.json").read_text() == "{cut sh" and (root / "nap2" / ".dynopt").exists()
