@@ -15,7 +15,9 @@ experiment's full mode. The persistent compilation cache is off in this command 
 (compile times are part of what it reports). The report is rewritten after each benchmark and
 marked partial (`"complete": false`, a PARTIAL line in bench.md) until the last one is done;
 a bench.json or bench.md of someone else's that appeared in `--out` meanwhile is not overwritten:
-the report goes to a new folder beside it, named in an `error:` line (exit status 1). On a
+the report goes to a new folder beside it, named in an `error:` line (exit status 1). Ctrl-C,
+SIGTERM and SIGHUP stop the run and its child process (one line, exit status 128 + the signal's
+number); a child outlives no `kill -9` of this command either (`_common.exit_with_parent`). On a
 GPU machine the same command runs there unchanged (rows record the device).
 """
 
@@ -165,7 +167,9 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # an entry point: references run in float64
-    from ._common import Config, load_average, machine, markdown, versions, write
+    from experiments.__main__ import _stop_signals, _stop_status, _stopped
+
+    from ._common import Config, machine, markdown, versions
 
     config = Config(tiny=args.tiny, repeats=args.repeats, experiments=args.experiments)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
@@ -180,34 +184,53 @@ def main(argv=None) -> int:
         "total_s": 0.0,
         "rows": [],
     }
-    start, status = time.perf_counter(), 0
-    for name in names:
-        t0 = time.perf_counter()
-        print(f"[bench] {name} ...", flush=True)
-        rows = importlib.import_module(BENCHMARKS[name]).run(config)
-        device = report["machine"]["platform"]
-        report["rows"] += [r | {"device": device} for r in rows]
-        report["ran"].append(name)
-        report["seconds"][name] = time.perf_counter() - t0
-        print(f"[bench] {name}: {len(rows)} rows in {time.perf_counter() - t0:.1f} s", flush=True)
-        report["machine"]["load_average_end"] = load_average()
-        report["total_s"] = time.perf_counter() - start
-        report["complete"] = len(report["ran"]) == len(names)
-        if (clash := _not_ours(args.out)) is not None:  # (put there while the run went on)
-            beside = _new_folder_beside(args.out)
-            print(
-                f"error: {clash}, not a report this command wrote: not overwriting it; the report "
-                f"goes to {beside} instead",
-                file=sys.stderr,
-                flush=True,
-            )
-            args.out, status = beside, 1
-        write(report, args.out)  # after each benchmark, so a partial run still leaves results
-    js, md = args.out / "bench.json", args.out / "bench.md"
+    start, out, stopped = time.perf_counter(), args.out, []
+    # SIGTERM and SIGHUP stop the run as Ctrl-C does: the benchmark's child process (an
+    # experiment of the suite, the sweep on host devices) killed with it, not left running.
+    with _stop_signals(stopped):
+        try:
+            for name in names:
+                out = _bench(name, config, report, out, start, len(names))
+        except KeyboardInterrupt:
+            ran = ", ".join(report["ran"]) or "none"
+            kept = f"; their report, marked partial: {out}" if report["ran"] else ""
+            print(f"{_stopped(stopped)}; benchmarks finished: {ran}{kept}", file=sys.stderr)
+            return _stop_status(stopped)
+    js, md = out / "bench.json", out / "bench.md"
     print()
     print(markdown(report))
     print(f"[bench] {len(report['rows'])} rows in {report['total_s']:.0f} s: {js}, {md}")
-    return status
+    return 0 if out == args.out else 1
+
+
+def _bench(name: str, config, report: dict, out: Path, start: float, planned: int) -> Path:
+    """Run the benchmark `name`, add its rows to `report` and write the report (so far) to
+    `out`, or to a new folder beside it where a file of someone else's is in the way now (an
+    `error:` line says so): the folder written."""
+    from ._common import load_average, write
+
+    t0 = time.perf_counter()
+    print(f"[bench] {name} ...", flush=True)
+    rows = importlib.import_module(BENCHMARKS[name]).run(config)
+    device = report["machine"]["platform"]
+    report["rows"] += [r | {"device": device} for r in rows]
+    report["ran"].append(name)
+    report["seconds"][name] = time.perf_counter() - t0
+    print(f"[bench] {name}: {len(rows)} rows in {time.perf_counter() - t0:.1f} s", flush=True)
+    report["machine"]["load_average_end"] = load_average()
+    report["total_s"] = time.perf_counter() - start
+    report["complete"] = len(report["ran"]) == planned
+    if (clash := _not_ours(out)) is not None:  # (put there while the run went on)
+        beside = _new_folder_beside(out)
+        print(
+            f"error: {clash}, not a report this command wrote: not overwriting it; the report "
+            f"goes to {beside} instead",
+            file=sys.stderr,
+            flush=True,
+        )
+        out = beside
+    write(report, out)  # after each benchmark, so a partial run still leaves results
+    return out
 
 
 if __name__ == "__main__":

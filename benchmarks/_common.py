@@ -35,6 +35,23 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false", **extra}
 
 
+def exit_with_parent(poll_s: float = 0.5) -> None:
+    """In a benchmark's child process: end it at once (exit status 1) when the process that
+    started it is gone (`python -m benchmarks` killed outright, `kill -9`: nothing passes the
+    kill on), instead of timing on alone for up to half an hour on a machine already short of
+    cores. A daemon thread polls the parent's pid."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def block(x: Any) -> Any:
     return jax.block_until_ready(x)
 

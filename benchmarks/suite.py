@@ -23,6 +23,8 @@ from ._common import child_env, Config, load_average, row
 
 CHILD = """
 import json, sys, time
+from benchmarks._common import exit_with_parent
+exit_with_parent()  # (the benchmark killed outright: this run ends with it)
 import jax
 compile_s = [0.0]
 EVENTS = {

@@ -42,7 +42,7 @@ import dynopt
 from dynopt import flows, problems
 from dynopt._run import default_batch_size
 
-from ._common import alternating, child_env, Config, fmt_time, row
+from ._common import alternating, child_env, Config, exit_with_parent, fmt_time, row
 
 
 def _single_scan(problem, num_steps):
@@ -277,5 +277,6 @@ if __name__ == "__main__":  # one process's rows as JSON (used by `run` for host
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tiny", action="store_true")
     cli = parser.parse_args()
+    exit_with_parent()  # (the benchmark killed outright: this run ends with it)
     jax.config.update("jax_enable_x64", True)
     print(json.dumps(_rows(cli.tiny, cli.repeats), default=float))

@@ -4,10 +4,15 @@ pruned or edited by hand, `figures` over a metrics.json the user changed, and th
 `--out` read as the experiments' is."""
 
 import json
+import os
 import re
 import shlex
+import signal
+import subprocess
 import sys
+import time
 import types
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +188,92 @@ def test_the_commands_an_error_gives_to_paste_work_on_a_path_with_spaces(naps, t
     assert advice.endswith(" (and every other dynopt result there: nap2).\n")
     # (the folder is left as it was, the other result too)
     assert (out / "metrics.json").read_text() == "{cut sh" and (root / "nap2" / ".dynopt").exists()
+
+
+_BENCH_WITH_A_CHILD = """
+import subprocess, sys, types
+from benchmarks import __main__ as bench
+module = types.ModuleType("fake_bench")
+def run(config):
+    code = "import os, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
+    subprocess.run([sys.executable, "-c", "import sys; " + code, sys.argv[1]], check=True)
+    return []
+module.run = run
+sys.modules["fake_bench"] = module
+bench.BENCHMARKS = {"fake": "fake_bench"}
+sys.exit(bench.main(["--tiny", "--out", sys.argv[2]]))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_for(predicate, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_bench_stopped_by_sigterm_stops_its_child_and_says_so(tmp_path, signum):
+    # Before: SIGTERM (`kill`, `timeout`, a batch system) or SIGHUP (the terminal closed) ended
+    # `python -m benchmarks` at once and left its child (an experiment of the suite, up to 30
+    # min) running on alone, its temporary folder with it.
+    pidfile = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _BENCH_WITH_A_CHILD, str(pidfile), str(tmp_path / "bench")],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child = None
+    try:
+        assert _wait_for(lambda: pidfile.exists() and pidfile.read_text(), 60)
+        child = int(pidfile.read_text())
+        parent.send_signal(signum)
+        _, err = parent.communicate(timeout=30)
+        assert parent.returncode == 128 + signum
+        name = signal.Signals(signum).name
+        assert err == f"stopped by {name}; benchmarks finished: none\n"
+        assert _wait_for(lambda: not _alive(child), 10)
+    finally:
+        parent.kill()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_bench_child_ends_when_the_benchmark_is_killed_outright():
+    # Before: `kill -9` of `python -m benchmarks` left the suite's experiment (or the sweep's
+    # host-device run) timing on alone: nothing passes a SIGKILL on.
+    child_code = (
+        "from benchmarks._common import exit_with_parent; exit_with_parent(0.05); "
+        "print('watching', flush=True); import time; time.sleep(60)"
+    )
+    code = (
+        "import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', sys.argv[1]]); "
+        "print(c.pid, flush=True); c.wait()"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code, child_code],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = int(parent.stdout.readline())
+    try:
+        assert parent.stdout.readline() == "watching\n"  # (the child's, past its imports)
+        parent.kill()
+        parent.wait()
+        assert _wait_for(lambda: not _alive(child), 10)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
