@@ -165,13 +165,32 @@ def _check_loads(name: str, folder: Path, out) -> None:
     try:
         _card.load(get(name), folder)  # the files, and the sections in them
     except ValueError as e:
-        again = f"python -m experiments run {name}" + (
-            "" if out is None else f" --out {shell_path(out)}"
-        )
         raise ValueError(
             f"{folder}: the saved result of {name} cannot be read ({e}), so "
-            f"its figures cannot be redrawn; make it anew: {again}"
+            f"its figures cannot be redrawn; {_make_anew(name, folder, out)}"
         ) from e
+
+
+def _changed(folder: Path) -> list[str]:
+    """The files of the result `folder` that figures are drawn from and that no longer hold what
+    dynopt wrote (edited by hand)."""
+    ours = written(folder)
+    names = ("config.json", "data.npz", "metrics.json")
+    return [n for n in names if (folder / n).is_file() and n not in ours]
+
+
+def _make_anew(name: str, folder: Path, out) -> str:
+    """How to make `name`'s result in `folder` anew: its run command, after moving out the files
+    changed since dynopt wrote them (the user's now: a run refuses a result that holds one)."""
+    again = f"python -m experiments run {name}" + (
+        "" if out is None else f" --out {shell_path(out)}"
+    )
+    if not (changed := _changed(folder)):
+        return f"make it anew: {again}"
+    return (
+        f"{' and '.join(changed)} changed since dynopt wrote it, so yours now (a run replaces only "
+        f"dynopt's files): move it out of {folder}, then make it anew: {again}"
+    )
 
 
 def _undrawable(name: str, folder: Path, out, error: Exception) -> str:
@@ -180,18 +199,11 @@ def _undrawable(name: str, folder: Path, out, error: Exception) -> str:
     (edited by hand: its numbers read, but are not what the figures expect); `error` itself
     otherwise (a result as dynopt wrote it that cannot be drawn is dynopt's bug: its traceback
     is what to report)."""
-    changed = sorted(
-        n for n in ("config.json", "metrics.json", "data.npz") if n not in written(folder)
-    )
-    if not changed:
+    if not _changed(folder):
         raise error
-    again = f"python -m experiments run {name}" + (
-        "" if out is None else f" --out {shell_path(out)}"
-    )
     return (
         f"{folder}: the figures of {name} cannot be drawn from its saved result "
-        f"({type(error).__name__}: {error}): {' and '.join(changed)} changed since dynopt wrote "
-        f"it; make it anew: {again}"
+        f"({type(error).__name__}: {error}): {_make_anew(name, folder, out)}"
     )
 
 

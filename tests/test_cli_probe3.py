@@ -73,9 +73,14 @@ def test_figures_over_a_metrics_json_edited_by_hand_is_one_line(naps, tmp_path, 
     captured = capsys.readouterr()
     assert captured.err == (
         f"error: {out}: the figures of nap cannot be drawn from its saved result (ValueError: a "
-        "nap of -1.0 s): metrics.json changed since dynopt wrote it; make it anew: python -m "
+        "nap of -1.0 s): metrics.json changed since dynopt wrote it, so yours now (a run "
+        f"replaces only dynopt's files): move it out of {out}, then make it anew: python -m "
         f"experiments run nap --out {out}\n"
     )
+    # (as it says: once the edited file is moved out, the run makes the result anew)
+    (out / "metrics.json").rename(tmp_path / "my-metrics.json")
+    assert cli.main(["run", "nap", "--out", str(out)]) == 0
+    assert cli.main(["figures", "nap", "--out", str(out)]) == 0
     assert "Traceback" not in captured.out
     # A result as dynopt wrote it that cannot be drawn is dynopt's bug: its traceback stays.
     naps["nap2"].FIGURES = {"f.png": lambda results: 1 / 0}
