@@ -84,6 +84,14 @@ def check_out(out: Path) -> str | None:
         where = where.parent
     if not where.is_dir():
         return f"--out {out}: {where} is a file, not a folder; choose another path."
+    from experiments._io import is_result
+
+    if is_result(where):  # (the report would be a file of the user's in it: its run refuses it)
+        inside = "" if where == out else f"inside {where}, "
+        return (
+            f"--out {out} is {inside}a dynopt experiment result; choose a folder of its own, "
+            "e.g. --out results/bench (nothing was run)."
+        )
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".bench-write-test-", dir=where))
     except OSError as e:

@@ -282,3 +282,24 @@ def test_a_bench_child_ends_when_the_benchmark_is_killed_outright():
     finally:
         if _alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("where", ["the result", "a new folder in it"])
+def test_bench_out_in_an_experiments_result_is_refused_before_any_work(
+    naps, one_bench, tmp_path, capsys, where
+):
+    # Before: bench.json and bench.md were written into the result (or a folder made in it):
+    # files dynopt's marker does not list, so that result's next run refused it and `clean`
+    # kept them and the result's folder.
+    from benchmarks import __main__ as bench
+
+    result = tmp_path / "res" / "nap"
+    assert cli.main(["run", "nap", "--out", str(result)]) == 0
+    before = sorted(p.name for p in result.iterdir())
+    out = result if where == "the result" else result / "bench"
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--tiny", "--out", str(out)])
+    assert stop.value.code == 2
+    inside = "" if out == result else f"inside {result}, "
+    assert f"error: --out {out} is {inside}a dynopt experiment result;" in capsys.readouterr().err
+    assert sorted(p.name for p in result.iterdir()) == before
