@@ -8,7 +8,8 @@ Every row is a ratio against what a user would otherwise run, measured side by s
 process: calls of dynopt and of the baseline alternate after a first (compiling) call, `--repeats`
 of each and more where a benchmark needs them (11 back-to-back pairs for CPU-time ratios, enough
 calls to fill 0.5 s of samples), fewer only for the slowest calls (`--help` says which); compile
-time is reported apart. `--tiny` shrinks every size (a smoke test of the code, not a measurement).
+time is reported apart. `--tiny` shrinks every size and the experiment suite to one experiment
+(a smoke test of the code, not a measurement).
 The whole default run took 15 min 56 s wall (819 s of CPU) on 2 CPU cores under a load average of
 1.4-4.4, this run included (2026-12-06; docs/performance.md); `--experiments both` adds every
 experiment's full mode. The persistent compilation cache is off in this command and its children
@@ -148,7 +149,11 @@ def main(argv=None) -> int:
         default="quick",
         help="which experiment modes the suite benchmark times (default: %(default)s)",
     )
-    parser.add_argument("--tiny", action="store_true", help="toy sizes (tests the code only)")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="toy sizes, one experiment in the suite (tests the code only)",
+    )
     parser.add_argument(
         "--out",
         default="results/bench",

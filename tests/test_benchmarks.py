@@ -15,6 +15,7 @@ import pytest
 import scipy.integrate
 
 import dynopt
+import experiments
 from benchmarks import central, solver, suite, transform_overhead
 from benchmarks.__main__ import main
 from benchmarks._common import alternating, Config, markdown, row, write
@@ -295,3 +296,20 @@ def test_central_gd_baseline_is_a_plain_scan():
         theirs = scan(problem.params0)
     for x, y in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_tiny_suite_times_one_experiment(monkeypatch):
+    """`--tiny` is a smoke test of the code: its suite ran all twelve quick experiments in
+    fresh processes without a compile cache (38 min on a loaded 2-core machine)."""
+    names = []
+
+    def fake(args, **kwargs):
+        names.append(args[3])
+        return subprocess.CompletedProcess(args, 0, '{"wall_s": 1.0, "compile_s": 0.5}\n', "")
+
+    monkeypatch.setattr(suite.subprocess, "run", fake)
+    rows = suite.run(Config(tiny=True, experiments="quick"))
+    assert names == [suite.TINY_EXPERIMENT] and len(rows) == 1
+    names.clear()
+    suite.run(Config(tiny=False, experiments="quick"))
+    assert len(names) == len(experiments.EXPERIMENTS)
