@@ -11,6 +11,7 @@ from .._custom_types import Array, Params, Scalar, ScalarLike
 from .._discretization import widest_dtype
 from .._maps.adaptive import Adam, GlobalRMSProp, RMSProp, Sign
 from .._problem import Problem
+from .._transforms.adaptive import tree_norm
 from .._validation import hyperparameter, is_traced
 from .base import AbstractMappedFlow
 
@@ -121,7 +122,9 @@ class GlobalRMSPropFlow(AbstractRMSPropFlow):
     def vector_field(self, t: ScalarLike, state: RMSPropState, problem: Problem) -> RMSPropState:
         del t
         g = problem.grad(state.params)
-        gsq = optax.tree.norm(g, squared=True)
+        # In G's dtype, the widest: optax's norm adds a float32 and a float64 leaf's squares,
+        # which strict promotion refuses (a mixed tree's field failed).
+        gsq = tree_norm(g, squared=True)
         scale = jax.lax.rsqrt(state.G + self.eps)
         # G has the parameters' highest dtype: cast the speed to each leaf's (a float32 leaf of a
         # mixed pytree keeps its dtype, as it does in the discretization).
@@ -131,7 +134,7 @@ class GlobalRMSPropFlow(AbstractRMSPropFlow):
     def loss_rate(self, t: ScalarLike, state: RMSPropState, problem: Problem) -> Scalar:
         r"""$-\|g\|^2/\sqrt{G+\epsilon}$."""
         del t
-        gsq = optax.tree.norm(problem.grad(state.params), squared=True)
+        gsq = tree_norm(problem.grad(state.params), squared=True)
         return -gsq * jax.lax.rsqrt(state.G + self.eps)
 
 
@@ -282,10 +285,13 @@ class SignFlow(AbstractMappedFlow):
         return Sign().inverse(learning_rate, width)
 
     def closed_form(self, problem: Problem):
-        r"""The exact (Filippov) flow for `width=0` on a quadratic with diagonal Hessian:
-        $\theta_i(t) = \theta^*_i + \operatorname{sign}(d_i)\max(|d_i| - t, 0)$,
-        $d = \theta_0 - \theta^*$ (each coordinate slides on its minimum once it arrives).
-        `None` otherwise."""
+        r"""The exact (Filippov) flow for `width=0` on a quadratic with diagonal Hessian
+        $\mathrm{diag}(\lambda)$, per coordinate with $d = \theta_0 - \theta^*$:
+        $\theta_i(t) = \theta^*_i + \operatorname{sign}(d_i)\max(|d_i| - t, 0)$ where
+        $\lambda_i > 0$ (it slides on its minimum once it arrives), $\theta_i(t) = \theta_{0,i}$
+        where $\lambda_i = 0$ (no gradient: it does not move) and
+        $\theta_i(t) = \theta^*_i + \operatorname{sign}(d_i)(|d_i| + t)$ where $\lambda_i < 0$
+        (it leaves at unit speed; $d_i = 0$ stays). `None` otherwise."""
         # A traced or batched width is not the one exact-sign flow this solves.
         if problem.hessian is None or problem.minimizer is None or is_traced(self.width):
             return None
@@ -294,11 +300,21 @@ class SignFlow(AbstractMappedFlow):
         hess = np.asarray(problem.hessian)
         if float(self.width) != 0.0 or np.any(hess != np.diag(np.diag(hess))):
             return None
+        # The Hessian acts on the raveled parameters: its diagonal as a tree like them (a flat
+        # or an ascending coordinate was sent to the minimizer like a descending one).
+        leaves, treedef = jax.tree.flatten(problem.params0)
+        cuts = np.cumsum([np.size(x) for x in leaves])[:-1]
+        parts = np.split(np.diag(hess), cuts)
+        lam = jax.tree.unflatten(treedef, [p.reshape(np.shape(x)) for p, x in zip(parts, leaves)])
         d = jax.tree.map(jnp.subtract, problem.params0, problem.minimizer)
 
         def solution(t):
-            move = lambda di, si: si + jnp.sign(di) * jnp.maximum(jnp.abs(di) - t, 0.0)
-            return jax.tree.map(move, d, problem.minimizer)
+            def move(di, si, li):
+                size = jnp.where(li > 0, jnp.maximum(jnp.abs(di) - t, 0.0), jnp.abs(di))
+                size = jnp.where(li < 0, jnp.abs(di) + t, size)
+                return si + jnp.sign(di) * size
+
+            return jax.tree.map(move, d, problem.minimizer, lam)
 
         return solution
 

@@ -3,12 +3,12 @@ r"""The Polyak flow of post 3: gradient descent rescaled so that the loss decays
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optax
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
 from .._discretization import Discretization
 from .._maps.polyak import PolyakStep, TruncatedPolyakStep
 from .._problem import Problem
+from .._transforms.adaptive import tree_norm
 from .._validation import hyperparameter, positive
 from .base import AbstractFlow
 
@@ -66,7 +66,8 @@ class PolyakFlow(AbstractFlow):
     def vector_field(self, t: ScalarLike, state: Params, problem: Problem) -> Params:
         del t
         loss, g = jax.value_and_grad(problem.loss)(state)
-        s = self.speed_factor(loss, optax.tree.norm(g))
+        # (The norm in the widest dtype: optax's refuses a mixed float32/float64 tree.)
+        s = self.speed_factor(loss, tree_norm(g))
         # s has the loss's dtype: each leaf keeps its own (a float32 leaf of a mixed pytree).
         return jax.tree.map(lambda gi: -s.astype(gi.dtype) * gi, g)
 
@@ -93,7 +94,7 @@ class PolyakFlow(AbstractFlow):
         r"""$-(L - L^*)$, truncated $-(L-L^*)\min(1, M\|\nabla L\|)$ (0 where $\nabla L = 0$)."""
         del t
         loss, g = jax.value_and_grad(problem.loss)(state)
-        norm = optax.tree.norm(g)
+        norm = tree_norm(g)
         gap = loss - self.f_min
         factor = 1.0 if self.M is None else jnp.minimum(1.0, self.M * norm)
         return jnp.where(norm > 0, -gap * factor, jnp.zeros_like(gap))

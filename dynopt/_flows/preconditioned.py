@@ -100,26 +100,33 @@ class NewtonPreconditioner(eqx.Module):
         if loss_fn is None:
             raise ValueError("NewtonPreconditioner needs the loss: pass loss_fn (value_fn).")
         grad = jax.grad(loss_fn)
+        # A mixed-dtype tree (float32 weights, float64 biases) is solved in its widest dtype
+        # and the result cast back leaf by leaf: lineax materializes the operator (Cholesky) or
+        # closure-converts it (CG) on one dtype, and refused the mixed one inside `run`.
+        dtype = widest_dtype(v)
+        rhs = jax.tree.map(lambda x: x.astype(dtype), v)
 
         # The numbers are cast to the parameters' dtype, as a Python float is taken: lineax's
         # batching rule (a vmapped damping) drops their weak type, and a float64 tolerance would
         # then meet float32 parameters under strict promotion.
         def matvec(u):
-            hu = jax.jvp(grad, (params,), (u,))[1]
+            tangent = jax.tree.map(lambda ui, p: ui.astype(p.dtype), u, params)
+            hu = jax.jvp(grad, (params,), (tangent,))[1]
+            hu = jax.tree.map(lambda x: x.astype(dtype), hu)
             return jax.tree.map(lambda a, b: a + self.damping.astype(b.dtype) * b, hu, u)
 
-        structure = jax.eval_shape(lambda: v)
+        structure = jax.eval_shape(lambda: rhs)
         tags = (lx.symmetric_tag, lx.positive_semidefinite_tag)
         op = lx.FunctionLinearOperator(matvec, structure, tags)
         if self.linear_solver == "cholesky":
             solver = lx.Cholesky()
         else:
-            dtype = widest_dtype(v)
             rtol, atol = self.rtol.astype(dtype), self.atol.astype(dtype)
             solver = lx.CG(rtol=rtol, atol=atol, max_steps=10 * optax.tree.size(v) + 10)
         # throw=False: a failed solve (e.g. Cholesky of an indefinite Hessian) returns NaN, which
         # `solve` reports as a SolveError and `run` as divergence, instead of a runtime crash.
-        return lx.linear_solve(op, v, solver, throw=False).value
+        out = lx.linear_solve(op, rhs, solver, throw=False).value
+        return jax.tree.map(lambda x, like: x.astype(like.dtype), out, v)
 
 
 def preconditioner_matrix(P, params: Params, loss_fn: LossFn | None) -> np.ndarray:

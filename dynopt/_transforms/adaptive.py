@@ -56,7 +56,7 @@ def _dtype(tree) -> Any:
     return widest_dtype(tree) if jax.tree.leaves(tree) else jnp.result_type(float)
 
 
-def _norm(tree, squared: bool = False) -> Array:
+def tree_norm(tree, squared: bool = False) -> Array:
     """`optax.tree.norm` in the tree's widest dtype (each leaf cast to it first: the sum of a
     float32 and a float64 leaf's squares has no promotion path under strict promotion)."""
     dtype = _dtype(tree)
@@ -100,7 +100,7 @@ def scale_by_global_rms(
         del params, extra_args
         dtype = state.nu.dtype
         lam = jnp.asarray(decay, dtype)
-        sq = jnp.asarray(_norm(updates, squared=True), dtype)
+        sq = jnp.asarray(tree_norm(updates, squared=True), dtype)
         nu = lam * state.nu + (1 - lam) * sq
         scale = jax.lax.rsqrt(nu + jnp.asarray(eps, dtype))
         return _scale(scale, updates), ScaleByGlobalRmsState(nu=nu)
@@ -158,7 +158,7 @@ def scale_by_truncated_polyak(
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
         _needs_value(value, "scale_by_truncated_polyak")
-        norm = _norm(updates)
+        norm = tree_norm(updates)
         gap = jnp.asarray(value, norm.dtype) - jnp.asarray(f_min, norm.dtype)
         return _scale(_truncated_polyak_scale(max_scale)(norm, gap), updates), state
 
@@ -190,7 +190,7 @@ def truncated_polyak_sgd(
     return _scaled_by_scalar_step(
         learning_rate,
         interval("f_min", f_min),
-        _norm,
+        tree_norm,
         _truncated_polyak_scale(positive("max_scale", max_scale)),
     )
 
@@ -479,7 +479,7 @@ def scale_by_polyak_step(
         # optax compares against float64's epsilon (`jnp.finfo(float).eps`); so does this.
         return jnp.where(sq <= float(jnp.finfo(float).eps), jnp.zeros_like(s), s)
 
-    return _scaled_by_scalar_step(learning_rate, f_min, lambda g: _norm(g, squared=True), step)
+    return _scaled_by_scalar_step(learning_rate, f_min, lambda g: tree_norm(g, squared=True), step)
 
 
 def _scaled_by_scalar_step(learning_rate, f_min, norm_fn, step_fn):

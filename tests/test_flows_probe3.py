@@ -1,0 +1,112 @@
+"""Probes of `dynopt.flows` on inputs the other flow tests do not use: a diagonal quadratic with
+a flat and an ascending coordinate for the sign flow's closed form, and mixed float32/float64
+parameter trees for the Newton preconditioner's step and the norm-based vector fields."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dynopt
+from dynopt import flows
+
+
+def test_sign_closed_form_holds_flat_and_ascending_coordinates():
+    # On L = ½θᵀ diag(λ) θ the exact sign flow θ̇_i = -sign(λ_i θ_i) moves each coordinate on
+    # its own: λ_i > 0 descends to 0 at unit speed and stays, λ_i = 0 has no gradient and does
+    # not move, λ_i < 0 leaves at unit speed. The closed form sent the flat and the ascending
+    # coordinates to the minimizer like the descending ones. The Hessian is on the raveled
+    # parameters: a pytree checks that each leaf reads its own eigenvalues.
+    lam = jnp.asarray([0.0, 2.0, -0.5, 3.0])
+    hessian = jnp.diag(lam)
+    params0 = {"u": jnp.asarray([1.5, -1.0]), "w": jnp.asarray([[-0.5, 0.25]])}
+
+    def loss(p):
+        x = jnp.concatenate([p["u"], jnp.ravel(p["w"])])
+        return 0.5 * jnp.sum(lam * x * x)
+
+    zeros = jax.tree.map(jnp.zeros_like, params0)
+    problem = dynopt.Problem(loss, params0, minimizer=zeros, hessian=hessian)
+    solution = flows.SignFlow(width=0.0).closed_form(problem)
+    for t in (0.2, 0.75, 2.0):
+        exact = {
+            "u": np.asarray([1.5, -max(1.0 - t, 0.0)]),
+            "w": np.asarray([[-(0.5 + t), max(0.25 - t, 0.0)]]),
+        }
+        got = solution(t)
+        for k in exact:
+            np.testing.assert_array_equal(np.asarray(got[k]), exact[k], err_msg=f"{k} at t={t}")
+
+
+def _mixed_problem():
+    """A coupled quadratic plus log-cosh loss on {float32 (2,), float64 (2,)} leaves."""
+    params0 = {"a": jnp.asarray([0.7, -0.4], jnp.float32), "b": jnp.asarray([1.0, -0.5])}
+    h = jnp.asarray([[2.0, 0.5, 0.0, 0.3], [0.5, 3.0, 0.2, 0.0], [0.0, 0.2, 1.5, 0.4]])
+    h = jnp.concatenate([h, jnp.asarray([[0.3, 0.0, 0.4, 2.5]])])
+
+    def flat(x):
+        return 0.5 * x @ h @ x + jnp.sum(jnp.log(jnp.cosh(x)))
+
+    def loss(p):
+        return flat(jnp.concatenate([p["a"].astype(jnp.float64), p["b"]]))
+
+    return dynopt.Problem(loss, params0), flat
+
+
+@pytest.mark.parametrize("linear_solver", ["cholesky", "cg"])
+def test_newton_step_on_a_mixed_dtype_tree(linear_solver):
+    # run keeps each leaf's dtype, so the Newton preconditioner met a float32 and a float64
+    # leaf: lineax refused the mixed operator ("unravel function given array of dtype float32"
+    # for Cholesky, "Closure-converted function called with different dynamic arguments" for
+    # CG). Reference: one damped Newton step θ - h(∇²L + μI)⁻¹∇L in float64 NumPy; the
+    # float32 leaf's gradient and Hessian entries are rounded to float32 (6e-8 relative, times
+    # the system's condition number, below 10), hence 1e-6.
+    problem, flat = _mixed_problem()
+    mu, h = 0.5, 0.1
+    disc = flows.PreconditionedFlow(flows.NewtonPreconditioner(mu, linear_solver)).discretize(h)
+    traj = dynopt.run(disc, problem, 1)
+    x0 = np.concatenate([np.asarray(problem.params0["a"], np.float64), problem.params0["b"]])
+    hess = np.asarray(jax.hessian(flat)(jnp.asarray(x0)))
+    grad = np.asarray(jax.grad(flat)(jnp.asarray(x0)))
+    x1 = x0 - h * np.linalg.solve(hess + mu * np.eye(4), grad)
+    got = jax.tree.map(lambda x: x[-1], traj.params)
+    assert got["a"].dtype == jnp.float32 and got["b"].dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(got["a"], np.float64), x1[:2], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(got["b"]), x1[2:], rtol=1e-6)
+
+
+def _field_reference(flow, x, gap):
+    r"""The field on the raveled float64 parameters `x` (loss gap `gap` to f_min), written from
+    the docstrings' equations: $-g/\sqrt{G + \epsilon}$ (global RMSprop),
+    $-(L - L^*)g/\|g\|^2$ (Polyak) and $-(L - L^*)\min(1/\|g\|, M)g/\|g\|$ (truncated)."""
+    g, norm = x, np.linalg.norm(x)
+    if isinstance(flow, flows.GlobalRMSPropFlow):
+        return -g / np.sqrt(float(flow.initial_scale) + float(flow.eps))
+    if flow.M is None:
+        return -gap * g / norm**2
+    return -gap * min(1 / norm, float(flow.M)) * g / norm
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [flows.GlobalRMSPropFlow(3.0, 1e-3, 0.5), flows.PolyakFlow(), flows.PolyakFlow(M=0.3)],
+    ids=["global_rmsprop", "polyak", "polyak_truncated"],
+)
+def test_norm_based_fields_on_a_mixed_dtype_tree(flow):
+    # These fields divide by a norm of the whole gradient; optax's norm adds a float32 and a
+    # float64 leaf's squares, which strict promotion refuses: the field (and the loss rate)
+    # raised on a mixed tree, whose leaves they claim to keep. Reference: the docstrings'
+    # equations in float64 NumPy; the float32 leaf's gradient is rounded to float32, hence
+    # 1e-6 relative (the float64 leaf sees the float32 one through the norm).
+    problem, flat = _mixed_problem()
+    state = flow.init(problem.params0)
+    field = flow.params(flow.vector_field(0.3, state, problem))
+    x0 = np.concatenate([np.asarray(problem.params0["a"], np.float64), problem.params0["b"]])
+    g = np.asarray(jax.grad(flat)(jnp.asarray(x0)))
+    want = _field_reference(flow, g, float(flat(jnp.asarray(x0))))
+    assert field["a"].dtype == jnp.float32 and field["b"].dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(field["a"], np.float64), want[:2], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(field["b"]), want[2:], rtol=1e-6)
+    # The loss rate: ⟨g, θ̇⟩ (the chain rule), which each of them states in closed form.
+    rate = flow.loss_rate(0.3, state, problem)
+    np.testing.assert_allclose(float(rate), float(g @ want), rtol=1e-6)
