@@ -5,13 +5,12 @@ from typing import ClassVar, NamedTuple, Self
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
 from .._discretization import widest_dtype
 from .._maps.adaptive import Adam, GlobalRMSProp, RMSProp, Sign
 from .._problem import Problem
-from .._transforms.adaptive import tree_norm
+from .._transforms.adaptive import tree_norm, tree_sum
 from .._validation import hyperparameter, is_traced
 from .base import AbstractMappedFlow
 
@@ -91,7 +90,7 @@ class RMSPropFlow(AbstractRMSPropFlow):
         r"""$-\sum_i g_i^2/\sqrt{G_i+\epsilon}$."""
         del t
         g = problem.grad(state.params)
-        return -optax.tree.sum(
+        return -tree_sum(
             jax.tree.map(lambda gi, Gi: gi * gi * jax.lax.rsqrt(Gi + self.eps), g, state.G)
         )
 
@@ -322,4 +321,4 @@ class SignFlow(AbstractMappedFlow):
         r"""$-\sum_i g_i\operatorname{sign}_w(g_i)$ ($= -\|\nabla L\|_1$ for $w = 0$)."""
         del t
         g = problem.grad(state)
-        return -optax.tree.sum(jax.tree.map(lambda gi: gi * regularized_sign(gi, self.width), g))
+        return -tree_sum(jax.tree.map(lambda gi: gi * regularized_sign(gi, self.width), g))

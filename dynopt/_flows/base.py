@@ -5,11 +5,11 @@ import abc
 import equinox as eqx
 import jax
 import numpy as np
-import optax
 
 from .._custom_types import Params, Scalar, ScalarLike, State
 from .._discretization import Discretization
 from .._problem import Problem
+from .._transforms.adaptive import tree_vdot
 from .._validation import is_traced
 
 
@@ -72,7 +72,8 @@ class AbstractFlow(eqx.Module):
         r"""$\frac{d}{dt}L(\theta(t)) = \langle\nabla L(\theta), \dot\theta\rangle$ at `state`."""
         grad = problem.grad(self.params(state))
         dtheta = self.params(self.vector_field(t, state, problem))
-        return optax.tree.vdot(grad, dtheta)
+        # (In the widest dtype: optax's refuses a mixed float32/float64 tree.)
+        return tree_vdot(grad, dtheta)
 
     def closed_form(self, problem: Problem):
         """`t -> state`, the exact solution on `problem` when known; `None` (the default)."""

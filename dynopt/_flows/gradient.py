@@ -4,12 +4,12 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from .._custom_types import Array, Params, Scalar, ScalarLike
 from .._discretization import Discretization
 from .._maps.gradient import GradientDescent
 from .._problem import Problem
+from .._transforms.adaptive import tree_norm
 from .._validation import hyperparameter
 from .base import AbstractMappedFlow, check_own_step
 
@@ -45,7 +45,7 @@ class GradientFlow(AbstractMappedFlow):
     def loss_rate(self, t: ScalarLike, state: Params, problem: Problem) -> Scalar:
         r"""$-\|\nabla L\|^2$."""
         del t
-        return -optax.tree.norm(problem.grad(state), squared=True)
+        return -tree_norm(problem.grad(state), squared=True)
 
     def closed_form(self, problem: Problem):
         """The quadratic problems' `flow_solution` (eigendecomposition), else `None`."""

@@ -7,12 +7,12 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Params, ScalarLike
 from .._maps.momentum import FixedMomentum, Leapfrog
 from .._problem import Problem
+from .._transforms.adaptive import tree_norm
 from .._validation import decay, hyperparameter, interval, is_traced, positive
 from .base import AbstractMappedFlow
 
@@ -238,4 +238,4 @@ class RescaledGradientFlow(AbstractMappedFlow):
         r"""$-\|\nabla L\|^2/(1-\beta)$."""
         del t
         g = problem.grad(state)
-        return -optax.tree.norm(g, squared=True) / (1 - self.momentum)
+        return -tree_norm(g, squared=True) / (1 - self.momentum)

@@ -15,6 +15,7 @@ from .._custom_types import Array, Params, ScalarLike
 from .._discretization import widest_dtype
 from .._maps.preconditioned import PreconditionedStep, split_preconditioner
 from .._problem import Problem
+from .._transforms.adaptive import tree_vdot
 from .._validation import check, choice, function, is_traced, nonnegative
 from .base import AbstractMappedFlow
 
@@ -216,7 +217,7 @@ class PreconditionedFlow(AbstractMappedFlow):
         r"""$-\nabla L^\top P\nabla L$."""
         del t
         g = problem.grad(state)
-        return -optax.tree.vdot(g, self.P(state, g, problem.loss))
+        return -tree_vdot(g, self.P(state, g, problem.loss))
 
 
 def check_preconditioner(P, params: Params, loss_fn: LossFn | None = None) -> None:

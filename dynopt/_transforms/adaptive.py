@@ -63,6 +63,19 @@ def tree_norm(tree, squared: bool = False) -> Array:
     return optax.tree.norm(jax.tree.map(lambda x: x.astype(dtype), tree), squared=squared)
 
 
+def tree_sum(tree) -> Array:
+    """`optax.tree.sum` in the tree's widest dtype (as `tree_norm`)."""
+    dtype = _dtype(tree)
+    return optax.tree.sum(jax.tree.map(lambda x: x.astype(dtype), tree))
+
+
+def tree_vdot(a, b) -> Array:
+    """`optax.tree.vdot` in the widest dtype of both trees (as `tree_norm`)."""
+    dtype = _dtype((a, b))
+    cast = lambda t: jax.tree.map(lambda x: x.astype(dtype), t)
+    return optax.tree.vdot(cast(a), cast(b))
+
+
 def _scale(scalar, tree):
     """`optax.tree.scale` with the scalar cast to each leaf's dtype (each leaf keeps its own)."""
     return jax.tree.map(lambda x: jnp.asarray(scalar, x.dtype) * x, tree)
