@@ -149,3 +149,13 @@ def test_loss_rate_on_a_mixed_dtype_tree(flow):
     got = flow.loss_rate(t, state, problem)
     want = flow.loss_rate(t, wide, problem64)
     np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+
+
+@pytest.mark.parametrize("max_scale", [0.0, -1.0, float("nan")])
+def test_truncated_polyak_inverse_names_max_scale(max_scale):
+    # from_hyperparams(learning_rate, max_scale) said "M must be > 0", the flow's field, which
+    # the caller never wrote.
+    with pytest.raises(ValueError, match=r"max_scale must be > 0"):
+        flows.PolyakFlow.from_hyperparams(0.1, max_scale)
+    with pytest.raises(ValueError, match=r"max_scale must be > 0"):
+        dynopt.maps.TruncatedPolyakStep().inverse(0.1, max_scale)

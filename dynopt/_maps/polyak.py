@@ -49,4 +49,7 @@ class TruncatedPolyakStep(AbstractMap):
     def inverse(self, learning_rate, max_scale, f_min=0.0):
         from .._flows.polyak import PolyakFlow
 
+        # Checked under its own name (the flow's field is `M`: a message named no argument
+        # the caller wrote).
+        max_scale = positive("max_scale", max_scale)
         return PolyakFlow(max_scale, f_min), positive("learning_rate", jnp.asarray(learning_rate))
