@@ -159,3 +159,26 @@ def test_truncated_polyak_inverse_names_max_scale(max_scale):
         flows.PolyakFlow.from_hyperparams(0.1, max_scale)
     with pytest.raises(ValueError, match=r"max_scale must be > 0"):
         dynopt.maps.TruncatedPolyakStep().inverse(0.1, max_scale)
+
+
+def test_heavy_ball_closed_form_on_a_mixed_dtype_quadratic():
+    # `problems.quadratic` takes a mixed float32/float64 params0 (and GradientFlow's closed form
+    # works there), but HeavyBall's raveled it under strict promotion: a TypePromotionError.
+    # Reference: the linear system z' = [[0, I], [-H, -aI]] z by scipy's expm, in float64;
+    # the float32 leaf is its rounding (1e-6 relative), the float64 one to 1e-12.
+    from scipy.linalg import expm
+
+    params0 = {"a": jnp.asarray([1.0], jnp.float32), "b": jnp.asarray([1.0, -1.0])}
+    problem = dynopt.problems.quadratic([0.5, 2.0, 3.0], params0=params0, rotate=True, seed=1)
+    a = 0.7
+    hess = np.asarray(problem.hessian)
+    system = np.block([[np.zeros((3, 3)), np.eye(3)], [-hess, -a * np.eye(3)]])
+    z0 = np.concatenate([[1.0, 1.0, -1.0], np.zeros(3)])  # the minimizer is 0
+    solution = flows.HeavyBall(a).closed_form(problem)
+    for t in (0.4, 2.5):
+        want = expm(system * t) @ z0
+        theta, v = solution(t)
+        for got, ref in ((theta, want[:3]), (v, want[3:])):
+            assert got["a"].dtype == jnp.float32 and got["b"].dtype == jnp.float64
+            np.testing.assert_allclose(np.asarray(got["a"], np.float64), ref[:1], rtol=1e-6)
+            np.testing.assert_allclose(np.asarray(got["b"]), ref[1:], rtol=1e-12, atol=1e-15)

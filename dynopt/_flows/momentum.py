@@ -154,8 +154,11 @@ class HeavyBall(AbstractMappedFlow):
         # In float64 (as damped_mode), returned in the parameters' dtype.
         f64 = jnp.float64
         lam, q = jnp.linalg.eigh(jnp.asarray(problem.hessian, f64))
-        flat0, unravel = ravel_pytree(problem.params0)
-        xstar = ravel_pytree(problem.minimizer)[0].astype(f64)
+        # Raveled under standard promotion: a mixed float32/float64 tree ravels to float64 and
+        # unravels to each leaf's dtype (strict promotion refused it, as `quadratic` accepts it).
+        with jax.numpy_dtype_promotion("standard"):
+            flat0, unravel = ravel_pytree(problem.params0)
+            xstar = ravel_pytree(problem.minimizer)[0].astype(f64)
         c0 = q.T @ (flat0.astype(f64) - xstar)
 
         def solution(t):
