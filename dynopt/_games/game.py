@@ -222,6 +222,15 @@ class Game(AbstractProblem):
                     f"equilibrium's {name} must hold real floating arrays like {init}."
                 )
             _check_like(f"equilibrium's {name} must be like {init}", ref, part)
+            # As phi0/theta0: a NaN equilibrium passed the stationarity test (Python's `max`
+            # skips a NaN after a finite value) and linearized the game at a NaN point.
+            if not is_traced(part) and not all(
+                np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(part)
+            ):
+                raise ValueError(
+                    f"equilibrium's {name} contains NaN or inf; an equilibrium must be finite "
+                    "(pass equilibrium=None if none is known)."
+                )
 
     def _check_stationary(self) -> None:
         r"""`ValueError` unless the game gradient vanishes at `equilibrium`:
@@ -239,16 +248,23 @@ class Game(AbstractProblem):
         dtype = widest_dtype((eq, self.params0))
 
         def sup(z) -> float:
+            # NaN if any entry is (Python's `max` over the leaves kept a finite value before a
+            # NaN one: a field undefined in the theta block passed as stationary).
             leaves = jax.tree.leaves(self.gradient(z))
-            return max(float(np.max(np.abs(np.asarray(x, np.float64)))) for x in leaves)
+            return float(np.max([np.max(np.abs(np.asarray(x, np.float64))) for x in leaves]))
 
         at_eq, at_start = sup(eq), sup(self.params0)
         tol = math.sqrt(float(jnp.finfo(dtype).eps)) * max(1.0, at_start)
-        if not at_eq <= tol:  # (NaN: the field is not defined there)
+        if not at_eq <= tol:
+            found = (
+                "is NaN (not defined there)"
+                if math.isnan(at_eq)
+                else f"has max |xi| = {at_eq:.3g}, above sqrt(eps) * max(1, max |xi(phi0, "
+                f"theta0)|) = {tol:.3g} ({jnp.dtype(dtype).name})"
+            )
             raise ValueError(
                 f"equilibrium must be a stationary point of the game: the game gradient there "
-                f"has max |xi| = {at_eq:.3g}, above sqrt(eps) * max(1, max |xi(phi0, theta0)|) = "
-                f"{tol:.3g} ({jnp.dtype(dtype).name}). Pass equilibrium=None if none is known."
+                f"{found}. Pass equilibrium=None if none is known."
             )
 
     def _args(self, z: GameParams, key: Key | None):

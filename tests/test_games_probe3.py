@@ -1,0 +1,43 @@
+"""dynopt.games as a researcher writes their own games (a bilinear game with a non-square A, a
+strongly-convex-strongly-concave quadratic game with a closed-form saddle, players as dict
+pytrees): the defects found, each with the test that failed before its fix."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dynopt import games
+
+
+_A = np.array([[1.0, 0.5], [-0.3, 2.0], [0.2, 0.1]])  # 3 x 2: phi in R^3, theta in R^2
+
+
+def _bilinear(phi, theta):
+    return phi @ jnp.asarray(_A) @ theta
+
+
+@pytest.mark.parametrize(
+    "equilibrium, match",
+    [
+        ((jnp.full(3, jnp.nan), jnp.zeros(2)), r"equilibrium's phi\* contains NaN or inf"),
+        ((jnp.zeros(3), jnp.array([jnp.inf, 0.0])), r"equilibrium's theta\* contains NaN or inf"),
+    ],
+)
+def test_an_equilibrium_that_is_not_finite_is_refused(equilibrium, match):
+    """A NaN phi* passed as an equilibrium of x^T A y (the stationarity test took max |xi| over
+    the leaves with Python's `max`, which keeps the finite theta-block value 0 before a NaN),
+    and `eigenvalues()` then linearized the game at a NaN point."""
+    with pytest.raises(ValueError, match=match):
+        games.minmax(_bilinear, jnp.ones(3), jnp.ones(2), equilibrium=equilibrium)
+
+
+def test_an_equilibrium_where_the_field_is_not_defined_is_refused():
+    """L = phi.theta + |theta|: at the origin xi_phi = 0 but xi_theta = phi + theta/|theta| is
+    NaN; the origin was accepted as a stationary point."""
+    with pytest.raises(ValueError, match=r"game gradient there is NaN \(not defined there\)"):
+        games.minmax(
+            lambda p, t: p @ t + jnp.linalg.norm(t),
+            jnp.ones(2),
+            jnp.ones(2),
+            equilibrium=(jnp.zeros(2), jnp.zeros(2)),
+        )
