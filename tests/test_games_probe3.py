@@ -41,3 +41,27 @@ def test_an_equilibrium_where_the_field_is_not_defined_is_refused():
             jnp.ones(2),
             equilibrium=(jnp.zeros(2), jnp.zeros(2)),
         )
+
+
+@pytest.mark.parametrize(
+    "center, match",
+    [
+        ("1", r"GradientPenalty center must be a real number >= 0 and finite, got '1' \(a str\)"),
+        (np.inf, "GradientPenalty center must be >= 0 and finite, got inf"),
+        (np.array([0.0, 1.0]), r"GradientPenalty center must be one real number .* shape \(2,\)"),
+    ],
+)
+def test_a_gradient_penalty_center_is_one_finite_number(center, match):
+    """A string center was a raw TypeError ('>=' between str and int); c = inf was accepted and
+    made every penalty inf; an array failed on its ambiguous truth value. The Dirac GAN's
+    `center` (float("x") was a raw conversion error) is checked the same way."""
+    with pytest.raises(ValueError, match=match):
+        games.GradientPenalty(1.0, center=center)
+    with pytest.raises(ValueError, match=match):
+        games.dirac_gan("wgan-gp", weight=0.1, center=center)
+    # A finite c >= 0 keeps its closed form (eq. 15 on the Dirac critic: lambda (|phi| - c)^2).
+    phi = jnp.array([0.3, -0.4])
+    pen = games.GradientPenalty(0.5, center=2)(
+        games.linear_critic, phi, jnp.zeros((1, 2)), jnp.zeros((1, 2))
+    )
+    np.testing.assert_allclose(pen, 0.5 * (0.5 - 2.0) ** 2, rtol=1e-15)

@@ -157,6 +157,7 @@ def dirac_gan(
     penalties = tuple(penalties)
     if variant == "wgan-gp":
         weight = 0.1 if weight is None else weight
+        GradientPenalty(weight, center=center)  # checks c first: float("x") was a raw error
         penalties = (GradientPenalty(weight, center=float(center)), *penalties)
     elif variant == "gan-qp":
         weight = positive("weight", 1.0 if weight is None else weight, hint="(GAN-QP's lambda)")

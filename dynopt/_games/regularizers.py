@@ -14,10 +14,11 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._custom_types import Array
-from .._validation import hyperparameter
+from .._validation import hyperparameter, nonnegative
 
 
 def _input_gradients(critic, phi, xs):
@@ -36,6 +37,18 @@ class AbstractPenalty(eqx.Module):
         raise NotImplementedError
 
 
+def _one_number(center):
+    """`center`, a static field, as one Python number: an array failed on its ambiguous truth
+    value (and was set as a static field, which equinox warns of)."""
+    if np.ndim(center) != 0:
+        raise ValueError(
+            "GradientPenalty center must be one real number >= 0 and finite, got shape "
+            f"{np.shape(center)}."
+        )
+    is_number = isinstance(center, int | float | np.number | np.ndarray | jax.Array)
+    return float(center) if is_number and not isinstance(center, bool) else center
+
+
 class GradientPenalty(AbstractPenalty):
     r"""$\lambda\,\mathbb E_{x\sim r}\big(\|\nabla_x D_\varphi(x)\| - c\big)^2$: one-centred
     ($c = 1$, WGAN-GP, Gulrajani et al.) or zero-centred ($c = 0$, WGAN-div / Mescheder et al.;
@@ -47,13 +60,13 @@ class GradientPenalty(AbstractPenalty):
     """
 
     weight: Array = hyperparameter("weight", lower=0.0)
-    center: float = eqx.field(static=True, default=0.0)
+    center: float = eqx.field(static=True, default=0.0, converter=_one_number)
     points: str = eqx.field(static=True, default="interpolates")
     name: ClassVar[str] = "gp"
 
     def __check_init__(self):
-        if not self.center >= 0:
-            raise ValueError(f"GradientPenalty center must be >= 0, got {self.center}.")
+        # A string failed with a raw TypeError, and c = inf made every penalty inf.
+        nonnegative("GradientPenalty center", self.center)
         if self.points not in ("interpolates", "real", "fake"):
             raise ValueError(
                 f"GradientPenalty points must be 'interpolates', 'real' or 'fake', got "
