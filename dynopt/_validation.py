@@ -329,20 +329,29 @@ def hyperparameter(name: str, *, default: Any = _MISSING, **bounds) -> Any:
     return eqx.field(converter=converter, default=default, metadata=metadata)
 
 
-def check_unbatched(flow: Any, who: str) -> None:
-    """`ValueError` where a concrete hyper-parameter of `flow` (a `hyperparameter` field) is not
-    a scalar: `run` takes such a flow's discretization as a batch of runs, one per entry, so a
-    reference solve of it would mean something else (one flow with per-coordinate values)."""
-    if not dataclasses.is_dataclass(flow):
+def check_unbatched(flow: Any, who: str, *, what: str = "flow") -> None:
+    """`ValueError` where a concrete hyper-parameter of `flow` (a `hyperparameter` field), or of
+    a module it holds (a game flow's scheme: `GameFlow(Consensus(gamma))`), is not a scalar:
+    `run` takes such a flow's discretization as a batch of runs, one per entry, so a reference
+    solve of it would mean something else (one flow with per-coordinate values). `what` names
+    the object in the message ("flow", "scheme")."""
+    _check_unbatched(flow, type(flow).__name__, who, what)
+
+
+def _check_unbatched(obj: Any, path: str, who: str, what: str) -> None:
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         return
-    for f in dataclasses.fields(flow):
-        value = getattr(flow, f.name, None)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name, None)
         if f.metadata.get("hyperparameter") and not is_traced(value) and jnp.ndim(value) > 0:
             raise ValueError(
-                f"{who} takes one flow: {type(flow).__name__}.{f.name} has shape "
+                f"{who} takes one {what}: {path}.{f.name} has shape "
                 f"{jnp.shape(value)}, which `run` treats as a batch of runs. Give it a scalar "
                 "and solve or compare one value at a time (or sweep it with run)."
             )
+        # (a batched hyper-parameter of a nested module, e.g. a scheme's, failed later with a
+        # raw broadcasting TypeError)
+        _check_unbatched(value, f"{path}.{f.name}", who, what)
 
 
 def choice(name: str, value: Any, options: tuple) -> Any:

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import dynopt
 from dynopt import games
 
 
@@ -65,3 +66,33 @@ def test_a_gradient_penalty_center_is_one_finite_number(center, match):
         games.linear_critic, phi, jnp.zeros((1, 2)), jnp.zeros((1, 2))
     )
     np.testing.assert_allclose(pen, 0.5 * (0.5 - 2.0) ** 2, rtol=1e-15)
+
+
+def _bilinear_game():
+    return games.minmax(
+        _bilinear, jnp.ones(3), jnp.ones(2), equilibrium=(jnp.zeros(3), jnp.zeros(2))
+    )
+
+
+def test_a_scheme_with_a_batch_of_gammas_is_one_run_per_gamma_and_not_one_flow():
+    """`Consensus(jnp.array([0.1, 0.2]))` is a sweep for `run`; `compare`, `solve` and the growth
+    predictions take one scheme, and failed with a raw broadcasting TypeError (the batch sat in
+    the flow's scheme, where `check_unbatched` did not look)."""
+    game = _bilinear_game()
+    batched = games.Consensus(jnp.array([0.1, 0.2]))
+    jac = np.asarray(game.jacobian(game.equilibrium))
+    match = r"takes one (flow|scheme): (GameFlow\.scheme|Consensus)\.gamma has shape \(2,\)"
+    for call in (
+        lambda: dynopt.compare(games.GameFlow(batched), game, [0.1, 0.05, 0.025], 1.0),
+        lambda: dynopt.solve(games.GameFlow(batched), game, [1.0]),
+        lambda: games.modified_flow_growth(batched, game, 0.1),
+        lambda: batched.growth(jac, 0.1, 3),
+    ):
+        with pytest.raises(ValueError, match=match):
+            call()
+    # `run` sweeps it: each entry is the run of its own gamma.
+    sweep = dynopt.run(batched.discretize(0.1), game, 3)
+    one = dynopt.run(games.Consensus(0.2).discretize(0.1), game, 3)
+    np.testing.assert_array_equal(sweep.loss[1], one.loss)
+    with pytest.raises(ValueError, match="jac must be finite"):  # was numpy's LinAlgError
+        games.Simultaneous().growth(np.full((5, 5), np.nan), 0.1, 3)

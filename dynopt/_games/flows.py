@@ -14,7 +14,7 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, ScalarLike
 from .._discretization import Discretization
 from .._flows.base import AbstractFlow
-from .._validation import host_validated, hyperparameter
+from .._validation import check_unbatched, host_validated, hyperparameter
 from .game import Game, GameParams, in_one_dtype
 from .schemes import AbstractScheme, require_game, scalar_step_size, SCHEMES, Simultaneous
 
@@ -122,9 +122,11 @@ def modified_flow_growth(scheme: AbstractScheme, game: Game, step_size: float) -
     **Returns:** the growth factor per step (> 1: the modified flow spirals out).
 
     **Raises:** `ValueError` for a game with no `equilibrium`, a `step_size` that is not one
-    number > 0, or a `scheme` or `game` of another type.
+    number > 0, a `scheme` with a batch of hyper-parameters, or a `scheme` or `game` of another
+    type.
     """
     _check_scheme(scheme)
+    check_unbatched(scheme, "modified_flow_growth", what="scheme")  # one factor: one gamma
     require_game(game, "modified_flow_growth")
     if game.equilibrium is None:
         raise ValueError(

@@ -30,7 +30,14 @@ import optax
 
 from .._custom_types import Array, ScalarLike
 from .._discretization import Discretization
-from .._validation import flag, hyperparameter, is_traced, nonnegative, positive
+from .._validation import (
+    check_unbatched,
+    flag,
+    hyperparameter,
+    is_traced,
+    nonnegative,
+    positive,
+)
 from .game import Game, GameParams
 
 
@@ -235,14 +242,18 @@ class AbstractScheme(eqx.Module):
         `step_size` $h > 0$ (one scalar); `num_phi`: the size of the $\\varphi$ block,
         $1 \\le$ `num_phi` $< n$ (`Game.num_phi`).
 
-        **Raises:** `ValueError` for a `jac` that is not square, or a `step_size` or `num_phi`
-        out of range (a negative $h$ would return the factor of a step backwards)."""
+        **Raises:** `ValueError` for a `jac` that is not square or not finite, a `step_size` or
+        `num_phi` out of range (a negative $h$ would return the factor of a step backwards), or
+        a scheme with a batch of hyper-parameters (`Consensus` with an array `gamma`)."""
         jac = np.asarray(jac)
         if jac.ndim != 2 or jac.shape[0] != jac.shape[1] or jac.shape[0] < 2:
             raise ValueError(
                 f"jac must be a square n x n Jacobian with n >= 2, got shape {jac.shape}."
             )
         step_size = scalar_step_size(step_size)
+        check_unbatched(self, "growth", what="scheme")  # one factor: one gamma
+        if not np.all(np.isfinite(jac)):  # (numpy's LinAlgError named no argument)
+            raise ValueError("jac must be finite (a Jacobian at a point where the field is).")
         n = jac.shape[0]
         if isinstance(num_phi, bool) or not isinstance(num_phi, int | np.integer):
             raise ValueError(f"num_phi must be an integer in [1, {n - 1}], got {num_phi!r}.")
