@@ -96,3 +96,19 @@ def test_a_scheme_with_a_batch_of_gammas_is_one_run_per_gamma_and_not_one_flow()
     np.testing.assert_array_equal(sweep.loss[1], one.loss)
     with pytest.raises(ValueError, match="jac must be finite"):  # was numpy's LinAlgError
         games.Simultaneous().growth(np.full((5, 5), np.nan), 0.1, 3)
+
+
+@pytest.mark.parametrize(
+    "norms, ceiling, match",
+    [
+        (1e-6 * 1.01 ** np.arange(100), -1.0, "ceiling must be > 0 and finite, got -1.0"),
+        (1e-6 * 1.01 ** np.arange(100), np.nan, "ceiling must be > 0 and finite, got nan"),
+        (1e-6 * np.cos(np.arange(100)), 1e-4, r"norms must be distances >= 0 .* norms\[2\] ="),
+    ],
+)
+def test_measured_growth_checks_its_ceiling_and_distances(norms, ceiling, match):
+    """A bad ceiling was reported as 'norms has 0 step(s) ... raise ceiling'; signed coordinates
+    passed as norms were fitted on their positive entries alone (a factor from every other
+    step)."""
+    with pytest.raises(ValueError, match=match):
+        games.measured_growth(norms, ceiling=ceiling)

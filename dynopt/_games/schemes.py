@@ -442,12 +442,20 @@ def measured_growth(norms, *, ceiling: float = 1e-4) -> float:
     diverged (a NaN norm) before it left the linear regime, whose factor it cannot measure (a
     NaN after the norm passed `ceiling`, e.g. from an overflow, leaves the fit alone).
 
-    **Raises:** `ValueError` for `norms` that are not 1-D, or with fewer than two steps in the
-    linear regime (the run left it, or never entered it: lower the start or raise `ceiling`).
+    **Raises:** `ValueError` for `norms` that are not 1-D or have a negative entry, a `ceiling`
+    that is not finite and > 0, or with fewer than two steps in the linear regime (the run
+    left it, or never entered it: lower the start or raise `ceiling`).
     """
     norms = np.asarray(norms, float)
     if norms.ndim != 1:
         raise ValueError(f"norms must be a 1-D array of distances, got shape {norms.shape}.")
+    ceiling = float(positive("ceiling", ceiling))
+    if np.any(norms < 0):  # (signed coordinates, not distances, were fitted on their positives)
+        k = int(np.argmax(norms < 0))
+        raise ValueError(
+            f"norms must be distances >= 0 (NaN where a run diverged), got norms[{k}] = "
+            f"{norms[k]:g}."
+        )
     nan = np.isnan(norms)
     if nan.any():
         # The comparisons below drop NaN steps: a run that broke down inside the fitted regime
