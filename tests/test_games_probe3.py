@@ -2,6 +2,7 @@
 strongly-convex-strongly-concave quadratic game with a closed-form saddle, players as dict
 pytrees): the defects found, each with the test that failed before its fix."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -112,3 +113,26 @@ def test_measured_growth_checks_its_ceiling_and_distances(norms, ceiling, match)
     step)."""
     with pytest.raises(ValueError, match=match):
         games.measured_growth(norms, ceiling=ceiling)
+
+
+def _damped_final_value(weight):
+    """The Hamiltonian after 20 alternating steps on x^T A y with weight decay `weight` on D,
+    written as a researcher does: the losses close over the weight."""
+    game = games.Game(
+        lambda p, t: -_bilinear(p, t) + 0.5 * weight * p @ p,
+        _bilinear,
+        jnp.array([0.3, -0.2, 0.5]),
+        jnp.array([0.1, 0.4]),
+        equilibrium=(jnp.zeros(3), jnp.zeros(2)),
+    )
+    return dynopt.run(games.Alternating().discretize(0.1), game, 20).loss[-1]
+
+
+def test_a_game_whose_losses_close_over_a_vmapped_weight_builds_with_its_equilibrium():
+    """The stationarity test of `equilibrium` is skipped for a traced field; it looked for
+    traced leaves of the game only, so a loss closing over the vmapped weight failed with
+    TracerArrayConversionError (np.asarray of the traced game gradient)."""
+    weights = jnp.array([0.1, 0.5])
+    swept = jax.vmap(_damped_final_value)(weights)
+    for i, w in enumerate((0.1, 0.5)):
+        np.testing.assert_allclose(swept[i], _damped_final_value(w), rtol=1e-14)

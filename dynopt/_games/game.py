@@ -240,20 +240,25 @@ class Game(AbstractProblem):
         itself (nearly) stationary; $\sqrt\epsilon$ accepts an equilibrium known to about half
         the working precision (rounded digits, a solver's output), and refuses one that is no
         stationary point. Skipped for a stochastic game (one minibatch's $\xi$ does not vanish
-        at the expected game's equilibrium) and for traced leaves (a game built inside `jit` or
-        `vmap`, e.g. a sweep over a penalty weight)."""
+        at the expected game's equilibrium) and for a traced field (a game built inside `jit`
+        or `vmap`, e.g. a sweep over a penalty weight, a module leaf or a closure's)."""
         eq = tuple(self.equilibrium)
         if self.stochastic or is_traced(self):  # (its losses' leaves too: a vmapped weight)
             return
+        xi_eq, xi_start = self.gradient(eq), self.gradient(self.params0)
+        # A loss closing over a traced value (`lambda p, t: L(p, t) + w * p @ p` under
+        # `jax.vmap` over w) has no traced leaf: its field is traced all the same.
+        if is_traced((xi_eq, xi_start)):
+            return
         dtype = widest_dtype((eq, self.params0))
 
-        def sup(z) -> float:
+        def sup(xi) -> float:
             # NaN if any entry is (Python's `max` over the leaves kept a finite value before a
             # NaN one: a field undefined in the theta block passed as stationary).
-            leaves = jax.tree.leaves(self.gradient(z))
+            leaves = jax.tree.leaves(xi)
             return float(np.max([np.max(np.abs(np.asarray(x, np.float64))) for x in leaves]))
 
-        at_eq, at_start = sup(eq), sup(self.params0)
+        at_eq, at_start = sup(xi_eq), sup(xi_start)
         tol = math.sqrt(float(jnp.finfo(dtype).eps)) * max(1.0, at_start)
         if not at_eq <= tol:
             found = (
