@@ -558,6 +558,10 @@ def _run_discretization(
             return sweep_apply(
                 lambda discs, sh: drive((discs, sh[0]), sh[1], levels), disc, (key, problem)
             )
+        if key is not None:  # one key, shared by every step size (it was dropped: full batch)
+            return sweep_apply(
+                lambda discs, sh: drive((discs, sh[0]), sh[1], [(0, None)]), disc, (key, problem)
+            )
         return sweep_apply(lambda discs, prob: drive((discs, None), prob, [0]), disc, problem)
     if seeds:
         return sweep_apply(

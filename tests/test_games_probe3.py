@@ -5,6 +5,7 @@ pytrees): the defects found, each with the test that failed before its fix."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import dynopt
@@ -136,3 +137,37 @@ def test_a_game_whose_losses_close_over_a_vmapped_weight_builds_with_its_equilib
     swept = jax.vmap(_damped_final_value)(weights)
     for i, w in enumerate((0.1, 0.5)):
         np.testing.assert_allclose(swept[i], _damped_final_value(w), rtol=1e-14)
+
+
+def _noisy_bilinear(phi, theta, key):
+    return _bilinear(phi, theta) * (1.0 + 0.5 * jax.random.normal(key))
+
+
+@pytest.mark.parametrize("batch_size", [None, 1])
+def test_a_step_size_sweep_with_one_key_draws_the_minibatches_of_that_key(batch_size):
+    """`run(scheme.discretize(hs), game, n, key=key)`: every step size of the sweep sees the
+    minibatches of `key`, as its single run does. The key was dropped for a sweep of step sizes
+    with one key: a stochastic game failed ('its losses need a key'), and a stochastic `Problem`
+    silently ran full-batch GD."""
+    game = games.minmax(_noisy_bilinear, jnp.array([0.3, -0.2, 0.5]), jnp.ones(2), stochastic=True)
+    key = jax.random.key(3)
+    hs = (0.05, 0.1, 0.2)
+    disc = games.Extragradient().discretize(jnp.asarray(hs))
+    sweep = dynopt.run(disc, game, 12, key=key, every=4, batch_size=batch_size)
+    for i, h in enumerate(hs):
+        single = dynopt.run(games.Extragradient().discretize(h), game, 12, key=key, every=4)
+        for a, b in zip(sweep.params, single.params):
+            np.testing.assert_allclose(a[i], b, rtol=1e-14, atol=1e-15)
+    problem = dynopt.Problem(
+        lambda x: 0.5 * jnp.sum(x**2),
+        jnp.ones(2),
+        stochastic_loss_fn=lambda x, k: 0.5 * jnp.sum((x - jax.random.normal(k, (2,))) ** 2),
+    )
+    sgd = dynopt.Discretization(
+        optax.sgd, {"learning_rate": jnp.array([0.1, 0.2])}, dt=jnp.array([0.1, 0.2])
+    )
+    sweep = dynopt.run(sgd, problem, 5, key=key, batch_size=batch_size)
+    single = dynopt.run(
+        dynopt.Discretization(optax.sgd, {"learning_rate": 0.2}, dt=0.2), problem, 5, key=key
+    )
+    np.testing.assert_allclose(sweep.params[1], single.params, rtol=1e-14)
