@@ -171,3 +171,20 @@ def test_a_step_size_sweep_with_one_key_draws_the_minibatches_of_that_key(batch_
         dynopt.Discretization(optax.sgd, {"learning_rate": 0.2}, dt=0.2), problem, 5, key=key
     )
     np.testing.assert_allclose(sweep.params[1], single.params, rtol=1e-14)
+
+
+def test_a_non_square_bilinear_game_has_the_singular_values_of_its_matrix():
+    """x^T A y with A 3 x 2: flow eigenvalues +-i sigma_i and one 0 (the null space of A^T);
+    simultaneous GDA grows by sqrt(1 + h^2 sigma_max^2) per step and its modified flow
+    z' = (J - h J^2 / 2) z by exp(h^2 sigma_max^2 / 2) (numpy's SVD as the truth)."""
+    game = _bilinear_game()
+    sigma = np.linalg.svd(_A, compute_uv=False)
+    eig = game.eigenvalues()
+    np.testing.assert_allclose(np.sort(eig.imag), np.sort(np.r_[sigma, -sigma, 0.0]), atol=1e-14)
+    np.testing.assert_allclose(eig.real, 0.0, atol=1e-14)
+    jac = np.asarray(game.jacobian(game.equilibrium))
+    for h in (0.05, 0.2, 0.7):
+        growth = games.Simultaneous().growth(jac, h, game.num_phi)
+        np.testing.assert_allclose(growth, np.sqrt(1 + h**2 * sigma.max() ** 2), rtol=1e-14)
+        modified = games.modified_flow_growth(games.Simultaneous(), game, h)
+        np.testing.assert_allclose(modified, np.exp(h**2 * sigma.max() ** 2 / 2), rtol=1e-13)
