@@ -14,7 +14,7 @@ from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._saving import SaveAtTimes, saved
 from .._solve import _check_times, _pick_solver, _require_x64, integrate, raise_for_result
-from .._validation import host_validated, positive_int, solver_options
+from .._validation import host_validated, interval, positive_int, solver_options
 
 
 class DensityTransport(eqx.Module):
@@ -127,8 +127,8 @@ def transport_density(
 
     **Returns:** `DensityTransport`.
 
-    **Raises:** `ValueError` for mismatched shapes or bad options; `dynopt.SolveError` if diffrax
-    fails.
+    **Raises:** `ValueError` for mismatched shapes, bad options, a `t0` or `params0` entry
+    that is not finite; `dynopt.SolveError` if diffrax fails.
     """
     _require_x64()
     if not isinstance(flow, AbstractFlow):
@@ -143,7 +143,8 @@ def transport_density(
         # An integer (2.5 was read as 2 probes).
         num_probes = positive_int("num_probes", num_probes)
     rtol, atol, max_steps = solver_options(rtol, atol, max_steps)
-    t0 = float(t0)
+    # A NaN t0 compares False with every time: the horizon checks passed it.
+    t0 = float(interval("t0", t0))
     times = _check_times(ts, t0)
     ts = jax.device_put(times)  # moved, not `jnp.asarray`: no program per shape
     ref, leaves = jax.tree.leaves(problem.params0), jax.tree.leaves(params0)
@@ -156,6 +157,9 @@ def transport_density(
                 f"params0 leaves must have shape (m, *problem.params0 leaf shape) with one m >= 1; "
                 f"got {np.shape(b)} for a leaf of shape {np.shape(a)}."
             )
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params0):
+        # A NaN sample was a SolveError after every solve had run to its step budget.
+        interval(f"params0{jax.tree_util.keystr(path)}", leaf)
     params0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params0)
     if callable(log_density0):
         logp0 = jax.vmap(log_density0)(params0)

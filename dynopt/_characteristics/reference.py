@@ -18,8 +18,10 @@ def _callable(name: str, f) -> None:
 def _reciprocal_below(g: np.ndarray, horizon: float) -> np.ndarray:
     r"""$1/g$ where $1/g$ falls inside $(0, \text{horizon})$, else $+\infty$."""
     # > 0 (inf allowed): 0 divided by zero, and a negative one counted every blow-up as inside.
-    if not float(horizon) > 0:
-        raise ValueError(f"horizon must be > 0 (inf for none), got {horizon}.")
+    # (A string was `float`'s error, naming no argument.)
+    interval("horizon", horizon, lower=0.0, lower_open=True, allow_inf=True)
+    if np.ndim(horizon) != 0:
+        raise ValueError(f"horizon must be a scalar > 0 (inf for none), got {horizon!r:.80}.")
     return np.where(g > 1.0 / horizon, 1.0 / np.where(g > 0, g, 1.0), np.inf)
 
 
@@ -120,6 +122,8 @@ def density_chi2(x, rho, samples, edges, mass_left: float = 0.0, min_expected: f
             f"{x.shape} (increasing: {bool(x.ndim == 1 and np.all(np.diff(x) > 0))}) and rho of "
             f"shape {rho.shape}. Sort the endpoints (np.argsort(x)) and rho with them."
         )
+    if not np.all(np.isfinite(rho) & (rho >= 0)):  # a NaN read as "no bin expects enough"
+        raise ValueError(f"rho must be finite and >= 0 (a density), got {rho.tolist()!r:.120}.")
     if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
         raise ValueError(f"edges must be increasing, shape (J + 1,) with J >= 1, got {edges}.")
     # A probability in [0, 1]; min_expected >= 0 (a negative one would keep empty bins, 0/0).

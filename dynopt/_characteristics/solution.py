@@ -115,10 +115,15 @@ class Characteristics(eqx.Module):
         at one point, none of them the PDE's solution near the crossing; points later than it
         get NaN. Host-side post-processing.
 
+        The cells join neighbours in $\sigma$, in increasing order whatever the order `sigma`
+        was given in. No cell whose corners are all valid (every characteristic past its
+        blow-up by the second save): NaN everywhere.
+
         **Raises:** `ValueError` if the cells used still overlap: characteristics that met
         between two samples $\sigma_i, \sigma_{i+1}$ (no sampled one reached its crossing),
         or sheets from distant parts of the initial manifold. Sample $\sigma$ finer, or save
-        only up to where they meet."""
+        only up to where they meet. For $n = 2$, also with fewer than 2 characteristics or
+        2 saves (no cell at all); for $n > 2$, as `to_grid`."""
         x, u = np.asarray(self.x, float), np.asarray(self.u, float)
         crossed = np.asarray(self.blowup.kind) == CROSSING
         if np.any(crossed):
@@ -126,7 +131,16 @@ class Characteristics(eqx.Module):
             x = np.where(late[None, :, None], np.nan, x)
         if x.shape[-1] != 2 or np.ndim(self.sigma) != 1:
             return to_grid(x, u, points)
-        return _mesh_interpolate(x, u, np.asarray(points, float))
+        m, T = x.shape[:2]
+        if m < 2 or T < 2:  # (NumPy's "zero-size array to reduction operation maximum" else)
+            raise ValueError(
+                f"on_grid interpolates on the cells between neighbouring characteristics and "
+                f"saves: it needs at least 2 of each, got {m} sigma and {T} s."
+            )
+        # Cells join neighbours in sigma: a shuffled sigma joined distant characteristics, an
+        # overlapping mesh that was refused as a crossing.
+        order = np.argsort(np.asarray(self.sigma), kind="stable")
+        return _mesh_interpolate(x[order], u[order], np.asarray(points, float))
 
 
 def _mesh_interpolate(x, u, points) -> np.ndarray:
@@ -148,6 +162,8 @@ def _mesh_interpolate(x, u, points) -> np.ndarray:
         ]
     )
     tris = tris[np.all(tris >= 0, axis=1)]
+    if not tris.size:  # no cell with all corners valid: every point lies outside the mesh
+        return np.full((*points.shape[:-1], *u.shape[2:]), np.nan)
     xs = x[ok]
     tri = Triangulation(xs[:, 0], xs[:, 1], tris)
     # Drop degenerate (zero-area) triangles, e.g. where characteristics meet.
@@ -230,6 +246,19 @@ def _nudged_cells(find, points, scale) -> np.ndarray:
     return found
 
 
+def _real(name: str, value) -> np.ndarray:
+    """`value` as a float64 NumPy array; `ValueError` naming `name` unless it holds real
+    numbers (a complex one lost its imaginary part with a warning, a string was NumPy's
+    error)."""
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or a.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be an array of real numbers, got {value!r:.80}.")
+    return a.astype(float)
+
+
 def to_grid(x, u, points) -> np.ndarray:
     r"""Interpolate scattered values `u` (shape `(..., )` or `(..., k)`) at scattered points `x`
     (shape `(..., n)`, NaN entries ignored) onto `points` (shape `(..., n)`), piecewise linearly
@@ -244,13 +273,13 @@ def to_grid(x, u, points) -> np.ndarray:
 
     **Returns:** a NumPy array of the values at `points` (NaN outside the hull).
 
-    **Raises:** `ValueError` if the shapes disagree.
+    **Raises:** `ValueError` if the shapes disagree, an array is not real, or the finite
+    entries of `x` span no cell (none for $n = 1$; for $n > 1$ fewer than $n + 1$ points not
+    on one hyperplane, where Qhull raised its own error).
     """
     from scipy.interpolate import griddata
 
-    x = np.asarray(x, float)
-    u = np.asarray(u, float)
-    points = np.asarray(points, float)
+    x, u, points = (_real(name, a) for name, a in (("x", x), ("u", u), ("points", points)))
     n = x.shape[-1]
     if points.shape[-1] != n:
         raise ValueError(
@@ -262,6 +291,14 @@ def to_grid(x, u, points) -> np.ndarray:
     xs = x.reshape(-1, n)
     us = u.reshape(xs.shape[0], -1)
     ok = np.all(np.isfinite(xs), axis=1) & np.all(np.isfinite(us), axis=1)
+    # Qhull's centred-rank test: n + 1 points in general position make one n-simplex.
+    spanned = np.linalg.matrix_rank(xs[ok] - xs[ok].mean(0)) if ok.sum() > 1 else 0
+    if (n == 1 and not ok.any()) or (n > 1 and spanned < n):
+        raise ValueError(
+            f"to_grid: the {int(ok.sum())} points of x with finite x and u span {spanned} of "
+            f"n={n} dimensions: no cell to interpolate on (needs "
+            f"{'one point' if n == 1 else f'{n + 1} points not on one hyperplane'})."
+        )
     if n == 1:
         order = np.argsort(xs[ok, 0])
         line = xs[ok, 0][order]
@@ -275,8 +312,16 @@ def to_grid(x, u, points) -> np.ndarray:
             axis=-1,
         )
     else:
+        from scipy.spatial import QhullError
+
         flat = points.reshape(-1, n)
-        out = griddata(xs[ok], us[ok], flat, method="linear").reshape(-1, us.shape[1])
+        try:
+            out = griddata(xs[ok], us[ok], flat, method="linear").reshape(-1, us.shape[1])
+        except QhullError as error:  # flat beyond the rank test's round-off: Qhull's own
+            raise ValueError(
+                f"to_grid: Qhull finds the points of x flat in n={n} dimensions (no cell to "
+                "interpolate on)."
+            ) from error
         # Points on the hull that round-off puts just outside it.
         miss = np.any(np.isnan(out), -1) & np.all(np.isfinite(flat), -1)
         if np.any(miss):
