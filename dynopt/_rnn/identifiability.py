@@ -30,7 +30,7 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, ArrayLike, Float, PyTree
 from .._validation import interval, is_traced, positive, positive_int
 from .cell import as_array
-from .inference import check_model, ObservationModel
+from .inference import check_model, check_raw, ObservationModel
 
 
 class Identifiability(eqx.Module):
@@ -97,12 +97,13 @@ def identifiability(
 
     **Returns:** an `Identifiability`.
 
-    **Raises:** `ValueError` for a `model` that is not an `ObservationModel` or a `noise_std`
-    that is not a finite scalar > 0.
+    **Raises:** `ValueError` for a `model` that is not an `ObservationModel`, a `raw` that is not
+    finite or not of the tree structure and leaf shapes of `model.cell.params`, or a
+    `noise_std` that is not a finite scalar > 0.
     """
     check_model(model)
     noise_std = _noise_std(noise_std)
-    raw = model.cell.params if raw is None else raw
+    raw = model.cell.params if raw is None else check_raw(model, raw)
     jac, mask = _jacobian(model, raw)
     # The observed rows on the host (their number is a shape), the rest in one program: eagerly,
     # every operation of the analysis compiled a program of its own.
@@ -168,12 +169,12 @@ def loss_profile(
 
     **Returns:** the loss at each $\alpha$, shape `(k,)`.
 
-    **Raises:** `ValueError` for a `direction` not of shape `(p,)` ($p$ the number of flattened
-    parameters) or not finite and nonzero, `alphas` not 1-D, empty or not finite, or
-    `max_steps` not a positive integer.
+    **Raises:** `ValueError` for a `raw` as `identifiability` refuses it, a `direction` not of
+    shape `(p,)` ($p$ the number of flattened parameters) or not finite and nonzero, `alphas`
+    not 1-D, empty or not finite, or `max_steps` not a positive integer.
     """
     check_model(model)
-    flat, _ = ravel_pytree(raw)
+    flat, _ = ravel_pytree(check_raw(model, raw))
     p = flat.shape[0]
     v = as_array(direction)
     if v.shape != (p,):

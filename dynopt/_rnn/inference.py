@@ -43,8 +43,8 @@ class Observations(eqx.Module):
     - `ys`: the observed states, shape `(m, *state_shape)`; unobserved entries may be NaN.
     - `mask`: `None` (observed = finite entries of `ys`) or a boolean/0-1 array of `ys`'s shape.
 
-    **Raises:** `ValueError` for non-increasing or non-finite times, mismatched shapes, or a
-    non-finite value in an observed entry.
+    **Raises:** `ValueError` for non-increasing or non-finite times, `ys` that are not real,
+    mismatched shapes, or a non-finite value in an observed entry.
     """
 
     ts: Float[Array, " m"]
@@ -52,7 +52,10 @@ class Observations(eqx.Module):
     mask: Float[Array, "m ..."]
 
     def __init__(self, ts: ArrayLike, ys: ArrayLike, mask: ArrayLike | None = None):
-        ts_np, ys_np = increasing("ts", ts), np.asarray(ys, dtype=np.float64)
+        ts_np, ys_np = increasing("ts", ts), np.asarray(ys)
+        if ys_np.dtype.kind not in "biuf":  # complex lost its imaginary part with a warning
+            raise ValueError(f"ys must be an array of real numbers, got dtype {ys_np.dtype}.")
+        ys_np = ys_np.astype(np.float64)
         if ys_np.ndim < 1 or ys_np.shape[0] != ts_np.size:
             raise ValueError(
                 f"ys must have shape (len(ts), *state_shape) = ({ts_np.size}, ...), got shape "
@@ -356,6 +359,25 @@ def _optax_fit(cell: ODECell, traj, num_iterations: Int[Array, ""]) -> Fit:
         num_iterations=num_iterations,
         ok=traj.diverged_at < 0,
     )
+
+
+def check_raw(model: ObservationModel, raw: PyTree) -> PyTree:
+    """`raw` checked against `model`'s cell: the tree structure and leaf shapes of its trainable
+    leaves (another tree was a `KeyError` or a shape error inside the vector field) and, where
+    concrete, finite (a NaN one gave NaN sensitivities, read as infinite standard errors)."""
+    ref = model.cell.params
+    shapes = jax.tree.map(np.shape, ref)
+    if jax.tree.structure(raw) != jax.tree.structure(ref) or jax.tree.leaves(
+        jax.tree.map(np.shape, raw)
+    ) != jax.tree.leaves(shapes):
+        raise ValueError(
+            "raw must have the tree structure and leaf shapes of the cell's trainable leaves "
+            f"(model.cell.params: {shapes}), got {jax.tree.map(np.shape, raw)}."
+        )
+    for path, leaf in jax.tree_util.tree_leaves_with_path(raw):
+        if not is_traced(leaf):
+            interval(f"raw{jax.tree_util.keystr(path)}", leaf)
+    return raw
 
 
 def check_model(model) -> None:

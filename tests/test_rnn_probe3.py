@@ -1,0 +1,129 @@
+"""Session 49's probe of dynopt.rnn on a vector field of its own (a forced, damped pendulum with
+dict parameters): each cell's order in h, the unrolled fit's O(h^p) bias, the calibration of the
+Cramér–Rao standard errors over noisy data sets; and the defects found (a `raw` of another tree
+or a NaN one, complex observations)."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+import pytest
+
+from dynopt import rnn
+
+
+TRUTH = {"A": 0.5, "c": 0.3, "g": 2.0}  # ravel order: sorted keys
+Y0 = jnp.array([1.0, 0.0])
+
+
+def _pendulum(t, y, p):
+    return jnp.stack([y[1], -p["g"] * jnp.sin(y[0]) - p["c"] * y[1] + p["A"] * jnp.cos(t)])
+
+
+def _reference(ts):
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(_pendulum),
+        diffrax.Tsit5(),
+        0.0,
+        float(ts[-1]),
+        0.01,
+        Y0,
+        args=jax.tree.map(jnp.asarray, TRUTH),
+        stepsize_controller=diffrax.PIDController(rtol=1e-13, atol=1e-13),
+        saveat=diffrax.SaveAt(ts=ts),
+        max_steps=100_000,
+    ).ys
+
+
+def _start():
+    return {"A": jnp.array(0.3), "c": jnp.array(0.5), "g": jnp.array(1.5)}
+
+
+def test_each_cell_converges_at_its_order_on_a_forced_pendulum():
+    """The global error at t = 4 halves by 2^p per halving of h (the last pair, h = 0.025 to
+    0.0125): the observed order within 0.1 of `ORDERS`."""
+    ref = _reference(jnp.array([4.0]))[0]
+    for method, order in rnn.ORDERS.items():
+        errs = [
+            float(
+                jnp.linalg.norm(
+                    rnn.ODECell(_pendulum, TRUTH, 4.0 / n, method=method)(Y0, n)[-1] - ref
+                )
+            )
+            for n in (160, 320)
+        ]
+        assert np.log2(errs[0] / errs[1]) == pytest.approx(order, abs=0.1), method
+
+
+def test_unrolled_rk4_fit_is_biased_by_h_to_the_fourth():
+    """Fitting the RK4 cell to exact data fits the discrete map: the bias falls 16x per halving of
+    h (within 10 %; at h = 0.125 -> 0.0625 the ratio is still 14.2 for A)."""
+    ts = jnp.linspace(0.25, 6.0, 24)
+    obs = rnn.Observations(ts, _reference(ts))
+    lm = optx.LevenbergMarquardt(rtol=1e-12, atol=1e-12)
+    bias = []
+    for h in (0.0625, 0.03125):
+        cell = rnn.ODECell(_pendulum, _start(), h, method="rk4")
+        fitted = rnn.fit(rnn.unrolled_model(cell, Y0, obs), lm, 200)
+        assert bool(fitted.ok)
+        bias.append(np.array([float(fitted.cell.parameters[k]) - TRUTH[k] for k in TRUTH]))
+    ratio = np.abs(bias[0]) / np.abs(bias[1])
+    assert np.all(np.abs(ratio / 16.0 - 1.0) < 0.1), ratio
+
+
+def test_standard_errors_are_calibrated_on_noisy_data():
+    """40 data sets with noise sigma = 0.02 (seeds 0..39), Levenberg–Marquardt on the diffrax
+    route. With `identifiability`'s Fisher information F at the estimate, each error's
+    (e^T F e) is chi^2(3) if F is right, their sum over the 40 sets chi^2(120): [86.9, 159.0] is
+    its 1 %-99 % range (an F too small or too large by a factor 1.5 moves it out). The standard
+    errors are F's: sqrt(diag F^-1)."""
+    ts = jnp.linspace(0.25, 6.0, 24)
+    sigma, exact = 0.02, _reference(ts)
+    lm = optx.LevenbergMarquardt(rtol=1e-10, atol=1e-10)
+    truth = np.array(list(TRUTH.values()))
+    z = []
+    for seed in range(40):
+        noisy = exact + sigma * jax.random.normal(jax.random.key(seed), exact.shape)
+        cell = rnn.ODECell(_pendulum, _start(), 0.25)
+        model = rnn.diffrax_model(cell, Y0, rnn.Observations(ts, noisy), rtol=1e-10, atol=1e-10)
+        fitted = rnn.fit(model, lm, 200)
+        assert bool(fitted.ok)
+        info = rnn.identifiability(model, fitted.cell.params, noise_std=sigma)
+        estimate = np.array([float(fitted.cell.parameters[k]) for k in TRUTH])
+        fisher, error = np.asarray(info.fisher), estimate - truth
+        np.testing.assert_allclose(
+            np.asarray(info.std_errors), np.sqrt(np.diag(np.linalg.inv(fisher))), rtol=1e-8
+        )
+        z.append(error @ fisher @ error)
+    assert 86.9 < np.sum(z) < 159.0, z
+
+
+# Defects.
+
+
+def test_identifiability_and_loss_profile_check_raw():
+    """A `raw` of another tree was a KeyError inside the vector field; a NaN one gave NaN
+    sensitivities, reported as infinite standard errors (not identifiable) without a word."""
+    ts = jnp.linspace(0.5, 2.0, 4)
+    cell = rnn.ODECell(_pendulum, _start(), 0.25)
+    model = rnn.unrolled_model(cell, Y0, rnn.Observations(ts, _reference(ts)))
+    direction, alphas = jnp.array([1.0, 0.0, 0.0]), jnp.linspace(-0.1, 0.1, 3)
+    for raw, match in (
+        ({"g": 1.0}, "raw must have the tree structure"),
+        ({"A": jnp.ones(2), "c": 0.5, "g": 1.5}, "raw must have the tree structure"),
+        ({"A": np.nan, "c": 0.5, "g": 1.5}, r"raw\['A'\] must be finite"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            rnn.identifiability(model, raw)
+        with pytest.raises(ValueError, match=match):
+            rnn.loss_profile(model, raw, direction, alphas)
+    # The cell's own tree, with Python floats for leaves, still passes.
+    info = rnn.identifiability(model, {"A": 0.5, "c": 0.3, "g": 2.0})
+    assert np.all(np.isfinite(np.asarray(info.std_errors)))
+
+
+def test_observations_refuse_complex_values():
+    """Complex observations lost their imaginary part with a ComplexWarning."""
+    with pytest.raises(ValueError, match="ys must be an array of real numbers"):
+        rnn.Observations(jnp.array([1.0, 2.0]), np.ones((2, 2)) + 1j)
