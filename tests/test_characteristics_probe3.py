@@ -10,6 +10,8 @@ import pytest
 from dynopt import characteristics as ch, flows
 from dynopt._problem import Problem
 
+from .helpers import backend_compiles
+
 
 def _zero(x, u):
     del x
@@ -213,6 +215,28 @@ def test_transport_density_refuses_a_nan_t0_and_non_finite_samples():
     x0[1, 0] = np.nan
     with pytest.raises(ValueError, match=r"params0 must be finite"):
         ch.transport_density(flows.GradientFlow(), problem, x0, logp0, ts)
+
+
+def test_transport_density_reuses_its_program_for_new_t0_and_tolerances():
+    """t0, rtol and atol reached the compiled transport as Python floats, static: each new value
+    compiled it again. Now traced (as quasilinear's), with the same results bit for bit."""
+    problem = Problem(lambda x: jnp.sum(x**4) / 4, jnp.array([0.3]))
+    x0, logp0, ts = np.linspace(-1.0, 1.0, 5)[:, None], np.zeros(5), np.array([1.0, 2.0])
+
+    def transport(**options):
+        return ch.transport_density(flows.GradientFlow(), problem, x0, logp0, ts, **options)
+
+    first = transport()
+    with backend_compiles() as compiled:
+        shifted = transport(t0=0.5)
+        loose = transport(rtol=1e-6, atol=1e-8)
+    assert compiled == []
+    # t0 was used: the quartic's closed form from t0 = 0.5.
+    t = ts - 0.5
+    exact = x0 / np.sqrt(1 + 2 * x0**2 * t[None, :])
+    assert np.max(np.abs(np.asarray(shifted.states[..., 0]) - exact)) < 1e-9
+    assert not np.array_equal(np.asarray(loose.states), np.asarray(first.states))
+    np.testing.assert_allclose(loose.states, first.states, rtol=1e-5)
 
 
 def test_reference_arguments_are_named():

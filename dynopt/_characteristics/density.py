@@ -180,10 +180,13 @@ def transport_density(
     solver_obj, name, ratio = _pick_solver(
         solver, problem, problem.params0, float(times[-1]) - t0, flow=flow, t0=t0
     )
-    options = (solver_obj, rtol, atol, max_steps, hutch)
+    # t0 and the tolerances as float64 arrays, traced (as `quasilinear`'s): as Python floats
+    # they were static, and each new value compiled the whole transport again.
+    t0_traced, rtol_traced, atol_traced = (np.float64(v) for v in (t0, rtol, atol))
+    options = (solver_obj, rtol_traced, atol_traced, max_steps, hutch)
     with host_validated():  # flow, problem, samples and times checked above
         ys, logp, params, result = _transport(
-            flow, problem, params0, logp0, probes, ts, t0, *options
+            flow, problem, params0, logp0, probes, ts, t0_traced, *options
         )
     what = f"density transport ({name})"
     raise_for_result(result, what=what, max_steps=max_steps, rtol=rtol, atol=atol, stiffness=ratio)
