@@ -12,6 +12,8 @@ import pytest
 
 from dynopt import rnn
 
+from .helpers import backend_compiles
+
 
 TRUTH = {"A": 0.5, "c": 0.3, "g": 2.0}  # ravel order: sorted keys
 Y0 = jnp.array([1.0, 0.0])
@@ -127,3 +129,52 @@ def test_observations_refuse_complex_values():
     """Complex observations lost their imaginary part with a ComplexWarning."""
     with pytest.raises(ValueError, match="ys must be an array of real numbers"):
         rnn.Observations(jnp.array([1.0, 2.0]), np.ones((2, 2)) + 1j)
+
+
+def _decay(t, y, p):
+    del t
+    return -p["k"] * y
+
+
+def test_least_squares_fits_a_float32_cell():
+    """optimistix's Levenberg–Marquardt failed on float32 parameters under x64 (lineax: 'Vector
+    and operator structures do not match', its damping term float64). Now its algebra runs in
+    float64 around the float32 model: the fit stays float32 and finds the float64 fit's k to
+    float32 rounding (the predictions' 100 eps32 relative error over a unit sensitivity)."""
+    ts = np.array([0.5, 1.0, 2.0])
+    obs = rnn.Observations(ts, 2.0 * np.exp(-0.7 * ts)[:, None])
+    lm = optx.LevenbergMarquardt(rtol=1e-6, atol=1e-6)
+    fits = {}
+    for dtype in (jnp.float64, jnp.float32):
+        cell = rnn.ODECell(_decay, {"k": jnp.asarray(0.4, dtype)}, jnp.asarray(0.5, dtype))
+        model = rnn.unrolled_model(cell, jnp.asarray([2.0], dtype), obs)
+        fits[dtype] = rnn.fit(model, lm, 100)
+    f32, f64 = fits[jnp.float32], fits[jnp.float64]
+    assert f32.cell.parameters["k"].dtype == jnp.float32 and f32.loss.dtype == jnp.float32
+    assert bool(f64.ok)
+    tol = 100 * float(jnp.finfo(jnp.float32).eps)
+    k32, k64 = float(f32.cell.parameters["k"]), float(f64.cell.parameters["k"])
+    assert k32 == pytest.approx(k64, rel=tol)
+
+
+def test_new_tolerances_of_the_diffrax_route_compile_nothing():
+    """diffrax_model's rtol and atol reached the PIDController as Python floats, static: each
+    new value compiled every least-squares fit, sensitivity analysis and profile again."""
+    ts = jnp.array([0.5, 1.0, 2.0])
+    obs = rnn.Observations(ts, 2.0 * jnp.exp(-0.7 * ts)[:, None])
+    cell = rnn.ODECell(_decay, {"k": jnp.asarray(0.4)}, 0.5)
+    lm = optx.LevenbergMarquardt(rtol=1e-8, atol=1e-8)
+
+    def everything(**tolerances):
+        model = rnn.diffrax_model(cell, jnp.array([2.0]), obs, **tolerances)
+        fitted = rnn.fit(model, lm, 50)
+        info = rnn.identifiability(model, fitted.cell.params)
+        profile = rnn.loss_profile(model, fitted.cell.params, jnp.ones(1), jnp.zeros(1))
+        return fitted, info, profile
+
+    first = everything()
+    with backend_compiles() as compiled:
+        loose = everything(rtol=1e-4, atol=1e-4)
+    assert compiled == []
+    k_first, k_loose = (float(f[0].cell.parameters["k"]) for f in (first, loose))
+    assert k_first != k_loose and k_loose == pytest.approx(0.7, rel=1e-3)

@@ -302,7 +302,12 @@ def diffrax_model(
         **shared,
         route="diffrax",
         solver=diffrax.Tsit5() if solver is None else solver,
-        controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        # The tolerances as arrays in the state's dtype, traced: as Python floats they were
+        # static, and each new value compiled every fit, sensitivity and profile again.
+        controller=diffrax.PIDController(
+            rtol=as_array(np.asarray(rtol, shared["y0"].dtype)),
+            atol=as_array(np.asarray(atol, shared["y0"].dtype)),
+        ),
         adjoint=diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
         max_steps=max_steps,
     )
@@ -328,15 +333,32 @@ class Fit(eqx.Module):
 @eqx.filter_jit
 def _least_squares(model: ObservationModel, solver, max_steps: int):
     raw0 = model.cell.params
+    # The solver's algebra in the default float (float64 under x64), the model in its own dtype:
+    # optimistix's Levenberg–Marquardt and Dogleg fail on float32 parameters under x64 (their
+    # damping term is float64: lineax's "Vector and operator structures do not match", lax's
+    # "cond branches must have equal output types"). A no-op for float64 parameters.
+    wide = jnp.dtype(jnp.result_type(float))
+
+    def widen(tree):
+        def one(a):
+            narrower = jnp.issubdtype(a.dtype, jnp.floating) and a.dtype.itemsize < wide.itemsize
+            return a.astype(wide) if narrower else a
+
+        return jax.tree.map(one, tree)
+
+    def narrow(raw):
+        return jax.tree.map(lambda a, ref: a.astype(ref.dtype), raw, raw0)
+
     sol = optx.least_squares(
-        lambda raw, _: model.residuals(raw),
+        lambda raw, _: widen(model.residuals(narrow(raw))),
         solver,
-        raw0,
+        widen(raw0),
         # reverse-mode Jacobian: RecursiveCheckpointAdjoint cannot be forward-differentiated.
         options={"jac": "bwd"},
         max_steps=max_steps,
         throw=False,
     )
+    sol = eqx.tree_at(lambda x: x.value, sol, narrow(sol.value))
     # The predictions at the start and at the solution from the same program (computed apart,
     # they were one more compiled program: diffrax's solve, or the unrolled scan), one solve
     # in a loop of two (written twice, XLA compiled the solve twice).
