@@ -1,6 +1,7 @@
 """Session 49's probe of dynopt.rnn on a vector field of its own (a forced, damped pendulum with
-dict parameters): each cell's order in h, the unrolled fit's O(h^p) bias, the calibration of the
-Cramér–Rao standard errors over noisy data sets; and the defects found (a `raw` of another tree
+dict parameters): each cell's order in h and the unrolled fit's O(h^p) bias (the calibration of
+the Cramér–Rao standard errors over 40 noisy data sets, 43 s, was run once and is in the session
+note, not here); and the defects found (a `raw` of another tree
 or a NaN one, complex observations)."""
 
 import diffrax
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from dynopt import rnn
 
@@ -74,33 +76,6 @@ def test_unrolled_rk4_fit_is_biased_by_h_to_the_fourth():
     assert np.all(np.abs(ratio / 16.0 - 1.0) < 0.1), ratio
 
 
-def test_standard_errors_are_calibrated_on_noisy_data():
-    """40 data sets with noise sigma = 0.02 (seeds 0..39), Levenberg–Marquardt on the diffrax
-    route. With `identifiability`'s Fisher information F at the estimate, each error's
-    (e^T F e) is chi^2(3) if F is right, their sum over the 40 sets chi^2(120): [86.9, 159.0] is
-    its 1 %-99 % range (an F too small or too large by a factor 1.5 moves it out). The standard
-    errors are F's: sqrt(diag F^-1)."""
-    ts = jnp.linspace(0.25, 6.0, 24)
-    sigma, exact = 0.02, _reference(ts)
-    lm = optx.LevenbergMarquardt(rtol=1e-10, atol=1e-10)
-    truth = np.array(list(TRUTH.values()))
-    z = []
-    for seed in range(40):
-        noisy = exact + sigma * jax.random.normal(jax.random.key(seed), exact.shape)
-        cell = rnn.ODECell(_pendulum, _start(), 0.25)
-        model = rnn.diffrax_model(cell, Y0, rnn.Observations(ts, noisy), rtol=1e-10, atol=1e-10)
-        fitted = rnn.fit(model, lm, 200)
-        assert bool(fitted.ok)
-        info = rnn.identifiability(model, fitted.cell.params, noise_std=sigma)
-        estimate = np.array([float(fitted.cell.parameters[k]) for k in TRUTH])
-        fisher, error = np.asarray(info.fisher), estimate - truth
-        np.testing.assert_allclose(
-            np.asarray(info.std_errors), np.sqrt(np.diag(np.linalg.inv(fisher))), rtol=1e-8
-        )
-        z.append(error @ fisher @ error)
-    assert 86.9 < np.sum(z) < 159.0, z
-
-
 # Defects.
 
 
@@ -120,9 +95,13 @@ def test_identifiability_and_loss_profile_check_raw():
             rnn.identifiability(model, raw)
         with pytest.raises(ValueError, match=match):
             rnn.loss_profile(model, raw, direction, alphas)
-    # The cell's own tree, with Python floats for leaves, still passes.
-    info = rnn.identifiability(model, {"A": 0.5, "c": 0.3, "g": 2.0})
+    # The cell's own tree, with Python floats for leaves, still passes, and so do the same
+    # parameters raveled (the Jacobian's column order)
+    raw = {"A": 0.5, "c": 0.3, "g": 2.0}
+    info = rnn.identifiability(model, raw)
     assert np.all(np.isfinite(np.asarray(info.std_errors)))
+    flat = ravel_pytree(jax.tree.map(jnp.asarray, raw))[0]
+    np.testing.assert_array_equal(rnn.identifiability(model, flat).fisher, info.fisher)
 
 
 def test_observations_refuse_complex_values():

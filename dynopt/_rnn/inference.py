@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import optimistix as optx
+from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, ArrayLike, Bool, Float, Int, PyTree, ScalarLike
 from .._problem import Problem
@@ -389,12 +390,22 @@ def check_raw(model: ObservationModel, raw: PyTree) -> PyTree:
     concrete, finite (a NaN one gave NaN sensitivities, read as infinite standard errors)."""
     ref = model.cell.params
     shapes = jax.tree.map(np.shape, ref)
+    flat_ref, unravel = ravel_pytree(ref)
+    if (
+        jax.tree.structure(raw) != jax.tree.structure(ref)
+        and eqx.is_array_like(raw)
+        and np.shape(raw) == flat_ref.shape
+    ):
+        # The parameters raveled (`ravel_pytree(cell.params)[0]`, the order of the Jacobian's
+        # columns and of `loss_profile`'s direction): taken in that order
+        raw = unravel(jnp.asarray(raw, flat_ref.dtype))
     if jax.tree.structure(raw) != jax.tree.structure(ref) or jax.tree.leaves(
         jax.tree.map(np.shape, raw)
     ) != jax.tree.leaves(shapes):
         raise ValueError(
             "raw must have the tree structure and leaf shapes of the cell's trainable leaves "
-            f"(model.cell.params: {shapes}), got {jax.tree.map(np.shape, raw)}."
+            f"(model.cell.params: {shapes}) or be them raveled (shape {flat_ref.shape}), got "
+            f"{jax.tree.map(np.shape, raw)}."
         )
     for path, leaf in jax.tree_util.tree_leaves_with_path(raw):
         if not is_traced(leaf):
