@@ -17,6 +17,14 @@ averages are monotone only for cell Péclet numbers $|p_i|h_i/\alpha \le 1$: a n
 $P_{j\pm1}$ enters $\dot P_j$ with the weight $(\alpha/h_i \mp p_i)/(2h_i)$. Beyond (strong drift
 on a coarse grid) the density can turn negative and the absorbing faces feed spurious mass back
 in; where the density lives, either beyond `BROKEN_TOL` (1%) is refused, naming the Péclet number.
+
+**Anisotropic noise** (a `VectorSDE` with a diffusion matrix $D$):
+$J_i = p_iP - \tfrac12\sum_j D_{ij}\partial_jP$. The diagonal term is the flux above with
+$\alpha \to D_{ii}$ (Péclet numbers $|p_i|h_i/D_{ii}$); a mixed term $D_{ij}\partial_jP$,
+$j \ne i$, takes on each face the mean of the central differences
+$(P_{+e_j} - P_{-e_j})/(2h_j)$ of its two cells (second order, and still a flux: mass is
+conserved). The mixed terms are not monotone on their own: a strongly correlated $D$ on a coarse
+grid can turn the density negative, refused as above.
 """
 
 import diffrax
@@ -81,6 +89,22 @@ def _face_points(axes, i):
     return jnp.stack(jnp.meshgrid(*grids, indexing="ij"), axis=-1)
 
 
+def _central(P, j, h):
+    # (P_{+1} - P_{-1}) / 2h along axis j, with P = 0 one cell outside (absorbing).
+    ext = jnp.pad(P, [(1, 1) if k == j else (0, 0) for k in range(P.ndim)])
+    n = P.shape[j]
+    hi = jax.lax.slice_in_dim(ext, 2, n + 2, axis=j)
+    return (hi - jax.lax.slice_in_dim(ext, 0, n, axis=j)) / (2.0 * h)
+
+
+def _face_average(G, i):
+    # The mean of G over the two cells beside each face normal to axis i (0 one cell outside).
+    ext = jnp.pad(G, [(1, 1) if k == i else (0, 0) for k in range(G.ndim)])
+    n = G.shape[i]
+    lo = jax.lax.slice_in_dim(ext, 0, n + 1, axis=i)
+    return 0.5 * (lo + jax.lax.slice_in_dim(ext, 1, n + 2, axis=i))
+
+
 @eqx.filter_jit
 def _solve(sde, axes, nums, y0, t0, t1, solver, rtol, atol, max_steps):
     # `axes` may be padded past `nums` active cells per axis (one program for several grids).
@@ -100,6 +124,7 @@ def _solve(sde, axes, nums, y0, t0, t1, solver, rtol, atol, max_steps):
     ]
 
     alpha = sde.alpha.astype(y0.dtype)  # a float32 alpha has no strict promotion with P's
+    iso = sde.isotropic
 
     def vf(t, y, args):
         P = jnp.where(active, y[:-1].reshape(shape), 0.0)
@@ -113,7 +138,15 @@ def _solve(sde, axes, nums, y0, t0, t1, solver, rtol, atol, max_steps):
             ext = jnp.pad(P, pad)
             lo = jax.lax.slice_in_dim(ext, 0, shape[i] + 1, axis=i)
             hi = jax.lax.slice_in_dim(ext, 1, shape[i] + 2, axis=i)
-            J = pf * 0.5 * (lo + hi) - 0.5 * alpha * (hi - lo) / hs[i]
+            if iso:
+                J = pf * 0.5 * (lo + hi) - 0.5 * alpha * (hi - lo) / hs[i]
+            else:
+                J = pf * 0.5 * (lo + hi) - 0.5 * alpha[i, i] * (hi - lo) / hs[i]
+                for j in range(d):  # -D_ij ∂_j P / 2: the two cells' central differences
+                    if j != i:
+                        J = J - 0.5 * alpha[i, j] * _face_average(_central(P, j, hs[j]), i)
+                # (The cross terms reach faces of the padding's cells beside the grid.)
+                J = jnp.where(real[i], J, 0.0)
             dP = dP - jnp.diff(J, axis=i) / hs[i]
             high = jax.lax.dynamic_index_in_dim(J, nums[i], axis=i, keepdims=False)
             low = jax.lax.index_in_dim(J, 0, axis=i, keepdims=False)
@@ -232,8 +265,13 @@ def _check_monotone(sde, axes, p0, P, lost, mass, t0, t1, mass_tol, name) -> Non
         live = dens >= BROKEN_TOL * dens.max()
         p = np.abs(np.asarray(jax.vmap(sde.p, in_axes=(0, None))(pts, jnp.asarray(t, float))))
         worst = np.maximum(worst, np.max(p[live], axis=0))
-    alpha = float(sde.alpha)
-    i = int(np.argmax(worst * hs))
+    if sde.isotropic:
+        alpha, rate = float(sde.alpha), "alpha"
+        i = int(np.argmax(worst * hs))
+    else:  # the diffusion across axis i is D_ii
+        rates = np.diag(np.asarray(sde.alpha, dtype=np.float64))
+        i = int(np.argmax(worst * hs / rates))
+        alpha, rate = float(rates[i]), f"D_{i}{i}"
     axis = f" on axis {i}" if d > 1 else ""
     what = []
     if negative:
@@ -247,14 +285,14 @@ def _check_monotone(sde, axes, p0, P, lost, mass, t0, t1, mass_tol, name) -> Non
             f"max(mass_tol, {BROKEN_TOL:g}))"
         )
     refine = (
-        f" Refine the grid to a spacing h_i <= alpha / |p_i| = {alpha / worst[i]:.3g}{axis} (now "
+        f" Refine the grid to a spacing h_i <= {rate} / |p_i| = {alpha / worst[i]:.3g}{axis} (now "
         f"{hs[i]:.3g}): a wider grid with as many points is coarser."
         if worst[i] > 0
         else ""
     )
     raise ValueError(
         f"{name}: {' and '.join(what)}: the central fluxes are not monotone. The cell Péclet "
-        f"number |p_i| h_i / alpha reaches {worst[i] * hs[i] / alpha:.3g}{axis} where the density "
+        f"number |p_i| h_i / {rate} reaches {worst[i] * hs[i] / alpha:.3g}{axis} where the density "
         f"lives (monotone only up to 1).{refine} mass_tol=None accepts and reports it."
     )
 

@@ -1,7 +1,9 @@
 r"""Route (c): the time-sliced path integral (post 7, eqs. 59–64) on a tensor grid in $\mathbb R^d$;
 the 1-D route is its $d = 1$ case.
 
-Slice $[t_a, t_b]$ into $n$ steps $\epsilon = (t_b-t_a)/n$. Each convention is a one-step
+Slice $[t_a, t_b]$ into $n$ steps $\epsilon = (t_b-t_a)/n$. (For a diffusion matrix $D$, noise
+$B\,dW$ with $BB^\top = D$: $|r|^2/\alpha \to r^\top D^{-1}r$ and $\alpha^d \to \det D$ below;
+the Jacobians are the drift's, unchanged, since $D$ is constant.) Each convention is a one-step
 scheme $x_k - x_{k-1} - \epsilon\,\bar p_k = \sqrt\alpha\,\Delta W_k$; changing variables
 $\Delta W_k \to x_k$ gives the short-time propagator
 $$K_\epsilon(x_k\mid x_{k-1}) = (2\pi\alpha\epsilon)^{-d/2}
@@ -133,8 +135,13 @@ def _kernel(sde, x_new, x_old, t_old, eps, convention, jacobian) -> Scalar:
         pbar = 0.5 * (sde.p(xn, t_new) + sde.p(xo, t_old))
         jac = _det(eye - 0.5 * eps * sde.grad_p(xn, t_new))
     jac = jnp.abs(jac) if jacobian else jnp.ones(())
-    var = sde.alpha * eps
     r = xn - xo - eps * pbar
+    if not sde.isotropic:  # N(r; 0, D eps): B dW's Jacobian det B^-1 is in its normaliser
+        chol = jnp.linalg.cholesky(sde.alpha * eps)
+        z = jax.scipy.linalg.solve_triangular(chol, r, lower=True)
+        norm = (2 * jnp.pi) ** (0.5 * d) * jnp.prod(jnp.diag(chol))
+        return jac * jnp.exp(-0.5 * jnp.sum(z * z)) / norm
+    var = sde.alpha * eps
     return jac * jnp.exp(-0.5 * jnp.sum(r * r) / var) / (2 * jnp.pi * var) ** (0.5 * d)
 
 
@@ -258,10 +265,12 @@ def _check_created_mass(mass, sde, axes, eps, n, mass_tol, where) -> None:
     if mass_tol is None or not mass - 1.0 > max(mass_tol, CREATED_MASS_TOL):
         return
     hs = np.array([a[1] - a[0] for a in axes])
-    sigma = float(np.sqrt(float(sde.alpha) * eps))
+    # The kernel's narrowest width: sqrt(alpha eps), or sqrt(lambda_min(D) eps).
+    rate = float(sde.alpha) if sde.isotropic else float(np.linalg.eigvalsh(sde.alpha)[0])
+    sigma = float(np.sqrt(rate * eps))
     alias = float(np.sum(2.0 * np.exp(-2.0 * np.pi**2 * sigma**2 / hs**2)))
     points = " x ".join(str(int(np.ceil((a[-1] - a[0]) / sigma)) + 1) for a in axes)
-    fewer = int(np.floor(n * eps * float(sde.alpha) / float(np.max(hs)) ** 2))
+    fewer = int(np.floor(n * eps * rate / float(np.max(hs)) ** 2))
     slices = f", or at most {fewer} slices" if fewer >= 1 else ""
     raise ValueError(
         f"{where}: mass was created, not lost: the density's mass is {mass:.4g} (lost_mass "

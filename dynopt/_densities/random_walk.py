@@ -15,6 +15,11 @@ stepping out of it is absorbed (`lost_mass`). After $n$ steps only sites with ev
 $j_i \equiv n \pmod 2$ are occupied (a sub-lattice of spacing $2\Delta s$), where the density is
 $P_n(j)/(2\Delta s)^d$. Requires $|p_i|\Delta s/\alpha \le 1$ on the window (probabilities in
 $[0, 1]$).
+
+A diagonal diffusion matrix $D$ (noise $\sqrt{D_{ii}}\,dW_i$, independent per axis) takes
+$\alpha \to D_{ii}$ on axis $i$: spacing $\Delta s_i = \sqrt{D_{ii}\Delta t}$,
+$q_\pm = \tfrac12(1 \pm p_i\Delta s_i/D_{ii})$, density $P_n(j)/\prod_i 2\Delta s_i$. Correlated
+noise (off-diagonal $D$) has no such independent steps: refused.
 """
 
 import itertools
@@ -56,10 +61,11 @@ def _walk(sde, axes, nums, j0, ds, dt, n):
     pts = mesh_points(axes).reshape(-1, d)
     P0 = jnp.zeros(shape).at[tuple(j0)].set(1.0)
     signs = list(itertools.product((1.0, -1.0), repeat=d))
+    rate = sde.alpha if sde.isotropic else jnp.diag(sde.alpha)  # (ds: one, or one per axis)
 
     def step(k, carry):
         P, lost, ratio = carry
-        q = (jax.vmap(lambda x: sde.p(x, k * dt))(pts) * ds / sde.alpha).reshape(*shape, d)
+        q = (jax.vmap(lambda x: sde.p(x, k * dt))(pts) * ds / rate).reshape(*shape, d)
         # Masked on the padding: a drift that is not finite there (outside the window) would
         # reach the window as NaN * 0 through the rolls; P is 0 there, so nothing else changes.
         q = jnp.where(active[..., None], q, 0.0)
@@ -90,11 +96,12 @@ def random_walk_nd(
 
     **Arguments:**
 
-    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
-      `problem` (`VectorSDE.from_flow`).
+    - `sde`: a `VectorSDE` (isotropic, or with a diagonal diffusion matrix $D$), a `ScalarSDE`
+      ($d = 1$), or a flow with such noise on `problem` (`VectorSDE.from_flow`).
     - `x0`: the start, a finite point of shape $(d,)$.
     - `t1`: the final time $t_1 = n\,\Delta t$.
-    - `dt`: the time step $\Delta t > 0$ (lattice spacing $\Delta s = \sqrt{\alpha\Delta t}$).
+    - `dt`: the time step $\Delta t > 0$ (lattice spacing $\Delta s = \sqrt{\alpha\Delta t}$;
+      $\sqrt{D_{ii}\Delta t}$ on axis $i$).
     - `window`: one `(lo, hi)` per coordinate, containing $x_0$ (absorbing beyond).
     - `mass_tol`: the largest lost mass accepted, `None` (report only) or $\ge 0$ and finite.
     - `problem`: the problem a flow `sde` acts on (`None` otherwise).
@@ -102,7 +109,8 @@ def random_walk_nd(
     **Raises:** `ValueError` for $\Delta t \le 0$, $t_1/\Delta t$ not an integer, a window that is
     not one `(lo, hi)` pair per coordinate of $x_0$ or does not contain $x_0$, a drift that is
     not finite on the window (beyond it, on the lattice's padding, it is never used),
-    $|p_i|\Delta s/\alpha > 1$ somewhere on the window, or a lost mass above `mass_tol` (which
+    $|p_i|\Delta s/\alpha > 1$ ($|p_i|\Delta s_i/D_{ii}$) somewhere on the window, a diffusion
+    matrix that is not diagonal, or a lost mass above `mass_tol` (which
     must be `None` or >= 0 and finite). $t_1/\Delta t$ is an integer to the precision of their
     dtypes (float32 `dt = 0.01` is 0.01 to 2.2e-8).
     """
@@ -138,14 +146,30 @@ def _random_walk(sde, problem, x0, t1, dt, window, mass_tol, name):
     check_point("x0", x0, d)
     if not np.all((win[:, 0] <= x0) & (x0 <= win[:, 1])):
         raise ValueError(f"x0={x0} must lie inside window={win.tolist()}.")
-    ds = float(np.sqrt(float(sde.alpha) * float(dt)))
+    if sde.isotropic:
+        ds = float(np.sqrt(float(sde.alpha) * float(dt)))
+        steps, rate = [ds] * d, "alpha"
+    else:
+        D = np.asarray(sde.alpha, dtype=np.float64)
+        if np.any(D != np.diag(np.diag(D))):
+            raise ValueError(
+                f"{name}: the walk steps each coordinate independently, so it has a diagonal "
+                f"diffusion matrix only; D = {np.round(D, 6).tolist()} has off-diagonal "
+                "entries (correlated noise). Use fokker_planck_nd, path_integral_nd or "
+                "monte_carlo_density_nd, or change coordinates to D's eigenvectors (where it "
+                "is diagonal)."
+            )
+        steps, rate = [float(np.sqrt(a * float(dt))) for a in np.diag(D)], "D_ii"
+        ds = np.asarray(steps)  # Δs_i = sqrt(D_ii Δt) per axis
     js = [
-        np.arange(np.ceil((lo - c) / ds), np.floor((hi - c) / ds) + 1).astype(int)
-        for (lo, hi), c in zip(win, x0)
+        np.arange(np.ceil((lo - c) / h), np.floor((hi - c) / h) + 1).astype(int)
+        for (lo, hi), c, h in zip(win, x0, steps)
     ]
     nums = [j.size for j in js]
     sizes = [1 << int(np.ceil(np.log2(m + 1))) for m in nums]  # power-of-two buckets, >= 1 pad
-    axes = tuple(c + ds * (j[0] + np.arange(s)).astype(float) for c, j, s in zip(x0, js, sizes))
+    axes = tuple(
+        c + h * (j[0] + np.arange(s)).astype(float) for c, j, s, h in zip(x0, js, sizes, steps)
+    )
     j0 = [int(np.flatnonzero(j == 0)[0]) for j in js]
     P, lost, ratio = _walk(
         sde,
@@ -161,8 +185,8 @@ def _random_walk(sde, problem, x0, t1, dt, window, mass_tol, name):
         check_finite_drift(sde, mesh_points(real), (0.0, (n - 1) * float(dt)), name)
     if not float(ratio) <= 1.0:
         raise ValueError(
-            f"|p_i| ds / alpha reaches {float(ratio):.3g} > 1 on the window: the walk's "
-            "probabilities (1 ± p_i ds/alpha)/2 leave [0, 1]. Use a smaller dt or a narrower "
+            f"|p_i| ds / {rate} reaches {float(ratio):.3g} > 1 on the window: the walk's "
+            f"probabilities (1 ± p_i ds/{rate})/2 leave [0, 1]. Use a smaller dt or a narrower "
             "window."
         )
     check_lost_mass(lost, mass_tol, name)
@@ -173,7 +197,7 @@ def _random_walk(sde, problem, x0, t1, dt, window, mass_tol, name):
     mass = np.sum(P_occ)
     return TensorDensity(
         axes=tuple(a[o] for a, o in zip(axes, occ)),
-        density=P_occ / (2 * ds) ** d,
+        density=P_occ / (2 * ds) ** d if sde.isotropic else P_occ / np.prod(2 * ds),
         t=t1,
         mass=mass,
         lost_mass=lost,

@@ -1,9 +1,12 @@
-r"""The SDE $dx = p(x,t)\,dt + \sqrt{\alpha}\,dW$ in $\mathbb R^d$ (isotropic noise), the exact
-transition density of a linear drift, the stationary law of a gradient drift, and the result type
-of every $d$-dimensional density route: a density on a tensor grid.
+r"""The SDE $dx = p(x,t)\,dt + \sqrt{\alpha}\,dW$ in $\mathbb R^d$ (isotropic noise), or
+$dx = p\,dt + B\,dW$ with a constant diffusion matrix $D = BB^\top$ (anisotropic noise), the
+exact transition density of a linear drift, the stationary law of a gradient drift, and the
+result type of every $d$-dimensional density route: a density on a tensor grid.
 
-**Convention** as in 1-D: $\alpha$ is the variance rate, $\mathrm{Cov}(dx) = \alpha\,dt\,I$. The
-Fokker–Planck equation is $\partial_t P = \tfrac\alpha2\Delta P - \nabla\cdot(pP)$.
+**Convention** as in 1-D: $\alpha$ is the variance rate, $\mathrm{Cov}(dx) = \alpha\,dt\,I$, or
+$D\,dt$ for a matrix (isotropic noise is $D = \alpha I$). The Fokker–Planck equation is
+$\partial_t P = \tfrac12\nabla\cdot(D\nabla P) - \nabla\cdot(pP)$, i.e.
+$\tfrac\alpha2\Delta P - \nabla\cdot(pP)$ for isotropic noise.
 """
 
 from collections.abc import Callable
@@ -21,11 +24,17 @@ from .._discretization import widest_dtype
 from .._flows.base import AbstractFlow
 from .._problem import Problem
 from .._sde.base import AbstractSDE, not_an_optimizer
-from .._validation import function, hyperparameter, interval, is_traced, nonnegative, positive
+from .._validation import (
+    as_hyperparameter,
+    function,
+    interval,
+    is_traced,
+    nonnegative,
+    positive,
+)
 from .base import (
     as_point_array,
     check_edge_mass,
-    check_scalar_alpha,
     check_scalar_point,
     check_tolerance,
     check_uniform_grid,
@@ -35,11 +44,59 @@ from .base import (
 )
 
 
+def check_diffusion_matrix(name: str, value) -> Float[Array, "d d"]:
+    r"""`value` as a float $(d, d)$ array: `ValueError` naming `name` unless it is square and,
+    given concretely, finite, symmetric (to $10^{-12}$ of its largest entry) and positive
+    definite. A singular $D$ (noise on some directions only, e.g. `Kramers`' on the velocity)
+    has no density on $\mathbb R^d$, and the Gaussian kernels would divide by $\det D = 0$."""
+    if jnp.ndim(value) != 2 or jnp.shape(value)[0] != jnp.shape(value)[1] or not jnp.size(value):
+        raise ValueError(f"{name} must be a square (d, d) matrix, got shape {jnp.shape(value)}.")
+    if is_traced(value):
+        return jnp.asarray(value, dtype=float)
+    interval(name, value)  # finite real numbers
+    m = np.asarray(value, dtype=np.float64)
+    scale = float(np.max(np.abs(m)))
+    if not np.allclose(m, m.T, rtol=0.0, atol=1e-12 * scale):
+        raise ValueError(
+            f"{name} must be symmetric (a diffusion matrix D = B B^T), got {m.tolist()}."
+        )
+    eig = np.linalg.eigvalsh(0.5 * (m + m.T))
+    if not eig[0] > 1e-12 * max(scale, 1e-300):
+        raise ValueError(
+            f"{name} must be positive definite (a nonsingular diffusion matrix D = B B^T), got "
+            f"eigenvalues {np.round(eig, 6).tolist()}: noise that misses a direction (e.g. "
+            "Kramers: on the velocity only) has no density on R^d for the grid routes. "
+            "Simulate it with dynopt.sde.simulate."
+        )
+    return jnp.asarray(value, dtype=float)
+
+
+def _convert_alpha(value) -> Float[Array, "..."]:
+    # A scalar exactly as a `hyperparameter` field stores it (> 0, a weakly typed float array);
+    # a matrix checked as a diffusion matrix. Other shapes are refused by `__check_init__`.
+    if jnp.ndim(value) == 2:
+        return check_diffusion_matrix("alpha", value)
+    if jnp.ndim(value) == 0:
+        return as_hyperparameter("alpha", value, lower=0.0, lower_open=True)
+    return value
+
+
+def _check_alpha_shape(alpha) -> None:
+    if jnp.ndim(alpha) not in (0, 2):
+        raise ValueError(
+            f"alpha must be a scalar, the one variance rate of the noise sqrt(alpha) dW, or a "
+            f"(d, d) diffusion matrix D = B B^T of the noise B dW, got shape {jnp.shape(alpha)} "
+            "(per-axis variance rates a_i are the matrix D = diag(a_i))."
+        )
+
+
 class VectorSDE(AbstractSDE):
     r"""$dx = p(x, t)\,dt + \sqrt{\alpha}\,dW$ in $\mathbb R^d$, $W$ a $d$-dimensional Brownian
     motion: the model every density route works on.
 
-    A flow with noise (isotropic additive noise, so `dynopt.sde.simulate(sde, None, ts, key, n,
+    With a matrix `alpha` $= D$ it is $dx = p\,dt + B\,dW$, $BB^\top = D$ (anisotropic noise;
+    $B$ the Cholesky factor, the law depends on $D$ only); a scalar $\alpha$ is $D = \alpha I$.
+    A flow with noise (constant additive noise, so `dynopt.sde.simulate(sde, None, ts, key, n,
     x0=x0)` uses ShARK); its drift is a general $p$, not an optimizer's, so it has no
     `discretize`. Flows with noise (`dynopt.sde.Langevin`, a user's `AbstractSDE`) reach the
     routes through `VectorSDE.from_flow(flow, problem)`, which every route applies when given
@@ -49,36 +106,51 @@ class VectorSDE(AbstractSDE):
 
     - `drift`: $p(x, t)$, a callable mapping shape $(d,)$ and a scalar to shape $(d,)$ (an
       `eqx.Module` such as `LinearDrift` keeps its numbers traced: one compilation for many).
-    - `alpha`: the variance rate $\alpha > 0$ (an array leaf).
+    - `alpha`: the variance rate $\alpha > 0$, a scalar (an array leaf); or the diffusion
+      matrix $D$, $(d, d)$ symmetric positive definite ($\mathrm{Cov}(dx) = D\,dt$; per-axis
+      rates $a_i$ are $D = \mathrm{diag}(a_i)$).
 
-    **Raises:** `ValueError` for $\alpha \le 0$, an $\alpha$ that is not a scalar, a
-    non-callable drift, or (at `check_dimension`, i.e. in `simulate` and every route) a drift whose
-    output shape is not the state's $(d,)$.
+    **Raises:** `ValueError` for $\alpha \le 0$, an $\alpha$ that is neither a scalar nor a
+    square matrix, a matrix that is not symmetric positive definite (a singular $D$ has no
+    density), a non-callable drift, or (at `check_dimension`, i.e. in `simulate` and every
+    route) a drift whose output shape is not the state's $(d,)$, or a $D$ that is not $(d, d)$.
     """
 
     drift_fn: Callable[[Array, Scalar], Array]
-    alpha: Float[Array, ""] = hyperparameter("alpha", lower=0.0, lower_open=True)
+    # Not a `hyperparameter` field: a matrix is one model, not a batch of runs (`simulate`'s
+    # `check_unbatched` refuses a hyperparameter that is not a scalar).
+    alpha: Float[Array, ""] | Float[Array, "d d"] = eqx.field(converter=_convert_alpha)
     additive: ClassVar[bool] = True
 
     def __check_init__(self):
         function("drift", self.drift_fn, "callable (x, t) -> shape (d,)")
-        check_scalar_alpha(self.alpha)
+        _check_alpha_shape(self.alpha)
+
+    @property
+    def isotropic(self) -> bool:
+        r"""Whether the noise is $\sqrt\alpha\,dW$ with a scalar $\alpha$ (static: the shape)."""
+        return jnp.ndim(self.alpha) == 0
+
+    def diffusion_matrix(self, d: int) -> Float[Array, "d d"]:
+        r"""$D$, $\mathrm{Cov}(dx) = D\,dt$: $\alpha I_d$ for a scalar $\alpha$."""
+        return self.alpha * jnp.eye(d) if self.isotropic else self.alpha
 
     @staticmethod
     def from_flow(flow: AbstractFlow, problem: Problem, *, times=(0.0, 1.0)) -> "VectorSDE":
-        r"""The flow with noise `flow` on `problem` as $dx = p\,dt + \sqrt\alpha\,dW$ on its
-        raveled state: $p$ is the flow's `vector_field`, and its `diffusion` must be
-        $\sqrt\alpha\,I$ with one $\alpha$ for every state and time (constant isotropic additive
-        noise, the densities' Fokker–Planck $\partial_t P = \tfrac\alpha2\Delta P -
-        \nabla\cdot(pP)$). `Langevin(T)` gives $p = -\nabla L$, $\alpha = 2T$. The noise is
-        read at `problem.params0` at each of `times` (the routes pass five times across their
+        r"""The flow with noise `flow` on `problem` as $dx = p\,dt + G\,dW$ on its raveled state:
+        $p$ is the flow's `vector_field`, and its `diffusion` $G$ must be one constant matrix for
+        every state and time with $D = GG^\top$ nonsingular (the densities' Fokker–Planck
+        $\partial_t P = \tfrac12\nabla\cdot(D\nabla P) - \nabla\cdot(pP)$). Isotropic noise,
+        $D = \alpha I$, gives the scalar `alpha` $= \alpha$ (`Langevin(T)`: $p = -\nabla L$,
+        $\alpha = 2T$); any other $D$ the matrix `alpha` $= D$. The noise is read at
+        `problem.params0` at each of `times` (the routes pass five times across their
         $[t_0, t_1]$), with its derivative in the state.
 
         **Raises:** `ValueError` for a flow without diffusion or with zero noise (`Langevin(0)`),
         one that declares state-dependent noise (`additive = False`: `SGDNoise`, `GBM`), or noise
-        that is not isotropic (`Kramers`: on the velocity only), depends on the state (its
-        derivative at `params0`, or its value at four fixed states around it), or changes across
-        `times`.
+        whose $D$ is singular (`Kramers`: on the velocity only; it has no density on the whole
+        state), depends on the state (its derivative at `params0`, or its value at four fixed
+        states around it), or changes across `times`.
         """
         if not isinstance(flow, AbstractFlow) or not isinstance(problem, Problem):
             raise ValueError(
@@ -87,8 +159,9 @@ class VectorSDE(AbstractSDE):
             )
         name = type(flow).__name__
         need = (
-            "the density routes need constant isotropic additive noise sqrt(alpha) dW on the "
-            "whole state (one alpha for every state and time)"
+            "the density routes need constant isotropic additive noise sqrt(alpha) dW, or "
+            "constant additive noise G dW with a nonsingular D = G G^T, on the whole state (one "
+            "alpha or D for every state and time)"
         )
         if isinstance(flow, AbstractSDE):
             flow.check(problem)
@@ -104,7 +177,7 @@ class VectorSDE(AbstractSDE):
         if noise[0][0] is None:
             raise ValueError(f"{name} declares no diffusion: it is an ODE.")
         n = x0.shape[0]
-        alpha = None
+        alpha = None  # the scalar alpha, or the matrix D, read at the first time
         for t, (g, dg) in zip(ts, noise):
             gg = np.asarray(g @ g.T)
             a = float(gg[0, 0]) if gg.size else 0.0
@@ -119,24 +192,28 @@ class VectorSDE(AbstractSDE):
             iso = gg.shape == (n, n) and np.allclose(
                 gg, a * np.eye(n), rtol=0, atol=1e-12 * max(abs(a), 1e-300)
             )
-            if alpha is None and not (iso and a > 0):
-                raise ValueError(
-                    f"{need}; {name}'s diffusion is not isotropic (e.g. Kramers: noise on the "
-                    "velocity only). Simulate it with dynopt.sde.simulate."
-                )
+            if alpha is None and not iso:
+                _check_nonsingular_noise(gg, n, name, need)
             if np.any(np.asarray(dg)):
                 raise ValueError(
                     f"{need}; {name}'s diffusion depends on the state (its derivative at "
                     f"params0 is not 0 at t = {t:g}). Simulate it with dynopt.sde.simulate."
                 )
             if alpha is None:
-                alpha, t_first = a, t
+                alpha, t_first = (a if iso else 0.5 * (gg + gg.T)), t
                 _check_constant_noise(flow, problem, state0, x0, t, alpha, need)
-            elif not (iso and abs(a - alpha) <= 1e-12 * alpha):
+            elif np.ndim(alpha) == 0 and not (iso and abs(a - alpha) <= 1e-12 * alpha):
                 now = f"{a:.6g} I" if iso else "not a multiple of I"
                 raise ValueError(
                     f"{need}; {name}'s noise changes with time: g g^T = {alpha:.6g} I at t = "
                     f"{t_first:g} but {now} at t = {t:g}. The routes use one alpha throughout; "
+                    "simulate it with dynopt.sde.simulate."
+                )
+            elif np.ndim(alpha) == 2 and not _same_matrix(gg, alpha):
+                raise ValueError(
+                    f"{need}; {name}'s noise changes with time: g g^T = "
+                    f"{np.round(alpha, 6).tolist()} at t = {t_first:g} but "
+                    f"{np.round(gg, 6).tolist()} at t = {t:g}. The routes use one D throughout; "
                     "simulate it with dynopt.sde.simulate."
                 )
         return VectorSDE(_FlowDrift(flow, problem, state0), alpha)
@@ -153,7 +230,8 @@ class VectorSDE(AbstractSDE):
         return jac(lambda y: self.p(y, t))(x)
 
     def check_dimension(self, d: int) -> None:
-        """`ValueError` unless the drift maps shape $(d,)$ to $(d,)$."""
+        """`ValueError` unless the drift maps shape $(d,)$ to $(d,)$ (and a matrix $D$ is
+        $(d, d)$)."""
         if isinstance(self.drift_fn, _FlowDrift):  # its unravel would fail with a shape error
             n = ravel_pytree(self.drift_fn.state0)[0].shape[0]
             if n != d:
@@ -174,6 +252,11 @@ class VectorSDE(AbstractSDE):
         if getattr(out, "shape", None) != y0.shape:
             shape = getattr(out, "shape", type(out).__name__)
             raise ValueError(f"drift must map shape {y0.shape} to {y0.shape}, got {shape}.")
+        if not self.isotropic and jnp.shape(self.alpha) != (d, d):
+            raise ValueError(
+                f"alpha, the diffusion matrix D, must have shape ({d}, {d}) for a state of "
+                f"dimension {d}, got {jnp.shape(self.alpha)}."
+            )
 
     def check(self, problem) -> None:
         del problem  # the drift is self-contained
@@ -194,6 +277,8 @@ class VectorSDE(AbstractSDE):
         # sqrt(alpha) in the wider of alpha's and the state's precisions: a bfloat16 alpha had it
         # rounded to bfloat16 (2.8e-3) on the float64 state.
         alpha = self.alpha.astype(widest_dtype([jnp.dtype(self.alpha.dtype), state.dtype]))
+        if not self.isotropic:  # B with B B^T = D: the law depends on D only
+            return jnp.linalg.cholesky(alpha).astype(state.dtype)
         return jnp.sqrt(alpha).astype(state.dtype) * jnp.eye(state.shape[0], dtype=state.dtype)
 
     def params(self, state):
@@ -236,9 +321,30 @@ def _diffusion_matrix(flow, problem, state0, x0, t, *, derivative=True):
 _NUM_NOISE_PROBES = 4
 
 
+def _same_matrix(gg: np.ndarray, D: np.ndarray) -> bool:
+    # Equal to 1e-12 of D's largest entry.
+    return gg.shape == D.shape and np.allclose(
+        gg, D, rtol=0, atol=1e-12 * float(np.max(np.abs(D))), equal_nan=False
+    )
+
+
+def _check_nonsingular_noise(gg: np.ndarray, n: int, name: str, need: str) -> None:
+    """`ValueError` unless a flow's $gg^\top$ is a positive definite $(n, n)$ matrix."""
+    try:
+        check_diffusion_matrix("g g^T", gg if gg.shape == (n, n) else np.zeros((0, 0)))
+    except ValueError as exc:
+        rank = int(np.linalg.matrix_rank(gg)) if gg.ndim == 2 and gg.size else 0
+        raise ValueError(
+            f"{need}; {name}'s diffusion matrix g g^T is singular (rank {rank} of {n}; e.g. "
+            "Kramers: noise on the velocity only): the law has no density on the whole state. "
+            f"Simulate it with dynopt.sde.simulate. ({exc})"
+        ) from None
+
+
 def _check_constant_noise(flow, problem, state0, x0, t, alpha, need) -> None:
-    r"""`ValueError` unless the flow's $gg^\top$ at time `t` is `alpha` $I$ at a few states around
-    `x0` too ($x_0 + (1 + \|x_0\|_\infty) z_k$, $z_k$ fixed standard normal draws)."""
+    r"""`ValueError` unless the flow's $gg^\top$ at time `t` is `alpha` $I$ (or the matrix
+    `alpha`) at a few states around `x0` too ($x_0 + (1 + \|x_0\|_\infty) z_k$, $z_k$ fixed
+    standard normal draws)."""
     x = np.asarray(x0, dtype=np.float64)
     scale = 1.0 + (float(np.max(np.abs(x))) if x.size else 0.0)
     draws = np.random.default_rng(0).standard_normal((_NUM_NOISE_PROBES, x.size))
@@ -247,13 +353,12 @@ def _check_constant_noise(flow, problem, state0, x0, t, alpha, need) -> None:
         g = _diffusion_matrix(flow, problem, state0, y, t, derivative=False)[0]
         gg = np.asarray(g @ g.T)
         n = x.size
-        if not (
-            gg.shape == (n, n)
-            and np.allclose(gg, alpha * np.eye(n), rtol=0, atol=1e-12 * alpha, equal_nan=False)
-        ):
+        iso = np.ndim(alpha) == 0
+        was = f"{alpha:.6g} I" if iso else f"{np.round(alpha, 6).tolist()}"
+        if not _same_matrix(gg, alpha * np.eye(n) if iso else alpha):
             name = type(flow).__name__
             raise ValueError(
-                f"{need}; {name}'s diffusion depends on the state: g g^T = {alpha:.6g} I at "
+                f"{need}; {name}'s diffusion depends on the state: g g^T = {was} at "
                 f"params0 but not at x = {np.round(np.asarray(y), 4).tolist()} (t = {t:g}). "
                 "Simulate it with dynopt.sde.simulate."
             )
@@ -276,7 +381,8 @@ def as_vector_sde(sde, problem: Problem | None = None, *, times=(0.0, 1.0)) -> V
 
     - `sde`: a `VectorSDE`, a `ScalarSDE`, or a flow with noise.
     - `problem`: the problem a flow acts on (`None` otherwise).
-    - `times`: the times at which a flow's noise is compared (it must be constant isotropic).
+    - `times`: the times at which a flow's noise is compared (it must be constant additive,
+      with a nonsingular $D$).
 
     **Returns:** a `VectorSDE`.
 
@@ -315,26 +421,31 @@ class LinearDrift(eqx.Module):
         return self.A @ x
 
 
-def linear_vector_sde(A, alpha: ScalarLike) -> VectorSDE:
-    r"""The linear SDE $dx = A x\,dt + \sqrt\alpha\,dW$ in $\mathbb R^d$ (OU for a stable $A$).
+def linear_vector_sde(A, alpha) -> VectorSDE:
+    r"""The linear SDE $dx = A x\,dt + \sqrt\alpha\,dW$ in $\mathbb R^d$ (OU for a stable $A$), or
+    $dx = Ax\,dt + B\,dW$ with $BB^\top = D$ for a matrix `alpha` $= D$.
 
     **Arguments:**
 
     - `A`: a square $(d, d)$ matrix of finite real numbers (a traced array leaf).
-    - `alpha`: the variance rate $\alpha > 0$, a scalar.
+    - `alpha`: the variance rate $\alpha > 0$, a scalar; or the diffusion matrix $D$, $(d, d)$
+      symmetric positive definite.
 
     **Returns:** a `VectorSDE` with drift `LinearDrift(A)`.
 
     **Raises:** `ValueError` for an `A` that is not a finite square matrix, or an `alpha` that
-    is not a scalar $> 0$.
+    is neither a scalar $> 0$ nor a symmetric positive definite matrix of $A$'s shape.
     """
-    return VectorSDE(LinearDrift(A), alpha)
+    sde = VectorSDE(LinearDrift(A), alpha)
+    sde.check_dimension(sde.drift_fn.A.shape[0])
+    return sde
 
 
 def linear_moments(
-    A, t: ScalarLike, x0, *, alpha: ScalarLike
+    A, t: ScalarLike, x0, *, alpha
 ) -> tuple[Float[Array, " d"], Float[Array, "d d"]]:
-    r"""Mean and covariance of $x(t)$ for $dx = Ax\,dt + \sqrt\alpha\,dW$, $x(0)=x_0$:
+    r"""Mean and covariance of $x(t)$ for $dx = Ax\,dt + \sqrt\alpha\,dW$, $x(0)=x_0$ (for a
+    matrix `alpha` $= D$: $dx = Ax\,dt + B\,dW$, $BB^\top = D$, and $\alpha I$ below reads $D$):
     $$\mu(t) = e^{At}x_0,\qquad \Sigma(t) = \alpha\int_0^t e^{As}e^{A^\top s}\,ds,$$
     the integral exactly by Van Loan's block exponential:
     $\exp\Big(t\begin{bmatrix}-A & \alpha I\\ 0 & A^\top\end{bmatrix}\Big)
@@ -345,21 +456,31 @@ def linear_moments(
     - `A`: the drift matrix, $(d, d)$, finite.
     - `t`: the time $t > 0$.
     - `x0`: the start, shape $(d,)$.
-    - `alpha`: the variance rate $\alpha > 0$.
+    - `alpha`: the variance rate $\alpha > 0$, or the diffusion matrix $D$ ($(d, d)$,
+      symmetric positive definite).
 
     **Returns:** `(mean, cov)`, shapes $(d,)$ and $(d, d)$ (the covariance symmetrized).
 
-    **Raises:** `ValueError` for $\alpha \le 0$, $t \le 0$, an $A$ that is not a square
-    matrix of finite real numbers, or an `x0` that is not a point of shape $(d,)$."""
+    **Raises:** `ValueError` for $\alpha \le 0$ (or a $D$ that is not symmetric positive
+    definite of $A$'s shape), $t \le 0$, an $A$ that is not a square matrix of finite real
+    numbers, or an `x0` that is not a point of shape $(d,)$."""
     # The checked values (under jit/vmap each carries its check: a negative alpha gave a
     # negative covariance).
-    alpha, t = positive("alpha", alpha), positive("t", t)
+    if jnp.ndim(alpha) == 2:
+        alpha = check_diffusion_matrix("alpha", alpha)
+    else:
+        alpha = positive("alpha", alpha)
+    t = positive("t", t)
     a = LinearDrift(A).A
     d = a.shape[0]
     if jnp.shape(x0) != (d,):
         raise ValueError(f"x0 must have shape (d,) = ({d},) like A, got {jnp.shape(x0)}.")
+    if jnp.ndim(alpha) == 2 and jnp.shape(alpha) != (d, d):
+        raise ValueError(f"alpha (the matrix D) must have A's shape {(d, d)}, got {alpha.shape}.")
     t = jnp.asarray(t, dtype=float)
-    block = jnp.block([[-a, jnp.asarray(alpha, float) * jnp.eye(d)], [jnp.zeros((d, d)), a.T]])
+    # Van Loan's block with D in place of alpha I (the Lyapunov integral of e^{As} D e^{A^T s}).
+    noise = alpha if jnp.ndim(alpha) == 2 else jnp.asarray(alpha, float) * jnp.eye(d)
+    block = jnp.block([[-a, noise], [jnp.zeros((d, d)), a.T]])
     E = jax.scipy.linalg.expm(t * block)
     F, G = E[d:, d:], E[:d, d:]
     cov = F.T @ G
@@ -414,12 +535,12 @@ def _gaussian_density(x, mean, cov):
 
 
 def linear_density_nd(
-    x: Float[Array, "... d"], t: ScalarLike, x0, *, A, alpha: ScalarLike
+    x: Float[Array, "... d"], t: ScalarLike, x0, *, A, alpha
 ) -> Float[Array, "..."]:
-    r"""Exact transition density of $dx = Ax\,dt + \sqrt\alpha\,dW$:
+    r"""Exact transition density of $dx = Ax\,dt + \sqrt\alpha\,dW$ (or $B\,dW$, $BB^\top = D$):
 
     $$P(x, t\mid x_0) = \mathcal N(x;\ \mu(t), \Sigma(t)),\qquad \mu(t) = e^{At}x_0,\quad
-    \Sigma(t) = \alpha\int_0^t e^{As}e^{A^\top s}\,ds,$$
+    \Sigma(t) = \int_0^t e^{As}De^{A^\top s}\,ds\quad(D = \alpha I),$$
 
     the moments from `linear_moments`.
 
@@ -429,7 +550,8 @@ def linear_density_nd(
     - `t`: the time $t > 0$.
     - `x0`: the start, shape $(d,)$.
     - `A`: the drift matrix, $(d, d)$, finite.
-    - `alpha`: the variance rate $\alpha > 0$.
+    - `alpha`: the variance rate $\alpha > 0$, or the diffusion matrix $D$ ($(d, d)$,
+      symmetric positive definite).
 
     **Returns:** the density at each point, shape `x.shape[:-1]`.
 
@@ -611,13 +733,18 @@ class TensorDensity(eqx.Module):
 
 @eqx.filter_jit
 def _potential(sde: VectorSDE, flat: Float[Array, "M d"]) -> tuple[Array, Array, Array]:
-    r"""$\Phi$, the line integral of $p(\cdot, 0)$ from the first of the points `flat` to each;
-    and, for $d > 1$, $\max|\nabla p - \nabla p^\top|$ and $\max|\nabla p|$ over them (a 1-D
-    drift is always a gradient: zeros)."""
-    phi = jax.vmap(lambda x: line_integral(lambda y: sde.p(y, 0.0), x, flat[0]))(flat)
+    r"""$\Phi$, the line integral of $q = p(\cdot, 0)$ ($q = D^{-1}p$ for a matrix $D$) from the
+    first of the points `flat` to each; and, for $d > 1$, $\max|\nabla q - \nabla q^\top|$ and
+    $\max|\nabla q|$ over them (a 1-D drift is always a gradient: zeros)."""
+    if sde.isotropic:
+        field, grad = (lambda y: sde.p(y, 0.0)), (lambda x: sde.grad_p(x, 0.0))
+    else:
+        field = lambda y: jnp.linalg.solve(sde.alpha, sde.p(y, 0.0))
+        grad = lambda x: jnp.linalg.solve(sde.alpha, sde.grad_p(x, 0.0))
+    phi = jax.vmap(lambda x: line_integral(field, x, flat[0]))(flat)
     if flat.shape[-1] == 1:
         return phi, jnp.zeros(()), jnp.zeros(())
-    jac = jax.vmap(lambda x: sde.grad_p(x, 0.0))(flat)
+    jac = jax.vmap(grad)(flat)
     return phi, jnp.max(jnp.abs(jac - jnp.swapaxes(jac, 1, 2))), jnp.max(jnp.abs(jac))
 
 
@@ -627,18 +754,23 @@ def _stationary_density(sde: VectorSDE, axes, curl_tol: float, edge_tol, name: s
     phi, asym, scale = _potential(sde, pts.reshape(-1, len(axes)))
     if len(axes) > 1:  # (every 1-D drift is a gradient)
         not_gradient = asym > curl_tol * jnp.maximum(1.0, scale)
-        why = "the stationary law exp(-2U/alpha) needs p = -∇U"
+        why = (
+            "the stationary law exp(-2U/alpha) needs p = -∇U"
+            if sde.isotropic
+            else "the stationary law exp(-2U) needs D^-1 p = -∇U (p = -D ∇U, detailed balance)"
+        )
         if isinstance(not_gradient, jax.core.Tracer):  # under jit (a traced drift)
             phi = eqx.error_if(phi, not_gradient, f"the drift is not a gradient field: {why}.")
         elif bool(not_gradient):
+            what = "the drift is not" if sde.isotropic else "D^-1 p is not"
             raise ValueError(
-                f"the drift is not a gradient field (max |∇p - ∇pᵀ| = {float(asym):.3g} on "
-                f"the grid): {why}."
+                f"{what} a gradient field (max |∇q - ∇qᵀ| = {float(asym):.3g} on the grid, q = "
+                f"{'p' if sde.isotropic else 'D^-1 p'}): {why}."
             )
     # Normalised eagerly, as the 1-D route always was: in one program with the quadrature, XLA
     # turns the divisions into products with reciprocals (1e-14 relative on the density).
     vol = cell_volume(axes)
-    logd = 2.0 * phi / sde.alpha
+    logd = 2.0 * phi / sde.alpha if sde.isotropic else 2.0 * phi
     dens = jnp.exp(logd - jnp.max(logd))
     dens = (dens / (jnp.sum(dens) * vol)).reshape(pts.shape[:-1])
     return check_edge_mass(dens, vol, edge_tol, name)
@@ -657,18 +789,25 @@ def stationary_density_nd(
     (Riemann sum), with $U$ from the line integral of $p$ from the grid's first corner
     (`line_integral`: exact for polynomial drifts).
 
+    With a diffusion matrix $D$ the zero-flux condition $pP = \tfrac12D\nabla P$ needs
+    $D^{-1}p = -\nabla U$ (detailed balance; e.g. $p = -D\nabla V/2$ gives $U = V/2$, or $p = -Ax$
+    with $D^{-1}A$ symmetric), and then $P_\infty \propto e^{-2U}$, $U$ the line integral of
+    $D^{-1}p$ ($D = \alpha I$: the isotropic law). Otherwise a stationary law may exist, but
+    not in closed form: refused.
+
     **Arguments:**
 
-    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with constant additive noise on
       `problem`.
     - `axes`: the tensor grid, a tuple of $d$ uniform 1-D grids.
-    - `curl_tol`: the relative asymmetry of $\nabla p$ accepted as a gradient field, $\ge 0$.
+    - `curl_tol`: the relative asymmetry of $\nabla p$ ($\nabla(D^{-1}p)$) accepted as a
+      gradient field, $\ge 0$.
     - `edge_tol`: the largest mass fraction accepted on the grid's boundary (`None`: no check).
     - `problem`: the problem a flow `sde` acts on (`None` otherwise).
 
     **Returns:** the density on the grid, shape $(m_1, \dots, m_d)$.
 
-    **Raises:** `ValueError` for bad axes, or when $p$ is not a gradient field:
+    **Raises:** `ValueError` for bad axes, or when $p$ ($D^{-1}p$) is not a gradient field:
     $\max|\nabla p - \nabla p^\top| > $ `curl_tol` $\cdot \max(1, \max|\nabla p|)$ on the grid
     (then no such closed form exists; every 1-D drift is one), or when more than `edge_tol` of
     the mass lies on the grid's boundary points (a grid that cuts the law off, or a drift that
@@ -719,9 +858,11 @@ def _short_time(sde: VectorSDE, x0, t, axes) -> Float[Array, "..."]:
     # N(x; x0 + p(x0, 0) t, alpha t I) on the grid `axes`. Eager, as the 1-D route always was
     # (one program would divide by reciprocals: 1e-16 relative, and every later route's result
     # moved).
-    var = sde.alpha * t
     pts = mesh_points(axes)
     r = pts - (x0 + sde.p(x0, 0.0) * t).reshape((1,) * len(axes) + x0.shape)
+    if not sde.isotropic:  # N(x; x0 + p t, D t)
+        return gaussian_density(r, jnp.zeros(x0.shape), sde.alpha * t)
+    var = sde.alpha * t
     return jnp.exp(-0.5 * jnp.sum(r**2, axis=-1) / var) / jnp.sqrt(2 * jnp.pi * var) ** x0.size
 
 
@@ -731,12 +872,14 @@ def short_time_density_nd(
     r"""The one-slice Itô propagator on a tensor grid, a start for `fokker_planck_nd` at a small
     $t_0 = t$ (error $O(t)$):
 
-    $$P(x, t\mid x_0) \approx \mathcal N(x;\ x_0 + p(x_0,0)\,t,\ \alpha t I).$$
+    $$P(x, t\mid x_0) \approx \mathcal N(x;\ x_0 + p(x_0,0)\,t,\ \alpha t I)\quad
+    (D\,t\text{ for a diffusion matrix } D).$$
 
     **Arguments:**
 
-    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
-      `problem` (`VectorSDE.from_flow`: the state is the raveled flow state).
+    - `sde`: a `VectorSDE` (isotropic or with a matrix $D$), a `ScalarSDE` ($d = 1$), or a flow
+      with constant additive noise on `problem` (`VectorSDE.from_flow`: the state is the raveled
+      flow state).
     - `x0`: the start, a finite point of shape $(d,)$.
     - `t`: the time $t > 0$.
     - `axes`: the grid, a tuple of $d$ uniform 1-D grids.
