@@ -319,7 +319,8 @@ def fokker_planck_nd(
 
     **Arguments:**
 
-    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+    - `sde`: a `VectorSDE` (scalar $\alpha$ or diffusion matrix $D$), a `ScalarSDE` ($d = 1$), or a
+      flow with constant additive noise (nonsingular $D$) on
       `problem` (e.g. `dynopt.sde.Langevin(T)`, $\alpha = 2T$; see `VectorSDE.from_flow`).
     - `initial`: the density at $t_0$ on the grid, shape $(m_1, \dots, m_d)$, of mass 1 within
       `mass_tol`.
@@ -339,7 +340,7 @@ def fokker_planck_nd(
 
     **Raises:** `ValueError` for bad axes, an `initial` of the wrong shape or whose mass differs
     from 1 by more than `mass_tol`, $t_1 \le t_0$, `pad_to` smaller than the grid, a flow whose
-    noise is not constant isotropic additive noise over $[t_0, t_1]$, a lost mass above
+    noise is not constant additive noise with a nonsingular $D$ over $[t_0, t_1]$, a lost mass above
     `mass_tol`, or a scheme that was not monotone (cell Péclet number above 1 where the density
     lives): a density negative beyond 1% of its peak or mass created beyond max(`mass_tol`, 1%)
     (`mass_tol=None` reports all of these without raising; otherwise it must be >= 0 and

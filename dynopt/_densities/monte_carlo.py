@@ -194,7 +194,8 @@ def monte_carlo_samples_nd(
 
     **Arguments:**
 
-    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+    - `sde`: a `VectorSDE` (scalar $\alpha$ or diffusion matrix $D$), a `ScalarSDE` ($d = 1$), or a
+      flow with constant additive noise (nonsingular $D$) on
       `problem` (`VectorSDE.from_flow`: the state is the raveled flow state).
     - `x0`: the start, a point of shape $(d,)$.
     - `t1`: the final time $t_1 > 0$.
@@ -231,7 +232,8 @@ def monte_carlo_density_nd(
 
     **Arguments:**
 
-    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+    - `sde`: a `VectorSDE` (scalar $\alpha$ or diffusion matrix $D$), a `ScalarSDE` ($d = 1$), or a
+      flow with constant additive noise (nonsingular $D$) on
       `problem`.
     - `x0`: the start, a point of shape $(d,)$.
     - `t1`: the final time $t_1 > 0$.

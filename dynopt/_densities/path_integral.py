@@ -313,7 +313,8 @@ def path_integral_nd(
 
     **Arguments:**
 
-    - `sde`: a `VectorSDE`, a `ScalarSDE` ($d = 1$), or a flow with isotropic additive noise on
+    - `sde`: a `VectorSDE` (scalar $\alpha$ or diffusion matrix $D$), a `ScalarSDE` ($d = 1$), or a
+      flow with constant additive noise (nonsingular $D$) on
       `problem` (`VectorSDE.from_flow`).
     - `x0`: the start, a finite point of shape $(d,)$ (off-grid allowed).
     - `t1`: the final time $t_1 > t_0$.
@@ -326,7 +327,7 @@ def path_integral_nd(
     - `problem`: the problem a flow `sde` acts on (`None` otherwise).
 
     **Raises:** `ValueError` for `num_slices < 1`, an unknown convention, bad axes, an $x_0$ of
-    the wrong shape or not finite, $t_1\le t_0$, a flow whose noise is not constant isotropic
+    the wrong shape or not finite, $t_1\le t_0$, a flow whose noise is not constant
     additive noise over $[t_0, t_1]$, or (with the Jacobian) a lost mass above `mass_tol` or a
     created mass above max(`mass_tol`, 5%); a `mass_tol` that is not `None` or >= 0 and finite.
     """
