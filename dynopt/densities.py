@@ -6,10 +6,13 @@ its Jacobian) and the asymmetric random walk; the Onsager–Machlup action and i
 
 Every route is written once, on tensor grids in $\mathbb R^d$ (`*_nd`); the 1-D functions are its
 $d = 1$ case, returning a `GridDensity`. A route takes a `VectorSDE`, a `ScalarSDE` (1-D), or any
-flow with isotropic additive noise together with its problem (`problem=`; e.g.
+flow with constant additive noise together with its problem (`problem=`; e.g.
 `dynopt.sde.Langevin(T)`, $\alpha = 2T$, via `VectorSDE.from_flow`).
 
 Convention: $\alpha$ is the variance rate; $dx = b\,dt + \sigma\,dW$ has $\alpha = \sigma^2$.
+Anisotropic noise $dx = p\,dt + B\,dW$ is a `VectorSDE` whose `alpha` is the diffusion matrix
+$D = BB^\top$ (symmetric positive definite; $\alpha$ is $D = \alpha I$): every route but the
+random walk (diagonal $D$ only) takes it.
 """
 
 from ._densities.actions import (

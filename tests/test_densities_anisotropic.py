@@ -228,6 +228,12 @@ def test_bad_diffusion_matrices_are_named():
         D.VectorSDE(drift, np.ones((2, 3)))
     with pytest.raises(ValueError, match=r"^alpha must be a finite real number"):
         D.VectorSDE(drift, np.array([[1.0, np.nan], [np.nan, 1.0]]))
+    for call in (
+        lambda: D.linear_vector_sde(A, np.eye(3)),
+        lambda: D.linear_moments(A, T, X0, alpha=np.eye(3)),
+    ):
+        with pytest.raises(ValueError, match=r"^alpha \(the .*D\) must have A's shape \(2, 2\)"):
+            call()
     cube = (np.linspace(-1.0, 1.0, 5),) * 3
     with pytest.raises(ValueError, match=r"^alpha, the diffusion matrix D, must have shape \(3, 3"):
         D.path_integral_nd(D.VectorSDE(drift, np.eye(2)), np.zeros(3), 0.5, cube, 2)

@@ -436,9 +436,13 @@ def linear_vector_sde(A, alpha) -> VectorSDE:
     **Raises:** `ValueError` for an `A` that is not a finite square matrix, or an `alpha` that
     is neither a scalar $> 0$ nor a symmetric positive definite matrix of $A$'s shape.
     """
-    sde = VectorSDE(LinearDrift(A), alpha)
-    sde.check_dimension(sde.drift_fn.A.shape[0])
-    return sde
+    drift = LinearDrift(A)
+    if jnp.ndim(alpha) == 2 and jnp.shape(alpha) != drift.A.shape:
+        raise ValueError(
+            f"alpha (the diffusion matrix D) must have A's shape {drift.A.shape}, got "
+            f"{jnp.shape(alpha)}."
+        )
+    return VectorSDE(drift, alpha)
 
 
 def linear_moments(
