@@ -1,4 +1,4 @@
-"""dynopt.densities with constant anisotropic noise $dx = Ax\,dt + B\,dW$, $D = BB^\top$ (a
+r"""dynopt.densities with constant anisotropic noise $dx = Ax\,dt + B\,dW$, $D = BB^\top$ (a
 matrix `alpha`): every route against the OU closed form, the d = 1 and isotropic reductions, and
 the refusals (singular or non-symmetric D, correlated noise for the random walk, D^-1 p not a
 gradient, Kramers' degenerate noise).
@@ -34,8 +34,10 @@ def ou_moments(Dm, t, x0=X0, a=A):
 
 
 def exact(Dm, t=T):
+    """N(x; mean, cov) of the closed form, in jnp (the routes evaluate it under vmap)."""
     mean, cov = ou_moments(Dm, t)
-    return lambda x: jnp.asarray(scipy.stats.multivariate_normal(mean, cov).pdf(np.asarray(x)))
+    prec, norm = np.linalg.inv(cov), 1.0 / np.sqrt(np.linalg.det(2 * np.pi * cov))
+    return lambda x: norm * jnp.exp(-0.5 * (x - mean) @ prec @ (x - mean))
 
 
 def peak(Dm, t=T):
@@ -52,9 +54,8 @@ def test_linear_moments_take_a_diffusion_matrix(kind):
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(cov, ref_cov, rtol=1e-12, atol=1e-14)
     pts = np.array([[0.1, -0.2], [0.7, 0.3]])
-    np.testing.assert_allclose(
-        D.linear_density_nd(pts, T, X0, A=A, alpha=Dm), exact(Dm)(pts), rtol=1e-11
-    )
+    ref = scipy.stats.multivariate_normal(ref_mean, ref_cov).pdf(pts)
+    np.testing.assert_allclose(D.linear_density_nd(pts, T, X0, A=A, alpha=Dm), ref, rtol=1e-11)
 
 
 @pytest.mark.parametrize("kind", NOISES)
@@ -74,7 +75,8 @@ def test_path_integral_and_short_time_match_the_closed_form(kind):
         ax = tuple(np.linspace(c - 1.0, c + 1.0, 81) for c in X0)
         st = D.short_time_density_nd(sde_, X0, t, ax)
         pts = jnp.stack(jnp.meshgrid(*map(jnp.asarray, ax), indexing="ij"), axis=-1)
-        errs.append(float(jnp.max(jnp.abs(st - exact(Dm, t)(pts)))) / peak(Dm, t))
+        ref = scipy.stats.multivariate_normal(*ou_moments(Dm, t)).pdf(np.asarray(pts))
+        errs.append(float(np.max(np.abs(np.asarray(st) - ref))) / peak(Dm, t))
     assert errs[0] < 0.1
     assert 3.0 < errs[0] / errs[1] < 5.0  # first order in t
 
@@ -136,7 +138,9 @@ def test_random_walk_takes_diagonal_noise_and_refuses_correlated_noise():
 
 def test_stationary_law_needs_detailed_balance():
     # p = -D ∇V / 2 with V = xᵀKx/2 (i.e. A = -DK/2): D⁻¹p = -∇(V/2) and P∞ = N(0, K⁻¹), the
-    # Lyapunov solution of AΣ + ΣAᵀ + D = 0. The grid's Riemann normalisation is spectral.
+    # Lyapunov solution of AΣ + ΣAᵀ + D = 0. U is exact (a linear drift's line integral), and
+    # the closed form is normalised on the grid as the route is (the tails the grid cuts off
+    # moved both by 1.1e-7).
     Dm = NOISES["full"]
     K = np.array([[2.0, 0.5], [0.5, 1.5]])
     a = -0.5 * Dm @ K
@@ -146,9 +150,10 @@ def test_stationary_law_needs_detailed_balance():
     dens = D.stationary_density_nd(D.linear_vector_sde(a, Dm), ax)
     pts = np.stack(np.meshgrid(*ax, indexing="ij"), axis=-1)
     ref = scipy.stats.multivariate_normal(np.zeros(2), cinf).pdf(pts)
-    np.testing.assert_allclose(dens, ref, rtol=0, atol=1e-9 * ref.max())
-    # -A symmetric but D⁻¹A not (A = -I + rotation-free shear with correlated D): no detailed
-    # balance, no closed form: refused, although p itself is a gradient.
+    ref = ref / (ref.sum() * (ax[0][1] - ax[0][0]) * (ax[1][1] - ax[1][0]))  # as the route
+    np.testing.assert_allclose(dens, ref, rtol=0, atol=1e-12 * ref.max())
+    # p = -Kx is a gradient, but D⁻¹K is not symmetric with the correlated D: no detailed
+    # balance, no closed form: refused.
     with pytest.raises(ValueError, match=r"^D\^-1 p is not a gradient field.*detailed balance"):
         D.stationary_density_nd(D.linear_vector_sde(-K, Dm), ax)
 
@@ -226,7 +231,7 @@ def test_bad_diffusion_matrices_are_named():
         D.VectorSDE(drift, np.diag([1.0, -0.5]))
     with pytest.raises(ValueError, match=r"^alpha must be a square \(d, d\) matrix"):
         D.VectorSDE(drift, np.ones((2, 3)))
-    with pytest.raises(ValueError, match=r"^alpha must be a finite real number"):
+    with pytest.raises(ValueError, match=r"^alpha must be finite"):
         D.VectorSDE(drift, np.array([[1.0, np.nan], [np.nan, 1.0]]))
     for call in (
         lambda: D.linear_vector_sde(A, np.eye(3)),

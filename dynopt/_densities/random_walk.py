@@ -61,7 +61,8 @@ def _walk(sde, axes, nums, j0, ds, dt, n):
     pts = mesh_points(axes).reshape(-1, d)
     P0 = jnp.zeros(shape).at[tuple(j0)].set(1.0)
     signs = list(itertools.product((1.0, -1.0), repeat=d))
-    rate = sde.alpha if sde.isotropic else jnp.diag(sde.alpha)  # (ds: one, or one per axis)
+    # ds: one, or one per axis (shape (1, d), as the rates)
+    rate = sde.alpha if sde.isotropic else jnp.diag(sde.alpha)[None]
 
     def step(k, carry):
         P, lost, ratio = carry
@@ -176,7 +177,7 @@ def _random_walk(sde, problem, x0, t1, dt, window, mass_tol, name):
         tuple(jnp.asarray(a) for a in axes),
         jnp.asarray(nums),
         jnp.asarray(j0),
-        jnp.asarray(ds),
+        jnp.asarray(ds) if sde.isotropic else jnp.asarray(ds).reshape(1, d),
         jnp.asarray(float(dt)),
         jnp.asarray(n),
     )

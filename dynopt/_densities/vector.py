@@ -49,8 +49,9 @@ def check_diffusion_matrix(name: str, value) -> Float[Array, "d d"]:
     given concretely, finite, symmetric (to $10^{-12}$ of its largest entry) and positive
     definite. A singular $D$ (noise on some directions only, e.g. `Kramers`' on the velocity)
     has no density on $\mathbb R^d$, and the Gaussian kernels would divide by $\det D = 0$."""
-    if jnp.ndim(value) != 2 or jnp.shape(value)[0] != jnp.shape(value)[1] or not jnp.size(value):
-        raise ValueError(f"{name} must be a square (d, d) matrix, got shape {jnp.shape(value)}.")
+    # (np.ndim/np.shape: a nested list too, and a tracer's own shape.)
+    if np.ndim(value) != 2 or np.shape(value)[0] != np.shape(value)[1] or not np.size(value):
+        raise ValueError(f"{name} must be a square (d, d) matrix, got shape {np.shape(value)}.")
     if is_traced(value):
         return jnp.asarray(value, dtype=float)
     interval(name, value)  # finite real numbers
@@ -74,9 +75,9 @@ def check_diffusion_matrix(name: str, value) -> Float[Array, "d d"]:
 def _convert_alpha(value) -> Float[Array, "..."]:
     # A scalar exactly as a `hyperparameter` field stores it (> 0, a weakly typed float array);
     # a matrix checked as a diffusion matrix. Other shapes are refused by `__check_init__`.
-    if jnp.ndim(value) == 2:
+    if np.ndim(value) == 2:
         return check_diffusion_matrix("alpha", value)
-    if jnp.ndim(value) == 0:
+    if np.ndim(value) == 0:
         return as_hyperparameter("alpha", value, lower=0.0, lower_open=True)
     return value
 
@@ -437,10 +438,10 @@ def linear_vector_sde(A, alpha) -> VectorSDE:
     is neither a scalar $> 0$ nor a symmetric positive definite matrix of $A$'s shape.
     """
     drift = LinearDrift(A)
-    if jnp.ndim(alpha) == 2 and jnp.shape(alpha) != drift.A.shape:
+    if np.ndim(alpha) == 2 and np.shape(alpha) != drift.A.shape:
         raise ValueError(
             f"alpha (the diffusion matrix D) must have A's shape {drift.A.shape}, got "
-            f"{jnp.shape(alpha)}."
+            f"{np.shape(alpha)}."
         )
     return VectorSDE(drift, alpha)
 
@@ -470,7 +471,7 @@ def linear_moments(
     numbers, or an `x0` that is not a point of shape $(d,)$."""
     # The checked values (under jit/vmap each carries its check: a negative alpha gave a
     # negative covariance).
-    if jnp.ndim(alpha) == 2:
+    if np.ndim(alpha) == 2:
         alpha = check_diffusion_matrix("alpha", alpha)
     else:
         alpha = positive("alpha", alpha)
