@@ -69,7 +69,7 @@ def test_path_integral_and_short_time_match_the_closed_form(kind):
     assert float(res.error(exact(Dm))) < 1e-3 * peak(Dm)
     assert abs(float(res.mass) - 1.0) < 1e-4
     # The one-slice start N(x0 + p t, D t) is the exact law to O(t): at t = 0.05 its error is
-    # 5.4-5.7% of the peak (~t |A|), and at t = 0.0125 a quarter of it.
+    # 6.0% of the peak (~t |A|; diag and full), and at t = 0.0125 a quarter of it (1.5%).
     errs = []
     for t in (0.05, 0.0125):
         ax = tuple(np.linspace(c - 1.0, c + 1.0, 81) for c in X0)
@@ -84,8 +84,8 @@ def test_path_integral_and_short_time_match_the_closed_form(kind):
 @pytest.mark.parametrize("kind", NOISES)
 def test_fokker_planck_mixed_derivatives_converge_at_second_order(kind):
     # Finite volumes with J_i = p_i P - ½ Σ_j D_ij ∂_j P: O(h²), so halving h quarters the error
-    # (a wrong or missing mixed term leaves an O(1) error with D_12 = 0.4). Measured: diag
-    # 6.3% -> 1.6%, full 6.2% -> 1.5% of the peak; mass conserved to rounding.
+    # (without the mixed term the full D's error is 14% at 45²). Measured: diag 4.5% -> 1.2%,
+    # full 4.9% -> 1.3% of the peak (ratios 3.6, 3.7); mass defects <= 6.7e-16.
     Dm = NOISES[kind]
     sde_ = D.linear_vector_sde(A, Dm)
     t0 = 0.2
@@ -120,7 +120,7 @@ def test_monte_carlo_samples_have_the_ou_moments(kind):
 
 
 def test_random_walk_takes_diagonal_noise_and_refuses_correlated_noise():
-    # Per-axis spacings sqrt(D_ii dt): first order in dt (measured 1.6e-3 of the peak at dt = 2e-3).
+    # Per-axis spacings sqrt(D_ii dt): first order in dt (3.2e-3 -> 1.6e-3 of the peak).
     Dm = NOISES["diag"]
     sde_ = D.linear_vector_sde(A, Dm)
     window = [(-3.0, 3.0), (-4.0, 4.0)]
