@@ -330,7 +330,7 @@ def _same_matrix(gg: np.ndarray, D: np.ndarray) -> bool:
 
 
 def _check_nonsingular_noise(gg: np.ndarray, n: int, name: str, need: str) -> None:
-    """`ValueError` unless a flow's $gg^\top$ is a positive definite $(n, n)$ matrix."""
+    r"""`ValueError` unless a flow's $gg^\top$ is a positive definite $(n, n)$ matrix."""
     try:
         check_diffusion_matrix("g g^T", gg if gg.shape == (n, n) else np.zeros((0, 0)))
     except ValueError as exc:
