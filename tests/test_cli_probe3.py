@@ -239,6 +239,9 @@ def test_bench_stopped_by_sigterm_stops_its_child_and_says_so(tmp_path, signum):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # The signal's default disposition, whatever this test runs under: a suite started with
+        # `nohup` hands SIGHUP down ignored, and an ignored SIGHUP stays ignored, on purpose.
+        preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL),
     )
     child = None
     try:
