@@ -196,7 +196,11 @@ def test_the_commands_an_error_gives_to_paste_work_on_a_path_with_spaces(naps, t
 
 
 _BENCH_WITH_A_CHILD = """
-import subprocess, sys, types
+import signal, subprocess, sys, types
+# The signals' default dispositions, as from a terminal, whatever the tests run under: a suite
+# started with `nohup` hands SIGHUP down ignored, and an ignored SIGHUP stays ignored, on purpose.
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 from benchmarks import __main__ as bench
 module = types.ModuleType("fake_bench")
 def run(config):
@@ -239,9 +243,6 @@ def test_bench_stopped_by_sigterm_stops_its_child_and_says_so(tmp_path, signum):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # The signal's default disposition, whatever this test runs under: a suite started with
-        # `nohup` hands SIGHUP down ignored, and an ignored SIGHUP stays ignored, on purpose.
-        preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL),
     )
     child = None
     try:
